@@ -1,0 +1,37 @@
+"""HyperRecon in JAX: one hypernetwork-conditioned Unet for every loss weighting.
+
+Submodules are imported on first access (``hr.models``, ``hr.data``, ...) so that
+``import hyperrecon_jax`` stays cheap and optional dependencies (data, plotting)
+are only needed by the parts that use them.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "checkpoints",
+    "data",
+    "evaluate",
+    "hparams",
+    "losses",
+    "masks",
+    "metrics",
+    "models",
+    "physics",
+    "plots",
+    "sampling",
+    "train",
+)
+
+
+def __getattr__(name):
+  if name in _SUBMODULES:
+    module = importlib.import_module(f"{__name__}.{name}")
+    globals()[name] = module
+    return module
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(list(globals()) + list(_SUBMODULES))

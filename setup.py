@@ -1,0 +1,43 @@
+"""Installation script for hyperrecon-jax."""
+
+import setuptools
+
+setuptools.setup(
+    name="hyperrecon-jax",
+    version="0.1.0",
+    description=(
+        "HyperRecon in JAX/Flax: one hypernetwork-conditioned Unet that "
+        "reconstructs images for any loss-weight hyperparameter."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["hyperrecon_jax", "hyperrecon_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.5",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "absl-py>=1.4",
+        "ml-collections>=0.1.1",
+        "dm-pix>=0.4",
+    ],
+    extras_require={
+        # The embedded MNI152 dataset and the TFDS/grain pipeline (no TensorFlow).
+        "data": [
+            "nilearn>=0.10",
+            "nibabel>=5",
+            "h5py>=3",
+            "tensorflow-datasets>=4.9.3",
+            "array-record>=0.5",
+            "grain>=0.2",
+            "tqdm>=4",
+        ],
+        # Figures, TensorBoard event files.
+        "viz": ["matplotlib>=3.7", "tensorboardX>=2.6"],
+        # Independent references used by the tests.
+        "test": ["pytest>=7", "scikit-image>=0.21"],
+    },
+)
