@@ -1,0 +1,191 @@
+"""The reconstruction Unet of HyperRecon, as a function of an explicit weights pytree.
+
+Topology (REFERENCE.md): 2 input channels (real, imaginary of the zero-filled
+image), ``channels`` features at every one of 4 levels, blocks of
+[3×3 conv → BatchNorm → ReLU] × 2, 2×2 max-pooling between encoder levels,
+bilinear ×2 upsampling with ``align_corners=True``, concatenation
+[upsampled, skip], a 1×1 head, and a residual on the magnitude of the input:
+
+    recon = head(features) + |zero_filled|.
+
+The 15 convolutions' kernels and biases are *inputs* (``weights``); only the
+BatchNorm scales and biases are parameters of ``UnetBody``, shared by every λ as
+in the reference.
+"""
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hyperrecon_jax.models import layers
+
+IN_CHANNELS = 2
+NUM_LEVELS = 4  # resolution levels; the image is max-pooled NUM_LEVELS - 1 times
+
+
+class ConvSpec(NamedTuple):
+  """One convolution of the Unet: its name, kernel size and channel counts."""
+  name: str
+  size: int
+  cin: int
+  cout: int
+
+  @property
+  def kernel_shape(self):
+    return (self.size, self.size, self.cin, self.cout)
+
+  @property
+  def num_weights(self):
+    return self.size * self.size * self.cin * self.cout + self.cout
+
+
+def conv_specs(channels: int = 32) -> tuple[ConvSpec, ...]:
+  """The Unet's 15 convolutions in execution order.
+
+  Encoder blocks ``enc0``–``enc3`` (2→c, then c→c), decoder blocks
+  ``dec0``–``dec2`` (2c→c after concatenation), and the 1×1 ``head`` (c→1).
+
+  Args:
+    channels: features at every level (32 in the paper).
+
+  Returns:
+    A tuple of ``ConvSpec``.
+  """
+  c = channels
+  specs = []
+  for level in range(NUM_LEVELS):
+    cin = IN_CHANNELS if level == 0 else c
+    specs += [ConvSpec(f"enc{level}_a", 3, cin, c),
+              ConvSpec(f"enc{level}_b", 3, c, c)]
+  for level in range(NUM_LEVELS - 1):
+    specs += [ConvSpec(f"dec{level}_a", 3, 2 * c, c),
+              ConvSpec(f"dec{level}_b", 3, c, c)]
+  specs.append(ConvSpec("head", 1, c, 1))
+  return tuple(specs)
+
+
+def check_input(zf, name: str = "zf"):
+  """Trace-time checks of a zero-filled input batch (costs nothing under jit).
+
+  Args:
+    zf: the array to check.
+    name: argument name used in error messages.
+
+  Raises:
+    ValueError: if ``zf`` is not (B, H, W, 2) with H and W divisible by 8.
+  """
+  shape = getattr(zf, "shape", None)
+  if shape is None or len(shape) != 4:
+    raise ValueError(f"{name} must have shape (B, H, W, 2), got shape {shape}")
+  if shape[-1] != IN_CHANNELS:
+    raise ValueError(f"{name} must have {IN_CHANNELS} channels (real, imaginary) "
+                     f"in its last axis, got shape {shape}")
+  factor = 2 ** (NUM_LEVELS - 1)
+  if shape[1] % factor or shape[2] % factor or shape[1] == 0 or shape[2] == 0:
+    raise ValueError(f"{name} image size {shape[1]}×{shape[2]} cannot be "
+                     f"max-pooled {NUM_LEVELS - 1} times: height and width must "
+                     f"be positive multiples of {factor}")
+
+
+class UnetBody(nn.Module):
+  """The Unet computation given its convolution weights.
+
+  Attributes:
+    channels: features at every level.
+    batch_norm: whether each 3×3 convolution is followed by BatchNorm.
+    strategy: per-sample convolution strategy, ``'vmap'`` or ``'loop'``.
+    dtype: convolution computation dtype (float32 or bfloat16).
+  """
+  channels: int = 32
+  batch_norm: bool = True
+  strategy: str = "loop"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, weights, zf, *, per_sample: bool, train: bool = False):
+    """Reconstructs a batch.
+
+    Args:
+      weights: ``{name: {'kernel', 'bias'}}`` for every ``conv_specs`` entry,
+        with a leading batch axis when ``per_sample``.
+      zf: (B, H, W, 2) zero-filled input.
+      per_sample: whether every batch element has its own weights.
+      train: BatchNorm uses batch statistics (and updates ``batch_stats``) when
+        True, running averages when False.
+
+    Returns:
+      (B, H, W) float32 reconstruction.
+    """
+    def conv_bn_relu(x, name):
+      w = weights[name]
+      x = layers.conv2d(x, w["kernel"], w["bias"], per_sample=per_sample,
+                        strategy=self.strategy, dtype=self.dtype)
+      if self.batch_norm:
+        # PyTorch momentum 0.1 is Flax momentum 0.9.
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                         epsilon=1e-5, name=f"bn_{name}")(x)
+      return nn.relu(x)
+
+    def block(x, prefix):
+      return conv_bn_relu(conv_bn_relu(x, f"{prefix}_a"), f"{prefix}_b")
+
+    x = zf.astype(jnp.float32)
+    skips = []
+    for level in range(NUM_LEVELS):
+      if level:
+        x = layers.max_pool2x(x)
+      x = block(x, f"enc{level}")
+      skips.append(x)
+    skips.pop()  # the bottom level feeds the decoder directly
+    for level in range(NUM_LEVELS - 1):
+      x = jnp.concatenate([layers.upsample2x(x), skips.pop()], axis=-1)
+      x = block(x, f"dec{level}")
+    head = weights["head"]
+    out = layers.conv2d(x, head["kernel"], head["bias"], per_sample=per_sample,
+                        strategy=self.strategy, dtype=self.dtype)[..., 0]
+    return out + jnp.sqrt(jnp.sum(zf.astype(jnp.float32) ** 2, axis=-1))
+
+
+class Unet(nn.Module):
+  """Plain Unet baseline: the HyperRecon topology with ordinary parameters.
+
+  Attributes:
+    channels: features at every level (32 in the paper).
+    batch_norm: BatchNorm after every 3×3 convolution.
+    init_scheme: ``'torch'`` (uniform ±1/√fan_in, the reference's) or ``'flax'``.
+    dtype: convolution computation dtype.
+  """
+  channels: int = 32
+  batch_norm: bool = True
+  init_scheme: str = "torch"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, zf, train: bool = False):
+    """Reconstructs a batch.
+
+    Args:
+      zf: (B, H, W, 2) zero-filled input.
+      train: use and update batch statistics (pass ``mutable=['batch_stats']``).
+
+    Returns:
+      (B, H, W) float32 reconstruction.
+    """
+    check_input(zf)
+    weights = {}
+    for spec in conv_specs(self.channels):
+      kinit, binit = layers.initializers(self.init_scheme, spec.size ** 2 * spec.cin)
+      weights[spec.name] = {
+          "kernel": self.param(f"{spec.name}_kernel", kinit, spec.kernel_shape),
+          "bias": self.param(f"{spec.name}_bias", binit, (spec.cout,)),
+      }
+    body = UnetBody(self.channels, self.batch_norm, dtype=self.dtype,
+                    name="body")
+    return body(weights, zf, per_sample=False, train=train)
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter pytree."""
+  return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,311 @@
+"""Tests for hyperrecon_jax.models: counts, topology, per-sample weights, errors."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import signal
+
+from hyperrecon_jax import hparams
+from hyperrecon_jax import models
+from hyperrecon_jax.models import layers
+
+C = 8          # narrow Unet for fast tests
+SIZE = 16
+
+
+def _inputs(batch=3, size=SIZE, seed=0):
+  rng = np.random.default_rng(seed)
+  zf = rng.normal(size=(batch, size, size, 2)).astype(np.float32)
+  lam = np.linspace(0.0, 1.0, batch, dtype=np.float32)[:, None]
+  return zf, np.asarray(hparams.coefficients(lam))
+
+
+def _assert_close(actual, expected, rel=1e-5):
+  """|actual − expected| ≤ rel · max|expected|: relative to the output scale."""
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape
+  np.testing.assert_allclose(actual, expected, rtol=0,
+                             atol=rel * np.abs(expected).max())
+
+
+def _with_random_stats(variables, seed=1):
+  """Non-trivial BatchNorm running statistics so evaluation mode is tested."""
+  rng = np.random.default_rng(seed)
+  stats = jax.tree_util.tree_map_with_path(
+      lambda p, x: (rng.uniform(0.5, 2.0, x.shape) if p[-1].key == "var"
+                    else rng.normal(0, 0.3, x.shape)).astype(np.float32),
+      variables["batch_stats"])
+  return {**variables, "batch_stats": stats}
+
+
+@functools.lru_cache(maxsize=None)
+def _hyper(strategy="loop", batch_norm=True):
+  net = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=C,
+                         batch_norm=batch_norm, strategy=strategy)
+  zf, coeffs = _inputs()
+  variables = jax.jit(net.init)(jax.random.key(0), zf, coeffs)
+  if batch_norm:
+    variables = _with_random_stats(variables)
+  return net, variables, jax.jit(net.apply)
+
+
+@pytest.mark.parametrize("batch_norm, expected", [(True, 149_409),
+                                                  (False, 148_513)])
+def test_unet_parameter_count(batch_norm, expected):
+  zf = jnp.zeros((1, 256, 256, 2))
+  variables = jax.eval_shape(models.Unet(batch_norm=batch_norm).init,
+                             jax.random.key(0), zf)
+  assert models.count_params(variables["params"]) == expected
+
+
+@pytest.mark.parametrize("hyper_dim, expected", [(4, 743_533), (32, 4_905_089),
+                                                 (128, 19_208_993)])
+def test_hyperunet_parameter_count(hyper_dim, expected):
+  net = models.HyperUnet(hyper_dim=hyper_dim, num_coeffs=2)
+  variables = jax.eval_shape(net.init, jax.random.key(0),
+                             jnp.zeros((2, 256, 256, 2)), jnp.zeros((2, 2)))
+  assert models.count_params(variables["params"]) == expected
+  # The paper's formula: 148,513·(d+1) + (K·d + d + 3·(d² + d)) + 896.
+  d = hyper_dim
+  assert expected == 148_513 * (d + 1) + (2 * d + d + 3 * (d * d + d)) + 896
+
+
+def test_upsampling_matches_align_corners_reference():
+  x = np.random.default_rng(0).normal(size=(2, 3, 5, 4)).astype(np.float32)
+  out = np.asarray(layers.upsample2x(jnp.asarray(x)))
+
+  def reference_1d(n_in, n_out, i):  # PyTorch's align_corners=True source index
+    src = i * (n_in - 1) / (n_out - 1)
+    lo = min(int(np.floor(src)), n_in - 2)
+    return lo, src - lo
+
+  b, h, w, c = x.shape
+  expected = np.zeros((b, 2 * h, 2 * w, c))
+  for i in range(2 * h):
+    i0, fi = reference_1d(h, 2 * h, i)
+    for j in range(2 * w):
+      j0, fj = reference_1d(w, 2 * w, j)
+      expected[:, i, j] = ((1 - fi) * (1 - fj) * x[:, i0, j0]
+                           + (1 - fi) * fj * x[:, i0, j0 + 1]
+                           + fi * (1 - fj) * x[:, i0 + 1, j0]
+                           + fi * fj * x[:, i0 + 1, j0 + 1])
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  # Corners coincide exactly under align_corners=True.
+  np.testing.assert_allclose(out[:, 0, 0], x[:, 0, 0], atol=1e-6)
+  np.testing.assert_allclose(out[:, -1, -1], x[:, -1, -1], atol=1e-6)
+
+
+def _numpy_unet(params, stats, zf, channels):
+  """An independent NumPy/SciPy forward pass of the reference topology."""
+  def conv(x, name):
+    k, b = params[f"{name}_kernel"], params[f"{name}_bias"]
+    out = np.zeros(x.shape[:3] + (k.shape[-1],))
+    for n in range(x.shape[0]):
+      for o in range(k.shape[-1]):
+        for i in range(k.shape[2]):
+          out[n, :, :, o] += signal.correlate2d(x[n, :, :, i], k[:, :, i, o],
+                                                mode="same")
+    return out + b
+
+  def bn_relu(x, name):
+    p, s = params["body"][f"bn_{name}"], stats["body"][f"bn_{name}"]
+    x = (x - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
+    return np.maximum(x, 0)
+
+  def block(x, prefix):
+    x = bn_relu(conv(x, f"{prefix}_a"), f"{prefix}_a")
+    return bn_relu(conv(x, f"{prefix}_b"), f"{prefix}_b")
+
+  def pool(x):
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+  def up(x):
+    h, w = x.shape[1:3]
+    ah, aw = (layers.align_corners_matrix(n, 2 * n) for n in (h, w))
+    return np.einsum("oh,pw,bhwc->bopc", ah, aw, x)
+
+  e0 = block(zf, "enc0")
+  e1 = block(pool(e0), "enc1")
+  e2 = block(pool(e1), "enc2")
+  x = block(pool(e2), "enc3")
+  x = block(np.concatenate([up(x), e2], -1), "dec0")
+  x = block(np.concatenate([up(x), e1], -1), "dec1")
+  x = block(np.concatenate([up(x), e0], -1), "dec2")
+  del channels
+  return conv(x, "head")[..., 0] + np.sqrt((zf ** 2).sum(-1))
+
+
+def test_unet_matches_independent_numpy_forward():
+  zf, _ = _inputs(batch=2)
+  net = models.Unet(channels=4)
+  variables = _with_random_stats(jax.jit(net.init)(jax.random.key(1), zf))
+  out = net.apply(variables, zf)
+  to_np = lambda t: jax.tree_util.tree_map(np.asarray, t)
+  expected = _numpy_unet(to_np(variables["params"]),
+                         to_np(variables["batch_stats"]), zf, 4)
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_residual_is_input_magnitude_when_head_is_zero():
+  zf, _ = _inputs(batch=2)
+  net = models.Unet(channels=4)
+  variables = net.init(jax.random.key(0), zf)
+  params = dict(variables["params"])
+  params["head_kernel"] = jnp.zeros_like(params["head_kernel"])
+  params["head_bias"] = jnp.zeros_like(params["head_bias"])
+  out = net.apply({**variables, "params": params}, zf)
+  np.testing.assert_allclose(out, np.sqrt((zf ** 2).sum(-1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_mixed_lambda_batch_equals_each_element_alone(strategy):
+  net, variables, apply = _hyper(strategy)
+  zf, coeffs = _inputs()
+  batched = np.asarray(apply(variables, zf, coeffs))
+  _, _, shared_apply = _hyper("shared")
+  for i in range(zf.shape[0]):
+    alone = np.asarray(apply(variables, zf[i:i + 1], coeffs[i:i + 1]))
+    _assert_close(alone[0], batched[i])
+    # 'shared' with one λ for the whole batch gives the same numbers.
+    same = np.repeat(coeffs[i:i + 1], zf.shape[0], axis=0)
+    shared = np.asarray(shared_apply(variables, zf, same))
+    _assert_close(shared[i], batched[i])
+  del net
+
+
+def test_strategies_agree_on_a_mixed_batch():
+  zf, coeffs = _inputs()
+  outs = {s: np.asarray(_hyper(s)[2](_hyper("loop")[1], zf, coeffs))
+          for s in ("loop", "vmap")}
+  _assert_close(outs["vmap"], outs["loop"])
+
+
+def test_auto_strategy_is_loop_on_cpu():
+  assert layers.resolve_strategy("auto") == "loop"
+  with pytest.raises(ValueError, match="strategy must be one of"):
+    layers.resolve_strategy("grouped")
+
+
+def test_generated_weights_copied_into_unet_reproduce_output():
+  net, variables, apply = _hyper()
+  zf, coeffs = _inputs()
+  expected = np.asarray(apply(variables, zf, np.repeat(coeffs[1:2], 3, 0)))
+  base = models.Unet(channels=C)
+  base_vars = models.unet_variables(net, variables, coeffs[1])
+  shapes = jax.tree_util.tree_map(jnp.shape, base.init(jax.random.key(0), zf))
+  assert jax.tree_util.tree_map(jnp.shape, base_vars) == shapes
+  _assert_close(base.apply(base_vars, zf), expected)
+
+
+def test_different_lambdas_give_different_reconstructions():
+  _, variables, apply = _hyper()
+  zf, coeffs = _inputs()
+  same_image = np.repeat(zf[:1], 3, axis=0)
+  out = np.asarray(apply(variables, same_image, coeffs))
+  assert np.abs(out[0] - out[2]).max() > 1e-4
+  assert np.abs(out[0] - out[1]).max() > 1e-4
+
+
+def test_gradients_reach_every_parameter_and_are_finite():
+  net, variables, _ = _hyper()
+  zf, coeffs = _inputs()
+
+  def loss(params):
+    out, updates = net.apply({**variables, "params": params}, zf, coeffs,
+                             train=True, mutable=["batch_stats"])
+    return jnp.mean((out - 0.5) ** 2), updates
+
+  grads, updates = jax.grad(loss, has_aux=True)(variables["params"])
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    g = np.asarray(g)
+    assert np.all(np.isfinite(g)), path
+    assert np.abs(g).max() > 0, path
+  assert set(grads) == {"hypernetwork", "body"}
+  # Training mode updates the running statistics.
+  old = variables["batch_stats"]["body"]["bn_enc0_a"]["mean"]
+  new = updates["batch_stats"]["body"]["bn_enc0_a"]["mean"]
+  assert np.abs(np.asarray(new) - np.asarray(old)).max() > 0
+
+
+def test_return_weights_gives_per_sample_generated_weights():
+  _, variables, apply = _hyper()
+  zf, coeffs = _inputs()
+  net = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=C, strategy="loop")
+  out, weights = net.apply(variables, zf, coeffs, return_weights=True)
+  _assert_close(out, apply(variables, zf, coeffs))
+  assert weights["enc0_a"]["kernel"].shape == (3, 3, 3, 2, C)
+  assert weights["head"]["bias"].shape == (3, 1)
+  assert len(weights) == 15
+
+
+def test_no_batch_norm_has_no_batch_stats():
+  _, variables, apply = _hyper(batch_norm=False)
+  assert "batch_stats" not in variables
+  zf, coeffs = _inputs()
+  assert apply(variables, zf, coeffs).shape == (3, SIZE, SIZE)
+
+
+def test_torch_init_is_uniform_within_fan_in_bound():
+  zf, coeffs = _inputs()
+  params = models.Hypernetwork(hyper_dim=4, channels=C).init(
+      jax.random.key(0), coeffs)["params"]
+  for name, fan_in in [("dense0", 2), ("dense1", 4), ("enc0_a_kernel", 4)]:
+    for leaf in ("kernel", "bias"):
+      w = np.asarray(params[name][leaf])
+      assert np.abs(w).max() <= 1 / np.sqrt(fan_in) + 1e-7
+      if w.size >= 100:  # enough draws to come near the bound
+        assert np.abs(w).max() > 0.9 / np.sqrt(fan_in)
+  base = models.Unet(channels=C).init(jax.random.key(0), zf)["params"]
+  assert np.abs(np.asarray(base["enc1_a_bias"])).max() <= 1 / np.sqrt(9 * C)
+  flax_init = models.Unet(channels=C, init_scheme="flax").init(
+      jax.random.key(0), zf)["params"]
+  assert np.all(np.asarray(flax_init["enc1_a_bias"]) == 0)
+  with pytest.raises(ValueError, match="init must be one of"):
+    models.Unet(channels=C, init_scheme="xavier").init(jax.random.key(0), zf)
+
+
+@pytest.mark.parametrize("num_coeffs", [3, 5])
+def test_any_number_of_coefficients(num_coeffs):
+  net = models.HyperUnet(hyper_dim=4, num_coeffs=num_coeffs, channels=4)
+  zf, _ = _inputs(batch=2)
+  lam = np.full((2, num_coeffs - 1), 0.5, np.float32)
+  variables = net.init(jax.random.key(0), zf, hparams.coefficients(lam))
+  assert variables["params"]["hypernetwork"]["dense0"]["kernel"].shape == (
+      num_coeffs, 4)
+
+
+@pytest.mark.parametrize("zf_shape, coeffs_shape, match", [
+    ((3, SIZE, SIZE), (3, 2), r"shape \(B, H, W, 2\)"),
+    ((3, SIZE, SIZE, 1), (3, 2), "2 channels"),
+    ((3, 20, SIZE, 2), (3, 2), "max-pooled 3 times"),
+    ((3, SIZE, 12, 2), (3, 2), "multiples of 8"),
+    ((3, SIZE, SIZE, 2), (3, 3), "2 loss coefficients"),
+    ((3, SIZE, SIZE, 2), (3,), r"shape \(B, 2\)"),
+    ((3, SIZE, SIZE, 2), (2, 2), "batch size 3"),
+])
+def test_bad_inputs_raise_value_error(zf_shape, coeffs_shape, match):
+  net, variables, _ = _hyper()
+  with pytest.raises(ValueError, match=match):
+    net.apply(variables, np.zeros(zf_shape, np.float32),
+              np.full(coeffs_shape, 0.5, np.float32))
+
+
+def test_bad_inputs_are_caught_at_trace_time_under_jit():
+  _, variables, apply = _hyper()
+  with pytest.raises(ValueError, match="2 channels"):
+    apply(variables, np.zeros((1, SIZE, SIZE, 3), np.float32),
+          np.full((1, 2), 0.5, np.float32))
+
+
+def test_bad_module_settings_raise():
+  zf, coeffs = _inputs()
+  with pytest.raises(ValueError, match="num_coeffs must be"):
+    models.HyperUnet(num_coeffs=1, channels=4).init(jax.random.key(0), zf,
+                                                    coeffs[:, :1])
+  with pytest.raises(ValueError, match="strategy must be one of"):
+    models.HyperUnet(strategy="fast", channels=4).init(jax.random.key(0), zf,
+                                                       coeffs)
