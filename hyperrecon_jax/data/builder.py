@@ -1,0 +1,155 @@
+"""The TFDS builder shared by every dataset: one 2-D slice per example.
+
+Datasets are written as ArrayRecord files by TensorFlow Datasets, which needs
+no TensorFlow for this format, and read back as random-access data sources.
+
+Each builder config carries every setting that changes the written data, and
+its name ends in a hash of them (`settings_name`), so a changed image size or
+axis builds a new dataset next to the old one instead of reusing it. TFDS
+writes into a temporary ``incomplete.*`` folder and renames it only once all
+splits are written; a failed build deletes that folder, and a killed one leaves
+a folder that is never taken for a finished dataset.
+
+Example features:
+  image: float32 (size, size) in [0, 1].
+  volume: int32 volume (subject, file) id.
+  slice: int32 index of the slice within its volume.
+  name: the volume's name (file path relative to `manual_dir`).
+  label: (size, size) integer labels, for datasets that have them.
+
+Examples are stored in order (volume, slice), with no TFDS shuffling; the
+dataset's metadata (`metadata.json`) lists the volumes of every split.
+"""
+
+import contextlib
+import dataclasses
+import logging
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from hyperrecon_jax.data import common
+
+tfds = common.require("tensorflow_datasets")
+
+
+@dataclasses.dataclass(eq=False)
+class SliceConfig(tfds.core.BuilderConfig):
+  """Settings of a sliced dataset (subclasses add their own).
+
+  Attributes:
+    image_size: side of the square images.
+    label_dtype: dtype name of the `label` feature, or '' for none.
+    manual_dir: folder with the user's files (manual datasets only).
+    settings: everything that changes the written data; hashed into `name`.
+  """
+  image_size: int = 256
+  label_dtype: str = ""
+  manual_dir: str = ""
+  settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def settings_name(prefix: str, settings: Mapping[str, Any]) -> str:
+  """Config name: readable prefix plus a hash of all settings."""
+  return f"{prefix}_{common.digest(settings)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeSpec:
+  """A volume to write: its id, its name and what the builder needs to read it."""
+  id: int
+  name: str
+  source: Any = None
+
+
+class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base builder: subclasses plan volumes per split and cut them into slices.
+
+  Builders are not registered with TFDS by name: `hyperrecon_jax.data` makes
+  them from a data config (see `sources.make_builder`).
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  HOMEPAGE = ""
+  DESCRIPTION = ""
+
+  def _info(self):
+    cfg = self.builder_config
+    size = cfg.image_size
+    features = {
+        "image": tfds.features.Tensor(shape=(size, size), dtype=np.float32),
+        "volume": tfds.features.Scalar(dtype=np.int32),
+        "slice": tfds.features.Scalar(dtype=np.int32),
+        "name": tfds.features.Text(),
+    }
+    if cfg.label_dtype:
+      features["label"] = tfds.features.Tensor(
+          shape=(size, size), dtype=np.dtype(cfg.label_dtype))
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.DESCRIPTION,
+        features=tfds.features.FeaturesDict(features),
+        homepage=self.HOMEPAGE or None,
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _plan(self) -> Mapping[str, list[VolumeSpec]]:
+    """Returns the volumes of every split (subclasses)."""
+    raise NotImplementedError
+
+  def _slices(self, spec: VolumeSpec) -> Iterator[common.Slice]:
+    """Yields the kept slices of one volume (subclasses)."""
+    raise NotImplementedError
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing is downloaded; manual files come from the config.
+    plan = self._plan()
+    self.info.metadata["settings"] = dict(self.builder_config.settings)
+    self.info.metadata["volumes"] = {}
+    return {split: self._generate_examples(split, plan[split]) for split in common.SPLITS}
+
+  def _generate_examples(self, split, specs):
+    index = []
+    start = 0
+    label_dtype = self.builder_config.label_dtype
+    for spec in specs:
+      slices = []
+      for s in self._slices(spec):
+        example = {
+            "image": s.image.astype(np.float32),
+            "volume": np.int32(spec.id),
+            "slice": np.int32(s.index),
+            "name": spec.name,
+        }
+        if label_dtype:
+          example["label"] = s.label.astype(label_dtype)
+        yield f"{spec.id:07d}_{s.index:05d}", example
+        slices.append(s.index)
+      index.append({"id": spec.id, "name": spec.name, "slices": slices, "start": start})
+      start += len(slices)
+    # Written to metadata.json with the dataset info after all splits finish.
+    self.info.metadata["volumes"][split] = index
+
+
+class _DropTfdsNoise(logging.Filter):
+  """Hides TFDS warnings that are expected here (custom configs, no info yet)."""
+
+  _EXPECTED = ("Using custom data configuration", "has no dataset_info.json")
+
+  def filter(self, record):
+    msg = record.getMessage()
+    return not any(text in msg for text in self._EXPECTED)
+
+
+@contextlib.contextmanager
+def quiet_tfds():
+  """Silences expected TFDS log warnings inside the block."""
+  logger = logging.getLogger("absl")
+  noise = _DropTfdsNoise()
+  logger.addFilter(noise)
+  try:
+    yield
+  finally:
+    logger.removeFilter(noise)

@@ -1,0 +1,171 @@
+"""fastMRI single-coil knee volumes (a manual dataset: you supply the files).
+
+Get the data from https://fastmri.med.nyu.edu/ after accepting its licence,
+unpack e.g. `knee_singlecoil_train.tar.gz`, and point `manual_dir` at the
+folder of `.h5` files (searched recursively).
+
+Each file is one volume. The target image of a slice is `reconstruction_esc`
+(S, 320, 320); files without it (e.g. the challenge test set) fall back to
+`reconstruction_rss`, and then to the magnitude of the centred orthonormal
+inverse FFT of `kspace` (root-sum-of-squares over coils for multi-coil
+k-space), centre-cropped to at most 320 x 320. Intensities are divided by the
+file's `attrs['max']` (the volume maximum of the target, as fastMRI stores it;
+the computed volume maximum when absent) and clipped to [0, 1]. Images are then
+resized to fit `image_size` (aspect ratio kept, zero padding).
+
+All slices are kept. Volume ids are the files' positions in sorted order of
+their paths relative to `manual_dir`; the path is the `name` feature. Files go
+to train / validation / test with a permutation seeded by `split_seed`
+(`common.split_volumes`), so no volume is in two splits.
+"""
+
+import os
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from hyperrecon_jax.data import builder as builder_lib
+from hyperrecon_jax.data import common
+
+TARGET_KEYS = ("reconstruction_esc", "reconstruction_rss")
+CROP = 320
+
+INSTRUCTIONS = (
+    "Put fastMRI single-coil knee `.h5` files (datasets `kspace` and "
+    "`reconstruction_esc`, attribute `max`) in `manual_dir`, e.g. the unpacked "
+    "`knee_singlecoil_train` folder. Download them from "
+    "https://fastmri.med.nyu.edu/ after accepting the fastMRI licence.")
+
+
+def find_files(manual_dir: str) -> list[str]:
+  """Sorted `.h5` paths relative to `manual_dir`.
+
+  Raises:
+    DataError: when the folder is missing or holds no `.h5` file.
+  """
+  if not manual_dir or not os.path.isdir(manual_dir):
+    raise common.DataError(
+        f"fastmri_knee: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
+  files = common.list_files(manual_dir, (".h5",))
+  if not files:
+    raise common.DataError(
+        f"fastmri_knee: no .h5 file in {manual_dir!r}. {INSTRUCTIONS}")
+  return files
+
+
+def _open(path: str):
+  h5py = common.require("h5py")
+  try:
+    return h5py.File(path, "r")
+  except (OSError, ValueError) as err:
+    raise common.DataError(f"{path}: cannot be read as an HDF5 file ({err}).") from err
+
+
+def inspect(path: str) -> tuple[str, int]:
+  """Checks one file and returns (dataset key used, number of slices).
+
+  Raises:
+    DataError: naming the file, when it is unreadable, lacks the datasets or
+      has the wrong shape.
+  """
+  with _open(path) as f:
+    for key in TARGET_KEYS:
+      if key in f:
+        shape = f[key].shape
+        if len(shape) != 3 or min(shape) < 1:
+          raise common.DataError(
+              f"{path}: '{key}' has shape {shape}; expected (slices, height, width).")
+        return key, int(shape[0])
+    if "kspace" in f:
+      data = f["kspace"]
+      if data.ndim not in (3, 4) or min(data.shape) < 1 or data.dtype.kind != "c":
+        raise common.DataError(
+            f"{path}: 'kspace' has shape {data.shape} and dtype {data.dtype}; expected "
+            "complex (slices, height, width) or (slices, coils, height, width).")
+      return "kspace", int(data.shape[0])
+    raise common.DataError(
+        f"{path}: has neither 'reconstruction_esc' nor 'kspace' (found "
+        f"{sorted(f.keys())}); is this a fastMRI file?")
+
+
+def kspace_to_image(kspace: np.ndarray) -> np.ndarray:
+  """Magnitude image of centred k-space (RSS over coils), centre-cropped."""
+  axes = (-2, -1)
+  image = np.fft.fftshift(
+      np.fft.ifft2(np.fft.ifftshift(kspace, axes=axes), axes=axes, norm="ortho"),
+      axes=axes)
+  image = np.abs(image)
+  if image.ndim == 4:
+    image = np.sqrt(np.sum(image ** 2, axis=1))
+  h, w = image.shape[-2:]
+  ch, cw = min(CROP, h), min(CROP, w)
+  top, left = (h - ch) // 2, (w - cw) // 2
+  return image[:, top:top + ch, left:left + cw]
+
+
+def read_volume(path: str) -> np.ndarray:
+  """The normalized target volume (S, H, W) float32 in [0, 1] of one file."""
+  key, _ = inspect(path)
+  try:
+    with _open(path) as f:
+      if key == "kspace":
+        volume = kspace_to_image(f["kspace"][()])
+        scale = float(volume.max())
+      else:
+        volume = np.asarray(f[key][()], np.float32)
+        scale = float(f.attrs.get("max", 0.0)) or float(volume.max())
+  except common.DataError:
+    raise
+  except (OSError, KeyError, ValueError, TypeError) as err:
+    raise common.DataError(f"{path}: cannot read '{key}' ({err}).") from err
+  volume = np.nan_to_num(volume.astype(np.float32))
+  if not scale > 0:
+    raise common.DataError(f"{path}: the '{key}' volume is all zero.")
+  return np.clip(volume / scale, 0.0, 1.0)
+
+
+def settings(data_config) -> dict:
+  """The settings that change the written data (the files' fingerprint included)."""
+  manual_dir = os.path.expanduser(data_config.manual_dir)
+  files = find_files(manual_dir)
+  return {
+      "dataset": "fastmri_knee",
+      "image_size": common.check_image_size(data_config.image_size),
+      "split_fractions": list(common.check_fractions(data_config.split_fractions)),
+      "split_seed": int(data_config.split_seed),
+      "files": common.fingerprint(manual_dir, files),
+  }
+
+
+def builder_config(data_config) -> builder_lib.SliceConfig:
+  s = settings(data_config)
+  return builder_lib.SliceConfig(
+      name=builder_lib.settings_name(f"s{s['image_size']}", s),
+      description=f"fastMRI single-coil knee at {s['image_size']} px.",
+      image_size=s["image_size"],
+      manual_dir=os.path.abspath(os.path.expanduser(data_config.manual_dir)),
+      settings=s)
+
+
+class FastmriKnee(builder_lib.SliceBuilder, skip_registration=True):
+  """fastMRI single-coil knee slices (targets of `reconstruction_esc`)."""
+
+  HOMEPAGE = "https://fastmri.med.nyu.edu/"
+  DESCRIPTION = __doc__
+  MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
+
+  def _plan(self) -> Mapping[str, list[builder_lib.VolumeSpec]]:
+    cfg = self.builder_config
+    files = find_files(cfg.manual_dir)
+    for rel in files:  # Fail before writing anything if a file is bad.
+      inspect(os.path.join(cfg.manual_dir, rel))
+    assignment = common.split_volumes(
+        len(files), cfg.settings["split_fractions"], cfg.settings["split_seed"])
+    return {split: [builder_lib.VolumeSpec(i, files[i], os.path.join(cfg.manual_dir, files[i]))
+                    for i in ids]
+            for split, ids in assignment.items()}
+
+  def _slices(self, spec) -> Iterator[common.Slice]:
+    size = self.builder_config.image_size
+    for k, image in enumerate(read_volume(spec.source)):
+      yield common.Slice(k, np.clip(common.fit_to_square(image, size, order=1), 0.0, 1.0))

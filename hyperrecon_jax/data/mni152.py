@@ -1,0 +1,186 @@
+"""The embedded default dataset: the MNI152 2009c template shipped with nilearn.
+
+Source: `nilearn/datasets/data/mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted
+.nii.gz` inside the installed nilearn wheel (197 x 233 x 189 voxels of 1 mm,
+RAS). Nothing is downloaded and no nilearn fetcher is called.
+
+Image: the skull-stripped T1 template divided by the 99.5th percentile of its
+brain voxels (`percentile`) and clipped to [0, 1].
+
+Labels (uint8, a 4-class segmentation):
+  0 background: outside the brain mask (T1 == 0).
+  1 other brain: inside the mask, where 1 - p_gm - p_wm (mostly
+    cerebrospinal fluid) is the largest of the three probabilities.
+  2 gray matter: p_gm is the largest.
+  3 white matter: p_wm is the largest.
+The probabilities are the template's GM and WM maps scaled from 0..255 to
+0..1; ties go to the lower class.
+
+Slices: a slice is background (dropped) when less than `min_foreground` of its
+area lies in the brain mask. One brain only, so the splits are contiguous
+blocks of slices separated by gaps of `gap_slices` unused slices (1 mm each):
+
+  train (lower) | gap | validation | gap | test | gap | train (upper)
+
+The validation+test block sits in the middle of the brain's extent along the
+axis, so both ends of the anatomy are seen in training and the held-out slices
+lie between them. Validation and test get round(fraction * usable) slices,
+where usable = extent - 3 * gap_slices, and training the rest.
+`split_ranges()` returns the exact ranges. With the defaults (gap 8,
+fractions 0.7/0.1/0.2, min_foreground 0.01) the brain spans slices [7, 153)
+axially, and the half-open ranges are (checked by the tests):
+
+  axis      train                      validation   test
+  axial     [7, 50) + [110, 153)  86   [58, 70) 12  [78, 102) 24
+  coronal   [28, 82) + [153, 207) 108  [90, 106) 16 [114, 145) 31
+  sagittal  [27, 68) + [128, 170) 83   [76, 88) 12  [96, 120) 24
+
+These are slice indices of the 1 mm template, independent of `image_size`.
+"""
+
+import functools
+import os
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from hyperrecon_jax.data import builder as builder_lib
+from hyperrecon_jax.data import common
+
+CLASS_NAMES = ("background", "other_brain", "gray_matter", "white_matter")
+VOLUME_NAME = "mni_icbm152_2009c_t1"
+
+
+def template_paths() -> dict[str, str]:
+  """Paths of the T1, GM and WM files inside the installed nilearn package."""
+  nilearn = common.require("nilearn")
+  folder = os.path.join(os.path.dirname(nilearn.__file__), "datasets", "data")
+  paths = {k: os.path.join(folder, f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz")
+           for k in ("t1", "gm", "wm")}
+  missing = [p for p in paths.values() if not os.path.exists(p)]
+  if missing:
+    raise common.DataError(
+        f"The MNI152 template files are missing from nilearn ({missing}); "
+        f"reinstall nilearn>=0.10: {common.INSTALL_HINT}")
+  return paths
+
+
+@functools.lru_cache(maxsize=1)
+def _load_raw():
+  """(t1, labels, mask) of the template; labels as in the module docstring."""
+  nib = common.require("nibabel")
+  arrays = {}
+  for key, path in template_paths().items():
+    img = nib.as_closest_canonical(nib.load(path))
+    arrays[key] = np.asarray(img.dataobj, dtype=np.float32)
+  t1 = arrays["t1"]
+  mask = t1 > 0
+  # Probabilities are stored as 0..255; only brain voxels need a class.
+  gm, wm = arrays["gm"][mask] / 255.0, arrays["wm"][mask] / 255.0
+  other = np.clip(1.0 - gm - wm, 0.0, 1.0)
+  label = np.zeros(t1.shape, np.uint8)
+  label[mask] = 1 + np.argmax(np.stack([other, gm, wm]), axis=0)
+  for a in (t1, label, mask):
+    a.setflags(write=False)  # Shared by the cache.
+  return t1, label, mask
+
+
+def load_template(percentile: float = 99.5):
+  """Loads the template.
+
+  Args:
+    percentile: intensity percentile of the brain voxels mapped to 1.
+
+  Returns:
+    (image, label, mask): float32 image in [0, 1], uint8 labels (see the module
+    docstring) and the boolean brain mask, each (197, 233, 189) in RAS.
+  """
+  t1, label, mask = _load_raw()
+  return common.normalize_percentile(t1, percentile), label, mask
+
+
+def split_ranges(axis="axial", gap_slices: int = 8,
+                 split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                 min_foreground: float = 0.01) -> dict[str, list[tuple[int, int]]]:
+  """The slice blocks of each split (see the module docstring).
+
+  Args:
+    axis: 'axial' (default), 'coronal' or 'sagittal'.
+    gap_slices: unused slices between neighbouring blocks of different splits.
+    split_fractions: (train, validation, test) fractions of the usable slices.
+    min_foreground: a slice with a smaller brain fraction is background.
+
+  Returns:
+    Split name -> list of half-open [start, stop) slice-index ranges, in
+    increasing order. Train has two ranges, validation and test one each.
+
+  Raises:
+    ValueError: when the gaps leave too few slices for three splits.
+  """
+  _, f_val, f_test = common.check_fractions(split_fractions)
+  ax = common.axis_index(axis)
+  _, _, mask = _load_raw()
+  keep = np.flatnonzero(common.foreground_fractions(mask, ax) >= min_foreground)
+  lo, hi = int(keep[0]), int(keep[-1]) + 1
+  extent, gap = hi - lo, int(gap_slices)
+  usable = extent - 3 * gap
+  n_val = max(1, int(round(usable * f_val)))
+  n_test = max(1, int(round(usable * f_test)))
+  if gap < 0 or usable - n_val - n_test < 2:
+    raise ValueError(
+        f"gap_slices={gap_slices} leaves too few of the {extent} brain slices "
+        f"along the {common.axis_name(ax)} axis for three splits.")
+  block = n_val + gap + n_test
+  start = lo + (extent - block) // 2
+  return {
+      "train": [(lo, start - gap), (start + block + gap, hi)],
+      "validation": [(start, start + n_val)],
+      "test": [(start + n_val + gap, start + block)],
+  }
+
+
+def split_slices(ranges: Sequence[tuple[int, int]]) -> list[int]:
+  return [k for a, b in ranges for k in range(a, b)]
+
+
+def settings(data_config) -> dict:
+  """The settings that change the written data."""
+  return {
+      "dataset": "mni152",
+      "image_size": common.check_image_size(data_config.image_size),
+      "axis": common.axis_name(data_config.axis),
+      "gap_slices": int(data_config.gap_slices),
+      "split_fractions": list(common.check_fractions(data_config.split_fractions)),
+      "min_foreground": float(data_config.min_foreground),
+      "percentile": float(data_config.percentile),
+  }
+
+
+def builder_config(data_config) -> builder_lib.SliceConfig:
+  s = settings(data_config)
+  return builder_lib.SliceConfig(
+      name=builder_lib.settings_name(f"s{s['image_size']}_{s['axis']}", s),
+      description=f"MNI152 2009c, {s['axis']} slices at {s['image_size']} px.",
+      image_size=s["image_size"], label_dtype="uint8", settings=s)
+
+
+class Mni152(builder_lib.SliceBuilder, skip_registration=True):
+  """MNI152 2009c T1 template slices with 4-class tissue labels."""
+
+  HOMEPAGE = "https://www.bic.mni.mcgill.ca/ServicesAtlases/ICBM152NLin2009"
+  DESCRIPTION = __doc__
+
+  def _plan(self) -> Mapping[str, list[builder_lib.VolumeSpec]]:
+    s = self.builder_config.settings
+    ranges = split_ranges(s["axis"], s["gap_slices"], s["split_fractions"],
+                          s["min_foreground"])
+    return {split: [builder_lib.VolumeSpec(0, VOLUME_NAME, split_slices(r))]
+            for split, r in ranges.items()}
+
+  def _slices(self, spec) -> Iterator[common.Slice]:
+    s = self.builder_config.settings
+    image, label, mask = load_template(s["percentile"])
+    yield from common.volume_slices(
+        image, axis=s["axis"], size=s["image_size"],
+        min_foreground=s["min_foreground"], foreground=mask, label=label,
+        indices=spec.source)

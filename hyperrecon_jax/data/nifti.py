@@ -1,0 +1,196 @@
+"""Folders of NIfTI brain volumes (a manual dataset: you supply the files).
+
+Put one 3-D volume per subject (`.nii` or `.nii.gz`, searched recursively) in
+`manual_dir`, e.g. skull-stripped T1 images of the ABIDE preprocessed release
+(http://preprocessed-connectomes-project.org/abide/, subject to the ABIDE
+data usage agreement).
+
+Optional label volumes (integer segmentations on the same voxel grid), found
+by file name, for an image `<dir>/<stem>.nii[.gz]`:
+  * `<manual_dir>/labels/<dir>/<stem>.nii[.gz]` (same relative path under a
+    top-level `labels/` folder), or
+  * `<dir>/<stem>_seg.nii[.gz]` (next to the image).
+Files under `labels/` and files named `*_seg.nii[.gz]` are never images.
+Either every image has a label volume or none does.
+
+Processing: each volume is reoriented to RAS, divided by the 99.5th
+percentile (`percentile`) of its positive voxels and clipped to [0, 1];
+slices along `axis` with less than `min_foreground` of their area above
+`common.FOREGROUND_THRESHOLD` (or labelled) are dropped; each slice is cropped
+to the volume's foreground box and resized to fit `image_size` (voxel sizes
+respected, zero padding; labels by nearest neighbour, stored as int32).
+
+Each file is one subject: volume ids are positions in the sorted list of
+relative paths (the `name` feature), and subjects are assigned to splits with
+a permutation seeded by `split_seed`, so no subject is in two splits.
+"""
+
+import os
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from hyperrecon_jax.data import builder as builder_lib
+from hyperrecon_jax.data import common
+
+SUFFIXES = (".nii.gz", ".nii")
+LABEL_DIR = "labels"
+LABEL_SUFFIX = "_seg"
+
+INSTRUCTIONS = (
+    "Put one NIfTI volume per subject (.nii or .nii.gz) in `manual_dir`, "
+    "optionally with label volumes as `labels/<same path>` or "
+    "`<name>_seg.nii.gz`. ABIDE preprocessed brains are available from "
+    "http://preprocessed-connectomes-project.org/abide/ (ABIDE data usage "
+    "agreement applies).")
+
+
+def _stem(path: str) -> str:
+  for suffix in SUFFIXES:
+    if path.endswith(suffix):
+      return path[:-len(suffix)]
+  return path
+
+
+def find_files(manual_dir: str) -> list[tuple[str, str | None]]:
+  """(image, label or None) pairs of paths relative to `manual_dir`, sorted.
+
+  Raises:
+    DataError: when the folder is missing, holds no image, or only some
+      images have labels.
+  """
+  if not manual_dir or not os.path.isdir(manual_dir):
+    raise common.DataError(f"nifti: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
+  everything = common.list_files(manual_dir, SUFFIXES)
+  present = set(everything)
+  images = [p for p in everything
+            if p.split(os.sep)[0] != LABEL_DIR and not _stem(p).endswith(LABEL_SUFFIX)]
+  if not images:
+    raise common.DataError(f"nifti: no .nii or .nii.gz volume in {manual_dir!r}. {INSTRUCTIONS}")
+  pairs = []
+  for image in images:
+    stem = _stem(image)
+    candidates = [os.path.join(LABEL_DIR, stem + s) for s in SUFFIXES]
+    candidates += [stem + LABEL_SUFFIX + s for s in SUFFIXES]
+    pairs.append((image, next((c for c in candidates if c in present), None)))
+  missing = [image for image, label in pairs if label is None]
+  if missing and len(missing) < len(pairs):
+    raise common.DataError(
+        f"nifti: {len(missing)} of {len(pairs)} volumes in {manual_dir!r} have no "
+        f"label volume (e.g. {missing[:3]}); give every volume a label or none.")
+  return pairs
+
+
+def _load(path: str, what: str):
+  """Loads a 3-D volume in RAS as (array, voxel sizes)."""
+  nib = common.require("nibabel")
+  try:
+    img = nib.as_closest_canonical(nib.load(path))
+    data = np.asarray(img.dataobj)
+  except Exception as err:  # nibabel raises many types for bad files.
+    raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
+  if data.ndim == 4 and data.shape[3] == 1:
+    data = data[..., 0]
+  if data.ndim != 3 or min(data.shape) < 1:
+    raise common.DataError(f"{path}: has shape {data.shape}; expected a 3-D {what}.")
+  return data, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _check_header(manual_dir: str, image_rel: str, label_rel: str | None):
+  """Checks the headers (not the voxels) of an image and its label volume."""
+  nib = common.require("nibabel")
+  shapes = []
+  for rel, what in ((image_rel, "image"), (label_rel, "label volume")):
+    if rel is None:
+      continue
+    path = os.path.join(manual_dir, rel)
+    try:
+      shape = tuple(nib.load(path).shape)
+    except Exception as err:  # nibabel raises many types for bad files.
+      raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
+    if len(shape) == 4 and shape[3] == 1:
+      shape = shape[:3]
+    if len(shape) != 3:
+      raise common.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
+    shapes.append(shape)
+  if len(shapes) == 2 and shapes[0] != shapes[1]:
+    raise common.DataError(
+        f"{os.path.join(manual_dir, label_rel)}: label shape {shapes[1]} differs "
+        f"from the image shape {shapes[0]} of {os.path.join(manual_dir, image_rel)}.")
+
+
+def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percentile: float):
+  """Loads, reorients and normalizes one subject.
+
+  Returns:
+    (image float32 in [0, 1], label int32 or None, voxel sizes).
+  """
+  path = os.path.join(manual_dir, image_rel)
+  data, spacing = _load(path, "image")
+  try:
+    image = common.normalize_percentile(data, percentile)
+  except common.DataError as err:
+    raise common.DataError(f"{path}: {err}.") from err
+  label = None
+  if label_rel is not None:
+    label_path = os.path.join(manual_dir, label_rel)
+    label, _ = _load(label_path, "label volume")
+    if label.shape != image.shape:
+      raise common.DataError(
+          f"{label_path}: label shape {label.shape} differs from the image "
+          f"shape {image.shape} of {path}.")
+    label = np.rint(np.nan_to_num(label)).astype(np.int32)
+  return image, label, spacing
+
+
+def settings(data_config) -> dict:
+  """The settings that change the written data (the files' fingerprint included)."""
+  manual_dir = os.path.expanduser(data_config.manual_dir)
+  pairs = find_files(manual_dir)
+  files = [p for pair in pairs for p in pair if p is not None]
+  return {
+      "dataset": "nifti",
+      "image_size": common.check_image_size(data_config.image_size),
+      "axis": common.axis_name(data_config.axis),
+      "split_fractions": list(common.check_fractions(data_config.split_fractions)),
+      "split_seed": int(data_config.split_seed),
+      "min_foreground": float(data_config.min_foreground),
+      "percentile": float(data_config.percentile),
+      "labels": pairs[0][1] is not None,
+      "files": common.fingerprint(manual_dir, files),
+  }
+
+
+def builder_config(data_config) -> builder_lib.SliceConfig:
+  s = settings(data_config)
+  return builder_lib.SliceConfig(
+      name=builder_lib.settings_name(f"s{s['image_size']}_{s['axis']}", s),
+      description=f"NIfTI volumes, {s['axis']} slices at {s['image_size']} px.",
+      image_size=s["image_size"], label_dtype="int32" if s["labels"] else "",
+      manual_dir=os.path.abspath(os.path.expanduser(data_config.manual_dir)),
+      settings=s)
+
+
+class Nifti(builder_lib.SliceBuilder, skip_registration=True):
+  """Slices of a folder of NIfTI volumes, optionally with label volumes."""
+
+  DESCRIPTION = __doc__
+  MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
+
+  def _plan(self) -> Mapping[str, list[builder_lib.VolumeSpec]]:
+    cfg = self.builder_config
+    pairs = find_files(cfg.manual_dir)
+    for pair in pairs:  # Fail before writing anything if a header is bad.
+      _check_header(cfg.manual_dir, *pair)
+    assignment = common.split_volumes(
+        len(pairs), cfg.settings["split_fractions"], cfg.settings["split_seed"])
+    return {split: [builder_lib.VolumeSpec(i, pairs[i][0], pairs[i]) for i in ids]
+            for split, ids in assignment.items()}
+
+  def _slices(self, spec) -> Iterator[common.Slice]:
+    s = self.builder_config.settings
+    image, label, spacing = read_volume(
+        self.builder_config.manual_dir, *spec.source, s["percentile"])
+    yield from common.volume_slices(
+        image, axis=s["axis"], size=s["image_size"], min_foreground=s["min_foreground"],
+        label=label, spacing=spacing)

@@ -1,0 +1,209 @@
+"""The grain input pipeline: deterministic, checkpointable batches of slices.
+
+Training (`training=True`, the default for 'train'): a seeded global shuffle
+that changes every epoch, repeated forever, optional augmentation, batches of
+exactly `batch_size` (`drop_remainder`). Evaluation: one pass in stored order
+(volume, slice), the last batch padded to `batch_size`, with `valid` False on
+padding, so every slice is scored exactly once.
+
+Batches are dicts of NumPy arrays:
+  image: (B, H, W) float32 in [0, 1].
+  volume: (B,) int32 (-1 on padding).
+  slice: (B,) int32 (-1 on padding).
+  valid: (B,) bool (all True in training).
+  label: (B, H, W) int32, only for datasets with labels (0 on padding).
+
+Every element's shuffle position and augmentation randomness depend only on
+(seed, position in the stream), so the iterator state is one integer. Save it
+with `iterator.get_state()` (a JSON-serializable dict, e.g.
+``{"next_index": 1234}``) or `iterator_state_to_json`; a fresh iterator of the
+same config, split, batch size and seed continues exactly where the old one
+stopped after `set_state`.
+"""
+
+import functools
+import json
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from hyperrecon_jax.data import common
+from hyperrecon_jax.data import sources
+
+grain = common.require("grain")
+
+# Batches read ahead by background threads: enough to hide decoding, few enough
+# to bound memory (4 batches of 32 x 256 x 256 float32 are 32 MiB).
+DEFAULT_PREFETCH = 4
+
+
+def _derive_seed(seed: int, purpose: int) -> int:
+  """Independent 32-bit seeds for shuffling and augmentation."""
+  return int(np.random.SeedSequence([int(seed) % 2**32, purpose]).generate_state(1)[0])
+
+
+class _EpochShuffle(grain.MapDataset):
+  """A global shuffle with one seeded NumPy permutation per epoch.
+
+  Same contract as `MapDataset.shuffle` (a new order every epoch, a pure
+  function of seed and index), but grain's per-index `index_shuffle` costs
+  about 0.6 ms per element on splits of ~100 slices (mni152), a sixth of the
+  read time; a cached permutation costs microseconds.
+  """
+
+  def __init__(self, parent, *, seed: int):
+    super().__init__(parent)
+    self._seed = int(seed)
+    self._length = len(parent)
+    self._cache = {}
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __str__(self) -> str:
+    return f"EpochShuffle(seed={self._seed})"
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    perm = self._cache.get(epoch)
+    if perm is None:
+      perm = np.random.default_rng([self._seed, epoch]).permutation(self._length)
+      if len(self._cache) > 4:  # Threads may straddle an epoch boundary.
+        self._cache.clear()
+      self._cache[epoch] = perm
+    return perm
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    epoch, position = divmod(index, self._length)
+    return self._parent[epoch * self._length + int(self._permutation(epoch)[position])]
+
+
+def _example(raw: Mapping[str, Any], with_label: bool, valid: bool = True) -> dict:
+  out = {
+      "image": np.asarray(raw["image"], np.float32),
+      "volume": np.int32(raw["volume"]),
+      "slice": np.int32(raw["slice"]),
+      "valid": np.bool_(valid),
+  }
+  if with_label:
+    out["label"] = np.asarray(raw["label"], np.int32)
+  return out
+
+
+def _padded_example(index: int, *, source, with_label: bool) -> dict:
+  if index < len(source):
+    return _example(source[index], with_label)
+  image = np.zeros(source.dataset_info.features["image"].shape, np.float32)
+  pad = {"image": image, "volume": -1, "slice": -1, "label": image.astype(np.int32)}
+  return _example(pad, with_label, valid=False)
+
+
+def augment(example: dict, rng: np.random.Generator, *, flip: bool,
+            intensity: float) -> dict:
+  """Random flips and intensity scaling of one training example.
+
+  Args:
+    example: an element of the pipeline (image and optional label).
+    rng: the element's generator (grain derives it from seed and position).
+    flip: flip left-right and up-down, each with probability 1/2.
+    intensity: scale intensities by a factor uniform in
+      [1 - intensity, 1 + intensity], then clip to [0, 1].
+
+  Returns:
+    The augmented example (a new dict).
+  """
+  out = dict(example)
+  keys = [k for k in ("image", "label") if k in out]
+  if flip:
+    for axis, do in zip((1, 0), rng.random(2) < 0.5):
+      if do:
+        for k in keys:
+          out[k] = np.flip(out[k], axis=axis)
+  if intensity > 0:
+    factor = rng.uniform(1.0 - intensity, 1.0 + intensity)
+    out["image"] = np.clip(out["image"] * np.float32(factor), 0.0, 1.0).astype(np.float32)
+  for k in keys:
+    out[k] = np.ascontiguousarray(out[k])
+  return out
+
+
+def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
+            training: bool | None = None):
+  """The batched `grain.MapDataset` behind `batches`.
+
+  Args:
+    data_config: the data config (`hr.data.default_config()` fields).
+    split: 'train', 'validation' or 'test'.
+    batch_size: examples per batch.
+    seed: shuffling and augmentation seed (training only).
+    training: shuffled, repeating, augmented, dropping the remainder; default
+      True for 'train' and False otherwise.
+
+  Returns:
+    A `grain.MapDataset` of batch dicts; for evaluation `len()` is the number
+    of batches.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be positive; got {batch_size}.")
+  data_config = sources.with_defaults(data_config)
+  training = split == "train" if training is None else bool(training)
+  source = sources.load_split(data_config, split)
+  with_label = "label" in source.dataset_info.features
+  if len(source) == 0:
+    raise common.DataError(f"The {split!r} split of {data_config.name!r} is empty.")
+  if not training:
+    padded = math.ceil(len(source) / batch_size) * batch_size
+    ds = grain.MapDataset.range(padded).map(
+        functools.partial(_padded_example, source=source, with_label=with_label))
+    return ds.batch(batch_size, drop_remainder=True)
+  ds = _EpochShuffle(grain.MapDataset.source(source), seed=_derive_seed(seed, 0)).repeat()
+  ds = ds.map(functools.partial(_example, with_label=with_label))
+  flip = bool(data_config.augment_flip)
+  intensity = float(data_config.augment_intensity)
+  if flip or intensity > 0:
+    ds = ds.random_map(functools.partial(augment, flip=flip, intensity=intensity),
+                       seed=_derive_seed(seed, 1))
+  return ds.batch(batch_size, drop_remainder=True)
+
+
+def batches(data_config, split: str, *, batch_size: int, seed: int = 0,
+            training: bool | None = None, num_threads: int | None = None,
+            prefetch: int = DEFAULT_PREFETCH):
+  """An iterator of batch dicts (see the module docstring for the format).
+
+  Args:
+    data_config: the data config (`hr.data.default_config()` fields).
+    split: 'train', 'validation' or 'test'.
+    batch_size: examples per batch.
+    seed: shuffling and augmentation seed (training only).
+    training: shuffled, repeating, augmented, dropping the remainder; default
+      True for 'train' and False otherwise.
+    num_threads: threads reading batches ahead; default
+      `data_config.num_threads`; 0 reads on the caller's thread.
+    prefetch: batches read ahead (when `num_threads` > 0).
+
+  Returns:
+    A grain `DatasetIterator`: `next()` gives a batch; `get_state()` /
+    `set_state()` save and restore the position.
+  """
+  ds = dataset(data_config, split, batch_size=batch_size, seed=seed, training=training)
+  if num_threads is None:
+    num_threads = int(sources.with_defaults(data_config).num_threads)
+  options = grain.ReadOptions(num_threads=num_threads,
+                              prefetch_buffer_size=prefetch if num_threads else 0)
+  return iter(ds.to_iter_dataset(options))
+
+
+def iterator_state_to_json(state: Mapping[str, Any]) -> str:
+  """Serializes `iterator.get_state()` (a dict of ints) to a JSON string."""
+  return json.dumps(state, sort_keys=True, default=lambda x: x.item())
+
+
+def iterator_state_from_json(text: str) -> dict:
+  """Parses `iterator_state_to_json` output for `iterator.set_state()`."""
+  state = json.loads(text)
+  if not isinstance(state, dict):
+    raise ValueError(f"Not an iterator state: {text!r}")
+  return state

@@ -1,0 +1,164 @@
+"""Tests of the fastmri_knee manual dataset on tiny fake fastMRI `.h5` files."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+import hyperrecon_jax as hr
+from hyperrecon_jax.data import fastmri
+
+SIZE = 32
+SLICES = 3
+
+
+def _write(path, rng, *, recon=True, slices=SLICES):
+  """A fastMRI-like single-coil file: kspace (S, 64, 48), recon (S, 32, 32)."""
+  yy, xx = np.mgrid[-1:1:64j, -1:1:48j]
+  phantom = (xx ** 2 / 0.6 + yy ** 2 / 0.8 < 1).astype(np.float32)
+  images = np.stack([phantom * rng.uniform(0.5, 1.5) for _ in range(slices)])
+  kspace = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(images, axes=(-2, -1)),
+                                       norm="ortho"), axes=(-2, -1))
+  with h5py.File(path, "w") as f:
+    f.create_dataset("kspace", data=kspace.astype(np.complex64))
+    f.create_dataset("ismrmrd_header", data=np.bytes_(b"<ismrmrdHeader/>"))
+    f.attrs["acquisition"] = "CORPDFS_FBK"
+    f.attrs["patient_id"] = os.path.basename(path)[:-3]
+    if recon:
+      target = np.abs(images[:, 16:48, 8:40]).astype(np.float32) * 1e-4
+      f.create_dataset("reconstruction_esc", data=target)
+      f.attrs["max"] = float(target.max())
+      f.attrs["norm"] = float(np.linalg.norm(target))
+
+
+@pytest.fixture(scope="module")
+def manual_dir(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("fastmri")
+  rng = np.random.default_rng(0)
+  for i in range(6):  # The last file has k-space only, like the test set.
+    _write(str(folder / f"file{1000 + i}.h5"), rng, recon=i < 5)
+  return str(folder)
+
+
+def _config(manual_dir, data_dir, **overrides):
+  cfg = hr.data.default_config()
+  cfg.update(name="fastmri_knee", manual_dir=str(manual_dir), data_dir=str(data_dir),
+             image_size=SIZE, num_threads=0)
+  cfg.update(overrides)
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def cfg(manual_dir, tmp_path_factory):
+  c = _config(manual_dir, tmp_path_factory.mktemp("tfds"))
+  hr.data.prepare(c)
+  return c
+
+
+def test_build_examples(cfg, manual_dir):
+  names = sorted(os.listdir(manual_dir))
+  all_ids = []
+  for split in hr.data.SPLITS:
+    source = hr.data.load_split(cfg, split)
+    vols = hr.data.volumes(cfg, split)
+    assert len(source) == SLICES * len(vols) == hr.data.num_examples(cfg, split)
+    for v in vols:
+      assert v.name == names[v.id] and v.slices == tuple(range(SLICES))
+      for i, k in zip(v.indices, v.slices):
+        ex = source[i]
+        assert int(ex["volume"]) == v.id and int(ex["slice"]) == k
+        assert ex["name"].decode() == v.name
+        assert ex["image"].shape == (SIZE, SIZE) and ex["image"].dtype == np.float32
+        assert 0 <= ex["image"].min() and ex["image"].max() <= 1
+        assert "label" not in ex
+    all_ids += [v.id for v in vols]
+  # Every file in exactly one split; 6 files at 0.7/0.1/0.2 -> 4/1/1.
+  assert sorted(all_ids) == list(range(6))
+  assert [len(hr.data.volumes(cfg, s)) for s in hr.data.SPLITS] == [4, 1, 1]
+
+
+def test_normalized_by_attrs_max(cfg, manual_dir):
+  maxima = []
+  for split in hr.data.SPLITS:
+    source = hr.data.load_split(cfg, split)
+    for v in hr.data.volumes(cfg, split):
+      maxima.append(max(source[i]["image"].max() for i in v.indices))
+  assert min(maxima) > 0.9  # Each volume's brightest slice reaches ~1.
+
+
+def test_kspace_fallback(tmp_path):
+  path = str(tmp_path / "k.h5")
+  _write(path, np.random.default_rng(1), recon=False)
+  volume = fastmri.read_volume(path)
+  assert volume.shape == (SLICES, 64, 48) and volume.max() == 1.0
+
+
+def test_evaluation_pass_covers_every_slice_once(cfg):
+  for split in ("validation", "test"):
+    seen = []
+    for b in hr.data.batches(cfg, split, batch_size=2):
+      seen += list(zip(b["volume"][b["valid"]], b["slice"][b["valid"]]))
+    expected = [(v.id, k) for v in hr.data.volumes(cfg, split) for k in v.slices]
+    assert seen == expected
+
+
+def test_training_batches_stay_in_split(cfg):
+  train_ids = {v.id for v in hr.data.volumes(cfg, "train")}
+  it = hr.data.batches(cfg, "train", batch_size=5, seed=0)
+  for _ in range(4):
+    b = next(it)
+    assert b["image"].shape == (5, SIZE, SIZE) and b["valid"].all()
+    assert set(b["volume"]) <= train_ids
+
+
+def test_split_seed_changes_assignment(cfg, tmp_path):
+  other = _config(cfg.manual_dir, tmp_path, split_seed=1)
+  assert hr.data.make_builder(other).builder_config.name != \
+      hr.data.make_builder(cfg).builder_config.name
+  from hyperrecon_jax.data import common
+  a = common.split_volumes(6, cfg.split_fractions, 0)
+  b = common.split_volumes(6, cfg.split_fractions, 1)
+  assert a != b and a == common.split_volumes(6, cfg.split_fractions, 0)
+
+
+def test_added_file_builds_distinct_version(manual_dir, tmp_path):
+  folder = tmp_path / "copy"
+  folder.mkdir()
+  rng = np.random.default_rng(2)
+  for i in range(3):
+    _write(str(folder / f"a{i}.h5"), rng)
+  cfg = _config(folder, tmp_path / "tfds")
+  name = hr.data.make_builder(cfg).builder_config.name
+  _write(str(folder / "a3.h5"), rng)
+  assert hr.data.make_builder(cfg).builder_config.name != name
+
+
+@pytest.mark.parametrize("kind", ["random_bytes", "no_datasets", "bad_shape"])
+def test_bad_file_is_named(tmp_path, kind):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  _write(str(folder / "good.h5"), np.random.default_rng(0))
+  bad = folder / "bad.h5"
+  if kind == "random_bytes":
+    bad.write_bytes(np.random.default_rng(0).bytes(2048))
+  else:
+    with h5py.File(bad, "w") as f:
+      if kind == "no_datasets":
+        f.create_dataset("something_else", data=np.zeros(3))
+      else:
+        f.create_dataset("reconstruction_esc", data=np.zeros((4, 4), np.float32))
+  with pytest.raises(hr.data.DataError, match="bad.h5") as info:
+    hr.data.prepare(_config(folder, tmp_path / "tfds"))
+  message = str(info.value)
+  assert {"random_bytes": "HDF5", "no_datasets": "kspace",
+          "bad_shape": "shape"}[kind] in message
+  assert not list((tmp_path / "tfds").glob("fastmri_knee/*/1.0.0"))
+
+
+def test_missing_or_empty_manual_dir(tmp_path):
+  for folder in ("", str(tmp_path / "nope"), str(tmp_path)):
+    with pytest.raises(hr.data.DataError, match="fastmri.med.nyu.edu") as info:
+      hr.data.load_split(_config(folder, tmp_path / "tfds"), "train")
+    assert ".h5" in str(info.value) and "manual_dir" in str(info.value)
+  assert issubclass(hr.data.DataError, ValueError)

@@ -1,0 +1,248 @@
+"""Tests of the embedded mni152 dataset and of the grain pipeline (on mni152)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import hyperrecon_jax as hr
+from hyperrecon_jax.data import common
+from hyperrecon_jax.data import mni152
+from hyperrecon_jax.data import pipeline
+
+SIZE = 32
+
+
+def _config(data_dir, **overrides):
+  cfg = hr.data.default_config()
+  cfg.data_dir = str(data_dir)
+  cfg.image_size = SIZE
+  cfg.num_threads = 0
+  cfg.update(overrides)
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+  c = _config(tmp_path_factory.mktemp("tfds"))
+  hr.data.prepare(c)
+  return c
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _same(a, b):
+  return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+
+
+def test_default_config_fields(monkeypatch, tmp_path):
+  monkeypatch.setenv("HYPERRECON_DATA_DIR", str(tmp_path))
+  cfg = hr.data.default_config()
+  assert cfg.name == "mni152" and cfg.manual_dir == "" and cfg.image_size == 256
+  assert cfg.data_dir == str(tmp_path)
+  assert cfg.axis == "axial" and cfg.augment_flip is False and cfg.augment_intensity == 0.0
+  assert abs(sum(cfg.split_fractions) - 1) < 1e-9
+
+
+def test_partial_dict_config_reuses_the_build(cfg):
+  partial = {"name": "mni152", "image_size": SIZE, "data_dir": cfg.data_dir}
+  assert hr.data.make_builder(partial).data_dir == hr.data.make_builder(cfg).data_dir
+  assert hr.data.num_examples(partial, "train") == 86
+
+
+def test_light_import_and_install_hint():
+  code = ("import sys, hyperrecon_jax as hr; hr.data.default_config(); "
+          "print('tensorflow_datasets' in sys.modules or 'grain' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert out.stdout.strip() == "False"
+  with pytest.raises(ImportError, match=r'pip install -e "\.\[data\]"'):
+    common.require("no_such_module_for_hyperrecon")
+
+
+def test_documented_split_ranges():
+  cfg = hr.data.default_config()
+  assert hr.data.split_ranges(cfg) == {
+      "train": [(7, 50), (110, 153)], "validation": [(58, 70)], "test": [(78, 102)]}
+  cfg.axis = "coronal"
+  assert hr.data.split_ranges(cfg) == {
+      "train": [(28, 82), (153, 207)], "validation": [(90, 106)], "test": [(114, 145)]}
+  cfg.axis = "sagittal"
+  assert hr.data.split_ranges(cfg) == {
+      "train": [(27, 68), (128, 170)], "validation": [(76, 88)], "test": [(96, 120)]}
+
+
+def test_splits_are_blocks_with_gaps(cfg):
+  ranges = hr.data.split_ranges(cfg)
+  stored = {}
+  for split in hr.data.SPLITS:
+    source = hr.data.load_split(cfg, split)
+    slices = [int(source[i]["slice"]) for i in range(len(source))]
+    assert slices == mni152.split_slices(ranges[split])
+    assert hr.data.num_examples(cfg, split) == len(slices)
+    stored[split] = np.array(slices)
+  for a in hr.data.SPLITS:
+    for b in hr.data.SPLITS:
+      if a != b:  # No slice of one split within `gap` slices of another.
+        dist = np.abs(stored[a][:, None] - stored[b][None, :]).min()
+        assert dist > cfg.gap_slices
+
+
+def test_examples_images_and_labels(cfg):
+  source = hr.data.load_split(cfg, "train")
+  ex = source[len(source) // 2]
+  assert ex["image"].shape == (SIZE, SIZE) and ex["image"].dtype == np.float32
+  assert ex["label"].shape == (SIZE, SIZE)
+  assert int(ex["volume"]) == 0
+  labels = np.concatenate([source[i]["label"].ravel() for i in range(len(source))])
+  assert set(np.unique(labels)) == {0, 1, 2, 3}
+  images = np.stack([source[i]["image"] for i in range(len(source))])
+  assert images.min() >= 0 and images.max() <= 1 and images.max() > 0.9
+  # White matter is bright in T1.
+  assert images[labels.reshape(images.shape) == 3].mean() > 0.5
+  vols = hr.data.volumes(cfg, "train")
+  assert len(vols) == 1 and vols[0].id == 0 and vols[0].indices == range(len(source))
+  assert vols[0].name == mni152.VOLUME_NAME
+
+
+def test_volumes_without_metadata_scans_the_split(cfg, monkeypatch):
+  from hyperrecon_jax.data import sources
+  expected = hr.data.volumes(cfg, "test")
+  built = sources.prepare(cfg)
+  built.info.metadata.pop("volumes")
+  monkeypatch.setattr(sources, "prepare", lambda _: built)
+  assert sources.volumes(cfg, "test") == expected
+
+
+def test_changed_size_builds_distinct_version(cfg):
+  other = _config(cfg.data_dir, image_size=24)
+  b_other, b = hr.data.make_builder(other), hr.data.make_builder(cfg)
+  assert b_other.data_dir != b.data_dir
+  assert hr.data.load_split(other, "test")[0]["image"].shape == (24, 24)
+  assert b.is_prepared() and hr.data.load_split(cfg, "test")[0]["image"].shape == (SIZE, SIZE)
+
+
+def test_interrupted_build_is_not_reused(tmp_path, monkeypatch):
+  cfg = _config(tmp_path, image_size=16)
+  original = mni152.Mni152._slices
+  def failing(self, spec):
+    for i, s in enumerate(original(self, spec)):
+      if i == 5:
+        raise RuntimeError("interrupted")
+      yield s
+  monkeypatch.setattr(mni152.Mni152, "_slices", failing)
+  with pytest.raises(RuntimeError, match="interrupted"):
+    hr.data.prepare(cfg)
+  b = hr.data.make_builder(cfg)
+  assert not b.is_prepared()
+  assert not os.path.exists(os.path.join(b.data_dir, "dataset_info.json"))
+  # A killed build leaves an `incomplete.*` folder behind; it is never read.
+  junk = os.path.join(os.path.dirname(b.data_dir), "incomplete.ABC123_1.0.0")
+  os.makedirs(junk)
+  with open(os.path.join(junk, "mni152-train.array_record-00000-of-00001"), "w") as f:
+    f.write("partial")
+  monkeypatch.setattr(mni152.Mni152, "_slices", original)
+  assert not hr.data.make_builder(cfg).is_prepared()
+  assert hr.data.num_examples(cfg, "train") == 86
+
+
+def test_unknown_name_and_split(cfg):
+  with pytest.raises(ValueError, match="mni152, fastmri_knee, nifti"):
+    hr.data.make_builder(_config(cfg.data_dir, name="imagenet"))
+  with pytest.raises(ValueError, match="train, validation, test"):
+    hr.data.load_split(cfg, "val")
+  with pytest.raises(ValueError, match="axial"):
+    hr.data.split_ranges(_config(cfg.data_dir, axis="oblique"))
+
+
+def test_training_batches(cfg):
+  it = hr.data.batches(cfg, "train", batch_size=8, seed=0)
+  batches = _take(it, 12)  # More than one epoch of 86 slices.
+  b = batches[0]
+  assert set(b) == {"image", "volume", "slice", "valid", "label"}
+  assert b["image"].shape == (8, SIZE, SIZE) and b["image"].dtype == np.float32
+  assert b["label"].shape == (8, SIZE, SIZE) and b["label"].dtype == np.int32
+  assert b["volume"].dtype == np.int32 and b["slice"].dtype == np.int32
+  assert b["valid"].dtype == bool and b["valid"].all()
+  train_slices = set(mni152.split_slices(hr.data.split_ranges(cfg)["train"]))
+  seen = np.concatenate([x["slice"] for x in batches])
+  assert set(seen) <= train_slices
+  # The first epoch is a permutation of the split; the next one differs.
+  assert sorted(seen[:86]) == sorted(train_slices)
+  assert not np.array_equal(seen[86:96], seen[:10])
+
+
+def test_seeds_and_threads(cfg):
+  a = _take(hr.data.batches(cfg, "train", batch_size=4, seed=3), 3)
+  b = _take(hr.data.batches(cfg, "train", batch_size=4, seed=3, num_threads=2), 3)
+  c = _take(hr.data.batches(cfg, "train", batch_size=4, seed=4), 3)
+  assert _same(a, b)
+  assert not np.array_equal(np.concatenate([x["slice"] for x in a]),
+                            np.concatenate([x["slice"] for x in c]))
+
+
+def test_restored_iterator_continues(cfg):
+  aug = _config(cfg.data_dir, augment_flip=True, augment_intensity=0.2)
+  it = hr.data.batches(aug, "train", batch_size=4, seed=7, num_threads=2)
+  _take(it, 5)
+  text = hr.data.iterator_state_to_json(it.get_state())
+  assert json.loads(text) == it.get_state()
+  expected = _take(it, 4)
+  fresh = hr.data.batches(aug, "train", batch_size=4, seed=7)
+  fresh.set_state(hr.data.iterator_state_from_json(text))
+  assert _same(_take(fresh, 4), expected)
+
+
+def test_augmentation(cfg):
+  plain = _take(hr.data.batches(cfg, "train", batch_size=16, seed=1), 2)
+  aug_cfg = _config(cfg.data_dir, augment_flip=True, augment_intensity=0.3)
+  aug = _take(hr.data.batches(aug_cfg, "train", batch_size=16, seed=1), 2)
+  again = _take(hr.data.batches(aug_cfg, "train", batch_size=16, seed=1), 2)
+  assert _same(aug, again)
+  for p, a in zip(plain, aug):
+    assert np.array_equal(p["slice"], a["slice"])  # Same order, new pixels.
+    assert a["image"].min() >= 0 and a["image"].max() <= 1
+    assert not np.array_equal(p["image"], a["image"])
+    # Flips move labels with the image: each augmented label is a flip.
+    for pl, al in zip(p["label"], a["label"]):
+      assert any(np.array_equal(al, f) for f in
+                 (pl, pl[::-1], pl[:, ::-1], pl[::-1, ::-1]))
+
+
+def test_augment_function_is_seeded():
+  ex = {"image": np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4),
+        "label": np.arange(16, dtype=np.int32).reshape(4, 4)}
+  out1 = pipeline.augment(ex, np.random.default_rng(0), flip=True, intensity=0.5)
+  out2 = pipeline.augment(ex, np.random.default_rng(0), flip=True, intensity=0.5)
+  assert all(np.array_equal(out1[k], out2[k]) for k in ex)
+  assert out1["image"].dtype == np.float32 and out1["image"].max() <= 1
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_evaluation_pass_is_padded_and_exact(cfg, split):
+  n = hr.data.num_examples(cfg, split)
+  batches = list(hr.data.batches(cfg, split, batch_size=5))
+  assert len(batches) == -(-n // 5) == len(hr.data.dataset(cfg, split, batch_size=5))
+  assert all(b["image"].shape == (5, SIZE, SIZE) for b in batches)
+  valid = np.concatenate([b["valid"] for b in batches])
+  slices = np.concatenate([b["slice"] for b in batches])
+  assert valid.sum() == n and valid[:n].all()
+  assert list(slices[valid]) == mni152.split_slices(hr.data.split_ranges(cfg)[split])
+  assert (slices[~valid] == -1).all()
+  last = batches[-1]
+  assert (last["image"][~last["valid"]] == 0).all()
+
+
+def test_evaluation_iterator_restores(cfg):
+  it = hr.data.batches(cfg, "test", batch_size=4)
+  next(it)
+  state = it.get_state()
+  rest = list(it)
+  again = hr.data.batches(cfg, "test", batch_size=4)
+  again.set_state(state)
+  assert _same(list(again), rest)

@@ -1,0 +1,163 @@
+"""Tests of the nifti manual dataset on tiny synthetic NIfTI volumes."""
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import hyperrecon_jax as hr
+
+SIZE = 32
+SHAPE = (20, 24, 16)  # RAS voxels; axial slices are the last axis.
+BRAIN_Z = range(3, 13)  # Axial slices with brain; the others are background.
+
+
+def _volume(rng):
+  """A noisy ellipsoid 'brain' with 3 label classes, zero outside z in BRAIN_Z."""
+  x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in SHAPE), indexing="ij")
+  r = np.sqrt(x ** 2 / 0.8 + y ** 2 / 0.9 + z ** 2)
+  label = np.select([r < 0.35, r < 0.6, r < 0.9], [3, 2, 1], 0).astype(np.int16)
+  label[..., [k for k in range(SHAPE[2]) if k not in BRAIN_Z]] = 0
+  image = np.where(label > 0, 100.0 * label + rng.normal(0, 5, SHAPE), 0.0)
+  return image.astype(np.float32), label
+
+
+def _save(array, path):
+  nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+
+
+@pytest.fixture(scope="module")
+def manual_dir(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("nifti")
+  rng = np.random.default_rng(0)
+  os.makedirs(folder / "labels" / "site_b")
+  os.makedirs(folder / "site_b")
+  for i in range(5):
+    image, label = _volume(rng)
+    rel = f"sub-{i:02d}_T1w.nii.gz" if i < 3 else os.path.join("site_b", f"sub-{i:02d}.nii")
+    _save(image, folder / rel)
+    _save(label, folder / "labels" / rel)
+  return str(folder)
+
+
+def _config(manual_dir, data_dir, **overrides):
+  cfg = hr.data.default_config()
+  cfg.update(name="nifti", manual_dir=str(manual_dir), data_dir=str(data_dir),
+             image_size=SIZE, num_threads=0)
+  cfg.update(overrides)
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def cfg(manual_dir, tmp_path_factory):
+  c = _config(manual_dir, tmp_path_factory.mktemp("tfds"))
+  hr.data.prepare(c)
+  return c
+
+
+def test_build_examples(cfg):
+  assert hr.data.has_labels(cfg)
+  names, ids = [], []
+  for split in hr.data.SPLITS:
+    source = hr.data.load_split(cfg, split)
+    vols = hr.data.volumes(cfg, split)
+    assert len(source) == sum(len(v.slices) for v in vols)
+    for v in vols:
+      assert v.slices == tuple(BRAIN_Z)  # Background slices dropped.
+      for i, k in zip(v.indices, v.slices):
+        ex = source[i]
+        assert (int(ex["volume"]), int(ex["slice"])) == (v.id, k)
+        assert ex["image"].shape == ex["label"].shape == (SIZE, SIZE)
+        assert 0 <= ex["image"].min() and ex["image"].max() <= 1
+        assert set(np.unique(ex["label"])) <= {0, 1, 2, 3}
+      names.append(v.name)
+      ids.append(v.id)
+  # Every subject in exactly one split, ids in sorted-name order.
+  assert sorted(ids) == list(range(5))
+  expected = sorted(["sub-00_T1w.nii.gz", "sub-01_T1w.nii.gz", "sub-02_T1w.nii.gz",
+                     os.path.join("site_b", "sub-03.nii"), os.path.join("site_b", "sub-04.nii")])
+  assert [n for _, n in sorted(zip(ids, names))] == expected
+
+
+def test_labels_follow_intensity(cfg):
+  source = hr.data.load_split(cfg, "train")
+  ex = source[len(source) // 2]
+  # Label 3 (the brightest class) must be the brightest region after resizing.
+  assert ex["image"][ex["label"] == 3].mean() > ex["image"][ex["label"] == 1].mean()
+  assert (ex["image"][ex["label"] == 0] < 0.2).mean() > 0.9
+
+
+def test_evaluation_pass_and_training(cfg):
+  for split in ("validation", "test"):
+    seen = []
+    for b in hr.data.batches(cfg, split, batch_size=4):
+      assert b["label"].dtype == np.int32 and b["label"].shape == (4, SIZE, SIZE)
+      seen += list(zip(b["volume"][b["valid"]], b["slice"][b["valid"]]))
+    assert seen == [(v.id, k) for v in hr.data.volumes(cfg, split) for k in v.slices]
+  b = next(hr.data.batches(cfg, "train", batch_size=4))
+  assert set(b["volume"]) <= {v.id for v in hr.data.volumes(cfg, "train")}
+
+
+def test_axis_builds_distinct_version(cfg):
+  coronal = _config(cfg.manual_dir, cfg.data_dir, axis="coronal")
+  assert hr.data.make_builder(coronal).data_dir != hr.data.make_builder(cfg).data_dir
+  vols = hr.data.volumes(coronal, "test")
+  assert all(max(v.slices) < SHAPE[1] for v in vols)
+
+
+def test_seg_suffix_convention(tmp_path):
+  rng = np.random.default_rng(1)
+  for i in range(3):
+    image, label = _volume(rng)
+    _save(image, tmp_path / f"s{i}.nii.gz")
+    _save(label, tmp_path / f"s{i}_seg.nii.gz")
+  cfg = _config(tmp_path, tmp_path / "tfds")
+  assert hr.data.has_labels(cfg)
+  assert sum(hr.data.num_examples(cfg, s) for s in hr.data.SPLITS) == 3 * len(BRAIN_Z)
+
+
+def test_without_labels(tmp_path):
+  rng = np.random.default_rng(2)
+  for i in range(3):
+    _save(_volume(rng)[0], tmp_path / f"s{i}.nii")
+  cfg = _config(tmp_path, tmp_path / "tfds")
+  assert not hr.data.has_labels(cfg)
+  b = next(hr.data.batches(cfg, "test", batch_size=2))
+  assert set(b) == {"image", "volume", "slice", "valid"}
+
+
+def test_some_labels_missing(tmp_path):
+  rng = np.random.default_rng(3)
+  for i in range(3):
+    image, label = _volume(rng)
+    _save(image, tmp_path / f"s{i}.nii.gz")
+    if i:
+      _save(label, tmp_path / f"s{i}_seg.nii.gz")
+  with pytest.raises(hr.data.DataError, match="s0.nii.gz"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+
+
+@pytest.mark.parametrize("kind", ["garbage", "2d", "label_shape"])
+def test_bad_file_is_named(tmp_path, kind):
+  rng = np.random.default_rng(4)
+  for i in range(3):
+    image, label = _volume(rng)
+    _save(image, tmp_path / f"s{i}.nii.gz")
+    if kind == "label_shape":
+      _save(label[:, :, :5] if i == 1 else label, tmp_path / f"s{i}_seg.nii.gz")
+  if kind == "garbage":
+    (tmp_path / "s1.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+  elif kind == "2d":
+    _save(np.ones((8, 8), np.float32), tmp_path / "s1.nii.gz")
+  bad = "s1_seg.nii.gz" if kind == "label_shape" else "s1.nii.gz"
+  with pytest.raises(hr.data.DataError, match=bad):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+
+
+def test_missing_or_empty_manual_dir(tmp_path):
+  (tmp_path / "notes.txt").write_text("no volumes here")
+  for folder in ("", str(tmp_path / "nope"), str(tmp_path)):
+    with pytest.raises(hr.data.DataError, match="ABIDE") as info:
+      hr.data.num_examples(_config(folder, tmp_path / "tfds"), "train")
+    assert ".nii" in str(info.value)
