@@ -1,0 +1,216 @@
+"""Per-example loss terms and their weighted composition.
+
+Every term maps a batch to a (B,) vector, never a scalar: DHS ranks samples by
+their own data-consistency loss and the training loss weights each sample by
+its own λ. The training objective of one sample is
+
+  ``L = sum_k c_k * L_k / s_k``
+
+with loss coefficients ``c`` (from λ, see `hyperrecon_jax.hparams`) and scales
+``s_k`` (a typical value of term k, so that ``alpha_k = 1 / s_k`` puts the
+terms on a common footing); see `composite`.
+
+Supervised terms ('mae', 'mse', 'ssim') compare the reconstruction with the
+ground truth; amortized-optimization terms use the measurement ('dc'), the
+generated weights ('weight_l1') or the reconstruction alone ('tv').
+"""
+
+from typing import Iterable, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from hyperrecon_jax import metrics as _metrics
+
+_check_images = _metrics.check_images
+_check_pair = _metrics.check_pair
+
+
+def mae(recon, target):
+  """Mean absolute error, ``mean_pixels |recon - target|``: (B, H, W) x2 -> (B,)."""
+  return _metrics.mae(recon, target)
+
+
+def mse(recon, target):
+  """Mean squared error, ``mean_pixels (recon - target)^2``: (B, H, W) x2 -> (B,)."""
+  return _metrics.mse(recon, target)
+
+
+def ssim(recon, target):
+  """Structural dissimilarity, ``1 - SSIM(recon, target)``: (B, H, W) x2 -> (B,).
+
+  SSIM as in `hyperrecon_jax.metrics.ssim`: 11x11 Gaussian window, sigma 1.5,
+  ``C1 = 0.01^2``, ``C2 = 0.03^2`` (data range 1), mean over the valid window
+  positions.
+  """
+  return 1.0 - _metrics.ssim(recon, target, data_range=1.0)
+
+
+def total_variation(recon):
+  """Anisotropic total variation, ``sum_p |x[i+1, j] - x[i, j]| + |x[i, j+1] - x[i, j]|``.
+
+  Forward differences, summed (not averaged) over each image.
+
+  Args:
+    recon: (B, H, W) images.
+
+  Returns:
+    (B,) TV.
+  """
+  _check_images("recon", recon)
+  x = recon.astype(jnp.float32)
+  return (jnp.sum(jnp.abs(jnp.diff(x, axis=1)), axis=(1, 2))
+          + jnp.sum(jnp.abs(jnp.diff(x, axis=2)), axis=(1, 2)))
+
+
+def data_consistency(recon, measurement, operator):
+  """``||A(recon) - y||^2`` per example, delegated to ``operator.data_consistency``.
+
+  Args:
+    recon: (B, H, W) reconstructions.
+    measurement: the measurement y, as returned by ``operator.measure``.
+    operator: a `hyperrecon_jax.physics` operator.
+
+  Returns:
+    (B,) data-consistency loss.
+  """
+  return operator.data_consistency(recon, measurement)
+
+
+def weight_l1(weights):
+  """ℓ1 norm of each sample's generated weights, ``sum_leaves sum |w|``.
+
+  Args:
+    weights: pytree (e.g. ``{'conv0': {'kernel': (B, 3, 3, 2, 32),
+      'bias': (B, 32)}, ...}``) whose every leaf has the same leading batch
+      axis B.
+
+  Returns:
+    (B,) sum of absolute values over all leaves and all non-batch axes.
+  """
+  leaves = jax.tree_util.tree_leaves(weights)
+  if not leaves:
+    raise ValueError("weights must be a non-empty pytree of arrays, got no leaves.")
+  shapes = [tuple(getattr(leaf, "shape", ())) for leaf in leaves]
+  if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
+    raise ValueError(
+        "every leaf of weights must have the same leading batch axis, got leaf "
+        f"shapes {shapes}.")
+  return sum(jnp.sum(jnp.abs(leaf.astype(jnp.float32)).reshape(leaf.shape[0], -1), axis=1)
+             for leaf in leaves)
+
+
+# Every registered term has the signature
+#   term(recon, target, *, operator, measurement, weights) -> (B,)
+# so that new terms can be added to TERMS (and to the NEEDS_* sets) in one place.
+TERMS = {
+    "mae": lambda recon, target, **_: mae(recon, target),
+    "mse": lambda recon, target, **_: mse(recon, target),
+    "ssim": lambda recon, target, **_: ssim(recon, target),
+    "dc": lambda recon, target, *, operator, measurement, **_: data_consistency(
+        recon, measurement, operator),
+    "tv": lambda recon, target, **_: total_variation(recon),
+    "weight_l1": lambda recon, target, *, weights, **_: weight_l1(weights),
+}
+NEEDS_TARGET = frozenset({"mae", "mse", "ssim"})
+NEEDS_MEASUREMENT = frozenset({"dc"})
+NEEDS_WEIGHTS = frozenset({"weight_l1"})
+
+
+def validate_names(names: Iterable[str]) -> Tuple[str, ...]:
+  """Checks a sequence of loss-term names (e.g. ``config.losses``).
+
+  Args:
+    names: term names, each a key of `TERMS`, no repeats.
+
+  Returns:
+    The names as a tuple.
+
+  Raises:
+    ValueError: for a bare string, an empty sequence, an unknown or a
+      repeated name.
+  """
+  if isinstance(names, str):
+    raise ValueError(f"names must be a sequence of term names, got the string {names!r}.")
+  names = tuple(names)
+  if not names:
+    raise ValueError(f"names must name at least one loss term of {sorted(TERMS)}, got ().")
+  unknown = [n for n in names if n not in TERMS]
+  if unknown:
+    raise ValueError(f"unknown loss term(s) {unknown} in {names}; valid: {sorted(TERMS)}.")
+  if len(set(names)) != len(names):
+    raise ValueError(f"loss terms must not repeat, got {names}.")
+  return names
+
+
+def compute_terms(names: Sequence[str],
+                  recon,
+                  target=None,
+                  *,
+                  operator=None,
+                  measurement=None,
+                  weights=None):
+  """Evaluates the named terms and stacks them in order.
+
+  Args:
+    names: term names (keys of `TERMS`), e.g. ``('mae', 'ssim')`` or
+      ``('dc', 'weight_l1', 'tv')``.
+    recon: (B, H, W) reconstructions.
+    target: (B, H, W) ground truth; needed by 'mae', 'mse', 'ssim'.
+    operator: forward operator; needed (with ``measurement``) by 'dc'.
+    measurement: the measurement y; needed by 'dc'.
+    weights: pytree of per-sample generated weights; needed by 'weight_l1'.
+
+  Returns:
+    (B, K) per-example values of the K terms.
+
+  Raises:
+    ValueError: for unknown names or when a term's input is missing.
+  """
+  names = validate_names(names)
+  _check_images("recon", recon)
+  missing = []
+  for n in names:
+    if n in NEEDS_TARGET and target is None:
+      missing.append(f"'{n}' needs target")
+    if n in NEEDS_MEASUREMENT and (operator is None or measurement is None):
+      missing.append(f"'{n}' needs operator and measurement")
+    if n in NEEDS_WEIGHTS and weights is None:
+      missing.append(f"'{n}' needs weights")
+  if missing:
+    raise ValueError("missing inputs for loss terms: " + "; ".join(missing) + ".")
+  if target is not None:
+    _check_pair(recon, target, "recon", "target")
+  values = [TERMS[n](recon, target, operator=operator, measurement=measurement,
+                     weights=weights) for n in names]
+  for n, v in zip(names, values):
+    if v.shape != recon.shape[:1]:
+      raise ValueError(f"loss term '{n}' returned shape {v.shape}, expected {recon.shape[:1]}.")
+  return jnp.stack(values, axis=1)
+
+
+def composite(per_term, coeffs, scales):
+  """Weighted sum of the terms per example.
+
+  ``L_b = sum_k coeffs[b, k] * per_term[b, k] / scales[k]``.
+
+  Args:
+    per_term: (B, K) term values, e.g. from `compute_terms`.
+    coeffs: (B, K) loss coefficients of each sample (from its λ).
+    scales: (K,) positive typical values s_k of the terms (alpha_k = 1 / s_k).
+
+  Returns:
+    (B,) total loss per example.
+  """
+  per_term = jnp.asarray(per_term)
+  coeffs = jnp.asarray(coeffs)
+  scales = jnp.asarray(scales, jnp.float32)
+  if per_term.ndim != 2:
+    raise ValueError(f"per_term must have shape (B, K), got shape {per_term.shape}.")
+  if coeffs.shape != per_term.shape:
+    raise ValueError(
+        f"coeffs must have the shape of per_term {per_term.shape}, got {coeffs.shape}.")
+  if scales.shape != per_term.shape[1:]:
+    raise ValueError(
+        f"scales must have shape ({per_term.shape[1]},), got shape {scales.shape}.")
+  return jnp.sum(coeffs * per_term / scales, axis=1)

@@ -1,0 +1,345 @@
+"""Image-quality metrics, per example.
+
+Every per-slice metric takes (B, H, W) arrays and returns a (B,) vector (Dice:
+(B, C)), never a batch mean, so that λ-grid evaluation and per-volume
+aggregation can be done by the caller. Images are compared as they are (no
+clipping); ``data_range`` is the peak value, 1 for images in [0, 1]. The
+metrics are wrapped in ``jax.jit`` so that evaluating host arrays eagerly
+runs one fused computation; inside another jit the wrapper costs nothing.
+
+The fastMRI per-volume convention is provided separately by `volume_psnr`,
+`volume_ssim` and `volume_nmse`, which take the (S, H, W) slices of one
+volume and return a scalar: the data range is the target volume's maximum,
+PSNR and NMSE pool the error over all voxels, and SSIM uses skimage's
+default 7x7 uniform window with sample covariance, averaged over slices.
+Their numbers differ from the mean over slices of the per-slice metrics
+(peak 1, 11x11 Gaussian SSIM window); report which convention a number uses.
+"""
+
+import functools
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Gaussian SSIM window of Wang et al. (2004), also the reference's SSIM loss.
+SSIM_FILTER_SIZE = 11
+SSIM_FILTER_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+# HFEN: 15x15 Laplacian of Gaussian, sigma 1.5 (radius 7 = truncate 7 / 1.5).
+HFEN_SIGMA = 1.5
+HFEN_RADIUS = 7
+# Keep float32 filters exact on GPUs, whose default may be TF32 or bf16.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def check_images(name: str, x, layout: str = "(B, H, W)") -> None:
+  """Raises ValueError unless ``x`` has 3 axes, named by ``layout`` in the message.
+
+  Shapes are static, so under ``jax.jit`` the check runs once, at trace time.
+  """
+  shape = tuple(getattr(x, "shape", ()))
+  if len(shape) != 3:
+    raise ValueError(f"{name} must have shape {layout}, got shape {shape}.")
+
+
+def check_pair(pred, target, pred_name: str = "pred", target_name: str = "target",
+               layout: str = "(B, H, W)") -> None:
+  """Raises ValueError unless both are 3-axis arrays of the same shape."""
+  check_images(pred_name, pred, layout)
+  check_images(target_name, target, layout)
+  if pred.shape != target.shape:
+    raise ValueError(
+        f"{pred_name} and {target_name} must have the same shape, got "
+        f"{tuple(pred.shape)} and {tuple(target.shape)}.")
+
+
+def _f32(x):
+  return jnp.asarray(x).astype(jnp.float32)
+
+
+@jax.jit
+def mse(pred, target):
+  """Mean squared error per example, ``mean_pixels (pred - target)^2``."""
+  check_pair(pred, target)
+  return jnp.mean((_f32(pred) - _f32(target)) ** 2, axis=(1, 2))
+
+
+@jax.jit
+def mae(pred, target):
+  """Mean absolute error per example, ``mean_pixels |pred - target|``."""
+  check_pair(pred, target)
+  return jnp.mean(jnp.abs(_f32(pred) - _f32(target)), axis=(1, 2))
+
+
+@jax.jit
+def psnr(pred, target, data_range=1.0):
+  """Peak signal-to-noise ratio in dB, ``10 log10(data_range^2 / MSE)``.
+
+  Args:
+    pred: (B, H, W) reconstructions.
+    target: (B, H, W) ground truth.
+    data_range: peak value, a scalar or a (B,) vector.
+
+  Returns:
+    (B,) PSNR; ``inf`` where pred equals target.
+  """
+  return 10.0 * jnp.log10(jnp.asarray(data_range, jnp.float32) ** 2 / mse(pred, target))
+
+
+@jax.jit
+def nmse(pred, target):
+  """Normalized MSE per example, ``||pred - target||^2 / ||target||^2``."""
+  check_pair(pred, target)
+  pred, target = _f32(pred), _f32(target)
+  return jnp.sum((pred - target) ** 2, axis=(1, 2)) / jnp.sum(target ** 2, axis=(1, 2))
+
+
+@jax.jit
+def ssim(pred, target, data_range=1.0):
+  """Structural similarity per example, in [-1, 1].
+
+  ``SSIM = mean_p [(2 mu_x mu_y + C1)(2 s_xy + C2)] / [(mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2)]``
+  with local means, variances and covariance from an 11x11 Gaussian window
+  (sigma 1.5, population statistics), ``C1 = (0.01 L)^2``,
+  ``C2 = (0.03 L)^2``, ``L = data_range``. Computed by `dm_pix.ssim`, whose
+  filtering is 'valid': the mean runs over the (H-10) x (W-10) positions where
+  the window fits in the image. That is what
+  ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False)`` averages too (it filters with reflection but
+  then crops 5 pixels from each border before the mean).
+
+  Args:
+    pred: (B, H, W) reconstructions, H, W >= 11.
+    target: (B, H, W) ground truth.
+    data_range: scalar peak value.
+
+  Returns:
+    (B,) SSIM.
+  """
+  check_pair(pred, target)
+  if min(pred.shape[1:]) < SSIM_FILTER_SIZE:
+    raise ValueError(
+        f"ssim needs images of at least {SSIM_FILTER_SIZE}x{SSIM_FILTER_SIZE}, got "
+        f"shape {tuple(pred.shape)}.")
+  return dm_pix.ssim(
+      _f32(pred)[..., None], _f32(target)[..., None], max_val=data_range,
+      filter_size=SSIM_FILTER_SIZE, filter_sigma=SSIM_FILTER_SIGMA,
+      k1=SSIM_K1, k2=SSIM_K2)
+
+
+@functools.lru_cache(maxsize=8)
+def gaussian_kernel1d(sigma: float, order: int, radius: int) -> np.ndarray:
+  """1-D Gaussian (derivative) kernel exactly as `scipy.ndimage` builds it.
+
+  The Gaussian ``exp(-x^2 / 2 sigma^2)`` on ``x = -radius .. radius`` is
+  normalized to sum 1 *before* differentiation; the ``order``-th derivative
+  multiplies it by the polynomial obtained from ``d/dx`` of ``q(x) exp(.)``.
+  """
+  x = np.arange(-radius, radius + 1, dtype=np.float64)
+  phi = np.exp(-0.5 / sigma ** 2 * x ** 2)
+  phi /= phi.sum()
+  q = np.zeros(order + 1)
+  q[0] = 1.0
+  # q'(x) - q(x) x / sigma^2, on polynomial coefficients.
+  deriv = np.diag(np.arange(1, order + 1), 1) + np.diag(np.full(order, -1 / sigma ** 2), -1)
+  for _ in range(order):
+    q = deriv @ q
+  return (x[:, None] ** np.arange(order + 1)) @ q * phi
+
+
+def _correlate1d_reflect(x, kernel, axis):
+  """Correlation of (B, H, W) with an odd 1-D kernel along axis 1 or 2, SciPy 'reflect' border."""
+  radius = (len(kernel) - 1) // 2
+  pad = [(0, 0)] * 3
+  pad[axis] = (radius, radius)
+  # SciPy's 'reflect' (d c b a | a b c d) is NumPy's 'symmetric'.
+  xp = jnp.pad(x, pad, mode="symmetric")[:, None]
+  k = np.asarray(kernel, np.float32).reshape((1, 1, -1, 1) if axis == 1 else (1, 1, 1, -1))
+  out = jax.lax.conv_general_dilated(xp, jnp.asarray(k), (1, 1), "VALID", precision=_HIGHEST)
+  return out[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=("sigma", "radius"))
+def laplacian_of_gaussian(x, sigma: float = HFEN_SIGMA, radius: int = HFEN_RADIUS):
+  """Per-image LoG, ``d2G/dy2 * x + d2G/dx2 * x``, (B, H, W) -> (B, H, W).
+
+  Equals ``scipy.ndimage.gaussian_laplace(x[b], sigma, truncate=radius/sigma)``
+  (default 'reflect' border): the sum over the two axes of a second-derivative
+  Gaussian filter along that axis and a Gaussian filter along the other.
+  """
+  check_images("x", x)
+  x = _f32(x)
+  g = gaussian_kernel1d(float(sigma), 0, int(radius))
+  d2 = gaussian_kernel1d(float(sigma), 2, int(radius))
+  return (_correlate1d_reflect(_correlate1d_reflect(x, d2, 1), g, 2)
+          + _correlate1d_reflect(_correlate1d_reflect(x, g, 1), d2, 2))
+
+
+@jax.jit
+def hfen(pred, target):
+  """High-frequency error norm, ``||LoG(pred) - LoG(target)||_2 / ||LoG(target)||_2``.
+
+  LoG is `laplacian_of_gaussian` (15x15, sigma 1.5). Normalized by the ground
+  truth's LoG (the reference normalized by the prediction's).
+
+  Args:
+    pred: (B, H, W) reconstructions.
+    target: (B, H, W) ground truth.
+
+  Returns:
+    (B,) HFEN.
+  """
+  check_pair(pred, target)
+  lp, lt = laplacian_of_gaussian(pred), laplacian_of_gaussian(target)
+  return (jnp.sqrt(jnp.sum((lp - lt) ** 2, axis=(1, 2)))
+          / jnp.sqrt(jnp.sum(lt ** 2, axis=(1, 2))))
+
+
+@jax.jit
+def minmax(x):
+  """Maps each image of (B, H, W) linearly onto [0, 1]; a constant image maps to 0."""
+  check_images("x", x)
+  x = _f32(x)
+  lo = jnp.min(x, axis=(1, 2), keepdims=True)
+  span = jnp.max(x, axis=(1, 2), keepdims=True) - lo
+  return (x - lo) / jnp.where(span > 0, span, 1.0)
+
+
+@jax.jit
+def rpsnr(pred, zero_filled_magnitude, target):
+  """Relative PSNR, the gain of the reconstruction over the zero-filled input, in dB.
+
+  ``rPSNR = PSNR(mm(pred), mm(target)) - PSNR(mm(zf), mm(target))`` with peak 1,
+  where ``mm`` is `minmax` applied to each image separately: all three images
+  (reconstruction, zero-filled magnitude and ground truth) are min-max
+  normalized to [0, 1] before the PSNRs are taken.
+
+  Args:
+    pred: (B, H, W) reconstructions.
+    zero_filled_magnitude: (B, H, W) magnitude of the zero-filled input,
+      e.g. ``jnp.linalg.norm(zf, axis=-1)`` of the (B, H, W, 2) network input.
+    target: (B, H, W) ground truth.
+
+  Returns:
+    (B,) rPSNR.
+  """
+  check_pair(pred, target)
+  check_pair(zero_filled_magnitude, target, "zero_filled_magnitude")
+  t = minmax(target)
+  return psnr(minmax(pred), t) - psnr(minmax(zero_filled_magnitude), t)
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def dice(pred_labels, true_labels, num_classes: int):
+  """Hard Dice per class, ``2 |P_c & T_c| / (|P_c| + |T_c|)``.
+
+  A class absent from both label maps scores 1.0 (perfect agreement).
+
+  Args:
+    pred_labels: (B, H, W) integer labels in [0, num_classes).
+    true_labels: (B, H, W) integer labels in [0, num_classes).
+    num_classes: number of classes C (static), >= 1.
+
+  Returns:
+    (B, C) Dice, background class 0 included.
+  """
+  check_pair(pred_labels, true_labels, "pred_labels", "true_labels")
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+      or num_classes < 1:
+    raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}.")
+  for name, lab in (("pred_labels", pred_labels), ("true_labels", true_labels)):
+    if not jnp.issubdtype(jnp.asarray(lab).dtype, jnp.integer):
+      raise ValueError(f"{name} must be integer labels, got dtype {jnp.asarray(lab).dtype}.")
+  p = jax.nn.one_hot(pred_labels, num_classes, dtype=jnp.float32)
+  t = jax.nn.one_hot(true_labels, num_classes, dtype=jnp.float32)
+  inter = jnp.sum(p * t, axis=(1, 2))
+  total = jnp.sum(p, axis=(1, 2)) + jnp.sum(t, axis=(1, 2))
+  return jnp.where(total > 0, 2 * inter / jnp.where(total > 0, total, 1.0), 1.0)
+
+
+# fastMRI per-volume metrics (conventions in the module docstring).
+
+FASTMRI_SSIM_WIN = 7
+
+
+def _check_volumes(pred_volume, target_volume):
+  check_pair(pred_volume, target_volume, "pred_volume", "target_volume", "(S, H, W)")
+
+
+def _range(target_volume, data_range):
+  return jnp.max(target_volume) if data_range is None else jnp.asarray(data_range, jnp.float32)
+
+
+@jax.jit
+def volume_psnr(pred_volume, target_volume, data_range=None):
+  """fastMRI PSNR of a volume, ``10 log10(L^2 / mean_voxels (pred - target)^2)``.
+
+  Args:
+    pred_volume: (S, H, W) reconstructed slices of one volume.
+    target_volume: (S, H, W) ground-truth slices.
+    data_range: peak L; defaults to ``max(target_volume)`` as in fastMRI.
+
+  Returns:
+    Scalar PSNR in dB.
+  """
+  _check_volumes(pred_volume, target_volume)
+  pred, target = _f32(pred_volume), _f32(target_volume)
+  return 10.0 * jnp.log10(_range(target, data_range) ** 2 / jnp.mean((pred - target) ** 2))
+
+
+@jax.jit
+def volume_nmse(pred_volume, target_volume):
+  """fastMRI NMSE of a volume, ``||pred - target||^2 / ||target||^2`` over all voxels."""
+  _check_volumes(pred_volume, target_volume)
+  pred, target = _f32(pred_volume), _f32(target_volume)
+  return jnp.sum((pred - target) ** 2) / jnp.sum(target ** 2)
+
+
+def _box_mean(x, win):
+  """Valid-mode win x win moving average of (S, H, W)."""
+  s = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, win, win), (1, 1, 1), "VALID")
+  return s / (win * win)
+
+
+@functools.partial(jax.jit, static_argnames="gaussian")
+def volume_ssim(pred_volume, target_volume, data_range=None, *, gaussian=False):
+  """fastMRI SSIM of a volume: the mean over slices of per-slice SSIM.
+
+  Per slice, ``SSIM = mean_p [(2 mu_x mu_y + C1)(2 s_xy + C2)] /
+  [(mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2)]`` with ``C1 = (0.01 L)^2``,
+  ``C2 = (0.03 L)^2`` and ``L = max(target_volume)`` shared by all slices.
+  By default the local statistics come from a 7x7 uniform window with sample
+  (co)variances (x 49/48), averaged over the (H-6) x (W-6) positions where
+  the window fits, which is exactly fastMRI's
+  ``structural_similarity(gt[s], pred[s], data_range=gt.max())``.
+
+  Args:
+    pred_volume: (S, H, W) reconstructed slices of one volume.
+    target_volume: (S, H, W) ground-truth slices.
+    data_range: peak L; defaults to ``max(target_volume)``.
+    gaussian: use the 11x11 Gaussian window of `ssim`
+      instead (same volume data range and slice average).
+
+  Returns:
+    Scalar SSIM.
+  """
+  _check_volumes(pred_volume, target_volume)
+  pred, target = _f32(pred_volume), _f32(target_volume)
+  peak = _range(target, data_range)
+  if gaussian:
+    return jnp.mean(ssim(pred, target, data_range=peak))
+  win = FASTMRI_SSIM_WIN
+  if min(pred.shape[1:]) < win:
+    raise ValueError(
+        f"volume_ssim needs slices of at least {win}x{win}, got shape {tuple(pred.shape)}.")
+  c1, c2 = (SSIM_K1 * peak) ** 2, (SSIM_K2 * peak) ** 2
+  mx, my = _box_mean(target, win), _box_mean(pred, win)
+  cov_norm = win * win / (win * win - 1.0)
+  vx = cov_norm * (_box_mean(target * target, win) - mx * mx)
+  vy = cov_norm * (_box_mean(pred * pred, win) - my * my)
+  vxy = cov_norm * (_box_mean(target * pred, win) - mx * my)
+  s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+  return jnp.mean(s)

@@ -1,0 +1,332 @@
+"""Forward operators: CS-MRI, denoising and super-resolution.
+
+Each operator is a `flax.struct.dataclass`, hence a pytree that can be passed
+through `jax.jit`; array data (the mask) are pytree leaves, settings that
+change shapes or control flow (noise levels, the SR factor) are static. All
+methods are batch-first and pure:
+
+* ``measure(x, key) -> y``: simulate a measurement of real images
+  ``x`` of shape (B, H, W) in [0, 1];
+* ``zero_filled(y) -> (B, H, W, 2)`` float32: the network input, real and
+  imaginary channels of the naive inverse;
+* ``data_consistency(recon, y) -> (B,)``: ``||A(recon) - y||^2`` per example.
+
+`make_operator` builds one from a task config.
+"""
+
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from hyperrecon_jax import masks as masks_lib
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _check_images(name: str, x, image_shape: Optional[Tuple[int, int]] = None):
+  shape = tuple(getattr(x, "shape", ()))
+  if len(shape) != 3:
+    raise ValueError(f"{name} must have shape (B, H, W), got shape {shape}.")
+  if image_shape is not None and shape[1:] != tuple(image_shape):
+    raise ValueError(
+        f"{name} has images of shape {shape[1:]}, expected {tuple(image_shape)} "
+        f"(full shape {shape}).")
+
+
+def _check_key(key, name: str):
+  if key is None:
+    raise ValueError(f"{name}.measure adds noise and needs a PRNG key, got key=None.")
+
+
+def _sum_sq(z):
+  """Per-example sum of squared magnitudes over the image axes."""
+  if jnp.iscomplexobj(z):
+    z = z.real ** 2 + z.imag ** 2
+  else:
+    z = z ** 2
+  return jnp.sum(z, axis=(-2, -1))
+
+
+def _with_zero_imag(x):
+  x = x.astype(jnp.float32)
+  return jnp.stack([x, jnp.zeros_like(x)], axis=-1)
+
+
+@struct.dataclass
+class CSMRI:
+  """Single-coil Cartesian compressed-sensing MRI: ``y = M * (F x + n)``.
+
+  ``F`` is the orthonormal 2-D FFT applied to the image without any fftshift,
+  so k-space has DC at index (0, 0). The mask is stored **centred** (DC in the
+  middle, as `hyperrecon_jax.masks` returns it); `sampling` shifts it once
+  with ``ifftshift`` to line up with that unshifted k-space. Noise ``n`` is
+  complex Gaussian whose real and imaginary parts each have standard
+  deviation ``noise_sigma``; it is added before masking, so unsampled entries
+  of ``y`` are exactly zero.
+
+  Attributes:
+    mask: (H, W) array of 0s and 1s, k-space centre at (H // 2, W // 2).
+    noise_sigma: standard deviation of each of the real and imaginary parts of
+      the k-space noise (static), >= 0.
+  """
+
+  mask: Any
+  noise_sigma: float = struct.field(pytree_node=False, default=0.0)
+
+  def __post_init__(self):
+    # Runs on every unflatten too; leaves may then be tracers or placeholders,
+    # so only look at what they certainly have.
+    if not float(self.noise_sigma) >= 0:
+      raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}.")
+    if isinstance(self.mask, (np.ndarray, list, tuple)):
+      object.__setattr__(self, "mask", jnp.asarray(self.mask, jnp.float32))
+    shape = getattr(self.mask, "shape", None)
+    if shape is not None and len(shape) != 2:
+      raise ValueError(f"mask must have shape (H, W), got shape {tuple(shape)}.")
+
+  @property
+  def sampling(self):
+    """The mask shifted with ``ifftshift`` into unshifted-FFT order, (H, W)."""
+    return jnp.fft.ifftshift(jnp.asarray(self.mask, jnp.float32))
+
+  @property
+  def acceleration(self):
+    """Real acceleration ``H * W / number of sampled entries`` (a JAX scalar)."""
+    return self.mask.size / jnp.sum(self.mask != 0)
+
+  def forward(self, x):
+    """Noise-free ``M * F(x)`` for real or complex images x: (B, H, W) -> complex64."""
+    _check_images("x", x, self.mask.shape)
+    k = jnp.fft.fft2(x.astype(jnp.complex64), norm="ortho")
+    return self.sampling * k
+
+  def measure(self, x, key=None):
+    """Simulated k-space measurement.
+
+    Args:
+      x: (B, H, W) real images.
+      key: PRNG key, needed only when ``noise_sigma > 0``.
+
+    Returns:
+      y: (B, H, W) complex64, zero off the mask.
+    """
+    _check_images("x", x, self.mask.shape)
+    k = jnp.fft.fft2(x.astype(jnp.complex64), norm="ortho")
+    if self.noise_sigma > 0:
+      _check_key(key, "CSMRI")
+      re, im = jax.random.normal(key, (2,) + k.shape, jnp.float32)
+      k = k + self.noise_sigma * jax.lax.complex(re, im)
+    return self.sampling * k
+
+  def zero_filled(self, y):
+    """``F^-1(y)`` as (B, H, W, 2) float32 (real, imaginary)."""
+    _check_images("y", y, self.mask.shape)
+    img = jnp.fft.ifft2(y.astype(jnp.complex64), norm="ortho")
+    return jnp.stack([img.real, img.imag], axis=-1).astype(jnp.float32)
+
+  def data_consistency(self, recon, y):
+    """``sum_pixels |M * F(recon) - y|^2`` per example: (B, H, W) x2 -> (B,)."""
+    _check_images("recon", recon, self.mask.shape)
+    _check_images("y", y, self.mask.shape)
+    return _sum_sq(self.forward(recon) - y)
+
+
+@struct.dataclass
+class Denoise:
+  """Additive white Gaussian noise: ``y = x + n``, ``n ~ N(0, sigma^2)``.
+
+  Attributes:
+    sigma: noise standard deviation (static), >= 0.
+  """
+
+  sigma: float = struct.field(pytree_node=False, default=0.1)
+
+  def __post_init__(self):
+    if not float(self.sigma) >= 0:
+      raise ValueError(f"sigma must be >= 0, got {self.sigma!r}.")
+
+  def measure(self, x, key=None):
+    """Noisy images (B, H, W) float32; ``key`` is needed when ``sigma > 0``."""
+    _check_images("x", x)
+    x = x.astype(jnp.float32)
+    if self.sigma == 0:
+      return x
+    _check_key(key, "Denoise")
+    return x + self.sigma * jax.random.normal(key, x.shape, jnp.float32)
+
+  def zero_filled(self, y):
+    """The noisy image with a zero imaginary channel, (B, H, W, 2) float32."""
+    _check_images("y", y)
+    return _with_zero_imag(y)
+
+  def data_consistency(self, recon, y):
+    """``||recon - y||^2`` per example: (B, H, W) x2 -> (B,)."""
+    _check_images("recon", recon)
+    _check_images("y", y, recon.shape[1:])
+    return _sum_sq(recon.astype(jnp.float32) - y)
+
+
+def _cubic(t: float, a: float = -0.75) -> float:
+  """Keys cubic convolution kernel W(t), as in PyTorch's bicubic."""
+  t = abs(t)
+  if t <= 1:
+    return ((a + 2) * t - (a + 3)) * t * t + 1
+  if t < 2:
+    return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+  return 0.0
+
+
+@functools.lru_cache(maxsize=32)
+def bicubic_downsample_matrix(size: int, factor: int) -> np.ndarray:
+  """(size // factor, size) matrix of PyTorch's bicubic downsampling along one axis.
+
+  Equals ``F.interpolate(mode='bicubic', align_corners=False, antialias=False)``
+  with ``scale_factor=1/factor``: output sample ``i`` reads the source position
+  ``s = factor * (i + 0.5) - 0.5``, with ``j = floor(s)`` and ``t = s - j``,
+  from pixels ``j-1 .. j+2`` with weights ``W(t+1), W(t), W(1-t), W(2-t)``
+  (Keys, a = -0.75); pixel indices are clamped to ``[0, size-1]``, so weights
+  falling outside the image pile onto the border pixel. For even factors
+  ``t = 1/2`` and the taps are [-0.09375, 0.59375, 0.59375, -0.09375] on
+  pixels ``f*i + f/2 - 2 .. f*i + f/2 + 1`` (for 4: the block ``4i .. 4i+3``,
+  never clamped; for 2: ``2i-1 .. 2i+2``, clamped at both ends); for odd
+  factors ``t = 0`` and the result is plain subsampling of pixel ``f*i + (f-1)/2``.
+
+  Args:
+    size: input length, divisible by ``factor``.
+    factor: integer downsampling factor >= 2.
+
+  Returns:
+    float64 array D with ``y = D @ x`` along the axis.
+  """
+  out = size // factor
+  d = np.zeros((out, size))
+  for i in range(out):
+    s = factor * (i + 0.5) - 0.5
+    j = math.floor(s)
+    t = s - j
+    for k, w in zip(range(j - 1, j + 3), (_cubic(t + 1), _cubic(t), _cubic(1 - t), _cubic(2 - t))):
+      d[i, min(max(k, 0), size - 1)] += w
+  return d
+
+
+@struct.dataclass
+class SuperResolution:
+  """Bicubic downsampling by an integer factor: ``y = D(x)``, (B, H, W) -> (B, H/f, W/f).
+
+  ``D`` is PyTorch's ``F.interpolate(mode='bicubic', align_corners=False,
+  antialias=False)`` (see `bicubic_downsample_matrix`), applied separably as
+  ``D_H x D_W^T``. The network input is the nearest-neighbour x``factor``
+  upsampling of ``y``.
+
+  Attributes:
+    factor: integer downsampling factor >= 2 (static); it must divide H and W.
+  """
+
+  factor: int = struct.field(pytree_node=False, default=4)
+
+  def __post_init__(self):
+    f = self.factor
+    if isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating)) \
+        or not float(f).is_integer() or f < 2:
+      raise ValueError(f"factor must be an integer >= 2, got {f!r}.")
+    object.__setattr__(self, "factor", int(f))
+
+  def _check_divisible(self, name, shape):
+    if shape[1] % self.factor or shape[2] % self.factor:
+      raise ValueError(
+          f"{name} has images of shape {tuple(shape[1:])}, not divisible by "
+          f"factor={self.factor}.")
+
+  def downsample(self, x):
+    """``D(x)``: (B, H, W) -> (B, H/f, W/f) float32."""
+    _check_images("x", x)
+    self._check_divisible("x", x.shape)
+    dh = jnp.asarray(bicubic_downsample_matrix(x.shape[1], self.factor), jnp.float32)
+    dw = jnp.asarray(bicubic_downsample_matrix(x.shape[2], self.factor), jnp.float32)
+    return jnp.einsum("ih,bhw,jw->bij", dh, x.astype(jnp.float32), dw, precision=_HIGHEST)
+
+  def measure(self, x, key=None):
+    """Low-resolution images (B, H/f, W/f); noise-free, ``key`` is ignored."""
+    del key
+    return self.downsample(x)
+
+  def zero_filled(self, y):
+    """Nearest-neighbour x``factor`` upsampling with a zero imaginary channel, (B, H, W, 2)."""
+    _check_images("y", y)
+    up = jnp.repeat(jnp.repeat(y, self.factor, axis=1), self.factor, axis=2)
+    return _with_zero_imag(up)
+
+  def data_consistency(self, recon, y):
+    """``||D(recon) - y||^2`` per example: (B, H, W), (B, H/f, W/f) -> (B,)."""
+    _check_images("recon", recon)
+    self._check_divisible("recon", recon.shape)
+    f = self.factor
+    _check_images("y", y, (recon.shape[1] // f, recon.shape[2] // f))
+    return _sum_sq(self.downsample(recon) - y)
+
+
+OPERATOR_NAMES = ("csmri", "denoise", "superres")
+MASK_NAMES = ("poisson", "cartesian_random", "cartesian_equispaced")
+
+
+def _get(cfg, name, default):
+  if isinstance(cfg, Mapping):
+    return cfg.get(name, default)
+  return getattr(cfg, name, default)
+
+
+def make_operator(task_config, image_shape: Sequence[int]):
+  """Builds the forward operator of a task config.
+
+  Args:
+    task_config: ml_collections ConfigDict, dict or any object with the fields
+      ``name`` ('csmri' | 'denoise' | 'superres') and, as needed,
+      ``acceleration`` (float), ``mask`` ('poisson' | 'cartesian_random' |
+      'cartesian_equispaced', default 'poisson'), ``center_fraction`` (0.08),
+      ``mask_seed`` (0), ``noise_sigma`` (k-space noise, 0.0), ``sigma``
+      (denoising, 0.1), ``factor`` (super-resolution, 4). Missing optional
+      fields take these defaults.
+    image_shape: (H, W) of the images.
+
+  Returns:
+    A `CSMRI`, `Denoise` or `SuperResolution` operator.
+
+  Raises:
+    ValueError: for an unknown task or mask name, a missing acceleration, or
+      invalid values.
+  """
+  name = _get(task_config, "name", None)
+  try:
+    h, w = (int(s) for s in image_shape)
+  except (TypeError, ValueError):
+    raise ValueError(f"image_shape must be (H, W), got {image_shape!r}.") from None
+  if name == "csmri":
+    accel = _get(task_config, "acceleration", None)
+    if accel is None:
+      raise ValueError("task 'csmri' needs task_config.acceleration, got none.")
+    kind = _get(task_config, "mask", "poisson")
+    seed = int(_get(task_config, "mask_seed", 0))
+    if kind == "poisson":
+      mask = masks_lib.poisson_disc((h, w), accel, seed=seed)
+    elif kind in ("cartesian_random", "cartesian_equispaced"):
+      mask = masks_lib.cartesian(
+          (h, w), accel, center_fraction=_get(task_config, "center_fraction", 0.08),
+          kind=kind.split("_", 1)[1], seed=seed)
+    else:
+      raise ValueError(f"task_config.mask must be one of {MASK_NAMES}, got {kind!r}.")
+    return CSMRI(jnp.asarray(mask), noise_sigma=float(_get(task_config, "noise_sigma", 0.0)))
+  if name == "denoise":
+    return Denoise(sigma=float(_get(task_config, "sigma", 0.1)))
+  if name == "superres":
+    op = SuperResolution(factor=_get(task_config, "factor", 4))
+    if h % op.factor or w % op.factor:
+      raise ValueError(
+          f"image_shape {(h, w)} is not divisible by factor={op.factor}.")
+    return op
+  raise ValueError(f"task_config.name must be one of {OPERATOR_NAMES}, got {name!r}.")

@@ -1,0 +1,204 @@
+"""Tests for hyperrecon_jax.losses."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hyperrecon_jax import losses
+from hyperrecon_jax import masks
+from hyperrecon_jax import metrics
+from hyperrecon_jax import physics
+
+H, W = 24, 20
+
+
+def _pair(b=2, seed=0):
+  rng = np.random.default_rng(seed)
+  target = rng.random((b, H, W)).astype(np.float32)
+  recon = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1).astype(np.float32)
+  return recon, target
+
+
+def _weights(b=2, seed=0):
+  rng = np.random.default_rng(seed)
+  return {
+      "conv0": {"kernel": rng.standard_normal((b, 3, 3, 2, 4)).astype(np.float32),
+                "bias": rng.standard_normal((b, 4)).astype(np.float32)},
+      "head": {"kernel": rng.standard_normal((b, 1, 1, 4, 1)).astype(np.float32)},
+  }
+
+
+CSMRI = physics.CSMRI(masks.poisson_disc((H, W), 3, seed=0))
+
+
+def test_mae_mse_by_hand():
+  recon = np.array([[[0.0, 1.0], [2.0, 3.0]]], np.float32)
+  target = np.ones((1, 2, 2), np.float32)
+  np.testing.assert_allclose(losses.mae(recon, target), [1.0])
+  np.testing.assert_allclose(losses.mse(recon, target), [1.5])
+
+
+def test_ssim_is_one_minus_metric():
+  recon, target = _pair()
+  np.testing.assert_allclose(losses.ssim(recon, target), 1 - metrics.ssim(recon, target),
+                             atol=1e-7)
+  np.testing.assert_allclose(losses.ssim(target, target), 0.0, atol=1e-6)
+
+
+def test_total_variation_by_hand():
+  x = np.array([[[0.0, 1.0, 3.0],
+                 [2.0, 2.0, 0.0]]], np.float32)
+  # Vertical |2-0| + |2-1| + |0-3| = 6; horizontal |1-0| + |3-1| + |2-2| + |0-2| = 5.
+  np.testing.assert_allclose(losses.total_variation(x), [11.0])
+  np.testing.assert_allclose(losses.total_variation(np.ones((2, 4, 4))), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("op", [CSMRI, physics.Denoise(0.1), physics.SuperResolution(4)],
+                         ids=["csmri", "denoise", "superres"])
+def test_data_consistency_delegates(op):
+  recon, target = _pair()
+  y = op.measure(target, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(losses.data_consistency(recon, y, op),
+                             op.data_consistency(recon, y), rtol=1e-6)
+
+
+def test_weight_l1():
+  w = _weights()
+  ref = [sum(np.abs(leaf[b]).sum() for leaf in jax.tree_util.tree_leaves(w)) for b in range(2)]
+  np.testing.assert_allclose(losses.weight_l1(w), ref, rtol=1e-5)
+  with pytest.raises(ValueError, match="leading batch axis"):
+    losses.weight_l1({"a": np.zeros((2, 3)), "b": np.zeros((3, 3))})
+  with pytest.raises(ValueError, match="no leaves"):
+    losses.weight_l1({})
+
+
+def test_compute_terms_and_composite():
+  recon, target = _pair()
+  w = _weights()
+  y = CSMRI.measure(target)
+  names = ("mae", "ssim", "dc", "tv", "weight_l1", "mse")
+  terms = losses.compute_terms(names, recon, target, operator=CSMRI, measurement=y, weights=w)
+  assert terms.shape == (2, 6)
+  expected = [losses.mae(recon, target), losses.ssim(recon, target),
+              CSMRI.data_consistency(recon, y), losses.total_variation(recon),
+              losses.weight_l1(w), losses.mse(recon, target)]
+  for k, e in enumerate(expected):
+    np.testing.assert_allclose(terms[:, k], e, rtol=1e-5)
+  # AO terms need no target.
+  ao = losses.compute_terms(("dc", "weight_l1", "tv"), recon, operator=CSMRI, measurement=y,
+                            weights=w)
+  np.testing.assert_allclose(ao, terms[:, [2, 4, 3]], rtol=1e-6)
+
+  coeffs = np.array([[0.2, 0.8], [0.5, 0.5]], np.float32)
+  per_term = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+  np.testing.assert_allclose(losses.composite(per_term, coeffs, (0.5, 2.0)),
+                             [0.2 * 1 / 0.5 + 0.8 * 2 / 2, 0.5 * 3 / 0.5 + 0.5 * 4 / 2])
+
+
+def test_registry_and_validation():
+  assert set(losses.TERMS) == {"mae", "mse", "ssim", "dc", "tv", "weight_l1"}
+  assert losses.NEEDS_MEASUREMENT == {"dc"} and losses.NEEDS_WEIGHTS == {"weight_l1"}
+  assert losses.validate_names(["mae", "ssim"]) == ("mae", "ssim")
+  with pytest.raises(ValueError, match=r"unknown loss term.*'l2'.*valid: \['dc'"):
+    losses.validate_names(("mae", "l2"))
+  with pytest.raises(ValueError, match="repeat"):
+    losses.validate_names(("mae", "mae"))
+  with pytest.raises(ValueError, match="at least one"):
+    losses.validate_names(())
+  with pytest.raises(ValueError, match="string"):
+    losses.validate_names("mae")
+  recon, target = _pair()
+  with pytest.raises(ValueError, match="unknown loss term"):
+    losses.compute_terms(("perceptual",), recon, target)
+  with pytest.raises(ValueError, match="'dc' needs operator and measurement"):
+    losses.compute_terms(("dc",), recon, target, operator=CSMRI)
+  with pytest.raises(ValueError, match="'weight_l1' needs weights"):
+    losses.compute_terms(("weight_l1",), recon, target)
+  with pytest.raises(ValueError, match="'mae' needs target"):
+    losses.compute_terms(("mae",), recon)
+
+
+def test_bad_shapes():
+  recon, target = _pair()
+  with pytest.raises(ValueError, match="same shape"):
+    losses.mae(recon, target[:, :-1])
+  with pytest.raises(ValueError, match="same shape"):
+    losses.compute_terms(("tv", "mae"), recon, target[:1])
+  with pytest.raises(ValueError, match=r"recon must have shape \(B, H, W\)"):
+    losses.total_variation(recon[0])
+  with pytest.raises(ValueError, match="coeffs"):
+    losses.composite(np.ones((2, 2)), np.ones((2, 3)), np.ones(2))
+  with pytest.raises(ValueError, match="scales"):
+    losses.composite(np.ones((2, 2)), np.ones((2, 2)), np.ones(3))
+  with pytest.raises(ValueError, match="per_term"):
+    losses.composite(np.ones(2), np.ones(2), np.ones(2))
+  with pytest.raises(ValueError, match="recon has images"):
+    losses.data_consistency(np.zeros((2, 8, 8)), CSMRI.measure(target), CSMRI)
+
+
+GRAD_CASES = {
+    "mae": lambda r, t: losses.mae(r, t),
+    "mse": lambda r, t: losses.mse(r, t),
+    "ssim": lambda r, t: losses.ssim(r, t),
+    "tv": lambda r, t: losses.total_variation(r),
+    "dc_csmri": lambda r, t: losses.data_consistency(r, CSMRI.measure(t), CSMRI),
+    "dc_denoise": lambda r, t: losses.data_consistency(r, t + 0.05, physics.Denoise(0.1)),
+    "dc_superres": lambda r, t: losses.data_consistency(
+        r, physics.SuperResolution(4).measure(t), physics.SuperResolution(4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAD_CASES))
+def test_gradients_finite_nonzero(name):
+  recon, target = _pair()
+  fn = GRAD_CASES[name]
+  g = jax.jit(jax.grad(lambda r: jnp.sum(fn(r, target))))(recon)
+  g = np.asarray(g)
+  assert g.shape == recon.shape
+  assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
+  # Per-example: each output depends on its own image only.
+  g0 = np.asarray(jax.grad(lambda r: fn(r, target)[0])(recon))
+  assert np.abs(g0[0]).max() > 0 and np.all(g0[1] == 0)
+
+
+def test_weight_l1_gradient():
+  w = _weights()
+  g = jax.grad(lambda w: jnp.sum(losses.weight_l1(w)))(w)
+  for leaf, gl in zip(jax.tree_util.tree_leaves(w), jax.tree_util.tree_leaves(g)):
+    np.testing.assert_allclose(gl, np.sign(leaf))
+
+
+def test_jit_and_vmap():
+  recon, target = _pair()
+  w = _weights()
+  y = CSMRI.measure(target)
+  names = ("mae", "ssim", "dc", "tv", "weight_l1")
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def run(names, op, recon, target, y, w):
+    terms = losses.compute_terms(names, recon, target, operator=op, measurement=y, weights=w)
+    return losses.composite(terms, jnp.full(terms.shape, 0.5), jnp.ones(terms.shape[1]))
+
+  eager = losses.composite(
+      losses.compute_terms(names, recon, target, operator=CSMRI, measurement=y, weights=w),
+      np.full((2, 5), 0.5, np.float32), np.ones(5, np.float32))
+  np.testing.assert_allclose(run(names, CSMRI, recon, target, y, w), eager, rtol=1e-5)
+
+  two = lambda a: jax.tree_util.tree_map(lambda v: np.stack([v, v]), a)
+  terms = jax.vmap(lambda r, t, y, w: losses.compute_terms(
+      names, r, t, operator=CSMRI, measurement=y, weights=w))(
+          two(recon), two(target), two(y), two(w))
+  assert terms.shape == (2, 2, 5)
+  for fn in (losses.mae, losses.mse, losses.ssim):
+    np.testing.assert_allclose(jax.vmap(fn)(two(recon), two(target))[1], fn(recon, target),
+                               rtol=1e-5)
+  np.testing.assert_allclose(jax.vmap(losses.total_variation)(two(recon))[1],
+                             losses.total_variation(recon), rtol=1e-5)
+  np.testing.assert_allclose(jax.vmap(losses.weight_l1)(two(w))[1], losses.weight_l1(w),
+                             rtol=1e-5)
+  np.testing.assert_allclose(
+      jax.vmap(losses.composite)(two(np.ones((2, 3))), two(np.ones((2, 3))), two(np.ones(3)))[1],
+      [3.0, 3.0])

@@ -1,0 +1,153 @@
+"""Tests for hyperrecon_jax.masks."""
+
+import time
+
+import numpy as np
+import pytest
+
+from hyperrecon_jax import masks
+
+
+def _ring_fraction(mask, r0, r1):
+  h, w = mask.shape
+  y, x = np.mgrid[:h, :w]
+  r = np.hypot(y - h // 2, x - w // 2)
+  return mask[(r >= r0) & (r < r1)].mean()
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (64, 64)])
+@pytest.mark.parametrize("accel", [4.0, 8.0])
+def test_poisson_acceleration_within_5_percent(shape, accel):
+  mask = masks.poisson_disc(shape, accel, seed=0)
+  assert mask.shape == shape and mask.dtype == np.float32
+  assert set(np.unique(mask)) <= {0.0, 1.0}
+  got = masks.acceleration(mask)
+  assert abs(got - accel) <= 0.05 * accel, got
+
+
+def test_poisson_non_square():
+  mask = masks.poisson_disc((64, 48), 4, seed=1)
+  assert mask.shape == (64, 48)
+  assert abs(masks.acceleration(mask) - 4) <= 0.2
+  assert mask[32, 24] == 1
+
+
+def test_poisson_fast_enough():
+  start = time.perf_counter()
+  masks.poisson_disc((256, 256), 8, seed=12345)  # a seed no other test caches
+  # ~0.3 s measured on one core; the bound leaves room for a busy machine.
+  assert time.perf_counter() - start < 3.0
+
+
+def test_poisson_deterministic_by_seed():
+  a = masks.poisson_disc((64, 64), 4, seed=3)
+  b = masks.poisson_disc((64, 64), 4, seed=3)
+  c = masks.poisson_disc((64, 64), 4, seed=4)
+  np.testing.assert_array_equal(a, b)
+  assert (a != c).any()
+
+
+def test_poisson_returns_copies():
+  a = masks.poisson_disc((64, 64), 4, seed=5)
+  a[:] = 0
+  assert masks.poisson_disc((64, 64), 4, seed=5).sum() > 0
+
+
+@pytest.mark.parametrize("shape,side", [((256, 256), 20), ((64, 64), 5)])
+def test_poisson_calibration_fully_sampled(shape, side):
+  mask = masks.poisson_disc(shape, 8)
+  h, w = shape
+  lo_h, lo_w = h // 2 - side // 2, w // 2 - side // 2
+  assert mask[lo_h:lo_h + side, lo_w:lo_w + side].all()
+  assert mask[h // 2, w // 2] == 1  # DC in the middle.
+
+
+def test_poisson_custom_calib_and_corners():
+  mask = masks.poisson_disc((64, 64), 4, calib=(10, 10))
+  assert mask[27:37, 27:37].all()
+  # crop_corner: nothing outside the inscribed ellipse.
+  assert mask[0, 0] == 0 and mask[-1, -1] == 0 and mask[0, -1] == 0
+
+
+def test_poisson_density_decreases_outward():
+  mask = masks.poisson_disc((256, 256), 8)
+  fractions = [_ring_fraction(mask, r0, r1) for r0, r1 in [(12, 30), (30, 60), (60, 90), (90, 125)]]
+  assert all(a > b for a, b in zip(fractions, fractions[1:])), fractions
+
+
+def test_poisson_samples_are_spread_out():
+  # Far from the centre the exclusion radius exceeds 1, so no two samples are
+  # horizontal or vertical neighbours there.
+  mask = masks.poisson_disc((256, 256), 8)
+  y, x = np.mgrid[:256, :256]
+  outer = np.hypot(y - 128, x - 128) > 100
+  pairs = (mask[:, 1:] * mask[:, :-1])[outer[:, 1:]].sum() + (mask[1:] * mask[:-1])[outer[1:]].sum()
+  assert pairs == 0
+
+
+@pytest.mark.parametrize("kind", ["random", "equispaced"])
+@pytest.mark.parametrize("accel", [4, 8])
+def test_cartesian(kind, accel):
+  mask = masks.cartesian((64, 256), accel, kind=kind, center_fraction=0.08, seed=0)
+  assert mask.shape == (64, 256) and mask.dtype == np.float32
+  # Full columns: every column all 0 or all 1.
+  assert np.all((mask == mask[:1]))
+  cols = mask[0].astype(bool)
+  assert abs(masks.acceleration(mask) - accel) <= 0.05 * accel
+  num_low = round(256 * 0.08)
+  pad = (256 - num_low + 1) // 2
+  assert cols[pad:pad + num_low].all() and cols[128]
+  np.testing.assert_array_equal(mask, masks.cartesian((64, 256), accel, kind=kind, seed=0))
+  assert (mask != masks.cartesian((64, 256), accel, kind=kind, seed=1)).any()
+
+
+def test_cartesian_equispaced_spacing():
+  mask = masks.cartesian((8, 256), 4, kind="equispaced", center_fraction=0.08)
+  cols = np.flatnonzero(mask[0])
+  left = cols[cols < 100]
+  gaps = np.diff(left)
+  assert gaps.max() - gaps.min() <= 1
+
+
+def test_acceleration():
+  mask = np.zeros((4, 4))
+  mask[0, :2] = 1
+  assert masks.acceleration(mask) == 8.0
+  assert masks.acceleration(np.zeros((2, 2))) == float("inf")
+
+
+@pytest.mark.parametrize("fn", [masks.poisson_disc, masks.cartesian])
+def test_bad_inputs(fn):
+  with pytest.raises(ValueError, match="acceleration"):
+    fn((64, 64), 1.0)
+  with pytest.raises(ValueError, match="acceleration"):
+    fn((64, 64), 0.5)
+  with pytest.raises(ValueError, match="shape"):
+    fn((64, 64, 2), 4)
+  with pytest.raises(ValueError, match="shape"):
+    fn((0, 64), 4)
+  with pytest.raises(ValueError, match="shape"):
+    fn(64, 4)
+
+
+def test_bad_inputs_specific():
+  with pytest.raises(ValueError, match="calib"):
+    masks.poisson_disc((64, 64), 8, calib=(40, 40))
+  with pytest.raises(ValueError, match="calib"):
+    masks.poisson_disc((64, 64), 4, calib=(64, 2))
+  with pytest.raises(ValueError, match="smallest"):
+    masks.poisson_disc((64, 64), 1.1)  # corners are never sampled: min ~4/pi.
+  with pytest.raises(ValueError, match="center_fraction"):
+    masks.cartesian((64, 64), 4, center_fraction=0.5)
+  with pytest.raises(ValueError, match="center_fraction"):
+    masks.cartesian((64, 64), 4, center_fraction=0.0)
+  with pytest.raises(ValueError, match="kind"):
+    masks.cartesian((64, 64), 4, kind="spiral")
+
+
+@pytest.mark.parametrize("accel", [2.0, 3.0])
+def test_poisson_low_acceleration_uses_full_core(accel):
+  mask = masks.poisson_disc((64, 64), accel)
+  assert abs(masks.acceleration(mask) - accel) <= 0.05 * accel
+  assert _ring_fraction(mask, 0, 6) == 1.0
+  assert _ring_fraction(mask, 0, 6) > _ring_fraction(mask, 20, 31)

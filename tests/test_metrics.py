@@ -1,0 +1,221 @@
+"""Tests for hyperrecon_jax.metrics against independent references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+from skimage.metrics import peak_signal_noise_ratio as sk_psnr
+from skimage.metrics import structural_similarity as sk_ssim
+
+from hyperrecon_jax import metrics
+
+
+def _pair(b=3, h=40, w=36, seed=0, noise=0.1):
+  rng = np.random.default_rng(seed)
+  # Smooth images plus noise: SSIM well away from 0 and 1.
+  target = scipy.ndimage.gaussian_filter(rng.random((b, h, w)), (0, 2, 2))
+  target = (target - target.min()) / (target.max() - target.min())
+  pred = np.clip(target + noise * rng.standard_normal(target.shape), 0, 1)
+  return pred.astype(np.float32), target.astype(np.float32)
+
+
+def _f64(x):
+  return np.asarray(x, np.float64)
+
+
+def test_ssim_matches_skimage():
+  pred, target = _pair()
+  got = np.asarray(metrics.ssim(pred, target))
+  assert got.shape == (3,)
+  # skimage filters with reflection but averages only over the interior
+  # (crops (win_size - 1) // 2 = 5 pixels per border), i.e. the same window
+  # positions as dm-pix's 'valid' filtering; both use population statistics.
+  ref = [sk_ssim(_f64(t), _f64(p), gaussian_weights=True, sigma=1.5,
+                 use_sample_covariance=False, data_range=1.0) for p, t in zip(pred, target)]
+  np.testing.assert_allclose(got, ref, atol=1e-4)
+  assert 0.1 < got.min() and got.max() < 0.99
+  np.testing.assert_allclose(metrics.ssim(target, target), 1.0, atol=1e-6)
+  # data_range: SSIM of images scaled by 2 with data range 2 is unchanged.
+  np.testing.assert_allclose(metrics.ssim(2 * pred, 2 * target, data_range=2.0), got, atol=1e-5)
+
+
+def test_psnr_matches_skimage():
+  pred, target = _pair()
+  ref = [sk_psnr(_f64(t), _f64(p), data_range=1.0) for p, t in zip(pred, target)]
+  np.testing.assert_allclose(metrics.psnr(pred, target), ref, atol=1e-4)
+  ref2 = [sk_psnr(_f64(t), _f64(p), data_range=2.0) for p, t in zip(pred, target)]
+  np.testing.assert_allclose(metrics.psnr(pred, target, data_range=2.0), ref2, atol=1e-4)
+  assert np.isinf(np.asarray(metrics.psnr(target, target))).all()
+
+
+def test_mae_mse_nmse_by_hand():
+  pred = np.array([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]], np.float32)
+  target = np.array([[[1.0, 1.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]], np.float32)
+  np.testing.assert_allclose(metrics.mae(pred, target), [(0 + 1 + 2 + 3) / 4, 0.5])
+  np.testing.assert_allclose(metrics.mse(pred, target), [(0 + 1 + 4 + 9) / 4, 0.5])
+  np.testing.assert_allclose(metrics.nmse(pred, target), [14 / 4, 2 / 2])
+  np.testing.assert_allclose(metrics.psnr(pred, target), [10 * np.log10(1 / 3.5),
+                                                         10 * np.log10(2)], rtol=1e-6)
+
+
+def test_laplacian_of_gaussian_matches_scipy():
+  _, target = _pair(b=2, h=33, w=20)
+  got = np.asarray(metrics.laplacian_of_gaussian(target))
+  ref = np.stack([scipy.ndimage.gaussian_laplace(_f64(t), sigma=1.5, truncate=7 / 1.5)
+                  for t in target])
+  np.testing.assert_allclose(got, ref, atol=1e-6)
+  # 15x15 support: radius 7.
+  impulse = np.zeros((1, 31, 31), np.float32)
+  impulse[0, 15, 15] = 1
+  support = np.abs(np.asarray(metrics.laplacian_of_gaussian(impulse))[0]) > 0
+  rows = np.flatnonzero(support.any(axis=1))
+  assert rows.min() == 8 and rows.max() == 22
+
+
+def test_hfen_matches_scipy_and_uses_ground_truth_norm():
+  pred, target = _pair()
+
+  def ref(p, t):
+    lp = scipy.ndimage.gaussian_laplace(_f64(p), sigma=1.5, truncate=7 / 1.5)
+    lt = scipy.ndimage.gaussian_laplace(_f64(t), sigma=1.5, truncate=7 / 1.5)
+    return np.linalg.norm(lp - lt) / np.linalg.norm(lt)
+
+  got = np.asarray(metrics.hfen(pred, target))
+  np.testing.assert_allclose(got, [ref(p, t) for p, t in zip(pred, target)], rtol=1e-5)
+  # Normalized by the target's LoG, so swapping the arguments changes it.
+  swapped = np.asarray(metrics.hfen(target, pred))
+  np.testing.assert_allclose(swapped, [ref(t, p) for p, t in zip(pred, target)], rtol=1e-5)
+  assert np.all(np.abs(swapped - got) > 1e-3)
+  np.testing.assert_allclose(metrics.hfen(target, target), 0.0)
+
+
+def test_rpsnr():
+  pred, target = _pair()
+  zf = np.clip(target + 0.3 * np.random.default_rng(1).standard_normal(target.shape),
+               -1, 2).astype(np.float32)
+
+  def mm(x):
+    x = _f64(x)
+    return (x - x.min()) / (x.max() - x.min())
+
+  ref = [sk_psnr(mm(t), mm(p), data_range=1) - sk_psnr(mm(t), mm(z), data_range=1)
+         for p, z, t in zip(pred, zf, target)]
+  got = np.asarray(metrics.rpsnr(pred, zf, target))
+  np.testing.assert_allclose(got, ref, atol=1e-3)
+  assert np.all(got > 0)
+  # Min-max normalization makes it invariant to affine changes of each image.
+  np.testing.assert_allclose(metrics.rpsnr(3 * pred + 1, zf, target), got, atol=1e-3)
+  np.testing.assert_allclose(metrics.minmax(np.full((1, 4, 4), 5.0)), 0.0)
+
+
+def test_dice_by_hand():
+  true = np.array([[[0, 0, 1, 1],
+                    [0, 0, 1, 1],
+                    [2, 2, 2, 2],
+                    [2, 2, 2, 2]]])
+  pred = np.array([[[0, 0, 0, 1],
+                    [0, 0, 1, 1],
+                    [2, 2, 2, 2],
+                    [2, 2, 2, 0]]])
+  got = np.asarray(metrics.dice(pred, true, num_classes=4))
+  assert got.shape == (1, 4)
+  # class 0: P=6, T=4, overlap 4; class 1: P=3, T=4, overlap 3;
+  # class 2: P=7, T=8, overlap 7; class 3 absent from both -> 1.
+  np.testing.assert_allclose(got[0], [8 / 10, 6 / 7, 14 / 15, 1.0], rtol=1e-6)
+  # A class present in one map only scores 0.
+  np.testing.assert_allclose(metrics.dice(np.zeros((1, 2, 2), int), np.ones((1, 2, 2), int), 2),
+                             [[0.0, 0.0]])
+  with pytest.raises(ValueError, match="num_classes"):
+    metrics.dice(pred, true, num_classes=0)
+  with pytest.raises(ValueError, match="integer"):
+    metrics.dice(pred.astype(np.float32), true, num_classes=3)
+
+
+def test_volume_metrics_match_fastmri():
+  pred, target = _pair(b=4, h=32, w=28)
+  pred, target = 3 * pred, 3 * target  # data range is the volume maximum, not 1.
+  maxval = target.max()
+  mse = np.mean((_f64(pred) - _f64(target)) ** 2)
+  np.testing.assert_allclose(metrics.volume_psnr(pred, target),
+                             10 * np.log10(maxval ** 2 / mse), rtol=1e-5)
+  np.testing.assert_allclose(metrics.volume_psnr(pred, target),
+                             sk_psnr(_f64(target), _f64(pred), data_range=maxval), rtol=1e-5)
+  np.testing.assert_allclose(
+      metrics.volume_nmse(pred, target),
+      np.linalg.norm(_f64(target) - _f64(pred)) ** 2 / np.linalg.norm(_f64(target)) ** 2,
+      rtol=1e-5)
+  # fastMRI: skimage defaults (7x7 uniform window, sample covariance).
+  ref = np.mean([sk_ssim(_f64(t), _f64(p), data_range=maxval) for p, t in zip(pred, target)])
+  np.testing.assert_allclose(metrics.volume_ssim(pred, target), ref, atol=1e-5)
+  ref_g = np.mean([sk_ssim(_f64(t), _f64(p), data_range=maxval, gaussian_weights=True,
+                           sigma=1.5, use_sample_covariance=False) for p, t in zip(pred, target)])
+  np.testing.assert_allclose(metrics.volume_ssim(pred, target, gaussian=True), ref_g, atol=1e-4)
+  # Differs from the per-slice convention (peak 1).
+  assert abs(float(metrics.volume_psnr(pred, target))
+             - float(jnp.mean(metrics.psnr(pred, target)))) > 1.0
+
+
+PER_SLICE = {
+    "psnr": metrics.psnr,
+    "ssim": metrics.ssim,
+    "mae": metrics.mae,
+    "mse": metrics.mse,
+    "nmse": metrics.nmse,
+    "hfen": metrics.hfen,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PER_SLICE))
+def test_jit_and_vmap(name):
+  fn = PER_SLICE[name]
+  pred, target = _pair(b=2, h=24, w=20)
+  eager = np.asarray(fn(pred, target))
+  assert eager.shape == (2,)
+  np.testing.assert_allclose(jax.jit(fn)(pred, target), eager, rtol=1e-5)
+  stacked = jax.vmap(fn)(np.stack([pred, target]), np.stack([target, target]))
+  assert stacked.shape == (2, 2)
+  np.testing.assert_allclose(stacked[0], eager, rtol=1e-5)
+
+
+def test_jit_and_vmap_others():
+  pred, target = _pair(b=2, h=24, w=20)
+  two = lambda a: np.stack([a, a])
+  for fn, args, shape in [
+      (metrics.rpsnr, (pred, pred * target, target), (2,)),
+      (metrics.laplacian_of_gaussian, (pred,), (2, 24, 20)),
+      (metrics.minmax, (pred,), (2, 24, 20)),
+      (metrics.volume_psnr, (pred, target), ()),
+      (metrics.volume_nmse, (pred, target), ()),
+      (metrics.volume_ssim, (pred, target), ()),
+  ]:
+    eager = np.asarray(fn(*args))
+    assert eager.shape == shape, fn
+    np.testing.assert_allclose(jax.jit(fn)(*args), eager, rtol=1e-5)
+    np.testing.assert_allclose(jax.vmap(fn)(*map(two, args))[1], eager, rtol=1e-5)
+  labels = (np.arange(2 * 8 * 8).reshape(2, 8, 8) % 3)
+  dice = jax.jit(metrics.dice, static_argnums=2)
+  assert dice(labels, labels, 3).shape == (2, 3)
+  assert jax.vmap(lambda a, b: metrics.dice(a, b, 3))(two(labels), two(labels)).shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize("fn", [metrics.psnr, metrics.ssim, metrics.mae, metrics.mse,
+                                metrics.nmse, metrics.hfen])
+def test_bad_shapes(fn):
+  with pytest.raises(ValueError, match="same shape"):
+    fn(np.zeros((2, 16, 16)), np.zeros((2, 16, 12)))
+  with pytest.raises(ValueError, match=r"pred must have shape \(B, H, W\)"):
+    fn(np.zeros((16, 16)), np.zeros((16, 16)))
+
+
+def test_bad_inputs_other():
+  with pytest.raises(ValueError, match="at least 11x11"):
+    metrics.ssim(np.zeros((1, 8, 16)), np.zeros((1, 8, 16)))
+  with pytest.raises(ValueError, match="zero_filled_magnitude"):
+    metrics.rpsnr(np.zeros((1, 8, 8)), np.zeros((1, 8, 8, 2)), np.zeros((1, 8, 8)))
+  with pytest.raises(ValueError, match=r"\(S, H, W\)"):
+    metrics.volume_ssim(np.zeros((8, 8)), np.zeros((8, 8)))
+  with pytest.raises(ValueError, match="7x7"):
+    metrics.volume_ssim(np.zeros((2, 6, 8)), np.zeros((2, 6, 8)))
+  with pytest.raises(ValueError, match="same shape"):
+    metrics.dice(np.zeros((1, 4, 4), int), np.zeros((1, 4, 5), int), 2)

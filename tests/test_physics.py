@@ -1,0 +1,283 @@
+"""Tests for hyperrecon_jax.physics."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from hyperrecon_jax import masks
+from hyperrecon_jax import physics
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _images(b=2, h=32, w=24, seed=0):
+  return np.random.default_rng(seed).random((b, h, w)).astype(np.float32)
+
+
+# ----------------------------------------------------------------- CS-MRI
+
+
+def test_csmri_all_ones_mask_is_identity():
+  x = _images()
+  op = physics.CSMRI(np.ones((32, 24), np.float32))
+  y = op.measure(x, KEY)
+  assert y.shape == x.shape and y.dtype == jnp.complex64
+  zf = np.asarray(op.zero_filled(y))
+  assert zf.shape == (2, 32, 24, 2) and zf.dtype == np.float32
+  np.testing.assert_allclose(zf[..., 0], x, atol=1e-6)
+  np.testing.assert_allclose(zf[..., 1], 0, atol=1e-6)
+  # Parseval for the orthonormal FFT.
+  np.testing.assert_allclose(np.sum(np.abs(np.asarray(y)) ** 2, axis=(1, 2)),
+                             np.sum(x.astype(np.float64) ** 2, axis=(1, 2)), rtol=1e-5)
+  assert float(op.acceleration) == 1.0
+
+
+def test_csmri_matches_numpy_and_mask_is_centred():
+  x = _images()
+  mask = masks.poisson_disc((32, 24), 3, seed=0)
+  op = physics.CSMRI(mask)
+  ref = np.fft.ifftshift(mask) * np.fft.fft2(x.astype(np.float64), norm="ortho")
+  np.testing.assert_allclose(np.asarray(op.measure(x)), ref, atol=1e-5)
+  # Only the centre of a centred mask sampled -> only DC (index 0, 0) of y.
+  dc_only = np.zeros((32, 24), np.float32)
+  dc_only[16, 12] = 1
+  y = np.asarray(physics.CSMRI(dc_only).measure(x))
+  np.testing.assert_allclose(y[:, 0, 0], x.sum(axis=(1, 2)) / math.sqrt(32 * 24), rtol=1e-5)
+  assert np.count_nonzero(y[0]) == 1
+  np.testing.assert_allclose(float(op.acceleration), masks.acceleration(mask), rtol=1e-6)
+
+
+def test_csmri_data_consistency():
+  x = _images()
+  op = physics.CSMRI(masks.poisson_disc((32, 24), 3, seed=0))
+  y = op.measure(x, KEY)
+  dc = op.data_consistency(x, y)
+  assert dc.shape == (2,)
+  np.testing.assert_allclose(dc, 0, atol=1e-8)
+  recon = x + 0.1
+  ref = np.sum(np.abs(np.asarray(op.forward(recon)) - np.asarray(y)) ** 2, axis=(1, 2))
+  np.testing.assert_allclose(op.data_consistency(recon, y), ref, rtol=1e-5)
+  assert np.all(np.asarray(op.data_consistency(recon, y)) > 0)
+
+
+def test_csmri_noise_only_on_sampled_entries():
+  x = _images(b=4, h=32, w=32)
+  mask = masks.poisson_disc((32, 32), 3, seed=0)
+  op = physics.CSMRI(mask, noise_sigma=0.5)
+  y = np.asarray(op.measure(x, KEY))
+  sampled = np.broadcast_to(np.fft.ifftshift(mask).astype(bool), y.shape)
+  assert np.all(y[~sampled] == 0)
+  noise = (y - np.asarray(op.forward(x)))[sampled]
+  assert np.all(noise != 0)
+  # Real and imaginary parts each have standard deviation noise_sigma.
+  np.testing.assert_allclose([noise.real.std(), noise.imag.std()], 0.5, rtol=0.1)
+  with pytest.raises(ValueError, match="key"):
+    op.measure(x, None)
+  # Different keys, different noise.
+  assert (np.asarray(op.measure(x, jax.random.PRNGKey(1))) != y).any()
+
+
+def test_csmri_jit_and_vmap():
+  x = _images()
+  op = physics.CSMRI(masks.poisson_disc((32, 24), 3, seed=0), noise_sigma=0.01)
+
+  @jax.jit
+  def run(op, x, key):
+    y = op.measure(x, key)
+    return op.zero_filled(y), op.data_consistency(x, y)
+
+  zf, dc = run(op, x, KEY)
+  assert zf.shape == (2, 32, 24, 2) and dc.shape == (2,)
+  xs = np.stack([x, x * 0.5])
+  keys = jax.random.split(KEY, 2)
+  # jit around vmap: one compilation of the random-number code instead of many.
+  ys = jax.jit(jax.vmap(op.measure))(xs, keys)
+  zfs = jax.vmap(op.zero_filled)(ys)
+  dcs = jax.vmap(op.data_consistency)(xs, ys)
+  assert zfs.shape == (2, 2, 32, 24, 2) and dcs.shape == (2, 2)
+  np.testing.assert_allclose(zfs[1], op.zero_filled(jax.jit(op.measure)(xs[1], keys[1])),
+                             atol=1e-6)
+  clean = physics.CSMRI(op.mask)
+  ys = jax.vmap(clean.measure)(xs)
+  np.testing.assert_allclose(jax.vmap(clean.data_consistency)(xs, ys), 0, atol=1e-8)
+
+
+def test_csmri_bad_inputs():
+  op = physics.CSMRI(np.ones((32, 24), np.float32))
+  with pytest.raises(ValueError, match=r"x has images of shape \(32, 32\)"):
+    op.measure(_images(h=32, w=32))
+  with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+    op.measure(np.zeros((32, 24), np.float32))
+  with pytest.raises(ValueError, match="recon"):
+    op.data_consistency(np.zeros((2, 16, 24)), np.zeros((2, 32, 24), np.complex64))
+  with pytest.raises(ValueError, match="mask"):
+    physics.CSMRI(np.ones((2, 32, 24)))
+  with pytest.raises(ValueError, match="noise_sigma"):
+    physics.CSMRI(np.ones((32, 24)), noise_sigma=-0.1)
+
+
+# -------------------------------------------------------------- Denoising
+
+
+def test_denoise():
+  x = _images(b=4)
+  op = physics.Denoise(sigma=0.1)
+  y = op.measure(x, KEY)
+  assert y.shape == x.shape and y.dtype == jnp.float32
+  np.testing.assert_allclose(np.std(np.asarray(y) - x), 0.1, rtol=0.05)
+  zf = np.asarray(op.zero_filled(y))
+  assert zf.shape == x.shape + (2,)
+  np.testing.assert_array_equal(zf[..., 0], y)
+  np.testing.assert_array_equal(zf[..., 1], 0)
+  np.testing.assert_allclose(op.data_consistency(y, y), 0)
+  np.testing.assert_allclose(op.data_consistency(x, y),
+                             np.sum((x - np.asarray(y)) ** 2, axis=(1, 2)), rtol=1e-5)
+  np.testing.assert_array_equal(physics.Denoise(0.0).measure(x), x)
+  with pytest.raises(ValueError, match="key"):
+    op.measure(x)
+  with pytest.raises(ValueError, match="sigma"):
+    physics.Denoise(sigma=-1.0)
+  with pytest.raises(ValueError, match="y has images"):
+    op.data_consistency(x, np.zeros((4, 8, 8)))
+
+
+def test_denoise_jit_and_vmap():
+  x = _images()
+  op = physics.Denoise(0.1)
+  run = jax.jit(lambda op, x, k: op.data_consistency(x, op.measure(x, k)))
+  assert run(op, x, KEY).shape == (2,)
+  xs = np.stack([x, x])
+  assert jax.vmap(op.zero_filled)(xs).shape == (2, 2, 32, 24, 2)
+  assert jax.vmap(op.data_consistency)(xs, xs).shape == (2, 2)
+
+
+# ------------------------------------------------------- Super-resolution
+
+_A = -0.75
+
+
+def _torch_bicubic_down_reference(img, factor):
+  """PyTorch's upsample_bicubic2d (align_corners=False, no antialias), loop by loop."""
+
+  def w_near(t):  # |t| <= 1
+    return ((_A + 2) * t - (_A + 3)) * t * t + 1
+
+  def w_far(t):  # 1 < |t| < 2
+    return ((_A * t - 5 * _A) * t + 8 * _A) * t - 4 * _A
+
+  def taps(out_index, size):
+    src = factor * (out_index + 0.5) - 0.5
+    i0 = math.floor(src)
+    t = src - i0
+    weights = [w_far(t + 1), w_near(t), w_near(1 - t), w_far(2 - t)]
+    idx = [min(max(i0 - 1 + k, 0), size - 1) for k in range(4)]
+    return idx, weights
+
+  h, w = img.shape
+  out = np.zeros((h // factor, w // factor))
+  for oy in range(h // factor):
+    iy, wy = taps(oy, h)
+    for ox in range(w // factor):
+      ix, wx = taps(ox, w)
+      out[oy, ox] = sum(wy[a] * wx[b] * img[iy[a], ix[b]] for a in range(4) for b in range(4))
+  return out
+
+
+def test_bicubic_weights_factor_4():
+  d = physics.bicubic_downsample_matrix(16, 4)
+  for i in range(4):
+    np.testing.assert_allclose(d[i, 4 * i:4 * i + 4], [-0.09375, 0.59375, 0.59375, -0.09375])
+    assert np.count_nonzero(d[i]) == 4
+  # Factor 2: the same taps straddle the 2-blocks and pile up at the borders.
+  d2 = physics.bicubic_downsample_matrix(8, 2)
+  np.testing.assert_allclose(d2[0, :3], [-0.09375 + 0.59375, 0.59375, -0.09375])
+  np.testing.assert_allclose(d2[-1, -3:], [-0.09375, 0.59375, 0.59375 - 0.09375])
+  np.testing.assert_allclose(d2.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_superres_matches_pytorch_bicubic_reference(factor):
+  x = _images(b=2, h=24, w=36, seed=factor)
+  op = physics.SuperResolution(factor)
+  y = np.asarray(op.measure(x, KEY))
+  assert y.shape == (2, 24 // factor, 36 // factor)
+  ref = np.stack([_torch_bicubic_down_reference(im.astype(np.float64), factor) for im in x])
+  np.testing.assert_allclose(y, ref, atol=2e-6)
+  zf = np.asarray(op.zero_filled(y))
+  assert zf.shape == (2, 24, 36, 2)
+  up = np.zeros((2, 24, 36))
+  for i in range(24):
+    for j in range(36):
+      up[:, i, j] = y[:, i // factor, j // factor]  # PyTorch nearest: floor(dst / f).
+  np.testing.assert_array_equal(zf[..., 0], up)
+  np.testing.assert_array_equal(zf[..., 1], 0)
+  np.testing.assert_allclose(op.data_consistency(x, y), 0, atol=1e-10)
+  np.testing.assert_allclose(
+      op.data_consistency(x + 0.1, y),
+      np.sum((np.asarray(op.measure(x + 0.1)) - y) ** 2, axis=(1, 2)), rtol=1e-5)
+
+
+def test_superres_jit_and_vmap():
+  x = _images()
+  op = physics.SuperResolution(4)
+  run = jax.jit(lambda op, x: op.data_consistency(x, op.measure(x)))
+  assert run(op, x).shape == (2,)
+  xs = np.stack([x, x])
+  ys = jax.vmap(op.measure)(xs)
+  assert ys.shape == (2, 2, 8, 6)
+  assert jax.vmap(op.zero_filled)(ys).shape == (2, 2, 32, 24, 2)
+  assert jax.vmap(op.data_consistency)(xs, ys).shape == (2, 2)
+
+
+def test_superres_bad_inputs():
+  for bad in (2.5, 1, 0, -4, "4", True):
+    with pytest.raises(ValueError, match="factor"):
+      physics.SuperResolution(bad)
+  assert physics.SuperResolution(4.0).factor == 4
+  with pytest.raises(ValueError, match="not divisible by factor=4"):
+    physics.SuperResolution(4).measure(np.zeros((1, 30, 32), np.float32))
+  with pytest.raises(ValueError, match="y has images"):
+    physics.SuperResolution(4).data_consistency(np.zeros((1, 32, 32)), np.zeros((1, 16, 16)))
+
+
+# ---------------------------------------------------------------- Factory
+
+
+def test_make_operator():
+  cfg = ml_collections.ConfigDict({"name": "csmri", "acceleration": 4.0})
+  op = physics.make_operator(cfg, (64, 64))
+  assert isinstance(op, physics.CSMRI) and op.noise_sigma == 0.0
+  np.testing.assert_array_equal(op.mask, masks.poisson_disc((64, 64), 4.0, seed=0))
+  op = physics.make_operator({"name": "csmri", "acceleration": 4, "mask": "cartesian_equispaced",
+                              "center_fraction": 0.1, "mask_seed": 2, "noise_sigma": 0.01},
+                             (32, 64))
+  np.testing.assert_array_equal(
+      op.mask, masks.cartesian((32, 64), 4, center_fraction=0.1, kind="equispaced", seed=2))
+  assert op.noise_sigma == 0.01
+  op = physics.make_operator({"name": "csmri", "acceleration": 8, "mask": "cartesian_random"},
+                             (32, 64))
+  assert abs(float(op.acceleration) - 8) < 0.4
+  assert physics.make_operator({"name": "denoise"}, (32, 32)).sigma == 0.1
+  assert physics.make_operator(ml_collections.ConfigDict({"name": "denoise", "sigma": 0.2}),
+                               (32, 32)).sigma == 0.2
+  assert physics.make_operator({"name": "superres"}, (32, 32)).factor == 4
+  assert physics.make_operator({"name": "superres", "factor": 2}, (32, 32)).factor == 2
+
+
+def test_make_operator_errors():
+  with pytest.raises(ValueError, match="csmri.*denoise.*superres"):
+    physics.make_operator({"name": "deblur"}, (32, 32))
+  with pytest.raises(ValueError, match="poisson"):
+    physics.make_operator({"name": "csmri", "acceleration": 4, "mask": "radial"}, (32, 32))
+  with pytest.raises(ValueError, match="acceleration"):
+    physics.make_operator({"name": "csmri"}, (32, 32))
+  with pytest.raises(ValueError, match="acceleration"):
+    physics.make_operator({"name": "csmri", "acceleration": 1.0}, (32, 32))
+  with pytest.raises(ValueError, match="divisible"):
+    physics.make_operator({"name": "superres", "factor": 3}, (32, 32))
+  with pytest.raises(ValueError, match="sigma"):
+    physics.make_operator({"name": "denoise", "sigma": -0.1}, (32, 32))
