@@ -1,0 +1,476 @@
+"""λ-grid evaluation: reconstruct every slice at every λ, score, aggregate, pick.
+
+One trained HyperRecon model reconstructs for any λ, so evaluation sweeps a
+grid of G coefficient vectors over every test slice. The (slice, λ) pairs are
+flattened slice-major (pair ``f`` is slice ``f // G`` at λ index ``f % G``) and
+cut into ``ceil(S·G / chunk)`` chunks of equal size (at most ``chunk``) of
+consecutive pairs; **one chunk is one model call** of that batch size, each
+row with its own slice and coefficients. The last chunk is padded with
+repeats of the first pairs, so the model is traced and compiled for exactly
+one batch shape, and the padding is dropped afterwards. The chunks run under ``jax.lax.map`` inside one jitted program, so
+peak memory is that of a single model call of batch ``chunk`` (plus the
+outputs), whatever the grid size. `grid_metrics` and `evaluate_grid` score each
+chunk inside that program and never hold more than one chunk of
+reconstructions; `reconstruct_grid` returns all (S, G, H, W) of them.
+
+``apply_fn(variables, zf, coeffs)`` must give every batch row its own
+coefficients (``HyperUnet`` with strategy ``'auto'``, ``'vmap'`` or ``'loop'``,
+not ``'shared'``), and should be a stable object such as ``net.apply``: it is a
+static argument of the compiled program, so a fresh lambda per call
+recompiles. Metrics follow `hyperrecon_jax.metrics` (per slice, peak 1).
+"""
+
+import functools
+import json
+import math
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperrecon_jax import hparams
+from hyperrecon_jax import metrics as metrics_lib
+
+# Model batch size of one call (``chunk=None``). On GPU/TPU, 32 (the paper's
+# training batch): at 256×256 a HyperRecon forward of that batch needs a few
+# GiB. On CPU the 'loop' strategy unrolls the batch at trace time, so compile
+# time grows linearly with the chunk (tiny Unet: ~40 s at 32, ~160 s at 100)
+# while throughput does not depend on it; 8 compiles fast.
+DEFAULT_CHUNK_CPU = 8
+DEFAULT_CHUNK_ACCELERATOR = 32
+METRICS = ("psnr", "ssim", "mae", "nmse", "hfen", "rpsnr")
+LOWER_IS_BETTER = frozenset({"mae", "nmse", "hfen"})
+FORMAT = "hyperrecon_jax.lambda_grid/1"
+BATCH_KEYS = ("image", "volume", "slice", "valid")
+
+
+def default_chunk() -> int:
+  """The default chunk on the default backend: 8 on CPU, 32 on GPU/TPU."""
+  if jax.default_backend() == "cpu":
+    return DEFAULT_CHUNK_CPU
+  return DEFAULT_CHUNK_ACCELERATOR
+
+
+def _check_chunk(chunk):
+  if chunk is None:
+    return default_chunk()
+  if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+    raise ValueError(f"chunk must be an int >= 1, got {chunk!r}.")
+  return int(chunk)
+
+
+def _balanced(chunk, n):
+  """The smallest chunk ≤ ``chunk`` that covers ``n`` pairs in as few calls.
+
+  E.g. 100 λ with chunk 32: 4 calls of 25 rather than 4 of 32 with 28 padded.
+  """
+  calls = -(-n // chunk)
+  return -(-n // calls)
+
+
+def _check_zf(zf, name="zf", shape=None):
+  shape = np.shape(zf) if shape is None else shape
+  if len(shape) != 4 or shape[-1] != 2:
+    raise ValueError(f"{name} must have shape (S, H, W, 2), got shape {shape}.")
+
+
+def _check_coeffs(coeffs):
+  if np.ndim(coeffs) != 2 or np.shape(coeffs)[0] < 1 or np.shape(coeffs)[1] < 2:
+    raise ValueError(f"coeffs must have shape (G, K), G >= 1, K >= 2, got {np.shape(coeffs)}.")
+
+
+def _check_scored(zf, target, valid):
+  """Checks zf, target and valid of a scored batch; returns the (S,) keep mask."""
+  _check_zf(zf)
+  s = zf.shape[0]
+  if np.shape(target) != tuple(zf.shape[:3]):
+    raise ValueError(f"target must have shape {tuple(zf.shape[:3])} (S, H, W) to match zf, "
+                     f"got shape {np.shape(target)}.")
+  if valid is not None and np.shape(valid) != (s,):
+    raise ValueError(f"valid must have shape ({s},), got shape {np.shape(valid)}.")
+  return np.ones(s, bool) if valid is None else np.asarray(valid, bool)
+
+
+def magnitude(zf):
+  """|zero-filled image| over the (real, imaginary) channels: (..., 2) → (...)."""
+  return jnp.sqrt(jnp.sum(jnp.square(zf.astype(jnp.float32)), axis=-1))
+
+
+def _slice_metrics(recon, target, zf_mag):
+  """Every metric of METRICS for a (B, H, W) batch: dict of (B,)."""
+  return {
+      "psnr": metrics_lib.psnr(recon, target),
+      "ssim": metrics_lib.ssim(recon, target),
+      "mae": metrics_lib.mae(recon, target),
+      "nmse": metrics_lib.nmse(recon, target),
+      "hfen": metrics_lib.hfen(recon, target),
+      "rpsnr": metrics_lib.rpsnr(recon, zf_mag, target),
+  }
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "score"))
+def _grid_program(variables, zf, coeffs, target, *, apply_fn, chunk, score):
+  """All S×G (slice, λ) pairs in chunks of ``chunk``: recons or metrics (S, G, ...)."""
+  s_count, g_count = zf.shape[0], coeffs.shape[0]
+  n = s_count * g_count
+  num_chunks = -(-n // chunk)
+  # Padding pairs repeat the first ones, so every chunk has the same shape.
+  flat = jnp.arange(num_chunks * chunk) % n
+  index = (flat // g_count).reshape(num_chunks, chunk), (flat % g_count).reshape(num_chunks, chunk)
+  zf_mag = magnitude(zf) if score else None
+
+  def one_chunk(idx):
+    s, g = idx
+    recon = apply_fn(variables, zf[s], coeffs[g])
+    return _slice_metrics(recon, target[s], zf_mag[s]) if score else recon
+
+  out = jax.lax.map(one_chunk, index)
+  return jax.tree_util.tree_map(
+      lambda x: x.reshape((num_chunks * chunk,) + x.shape[2:])[:n].reshape(
+          (s_count, g_count) + x.shape[2:]), out)
+
+
+def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: Optional[int] = None):
+  """Reconstructs slices at every coefficient vector of a grid.
+
+  Args:
+    apply_fn: ``apply_fn(variables, zf_batch, coeffs_batch) -> (chunk, H, W)``,
+      e.g. ``net.apply`` of a ``HyperUnet``.
+    variables: the model variables.
+    zf: (S, H, W, 2) zero-filled inputs, or one slice (H, W, 2).
+    coeffs: (G, K) loss-coefficient vectors (``hparams.coefficients(lam_grid)``).
+    chunk: largest model batch of one call, counted in (slice, λ) pairs;
+      memory grows linearly with it. The calls needed, ceil(S·G / chunk),
+      share the pairs evenly, so at most one pair per call is padding.
+      None: `default_chunk()`.
+
+  Returns:
+    (S, G, H, W) float32 reconstructions; (G, H, W) for a single (H, W, 2) slice.
+  """
+  chunk = _check_chunk(chunk)
+  single = np.ndim(zf) == 3
+  _check_zf(zf, "zf (or one slice, (H, W, 2))", (1,) * single + np.shape(zf))
+  _check_coeffs(coeffs)
+  zf, coeffs = jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32)
+  zf = zf[None] if single else zf
+  n = zf.shape[0] * coeffs.shape[0]
+  out = _grid_program(variables, zf, coeffs, None, apply_fn=apply_fn,
+                      chunk=_balanced(chunk, n), score=False)
+  return out[0] if single else out
+
+
+def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=None,
+                 chunk: Optional[int] = None):
+  """Per-slice, per-λ metrics of a batch, without keeping the reconstructions.
+
+  Args:
+    apply_fn: see `reconstruct_grid`.
+    variables: the model variables.
+    zf: (S, H, W, 2) zero-filled inputs.
+    target: (S, H, W) ground truth.
+    coeffs: (G, K) loss-coefficient vectors.
+    valid: optional (S,) bool; False marks padding rows, which are still run
+      (so every batch has one shape) but dropped from the output.
+    chunk: model batch size of one call, see `reconstruct_grid`.
+
+  Returns:
+    ``{metric: (S_valid, G) float64 array}`` for every metric of `METRICS`
+    (rPSNR against the magnitude of ``zf``), rows in input order.
+  """
+  chunk = _check_chunk(chunk)
+  keep = _check_scored(zf, target, valid)
+  _check_coeffs(coeffs)
+  n = zf.shape[0] * coeffs.shape[0]
+  out = _grid_program(variables, jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32),
+                      jnp.asarray(target, jnp.float32), apply_fn=apply_fn,
+                      chunk=_balanced(chunk, n), score=True)
+  return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
+
+
+@jax.jit
+def _baseline_program(zf, target):
+  zf_mag = magnitude(zf)
+  return _slice_metrics(zf_mag, target, zf_mag)
+
+
+def baseline_metrics(zf, target, *, valid=None):
+  """Metrics of the zero-filled magnitude itself (rPSNR is 0 by definition).
+
+  Args:
+    zf: (S, H, W, 2) zero-filled inputs.
+    target: (S, H, W) ground truth.
+    valid: optional (S,) bool mask of real rows.
+
+  Returns:
+    ``{metric: (S_valid,) float64 array}``.
+  """
+  keep = _check_scored(zf, target, valid)
+  out = _baseline_program(jnp.asarray(zf, jnp.float32), jnp.asarray(target, jnp.float32))
+  return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
+
+
+@jax.jit
+def _measure(operator, image, key):
+  return operator.zero_filled(operator.measure(image, key))
+
+
+def batch_key(key, index: int):
+  """The measurement key of evaluation batch ``index``: ``fold_in(key, index)``."""
+  return jax.random.fold_in(key, index)
+
+
+def _floats(x):
+  """Nested lists of Python floats; non-finite values become None (strict JSON)."""
+  x = np.asarray(x, np.float64)
+  if x.ndim == 0:
+    return float(x) if np.isfinite(x) else None
+  return [_floats(v) for v in x]
+
+
+def _py(v):
+  return v.item() if isinstance(v, np.generic) else v
+
+
+def _check_batch(batch, index):
+  if not isinstance(batch, Mapping):
+    raise ValueError(f"batch {index} must be a dict with keys {BATCH_KEYS}, got {type(batch)}.")
+  missing = [k for k in BATCH_KEYS if k not in batch]
+  if missing:
+    raise ValueError(f"batch {index} lacks key(s) {missing}; it needs {BATCH_KEYS}.")
+  image = np.asarray(batch["image"], np.float32)
+  if image.ndim != 3:
+    raise ValueError(f"batch {index}: image must have shape (B, H, W), got shape {image.shape}.")
+  b = image.shape[0]
+  for k in ("volume", "slice", "valid"):
+    if np.shape(batch[k]) != (b,):
+      raise ValueError(f"batch {index}: {k} must have shape ({b},), got shape "
+                       f"{np.shape(batch[k])}.")
+  return image, np.asarray(batch["volume"]), np.asarray(batch["slice"]), np.asarray(
+      batch["valid"], bool)
+
+
+@np.errstate(invalid="ignore")  # inf PSNR (a perfect slice) gives NaN spreads
+def _summary(per_slice, volume_rows):
+  """Mean, std, quartiles over slices and means per volume of (S, ...) arrays."""
+  q25, q75 = np.percentile(per_slice, [25, 75], axis=0)
+  volume_mean = np.stack([per_slice[r].mean(0) for r in volume_rows])
+  return {"mean": _floats(per_slice.mean(0)), "std": _floats(per_slice.std(0)),
+          "q25": _floats(q25), "q75": _floats(q75), "volume_mean": _floats(volume_mean)}
+
+
+def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Mapping[str, Any]],
+                  lam_grid, *, key, chunk: Optional[int] = None, per_slice: bool = True):
+  """Evaluates a model on every slice of ``batches`` at every λ of a grid.
+
+  Each batch is measured with ``operator.measure(image, fold_in(key, i))``
+  (``i`` the batch index, see `batch_key`), so a run is reproducible and the
+  noise of a slice does not depend on what else is evaluated; the network
+  input is ``operator.zero_filled(y)``. Keep batches one shape (pad the last
+  one with ``valid=False`` rows) to compile once.
+
+  Args:
+    apply_fn: see `reconstruct_grid`.
+    variables: the model variables.
+    operator: a `hyperrecon_jax.physics` operator.
+    batches: iterable of dicts with ``image`` (B, H, W) float32 in [0, 1],
+      ``volume`` (B,) volume ids (ints or strings), ``slice`` (B,) slice
+      indices and ``valid`` (B,) bool.
+    lam_grid: (G, n) hyperparameters in [0, 1] (e.g. ``hparams.grid``); the
+      model gets ``hparams.coefficients(lam_grid)``.
+    key: a PRNG key for the measurements.
+    chunk: model batch size of one call, see `reconstruct_grid`.
+    per_slice: keep the (S, G) per-slice arrays in the result (they dominate
+      its size for big test sets and 2-D grids).
+
+  Returns:
+    A dict of JSON types only (non-finite numbers as None); see `to_json`:
+    ``format``; ``metrics`` (names); ``lower_is_better`` (names);
+    ``lambdas`` (G × n); ``coeffs`` (G × K); ``num_slices``; ``num_volumes``;
+    ``volumes`` (ids, in order of first appearance); ``slices``:
+    ``{'volume': [S], 'slice': [S]}``; ``mean``, ``std``, ``q25``, ``q75``:
+    ``{metric: [G]}`` over slices; ``volume_mean``: ``{metric: V × G}``, the
+    mean over each volume's slices; ``per_slice``: ``{metric: S × G}`` (only
+    with ``per_slice``); ``best``: ``{metric: {'index', 'lam', 'value'}}`` on
+    ``mean``; ``zero_filled``: the same statistics of the zero-filled
+    magnitude, ``{'mean': {metric: x}, 'std', 'q25', 'q75', 'volume_mean':
+    {metric: [V]}, 'per_slice': {metric: [S]}}``.
+  """
+  lam = np.asarray(lam_grid, np.float32)
+  if lam.ndim != 2 or lam.shape[0] < 1:
+    raise ValueError(f"lam_grid must have shape (G, num_lambdas), got shape {lam.shape}.")
+  coeffs = np.asarray(hparams.coefficients(lam))
+  grid_rows, zf_rows, volumes, slices = {m: [] for m in METRICS}, {m: [] for m in METRICS}, [], []
+  for i, batch in enumerate(batches):
+    image, volume, slice_, valid = _check_batch(batch, i)
+    zf = _measure(operator, jnp.asarray(image), batch_key(key, i))
+    for m, v in grid_metrics(apply_fn, variables, zf, image, coeffs, valid=valid,
+                             chunk=chunk).items():
+      grid_rows[m].append(v)
+    for m, v in baseline_metrics(zf, image, valid=valid).items():
+      zf_rows[m].append(v)
+    volumes += list(volume[valid])
+    slices += list(slice_[valid])
+  if not volumes:
+    raise ValueError("batches held no valid slice to evaluate.")
+  return summarize({m: np.concatenate(v) for m, v in grid_rows.items()},
+                   {m: np.concatenate(v) for m, v in zf_rows.items()},
+                   lam, volumes, slices, per_slice=per_slice)
+
+
+def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool = True):
+  """Builds the `evaluate_grid` result from per-slice metric arrays.
+
+  Args:
+    grid: ``{metric: (S, G)}`` for every metric of `METRICS`.
+    zero_filled: ``{metric: (S,)}``, the zero-filled baseline.
+    lam_grid: (G, n) hyperparameters.
+    volumes: S volume ids.
+    slices: S slice indices.
+    per_slice: keep the per-slice arrays.
+
+  Returns:
+    The result dict described in `evaluate_grid`.
+  """
+  lam = np.asarray(lam_grid, np.float32)
+  s_count = len(volumes)
+  for m in METRICS:
+    if m not in grid or m not in zero_filled:
+      raise ValueError(f"grid and zero_filled need every metric of {METRICS}, lack {m!r}.")
+    if np.shape(grid[m]) != (s_count, lam.shape[0]) or np.shape(zero_filled[m]) != (s_count,):
+      raise ValueError(f"grid[{m!r}] must be (S, G) = {(s_count, lam.shape[0])} and "
+                       f"zero_filled[{m!r}] ({s_count},), got {np.shape(grid[m])} and "
+                       f"{np.shape(zero_filled[m])}.")
+  if len(slices) != s_count or s_count == 0:
+    raise ValueError(f"volumes and slices must be equally long and non-empty, got "
+                     f"{s_count} and {len(slices)}.")
+  volumes, slices = [_py(v) for v in volumes], [_py(s) for s in slices]
+  order = list(dict.fromkeys(volumes))
+  volume_rows = [np.array([v == u for v in volumes]) for u in order]
+  fields = ("mean", "std", "q25", "q75", "volume_mean")
+  stats = {m: _summary(np.asarray(grid[m], np.float64), volume_rows) for m in METRICS}
+  zstats = {m: _summary(np.asarray(zero_filled[m], np.float64), volume_rows) for m in METRICS}
+  result = {
+      "format": FORMAT,
+      "metrics": list(METRICS),
+      "lower_is_better": sorted(LOWER_IS_BETTER),
+      "lambdas": _floats(lam),
+      "coeffs": _floats(hparams.coefficients(lam)),
+      "num_slices": s_count,
+      "num_volumes": len(order),
+      "volumes": order,
+      "slices": {"volume": volumes, "slice": slices},
+  }
+  result.update({f: {m: stats[m][f] for m in METRICS} for f in fields})
+  if per_slice:
+    result["per_slice"] = {m: _floats(grid[m]) for m in METRICS}
+  result["best"] = {m: best_lambda(result, m)._asdict() for m in METRICS}
+  result["zero_filled"] = {f: {m: zstats[m][f] for m in METRICS} for f in fields}
+  result["zero_filled"]["per_slice"] = {m: _floats(zero_filled[m]) for m in METRICS}
+  return result
+
+
+def metric_array(result, metric: str, field: str = "mean") -> np.ndarray:
+  """A result entry as a float64 array, None (non-finite) read back as NaN.
+
+  Args:
+    result: a dict from `evaluate_grid` or `from_json`.
+    metric: one of ``result['metrics']``.
+    field: ``'mean'``, ``'std'``, ``'q25'``, ``'q75'``, ``'volume_mean'`` or
+      ``'per_slice'``.
+
+  Returns:
+    (G,), (V, G) or (S, G) array.
+  """
+  names = result.get("metrics", ())
+  if metric not in names:
+    raise ValueError(f"metric must be one of {list(names)}, got {metric!r}.")
+  if field not in result:
+    raise ValueError(f"result has no field {field!r} (per_slice=False drops 'per_slice').")
+  return np.array(result[field][metric], dtype=np.float64)
+
+
+class Best(NamedTuple):
+  """The best grid point for a metric: its index, λ vector and value."""
+  index: int
+  lam: list
+  value: float
+
+
+def best_lambda(result, metric: str, field: str = "mean") -> Best:
+  """The λ with the best mean value of a metric (argmin for MAE, NMSE, HFEN).
+
+  Args:
+    result: a dict from `evaluate_grid` or `from_json`.
+    metric: a metric name of ``result['metrics']``.
+    field: the (G,) statistic to optimize, normally ``'mean'``.
+
+  Returns:
+    ``Best(index, lam, value)``; NaN entries are skipped.
+  """
+  values = metric_array(result, metric, field)
+  if values.ndim != 1 or np.all(np.isnan(values)):
+    raise ValueError(f"{field!r} of {metric!r} must be a (G,) vector with a finite "
+                     f"value, got shape {values.shape}.")
+  lower = result.get("lower_is_better", LOWER_IS_BETTER)
+  index = int(np.nanargmin(values) if metric in lower else np.nanargmax(values))
+  return Best(index, list(result["lambdas"][index]), float(values[index]))
+
+
+def to_json(result, **kwargs) -> str:
+  """Strict JSON text of an `evaluate_grid` result (``json.dumps`` kwargs pass on)."""
+  return json.dumps(result, allow_nan=False, **kwargs)
+
+
+def from_json(text: str):
+  """Reads `to_json` output back; raises ValueError for another format."""
+  result = json.loads(text)
+  if not isinstance(result, dict) or result.get("format") != FORMAT:
+    raise ValueError(f"not a λ-grid result of format {FORMAT!r}.")
+  return result
+
+
+def diverse_pair(recons, psnrs, *, percentile: float = 90):
+  """Fig. 7: the two most different reconstructions among the high-quality ones.
+
+  Keeps the reconstructions whose PSNR is at least the ``percentile``-th
+  percentile of ``psnrs`` (NaN excluded) and returns the kept pair farthest
+  apart in ℓ2. The maximum always passes, so at least one is kept; when only
+  one is (e.g. ``percentile=100``), there is no pair and the best index is
+  returned twice with distance 0.0 rather than raising, so a sweep over slices
+  does not stop on a degenerate grid.
+
+  Args:
+    recons: (G, ...) reconstructions over a λ grid (any trailing shape).
+    psnrs: (G,) their PSNR.
+    percentile: threshold percentile in [0, 100].
+
+  Returns:
+    ``(i, j, distance)`` with grid indices ``i < j`` (or ``i == j``) and the
+    ℓ2 distance ``||recons[i] - recons[j]||``.
+  """
+  recons, psnrs = np.asarray(recons), np.asarray(psnrs, np.float64)
+  if recons.ndim < 2 or recons.shape[0] < 1:
+    raise ValueError(f"recons must have shape (G, ...) with G >= 1 and at least one image "
+                     f"axis, got shape {recons.shape}.")
+  if psnrs.shape != (recons.shape[0],):
+    raise ValueError(f"psnrs must have shape ({recons.shape[0]},) to match recons, got "
+                     f"shape {psnrs.shape}.")
+  if not 0 <= percentile <= 100:
+    raise ValueError(f"percentile must be in [0, 100], got {percentile}.")
+  if np.all(np.isnan(psnrs)):
+    raise ValueError("psnrs are all NaN.")
+  threshold = np.nanpercentile(psnrs, percentile)
+  kept = np.flatnonzero(psnrs >= threshold)
+  if kept.size < 2:
+    best = int(np.nanargmax(psnrs))
+    return best, best, 0.0
+  x = recons[kept].reshape(kept.size, -1).astype(np.float64)
+  sq = np.einsum("ij,ij->i", x, x)
+  d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.T  # Gram form: one matrix product
+  rows, cols = np.triu_indices(kept.size, 1)
+  k = int(np.argmax(d2[rows, cols]))
+  a, b = rows[k], cols[k]
+  i, j = sorted((int(kept[a]), int(kept[b])))
+  # Recompute the winner's distance directly: the Gram form loses precision.
+  return i, j, float(math.sqrt(np.sum((x[a] - x[b]) ** 2)))

@@ -1,0 +1,255 @@
+"""Figures of a λ-grid evaluation: metric curves, λ landscapes, slice panels, range maps.
+
+Every function draws one matplotlib figure, writes it as a PNG to ``path``
+(creating missing folders) and returns the path. Figures are built on
+``matplotlib.figure.Figure`` with the Agg canvas, never through ``pyplot``, so
+they neither need a display nor change the backend or the global figure list
+of an interactive session. matplotlib is imported on first use.
+
+Results are the dicts of `hyperrecon_jax.evaluate.evaluate_grid` (or read back
+with `evaluate.from_json`).
+"""
+
+import os
+
+import numpy as np
+
+from hyperrecon_jax import evaluate
+
+DPI = 110
+LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE", "nmse": "NMSE",
+          "hfen": "HFEN", "rpsnr": "rPSNR (dB)"}
+
+
+def _figure(width, height):
+  """A pyplot-free Figure with an Agg canvas."""
+  try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+  except ImportError as e:
+    raise ImportError('hyperrecon_jax.plots needs matplotlib: pip install -e ".[viz]"') from e
+  fig = Figure(figsize=(width, height), dpi=DPI)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _save(fig, path):
+  path = os.fspath(path)
+  folder = os.path.dirname(path)
+  if folder:
+    os.makedirs(folder, exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(path, format="png", dpi=DPI)
+  return path
+
+
+def _lambdas(result, num):
+  lam = np.asarray(result["lambdas"], np.float64)
+  if lam.ndim != 2 or lam.shape[1] != num:
+    raise ValueError(f"this figure needs a grid over {num} hyperparameter(s), result['lambdas'] "
+                     f"has shape {lam.shape}.")
+  return lam
+
+
+def _check_metric(result, metric):
+  if metric not in result.get("metrics", ()):
+    raise ValueError(f"metric must be one of {result.get('metrics')}, got {metric!r}.")
+
+
+def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str = "std"):
+  """Metric against λ for one hyperparameter, one panel per metric.
+
+  Each panel shows the mean over slices, a shaded band (±1 standard deviation
+  over slices, or the interquartile range), the zero-filled baseline as a
+  dashed line and the best λ as a dot.
+
+  Args:
+    result: an `evaluate.evaluate_grid` result over a (G, 1) λ grid.
+    path: output PNG path.
+    metrics: names of ``result['metrics']`` to draw.
+    band: ``'std'`` or ``'iqr'``.
+
+  Returns:
+    ``path``.
+  """
+  lam = _lambdas(result, 1)[:, 0]
+  if isinstance(metrics, str) or not metrics:
+    raise ValueError(f"metrics must be a non-empty sequence of names, got {metrics!r}.")
+  if band not in ("std", "iqr"):
+    raise ValueError(f"band must be 'std' or 'iqr', got {band!r}.")
+  for m in metrics:
+    _check_metric(result, m)
+  fig = _figure(3.2 * len(metrics), 2.8)
+  for k, m in enumerate(metrics):
+    ax = fig.add_subplot(1, len(metrics), k + 1)
+    mean = evaluate.metric_array(result, m)
+    if band == "std":
+      std = evaluate.metric_array(result, m, "std")
+      lo, hi, what = mean - std, mean + std, "±1 std"
+    else:
+      lo, hi = evaluate.metric_array(result, m, "q25"), evaluate.metric_array(result, m, "q75")
+      what = "IQR"
+    ax.fill_between(lam, lo, hi, alpha=0.25, color="C0", lw=0, label=what)
+    ax.plot(lam, mean, color="C0", lw=1.5, label="mean")
+    zf = result["zero_filled"]["mean"][m]
+    if zf is not None:
+      ax.axhline(zf, color="0.4", ls="--", lw=1, label="zero-filled")
+    best = evaluate.best_lambda(result, m)
+    ax.plot([best.lam[0]], [best.value], "o", color="C3",
+            label=f"best λ={best.lam[0]:.2f}")
+    ax.set_xlabel("λ")
+    ax.set_ylabel(LABELS.get(m, m))
+    ax.set_xlim(lam.min(), lam.max())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+  return _save(fig, path)
+
+
+def landscape(result, path, metric: str = "psnr"):
+  """Heat map of a metric's mean over a λ1 × λ2 lattice, best point starred.
+
+  Args:
+    result: an `evaluate.evaluate_grid` result over a (n1·n2, 2) lattice with
+      λ2 varying fastest (``hparams.grid(num, 2)``).
+    path: output PNG path.
+    metric: a name of ``result['metrics']``.
+
+  Returns:
+    ``path``.
+  """
+  lam = _lambdas(result, 2)
+  _check_metric(result, metric)
+  a1, a2 = np.unique(lam[:, 0]), np.unique(lam[:, 1])
+  lattice = np.stack(np.meshgrid(a1, a2, indexing="ij"), -1).reshape(-1, 2)
+  if lattice.shape != lam.shape or not np.allclose(lattice, lam):
+    raise ValueError("landscape needs a full λ1 × λ2 lattice with λ2 varying fastest "
+                     f"(hparams.grid(num, 2)); got {lam.shape[0]} points that are not one.")
+  values = evaluate.metric_array(result, metric).reshape(a1.size, a2.size)
+  fig = _figure(4.2, 3.6)
+  ax = fig.add_subplot(1, 1, 1)
+  # Cells centred on the grid points: λ1 on x, λ2 on y.
+  im = ax.pcolormesh(_edges(a1), _edges(a2), values.T, cmap="viridis", shading="flat")
+  fig.colorbar(im, ax=ax, label=LABELS.get(metric, metric))
+  best = evaluate.best_lambda(result, metric)
+  ax.plot([best.lam[0]], [best.lam[1]], "*", color="w", mec="k", ms=12)
+  ax.set_title(f"best λ = ({best.lam[0]:.2f}, {best.lam[1]:.2f}): {_fmt(best.value)}",
+               fontsize=9)
+  ax.set_xlabel("λ1")
+  ax.set_ylabel("λ2")
+  ax.set_aspect("equal")
+  return _save(fig, path)
+
+
+def _edges(axis):
+  """Cell edges around sorted grid coordinates (midpoints, end cells mirrored)."""
+  if axis.size == 1:
+    return np.array([axis[0] - 0.5, axis[0] + 0.5])
+  mid = (axis[1:] + axis[:-1]) / 2
+  return np.concatenate([[2 * axis[0] - mid[0]], mid, [2 * axis[-1] - mid[-1]]])
+
+
+def _image(name, x, shape=None):
+  x = np.asarray(x, np.float64)
+  if x.ndim != 2 or (shape is not None and x.shape != shape):
+    want = "(H, W)" if shape is None else str(shape)
+    raise ValueError(f"{name} must have shape {want}, got shape {x.shape}.")
+  return x
+
+
+def _psnr(x, target):
+  mse = np.mean((x - target) ** 2)
+  return np.inf if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def _fmt(v):
+  return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
+
+
+def _lam_text(lam):
+  return ", ".join(f"{v:.2f}" for v in np.atleast_1d(lam))
+
+
+def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None, *,
+                errors: bool = False, metric_name: str = "PSNR"):
+  """Ground truth, zero-filled input and reconstructions at several λ, side by side.
+
+  Images share the grey [0, 1] range. Titles give λ and the metric (PSNR with
+  peak 1, computed here unless ``metric_values`` are given). With ``errors``,
+  a second row shows |image − ground truth| on one shared colour scale.
+
+  Args:
+    target: (H, W) ground truth.
+    zero_filled_mag: (H, W) magnitude of the zero-filled input.
+    recons: (N, H, W) reconstructions.
+    lams: N hyperparameter values: (N,) or (N, n).
+    path: output PNG path.
+    metric_values: optional (N,) values for the reconstructions' titles.
+    errors: add the row of absolute-error maps.
+    metric_name: the name shown with ``metric_values``.
+
+  Returns:
+    ``path``.
+  """
+  target = _image("target", target)
+  zf = _image("zero_filled_mag", zero_filled_mag, target.shape)
+  recons = np.asarray(recons, np.float64)
+  if recons.ndim != 3 or recons.shape[1:] != target.shape or recons.shape[0] < 1:
+    raise ValueError(f"recons must have shape (N, {target.shape[0]}, {target.shape[1]}) with "
+                     f"N >= 1, got shape {recons.shape}.")
+  n = recons.shape[0]
+  lams = np.asarray(lams, np.float64)
+  if lams.shape[:1] != (n,) or lams.ndim > 2:
+    raise ValueError(f"lams must have shape ({n},) or ({n}, n_lambdas), got shape {lams.shape}.")
+  if metric_values is None:
+    values, metric_name = [_psnr(r, target) for r in recons], "PSNR"
+  else:
+    values = np.asarray(metric_values, np.float64)
+    if values.shape != (n,):
+      raise ValueError(f"metric_values must have shape ({n},), got shape {values.shape}.")
+  images = [target, zf] + list(recons)
+  titles = ["ground truth", f"zero-filled\nPSNR {_fmt(_psnr(zf, target))}"] + [
+      f"λ = {_lam_text(l)}\n{metric_name} {_fmt(v)}" for l, v in zip(lams, values)]
+  rows, cols = (2 if errors else 1), n + 2
+  fig = _figure(1.9 * cols, 2.1 * rows + 0.2)
+  err_max = max(np.abs(x - target).max() for x in images[1:]) or 1.0
+  for k, (img, title) in enumerate(zip(images, titles)):
+    ax = fig.add_subplot(rows, cols, k + 1)
+    ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    if errors and k > 0:
+      ax = fig.add_subplot(rows, cols, cols + k + 1)
+      im = ax.imshow(np.abs(img - target), cmap="inferno", vmin=0.0, vmax=err_max,
+                     interpolation="nearest")
+      ax.set_title("|error|", fontsize=8)
+      ax.set_axis_off()
+  if errors:
+    # The first cell of the error row (under the ground truth) holds the colour bar.
+    ax = fig.add_subplot(rows, cols, cols + 1)
+    ax.set_axis_off()
+    fig.colorbar(im, cax=ax.inset_axes([0.45, 0.05, 0.12, 0.9]))
+  return _save(fig, path)
+
+
+def range_map(recons, path, *, title: str = "range over λ"):
+  """Per-pixel range (max − min over λ) of reconstructions: where λ matters.
+
+  Args:
+    recons: (G, H, W) reconstructions of one slice over a λ grid.
+    path: output PNG path.
+    title: the axes title.
+
+  Returns:
+    ``path``.
+  """
+  recons = np.asarray(recons, np.float64)
+  if recons.ndim != 3 or recons.shape[0] < 1:
+    raise ValueError(f"recons must have shape (G, H, W), got shape {recons.shape}.")
+  spread = recons.max(0) - recons.min(0)
+  fig = _figure(3.6, 3.0)
+  ax = fig.add_subplot(1, 1, 1)
+  im = ax.imshow(spread, cmap="magma", vmin=0.0, interpolation="nearest")
+  fig.colorbar(im, ax=ax, label="max − min")
+  ax.set_title(title, fontsize=9)
+  ax.set_axis_off()
+  return _save(fig, path)

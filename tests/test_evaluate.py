@@ -1,0 +1,302 @@
+"""Tests for hyperrecon_jax.evaluate: chunked λ grids, metrics, aggregation, Fig. 7 pairs."""
+
+import functools
+import json
+
+import jax
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from hyperrecon_jax import evaluate
+from hyperrecon_jax import hparams
+from hyperrecon_jax import metrics
+from hyperrecon_jax import models
+from hyperrecon_jax import physics
+
+SIZE = 16
+G = 6
+
+
+def _images(batch, seed):
+  """Smooth images in [0, 1] (SSIM and HFEN well defined)."""
+  x = scipy.ndimage.gaussian_filter(np.random.default_rng(seed).random((batch, SIZE, SIZE)),
+                                    (0, 1.5, 1.5))
+  lo, hi = x.min(axis=(1, 2), keepdims=True), x.max(axis=(1, 2), keepdims=True)
+  return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _model():
+  """A tiny HyperUnet in evaluation mode with non-trivial BatchNorm statistics.
+
+  Variables are drawn with NumPy on the shapes from ``eval_shape`` (PyTorch-like
+  ranges): ``net.init`` itself takes ~15 s to compile on 2 cores. 'vmap'
+  compiles faster than the CPU default 'loop'; the grid logic is the same.
+  """
+  net = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=4, strategy="vmap")
+  shapes = jax.eval_shape(net.init, jax.random.key(0), np.zeros((1, SIZE, SIZE, 2), np.float32),
+                          np.zeros((1, 2), np.float32))
+  rng = np.random.default_rng(1)
+
+  def draw(path, x):
+    name = path[-1].key
+    if name == "kernel":
+      bound = 1 / np.sqrt(x.shape[0])
+      return rng.uniform(-bound, bound, x.shape).astype(np.float32)
+    low, high = {"scale": (0.8, 1.2), "var": (0.5, 2.0)}.get(name, (-0.3, 0.3))
+    return rng.uniform(low, high, x.shape).astype(np.float32)
+
+  variables = jax.tree_util.tree_map_with_path(draw, shapes)
+  return net, variables, jax.jit(net.apply)
+
+
+def _per_lambda(zf, coeffs):
+  """Reference: one ordinary model call per λ, (S, G, H, W)."""
+  _, variables, apply = _model()
+  s = zf.shape[0]
+  return np.stack([np.asarray(apply(variables, zf, np.tile(c, (s, 1)))) for c in coeffs], 1)
+
+
+def _zf(batch, seed):
+  x = _images(batch, seed)
+  return np.stack([x, 0.1 * np.sin(x * 5)], -1).astype(np.float32)
+
+
+def _assert_close(actual, expected, rel=1e-5):
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape
+  np.testing.assert_allclose(actual, expected, rtol=0, atol=rel * np.abs(expected).max())
+
+
+# S·G = 12. chunk 3 divides G; 5 is balanced to 3 calls of 4, which cross slice
+# boundaries; 64 exceeds S·G (one call). Padding: see the single-slice test.
+@pytest.mark.parametrize("chunk", [3, 5, 64])
+def test_reconstruct_grid_matches_one_call_per_lambda(chunk):
+  net, variables, _ = _model()
+  zf = _zf(2, seed=chunk)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
+  got = evaluate.reconstruct_grid(net.apply, variables, zf, coeffs, chunk=chunk)
+  assert got.shape == (2, G, SIZE, SIZE)
+  _assert_close(got, _per_lambda(zf, coeffs))
+
+
+def test_reconstruct_grid_single_slice():
+  net, variables, _ = _model()
+  zf = _zf(2, seed=3)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(5)))
+  # 5 pairs, chunk 4: two calls of 3, the last one padded.
+  got = evaluate.reconstruct_grid(net.apply, variables, zf[1], coeffs, chunk=4)
+  assert got.shape == (5, SIZE, SIZE)
+  _assert_close(got, _per_lambda(zf, coeffs)[1])
+
+
+@pytest.mark.parametrize("zf_shape, coeffs_shape, chunk, match", [
+    ((2, SIZE, SIZE), (G, 2), 4, "zf"),
+    ((2, SIZE, SIZE, 3), (G, 2), 4, "zf"),
+    ((2, SIZE, SIZE, 2), (G,), 4, "coeffs"),
+    ((2, SIZE, SIZE, 2), (G, 2), 0, "chunk"),
+    ((2, SIZE, SIZE, 2), (G, 2), 2.0, "chunk"),
+])
+def test_reconstruct_grid_bad_input(zf_shape, coeffs_shape, chunk, match):
+  net, variables, _ = _model()
+  with pytest.raises(ValueError, match=match):
+    evaluate.reconstruct_grid(net.apply, variables, np.zeros(zf_shape, np.float32),
+                              np.zeros(coeffs_shape, np.float32), chunk=chunk)
+
+
+def test_default_chunk_is_small_on_cpu():
+  # The CPU 'loop' strategy unrolls the chunk, so a big default compiles slowly.
+  assert evaluate.default_chunk() == evaluate.DEFAULT_CHUNK_CPU == 8
+
+
+def test_grid_metrics_bad_input():
+  net, variables, _ = _model()
+  zf, coeffs = _zf(2, 0), np.full((G, 2), 0.5, np.float32)
+  with pytest.raises(ValueError, match="target"):
+    evaluate.grid_metrics(net.apply, variables, zf, np.zeros((2, SIZE, 8)), coeffs)
+  with pytest.raises(ValueError, match="valid"):
+    evaluate.grid_metrics(net.apply, variables, zf, zf[..., 0], coeffs, valid=[True])
+
+
+# Evaluation: three batches of 2 (the model shape of the tests above), volumes
+# 7 (2 slices) and 9 (3 slices); the last row of the last batch is padding.
+LAM = hparams.grid(5)
+# An "rbg" key: threefry takes ~7 s to compile on 2 cores, rbg under 1 s.
+KEY = jax.random.key(42, impl="rbg")
+CHUNK = 4  # S·G = 10 per batch: three calls of 4, two pairs padded
+
+
+def _operator():
+  mask = np.zeros((SIZE, SIZE), np.float32)
+  mask[SIZE // 2 - 3:SIZE // 2 + 3] = 1.0
+  mask[::3] = 1.0
+  return physics.CSMRI(mask, noise_sigma=0.02)  # noise: the key matters
+
+
+def _batches(pad_seed=0):
+  pad = np.random.default_rng(pad_seed).random((1, SIZE, SIZE)).astype(np.float32) * 5
+  images = _images(5, 10)
+  return [
+      {"image": images[:2], "volume": np.array([7, 7]), "slice": np.array([0, 1]),
+       "valid": np.array([True, True])},
+      {"image": images[2:4], "volume": np.array([9, 9]), "slice": np.array([0, 1]),
+       "valid": np.array([True, True])},
+      {"image": np.concatenate([images[4:], pad]), "volume": np.array([9, pad_seed]),
+       "slice": np.array([2, 99]), "valid": np.array([True, False])},
+  ]
+
+
+@functools.lru_cache(maxsize=None)
+def _result(pad_seed=0):
+  net, variables, _ = _model()
+  return evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(pad_seed), LAM,
+                                key=KEY, chunk=CHUNK)
+
+
+def _direct():
+  """Per-slice metrics (S, G) and zero-filled metrics (S,), from per-λ model calls."""
+  op, coeffs, g = _operator(), np.asarray(hparams.coefficients(LAM)), len(LAM)
+  recons, targets, zf_mags = [], [], []
+  for i, batch in enumerate(_batches()):
+    keep = batch["valid"]
+    zf = np.asarray(op.zero_filled(op.measure(batch["image"], jax.random.fold_in(KEY, i))))
+    recons.append(_per_lambda(zf, coeffs)[keep])
+    targets.append(batch["image"][keep])
+    zf_mags.append(np.sqrt(np.sum(zf[keep] ** 2, -1)))
+  x, zf_mag = np.concatenate(targets), np.concatenate(zf_mags)
+  s = x.shape[0]
+  # All (slice, λ) pairs as one flat batch of metric calls.
+  flat, xs, zs = np.concatenate(recons).reshape(s * g, SIZE, SIZE), np.repeat(x, g, 0), np.repeat(
+      zf_mag, g, 0)
+  grid, base = {}, {}
+  for m in evaluate.METRICS:
+    if m == "rpsnr":
+      grid[m], base[m] = metrics.rpsnr(flat, zs, xs), metrics.rpsnr(zf_mag, zf_mag, x)
+    else:
+      grid[m], base[m] = getattr(metrics, m)(flat, xs), getattr(metrics, m)(zf_mag, x)
+  return ({m: np.asarray(v).reshape(s, g) for m, v in grid.items()},
+          {m: np.asarray(v) for m, v in base.items()})
+
+
+def test_evaluate_grid_matches_direct_computation():
+  result = _result()
+  grid, base = _direct()
+  assert result["num_slices"] == 5 and result["num_volumes"] == 2
+  assert result["metrics"] == list(evaluate.METRICS)
+  np.testing.assert_allclose(result["lambdas"], LAM)
+  for m in evaluate.METRICS:
+    tol = dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result["per_slice"][m], grid[m], **tol)
+    np.testing.assert_allclose(result["mean"][m], grid[m].mean(0), **tol)
+    np.testing.assert_allclose(result["std"][m], grid[m].std(0), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(result["zero_filled"]["mean"][m], base[m].mean(), **tol)
+  np.testing.assert_allclose(result["zero_filled"]["mean"]["rpsnr"], 0.0, atol=1e-6)
+
+
+def test_evaluate_grid_groups_volumes():
+  result = _result()
+  assert result["volumes"] == [7, 9]
+  assert result["slices"] == {"volume": [7, 7, 9, 9, 9], "slice": [0, 1, 0, 1, 2]}
+  for m in evaluate.METRICS:
+    per_slice = np.asarray(result["per_slice"][m])
+    np.testing.assert_allclose(result["volume_mean"][m],
+                               [per_slice[:2].mean(0), per_slice[2:].mean(0)], rtol=1e-12)
+    z = np.asarray(result["zero_filled"]["per_slice"][m])
+    np.testing.assert_allclose(result["zero_filled"]["volume_mean"][m],
+                               [z[:2].mean(), z[2:].mean()], rtol=1e-12)
+
+
+def test_evaluate_grid_ignores_padding_and_is_deterministic():
+  a, b = _result(0), _result(1)  # padding rows differ in image and ids
+  assert evaluate.to_json(a) == evaluate.to_json(b)
+  net, variables, _ = _model()
+  again = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(0), LAM, key=KEY,
+                                 chunk=CHUNK)
+  assert evaluate.to_json(again) == evaluate.to_json(a)
+
+
+def test_result_json_round_trip():
+  result = _result()
+  text = json.dumps(result, allow_nan=False)
+  assert evaluate.from_json(text) == result
+  assert evaluate.from_json(evaluate.to_json(result, indent=1)) == result
+  with pytest.raises(ValueError, match="format"):
+    evaluate.from_json('{"mean": {}}')
+
+
+def test_best_lambda():
+  result = _result()
+  for m in evaluate.METRICS:
+    mean = np.asarray(result["mean"][m])
+    best = evaluate.best_lambda(result, m)
+    index = np.argmin(mean) if m in ("mae", "nmse", "hfen") else np.argmax(mean)
+    assert best.index == index and best.value == pytest.approx(mean[index])
+    assert best.lam == pytest.approx(LAM[index].tolist())
+    assert result["best"][m] == best._asdict()
+  with pytest.raises(ValueError, match="metric"):
+    evaluate.best_lambda(result, "dice")
+
+
+def test_evaluate_grid_bad_input():
+  net, variables, _ = _model()
+  run = functools.partial(evaluate.evaluate_grid, net.apply, variables, _operator(), key=KEY)
+  batch = _batches()[0]
+  with pytest.raises(ValueError, match="lam_grid"):
+    run([batch], np.linspace(0, 1, 5))
+  with pytest.raises(ValueError, match="valid"):
+    run([{k: v for k, v in batch.items() if k != "valid"}], LAM)
+  with pytest.raises(ValueError, match="image"):
+    run([{**batch, "image": batch["image"][0]}], LAM)
+  with pytest.raises(ValueError, match="no valid slice"):
+    run([], LAM)
+
+
+def test_summarize_checks_shapes():
+  grid = {m: np.zeros((2, 3)) for m in evaluate.METRICS}
+  base = {m: np.zeros(2) for m in evaluate.METRICS}
+  result = evaluate.summarize(grid, base, hparams.grid(3), ["a", "b"], [0, 0], per_slice=False)
+  assert result["volumes"] == ["a", "b"] and "per_slice" not in result
+  with pytest.raises(ValueError, match="psnr"):
+    evaluate.summarize(grid, base, hparams.grid(4), ["a", "b"], [0, 0])
+
+
+def test_non_finite_values_become_null():
+  grid = {m: np.zeros((1, 2)) for m in evaluate.METRICS}
+  grid["psnr"] = np.array([[np.inf, 30.0]])
+  base = {m: np.zeros(1) for m in evaluate.METRICS}
+  result = evaluate.summarize(grid, base, hparams.grid(2), [0], [0])
+  assert result["mean"]["psnr"] == [None, 30.0]
+  assert evaluate.best_lambda(result, "psnr").index == 1
+  evaluate.to_json(result)
+
+
+def test_diverse_pair_one_dimensional_images():
+  # Kept at the 70th percentile of 0..9: indices 7, 8, 9, with values 0, 5, -3.
+  recons = np.full((10, 1), 100.0)
+  recons[7:, 0] = [0.0, 5.0, -3.0]
+  i, j, dist = evaluate.diverse_pair(recons, np.arange(10.0), percentile=70)
+  assert (i, j) == (8, 9) and dist == pytest.approx(8.0)
+
+
+def test_diverse_pair_images_and_single_survivor():
+  rng = np.random.default_rng(0)
+  recons = rng.random((20, 4, 4))
+  psnrs = rng.random(20) * 10 + 20
+  i, j, dist = evaluate.diverse_pair(recons, psnrs, percentile=50)
+  kept = np.flatnonzero(psnrs >= np.percentile(psnrs, 50))
+  dists = {(a, b): np.linalg.norm(recons[a] - recons[b]) for a in kept for b in kept if a < b}
+  assert (i, j) == max(dists, key=dists.get) and dist == pytest.approx(max(dists.values()))
+  best = int(np.argmax(psnrs))
+  assert evaluate.diverse_pair(recons, psnrs, percentile=100) == (best, best, 0.0)
+
+
+@pytest.mark.parametrize("recons, psnrs, percentile, match", [
+    (np.zeros(5), np.zeros(5), 90, "recons"),
+    (np.zeros((5, 3)), np.zeros(4), 90, "psnrs"),
+    (np.zeros((5, 3)), np.zeros(5), 120, "percentile"),
+    (np.zeros((5, 3)), np.full(5, np.nan), 90, "NaN"),
+])
+def test_diverse_pair_bad_input(recons, psnrs, percentile, match):
+  with pytest.raises(ValueError, match=match):
+    evaluate.diverse_pair(recons, psnrs, percentile=percentile)

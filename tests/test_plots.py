@@ -1,0 +1,104 @@
+"""Tests for hyperrecon_jax.plots: every figure is a readable PNG; bad input raises."""
+
+import os
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from hyperrecon_jax import evaluate
+from hyperrecon_jax import hparams
+from hyperrecon_jax import plots
+
+H = W = 24
+
+
+def _result(num_lambdas, num=5, slices=4):
+  """A synthetic λ-grid result (no model): smooth per-slice metric surfaces."""
+  lam = hparams.grid(num, num_lambdas)
+  rng = np.random.default_rng(num_lambdas)
+  bump = np.exp(-np.sum((lam - 0.4) ** 2, axis=1) / 0.1)
+  grid = {m: bump[None] * (1 + rng.random((slices, 1))) + 0.1 * rng.random((slices, len(lam)))
+          for m in evaluate.METRICS}
+  base = {m: rng.random(slices) for m in evaluate.METRICS}
+  return evaluate.summarize(grid, base, lam, [0, 0, 1, 1][:slices], list(range(slices)))
+
+
+def _read(path, size_inches):
+  """Reads a PNG back and checks its pixel size against the figure size."""
+  assert os.path.getsize(path) > 0
+  img = mpimg.imread(path)
+  want = np.round(np.asarray(size_inches)[::-1] * plots.DPI)
+  assert img.ndim == 3 and np.all(np.abs(np.asarray(img.shape[:2]) - want) <= 2), img.shape
+  assert img.std() > 0  # something was drawn
+  return img
+
+
+def _slice(seed=0):
+  rng = np.random.default_rng(seed)
+  target = rng.random((H, W))
+  zf = np.clip(target + 0.2 * rng.standard_normal((H, W)), 0, 1)
+  recons = np.clip(target[None] + 0.05 * rng.standard_normal((3, H, W)), 0, 1)
+  return target, zf, recons
+
+
+@pytest.mark.parametrize("band", ["std", "iqr"])
+def test_metric_curves(tmp_path, band):
+  path = plots.metric_curves(_result(1), tmp_path / "sub" / "curves.png", band=band)
+  assert path == str(tmp_path / "sub" / "curves.png")
+  _read(path, (3.2 * 3, 2.8))
+
+
+def test_metric_curves_after_json_round_trip(tmp_path):
+  result = evaluate.from_json(evaluate.to_json(_result(1)))
+  path = plots.metric_curves(result, tmp_path / "c.png", metrics=("mae",))
+  _read(path, (3.2, 2.8))
+
+
+def test_landscape(tmp_path):
+  path = plots.landscape(_result(2), str(tmp_path / "land.png"), metric="ssim")
+  _read(path, (4.2, 3.6))
+
+
+def test_slice_panel(tmp_path):
+  target, zf, recons = _slice()
+  path = plots.slice_panel(target, zf, recons, [0.0, 0.5, 1.0], tmp_path / "panel.png")
+  _read(path, (1.9 * 5, 2.1 + 0.2))
+  path = plots.slice_panel(target, zf, recons, hparams.grid(2, 2)[:3], tmp_path / "err.png",
+                           metric_values=[0.9, 0.8, 0.7], errors=True, metric_name="SSIM")
+  _read(path, (1.9 * 5, 2 * 2.1 + 0.2))
+
+
+def test_range_map(tmp_path):
+  _, _, recons = _slice()
+  _read(plots.range_map(recons, tmp_path / "range.png"), (3.6, 3.0))
+
+
+def test_bad_input(tmp_path):
+  target, zf, recons = _slice()
+  out = tmp_path / "x.png"
+  with pytest.raises(ValueError, match="1 hyperparameter"):
+    plots.metric_curves(_result(2), out)
+  with pytest.raises(ValueError, match="metric"):
+    plots.metric_curves(_result(1), out, metrics=("dice",))
+  with pytest.raises(ValueError, match="band"):
+    plots.metric_curves(_result(1), out, band="minmax")
+  with pytest.raises(ValueError, match="2 hyperparameter"):
+    plots.landscape(_result(1), out)
+  partial = _result(2)
+  partial["lambdas"] = partial["lambdas"][:-1]
+  with pytest.raises(ValueError, match="lattice"):
+    plots.landscape(partial, out)
+  with pytest.raises(ValueError, match="target"):
+    plots.slice_panel(target[None], zf, recons, [0, 0.5, 1], out)
+  with pytest.raises(ValueError, match="zero_filled_mag"):
+    plots.slice_panel(target, zf[:-1], recons, [0, 0.5, 1], out)
+  with pytest.raises(ValueError, match="recons"):
+    plots.slice_panel(target, zf, recons[0], [0, 0.5, 1], out)
+  with pytest.raises(ValueError, match="lams"):
+    plots.slice_panel(target, zf, recons, [0, 1], out)
+  with pytest.raises(ValueError, match="metric_values"):
+    plots.slice_panel(target, zf, recons, [0, 0.5, 1], out, metric_values=[1.0])
+  with pytest.raises(ValueError, match="recons"):
+    plots.range_map(recons[0], out)
+  assert not out.exists()
