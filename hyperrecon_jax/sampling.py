@@ -1,0 +1,60 @@
+"""Hyperparameter sampling during training: UHS and DHS.
+
+* UHS (uniform hyperparameter sampling): every batch element draws its own λ
+  uniformly and contributes to the gradient.
+* DHS (data-driven hyperparameter sampling, the paper's §3.3): of a batch of B
+  elements with their own λ, only the ``top_b`` with the *lowest data-consistency
+  loss* contribute; the gradient is that of their mean total loss. The selection
+  is made from a gradient-free forward pass, so discarded samples never cost a
+  backward pass (see ``train.step``).
+"""
+
+import jax
+import jax.numpy as jnp
+
+METHODS = ("uhs", "dhs")
+
+
+def check_method(method: str, top_b: int, batch_size: int, loss_names):
+  """Validates a sampling configuration.
+
+  Args:
+    method: ``'uhs'`` or ``'dhs'``.
+    top_b: b, the number of samples DHS keeps.
+    batch_size: B.
+    loss_names: the configured loss terms; DHS needs ``'dc'`` among them.
+
+  Raises:
+    ValueError: naming the offending setting.
+  """
+  if method not in METHODS:
+    raise ValueError(f"sampling.method must be one of {METHODS}, got "
+                     f"{method!r}")
+  if method == "dhs":
+    if "dc" not in tuple(loss_names):
+      raise ValueError(
+          "sampling.method='dhs' ranks samples by their data-consistency loss, "
+          f"but config.losses={tuple(loss_names)} has no 'dc' term; add 'dc' "
+          "or use sampling.method='uhs'")
+    if not 1 <= top_b <= batch_size:
+      raise ValueError(f"sampling.top_b must be in [1, batch_size={batch_size}]"
+                       f", got {top_b}")
+
+
+def select_lowest(values, b: int):
+  """Indices of the ``b`` smallest entries of ``values`` (ties: lower index).
+
+  Args:
+    values: (B,) per-sample data-consistency losses.
+    b: how many to keep.
+
+  Returns:
+    (b,) int32 indices, in increasing order of value.
+  """
+  _, idx = jax.lax.top_k(-jax.lax.stop_gradient(values), b)
+  return idx.astype(jnp.int32)
+
+
+def take(tree, idx):
+  """Gathers rows ``idx`` of every leaf of a batch-first pytree."""
+  return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), tree)

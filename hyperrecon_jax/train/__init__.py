@@ -1,0 +1,37 @@
+"""Training: configuration, train state, the jitted step, the loop.
+
+``train_and_evaluate(config, workdir)`` is the whole run; the pieces are public
+for tests, benchmarks and custom loops::
+
+  model = build_model(config)
+  state = create_state(config, model, jax.random.key(0))
+  step = jax.jit(make_train_step(config, model, operator), donate_argnums=0)
+  state, metrics = step(state, {"image": images}, jax.random.key(1))
+"""
+
+from hyperrecon_jax.train.configuration import ConfigError
+from hyperrecon_jax.train.configuration import apply_variant
+from hyperrecon_jax.train.configuration import default_config
+from hyperrecon_jax.train.configuration import validate
+from hyperrecon_jax.train.loop import Interrupted
+from hyperrecon_jax.train.loop import NonFiniteLossError
+from hyperrecon_jax.train.loop import train_and_evaluate
+from hyperrecon_jax.train.state import Model
+from hyperrecon_jax.train.state import TrainState
+from hyperrecon_jax.train.state import build_model
+from hyperrecon_jax.train.state import create_state
+from hyperrecon_jax.train.state import learning_rate
+from hyperrecon_jax.train.step import make_eval_step
+from hyperrecon_jax.train.step import make_train_step
+from hyperrecon_jax.train.step import sample_coefficients
+from hyperrecon_jax.train.step import validation_lambdas
+from hyperrecon_jax.train.trained import load_config
+from hyperrecon_jax.train.trained import load_trained
+
+__all__ = [
+    "ConfigError", "Interrupted", "apply_variant", "Model", "NonFiniteLossError", "TrainState",
+    "build_model", "create_state", "default_config", "learning_rate",
+    "load_config", "load_trained",
+    "make_eval_step", "make_train_step", "sample_coefficients",
+    "train_and_evaluate", "validate", "validation_lambdas",
+]

@@ -1,0 +1,175 @@
+"""The full experiment configuration: defaults, validation, compatibility.
+
+Experiment files in ``experiments/configs/`` start from ``default_config()`` and
+change what they need; ``validate`` turns every impossible setting into one
+``ConfigError`` sentence before anything is built or written.
+"""
+
+import ml_collections
+
+from hyperrecon_jax import hparams
+from hyperrecon_jax import losses
+from hyperrecon_jax import sampling
+
+TASKS = ("csmri", "denoise", "superres")
+# Fields that fix the shapes of the parameters, optimizer state or data: a
+# checkpoint written under other values cannot be resumed.
+STRUCTURAL_FIELDS = (
+    "model.hyper_dim", "model.channels", "model.batch_norm", "losses",
+    "task.name", "data.name", "data.image_size",
+)
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot work, with a message saying why."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every experiment (CS-MRI 8×, MAE + SSIM, HyperRecon-L).
+
+  Returns:
+    A ``ConfigDict`` with sections ``task``, ``data``, ``model``, ``hparams``,
+    ``sampling``, ``train``, ``eval`` and the fields ``losses`` and
+    ``loss_scales``.
+  """
+  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict()
+  c.task = ml_collections.ConfigDict(dict(
+      name="csmri", acceleration=8.0, mask="poisson", mask_seed=0,
+      center_fraction=0.08, noise_sigma=0.0, sigma=0.1, factor=4))
+  c.data = data.default_config()
+  c.model = ml_collections.ConfigDict(dict(
+      hyper_dim=128, channels=32, batch_norm=True, init_scheme="torch",
+      strategy="auto", dtype="float32"))
+  c.losses = ("mae", "ssim")
+  # s_k of the paper (α_k = 1/s_k): the reference's mean test losses of MAE
+  # and 1 − SSIM; recompute them for new data with experiments/baselines.py.
+  c.loss_scales = (0.0556, 0.322)
+  c.hparams = ml_collections.ConfigDict(dict(
+      sampler="uniform", endpoint_prob=0.1, log_min=1e-3,
+      fixed=(0.5,)))  # λ of a plain Unet baseline (model.hyper_dim = 0)
+  c.sampling = ml_collections.ConfigDict(dict(method="uhs", top_b=8))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=32, num_steps=100_000, lr=1e-3,
+      lr_decay_every=128 * 256, lr_decay_factor=0.5, seed=0,
+      log_every=100, eval_every=2_000, checkpoint_every=2_000,
+      max_to_keep=3, eval_batches=0, distributed=False))
+  c.eval = ml_collections.ConfigDict(dict(
+      grid=100, chunk=32, split="test", num_slices_shown=1))
+  return c
+
+
+def num_coeffs(config) -> int:
+  return len(tuple(config.losses))
+
+
+def validate(config) -> None:
+  """Raises ``ConfigError`` naming the first impossible setting.
+
+  Args:
+    config: a full experiment config.
+  """
+  try:
+    names = losses.validate_names(tuple(config.losses))
+  except ValueError as e:
+    raise ConfigError(f"config.losses: {e}") from None
+  k = len(names)
+  if k < 2:
+    raise ConfigError(f"config.losses needs at least 2 terms for a "
+                      f"hypernetwork, got {names}")
+  if len(tuple(config.loss_scales)) != k:
+    raise ConfigError(f"config.loss_scales has {len(config.loss_scales)} "
+                      f"values but config.losses has {k} terms {names}")
+  if any(s <= 0 for s in config.loss_scales):
+    raise ConfigError(f"config.loss_scales must be positive, got "
+                      f"{tuple(config.loss_scales)}")
+  if config.task.name not in TASKS:
+    raise ConfigError(f"config.task.name must be one of {TASKS}, got "
+                      f"{config.task.name!r}")
+  if config.data.image_size % 8:
+    raise ConfigError(f"config.data.image_size must be a multiple of 8 (the "
+                      f"Unet pools 3 times), got {config.data.image_size}")
+  if (config.task.name == "superres"
+      and config.data.image_size % int(config.task.factor)):
+    raise ConfigError(f"config.data.image_size={config.data.image_size} is "
+                      f"not divisible by config.task.factor="
+                      f"{config.task.factor}")
+  if config.model.hyper_dim < 0:
+    raise ConfigError(f"config.model.hyper_dim must be ≥ 0, got "
+                      f"{config.model.hyper_dim}")
+  if config.model.hyper_dim == 0 and len(tuple(config.hparams.fixed)) != k - 1:
+    raise ConfigError(f"a plain Unet (model.hyper_dim=0) trains at fixed λ: "
+                      f"config.hparams.fixed needs {k - 1} values in [0, 1], "
+                      f"got {tuple(config.hparams.fixed)}")
+  if config.model.hyper_dim == 0:
+    fixed = tuple(config.hparams.fixed)
+    if any(not 0.0 <= v <= 1.0 for v in fixed):
+      raise ConfigError(f"config.hparams.fixed must lie in [0, 1], got {fixed}")
+  if config.hparams.sampler not in hparams.SAMPLERS:
+    raise ConfigError(f"config.hparams.sampler must be one of "
+                      f"{hparams.SAMPLERS}, got {config.hparams.sampler!r}")
+  try:
+    sampling.check_method(config.sampling.method, config.sampling.top_b,
+                          config.train.batch_size, names)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if config.model.dtype not in ("float32", "bfloat16"):
+    raise ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', "
+                      f"got {config.model.dtype!r}")
+  for field in ("batch_size", "num_steps", "log_every", "eval_every",
+                "checkpoint_every"):
+    if config.train[field] < 1:
+      raise ConfigError(f"config.train.{field} must be ≥ 1, got "
+                        f"{config.train[field]}")
+
+
+def _lookup(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return tuple(node) if isinstance(node, (list, tuple)) else node
+
+
+def incompatibilities(old, new) -> list[str]:
+  """Structural fields on which two configs differ, as readable strings."""
+  out = []
+  for field in STRUCTURAL_FIELDS:
+    try:
+      a, b = _lookup(old, field), _lookup(new, field)
+    except (KeyError, AttributeError):
+      continue
+    if a != b:
+      out.append(f"{field}: {a!r} in the workdir, {b!r} now")
+  return out
+
+
+def apply_variant(config, arg):
+  """Applies a config file's argument: none for the full run, ``quick`` for tests.
+
+  ``quick`` keeps the experiment's task, data and losses but shrinks it to
+  seconds on a CPU: 32×32 images, d = 4, 4 channels, batch 4, 4 steps.
+
+  Args:
+    config: the full config, changed in place.
+    arg: the text after ``:`` in ``--config=file.py:arg`` (or None).
+
+  Returns:
+    ``config``.
+  """
+  if arg in (None, ""):
+    return config
+  if arg != "quick":
+    raise ConfigError(f"unknown config argument {arg!r}; use ':quick' or none")
+  config.data.image_size = 32
+  if config.model.hyper_dim:
+    config.model.hyper_dim = 4
+  config.model.channels = 4
+  config.train.batch_size = 4
+  config.sampling.top_b = min(config.sampling.top_b, 2)
+  config.train.num_steps = 4
+  config.train.log_every = 2
+  config.train.eval_every = 4
+  config.train.checkpoint_every = 2
+  config.eval.grid = 5
+  config.eval.chunk = 8
+  return config

@@ -1,0 +1,232 @@
+"""The training loop: data, sharding, logging, validation, checkpoints, resume."""
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+from hyperrecon_jax import checkpoints
+from hyperrecon_jax import physics
+from hyperrecon_jax.train import configuration
+from hyperrecon_jax.train import state as state_lib
+from hyperrecon_jax.train import step as step_lib
+from hyperrecon_jax.train import writer as writer_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Interrupted(RuntimeError):
+  """SIGINT/SIGTERM arrived; a checkpoint was saved."""
+
+
+def data_mesh() -> Mesh:
+  """A 1-D mesh over every device: the batch is split along ``'data'``."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def _global_batch(batch, sharding):
+  """Host batch (this process's rows) → one global array per field."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items() if k in ("image",)}
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+  """Turns SIGINT/SIGTERM into a flag the loop polls between steps."""
+  received = []
+  handler = lambda signum, frame: received.append(signum)
+  old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield received
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
+
+
+def check_workdir(config, workdir: str) -> None:
+  """Raises ``ConfigError`` if the workdir holds a run of an incompatible config.
+
+  Nothing is written; the check runs before anything else touches the workdir.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    try:
+      old = json.load(f)
+    except json.JSONDecodeError as e:
+      raise configuration.ConfigError(f"{path} is not valid JSON ({e}); move "
+                                      "it away or use another --workdir")
+  diffs = configuration.incompatibilities(old, json.loads(config.to_json()))
+  if diffs:
+    raise configuration.ConfigError(
+        f"{workdir} holds a run with an incompatible config ("
+        + "; ".join(diffs) + "); use another --workdir")
+
+
+def validate_model(eval_step, num_lambdas: int, variables, batches,
+                   seed: int):
+  """Mean PSNR/SSIM over validation batches at the validation λ.
+
+  Args:
+    eval_step: from ``step.make_eval_step`` (built once per run, so
+      validation compiles once).
+    num_lambdas: K − 1.
+    variables: model variables.
+    batches: evaluation batches (with ``valid``).
+    seed: measurement noise seed (fixed, so validations are comparable).
+
+  Returns:
+    ``{'val_psnr_zf': …, 'val_psnr_<λ>': …, 'val_ssim_<λ>': …}`` where ``<λ>``
+    joins the λ values with ``_``.
+  """
+  lams = step_lib.validation_lambdas(num_lambdas)
+  sums, count = {}, 0.0
+
+  def add(name, values, valid):
+    # np.where, not a product: padding rows can hold inf (an all-zero image).
+    sums[name] = sums.get(name, 0.0) + float(np.sum(np.where(valid, values, 0)))
+
+  for i, batch in enumerate(batches):
+    valid = np.asarray(batch["valid"], bool)
+    key = jax.random.fold_in(jax.random.key(seed), i)
+    image = {"image": jnp.asarray(batch["image"])}
+    for lam in lams:
+      out = jax.device_get(eval_step(variables, image, jnp.asarray(
+          lam, jnp.float32), key))
+      tag = "_".join(f"{v:g}" for v in lam)
+      add(f"val_psnr_{tag}", out["psnr"], valid)
+      add(f"val_ssim_{tag}", out["ssim"], valid)
+    add("val_psnr_zf", out["psnr_zf"], valid)
+    count += valid.sum()
+  return {k: v / max(count, 1.0) for k, v in sums.items()}
+
+
+def _validation_batches(config):
+  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  it = data.batches(config.data, "validation",
+                    batch_size=config.train.batch_size, training=False)
+  limit = int(config.train.eval_batches)
+  for i, batch in enumerate(it):
+    if limit and i >= limit:
+      break
+    yield batch
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains (or resumes) a run in ``workdir``; returns the final ``TrainState``.
+
+  Args:
+    config: full experiment config (validated here).
+    workdir: where config, checkpoints, metrics and event files go.
+
+  Raises:
+    ConfigError: impossible or workdir-incompatible config (nothing written).
+    NonFiniteLossError: the loss became non-finite (last good checkpoint kept).
+    Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step).
+  """
+  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  configuration.validate(config)
+  check_workdir(config, workdir)
+  if config.train.distributed:
+    jax.distributed.initialize()
+  mesh = data_mesh()
+  if config.train.batch_size % mesh.size:
+    raise configuration.ConfigError(
+        f"config.train.batch_size={config.train.batch_size} must be divisible "
+        f"by the number of devices ({mesh.size})")
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+
+  size = int(config.data.image_size)
+  operator = physics.make_operator(config.task, (size, size))
+  model = state_lib.build_model(config)
+  eval_model = (state_lib.build_model(config, strategy="shared")
+                if config.model.hyper_dim else model)
+  seed = int(config.train.seed)
+  state = jax.device_put(
+      state_lib.create_state(config, model, jax.random.key(seed)), replicated)
+  local_batch = config.train.batch_size // jax.process_count()
+  train_iter = data.batches(config.data, "train", batch_size=local_batch,
+                            seed=seed + jax.process_index())
+
+  os.makedirs(workdir, exist_ok=True)
+  mngr = checkpoints.manager(workdir, config.train.max_to_keep)
+  restored = checkpoints.restore(mngr, state)
+  start = 0
+  if restored is not None:
+    start, state, data_state, _ = restored
+    state = jax.device_put(state, replicated)
+    if data_state:
+      train_iter.set_state(data_state)
+    logging.info("Resuming %s from step %d.", workdir, start)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=2))
+
+  train_step = jax.jit(
+      step_lib.make_train_step(config, model, operator),
+      in_shardings=(replicated, batch_sharding, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=0)
+  eval_step = step_lib.make_eval_step(eval_model, operator)
+  rng = jax.random.key(seed + 1)
+  lr = state_lib.learning_rate(config)
+  writer = writer_lib.MetricWriter(workdir, start_step=start)
+  total = int(config.train.num_steps)
+
+  def check_finite(s):
+    bad = int(jax.device_get(s.bad_step))
+    if bad >= 0:
+      last = mngr.latest_step()
+      raise NonFiniteLossError(
+          f"the loss became non-finite at step {bad}; training stopped. The "
+          f"last good checkpoint is step {last} in {workdir}/checkpoints.")
+
+  def save(s, at):
+    check_finite(s)
+    checkpoints.save(mngr, at, s, train_iter.get_state(), config)
+
+  progress = writer_lib.Progress(total, start)
+  t_last, step_last = time.time(), start
+  try:
+    with _stop_on_signals() as received:
+      for step in range(start + 1, total + 1):
+        batch = _global_batch(next(train_iter), batch_sharding)
+        state, metrics = train_step(state, batch, rng)
+        if received:
+          save(state, step)
+          raise Interrupted(
+              f"stopped by signal {received[0]} at step {step}; a checkpoint "
+              f"was saved — rerun the same command to resume.")
+        is_last = step == total
+        progress.update(step)
+        evaluate = step % config.train.eval_every == 0 or is_last
+        if step % config.train.log_every == 0 or evaluate:
+          record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          check_finite(state)
+          now = time.time()
+          record["steps_per_s"] = (step - step_last) / max(now - t_last, 1e-9)
+          record["lr"] = float(lr(step - 1))
+          if evaluate:
+            record.update(validate_model(
+                eval_step, len(tuple(config.losses)) - 1, state.variables(),
+                _validation_batches(config), seed + 2))
+          t_last, step_last = time.time(), step  # validation is not speed
+          writer.write(step, record)
+          progress.log(step, record)
+        if step % config.train.checkpoint_every == 0 or is_last:
+          save(state, step)
+  finally:
+    progress.close()
+    writer.close()
+    mngr.close()
+  return state

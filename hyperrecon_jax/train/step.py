@@ -1,0 +1,140 @@
+"""The jitted training and validation steps."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hyperrecon_jax import hparams
+from hyperrecon_jax import losses
+from hyperrecon_jax import metrics
+from hyperrecon_jax import sampling
+from hyperrecon_jax.train import state as state_lib
+
+
+def sample_coefficients(config, key, batch: int):
+  """Loss coefficients for a batch: sampled λ, or the baseline's fixed λ."""
+  k = len(tuple(config.losses))
+  if config.model.hyper_dim == 0:
+    lam = jnp.broadcast_to(jnp.asarray(config.hparams.fixed, jnp.float32),
+                           (batch, k - 1))
+  else:
+    lam = hparams.sample(key, batch, k - 1, config.hparams.sampler,
+                         endpoint_prob=config.hparams.endpoint_prob,
+                         log_min=config.hparams.log_min)
+  return hparams.coefficients(lam)
+
+
+def make_train_step(config, model: state_lib.Model, operator):
+  """Builds ``train_step(state, batch, rng) -> (state, metrics)`` (not jitted).
+
+  Per step: measure the images with ``operator`` (noise from ``rng``), draw one
+  λ per element, reconstruct in training mode, compute the per-example terms
+  of ``config.losses`` and their weighted sum ``Σ_k c_k(λ)·L_k / s_k``, and take
+  an Adam step on the batch mean. With DHS a gradient-free forward pass of the
+  whole batch ranks the elements by data consistency, and only the ``top_b``
+  lowest are reconstructed again with gradients (so discarded elements cost no
+  backward pass; with BatchNorm the kept ``top_b`` form the normalization
+  batch of the gradient pass).
+
+  The RNG of a step is ``fold_in(rng, state.step)``, so a run is a function of
+  (seed, step) and resumes reproducibly. A non-finite loss freezes the state
+  and records the step in ``state.bad_step`` instead of forcing a host check
+  on every step.
+
+  Args:
+    config: full experiment config.
+    model: from ``state.build_model``.
+    operator: forward model of the task (a pytree, see ``physics``).
+
+  Returns:
+    The step function; ``metrics`` holds scalars ``loss``, ``loss_<term>`` for
+    every term (mean over the elements that took part) and ``grad_norm``.
+  """
+  names = tuple(config.losses)
+  scales = jnp.asarray(config.loss_scales, jnp.float32)
+  needs_weights = bool(losses.NEEDS_WEIGHTS & set(names))
+  tx = state_lib.optimizer(config)
+  dhs = config.sampling.method == "dhs"
+  top_b = int(config.sampling.top_b)
+
+  def per_example(params, batch_stats, x, zf, y, coeffs):
+    variables = {"params": params}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    recon, weights, updates = model.apply(variables, zf, coeffs, train=True,
+                                          return_weights=needs_weights)
+    terms = losses.compute_terms(names, recon, x, operator=operator,
+                                 measurement=y, weights=weights)
+    return losses.composite(terms, coeffs, scales), terms, updates
+
+  def loss_fn(params, batch_stats, x, zf, y, coeffs):
+    total, terms, updates = per_example(params, batch_stats, x, zf, y, coeffs)
+    return jnp.mean(total), (terms, updates)
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    k_measure, k_lambda = jax.random.split(rng)
+    x = batch["image"].astype(jnp.float32)
+    y = operator.measure(x, k_measure)
+    zf = operator.zero_filled(y)
+    coeffs = sample_coefficients(config, k_lambda, x.shape[0])
+    if dhs:
+      recon, _, _ = model.apply(state.variables(), zf, coeffs, train=True)
+      dc = operator.data_consistency(jax.lax.stop_gradient(recon), y)
+      keep = sampling.select_lowest(dc, top_b)
+      x, zf, y, coeffs = sampling.take((x, zf, y, coeffs), keep)
+    (loss, (terms, updates)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params, state.batch_stats, x, zf, y,
+                               coeffs)
+    updates_opt, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates_opt)
+    batch_stats = updates.get("batch_stats", state.batch_stats)
+
+    ok = jnp.isfinite(loss) & (state.bad_step < 0)
+    keep_old = lambda new, old: jax.tree_util.tree_map(
+        lambda a, b: jnp.where(ok, a, b), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep_old(params, state.params),
+        batch_stats=keep_old(batch_stats, state.batch_stats),
+        opt_state=keep_old(opt_state, state.opt_state),
+        bad_step=jnp.where((state.bad_step < 0) & ~jnp.isfinite(loss),
+                           state.step, state.bad_step))
+    out = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    for i, name in enumerate(names):
+      out[f"loss_{name}"] = jnp.mean(terms[:, i])
+    return new_state, out
+
+  return train_step
+
+
+def validation_lambdas(num_lambdas: int):
+  """λ at which validation reports: endpoints and middle (corners + centre)."""
+  if num_lambdas == 2:
+    return [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5)]
+  return [(v,) * num_lambdas for v in (0.0, 0.5, 1.0)]
+
+
+def make_eval_step(model: state_lib.Model, operator):
+  """Builds ``eval_step(variables, batch, lam, key) -> per-example metrics``.
+
+  Evaluation mode (running BatchNorm statistics), one λ for the whole batch.
+
+  Returns:
+    A function returning a dict of (B,) arrays: ``psnr``, ``ssim`` of the
+    reconstruction and ``psnr_zf`` of the zero-filled input magnitude.
+  """
+
+  @jax.jit
+  def eval_step(variables, batch, lam, key):
+    x = batch["image"].astype(jnp.float32)
+    y = operator.measure(x, key)
+    zf = operator.zero_filled(y)
+    coeffs = hparams.coefficients(
+        jnp.broadcast_to(lam, (x.shape[0], lam.shape[-1])))
+    recon, _, _ = model.apply(variables, zf, coeffs, train=False)
+    zf_mag = jnp.sqrt(jnp.sum(zf ** 2, axis=-1))
+    return {"psnr": metrics.psnr(recon, x), "ssim": metrics.ssim(recon, x),
+            "psnr_zf": metrics.psnr(zf_mag, x)}
+
+  return eval_step

@@ -1,0 +1,87 @@
+"""Where training metrics go: metrics.jsonl, TensorBoard event files, the terminal."""
+
+import json
+import os
+import sys
+
+from absl import logging
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
+
+  On resume from step ``start_step``, records of later steps (written by the
+  interrupted run after its last checkpoint) are dropped, so ``metrics.jsonl``
+  reads as one uninterrupted run.
+  """
+
+  def __init__(self, workdir: str, start_step: int = 0):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    if start_step and os.path.exists(self.path):
+      with open(self.path) as f:
+        kept = [line for line in f
+                if line.strip() and json.loads(line)["step"] <= start_step]
+      with open(self.path + ".tmp", "w") as f:
+        f.writelines(kept)
+      os.replace(self.path + ".tmp", self.path)
+    elif not start_step and os.path.exists(self.path):
+      os.remove(self.path)  # a fresh run starts a fresh log
+    self._file = open(self.path, "a")
+    self._tb = None
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(workdir)
+    except ImportError:
+      logging.warning("tensorboardX is not installed: no TensorBoard event "
+                      "files (pip install -e \".[viz]\").")
+
+  def write(self, step: int, record: dict) -> None:
+    self._file.write(json.dumps({"step": step, **record}) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for name, value in record.items():
+        self._tb.add_scalar(name, value, step)
+      self._tb.flush()
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _summary(record: dict) -> str:
+  keys = ["loss"] + sorted(k for k in record if k.startswith("val_psnr"))
+  return " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
+
+
+class Progress:
+  """A progress bar with ETA on a terminal; periodic log lines otherwise."""
+
+  def __init__(self, total: int, start: int):
+    self._bar = None
+    if sys.stderr.isatty():
+      try:
+        import tqdm  # pylint: disable=g-import-not-at-top
+        self._bar = tqdm.tqdm(total=total, initial=start, unit="step",
+                              dynamic_ncols=True)
+      except ImportError:
+        pass
+    self._total = total
+
+  def update(self, step: int) -> None:
+    if self._bar is not None:
+      self._bar.update(step - self._bar.n)
+
+  def log(self, step: int, record: dict) -> None:
+    if self._bar is not None:
+      self._bar.set_postfix_str(_summary(record), refresh=False)
+    else:
+      # Printed, not logged: the scripts keep absl at WARNING to silence
+      # orbax's per-save INFO lines.
+      print(f"step {step}/{self._total} "
+            f"{record.get('steps_per_s', 0.0):.2f} steps/s {_summary(record)}",
+            file=sys.stderr, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
