@@ -1,0 +1,62 @@
+"""What the experiment scripts share: clean one-line errors instead of tracebacks."""
+
+import contextlib
+import sys
+
+from absl import logging
+
+
+def quiet_libraries():
+  """Keeps absl at WARNING unless --verbosity was given (orbax logs every save)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def one_line(text: str) -> str:
+  """The sentence a user needs from an error message, on one line."""
+  text = str(text)
+  if "Traceback (most recent call last)" in text:
+    # A config file raised: keep the exception line, drop the stack.
+    lines = [l for l in text.splitlines() if l.strip()]
+    last = lines[-2] if lines[-1].startswith("Try --help") else lines[-1]
+    text = last.split(": ", 1)[-1]
+  return " ".join(text.split())
+
+
+def parse_flags(argv):
+  """absl flag parsing whose errors (a bad ``--config.x.y=v`` too) are one line.
+
+  Pass as ``app.run(main, flags_parser=cli.parse_flags)``.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {one_line(e)} (try --help)", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections reports an unknown field as the repr of a KeyError.
+    text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+    print(f"error: bad --config override: {one_line(text)}", file=sys.stderr)
+  sys.exit(2)
+
+
+@contextlib.contextmanager
+def user_errors(*extra):
+  """Turns expected failures into one ``error: …`` line and a non-zero exit.
+
+  Configuration, data and file problems are the user's to fix and a traceback
+  would only hide the sentence that says how; anything else still raises.
+  """
+  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.data import DataError  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except train.Interrupted as e:
+    logging.warning("%s", e)
+    print(f"interrupted: {e}", file=sys.stderr)
+    sys.exit(130)
+  except (train.ConfigError, DataError, train.NonFiniteLossError, OSError,
+          ValueError, *extra) as e:
+    print(f"error: {one_line(e)}", file=sys.stderr)
+    sys.exit(2)

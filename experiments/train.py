@@ -1,0 +1,37 @@
+r"""Trains a HyperRecon model (or a plain Unet baseline) from a config file.
+
+  python experiments/train.py --config=experiments/configs/demo.py \
+      --workdir=workdirs/demo [--config.train.num_steps=2000 ...]
+
+Rerunning the same command in the same workdir resumes from the latest
+checkpoint (after Ctrl-C, SIGTERM or kill -9).
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (path[:arg]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.quiet_libraries()
+  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
+  with cli.user_errors():
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(f"done: {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)
