@@ -1,0 +1,155 @@
+r"""Throughput of HyperRecon training and λ-grid inference; one JSON line each.
+
+  python benchmarks/throughput.py                 # paper scale: 256², batch 32, grid 100
+  python benchmarks/throughput.py --quick         # seconds on a CPU
+  python benchmarks/throughput.py --sizes=L --dtype=bfloat16 --strategy=vmap
+
+Measurements (``benchmark`` field):
+  train_step: samples/s of the jitted training step (forward in training mode,
+    MAE + SSIM with one λ per sample, backward, Adam) on random images.
+  grid: reconstructions/s for one slice at ``--grid`` λ values in one batched
+    call (evaluation mode; a plain Unet gets ``--grid`` copies of the slice).
+  latency: milliseconds for one slice at one λ (the ``shared`` strategy).
+Each line also has the backend, device kind, compile seconds and settings.
+Times are medians over ``--repeats`` timed runs of ``--iters`` calls, after a
+warm-up call that compiles.
+"""
+
+import json
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SIZES = flags.DEFINE_list("sizes", ["unet", "S", "M", "L"],
+                           "Models: unet, S (d=4), M (d=32), L (d=128).")
+_IMAGE = flags.DEFINE_integer("image_size", 256, "Image side.")
+_BATCH = flags.DEFINE_integer("batch", 32, "Training batch size.")
+_GRID = flags.DEFINE_integer("grid", 100, "λ values per slice for 'grid'.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Convolution dtype.")
+_STRATEGY = flags.DEFINE_enum("strategy", "auto",
+                              ["auto", "vmap", "loop"],
+                              "Per-sample convolution strategy.")
+_ITERS = flags.DEFINE_integer("iters", 20, "Calls per timed run.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
+_BENCH = flags.DEFINE_list("benchmarks", ["train_step", "grid", "latency"],
+                           "Which measurements.")
+_QUICK = flags.DEFINE_bool("quick", False,
+                           "Tiny settings that finish in seconds on a CPU.")
+
+HYPER_DIMS = {"unet": 0, "S": 4, "M": 32, "L": 128}
+
+
+def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
+            channels: int):
+  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
+  c = train.default_config()
+  c.data.image_size = image
+  c.model.hyper_dim = HYPER_DIMS[size]
+  c.model.channels = channels
+  c.model.dtype = dtype
+  c.model.strategy = strategy
+  c.train.batch_size = batch
+  train.validate(c)
+  return c
+
+
+def _time(fn, iters: int, repeats: int):
+  """(median seconds per call, compile+first-call seconds)."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  compile_s = time.perf_counter() - t0
+  runs = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(iters):
+      out = fn()
+    jax.block_until_ready(out)
+    runs.append((time.perf_counter() - t0) / iters)
+  return statistics.median(runs), compile_s
+
+
+def bench_train_step(config, iters, repeats):
+  from hyperrecon_jax import physics, train  # pylint: disable=g-import-not-at-top
+  size = config.data.image_size
+  model = train.build_model(config)
+  operator = physics.make_operator(config.task, (size, size))
+  step = jax.jit(train.make_train_step(config, model, operator),
+                 donate_argnums=0)
+  holder = [train.create_state(config, model, jax.random.key(0))]
+  batch = {"image": jax.random.uniform(jax.random.key(1),
+                                       (config.train.batch_size, size, size))}
+  rng = jax.random.key(2)
+
+  def run():
+    holder[0], metrics = step(holder[0], batch, rng)
+    return metrics["loss"]
+
+  sec, compile_s = _time(run, iters, repeats)
+  return config.train.batch_size / sec, "samples/s", compile_s
+
+
+def bench_grid(config, grid, iters, repeats, *, latency=False):
+  from hyperrecon_jax import hparams, physics, train  # pylint: disable=g-import-not-at-top
+  size = config.data.image_size
+  strategy = "shared" if latency else None
+  model = train.build_model(config, strategy=strategy)
+  variables = train.create_state(config, model, jax.random.key(0)).variables()
+  operator = physics.make_operator(config.task, (size, size))
+  x = jax.random.uniform(jax.random.key(1), (1, size, size))
+  zf1 = operator.zero_filled(operator.measure(x, jax.random.key(2)))
+  n = 1 if latency else grid
+  zf = jnp.repeat(zf1, n, axis=0)
+  k = len(tuple(config.losses))
+  coeffs = hparams.coefficients(jnp.asarray(hparams.grid(max(n, 2), k - 1)[:n]))
+  apply = jax.jit(lambda v, z, c: model.apply(v, z, c, train=False)[0])
+  sec, compile_s = _time(lambda: apply(variables, zf, coeffs), iters, repeats)
+  if latency:
+    return sec * 1e3, "ms", compile_s
+  return grid / sec, "reconstructions/s", compile_s
+
+
+def main(argv):
+  del argv
+  from hyperrecon_jax.models import layers  # pylint: disable=g-import-not-at-top
+  image, batch, grid = _IMAGE.value, _BATCH.value, _GRID.value
+  iters, repeats, channels = _ITERS.value, _REPEATS.value, 32
+  sizes = _SIZES.value
+  if _QUICK.value:
+    image, batch, grid, iters, repeats = 32, 4, 8, 2, 1
+    sizes = [s for s in sizes if s in ("unet", "S")]
+  device = jax.devices()[0]
+  for size in sizes:
+    if size not in HYPER_DIMS:
+      raise app.UsageError(f"--sizes: unknown model {size!r}; use "
+                           f"{list(HYPER_DIMS)}")
+    config = _config(size, image, batch, _DTYPE.value, _STRATEGY.value,
+                     channels)
+    for name in _BENCH.value:
+      if name == "train_step":
+        value, unit, compile_s = bench_train_step(config, iters, repeats)
+      elif name in ("grid", "latency"):
+        value, unit, compile_s = bench_grid(config, grid, iters, repeats,
+                                            latency=name == "latency")
+      else:
+        raise app.UsageError(f"--benchmarks: unknown {name!r}")
+      print(json.dumps({
+          "benchmark": name, "model": size, "value": round(value, 3),
+          "unit": unit, "image_size": image,
+          "batch": batch if name == "train_step" else (
+              1 if name == "latency" else grid),
+          "dtype": _DTYPE.value,
+          "strategy": ("shared" if name == "latency" and size != "unet" else
+                       layers.resolve_strategy(_STRATEGY.value)),
+          "backend": jax.default_backend(), "device": device.device_kind,
+          "compile_s": round(compile_s, 2),
+      }), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
