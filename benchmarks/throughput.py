@@ -23,7 +23,6 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _SIZES = flags.DEFINE_list("sizes", ["unet", "S", "M", "L"],
                            "Models: unet, S (d=4), M (d=32), L (d=128).")

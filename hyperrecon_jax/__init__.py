@@ -20,6 +20,7 @@ _SUBMODULES = (
     "models",
     "physics",
     "plots",
+    "results",
     "sampling",
     "train",
 )

@@ -21,9 +21,8 @@ recompiles. Metrics follow `hyperrecon_jax.metrics` (per slice, peak 1).
 """
 
 import functools
-import json
 import math
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +30,9 @@ import numpy as np
 
 from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics as metrics_lib
+from hyperrecon_jax.results import (  # re-exported: part of this API
+    FORMAT, LOWER_IS_BETTER, METRICS, Best, best_lambda, from_json,
+    metric_array, summarize, to_json)
 
 # Model batch size of one call (``chunk=None``). On GPU/TPU, 32 (the paper's
 # training batch): at 256×256 a HyperRecon forward of that batch needs a few
@@ -39,9 +41,6 @@ from hyperrecon_jax import metrics as metrics_lib
 # while throughput does not depend on it; 8 compiles fast.
 DEFAULT_CHUNK_CPU = 8
 DEFAULT_CHUNK_ACCELERATOR = 32
-METRICS = ("psnr", "ssim", "mae", "nmse", "hfen", "rpsnr")
-LOWER_IS_BETTER = frozenset({"mae", "nmse", "hfen"})
-FORMAT = "hyperrecon_jax.lambda_grid/1"
 BATCH_KEYS = ("image", "volume", "slice", "valid")
 
 
@@ -220,18 +219,6 @@ def batch_key(key, index: int):
   return jax.random.fold_in(key, index)
 
 
-def _floats(x):
-  """Nested lists of Python floats; non-finite values become None (strict JSON)."""
-  x = np.asarray(x, np.float64)
-  if x.ndim == 0:
-    return float(x) if np.isfinite(x) else None
-  return [_floats(v) for v in x]
-
-
-def _py(v):
-  return v.item() if isinstance(v, np.generic) else v
-
-
 def _check_batch(batch, index):
   if not isinstance(batch, Mapping):
     raise ValueError(f"batch {index} must be a dict with keys {BATCH_KEYS}, got {type(batch)}.")
@@ -248,15 +235,6 @@ def _check_batch(batch, index):
                        f"{np.shape(batch[k])}.")
   return image, np.asarray(batch["volume"]), np.asarray(batch["slice"]), np.asarray(
       batch["valid"], bool)
-
-
-@np.errstate(invalid="ignore")  # inf PSNR (a perfect slice) gives NaN spreads
-def _summary(per_slice, volume_rows):
-  """Mean, std, quartiles over slices and means per volume of (S, ...) arrays."""
-  q25, q75 = np.percentile(per_slice, [25, 75], axis=0)
-  volume_mean = np.stack([per_slice[r].mean(0) for r in volume_rows])
-  return {"mean": _floats(per_slice.mean(0)), "std": _floats(per_slice.std(0)),
-          "q25": _floats(q25), "q75": _floats(q75), "volume_mean": _floats(volume_mean)}
 
 
 def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Mapping[str, Any]],
@@ -316,118 +294,6 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
   return summarize({m: np.concatenate(v) for m, v in grid_rows.items()},
                    {m: np.concatenate(v) for m, v in zf_rows.items()},
                    lam, volumes, slices, per_slice=per_slice)
-
-
-def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool = True):
-  """Builds the `evaluate_grid` result from per-slice metric arrays.
-
-  Args:
-    grid: ``{metric: (S, G)}`` for every metric of `METRICS`.
-    zero_filled: ``{metric: (S,)}``, the zero-filled baseline.
-    lam_grid: (G, n) hyperparameters.
-    volumes: S volume ids.
-    slices: S slice indices.
-    per_slice: keep the per-slice arrays.
-
-  Returns:
-    The result dict described in `evaluate_grid`.
-  """
-  lam = np.asarray(lam_grid, np.float32)
-  s_count = len(volumes)
-  for m in METRICS:
-    if m not in grid or m not in zero_filled:
-      raise ValueError(f"grid and zero_filled need every metric of {METRICS}, lack {m!r}.")
-    if np.shape(grid[m]) != (s_count, lam.shape[0]) or np.shape(zero_filled[m]) != (s_count,):
-      raise ValueError(f"grid[{m!r}] must be (S, G) = {(s_count, lam.shape[0])} and "
-                       f"zero_filled[{m!r}] ({s_count},), got {np.shape(grid[m])} and "
-                       f"{np.shape(zero_filled[m])}.")
-  if len(slices) != s_count or s_count == 0:
-    raise ValueError(f"volumes and slices must be equally long and non-empty, got "
-                     f"{s_count} and {len(slices)}.")
-  volumes, slices = [_py(v) for v in volumes], [_py(s) for s in slices]
-  order = list(dict.fromkeys(volumes))
-  volume_rows = [np.array([v == u for v in volumes]) for u in order]
-  fields = ("mean", "std", "q25", "q75", "volume_mean")
-  stats = {m: _summary(np.asarray(grid[m], np.float64), volume_rows) for m in METRICS}
-  zstats = {m: _summary(np.asarray(zero_filled[m], np.float64), volume_rows) for m in METRICS}
-  result = {
-      "format": FORMAT,
-      "metrics": list(METRICS),
-      "lower_is_better": sorted(LOWER_IS_BETTER),
-      "lambdas": _floats(lam),
-      "coeffs": _floats(hparams.coefficients(lam)),
-      "num_slices": s_count,
-      "num_volumes": len(order),
-      "volumes": order,
-      "slices": {"volume": volumes, "slice": slices},
-  }
-  result.update({f: {m: stats[m][f] for m in METRICS} for f in fields})
-  if per_slice:
-    result["per_slice"] = {m: _floats(grid[m]) for m in METRICS}
-  result["best"] = {m: best_lambda(result, m)._asdict() for m in METRICS}
-  result["zero_filled"] = {f: {m: zstats[m][f] for m in METRICS} for f in fields}
-  result["zero_filled"]["per_slice"] = {m: _floats(zero_filled[m]) for m in METRICS}
-  return result
-
-
-def metric_array(result, metric: str, field: str = "mean") -> np.ndarray:
-  """A result entry as a float64 array, None (non-finite) read back as NaN.
-
-  Args:
-    result: a dict from `evaluate_grid` or `from_json`.
-    metric: one of ``result['metrics']``.
-    field: ``'mean'``, ``'std'``, ``'q25'``, ``'q75'``, ``'volume_mean'`` or
-      ``'per_slice'``.
-
-  Returns:
-    (G,), (V, G) or (S, G) array.
-  """
-  names = result.get("metrics", ())
-  if metric not in names:
-    raise ValueError(f"metric must be one of {list(names)}, got {metric!r}.")
-  if field not in result:
-    raise ValueError(f"result has no field {field!r} (per_slice=False drops 'per_slice').")
-  return np.array(result[field][metric], dtype=np.float64)
-
-
-class Best(NamedTuple):
-  """The best grid point for a metric: its index, λ vector and value."""
-  index: int
-  lam: list
-  value: float
-
-
-def best_lambda(result, metric: str, field: str = "mean") -> Best:
-  """The λ with the best mean value of a metric (argmin for MAE, NMSE, HFEN).
-
-  Args:
-    result: a dict from `evaluate_grid` or `from_json`.
-    metric: a metric name of ``result['metrics']``.
-    field: the (G,) statistic to optimize, normally ``'mean'``.
-
-  Returns:
-    ``Best(index, lam, value)``; NaN entries are skipped.
-  """
-  values = metric_array(result, metric, field)
-  if values.ndim != 1 or np.all(np.isnan(values)):
-    raise ValueError(f"{field!r} of {metric!r} must be a (G,) vector with a finite "
-                     f"value, got shape {values.shape}.")
-  lower = result.get("lower_is_better", LOWER_IS_BETTER)
-  index = int(np.nanargmin(values) if metric in lower else np.nanargmax(values))
-  return Best(index, list(result["lambdas"][index]), float(values[index]))
-
-
-def to_json(result, **kwargs) -> str:
-  """Strict JSON text of an `evaluate_grid` result (``json.dumps`` kwargs pass on)."""
-  return json.dumps(result, allow_nan=False, **kwargs)
-
-
-def from_json(text: str):
-  """Reads `to_json` output back; raises ValueError for another format."""
-  result = json.loads(text)
-  if not isinstance(result, dict) or result.get("format") != FORMAT:
-    raise ValueError(f"not a λ-grid result of format {FORMAT!r}.")
-  return result
 
 
 def diverse_pair(recons, psnrs, *, percentile: float = 90):

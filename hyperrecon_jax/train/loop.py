@@ -4,7 +4,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 
 from absl import logging
