@@ -2,6 +2,24 @@
 
 import setuptools
 
+EXTRAS = {
+    # The embedded MNI152 dataset and the TFDS/grain pipeline (no TensorFlow).
+    "data": [
+        "nilearn>=0.10",
+        "nibabel>=5",
+        "h5py>=3",
+        "tensorflow-datasets>=4.9.3",
+        "array-record>=0.5",
+        "grain>=0.2",
+        "tqdm>=4",
+    ],
+    # Figures and TensorBoard event files.
+    "viz": ["matplotlib>=3.7", "tensorboardX>=2.6"],
+    # Independent references used by the tests.
+    "test": ["pytest>=7", "scikit-image>=0.21"],
+}
+EXTRAS["all"] = sorted({p for group in EXTRAS.values() for p in group})
+
 setuptools.setup(
     name="hyperrecon-jax",
     version="0.1.0",
@@ -11,7 +29,8 @@ setuptools.setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["hyperrecon_jax", "hyperrecon_jax.*"]),
+    packages=setuptools.find_packages(
+        include=["hyperrecon_jax", "hyperrecon_jax.*"]),
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",
@@ -24,20 +43,5 @@ setuptools.setup(
         "ml-collections>=0.1.1",
         "dm-pix>=0.4",
     ],
-    extras_require={
-        # The embedded MNI152 dataset and the TFDS/grain pipeline (no TensorFlow).
-        "data": [
-            "nilearn>=0.10",
-            "nibabel>=5",
-            "h5py>=3",
-            "tensorflow-datasets>=4.9.3",
-            "array-record>=0.5",
-            "grain>=0.2",
-            "tqdm>=4",
-        ],
-        # Figures, TensorBoard event files.
-        "viz": ["matplotlib>=3.7", "tensorboardX>=2.6"],
-        # Independent references used by the tests.
-        "test": ["pytest>=7", "scikit-image>=0.21"],
-    },
+    extras_require=EXTRAS,
 )
