@@ -34,6 +34,7 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 _STRATEGY = flags.DEFINE_enum("strategy", "auto",
                               ["auto", "vmap", "loop"],
                               "Per-sample convolution strategy.")
+_CHANNELS = flags.DEFINE_integer("channels", 32, "Unet features per level.")
 _ITERS = flags.DEFINE_integer("iters", 20, "Calls per timed run.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
 _BENCH = flags.DEFINE_list("benchmarks", ["train_step", "grid", "latency"],
@@ -117,10 +118,10 @@ def main(argv):
   del argv
   from hyperrecon_jax.models import layers  # pylint: disable=g-import-not-at-top
   image, batch, grid = _IMAGE.value, _BATCH.value, _GRID.value
-  iters, repeats, channels = _ITERS.value, _REPEATS.value, 32
+  iters, repeats, channels = _ITERS.value, _REPEATS.value, _CHANNELS.value
   sizes = _SIZES.value
-  if _QUICK.value:
-    image, batch, grid, iters, repeats = 32, 4, 8, 2, 1
+  if _QUICK.value:  # smoke test: every code path, numbers meaningless
+    image, batch, grid, iters, repeats, channels = 32, 2, 4, 2, 1, 8
     sizes = [s for s in sizes if s in ("unet", "S")]
   device = jax.devices()[0]
   for size in sizes:
@@ -139,7 +140,7 @@ def main(argv):
         raise app.UsageError(f"--benchmarks: unknown {name!r}")
       print(json.dumps({
           "benchmark": name, "model": size, "value": round(value, 3),
-          "unit": unit, "image_size": image,
+          "unit": unit, "image_size": image, "channels": channels,
           "batch": batch if name == "train_step" else (
               1 if name == "latency" else grid),
           "dtype": _DTYPE.value,
