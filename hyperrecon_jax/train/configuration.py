@@ -164,6 +164,9 @@ def apply_variant(config, arg):
   if config.model.hyper_dim:
     config.model.hyper_dim = 4
   config.model.channels = 4
+  # For a few steps compile time is all that counts: 'vmap' compiles ~3×
+  # faster than the CPU default 'loop' (which runs ~4× faster per step).
+  config.model.strategy = "vmap"
   config.train.batch_size = 4
   config.sampling.top_b = min(config.sampling.top_b, 2)
   config.train.num_steps = 4

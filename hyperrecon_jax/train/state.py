@@ -131,7 +131,15 @@ def create_state(config, model: Model, key) -> TrainState:
   k = len(tuple(config.losses))
   zf = jnp.zeros((1, size, size, 2), jnp.float32)
   coeffs = hparams.coefficients(jnp.full((1, k - 1), 0.5))
-  variables = jax.jit(model.init)(key, zf, coeffs)
+  # Initialization runs once, so it is compiled for compile speed: one
+  # threefry draw seeds an 'unsafe_rbg' key (threefry's per-parameter random
+  # ops take ~15 s to compile on a CPU) and XLA's backend optimizations are
+  # off. Still a deterministic function of ``key`` on a given backend.
+  init_key = jax.random.wrap_key_data(
+      jax.random.bits(key, (4,), jnp.uint32), impl="unsafe_rbg")
+  init = jax.jit(model.init).lower(init_key, zf, coeffs).compile(
+      compiler_options={"xla_backend_optimization_level": 0})
+  variables = init(init_key, zf, coeffs)
   params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
