@@ -137,9 +137,12 @@ def create_state(config, model: Model, key) -> TrainState:
   # off. Still a deterministic function of ``key`` on a given backend.
   init_key = jax.random.wrap_key_data(
       jax.random.bits(key, (4,), jnp.uint32), impl="unsafe_rbg")
-  init = jax.jit(model.init).lower(init_key, zf, coeffs).compile(
-      compiler_options={"xla_backend_optimization_level": 0})
-  variables = init(init_key, zf, coeffs)
+  if isinstance(init_key, jax.core.Tracer):  # under eval_shape: shapes only
+    variables = model.init(init_key, zf, coeffs)
+  else:
+    init = jax.jit(model.init).lower(init_key, zf, coeffs).compile(
+        compiler_options={"xla_backend_optimization_level": 0})
+    variables = init(init_key, zf, coeffs)
   params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
