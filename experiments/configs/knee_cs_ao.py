@@ -22,8 +22,9 @@ def get_config(arg=None):
   c.task.acceleration = 4.0
   c.task.mask = "cartesian_random"
   c.losses = ("dc", "weight_l1", "tv")
-  # Typical magnitudes of each term at the start of training at 256×256
-  # (s_k, α_k = 1/s_k); rescale for other sizes or data.
+  # Hand-set magnitudes of each term at 256×256 (s_k, α_k = 1/s_k); measure
+  # them for your data with experiments/baselines.py (note that a
+  # weight-ℓ1-only baseline drives the weights towards 0: its s_k is small).
   c.loss_scales = (10.0, 1.0e4, 1.0e3)
   c.hparams.fixed = (0.5, 0.5)
   c.sampling.method = "dhs"

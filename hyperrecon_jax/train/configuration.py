@@ -43,7 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
       strategy="auto", dtype="float32"))
   c.losses = ("mae", "ssim")
   # s_k of the paper (α_k = 1/s_k): the reference's mean test losses of MAE
-  # and 1 − SSIM; recompute them for new data with experiments/baselines.py.
+  # and 1 − SSIM. experiments/baselines.py measures them for other data and
+  # terms (<workdir>/loss_scales.json) and prints the override.
   c.loss_scales = (0.0556, 0.322)
   c.hparams = ml_collections.ConfigDict(dict(
       sampler="uniform", endpoint_prob=0.1, log_min=1e-3,

@@ -73,14 +73,13 @@ def check_workdir(config, workdir: str) -> None:
         + "; ".join(diffs) + "); use another --workdir")
 
 
-def validate_model(eval_step, num_lambdas: int, variables, batches,
-                   seed: int):
+def validate_model(eval_step, lams, variables, batches, seed: int):
   """Mean PSNR/SSIM over validation batches at the validation λ.
 
   Args:
     eval_step: from ``step.make_eval_step`` (built once per run, so
       validation compiles once).
-    num_lambdas: K − 1.
+    lams: the λ vectors to validate at.
     variables: model variables.
     batches: evaluation batches (with ``valid``).
     seed: measurement noise seed (fixed, so validations are comparable).
@@ -89,7 +88,6 @@ def validate_model(eval_step, num_lambdas: int, variables, batches,
     ``{'val_psnr_zf': …, 'val_psnr_<λ>': …, 'val_ssim_<λ>': …}`` where ``<λ>``
     joins the λ values with ``_``.
   """
-  lams = step_lib.validation_lambdas(num_lambdas)
   sums, count = {}, 0.0
 
   def add(name, values, valid):
@@ -177,6 +175,9 @@ def train_and_evaluate(config, workdir: str):
       in_shardings=(replicated, batch_sharding, replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
   eval_step = step_lib.make_eval_step(eval_model, operator)
+  # A plain Unet has one λ, the one it trains at.
+  val_lams = (step_lib.validation_lambdas(len(tuple(config.losses)) - 1)
+              if config.model.hyper_dim else [tuple(config.hparams.fixed)])
   rng = jax.random.key(seed + 1)
   lr = state_lib.learning_rate(config)
   writer = writer_lib.MetricWriter(workdir, start_step=start)
@@ -217,7 +218,7 @@ def train_and_evaluate(config, workdir: str):
           record["lr"] = float(lr(step - 1))
           if evaluate:
             record.update(validate_model(
-                eval_step, len(tuple(config.losses)) - 1, state.variables(),
+                eval_step, val_lams, state.variables(),
                 _validation_batches(config), seed + 2))
           t_last, step_last = time.time(), step  # validation is not speed
           writer.write(step, record)
