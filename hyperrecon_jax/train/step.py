@@ -100,7 +100,10 @@ def make_train_step(config, model: state_lib.Model, operator):
         opt_state=keep_old(opt_state, state.opt_state),
         bad_step=jnp.where((state.bad_step < 0) & ~jnp.isfinite(loss),
                            state.step, state.bad_step))
-    out = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    # Written out: optax renamed its global-norm helper across versions.
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g))
+                             for g in jax.tree_util.tree_leaves(grads)))
+    out = {"loss": loss, "grad_norm": grad_norm}
     for i, name in enumerate(names):
       out[f"loss_{name}"] = jnp.mean(terms[:, i])
     return new_state, out
