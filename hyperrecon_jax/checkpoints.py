@@ -66,10 +66,18 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step=None):
 
 
 def load_config(workdir: str, step=None):
-  """The config dict stored with a workdir's (latest) checkpoint, or None."""
-  mngr = manager(workdir)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
+  """The config dict stored with a workdir's (latest) checkpoint, or None.
+
+  Reads only: a workdir without checkpoints is left as it is.
+  """
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
-  return mngr.restore(step, args=ocp.args.Composite(
-      config=ocp.args.JsonRestore()))["config"]
+  mngr = manager(workdir)
+  try:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      return None
+    return mngr.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))["config"]
+  finally:
+    mngr.close()

@@ -65,6 +65,14 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
   """
   if not per_sample:
     return _conv(x, kernel, bias, dtype)
+  if kernel.shape[1] == 1 and kernel.shape[2] == 1:
+    # A per-sample 1×1 convolution is a batched matrix product. Written as
+    # one, it also avoids XLA's SPMD partitioner mis-splitting a vmapped
+    # (grouped) 1×1 convolution with a single output channel.
+    y = jnp.einsum("bhwi,bio->bhwo", x.astype(dtype),
+                   kernel[:, 0, 0].astype(dtype),
+                   preferred_element_type=jnp.float32)
+    return y + bias.astype(jnp.float32)[:, None, None, :]
   if strategy == "vmap":
     one = lambda xi, ki, bi: _conv(xi[None], ki, bi, dtype)[0]
     return jax.vmap(one)(x, kernel, bias)

@@ -187,8 +187,10 @@ def train_and_evaluate(config, workdir: str):
     bad = int(jax.device_get(s.bad_step))
     if bad >= 0:
       last = mngr.latest_step()
+      # bad_step is the state's step count before the failed update; the
+      # loop (and metrics.jsonl, checkpoints) count that update as bad + 1.
       raise NonFiniteLossError(
-          f"the loss became non-finite at step {bad}; training stopped. The "
+          f"the loss became non-finite at step {bad + 1}; training stopped. The "
           f"last good checkpoint is step {last} in {workdir}/checkpoints.")
 
   def save(s, at):
@@ -202,11 +204,6 @@ def train_and_evaluate(config, workdir: str):
       for step in range(start + 1, total + 1):
         batch = _global_batch(next(train_iter), batch_sharding)
         state, metrics = train_step(state, batch, rng)
-        if received:
-          save(state, step)
-          raise Interrupted(
-              f"stopped by signal {received[0]} at step {step}; a checkpoint "
-              f"was saved — rerun the same command to resume.")
         is_last = step == total
         progress.update(step)
         evaluate = step % config.train.eval_every == 0 or is_last
@@ -223,8 +220,12 @@ def train_and_evaluate(config, workdir: str):
           t_last, step_last = time.time(), step  # validation is not speed
           writer.write(step, record)
           progress.log(step, record)
-        if step % config.train.checkpoint_every == 0 or is_last:
+        if step % config.train.checkpoint_every == 0 or is_last or received:
           save(state, step)
+        if received:  # after logging, so the resumed log has no gap
+          raise Interrupted(
+              f"stopped by signal {received[0]} at step {step}; a checkpoint "
+              f"was saved — rerun the same command to resume.")
   finally:
     progress.close()
     writer.close()

@@ -86,11 +86,15 @@ def make_train_step(config, model: state_lib.Model, operator):
     (loss, (terms, updates)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params, state.batch_stats, x, zf, y,
                                coeffs)
+    # Written out: optax renamed its global-norm helper across versions.
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g))
+                             for g in jax.tree_util.tree_leaves(grads)))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates_opt, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates_opt)
     batch_stats = updates.get("batch_stats", state.batch_stats)
 
-    ok = jnp.isfinite(loss) & (state.bad_step < 0)
+    ok = finite & (state.bad_step < 0)
     keep_old = lambda new, old: jax.tree_util.tree_map(
         lambda a, b: jnp.where(ok, a, b), new, old)
     new_state = state.replace(
@@ -98,11 +102,8 @@ def make_train_step(config, model: state_lib.Model, operator):
         params=keep_old(params, state.params),
         batch_stats=keep_old(batch_stats, state.batch_stats),
         opt_state=keep_old(opt_state, state.opt_state),
-        bad_step=jnp.where((state.bad_step < 0) & ~jnp.isfinite(loss),
-                           state.step, state.bad_step))
-    # Written out: optax renamed its global-norm helper across versions.
-    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g))
-                             for g in jax.tree_util.tree_leaves(grads)))
+        bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step,
+                           state.bad_step))
     out = {"loss": loss, "grad_norm": grad_norm}
     for i, name in enumerate(names):
       out[f"loss_{name}"] = jnp.mean(terms[:, i])

@@ -30,7 +30,10 @@ class MetricWriter:
     self._tb = None
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(workdir)
+      # purge_step drops the events an interrupted run wrote after its last
+      # checkpoint, as metrics.jsonl is truncated above.
+      self._tb = SummaryWriter(workdir, purge_step=start_step + 1
+                               if start_step else None)
     except ImportError:
       logging.warning("tensorboardX is not installed: no TensorBoard event "
                       "files (pip install -e \".[viz]\").")
