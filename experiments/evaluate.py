@@ -107,7 +107,8 @@ def main(argv):
   print(f"zero-filled: PSNR {zf['psnr']:.2f} dB, SSIM {zf['ssim']:.4f}")
   for metric in ("psnr", "ssim", "hfen"):
     best = result["best"][metric]
-    print(f"best {metric}: {best['value']:.4g} at λ = {best['lam']}")
+    lam = ", ".join(f"{v:.3g}" for v in best["lam"])
+    print(f"best {metric}: {best['value']:.4g} at λ = ({lam})")
   print(f"written: {os.path.join(_WORKDIR.value, 'eval')}")
 
 
