@@ -22,7 +22,6 @@ import sys
 import time
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache as jax_cc
 import numpy as np
 import pytest
 
@@ -40,16 +39,8 @@ EVAL_STEPS = (3, 6)
 CHECKPOINT_STEPS = (2, 4, 6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
-  path.mkdir(exist_ok=True)
-  old = jax.config.jax_compilation_cache_dir
-  jax.config.update("jax_compilation_cache_dir", str(path))
-  jax_cc.reset_cache()
-  yield path
-  jax.config.update("jax_compilation_cache_dir", old)
-  jax_cc.reset_cache()
+# XLA executables persist across the module's runs (see conftest.py).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 @pytest.fixture(scope="module")

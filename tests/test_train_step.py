@@ -11,7 +11,6 @@ import concurrent.futures
 from typing import Any, NamedTuple
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache as jax_cc
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -30,16 +29,8 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
-  path.mkdir(exist_ok=True)
-  old = jax.config.jax_compilation_cache_dir
-  jax.config.update("jax_compilation_cache_dir", str(path))
-  jax_cc.reset_cache()
-  yield path
-  jax.config.update("jax_compilation_cache_dir", old)
-  jax_cc.reset_cache()
+# XLA executables persist across the module's runs (see conftest.py).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def make_config(task="csmri", family="sl", *, hyper_dim=4, batch=BATCH,
