@@ -4,7 +4,7 @@ One module-scoped run trains both baselines of ``demo.py:quick`` (MAE and
 SSIM, plain Unets at 32×32, 2 steps each) on the embedded mni152 data built in
 a temporary folder; the tests read its result and rerun it. The two baselines
 compile the same initialization and validation programs, so a persistent
-compilation cache in pytest's temporary folder lets the second load them.
+compilation cache (conftest.py) lets the second load them.
 """
 
 import importlib.util
@@ -13,7 +13,6 @@ import math
 import os
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache as jax_cc
 import numpy as np
 import pytest
 
@@ -72,18 +71,6 @@ def test_baseline_config_is_a_changed_copy(name):
     assert c.data.image_size == config.data.image_size
     train.validate(c)
   assert config.to_json() == before
-
-
-@pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-  path = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
-  path.mkdir(exist_ok=True)
-  old = jax.config.jax_compilation_cache_dir
-  jax.config.update("jax_compilation_cache_dir", str(path))
-  jax_cc.reset_cache()
-  yield path
-  jax.config.update("jax_compilation_cache_dir", old)
-  jax_cc.reset_cache()
 
 
 @pytest.fixture(scope="module")
