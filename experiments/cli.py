@@ -45,18 +45,35 @@ def parse_flags(argv):
 def user_errors(*extra):
   """Turns expected failures into one ``error: …`` line and a non-zero exit.
 
-  Configuration, data and file problems are the user's to fix and a traceback
-  would only hide the sentence that says how; anything else still raises.
+  Configuration, data, checkpoint and file problems are the user's to fix and
+  a traceback would only hide the sentence that says how; Ctrl-C prints
+  ``interrupted`` and exits with 130; anything else still raises.
   """
+  from hyperrecon_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import workdir  # pylint: disable=g-import-not-at-top
   from hyperrecon_jax.data import DataError  # pylint: disable=g-import-not-at-top
   try:
     yield
   except train.Interrupted as e:
-    logging.warning("%s", e)
     print(f"interrupted: {e}", file=sys.stderr)
     sys.exit(130)
-  except (train.ConfigError, DataError, train.NonFiniteLossError, OSError,
+  except (train.ConfigError, DataError, train.NonFiniteLossError,
+          checkpoints.CheckpointError, workdir.WorkdirBusyError, OSError,
           ValueError, *extra) as e:
     print(f"error: {one_line(e)}", file=sys.stderr)
     sys.exit(2)
+
+
+def run(main):
+  """``app.run(main)`` with one-line flag errors and a quiet Ctrl-C.
+
+  Ctrl-C anywhere (start-up, compilation, evaluation) prints ``interrupted``
+  and exits with 130, the shell's code for SIGINT, instead of a traceback.
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)

@@ -20,9 +20,11 @@ _SUBMODULES = (
     "models",
     "physics",
     "plots",
+    "report",
     "results",
     "sampling",
     "train",
+    "workdir",
 )
 
 

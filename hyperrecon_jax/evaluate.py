@@ -237,8 +237,22 @@ def _check_batch(batch, index):
       batch["valid"], bool)
 
 
+def _lambda_blocks(num_lambdas: int, batch: int, chunk: int):
+  """Index blocks of the λ grid, all of one length, so one call stays short.
+
+  A call scores ``batch × block`` pairs in about 32 model calls of ``chunk``
+  (one call per batch for the usual grids; a 200×200 grid is cut into many
+  calls so that progress can be shown and Ctrl-C is honoured between them).
+  The last block wraps around to the first λ; its repeats are dropped.
+  """
+  block = min(num_lambdas, max(1, (32 * chunk) // max(batch, 1)))
+  for start in range(0, num_lambdas, block):
+    yield np.arange(start, start + block) % num_lambdas, min(block, num_lambdas - start)
+
+
 def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Mapping[str, Any]],
-                  lam_grid, *, key, chunk: Optional[int] = None, per_slice: bool = True):
+                  lam_grid, *, key, chunk: Optional[int] = None, per_slice: bool = True,
+                  progress: Optional[Callable[[int], None]] = None):
   """Evaluates a model on every slice of ``batches`` at every λ of a grid.
 
   Each batch is measured with ``operator.measure(image, fold_in(key, i))``
@@ -260,14 +274,19 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     chunk: model batch size of one call, see `reconstruct_grid`.
     per_slice: keep the (S, G) per-slice arrays in the result (they dominate
       its size for big test sets and 2-D grids).
+    progress: called with the number of (slice, λ) pairs just scored
+      (padding rows included), e.g. to advance a progress bar.
 
   Returns:
     A dict of JSON types only (non-finite numbers as None); see `to_json`:
     ``format``; ``metrics`` (names); ``lower_is_better`` (names);
     ``lambdas`` (G × n); ``coeffs`` (G × K); ``num_slices``; ``num_volumes``;
     ``volumes`` (ids, in order of first appearance); ``slices``:
-    ``{'volume': [S], 'slice': [S]}``; ``mean``, ``std``, ``q25``, ``q75``:
-    ``{metric: [G]}`` over slices; ``volume_mean``: ``{metric: V × G}``, the
+    ``{'volume': [S], 'slice': [S]}``; ``unscored``: ``{metric: [[volume,
+    slice], ...]}``, the slices left out of a metric's statistics because
+    its value is not finite at some λ (e.g. NMSE of an all-zero ground
+    truth); ``mean``, ``std``, ``q25``, ``q75``:
+    ``{metric: [G]}`` over the scored slices; ``volume_mean``: ``{metric: V × G}``, the
     mean over each volume's slices; ``per_slice``: ``{metric: S × G}`` (only
     with ``per_slice``); ``best``: ``{metric: {'index', 'lam', 'value'}}`` on
     ``mean``; ``zero_filled``: the same statistics of the zero-filled
@@ -282,9 +301,16 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
   for i, batch in enumerate(batches):
     image, volume, slice_, valid = _check_batch(batch, i)
     zf = _measure(operator, jnp.asarray(image), batch_key(key, i))
-    for m, v in grid_metrics(apply_fn, variables, zf, image, coeffs, valid=valid,
-                             chunk=chunk).items():
-      grid_rows[m].append(v)
+    blocks = {m: [] for m in METRICS}
+    for index, used in _lambda_blocks(len(coeffs), image.shape[0], _check_chunk(chunk)):
+      out = grid_metrics(apply_fn, variables, zf, image, coeffs[index], valid=valid,
+                         chunk=chunk)
+      for m, v in out.items():
+        blocks[m].append(v[:, :used])
+      if progress is not None:
+        progress(image.shape[0] * used)
+    for m, v in blocks.items():
+      grid_rows[m].append(np.concatenate(v, axis=1))
     for m, v in baseline_metrics(zf, image, valid=valid).items():
       zf_rows[m].append(v)
     volumes += list(volume[valid])

@@ -28,9 +28,14 @@ def _py(v):
   return v.item() if isinstance(v, np.generic) else v
 
 
-@np.errstate(invalid="ignore")  # inf PSNR (a perfect slice) gives NaN spreads
-def _summary(per_slice, volume_rows):
-  """Mean, std, quartiles over slices and means per volume of (S, ...) arrays."""
+@np.errstate(invalid="ignore")  # a volume without a scored slice gives NaN
+def _summary(per_slice, volume_rows, keep):
+  """Mean, std, quartiles over the kept slices and means per volume of (S, ...) arrays."""
+  per_slice, volume_rows = per_slice[keep], [r[keep] for r in volume_rows]
+  if not keep.any():
+    nan = np.full(per_slice.shape[1:], np.nan)
+    return {"mean": floats(nan), "std": floats(nan), "q25": floats(nan),
+            "q75": floats(nan), "volume_mean": floats(np.stack([nan] * len(volume_rows)))}
   q25, q75 = np.percentile(per_slice, [25, 75], axis=0)
   volume_mean = np.stack([per_slice[r].mean(0) for r in volume_rows])
   return {"mean": floats(per_slice.mean(0)), "std": floats(per_slice.std(0)),
@@ -67,8 +72,17 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
   order = list(dict.fromkeys(volumes))
   volume_rows = [np.array([v == u for v in volumes]) for u in order]
   fields = ("mean", "std", "q25", "q75", "volume_mean")
-  stats = {m: _summary(np.asarray(grid[m], np.float64), volume_rows) for m in METRICS}
-  zstats = {m: _summary(np.asarray(zero_filled[m], np.float64), volume_rows) for m in METRICS}
+  # A slice whose metric is not finite at some λ or for the zero-filled input
+  # (NMSE and HFEN of an all-zero ground truth, PSNR of an exact match) is
+  # left out of that metric's statistics, for every λ alike, and listed.
+  keep = {m: np.isfinite(np.asarray(grid[m], np.float64)).all(1)
+          & np.isfinite(np.asarray(zero_filled[m], np.float64)) for m in METRICS}
+  unscored = {m: [[volumes[i], slices[i]] for i in np.flatnonzero(~keep[m])]
+              for m in METRICS if not keep[m].all()}
+  stats = {m: _summary(np.asarray(grid[m], np.float64), volume_rows, keep[m])
+           for m in METRICS}
+  zstats = {m: _summary(np.asarray(zero_filled[m], np.float64), volume_rows, keep[m])
+            for m in METRICS}
   result = {
       "format": FORMAT,
       "metrics": list(METRICS),
@@ -79,11 +93,14 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
       "num_volumes": len(order),
       "volumes": order,
       "slices": {"volume": volumes, "slice": slices},
+      "unscored": unscored,
   }
   result.update({f: {m: stats[m][f] for m in METRICS} for f in fields})
   if per_slice:
     result["per_slice"] = {m: floats(grid[m]) for m in METRICS}
-  result["best"] = {m: best_lambda(result, m)._asdict() for m in METRICS}
+  # None where no slice could be scored for a metric.
+  result["best"] = {m: best_lambda(result, m)._asdict() if keep[m].any() else None
+                    for m in METRICS}
   result["zero_filled"] = {f: {m: zstats[m][f] for m in METRICS} for f in fields}
   result["zero_filled"]["per_slice"] = {m: floats(zero_filled[m]) for m in METRICS}
   return result

@@ -171,3 +171,154 @@ def test_load_config_of_a_given_step(states, tmp_path):
   assert checkpoints.load_config(str(tmp_path))["train"]["num_steps"] == 12345
   assert checkpoints.load_config(str(tmp_path), step=1) == json.loads(
       config.to_json())
+
+
+# --- keep-all, finiteness, read-only readers -------------------------------------------
+
+
+def test_max_to_keep_0_keeps_every_checkpoint(states, tmp_path):
+  config, saved, _ = states
+  mngr = checkpoints.manager(str(tmp_path), max_to_keep=0)
+  for step in range(1, 6):
+    checkpoints.save(mngr, step, saved, {}, config)
+  assert mngr.all_steps() == [1, 2, 3, 4, 5]
+  mngr.close()
+  with pytest.raises(ValueError, match="max_to_keep"):
+    checkpoints.manager(str(tmp_path), max_to_keep=-1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_state_is_never_written(states, tmp_path, bad):
+  config, saved, _ = states
+  leaves, treedef = jax.tree_util.tree_flatten(saved.params)
+  leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(bad)
+  broken = saved.replace(params=jax.tree_util.tree_unflatten(treedef, leaves))
+  mngr = checkpoints.manager(str(tmp_path))
+  with pytest.raises(checkpoints.CheckpointError, match="NaN or ±Inf"):
+    checkpoints.save(mngr, 1, broken, {}, config)
+  assert mngr.all_steps() == []
+  mngr.close()
+
+
+def test_a_reader_creates_nothing_and_leaves_a_save_in_progress_alone(
+    states, tmp_path):
+  config, saved, fresh = states
+  mngr = checkpoints.manager(str(tmp_path))
+  checkpoints.save(mngr, 1, saved, {}, config)
+  mngr.close()
+  # What a trainer's save looks like while orbax is writing it.
+  in_progress = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1234"
+  (in_progress / "state").mkdir(parents=True)
+  before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  reader = checkpoints.reader(str(tmp_path))
+  step, state, _, _ = checkpoints.restore(reader, fresh)
+  reader.close()
+  assert step == 1
+  assert_trees_equal(state, saved)
+  assert in_progress.is_dir()
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+  assert checkpoints.reader(str(tmp_path / "none")) is None
+  assert not (tmp_path / "none").exists()
+
+
+# --- damage ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def three_steps(states, tmp_path):
+  """Checkpoints 1, 2, 3 (state.step marks which) in a fresh workdir."""
+  config, saved, fresh = states
+  mngr = checkpoints.manager(str(tmp_path))
+  for step in (1, 2, 3):
+    marked = saved.replace(step=jnp.asarray(step, jnp.int32))
+    checkpoints.save(mngr, step, marked, {"next_index": step}, config)
+  mngr.close()
+  return tmp_path, fresh
+
+
+def _largest_state_file(step_dir):
+  files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+def _flip_a_bit(path):
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garble_json(path):
+  path.write_text('{"next_index": ')
+
+
+def _data_item(step_dir):
+  return next(p for p in (step_dir / "data").rglob("*")
+              if p.is_file() and p.name != "commit_success.txt")
+
+
+@pytest.mark.parametrize("damage, target", [
+    (_flip_a_bit, _largest_state_file),
+    (_truncate, _largest_state_file),
+    (_truncate, lambda d: d / "state" / "manifest.ocdbt"),
+    (_garble_json, _data_item),
+    (_garble_json, lambda d: d / "_CHECKPOINT_METADATA"),
+    (lambda p: p.unlink(), lambda d: d / "state" / "_METADATA"),
+])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
+    three_steps, damage, target, caplog):
+  workdir, fresh = three_steps
+  bad = target(workdir / "checkpoints" / "3")
+  damage(bad)
+  reader = checkpoints.reader(str(workdir))
+  restored = checkpoints.restore(reader, fresh)
+  assert (restored.step, int(restored.state.step)) == (2, 2)
+  assert restored.data_state == {"next_index": 2}
+  assert "checkpoint 3 is damaged" in caplog.text
+  assert os.path.basename(str(bad)) in caplog.text  # names the file
+  # A given step fails with one line naming the file.
+  with pytest.raises(checkpoints.CheckpointError, match=os.path.basename(str(bad))):
+    checkpoints.restore(reader, fresh, step=3)
+  reader.close()
+  assert (workdir / "checkpoints" / "3").is_dir()  # readers move nothing
+
+
+def test_damage_is_found_without_checksums_too(three_steps, caplog):
+  # Checkpoints of older versions have no checksums.json: orbax's own errors.
+  workdir, fresh = three_steps
+  step_dir = workdir / "checkpoints" / "3"
+  (step_dir / checkpoints.CHECKSUMS).unlink()
+  _garble_json(_data_item(step_dir))
+  reader = checkpoints.reader(str(workdir))
+  assert checkpoints.restore(reader, fresh).step == 2
+  reader.close()
+  assert "checkpoint 3 is damaged" in caplog.text
+
+
+def test_the_trainer_moves_damaged_steps_aside_and_can_save_them_again(
+    three_steps, states):
+  config, saved, _ = states
+  workdir, fresh = three_steps
+  _truncate(_largest_state_file(workdir / "checkpoints" / "3"))
+  mngr = checkpoints.manager(str(workdir))
+  assert checkpoints.restore(mngr, fresh, quarantine=True).step == 2
+  assert (workdir / checkpoints.DAMAGED_DIR / "3").is_dir()
+  assert mngr.all_steps() == [1, 2]
+  checkpoints.save(mngr, 3, saved, {}, config)
+  assert checkpoints.restore(mngr, fresh).step == 3
+  mngr.close()
+
+
+def test_every_checkpoint_damaged_is_one_error(three_steps):
+  workdir, fresh = three_steps
+  for step in (1, 2, 3):
+    _flip_a_bit(_largest_state_file(workdir / "checkpoints" / str(step)))
+  reader = checkpoints.reader(str(workdir))
+  with pytest.raises(checkpoints.CheckpointError, match="every checkpoint"):
+    checkpoints.restore(reader, fresh)
+  with pytest.raises(checkpoints.CheckpointError, match="no checkpoint of step 9"):
+    checkpoints.restore(reader, fresh, step=9)
+  reader.close()

@@ -162,3 +162,30 @@ def test_missing_or_empty_manual_dir(tmp_path):
       hr.data.load_split(_config(folder, tmp_path / "tfds"), "train")
     assert ".h5" in str(info.value) and "manual_dir" in str(info.value)
   assert issubclass(hr.data.DataError, ValueError)
+
+
+@pytest.mark.parametrize("kind", ["target_nan", "target_inf", "kspace_inf", "max_inf"])
+def test_non_finite_values_fail_the_build(tmp_path, kind):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for name in ("good1.h5", "good2.h5"):  # Three files: every split has one.
+    _write(str(folder / name), rng)
+  bad = folder / "bad.h5"
+  _write(str(bad), rng, recon=kind != "kspace_inf")
+  with h5py.File(bad, "r+") as f:
+    if kind == "max_inf":
+      f.attrs["max"] = np.inf
+    elif kind == "kspace_inf":
+      f["kspace"][1, 5, 5] = np.inf
+    else:
+      f["reconstruction_esc"][0, 3, 4] = np.nan if kind == "target_nan" else -np.inf
+  with pytest.raises(hr.data.DataError) as info:
+    hr.data.prepare(_config(folder, tmp_path / "tfds"))
+  assert str(info.value) == f"{bad}: " + {
+      "target_nan": "1 of 3,072 values of 'reconstruction_esc' are not finite",
+      "target_inf": "1 of 3,072 values of 'reconstruction_esc' are not finite",
+      "kspace_inf": "1 of 9,216 values of 'kspace' are not finite",
+      "max_inf": "attribute 'max' is inf, not a finite number; fix it or remove the file.",
+  }[kind] + ("" if kind == "max_inf" else " (NaN or ±Inf); fix or remove the file.")
+  assert not list((tmp_path / "tfds").glob("fastmri_knee/*/*"))

@@ -161,3 +161,30 @@ def test_missing_or_empty_manual_dir(tmp_path):
     with pytest.raises(hr.data.DataError, match="ABIDE") as info:
       hr.data.num_examples(_config(folder, tmp_path / "tfds"), "train")
     assert ".nii" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["image_inf", "image_nan", "label_inf", "label_nan"])
+def test_non_finite_voxels_fail_the_build(tmp_path, kind):
+  rng = np.random.default_rng(5)
+  volumes = [_volume(rng) for _ in range(3)]
+
+  def write(broken):
+    for i, (image, label) in enumerate(volumes):
+      image, label = image.copy(), label.astype(np.float32)  # A float label file.
+      if broken and i == 1:
+        target = label if kind.startswith("label") else image
+        target[5:8, 5:9, 6] = np.inf if kind.endswith("inf") else np.nan
+      _save(image, tmp_path / f"s{i}.nii.gz")
+      _save(label, tmp_path / f"s{i}_seg.nii.gz")
+
+  write(broken=True)
+  cfg = _config(tmp_path, tmp_path / "tfds")
+  with pytest.raises(hr.data.DataError) as info:
+    hr.data.prepare(cfg)
+  bad = tmp_path / ("s1_seg.nii.gz" if kind.startswith("label") else "s1.nii.gz")
+  assert str(info.value) == (
+      f"{bad}: 12 of 7,680 voxels are not finite (NaN or ±Inf); fix or remove the file.")
+  # TFDS deleted its temporary folder: no dataset, finished or not, is left.
+  assert not list((tmp_path / "tfds").glob("nifti/*/*"))
+  write(broken=False)  # Fixed: the next run builds.
+  assert sum(hr.data.num_examples(cfg, s) for s in hr.data.SPLITS) == 3 * len(BRAIN_Z)

@@ -261,13 +261,28 @@ def test_summarize_checks_shapes():
     evaluate.summarize(grid, base, hparams.grid(4), ["a", "b"], [0, 0])
 
 
-def test_non_finite_values_become_null():
+def test_unscorable_slices_are_left_out_and_listed():
+  # Slice (7, 3) has an all-zero ground truth: its NMSE is inf at every λ.
+  grid = {m: np.array([[1.0, 2.0], [3.0, 4.0]]) for m in evaluate.METRICS}
+  grid["nmse"] = np.array([[np.inf, np.inf], [0.5, 0.25]])
+  base = {m: np.zeros(2) for m in evaluate.METRICS}
+  result = evaluate.summarize(grid, base, hparams.grid(2), [7, 8], [3, 4])
+  assert result["unscored"] == {"nmse": [[7, 3]]}
+  assert result["mean"]["nmse"] == [0.5, 0.25]
+  assert result["mean"]["psnr"] == [2.0, 3.0]  # other metrics keep both
+  assert result["volume_mean"]["nmse"] == [[None, None], [0.5, 0.25]]
+  assert evaluate.best_lambda(result, "nmse").index == 1
+  evaluate.to_json(result)
+
+
+def test_a_metric_no_slice_can_score_has_no_best_lambda():
   grid = {m: np.zeros((1, 2)) for m in evaluate.METRICS}
   grid["psnr"] = np.array([[np.inf, 30.0]])
   base = {m: np.zeros(1) for m in evaluate.METRICS}
   result = evaluate.summarize(grid, base, hparams.grid(2), [0], [0])
-  assert result["mean"]["psnr"] == [None, 30.0]
-  assert evaluate.best_lambda(result, "psnr").index == 1
+  assert result["mean"]["psnr"] == [None, None]
+  assert result["best"]["psnr"] is None
+  assert result["best"]["ssim"]["index"] == 0
   evaluate.to_json(result)
 
 

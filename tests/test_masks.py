@@ -1,6 +1,5 @@
 """Tests for hyperrecon_jax.masks."""
 
-import time
 
 import numpy as np
 import pytest
@@ -32,11 +31,11 @@ def test_poisson_non_square():
   assert mask[32, 24] == 1
 
 
-def test_poisson_fast_enough():
-  start = time.perf_counter()
-  masks.poisson_disc((256, 256), 8, seed=12345)  # a seed no other test caches
-  # ~0.3 s measured on one core; the bound leaves room for a busy machine.
-  assert time.perf_counter() - start < 3.0
+def test_poisson_paper_size():
+  # The paper's 256×256 at 8×; its build time is a benchmark, not a test.
+  mask = masks.poisson_disc((256, 256), 8, seed=12345)
+  assert abs(masks.acceleration(mask) - 8) <= 0.05 * 8
+  assert mask[128, 128] == 1
 
 
 def test_poisson_deterministic_by_seed():

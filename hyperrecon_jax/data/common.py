@@ -167,6 +167,31 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int) -> dict[str, 
   }
 
 
+def check_finite(values: np.ndarray, path: str, what: str = "voxels") -> None:
+  """Rejects an input array with NaN or infinite values.
+
+  Such values mean broken data (a failed reconstruction or conversion), and
+  no repair is right: zeroing NaN hides the damage, and an infinity saturates
+  its slices white once the volume is normalized.
+
+  Args:
+    values: the array as read from the file (real or complex).
+    path: the file, named in the error.
+    what: what the values are, e.g. "voxels" or "values of 'kspace'".
+
+  Raises:
+    DataError: naming the file and the number of non-finite values.
+  """
+  values = np.asarray(values)
+  if values.dtype.kind not in "fc":  # Integers are always finite.
+    return
+  bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+  if bad:
+    raise DataError(
+        f"{path}: {bad:,} of {values.size:,} {what} are not finite (NaN or ±Inf); "
+        "fix or remove the file.")
+
+
 def normalize_percentile(volume: np.ndarray, percentile: float) -> np.ndarray:
   """Divides by a high percentile of the positive voxels and clips to [0, 1].
 

@@ -104,21 +104,36 @@ def kspace_to_image(kspace: np.ndarray) -> np.ndarray:
 
 
 def read_volume(path: str) -> np.ndarray:
-  """The normalized target volume (S, H, W) float32 in [0, 1] of one file."""
+  """The normalized target volume (S, H, W) float32 in [0, 1] of one file.
+
+  Raises:
+    DataError: naming the file, when it is unreadable, all zero, or holds NaN
+      or infinite values (in the target, k-space or attribute 'max').
+  """
   key, _ = inspect(path)
   try:
     with _open(path) as f:
-      if key == "kspace":
-        volume = kspace_to_image(f["kspace"][()])
-        scale = float(volume.max())
-      else:
-        volume = np.asarray(f[key][()], np.float32)
-        scale = float(f.attrs.get("max", 0.0)) or float(volume.max())
+      raw = f[key][()]
+      # Only targets are scaled by the stored maximum (see the module doc).
+      stored_max = 0.0 if key == "kspace" else float(f.attrs.get("max", 0.0))
   except common.DataError:
     raise
   except (OSError, KeyError, ValueError, TypeError) as err:
     raise common.DataError(f"{path}: cannot read '{key}' ({err}).") from err
-  volume = np.nan_to_num(volume.astype(np.float32))
+  # One NaN or infinity in k-space spreads over its whole slice in the FFT;
+  # in a target it would be zeroed or saturated white without a trace.
+  common.check_finite(raw, path, f"values of '{key}'")
+  if not np.isfinite(stored_max):
+    raise common.DataError(
+        f"{path}: attribute 'max' is {stored_max}, not a finite number; fix it "
+        "or remove the file.")
+  if key == "kspace":
+    volume = kspace_to_image(raw)
+    scale = float(volume.max())
+  else:
+    volume = np.asarray(raw, np.float32)
+    scale = stored_max or float(volume.max())
+  volume = volume.astype(np.float32)
   if not scale > 0:
     raise common.DataError(f"{path}: the '{key}' volume is all zero.")
   return np.clip(volume / scale, 0.0, 1.0)

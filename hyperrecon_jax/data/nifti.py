@@ -19,6 +19,8 @@ slices along `axis` with less than `min_foreground` of their area above
 `common.FOREGROUND_THRESHOLD` (or labelled) are dropped; each slice is cropped
 to the volume's foreground box and resized to fit `image_size` (voxel sizes
 respected, zero padding; labels by nearest neighbour, stored as int32).
+A volume or label volume with NaN or infinite voxels is broken data: the build
+stops with an error naming the file instead of repairing it.
 
 Each file is one subject: volume ids are positions in the sorted list of
 relative paths (the `name` feature), and subjects are assigned to splits with
@@ -124,9 +126,17 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
 
   Returns:
     (image float32 in [0, 1], label int32 or None, voxel sizes).
+
+  Raises:
+    DataError: naming the file, when it is unreadable, not 3-D, has NaN or
+      infinite voxels or no positive voxel, or its label volume's shape differs.
   """
   path = os.path.join(manual_dir, image_rel)
   data, spacing = _load(path, "image")
+  # Checked here, not in `_check_header`: it needs the voxels, and reading every
+  # volume twice would double the build time. Raising mid-build is safe: TFDS
+  # deletes its temporary folder, so no dataset is left behind.
+  common.check_finite(data, path)
   try:
     image = common.normalize_percentile(data, percentile)
   except common.DataError as err:
@@ -135,11 +145,12 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
   if label_rel is not None:
     label_path = os.path.join(manual_dir, label_rel)
     label, _ = _load(label_path, "label volume")
+    common.check_finite(label, label_path)  # Float label files can hold NaN.
     if label.shape != image.shape:
       raise common.DataError(
           f"{label_path}: label shape {label.shape} differs from the image "
           f"shape {image.shape} of {path}.")
-    label = np.rint(np.nan_to_num(label)).astype(np.int32)
+    label = np.rint(label).astype(np.int32)
   return image, label, spacing
 
 

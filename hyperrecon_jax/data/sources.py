@@ -5,9 +5,17 @@ The first use of a configuration builds it into
 later uses read that folder. The config name is a readable prefix plus a hash
 of every setting that changes the data (and, for manual datasets, of the input
 files' names and sizes), e.g. ``mni152/s256_axial_1a2b3c4d5e/1.0.0``.
+
+A built dataset damaged later (a truncated, overwritten or deleted file) is
+reported as a `DataError` that names the file and the folder to delete; the
+next run then rebuilds the dataset.
 """
 
+import bisect
+import collections.abc
+import functools
 import importlib
+import operator
 import os
 from typing import NamedTuple
 
@@ -18,6 +26,49 @@ _BUILDERS = {
     "fastmri_knee": ("hyperrecon_jax.data.fastmri", "FastmriKnee"),
     "nifti": ("hyperrecon_jax.data.nifti", "Nifti"),
 }
+
+INFO_FILE = "dataset_info.json"
+METADATA_FILE = "metadata.json"
+
+
+def _damaged(path: str, problem: str, folder: str) -> common.DataError:
+  """The error of a damaged built dataset: which file, and how to rebuild it."""
+  return common.DataError(
+      f"{path}: {problem}, so the built dataset is damaged; delete the folder "
+      f"{folder} and the next run rebuilds it.")
+
+
+def _detail(err: BaseException) -> str:
+  """The error's type and first line, short enough for one sentence."""
+  lines = str(err).strip().splitlines()
+  text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+  return text if len(text) <= 240 else text[:237] + "..."
+
+
+@functools.cache
+def _info_errors() -> tuple[type[BaseException], ...]:
+  """What TFDS raises for an unreadable dataset_info.json (found by experiment).
+
+  Invalid JSON or a non-DatasetInfo value: protobuf's json_format.Error;
+  bytes that are not UTF-8: UnicodeDecodeError; an unreadable file: TFDS's
+  DatasetInfoFileError (an OSError); valid JSON of another version:
+  AssertionError.
+  """
+  from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+  return (json_format.Error, ValueError, OSError, AssertionError)
+
+
+@functools.cache
+def _record_errors() -> tuple[type[BaseException], ...]:
+  """What reading a record of a damaged ArrayRecord shard raises.
+
+  The ArrayRecord reader raises RuntimeError for a missing, truncated or
+  overwritten file (Riegeli checks every chunk's hash); a record that is
+  intact there but not an example fails to decode with protobuf's
+  DecodeError, or with ValueError when its arrays have the wrong size.
+  """
+  from google.protobuf import message  # pylint: disable=g-import-not-at-top
+  return (RuntimeError, ValueError, message.DecodeError)
 
 
 class Volume(NamedTuple):
@@ -66,7 +117,8 @@ def make_builder(data_config):
 
   Raises:
     ValueError: unknown dataset name or bad settings.
-    DataError: missing or empty `manual_dir` for manual datasets.
+    DataError: missing or empty `manual_dir` for manual datasets, or an
+      unreadable dataset_info.json of the built dataset.
   """
   data_config = with_defaults(data_config)
   name = common.check_name(data_config.name)
@@ -75,17 +127,36 @@ def make_builder(data_config):
   config = module.builder_config(data_config)
   builder_cls = getattr(module, class_name)
   from hyperrecon_jax.data import builder as builder_lib  # pylint: disable=g-import-not-at-top
+  root = data_dir(data_config)
   with builder_lib.quiet_tfds():
-    return builder_cls(config=config, data_dir=data_dir(data_config),
-                       file_format="array_record")
+    try:
+      # Reads dataset_info.json when the dataset is built.
+      return builder_cls(config=config, data_dir=root, file_format="array_record")
+    except _info_errors() as err:
+      folder = os.path.join(root, builder_cls.name, config.name, str(builder_cls.VERSION))
+      info_path = os.path.join(folder, INFO_FILE)
+      if not os.path.exists(info_path):
+        raise  # Not about a built dataset.
+      raise _damaged(info_path, f"cannot be read ({_detail(err)})", folder) from err
 
 
 def prepare(data_config):
-  """Builds the dataset unless it is already built; returns its builder."""
+  """Builds the dataset unless it is already built; returns its builder.
+
+  Raises:
+    DataError: bad input files (while building), or a damaged built dataset
+      (naming the folder to delete).
+  """
   from hyperrecon_jax.data import builder as builder_lib  # pylint: disable=g-import-not-at-top
   b = make_builder(data_config)
+  info_path = os.path.join(b.data_dir, INFO_FILE)
   with builder_lib.quiet_tfds():
     if not b.is_prepared():
+      if os.path.isdir(b.data_dir):
+        # TFDS moves a finished build into place with its dataset_info.json,
+        # so this folder lost the file later; TFDS would take the folder as
+        # built and fail on its first split with a KeyError.
+        raise _damaged(info_path, "the file is missing", b.data_dir)
       tfds = builder_lib.tfds
       try:
         b.download_and_prepare(
@@ -97,10 +168,94 @@ def prepare(data_config):
         b = make_builder(data_config)
         if not b.is_prepared():
           raise
+  for split in common.SPLITS:  # Every build writes all three.
+    if split not in b.info.splits:
+      raise _damaged(info_path, f"lists no {split!r} split", b.data_dir)
   return b
 
 
-def load_split(data_config, split: str):
+class SplitSource(collections.abc.Sequence):
+  """A split's TFDS data source that reports damaged files as `DataError`.
+
+  Reads go straight to the TFDS `ArrayRecordDataSource` (the only cost is a
+  try block); other attributes (`dataset_info`, `split`, ...) are the TFDS
+  source's. A failed read names the shard of the record and the folder to
+  delete, also inside the grain pipeline's reader threads.
+
+  Attributes:
+    folder: the built dataset's folder.
+    files: the split's shard files, in record order.
+  """
+
+  def __init__(self, source, folder: str):
+    self._source = source
+    self._errors = _record_errors()
+    self.folder = folder
+    instructions = source.dataset_info.splits[source.split].file_instructions
+    self.files = [os.fspath(fi.filename) for fi in instructions]
+    # Records before the end of each shard, to find the shard of a record.
+    ends, total = [], 0
+    for fi in instructions:
+      total += fi.take
+      ends.append(total)
+    self._ends = ends
+
+  def check(self):
+    """Fails now, not at the first batch, on a missing or truncated shard.
+
+    Reads the first record of every shard, which opens it and reads its index
+    (at the end of the file).
+
+    Raises:
+      DataError: naming the shard and the folder to delete.
+    """
+    for path in self.files:
+      if not os.path.exists(path):
+        raise _damaged(path, "the file is missing", self.folder)
+    for start, end in zip([0] + self._ends[:-1], self._ends):
+      if end > start:
+        self[start]  # pylint: disable=pointless-statement
+
+  def _damaged_record(self, index: int, err: BaseException) -> common.DataError:
+    path = self.files[bisect.bisect_right(self._ends, index)]
+    if not os.path.exists(path):
+      return _damaged(path, "the file is missing", self.folder)
+    return _damaged(path, f"record {index} of the split cannot be read ({_detail(err)})",
+                    self.folder)
+
+  def __getitem__(self, index):
+    try:
+      return self._source[index]
+    except self._errors as err:
+      if not 0 <= operator.index(index) < len(self._source):
+        raise  # The caller's index is out of range: not damage.
+      raise self._damaged_record(operator.index(index), err) from err
+
+  def __getitems__(self, indices):
+    try:
+      return self._source.__getitems__(indices)
+    except self._errors:
+      for index in indices:  # Finds the bad record and raises its DataError.
+        self[index]  # pylint: disable=pointless-statement
+      raise
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __iter__(self):
+    for index in range(len(self)):
+      yield self[index]
+
+  def __getattr__(self, name):
+    if name.startswith("_"):  # E.g. while unpickling, before `_source` is set.
+      raise AttributeError(name)
+    return getattr(self._source, name)
+
+  def __repr__(self) -> str:
+    return f"SplitSource({self._source!r}, folder={self.folder!r})"
+
+
+def load_split(data_config, split: str) -> SplitSource:
   """The random-access data source of one split, building the dataset if needed.
 
   Args:
@@ -108,11 +263,22 @@ def load_split(data_config, split: str):
     split: 'train', 'validation' or 'test'.
 
   Returns:
-    A TFDS `ArrayRecordDataSource`: `len(source)` examples, `source[i]` a dict
-    of NumPy values with the features of `hyperrecon_jax.data.builder`.
+    A `SplitSource` around the TFDS `ArrayRecordDataSource`: `len(source)`
+    examples, `source[i]` a dict of NumPy values with the features of
+    `hyperrecon_jax.data.builder`.
+
+  Raises:
+    DataError: a damaged built dataset (now, or from `source[i]` for a damaged
+      record), naming the file and the folder to delete.
   """
   common.check_split(split)
-  return prepare(data_config).as_data_source(split=split)
+  return _open_split(prepare(data_config), split)
+
+
+def _open_split(b, split: str) -> SplitSource:
+  source = SplitSource(b.as_data_source(split=split), b.data_dir)
+  source.check()
+  return source
 
 
 def num_examples(data_config, split: str) -> int:
@@ -139,16 +305,30 @@ def volumes(data_config, split: str) -> list[Volume]:
   """
   common.check_split(split)
   b = prepare(data_config)
-  index = b.info.metadata.get("volumes", {}).get(split)
-  if index is None:  # Not recorded: scan the split.
-    source = b.as_data_source(split=split)
-    index = []
-    for i in range(len(source)):
-      ex = source[i]
-      if not index or index[-1]["id"] != int(ex["volume"]):
-        name = ex["name"].decode() if isinstance(ex["name"], bytes) else str(ex["name"])
-        index.append({"id": int(ex["volume"]), "name": name, "slices": [], "start": i})
-      index[-1]["slices"].append(int(ex["slice"]))
+  try:
+    # TFDS reads metadata.json here, on first access.
+    index = b.info.metadata.get("volumes", {}).get(split)
+    if index is not None:
+      return _volume_list(index)
+  except (ValueError, KeyError, TypeError, AttributeError) as err:
+    # ValueError: not JSON (or not UTF-8); the others: JSON of another shape.
+    raise _damaged(os.path.join(b.data_dir, METADATA_FILE),
+                   f"cannot be read ({_detail(err)})",
+                   b.data_dir) from err
+  # Not recorded: scan the split.
+  source = _open_split(b, split)
+  index = []
+  for i in range(len(source)):
+    ex = source[i]
+    if not index or index[-1]["id"] != int(ex["volume"]):
+      name = ex["name"].decode() if isinstance(ex["name"], bytes) else str(ex["name"])
+      index.append({"id": int(ex["volume"]), "name": name, "slices": [], "start": i})
+    index[-1]["slices"].append(int(ex["slice"]))
+  return _volume_list(index)
+
+
+def _volume_list(index) -> list[Volume]:
+  """`Volume` records from the index that metadata.json stores per split."""
   return [Volume(int(v["id"]), str(v["name"]), tuple(int(k) for k in v["slices"]),
                  range(int(v["start"]), int(v["start"]) + len(v["slices"])))
           for v in index]

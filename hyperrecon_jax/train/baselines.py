@@ -16,15 +16,14 @@ import functools
 import json
 import os
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyperrecon_jax import checkpoints
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import physics
+from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import trained
@@ -139,24 +138,6 @@ def validation_term_means(config, model, variables, lam=None, *,
   return {n: float(s / count) for n, s in zip(names, sums)}
 
 
-def _finished(config, subdir: str) -> bool:
-  """Whether ``subdir`` holds a run trained to ``config.train.num_steps``."""
-  if not os.path.isdir(os.path.join(subdir, "checkpoints")):
-    return False
-  mngr = checkpoints.manager(subdir)
-  try:
-    step = mngr.latest_step()
-  finally:
-    mngr.close()
-  return step is not None and step >= int(config.train.num_steps)
-
-
-def _write_json(path: str, obj) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + ".tmp", path)  # never a half-written result
-
-
 def compute_loss_scales(config, workdir: str) -> dict:
   """Trains (or resumes) the K single-term baselines and measures s_k.
 
@@ -195,11 +176,7 @@ def compute_loss_scales(config, workdir: str) -> dict:
   result = {"losses": list(names), "loss_scales": [], "baselines": {},
             "split": "validation", "steps": {}, "terms": {}}
   for name, c, subdir in zip(names, configs, subdirs):
-    if _finished(c, subdir):
-      logging.info("Baseline %s is trained (%s); not training again.", name,
-                   subdir)
-    else:
-      loop_lib.train_and_evaluate(c, subdir)
+    loop_lib.train_and_evaluate(c, subdir)  # returns at once when finished
     _, model, variables, step = trained.load_trained(subdir)
     terms = validation_term_means(c, model, variables)
     scale = terms[name]
@@ -210,7 +187,8 @@ def compute_loss_scales(config, workdir: str) -> dict:
     result["baselines"][name] = os.path.basename(subdir)
     result["steps"][name] = int(step)
     result["terms"][name] = terms
-  _write_json(os.path.join(workdir, RESULT_FILE), result)
+  workdir_lib.write_text(os.path.join(workdir, RESULT_FILE),
+                         json.dumps(result, indent=2))
   return result
 
 

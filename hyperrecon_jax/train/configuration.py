@@ -5,6 +5,8 @@ change what they need; ``validate`` turns every impossible setting into one
 ``ConfigError`` sentence before anything is built or written.
 """
 
+import math
+
 import ml_collections
 
 from hyperrecon_jax import hparams
@@ -12,12 +14,18 @@ from hyperrecon_jax import losses
 from hyperrecon_jax import sampling
 
 TASKS = ("csmri", "denoise", "superres")
-# Fields that fix the shapes of the parameters, optimizer state or data: a
-# checkpoint written under other values cannot be resumed.
-STRUCTURAL_FIELDS = (
+# Fields a workdir's run is bound to: they fix the shapes of the parameters,
+# optimizer state or data, or what the trained model means (its task and the
+# terms and scales of its loss). Resuming or re-running a workdir with another
+# value is an error (`incompatibilities`); everything else (steps, learning
+# rate, logging, sampler, strategy) may change between runs.
+BOUND_FIELDS = (
     "model.hyper_dim", "model.channels", "model.batch_norm", "losses",
-    "task.name", "data.name", "data.image_size",
+    "loss_scales", "task", "data.name", "data.image_size",
+    "data.axis", "data.split_fractions", "data.split_seed", "data.gap_slices",
+    "data.min_foreground", "data.percentile",
 )
+MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
 
 
 class ConfigError(ValueError):
@@ -54,14 +62,12 @@ def default_config() -> ml_collections.ConfigDict:
       batch_size=32, num_steps=100_000, lr=1e-3,
       lr_decay_every=128 * 256, lr_decay_factor=0.5, seed=0,
       log_every=100, eval_every=2_000, checkpoint_every=2_000,
+      # max_to_keep: newest checkpoints kept; 0 keeps every checkpoint.
+      # eval_batches: validation batches per evaluation; 0 uses them all.
       max_to_keep=3, eval_batches=0, distributed=False))
   c.eval = ml_collections.ConfigDict(dict(
       grid=100, chunk=32, split="test", num_slices_shown=1))
   return c
-
-
-def num_coeffs(config) -> int:
-  return len(tuple(config.losses))
 
 
 def validate(config) -> None:
@@ -90,11 +96,6 @@ def validate(config) -> None:
   if config.data.image_size % 8:
     raise ConfigError(f"config.data.image_size must be a multiple of 8 (the "
                       f"Unet pools 3 times), got {config.data.image_size}")
-  if (config.task.name == "superres"
-      and config.data.image_size % int(config.task.factor)):
-    raise ConfigError(f"config.data.image_size={config.data.image_size} is "
-                      f"not divisible by config.task.factor="
-                      f"{config.task.factor}")
   if config.model.hyper_dim < 0:
     raise ConfigError(f"config.model.hyper_dim must be ≥ 0, got "
                       f"{config.model.hyper_dim}")
@@ -118,10 +119,57 @@ def validate(config) -> None:
     raise ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', "
                       f"got {config.model.dtype!r}")
   for field in ("batch_size", "num_steps", "log_every", "eval_every",
-                "checkpoint_every"):
-    if config.train[field] < 1:
-      raise ConfigError(f"config.train.{field} must be ≥ 1, got "
-                        f"{config.train[field]}")
+                "checkpoint_every", "lr_decay_every"):
+    _require(config.train[field] >= 1, f"config.train.{field} must be ≥ 1",
+             config.train[field])
+  for field in ("max_to_keep", "eval_batches"):
+    _require(config.train[field] >= 0,
+             f"config.train.{field} must be ≥ 0 (0: all)", config.train[field])
+  _require(math.isfinite(config.train.lr) and config.train.lr > 0,
+           "config.train.lr must be a positive finite number", config.train.lr)
+  _require(0 < config.train.lr_decay_factor <= 1,
+           "config.train.lr_decay_factor must lie in (0, 1]",
+           config.train.lr_decay_factor)
+  _require(config.model.channels >= 1, "config.model.channels must be ≥ 1",
+           config.model.channels)
+  _require(0 <= config.hparams.endpoint_prob <= 1,
+           "config.hparams.endpoint_prob must lie in [0, 1]",
+           config.hparams.endpoint_prob)
+  _require(0 < config.hparams.log_min < 1,
+           "config.hparams.log_min must lie in (0, 1)", config.hparams.log_min)
+  _require(config.eval.grid >= 1, "config.eval.grid must be ≥ 1",
+           config.eval.grid)
+  _require(config.eval.chunk >= 1, "config.eval.chunk must be ≥ 1",
+           config.eval.chunk)
+  _validate_task(config.task, int(config.data.image_size))
+
+
+def _require(ok: bool, message: str, value) -> None:
+  if not ok:
+    raise ConfigError(f"{message}, got {value!r}")
+
+
+def _validate_task(task, size: int) -> None:
+  """The task's own fields (only those its operator reads)."""
+  if task.name == "csmri":
+    _require(math.isfinite(task.acceleration) and task.acceleration > 1,
+             "config.task.acceleration must be > 1", task.acceleration)
+    _require(task.mask in MASKS, f"config.task.mask must be one of {MASKS}",
+             task.mask)
+    _require(0 < task.center_fraction < 1,
+             "config.task.center_fraction must lie in (0, 1)",
+             task.center_fraction)
+    _require(task.noise_sigma >= 0, "config.task.noise_sigma must be ≥ 0",
+             task.noise_sigma)
+  elif task.name == "denoise":
+    _require(math.isfinite(task.sigma) and task.sigma >= 0,
+             "config.task.sigma must be ≥ 0", task.sigma)
+  elif task.name == "superres":
+    _require(isinstance(task.factor, int) and task.factor >= 2,
+             "config.task.factor must be an integer ≥ 2", task.factor)
+    _require(size % task.factor == 0,
+             f"config.data.image_size={size} must be divisible by "
+             "config.task.factor", task.factor)
 
 
 def _lookup(config, dotted: str):
@@ -131,15 +179,27 @@ def _lookup(config, dotted: str):
   return tuple(node) if isinstance(node, (list, tuple)) else node
 
 
+def _flat(node, prefix):
+  if isinstance(node, dict):
+    for k, v in node.items():
+      yield from _flat(v, f"{prefix}.{k}")
+  else:
+    yield prefix, tuple(node) if isinstance(node, (list, tuple)) else node
+
+
 def incompatibilities(old, new) -> list[str]:
-  """Structural fields on which two configs differ, as readable strings."""
+  """`BOUND_FIELDS` on which two config dicts differ, as readable strings."""
   out = []
-  for field in STRUCTURAL_FIELDS:
+  for field in BOUND_FIELDS:
     try:
       a, b = _lookup(old, field), _lookup(new, field)
-    except (KeyError, AttributeError):
+    except (KeyError, AttributeError, TypeError):
       continue
-    if a != b:
+    if isinstance(a, dict) or isinstance(b, dict):
+      a, b = dict(_flat(a, field)), dict(_flat(b, field))
+      out += [f"{k}: {a.get(k)!r} in the workdir, {b.get(k)!r} now"
+              for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    elif a != b:
       out.append(f"{field}: {a!r} in the workdir, {b!r} now")
   return out
 

@@ -4,9 +4,9 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -14,6 +14,7 @@ import numpy as np
 
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import physics
+from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
 from hyperrecon_jax.train import step as step_lib
@@ -52,24 +53,32 @@ def _stop_on_signals():
       signal.signal(s, h)
 
 
-def check_workdir(config, workdir: str) -> None:
-  """Raises ``ConfigError`` if the workdir holds a run of an incompatible config.
+def check_workdir(config, workdir: str, stored=None) -> None:
+  """Raises ``ConfigError`` if the workdir's run was trained under other bound fields.
 
-  Nothing is written; the check runs before anything else touches the workdir.
+  Args:
+    config: the new config.
+    workdir: the run's folder.
+    stored: the config dict of the workdir's newest checkpoint, which is what
+      the run was trained with; None falls back to ``config.json``.
+
+  Nothing is written.
   """
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
+  if stored is None:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+      return
     try:
-      old = json.load(f)
-    except json.JSONDecodeError as e:
-      raise configuration.ConfigError(f"{path} is not valid JSON ({e}); move "
-                                      "it away or use another --workdir")
-  diffs = configuration.incompatibilities(old, json.loads(config.to_json()))
+      with open(path) as f:
+        stored = json.load(f)
+    except (OSError, ValueError) as e:
+      raise configuration.ConfigError(
+          f"{path} is not valid JSON ({e}); move it away or use another "
+          "--workdir") from None
+  diffs = configuration.incompatibilities(stored, json.loads(config.to_json()))
   if diffs:
     raise configuration.ConfigError(
-        f"{workdir} holds a run with an incompatible config ("
+        f"{workdir} holds a run trained with an incompatible config ("
         + "; ".join(diffs) + "); use another --workdir")
 
 
@@ -123,18 +132,21 @@ def _validation_batches(config):
 def train_and_evaluate(config, workdir: str):
   """Trains (or resumes) a run in ``workdir``; returns the final ``TrainState``.
 
+  The trainer owns the workdir for the whole call (`hyperrecon_jax.workdir`):
+  a second trainer is refused at once. A run that is rejected, or that has no
+  step left to do, writes nothing.
+
   Args:
     config: full experiment config (validated here).
     workdir: where config, checkpoints, metrics and event files go.
 
   Raises:
     ConfigError: impossible or workdir-incompatible config (nothing written).
+    WorkdirBusyError: another trainer owns the workdir.
     NonFiniteLossError: the loss became non-finite (last good checkpoint kept).
     Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step).
   """
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
   configuration.validate(config)
-  check_workdir(config, workdir)
   if config.train.distributed:
     jax.distributed.initialize()
   mesh = data_mesh()
@@ -142,34 +154,57 @@ def train_and_evaluate(config, workdir: str):
     raise configuration.ConfigError(
         f"config.train.batch_size={config.train.batch_size} must be divisible "
         f"by the number of devices ({mesh.size})")
+  # Every process of a multi-host run writes its checkpoint shards; process 0
+  # alone holds the lock and writes the run's own files.
+  owner = jax.process_index() == 0
+  with workdir_lib.lock(workdir) if owner else contextlib.nullcontext():
+    return _train(config, workdir, mesh, owner)
+
+
+def _train(config, workdir, mesh, owner):
+  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
-
   size = int(config.data.image_size)
-  operator = physics.make_operator(config.task, (size, size))
   model = state_lib.build_model(config)
-  eval_model = (state_lib.build_model(config, strategy="shared")
-                if config.model.hyper_dim else model)
   seed = int(config.train.seed)
   state = jax.device_put(
       state_lib.create_state(config, model, jax.random.key(seed)), replicated)
-  local_batch = config.train.batch_size // jax.process_count()
-  train_iter = data.batches(config.data, "train", batch_size=local_batch,
-                            seed=seed + jax.process_index())
 
-  os.makedirs(workdir, exist_ok=True)
-  mngr = checkpoints.manager(workdir, config.train.max_to_keep)
-  restored = checkpoints.restore(mngr, state)
+  def abstract(stored):
+    check_workdir(config, workdir, stored)
+    return state
+
+  reader = checkpoints.reader(workdir)
+  try:
+    restored = checkpoints.restore(reader, abstract, quarantine=owner)
+  finally:
+    if reader is not None:
+      reader.close()
+  total = int(config.train.num_steps)
   start = 0
-  if restored is not None:
-    start, state, data_state, _ = restored
-    state = jax.device_put(state, replicated)
-    if data_state:
-      train_iter.set_state(data_state)
-    logging.info("Resuming %s from step %d.", workdir, start)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2))
+  if restored is None:
+    check_workdir(config, workdir)
+  else:
+    start, state = restored.step, jax.device_put(restored.state, replicated)
+    if start >= total:
+      print(f"nothing to do: {workdir} is at step {start} and "
+            f"config.train.num_steps={total}", file=sys.stderr)
+      return state
+    print(f"resuming from step {start}", file=sys.stderr)
+  train_iter = data.batches(config.data, "train",
+                            batch_size=config.train.batch_size
+                            // jax.process_count(),
+                            seed=seed + jax.process_index())
+  if restored is not None and restored.data_state:
+    train_iter.set_state(restored.data_state)
+  if owner:
+    workdir_lib.write_text(os.path.join(workdir, "config.json"),
+                           config.to_json(indent=2))
 
+  operator = physics.make_operator(config.task, (size, size))
+  eval_model = (state_lib.build_model(config, strategy="shared")
+                if config.model.hyper_dim else model)
   train_step = jax.jit(
       step_lib.make_train_step(config, model, operator),
       in_shardings=(replicated, batch_sharding, replicated),
@@ -180,18 +215,21 @@ def train_and_evaluate(config, workdir: str):
               if config.model.hyper_dim else [tuple(config.hparams.fixed)])
   rng = jax.random.key(seed + 1)
   lr = state_lib.learning_rate(config)
-  writer = writer_lib.MetricWriter(workdir, start_step=start)
-  total = int(config.train.num_steps)
+  mngr = checkpoints.manager(workdir, config.train.max_to_keep)
+  writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
 
   def check_finite(s):
     bad = int(jax.device_get(s.bad_step))
     if bad >= 0:
       last = mngr.latest_step()
+      kept = (f"the last good checkpoint is step {last} in {workdir}/"
+              "checkpoints" if last is not None else "no checkpoint was written")
       # bad_step is the state's step count before the failed update; the
       # loop (and metrics.jsonl, checkpoints) count that update as bad + 1.
       raise NonFiniteLossError(
-          f"the loss became non-finite at step {bad + 1}; training stopped. The "
-          f"last good checkpoint is step {last} in {workdir}/checkpoints.")
+          f"the loss or the parameters became non-finite at step {bad + 1}; "
+          f"training stopped and {kept}. Lower config.train.lr or check the "
+          "data.")
 
   def save(s, at):
     check_finite(s)

@@ -37,9 +37,9 @@ def make_train_step(config, model: state_lib.Model, operator):
   batch of the gradient pass).
 
   The RNG of a step is ``fold_in(rng, state.step)``, so a run is a function of
-  (seed, step) and resumes reproducibly. A non-finite loss freezes the state
-  and records the step in ``state.bad_step`` instead of forcing a host check
-  on every step.
+  (seed, step) and resumes reproducibly. A non-finite loss, gradient or
+  updated parameter freezes the state and records the step in
+  ``state.bad_step`` instead of forcing a host check on every step.
 
   Args:
     config: full experiment config.
@@ -89,10 +89,13 @@ def make_train_step(config, model: state_lib.Model, operator):
     # Written out: optax renamed its global-norm helper across versions.
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g))
                              for g in jax.tree_util.tree_leaves(grads)))
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates_opt, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates_opt)
     batch_stats = updates.get("batch_stats", state.batch_stats)
+    # A finite loss can still give non-finite parameters (an overflowing
+    # update): such a state must never reach a checkpoint either.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+              & _all_finite((params, batch_stats)))
 
     ok = finite & (state.bad_step < 0)
     keep_old = lambda new, old: jax.tree_util.tree_map(
@@ -110,6 +113,11 @@ def make_train_step(config, model: state_lib.Model, operator):
     return new_state, out
 
   return train_step
+
+
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                            for x in jax.tree_util.tree_leaves(tree)]))
 
 
 def validation_lambdas(num_lambdas: int):

@@ -1,4 +1,4 @@
-"""Loading a trained run back from its workdir."""
+"""Loading a trained run back from its workdir (read-only)."""
 
 import json
 import os
@@ -12,31 +12,41 @@ from hyperrecon_jax.train import state as state_lib
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (``config.json``).
+  """The config a workdir's model was trained with.
+
+  That is the config stored with its newest intact checkpoint; a workdir
+  without checkpoints (a run that has not saved yet) falls back to its
+  ``config.json``.
 
   Raises:
-    FileNotFoundError: the workdir has no ``config.json``.
-    ConfigError: the file is not a valid config.
+    FileNotFoundError: the workdir has neither.
+    ConfigError: ``config.json`` is not a valid config.
   """
+  stored = checkpoints.load_config(workdir)
+  if stored is not None:
+    return ml_collections.ConfigDict(stored)
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: is {workdir!r} the "
                             "--workdir of a training run?")
   try:
     with open(path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+      return ml_collections.ConfigDict(json.load(f))
   except (json.JSONDecodeError, TypeError) as e:
     raise configuration.ConfigError(f"{path} is not a valid config ({e})")
-  return config
 
 
 def load_trained(workdir: str, step: int | None = None, *,
                  strategy: str | None = None):
-  """Restores a workdir's model for inference.
+  """Restores a workdir's model for inference, with the config it was trained with.
+
+  Reads only (a run that is still training can be loaded): the newest intact
+  checkpoint, or ``step``; its model is built from the config stored with it,
+  whatever ``config.json`` says now.
 
   Args:
     workdir: the training run's folder.
-    step: which checkpoint; the latest when None.
+    step: which checkpoint; the newest intact one when None.
     strategy: per-sample strategy of the returned model (default: the
       config's).
 
@@ -45,19 +55,28 @@ def load_trained(workdir: str, step: int | None = None, *,
     coeffs, train=False)`` reconstructs.
 
   Raises:
-    FileNotFoundError: no config or no checkpoint in the workdir.
+    FileNotFoundError: the workdir holds no checkpoint.
+    CheckpointError: the checkpoint (or every one) is damaged.
   """
-  config = load_config(workdir)
-  model = state_lib.build_model(config, strategy=strategy)
-  abstract = jax.eval_shape(
-      lambda: state_lib.create_state(config, model, jax.random.key(0)))
-  mngr = checkpoints.manager(workdir)
+  built = {}
+
+  def abstract(stored):
+    config = ml_collections.ConfigDict(stored)
+    model = state_lib.build_model(config, strategy=strategy)
+    built.update(config=config, model=model)
+    return jax.eval_shape(
+        lambda: state_lib.create_state(config, model, jax.random.key(0)))
+
+  mngr = checkpoints.reader(workdir)
   try:
     restored = checkpoints.restore(mngr, abstract, step)
   finally:
-    mngr.close()
+    if mngr is not None:
+      mngr.close()
   if restored is None:
-    raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint: train "
-                            "first (experiments/train.py)")
-  step, state, _, _ = restored
-  return config, model, state.variables(), step
+    where = os.path.join(workdir, "checkpoints")
+    raise FileNotFoundError(
+        f"{where} holds no checkpoint: train first (experiments/train.py)"
+        if os.path.isdir(workdir) else
+        f"{workdir!r} does not exist: give the --workdir of a training run")
+  return built["config"], built["model"], restored.state.variables(), restored.step

@@ -7,27 +7,50 @@ import sys
 from absl import logging
 
 
+def _read_records(path: str) -> list[tuple[int, str]]:
+  """(step, line) of every intact record; a cut-off or garbled line is dropped.
+
+  The process that wrote the file may have died mid-line (kill -9, a full
+  disk); such a line would otherwise block every resume.
+  """
+  kept = []
+  with open(path, errors="replace") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        step = int(json.loads(line)["step"])
+      except (ValueError, KeyError, TypeError):
+        logging.warning("%s: line %d is not a complete record and was "
+                        "dropped: %.80r", path, number, line)
+        continue
+      kept.append((step, line if line.endswith("\n") else line + "\n"))
+  return kept
+
+
 class MetricWriter:
   """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
 
   On resume from step ``start_step``, records of later steps (written by the
   interrupted run after its last checkpoint) are dropped, so ``metrics.jsonl``
-  reads as one uninterrupted run.
+  reads as one uninterrupted run. A writer that is not ``enabled`` (every
+  process but the first of a multi-host run) writes nothing.
   """
 
-  def __init__(self, workdir: str, start_step: int = 0):
+  def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self._file = self._tb = None
+    if not enabled:
+      return
     if start_step and os.path.exists(self.path):
-      with open(self.path) as f:
-        kept = [line for line in f
-                if line.strip() and json.loads(line)["step"] <= start_step]
+      kept = [line for step, line in _read_records(self.path)
+              if step <= start_step]
       with open(self.path + ".tmp", "w") as f:
         f.writelines(kept)
       os.replace(self.path + ".tmp", self.path)
     elif not start_step and os.path.exists(self.path):
       os.remove(self.path)  # a fresh run starts a fresh log
     self._file = open(self.path, "a")
-    self._tb = None
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       # purge_step drops the events an interrupted run wrote after its last
@@ -39,6 +62,8 @@ class MetricWriter:
                       "files (pip install -e \".[viz]\").")
 
   def write(self, step: int, record: dict) -> None:
+    if self._file is None:
+      return
     self._file.write(json.dumps({"step": step, **record}) + "\n")
     self._file.flush()
     if self._tb is not None:
@@ -47,7 +72,8 @@ class MetricWriter:
       self._tb.flush()
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

@@ -1,0 +1,194 @@
+"""Evaluate a trained workdir over a λ grid and write its report as one set.
+
+``run(workdir)`` is what ``experiments/evaluate.py`` does: it loads the model
+with the config it was trained with (read-only, so a run that is still
+training can be evaluated), scores every slice of a split at every λ of a
+grid (`evaluate.evaluate_grid`), and writes into ``<workdir>/eval`` (or
+``out``):
+
+- ``lambda_grid.json``: metrics per λ (means over slices, per volume, per
+  slice, the zero-filled baseline, the best λ per metric, unscored slices);
+- ``curves.png`` (one hyperparameter) or ``landscape.png`` (two);
+- ``slices.png`` (ground truth, input, reconstructions at several λ),
+  ``diverse.png`` (the paper's Fig. 7) and ``range.png`` (where λ changes the
+  image), all of the split's middle slice with the noise it was scored with.
+
+The files are written into a temporary folder that replaces the old report
+only when every file is complete: an interrupted evaluation leaves the
+previous report as it was, never new numbers beside old figures.
+"""
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SPLITS = ("train", "validation", "test")
+
+
+class _Progress:
+  """(slice, λ) pairs scored: a bar on a terminal, a line every ~10 s otherwise."""
+
+  def __init__(self, total: int, enabled: bool):
+    self._total, self._done, self._bar = total, 0, None
+    self._enabled, self._last = enabled, time.time()
+    if enabled and sys.stderr.isatty():
+      with contextlib.suppress(ImportError):
+        import tqdm  # pylint: disable=g-import-not-at-top
+        self._bar = tqdm.tqdm(total=total, unit="pair", dynamic_ncols=True)
+
+  def __call__(self, count: int) -> None:
+    count = min(count, self._total - self._done)  # padding rows
+    self._done += count
+    if self._bar is not None:
+      self._bar.update(count)
+    elif self._enabled and (time.time() - self._last > 10
+                            or self._done == self._total):
+      self._last = time.time()
+      print(f"evaluated {self._done:,}/{self._total:,} (slice, λ) pairs",
+            file=sys.stderr, flush=True)
+
+  def close(self):
+    if self._bar is not None:
+      self._bar.close()
+
+
+def check_options(grid, chunk, split, panel_lambdas) -> None:
+  """Raises ValueError naming the first bad option (before any work)."""
+  for name, value in (("grid", grid), ("chunk", chunk),
+                      ("panel_lambdas", panel_lambdas)):
+    if value is not None and (isinstance(value, bool) or int(value) != value
+                              or value < 1):
+      raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
+  if split is not None and split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def _middle_slice(config, split, index, batch_size):
+  """The evaluation batch that holds slice ``index`` and its row in it."""
+  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  number, row = divmod(index, batch_size)
+  for i, batch in enumerate(data.batches(config.data, split,
+                                         batch_size=batch_size, training=False)):
+    if i == number:
+      return i, np.asarray(batch["image"], np.float32), row
+  raise ValueError(f"the {split} split has no slice {index}")
+
+
+def _publish(tmp: str, out: str) -> None:
+  """Replaces ``out`` by the finished folder ``tmp`` (two renames)."""
+  old = None
+  if os.path.exists(out):
+    old = f"{tmp}.old"
+    os.replace(out, old)
+  os.replace(tmp, out)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run(workdir: str, *, out: str | None = None, grid: int | None = None,
+        split: str | None = None, chunk: int | None = None,
+        step: int | None = None, panel_lambdas: int = 5,
+        progress: bool = True) -> dict:
+  """Evaluates a trained workdir over a λ grid and writes the report.
+
+  Args:
+    workdir: a training run's folder (read only).
+    out: where the report goes; default ``<workdir>/eval``.
+    grid: λ values per hyperparameter (default: the config's ``eval.grid``).
+    split: 'train', 'validation' or 'test' (default: ``eval.split``).
+    chunk: model batch of one call (default: ``eval.chunk``).
+    step: checkpoint step (default: the newest intact one).
+    panel_lambdas: λ values shown in ``slices.png``.
+    progress: report progress on stderr.
+
+  Returns:
+    The `evaluate.evaluate_grid` result, with ``checkpoint_step``, ``split``
+    and ``workdir`` added.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data, evaluate as ev, hparams, metrics, physics, plots, train  # pylint: disable=g-import-not-at-top,g-multiple-import
+
+  check_options(grid, chunk, split, panel_lambdas)
+  config, model, variables, step = train.load_trained(workdir, step)
+  grid = int(grid or config.eval.grid)
+  split = split or config.eval.split
+  chunk = int(chunk or config.eval.chunk)
+  out = os.path.abspath(out or os.path.join(workdir, "eval"))
+  size = int(config.data.image_size)
+  operator = physics.make_operator(config.task, (size, size))
+  num_lambdas = len(tuple(config.losses)) - 1
+  if config.model.hyper_dim:
+    lam_grid = hparams.grid(grid, num_lambdas)
+    apply_fn = model.module.apply
+  else:  # a plain Unet has one λ: the one it was trained at
+    lam_grid = np.asarray([config.hparams.fixed], np.float32)
+    apply_fn = _plain_apply(model.module)
+  batch_size = int(config.train.batch_size)
+  num_slices = data.num_examples(config.data, split)
+  key = jax.random.key(int(config.train.seed) + 3)
+  bar = _Progress(num_slices * len(lam_grid), progress)
+  try:
+    result = ev.evaluate_grid(
+        apply_fn, variables, operator,
+        data.batches(config.data, split, batch_size=batch_size, training=False),
+        lam_grid, key=key, chunk=chunk, progress=bar)
+  finally:
+    bar.close()
+  result.update(checkpoint_step=step, split=split,
+                workdir=os.path.abspath(workdir))
+
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(out))
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private
+  try:
+    with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
+      f.write(ev.to_json(result))
+    if num_lambdas == 1 and len(lam_grid) > 1:
+      plots.metric_curves(result, os.path.join(tmp, "curves.png"))
+    elif num_lambdas == 2:
+      plots.landscape(result, os.path.join(tmp, "landscape.png"))
+
+    # Figures of the split's middle slice, measured exactly as it was scored:
+    # the noise of a slice comes from its batch's key and its row.
+    number, images, row = _middle_slice(config, split, result["num_slices"] // 2,
+                                        batch_size)
+    zf = operator.zero_filled(operator.measure(images, ev.batch_key(key, number)))
+    image, zf = images[row], zf[row]
+    recons = np.asarray(ev.reconstruct_grid(apply_fn, variables, zf,
+                                            hparams.coefficients(lam_grid), chunk=chunk))
+    zf_mag = np.asarray(ev.magnitude(zf))
+    picks = np.unique(np.linspace(0, len(lam_grid) - 1, panel_lambdas).round().astype(int))
+    plots.slice_panel(image, zf_mag, recons[picks], lam_grid[picks],
+                      os.path.join(tmp, "slices.png"), errors=True)
+    psnrs = np.asarray(metrics.psnr(recons, np.broadcast_to(image, recons.shape)))
+    i, j, _ = ev.diverse_pair(recons, psnrs)
+    plots.slice_panel(image, zf_mag, recons[[i, j]], lam_grid[[i, j]],
+                      os.path.join(tmp, "diverse.png"), errors=True)
+    if len(lam_grid) > 1:
+      plots.range_map(recons, os.path.join(tmp, "range.png"))
+    _publish(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return result
+
+
+_PLAIN = {}
+
+
+def _plain_apply(module):
+  """A plain Unet's ``apply`` in the grid's calling convention, one per module.
+
+  Cached so that repeated evaluations reuse the compiled grid program (the
+  function is a static argument of it).
+  """
+  if module not in _PLAIN:
+    _PLAIN[module] = lambda v, zf, coeffs: module.apply(v, zf)
+  return _PLAIN[module]

@@ -1,0 +1,92 @@
+"""A workdir has one owner: the trainer's lock, and atomic writes of its files.
+
+The trainer holds ``<workdir>/train.lock`` for the whole run: an advisory
+``flock`` on that file, which the kernel releases when the process ends in any
+way (exit, exception, ``kill -9``), so a lock left by a killed run is never
+stale: the next trainer simply takes it. The file's text (pid, host, start
+time) only serves the message a second trainer prints. Readers (evaluation,
+the explorer, reconstruct) take no lock and write nothing into the run.
+
+``flock`` is local to one machine (and unreliable on some network file
+systems); a multi-host run takes the lock on process 0 only.
+"""
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+
+LOCK_FILE = "train.lock"
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another trainer owns the workdir; the message names it."""
+
+
+def _describe(path: str) -> str:
+  try:
+    with open(path) as f:
+      owner = json.load(f)
+    return (f"process {owner['pid']} on {owner['host']} (started "
+            f"{owner['started']})")
+  except (OSError, ValueError, KeyError, TypeError):
+    return "another process"
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+  """Holds the workdir's trainer lock for the block; creates the workdir.
+
+  Args:
+    workdir: the run's folder.
+
+  Raises:
+    WorkdirBusyError: at once, if another live process holds the lock.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise
+      raise WorkdirBusyError(
+          f"{workdir} is being trained by {_describe(path)}; wait for it to "
+          f"finish or stop it, or use another --workdir") from None
+    # The previous owner may have removed the file between our open and our
+    # lock: then we hold a lock on a file nobody else can see. Try again.
+    try:
+      same = os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+      same = False
+    if same:
+      break
+    os.close(fd)
+  owner = {"pid": os.getpid(), "host": socket.gethostname(),
+           "started": datetime.datetime.now().isoformat(timespec="seconds")}
+  os.ftruncate(fd, 0)
+  os.write(fd, json.dumps(owner).encode())
+  os.fsync(fd)
+  try:
+    yield
+  finally:
+    # Removed while still locked, so no newcomer can lock the old file.
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(path)
+    os.close(fd)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes a file atomically: readers see the old or the new text, never half."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

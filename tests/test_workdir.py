@@ -1,0 +1,83 @@
+"""Tests of hyperrecon_jax.workdir: the trainer's lock and atomic writes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from hyperrecon_jax import workdir
+
+# Holds the lock of argv[1] until killed; says so on stdout first.
+_HOLDER = r"""
+import sys, time
+from hyperrecon_jax import workdir
+with workdir.lock(sys.argv[1]):
+  print("locked", flush=True)
+  time.sleep(600)
+"""
+
+
+def _lock_path(path):
+  return os.path.join(path, workdir.LOCK_FILE)
+
+
+def test_lock_creates_the_workdir_names_its_owner_and_cleans_up(tmp_path):
+  path = str(tmp_path / "run")
+  with workdir.lock(path):
+    with open(_lock_path(path)) as f:
+      owner = json.load(f)
+    assert owner["pid"] == os.getpid()
+    assert owner["host"] and owner["started"]
+  assert os.listdir(path) == []
+
+
+def test_a_second_lock_is_refused_at_once_naming_the_owner(tmp_path):
+  path = str(tmp_path)
+  with workdir.lock(path):
+    with pytest.raises(workdir.WorkdirBusyError,
+                       match=rf"process {os.getpid()} on .*use another --workdir"):
+      with workdir.lock(path):
+        pass
+    assert os.path.exists(_lock_path(path))  # the owner's lock is untouched
+  with workdir.lock(path):  # released: free again
+    pass
+
+
+def test_a_lock_file_left_by_a_dead_process_is_taken_over(tmp_path):
+  path = str(tmp_path)
+  with open(_lock_path(path), "w") as f:  # what kill -9 leaves behind
+    json.dump({"pid": 999999, "host": "elsewhere", "started": "then"}, f)
+  with workdir.lock(path):
+    with open(_lock_path(path)) as f:
+      assert json.load(f)["pid"] == os.getpid()
+
+
+def test_the_lock_of_another_process_is_freed_by_kill_9(tmp_path):
+  path = str(tmp_path)
+  proc = subprocess.Popen([sys.executable, "-c", _HOLDER, path],
+                          stdout=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().strip() == "locked"
+    with pytest.raises(workdir.WorkdirBusyError, match=f"process {proc.pid} "):
+      with workdir.lock(path):
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    with workdir.lock(path):  # the kernel released the dead owner's lock
+      pass
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+def test_write_text_replaces_the_file_whole(tmp_path):
+  path = str(tmp_path / "config.json")
+  workdir.write_text(path, "old")
+  workdir.write_text(path, "new text")
+  with open(path) as f:
+    assert f.read() == "new text"
+  assert os.listdir(tmp_path) == ["config.json"]  # no temporary file left
