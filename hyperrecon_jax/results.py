@@ -28,7 +28,7 @@ def _py(v):
   return v.item() if isinstance(v, np.generic) else v
 
 
-@np.errstate(invalid="ignore")  # a volume without a scored slice gives NaN
+@np.errstate(invalid="ignore", divide="ignore")  # a volume without a scored slice: NaN
 def _summary(per_slice, volume_rows, keep):
   """Mean, std, quartiles over the kept slices and means per volume of (S, ...) arrays."""
   per_slice, volume_rows = per_slice[keep], [r[keep] for r in volume_rows]
@@ -37,7 +37,7 @@ def _summary(per_slice, volume_rows, keep):
     return {"mean": floats(nan), "std": floats(nan), "q25": floats(nan),
             "q75": floats(nan), "volume_mean": floats(np.stack([nan] * len(volume_rows)))}
   q25, q75 = np.percentile(per_slice, [25, 75], axis=0)
-  volume_mean = np.stack([per_slice[r].mean(0) for r in volume_rows])
+  volume_mean = np.stack([per_slice[r].sum(0) / r.sum() for r in volume_rows])
   return {"mean": floats(per_slice.mean(0)), "std": floats(per_slice.std(0)),
           "q25": floats(q25), "q75": floats(q75), "volume_mean": floats(volume_mean)}
 

@@ -315,3 +315,36 @@ def test_diverse_pair_images_and_single_survivor():
 def test_diverse_pair_bad_input(recons, psnrs, percentile, match):
   with pytest.raises(ValueError, match=match):
     evaluate.diverse_pair(recons, psnrs, percentile=percentile)
+
+
+def test_a_large_grid_runs_in_lambda_blocks_with_progress():
+  # chunk=1 with batches of 2 slices: blocks of 32·1 // 2 = 16 λ, so a 40-λ
+  # grid takes 3 calls per batch (the last wraps around and is cut).
+  net, variables, _ = _model()
+  lam = hparams.grid(40)
+  counts = []
+  blocked = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(), lam,
+                                   key=KEY, chunk=1, progress=counts.append)
+  assert counts == [2 * 16, 2 * 16, 2 * 8] * 3  # padding rows are run too
+  whole = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(), lam,
+                                 key=KEY, chunk=128)
+  for m in evaluate.METRICS:
+    np.testing.assert_allclose(blocked["per_slice"][m], whole["per_slice"][m],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_an_all_zero_slice_is_left_out_of_the_metrics_it_breaks():
+  net, variables, _ = _model()
+  batches = _batches()
+  batches[1] = dict(batches[1], image=np.concatenate(
+      [batches[1]["image"][:1], np.zeros((1, SIZE, SIZE), np.float32)]))
+  result = evaluate.evaluate_grid(net.apply, variables, _operator(), batches, LAM,
+                                  key=KEY, chunk=CHUNK)
+  # NMSE and HFEN divide by the ground truth's energy; rPSNR and PSNR do not.
+  assert result["unscored"] == {"nmse": [[9, 1]], "hfen": [[9, 1]]}
+  for m in ("nmse", "hfen"):
+    per_slice = np.asarray(result["per_slice"][m], np.float64)  # None → nan
+    scored = np.delete(per_slice, 3, axis=0)
+    np.testing.assert_allclose(result["mean"][m], scored.mean(0), rtol=1e-12)
+  assert result["best"]["nmse"] is not None
+  evaluate.to_json(result)

@@ -28,6 +28,7 @@ import pytest
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
 from hyperrecon_jax import train
+from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import writer as writer_lib
 
@@ -224,11 +225,17 @@ def test_checkpoints_hold_the_final_state_and_data_position(run_a):
 # --- resume ----------------------------------------------------------------------
 
 
-def test_resume_reaches_the_uninterrupted_result(run_a, data_dir, tmp_path):
+def test_resume_reaches_the_uninterrupted_result(run_a, data_dir, tmp_path,
+                                                capfd):
   workdir = str(tmp_path / "run_b")
   train.train_and_evaluate(make_config(data_dir, num_steps=4), workdir)
   assert [r["step"] for r in read_metrics(workdir)] == [1, 2, 3, 4]
+  # The process died while writing a record: a cut-off last line.
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 5, "loss": 0.3')
+  capfd.readouterr()
   state = train.train_and_evaluate(make_config(data_dir), workdir)
+  assert "resuming from step 4" in capfd.readouterr().err
   assert int(state.step) == STEPS
   assert_trees_close(host(state.params), run_a["state"].params, rtol=1e-6,
                      atol=1e-7)
@@ -244,13 +251,87 @@ def test_resume_reaches_the_uninterrupted_result(run_a, data_dir, tmp_path):
     assert json.load(f)["train"]["num_steps"] == STEPS
 
 
-def test_rerunning_a_finished_run_changes_nothing(run_a, data_dir, tmp_path):
+def _snapshot(workdir):
+  """{relative path: bytes} of every file of a workdir."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+@pytest.fixture()
+def finished_copy(run_a, tmp_path):
+  """A copy of run A's finished workdir and a snapshot of its files."""
   workdir = str(tmp_path / "run_a_copy")
   shutil.copytree(run_a["workdir"], workdir)
-  state = train.train_and_evaluate(make_config(data_dir), workdir)
+  return workdir, _snapshot(workdir)
+
+
+def test_rerunning_a_finished_run_changes_nothing(run_a, data_dir,
+                                                  finished_copy, capfd):
+  workdir, before = finished_copy
+  # Fields that may change between runs (lr) do not matter when no step is
+  # left: nothing trains, so nothing is written, config.json included.
+  state = train.train_and_evaluate(make_config(data_dir, lr=1e-4), workdir)
+  assert "nothing to do" in capfd.readouterr().err
   assert int(state.step) == STEPS
   assert_trees_close(host(state.params), run_a["state"].params, rtol=0)
-  assert read_metrics(workdir) == read_metrics(run_a["workdir"])
+  assert _snapshot(workdir) == before
+
+
+def _other_task(c):
+  c.task.acceleration = 4.0
+
+
+def _other_loss_scales(c):
+  c.loss_scales = (1.0, 1.0)
+
+
+def _impossible(c):
+  c.hparams.endpoint_prob = 2.0
+
+
+@pytest.mark.parametrize("change, error", [
+    (_other_task, "task.acceleration: 8.0 in the workdir, 4.0 now"),
+    (_other_loss_scales, "loss_scales"),
+    (_impossible, "endpoint_prob"),
+])
+def test_a_rejected_rerun_of_a_finished_run_writes_nothing(
+    data_dir, finished_copy, change, error):
+  workdir, before = finished_copy
+  config = make_config(data_dir, num_steps=STEPS + 2)
+  change(config)
+  with pytest.raises(train.ConfigError, match=error):
+    train.train_and_evaluate(config, workdir)
+  assert _snapshot(workdir) == before
+
+
+def test_a_second_trainer_is_refused_and_writes_nothing(data_dir,
+                                                        finished_copy):
+  workdir, before = finished_copy
+  with workdir_lib.lock(workdir):
+    with pytest.raises(workdir_lib.WorkdirBusyError, match=str(os.getpid())):
+      train.train_and_evaluate(make_config(data_dir, num_steps=STEPS + 2),
+                               workdir)
+    after = _snapshot(workdir)
+    del after[workdir_lib.LOCK_FILE]  # ours
+    assert after == before
+
+
+def test_evaluation_uses_the_config_stored_with_the_checkpoint(finished_copy):
+  workdir, _ = finished_copy
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    edited = json.load(f)
+  edited["task"]["acceleration"] = 4.0  # e.g. edited by hand
+  with open(path, "w") as f:
+    json.dump(edited, f)
+  config, _, _, step = train.load_trained(workdir)
+  assert step == STEPS
+  assert config.task.acceleration == 8.0
 
 
 def test_metric_writer_drops_records_after_the_resumed_step(tmp_path):
@@ -392,6 +473,24 @@ def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(
   # The kept checkpoint is the good state of step 4 (run A's, same batches).
   _, want, _, _ = restore(run_a["workdir"], run_a["state"], step=4)
   assert_trees_close(host(state), host(want), rtol=0)
+
+
+def test_non_finite_first_step_says_no_checkpoint_was_written(data_dir,
+                                                               tmp_path):
+  workdir = str(tmp_path / "run")
+  batches = data.batches
+
+  def patched(data_config, split, **kwargs):
+    it = batches(data_config, split, **kwargs)
+    return _NanAfter(it, 1) if split == "train" else it
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(data, "batches", patched)
+    with pytest.raises(train.NonFiniteLossError,
+                       match="step 1; .*no checkpoint was written"):
+      train.train_and_evaluate(make_config(data_dir, checkpoint_every=1),
+                               workdir)
+  assert not os.listdir(os.path.join(workdir, "checkpoints"))
 
 
 def test_non_finite_loss_error_names_the_step_as_the_loop_counts_it(nan_run):

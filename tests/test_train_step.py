@@ -391,3 +391,21 @@ def test_non_finite_loss_freezes_the_state_and_records_the_step(compiled):
   assert_trees_equal(host(state.params), last_good.params)
   assert_trees_equal(host(state.batch_stats), last_good.batch_stats)
   assert_trees_equal(host(state.opt_state), last_good.opt_state)
+
+
+def test_a_finite_loss_with_non_finite_updated_parameters_freezes_the_state():
+  # An infinite learning rate (rejected by `validate`, so set afterwards)
+  # turns the first finite gradient into infinite parameters: that update
+  # must be refused like a non-finite loss, or it would reach a checkpoint.
+  config = make_config()
+  config.train.lr = float("inf")
+  model = train.build_model(config)
+  operator = physics.make_operator(config.task, (SIZE, SIZE))
+  state0 = train.create_state(config, model, jax.random.key(0))
+  step = jax.jit(train.make_train_step(config, model, operator)).lower(
+      state0, {"image": images()}, jax.random.key(0)).compile(FAST_COMPILE)
+  state, metrics = step(state0, {"image": images()}, jax.random.key(1))
+  assert np.isfinite(float(metrics["loss"]))
+  assert int(state.bad_step) == 0
+  assert_trees_equal(host(state.params), host(state0.params))
+  assert_trees_equal(host(state.opt_state), host(state0.opt_state))

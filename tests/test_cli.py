@@ -1,0 +1,173 @@
+"""The experiment scripts as a user runs them: processes, exit codes, one-line errors.
+
+The README promises that a mistake gives one ``error:`` line and exit status
+2, that Ctrl-C gives ``interrupted`` and 130, and that nothing already written
+is overwritten. Each test runs ``experiments/*.py`` in a subprocess. Most
+fail during start-up (a few seconds each); one tiny run (the demo's
+``:quick`` variant, 32×32, 4 steps) is trained and evaluated for the paths
+that need a model, its XLA executables cached for the module.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hyperrecon_jax import workdir as workdir_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "experiments", "configs", "demo.py") + ":quick"
+SR = os.path.join(REPO, "experiments", "configs", "knee_sr_sl.py") + ":quick"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, compilation_cache):
+  out = dict(os.environ)
+  out["JAX_PLATFORMS"] = "cpu"
+  out["HYPERRECON_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+  out["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
+  out.pop("XLA_FLAGS", None)
+  return out
+
+
+def script(name):
+  return os.path.join(REPO, "experiments", f"{name}.py")
+
+
+def run(env, name, *args, timeout=600):
+  return subprocess.run([sys.executable, script(name), *args], env=env,
+                        capture_output=True, text=True, timeout=timeout,
+                        cwd=REPO, check=False)
+
+
+def assert_one_error_line(proc, pattern):
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  assert re.search(pattern, errors[0]), errors[0]
+
+
+# --- mistakes found before any work ---------------------------------------------------
+
+
+@pytest.mark.parametrize("config, override, pattern", [
+    (DEMO, "--config.model.channels=0", r"config\.model\.channels must be ≥ 1, got 0"),
+    (DEMO, "--config.train.lr=-1", r"config\.train\.lr must be a positive"),
+    (DEMO, "--config.train.lr_decay_every=0", r"lr_decay_every must be ≥ 1"),
+    (DEMO, "--config.train.max_to_keep=-1", r"max_to_keep must be ≥ 0"),
+    (DEMO, "--config.hparams.endpoint_prob=2", r"endpoint_prob must lie in \[0, 1\]"),
+    (SR, "--config.task.factor=0", r"config\.task\.factor must be an integer ≥ 2"),
+    (DEMO, "--config.train.no_such_field=1", r"bad --config override.*no_such_field"),
+])
+def test_a_bad_config_is_one_error_line_and_creates_nothing(
+    env, tmp_path, config, override, pattern):
+  workdir = tmp_path / "run"
+  proc = run(env, "train", f"--config={config}", f"--workdir={workdir}", override)
+  assert_one_error_line(proc, pattern)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("flag", ["--grid=0", "--chunk=0", "--panel_lambdas=0",
+                                  "--step=0"])
+def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flag):
+  proc = run(env, "evaluate", f"--workdir={tmp_path}", flag)
+  assert_one_error_line(proc, flag.split("=")[0].lstrip("-"))
+  assert not os.listdir(tmp_path)
+
+
+def test_evaluating_a_missing_or_untrained_workdir_is_one_line(env, tmp_path):
+  proc = run(env, "evaluate", f"--workdir={tmp_path / 'typo'}")
+  assert_one_error_line(proc, "does not exist")
+  assert not (tmp_path / "typo").exists()
+  (tmp_path / "untrained").mkdir()
+  proc = run(env, "evaluate", f"--workdir={tmp_path / 'untrained'}")
+  assert_one_error_line(proc, "no checkpoint: train first")
+  assert not os.listdir(tmp_path / "untrained")
+
+
+def test_a_workdir_being_trained_refuses_a_second_trainer(env, tmp_path):
+  workdir = str(tmp_path / "run")
+  with workdir_lib.lock(workdir):
+    proc = run(env, "train", f"--config={DEMO}", f"--workdir={workdir}")
+  assert_one_error_line(proc, rf"being trained by process {os.getpid()} ")
+  assert os.listdir(workdir) == []
+
+
+def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(
+      [sys.executable, script("train"), f"--config={DEMO}",
+       f"--workdir={workdir}"], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, cwd=REPO)
+  try:
+    # The lock exists once the script is past its imports and flags; from
+    # then on, wherever the signal lands (initialization, compilation, a
+    # step), the script must end the same way.
+    deadline = time.time() + 300
+    while (not (workdir / workdir_lib.LOCK_FILE).exists()
+           and proc.poll() is None and time.time() < deadline):
+      time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert "Traceback" not in stderr, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1].startswith("interrupted"), stderr[-3000:]
+
+
+# --- a trained run ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(env, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("demo") / "run")
+  proc = run(env, "train", f"--config={DEMO}", f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().endswith(f"done: {workdir}")
+  return workdir
+
+
+def _files(workdir):
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      with open(os.path.join(root, name), "rb") as f:
+        out[os.path.relpath(os.path.join(root, name), workdir)] = f.read()
+  return out
+
+
+def test_evaluate_writes_the_report(env, trained, tmp_path):
+  out = tmp_path / "report"
+  proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--grid=3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "slices of test (checkpoint step 4), 3 λ values" in proc.stdout
+  assert sorted(os.listdir(out)) == ["curves.png", "diverse.png",
+                                     "lambda_grid.json", "range.png",
+                                     "slices.png"]
+  with open(out / "lambda_grid.json") as f:
+    result = json.load(f)
+  assert result["checkpoint_step"] == 4 and len(result["lambdas"]) == 3
+  assert not os.path.exists(os.path.join(trained, "eval"))  # --out honoured
+
+
+def test_a_rejected_rerun_leaves_the_finished_run_as_it_was(env, trained):
+  before = _files(trained)
+  proc = run(env, "train", f"--config={DEMO}", f"--workdir={trained}",
+             "--config.task.acceleration=4")
+  assert_one_error_line(proc, r"task\.acceleration: 8\.0 in the workdir, 4\.0 now")
+  proc = run(env, "train", f"--config={DEMO}", f"--workdir={trained}",
+             "--config.hparams.endpoint_prob=2")
+  assert_one_error_line(proc, "endpoint_prob")
+  proc = run(env, "train", f"--config={DEMO}", f"--workdir={trained}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "nothing to do" in proc.stderr
+  assert _files(trained) == before

@@ -1,0 +1,87 @@
+"""Tests of hyperrecon_jax.report: the evaluation of a workdir, written as one set.
+
+The workdir is made without training: an initialized model saved as its
+checkpoint, which is all `report.run` reads. The embedded dataset is built at
+32×32 once for the module.
+"""
+
+import os
+
+import jax
+import pytest
+
+from hyperrecon_jax import checkpoints
+from hyperrecon_jax import plots
+from hyperrecon_jax import report
+from hyperrecon_jax import train
+from hyperrecon_jax import workdir as workdir_lib
+
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+FILES = ["curves.png", "diverse.png", "lambda_grid.json", "range.png",
+         "slices.png"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  config = train.default_config()
+  config.data.data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
+  config.data.image_size = 32
+  config.data.num_threads = 0
+  config.model.channels = 4
+  config.model.hyper_dim = 4
+  config.model.strategy = "vmap"
+  config.train.batch_size = 8
+  config.eval.grid = 3
+  config.eval.chunk = 8
+  path = str(tmp_path_factory.mktemp("run"))
+  state = train.create_state(config, train.build_model(config),
+                             jax.random.key(0))
+  mngr = checkpoints.manager(path)
+  checkpoints.save(mngr, 1, state, {}, config)
+  mngr.close()
+  workdir_lib.write_text(os.path.join(path, "config.json"), config.to_json())
+  return path
+
+
+def _snapshot(folder):
+  out = {}
+  for name in sorted(os.listdir(folder)):
+    with open(os.path.join(folder, name), "rb") as f:
+      out[name] = f.read()
+  return out
+
+
+def test_run_writes_the_report_and_reports_progress(workdir, capfd):
+  result = report.run(workdir)
+  out = os.path.join(workdir, "eval")
+  assert sorted(os.listdir(out)) == FILES
+  assert result["checkpoint_step"] == 1 and result["split"] == "test"
+  assert len(result["lambdas"]) == 3
+  total = result["num_slices"] * 3
+  assert f"evaluated {total:,}/{total:,} (slice, λ) pairs" in capfd.readouterr().err
+  # Only the report is new in the workdir, and nothing is left beside it.
+  assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "eval"]
+
+
+def test_an_interrupted_report_leaves_the_previous_one_whole(workdir,
+                                                             monkeypatch):
+  report.run(workdir, progress=False)
+  out = os.path.join(workdir, "eval")
+  before = _snapshot(out)
+
+  def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(plots, "range_map", interrupt)  # the last figure
+  with pytest.raises(KeyboardInterrupt):
+    report.run(workdir, grid=4, progress=False)
+  assert _snapshot(out) == before
+  assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "eval"]
+
+
+@pytest.mark.parametrize("option, value", [
+    ("grid", 0), ("chunk", -1), ("panel_lambdas", 0), ("split", "tset"),
+])
+def test_bad_options_fail_before_any_work(tmp_path, option, value):
+  with pytest.raises(ValueError, match=option):
+    report.run(str(tmp_path / "never_read"), **{option: value})
