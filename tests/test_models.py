@@ -309,3 +309,29 @@ def test_bad_module_settings_raise():
   with pytest.raises(ValueError, match="strategy must be one of"):
     models.HyperUnet(strategy="fast", channels=4).init(jax.random.key(0), zf,
                                                        coeffs)
+
+
+def test_batch_norm_keeps_pytorch_running_statistics():
+  # Independent NumPy reference of torch.nn.BatchNorm2d (momentum 0.1).
+  x = np.random.default_rng(0).normal(2.0, 3.0, (3, 5, 4, 2)).astype(np.float32)
+  bn = layers.BatchNorm()
+  variables = bn.init(jax.random.key(0), x, use_running_average=False)
+  np.testing.assert_array_equal(variables["batch_stats"]["mean"], 0.0)
+  np.testing.assert_array_equal(variables["batch_stats"]["var"], 1.0)
+  y, updates = bn.apply(variables, x, use_running_average=False,
+                        mutable=["batch_stats"])
+  flat = x.reshape(-1, 2).astype(np.float64)
+  mean, biased, unbiased = flat.mean(0), flat.var(0), flat.var(0, ddof=1)
+  np.testing.assert_allclose(y, (x - mean) / np.sqrt(biased + 1e-5),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * mean,
+                             rtol=1e-5)
+  np.testing.assert_allclose(updates["batch_stats"]["var"],
+                             0.9 + 0.1 * unbiased, rtol=1e-5)
+  # Evaluation mode normalizes with the running statistics.
+  stats = {"mean": np.array([1.0, -2.0], np.float32),
+           "var": np.array([4.0, 0.25], np.float32)}
+  out = bn.apply({"params": variables["params"], "batch_stats": stats}, x,
+                 use_running_average=True)
+  np.testing.assert_allclose(out, (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-5),
+                             rtol=1e-5, atol=1e-5)

@@ -9,6 +9,7 @@ import functools
 import math
 from typing import Literal
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,3 +160,53 @@ def initializers(init: str, fan_in: int):
   if init == "flax":
     return jax.nn.initializers.lecun_normal(), jax.nn.initializers.zeros
   raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over every axis but the last, with PyTorch's running statistics.
+
+  Training mode normalizes with the batch statistics over ``n`` = all but the
+  channel axis (``B·H·W`` values per channel)::
+
+    y = (x - mean_B) / sqrt(var_B + eps) * scale + bias,   var_B = mean((x - mean_B)^2)
+
+  and updates the running statistics as ``torch.nn.BatchNorm2d`` does, with
+  the *unbiased* batch variance (Flax's ``nn.BatchNorm`` keeps the biased
+  one)::
+
+    mean <- m * mean + (1 - m) * mean_B
+    var  <- m * var  + (1 - m) * var_B * n / (n - 1)
+
+  Evaluation mode uses the running statistics. ``m = 0.9`` is PyTorch's
+  momentum 0.1. The variables are named as Flax's (``params``: scale, bias;
+  ``batch_stats``: mean, var), so checkpoints keep their layout.
+
+  Attributes:
+    momentum: weight of the old running statistics.
+    epsilon: added to the variance.
+  """
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, *, use_running_average: bool):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    if use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x32, axes)
+      # One pass over x (E[x²] − E[x]², as Flax); clipped against roundoff.
+      var = jnp.maximum(jnp.mean(jnp.square(x32), axes) - jnp.square(mean), 0.0)
+      n = x.size // c
+      if not self.is_initializing():
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1 - m) * mean
+        ra_var.value = m * ra_var.value + (1 - m) * var * (n / max(n - 1, 1))
+    # float32 out, as Flax's BatchNorm promotes a bfloat16 input.
+    return (x32 - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias

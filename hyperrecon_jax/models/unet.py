@@ -123,9 +123,8 @@ class UnetBody(nn.Module):
       x = layers.conv2d(x, w["kernel"], w["bias"], per_sample=per_sample,
                         strategy=self.strategy, dtype=self.dtype)
       if self.batch_norm:
-        # PyTorch momentum 0.1 is Flax momentum 0.9.
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                         epsilon=1e-5, name=f"bn_{name}")(x)
+        x = layers.BatchNorm(name=f"bn_{name}")(
+            x, use_running_average=not train)
       return nn.relu(x)
 
     def block(x, prefix):

@@ -13,6 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from hyperrecon_jax import checkpoints
+from hyperrecon_jax import hparams
 from hyperrecon_jax import physics
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
@@ -115,7 +116,31 @@ def validate_model(eval_step, lams, variables, batches, seed: int):
       add(f"val_ssim_{tag}", out["ssim"], valid)
     add("val_psnr_zf", out["psnr_zf"], valid)
     count += valid.sum()
-  return {k: v / max(count, 1.0) for k, v in sums.items()}
+  out = {k: v / max(count, 1.0) for k, v in sums.items()}
+  if len(lams) > 1:
+    # How much λ changes the result: a user can see whether λ is learned.
+    for metric in ("psnr", "ssim"):
+      values = [out[f"val_{metric}_" + "_".join(f"{v:g}" for v in lam)]
+                for lam in lams]
+      out[f"val_{metric}_spread"] = max(values) - min(values)
+  return out
+
+
+def weight_spread(model, params, lams) -> float:
+  """How far apart the generated Unet weights of the validation λ are.
+
+  ``max_{a, b} ||W(a) - W(b)|| / ||W(centre)||`` over the validation λ, with W
+  all generated convolution kernels and biases as one vector and the centre
+  the λ of all 0.5. Near 0 the hypernetwork gives one Unet for every λ.
+  """
+  coeffs = hparams.coefficients(jnp.asarray(lams, jnp.float32))
+  centre = hparams.coefficients(jnp.full((1, len(lams[0])), 0.5, jnp.float32))
+  flat = lambda tree: jnp.concatenate([
+      x.reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(tree)], 1)
+  w = flat(model.module.apply({"params": params}, coeffs, method="generate"))
+  w0 = flat(model.module.apply({"params": params}, centre, method="generate"))
+  d = jnp.sqrt(jnp.sum((w[:, None] - w[None]) ** 2, -1))
+  return float(jnp.max(d) / jnp.linalg.norm(w0))
 
 
 def _validation_batches(config):
@@ -255,6 +280,9 @@ def _train(config, workdir, mesh, owner):
             record.update(validate_model(
                 eval_step, val_lams, state.variables(),
                 _validation_batches(config), seed + 2))
+            if config.model.hyper_dim:
+              record["weight_spread"] = weight_spread(model, state.params,
+                                                      val_lams)
           t_last, step_last = time.time(), step  # validation is not speed
           writer.write(step, record)
           progress.log(step, record)

@@ -79,7 +79,8 @@ class MetricWriter:
 
 
 def _summary(record: dict) -> str:
-  keys = ["loss"] + sorted(k for k in record if k.startswith("val_psnr"))
+  keys = (["loss"] + sorted(k for k in record if k.startswith("val_psnr"))
+          + ["weight_spread"])
   return " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
 
 
