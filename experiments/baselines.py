@@ -1,16 +1,21 @@
-r"""Trains one plain Unet per loss term and measures the loss scales s_k.
+r"""Trains the per-λ baseline Unets together in one program; measures the loss scales.
 
   python experiments/baselines.py --config=experiments/configs/demo.py \
-      --workdir=workdirs/demo_baselines [--config.train.num_steps=2000 ...]
+      --workdir=workdirs/demo_baselines [--lambdas=0,0.25,0.5,0.75,1]
 
-Baseline k (the λ whose loss coefficients are e_k) trains in
-``<workdir>/term_<k>_<name>``; s_k is its mean validation value of term k (the
-paper's α_k = 1/s_k). Writes ``<workdir>/loss_scales.json`` and prints the
-override that uses the scales:
+One plain Unet per λ (the paper's §5.3 baselines), all updated by one jitted
+step on the same batches (`hyperrecon_jax.train.baselines`). ``--lambdas``
+lists the λ values (one hyperparameter), λ vectors joined by ``:`` (two, e.g.
+``0:0,0:1,1:0``), or ``grid:N`` for N values per hyperparameter. The default,
+the one-hot λ, trains the single-term Unets that define the loss scales s_k
+(the paper's α_k = 1/s_k) and prints the override that uses them:
 
   python experiments/train.py --config=... --config.loss_scales="(0.0512, 0.297)"
 
-Rerunning the same command resumes unfinished baselines and skips finished ones.
+Writes ``<workdir>/baselines.json``. Overlay the baselines on a HyperRecon
+evaluation with ``experiments/evaluate.py --workdir=HYPER --baselines=DIR``.
+Rerunning the same command resumes an unfinished stack and re-measures a
+finished one without training it again.
 """
 
 import os
@@ -26,7 +31,35 @@ import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
+_LAMBDAS = flags.DEFINE_string(
+    "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N "
+    "(default: the one-hot λ, i.e. the loss scales).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_lambdas(text: str, num_lambdas: int):
+  """``--lambdas`` as a list of λ tuples; ValueError names what is wrong."""
+  from hyperrecon_jax import hparams  # pylint: disable=g-import-not-at-top
+  text = text.strip()
+  if text.startswith("grid:"):
+    try:
+      n = int(text[5:])
+    except ValueError:
+      raise ValueError(f"--lambdas={text}: grid:N needs an integer N") from None
+    if n < 1:
+      raise ValueError(f"--lambdas={text}: N must be ≥ 1")
+    return [tuple(float(v) for v in lam) for lam in hparams.grid(n, num_lambdas)]
+  out = []
+  for item in text.split(","):
+    try:
+      lam = tuple(float(v) for v in item.split(":"))
+    except ValueError:
+      raise ValueError(f"--lambdas={text}: {item!r} is not a number") from None
+    if len(lam) != num_lambdas:
+      raise ValueError(f"--lambdas={text}: {item!r} has {len(lam)} values, the "
+                       f"config's loss has {num_lambdas} hyperparameter(s)")
+    out.append(lam)
+  return out
 
 
 def main(argv):
@@ -34,14 +67,21 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax.train import baselines  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
   with cli.user_errors():
-    result = baselines.compute_loss_scales(_CONFIG.value, _WORKDIR.value)
-  for name, scale in zip(result["losses"], result["loss_scales"]):
-    subdir = os.path.join(_WORKDIR.value, result["baselines"][name])
-    print(f"s_{name} = {scale:.6g}  (mean validation {name} of {subdir}, "
-          f"step {result['steps'][name]})")
-  print(f"wrote {os.path.join(_WORKDIR.value, baselines.RESULT_FILE)}")
-  print(baselines.override_flag(result["loss_scales"]))
+    lambdas = (None if _LAMBDAS.value is None else
+               parse_lambdas(_LAMBDAS.value, len(tuple(config.losses)) - 1))
+    if lambdas is None:
+      result = baselines.compute_loss_scales(config, _WORKDIR.value)
+    else:
+      result = baselines.train_baselines(config, _WORKDIR.value, lambdas)
+  for lam, terms in zip(result["lambdas"], result["terms"]):
+    values = ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
+    print(f"λ = ({', '.join(f'{v:g}' for v in lam)}): validation {values}")
+  print(f"wrote {os.path.join(_WORKDIR.value, baselines.RESULT_FILE)} "
+        f"(checkpoint step {result['step']})")
+  if result["loss_scales"] is not None:
+    print(baselines.override_flag(result["loss_scales"]))
 
 
 if __name__ == "__main__":

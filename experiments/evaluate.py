@@ -31,6 +31,9 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the "
                              "newest intact one).", lower_bound=1)
 _SHOWN = flags.DEFINE_integer("panel_lambdas", 5, "λ values in slices.png.",
                               lower_bound=1)
+_BASELINES = flags.DEFINE_string(
+    "baselines", None, "Workdir of per-λ Unets (experiments/baselines.py) to "
+    "score on the same slices and draw beside HyperRecon.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -42,7 +45,7 @@ def main(argv):
   with cli.user_errors():
     result = report.run(_WORKDIR.value, out=_OUT.value, grid=_GRID.value,
                         split=_SPLIT.value, chunk=_CHUNK.value, step=_STEP.value,
-                        panel_lambdas=_SHOWN.value)
+                        panel_lambdas=_SHOWN.value, baselines=_BASELINES.value)
   zf = result["zero_filled"]["mean"]
   print(f"{result['num_slices']} slices of {result['split']} "
         f"(checkpoint step {result['checkpoint_step']}), "
@@ -60,6 +63,11 @@ def main(argv):
       continue
     lam = ", ".join(f"{v:.3g}" for v in best["lam"])
     print(f"best {metric}: {best['value']:.4g} at λ = ({lam})")
+  if "baselines" in result:
+    b = result["baselines"]
+    for lam, p, q in zip(b["lambdas"], b["mean"]["psnr"], b["mean"]["ssim"]):
+      print(f"Unet at λ = ({', '.join(f'{v:.3g}' for v in lam)}): PSNR {p:.2f} dB, "
+            f"SSIM {q:.4f}")
   print(f"written: {_OUT.value or os.path.join(_WORKDIR.value, 'eval')}")
 
 

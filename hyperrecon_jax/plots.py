@@ -94,9 +94,16 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
     zf = result["zero_filled"]["mean"][m]
     if zf is not None:
       ax.axhline(zf, color="0.4", ls="--", lw=1, label="zero-filled")
-    best = evaluate.best_lambda(result, m)
-    ax.plot([best.lam[0]], [best.value], "o", color="C3",
-            label=f"best λ={best.lam[0]:.2f}")
+    if result.get("baselines"):  # paper Fig. 3/4: a Unet trained at each λ
+      b = result["baselines"]
+      b_mean = np.array(b["mean"][m], np.float64)
+      b_std = np.array(b["std"][m], np.float64)
+      ax.errorbar(np.asarray(b["lambdas"], np.float64)[:, 0], b_mean, yerr=b_std,
+                  fmt="s", ms=4, color="C1", capsize=2, lw=1, label="Unet at λ")
+    if result["best"].get(m) is not None:
+      best = evaluate.best_lambda(result, m)
+      ax.plot([best.lam[0]], [best.value], "o", color="C3",
+              label=f"best λ={best.lam[0]:.2f}")
     ax.set_xlabel("λ")
     ax.set_ylabel(LABELS.get(m, m))
     ax.set_xlim(lam.min(), lam.max())
@@ -170,7 +177,7 @@ def _lam_text(lam):
 
 
 def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None, *,
-                errors: bool = False, metric_name: str = "PSNR"):
+                errors: bool = False, metric_name: str = "PSNR", baseline=None):
   """Ground truth, zero-filled input and reconstructions at several λ, side by side.
 
   Images share the grey [0, 1] range. Titles give λ and the metric (PSNR with
@@ -186,6 +193,8 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
     metric_values: optional (N,) values for the reconstructions' titles.
     errors: add the row of absolute-error maps.
     metric_name: the name shown with ``metric_values``.
+    baseline: optional (N, H, W) reconstructions of Unets trained at the same
+      λ, shown in a row under the HyperRecon row (paper Fig. 5a).
 
   Returns:
     ``path``.
@@ -206,10 +215,15 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
     values = np.asarray(metric_values, np.float64)
     if values.shape != (n,):
       raise ValueError(f"metric_values must have shape ({n},), got shape {values.shape}.")
+  if baseline is not None:
+    baseline = np.asarray(baseline, np.float64)
+    if baseline.shape != recons.shape:
+      raise ValueError(f"baseline must have the shape of recons {recons.shape}, got "
+                       f"shape {baseline.shape}.")
   images = [target, zf] + list(recons)
   titles = ["ground truth", f"zero-filled\nPSNR {_fmt(_psnr(zf, target))}"] + [
       f"λ = {_lam_text(l)}\n{metric_name} {_fmt(v)}" for l, v in zip(lams, values)]
-  rows, cols = (2 if errors else 1), n + 2
+  rows, cols = (2 if errors else 1) + (baseline is not None), n + 2
   fig = _figure(1.9 * cols, 2.1 * rows + 0.2)
   err_max = max(np.abs(x - target).max() for x in images[1:]) or 1.0
   for k, (img, title) in enumerate(zip(images, titles)):
@@ -222,6 +236,15 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
       im = ax.imshow(np.abs(img - target), cmap="inferno", vmin=0.0, vmax=err_max,
                      interpolation="nearest")
       ax.set_title("|error|", fontsize=8)
+      ax.set_axis_off()
+  if baseline is not None:
+    ax = fig.add_subplot(rows, cols, rows * cols - cols + 1)
+    ax.text(0.5, 0.5, "Unet trained\nat each λ", ha="center", va="center", fontsize=9)
+    ax.set_axis_off()
+    for k, (img, lam) in enumerate(zip(baseline, lams)):
+      ax = fig.add_subplot(rows, cols, rows * cols - cols + 3 + k)
+      ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+      ax.set_title(f"Unet λ = {_lam_text(lam)}\nPSNR {_fmt(_psnr(img, target))}", fontsize=8)
       ax.set_axis_off()
   if errors:
     # The first cell of the error row (under the ground truth) holds the colour bar.

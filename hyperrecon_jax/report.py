@@ -90,10 +90,29 @@ def _publish(tmp: str, out: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _load_baselines(path, config):
+  """The stack of per-λ Unets in ``path``, checked against the model's config."""
+  import json  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.train import configuration  # pylint: disable=g-import-not-at-top
+  b_config, model, variables, step = train.load_trained(path)
+  if not model.lambdas:
+    raise ValueError(f"{path} is not a run of per-λ baselines "
+                     "(experiments/baselines.py --lambdas=...)")
+  # The baselines must solve the same problem: task, data and loss terms.
+  diffs = [d for d in configuration.incompatibilities(
+      json.loads(b_config.to_json()), json.loads(config.to_json()))
+           if not d.startswith(("model.", "hparams.", "loss_scales"))]
+  if diffs:
+    raise ValueError(f"the baselines in {path} were trained for another "
+                     f"problem: {'; '.join(diffs)}")
+  return model, variables, step
+
+
 def run(workdir: str, *, out: str | None = None, grid: int | None = None,
         split: str | None = None, chunk: int | None = None,
         step: int | None = None, panel_lambdas: int = 5,
-        progress: bool = True) -> dict:
+        baselines: str | None = None, progress: bool = True) -> dict:
   """Evaluates a trained workdir over a λ grid and writes the report.
 
   Args:
@@ -104,14 +123,20 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     chunk: model batch of one call (default: ``eval.chunk``).
     step: checkpoint step (default: the newest intact one).
     panel_lambdas: λ values shown in ``slices.png``.
+    baselines: the workdir of per-λ Unets (``experiments/baselines.py``) to
+      score on the same slices and noise; they are stored under
+      ``'baselines'`` and drawn on ``curves.png`` and ``slices.png``.
     progress: report progress on stderr.
 
   Returns:
     The `evaluate.evaluate_grid` result, with ``checkpoint_step``, ``split``
-    and ``workdir`` added.
+    and ``workdir`` added, and ``baselines`` (``workdir``,
+    ``checkpoint_step``, ``lambdas`` and the ``mean``, ``std``, ``q25``,
+    ``q75`` and ``per_slice`` statistics of each Unet) when given.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from hyperrecon_jax import data, evaluate as ev, hparams, metrics, physics, plots, train  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from hyperrecon_jax.train import baselines as baselines_lib  # pylint: disable=g-import-not-at-top
 
   check_options(grid, chunk, split, panel_lambdas)
   config, model, variables, step = train.load_trained(workdir, step)
@@ -141,6 +166,19 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     bar.close()
   result.update(checkpoint_step=step, split=split,
                 workdir=os.path.abspath(workdir))
+  if baselines:
+    b_model, b_variables, b_step = _load_baselines(baselines, config)
+    b_apply, b_variables = baselines_lib.grid_model(b_model, b_variables)
+    b_lams = np.asarray(b_model.lambdas, np.float32)
+    b_result = ev.evaluate_grid(
+        b_apply, b_variables, operator,
+        data.batches(config.data, split, batch_size=batch_size, training=False),
+        b_lams, key=key, chunk=chunk)  # the same key: the same noise
+    result["baselines"] = {"workdir": os.path.abspath(baselines),
+                           "checkpoint_step": b_step,
+                           **{k: b_result[k] for k in (
+                               "lambdas", "mean", "std", "q25", "q75",
+                               "per_slice", "unscored")}}
 
   os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(out))
@@ -165,8 +203,15 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
                                             hparams.coefficients(lam_grid), chunk=chunk))
     zf_mag = np.asarray(ev.magnitude(zf))
     picks = np.unique(np.linspace(0, len(lam_grid) - 1, panel_lambdas).round().astype(int))
+    baseline_row = None
+    if baselines and num_lambdas == 1:
+      # HyperRecon at the grid λ nearest each baseline's, above that Unet.
+      picks = np.abs(lam_grid[:, 0][None] - b_lams[:, :1]).argmin(1)
+      baseline_row = np.asarray(ev.reconstruct_grid(
+          b_apply, b_variables, zf, hparams.coefficients(b_lams), chunk=chunk))
     plots.slice_panel(image, zf_mag, recons[picks], lam_grid[picks],
-                      os.path.join(tmp, "slices.png"), errors=True)
+                      os.path.join(tmp, "slices.png"), errors=True,
+                      baseline=baseline_row)
     psnrs = np.asarray(metrics.psnr(recons, np.broadcast_to(image, recons.shape)))
     i, j, _ = ev.diverse_pair(recons, psnrs)
     plots.slice_panel(image, zf_mag, recons[[i, j]], lam_grid[[i, j]],

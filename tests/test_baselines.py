@@ -1,10 +1,9 @@
-"""Tests of the single-term baselines and loss scales (hyperrecon_jax.train.baselines).
+"""Tests of the per-λ baselines and loss scales (hyperrecon_jax.train.baselines).
 
-One module-scoped run trains both baselines of ``demo.py:quick`` (MAE and
-SSIM, plain Unets at 32×32, 2 steps each) on the embedded mni152 data built in
-a temporary folder; the tests read its result and rerun it. The two baselines
-compile the same initialization and validation programs, so a persistent
-compilation cache (conftest.py) lets the second load them.
+One module-scoped run trains the stack of both single-term Unets of
+``demo.py:quick`` (MAE and SSIM, plain Unets at 32×32, 2 steps) on the
+embedded mni152 data built in a temporary folder; the tests read its result
+and rerun it.
 """
 
 import importlib.util
@@ -57,20 +56,22 @@ def test_one_hot_lambda_rejects_bad_indices(k, num_terms):
 
 
 @pytest.mark.parametrize("name", ["demo", "knee_cs_ao"])
-def test_baseline_config_is_a_changed_copy(name):
+def test_stack_config_is_a_changed_copy(name):
   config = load_config(name)
   before = config.to_json()
-  num_terms = len(config.losses)
-  for k in range(num_terms):
-    c = baselines.baseline_config(config, k)
-    assert c.model.hyper_dim == 0
-    assert tuple(c.hparams.fixed) == baselines.one_hot_lambda(k, num_terms)
-    assert tuple(c.loss_scales) == (1.0,) * num_terms
-    assert c.sampling.method == "uhs"  # knee_cs_ao uses DHS
-    assert tuple(c.losses) == tuple(config.losses)
-    assert c.data.image_size == config.data.image_size
-    train.validate(c)
+  lambdas = baselines.one_hot_lambdas(len(config.losses))
+  c = baselines.stack_config(config, lambdas, loss_scales=(1.0,) * len(lambdas))
+  assert c.model.hyper_dim == 0
+  assert [tuple(lam) for lam in c.hparams.baselines] == lambdas
+  assert tuple(c.loss_scales) == (1.0,) * len(config.losses)
+  assert c.sampling.method == "uhs"  # knee_cs_ao uses DHS
+  assert tuple(c.losses) == tuple(config.losses)
+  assert c.data.image_size == config.data.image_size
+  train.validate(c)
   assert config.to_json() == before
+  # Without loss_scales, the stack trains HyperRecon's own objective.
+  kept = baselines.stack_config(config, [(0.5,) * (len(config.losses) - 1)])
+  assert tuple(kept.loss_scales) == tuple(config.loss_scales)
 
 
 @pytest.fixture(scope="module")
@@ -87,45 +88,50 @@ def run(tmp_path_factory, compilation_cache):  # pylint: disable=unused-argument
 
 def test_writes_positive_finite_scales(run):
   config, workdir, result = run
-  with open(os.path.join(workdir, "loss_scales.json")) as f:
+  with open(os.path.join(workdir, "baselines.json")) as f:
     written = json.load(f)
   assert written == result
   assert written["losses"] == list(config.losses) == ["mae", "ssim"]
   assert written["split"] == "validation"
-  assert written["baselines"] == {"mae": "term_0_mae", "ssim": "term_1_ssim"}
+  assert written["lambdas"] == [[0.0], [1.0]]
+  assert written["step"] == 2
   assert len(written["loss_scales"]) == 2
-  for name, scale in zip(written["losses"], written["loss_scales"]):
+  for k, (name, scale) in enumerate(zip(written["losses"],
+                                        written["loss_scales"])):
     assert math.isfinite(scale) and scale > 0
-    assert written["terms"][name][name] == scale
-    assert written["steps"][name] == 2
-  assert not [f for f in os.listdir(workdir) if f.endswith(".tmp")]
+    assert written["terms"][k][name] == scale
+  assert not [f for f in os.listdir(workdir) if ".tmp" in f]
   assert baselines.override_flag(written["loss_scales"]) == (
       '--config.loss_scales="(%.4g, %.4g)"' % tuple(written["loss_scales"]))
 
 
-def test_baselines_are_single_term_unets(run):
+def test_the_baselines_are_one_run_of_a_stack_of_plain_unets(run):
   _, workdir, _ = run
-  for k, name in enumerate(["mae", "ssim"]):
-    config = train.load_config(os.path.join(workdir, f"term_{k}_{name}"))
-    assert config.model.hyper_dim == 0
-    assert tuple(config.hparams.fixed) == (float(k),)
-    assert tuple(config.loss_scales) == (1.0, 1.0)
+  config, model, variables, _ = train.load_trained(workdir)
+  assert config.model.hyper_dim == 0
+  assert model.lambdas == ((0.0,), (1.0,))
+  assert tuple(config.loss_scales) == (1.0, 1.0)
+  for leaf in jax.tree_util.tree_leaves(variables):
+    assert leaf.shape[0] == 2
+  # Independent initializations, as separate runs would have.
+  kernel = np.asarray(variables["params"]["enc0_a_kernel"])
+  assert not np.allclose(kernel[0], kernel[1])
 
 
 def test_mae_scale_matches_an_independent_computation(run):
   config, workdir, result = run
-  subdir = os.path.join(workdir, result["baselines"]["mae"])
-  cfg, model, variables, step = train.load_trained(subdir)
+  cfg, model, variables, step = train.load_trained(workdir)
   assert step == 2
+  mae_unet = jax.tree_util.tree_map(lambda v: v[0], variables)  # λ = 0
   # Noise-free CS-MRI: the measurement does not depend on the key.
   assert cfg.task.name == "csmri" and cfg.task.noise_sigma == 0
   operator = physics.make_operator(cfg.task, (32, 32))
-  coeffs = hparams.coefficients(np.asarray([cfg.hparams.fixed] * 4))
+  coeffs = hparams.coefficients(np.asarray([[0.0]] * 4))
 
   @jax.jit
   def reconstruct(x):
     zf = operator.zero_filled(operator.measure(x, jax.random.key(7)))
-    return model.apply(variables, zf, coeffs, train=False)[0]
+    return model.single().apply(mae_unet, zf, coeffs, train=False)[0]
 
   errors = []
   for batch in data.batches(config.data, "validation", batch_size=4,
@@ -143,15 +149,12 @@ def test_rerun_does_not_train_again(run):
   config, workdir, result = run
 
   def snapshot():
-    out = {}
-    for name in result["baselines"].values():
-      subdir = os.path.join(workdir, name)
-      mngr = checkpoints.manager(subdir)
-      out[name] = (mngr.latest_step(),
-                   os.stat(os.path.join(subdir, "checkpoints")).st_mtime_ns,
-                   os.stat(os.path.join(subdir, "metrics.jsonl")).st_mtime_ns,
-                   os.stat(os.path.join(subdir, "config.json")).st_mtime_ns)
-      mngr.close()
+    mngr = checkpoints.reader(workdir)
+    out = (mngr.all_steps(),
+           os.stat(os.path.join(workdir, "checkpoints")).st_mtime_ns,
+           os.stat(os.path.join(workdir, "metrics.jsonl")).st_mtime_ns,
+           os.stat(os.path.join(workdir, "config.json")).st_mtime_ns)
+    mngr.close()
     return out
 
   before = snapshot()
@@ -160,12 +163,20 @@ def test_rerun_does_not_train_again(run):
   assert again == result
 
 
-def test_incompatible_subfolder_is_refused_before_training(run, tmp_path):
+def test_incompatible_workdir_is_refused_before_training(run):
   config, workdir, _ = run
   other = config.copy_and_resolve_references()
   other.model.channels = 8
   with pytest.raises(train.ConfigError, match="incompatible"):
     baselines.compute_loss_scales(other, workdir)
+  with pytest.raises(train.ConfigError, match="hparams.baselines"):
+    baselines.train_baselines(config, workdir, [(0.0,), (0.5,), (1.0,)])
+
+
+def test_scales_need_every_one_hot_unet():
+  terms = [{"mae": 0.1, "ssim": 0.3}, {"mae": 0.2, "ssim": 0.4}]
+  assert baselines._one_hot_scales(("mae", "ssim"), [(0.0,), (1.0,)], terms) == [0.1, 0.4]
+  assert baselines._one_hot_scales(("mae", "ssim"), [(0.0,), (0.5,)], terms) is None
 
 
 def test_a_single_term_is_refused(tmp_path):
@@ -174,3 +185,22 @@ def test_a_single_term_is_refused(tmp_path):
   with pytest.raises(train.ConfigError, match="one term"):
     baselines.compute_loss_scales(config, str(tmp_path))
   assert not os.listdir(tmp_path)
+
+
+def test_grid_model_is_each_unet_in_evaluation_mode(run):
+  # BatchNorm folded into the convolutions is exact arithmetic: float32
+  # roundoff of a 15-layer network, ~1e-6 of the output scale.
+  _, workdir, _ = run
+  _, model, variables, _ = train.load_trained(workdir)
+  apply_fn, grid_variables = baselines.grid_model(model, variables)
+  rng = np.random.default_rng(0)
+  zf = rng.random((3, 32, 32, 2)).astype(np.float32)
+  # Rows at λ near 1, exactly 0 and near 0: the nearest Unet answers.
+  coeffs = np.asarray(hparams.coefficients(np.array([[0.9], [0.0], [0.2]])))
+  got = np.asarray(apply_fn(grid_variables, zf, coeffs))
+  for row, index in enumerate([1, 0, 0]):
+    unet = jax.tree_util.tree_map(lambda v: v[index], variables)
+    want = np.asarray(model.single().apply(unet, zf[row:row + 1], None,
+                                           train=False)[0])[0]
+    np.testing.assert_allclose(got[row], want, rtol=0,
+                               atol=1e-5 * np.abs(want).max())

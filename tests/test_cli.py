@@ -81,6 +81,20 @@ def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flag):
   assert not os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize("value, pattern", [
+    ("0,x", "'x' is not a number"),
+    ("0:1", "has 2 values, the config's loss has 1"),
+    ("grid:0", "N must be ≥ 1"),
+    ("0,2", r"each λ needs 1 values in \[0, 1\]"),
+    ("0,0", "repeats a λ"),
+])
+def test_bad_baseline_lambdas_are_one_error_line(env, tmp_path, value, pattern):
+  proc = run(env, "baselines", f"--config={DEMO}", f"--workdir={tmp_path / 'b'}",
+             f"--lambdas={value}")
+  assert_one_error_line(proc, pattern)
+  assert not (tmp_path / "b").exists()
+
+
 def test_evaluating_a_missing_or_untrained_workdir_is_one_line(env, tmp_path):
   proc = run(env, "evaluate", f"--workdir={tmp_path / 'typo'}")
   assert_one_error_line(proc, "does not exist")

@@ -8,21 +8,37 @@ checkpoint, which is all `report.run` reads. The embedded dataset is built at
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from hyperrecon_jax import checkpoints
+from hyperrecon_jax import data
+from hyperrecon_jax import evaluate
+from hyperrecon_jax import physics
 from hyperrecon_jax import plots
 from hyperrecon_jax import report
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.train import baselines
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 FILES = ["curves.png", "diverse.png", "lambda_grid.json", "range.png",
          "slices.png"]
 
 
+def _save_untrained(config, path):
+  """A workdir whose checkpoint is the initialized model of ``config``."""
+  state = train.create_state(config, train.build_model(config),
+                             jax.random.key(0))
+  mngr = checkpoints.manager(path)
+  checkpoints.save(mngr, 1, state, {}, config)
+  mngr.close()
+  workdir_lib.write_text(os.path.join(path, "config.json"), config.to_json())
+  return path
+
+
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def config(tmp_path_factory):
   config = train.default_config()
   config.data.data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
   config.data.image_size = 32
@@ -33,14 +49,19 @@ def workdir(tmp_path_factory):
   config.train.batch_size = 8
   config.eval.grid = 3
   config.eval.chunk = 8
-  path = str(tmp_path_factory.mktemp("run"))
-  state = train.create_state(config, train.build_model(config),
-                             jax.random.key(0))
-  mngr = checkpoints.manager(path)
-  checkpoints.save(mngr, 1, state, {}, config)
-  mngr.close()
-  workdir_lib.write_text(os.path.join(path, "config.json"), config.to_json())
-  return path
+  return config
+
+
+@pytest.fixture(scope="module")
+def workdir(config, tmp_path_factory):
+  return _save_untrained(config, str(tmp_path_factory.mktemp("run")))
+
+
+@pytest.fixture(scope="module")
+def stack(config, tmp_path_factory):
+  """Per-λ Unets at λ = 0 and 1 (untrained) for the same problem."""
+  c = baselines.stack_config(config, [(0.0,), (1.0,)])
+  return _save_untrained(c, str(tmp_path_factory.mktemp("stack")))
 
 
 def _snapshot(folder):
@@ -85,3 +106,34 @@ def test_an_interrupted_report_leaves_the_previous_one_whole(workdir,
 def test_bad_options_fail_before_any_work(tmp_path, option, value):
   with pytest.raises(ValueError, match=option):
     report.run(str(tmp_path / "never_read"), **{option: value})
+
+
+def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
+                                                           tmp_path):
+  out = str(tmp_path / "report")
+  result = report.run(workdir, out=out, baselines=stack, progress=False)
+  b = result["baselines"]
+  assert b["lambdas"] == [[0.0], [1.0]] and b["checkpoint_step"] == 1
+  assert len(b["per_slice"]["psnr"]) == result["num_slices"]
+  # Independently: the λ = 1 Unet through the plain evaluator, same key.
+  _, model, variables, _ = train.load_trained(stack)
+  apply_fn, grid_variables = baselines.grid_model(model, variables)
+  config = train.load_config(workdir)
+  again = evaluate.evaluate_grid(
+      apply_fn, grid_variables, physics.make_operator(config.task, (32, 32)),
+      data.batches(config.data, "test", batch_size=8, training=False),
+      np.array([[1.0]], np.float32), key=jax.random.key(config.train.seed + 3))
+  np.testing.assert_allclose(b["mean"]["psnr"][1], again["mean"]["psnr"][0], rtol=1e-6)
+  assert sorted(os.listdir(out)) == FILES
+
+
+def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
+  other = config.copy_and_resolve_references()
+  other.task.acceleration = 4.0
+  path = _save_untrained(baselines.stack_config(other, [(0.0,), (1.0,)]),
+                         str(tmp_path / "stack4x"))
+  with pytest.raises(ValueError, match="task.acceleration"):
+    report.run(workdir, out=str(tmp_path / "out"), baselines=path, progress=False)
+  with pytest.raises(ValueError, match="not a run of per-λ baselines"):
+    report.run(workdir, out=str(tmp_path / "out"), baselines=workdir, progress=False)
+  assert not (tmp_path / "out").exists()

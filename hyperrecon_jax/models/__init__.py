@@ -3,13 +3,16 @@
 from hyperrecon_jax.models.hypernetwork import HyperUnet
 from hyperrecon_jax.models.hypernetwork import Hypernetwork
 from hyperrecon_jax.models.hypernetwork import unet_variables
+from hyperrecon_jax.models.layers import BATCH_NORM_EPSILON
 from hyperrecon_jax.models.layers import STRATEGIES
+from hyperrecon_jax.models.layers import resolve_strategy
 from hyperrecon_jax.models.unet import Unet
 from hyperrecon_jax.models.unet import UnetBody
 from hyperrecon_jax.models.unet import conv_specs
 from hyperrecon_jax.models.unet import count_params
 
 __all__ = [
+    "BATCH_NORM_EPSILON", "resolve_strategy",
     "HyperUnet", "Hypernetwork", "STRATEGIES", "Unet", "UnetBody",
     "conv_specs", "count_params", "unet_variables",
 ]

@@ -1,15 +1,19 @@
-"""Single-term Unet baselines and the loss scales s_k they define.
+"""Per-λ baseline Unets, trained together in one program, and the loss scales.
 
-The paper sets ``α_k = 1 / s_k`` where ``s_k`` is the validation loss of a
-plain Unet trained on term k alone. For K terms that is K runs, baseline k at
-the λ whose loss coefficients are the one-hot vector ``e_k``::
+The paper compares HyperRecon at each λ with a plain Unet trained at that λ
+alone (§5.3), and sets the loss scales ``α_k = 1 / s_k`` from the Unets
+trained on one term each (the one-hot λ). Here all of them are one *stack*:
+the Unets' variables carry a leading λ axis, and one jitted step updates
+every Unet on the same batch (same images, same measurement noise). That is
+one pass over the data instead of one run per λ, and for Adam (elementwise)
+each Unet follows exactly the updates of its own run::
 
-  result = compute_loss_scales(config, workdir)   # trains or resumes each
-  result["loss_scales"]                           # (s_1, …, s_K)
+  result = train_baselines(config, workdir, lambdas=[(0.,), (.5,), (1.,)])
+  result["terms"]          # validation term means of each Unet
+  result["loss_scales"]    # s_k, when every one-hot λ is in the stack
 
-Baseline k lives in ``<workdir>/term_<k>_<name>`` (k counts from 0, the index
-in ``config.losses``) and is an ordinary training run: it checkpoints and
-resumes, and a finished one is not trained again.
+The stack is an ordinary training run in ``workdir`` (checkpoints, resume,
+lock); ``grid_model`` turns it into a model for `evaluate.evaluate_grid`.
 """
 
 import functools
@@ -22,13 +26,15 @@ import numpy as np
 
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
+from hyperrecon_jax import models
 from hyperrecon_jax import physics
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import loop as loop_lib
+from hyperrecon_jax.train import step as step_lib
 from hyperrecon_jax.train import trained
 
-RESULT_FILE = "loss_scales.json"
+RESULT_FILE = "baselines.json"
 
 
 def one_hot_lambda(k: int, num_terms: int) -> tuple[float, ...]:
@@ -56,31 +62,33 @@ def one_hot_lambda(k: int, num_terms: int) -> tuple[float, ...]:
   return tuple(lam)
 
 
-def baseline_config(config, k: int):
-  """A copy of ``config`` for the plain Unet trained on term ``k`` alone.
+def one_hot_lambdas(num_terms: int) -> list[tuple[float, ...]]:
+  """The λ of the single-term Unets that define the loss scales, in term order."""
+  return [one_hot_lambda(k, num_terms) for k in range(num_terms)]
+
+
+def stack_config(config, lambdas, *, loss_scales=None):
+  """A copy of ``config`` for the stack of plain Unets at ``lambdas``.
 
   Args:
     config: a full experiment config (left unchanged).
-    k: index of the term in ``config.losses``.
+    lambdas: the λ vectors, each of K − 1 values in [0, 1].
+    loss_scales: replaces ``config.loss_scales`` (e.g. all 1.0 when the
+      scales are what the stack measures); default: kept, so each Unet trains
+      on exactly HyperRecon's objective at its λ.
 
   Returns:
-    The copy with ``model.hyper_dim = 0``, ``hparams.fixed =
-    one_hot_lambda(k, K)``, every loss scale 1.0 (so the training loss is the
-    raw term) and UHS sampling (DHS ranks samples by λ-dependent losses, which
-    means nothing at one fixed λ).
+    The copy with ``model.hyper_dim = 0``, ``hparams.baselines = lambdas``
+    and UHS sampling (DHS ranks samples by λ-dependent losses, which means
+    nothing at one fixed λ).
   """
   c = config.copy_and_resolve_references()
-  num_terms = len(tuple(config.losses))
   c.model.hyper_dim = 0
-  c.hparams.fixed = one_hot_lambda(k, num_terms)
-  c.loss_scales = (1.0,) * num_terms
+  c.hparams.baselines = tuple(tuple(float(v) for v in lam) for lam in lambdas)
+  if loss_scales is not None:
+    c.loss_scales = tuple(loss_scales)
   c.sampling.method = "uhs"
   return c
-
-
-def baseline_dir(config, workdir: str, k: int) -> str:
-  """``<workdir>/term_<k>_<name>``: where baseline ``k`` trains."""
-  return os.path.join(workdir, f"term_{k}_{tuple(config.losses)[k]}")
 
 
 @functools.partial(jax.jit, static_argnames=("names",))
@@ -138,58 +146,142 @@ def validation_term_means(config, model, variables, lam=None, *,
   return {n: float(s / count) for n, s in zip(names, sums)}
 
 
-def compute_loss_scales(config, workdir: str) -> dict:
-  """Trains (or resumes) the K single-term baselines and measures s_k.
+def _one_hot_scales(names, lambdas, terms):
+  """s_k from the stack's one-hot Unets, or None when one is missing."""
+  index = {tuple(lam): i for i, lam in enumerate(lambdas)}
+  scales = []
+  for k, name in enumerate(names):
+    i = index.get(one_hot_lambda(k, len(names)))
+    if i is None:
+      return None
+    scale = terms[i][name]
+    if not np.isfinite(scale) or scale <= 0:
+      raise ValueError(f"the Unet trained on {name} alone has mean validation "
+                       f"{name} = {scale}; a loss scale must be positive")
+    scales.append(scale)
+  return scales
 
-  Baseline k is ``baseline_config(config, k)`` trained in
-  ``baseline_dir(config, workdir, k)``; s_k is its mean validation value of
-  term k. The result is also written to ``<workdir>/loss_scales.json``.
+
+def train_baselines(config, workdir: str, lambdas=None, *,
+                    loss_scales=None) -> dict:
+  """Trains (or resumes) the stack of Unets at ``lambdas`` and measures them.
 
   Args:
-    config: a full experiment config; its ``loss_scales``, ``hyper_dim`` and
-      ``hparams.fixed`` are ignored.
-    workdir: folder of the baselines and the result.
+    config: a full experiment config (its model and sampling are replaced).
+    workdir: the stack's run folder; the result goes to
+      ``<workdir>/baselines.json``.
+    lambdas: the λ vectors; default the one-hot ones (the loss scales).
+    loss_scales: see `stack_config`.
 
   Returns:
-    ``{'losses': [K names], 'loss_scales': [K floats], 'baselines': {name:
-    subfolder relative to workdir}, 'split': 'validation', 'steps': {name:
-    checkpoint step}, 'terms': {name: {term: mean validation value of every
-    term for that baseline}}}``.
+    ``{'losses': [K names], 'lambdas': [L λ vectors], 'split':
+    'validation', 'step': checkpoint step, 'terms': [L {term: mean validation
+    value}], 'loss_scales': [K floats] or None}``; ``loss_scales`` is set when
+    every one-hot λ is in the stack.
 
   Raises:
-    ConfigError: an impossible config, or a subfolder holding an
-      incompatible run (checked for every baseline before any training).
-    ValueError: some s_k is not a positive finite number.
+    ConfigError: an impossible config, or a workdir holding another run.
+    ValueError: a loss scale is not a positive finite number.
   """
   names = tuple(config.losses)
   if len(names) < 2:
     raise configuration.ConfigError(
-        f"config.losses={names} has one term: loss scales only balance 2 or "
-        "more terms")
-  configs = [baseline_config(config, k) for k in range(len(names))]
-  subdirs = [baseline_dir(config, workdir, k) for k in range(len(names))]
-  # All checks first: a mistake in the last baseline must not surface only
-  # after the others have trained for hours.
-  for c, subdir in zip(configs, subdirs):
-    configuration.validate(c)
-    loop_lib.check_workdir(c, subdir)  # also: never skip to another model
-  result = {"losses": list(names), "loss_scales": [], "baselines": {},
-            "split": "validation", "steps": {}, "terms": {}}
-  for name, c, subdir in zip(names, configs, subdirs):
-    loop_lib.train_and_evaluate(c, subdir)  # returns at once when finished
-    _, model, variables, step = trained.load_trained(subdir)
-    terms = validation_term_means(c, model, variables)
-    scale = terms[name]
-    if not np.isfinite(scale) or scale <= 0:
-      raise ValueError(f"the {name} baseline in {subdir} has mean validation "
-                       f"{name} = {scale}; a loss scale must be positive")
-    result["loss_scales"].append(scale)
-    result["baselines"][name] = os.path.basename(subdir)
-    result["steps"][name] = int(step)
-    result["terms"][name] = terms
+        f"config.losses={names} has one term: baselines need 2 or more terms")
+  lambdas = one_hot_lambdas(len(names)) if lambdas is None else lambdas
+  c = stack_config(config, lambdas, loss_scales=loss_scales)
+  loop_lib.train_and_evaluate(c, workdir)  # returns at once when finished
+  c, model, variables, step = trained.load_trained(workdir)
+  stack = model.lambdas
+  terms = [validation_term_means(c, model.single(),
+                                 step_lib.select(model, variables, lam), lam)
+           for lam in stack]
+  result = {"losses": list(names), "lambdas": [list(lam) for lam in stack],
+            "split": "validation", "step": int(step), "terms": terms,
+            "loss_scales": _one_hot_scales(names, stack, terms)}
   workdir_lib.write_text(os.path.join(workdir, RESULT_FILE),
                          json.dumps(result, indent=2))
   return result
+
+
+def compute_loss_scales(config, workdir: str) -> dict:
+  """The loss scales s_k: the one-hot stack, trained on the raw terms.
+
+  Every loss scale is 1.0 during this training (the one-hot Unet's loss is
+  its raw term), so the result does not depend on the scales being measured.
+  """
+  return train_baselines(config, workdir,
+                         loss_scales=(1.0,) * len(tuple(config.losses)))
+
+
+def fold_batch_norm(variables, channels: int):
+  """A plain Unet's weights in evaluation mode, BatchNorm folded into its convolutions.
+
+  With running statistics BatchNorm is affine per channel, so a convolution
+  followed by it is one convolution::
+
+    kernel' = kernel · γ / sqrt(var + eps),  bias' = (bias − mean) · γ / sqrt(var + eps) + β
+
+  Args:
+    variables: a plain ``Unet``'s variables.
+    channels: its width.
+
+  Returns:
+    ``{name: {'kernel', 'bias'}}`` for ``models.UnetBody(batch_norm=False)``.
+  """
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  out = {}
+  for spec in models.conv_specs(channels):
+    kernel, bias = params[f"{spec.name}_kernel"], params[f"{spec.name}_bias"]
+    bn = f"bn_{spec.name}"
+    if stats and bn in stats.get("body", {}):
+      s = params["body"][bn]["scale"] * jax.lax.rsqrt(
+          stats["body"][bn]["var"] + models.BATCH_NORM_EPSILON)
+      kernel = kernel * s
+      bias = (bias - stats["body"][bn]["mean"]) * s + params["body"][bn]["bias"]
+    out[spec.name] = {"kernel": kernel, "bias": bias}
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def _table_apply(channels: int, strategy: str, dtype):
+  """``apply(variables, zf, coeffs)`` of a λ → Unet table (one per setting).
+
+  Cached: the function is a static argument of the grid program.
+  """
+  body = models.UnetBody(channels, batch_norm=False, strategy=strategy,
+                         dtype=dtype)
+
+  def apply(variables, zf, coeffs):
+    table = variables["coeffs"]  # (L, K)
+    index = jnp.argmin(jnp.sum(jnp.abs(coeffs[:, None] - table[None]), -1), -1)
+    weights = jax.tree_util.tree_map(lambda w: w[index], variables["weights"])
+    return body.apply({}, weights, zf, per_sample=True)
+
+  return apply
+
+
+def grid_model(model, variables):
+  """A trained stack as a model of `evaluate.evaluate_grid`'s convention.
+
+  Each (slice, coefficients) row is reconstructed by the stack's Unet whose
+  coefficients are nearest, in evaluation mode (BatchNorm folded, see
+  `fold_batch_norm`), so a grid over the stack's own λ scores every baseline
+  on the same slices and noise as the HyperRecon grid.
+
+  Args:
+    model: a stack (``state.Model`` with ``lambdas``), e.g. from
+      ``load_trained``.
+    variables: its (stacked) variables.
+
+  Returns:
+    ``(apply_fn, grid_variables)``.
+  """
+  unet = model.module
+  weights = jax.vmap(lambda v: fold_batch_norm(v, unet.channels))(variables)
+  coeffs = hparams.coefficients(jnp.asarray(model.lambdas, jnp.float32))
+  apply_fn = _table_apply(unet.channels, models.resolve_strategy("auto"),
+                          unet.dtype)
+  return apply_fn, {"weights": weights, "coeffs": coeffs}
 
 
 def override_flag(loss_scales) -> str:

@@ -23,7 +23,8 @@ BOUND_FIELDS = (
     "model.hyper_dim", "model.channels", "model.batch_norm", "losses",
     "loss_scales", "task", "data.name", "data.image_size",
     "data.axis", "data.split_fractions", "data.split_seed", "data.gap_slices",
-    "data.min_foreground", "data.percentile",
+    "data.min_foreground", "data.percentile", "hparams.fixed",
+    "hparams.baselines",
 )
 MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
 
@@ -56,7 +57,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss_scales = (0.0556, 0.322)
   c.hparams = ml_collections.ConfigDict(dict(
       sampler="uniform", endpoint_prob=0.1, log_min=1e-3,
-      fixed=(0.5,)))  # λ of a plain Unet baseline (model.hyper_dim = 0)
+      # λ of a plain Unet baseline (model.hyper_dim = 0) ...
+      fixed=(0.5,),
+      # ... or, when not empty, the λ vectors of a stack of plain Unets
+      # trained together in one program (experiments/baselines.py).
+      baselines=()))
   c.sampling = ml_collections.ConfigDict(dict(method="uhs", top_b=8))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=32, num_steps=100_000, lr=1e-3,
@@ -107,6 +112,20 @@ def validate(config) -> None:
     fixed = tuple(config.hparams.fixed)
     if any(not 0.0 <= v <= 1.0 for v in fixed):
       raise ConfigError(f"config.hparams.fixed must lie in [0, 1], got {fixed}")
+  stack = tuple(tuple(lam) for lam in config.hparams.baselines)
+  if stack:
+    if config.model.hyper_dim:
+      raise ConfigError("config.hparams.baselines lists plain Unets: it needs "
+                        "config.model.hyper_dim=0")
+    for lam in stack:
+      if len(lam) != k - 1 or any(not 0.0 <= v <= 1.0 for v in lam):
+        raise ConfigError(f"config.hparams.baselines: each λ needs {k - 1} "
+                          f"values in [0, 1], got {lam}")
+    if len(set(stack)) != len(stack):
+      raise ConfigError(f"config.hparams.baselines repeats a λ: {stack}")
+    if config.sampling.method != "uhs":
+      raise ConfigError("baselines train at fixed λ: config.sampling.method "
+                        "must be 'uhs'")
   if config.hparams.sampler not in hparams.SAMPLERS:
     raise ConfigError(f"config.hparams.sampler must be one of "
                       f"{hparams.SAMPLERS}, got {config.hparams.sampler!r}")

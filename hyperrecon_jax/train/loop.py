@@ -235,9 +235,10 @@ def _train(config, workdir, mesh, owner):
       in_shardings=(replicated, batch_sharding, replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
   eval_step = step_lib.make_eval_step(eval_model, operator)
-  # A plain Unet has one λ, the one it trains at.
+  # A plain Unet has one λ, the one it trains at; a stack one per Unet.
   val_lams = (step_lib.validation_lambdas(len(tuple(config.losses)) - 1)
-              if config.model.hyper_dim else [tuple(config.hparams.fixed)])
+              if config.model.hyper_dim else
+              list(model.lambdas) or [tuple(config.hparams.fixed)])
   rng = jax.random.key(seed + 1)
   lr = state_lib.learning_rate(config)
   mngr = checkpoints.manager(workdir, config.train.max_to_keep)

@@ -19,18 +19,35 @@ class Model:
   reconstruction and the per-sample convolution weights (for weight-ℓ1), plus
   the updated ``batch_stats`` when ``train``. A plain ``Unet`` ignores
   ``coeffs`` and reports its own weights for every sample.
+
+  A *stack* (``lambdas`` non-empty) is one plain Unet per λ of ``lambdas``,
+  trained together: every variable has a leading axis of size L, ``coeffs``
+  is (L, B, K) and the outputs gain the same leading axis.
   """
   module: Any = flax.struct.field(pytree_node=False)
   hyper: bool = flax.struct.field(pytree_node=False)
+  lambdas: tuple = flax.struct.field(pytree_node=False, default=())
 
   def init(self, key, zf, coeffs):
+    if self.lambdas:  # independent initializations, as separate runs would be
+      keys = jax.random.split(key, len(self.lambdas))
+      return jax.vmap(lambda k: self.module.init(k, zf))(keys)
     if self.hyper:
       return self.module.init(key, zf, coeffs)
     return self.module.init(key, zf)
 
+  def single(self) -> "Model":
+    """The model of one element of a stack."""
+    return self.replace(lambdas=())
+
   def apply(self, variables, zf, coeffs, *, train: bool,
             return_weights: bool = False):
     """Returns ``(recon, weights or None, batch_stats updates)``."""
+    if self.lambdas:
+      one = self.single()
+      return jax.vmap(lambda v, c: one.apply(
+          v, zf, c, train=train, return_weights=return_weights))(
+              variables, coeffs)
     mutable = ["batch_stats"] if train else False
     if self.hyper:
       out = self.module.apply(variables, zf, coeffs, train=train,
@@ -59,7 +76,8 @@ def _unet_weights(params, batch):
 
 
 def build_model(config, *, strategy: str | None = None) -> Model:
-  """The network of ``config.model``: ``HyperUnet`` or, for hyper_dim 0, ``Unet``.
+  """The network of ``config.model``: ``HyperUnet``, or for hyper_dim 0 ``Unet``
+  (a stack of them when ``config.hparams.baselines`` lists λ vectors).
 
   Args:
     config: full experiment config.
@@ -73,11 +91,19 @@ def build_model(config, *, strategy: str | None = None) -> Model:
   dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
   if m.hyper_dim == 0:
     return Model(models.Unet(channels=m.channels, batch_norm=m.batch_norm,
-                             init_scheme=m.init_scheme, dtype=dtype), False)
+                             init_scheme=m.init_scheme, dtype=dtype), False,
+                 baseline_lambdas(config))
   return Model(models.HyperUnet(
       hyper_dim=m.hyper_dim, num_coeffs=len(tuple(config.losses)),
       channels=m.channels, batch_norm=m.batch_norm, init_scheme=m.init_scheme,
       strategy=strategy or m.strategy, dtype=dtype), True)
+
+
+def baseline_lambdas(config) -> tuple:
+  """The λ vectors of a stack of plain Unets (``config.hparams.baselines``)."""
+  if config.model.hyper_dim:
+    return ()
+  return tuple(tuple(float(v) for v in lam) for lam in config.hparams.baselines)
 
 
 @flax.struct.dataclass

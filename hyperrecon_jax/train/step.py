@@ -12,8 +12,16 @@ from hyperrecon_jax.train import state as state_lib
 
 
 def sample_coefficients(config, key, batch: int):
-  """Loss coefficients for a batch: sampled λ, or the baseline's fixed λ."""
+  """Loss coefficients for a batch: sampled λ, or the baseline's fixed λ.
+
+  Returns:
+    (B, K); for a stack of baselines (L, B, K), row l at the stack's λ_l.
+  """
   k = len(tuple(config.losses))
+  stack = state_lib.baseline_lambdas(config)
+  if stack:
+    coeffs = hparams.coefficients(jnp.asarray(stack, jnp.float32))
+    return jnp.broadcast_to(coeffs[:, None], (len(stack), batch, k))
   if config.model.hyper_dim == 0:
     lam = jnp.broadcast_to(jnp.asarray(config.hparams.fixed, jnp.float32),
                            (batch, k - 1))
@@ -63,13 +71,24 @@ def make_train_step(config, model: state_lib.Model, operator):
       variables["batch_stats"] = batch_stats
     recon, weights, updates = model.apply(variables, zf, coeffs, train=True,
                                           return_weights=needs_weights)
-    terms = losses.compute_terms(names, recon, x, operator=operator,
-                                 measurement=y, weights=weights)
-    return losses.composite(terms, coeffs, scales), terms, updates
+    terms_of = lambda r, w: losses.compute_terms(
+        names, r, x, operator=operator, measurement=y, weights=w)
+    if model.lambdas:  # a stack: (L, B, ...) against the one batch
+      terms = jax.vmap(terms_of)(recon, weights)
+      total = jax.vmap(losses.composite, in_axes=(0, 0, None))(
+          terms, coeffs, scales)
+    else:
+      terms = terms_of(recon, weights)
+      total = losses.composite(terms, coeffs, scales)
+    return total, terms, updates
 
   def loss_fn(params, batch_stats, x, zf, y, coeffs):
     total, terms, updates = per_example(params, batch_stats, x, zf, y, coeffs)
-    return jnp.mean(total), (terms, updates)
+    # A stack sums its Unets' batch means: each Unet's parameters get exactly
+    # the gradient of its own loss, as in a separate run (Adam is elementwise).
+    loss = (jnp.sum(jnp.mean(total, axis=-1)) if model.lambdas
+            else jnp.mean(total))
+    return loss, (terms, updates)
 
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
@@ -107,9 +126,10 @@ def make_train_step(config, model: state_lib.Model, operator):
         opt_state=keep_old(opt_state, state.opt_state),
         bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step,
                            state.bad_step))
-    out = {"loss": loss, "grad_norm": grad_norm}
+    # Reported per Unet: a stack's loss is the mean over its Unets.
+    out = {"loss": loss / max(len(model.lambdas), 1), "grad_norm": grad_norm}
     for i, name in enumerate(names):
-      out[f"loss_{name}"] = jnp.mean(terms[:, i])
+      out[f"loss_{name}"] = jnp.mean(terms[..., i])
     return new_state, out
 
   return train_step
@@ -125,6 +145,13 @@ def validation_lambdas(num_lambdas: int):
   if num_lambdas == 2:
     return [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5)]
   return [(v,) * num_lambdas for v in (0.0, 0.5, 1.0)]
+
+
+def select(model: state_lib.Model, variables, lam):
+  """The variables of the stack's Unet whose λ is nearest ``lam`` (traceable)."""
+  stack = jnp.asarray(model.lambdas, jnp.float32)
+  index = jnp.argmin(jnp.sum(jnp.abs(stack - jnp.asarray(lam, jnp.float32)), -1))
+  return jax.tree_util.tree_map(lambda v: v[index], variables)
 
 
 def make_eval_step(model: state_lib.Model, operator):
@@ -144,7 +171,9 @@ def make_eval_step(model: state_lib.Model, operator):
     zf = operator.zero_filled(y)
     coeffs = hparams.coefficients(
         jnp.broadcast_to(lam, (x.shape[0], lam.shape[-1])))
-    recon, _, _ = model.apply(variables, zf, coeffs, train=False)
+    if model.lambdas:  # the stack's Unet trained at this λ
+      variables = select(model, variables, lam)
+    recon, _, _ = model.single().apply(variables, zf, coeffs, train=False)
     zf_mag = jnp.sqrt(jnp.sum(zf ** 2, axis=-1))
     return {"psnr": metrics.psnr(recon, x), "ssim": metrics.ssim(recon, x),
             "psnr_zf": metrics.psnr(zf_mag, x)}
