@@ -1,25 +1,10 @@
-"""Tests of the training loop (hyperrecon_jax.train.loop and writer).
-
-Every run here trains the same tiny configuration (mni152 at 32×32, 4 channels,
-hypernetwork width 4, batch 4) in its own workdir; the embedded dataset is
-built once per module in a temporary folder. The loop builds a fresh
-``jax.jit`` per run, so XLA executables go to a persistent compilation cache in
-pytest's temporary folder: the first run compiles, the others (and the
-subprocesses on one device) load the executables.
-
-Run A (6 steps, uninterrupted) is the reference of the resume, data-parallel
-and SIGTERM tests.
-"""
+"""Tests of the training loop (hyperrecon_jax.train.loop and writer): what a run
+writes, resume, configuration errors, non-finite losses. See loop_support.py."""
 
 import json
 import os
 import re
-import shutil
-import signal
 import struct
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -29,108 +14,24 @@ from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
 from hyperrecon_jax import models
 from hyperrecon_jax import train
-from hyperrecon_jax import workdir as workdir_lib
-from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import writer as writer_lib
+from loop_support import (  # pylint: disable=g-multiple-import
+    BATCH, CHECKPOINT_STEPS, EVAL_STEPS, STEPS, NanAfter,
+    assert_trees_close, build_data_dir, host, make_config, read_metrics,
+    restore, train_run_a)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZE = 32
-BATCH = 4
-STEPS = 6
-EVAL_STEPS = (3, 6)
-CHECKPOINT_STEPS = (2, 4, 6)
-
-
-# XLA executables persist across the module's runs (see conftest.py).
+# XLA executables persist across the session's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  """The embedded mni152 dataset at 32×32, built once for the module."""
-  path = str(tmp_path_factory.mktemp("tensorflow_datasets"))
-  config = make_config(path)
-  next(data.batches(config.data, "train", batch_size=BATCH))
-  return path
-
-
-def make_config(data_dir, **train_overrides):
-  config = train.default_config()
-  config.data.data_dir = data_dir
-  config.data.image_size = SIZE
-  config.data.num_threads = 0
-  config.model.channels = 4
-  config.model.hyper_dim = 4
-  # 'vmap' compiles ~3× faster on CPU than the CPU default 'loop' (as in the
-  # :quick experiment variants); tests/test_models.py covers 'loop'.
-  config.model.strategy = "vmap"
-  config.train.update(dict(
-      batch_size=BATCH, num_steps=STEPS, log_every=1, eval_every=3,
-      checkpoint_every=2, eval_batches=1, max_to_keep=3))
-  config.train.update(train_overrides)
-  return config
-
-
-def host(tree):
-  return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
-
-
-def assert_trees_close(a, b, rtol=1e-6, atol=0.0):
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
-                               atol=atol)
-
-
-def read_metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def restore(workdir, like, step=None):
-  """(step, state, data_state, config_dict) of a workdir's checkpoint.
-
-  Args:
-    workdir: a run's folder.
-    like: a state of the same structure (e.g. run A's final state).
-    step: which checkpoint; the latest when None.
-  """
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
-                                     sharding=device), like)
-  mngr = checkpoints.manager(workdir)
-  try:
-    return checkpoints.restore(mngr, abstract, step)
-  finally:
-    mngr.close()
+  return build_data_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def two_devices(data_dir, tmp_path_factory, compilation_cache):
-  """Run A's configuration in a subprocess on 2 devices, started early.
-
-  The child compiles its own (sharded) programs; it runs in the background,
-  while this process compiles run A, and is collected by its test.
-  """
-  tmp_path = tmp_path_factory.mktemp("two_devices")
-  proc, out, log = _start_child(tmp_path, "plain", make_config(data_dir),
-                                tmp_path / "two_devices", compilation_cache, 2)
-  log.close()  # the child holds its own handle
-  yield proc, out, tmp_path / "plain.log"
-  if proc.poll() is None:
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture(scope="module")
-def run_a(data_dir, tmp_path_factory, two_devices):
-  """The reference: 6 uninterrupted steps."""
-  del two_devices  # started first, to overlap with run A
-  workdir = str(tmp_path_factory.mktemp("run_a"))
-  config = make_config(data_dir)
-  state = train.train_and_evaluate(config, workdir)
-  return dict(workdir=workdir, config=config, state=host(state))
+def run_a(data_dir, tmp_path_factory):
+  return train_run_a(data_dir, tmp_path_factory)
 
 
 # --- what a run writes -----------------------------------------------------------
@@ -277,89 +178,6 @@ def test_resume_reaches_the_uninterrupted_result(run_a, data_dir, tmp_path,
     assert json.load(f)["train"]["num_steps"] == STEPS
 
 
-def _snapshot(workdir):
-  """{relative path: bytes} of every file of a workdir."""
-  out = {}
-  for root, _, files in os.walk(workdir):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, workdir)] = f.read()
-  return out
-
-
-@pytest.fixture()
-def finished_copy(run_a, tmp_path):
-  """A copy of run A's finished workdir and a snapshot of its files."""
-  workdir = str(tmp_path / "run_a_copy")
-  shutil.copytree(run_a["workdir"], workdir)
-  return workdir, _snapshot(workdir)
-
-
-def test_rerunning_a_finished_run_changes_nothing(run_a, data_dir,
-                                                  finished_copy, capfd):
-  workdir, before = finished_copy
-  # Fields that may change between runs (lr) do not matter when no step is
-  # left: nothing trains, so nothing is written, config.json included.
-  state = train.train_and_evaluate(make_config(data_dir, lr=1e-4), workdir)
-  assert "nothing to do" in capfd.readouterr().err
-  assert int(state.step) == STEPS
-  assert_trees_close(host(state.params), run_a["state"].params, rtol=0)
-  assert _snapshot(workdir) == before
-
-
-def _other_task(c):
-  c.task.acceleration = 4.0
-
-
-def _other_loss_scales(c):
-  c.loss_scales = (1.0, 1.0)
-
-
-def _impossible(c):
-  c.hparams.endpoint_prob = 2.0
-
-
-@pytest.mark.parametrize("change, error", [
-    (_other_task, "task.acceleration: 8.0 in the workdir, 4.0 now"),
-    (_other_loss_scales, "loss_scales"),
-    (_impossible, "endpoint_prob"),
-])
-def test_a_rejected_rerun_of_a_finished_run_writes_nothing(
-    data_dir, finished_copy, change, error):
-  workdir, before = finished_copy
-  config = make_config(data_dir, num_steps=STEPS + 2)
-  change(config)
-  with pytest.raises(train.ConfigError, match=error):
-    train.train_and_evaluate(config, workdir)
-  assert _snapshot(workdir) == before
-
-
-def test_a_second_trainer_is_refused_and_writes_nothing(data_dir,
-                                                        finished_copy):
-  workdir, before = finished_copy
-  with workdir_lib.lock(workdir):
-    with pytest.raises(workdir_lib.WorkdirBusyError, match=str(os.getpid())):
-      train.train_and_evaluate(make_config(data_dir, num_steps=STEPS + 2),
-                               workdir)
-    after = _snapshot(workdir)
-    del after[workdir_lib.LOCK_FILE]  # ours
-    assert after == before
-
-
-def test_evaluation_uses_the_config_stored_with_the_checkpoint(finished_copy):
-  workdir, _ = finished_copy
-  path = os.path.join(workdir, "config.json")
-  with open(path) as f:
-    edited = json.load(f)
-  edited["task"]["acceleration"] = 4.0  # e.g. edited by hand
-  with open(path, "w") as f:
-    json.dump(edited, f)
-  config, _, _, step = train.load_trained(workdir)
-  assert step == STEPS
-  assert config.task.acceleration == 8.0
-
-
 def test_metric_writer_drops_records_after_the_resumed_step(tmp_path):
   workdir = str(tmp_path)
   w = writer_lib.MetricWriter(workdir)
@@ -379,27 +197,6 @@ def test_metric_writer_drops_records_after_the_resumed_step(tmp_path):
 
 
 # --- configuration errors ----------------------------------------------------------
-
-
-def test_incompatible_config_in_existing_workdir_is_refused(run_a, data_dir,
-                                                            tmp_path):
-  workdir = tmp_path / "existing"
-  workdir.mkdir()
-  shutil.copy(os.path.join(run_a["workdir"], "config.json"), workdir)
-  before = (workdir / "config.json").read_bytes()
-  config = make_config(data_dir)
-  config.model.channels = 8
-  with pytest.raises(train.ConfigError, match="model.channels"):
-    train.train_and_evaluate(config, str(workdir))
-  assert (workdir / "config.json").read_bytes() == before
-  assert sorted(os.listdir(workdir)) == ["config.json"]
-  # Other structural fields too; non-structural ones may change.
-  config = make_config(data_dir)
-  config.losses = ("mae", "mse")
-  with pytest.raises(train.ConfigError, match="losses"):
-    loop_lib.check_workdir(config, str(workdir))
-  loop_lib.check_workdir(make_config(data_dir, num_steps=100, lr=1e-4),
-                         str(workdir))
 
 
 def _unknown_loss(c):
@@ -443,29 +240,6 @@ def test_impossible_config_raises_config_error_and_writes_nothing(
 # --- non-finite loss -------------------------------------------------------------------
 
 
-class _NanAfter:
-  """A training iterator whose batches from the ``first``-th on hold NaN."""
-
-  def __init__(self, it, first):
-    self._it, self._first, self._count = it, first, 0
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = dict(next(self._it))
-    self._count += 1
-    if self._count >= self._first:
-      batch["image"] = np.full_like(batch["image"], np.nan)
-    return batch
-
-  def get_state(self):
-    return self._it.get_state()
-
-  def set_state(self, state):
-    self._it.set_state(state)
-
-
 @pytest.fixture(scope="module")
 def nan_run(data_dir, tmp_path_factory):
   """A run whose training batches from loop step 5 on are NaN.
@@ -477,7 +251,7 @@ def nan_run(data_dir, tmp_path_factory):
 
   def patched(data_config, split, **kwargs):
     it = batches(data_config, split, **kwargs)
-    return _NanAfter(it, 5) if split == "train" else it  # validation clean
+    return NanAfter(it, 5) if split == "train" else it  # validation clean
 
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(data, "batches", patched)
@@ -508,7 +282,7 @@ def test_non_finite_first_step_says_no_checkpoint_was_written(data_dir,
 
   def patched(data_config, split, **kwargs):
     it = batches(data_config, split, **kwargs)
-    return _NanAfter(it, 1) if split == "train" else it
+    return NanAfter(it, 1) if split == "train" else it
 
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(data, "batches", patched)
@@ -525,208 +299,3 @@ def test_non_finite_loss_error_names_the_step_as_the_loop_counts_it(nan_run):
   # (and checkpoint 4, the state before it, is good).
   _, error = nan_run
   assert re.search(r"non-finite at step 5\b", str(error)), str(error)
-
-
-# --- subprocesses: data parallelism on 2 devices, SIGTERM ------------------------------
-
-_CHILD = r'''
-import json, sys, time
-import numpy as np
-import jax
-import ml_collections
-from hyperrecon_jax import data
-from hyperrecon_jax import models
-from hyperrecon_jax import train
-
-mode, config_path, workdir, out = sys.argv[1:5]
-print("device_count", jax.device_count(), flush=True)
-with open(config_path) as f:
-  config = ml_collections.ConfigDict(json.load(f))
-
-if mode == "slow":
-  # Slow steps after the first checkpoint (step 2), so that the parent's
-  # SIGTERM arrives well before the end of the run.
-  batches = data.batches
-
-  class Slow:
-    def __init__(self, it):
-      self._it, self._count = it, 0
-    def __iter__(self):
-      return self
-    def __next__(self):
-      self._count += 1
-      if self._count > 2:
-        time.sleep(2.0)
-      return next(self._it)
-    def get_state(self):
-      return self._it.get_state()
-    def set_state(self, s):
-      self._it.set_state(s)
-
-  def patched(data_config, split, **kwargs):
-    it = batches(data_config, split, **kwargs)
-    return Slow(it) if split == "train" else it
-
-  data.batches = patched
-
-state = train.train_and_evaluate(config, workdir)
-np.savez(out, *[np.asarray(x) for x in jax.tree_util.tree_leaves(
-    jax.device_get(state.params))])
-print("done", flush=True)
-'''
-
-
-def _child_env(cache_dir, devices):
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(
-      [REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-  env["JAX_PLATFORMS"] = "cpu"
-  env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if "xla_force_host_platform_device_count" not in f]
-  if devices > 1:
-    flags.append(f"--xla_force_host_platform_device_count={devices}")
-  env["XLA_FLAGS"] = " ".join(flags)
-  return env
-
-
-def _start_child(tmp_path, mode, config, workdir, cache_dir, devices):
-  script = tmp_path / "child.py"
-  script.write_text(_CHILD)
-  config_path = tmp_path / "config.json"
-  config_path.write_text(config.to_json())
-  out = tmp_path / "params.npz"
-  log = open(tmp_path / f"{mode}.log", "w")
-  proc = subprocess.Popen(
-      [sys.executable, str(script), mode, str(config_path), str(workdir),
-       str(out)], env=_child_env(cache_dir, devices), stdout=log,
-      stderr=subprocess.STDOUT, cwd=str(tmp_path))
-  return proc, out, log
-
-
-def _load_params(path, like):
-  with np.load(path) as f:
-    leaves = [f[f"arr_{i}"] for i in range(len(f.files))]
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like),
-                                      leaves)
-
-
-# Adam's step is bounded by lr·(1 − β1)/√(1 − β2) = 3.16·lr per update for
-# optax's defaults (Kingma & Ba 2015, §2.1), whatever the gradient.
-ADAM_STEP_BOUND = 0.1 / np.sqrt(1e-3)
-
-
-def test_data_parallel_on_two_devices_equals_one_device(run_a, two_devices):
-  """Run A's configuration (batch 4) on 2 simulated CPU devices, 2 examples each.
-
-  What is exact in real arithmetic is checked to float32 reduction error.
-  BatchNorm's statistics and every loss are reductions over the global batch
-  (4 × 32 × 32 = 4,096 terms), which on 2 devices are summed in another
-  order. XLA reduces in trees, so one such sum of like-signed terms is off by
-  about log2(4096)·2⁻²⁴ ≈ 7e-7 relative. A loss passes through a few dozen of
-  them (BatchNorm at 14 layers, SSIM's filters), so we allow 1e-5 (measured:
-  at most 1.3e-6).
-
-  Step 1 starts from identical parameters. It also shows that BatchNorm
-  gathers its statistics over both devices: statistics of 2 examples per
-  device change the loss by percents.
-
-  Later steps start from parameters that differ where Adam amplifies rounding
-  noise:
-  - The hypernetwork's bias-head bias b of each 3×3 convolution has a gradient
-    that is zero in exact arithmetic. Its bias K·h(λ) + b is followed by
-    training-mode BatchNorm, which removes the per-channel constant b, so Adam
-    turns the gradient's rounding noise into steps of ±3.16·lr.
-  - Any parameter whose gradient is momentarily near zero is amplified the
-    same way.
-  In both cases the loss is (to first order) insensitive to those parameters,
-  so the training losses still agree to roundoff, with the same tolerance.
-  The parameters themselves are bounded only by Adam's step bound (below),
-  and validation in evaluation mode is not compared: there the running mean
-  does not cancel b (the metrics differed by up to 6 % between machines).
-  """
-  if jax.device_count() != 1:
-    pytest.skip("the reference run A must run on one device")
-  proc, out, log_path = two_devices
-  try:
-    rc = proc.wait(timeout=600)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-  output = log_path.read_text()
-  assert rc == 0, output[-3000:]
-  assert "device_count 2" in output
-
-  records = read_metrics(str(log_path.parent / "two_devices"))
-  want = read_metrics(run_a["workdir"])
-  assert [r["step"] for r in records] == [r["step"] for r in want]
-  for got, ref in zip(records, want):
-    assert got.keys() == ref.keys()
-    for key in ("loss", "loss_mae", "loss_ssim", "grad_norm", "lr"):
-      np.testing.assert_allclose(got[key], ref[key], rtol=1e-5,
-                                 err_msg=f"step {got['step']}: {key}")
-    if "val_psnr_zf" in ref:  # the data and the validation key only
-      np.testing.assert_allclose(got["val_psnr_zf"], ref["val_psnr_zf"],
-                                 rtol=1e-5)
-
-  # Both runs start from the same initialization and take STEPS Adam steps.
-  bound = 2 * STEPS * ADAM_STEP_BOUND * run_a["config"].train.lr
-  params = _load_params(out, run_a["state"].params)
-  for (path, ref), got in zip(
-      jax.tree_util.tree_leaves_with_path(run_a["state"].params),
-      jax.tree_util.tree_leaves(params)):
-    assert np.max(np.abs(got - ref)) <= bound, jax.tree_util.keystr(path)
-
-
-@pytest.fixture(scope="module")
-def interrupted_run(run_a, data_dir, tmp_path_factory, compilation_cache):
-  """A run stopped by SIGTERM after its first checkpoint, then resumed."""
-  tmp_path = tmp_path_factory.mktemp("sigterm")
-  workdir = tmp_path / "run"
-  proc, _, log = _start_child(tmp_path, "slow", run_a["config"], workdir,
-                              compilation_cache, 1)
-  try:
-    deadline = time.time() + 240
-    first = workdir / "checkpoints" / "2"
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-      time.sleep(0.05)
-    assert first.exists(), (tmp_path / "slow.log").read_text()[-3000:]
-    proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(timeout=120)
-  finally:
-    log.close()
-    if proc.poll() is None:
-      proc.kill()
-  output = (tmp_path / "slow.log").read_text()
-  mngr = checkpoints.manager(str(workdir))
-  latest = mngr.latest_step()
-  mngr.close()
-  state = train.train_and_evaluate(run_a["config"], str(workdir))
-  return dict(rc=rc, output=output, latest=latest, workdir=str(workdir),
-              state=host(state))
-
-
-def test_sigterm_saves_a_checkpoint_and_raises_interrupted(interrupted_run):
-  output = interrupted_run["output"]
-  assert interrupted_run["rc"] != 0, output[-3000:]
-  assert "Interrupted" in output, output[-3000:]
-  match = re.search(r"stopped by signal (\d+) at step (\d+)", output)
-  assert match, output[-3000:]
-  assert int(match.group(1)) == signal.SIGTERM
-  step = int(match.group(2))
-  assert 2 < step < STEPS
-  assert interrupted_run["latest"] == step
-
-
-def test_resume_after_sigterm_reaches_the_uninterrupted_result(
-    run_a, interrupted_run):
-  state = interrupted_run["state"]
-  assert int(state.step) == STEPS
-  assert_trees_close(state.params, run_a["state"].params, rtol=1e-6, atol=1e-7)
-
-
-def test_metrics_after_sigterm_and_resume_read_as_one_run(interrupted_run):
-  # The interrupted step was trained and checkpointed; its record belongs in
-  # metrics.jsonl like every other step's.
-  steps = [r["step"] for r in read_metrics(interrupted_run["workdir"])]
-  assert steps == list(range(1, STEPS + 1))

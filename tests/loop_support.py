@@ -1,0 +1,131 @@
+"""What the training-loop tests share: the tiny run, its dataset, helpers.
+
+Every run trains the same tiny configuration (mni152 at 32×32, 4 channels,
+hypernetwork width 4, batch 4) in its own workdir; the embedded dataset is
+built once per module in a temporary folder. The loop builds a fresh
+``jax.jit`` per run, so XLA executables go to the persistent compilation cache
+of conftest.py: the first run of the session compiles, the others (and the
+subprocesses on one device) load the executables.
+
+Run A (6 steps, uninterrupted) is the reference of the resume, workdir,
+data-parallel and SIGTERM tests.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from hyperrecon_jax import checkpoints
+from hyperrecon_jax import data
+from hyperrecon_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 32
+BATCH = 4
+STEPS = 6
+EVAL_STEPS = (3, 6)
+CHECKPOINT_STEPS = (2, 4, 6)
+
+
+def build_data_dir(tmp_path_factory):
+  """The embedded mni152 dataset at 32×32, built in a temporary folder."""
+  path = str(tmp_path_factory.mktemp("tensorflow_datasets"))
+  config = make_config(path)
+  next(data.batches(config.data, "train", batch_size=BATCH))
+  return path
+
+
+def train_run_a(data_dir, tmp_path_factory):
+  """The reference: 6 uninterrupted steps."""
+  workdir = str(tmp_path_factory.mktemp("run_a"))
+  config = make_config(data_dir)
+  state = train.train_and_evaluate(config, workdir)
+  return dict(workdir=workdir, config=config, state=host(state))
+
+
+def make_config(data_dir, **train_overrides):
+  config = train.default_config()
+  config.data.data_dir = data_dir
+  config.data.image_size = SIZE
+  config.data.num_threads = 0
+  config.model.channels = 4
+  config.model.hyper_dim = 4
+  # 'vmap' compiles ~3× faster on CPU than the CPU default 'loop' (as in the
+  # :quick experiment variants); tests/test_models.py covers 'loop'.
+  config.model.strategy = "vmap"
+  config.train.update(dict(
+      batch_size=BATCH, num_steps=STEPS, log_every=1, eval_every=3,
+      checkpoint_every=2, eval_batches=1, max_to_keep=3))
+  config.train.update(train_overrides)
+  return config
+
+
+def host(tree):
+  return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+def assert_trees_close(a, b, rtol=1e-6, atol=0.0):
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
+                               atol=atol)
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def restore(workdir, like, step=None):
+  """(step, state, data_state, config_dict) of a workdir's checkpoint.
+
+  Args:
+    workdir: a run's folder.
+    like: a state of the same structure (e.g. run A's final state).
+    step: which checkpoint; the latest when None.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
+                                     sharding=device), like)
+  mngr = checkpoints.manager(workdir)
+  try:
+    return checkpoints.restore(mngr, abstract, step)
+  finally:
+    mngr.close()
+
+
+def snapshot(workdir):
+  """{relative path: bytes} of every file of a workdir."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+class NanAfter:
+  """A training iterator whose batches from the ``first``-th on hold NaN."""
+
+  def __init__(self, it, first):
+    self._it, self._first, self._count = it, first, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = dict(next(self._it))
+    self._count += 1
+    if self._count >= self._first:
+      batch["image"] = np.full_like(batch["image"], np.nan)
+    return batch
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state):
+    self._it.set_state(state)

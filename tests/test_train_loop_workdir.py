@@ -1,0 +1,120 @@
+"""Tests of a finished workdir's protections: reruns that write nothing, the
+trainer's lock, the config stored with the checkpoint. See loop_support.py."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from hyperrecon_jax import train
+from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.train import loop as loop_lib
+from loop_support import (  # pylint: disable=g-multiple-import
+    STEPS, assert_trees_close, build_data_dir, host, make_config, snapshot, train_run_a)
+
+# XLA executables persist across the session's runs (see conftest.py).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return build_data_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def run_a(data_dir, tmp_path_factory):
+  return train_run_a(data_dir, tmp_path_factory)
+
+
+@pytest.fixture()
+def finished_copy(run_a, tmp_path):
+  """A copy of run A's finished workdir and a snapshot of its files."""
+  workdir = str(tmp_path / "run_a_copy")
+  shutil.copytree(run_a["workdir"], workdir)
+  return workdir, snapshot(workdir)
+
+
+def test_rerunning_a_finished_run_changes_nothing(run_a, data_dir,
+                                                  finished_copy, capfd):
+  workdir, before = finished_copy
+  # Fields that may change between runs (lr) do not matter when no step is
+  # left: nothing trains, so nothing is written, config.json included.
+  state = train.train_and_evaluate(make_config(data_dir, lr=1e-4), workdir)
+  assert "nothing to do" in capfd.readouterr().err
+  assert int(state.step) == STEPS
+  assert_trees_close(host(state.params), run_a["state"].params, rtol=0)
+  assert snapshot(workdir) == before
+
+
+def _other_task(c):
+  c.task.acceleration = 4.0
+
+
+def _other_loss_scales(c):
+  c.loss_scales = (1.0, 1.0)
+
+
+def _impossible(c):
+  c.hparams.endpoint_prob = 2.0
+
+
+@pytest.mark.parametrize("change, error", [
+    (_other_task, "task.acceleration: 8.0 in the workdir, 4.0 now"),
+    (_other_loss_scales, "loss_scales"),
+    (_impossible, "endpoint_prob"),
+])
+def test_a_rejected_rerun_of_a_finished_run_writes_nothing(
+    data_dir, finished_copy, change, error):
+  workdir, before = finished_copy
+  config = make_config(data_dir, num_steps=STEPS + 2)
+  change(config)
+  with pytest.raises(train.ConfigError, match=error):
+    train.train_and_evaluate(config, workdir)
+  assert snapshot(workdir) == before
+
+
+def test_a_second_trainer_is_refused_and_writes_nothing(data_dir,
+                                                        finished_copy):
+  workdir, before = finished_copy
+  with workdir_lib.lock(workdir):
+    with pytest.raises(workdir_lib.WorkdirBusyError, match=str(os.getpid())):
+      train.train_and_evaluate(make_config(data_dir, num_steps=STEPS + 2),
+                               workdir)
+    after = snapshot(workdir)
+    del after[workdir_lib.LOCK_FILE]  # ours
+    assert after == before
+
+
+def test_evaluation_uses_the_config_stored_with_the_checkpoint(finished_copy):
+  workdir, _ = finished_copy
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    edited = json.load(f)
+  edited["task"]["acceleration"] = 4.0  # e.g. edited by hand
+  with open(path, "w") as f:
+    json.dump(edited, f)
+  config, _, _, step = train.load_trained(workdir)
+  assert step == STEPS
+  assert config.task.acceleration == 8.0
+
+
+def test_incompatible_config_in_existing_workdir_is_refused(run_a, data_dir,
+                                                            tmp_path):
+  workdir = tmp_path / "existing"
+  workdir.mkdir()
+  shutil.copy(os.path.join(run_a["workdir"], "config.json"), workdir)
+  before = (workdir / "config.json").read_bytes()
+  config = make_config(data_dir)
+  config.model.channels = 8
+  with pytest.raises(train.ConfigError, match="model.channels"):
+    train.train_and_evaluate(config, str(workdir))
+  assert (workdir / "config.json").read_bytes() == before
+  assert sorted(os.listdir(workdir)) == ["config.json"]
+  # Other structural fields too; non-structural ones may change.
+  config = make_config(data_dir)
+  config.losses = ("mae", "mse")
+  with pytest.raises(train.ConfigError, match="losses"):
+    loop_lib.check_workdir(config, str(workdir))
+  loop_lib.check_workdir(make_config(data_dir, num_steps=100, lr=1e-4),
+                         str(workdir))
