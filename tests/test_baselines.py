@@ -204,3 +204,21 @@ def test_grid_model_is_each_unet_in_evaluation_mode(run):
                                            train=False)[0])[0]
     np.testing.assert_allclose(got[row], want, rtol=0,
                                atol=1e-5 * np.abs(want).max())
+
+
+def test_a_stack_runs_the_same_unrolled_or_vmapped(run):
+  # The strategy only changes how XLA runs the L Unets (one grouped
+  # convolution or L ordinary ones): float32 summation order, 1e-5 of scale.
+  _, workdir, _ = run
+  config, _, variables, _ = train.load_trained(workdir)
+  zf = np.random.default_rng(1).random((2, 32, 32, 2)).astype(np.float32)
+  coeffs = np.broadcast_to(np.asarray(hparams.coefficients(
+      np.array([[0.0], [1.0]])))[:, None], (2, 2, 2))
+  outs = []
+  for strategy in ("vmap", "loop"):
+    model = train.build_model(config, strategy=strategy)
+    recon, _, _ = jax.jit(lambda v, z, c, m=model: m.apply(v, z, c, train=False))(
+        variables, zf, coeffs)
+    outs.append(np.asarray(recon))
+  assert outs[0].shape == (2, 2, 32, 32)
+  np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-5 * np.abs(outs[0]).max())

@@ -22,11 +22,14 @@ class Model:
 
   A *stack* (``lambdas`` non-empty) is one plain Unet per λ of ``lambdas``,
   trained together: every variable has a leading axis of size L, ``coeffs``
-  is (L, B, K) and the outputs gain the same leading axis.
+  is (L, B, K) and the outputs gain the same leading axis. ``strategy``
+  (resolved as for ``HyperUnet``) runs a stack as one vmap or as L unrolled
+  Unets; it changes speed only.
   """
   module: Any = flax.struct.field(pytree_node=False)
   hyper: bool = flax.struct.field(pytree_node=False)
   lambdas: tuple = flax.struct.field(pytree_node=False, default=())
+  strategy: str = flax.struct.field(pytree_node=False, default="auto")
 
   def init(self, key, zf, coeffs):
     if self.lambdas:  # independent initializations, as separate runs would be
@@ -45,9 +48,16 @@ class Model:
     """Returns ``(recon, weights or None, batch_stats updates)``."""
     if self.lambdas:
       one = self.single()
-      return jax.vmap(lambda v, c: one.apply(
-          v, zf, c, train=train, return_weights=return_weights))(
-              variables, coeffs)
+      apply = lambda v, c: one.apply(v, zf, c, train=train,
+                                     return_weights=return_weights)
+      if models.resolve_strategy(self.strategy) == "vmap":
+        return jax.vmap(apply)(variables, coeffs)
+      # XLA's CPU convolution of a batch of weights against a batch of inputs
+      # (the grouped convolution vmap lowers to) is 10–30× slower than L
+      # ordinary ones: unroll the stack, as the 'loop' strategy does.
+      outs = [apply(jax.tree_util.tree_map(lambda x: x[i], variables),
+                    coeffs[i]) for i in range(len(self.lambdas))]
+      return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
     mutable = ["batch_stats"] if train else False
     if self.hyper:
       out = self.module.apply(variables, zf, coeffs, train=train,
@@ -92,7 +102,7 @@ def build_model(config, *, strategy: str | None = None) -> Model:
   if m.hyper_dim == 0:
     return Model(models.Unet(channels=m.channels, batch_norm=m.batch_norm,
                              init_scheme=m.init_scheme, dtype=dtype), False,
-                 baseline_lambdas(config))
+                 baseline_lambdas(config), strategy or m.strategy)
   return Model(models.HyperUnet(
       hyper_dim=m.hyper_dim, num_coeffs=len(tuple(config.losses)),
       channels=m.channels, batch_norm=m.batch_norm, init_scheme=m.init_scheme,
