@@ -16,4 +16,5 @@ run() { python3 benchmarks/throughput.py "$@" $EXTRA 2>>"$OUT/stderr.log" | tee 
 run --sizes=unet,S,M,L
 run --sizes=L --dtype=bfloat16 --benchmarks=train_step,grid
 run --sizes=unet --dtype=bfloat16 --benchmarks=train_step,grid
+run --sizes=stack5 --benchmarks=train_step   # per-λ baselines in one program
 tail -n 5 "$OUT/stderr.log"

@@ -3,10 +3,13 @@ r"""Throughput of HyperRecon training and λ-grid inference; one JSON line each.
   python benchmarks/throughput.py                 # paper scale: 256², batch 32, grid 100
   python benchmarks/throughput.py --quick         # seconds on a CPU
   python benchmarks/throughput.py --sizes=L --dtype=bfloat16 --strategy=vmap
+  python benchmarks/throughput.py --sizes=unet,stack5 --benchmarks=train_step  # per-λ baselines
 
 Measurements (``benchmark`` field):
   train_step: samples/s of the jitted training step (forward in training mode,
-    MAE + SSIM with one λ per sample, backward, Adam) on random images.
+    MAE + SSIM with one λ per sample, backward, Adam) on random images. For
+    ``stackN`` (N per-λ baseline Unets in one program) a sample counts once
+    per Unet, so the value compares with N separate ``unet`` runs.
   grid: reconstructions/s for one slice at ``--grid`` λ values in one batched
     call (evaluation mode; a plain Unet gets ``--grid`` copies of the slice).
   latency: milliseconds for one slice at one λ (the ``shared`` strategy).
@@ -25,7 +28,9 @@ import jax
 import jax.numpy as jnp
 
 _SIZES = flags.DEFINE_list("sizes", ["unet", "S", "M", "L"],
-                           "Models: unet, S (d=4), M (d=32), L (d=128).")
+                           "Models: unet, S (d=4), M (d=32), L (d=128), stackN "
+                           "(N baseline Unets trained together; train_step "
+                           "only).")
 _IMAGE = flags.DEFINE_integer("image_size", 256, "Image side.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Training batch size.")
 _GRID = flags.DEFINE_integer("grid", 100, "λ values per slice for 'grid'.")
@@ -47,10 +52,15 @@ HYPER_DIMS = {"unet": 0, "S": 4, "M": 32, "L": 128}
 
 def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
             channels: int):
-  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import hparams, train  # pylint: disable=g-import-not-at-top,g-multiple-import
   c = train.default_config()
   c.data.image_size = image
-  c.model.hyper_dim = HYPER_DIMS[size]
+  if size.startswith("stack"):
+    c.model.hyper_dim = 0
+    c.hparams.baselines = tuple(tuple(float(v) for v in lam) for lam in
+                                hparams.grid(int(size[5:]), 1))
+  else:
+    c.model.hyper_dim = HYPER_DIMS[size]
   c.model.channels = channels
   c.model.dtype = dtype
   c.model.strategy = strategy
@@ -91,7 +101,8 @@ def bench_train_step(config, state, iters, repeats):
     return metrics["loss"]
 
   sec, compile_s = _time(run, iters, repeats)
-  return config.train.batch_size / sec, "samples/s", compile_s
+  unets = max(len(model.lambdas), 1)
+  return unets * config.train.batch_size / sec, "samples/s", compile_s
 
 
 def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
@@ -122,10 +133,11 @@ def main(argv):
   sizes = _SIZES.value
   if _QUICK.value:  # smoke test: every code path, numbers meaningless
     image, batch, grid, iters, repeats, channels = 32, 2, 4, 2, 1, 8
-    sizes = [s for s in sizes if s in ("unet", "S")]
+    sizes = [s for s in sizes if s in ("unet", "S") or s.startswith("stack")]
   device = jax.devices()[0]
   for size in sizes:
-    if size not in HYPER_DIMS:
+    if size not in HYPER_DIMS and not (size.startswith("stack")
+                                       and size[5:].isdigit()):
       raise app.UsageError(f"--sizes: unknown model {size!r}; use "
                            f"{list(HYPER_DIMS)}")
     config = _config(size, image, batch, _DTYPE.value, _STRATEGY.value,
@@ -140,6 +152,8 @@ def main(argv):
       if name == "train_step":
         value, unit, compile_s = bench_train_step(config, state, iters,
                                                   repeats)
+      elif size.startswith("stack"):
+        continue  # a stack is for training; its evaluation is the unet's
       elif name in ("grid", "latency"):
         value, unit, compile_s = bench_grid(config, variables, grid, iters,
                                             repeats, latency=name == "latency")
