@@ -55,7 +55,7 @@ def test_one_hot_lambda_rejects_bad_indices(k, num_terms):
     baselines.one_hot_lambda(k, num_terms)
 
 
-@pytest.mark.parametrize("name", ["demo", "knee_cs_ao"])
+@pytest.mark.parametrize("name", ["demo", "demo_ao", "knee_cs_ao"])
 def test_stack_config_is_a_changed_copy(name):
   config = load_config(name)
   before = config.to_json()
