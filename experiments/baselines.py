@@ -81,6 +81,8 @@ def main(argv):
   print(f"wrote {os.path.join(_WORKDIR.value, baselines.RESULT_FILE)} "
         f"(checkpoint step {result['step']})")
   if result["loss_scales"] is not None:
+    print("loss scales s_k (the one-hot Unets' validation terms); to train "
+          "with them:")
     print(baselines.override_flag(result["loss_scales"]))
 
 
