@@ -140,6 +140,8 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
 
   check_options(grid, chunk, split, panel_lambdas)
   config, model, variables, step = train.load_trained(workdir, step)
+  if baselines:  # checked before any work
+    b_model, b_variables, b_step = _load_baselines(baselines, config)
   grid = int(grid or config.eval.grid)
   split = split or config.eval.split
   chunk = int(chunk or config.eval.chunk)
@@ -167,7 +169,6 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
   result.update(checkpoint_step=step, split=split,
                 workdir=os.path.abspath(workdir))
   if baselines:
-    b_model, b_variables, b_step = _load_baselines(baselines, config)
     b_apply, b_variables = baselines_lib.grid_model(b_model, b_variables)
     b_lams = np.asarray(b_model.lambdas, np.float32)
     b_result = ev.evaluate_grid(
