@@ -26,3 +26,20 @@ def compilation_cache(tmp_path_factory):
   yield path
   jax.config.update("jax_compilation_cache_dir", old)
   jax_cc.reset_cache()
+
+
+# The training-loop tests' run (tests/loop_support.py), built once per module.
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """The embedded mni152 dataset at 32×32 in a temporary folder."""
+  import loop_support  # pylint: disable=g-import-not-at-top
+  return loop_support.build_data_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def run_a(data_dir, tmp_path_factory):  # pylint: disable=redefined-outer-name
+  """Run A: 6 uninterrupted training steps, the reference of the loop tests."""
+  import loop_support  # pylint: disable=g-import-not-at-top
+  return loop_support.train_run_a(data_dir, tmp_path_factory)

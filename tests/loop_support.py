@@ -8,7 +8,8 @@ of conftest.py: the first run of the session compiles, the others (and the
 subprocesses on one device) load the executables.
 
 Run A (6 steps, uninterrupted) is the reference of the resume, workdir,
-data-parallel and SIGTERM tests.
+data-parallel and SIGTERM tests. conftest.py turns `build_data_dir` and
+`train_run_a` into the module-scoped fixtures ``data_dir`` and ``run_a``.
 """
 
 import json

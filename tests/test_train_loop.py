@@ -16,22 +16,14 @@ from hyperrecon_jax import models
 from hyperrecon_jax import train
 from hyperrecon_jax.train import writer as writer_lib
 from loop_support import (  # pylint: disable=g-multiple-import
-    BATCH, CHECKPOINT_STEPS, EVAL_STEPS, STEPS, NanAfter,
-    assert_trees_close, build_data_dir, host, make_config, read_metrics,
-    restore, train_run_a)
+    BATCH, CHECKPOINT_STEPS, EVAL_STEPS, STEPS, assert_trees_close, host,
+    make_config, NanAfter, read_metrics, restore)
+
 
 # XLA executables persist across the session's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return build_data_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def run_a(data_dir, tmp_path_factory):
-  return train_run_a(data_dir, tmp_path_factory)
 
 
 # --- what a run writes -----------------------------------------------------------

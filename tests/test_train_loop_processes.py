@@ -15,16 +15,13 @@ import pytest
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import train
 from loop_support import (  # pylint: disable=g-multiple-import
-    REPO, STEPS, assert_trees_close, build_data_dir, host, make_config, read_metrics,
+    REPO, STEPS, assert_trees_close, host, make_config, read_metrics,
     train_run_a)
+
 
 # XLA executables persist across the session's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return build_data_dir(tmp_path_factory)
 
 
 # --- subprocesses: data parallelism on 2 devices, SIGTERM ------------------------------

@@ -11,20 +11,13 @@ from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import loop as loop_lib
 from loop_support import (  # pylint: disable=g-multiple-import
-    STEPS, assert_trees_close, build_data_dir, host, make_config, snapshot, train_run_a)
+    STEPS, assert_trees_close, host, make_config, snapshot)
+
 
 # XLA executables persist across the session's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return build_data_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def run_a(data_dir, tmp_path_factory):
-  return train_run_a(data_dir, tmp_path_factory)
 
 
 @pytest.fixture()
