@@ -116,12 +116,16 @@ def test_a_workdir_being_trained_refuses_a_second_trainer(env, tmp_path):
 def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
   workdir = tmp_path / "run"
   # Started with SIGINT ignored, as a shell starts background jobs (and as CI
-  # may run us): a SIGINT sent on purpose must still stop the script.
+  # may run us): a SIGINT sent on purpose must still stop the script. The
+  # ignored disposition survives exec; a preexec_fn would fork a threaded
+  # process.
+  ignore_then_exec = ("import os, signal, sys; "
+                      "signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                      "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
   proc = subprocess.Popen(
-      [sys.executable, script("train"), f"--config={DEMO}",
-       f"--workdir={workdir}"], env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True, cwd=REPO,
-      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+      [sys.executable, "-c", ignore_then_exec, script("train"),
+       f"--config={DEMO}", f"--workdir={workdir}"], env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
   try:
     # The lock exists once the script is past its imports and flags; from
     # then on, wherever the signal lands (initialization, compilation, a
