@@ -27,9 +27,6 @@ import time
 
 import numpy as np
 
-SPLITS = ("train", "validation", "test")
-
-
 class _Progress:
   """(slice, λ) pairs scored: a bar on a terminal, a line every ~10 s otherwise."""
 
@@ -64,6 +61,7 @@ def check_options(grid, chunk, split, panel_lambdas) -> None:
     if value is not None and (isinstance(value, bool) or int(value) != value
                               or value < 1):
       raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
+  from hyperrecon_jax.data import SPLITS  # pylint: disable=g-import-not-at-top
   if split is not None and split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 

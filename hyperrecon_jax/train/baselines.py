@@ -279,8 +279,10 @@ def grid_model(model, variables):
   unet = model.module
   weights = jax.vmap(lambda v: fold_batch_norm(v, unet.channels))(variables)
   coeffs = hparams.coefficients(jnp.asarray(model.lambdas, jnp.float32))
-  apply_fn = _table_apply(unet.channels, models.resolve_strategy("auto"),
-                          unet.dtype)
+  # Rows carry their own weights: 'shared' is not a choice here.
+  strategy = models.resolve_strategy(
+      "auto" if model.strategy == "shared" else model.strategy)
+  apply_fn = _table_apply(unet.channels, strategy, unet.dtype)
   return apply_fn, {"weights": weights, "coeffs": coeffs}
 
 

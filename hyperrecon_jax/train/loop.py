@@ -83,6 +83,11 @@ def check_workdir(config, workdir: str, stored=None) -> None:
         + "; ".join(diffs) + "); use another --workdir")
 
 
+def _tag(lam) -> str:
+  """A λ vector as it appears in metric names: ``(0.5, 1.0)`` → ``0.5_1``."""
+  return "_".join(f"{v:g}" for v in lam)
+
+
 def validate_model(eval_step, lams, variables, batches, seed: int):
   """Mean PSNR/SSIM over validation batches at the validation λ.
 
@@ -111,7 +116,7 @@ def validate_model(eval_step, lams, variables, batches, seed: int):
     for lam in lams:
       out = jax.device_get(eval_step(variables, image, jnp.asarray(
           lam, jnp.float32), key))
-      tag = "_".join(f"{v:g}" for v in lam)
+      tag = _tag(lam)
       add(f"val_psnr_{tag}", out["psnr"], valid)
       add(f"val_ssim_{tag}", out["ssim"], valid)
     add("val_psnr_zf", out["psnr_zf"], valid)
@@ -120,8 +125,7 @@ def validate_model(eval_step, lams, variables, batches, seed: int):
   if len(lams) > 1:
     # How much λ changes the result: a user can see whether λ is learned.
     for metric in ("psnr", "ssim"):
-      values = [out[f"val_{metric}_" + "_".join(f"{v:g}" for v in lam)]
-                for lam in lams]
+      values = [out[f"val_{metric}_{_tag(lam)}"] for lam in lams]
       out[f"val_{metric}_spread"] = max(values) - min(values)
   return out
 
@@ -133,14 +137,16 @@ def weight_spread(model, params, lams) -> float:
   all generated convolution kernels and biases as one vector and the centre
   the λ of all 0.5. Near 0 the hypernetwork gives one Unet for every λ.
   """
-  coeffs = hparams.coefficients(jnp.asarray(lams, jnp.float32))
-  centre = hparams.coefficients(jnp.full((1, len(lams[0])), 0.5, jnp.float32))
-  flat = lambda tree: jnp.concatenate([
-      x.reshape(x.shape[0], -1) for x in jax.tree_util.tree_leaves(tree)], 1)
-  w = flat(model.module.apply({"params": params}, coeffs, method="generate"))
-  w0 = flat(model.module.apply({"params": params}, centre, method="generate"))
+  # One call generates the Unets of every validation λ and of the centre.
+  lams = jnp.concatenate([jnp.asarray(lams, jnp.float32),
+                          jnp.full((1, len(lams[0])), 0.5, jnp.float32)])
+  weights = model.module.apply({"params": params}, hparams.coefficients(lams),
+                               method="generate")
+  w = jnp.concatenate([x.reshape(x.shape[0], -1)
+                       for x in jax.tree_util.tree_leaves(weights)], 1)
+  w, centre = w[:-1], w[-1]
   d = jnp.sqrt(jnp.sum((w[:, None] - w[None]) ** 2, -1))
-  return float(jnp.max(d) / jnp.linalg.norm(w0))
+  return float(jnp.max(d) / jnp.linalg.norm(centre))
 
 
 def _validation_batches(config):
