@@ -1,9 +1,11 @@
 """What the experiment scripts share: clean one-line errors instead of tracebacks."""
 
+import _thread
 import contextlib
 import os
 import signal
 import sys
+import time
 
 from absl import logging
 
@@ -78,11 +80,45 @@ def run(main):
   # ignored SIGINT; a SIGINT sent to this process on purpose must still stop
   # it (the training loop handles SIGINT itself, whatever it inherited).
   signal.signal(signal.SIGINT, signal.default_int_handler)
+  sys.unraisablehook = _redeliver_interrupts(sys.unraisablehook)
   try:
     app.run(main, flags_parser=parse_flags)
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     _exit_now(130)
+
+
+def _redeliver_interrupts(hook):
+  """An unraisable hook that sends a swallowed Ctrl-C to the process again.
+
+  Python runs a signal handler wherever the main thread happens to be. When
+  that is a garbage-collection callback (jax registers one) or a ``__del__``,
+  the ``KeyboardInterrupt`` cannot propagate: Python prints "Exception ignored
+  in ..." and carries on, and the Ctrl-C is lost. Sending SIGINT again from
+  another thread lets the handler run at the next ordinary line instead: the
+  start-up unwinds, or the training loop, if it runs by then, takes the signal
+  and stops with a checkpoint.
+
+  Args:
+    hook: the unraisable hook to call for everything else.
+
+  Returns:
+    The new hook.
+  """
+  def resend():
+    # Not while the hook runs: an interrupt raised inside the hook itself is
+    # lost for good (Python prints it with the default hook, not this one).
+    time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  def redeliver(unraisable):
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+      # _thread, not threading: Thread.start() waits for the thread to run,
+      # and the signal would land in that wait.
+      _thread.start_new_thread(resend, ())
+    else:
+      hook(unraisable)
+  return redeliver
 
 
 def _exit_now(code: int):

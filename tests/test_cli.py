@@ -145,6 +145,35 @@ def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
   assert stderr.strip().splitlines()[-1].startswith("interrupted"), stderr[-3000:]
 
 
+def test_a_ctrl_c_swallowed_by_a_gc_callback_still_stops_the_script(env):
+  # Deterministic form of a CI failure: the SIGINT handler ran inside jax's
+  # garbage-collection callback, Python printed "Exception ignored" and the
+  # script trained to the end with status 0. Here a gc callback raises the
+  # signal itself, so the KeyboardInterrupt is always swallowed there; the
+  # script must still end with "interrupted" and 130 before its loop finishes.
+  program = """
+import gc, signal, sys, time
+sys.path.insert(0, "experiments")
+import cli
+def callback(phase, info):
+  if phase == "start":
+    gc.callbacks.remove(callback)
+    signal.raise_signal(signal.SIGINT)
+def main(argv):
+  gc.callbacks.append(callback)
+  gc.collect()
+  for _ in range(500):
+    time.sleep(0.01)
+  print("finished")
+cli.run(main)
+"""
+  proc = subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=60, check=False)
+  assert proc.returncode == 130, (proc.returncode, proc.stderr[-3000:])
+  assert "finished" not in proc.stdout
+  assert proc.stderr.strip().splitlines()[-1] == "interrupted", proc.stderr
+
+
 # --- a trained run ------------------------------------------------------------------------
 
 
