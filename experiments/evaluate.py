@@ -34,6 +34,9 @@ _SHOWN = flags.DEFINE_integer("panel_lambdas", 5, "λ values in slices.png.",
 _BASELINES = flags.DEFINE_string(
     "baselines", None, "Workdir of per-λ Unets (experiments/baselines.py) to "
     "score on the same slices and draw beside HyperRecon.")
+_SEGMENTER = flags.DEFINE_string(
+    "segmenter", None, "Folder of a segmenter (experiments/segmenter.py) "
+    "trained on this data: also score the Dice of every reconstruction.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -45,7 +48,8 @@ def main(argv):
   with cli.user_errors():
     result = report.run(_WORKDIR.value, out=_OUT.value, grid=_GRID.value,
                         split=_SPLIT.value, chunk=_CHUNK.value, step=_STEP.value,
-                        panel_lambdas=_SHOWN.value, baselines=_BASELINES.value)
+                        panel_lambdas=_SHOWN.value, baselines=_BASELINES.value,
+                        segmenter=_SEGMENTER.value)
   zf = result["zero_filled"]["mean"]
   print(f"{result['num_slices']} slices of {result['split']} "
         f"(checkpoint step {result['checkpoint_step']}), "
@@ -56,7 +60,10 @@ def main(argv):
     print(f"warning: {len(where)} slice(s) left out of {metric} (not finite, "
           f"e.g. an all-zero ground truth): {shown}{more}")
   print(f"zero-filled: PSNR {zf['psnr']:.2f} dB, SSIM {zf['ssim']:.4f}")
-  for metric in ("psnr", "ssim", "hfen"):
+  if "ground_truth_dice" in result:
+    print(f"segmentation Dice: zero-filled {zf['dice']:.4f}, ground truth "
+          f"{result['ground_truth_dice']['mean']:.4f}")
+  for metric in ("psnr", "ssim", "hfen") + (("dice",) if "dice" in zf else ()):
     best = result["best"][metric]
     if best is None:
       print(f"best {metric}: none (no slice could be scored)")
@@ -65,9 +72,10 @@ def main(argv):
     print(f"best {metric}: {best['value']:.4g} at λ = ({lam})")
   if "baselines" in result:
     b = result["baselines"]
-    for lam, p, q in zip(b["lambdas"], b["mean"]["psnr"], b["mean"]["ssim"]):
-      print(f"Unet at λ = ({', '.join(f'{v:.3g}' for v in lam)}): PSNR {p:.2f} dB, "
-            f"SSIM {q:.4f}")
+    for i, lam in enumerate(b["lambdas"]):
+      dice = (f", Dice {b['mean']['dice'][i]:.4f}" if "dice" in b["mean"] else "")
+      print(f"Unet at λ = ({', '.join(f'{v:.3g}' for v in lam)}): PSNR "
+            f"{b['mean']['psnr'][i]:.2f} dB, SSIM {b['mean']['ssim'][i]:.4f}{dice}")
   print(f"written: {_OUT.value or os.path.join(_WORKDIR.value, 'eval')}")
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics as metrics_lib
+from hyperrecon_jax import segmentation
 from hyperrecon_jax.results import (  # re-exported: part of this API
     FORMAT, LOWER_IS_BETTER, METRICS, Best, best_lambda, from_json,
     metric_array, summarize, to_json)
@@ -96,9 +97,13 @@ def magnitude(zf):
   return jnp.sqrt(jnp.sum(jnp.square(zf.astype(jnp.float32)), axis=-1))
 
 
-def _slice_metrics(recon, target, zf_mag):
-  """Every metric of METRICS for a (B, H, W) batch: dict of (B,)."""
-  return {
+def _slice_metrics(recon, target, zf_mag, segment=None, labels=None):
+  """Every metric of METRICS for a (B, H, W) batch: dict of (B,).
+
+  With ``segment`` (a function of images → labels) and the true ``labels``,
+  also ``dice``: `segmentation.foreground_dice` of the segmented ``recon``.
+  """
+  out = {
       "psnr": metrics_lib.psnr(recon, target),
       "ssim": metrics_lib.ssim(recon, target),
       "mae": metrics_lib.mae(recon, target),
@@ -106,11 +111,30 @@ def _slice_metrics(recon, target, zf_mag):
       "hfen": metrics_lib.hfen(recon, target),
       "rpsnr": metrics_lib.rpsnr(recon, zf_mag, target),
   }
+  if segment is not None:
+    out["dice"] = segment(recon, labels)
+  return out
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "score"))
-def _grid_program(variables, zf, coeffs, target, *, apply_fn, chunk, score):
-  """All S×G (slice, λ) pairs in chunks of ``chunk``: recons or metrics (S, G, ...)."""
+def _segment_fn(segmenter, seg_variables):
+  """images, true labels → (B,) Dice, or None without a segmenter."""
+  if segmenter is None:
+    return None
+  apply_fn, num_classes = segmenter
+  def dice(images, labels):
+    pred = jnp.argmax(apply_fn(seg_variables, images), axis=-1)
+    return segmentation.foreground_dice(pred, labels, num_classes)
+  return dice
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "score", "segmenter"))
+def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None, *,
+                  apply_fn, chunk, score, segmenter=None):
+  """All S×G (slice, λ) pairs in chunks of ``chunk``: recons or metrics (S, G, ...).
+
+  ``segmenter`` is ``(apply_fn, num_classes)`` of a `segmentation.Trained`
+  (static), with its ``seg_variables`` and the slices' true ``labels``.
+  """
   s_count, g_count = zf.shape[0], coeffs.shape[0]
   n = s_count * g_count
   num_chunks = -(-n // chunk)
@@ -118,11 +142,15 @@ def _grid_program(variables, zf, coeffs, target, *, apply_fn, chunk, score):
   flat = jnp.arange(num_chunks * chunk) % n
   index = (flat // g_count).reshape(num_chunks, chunk), (flat % g_count).reshape(num_chunks, chunk)
   zf_mag = magnitude(zf) if score else None
+  segment = _segment_fn(segmenter, seg_variables)
 
   def one_chunk(idx):
     s, g = idx
     recon = apply_fn(variables, zf[s], coeffs[g])
-    return _slice_metrics(recon, target[s], zf_mag[s]) if score else recon
+    if not score:
+      return recon
+    return _slice_metrics(recon, target[s], zf_mag[s], segment,
+                          None if labels is None else labels[s])
 
   out = jax.lax.map(one_chunk, index)
   return jax.tree_util.tree_map(
@@ -160,7 +188,7 @@ def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: Option
 
 
 def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=None,
-                 chunk: Optional[int] = None):
+                 chunk: Optional[int] = None, segmenter=None, labels=None):
   """Per-slice, per-λ metrics of a batch, without keeping the reconstructions.
 
   Args:
@@ -172,40 +200,62 @@ def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=Non
     valid: optional (S,) bool; False marks padding rows, which are still run
       (so every batch has one shape) but dropped from the output.
     chunk: model batch size of one call, see `reconstruct_grid`.
+    segmenter: a `segmentation.Trained`; adds ``dice``, the Dice of its labels
+      of each reconstruction against ``labels``.
+    labels: (S, H, W) true integer labels (with ``segmenter``).
 
   Returns:
     ``{metric: (S_valid, G) float64 array}`` for every metric of `METRICS`
-    (rPSNR against the magnitude of ``zf``), rows in input order.
+    (rPSNR against the magnitude of ``zf``), and ``dice`` with a segmenter,
+    rows in input order.
   """
   chunk = _check_chunk(chunk)
   keep = _check_scored(zf, target, valid)
   _check_coeffs(coeffs)
+  static, seg_variables, labels = _check_segmenter(segmenter, labels, np.shape(target))
   n = zf.shape[0] * coeffs.shape[0]
   out = _grid_program(variables, jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32),
-                      jnp.asarray(target, jnp.float32), apply_fn=apply_fn,
-                      chunk=_balanced(chunk, n), score=True)
+                      jnp.asarray(target, jnp.float32), seg_variables, labels,
+                      apply_fn=apply_fn, chunk=_balanced(chunk, n), score=True,
+                      segmenter=static)
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
 
-@jax.jit
-def _baseline_program(zf, target):
+def _check_segmenter(segmenter, labels, shape):
+  """(static part, variables, labels) for the programs; None ×3 without one."""
+  if segmenter is None:
+    return None, None, None
+  if labels is None or np.shape(labels) != tuple(shape):
+    raise ValueError(f"scoring Dice needs the true labels of every slice, shape "
+                     f"{tuple(shape)}, got {None if labels is None else np.shape(labels)}.")
+  return ((segmenter.apply_fn, segmenter.num_classes), segmenter.variables,
+          jnp.asarray(labels, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames="segmenter")
+def _baseline_program(zf, target, seg_variables=None, labels=None, *, segmenter=None):
   zf_mag = magnitude(zf)
-  return _slice_metrics(zf_mag, target, zf_mag)
+  return _slice_metrics(zf_mag, target, zf_mag, _segment_fn(segmenter, seg_variables),
+                        labels)
 
 
-def baseline_metrics(zf, target, *, valid=None):
+def baseline_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
   """Metrics of the zero-filled magnitude itself (rPSNR is 0 by definition).
 
   Args:
     zf: (S, H, W, 2) zero-filled inputs.
     target: (S, H, W) ground truth.
     valid: optional (S,) bool mask of real rows.
+    segmenter: see `grid_metrics`.
+    labels: see `grid_metrics`.
 
   Returns:
     ``{metric: (S_valid,) float64 array}``.
   """
   keep = _check_scored(zf, target, valid)
-  out = _baseline_program(jnp.asarray(zf, jnp.float32), jnp.asarray(target, jnp.float32))
+  static, seg_variables, labels = _check_segmenter(segmenter, labels, np.shape(target))
+  out = _baseline_program(jnp.asarray(zf, jnp.float32), jnp.asarray(target, jnp.float32),
+                          seg_variables, labels, segmenter=static)
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
 
@@ -252,7 +302,7 @@ def _lambda_blocks(num_lambdas: int, batch: int, chunk: int):
 
 def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Mapping[str, Any]],
                   lam_grid, *, key, chunk: Optional[int] = None, per_slice: bool = True,
-                  progress: Optional[Callable[[int], None]] = None):
+                  progress: Optional[Callable[[int], None]] = None, segmenter=None):
   """Evaluates a model on every slice of ``batches`` at every λ of a grid.
 
   Each batch is measured with ``operator.measure(image, fold_in(key, i))``
@@ -276,6 +326,9 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
       its size for big test sets and 2-D grids).
     progress: called with the number of (slice, λ) pairs just scored
       (padding rows included), e.g. to advance a progress bar.
+    segmenter: a `segmentation.Trained`: the batches must then carry their
+      true ``label`` (B, H, W), and every reconstruction (and the zero-filled
+      input) is also scored by ``dice``, the Dice of its segmentation.
 
   Returns:
     A dict of JSON types only (non-finite numbers as None); see `to_json`:
@@ -291,35 +344,53 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     with ``per_slice``); ``best``: ``{metric: {'index', 'lam', 'value'}}`` on
     ``mean``; ``zero_filled``: the same statistics of the zero-filled
     magnitude, ``{'mean': {metric: x}, 'std', 'q25', 'q75', 'volume_mean':
-    {metric: [V]}, 'per_slice': {metric: [S]}}``.
+    {metric: [V]}, 'per_slice': {metric: [S]}}``; with a segmenter,
+    ``ground_truth_dice``: ``{'mean', 'std'}`` of the Dice of the segmenter on
+    the ground-truth images, the best any reconstruction can expect.
   """
   lam = np.asarray(lam_grid, np.float32)
   if lam.ndim != 2 or lam.shape[0] < 1:
     raise ValueError(f"lam_grid must have shape (G, num_lambdas), got shape {lam.shape}.")
   coeffs = np.asarray(hparams.coefficients(lam))
-  grid_rows, zf_rows, volumes, slices = {m: [] for m in METRICS}, {m: [] for m in METRICS}, [], []
+  names = METRICS + (("dice",) if segmenter is not None else ())
+  grid_rows, zf_rows, volumes, slices = {m: [] for m in names}, {m: [] for m in names}, [], []
+  truth_dice = []
   for i, batch in enumerate(batches):
     image, volume, slice_, valid = _check_batch(batch, i)
+    labels = None
+    if segmenter is not None:
+      if "label" not in batch:
+        raise ValueError(f"batch {i} has no 'label': scoring Dice needs a dataset "
+                         "with labels.")
+      labels = np.asarray(batch["label"])
+      truth_dice.append(np.asarray(segmentation.foreground_dice(
+          segmentation.labels(segmenter, image), jnp.asarray(labels, jnp.int32),
+          segmenter.num_classes))[valid])
     zf = _measure(operator, jnp.asarray(image), batch_key(key, i))
-    blocks = {m: [] for m in METRICS}
+    blocks = {m: [] for m in names}
     for index, used in _lambda_blocks(len(coeffs), image.shape[0], _check_chunk(chunk)):
       out = grid_metrics(apply_fn, variables, zf, image, coeffs[index], valid=valid,
-                         chunk=chunk)
+                         chunk=chunk, segmenter=segmenter, labels=labels)
       for m, v in out.items():
         blocks[m].append(v[:, :used])
       if progress is not None:
         progress(image.shape[0] * used)
     for m, v in blocks.items():
       grid_rows[m].append(np.concatenate(v, axis=1))
-    for m, v in baseline_metrics(zf, image, valid=valid).items():
+    for m, v in baseline_metrics(zf, image, valid=valid, segmenter=segmenter,
+                                 labels=labels).items():
       zf_rows[m].append(v)
     volumes += list(volume[valid])
     slices += list(slice_[valid])
   if not volumes:
     raise ValueError("batches held no valid slice to evaluate.")
-  return summarize({m: np.concatenate(v) for m, v in grid_rows.items()},
-                   {m: np.concatenate(v) for m, v in zf_rows.items()},
-                   lam, volumes, slices, per_slice=per_slice)
+  result = summarize({m: np.concatenate(v) for m, v in grid_rows.items()},
+                     {m: np.concatenate(v) for m, v in zf_rows.items()},
+                     lam, volumes, slices, per_slice=per_slice)
+  if truth_dice:
+    truth = np.concatenate(truth_dice).astype(np.float64)
+    result["ground_truth_dice"] = {"mean": float(truth.mean()), "std": float(truth.std())}
+  return result
 
 
 def diverse_pair(recons, psnrs, *, percentile: float = 90):

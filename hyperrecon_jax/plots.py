@@ -18,7 +18,7 @@ from hyperrecon_jax import evaluate
 
 DPI = 110
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE", "nmse": "NMSE",
-          "hfen": "HFEN", "rpsnr": "rPSNR (dB)"}
+          "hfen": "HFEN", "rpsnr": "rPSNR (dB)", "dice": "segmentation Dice"}
 
 
 def _figure(width, height):
@@ -94,6 +94,9 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
     zf = result["zero_filled"]["mean"][m]
     if zf is not None:
       ax.axhline(zf, color="0.4", ls="--", lw=1, label="zero-filled")
+    if m == "dice" and result.get("ground_truth_dice"):
+      ax.axhline(result["ground_truth_dice"]["mean"], color="C2", ls=":", lw=1,
+                 label="ground truth")
     if result.get("baselines"):  # paper Fig. 3/4: a Unet trained at each λ
       b = result["baselines"]
       b_mean = np.array(b["mean"][m], np.float64)

@@ -110,7 +110,8 @@ def _load_baselines(path, config):
 def run(workdir: str, *, out: str | None = None, grid: int | None = None,
         split: str | None = None, chunk: int | None = None,
         step: int | None = None, panel_lambdas: int = 5,
-        baselines: str | None = None, progress: bool = True) -> dict:
+        baselines: str | None = None, segmenter: str | None = None,
+        progress: bool = True) -> dict:
   """Evaluates a trained workdir over a λ grid and writes the report.
 
   Args:
@@ -124,6 +125,9 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     baselines: the workdir of per-λ Unets (``experiments/baselines.py``) to
       score on the same slices and noise; they are stored under
       ``'baselines'`` and drawn on ``curves.png`` and ``slices.png``.
+    segmenter: the folder of a segmenter (``experiments/segmenter.py``)
+      trained on this data: every reconstruction is also scored by the Dice
+      of its segmentation (paper §5.5.1), drawn on ``curves.png``.
     progress: report progress on stderr.
 
   Returns:
@@ -140,6 +144,11 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
   config, model, variables, step = train.load_trained(workdir, step)
   if baselines:  # checked before any work
     b_model, b_variables, b_step = _load_baselines(baselines, config)
+  seg = None
+  if segmenter:
+    from hyperrecon_jax import segmentation  # pylint: disable=g-import-not-at-top
+    seg = segmentation.load(segmenter)
+    segmentation.check_data(seg, config.data, workdir)
   grid = int(grid or config.eval.grid)
   split = split or config.eval.split
   chunk = int(chunk or config.eval.chunk)
@@ -161,18 +170,20 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     result = ev.evaluate_grid(
         apply_fn, variables, operator,
         data.batches(config.data, split, batch_size=batch_size, training=False),
-        lam_grid, key=key, chunk=chunk, progress=bar)
+        lam_grid, key=key, chunk=chunk, progress=bar, segmenter=seg)
   finally:
     bar.close()
   result.update(checkpoint_step=step, split=split,
                 workdir=os.path.abspath(workdir))
+  if seg is not None:
+    result["segmenter"] = os.path.abspath(segmenter)
   if baselines:
     b_apply, b_variables = baselines_lib.grid_model(b_model, b_variables)
     b_lams = np.asarray(b_model.lambdas, np.float32)
     b_result = ev.evaluate_grid(
         b_apply, b_variables, operator,
         data.batches(config.data, split, batch_size=batch_size, training=False),
-        b_lams, key=key, chunk=chunk)  # the same key: the same noise
+        b_lams, key=key, chunk=chunk, segmenter=seg)  # the same key: the same noise
     result["baselines"] = {"workdir": os.path.abspath(baselines),
                            "checkpoint_step": b_step,
                            **{k: b_result[k] for k in (
@@ -188,7 +199,8 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
       f.write(ev.to_json(result))
     if num_lambdas == 1 and len(lam_grid) > 1:
-      plots.metric_curves(result, os.path.join(tmp, "curves.png"))
+      plots.metric_curves(result, os.path.join(tmp, "curves.png"),
+                          ("psnr", "ssim", "hfen") + (("dice",) if seg else ()))
     elif num_lambdas == 2:
       plots.landscape(result, os.path.join(tmp, "landscape.png"))
 

@@ -46,8 +46,10 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
   """Builds the `evaluate_grid` result from per-slice metric arrays.
 
   Args:
-    grid: ``{metric: (S, G)}`` for every metric of `METRICS`.
-    zero_filled: ``{metric: (S,)}``, the zero-filled baseline.
+    grid: ``{metric: (S, G)}`` for every metric of `METRICS`, and optionally
+      more (``dice``; higher is better), listed after them.
+    zero_filled: ``{metric: (S,)}``, the zero-filled baseline, for the same
+      metrics.
     lam_grid: (G, n) hyperparameters.
     volumes: S volume ids.
     slices: S slice indices.
@@ -58,9 +60,10 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
   """
   lam = np.asarray(lam_grid, np.float32)
   s_count = len(volumes)
-  for m in METRICS:
+  names = METRICS + tuple(m for m in grid if m not in METRICS)
+  for m in names:
     if m not in grid or m not in zero_filled:
-      raise ValueError(f"grid and zero_filled need every metric of {METRICS}, lack {m!r}.")
+      raise ValueError(f"grid and zero_filled need every metric of {names}, lack {m!r}.")
     if np.shape(grid[m]) != (s_count, lam.shape[0]) or np.shape(zero_filled[m]) != (s_count,):
       raise ValueError(f"grid[{m!r}] must be (S, G) = {(s_count, lam.shape[0])} and "
                        f"zero_filled[{m!r}] ({s_count},), got {np.shape(grid[m])} and "
@@ -76,16 +79,16 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
   # (NMSE and HFEN of an all-zero ground truth, PSNR of an exact match) is
   # left out of that metric's statistics, for every λ alike, and listed.
   keep = {m: np.isfinite(np.asarray(grid[m], np.float64)).all(1)
-          & np.isfinite(np.asarray(zero_filled[m], np.float64)) for m in METRICS}
+          & np.isfinite(np.asarray(zero_filled[m], np.float64)) for m in names}
   unscored = {m: [[volumes[i], slices[i]] for i in np.flatnonzero(~keep[m])]
-              for m in METRICS if not keep[m].all()}
+              for m in names if not keep[m].all()}
   stats = {m: _summary(np.asarray(grid[m], np.float64), volume_rows, keep[m])
-           for m in METRICS}
+           for m in names}
   zstats = {m: _summary(np.asarray(zero_filled[m], np.float64), volume_rows, keep[m])
-            for m in METRICS}
+            for m in names}
   result = {
       "format": FORMAT,
-      "metrics": list(METRICS),
+      "metrics": list(names),
       "lower_is_better": sorted(LOWER_IS_BETTER),
       "lambdas": floats(lam),
       "coeffs": floats(hparams.coefficients(lam)),
@@ -95,14 +98,14 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
       "slices": {"volume": volumes, "slice": slices},
       "unscored": unscored,
   }
-  result.update({f: {m: stats[m][f] for m in METRICS} for f in fields})
+  result.update({f: {m: stats[m][f] for m in names} for f in fields})
   if per_slice:
-    result["per_slice"] = {m: floats(grid[m]) for m in METRICS}
+    result["per_slice"] = {m: floats(grid[m]) for m in names}
   # None where no slice could be scored for a metric.
   result["best"] = {m: best_lambda(result, m)._asdict() if keep[m].any() else None
-                    for m in METRICS}
-  result["zero_filled"] = {f: {m: zstats[m][f] for m in METRICS} for f in fields}
-  result["zero_filled"]["per_slice"] = {m: floats(zero_filled[m]) for m in METRICS}
+                    for m in names}
+  result["zero_filled"] = {f: {m: zstats[m][f] for m in names} for f in fields}
+  result["zero_filled"]["per_slice"] = {m: floats(zero_filled[m]) for m in names}
   return result
 
 

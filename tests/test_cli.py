@@ -209,6 +209,28 @@ def test_evaluate_writes_the_report(env, trained, tmp_path):
   assert not os.path.exists(os.path.join(trained, "eval"))  # --out honoured
 
 
+def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_path):
+  seg = tmp_path / "segmenter"
+  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}", "--steps=2",
+             "--channels=4")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "validation Dice" in proc.stdout
+  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}", "--steps=2")
+  assert_one_error_line(proc, "already holds a trained segmenter")
+  out = tmp_path / "report"
+  proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--grid=3",
+             f"--segmenter={seg}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "segmentation Dice: zero-filled" in proc.stdout
+  with open(out / "lambda_grid.json") as f:
+    result = json.load(f)
+  assert len(result["mean"]["dice"]) == 3 and "ground_truth_dice" in result
+  proc = run(env, "evaluate", f"--workdir={trained}", f"--out={tmp_path / 'r2'}",
+             f"--segmenter={tmp_path / 'nothing'}")
+  assert_one_error_line(proc, "holds no trained segmenter")
+  assert not (tmp_path / "r2").exists()
+
+
 def test_a_rejected_rerun_leaves_the_finished_run_as_it_was(env, trained):
   before = _files(trained)
   proc = run(env, "train", f"--config={DEMO}", f"--workdir={trained}",

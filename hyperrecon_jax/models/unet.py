@@ -41,7 +41,8 @@ class ConvSpec(NamedTuple):
     return self.size * self.size * self.cin * self.cout + self.cout
 
 
-def conv_specs(channels: int = 32) -> tuple[ConvSpec, ...]:
+def conv_specs(channels: int = 32, in_channels: int = IN_CHANNELS,
+               out_channels: int = 1) -> tuple[ConvSpec, ...]:
   """The Unet's 15 convolutions in execution order.
 
   Encoder blocks ``enc0``–``enc3`` (2→c, then c→c), decoder blocks
@@ -49,6 +50,10 @@ def conv_specs(channels: int = 32) -> tuple[ConvSpec, ...]:
 
   Args:
     channels: features at every level (32 in the paper).
+    in_channels: input channels (2 for a zero-filled image; the segmentation
+      Unet of `hyperrecon_jax.segmentation` reads 1).
+    out_channels: head outputs (1 for a reconstruction; one per class for
+      segmentation).
 
   Returns:
     A tuple of ``ConvSpec``.
@@ -56,13 +61,13 @@ def conv_specs(channels: int = 32) -> tuple[ConvSpec, ...]:
   c = channels
   specs = []
   for level in range(NUM_LEVELS):
-    cin = IN_CHANNELS if level == 0 else c
+    cin = in_channels if level == 0 else c
     specs += [ConvSpec(f"enc{level}_a", 3, cin, c),
               ConvSpec(f"enc{level}_b", 3, c, c)]
   for level in range(NUM_LEVELS - 1):
     specs += [ConvSpec(f"dec{level}_a", 3, 2 * c, c),
               ConvSpec(f"dec{level}_b", 3, c, c)]
-  specs.append(ConvSpec("head", 1, c, 1))
+  specs.append(ConvSpec("head", 1, c, out_channels))
   return tuple(specs)
 
 
@@ -97,11 +102,14 @@ class UnetBody(nn.Module):
     batch_norm: whether each 3×3 convolution is followed by BatchNorm.
     strategy: per-sample convolution strategy, ``'vmap'`` or ``'loop'``.
     dtype: convolution computation dtype (float32 or bfloat16).
+    residual: add ``|zf|`` to the one-channel head and return (B, H, W), as
+      the reconstruction does; False returns the head's (B, H, W, C) output.
   """
   channels: int = 32
   batch_norm: bool = True
   strategy: str = "loop"
   dtype: jnp.dtype = jnp.float32
+  residual: bool = True
 
   @nn.compact
   def __call__(self, weights, zf, *, per_sample: bool, train: bool = False):
@@ -116,7 +124,8 @@ class UnetBody(nn.Module):
         True, running averages when False.
 
     Returns:
-      (B, H, W) float32 reconstruction.
+      (B, H, W) float32 reconstruction; (B, H, W, C) head outputs without
+      ``residual``.
     """
     def conv_bn_relu(x, name):
       w = weights[name]
@@ -143,8 +152,10 @@ class UnetBody(nn.Module):
       x = block(x, f"dec{level}")
     head = weights["head"]
     out = layers.conv2d(x, head["kernel"], head["bias"], per_sample=per_sample,
-                        strategy=self.strategy, dtype=self.dtype)[..., 0]
-    return out + jnp.sqrt(jnp.sum(zf.astype(jnp.float32) ** 2, axis=-1))
+                        strategy=self.strategy, dtype=self.dtype)
+    if not self.residual:
+      return out.astype(jnp.float32)
+    return out[..., 0] + jnp.sqrt(jnp.sum(zf.astype(jnp.float32) ** 2, axis=-1))
 
 
 class Unet(nn.Module):

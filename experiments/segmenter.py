@@ -1,0 +1,59 @@
+r"""Trains the segmentation Unet that scores reconstructions by Dice (paper §5.5.1).
+
+  python experiments/segmenter.py --config=experiments/configs/demo_ao.py \
+      --workdir=workdirs/demo_segmenter [--steps=1000]
+
+Trains on the ground-truth slices and tissue labels of the config's data
+(the embedded MNI152 template has four classes: background, other brain,
+gray and white matter) and writes ``segmenter.msgpack`` and
+``segmenter.json`` (with its validation Dice) into ``--workdir``. Then
+
+  python experiments/evaluate.py --workdir=HYPER --segmenter=workdirs/demo_segmenter
+
+adds the Dice of every reconstruction's segmentation to the λ curves.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (path[:arg]); only its data "
+    "and train.batch_size/seed are used.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the segmenter.")
+_STEPS = flags.DEFINE_integer("steps", 1000, "Adam steps.", lower_bound=1)
+_CHANNELS = flags.DEFINE_integer("channels", None, "Features per level "
+                                 "(default: the config's model.channels).",
+                                 lower_bound=1)
+_LR = flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.quiet_libraries()
+  from hyperrecon_jax import data, segmentation  # pylint: disable=g-import-not-at-top,g-multiple-import
+  config = _CONFIG.value
+  with cli.user_errors():
+    if config.data.name != "mni152":
+      raise ValueError(f"config.data.name={config.data.name!r}: only the embedded "
+                       "mni152 data has tissue labels")
+    trained = segmentation.train_into(
+        _WORKDIR.value, config.data, num_classes=len(data.MNI152_CLASSES),
+        channels=int(_CHANNELS.value or config.model.channels), steps=_STEPS.value,
+        batch_size=int(config.train.batch_size), lr=_LR.value,
+        seed=int(config.train.seed), log=segmentation.log_to_stderr)
+  print(f"validation Dice (ground-truth slices, classes "
+        f"{', '.join(data.MNI152_CLASSES[1:])}): {trained.info['validation_dice']:.4f}")
+  print(f"wrote {os.path.join(_WORKDIR.value, segmentation.INFO_FILE)}")
+
+
+if __name__ == "__main__":
+  cli.run(main)

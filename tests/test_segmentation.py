@@ -1,0 +1,219 @@
+"""Segmentation Dice (paper §5.5.1): loss and metric values, the Unet, files, scoring.
+
+Values are checked against NumPy written from the formulas; the trained
+segmenter is a few steps of the tiny 32×32 data (a real one is not needed to
+check that the evaluator scores what it segments).
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import loop_support
+from hyperrecon_jax import evaluate
+from hyperrecon_jax import hparams
+from hyperrecon_jax import physics
+from hyperrecon_jax import segmentation
+from hyperrecon_jax.models import count_params
+from hyperrecon_jax.models.unet import conv_specs
+
+C = 4
+
+
+def numpy_soft_dice_loss(logits, labels, num_classes, eps=1.0):
+  e = np.exp(logits - logits.max(-1, keepdims=True))
+  p = e / e.sum(-1, keepdims=True)
+  t = np.eye(num_classes)[labels]
+  out = []
+  for b in range(len(p)):
+    d = [(2 * (p[b, ..., c] * t[b, ..., c]).sum() + eps)
+         / (p[b, ..., c].sum() + t[b, ..., c].sum() + eps)
+         for c in range(1, num_classes)]
+    out.append(1 - np.mean(d))
+  return np.array(out)
+
+
+def numpy_foreground_dice(pred, true, num_classes):
+  out = []
+  for b in range(len(pred)):
+    d = []
+    for c in range(1, num_classes):
+      p, t = pred[b] == c, true[b] == c
+      total = p.sum() + t.sum()
+      d.append(1.0 if total == 0 else 2 * (p & t).sum() / total)
+    out.append(np.mean(d))
+  return np.array(out)
+
+
+def test_soft_dice_loss_matches_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 8, 8, C)).astype(np.float32) * 3
+  labels = rng.integers(0, C, size=(3, 8, 8))
+  labels[2] = 0  # every foreground class absent: only the smoothing remains
+  got = segmentation.soft_dice_loss(jnp.asarray(logits), jnp.asarray(labels), C)
+  # float32 softmax and sums of 64 terms: relative error ~1e-6.
+  np.testing.assert_allclose(np.asarray(got), numpy_soft_dice_loss(
+      logits.astype(np.float64), labels, C), rtol=1e-5, atol=1e-6)
+
+
+def test_soft_dice_loss_of_a_confident_exact_prediction_is_near_zero():
+  labels = np.random.default_rng(1).integers(0, C, size=(2, 8, 8))
+  logits = 50.0 * np.eye(C)[labels]
+  loss = np.asarray(segmentation.soft_dice_loss(jnp.asarray(logits), jnp.asarray(labels), C))
+  assert np.all(loss < 1e-6)
+
+
+def test_foreground_dice_matches_numpy_and_a_hand_case():
+  rng = np.random.default_rng(2)
+  pred = rng.integers(0, C, size=(4, 6, 6))
+  true = rng.integers(0, C, size=(4, 6, 6))
+  pred[3], true[3] = 0, 0  # no foreground anywhere: every class scores 1
+  got = np.asarray(segmentation.foreground_dice(jnp.asarray(pred), jnp.asarray(true), C))
+  np.testing.assert_allclose(got, numpy_foreground_dice(pred, true, C), rtol=1e-6)
+  assert got[3] == 1.0
+  # Hand case: class 1 on 2 predicted and 2 true pixels, overlapping on 1
+  # (Dice 2·1/4); classes 2 and 3 absent from both (1 each): mean 5/6.
+  p = np.zeros((1, 2, 2), int)
+  t = np.zeros((1, 2, 2), int)
+  p[0, 0, :] = 1
+  t[0, :, 0] = 1
+  np.testing.assert_allclose(
+      np.asarray(segmentation.foreground_dice(jnp.asarray(p), jnp.asarray(t), C)), [5 / 6])
+
+
+def test_segmenter_is_the_unet_body_with_one_input_and_a_head_per_class():
+  net = segmentation.Segmenter(num_classes=C, channels=4)
+  variables = net.init(jax.random.key(0), jnp.zeros((2, 16, 16)))
+  expected = sum(s.num_weights for s in conv_specs(4, in_channels=1, out_channels=C))
+  bn = 2 * 4 * 14  # a scale and a bias per channel for each of 14 3×3 convolutions
+  assert count_params(variables["params"]) == expected + bn
+  assert net.apply(variables, jnp.ones((2, 16, 16))).shape == (2, 16, 16, C)
+  with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+    net.apply(variables, jnp.ones((2, 16, 16, 1)))
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory, compilation_cache):
+  del compilation_cache
+  config = loop_support.make_config(data_dir)
+  seg = segmentation.train(config.data, num_classes=C, channels=4, steps=3, batch_size=4)
+  folder = str(tmp_path_factory.mktemp("segmenter"))
+  segmentation.save(seg, folder)
+  return config, seg, folder
+
+
+def test_training_reports_a_validation_dice_and_the_data(trained):
+  config, seg, _ = trained
+  assert 0.0 <= seg.info["validation_dice"] <= 1.0
+  assert seg.info["data"]["image_size"] == config.data.image_size
+  assert seg.info["num_classes"] == C and seg.info["steps"] == 3
+
+
+def test_save_and_load_give_the_same_segmenter(trained):
+  _, seg, folder = trained
+  again = segmentation.load(folder)
+  assert again.module == seg.module
+  for a, b in zip(jax.tree_util.tree_leaves(seg.variables),
+                  jax.tree_util.tree_leaves(again.variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_damaged_or_missing_segmenter_is_named(trained, tmp_path):
+  _, _, folder = trained
+  with pytest.raises(ValueError, match="no trained segmenter"):
+    segmentation.load(str(tmp_path))
+  damaged = tmp_path / "damaged"
+  damaged.mkdir()
+  for name in (segmentation.INFO_FILE, segmentation.WEIGHTS_FILE):
+    with open(os.path.join(folder, name), "rb") as f:
+      (damaged / name).write_bytes(f.read())
+  blob = bytearray((damaged / segmentation.WEIGHTS_FILE).read_bytes())
+  blob[-1] ^= 1
+  (damaged / segmentation.WEIGHTS_FILE).write_bytes(bytes(blob))
+  with pytest.raises(ValueError, match="is damaged"):
+    segmentation.load(str(damaged))
+
+
+def test_train_into_refuses_a_folder_that_holds_a_segmenter(trained):
+  config, _, folder = trained
+  before = os.path.getmtime(os.path.join(folder, segmentation.INFO_FILE))
+  with pytest.raises(ValueError, match="already holds a trained segmenter"):
+    segmentation.train_into(folder, config.data, num_classes=C, steps=1)
+  assert os.path.getmtime(os.path.join(folder, segmentation.INFO_FILE)) == before
+
+
+def test_a_segmenter_of_other_images_is_refused(trained):
+  config, seg, _ = trained
+  other = config.data.copy_and_resolve_references()
+  other.image_size = 64
+  with pytest.raises(ValueError, match=r"data\.image_size: 32 vs 64"):
+    segmentation.check_data(seg, other, "the model")
+  segmentation.check_data(seg, config.data, "the model")
+
+
+def test_bad_settings_are_named(trained):
+  config, _, _ = trained
+  with pytest.raises(ValueError, match="num_classes must be an integer ≥ 2"):
+    segmentation.train(config.data, num_classes=1)
+  with pytest.raises(ValueError, match="lr must be a positive finite number"):
+    segmentation.train(config.data, num_classes=C, lr=float("nan"))
+
+
+def _scale_apply(variables, zf, coeffs):
+  """A stand-in model whose reconstruction is |zf| times the first coefficient."""
+  return variables["gain"] * evaluate.magnitude(zf) * coeffs[:, :1, None]
+
+
+def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
+  config, seg, _ = trained
+  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  batches = list(data.batches(config.data, "test", batch_size=4, training=False))[:2]
+  size = config.data.image_size
+  operator = physics.make_operator(config.task, (size, size))
+  lam = np.array([[0.0], [0.5], [1.0]], np.float32)
+  key = jax.random.key(7)
+  variables = {"gain": jnp.float32(1.0)}
+  result = evaluate.evaluate_grid(_scale_apply, variables, operator, batches, lam,
+                                  key=key, chunk=4, segmenter=seg)
+  assert result["metrics"][-1] == "dice"
+  # Independently: measure, reconstruct, segment and score slice by slice.
+  coeffs = np.asarray(hparams.coefficients(lam))
+  expected, expected_zf, truth = [], [], []
+  for i, batch in enumerate(batches):
+    valid = np.asarray(batch["valid"], bool)
+    zf = operator.zero_filled(operator.measure(jnp.asarray(batch["image"]),
+                                               evaluate.batch_key(key, i)))
+    mag = np.asarray(evaluate.magnitude(zf))
+    rows = [numpy_foreground_dice(np.asarray(segmentation.labels(seg, mag * c[0])),
+                                  np.asarray(batch["label"]), C) for c in coeffs]
+    expected.append(np.stack(rows, 1)[valid])
+    expected_zf.append(numpy_foreground_dice(np.asarray(segmentation.labels(seg, mag)),
+                                             np.asarray(batch["label"]), C)[valid])
+    truth.append(numpy_foreground_dice(np.asarray(segmentation.labels(seg, batch["image"])),
+                                       np.asarray(batch["label"]), C)[valid])
+  # The same labels on both sides (the segmenter run on the same images), so
+  # the Dice agree to float32 summation order: 1e-6.
+  np.testing.assert_allclose(np.array(result["per_slice"]["dice"]),
+                             np.concatenate(expected), atol=1e-6)
+  np.testing.assert_allclose(result["zero_filled"]["per_slice"]["dice"],
+                             np.concatenate(expected_zf), atol=1e-6)
+  np.testing.assert_allclose(result["ground_truth_dice"]["mean"],
+                             np.concatenate(truth).mean(), atol=1e-6)
+  assert result["best"]["dice"]["value"] == pytest.approx(max(result["mean"]["dice"]))
+  json.loads(evaluate.to_json(result))
+
+
+def test_scoring_dice_needs_labels(trained):
+  config, seg, _ = trained
+  size = config.data.image_size
+  operator = physics.make_operator(config.task, (size, size))
+  batch = {"image": np.zeros((2, size, size), np.float32), "volume": np.zeros(2, int),
+           "slice": np.arange(2), "valid": np.ones(2, bool)}
+  with pytest.raises(ValueError, match="batch 0 has no 'label'"):
+    evaluate.evaluate_grid(_scale_apply, {"gain": jnp.float32(1.0)}, operator, [batch],
+                           np.array([[0.5]], np.float32), key=jax.random.key(0),
+                           segmenter=seg)
