@@ -76,6 +76,12 @@ def main(argv):
       dice = (f", Dice {b['mean']['dice'][i]:.4f}" if "dice" in b["mean"] else "")
       print(f"Unet at λ = ({', '.join(f'{v:.3g}' for v in lam)}): PSNR "
             f"{b['mean']['psnr'][i]:.2f} dB, SSIM {b['mean']['ssim'][i]:.4f}{dice}")
+  if "objective" in result:
+    o = result["objective"]
+    print(f"{o['split']} objective Σ c_k(λ) term_k / s_k (lower is better):")
+    for lam, h, b in zip(o["lambdas"], o["hyperrecon"], o["baselines"]):
+      print(f"  λ = ({', '.join(f'{v:.3g}' for v in lam)}): HyperRecon "
+            f"{h['objective']:.4g}, Unet at λ {b['objective']:.4g}")
   print(f"written: {_OUT.value or os.path.join(_WORKDIR.value, 'eval')}")
 
 

@@ -134,7 +134,9 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     The `evaluate.evaluate_grid` result, with ``checkpoint_step``, ``split``
     and ``workdir`` added, and ``baselines`` (``workdir``,
     ``checkpoint_step``, ``lambdas`` and the ``mean``, ``std``, ``q25``,
-    ``q75`` and ``per_slice`` statistics of each Unet) when given.
+    ``q75`` and ``per_slice`` statistics of each Unet) and ``objective``
+    (`train.baselines.compare_objectives`: HyperRecon and each Unet on the
+    validation objective at that Unet's λ) when given.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from hyperrecon_jax import data, evaluate as ev, hparams, metrics, physics, plots, train  # pylint: disable=g-import-not-at-top,g-multiple-import
@@ -178,10 +180,10 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
   if seg is not None:
     result["segmenter"] = os.path.abspath(segmenter)
   if baselines:
-    b_apply, b_variables = baselines_lib.grid_model(b_model, b_variables)
+    b_apply, b_grid = baselines_lib.grid_model(b_model, b_variables)
     b_lams = np.asarray(b_model.lambdas, np.float32)
     b_result = ev.evaluate_grid(
-        b_apply, b_variables, operator,
+        b_apply, b_grid, operator,
         data.batches(config.data, split, batch_size=batch_size, training=False),
         b_lams, key=key, chunk=chunk, segmenter=seg)  # the same key: the same noise
     result["baselines"] = {"workdir": os.path.abspath(baselines),
@@ -189,6 +191,9 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
                            **{k: b_result[k] for k in (
                                "lambdas", "mean", "std", "q25", "q75",
                                "per_slice", "unscored")}}
+    if config.model.hyper_dim:
+      result["objective"] = baselines_lib.compare_objectives(
+          config, model, variables, b_model, b_variables)
 
   os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(out))
@@ -219,7 +224,7 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
       # HyperRecon at the grid λ nearest each baseline's, above that Unet.
       picks = np.abs(lam_grid[:, 0][None] - b_lams[:, :1]).argmin(1)
       baseline_row = np.asarray(ev.reconstruct_grid(
-          b_apply, b_variables, zf, hparams.coefficients(b_lams), chunk=chunk))
+          b_apply, b_grid, zf, hparams.coefficients(b_lams), chunk=chunk))
     plots.slice_panel(image, zf_mag, recons[picks], lam_grid[picks],
                       os.path.join(tmp, "slices.png"), errors=True,
                       baseline=baseline_row)

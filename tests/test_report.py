@@ -20,6 +20,7 @@ from hyperrecon_jax import report
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import baselines
+from hyperrecon_jax.train import step as step_lib
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 FILES = ["curves.png", "diverse.png", "lambda_grid.json", "range.png",
@@ -125,6 +126,24 @@ def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
       np.array([[1.0]], np.float32), key=jax.random.key(config.train.seed + 3))
   np.testing.assert_allclose(b["mean"]["psnr"][1], again["mean"]["psnr"][0], rtol=1e-6)
   assert sorted(os.listdir(out)) == FILES
+
+  # The objective at each baseline λ: the Unet's validation terms are those
+  # the baselines program measures (`validation_term_means` of the Unet
+  # alone), and L(λ) = Σ c_k(λ) term_k / s_k, written out by hand.
+  o = result["objective"]
+  assert o["lambdas"] == [[0.0], [1.0]] and o["losses"] == list(config.losses)
+  c_stack, _, _, _ = train.load_trained(stack)
+  for i, lam in enumerate(o["lambdas"]):
+    unet = baselines.validation_term_means(
+        c_stack, model.single(), step_lib.select(model, variables, tuple(lam)), lam)
+    for name, value in unet.items():
+      # The same program on the same slices: float32 sums, rtol 1e-6.
+      np.testing.assert_allclose(o["baselines"][i]["terms"][name], value, rtol=1e-6)
+    for who in ("hyperrecon", "baselines"):
+      t = o[who][i]["terms"]
+      by_hand = ((1 - lam[0]) * t[config.losses[0]] / config.loss_scales[0]
+                 + lam[0] * t[config.losses[1]] / config.loss_scales[1])
+      np.testing.assert_allclose(o[who][i]["objective"], by_hand, rtol=1e-6)
 
 
 def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):

@@ -146,6 +146,51 @@ def validation_term_means(config, model, variables, lam=None, *,
   return {n: float(s / count) for n, s in zip(names, sums)}
 
 
+def compare_objectives(config, model, variables, stack_model, stack_variables) -> dict:
+  """HyperRecon and each per-λ Unet on the objective that Unet was trained for.
+
+  At each λ of the stack, both reconstruct the validation split
+  (`validation_term_means`, with ``config``'s noise key for both) and are
+  scored by the training objective at that λ,
+  ``L(λ) = Σ_k c_k(λ) · mean term_k / s_k`` (`losses.composite` with
+  ``config.loss_scales``). Where PSNR rewards whatever is closest to the
+  ground truth, this asks the question of the paper's §6.1: does HyperRecon
+  at λ solve the problem the Unet at λ solves, as well as it does?
+
+  Args:
+    config: HyperRecon's config.
+    model: HyperRecon's ``state.Model``.
+    variables: its variables.
+    stack_model: the stack of Unets (``state.Model`` with ``lambdas``).
+    stack_variables: its variables.
+
+  Returns:
+    ``{'split': 'validation', 'losses': [K], 'loss_scales': [K], 'lambdas':
+    [L λ vectors], 'hyperrecon': [L {'terms': {name: value}, 'objective':
+    x}], 'baselines': [L, the same]}``.
+  """
+  names = tuple(config.losses)
+  scales = np.asarray(config.loss_scales, np.float64)
+  single = stack_model.single()
+
+  def scored(terms, lam):
+    coeffs = hparams.coefficients(jnp.asarray([lam], jnp.float32))
+    values = jnp.asarray([[terms[n] for n in names]], jnp.float32)
+    return {"terms": terms,
+            "objective": float(losses.composite(values, coeffs, scales)[0])}
+
+  out = {"split": "validation", "losses": list(names),
+         "loss_scales": [float(v) for v in scales],
+         "lambdas": [list(lam) for lam in stack_model.lambdas],
+         "hyperrecon": [], "baselines": []}
+  for lam in stack_model.lambdas:
+    out["hyperrecon"].append(scored(validation_term_means(config, model, variables, lam),
+                                    lam))
+    out["baselines"].append(scored(validation_term_means(
+        config, single, step_lib.select(stack_model, stack_variables, lam), lam), lam))
+  return out
+
+
 def _one_hot_scales(names, lambdas, terms):
   """s_k from the stack's one-hot Unets, or None when one is missing."""
   index = {tuple(lam): i for i, lam in enumerate(lambdas)}
