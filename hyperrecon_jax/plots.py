@@ -150,6 +150,42 @@ def landscape(result, path, metric: str = "psnr"):
   return _save(fig, path)
 
 
+def lambda_histogram(kept, path, *, bins: int = 10, title: str = "λ kept by DHS"):
+  """Histogram of λ values (paper Fig. 6, right): 1-D bars or a 2-D heat map.
+
+  Args:
+    kept: (N, n) λ in [0, 1], n = 1 or 2 (e.g. from
+      `train.step.dhs_selected_lambdas`).
+    path: output PNG path.
+    bins: bins per hyperparameter over [0, 1].
+    title: the figure title.
+
+  Returns:
+    ``path``.
+  """
+  kept = np.asarray(kept, np.float64)
+  if kept.ndim != 2 or kept.shape[1] not in (1, 2) or not len(kept):
+    raise ValueError(f"kept must have shape (N, 1) or (N, 2) with N ≥ 1, got {kept.shape}.")
+  if isinstance(bins, bool) or int(bins) != bins or bins < 1:
+    raise ValueError(f"bins must be an integer ≥ 1, got {bins!r}.")
+  edges = np.linspace(0.0, 1.0, int(bins) + 1)
+  fig = _figure(4.2, 3.4)
+  ax = fig.add_subplot(1, 1, 1)
+  if kept.shape[1] == 1:
+    ax.hist(kept[:, 0], bins=edges, color="C0", density=True)
+    ax.set_xlabel("λ")
+    ax.set_ylabel("density")
+  else:
+    counts, _, _ = np.histogram2d(kept[:, 0], kept[:, 1], bins=[edges, edges])
+    im = ax.pcolormesh(edges, edges, counts.T / len(kept), cmap="magma", shading="flat")
+    fig.colorbar(im, ax=ax, label="fraction kept")
+    ax.set_xlabel("λ1")
+    ax.set_ylabel("λ2")
+    ax.set_aspect("equal")
+  ax.set_title(f"{title} (N = {len(kept)})", fontsize=9)
+  return _save(fig, path)
+
+
 def _edges(axis):
   """Cell edges around sorted grid coordinates (midpoints, end cells mirrored)."""
   if axis.size == 1:

@@ -9,6 +9,7 @@ grid (`evaluate.evaluate_grid`), and writes into ``<workdir>/eval`` (or
 - ``lambda_grid.json``: metrics per λ (means over slices, per volume, per
   slice, the zero-filled baseline, the best λ per metric, unscored slices);
 - ``curves.png`` (one hyperparameter) or ``landscape.png`` (two);
+- ``dhs_lambdas.png`` for a run trained with DHS: the λ it keeps (Fig. 6);
 - ``slices.png`` (ground truth, input, reconstructions at several λ),
   ``diverse.png`` (the paper's Fig. 7) and ``range.png`` (where λ changes the
   image), all of the split's middle slice with the noise it was scored with.
@@ -136,7 +137,9 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     ``checkpoint_step``, ``lambdas`` and the ``mean``, ``std``, ``q25``,
     ``q75`` and ``per_slice`` statistics of each Unet) and ``objective``
     (`train.baselines.compare_objectives`: HyperRecon and each Unet on the
-    validation objective at that Unet's λ) when given.
+    validation objective at that Unet's λ) when given; for a DHS run,
+    ``dhs``: the λ it keeps at this checkpoint on `DHS_REPLAY_BATCHES`
+    batches of the train split (``sampled``, ``kept``; ``dhs_lambdas.png``).
   """
   import jax  # pylint: disable=g-import-not-at-top
   from hyperrecon_jax import data, evaluate as ev, hparams, metrics, physics, plots, train  # pylint: disable=g-import-not-at-top,g-multiple-import
@@ -195,6 +198,11 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
       result["objective"] = baselines_lib.compare_objectives(
           config, model, variables, b_model, b_variables)
 
+  dhs = None
+  if config.model.hyper_dim and config.sampling.method == "dhs":
+    dhs = _dhs_replay(config, model, variables, operator, key)
+    result["dhs"] = dhs
+
   os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(out))
   umask = os.umask(0)
@@ -232,6 +240,8 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     i, j, _ = ev.diverse_pair(recons, psnrs)
     plots.slice_panel(image, zf_mag, recons[[i, j]], lam_grid[[i, j]],
                       os.path.join(tmp, "diverse.png"), errors=True)
+    if dhs is not None:
+      plots.lambda_histogram(dhs["kept"], os.path.join(tmp, "dhs_lambdas.png"))
     if len(lam_grid) > 1:
       plots.range_map(recons, os.path.join(tmp, "range.png"))
     _publish(tmp, out)
@@ -239,6 +249,27 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return result
+
+
+# Batches of the train split replayed for the DHS histogram: with the paper's
+# 8 of 32 (or the demo's 2 of 8) that is 200 or 50 kept λ.
+DHS_REPLAY_BATCHES = 25
+
+
+def _dhs_replay(config, model, variables, operator, key) -> dict:
+  """Which λ DHS keeps at this checkpoint, on the train split (Fig. 6)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.results import floats  # pylint: disable=g-import-not-at-top
+  batches = data.batches(config.data, "train", batch_size=int(config.train.batch_size),
+                         seed=int(config.train.seed) + 4, training=True)
+  sampled, kept = step_lib.dhs_selected_lambdas(
+      config, model, variables, operator, batches, jax.random.fold_in(key, 1 << 20),
+      num_batches=DHS_REPLAY_BATCHES)
+  return {"split": "train", "batches": DHS_REPLAY_BATCHES,
+          "top_b": int(config.sampling.top_b), "sampled": floats(sampled),
+          "kept": floats(kept)}
 
 
 _PLAIN = {}

@@ -74,6 +74,17 @@ def test_range_map(tmp_path):
   _read(plots.range_map(recons, tmp_path / "range.png"), (3.6, 3.0))
 
 
+def test_lambda_histogram(tmp_path):
+  rng = np.random.default_rng(0)
+  _read(plots.lambda_histogram(rng.random((50, 1)), tmp_path / "h1.png"), (4.2, 3.4))
+  _read(plots.lambda_histogram(rng.random((50, 2)), tmp_path / "h2.png"), (4.2, 3.4))
+  with pytest.raises(ValueError, match=r"\(N, 1\) or \(N, 2\)"):
+    plots.lambda_histogram(rng.random((5, 3)), tmp_path / "bad.png")
+  with pytest.raises(ValueError, match="bins"):
+    plots.lambda_histogram(rng.random((5, 1)), tmp_path / "bad.png", bins=0)
+  assert not (tmp_path / "bad.png").exists()
+
+
 def test_bad_input(tmp_path):
   target, zf, recons = _slice()
   out = tmp_path / "x.png"

@@ -146,6 +146,22 @@ def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
       np.testing.assert_allclose(o[who][i]["objective"], by_hand, rtol=1e-6)
 
 
+def test_a_dhs_run_reports_the_lambdas_it_keeps(config, tmp_path):
+  c = config.copy_and_resolve_references()
+  c.sampling.method = "dhs"
+  c.sampling.top_b = 2
+  c.losses = ("dc", "tv")
+  c.loss_scales = (1.0, 1.0)
+  path = _save_untrained(c, str(tmp_path / "dhs"))
+  result = report.run(path, progress=False)
+  assert sorted(os.listdir(os.path.join(path, "eval"))) == sorted(FILES + ["dhs_lambdas.png"])
+  dhs = result["dhs"]
+  assert len(dhs["sampled"]) == report.DHS_REPLAY_BATCHES * c.train.batch_size
+  assert len(dhs["kept"]) == report.DHS_REPLAY_BATCHES * 2
+  # Every kept λ is one of the sampled ones.
+  assert set(map(tuple, dhs["kept"])) <= set(map(tuple, dhs["sampled"]))
+
+
 def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
   other = config.copy_and_resolve_references()
   other.task.acceleration = 4.0

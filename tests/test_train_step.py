@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import physics
 from hyperrecon_jax import train
@@ -363,6 +364,27 @@ def test_dhs_step_equals_naive_masked_gradient(compiled):
   for got, want in zip(jax.tree_util.tree_leaves(host(state.params)),
                        jax.tree_util.tree_leaves(want_params)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_dhs_replay_keeps_the_rows_of_lowest_data_consistency(compiled):
+  config, model, operator, _, state0, _ = compiled("dhs")
+  x = images(config.train.batch_size, seed=6)
+  key = jax.random.key(3)
+  sampled, kept = host(train.step.dhs_selected_lambdas(
+      config, model, state0.variables(), operator, iter([{"image": x}]), key,
+      num_batches=1))
+  n = len(config.losses) - 1
+  assert sampled.shape == (4, n) and kept.shape == (2, n)
+  # Independently: the replay's noise and λ, every row's DC, the 2 lowest.
+  k_measure, k_lambda = jax.random.split(jax.random.fold_in(key, 0))
+  y = operator.measure(jnp.asarray(x), k_measure)
+  lam = train.step.sample_lambdas(config, k_lambda, 4)
+  np.testing.assert_array_equal(sampled, host(lam))
+  recon, _, _ = model.apply(state0.variables(), operator.zero_filled(y),
+                            hparams.coefficients(lam), train=True)
+  dc = host(operator.data_consistency(recon, y))
+  assert len(np.unique(dc)) == 4  # no ties: the selection is unambiguous
+  np.testing.assert_array_equal(kept, sampled[np.argsort(dc)[:2]])  # by increasing DC
 
 
 # --- non-finite losses -----------------------------------------------------------------

@@ -26,10 +26,30 @@ def sample_coefficients(config, key, batch: int):
     lam = jnp.broadcast_to(jnp.asarray(config.hparams.fixed, jnp.float32),
                            (batch, k - 1))
   else:
-    lam = hparams.sample(key, batch, k - 1, config.hparams.sampler,
-                         endpoint_prob=config.hparams.endpoint_prob,
-                         log_min=config.hparams.log_min)
+    lam = sample_lambdas(config, key, batch)
   return hparams.coefficients(lam)
+
+
+def sample_lambdas(config, key, batch: int):
+  """The (B, K − 1) λ a HyperRecon run draws for a batch (``config.hparams``)."""
+  return hparams.sample(key, batch, len(tuple(config.losses)) - 1,
+                        config.hparams.sampler,
+                        endpoint_prob=config.hparams.endpoint_prob,
+                        log_min=config.hparams.log_min)
+
+
+def dhs_keep(model: state_lib.Model, variables, operator, zf, y, coeffs, top_b: int):
+  """DHS: the ``top_b`` batch rows to train on, those of lowest data consistency.
+
+  A forward pass in training mode (batch statistics, as the gradient pass
+  that follows) without gradient ranks the rows by ``‖A x̂ − y‖²``.
+
+  Returns:
+    (top_b,) row indices.
+  """
+  recon, _, _ = model.apply(variables, zf, coeffs, train=True)
+  dc = operator.data_consistency(jax.lax.stop_gradient(recon), y)
+  return sampling.select_lowest(dc, top_b)
 
 
 def make_train_step(config, model: state_lib.Model, operator):
@@ -98,9 +118,7 @@ def make_train_step(config, model: state_lib.Model, operator):
     zf = operator.zero_filled(y)
     coeffs = sample_coefficients(config, k_lambda, x.shape[0])
     if dhs:
-      recon, _, _ = model.apply(state.variables(), zf, coeffs, train=True)
-      dc = operator.data_consistency(jax.lax.stop_gradient(recon), y)
-      keep = sampling.select_lowest(dc, top_b)
+      keep = dhs_keep(model, state.variables(), operator, zf, y, coeffs, top_b)
       x, zf, y, coeffs = sampling.take((x, zf, y, coeffs), keep)
     (loss, (terms, updates)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params, state.batch_stats, x, zf, y,
@@ -133,6 +151,47 @@ def make_train_step(config, model: state_lib.Model, operator):
     return new_state, out
 
   return train_step
+
+
+def dhs_selected_lambdas(config, model: state_lib.Model, variables, operator,
+                         batches, key, *, num_batches: int):
+  """The λ that DHS keeps with these parameters: the paper's Fig. 6 histogram.
+
+  Replays the selection of the training step on ``num_batches`` batches:
+  measure (noise from ``key``), draw λ as ``config.hparams`` says, keep the
+  ``config.sampling.top_b`` rows of lowest data consistency.
+
+  Args:
+    config: the run's config (DHS or not: the selection is the same).
+    model: the HyperRecon ``state.Model``.
+    variables: its variables (the checkpoint to replay).
+    operator: the task's operator.
+    batches: an iterator of batches with ``image`` (e.g. the train split).
+    key: PRNG key of the replay.
+    num_batches: batches to replay.
+
+  Returns:
+    ``(sampled, kept)``: (num_batches·B, K − 1) and (num_batches·top_b, K − 1)
+    λ arrays.
+  """
+  top_b = int(config.sampling.top_b)
+
+  @jax.jit
+  def one(variables, x, key):
+    k_measure, k_lambda = jax.random.split(key)
+    y = operator.measure(x, k_measure)
+    lam = sample_lambdas(config, k_lambda, x.shape[0])
+    keep = dhs_keep(model, variables, operator, operator.zero_filled(y), y,
+                    hparams.coefficients(lam), top_b)
+    return lam, lam[keep]
+
+  sampled, kept = [], []
+  for i in range(num_batches):
+    lam, chosen = one(variables, jnp.asarray(next(batches)["image"], jnp.float32),
+                      jax.random.fold_in(key, i))
+    sampled.append(lam)
+    kept.append(chosen)
+  return jnp.concatenate(sampled), jnp.concatenate(kept)
 
 
 def _all_finite(tree):
