@@ -22,6 +22,7 @@ recompiles. Metrics follow `hyperrecon_jax.metrics` (per slice, peak 1).
 
 import functools
 import math
+import zlib
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import jax
@@ -259,14 +260,56 @@ def baseline_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
 
+def _volume_number(volume) -> int:
+  """A volume id as a uint32: an int as is (mod 2^32), a string by CRC-32."""
+  if isinstance(volume, (str, bytes, np.str_, np.bytes_)):
+    data = volume.encode() if isinstance(volume, (str, np.str_)) else bytes(volume)
+    return zlib.crc32(data)
+  return int(volume) & 0xFFFFFFFF
+
+
+def slice_keys(key, volumes, slices):
+  """The measurement keys of slices, ``fold_in(fold_in(key, volume), slice)``.
+
+  A slice's noise depends only on the key and its own (volume, slice) id,
+  not on its batch, its row or the batch size, so the same slice gets the
+  same measurement in a grid, a figure, or another model's evaluation.
+
+  Args:
+    key: the evaluation's PRNG key.
+    volumes: (B,) volume ids (ints, or strings hashed by CRC-32).
+    slices: (B,) slice indices.
+
+  Returns:
+    (B,) PRNG keys.
+  """
+  v = np.array([_volume_number(x) for x in np.asarray(volumes).tolist()], np.uint32)
+  s = np.asarray(slices, np.int64).astype(np.uint32)  # padding's -1 wraps: unused
+  return _fold_ids(key, v, s)
+
+
 @jax.jit
-def _measure(operator, image, key):
-  return operator.zero_filled(operator.measure(image, key))
+def _fold_ids(key, volumes, slices):
+  fold = jax.random.fold_in
+  return jax.lax.map(lambda vs: fold(fold(key, vs[0]), vs[1]), (volumes, slices))
 
 
-def batch_key(key, index: int):
-  """The measurement key of evaluation batch ``index``: ``fold_in(key, index)``."""
-  return jax.random.fold_in(key, index)
+@jax.jit
+def measure_slices(operator, images, keys):
+  """Network inputs of (B, H, W) images, each slice measured with its own key.
+
+  Args:
+    operator: a `hyperrecon_jax.physics` operator.
+    images: (B, H, W) ground truth.
+    keys: (B,) keys from `slice_keys`.
+
+  Returns:
+    (B, H, W, 2) ``operator.zero_filled(operator.measure(image, key))``.
+  """
+  one = lambda xk: operator.zero_filled(operator.measure(xk[0][None], xk[1]))[0]
+  # lax.map, not vmap: the 'rbg' key implementations draw other numbers
+  # under vmap, which would make a slice's noise depend on its row.
+  return jax.lax.map(one, (images, keys))
 
 
 def _check_batch(batch, index):
@@ -305,11 +348,11 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
                   progress: Optional[Callable[[int], None]] = None, segmenter=None):
   """Evaluates a model on every slice of ``batches`` at every λ of a grid.
 
-  Each batch is measured with ``operator.measure(image, fold_in(key, i))``
-  (``i`` the batch index, see `batch_key`), so a run is reproducible and the
-  noise of a slice does not depend on what else is evaluated; the network
-  input is ``operator.zero_filled(y)``. Keep batches one shape (pad the last
-  one with ``valid=False`` rows) to compile once.
+  Each slice is measured with its own key (`slice_keys`: from ``key`` and its
+  volume and slice ids), so a run is reproducible and the noise of a slice
+  does not depend on what else is evaluated, nor on the batch size; the
+  network input is ``operator.zero_filled(y)``. Keep batches one shape (pad
+  the last one with ``valid=False`` rows) to compile once.
 
   Args:
     apply_fn: see `reconstruct_grid`.
@@ -366,7 +409,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
       truth_dice.append(np.asarray(segmentation.foreground_dice(
           segmentation.labels(segmenter, image), jnp.asarray(labels, jnp.int32),
           segmenter.num_classes))[valid])
-    zf = _measure(operator, jnp.asarray(image), batch_key(key, i))
+    zf = measure_slices(operator, jnp.asarray(image), slice_keys(key, volume, slice_))
     blocks = {m: [] for m in names}
     for index, used in _lambda_blocks(len(coeffs), image.shape[0], _check_chunk(chunk)):
       out = grid_metrics(apply_fn, variables, zf, image, coeffs[index], valid=valid,

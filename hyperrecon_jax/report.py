@@ -68,13 +68,14 @@ def check_options(grid, chunk, split, panel_lambdas) -> None:
 
 
 def _middle_slice(config, split, index, batch_size):
-  """The evaluation batch that holds slice ``index`` and its row in it."""
+  """Slice ``index`` of a split: its image, volume id and slice index."""
   from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
   number, row = divmod(index, batch_size)
   for i, batch in enumerate(data.batches(config.data, split,
                                          batch_size=batch_size, training=False)):
     if i == number:
-      return i, np.asarray(batch["image"], np.float32), row
+      return (np.asarray(batch["image"][row], np.float32), batch["volume"][row],
+              batch["slice"][row])
   raise ValueError(f"the {split} split has no slice {index}")
 
 
@@ -217,12 +218,11 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     elif num_lambdas == 2:
       plots.landscape(result, os.path.join(tmp, "landscape.png"))
 
-    # Figures of the split's middle slice, measured exactly as it was scored:
-    # the noise of a slice comes from its batch's key and its row.
-    number, images, row = _middle_slice(config, split, result["num_slices"] // 2,
-                                        batch_size)
-    zf = operator.zero_filled(operator.measure(images, ev.batch_key(key, number)))
-    image, zf = images[row], zf[row]
+    # Figures of the split's middle slice, measured exactly as it was scored
+    # (a slice's noise comes from its own volume and slice ids).
+    image, volume, slice_ = _middle_slice(config, split, result["num_slices"] // 2,
+                                          batch_size)
+    zf = ev.measure_slices(operator, image[None], ev.slice_keys(key, [volume], [slice_]))[0]
     recons = np.asarray(ev.reconstruct_grid(apply_fn, variables, zf,
                                             hparams.coefficients(lam_grid), chunk=chunk))
     zf_mag = np.asarray(ev.magnitude(zf))

@@ -158,9 +158,13 @@ def _direct():
   """Per-slice metrics (S, G) and zero-filled metrics (S,), from per-λ model calls."""
   op, coeffs, g = _operator(), np.asarray(hparams.coefficients(LAM)), len(LAM)
   recons, targets, zf_mags = [], [], []
-  for i, batch in enumerate(_batches()):
+  for batch in _batches():
     keep = batch["valid"]
-    zf = np.asarray(op.zero_filled(op.measure(batch["image"], jax.random.fold_in(KEY, i))))
+    # Each slice measured alone, with the key of its (volume, slice) ids.
+    zf = np.concatenate([np.asarray(op.zero_filled(op.measure(
+        image[None], jax.random.fold_in(jax.random.fold_in(KEY, int(v)), int(s)))))
+                         for image, v, s in zip(batch["image"], batch["volume"],
+                                                batch["slice"])])
     recons.append(_per_lambda(zf, coeffs)[keep])
     targets.append(batch["image"][keep])
     zf_mags.append(np.sqrt(np.sum(zf[keep] ** 2, -1)))
@@ -214,6 +218,38 @@ def test_evaluate_grid_ignores_padding_and_is_deterministic():
   again = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(0), LAM, key=KEY,
                                  chunk=CHUNK)
   assert evaluate.to_json(again) == evaluate.to_json(a)
+
+
+def test_the_noise_of_a_slice_does_not_depend_on_its_batch():
+  # The same five slices as one padded batch of 6 in reverse order: every
+  # slice keeps its measurement, so its metrics are those of the 3 batches.
+  batches = _batches()
+  images = np.concatenate([b["image"] for b in batches])[::-1]
+  volumes = np.concatenate([b["volume"] for b in batches])[::-1]
+  slices = np.concatenate([b["slice"] for b in batches])[::-1]
+  valid = np.concatenate([b["valid"] for b in batches])[::-1]
+  net, variables, _ = _model()
+  one = evaluate.evaluate_grid(
+      net.apply, variables, _operator(),
+      [{"image": images, "volume": volumes, "slice": slices, "valid": valid}], LAM,
+      key=KEY, chunk=CHUNK)
+  three = _result()
+  for m in ("psnr", "ssim"):
+    # Same inputs, other chunk boundaries: float32 roundoff of the model only.
+    np.testing.assert_allclose(np.asarray(one["per_slice"][m])[::-1],
+                               three["per_slice"][m], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(one["zero_filled"]["per_slice"][m])[::-1],
+                               three["zero_filled"]["per_slice"][m], rtol=1e-6)
+
+
+def test_slice_keys_depend_on_the_ids_only():
+  a = evaluate.slice_keys(KEY, ["file1.h5", "file1.h5", "file2.h5"], [3, 4, 3])
+  b = evaluate.slice_keys(KEY, ["file2.h5", "file1.h5"], [3, 3])
+  data = lambda k: np.asarray(jax.random.key_data(k))
+  np.testing.assert_array_equal(data(a[0]), data(b[1]))
+  np.testing.assert_array_equal(data(a[2]), data(b[0]))
+  assert not np.array_equal(data(a[0]), data(a[1]))
+  assert not np.array_equal(data(a[0]), data(a[2]))
 
 
 def test_result_json_round_trip():

@@ -183,10 +183,10 @@ def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
   # Independently: measure, reconstruct, segment and score slice by slice.
   coeffs = np.asarray(hparams.coefficients(lam))
   expected, expected_zf, truth = [], [], []
-  for i, batch in enumerate(batches):
+  for batch in batches:
     valid = np.asarray(batch["valid"], bool)
-    zf = operator.zero_filled(operator.measure(jnp.asarray(batch["image"]),
-                                               evaluate.batch_key(key, i)))
+    zf = evaluate.measure_slices(operator, jnp.asarray(batch["image"]),
+                                 evaluate.slice_keys(key, batch["volume"], batch["slice"]))
     mag = np.asarray(evaluate.magnitude(zf))
     rows = [numpy_foreground_dice(np.asarray(segmentation.labels(seg, mag * c[0])),
                                   np.asarray(batch["label"]), C) for c in coeffs]
