@@ -15,8 +15,9 @@ EXTRAS = {
     ],
     # Figures and TensorBoard event files.
     "viz": ["matplotlib>=3.7", "tensorboardX>=2.6"],
-    # Independent references used by the tests.
-    "test": ["pytest>=7", "scikit-image>=0.21"],
+    # Independent references used by the tests, and the linter they run
+    # (its rules change between minor versions: ruff.toml is written for 0.17).
+    "test": ["pytest>=7", "scikit-image>=0.21", "ruff>=0.17,<0.18"],
 }
 EXTRAS["all"] = sorted({p for group in EXTRAS.values() for p in group})
 

@@ -52,7 +52,8 @@ HYPER_DIMS = {"unet": 0, "S": 4, "M": 32, "L": 128}
 
 def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
             channels: int):
-  from hyperrecon_jax import hparams, train  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import train
   c = train.default_config()
   c.data.image_size = image
   if size.startswith("stack"):
@@ -85,7 +86,8 @@ def _time(fn, iters: int, repeats: int):
 
 
 def bench_train_step(config, state, iters, repeats):
-  from hyperrecon_jax import physics, train  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import physics
+  from hyperrecon_jax import train
   size = config.data.image_size
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
@@ -106,7 +108,9 @@ def bench_train_step(config, state, iters, repeats):
 
 
 def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
-  from hyperrecon_jax import hparams, physics, train  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import physics
+  from hyperrecon_jax import train
   size = config.data.image_size
   strategy = "shared" if latency else None
   model = train.build_model(config, strategy=strategy)
@@ -126,8 +130,8 @@ def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
 
 def main(argv):
   del argv
-  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax.models import layers  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import train
+  from hyperrecon_jax.models import layers
   image, batch, grid = _IMAGE.value, _BATCH.value, _GRID.value
   iters, repeats, channels = _ITERS.value, _REPEATS.value, _CHANNELS.value
   sizes = _SIZES.value

@@ -26,7 +26,7 @@ from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
@@ -39,7 +39,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def parse_lambdas(text: str, num_lambdas: int):
   """``--lambdas`` as a list of λ tuples; ValueError names what is wrong."""
-  from hyperrecon_jax import hparams  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import hparams
   text = text.strip()
   if text.startswith("grid:"):
     try:
@@ -66,7 +66,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
-  from hyperrecon_jax.train import baselines  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.train import baselines
   config = _CONFIG.value
   with cli.user_errors():
     lambdas = (None if _LAMBDAS.value is None else

@@ -12,7 +12,7 @@ from absl import logging
 
 def quiet_libraries():
   """Keeps absl at WARNING unless --verbosity was given (orbax logs every save)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
 
@@ -22,7 +22,7 @@ def one_line(text: str) -> str:
   text = str(text)
   if "Traceback (most recent call last)" in text:
     # A config file raised: keep the exception line, drop the stack.
-    lines = [l for l in text.splitlines() if l.strip()]
+    lines = [line for line in text.splitlines() if line.strip()]
     last = lines[-2] if lines[-1].startswith("Try --help") else lines[-1]
     text = last.split(": ", 1)[-1]
   return " ".join(text.split())
@@ -33,7 +33,7 @@ def parse_flags(argv):
 
   Pass as ``app.run(main, flags_parser=cli.parse_flags)``.
   """
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import flags
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -53,10 +53,10 @@ def user_errors(*extra):
   a traceback would only hide the sentence that says how; Ctrl-C prints
   ``interrupted`` and exits with 130; anything else still raises.
   """
-  from hyperrecon_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax import workdir  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax.data import DataError  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import checkpoints
+  from hyperrecon_jax import train
+  from hyperrecon_jax import workdir
+  from hyperrecon_jax.data import DataError
   try:
     yield
   except train.Interrupted as e:
@@ -75,7 +75,7 @@ def run(main):
   Ctrl-C anywhere (start-up, compilation, evaluation) prints ``interrupted``
   and exits with 130, the shell's code for SIGINT, instead of a traceback.
   """
-  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import app
   # A shell starts background jobs with SIGINT ignored, and Python keeps an
   # ignored SIGINT; a SIGINT sent to this process on purpose must still stop
   # it (the training loop handles SIGINT itself, whatever it inherited).

@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a training run.")
 _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
@@ -44,7 +44,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
-  from hyperrecon_jax import report  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import report
   with cli.user_errors():
     result = report.run(_WORKDIR.value, out=_OUT.value, grid=_GRID.value,
                         split=_SPLIT.value, chunk=_CHUNK.value, step=_STEP.value,

@@ -21,7 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]); only its data "
@@ -39,7 +39,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
-  from hyperrecon_jax import data, segmentation  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from hyperrecon_jax import data
+  from hyperrecon_jax import segmentation
   config = _CONFIG.value
   with cli.user_errors():
     if config.data.name != "mni152":

@@ -15,7 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
@@ -27,7 +27,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
-  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import train
   with cli.user_errors():
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(f"done: {_WORKDIR.value}")

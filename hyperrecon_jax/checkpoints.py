@@ -24,12 +24,14 @@ skipped steps to ``<workdir>/checkpoints.damaged/`` (nothing is deleted) so it
 can save those step numbers again.
 """
 
+from collections.abc import Callable
 import contextlib
 import hashlib
 import json
 import os
 import shutil
-from typing import Any, Callable, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 from absl import logging
 import jax

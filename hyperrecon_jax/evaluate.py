@@ -7,9 +7,10 @@ cut into ``ceil(S·G / chunk)`` chunks of equal size (at most ``chunk``) of
 consecutive pairs; **one chunk is one model call** of that batch size, each
 row with its own slice and coefficients. The last chunk is padded with
 repeats of the first pairs, so the model is traced and compiled for exactly
-one batch shape, and the padding is dropped afterwards. The chunks run under ``jax.lax.map`` inside one jitted program, so
-peak memory is that of a single model call of batch ``chunk`` (plus the
-outputs), whatever the grid size. `grid_metrics` and `evaluate_grid` score each
+one batch shape, and the padding is dropped afterwards. The chunks run under
+``jax.lax.map`` inside one jitted program, so peak memory is that of a
+single model call of batch ``chunk`` (plus the outputs), whatever the grid
+size. `grid_metrics` and `evaluate_grid` score each
 chunk inside that program and never hold more than one chunk of
 reconstructions; `reconstruct_grid` returns all (S, G, H, W) of them.
 
@@ -20,10 +21,13 @@ static argument of the compiled program, so a fresh lambda per call
 recompiles. Metrics follow `hyperrecon_jax.metrics` (per slice, peak 1).
 """
 
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
 import functools
 import math
+from typing import Any
 import zlib
-from typing import Any, Callable, Iterable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,9 +36,17 @@ import numpy as np
 from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics as metrics_lib
 from hyperrecon_jax import segmentation
-from hyperrecon_jax.results import (  # re-exported: part of this API
-    FORMAT, LOWER_IS_BETTER, METRICS, Best, best_lambda, from_json,
-    metric_array, summarize, to_json)
+
+# Re-exported: part of this module's API.
+from hyperrecon_jax.results import FORMAT  # noqa: F401
+from hyperrecon_jax.results import LOWER_IS_BETTER  # noqa: F401
+from hyperrecon_jax.results import METRICS
+from hyperrecon_jax.results import Best  # noqa: F401
+from hyperrecon_jax.results import best_lambda  # noqa: F401
+from hyperrecon_jax.results import from_json  # noqa: F401
+from hyperrecon_jax.results import metric_array  # noqa: F401
+from hyperrecon_jax.results import summarize
+from hyperrecon_jax.results import to_json  # noqa: F401
 
 # Model batch size of one call (``chunk=None``). On GPU/TPU, 32 (the paper's
 # training batch): at 256×256 a HyperRecon forward of that batch needs a few
@@ -159,7 +171,7 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
           (s_count, g_count) + x.shape[2:]), out)
 
 
-def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: Optional[int] = None):
+def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | None = None):
   """Reconstructs slices at every coefficient vector of a grid.
 
   Args:
@@ -189,7 +201,7 @@ def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: Option
 
 
 def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=None,
-                 chunk: Optional[int] = None, segmenter=None, labels=None):
+                 chunk: int | None = None, segmenter=None, labels=None):
   """Per-slice, per-λ metrics of a batch, without keeping the reconstructions.
 
   Args:
@@ -344,8 +356,8 @@ def _lambda_blocks(num_lambdas: int, batch: int, chunk: int):
 
 
 def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Mapping[str, Any]],
-                  lam_grid, *, key, chunk: Optional[int] = None, per_slice: bool = True,
-                  progress: Optional[Callable[[int], None]] = None, segmenter=None):
+                  lam_grid, *, key, chunk: int | None = None, per_slice: bool = True,
+                  progress: Callable[[int], None] | None = None, segmenter=None):
   """Evaluates a model on every slice of ``batches`` at every λ of a grid.
 
   Each slice is measured with its own key (`slice_keys`: from ``key`` and its

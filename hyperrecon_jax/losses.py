@@ -15,7 +15,8 @@ ground truth; amortized-optimization terms use the measurement ('dc'), the
 generated weights ('weight_l1') or the reconstruction alone ('tv').
 """
 
-from typing import Iterable, Sequence, Tuple
+from collections.abc import Iterable
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -159,7 +160,7 @@ NEEDS_MEASUREMENT = frozenset({"dc"})
 NEEDS_WEIGHTS = frozenset({"weight_l1"})
 
 
-def validate_names(names: Iterable[str]) -> Tuple[str, ...]:
+def validate_names(names: Iterable[str]) -> tuple[str, ...]:
   """Checks a sequence of loss-term names (e.g. ``config.losses``).
 
   Args:

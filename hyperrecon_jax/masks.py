@@ -12,9 +12,9 @@ The real acceleration of a mask is ``H * W / number of sampled entries``; see
 `acceleration`.
 """
 
+from collections.abc import Sequence
 import functools
 import math
-from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,7 +28,7 @@ _POISSON_MAX_TRIALS = 40
 _RSA_DENSITY = 0.7
 
 
-def _check_shape(shape) -> Tuple[int, int]:
+def _check_shape(shape) -> tuple[int, int]:
   try:
     shape = tuple(int(s) for s in shape)
   except TypeError:
@@ -223,7 +223,7 @@ def poisson_disc(shape: Sequence[int],
                  acceleration: float,
                  *,
                  seed: int = 0,
-                 calib: Optional[Sequence[int]] = None,
+                 calib: Sequence[int] | None = None,
                  crop_corner: bool = True,
                  rtol: float = _POISSON_RTOL) -> np.ndarray:
   """Variable-density 2-D Poisson-disc mask, centred.
@@ -233,8 +233,8 @@ def poisson_disc(shape: Sequence[int],
   distance ``r`` from the calibration box, ``radius = 1 + slope * r`` pixels
   (per axis scaled by the aspect ratio, as sigpy.mri.poisson does), so the
   density falls off toward the edges of k-space (a radius of 1 excludes no
-  other pixel, i.e. samples fully). ``slope`` is found by bisection until the real acceleration is within
-  ``rtol`` of the request. On the pixel grid any radius > 1 excludes the
+  other pixel, i.e. samples fully). ``slope`` is found by bisection until the
+  real acceleration is within ``rtol`` of the request. On the pixel grid any radius > 1 excludes the
   4-neighbours, so the density drops from 1 to about 1/3 at once; requests
   below that jump (about 3x) use a tiny slope and instead bisect the size of a
   fully sampled disc ``r < core`` around the calibration box. The ``calib``

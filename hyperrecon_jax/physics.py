@@ -14,22 +14,23 @@ methods are batch-first and pure:
 `make_operator` builds one from a task config.
 """
 
+from collections.abc import Mapping
+from collections.abc import Sequence
 import functools
 import math
-from collections.abc import Mapping
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any
 
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from hyperrecon_jax import masks as masks_lib
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _check_images(name: str, x, image_shape: Optional[Tuple[int, int]] = None):
+def _check_images(name: str, x, image_shape: tuple[int, int] | None = None):
   shape = tuple(getattr(x, "shape", ()))
   if len(shape) != 3:
     raise ValueError(f"{name} must have shape (B, H, W), got shape {shape}.")

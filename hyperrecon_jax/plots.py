@@ -261,7 +261,7 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
                        f"shape {baseline.shape}.")
   images = [target, zf] + list(recons)
   titles = ["ground truth", f"zero-filled\nPSNR {_fmt(_psnr(zf, target))}"] + [
-      f"λ = {_lam_text(l)}\n{metric_name} {_fmt(v)}" for l, v in zip(lams, values)]
+      f"λ = {_lam_text(lam)}\n{metric_name} {_fmt(v)}" for lam, v in zip(lams, values)]
   rows, cols = (2 if errors else 1) + (baseline is not None), n + 2
   fig = _figure(1.9 * cols, 2.1 * rows + 0.2)
   err_max = max(np.abs(x - target).max() for x in images[1:]) or 1.0

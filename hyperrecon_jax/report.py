@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+
 class _Progress:
   """(slice, λ) pairs scored: a bar on a terminal, a line every ~10 s otherwise."""
 
@@ -36,7 +37,7 @@ class _Progress:
     self._enabled, self._last = enabled, time.time()
     if enabled and sys.stderr.isatty():
       with contextlib.suppress(ImportError):
-        import tqdm  # pylint: disable=g-import-not-at-top
+        import tqdm
         self._bar = tqdm.tqdm(total=total, unit="pair", dynamic_ncols=True)
 
   def __call__(self, count: int) -> None:
@@ -62,14 +63,14 @@ def check_options(grid, chunk, split, panel_lambdas) -> None:
     if value is not None and (isinstance(value, bool) or int(value) != value
                               or value < 1):
       raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-  from hyperrecon_jax.data import SPLITS  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.data import SPLITS
   if split is not None and split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def _middle_slice(config, split, index, batch_size):
   """Slice ``index`` of a split: its image, volume id and slice index."""
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   number, row = divmod(index, batch_size)
   for i, batch in enumerate(data.batches(config.data, split,
                                          batch_size=batch_size, training=False)):
@@ -92,9 +93,10 @@ def _publish(tmp: str, out: str) -> None:
 
 def _load_baselines(path, config):
   """The stack of per-λ Unets in ``path``, checked against the model's config."""
-  import json  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax import train  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax.train import configuration  # pylint: disable=g-import-not-at-top
+  import json
+
+  from hyperrecon_jax import train
+  from hyperrecon_jax.train import configuration
   b_config, model, variables, step = train.load_trained(path)
   if not model.lambdas:
     raise ValueError(f"{path} is not a run of per-λ baselines "
@@ -142,9 +144,16 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     ``dhs``: the λ it keeps at this checkpoint on `DHS_REPLAY_BATCHES`
     batches of the train split (``sampled``, ``kept``; ``dhs_lambdas.png``).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax import data, evaluate as ev, hparams, metrics, physics, plots, train  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from hyperrecon_jax.train import baselines as baselines_lib  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from hyperrecon_jax import data
+  from hyperrecon_jax import evaluate as ev
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import metrics
+  from hyperrecon_jax import physics
+  from hyperrecon_jax import plots
+  from hyperrecon_jax import train
+  from hyperrecon_jax.train import baselines as baselines_lib
 
   check_options(grid, chunk, split, panel_lambdas)
   config, model, variables, step = train.load_trained(workdir, step)
@@ -152,7 +161,7 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     b_model, b_variables, b_step = _load_baselines(baselines, config)
   seg = None
   if segmenter:
-    from hyperrecon_jax import segmentation  # pylint: disable=g-import-not-at-top
+    from hyperrecon_jax import segmentation
     seg = segmentation.load(segmenter)
     segmentation.check_data(seg, config.data, workdir)
   grid = int(grid or config.eval.grid)
@@ -258,10 +267,11 @@ DHS_REPLAY_BATCHES = 25
 
 def _dhs_replay(config, model, variables, operator, key) -> dict:
   """Which λ DHS keeps at this checkpoint, on the train split (Fig. 6)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax.results import floats  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from hyperrecon_jax import data
+  from hyperrecon_jax.results import floats
+  from hyperrecon_jax.train import step as step_lib
   batches = data.batches(config.data, "train", batch_size=int(config.train.batch_size),
                          seed=int(config.train.seed) + 4, training=True)
   sampled, kept = step_lib.dhs_selected_lambdas(

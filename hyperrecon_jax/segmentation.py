@@ -17,12 +17,14 @@ validation Dice and the SHA-256 of the weights), written last, so a folder
 with ``segmenter.json`` is complete.
 """
 
+from collections.abc import Callable
 import functools
 import hashlib
 import json
 import os
 import sys
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any
+from typing import NamedTuple
 
 import flax.linen as nn
 import flax.serialization
@@ -34,7 +36,8 @@ import optax
 from hyperrecon_jax import metrics
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.models import layers
-from hyperrecon_jax.models.unet import UnetBody, conv_specs
+from hyperrecon_jax.models.unet import UnetBody
+from hyperrecon_jax.models.unet import conv_specs
 
 WEIGHTS_FILE = "segmenter.msgpack"
 INFO_FILE = "segmenter.json"
@@ -180,7 +183,7 @@ def _check_settings(num_classes, channels, steps, batch_size, lr):
 def validation_dice(segmenter: Trained, data_config, split: str = "validation",
                     batch_size: int = 8) -> float:
   """Mean foreground Dice of the segmenter on the ground-truth slices of a split."""
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   scores = []
   for batch in data.batches(data_config, split, batch_size=batch_size, training=False):
     valid = np.asarray(batch["valid"], bool)
@@ -192,7 +195,7 @@ def validation_dice(segmenter: Trained, data_config, split: str = "validation",
 
 def train(data_config, *, num_classes: int, channels: int = 32, steps: int = 1000,
           batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
-          log: Optional[Callable[[int, float], None]] = None) -> Trained:
+          log: Callable[[int, float], None] | None = None) -> Trained:
   """Trains a segmenter on the ground-truth slices and labels of the train split.
 
   Args:
@@ -208,7 +211,7 @@ def train(data_config, *, num_classes: int, channels: int = 32, steps: int = 100
   Returns:
     The trained segmenter, with its validation Dice in ``info``.
   """
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   _check_settings(num_classes, channels, steps, batch_size, lr)
   if not data.has_labels(data_config):
     raise ValueError(f"config.data.name={data_config.name!r} has no label volumes "

@@ -5,9 +5,9 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jax.experimental.compilation_cache import compilation_cache as jax_cc  # pylint: disable=g-import-not-at-top,wrong-import-position
-import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+from jax.experimental.compilation_cache import compilation_cache as jax_cc
+import pytest
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,12 @@ def compilation_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   """The embedded mni152 dataset at 32×32 in a temporary folder."""
-  import loop_support  # pylint: disable=g-import-not-at-top
+  import loop_support
   return loop_support.build_data_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def run_a(data_dir, tmp_path_factory):  # pylint: disable=redefined-outer-name
+def run_a(data_dir, tmp_path_factory):
   """Run A: 6 uninterrupted training steps, the reference of the loop tests."""
-  import loop_support  # pylint: disable=g-import-not-at-top
+  import loop_support
   return loop_support.train_run_a(data_dir, tmp_path_factory)

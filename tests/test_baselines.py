@@ -75,7 +75,7 @@ def test_stack_config_is_a_changed_copy(name):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, compilation_cache):  # pylint: disable=unused-argument
+def run(tmp_path_factory, compilation_cache):
   """Config, workdir and result of one compute_loss_scales on demo.py:quick."""
   config = load_config("demo")
   config.data.data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
@@ -102,7 +102,7 @@ def test_writes_positive_finite_scales(run):
     assert written["terms"][k][name] == scale
   assert not [f for f in os.listdir(workdir) if ".tmp" in f]
   assert baselines.override_flag(written["loss_scales"]) == (
-      '--config.loss_scales="(%.4g, %.4g)"' % tuple(written["loss_scales"]))
+      '--config.loss_scales="({:.4g}, {:.4g})"'.format(*written["loss_scales"]))
 
 
 def test_the_baselines_are_one_run_of_a_stack_of_plain_unets(run):
@@ -199,7 +199,7 @@ def test_grid_model_is_each_unet_in_evaluation_mode(run):
   coeffs = np.asarray(hparams.coefficients(np.array([[0.9], [0.0], [0.2]])))
   got = np.asarray(apply_fn(grid_variables, zf, coeffs))
   for row, index in enumerate([1, 0, 0]):
-    unet = jax.tree_util.tree_map(lambda v: v[index], variables)
+    unet = jax.tree_util.tree_map(lambda v, index=index: v[index], variables)
     want = np.asarray(model.single().apply(unet, zf[row:row + 1], None,
                                            train=False)[0])[0]
     np.testing.assert_allclose(got[row], want, rtol=0,

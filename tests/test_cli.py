@@ -48,7 +48,7 @@ def run(env, name, *args, timeout=600):
 def assert_one_error_line(proc, pattern):
   assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1, proc.stderr[-3000:]
   assert re.search(pattern, errors[0]), errors[0]
 

@@ -84,7 +84,7 @@ def test_damaged_records_fail_when_read(copy):
   source = hr.data.load_split(cfg, "train")  # The first record is intact.
   with pytest.raises(hr.data.DataError, match=r"record \d+ of the split") as info:
     for i in range(len(source)):
-      source[i]  # pylint: disable=pointless-statement
+      source[i]
   _check_message(info.value, SHARD, folder)
   # Also from the pipeline's reader threads.
   with pytest.raises(hr.data.DataError) as info:
@@ -107,7 +107,7 @@ def test_undecodable_record(copy):
   source = hr.data.load_split(cfg, "train")
   assert int(source[2]["slice"]) == 9
   with pytest.raises(hr.data.DataError, match="record 3 of the split .*DecodeError") as info:
-    source[3]  # pylint: disable=pointless-statement
+    source[3]
   _check_message(info.value, SHARD, folder)
 
 
@@ -115,7 +115,7 @@ def test_bad_index_is_not_damage(copy):
   cfg, _ = copy
   source = hr.data.load_split(cfg, "test")
   with pytest.raises(ValueError) as info:
-    source[len(source)]  # pylint: disable=pointless-statement
+    source[len(source)]
   assert not isinstance(info.value, hr.data.DataError)
   assert source.dataset_info.name == "mni152" and source.split == "test"
 

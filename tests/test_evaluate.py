@@ -26,7 +26,7 @@ def _images(batch, seed):
   return ((x - lo) / (hi - lo)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model():
   """A tiny HyperUnet in evaluation mode with non-trivial BatchNorm statistics.
 
@@ -147,7 +147,7 @@ def _batches(pad_seed=0):
   ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _result(pad_seed=0):
   net, variables, _ = _model()
   return evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(pad_seed), LAM,

@@ -90,7 +90,7 @@ def test_cartesian(kind, accel):
   mask = masks.cartesian((64, 256), accel, kind=kind, center_fraction=0.08, seed=0)
   assert mask.shape == (64, 256) and mask.dtype == np.float32
   # Full columns: every column all 0 or all 1.
-  assert np.all((mask == mask[:1]))
+  assert np.all(mask == mask[:1])
   cols = mask[0].astype(bool)
   assert abs(masks.acceleration(mask) - accel) <= 0.05 * accel
   num_low = round(256 * 0.08)

@@ -41,7 +41,7 @@ def _with_random_stats(variables, seed=1):
   return {**variables, "batch_stats": stats}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hyper(strategy="loop", batch_norm=True):
   net = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=C,
                          batch_norm=batch_norm, strategy=strategy)

@@ -2,9 +2,9 @@
 
 import os
 
+from matplotlib import image as mpimg
 import numpy as np
 import pytest
-from matplotlib import image as mpimg
 
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams

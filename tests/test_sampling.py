@@ -7,7 +7,6 @@ import pytest
 
 from hyperrecon_jax import sampling
 
-
 # --- select_lowest ----------------------------------------------------------
 
 

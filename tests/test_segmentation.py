@@ -10,10 +10,10 @@ import os
 
 import jax
 import jax.numpy as jnp
+import loop_support
 import numpy as np
 import pytest
 
-import loop_support
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
 from hyperrecon_jax import physics
@@ -170,7 +170,7 @@ def _scale_apply(variables, zf, coeffs):
 
 def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
   config, seg, _ = trained
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   batches = list(data.batches(config.data, "test", batch_size=4, training=False))[:2]
   size = config.data.image_size
   operator = physics.make_operator(config.task, (size, size))

@@ -7,6 +7,16 @@ import re
 import struct
 
 import jax
+from loop_support import BATCH
+from loop_support import CHECKPOINT_STEPS
+from loop_support import EVAL_STEPS
+from loop_support import STEPS
+from loop_support import NanAfter
+from loop_support import assert_trees_close
+from loop_support import host
+from loop_support import make_config
+from loop_support import read_metrics
+from loop_support import restore
 import numpy as np
 import pytest
 
@@ -15,10 +25,6 @@ from hyperrecon_jax import data
 from hyperrecon_jax import models
 from hyperrecon_jax import train
 from hyperrecon_jax.train import writer as writer_lib
-from loop_support import (  # pylint: disable=g-multiple-import
-    BATCH, CHECKPOINT_STEPS, EVAL_STEPS, STEPS, assert_trees_close, host,
-    make_config, NanAfter, read_metrics, restore)
-
 
 # XLA executables persist across the session's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")

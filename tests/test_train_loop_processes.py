@@ -9,15 +9,18 @@ import sys
 import time
 
 import jax
+from loop_support import REPO
+from loop_support import STEPS
+from loop_support import assert_trees_close
+from loop_support import host
+from loop_support import make_config
+from loop_support import read_metrics
+from loop_support import train_run_a
 import numpy as np
 import pytest
 
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import train
-from loop_support import (  # pylint: disable=g-multiple-import
-    REPO, STEPS, assert_trees_close, host, make_config, read_metrics,
-    train_run_a)
-
 
 # XLA executables persist across the session's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")

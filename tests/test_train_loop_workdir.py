@@ -5,14 +5,16 @@ import json
 import os
 import shutil
 
+from loop_support import STEPS
+from loop_support import assert_trees_close
+from loop_support import host
+from loop_support import make_config
+from loop_support import snapshot
 import pytest
 
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import loop as loop_lib
-from loop_support import (  # pylint: disable=g-multiple-import
-    STEPS, assert_trees_close, host, make_config, snapshot)
-
 
 # XLA executables persist across the session's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")

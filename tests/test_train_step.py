@@ -8,7 +8,8 @@ so a program compiled by one of these modules is not compiled again by another
 """
 
 import concurrent.futures
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -455,13 +456,13 @@ def test_a_stack_trains_each_unet_as_its_own_run(compiled):
   state, metrics = step(fresh(state0), batch, key)
   want_loss, want_norm2 = [], 0.0
   for index, single in enumerate(singles):
-    pick = lambda tree: jax.tree_util.tree_map(lambda v: v[index], tree)
+    pick = lambda tree, index=index: jax.tree_util.tree_map(lambda v: v[index], tree)
     one = single.state.replace(params=pick(state0.params),
                                batch_stats=pick(state0.batch_stats))
     new, m = single.step(fresh(one), batch, key)
     want_loss.append(float(m["loss"]))
     want_norm2 += float(m["grad_norm"]) ** 2
-    got_stats = jax.tree_util.tree_map(lambda v: v[index], state.batch_stats)
+    got_stats = jax.tree_util.tree_map(lambda v, index=index: v[index], state.batch_stats)
     for got, want in zip(jax.tree_util.tree_leaves(got_stats),
                          jax.tree_util.tree_leaves(new.batch_stats)):
       np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)

@@ -30,9 +30,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import demo  # pylint: disable=g-import-not-at-top,wrong-import-position
+import demo
 
-from hyperrecon_jax.train import apply_variant  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hyperrecon_jax.train import apply_variant
 
 
 def get_config(arg=None):

@@ -24,8 +24,8 @@ imported on first use of the functions below; install them with
 import importlib
 
 from hyperrecon_jax.data.common import DATASETS
-from hyperrecon_jax.data.common import DataError
 from hyperrecon_jax.data.common import SPLITS
+from hyperrecon_jax.data.common import DataError
 from hyperrecon_jax.data.common import default_data_dir
 
 # name -> (module, attribute), imported on first access.
@@ -72,7 +72,7 @@ def default_config():
       percentile: intensity percentile mapped to 1 (mni152, nifti).
       num_threads: background threads reading batches.
   """
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  import ml_collections
   return ml_collections.ConfigDict({
       "name": "mni152",
       "manual_dir": "",
@@ -101,8 +101,8 @@ def split_ranges(data_config=None) -> dict:
     Half-open slice-index ranges along the slicing axis (see
     `hyperrecon_jax.data.mni152`).
   """
-  from hyperrecon_jax.data import mni152  # pylint: disable=g-import-not-at-top
-  from hyperrecon_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.data import mni152
+  from hyperrecon_jax.data import sources
   cfg = sources.with_defaults(data_config if data_config is not None else {})
   return mni152.split_ranges(cfg.axis, cfg.gap_slices, cfg.split_fractions,
                              cfg.min_foreground)

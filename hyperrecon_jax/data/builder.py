@@ -21,10 +21,12 @@ Examples are stored in order (volume, slice), with no TFDS shuffling; the
 dataset's metadata (`metadata.json`) lists the volumes of every split.
 """
 
+from collections.abc import Iterator
+from collections.abc import Mapping
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

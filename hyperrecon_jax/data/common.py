@@ -4,12 +4,15 @@ Nothing here imports TensorFlow Datasets, grain or a file-format library, so
 `hr.data.default_config()` and the image helpers work with the core install.
 """
 
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
 import dataclasses
 import hashlib
 import importlib
 import json
 import os
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage

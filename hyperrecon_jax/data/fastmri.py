@@ -19,8 +19,9 @@ to train / validation / test with a permutation seeded by `split_seed`
 (`common.split_volumes`), so no volume is in two splits.
 """
 
+from collections.abc import Iterator
+from collections.abc import Mapping
 import os
-from typing import Iterator, Mapping
 
 import numpy as np
 

@@ -38,9 +38,11 @@ axially, and the half-open ranges are (checked by the tests):
 These are slice indices of the 1 mm template, independent of `image_size`.
 """
 
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
 import functools
 import os
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 

@@ -27,8 +27,9 @@ relative paths (the `name` feature), and subjects are assigned to splits with
 a permutation seeded by `split_seed`, so no subject is in two splits.
 """
 
+from collections.abc import Iterator
+from collections.abc import Mapping
 import os
-from typing import Iterator, Mapping
 
 import numpy as np
 

@@ -21,10 +21,11 @@ same config, split, batch size and seed continues exactly where the old one
 stopped after `set_state`.
 """
 
+from collections.abc import Mapping
 import functools
 import json
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

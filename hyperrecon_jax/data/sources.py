@@ -54,7 +54,7 @@ def _info_errors() -> tuple[type[BaseException], ...]:
   DatasetInfoFileError (an OSError); valid JSON of another version:
   AssertionError.
   """
-  from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+  from google.protobuf import json_format
   return (json_format.Error, ValueError, OSError, AssertionError)
 
 
@@ -67,7 +67,7 @@ def _record_errors() -> tuple[type[BaseException], ...]:
   intact there but not an example fails to decode with protobuf's
   DecodeError, or with ValueError when its arrays have the wrong size.
   """
-  from google.protobuf import message  # pylint: disable=g-import-not-at-top
+  from google.protobuf import message
   return (RuntimeError, ValueError, message.DecodeError)
 
 
@@ -91,7 +91,7 @@ def with_defaults(data_config):
 
   Lets callers pass partial configs, e.g. ``{"name": "mni152", "image_size": 64}``.
   """
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   cfg = data.default_config()
   items = data_config.items() if hasattr(data_config, "items") else dict(data_config).items()
   unknown = sorted(k for k, _ in items if k not in cfg)
@@ -126,7 +126,7 @@ def make_builder(data_config):
   module = importlib.import_module(module_name)
   config = module.builder_config(data_config)
   builder_cls = getattr(module, class_name)
-  from hyperrecon_jax.data import builder as builder_lib  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.data import builder as builder_lib
   root = data_dir(data_config)
   with builder_lib.quiet_tfds():
     try:
@@ -147,7 +147,7 @@ def prepare(data_config):
     DataError: bad input files (while building), or a damaged built dataset
       (naming the folder to delete).
   """
-  from hyperrecon_jax.data import builder as builder_lib  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax.data import builder as builder_lib
   b = make_builder(data_config)
   info_path = os.path.join(b.data_dir, INFO_FILE)
   with builder_lib.quiet_tfds():
@@ -214,7 +214,7 @@ class SplitSource(collections.abc.Sequence):
         raise _damaged(path, "the file is missing", self.folder)
     for start, end in zip([0] + self._ends[:-1], self._ends):
       if end > start:
-        self[start]  # pylint: disable=pointless-statement
+        self[start]
 
   def _damaged_record(self, index: int, err: BaseException) -> common.DataError:
     path = self.files[bisect.bisect_right(self._ends, index)]
@@ -236,7 +236,7 @@ class SplitSource(collections.abc.Sequence):
       return self._source.__getitems__(indices)
     except self._errors:
       for index in indices:  # Finds the bad record and raises its DataError.
-        self[index]  # pylint: disable=pointless-statement
+        self[index]
       raise
 
   def __len__(self) -> int:

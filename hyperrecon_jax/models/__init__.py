@@ -1,7 +1,7 @@
 """HyperRecon models: the functional Unet, the hypernetwork and ``HyperUnet``."""
 
-from hyperrecon_jax.models.hypernetwork import HyperUnet
 from hyperrecon_jax.models.hypernetwork import Hypernetwork
+from hyperrecon_jax.models.hypernetwork import HyperUnet
 from hyperrecon_jax.models.hypernetwork import unet_variables
 from hyperrecon_jax.models.layers import BATCH_NORM_EPSILON
 from hyperrecon_jax.models.layers import STRATEGIES

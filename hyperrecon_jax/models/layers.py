@@ -85,7 +85,7 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
                    f"got {strategy!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
   """Linear interpolation matrix with PyTorch's ``align_corners=True`` grid.
 

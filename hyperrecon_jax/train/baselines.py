@@ -121,7 +121,7 @@ def validation_term_means(config, model, variables, lam=None, *,
   Returns:
     ``{term name: mean over the split's examples}``.
   """
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   names = tuple(config.losses)
   size = int(config.data.image_size)
   operator = physics.make_operator(config.task, (size, size))
@@ -287,7 +287,7 @@ def fold_batch_norm(variables, channels: int):
   return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table_apply(channels: int, strategy: str, dtype):
   """``apply(variables, zf, coeffs)`` of a λ → Unet table (one per setting).
 

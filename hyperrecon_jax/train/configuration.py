@@ -41,7 +41,7 @@ def default_config() -> ml_collections.ConfigDict:
     ``sampling``, ``train``, ``eval`` and the fields ``losses`` and
     ``loss_scales``.
   """
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   c = ml_collections.ConfigDict()
   c.task = ml_collections.ConfigDict(dict(
       name="csmri", acceleration=8.0, mask="poisson", mask_seed=0,

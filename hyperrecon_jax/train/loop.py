@@ -9,7 +9,9 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from hyperrecon_jax import checkpoints
@@ -150,7 +152,7 @@ def weight_spread(model, params, lams) -> float:
 
 
 def _validation_batches(config):
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   it = data.batches(config.data, "validation",
                     batch_size=config.train.batch_size, training=False)
   limit = int(config.train.eval_batches)
@@ -193,7 +195,7 @@ def train_and_evaluate(config, workdir: str):
 
 
 def _train(config, workdir, mesh, owner):
-  from hyperrecon_jax import data  # pylint: disable=g-import-not-at-top
+  from hyperrecon_jax import data
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
   size = int(config.data.image_size)

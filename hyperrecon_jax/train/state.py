@@ -1,6 +1,7 @@
 """Model construction and the train state (parameters, statistics, optimizer)."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -55,7 +56,7 @@ class Model:
       # XLA's CPU convolution of a batch of weights against a batch of inputs
       # (the grouped convolution vmap lowers to) is 10–30× slower than L
       # ordinary ones: unroll the stack, as the 'loop' strategy does.
-      outs = [apply(jax.tree_util.tree_map(lambda x: x[i], variables),
+      outs = [apply(jax.tree_util.tree_map(lambda x, i=i: x[i], variables),
                     coeffs[i]) for i in range(len(self.lambdas))]
       return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
     mutable = ["batch_stats"] if train else False

@@ -33,7 +33,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     with open(path) as f:
       return ml_collections.ConfigDict(json.load(f))
   except (json.JSONDecodeError, TypeError) as e:
-    raise configuration.ConfigError(f"{path} is not a valid config ({e})")
+    raise configuration.ConfigError(f"{path} is not a valid config ({e})") from None
 
 
 def load_trained(workdir: str, step: int | None = None, *,

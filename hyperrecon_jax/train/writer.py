@@ -52,7 +52,7 @@ class MetricWriter:
       os.remove(self.path)  # a fresh run starts a fresh log
     self._file = open(self.path, "a")
     try:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      from tensorboardX import SummaryWriter
       # purge_step drops the events an interrupted run wrote after its last
       # checkpoint, as metrics.jsonl is truncated above.
       self._tb = SummaryWriter(workdir, purge_step=start_step + 1
@@ -91,7 +91,7 @@ class Progress:
     self._bar = None
     if sys.stderr.isatty():
       try:
-        import tqdm  # pylint: disable=g-import-not-at-top
+        import tqdm
         self._bar = tqdm.tqdm(total=total, initial=start, unit="step",
                               dynamic_ncols=True)
       except ImportError:
