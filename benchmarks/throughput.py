@@ -112,8 +112,7 @@ def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
   size = config.data.image_size
-  strategy = "shared" if latency else None
-  model = train.build_model(config, strategy=strategy)
+  model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
   x = jax.random.uniform(jax.random.key(1), (1, size, size))
   zf1 = operator.zero_filled(operator.measure(x, jax.random.key(2)))
@@ -121,6 +120,8 @@ def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
   zf = jnp.repeat(zf1, n, axis=0)
   k = len(tuple(config.losses))
   coeffs = hparams.coefficients(jnp.asarray(hparams.grid(max(n, 2), k - 1)[:n]))
+  if latency:
+    coeffs = coeffs[0]  # (K,): one λ, one generated weight set
   apply = jax.jit(lambda v, z, c: model.apply(v, z, c, train=False)[0])
   sec, compile_s = _time(lambda: apply(variables, zf, coeffs), iters, repeats)
   if latency:
@@ -169,7 +170,7 @@ def main(argv):
           "batch": batch if name == "train_step" else (
               1 if name == "latency" else grid),
           "dtype": _DTYPE.value,
-          "strategy": ("shared" if name == "latency" and size != "unet" else
+          "strategy": ("one λ" if name == "latency" and size != "unet" else
                        layers.resolve_strategy(_STRATEGY.value)),
           "backend": jax.default_backend(), "device": device.device_kind,
           "compile_s": round(compile_s, 2),

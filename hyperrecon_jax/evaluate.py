@@ -14,9 +14,9 @@ size. `grid_metrics` and `evaluate_grid` score each
 chunk inside that program and never hold more than one chunk of
 reconstructions; `reconstruct_grid` returns all (S, G, H, W) of them.
 
-``apply_fn(variables, zf, coeffs)`` must give every batch row its own
-coefficients (``HyperUnet`` with strategy ``'auto'``, ``'vmap'`` or ``'loop'``,
-not ``'shared'``), and should be a stable object such as ``net.apply``: it is a
+``apply_fn(variables, zf, coeffs)`` gets (B, K) coefficients and must give
+every batch row its own (``HyperUnet.apply`` does), and should be a stable
+object such as ``net.apply``: it is a
 static argument of the compiled program, so a fresh lambda per call
 recompiles. Metrics follow `hyperrecon_jax.metrics` (per slice, peak 1).
 """

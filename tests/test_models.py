@@ -166,14 +166,13 @@ def test_mixed_lambda_batch_equals_each_element_alone(strategy):
   net, variables, apply = _hyper(strategy)
   zf, coeffs = _inputs()
   batched = np.asarray(apply(variables, zf, coeffs))
-  _, _, shared_apply = _hyper("shared")
   for i in range(zf.shape[0]):
     alone = np.asarray(apply(variables, zf[i:i + 1], coeffs[i:i + 1]))
     _assert_close(alone[0], batched[i])
-    # 'shared' with one λ for the whole batch gives the same numbers.
-    same = np.repeat(coeffs[i:i + 1], zf.shape[0], axis=0)
-    shared = np.asarray(shared_apply(variables, zf, same))
-    _assert_close(shared[i], batched[i])
+    # One (K,) vector for the whole batch (one weight set, shared-weight
+    # convolutions) gives the numbers of that λ in every row.
+    one = np.asarray(apply(variables, zf, coeffs[i]))
+    _assert_close(one[i], batched[i])
   del net
 
 
@@ -284,7 +283,8 @@ def test_any_number_of_coefficients(num_coeffs):
     ((3, 20, SIZE, 2), (3, 2), "max-pooled 3 times"),
     ((3, SIZE, 12, 2), (3, 2), "multiples of 8"),
     ((3, SIZE, SIZE, 2), (3, 3), "2 loss coefficients"),
-    ((3, SIZE, SIZE, 2), (3,), r"shape \(B, 2\)"),
+    ((3, SIZE, SIZE, 2), (3,), "2 loss coefficients per row"),
+    ((3, SIZE, SIZE, 2), (3, 1, 2), r"shape \(2,\) or \(B, 2\)"),
     ((3, SIZE, SIZE, 2), (2, 2), "batch size 3"),
 ])
 def test_bad_inputs_raise_value_error(zf_shape, coeffs_shape, match):

@@ -58,15 +58,15 @@ class Hypernetwork(nn.Module):
 
 
 def check_coeffs(coeffs, num_coeffs: int, batch: int):
-  """Trace-time shape checks of the coefficient batch."""
+  """Trace-time shape checks: (K,) for the whole batch, or (B, K) per row."""
   shape = getattr(coeffs, "shape", None)
-  if shape is None or len(shape) != 2:
-    raise ValueError(f"coeffs must have shape (B, {num_coeffs}), got shape "
-                     f"{shape}")
-  if shape[1] != num_coeffs:
+  if shape is None or len(shape) not in (1, 2):
+    raise ValueError(f"coeffs must have shape ({num_coeffs},) or (B, {num_coeffs}), "
+                     f"got shape {shape}")
+  if shape[-1] != num_coeffs:
     raise ValueError(f"coeffs must have {num_coeffs} loss coefficients per row "
                      f"(num_coeffs={num_coeffs}), got shape {shape}")
-  if shape[0] != batch:
+  if len(shape) == 2 and shape[0] != batch:
     raise ValueError(f"coeffs has {shape[0]} rows but zf has batch size {batch}")
 
 
@@ -82,9 +82,10 @@ class HyperUnet(nn.Module):
     channels: Unet features at every level.
     batch_norm: BatchNorm after every 3×3 convolution.
     init_scheme: ``'torch'`` (the reference's, default) or ``'flax'``.
-    strategy: ``'auto'`` (``'vmap'`` on GPU/TPU, ``'loop'`` on CPU), ``'vmap'``,
-      ``'loop'``, or ``'shared'``: one weight set, generated from the *first*
-      row of ``coeffs``, for the whole batch (for batches with a single λ).
+    strategy: how rows with their own weights are convolved: ``'auto'``
+      (``'vmap'`` on GPU/TPU, ``'loop'`` on CPU), ``'vmap'`` or ``'loop'``. It
+      changes speed only; one λ for the whole batch (coefficients of shape
+      (K,)) is always one weight set and ordinary convolutions.
     dtype: convolution computation dtype.
   """
   hyper_dim: int = 128
@@ -102,31 +103,31 @@ class HyperUnet(nn.Module):
       raise ValueError(f"hyper_dim must be ≥ 1, got {self.hyper_dim}")
     self.hypernetwork = Hypernetwork(self.hyper_dim, self.channels,
                                      self.init_scheme)
-    strategy = layers.resolve_strategy(self.strategy)
-    self.body = unet.UnetBody(
-        self.channels, self.batch_norm,
-        strategy="loop" if strategy == "shared" else strategy, dtype=self.dtype)
-    self._shared = strategy == "shared"
+    self.body = unet.UnetBody(self.channels, self.batch_norm,
+                              strategy=layers.resolve_strategy(self.strategy),
+                              dtype=self.dtype)
 
   def __call__(self, zf, coeffs, train: bool = False,
                return_weights: bool = False):
-    """Reconstructs a batch, each element with its own loss coefficients.
+    """Reconstructs a batch at one λ, or each element at its own.
 
     Args:
       zf: (B, H, W, 2) zero-filled input.
-      coeffs: (B, K) loss coefficients (see ``hparams.coefficients``).
+      coeffs: loss coefficients (see ``hparams.coefficients``): (K,), one
+        vector for the whole batch (one generated weight set), or (B, K), one
+        per element.
       train: use and update batch statistics (pass ``mutable=['batch_stats']``).
       return_weights: also return the generated weights (for weight-ℓ1).
 
     Returns:
       (B, H, W) float32 reconstruction; with ``return_weights`` a pair
       (reconstruction, weights) where every weight leaf has a leading axis of
-      size B (size 1 under the ``'shared'`` strategy).
+      size B (size 1 for (K,) coefficients).
     """
     unet.check_input(zf)
     check_coeffs(coeffs, self.num_coeffs, zf.shape[0])
-    if self._shared:
-      weights = self.hypernetwork(coeffs[:1])
+    if coeffs.ndim == 1:
+      weights = self.hypernetwork(coeffs[None])
       recon = self.body(jax.tree_util.tree_map(lambda w: w[0], weights), zf,
                         per_sample=False, train=train)
     else:
@@ -135,7 +136,10 @@ class HyperUnet(nn.Module):
     return (recon, weights) if return_weights else recon
 
   def generate(self, coeffs):
-    """The generated convolution weights for each row of ``coeffs``."""
+    """The generated convolution weights for each row of (G, K) ``coeffs``."""
+    if getattr(coeffs, "ndim", None) != 2:
+      raise ValueError(f"coeffs must have shape (G, {self.num_coeffs}), got shape "
+                       f"{getattr(coeffs, 'shape', None)}")
     check_coeffs(coeffs, self.num_coeffs, coeffs.shape[0])
     return self.hypernetwork(coeffs)
 

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Strategy = Literal["auto", "vmap", "loop", "shared"]
-STRATEGIES = ("auto", "vmap", "loop", "shared")
+Strategy = Literal["auto", "vmap", "loop"]
+STRATEGIES = ("auto", "vmap", "loop")
 INITS = ("torch", "flax")
 
 
@@ -30,7 +30,7 @@ def resolve_strategy(strategy: str) -> str:
     strategy: one of ``STRATEGIES``.
 
   Returns:
-    ``'vmap'``, ``'loop'`` or ``'shared'``.
+    ``'vmap'`` or ``'loop'``.
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")

@@ -324,9 +324,7 @@ def grid_model(model, variables):
   unet = model.module
   weights = jax.vmap(lambda v: fold_batch_norm(v, unet.channels))(variables)
   coeffs = hparams.coefficients(jnp.asarray(model.lambdas, jnp.float32))
-  # Rows carry their own weights: 'shared' is not a choice here.
-  strategy = models.resolve_strategy(
-      "auto" if model.strategy == "shared" else model.strategy)
+  strategy = models.resolve_strategy(model.strategy)
   apply_fn = _table_apply(unet.channels, strategy, unet.dtype)
   return apply_fn, {"weights": weights, "coeffs": coeffs}
 

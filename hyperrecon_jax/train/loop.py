@@ -236,13 +236,11 @@ def _train(config, workdir, mesh, owner):
                            config.to_json(indent=2))
 
   operator = physics.make_operator(config.task, (size, size))
-  eval_model = (state_lib.build_model(config, strategy="shared")
-                if config.model.hyper_dim else model)
   train_step = jax.jit(
       step_lib.make_train_step(config, model, operator),
       in_shardings=(replicated, batch_sharding, replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_step = step_lib.make_eval_step(eval_model, operator)
+  eval_step = step_lib.make_eval_step(model, operator)
   # A plain Unet has one λ, the one it trains at; a stack one per Unet.
   val_lams = (step_lib.validation_lambdas(len(tuple(config.losses)) - 1)
               if config.model.hyper_dim else

@@ -92,8 +92,7 @@ def build_model(config, *, strategy: str | None = None) -> Model:
 
   Args:
     config: full experiment config.
-    strategy: overrides ``config.model.strategy`` (e.g. ``'shared'`` for
-      evaluation at one λ per call).
+    strategy: overrides ``config.model.strategy``.
 
   Returns:
     A ``Model``.

@@ -228,8 +228,7 @@ def make_eval_step(model: state_lib.Model, operator):
     x = batch["image"].astype(jnp.float32)
     y = operator.measure(x, key)
     zf = operator.zero_filled(y)
-    coeffs = hparams.coefficients(
-        jnp.broadcast_to(lam, (x.shape[0], lam.shape[-1])))
+    coeffs = hparams.coefficients(lam[None])[0]  # (K,): one weight set
     if model.lambdas:  # the stack's Unet trained at this λ
       variables = select(model, variables, lam)
     recon, _, _ = model.single().apply(variables, zf, coeffs, train=False)
