@@ -5,11 +5,14 @@ through `jax.jit`; array data (the mask) are pytree leaves, settings that
 change shapes or control flow (noise levels, the SR factor) are static. All
 methods are batch-first and pure:
 
+* ``forward(x)``: the noise-free forward map ``A``;
+* ``adjoint(y)``: its adjoint ``A^H`` (``<A x, y> = <x, A^H y>``);
 * ``measure(x, key) -> y``: simulate a measurement of real images
-  ``x`` of shape (B, H, W) in [0, 1];
+  ``x`` of shape (B, H, W) in [0, 1], ``y = A(x) + n`` (`Operator.measure`);
 * ``zero_filled(y) -> (B, H, W, 2)`` float32: the network input, real and
   imaginary channels of the naive inverse;
-* ``data_consistency(recon, y) -> (B,)``: ``||A(recon) - y||^2`` per example.
+* ``data_consistency(recon, y) -> (B,)``: ``||A(recon) - y||^2`` per example
+  (`Operator.data_consistency`).
 
 `make_operator` builds one from a task config.
 """
@@ -59,8 +62,30 @@ def _with_zero_imag(x):
   return jnp.stack([x, jnp.zeros_like(x)], axis=-1)
 
 
+class Operator:
+  """What every operator shares: the measurement and the data consistency.
+
+  A subclass defines ``forward`` (``A``), ``adjoint``, ``noise(y, key)`` (a
+  draw of its noise model, shaped like ``y``), ``noisy`` (whether it adds
+  noise at all, static) and ``check_measurement(y, recon)``.
+  """
+
+  def measure(self, x, key=None):
+    """``y = A(x) + n``; ``key`` is needed only when the operator adds noise."""
+    y = self.forward(x)
+    if not self.noisy:
+      return y
+    _check_key(key, type(self).__name__)
+    return y + self.noise(y, key)
+
+  def data_consistency(self, recon, y):
+    """``||A(recon) - y||^2`` per example: (B,)."""
+    self.check_measurement(y, recon)
+    return _sum_sq(self.forward(recon) - y)
+
+
 @struct.dataclass
-class CSMRI:
+class CSMRI(Operator):
   """Single-coil Cartesian compressed-sensing MRI: ``y = M * (F x + n)``.
 
   ``F`` is the orthonormal 2-D FFT applied to the image without any fftshift,
@@ -107,23 +132,23 @@ class CSMRI:
     k = jnp.fft.fft2(x.astype(jnp.complex64), norm="ortho")
     return self.sampling * k
 
-  def measure(self, x, key=None):
-    """Simulated k-space measurement.
+  def adjoint(self, y):
+    """``F^-1(M * y)``: (B, H, W) k-space -> complex64 images."""
+    _check_images("y", y, self.mask.shape)
+    return jnp.fft.ifft2(self.sampling * y.astype(jnp.complex64), norm="ortho")
 
-    Args:
-      x: (B, H, W) real images.
-      key: PRNG key, needed only when ``noise_sigma > 0``.
+  @property
+  def noisy(self) -> bool:
+    return self.noise_sigma > 0
 
-    Returns:
-      y: (B, H, W) complex64, zero off the mask.
-    """
-    _check_images("x", x, self.mask.shape)
-    k = jnp.fft.fft2(x.astype(jnp.complex64), norm="ortho")
-    if self.noise_sigma > 0:
-      _check_key(key, "CSMRI")
-      re, im = jax.random.normal(key, (2,) + k.shape, jnp.float32)
-      k = k + self.noise_sigma * jax.lax.complex(re, im)
-    return self.sampling * k
+  def noise(self, y, key):
+    """``M * n``: complex Gaussian, each part of std ``noise_sigma``, masked."""
+    re, im = jax.random.normal(key, (2,) + y.shape, jnp.float32)
+    return self.sampling * (self.noise_sigma * jax.lax.complex(re, im))
+
+  def check_measurement(self, y, recon):
+    _check_images("recon", recon, self.mask.shape)
+    _check_images("y", y, self.mask.shape)
 
   def zero_filled(self, y):
     """``F^-1(y)`` as (B, H, W, 2) float32 (real, imaginary)."""
@@ -131,15 +156,9 @@ class CSMRI:
     img = jnp.fft.ifft2(y.astype(jnp.complex64), norm="ortho")
     return jnp.stack([img.real, img.imag], axis=-1).astype(jnp.float32)
 
-  def data_consistency(self, recon, y):
-    """``sum_pixels |M * F(recon) - y|^2`` per example: (B, H, W) x2 -> (B,)."""
-    _check_images("recon", recon, self.mask.shape)
-    _check_images("y", y, self.mask.shape)
-    return _sum_sq(self.forward(recon) - y)
-
 
 @struct.dataclass
-class Denoise:
+class Denoise(Operator):
   """Additive white Gaussian noise: ``y = x + n``, ``n ~ N(0, sigma^2)``.
 
   Attributes:
@@ -152,25 +171,32 @@ class Denoise:
     if not float(self.sigma) >= 0:
       raise ValueError(f"sigma must be >= 0, got {self.sigma!r}.")
 
-  def measure(self, x, key=None):
-    """Noisy images (B, H, W) float32; ``key`` is needed when ``sigma > 0``."""
+  def forward(self, x):
+    """The identity: (B, H, W) -> float32."""
     _check_images("x", x)
-    x = x.astype(jnp.float32)
-    if self.sigma == 0:
-      return x
-    _check_key(key, "Denoise")
-    return x + self.sigma * jax.random.normal(key, x.shape, jnp.float32)
+    return x.astype(jnp.float32)
+
+  def adjoint(self, y):
+    """The identity."""
+    return self.forward(y)
+
+  @property
+  def noisy(self) -> bool:
+    return self.sigma > 0
+
+  def noise(self, y, key):
+    """Real Gaussian noise of std ``sigma``."""
+    return self.sigma * jax.random.normal(key, y.shape, jnp.float32)
+
+  def check_measurement(self, y, recon):
+    _check_images("recon", recon)
+    _check_images("y", y, recon.shape[1:])
 
   def zero_filled(self, y):
     """The noisy image with a zero imaginary channel, (B, H, W, 2) float32."""
     _check_images("y", y)
     return _with_zero_imag(y)
 
-  def data_consistency(self, recon, y):
-    """``||recon - y||^2`` per example: (B, H, W) x2 -> (B,)."""
-    _check_images("recon", recon)
-    _check_images("y", y, recon.shape[1:])
-    return _sum_sq(recon.astype(jnp.float32) - y)
 
 
 def _cubic(t: float, a: float = -0.75) -> float:
@@ -217,7 +243,7 @@ def bicubic_downsample_matrix(size: int, factor: int) -> np.ndarray:
 
 
 @struct.dataclass
-class SuperResolution:
+class SuperResolution(Operator):
   """Bicubic downsampling by an integer factor: ``y = D(x)``, (B, H, W) -> (B, H/f, W/f).
 
   ``D`` is PyTorch's ``F.interpolate(mode='bicubic', align_corners=False,
@@ -252,10 +278,22 @@ class SuperResolution:
     dw = jnp.asarray(bicubic_downsample_matrix(x.shape[2], self.factor), jnp.float32)
     return jnp.einsum("ih,bhw,jw->bij", dh, x.astype(jnp.float32), dw, precision=_HIGHEST)
 
-  def measure(self, x, key=None):
-    """Low-resolution images (B, H/f, W/f); noise-free, ``key`` is ignored."""
-    del key
+  def forward(self, x):
+    """``D(x)``, see `downsample`."""
     return self.downsample(x)
+
+  def adjoint(self, y):
+    """``D_H^T y D_W``: (B, H/f, W/f) -> (B, H, W) float32."""
+    _check_images("y", y)
+    f = self.factor
+    dh = jnp.asarray(bicubic_downsample_matrix(y.shape[1] * f, f), jnp.float32)
+    dw = jnp.asarray(bicubic_downsample_matrix(y.shape[2] * f, f), jnp.float32)
+    return jnp.einsum("ih,bij,jw->bhw", dh, y.astype(jnp.float32), dw, precision=_HIGHEST)
+
+  noisy = False  # noise-free: ``key`` is ignored
+
+  def noise(self, y, key):
+    raise NotImplementedError("SuperResolution adds no noise")
 
   def zero_filled(self, y):
     """Nearest-neighbour x``factor`` upsampling with a zero imaginary channel, (B, H, W, 2)."""
@@ -263,13 +301,11 @@ class SuperResolution:
     up = jnp.repeat(jnp.repeat(y, self.factor, axis=1), self.factor, axis=2)
     return _with_zero_imag(up)
 
-  def data_consistency(self, recon, y):
-    """``||D(recon) - y||^2`` per example: (B, H, W), (B, H/f, W/f) -> (B,)."""
+  def check_measurement(self, y, recon):
     _check_images("recon", recon)
     self._check_divisible("recon", recon.shape)
     f = self.factor
     _check_images("y", y, (recon.shape[1] // f, recon.shape[2] // f))
-    return _sum_sq(self.downsample(recon) - y)
 
 
 OPERATOR_NAMES = ("csmri", "denoise", "superres")

@@ -281,3 +281,48 @@ def test_make_operator_errors():
     physics.make_operator({"name": "superres", "factor": 3}, (32, 32))
   with pytest.raises(ValueError, match="sigma"):
     physics.make_operator({"name": "denoise", "sigma": -0.1}, (32, 32))
+
+
+def _random(shape, rng, complex_=False):
+  x = rng.normal(size=shape)
+  if complex_:
+    x = x + 1j * rng.normal(size=shape)
+  return x
+
+
+@pytest.mark.parametrize("name", ["csmri", "denoise", "superres"])
+def test_adjoint_satisfies_the_inner_product_identity(name):
+  # <A x, y> = <x, A^H y> for random x and y (deepinv's adjointness test),
+  # computed in float64 from the operators' float32/complex64 outputs: the
+  # two sides agree to float32 roundoff, ~1e-6 of their size.
+  rng = np.random.default_rng(0)
+  size = 16
+  op = {"csmri": physics.CSMRI(masks.poisson_disc((size, size), 4, seed=0)),
+        "denoise": physics.Denoise(0.1),
+        "superres": physics.SuperResolution(4)}[name]
+  x = _random((2, size, size), rng, complex_=name == "csmri")
+  ax = np.asarray(op.forward(jnp.asarray(x, jnp.complex64 if name == "csmri" else jnp.float32)))
+  y = _random(ax.shape, rng, complex_=name == "csmri")
+  ahy = np.asarray(op.adjoint(jnp.asarray(y, ax.dtype)))
+  left = np.vdot(y, ax.astype(np.complex128))
+  right = np.vdot(ahy.astype(np.complex128), x)
+  np.testing.assert_allclose(left, right, rtol=1e-5)
+  assert abs(left) > 1.0  # not a vacuous 0 = 0
+
+
+@pytest.mark.parametrize("name", ["csmri", "denoise", "superres"])
+def test_measure_and_data_consistency_are_the_forward_map_plus_noise(name):
+  size = 16
+  op = {"csmri": physics.CSMRI(masks.poisson_disc((size, size), 4, seed=0), noise_sigma=0.05),
+        "denoise": physics.Denoise(0.1),
+        "superres": physics.SuperResolution(4)}[name]
+  x = jnp.asarray(np.random.default_rng(1).random((2, size, size)), jnp.float32)
+  y = op.measure(x, jax.random.key(0))
+  noise = np.asarray(y - op.forward(x))
+  if name == "superres":
+    assert np.all(noise == 0)
+  else:
+    assert np.std(np.abs(noise[noise != 0])) > 0  # noise was added
+  # The data consistency of the clean image is the energy of the noise.
+  np.testing.assert_allclose(np.asarray(op.data_consistency(x, y)),
+                             np.sum(np.abs(noise) ** 2, axis=(1, 2)), rtol=1e-5)
