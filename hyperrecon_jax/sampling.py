@@ -51,7 +51,8 @@ def select_lowest(values, b: int):
   Returns:
     (b,) int32 indices, in increasing order of value.
   """
-  _, idx = jax.lax.top_k(-jax.lax.stop_gradient(values), b)
+  # Integer indices carry no gradient: the ranking needs no stop_gradient.
+  _, idx = jax.lax.top_k(-values, b)
   return idx.astype(jnp.int32)
 
 

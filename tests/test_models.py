@@ -124,9 +124,14 @@ def _numpy_unet(params, stats, zf, channels):
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
   def up(x):
-    h, w = x.shape[1:3]
-    ah, aw = (layers.align_corners_matrix(n, 2 * n) for n in (h, w))
-    return np.einsum("oh,pw,bhwc->bopc", ah, aw, x)
+    # Bilinear ×2 with PyTorch's align_corners=True grid, by np.interp along
+    # each axis: output i reads source position i·(n − 1)/(2n − 1).
+    for axis in (1, 2):
+      n = x.shape[axis]
+      src = np.arange(2 * n) * (n - 1) / (2 * n - 1)
+      x = np.apply_along_axis(lambda v, src=src, n=n: np.interp(src, np.arange(n), v),
+                              axis, x)
+    return x
 
   e0 = block(zf, "enc0")
   e1 = block(pool(e0), "enc1")

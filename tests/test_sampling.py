@@ -48,8 +48,9 @@ def test_select_lowest_under_jit_and_without_gradient():
   values = jnp.asarray([3.0, 1.0, 2.0])
   idx = jax.jit(sampling.select_lowest, static_argnums=1)(values, 2)
   np.testing.assert_array_equal(np.asarray(idx), [1, 2])
-  # The selection is gradient-free: a loss of the selected values only gets
-  # its gradient through the gather, not through the ranking.
+  # The indices are integers, so a loss of the selected values gets its
+  # gradient through the gather only: exactly 1 on each kept entry.
+  assert jnp.issubdtype(idx.dtype, jnp.integer)
   grad = jax.grad(lambda v: jnp.sum(
       jnp.take(v, sampling.select_lowest(v, 2))))(values)
   np.testing.assert_array_equal(np.asarray(grad), [0.0, 1.0, 1.0])
