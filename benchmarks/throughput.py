@@ -66,7 +66,7 @@ def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
   c.model.dtype = dtype
   c.model.strategy = strategy
   c.train.batch_size = batch
-  train.validate(c)
+  train.check_config(c)
   return c
 
 

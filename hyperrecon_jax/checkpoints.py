@@ -300,7 +300,7 @@ def restore(mngr: ocp.CheckpointManager | None,
   return None
 
 
-def load_config(workdir: str, step=None) -> dict | None:
+def saved_config(workdir: str, step=None) -> dict | None:
   """The config dict stored with a workdir's newest intact checkpoint, or None.
 
   Reads only: a workdir without checkpoints is left as it is.

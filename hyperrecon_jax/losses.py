@@ -160,7 +160,7 @@ NEEDS_MEASUREMENT = frozenset({"dc"})
 NEEDS_WEIGHTS = frozenset({"weight_l1"})
 
 
-def validate_names(names: Iterable[str]) -> tuple[str, ...]:
+def check_names(names: Iterable[str]) -> tuple[str, ...]:
   """Checks a sequence of loss-term names (e.g. ``config.losses``).
 
   Args:
@@ -210,7 +210,7 @@ def compute_terms(names: Sequence[str],
   Raises:
     ValueError: for unknown names or when a term's input is missing.
   """
-  names = validate_names(names)
+  names = check_names(names)
   _check_images("recon", recon)
   missing = []
   for n in names:

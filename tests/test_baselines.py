@@ -67,7 +67,7 @@ def test_stack_config_is_a_changed_copy(name):
   assert c.sampling.method == "uhs"  # knee_cs_ao uses DHS
   assert tuple(c.losses) == tuple(config.losses)
   assert c.data.image_size == config.data.image_size
-  train.validate(c)
+  train.check_config(c)
   assert config.to_json() == before
   # Without loss_scales, the stack trains HyperRecon's own objective.
   kept = baselines.stack_config(config, [(0.5,) * (len(config.losses) - 1)])

@@ -84,7 +84,7 @@ def test_roundtrip_of_state_data_state_and_config(states, tmp_path):
   assert_trees_equal(state, saved)
   assert data_state == {"next_index": 28}
   assert config_dict == json.loads(config.to_json())
-  assert checkpoints.load_config(str(tmp_path)) == config_dict
+  assert checkpoints.saved_config(str(tmp_path)) == config_dict
   assert os.path.isdir(tmp_path / "checkpoints" / "7")
 
 
@@ -150,13 +150,13 @@ def test_restore_and_load_config_on_an_empty_workdir_return_none(states,
   mngr = checkpoints.manager(str(tmp_path / "empty"))
   assert checkpoints.restore(mngr, fresh) is None
   mngr.close()
-  assert checkpoints.load_config(str(tmp_path / "other")) is None
+  assert checkpoints.saved_config(str(tmp_path / "other")) is None
 
 
 def test_load_config_of_a_missing_workdir_creates_nothing(tmp_path):
   # A read-only query (e.g. of a mistyped --workdir) must not create folders.
   workdir = tmp_path / "typo"
-  assert checkpoints.load_config(str(workdir)) is None
+  assert checkpoints.saved_config(str(workdir)) is None
   assert not workdir.exists()
 
 
@@ -168,8 +168,8 @@ def test_load_config_of_a_given_step(states, tmp_path):
   config2.train.num_steps = 12345
   checkpoints.save(mngr, 2, saved, {}, config2)
   mngr.close()
-  assert checkpoints.load_config(str(tmp_path))["train"]["num_steps"] == 12345
-  assert checkpoints.load_config(str(tmp_path), step=1) == json.loads(
+  assert checkpoints.saved_config(str(tmp_path))["train"]["num_steps"] == 12345
+  assert checkpoints.saved_config(str(tmp_path), step=1) == json.loads(
       config.to_json())
 
 

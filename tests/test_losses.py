@@ -125,15 +125,15 @@ def test_compute_terms_and_composite():
 def test_registry_and_validation():
   assert set(losses.TERMS) == {"mae", "mse", "ssim", "dc", "tv", "weight_l1"}
   assert losses.NEEDS_MEASUREMENT == {"dc"} and losses.NEEDS_WEIGHTS == {"weight_l1"}
-  assert losses.validate_names(["mae", "ssim"]) == ("mae", "ssim")
+  assert losses.check_names(["mae", "ssim"]) == ("mae", "ssim")
   with pytest.raises(ValueError, match=r"unknown loss term.*'l2'.*valid: \['dc'"):
-    losses.validate_names(("mae", "l2"))
+    losses.check_names(("mae", "l2"))
   with pytest.raises(ValueError, match="repeat"):
-    losses.validate_names(("mae", "mae"))
+    losses.check_names(("mae", "mae"))
   with pytest.raises(ValueError, match="at least one"):
-    losses.validate_names(())
+    losses.check_names(())
   with pytest.raises(ValueError, match="string"):
-    losses.validate_names("mae")
+    losses.check_names("mae")
   recon, target = _pair()
   with pytest.raises(ValueError, match="unknown loss term"):
     losses.compute_terms(("perceptual",), recon, target)

@@ -144,7 +144,7 @@ def test_checkpoints_hold_the_final_state_and_data_position(run_a):
   assert_trees_close(host(state), run_a["state"], rtol=0)
   assert data_state == {"next_index": STEPS}  # batches read
   assert config_dict == json.loads(run_a["config"].to_json())
-  assert checkpoints.load_config(run_a["workdir"]) == config_dict
+  assert checkpoints.saved_config(run_a["workdir"]) == config_dict
 
 
 # --- resume ----------------------------------------------------------------------

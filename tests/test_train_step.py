@@ -59,7 +59,7 @@ def make_config(task="csmri", family="sl", *, hyper_dim=4, batch=BATCH,
   config.hparams.baselines = baselines
   config.sampling.top_b = top_b
   config.train.batch_size = batch
-  train.validate(config)
+  train.check_config(config)
   return config
 
 

@@ -11,8 +11,8 @@ for tests, benchmarks and custom loops::
 
 from hyperrecon_jax.train.configuration import ConfigError
 from hyperrecon_jax.train.configuration import apply_variant
+from hyperrecon_jax.train.configuration import check_config
 from hyperrecon_jax.train.configuration import default_config
-from hyperrecon_jax.train.configuration import validate
 from hyperrecon_jax.train.loop import Interrupted
 from hyperrecon_jax.train.loop import NonFiniteLossError
 from hyperrecon_jax.train.loop import train_and_evaluate
@@ -30,8 +30,8 @@ from hyperrecon_jax.train.trained import load_trained
 
 __all__ = [
     "ConfigError", "Interrupted", "apply_variant", "Model", "NonFiniteLossError", "TrainState",
-    "build_model", "create_state", "default_config", "learning_rate",
+    "build_model", "check_config", "create_state", "default_config", "learning_rate",
     "load_config", "load_trained",
     "make_eval_step", "make_train_step", "sample_coefficients",
-    "train_and_evaluate", "validate", "validation_lambdas",
+    "train_and_evaluate", "validation_lambdas",
 ]

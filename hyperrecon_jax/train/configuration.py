@@ -1,7 +1,7 @@
 """The full experiment configuration: defaults, validation, compatibility.
 
 Experiment files in ``experiments/configs/`` start from ``default_config()`` and
-change what they need; ``validate`` turns every impossible setting into one
+change what they need; ``check_config`` turns every impossible setting into one
 ``ConfigError`` sentence before anything is built or written.
 """
 
@@ -75,14 +75,14 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def validate(config) -> None:
+def check_config(config) -> None:
   """Raises ``ConfigError`` naming the first impossible setting.
 
   Args:
     config: a full experiment config.
   """
   try:
-    names = losses.validate_names(tuple(config.losses))
+    names = losses.check_names(tuple(config.losses))
   except ValueError as e:
     raise ConfigError(f"config.losses: {e}") from None
   k = len(names)
@@ -160,7 +160,7 @@ def validate(config) -> None:
            config.eval.grid)
   _require(config.eval.chunk >= 1, "config.eval.chunk must be ≥ 1",
            config.eval.chunk)
-  _validate_task(config.task, int(config.data.image_size))
+  _check_task(config.task, int(config.data.image_size))
 
 
 def _require(ok: bool, message: str, value) -> None:
@@ -168,7 +168,7 @@ def _require(ok: bool, message: str, value) -> None:
     raise ConfigError(f"{message}, got {value!r}")
 
 
-def _validate_task(task, size: int) -> None:
+def _check_task(task, size: int) -> None:
   """The task's own fields (only those its operator reads)."""
   if task.name == "csmri":
     _require(math.isfinite(task.acceleration) and task.acceleration > 1,

@@ -90,7 +90,7 @@ def _tag(lam) -> str:
   return "_".join(f"{v:g}" for v in lam)
 
 
-def validate_model(eval_step, lams, variables, batches, seed: int):
+def validation_metrics(eval_step, lams, variables, batches, seed: int):
   """Mean PSNR/SSIM over validation batches at the validation λ.
 
   Args:
@@ -179,7 +179,7 @@ def train_and_evaluate(config, workdir: str):
     NonFiniteLossError: the loss became non-finite (last good checkpoint kept).
     Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step).
   """
-  configuration.validate(config)
+  configuration.check_config(config)
   if config.train.distributed:
     jax.distributed.initialize()
   mesh = data_mesh()
@@ -284,7 +284,7 @@ def _train(config, workdir, mesh, owner):
           record["steps_per_s"] = (step - step_last) / max(now - t_last, 1e-9)
           record["lr"] = float(lr(step - 1))
           if evaluate:
-            record.update(validate_model(
+            record.update(validation_metrics(
                 eval_step, val_lams, state.variables(),
                 _validation_batches(config), seed + 2))
             if config.model.hyper_dim:

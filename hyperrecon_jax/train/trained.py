@@ -22,7 +22,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     FileNotFoundError: the workdir has neither.
     ConfigError: ``config.json`` is not a valid config.
   """
-  stored = checkpoints.load_config(workdir)
+  stored = checkpoints.saved_config(workdir)
   if stored is not None:
     return ml_collections.ConfigDict(stored)
   path = os.path.join(workdir, "config.json")
