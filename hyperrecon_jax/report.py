@@ -250,7 +250,8 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
     plots.slice_panel(image, zf_mag, recons[[i, j]], lam_grid[[i, j]],
                       os.path.join(tmp, "diverse.png"), errors=True)
     if dhs is not None:
-      plots.lambda_histogram(dhs["kept"], os.path.join(tmp, "dhs_lambdas.png"))
+      plots.lambda_histogram(dhs["kept"], os.path.join(tmp, "dhs_lambdas.png"),
+                             bins=10 if num_lambdas == 1 else 5)
     if len(lam_grid) > 1:
       plots.range_map(recons, os.path.join(tmp, "range.png"))
     _publish(tmp, out)
@@ -261,8 +262,9 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
 
 
 # Batches of the train split replayed for the DHS histogram: with the paper's
-# 8 of 32 (or the demo's 2 of 8) that is 200 or 50 kept λ.
-DHS_REPLAY_BATCHES = 25
+# 8 of 32 (or the demo's 2 of 8) that is 800 (200) kept λ, a few seconds of
+# forward passes; 25 batches left most cells of a 2-D histogram empty.
+DHS_REPLAY_BATCHES = 100
 
 
 def _dhs_replay(config, model, variables, operator, key) -> dict:
