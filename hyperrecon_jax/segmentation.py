@@ -232,8 +232,9 @@ def train(data_config, *, num_classes: int, channels: int = 32, steps: int = 100
     if log is not None and (i % max(1, steps // 10) == 0 or i == steps):
       log(i, float(np.mean(jax.device_get(losses))))
       losses = []
-  if not np.all(np.isfinite(jax.device_get(losses or [0.0]))):
-    raise ValueError("the segmenter's loss became non-finite; lower lr")
+  if not all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(
+      jax.device_get(state[:2]))):
+    raise ValueError("the segmenter's parameters became non-finite; lower lr")
   trained = Trained(module, {"params": state[0], "batch_stats": state[1]}, {})
   info = {"format": FORMAT, "num_classes": num_classes, "channels": channels,
           "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -274,13 +275,7 @@ def save(segmenter: Trained, directory: str) -> None:
   blob = flax.serialization.msgpack_serialize(
       jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(
           segmenter.variables)))
-  path = os.path.join(directory, WEIGHTS_FILE)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(blob)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  workdir_lib.write_bytes(os.path.join(directory, WEIGHTS_FILE), blob)
   info = dict(segmenter.info, sha256=hashlib.sha256(blob).hexdigest())
   workdir_lib.write_text(os.path.join(directory, INFO_FILE),
                          json.dumps(info, indent=1, sort_keys=True) + "\n")

@@ -84,9 +84,14 @@ def lock(workdir: str):
 
 def write_text(path: str, text: str) -> None:
   """Writes a file atomically: readers see the old or the new text, never half."""
+  write_bytes(path, text.encode())
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """`write_text` for bytes."""
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
+  with open(tmp, "wb") as f:
+    f.write(data)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)

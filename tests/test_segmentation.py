@@ -155,6 +155,13 @@ def test_a_segmenter_of_other_images_is_refused(trained):
   segmentation.check_data(seg, config.data, "the model")
 
 
+def test_a_diverging_segmenter_is_an_error_not_a_file(trained):
+  config, _, _ = trained
+  with pytest.raises(ValueError, match="non-finite"):
+    segmentation.train(config.data, num_classes=C, channels=4, steps=3, batch_size=4,
+                       lr=1e38, log=lambda *_: None)
+
+
 def test_bad_settings_are_named(trained):
   config, _, _ = trained
   with pytest.raises(ValueError, match="num_classes must be an integer ≥ 2"):
