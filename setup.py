@@ -32,6 +32,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(
         include=["hyperrecon_jax", "hyperrecon_jax.*"]),
+    # The pretrained models: a folder per model (config, weights, info).
+    package_data={"hyperrecon_jax.pretrained": ["*/*.json", "*/*.msgpack"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",

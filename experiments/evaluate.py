@@ -1,6 +1,7 @@
 r"""Evaluates a trained workdir over a grid of λ and draws the figures.
 
   python experiments/evaluate.py --workdir=workdirs/demo [--grid=100] [--split=test]
+  python experiments/evaluate.py --pretrained=mni152_csmri8x_dc_tv --out=DIR
 
 Reads the workdir only (a run that is still training can be evaluated) and
 writes the report (``lambda_grid.json`` and the figures, see
@@ -18,6 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a training run.")
+_PRETRAINED = flags.DEFINE_string(
+    "pretrained", None, "Instead of --workdir: a model shipped with the package "
+    "(hyperrecon_jax.pretrained.names()); needs --out.")
 _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
                            "<workdir>/eval).")
 _GRID = flags.DEFINE_integer("grid", None, "λ values per hyperparameter "
@@ -37,7 +41,10 @@ _BASELINES = flags.DEFINE_string(
 _SEGMENTER = flags.DEFINE_string(
     "segmenter", None, "Folder of a segmenter (experiments/segmenter.py) "
     "trained on this data: also score the Dice of every reconstruction.")
-flags.mark_flags_as_required(["workdir"])
+flags.register_multi_flags_validator(
+    ["workdir", "pretrained"],
+    lambda f: (f["workdir"] is None) != (f["pretrained"] is None),
+    message="give exactly one of --workdir and --pretrained")
 
 
 def main(argv):
@@ -46,7 +53,8 @@ def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import report
   with cli.user_errors():
-    result = report.run(_WORKDIR.value, out=_OUT.value, grid=_GRID.value,
+    result = report.run(_WORKDIR.value, pretrained=_PRETRAINED.value, out=_OUT.value,
+                        grid=_GRID.value,
                         split=_SPLIT.value, chunk=_CHUNK.value, step=_STEP.value,
                         panel_lambdas=_SHOWN.value, baselines=_BASELINES.value,
                         segmenter=_SEGMENTER.value)

@@ -111,7 +111,8 @@ def _load_baselines(path, config):
   return model, variables, step
 
 
-def run(workdir: str, *, out: str | None = None, grid: int | None = None,
+def run(workdir: str | None = None, *, pretrained: str | None = None,
+        folder: str | None = None, out: str | None = None, grid: int | None = None,
         split: str | None = None, chunk: int | None = None,
         step: int | None = None, panel_lambdas: int = 5,
         baselines: str | None = None, segmenter: str | None = None,
@@ -120,6 +121,9 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
 
   Args:
     workdir: a training run's folder (read only).
+    pretrained: instead of ``workdir``, the name of a model shipped with the
+      package (`hyperrecon_jax.pretrained`); ``out`` is then required.
+    folder: where the pretrained models are (default: the package's).
     out: where the report goes; default ``<workdir>/eval``.
     grid: λ values per hyperparameter (default: the config's ``eval.grid``).
     split: 'train', 'validation' or 'test' (default: ``eval.split``).
@@ -156,14 +160,28 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
   from hyperrecon_jax.train import baselines as baselines_lib
 
   check_options(grid, chunk, split, panel_lambdas)
-  config, model, variables, step = train.load_trained(workdir, step)
+  if (workdir is None) == (pretrained is None):
+    raise ValueError("give either a workdir or a pretrained model name, not "
+                     f"{'both' if workdir else 'neither'}")
+  if pretrained is not None:
+    from hyperrecon_jax import pretrained as pretrained_lib
+    if out is None:
+      raise ValueError("a pretrained model has no workdir: give --out=DIR for the report")
+    if step is not None:
+      raise ValueError("a pretrained model has one checkpoint: --step does not apply")
+    config, model, variables, step = pretrained_lib.load(
+        pretrained, folder=folder or pretrained_lib.FOLDER)
+    where = f"the pretrained model {pretrained!r}"
+  else:
+    config, model, variables, step = train.load_trained(workdir, step)
+    where = workdir
   if baselines:  # checked before any work
     b_model, b_variables, b_step = _load_baselines(baselines, config)
   seg = None
   if segmenter:
     from hyperrecon_jax import segmentation
     seg = segmentation.load(segmenter)
-    segmentation.check_data(seg, config.data, workdir)
+    segmentation.check_data(seg, config.data, where)
   grid = int(grid or config.eval.grid)
   split = split or config.eval.split
   chunk = int(chunk or config.eval.chunk)
@@ -188,8 +206,11 @@ def run(workdir: str, *, out: str | None = None, grid: int | None = None,
         lam_grid, key=key, chunk=chunk, progress=bar, segmenter=seg)
   finally:
     bar.close()
-  result.update(checkpoint_step=step, split=split,
-                workdir=os.path.abspath(workdir))
+  result.update(checkpoint_step=step, split=split)
+  if pretrained is not None:
+    result["pretrained"] = pretrained
+  else:
+    result["workdir"] = os.path.abspath(workdir)
   if seg is not None:
     result["segmenter"] = os.path.abspath(segmenter)
   if baselines:

@@ -105,6 +105,28 @@ def test_evaluating_a_missing_or_untrained_workdir_is_one_line(env, tmp_path):
   assert not os.listdir(tmp_path / "untrained")
 
 
+def test_evaluate_needs_one_model_and_an_out_folder_for_a_pretrained_one(env, tmp_path):
+  proc = run(env, "evaluate", "--pretrained=mni152_csmri8x_dc_tv")
+  assert_one_error_line(proc, r"give --out=DIR")
+  proc = run(env, "evaluate", f"--workdir={tmp_path}", "--pretrained=mni152_csmri8x_dc_tv",
+             f"--out={tmp_path / 'r'}")
+  assert_one_error_line(proc, "exactly one of --workdir and --pretrained")
+  proc = run(env, "evaluate", "--pretrained=nope", f"--out={tmp_path / 'r'}")
+  assert_one_error_line(proc, r"no pretrained model 'nope'; the package ships \[")
+  assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_a_pretrained_model_without_training(env, tmp_path):
+  out = tmp_path / "report"
+  proc = run(env, "evaluate", "--pretrained=mni152_csmri8x_dc_tv", f"--out={out}",
+             "--grid=2", "--split=validation")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "slices of validation" in proc.stdout and "2 λ values" in proc.stdout
+  with open(out / "lambda_grid.json") as f:
+    result = json.load(f)
+  assert result["pretrained"] == "mni152_csmri8x_dc_tv" and "workdir" not in result
+
+
 def test_a_workdir_being_trained_refuses_a_second_trainer(env, tmp_path):
   workdir = str(tmp_path / "run")
   with workdir_lib.lock(workdir):

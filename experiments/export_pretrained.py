@@ -1,0 +1,56 @@
+r"""Ships a trained workdir as a pretrained model of the package.
+
+  python experiments/export_pretrained.py --workdir=workdirs/demo \
+      --name=mni152_csmri8x_dc_tv --baselines=workdirs/demo_baselines \
+      --description="..."
+
+Writes ``hyperrecon_jax/pretrained/<name>/`` (config, float16 weights, and
+``info.json`` with their SHA-256), then evaluates the *exported* model on the
+test split (with the Unets of ``--baselines`` beside it) and records the
+mean metrics per λ in ``info.json``. Refuses a name that is already shipped.
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A finished training run.")
+_NAME = flags.DEFINE_string("name", None, "The model's name (a folder name).")
+_DESCRIPTION = flags.DEFINE_string("description", None, "Data, task, loss, training.")
+_BASELINES = flags.DEFINE_string("baselines", None, "Per-λ Unets to score beside it.")
+_FOLDER = flags.DEFINE_string("folder", None, "Where to write (default: the package's "
+                              "hyperrecon_jax/pretrained).")
+flags.mark_flags_as_required(["workdir", "name", "description"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.quiet_libraries()
+  from hyperrecon_jax import pretrained
+  from hyperrecon_jax import report
+  folder = _FOLDER.value or pretrained.FOLDER
+  with cli.user_errors():
+    if _NAME.value in pretrained.names(folder):
+      raise ValueError(f"{_NAME.value!r} is already shipped in {folder}; delete its "
+                       "folder first")
+    written = pretrained.export(_WORKDIR.value, _NAME.value,
+                                description=_DESCRIPTION.value, folder=folder)
+    with tempfile.TemporaryDirectory() as tmp:
+      result = report.run(pretrained=_NAME.value, folder=folder,
+                          out=os.path.join(tmp, "eval"), baselines=_BASELINES.value)
+    written["test"] = pretrained.summary(result)
+    pretrained.write_info(os.path.join(folder, _NAME.value), written)
+  print(json.dumps(written["test"], indent=1))
+  print(f"wrote {os.path.join(folder, _NAME.value)} ({written['bytes']:,} bytes of weights)")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,255 @@
+"""The compiled λ-grid programs: reconstruct or score (slice, λ) pairs in chunks.
+
+One trained HyperRecon model reconstructs for any λ, so evaluation sweeps a
+grid of G coefficient vectors over every slice. The (slice, λ) pairs are
+flattened slice-major (pair ``f`` is slice ``f // G`` at λ index ``f % G``) and
+cut into ``ceil(S·G / chunk)`` chunks of equal size (at most ``chunk``) of
+consecutive pairs; **one chunk is one model call** of that batch size, each
+row with its own slice and coefficients. The last chunk is padded with
+repeats of the first pairs, so the model is traced and compiled for exactly
+one batch shape, and the padding is dropped afterwards. The chunks run under
+``jax.lax.map`` inside one jitted program, so peak memory is that of a
+single model call of batch ``chunk`` (plus the outputs), whatever the grid
+size. `grid_metrics` scores each chunk inside that program and never holds
+more than one chunk of reconstructions; `reconstruct_grid` returns all
+(S, G, H, W) of them.
+
+``apply_fn(variables, zf, coeffs)`` gets (B, K) coefficients and must give
+every batch row its own (``HyperUnet.apply`` does), and should be a stable
+object such as ``net.apply``: it is a static argument of the compiled
+program, so a fresh lambda per call recompiles. Metrics follow
+`hyperrecon_jax.metrics` (per slice, peak 1). `hyperrecon_jax.evaluate`
+re-exports the public names.
+"""
+
+from collections.abc import Callable
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperrecon_jax import metrics as metrics_lib
+from hyperrecon_jax import segmentation
+
+# Model batch size of one call (``chunk=None``). On GPU/TPU, 32 (the paper's
+# training batch): at 256×256 a HyperRecon forward of that batch needs a few
+# GiB. On CPU the 'loop' strategy unrolls the batch at trace time, so compile
+# time grows linearly with the chunk (tiny Unet: ~40 s at 32, ~160 s at 100)
+# while throughput does not depend on it; 8 compiles fast.
+DEFAULT_CHUNK_CPU = 8
+DEFAULT_CHUNK_ACCELERATOR = 32
+
+
+def default_chunk() -> int:
+  """The default chunk on the default backend: 8 on CPU, 32 on GPU/TPU."""
+  if jax.default_backend() == "cpu":
+    return DEFAULT_CHUNK_CPU
+  return DEFAULT_CHUNK_ACCELERATOR
+
+
+def check_chunk(chunk):
+  if chunk is None:
+    return default_chunk()
+  if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+    raise ValueError(f"chunk must be an int >= 1, got {chunk!r}.")
+  return int(chunk)
+
+
+def _balanced(chunk, n):
+  """The smallest chunk ≤ ``chunk`` that covers ``n`` pairs in as few calls.
+
+  E.g. 100 λ with chunk 32: 4 calls of 25 rather than 4 of 32 with 28 padded.
+  """
+  calls = -(-n // chunk)
+  return -(-n // calls)
+
+
+def _check_zf(zf, name="zf", shape=None):
+  shape = np.shape(zf) if shape is None else shape
+  if len(shape) != 4 or shape[-1] != 2:
+    raise ValueError(f"{name} must have shape (S, H, W, 2), got shape {shape}.")
+
+
+def _check_coeffs(coeffs):
+  if np.ndim(coeffs) != 2 or np.shape(coeffs)[0] < 1 or np.shape(coeffs)[1] < 2:
+    raise ValueError(f"coeffs must have shape (G, K), G >= 1, K >= 2, got {np.shape(coeffs)}.")
+
+
+def _check_scored(zf, target, valid):
+  """Checks zf, target and valid of a scored batch; returns the (S,) keep mask."""
+  _check_zf(zf)
+  s = zf.shape[0]
+  if np.shape(target) != tuple(zf.shape[:3]):
+    raise ValueError(f"target must have shape {tuple(zf.shape[:3])} (S, H, W) to match zf, "
+                     f"got shape {np.shape(target)}.")
+  if valid is not None and np.shape(valid) != (s,):
+    raise ValueError(f"valid must have shape ({s},), got shape {np.shape(valid)}.")
+  return np.ones(s, bool) if valid is None else np.asarray(valid, bool)
+
+
+def magnitude(zf):
+  """|zero-filled image| over the (real, imaginary) channels: (..., 2) → (...)."""
+  return jnp.sqrt(jnp.sum(jnp.square(zf.astype(jnp.float32)), axis=-1))
+
+
+def _slice_metrics(recon, target, zf_mag, segment=None, labels=None):
+  """Every metric of METRICS for a (B, H, W) batch: dict of (B,).
+
+  With ``segment`` (a function of images → labels) and the true ``labels``,
+  also ``dice``: `segmentation.foreground_dice` of the segmented ``recon``.
+  """
+  out = {
+      "psnr": metrics_lib.psnr(recon, target),
+      "ssim": metrics_lib.ssim(recon, target),
+      "mae": metrics_lib.mae(recon, target),
+      "nmse": metrics_lib.nmse(recon, target),
+      "hfen": metrics_lib.hfen(recon, target),
+      "rpsnr": metrics_lib.rpsnr(recon, zf_mag, target),
+  }
+  if segment is not None:
+    out["dice"] = segment(recon, labels)
+  return out
+
+
+def _segment_fn(segmenter, seg_variables):
+  """images, true labels → (B,) Dice, or None without a segmenter."""
+  if segmenter is None:
+    return None
+  apply_fn, num_classes = segmenter
+  def dice(images, labels):
+    pred = jnp.argmax(apply_fn(seg_variables, images), axis=-1)
+    return segmentation.foreground_dice(pred, labels, num_classes)
+  return dice
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "score", "segmenter"))
+def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None, *,
+                  apply_fn, chunk, score, segmenter=None):
+  """All S×G (slice, λ) pairs in chunks of ``chunk``: recons or metrics (S, G, ...).
+
+  ``segmenter`` is ``(apply_fn, num_classes)`` of a `segmentation.Trained`
+  (static), with its ``seg_variables`` and the slices' true ``labels``.
+  """
+  s_count, g_count = zf.shape[0], coeffs.shape[0]
+  n = s_count * g_count
+  num_chunks = -(-n // chunk)
+  # Padding pairs repeat the first ones, so every chunk has the same shape.
+  flat = jnp.arange(num_chunks * chunk) % n
+  index = (flat // g_count).reshape(num_chunks, chunk), (flat % g_count).reshape(num_chunks, chunk)
+  zf_mag = magnitude(zf) if score else None
+  segment = _segment_fn(segmenter, seg_variables)
+
+  def one_chunk(idx):
+    s, g = idx
+    recon = apply_fn(variables, zf[s], coeffs[g])
+    if not score:
+      return recon
+    return _slice_metrics(recon, target[s], zf_mag[s], segment,
+                          None if labels is None else labels[s])
+
+  out = jax.lax.map(one_chunk, index)
+  return jax.tree_util.tree_map(
+      lambda x: x.reshape((num_chunks * chunk,) + x.shape[2:])[:n].reshape(
+          (s_count, g_count) + x.shape[2:]), out)
+
+
+def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | None = None):
+  """Reconstructs slices at every coefficient vector of a grid.
+
+  Args:
+    apply_fn: ``apply_fn(variables, zf_batch, coeffs_batch) -> (chunk, H, W)``,
+      e.g. ``net.apply`` of a ``HyperUnet``.
+    variables: the model variables.
+    zf: (S, H, W, 2) zero-filled inputs, or one slice (H, W, 2).
+    coeffs: (G, K) loss-coefficient vectors (``hparams.coefficients(lam_grid)``).
+    chunk: largest model batch of one call, counted in (slice, λ) pairs;
+      memory grows linearly with it. The calls needed, ceil(S·G / chunk),
+      share the pairs evenly, so at most one pair per call is padding.
+      None: `default_chunk()`.
+
+  Returns:
+    (S, G, H, W) float32 reconstructions; (G, H, W) for a single (H, W, 2) slice.
+  """
+  chunk = check_chunk(chunk)
+  single = np.ndim(zf) == 3
+  _check_zf(zf, "zf (or one slice, (H, W, 2))", (1,) * single + np.shape(zf))
+  _check_coeffs(coeffs)
+  zf, coeffs = jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32)
+  zf = zf[None] if single else zf
+  n = zf.shape[0] * coeffs.shape[0]
+  out = _grid_program(variables, zf, coeffs, None, apply_fn=apply_fn,
+                      chunk=_balanced(chunk, n), score=False)
+  return out[0] if single else out
+
+
+def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=None,
+                 chunk: int | None = None, segmenter=None, labels=None):
+  """Per-slice, per-λ metrics of a batch, without keeping the reconstructions.
+
+  Args:
+    apply_fn: see `reconstruct_grid`.
+    variables: the model variables.
+    zf: (S, H, W, 2) zero-filled inputs.
+    target: (S, H, W) ground truth.
+    coeffs: (G, K) loss-coefficient vectors.
+    valid: optional (S,) bool; False marks padding rows, which are still run
+      (so every batch has one shape) but dropped from the output.
+    chunk: model batch size of one call, see `reconstruct_grid`.
+    segmenter: a `segmentation.Trained`; adds ``dice``, the Dice of its labels
+      of each reconstruction against ``labels``.
+    labels: (S, H, W) true integer labels (with ``segmenter``).
+
+  Returns:
+    ``{metric: (S_valid, G) float64 array}`` for every metric of `METRICS`
+    (rPSNR against the magnitude of ``zf``), and ``dice`` with a segmenter,
+    rows in input order.
+  """
+  chunk = check_chunk(chunk)
+  keep = _check_scored(zf, target, valid)
+  _check_coeffs(coeffs)
+  static, seg_variables, labels = _check_segmenter(segmenter, labels, np.shape(target))
+  n = zf.shape[0] * coeffs.shape[0]
+  out = _grid_program(variables, jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32),
+                      jnp.asarray(target, jnp.float32), seg_variables, labels,
+                      apply_fn=apply_fn, chunk=_balanced(chunk, n), score=True,
+                      segmenter=static)
+  return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
+
+
+def _check_segmenter(segmenter, labels, shape):
+  """(static part, variables, labels) for the programs; None ×3 without one."""
+  if segmenter is None:
+    return None, None, None
+  if labels is None or np.shape(labels) != tuple(shape):
+    raise ValueError(f"scoring Dice needs the true labels of every slice, shape "
+                     f"{tuple(shape)}, got {None if labels is None else np.shape(labels)}.")
+  return ((segmenter.apply_fn, segmenter.num_classes), segmenter.variables,
+          jnp.asarray(labels, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames="segmenter")
+def _baseline_program(zf, target, seg_variables=None, labels=None, *, segmenter=None):
+  zf_mag = magnitude(zf)
+  return _slice_metrics(zf_mag, target, zf_mag, _segment_fn(segmenter, seg_variables),
+                        labels)
+
+
+def baseline_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
+  """Metrics of the zero-filled magnitude itself (rPSNR is 0 by definition).
+
+  Args:
+    zf: (S, H, W, 2) zero-filled inputs.
+    target: (S, H, W) ground truth.
+    valid: optional (S,) bool mask of real rows.
+    segmenter: see `grid_metrics`.
+    labels: see `grid_metrics`.
+
+  Returns:
+    ``{metric: (S_valid,) float64 array}``.
+  """
+  keep = _check_scored(zf, target, valid)
+  static, seg_variables, labels = _check_segmenter(segmenter, labels, np.shape(target))
+  out = _baseline_program(jnp.asarray(zf, jnp.float32), jnp.asarray(target, jnp.float32),
+                          seg_variables, labels, segmenter=static)
+  return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}

@@ -1,0 +1,162 @@
+"""Models trained by this project and shipped inside the package.
+
+Use one without training::
+
+  import hyperrecon_jax as hr
+  hr.pretrained.names()                      # ['mni152_csmri8x_dc_tv']
+  config, model, variables, step = hr.pretrained.load("mni152_csmri8x_dc_tv")
+  recon, _, _ = model.apply(variables, zf, coeffs, train=False)
+
+or ``python experiments/evaluate.py --pretrained=NAME --out=DIR``.
+
+Each model is a folder of this package: ``config.json`` (the config it was
+trained with), ``weights.msgpack`` (its variables, the parameters in float16
+to stay small, BatchNorm statistics in float32) and ``info.json`` (how it was
+trained, its test metrics, and the SHA-256 of the weights, checked on every
+load). `export` writes such a folder from a training workdir.
+"""
+
+import hashlib
+import json
+import os
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hyperrecon_jax import workdir as workdir_lib
+
+FOLDER = os.path.dirname(os.path.abspath(__file__))
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.msgpack"
+INFO_FILE = "info.json"
+FORMAT = "hyperrecon_jax.pretrained/1"
+
+
+def names(folder: str = FOLDER) -> list[str]:
+  """The shipped models, sorted."""
+  return sorted(n for n in os.listdir(folder)
+                if os.path.isfile(os.path.join(folder, n, INFO_FILE)))
+
+
+def info(name: str, folder: str = FOLDER) -> dict:
+  """A model's ``info.json``: how it was trained and what it scores."""
+  path = os.path.join(_path(name, folder), INFO_FILE)
+  try:
+    with open(path) as f:
+      out = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: not a readable model description ({e})") from None
+  if out.get("format") != FORMAT:
+    raise ValueError(f"{path}: format {out.get('format')!r}, expected {FORMAT!r}")
+  return out
+
+
+def _path(name: str, folder: str) -> str:
+  if not isinstance(name, str) or name not in names(folder):
+    raise ValueError(f"no pretrained model {name!r}; the package ships "
+                     f"{names(folder)}")
+  return os.path.join(folder, name)
+
+
+def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
+  """Loads a shipped model, as `train.load_trained` loads a workdir's.
+
+  Args:
+    name: one of `names()`.
+    folder: where the models are (the package's own by default).
+    strategy: per-sample strategy of the returned model (default: the
+      config's).
+
+  Returns:
+    ``(config, model, variables, step)``, the parameters cast to float32.
+
+  Raises:
+    ValueError: an unknown name, or a damaged file (the weights' SHA-256
+      differs from the one in ``info.json``).
+  """
+  from hyperrecon_jax import train
+  path = _path(name, folder)
+  description = info(name, folder)
+  weights = os.path.join(path, WEIGHTS_FILE)
+  try:
+    with open(weights, "rb") as f:
+      blob = f.read()
+    with open(os.path.join(path, CONFIG_FILE)) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: not a readable model ({e})") from None
+  if hashlib.sha256(blob).hexdigest() != description.get("sha256"):
+    raise ValueError(f"{weights} is damaged: its SHA-256 differs from the one in "
+                     f"{INFO_FILE}; reinstall the package")
+  model = train.build_model(config, strategy=strategy)
+  template = jax.eval_shape(
+      lambda: train.create_state(config, model, jax.random.key(0)).variables())
+  stored = flax.serialization.msgpack_restore(blob)
+  variables = flax.serialization.from_state_dict(template, stored)
+  variables = jax.tree_util.tree_map(
+      lambda t, v: jnp.asarray(np.asarray(v), t.dtype), template, variables)
+  return config, model, variables, int(description["step"])
+
+
+def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
+           step: int | None = None, extra: dict | None = None) -> dict:
+  """Writes a workdir's model into ``folder/name`` for shipping.
+
+  Args:
+    workdir: a finished training run.
+    name: the model's name (a folder name).
+    description: one paragraph: data, task, loss, training.
+    folder: where to write (the package's own by default).
+    step: which checkpoint (default: the newest intact one).
+    extra: more fields for ``info.json`` (e.g. test metrics).
+
+  Returns:
+    The ``info.json`` written.
+  """
+  from hyperrecon_jax import train
+  if not name or os.sep in name or name.startswith("."):
+    raise ValueError(f"name must be a plain folder name, got {name!r}")
+  config, _, variables, step = train.load_trained(workdir, step)
+  # The trainer's dataset cache means nothing elsewhere: '' is the default.
+  config.data.data_dir = ""
+  half = jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(variables))
+  # Parameters in float16 (half the bytes); BatchNorm statistics stay float32.
+  half["params"] = jax.tree_util.tree_map(lambda x: x.astype(np.float16), half["params"])
+  blob = flax.serialization.msgpack_serialize(half)
+  path = os.path.join(folder, name)
+  os.makedirs(path, exist_ok=True)
+  workdir_lib.write_text(os.path.join(path, CONFIG_FILE), config.to_json(indent=2) + "\n")
+  workdir_lib.write_bytes(os.path.join(path, WEIGHTS_FILE), blob)
+  out = {"format": FORMAT, "name": name, "description": description,
+         "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
+         "bytes": len(blob), **(extra or {})}
+  write_info(path, out)
+  return out
+
+
+def write_info(path: str, description: dict) -> None:
+  """Writes a model folder's ``info.json`` (atomically)."""
+  workdir_lib.write_text(os.path.join(path, INFO_FILE),
+                         json.dumps(description, indent=1, sort_keys=True) + "\n")
+
+
+def summary(result: dict) -> dict:
+  """The test metrics of a `report.run` result, for ``info.json``.
+
+  Returns:
+    ``{'split', 'num_slices', 'lambdas', 'mean': {psnr, ssim, hfen},
+    'zero_filled': {...}, 'baselines': {'lambdas', 'mean'}}`` (baselines only
+    when the result has them).
+  """
+  keep = ("psnr", "ssim", "hfen")
+  out = {"split": result["split"], "num_slices": result["num_slices"],
+         "lambdas": result["lambdas"],
+         "mean": {m: result["mean"][m] for m in keep},
+         "zero_filled": {m: result["zero_filled"]["mean"][m] for m in keep}}
+  if "baselines" in result:
+    out["baselines"] = {"lambdas": result["baselines"]["lambdas"],
+                        "mean": {m: result["baselines"]["mean"][m] for m in keep}}
+  return out

@@ -1,0 +1,106 @@
+"""Tests of hyperrecon_jax.pretrained: export, load, integrity, the shipped model.
+
+A tiny trained run (conftest's ``run_a``: 6 steps at 32×32) is exported into a
+temporary folder; the model shipped with the package is loaded as a user
+would load it.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from hyperrecon_jax import pretrained
+from hyperrecon_jax import report
+from hyperrecon_jax import train
+
+SHIPPED = "mni152_csmri8x_dc_tv"
+
+
+@pytest.fixture(scope="module")
+def exported(run_a, tmp_path_factory):
+  folder = str(tmp_path_factory.mktemp("pretrained"))
+  written = pretrained.export(run_a["workdir"], "tiny", description="6 steps",
+                              folder=folder)
+  return folder, written, run_a
+
+
+def test_export_writes_a_model_folder(exported):
+  folder, written, _ = exported
+  assert pretrained.names(folder) == ["tiny"]
+  assert sorted(os.listdir(os.path.join(folder, "tiny"))) == [
+      "config.json", "info.json", "weights.msgpack"]
+  assert written["step"] == 6 and written["bytes"] == os.path.getsize(
+      os.path.join(folder, "tiny", "weights.msgpack"))
+  assert pretrained.info("tiny", folder) == written
+  with open(os.path.join(folder, "tiny", "config.json")) as f:
+    assert json.load(f)["data"]["data_dir"] == ""  # the trainer's cache is not shipped
+
+
+def test_load_gives_the_trained_model_to_float16_precision(exported):
+  folder, _, run_a = exported
+  config, model, variables, step = pretrained.load("tiny", folder=folder)
+  _, _, want, want_step = train.load_trained(run_a["workdir"])
+  assert step == want_step and config.model.to_dict() == run_a["config"].model.to_dict()
+  assert model.hyper
+  got_p, want_p = jax.tree_util.tree_leaves(variables["params"]), jax.tree_util.tree_leaves(
+      want["params"])
+  for g, w in zip(got_p, want_p):
+    assert g.dtype == np.float32
+    # float16 keeps 11 significant bits: relative error ≤ 2^-11 ≈ 4.9e-4 for
+    # normal numbers; values under float16's normal range (6.1e-5) keep an
+    # absolute error ≤ 2^-25 ≈ 3e-8.
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2 ** -11, atol=3e-8)
+  for g, w in zip(jax.tree_util.tree_leaves(variables["batch_stats"]),
+                  jax.tree_util.tree_leaves(want["batch_stats"])):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))  # float32 as trained
+
+
+def test_a_damaged_or_unknown_model_is_named(exported, tmp_path):
+  folder, _, _ = exported
+  with pytest.raises(ValueError, match=r"no pretrained model 'nope'; the package ships \['tiny'\]"):
+    pretrained.load("nope", folder=folder)
+  damaged = tmp_path / "tiny"
+  damaged.mkdir()
+  for name in ("config.json", "info.json", "weights.msgpack"):
+    with open(os.path.join(folder, "tiny", name), "rb") as f:
+      (damaged / name).write_bytes(f.read())
+  blob = bytearray((damaged / "weights.msgpack").read_bytes())
+  blob[len(blob) // 2] ^= 1
+  (damaged / "weights.msgpack").write_bytes(bytes(blob))
+  with pytest.raises(ValueError, match="weights.msgpack is damaged"):
+    pretrained.load("tiny", folder=str(tmp_path))
+
+
+def test_a_report_of_a_pretrained_model_needs_an_out_folder(exported, tmp_path):
+  folder, _, _ = exported
+  with pytest.raises(ValueError, match="give --out=DIR"):
+    report.run(pretrained="tiny", folder=folder)
+  with pytest.raises(ValueError, match="not both"):
+    report.run(str(tmp_path), pretrained="tiny", folder=folder, out=str(tmp_path / "r"))
+  assert not (tmp_path / "r").exists()
+
+
+def test_summary_keeps_the_test_metrics_per_lambda():
+  result = {"split": "test", "num_slices": 2, "lambdas": [[0.0], [1.0]],
+            "mean": {m: [1.0, 2.0] for m in ("psnr", "ssim", "hfen", "mae")},
+            "zero_filled": {"mean": {m: 0.5 for m in ("psnr", "ssim", "hfen", "mae")}},
+            "baselines": {"lambdas": [[0.0]], "mean": {m: [3.0] for m in ("psnr", "ssim",
+                                                                            "hfen")}}}
+  out = pretrained.summary(result)
+  assert out["mean"] == {m: [1.0, 2.0] for m in ("psnr", "ssim", "hfen")}
+  assert out["baselines"]["mean"]["psnr"] == [3.0]
+
+
+def test_the_shipped_model_loads_and_says_what_it_scores():
+  assert SHIPPED in pretrained.names()
+  description = pretrained.info(SHIPPED)
+  assert description["bytes"] <= 10 * 2 ** 20  # the issue's size limit
+  config, model, variables, _ = pretrained.load(SHIPPED)  # checks the SHA-256
+  assert config.data.name == "mni152" and config.task.acceleration == 8
+  assert tuple(config.losses) == ("dc", "tv") and model.hyper
+  psnr = description["test"]["mean"]["psnr"]
+  # λ changes the reconstruction: the recorded test PSNR spans several dB.
+  assert max(psnr) - min(psnr) > 5.0
