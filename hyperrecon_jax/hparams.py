@@ -60,13 +60,6 @@ def coefficients(lam):
   return jnp.concatenate([lam * before, remaining[:, -1:]], axis=1)
 
 
-def num_hparams(num_coeffs: int) -> int:
-  """Number of hyperparameters λ for K loss terms (K − 1)."""
-  if num_coeffs < 2:
-    raise ValueError(f"need at least 2 loss terms, got {num_coeffs}")
-  return num_coeffs - 1
-
-
 def sample(key, batch: int, num_lambdas: int, method: str = "uniform", *,
            endpoint_prob: float = 0.1, log_min: float = 1e-3):
   """Draws one λ vector per batch element.
