@@ -33,6 +33,17 @@ def load_config(name, arg="quick"):
   return module.get_config(arg)
 
 
+CONFIG_NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "experiments", "configs"))
+                      if f.endswith(".py"))
+
+
+@pytest.mark.parametrize("arg", [None, "quick"])
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_experiment_config_is_valid(name, arg):
+  # The recipes that only run on a GPU (pretrained_dc_tv) are otherwise never loaded here.
+  train.check_config(load_config(name, arg))
+
+
 @pytest.mark.parametrize("num_terms", [2, 3, 4])
 def test_one_hot_lambda_gives_one_hot_coefficients(num_terms):
   for k in range(num_terms):
