@@ -22,6 +22,7 @@ _SUBMODULES = (
     "physics",
     "plots",
     "pretrained",
+    "reconstruct",
     "report",
     "results",
     "sampling",

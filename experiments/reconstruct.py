@@ -1,0 +1,114 @@
+r"""Reconstructs your own scan with a trained model at one or more λ.
+
+  python experiments/reconstruct.py --pretrained=mni152_csmri8x_dc_tv \
+      --input=sub-01_T1w.nii.gz --lam=0.3 --output=sub-01_recon.nii.gz
+  python experiments/reconstruct.py --workdir=workdirs/demo --input=file1000001.h5 \
+      --lam=grid:11 --output=file1000001_recon.h5 --save_input
+
+A NIfTI volume is degraded with the model's own task (its mask and noise,
+its noise, or its downsampling), a fastMRI ``.h5`` file gives its k-space
+masked with the model's mask; see `hyperrecon_jax.reconstruct`. ``--lam``:
+``0.3``; ``0,0.5,1`` (a 4-D NIfTI, λ last, or an (L, S, H, W) dataset);
+``grid:N``; ``a:b`` pairs for a model with two hyperparameters. Beside the
+output a JSON sidecar (same name, ``.json``) records the λ values, the model
+and the seed. Existing files are refused unless ``--overwrite``.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a training run.")
+_PRETRAINED = flags.DEFINE_string(
+    "pretrained", None, "Instead of --workdir: a model shipped with the package "
+    "(hyperrecon_jax.pretrained.names()).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: "
+                             "the newest intact one).", lower_bound=1)
+_INPUT = flags.DEFINE_string("input", None, "A NIfTI volume (.nii, .nii.gz) or a "
+                             "fastMRI file (.h5).")
+_OUTPUT = flags.DEFINE_string("output", None, "The reconstruction: .nii/.nii.gz for "
+                              "NIfTI input, .h5 for fastMRI input.")
+_LAM = flags.DEFINE_string("lam", None, "λ: 0.3 | 0,0.5,1 | grid:N | a:b pairs.")
+_SAVE_INPUT = flags.DEFINE_bool("save_input", False, "Also write the zero-filled "
+                                "input (magnitude) on the same grid.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated measurement noise.")
+_BATCH = flags.DEFINE_integer("batch", None, "Slices per model call (default: the "
+                              "config's eval.chunk).", lower_bound=1)
+flags.mark_flags_as_required(["input", "output", "lam"])
+flags.register_multi_flags_validator(
+    ["workdir", "pretrained"],
+    lambda f: (f["workdir"] is None) != (f["pretrained"] is None),
+    message="give exactly one of --workdir and --pretrained")
+
+
+class _Bar:
+  """Slices reconstructed: a tqdm bar on a terminal, else a line per λ."""
+
+  def __init__(self, total: int):
+    self.total, self.done, self.bar = total, 0, None
+    if sys.stderr.isatty():
+      try:
+        import tqdm
+        self.bar = tqdm.tqdm(total=total, unit="slice", dynamic_ncols=True)
+      except ImportError:
+        pass
+
+  def __call__(self, count: int) -> None:
+    self.done += count
+    if self.bar is not None:
+      self.bar.update(count)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.quiet_libraries()
+  from hyperrecon_jax import reconstruct
+  with cli.user_errors():
+    kind = reconstruct.input_kind(_INPUT.value)
+    paths = reconstruct.output_paths(kind, _OUTPUT.value, _SAVE_INPUT.value)
+    reconstruct.check_outputs(paths, _OVERWRITE.value)  # before any work
+    if not os.path.isfile(_INPUT.value):
+      raise ValueError(f"{_INPUT.value}: no such file")
+    if _PRETRAINED.value:
+      from hyperrecon_jax import pretrained
+      if _STEP.value is not None:
+        raise ValueError("a pretrained model has one checkpoint: --step does not apply")
+      config, model, variables, step = pretrained.load(_PRETRAINED.value)
+      name = _PRETRAINED.value
+    else:
+      from hyperrecon_jax import train
+      config, model, variables, step = train.load_trained(_WORKDIR.value, _STEP.value)
+      name = os.path.abspath(_WORKDIR.value)
+    if not config.model.hyper_dim:
+      raise ValueError(f"{name} is a plain Unet (one λ): reconstruct needs HyperRecon")
+    lambdas = reconstruct.parse_lambdas(_LAM.value, len(tuple(config.losses)) - 1)
+    scan = reconstruct.read_input(_INPUT.value, config)
+    print(f"{_INPUT.value}: {len(scan.slices)} slices ({int(scan.kept.sum())} with "
+          f"foreground), {len(lambdas)} λ value(s); model {name} (step {step})",
+          file=sys.stderr)
+    bar = _Bar(len(scan.slices) * len(lambdas))
+    try:
+      result = reconstruct.volume(config, model, variables, scan, lambdas,
+                                  seed=_SEED.value, batch=_BATCH.value,
+                                  save_input=_SAVE_INPUT.value, progress=bar)
+    finally:
+      bar.close()
+    written = reconstruct.write(result, _OUTPUT.value, model=f"{name} (step {step})",
+                                overwrite=_OVERWRITE.value)
+  for path in written:
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
