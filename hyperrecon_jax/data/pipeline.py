@@ -21,6 +21,7 @@ same config, split, batch size and seed continues exactly where the old one
 stopped after `set_state`.
 """
 
+import collections.abc
 from collections.abc import Mapping
 import functools
 import json
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import sources
 
@@ -37,6 +39,14 @@ grain = common.require("grain")
 # Batches read ahead by background threads: enough to hide decoding, few enough
 # to bound memory (4 batches of 32 x 256 x 256 float32 are 32 MiB).
 DEFAULT_PREFETCH = 4
+
+# Splits whose decoded images and labels fit in this many bytes are decoded
+# once and then served from memory. Decoding a TFDS record costs ~0.18 ms, half
+# of the pipeline's time per slice at 64×64: on a GPU it capped end-to-end
+# training at ~80 steps/s of batch 32 (docs/performance.md). The embedded
+# MNI152 splits at 256×256 take 23–40 MiB; fastMRI and NIfTI folders of real
+# size stay on disk.
+IN_MEMORY_BYTES = 512 * 2**20
 
 
 def _derive_seed(seed: int, purpose: int) -> int:
@@ -79,6 +89,40 @@ class _EpochShuffle(grain.MapDataset):
       return self.slice(index)
     epoch, position = divmod(index, self._length)
     return self._parent[epoch * self._length + int(self._permutation(epoch)[position])]
+
+
+class _InMemory(collections.abc.Sequence):
+  """A split's records, decoded once and kept (read-only) in memory.
+
+  Serves exactly what the source would (same records, same order), so the
+  batches, their augmentation and the iterator state are those of the
+  on-disk path.
+  """
+
+  def __init__(self, source):
+    self.dataset_info = source.dataset_info
+    self._records = [source[i] for i in range(len(source))]
+    for record in self._records:
+      for value in record.values():
+        if isinstance(value, np.ndarray):
+          value.setflags(write=False)  # an in-place edit would change every epoch
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index):
+    return self._records[index]
+
+
+def _in_memory(source):
+  """`source` decoded into memory when its images fit `IN_MEMORY_BYTES`."""
+  features = source.dataset_info.features
+  per_record = 4 * int(np.prod(features["image"].shape))
+  if "label" in features:
+    per_record += 4 * int(np.prod(features["label"].shape))
+  if len(source) * per_record > IN_MEMORY_BYTES:
+    return source
+  return _InMemory(source)
 
 
 def _example(raw: Mapping[str, Any], with_label: bool, valid: bool = True) -> dict:
@@ -147,13 +191,14 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
     of batches.
   """
   if batch_size < 1:
-    raise ValueError(f"batch_size must be positive; got {batch_size}.")
+    raise errors.InputError(f"batch_size must be positive; got {batch_size}.")
   data_config = sources.with_defaults(data_config)
   training = split == "train" if training is None else bool(training)
   source = sources.load_split(data_config, split)
   with_label = "label" in source.dataset_info.features
   if len(source) == 0:
     raise common.DataError(f"The {split!r} split of {data_config.name!r} is empty.")
+  source = _in_memory(source)
   if not training:
     padded = math.ceil(len(source) / batch_size) * batch_size
     ds = grain.MapDataset.range(padded).map(
@@ -206,5 +251,5 @@ def iterator_state_from_json(text: str) -> dict:
   """Parses `iterator_state_to_json` output for `iterator.set_state()`."""
   state = json.loads(text)
   if not isinstance(state, dict):
-    raise ValueError(f"Not an iterator state: {text!r}")
+    raise errors.InputError(f"Not an iterator state: {text!r}")
   return state
