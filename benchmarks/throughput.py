@@ -118,8 +118,8 @@ def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
   zf1 = operator.zero_filled(operator.measure(x, jax.random.key(2)))
   n = 1 if latency else grid
   zf = jnp.repeat(zf1, n, axis=0)
-  k = len(tuple(config.losses))
-  coeffs = hparams.coefficients(jnp.asarray(hparams.grid(max(n, 2), k - 1)[:n]))
+  coeffs = hparams.coefficients(
+      jnp.asarray(hparams.grid(max(n, 2), train.num_lambdas(config))[:n]))
   if latency:
     coeffs = coeffs[0]  # (K,): one λ, one generated weight set
   apply = jax.jit(lambda v, z, c: model.apply(v, z, c, train=False)[0])

@@ -28,6 +28,8 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
+from hyperrecon_jax import errors
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
@@ -45,18 +47,18 @@ def parse_lambdas(text: str, num_lambdas: int):
     try:
       n = int(text[5:])
     except ValueError:
-      raise ValueError(f"--lambdas={text}: grid:N needs an integer N") from None
+      raise errors.InputError(f"--lambdas={text}: grid:N needs an integer N") from None
     if n < 1:
-      raise ValueError(f"--lambdas={text}: N must be ≥ 1")
+      raise errors.InputError(f"--lambdas={text}: N must be ≥ 1")
     return [tuple(float(v) for v in lam) for lam in hparams.grid(n, num_lambdas)]
   out = []
   for item in text.split(","):
     try:
       lam = tuple(float(v) for v in item.split(":"))
     except ValueError:
-      raise ValueError(f"--lambdas={text}: {item!r} is not a number") from None
+      raise errors.InputError(f"--lambdas={text}: {item!r} is not a number") from None
     if len(lam) != num_lambdas:
-      raise ValueError(f"--lambdas={text}: {item!r} has {len(lam)} values, the "
+      raise errors.InputError(f"--lambdas={text}: {item!r} has {len(lam)} values, the "
                        f"config's loss has {num_lambdas} hyperparameter(s)")
     out.append(lam)
   return out
@@ -66,11 +68,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
+  from hyperrecon_jax import train
   from hyperrecon_jax.train import baselines
   config = _CONFIG.value
   with cli.user_errors():
     lambdas = (None if _LAMBDAS.value is None else
-               parse_lambdas(_LAMBDAS.value, len(tuple(config.losses)) - 1))
+               parse_lambdas(_LAMBDAS.value, train.num_lambdas(config)))
     if lambdas is None:
       result = baselines.compute_loss_scales(config, _WORKDIR.value)
     else:

@@ -47,24 +47,22 @@ def parse_flags(argv):
 
 @contextlib.contextmanager
 def user_errors(*extra):
-  """Turns expected failures into one ``error: …`` line and a non-zero exit.
+  """Turns the project's errors into one ``error: …`` line and a non-zero exit.
 
-  Configuration, data, checkpoint and file problems are the user's to fix and
-  a traceback would only hide the sentence that says how; Ctrl-C prints
-  ``interrupted`` and exits with 130; anything else still raises.
+  Configuration, data, checkpoint and input problems (`hyperrecon_jax.errors`)
+  and file-system failures (a missing file, a full disk: the environment's,
+  not a bug) are the user's to fix, and a traceback would only hide the
+  sentence that says how; Ctrl-C prints ``interrupted`` and exits with 130.
+  Anything else is a bug and keeps its traceback.
   """
-  from hyperrecon_jax import checkpoints
+  from hyperrecon_jax import errors
   from hyperrecon_jax import train
-  from hyperrecon_jax import workdir
-  from hyperrecon_jax.data import DataError
   try:
     yield
   except train.Interrupted as e:
     print(f"interrupted: {e}", file=sys.stderr)
     sys.exit(130)
-  except (train.ConfigError, DataError, train.NonFiniteLossError,
-          checkpoints.CheckpointError, workdir.WorkdirBusyError, OSError,
-          ValueError, *extra) as e:
+  except (errors.Error, OSError, *extra) as e:
     print(f"error: {one_line(e)}", file=sys.stderr)
     sys.exit(2)
 

@@ -21,6 +21,8 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
+from hyperrecon_jax import errors
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished training run.")
 _NAME = flags.DEFINE_string("name", None, "The model's name (a folder name).")
 _DESCRIPTION = flags.DEFINE_string("description", None, "Data, task, loss, training.")
@@ -39,7 +41,7 @@ def main(argv):
   folder = _FOLDER.value or pretrained.FOLDER
   with cli.user_errors():
     if _NAME.value in pretrained.names(folder):
-      raise ValueError(f"{_NAME.value!r} is already shipped in {folder}; delete its "
+      raise errors.InputError(f"{_NAME.value!r} is already shipped in {folder}; delete its "
                        "folder first")
     written = pretrained.export(_WORKDIR.value, _NAME.value,
                                 description=_DESCRIPTION.value, folder=folder)

@@ -23,6 +23,8 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
+from hyperrecon_jax import errors
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a training run.")
 _PRETRAINED = flags.DEFINE_string(
     "pretrained", None, "Instead of --workdir: a model shipped with the package "
@@ -74,25 +76,25 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax import reconstruct
+  from hyperrecon_jax import train
   with cli.user_errors():
     kind = reconstruct.input_kind(_INPUT.value)
     paths = reconstruct.output_paths(kind, _OUTPUT.value, _SAVE_INPUT.value)
     reconstruct.check_outputs(paths, _OVERWRITE.value)  # before any work
     if not os.path.isfile(_INPUT.value):
-      raise ValueError(f"{_INPUT.value}: no such file")
+      raise errors.InputError(f"{_INPUT.value}: no such file")
     if _PRETRAINED.value:
       from hyperrecon_jax import pretrained
       if _STEP.value is not None:
-        raise ValueError("a pretrained model has one checkpoint: --step does not apply")
+        raise errors.InputError("a pretrained model has one checkpoint: --step does not apply")
       config, model, variables, step = pretrained.load(_PRETRAINED.value)
       name = _PRETRAINED.value
     else:
-      from hyperrecon_jax import train
       config, model, variables, step = train.load_trained(_WORKDIR.value, _STEP.value)
       name = os.path.abspath(_WORKDIR.value)
     if not config.model.hyper_dim:
-      raise ValueError(f"{name} is a plain Unet (one λ): reconstruct needs HyperRecon")
-    lambdas = reconstruct.parse_lambdas(_LAM.value, len(tuple(config.losses)) - 1)
+      raise errors.InputError(f"{name} is a plain Unet (one λ): reconstruct needs HyperRecon")
+    lambdas = reconstruct.parse_lambdas(_LAM.value, train.num_lambdas(config))
     scan = reconstruct.read_input(_INPUT.value, config)
     print(f"{_INPUT.value}: {len(scan.slices)} slices ({int(scan.kept.sum())} with "
           f"foreground), {len(lambdas)} λ value(s); model {name} (step {step})",

@@ -23,6 +23,8 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
+from hyperrecon_jax import errors
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]); only its data "
     "and train.batch_size/seed are used.", lock_config=True)
@@ -44,7 +46,7 @@ def main(argv):
   config = _CONFIG.value
   with cli.user_errors():
     if config.data.name != "mni152":
-      raise ValueError(f"config.data.name={config.data.name!r}: only the embedded "
+      raise errors.InputError(f"config.data.name={config.data.name!r}: only the embedded "
                        "mni152 data has tissue labels")
     trained = segmentation.train_into(
         _WORKDIR.value, config.data, num_classes=len(data.MNI152_CLASSES),

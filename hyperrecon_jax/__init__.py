@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "checkpoints",
     "data",
+    "errors",
     "evaluate",
     "grid",
     "hparams",
@@ -27,6 +28,7 @@ _SUBMODULES = (
     "results",
     "sampling",
     "segmentation",
+    "streams",
     "train",
     "workdir",
 )

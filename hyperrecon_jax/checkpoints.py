@@ -38,12 +38,14 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from hyperrecon_jax import errors
+
 CHECKSUMS = "checksums.json"
 ITEMS = ("state", "data", "config")
 DAMAGED_DIR = "checkpoints.damaged"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.Error, RuntimeError):
   """A checkpoint cannot be written or read; the message names the file."""
 
 
@@ -73,7 +75,7 @@ def manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
     An ``orbax.checkpoint.CheckpointManager`` that saves synchronously.
   """
   if max_to_keep < 0:
-    raise ValueError(f"max_to_keep must be ≥ 0 (0 keeps all), got {max_to_keep}")
+    raise errors.InputError(f"max_to_keep must be ≥ 0 (0 keeps all), got {max_to_keep}")
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep or None, create=True,
       enable_async_checkpointing=False, cleanup_tmp_directories=True)

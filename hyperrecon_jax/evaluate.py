@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import segmentation
 from hyperrecon_jax.grid import DEFAULT_CHUNK_ACCELERATOR  # noqa: F401
@@ -95,17 +96,19 @@ def measure_slices(operator, images, keys):
 
 def _check_batch(batch, index):
   if not isinstance(batch, Mapping):
-    raise ValueError(f"batch {index} must be a dict with keys {BATCH_KEYS}, got {type(batch)}.")
+    raise errors.InputError(
+        f"batch {index} must be a dict with keys {BATCH_KEYS}, got {type(batch)}.")
   missing = [k for k in BATCH_KEYS if k not in batch]
   if missing:
-    raise ValueError(f"batch {index} lacks key(s) {missing}; it needs {BATCH_KEYS}.")
+    raise errors.InputError(f"batch {index} lacks key(s) {missing}; it needs {BATCH_KEYS}.")
   image = np.asarray(batch["image"], np.float32)
   if image.ndim != 3:
-    raise ValueError(f"batch {index}: image must have shape (B, H, W), got shape {image.shape}.")
+    raise errors.InputError(
+        f"batch {index}: image must have shape (B, H, W), got shape {image.shape}.")
   b = image.shape[0]
   for k in ("volume", "slice", "valid"):
     if np.shape(batch[k]) != (b,):
-      raise ValueError(f"batch {index}: {k} must have shape ({b},), got shape "
+      raise errors.InputError(f"batch {index}: {k} must have shape ({b},), got shape "
                        f"{np.shape(batch[k])}.")
   return image, np.asarray(batch["volume"]), np.asarray(batch["slice"]), np.asarray(
       batch["valid"], bool)
@@ -174,7 +177,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
   """
   lam = np.asarray(lam_grid, np.float32)
   if lam.ndim != 2 or lam.shape[0] < 1:
-    raise ValueError(f"lam_grid must have shape (G, num_lambdas), got shape {lam.shape}.")
+    raise errors.InputError(f"lam_grid must have shape (G, num_lambdas), got shape {lam.shape}.")
   coeffs = np.asarray(hparams.coefficients(lam))
   names = METRICS + (("dice",) if segmenter is not None else ())
   grid_rows, zf_rows, volumes, slices = {m: [] for m in names}, {m: [] for m in names}, [], []
@@ -184,7 +187,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     labels = None
     if segmenter is not None:
       if "label" not in batch:
-        raise ValueError(f"batch {i} has no 'label': scoring Dice needs a dataset "
+        raise errors.InputError(f"batch {i} has no 'label': scoring Dice needs a dataset "
                          "with labels.")
       labels = np.asarray(batch["label"])
       truth_dice.append(np.asarray(segmentation.foreground_dice(
@@ -207,7 +210,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     volumes += list(volume[valid])
     slices += list(slice_[valid])
   if not volumes:
-    raise ValueError("batches held no valid slice to evaluate.")
+    raise errors.InputError("batches held no valid slice to evaluate.")
   result = summarize({m: np.concatenate(v) for m, v in grid_rows.items()},
                      {m: np.concatenate(v) for m, v in zf_rows.items()},
                      lam, volumes, slices, per_slice=per_slice)
@@ -238,15 +241,15 @@ def diverse_pair(recons, psnrs, *, percentile: float = 90):
   """
   recons, psnrs = np.asarray(recons), np.asarray(psnrs, np.float64)
   if recons.ndim < 2 or recons.shape[0] < 1:
-    raise ValueError(f"recons must have shape (G, ...) with G >= 1 and at least one image "
+    raise errors.InputError(f"recons must have shape (G, ...) with G >= 1 and at least one image "
                      f"axis, got shape {recons.shape}.")
   if psnrs.shape != (recons.shape[0],):
-    raise ValueError(f"psnrs must have shape ({recons.shape[0]},) to match recons, got "
+    raise errors.InputError(f"psnrs must have shape ({recons.shape[0]},) to match recons, got "
                      f"shape {psnrs.shape}.")
   if not 0 <= percentile <= 100:
-    raise ValueError(f"percentile must be in [0, 100], got {percentile}.")
+    raise errors.InputError(f"percentile must be in [0, 100], got {percentile}.")
   if np.all(np.isnan(psnrs)):
-    raise ValueError("psnrs are all NaN.")
+    raise errors.InputError("psnrs are all NaN.")
   threshold = np.nanpercentile(psnrs, percentile)
   kept = np.flatnonzero(psnrs >= threshold)
   if kept.size < 2:

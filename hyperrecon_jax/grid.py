@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import metrics as metrics_lib
 from hyperrecon_jax import segmentation
 
@@ -52,7 +53,7 @@ def check_chunk(chunk):
   if chunk is None:
     return default_chunk()
   if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-    raise ValueError(f"chunk must be an int >= 1, got {chunk!r}.")
+    raise errors.InputError(f"chunk must be an int >= 1, got {chunk!r}.")
   return int(chunk)
 
 
@@ -68,12 +69,13 @@ def _balanced(chunk, n):
 def _check_zf(zf, name="zf", shape=None):
   shape = np.shape(zf) if shape is None else shape
   if len(shape) != 4 or shape[-1] != 2:
-    raise ValueError(f"{name} must have shape (S, H, W, 2), got shape {shape}.")
+    raise errors.InputError(f"{name} must have shape (S, H, W, 2), got shape {shape}.")
 
 
 def _check_coeffs(coeffs):
   if np.ndim(coeffs) != 2 or np.shape(coeffs)[0] < 1 or np.shape(coeffs)[1] < 2:
-    raise ValueError(f"coeffs must have shape (G, K), G >= 1, K >= 2, got {np.shape(coeffs)}.")
+    raise errors.InputError(
+        f"coeffs must have shape (G, K), G >= 1, K >= 2, got {np.shape(coeffs)}.")
 
 
 def _check_scored(zf, target, valid):
@@ -81,10 +83,10 @@ def _check_scored(zf, target, valid):
   _check_zf(zf)
   s = zf.shape[0]
   if np.shape(target) != tuple(zf.shape[:3]):
-    raise ValueError(f"target must have shape {tuple(zf.shape[:3])} (S, H, W) to match zf, "
+    raise errors.InputError(f"target must have shape {tuple(zf.shape[:3])} (S, H, W) to match zf, "
                      f"got shape {np.shape(target)}.")
   if valid is not None and np.shape(valid) != (s,):
-    raise ValueError(f"valid must have shape ({s},), got shape {np.shape(valid)}.")
+    raise errors.InputError(f"valid must have shape ({s},), got shape {np.shape(valid)}.")
   return np.ones(s, bool) if valid is None else np.asarray(valid, bool)
 
 
@@ -222,7 +224,7 @@ def _check_segmenter(segmenter, labels, shape):
   if segmenter is None:
     return None, None, None
   if labels is None or np.shape(labels) != tuple(shape):
-    raise ValueError(f"scoring Dice needs the true labels of every slice, shape "
+    raise errors.InputError(f"scoring Dice needs the true labels of every slice, shape "
                      f"{tuple(shape)}, got {None if labels is None else np.shape(labels)}.")
   return ((segmenter.apply_fn, segmenter.num_classes), segmenter.variables,
           jnp.asarray(labels, jnp.int32))

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
+
 SAMPLERS = ("uniform", "endpoints", "log_uniform")
 
 
@@ -31,13 +33,13 @@ def check_lambda(lam, name: str = "lam"):
   """
   shape = getattr(lam, "shape", None)
   if shape is None or len(shape) != 2 or shape[1] < 1:
-    raise ValueError(f"{name} must have shape (B, K-1) with K-1 ≥ 1, got shape "
+    raise errors.InputError(f"{name} must have shape (B, K-1) with K-1 ≥ 1, got shape "
                      f"{shape}")
   if _is_concrete(lam):
     values = np.asarray(lam)
     if values.size and (not np.all(np.isfinite(values)) or values.min() < 0
                         or values.max() > 1):
-      raise ValueError(f"{name} must lie in [0, 1], got values in "
+      raise errors.InputError(f"{name} must lie in [0, 1], got values in "
                        f"[{values.min():.4g}, {values.max():.4g}]")
 
 
@@ -85,7 +87,7 @@ def sample(key, batch: int, num_lambdas: int, method: str = "uniform", *,
     return jax.random.uniform(key, shape)
   if method == "endpoints":
     if not 0.0 <= endpoint_prob <= 1.0:
-      raise ValueError(f"endpoint_prob must be in [0, 1], got {endpoint_prob}")
+      raise errors.InputError(f"endpoint_prob must be in [0, 1], got {endpoint_prob}")
     k_u, k_pick, k_end = jax.random.split(key, 3)
     lam = jax.random.uniform(k_u, shape)
     pick = jax.random.bernoulli(k_pick, endpoint_prob, shape)
@@ -93,10 +95,10 @@ def sample(key, batch: int, num_lambdas: int, method: str = "uniform", *,
     return jnp.where(pick, ends, lam)
   if method == "log_uniform":
     if not 0.0 < log_min < 1.0:
-      raise ValueError(f"log_min must be in (0, 1), got {log_min}")
+      raise errors.InputError(f"log_min must be in (0, 1), got {log_min}")
     u = jax.random.uniform(key, shape, minval=np.log10(log_min), maxval=0.0)
     return 10.0 ** u
-  raise ValueError(f"method must be one of {SAMPLERS}, got {method!r}")
+  raise errors.InputError(f"method must be one of {SAMPLERS}, got {method!r}")
 
 
 def grid(num: int, num_lambdas: int = 1):
@@ -111,11 +113,11 @@ def grid(num: int, num_lambdas: int = 1):
     second varies fastest.
   """
   if num < 2:
-    raise ValueError(f"grid needs at least 2 points, got {num}")
+    raise errors.InputError(f"grid needs at least 2 points, got {num}")
   axis = np.linspace(0.0, 1.0, num, dtype=np.float32)
   if num_lambdas == 1:
     return axis[:, None]
   if num_lambdas == 2:
     a, b = np.meshgrid(axis, axis, indexing="ij")
     return np.stack([a.ravel(), b.ravel()], axis=1)
-  raise ValueError(f"grid supports 1 or 2 hyperparameters, got {num_lambdas}")
+  raise errors.InputError(f"grid supports 1 or 2 hyperparameters, got {num_lambdas}")

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import metrics as _metrics
 
 _check_images = _metrics.check_images
@@ -133,10 +134,10 @@ def weight_l1(weights):
   """
   leaves = jax.tree_util.tree_leaves(weights)
   if not leaves:
-    raise ValueError("weights must be a non-empty pytree of arrays, got no leaves.")
+    raise errors.InputError("weights must be a non-empty pytree of arrays, got no leaves.")
   shapes = [tuple(getattr(leaf, "shape", ())) for leaf in leaves]
   if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
-    raise ValueError(
+    raise errors.InputError(
         "every leaf of weights must have the same leading batch axis, got leaf "
         f"shapes {shapes}.")
   return sum(jnp.sum(jnp.abs(leaf.astype(jnp.float32)).reshape(leaf.shape[0], -1), axis=1)
@@ -174,15 +175,15 @@ def check_names(names: Iterable[str]) -> tuple[str, ...]:
       repeated name.
   """
   if isinstance(names, str):
-    raise ValueError(f"names must be a sequence of term names, got the string {names!r}.")
+    raise errors.InputError(f"names must be a sequence of term names, got the string {names!r}.")
   names = tuple(names)
   if not names:
-    raise ValueError(f"names must name at least one loss term of {sorted(TERMS)}, got ().")
+    raise errors.InputError(f"names must name at least one loss term of {sorted(TERMS)}, got ().")
   unknown = [n for n in names if n not in TERMS]
   if unknown:
-    raise ValueError(f"unknown loss term(s) {unknown} in {names}; valid: {sorted(TERMS)}.")
+    raise errors.InputError(f"unknown loss term(s) {unknown} in {names}; valid: {sorted(TERMS)}.")
   if len(set(names)) != len(names):
-    raise ValueError(f"loss terms must not repeat, got {names}.")
+    raise errors.InputError(f"loss terms must not repeat, got {names}.")
   return names
 
 
@@ -221,14 +222,15 @@ def compute_terms(names: Sequence[str],
     if n in NEEDS_WEIGHTS and weights is None:
       missing.append(f"'{n}' needs weights")
   if missing:
-    raise ValueError("missing inputs for loss terms: " + "; ".join(missing) + ".")
+    raise errors.InputError("missing inputs for loss terms: " + "; ".join(missing) + ".")
   if target is not None:
     _check_pair(recon, target, "recon", "target")
   values = [TERMS[n](recon, target, operator=operator, measurement=measurement,
                      weights=weights) for n in names]
   for n, v in zip(names, values):
     if v.shape != recon.shape[:1]:
-      raise ValueError(f"loss term '{n}' returned shape {v.shape}, expected {recon.shape[:1]}.")
+      raise errors.InputError(
+          f"loss term '{n}' returned shape {v.shape}, expected {recon.shape[:1]}.")
   return jnp.stack(values, axis=1)
 
 
@@ -249,11 +251,11 @@ def composite(per_term, coeffs, scales):
   coeffs = jnp.asarray(coeffs)
   scales = jnp.asarray(scales, jnp.float32)
   if per_term.ndim != 2:
-    raise ValueError(f"per_term must have shape (B, K), got shape {per_term.shape}.")
+    raise errors.InputError(f"per_term must have shape (B, K), got shape {per_term.shape}.")
   if coeffs.shape != per_term.shape:
-    raise ValueError(
+    raise errors.InputError(
         f"coeffs must have the shape of per_term {per_term.shape}, got {coeffs.shape}.")
   if scales.shape != per_term.shape[1:]:
-    raise ValueError(
+    raise errors.InputError(
         f"scales must have shape ({per_term.shape[1]},), got shape {scales.shape}.")
   return jnp.sum(coeffs * per_term / scales, axis=1)

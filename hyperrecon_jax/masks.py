@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from hyperrecon_jax import errors
+
 # Poisson-disc radius bisection: relative tolerance on the achieved
 # acceleration and the cap on the number of trial masks.
 _POISSON_RTOL = 0.02
@@ -32,16 +34,16 @@ def _check_shape(shape) -> tuple[int, int]:
   try:
     shape = tuple(int(s) for s in shape)
   except TypeError:
-    raise ValueError(f"shape must be a pair of positive ints, got {shape!r}.") from None
+    raise errors.InputError(f"shape must be a pair of positive ints, got {shape!r}.") from None
   if len(shape) != 2 or min(shape) < 1:
-    raise ValueError(f"shape must be a pair of positive ints (H, W), got {shape!r}.")
+    raise errors.InputError(f"shape must be a pair of positive ints (H, W), got {shape!r}.")
   return shape
 
 
 def _check_acceleration(acceleration) -> float:
   acceleration = float(acceleration)
   if not acceleration > 1.0 or not math.isfinite(acceleration):
-    raise ValueError(f"acceleration must be a finite number > 1, got {acceleration!r}.")
+    raise errors.InputError(f"acceleration must be a finite number > 1, got {acceleration!r}.")
   return acceleration
 
 
@@ -185,7 +187,7 @@ def _poisson_disc_cached(shape, accel, seed, calib, crop_corner, rtol):
 
   full_accel = trial(0.0)[1]
   if full_accel > accel * (1 + rtol):
-    raise ValueError(
+    raise errors.InputError(
         f"acceleration={accel} is below the smallest one a Poisson-disc mask of "
         f"shape {shape} with crop_corner={crop_corner} reaches ({full_accel:.3f}).")
   # On the pixel grid any radius > 1 already excludes the 4-neighbours, so the
@@ -213,7 +215,7 @@ def _poisson_disc_cached(shape, accel, seed, calib, crop_corner, rtol):
     if abs(jump_accel - accel) < abs(best_accel - accel):
       best_mask, best_accel = jump_mask, jump_accel
   if abs(best_accel - accel) > 0.05 * accel:
-    raise ValueError(
+    raise errors.InputError(
         f"acceleration={accel} cannot be reached within 5% for shape {shape} and "
         f"calib={calib}: closest is {best_accel:.3f}.")
   return best_mask.astype(np.float32)
@@ -267,16 +269,16 @@ def poisson_disc(shape: Sequence[int],
   try:
     calib = tuple(int(c) for c in calib)
   except TypeError:
-    raise ValueError(f"calib must be a pair of ints, got {calib!r}.") from None
+    raise errors.InputError(f"calib must be a pair of ints, got {calib!r}.") from None
   if len(calib) != 2 or min(calib) < 0 or any(c >= n for c, n in zip(calib, shape)):
-    raise ValueError(
+    raise errors.InputError(
         f"calib must be a pair of ints 0 <= c < side, got {calib!r} for shape {shape}.")
   if calib[0] * calib[1] > shape[0] * shape[1] / accel:
-    raise ValueError(
+    raise errors.InputError(
         f"calib={calib} alone samples more than 1/acceleration={1 / accel:.4f} "
         f"of a {shape} mask; use a smaller calib or acceleration.")
   if not 0 < rtol <= 0.05:
-    raise ValueError(f"rtol must be in (0, 0.05], got {rtol!r}.")
+    raise errors.InputError(f"rtol must be in (0, 0.05], got {rtol!r}.")
   return _poisson_disc_cached(shape, accel, int(seed), calib, bool(crop_corner),
                               float(rtol)).copy()
 
@@ -343,11 +345,11 @@ def cartesian(shape: Sequence[int],
   accel = _check_acceleration(acceleration)
   center_fraction = float(center_fraction)
   if not 0 < center_fraction < 1:
-    raise ValueError(f"center_fraction must be in (0, 1), got {center_fraction!r}.")
+    raise errors.InputError(f"center_fraction must be in (0, 1), got {center_fraction!r}.")
   if round(shape[1] * center_fraction) > round(shape[1] / accel):
-    raise ValueError(
+    raise errors.InputError(
         f"center_fraction={center_fraction} samples more columns than "
         f"acceleration={accel} allows for width {shape[1]}.")
   if kind not in ("random", "equispaced"):
-    raise ValueError(f"kind must be 'random' or 'equispaced', got {kind!r}.")
+    raise errors.InputError(f"kind must be 'random' or 'equispaced', got {kind!r}.")
   return _cartesian_cached(shape, accel, center_fraction, kind, int(seed)).copy()

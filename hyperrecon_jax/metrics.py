@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
+
 # Gaussian SSIM window of Wang et al. (2004), also the reference's SSIM loss.
 SSIM_FILTER_SIZE = 11
 SSIM_FILTER_SIGMA = 1.5
@@ -42,7 +44,7 @@ def check_images(name: str, x, layout: str = "(B, H, W)") -> None:
   """
   shape = tuple(getattr(x, "shape", ()))
   if len(shape) != 3:
-    raise ValueError(f"{name} must have shape {layout}, got shape {shape}.")
+    raise errors.InputError(f"{name} must have shape {layout}, got shape {shape}.")
 
 
 def check_pair(pred, target, pred_name: str = "pred", target_name: str = "target",
@@ -51,7 +53,7 @@ def check_pair(pred, target, pred_name: str = "pred", target_name: str = "target
   check_images(pred_name, pred, layout)
   check_images(target_name, target, layout)
   if pred.shape != target.shape:
-    raise ValueError(
+    raise errors.InputError(
         f"{pred_name} and {target_name} must have the same shape, got "
         f"{tuple(pred.shape)} and {tuple(target.shape)}.")
 
@@ -121,7 +123,7 @@ def ssim(pred, target, data_range=1.0):
   """
   check_pair(pred, target)
   if min(pred.shape[1:]) < SSIM_FILTER_SIZE:
-    raise ValueError(
+    raise errors.InputError(
         f"ssim needs images of at least {SSIM_FILTER_SIZE}x{SSIM_FILTER_SIZE}, got "
         f"shape {tuple(pred.shape)}.")
   return dm_pix.ssim(
@@ -249,10 +251,10 @@ def dice(pred_labels, true_labels, num_classes: int):
   check_pair(pred_labels, true_labels, "pred_labels", "true_labels")
   if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
       or num_classes < 1:
-    raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}.")
+    raise errors.InputError(f"num_classes must be an int >= 1, got {num_classes!r}.")
   for name, lab in (("pred_labels", pred_labels), ("true_labels", true_labels)):
     if not jnp.issubdtype(jnp.asarray(lab).dtype, jnp.integer):
-      raise ValueError(f"{name} must be integer labels, got dtype {jnp.asarray(lab).dtype}.")
+      raise errors.InputError(f"{name} must be integer labels, got dtype {jnp.asarray(lab).dtype}.")
   p = jax.nn.one_hot(pred_labels, num_classes, dtype=jnp.float32)
   t = jax.nn.one_hot(true_labels, num_classes, dtype=jnp.float32)
   inter = jnp.sum(p * t, axis=(1, 2))
@@ -333,7 +335,7 @@ def volume_ssim(pred_volume, target_volume, data_range=None, *, gaussian=False):
     return jnp.mean(ssim(pred, target, data_range=peak))
   win = FASTMRI_SSIM_WIN
   if min(pred.shape[1:]) < win:
-    raise ValueError(
+    raise errors.InputError(
         f"volume_ssim needs slices of at least {win}x{win}, got shape {tuple(pred.shape)}.")
   c1, c2 = (SSIM_K1 * peak) ** 2, (SSIM_K2 * peak) ** 2
   mx, my = _box_mean(target, win), _box_mean(pred, win)

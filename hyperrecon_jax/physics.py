@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import masks as masks_lib
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -36,16 +37,16 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def _check_images(name: str, x, image_shape: tuple[int, int] | None = None):
   shape = tuple(getattr(x, "shape", ()))
   if len(shape) != 3:
-    raise ValueError(f"{name} must have shape (B, H, W), got shape {shape}.")
+    raise errors.InputError(f"{name} must have shape (B, H, W), got shape {shape}.")
   if image_shape is not None and shape[1:] != tuple(image_shape):
-    raise ValueError(
+    raise errors.InputError(
         f"{name} has images of shape {shape[1:]}, expected {tuple(image_shape)} "
         f"(full shape {shape}).")
 
 
 def _check_key(key, name: str):
   if key is None:
-    raise ValueError(f"{name}.measure adds noise and needs a PRNG key, got key=None.")
+    raise errors.InputError(f"{name}.measure adds noise and needs a PRNG key, got key=None.")
 
 
 def _sum_sq(z):
@@ -109,12 +110,12 @@ class CSMRI(Operator):
     # Runs on every unflatten too; leaves may then be tracers or placeholders,
     # so only look at what they certainly have.
     if not float(self.noise_sigma) >= 0:
-      raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}.")
+      raise errors.InputError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}.")
     if isinstance(self.mask, (np.ndarray, list, tuple)):
       object.__setattr__(self, "mask", jnp.asarray(self.mask, jnp.float32))
     shape = getattr(self.mask, "shape", None)
     if shape is not None and len(shape) != 2:
-      raise ValueError(f"mask must have shape (H, W), got shape {tuple(shape)}.")
+      raise errors.InputError(f"mask must have shape (H, W), got shape {tuple(shape)}.")
 
   @property
   def sampling(self):
@@ -169,7 +170,7 @@ class Denoise(Operator):
 
   def __post_init__(self):
     if not float(self.sigma) >= 0:
-      raise ValueError(f"sigma must be >= 0, got {self.sigma!r}.")
+      raise errors.InputError(f"sigma must be >= 0, got {self.sigma!r}.")
 
   def forward(self, x):
     """The identity: (B, H, W) -> float32."""
@@ -261,12 +262,12 @@ class SuperResolution(Operator):
     f = self.factor
     if isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating)) \
         or not float(f).is_integer() or f < 2:
-      raise ValueError(f"factor must be an integer >= 2, got {f!r}.")
+      raise errors.InputError(f"factor must be an integer >= 2, got {f!r}.")
     object.__setattr__(self, "factor", int(f))
 
   def _check_divisible(self, name, shape):
     if shape[1] % self.factor or shape[2] % self.factor:
-      raise ValueError(
+      raise errors.InputError(
           f"{name} has images of shape {tuple(shape[1:])}, not divisible by "
           f"factor={self.factor}.")
 
@@ -342,11 +343,11 @@ def make_operator(task_config, image_shape: Sequence[int]):
   try:
     h, w = (int(s) for s in image_shape)
   except (TypeError, ValueError):
-    raise ValueError(f"image_shape must be (H, W), got {image_shape!r}.") from None
+    raise errors.InputError(f"image_shape must be (H, W), got {image_shape!r}.") from None
   if name == "csmri":
     accel = _get(task_config, "acceleration", None)
     if accel is None:
-      raise ValueError("task 'csmri' needs task_config.acceleration, got none.")
+      raise errors.InputError("task 'csmri' needs task_config.acceleration, got none.")
     kind = _get(task_config, "mask", "poisson")
     seed = int(_get(task_config, "mask_seed", 0))
     if kind == "poisson":
@@ -356,14 +357,14 @@ def make_operator(task_config, image_shape: Sequence[int]):
           (h, w), accel, center_fraction=_get(task_config, "center_fraction", 0.08),
           kind=kind.split("_", 1)[1], seed=seed)
     else:
-      raise ValueError(f"task_config.mask must be one of {MASK_NAMES}, got {kind!r}.")
+      raise errors.InputError(f"task_config.mask must be one of {MASK_NAMES}, got {kind!r}.")
     return CSMRI(jnp.asarray(mask), noise_sigma=float(_get(task_config, "noise_sigma", 0.0)))
   if name == "denoise":
     return Denoise(sigma=float(_get(task_config, "sigma", 0.1)))
   if name == "superres":
     op = SuperResolution(factor=_get(task_config, "factor", 4))
     if h % op.factor or w % op.factor:
-      raise ValueError(
+      raise errors.InputError(
           f"image_shape {(h, w)} is not divisible by factor={op.factor}.")
     return op
-  raise ValueError(f"task_config.name must be one of {OPERATOR_NAMES}, got {name!r}.")
+  raise errors.InputError(f"task_config.name must be one of {OPERATOR_NAMES}, got {name!r}.")

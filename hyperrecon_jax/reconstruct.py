@@ -40,10 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
 from hyperrecon_jax import physics
 from hyperrecon_jax.data import common
+from hyperrecon_jax.train import configuration
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 H5_SUFFIXES = (".h5",)
@@ -89,7 +91,7 @@ def input_kind(path: str) -> str:
     return "nifti"
   if path.endswith(H5_SUFFIXES):
     return "h5"
-  raise ValueError(f"{path}: not a NIfTI (.nii, .nii.gz) or fastMRI (.h5) file")
+  raise errors.InputError(f"{path}: not a NIfTI (.nii, .nii.gz) or fastMRI (.h5) file")
 
 
 def read_input(path: str, config) -> Scan:
@@ -109,7 +111,7 @@ def read_input(path: str, config) -> Scan:
   """
   kind = input_kind(path)
   if not os.path.isfile(path):
-    raise ValueError(f"{path}: no such file")
+    raise errors.InputError(f"{path}: no such file")
   if kind == "nifti":
     return _read_nifti(path, config)
   return _read_h5(path, config)
@@ -121,17 +123,17 @@ def _read_nifti(path: str, config) -> Scan:
     img = nib.load(path)
     shape = tuple(img.shape)
   except Exception as err:  # nibabel raises many types for bad files.
-    raise ValueError(f"{path}: cannot be read as NIfTI ({err})") from None
+    raise errors.InputError(f"{path}: cannot be read as NIfTI ({err})") from None
   if len(shape) == 4 and shape[3] == 1:
     shape = shape[:3]
   if len(shape) != 3 or min(shape) < 2:
-    raise ValueError(f"{path}: has shape {tuple(img.shape)}; expected a 3-D volume "
+    raise errors.InputError(f"{path}: has shape {tuple(img.shape)}; expected a 3-D volume "
                      "(one scan, not a series: split a 4-D file first)")
   try:
     canonical = nib.as_closest_canonical(img)
     data = np.asarray(canonical.dataobj, np.float32)
   except Exception as err:  # noqa: BLE001 (a truncated file fails here)
-    raise ValueError(f"{path}: cannot read its voxels ({err})") from None
+    raise errors.InputError(f"{path}: cannot read its voxels ({err})") from None
   data = data.reshape(data.shape[:3])  # a singleton 4th axis
   common.check_finite(data, path)
   size = int(config.data.image_size)
@@ -139,12 +141,12 @@ def _read_nifti(path: str, config) -> Scan:
   try:
     scale = common.percentile_scale(data, float(config.data.percentile))
   except common.DataError as err:
-    raise ValueError(f"{path}: {err}") from None
+    raise errors.InputError(f"{path}: {err}") from None
   volume = np.clip(data / scale, 0.0, 1.0)
   foreground = volume > common.FOREGROUND_THRESHOLD
   keep, box = common.crop_box(foreground, axis, float(config.data.min_foreground))
   if box is None:
-    raise ValueError(f"{path}: no slice has {config.data.min_foreground:.0%} of its area "
+    raise errors.InputError(f"{path}: no slice has {config.data.min_foreground:.0%} of its area "
                      f"above {common.FOREGROUND_THRESHOLD} of the {config.data.percentile}th "
                      "percentile intensity: nothing to reconstruct")
   zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
@@ -171,22 +173,23 @@ def _read_h5(path: str, config) -> Scan:
       else:
         key = next((k for k in fastmri.TARGET_KEYS if k in f), None)
       if key is None:
-        raise ValueError(f"{path}: has neither 'kspace' nor "
+        raise errors.InputError(f"{path}: has neither 'kspace' nor "
                          f"{' nor '.join(repr(k) for k in fastmri.TARGET_KEYS)} "
                          f"(found {sorted(f.keys())}); is this a fastMRI file?")
       raw = f[key][()]
   except OSError as err:
-    raise ValueError(f"{path}: cannot be read as an HDF5 file ({err})") from None
+    raise errors.InputError(f"{path}: cannot be read as an HDF5 file ({err})") from None
   if key == "kspace" and (raw.ndim not in (3, 4) or raw.dtype.kind != "c"):
-    raise ValueError(f"{path}: 'kspace' has shape {raw.shape} and dtype {raw.dtype}; "
+    raise errors.InputError(f"{path}: 'kspace' has shape {raw.shape} and dtype {raw.dtype}; "
                      "expected complex (slices, [coils,] height, width)")
   if key != "kspace" and raw.ndim != 3:
-    raise ValueError(f"{path}: '{key}' has shape {raw.shape}; expected (slices, height, width)")
+    raise errors.InputError(
+        f"{path}: '{key}' has shape {raw.shape}; expected (slices, height, width)")
   common.check_finite(raw, path, f"values of '{key}'")
   volume = (fastmri.kspace_to_image(raw) if key == "kspace" else np.asarray(raw)).astype(np.float32)
   scale = float(volume.max())
   if not scale > 0:
-    raise ValueError(f"{path}: the '{key}' volume is all zero")
+    raise errors.InputError(f"{path}: the '{key}' volume is all zero")
   volume = np.clip(volume / scale, 0.0, 1.0)
   size = int(config.data.image_size)
   images = np.stack([np.clip(common.fit_to_square(s, size, order=1), 0.0, 1.0)
@@ -211,18 +214,18 @@ def parse_lambdas(text: str, num_lambdas: int) -> np.ndarray:
     try:
       n = int(text[5:])
     except ValueError:
-      raise ValueError(f"--lam={text}: grid:N needs an integer N") from None
+      raise errors.InputError(f"--lam={text}: grid:N needs an integer N") from None
     if n < 1:
-      raise ValueError(f"--lam={text}: N must be ≥ 1")
+      raise errors.InputError(f"--lam={text}: N must be ≥ 1")
     return np.asarray(hparams.grid(n, num_lambdas), np.float32)
   rows = []
   for item in text.split(","):
     try:
       lam = [float(v) for v in item.split(":")]
     except ValueError:
-      raise ValueError(f"--lam={text}: {item!r} is not a number") from None
+      raise errors.InputError(f"--lam={text}: {item!r} is not a number") from None
     if len(lam) != num_lambdas:
-      raise ValueError(f"--lam={text}: {item!r} has {len(lam)} value(s); the model has "
+      raise errors.InputError(f"--lam={text}: {item!r} has {len(lam)} value(s); the model has "
                        f"{num_lambdas} hyperparameter(s) (give a:b for two)")
     rows.append(lam)
   return check_lambdas(rows, num_lambdas)
@@ -243,11 +246,11 @@ def check_lambdas(lambdas, num_lambdas: int) -> np.ndarray:
   if num_lambdas == 1 and arr.ndim < 2:
     arr = arr.reshape(-1, 1)
   if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != num_lambdas:
-    raise ValueError(f"λ values of shape {arr.shape}: the model has {num_lambdas} "
+    raise errors.InputError(f"λ values of shape {arr.shape}: the model has {num_lambdas} "
                      f"hyperparameter(s), so give (L, {num_lambdas})")
   for row in arr:
     if not (np.all(np.isfinite(row)) and row.min() >= 0 and row.max() <= 1):
-      raise ValueError(f"λ = {':'.join(f'{v:g}' for v in row)} is outside [0, 1]")
+      raise errors.InputError(f"λ = {':'.join(f'{v:g}' for v in row)} is outside [0, 1]")
   return arr.astype(np.float32)
 
 
@@ -348,9 +351,9 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
     input's grid), ``zero_filled`` (one volume, or None), ``seed``.
   """
   if not config.model.hyper_dim:
-    raise ValueError("this is a plain Unet (one λ, the one it was trained at): "
+    raise errors.InputError("this is a plain Unet (one λ, the one it was trained at): "
                      "reconstruct needs a HyperRecon model")
-  lambdas = check_lambdas(lambdas, len(tuple(config.losses)) - 1)
+  lambdas = check_lambdas(lambdas, configuration.num_lambdas(config))
   zf = measure(config, scan, seed=seed)
   squares = reconstruct_slices(model, variables, zf, lambdas,
                                batch=batch or int(config.eval.chunk), progress=progress)
@@ -367,7 +370,7 @@ def input_path(output: str) -> str:
   for suffix in NIFTI_SUFFIXES:
     if output.endswith(suffix):
       return output[:-len(suffix)] + "_zero_filled" + suffix
-  raise ValueError(f"{output}: a NIfTI output must end in .nii or .nii.gz")
+  raise errors.InputError(f"{output}: a NIfTI output must end in .nii or .nii.gz")
 
 
 def sidecar_path(output: str) -> str:
@@ -375,15 +378,16 @@ def sidecar_path(output: str) -> str:
   for suffix in NIFTI_SUFFIXES + H5_SUFFIXES:
     if output.endswith(suffix):
       return output[:-len(suffix)] + ".json"
-  raise ValueError(f"{output}: the output must end in .nii, .nii.gz or .h5")
+  raise errors.InputError(f"{output}: the output must end in .nii, .nii.gz or .h5")
 
 
 def output_paths(scan_kind: str, output: str, save_input: bool) -> list[str]:
   """Every file `write` creates for this output (checked before any work)."""
   if scan_kind == "nifti" and not output.endswith(NIFTI_SUFFIXES):
-    raise ValueError(f"--output={output}: a NIfTI input gives a NIfTI output (.nii or .nii.gz)")
+    raise errors.InputError(
+        f"--output={output}: a NIfTI input gives a NIfTI output (.nii or .nii.gz)")
   if scan_kind == "h5" and not output.endswith(H5_SUFFIXES):
-    raise ValueError(f"--output={output}: a fastMRI input gives an .h5 output")
+    raise errors.InputError(f"--output={output}: a fastMRI input gives an .h5 output")
   paths = [output, sidecar_path(output)]
   if save_input and scan_kind == "nifti":
     paths.append(input_path(output))
@@ -395,9 +399,9 @@ def check_outputs(paths: Sequence[str], overwrite: bool) -> None:
   for p in paths:
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
-      raise ValueError(f"{p}: the folder {folder} does not exist")
+      raise errors.InputError(f"{p}: the folder {folder} does not exist")
     if os.path.exists(p) and not overwrite:
-      raise ValueError(f"{p} exists; give --overwrite to replace it")
+      raise errors.InputError(f"{p} exists; give --overwrite to replace it")
 
 
 def write(result: dict, output: str, *, model: str = "", overwrite: bool = False) -> list[str]:

@@ -28,6 +28,9 @@ import time
 
 import numpy as np
 
+from hyperrecon_jax import errors
+from hyperrecon_jax import streams
+
 
 class _Progress:
   """(slice, λ) pairs scored: a bar on a terminal, a line every ~10 s otherwise."""
@@ -62,10 +65,10 @@ def check_options(grid, chunk, split, panel_lambdas) -> None:
                       ("panel_lambdas", panel_lambdas)):
     if value is not None and (isinstance(value, bool) or int(value) != value
                               or value < 1):
-      raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
+      raise errors.InputError(f"{name} must be an integer ≥ 1, got {value!r}")
   from hyperrecon_jax.data import SPLITS
   if split is not None and split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    raise errors.InputError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def _middle_slice(config, split, index, batch_size):
@@ -77,7 +80,7 @@ def _middle_slice(config, split, index, batch_size):
     if i == number:
       return (np.asarray(batch["image"][row], np.float32), batch["volume"][row],
               batch["slice"][row])
-  raise ValueError(f"the {split} split has no slice {index}")
+  raise errors.InputError(f"the {split} split has no slice {index}")
 
 
 def _publish(tmp: str, out: str) -> None:
@@ -99,14 +102,14 @@ def _load_baselines(path, config):
   from hyperrecon_jax.train import configuration
   b_config, model, variables, step = train.load_trained(path)
   if not model.lambdas:
-    raise ValueError(f"{path} is not a run of per-λ baselines "
+    raise errors.InputError(f"{path} is not a run of per-λ baselines "
                      "(experiments/baselines.py --lambdas=...)")
   # The baselines must solve the same problem: task, data and loss terms.
   diffs = [d for d in configuration.incompatibilities(
       json.loads(b_config.to_json()), json.loads(config.to_json()))
            if not d.startswith(("model.", "hparams.", "loss_scales"))]
   if diffs:
-    raise ValueError(f"the baselines in {path} were trained for another "
+    raise errors.InputError(f"the baselines in {path} were trained for another "
                      f"problem: {'; '.join(diffs)}")
   return model, variables, step
 
@@ -148,7 +151,6 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     ``dhs``: the λ it keeps at this checkpoint on `DHS_REPLAY_BATCHES`
     batches of the train split (``sampled``, ``kept``; ``dhs_lambdas.png``).
   """
-  import jax
 
   from hyperrecon_jax import data
   from hyperrecon_jax import evaluate as ev
@@ -161,14 +163,14 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
 
   check_options(grid, chunk, split, panel_lambdas)
   if (workdir is None) == (pretrained is None):
-    raise ValueError("give either a workdir or a pretrained model name, not "
+    raise errors.InputError("give either a workdir or a pretrained model name, not "
                      f"{'both' if workdir else 'neither'}")
   if pretrained is not None:
     from hyperrecon_jax import pretrained as pretrained_lib
     if out is None:
-      raise ValueError("a pretrained model has no workdir: give --out=DIR for the report")
+      raise errors.InputError("a pretrained model has no workdir: give --out=DIR for the report")
     if step is not None:
-      raise ValueError("a pretrained model has one checkpoint: --step does not apply")
+      raise errors.InputError("a pretrained model has one checkpoint: --step does not apply")
     config, model, variables, step = pretrained_lib.load(
         pretrained, folder=folder or pretrained_lib.FOLDER)
     where = f"the pretrained model {pretrained!r}"
@@ -188,7 +190,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   out = os.path.abspath(out or os.path.join(workdir, "eval"))
   size = int(config.data.image_size)
   operator = physics.make_operator(config.task, (size, size))
-  num_lambdas = len(tuple(config.losses)) - 1
+  num_lambdas = train.num_lambdas(config)
   if config.model.hyper_dim:
     lam_grid = hparams.grid(grid, num_lambdas)
     apply_fn = model.module.apply
@@ -197,7 +199,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     apply_fn = _plain_apply(model.module)
   batch_size = int(config.train.batch_size)
   num_slices = data.num_examples(config.data, split)
-  key = jax.random.key(int(config.train.seed) + 3)
+  key = streams.key(config, "evaluation")
   bar = _Progress(num_slices * len(lam_grid), progress)
   try:
     result = ev.evaluate_grid(
@@ -296,7 +298,7 @@ def _dhs_replay(config, model, variables, operator, key) -> dict:
   from hyperrecon_jax.results import floats
   from hyperrecon_jax.train import step as step_lib
   batches = data.batches(config.data, "train", batch_size=int(config.train.batch_size),
-                         seed=int(config.train.seed) + 4, training=True)
+                         seed=streams.seed(config, "replay"), training=True)
   sampled, kept = step_lib.dhs_selected_lambdas(
       config, model, variables, operator, batches, jax.random.fold_in(key, 1 << 20),
       num_batches=DHS_REPLAY_BATCHES)

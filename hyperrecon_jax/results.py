@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 
 METRICS = ("psnr", "ssim", "mae", "nmse", "hfen", "rpsnr")
@@ -63,13 +64,13 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
   names = METRICS + tuple(m for m in grid if m not in METRICS)
   for m in names:
     if m not in grid or m not in zero_filled:
-      raise ValueError(f"grid and zero_filled need every metric of {names}, lack {m!r}.")
+      raise errors.InputError(f"grid and zero_filled need every metric of {names}, lack {m!r}.")
     if np.shape(grid[m]) != (s_count, lam.shape[0]) or np.shape(zero_filled[m]) != (s_count,):
-      raise ValueError(f"grid[{m!r}] must be (S, G) = {(s_count, lam.shape[0])} and "
+      raise errors.InputError(f"grid[{m!r}] must be (S, G) = {(s_count, lam.shape[0])} and "
                        f"zero_filled[{m!r}] ({s_count},), got {np.shape(grid[m])} and "
                        f"{np.shape(zero_filled[m])}.")
   if len(slices) != s_count or s_count == 0:
-    raise ValueError(f"volumes and slices must be equally long and non-empty, got "
+    raise errors.InputError(f"volumes and slices must be equally long and non-empty, got "
                      f"{s_count} and {len(slices)}.")
   volumes, slices = [_py(v) for v in volumes], [_py(s) for s in slices]
   order = list(dict.fromkeys(volumes))
@@ -123,9 +124,9 @@ def metric_array(result, metric: str, field: str = "mean") -> np.ndarray:
   """
   names = result.get("metrics", ())
   if metric not in names:
-    raise ValueError(f"metric must be one of {list(names)}, got {metric!r}.")
+    raise errors.InputError(f"metric must be one of {list(names)}, got {metric!r}.")
   if field not in result:
-    raise ValueError(f"result has no field {field!r} (per_slice=False drops 'per_slice').")
+    raise errors.InputError(f"result has no field {field!r} (per_slice=False drops 'per_slice').")
   return np.array(result[field][metric], dtype=np.float64)
 
 
@@ -149,7 +150,7 @@ def best_lambda(result, metric: str, field: str = "mean") -> Best:
   """
   values = metric_array(result, metric, field)
   if values.ndim != 1 or np.all(np.isnan(values)):
-    raise ValueError(f"{field!r} of {metric!r} must be a (G,) vector with a finite "
+    raise errors.InputError(f"{field!r} of {metric!r} must be a (G,) vector with a finite "
                      f"value, got shape {values.shape}.")
   lower = result.get("lower_is_better", LOWER_IS_BETTER)
   index = int(np.nanargmin(values) if metric in lower else np.nanargmax(values))
@@ -165,5 +166,5 @@ def from_json(text: str):
   """Reads `to_json` output back; raises ValueError for another format."""
   result = json.loads(text)
   if not isinstance(result, dict) or result.get("format") != FORMAT:
-    raise ValueError(f"not a λ-grid result of format {FORMAT!r}.")
+    raise errors.InputError(f"not a λ-grid result of format {FORMAT!r}.")
   return result

@@ -12,6 +12,8 @@
 import jax
 import jax.numpy as jnp
 
+from hyperrecon_jax import errors
+
 METHODS = ("uhs", "dhs")
 
 
@@ -28,16 +30,16 @@ def check_method(method: str, top_b: int, batch_size: int, loss_names):
     ValueError: naming the offending setting.
   """
   if method not in METHODS:
-    raise ValueError(f"sampling.method must be one of {METHODS}, got "
+    raise errors.InputError(f"sampling.method must be one of {METHODS}, got "
                      f"{method!r}")
   if method == "dhs":
     if "dc" not in tuple(loss_names):
-      raise ValueError(
+      raise errors.InputError(
           "sampling.method='dhs' ranks samples by their data-consistency loss, "
           f"but config.losses={tuple(loss_names)} has no 'dc' term; add 'dc' "
           "or use sampling.method='uhs'")
     if not 1 <= top_b <= batch_size:
-      raise ValueError(f"sampling.top_b must be in [1, batch_size={batch_size}]"
+      raise errors.InputError(f"sampling.top_b must be in [1, batch_size={batch_size}]"
                        f", got {top_b}")
 
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import metrics
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.models import layers
@@ -74,7 +75,7 @@ class Segmenter(nn.Module):
       (B, H, W, C) float32 logits.
     """
     if image.ndim != 3:
-      raise ValueError(f"image must have shape (B, H, W), got shape {image.shape}")
+      raise errors.InputError(f"image must have shape (B, H, W), got shape {image.shape}")
     weights = {}
     for spec in conv_specs(self.channels, in_channels=1, out_channels=self.num_classes):
       kinit, binit = layers.initializers("torch", spec.size ** 2 * spec.cin)
@@ -175,9 +176,9 @@ def _check_settings(num_classes, channels, steps, batch_size, lr):
   for name, value, low in (("num_classes", num_classes, 2), ("channels", channels, 1),
                            ("steps", steps, 1), ("batch_size", batch_size, 1)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-      raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+      raise errors.InputError(f"{name} must be an integer ≥ {low}, got {value!r}")
   if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
-    raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    raise errors.InputError(f"lr must be a positive finite number, got {lr!r}")
 
 
 def validation_dice(segmenter: Trained, data_config, split: str = "validation",
@@ -214,7 +215,7 @@ def train(data_config, *, num_classes: int, channels: int = 32, steps: int = 100
   from hyperrecon_jax import data
   _check_settings(num_classes, channels, steps, batch_size, lr)
   if not data.has_labels(data_config):
-    raise ValueError(f"config.data.name={data_config.name!r} has no label volumes "
+    raise errors.InputError(f"config.data.name={data_config.name!r} has no label volumes "
                      "to train a segmenter on")
   module = Segmenter(num_classes, channels)
   size = int(data_config.image_size)
@@ -234,7 +235,7 @@ def train(data_config, *, num_classes: int, channels: int = 32, steps: int = 100
       losses = []
   if not all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(
       jax.device_get(state[:2]))):
-    raise ValueError("the segmenter's parameters became non-finite; lower lr")
+    raise errors.InputError("the segmenter's parameters became non-finite; lower lr")
   trained = Trained(module, {"params": state[0], "batch_stats": state[1]}, {})
   info = {"format": FORMAT, "num_classes": num_classes, "channels": channels,
           "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -258,7 +259,7 @@ def train_into(directory: str, data_config, **settings) -> Trained:
     The saved segmenter.
   """
   if os.path.exists(os.path.join(directory, INFO_FILE)):
-    raise ValueError(f"{directory} already holds a trained segmenter; delete it "
+    raise errors.InputError(f"{directory} already holds a trained segmenter; delete it "
                      "or use another --workdir")
   _check_settings(settings.get("num_classes"), settings.get("channels", 32),
                   settings.get("steps", 1000), settings.get("batch_size", 8),
@@ -285,20 +286,20 @@ def load(directory: str) -> Trained:
   """Reads a segmenter saved by `save`; ValueError names what is wrong."""
   info_path = os.path.join(directory, INFO_FILE)
   if not os.path.isfile(info_path):
-    raise ValueError(f"{directory} holds no trained segmenter (no {INFO_FILE}; "
+    raise errors.InputError(f"{directory} holds no trained segmenter (no {INFO_FILE}; "
                      "train one with experiments/segmenter.py)")
   try:
     with open(info_path) as f:
       info = json.load(f)
     if info.get("format") != FORMAT:
-      raise ValueError(f"format {info.get('format')!r}, expected {FORMAT!r}")
+      raise errors.InputError(f"format {info.get('format')!r}, expected {FORMAT!r}")
     module = Segmenter(int(info["num_classes"]), int(info["channels"]))
     with open(os.path.join(directory, WEIGHTS_FILE), "rb") as f:
       blob = f.read()
   except (OSError, KeyError, TypeError, ValueError) as e:
-    raise ValueError(f"{info_path}: not a readable segmenter ({e})") from None
+    raise errors.InputError(f"{info_path}: not a readable segmenter ({e})") from None
   if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
-    raise ValueError(f"{os.path.join(directory, WEIGHTS_FILE)} is damaged: its "
+    raise errors.InputError(f"{os.path.join(directory, WEIGHTS_FILE)} is damaged: its "
                      f"SHA-256 differs from the one in {INFO_FILE}")
   size = int(info["data"]["image_size"])
   template = jax.eval_shape(module.init, jax.random.key(0),
@@ -317,7 +318,7 @@ def check_data(segmenter: Trained, data_config, where: str) -> None:
   diffs = [f"data.{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in IMAGE_FIELDS
            if mine.get(k) != theirs.get(k)]
   if diffs:
-    raise ValueError(f"the segmenter was trained on other images than {where}: "
+    raise errors.InputError(f"the segmenter was trained on other images than {where}: "
                      + "; ".join(diffs))
 
 

@@ -19,10 +19,12 @@ import json
 import os
 import socket
 
+from hyperrecon_jax import errors
+
 LOCK_FILE = "train.lock"
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirBusyError(errors.Error, RuntimeError):
   """Another trainer owns the workdir; the message names it."""
 
 

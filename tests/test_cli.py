@@ -196,6 +196,31 @@ cli.run(main)
   assert proc.stderr.strip().splitlines()[-1] == "interrupted", proc.stderr
 
 
+@pytest.mark.parametrize("raised, code, one_line", [
+    ("errors.InputError('λ = 2 is outside [0, 1]')", 2, True),
+    ("FileNotFoundError('scan.nii: no such file')", 2, True),
+    ("ValueError('a bug in a library call')", 1, False),
+    ("KeyError('a bug')", 1, False),
+])
+def test_only_the_projects_errors_become_one_line(env, raised, code, one_line):
+  # A ValueError that the project did not raise on purpose is a bug: it must
+  # keep its traceback instead of being dressed up as the user's mistake.
+  program = f"""
+import sys
+sys.path.insert(0, "experiments")
+import cli
+from hyperrecon_jax import errors
+with cli.user_errors():
+  raise {raised}
+"""
+  proc = subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=60, check=False)
+  assert proc.returncode == code, proc.stderr
+  assert ("Traceback" not in proc.stderr) == one_line, proc.stderr
+  if one_line:
+    assert proc.stderr.strip().startswith("error: "), proc.stderr
+
+
 # --- a trained run ------------------------------------------------------------------------
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from hyperrecon_jax import errors
+
 DATASETS = ("mni152", "fastmri_knee", "nifti")
 SPLITS = ("train", "validation", "test")
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -33,7 +35,7 @@ DATA_DIR_ENV = "HYPERRECON_DATA_DIR"
 INSTALL_HINT = 'pip install -e ".[data]"'
 
 
-class DataError(ValueError):
+class DataError(errors.InputError):
   """Missing, unreadable or malformed input data (the message says which)."""
 
 
@@ -70,7 +72,7 @@ def default_data_dir() -> str:
 def check_name(name: str) -> str:
   """Returns `name` if it is a known dataset, else raises ValueError."""
   if name not in DATASETS:
-    raise ValueError(
+    raise errors.InputError(
         f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
   return name
 
@@ -78,7 +80,7 @@ def check_name(name: str) -> str:
 def check_split(split: str) -> str:
   """Returns `split` if it is a known split, else raises ValueError."""
   if split not in SPLITS:
-    raise ValueError(f"Unknown split {split!r}; valid splits: {', '.join(SPLITS)}.")
+    raise errors.InputError(f"Unknown split {split!r}; valid splits: {', '.join(SPLITS)}.")
   return split
 
 
@@ -92,7 +94,7 @@ def axis_index(axis) -> int:
     return AXES[axis]
   if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool) and 0 <= axis <= 2:
     return int(axis)
-  raise ValueError(
+  raise errors.InputError(
       f"Unknown slicing axis {axis!r}; valid: {', '.join(AXES)} (or 0, 1, 2).")
 
 
@@ -104,7 +106,7 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
   """Validates (train, validation, test) fractions that sum to one."""
   fractions = tuple(float(f) for f in fractions)
   if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-    raise ValueError(
+    raise errors.InputError(
         "split_fractions must be three non-negative numbers (train, "
         f"validation, test) that sum to 1; got {fractions}.")
   return fractions
@@ -112,7 +114,7 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
 
 def check_image_size(size) -> int:
   if int(size) != size or size < 8:
-    raise ValueError(f"image_size must be an integer >= 8; got {size!r}.")
+    raise errors.InputError(f"image_size must be an integer >= 8; got {size!r}.")
   return int(size)
 
 

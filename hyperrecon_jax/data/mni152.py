@@ -46,6 +46,7 @@ import os
 
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
 
@@ -129,7 +130,7 @@ def split_ranges(axis="axial", gap_slices: int = 8,
   n_val = max(1, int(round(usable * f_val)))
   n_test = max(1, int(round(usable * f_test)))
   if gap < 0 or usable - n_val - n_test < 2:
-    raise ValueError(
+    raise errors.InputError(
         f"gap_slices={gap_slices} leaves too few of the {extent} brain slices "
         f"along the {common.axis_name(ax)} axis for three splits.")
   block = n_val + gap + n_test

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models import unet
 
@@ -61,13 +62,13 @@ def check_coeffs(coeffs, num_coeffs: int, batch: int):
   """Trace-time shape checks: (K,) for the whole batch, or (B, K) per row."""
   shape = getattr(coeffs, "shape", None)
   if shape is None or len(shape) not in (1, 2):
-    raise ValueError(f"coeffs must have shape ({num_coeffs},) or (B, {num_coeffs}), "
+    raise errors.InputError(f"coeffs must have shape ({num_coeffs},) or (B, {num_coeffs}), "
                      f"got shape {shape}")
   if shape[-1] != num_coeffs:
-    raise ValueError(f"coeffs must have {num_coeffs} loss coefficients per row "
+    raise errors.InputError(f"coeffs must have {num_coeffs} loss coefficients per row "
                      f"(num_coeffs={num_coeffs}), got shape {shape}")
   if len(shape) == 2 and shape[0] != batch:
-    raise ValueError(f"coeffs has {shape[0]} rows but zf has batch size {batch}")
+    raise errors.InputError(f"coeffs has {shape[0]} rows but zf has batch size {batch}")
 
 
 class HyperUnet(nn.Module):
@@ -98,9 +99,9 @@ class HyperUnet(nn.Module):
 
   def setup(self):
     if self.num_coeffs < 2:
-      raise ValueError(f"num_coeffs must be ≥ 2, got {self.num_coeffs}")
+      raise errors.InputError(f"num_coeffs must be ≥ 2, got {self.num_coeffs}")
     if self.hyper_dim < 1:
-      raise ValueError(f"hyper_dim must be ≥ 1, got {self.hyper_dim}")
+      raise errors.InputError(f"hyper_dim must be ≥ 1, got {self.hyper_dim}")
     self.hypernetwork = Hypernetwork(self.hyper_dim, self.channels,
                                      self.init_scheme)
     self.body = unet.UnetBody(self.channels, self.batch_norm,
@@ -138,7 +139,7 @@ class HyperUnet(nn.Module):
   def generate(self, coeffs):
     """The generated convolution weights for each row of (G, K) ``coeffs``."""
     if getattr(coeffs, "ndim", None) != 2:
-      raise ValueError(f"coeffs must have shape (G, {self.num_coeffs}), got shape "
+      raise errors.InputError(f"coeffs must have shape (G, {self.num_coeffs}), got shape "
                        f"{getattr(coeffs, 'shape', None)}")
     check_coeffs(coeffs, self.num_coeffs, coeffs.shape[0])
     return self.hypernetwork(coeffs)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
+
 Strategy = Literal["auto", "vmap", "loop"]
 STRATEGIES = ("auto", "vmap", "loop")
 INITS = ("torch", "flax")
@@ -33,7 +35,7 @@ def resolve_strategy(strategy: str) -> str:
     ``'vmap'`` or ``'loop'``.
   """
   if strategy not in STRATEGIES:
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    raise errors.InputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
   if strategy == "auto":
     return "loop" if jax.default_backend() == "cpu" else "vmap"
   return strategy
@@ -81,7 +83,7 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
     return jnp.concatenate(
         [_conv(x[i:i + 1], kernel[i], bias[i], dtype)
          for i in range(x.shape[0])], axis=0)
-  raise ValueError(f"per-sample convolution needs strategy 'vmap' or 'loop', "
+  raise errors.InputError(f"per-sample convolution needs strategy 'vmap' or 'loop', "
                    f"got {strategy!r}")
 
 
@@ -159,7 +161,7 @@ def initializers(init: str, fan_in: int):
     return torch_uniform(fan_in), torch_uniform(fan_in)
   if init == "flax":
     return jax.nn.initializers.lecun_normal(), jax.nn.initializers.zeros
-  raise ValueError(f"init must be one of {INITS}, got {init!r}")
+  raise errors.InputError(f"init must be one of {INITS}, got {init!r}")
 
 
 BATCH_NORM_EPSILON = 1e-5  # PyTorch's default, the reference's

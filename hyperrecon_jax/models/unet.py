@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hyperrecon_jax import errors
 from hyperrecon_jax.models import layers
 
 IN_CHANNELS = 2
@@ -83,13 +84,13 @@ def check_input(zf, name: str = "zf"):
   """
   shape = getattr(zf, "shape", None)
   if shape is None or len(shape) != 4:
-    raise ValueError(f"{name} must have shape (B, H, W, 2), got shape {shape}")
+    raise errors.InputError(f"{name} must have shape (B, H, W, 2), got shape {shape}")
   if shape[-1] != IN_CHANNELS:
-    raise ValueError(f"{name} must have {IN_CHANNELS} channels (real, imaginary) "
+    raise errors.InputError(f"{name} must have {IN_CHANNELS} channels (real, imaginary) "
                      f"in its last axis, got shape {shape}")
   factor = 2 ** (NUM_LEVELS - 1)
   if shape[1] % factor or shape[2] % factor or shape[1] == 0 or shape[2] == 0:
-    raise ValueError(f"{name} image size {shape[1]}×{shape[2]} cannot be "
+    raise errors.InputError(f"{name} image size {shape[1]}×{shape[2]} cannot be "
                      f"max-pooled {NUM_LEVELS - 1} times: height and width must "
                      f"be positive multiples of {factor}")
 

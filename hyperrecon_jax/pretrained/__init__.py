@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import workdir as workdir_lib
 
 FOLDER = os.path.dirname(os.path.abspath(__file__))
@@ -48,15 +49,15 @@ def info(name: str, folder: str = FOLDER) -> dict:
     with open(path) as f:
       out = json.load(f)
   except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: not a readable model description ({e})") from None
+    raise errors.InputError(f"{path}: not a readable model description ({e})") from None
   if out.get("format") != FORMAT:
-    raise ValueError(f"{path}: format {out.get('format')!r}, expected {FORMAT!r}")
+    raise errors.InputError(f"{path}: format {out.get('format')!r}, expected {FORMAT!r}")
   return out
 
 
 def _path(name: str, folder: str) -> str:
   if not isinstance(name, str) or name not in names(folder):
-    raise ValueError(f"no pretrained model {name!r}; the package ships "
+    raise errors.InputError(f"no pretrained model {name!r}; the package ships "
                      f"{names(folder)}")
   return os.path.join(folder, name)
 
@@ -87,9 +88,9 @@ def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
     with open(os.path.join(path, CONFIG_FILE)) as f:
       config = ml_collections.ConfigDict(json.load(f))
   except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: not a readable model ({e})") from None
+    raise errors.InputError(f"{path}: not a readable model ({e})") from None
   if hashlib.sha256(blob).hexdigest() != description.get("sha256"):
-    raise ValueError(f"{weights} is damaged: its SHA-256 differs from the one in "
+    raise errors.InputError(f"{weights} is damaged: its SHA-256 differs from the one in "
                      f"{INFO_FILE}; reinstall the package")
   model = train.build_model(config, strategy=strategy)
   template = jax.eval_shape(
@@ -118,7 +119,7 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   """
   from hyperrecon_jax import train
   if not name or os.sep in name or name.startswith("."):
-    raise ValueError(f"name must be a plain folder name, got {name!r}")
+    raise errors.InputError(f"name must be a plain folder name, got {name!r}")
   config, _, variables, step = train.load_trained(workdir, step)
   # The trainer's dataset cache means nothing elsewhere: '' is the default.
   config.data.data_dir = ""

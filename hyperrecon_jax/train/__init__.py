@@ -13,6 +13,8 @@ from hyperrecon_jax.train.configuration import ConfigError
 from hyperrecon_jax.train.configuration import apply_variant
 from hyperrecon_jax.train.configuration import check_config
 from hyperrecon_jax.train.configuration import default_config
+from hyperrecon_jax.train.configuration import num_coeffs
+from hyperrecon_jax.train.configuration import num_lambdas
 from hyperrecon_jax.train.loop import Interrupted
 from hyperrecon_jax.train.loop import NonFiniteLossError
 from hyperrecon_jax.train.loop import train_and_evaluate
@@ -31,7 +33,6 @@ from hyperrecon_jax.train.trained import load_trained
 __all__ = [
     "ConfigError", "Interrupted", "apply_variant", "Model", "NonFiniteLossError", "TrainState",
     "build_model", "check_config", "create_state", "default_config", "learning_rate",
-    "load_config", "load_trained",
-    "make_eval_step", "make_train_step", "sample_coefficients",
-    "train_and_evaluate", "validation_lambdas",
+    "load_config", "load_trained", "make_eval_step", "make_train_step", "num_coeffs",
+    "num_lambdas", "sample_coefficients", "train_and_evaluate", "validation_lambdas",
 ]

@@ -24,10 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import models
 from hyperrecon_jax import physics
+from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import loop as loop_lib
@@ -52,7 +54,7 @@ def one_hot_lambda(k: int, num_terms: int) -> tuple[float, ...]:
     K − 1 floats in {0, 1}, ready for ``config.hparams.fixed``.
   """
   if num_terms < 2 or not 0 <= k < num_terms:
-    raise ValueError(f"need 0 ≤ k < num_terms and num_terms ≥ 2, got "
+    raise errors.InputError(f"need 0 ≤ k < num_terms and num_terms ≥ 2, got "
                      f"k={k}, num_terms={num_terms}")
   lam = [0.0] * (num_terms - 1)
   if num_terms == 2:
@@ -107,7 +109,7 @@ def validation_term_means(config, model, variables, lam=None, *,
   """Mean of every term of ``config.losses`` over a whole split, at one λ.
 
   Evaluation mode (running BatchNorm statistics); the measurement noise of
-  batch i comes from ``fold_in(key(config.train.seed + 2), i)``, the key the
+  batch i comes from ``fold_in(streams.key(config, "validation"), i)``, the key the
   training loop validates with, so the numbers are reproducible.
 
   Args:
@@ -126,7 +128,7 @@ def validation_term_means(config, model, variables, lam=None, *,
   size = int(config.data.image_size)
   operator = physics.make_operator(config.task, (size, size))
   lam = jnp.asarray(config.hparams.fixed if lam is None else lam, jnp.float32)
-  seed_key = jax.random.key(int(config.train.seed) + 2)
+  seed_key = streams.key(config, "validation")
   sums, count = np.zeros(len(names)), 0
   for i, batch in enumerate(data.batches(
       config.data, split, batch_size=int(config.train.batch_size),
@@ -142,7 +144,7 @@ def validation_term_means(config, model, variables, lam=None, *,
     sums += np.sum(np.where(valid[:, None], terms, 0.0), axis=0)
     count += int(valid.sum())
   if not count:
-    raise ValueError(f"the {split} split of {config.data.name} is empty")
+    raise errors.InputError(f"the {split} split of {config.data.name} is empty")
   return {n: float(s / count) for n, s in zip(names, sums)}
 
 
@@ -201,7 +203,7 @@ def _one_hot_scales(names, lambdas, terms):
       return None
     scale = terms[i][name]
     if not np.isfinite(scale) or scale <= 0:
-      raise ValueError(f"the Unet trained on {name} alone has mean validation "
+      raise errors.InputError(f"the Unet trained on {name} alone has mean validation "
                        f"{name} = {scale}; a loss scale must be positive")
     scales.append(scale)
   return scales
@@ -255,7 +257,7 @@ def compute_loss_scales(config, workdir: str) -> dict:
   its raw term), so the result does not depend on the scales being measured.
   """
   return train_baselines(config, workdir,
-                         loss_scales=(1.0,) * len(tuple(config.losses)))
+                         loss_scales=(1.0,) * configuration.num_coeffs(config))
 
 
 def fold_batch_norm(variables, channels: int):

@@ -9,6 +9,7 @@ import math
 
 import ml_collections
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import sampling
@@ -29,7 +30,7 @@ BOUND_FIELDS = (
 MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.InputError):
   """A configuration that cannot work, with a message saying why."""
 
 
@@ -73,6 +74,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       grid=100, chunk=32, split="test", num_slices_shown=1))
   return c
+
+
+def num_coeffs(config) -> int:
+  """K, the number of loss terms (and of coefficients the hypernetwork reads)."""
+  return len(tuple(config.losses))
+
+
+def num_lambdas(config) -> int:
+  """K − 1, the number of hyperparameters λ of a config's loss."""
+  return num_coeffs(config) - 1
 
 
 def check_config(config) -> None:

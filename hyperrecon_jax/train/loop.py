@@ -15,8 +15,10 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from hyperrecon_jax import checkpoints
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import physics
+from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
@@ -24,7 +26,7 @@ from hyperrecon_jax.train import step as step_lib
 from hyperrecon_jax.train import writer as writer_lib
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(errors.Error, RuntimeError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
@@ -202,7 +204,7 @@ def _train(config, workdir, mesh, owner):
   model = state_lib.build_model(config)
   seed = int(config.train.seed)
   state = jax.device_put(
-      state_lib.create_state(config, model, jax.random.key(seed)), replicated)
+      state_lib.create_state(config, model, streams.key(seed, "init")), replicated)
 
   def abstract(stored):
     check_workdir(config, workdir, stored)
@@ -242,10 +244,10 @@ def _train(config, workdir, mesh, owner):
       out_shardings=(replicated, replicated), donate_argnums=0)
   eval_step = step_lib.make_eval_step(model, operator)
   # A plain Unet has one λ, the one it trains at; a stack one per Unet.
-  val_lams = (step_lib.validation_lambdas(len(tuple(config.losses)) - 1)
+  val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
               if config.model.hyper_dim else
               list(model.lambdas) or [tuple(config.hparams.fixed)])
-  rng = jax.random.key(seed + 1)
+  rng = streams.key(seed, "train")
   lr = state_lib.learning_rate(config)
   mngr = checkpoints.manager(workdir, config.train.max_to_keep)
   writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
@@ -286,7 +288,7 @@ def _train(config, workdir, mesh, owner):
           if evaluate:
             record.update(validation_metrics(
                 eval_step, val_lams, state.variables(),
-                _validation_batches(config), seed + 2))
+                _validation_batches(config), streams.seed(seed, "validation")))
             if config.model.hyper_dim:
               record["weight_spread"] = weight_spread(model, state.params,
                                                       val_lams)

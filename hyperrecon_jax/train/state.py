@@ -10,6 +10,7 @@ import optax
 
 from hyperrecon_jax import hparams
 from hyperrecon_jax import models
+from hyperrecon_jax.train import configuration
 
 
 @flax.struct.dataclass
@@ -104,7 +105,7 @@ def build_model(config, *, strategy: str | None = None) -> Model:
                              init_scheme=m.init_scheme, dtype=dtype), False,
                  baseline_lambdas(config), strategy or m.strategy)
   return Model(models.HyperUnet(
-      hyper_dim=m.hyper_dim, num_coeffs=len(tuple(config.losses)),
+      hyper_dim=m.hyper_dim, num_coeffs=configuration.num_coeffs(config),
       channels=m.channels, batch_norm=m.batch_norm, init_scheme=m.init_scheme,
       strategy=strategy or m.strategy, dtype=dtype), True)
 
@@ -164,7 +165,7 @@ def create_state(config, model: Model, key) -> TrainState:
     A ``TrainState`` at step 0.
   """
   size = config.data.image_size
-  k = len(tuple(config.losses))
+  k = configuration.num_coeffs(config)
   zf = jnp.zeros((1, size, size, 2), jnp.float32)
   coeffs = hparams.coefficients(jnp.full((1, k - 1), 0.5))
   # Initialization runs once, so it is compiled for compile speed: one

@@ -8,6 +8,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import metrics
 from hyperrecon_jax import sampling
+from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
 
 
@@ -17,7 +18,7 @@ def sample_coefficients(config, key, batch: int):
   Returns:
     (B, K); for a stack of baselines (L, B, K), row l at the stack's λ_l.
   """
-  k = len(tuple(config.losses))
+  k = configuration.num_coeffs(config)
   stack = state_lib.baseline_lambdas(config)
   if stack:
     coeffs = hparams.coefficients(jnp.asarray(stack, jnp.float32))
@@ -32,7 +33,7 @@ def sample_coefficients(config, key, batch: int):
 
 def sample_lambdas(config, key, batch: int):
   """The (B, K − 1) λ a HyperRecon run draws for a batch (``config.hparams``)."""
-  return hparams.sample(key, batch, len(tuple(config.losses)) - 1,
+  return hparams.sample(key, batch, configuration.num_lambdas(config),
                         config.hparams.sampler,
                         endpoint_prob=config.hparams.endpoint_prob,
                         log_min=config.hparams.log_min)
