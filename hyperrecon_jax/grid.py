@@ -14,8 +14,14 @@ size. `grid_metrics` scores each chunk inside that program and never holds
 more than one chunk of reconstructions; `reconstruct_grid` returns all
 (S, G, H, W) of them.
 
+Test sets run λ-major instead (``order``, 'auto' picks it once the slices
+fill half a call): each call runs up to ``chunk`` slices at one λ, so the
+hypernetwork generates one weight set and the Unet is an ordinary
+shared-weight network, the cheap path on every backend.
+
 ``apply_fn(variables, zf, coeffs)`` gets (B, K) coefficients and must give
-every batch row its own (``HyperUnet.apply`` does), and should be a stable
+every batch row its own, or (K,) coefficients for the whole batch
+(``HyperUnet.apply`` does both); it should be a stable
 object such as ``net.apply``: it is a static argument of the compiled
 program, so a fresh lambda per call recompiles. Metrics follow
 `hyperrecon_jax.metrics` (per slice, peak 1). `hyperrecon_jax.evaluate`
@@ -125,38 +131,73 @@ def _segment_fn(segmenter, seg_variables):
   return dice
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "score", "segmenter"))
-def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None, *,
-                  apply_fn, chunk, score, segmenter=None):
-  """All S×G (slice, λ) pairs in chunks of ``chunk``: recons or metrics (S, G, ...).
+ORDERS = ("auto", "slice", "lambda")
 
-  ``segmenter`` is ``(apply_fn, num_classes)`` of a `segmentation.Trained`
-  (static), with its ``seg_variables`` and the slices' true ``labels``.
+
+def resolve_order(order: str, num_slices: int, chunk: int) -> str:
+  """'slice' or 'lambda' for `order`: 'auto' is λ-major once slices fill half a call.
+
+  λ-major runs every slice of a call at one λ: the hypernetwork generates one
+  weight set and the Unet is an ordinary shared-weight network (the cheap
+  path on every backend). Slice-major mixes λ within a call (per-row weights)
+  and is what fills a call when there are few slices, e.g. one slice at 100 λ.
+  """
+  if order not in ORDERS:
+    raise errors.InputError(f"order must be one of {ORDERS}, got {order!r}.")
+  if order != "auto":
+    return order
+  return "lambda" if num_slices >= max(1, chunk // 2) else "slice"
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "score", "segmenter",
+                                             "order"))
+def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None, *,
+                  apply_fn, chunk, score, segmenter=None, order="slice"):
+  """All S×G (slice, λ) pairs in calls of ``chunk`` rows: recons or metrics (S, G, ...).
+
+  ``order='slice'``: the pairs flattened slice-major, each row with its own
+  (K,) coefficients. ``order='lambda'``: for each λ, the slices in calls of
+  ``chunk`` slices sharing that λ's (K,) coefficients. ``segmenter`` is
+  ``(apply_fn, num_classes)`` of a `segmentation.Trained` (static), with its
+  ``seg_variables`` and the slices' true ``labels``.
   """
   s_count, g_count = zf.shape[0], coeffs.shape[0]
-  n = s_count * g_count
-  num_chunks = -(-n // chunk)
-  # Padding pairs repeat the first ones, so every chunk has the same shape.
-  flat = jnp.arange(num_chunks * chunk) % n
-  index = (flat // g_count).reshape(num_chunks, chunk), (flat % g_count).reshape(num_chunks, chunk)
   zf_mag = magnitude(zf) if score else None
   segment = _segment_fn(segmenter, seg_variables)
 
-  def one_chunk(idx):
-    s, g = idx
-    recon = apply_fn(variables, zf[s], coeffs[g])
+  def run(s, c):
+    recon = apply_fn(variables, zf[s], c)
     if not score:
       return recon
     return _slice_metrics(recon, target[s], zf_mag[s], segment,
                           None if labels is None else labels[s])
 
-  out = jax.lax.map(one_chunk, index)
-  return jax.tree_util.tree_map(
-      lambda x: x.reshape((num_chunks * chunk,) + x.shape[2:])[:n].reshape(
-          (s_count, g_count) + x.shape[2:]), out)
+  def unpad(x, n, shape):
+    return x.reshape((-1,) + x.shape[2:])[:n].reshape(shape + x.shape[2:])
+
+  if order == "lambda":
+    calls = -(-s_count // chunk)
+    # Padding rows repeat the first slices, so every call has the same shape.
+    rows = (jnp.arange(calls * chunk) % s_count).reshape(calls, chunk)
+    per_lambda = lambda c: jax.tree_util.tree_map(
+        lambda x: unpad(x, s_count, (s_count,)),
+        jax.lax.map(lambda s: run(s, c), rows))
+    out = jax.lax.map(per_lambda, coeffs)  # (G, S, ...)
+    return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), out)
+  n = s_count * g_count
+  num_chunks = -(-n // chunk)
+  flat = jnp.arange(num_chunks * chunk) % n
+  index = (flat // g_count).reshape(num_chunks, chunk), (flat % g_count).reshape(num_chunks, chunk)
+  out = jax.lax.map(lambda idx: run(idx[0], coeffs[idx[1]]), index)
+  return jax.tree_util.tree_map(lambda x: unpad(x, n, (s_count, g_count)), out)
 
 
-def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | None = None):
+def _call_size(order, chunk, num_slices, num_pairs):
+  return _balanced(chunk, num_slices if order == "lambda" else num_pairs)
+
+
+def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | None = None,
+                     order: str = "auto"):
   """Reconstructs slices at every coefficient vector of a grid.
 
   Args:
@@ -169,6 +210,10 @@ def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | 
       memory grows linearly with it. The calls needed, ceil(S·G / chunk),
       share the pairs evenly, so at most one pair per call is padding.
       None: `default_chunk()`.
+    order: 'slice' (calls mix λ: per-row weights), 'lambda' (each call runs
+      up to ``chunk`` slices at one λ: one generated weight set, and
+      ``apply_fn`` gets (K,) coefficients) or 'auto' (`resolve_order`). The
+      results agree to float32 roundoff; only the speed differs.
 
   Returns:
     (S, G, H, W) float32 reconstructions; (G, H, W) for a single (H, W, 2) slice.
@@ -179,14 +224,16 @@ def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | 
   _check_coeffs(coeffs)
   zf, coeffs = jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32)
   zf = zf[None] if single else zf
-  n = zf.shape[0] * coeffs.shape[0]
-  out = _grid_program(variables, zf, coeffs, None, apply_fn=apply_fn,
-                      chunk=_balanced(chunk, n), score=False)
+  order = resolve_order(order, zf.shape[0], chunk)
+  size = _call_size(order, chunk, zf.shape[0], zf.shape[0] * coeffs.shape[0])
+  out = _grid_program(variables, zf, coeffs, None, apply_fn=apply_fn, chunk=size,
+                      score=False, order=order)
   return out[0] if single else out
 
 
 def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=None,
-                 chunk: int | None = None, segmenter=None, labels=None):
+                 chunk: int | None = None, segmenter=None, labels=None,
+                 order: str = "auto"):
   """Per-slice, per-λ metrics of a batch, without keeping the reconstructions.
 
   Args:
@@ -201,6 +248,7 @@ def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=Non
     segmenter: a `segmentation.Trained`; adds ``dice``, the Dice of its labels
       of each reconstruction against ``labels``.
     labels: (S, H, W) true integer labels (with ``segmenter``).
+    order: see `reconstruct_grid`.
 
   Returns:
     ``{metric: (S_valid, G) float64 array}`` for every metric of `METRICS`
@@ -211,11 +259,12 @@ def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=Non
   keep = _check_scored(zf, target, valid)
   _check_coeffs(coeffs)
   static, seg_variables, labels = _check_segmenter(segmenter, labels, np.shape(target))
-  n = zf.shape[0] * coeffs.shape[0]
+  order = resolve_order(order, zf.shape[0], chunk)
+  size = _call_size(order, chunk, zf.shape[0], zf.shape[0] * coeffs.shape[0])
   out = _grid_program(variables, jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32),
                       jnp.asarray(target, jnp.float32), seg_variables, labels,
-                      apply_fn=apply_fn, chunk=_balanced(chunk, n), score=True,
-                      segmenter=static)
+                      apply_fn=apply_fn, chunk=size, score=True, segmenter=static,
+                      order=order)
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
 
