@@ -17,7 +17,9 @@ EXTRAS = {
     "viz": ["matplotlib>=3.7", "tensorboardX>=2.6"],
     # Independent references used by the tests, and the linter they run
     # (its rules change between minor versions: ruff.toml is written for 0.17).
-    "test": ["pytest>=7", "scikit-image>=0.21", "ruff>=0.17,<0.18"],
+    # selenium drives Debian's chromium in tests/test_explore_browser.py
+    # (apt-get install chromium chromium-driver; nothing is downloaded).
+    "test": ["pytest>=7", "scikit-image>=0.21", "ruff>=0.17,<0.18", "selenium>=4.10"],
 }
 EXTRAS["all"] = sorted({p for group in EXTRAS.values() for p in group})
 
@@ -32,8 +34,10 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(
         include=["hyperrecon_jax", "hyperrecon_jax.*"]),
-    # The pretrained models: a folder per model (config, weights, info).
-    package_data={"hyperrecon_jax.pretrained": ["*/*.json", "*/*.msgpack"]},
+    # The pretrained models: a folder per model (config, weights, info); the
+    # λ explorer's page.
+    package_data={"hyperrecon_jax.pretrained": ["*/*.json", "*/*.msgpack"],
+                  "hyperrecon_jax.explorer": ["static/*.html", "static/*.js"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",

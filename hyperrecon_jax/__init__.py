@@ -14,6 +14,7 @@ _SUBMODULES = (
     "data",
     "errors",
     "evaluate",
+    "explorer",
     "grid",
     "hparams",
     "losses",

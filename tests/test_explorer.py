@@ -1,0 +1,384 @@
+"""Tests of the λ explorer (hyperrecon_jax.explorer) over real HTTP, and its script.
+
+The server runs in a thread on a free port with conftest's tiny trained run
+(``run_a``: 6 steps at 32×32); every answer is checked against an independent
+computation: the model applied directly, `evaluate.diverse_pair`, the metrics.
+"""
+
+import base64
+import concurrent.futures
+import io
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import zlib
+
+import jax
+import numpy as np
+import pytest
+
+from hyperrecon_jax import evaluate
+from hyperrecon_jax import explorer
+from hyperrecon_jax import hparams
+from hyperrecon_jax import metrics
+from hyperrecon_jax import streams
+from hyperrecon_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The same float32 computation in another order (jit fusion, shared weights vs.
+# the grid's per-row weights): each output pixel of the tiny Unet (values O(1))
+# is a chain of ~10 convolutions of ≤ 3·3·8 = 72 products; with unit roundoff
+# u = 2^-24 the worst-case bound is ~10·72·u ≈ 4e-5 (what we see is ~1e-6).
+ATOL = 4e-5
+
+
+@pytest.fixture(scope="module")
+def server(compilation_cache, run_a):  # run_a's programs may be in the cache already
+  config, model, variables, step = train.load_trained(run_a["workdir"])
+  ex = explorer.Explorer(config, model, variables, name="run_a", step=step)
+  srv = explorer.make_server(ex, "127.0.0.1", 0)
+  thread = threading.Thread(target=srv.serve_forever, daemon=True)
+  thread.start()
+  yield ex, f"http://127.0.0.1:{srv.server_address[1]}", (config, model, variables)
+  srv.shutdown()
+  srv.server_close()
+
+
+def get(url):
+  """(status, body bytes, content type) of a GET, errors included."""
+  try:
+    with urllib.request.urlopen(url, timeout=120) as r:
+      return r.status, r.read(), r.headers["Content-Type"]
+  except urllib.error.HTTPError as e:
+    return e.code, e.read(), e.headers["Content-Type"]
+
+
+def get_json(url):
+  status, body, content_type = get(url)
+  assert content_type == "application/json", (status, body[:300])
+  return status, json.loads(body)
+
+
+def npy(url):
+  status, body, _ = get(url)
+  assert status == 200, body[:300]
+  return np.load(io.BytesIO(body))
+
+
+def decode_png(data):
+  """A grayscale 8-bit PNG (filter 0, as explorer.png_bytes writes) → (H, W) uint8."""
+  assert data[:8] == b"\x89PNG\r\n\x1a\n"
+  pos, idat, header = 8, b"", None
+  while pos < len(data):
+    (length,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+    body = data[pos + 8:pos + 8 + length]
+    assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(
+        tag + body)
+    if tag == b"IHDR":
+      header = struct.unpack(">IIBBBBB", body)
+    elif tag == b"IDAT":
+      idat += body
+    pos += 12 + length
+  w, h, depth, colour = header[:4]
+  assert (depth, colour) == (8, 0)
+  rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, w + 1)
+  assert np.all(rows[:, 0] == 0)
+  return rows[:, 1:]
+
+
+def direct(ex, model_parts, i, lam):
+  """The model applied directly (no jit) at one λ to slice i's input."""
+  _, model, variables = model_parts
+  coeffs = hparams.coefficients(np.asarray([[lam]], np.float32))[0]
+  return np.asarray(model.module.apply(variables, ex._zf[i][None], coeffs))[0]
+
+
+def test_info_describes_the_model_task_slices_and_grid(server):
+  ex, url, (config, _, _) = server
+  status, info = get_json(url + "/api/info")
+  assert status == 200
+  assert info["model"] == "run_a" and info["step"] == 6
+  assert info["num_lambdas"] == 1 and info["num_slices"] == len(ex.images) > 1
+  assert info["task"]["name"] == "csmri" and info["task"]["acceleration"] == float(
+      config.task.acceleration)
+  np.testing.assert_array_equal(np.asarray(info["lambdas"], np.float32),
+                                hparams.grid(int(config.eval.grid), 1))
+  assert decode_png(explorer.png_bytes(np.asarray(ex.operator.mask))).shape == (32, 32)
+
+
+def test_the_inputs_are_measured_as_the_report_measures_them(server):
+  ex, _, (config, _, _) = server
+  key = streams.key(config, "evaluation")  # what report.run uses
+  zf = evaluate.measure_slices(ex.operator, ex.images,
+                               evaluate.slice_keys(key, ex.volumes, ex.slices))
+  np.testing.assert_array_equal(np.asarray(zf), np.asarray(ex._zf))
+
+
+def test_reconstruct_equals_the_model_and_the_metrics(server):
+  ex, url, parts = server
+  for i, lam in ((0, 0.3), (len(ex.images) - 1, 0.87)):
+    status, r = get_json(f"{url}/api/reconstruct?slice={i}&lam={lam}")
+    assert status == 200 and r["slice"] == i
+    got = npy(f"{url}/api/download?slice={i}&lam={lam}&format=npy")
+    want = direct(ex, parts, i, lam)
+    assert got.dtype == np.float32 and got.shape == (32, 32)
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    truth = ex.images[i][None]
+    # The response's metrics are those of the returned image (same jitted call).
+    for m in ("psnr", "ssim", "hfen"):
+      value = float(getattr(metrics, m)(got[None], truth)[0])
+      assert r["metrics"][m] == pytest.approx(value, rel=1e-5, abs=1e-6), m
+    for name in ("truth", "zero_filled", "recon", "error"):
+      head, b64 = r["images"][name].split(",", 1)
+      assert head == "data:image/png;base64"
+
+      assert decode_png(base64.b64decode(b64)).shape == (32, 32)
+    png = decode_png(get(f"{url}/api/download?slice={i}&lam={lam}&format=png")[1])
+    np.testing.assert_array_equal(png, np.round(np.clip(got, 0, 1) * 255).astype(np.uint8))
+
+
+def test_curve_agrees_with_the_grid_the_pair_and_the_best(server):
+  ex, url, _ = server
+  i = 1
+  status, c = get_json(f"{url}/api/curve?slice={i}")
+  assert status == 200
+  recons = ex.grid_reconstructions(i)["recons"]
+  grid = np.asarray(c["lambdas"], np.float32)
+  assert recons.shape == (len(grid), 32, 32)
+  # A grid row equals /api/reconstruct at that λ.
+  k = len(grid) // 3
+  lam = ",".join(repr(float(v)) for v in grid[k])
+  one = npy(f"{url}/api/download?slice={i}&lam={lam}&format=npy")
+  np.testing.assert_allclose(one, recons[k], atol=ATOL, rtol=0)
+  target = np.broadcast_to(ex.images[i], recons.shape)
+  psnr = np.asarray(metrics.psnr(recons, target))
+  np.testing.assert_allclose(c["metrics"]["psnr"], psnr, rtol=1e-6)
+  a, b, _ = evaluate.diverse_pair(recons, psnr)
+  assert c["diverse"]["indices"] == [a, b]
+  assert c["diverse"]["lambdas"] == [grid[a].tolist(), grid[b].tolist()]
+  assert c["best"]["psnr"]["index"] == int(np.argmax(c["metrics"]["psnr"]))
+  assert c["best"]["ssim"]["index"] == int(np.argmax(c["metrics"]["ssim"]))
+  assert c["best"]["hfen"]["index"] == int(np.argmin(c["metrics"]["hfen"]))
+  assert c["best"]["psnr"]["lam"] == grid[c["best"]["psnr"]["index"]].tolist()
+  spread = npy(f"{url}/api/download?slice={i}&kind=range&format=npy")
+  np.testing.assert_array_equal(spread, recons.max(0) - recons.min(0))
+  assert c["range_max"] == pytest.approx(float(spread.max()))
+
+
+@pytest.mark.parametrize("query, code, pattern", [
+    ("/api/reconstruct?lam=0.5", 400, "missing parameter 'slice'"),
+    ("/api/reconstruct?slice=0", 400, "missing parameter 'lam'"),
+    ("/api/reconstruct?slice=abc&lam=0.5", 400, "slice must be an integer"),
+    ("/api/reconstruct?slice=-1&lam=0.5", 400, r"slice must be in \[0, \d+\], got -1"),
+    ("/api/reconstruct?slice=9999&lam=0.5", 400, "slice must be in"),
+    ("/api/reconstruct?slice=0&lam=x", 400, "lam must be 1 comma-separated number"),
+    ("/api/reconstruct?slice=0&lam=1.5", 400, r"lam must lie in \[0, 1\]"),
+    ("/api/reconstruct?slice=0&lam=-0.1", 400, r"lam must lie in \[0, 1\]"),
+    ("/api/reconstruct?slice=0&lam=nan", 400, r"lam must lie in \[0, 1\]"),
+    ("/api/reconstruct?slice=0&lam=0.1,0.2", 400, "lam must have 1 value"),
+    ("/api/reconstruct?slice=0&lam=", 400, "lam must be"),
+    ("/api/curve", 400, "missing parameter 'slice'"),
+    ("/api/curve?slice=1e9", 400, "slice must be an integer"),
+    ("/api/download?slice=0&lam=0.5&format=gif", 400, "format must be 'png' or 'npy'"),
+    ("/api/download?slice=0&format=png", 400, "missing parameter 'lam'"),
+    ("/api/download?slice=0&lam=0.5&kind=foo", 400, "kind must be one of"),
+    ("/api/nothing", 404, "unknown path '/api/nothing'"),
+    ("/etc/passwd", 404, "unknown path"),
+])
+def test_bad_requests_are_json_errors_naming_the_problem(server, query, code, pattern):
+  _, url, _ = server
+  status, body = get_json(url + query)
+  assert status == code and re.search(pattern, body["error"]), body
+  assert get_json(url + "/api/info")[0] == 200  # still serving
+
+
+def test_the_page_is_served_with_its_script(server):
+  _, url, _ = server
+  status, html, content_type = get(url + "/")
+  assert status == 200 and content_type.startswith("text/html")
+  assert b'<script src="app.js">' in html and b"http" not in html.replace(b"http-equiv", b"")
+  status, js, _ = get(url + "/app.js")
+  assert status == 200 and b"api/reconstruct" in js and b"http://" not in js
+
+
+def test_concurrent_requests_agree_with_sequential_ones(server):
+  ex, url, _ = server
+  queries = [(i % len(ex.images), round(0.1 * (i % 10), 2)) for i in range(24)]
+  download = lambda q: npy(f"{url}/api/download?slice={q[0]}&lam={q[1]}&format=npy")
+  meta = lambda q: get_json(f"{url}/api/reconstruct?slice={q[0]}&lam={q[1]}")[1]["metrics"]
+  curve = lambda i: get_json(f"{url}/api/curve?slice={i}")[1]["metrics"]["psnr"]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    images = list(pool.map(download, queries))
+    scores = list(pool.map(meta, queries))
+    curves = list(pool.map(curve, [2, 2, 3, 3, 2, 3, 2, 3]))
+  for q, image, score in zip(queries, images, scores):
+    np.testing.assert_array_equal(image, download(q))
+    assert score == meta(q)
+  for i, values in zip([2, 2, 3, 3, 2, 3, 2, 3], curves):
+    assert values == curve(i)
+
+
+def test_a_plain_unet_is_refused(run_a):
+  config, model, variables, step = train.load_trained(run_a["workdir"])
+  config = config.copy_and_resolve_references()
+  config.model.hyper_dim = 0
+  with pytest.raises(ValueError, match="plain Unet .* needs a HyperRecon model"):
+    explorer.Explorer(config, model, variables, name="plain", step=step)
+
+
+def test_user_images_replace_the_split(run_a):
+  config, model, variables, step = train.load_trained(run_a["workdir"])
+  images = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+  ex = explorer.Explorer(config, model, variables, name="x", step=step, images=images,
+                        slices=[5, 6, 7], source="scan.nii.gz")
+  info = ex.info()
+  assert info["num_slices"] == 3 and info["source"] == "scan.nii.gz"
+  assert [s["slice"] for s in info["slices"]] == [5, 6, 7]
+  with pytest.raises(ValueError, match=r"images must have shape \(S, 32, 32\)"):
+    explorer.Explorer(config, model, variables, name="x", step=step, images=images[:, :16])
+
+
+def _two_lambda_explorer():
+  """An untrained HyperRecon of three loss terms (two λ) on random 32×32 images.
+
+  Its variables are drawn on the shapes from ``eval_shape`` (compiling
+  ``init`` takes ~15 s on 2 cores); BatchNorm statistics stay positive.
+  """
+  config = train.default_config()
+  config.data.image_size = 32
+  config.losses = ("dc", "tv", "weight_l1")
+  config.loss_scales = (1.0, 1.0, 1.0)
+  config.model.update(hyper_dim=4, channels=4, strategy="vmap")
+  config.eval.grid = 4
+  model = train.build_model(config)
+  shapes = jax.eval_shape(lambda: train.create_state(config, model, jax.random.key(0))
+                          .variables())
+  rng = np.random.default_rng(0)
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, x: (rng.uniform(0.5, 2.0, x.shape) if path[-1].key == "var" else
+                       rng.uniform(-0.3, 0.3, x.shape)).astype(np.float32), shapes)
+  images = rng.random((2, 32, 32)).astype(np.float32)
+  return explorer.Explorer(config, model, variables, name="two", step=0, images=images)
+
+
+def test_two_hyperparameters_take_two_lambda_values():
+  ex = _two_lambda_explorer()
+  info = ex.info()
+  assert info["num_lambdas"] == 2 and len(info["lambdas"]) == 16
+  recon, scores = ex.reconstruction(1, "0.25,0.75")
+  coeffs = hparams.coefficients(np.asarray([[0.25, 0.75]], np.float32))[0]
+  want = np.asarray(ex.model.module.apply(ex.variables, ex._zf[1][None], coeffs))[0]
+  np.testing.assert_allclose(recon, want, atol=ATOL, rtol=0)
+  c = ex.curve(1)
+  assert len(c["metrics"]["psnr"]) == 16 and len(c["best"]["psnr"]["lam"]) == 2
+  for lam, pattern in (("0.5", "lam must have 2 value"), ("0.1,0.2,0.3", "lam must have 2"),
+                       ("0.1,x", "lam must be 2 comma-separated"),
+                       ("0.1,1.01", r"lam must lie in \[0, 1\]")):
+    with pytest.raises(explorer.BadRequest, match=pattern):
+      ex.reconstruct(0, lam)
+
+
+def test_a_segmenter_adds_dice(server, run_a):
+  from hyperrecon_jax import segmentation
+  ex0, _, (config, model, variables) = server
+  module = segmentation.Segmenter(num_classes=4, channels=4)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), np.zeros((1, 32, 32), np.float32))
+  rng = np.random.default_rng(0)
+  seg_vars = jax.tree_util.tree_map_with_path(
+      lambda path, x: (rng.uniform(0.5, 2.0, x.shape) if path[-1].key == "var" else
+                       rng.uniform(-0.5, 0.5, x.shape)).astype(np.float32), shapes)
+  seg = segmentation.Trained(module, seg_vars, {"data": json.loads(config.data.to_json())})
+  ex = explorer.Explorer(config, model, variables, name="run_a", step=6, segmenter=seg, grid=5)
+  assert ex.info()["metrics"] == ["psnr", "ssim", "hfen", "dice"]
+  recon, scores = ex.reconstruction(2, 0.4)
+  pred = segmentation.labels(seg, recon[None])
+  want = segmentation.foreground_dice(pred, ex.labels[2][None], 4)[0]
+  assert scores["dice"] == pytest.approx(float(want), abs=1e-6)
+  c = ex.curve(2)
+  assert len(c["metrics"]["dice"]) == 5
+  assert c["best"]["dice"]["index"] == int(np.argmax(c["metrics"]["dice"]))
+  images = np.zeros((1, 32, 32), np.float32)
+  with pytest.raises(ValueError, match="segmenter does not apply to a user's images"):
+    explorer.Explorer(config, model, variables, name="x", step=6, segmenter=seg, images=images)
+
+
+# --- the script --------------------------------------------------------------------------
+
+
+def run_script(*args, env):
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", "explore.py"),
+                         *args], env=env, capture_output=True, text=True, timeout=300,
+                        cwd=REPO, check=False)
+
+
+@pytest.fixture(scope="module")
+def env(data_dir, compilation_cache):
+  out = dict(os.environ, JAX_PLATFORMS="cpu", HYPERRECON_DATA_DIR=data_dir,
+             JAX_COMPILATION_CACHE_DIR=str(compilation_cache))
+  out.pop("XLA_FLAGS", None)
+  return out
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--pretrained=mni152_csmri8x_dc_tv", "--workdir=/tmp"], "at most one of --workdir"),
+    (["--workdir=/nonexistent/run"], "does not exist"),
+    (["--pretrained=nope"], "no pretrained model 'nope'"),
+    (["--port=-1"], "port"),
+    (["--grid=1"], "grid"),
+    (["--segmenter=/nonexistent"], "holds no trained segmenter"),
+])
+def test_bad_flags_are_one_error_line(env, args, pattern):
+  proc = run_script(*args, env=env)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+  assert len(errors) == 1 and re.search(pattern, errors[0]), proc.stderr[-2000:]
+
+
+def test_the_script_serves_until_ctrl_c(run_a, env):
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "explore.py"),
+                           f"--workdir={run_a['workdir']}", "--port=0"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+  try:
+    line = proc.stdout.readline()
+    match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+    assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+    status, info = get_json(match.group(1) + "api/info")
+    assert status == 200 and info["step"] == 6
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+
+
+def test_the_script_explores_a_users_nifti_volume(run_a, env, tmp_path):
+  import nibabel as nib
+  import scipy.ndimage
+  rng = np.random.default_rng(0)
+  volume = np.zeros((40, 40, 12), np.float32)
+  volume[6:34, 8:32, 2:10] = scipy.ndimage.gaussian_filter(rng.random((28, 24, 8)), 1.0)
+  path = str(tmp_path / "scan.nii.gz")
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "explore.py"),
+                           f"--workdir={run_a['workdir']}", f"--input={path}", "--port=0"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=REPO)
+  try:
+    match = re.search(r"at (http://127\.0\.0\.1:\d+/)", proc.stdout.readline())
+    assert match, proc.stderr.read() if proc.poll() is not None else ""
+    status, info = get_json(match.group(1) + "api/info")
+    assert status == 200 and info["source"] == path and 1 <= info["num_slices"] <= 12
+    status, r = get_json(match.group(1) + "api/reconstruct?slice=0&lam=0.5")
+    assert status == 200 and r["metrics"]["psnr"] is not None
+  finally:
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+  assert proc.returncode == 130

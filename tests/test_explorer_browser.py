@@ -1,0 +1,128 @@
+"""The λ explorer's page in a real browser: headless Chromium driven by Selenium.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` and ``pip install selenium``;
+nothing is downloaded at run time (the browser and driver paths are given, so
+Selenium Manager never runs). Without them the test skips, unless
+``HYPERRECON_REQUIRE_BROWSER=1`` (CI) makes that a failure. The server runs
+in a thread with the shipped model (64×64).
+"""
+
+import json
+import os
+import shutil
+import threading
+import urllib.parse
+import urllib.request
+
+import pytest
+
+HOW = ("install a browser to run it: apt-get install -y chromium chromium-driver && "
+       "pip install selenium")
+SHIPPED = "mni152_csmri8x_dc_tv"
+
+
+def _missing():
+  """Why the browser test cannot run here, or None."""
+  try:
+    import selenium  # noqa: F401
+  except ImportError:
+    return "selenium is not installed"
+  if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+    return "chromium is not installed"
+  if not (shutil.which("chromedriver") or os.path.isfile("/usr/bin/chromedriver")):
+    return "chromedriver is not installed"
+  return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+  reason = _missing()
+  if reason:
+    message = f"{reason}: {HOW}"
+    if os.environ.get("HYPERRECON_REQUIRE_BROWSER") == "1":
+      pytest.fail(f"HYPERRECON_REQUIRE_BROWSER=1 but {message}")
+    pytest.skip(message)
+  os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  options = webdriver.ChromeOptions()
+  options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+  for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1400,1000"):
+    options.add_argument(arg)
+  options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+  service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+  driver = webdriver.Chrome(options=options, service=service)
+  yield driver
+  driver.quit()
+
+
+@pytest.fixture(scope="module")
+def server():
+  from hyperrecon_jax import explorer
+  from hyperrecon_jax import pretrained
+  config, model, variables, step = pretrained.load(SHIPPED)
+  ex = explorer.Explorer(config, model, variables, name=SHIPPED, step=step)
+  srv = explorer.make_server(ex, "127.0.0.1", 0)
+  threading.Thread(target=srv.serve_forever, daemon=True).start()
+  yield f"http://127.0.0.1:{srv.server_address[1]}"
+  srv.shutdown()
+  srv.server_close()
+
+
+def api(url, path, **query):
+  with urllib.request.urlopen(f"{url}{path}?{urllib.parse.urlencode(query)}",
+                              timeout=120) as r:
+    return json.loads(r.read())
+
+
+def test_the_page_follows_the_slider_and_the_buttons(browser, server):
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  driver, find = browser, lambda i: browser.find_element(By.ID, i)
+  wait = WebDriverWait(driver, 120, poll_frequency=0.05)
+  idle = lambda d: d.execute_script("return document.body.dataset.state") == "idle"
+  driver.get(server + "/")
+  # The first reconstruction and the slice's λ grid arrive; every image loads.
+  wait.until(lambda d: idle(d) and find("best-psnr").is_enabled())
+  for name in ("truth", "zero_filled", "recon", "error", "range"):
+    wait.until(lambda d, n=name: d.execute_script(
+        f"const i = document.getElementById('img-{n}'); return i.complete && i.naturalWidth"
+        ) == 64)
+  assert "CS-MRI 8× acceleration" in find("task").text
+  assert SHIPPED in find("model").text
+  index = int(find("slice").get_attribute("value"))
+
+  def shown(lam):
+    """Waits for λ on the page, then checks its text against the API's answer."""
+    want = api(server, "/api/reconstruct", slice=index, lam=lam)["metrics"]
+    wait.until(lambda d: idle(d) and find("psnr").get_attribute("data-lam") == str(lam))
+    assert find("lam-text").text == f"{lam:.3f}"
+    assert find("psnr").text == f"{want['psnr']:.2f} dB"
+    assert find("ssim").text == f"{want['ssim']:.4f}"
+    return want
+
+  # Move the slider as a drag does: set the value, fire input events.
+  before = find("psnr").text
+  for lam in (0.9, 0.23):
+    driver.execute_script(
+        "const s = document.getElementById('lam-slider'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change'));", str(lam))
+    shown(lam)
+  assert find("psnr").text != before
+
+  curve = api(server, "/api/curve", slice=index)
+  find("best-psnr").click()
+  best = curve["best"]["psnr"]["lam"][0]
+  wait.until(lambda d: abs(float(find("lam-slider").get_attribute("value")) - best) < 1e-6)
+  got = shown(best)
+  assert got["psnr"] == pytest.approx(curve["best"]["psnr"]["value"], abs=1e-3)
+
+  find("diverse").click()
+  first, second = (pair[0] for pair in curve["diverse"]["lambdas"])
+  shown(first)
+  find("toggle").click()
+  shown(second)
+
+  errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+  assert not errors, errors
