@@ -17,4 +17,7 @@ run --sizes=unet,S,M,L
 run --sizes=L --dtype=bfloat16 --benchmarks=train_step,grid
 run --sizes=unet --dtype=bfloat16 --benchmarks=train_step,grid
 run --sizes=stack5 --benchmarks=train_step   # per-λ baselines in one program
+# The evaluation path (grid_metrics: 32 slices x 100 λ), λ-major against slice-major.
+run --sizes=L,unet --benchmarks=evaluate --order=lambda
+run --sizes=L --benchmarks=evaluate --order=slice
 tail -n 5 "$OUT/stderr.log"

@@ -12,7 +12,11 @@ Measurements (``benchmark`` field):
     per Unet, so the value compares with N separate ``unet`` runs.
   grid: reconstructions/s for one slice at ``--grid`` λ values in one batched
     call (evaluation mode; a plain Unet gets ``--grid`` copies of the slice).
-  latency: milliseconds for one slice at one λ (the ``shared`` strategy).
+  latency: milliseconds for one slice at one λ (one generated weight set).
+  evaluate: (slice, λ) pairs/s scored by the path ``evaluate.py`` runs,
+    `grid.grid_metrics` (reconstruction and every metric) of ``--batch``
+    slices at ``--grid`` λ, in calls of the default chunk, ``--order``
+    λ-major or slice-major.
 Each line also has the backend, device kind, compile seconds and settings.
 Times are medians over ``--repeats`` timed runs of ``--iters`` calls, after a
 warm-up call that compiles.
@@ -42,8 +46,10 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto",
 _CHANNELS = flags.DEFINE_integer("channels", 32, "Unet features per level.")
 _ITERS = flags.DEFINE_integer("iters", 20, "Calls per timed run.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
-_BENCH = flags.DEFINE_list("benchmarks", ["train_step", "grid", "latency"],
+_BENCH = flags.DEFINE_list("benchmarks", ["train_step", "grid", "latency", "evaluate"],
                            "Which measurements.")
+_ORDER = flags.DEFINE_enum("order", "auto", ["auto", "slice", "lambda"],
+                           "Order of the (slice, λ) pairs for 'evaluate'.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Tiny settings that finish in seconds on a CPU.")
 
@@ -129,6 +135,25 @@ def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
   return grid / sec, "reconstructions/s", compile_s
 
 
+def bench_evaluate(config, variables, grid, iters, repeats, order):
+  from hyperrecon_jax import grid as grid_lib
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import physics
+  from hyperrecon_jax import train
+  size, batch = config.data.image_size, config.train.batch_size
+  model = train.build_model(config)
+  operator = physics.make_operator(config.task, (size, size))
+  x = jax.random.uniform(jax.random.key(1), (batch, size, size))
+  zf = operator.zero_filled(operator.measure(x, jax.random.key(2)))
+  coeffs = hparams.coefficients(hparams.grid(grid, train.num_lambdas(config)))
+  module = model.module
+  apply_fn = module.apply if config.model.hyper_dim else (
+      lambda v, z, c: module.apply(v, z))
+  run = lambda: grid_lib.grid_metrics(apply_fn, variables, zf, x, coeffs, order=order)["psnr"]
+  sec, compile_s = _time(run, iters, repeats)
+  return batch * len(coeffs) / sec, "pairs/s", compile_s
+
+
 def main(argv):
   del argv
   from hyperrecon_jax import train
@@ -159,6 +184,9 @@ def main(argv):
                                                   repeats)
       elif size.startswith("stack"):
         continue  # a stack is for training; its evaluation is the unet's
+      elif name == "evaluate":
+        value, unit, compile_s = bench_evaluate(config, variables, grid, iters, repeats,
+                                                _ORDER.value)
       elif name in ("grid", "latency"):
         value, unit, compile_s = bench_grid(config, variables, grid, iters,
                                             repeats, latency=name == "latency")
@@ -167,8 +195,9 @@ def main(argv):
       print(json.dumps({
           "benchmark": name, "model": size, "value": round(value, 3),
           "unit": unit, "image_size": image, "channels": channels,
-          "batch": batch if name == "train_step" else (
+          "batch": batch if name in ("train_step", "evaluate") else (
               1 if name == "latency" else grid),
+          **({"grid": grid, "order": _ORDER.value} if name == "evaluate" else {}),
           "dtype": _DTYPE.value,
           "strategy": ("one λ" if name == "latency" and size != "unet" else
                        layers.resolve_strategy(_STRATEGY.value)),
