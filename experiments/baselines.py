@@ -28,8 +28,6 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
-from hyperrecon_jax import errors
-
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
@@ -40,28 +38,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def parse_lambdas(text: str, num_lambdas: int):
-  """``--lambdas`` as a list of λ tuples; ValueError names what is wrong."""
+  """``--lambdas`` as a list of λ tuples (`hparams.parse_lambdas`)."""
   from hyperrecon_jax import hparams
-  text = text.strip()
-  if text.startswith("grid:"):
-    try:
-      n = int(text[5:])
-    except ValueError:
-      raise errors.InputError(f"--lambdas={text}: grid:N needs an integer N") from None
-    if n < 1:
-      raise errors.InputError(f"--lambdas={text}: N must be ≥ 1")
-    return [tuple(float(v) for v in lam) for lam in hparams.grid(n, num_lambdas)]
-  out = []
-  for item in text.split(","):
-    try:
-      lam = tuple(float(v) for v in item.split(":"))
-    except ValueError:
-      raise errors.InputError(f"--lambdas={text}: {item!r} is not a number") from None
-    if len(lam) != num_lambdas:
-      raise errors.InputError(f"--lambdas={text}: {item!r} has {len(lam)} values, the "
-                       f"config's loss has {num_lambdas} hyperparameter(s)")
-    out.append(lam)
-  return out
+  return [tuple(float(v) for v in lam)
+          for lam in hparams.parse_lambdas(text, num_lambdas, flag="--lambdas")]
 
 
 def main(argv):

@@ -121,3 +121,42 @@ def grid(num: int, num_lambdas: int = 1):
     a, b = np.meshgrid(axis, axis, indexing="ij")
     return np.stack([a.ravel(), b.ravel()], axis=1)
   raise errors.InputError(f"grid supports 1 or 2 hyperparameters, got {num_lambdas}")
+
+
+def parse_lambdas(text: str, num_lambdas: int, *, flag: str = "--lam") -> np.ndarray:
+  """A command line's list of λ values as a (L, num_lambdas) float32 array.
+
+  ``0.3``; ``0,0.5,1`` (L values); ``grid:N`` (`grid`); for two
+  hyperparameters ``a:b`` pairs, e.g. ``0.2:0.4,1:0``. The values are not
+  range-checked here (the caller knows what it accepts).
+
+  Args:
+    text: the flag's value.
+    num_lambdas: the model's number of hyperparameters.
+    flag: the flag's name, for the messages.
+
+  Raises:
+    InputError: naming the bad item: not a number, the wrong count of values,
+      or a bad ``grid:N``.
+  """
+  text = str(text).strip()
+  if text.startswith("grid:"):
+    try:
+      n = int(text[5:])
+    except ValueError:
+      raise errors.InputError(f"{flag}={text}: grid:N needs an integer N") from None
+    if n < 2:
+      raise errors.InputError(f"{flag}={text}: N must be ≥ 2 (0 and 1 at least)")
+    return grid(n, num_lambdas)
+  rows = []
+  for item in text.split(","):
+    try:
+      lam = [float(v) for v in item.split(":")]
+    except ValueError:
+      raise errors.InputError(f"{flag}={text}: {item!r} is not a number") from None
+    if len(lam) != num_lambdas:
+      raise errors.InputError(
+          f"{flag}={text}: {item!r} has {len(lam)} values, the model's loss has "
+          f"{num_lambdas} hyperparameter(s) (a:b for two)")
+    rows.append(lam)
+  return np.asarray(rows, np.float32)

@@ -200,35 +200,12 @@ def _read_h5(path: str, config) -> Scan:
 
 
 def parse_lambdas(text: str, num_lambdas: int) -> np.ndarray:
-  """``--lam`` text as (L, num_lambdas) λ values.
-
-  ``0.3``; ``0,0.5,1`` (one volume per λ); ``grid:11`` (the evaluation grid,
-  `hparams.grid`); for two hyperparameters ``0.2:0.4,1:0``.
+  """``--lam`` text (`hparams.parse_lambdas`) as checked (L, num_lambdas) λ values.
 
   Raises:
-    ValueError: naming the bad item: not a number, outside [0, 1], or the
-      wrong number of values for the model.
+    InputError: naming the bad item, or a value outside [0, 1].
   """
-  text = str(text).strip()
-  if text.startswith("grid:"):
-    try:
-      n = int(text[5:])
-    except ValueError:
-      raise errors.InputError(f"--lam={text}: grid:N needs an integer N") from None
-    if n < 1:
-      raise errors.InputError(f"--lam={text}: N must be ≥ 1")
-    return np.asarray(hparams.grid(n, num_lambdas), np.float32)
-  rows = []
-  for item in text.split(","):
-    try:
-      lam = [float(v) for v in item.split(":")]
-    except ValueError:
-      raise errors.InputError(f"--lam={text}: {item!r} is not a number") from None
-    if len(lam) != num_lambdas:
-      raise errors.InputError(f"--lam={text}: {item!r} has {len(lam)} value(s); the model has "
-                       f"{num_lambdas} hyperparameter(s) (give a:b for two)")
-    rows.append(lam)
-  return check_lambdas(rows, num_lambdas)
+  return check_lambdas(hparams.parse_lambdas(text, num_lambdas, flag="--lam"), num_lambdas)
 
 
 def check_lambdas(lambdas, num_lambdas: int) -> np.ndarray:

@@ -83,8 +83,8 @@ def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flag):
 
 @pytest.mark.parametrize("value, pattern", [
     ("0,x", "'x' is not a number"),
-    ("0:1", "has 2 values, the config's loss has 1"),
-    ("grid:0", "N must be ≥ 1"),
+    ("0:1", "has 2 values, the model's loss has 1"),
+    ("grid:1", "N must be ≥ 2"),
     ("0,2", r"each λ needs 1 values in \[0, 1\]"),
     ("0,0", "repeats a λ"),
 ])

@@ -189,8 +189,8 @@ def test_nan_voxels_and_empty_volumes_are_refused(tmp_path):
 @pytest.mark.parametrize("text, num, pattern", [
     ("1.5", 1, r"λ = 1.5 is outside \[0, 1\]"),
     ("-0.1,0.5", 1, r"λ = -0.1 is outside"),
-    ("0.2:0.3", 1, r"'0.2:0.3' has 2 value\(s\); the model has 1"),
-    ("0.2", 2, r"'0.2' has 1 value\(s\); the model has 2"),
+    ("0.2:0.3", 1, r"'0.2:0.3' has 2 values, the model's loss has 1"),
+    ("0.2", 2, r"'0.2' has 1 values, the model's loss has 2"),
     ("abc", 1, r"'abc' is not a number"),
     ("grid:x", 1, r"grid:N needs an integer"),
 ])
