@@ -109,7 +109,7 @@ def bench_train_step(config, state, iters, repeats):
     return metrics["loss"]
 
   sec, compile_s = _time(run, iters, repeats)
-  unets = max(len(model.lambdas), 1)
+  unets = max(len(train.stack_lambdas(model)), 1)
   return unets * config.train.batch_size / sec, "samples/s", compile_s
 
 
@@ -128,7 +128,7 @@ def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
       jnp.asarray(hparams.grid(max(n, 2), train.num_lambdas(config))[:n]))
   if latency:
     coeffs = coeffs[0]  # (K,): one λ, one generated weight set
-  apply = jax.jit(lambda v, z, c: model.apply(v, z, c, train=False)[0])
+  apply = jax.jit(model.apply)
   sec, compile_s = _time(lambda: apply(variables, zf, coeffs), iters, repeats)
   if latency:
     return sec * 1e3, "ms", compile_s
@@ -146,10 +146,8 @@ def bench_evaluate(config, variables, grid, iters, repeats, order):
   x = jax.random.uniform(jax.random.key(1), (batch, size, size))
   zf = operator.zero_filled(operator.measure(x, jax.random.key(2)))
   coeffs = hparams.coefficients(hparams.grid(grid, train.num_lambdas(config)))
-  module = model.module
-  apply_fn = module.apply if config.model.hyper_dim else (
-      lambda v, z, c: module.apply(v, z))
-  run = lambda: grid_lib.grid_metrics(apply_fn, variables, zf, x, coeffs, order=order)["psnr"]
+  run = lambda: grid_lib.grid_metrics(model.apply, variables, zf, x, coeffs,
+                                      order=order)["psnr"]
   sec, compile_s = _time(run, iters, repeats)
   return batch * len(coeffs) / sec, "pairs/s", compile_s
 

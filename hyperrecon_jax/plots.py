@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from hyperrecon_jax import errors
 from hyperrecon_jax import evaluate
+from hyperrecon_jax.errors import InputError
 
 DPI = 110
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE", "nmse": "NMSE",
@@ -47,7 +47,7 @@ def _save(fig, path):
 def _lambdas(result, num):
   lam = np.asarray(result["lambdas"], np.float64)
   if lam.ndim != 2 or lam.shape[1] != num:
-    raise errors.InputError(
+    raise InputError(
         f"this figure needs a grid over {num} hyperparameter(s), result['lambdas'] "
                      f"has shape {lam.shape}.")
   return lam
@@ -55,7 +55,7 @@ def _lambdas(result, num):
 
 def _check_metric(result, metric):
   if metric not in result.get("metrics", ()):
-    raise errors.InputError(f"metric must be one of {result.get('metrics')}, got {metric!r}.")
+    raise InputError(f"metric must be one of {result.get('metrics')}, got {metric!r}.")
 
 
 def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str = "std"):
@@ -76,9 +76,9 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
   """
   lam = _lambdas(result, 1)[:, 0]
   if isinstance(metrics, str) or not metrics:
-    raise errors.InputError(f"metrics must be a non-empty sequence of names, got {metrics!r}.")
+    raise InputError(f"metrics must be a non-empty sequence of names, got {metrics!r}.")
   if band not in ("std", "iqr"):
-    raise errors.InputError(f"band must be 'std' or 'iqr', got {band!r}.")
+    raise InputError(f"band must be 'std' or 'iqr', got {band!r}.")
   for m in metrics:
     _check_metric(result, m)
   fig = _figure(3.2 * len(metrics), 2.8)
@@ -134,7 +134,7 @@ def landscape(result, path, metric: str = "psnr"):
   a1, a2 = np.unique(lam[:, 0]), np.unique(lam[:, 1])
   lattice = np.stack(np.meshgrid(a1, a2, indexing="ij"), -1).reshape(-1, 2)
   if lattice.shape != lam.shape or not np.allclose(lattice, lam):
-    raise errors.InputError("landscape needs a full λ1 × λ2 lattice with λ2 varying fastest "
+    raise InputError("landscape needs a full λ1 × λ2 lattice with λ2 varying fastest "
                      f"(hparams.grid(num, 2)); got {lam.shape[0]} points that are not one.")
   values = evaluate.metric_array(result, metric).reshape(a1.size, a2.size)
   fig = _figure(4.2, 3.6)
@@ -167,9 +167,9 @@ def lambda_histogram(kept, path, *, bins: int = 10, title: str = "λ kept by DHS
   """
   kept = np.asarray(kept, np.float64)
   if kept.ndim != 2 or kept.shape[1] not in (1, 2) or not len(kept):
-    raise errors.InputError(f"kept must have shape (N, 1) or (N, 2) with N ≥ 1, got {kept.shape}.")
+    raise InputError(f"kept must have shape (N, 1) or (N, 2) with N ≥ 1, got {kept.shape}.")
   if isinstance(bins, bool) or int(bins) != bins or bins < 1:
-    raise errors.InputError(f"bins must be an integer ≥ 1, got {bins!r}.")
+    raise InputError(f"bins must be an integer ≥ 1, got {bins!r}.")
   edges = np.linspace(0.0, 1.0, int(bins) + 1)
   fig = _figure(4.2, 3.4)
   ax = fig.add_subplot(1, 1, 1)
@@ -200,7 +200,7 @@ def _image(name, x, shape=None):
   x = np.asarray(x, np.float64)
   if x.ndim != 2 or (shape is not None and x.shape != shape):
     want = "(H, W)" if shape is None else str(shape)
-    raise errors.InputError(f"{name} must have shape {want}, got shape {x.shape}.")
+    raise InputError(f"{name} must have shape {want}, got shape {x.shape}.")
   return x
 
 
@@ -244,24 +244,24 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
   zf = _image("zero_filled_mag", zero_filled_mag, target.shape)
   recons = np.asarray(recons, np.float64)
   if recons.ndim != 3 or recons.shape[1:] != target.shape or recons.shape[0] < 1:
-    raise errors.InputError(
+    raise InputError(
         f"recons must have shape (N, {target.shape[0]}, {target.shape[1]}) with "
                      f"N >= 1, got shape {recons.shape}.")
   n = recons.shape[0]
   lams = np.asarray(lams, np.float64)
   if lams.shape[:1] != (n,) or lams.ndim > 2:
-    raise errors.InputError(
+    raise InputError(
         f"lams must have shape ({n},) or ({n}, n_lambdas), got shape {lams.shape}.")
   if metric_values is None:
     values, metric_name = [_psnr(r, target) for r in recons], "PSNR"
   else:
     values = np.asarray(metric_values, np.float64)
     if values.shape != (n,):
-      raise errors.InputError(f"metric_values must have shape ({n},), got shape {values.shape}.")
+      raise InputError(f"metric_values must have shape ({n},), got shape {values.shape}.")
   if baseline is not None:
     baseline = np.asarray(baseline, np.float64)
     if baseline.shape != recons.shape:
-      raise errors.InputError(f"baseline must have the shape of recons {recons.shape}, got "
+      raise InputError(f"baseline must have the shape of recons {recons.shape}, got "
                        f"shape {baseline.shape}.")
   images = [target, zf] + list(recons)
   titles = ["ground truth", f"zero-filled\nPSNR {_fmt(_psnr(zf, target))}"] + [
@@ -310,7 +310,7 @@ def range_map(recons, path, *, title: str = "range over λ"):
   """
   recons = np.asarray(recons, np.float64)
   if recons.ndim != 3 or recons.shape[0] < 1:
-    raise errors.InputError(f"recons must have shape (G, H, W), got shape {recons.shape}.")
+    raise InputError(f"recons must have shape (G, H, W), got shape {recons.shape}.")
   spread = recons.max(0) - recons.min(0)
   fig = _figure(3.6, 3.0)
   ax = fig.add_subplot(1, 1, 1)

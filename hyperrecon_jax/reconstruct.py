@@ -261,7 +261,7 @@ def reconstruct_slices(model, variables, zf, lambdas, *, batch: int = 8,
   """
   zf = jnp.asarray(zf, jnp.float32)
   coeffs = hparams.coefficients(jnp.asarray(lambdas, jnp.float32))
-  apply = jax.jit(model.module.apply)
+  apply = jax.jit(model.apply)
   n = zf.shape[0]
   batch = max(1, min(int(batch), n))
   out = np.empty((len(coeffs), n) + tuple(zf.shape[1:3]), np.float32)

@@ -101,7 +101,7 @@ def _load_baselines(path, config):
   from hyperrecon_jax import train
   from hyperrecon_jax.train import configuration
   b_config, model, variables, step = train.load_trained(path)
-  if not model.lambdas:
+  if not isinstance(model, train.UnetStack):
     raise errors.InputError(f"{path} is not a run of per-λ baselines "
                      "(experiments/baselines.py --lambdas=...)")
   # The baselines must solve the same problem: task, data and loss terms.
@@ -193,10 +193,9 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   num_lambdas = train.num_lambdas(config)
   if config.model.hyper_dim:
     lam_grid = hparams.grid(grid, num_lambdas)
-    apply_fn = model.module.apply
   else:  # a plain Unet has one λ: the one it was trained at
     lam_grid = np.asarray([config.hparams.fixed], np.float32)
-    apply_fn = _plain_apply(model.module)
+  apply_fn = model.apply
   batch_size = int(config.train.batch_size)
   num_slices = data.num_examples(config.data, split)
   key = streams.key(config, "evaluation")
@@ -305,17 +304,3 @@ def _dhs_replay(config, model, variables, operator, key) -> dict:
   return {"split": "train", "batches": DHS_REPLAY_BATCHES,
           "top_b": int(config.sampling.top_b), "sampled": floats(sampled),
           "kept": floats(kept)}
-
-
-_PLAIN = {}
-
-
-def _plain_apply(module):
-  """A plain Unet's ``apply`` in the grid's calling convention, one per module.
-
-  Cached so that repeated evaluations reuse the compiled grid program (the
-  function is a static argument of it).
-  """
-  if module not in _PLAIN:
-    _PLAIN[module] = lambda v, zf, coeffs: module.apply(v, zf)
-  return _PLAIN[module]

@@ -142,7 +142,7 @@ def test_mae_scale_matches_an_independent_computation(run):
   @jax.jit
   def reconstruct(x):
     zf = operator.zero_filled(operator.measure(x, jax.random.key(7)))
-    return model.single().apply(mae_unet, zf, coeffs, train=False)[0]
+    return model.unet.apply(mae_unet, zf, coeffs)
 
   errors = []
   for batch in data.batches(config.data, "validation", batch_size=4,
@@ -211,8 +211,7 @@ def test_grid_model_is_each_unet_in_evaluation_mode(run):
   got = np.asarray(apply_fn(grid_variables, zf, coeffs))
   for row, index in enumerate([1, 0, 0]):
     unet = jax.tree_util.tree_map(lambda v, index=index: v[index], variables)
-    want = np.asarray(model.single().apply(unet, zf[row:row + 1], None,
-                                           train=False)[0])[0]
+    want = np.asarray(model.unet.apply(unet, zf[row:row + 1]))[0]
     np.testing.assert_allclose(got[row], want, rtol=0,
                                atol=1e-5 * np.abs(want).max())
 
@@ -228,8 +227,7 @@ def test_a_stack_runs_the_same_unrolled_or_vmapped(run):
   outs = []
   for strategy in ("vmap", "loop"):
     model = train.build_model(config, strategy=strategy)
-    recon, _, _ = jax.jit(lambda v, z, c, m=model: m.apply(v, z, c, train=False))(
-        variables, zf, coeffs)
+    recon = jax.jit(model.apply)(variables, zf, coeffs)
     outs.append(np.asarray(recon))
   assert outs[0].shape == (2, 2, 32, 32)
   np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-5 * np.abs(outs[0]).max())

@@ -97,7 +97,7 @@ def direct(ex, model_parts, i, lam):
   """The model applied directly (no jit) at one λ to slice i's input."""
   _, model, variables = model_parts
   coeffs = hparams.coefficients(np.asarray([[lam]], np.float32))[0]
-  return np.asarray(model.module.apply(variables, ex._zf[i][None], coeffs))[0]
+  return np.asarray(model.apply(variables, ex._zf[i][None], coeffs))[0]
 
 
 def test_info_describes_the_model_task_slices_and_grid(server):
@@ -274,7 +274,7 @@ def test_two_hyperparameters_take_two_lambda_values():
   assert info["num_lambdas"] == 2 and len(info["lambdas"]) == 16
   recon, scores = ex.reconstruction(1, "0.25,0.75")
   coeffs = hparams.coefficients(np.asarray([[0.25, 0.75]], np.float32))[0]
-  want = np.asarray(ex.model.module.apply(ex.variables, ex._zf[1][None], coeffs))[0]
+  want = np.asarray(ex.model.apply(ex.variables, ex._zf[1][None], coeffs))[0]
   np.testing.assert_allclose(recon, want, atol=ATOL, rtol=0)
   c = ex.curve(1)
   assert len(c["metrics"]["psnr"]) == 16 and len(c["best"]["psnr"]["lam"]) == 2

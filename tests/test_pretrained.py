@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from hyperrecon_jax import models
 from hyperrecon_jax import pretrained
 from hyperrecon_jax import report
 from hyperrecon_jax import train
@@ -44,7 +45,7 @@ def test_load_gives_the_trained_model_to_float16_precision(exported):
   config, model, variables, step = pretrained.load("tiny", folder=folder)
   _, _, want, want_step = train.load_trained(run_a["workdir"])
   assert step == want_step and config.model.to_dict() == run_a["config"].model.to_dict()
-  assert model.hyper
+  assert isinstance(model, models.HyperUnet)
   got_p, want_p = jax.tree_util.tree_leaves(variables["params"]), jax.tree_util.tree_leaves(
       want["params"])
   for g, w in zip(got_p, want_p):
@@ -100,7 +101,7 @@ def test_the_shipped_model_loads_and_says_what_it_scores():
   assert description["bytes"] <= 10 * 2 ** 20  # the size limit
   config, model, variables, _ = pretrained.load(SHIPPED)  # checks the SHA-256
   assert config.data.name == "mni152" and config.task.acceleration == 8
-  assert tuple(config.losses) == ("dc", "tv") and model.hyper
+  assert tuple(config.losses) == ("dc", "tv") and isinstance(model, models.HyperUnet)
   psnr = description["test"]["mean"]["psnr"]
   # λ changes the reconstruction: the recorded test PSNR spans several dB.
   assert max(psnr) - min(psnr) > 5.0

@@ -111,7 +111,7 @@ def test_reconstruct_slices_matches_per_row_coefficients(model):
   got = rc.reconstruct_slices(net, variables, zf, lambdas, batch=2)  # padded last batch
   for i, lam in enumerate(lambdas):
     coeffs = hparams.coefficients(jnp.tile(lam[None], (5, 1)))  # (B, K): per-row weights
-    want = np.asarray(net.module.apply(variables, zf, coeffs))
+    want = np.asarray(net.apply(variables, zf, coeffs))
     # One generated weight set vs one per row: the same float32 products in
     # another order; outputs are O(1), so 1e-4 is ~100 ulps of headroom.
     np.testing.assert_allclose(got[i], want, atol=1e-4)

@@ -20,7 +20,6 @@ from hyperrecon_jax import report
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import baselines
-from hyperrecon_jax.train import step as step_lib
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 FILES = ["curves.png", "diverse.png", "lambda_grid.json", "range.png",
@@ -135,7 +134,7 @@ def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
   c_stack, _, _, _ = train.load_trained(stack)
   for i, lam in enumerate(o["lambdas"]):
     unet = baselines.validation_term_means(
-        c_stack, model.single(), step_lib.select(model, variables, tuple(lam)), lam)
+        c_stack, model.unet, model.member(variables, tuple(lam)), lam)
     for name, value in unet.items():
       # The same program on the same slices: float32 sums, rtol 1e-6.
       np.testing.assert_allclose(o["baselines"][i]["terms"][name], value, rtol=1e-6)

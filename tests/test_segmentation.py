@@ -171,8 +171,13 @@ def test_bad_settings_are_named(trained):
 
 
 def _scale_apply(variables, zf, coeffs):
-  """A stand-in model whose reconstruction is |zf| times the first coefficient."""
-  return variables["gain"] * evaluate.magnitude(zf) * coeffs[:, :1, None]
+  """A stand-in model whose reconstruction is |zf| times the first coefficient.
+
+  Like a HyperUnet it takes (B, K) coefficients, one per row, or (K,), one
+  for the whole batch (a λ-major grid).
+  """
+  first = coeffs[..., :1] if coeffs.ndim == 2 else coeffs[None, :1]
+  return variables["gain"] * evaluate.magnitude(zf) * first[:, :, None]
 
 
 def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):

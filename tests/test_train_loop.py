@@ -82,7 +82,7 @@ def test_weight_spread_is_the_distance_of_the_generated_unets(run_a):
   # Independently of the loop: the plain Unets that the hypernetwork
   # generates at λ = 0, 0.5 and 1 (models.unet_variables), as NumPy vectors.
   config = run_a["config"]
-  net = train.build_model(config).module
+  net = train.build_model(config)
   variables = {"params": run_a["state"].params,
                "batch_stats": run_a["state"].batch_stats}
 

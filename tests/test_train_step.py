@@ -311,7 +311,7 @@ def _naive_reference(config, model, operator, top_b):
     coeffs = train.sample_coefficients(config, k_lambda, x.shape[0])
 
     def per_example(params):
-      recon, weights, _ = model.apply(
+      recon, weights = model.apply(
           {"params": params}, zf, coeffs, train=True, return_weights=True)
       terms = losses.compute_terms(names, recon, x, operator=operator,
                                    measurement=y, weights=weights)
@@ -400,8 +400,8 @@ def test_dhs_replay_keeps_the_rows_of_lowest_data_consistency(compiled):
   y = operator.measure(jnp.asarray(x), k_measure)
   lam = train.step.sample_lambdas(config, k_lambda, 4)
   np.testing.assert_array_equal(sampled, host(lam))
-  recon, _, _ = model.apply(state0.variables(), operator.zero_filled(y),
-                            hparams.coefficients(lam), train=True)
+  recon, _ = model.apply(state0.variables(), operator.zero_filled(y),
+                         hparams.coefficients(lam), train=True, mutable=["batch_stats"])
   dc = host(operator.data_consistency(recon, y))
   assert len(np.unique(dc)) == 4  # no ties: the selection is unambiguous
   np.testing.assert_array_equal(kept, sampled[np.argsort(dc)[:2]])  # by increasing DC

@@ -66,7 +66,7 @@ class Explorer:
 
   Args:
     config: the model's experiment config.
-    model: a `train.Model` with a hypernetwork (``config.model.hyper_dim > 0``).
+    model: a ``HyperUnet`` (``config.model.hyper_dim > 0``).
     variables: its variables.
     name: the model's name (a pretrained name or a workdir), shown on the page.
     step: its training step.
@@ -94,7 +94,7 @@ class Explorer:
   def __init__(self, config, model, variables, *, name, step, split="test", images=None,
                slices=None, source=None, chunk=None, seed=None, segmenter=None,
                grid=None):
-    if not int(config.model.hyper_dim) or not getattr(model, "hyper", True):
+    if not int(config.model.hyper_dim):
       raise InputError(f"{name} is a plain Unet (hyper_dim 0) trained at one λ: the explorer "
                        "needs a HyperRecon model")
     self.config, self.model, self.variables = config, model, variables
@@ -137,7 +137,7 @@ class Explorer:
                                  ev.slice_keys(key, volumes, slices))
     self._images = jax.numpy.asarray(images)
     self.zf_mag = np.asarray(grid_lib.magnitude(self._zf))
-    self._apply = model.module.apply
+    self._apply = model.apply
     self._cache, self._lock = collections.OrderedDict(), threading.Lock()
 
   # --- parameters ---------------------------------------------------------------

@@ -108,7 +108,7 @@ class HyperUnet(nn.Module):
                               strategy=layers.resolve_strategy(self.strategy),
                               dtype=self.dtype)
 
-  def __call__(self, zf, coeffs, train: bool = False,
+  def __call__(self, zf, coeffs, *, train: bool = False,
                return_weights: bool = False):
     """Reconstructs a batch at one λ, or each element at its own.
 

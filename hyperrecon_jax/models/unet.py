@@ -174,16 +174,23 @@ class Unet(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, zf, train: bool = False):
-    """Reconstructs a batch.
+  def __call__(self, zf, coeffs=None, *, train: bool = False,
+               return_weights: bool = False):
+    """Reconstructs a batch; the signature of `HyperUnet`, whose λ it ignores.
 
     Args:
       zf: (B, H, W, 2) zero-filled input.
+      coeffs: ignored (a plain Unet has the one λ it was trained at); taken so
+        that every model is called the same way.
       train: use and update batch statistics (pass ``mutable=['batch_stats']``).
+      return_weights: also return the convolution weights (for weight-ℓ1),
+        every leaf with a leading axis of size B, as `HyperUnet` gives them.
 
     Returns:
-      (B, H, W) float32 reconstruction.
+      (B, H, W) float32 reconstruction; with ``return_weights`` a pair
+      (reconstruction, weights).
     """
+    del coeffs
     check_input(zf)
     weights = {}
     for spec in conv_specs(self.channels):
@@ -194,7 +201,12 @@ class Unet(nn.Module):
       }
     body = UnetBody(self.channels, self.batch_norm, dtype=self.dtype,
                     name="body")
-    return body(weights, zf, per_sample=False, train=train)
+    recon = body(weights, zf, per_sample=False, train=train)
+    if not return_weights:
+      return recon
+    batch = zf.shape[0]
+    return recon, jax.tree_util.tree_map(
+        lambda w: jnp.broadcast_to(w, (batch,) + w.shape), weights)
 
 
 def count_params(params) -> int:

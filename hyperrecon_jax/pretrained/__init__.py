@@ -5,7 +5,7 @@ Use one without training::
   import hyperrecon_jax as hr
   hr.pretrained.names()                      # ['mni152_csmri8x_dc_tv']
   config, model, variables, step = hr.pretrained.load("mni152_csmri8x_dc_tv")
-  recon, _, _ = model.apply(variables, zf, coeffs, train=False)
+  recon = model.apply(variables, zf, coeffs)
 
 or ``python experiments/evaluate.py --pretrained=NAME --out=DIR``.
 

@@ -18,11 +18,12 @@ from hyperrecon_jax.train.configuration import num_lambdas
 from hyperrecon_jax.train.loop import Interrupted
 from hyperrecon_jax.train.loop import NonFiniteLossError
 from hyperrecon_jax.train.loop import train_and_evaluate
-from hyperrecon_jax.train.state import Model
 from hyperrecon_jax.train.state import TrainState
+from hyperrecon_jax.train.state import UnetStack
 from hyperrecon_jax.train.state import build_model
 from hyperrecon_jax.train.state import create_state
 from hyperrecon_jax.train.state import learning_rate
+from hyperrecon_jax.train.state import stack_lambdas
 from hyperrecon_jax.train.step import make_eval_step
 from hyperrecon_jax.train.step import make_train_step
 from hyperrecon_jax.train.step import sample_coefficients
@@ -31,8 +32,9 @@ from hyperrecon_jax.train.trained import load_config
 from hyperrecon_jax.train.trained import load_trained
 
 __all__ = [
-    "ConfigError", "Interrupted", "apply_variant", "Model", "NonFiniteLossError", "TrainState",
+    "ConfigError", "Interrupted", "apply_variant", "NonFiniteLossError", "TrainState",
     "build_model", "check_config", "create_state", "default_config", "learning_rate",
     "load_config", "load_trained", "make_eval_step", "make_train_step", "num_coeffs",
-    "num_lambdas", "sample_coefficients", "train_and_evaluate", "validation_lambdas",
+    "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate", "UnetStack",
+    "validation_lambdas",
 ]

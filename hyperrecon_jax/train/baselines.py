@@ -33,7 +33,6 @@ from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import loop as loop_lib
-from hyperrecon_jax.train import step as step_lib
 from hyperrecon_jax.train import trained
 
 RESULT_FILE = "baselines.json"
@@ -93,13 +92,15 @@ def stack_config(config, lambdas, *, loss_scales=None):
   return c
 
 
-@functools.partial(jax.jit, static_argnames=("names",))
+@functools.partial(jax.jit, static_argnames=("model", "names"))
 def _batch_terms(model, operator, variables, image, coeffs, key, *, names):
-  # Module level, so baselines with the same architecture share one compile.
+  # Module level, so baselines with the same architecture share one compile
+  # (equal flax modules hash equal).
   y = operator.measure(image, key)
-  recon, weights, _ = model.apply(
-      variables, operator.zero_filled(y), coeffs, train=False,
-      return_weights=bool(losses.NEEDS_WEIGHTS & set(names)))
+  needs_weights = bool(losses.NEEDS_WEIGHTS & set(names))
+  out = model.apply(variables, operator.zero_filled(y), coeffs,
+                    return_weights=needs_weights)
+  recon, weights = out if needs_weights else (out, None)
   return losses.compute_terms(names, recon, image, operator=operator,
                               measurement=y, weights=weights)
 
@@ -114,7 +115,7 @@ def validation_term_means(config, model, variables, lam=None, *,
 
   Args:
     config: the run's config (data, task, losses, batch size, seed).
-    model: a ``state.Model`` (e.g. from ``load_trained``).
+    model: a ``HyperUnet`` or ``Unet`` (e.g. from ``load_trained``).
     variables: its variables.
     lam: the (K − 1,) λ to reconstruct at; default ``config.hparams.fixed``
       (a plain Unet ignores it).
@@ -161,9 +162,9 @@ def compare_objectives(config, model, variables, stack_model, stack_variables) -
 
   Args:
     config: HyperRecon's config.
-    model: HyperRecon's ``state.Model``.
+    model: HyperRecon's ``HyperUnet``.
     variables: its variables.
-    stack_model: the stack of Unets (``state.Model`` with ``lambdas``).
+    stack_model: the `state.UnetStack` of Unets.
     stack_variables: its variables.
 
   Returns:
@@ -173,7 +174,6 @@ def compare_objectives(config, model, variables, stack_model, stack_variables) -
   """
   names = tuple(config.losses)
   scales = np.asarray(config.loss_scales, np.float64)
-  single = stack_model.single()
 
   def scored(terms, lam):
     coeffs = hparams.coefficients(jnp.asarray([lam], jnp.float32))
@@ -189,7 +189,7 @@ def compare_objectives(config, model, variables, stack_model, stack_variables) -
     out["hyperrecon"].append(scored(validation_term_means(config, model, variables, lam),
                                     lam))
     out["baselines"].append(scored(validation_term_means(
-        config, single, step_lib.select(stack_model, stack_variables, lam), lam), lam))
+        config, stack_model.unet, stack_model.member(stack_variables, lam), lam), lam))
   return out
 
 
@@ -239,8 +239,7 @@ def train_baselines(config, workdir: str, lambdas=None, *,
   loop_lib.train_and_evaluate(c, workdir)  # returns at once when finished
   c, model, variables, step = trained.load_trained(workdir)
   stack = model.lambdas
-  terms = [validation_term_means(c, model.single(),
-                                 step_lib.select(model, variables, lam), lam)
+  terms = [validation_term_means(c, model.unet, model.member(variables, lam), lam)
            for lam in stack]
   result = {"losses": list(names), "lambdas": [list(lam) for lam in stack],
             "split": "validation", "step": int(step), "terms": terms,
@@ -300,9 +299,10 @@ def _table_apply(channels: int, strategy: str, dtype):
 
   def apply(variables, zf, coeffs):
     table = variables["coeffs"]  # (L, K)
-    index = jnp.argmin(jnp.sum(jnp.abs(coeffs[:, None] - table[None]), -1), -1)
+    # (B, K): each row its nearest Unet; (K,): one Unet for the whole batch.
+    index = jnp.argmin(jnp.sum(jnp.abs(coeffs[..., None, :] - table), -1), -1)
     weights = jax.tree_util.tree_map(lambda w: w[index], variables["weights"])
-    return body.apply({}, weights, zf, per_sample=True)
+    return body.apply({}, weights, zf, per_sample=coeffs.ndim == 2)
 
   return apply
 
@@ -316,14 +316,13 @@ def grid_model(model, variables):
   on the same slices and noise as the HyperRecon grid.
 
   Args:
-    model: a stack (``state.Model`` with ``lambdas``), e.g. from
-      ``load_trained``.
+    model: a `state.UnetStack`, e.g. from ``load_trained``.
     variables: its (stacked) variables.
 
   Returns:
     ``(apply_fn, grid_variables)``.
   """
-  unet = model.module
+  unet = model.unet
   weights = jax.vmap(lambda v: fold_batch_norm(v, unet.channels))(variables)
   coeffs = hparams.coefficients(jnp.asarray(model.lambdas, jnp.float32))
   strategy = models.resolve_strategy(model.strategy)

@@ -144,8 +144,7 @@ def weight_spread(model, params, lams) -> float:
   # One call generates the Unets of every validation λ and of the centre.
   lams = jnp.concatenate([jnp.asarray(lams, jnp.float32),
                           jnp.full((1, len(lams[0])), 0.5, jnp.float32)])
-  weights = model.module.apply({"params": params}, hparams.coefficients(lams),
-                               method="generate")
+  weights = model.apply({"params": params}, hparams.coefficients(lams), method="generate")
   w = jnp.concatenate([x.reshape(x.shape[0], -1)
                        for x in jax.tree_util.tree_leaves(weights)], 1)
   w, centre = w[:-1], w[-1]
@@ -246,7 +245,7 @@ def _train(config, workdir, mesh, owner):
   # A plain Unet has one λ, the one it trains at; a stack one per Unet.
   val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
               if config.model.hyper_dim else
-              list(model.lambdas) or [tuple(config.hparams.fixed)])
+              list(state_lib.stack_lambdas(model)) or [tuple(config.hparams.fixed)])
   rng = streams.key(seed, "train")
   lr = state_lib.learning_rate(config)
   mngr = checkpoints.manager(workdir, config.train.max_to_keep)

@@ -1,6 +1,7 @@
 """Model construction and the train state (parameters, statistics, optimizer)."""
 
 from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 import flax.struct
@@ -13,101 +14,82 @@ from hyperrecon_jax import models
 from hyperrecon_jax.train import configuration
 
 
-@flax.struct.dataclass
-class Model:
-  """A reconstruction network behind one calling convention.
+@dataclasses.dataclass(frozen=True)
+class UnetStack:
+  """L plain Unets trained together (the per-λ baselines), called like a module.
 
-  ``apply(variables, zf, coeffs, train, return_weights)`` returns the
-  reconstruction and the per-sample convolution weights (for weight-ℓ1), plus
-  the updated ``batch_stats`` when ``train``. A plain ``Unet`` ignores
-  ``coeffs`` and reports its own weights for every sample.
+  Every variable has a leading axis of size L (the Unets are initialized
+  independently, as separate runs would be); ``coeffs`` is (L, B, K) and the
+  outputs gain the same leading axis. ``init`` and ``apply`` take a flax
+  module's arguments. ``strategy`` (resolved as for ``HyperUnet``) runs the
+  stack as one vmap or as L unrolled Unets; it changes speed only.
 
-  A *stack* (``lambdas`` non-empty) is one plain Unet per λ of ``lambdas``,
-  trained together: every variable has a leading axis of size L, ``coeffs``
-  is (L, B, K) and the outputs gain the same leading axis. ``strategy``
-  (resolved as for ``HyperUnet``) runs a stack as one vmap or as L unrolled
-  Unets; it changes speed only.
+  Attributes:
+    unet: the plain ``Unet`` every member is.
+    lambdas: the λ vector of each member.
+    strategy: 'auto', 'vmap' or 'loop'.
   """
-  module: Any = flax.struct.field(pytree_node=False)
-  hyper: bool = flax.struct.field(pytree_node=False)
-  lambdas: tuple = flax.struct.field(pytree_node=False, default=())
-  strategy: str = flax.struct.field(pytree_node=False, default="auto")
+  unet: models.Unet
+  lambdas: tuple
+  strategy: str = "auto"
 
-  def init(self, key, zf, coeffs):
-    if self.lambdas:  # independent initializations, as separate runs would be
-      keys = jax.random.split(key, len(self.lambdas))
-      return jax.vmap(lambda k: self.module.init(k, zf))(keys)
-    if self.hyper:
-      return self.module.init(key, zf, coeffs)
-    return self.module.init(key, zf)
+  def init(self, key, zf, coeffs=None):
+    del coeffs
+    keys = jax.random.split(key, len(self.lambdas))
+    return jax.vmap(lambda k: self.unet.init(k, zf))(keys)
 
-  def single(self) -> "Model":
-    """The model of one element of a stack."""
-    return self.replace(lambdas=())
+  def apply(self, variables, zf, coeffs, *, train: bool = False,
+            return_weights: bool = False, mutable=False):
+    one = lambda v, c: self.unet.apply(v, zf, c, train=train,
+                                       return_weights=return_weights, mutable=mutable)
+    if models.resolve_strategy(self.strategy) == "vmap":
+      return jax.vmap(one)(variables, coeffs)
+    # XLA's CPU convolution of a batch of weights against a batch of inputs
+    # (the grouped convolution vmap lowers to) is 10–30× slower than L
+    # ordinary ones: unroll the stack, as the 'loop' strategy does.
+    outs = [one(jax.tree_util.tree_map(lambda x, i=i: x[i], variables), coeffs[i])
+            for i in range(len(self.lambdas))]
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
 
-  def apply(self, variables, zf, coeffs, *, train: bool,
-            return_weights: bool = False):
-    """Returns ``(recon, weights or None, batch_stats updates)``."""
-    if self.lambdas:
-      one = self.single()
-      apply = lambda v, c: one.apply(v, zf, c, train=train,
-                                     return_weights=return_weights)
-      if models.resolve_strategy(self.strategy) == "vmap":
-        return jax.vmap(apply)(variables, coeffs)
-      # XLA's CPU convolution of a batch of weights against a batch of inputs
-      # (the grouped convolution vmap lowers to) is 10–30× slower than L
-      # ordinary ones: unroll the stack, as the 'loop' strategy does.
-      outs = [apply(jax.tree_util.tree_map(lambda x, i=i: x[i], variables),
-                    coeffs[i]) for i in range(len(self.lambdas))]
-      return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
-    mutable = ["batch_stats"] if train else False
-    if self.hyper:
-      out = self.module.apply(variables, zf, coeffs, train=train,
-                              return_weights=return_weights, mutable=mutable)
-    else:
-      out = self.module.apply(variables, zf, train=train, mutable=mutable)
-    out, updates = out if train else (out, {})
-    if self.hyper:
-      recon, weights = out if return_weights else (out, None)
-    else:
-      recon = out
-      weights = (_unet_weights(variables["params"], zf.shape[0])
-                 if return_weights else None)
-    return recon, weights, updates
+  def member(self, variables, lam):
+    """The variables of the member whose λ is nearest ``lam`` (traceable)."""
+    stack = jnp.asarray(self.lambdas, jnp.float32)
+    index = jnp.argmin(jnp.sum(jnp.abs(stack - jnp.asarray(lam, jnp.float32)), -1))
+    return jax.tree_util.tree_map(lambda v: v[index], variables)
 
 
-def _unet_weights(params, batch):
-  """A plain Unet's convolution weights, repeated for each of ``batch`` samples."""
-  weights = {}
-  for spec in models.conv_specs(params["head_kernel"].shape[2]):
-    weights[spec.name] = {
-        key: jnp.broadcast_to(params[f"{spec.name}_{key}"],
-                              (batch,) + params[f"{spec.name}_{key}"].shape)
-        for key in ("kernel", "bias")}
-  return weights
+def stack_lambdas(model) -> tuple:
+  """The λ vectors of a `UnetStack`; () for a single network."""
+  return model.lambdas if isinstance(model, UnetStack) else ()
 
 
-def build_model(config, *, strategy: str | None = None) -> Model:
+def build_model(config, *, strategy: str | None = None):
   """The network of ``config.model``: ``HyperUnet``, or for hyper_dim 0 ``Unet``
-  (a stack of them when ``config.hparams.baselines`` lists λ vectors).
+  (a `UnetStack` of them when ``config.hparams.baselines`` lists λ vectors).
+
+  Every model is called the same way, flax's: ``model.apply(variables, zf,
+  coeffs, train=..., return_weights=..., mutable=...)`` (a plain Unet ignores
+  ``coeffs``); in training pass ``mutable=['batch_stats']`` and get
+  ``(output, updates)`` back.
 
   Args:
     config: full experiment config.
     strategy: overrides ``config.model.strategy``.
 
   Returns:
-    A ``Model``.
+    A flax module, or a `UnetStack`.
   """
   m = config.model
   dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
   if m.hyper_dim == 0:
-    return Model(models.Unet(channels=m.channels, batch_norm=m.batch_norm,
-                             init_scheme=m.init_scheme, dtype=dtype), False,
-                 baseline_lambdas(config), strategy or m.strategy)
-  return Model(models.HyperUnet(
+    unet = models.Unet(channels=m.channels, batch_norm=m.batch_norm,
+                       init_scheme=m.init_scheme, dtype=dtype)
+    lambdas = baseline_lambdas(config)
+    return UnetStack(unet, lambdas, strategy or m.strategy) if lambdas else unet
+  return models.HyperUnet(
       hyper_dim=m.hyper_dim, num_coeffs=configuration.num_coeffs(config),
       channels=m.channels, batch_norm=m.batch_norm, init_scheme=m.init_scheme,
-      strategy=strategy or m.strategy, dtype=dtype), True)
+      strategy=strategy or m.strategy, dtype=dtype)
 
 
 def baseline_lambdas(config) -> tuple:
@@ -153,7 +135,7 @@ def optimizer(config) -> optax.GradientTransformation:
   return optax.adam(learning_rate(config))
 
 
-def create_state(config, model: Model, key) -> TrainState:
+def create_state(config, model, key) -> TrainState:
   """Initializes parameters, statistics and optimizer state.
 
   Args:

@@ -39,7 +39,7 @@ def sample_lambdas(config, key, batch: int):
                         log_min=config.hparams.log_min)
 
 
-def dhs_keep(model: state_lib.Model, variables, operator, zf, y, coeffs, top_b: int):
+def dhs_keep(model, variables, operator, zf, y, coeffs, top_b: int):
   """DHS: the ``top_b`` batch rows to train on, those of lowest data consistency.
 
   A forward pass in training mode (batch statistics, as the gradient pass
@@ -48,12 +48,12 @@ def dhs_keep(model: state_lib.Model, variables, operator, zf, y, coeffs, top_b: 
   Returns:
     (top_b,) row indices.
   """
-  recon, _, _ = model.apply(variables, zf, coeffs, train=True)
+  recon, _ = model.apply(variables, zf, coeffs, train=True, mutable=["batch_stats"])
   dc = operator.data_consistency(jax.lax.stop_gradient(recon), y)
   return sampling.select_lowest(dc, top_b)
 
 
-def make_train_step(config, model: state_lib.Model, operator):
+def make_train_step(config, model, operator):
   """Builds ``train_step(state, batch, rng) -> (state, metrics)`` (not jitted).
 
   Per step: measure the images with ``operator`` (noise from ``rng``), draw one
@@ -85,16 +85,18 @@ def make_train_step(config, model: state_lib.Model, operator):
   tx = state_lib.optimizer(config)
   dhs = config.sampling.method == "dhs"
   top_b = int(config.sampling.top_b)
+  stack = state_lib.stack_lambdas(model)
 
   def per_example(params, batch_stats, x, zf, y, coeffs):
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
-    recon, weights, updates = model.apply(variables, zf, coeffs, train=True,
-                                          return_weights=needs_weights)
+    out, updates = model.apply(variables, zf, coeffs, train=True,
+                               return_weights=needs_weights, mutable=["batch_stats"])
+    recon, weights = out if needs_weights else (out, None)
     terms_of = lambda r, w: losses.compute_terms(
         names, r, x, operator=operator, measurement=y, weights=w)
-    if model.lambdas:  # a stack: (L, B, ...) against the one batch
+    if stack:  # (L, B, ...) against the one batch
       terms = jax.vmap(terms_of)(recon, weights)
       total = jax.vmap(losses.composite, in_axes=(0, 0, None))(
           terms, coeffs, scales)
@@ -107,8 +109,7 @@ def make_train_step(config, model: state_lib.Model, operator):
     total, terms, updates = per_example(params, batch_stats, x, zf, y, coeffs)
     # A stack sums its Unets' batch means: each Unet's parameters get exactly
     # the gradient of its own loss, as in a separate run (Adam is elementwise).
-    loss = (jnp.sum(jnp.mean(total, axis=-1)) if model.lambdas
-            else jnp.mean(total))
+    loss = jnp.sum(jnp.mean(total, axis=-1)) if stack else jnp.mean(total)
     return loss, (terms, updates)
 
   def train_step(state, batch, rng):
@@ -146,7 +147,7 @@ def make_train_step(config, model: state_lib.Model, operator):
         bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step,
                            state.bad_step))
     # Reported per Unet: a stack's loss is the mean over its Unets.
-    out = {"loss": loss / max(len(model.lambdas), 1), "grad_norm": grad_norm}
+    out = {"loss": loss / max(len(stack), 1), "grad_norm": grad_norm}
     for i, name in enumerate(names):
       out[f"loss_{name}"] = jnp.mean(terms[..., i])
     return new_state, out
@@ -154,7 +155,7 @@ def make_train_step(config, model: state_lib.Model, operator):
   return train_step
 
 
-def dhs_selected_lambdas(config, model: state_lib.Model, variables, operator,
+def dhs_selected_lambdas(config, model, variables, operator,
                          batches, key, *, num_batches: int):
   """The λ that DHS keeps with these parameters: the paper's Fig. 6 histogram.
 
@@ -164,7 +165,7 @@ def dhs_selected_lambdas(config, model: state_lib.Model, variables, operator,
 
   Args:
     config: the run's config (DHS or not: the selection is the same).
-    model: the HyperRecon ``state.Model``.
+    model: the ``HyperUnet``.
     variables: its variables (the checkpoint to replay).
     operator: the task's operator.
     batches: an iterator of batches with ``image`` (e.g. the train split).
@@ -207,14 +208,7 @@ def validation_lambdas(num_lambdas: int):
   return [(v,) * num_lambdas for v in (0.0, 0.5, 1.0)]
 
 
-def select(model: state_lib.Model, variables, lam):
-  """The variables of the stack's Unet whose λ is nearest ``lam`` (traceable)."""
-  stack = jnp.asarray(model.lambdas, jnp.float32)
-  index = jnp.argmin(jnp.sum(jnp.abs(stack - jnp.asarray(lam, jnp.float32)), -1))
-  return jax.tree_util.tree_map(lambda v: v[index], variables)
-
-
-def make_eval_step(model: state_lib.Model, operator):
+def make_eval_step(model, operator):
   """Builds ``eval_step(variables, batch, lam, key) -> per-example metrics``.
 
   Evaluation mode (running BatchNorm statistics), one λ for the whole batch.
@@ -230,9 +224,10 @@ def make_eval_step(model: state_lib.Model, operator):
     y = operator.measure(x, key)
     zf = operator.zero_filled(y)
     coeffs = hparams.coefficients(lam[None])[0]  # (K,): one weight set
-    if model.lambdas:  # the stack's Unet trained at this λ
-      variables = select(model, variables, lam)
-    recon, _, _ = model.single().apply(variables, zf, coeffs, train=False)
+    if isinstance(model, state_lib.UnetStack):  # its Unet trained at this λ
+      recon = model.unet.apply(model.member(variables, lam), zf, coeffs)
+    else:
+      recon = model.apply(variables, zf, coeffs)
     zf_mag = jnp.sqrt(jnp.sum(zf ** 2, axis=-1))
     return {"psnr": metrics.psnr(recon, x), "ssim": metrics.ssim(recon, x),
             "psnr_zf": metrics.psnr(zf_mag, x)}

@@ -52,7 +52,7 @@ def load_trained(workdir: str, step: int | None = None, *,
 
   Returns:
     ``(config, model, variables, step)``; ``model.apply(variables, zf,
-    coeffs, train=False)`` reconstructs.
+    coeffs)`` reconstructs (`state.build_model` says how models are called).
 
   Raises:
     FileNotFoundError: the workdir holds no checkpoint.
