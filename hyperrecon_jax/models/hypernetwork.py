@@ -87,7 +87,7 @@ class HyperUnet(nn.Module):
       (``'vmap'`` on GPU/TPU, ``'loop'`` on CPU), ``'vmap'`` or ``'loop'``. It
       changes speed only; one λ for the whole batch (coefficients of shape
       (K,)) is always one weight set and ordinary convolutions.
-    dtype: convolution computation dtype.
+    dtype: computation and activation dtype (see `UnetBody`).
   """
   hyper_dim: int = 128
   num_coeffs: int = 2

@@ -42,12 +42,15 @@ def resolve_strategy(strategy: str) -> str:
 
 
 def _conv(x, kernel, bias, dtype):
-  """'SAME' 2-D convolution of one NHWC batch with one HWIO kernel, plus bias."""
+  """'SAME' 2-D convolution of one NHWC batch with one HWIO kernel, plus bias.
+
+  Computes in ``dtype``, accumulates in float32, returns ``dtype``.
+  """
   y = jax.lax.conv_general_dilated(
       x.astype(dtype), kernel.astype(dtype), window_strides=(1, 1),
       padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
       preferred_element_type=jnp.float32)
-  return y + bias.astype(jnp.float32)
+  return (y + bias.astype(jnp.float32)).astype(dtype)
 
 
 def _unrolled_conv(x, kernel):
@@ -107,10 +110,10 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
     per_sample: whether ``kernel`` and ``bias`` carry a leading batch axis.
     strategy: ``'vmap'`` (one grouped convolution) or ``'loop'`` (B ordinary
       convolutions, unrolled at trace time); ignored for shared weights.
-    dtype: computation dtype of the convolution (accumulation is float32).
+    dtype: computation and output dtype (accumulation is float32).
 
   Returns:
-    (B, H, W, C_out) float32.
+    (B, H, W, C_out) of ``dtype``.
   """
   if not per_sample:
     return _conv(x, kernel, bias, dtype)
@@ -121,7 +124,7 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
     y = jnp.einsum("bhwi,bio->bhwo", x.astype(dtype),
                    kernel[:, 0, 0].astype(dtype),
                    preferred_element_type=jnp.float32)
-    return y + bias.astype(jnp.float32)[:, None, None, :]
+    return (y + bias.astype(jnp.float32)[:, None, None, :]).astype(dtype)
   if strategy == "vmap":
     one = lambda xi, ki, bi: _conv(xi[None], ki, bi, dtype)[0]
     return jax.vmap(one)(x, kernel, bias)
@@ -167,12 +170,16 @@ def upsample2x(x):
 
   Written as two small matrix products (not ``jax.image.resize``, whose grid is
   half-pixel) so it is exact, differentiable and cheap on every backend.
+  Computed in float32 (the weights are not exact in bfloat16), returned in the
+  input's dtype.
   """
   _, h, w, _ = x.shape
   ah = jnp.asarray(align_corners_matrix(h, 2 * h))
   aw = jnp.asarray(align_corners_matrix(w, 2 * w))
-  x = jnp.einsum("oh,bhwc->bowc", ah, x, precision=jax.lax.Precision.HIGHEST)
-  return jnp.einsum("pw,bowc->bopc", aw, x, precision=jax.lax.Precision.HIGHEST)
+  y = jnp.einsum("oh,bhwc->bowc", ah, x.astype(jnp.float32),
+                 precision=jax.lax.Precision.HIGHEST)
+  y = jnp.einsum("pw,bowc->bopc", aw, y, precision=jax.lax.Precision.HIGHEST)
+  return y.astype(x.dtype)
 
 
 def max_pool2x(x):
@@ -264,5 +271,7 @@ class BatchNorm(nn.Module):
         m = self.momentum
         ra_mean.value = m * ra_mean.value + (1 - m) * mean
         ra_var.value = m * ra_var.value + (1 - m) * var * (n / max(n - 1, 1))
-    # float32 out, as Flax's BatchNorm promotes a bfloat16 input.
-    return (x32 - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+    # Statistics and arithmetic in float32; out in the input's dtype, so that
+    # bfloat16 activations stay bfloat16 between layers.
+    y = (x32 - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+    return y.astype(x.dtype)

@@ -102,7 +102,10 @@ class UnetBody(nn.Module):
     channels: features at every level.
     batch_norm: whether each 3×3 convolution is followed by BatchNorm.
     strategy: per-sample convolution strategy, ``'vmap'`` or ``'loop'``.
-    dtype: convolution computation dtype (float32 or bfloat16).
+    dtype: computation and activation dtype (float32 or bfloat16). With
+      bfloat16 every activation between layers is bfloat16 (half the memory
+      traffic); convolutions accumulate in float32, and parameters, BatchNorm
+      statistics, the output and the loss stay float32.
     residual: add ``|zf|`` to the one-channel head and return (B, H, W), as
       the reconstruction does; False returns the head's (B, H, W, C) output.
   """
@@ -140,7 +143,7 @@ class UnetBody(nn.Module):
     def block(x, prefix):
       return conv_bn_relu(conv_bn_relu(x, f"{prefix}_a"), f"{prefix}_b")
 
-    x = zf.astype(jnp.float32)
+    x = zf.astype(self.dtype)
     skips = []
     for level in range(NUM_LEVELS):
       if level:
@@ -154,8 +157,9 @@ class UnetBody(nn.Module):
     head = weights["head"]
     out = layers.conv2d(x, head["kernel"], head["bias"], per_sample=per_sample,
                         strategy=self.strategy, dtype=self.dtype)
+    out = out.astype(jnp.float32)
     if not self.residual:
-      return out.astype(jnp.float32)
+      return out
     return out[..., 0] + jnp.sqrt(jnp.sum(zf.astype(jnp.float32) ** 2, axis=-1))
 
 
@@ -166,7 +170,7 @@ class Unet(nn.Module):
     channels: features at every level (32 in the paper).
     batch_norm: BatchNorm after every 3×3 convolution.
     init_scheme: ``'torch'`` (uniform ±1/√fan_in, the reference's) or ``'flax'``.
-    dtype: convolution computation dtype.
+    dtype: computation and activation dtype (see `UnetBody`).
   """
   channels: int = 32
   batch_norm: bool = True
