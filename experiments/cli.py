@@ -45,6 +45,50 @@ def parse_flags(argv):
   sys.exit(2)
 
 
+def define_model_flags(*, default_pretrained: str | None = None):
+  """``--workdir``, ``--pretrained`` and ``--step``: the trained model a script reads.
+
+  Exactly one of ``--workdir`` and ``--pretrained`` must be given, or neither
+  when ``default_pretrained`` names a shipped model to use then.
+
+  Returns:
+    The three flag holders (workdir, pretrained, step).
+  """
+  from absl import flags
+  workdir = flags.DEFINE_string("workdir", None, "Folder of a training run.")
+  default = f"; {default_pretrained} when neither is given" if default_pretrained else ""
+  pretrained = flags.DEFINE_string(
+      "pretrained", None, "Instead of --workdir: a model shipped with the package "
+      f"(hyperrecon_jax.pretrained.names()){default}.")
+  step = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: the "
+                              "newest intact one).", lower_bound=1)
+  if default_pretrained:
+    flags.register_multi_flags_validator(
+        ["workdir", "pretrained"], lambda f: f["workdir"] is None or f["pretrained"] is None,
+        message="give at most one of --workdir and --pretrained")
+  else:
+    flags.register_multi_flags_validator(
+        ["workdir", "pretrained"],
+        lambda f: (f["workdir"] is None) != (f["pretrained"] is None),
+        message="give exactly one of --workdir and --pretrained")
+  return workdir, pretrained, step
+
+
+def load_model(workdir: str | None, pretrained: str | None, step: int | None = None):
+  """The model of `define_model_flags`' values: ``(config, model, variables, step, name)``.
+
+  ``name`` is the pretrained model's name or the workdir's absolute path.
+  """
+  if pretrained is not None:
+    from hyperrecon_jax import errors
+    from hyperrecon_jax import pretrained as pretrained_lib
+    if step is not None:
+      raise errors.InputError("a pretrained model has one checkpoint: --step does not apply")
+    return (*pretrained_lib.load(pretrained), pretrained)
+  from hyperrecon_jax import train
+  return (*train.load_trained(workdir, step), os.path.abspath(workdir))
+
+
 @contextlib.contextmanager
 def user_errors(*extra):
   """Turns the project's errors into one ``error: …`` line and a non-zero exit.

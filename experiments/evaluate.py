@@ -18,10 +18,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a training run.")
-_PRETRAINED = flags.DEFINE_string(
-    "pretrained", None, "Instead of --workdir: a model shipped with the package "
-    "(hyperrecon_jax.pretrained.names()); needs --out.")
+_WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
                            "<workdir>/eval).")
 _GRID = flags.DEFINE_integer("grid", None, "λ values per hyperparameter "
@@ -31,8 +28,6 @@ _SPLIT = flags.DEFINE_enum("split", None, ["train", "validation", "test"],
 _CHUNK = flags.DEFINE_integer("chunk", None, "Model batch of one call "
                               "(default: the config's eval.chunk).",
                               lower_bound=1)
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the "
-                             "newest intact one).", lower_bound=1)
 _SHOWN = flags.DEFINE_integer("panel_lambdas", 5, "λ values in slices.png.",
                               lower_bound=1)
 _BASELINES = flags.DEFINE_string(
@@ -41,10 +36,6 @@ _BASELINES = flags.DEFINE_string(
 _SEGMENTER = flags.DEFINE_string(
     "segmenter", None, "Folder of a segmenter (experiments/segmenter.py) "
     "trained on this data: also score the Dice of every reconstruction.")
-flags.register_multi_flags_validator(
-    ["workdir", "pretrained"],
-    lambda f: (f["workdir"] is None) != (f["pretrained"] is None),
-    message="give exactly one of --workdir and --pretrained")
 
 
 def main(argv):

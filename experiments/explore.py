@@ -23,10 +23,7 @@ import cli
 
 DEFAULT_MODEL = "mni152_csmri8x_dc_tv"
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a training run of HyperRecon.")
-_PRETRAINED = flags.DEFINE_string(
-    "pretrained", None, "Instead of --workdir: a model shipped with the package "
-    f"(hyperrecon_jax.pretrained.names()); {DEFAULT_MODEL} when neither is given.")
+_WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags(default_pretrained=DEFAULT_MODEL)
 _PORT = flags.DEFINE_integer("port", 8765, "Port to serve on (0: a free one).",
                              lower_bound=0, upper_bound=65535)
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0: every "
@@ -42,11 +39,6 @@ _GRID = flags.DEFINE_integer("grid", None, "λ values per hyperparameter of the 
                              "(default: the config's eval.grid).", lower_bound=2)
 _CHUNK = flags.DEFINE_integer("chunk", None, "Model batch of the λ-grid reconstruction "
                               "(default: 8 on CPU, 32 on GPU).", lower_bound=1)
-flags.register_multi_flags_validator(
-    ["workdir", "pretrained"],
-    lambda f: f["workdir"] is None or f["pretrained"] is None,
-    message="give at most one of --workdir and --pretrained")
-
 
 def main(argv):
   if len(argv) > 1:
@@ -54,15 +46,10 @@ def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import errors
   from hyperrecon_jax import explorer
-  from hyperrecon_jax import pretrained
-  from hyperrecon_jax import train
   with cli.user_errors():
-    if _WORKDIR.value is not None:
-      config, model, variables, step = train.load_trained(_WORKDIR.value)
-      name = os.path.abspath(_WORKDIR.value)
-    else:
-      name = _PRETRAINED.value or DEFAULT_MODEL
-      config, model, variables, step = pretrained.load(name)
+    pretrained = _PRETRAINED.value or (None if _WORKDIR.value else DEFAULT_MODEL)
+    config, model, variables, step, name = cli.load_model(_WORKDIR.value, pretrained,
+                                                          _STEP.value)
     images = slices = source = None
     if _INPUT.value is not None:
       if not config.model.hyper_dim:  # refused before reading a volume

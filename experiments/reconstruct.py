@@ -25,12 +25,7 @@ import cli
 
 from hyperrecon_jax import errors
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of a training run.")
-_PRETRAINED = flags.DEFINE_string(
-    "pretrained", None, "Instead of --workdir: a model shipped with the package "
-    "(hyperrecon_jax.pretrained.names()).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: "
-                             "the newest intact one).", lower_bound=1)
+_WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _INPUT = flags.DEFINE_string("input", None, "A NIfTI volume (.nii, .nii.gz) or a "
                              "fastMRI file (.h5).")
 _OUTPUT = flags.DEFINE_string("output", None, "The reconstruction: .nii/.nii.gz for "
@@ -43,10 +38,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated measurement noise
 _BATCH = flags.DEFINE_integer("batch", None, "Slices per model call (default: the "
                               "config's eval.chunk).", lower_bound=1)
 flags.mark_flags_as_required(["input", "output", "lam"])
-flags.register_multi_flags_validator(
-    ["workdir", "pretrained"],
-    lambda f: (f["workdir"] is None) != (f["pretrained"] is None),
-    message="give exactly one of --workdir and --pretrained")
 
 
 class _Bar:
@@ -83,15 +74,8 @@ def main(argv):
     reconstruct.check_outputs(paths, _OVERWRITE.value)  # before any work
     if not os.path.isfile(_INPUT.value):
       raise errors.InputError(f"{_INPUT.value}: no such file")
-    if _PRETRAINED.value:
-      from hyperrecon_jax import pretrained
-      if _STEP.value is not None:
-        raise errors.InputError("a pretrained model has one checkpoint: --step does not apply")
-      config, model, variables, step = pretrained.load(_PRETRAINED.value)
-      name = _PRETRAINED.value
-    else:
-      config, model, variables, step = train.load_trained(_WORKDIR.value, _STEP.value)
-      name = os.path.abspath(_WORKDIR.value)
+    config, model, variables, step, name = cli.load_model(
+        _WORKDIR.value, _PRETRAINED.value, _STEP.value)
     if not config.model.hyper_dim:
       raise errors.InputError(f"{name} is a plain Unet (one λ): reconstruct needs HyperRecon")
     lambdas = reconstruct.parse_lambdas(_LAM.value, train.num_lambdas(config))
