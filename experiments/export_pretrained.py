@@ -42,7 +42,7 @@ def main(argv):
   with cli.user_errors():
     if _NAME.value in pretrained.names(folder):
       raise errors.InputError(f"{_NAME.value!r} is already shipped in {folder}; delete its "
-                       "folder first")
+                              "folder first")
     written = pretrained.export(_WORKDIR.value, _NAME.value,
                                 description=_DESCRIPTION.value, folder=folder)
     with tempfile.TemporaryDirectory() as tmp:

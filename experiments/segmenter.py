@@ -47,7 +47,7 @@ def main(argv):
   with cli.user_errors():
     if config.data.name != "mni152":
       raise errors.InputError(f"config.data.name={config.data.name!r}: only the embedded "
-                       "mni152 data has tissue labels")
+                              "mni152 data has tissue labels")
     trained = segmentation.train_into(
         _WORKDIR.value, config.data, num_classes=len(data.MNI152_CLASSES),
         channels=int(_CHANNELS.value or config.model.channels), steps=_STEPS.value,

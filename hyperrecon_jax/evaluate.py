@@ -109,7 +109,7 @@ def _check_batch(batch, index):
   for k in ("volume", "slice", "valid"):
     if np.shape(batch[k]) != (b,):
       raise errors.InputError(f"batch {index}: {k} must have shape ({b},), got shape "
-                       f"{np.shape(batch[k])}.")
+                              f"{np.shape(batch[k])}.")
   return image, np.asarray(batch["volume"]), np.asarray(batch["slice"]), np.asarray(
       batch["valid"], bool)
 
@@ -188,7 +188,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     if segmenter is not None:
       if "label" not in batch:
         raise errors.InputError(f"batch {i} has no 'label': scoring Dice needs a dataset "
-                         "with labels.")
+                                "with labels.")
       labels = np.asarray(batch["label"])
       truth_dice.append(np.asarray(segmentation.foreground_dice(
           segmentation.labels(segmenter, image), jnp.asarray(labels, jnp.int32),
@@ -242,10 +242,10 @@ def diverse_pair(recons, psnrs, *, percentile: float = 90):
   recons, psnrs = np.asarray(recons), np.asarray(psnrs, np.float64)
   if recons.ndim < 2 or recons.shape[0] < 1:
     raise errors.InputError(f"recons must have shape (G, ...) with G >= 1 and at least one image "
-                     f"axis, got shape {recons.shape}.")
+                            f"axis, got shape {recons.shape}.")
   if psnrs.shape != (recons.shape[0],):
     raise errors.InputError(f"psnrs must have shape ({recons.shape[0]},) to match recons, got "
-                     f"shape {psnrs.shape}.")
+                            f"shape {psnrs.shape}.")
   if not 0 <= percentile <= 100:
     raise errors.InputError(f"percentile must be in [0, 100], got {percentile}.")
   if np.all(np.isnan(psnrs)):

@@ -90,7 +90,7 @@ def _check_scored(zf, target, valid):
   s = zf.shape[0]
   if np.shape(target) != tuple(zf.shape[:3]):
     raise errors.InputError(f"target must have shape {tuple(zf.shape[:3])} (S, H, W) to match zf, "
-                     f"got shape {np.shape(target)}.")
+                            f"got shape {np.shape(target)}.")
   if valid is not None and np.shape(valid) != (s,):
     raise errors.InputError(f"valid must have shape ({s},), got shape {np.shape(valid)}.")
   return np.ones(s, bool) if valid is None else np.asarray(valid, bool)
@@ -274,7 +274,7 @@ def _check_segmenter(segmenter, labels, shape):
     return None, None, None
   if labels is None or np.shape(labels) != tuple(shape):
     raise errors.InputError(f"scoring Dice needs the true labels of every slice, shape "
-                     f"{tuple(shape)}, got {None if labels is None else np.shape(labels)}.")
+                            f"{tuple(shape)}, got {None if labels is None else np.shape(labels)}.")
   return ((segmenter.apply_fn, segmenter.num_classes), segmenter.variables,
           jnp.asarray(labels, jnp.int32))
 

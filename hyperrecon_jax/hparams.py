@@ -34,13 +34,13 @@ def check_lambda(lam, name: str = "lam"):
   shape = getattr(lam, "shape", None)
   if shape is None or len(shape) != 2 or shape[1] < 1:
     raise errors.InputError(f"{name} must have shape (B, K-1) with K-1 ≥ 1, got shape "
-                     f"{shape}")
+                            f"{shape}")
   if _is_concrete(lam):
     values = np.asarray(lam)
     if values.size and (not np.all(np.isfinite(values)) or values.min() < 0
                         or values.max() > 1):
       raise errors.InputError(f"{name} must lie in [0, 1], got values in "
-                       f"[{values.min():.4g}, {values.max():.4g}]")
+                              f"[{values.min():.4g}, {values.max():.4g}]")
 
 
 def coefficients(lam):

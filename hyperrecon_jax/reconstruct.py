@@ -128,7 +128,7 @@ def _read_nifti(path: str, config) -> Scan:
     shape = shape[:3]
   if len(shape) != 3 or min(shape) < 2:
     raise errors.InputError(f"{path}: has shape {tuple(img.shape)}; expected a 3-D volume "
-                     "(one scan, not a series: split a 4-D file first)")
+                            "(one scan, not a series: split a 4-D file first)")
   try:
     canonical = nib.as_closest_canonical(img)
     data = np.asarray(canonical.dataobj, np.float32)
@@ -146,9 +146,10 @@ def _read_nifti(path: str, config) -> Scan:
   foreground = volume > common.FOREGROUND_THRESHOLD
   keep, box = common.crop_box(foreground, axis, float(config.data.min_foreground))
   if box is None:
-    raise errors.InputError(f"{path}: no slice has {config.data.min_foreground:.0%} of its area "
-                     f"above {common.FOREGROUND_THRESHOLD} of the {config.data.percentile}th "
-                     "percentile intensity: nothing to reconstruct")
+    raise errors.InputError(
+        f"{path}: no slice has {config.data.min_foreground:.0%} of its area above "
+        f"{common.FOREGROUND_THRESHOLD} of the {config.data.percentile}th percentile "
+        "intensity: nothing to reconstruct")
   zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
   plane_spacing = common.oriented_spacing(zooms, axis)
   r0, r1, c0, c1 = box
@@ -174,14 +175,14 @@ def _read_h5(path: str, config) -> Scan:
         key = next((k for k in fastmri.TARGET_KEYS if k in f), None)
       if key is None:
         raise errors.InputError(f"{path}: has neither 'kspace' nor "
-                         f"{' nor '.join(repr(k) for k in fastmri.TARGET_KEYS)} "
-                         f"(found {sorted(f.keys())}); is this a fastMRI file?")
+                                f"{' nor '.join(repr(k) for k in fastmri.TARGET_KEYS)} "
+                                f"(found {sorted(f.keys())}); is this a fastMRI file?")
       raw = f[key][()]
   except OSError as err:
     raise errors.InputError(f"{path}: cannot be read as an HDF5 file ({err})") from None
   if key == "kspace" and (raw.ndim not in (3, 4) or raw.dtype.kind != "c"):
     raise errors.InputError(f"{path}: 'kspace' has shape {raw.shape} and dtype {raw.dtype}; "
-                     "expected complex (slices, [coils,] height, width)")
+                            "expected complex (slices, [coils,] height, width)")
   if key != "kspace" and raw.ndim != 3:
     raise errors.InputError(
         f"{path}: '{key}' has shape {raw.shape}; expected (slices, height, width)")
@@ -224,7 +225,7 @@ def check_lambdas(lambdas, num_lambdas: int) -> np.ndarray:
     arr = arr.reshape(-1, 1)
   if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != num_lambdas:
     raise errors.InputError(f"λ values of shape {arr.shape}: the model has {num_lambdas} "
-                     f"hyperparameter(s), so give (L, {num_lambdas})")
+                            f"hyperparameter(s), so give (L, {num_lambdas})")
   for row in arr:
     if not (np.all(np.isfinite(row)) and row.min() >= 0 and row.max() <= 1):
       raise errors.InputError(f"λ = {':'.join(f'{v:g}' for v in row)} is outside [0, 1]")
@@ -329,7 +330,7 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
   """
   if not config.model.hyper_dim:
     raise errors.InputError("this is a plain Unet (one λ, the one it was trained at): "
-                     "reconstruct needs a HyperRecon model")
+                            "reconstruct needs a HyperRecon model")
   lambdas = check_lambdas(lambdas, configuration.num_lambdas(config))
   zf = measure(config, scan, seed=seed)
   squares = reconstruct_slices(model, variables, zf, lambdas,

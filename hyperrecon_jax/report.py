@@ -103,14 +103,14 @@ def _load_baselines(path, config):
   b_config, model, variables, step = train.load_trained(path)
   if not isinstance(model, train.UnetStack):
     raise errors.InputError(f"{path} is not a run of per-λ baselines "
-                     "(experiments/baselines.py --lambdas=...)")
+                            "(experiments/baselines.py --lambdas=...)")
   # The baselines must solve the same problem: task, data and loss terms.
   diffs = [d for d in configuration.incompatibilities(
       json.loads(b_config.to_json()), json.loads(config.to_json()))
            if not d.startswith(("model.", "hparams.", "loss_scales"))]
   if diffs:
     raise errors.InputError(f"the baselines in {path} were trained for another "
-                     f"problem: {'; '.join(diffs)}")
+                            f"problem: {'; '.join(diffs)}")
   return model, variables, step
 
 
@@ -164,7 +164,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   check_options(grid, chunk, split, panel_lambdas)
   if (workdir is None) == (pretrained is None):
     raise errors.InputError("give either a workdir or a pretrained model name, not "
-                     f"{'both' if workdir else 'neither'}")
+                            f"{'both' if workdir else 'neither'}")
   if pretrained is not None:
     from hyperrecon_jax import pretrained as pretrained_lib
     if out is None:

@@ -67,11 +67,11 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
       raise errors.InputError(f"grid and zero_filled need every metric of {names}, lack {m!r}.")
     if np.shape(grid[m]) != (s_count, lam.shape[0]) or np.shape(zero_filled[m]) != (s_count,):
       raise errors.InputError(f"grid[{m!r}] must be (S, G) = {(s_count, lam.shape[0])} and "
-                       f"zero_filled[{m!r}] ({s_count},), got {np.shape(grid[m])} and "
-                       f"{np.shape(zero_filled[m])}.")
+                              f"zero_filled[{m!r}] ({s_count},), got {np.shape(grid[m])} and "
+                              f"{np.shape(zero_filled[m])}.")
   if len(slices) != s_count or s_count == 0:
     raise errors.InputError(f"volumes and slices must be equally long and non-empty, got "
-                     f"{s_count} and {len(slices)}.")
+                            f"{s_count} and {len(slices)}.")
   volumes, slices = [_py(v) for v in volumes], [_py(s) for s in slices]
   order = list(dict.fromkeys(volumes))
   volume_rows = [np.array([v == u for v in volumes]) for u in order]
@@ -151,7 +151,7 @@ def best_lambda(result, metric: str, field: str = "mean") -> Best:
   values = metric_array(result, metric, field)
   if values.ndim != 1 or np.all(np.isnan(values)):
     raise errors.InputError(f"{field!r} of {metric!r} must be a (G,) vector with a finite "
-                     f"value, got shape {values.shape}.")
+                            f"value, got shape {values.shape}.")
   lower = result.get("lower_is_better", LOWER_IS_BETTER)
   index = int(np.nanargmin(values) if metric in lower else np.nanargmax(values))
   return Best(index, list(result["lambdas"][index]), float(values[index]))

@@ -31,7 +31,7 @@ def check_method(method: str, top_b: int, batch_size: int, loss_names):
   """
   if method not in METHODS:
     raise errors.InputError(f"sampling.method must be one of {METHODS}, got "
-                     f"{method!r}")
+                            f"{method!r}")
   if method == "dhs":
     if "dc" not in tuple(loss_names):
       raise errors.InputError(
@@ -40,7 +40,7 @@ def check_method(method: str, top_b: int, batch_size: int, loss_names):
           "or use sampling.method='uhs'")
     if not 1 <= top_b <= batch_size:
       raise errors.InputError(f"sampling.top_b must be in [1, batch_size={batch_size}]"
-                       f", got {top_b}")
+                              f", got {top_b}")
 
 
 def select_lowest(values, b: int):

@@ -216,7 +216,7 @@ def train(data_config, *, num_classes: int, channels: int = 32, steps: int = 100
   _check_settings(num_classes, channels, steps, batch_size, lr)
   if not data.has_labels(data_config):
     raise errors.InputError(f"config.data.name={data_config.name!r} has no label volumes "
-                     "to train a segmenter on")
+                            "to train a segmenter on")
   module = Segmenter(num_classes, channels)
   size = int(data_config.image_size)
   variables = module.init(jax.random.key(seed), jnp.zeros((1, size, size), jnp.float32))
@@ -260,7 +260,7 @@ def train_into(directory: str, data_config, **settings) -> Trained:
   """
   if os.path.exists(os.path.join(directory, INFO_FILE)):
     raise errors.InputError(f"{directory} already holds a trained segmenter; delete it "
-                     "or use another --workdir")
+                            "or use another --workdir")
   _check_settings(settings.get("num_classes"), settings.get("channels", 32),
                   settings.get("steps", 1000), settings.get("batch_size", 8),
                   settings.get("lr", 1e-3))
@@ -287,7 +287,7 @@ def load(directory: str) -> Trained:
   info_path = os.path.join(directory, INFO_FILE)
   if not os.path.isfile(info_path):
     raise errors.InputError(f"{directory} holds no trained segmenter (no {INFO_FILE}; "
-                     "train one with experiments/segmenter.py)")
+                            "train one with experiments/segmenter.py)")
   try:
     with open(info_path) as f:
       info = json.load(f)
@@ -300,7 +300,7 @@ def load(directory: str) -> Trained:
     raise errors.InputError(f"{info_path}: not a readable segmenter ({e})") from None
   if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
     raise errors.InputError(f"{os.path.join(directory, WEIGHTS_FILE)} is damaged: its "
-                     f"SHA-256 differs from the one in {INFO_FILE}")
+                            f"SHA-256 differs from the one in {INFO_FILE}")
   size = int(info["data"]["image_size"])
   template = jax.eval_shape(module.init, jax.random.key(0),
                             jnp.zeros((1, size, size), jnp.float32))
@@ -319,7 +319,7 @@ def check_data(segmenter: Trained, data_config, where: str) -> None:
            if mine.get(k) != theirs.get(k)]
   if diffs:
     raise errors.InputError(f"the segmenter was trained on other images than {where}: "
-                     + "; ".join(diffs))
+                            + "; ".join(diffs))
 
 
 def log_to_stderr(step: int, loss: float) -> None:

@@ -63,10 +63,10 @@ def check_coeffs(coeffs, num_coeffs: int, batch: int):
   shape = getattr(coeffs, "shape", None)
   if shape is None or len(shape) not in (1, 2):
     raise errors.InputError(f"coeffs must have shape ({num_coeffs},) or (B, {num_coeffs}), "
-                     f"got shape {shape}")
+                            f"got shape {shape}")
   if shape[-1] != num_coeffs:
     raise errors.InputError(f"coeffs must have {num_coeffs} loss coefficients per row "
-                     f"(num_coeffs={num_coeffs}), got shape {shape}")
+                            f"(num_coeffs={num_coeffs}), got shape {shape}")
   if len(shape) == 2 and shape[0] != batch:
     raise errors.InputError(f"coeffs has {shape[0]} rows but zf has batch size {batch}")
 
@@ -140,7 +140,7 @@ class HyperUnet(nn.Module):
     """The generated convolution weights for each row of (G, K) ``coeffs``."""
     if getattr(coeffs, "ndim", None) != 2:
       raise errors.InputError(f"coeffs must have shape (G, {self.num_coeffs}), got shape "
-                       f"{getattr(coeffs, 'shape', None)}")
+                              f"{getattr(coeffs, 'shape', None)}")
     check_coeffs(coeffs, self.num_coeffs, coeffs.shape[0])
     return self.hypernetwork(coeffs)
 

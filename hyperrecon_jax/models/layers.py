@@ -136,7 +136,7 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
         [_conv(x[i:i + 1], kernel[i], bias[i], dtype)
          for i in range(x.shape[0])], axis=0)
   raise errors.InputError(f"per-sample convolution needs strategy 'vmap' or 'loop', "
-                   f"got {strategy!r}")
+                          f"got {strategy!r}")
 
 
 @functools.cache

@@ -87,12 +87,12 @@ def check_input(zf, name: str = "zf"):
     raise errors.InputError(f"{name} must have shape (B, H, W, 2), got shape {shape}")
   if shape[-1] != IN_CHANNELS:
     raise errors.InputError(f"{name} must have {IN_CHANNELS} channels (real, imaginary) "
-                     f"in its last axis, got shape {shape}")
+                            f"in its last axis, got shape {shape}")
   factor = 2 ** (NUM_LEVELS - 1)
   if shape[1] % factor or shape[2] % factor or shape[1] == 0 or shape[2] == 0:
     raise errors.InputError(f"{name} image size {shape[1]}×{shape[2]} cannot be "
-                     f"max-pooled {NUM_LEVELS - 1} times: height and width must "
-                     f"be positive multiples of {factor}")
+                            f"max-pooled {NUM_LEVELS - 1} times: height and width must "
+                            f"be positive multiples of {factor}")
 
 
 class UnetBody(nn.Module):

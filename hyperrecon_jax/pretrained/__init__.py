@@ -58,7 +58,7 @@ def info(name: str, folder: str = FOLDER) -> dict:
 def _path(name: str, folder: str) -> str:
   if not isinstance(name, str) or name not in names(folder):
     raise errors.InputError(f"no pretrained model {name!r}; the package ships "
-                     f"{names(folder)}")
+                            f"{names(folder)}")
   return os.path.join(folder, name)
 
 
@@ -91,7 +91,7 @@ def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
     raise errors.InputError(f"{path}: not a readable model ({e})") from None
   if hashlib.sha256(blob).hexdigest() != description.get("sha256"):
     raise errors.InputError(f"{weights} is damaged: its SHA-256 differs from the one in "
-                     f"{INFO_FILE}; reinstall the package")
+                            f"{INFO_FILE}; reinstall the package")
   model = train.build_model(config, strategy=strategy)
   template = jax.eval_shape(
       lambda: train.create_state(config, model, jax.random.key(0)).variables())

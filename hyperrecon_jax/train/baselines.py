@@ -54,7 +54,7 @@ def one_hot_lambda(k: int, num_terms: int) -> tuple[float, ...]:
   """
   if num_terms < 2 or not 0 <= k < num_terms:
     raise errors.InputError(f"need 0 ≤ k < num_terms and num_terms ≥ 2, got "
-                     f"k={k}, num_terms={num_terms}")
+                            f"k={k}, num_terms={num_terms}")
   lam = [0.0] * (num_terms - 1)
   if num_terms == 2:
     lam[0] = float(k)  # Eq. 9 weights the *second* term by λ
@@ -204,7 +204,7 @@ def _one_hot_scales(names, lambdas, terms):
     scale = terms[i][name]
     if not np.isfinite(scale) or scale <= 0:
       raise errors.InputError(f"the Unet trained on {name} alone has mean validation "
-                       f"{name} = {scale}; a loss scale must be positive")
+                              f"{name} = {scale}; a loss scale must be positive")
     scales.append(scale)
   return scales
 
