@@ -17,6 +17,8 @@ project has published (a checkpoint trained with seed s validates with
 The shuffling of the training data uses ``s`` itself (`data.batches`).
 """
 
+import numbers
+
 OFFSETS = {"init": 0, "train": 1, "validation": 2, "evaluation": 3, "replay": 4}
 
 
@@ -24,7 +26,7 @@ def seed(config_or_seed, name: str) -> int:
   """The integer seed of stream ``name`` for a config (its ``train.seed``) or a seed."""
   if name not in OFFSETS:
     raise KeyError(f"unknown random stream {name!r}; known: {sorted(OFFSETS)}")
-  base = (config_or_seed if isinstance(config_or_seed, int)
+  base = (config_or_seed if isinstance(config_or_seed, numbers.Integral)
           else config_or_seed.train.seed)
   return int(base) + OFFSETS[name]
 

@@ -13,6 +13,7 @@ from hyperrecon_jax import streams
 def test_each_stream_is_the_documented_offset_of_the_seed(name, offset):
   config = ml_collections.ConfigDict({"train": {"seed": 7}})
   assert streams.seed(config, name) == streams.seed(7, name) == 7 + offset
+  assert streams.seed(np.int64(7), name) == 7 + offset  # a seed read from an array
   np.testing.assert_array_equal(jax.random.key_data(streams.key(config, name)),
                                 jax.random.key_data(jax.random.key(7 + offset)))
 
