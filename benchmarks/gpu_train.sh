@@ -3,12 +3,15 @@
 # evaluates them: docs/results.md "Trained on a GPU".
 #
 #   bash benchmarks/gpu_train.sh                     # the full run, ~6 min
+#   STEPS=15000 UNIFORM=0 BF16=1 bash benchmarks/gpu_train.sh
 #   VARIANT=:quick BUDGET=120 bash benchmarks/gpu_train.sh   # a dry run on a CPU
 #
-# Three programs share the GPU: HyperRecon with half of the λ at the ends
-# (the shipped recipe), the same with uniform λ (the paper's), and the five
-# per-λ Unets in one program. BUDGET seconds stop a run that is slower than
-# expected (SIGTERM: the loop saves a checkpoint at the step it reached).
+# Up to four programs share the GPU: HyperRecon with half of the λ at the ends
+# (the shipped recipe), the same with uniform λ (the paper's; UNIFORM=0 leaves
+# it out), the shipped recipe with bfloat16 activations (BF16=1), and the five
+# per-λ Unets in one program. STEPS sets every program's number of steps (the
+# config's otherwise). BUDGET seconds stop a run that is slower than expected
+# (SIGTERM: the loop saves a checkpoint at the step it reached).
 # Everything but the checkpoints comes back in $OUT/results.tgz.
 set -uo pipefail
 OUT=${OUT:-/tmp/hyperrecon_gpu_out}
@@ -24,41 +27,61 @@ export HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data}
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.25}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+STEPS_FLAG=(); [ -n "${STEPS:-}" ] && STEPS_FLAG=(--config.train.num_steps="$STEPS")
 start=$SECONDS
-timeout -k 30 "$BUDGET" python3 experiments/train.py --config="$CONFIG" \
-  --workdir="$W/endpoints" >"$W/endpoints.log" 2>&1 &
-RUNS=endpoints
-if [ "${UNIFORM:-1}" = 1 ]; then
-  RUNS="endpoints uniform"
+train() {  # train <run name> [flags...]
+  local run=$1; shift
   timeout -k 30 "$BUDGET" python3 experiments/train.py --config="$CONFIG" \
-    --config.hparams.sampler=uniform --workdir="$W/uniform" >"$W/uniform.log" 2>&1 &
-fi
+    "${STEPS_FLAG[@]}" "$@" --workdir="$W/$run" >"$W/$run.log" 2>&1 &
+  RUNS="$RUNS $run"
+}
+RUNS=""
+train endpoints
+[ "${UNIFORM:-1}" = 1 ] && train uniform --config.hparams.sampler=uniform
+[ "${BF16:-0}" = 1 ] && train endpoints_bf16 --config.model.dtype=bfloat16
 # The baselines have no resumable stop on a signal: give them steps that fit.
 timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
-  ${BASELINE_STEPS:+--config.train.num_steps=$BASELINE_STEPS} \
+  "${STEPS_FLAG[@]}" ${BASELINE_STEPS:+--config.train.num_steps=$BASELINE_STEPS} \
   --workdir="$W/baselines" --lambdas=0,0.25,0.5,0.75,1 >"$W/baselines.log" 2>&1 &
 wait
 echo "training: $((SECONDS - start)) s"
 tail -n 4 "$W"/*.log
+# End-to-end speed of each program: steps/s over its logging intervals.
+for run in $RUNS baselines; do
+  python3 - "$W/$run/metrics.jsonl" <<'PY'
+import json, statistics, sys
+rates = [r["steps_per_s"] for r in map(json.loads, open(sys.argv[1]))
+         if "steps_per_s" in r][1:]  # the first interval holds the compilation
+if rates:
+  print(f"{sys.argv[1]}: steps/s median {statistics.median(rates):.1f}, "
+        f"max {max(rates):.1f} over {len(rates)} intervals")
+PY
+done
 # Without finished baselines (the budget ran out) evaluate without them.
 B=(); [ -f "$W/baselines/baselines.json" ] && B=(--baselines="$W/baselines")
-for run in $RUNS; do
+for run in $RUNS; do  # side by side: each is mostly start-up and compilation
   python3 experiments/evaluate.py --workdir="$W/$run" "${B[@]}" \
-    >"$W/evaluate_$run.log" 2>&1
-  tail -n 12 "$W/evaluate_$run.log"
+    >"$W/evaluate_$run.log" 2>&1 &
 done
+wait
+for run in $RUNS; do tail -n 12 "$W/evaluate_$run.log"; done
 echo "evaluation: $((SECONDS - start)) s"
 python3 experiments/export_pretrained.py --workdir="$W/endpoints" \
   --name=mni152_csmri8x_dc_tv "${B[@]}" --folder="$W/export" \
   --description="${DESCRIPTION:-GPU run of experiments/configs/pretrained_dc_tv.py}" \
   >"$W/export.log" 2>&1
 tail -n 5 "$W/export.log"
-[ "${UNIFORM:-1}" = 1 ] && mkdir -p "$W/export_uniform" &&
-python3 experiments/export_pretrained.py --workdir="$W/uniform" \
-  --name=mni152_csmri8x_dc_tv_uniform "${B[@]}" --folder="$W/export_uniform" \
-  --description="The uniform-lambda control of the run above" \
-  >"$W/export_uniform.log" 2>&1
-tail -n 1 "$W/export_uniform.log"
+if [ "${UNIFORM:-1}" = 1 ]; then
+  mkdir -p "$W/export_uniform"
+  python3 experiments/export_pretrained.py --workdir="$W/uniform" \
+    --name=mni152_csmri8x_dc_tv_uniform "${B[@]}" --folder="$W/export_uniform" \
+    --description="The uniform-lambda control of the run above" \
+    >"$W/export_uniform.log" 2>&1
+  tail -n 1 "$W/export_uniform.log"
+fi
+# The shipped weights evaluated with bfloat16 activations (docs/performance.md).
+python3 benchmarks/bf16_accuracy.py --workdir="$W/endpoints" 2>"$W/bf16_accuracy.err" \
+  | tee "$W/bf16_accuracy.jsonl"
 echo "total: $((SECONDS - start)) s"
 tar czf "$OUT/results.tgz" -C "$W" --exclude=checkpoints --exclude='*.lock' .
 ls -la "$OUT"
