@@ -10,7 +10,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/hyperrecon_bench}
 mkdir -p "$OUT"
 EXTRA=${EXTRA:-}
-BATCHES=${BATCHES:-"64 128"}
+BATCHES=${BATCHES-"64 128"}  # BATCHES="" leaves the scaling out
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"

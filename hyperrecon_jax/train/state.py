@@ -152,15 +152,21 @@ def create_state(config, model, key) -> TrainState:
   coeffs = hparams.coefficients(jnp.full((1, k - 1), 0.5))
   # Initialization runs once, so it is compiled for compile speed: one
   # threefry draw seeds an 'unsafe_rbg' key (threefry's per-parameter random
-  # ops take ~15 s to compile on a CPU) and XLA's backend optimizations are
-  # off. Still a deterministic function of ``key`` on a given backend.
+  # ops take ~15 s to compile on a CPU). Still a deterministic function of
+  # ``key`` on a given backend.
   init_key = jax.random.wrap_key_data(
       jax.random.bits(key, (4,), jnp.uint32), impl="unsafe_rbg")
   if isinstance(init_key, jax.core.Tracer):  # under eval_shape: shapes only
     variables = model.init(init_key, zf, coeffs)
   else:
+    # On a CPU, XLA's backend optimizations cost more compile time than they
+    # save once. On a GPU, turning them off leaves every operation its own
+    # kernel, and compiling those took 3 min 19 s on an H100 (the 64×64
+    # shipped recipe; docs/performance.md).
+    options = ({"xla_backend_optimization_level": 0}
+               if jax.default_backend() == "cpu" else None)
     init = jax.jit(model.init).lower(init_key, zf, coeffs).compile(
-        compiler_options={"xla_backend_optimization_level": 0})
+        compiler_options=options)
     variables = init(init_key, zf, coeffs)
   params = variables["params"]
   return TrainState(
