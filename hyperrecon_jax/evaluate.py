@@ -77,6 +77,24 @@ def _fold_ids(key, volumes, slices):
 
 
 @jax.jit
+def measure(operator, images, keys):
+  """Measurements of (B, H, W) images, each slice with its own key.
+
+  Args:
+    operator: a `hyperrecon_jax.physics` operator.
+    images: (B, H, W) ground truth.
+    keys: (B,) keys from `slice_keys`.
+
+  Returns:
+    ``operator.measure`` of each image, stacked along a leading axis.
+  """
+  one = lambda xk: operator.measure(xk[0][None], xk[1])[0]
+  # lax.map, not vmap: the 'rbg' key implementations draw other numbers
+  # under vmap, which would make a slice's noise depend on its row.
+  return jax.lax.map(one, (images, keys))
+
+
+@jax.jit
 def measure_slices(operator, images, keys):
   """Network inputs of (B, H, W) images, each slice measured with its own key.
 
@@ -86,12 +104,43 @@ def measure_slices(operator, images, keys):
     keys: (B,) keys from `slice_keys`.
 
   Returns:
-    (B, H, W, 2) ``operator.zero_filled(operator.measure(image, key))``.
+    (B, H, W, 2) ``operator.zero_filled(y)`` of `measure`'s ``y``.
   """
-  one = lambda xk: operator.zero_filled(operator.measure(xk[0][None], xk[1]))[0]
-  # lax.map, not vmap: the 'rbg' key implementations draw other numbers
-  # under vmap, which would make a slice's noise depend on its row.
-  return jax.lax.map(one, (images, keys))
+  return operator.zero_filled(measure(operator, images, keys))
+
+
+def split_means(score: Callable, batches: Iterable[Mapping[str, Any]], operator, *,
+                key) -> dict[str, float]:
+  """Means of per-slice scores over the valid slices of a split.
+
+  Every slice is measured as `evaluate_grid` measures it (`slice_keys`,
+  `measure`), so a score here and a grid's metrics see the same noise.
+
+  Args:
+    score: ``score(images, y) -> {name: (B,) array}`` of a batch's (B, H, W)
+      images and their measurements.
+    batches: as for `evaluate_grid`.
+    operator: a `hyperrecon_jax.physics` operator.
+    key: the PRNG key of the measurements.
+
+  Returns:
+    ``{name: mean over the valid slices}``.
+
+  Raises:
+    InputError: a malformed batch, or no valid slice at all.
+  """
+  sums, count = {}, 0
+  for i, batch in enumerate(batches):
+    image, volume, slice_, valid = _check_batch(batch, i)
+    y = measure(operator, jnp.asarray(image), slice_keys(key, volume, slice_))
+    for name, values in score(jnp.asarray(image), y).items():
+      # np.where, not a product: padding rows may hold inf or NaN.
+      values = np.where(valid, np.asarray(values, np.float64), 0.0)
+      sums[name] = sums.get(name, 0.0) + float(values.sum())
+    count += int(valid.sum())
+  if not count:
+    raise errors.InputError("batches held no valid slice to score.")
+  return {name: total / count for name, total in sums.items()}
 
 
 def _check_batch(batch, index):

@@ -93,10 +93,9 @@ def stack_config(config, lambdas, *, loss_scales=None):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "names"))
-def _batch_terms(model, operator, variables, image, coeffs, key, *, names):
+def _batch_terms(model, operator, variables, image, y, coeffs, *, names):
   # Module level, so baselines with the same architecture share one compile
   # (equal flax modules hash equal).
-  y = operator.measure(image, key)
   needs_weights = bool(losses.NEEDS_WEIGHTS & set(names))
   out = model.apply(variables, operator.zero_filled(y), coeffs,
                     return_weights=needs_weights)
@@ -109,9 +108,11 @@ def validation_term_means(config, model, variables, lam=None, *,
                           split: str = "validation") -> dict[str, float]:
   """Mean of every term of ``config.losses`` over a whole split, at one λ.
 
-  Evaluation mode (running BatchNorm statistics); the measurement noise of
-  batch i comes from ``fold_in(streams.key(config, "validation"), i)``, the key the
-  training loop validates with, so the numbers are reproducible.
+  Evaluation mode (running BatchNorm statistics); every slice is measured as
+  the evaluator measures it (`evaluate.split_means`, keyed by
+  ``streams.key(config, "validation")`` and the slice's ids, the key the
+  training loop validates with), so the numbers are reproducible and a
+  HyperRecon model and a baseline see the same noise.
 
   Args:
     config: the run's config (data, task, losses, batch size, seed).
@@ -125,28 +126,26 @@ def validation_term_means(config, model, variables, lam=None, *,
     ``{term name: mean over the split's examples}``.
   """
   from hyperrecon_jax import data
+  from hyperrecon_jax import evaluate
   names = tuple(config.losses)
   size = int(config.data.image_size)
   operator = physics.make_operator(config.task, (size, size))
   lam = jnp.asarray(config.hparams.fixed if lam is None else lam, jnp.float32)
-  seed_key = streams.key(config, "validation")
-  sums, count = np.zeros(len(names)), 0
-  for i, batch in enumerate(data.batches(
-      config.data, split, batch_size=int(config.train.batch_size),
-      training=False)):
-    image = jnp.asarray(batch["image"], jnp.float32)
-    coeffs = hparams.coefficients(
-        jnp.broadcast_to(lam, (image.shape[0], lam.shape[-1])))
-    terms = np.asarray(_batch_terms(
-        model, operator, variables, image, coeffs,
-        jax.random.fold_in(seed_key, i), names=names), np.float64)
-    valid = np.asarray(batch["valid"], bool)
-    # np.where, not a product: padding rows may hold inf or NaN.
-    sums += np.sum(np.where(valid[:, None], terms, 0.0), axis=0)
-    count += int(valid.sum())
-  if not count:
-    raise errors.InputError(f"the {split} split of {config.data.name} is empty")
-  return {n: float(s / count) for n, s in zip(names, sums)}
+  coeffs = hparams.coefficients(lam[None])  # (1, K)
+
+  def score(image, y):
+    # One row per example: terms that read the generated weights want them per row.
+    rows = jnp.broadcast_to(coeffs, (image.shape[0], coeffs.shape[-1]))
+    terms = _batch_terms(model, operator, variables, image, y, rows, names=names)
+    return {n: terms[:, k] for k, n in enumerate(names)}
+
+  batches = data.batches(config.data, split, batch_size=int(config.train.batch_size),
+                         training=False)
+  try:
+    return evaluate.split_means(score, batches, operator,
+                                key=streams.key(config, "validation"))
+  except errors.InputError:
+    raise errors.InputError(f"the {split} split of {config.data.name} is empty") from None
 
 
 def compare_objectives(config, model, variables, stack_model, stack_variables) -> dict:

@@ -92,44 +92,43 @@ def _tag(lam) -> str:
   return "_".join(f"{v:g}" for v in lam)
 
 
-def validation_metrics(eval_step, lams, variables, batches, seed: int):
-  """Mean PSNR/SSIM over validation batches at the validation λ.
+def validation_metrics(config, model, variables, lams) -> dict[str, float]:
+  """Mean PSNR/SSIM of the validation split at a few λ, through the evaluator.
+
+  The loop's validation is a small λ grid of `evaluate.evaluate_grid`, the
+  evaluator ``evaluate.py`` runs: the same measurement noise per slice
+  (``streams.key(config, 'validation')`` and the slice's ids), evaluation-mode
+  BatchNorm, padding rows dropped. A stack of per-λ Unets is scored by each
+  Unet at its own λ (`baselines.grid_model`).
 
   Args:
-    eval_step: from ``step.make_eval_step`` (built once per run, so
-      validation compiles once).
+    config: the run's config (``train.eval_batches`` limits the batches).
+    model: from ``state.build_model``.
+    variables: its variables.
     lams: the λ vectors to validate at.
-    variables: model variables.
-    batches: evaluation batches (with ``valid``).
-    seed: measurement noise seed (fixed, so validations are comparable).
 
   Returns:
     ``{'val_psnr_zf': …, 'val_psnr_<λ>': …, 'val_ssim_<λ>': …}`` where ``<λ>``
-    joins the λ values with ``_``.
+    joins the λ values with ``_``, and with several λ ``val_psnr_spread`` and
+    ``val_ssim_spread`` (largest minus smallest mean), which tell a user
+    whether λ is being learned. A mean that is not finite is NaN.
   """
-  sums, count = {}, 0.0
-
-  def add(name, values, valid):
-    # np.where, not a product: padding rows can hold inf (an all-zero image).
-    sums[name] = sums.get(name, 0.0) + float(np.sum(np.where(valid, values, 0)))
-
-  for i, batch in enumerate(batches):
-    valid = np.asarray(batch["valid"], bool)
-    key = jax.random.fold_in(jax.random.key(seed), i)
-    image = {"image": jnp.asarray(batch["image"])}
-    for lam in lams:
-      out = jax.device_get(eval_step(variables, image, jnp.asarray(
-          lam, jnp.float32), key))
-      tag = _tag(lam)
-      add(f"val_psnr_{tag}", out["psnr"], valid)
-      add(f"val_ssim_{tag}", out["ssim"], valid)
-    add("val_psnr_zf", out["psnr_zf"], valid)
-    count += valid.sum()
-  out = {k: v / max(count, 1.0) for k, v in sums.items()}
-  if len(lams) > 1:
-    # How much λ changes the result: a user can see whether λ is learned.
-    for metric in ("psnr", "ssim"):
-      values = [out[f"val_{metric}_{_tag(lam)}"] for lam in lams]
+  from hyperrecon_jax import evaluate
+  from hyperrecon_jax.train import baselines  # imports this module
+  size = int(config.data.image_size)
+  operator = physics.make_operator(config.task, (size, size))
+  apply_fn = model.apply
+  if isinstance(model, state_lib.UnetStack):
+    apply_fn, variables = baselines.grid_model(model, variables)
+  result = evaluate.evaluate_grid(
+      apply_fn, variables, operator, _validation_batches(config), np.asarray(lams, np.float32),
+      key=streams.key(config, "validation"), chunk=int(config.eval.chunk), per_slice=False)
+  number = lambda v: float("nan") if v is None else float(v)
+  out = {"val_psnr_zf": number(result["zero_filled"]["mean"]["psnr"])}
+  for metric in ("psnr", "ssim"):
+    values = [number(v) for v in result["mean"][metric]]
+    out.update({f"val_{metric}_{_tag(lam)}": v for lam, v in zip(lams, values)})
+    if len(lams) > 1:
       out[f"val_{metric}_spread"] = max(values) - min(values)
   return out
 
@@ -241,7 +240,6 @@ def _train(config, workdir, mesh, owner):
       step_lib.make_train_step(config, model, operator),
       in_shardings=(replicated, batch_sharding, replicated),
       out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_step = step_lib.make_eval_step(model, operator)
   # A plain Unet has one λ, the one it trains at; a stack one per Unet.
   val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
               if config.model.hyper_dim else
@@ -285,9 +283,7 @@ def _train(config, workdir, mesh, owner):
           record["steps_per_s"] = (step - step_last) / max(now - t_last, 1e-9)
           record["lr"] = float(lr(step - 1))
           if evaluate:
-            record.update(validation_metrics(
-                eval_step, val_lams, state.variables(),
-                _validation_batches(config), streams.seed(seed, "validation")))
+            record.update(validation_metrics(config, model, state.variables(), val_lams))
             if config.model.hyper_dim:
               record["weight_spread"] = weight_spread(model, state.params,
                                                       val_lams)

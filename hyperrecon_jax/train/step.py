@@ -6,7 +6,6 @@ import optax
 
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
-from hyperrecon_jax import metrics
 from hyperrecon_jax import sampling
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
@@ -206,30 +205,3 @@ def validation_lambdas(num_lambdas: int):
   if num_lambdas == 2:
     return [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5)]
   return [(v,) * num_lambdas for v in (0.0, 0.5, 1.0)]
-
-
-def make_eval_step(model, operator):
-  """Builds ``eval_step(variables, batch, lam, key) -> per-example metrics``.
-
-  Evaluation mode (running BatchNorm statistics), one λ for the whole batch.
-
-  Returns:
-    A function returning a dict of (B,) arrays: ``psnr``, ``ssim`` of the
-    reconstruction and ``psnr_zf`` of the zero-filled input magnitude.
-  """
-
-  @jax.jit
-  def eval_step(variables, batch, lam, key):
-    x = batch["image"].astype(jnp.float32)
-    y = operator.measure(x, key)
-    zf = operator.zero_filled(y)
-    coeffs = hparams.coefficients(lam[None])[0]  # (K,): one weight set
-    if isinstance(model, state_lib.UnetStack):  # its Unet trained at this λ
-      recon = model.unet.apply(model.member(variables, lam), zf, coeffs)
-    else:
-      recon = model.apply(variables, zf, coeffs)
-    zf_mag = jnp.sqrt(jnp.sum(zf ** 2, axis=-1))
-    return {"psnr": metrics.psnr(recon, x), "ssim": metrics.ssim(recon, x),
-            "psnr_zf": metrics.psnr(zf_mag, x)}
-
-  return eval_step
