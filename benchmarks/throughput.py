@@ -23,13 +23,20 @@ warm-up call that compiles.
 """
 
 import json
+import os
 import statistics
+import sys
 import time
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+
+# The benchmarked configs start from the experiments' complete default config.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments", "configs"))
+import default
 
 _SIZES = flags.DEFINE_list("sizes", ["unet", "S", "M", "L"],
                            "Models: unet, S (d=4), M (d=32), L (d=128), stackN "
@@ -60,7 +67,7 @@ def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
             channels: int):
   from hyperrecon_jax import hparams
   from hyperrecon_jax import train
-  c = train.default_config()
+  c = default.get_config()
   c.data.image_size = image
   if size.startswith("stack"):
     c.model.hyper_dim = 0

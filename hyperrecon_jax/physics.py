@@ -313,56 +313,61 @@ OPERATOR_NAMES = ("csmri", "denoise", "superres")
 MASK_NAMES = ("poisson", "cartesian_random", "cartesian_equispaced")
 
 
-def _get(cfg, name, default):
-  if isinstance(cfg, Mapping):
-    return cfg.get(name, default)
-  return getattr(cfg, name, default)
+def _field(task_config, name: str):
+  """A field the task reads; a missing one is an `InputError` that names it."""
+  try:
+    if isinstance(task_config, Mapping):
+      return task_config[name]
+    return getattr(task_config, name)
+  except (KeyError, AttributeError):
+    raise errors.InputError(f"task config lacks field {name!r}.") from None
 
 
 def make_operator(task_config, image_shape: Sequence[int]):
   """Builds the forward operator of a task config.
 
+  The config has no defaults here: every field the task reads is required
+  (``experiments/configs/default.py`` writes them all out).
+
   Args:
-    task_config: ml_collections ConfigDict, dict or any object with the fields
-      ``name`` ('csmri' | 'denoise' | 'superres') and, as needed,
-      ``acceleration`` (float), ``mask`` ('poisson' | 'cartesian_random' |
-      'cartesian_equispaced', default 'poisson'), ``center_fraction`` (0.08),
-      ``mask_seed`` (0), ``noise_sigma`` (k-space noise, 0.0), ``sigma``
-      (denoising, 0.1), ``factor`` (super-resolution, 4). Missing optional
-      fields take these defaults.
+    task_config: ml_collections ConfigDict, dict or any object with the field
+      ``name`` ('csmri' | 'denoise' | 'superres') and those of its task:
+      csmri ``acceleration`` (float), ``mask`` ('poisson' |
+      'cartesian_random' | 'cartesian_equispaced'), ``mask_seed`` (int),
+      ``noise_sigma`` (k-space noise) and, for a Cartesian mask,
+      ``center_fraction``; denoise ``sigma``; superres ``factor``.
     image_shape: (H, W) of the images.
 
   Returns:
     A `CSMRI`, `Denoise` or `SuperResolution` operator.
 
   Raises:
-    ValueError: for an unknown task or mask name, a missing acceleration, or
-      invalid values.
+    ValueError: for a missing field, an unknown task or mask name, or invalid
+      values.
   """
-  name = _get(task_config, "name", None)
+  name = _field(task_config, "name")
   try:
     h, w = (int(s) for s in image_shape)
   except (TypeError, ValueError):
     raise errors.InputError(f"image_shape must be (H, W), got {image_shape!r}.") from None
   if name == "csmri":
-    accel = _get(task_config, "acceleration", None)
-    if accel is None:
-      raise errors.InputError("task 'csmri' needs task_config.acceleration, got none.")
-    kind = _get(task_config, "mask", "poisson")
-    seed = int(_get(task_config, "mask_seed", 0))
+    accel = _field(task_config, "acceleration")
+    kind = _field(task_config, "mask")
+    seed = int(_field(task_config, "mask_seed"))
+    noise_sigma = float(_field(task_config, "noise_sigma"))
     if kind == "poisson":
       mask = masks_lib.poisson_disc((h, w), accel, seed=seed)
     elif kind in ("cartesian_random", "cartesian_equispaced"):
       mask = masks_lib.cartesian(
-          (h, w), accel, center_fraction=_get(task_config, "center_fraction", 0.08),
+          (h, w), accel, center_fraction=_field(task_config, "center_fraction"),
           kind=kind.split("_", 1)[1], seed=seed)
     else:
       raise errors.InputError(f"task_config.mask must be one of {MASK_NAMES}, got {kind!r}.")
-    return CSMRI(jnp.asarray(mask), noise_sigma=float(_get(task_config, "noise_sigma", 0.0)))
+    return CSMRI(jnp.asarray(mask), noise_sigma=noise_sigma)
   if name == "denoise":
-    return Denoise(sigma=float(_get(task_config, "sigma", 0.1)))
+    return Denoise(sigma=float(_field(task_config, "sigma")))
   if name == "superres":
-    op = SuperResolution(factor=_get(task_config, "factor", 4))
+    op = SuperResolution(factor=_field(task_config, "factor"))
     if h % op.factor or w % op.factor:
       raise errors.InputError(
           f"image_shape {(h, w)} is not divisible by factor={op.factor}.")

@@ -15,6 +15,7 @@ data-parallel and SIGTERM tests. conftest.py turns `build_data_dir` and
 import json
 import os
 
+import configs
 import jax
 import numpy as np
 
@@ -47,7 +48,7 @@ def train_run_a(data_dir, tmp_path_factory):
 
 
 def make_config(data_dir, **train_overrides):
-  config = train.default_config()
+  config = configs.default()
   config.data.data_dir = data_dir
   config.data.image_size = SIZE
   config.data.num_threads = 0

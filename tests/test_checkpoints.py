@@ -3,6 +3,7 @@
 import json
 import os
 
+import configs
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 def make_config(batch_norm=True):
   # Configurations of tests/test_train_step.py ('csmri-sl' and, without
   # BatchNorm, 'dhs'), so that their compiled initializations are shared.
-  config = train.default_config()
+  config = configs.default()
   config.data.image_size = SIZE
   config.data.num_threads = 0
   config.model.channels = 4
@@ -171,6 +172,21 @@ def test_load_config_of_a_given_step(states, tmp_path):
   assert checkpoints.saved_config(str(tmp_path))["train"]["num_steps"] == 12345
   assert checkpoints.saved_config(str(tmp_path), step=1) == json.loads(
       config.to_json())
+
+
+def test_a_run_stored_before_a_field_was_added_loads(states, tmp_path):
+  # Runs stored before the stacks of plain Unets have no hparams.baselines.
+  config, saved, _ = states
+  old = config.copy_and_resolve_references()
+  del old.hparams.baselines
+  mngr = checkpoints.manager(str(tmp_path))
+  checkpoints.save(mngr, 1, saved, {}, old)
+  mngr.close()
+  assert "baselines" not in checkpoints.saved_config(str(tmp_path))["hparams"]
+  loaded, _, variables, step = train.load_trained(str(tmp_path))
+  assert step == 1 and loaded.hparams.baselines == ()
+  assert_trees_equal(variables, saved.variables())
+  assert train.load_config(str(tmp_path)).to_json() == config.to_json()
 
 
 # --- keep-all, finiteness, read-only readers -------------------------------------------

@@ -8,6 +8,7 @@ import os
 import shutil
 
 from array_record.python import array_record_module
+import configs
 import numpy as np
 import pytest
 
@@ -18,7 +19,7 @@ SHARD = "mni152-train.array_record-00000-of-00001"
 
 
 def _config(data_dir):
-  cfg = hr.data.default_config()
+  cfg = configs.default().data
   cfg.update(data_dir=str(data_dir), image_size=SIZE, num_threads=0)
   return cfg
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import configs
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ SIZE = 32
 
 
 def _config(data_dir, **overrides):
-  cfg = hr.data.default_config()
+  cfg = configs.default().data
   cfg.data_dir = str(data_dir)
   cfg.image_size = SIZE
   cfg.num_threads = 0
@@ -40,23 +41,26 @@ def _same(a, b):
   return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
 
 
-def test_default_config_fields(monkeypatch, tmp_path):
-  monkeypatch.setenv("HYPERRECON_DATA_DIR", str(tmp_path))
-  cfg = hr.data.default_config()
-  assert cfg.name == "mni152" and cfg.manual_dir == "" and cfg.image_size == 256
-  assert cfg.data_dir == str(tmp_path)
-  assert cfg.axis == "axial" and cfg.augment_flip is False and cfg.augment_intensity == 0.0
-  assert abs(sum(cfg.split_fractions) - 1) < 1e-9
-
-
-def test_partial_dict_config_reuses_the_build(cfg):
-  partial = {"name": "mni152", "image_size": SIZE, "data_dir": cfg.data_dir}
-  assert hr.data.make_builder(partial).data_dir == hr.data.make_builder(cfg).data_dir
-  assert hr.data.num_examples(partial, "train") == 86
+def test_dict_config_reuses_the_build_and_every_field_is_required(cfg):
+  as_dict = cfg.to_dict()
+  assert hr.data.make_builder(as_dict).data_dir == hr.data.make_builder(cfg).data_dir
+  assert hr.data.num_examples(as_dict, "train") == 86
+  for field in ("name", "data_dir", "percentile"):
+    partial = {k: v for k, v in as_dict.items() if k != field}
+    with pytest.raises(hr.data.DataError, match=f"data config lacks field '{field}'"):
+      hr.data.make_builder(partial)
+  for field, call in (("gap_slices", hr.data.split_ranges),
+                      ("num_threads", lambda c: hr.data.batches(c, "test", batch_size=4))):
+    partial = cfg.copy_and_resolve_references()
+    del partial[field]
+    with pytest.raises(hr.data.DataError, match=f"data config lacks field '{field}'"):
+      call(partial)
 
 
 def test_light_import_and_install_hint():
-  code = ("import sys, hyperrecon_jax as hr; hr.data.default_config(); "
+  # The default experiment config builds without the data extra's modules.
+  code = ("import sys; sys.path.insert(0, 'experiments/configs'); import default; "
+          "default.get_config(); "
           "print('tensorflow_datasets' in sys.modules or 'grain' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -66,7 +70,7 @@ def test_light_import_and_install_hint():
 
 
 def test_documented_split_ranges():
-  cfg = hr.data.default_config()
+  cfg = configs.default().data
   assert hr.data.split_ranges(cfg) == {
       "train": [(7, 50), (110, 153)], "validation": [(58, 70)], "test": [(78, 102)]}
   cfg.axis = "coronal"

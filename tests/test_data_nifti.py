@@ -2,6 +2,7 @@
 
 import os
 
+import configs
 import nibabel as nib
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def manual_dir(tmp_path_factory):
 
 
 def _config(manual_dir, data_dir, **overrides):
-  cfg = hr.data.default_config()
+  cfg = configs.default().data
   cfg.update(name="nifti", manual_dir=str(manual_dir), data_dir=str(data_dir),
              image_size=SIZE, num_threads=0)
   cfg.update(overrides)

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import zlib
 
+import configs
 import jax
 import numpy as np
 import pytest
@@ -251,7 +252,7 @@ def _two_lambda_explorer():
   Its variables are drawn on the shapes from ``eval_shape`` (compiling
   ``init`` takes ~15 s on 2 cores); BatchNorm statistics stay positive.
   """
-  config = train.default_config()
+  config = configs.default()
   config.data.image_size = 32
   config.losses = ("dc", "tv", "weight_l1")
   config.loss_scales = (1.0, 1.0, 1.0)

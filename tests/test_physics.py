@@ -1,6 +1,7 @@
 """Tests for hyperrecon_jax.physics."""
 
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import masks
 from hyperrecon_jax import physics
 
@@ -247,36 +249,57 @@ def test_superres_bad_inputs():
 # ---------------------------------------------------------------- Factory
 
 
+# The fields a 'csmri' task reads with a Poisson-disc mask.
+CSMRI = {"name": "csmri", "acceleration": 4.0, "mask": "poisson", "mask_seed": 0,
+         "noise_sigma": 0.0}
+
+
 def test_make_operator():
-  cfg = ml_collections.ConfigDict({"name": "csmri", "acceleration": 4.0})
-  op = physics.make_operator(cfg, (64, 64))
+  op = physics.make_operator(ml_collections.ConfigDict(CSMRI), (64, 64))
   assert isinstance(op, physics.CSMRI) and op.noise_sigma == 0.0
   np.testing.assert_array_equal(op.mask, masks.poisson_disc((64, 64), 4.0, seed=0))
-  op = physics.make_operator({"name": "csmri", "acceleration": 4, "mask": "cartesian_equispaced",
+  op = physics.make_operator({**CSMRI, "acceleration": 4, "mask": "cartesian_equispaced",
                               "center_fraction": 0.1, "mask_seed": 2, "noise_sigma": 0.01},
                              (32, 64))
   np.testing.assert_array_equal(
       op.mask, masks.cartesian((32, 64), 4, center_fraction=0.1, kind="equispaced", seed=2))
   assert op.noise_sigma == 0.01
-  op = physics.make_operator({"name": "csmri", "acceleration": 8, "mask": "cartesian_random"},
-                             (32, 64))
+  op = physics.make_operator({**CSMRI, "acceleration": 8, "mask": "cartesian_random",
+                              "center_fraction": 0.08}, (32, 64))
   assert abs(float(op.acceleration) - 8) < 0.4
-  assert physics.make_operator({"name": "denoise"}, (32, 32)).sigma == 0.1
+  # Only the fields of the task are read.
+  assert physics.make_operator({"name": "denoise", "sigma": 0.1}, (32, 32)).sigma == 0.1
   assert physics.make_operator(ml_collections.ConfigDict({"name": "denoise", "sigma": 0.2}),
                                (32, 32)).sigma == 0.2
-  assert physics.make_operator({"name": "superres"}, (32, 32)).factor == 4
   assert physics.make_operator({"name": "superres", "factor": 2}, (32, 32)).factor == 2
+  assert physics.make_operator(types.SimpleNamespace(name="superres", factor=4),
+                               (32, 32)).factor == 4
+
+
+def _without(config, field):
+  return {k: v for k, v in config.items() if k != field}
+
+
+@pytest.mark.parametrize("task, field", [
+    ({"acceleration": 4.0}, "name"),
+    *((_without(CSMRI, f), f) for f in ("acceleration", "mask", "mask_seed", "noise_sigma")),
+    ({**CSMRI, "mask": "cartesian_random"}, "center_fraction"),
+    ({"name": "denoise"}, "sigma"),
+    (ml_collections.ConfigDict({"name": "superres"}), "factor"),
+    (types.SimpleNamespace(name="denoise"), "sigma"),
+])
+def test_make_operator_names_a_missing_field(task, field):
+  with pytest.raises(errors.InputError, match=rf"^task config lacks field '{field}'\.$"):
+    physics.make_operator(task, (32, 32))
 
 
 def test_make_operator_errors():
   with pytest.raises(ValueError, match="csmri.*denoise.*superres"):
     physics.make_operator({"name": "deblur"}, (32, 32))
   with pytest.raises(ValueError, match="poisson"):
-    physics.make_operator({"name": "csmri", "acceleration": 4, "mask": "radial"}, (32, 32))
+    physics.make_operator({**CSMRI, "mask": "radial"}, (32, 32))
   with pytest.raises(ValueError, match="acceleration"):
-    physics.make_operator({"name": "csmri"}, (32, 32))
-  with pytest.raises(ValueError, match="acceleration"):
-    physics.make_operator({"name": "csmri", "acceleration": 1.0}, (32, 32))
+    physics.make_operator({**CSMRI, "acceleration": 1.0}, (32, 32))
   with pytest.raises(ValueError, match="divisible"):
     physics.make_operator({"name": "superres", "factor": 3}, (32, 32))
   with pytest.raises(ValueError, match="sigma"):

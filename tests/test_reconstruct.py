@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 
+import configs
 import h5py
 import jax.numpy as jnp
 import ml_collections
@@ -86,8 +87,7 @@ def test_read_input_cuts_the_template_as_the_data_pipeline(data_dir, tmp_path):
 
 
 def _full_data_config(data_dir):
-  from hyperrecon_jax import data
-  c = data.default_config()
+  c = configs.default().data
   c.image_size, c.data_dir = 32, data_dir
   return c
 

@@ -7,6 +7,7 @@ checkpoint, which is all `report.run` reads. The embedded dataset is built at
 
 import os
 
+import configs
 import jax
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def _save_untrained(config, path):
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-  config = train.default_config()
+  config = configs.default()
   config.data.data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
   config.data.image_size = 32
   config.data.num_threads = 0

@@ -12,6 +12,7 @@ import re
 from typing import Any
 from typing import NamedTuple
 
+import configs
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 def make_config(task="csmri", family="sl", *, hyper_dim=4, batch=BATCH,
                 batch_norm=True, method="uhs", top_b=1, fixed=None,
                 baselines=()):
-  config = train.default_config()
+  config = configs.default()
   config.task.name = task
   config.task.factor = 2
   config.data.image_size = SIZE

@@ -10,16 +10,19 @@ r"""Paper scale: CS-MRI 8× on brain slices, MAE + SSIM, HyperRecon-L (GPU).
 ``:quick`` shrinks everything to run in seconds on a CPU.
 """
 
-from hyperrecon_jax.train import apply_variant
-from hyperrecon_jax.train import default_config
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default
 
 
 def get_config(arg=None):
-  c = default_config()
+  c = default.get_config()
   c.data.name = "mni152"
   c.data.image_size = 256
   c.task.name = "csmri"
   c.task.acceleration = 8.0
   c.model.hyper_dim = 128
   c.train.batch_size = 32
-  return apply_variant(c, arg)
+  return default.variant(c, arg)

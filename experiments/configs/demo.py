@@ -10,12 +10,15 @@ on a 2-core CPU in about ten minutes, with no download:
 ``:quick`` is a few steps at 32×32 for tests.
 """
 
-from hyperrecon_jax.train import apply_variant
-from hyperrecon_jax.train import default_config
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default
 
 
 def get_config(arg=None):
-  c = default_config()
+  c = default.get_config()
   c.data.name = "mni152"
   c.data.image_size = 64
   c.data.augment_flip = True
@@ -31,4 +34,4 @@ def get_config(arg=None):
   c.train.eval_every = 500
   c.train.checkpoint_every = 500
   c.eval.grid = 21
-  return apply_variant(c, arg)
+  return default.variant(c, arg)

@@ -30,9 +30,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default
 import demo
-
-from hyperrecon_jax.train import apply_variant
 
 
 def get_config(arg=None):
@@ -45,4 +44,4 @@ def get_config(arg=None):
   # λ = 0.5 where it was (docs/results.md, round 3).
   c.hparams.sampler = "endpoints"
   c.hparams.endpoint_prob = 0.5
-  return apply_variant(c, arg)
+  return default.variant(c, arg)

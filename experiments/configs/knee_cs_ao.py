@@ -10,12 +10,15 @@ lowest data-consistency loss.
   # on the embedded brain:  --config.data.name=mni152
 """
 
-from hyperrecon_jax.train import apply_variant
-from hyperrecon_jax.train import default_config
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default
 
 
 def get_config(arg=None):
-  c = default_config()
+  c = default.get_config()
   c.data.name = "fastmri_knee"
   c.data.image_size = 256
   c.task.name = "csmri"
@@ -29,4 +32,4 @@ def get_config(arg=None):
   c.hparams.fixed = (0.5, 0.5)
   c.sampling.method = "dhs"
   c.sampling.top_b = 8
-  return apply_variant(c, arg)
+  return default.variant(c, arg)

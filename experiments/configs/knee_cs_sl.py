@@ -6,16 +6,19 @@ Needs the fastMRI knee ``.h5`` files (licence at https://fastmri.med.nyu.edu/):
       --workdir=workdirs/knee_cs_sl --config.data.manual_dir=/path/to/singlecoil
 """
 
-from hyperrecon_jax.train import apply_variant
-from hyperrecon_jax.train import default_config
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default
 
 
 def get_config(arg=None):
-  c = default_config()
+  c = default.get_config()
   c.data.name = "fastmri_knee"
   c.data.image_size = 256
   c.task.name = "csmri"
   c.task.acceleration = 4.0
   c.task.mask = "cartesian_random"
   c.task.center_fraction = 0.08
-  return apply_variant(c, arg)
+  return default.variant(c, arg)

@@ -4,14 +4,17 @@ r"""fastMRI single-coil knee, Gaussian denoising (σ = 0.1), MAE + SSIM.
       --workdir=workdirs/knee_denoise_sl --config.data.manual_dir=/path/to/singlecoil
 """
 
-from hyperrecon_jax.train import apply_variant
-from hyperrecon_jax.train import default_config
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default
 
 
 def get_config(arg=None):
-  c = default_config()
+  c = default.get_config()
   c.data.name = "fastmri_knee"
   c.data.image_size = 256
   c.task.name = "denoise"
   c.task.sigma = 0.1
-  return apply_variant(c, arg)
+  return default.variant(c, arg)

@@ -4,14 +4,17 @@ r"""fastMRI single-coil knee, 4× super-resolution (bicubic down, nearest up), M
       --workdir=workdirs/knee_sr_sl --config.data.manual_dir=/path/to/singlecoil
 """
 
-from hyperrecon_jax.train import apply_variant
-from hyperrecon_jax.train import default_config
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default
 
 
 def get_config(arg=None):
-  c = default_config()
+  c = default.get_config()
   c.data.name = "fastmri_knee"
   c.data.image_size = 256
   c.task.name = "superres"
   c.task.factor = 4
-  return apply_variant(c, arg)
+  return default.variant(c, arg)

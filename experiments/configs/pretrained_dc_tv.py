@@ -18,9 +18,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default
 import demo_ao
-
-from hyperrecon_jax.train import apply_variant
 
 
 def get_config(arg=None):
@@ -30,4 +29,4 @@ def get_config(arg=None):
   c.train.log_every = 250
   c.train.eval_every = 2_500
   c.train.checkpoint_every = 2_500
-  return apply_variant(c, arg)
+  return default.variant(c, arg)

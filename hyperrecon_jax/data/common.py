@@ -1,7 +1,7 @@
 """Shared pieces of the datasets: errors, settings, slicing and resizing.
 
 Nothing here imports TensorFlow Datasets, grain or a file-format library, so
-`hr.data.default_config()` and the image helpers work with the core install.
+these settings and the image helpers work with the core install.
 """
 
 from collections.abc import Iterator
@@ -67,6 +67,21 @@ def default_data_dir() -> str:
     return os.path.expanduser(env)
   return os.path.join(
       os.path.expanduser("~"), ".cache", "hyperrecon_jax", "tensorflow_datasets")
+
+
+def field(data_config, name: str):
+  """A field of a data config (a ConfigDict or a dict) that the caller reads.
+
+  Data configs have no defaults here: ``experiments/configs/default.py``
+  writes out every field.
+
+  Raises:
+    DataError: naming the field when the config lacks it.
+  """
+  try:
+    return data_config[name]
+  except KeyError:
+    raise DataError(f"data config lacks field {name!r}.") from None
 
 
 def check_name(name: str) -> str:

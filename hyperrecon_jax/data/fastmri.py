@@ -21,6 +21,7 @@ to train / validation / test with a permutation seeded by `split_seed`
 
 from collections.abc import Iterator
 from collections.abc import Mapping
+import functools
 import os
 
 import numpy as np
@@ -142,13 +143,14 @@ def read_volume(path: str) -> np.ndarray:
 
 def settings(data_config) -> dict:
   """The settings that change the written data (the files' fingerprint included)."""
-  manual_dir = os.path.expanduser(data_config.manual_dir)
+  get = functools.partial(common.field, data_config)
+  manual_dir = os.path.expanduser(get("manual_dir"))
   files = find_files(manual_dir)
   return {
       "dataset": "fastmri_knee",
-      "image_size": common.check_image_size(data_config.image_size),
-      "split_fractions": list(common.check_fractions(data_config.split_fractions)),
-      "split_seed": int(data_config.split_seed),
+      "image_size": common.check_image_size(get("image_size")),
+      "split_fractions": list(common.check_fractions(get("split_fractions"))),
+      "split_seed": int(get("split_seed")),
       "files": common.fingerprint(manual_dir, files),
   }
 
@@ -159,7 +161,7 @@ def builder_config(data_config) -> builder_lib.SliceConfig:
       name=builder_lib.settings_name(f"s{s['image_size']}", s),
       description=f"fastMRI single-coil knee at {s['image_size']} px.",
       image_size=s["image_size"],
-      manual_dir=os.path.abspath(os.path.expanduser(data_config.manual_dir)),
+      manual_dir=os.path.abspath(os.path.expanduser(common.field(data_config, "manual_dir"))),
       settings=s)
 
 

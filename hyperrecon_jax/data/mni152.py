@@ -148,14 +148,15 @@ def split_slices(ranges: Sequence[tuple[int, int]]) -> list[int]:
 
 def settings(data_config) -> dict:
   """The settings that change the written data."""
+  get = functools.partial(common.field, data_config)
   return {
       "dataset": "mni152",
-      "image_size": common.check_image_size(data_config.image_size),
-      "axis": common.axis_name(data_config.axis),
-      "gap_slices": int(data_config.gap_slices),
-      "split_fractions": list(common.check_fractions(data_config.split_fractions)),
-      "min_foreground": float(data_config.min_foreground),
-      "percentile": float(data_config.percentile),
+      "image_size": common.check_image_size(get("image_size")),
+      "axis": common.axis_name(get("axis")),
+      "gap_slices": int(get("gap_slices")),
+      "split_fractions": list(common.check_fractions(get("split_fractions"))),
+      "min_foreground": float(get("min_foreground")),
+      "percentile": float(get("percentile")),
   }
 
 

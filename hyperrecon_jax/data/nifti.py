@@ -29,6 +29,7 @@ a permutation seeded by `split_seed`, so no subject is in two splits.
 
 from collections.abc import Iterator
 from collections.abc import Mapping
+import functools
 import os
 
 import numpy as np
@@ -157,17 +158,18 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
 
 def settings(data_config) -> dict:
   """The settings that change the written data (the files' fingerprint included)."""
-  manual_dir = os.path.expanduser(data_config.manual_dir)
+  get = functools.partial(common.field, data_config)
+  manual_dir = os.path.expanduser(get("manual_dir"))
   pairs = find_files(manual_dir)
   files = [p for pair in pairs for p in pair if p is not None]
   return {
       "dataset": "nifti",
-      "image_size": common.check_image_size(data_config.image_size),
-      "axis": common.axis_name(data_config.axis),
-      "split_fractions": list(common.check_fractions(data_config.split_fractions)),
-      "split_seed": int(data_config.split_seed),
-      "min_foreground": float(data_config.min_foreground),
-      "percentile": float(data_config.percentile),
+      "image_size": common.check_image_size(get("image_size")),
+      "axis": common.axis_name(get("axis")),
+      "split_fractions": list(common.check_fractions(get("split_fractions"))),
+      "split_seed": int(get("split_seed")),
+      "min_foreground": float(get("min_foreground")),
+      "percentile": float(get("percentile")),
       "labels": pairs[0][1] is not None,
       "files": common.fingerprint(manual_dir, files),
   }
@@ -179,7 +181,7 @@ def builder_config(data_config) -> builder_lib.SliceConfig:
       name=builder_lib.settings_name(f"s{s['image_size']}_{s['axis']}", s),
       description=f"NIfTI volumes, {s['axis']} slices at {s['image_size']} px.",
       image_size=s["image_size"], label_dtype="int32" if s["labels"] else "",
-      manual_dir=os.path.abspath(os.path.expanduser(data_config.manual_dir)),
+      manual_dir=os.path.abspath(os.path.expanduser(common.field(data_config, "manual_dir"))),
       settings=s)
 
 

@@ -180,7 +180,7 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
   """The batched `grain.MapDataset` behind `batches`.
 
   Args:
-    data_config: the data config (`hr.data.default_config()` fields).
+    data_config: the data config (see `sources.make_builder`).
     split: 'train', 'validation' or 'test'.
     batch_size: examples per batch.
     seed: shuffling and augmentation seed (training only).
@@ -193,12 +193,12 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
   """
   if batch_size < 1:
     raise errors.InputError(f"batch_size must be positive; got {batch_size}.")
-  data_config = sources.with_defaults(data_config)
   training = split == "train" if training is None else bool(training)
   source = sources.load_split(data_config, split)
   with_label = "label" in source.dataset_info.features
   if len(source) == 0:
-    raise common.DataError(f"The {split!r} split of {data_config.name!r} is empty.")
+    raise common.DataError(
+        f"The {split!r} split of {common.field(data_config, 'name')!r} is empty.")
   source = _in_memory(source)
   if not training:
     padded = math.ceil(len(source) / batch_size) * batch_size
@@ -207,8 +207,8 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
     return ds.batch(batch_size, drop_remainder=True)
   ds = _EpochShuffle(grain.MapDataset.source(source), seed=_derive_seed(seed, 0)).repeat()
   ds = ds.map(functools.partial(_example, with_label=with_label))
-  flip = bool(data_config.augment_flip)
-  intensity = float(data_config.augment_intensity)
+  flip = bool(common.field(data_config, "augment_flip"))
+  intensity = float(common.field(data_config, "augment_intensity"))
   if flip or intensity > 0:
     ds = ds.random_map(functools.partial(augment, flip=flip, intensity=intensity),
                        seed=_derive_seed(seed, 1))
@@ -221,7 +221,7 @@ def batches(data_config, split: str, *, batch_size: int, seed: int = 0,
   """An iterator of batch dicts (see the module docstring for the format).
 
   Args:
-    data_config: the data config (`hr.data.default_config()` fields).
+    data_config: the data config (see `sources.make_builder`).
     split: 'train', 'validation' or 'test'.
     batch_size: examples per batch.
     seed: shuffling and augmentation seed (training only).
@@ -237,7 +237,7 @@ def batches(data_config, split: str, *, batch_size: int, seed: int = 0,
   """
   ds = dataset(data_config, split, batch_size=batch_size, seed=seed, training=training)
   if num_threads is None:
-    num_threads = int(sources.with_defaults(data_config).num_threads)
+    num_threads = int(common.field(data_config, "num_threads"))
   options = grain.ReadOptions(num_threads=num_threads,
                               prefetch_buffer_size=prefetch if num_threads else 0)
   return iter(ds.to_iter_dataset(options))

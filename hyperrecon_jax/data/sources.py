@@ -86,42 +86,29 @@ class Volume(NamedTuple):
   indices: range
 
 
-def with_defaults(data_config):
-  """`default_config()` overridden by `data_config` (a ConfigDict or dict).
-
-  Lets callers pass partial configs, e.g. ``{"name": "mni152", "image_size": 64}``.
-  """
-  from hyperrecon_jax import data
-  cfg = data.default_config()
-  items = data_config.items() if hasattr(data_config, "items") else dict(data_config).items()
-  unknown = sorted(k for k, _ in items if k not in cfg)
-  cfg.update({k: v for k, v in items if k not in unknown})
-  for key in unknown:  # Fields other modules add; kept, unused here.
-    cfg[key] = data_config[key]
-  return cfg
-
-
 def data_dir(data_config) -> str:
-  """The configured data_dir, or the default cache when it is empty."""
-  return os.path.expanduser(data_config.get("data_dir", "") or common.default_data_dir())
+  """The configured data_dir, or the default cache when it is ''."""
+  return os.path.expanduser(common.field(data_config, "data_dir") or common.default_data_dir())
 
 
 def make_builder(data_config):
   """The TFDS builder of a data config (not necessarily built yet).
 
   Args:
-    data_config: a `hr.data.default_config()`-like ConfigDict.
+    data_config: a data config (``config.data`` of an experiment config,
+      every field of ``experiments/configs/default.py``), a ConfigDict or a
+      dict.
 
   Returns:
     A `tfds.core.GeneratorBasedBuilder`.
 
   Raises:
     ValueError: unknown dataset name or bad settings.
-    DataError: missing or empty `manual_dir` for manual datasets, or an
-      unreadable dataset_info.json of the built dataset.
+    DataError: a field of the data config missing, missing or empty
+      `manual_dir` for manual datasets, or an unreadable dataset_info.json of
+      the built dataset.
   """
-  data_config = with_defaults(data_config)
-  name = common.check_name(data_config.name)
+  name = common.check_name(common.field(data_config, "name"))
   module_name, class_name = _BUILDERS[name]
   module = importlib.import_module(module_name)
   config = module.builder_config(data_config)

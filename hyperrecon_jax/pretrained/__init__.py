@@ -23,7 +23,6 @@ import os
 import flax.serialization
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from hyperrecon_jax import errors
@@ -86,7 +85,7 @@ def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
     with open(weights, "rb") as f:
       blob = f.read()
     with open(os.path.join(path, CONFIG_FILE)) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+      config = train.from_stored(json.load(f))
   except (OSError, ValueError) as e:
     raise errors.InputError(f"{path}: not a readable model ({e})") from None
   if hashlib.sha256(blob).hexdigest() != description.get("sha256"):

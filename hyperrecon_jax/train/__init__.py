@@ -10,9 +10,8 @@ for tests, benchmarks and custom loops::
 """
 
 from hyperrecon_jax.train.configuration import ConfigError
-from hyperrecon_jax.train.configuration import apply_variant
 from hyperrecon_jax.train.configuration import check_config
-from hyperrecon_jax.train.configuration import default_config
+from hyperrecon_jax.train.configuration import from_stored
 from hyperrecon_jax.train.configuration import num_coeffs
 from hyperrecon_jax.train.configuration import num_lambdas
 from hyperrecon_jax.train.loop import Interrupted
@@ -24,7 +23,6 @@ from hyperrecon_jax.train.state import build_model
 from hyperrecon_jax.train.state import create_state
 from hyperrecon_jax.train.state import learning_rate
 from hyperrecon_jax.train.state import stack_lambdas
-from hyperrecon_jax.train.step import make_eval_step
 from hyperrecon_jax.train.step import make_train_step
 from hyperrecon_jax.train.step import sample_coefficients
 from hyperrecon_jax.train.step import validation_lambdas
@@ -32,9 +30,9 @@ from hyperrecon_jax.train.trained import load_config
 from hyperrecon_jax.train.trained import load_trained
 
 __all__ = [
-    "ConfigError", "Interrupted", "apply_variant", "NonFiniteLossError", "TrainState",
-    "build_model", "check_config", "create_state", "default_config", "learning_rate",
-    "load_config", "load_trained", "make_eval_step", "make_train_step", "num_coeffs",
+    "ConfigError", "Interrupted", "NonFiniteLossError", "TrainState", "build_model",
+    "check_config", "create_state", "from_stored", "learning_rate",
+    "load_config", "load_trained", "make_train_step", "num_coeffs",
     "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate", "UnetStack",
     "validation_lambdas",
 ]

@@ -1,8 +1,10 @@
-"""The full experiment configuration: defaults, validation, compatibility.
+"""The full experiment configuration: validation, compatibility, stored configs.
 
-Experiment files in ``experiments/configs/`` start from ``default_config()`` and
-change what they need; ``check_config`` turns every impossible setting into one
-``ConfigError`` sentence before anything is built or written.
+The configs themselves are files: ``experiments/configs/default.py`` writes out
+every field, and the other experiment files start from it and change what they
+need. ``check_config`` turns every impossible setting into one ``ConfigError``
+sentence before anything is built or written; ``from_stored`` reads the config
+of a stored run, also one written by an older version.
 """
 
 import math
@@ -28,52 +30,42 @@ BOUND_FIELDS = (
     "hparams.baselines",
 )
 MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
+# Fields added to the config after runs had been stored without them, each with
+# the value that reproduces how those runs were trained (`from_stored`).
+ADDED_FIELDS = (
+    # The stacks of plain Unets (commit 9372a5e): every earlier run trained
+    # one network.
+    ("hparams.baselines", ()),
+)
 
 
 class ConfigError(errors.InputError):
   """A configuration that cannot work, with a message saying why."""
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Defaults shared by every experiment (CS-MRI 8×, MAE + SSIM, HyperRecon-L).
+def from_stored(stored) -> ml_collections.ConfigDict:
+  """The config of a stored run: a workdir's or a shipped model's config dict.
+
+  A config written by an older version lacks the fields added since; they get
+  the values of `ADDED_FIELDS`, which reproduce how that run was trained.
+
+  Args:
+    stored: the config as a dict, e.g. from JSON.
 
   Returns:
-    A ``ConfigDict`` with sections ``task``, ``data``, ``model``, ``hparams``,
-    ``sampling``, ``train``, ``eval`` and the fields ``losses`` and
-    ``loss_scales``.
+    A ``ConfigDict``.
   """
-  from hyperrecon_jax import data
-  c = ml_collections.ConfigDict()
-  c.task = ml_collections.ConfigDict(dict(
-      name="csmri", acceleration=8.0, mask="poisson", mask_seed=0,
-      center_fraction=0.08, noise_sigma=0.0, sigma=0.1, factor=4))
-  c.data = data.default_config()
-  c.model = ml_collections.ConfigDict(dict(
-      hyper_dim=128, channels=32, batch_norm=True, init_scheme="torch",
-      strategy="auto", dtype="float32"))
-  c.losses = ("mae", "ssim")
-  # s_k of the paper (α_k = 1/s_k): the reference's mean test losses of MAE
-  # and 1 − SSIM. experiments/baselines.py measures them for other data and
-  # terms (<workdir>/loss_scales.json) and prints the override.
-  c.loss_scales = (0.0556, 0.322)
-  c.hparams = ml_collections.ConfigDict(dict(
-      sampler="uniform", endpoint_prob=0.1, log_min=1e-3,
-      # λ of a plain Unet baseline (model.hyper_dim = 0) ...
-      fixed=(0.5,),
-      # ... or, when not empty, the λ vectors of a stack of plain Unets
-      # trained together in one program (experiments/baselines.py).
-      baselines=()))
-  c.sampling = ml_collections.ConfigDict(dict(method="uhs", top_b=8))
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=32, num_steps=100_000, lr=1e-3,
-      lr_decay_every=128 * 256, lr_decay_factor=0.5, seed=0,
-      log_every=100, eval_every=2_000, checkpoint_every=2_000,
-      # max_to_keep: newest checkpoints kept; 0 keeps every checkpoint.
-      # eval_batches: validation batches per evaluation; 0 uses them all.
-      max_to_keep=3, eval_batches=0, distributed=False))
-  c.eval = ml_collections.ConfigDict(dict(
-      grid=100, chunk=32, split="test", num_slices_shown=1))
-  return c
+  config = ml_collections.ConfigDict(stored)
+  for dotted, value in ADDED_FIELDS:
+    *sections, name = dotted.split(".")
+    node = config
+    for section in sections:
+      node = node.get(section) if isinstance(node, ml_collections.ConfigDict) else None
+    # A config without the section is no config of any version: left for the
+    # reader of the section to name.
+    if isinstance(node, ml_collections.ConfigDict) and name not in node:
+      node[name] = value
+  return config
 
 
 def num_coeffs(config) -> int:
@@ -233,37 +225,3 @@ def incompatibilities(old, new) -> list[str]:
       out.append(f"{field}: {a!r} in the workdir, {b!r} now")
   return out
 
-
-def apply_variant(config, arg):
-  """Applies a config file's argument: none for the full run, ``quick`` for tests.
-
-  ``quick`` keeps the experiment's task, data and losses but shrinks it to
-  seconds on a CPU: 32×32 images, d = 4, 4 channels, batch 4, 4 steps.
-
-  Args:
-    config: the full config, changed in place.
-    arg: the text after ``:`` in ``--config=file.py:arg`` (or None).
-
-  Returns:
-    ``config``.
-  """
-  if arg in (None, ""):
-    return config
-  if arg != "quick":
-    raise ConfigError(f"unknown config argument {arg!r}; use ':quick' or none")
-  config.data.image_size = 32
-  if config.model.hyper_dim:
-    config.model.hyper_dim = 4
-  config.model.channels = 4
-  # For a few steps compile time is all that counts: 'vmap' compiles ~3×
-  # faster than the CPU default 'loop' (which runs ~4× faster per step).
-  config.model.strategy = "vmap"
-  config.train.batch_size = 4
-  config.sampling.top_b = min(config.sampling.top_b, 2)
-  config.train.num_steps = 4
-  config.train.log_every = 2
-  config.train.eval_every = 4
-  config.train.checkpoint_every = 2
-  config.eval.grid = 5
-  config.eval.chunk = 8
-  return config

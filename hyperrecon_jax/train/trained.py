@@ -16,7 +16,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
   That is the config stored with its newest intact checkpoint; a workdir
   without checkpoints (a run that has not saved yet) falls back to its
-  ``config.json``.
+  ``config.json``. Fields added since an older version wrote it get their
+  compatible values (`configuration.from_stored`).
 
   Raises:
     FileNotFoundError: the workdir has neither.
@@ -24,14 +25,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """
   stored = checkpoints.saved_config(workdir)
   if stored is not None:
-    return ml_collections.ConfigDict(stored)
+    return configuration.from_stored(stored)
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: is {workdir!r} the "
                             "--workdir of a training run?")
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      return configuration.from_stored(json.load(f))
   except (json.JSONDecodeError, TypeError) as e:
     raise configuration.ConfigError(f"{path} is not a valid config ({e})") from None
 
@@ -61,7 +62,7 @@ def load_trained(workdir: str, step: int | None = None, *,
   built = {}
 
   def abstract(stored):
-    config = ml_collections.ConfigDict(stored)
+    config = configuration.from_stored(stored)
     model = state_lib.build_model(config, strategy=strategy)
     built.update(config=config, model=model)
     return jax.eval_shape(

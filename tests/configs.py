@@ -1,0 +1,36 @@
+"""The experiment configs of ``experiments/configs/``, for the tests.
+
+The library has no default config: tests start from the experiment files, as
+``experiments/train.py --config=FILE.py[:arg]`` does, and change what they need.
+"""
+
+import functools
+import importlib.util
+import os
+
+FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "experiments", "configs")
+NAMES = tuple(sorted(f[:-3] for f in os.listdir(FOLDER) if f.endswith(".py")))
+
+
+@functools.cache
+def module(name: str):
+  """The module of ``experiments/configs/<name>.py``, loaded once.
+
+  Once, because each config file puts its folder on sys.path when it runs.
+  """
+  spec = importlib.util.spec_from_file_location(
+      f"config_{name}", os.path.join(FOLDER, f"{name}.py"))
+  out = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(out)
+  return out
+
+
+def load(name: str, arg: str | None = None):
+  """A new config from ``experiments/configs/<name>.py``'s ``get_config(arg)``."""
+  return module(name).get_config(arg)
+
+
+def default():
+  """A new complete default config (``experiments/configs/default.py``)."""
+  return load("default")
