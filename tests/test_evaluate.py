@@ -82,6 +82,19 @@ def test_reconstruct_grid_matches_one_call_per_lambda(chunk, order):
   _assert_close(got, _per_lambda(zf, coeffs))
 
 
+@pytest.mark.parametrize("order", ["slice", "lambda"])
+def test_the_cpu_loop_strategy_gives_the_vmap_grid(order):
+  # The CPU default 'loop' (one ordinary convolution per row) and 'vmap' (one
+  # grouped convolution) are the same arithmetic in another layout: float32
+  # roundoff apart (1e-5 of the largest value).
+  net, variables, _ = _model()
+  loop = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=4, strategy="loop")
+  zf = _zf(2, seed=21)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
+  got = evaluate.reconstruct_grid(loop.apply, variables, zf, coeffs, chunk=5, order=order)
+  _assert_close(got, _per_lambda(zf, coeffs))
+
+
 def test_lambda_major_pads_the_last_call_and_scores_as_slice_major():
   # 5 slices in calls of 2: three calls per λ, the last padded with slice 0.
   # λ-major runs one generated weight set per call (a shared-weight Unet),

@@ -99,24 +99,19 @@ def test_weight_spread_is_the_distance_of_the_generated_unets(run_a):
   np.testing.assert_allclose(last["weight_spread"], want, rtol=1e-4)
 
 
-def test_validation_is_the_mean_over_slices_measured_by_their_ids(run_a):
-  # Independently of the evaluator: each validation slice measured with the
-  # key folded from its own (volume, slice) ids, reconstructed by model.apply
-  # at one λ, scored by scikit-image, averaged over the real (not padding) rows.
+def _independent_validation(config, net, variables, lams):
+  """Each validation slice measured with the key folded from its own (volume,
+  slice) ids, reconstructed by ``model.apply`` at each λ, scored by
+  scikit-image; means over the real (not padding) rows."""
   from skimage.metrics import peak_signal_noise_ratio as sk_psnr
   from skimage.metrics import structural_similarity as sk_ssim
 
   from hyperrecon_jax import hparams
   from hyperrecon_jax import physics
   from hyperrecon_jax import streams
-  from hyperrecon_jax.train import loop
-  config = run_a["config"]
-  net = train.build_model(config)
-  variables = {"params": run_a["state"].params,
-               "batch_stats": run_a["state"].batch_stats}
   operator = physics.make_operator(config.task, (config.data.image_size,) * 2)
   key = streams.key(config, "validation")
-  lams = [(0.0,), (1.0,)]
+  apply = jax.jit(net.apply)
   psnr, ssim, psnr_zf = {lam: [] for lam in lams}, {lam: [] for lam in lams}, []
   batches = data.batches(config.data, "validation", batch_size=BATCH, training=False)
   for batch in list(batches)[:config.train.eval_batches]:
@@ -129,22 +124,57 @@ def test_validation_is_the_mean_over_slices_measured_by_their_ids(run_a):
       zf = operator.zero_filled(operator.measure(jax.numpy.asarray(x[None], np.float32), k))
       psnr_zf.append(sk_psnr(x, np.linalg.norm(np.asarray(zf[0]), axis=-1), data_range=1.0))
       for lam in lams:
-        recon = np.asarray(net.apply(variables, zf, hparams.coefficients(
-            np.asarray([lam], np.float32))))[0]
+        recon = np.asarray(apply(variables, zf, hparams.coefficients(
+            np.asarray([lam], np.float32))), np.float64)[0]
         psnr[lam].append(sk_psnr(x, recon, data_range=1.0))
         ssim[lam].append(sk_ssim(x, recon, data_range=1.0, gaussian_weights=True,
                                  sigma=1.5, use_sample_covariance=False))
-  got = loop.validation_metrics(config, net, variables, lams)
+  return ({lam: np.mean(v) for lam, v in psnr.items()},
+          {lam: np.mean(v) for lam, v in ssim.items()}, np.mean(psnr_zf))
+
+
+def _assert_validation(got, want, lams):
+  psnr, ssim, psnr_zf = want
+  tag = lambda lam: "_".join(f"{v:g}" for v in lam)
+  assert set(got) == ({f"val_{m}_{tag(lam)}" for m in ("psnr", "ssim") for lam in lams}
+                      | {"val_psnr_zf", "val_psnr_spread", "val_ssim_spread"})
   # float32 network and metrics against float64 scikit-image: 1e-4 relative
   # is ~1e-3 dB of PSNR, far below any change a bug in the noise or the
   # averaging would make (another key changes the zero-filled PSNR by ~0.1 dB);
   # SSIM agrees with scikit-image to 1e-4 (tests/test_metrics.py).
-  np.testing.assert_allclose(got["val_psnr_zf"], np.mean(psnr_zf), rtol=1e-4)
+  np.testing.assert_allclose(got["val_psnr_zf"], psnr_zf, rtol=1e-4)
   for lam in lams:
-    np.testing.assert_allclose(got[f"val_psnr_{lam[0]:g}"], np.mean(psnr[lam]), rtol=1e-4)
-    np.testing.assert_allclose(got[f"val_ssim_{lam[0]:g}"], np.mean(ssim[lam]), atol=1e-4)
-  assert got["val_psnr_spread"] == pytest.approx(
-      abs(got["val_psnr_0"] - got["val_psnr_1"]))
+    np.testing.assert_allclose(got[f"val_psnr_{tag(lam)}"], psnr[lam], rtol=1e-4)
+    np.testing.assert_allclose(got[f"val_ssim_{tag(lam)}"], ssim[lam], atol=1e-4)
+  values = [got[f"val_psnr_{tag(lam)}"] for lam in lams]
+  assert got["val_psnr_spread"] == pytest.approx(max(values) - min(values))
+
+
+def test_validation_is_the_mean_over_slices_measured_by_their_ids(run_a):
+  from hyperrecon_jax.train import loop
+  config = run_a["config"]
+  net = train.build_model(config)
+  variables = {"params": run_a["state"].params,
+               "batch_stats": run_a["state"].batch_stats}
+  lams = [(0.0,), (1.0,)]
+  got = loop.validation_metrics(config, net, variables, lams)
+  _assert_validation(got, _independent_validation(config, net, variables, lams), lams)
+
+
+def test_validation_of_two_hyperparameters_covers_the_corners(data_dir):
+  # Three loss terms: λ has two entries and validation runs at the four
+  # corners of the square and its centre.
+  from hyperrecon_jax.train import loop
+  from hyperrecon_jax.train import step as step_lib
+  config = make_config(data_dir)
+  config.losses = ("mae", "ssim", "tv")
+  config.loss_scales = (1.0, 1.0, 1.0)
+  net = train.build_model(config)
+  state = train.create_state(config, net, jax.random.key(0))
+  lams = step_lib.validation_lambdas(2)
+  assert sorted(lams) == [(0.0, 0.0), (0.0, 1.0), (0.5, 0.5), (1.0, 0.0), (1.0, 1.0)]
+  got = loop.validation_metrics(config, net, state.variables(), lams)
+  _assert_validation(got, _independent_validation(config, net, state.variables(), lams), lams)
 
 
 def _read_event_scalars(path):
