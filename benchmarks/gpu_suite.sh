@@ -18,6 +18,9 @@ run() {
   echo "+ throughput.py $*" >>"$OUT/stderr.log"
   python3 benchmarks/throughput.py "$@" $EXTRA 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
 }
+# One convolution, float32 against two bfloat16 formulations (seconds): does
+# a float32 result before the cast cost the bfloat16 speed-up?
+python3 benchmarks/bf16_conv.py 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
 # float32 against bfloat16 activations: the training step, and the path
 # evaluate.py runs (grid_metrics, λ-major).
 run --sizes=L,unet --benchmarks=train_step,evaluate --order=lambda
