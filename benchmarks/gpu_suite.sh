@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_suite.sh            # paper scale (256², batch 32), ~3 min
 #   FULL=1 bash benchmarks/gpu_suite.sh     # also every size, the grid, latency
 #   EXTRA="--image_size=32 --grid=4 --iters=1 --repeats=1 --channels=8" \
-#     BATCHES="2 4" bash benchmarks/gpu_suite.sh   # a dry run on a CPU
+#     BATCHES="2 4" CONV_EXTRA="--size=32 --batch=4 --iters=2" \
+#     bash benchmarks/gpu_suite.sh              # a dry run on a CPU
 # Results: one JSON line per measurement in $OUT/throughput.jsonl.
 set -uo pipefail
 OUT=${OUT:-/tmp/hyperrecon_bench}
@@ -20,7 +21,7 @@ run() {
 }
 # One convolution, float32 against two bfloat16 formulations (seconds): does
 # a float32 result before the cast cost the bfloat16 speed-up?
-python3 benchmarks/bf16_conv.py 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+python3 benchmarks/bf16_conv.py ${CONV_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
 # float32 against bfloat16 activations: the training step, and the path
 # evaluate.py runs (grid_metrics, λ-major).
 run --sizes=L,unet --benchmarks=train_step,evaluate --order=lambda
