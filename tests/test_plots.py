@@ -85,6 +85,30 @@ def test_lambda_histogram(tmp_path):
   assert not (tmp_path / "bad.png").exists()
 
 
+def test_figures_draw_their_data(tmp_path):
+  # Not only a non-blank PNG: the same data give the same pixels, and
+  # changing what is plotted (one metric's curve, one reconstruction) changes
+  # them. A figure that ignored its input would fail.
+  result = _result(1)
+  a = _read(plots.metric_curves(result, tmp_path / "a.png", metrics=("psnr",)), (3.2, 2.8))
+  again = _read(plots.metric_curves(result, tmp_path / "a2.png", metrics=("psnr",)), (3.2, 2.8))
+  np.testing.assert_array_equal(a, again)
+  changed = evaluate.from_json(evaluate.to_json(result))
+  changed["mean"]["psnr"] = [2 * v for v in changed["mean"]["psnr"]]
+  b = _read(plots.metric_curves(changed, tmp_path / "b.png", metrics=("psnr",)), (3.2, 2.8))
+  assert np.abs(a - b).max() > 0.1
+
+  target, zf, recons = _slice()
+  lams = [0.0, 0.5, 1.0]
+  p = _read(plots.slice_panel(target, zf, recons, lams, tmp_path / "p.png"), (1.9 * 5, 2.3))
+  recons[1] = 1.0 - recons[1]
+  q = _read(plots.slice_panel(target, zf, recons, lams, tmp_path / "q.png"), (1.9 * 5, 2.3))
+  # Only the second reconstruction's panel changes: the pixels that differ
+  # lie in one column band of the five (ground truth, input, 3 λ).
+  cols = np.nonzero(np.abs(p - q).max(axis=(0, 2)) > 0.1)[0]
+  assert cols.size and (cols.max() - cols.min()) < p.shape[1] / 5
+
+
 def test_bad_input(tmp_path):
   target, zf, recons = _slice()
   out = tmp_path / "x.png"
