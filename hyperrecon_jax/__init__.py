@@ -21,6 +21,7 @@ _SUBMODULES = (
     "masks",
     "metrics",
     "models",
+    "outputs",
     "physics",
     "plots",
     "pretrained",

@@ -27,12 +27,16 @@ image grid.
 The measurement noise of slice ``k`` is drawn from
 ``fold_in(fold_in(key(seed), 0), k)`` (`evaluate.slice_keys`), so a rerun
 gives the same result.
+
+Writing the result is `hyperrecon_jax.outputs`; re-exported from there, so
+``hr.reconstruct.write`` and the rest keep working: `write`, `output_paths`,
+`check_outputs`, `input_path`, `sidecar_path` (and the constants
+`NIFTI_SUFFIXES`, `H5_SUFFIXES`, `H5_DATASET`, `H5_INPUT_DATASET`). Cutting
+and resizing the slices is `hyperrecon_jax.data.slicing`.
 """
 
 from collections.abc import Callable
-from collections.abc import Sequence
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -45,12 +49,17 @@ from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
 from hyperrecon_jax import physics
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import slicing
+from hyperrecon_jax.outputs import H5_DATASET  # noqa: F401
+from hyperrecon_jax.outputs import H5_INPUT_DATASET  # noqa: F401
+from hyperrecon_jax.outputs import H5_SUFFIXES
+from hyperrecon_jax.outputs import NIFTI_SUFFIXES
+from hyperrecon_jax.outputs import check_outputs  # noqa: F401
+from hyperrecon_jax.outputs import input_path  # noqa: F401
+from hyperrecon_jax.outputs import output_paths  # noqa: F401
+from hyperrecon_jax.outputs import sidecar_path  # noqa: F401
+from hyperrecon_jax.outputs import write  # noqa: F401
 from hyperrecon_jax.train import configuration
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-H5_SUFFIXES = (".h5",)
-H5_DATASET = "reconstruction_hyperrecon"
-H5_INPUT_DATASET = "zero_filled"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,23 +148,23 @@ def _read_nifti(path: str, config) -> Scan:
   size = int(config.data.image_size)
   axis = common.axis_index(config.data.axis)
   try:
-    scale = common.percentile_scale(data, float(config.data.percentile))
+    scale = slicing.percentile_scale(data, float(config.data.percentile))
   except common.DataError as err:
     raise errors.InputError(f"{path}: {err}") from None
   volume = np.clip(data / scale, 0.0, 1.0)
-  foreground = volume > common.FOREGROUND_THRESHOLD
-  keep, box = common.crop_box(foreground, axis, float(config.data.min_foreground))
+  foreground = volume > slicing.FOREGROUND_THRESHOLD
+  keep, box = slicing.crop_box(foreground, axis, float(config.data.min_foreground))
   if box is None:
     raise errors.InputError(
         f"{path}: no slice has {config.data.min_foreground:.0%} of its area above "
-        f"{common.FOREGROUND_THRESHOLD} of the {config.data.percentile}th percentile "
+        f"{slicing.FOREGROUND_THRESHOLD} of the {config.data.percentile}th percentile "
         "intensity: nothing to reconstruct")
   zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
-  plane_spacing = common.oriented_spacing(zooms, axis)
+  plane_spacing = slicing.oriented_spacing(zooms, axis)
   r0, r1, c0, c1 = box
   planes = np.moveaxis(volume, axis, 0)
   images = np.stack([
-      np.clip(common.fit_to_square(common.orient(plane)[r0:r1, c0:c1], size, order=1,
+      np.clip(slicing.fit_to_square(slicing.orient(plane)[r0:r1, c0:c1], size, order=1,
                                    spacing=plane_spacing), 0.0, 1.0)
       for plane in planes]).astype(np.float32)
   kept = np.zeros(len(planes), bool)
@@ -193,7 +202,7 @@ def _read_h5(path: str, config) -> Scan:
     raise errors.InputError(f"{path}: the '{key}' volume is all zero")
   volume = np.clip(volume / scale, 0.0, 1.0)
   size = int(config.data.image_size)
-  images = np.stack([np.clip(common.fit_to_square(s, size, order=1), 0.0, 1.0)
+  images = np.stack([np.clip(slicing.fit_to_square(s, size, order=1), 0.0, 1.0)
                      for s in volume]).astype(np.float32)
   n = len(volume)
   return Scan(path, "h5", images, np.arange(n), np.ones(n, bool), scale,
@@ -290,17 +299,17 @@ def put_back(scan: Scan, squares) -> np.ndarray:
   squares = np.asarray(squares, np.float32)
   if scan.kind == "h5":
     shape = scan.grid_shape[1:]
-    return np.stack([common.unfit_from_square(s, shape) for s in squares]) * scan.scale
+    return np.stack([slicing.unfit_from_square(s, shape) for s in squares]) * scan.scale
   nib = common.require("nibabel")
   r0, r1, c0, c1 = scan.box
   others = [n for a, n in enumerate(scan.grid_shape) if a != scan.axis]
   planes = np.zeros((scan.grid_shape[scan.axis], *others), np.float32)
-  oriented = np.zeros(common.orient(planes[0]).shape, np.float32)
+  oriented = np.zeros(slicing.orient(planes[0]).shape, np.float32)
   for k, square in zip(scan.slices, squares):
     oriented[:] = 0
-    oriented[r0:r1, c0:c1] = common.unfit_from_square(square, (r1 - r0, c1 - c0),
+    oriented[r0:r1, c0:c1] = slicing.unfit_from_square(square, (r1 - r0, c1 - c0),
                                                       scan.plane_spacing)
-    planes[k] = np.rot90(oriented, -1)  # undoes `common.orient`
+    planes[k] = np.rot90(oriented, -1)  # undoes `slicing.orient`
   ras = np.moveaxis(planes, 0, scan.axis) * scan.scale
   ornt = nib.orientations.io_orientation(scan.nifti.affine)
   to_input = nib.orientations.ornt_transform(
@@ -341,129 +350,3 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
     zero_filled = put_back(scan, np.sqrt(np.sum(np.square(np.asarray(zf)), axis=-1)))
   return {"scan": scan, "lambdas": lambdas, "recon": recon,
           "zero_filled": zero_filled, "seed": int(seed)}
-
-
-def input_path(output: str) -> str:
-  """Where ``--save_input`` writes the zero-filled input of a NIfTI output."""
-  for suffix in NIFTI_SUFFIXES:
-    if output.endswith(suffix):
-      return output[:-len(suffix)] + "_zero_filled" + suffix
-  raise errors.InputError(f"{output}: a NIfTI output must end in .nii or .nii.gz")
-
-
-def sidecar_path(output: str) -> str:
-  """The JSON sidecar beside an output: its name without the suffix, + .json."""
-  for suffix in NIFTI_SUFFIXES + H5_SUFFIXES:
-    if output.endswith(suffix):
-      return output[:-len(suffix)] + ".json"
-  raise errors.InputError(f"{output}: the output must end in .nii, .nii.gz or .h5")
-
-
-def output_paths(scan_kind: str, output: str, save_input: bool) -> list[str]:
-  """Every file `write` creates for this output (checked before any work)."""
-  if scan_kind == "nifti" and not output.endswith(NIFTI_SUFFIXES):
-    raise errors.InputError(
-        f"--output={output}: a NIfTI input gives a NIfTI output (.nii or .nii.gz)")
-  if scan_kind == "h5" and not output.endswith(H5_SUFFIXES):
-    raise errors.InputError(f"--output={output}: a fastMRI input gives an .h5 output")
-  paths = [output, sidecar_path(output)]
-  if save_input and scan_kind == "nifti":
-    paths.append(input_path(output))
-  return paths
-
-
-def check_outputs(paths: Sequence[str], overwrite: bool) -> None:
-  """Refuses outputs that exist (unless ``overwrite``) or whose folder is missing."""
-  for p in paths:
-    folder = os.path.dirname(os.path.abspath(p))
-    if not os.path.isdir(folder):
-      raise errors.InputError(f"{p}: the folder {folder} does not exist")
-    if os.path.exists(p) and not overwrite:
-      raise errors.InputError(f"{p} exists; give --overwrite to replace it")
-
-
-def write(result: dict, output: str, *, model: str = "", overwrite: bool = False) -> list[str]:
-  """Writes a `volume` result: the output, its JSON sidecar, the input if saved.
-
-  NIfTI: a 3-D volume for one λ, 4-D (λ last) for several, with the input's
-  affine and header (float32), the λ values in the header's description as
-  far as its 80 characters allow. ``.h5``: ``reconstruction_hyperrecon``
-  (S, H, W) for one λ, (L, S, H, W) for several, and ``zero_filled`` if
-  saved; the λ values in its attributes. Each file is written beside its
-  destination and renamed into place, so an interrupted write leaves no
-  half-written output.
-
-  Returns:
-    The paths written.
-  """
-  scan = result["scan"]
-  save_input = result["zero_filled"] is not None
-  paths = output_paths(scan.kind, output, save_input)
-  check_outputs(paths, overwrite)
-  lam_text = ",".join(":".join(f"{v:g}" for v in lam) for lam in result["lambdas"])
-  recon = np.stack(result["recon"], axis=-1 if scan.kind == "nifti" else 0)
-  if len(result["recon"]) == 1:
-    recon = recon[..., 0] if scan.kind == "nifti" else recon[0]
-  if scan.kind == "nifti":
-    _write_nifti(scan, recon, output, f"hyperrecon lam={lam_text}")
-    if save_input:
-      _write_nifti(scan, result["zero_filled"], input_path(output), "hyperrecon zero-filled input")
-  else:
-    _write_h5(scan, recon, result, output, lam_text)
-  sidecar = {
-      "input": os.path.abspath(scan.path),
-      "model": model,
-      "lambdas": result["lambdas"].tolist(),
-      "lambda_axis": ("last (4th) axis" if scan.kind == "nifti" else "first axis")
-      if len(result["recon"]) > 1 else None,
-      "seed": result["seed"],
-      "intensity_scale": scan.scale,
-      "zero_filled": input_path(output) if save_input and scan.kind == "nifti" else (
-          H5_INPUT_DATASET if save_input else None),
-  }
-  _atomic(sidecar_path(output), lambda tmp: _write_json(tmp, sidecar))
-  return paths
-
-
-def _write_json(path, value):
-  with open(path, "w") as f:
-    json.dump(value, f, indent=1)
-    f.write("\n")
-
-
-def _atomic(path: str, write_fn) -> None:
-  folder, name = os.path.split(os.path.abspath(path))
-  suffix = ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
-  tmp = os.path.join(folder, f".{name}.partial{suffix}")
-  try:
-    write_fn(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def _write_nifti(scan: Scan, data, path: str, description: str) -> None:
-  nib = common.require("nibabel")
-  header = scan.nifti.header.copy()
-  out = nib.Nifti1Image(np.asarray(data, np.float32), scan.nifti.affine, header)
-  out.set_data_dtype(np.float32)
-  out.header.set_slope_inter(1.0, 0.0)
-  out.header["descrip"] = description.encode()[:79]
-  _atomic(path, lambda tmp: nib.save(out, tmp))
-
-
-def _write_h5(scan: Scan, recon, result: dict, path: str, lam_text: str) -> None:
-  h5py = common.require("h5py")
-
-  def write_fn(tmp):
-    with h5py.File(tmp, "w") as f:
-      f.create_dataset(H5_DATASET, data=np.asarray(recon, np.float32), compression="gzip")
-      f.attrs["lambdas"] = np.asarray(result["lambdas"], np.float32)
-      f.attrs["lambdas_text"] = lam_text
-      f.attrs["source"] = os.path.abspath(scan.path)
-      f.attrs["max"] = scan.scale
-      if result["zero_filled"] is not None:
-        f.create_dataset(H5_INPUT_DATASET, data=result["zero_filled"].astype(np.float32),
-                         compression="gzip")
-  _atomic(path, write_fn)

@@ -22,8 +22,8 @@ import pytest
 from hyperrecon_jax import hparams
 from hyperrecon_jax import pretrained
 from hyperrecon_jax import reconstruct as rc
-from hyperrecon_jax.data import common
 from hyperrecon_jax.data import mni152
+from hyperrecon_jax.data import slicing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = "mni152_csmri8x_dc_tv"
@@ -98,8 +98,8 @@ def test_unfit_from_square_inverts_fit_to_square_on_a_smooth_image():
   # differs only by float32 roundoff of values ≤ 1.
   rows, cols = np.mgrid[0:20, 0:30].astype(np.float32)
   image = (rows / 19 + cols / 29) / 2
-  square = common.fit_to_square(image, 64, order=1, spacing=(1.0, 1.0))
-  back = common.unfit_from_square(square, image.shape)
+  square = slicing.fit_to_square(image, 64, order=1, spacing=(1.0, 1.0))
+  back = slicing.unfit_from_square(square, image.shape)
   np.testing.assert_allclose(back[2:-2, 2:-2], image[2:-2, 2:-2], atol=1e-5)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import slicing
 
 tfds = common.require("tensorflow_datasets")
 
@@ -101,7 +102,7 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Returns the volumes of every split (subclasses)."""
     raise NotImplementedError
 
-  def _slices(self, spec: VolumeSpec) -> Iterator[common.Slice]:
+  def _slices(self, spec: VolumeSpec) -> Iterator[slicing.Slice]:
     """Yields the kept slices of one volume (subclasses)."""
     raise NotImplementedError
 

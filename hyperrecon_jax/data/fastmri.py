@@ -28,6 +28,7 @@ import numpy as np
 
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import slicing
 
 TARGET_KEYS = ("reconstruction_esc", "reconstruction_rss")
 CROP = 320
@@ -183,7 +184,7 @@ class FastmriKnee(builder_lib.SliceBuilder, skip_registration=True):
                     for i in ids]
             for split, ids in assignment.items()}
 
-  def _slices(self, spec) -> Iterator[common.Slice]:
+  def _slices(self, spec) -> Iterator[slicing.Slice]:
     size = self.builder_config.image_size
     for k, image in enumerate(read_volume(spec.source)):
-      yield common.Slice(k, np.clip(common.fit_to_square(image, size, order=1), 0.0, 1.0))
+      yield slicing.Slice(k, np.clip(slicing.fit_to_square(image, size, order=1), 0.0, 1.0))

@@ -49,6 +49,7 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import slicing
 
 CLASS_NAMES = ("background", "other_brain", "gray_matter", "white_matter")
 VOLUME_NAME = "mni_icbm152_2009c_t1"
@@ -99,7 +100,7 @@ def load_template(percentile: float = 99.5):
     docstring) and the boolean brain mask, each (197, 233, 189) in RAS.
   """
   t1, label, mask = _load_raw()
-  return common.normalize_percentile(t1, percentile), label, mask
+  return slicing.normalize_percentile(t1, percentile), label, mask
 
 
 def split_ranges(axis="axial", gap_slices: int = 8,
@@ -123,7 +124,7 @@ def split_ranges(axis="axial", gap_slices: int = 8,
   _, f_val, f_test = common.check_fractions(split_fractions)
   ax = common.axis_index(axis)
   _, _, mask = _load_raw()
-  keep = np.flatnonzero(common.foreground_fractions(mask, ax) >= min_foreground)
+  keep = np.flatnonzero(slicing.foreground_fractions(mask, ax) >= min_foreground)
   lo, hi = int(keep[0]), int(keep[-1]) + 1
   extent, gap = hi - lo, int(gap_slices)
   usable = extent - 3 * gap
@@ -181,10 +182,10 @@ class Mni152(builder_lib.SliceBuilder, skip_registration=True):
     return {split: [builder_lib.VolumeSpec(0, VOLUME_NAME, split_slices(r))]
             for split, r in ranges.items()}
 
-  def _slices(self, spec) -> Iterator[common.Slice]:
+  def _slices(self, spec) -> Iterator[slicing.Slice]:
     s = self.builder_config.settings
     image, label, mask = load_template(s["percentile"])
-    yield from common.volume_slices(
+    yield from slicing.volume_slices(
         image, axis=s["axis"], size=s["image_size"],
         min_foreground=s["min_foreground"], foreground=mask, label=label,
         indices=spec.source)

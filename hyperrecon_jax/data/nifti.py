@@ -16,7 +16,7 @@ Either every image has a label volume or none does.
 Processing: each volume is reoriented to RAS, divided by the 99.5th
 percentile (`percentile`) of its positive voxels and clipped to [0, 1];
 slices along `axis` with less than `min_foreground` of their area above
-`common.FOREGROUND_THRESHOLD` (or labelled) are dropped; each slice is cropped
+`slicing.FOREGROUND_THRESHOLD` (or labelled) are dropped; each slice is cropped
 to the volume's foreground box and resized to fit `image_size` (voxel sizes
 respected, zero padding; labels by nearest neighbour, stored as int32).
 A volume or label volume with NaN or infinite voxels is broken data: the build
@@ -36,6 +36,7 @@ import numpy as np
 
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import slicing
 
 SUFFIXES = (".nii.gz", ".nii")
 LABEL_DIR = "labels"
@@ -140,7 +141,7 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
   # deletes its temporary folder, so no dataset is left behind.
   common.check_finite(data, path)
   try:
-    image = common.normalize_percentile(data, percentile)
+    image = slicing.normalize_percentile(data, percentile)
   except common.DataError as err:
     raise common.DataError(f"{path}: {err}.") from err
   label = None
@@ -201,10 +202,10 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
     return {split: [builder_lib.VolumeSpec(i, pairs[i][0], pairs[i]) for i in ids]
             for split, ids in assignment.items()}
 
-  def _slices(self, spec) -> Iterator[common.Slice]:
+  def _slices(self, spec) -> Iterator[slicing.Slice]:
     s = self.builder_config.settings
     image, label, spacing = read_volume(
         self.builder_config.manual_dir, *spec.source, s["percentile"])
-    yield from common.volume_slices(
+    yield from slicing.volume_slices(
         image, axis=s["axis"], size=s["image_size"], min_foreground=s["min_foreground"],
         label=label, spacing=spacing)
