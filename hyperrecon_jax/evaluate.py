@@ -98,13 +98,8 @@ def measure(operator, images, keys):
 def measure_slices(operator, images, keys):
   """Network inputs of (B, H, W) images, each slice measured with its own key.
 
-  Args:
-    operator: a `hyperrecon_jax.physics` operator.
-    images: (B, H, W) ground truth.
-    keys: (B,) keys from `slice_keys`.
-
-  Returns:
-    (B, H, W, 2) ``operator.zero_filled(y)`` of `measure`'s ``y``.
+  Takes `measure`'s arguments and returns (B, H, W, 2) ``operator.zero_filled(y)``
+  of its ``y``.
   """
   return operator.zero_filled(measure(operator, images, keys))
 

@@ -299,6 +299,14 @@ def _adam_gradient(opt_state):
   return jax.tree_util.tree_map(lambda m: np.asarray(m) / 0.1, adam.mu)
 
 
+def _step_inputs(config, operator, state, x, rng):
+  """The measurement, network input and coefficients the step draws."""
+  rng = jax.random.fold_in(rng, state.step)
+  k_measure, k_lambda = jax.random.split(rng)
+  y = operator.measure(x, k_measure)
+  return y, operator.zero_filled(y), train.sample_coefficients(config, k_lambda, x.shape[0])
+
+
 def _naive_reference(config, model, operator, top_b):
   """Masked DHS written out: all B forward, mask the b lowest DC, grad."""
   names = tuple(config.losses)
@@ -306,11 +314,7 @@ def _naive_reference(config, model, operator, top_b):
 
   @jax.jit
   def reference(state, x, rng):
-    rng = jax.random.fold_in(rng, state.step)
-    k_measure, k_lambda = jax.random.split(rng)
-    y = operator.measure(x, k_measure)
-    zf = operator.zero_filled(y)
-    coeffs = train.sample_coefficients(config, k_lambda, x.shape[0])
+    y, zf, coeffs = _step_inputs(config, operator, state, x, rng)
 
     def per_example(params):
       recon, weights = model.apply(
@@ -348,11 +352,7 @@ def _kept_rows_reference(config, model, operator, top_b):
 
   @jax.jit
   def reference(state, x, rng):
-    rng = jax.random.fold_in(rng, state.step)
-    k_measure, k_lambda = jax.random.split(rng)
-    y = operator.measure(x, k_measure)
-    zf = operator.zero_filled(y)
-    coeffs = train.sample_coefficients(config, k_lambda, x.shape[0])
+    y, zf, coeffs = _step_inputs(config, operator, state, x, rng)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     recon_all, all_rows = model.apply(variables, zf, coeffs, train=True, mutable=["batch_stats"])
     dc = operator.data_consistency(recon_all, y)
