@@ -38,6 +38,7 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import metrics as metrics_lib
 from hyperrecon_jax import segmentation
+from hyperrecon_jax.physics import magnitude
 
 # Model batch size of one call (``chunk=None``). On GPU/TPU, 32 (the paper's
 # training batch): at 256×256 a HyperRecon forward of that batch needs a few
@@ -94,11 +95,6 @@ def _check_scored(zf, target, valid):
   if valid is not None and np.shape(valid) != (s,):
     raise errors.InputError(f"valid must have shape ({s},), got shape {np.shape(valid)}.")
   return np.ones(s, bool) if valid is None else np.asarray(valid, bool)
-
-
-def magnitude(zf):
-  """|zero-filled image| over the (real, imaginary) channels: (..., 2) → (...)."""
-  return jnp.sqrt(jnp.sum(jnp.square(zf.astype(jnp.float32)), axis=-1))
 
 
 def _slice_metrics(recon, target, zf_mag, segment=None, labels=None):

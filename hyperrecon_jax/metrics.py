@@ -222,7 +222,7 @@ def rpsnr(pred, zero_filled_magnitude, target):
   Args:
     pred: (B, H, W) reconstructions.
     zero_filled_magnitude: (B, H, W) magnitude of the zero-filled input,
-      e.g. ``jnp.linalg.norm(zf, axis=-1)`` of the (B, H, W, 2) network input.
+      e.g. ``physics.magnitude(zf)`` of the (B, H, W, 2) network input.
     target: (B, H, W) ground truth.
 
   Returns:

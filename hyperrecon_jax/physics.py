@@ -309,6 +309,13 @@ class SuperResolution(Operator):
     _check_images("y", y, (recon.shape[1] // f, recon.shape[2] // f))
 
 
+def magnitude(zf):
+  """The image of a network input: |zero-filled image| over its (real,
+  imaginary) channels, (..., 2) → (...) float32. The Unet's residual adds it;
+  the metrics of the input (e.g. rPSNR, the zero-filled scores) read it."""
+  return jnp.sqrt(jnp.sum(jnp.square(zf.astype(jnp.float32)), axis=-1))
+
+
 OPERATOR_NAMES = ("csmri", "denoise", "superres")
 MASK_NAMES = ("poisson", "cartesian_random", "cartesian_equispaced")
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import physics
 from hyperrecon_jax.models import layers
 
 IN_CHANNELS = 2
@@ -160,7 +161,7 @@ class UnetBody(nn.Module):
     out = out.astype(jnp.float32)
     if not self.residual:
       return out
-    return out[..., 0] + jnp.sqrt(jnp.sum(zf.astype(jnp.float32) ** 2, axis=-1))
+    return out[..., 0] + physics.magnitude(zf)
 
 
 class Unet(nn.Module):
