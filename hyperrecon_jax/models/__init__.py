@@ -10,9 +10,10 @@ from hyperrecon_jax.models.unet import Unet
 from hyperrecon_jax.models.unet import UnetBody
 from hyperrecon_jax.models.unet import conv_specs
 from hyperrecon_jax.models.unet import count_params
+from hyperrecon_jax.models.unet import fold_batch_norm
 
 __all__ = [
     "BATCH_NORM_EPSILON", "resolve_strategy",
     "HyperUnet", "Hypernetwork", "STRATEGIES", "Unet", "UnetBody",
-    "conv_specs", "count_params", "unet_variables",
+    "conv_specs", "count_params", "fold_batch_norm", "unet_variables",
 ]

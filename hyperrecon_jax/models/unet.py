@@ -96,6 +96,28 @@ def check_input(zf, name: str = "zf"):
                             f"be positive multiples of {factor}")
 
 
+def fold_batch_norm(kernel, bias, bn_params, bn_stats):
+  """A convolution followed by evaluation-mode BatchNorm, as one convolution.
+
+  With running statistics BatchNorm is affine per output channel::
+
+    kernel' = kernel · s,  bias' = (bias − mean) · s + β,  s = γ / sqrt(var + eps)
+
+  Args:
+    kernel: (..., kh, kw, C_in, C_out) kernel, with or without a leading
+      per-sample axis.
+    bias: (..., C_out) bias.
+    bn_params: the BatchNorm's ``{'scale': γ, 'bias': β}``.
+    bn_stats: its ``{'mean', 'var'}`` running statistics.
+
+  Returns:
+    ``(kernel', bias')`` in float32.
+  """
+  s = bn_params["scale"] * jax.lax.rsqrt(bn_stats["var"] + layers.BATCH_NORM_EPSILON)
+  return (kernel.astype(jnp.float32) * s,
+          (bias.astype(jnp.float32) - bn_stats["mean"]) * s + bn_params["bias"])
+
+
 class UnetBody(nn.Module):
   """The Unet computation given its convolution weights.
 
@@ -132,11 +154,20 @@ class UnetBody(nn.Module):
       (B, H, W) float32 reconstruction; (B, H, W, C) head outputs without
       ``residual``.
     """
+    # In evaluation mode BatchNorm is a per-channel affine map: folded into
+    # the (generated) kernel and bias it costs no pass over the activations.
+    fold = self.batch_norm and not train and not self.is_initializing()
+
     def conv_bn_relu(x, name):
       w = weights[name]
-      x = layers.conv2d(x, w["kernel"], w["bias"], per_sample=per_sample,
+      kernel, bias = w["kernel"], w["bias"]
+      if fold:
+        kernel, bias = fold_batch_norm(
+            kernel, bias, self.variables["params"][f"bn_{name}"],
+            self.variables["batch_stats"][f"bn_{name}"])
+      x = layers.conv2d(x, kernel, bias, per_sample=per_sample,
                         strategy=self.strategy, dtype=self.dtype)
-      if self.batch_norm:
+      if self.batch_norm and not fold:
         x = layers.BatchNorm(name=f"bn_{name}")(
             x, use_running_average=not train)
       return nn.relu(x)

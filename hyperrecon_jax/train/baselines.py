@@ -258,31 +258,18 @@ def compute_loss_scales(config, workdir: str) -> dict:
                          loss_scales=(1.0,) * configuration.num_coeffs(config))
 
 
-def fold_batch_norm(variables, channels: int):
-  """A plain Unet's weights in evaluation mode, BatchNorm folded into its convolutions.
-
-  With running statistics BatchNorm is affine per channel, so a convolution
-  followed by it is one convolution::
-
-    kernel' = kernel · γ / sqrt(var + eps),  bias' = (bias − mean) · γ / sqrt(var + eps) + β
-
-  Args:
-    variables: a plain ``Unet``'s variables.
-    channels: its width.
-
-  Returns:
-    ``{name: {'kernel', 'bias'}}`` for ``models.UnetBody(batch_norm=False)``.
-  """
+def _folded_weights(variables, channels: int):
+  """A plain Unet's weights in evaluation mode, BatchNorm folded into its
+  convolutions (`models.fold_batch_norm`): ``{name: {'kernel', 'bias'}}`` for
+  ``models.UnetBody(batch_norm=False)``."""
   params, stats = variables["params"], variables.get("batch_stats", {})
   out = {}
   for spec in models.conv_specs(channels):
     kernel, bias = params[f"{spec.name}_kernel"], params[f"{spec.name}_bias"]
     bn = f"bn_{spec.name}"
     if stats and bn in stats.get("body", {}):
-      s = params["body"][bn]["scale"] * jax.lax.rsqrt(
-          stats["body"][bn]["var"] + models.BATCH_NORM_EPSILON)
-      kernel = kernel * s
-      bias = (bias - stats["body"][bn]["mean"]) * s + params["body"][bn]["bias"]
+      kernel, bias = models.fold_batch_norm(kernel, bias, params["body"][bn],
+                                            stats["body"][bn])
     out[spec.name] = {"kernel": kernel, "bias": bias}
   return out
 
@@ -311,7 +298,7 @@ def grid_model(model, variables):
 
   Each (slice, coefficients) row is reconstructed by the stack's Unet whose
   coefficients are nearest, in evaluation mode (BatchNorm folded, see
-  `fold_batch_norm`), so a grid over the stack's own λ scores every baseline
+  `models.fold_batch_norm`), so a grid over the stack's own λ scores every baseline
   on the same slices and noise as the HyperRecon grid.
 
   Args:
@@ -322,7 +309,7 @@ def grid_model(model, variables):
     ``(apply_fn, grid_variables)``.
   """
   unet = model.unet
-  weights = jax.vmap(lambda v: fold_batch_norm(v, unet.channels))(variables)
+  weights = jax.vmap(lambda v: _folded_weights(v, unet.channels))(variables)
   coeffs = hparams.coefficients(jnp.asarray(model.lambdas, jnp.float32))
   strategy = models.resolve_strategy(model.strategy)
   apply_fn = _table_apply(unet.channels, strategy, unet.dtype)
