@@ -6,11 +6,11 @@ embedded mni152 data built in a temporary folder; the tests read its result
 and rerun it.
 """
 
-import importlib.util
 import json
 import math
 import os
 
+import configs
 import jax
 import numpy as np
 import pytest
@@ -22,26 +22,9 @@ from hyperrecon_jax import physics
 from hyperrecon_jax import train
 from hyperrecon_jax.train import baselines
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def load_config(name, arg="quick"):
-  path = os.path.join(REPO, "experiments", "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-CONFIG_NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "experiments", "configs"))
-                      if f.endswith(".py"))
-
-
-@pytest.mark.parametrize("arg", [None, "quick"])
-@pytest.mark.parametrize("name", CONFIG_NAMES)
-def test_every_experiment_config_is_valid(name, arg):
-  # The recipes that only run on a GPU (pretrained_dc_tv) are otherwise never loaded here.
-  train.check_config(load_config(name, arg))
+  return configs.load(name, arg)
 
 
 @pytest.mark.parametrize("num_terms", [2, 3, 4])

@@ -141,11 +141,8 @@ def validation_term_means(config, model, variables, lam=None, *,
 
   batches = data.batches(config.data, split, batch_size=int(config.train.batch_size),
                          training=False)
-  try:
-    return evaluate.split_means(score, batches, operator,
-                                key=streams.key(config, "validation"))
-  except errors.InputError:
-    raise errors.InputError(f"the {split} split of {config.data.name} is empty") from None
+  # An empty split is refused by the pipeline, naming the split and dataset.
+  return evaluate.split_means(score, batches, operator, key=streams.key(config, "validation"))
 
 
 def compare_objectives(config, model, variables, stack_model, stack_variables) -> dict:
