@@ -3,16 +3,18 @@
 # evaluates them: docs/results.md "Trained on a GPU".
 #
 #   bash benchmarks/gpu_train.sh                     # the full run, ~6 min
-#   STEPS=15000 UNIFORM=0 BF16=1 bash benchmarks/gpu_train.sh
-#   VARIANT=:quick BUDGET=120 bash benchmarks/gpu_train.sh   # a dry run on a CPU
+#   STEPS=10000 UNIFORM=0 BF16=1 STEPS_128=8000 bash benchmarks/gpu_train.sh
+#   VARIANT=:quick BUDGET=120 STEPS_128=4 bash benchmarks/gpu_train.sh  # dry run, CPU
 #
-# Up to four programs share the GPU: HyperRecon with half of the λ at the ends
+# Up to six programs share the GPU: HyperRecon with half of the λ at the ends
 # (the shipped recipe), the same with uniform λ (the paper's; UNIFORM=0 leaves
-# it out), the shipped recipe with bfloat16 activations (BF16=1), and the five
-# per-λ Unets in one program. STEPS sets every program's number of steps (the
-# config's otherwise). BUDGET seconds stop a run that is slower than expected
-# (SIGTERM: the loop saves a checkpoint at the step it reached).
-# Everything but the checkpoints comes back in $OUT/results.tgz.
+# it out), the shipped recipe with bfloat16 activations (BF16=1), the five
+# per-λ Unets in one program, and with STEPS_128 set the shipped recipe at
+# 128×128 in float32 and with bfloat16 activations, for that many steps (the
+# bfloat16 accuracy check at a second size). STEPS sets the 64×64 programs'
+# number of steps (the config's otherwise). BUDGET seconds stop a run that is
+# slower than expected (SIGTERM: the loop saves a checkpoint at the step it
+# reached). Everything but the checkpoints comes back in $OUT/results.tgz.
 set -uo pipefail
 OUT=${OUT:-/tmp/hyperrecon_gpu_out}
 W=${W:-/tmp/hyperrecon_gpu_work}
@@ -23,8 +25,9 @@ mkdir -p "$OUT" "$W"
 rm -rf "$W/export" "$W/export_uniform"; mkdir -p "$W/export"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data}
-# Three processes on one card: each takes a quarter of its memory.
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.25}
+# Up to seven processes on one card (six trainers, or four evaluations, an
+# export and two accuracy checks): each takes an eighth of its memory.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.12}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 STEPS_FLAG=(); [ -n "${STEPS:-}" ] && STEPS_FLAG=(--config.train.num_steps="$STEPS")
@@ -39,6 +42,11 @@ RUNS=""
 train endpoints
 [ "${UNIFORM:-1}" = 1 ] && train uniform --config.hparams.sampler=uniform
 [ "${BF16:-0}" = 1 ] && train endpoints_bf16 --config.model.dtype=bfloat16
+if [ -n "${STEPS_128:-}" ]; then
+  train r128 --config.data.image_size=128 --config.train.num_steps="$STEPS_128"
+  train r128_bf16 --config.data.image_size=128 --config.train.num_steps="$STEPS_128" \
+    --config.model.dtype=bfloat16
+fi
 # The baselines have no resumable stop on a signal: give them steps that fit.
 timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
   "${STEPS_FLAG[@]}" ${BASELINE_STEPS:+--config.train.num_steps=$BASELINE_STEPS} \
@@ -59,29 +67,34 @@ PY
 done
 # Without finished baselines (the budget ran out) evaluate without them.
 B=(); [ -f "$W/baselines/baselines.json" ] && B=(--baselines="$W/baselines")
-for run in $RUNS; do  # side by side: each is mostly start-up and compilation
-  python3 experiments/evaluate.py --workdir="$W/$run" "${B[@]}" \
+# Side by side: each is mostly start-up and compilation.
+for run in $RUNS; do
+  case $run in r128*) with=();; *) with=("${B[@]}");; esac  # the Unets are 64×64
+  python3 experiments/evaluate.py --workdir="$W/$run" "${with[@]}" \
     >"$W/evaluate_$run.log" 2>&1 &
 done
-wait
-for run in $RUNS; do tail -n 12 "$W/evaluate_$run.log"; done
-echo "evaluation: $((SECONDS - start)) s"
+# The step the shipped run reached (a time budget may have stopped it early).
+last_step=$(ls "$W/endpoints/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 python3 experiments/export_pretrained.py --workdir="$W/endpoints" \
   --name=mni152_csmri8x_dc_tv "${B[@]}" --folder="$W/export" \
-  --description="${DESCRIPTION:-GPU run of experiments/configs/pretrained_dc_tv.py}" \
-  >"$W/export.log" 2>&1
-tail -n 5 "$W/export.log"
+  --description="${DESCRIPTION:-GPU run of experiments/configs/pretrained_dc_tv.py}, ${last_step:-?} steps" \
+  >"$W/export.log" 2>&1 &
 if [ "${UNIFORM:-1}" = 1 ]; then
   mkdir -p "$W/export_uniform"
   python3 experiments/export_pretrained.py --workdir="$W/uniform" \
     --name=mni152_csmri8x_dc_tv_uniform "${B[@]}" --folder="$W/export_uniform" \
     --description="The uniform-lambda control of the run above" \
-    >"$W/export_uniform.log" 2>&1
-  tail -n 1 "$W/export_uniform.log"
+    >"$W/export_uniform.log" 2>&1 &
 fi
-# The shipped weights evaluated with bfloat16 activations (docs/performance.md).
-python3 benchmarks/bf16_accuracy.py --workdir="$W/endpoints" 2>"$W/bf16_accuracy.err" \
-  | tee "$W/bf16_accuracy.jsonl"
+# Trained float32 weights evaluated with bfloat16 activations (docs/performance.md).
+for run in endpoints ${STEPS_128:+r128}; do
+  python3 benchmarks/bf16_accuracy.py --workdir="$W/$run" 2>"$W/bf16_accuracy_$run.err" \
+    >"$W/bf16_accuracy_$run.jsonl" &
+done
+wait
+for run in $RUNS; do tail -n 12 "$W/evaluate_$run.log"; done
+tail -n 5 "$W"/export*.log
+cat "$W"/bf16_accuracy_*.jsonl
 echo "total: $((SECONDS - start)) s"
 tar czf "$OUT/results.tgz" -C "$W" --exclude=checkpoints --exclude='*.lock' .
 ls -la "$OUT"

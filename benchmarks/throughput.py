@@ -3,6 +3,7 @@ r"""Throughput of HyperRecon training and λ-grid inference; one JSON line each.
   python benchmarks/throughput.py                 # paper scale: 256², batch 32, grid 100
   python benchmarks/throughput.py --quick         # seconds on a CPU
   python benchmarks/throughput.py --sizes=L --dtype=bfloat16 --strategy=vmap
+  python benchmarks/throughput.py --sizes=L --dtype=float32 --dtype=bfloat16
   python benchmarks/throughput.py --sizes=unet,stack5 --benchmarks=train_step  # per-λ baselines
 
 Measurements (``benchmark`` field):
@@ -45,8 +46,9 @@ _SIZES = flags.DEFINE_list("sizes", ["unet", "S", "M", "L"],
 _IMAGE = flags.DEFINE_integer("image_size", 256, "Image side.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Training batch size.")
 _GRID = flags.DEFINE_integer("grid", 100, "λ values per slice for 'grid'.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                           "Convolution dtype.")
+_DTYPE = flags.DEFINE_multi_enum("dtype", ["float32"], ["float32", "bfloat16"],
+                                 "Activation dtype; repeat the flag to measure "
+                                 "several in one process.")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto",
                               ["auto", "vmap", "loop"],
                               "Per-sample convolution strategy.")
@@ -57,6 +59,8 @@ _BENCH = flags.DEFINE_list("benchmarks", ["train_step", "grid", "latency", "eval
                            "Which measurements.")
 _ORDER = flags.DEFINE_enum("order", "auto", ["auto", "slice", "lambda"],
                            "Order of the (slice, λ) pairs for 'evaluate'.")
+_TAG = flags.DEFINE_string("tag", "", "A label copied into every line (e.g. the "
+                           "code's commit when comparing trees).")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Tiny settings that finish in seconds on a CPU.")
 
@@ -175,8 +179,8 @@ def main(argv):
                                        and size[5:].isdigit()):
       raise app.UsageError(f"--sizes: unknown model {size!r}; use "
                            f"{list(HYPER_DIMS)}")
-    config = _config(size, image, batch, _DTYPE.value, _STRATEGY.value,
-                     channels)
+  for size, dtype in [(s, d) for s in sizes for d in _DTYPE.value]:
+    config = _config(size, image, batch, dtype, _STRATEGY.value, channels)
     # One initialization per model (the strategy does not change parameters);
     # the training benchmark donates its copy, so it runs last.
     state = train.create_state(config, train.build_model(config),
@@ -203,11 +207,12 @@ def main(argv):
           "batch": batch if name in ("train_step", "evaluate") else (
               1 if name == "latency" else grid),
           **({"grid": grid, "order": _ORDER.value} if name == "evaluate" else {}),
-          "dtype": _DTYPE.value,
+          "dtype": dtype,
           "strategy": ("one λ" if name == "latency" and size != "unet" else
                        layers.resolve_strategy(_STRATEGY.value)),
           "backend": jax.default_backend(), "device": device.device_kind,
           "compile_s": round(compile_s, 2),
+          **({"tag": _TAG.value} if _TAG.value else {}),
       }), flush=True)
 
 

@@ -44,13 +44,17 @@ def resolve_strategy(strategy: str) -> str:
 def _conv(x, kernel, bias, dtype):
   """'SAME' 2-D convolution of one NHWC batch with one HWIO kernel, plus bias.
 
-  Computes in ``dtype``, accumulates in float32, returns ``dtype``.
+  Computes in ``dtype`` and returns ``dtype``; the products are summed in
+  float32 (cuDNN and XLA's CPU convolutions accumulate bfloat16 in float32).
+  The convolution's own result is ``dtype`` too: asking for a float32 result
+  and casting afterwards writes the float32 result to memory first, which
+  made bfloat16 activations only 2–3 % faster than float32 on an H100
+  (docs/performance.md). The bias is added in float32.
   """
   y = jax.lax.conv_general_dilated(
       x.astype(dtype), kernel.astype(dtype), window_strides=(1, 1),
-      padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      preferred_element_type=jnp.float32)
-  return (y + bias.astype(jnp.float32)).astype(dtype)
+      padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return (y.astype(jnp.float32) + bias.astype(jnp.float32)).astype(dtype)
 
 
 def _unrolled_conv(x, kernel):
@@ -110,7 +114,7 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
     per_sample: whether ``kernel`` and ``bias`` carry a leading batch axis.
     strategy: ``'vmap'`` (one grouped convolution) or ``'loop'`` (B ordinary
       convolutions, unrolled at trace time); ignored for shared weights.
-    dtype: computation and output dtype (accumulation is float32).
+    dtype: computation and output dtype (sums accumulate in float32).
 
   Returns:
     (B, H, W, C_out) of ``dtype``.
@@ -122,9 +126,8 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
     # one, it also avoids XLA's SPMD partitioner mis-splitting a vmapped
     # (grouped) 1×1 convolution with a single output channel.
     y = jnp.einsum("bhwi,bio->bhwo", x.astype(dtype),
-                   kernel[:, 0, 0].astype(dtype),
-                   preferred_element_type=jnp.float32)
-    return (y + bias.astype(jnp.float32)[:, None, None, :]).astype(dtype)
+                   kernel[:, 0, 0].astype(dtype))  # a ``dtype`` result, as _conv
+    return (y.astype(jnp.float32) + bias.astype(jnp.float32)[:, None, None, :]).astype(dtype)
   if strategy == "vmap":
     one = lambda xi, ki, bi: _conv(xi[None], ki, bi, dtype)[0]
     return jax.vmap(one)(x, kernel, bias)
@@ -140,45 +143,47 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
 
 
 @functools.cache
-def align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """Linear interpolation matrix with PyTorch's ``align_corners=True`` grid.
+def align_corners_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+  """Linear interpolation taps with PyTorch's ``align_corners=True`` grid.
 
-  Output sample ``i`` sits at source coordinate ``i·(n_in−1)/(n_out−1)``, so the
-  first and last samples of input and output coincide.
+  Output sample ``i`` sits at source coordinate ``s_i = i·(n_in−1)/(n_out−1)``,
+  so the first and last samples of input and output coincide, and
+  ``out[i] = (1 − f_i)·in[lo_i] + f_i·in[lo_i + 1]`` with
+  ``lo_i = min(⌊s_i⌋, n_in − 2)`` and ``f_i = s_i − lo_i``.
 
   Args:
-    n_in: input length.
-    n_out: output length.
+    n_in: input length, at least 2.
+    n_out: output length, at least 2.
 
   Returns:
-    (n_out, n_in) float32 matrix ``A`` with ``out = A @ in``.
+    ``(lo, f)``: (n_out,) int32 indices and (n_out,) float32 fractions.
   """
-  a = np.zeros((n_out, n_in), np.float64)
-  if n_in == 1 or n_out == 1:
-    a[:, 0] = 1.0
-    return a.astype(np.float32)
   src = np.arange(n_out) * (n_in - 1) / (n_out - 1)
-  lo = np.clip(np.floor(src).astype(int), 0, n_in - 2)
-  frac = src - lo
-  a[np.arange(n_out), lo] += 1.0 - frac
-  a[np.arange(n_out), lo + 1] += frac
-  return a.astype(np.float32)
+  lo = np.clip(np.floor(src).astype(np.int64), 0, n_in - 2)
+  return lo.astype(np.int32), (src - lo).astype(np.float32)
+
+
+def _upsample_axis(x, axis: int):
+  n = x.shape[axis]
+  if n == 1:  # a single sample: every output sample is it
+    return jnp.repeat(x, 2, axis=axis)
+  lo, f = align_corners_taps(n, 2 * n)
+  f = jnp.asarray(f).reshape((-1,) + (1,) * (x.ndim - 1 - axis))
+  a, b = jnp.take(x, lo, axis=axis), jnp.take(x, lo + 1, axis=axis)
+  return a + f * (b - a)
 
 
 def upsample2x(x):
   """Bilinear ×2 upsampling of (B, H, W, C) with ``align_corners=True``.
 
-  Written as two small matrix products (not ``jax.image.resize``, whose grid is
-  half-pixel) so it is exact, differentiable and cheap on every backend.
-  Computed in float32 (the weights are not exact in bfloat16), returned in the
+  Two taps per output sample along each axis (`align_corners_taps`), not
+  ``jax.image.resize``, whose grid is half-pixel. Gathers and an
+  elementwise blend move each activation a few times; the dense
+  interpolation matrices used before cost ``2·H`` multiply-adds per output
+  sample at full float32 precision. Computed in float32, returned in the
   input's dtype.
   """
-  _, h, w, _ = x.shape
-  ah = jnp.asarray(align_corners_matrix(h, 2 * h))
-  aw = jnp.asarray(align_corners_matrix(w, 2 * w))
-  y = jnp.einsum("oh,bhwc->bowc", ah, x.astype(jnp.float32),
-                 precision=jax.lax.Precision.HIGHEST)
-  y = jnp.einsum("pw,bowc->bopc", aw, y, precision=jax.lax.Precision.HIGHEST)
+  y = _upsample_axis(_upsample_axis(x.astype(jnp.float32), 1), 2)
   return y.astype(x.dtype)
 
 
