@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/performance.md in one run (device machine).
 #
-#   bash benchmarks/gpu_suite.sh            # paper scale (256², batch 32), ~5 min
+#   bash benchmarks/gpu_suite.sh            # paper scale (256², batch 32), ~7 min
 #   BASE=.gpu/base bash benchmarks/gpu_suite.sh   # also an older tree's step
 #   FULL=1 bash benchmarks/gpu_suite.sh     # also every size, the grid, latency
 #   EXTRA="--image_size=32 --grid=4 --iters=1 --repeats=1 --channels=8" \
@@ -35,8 +35,9 @@ python3 benchmarks/bf16_conv.py ${CONV_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$
 run --sizes=L --benchmarks=train_step,evaluate --order=lambda --dtype=float32 --dtype=bfloat16
 # The same training step with the older library (same script, same card).
 if [ -n "${BASE:-}" ]; then
-  PYTHONPATH="$PWD/$BASE:$ROOT" python3 -c \
-    "import hyperrecon_jax; print('base library:', hyperrecon_jax.__file__)"
+  # From / so that the current folder's package does not shadow the base's.
+  (cd / && PYTHONPATH="$OLDPWD/$BASE:$ROOT" python3 -c \
+    "import hyperrecon_jax; print('base library:', hyperrecon_jax.__file__)")
   PYTHONPATH="$PWD/$BASE:$ROOT" run --sizes=L --benchmarks=train_step \
     --dtype=float32 --dtype=bfloat16 --tag=base
 fi

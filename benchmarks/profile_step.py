@@ -33,14 +33,21 @@ _TOP = flags.DEFINE_integer("top", 15, "Operations listed.")
 
 
 def _device_events(profile):
-  """(name, seconds) of every traced device operation."""
+  """(name, seconds) of every traced device operation.
+
+  On a GPU: the ``XLA Ops`` line of each device plane when the trace has one,
+  else every kernel of its ``Stream`` lines, named by the HLO op it belongs to
+  (the event's ``hlo_op`` stat) where the trace says so.
+  """
   gpu = [p for p in profile.planes if p.name.startswith("/device:GPU")]
   if gpu:
     for plane in gpu:
-      for line in plane.lines:
-        if line.name == "XLA Ops":
-          for event in line.events:
-            yield event.name, event.duration_ns * 1e-9
+      lines = [line for line in plane.lines if line.name == "XLA Ops"] or [
+          line for line in plane.lines if line.name.startswith("Stream")]
+      for line in lines:
+        for event in line.events:
+          stats = dict(event.stats)
+          yield str(stats.get("hlo_op", event.name)), event.duration_ns * 1e-9
     return
   # On a CPU the XLA operations are events of the host threads, beside the
   # Python frames ('$file:line') and the runtime's own ('Class::Method').
@@ -51,6 +58,11 @@ def _device_events(profile):
           if not (event.name.startswith("$") or "::" in event.name
                   or "(" in event.name):
             yield event.name, event.duration_ns * 1e-9
+
+
+def _layout(profile) -> dict:
+  """Plane → line names of a trace: printed when no operation was found."""
+  return {p.name: sorted({line.name for line in p.lines})[:20] for p in profile.planes}
 
 
 def _kind(name: str) -> str:
@@ -96,6 +108,9 @@ def profile_train_step(config, state, steps):
     for name, sec in _device_events(profile):
       by_name[name] += sec / steps
       by_kind[_kind(name)] += sec / steps
+    if not by_name:
+      print(f"no device operations found in the trace; its layout: {_layout(profile)}",
+            file=sys.stderr)
   return by_name, by_kind, wall
 
 

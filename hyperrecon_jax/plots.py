@@ -99,10 +99,11 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
     if m == "dice" and result.get("ground_truth_dice"):
       ax.axhline(result["ground_truth_dice"]["mean"], color="C2", ls=":", lw=1,
                  label="ground truth")
-    if result.get("baselines"):  # paper Fig. 3/4: a Unet trained at each λ
+    if result.get("baselines") and m in result["baselines"]["mean"]:  # paper Fig. 3/4
       b = result["baselines"]
       b_mean = np.array(b["mean"][m], np.float64)
-      b_std = np.array(b["std"][m], np.float64)
+      # Stored results of older shipped models have means only.
+      b_std = np.array(b["std"][m], np.float64) if "std" in b else None
       ax.errorbar(np.asarray(b["lambdas"], np.float64)[:, 0], b_mean, yerr=b_std,
                   fmt="s", ms=4, color="C1", capsize=2, lw=1, label="Unet at λ")
     if result["best"].get(m) is not None:

@@ -136,6 +136,8 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     baselines: the workdir of per-λ Unets (``experiments/baselines.py``) to
       score on the same slices and noise; they are stored under
       ``'baselines'`` and drawn on ``curves.png`` and ``slices.png``.
+      Without it, a pretrained model's stored Unet scores (its ``info.json``,
+      same split) are drawn on ``curves.png``.
     segmenter: the folder of a segmenter (``experiments/segmenter.py``)
       trained on this data: every reconstruction is also scored by the Dice
       of its segmentation (paper §5.5.1), drawn on ``curves.png``.
@@ -174,6 +176,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     config, model, variables, step = pretrained_lib.load(
         pretrained, folder=folder or pretrained_lib.FOLDER)
     where = f"the pretrained model {pretrained!r}"
+    stored_test = pretrained_lib.info(pretrained, folder or pretrained_lib.FOLDER).get("test", {})
   else:
     config, model, variables, step = train.load_trained(workdir, step)
     where = workdir
@@ -214,6 +217,13 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     result["workdir"] = os.path.abspath(workdir)
   if seg is not None:
     result["segmenter"] = os.path.abspath(segmenter)
+  if pretrained is not None and not baselines and stored_test.get("baselines") and (
+      stored_test.get("split") == split):
+    # The Unets trained beside the shipped model were scored when it was
+    # exported, on this split with the same noise; their weights are not
+    # shipped, so their means (and spreads) are drawn but not re-measured.
+    result["baselines"] = {"stored": f"info.json of {pretrained}",
+                           **stored_test["baselines"]}
   if baselines:
     b_apply, b_grid = baselines_lib.grid_model(b_model, b_variables)
     b_lams = np.asarray(b_model.lambdas, np.float32)

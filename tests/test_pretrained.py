@@ -88,11 +88,31 @@ def test_summary_keeps_the_test_metrics_per_lambda():
   result = {"split": "test", "num_slices": 2, "lambdas": [[0.0], [1.0]],
             "mean": {m: [1.0, 2.0] for m in ("psnr", "ssim", "hfen", "mae")},
             "zero_filled": {"mean": {m: 0.5 for m in ("psnr", "ssim", "hfen", "mae")}},
-            "baselines": {"lambdas": [[0.0]], "mean": {m: [3.0] for m in ("psnr", "ssim",
-                                                                            "hfen")}}}
+            "baselines": {"lambdas": [[0.0]],
+                          **{stat: {m: [value] for m in ("psnr", "ssim", "hfen")}
+                             for stat, value in (("mean", 3.0), ("std", 0.1))}}}
   out = pretrained.summary(result)
   assert out["mean"] == {m: [1.0, 2.0] for m in ("psnr", "ssim", "hfen")}
   assert out["baselines"]["mean"]["psnr"] == [3.0]
+  assert out["baselines"]["std"]["psnr"] == [0.1]
+
+
+def test_a_report_of_a_pretrained_model_draws_its_stored_unets(exported, tmp_path):
+  _, _, run_a = exported
+  folder = str(tmp_path / "models")  # beside, not inside, the module's folder
+  stored = {"lambdas": [[0.0], [1.0]],
+            "mean": {"psnr": [11.0, 12.0], "ssim": [0.1, 0.2], "hfen": [0.9, 0.8]},
+            "std": {"psnr": [0.5, 0.5], "ssim": [0.01, 0.01], "hfen": [0.1, 0.1]}}
+  pretrained.export(run_a["workdir"], "with_unets", description="6 steps", folder=folder,
+                    extra={"test": {"split": "test", "baselines": stored}})
+  result = report.run(pretrained="with_unets", folder=folder, out=str(tmp_path / "r"),
+                      grid=2, progress=False)
+  assert result["baselines"] == {"stored": "info.json of with_unets", **stored}
+  assert (tmp_path / "r" / "curves.png").exists()
+  # Scored on another split, the stored scores do not apply.
+  other = report.run(pretrained="with_unets", folder=folder, out=str(tmp_path / "v"),
+                     grid=2, split="validation", progress=False)
+  assert "baselines" not in other
 
 
 def test_the_shipped_model_loads_and_says_what_it_scores():

@@ -5,7 +5,7 @@ report measures them, and answers with plain dicts; `make_server` puts it
 behind ``http.server`` (``experiments/explore.py``; the page is in
 ``explorer/static/``)::
 
-  explorer = Explorer(config, model, variables, name="mni152_csmri8x_dc_tv", step=4159)
+  explorer = Explorer(config, model, variables, name="mni152_csmri8x_dc_tv", step=9701)
   server = make_server(explorer, "127.0.0.1", 8765)
   server.serve_forever()
 

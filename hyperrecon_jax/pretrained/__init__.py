@@ -148,8 +148,8 @@ def summary(result: dict) -> dict:
 
   Returns:
     ``{'split', 'num_slices', 'lambdas', 'mean': {psnr, ssim, hfen},
-    'zero_filled': {...}, 'baselines': {'lambdas', 'mean'}}`` (baselines only
-    when the result has them).
+    'zero_filled': {...}, 'baselines': {'lambdas', 'mean', 'std'}}``
+    (baselines only when the result has them).
   """
   keep = ("psnr", "ssim", "hfen")
   out = {"split": result["split"], "num_slices": result["num_slices"],
@@ -158,5 +158,6 @@ def summary(result: dict) -> dict:
          "zero_filled": {m: result["zero_filled"]["mean"][m] for m in keep}}
   if "baselines" in result:
     out["baselines"] = {"lambdas": result["baselines"]["lambdas"],
-                        "mean": {m: result["baselines"]["mean"][m] for m in keep}}
+                        **{stat: {m: result["baselines"][stat][m] for m in keep}
+                           for stat in ("mean", "std")}}
   return out
