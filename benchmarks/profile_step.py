@@ -117,7 +117,8 @@ def profile_train_step(config, state, steps):
 def main(argv):
   del argv
   from hyperrecon_jax import train
-  image, batch, channels = throughput._IMAGE.value, throughput._BATCH.value, throughput._CHANNELS.value
+  image, batch = throughput._IMAGE.value, throughput._BATCH.value
+  channels = throughput._CHANNELS.value
   sizes, steps = throughput._SIZES.value, _STEPS.value
   if throughput._QUICK.value:
     image, batch, channels, sizes, steps = 32, 2, 8, ["S"], 2
