@@ -76,7 +76,8 @@ def sample(key, batch: int, num_lambdas: int, method: str = "uniform", *,
       the λ range are trained as often as a fixed-λ baseline would be;
       ``'log_uniform'``: log10 λ uniform on [log10 ``log_min``, 0], for terms
       whose useful weights span orders of magnitude.
-    endpoint_prob: probability of an endpoint, for ``'endpoints'``.
+    endpoint_prob: probability of an endpoint, for ``'endpoints'`` (a
+      scalar, which may be traced: an annealed schedule).
     log_min: smallest λ, for ``'log_uniform'``.
 
   Returns:
@@ -86,7 +87,7 @@ def sample(key, batch: int, num_lambdas: int, method: str = "uniform", *,
   if method == "uniform":
     return jax.random.uniform(key, shape)
   if method == "endpoints":
-    if not 0.0 <= endpoint_prob <= 1.0:
+    if _is_concrete(endpoint_prob) and not 0.0 <= endpoint_prob <= 1.0:
       raise errors.InputError(f"endpoint_prob must be in [0, 1], got {endpoint_prob}")
     k_u, k_pick, k_end = jax.random.split(key, 3)
     lam = jax.random.uniform(k_u, shape)

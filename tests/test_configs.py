@@ -29,6 +29,7 @@ DEFAULT = {
     "losses": ("mae", "ssim"),
     "loss_scales": (0.0556, 0.322),
     "hparams": {"sampler": "uniform", "endpoint_prob": 0.1, "log_min": 0.001,
+                "endpoint_prob_final": None,
                 "fixed": (0.5,), "baselines": ()},
     "sampling": {"method": "uhs", "top_b": 8},
     "train": {"batch_size": 32, "num_steps": 100_000, "lr": 0.001, "lr_decay_every": 32768,
@@ -98,10 +99,10 @@ def test_from_stored_adds_the_fields_added_since():
   current = json.loads(configs.default().to_json())
   assert json.loads(train.from_stored(current).to_json()) == current
   old = json.loads(json.dumps(current))
-  del old["hparams"]["baselines"]
+  del old["hparams"]["baselines"], old["hparams"]["endpoint_prob_final"]
   config = train.from_stored(old)
   assert isinstance(config, ml_collections.ConfigDict)
-  assert config.hparams.baselines == ()
+  assert config.hparams.baselines == () and config.hparams.endpoint_prob_final is None
   assert json.loads(config.to_json()) == current
   # Not a config: left for the reader of the section to name what is missing.
   assert "hparams" not in train.from_stored({"task": current["task"]})

@@ -77,6 +77,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.loss_scales = (0.0556, 0.322)
   c.hparams = ml_collections.ConfigDict(dict(
       sampler="uniform", endpoint_prob=0.1, log_min=1e-3,
+      # 'endpoints': when set, the endpoint probability moves linearly from
+      # endpoint_prob at the first step to this at the last (annealed);
+      # unset (None), it stays endpoint_prob.
+      endpoint_prob_final=ml_collections.config_dict.placeholder(float),
       # λ of a plain Unet baseline (model.hyper_dim = 0) ...
       fixed=(0.5,),
       # ... or, when not empty, the λ vectors of a stack of plain Unets

@@ -36,6 +36,8 @@ ADDED_FIELDS = (
     # The stacks of plain Unets (commit 9372a5e): every earlier run trained
     # one network.
     ("hparams.baselines", ()),
+    # The annealed endpoint probability: earlier runs kept endpoint_prob.
+    ("hparams.endpoint_prob_final", None),
 )
 
 
@@ -157,6 +159,12 @@ def check_config(config) -> None:
   _require(0 <= config.hparams.endpoint_prob <= 1,
            "config.hparams.endpoint_prob must lie in [0, 1]",
            config.hparams.endpoint_prob)
+  final = config.hparams.endpoint_prob_final
+  if final is not None:
+    _require(0 <= final <= 1, "config.hparams.endpoint_prob_final must lie in [0, 1]", final)
+    _require(config.hparams.sampler == "endpoints",
+             "config.hparams.endpoint_prob_final anneals the 'endpoints' sampler; "
+             "config.hparams.sampler", config.hparams.sampler)
   _require(0 < config.hparams.log_min < 1,
            "config.hparams.log_min must lie in (0, 1)", config.hparams.log_min)
   _require(config.eval.grid >= 1, "config.eval.grid must be ≥ 1",

@@ -11,7 +11,7 @@ from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
 
 
-def sample_coefficients(config, key, batch: int):
+def sample_coefficients(config, key, batch: int, step=None):
   """Loss coefficients for a batch: sampled λ, or the baseline's fixed λ.
 
   Returns:
@@ -26,15 +26,29 @@ def sample_coefficients(config, key, batch: int):
     lam = jnp.broadcast_to(jnp.asarray(config.hparams.fixed, jnp.float32),
                            (batch, k - 1))
   else:
-    lam = sample_lambdas(config, key, batch)
+    lam = sample_lambdas(config, key, batch, step)
   return hparams.coefficients(lam)
 
 
-def sample_lambdas(config, key, batch: int):
-  """The (B, K − 1) λ a HyperRecon run draws for a batch (``config.hparams``)."""
+def sample_lambdas(config, key, batch: int, step=None):
+  """The (B, K − 1) λ a HyperRecon run draws for a batch (``config.hparams``).
+
+  Args:
+    config: the run's config.
+    key: PRNG key.
+    batch: B.
+    step: the number of updates done so far (may be traced). With
+      ``hparams.endpoint_prob_final`` set, the endpoint probability is
+      ``p0 + (p1 − p0)·min(step / num_steps, 1)``; None (a replay outside
+      training) uses ``p0 = hparams.endpoint_prob``.
+  """
+  p = config.hparams.endpoint_prob
+  final = config.hparams.endpoint_prob_final
+  if final is not None and step is not None:
+    progress = jnp.minimum(jnp.asarray(step, jnp.float32) / int(config.train.num_steps), 1.0)
+    p = p + (final - p) * progress
   return hparams.sample(key, batch, configuration.num_lambdas(config),
-                        config.hparams.sampler,
-                        endpoint_prob=config.hparams.endpoint_prob,
+                        config.hparams.sampler, endpoint_prob=p,
                         log_min=config.hparams.log_min)
 
 
@@ -117,7 +131,7 @@ def make_train_step(config, model, operator):
     x = batch["image"].astype(jnp.float32)
     y = operator.measure(x, k_measure)
     zf = operator.zero_filled(y)
-    coeffs = sample_coefficients(config, k_lambda, x.shape[0])
+    coeffs = sample_coefficients(config, k_lambda, x.shape[0], state.step)
     if dhs:
       keep = dhs_keep(model, state.variables(), operator, zf, y, coeffs, top_b)
       x, zf, y, coeffs = sampling.take((x, zf, y, coeffs), keep)
