@@ -14,6 +14,9 @@ from hyperrecon_jax.train import state as state_lib
 def sample_coefficients(config, key, batch: int, step=None):
   """Loss coefficients for a batch: sampled λ, or the baseline's fixed λ.
 
+  ``step`` (updates done so far, may be traced) sets an annealed endpoint
+  probability (`sample_lambdas`).
+
   Returns:
     (B, K); for a stack of baselines (L, B, K), row l at the stack's λ_l.
   """
