@@ -54,6 +54,9 @@ if [ "${FULL:-0}" = 1 ]; then
   run --sizes=L --benchmarks=evaluate --order=slice
   run --sizes=unet,S,M,L --benchmarks=train_step,grid,latency
   run --sizes=stack5 --benchmarks=train_step   # per-λ baselines in one program
+  for b in 128 256 512; do  # device memory of the compiled step (nothing runs)
+    run --sizes=S,M,L --benchmarks=memory --batch="$b" --dtype=float32 --dtype=bfloat16
+  done
 fi
 echo "suite: $((SECONDS - start)) s" | tee -a "$OUT/stderr.log"
 tail -n 5 "$OUT/stderr.log"

@@ -14,6 +14,9 @@ Measurements (``benchmark`` field):
   grid: reconstructions/s for one slice at ``--grid`` λ values in one batched
     call (evaluation mode; a plain Unet gets ``--grid`` copies of the slice).
   latency: milliseconds for one slice at one λ (one generated weight set).
+  memory: GiB the compiled training step needs on this backend (XLA's
+    memory analysis: temporaries plus arguments and outputs not aliased to
+    them), without running it: where the batch stops fitting.
   evaluate: (slice, λ) pairs/s scored by the path ``evaluate.py`` runs,
     `grid.grid_metrics` (reconstruction and every metric) of ``--batch``
     slices at ``--grid`` λ, in calls of the default chunk, ``--order``
@@ -124,6 +127,24 @@ def bench_train_step(config, state, iters, repeats):
   return unets * config.train.batch_size / sec, "samples/s", compile_s
 
 
+def bench_memory(config):
+  """GiB of device memory the compiled training step needs (nothing runs)."""
+  from hyperrecon_jax import physics
+  from hyperrecon_jax import train
+  size = config.data.image_size
+  model = train.build_model(config)
+  operator = physics.make_operator(config.task, (size, size))
+  state = jax.eval_shape(lambda: train.create_state(config, model, jax.random.key(0)))
+  batch = {"image": jax.ShapeDtypeStruct((config.train.batch_size, size, size), jnp.float32)}
+  t0 = time.perf_counter()
+  compiled = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0).lower(
+      state, batch, jax.random.key(2)).compile()
+  m = compiled.memory_analysis()
+  need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+          - m.alias_size_in_bytes)
+  return need / 2 ** 30, "GiB", time.perf_counter() - t0
+
+
 def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
   from hyperrecon_jax import hparams
   from hyperrecon_jax import physics
@@ -191,6 +212,8 @@ def main(argv):
       if name == "train_step":
         value, unit, compile_s = bench_train_step(config, state, iters,
                                                   repeats)
+      elif name == "memory":
+        value, unit, compile_s = bench_memory(config)
       elif size.startswith("stack"):
         continue  # a stack is for training; its evaluation is the unet's
       elif name == "evaluate":
@@ -204,7 +227,7 @@ def main(argv):
       print(json.dumps({
           "benchmark": name, "model": size, "value": round(value, 3),
           "unit": unit, "image_size": image, "channels": channels,
-          "batch": batch if name in ("train_step", "evaluate") else (
+          "batch": batch if name in ("train_step", "evaluate", "memory") else (
               1 if name == "latency" else grid),
           **({"grid": grid, "order": _ORDER.value} if name == "evaluate" else {}),
           "dtype": dtype,
