@@ -118,10 +118,14 @@ def run(main):
   and exits with 130, the shell's code for SIGINT, instead of a traceback.
   """
   from absl import app
+
+  from hyperrecon_jax import interrupts
   # A shell starts background jobs with SIGINT ignored, and Python keeps an
   # ignored SIGINT; a SIGINT sent to this process on purpose must still stop
   # it (the training loop handles SIGINT itself, whatever it inherited).
-  signal.signal(signal.SIGINT, signal.default_int_handler)
+  # `interrupts.handler` raises KeyboardInterrupt too, and remembers the
+  # signal for the training loop in case a library swallows the exception.
+  signal.signal(signal.SIGINT, interrupts.handler)
   sys.unraisablehook = _redeliver_interrupts(sys.unraisablehook)
   try:
     app.run(main, flags_parser=parse_flags)

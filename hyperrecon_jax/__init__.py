@@ -17,6 +17,7 @@ _SUBMODULES = (
     "explorer",
     "grid",
     "hparams",
+    "interrupts",
     "losses",
     "masks",
     "metrics",

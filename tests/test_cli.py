@@ -167,6 +167,35 @@ def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
   assert stderr.strip().splitlines()[-1].startswith("interrupted"), stderr[-3000:]
 
 
+def test_a_ctrl_c_swallowed_during_start_up_stops_training_at_its_first_step(env, tmp_path):
+  # Once in CI a Ctrl-C sent while the dataset was being built was lost (a
+  # library caught the KeyboardInterrupt) and the script trained to its end
+  # with status 0. Here building the operator raises SIGINT and swallows the
+  # exception: the loop must still stop after its first step, with a
+  # checkpoint, "interrupted" and 130.
+  workdir = tmp_path / "run"
+  program = f"""
+import runpy, signal, sys
+from hyperrecon_jax import physics
+make_operator = physics.make_operator
+def swallowing(*args, **kwargs):
+  try:
+    signal.raise_signal(signal.SIGINT)
+  except BaseException:
+    pass
+  return make_operator(*args, **kwargs)
+physics.make_operator = swallowing
+sys.argv = [{script("train")!r}, "--config={DEMO}", "--workdir={workdir}"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+  proc = subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 130, (proc.returncode, proc.stderr[-3000:])
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("interrupted: stopped by signal 2 at step 1;"), proc.stderr[-3000:]
+  assert os.listdir(workdir / "checkpoints") == ["1"]
+
+
 def test_a_ctrl_c_swallowed_by_a_gc_callback_still_stops_the_script(env):
   # Deterministic form of a CI failure: the SIGINT handler ran inside jax's
   # garbage-collection callback, Python printed "Exception ignored" and the

@@ -17,6 +17,7 @@ import numpy as np
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
+from hyperrecon_jax import interrupts
 from hyperrecon_jax import physics
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
@@ -47,8 +48,13 @@ def _global_batch(batch, sharding):
 
 @contextlib.contextmanager
 def _stop_on_signals():
-  """Turns SIGINT/SIGTERM into a flag the loop polls between steps."""
-  received = []
+  """Turns SIGINT/SIGTERM into a flag the loop polls between steps.
+
+  It starts with any Ctrl-C the scripts' handler saw before (`interrupts`):
+  one that a library swallowed during start-up stops the loop at its first
+  step.
+  """
+  received = interrupts.take()
   handler = lambda signum, frame: received.append(signum)
   old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
   try:
