@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
@@ -271,7 +272,7 @@ def reconstruct_slices(model, variables, zf, lambdas, *, batch: int = 8,
   """
   zf = jnp.asarray(zf, jnp.float32)
   coeffs = hparams.coefficients(jnp.asarray(lambdas, jnp.float32))
-  apply = jax.jit(model.apply)
+  apply = compilation.inference_jit(model.apply)
   n = zf.shape[0]
   batch = max(1, min(int(batch), n))
   out = np.empty((len(coeffs), n) + tuple(zf.shape[1:3]), np.float32)

@@ -18,7 +18,6 @@ with ``segmenter.json`` is complete.
 """
 
 from collections.abc import Callable
-import functools
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import metrics
 from hyperrecon_jax import workdir as workdir_lib
@@ -150,7 +150,7 @@ def labels(segmenter: Trained, images):
                  apply_fn=segmenter.apply_fn)
 
 
-@functools.partial(jax.jit, static_argnames="apply_fn")
+@compilation.inference_jit(static_argnames="apply_fn")
 def _labels(variables, images, *, apply_fn):
   return jnp.argmax(apply_fn(variables, images), axis=-1).astype(jnp.int32)
 

@@ -5,7 +5,6 @@ with plain dicts (JSON types) or bytes; it is thread-safe.
 """
 
 import collections
-import functools
 import io
 import math
 import threading
@@ -13,6 +12,7 @@ import threading
 import jax
 import numpy as np
 
+from hyperrecon_jax import compilation
 from hyperrecon_jax import evaluate as ev
 from hyperrecon_jax import grid as grid_lib
 from hyperrecon_jax import hparams
@@ -51,7 +51,7 @@ def task_text(task) -> str:
   return str(task.name)
 
 
-@functools.partial(jax.jit, static_argnames="apply_fn")
+@compilation.inference_jit(static_argnames="apply_fn")
 def _one(variables, zf, images, index, lam, *, apply_fn):
   """Slice ``index`` at one λ: one generated weight set, an ordinary Unet."""
   coeffs = hparams.coefficients(lam[None])[0]  # (K,): shared weights

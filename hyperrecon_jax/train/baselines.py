@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
@@ -92,7 +93,7 @@ def stack_config(config, lambdas, *, loss_scales=None):
   return c
 
 
-@functools.partial(jax.jit, static_argnames=("model", "names"))
+@compilation.inference_jit(static_argnames=("model", "names"))
 def _batch_terms(model, operator, variables, image, y, coeffs, *, names):
   # Module level, so baselines with the same architecture share one compile
   # (equal flax modules hash equal).

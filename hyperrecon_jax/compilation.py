@@ -1,0 +1,76 @@
+"""How the inference programs are compiled: XLA options chosen by measurement.
+
+On the CPU, jaxlib 0.10's XLA hands every convolution to YNNPACK, which runs
+each one on a single thread; with the option below it uses Eigen's
+convolutions, which use every core. On the 2-core development machine
+(docs/performance.md, "Convolutions on the CPU") one 3×3 convolution,
+8 × 64² × 32 → 32 channels, takes 5.9 ms forward through YNNPACK, on one or
+on two cores alike, and 3.6 ms through Eigen, so programs that run models
+forward only get faster: ``evaluate_grid`` λ-major 225 → 315–356
+(slice, λ) pairs/s for HyperRecon-M, a plain Unet's 16-λ grid 148–161 →
+320–370 reconstructions/s. Training steps are not compiled this way: there
+YNNPACK's single-threaded convolutions of independent rows (the 'loop'
+strategy, the stacked baseline Unets) already run side by side on the cores,
+and Eigen was 7–17 % slower for HyperRecon-M and three stacked Unets
+(only the plain Unet gained, 5–15 %).
+
+``inference_options()`` is empty on other backends, with a jaxlib that does
+not know the option, and when ``XLA_FLAGS`` already sets it (the user's
+choice wins).
+"""
+
+import functools
+import os
+
+import jax
+import numpy as np
+
+YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+
+
+@functools.cache
+def inference_options() -> dict[str, str]:
+  """XLA compile options of the forward-only programs on the default backend.
+
+  Returns:
+    ``{option: value}`` for ``jax.jit(..., compiler_options=...)``; ``{}``
+    where none applies (see the module docstring).
+  """
+  if jax.default_backend() != "cpu":
+    return {}
+  if YNN_FUSION_OPTION in os.environ.get("XLA_FLAGS", ""):
+    return {}
+  options = {YNN_FUSION_OPTION: ""}  # no operation is given to YNNPACK
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+  except RuntimeError:  # "No such compile option" from another jaxlib
+    return {}
+  return options
+
+
+def inference_jit(fun=None, /, **jit_kwargs):
+  """``jax.jit`` with `inference_options`, resolved at the first call.
+
+  Usable as ``@inference_jit``, ``@inference_jit(static_argnames=...)`` or
+  ``inference_jit(f)``. The options are looked up on the first call, not at
+  import, so importing the library does not start a backend.
+
+  Args:
+    fun: the function to compile.
+    **jit_kwargs: further ``jax.jit`` arguments (``static_argnames``, ...).
+
+  Returns:
+    The compiled function.
+  """
+  if fun is None:
+    return functools.partial(inference_jit, **jit_kwargs)
+  jitted = None
+
+  @functools.wraps(fun)
+  def call(*args, **kwargs):
+    nonlocal jitted
+    if jitted is None:
+      jitted = jax.jit(fun, compiler_options=inference_options(), **jit_kwargs)
+    return jitted(*args, **kwargs)
+
+  return call

@@ -1,0 +1,89 @@
+"""Tests of hyperrecon_jax.compilation: the inference programs' XLA options."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hyperrecon_jax import compilation
+
+
+@pytest.fixture
+def fresh_options(monkeypatch):
+  """`inference_options` recomputed inside the test and again after it."""
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  compilation.inference_options.cache_clear()
+  yield
+  compilation.inference_options.cache_clear()
+
+
+def _conv(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _inputs():
+  rng = np.random.default_rng(0)
+  # 32 output channels: smaller convolutions XLA keeps for itself anyway.
+  return (rng.standard_normal((2, 8, 8, 16)).astype(np.float32),
+          rng.standard_normal((3, 3, 16, 32)).astype(np.float32))
+
+
+def test_on_the_cpu_no_convolution_goes_to_ynnpack(fresh_options):
+  options = compilation.inference_options()
+  assert options == {compilation.YNN_FUSION_OPTION: ""}
+  hlo = jax.jit(_conv, compiler_options=options).lower(*_inputs()).compile().as_text()
+  assert "convolution(" in hlo
+  assert "ynn_fusion" not in hlo
+
+
+def test_the_users_xla_flags_win(fresh_options, monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", f"--{compilation.YNN_FUSION_OPTION}=LIBRARY_FUSION_TYPE_DOT")
+  assert compilation.inference_options() == {}
+
+
+def test_an_option_this_jaxlib_does_not_know_is_left_out(fresh_options, monkeypatch):
+  monkeypatch.setattr(compilation, "YNN_FUSION_OPTION", "xla_cpu_no_such_option_here")
+  assert compilation.inference_options() == {}
+
+
+def test_inference_jit_computes_the_convolution(fresh_options):
+  x, w = _inputs()
+  got = np.asarray(compilation.inference_jit(_conv)(x, w), np.float64)
+  want = _numpy_conv(x, w)
+  # Any order of summing the 144 products of one output in float32 is within
+  # 144·eps·Σ|x·w| of the exact sum (the classic bound for recursive
+  # summation, n·u·Σ|terms|); the backends differ only in that order.
+  bound = 144 * np.finfo(np.float32).eps * _numpy_conv(np.abs(x), np.abs(w))
+  assert np.all(np.abs(got - want) <= bound)
+
+
+def _numpy_conv(x, w):
+  """'SAME' NHWC × HWIO convolution (cross-correlation) in float64."""
+  x = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h, wd = x.shape[1] - 2, x.shape[2] - 2
+  out = np.zeros((x.shape[0], h, wd, w.shape[-1]))
+  for i in range(3):
+    for j in range(3):
+      out += np.einsum("bhwc,co->bhwo", x[:, i:i + h, j:j + wd], np.asarray(w[i, j], np.float64))
+  return out
+
+
+def test_inference_jit_looks_the_options_up_once_at_the_first_call(monkeypatch):
+  calls = []
+
+  def options():
+    calls.append(1)
+    return {}
+
+  monkeypatch.setattr(compilation, "inference_options", options)
+
+  @compilation.inference_jit(static_argnames="power")
+  def f(x, *, power):
+    return x ** power
+
+  assert calls == []  # decorating (importing a module) compiles nothing
+  assert float(f(jnp.float32(3), power=2)) == 9.0
+  assert float(f(jnp.float32(2), power=3)) == 8.0
+  assert calls == [1]
+  assert f.__name__ == "f"
