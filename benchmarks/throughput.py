@@ -11,9 +11,11 @@ Measurements (``benchmark`` field):
     MAE + SSIM with one λ per sample, backward, Adam) on random images. For
     ``stackN`` (N per-λ baseline Unets in one program) a sample counts once
     per Unet, so the value compares with N separate ``unet`` runs.
-  grid: reconstructions/s for one slice at ``--grid`` λ values in one batched
-    call (evaluation mode; a plain Unet gets ``--grid`` copies of the slice).
-  latency: milliseconds for one slice at one λ (one generated weight set).
+  grid: reconstructions/s for one slice at ``--grid`` λ values through
+    `evaluate.reconstruct_grid`, the path users and the explorer's curves run
+    (calls of the default chunk, ``--order``; a plain Unet ignores λ).
+  latency: milliseconds for one slice at one λ (one generated weight set),
+    compiled as the explorer compiles it (`compilation.inference_jit`).
   memory: GiB the compiled training step needs on this backend (XLA's
     memory analysis: temporaries plus arguments and outputs not aliased to
     them), without running it: where the batch stops fitting.
@@ -61,7 +63,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
 _BENCH = flags.DEFINE_list("benchmarks", ["train_step", "grid", "latency", "evaluate"],
                            "Which measurements.")
 _ORDER = flags.DEFINE_enum("order", "auto", ["auto", "slice", "lambda"],
-                           "Order of the (slice, λ) pairs for 'evaluate'.")
+                           "Order of the (slice, λ) pairs for 'evaluate' and 'grid'.")
 _TAG = flags.DEFINE_string("tag", "", "A label copied into every line (e.g. the "
                            "code's commit when comparing trees).")
 _QUICK = flags.DEFINE_bool("quick", False,
@@ -145,7 +147,9 @@ def bench_memory(config):
   return need / 2 ** 30, "GiB", time.perf_counter() - t0
 
 
-def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
+def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False):
+  from hyperrecon_jax import compilation
+  from hyperrecon_jax import evaluate
   from hyperrecon_jax import hparams
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
@@ -153,17 +157,15 @@ def bench_grid(config, variables, grid, iters, repeats, *, latency=False):
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
   x = jax.random.uniform(jax.random.key(1), (1, size, size))
-  zf1 = operator.zero_filled(operator.measure(x, jax.random.key(2)))
-  n = 1 if latency else grid
-  zf = jnp.repeat(zf1, n, axis=0)
-  coeffs = hparams.coefficients(
-      jnp.asarray(hparams.grid(max(n, 2), train.num_lambdas(config))[:n]))
+  zf = operator.zero_filled(operator.measure(x, jax.random.key(2)))
+  coeffs = hparams.coefficients(jnp.asarray(hparams.grid(max(grid, 2),
+                                                         train.num_lambdas(config))[:grid]))
   if latency:
-    coeffs = coeffs[0]  # (K,): one λ, one generated weight set
-  apply = jax.jit(model.apply)
-  sec, compile_s = _time(lambda: apply(variables, zf, coeffs), iters, repeats)
-  if latency:
+    apply = compilation.inference_jit(model.apply)
+    sec, compile_s = _time(lambda: apply(variables, zf, coeffs[0]), iters, repeats)
     return sec * 1e3, "ms", compile_s
+  run = lambda: evaluate.reconstruct_grid(model.apply, variables, zf[0], coeffs, order=order)
+  sec, compile_s = _time(run, iters, repeats)
   return grid / sec, "reconstructions/s", compile_s
 
 
@@ -220,8 +222,8 @@ def main(argv):
         value, unit, compile_s = bench_evaluate(config, variables, grid, iters, repeats,
                                                 _ORDER.value)
       elif name in ("grid", "latency"):
-        value, unit, compile_s = bench_grid(config, variables, grid, iters,
-                                            repeats, latency=name == "latency")
+        value, unit, compile_s = bench_grid(config, variables, grid, iters, repeats,
+                                            _ORDER.value, latency=name == "latency")
       else:
         raise app.UsageError(f"--benchmarks: unknown {name!r}")
       print(json.dumps({
@@ -229,7 +231,8 @@ def main(argv):
           "unit": unit, "image_size": image, "channels": channels,
           "batch": batch if name in ("train_step", "evaluate", "memory") else (
               1 if name == "latency" else grid),
-          **({"grid": grid, "order": _ORDER.value} if name == "evaluate" else {}),
+          **({"grid": grid} if name == "evaluate" else {}),
+          **({"order": _ORDER.value} if name in ("evaluate", "grid") else {}),
           "dtype": dtype,
           "strategy": ("one λ" if name == "latency" and size != "unet" else
                        layers.resolve_strategy(_STRATEGY.value)),

@@ -114,12 +114,21 @@ def test_lambda_major_pads_the_last_call_and_scores_as_slice_major():
     np.testing.assert_allclose(by_lambda[m], by_slice[m], rtol=1e-4, atol=1e-6, err_msg=m)
 
 
-@pytest.mark.parametrize("order, slices, chunk, want", [
-    ("auto", 8, 8, "lambda"), ("auto", 4, 8, "lambda"), ("auto", 3, 8, "slice"),
-    ("auto", 1, 32, "slice"), ("slice", 32, 8, "slice"), ("lambda", 1, 8, "lambda")])
-def test_resolve_order(order, slices, chunk, want):
+@pytest.mark.parametrize("order, slices, chunk, backend, want", [
+    ("auto", 8, 8, "gpu", "lambda"), ("auto", 4, 8, "gpu", "lambda"),
+    ("auto", 3, 8, "gpu", "slice"), ("auto", 1, 32, "gpu", "slice"),
+    ("auto", 1, 32, "cpu", "lambda"), ("auto", 3, 8, "cpu", "lambda"),
+    ("slice", 32, 8, "cpu", "slice"), ("slice", 32, 8, "gpu", "slice"),
+    ("lambda", 1, 8, "gpu", "lambda")])
+def test_resolve_order(order, slices, chunk, backend, want):
   from hyperrecon_jax import grid
-  assert grid.resolve_order(order, slices, chunk) == want
+  assert grid.resolve_order(order, slices, chunk, backend) == want
+
+
+def test_resolve_order_reads_the_default_backend():
+  from hyperrecon_jax import grid
+  assert grid.resolve_order("auto", 1, 32) == grid.resolve_order("auto", 1, 32,
+                                                                jax.default_backend())
 
 
 def test_an_unknown_order_is_refused():
