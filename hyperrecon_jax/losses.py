@@ -52,14 +52,11 @@ def _filter_same(x, window):
   zero-extended image equals the 2-D zero-padded filter.
   """
   r = window.shape[0] // 2
-  x = x[..., None]
-  for kernel, padding in ((window.reshape(-1, 1, 1, 1), ((r, r), (0, 0))),
-                          (window.reshape(1, -1, 1, 1), ((0, 0), (r, r)))):
-    x = jax.lax.conv_general_dilated(
-        x, jnp.asarray(kernel), window_strides=(1, 1), padding=padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=jax.lax.Precision.HIGHEST)
-  return x[..., 0]
+  for axis in (1, 2):
+    pad = [(0, 0)] * 3
+    pad[axis] = (r, r)
+    x = _metrics.correlate_valid(jnp.pad(x, pad), window, axis)
+  return x
 
 
 @jax.jit
