@@ -145,6 +145,27 @@ def _numpy_unet(params, stats, zf, channels):
   return conv(x, "head")[..., 0] + np.sqrt((zf ** 2).sum(-1))
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 7, 5, 2)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pooling_and_its_gradient_match_a_numpy_loop(shape, ties):
+  rng = np.random.default_rng(1)
+  # Small integers make windows with several equal maxima: the gradient goes
+  # to the first in row-major order (PyTorch's and XLA's choice).
+  x = (rng.integers(0, 3, shape) if ties else rng.normal(size=shape)).astype(np.float32)
+  b, h, w, c = shape
+  want_y = np.zeros((b, h // 2, w // 2, c), np.float32)
+  want_dx = np.zeros(shape, np.float32)
+  dy = rng.normal(size=want_y.shape).astype(np.float32)
+  for n, i, j, k in np.ndindex(want_y.shape):
+    window = x[n, 2 * i:2 * i + 2, 2 * j:2 * j + 2, k].ravel()
+    want_y[n, i, j, k] = window.max()
+    first = int(np.argmax(window))  # NumPy's argmax: the first maximum
+    want_dx[n, 2 * i + first // 2, 2 * j + first % 2, k] = dy[n, i, j, k]
+  y, vjp = jax.vjp(layers.max_pool2x, jnp.asarray(x))
+  np.testing.assert_array_equal(np.asarray(y), want_y)
+  np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(dy))[0]), want_dx)
+
+
 def test_unet_matches_independent_numpy_forward():
   zf, _ = _inputs(batch=2)
   net = models.Unet(channels=4)
@@ -260,7 +281,7 @@ def test_bfloat16_keeps_activations_in_bfloat16_and_stays_close(strategy):
   assert out16.dtype == jnp.float32
   _assert_close(out16, out32, rel=5e-2)
   jaxpr = str(jax.make_jaxpr(net16.apply)(variables, zf, coeffs))
-  pools = [line for line in jaxpr.splitlines() if "reduce_window_max" in line]
+  pools = [line for line in jaxpr.splitlines() if "reduce_max[axes=(2, 4)]" in line]
   assert pools and all("bf16[" in line for line in pools), pools  # activations, not f32
 
   def loss(params, net):
