@@ -77,12 +77,14 @@ def profile_train_step(config, state, steps):
     ``(by_name, by_kind, wall)``: traced seconds per step by operation name and
     by kind, and the untraced wall-clock seconds per step.
   """
+  from hyperrecon_jax import compilation
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
   size = config.data.image_size
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
-  step = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0)
+  step = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0,
+                 compiler_options=compilation.training_options(model))  # as train.py
   batch = {"image": jax.random.uniform(jax.random.key(1),
                                        (config.train.batch_size, size, size))}
   rng = jax.random.key(2)

@@ -108,13 +108,14 @@ def _time(fn, iters: int, repeats: int):
 
 
 def bench_train_step(config, state, iters, repeats):
+  from hyperrecon_jax import compilation
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
   size = config.data.image_size
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
-  step = jax.jit(train.make_train_step(config, model, operator),
-                 donate_argnums=0)
+  step = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0,
+                 compiler_options=compilation.training_options(model))  # as train.py
   holder = [state]
   batch = {"image": jax.random.uniform(jax.random.key(1),
                                        (config.train.batch_size, size, size))}

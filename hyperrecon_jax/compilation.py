@@ -8,11 +8,11 @@ convolutions, which use every core. On the 2-core development machine
 on two cores alike, and 3.6 ms through Eigen, so programs that run models
 forward only get faster: ``evaluate_grid`` λ-major 225 → 315–356
 (slice, λ) pairs/s for HyperRecon-M, a plain Unet's 16-λ grid 148–161 →
-320–370 reconstructions/s. Training steps are not compiled this way: there
-YNNPACK's single-threaded convolutions of independent rows (the 'loop'
-strategy, the stacked baseline Unets) already run side by side on the cores,
-and Eigen was 7–17 % slower for HyperRecon-M and three stacked Unets
-(only the plain Unet gained, 5–15 %).
+320–370 reconstructions/s. Of the training steps only a plain Unet's is
+compiled this way (`training_options`; 54–56 → 63–64 samples/s): in
+HyperRecon's and the stacked baseline Unets' steps YNNPACK's single-threaded
+convolutions of independent rows (one per sample, or one per Unet) already
+run side by side on the cores, and Eigen was 0–17 % slower there.
 
 ``inference_options()`` is empty on other backends, with a jaxlib that does
 not know the option, and when ``XLA_FLAGS`` already sets it (the user's
@@ -24,6 +24,8 @@ import os
 
 import jax
 import numpy as np
+
+from hyperrecon_jax import models
 
 YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -74,3 +76,13 @@ def inference_jit(fun=None, /, **jit_kwargs):
     return jitted(*args, **kwargs)
 
   return call
+
+
+def training_options(model) -> dict[str, str]:
+  """XLA compile options of ``model``'s training step on the default backend.
+
+  `inference_options` for a plain ``models.Unet`` (one chain of batch-wide
+  convolutions, which Eigen splits across the cores); ``{}`` for
+  ``HyperUnet`` and the stacked baseline Unets (see the module docstring).
+  """
+  return inference_options() if isinstance(model, models.Unet) else {}

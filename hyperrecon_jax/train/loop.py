@@ -15,6 +15,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from hyperrecon_jax import checkpoints
+from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import interrupts
@@ -245,7 +246,8 @@ def _train(config, workdir, mesh, owner):
   train_step = jax.jit(
       step_lib.make_train_step(config, model, operator),
       in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0)
+      out_shardings=(replicated, replicated), donate_argnums=0,
+      compiler_options=compilation.training_options(model))
   # A plain Unet has one λ, the one it trains at; a stack one per Unet.
   val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
               if config.model.hyper_dim else
