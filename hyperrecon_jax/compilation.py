@@ -1,18 +1,17 @@
-"""How the inference programs are compiled: XLA options chosen by measurement.
+"""How the programs are compiled on the CPU: XLA options chosen by measurement.
 
-On the CPU, jaxlib 0.10's XLA hands every convolution to YNNPACK, which runs
-each one on a single thread; with the option below it uses Eigen's
-convolutions, which use every core. On the 2-core development machine
-(docs/performance.md, "Convolutions on the CPU") one 3×3 convolution,
-8 × 64² × 32 → 32 channels, takes 5.9 ms forward through YNNPACK, on one or
-on two cores alike, and 3.6 ms through Eigen, so programs that run models
-forward only get faster: ``evaluate_grid`` λ-major 225 → 315–356
-(slice, λ) pairs/s for HyperRecon-M, a plain Unet's 16-λ grid 148–161 →
-320–370 reconstructions/s. Of the training steps only a plain Unet's is
-compiled this way (`training_options`; 54–56 → 63–64 samples/s): in
-HyperRecon's and the stacked baseline Unets' steps YNNPACK's single-threaded
-convolutions of independent rows (one per sample, or one per Unet) already
-run side by side on the cores, and Eigen was 0–17 % slower there.
+On the CPU, jaxlib 0.10's XLA hands the larger convolutions (all of a Unet's at 32
+channels) to YNNPACK, which runs each one on a single thread; with the option
+below it uses Eigen's convolutions, which use every core. On the 2-core
+development machine one 3×3 convolution, 8 × 64² × 32 → 32 channels, takes
+5.9 ms forward through YNNPACK (on one core or two alike) and 3.6 ms through
+Eigen (docs/performance.md, "CPU: single-threaded convolutions"). Programs
+that only run models forward gain: `evaluate_grid` λ-major 225 → 315–356
+(slice, λ) pairs/s for HyperRecon-M. Of the training steps only a plain
+Unet's is compiled this way (`training_options`; 54–56 → 63–64 samples/s):
+in HyperRecon's and the stacked baseline Unets' steps YNNPACK's
+single-threaded convolutions of independent rows (one per sample, or one per
+Unet) already run side by side on the cores, and Eigen was 0–17 % slower.
 
 ``inference_options()`` is empty on other backends, with a jaxlib that does
 not know the option, and when ``XLA_FLAGS`` already sets it (the user's

@@ -15,9 +15,9 @@ more than one chunk of reconstructions; `reconstruct_grid` returns all
 (S, G, H, W) of them.
 
 Test sets run λ-major instead (``order``, 'auto' picks it once the slices
-fill half a call, and always on the CPU): each call runs up to ``chunk`` slices at one λ, so the
-hypernetwork generates one weight set and the Unet is an ordinary
-shared-weight network, the cheap path on every backend.
+fill half a call, and always on the CPU): each call runs up to ``chunk``
+slices at one λ, so the hypernetwork generates one weight set and the Unet
+is an ordinary shared-weight network, the cheap path on every backend.
 
 ``apply_fn(variables, zf, coeffs)`` gets (B, K) coefficients and must give
 every batch row its own, or (K,) coefficients for the whole batch

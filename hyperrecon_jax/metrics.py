@@ -33,8 +33,6 @@ SSIM_K2 = 0.03
 # HFEN: 15x15 Laplacian of Gaussian, sigma 1.5 (radius 7 = truncate 7 / 1.5).
 HFEN_SIGMA = 1.5
 HFEN_RADIUS = 7
-# Keep float32 filters exact on GPUs, whose default may be TF32 or bf16.
-_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def check_images(name: str, x, layout: str = "(B, H, W)") -> None:
