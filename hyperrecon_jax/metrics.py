@@ -154,9 +154,10 @@ def correlate_valid(x, kernel, axis: int):
   """'Valid' correlation with a 1-D kernel along one axis: ``Σ_k kernel[k]·x[i + k]``.
 
   Written as a sum of shifted slices, which XLA fuses into one pass over the
-  image (and its gradient into another). As a one-channel convolution, on
-  2 CPU cores, the two 11-tap filters of the SSIM loss took 16 ms each of a
-  285 ms training step (docs/performance.md); the slices cost a fraction.
+  image (and its gradient into another). As one-channel convolutions, the
+  two 11-tap filters of the SSIM loss took 16 ms each of a 285 ms one-core
+  training step of HyperRecon-S (docs/performance.md); the slices cost a
+  fraction.
 
   Args:
     x: array, already padded along ``axis``.

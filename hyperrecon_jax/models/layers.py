@@ -102,8 +102,8 @@ def _per_sample_conv_bwd(residuals, dy):
   x, kernel = residuals
   # Each row's input gradient on its own, then concatenated: the VJP of the
   # whole unrolled forward would transpose its row slices into B zero-padded
-  # full-batch arrays and sum them (B² rows of traffic; 15 % of HyperRecon-S's
-  # step at 64×64, batch 8, on one core).
+  # full-batch arrays and sum them (B² rows of traffic; 14 % of HyperRecon-S's
+  # one-core step at 64×64, batch 8).
   dx = jnp.concatenate([_input_gradient(x[i:i + 1], kernel[i], dy[i:i + 1])
                         for i in range(x.shape[0])])
   dk = jnp.stack([_kernel_gradient(x[i], dy[i], kernel.shape[1])
@@ -211,7 +211,7 @@ def max_pool2x(x):
   The gradient goes to the first maximum of each window in row-major order,
   as XLA's and PyTorch's do. It is computed with comparisons against the
   pooled values; XLA's own gradient of a max ``reduce_window`` builds four
-  index arrays of the input's size and reduces them (20–25 ms of a 200 ms
+  index arrays of the input's size and reduces them (25 ms of a 198 ms
   one-core Unet step at 64×64, batch 8, 32 channels; docs/performance.md).
   """
   return jnp.max(_windows(x), axis=(2, 4))
