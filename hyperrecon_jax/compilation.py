@@ -12,7 +12,7 @@ Unet's is compiled this way (`training_options`; 54–56 → 63–64 samples/s):
 in HyperRecon's and the stacked baseline Unets' steps YNNPACK's
 single-threaded convolutions of independent rows (one per sample, or one per
 Unet) already run side by side on the cores, and Eigen was no faster there
-(HyperRecon-S −7 to +4 %, -M −10 %, three stacked Unets −10 to −17 %).
+(HyperRecon-S −7 to +4 %, -M −10 to −12 %, three stacked Unets −5 to −17 %).
 
 ``inference_options()`` is empty on other backends, with a jaxlib that does
 not know the option, and when ``XLA_FLAGS`` already sets it (the user's

@@ -92,7 +92,7 @@ def test_inference_jit_looks_the_options_up_once_at_the_first_call(monkeypatch):
 def test_only_a_plain_unets_training_step_gets_the_options(fresh_options):
   from hyperrecon_jax import models
   from hyperrecon_jax.train import state
-  assert compilation.training_options(models.Unet()) == compilation.inference_options()
+  assert compilation.training_options(models.Unet()) == {compilation.YNN_FUSION_OPTION: ""}
   assert compilation.training_options(models.HyperUnet()) == {}
   stack = state.UnetStack(models.Unet(), ((0.0,), (1.0,)))
   assert compilation.training_options(stack) == {}
