@@ -84,7 +84,7 @@ def profile_train_step(config, state, steps):
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
   step = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0,
-                 compiler_options=compilation.training_options(model))  # as train.py
+                 compiler_options=compilation.training_options())  # as train.py
   batch = {"image": jax.random.uniform(jax.random.key(1),
                                        (config.train.batch_size, size, size))}
   rng = jax.random.key(2)

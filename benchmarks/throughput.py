@@ -115,7 +115,7 @@ def bench_train_step(config, state, iters, repeats):
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
   step = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0,
-                 compiler_options=compilation.training_options(model))  # as train.py
+                 compiler_options=compilation.training_options())  # as train.py
   holder = [state]
   batch = {"image": jax.random.uniform(jax.random.key(1),
                                        (config.train.batch_size, size, size))}

@@ -1,4 +1,6 @@
-"""Tests of hyperrecon_jax.compilation: the inference programs' XLA options."""
+"""Tests of hyperrecon_jax.compilation: the XLA options of the inference and training programs."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -10,11 +12,13 @@ from hyperrecon_jax import compilation
 
 @pytest.fixture
 def fresh_options(monkeypatch):
-  """`inference_options` recomputed inside the test and again after it."""
+  """The options recomputed inside the test and again after it."""
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   compilation.inference_options.cache_clear()
+  compilation.training_options.cache_clear()
   yield
   compilation.inference_options.cache_clear()
+  compilation.training_options.cache_clear()
 
 
 def _conv(x, w):
@@ -89,10 +93,35 @@ def test_inference_jit_looks_the_options_up_once_at_the_first_call(monkeypatch):
   assert f.__name__ == "f"
 
 
-def test_only_a_plain_unets_training_step_gets_the_options(fresh_options):
-  from hyperrecon_jax import models
-  from hyperrecon_jax.train import state
-  assert compilation.training_options(models.Unet()) == {compilation.YNN_FUSION_OPTION: ""}
-  assert compilation.training_options(models.HyperUnet()) == {}
-  stack = state.UnetStack(models.Unet(), ((0.0,), (1.0,)))
-  assert compilation.training_options(stack) == {}
+def _ynn_computations(hlo: str) -> str:
+  """The bodies of the YNNPACK fusions of compiled HLO text, joined.
+
+  A YNNPACK fusion is a ``fusion`` instruction whose backend config says
+  ``__ynn_fusion``; its body is the computation it ``calls``.
+  """
+  called = set(re.findall(r"calls=(%[\w.-]+)[^\n]*__ynn_fusion", hlo))
+  return "\n\n".join(c for c in hlo.split("\n\n") if c.strip().split(" ", 1)[0] in called)
+
+
+def test_training_steps_give_only_the_reductions_to_ynnpack(fresh_options):
+  options = compilation.training_options()
+  assert options == {compilation.YNN_FUSION_OPTION: "LIBRARY_FUSION_TYPE_REDUCE"}
+  x, w = _inputs()
+  # BatchNorm's pattern: the convolution feeds a per-channel sum and more.
+  centred = lambda x, w: (lambda y: y - jnp.mean(y, axis=(0, 1, 2)))(_conv(x, w))
+  hlo = jax.jit(centred, compiler_options=options).lower(x, w).compile().as_text()
+  ynn = _ynn_computations(hlo)
+  assert "reduce(" in ynn  # the per-channel sum goes to YNNPACK
+  assert "convolution(" in hlo and "convolution(" not in ynn  # the convolution stays with XLA
+  # The check itself: without options YNNPACK takes the convolution too.
+  default = jax.jit(centred).lower(x, w).compile().as_text()
+  assert "convolution(" in _ynn_computations(default)
+
+
+def test_the_training_options_step_aside_as_the_inference_options_do(fresh_options, monkeypatch):
+  monkeypatch.setattr(compilation, "YNN_REDUCTIONS", "LIBRARY_FUSION_TYPE_NO_SUCH_TYPE")
+  assert compilation.training_options() == {}
+  compilation.training_options.cache_clear()
+  monkeypatch.setenv("XLA_FLAGS", f"--{compilation.YNN_FUSION_OPTION}=")
+  monkeypatch.setattr(compilation, "YNN_REDUCTIONS", "LIBRARY_FUSION_TYPE_REDUCE")
+  assert compilation.training_options() == {}

@@ -247,7 +247,7 @@ def _train(config, workdir, mesh, owner):
       step_lib.make_train_step(config, model, operator),
       in_shardings=(replicated, batch_sharding, replicated),
       out_shardings=(replicated, replicated), donate_argnums=0,
-      compiler_options=compilation.training_options(model))
+      compiler_options=compilation.training_options())
   # A plain Unet has one λ, the one it trains at; a stack one per Unet.
   val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
               if config.model.hyper_dim else
