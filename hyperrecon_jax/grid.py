@@ -16,8 +16,9 @@ more than one chunk of reconstructions; `reconstruct_grid` returns all
 
 Test sets run λ-major instead (``order``, 'auto' picks it once the slices
 fill half a call, and always on the CPU): each call runs up to ``chunk``
-slices at one λ, so the hypernetwork generates one weight set and the Unet
-is an ordinary shared-weight network, the cheap path on every backend.
+slices at one λ, so the Unet is an ordinary shared-weight network, the cheap
+path on every backend; for a ``HyperUnet`` the weights of up to
+`LAMBDA_BLOCK` λ come from one hypernetwork call.
 
 ``apply_fn(variables, zf, coeffs)`` gets (B, K) coefficients and must give
 every batch row its own, or (K,) coefficients for the whole batch
@@ -30,6 +31,7 @@ re-exports the public names.
 
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +39,7 @@ import numpy as np
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import metrics as metrics_lib
+from hyperrecon_jax import models
 from hyperrecon_jax import segmentation
 from hyperrecon_jax.physics import magnitude
 
@@ -161,23 +164,40 @@ def resolve_order(order: str, num_slices: int, chunk: int, backend: str | None =
   return "lambda" if num_slices >= max(1, chunk // 2) else "slice"
 
 
-@compilation.inference_jit(static_argnames=("apply_fn", "chunk", "score", "segmenter", "order"))
+# λ per generated block in the λ-major grid: the hypernetwork generates the
+# weights of up to this many λ in one matrix product, reading its output
+# layers (d × ~148,000 values at 32 channels) once per block instead of once
+# per λ. The block's weights take ~0.6 MB per λ at 32 channels.
+LAMBDA_BLOCK = 32
+
+
+def _hyper_unet(apply_fn):
+  """The ``HyperUnet`` whose bound ``apply`` is ``apply_fn``, else None."""
+  net = getattr(apply_fn, "__self__", None)
+  if isinstance(net, models.HyperUnet) and getattr(apply_fn, "__func__", None) is nn.Module.apply:
+    return net
+  return None
+
+
+@compilation.inference_jit(static_argnames=("apply_fn", "chunk", "score", "segmenter", "order",
+                                            "lambda_block"))
 def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None, *,
-                  apply_fn, chunk, score, segmenter=None, order="slice"):
+                  apply_fn, chunk, score, segmenter=None, order="slice", lambda_block=1):
   """All S×G (slice, λ) pairs in calls of ``chunk`` rows: recons or metrics (S, G, ...).
 
   ``order='slice'``: the pairs flattened slice-major, each row with its own
   (K,) coefficients. ``order='lambda'``: for each λ, the slices in calls of
-  ``chunk`` slices sharing that λ's (K,) coefficients. ``segmenter`` is
-  ``(apply_fn, num_classes)`` of a `segmentation.Trained` (static), with its
-  ``seg_variables`` and the slices' true ``labels``.
+  ``chunk`` slices sharing that λ's (K,) coefficients; for a ``HyperUnet``
+  the weights of ``lambda_block`` λ at a time are generated together
+  (`LAMBDA_BLOCK`). ``segmenter`` is ``(apply_fn, num_classes)`` of a
+  `segmentation.Trained` (static), with its ``seg_variables`` and the
+  slices' true ``labels``.
   """
   s_count, g_count = zf.shape[0], coeffs.shape[0]
   zf_mag = magnitude(zf) if score else None
   segment = _segment_fn(segmenter, seg_variables)
 
-  def run(s, c):
-    recon = apply_fn(variables, zf[s], c)
+  def scored(s, recon):
     if not score:
       return recon
     return _slice_metrics(recon, target[s], zf_mag[s], segment,
@@ -190,16 +210,33 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
     calls = -(-s_count // chunk)
     # Padding rows repeat the first slices, so every call has the same shape.
     rows = (jnp.arange(calls * chunk) % s_count).reshape(calls, chunk)
-    per_lambda = lambda c: jax.tree_util.tree_map(
-        lambda x: unpad(x, s_count, (s_count,)),
-        jax.lax.map(lambda s: run(s, c), rows))
-    out = jax.lax.map(per_lambda, coeffs)  # (G, S, ...)
-    return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), out)
+
+    def per_lambda(reconstruct):  # every slice at one λ: (S, ...)
+      out = jax.lax.map(lambda s: scored(s, reconstruct(zf[s])), rows)
+      return jax.tree_util.tree_map(lambda x: unpad(x, s_count, (s_count,)), out)
+
+    net = _hyper_unet(apply_fn)
+    if net is None:
+      out = jax.lax.map(lambda c: per_lambda(lambda z: apply_fn(variables, z, c)), coeffs)
+    else:
+      blocks = -(-g_count // lambda_block)
+      index = (jnp.arange(blocks * lambda_block) % g_count).reshape(blocks, lambda_block)
+
+      def per_block(i):
+        weights = net.apply(variables, coeffs[i], method=models.HyperUnet.generate)
+        return jax.lax.map(lambda w: per_lambda(
+            lambda z: net.apply(variables, w, z, method=models.HyperUnet.reconstruct_with)),
+            weights)
+
+      out = jax.tree_util.tree_map(lambda x: unpad(x, g_count, (g_count,)),
+                                   jax.lax.map(per_block, index))
+    return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), out)  # (S, G, ...)
   n = s_count * g_count
   num_chunks = -(-n // chunk)
   flat = jnp.arange(num_chunks * chunk) % n
   index = (flat // g_count).reshape(num_chunks, chunk), (flat % g_count).reshape(num_chunks, chunk)
-  out = jax.lax.map(lambda idx: run(idx[0], coeffs[idx[1]]), index)
+  out = jax.lax.map(lambda idx: scored(idx[0], apply_fn(variables, zf[idx[0]], coeffs[idx[1]])),
+                    index)
   return jax.tree_util.tree_map(lambda x: unpad(x, n, (s_count, g_count)), out)
 
 
@@ -238,7 +275,8 @@ def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | 
   order = resolve_order(order, zf.shape[0], chunk)
   size = _call_size(order, chunk, zf.shape[0], zf.shape[0] * coeffs.shape[0])
   out = _grid_program(variables, zf, coeffs, None, apply_fn=apply_fn, chunk=size,
-                      score=False, order=order)
+                      score=False, order=order,
+                      lambda_block=_balanced(LAMBDA_BLOCK, coeffs.shape[0]))
   return out[0] if single else out
 
 
@@ -275,7 +313,7 @@ def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=Non
   out = _grid_program(variables, jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32),
                       jnp.asarray(target, jnp.float32), seg_variables, labels,
                       apply_fn=apply_fn, chunk=size, score=True, segmenter=static,
-                      order=order)
+                      order=order, lambda_block=_balanced(LAMBDA_BLOCK, np.shape(coeffs)[0]))
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
 

@@ -9,6 +9,7 @@ import pytest
 import scipy.ndimage
 
 from hyperrecon_jax import evaluate
+from hyperrecon_jax import grid
 from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics
 from hyperrecon_jax import models
@@ -112,6 +113,22 @@ def test_lambda_major_pads_the_last_call_and_scores_as_slice_major():
                                    order="slice")
   for m in by_slice:
     np.testing.assert_allclose(by_lambda[m], by_slice[m], rtol=1e-4, atol=1e-6, err_msg=m)
+
+
+def test_lambda_major_generates_the_weights_of_a_block_of_lambdas_at_once(monkeypatch):
+  # 7 λ in blocks of 4: two hypernetwork calls, the second padded with λ 0.
+  # Any other apply_fn runs one model call per λ: the same reconstructions.
+  monkeypatch.setattr(grid, "LAMBDA_BLOCK", 4)
+  net, variables, _ = _model()
+  assert grid._hyper_unet(net.apply) is net
+  wrapped = lambda v, z, c: net.apply(v, z, c)
+  assert grid._hyper_unet(wrapped) is None
+  zf = _zf(3, seed=31)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(7)))
+  want = _per_lambda(zf, coeffs)
+  for apply_fn in (net.apply, wrapped):
+    got = evaluate.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=2, order="lambda")
+    _assert_close(got, want)
 
 
 @pytest.mark.parametrize("order, slices, chunk, backend, want", [

@@ -312,6 +312,18 @@ def test_generated_weights_copied_into_unet_reproduce_output():
   _assert_close(base.apply(base_vars, zf), expected)
 
 
+def test_reconstruct_with_generated_weights_is_the_model_at_that_lambda():
+  net, variables, apply = _hyper()
+  zf, coeffs = _inputs()
+  expected = np.asarray(apply(variables, zf, coeffs[1]))
+  weights = net.apply(variables, coeffs, method=models.HyperUnet.generate)
+  one = jax.tree_util.tree_map(lambda w: w[1], weights)
+  got = net.apply(variables, one, zf, method=models.HyperUnet.reconstruct_with)
+  # The weights of three λ generated in one product against one λ alone: the
+  # same sums in another blocking, float32 roundoff apart.
+  _assert_close(got, expected)
+
+
 def test_different_lambdas_give_different_reconstructions():
   _, variables, apply = _hyper()
   zf, coeffs = _inputs()

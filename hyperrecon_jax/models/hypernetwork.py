@@ -136,6 +136,23 @@ class HyperUnet(nn.Module):
       recon = self.body(weights, zf, per_sample=True, train=train)
     return (recon, weights) if return_weights else recon
 
+  def reconstruct_with(self, weights, zf):
+    """Reconstructs a batch in evaluation mode with one given weight set.
+
+    ``reconstruct_with(generate(c[None])[0], zf)`` is ``__call__(zf, c)``:
+    callers that run many batches at one λ, or many λ, generate the weights
+    once (`hyperrecon_jax.grid`'s λ-major grid).
+
+    Args:
+      weights: ``{name: {'kernel', 'bias'}}`` of one λ, no leading axis.
+      zf: (B, H, W, 2) zero-filled input.
+
+    Returns:
+      (B, H, W) float32 reconstruction.
+    """
+    unet.check_input(zf)
+    return self.body(weights, zf, per_sample=False, train=False)
+
   def generate(self, coeffs):
     """The generated convolution weights for each row of (G, K) ``coeffs``."""
     if getattr(coeffs, "ndim", None) != 2:
