@@ -16,7 +16,8 @@ Measurements (``benchmark`` field):
     (calls of the default chunk, ``--order``). A plain Unet, which ignores λ,
     reconstructs ``--grid`` different slices at one λ instead: as many
     forward passes, and no identical rows for XLA to share work between
-    (one slice repeated 16 times ran 620–650/s, 16 slices 313–328/s).
+    (one slice repeated 16 times ran 620–650/s, 16 slices 313–328/s);
+    likewise its ``evaluate`` scores ``--batch``·``--grid`` slices at one λ.
   latency: milliseconds for one slice at one λ (one generated weight set),
     compiled as the explorer compiles it (`compilation.inference_jit`).
   memory: GiB the compiled training step needs on this backend (XLA's
@@ -167,7 +168,7 @@ def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False)
                                                          train.num_lambdas(config))[:grid]))
   if latency:
     apply = compilation.inference_jit(model.apply)
-    sec, compile_s = _time(lambda: apply(variables, zf, coeffs[0]), iters, repeats)
+    sec, compile_s = _time(lambda: apply(variables, zf[:1], coeffs[0]), iters, repeats)
     return sec * 1e3, "ms", compile_s
   if plain:  # every slice once (see the module docstring)
     run = lambda: evaluate.reconstruct_grid(model.apply, variables, zf, coeffs[:1], order=order)
@@ -185,9 +186,11 @@ def bench_evaluate(config, variables, grid, iters, repeats, order):
   size, batch = config.data.image_size, config.train.batch_size
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
+  coeffs = hparams.coefficients(hparams.grid(grid, train.num_lambdas(config)))
+  if config.model.hyper_dim == 0:  # a plain Unet: batch·grid slices at one λ (see `grid`)
+    batch, coeffs = batch * grid, coeffs[:1]
   x = jax.random.uniform(jax.random.key(1), (batch, size, size))
   zf = operator.zero_filled(operator.measure(x, jax.random.key(2)))
-  coeffs = hparams.coefficients(hparams.grid(grid, train.num_lambdas(config)))
   run = lambda: grid_lib.grid_metrics(model.apply, variables, zf, x, coeffs,
                                       order=order)["psnr"]
   sec, compile_s = _time(run, iters, repeats)
