@@ -111,15 +111,31 @@ def _time(fn, iters: int, repeats: int):
   return statistics.median(runs), compile_s
 
 
+def _training_options(model) -> dict:
+  """The XLA options ``train.py`` of the library under test compiles its step with.
+
+  `gpu_suite.sh` times older trees with this script (``BASE=``): one from
+  before `hyperrecon_jax.compilation` has none, and until ed21033 they
+  depended on the model.
+  """
+  try:
+    from hyperrecon_jax import compilation
+  except ImportError:
+    return {}
+  try:
+    return compilation.training_options()
+  except TypeError:
+    return compilation.training_options(model)
+
+
 def bench_train_step(config, state, iters, repeats):
-  from hyperrecon_jax import compilation
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
   size = config.data.image_size
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
   step = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0,
-                 compiler_options=compilation.training_options())  # as train.py
+                 compiler_options=_training_options(model))  # as train.py
   holder = [state]
   batch = {"image": jax.random.uniform(jax.random.key(1),
                                        (config.train.batch_size, size, size))}
