@@ -167,7 +167,10 @@ def resolve_order(order: str, num_slices: int, chunk: int, backend: str | None =
 # λ per generated block in the λ-major grid: the hypernetwork generates the
 # weights of up to this many λ in one matrix product, reading its output
 # layers (d × ~148,000 values at 32 channels) once per block instead of once
-# per λ. The block's weights take ~0.6 MB per λ at 32 channels.
+# per λ. The block's weights take ~0.6 MB per λ at 32 channels. Blocks are
+# balanced like the calls (`_balanced`): the last one is padded with at most
+# one repeated λ per block, whose Unet passes are run and dropped: none for
+# G ≤ 32 or G = 100, at most 3.2 % more passes for any G (33 → 34, 993 → 1,024).
 LAMBDA_BLOCK = 32
 
 
