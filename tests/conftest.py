@@ -4,6 +4,14 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# LLVM's optimization of the compiled kernels (XLA's "backend optimization")
+# is a third of the suite's time and buys nothing at the tests' tiny shapes.
+# It leaves XLA's HLO program (fusions, layouts, YNNPACK calls) as users get
+# it; only the machine code of each kernel is less optimized. Inherited by the
+# subprocesses the tests start; a level set in XLA_FLAGS already is kept.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_backend_optimization_level=0").strip()
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_cc
@@ -39,7 +47,12 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run_a(data_dir, tmp_path_factory):
-  """Run A: 6 uninterrupted training steps, the reference of the loop tests."""
+def run_a(data_dir, tmp_path_factory, compilation_cache):
+  """Run A: 6 uninterrupted training steps, the reference of the loop tests.
+
+  Built in every module that asks for it; through the persistent compilation
+  cache only the first build of the session compiles its programs.
+  """
+  del compilation_cache
   import loop_support
   return loop_support.train_run_a(data_dir, tmp_path_factory)
