@@ -58,9 +58,10 @@ def main(argv):
     more = f" and {len(where) - 5} more" if len(where) > 5 else ""
     print(f"warning: {len(where)} slice(s) left out of {metric} (not finite, "
           f"e.g. an all-zero ground truth): {shown}{more}")
-  print(f"zero-filled: PSNR {zf['psnr']:.2f} dB, SSIM {zf['ssim']:.4f}")
+  name = result.get("input_name", "zero-filled")
+  print(f"{name}: PSNR {zf['psnr']:.2f} dB, SSIM {zf['ssim']:.4f}")
   if "ground_truth_dice" in result:
-    print(f"segmentation Dice: zero-filled {zf['dice']:.4f}, ground truth "
+    print(f"segmentation Dice: {name} {zf['dice']:.4f}, ground truth "
           f"{result['ground_truth_dice']['mean']:.4f}")
   for metric in ("psnr", "ssim", "hfen") + (("dice",) if "dice" in zf else ()):
     best = result["best"][metric]

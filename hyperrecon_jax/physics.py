@@ -319,6 +319,25 @@ def magnitude(zf):
 OPERATOR_NAMES = ("csmri", "denoise", "superres")
 MASK_NAMES = ("poisson", "cartesian_random", "cartesian_equispaced")
 
+# What each task's network input (`Operator.zero_filled`) is, in figures and
+# summaries: the paper's "zero-filled" is the CS-MRI one.
+INPUT_NAMES = {"csmri": "zero-filled", "denoise": "noisy input",
+               "superres": "upsampled input"}
+
+
+def input_name(task_name: str) -> str:
+  """The name of a task's network input for people: ``'zero-filled'`` for CS-MRI.
+
+  Args:
+    task_name: ``'csmri'``, ``'denoise'`` or ``'superres'``.
+
+  Returns:
+    ``'zero-filled'``, ``'noisy input'`` or ``'upsampled input'``.
+  """
+  if task_name not in INPUT_NAMES:
+    raise errors.InputError(f"task must be one of {tuple(INPUT_NAMES)}, got {task_name!r}.")
+  return INPUT_NAMES[task_name]
+
 
 def _field(task_config, name: str):
   """A field the task reads; a missing one is an `InputError` that names it."""

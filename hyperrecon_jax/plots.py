@@ -62,8 +62,9 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
   """Metric against λ for one hyperparameter, one panel per metric.
 
   Each panel shows the mean over slices, a shaded band (±1 standard deviation
-  over slices, or the interquartile range), the zero-filled baseline as a
-  dashed line and the best λ as a dot.
+  over slices, or the interquartile range), the network input's score as a
+  dashed line (labelled ``result['input_name']``, else "zero-filled") and the
+  best λ as a dot.
 
   Args:
     result: an `evaluate.evaluate_grid` result over a (G, 1) λ grid.
@@ -95,7 +96,8 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
     ax.plot(lam, mean, color="C0", lw=1.5, label="mean")
     zf = result["zero_filled"]["mean"][m]
     if zf is not None:
-      ax.axhline(zf, color="0.4", ls="--", lw=1, label="zero-filled")
+      ax.axhline(zf, color="0.4", ls="--", lw=1,
+                 label=result.get("input_name", "zero-filled"))
     if m == "dice" and result.get("ground_truth_dice"):
       ax.axhline(result["ground_truth_dice"]["mean"], color="C2", ls=":", lw=1,
                  label="ground truth")
@@ -219,7 +221,8 @@ def _lam_text(lam):
 
 
 def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None, *,
-                errors: bool = False, metric_name: str = "PSNR", baseline=None):
+                errors: bool = False, metric_name: str = "PSNR", baseline=None,
+                input_name: str = "zero-filled"):
   """Ground truth, zero-filled input and reconstructions at several λ, side by side.
 
   Images share the grey [0, 1] range. Titles give λ and the metric (PSNR with
@@ -237,6 +240,7 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
     metric_name: the name shown with ``metric_values``.
     baseline: optional (N, H, W) reconstructions of Unets trained at the same
       λ, shown in a row under the HyperRecon row (paper Fig. 5a).
+    input_name: the input's title (`physics.input_name` of the task).
 
   Returns:
     ``path``.
@@ -265,7 +269,7 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
       raise InputError(f"baseline must have the shape of recons {recons.shape}, got "
                        f"shape {baseline.shape}.")
   images = [target, zf] + list(recons)
-  titles = ["ground truth", f"zero-filled\nPSNR {_fmt(_psnr(zf, target))}"] + [
+  titles = ["ground truth", f"{input_name}\nPSNR {_fmt(_psnr(zf, target))}"] + [
       f"λ = {_lam_text(lam)}\n{metric_name} {_fmt(v)}" for lam, v in zip(lams, values)]
   rows, cols = (2 if errors else 1) + (baseline is not None), n + 2
   fig = _figure(1.9 * cols, 2.1 * rows + 0.2)

@@ -210,7 +210,8 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
         lam_grid, key=key, chunk=chunk, progress=bar, segmenter=seg)
   finally:
     bar.close()
-  result.update(checkpoint_step=step, split=split)
+  result.update(checkpoint_step=step, split=split,
+                input_name=physics.input_name(config.task.name))
   if pretrained is not None:
     result["pretrained"] = pretrained
   else:
@@ -276,11 +277,12 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
           b_apply, b_grid, zf, hparams.coefficients(b_lams), chunk=chunk))
     plots.slice_panel(image, zf_mag, recons[picks], lam_grid[picks],
                       os.path.join(tmp, "slices.png"), errors=True,
-                      baseline=baseline_row)
+                      baseline=baseline_row, input_name=result["input_name"])
     psnrs = np.asarray(metrics.psnr(recons, np.broadcast_to(image, recons.shape)))
     i, j, _ = ev.diverse_pair(recons, psnrs)
     plots.slice_panel(image, zf_mag, recons[[i, j]], lam_grid[[i, j]],
-                      os.path.join(tmp, "diverse.png"), errors=True)
+                      os.path.join(tmp, "diverse.png"), errors=True,
+                      input_name=result["input_name"])
     if dhs is not None:
       plots.lambda_histogram(dhs["kept"], os.path.join(tmp, "dhs_lambdas.png"),
                              bins=10 if num_lambdas == 1 else 5)

@@ -349,3 +349,12 @@ def test_measure_and_data_consistency_are_the_forward_map_plus_noise(name):
   # The data consistency of the clean image is the energy of the noise.
   np.testing.assert_allclose(np.asarray(op.data_consistency(x, y)),
                              np.sum(np.abs(noise) ** 2, axis=(1, 2)), rtol=1e-5)
+
+
+def test_input_name_says_what_each_task_feeds_the_network():
+  assert physics.input_name("csmri") == "zero-filled"  # the paper's word
+  assert physics.input_name("denoise") == "noisy input"
+  assert physics.input_name("superres") == "upsampled input"
+  assert set(physics.INPUT_NAMES) == {"csmri", "denoise", "superres"}
+  with pytest.raises(errors.InputError, match="task must be one of .* got 'mri'"):
+    physics.input_name("mri")

@@ -69,6 +69,37 @@ def test_slice_panel(tmp_path):
   _read(path, (1.9 * 5, 2 * 2.1 + 0.2))
 
 
+def _drawn_texts(monkeypatch, draw):
+  """The titles and legend entries of the figure ``draw()`` saves."""
+  texts = []
+  save = plots._save
+
+  def record(fig, path):
+    for ax in fig.axes:
+      texts.append(ax.get_title())
+      if ax.get_legend():
+        texts.extend(t.get_text() for t in ax.get_legend().get_texts())
+    return save(fig, path)
+
+  monkeypatch.setattr(plots, "_save", record)
+  draw()
+  return texts
+
+
+def test_the_input_is_named_for_its_task(tmp_path, monkeypatch):
+  target, zf, recons = _slice()
+  texts = _drawn_texts(monkeypatch, lambda: plots.slice_panel(
+      target, zf, recons, [0.0, 0.5, 1.0], tmp_path / "p.png", input_name="noisy input"))
+  assert any(t.startswith("noisy input\nPSNR") for t in texts), texts
+  assert not any("zero-filled" in t for t in texts)
+  result = {**_result(1), "input_name": "noisy input"}
+  texts = _drawn_texts(monkeypatch, lambda: plots.metric_curves(result, tmp_path / "c.png"))
+  assert texts.count("noisy input") == 3 and "zero-filled" not in texts  # one per panel
+  # A result written before the name was stored: CS-MRI's.
+  texts = _drawn_texts(monkeypatch, lambda: plots.metric_curves(_result(1), tmp_path / "d.png"))
+  assert texts.count("zero-filled") == 3
+
+
 def test_range_map(tmp_path):
   _, _, recons = _slice()
   _read(plots.range_map(recons, tmp_path / "range.png"), (3.6, 3.0))

@@ -78,6 +78,7 @@ def test_run_writes_the_report_and_reports_progress(workdir, capfd):
   out = os.path.join(workdir, "eval")
   assert sorted(os.listdir(out)) == FILES
   assert result["checkpoint_step"] == 1 and result["split"] == "test"
+  assert result["input_name"] == "zero-filled"  # the run is CS-MRI
   assert len(result["lambdas"]) == 3
   total = result["num_slices"] * 3
   assert f"evaluated {total:,}/{total:,} (slice, λ) pairs" in capfd.readouterr().err
