@@ -9,7 +9,7 @@ every λ < 1, so λ decides the image and HyperRecon can be held against a
 Unet trained at each λ. (In CS-MRI, ``demo_ao.py``, data consistency alone
 is flat along the unmeasured k-space: at λ = 0 any de-aliased image that
 agrees with the measurements is optimal, and networks with equal objectives
-differ by 0.5 dB in PSNR; docs/results.md. Here only λ = 1 is like that:
+differ by 0.3–0.7 dB in PSNR; docs/results.md. Here only λ = 1 is like that:
 every constant image has zero total variation.) The best λ lies inside the
 range (0.85 in two seeds: 4.2–5.0 dB above the noisy image), which is the
 method's point: train once, then choose. The loss scales are the validation
