@@ -20,7 +20,7 @@ terms of the single-term Unets (the paper's α_k = 1/s_k), measured with
       --config.loss_scales="(1.0, 1.0)"
 
 Train it, the Unets at five λ in one program, and evaluate both (on 2 idle
-CPU cores 153–170 s, 440 s and 18 s; docs/results.md):
+CPU cores 153–170 s, 437–441 s and 18 s; docs/results.md):
 
   python experiments/train.py --config=experiments/configs/demo_denoise.py \
       --workdir=workdirs/demo_denoise
