@@ -15,7 +15,8 @@ from hyperrecon_jax import train
 # What the library's `train.default_config()` returned before the defaults
 # moved to experiments/configs/default.py, in its order (the order of
 # config.json), and what its ':quick' variant changed. data_dir is the
-# environment's.
+# environment's. Fields added since come with the value that keeps the
+# former behaviour (model.hyper_init, model.conditioned).
 DEFAULT = {
     "task": {"name": "csmri", "acceleration": 8.0, "mask": "poisson", "mask_seed": 0,
              "center_fraction": 0.08, "noise_sigma": 0.0, "sigma": 0.1, "factor": 4},
@@ -25,7 +26,8 @@ DEFAULT = {
              "split_fractions": (0.7, 0.1, 0.2), "split_seed": 0, "gap_slices": 8,
              "min_foreground": 0.01, "percentile": 99.5, "num_threads": 2},
     "model": {"hyper_dim": 128, "channels": 32, "batch_norm": True, "init_scheme": "torch",
-              "strategy": "auto", "dtype": "float32"},
+              "strategy": "auto", "dtype": "float32", "hyper_init": "reference",
+              "conditioned": "all"},
     "losses": ("mae", "ssim"),
     "loss_scales": (0.0556, 0.322),
     "hparams": {"sampler": "uniform", "endpoint_prob": 0.1, "log_min": 0.001,
@@ -95,14 +97,32 @@ def test_the_quick_variant_keeps_a_plain_unet_plain():
   assert module.variant(config, "").model.hyper_dim == 0
 
 
+@pytest.mark.parametrize("field, value, match", [
+    ("hyper_init", "zeros",
+     r"^config.model.hyper_init must be one of \('reference', 'offset'\), got 'zeros'$"),
+    ("conditioned", "decoder",
+     r"^config.model.conditioned: 'decoder' is the prefix of no Unet convolution"),
+    ("conditioned", "", r"^config.model.conditioned must be 'all' or name at least one"),
+])
+def test_bad_lambda_path_settings_are_refused(field, value, match):
+  config = configs.load("demo_ao", "quick")
+  config.model[field] = value
+  with pytest.raises(train.ConfigError, match=match):
+    train.check_config(config)
+  config.model.hyper_dim = 0  # a plain Unet has no λ path to set
+  train.check_config(config)
+
+
 def test_from_stored_adds_the_fields_added_since():
   current = json.loads(configs.default().to_json())
   assert json.loads(train.from_stored(current).to_json()) == current
   old = json.loads(json.dumps(current))
   del old["hparams"]["baselines"], old["hparams"]["endpoint_prob_final"]
+  del old["model"]["hyper_init"], old["model"]["conditioned"]
   config = train.from_stored(old)
   assert isinstance(config, ml_collections.ConfigDict)
   assert config.hparams.baselines == () and config.hparams.endpoint_prob_final is None
+  assert config.model.hyper_init == "reference" and config.model.conditioned == "all"
   assert json.loads(config.to_json()) == current
   # Not a config: left for the reader of the section to name what is missing.
   assert "hparams" not in train.from_stored({"task": current["task"]})

@@ -69,7 +69,14 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       num_threads=2))  # background threads reading batches
   c.model = ml_collections.ConfigDict(dict(
       hyper_dim=128, channels=32, batch_norm=True, init_scheme="torch",
-      strategy="auto", dtype="float32"))
+      strategy="auto", dtype="float32",
+      # How the hypernetwork's projections start: 'reference' (the paper's
+      # code) or 'offset' (every λ starts as one plain Unet; the hypernetwork
+      # learns a λ-dependent offset to its weights).
+      hyper_init="reference",
+      # Convolutions generated from λ: 'all' (the paper's) or comma-separated
+      # name prefixes, e.g. 'dec,head'; the others are shared by every λ.
+      conditioned="all"))
   c.losses = ("mae", "ssim")
   # s_k of the paper (α_k = 1/s_k): the reference's mean test losses of MAE
   # and 1 − SSIM. experiments/baselines.py measures them for other data and

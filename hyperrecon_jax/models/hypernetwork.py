@@ -12,21 +12,72 @@ from hyperrecon_jax.models import unet
 NUM_HIDDEN = 4  # fully connected layers before the per-convolution projections
 
 
+HYPER_INITS = ("reference", "offset")
+
+
+def conditioned_specs(channels: int, conditioned: str) -> tuple:
+  """The Unet convolutions whose weights the hypernetwork generates.
+
+  Args:
+    channels: Unet features at every level.
+    conditioned: ``'all'`` (the paper's) or comma-separated prefixes of
+      convolution names (``unet.conv_specs``), e.g. ``'dec,head'`` for the
+      decoder and the head.
+
+  Returns:
+    The ``ConvSpec`` of the conditioned convolutions, in execution order.
+
+  Raises:
+    InputError: a prefix that names no convolution, or none given.
+  """
+  specs = unet.conv_specs(channels)
+  if conditioned == "all":
+    return specs
+  prefixes = tuple(p.strip() for p in str(conditioned).split(",") if p.strip())
+  names = tuple(spec.name for spec in specs)
+  for prefix in prefixes:
+    if not any(name.startswith(prefix) for name in names):
+      raise errors.InputError(f"conditioned: {prefix!r} is the prefix of no Unet "
+                              f"convolution; they are {names}")
+  if not prefixes:
+    raise errors.InputError("conditioned must be 'all' or name at least one Unet "
+                            f"convolution by prefix, got {conditioned!r}")
+  return tuple(spec for spec in specs if spec.name.startswith(prefixes))
+
+
+def _offset_bias_init(kernel_init, shape):
+  """The initializer of a flattened (k·k·in·out,) vector drawn as a ``shape`` kernel."""
+
+  def init(key, flat_shape, dtype=jnp.float32):
+    return kernel_init(key, shape, dtype).reshape(flat_shape)
+
+  return init
+
+
 class Hypernetwork(nn.Module):
-  """Maps a loss-coefficient vector to the weights of every Unet convolution.
+  """Maps a loss-coefficient vector to the weights of the Unet's convolutions.
 
   ``K → d → d → d → d`` fully connected layers, LeakyReLU(0.01) after each (the
-  last included), then for every convolution one linear map ``d → k·k·in·out``
-  (its kernel) and one ``d → out`` (its bias).
+  last included), then for every conditioned convolution one linear map
+  ``d → k·k·in·out`` (its kernel) and one ``d → out`` (its bias), each
+  ``W(λ) = A·h(λ) + b``.
 
   Attributes:
     hyper_dim: width d (4, 32, 128 for HyperRecon-S, -M, -L).
     channels: Unet features at every level.
     init_scheme: ``'torch'`` or ``'flax'``, see ``layers.initializers``.
+    hyper_init: how the projections start. ``'reference'``: A and b drawn as
+      the reference draws them (``init_scheme`` with fan-in d). ``'offset'``:
+      A = 0 and b drawn as a plain Unet's convolution, so every λ starts as
+      the same Unet and ``A·h(λ)`` is a λ-dependent offset to shared weights
+      ``b`` learned from there.
+    conditioned: which convolutions are generated (``conditioned_specs``).
   """
   hyper_dim: int = 128
   channels: int = 32
   init_scheme: str = "torch"
+  hyper_init: str = "reference"
+  conditioned: str = "all"
 
   @nn.compact
   def __call__(self, coeffs):
@@ -36,20 +87,32 @@ class Hypernetwork(nn.Module):
       coeffs: (B, K) loss coefficients.
 
     Returns:
-      ``{name: {'kernel': (B, k, k, in, out), 'bias': (B, out)}}``.
+      ``{name: {'kernel': (B, k, k, in, out), 'bias': (B, out)}}`` for every
+      conditioned convolution.
     """
+    if self.hyper_init not in HYPER_INITS:
+      raise errors.InputError(f"hyper_init must be one of {HYPER_INITS}, got "
+                              f"{self.hyper_init!r}")
     h = coeffs.astype(jnp.float32)
     for i in range(NUM_HIDDEN):
       kinit, binit = layers.initializers(self.init_scheme, h.shape[-1])
       h = nn.Dense(self.hyper_dim, kernel_init=kinit, bias_init=binit,
                    name=f"dense{i}")(h)
       h = nn.leaky_relu(h, negative_slope=0.01)
-    kinit, binit = layers.initializers(self.init_scheme, self.hyper_dim)
     weights = {}
-    for spec in unet.conv_specs(self.channels):
-      kernel = nn.Dense(int(np.prod(spec.kernel_shape)), kernel_init=kinit,
-                        bias_init=binit, name=f"{spec.name}_kernel")(h)
-      bias = nn.Dense(spec.cout, kernel_init=kinit, bias_init=binit,
+    for spec in conditioned_specs(self.channels, self.conditioned):
+      if self.hyper_init == "reference":
+        kinit, binit = layers.initializers(self.init_scheme, self.hyper_dim)
+        inits = ((kinit, binit), (kinit, binit))
+      else:
+        conv_k, conv_b = layers.initializers(self.init_scheme,
+                                             spec.size ** 2 * spec.cin)
+        zeros = jax.nn.initializers.zeros
+        inits = ((zeros, _offset_bias_init(conv_k, spec.kernel_shape)),
+                 (zeros, conv_b))
+      kernel = nn.Dense(int(np.prod(spec.kernel_shape)), kernel_init=inits[0][0],
+                        bias_init=inits[0][1], name=f"{spec.name}_kernel")(h)
+      bias = nn.Dense(spec.cout, kernel_init=inits[1][0], bias_init=inits[1][1],
                       name=f"{spec.name}_bias")(h)
       weights[spec.name] = {
           "kernel": kernel.reshape(h.shape[:-1] + spec.kernel_shape),
@@ -75,7 +138,8 @@ class HyperUnet(nn.Module):
   """HyperRecon: a Unet whose convolution weights are generated from λ.
 
   Every batch element gets the weights generated from its own coefficient
-  vector. BatchNorm scales and biases are ordinary parameters shared across λ.
+  vector. BatchNorm scales and biases are ordinary parameters shared across λ,
+  as are the convolutions that ``conditioned`` leaves out.
 
   Attributes:
     hyper_dim: hypernetwork width d.
@@ -88,6 +152,10 @@ class HyperUnet(nn.Module):
       changes speed only; one λ for the whole batch (coefficients of shape
       (K,)) is always one weight set and ordinary convolutions.
     dtype: computation and activation dtype (see `UnetBody`).
+    hyper_init: ``'reference'`` or ``'offset'``, see `Hypernetwork`.
+    conditioned: ``'all'`` (the paper's) or the comma-separated prefixes of
+      the convolutions generated from λ (``conditioned_specs``); the others are
+      ordinary parameters, initialized as a plain Unet's.
   """
   hyper_dim: int = 128
   num_coeffs: int = 2
@@ -96,6 +164,8 @@ class HyperUnet(nn.Module):
   init_scheme: str = "torch"
   strategy: str = "auto"
   dtype: jnp.dtype = jnp.float32
+  hyper_init: str = "reference"
+  conditioned: str = "all"
 
   def setup(self):
     if self.num_coeffs < 2:
@@ -103,7 +173,19 @@ class HyperUnet(nn.Module):
     if self.hyper_dim < 1:
       raise errors.InputError(f"hyper_dim must be ≥ 1, got {self.hyper_dim}")
     self.hypernetwork = Hypernetwork(self.hyper_dim, self.channels,
-                                     self.init_scheme)
+                                     self.init_scheme, self.hyper_init,
+                                     self.conditioned)
+    generated = {s.name for s in conditioned_specs(self.channels, self.conditioned)}
+    shared = {}
+    for spec in unet.conv_specs(self.channels):
+      if spec.name in generated:
+        continue
+      kinit, binit = layers.initializers(self.init_scheme, spec.size ** 2 * spec.cin)
+      shared[spec.name] = {
+          "kernel": self.param(f"{spec.name}_kernel", kinit, spec.kernel_shape),
+          "bias": self.param(f"{spec.name}_bias", binit, (spec.cout,)),
+      }
+    self.shared = shared
     self.body = unet.UnetBody(self.channels, self.batch_norm,
                               strategy=layers.resolve_strategy(self.strategy),
                               dtype=self.dtype)
@@ -127,14 +209,25 @@ class HyperUnet(nn.Module):
     """
     unet.check_input(zf)
     check_coeffs(coeffs, self.num_coeffs, zf.shape[0])
+    rows = coeffs[None] if coeffs.ndim == 1 else coeffs
+    generated = self.hypernetwork(rows)
     if coeffs.ndim == 1:
-      weights = self.hypernetwork(coeffs[None])
-      recon = self.body(jax.tree_util.tree_map(lambda w: w[0], weights), zf,
-                        per_sample=False, train=train)
+      recon = self.body({**jax.tree_util.tree_map(lambda w: w[0], generated),
+                         **self.shared}, zf, per_sample=False, train=train)
     else:
-      weights = self.hypernetwork(coeffs)
-      recon = self.body(weights, zf, per_sample=True, train=train)
-    return (recon, weights) if return_weights else recon
+      # Shared convolutions keep one weight set: the body runs them as
+      # ordinary convolutions of the whole batch.
+      recon = self.body({**generated, **self.shared}, zf, per_sample=True,
+                        train=train)
+    if not return_weights:
+      return recon
+    return recon, self._with_shared(generated, rows.shape[0])
+
+  def _with_shared(self, generated, rows: int):
+    """Generated weights plus the shared ones, each with a leading axis of ``rows``."""
+    shared = jax.tree_util.tree_map(
+        lambda w: jnp.broadcast_to(w, (rows,) + w.shape), dict(self.shared))
+    return {**generated, **shared}
 
   def reconstruct_with(self, weights, zf):
     """Reconstructs a batch in evaluation mode with one given weight set.
@@ -159,7 +252,7 @@ class HyperUnet(nn.Module):
       raise errors.InputError(f"coeffs must have shape (G, {self.num_coeffs}), got shape "
                               f"{getattr(coeffs, 'shape', None)}")
     check_coeffs(coeffs, self.num_coeffs, coeffs.shape[0])
-    return self.hypernetwork(coeffs)
+    return self._with_shared(self.hypernetwork(coeffs), coeffs.shape[0])
 
 
 def unet_variables(net: HyperUnet, variables, coeffs):
@@ -179,7 +272,7 @@ def unet_variables(net: HyperUnet, variables, coeffs):
   coeffs = jnp.reshape(jnp.asarray(coeffs, jnp.float32), (1, -1))
   weights = net.apply(variables, coeffs, method=HyperUnet.generate)
   params = {"body": variables["params"].get("body", {})}
-  for name, w in weights.items():
+  for name, w in weights.items():  # the shared convolutions included
     params[f"{name}_kernel"] = w["kernel"][0]
     params[f"{name}_bias"] = w["bias"][0]
   out = {"params": params}

@@ -144,7 +144,8 @@ class UnetBody(nn.Module):
 
     Args:
       weights: ``{name: {'kernel', 'bias'}}`` for every ``conv_specs`` entry,
-        with a leading batch axis when ``per_sample``.
+        with a leading batch axis when ``per_sample`` (a convolution without
+        one, shared by the whole batch, is run as one ordinary convolution).
       zf: (B, H, W, 2) zero-filled input.
       per_sample: whether every batch element has its own weights.
       train: BatchNorm uses batch statistics (and updates ``batch_stats``) when
@@ -165,7 +166,7 @@ class UnetBody(nn.Module):
         kernel, bias = fold_batch_norm(
             kernel, bias, self.variables["params"][f"bn_{name}"],
             self.variables["batch_stats"][f"bn_{name}"])
-      x = layers.conv2d(x, kernel, bias, per_sample=per_sample,
+      x = layers.conv2d(x, kernel, bias, per_sample=per_sample and kernel.ndim == 5,
                         strategy=self.strategy, dtype=self.dtype)
       if self.batch_norm and not fold:
         x = layers.BatchNorm(name=f"bn_{name}")(
@@ -187,7 +188,8 @@ class UnetBody(nn.Module):
       x = jnp.concatenate([layers.upsample2x(x), skips.pop()], axis=-1)
       x = block(x, f"dec{level}")
     head = weights["head"]
-    out = layers.conv2d(x, head["kernel"], head["bias"], per_sample=per_sample,
+    out = layers.conv2d(x, head["kernel"], head["bias"],
+                        per_sample=per_sample and head["kernel"].ndim == 5,
                         strategy=self.strategy, dtype=self.dtype)
     out = out.astype(jnp.float32)
     if not self.residual:

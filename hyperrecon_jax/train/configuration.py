@@ -14,6 +14,7 @@ import ml_collections
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
+from hyperrecon_jax import models
 from hyperrecon_jax import sampling
 
 TASKS = ("csmri", "denoise", "superres")
@@ -23,7 +24,8 @@ TASKS = ("csmri", "denoise", "superres")
 # value is an error (`incompatibilities`); everything else (steps, learning
 # rate, logging, sampler, strategy) may change between runs.
 BOUND_FIELDS = (
-    "model.hyper_dim", "model.channels", "model.batch_norm", "losses",
+    "model.hyper_dim", "model.channels", "model.batch_norm",
+    "model.hyper_init", "model.conditioned", "losses",
     "loss_scales", "task", "data.name", "data.image_size",
     "data.axis", "data.split_fractions", "data.split_seed", "data.gap_slices",
     "data.min_foreground", "data.percentile", "hparams.fixed",
@@ -38,6 +40,10 @@ ADDED_FIELDS = (
     ("hparams.baselines", ()),
     # The annealed endpoint probability: earlier runs kept endpoint_prob.
     ("hparams.endpoint_prob_final", None),
+    # The offset initialization and partial conditioning: earlier runs
+    # generated every convolution from the reference's initialization.
+    ("model.hyper_init", "reference"),
+    ("model.conditioned", "all"),
 )
 
 
@@ -109,6 +115,14 @@ def check_config(config) -> None:
   if config.model.hyper_dim < 0:
     raise ConfigError(f"config.model.hyper_dim must be ≥ 0, got "
                       f"{config.model.hyper_dim}")
+  if config.model.hyper_dim:
+    if config.model.hyper_init not in models.HYPER_INITS:
+      raise ConfigError(f"config.model.hyper_init must be one of "
+                        f"{models.HYPER_INITS}, got {config.model.hyper_init!r}")
+    try:
+      models.conditioned_specs(config.model.channels, config.model.conditioned)
+    except errors.InputError as e:
+      raise ConfigError(f"config.model.{e}") from None
   if config.model.hyper_dim == 0 and len(tuple(config.hparams.fixed)) != k - 1:
     raise ConfigError(f"a plain Unet (model.hyper_dim=0) trains at fixed λ: "
                       f"config.hparams.fixed needs {k - 1} values in [0, 1], "

@@ -89,7 +89,8 @@ def build_model(config, *, strategy: str | None = None):
   return models.HyperUnet(
       hyper_dim=m.hyper_dim, num_coeffs=configuration.num_coeffs(config),
       channels=m.channels, batch_norm=m.batch_norm, init_scheme=m.init_scheme,
-      strategy=strategy or m.strategy, dtype=dtype)
+      strategy=strategy or m.strategy, dtype=dtype, hyper_init=m.hyper_init,
+      conditioned=m.conditioned)
 
 
 def baseline_lambdas(config) -> tuple:
