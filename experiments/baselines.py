@@ -12,6 +12,11 @@ the one-hot λ, trains the single-term Unets that define the loss scales s_k
 
   python experiments/train.py --config=... --config.loss_scales="(0.0512, 0.297)"
 
+``--scales=gradient`` trains nothing: it measures loss scales that give every
+term the same gradient norm at the run's initialization (the alternative the
+paper names in §7; `hyperrecon_jax.train.gradient_scales`), writes
+``<workdir>/gradient_scales.json`` and prints the override.
+
 Writes ``<workdir>/baselines.json``. Overlay the baselines on a HyperRecon
 evaluation with ``experiments/evaluate.py --workdir=HYPER --baselines=DIR``.
 Rerunning the same command resumes an unfinished stack and re-measures a
@@ -34,6 +39,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
 _LAMBDAS = flags.DEFINE_string(
     "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N "
     "(default: the one-hot λ, i.e. the loss scales).")
+_SCALES = flags.DEFINE_enum(
+    "scales", "value", ["value", "gradient"],
+    "Without --lambdas: 'value' trains the one-hot Unets (the paper's s_k); "
+    "'gradient' matches the terms' gradient norms at initialization.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -51,6 +60,12 @@ def main(argv):
   from hyperrecon_jax import train
   from hyperrecon_jax.train import baselines
   config = _CONFIG.value
+  if _SCALES.value == "gradient":
+    with cli.user_errors():
+      if _LAMBDAS.value is not None:
+        from hyperrecon_jax import errors
+        raise errors.InputError("--scales=gradient trains no Unets: drop --lambdas")
+    return gradient(config, _WORKDIR.value)
   with cli.user_errors():
     lambdas = (None if _LAMBDAS.value is None else
                parse_lambdas(_LAMBDAS.value, train.num_lambdas(config)))
@@ -67,6 +82,26 @@ def main(argv):
     print("loss scales s_k (the one-hot Unets' validation terms); to train "
           "with them:")
     print(baselines.override_flag(result["loss_scales"]))
+
+
+def gradient(config, workdir: str) -> None:
+  """``--scales=gradient``: measures, writes and prints the gradient-matched scales."""
+  import json
+
+  from hyperrecon_jax import workdir as workdir_lib
+  from hyperrecon_jax.train import baselines
+  from hyperrecon_jax.train import gradient_scales
+  with cli.user_errors():
+    result = gradient_scales.gradient_scales(config)
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "gradient_scales.json")
+    workdir_lib.write_text(path, json.dumps(result, indent=2))
+  norms = ", ".join(f"{n} {g:.4g}" for n, g in zip(result["losses"], result["gradient_norms"]))
+  print(f"gradient norms at initialization ({result['num_batches']} validation "
+        f"batches, λ = {result['lambda']}): {norms}")
+  print(f"wrote {path}")
+  print("loss scales s_k with equal gradient norms; to train with them:")
+  print(baselines.override_flag(result["loss_scales"]))
 
 
 if __name__ == "__main__":

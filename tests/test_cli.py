@@ -98,6 +98,20 @@ def test_bad_baseline_lambdas_are_one_error_line(env, tmp_path, value, pattern):
   assert not (tmp_path / "b").exists()
 
 
+def test_gradient_scales_are_measured_without_training(env, tmp_path):
+  out = tmp_path / "g"
+  proc = run(env, "baselines", f"--config={DEMO}", f"--workdir={out}", "--scales=gradient",
+             "--lambdas=0,1")
+  assert_one_error_line(proc, "--scales=gradient trains no Unets: drop --lambdas")
+  assert not out.exists()
+  proc = run(env, "baselines", f"--config={DEMO}", f"--workdir={out}", "--scales=gradient")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert os.listdir(out) == ["gradient_scales.json"]  # no checkpoint: nothing trained
+  result = json.loads((out / "gradient_scales.json").read_text())
+  assert result["losses"] == ["mae", "ssim"] and result["loss_scales"][0] == 0.0556
+  assert f'--config.loss_scales="(0.0556, {result["loss_scales"][1]:.4g})"' in proc.stdout
+
+
 def test_evaluating_a_missing_or_untrained_workdir_is_one_line(env, tmp_path):
   proc = run(env, "evaluate", f"--workdir={tmp_path / 'typo'}")
   assert_one_error_line(proc, "does not exist")

@@ -1,0 +1,99 @@
+"""Tests of the gradient-matched loss scales (hyperrecon_jax.train.gradient_scales).
+
+``demo_ao.py:quick`` (DC + TV, HyperRecon at 32×32) on the embedded mni152
+data built in a temporary folder; the reference gradient norms are computed
+here from the loss functions themselves, flattened and summed in float64.
+"""
+
+import configs
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hyperrecon_jax import data
+from hyperrecon_jax import errors
+from hyperrecon_jax import hparams
+from hyperrecon_jax import losses
+from hyperrecon_jax import physics
+from hyperrecon_jax.train import gradient_scales
+from hyperrecon_jax.train import state as state_lib
+
+
+@pytest.fixture(scope="module")
+def config(data_dir):
+  c = configs.load("demo_ao", "quick")
+  c.data.data_dir = data_dir
+  c.loss_scales = (2.0, 30.0)
+  return c
+
+
+@pytest.fixture(scope="module")
+def result(config):
+  return gradient_scales.gradient_scales(config, num_batches=2)
+
+
+def _reference_norms(config, num_batches):
+  """‖∇θ mean(term)‖ of DC and TV per batch, written out from the loss functions."""
+  size = config.data.image_size
+  operator = physics.make_operator(config.task, (size, size))
+  model = state_lib.build_model(config)
+  state = state_lib.create_state(config, model, jax.random.key(config.train.seed))
+  coeffs = hparams.coefficients(jnp.full((1, 1), 0.5))
+  batches = data.batches(config.data, "validation", batch_size=config.train.batch_size,
+                         training=False)
+  norms = []
+  for i, batch in zip(range(num_batches), batches):
+    image = jnp.asarray(batch["image"], jnp.float32)
+    y = operator.measure(image, jax.random.fold_in(
+        jax.random.key(config.train.seed + 2), i))
+    rows = jnp.broadcast_to(coeffs, (image.shape[0], 2))
+
+    def recon(params, y=y, rows=rows):
+      out, _ = model.apply({"params": params, "batch_stats": state.batch_stats},
+                           operator.zero_filled(y), rows, train=True,
+                           mutable=["batch_stats"])
+      return out
+
+    terms = (lambda p, y=y: jnp.mean(losses.data_consistency(recon(p), y, operator)),
+             lambda p: jnp.mean(losses.total_variation(recon(p))))
+    norms.append([np.linalg.norm(np.asarray(
+        jax.flatten_util.ravel_pytree(jax.grad(t)(state.params))[0], np.float64))
+        for t in terms])
+  return np.mean(norms, axis=0)
+
+
+def test_gradient_norms_match_the_loss_functions(config, result):
+  assert result["losses"] == ["dc", "tv"] and result["lambda"] == [0.5]
+  assert result["num_batches"] == 2
+  expected = _reference_norms(config, 2)
+  # Both sum the same float32 gradients, in another order: relative roundoff
+  # of a sum of ~10⁴ squares, far below 1e-4.
+  np.testing.assert_allclose(result["gradient_norms"], expected, rtol=1e-4)
+
+
+def test_scales_keep_the_first_term_and_equalize_the_gradients(config, result):
+  g = np.asarray(result["gradient_norms"])
+  s = np.asarray(result["loss_scales"])
+  assert s[0] == config.loss_scales[0]
+  # Every scaled term pulls with the first one's strength: g_k / s_k equal.
+  np.testing.assert_allclose(g / s, g[0] / s[0], rtol=1e-12)
+  # The other configured scales play no part; the first sets the unit.
+  other = config.copy_and_resolve_references()
+  other.loss_scales = (4.0, 1.0)
+  again = gradient_scales.gradient_scales(other, num_batches=2)
+  np.testing.assert_allclose(again["gradient_norms"], g, rtol=1e-6)
+  np.testing.assert_allclose(again["loss_scales"], 2 * s, rtol=1e-6)
+
+
+def test_the_scales_of_a_run_are_its_own_initialization(config, result):
+  other = config.copy_and_resolve_references()
+  other.train.seed = config.train.seed + 1
+  again = gradient_scales.gradient_scales(other, num_batches=2)
+  assert not np.allclose(again["gradient_norms"], result["gradient_norms"], rtol=1e-3)
+
+
+def test_no_batches_is_refused(config):
+  with pytest.raises(errors.InputError, match="num_batches must be ≥ 1, got 0"):
+    gradient_scales.gradient_scales(config, num_batches=0)
