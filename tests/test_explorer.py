@@ -109,6 +109,7 @@ def test_info_describes_the_model_task_slices_and_grid(server):
   assert info["num_lambdas"] == 1 and info["num_slices"] == len(ex.images) > 1
   assert info["task"]["name"] == "csmri" and info["task"]["acceleration"] == float(
       config.task.acceleration)
+  assert info["task"]["input_name"] == "zero-filled"
   np.testing.assert_array_equal(np.asarray(info["lambdas"], np.float32),
                                 hparams.grid(int(config.eval.grid), 1))
   assert decode_png(explorer.png_bytes(np.asarray(ex.operator.mask))).shape == (32, 32)

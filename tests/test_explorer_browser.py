@@ -90,6 +90,10 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
         f"const i = document.getElementById('img-{n}'); return i.complete && i.naturalWidth"
         ) == 64)
   assert "CS-MRI 8× acceleration" in find("task").text
+  # The input is named for the task by the page's script (the HTML's own alt
+  # text is "zero-filled input").
+  assert find("input-caption").text == "input (zero-filled magnitude)"
+  assert find("img-zero_filled").get_attribute("alt") == "zero-filled"
   assert SHIPPED in find("model").text
   index = int(find("slice").get_attribute("value"))
 

@@ -173,7 +173,8 @@ class Explorer:
     """The model, its task, the slices and the λ grid."""
     task = self.config.task
     out = {"model": self.name, "step": self.step, "source": self.source,
-           "task": {"name": task.name, "text": task_text(task)},
+           "task": {"name": task.name, "text": task_text(task),
+                    "input_name": physics.input_name(task.name)},
            "losses": list(self.config.losses), "image_size": int(self.images.shape[1]),
            "num_slices": len(self.images), "num_lambdas": self.num_lambdas,
            "grid": self.grid, "lambdas": self.lam_grid.tolist(),

@@ -204,6 +204,10 @@ async function start() {
   }
   $("model").textContent = "model " + info.model + " (step " + info.step + ")";
   $("task").textContent = info.task.text;
+  // The network's input is named for its task (physics.input_name).
+  const input = info.task.input_name;
+  $("input-caption").textContent = input === "zero-filled" ? "input (zero-filled magnitude)" : input;
+  $("img-zero_filled").alt = input;
   if (info.task.mask_image) { $("mask-img").src = info.task.mask_image; $("mask-img").hidden = false; }
   $("source").textContent = info.source + ", " + info.num_slices + " slices";
   $("err-range").textContent = String(info.error_range);
