@@ -85,7 +85,8 @@ def test_offset_init_learns_the_projections_first():
   for i in range(4):
     assert not np.any(grads[f"dense{i}"]["kernel"])
   assert np.any(grads["head_kernel"]["kernel"])
-  # One step on A alone separates the λ.
+  # One gradient step separates the λ (of the hypernetwork's parameters only A
+  # can: the biases b are shared by every λ).
   params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, variables["params"],
                                   {**jax.tree_util.tree_map(jnp.zeros_like,
                                                             variables["params"]),
