@@ -100,10 +100,10 @@ class Hypernetwork(nn.Module):
                    name=f"dense{i}")(h)
       h = nn.leaky_relu(h, negative_slope=0.01)
     weights = {}
+    reference = layers.initializers(self.init_scheme, self.hyper_dim)
     for spec in conditioned_specs(self.channels, self.conditioned):
       if self.hyper_init == "reference":
-        kinit, binit = layers.initializers(self.init_scheme, self.hyper_dim)
-        inits = ((kinit, binit), (kinit, binit))
+        inits = (reference, reference)
       else:
         conv_k, conv_b = layers.initializers(self.init_scheme,
                                              spec.size ** 2 * spec.cin)

@@ -12,8 +12,9 @@ The first term keeps its configured scale; the others follow it. Adam is
 invariant to a common factor of the loss, so only the ratios s_k / s_1 change
 training. θ is the run's own initialization (``streams.key(config, 'init')``),
 BatchNorm is in training mode as in a training step, and the batches are the
-first ones of the validation split with its measurement noise, so the result
-is reproducible.
+first ones of the validation split, measured with noise drawn from the
+validation stream (``streams.key(config, 'validation')`` folded with the
+batch index), so the result is reproducible.
 """
 
 import functools
