@@ -19,7 +19,10 @@ EXTRAS = {
     # (its rules change between minor versions: ruff.toml is written for 0.17).
     # selenium drives Debian's chromium in tests/test_explore_browser.py
     # (apt-get install chromium chromium-driver; nothing is downloaded).
-    "test": ["pytest>=7", "scikit-image>=0.21", "ruff>=0.17,<0.18", "selenium>=4.10"],
+    # PyWavelets is the independent reference of the wavelet tests
+    # (tests/test_wavelets.py); the library's transform does not use it.
+    "test": ["pytest>=7", "scikit-image>=0.21", "PyWavelets>=1.4", "ruff>=0.17,<0.18",
+             "selenium>=4.10"],
 }
 EXTRAS["all"] = sorted({p for group in EXTRAS.values() for p in group})
 

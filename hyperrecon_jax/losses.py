@@ -10,13 +10,15 @@ with loss coefficients ``c`` (from λ, see `hyperrecon_jax.hparams`) and scales
 ``s_k`` (a typical value of term k, so that ``alpha_k = 1 / s_k`` puts the
 terms on a common footing); see `composite`.
 
-Supervised terms ('mae', 'mse', 'ssim') compare the reconstruction with the
-ground truth; amortized-optimization terms use the measurement ('dc'), the
-generated weights ('weight_l1') or the reconstruction alone ('tv').
+Supervised terms ('mae', 'mse', 'ssim', 'hfen') compare the reconstruction
+with the ground truth; amortized-optimization terms use the measurement ('dc'),
+the generated weights ('weight_l1') or the reconstruction alone ('tv' and
+'wavelet', the ℓ1 norm of its detail wavelet coefficients).
 """
 
 from collections.abc import Iterable
 from collections.abc import Sequence
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,7 @@ import numpy as np
 
 from hyperrecon_jax import errors
 from hyperrecon_jax import metrics as _metrics
+from hyperrecon_jax import wavelets
 
 _check_images = _metrics.check_images
 _check_pair = _metrics.check_pair
@@ -104,6 +107,73 @@ def total_variation(recon):
           + jnp.sum(jnp.abs(jnp.diff(x, axis=2)), axis=(1, 2)))
 
 
+@jax.jit
+def hfen(recon, target):
+  """High-frequency error norm as a loss, ``||LoG(recon) - LoG(target)||_2 / ||LoG(target)||_2``.
+
+  The value is `hyperrecon_jax.metrics.hfen` (15x15 Laplacian of Gaussian,
+  sigma 1.5, normalized by the ground truth's LoG). That function is not
+  reused as is because its gradient is NaN where ``recon == target`` (the
+  derivative of the norm at 0 is 0 * inf); here the norm's gradient is 0
+  there, the norm's minimum. The term is undefined (inf or NaN) for a target
+  whose LoG is 0, e.g. a constant slice; the data pipelines drop background
+  slices.
+
+  Args:
+    recon: (B, H, W) reconstructions.
+    target: (B, H, W) ground truth.
+
+  Returns:
+    (B,) HFEN.
+  """
+  _check_pair(recon, target, "recon", "target")
+  # One filter call for both, as in the metric, so that equal images give
+  # bit-equal LoGs and the loss is exactly 0.
+  log_r, log_t = jnp.split(_metrics.laplacian_of_gaussian(
+      jnp.concatenate([recon.astype(jnp.float32), target.astype(jnp.float32)])), 2)
+  sq = jnp.sum((log_r - log_t) ** 2, axis=(1, 2))
+  # The inner where keeps sqrt's infinite derivative at 0 out of the
+  # gradient (the outer one alone would multiply it by 0: NaN).
+  positive = sq > 0
+  err = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+  return err / jnp.sqrt(jnp.sum(log_t ** 2, axis=(1, 2)))
+
+
+@functools.partial(jax.jit, static_argnames=("wavelet", "levels"))
+def wavelet_l1(recon, *, wavelet: str = "db2", levels: int = 3):
+  """ℓ1 norm of the detail wavelet coefficients, ``sum_{l, b} sum_p |W_{l,b}(recon)[p]|``.
+
+  ``W`` is the orthonormal periodic 2-D DWT `hyperrecon_jax.wavelets.dwt2`;
+  the sum runs over the detail bands b in {H, V, D} of every level l = 1..L
+  and is not averaged, like `total_variation`: the sparsity prior of
+  compressed sensing (Lustig et al. 2007). The approximation band is left
+  out: it carries the image's local means, and penalizing it would pull the
+  intensity towards 0 instead of favouring sparse edges. Periodic boundaries
+  give a constant image zero details, so the term is 0 for it (up to
+  roundoff).
+
+  Image sizes: H and W must be divisible by ``2**levels`` (8 for the
+  registered 'wavelet' term: db2, 3 levels), otherwise InputError. The levels
+  are not reduced to fit, which would change the term's size and invalidate
+  its loss scale without notice.
+
+  Args:
+    recon: (B, H, W) images.
+    wavelet: a name of `hyperrecon_jax.wavelets.WAVELETS`.
+    levels: number of decomposition levels L ≥ 1.
+
+  Returns:
+    (B,) ℓ1 norms.
+
+  Raises:
+    InputError: for a bad shape, wavelet or number of levels.
+  """
+  _check_images("recon", recon)
+  wavelets.check_levels(recon.shape, levels, "recon")
+  _, details = wavelets.dwt2(recon, wavelet, levels)
+  return sum(jnp.sum(jnp.abs(band), axis=(1, 2)) for level in details for band in level)
+
+
 def data_consistency(recon, measurement, operator):
   """``||A(recon) - y||^2`` per example, delegated to ``operator.data_consistency``.
 
@@ -148,12 +218,14 @@ TERMS = {
     "mae": lambda recon, target, **_: mae(recon, target),
     "mse": lambda recon, target, **_: mse(recon, target),
     "ssim": lambda recon, target, **_: dssim(recon, target),
+    "hfen": lambda recon, target, **_: hfen(recon, target),
     "dc": lambda recon, target, *, operator, measurement, **_: data_consistency(
         recon, measurement, operator),
     "tv": lambda recon, target, **_: total_variation(recon),
+    "wavelet": lambda recon, target, **_: wavelet_l1(recon),
     "weight_l1": lambda recon, target, *, weights, **_: weight_l1(weights),
 }
-NEEDS_TARGET = frozenset({"mae", "mse", "ssim"})
+NEEDS_TARGET = frozenset({"mae", "mse", "ssim", "hfen"})
 NEEDS_MEASUREMENT = frozenset({"dc"})
 NEEDS_WEIGHTS = frozenset({"weight_l1"})
 
@@ -197,7 +269,7 @@ def compute_terms(names: Sequence[str],
     names: term names (keys of `TERMS`), e.g. ``('mae', 'ssim')`` or
       ``('dc', 'weight_l1', 'tv')``.
     recon: (B, H, W) reconstructions.
-    target: (B, H, W) ground truth; needed by 'mae', 'mse', 'ssim'.
+    target: (B, H, W) ground truth; needed by 'mae', 'mse', 'ssim', 'hfen'.
     operator: forward operator; needed (with ``measurement``) by 'dc'.
     measurement: the measurement y; needed by 'dc'.
     weights: pytree of per-sample generated weights; needed by 'weight_l1'.

@@ -1,13 +1,16 @@
 """Tests for hyperrecon_jax.losses."""
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import pywt
 import scipy.ndimage
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import losses
 from hyperrecon_jax import masks
 from hyperrecon_jax import metrics
@@ -123,7 +126,8 @@ def test_compute_terms_and_composite():
 
 
 def test_registry_and_validation():
-  assert set(losses.TERMS) == {"mae", "mse", "ssim", "dc", "tv", "weight_l1"}
+  assert set(losses.TERMS) == {"mae", "mse", "ssim", "hfen", "dc", "tv", "wavelet", "weight_l1"}
+  assert losses.NEEDS_TARGET == {"mae", "mse", "ssim", "hfen"}
   assert losses.NEEDS_MEASUREMENT == {"dc"} and losses.NEEDS_WEIGHTS == {"weight_l1"}
   assert losses.check_names(["mae", "ssim"]) == ("mae", "ssim")
   with pytest.raises(ValueError, match=r"unknown loss term.*'l2'.*valid: \['dc'"):
@@ -143,6 +147,8 @@ def test_registry_and_validation():
     losses.compute_terms(("weight_l1",), recon, target)
   with pytest.raises(ValueError, match="'mae' needs target"):
     losses.compute_terms(("mae",), recon)
+  with pytest.raises(errors.InputError, match="'hfen' needs target"):
+    losses.compute_terms(("tv", "hfen"), recon)
 
 
 def test_bad_shapes():
@@ -168,6 +174,9 @@ GRAD_CASES = {
     "mse": lambda r, t: losses.mse(r, t),
     "ssim": lambda r, t: losses.dssim(r, t),
     "tv": lambda r, t: losses.total_variation(r),
+    "hfen": lambda r, t: losses.hfen(r, t),
+    # 24 x 20 images: 2 levels fit (4 divides both).
+    "wavelet": lambda r, t: losses.wavelet_l1(r, levels=2),
     "dc_csmri": lambda r, t: losses.data_consistency(r, CSMRI.measure(t), CSMRI),
     "dc_denoise": lambda r, t: losses.data_consistency(r, t + 0.05, physics.Denoise(0.1)),
     "dc_superres": lambda r, t: losses.data_consistency(
@@ -221,8 +230,107 @@ def test_jit_and_vmap():
                                rtol=1e-5)
   np.testing.assert_allclose(jax.vmap(losses.total_variation)(two(recon))[1],
                              losses.total_variation(recon), rtol=1e-5)
+  np.testing.assert_allclose(jax.vmap(losses.hfen)(two(recon), two(target))[1],
+                             losses.hfen(recon, target), rtol=1e-5)
+  np.testing.assert_allclose(jax.vmap(lambda r: losses.wavelet_l1(r, levels=2))(two(recon))[1],
+                             losses.wavelet_l1(recon, levels=2), rtol=1e-5)
   np.testing.assert_allclose(jax.vmap(losses.weight_l1)(two(w))[1], losses.weight_l1(w),
                              rtol=1e-5)
   np.testing.assert_allclose(
       jax.vmap(losses.composite)(two(np.ones((2, 3))), two(np.ones((2, 3))), two(np.ones(3)))[1],
       [3.0, 3.0])
+
+
+# The wavelet and HFEN terms.
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _numpy_reference_wavelet_l1(x, wavelet, levels):
+  """Sum of |detail coefficients| of ``pywt.wavedec2`` (periodization), in float64."""
+  out = []
+  for image in np.asarray(x, np.float64):
+    # pywt warns when a level is shorter than the filter; with periodization
+    # the transform stays the exact periodic one.
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", "Level value of", UserWarning)
+      coeffs = pywt.wavedec2(image, wavelet, mode="periodization", level=levels)
+    out.append(sum(np.abs(band).sum() for level in coeffs[1:] for band in level))
+  return np.array(out)
+
+
+def _wavelet_atol(x, wavelet, levels):
+  """Error bound of the sum: its N detail coefficients, each within the float32
+  bound of tests/test_wavelets.py, ``2 F L`` ulps of ``2**L * max|x|``."""
+  f = len(pywt.Wavelet(wavelet).dec_lo)
+  n = x.shape[1] * x.shape[2] * (1 - 4.0 ** -levels)
+  return n * 2 * f * levels * EPS32 * 2 ** levels * float(np.abs(x).max())
+
+
+@pytest.mark.parametrize("wavelet,levels,size", [("db2", 3, 32), ("haar", 1, 16), ("db4", 2, 24)])
+def test_wavelet_l1_matches_pywt(wavelet, levels, size):
+  x = np.random.default_rng(3).random((3, size, size + 8)).astype(np.float32)
+  got = losses.wavelet_l1(x, wavelet=wavelet, levels=levels)
+  assert got.shape == (3,)
+  np.testing.assert_allclose(got, _numpy_reference_wavelet_l1(x, wavelet, levels), rtol=0,
+                             atol=_wavelet_atol(x, wavelet, levels))
+
+
+def test_wavelet_term_is_db2_three_levels_and_fits_32_and_64():
+  for size in (32, 64):
+    recon = np.random.default_rng(size).random((2, size, size)).astype(np.float32)
+    term = losses.compute_terms(("wavelet",), recon)[:, 0]
+    np.testing.assert_allclose(term, _numpy_reference_wavelet_l1(recon, "db2", 3), rtol=0,
+                               atol=_wavelet_atol(recon, "db2", 3))
+    # Periodic boundaries: a constant image has only roundoff in its details,
+    # at most about F ulps of each coefficient's scale 2**L * value.
+    flat = np.full((2, size, size), 0.7, np.float32)
+    n = size * size * (1 - 4.0 ** -3)
+    np.testing.assert_allclose(losses.wavelet_l1(flat), 0.0, atol=n * 4 * EPS32 * 8 * 0.7)
+  # The mean intensity is not penalized: only the details count.
+  np.testing.assert_allclose(losses.wavelet_l1(recon + 0.25), losses.wavelet_l1(recon),
+                             rtol=1e-5)
+
+
+def test_wavelet_l1_sizes_it_cannot_take():
+  recon, _ = _pair()  # 24 x 20: 8 does not divide 20
+  with pytest.raises(errors.InputError,
+                     match=r"divisible by 2\*\*3 = 8, got recon of shape \(2, 24, 20\) "
+                           r"\(W=20\); crop or pad"):
+    losses.compute_terms(("tv", "wavelet"), recon)
+  with pytest.raises(errors.InputError, match="unknown wavelet 'sym4'"):
+    losses.wavelet_l1(recon, wavelet="sym4", levels=2)
+  with pytest.raises(errors.InputError, match=r"recon must have shape \(B, H, W\)"):
+    losses.wavelet_l1(recon[0], levels=2)
+
+
+def test_hfen_term_is_the_metric_with_a_gradient_at_equality():
+  recon, target = _pair()
+  np.testing.assert_allclose(losses.hfen(recon, target), metrics.hfen(recon, target), rtol=1e-6)
+  terms = losses.compute_terms(("mae", "hfen"), recon, target)
+  np.testing.assert_allclose(terms[:, 1], metrics.hfen(recon, target), rtol=1e-6)
+  np.testing.assert_array_equal(losses.hfen(target, target), [0.0, 0.0])
+  # The metric's gradient is NaN where recon == target; the loss's is 0 there,
+  # finite elsewhere (test_gradients_finite_nonzero).
+  half = np.concatenate([target[:1], recon[1:]])
+  g = np.asarray(jax.grad(lambda r: jnp.sum(losses.hfen(r, target)))(half))
+  assert np.all(g[0] == 0) and np.all(np.isfinite(g[1])) and np.abs(g[1]).max() > 0
+  g_metric = np.asarray(jax.grad(lambda r: jnp.sum(metrics.hfen(r, target)))(half))
+  np.testing.assert_allclose(g[1], g_metric[1], rtol=1e-5, atol=1e-9)
+
+
+def test_compute_terms_with_the_wavelet_term():
+  s = 32
+  rng = np.random.default_rng(4)
+  target = rng.random((2, s, s)).astype(np.float32)
+  recon = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1).astype(np.float32)
+  op = physics.CSMRI(masks.poisson_disc((s, s), 3, seed=0))
+  y = op.measure(target)
+  w = _weights()
+  terms = losses.compute_terms(("dc", "tv", "wavelet", "weight_l1"), recon, operator=op,
+                               measurement=y, weights=w)
+  assert terms.shape == (2, 4)
+  expected = [op.data_consistency(recon, y), losses.total_variation(recon),
+              losses.wavelet_l1(recon, wavelet="db2", levels=3), losses.weight_l1(w)]
+  for k, e in enumerate(expected):
+    np.testing.assert_allclose(terms[:, k], e, rtol=1e-6)
