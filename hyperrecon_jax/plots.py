@@ -316,7 +316,21 @@ def range_map(recons, path, *, title: str = "range over λ"):
   recons = np.asarray(recons, np.float64)
   if recons.ndim != 3 or recons.shape[0] < 1:
     raise InputError(f"recons must have shape (G, H, W), got shape {recons.shape}.")
-  spread = recons.max(0) - recons.min(0)
+  return spread_map(recons.max(0) - recons.min(0), path, title=title)
+
+
+def spread_map(spread, path, *, title: str = "range over λ"):
+  """`range_map` of a range computed elsewhere (e.g. streamed over a large λ set).
+
+  Args:
+    spread: (H, W) per-pixel max − min over λ.
+    path: output PNG path.
+    title: the axes title.
+
+  Returns:
+    ``path``.
+  """
+  spread = _image("spread", spread)
   fig = _figure(3.6, 3.0)
   ax = fig.add_subplot(1, 1, 1)
   im = ax.imshow(spread, cmap="magma", vmin=0.0, interpolation="nearest")

@@ -168,3 +168,13 @@ def test_bad_input(tmp_path):
   with pytest.raises(ValueError, match="recons"):
     plots.range_map(recons[0], out)
   assert not out.exists()
+
+
+def test_spread_map_draws_a_given_range_as_range_map_draws_recons(tmp_path):
+  recons = np.random.default_rng(0).random((3, 16, 12))
+  a = plots.range_map(recons, tmp_path / "a.png")
+  b = plots.spread_map(recons.max(0) - recons.min(0), tmp_path / "b.png")
+  # The same image drawn the same way: the two PNG files are byte-identical.
+  assert open(a, "rb").read() == open(b, "rb").read()
+  with pytest.raises(ValueError, match="spread must have shape"):
+    plots.spread_map(recons, tmp_path / "c.png")
