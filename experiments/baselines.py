@@ -5,8 +5,11 @@ r"""Trains the per-λ baseline Unets together in one program; measures the loss 
 
 One plain Unet per λ (the paper's §5.3 baselines), all updated by one jitted
 step on the same batches (`hyperrecon_jax.train.baselines`). ``--lambdas``
-lists the λ values (one hyperparameter), λ vectors joined by ``:`` (two, e.g.
-``0:0,0:1,1:0``), or ``grid:N`` for N values per hyperparameter. The default,
+lists the λ values (one hyperparameter), λ vectors joined by ``:`` (e.g.
+``0:0,0:1,1:0``), ``grid:N`` for N values per hyperparameter (one or two), or
+``rays:P`` for the structured rays of a Das–Dennis design with P partitions
+(any number of terms: the vertices and, for P = 2, the edge midpoints; 10
+Unets for four terms). The default,
 the one-hot λ, trains the single-term Unets that define the loss scales s_k
 (the paper's α_k = 1/s_k) and prints the override that uses them:
 
@@ -37,7 +40,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
 _LAMBDAS = flags.DEFINE_string(
-    "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N "
+    "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N | rays:P "
     "(default: the one-hot λ, i.e. the loss scales).")
 _SCALES = flags.DEFINE_enum(
     "scales", "value", ["value", "gradient"],
@@ -47,8 +50,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def parse_lambdas(text: str, num_lambdas: int):
-  """``--lambdas`` as a list of λ tuples (`hparams.parse_lambdas`)."""
+  """``--lambdas`` as a list of λ tuples (`hparams.parse_lambdas`, or ``rays:P``)."""
+  from hyperrecon_jax import errors
   from hyperrecon_jax import hparams
+  if text.strip().startswith("rays:"):
+    try:
+      partitions = int(text.strip()[5:])
+    except ValueError:
+      raise errors.InputError(f"--lambdas={text}: rays:P needs an integer P") from None
+    if partitions < 1:
+      raise errors.InputError(f"--lambdas={text}: P must be ≥ 1")
+    lam = hparams.lambdas_from_coefficients(hparams.das_dennis(partitions, num_lambdas + 1))
+    # Ratios such as 1/3 read back as typed in the stored config.
+    return [tuple(round(float(v), 6) for v in row) for row in lam]
   return [tuple(float(v) for v in lam)
           for lam in hparams.parse_lambdas(text, num_lambdas, flag="--lambdas")]
 

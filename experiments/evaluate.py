@@ -1,7 +1,14 @@
-r"""Evaluates a trained workdir over a grid of λ and draws the figures.
+r"""Evaluates a trained workdir over a grid or a design of λ and draws the figures.
 
   python experiments/evaluate.py --workdir=workdirs/demo [--grid=100] [--split=test]
+  python experiments/evaluate.py --workdir=workdirs/demo_k4 --samples=1000 \
+      [--baselines=workdirs/demo_k4_baselines]
   python experiments/evaluate.py --pretrained=mni152_csmri8x_dc_tv --out=DIR
+
+``--samples=N`` evaluates N points of a design on the simplex of loss
+coefficients (its vertices included), for any number of loss terms, scores
+every loss term at every λ and prints the Pareto set and its hypervolume
+(against the per-λ Unets' with ``--baselines``).
 
 Reads the workdir only (a run that is still training can be evaluated) and
 writes the report (``lambda_grid.json`` and the figures, see
@@ -23,6 +30,10 @@ _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
                            "<workdir>/eval).")
 _GRID = flags.DEFINE_integer("grid", None, "λ values per hyperparameter "
                              "(default: the config's eval.grid).", lower_bound=1)
+_SAMPLES = flags.DEFINE_integer(
+    "samples", None, "Instead of a grid: N points of a design on the simplex "
+    "(any number of loss terms; default for K ≥ 4: the config's eval.samples).",
+    lower_bound=1)
 _SPLIT = flags.DEFINE_enum("split", None, ["train", "validation", "test"],
                            "Split to evaluate (default: the config's).")
 _CHUNK = flags.DEFINE_integer("chunk", None, "Model batch of one call "
@@ -42,10 +53,21 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
+  from hyperrecon_jax import checkpoints
+  from hyperrecon_jax import errors
   from hyperrecon_jax import report
   with cli.user_errors():
+    baselines = _BASELINES.value
+    # Checked here, before the model loads, so the message names this flag (the
+    # loader's own speaks of a training run's --workdir).
+    if baselines is not None and not os.path.isdir(baselines):
+      raise errors.InputError(f"--baselines={baselines}: no such folder; give the --workdir "
+                              "of a run of experiments/baselines.py")
+    if baselines is not None and not os.path.isdir(checkpoints.checkpoint_dir(baselines)):
+      raise errors.InputError(f"--baselines={baselines} holds no checkpoint: train the per-λ "
+                              f"Unets first (experiments/baselines.py --workdir={baselines})")
     result = report.run(_WORKDIR.value, pretrained=_PRETRAINED.value, out=_OUT.value,
-                        grid=_GRID.value,
+                        grid=_GRID.value, samples=_SAMPLES.value,
                         split=_SPLIT.value, chunk=_CHUNK.value, step=_STEP.value,
                         panel_lambdas=_SHOWN.value, baselines=_BASELINES.value,
                         segmenter=_SEGMENTER.value)
@@ -82,7 +104,27 @@ def main(argv):
     for lam, h, b in zip(o["lambdas"], o["hyperrecon"], o["baselines"]):
       print(f"  λ = ({', '.join(f'{v:.3g}' for v in lam)}): HyperRecon "
             f"{h['objective']:.4g}, Unet at λ {b['objective']:.4g}")
+  if "pareto" in result:
+    _print_tradeoffs(result)
   print(f"written: {_OUT.value or os.path.join(_WORKDIR.value, 'eval')}")
+
+
+def _print_tradeoffs(result):
+  p, hv = result["pareto"], result["pareto"]["hypervolume"]
+  print(f"Pareto set of ({', '.join(p['terms'])}): {len(p['front'])} of "
+        f"{len(result['lambdas'])} λ are non-dominated")
+  if "ratio" in hv:
+    print(f"hypervolume (normalized terms, reference {hv['reference'][0]:g}): HyperRecon "
+          f"{hv['hyperrecon']:.4g}, Unets {hv['baselines']:.4g}, ratio "
+          f"{hv['ratio']:.3f}")
+  else:
+    print(f"hypervolume (normalized terms, reference {hv['reference'][0]:g}): "
+          f"{hv['hyperrecon']:.4g}")
+  g = result["gallery"]
+  print(f"gallery of slice {g['slice']}: {len(g['indices'])} most different of "
+        f"{g['num_candidates']} reconstructions within {g['tolerance_db']:g} dB of its "
+        "best PSNR, at c = " + "; ".join(
+            "(" + ", ".join(f"{v:.2f}" for v in c) + ")" for c in g["coeffs"]))
 
 
 if __name__ == "__main__":

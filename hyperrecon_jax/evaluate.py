@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import grid as grid_lib
 from hyperrecon_jax import hparams
 from hyperrecon_jax import segmentation
 from hyperrecon_jax.grid import DEFAULT_CHUNK_ACCELERATOR  # noqa: F401
@@ -34,6 +35,7 @@ from hyperrecon_jax.results import LOWER_IS_BETTER  # noqa: F401
 from hyperrecon_jax.results import METRICS
 from hyperrecon_jax.results import Best  # noqa: F401
 from hyperrecon_jax.results import best_lambda  # noqa: F401
+from hyperrecon_jax.results import floats
 from hyperrecon_jax.results import from_json  # noqa: F401
 from hyperrecon_jax.results import metric_array  # noqa: F401
 from hyperrecon_jax.results import summarize
@@ -173,7 +175,8 @@ def _lambda_blocks(num_lambdas: int, batch: int, chunk: int):
 
 def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Mapping[str, Any]],
                   lam_grid, *, key, chunk: int | None = None, per_slice: bool = True,
-                  progress: Callable[[int], None] | None = None, segmenter=None):
+                  progress: Callable[[int], None] | None = None, segmenter=None,
+                  terms=()):
   """Evaluates a model on every slice of ``batches`` at every λ of a grid.
 
   Each slice is measured with its own key (`slice_keys`: from ``key`` and its
@@ -200,6 +203,9 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     segmenter: a `segmentation.Trained`: the batches must then carry their
       true ``label`` (B, H, W), and every reconstruction (and the zero-filled
       input) is also scored by ``dice``, the Dice of its segmentation.
+    terms: loss-term names of the reconstruction (`grid.check_image_terms`,
+      e.g. ``('dc', 'tv', 'wavelet')``), scored on every (slice, λ) with the
+      slice's own measurement: the objectives of a Pareto analysis.
 
   Returns:
     A dict of JSON types only (non-finite numbers as None); see `to_json`:
@@ -217,13 +223,16 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     magnitude, ``{'mean': {metric: x}, 'std', 'q25', 'q75', 'volume_mean':
     {metric: [V]}, 'per_slice': {metric: [S]}}``; with a segmenter,
     ``ground_truth_dice``: ``{'mean', 'std'}`` of the Dice of the segmenter on
-    the ground-truth images, the best any reconstruction can expect.
+    the ground-truth images, the best any reconstruction can expect; with
+    ``terms``, ``loss_terms``: `summarize_terms` of their per-slice values.
   """
   lam = np.asarray(lam_grid, np.float32)
   if lam.ndim != 2 or lam.shape[0] < 1:
     raise errors.InputError(f"lam_grid must have shape (G, num_lambdas), got shape {lam.shape}.")
   coeffs = np.asarray(hparams.coefficients(lam))
-  names = METRICS + (("dice",) if segmenter is not None else ())
+  terms = grid_lib.check_image_terms(terms)
+  names = (METRICS + (("dice",) if segmenter is not None else ())
+           + tuple(f"term_{n}" for n in terms))
   grid_rows, zf_rows, volumes, slices = {m: [] for m in names}, {m: [] for m in names}, [], []
   truth_dice = []
   for i, batch in enumerate(batches):
@@ -237,11 +246,17 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
       truth_dice.append(np.asarray(segmentation.foreground_dice(
           segmentation.labels(segmenter, image), jnp.asarray(labels, jnp.int32),
           segmenter.num_classes))[valid])
-    zf = measure_slices(operator, jnp.asarray(image), slice_keys(key, volume, slice_))
+    keys = slice_keys(key, volume, slice_)
+    if terms:  # the terms need the measurement itself
+      y = measure(operator, jnp.asarray(image), keys)
+      zf = _zero_filled(operator, y)
+    else:
+      y, zf = None, measure_slices(operator, jnp.asarray(image), keys)
     blocks = {m: [] for m in names}
     for index, used in _lambda_blocks(len(coeffs), image.shape[0], check_chunk(chunk)):
       out = grid_metrics(apply_fn, variables, zf, image, coeffs[index], valid=valid,
-                         chunk=chunk, segmenter=segmenter, labels=labels)
+                         chunk=chunk, segmenter=segmenter, labels=labels, terms=terms,
+                         operator=operator, measurement=y)
       for m, v in out.items():
         blocks[m].append(v[:, :used])
       if progress is not None:
@@ -251,17 +266,53 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     for m, v in baseline_metrics(zf, image, valid=valid, segmenter=segmenter,
                                  labels=labels).items():
       zf_rows[m].append(v)
+    for n in terms:  # the terms have no zero-filled value
+      zf_rows[f"term_{n}"].append(np.zeros(int(valid.sum())))
     volumes += list(volume[valid])
     slices += list(slice_[valid])
   if not volumes:
     raise errors.InputError("batches held no valid slice to evaluate.")
-  result = summarize({m: np.concatenate(v) for m, v in grid_rows.items()},
-                     {m: np.concatenate(v) for m, v in zf_rows.items()},
+  scored = {m: np.concatenate(v) for m, v in grid_rows.items()}
+  term_rows = {n: scored.pop(f"term_{n}") for n in terms}
+  result = summarize(scored, {m: np.concatenate(v) for m, v in zf_rows.items()
+                              if not m.startswith("term_")},
                      lam, volumes, slices, per_slice=per_slice)
+  if terms:
+    result["loss_terms"] = summarize_terms(term_rows, per_slice=per_slice)
   if truth_dice:
     truth = np.concatenate(truth_dice).astype(np.float64)
     result["ground_truth_dice"] = {"mean": float(truth.mean()), "std": float(truth.std())}
   return result
+
+
+@jax.jit
+def _zero_filled(operator, y):
+  return operator.zero_filled(y)
+
+
+def summarize_terms(per_slice_terms, *, per_slice: bool = True) -> dict:
+  """Statistics over slices of loss-term values, one entry per λ.
+
+  Args:
+    per_slice_terms: ``{name: (S, G)}`` values of each term.
+    per_slice: keep the (S, G) arrays.
+
+  Returns:
+    ``{'names': [K'], 'mean': {name: [G]}, 'std': {name: [G]}, 'num_scored':
+    {name: n}}`` (and ``'per_slice': {name: S × G}``); a slice with a value
+    that is not finite at some λ is left out of that term's statistics.
+  """
+  out = {"names": list(per_slice_terms), "mean": {}, "std": {}, "num_scored": {}}
+  for n, v in per_slice_terms.items():
+    v = np.asarray(v, np.float64)
+    keep = np.isfinite(v).all(1)
+    out["num_scored"][n] = int(keep.sum())
+    nan = np.full(v.shape[1], np.nan)
+    out["mean"][n] = floats(v[keep].mean(0) if keep.any() else nan)
+    out["std"][n] = floats(v[keep].std(0) if keep.any() else nan)
+  if per_slice:
+    out["per_slice"] = {n: floats(v) for n, v in per_slice_terms.items()}
+  return out
 
 
 def diverse_pair(recons, psnrs, *, percentile: float = 90):

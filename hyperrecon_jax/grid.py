@@ -38,6 +38,7 @@ import numpy as np
 
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
+from hyperrecon_jax import losses
 from hyperrecon_jax import metrics as metrics_lib
 from hyperrecon_jax import models
 from hyperrecon_jax import segmentation
@@ -183,9 +184,10 @@ def _hyper_unet(apply_fn):
 
 
 @compilation.inference_jit(static_argnames=("apply_fn", "chunk", "score", "segmenter", "order",
-                                            "lambda_block"))
-def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None, *,
-                  apply_fn, chunk, score, segmenter=None, order="slice", lambda_block=1):
+                                            "lambda_block", "terms"))
+def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None,
+                  operator=None, measurement=None, *, apply_fn, chunk, score, segmenter=None,
+                  order="slice", lambda_block=1, terms=()):
   """All S×G (slice, λ) pairs in calls of ``chunk`` rows: recons or metrics (S, G, ...).
 
   ``order='slice'``: the pairs flattened slice-major, each row with its own
@@ -194,7 +196,9 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
   the weights of ``lambda_block`` λ at a time are generated together
   (`LAMBDA_BLOCK`). ``segmenter`` is ``(apply_fn, num_classes)`` of a
   `segmentation.Trained` (static), with its ``seg_variables`` and the
-  slices' true ``labels``.
+  slices' true ``labels``. ``terms`` (static) names loss terms of the
+  reconstruction (`check_image_terms`), scored as ``term_<name>`` against
+  ``target``, ``operator`` and the slices' ``measurement``.
   """
   s_count, g_count = zf.shape[0], coeffs.shape[0]
   zf_mag = magnitude(zf) if score else None
@@ -203,8 +207,13 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
   def scored(s, recon):
     if not score:
       return recon
-    return _slice_metrics(recon, target[s], zf_mag[s], segment,
-                          None if labels is None else labels[s])
+    out = _slice_metrics(recon, target[s], zf_mag[s], segment,
+                         None if labels is None else labels[s])
+    if terms:
+      y = jax.tree_util.tree_map(lambda m: m[s], measurement)
+      values = losses.compute_terms(terms, recon, target[s], operator=operator, measurement=y)
+      out.update({f"term_{n}": values[:, k] for k, n in enumerate(terms)})
+    return out
 
   def unpad(x, n, shape):
     return x.reshape((-1,) + x.shape[2:])[:n].reshape(shape + x.shape[2:])
@@ -283,9 +292,23 @@ def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | 
   return out[0] if single else out
 
 
+def check_image_terms(terms) -> tuple[str, ...]:
+  """Loss-term names a grid can score per (slice, λ): all but the weights' terms.
+
+  A term of the generated weights (``weight_l1``) depends on λ alone, not on
+  the slice: it is `weight_terms`' job.
+  """
+  terms = losses.check_names(terms) if terms else ()
+  bad = [n for n in terms if n in losses.NEEDS_WEIGHTS]
+  if bad:
+    raise errors.InputError(f"loss terms {bad} depend on the model's weights, not on a "
+                            "reconstruction: score them with grid.weight_terms.")
+  return terms
+
+
 def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=None,
                  chunk: int | None = None, segmenter=None, labels=None,
-                 order: str = "auto"):
+                 order: str = "auto", terms=(), operator=None, measurement=None):
   """Per-slice, per-λ metrics of a batch, without keeping the reconstructions.
 
   Args:
@@ -301,22 +324,33 @@ def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=Non
       of each reconstruction against ``labels``.
     labels: (S, H, W) true integer labels (with ``segmenter``).
     order: see `reconstruct_grid`.
+    terms: loss-term names of the reconstruction (`check_image_terms`),
+      e.g. ``('dc', 'tv', 'wavelet')``, scored per (slice, λ) as
+      ``term_<name>``; they need ``operator`` and the slices' ``measurement``
+      (``zf`` is ``operator.zero_filled(measurement)``).
+    operator: the task's operator (with ``terms``).
+    measurement: the slices' measurements y, leading axis S (with ``terms``).
 
   Returns:
     ``{metric: (S_valid, G) float64 array}`` for every metric of `METRICS`
-    (rPSNR against the magnitude of ``zf``), and ``dice`` with a segmenter,
-    rows in input order.
+    (rPSNR against the magnitude of ``zf``), ``dice`` with a segmenter and
+    ``term_<name>`` for each of ``terms``, rows in input order.
   """
   chunk = check_chunk(chunk)
   keep = _check_scored(zf, target, valid)
   _check_coeffs(coeffs)
+  terms = check_image_terms(terms)
+  if terms and (operator is None or measurement is None):
+    raise errors.InputError("scoring loss terms needs the operator and the slices' measurement.")
   static, seg_variables, labels = _check_segmenter(segmenter, labels, np.shape(target))
   order = resolve_order(order, zf.shape[0], chunk)
   size = _call_size(order, chunk, zf.shape[0], zf.shape[0] * coeffs.shape[0])
   out = _grid_program(variables, jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32),
                       jnp.asarray(target, jnp.float32), seg_variables, labels,
+                      operator if terms else None, measurement if terms else None,
                       apply_fn=apply_fn, chunk=size, score=True, segmenter=static,
-                      order=order, lambda_block=_balanced(LAMBDA_BLOCK, np.shape(coeffs)[0]))
+                      order=order, lambda_block=_balanced(LAMBDA_BLOCK, np.shape(coeffs)[0]),
+                      terms=terms)
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
 
@@ -356,3 +390,39 @@ def baseline_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
   out = _baseline_program(jnp.asarray(zf, jnp.float32), jnp.asarray(target, jnp.float32),
                           seg_variables, labels, segmenter=static)
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
+
+
+@compilation.inference_jit(static_argnames=("net", "block"))
+def _weight_l1_program(net, variables, coeffs, *, block):
+  g_count = coeffs.shape[0]
+  blocks = -(-g_count // block)
+  index = (jnp.arange(blocks * block) % g_count).reshape(blocks, block)
+  per_block = lambda i: losses.weight_l1(
+      net.apply(variables, coeffs[i], method=models.HyperUnet.generate))
+  return jax.lax.map(per_block, index).reshape(-1)[:g_count]
+
+
+def weight_terms(net, variables, coeffs, names) -> dict[str, np.ndarray]:
+  """Per-λ values of the loss terms of a ``HyperUnet``'s generated weights.
+
+  The terms of `losses.NEEDS_WEIGHTS` (``weight_l1``: the ℓ1 norm of all the
+  convolution weights the hypernetwork generates at λ, shared ones included,
+  as in training) depend on λ only, not on a slice.
+
+  Args:
+    net: the ``HyperUnet``.
+    variables: its variables.
+    coeffs: (G, K) coefficient vectors.
+    names: loss-term names; those not of the weights are skipped.
+
+  Returns:
+    ``{name: (G,) float64}`` for each weight term of ``names``.
+  """
+  _check_coeffs(coeffs)
+  wanted = [n for n in names if n in losses.NEEDS_WEIGHTS]
+  if not wanted:
+    return {}
+  coeffs = jnp.asarray(coeffs, jnp.float32)
+  values = _weight_l1_program(net, variables, coeffs,
+                              block=_balanced(LAMBDA_BLOCK, coeffs.shape[0]))
+  return {n: np.asarray(values, np.float64) for n in wanted}

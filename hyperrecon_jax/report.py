@@ -1,29 +1,17 @@
-"""Evaluate a trained workdir over a λ grid and write its report as one set.
+"""Evaluate a trained workdir over a λ grid or a λ design and write its report.
 
 ``run(workdir)`` is what ``experiments/evaluate.py`` does: it loads the model
 with the config it was trained with (read-only, so a run that is still
 training can be evaluated), scores every slice of a split at every λ of a
-grid (`evaluate.evaluate_grid`), and writes into ``<workdir>/eval`` (or
-``out``):
-
-- ``lambda_grid.json``: metrics per λ (means over slices, per volume, per
-  slice, the zero-filled baseline, the best λ per metric, unscored slices);
-- ``curves.png`` (one hyperparameter) or ``landscape.png`` (two);
-- ``dhs_lambdas.png`` for a run trained with DHS: the λ it keeps (Fig. 6);
-- ``slices.png`` (ground truth, input, reconstructions at several λ),
-  ``diverse.png`` (the paper's Fig. 7) and ``range.png`` (where λ changes the
-  image), all of the split's middle slice with the noise it was scored with.
-
-The files are written into a temporary folder that replaces the old report
-only when every file is complete: an interrupted evaluation leaves the
-previous report as it was, never new numbers beside old figures.
+grid or of a design on the simplex (`evaluate.evaluate_grid`), with a design
+also every loss term and their Pareto set (`hyperrecon_jax.tradeoffs`), and
+writes the report into ``<workdir>/eval`` (or ``out``) as one set
+(`hyperrecon_jax.report_files`: ``lambda_grid.json`` and the figures).
 """
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -59,39 +47,16 @@ class _Progress:
       self._bar.close()
 
 
-def check_options(grid, chunk, split, panel_lambdas) -> None:
+def check_options(grid, chunk, split, panel_lambdas, samples=None) -> None:
   """Raises ValueError naming the first bad option (before any work)."""
   for name, value in (("grid", grid), ("chunk", chunk),
-                      ("panel_lambdas", panel_lambdas)):
+                      ("panel_lambdas", panel_lambdas), ("samples", samples)):
     if value is not None and (isinstance(value, bool) or int(value) != value
                               or value < 1):
       raise errors.InputError(f"{name} must be an integer ≥ 1, got {value!r}")
   from hyperrecon_jax.data import SPLITS
   if split is not None and split not in SPLITS:
     raise errors.InputError(f"split must be one of {SPLITS}, got {split!r}")
-
-
-def _middle_slice(config, split, index, batch_size):
-  """Slice ``index`` of a split: its image, volume id and slice index."""
-  from hyperrecon_jax import data
-  number, row = divmod(index, batch_size)
-  for i, batch in enumerate(data.batches(config.data, split,
-                                         batch_size=batch_size, training=False)):
-    if i == number:
-      return (np.asarray(batch["image"][row], np.float32), batch["volume"][row],
-              batch["slice"][row])
-  raise errors.InputError(f"the {split} split has no slice {index}")
-
-
-def _publish(tmp: str, out: str) -> None:
-  """Replaces ``out`` by the finished folder ``tmp`` (two renames)."""
-  old = None
-  if os.path.exists(out):
-    old = f"{tmp}.old"
-    os.replace(out, old)
-  os.replace(tmp, out)
-  if old is not None:
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_baselines(path, config):
@@ -116,11 +81,11 @@ def _load_baselines(path, config):
 
 def run(workdir: str | None = None, *, pretrained: str | None = None,
         folder: str | None = None, out: str | None = None, grid: int | None = None,
-        split: str | None = None, chunk: int | None = None,
+        samples: int | None = None, split: str | None = None, chunk: int | None = None,
         step: int | None = None, panel_lambdas: int = 5,
         baselines: str | None = None, segmenter: str | None = None,
         progress: bool = True) -> dict:
-  """Evaluates a trained workdir over a λ grid and writes the report.
+  """Evaluates a trained workdir over a λ grid or a λ design and writes the report.
 
   Args:
     workdir: a training run's folder (read only).
@@ -128,7 +93,13 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
       package (`hyperrecon_jax.pretrained`); ``out`` is then required.
     folder: where the pretrained models are (default: the package's).
     out: where the report goes; default ``<workdir>/eval``.
-    grid: λ values per hyperparameter (default: the config's ``eval.grid``).
+    grid: λ values per hyperparameter (default: the config's ``eval.grid``);
+      one or two hyperparameters only.
+    samples: instead of a grid, N points of a design on the simplex (the K
+      vertices and a scrambled Sobol sequence, `tradeoffs.design_lambdas`),
+      for any number of terms; default the config's ``eval.samples`` when K ≥
+      4 (grids stop at two hyperparameters). A design also scores every loss
+      term at every λ, and reports their Pareto set and hypervolume.
     split: 'train', 'validation' or 'test' (default: ``eval.split``).
     chunk: model batch of one call (default: ``eval.chunk``).
     step: checkpoint step (default: the newest intact one).
@@ -144,155 +115,199 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     progress: report progress on stderr.
 
   Returns:
-    The `evaluate.evaluate_grid` result, with ``checkpoint_step``, ``split``
-    and ``workdir`` added, and ``baselines`` (``workdir``,
+    The `evaluate.evaluate_grid` result, with ``checkpoint_step``, ``split``,
+    ``design`` and ``workdir`` added, and ``baselines`` (``workdir``,
     ``checkpoint_step``, ``lambdas`` and the ``mean``, ``std``, ``q25``,
     ``q75`` and ``per_slice`` statistics of each Unet) and ``objective``
     (`train.baselines.compare_objectives`: HyperRecon and each Unet on the
     validation objective at that Unet's λ) when given; for a DHS run,
     ``dhs``: the λ it keeps at this checkpoint on `DHS_REPLAY_BATCHES`
-    batches of the train split (``sampled``, ``kept``; ``dhs_lambdas.png``).
+    batches of the train split (``sampled``, ``kept``; ``dhs_lambdas.png``);
+    ``gallery``: the most different good reconstructions of the shown slice
+    (`tradeoffs.gallery_section`); for a design, ``loss_terms``,
+    ``pareto`` (`tradeoffs.pareto_section`) and ``best_per_slice``.
   """
-
-  from hyperrecon_jax import data
-  from hyperrecon_jax import evaluate as ev
-  from hyperrecon_jax import hparams
-  from hyperrecon_jax import metrics
   from hyperrecon_jax import physics
-  from hyperrecon_jax import plots
-  from hyperrecon_jax import train
-  from hyperrecon_jax.train import baselines as baselines_lib
+  from hyperrecon_jax import report_files
 
-  check_options(grid, chunk, split, panel_lambdas)
-  if (workdir is None) == (pretrained is None):
-    raise errors.InputError("give either a workdir or a pretrained model name, not "
-                            f"{'both' if workdir else 'neither'}")
-  if pretrained is not None:
-    from hyperrecon_jax import pretrained as pretrained_lib
-    if out is None:
-      raise errors.InputError("a pretrained model has no workdir: give --out=DIR for the report")
-    if step is not None:
-      raise errors.InputError("a pretrained model has one checkpoint: --step does not apply")
-    config, model, variables, step = pretrained_lib.load(
-        pretrained, folder=folder or pretrained_lib.FOLDER)
-    where = f"the pretrained model {pretrained!r}"
-    stored_test = pretrained_lib.info(pretrained, folder or pretrained_lib.FOLDER).get("test", {})
-  else:
-    config, model, variables, step = train.load_trained(workdir, step)
-    where = workdir
-  if baselines:  # checked before any work
-    b_model, b_variables, b_step = _load_baselines(baselines, config)
-  seg = None
-  if segmenter:
-    from hyperrecon_jax import segmentation
-    seg = segmentation.load(segmenter)
-    segmentation.check_data(seg, config.data, where)
-  grid = int(grid or config.eval.grid)
+  check_options(grid, chunk, split, panel_lambdas, samples)
+  model_at = _load_model(workdir, pretrained, folder, out, step)
+  config = model_at.config
+  stack = _load_baselines(baselines, config) if baselines else None  # before any work
+  seg = _load_segmenter(segmenter, config, model_at.where) if segmenter else None
   split = split or config.eval.split
   chunk = int(chunk or config.eval.chunk)
   out = os.path.abspath(out or os.path.join(workdir, "eval"))
   size = int(config.data.image_size)
   operator = physics.make_operator(config.task, (size, size))
-  num_lambdas = train.num_lambdas(config)
-  if config.model.hyper_dim:
-    lam_grid = hparams.grid(grid, num_lambdas)
-  else:  # a plain Unet has one λ: the one it was trained at
-    lam_grid = np.asarray([config.hparams.fixed], np.float32)
-  apply_fn = model.apply
-  batch_size = int(config.train.batch_size)
-  num_slices = data.num_examples(config.data, split)
-  key = streams.key(config, "evaluation")
-  bar = _Progress(num_slices * len(lam_grid), progress)
-  try:
-    result = ev.evaluate_grid(
-        apply_fn, variables, operator,
-        data.batches(config.data, split, batch_size=batch_size, training=False),
-        lam_grid, key=key, chunk=chunk, progress=bar, segmenter=seg)
-  finally:
-    bar.close()
-  result.update(checkpoint_step=step, split=split,
+  lam_grid, design = _lambda_set(config, grid, samples)
+  terms = _image_terms(config) if design["kind"] == "samples" else ()
+
+  result = _evaluate(config, model_at.model.apply, model_at.variables, operator, split,
+                     lam_grid, chunk, seg, terms, progress)
+  result.update(checkpoint_step=model_at.step, split=split, design=design,
                 input_name=physics.input_name(config.task.name))
   if pretrained is not None:
     result["pretrained"] = pretrained
+    _stored_baselines(result, model_at.stored_test, split, baselines)
   else:
     result["workdir"] = os.path.abspath(workdir)
   if seg is not None:
     result["segmenter"] = os.path.abspath(segmenter)
-  if pretrained is not None and not baselines and stored_test.get("baselines") and (
-      stored_test.get("split") == split):
+  b_apply = b_grid = b_lams = None
+  if stack is not None:
+    b_apply, b_grid, b_lams = _score_baselines(result, config, model_at, stack, baselines,
+                                               operator, split, chunk, seg, terms)
+  if terms:
+    _tradeoffs(result, config, model_at, lam_grid, stack, b_lams)
+  dhs = None
+  if config.model.hyper_dim and config.sampling.method == "dhs":
+    dhs = _dhs_replay(config, model_at.model, model_at.variables, operator,
+                      streams.key(config, "evaluation"))
+    result["dhs"] = dhs
+  report_files.write(out, result, config, model_at, operator, split, lam_grid, chunk,
+                     panel_lambdas, seg, dhs, (b_apply, b_grid, b_lams))
+  return result
+
+
+class _ModelAt:
+  """A loaded model: config, module, variables, step, where it came from."""
+
+  def __init__(self, config, model, variables, step, where, stored_test=None):
+    self.config, self.model, self.variables, self.step = config, model, variables, step
+    self.where, self.stored_test = where, stored_test or {}
+
+
+def _load_model(workdir, pretrained, folder, out, step) -> _ModelAt:
+  from hyperrecon_jax import train
+  if (workdir is None) == (pretrained is None):
+    raise errors.InputError("give either a workdir or a pretrained model name, not "
+                            f"{'both' if workdir else 'neither'}")
+  if pretrained is None:
+    return _ModelAt(*train.load_trained(workdir, step), workdir)
+  from hyperrecon_jax import pretrained as pretrained_lib
+  if out is None:
+    raise errors.InputError("a pretrained model has no workdir: give --out=DIR for the report")
+  if step is not None:
+    raise errors.InputError("a pretrained model has one checkpoint: --step does not apply")
+  folder = folder or pretrained_lib.FOLDER
+  config, model, variables, step = pretrained_lib.load(pretrained, folder=folder)
+  return _ModelAt(config, model, variables, step, f"the pretrained model {pretrained!r}",
+                  pretrained_lib.info(pretrained, folder).get("test", {}))
+
+
+def _load_segmenter(path, config, where):
+  from hyperrecon_jax import segmentation
+  seg = segmentation.load(path)
+  segmentation.check_data(seg, config.data, where)
+  return seg
+
+
+def _lambda_set(config, grid, samples):
+  """The λ to evaluate and a description of them: a grid, a design or the fixed λ."""
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import tradeoffs
+  from hyperrecon_jax import train
+  k = train.num_coeffs(config)
+  if not config.model.hyper_dim:  # a plain Unet has one λ: the one it was trained at
+    if samples:
+      raise errors.InputError("a plain Unet has one λ: --samples does not apply")
+    return np.asarray([config.hparams.fixed], np.float32), {"kind": "fixed"}
+  if grid is not None and samples is not None:
+    raise errors.InputError("give --grid or --samples, not both")
+  if samples is None and grid is None and k >= 4:
+    samples = int(config.eval.samples) or None
+    if samples is None:
+      raise errors.InputError(
+          f"the model has {k} loss terms ({k - 1} hyperparameters): grids stop at two; "
+          "give --samples=N (or set config.eval.samples)")
+  if samples is not None:
+    if samples < k:
+      raise errors.InputError(f"--samples={samples}: a design on the simplex of {k} terms "
+                              f"needs at least its {k} vertices")
+    return tradeoffs.design_lambdas(samples, k), {
+        "kind": "samples", "num": int(samples),
+        "method": "simplex vertices + scrambled Sobol (hparams.simplex_design)",
+        "seed": tradeoffs.DESIGN_SEED}
+  grid = int(grid or config.eval.grid)
+  return hparams.grid(grid, k - 1), {"kind": "grid", "num": grid}
+
+
+def _image_terms(config):
+  from hyperrecon_jax import losses
+  return tuple(n for n in config.losses if n not in losses.NEEDS_WEIGHTS)
+
+
+def _evaluate(config, apply_fn, variables, operator, split, lam_grid, chunk, seg, terms,
+              progress):
+  from hyperrecon_jax import data
+  from hyperrecon_jax import evaluate as ev
+  num_slices = data.num_examples(config.data, split)
+  bar = _Progress(num_slices * len(lam_grid), progress)
+  try:
+    return ev.evaluate_grid(
+        apply_fn, variables, operator,
+        data.batches(config.data, split, batch_size=int(config.train.batch_size),
+                     training=False),
+        lam_grid, key=streams.key(config, "evaluation"), chunk=chunk, progress=bar,
+        segmenter=seg, terms=terms)
+  finally:
+    bar.close()
+
+
+def _stored_baselines(result, stored_test, split, baselines):
+  if not baselines and stored_test.get("baselines") and stored_test.get("split") == split:
     # The Unets trained beside the shipped model were scored when it was
     # exported, on this split with the same noise; their weights are not
     # shipped, so their means (and spreads) are drawn but not re-measured.
-    result["baselines"] = {"stored": f"info.json of {pretrained}",
+    result["baselines"] = {"stored": f"info.json of {result['pretrained']}",
                            **stored_test["baselines"]}
-  if baselines:
-    b_apply, b_grid = baselines_lib.grid_model(b_model, b_variables)
-    b_lams = np.asarray(b_model.lambdas, np.float32)
-    b_result = ev.evaluate_grid(
-        b_apply, b_grid, operator,
-        data.batches(config.data, split, batch_size=batch_size, training=False),
-        b_lams, key=key, chunk=chunk, segmenter=seg)  # the same key: the same noise
-    result["baselines"] = {"workdir": os.path.abspath(baselines),
-                           "checkpoint_step": b_step,
-                           **{k: b_result[k] for k in (
-                               "lambdas", "mean", "std", "q25", "q75",
-                               "per_slice", "unscored")}}
-    if config.model.hyper_dim:
-      result["objective"] = baselines_lib.compare_objectives(
-          config, model, variables, b_model, b_variables)
 
-  dhs = None
-  if config.model.hyper_dim and config.sampling.method == "dhs":
-    dhs = _dhs_replay(config, model, variables, operator, key)
-    result["dhs"] = dhs
 
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(out))
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private
-  try:
-    with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
-      f.write(ev.to_json(result))
-    if num_lambdas == 1 and len(lam_grid) > 1:
-      plots.metric_curves(result, os.path.join(tmp, "curves.png"),
-                          ("psnr", "ssim", "hfen") + (("dice",) if seg else ()))
-    elif num_lambdas == 2:
-      plots.landscape(result, os.path.join(tmp, "landscape.png"))
+def _score_baselines(result, config, model_at, stack, path, operator, split, chunk, seg,
+                     terms):
+  """Scores the per-λ Unets at their own λ on the same slices and noise."""
+  from hyperrecon_jax.train import baselines as baselines_lib
+  b_model, b_variables, b_step = stack
+  b_apply, b_grid = baselines_lib.grid_model(b_model, b_variables)
+  b_lams = np.asarray(b_model.lambdas, np.float32)
+  b_result = _evaluate(config, b_apply, b_grid, operator, split, b_lams, chunk, seg, terms,
+                       False)  # the same key: the same noise
+  result["baselines"] = {"workdir": os.path.abspath(path), "checkpoint_step": b_step,
+                         **{k: b_result[k] for k in ("lambdas", "mean", "std", "q25", "q75",
+                                                      "per_slice", "unscored")}}
+  if terms:
+    weights = baselines_lib.member_weight_terms(b_model, b_variables, config.losses)
+    b_terms = b_result["loss_terms"]
+    for n, v in weights.items():
+      b_terms["mean"][n] = [float(x) for x in v]
+      b_terms["names"].append(n)
+    result["baselines"]["loss_terms"] = {k: b_terms[k] for k in ("names", "mean", "std")}
+  if config.model.hyper_dim:
+    result["objective"] = baselines_lib.compare_objectives(
+        config, model_at.model, model_at.variables, b_model, b_variables)
+  return b_apply, b_grid, b_lams
 
-    # Figures of the split's middle slice, measured exactly as it was scored
-    # (a slice's noise comes from its own volume and slice ids).
-    image, volume, slice_ = _middle_slice(config, split, result["num_slices"] // 2,
-                                          batch_size)
-    zf = ev.measure_slices(operator, image[None], ev.slice_keys(key, [volume], [slice_]))[0]
-    recons = np.asarray(ev.reconstruct_grid(apply_fn, variables, zf,
-                                            hparams.coefficients(lam_grid), chunk=chunk))
-    zf_mag = np.asarray(ev.magnitude(zf))
-    picks = np.unique(np.linspace(0, len(lam_grid) - 1, panel_lambdas).round().astype(int))
-    baseline_row = None
-    if baselines and num_lambdas == 1:
-      # HyperRecon at the grid λ nearest each baseline's, above that Unet.
-      picks = np.abs(lam_grid[:, 0][None] - b_lams[:, :1]).argmin(1)
-      baseline_row = np.asarray(ev.reconstruct_grid(
-          b_apply, b_grid, zf, hparams.coefficients(b_lams), chunk=chunk))
-    plots.slice_panel(image, zf_mag, recons[picks], lam_grid[picks],
-                      os.path.join(tmp, "slices.png"), errors=True,
-                      baseline=baseline_row, input_name=result["input_name"])
-    psnrs = np.asarray(metrics.psnr(recons, np.broadcast_to(image, recons.shape)))
-    i, j, _ = ev.diverse_pair(recons, psnrs)
-    plots.slice_panel(image, zf_mag, recons[[i, j]], lam_grid[[i, j]],
-                      os.path.join(tmp, "diverse.png"), errors=True,
-                      input_name=result["input_name"])
-    if dhs is not None:
-      plots.lambda_histogram(dhs["kept"], os.path.join(tmp, "dhs_lambdas.png"),
-                             bins=10 if num_lambdas == 1 else 5)
-    if len(lam_grid) > 1:
-      plots.range_map(recons, os.path.join(tmp, "range.png"))
-    _publish(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return result
+
+def _tradeoffs(result, config, model_at, lam_grid, stack, b_lams):
+  """Adds the weight terms, the Pareto set, the hypervolume and the per-slice best λ."""
+  from hyperrecon_jax import grid as grid_lib
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import tradeoffs
+  names = tuple(config.losses)
+  weights = grid_lib.weight_terms(model_at.model, model_at.variables,
+                                  hparams.coefficients(lam_grid), names)
+  for n, v in weights.items():
+    result["loss_terms"]["mean"][n] = [float(x) for x in v]
+    result["loss_terms"]["names"].append(n)
+  points = tradeoffs.term_points(result["loss_terms"], names)
+  b_points = None
+  if stack is not None:
+    b_points = tradeoffs.term_points(result["baselines"]["loss_terms"], names)
+  result["pareto"] = tradeoffs.pareto_section(names, points, lam_grid, b_points, b_lams)
+  if "per_slice" in result:
+    result["best_per_slice"] = tradeoffs.best_per_slice(
+        result["per_slice"], set(result["lower_is_better"]))
 
 
 # Batches of the train split replayed for the DHS histogram: with the paper's

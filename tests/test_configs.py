@@ -31,14 +31,15 @@ DEFAULT = {
     "losses": ("mae", "ssim"),
     "loss_scales": (0.0556, 0.322),
     "hparams": {"sampler": "uniform", "endpoint_prob": 0.1, "log_min": 0.001,
-                "endpoint_prob_final": None,
+                "alpha": 1.0, "endpoint_prob_final": None,
                 "fixed": (0.5,), "baselines": ()},
     "sampling": {"method": "uhs", "top_b": 8},
     "train": {"batch_size": 32, "num_steps": 100_000, "lr": 0.001, "lr_decay_every": 32768,
               "lr_decay_factor": 0.5, "seed": 0, "log_every": 100, "eval_every": 2000,
               "checkpoint_every": 2000, "max_to_keep": 3, "eval_batches": 0,
               "distributed": False},
-    "eval": {"grid": 100, "chunk": 32, "split": "test", "num_slices_shown": 1},
+    "eval": {"grid": 100, "chunk": 32, "split": "test", "samples": 0, "gallery_size": 4,
+             "gallery_tolerance_db": 1.0},
 }
 QUICK = {
     ("data", "image_size"): 32, ("model", "hyper_dim"): 4, ("model", "channels"): 4,

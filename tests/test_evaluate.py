@@ -457,3 +457,52 @@ def test_an_all_zero_slice_is_left_out_of_the_metrics_it_breaks():
     np.testing.assert_allclose(result["mean"][m], scored.mean(0), rtol=1e-12)
   assert result["best"]["nmse"] is not None
   evaluate.to_json(result)
+
+
+TERMS = ("dc", "tv", "wavelet")
+
+
+def test_evaluate_grid_scores_loss_terms_as_computed_directly():
+  from hyperrecon_jax import losses
+  net, variables, _ = _model()
+  op, coeffs = _operator(), np.asarray(hparams.coefficients(LAM))
+  result = evaluate.evaluate_grid(net.apply, variables, op, _batches(), LAM, key=KEY,
+                                  chunk=CHUNK, terms=TERMS)
+  expected = {n: [] for n in TERMS}
+  for batch in _batches():
+    keep = batch["valid"]
+    y = np.concatenate([np.asarray(op.measure(
+        image[None], jax.random.fold_in(jax.random.fold_in(KEY, int(v)), int(s))))
+                        for image, v, s in zip(batch["image"], batch["volume"], batch["slice"])])
+    recons = _per_lambda(np.asarray(op.zero_filled(y)), coeffs)  # (S, G, H, W)
+    values = np.stack([np.asarray(losses.compute_terms(
+        TERMS, recons[:, g], batch["image"], operator=op, measurement=y))
+                       for g in range(len(LAM))], 1)  # (S, G, K)
+    for k, n in enumerate(TERMS):
+      expected[n].append(values[keep, :, k])
+  t = result["loss_terms"]
+  assert t["names"] == list(TERMS) and t["num_scored"] == {n: 5 for n in TERMS}
+  for n in TERMS:
+    per_slice = np.concatenate(expected[n])  # (S, G)
+    # Sums over 256 pixels of float32 values: the same roundoff as the
+    # metrics of the test above.
+    np.testing.assert_allclose(t["per_slice"][n], per_slice, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(t["mean"][n], per_slice.mean(0), rtol=1e-4, atol=1e-5)
+  # The image metrics are those of a run without terms.
+  np.testing.assert_allclose(result["per_slice"]["psnr"], _result()["per_slice"]["psnr"],
+                             rtol=1e-6)
+
+
+def test_weight_terms_are_the_weight_l1_of_the_generated_weights():
+  from hyperrecon_jax import losses
+  net, variables, _ = _model()
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(35)))  # two blocks of 18, one padded
+  out = grid.weight_terms(net, variables, coeffs, ("dc", "weight_l1"))
+  direct = np.asarray(losses.weight_l1(net.apply(variables, coeffs,
+                                                 method=models.HyperUnet.generate)))
+  assert list(out) == ["weight_l1"] and out["weight_l1"].shape == (35,)
+  np.testing.assert_allclose(out["weight_l1"], direct, rtol=1e-6)
+  assert grid.weight_terms(net, variables, coeffs, ("dc",)) == {}
+  with pytest.raises(ValueError, match="depend on the model's weights"):
+    evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(), LAM, key=KEY,
+                           terms=("dc", "weight_l1"))

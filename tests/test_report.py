@@ -95,7 +95,7 @@ def test_an_interrupted_report_leaves_the_previous_one_whole(workdir,
   def interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(plots, "range_map", interrupt)  # the last figure
+  monkeypatch.setattr(plots, "spread_map", interrupt)  # the last figure
   with pytest.raises(KeyboardInterrupt):
     report.run(workdir, grid=4, progress=False)
   assert _snapshot(out) == before
@@ -173,3 +173,58 @@ def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
   with pytest.raises(ValueError, match="not a run of per-λ baselines"):
     report.run(workdir, out=str(tmp_path / "out"), baselines=workdir, progress=False)
   assert not (tmp_path / "out").exists()
+
+
+K4_FILES = ["diverse.png", "lambda_grid.json", "pareto.png", "range.png", "slices.png"]
+
+
+@pytest.fixture(scope="module")
+def config_k4(config):
+  c = config.copy_and_resolve_references()
+  c.losses = ("dc", "tv", "wavelet", "weight_l1")
+  c.loss_scales = (1.0, 1.0, 2.0, 4.0)
+  c.eval.samples = 12
+  return c
+
+
+def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery(
+    config_k4, tmp_path):
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import losses
+  from hyperrecon_jax import models
+  from hyperrecon_jax import pareto
+  path = _save_untrained(config_k4, str(tmp_path / "run"))
+  rays = hparams.lambdas_from_coefficients(hparams.das_dennis(1, 4))  # the 4 vertices
+  b_config = baselines.stack_config(config_k4, [tuple(map(float, r)) for r in rays])
+  stack_path = _save_untrained(b_config, str(tmp_path / "stack"))
+  with pytest.raises(ValueError, match="grids stop at two"):
+    report.run(path, grid=3, progress=False)
+  result = report.run(path, baselines=stack_path, progress=False)  # eval.samples: 12
+  assert sorted(os.listdir(os.path.join(path, "eval"))) == K4_FILES
+  assert result["design"]["kind"] == "samples" and len(result["lambdas"]) == 12
+  coeffs = np.asarray(result["coeffs"])
+  np.testing.assert_allclose(coeffs[:4], np.eye(4), atol=1e-6)  # the vertices come first
+  names = list(config_k4.losses)
+  terms = result["loss_terms"]
+  assert sorted(terms["names"]) == sorted(names)
+  # weight-ℓ1 of each λ: the ℓ1 norm of the weights the hypernetwork generates.
+  _, model, variables, _ = train.load_trained(path)
+  direct = losses.weight_l1(model.apply(variables, coeffs.astype(np.float32),
+                                        method=models.HyperUnet.generate))
+  np.testing.assert_allclose(terms["mean"]["weight_l1"], direct, rtol=1e-5)
+  # The Pareto set and the hypervolume ratio recomputed from the stored points.
+  points = np.stack([terms["mean"][n] for n in names], 1)
+  b_points = np.stack([result["baselines"]["loss_terms"]["mean"][n] for n in names], 1)
+  p = result["pareto"]
+  assert p["terms"] == names
+  assert p["front"] == list(np.flatnonzero(pareto.non_dominated(points)))
+  assert p["hypervolume"] == pareto.hypervolume_ratio(points, b_points)
+  # Best λ of each slice, and the gallery of the shown slice among its good λ.
+  assert set(result["best_per_slice"]) == set(result["metrics"])
+  psnr = np.array(result["per_slice"]["psnr"], np.float64)
+  np.testing.assert_array_equal(result["best_per_slice"]["psnr"], psnr.argmax(1))
+  g = result["gallery"]
+  row = psnr[g["slice"]]
+  assert g["indices"][0] == int(np.argmax(row))
+  assert all(row[i] >= row.max() - config_k4.eval.gallery_tolerance_db for i in g["indices"])
+  assert len(set(g["indices"])) == len(g["indices"]) <= config_k4.eval.gallery_size

@@ -83,7 +83,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # terms (<workdir>/loss_scales.json) and prints the override.
   c.loss_scales = (0.0556, 0.322)
   c.hparams = ml_collections.ConfigDict(dict(
+      # 'uniform' | 'endpoints' | 'log_uniform' (λ on the cube) or
+      # 'dirichlet' | 'faces' (coefficients on the simplex, any K; 'faces'
+      # draws a vertex, edge or face with probability endpoint_prob), see
+      # hparams.sample.
       sampler="uniform", endpoint_prob=0.1, log_min=1e-3,
+      alpha=1.0,  # Dirichlet concentration of 'dirichlet' and 'faces'
+
       # 'endpoints': when set, the endpoint probability moves linearly from
       # endpoint_prob at the first step to this at the last (annealed);
       # unset (None), it stays endpoint_prob.
@@ -102,7 +108,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       # eval_batches: validation batches per evaluation; 0 uses them all.
       max_to_keep=3, eval_batches=0, distributed=False))
   c.eval = ml_collections.ConfigDict(dict(
-      grid=100, chunk=32, split="test", num_slices_shown=1))
+      grid=100, chunk=32, split="test",
+      # N points of a design on the simplex instead of a grid (evaluate.py
+      # --samples); 0: the grid, which stops at two hyperparameters.
+      samples=0,
+      # The gallery (diverse.png): this many most different reconstructions
+      # among those within gallery_tolerance_db of the slice's best PSNR.
+      gallery_size=4, gallery_tolerance_db=1.0))
   return variant(c, arg)
 
 
@@ -142,4 +154,6 @@ def variant(config, arg):
   config.train.checkpoint_every = 2
   config.eval.grid = 5
   config.eval.chunk = 8
+  if config.eval.samples:
+    config.eval.samples = max(12, len(tuple(config.losses)))
   return config

@@ -256,6 +256,30 @@ def compute_loss_scales(config, workdir: str) -> dict:
                          loss_scales=(1.0,) * configuration.num_coeffs(config))
 
 
+def member_weight_terms(model, variables, names) -> dict[str, np.ndarray]:
+  """Each Unet's value of the loss terms of its weights (``weight_l1``).
+
+  A plain Unet's weight-ℓ1 is that of its own convolution kernels and biases,
+  as its training loss computed it (`models.Unet` with ``return_weights``).
+
+  Args:
+    model: a `state.UnetStack`.
+    variables: its (stacked) variables.
+    names: loss-term names; those not of the weights are skipped.
+
+  Returns:
+    ``{name: (L,) float64}`` in the stack's order.
+  """
+  wanted = [n for n in names if n in losses.NEEDS_WEIGHTS]
+  if not wanted:
+    return {}
+  params = variables["params"]
+  l1 = sum(np.abs(np.asarray(params[f"{spec.name}_{part}"], np.float64)).reshape(
+      len(model.lambdas), -1).sum(1)
+           for spec in models.conv_specs(model.unet.channels) for part in ("kernel", "bias"))
+  return {n: l1 for n in wanted}
+
+
 def _folded_weights(variables, channels: int):
   """A plain Unet's weights in evaluation mode, BatchNorm folded into its
   convolutions (`models.fold_batch_norm`): ``{name: {'kernel', 'bias'}}`` for

@@ -44,6 +44,12 @@ ADDED_FIELDS = (
     # generated every convolution from the reference's initialization.
     ("model.hyper_init", "reference"),
     ("model.conditioned", "all"),
+    # Samplers on the simplex and evaluation over a design: earlier runs
+    # sampled λ on the cube and were evaluated on grids.
+    ("hparams.alpha", 1.0),
+    ("eval.samples", 0),
+    ("eval.gallery_size", 4),
+    ("eval.gallery_tolerance_db", 1.0),
 )
 
 
@@ -123,15 +129,16 @@ def check_config(config) -> None:
       models.conditioned_specs(config.model.channels, config.model.conditioned)
     except errors.InputError as e:
       raise ConfigError(f"config.model.{e}") from None
-  if config.model.hyper_dim == 0 and len(tuple(config.hparams.fixed)) != k - 1:
-    raise ConfigError(f"a plain Unet (model.hyper_dim=0) trains at fixed λ: "
-                      f"config.hparams.fixed needs {k - 1} values in [0, 1], "
-                      f"got {tuple(config.hparams.fixed)}")
-  if config.model.hyper_dim == 0:
+  stack = tuple(tuple(lam) for lam in config.hparams.baselines)
+  # A stack's Unets train at its own λ: hparams.fixed is the single Unet's.
+  if config.model.hyper_dim == 0 and not stack:
     fixed = tuple(config.hparams.fixed)
+    if len(fixed) != k - 1:
+      raise ConfigError(f"a plain Unet (model.hyper_dim=0) trains at fixed λ: "
+                        f"config.hparams.fixed needs {k - 1} values in [0, 1], "
+                        f"got {fixed}")
     if any(not 0.0 <= v <= 1.0 for v in fixed):
       raise ConfigError(f"config.hparams.fixed must lie in [0, 1], got {fixed}")
-  stack = tuple(tuple(lam) for lam in config.hparams.baselines)
   if stack:
     if config.model.hyper_dim:
       raise ConfigError("config.hparams.baselines lists plain Unets: it needs "
@@ -183,6 +190,16 @@ def check_config(config) -> None:
            "config.hparams.log_min must lie in (0, 1)", config.hparams.log_min)
   _require(config.eval.grid >= 1, "config.eval.grid must be ≥ 1",
            config.eval.grid)
+  _require(config.eval.samples == 0 or config.eval.samples >= k,
+           f"config.eval.samples must be 0 (a grid) or ≥ the {k} vertices of the simplex",
+           config.eval.samples)
+  _require(config.eval.gallery_size >= 1, "config.eval.gallery_size must be ≥ 1",
+           config.eval.gallery_size)
+  _require(math.isfinite(config.eval.gallery_tolerance_db)
+           and config.eval.gallery_tolerance_db >= 0,
+           "config.eval.gallery_tolerance_db must be ≥ 0", config.eval.gallery_tolerance_db)
+  _require(math.isfinite(config.hparams.alpha) and config.hparams.alpha > 0,
+           "config.hparams.alpha must be > 0", config.hparams.alpha)
   _require(config.eval.chunk >= 1, "config.eval.chunk must be ≥ 1",
            config.eval.chunk)
   _check_task(config.task, int(config.data.image_size))

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from hyperrecon_jax import hparams
@@ -52,7 +53,7 @@ def sample_lambdas(config, key, batch: int, step=None):
     p = p + (final - p) * progress
   return hparams.sample(key, batch, configuration.num_lambdas(config),
                         config.hparams.sampler, endpoint_prob=p,
-                        log_min=config.hparams.log_min)
+                        log_min=config.hparams.log_min, alpha=config.hparams.alpha)
 
 
 def dhs_keep(model, variables, operator, zf, y, coeffs, top_b: int):
@@ -218,7 +219,17 @@ def _all_finite(tree):
 
 
 def validation_lambdas(num_lambdas: int):
-  """λ at which validation reports: endpoints and middle (corners + centre)."""
+  """λ at which validation reports: endpoints and middle (corners + centre).
+
+  From three hyperparameters on, the cube's corners are not the simplex's
+  vertices (most map to the same coefficients): the K vertices (each term
+  alone) and the centroid (equal coefficients) instead.
+  """
   if num_lambdas == 2:
     return [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5)]
+  if num_lambdas >= 3:
+    k = num_lambdas + 1
+    coeffs = np.concatenate([np.eye(k), np.full((1, k), 1.0 / k)]).astype(np.float32)
+    lam = np.asarray(hparams.lambdas_from_coefficients(coeffs), np.float64)
+    return [tuple(float(v) for v in row) for row in lam.round(6)]
   return [(v,) * num_lambdas for v in (0.0, 0.5, 1.0)]

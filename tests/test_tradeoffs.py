@@ -1,0 +1,85 @@
+"""Tests for hyperrecon_jax.tradeoffs: designs, Pareto sections, per-slice best λ, galleries."""
+
+import numpy as np
+import pytest
+
+from hyperrecon_jax import hparams
+from hyperrecon_jax import pareto
+from hyperrecon_jax import tradeoffs
+from hyperrecon_jax.errors import InputError
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_design_lambdas_hold_the_vertices_and_map_back_to_the_design(k):
+  lam = tradeoffs.design_lambdas(20, k)
+  assert lam.shape == (20, k - 1) and lam.dtype == np.float32
+  coeffs = np.asarray(hparams.coefficients(lam))
+  design = hparams.simplex_design(20, k, seed=tradeoffs.DESIGN_SEED)
+  # The same points, in the design's order (K ≥ 3) or sorted by λ (K = 2);
+  # float32 round trip through the stick-breaking map: a few ulps.
+  if k == 2:
+    design = design[np.argsort(design[:, 1], kind="stable")]
+    assert np.all(np.diff(lam[:, 0]) >= 0)
+  np.testing.assert_allclose(coeffs, design, atol=1e-6)
+  for vertex in np.eye(k):
+    assert np.any(np.all(np.abs(coeffs - vertex) < 1e-6, axis=1))
+
+
+def test_pareto_section_without_baselines_marks_the_front_and_its_own_hypervolume():
+  # (1, 3), (2, 2), (3, 1) are non-dominated; (3, 3) is dominated by (2, 2).
+  points = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 3.0], [3.0, 1.0]])
+  lam = np.array([[0.0], [0.3], [0.6], [1.0]])
+  out = tradeoffs.pareto_section(("a", "b"), points, lam)
+  assert out["front"] == [0, 1, 3]
+  assert out["front_lambdas"] == [[0.0], [0.3], [1.0]]
+  # Normalized on the front's own range (1..3 in both): points (0, 1),
+  # (.5, .5), (1, 0) and the dominated (1, 1); reference 1.1. Sweeping x, the
+  # dominated height is 1.1 − 1 on [0, .5), 1.1 − .5 on [.5, 1), 1.1 on [1, 1.1).
+  expected = 0.5 * 0.1 + 0.5 * 0.6 + 0.1 * 1.1
+  assert out["hypervolume"]["hyperrecon"] == pytest.approx(expected, abs=1e-12)
+  assert out["hypervolume"]["reference"] == [pareto.REFERENCE] * 2
+
+
+def test_pareto_section_with_baselines_gives_the_common_scale_ratio():
+  points = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
+  base = np.array([[1.5, 3.0], [3.0, 1.5], [3.0, 3.0]])
+  out = tradeoffs.pareto_section(("a", "b"), points, np.zeros((3, 1)), base, np.ones((3, 1)))
+  hv = out["hypervolume"]
+  assert hv == pareto.hypervolume_ratio(points, base)
+  assert hv["ratio"] > 1.0  # HyperRecon's staircase contains the baselines'
+  assert out["baseline_front"] == [0, 1]
+  assert out["baseline_points"] == base.tolist()
+
+
+def test_best_per_slice_maximizes_or_minimizes_and_marks_unscorable_slices():
+  per_slice = {"psnr": [[10.0, 12.0, 11.0], [None, None, None]],
+               "mae": [[0.3, 0.1, 0.2], [0.5, None, 0.4]]}
+  out = tradeoffs.best_per_slice(per_slice, {"mae"})
+  assert out == {"psnr": [1, -1], "mae": [1, 2]}
+
+
+def test_gallery_candidates_keep_the_tolerance_best_first_and_are_capped(monkeypatch):
+  psnrs = np.array([20.0, 19.5, np.nan, 18.9, 19.0, 10.0])
+  np.testing.assert_array_equal(tradeoffs.gallery_candidates(psnrs, 1.0), [0, 1, 4])
+  monkeypatch.setattr(tradeoffs, "MAX_GALLERY_CANDIDATES", 2)
+  np.testing.assert_array_equal(tradeoffs.gallery_candidates(psnrs, 1.0), [0, 1])
+  with pytest.raises(InputError, match="no λ of this slice has a finite PSNR"):
+    tradeoffs.gallery_candidates(np.full(3, np.nan), 1.0)
+
+
+def test_gallery_section_maps_picks_back_to_the_evaluated_lambdas():
+  # Candidates 5, 2, 7 of 8 λ; images 1-pixel at 0, 0.1, 1: the farthest from
+  # the best (index 5, at 0) is index 7 (at 1), then index 2.
+  psnrs = np.zeros(8)
+  psnrs[[5, 2, 7]] = [30.0, 29.9, 29.8]
+  recons = np.array([[[0.0]], [[0.1]], [[1.0]]])
+  lam = np.linspace(0, 1, 8, dtype=np.float32)[:, None]
+  out = tradeoffs.gallery_section(recons, psnrs, np.array([5, 2, 7]), lam, 3, 1.0,
+                                  {"psnr": psnrs})
+  assert out["indices"] == [5, 7, 2] and out["positions"] == [0, 2, 1]
+  np.testing.assert_allclose(out["lambdas"], lam[[5, 7, 2]].tolist())
+  np.testing.assert_allclose(out["coeffs"], np.asarray(hparams.coefficients(lam[[5, 7, 2]])))
+  assert out["min_distance"][0] is None  # no earlier pick: NaN, stored as None
+  np.testing.assert_allclose(out["min_distance"][1:], [1.0, 0.1])
+  assert out["scores"]["psnr"] == [30.0, 29.8, 29.9]
+  assert out["num_candidates"] == 3 and out["tolerance_db"] == 1.0
