@@ -11,7 +11,17 @@ masked with the model's mask; see `hyperrecon_jax.reconstruct`. ``--lam``:
 ``0.3``; ``0,0.5,1`` (a 4-D NIfTI, λ last, or an (L, S, H, W) dataset);
 ``grid:N``; ``a:b`` pairs for a model with two hyperparameters. Beside the
 output a JSON sidecar (same name, ``.json``) records the λ values, the model
-and the seed. Existing files are refused unless ``--overwrite``.
+and the seed. Existing files are refused unless ``--overwrite``, and so are an
+output folder that cannot be written in and an output that would not fit in
+memory, before any model work.
+
+The script says which plane it slices (the model's, or the volume's thin axis
+when the model's planes would be strips: ``--axis`` chooses), at what
+resolution the model works, and when the output's intensity cannot be
+trusted. ``--dtype``: float32 (the default: the model's own precision, which
+every tool reads), ``input`` (the input's type, e.g. int16 scaled to the
+output's range: the size of the input), ``int16`` (NIfTI) or ``float16``
+(``.h5``).
 """
 
 import os
@@ -19,6 +29,7 @@ import sys
 
 from absl import app
 from absl import flags
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
@@ -37,6 +48,12 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated measurement noise.")
 _BATCH = flags.DEFINE_integer("batch", None, "Slices per model call (default: the "
                               "config's eval.chunk).", lower_bound=1)
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["input", "int16", "float16", "float32"],
+                           "Value type of the output: float32; input (the input's own "
+                           "type); int16 (NIfTI, scaled); float16 (.h5).")
+_AXIS = flags.DEFINE_enum("axis", None, ["sagittal", "coronal", "axial"],
+                          "NIfTI: the plane to slice (default: the model's, or the "
+                          "volume's thin axis when the model's planes are strips).")
 flags.mark_flags_as_required(["input", "output", "lam"])
 
 
@@ -68,6 +85,7 @@ def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import reconstruct
   from hyperrecon_jax import train
+  from hyperrecon_jax.data import common
   with cli.user_errors():
     kind = reconstruct.input_kind(_INPUT.value)
     paths = reconstruct.output_paths(kind, _OUTPUT.value, _SAVE_INPUT.value)
@@ -79,17 +97,31 @@ def main(argv):
     if not config.model.hyper_dim:
       raise errors.InputError(f"{name} is a plain Unet (one λ): reconstruct needs HyperRecon")
     lambdas = reconstruct.parse_lambdas(_LAM.value, train.num_lambdas(config))
-    scan = reconstruct.read_input(_INPUT.value, config)
-    print(f"{_INPUT.value}: {len(scan.slices)} slices ({int(scan.kept.sum())} with "
+    scan = reconstruct.read_input(_INPUT.value, config, axis=_AXIS.value)
+    dtype = reconstruct.output_dtype(scan, _DTYPE.value, _OUTPUT.value)
+    need = reconstruct.check_memory(scan, len(lambdas), dtype, save_input=_SAVE_INPUT.value)
+    plane = f"{common.axis_name(scan.axis)} slices" if kind == "nifti" else "slices"
+    print(f"{_INPUT.value}: {len(scan.slices)} {plane} ({int(scan.kept.sum())} with "
           f"foreground), {len(lambdas)} λ value(s); model {name} (step {step})",
           file=sys.stderr)
+    for note in scan.notes:
+      print(f"note: {note}", file=sys.stderr)
+    shape = scan.output_shape
+    if len(lambdas) > 1:
+      shape = shape + (len(lambdas),) if kind == "nifti" else (len(lambdas),) + shape
+    print(f"output: {'×'.join(str(n) for n in shape)} {dtype.name} "
+          f"({len(lambdas) * dtype.itemsize * int(np.prod(scan.output_shape)) / 2**20:,.0f} MiB "
+          f"uncompressed; {need / 2**20:,.0f} MiB of memory)", file=sys.stderr)
     bar = _Bar(len(scan.slices) * len(lambdas))
     try:
       result = reconstruct.volume(config, model, variables, scan, lambdas,
                                   seed=_SEED.value, batch=_BATCH.value,
-                                  save_input=_SAVE_INPUT.value, progress=bar)
+                                  save_input=_SAVE_INPUT.value, progress=bar,
+                                  dtype=_DTYPE.value)
     finally:
       bar.close()
+    for warning in result["warnings"]:
+      print(f"warning: {warning}", file=sys.stderr)
     written = reconstruct.write(result, _OUTPUT.value, model=f"{name} (step {step})",
                                 overwrite=_OVERWRITE.value)
   for path in written:

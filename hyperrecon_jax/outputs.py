@@ -8,9 +8,12 @@ file with the ``reconstruction_hyperrecon`` dataset; beside it a JSON sidecar
 when the zero-filled input is saved, that too (`input_path`, or the
 ``zero_filled`` dataset of the ``.h5`` file). `output_paths` lists every file
 a write creates and `check_outputs` refuses existing ones unless overwriting
-is asked for, so a caller can check before any work. Each file is written
-beside its destination and renamed into place (atomically), so an interrupted
-write leaves no half-written output.
+is asked for, and folders that cannot be written in, so a caller can check
+before any work. Each file is written beside its destination and renamed into
+place (atomically), so an interrupted write leaves no half-written output.
+The values are written in the result's ``dtype`` (float32 unless asked
+otherwise; integer NIfTI types are scaled to the output's range by the
+header's slope and intercept).
 
 `hyperrecon_jax.reconstruct` re-exports the public functions here.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import json
 import os
+import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,25 +70,44 @@ def output_paths(scan_kind: str, output: str, save_input: bool) -> list[str]:
 
 
 def check_outputs(paths: Sequence[str], overwrite: bool) -> None:
-  """Refuses outputs that exist (unless ``overwrite``) or whose folder is missing."""
+  """Refuses outputs that exist (unless ``overwrite``) or whose folder is missing or read-only."""
+  probed = set()
   for p in paths:
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
       raise errors.InputError(f"{p}: the folder {folder} does not exist")
     if os.path.exists(p) and not overwrite:
       raise errors.InputError(f"{p} exists; give --overwrite to replace it")
+    if folder not in probed:
+      _check_writable(p, folder)
+      probed.add(folder)
+
+
+def _check_writable(path: str, folder: str) -> None:
+  """Refuses a folder in which a file cannot be created.
+
+  A file is created and removed: the permission bits alone do not tell (a
+  read-only mount, an ACL, or root, whom they do not bind).
+  """
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".hyperrecon-", suffix=".probe", dir=folder)
+  except OSError as err:
+    raise errors.InputError(f"{path}: cannot write in the folder {folder} "
+                            f"({err.strerror or err})") from None
+  os.close(fd)
+  os.remove(probe)
 
 
 def write(result: dict, output: str, *, model: str = "", overwrite: bool = False) -> list[str]:
   """Writes a `reconstruct.volume` result: the output, its sidecar, the input if saved.
 
   NIfTI: a 3-D volume for one λ, 4-D (λ last) for several, with the input's
-  affine and header (float32), the λ values in the header's description as
-  far as its 80 characters allow. ``.h5``: ``reconstruction_hyperrecon``
+  affine and header, the λ values in the header's description as far as its
+  80 characters allow. ``.h5``: ``reconstruction_hyperrecon``
   (S, H, W) for one λ, (L, S, H, W) for several, and ``zero_filled`` if
   saved; the λ values in its attributes. Each file is written beside its
   destination and renamed into place, so an interrupted write leaves no
-  half-written output.
+  half-written output. Values are of ``result['dtype']`` (default float32).
 
   Returns:
     The paths written.
@@ -94,15 +117,21 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
   paths = output_paths(scan.kind, output, save_input)
   check_outputs(paths, overwrite)
   lam_text = ",".join(":".join(f"{v:g}" for v in lam) for lam in result["lambdas"])
-  recon = np.stack(result["recon"], axis=-1 if scan.kind == "nifti" else 0)
-  if len(result["recon"]) == 1:
-    recon = recon[..., 0] if scan.kind == "nifti" else recon[0]
+  dtype = np.dtype(result.get("dtype", "float32"))
+  recon = result["recon"]
+  if not isinstance(recon, np.ndarray):
+    recon = np.stack(recon)  # a list of L volumes
+  if len(recon) == 1:
+    recon = recon[0]
+  elif scan.kind == "nifti":
+    recon = np.moveaxis(recon, 0, -1)  # a view: λ last, without a copy
   if scan.kind == "nifti":
-    _write_nifti(scan, recon, output, f"hyperrecon lam={lam_text}")
+    _write_nifti(scan, recon, output, f"hyperrecon lam={lam_text}", dtype)
     if save_input:
-      _write_nifti(scan, result["zero_filled"], input_path(output), "hyperrecon zero-filled input")
+      _write_nifti(scan, result["zero_filled"], input_path(output),
+                   "hyperrecon zero-filled input", dtype)
   else:
-    _write_h5(scan, recon, result, output, lam_text)
+    _write_h5(scan, recon, result, output, lam_text, dtype)
   sidecar = {
       "input": os.path.abspath(scan.path),
       "model": model,
@@ -111,6 +140,7 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
       if len(result["recon"]) > 1 else None,
       "seed": result["seed"],
       "intensity_scale": scan.scale,
+      "dtype": dtype.name,
       "zero_filled": input_path(output) if save_input and scan.kind == "nifti" else (
           H5_INPUT_DATASET if save_input else None),
   }
@@ -131,32 +161,39 @@ def _atomic(path: str, write_fn) -> None:
   try:
     write_fn(tmp)
     os.replace(tmp, path)
+  except OSError as err:
+    # Named after the destination: the temporary file is ours, not the user's.
+    raise OSError(f"{path}: cannot be written in {folder} ({err.strerror or err})") from err
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
 
 
-def _write_nifti(scan: Scan, data, path: str, description: str) -> None:
+def _write_nifti(scan: Scan, data, path: str, description: str, dtype=np.float32) -> None:
   nib = common.require("nibabel")
   header = scan.nifti.header.copy()
-  out = nib.Nifti1Image(np.asarray(data, np.float32), scan.nifti.affine, header)
-  out.set_data_dtype(np.float32)
-  out.header.set_slope_inter(1.0, 0.0)
+  out = nib.Nifti1Image(np.asarray(data), scan.nifti.affine, header)
+  out.set_data_dtype(dtype)
+  if np.dtype(dtype).kind == "f":
+    out.header.set_slope_inter(1.0, 0.0)
+  else:  # nibabel picks the slope and intercept that fit the values' range
+    out.header.set_slope_inter(np.nan, np.nan)
   out.header["descrip"] = description.encode()[:79]
   _atomic(path, lambda tmp: nib.save(out, tmp))
 
 
-def _write_h5(scan: Scan, recon, result: dict, path: str, lam_text: str) -> None:
+def _write_h5(scan: Scan, recon, result: dict, path: str, lam_text: str,
+              dtype=np.float32) -> None:
   h5py = common.require("h5py")
 
   def write_fn(tmp):
     with h5py.File(tmp, "w") as f:
-      f.create_dataset(H5_DATASET, data=np.asarray(recon, np.float32), compression="gzip")
+      f.create_dataset(H5_DATASET, data=np.asarray(recon, dtype), compression="gzip")
       f.attrs["lambdas"] = np.asarray(result["lambdas"], np.float32)
       f.attrs["lambdas_text"] = lam_text
       f.attrs["source"] = os.path.abspath(scan.path)
       f.attrs["max"] = scan.scale
       if result["zero_filled"] is not None:
-        f.create_dataset(H5_INPUT_DATASET, data=result["zero_filled"].astype(np.float32),
+        f.create_dataset(H5_INPUT_DATASET, data=np.asarray(result["zero_filled"], dtype),
                          compression="gzip")
   _atomic(path, write_fn)

@@ -5,11 +5,13 @@ small synthetic ones written here, and the MNI152 template for the check
 against the data pipeline.
 """
 
+import errno
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import configs
 import h5py
@@ -246,3 +248,163 @@ def test_cli_writes_once_and_refuses_to_overwrite(tmp_path):
     assert len(errors) == 1 and re.search(pattern, errors[0]), proc.stderr
   assert open(out, "rb").read() == before
   assert not os.path.exists(tmp_path / "other.nii.gz")
+
+
+# --- volumes the configured plane does not suit ----------------------------------------
+
+
+def test_a_thin_volume_is_sliced_along_its_thin_axis(tmp_path):
+  # Three slices along R-L: the model's axial planes would be 3×40 strips, so
+  # the three 40×40 sagittal planes are reconstructed, and the note says so.
+  path = str(tmp_path / "thin.nii.gz")
+  ras = head((40, 40, 3)).transpose(2, 0, 1).copy()  # (3, 40, 40), RAS
+  nib.save(nib.Nifti1Image(ras, np.eye(4)), path)
+  scan = rc.read_input(path, data_config(40))
+  assert scan.axis == 0 and scan.images.shape == (3, 40, 40)
+  assert any(re.search(r"slicing sagittal .*not the model's axial.*3×40-voxel strips", note)
+             for note in scan.notes), scan.notes
+  np.testing.assert_allclose(rc.put_back(scan, scan.images), np.clip(ras, 0, scan.scale),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match=r"axial planes are 3×40 voxels.*--axis=sagittal"):
+    rc.read_input(path, data_config(40), axis="axial")
+  assert rc.read_input(path, data_config(40), axis="sagittal").axis == 0
+
+
+def test_a_single_slice_volume_is_one_slice_and_a_strip_is_refused(tmp_path):
+  path = str(tmp_path / "one.nii.gz")
+  nib.save(nib.Nifti1Image(head((40, 48, 1)), np.eye(4)), path)
+  scan = rc.read_input(path, data_config(32))
+  assert scan.axis == 2 and scan.images.shape == (1, 32, 32) and scan.kept.all()
+  assert rc.put_back(scan, scan.images).shape == (40, 48, 1)
+  nib.save(nib.Nifti1Image(head((40, 48, 3))[:, :4], np.eye(4)), str(tmp_path / "strip.nii"))
+  with pytest.raises(ValueError, match=r"RAS shape \(40, 4, 3\), so every plane is narrower"):
+    rc.read_input(str(tmp_path / "strip.nii"), data_config(32))
+
+
+def test_voxels_beyond_float32_are_named_as_such(tmp_path):
+  volume = head().astype(np.float64)
+  volume[5, 5, 5] = 1e39  # finite in float64, inf in float32
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "big.nii.gz"))
+  with pytest.raises(ValueError, match=r"big.nii.gz: 1 of 19,200 voxels are finite in its "
+                                       r"float64 but beyond float32's range \(largest "
+                                       r"magnitude 1e\+39"):
+    rc.read_input(str(tmp_path / "big.nii.gz"), data_config(32))
+
+
+# --- the output's size, type and intensity ----------------------------------------------
+
+
+def small_scan(tmp_path, dtype=np.float32, shape=(40, 40, 12)):
+  path = str(tmp_path / "scan.nii.gz")
+  nib.save(nib.Nifti1Image((head(shape) * 1000).astype(dtype), np.eye(4)), path)
+  return rc.read_input(path, data_config(32))
+
+
+def test_an_output_too_large_for_memory_is_refused_with_what_fits(tmp_path):
+  scan = small_scan(tmp_path)  # 19,200 voxels: 75 KiB a float32 volume
+  per_volume = 19_200 * 4
+  assert rc.check_memory(scan, 10, available=2**30) == 12 * per_volume
+  with pytest.raises(ValueError, match=r"scan.nii.gz: 100,000 λ value\(s\) × 40×40×12 voxels "
+                                       r"× 4 bytes need 7.2 GiB of memory, more than the "
+                                       r"819 MiB allowed \(80% of the 1.0 GiB available\); "
+                                       r"give at most 11,182 λ values per run"):
+    rc.check_memory(scan, 100_000, available=2**30)
+  fit = (int(0.8 * 2**30) - 2 * per_volume) // per_volume
+  assert fit == 11_182 and rc.check_memory(scan, fit, available=2**30) <= 0.8 * 2**30
+  with pytest.raises(ValueError, match="even one λ does not fit"):
+    rc.check_memory(scan, 1, available=per_volume)
+
+
+def test_a_huge_grid_is_refused_before_it_is_built():
+  with pytest.raises(ValueError, match=r"grid:100000 gives 100000\^2 = 10,000,000,000 λ"):
+    rc.parse_lambdas("grid:100000", 2)
+
+
+def test_output_dtypes(model, tmp_path):
+  config, net, variables, _ = model
+  path = str(tmp_path / "scan.nii.gz")
+  nib.save(nib.Nifti1Image((head((48, 48, 2)) * 1000).astype(np.int16), np.eye(4)), path)
+  scan = rc.read_input(path, config)
+  assert scan.input_dtype == "int16"
+  result = rc.volume(config, net, variables, scan, [[0.0], [0.5]], dtype="input")
+  assert result["recon"].dtype == np.float32 and result["dtype"] == "int16"
+  rc.write(result, str(tmp_path / "out.nii.gz"))
+  img = nib.load(str(tmp_path / "out.nii.gz"))
+  assert img.get_data_dtype() == np.int16 and img.shape == (48, 48, 2, 2)
+  # Scaled to the output's range: rounding costs 1/65535 of that range.
+  span = result["recon"].max() - result["recon"].min()
+  np.testing.assert_allclose(img.get_fdata(), np.moveaxis(result["recon"], 0, -1),
+                             atol=span / 65535 * 1.01)
+  assert json.load(open(tmp_path / "out.json"))["dtype"] == "int16"
+  with pytest.raises(ValueError, match=r"NIfTI has no float16 type.*--dtype=int16"):
+    rc.output_dtype(scan, "float16")
+  h5_path = str(tmp_path / "file.h5")
+  with h5py.File(h5_path, "w") as f:
+    f["reconstruction_esc"] = head((64, 64, 2)).transpose(2, 0, 1) * 100
+  h5_scan = rc.read_input(h5_path, config)
+  result = rc.volume(config, net, variables, h5_scan, [[0.5]], dtype="float16")
+  assert result["recon"].dtype == np.float16
+  rc.write(result, str(tmp_path / "half.h5"))
+  with h5py.File(str(tmp_path / "half.h5"), "r") as f:
+    assert f[rc.H5_DATASET].dtype == np.float16 and f[rc.H5_DATASET].shape == (2, 64, 64)
+  with pytest.raises(ValueError, match=r"an .h5 output holds no scale factor"):
+    rc.output_dtype(h5_scan, "int16")
+  with h5py.File(h5_path, "w") as f:
+    f["reconstruction_esc"] = head((64, 64, 2)).transpose(2, 0, 1) * 1e5
+  with pytest.raises(ValueError, match=r"float16 keeps 3 digits only .* span 1e\+03 to 2e\+05"):
+    rc.output_dtype(rc.read_input(h5_path, config), "float16")
+
+
+def test_intensity_that_cannot_be_trusted_is_said(tmp_path):
+  scan = small_scan(tmp_path)
+  assert scan.warnings == () and scan.reference > 0
+  good = rc.put_back(scan, scan.images)
+  assert rc.intensity_warnings(scan, [[0.0], [0.5]], np.stack([good, 0.9 * good])) == []
+  (line,) = rc.intensity_warnings(scan, [[0.0], [0.5]], np.stack([0.05 * good, 0.3 * good]))
+  # put_back(images) is the input blurred by the 40 → 32 → 40 resizing: ratios ≈ 1.
+  assert re.match(r"at every λ .* is 0\.0\d+× to 0\.\d+× the input's \(outside \[0.5, 2\]\): "
+                  r"the output's intensity cannot be trusted", line), line
+  (line,) = rc.intensity_warnings(scan, [[0.0], [1.0]], np.stack([good, 0.2 * good]))
+  assert re.match(r"at λ = 1 the reconstruction's mean intensity in the foreground is "
+                  r"0\.\d+× the input's \(outside \[0.5, 2\], unlike at the other", line), line
+  # A scale that rests on a few voxels: 200 positive voxels, 1 above the 99.5th percentile.
+  volume = np.zeros((20, 20, 2), np.float32)
+  volume[5:15, 5:15, :] = np.random.default_rng(0).uniform(1, 2, (10, 10, 2))
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "few.nii.gz"))
+  (line,) = rc.read_input(str(tmp_path / "few.nii.gz"), data_config(16)).warnings
+  assert "rests on 1.0 of the scan's 200 positive voxels" in line
+
+
+def unwritable_folder(tmp_path):
+  """A folder this user cannot create files in, or skips the test."""
+  folder = tmp_path / "read_only"
+  folder.mkdir()
+  folder.chmod(0o555)
+  for candidate in (str(folder), "/sys"):
+    try:
+      fd, probe = tempfile.mkstemp(dir=candidate)
+    except OSError:
+      return candidate
+    os.close(fd)
+    os.remove(probe)  # root ignores the permission bits
+  pytest.skip("no folder here is read-only for this user")
+
+
+def test_an_unwritable_output_folder_is_refused_up_front(tmp_path):
+  folder = unwritable_folder(tmp_path)
+  out = os.path.join(folder, "recon.nii.gz")
+  with pytest.raises(ValueError, match=rf"recon.nii.gz: cannot write in the folder {folder} \("):
+    rc.check_outputs(rc.output_paths("nifti", out, False), overwrite=False)
+
+
+def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path):
+  from hyperrecon_jax import outputs
+  path = str(tmp_path / "recon.nii.gz")
+
+  def full_disk(tmp):
+    open(tmp, "wb").close()
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+
+  with pytest.raises(OSError, match=rf"^{path}: cannot be written in {tmp_path} \(No space") as e:
+    outputs._atomic(path, full_disk)
+  assert ".partial" not in str(e.value) and os.listdir(tmp_path) == []

@@ -1,0 +1,173 @@
+"""experiments/reconstruct.py (and evaluate.py's --baselines) as a user runs them.
+
+Each test runs the script in a subprocess with the shipped 64×64 model on a
+small synthetic volume: a thin stack, a single slice, an integer scan, a
+fastMRI file, and the mistakes that must be one ``error:`` line before any
+model work.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = "mni152_csmri8x_dc_tv"
+
+
+@pytest.fixture(scope="module")
+def env(compilation_cache):
+  out = dict(os.environ)
+  out["JAX_PLATFORMS"] = "cpu"
+  out["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
+  # The processes compile as a user's would, except for conftest's faster
+  # compilation (the same HLO programs).
+  out["XLA_FLAGS"] = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                              if "xla_backend_optimization_level" in f)
+  return out
+
+
+def run(env, name, *args, timeout=300):
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", f"{name}.py"),
+                         *args], env=env, capture_output=True, text=True, timeout=timeout,
+                        cwd=REPO, check=False)
+
+
+def reconstruct(env, *args):
+  return run(env, "reconstruct", f"--pretrained={SHIPPED}", *args)
+
+
+def assert_one_error_line(proc, pattern):
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  assert re.search(pattern, errors[0]), errors[0]
+  return errors[0]
+
+
+def disk_volume(shape, axes, seed=0):
+  """A volume whose planes along ``axes`` hold a disk of intensities 200..1000."""
+  volume = np.zeros(shape, np.float32)
+  a, b = (shape[i] for i in axes)
+  rows, cols = np.mgrid[0:a, 0:b]
+  disk = (rows - a / 2) ** 2 + (cols - b / 2) ** 2 < (0.4 * min(a, b)) ** 2
+  planes = np.moveaxis(volume, axes, (0, 1))
+  planes[disk] = np.random.default_rng(seed).uniform(200, 1000, (disk.sum(),) + planes.shape[2:])
+  return volume
+
+
+def foreground_ratio(path_in, path_out):
+  data = nib.load(path_in).get_fdata()
+  out = nib.load(path_out).get_fdata()
+  foreground = data > 0
+  return out[foreground].mean() / data[foreground].mean()
+
+
+def test_a_thin_volume_is_reconstructed_along_its_thin_axis_in_its_own_type(env, tmp_path):
+  # Three slices along R-L, int16 as scanners write: the model's axial planes
+  # would be 3×48 strips (reconstructed to near-nothing), so the 48×48
+  # sagittal planes are used and the output keeps the input's int16.
+  path, out = str(tmp_path / "thin.nii.gz"), str(tmp_path / "recon.nii.gz")
+  nib.save(nib.Nifti1Image(disk_volume((3, 48, 48), (1, 2)).astype(np.int16), np.eye(4)), path)
+  proc = reconstruct(env, f"--input={path}", f"--output={out}", "--lam=0.5", "--dtype=input")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "3 sagittal slices (3 with foreground)" in proc.stderr, proc.stderr
+  assert re.search(r"note: slicing sagittal .* not the model's axial: the volume's axial "
+                   r"planes would be 3×48-voxel strips", proc.stderr), proc.stderr
+  assert re.search(r"note: the model reconstructs at 64×64: .* put back on the input's "
+                   r"3×48×48 grid", proc.stderr), proc.stderr
+  assert "output: 3×48×48 int16" in proc.stderr and "warning:" not in proc.stderr
+  img = nib.load(out)
+  assert img.shape == (3, 48, 48) and img.get_data_dtype() == np.int16
+  assert 0.8 < foreground_ratio(path, out) < 1.25
+  assert json.load(open(tmp_path / "recon.json"))["dtype"] == "int16"
+
+
+def test_a_single_slice_volume_is_reconstructed(env, tmp_path):
+  path, out = str(tmp_path / "one.nii"), str(tmp_path / "recon.nii")
+  nib.save(nib.Nifti1Image(disk_volume((40, 48, 1), (0, 1)), np.eye(4)), path)
+  proc = reconstruct(env, f"--input={path}", f"--output={out}", "--lam=0.5")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "1 axial slices (1 with foreground)" in proc.stderr, proc.stderr
+  assert nib.load(out).shape == (40, 48, 1)
+  assert nib.load(out).get_data_dtype() == np.float32  # the default
+  assert 0.8 < foreground_ratio(path, out) < 1.25
+
+
+def test_a_fastmri_file_in_float16(env, tmp_path):
+  path, out = str(tmp_path / "file.h5"), str(tmp_path / "recon.h5")
+  with h5py.File(path, "w") as f:
+    f["reconstruction_esc"] = disk_volume((2, 64, 64), (1, 2)) * 1e-3
+  proc = reconstruct(env, f"--input={path}", f"--output={out}", "--lam=0,1",
+                     "--dtype=float16")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "note: the model reconstructs at 64×64" in proc.stderr
+  with h5py.File(out, "r") as f:
+    assert f["reconstruction_hyperrecon"].dtype == np.float16
+    assert f["reconstruction_hyperrecon"].shape == (2, 2, 64, 64)
+
+
+def unwritable_folder(tmp_path):
+  """A folder this user cannot create files in, or skips the test."""
+  folder = tmp_path / "read_only"
+  folder.mkdir()
+  folder.chmod(0o555)
+  for candidate in (str(folder), "/sys"):
+    try:
+      fd, probe = tempfile.mkstemp(dir=candidate)
+    except OSError:
+      return candidate
+    os.close(fd)
+    os.remove(probe)  # root ignores the permission bits
+  pytest.skip("no folder here is read-only for this user")
+
+
+@pytest.mark.parametrize("case", ["memory", "float64", "read_only", "float16_nifti"])
+def test_mistakes_are_one_error_line_before_any_model_work(env, tmp_path, case):
+  path = str(tmp_path / "scan.nii.gz")
+  volume = disk_volume((64, 64, 40), (0, 1))
+  out = str(tmp_path / "recon.nii.gz")
+  args = ["--lam=0.5"]
+  if case == "memory":
+    # 10⁶ λ × 64×64×40 voxels × 4 bytes = 610 GiB.
+    args, pattern = ["--lam=grid:1000000"], (
+        r"1,000,000 λ value\(s\) × 64×64×40 voxels × 4 bytes need 610\.4 GiB of memory, more "
+        r"than the .* allowed \(80% of the .* available\); give at most [\d,]+ λ values")
+  elif case == "float64":
+    volume = volume.astype(np.float64)
+    volume[30, 30, 20] = 1e39
+    pattern = (r"scan.nii.gz: 1 of 163,840 voxels are finite in its float64 but beyond "
+               r"float32's range \(largest magnitude 1e\+39")
+  elif case == "read_only":
+    folder = unwritable_folder(tmp_path)
+    out = os.path.join(folder, "recon.nii.gz")
+    pattern = rf"recon.nii.gz: cannot write in the folder {re.escape(folder)} \("
+  else:
+    args.append("--dtype=float16")
+    pattern = r"--dtype=float16: NIfTI has no float16 type .*give --dtype=int16"
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+  proc = reconstruct(env, f"--input={path}", f"--output={out}", *args)
+  line = assert_one_error_line(proc, pattern)
+  assert "slices (" not in proc.stderr and ".partial" not in line, proc.stderr
+  assert not os.path.exists(out)
+
+
+def test_evaluate_names_a_missing_baselines_folder(env, tmp_path):
+  missing = str(tmp_path / "missing")
+  proc = run(env, "evaluate", f"--pretrained={SHIPPED}", f"--out={tmp_path / 'r'}",
+             f"--baselines={missing}")
+  assert_one_error_line(proc, rf"--baselines={re.escape(missing)}: no such folder")
+  os.mkdir(missing)
+  proc = run(env, "evaluate", f"--pretrained={SHIPPED}", f"--out={tmp_path / 'r'}",
+             f"--baselines={missing}")
+  assert_one_error_line(proc, rf"--baselines={re.escape(missing)} holds no checkpoint: train "
+                              r"the per-λ Unets first \(experiments/baselines.py")
+  assert not (tmp_path / "r").exists()
