@@ -5,13 +5,16 @@ r"""Serves the interactive λ explorer: move λ, watch the reconstruction change
   python experiments/explore.py --workdir=workdirs/demo [--split=test] [--host=0.0.0.0]
   python experiments/explore.py --workdir=DIR --input=scan.nii.gz   (a volume of your own)
   python experiments/explore.py --segmenter=SEGDIR                  (also Dice, best λ for Dice)
+  python experiments/explore.py --workdir=DIR --samples=128         (K ≥ 4 terms: a bigger design)
 
 Binds 127.0.0.1 (this machine only) unless --host is given, prints the URL,
 and serves until Ctrl-C. The page and its JSON API are described in
 `hyperrecon_jax.explorer`. Reads the workdir only.
 """
 
+import errno
 import os
+import socket
 import sys
 
 from absl import app
@@ -35,10 +38,42 @@ _INPUT = flags.DEFINE_string("input", None, "Instead of the split: a NIfTI volum
 _SEGMENTER = flags.DEFINE_string(
     "segmenter", None, "Folder of a segmenter (experiments/segmenter.py) trained on this "
     "data: also show the Dice of every reconstruction and a 'best λ for Dice' button.")
-_GRID = flags.DEFINE_integer("grid", None, "λ values per hyperparameter of the curves "
-                             "(default: the config's eval.grid).", lower_bound=2)
+_GRID = flags.DEFINE_integer("grid", None, "λ values per hyperparameter of the curves, for "
+                             "models of 2 or 3 loss terms (default: the config's eval.grid).",
+                             lower_bound=2)
+_SAMPLES = flags.DEFINE_integer(
+    "samples", None, "Points of the design on the simplex that the curves, the best λ and the "
+    "gallery score, for models of 4 or more loss terms (default: "
+    "hyperrecon_jax.explorer.DESIGN_SIZE, 64).", lower_bound=1)
 _CHUNK = flags.DEFINE_integer("chunk", None, "Model batch of the λ-grid reconstruction "
                               "(default: 8 on CPU, 32 on GPU).", lower_bound=1)
+
+
+def _bind_error(e: OSError, host: str, port: int):
+  """An `errors.InputError` saying why ``host:port`` cannot be served, and what to do."""
+  from hyperrecon_jax import errors
+  if e.errno == errno.EADDRINUSE:
+    return errors.InputError(f"port {port} on {host} is already in use (another explorer?): "
+                             "choose another with --port=N, or --port=0 for a free one")
+  return errors.InputError(f"cannot serve on {host}:{port}: {e.strerror or e}; choose another "
+                           "address with --host or port with --port")
+
+
+def _check_address(host: str, port: int):
+  """Fails now, before the model loads, if ``host:port`` cannot be bound.
+
+  Binds as the server will (``SO_REUSEADDR``, which a port held by a
+  listening socket still refuses) and lets go at once.
+  """
+  if port == 0:
+    return
+  with socket.socket(socket.AF_INET) as probe:  # the server's family
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      probe.bind((host, port))
+    except OSError as e:
+      raise _bind_error(e, host, port) from None
+
 
 def main(argv):
   if len(argv) > 1:
@@ -47,6 +82,7 @@ def main(argv):
   from hyperrecon_jax import errors
   from hyperrecon_jax import explorer
   with cli.user_errors():
+    _check_address(_HOST.value, _PORT.value)
     pretrained = _PRETRAINED.value or (None if _WORKDIR.value else DEFAULT_MODEL)
     config, model, variables, step, name = cli.load_model(_WORKDIR.value, pretrained,
                                                           _STEP.value)
@@ -66,8 +102,12 @@ def main(argv):
       segmenter = segmentation.load(_SEGMENTER.value)
     ex = explorer.Explorer(config, model, variables, name=name, step=step,
                            split=_SPLIT.value, images=images, slices=slices, source=source,
-                           chunk=_CHUNK.value, segmenter=segmenter, grid=_GRID.value)
-    server = explorer.make_server(ex, _HOST.value, _PORT.value)
+                           chunk=_CHUNK.value, segmenter=segmenter, grid=_GRID.value,
+                           design=_SAMPLES.value)
+    try:  # the port may have been taken while the model loaded
+      server = explorer.make_server(ex, _HOST.value, _PORT.value)
+    except OSError as e:
+      raise _bind_error(e, _HOST.value, _PORT.value) from None
   host, port = server.server_address[:2]
   shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
   print(f"serving the λ explorer of {name} (step {step}, {len(ex.images)} slices) "

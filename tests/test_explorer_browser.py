@@ -4,7 +4,8 @@ Needs Debian's ``chromium`` and ``chromium-driver`` and ``pip install selenium``
 nothing is downloaded at run time (the browser and driver paths are given, so
 Selenium Manager never runs). Without them the test skips, unless
 ``HYPERRECON_REQUIRE_BROWSER=1`` (CI) makes that a failure. The server runs
-in a thread with the shipped model (64×64).
+in a thread with the shipped model (64×64, two loss terms), and with the
+untrained four-term model of tests/test_explorer.py (32×32).
 """
 
 import json
@@ -70,21 +71,46 @@ def server():
   srv.server_close()
 
 
+@pytest.fixture(scope="module")
+def four_server(compilation_cache):
+  import test_explorer  # its K = 4 explorer: compiled once per process
+
+  from hyperrecon_jax import explorer
+  srv = explorer.make_server(test_explorer.four_term_explorer(), "127.0.0.1", 0)
+  threading.Thread(target=srv.serve_forever, daemon=True).start()
+  yield f"http://127.0.0.1:{srv.server_address[1]}"
+  srv.shutdown()
+  srv.server_close()
+
+
 def api(url, path, **query):
   with urllib.request.urlopen(f"{url}{path}?{urllib.parse.urlencode(query)}",
                               timeout=120) as r:
     return json.loads(r.read())
 
 
-def test_the_page_follows_the_slider_and_the_buttons(browser, server):
+def page(driver, url):
+  """Loads the page and waits for its first reconstruction and λ set; (find, wait, idle)."""
   from selenium.webdriver.common.by import By
   from selenium.webdriver.support.ui import WebDriverWait
-  driver, find = browser, lambda i: browser.find_element(By.ID, i)
+  find = lambda i: driver.find_element(By.ID, i)
   wait = WebDriverWait(driver, 120, poll_frequency=0.05)
   idle = lambda d: d.execute_script("return document.body.dataset.state") == "idle"
-  driver.get(server + "/")
-  # The first reconstruction and the slice's λ grid arrive; every image loads.
+  driver.get(url + "/")
   wait.until(lambda d: idle(d) and find("best-psnr").is_enabled())
+  return find, wait, idle
+
+
+def image(driver, element_id):
+  """The data URL an <img> shows."""
+  return driver.execute_script(f"return document.getElementById('{element_id}').src")
+
+
+def test_the_page_follows_the_slider_and_the_buttons(browser, server):
+  from selenium.webdriver.common.by import By
+  driver = browser
+  # The first reconstruction and the slice's λ grid arrive; every image loads.
+  find, wait, idle = page(driver, server)
   for name in ("truth", "zero_filled", "recon", "error", "range"):
     wait.until(lambda d, n=name: d.execute_script(
         f"const i = document.getElementById('img-{n}'); return i.complete && i.naturalWidth"
@@ -99,11 +125,18 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
 
   def shown(lam):
     """Waits for λ on the page, then checks its text against the API's answer."""
-    want = api(server, "/api/reconstruct", slice=index, lam=lam)["metrics"]
-    wait.until(lambda d: idle(d) and find("psnr").get_attribute("data-lam") == str(lam))
+    answer = api(server, "/api/reconstruct", slice=index, lam=lam)
+    want = answer["metrics"]
+    wait.until(lambda d: idle(d) and float(find("psnr").get_attribute("data-lam")) == lam)
     assert find("lam-text").text == f"{lam:.3f}"
     assert find("psnr").text == f"{want['psnr']:.2f} dB"
     assert find("ssim").text == f"{want['ssim']:.4f}"
+    assert image(driver, "img-recon") == answer["images"]["recon"]
+    # c = (1 − λ, λ) (Eq. 9), named by term; |error| white at the slice's scale.
+    terms = find("coeff-text").text.split(" · ")
+    assert [t.split()[0] for t in terms] == ["dc", "tv"]
+    assert [float(t.split()[1]) for t in terms] == pytest.approx([1 - lam, lam], abs=1e-3)
+    assert float(find("err-range").text) == pytest.approx(answer["error_scale"], rel=1e-2)
     return want
 
   # Move the slider as a drag does: set the value, fire input events.
@@ -127,6 +160,65 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
   shown(first)
   find("toggle").click()
   shown(second)
+
+  # The gallery: a click loads that candidate.
+  items = curve["gallery"]["items"]
+  assert len(driver.find_elements(By.CSS_SELECTOR, "#gallery .gallery-item")) == len(items) >= 2
+  find("gallery-1").click()
+  shown(items[1]["lam"][0])
+  assert "current" in find("gallery-1").get_attribute("class")
+
+  errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+  assert not errors, errors
+
+
+def test_four_terms_have_one_slider_per_coefficient_and_a_gallery(browser, four_server):
+  from selenium.webdriver.common.by import By
+  driver, url = browser, four_server
+  find, wait, idle = page(driver, url)
+  index = int(find("slice").get_attribute("value"))
+  inputs = driver.find_elements(By.CSS_SELECTOR, "#coeff-sliders input.coeff")
+  assert len(inputs) == 4 and find("coeff-box").is_displayed()
+  assert not find("lam-slider").is_displayed() and not find("pad").is_displayed()
+  assert not find("ternary").is_displayed()
+
+  def values():
+    return [float(i.get_attribute("value")) for i in inputs]
+
+  def shown():
+    """Waits for the page's coefficients to be shown; checks them against the API."""
+    wait.until(lambda d: idle(d) and find("psnr").get_attribute("data-coeffs")
+               == find("coeff-text").get_attribute("data-coeffs"))
+    sent = find("psnr").get_attribute("data-coeffs")
+    coeffs = [float(v) for v in sent.split(",")]
+    assert coeffs == pytest.approx(values(), abs=1e-9) and sum(coeffs) == pytest.approx(1)
+    answer = api(url, "/api/reconstruct", slice=index, coeffs=sent)
+    assert find("psnr").text == f"{answer['metrics']['psnr']:.2f} dB"
+    assert image(driver, "img-recon") == answer["images"]["recon"]
+    return coeffs
+
+  assert shown() == pytest.approx([0.25] * 4)
+  before = image(driver, "img-recon")
+  # Drag the second slider to 0.55: the others keep their ratios, the sum stays 1.
+  driver.execute_script(
+      "const s = document.getElementById('coeff-1'); s.value = '0.55';"
+      "s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change'));")
+  coeffs = shown()
+  assert coeffs == pytest.approx([0.15, 0.55, 0.15, 0.15], abs=1e-9)
+  assert image(driver, "img-recon") != before
+  assert [o.text for o in driver.find_elements(By.CSS_SELECTOR, "#coeff-sliders output")] == [
+      "0.150", "0.550", "0.150", "0.150"]
+
+  curve = api(url, "/api/curve", slice=index)
+  items = curve["gallery"]["items"]
+  figures = driver.find_elements(By.CSS_SELECTOR, "#gallery .gallery-item")
+  assert len(figures) == len(items) >= 4
+  assert [int(f.get_attribute("data-index")) for f in figures] == curve["gallery"]["indices"]
+  find("gallery-2").click()
+  assert shown() == pytest.approx(items[2]["coeffs"], abs=1e-5)
+  assert "current" in find("gallery-2").get_attribute("class")
+  find("best-ssim").click()
+  assert shown() == pytest.approx(curve["best"]["ssim"]["coeffs"], abs=1e-5)
 
   errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
   assert not errors, errors

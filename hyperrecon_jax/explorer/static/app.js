@@ -1,17 +1,28 @@
-// The λ explorer's page: talks to the JSON API of hyperrecon_jax/explore.py.
-// No libraries: curves and landscapes are drawn on <canvas>.
+// The λ explorer's page: talks to the JSON API of hyperrecon_jax/explorer.
+// No libraries: curves, landscapes and the coefficient triangle are drawn on <canvas>.
+//
+// A model of K loss terms is steered by K − 1 hyperparameters λ or, the same
+// thing, K coefficients c on the simplex. The page keeps both (state.lam,
+// state.coeffs) and sends the one the user set (state.by), so a λ from the
+// slider or the pad reaches the model exactly as typed, and so does a c.
 "use strict";
 
-const state = { info: null, slice: 0, lam: [0.5], curve: null, pair: null, pairSide: 0,
-                inflight: false, pending: false, curveSlice: -1 };
+const state = { info: null, slice: 0, lam: [0.5], coeffs: [0.5, 0.5], by: "lam", curve: null,
+                pair: null, pairSide: 0, inflight: false, pending: false, curveSlice: -1,
+                axis: 0, curveLoading: false };
 const $ = (id) => document.getElementById(id);
 let METRICS = ["psnr", "ssim", "hfen"];  // and "dice" with a segmenter (info.metrics)
 const LABELS = { psnr: "PSNR (dB)", ssim: "SSIM", hfen: "HFEN (lower is better)",
                  dice: "Dice of the segmentation" };
+const LOWER_IS_BETTER = new Set(["hfen"]);
 
 function fmt(v, digits) { return v === null || v === undefined ? "n/a" : v.toFixed(digits); }
 function lamText(lam) { return lam.map((v) => v.toFixed(3)).join(", "); }
 function lamParam(lam) { return lam.map((v) => String(v)).join(","); }
+function clamp01(v) { return Math.min(1, Math.max(0, isFinite(v) ? v : 0)); }
+function numCoeffs() { return state.info.num_coeffs; }
+// λ sets of K ≤ 3 terms are grids in λ; beyond, a design of points in c.
+function byCoeffs() { return numCoeffs() >= 4; }
 
 function setBusy() {
   document.body.dataset.state = (state.inflight || state.pending || state.curveLoading) ? "busy" : "idle";
@@ -26,15 +37,80 @@ async function getJSON(url) {
   return body;
 }
 
-// --- λ input ----------------------------------------------------------------------
+// --- λ ↔ coefficients (hyperrecon_jax.hparams) -------------------------------------
 
-function setLam(lam, fromUser) {
-  state.lam = lam.map((v) => Math.min(1, Math.max(0, v)));
-  if (!fromUser && state.info.num_lambdas === 1) { $("lam-slider").value = String(state.lam[0]); }
+function coefficientsOf(lam) {  // Eq. 9 for K = 2, stick-breaking (Eq. 10) beyond
+  if (lam.length === 1) { return [1 - lam[0], lam[0]]; }
+  const c = [];
+  let rest = 1;
+  for (const l of lam) { c.push(l * rest); rest *= 1 - l; }
+  c.push(rest);
+  return c;
+}
+
+function lambdasOf(c) {  // the inverse; λ_k = 0 where no mass is left for terms k…K
+  if (c.length === 2) { return [c[1]]; }
+  const lam = [];
+  for (let k = 0; k < c.length - 1; k++) {
+    const tail = c.slice(k).reduce((s, v) => s + v, 0);
+    lam.push(tail > 0 ? clamp01(c[k] / tail) : 0);
+  }
+  return lam;
+}
+
+function normalized(c) {
+  const positive = c.map(clamp01), total = positive.reduce((s, v) => s + v, 0);
+  return total > 0 ? positive.map((v) => v / total) : c.map(() => 1 / c.length);
+}
+
+// Sets coefficient k to v and rescales the others in proportion, so the sum stays 1;
+// when the others are all 0, they share the rest equally.
+function rescaled(c, k, v) {
+  v = clamp01(v);
+  const rest = c.reduce((s, x, j) => (j === k ? s : s + x), 0);
+  return c.map((x, j) => (j === k ? v : rest > 1e-12 ? x * (1 - v) / rest : (1 - v) / (c.length - 1)));
+}
+
+function pointQuery() {
+  return state.by === "lam" ? "lam=" + lamParam(state.lam) : "coeffs=" + lamParam(state.coeffs);
+}
+
+// --- setting the point ------------------------------------------------------------
+
+function setLam(lam, source) {
+  state.lam = lam.map(clamp01);
+  state.coeffs = coefficientsOf(state.lam);
+  state.by = "lam";
+  pointChanged(source);
+}
+
+function setCoeffs(c, source) {
+  state.coeffs = normalized(c);
+  state.lam = lambdasOf(state.coeffs);
+  state.by = "coeffs";
+  pointChanged(source);
+}
+
+// Point k of the curve's λ set, as the set gives it (λ for grids, c for designs).
+function goIndex(k) {
+  if (!state.curve) { return; }
+  if (byCoeffs()) { setCoeffs(state.curve.coeffs[k], null); } else { setLam(state.curve.lambdas[k], null); }
+}
+
+function pointChanged(source) {
+  if (source !== "slider" && state.info.num_lambdas === 1) { $("lam-slider").value = String(state.lam[0]); }
+  state.coeffs.forEach((v, k) => {
+    const input = $("coeff-" + k);
+    if (input && source !== "coeff-" + k) { input.value = String(v); }
+    if (input) { $("coeff-val-" + k).textContent = v.toFixed(3); }
+  });
   $("lam-text").textContent = lamText(state.lam);
-  const base = "api/download?slice=" + state.slice + "&lam=" + lamParam(state.lam);
+  $("coeff-text").textContent = state.info.losses.map((n, k) => n + " " + state.coeffs[k].toFixed(3)).join(" · ");
+  $("coeff-text").dataset.coeffs = lamParam(state.coeffs);
+  const base = "api/download?slice=" + state.slice + "&" + pointQuery();
   $("dl-png").href = base + "&format=png";
   $("dl-npy").href = base + "&format=npy";
+  markGallery();
   drawCurves();
   requestRecon();
 }
@@ -43,7 +119,57 @@ function padEvent(event) {
   const rect = $("pad").getBoundingClientRect();
   const x = (event.clientX - rect.left) / rect.width;
   const y = 1 - (event.clientY - rect.top) / rect.height;
-  setLam([x, y], true);
+  setLam([x, y], "pad");
+}
+
+// --- the coefficient triangle (K = 3) ------------------------------------------------
+
+function triangle() {  // vertices of terms 1, 2, 3: bottom left, bottom right, top
+  const canvas = $("ternary"), m = 22, w = canvas.width - 2 * m;
+  const bottom = canvas.height - m, h = w * Math.sqrt(3) / 2;
+  return [[m, bottom], [m + w, bottom], [m + w / 2, bottom - h]];
+}
+
+function ternaryPoint(c) {
+  const v = triangle();
+  return [0, 1].map((d) => c[0] * v[0][d] + c[1] * v[1][d] + c[2] * v[2][d]);
+}
+
+function ternaryEvent(event) {
+  const canvas = $("ternary"), rect = canvas.getBoundingClientRect();
+  const x = (event.clientX - rect.left) * canvas.width / rect.width;
+  const y = (event.clientY - rect.top) * canvas.height / rect.height;
+  const [a, b, c] = triangle();
+  const det = (b[1] - c[1]) * (a[0] - c[0]) + (c[0] - b[0]) * (a[1] - c[1]);
+  const l0 = ((b[1] - c[1]) * (x - c[0]) + (c[0] - b[0]) * (y - c[1])) / det;
+  const l1 = ((c[1] - a[1]) * (x - c[0]) + (a[0] - c[0]) * (y - c[1])) / det;
+  setCoeffs([l0, l1, 1 - l0 - l1], "ternary");  // outside: clipped onto the triangle
+}
+
+function drawTernary() {
+  const canvas = $("ternary"), ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const v = triangle();
+  ctx.fillStyle = "#f3f3f3"; ctx.strokeStyle = "#888"; ctx.lineWidth = 1;
+  ctx.beginPath(); ctx.moveTo(...v[0]); ctx.lineTo(...v[1]); ctx.lineTo(...v[2]); ctx.closePath();
+  ctx.fill(); ctx.stroke();
+  if (state.curve) {
+    const values = state.curve.metrics.psnr, [lo, hi] = range(values);
+    state.curve.coeffs.forEach((c, k) => {
+      const [x, y] = ternaryPoint(c);
+      ctx.fillStyle = colour(values[k] === null ? 0 : (values[k] - lo) / (hi - lo));
+      ctx.beginPath(); ctx.arc(x, y, 4, 0, 2 * Math.PI); ctx.fill();
+    });
+  }
+  ctx.fillStyle = "#222"; ctx.font = "12px sans-serif"; ctx.textAlign = "center";
+  const names = state.info.losses;
+  ctx.fillText(names[0], v[0][0] + 4, v[0][1] + 15);
+  ctx.fillText(names[1], v[1][0] - 4, v[1][1] + 15);
+  ctx.fillText(names[2], v[2][0], v[2][1] - 6);
+  ctx.textAlign = "start";
+  const [x, y] = ternaryPoint(state.coeffs);
+  ctx.strokeStyle = "#fff"; ctx.lineWidth = 2; ctx.beginPath(); ctx.arc(x, y, 6, 0, 2 * Math.PI); ctx.stroke();
+  ctx.strokeStyle = "#d62728"; ctx.beginPath(); ctx.arc(x, y, 4, 0, 2 * Math.PI); ctx.stroke();
 }
 
 // --- requests ---------------------------------------------------------------------
@@ -51,15 +177,21 @@ function padEvent(event) {
 async function requestRecon() {
   if (state.inflight) { state.pending = true; setBusy(); return; }
   state.inflight = true; state.pending = false; setBusy();
-  const slice = state.slice, lam = state.lam.slice();
+  const slice = state.slice, lam = state.lam.slice(), coeffs = state.coeffs.slice();
+  const query = pointQuery();
   try {
-    const r = await getJSON("api/reconstruct?slice=" + slice + "&lam=" + lamParam(lam));
+    const r = await getJSON("api/reconstruct?slice=" + slice + "&" + query);
     for (const k of ["truth", "zero_filled", "recon", "error"]) { $("img-" + k).src = r.images[k]; }
     $("psnr").textContent = fmt(r.metrics.psnr, 2) + " dB";
     $("ssim").textContent = fmt(r.metrics.ssim, 4);
     $("hfen").textContent = fmt(r.metrics.hfen, 4);
     if ("dice" in r.metrics) { $("dice").textContent = fmt(r.metrics.dice, 4); }
-    $("psnr").dataset.lam = lamParam(lam);  // the λ asked for, as sent
+    $("err-range").textContent = r.error_scale.toPrecision(3);
+    $("err-caption").title = "white: the " + state.info.error_percentile + "th percentile of this " +
+        "slice's |error| at the simplex's vertices and centre, the same for every λ";
+    // The point asked for, as sent.
+    $("psnr").dataset.lam = lamParam(lam);
+    $("psnr").dataset.coeffs = lamParam(coeffs);
     showError("");
   } catch (e) {
     showError(String(e.message || e));
@@ -69,28 +201,69 @@ async function requestRecon() {
   }
 }
 
+function bestButtons() { return METRICS.map((m) => "best-" + m); }
+
 async function loadCurve() {
   const slice = state.slice;
   state.curveLoading = true; setBusy();
-  $("status").textContent = "computing the λ grid of slice " + slice + "…";
-  for (const id of ["best-psnr", "best-ssim", "best-dice", "diverse", "toggle"]) { $(id).disabled = true; }
+  $("status").textContent = "computing the λ set of slice " + slice + "…";
+  for (const id of [...bestButtons(), "diverse", "toggle"]) { $(id).disabled = true; }
+  $("gallery").replaceChildren();
   try {
     const c = await getJSON("api/curve?slice=" + slice);
     if (slice !== state.slice) { return; }
     state.curve = c; state.curveSlice = slice;
     $("img-range").src = c.range;
     $("range-max").textContent = c.range_max.toFixed(3);
-    $("best-psnr").disabled = !c.best.psnr;
-    $("best-ssim").disabled = !c.best.ssim;
-    $("best-dice").disabled = !c.best.dice;
+    for (const m of METRICS) { $("best-" + m).disabled = !c.best[m]; }
     $("diverse").disabled = false;
     $("status").textContent = "";
+    showGallery();
     drawCurves();
   } catch (e) {
     showError(String(e.message || e));
   } finally {
     state.curveLoading = false; setBusy();
   }
+}
+
+// --- the gallery ------------------------------------------------------------------
+
+function pointText(item) {
+  return byCoeffs() || numCoeffs() === 3 ? "c = " + item.coeffs.map((v) => v.toFixed(2)).join(", ")
+                                         : "λ = " + lamText(item.lam);
+}
+
+function showGallery() {
+  const g = state.curve.gallery, box = $("gallery");
+  box.replaceChildren();
+  $("gallery-text").textContent = g.items.length > 1
+    ? "gallery: the " + g.items.length + " most different of the " + g.num_candidates +
+      " reconstructions within " + g.tolerance_db + " dB of the best PSNR (click one to load it)"
+    : "gallery: only the best reconstruction is within " + g.tolerance_db + " dB of the best PSNR";
+  g.items.forEach((item, j) => {
+    const figure = document.createElement("figure");
+    figure.className = "gallery-item";
+    figure.id = "gallery-" + j;
+    figure.dataset.index = String(item.index);
+    const img = document.createElement("img");
+    img.src = item.image; img.alt = "candidate " + (j + 1);
+    const caption = document.createElement("figcaption");
+    caption.textContent = fmt(item.metrics.psnr, 2) + " dB · " + pointText(item);
+    figure.append(img, caption);
+    figure.addEventListener("click", () => goIndex(item.index));
+    box.appendChild(figure);
+  });
+  markGallery();
+}
+
+function markGallery() {  // outlines the candidate shown, if one is
+  if (!state.curve) { return; }
+  const key = lamParam(state.coeffs.map((v) => v.toFixed(4)));
+  state.curve.gallery.items.forEach((item, j) => {
+    const same = lamParam(item.coeffs.map((v) => v.toFixed(4))) === key;
+    $("gallery-" + j).classList.toggle("current", same);
+  });
 }
 
 // --- drawing ----------------------------------------------------------------------
@@ -111,28 +284,42 @@ function range(values) {
   return [lo, hi];
 }
 
+// A metric against one coordinate: λ (K = 2), or a coefficient (K ≥ 4, design points).
 function drawCurve(canvas, metric) {
   const ctx = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
+  const scatter = byCoeffs(), term = state.info.losses[state.axis];
   ctx.clearRect(0, 0, w, h);
   ctx.fillStyle = "#222"; ctx.font = "12px sans-serif";
-  ctx.fillText(LABELS[metric] + " over λ", 8, 14);
+  ctx.fillText(LABELS[metric] + (scatter ? " against c(" + term + ")" : " over λ"), 8, 14);
   if (!state.curve) { return; }
-  const values = state.curve.metrics[metric], lams = state.curve.lambdas;
+  const values = state.curve.metrics[metric];
+  const xs = scatter ? state.curve.coeffs.map((c) => c[state.axis]) : state.curve.lambdas.map((l) => l[0]);
+  const now = scatter ? state.coeffs[state.axis] : state.lam[0];
   const [lo, hi] = range(values);
   const L = 40, R = w - 10, T = 22, B = h - 22;
   const px = (x) => L + x * (R - L), py = (v) => B - (v - lo) / (hi - lo) * (B - T);
   ctx.strokeStyle = "#999"; ctx.strokeRect(L, T, R - L, B - T);
   ctx.fillText(hi.toPrecision(4), 2, T + 8); ctx.fillText(lo.toPrecision(4), 2, B);
-  ctx.fillText("0", L - 3, h - 6); ctx.fillText("λ", (L + R) / 2, h - 6); ctx.fillText("1", R - 6, h - 6);
-  ctx.strokeStyle = "#1f5fbf"; ctx.lineWidth = 2; ctx.beginPath();
-  let started = false;
-  values.forEach((v, i) => {
-    if (v === null) { started = false; return; }
-    if (started) { ctx.lineTo(px(lams[i][0]), py(v)); } else { ctx.moveTo(px(lams[i][0]), py(v)); started = true; }
-  });
-  ctx.stroke();
+  ctx.fillText("0", L - 3, h - 6); ctx.fillText(scatter ? "c(" + term + ")" : "λ", (L + R) / 2 - 10, h - 6);
+  ctx.fillText("1", R - 6, h - 6);
+  if (scatter) {
+    const best = state.curve.best[metric];
+    values.forEach((v, i) => {
+      if (v === null) { return; }
+      ctx.fillStyle = best && best.index === i ? "#d62728" : "#1f5fbf";
+      ctx.beginPath(); ctx.arc(px(xs[i]), py(v), best && best.index === i ? 4 : 2.5, 0, 2 * Math.PI); ctx.fill();
+    });
+  } else {
+    ctx.strokeStyle = "#1f5fbf"; ctx.lineWidth = 2; ctx.beginPath();
+    let started = false;
+    values.forEach((v, i) => {
+      if (v === null) { started = false; return; }
+      if (started) { ctx.lineTo(px(xs[i]), py(v)); } else { ctx.moveTo(px(xs[i]), py(v)); started = true; }
+    });
+    ctx.stroke();
+  }
   ctx.strokeStyle = "#d62728"; ctx.lineWidth = 1.5; ctx.beginPath();
-  ctx.moveTo(px(state.lam[0]), T); ctx.lineTo(px(state.lam[0]), B); ctx.stroke();
+  ctx.moveTo(px(now), T); ctx.lineTo(px(now), B); ctx.stroke();
 }
 
 function drawLandscape(canvas, metric, title) {
@@ -142,7 +329,7 @@ function drawLandscape(canvas, metric, title) {
   if (state.curve) {
     const values = state.curve.metrics[metric];
     let [lo, hi] = range(values);
-    const flip = metric === "hfen";  // bright = good for every metric
+    const flip = LOWER_IS_BETTER.has(metric);  // bright = good for every metric
     values.forEach((v, k) => {
       const i = Math.floor(k / n), j = k % n;  // λ2 varies fastest
       const t = v === null ? 0 : (v - lo) / (hi - lo);
@@ -162,25 +349,30 @@ function drawCurves() {
   if (!state.info) { return; }
   for (const m of METRICS) {
     const canvas = $("curve-" + m);
-    if (state.info.num_lambdas === 1) { drawCurve(canvas, m); }
-    else { drawLandscape(canvas, m, LABELS[m] + " landscape (λ1 →, λ2 ↑)"); }
+    if (state.info.num_lambdas === 2) { drawLandscape(canvas, m, LABELS[m] + " landscape (λ1 →, λ2 ↑)"); }
+    else { drawCurve(canvas, m); }
   }
-  if (state.info.num_lambdas === 2) { drawLandscape($("pad"), "psnr", null); }
+  if (state.info.num_lambdas === 2) { drawLandscape($("pad"), "psnr", null); drawTernary(); }
 }
 
 // --- buttons ----------------------------------------------------------------------
 
 function goBest(metric) {
-  if (state.curve && state.curve.best[metric]) { setLam(state.curve.best[metric].lam, false); }
+  if (state.curve && state.curve.best[metric]) { goIndex(state.curve.best[metric].index); }
+}
+
+function pairText(k) {
+  const item = { lam: state.curve.lambdas[k], coeffs: state.curve.coeffs[k] };
+  return pointText(item);
 }
 
 function showPair() {
   const d = state.curve.diverse;
-  state.pair = d.lambdas; state.pairSide = 0;
-  $("pair-text").textContent = "diverse pair: λ = (" + lamText(d.lambdas[0]) + ") and (" +
-      lamText(d.lambdas[1]) + "), ℓ2 distance " + d.distance.toFixed(3) + "; showing the first";
+  state.pair = d.indices; state.pairSide = 0;
+  $("pair-text").textContent = "diverse pair: (" + pairText(d.indices[0]) + ") and (" +
+      pairText(d.indices[1]) + "), ℓ2 distance " + d.distance.toFixed(3) + "; showing the first";
   $("toggle").disabled = false;
-  setLam(d.lambdas[0], false);
+  goIndex(d.indices[0]);
 }
 
 function togglePair() {
@@ -188,10 +380,37 @@ function togglePair() {
   state.pairSide = 1 - state.pairSide;
   $("pair-text").textContent = $("pair-text").textContent.replace(
       /showing the (first|second)/, "showing the " + (state.pairSide ? "second" : "first"));
-  setLam(state.pair[state.pairSide], false);
+  goIndex(state.pair[state.pairSide]);
 }
 
 // --- start ------------------------------------------------------------------------
+
+function buildCoefficientSliders(info) {
+  info.losses.forEach((name, k) => {
+    const row = document.createElement("label");
+    row.className = "coeff-row";
+    const term = document.createElement("span");
+    term.className = "term"; term.textContent = name;
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", min: "0", max: "1", step: "any", id: "coeff-" + k });
+    input.className = "coeff";
+    input.setAttribute("aria-label", "coefficient of " + name);
+    const value = document.createElement("output");
+    value.id = "coeff-val-" + k;
+    row.append(term, input, value);
+    $("coeff-sliders").appendChild(row);
+    const onSlide = () => setCoeffs(rescaled(state.coeffs, k, Number(input.value)), "coeff-" + k);
+    input.addEventListener("input", onSlide);
+    input.addEventListener("change", onSlide);
+  });
+}
+
+function dragging(canvas, handler) {
+  let down = false;
+  canvas.addEventListener("pointerdown", (e) => { down = true; handler(e); });
+  canvas.addEventListener("pointermove", (e) => { if (down) { handler(e); } });
+  window.addEventListener("pointerup", () => { down = false; });
+}
 
 async function start() {
   setBusy();
@@ -204,13 +423,13 @@ async function start() {
   }
   $("model").textContent = "model " + info.model + " (step " + info.step + ")";
   $("task").textContent = info.task.text;
+  $("losses").textContent = info.losses.join(", ");
   // The network's input is named for its task (physics.input_name).
   const input = info.task.input_name;
   $("input-caption").textContent = input === "zero-filled" ? "input (zero-filled magnitude)" : input;
   $("img-zero_filled").alt = input;
   if (info.task.mask_image) { $("mask-img").src = info.task.mask_image; $("mask-img").hidden = false; }
   $("source").textContent = info.source + ", " + info.num_slices + " slices";
-  $("err-range").textContent = String(info.error_range);
   info.slices.forEach((s, i) => {
     const option = document.createElement("option");
     option.value = String(i); option.textContent = i + " (volume " + s.volume + ", slice " + s.slice + ")";
@@ -221,27 +440,38 @@ async function start() {
   $("slice").addEventListener("change", () => {
     state.slice = Number($("slice").value); state.curve = null; state.pair = null;
     $("pair-text").textContent = ""; $("toggle").disabled = true;
-    setLam(state.lam, false); loadCurve();
+    pointChanged(null); loadCurve();
   });
   if (info.num_lambdas === 1) {
     $("one-lambda").hidden = false;
     const slider = $("lam-slider");
-    const onSlide = () => setLam([Number(slider.value)], true);
+    const onSlide = () => setLam([Number(slider.value)], "slider");
     slider.addEventListener("input", onSlide);
     slider.addEventListener("change", onSlide);
   } else {
-    $("two-lambda").hidden = false;
-    let dragging = false;
-    $("pad").addEventListener("pointerdown", (e) => { dragging = true; padEvent(e); });
-    $("pad").addEventListener("pointermove", (e) => { if (dragging) { padEvent(e); } });
-    window.addEventListener("pointerup", () => { dragging = false; });
+    $("coeff-box").hidden = false;
+    buildCoefficientSliders(info);
   }
-  $("best-psnr").addEventListener("click", () => goBest("psnr"));
-  $("best-ssim").addEventListener("click", () => goBest("ssim"));
-  $("best-dice").addEventListener("click", () => goBest("dice"));
+  if (info.num_lambdas === 2) {
+    $("two-lambda").hidden = false;
+    $("ternary-box").hidden = false;
+    dragging($("pad"), padEvent);
+    dragging($("ternary"), ternaryEvent);
+  }
+  if (byCoeffs()) {  // a design in c: curves against one coefficient, chosen here
+    $("axis-box").hidden = false;
+    info.losses.forEach((name, k) => {
+      const option = document.createElement("option");
+      option.value = String(k); option.textContent = name;
+      $("axis-term").appendChild(option);
+    });
+    $("axis-term").addEventListener("change", () => { state.axis = Number($("axis-term").value); drawCurves(); });
+  }
+  for (const m of METRICS) { $("best-" + m).addEventListener("click", () => goBest(m)); }
   $("diverse").addEventListener("click", showPair);
   $("toggle").addEventListener("click", togglePair);
-  setLam(new Array(info.num_lambdas).fill(0.5), false);
+  if (byCoeffs()) { setCoeffs(new Array(info.num_coeffs).fill(1 / info.num_coeffs), null); }
+  else { setLam(new Array(info.num_lambdas).fill(0.5), null); }
   loadCurve();
 }
 
