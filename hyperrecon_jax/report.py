@@ -115,17 +115,14 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     progress: report progress on stderr.
 
   Returns:
-    The `evaluate.evaluate_grid` result, with ``checkpoint_step``, ``split``,
-    ``design`` and ``workdir`` added, and ``baselines`` (``workdir``,
-    ``checkpoint_step``, ``lambdas`` and the ``mean``, ``std``, ``q25``,
-    ``q75`` and ``per_slice`` statistics of each Unet) and ``objective``
-    (`train.baselines.compare_objectives`: HyperRecon and each Unet on the
-    validation objective at that Unet's λ) when given; for a DHS run,
-    ``dhs``: the λ it keeps at this checkpoint on `DHS_REPLAY_BATCHES`
-    batches of the train split (``sampled``, ``kept``; ``dhs_lambdas.png``);
-    ``gallery``: the most different good reconstructions of the shown slice
-    (`tradeoffs.gallery_section`); for a design, ``loss_terms``,
-    ``pareto`` (`tradeoffs.pareto_section`) and ``best_per_slice``.
+    The `evaluate.evaluate_grid` result with ``checkpoint_step``, ``split``,
+    ``design``, ``workdir`` (or ``pretrained``) and ``gallery``
+    (`tradeoffs.gallery_section` of the shown slice); with baselines
+    ``baselines`` (each Unet's statistics) and ``objective``
+    (`train.baselines.compare_objectives`); for a DHS run ``dhs`` (the λ it
+    keeps on `DHS_REPLAY_BATCHES` train batches); for a design
+    ``loss_terms``, ``pareto`` (`tradeoffs.pareto_section`) and
+    ``best_per_slice``.
   """
   from hyperrecon_jax import physics
   from hyperrecon_jax import report_files
@@ -147,13 +144,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
                      lam_grid, chunk, seg, terms, progress)
   result.update(checkpoint_step=model_at.step, split=split, design=design,
                 input_name=physics.input_name(config.task.name))
-  if pretrained is not None:
-    result["pretrained"] = pretrained
-    _stored_baselines(result, model_at.stored_test, split, baselines)
-  else:
-    result["workdir"] = os.path.abspath(workdir)
-  if seg is not None:
-    result["segmenter"] = os.path.abspath(segmenter)
+  _provenance(result, workdir, pretrained, model_at, segmenter, baselines)
   b_apply = b_grid = b_lams = None
   if stack is not None:
     b_apply, b_grid, b_lams = _score_baselines(result, config, model_at, stack, baselines,
@@ -168,6 +159,17 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   report_files.write(out, result, config, model_at, operator, split, lam_grid, chunk,
                      panel_lambdas, seg, dhs, (b_apply, b_grid, b_lams))
   return result
+
+
+def _provenance(result, workdir, pretrained, model_at, segmenter, baselines):
+  """Where the model (and the segmenter) came from; a shipped model's stored Unets."""
+  if pretrained is not None:
+    result["pretrained"] = pretrained
+    _stored_baselines(result, model_at.stored_test, result["split"], baselines)
+  else:
+    result["workdir"] = os.path.abspath(workdir)
+  if segmenter:
+    result["segmenter"] = os.path.abspath(segmenter)
 
 
 class _ModelAt:

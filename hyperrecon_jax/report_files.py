@@ -70,21 +70,70 @@ def _caption(result, index) -> str:
   return "c = (" + ", ".join(f"{v:.2f}" for v in coeffs) + ")"
 
 
-def _gallery(result, config, image, zf, reconstruct, slice_row, psnrs_of_slice):
+class _Shown:
+  """The split's middle slice, measured exactly as it was scored, and its λ set.
+
+  A slice's noise comes from its own volume and slice ids, so this is the
+  measurement the slice's scores in the result were computed from.
+  """
+
+  def __init__(self, result, config, model_at, operator, split, lam_grid, chunk):
+    from hyperrecon_jax import evaluate as ev
+    from hyperrecon_jax import hparams
+    from hyperrecon_jax import streams
+    self.row = result["num_slices"] // 2
+    self.image, volume, slice_ = _middle_slice(config, split, self.row,
+                                               int(config.train.batch_size))
+    key = streams.key(config, "evaluation")
+    self.zf = ev.measure_slices(operator, self.image[None],
+                                ev.slice_keys(key, [volume], [slice_]))[0]
+    self.zf_mag = np.asarray(ev.magnitude(self.zf))
+    self.coeffs = np.asarray(hparams.coefficients(lam_grid))
+    self.lam_grid, self.chunk, self.model_at = lam_grid, chunk, model_at
+    self.recons = None  # every λ's reconstruction, for a grid
+
+  def reconstruct(self, index):
+    """(len(index), H, W) reconstructions at the evaluated λ of ``index``."""
+    from hyperrecon_jax import evaluate as ev
+    if self.recons is not None:
+      return self.recons[index]
+    return np.asarray(ev.reconstruct_grid(self.model_at.model.apply, self.model_at.variables,
+                                          self.zf, self.coeffs[index], chunk=self.chunk))
+
+
+def _psnrs_and_range(result, shown, design):
+  """The shown slice's PSNR at every λ and its range map over λ (None for one λ).
+
+  A grid holds every λ's reconstruction of the slice at once; a design (up
+  to many thousands of λ) is streamed for the range and its PSNRs are read
+  from the result.
+  """
+  from hyperrecon_jax import metrics
+  count = len(shown.lam_grid)
+  if design == "samples":
+    psnrs = np.array(result["per_slice"]["psnr"][shown.row], np.float64)
+    return psnrs, _range_streaming(shown.reconstruct, count) if count > 1 else None
+  shown.recons = shown.reconstruct(np.arange(count))
+  target = np.broadcast_to(shown.image, shown.recons.shape)
+  psnrs = np.asarray(metrics.psnr(shown.recons, target), np.float64)
+  spread = shown.recons.max(0) - shown.recons.min(0) if count > 1 else None
+  return psnrs, spread
+
+
+def _gallery(result, config, shown, psnrs):
   """Adds ``result['gallery']`` for the shown slice; returns its reconstructions."""
   from hyperrecon_jax import metrics
   from hyperrecon_jax import tradeoffs
-  candidates = tradeoffs.gallery_candidates(psnrs_of_slice, float(config.eval.gallery_tolerance_db))
-  recons = np.asarray(reconstruct(candidates))
-  target = np.broadcast_to(image, recons.shape)
-  scores = {"psnr": np.full(len(result["lambdas"]), np.nan),
-            "ssim": np.full(len(result["lambdas"]), np.nan)}
+  tolerance = float(config.eval.gallery_tolerance_db)
+  candidates = tradeoffs.gallery_candidates(psnrs, tolerance)
+  recons = shown.reconstruct(candidates)
+  target = np.broadcast_to(shown.image, recons.shape)
+  scores = {m: np.full(len(result["lambdas"]), np.nan) for m in ("psnr", "ssim")}
   scores["psnr"][candidates] = np.asarray(metrics.psnr(recons, target))
   scores["ssim"][candidates] = np.asarray(metrics.ssim(recons, target))
-  section = tradeoffs.gallery_section(recons, psnrs_of_slice, candidates, result["lambdas"],
-                                      int(config.eval.gallery_size),
-                                      float(config.eval.gallery_tolerance_db), scores)
-  section["slice"] = int(slice_row)
+  section = tradeoffs.gallery_section(recons, psnrs, candidates, result["lambdas"],
+                                      int(config.eval.gallery_size), tolerance, scores)
+  section["slice"] = int(shown.row)
   result["gallery"] = section
   return recons[section["positions"]]
 
@@ -108,35 +157,11 @@ def write(out, result, config, model_at, operator, split, lam_grid, chunk, panel
     baselines: ``(apply_fn, variables, lambdas)`` of the per-λ Unets, or Nones.
   """
   from hyperrecon_jax import evaluate as ev
-  from hyperrecon_jax import hparams
   from hyperrecon_jax import plots
-  from hyperrecon_jax import plots_simplex
-  from hyperrecon_jax import streams
-  apply_fn, variables = model_at.model.apply, model_at.variables
-  b_apply, b_grid, b_lams = baselines
-  num_lambdas = lam_grid.shape[1]
   design = result.get("design", {}).get("kind")
-  key = streams.key(config, "evaluation")
-  coeffs = np.asarray(hparams.coefficients(lam_grid))
-
-  # The split's middle slice, measured exactly as it was scored (a slice's
-  # noise comes from its own volume and slice ids).
-  middle = result["num_slices"] // 2
-  image, volume, slice_ = _middle_slice(config, split, middle, int(config.train.batch_size))
-  zf = ev.measure_slices(operator, image[None], ev.slice_keys(key, [volume], [slice_]))[0]
-  zf_mag = np.asarray(ev.magnitude(zf))
-  reconstruct = lambda index: ev.reconstruct_grid(apply_fn, variables, zf, coeffs[index],
-                                                  chunk=chunk)
-  if design == "samples":
-    recons = None
-    psnrs = np.array(result["per_slice"]["psnr"][middle], np.float64)
-    spread = _range_streaming(reconstruct, len(lam_grid)) if len(lam_grid) > 1 else None
-  else:
-    recons = np.asarray(reconstruct(np.arange(len(lam_grid))))
-    from hyperrecon_jax import metrics
-    psnrs = np.asarray(metrics.psnr(recons, np.broadcast_to(image, recons.shape)), np.float64)
-    spread = recons.max(0) - recons.min(0) if len(lam_grid) > 1 else None
-  shown = _gallery(result, config, image, zf, reconstruct, middle, psnrs)
+  shown = _Shown(result, config, model_at, operator, split, lam_grid, chunk)
+  psnrs, spread = _psnrs_and_range(result, shown, design)
+  gallery = _gallery(result, config, shown, psnrs)
 
   os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(out))
@@ -146,48 +171,9 @@ def write(out, result, config, model_at, operator, split, lam_grid, chunk, panel
   try:
     with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
       f.write(ev.to_json(result))
-    names = tuple(config.losses)
-    if num_lambdas == 1 and len(lam_grid) > 1:
-      plots.metric_curves(result, os.path.join(tmp, "curves.png"),
-                          ("psnr", "ssim", "hfen") + (("dice",) if seg else ()))
-    elif num_lambdas == 2 and design == "grid":
-      plots.landscape(result, os.path.join(tmp, "landscape.png"))
-    if len(names) == 3 and len(lam_grid) >= 3:
-      best = {f"best {m}": coeffs[result["best"][m]["index"]]
-              for m in ("psnr", "ssim") if result["best"].get(m)}
-      plots_simplex.ternary(coeffs, np.asarray(ev.metric_array(result, "psnr")),
-                    os.path.join(tmp, "ternary.png"), names=names, label="PSNR (dB)",
-                    marks=best)
-    if "pareto" in result and len(names) >= 3:
-      _pareto_figure(result, names, os.path.join(tmp, "pareto.png"))
-
-    if design == "samples":
-      # The vertices: each term alone (the first K points of the design), for K ≥ 3.
-      picks = (np.unique(np.linspace(0, len(lam_grid) - 1, panel_lambdas).round().astype(int))
-               if num_lambdas == 1 else np.arange(len(names)))
-      panel = np.asarray(reconstruct(picks))
-    else:
-      picks = np.unique(np.linspace(0, len(lam_grid) - 1, panel_lambdas).round().astype(int))
-      panel = None
-    baseline_row = None
-    if b_apply is not None and num_lambdas == 1:
-      # HyperRecon at the evaluated λ nearest each baseline's, above that Unet.
-      picks = np.abs(lam_grid[:, 0][None] - b_lams[:, :1]).argmin(1)
-      panel = None
-      baseline_row = np.asarray(ev.reconstruct_grid(
-          b_apply, b_grid, zf, hparams.coefficients(b_lams), chunk=chunk))
-    if panel is None:
-      panel = recons[picks] if recons is not None else np.asarray(reconstruct(picks))
-    plots.slice_panel(image, zf_mag, panel, lam_grid[picks], os.path.join(tmp, "slices.png"),
-                      errors=True, baseline=baseline_row, input_name=result["input_name"])
-    g = result["gallery"]
-    captions = [f"{_caption(result, i)}\nPSNR {p:.2f} dB, SSIM {s:.3f}" for i, p, s in zip(
-        g["indices"], g["scores"]["psnr"], g["scores"]["ssim"])]
-    plots_simplex.gallery(image, zf_mag, shown, captions, os.path.join(tmp, "diverse.png"),
-                  title=(f"{len(shown)} most different reconstructions within "
-                         f"{g['tolerance_db']:g} dB of the best PSNR "
-                         f"({g['num_candidates']} candidates)"),
-                  input_name=result["input_name"])
+    _overview_figures(tmp, result, config, shown.coeffs, design, seg)
+    _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery)
+    num_lambdas = lam_grid.shape[1]
     if dhs is not None and num_lambdas <= 2:
       plots.lambda_histogram(dhs["kept"], os.path.join(tmp, "dhs_lambdas.png"),
                              bins=10 if num_lambdas == 1 else 5)
@@ -197,6 +183,60 @@ def write(out, result, config, model_at, operator, split, lam_grid, chunk, panel
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def _overview_figures(tmp, result, config, coeffs, design, seg):
+  """Scores over the whole λ set: curves, landscape, ternary, Pareto projections."""
+  from hyperrecon_jax import evaluate as ev
+  from hyperrecon_jax import plots
+  from hyperrecon_jax import plots_simplex
+  names = tuple(config.losses)
+  count = len(coeffs)
+  if len(names) == 2 and count > 1:
+    plots.metric_curves(result, os.path.join(tmp, "curves.png"),
+                        ("psnr", "ssim", "hfen") + (("dice",) if seg else ()))
+  elif len(names) == 3 and design == "grid":
+    plots.landscape(result, os.path.join(tmp, "landscape.png"))
+  if len(names) == 3 and count >= 3:
+    best = {f"best {m}": coeffs[result["best"][m]["index"]]
+            for m in ("psnr", "ssim") if result["best"].get(m)}
+    plots_simplex.ternary(coeffs, np.asarray(ev.metric_array(result, "psnr")),
+                          os.path.join(tmp, "ternary.png"), names=names, label="PSNR (dB)",
+                          marks=best)
+  if "pareto" in result and len(names) >= 3:
+    _pareto_figure(result, names, os.path.join(tmp, "pareto.png"))
+
+
+def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery):
+  """The shown slice: reconstructions at several λ (with the Unets'), the gallery."""
+  from hyperrecon_jax import evaluate as ev
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import plots
+  from hyperrecon_jax import plots_simplex
+  b_apply, b_grid, b_lams = baselines
+  lam_grid = shown.lam_grid
+  num_lambdas = lam_grid.shape[1]
+  picks = np.unique(np.linspace(0, len(lam_grid) - 1, panel_lambdas).round().astype(int))
+  if design == "samples" and num_lambdas > 1:
+    picks = np.arange(num_lambdas + 1)  # the vertices: each term alone
+  baseline_row = None
+  if b_apply is not None and num_lambdas == 1:
+    # HyperRecon at the evaluated λ nearest each baseline's, above that Unet.
+    picks = np.abs(lam_grid[:, 0][None] - b_lams[:, :1]).argmin(1)
+    baseline_row = np.asarray(ev.reconstruct_grid(
+        b_apply, b_grid, shown.zf, hparams.coefficients(b_lams), chunk=shown.chunk))
+  plots.slice_panel(shown.image, shown.zf_mag, shown.reconstruct(picks), lam_grid[picks],
+                    os.path.join(tmp, "slices.png"), errors=True, baseline=baseline_row,
+                    input_name=result["input_name"])
+  g = result["gallery"]
+  captions = [f"{_caption(result, i)}\nPSNR {p:.2f} dB, SSIM {s:.3f}" for i, p, s in zip(
+      g["indices"], g["scores"]["psnr"], g["scores"]["ssim"])]
+  plots_simplex.gallery(shown.image, shown.zf_mag, gallery, captions,
+                        os.path.join(tmp, "diverse.png"),
+                        title=(f"{len(gallery)} most different reconstructions within "
+                               f"{g['tolerance_db']:g} dB of the best PSNR "
+                               f"({g['num_candidates']} candidates)"),
+                        input_name=result["input_name"])
 
 
 def _pareto_figure(result, names, path):
