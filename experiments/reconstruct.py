@@ -4,16 +4,27 @@ r"""Reconstructs your own scan with a trained model at one or more λ.
       --input=sub-01_T1w.nii.gz --lam=0.3 --output=sub-01_recon.nii.gz
   python experiments/reconstruct.py --workdir=workdirs/demo --input=file1000001.h5 \
       --lam=grid:11 --output=file1000001_recon.h5 --save_input
+  python experiments/reconstruct.py --workdir=workdirs/demo_k4 --input=sub-01_T1w.nii.gz \
+      --samples=20 --output=sub-01_design.nii.gz
 
 A NIfTI volume is degraded with the model's own task (its mask and noise,
 its noise, or its downsampling), a fastMRI ``.h5`` file gives its k-space
-masked with the model's mask; see `hyperrecon_jax.reconstruct`. ``--lam``:
-``0.3``; ``0,0.5,1`` (a 4-D NIfTI, λ last, or an (L, S, H, W) dataset);
-``grid:N``; ``a:b`` pairs for a model with two hyperparameters. Beside the
-output a JSON sidecar (same name, ``.json``) records the λ values, the model
-and the seed. Existing files are refused unless ``--overwrite``, and so are an
-output folder that cannot be written in and an output that would not fit in
-memory, before any model work.
+masked with the model's mask; see `hyperrecon_jax.reconstruct`. Several λ give
+a 4-D NIfTI (λ last) or an (L, S, H, W) dataset. λ is given one of three ways,
+for a model of K loss terms:
+
+* ``--lam``: ``0.3``; ``0,0.5,1``; ``grid:N`` (K ≤ 3); for K ≥ 3 vectors of
+  K − 1 values, ``a:b`` pairs, ``a:b:c`` triples, e.g. ``0.2:0.5:0.1,1:0:0``.
+* ``--coeffs``: loss coefficients on the simplex, ``c1:c2:…:cK`` vectors of
+  non-negative numbers summing to 1, e.g. ``0.25:0.25:0.25:0.25,1:0:0:0``.
+* ``--samples=N``: N points of a low-discrepancy design on the simplex, the K
+  vertices (each loss term alone) first.
+
+Beside the output a JSON sidecar (same name, ``.json``) records the model, the
+seed, and each output volume's λ and loss coefficients, in order. Existing
+files are refused unless ``--overwrite``, and so are an output folder that
+cannot be written in and an output that would not fit in memory, before any
+model work.
 
 The script says which plane it slices (the model's, or the volume's thin axis
 when the model's planes would be strips: ``--axis`` chooses), at what
@@ -41,7 +52,12 @@ _INPUT = flags.DEFINE_string("input", None, "A NIfTI volume (.nii, .nii.gz) or a
                              "fastMRI file (.h5).")
 _OUTPUT = flags.DEFINE_string("output", None, "The reconstruction: .nii/.nii.gz for "
                               "NIfTI input, .h5 for fastMRI input.")
-_LAM = flags.DEFINE_string("lam", None, "λ: 0.3 | 0,0.5,1 | grid:N | a:b pairs.")
+_LAM = flags.DEFINE_string("lam", None, "λ: 0.3 | 0,0.5,1 | grid:N | vectors of K-1 "
+                           "values a:b:c,… for a model of K loss terms.")
+_COEFFS = flags.DEFINE_string("coeffs", None, "Instead of --lam: loss coefficients "
+                              "c1:c2:…:cK,… (≥ 0, summing to 1).")
+_SAMPLES = flags.DEFINE_integer("samples", None, "Instead of --lam: N points of a design "
+                                "on the simplex, the K vertices first.")
 _SAVE_INPUT = flags.DEFINE_bool("save_input", False, "Also write the zero-filled "
                                 "input (magnitude) on the same grid.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
@@ -54,7 +70,19 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["input", "int16", "float16", "fl
 _AXIS = flags.DEFINE_enum("axis", None, ["sagittal", "coronal", "axial"],
                           "NIfTI: the plane to slice (default: the model's, or the "
                           "volume's thin axis when the model's planes are strips).")
-flags.mark_flags_as_required(["input", "output", "lam"])
+flags.mark_flags_as_required(["input", "output"])
+flags.register_multi_flags_validator(
+    ["lam", "coeffs", "samples"], lambda f: sum(f[n] is not None for n in f) == 1,
+    message="give exactly one of --lam (λ values), --coeffs (coefficient vectors) and "
+    "--samples (a design on the simplex)")
+
+
+def _lambda_flag() -> tuple[str, str]:
+  """The λ flag given (the validator admits exactly one): its name and value."""
+  for flag in (_LAM, _COEFFS, _SAMPLES):
+    if flag.value is not None:
+      return flag.name, str(flag.value)
+  raise AssertionError("the flag validator admits exactly one λ flag")
 
 
 class _Bar:
@@ -83,27 +111,30 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
+  from hyperrecon_jax import outputs
   from hyperrecon_jax import reconstruct
+  from hyperrecon_jax import scans
   from hyperrecon_jax import train
   from hyperrecon_jax.data import common
   with cli.user_errors():
-    kind = reconstruct.input_kind(_INPUT.value)
-    paths = reconstruct.output_paths(kind, _OUTPUT.value, _SAVE_INPUT.value)
-    reconstruct.check_outputs(paths, _OVERWRITE.value)  # before any work
+    kind = scans.input_kind(_INPUT.value)
+    paths = outputs.output_paths(kind, _OUTPUT.value, _SAVE_INPUT.value)
+    outputs.check_outputs(paths, _OVERWRITE.value)  # before any work
     if not os.path.isfile(_INPUT.value):
       raise errors.InputError(f"{_INPUT.value}: no such file")
     config, model, variables, step, name = cli.load_model(
         _WORKDIR.value, _PRETRAINED.value, _STEP.value)
     if not config.model.hyper_dim:
       raise errors.InputError(f"{name} is a plain Unet (one λ): reconstruct needs HyperRecon")
-    lambdas = reconstruct.parse_lambdas(_LAM.value, train.num_lambdas(config))
-    scan = reconstruct.read_input(_INPUT.value, config, axis=_AXIS.value)
-    dtype = reconstruct.output_dtype(scan, _DTYPE.value, _OUTPUT.value)
-    need = reconstruct.check_memory(scan, len(lambdas), dtype, save_input=_SAVE_INPUT.value)
+    flag, text = _lambda_flag()
+    lambdas = reconstruct.parse_lambdas(text, train.num_lambdas(config), flag=flag)
+    scan = scans.read_input(_INPUT.value, config, axis=_AXIS.value)
+    dtype = outputs.output_dtype(scan, _DTYPE.value, _OUTPUT.value)
+    need = outputs.check_memory(scan, len(lambdas), dtype, save_input=_SAVE_INPUT.value)
     plane = f"{common.axis_name(scan.axis)} slices" if kind == "nifti" else "slices"
     print(f"{_INPUT.value}: {len(scan.slices)} {plane} ({int(scan.kept.sum())} with "
-          f"foreground), {len(lambdas)} λ value(s); model {name} (step {step})",
-          file=sys.stderr)
+          f"foreground), {len(lambdas)} λ value(s) of the loss "
+          f"{' + '.join(config.losses)}; model {name} (step {step})", file=sys.stderr)
     for note in scan.notes:
       print(f"note: {note}", file=sys.stderr)
     shape = scan.output_shape
@@ -122,8 +153,8 @@ def main(argv):
       bar.close()
     for warning in result["warnings"]:
       print(f"warning: {warning}", file=sys.stderr)
-    written = reconstruct.write(result, _OUTPUT.value, model=f"{name} (step {step})",
-                                overwrite=_OVERWRITE.value)
+    written = outputs.write(result, _OUTPUT.value, model=f"{name} (step {step})",
+                            overwrite=_OVERWRITE.value)
   for path in written:
     print(f"written: {path}")
 

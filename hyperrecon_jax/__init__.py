@@ -35,6 +35,7 @@ _SUBMODULES = (
     "report_files",
     "results",
     "sampling",
+    "scans",
     "segmentation",
     "streams",
     "tradeoffs",

@@ -1,43 +1,186 @@
-"""Writing reconstructions: NIfTI or fastMRI ``.h5`` files and a JSON sidecar.
+"""The output of a reconstruction: its type, its size in memory, its files.
 
 `write` takes a `hyperrecon_jax.reconstruct.volume` result and writes, for a
 NIfTI input, a NIfTI volume with the input's affine and header (3-D for one
 λ, 4-D with λ last for several), or, for a fastMRI ``.h5`` input, an ``.h5``
 file with the ``reconstruction_hyperrecon`` dataset; beside it a JSON sidecar
-(`sidecar_path`) with the input, the model, the λ values and the seed, and,
-when the zero-filled input is saved, that too (`input_path`, or the
-``zero_filled`` dataset of the ``.h5`` file). `output_paths` lists every file
-a write creates and `check_outputs` refuses existing ones unless overwriting
-is asked for, and folders that cannot be written in, so a caller can check
-before any work. Each file is written beside its destination and renamed into
-place (atomically), so an interrupted write leaves no half-written output.
-The values are written in the result's ``dtype`` (float32 unless asked
-otherwise; integer NIfTI types are scaled to the output's range by the
-header's slope and intercept).
+(`sidecar_path`) with the input, the model, the λ values, the loss
+coefficients and the seed, and, when the zero-filled input is saved, that too
+(`input_path`, or the ``zero_filled`` dataset of the ``.h5`` file).
+`output_paths` lists every file a write creates and `check_outputs` refuses
+existing ones unless overwriting is asked for, and folders that cannot be
+written in, so a caller can check before any work. Each file is written
+beside its destination and renamed into place (atomically), so an interrupted
+write leaves no half-written output. `check_memory` refuses, as early, an
+output that would not fit in memory. The values are written in the result's
+``dtype`` (`output_dtype`: float32 unless asked otherwise; integer NIfTI types
+are scaled to the output's range by the header's slope and intercept).
 
-`hyperrecon_jax.reconstruct` re-exports the public functions here.
+The sidecar records, for each output volume in order, its λ and its loss
+coefficients (the simplex point the model was given), with the loss terms'
+names, so that a 4-D output over a design on the simplex can be read back.
 """
-
-from __future__ import annotations
 
 from collections.abc import Sequence
 import json
 import os
 import tempfile
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hyperrecon_jax import errors
 from hyperrecon_jax.data import common
+from hyperrecon_jax.scans import H5_SUFFIXES
+from hyperrecon_jax.scans import NIFTI_SUFFIXES
+from hyperrecon_jax.scans import Scan
 
-if TYPE_CHECKING:  # for annotations only: reconstruct imports this module
-  from hyperrecon_jax.reconstruct import Scan
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-H5_SUFFIXES = (".h5",)
 H5_DATASET = "reconstruction_hyperrecon"
 H5_INPUT_DATASET = "zero_filled"
+
+# Output types (`--dtype`): 'input' is the input's own type.
+DTYPES = ("input", "int16", "float16", "float32")
+
+# float16 is refused for a scan whose intensities it cannot hold: the largest
+# output is below twice the scale (the model's outputs stay below 1.1 of the
+# normalized range on its template), and voxels at 1 % of the scale should
+# keep float16's 3 significant digits (normal numbers start at 6.1e-5).
+_F16_HEADROOM = 2.0
+_F16_SMALLEST = 0.01
+
+# The output is checked against this fraction of the memory available when
+# the check runs; the rest is for the model, XLA's buffers and the writer.
+MEMORY_FRACTION = 0.8
+
+
+def output_dtype(scan: Scan, name: str, output: str | None = None) -> np.dtype:
+  """The value type of the written reconstruction (``--dtype``).
+
+  Args:
+    scan: the `Scan`.
+    name: one of `DTYPES`; 'input' is the input's own type (NIfTI: its
+      stored type, integers scaled to the output's range by the header's
+      slope and intercept; ``.h5``: the real type of its image or k-space).
+    output: the output path, for the messages.
+
+  Raises:
+    InputError: an unknown name, float16 for NIfTI (which has no such type),
+      int16 for ``.h5`` (which has no scale factor), or float16 for a scan
+      whose intensities it cannot hold.
+  """
+  where = f"--output={output}" if output else f"a {scan.kind} output"
+  if name not in DTYPES:
+    raise errors.InputError(f"--dtype={name}: expected one of {', '.join(DTYPES)}")
+  dtype = np.dtype(scan.input_dtype if name == "input" else name)
+  if dtype == np.float16 and scan.kind == "nifti":
+    raise errors.InputError(f"--dtype=float16: NIfTI has no float16 type ({where}); give "
+                            "--dtype=int16 for 2 bytes a voxel, scaled to the output's range")
+  if dtype.kind in "iu" and scan.kind == "h5":
+    raise errors.InputError(f"--dtype={name}: an .h5 output holds no scale factor for "
+                            f"integers ({where}); give --dtype=float16 for 2 bytes a value")
+  if dtype == np.float16:
+    info = np.finfo(np.float16)
+    if not (scan.scale * _F16_HEADROOM <= float(info.max)
+            and scan.scale * _F16_SMALLEST >= float(info.smallest_normal)):
+      raise errors.InputError(
+          f"--dtype=float16 keeps 3 digits only for magnitudes from "
+          f"{float(info.smallest_normal):.2g} to {float(info.max):g}, and {scan.path}'s "
+          f"intensities span {scan.scale * _F16_SMALLEST:.3g} to "
+          f"{scan.scale * _F16_HEADROOM:.3g}: give --dtype=float32")
+  return dtype
+
+
+def storage_dtype(dtype) -> np.dtype:
+  """The in-memory type of an output of ``dtype``: floats as they are, integers float32.
+
+  Integers are scaled to the output's range when written, from float32 values.
+  """
+  dtype = np.dtype(dtype)
+  return dtype if dtype.kind == "f" else np.dtype(np.float32)
+
+
+def available_memory() -> int | None:
+  """Bytes this process may still allocate, or None when unknown.
+
+  The kernel's MemAvailable (free memory plus reclaimable caches), lowered to
+  the room left under a cgroup (container) memory limit.
+  """
+  available = None
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          available = int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  if available is None:
+    try:
+      available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+      return None
+  for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                  "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    try:
+      with open(limit_file) as f:
+        limit = f.read().strip()
+      with open(usage_file) as f:
+        usage = int(f.read().strip())
+    except (OSError, ValueError):
+      continue
+    if limit.isdigit():
+      available = min(available, max(0, int(limit) - usage))
+    break
+  return available
+
+
+def _gib(n: float) -> str:
+  return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: bool = False,
+                 available: int | None = None) -> int:
+  """Refuses an output that would not fit in memory, before any model work.
+
+  The reconstructions are held in memory until written: ``num_lambdas``
+  volumes of the output's grid (`Scan.output_shape`) in `storage_dtype`,
+  the zero-filled input if saved, and two float32 volumes (one being put back,
+  one being written). That must fit in `MEMORY_FRACTION` of the memory
+  available.
+
+  Args:
+    scan: the `Scan`.
+    num_lambdas: the number of λ values.
+    dtype: the output's value type (`output_dtype`).
+    save_input: whether the zero-filled input is kept too.
+    available: bytes available (default: `available_memory`; no check when
+      unknown).
+
+  Returns:
+    The bytes needed.
+
+  Raises:
+    InputError: the size, the memory, and how many λ values fit.
+  """
+  voxels = int(np.prod(scan.output_shape))
+  itemsize = storage_dtype(dtype).itemsize
+  per_volume = voxels * itemsize
+  need = (num_lambdas + int(save_input)) * per_volume + 2 * voxels * 4
+  available = available_memory() if available is None else available
+  if available is None:
+    return need
+  allowed = int(MEMORY_FRACTION * available)
+  if need <= allowed:
+    return need
+  fit = (allowed - 2 * voxels * 4) // per_volume - int(save_input)
+  grid = "×".join(str(n) for n in scan.output_shape)
+  how = (f"give at most {fit:,} λ values per run" if fit >= 1
+         else "even one λ does not fit: free memory first")
+  if scan.kind == "h5" and itemsize > 2:
+    how += " or --dtype=float16"
+  raise errors.InputError(
+      f"{scan.path}: {num_lambdas:,} λ value(s) × {grid} voxels × {itemsize} bytes need "
+      f"{_gib(need)} of memory, more than the {_gib(allowed)} allowed "
+      f"({MEMORY_FRACTION:.0%} of the {_gib(available)} available); {how}")
 
 
 def input_path(output: str) -> str:
@@ -99,15 +242,17 @@ def _check_writable(path: str, folder: str) -> None:
 
 
 def write(result: dict, output: str, *, model: str = "", overwrite: bool = False) -> list[str]:
-  """Writes a `reconstruct.volume` result: the output, its sidecar, the input if saved.
+  """Writes a `hyperrecon_jax.reconstruct.volume` result: output, sidecar, input if saved.
 
   NIfTI: a 3-D volume for one λ, 4-D (λ last) for several, with the input's
   affine and header, the λ values in the header's description as far as its
   80 characters allow. ``.h5``: ``reconstruction_hyperrecon``
   (S, H, W) for one λ, (L, S, H, W) for several, and ``zero_filled`` if
-  saved; the λ values in its attributes. Each file is written beside its
-  destination and renamed into place, so an interrupted write leaves no
-  half-written output. Values are of ``result['dtype']`` (default float32).
+  saved; the λ values and coefficients in its attributes. The sidecar lists
+  each output volume's λ and coefficients, in order. Each file is written
+  beside its destination and renamed into place, so an interrupted write
+  leaves no half-written output. Values are of ``result['dtype']`` (default
+  float32).
 
   Returns:
     The paths written.
@@ -135,7 +280,9 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
   sidecar = {
       "input": os.path.abspath(scan.path),
       "model": model,
-      "lambdas": result["lambdas"].tolist(),
+      "loss_terms": list(result["loss_terms"]),
+      "lambdas": _rows(result["lambdas"]),
+      "coefficients": _rows(result["coeffs"]),
       "lambda_axis": ("last (4th) axis" if scan.kind == "nifti" else "first axis")
       if len(result["recon"]) > 1 else None,
       "seed": result["seed"],
@@ -146,6 +293,16 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
   }
   _atomic(sidecar_path(output), lambda tmp: _write_json(tmp, sidecar))
   return paths
+
+
+def _rows(values) -> list:
+  """Rows of λ or coefficients as JSON lists, to float32's 7 significant digits.
+
+  Seven digits drop the roundoff of λ ↔ coefficient conversions (a typed 0.3
+  stays 0.3, not 0.29999998) and change a reconstruction by far less than
+  float32's own precision.
+  """
+  return [[float(f"{v:.7g}") for v in row] for row in np.asarray(values, np.float64)]
 
 
 def _write_json(path, value):
@@ -191,6 +348,8 @@ def _write_h5(scan: Scan, recon, result: dict, path: str, lam_text: str,
       f.create_dataset(H5_DATASET, data=np.asarray(recon, dtype), compression="gzip")
       f.attrs["lambdas"] = np.asarray(result["lambdas"], np.float32)
       f.attrs["lambdas_text"] = lam_text
+      f.attrs["coefficients"] = np.asarray(result["coeffs"], np.float32)
+      f.attrs["loss_terms"] = list(result["loss_terms"])
       f.attrs["source"] = os.path.abspath(scan.path)
       f.attrs["max"] = scan.scale
       if result["zero_filled"] is not None:

@@ -1,8 +1,9 @@
 """experiments/reconstruct.py (and evaluate.py's --baselines) as a user runs them.
 
-Each test runs the script in a subprocess with the shipped 64×64 model on a
-small synthetic volume: a thin stack, a single slice, an integer scan, a
-fastMRI file, and the mistakes that must be one ``error:`` line before any
+Each test runs the script in a subprocess on a small synthetic volume: with the
+shipped 64×64 model (K = 2 loss terms) a thin stack, a single slice, an integer
+scan, a fastMRI file; with an untrained 32×32 model of K = 4 terms a design on
+the simplex; and the mistakes that must be one ``error:`` line before any
 model work.
 """
 
@@ -13,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 
+import configs
 import h5py
+import jax
 import nibabel as nib
 import numpy as np
 import pytest
@@ -62,6 +65,33 @@ def disk_volume(shape, axes, seed=0):
   planes = np.moveaxis(volume, axes, (0, 1))
   planes[disk] = np.random.default_rng(seed).uniform(200, 1000, (disk.sum(),) + planes.shape[2:])
   return volume
+
+
+def save_untrained(config, path):
+  """A workdir whose checkpoint is the initialized model of ``config``."""
+  from hyperrecon_jax import checkpoints
+  from hyperrecon_jax import train
+  from hyperrecon_jax import workdir
+  state = train.create_state(config, train.build_model(config), jax.random.key(0))
+  mngr = checkpoints.manager(path)
+  checkpoints.save(mngr, 1, state, {}, config)
+  mngr.close()
+  workdir.write_text(os.path.join(path, "config.json"), config.to_json())
+  return path
+
+
+@pytest.fixture(scope="module")
+def workdir_k4(tmp_path_factory):
+  """An untrained 32×32 HyperRecon of K = 4 loss terms, as a training run's folder."""
+  config = configs.default()
+  config.data.image_size = 32
+  config.model.channels = 4
+  config.model.hyper_dim = 4
+  config.model.strategy = "vmap"
+  config.losses = ("dc", "tv", "wavelet", "weight_l1")
+  config.loss_scales = (1.0, 1.0, 2.0, 4.0)
+  config.eval.chunk = 8
+  return save_untrained(config, str(tmp_path_factory.mktemp("k4")))
 
 
 def foreground_ratio(path_in, path_out):
@@ -113,6 +143,57 @@ def test_a_fastmri_file_in_float16(env, tmp_path):
   with h5py.File(out, "r") as f:
     assert f["reconstruction_hyperrecon"].dtype == np.float16
     assert f["reconstruction_hyperrecon"].shape == (2, 2, 64, 64)
+
+
+def test_writes_once_and_refuses_to_overwrite(env, tmp_path):
+  path = str(tmp_path / "scan.nii.gz")
+  nib.save(nib.Nifti1Image(disk_volume((48, 48, 6), (0, 1)), np.eye(4)), path)
+  out = str(tmp_path / "recon.nii.gz")
+  args = [f"--input={path}", f"--output={out}"]
+  proc = reconstruct(env, *args, "--lam=grid:3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert nib.load(out).shape == (48, 48, 6, 3)
+  before = open(out, "rb").read()
+  assert_one_error_line(reconstruct(env, *args, "--lam=0.5"),
+                        r"recon.nii.gz exists; give --overwrite")
+  other = str(tmp_path / "other.nii.gz")
+  assert_one_error_line(reconstruct(env, f"--input={path}", f"--output={other}", "--lam=2"),
+                        r"the λ values of --lam=2 must lie in \[0, 1\]")
+  assert open(out, "rb").read() == before
+  assert not os.path.exists(other)
+
+
+def test_a_model_of_four_terms_over_a_design_on_the_simplex(env, workdir_k4, tmp_path):
+  path, out = str(tmp_path / "scan.nii.gz"), str(tmp_path / "design.nii.gz")
+  nib.save(nib.Nifti1Image(disk_volume((40, 40, 3), (0, 1)), np.eye(4)), path)
+  proc = run(env, "reconstruct", f"--workdir={workdir_k4}", f"--input={path}",
+             f"--output={out}", "--samples=6")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "6 λ value(s) of the loss dc + tv + wavelet + weight_l1" in proc.stderr, proc.stderr
+  assert nib.load(out).shape == (40, 40, 3, 6)
+  sidecar = json.load(open(tmp_path / "design.json"))
+  coeffs = np.asarray(sidecar["coefficients"])
+  assert coeffs.shape == (6, 4) and sidecar["loss_terms"] == ["dc", "tv", "wavelet", "weight_l1"]
+  np.testing.assert_allclose(coeffs[:4], np.eye(4), atol=1e-6)  # the vertices first
+  np.testing.assert_allclose(coeffs.sum(axis=1), 1.0, atol=1e-6)
+  assert np.asarray(sidecar["lambdas"]).shape == (6, 3)
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--lam=0.5:0.5:0.5", "--coeffs=0.25:0.25:0.25:0.25"],
+     r"give exactly one of --lam \(λ values\), --coeffs \(coefficient vectors\) and "
+     r"--samples"),
+    (["--coeffs=0.25:0.25:0.25:0.25,0.5:0.5"],
+     r"--coeffs=0.25:0.25:0.25:0.25,0.5:0.5: '0.5:0.5' has 2 values, the model's loss has 4 "
+     r"terms \(write 4 coefficients as a:b:c:d\)"),
+])
+def test_lambda_flag_mistakes_are_one_error_line(env, workdir_k4, tmp_path, args, pattern):
+  path, out = str(tmp_path / "scan.nii.gz"), str(tmp_path / "recon.nii.gz")
+  nib.save(nib.Nifti1Image(disk_volume((40, 40, 3), (0, 1)), np.eye(4)), path)
+  proc = run(env, "reconstruct", f"--workdir={workdir_k4}", f"--input={path}",
+             f"--output={out}", *args)
+  assert_one_error_line(proc, pattern)
+  assert not os.path.exists(out)
 
 
 def unwritable_folder(tmp_path):

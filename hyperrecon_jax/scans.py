@@ -1,0 +1,380 @@
+"""A user's scan (NIfTI or fastMRI ``.h5``) cut into the model's slices.
+
+`read_input` reads a file into a `Scan`: its slices on the model's square
+grid, in [0, 1], and what it takes to put reconstructions back on the input's
+own grid (`hyperrecon_jax.reconstruct.put_back`). Slices are cut, normalized
+and resized exactly as the data pipeline does (`hyperrecon_jax.data.slicing`).
+
+NIfTI: the volume is reoriented to RAS, divided by its `config.data.percentile`
+percentile of positive voxels and clipped to [0, 1]; every slice along
+`config.data.axis` is cropped to the volume's foreground box (as the nifti
+dataset does) and resized to the model's grid.
+
+fastMRI ``.h5``: the image is the magnitude of the inverse FFT of ``kspace``
+(root-sum-of-squares over coils, centre-cropped to at most 320 × 320), or
+``reconstruction_esc`` / ``reconstruction_rss`` when the file has no k-space,
+divided by its maximum.
+
+The slicing plane is `config.data.axis` unless the volume is too thin for it
+(fewer than `MIN_PLANE` voxels along a side of its planes, e.g. a 3-slice
+stack cut across its slices): then the volume's thin axis is sliced instead
+(`slicing_axis`) and `Scan.notes` says so, as it says at what resolution the
+model works. `Scan.warnings` says when the intensity scale rests on too few
+voxels to be trusted.
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+from hyperrecon_jax import errors
+from hyperrecon_jax.data import common
+from hyperrecon_jax.data import slicing
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+H5_SUFFIXES = (".h5",)
+
+# A plane needs at least this many voxels along each side to be an image for
+# the model: its Unet max-pools three times (8×), so a narrower plane is less
+# than a pixel wide at its coarsest level (`data.common.check_image_size` puts
+# the same floor on the training slices).
+MIN_PLANE = 8
+
+# Below this many voxels above the normalization percentile, the intensity
+# scale is the value of a handful of voxels: one bright outlier sets the
+# contrast the model sees.
+MIN_VOXELS_ABOVE_PERCENTILE = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+  """A user's scan cut into the model's slices, and how to put them back.
+
+  Attributes:
+    path: the input file.
+    kind: 'nifti' or 'h5'.
+    images: (S, size, size) float32 slices in [0, 1], the model's input grid.
+    slices: (S,) slice indices (along the RAS slicing axis for NIfTI).
+    kept: (S,) bool, the slices the data pipeline would keep (enough
+      foreground); the others are reconstructed too.
+    scale: the input intensity that maps to 1.
+    grid_shape: the normalized volume's shape: RAS (X, Y, Z) for NIfTI, the
+      image grid (S, H, W) for ``.h5``.
+    axis: the slicing axis index (NIfTI; 0 for ``.h5``).
+    box: (r0, r1, c0, c1), the crop box in oriented plane coordinates (NIfTI).
+    plane_spacing: the physical (row, column) pixel size of a cropped plane.
+    nifti: the input's nibabel image (NIfTI only), for its affine and header.
+    notes: one-line remarks on how the scan is cut (the plane, the model's
+      working resolution).
+    warnings: one-line reasons to distrust the output's intensity.
+    foreground: bool mask on the output's grid (`output_shape`) of the
+      foreground voxels of the kept slices, for the intensity check of
+      `hyperrecon_jax.reconstruct.intensity_warnings`.
+    reference: the input's mean intensity over ``foreground``, clipped at
+      ``scale`` (what the model sees).
+    input_dtype: the input's own real value type (the 'input' of
+      `hyperrecon_jax.outputs.output_dtype`).
+  """
+  path: str
+  kind: str
+  images: np.ndarray
+  slices: np.ndarray
+  kept: np.ndarray
+  scale: float
+  grid_shape: tuple
+  axis: int
+  box: tuple | None
+  plane_spacing: tuple
+  nifti: Any = None
+  notes: tuple = ()
+  warnings: tuple = ()
+  foreground: np.ndarray | None = None
+  reference: float = float("nan")
+  input_dtype: str = "float32"
+
+  @property
+  def output_shape(self) -> tuple:
+    """One reconstruction's shape: the input's voxel grid (NIfTI) or (S, H, W)."""
+    if self.kind == "nifti":
+      return tuple(int(n) for n in self.nifti.shape[:3])
+    return tuple(int(n) for n in self.grid_shape)
+
+  def foreground_mean(self, volume: np.ndarray) -> float:
+    """The mean of a volume on the output's grid over `foreground`; NaN without one."""
+    if self.foreground is None:
+      return float("nan")
+    return _mean(volume, self.foreground)
+
+
+def input_kind(path: str) -> str:
+  """'nifti' or 'h5' from the file name; InputError for anything else."""
+  if path.endswith(NIFTI_SUFFIXES):
+    return "nifti"
+  if path.endswith(H5_SUFFIXES):
+    return "h5"
+  raise errors.InputError(f"{path}: not a NIfTI (.nii, .nii.gz) or fastMRI (.h5) file")
+
+
+def read_input(path: str, config, *, axis=None) -> Scan:
+  """Reads a NIfTI volume or a fastMRI ``.h5`` file as the model's slices.
+
+  Args:
+    path: the file.
+    config: the model's config (its ``data``: image_size, axis, percentile,
+      min_foreground).
+    axis: NIfTI only: the RAS axis to slice along (name or index) instead of
+      ``config.data.axis``; None takes the config's, or the volume's thin
+      axis when the config's planes would be narrower than `MIN_PLANE`.
+
+  Returns:
+    A `Scan`.
+
+  Raises:
+    InputError: a file that is missing, unreadable, not 3-D, too thin to
+      slice, holds NaN or infinite values or values beyond float32, or has no
+      foreground (the message names the file).
+  """
+  kind = input_kind(path)
+  if not os.path.isfile(path):
+    raise errors.InputError(f"{path}: no such file")
+  if kind == "nifti":
+    return _read_nifti(path, config, axis)
+  if axis is not None:
+    raise errors.InputError(f"{path}: a fastMRI file is reconstructed slice by slice as "
+                            "stored; a slicing axis applies to NIfTI input only")
+  return _read_h5(path, config)
+
+
+def _volume_shape(path: str, shape: tuple) -> tuple:
+  """The 3-D shape of a NIfTI file's header shape, or an error saying what it is."""
+  if len(shape) == 4 and shape[3] == 1:
+    shape = shape[:3]
+  if len(shape) == 4:
+    raise errors.InputError(
+        f"{path}: has shape {shape}; expected a 3-D volume, and this is a series of "
+        f"{shape[3]} volumes: split it (e.g. fslsplit) and reconstruct each")
+  if len(shape) == 2:
+    raise errors.InputError(f"{path}: has shape {shape}; expected a 3-D volume (a single "
+                            f"slice is stored as ({shape[0]}, {shape[1]}, 1))")
+  if len(shape) != 3:
+    raise errors.InputError(f"{path}: has shape {shape}; expected a 3-D volume")
+  if min(shape) < 1:
+    raise errors.InputError(f"{path}: has shape {shape}: it holds no voxel")
+  return shape
+
+
+def slicing_axis(path: str, ras_shape, configured, requested=None) -> tuple[int, str | None]:
+  """The RAS axis to cut a volume along, and a note when it is not the configured one.
+
+  Args:
+    path: the file, for the messages.
+    ras_shape: the volume's (X, Y, Z) shape in RAS orientation.
+    configured: the model's `config.data.axis`.
+    requested: an axis the user asked for, or None.
+
+  Returns:
+    ``(axis index, note or None)``.
+
+  Raises:
+    InputError: the requested axis's planes, or every axis's, are narrower
+      than `MIN_PLANE` voxels.
+  """
+  ras_shape = tuple(int(n) for n in ras_shape)
+
+  def plane(a):
+    return [n for i, n in enumerate(ras_shape) if i != a]
+
+  def fits(a):
+    return min(plane(a)) >= MIN_PLANE
+
+  usable = [a for a in range(3) if fits(a)]
+  if not usable:
+    raise errors.InputError(
+        f"{path}: has RAS shape {ras_shape}, so every plane is narrower than {MIN_PLANE} "
+        "voxels on a side: there is no image for the model to reconstruct")
+  thin = min(usable, key=lambda a: (ras_shape[a], a))  # the fewest, largest planes
+  name = common.axis_name
+  if requested is not None:
+    a = common.axis_index(requested)
+    if not fits(a):
+      h, w = plane(a)
+      raise errors.InputError(
+          f"{path}: its {name(a)} planes are {h}×{w} voxels (RAS shape {ras_shape}), "
+          f"narrower than {MIN_PLANE}; slice {name(thin)} instead (--axis={name(thin)})")
+    return a, None
+  a = common.axis_index(configured)
+  if fits(a):
+    return a, None
+  h, w = plane(a)
+  return thin, (f"slicing {name(thin)} (RAS axis {thin}), not the model's {name(a)}: the "
+                f"volume's {name(a)} planes would be {h}×{w}-voxel strips (RAS shape "
+                f"{ras_shape}), narrower than {MIN_PLANE} voxels")
+
+
+def _real_float32(raw: np.ndarray, path: str) -> np.ndarray:
+  """The voxels as float32, refusing values that are not real or do not fit."""
+  if raw.dtype.kind not in "biuf":
+    raise errors.InputError(f"{path}: its voxels are of type {raw.dtype}; expected real "
+                            "numbers (a magnitude image)")
+  common.check_finite(raw, path)
+  if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
+    limit = float(np.finfo(np.float32).max)
+    magnitude = np.abs(raw)
+    beyond = int(np.count_nonzero(magnitude > limit))
+    if beyond:
+      raise errors.InputError(
+          f"{path}: {beyond:,} of {raw.size:,} voxels are finite in its {raw.dtype} but "
+          f"beyond float32's range (largest magnitude {magnitude.max():.3g} > {limit:.3g}), "
+          "in which the model computes; rescale the volume")
+  return raw.astype(np.float32)
+
+
+def _scale_warning(data: np.ndarray, percentile: float) -> tuple:
+  positive = int(np.count_nonzero(data > 0))
+  above = positive * (1.0 - percentile / 100.0)
+  if above >= MIN_VOXELS_ABOVE_PERCENTILE:
+    return ()
+  return (f"the intensity scale (the {percentile:g}th percentile) rests on {above:.1f} of "
+          f"the scan's {positive:,} positive voxels, so one bright voxel sets the contrast "
+          "the model sees: the output's intensity cannot be trusted",)
+
+
+def _resolution_note(size: int, plane: tuple, grid: tuple, what: str, unit: str) -> str:
+  """One line on the model's working resolution against the input's."""
+  h, w = (int(n) for n in plane)
+  coarser = max(h, w) / size
+  detail = (f", {coarser:.1f}× coarser: detail finer than {coarser:.1f} {unit}s is lost"
+            if coarser > 1.05 else "")
+  return (f"the model reconstructs at {size}×{size}: each slice's {h}×{w}-{unit} {what} is "
+          f"resized to fit{detail}; the output is put back on the input's "
+          f"{'×'.join(str(n) for n in grid)} grid")
+
+
+def _read_nifti(path: str, config, axis=None) -> Scan:
+  nib = common.require("nibabel")
+  try:
+    img = nib.load(path)
+    shape = tuple(img.shape)
+  except Exception as err:  # nibabel raises many types for bad files.
+    raise errors.InputError(f"{path}: cannot be read as NIfTI ({err})") from None
+  shape = _volume_shape(path, shape)
+  # The RAS shape from the header alone: the plane is chosen before any voxel is read.
+  ornt = nib.orientations.io_orientation(img.affine)
+  ras_shape = [0, 0, 0]
+  for n, (out_axis, _) in zip(shape, ornt):
+    ras_shape[int(out_axis)] = n
+  axis, axis_note = slicing_axis(path, ras_shape, config.data.axis, axis)
+  try:
+    canonical = nib.as_closest_canonical(img)
+    raw = np.asanyarray(canonical.dataobj)
+  except Exception as err:  # noqa: BLE001 (a truncated file fails here)
+    raise errors.InputError(f"{path}: cannot read its voxels ({err})") from None
+  data = _real_float32(raw.reshape(raw.shape[:3]), path)  # a singleton 4th axis dropped
+  del raw
+  size = int(config.data.image_size)
+  percentile = float(config.data.percentile)
+  try:
+    scale = slicing.percentile_scale(data, percentile)
+  except common.DataError as err:
+    raise errors.InputError(f"{path}: {err}") from None
+  volume = np.clip(data / scale, 0.0, 1.0)
+  warnings = _scale_warning(data, percentile)
+  del data
+  foreground = volume > slicing.FOREGROUND_THRESHOLD
+  keep, box = slicing.crop_box(foreground, axis, float(config.data.min_foreground))
+  if box is None:
+    raise errors.InputError(
+        f"{path}: no {common.axis_name(axis)} slice has {config.data.min_foreground:.0%} of "
+        f"its area above {slicing.FOREGROUND_THRESHOLD} of the {percentile:g}th percentile "
+        "intensity: nothing to reconstruct")
+  zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
+  plane_spacing = slicing.oriented_spacing(zooms, axis)
+  r0, r1, c0, c1 = box
+  planes = np.moveaxis(volume, axis, 0)
+  images = np.stack([
+      np.clip(slicing.fit_to_square(slicing.orient(plane)[r0:r1, c0:c1], size, order=1,
+                                   spacing=plane_spacing), 0.0, 1.0)
+      for plane in planes]).astype(np.float32)
+  kept = np.zeros(len(planes), bool)
+  kept[keep] = True
+  # The foreground the intensity check compares: that of the slices the data
+  # pipeline keeps, all inside the crop box.
+  np.moveaxis(foreground, axis, 0)[~kept] = False
+  reference = _mean(volume, foreground) * scale
+  notes = (() if axis_note is None else (axis_note,)) + (
+      _resolution_note(size, (r1 - r0, c1 - c0), shape, "foreground box", "voxel"),)
+  return Scan(path, "nifti", images, np.arange(len(planes)), kept, scale,
+              volume.shape, axis, box, plane_spacing, img, notes=notes, warnings=warnings,
+              foreground=ras_to_input(img, foreground), reference=reference,
+              input_dtype=_nifti_dtype(img))
+
+
+def _mean(values: np.ndarray, mask: np.ndarray) -> float:
+  """The mean of ``values`` over ``mask`` in float64; NaN for an empty mask."""
+  if not mask.any():
+    return float("nan")
+  return float(np.mean(values[mask], dtype=np.float64))
+
+
+def _nifti_dtype(img) -> str:
+  dtype = np.dtype(img.get_data_dtype())
+  return dtype.name if dtype.kind in "iuf" else "float32"
+
+
+def _read_h5(path: str, config) -> Scan:
+  from hyperrecon_jax.data import fastmri
+  h5py = common.require("h5py")
+  try:
+    with h5py.File(path, "r") as f:
+      if "kspace" in f:
+        key = "kspace"
+      else:
+        key = next((k for k in fastmri.TARGET_KEYS if k in f), None)
+      if key is None:
+        raise errors.InputError(f"{path}: has neither 'kspace' nor "
+                                f"{' nor '.join(repr(k) for k in fastmri.TARGET_KEYS)} "
+                                f"(found {sorted(f.keys())}); is this a fastMRI file?")
+      raw = f[key][()]
+  except OSError as err:
+    raise errors.InputError(f"{path}: cannot be read as an HDF5 file ({err})") from None
+  if key == "kspace" and (raw.ndim not in (3, 4) or raw.dtype.kind != "c"):
+    raise errors.InputError(f"{path}: 'kspace' has shape {raw.shape} and dtype {raw.dtype}; "
+                            "expected complex (slices, [coils,] height, width)")
+  if key != "kspace" and raw.ndim != 3:
+    raise errors.InputError(
+        f"{path}: '{key}' has shape {raw.shape}; expected (slices, height, width)")
+  if min(raw.shape[-2:]) < MIN_PLANE:
+    raise errors.InputError(f"{path}: '{key}' has shape {raw.shape}: its images are "
+                            f"narrower than {MIN_PLANE} pixels, too small to reconstruct")
+  common.check_finite(raw, path, f"values of '{key}'")
+  # The input's own type, as a real one: complex k-space gives a magnitude.
+  real = np.empty(0, raw.dtype).real.dtype
+  input_dtype = real.name if real.kind == "f" else "float32"
+  volume = (fastmri.kspace_to_image(raw) if key == "kspace" else np.asarray(raw)).astype(np.float32)
+  scale = float(volume.max())
+  if not scale > 0:
+    raise errors.InputError(f"{path}: the '{key}' volume is all zero")
+  volume = np.clip(volume / scale, 0.0, 1.0)
+  size = int(config.data.image_size)
+  images = np.stack([np.clip(slicing.fit_to_square(s, size, order=1), 0.0, 1.0)
+                     for s in volume]).astype(np.float32)
+  n = len(volume)
+  foreground = volume > slicing.FOREGROUND_THRESHOLD
+  reference = _mean(volume, foreground) * scale
+  notes = (_resolution_note(size, volume.shape[1:], volume.shape[1:], "image", "pixel"),)
+  return Scan(path, "h5", images, np.arange(n), np.ones(n, bool), scale,
+              volume.shape, 0, None, (1.0, 1.0), notes=notes, foreground=foreground,
+              reference=reference, input_dtype=input_dtype)
+
+
+
+
+def ras_to_input(img, ras: np.ndarray) -> np.ndarray:
+  """A RAS (X, Y, Z) array in the voxel order of the NIfTI image ``img``."""
+  nib = common.require("nibabel")
+  ornt = nib.orientations.io_orientation(img.affine)
+  to_input = nib.orientations.ornt_transform(
+      nib.orientations.axcodes2ornt(("R", "A", "S")), ornt)
+  return nib.orientations.apply_orientation(ras, to_input)

@@ -1,0 +1,109 @@
+"""hyperrecon_jax.outputs: the output's type, its size in memory and its files.
+
+What is refused before any model work (an existing output, a folder that
+cannot be written in, an output too large for memory, a type the format
+cannot hold), and a failed write. Writing real reconstructions is tested
+with them, in tests/test_reconstruct.py.
+"""
+
+import errno
+import os
+import tempfile
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+from test_scans import data_config
+from test_scans import head
+
+from hyperrecon_jax import outputs
+from hyperrecon_jax import scans
+
+
+def small_scan(tmp_path, dtype=np.float32, shape=(40, 40, 12)):
+  path = str(tmp_path / "scan.nii.gz")
+  nib.save(nib.Nifti1Image((head(shape) * 1000).astype(dtype), np.eye(4)), path)
+  return scans.read_input(path, data_config(32))
+
+
+def test_outputs_are_checked_before_any_work(tmp_path):
+  out = tmp_path / "recon.nii.gz"
+  out.write_bytes(b"keep")
+  with pytest.raises(ValueError, match="exists; give --overwrite"):
+    outputs.check_outputs(outputs.output_paths("nifti", str(out), False), overwrite=False)
+  with pytest.raises(ValueError, match="NIfTI input gives a NIfTI output"):
+    outputs.output_paths("nifti", str(tmp_path / "x.h5"), False)
+  with pytest.raises(ValueError, match="does not exist"):
+    outputs.check_outputs([str(tmp_path / "missing" / "x.nii")], overwrite=False)
+  assert out.read_bytes() == b"keep"
+  assert outputs.output_paths("nifti", str(out), True) == [
+      str(out), str(tmp_path / "recon.json"), str(tmp_path / "recon_zero_filled.nii.gz")]
+
+
+def unwritable_folder(tmp_path):
+  """A folder this user cannot create files in, or skips the test."""
+  folder = tmp_path / "read_only"
+  folder.mkdir()
+  folder.chmod(0o555)
+  for candidate in (str(folder), "/sys"):
+    try:
+      fd, probe = tempfile.mkstemp(dir=candidate)
+    except OSError:
+      return candidate
+    os.close(fd)
+    os.remove(probe)  # root ignores the permission bits
+  pytest.skip("no folder here is read-only for this user")
+
+
+def test_an_unwritable_output_folder_is_refused_up_front(tmp_path):
+  folder = unwritable_folder(tmp_path)
+  out = os.path.join(folder, "recon.nii.gz")
+  with pytest.raises(ValueError, match=rf"recon.nii.gz: cannot write in the folder {folder} \("):
+    outputs.check_outputs(outputs.output_paths("nifti", out, False), overwrite=False)
+
+
+def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path):
+  path = str(tmp_path / "recon.nii.gz")
+
+  def full_disk(tmp):
+    open(tmp, "wb").close()
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+
+  with pytest.raises(OSError, match=rf"^{path}: cannot be written in {tmp_path} \(No space") as e:
+    outputs._atomic(path, full_disk)
+  assert ".partial" not in str(e.value) and os.listdir(tmp_path) == []
+
+
+def test_an_output_too_large_for_memory_is_refused_with_what_fits(tmp_path):
+  scan = small_scan(tmp_path)  # 19,200 voxels: 75 KiB a float32 volume
+  per_volume = 19_200 * 4
+  assert outputs.check_memory(scan, 10, available=2**30) == 12 * per_volume
+  with pytest.raises(ValueError, match=r"scan.nii.gz: 100,000 λ value\(s\) × 40×40×12 voxels "
+                                       r"× 4 bytes need 7.2 GiB of memory, more than the "
+                                       r"819 MiB allowed \(80% of the 1.0 GiB available\); "
+                                       r"give at most 11,182 λ values per run"):
+    outputs.check_memory(scan, 100_000, available=2**30)
+  fit = (int(0.8 * 2**30) - 2 * per_volume) // per_volume
+  assert fit == 11_182 and outputs.check_memory(scan, fit, available=2**30) <= 0.8 * 2**30
+  with pytest.raises(ValueError, match="even one λ does not fit"):
+    outputs.check_memory(scan, 1, available=per_volume)
+
+
+def test_output_types_the_format_cannot_hold_are_refused(tmp_path):
+  scan = small_scan(tmp_path, np.int16)
+  assert outputs.output_dtype(scan, "input") == np.int16
+  assert outputs.storage_dtype(np.int16) == np.float32
+  with pytest.raises(ValueError, match=r"NIfTI has no float16 type.*--dtype=int16"):
+    outputs.output_dtype(scan, "float16")
+  h5_path = str(tmp_path / "file.h5")
+  with h5py.File(h5_path, "w") as f:
+    f["reconstruction_esc"] = head((64, 64, 2)).transpose(2, 0, 1) * 100
+  h5_scan = scans.read_input(h5_path, data_config(64))
+  assert outputs.output_dtype(h5_scan, "float16") == np.float16
+  with pytest.raises(ValueError, match=r"an .h5 output holds no scale factor"):
+    outputs.output_dtype(h5_scan, "int16")
+  with h5py.File(h5_path, "w") as f:
+    f["reconstruction_esc"] = head((64, 64, 2)).transpose(2, 0, 1) * 1e5
+  with pytest.raises(ValueError, match=r"float16 keeps 3 digits only .* span 1e\+03 to 2e\+05"):
+    outputs.output_dtype(scans.read_input(h5_path, data_config(64)), "float16")

@@ -1,0 +1,142 @@
+"""hyperrecon_jax.scans: a user's NIfTI or fastMRI file cut into the model's slices.
+
+The volumes are small synthetic ones written here, and the MNI152 template for
+the check against the data pipeline. Putting slices back on the input's grid
+(`reconstruct.put_back`) checks that the cut loses nothing.
+"""
+
+import re
+
+import configs
+import ml_collections
+import nibabel as nib
+import numpy as np
+import pytest
+
+from hyperrecon_jax import reconstruct
+from hyperrecon_jax import scans
+from hyperrecon_jax.data import mni152
+
+
+def data_config(size, **extra):
+  """The ``data`` section of a model's config, all `scans.read_input` reads."""
+  return ml_collections.ConfigDict({"data": {
+      "image_size": size, "axis": "axial", "percentile": 99.5, "min_foreground": 0.01,
+      **extra}})
+
+
+def non_ras_nifti(path, ras):
+  """Saves a RAS volume stored as (S, L, P) axes: every axis moved and two flipped."""
+  data = np.flip(np.transpose(ras, (2, 0, 1)), axis=(1, 2)).copy()
+  affine = np.zeros((4, 4))
+  affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = 1.0, -1.0, -1.0, 1.0
+  nib.save(nib.Nifti1Image(data, affine), path)
+  return data, affine
+
+
+def head(shape=(40, 40, 12), seed=0):
+  """A RAS volume with a foreground block whose crop box is the whole plane."""
+  ras = np.zeros(shape, np.float32)
+  ras[4:-4, 4:-4, :] = np.random.default_rng(seed).uniform(
+      0.2, 1.0, (shape[0] - 8, shape[1] - 8, shape[2]))
+  return ras
+
+
+def test_the_input_kind_is_the_file_name_s():
+  assert scans.input_kind("a.nii.gz") == "nifti" and scans.input_kind("a.h5") == "h5"
+  with pytest.raises(ValueError, match="scan.mha: not a NIfTI .* or fastMRI"):
+    scans.input_kind("scan.mha")
+
+
+def test_read_input_cuts_the_template_as_the_data_pipeline(data_dir):
+  from hyperrecon_jax import data
+  config = data_config(32, name="mni152", data_dir=data_dir)
+  want = {}
+  full = configs.default().data
+  full.image_size, full.data_dir = 32, data_dir
+  for batch in data.batches(full, "test", batch_size=8, training=False):
+    for image, s, valid in zip(batch["image"], batch["slice"], batch["valid"]):
+      if valid:
+        want[int(s)] = image
+  scan = scans.read_input(mni152.template_paths()["t1"], config)
+  got = np.stack([scan.images[s] for s in want])
+  # The dataset's foreground is the brain mask (T1 > 0), ours T1 above 5 % of
+  # the 99.5th percentile; on the skull-stripped template both give one box.
+  np.testing.assert_allclose(got, np.stack(list(want.values())), atol=1e-6)
+  assert scan.kept[list(want)].all()
+
+
+@pytest.mark.parametrize("shape, pattern", [
+    ((20, 20), r"shape \(20, 20\); expected a 3-D volume"),
+    ((20, 20, 8, 3), r"shape \(20, 20, 8, 3\); expected a 3-D volume"),
+])
+def test_a_2d_or_4d_nifti_is_refused(tmp_path, shape, pattern):
+  path = str(tmp_path / "bad.nii.gz")
+  nib.save(nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)), path)
+  with pytest.raises(ValueError, match=pattern):
+    scans.read_input(path, data_config(32))
+
+
+def test_nan_voxels_and_empty_volumes_are_refused(tmp_path):
+  volume = head()
+  volume[5, 5, 5] = np.nan
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+  with pytest.raises(ValueError, match="nan.nii.gz.*NaN"):
+    scans.read_input(str(tmp_path / "nan.nii.gz"), data_config(32))
+  nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)),
+           str(tmp_path / "zero.nii.gz"))
+  with pytest.raises(ValueError, match="zero.nii.gz.*no positive voxel"):
+    scans.read_input(str(tmp_path / "zero.nii.gz"), data_config(32))
+
+
+def test_voxels_beyond_float32_are_named_as_such(tmp_path):
+  volume = head().astype(np.float64)
+  volume[5, 5, 5] = 1e39  # finite in float64, inf in float32
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "big.nii.gz"))
+  with pytest.raises(ValueError, match=r"big.nii.gz: 1 of 19,200 voxels are finite in its "
+                                       r"float64 but beyond float32's range \(largest "
+                                       r"magnitude 1e\+39"):
+    scans.read_input(str(tmp_path / "big.nii.gz"), data_config(32))
+
+
+def test_a_scale_resting_on_a_few_voxels_is_said(tmp_path):
+  # 200 positive voxels, 1 above the 99.5th percentile.
+  volume = np.zeros((20, 20, 2), np.float32)
+  volume[5:15, 5:15, :] = np.random.default_rng(0).uniform(1, 2, (10, 10, 2))
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "few.nii.gz"))
+  (line,) = scans.read_input(str(tmp_path / "few.nii.gz"), data_config(16)).warnings
+  assert "rests on 1.0 of the scan's 200 positive voxels" in line
+  nib.save(nib.Nifti1Image(head() * 1000, np.eye(4)), str(tmp_path / "many.nii.gz"))
+  scan = scans.read_input(str(tmp_path / "many.nii.gz"), data_config(32))
+  assert scan.warnings == () and scan.reference > 0
+
+
+# --- volumes the configured plane does not suit ----------------------------------------
+
+
+def test_a_thin_volume_is_sliced_along_its_thin_axis(tmp_path):
+  # Three slices along R-L: the model's axial planes would be 3×40 strips, so
+  # the three 40×40 sagittal planes are reconstructed, and the note says so.
+  path = str(tmp_path / "thin.nii.gz")
+  ras = head((40, 40, 3)).transpose(2, 0, 1).copy()  # (3, 40, 40), RAS
+  nib.save(nib.Nifti1Image(ras, np.eye(4)), path)
+  scan = scans.read_input(path, data_config(40))
+  assert scan.axis == 0 and scan.images.shape == (3, 40, 40)
+  assert any(re.search(r"slicing sagittal .*not the model's axial.*3×40-voxel strips", note)
+             for note in scan.notes), scan.notes
+  np.testing.assert_allclose(reconstruct.put_back(scan, scan.images),
+                             np.clip(ras, 0, scan.scale), atol=1e-6)
+  with pytest.raises(ValueError, match=r"axial planes are 3×40 voxels.*--axis=sagittal"):
+    scans.read_input(path, data_config(40), axis="axial")
+  assert scans.read_input(path, data_config(40), axis="sagittal").axis == 0
+
+
+def test_a_single_slice_volume_is_one_slice_and_a_strip_is_refused(tmp_path):
+  path = str(tmp_path / "one.nii.gz")
+  nib.save(nib.Nifti1Image(head((40, 48, 1)), np.eye(4)), path)
+  scan = scans.read_input(path, data_config(32))
+  assert scan.axis == 2 and scan.images.shape == (1, 32, 32) and scan.kept.all()
+  assert reconstruct.put_back(scan, scan.images).shape == (40, 48, 1)
+  nib.save(nib.Nifti1Image(head((40, 48, 3))[:, :4], np.eye(4)), str(tmp_path / "strip.nii"))
+  with pytest.raises(ValueError, match=r"RAS shape \(40, 4, 3\), so every plane is narrower"):
+    scans.read_input(str(tmp_path / "strip.nii"), data_config(32))
