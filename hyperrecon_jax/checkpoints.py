@@ -6,9 +6,10 @@ trained with (JSON): the config travels with the weights, and everything that
 reads a model takes its config from there.
 
 Who may write: only the trainer, which holds the workdir's lock
-(`hyperrecon_jax.workdir`), opens a writing `manager`. Evaluation and every
-other reader use `reader`, which is read-only: it creates nothing and never
-cleans up, so it cannot delete the temporary folder of a save in progress.
+(`hyperrecon_jax.workdir`), opens a writing `manager` and calls `restore` with
+``trainer=True``. Evaluation and every other reader use `reader`, which is
+read-only: it creates nothing and never cleans up, so it cannot delete the
+temporary folder of a save in progress.
 
 Damage. Orbax writes a step into a temporary folder and renames it when
 complete, so an interrupted save never looks finished. After the rename the
@@ -22,6 +23,16 @@ restore. `restore` skips a damaged step with a warning that names
 it and the file, and falls back to the newest intact one; the trainer moves
 skipped steps to ``<workdir>/checkpoints.damaged/`` (nothing is deleted) so it
 can save those step numbers again.
+
+A step without ``checksums.json``. A trainer killed between orbax's rename and
+the checksums leaves one. So before each save the trainer writes the SHA-256 of
+the values it is about to save (state, data position, config) to
+``<workdir>/checkpoints.pending.json``, and removes that file once the step's
+checksums are written: a step without checksums is then checked value by value
+against that file, by readers too (without writing). A step with neither (an
+older version wrote it) is never used by readers, who fall back to the newest
+verified step with a warning; the trainer accepts it if it restores with
+finite values, and then records its checksums.
 """
 
 from collections.abc import Callable
@@ -36,17 +47,24 @@ from typing import NamedTuple
 from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import workdir as workdir_lib
 
 CHECKSUMS = "checksums.json"
 ITEMS = ("state", "data", "config")
 DAMAGED_DIR = "checkpoints.damaged"
+PENDING = "checkpoints.pending.json"
 
 
 class CheckpointError(errors.Error, RuntimeError):
   """A checkpoint cannot be written or read; the message names the file."""
+
+
+class UnverifiedCheckpointError(CheckpointError):
+  """A step has no checksums and nothing else to verify it by; it is not used."""
 
 
 class Restored(NamedTuple):
@@ -145,18 +163,19 @@ def write_checksums(step_dir: str) -> None:
   os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
 
 
-def verify(step_dir: str) -> None:
+def verify(step_dir: str) -> bool:
   """Checks a step folder against its ``checksums.json``.
 
-  A step without the file (written by an older version, or a trainer killed
-  between orbax's rename and the checksums) is accepted unverified.
+  Returns:
+    True if every file matches; False if the step has no ``checksums.json``
+    (then it must be verified another way, see `restore`).
 
   Raises:
     CheckpointError: naming the first missing, truncated or changed file.
   """
   path = os.path.join(step_dir, CHECKSUMS)
   if not os.path.exists(path):
-    return
+    return False
   try:
     with open(path) as f:
       table = json.load(f)
@@ -173,11 +192,96 @@ def verify(step_dir: str) -> None:
     if _file_digest(file) != digest:
       raise CheckpointError(f"{file} does not match its SHA-256 checksum "
                             "(changed on disk)")
+  return True
+
+
+# --- digests of the saved values, for a step whose checksums were not written ---------
+
+
+def _host_array(x) -> np.ndarray:
+  # The trainer's state is replicated: on a multi-host run each process holds
+  # all of it, as its first addressable shard.
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    x = x.addressable_data(0)
+  return np.ascontiguousarray(np.asarray(x))
+
+
+def _state_digest(state) -> str:
+  h = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(state):
+    a = _host_array(leaf)
+    h.update(f"{a.dtype.str}{a.shape};".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _json_digest(value) -> str:
+  # Tuples are saved as JSON lists: both hash alike.
+  text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _workdir(mngr) -> str:
+  return os.path.dirname(str(mngr.directory))
+
+
+def _pending_path(mngr) -> str:
+  return os.path.join(_workdir(mngr), PENDING)
+
+
+def _pending(mngr, step: int) -> dict | None:
+  """The digests recorded before saving ``step``, or None."""
+  path = _pending_path(mngr)
+  try:
+    with open(path) as f:
+      pending = json.load(f)
+    if int(pending["step"]) != step:
+      return None
+    return {item: str(pending[item]) for item in ITEMS}
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{path} is damaged ({e}): checkpoint {step} has no "
+                          f"{CHECKSUMS} and cannot be verified") from None
+
+
+def _clear_pending(mngr, step: int | None = None) -> None:
+  """Removes the recorded digests: those of ``step``, or whatever they name.
+
+  Digests that cannot be read are kept when a step is given: they may belong
+  to another step.
+  """
+  path = _pending_path(mngr)
+  with contextlib.suppress(FileNotFoundError):
+    if step is not None:
+      try:
+        with open(path) as f:
+          if int(json.load(f)["step"]) != step:
+            return
+      except (ValueError, KeyError, TypeError):
+        return
+    os.remove(path)
+
+
+def _drop_stale_pending(mngr) -> None:
+  """Removes the digests of a save that never reached orbax's rename."""
+  path = _pending_path(mngr)
+  try:
+    with open(path) as f:
+      step = int(json.load(f)["step"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return  # none, or unreadable: kept for the step they may belong to
+  if step not in mngr.all_steps():
+    _clear_pending(mngr, step)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
          config) -> None:
   """Saves the state, the data iterator state and the config at ``step``.
+
+  Process 0 first records the digests of the values in
+  ``<workdir>/checkpoints.pending.json`` and, after orbax has finished the
+  step, its checksums; then it removes the digests.
 
   Raises:
     CheckpointError: the state holds NaN or ±Inf (nothing is written: a
@@ -186,13 +290,21 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
   if not bool(jax.device_get(_all_finite(state))):
     raise CheckpointError(f"refusing to write checkpoint {step} to "
                           f"{mngr.directory}: the state holds NaN or ±Inf")
+  data_state = data_state if data_state is not None else {}
+  config_dict = json.loads(config.to_json())
+  primary = jax.process_index() == 0
+  if primary:
+    digests = {"state": _state_digest(state), "data": _json_digest(data_state),
+               "config": _json_digest(config_dict)}
+    workdir_lib.write_text(_pending_path(mngr), json.dumps({"step": step, **digests}))
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
-      data=ocp.args.JsonSave(data_state if data_state is not None else {}),
-      config=ocp.args.JsonSave(json.loads(config.to_json()))), force=True)
+      data=ocp.args.JsonSave(data_state),
+      config=ocp.args.JsonSave(config_dict)), force=True)
   mngr.wait_until_finished()
-  if jax.process_index() == 0:
+  if primary:
     write_checksums(os.path.join(str(mngr.directory), str(step)))
+    _clear_pending(mngr)
 
 
 def _one_line(error: BaseException) -> str:
@@ -209,18 +321,43 @@ def _read(step_dir: str, read: Callable[[], Any]):
     raise CheckpointError(f"{step_dir} cannot be read ({_one_line(e)})") from e
 
 
-def _restore_step(mngr, step: int, abstract_state):
+def _unverified(step_dir: str) -> UnverifiedCheckpointError:
+  return UnverifiedCheckpointError(
+      f"{step_dir} has no {CHECKSUMS} (its save was cut short, or an older version "
+      "wrote it) and nothing else to verify it by; running the training command "
+      "again on this workdir verifies it")
+
+
+def _changed(step_dir: str, item: str, mngr) -> CheckpointError:
+  return CheckpointError(
+      f"{os.path.join(step_dir, item)} differs from what was saved (its SHA-256 "
+      f"recorded in {_pending_path(mngr)}): changed on disk before its checksums "
+      "were written")
+
+
+def _restore_step(mngr, step: int, abstract_state, trainer: bool):
   step_dir = os.path.join(str(mngr.directory), str(step))
-  verify(step_dir)
+  checked = verify(step_dir)
+  digests = None if checked else _pending(mngr, step)
+  if not checked and digests is None:
+    # The trainer writes the checksums before it removes the digests: a save
+    # may have finished between the two looks.
+    checked = verify(step_dir)
+    if not checked and not trainer:
+      raise _unverified(step_dir)
   config = _read(step_dir, lambda: mngr.restore(step, args=ocp.args.Composite(
       config=ocp.args.JsonRestore()))["config"])
   if not isinstance(config, dict):
     raise CheckpointError(f"{step_dir}: the stored config is not a JSON object")
+  if digests is not None and _json_digest(config) != digests["config"]:
+    raise _changed(step_dir, "config", mngr)
   # Outside `_read`: an error of the caller's (e.g. an incompatible config)
   # is not damage.
   if callable(abstract_state):
     abstract_state = abstract_state(config)
   if abstract_state is None:
+    if not checked and digests is None:
+      raise _unverified(step_dir)  # its state, unread, cannot vouch for it
     return Restored(step, None, {}, config)
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
                                     abstract_state)
@@ -229,24 +366,48 @@ def _restore_step(mngr, step: int, abstract_state):
       data=ocp.args.JsonRestore())))
   if not isinstance(out["data"], dict):
     raise CheckpointError(f"{step_dir}: the data position is not a JSON object")
+  if digests is not None:
+    if _state_digest(out["state"]) != digests["state"]:
+      raise _changed(step_dir, "state", mngr)
+    if _json_digest(out["data"]) != digests["data"]:
+      raise _changed(step_dir, "data", mngr)
+  elif not checked and not bool(jax.device_get(_all_finite(out["state"]))):
+    raise CheckpointError(f"{step_dir} has no {CHECKSUMS} and its state holds "
+                          "NaN or ±Inf")
+  if not checked and trainer and jax.process_index() == 0:
+    write_checksums(step_dir)
+    _clear_pending(mngr, step)
+    logging.warning("checkpoint %d had no %s; %s, and its checksums are now recorded",
+                    step, CHECKSUMS, "its values match the digests recorded before its save"
+                    if digests is not None else "it restores with finite values")
   return Restored(step, out["state"], out["data"], config)
 
 
 def _quarantine(mngr, step: int) -> str:
   src = os.path.join(str(mngr.directory), str(step))
-  root = os.path.join(os.path.dirname(str(mngr.directory)), DAMAGED_DIR)
+  root = os.path.join(_workdir(mngr), DAMAGED_DIR)
   os.makedirs(root, exist_ok=True)
   dst, n = os.path.join(root, str(step)), 1
   while os.path.exists(dst):
     dst, n = os.path.join(root, f"{step}.{n}"), n + 1
   shutil.move(src, dst)
+  _clear_pending(mngr, step)
   mngr.reload()
   return dst
 
 
+def quarantined(workdir: str) -> list[str]:
+  """The step folders the trainer moved to ``<workdir>/checkpoints.damaged``."""
+  root = os.path.join(workdir, DAMAGED_DIR)
+  if not os.path.isdir(root):
+    return []
+  key = lambda name: tuple(int(p) if p.isdigit() else 0 for p in name.split("."))
+  return sorted(os.listdir(root), key=key)
+
+
 def restore(mngr: ocp.CheckpointManager | None,
             abstract_state: Any | Callable[[dict], Any] = None, step=None, *,
-            quarantine: bool = False) -> Restored | None:
+            trainer: bool = False) -> Restored | None:
   """Restores the newest intact checkpoint (or a given step).
 
   Args:
@@ -255,28 +416,35 @@ def restore(mngr: ocp.CheckpointManager | None,
       expected structure, shapes and shardings; or a function of the step's
       config dict that returns one; or None to read only the config.
     step: a specific step, or None for the newest one that is intact.
-    quarantine: move damaged steps to ``<workdir>/checkpoints.damaged`` (the
-      trainer only: readers never change a workdir).
+    trainer: the caller is the workdir's trainer (on every process of a
+      multi-host run). It accepts a step that has neither checksums nor
+      recorded digests if its state restores with finite values, and on
+      process 0 it records the checksums of each step it verified that way or
+      by its digests, and moves damaged steps to ``<workdir>/checkpoints.damaged``.
+      Readers never change a workdir.
 
   Returns:
     A `Restored`, or None when there is no checkpoint.
 
   Raises:
-    CheckpointError: the given ``step`` does not exist or is damaged, or every
-      checkpoint is damaged. The message names the file.
+    CheckpointError: the given ``step`` does not exist, is damaged or cannot
+      be verified, or no checkpoint can be used. The message names the file.
   """
   if mngr is None:
     if step is not None:
       raise CheckpointError(f"there is no checkpoint of step {step}")
     return None
   mngr.reload()
+  primary = trainer and jax.process_index() == 0
   if step is not None:
     if step not in mngr.all_steps():
       raise CheckpointError(
           f"{mngr.directory} has no checkpoint of step {step} (it has "
           f"{sorted(mngr.all_steps()) or 'none'})")
-    return _restore_step(mngr, step, abstract_state)
-  tried, damaged = set(), []
+    return _restore_step(mngr, step, abstract_state, trainer)
+  if primary:
+    _drop_stale_pending(mngr)
+  tried, damaged, unverified = set(), [], []
   while True:
     candidates = sorted(set(mngr.all_steps()) - tried, reverse=True)
     if not candidates:
@@ -284,21 +452,30 @@ def restore(mngr: ocp.CheckpointManager | None,
     s = candidates[0]
     tried.add(s)
     try:
-      restored = _restore_step(mngr, s, abstract_state)
+      restored = _restore_step(mngr, s, abstract_state, trainer)
+    except UnverifiedCheckpointError as e:
+      logging.warning("checkpoint %d was skipped: %s", s, e)
+      unverified.append(str(e))
+      continue
     except CheckpointError as e:
       if not os.path.isdir(os.path.join(str(mngr.directory), str(s))):
         mngr.reload()  # removed by the trainer's max_to_keep while we read
         continue
-      where = f"; moved to {_quarantine(mngr, s)}" if quarantine else ""
+      where = f"; moved to {_quarantine(mngr, s)}" if primary else ""
       logging.warning("checkpoint %d is damaged and was skipped: %s%s", s, e,
                       where)
       damaged.append(str(e))
       continue
-    if damaged:
+    if damaged or unverified:
       logging.warning("using checkpoint %d, the newest intact one", s)
     return restored
+  if unverified:
+    raise CheckpointError("every checkpoint is damaged or unverified: "
+                          + "; ".join(damaged + unverified))
   if damaged:
-    raise CheckpointError("every checkpoint is damaged: " + "; ".join(damaged))
+    moved = (f" and was moved to {os.path.join(_workdir(mngr), DAMAGED_DIR)} (running the "
+             "command again starts training again from step 0)" if primary else "")
+    raise CheckpointError(f"every checkpoint is damaged{moved}: " + "; ".join(damaged))
   return None
 
 

@@ -38,9 +38,37 @@ def _describe(path: str) -> str:
     return "another process"
 
 
+def _first_missing(path: str) -> str | None:
+  """The outermost folder of ``path`` that does not exist yet, or None."""
+  path, missing = os.path.abspath(path), None
+  while not os.path.exists(path):
+    missing, parent = path, os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+def _remove_if_empty(path: str, up_to: str) -> None:
+  """Removes ``path`` and its parents up to ``up_to`` while they are empty."""
+  path = os.path.abspath(path)
+  while True:
+    try:
+      os.rmdir(path)
+    except OSError:
+      return  # not empty (the run wrote something), or gone
+    if path == up_to or os.path.dirname(path) == path:
+      return
+    path = os.path.dirname(path)
+
+
 @contextlib.contextmanager
 def lock(workdir: str):
   """Holds the workdir's trainer lock for the block; creates the workdir.
+
+  When the block (or the locking) raises, the folders this call created are
+  removed again if they are still empty, so a run refused after start-up
+  leaves nothing behind; a folder that existed before is never removed.
 
   Args:
     workdir: the run's folder.
@@ -48,6 +76,18 @@ def lock(workdir: str):
   Raises:
     WorkdirBusyError: at once, if another live process holds the lock.
   """
+  created = _first_missing(workdir)
+  try:
+    with _locked(workdir):
+      yield
+  except BaseException:
+    if created is not None:
+      _remove_if_empty(workdir, created)
+    raise
+
+
+@contextlib.contextmanager
+def _locked(workdir: str):
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   while True:

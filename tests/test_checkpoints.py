@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 
 import configs
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from hyperrecon_jax import checkpoints
@@ -302,16 +304,160 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
   assert (workdir / "checkpoints" / "3").is_dir()  # readers move nothing
 
 
+def _files(workdir):
+  return {str(p.relative_to(workdir)): p.read_bytes()
+          for p in sorted(workdir.rglob("*")) if p.is_file()}
+
+
+def _largest_data_file(step_dir):
+  """The largest file of array data (OCDBT's data files, not its metadata)."""
+  files = [p for p in (step_dir / "state").glob("ocdbt.process_*/d/*") if p.is_file()]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+def _flip_64_bytes(path):
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  for i in range(middle, min(middle + 64, len(data))):
+    data[i] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+class _Killed(Exception):
+  pass
+
+
+def _save_killed_before_checksums(states, workdir, step):
+  """What a trainer killed between orbax's rename and the checksums leaves."""
+  config, saved, _ = states
+  marked = saved.replace(step=jnp.asarray(step, jnp.int32))
+
+  def killed(step_dir):
+    raise _Killed(step_dir)
+
+  mngr = checkpoints.manager(str(workdir))
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(checkpoints, "write_checksums", killed)
+    with pytest.raises(_Killed):
+      checkpoints.save(mngr, step, marked, {"next_index": step}, config)
+  mngr.close()
+  step_dir = workdir / "checkpoints" / str(step)
+  assert step_dir.is_dir() and not (step_dir / checkpoints.CHECKSUMS).exists()
+  assert (workdir / checkpoints.PENDING).exists()
+  return step_dir
+
+
+def test_a_save_cut_short_before_its_checksums_is_verified_by_its_digests(
+    states, three_steps, caplog):
+  workdir, fresh = three_steps
+  step_dir = _save_killed_before_checksums(states, workdir, 4)
+  # Readers verify the step without writing anything.
+  before = _files(workdir)
+  reader = checkpoints.reader(str(workdir))
+  restored = checkpoints.restore(reader, fresh)
+  reader.close()
+  assert (restored.step, int(restored.state.step)) == (4, 4)
+  assert restored.data_state == {"next_index": 4}
+  assert checkpoints.saved_config(str(workdir)) == restored.config
+  assert _files(workdir) == before
+  assert "skipped" not in caplog.text
+  # The trainer completes it: checksums written, digests removed.
+  mngr = checkpoints.manager(str(workdir))
+  assert checkpoints.restore(mngr, fresh, trainer=True).step == 4
+  mngr.close()
+  assert checkpoints.verify(str(step_dir))
+  assert not (workdir / checkpoints.PENDING).exists()
+
+
+def test_a_save_cut_short_and_then_damaged_is_never_used(states, three_steps, caplog):
+  # 64 flipped bytes in the largest data file of a step without checksums
+  # used to load as parameters off by 1e35.
+  workdir, fresh = three_steps
+  step_dir = _save_killed_before_checksums(states, workdir, 4)
+  _flip_64_bytes(_largest_data_file(step_dir))
+  before = _files(workdir)
+  reader = checkpoints.reader(str(workdir))
+  assert checkpoints.restore(reader, fresh).step == 3
+  with pytest.raises(checkpoints.CheckpointError, match=r"checkpoints/4"):
+    checkpoints.restore(reader, fresh, step=4)
+  reader.close()
+  assert "checkpoint 4 is damaged and was skipped" in caplog.text
+  assert _files(workdir) == before  # readers write nothing
+  mngr = checkpoints.manager(str(workdir))
+  restored = checkpoints.restore(mngr, fresh, trainer=True)
+  mngr.close()
+  assert (restored.step, int(restored.state.step)) == (3, 3)
+  assert (workdir / checkpoints.DAMAGED_DIR / "4").is_dir()
+  assert not step_dir.exists() and not (workdir / checkpoints.PENDING).exists()
+
+
+def test_digests_of_a_save_that_never_finished_are_dropped_by_the_trainer(
+    states, three_steps):
+  workdir, fresh = three_steps
+  step_dir = _save_killed_before_checksums(states, workdir, 4)
+  shutil.rmtree(step_dir)  # as if killed before orbax's rename
+  mngr = checkpoints.manager(str(workdir))
+  assert checkpoints.restore(mngr, fresh, trainer=True).step == 3
+  mngr.close()
+  assert not (workdir / checkpoints.PENDING).exists()
+
+
+def test_a_step_without_checksums_or_digests_is_used_by_the_trainer_only(
+    three_steps, caplog):
+  # Written by an older version, which kept no checksums: readers fall back
+  # to the newest verified step; the trainer accepts it if its values are
+  # finite, and records its checksums.
+  workdir, fresh = three_steps
+  step_dir = workdir / "checkpoints" / "3"
+  (step_dir / checkpoints.CHECKSUMS).unlink()
+  before = _files(workdir)
+  reader = checkpoints.reader(str(workdir))
+  assert checkpoints.restore(reader, fresh).step == 2
+  with pytest.raises(checkpoints.UnverifiedCheckpointError, match="checksums.json"):
+    checkpoints.restore(reader, fresh, step=3)
+  reader.close()
+  assert "checkpoint 3 was skipped" in caplog.text and str(step_dir) in caplog.text
+  assert checkpoints.saved_config(str(workdir), step=2) is not None
+  assert _files(workdir) == before
+  mngr = checkpoints.manager(str(workdir))
+  assert checkpoints.restore(mngr, fresh, trainer=True).step == 3
+  mngr.close()
+  assert checkpoints.verify(str(step_dir))
+  reader = checkpoints.reader(str(workdir))
+  assert checkpoints.restore(reader, fresh).step == 3
+  reader.close()
+
+
+def test_the_trainer_moves_aside_a_step_without_checksums_that_is_not_finite(
+    states, three_steps):
+  config, saved, _ = states
+  workdir, fresh = three_steps
+  leaves, treedef = jax.tree_util.tree_flatten(saved.params)
+  leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(np.nan)
+  broken = saved.replace(params=jax.tree_util.tree_unflatten(treedef, leaves))
+  mngr = checkpoints.manager(str(workdir))
+  # As an older version without checksums (nor the finiteness check) wrote it.
+  mngr.save(4, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(broken), data=ocp.args.JsonSave({}),
+      config=ocp.args.JsonSave(json.loads(config.to_json()))))
+  mngr.wait_until_finished()
+  restored = checkpoints.restore(mngr, fresh, trainer=True)
+  mngr.close()
+  assert restored.step == 3
+  assert (workdir / checkpoints.DAMAGED_DIR / "4").is_dir()
+
+
 def test_damage_is_found_without_checksums_too(three_steps, caplog):
-  # Checkpoints of older versions have no checksums.json: orbax's own errors.
+  # A step without checksums (nor digests) whose data item does not parse.
   workdir, fresh = three_steps
   step_dir = workdir / "checkpoints" / "3"
   (step_dir / checkpoints.CHECKSUMS).unlink()
   _garble_json(_data_item(step_dir))
-  reader = checkpoints.reader(str(workdir))
-  assert checkpoints.restore(reader, fresh).step == 2
-  reader.close()
+  mngr = checkpoints.manager(str(workdir))
+  assert checkpoints.restore(mngr, fresh, trainer=True).step == 2
+  mngr.close()
   assert "checkpoint 3 is damaged" in caplog.text
+  assert (workdir / checkpoints.DAMAGED_DIR / "3").is_dir()
 
 
 def test_the_trainer_moves_damaged_steps_aside_and_can_save_them_again(
@@ -320,7 +466,7 @@ def test_the_trainer_moves_damaged_steps_aside_and_can_save_them_again(
   workdir, fresh = three_steps
   _truncate(_largest_state_file(workdir / "checkpoints" / "3"))
   mngr = checkpoints.manager(str(workdir))
-  assert checkpoints.restore(mngr, fresh, quarantine=True).step == 2
+  assert checkpoints.restore(mngr, fresh, trainer=True).step == 2
   assert (workdir / checkpoints.DAMAGED_DIR / "3").is_dir()
   assert mngr.all_steps() == [1, 2]
   checkpoints.save(mngr, 3, saved, {}, config)
@@ -338,3 +484,9 @@ def test_every_checkpoint_damaged_is_one_error(three_steps):
   with pytest.raises(checkpoints.CheckpointError, match="no checkpoint of step 9"):
     checkpoints.restore(reader, fresh, step=9)
   reader.close()
+  mngr = checkpoints.manager(str(workdir))
+  with pytest.raises(checkpoints.CheckpointError,
+                     match="every checkpoint is damaged and was moved to .*again from step 0"):
+    checkpoints.restore(mngr, fresh, trainer=True)
+  mngr.close()
+  assert checkpoints.quarantined(str(workdir)) == ["1", "2", "3"]

@@ -144,6 +144,16 @@ def test_evaluate_a_pretrained_model_without_training(env, tmp_path):
   assert result["pretrained"] == "mni152_csmri8x_dc_tv" and "workdir" not in result
 
 
+def test_a_run_refused_after_start_up_leaves_no_folder_behind(env, tmp_path):
+  # The missing data folder is found after the trainer has taken the lock,
+  # which created the workdir (and its parent).
+  workdir = tmp_path / "new" / "run"
+  proc = run(env, "train", f"--config={DEMO}", f"--workdir={workdir}",
+             "--config.data.name=nifti", f"--config.data.manual_dir={tmp_path / 'missing'}")
+  assert_one_error_line(proc, "manual_dir .*missing.* is not a folder")
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_workdir_being_trained_refuses_a_second_trainer(env, tmp_path):
   workdir = str(tmp_path / "run")
   with workdir_lib.lock(workdir):
@@ -161,9 +171,10 @@ def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
   ignore_then_exec = ("import os, signal, sys; "
                       "signal.signal(signal.SIGINT, signal.SIG_IGN); "
                       "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+  # So many steps that the run cannot end before the signal arrives.
   proc = subprocess.Popen(
       [sys.executable, "-c", ignore_then_exec, script("train"),
-       f"--config={DEMO}", f"--workdir={workdir}"], env=env,
+       f"--config={DEMO}", f"--workdir={workdir}", "--config.train.num_steps=1000000"], env=env,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
   try:
     # The lock exists once the script is past its imports and flags; from
@@ -230,13 +241,15 @@ def callback(phase, info):
 def main(argv):
   gc.callbacks.append(callback)
   gc.collect()
-  for _ in range(500):
+  # Long enough for the resending thread on a loaded machine; the interrupt
+  # ends the wait at once.
+  for _ in range(12000):
     time.sleep(0.01)
   print("finished")
 cli.run(main)
 """
   proc = subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO,
-                        capture_output=True, text=True, timeout=60, check=False)
+                        capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 130, (proc.returncode, proc.stderr[-3000:])
   assert "finished" not in proc.stdout
   assert proc.stderr.strip().splitlines()[-1] == "interrupted", proc.stderr

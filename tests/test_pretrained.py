@@ -5,8 +5,11 @@ temporary folder; the model shipped with the package is loaded as a user
 would load it.
 """
 
+import hashlib
 import json
 import os
+import re
+import shutil
 
 import jax
 import numpy as np
@@ -36,6 +39,8 @@ def test_export_writes_a_model_folder(exported):
   assert written["step"] == 6 and written["bytes"] == os.path.getsize(
       os.path.join(folder, "tiny", "weights.msgpack"))
   assert pretrained.info("tiny", folder) == written
+  with open(os.path.join(folder, "tiny", "config.json"), "rb") as f:
+    assert written["config_sha256"] == hashlib.sha256(f.read()).hexdigest()
   with open(os.path.join(folder, "tiny", "config.json")) as f:
     assert json.load(f)["data"]["data_dir"] == ""  # the trainer's cache is not shipped
 
@@ -125,3 +130,49 @@ def test_the_shipped_model_loads_and_says_what_it_scores():
   psnr = description["test"]["mean"]["psnr"]
   # λ changes the reconstruction: the recorded test PSNR spans several dB.
   assert max(psnr) - min(psnr) > 5.0
+
+
+@pytest.fixture()
+def shipped_copy(tmp_path):
+  """A copy of the shipped model's folder, to change."""
+  shutil.copytree(os.path.join(pretrained.FOLDER, SHIPPED), tmp_path / SHIPPED)
+  return tmp_path
+
+
+def _edit_config(folder, old, new, *, record=False):
+  """Replaces text of the model's config.json; ``record``: in info.json too."""
+  path = folder / SHIPPED / "config.json"
+  text = path.read_text()
+  assert text.count(old) == 1, old
+  path.write_bytes(text.replace(old, new).encode())
+  if record:
+    description = pretrained.info(SHIPPED, str(folder))
+    description["config_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    pretrained.write_info(str(folder / SHIPPED), description)
+
+
+def test_a_changed_config_of_a_shipped_model_is_refused(shipped_copy):
+  # The config defines the model as much as the weights: a model of another
+  # task must not load as this one.
+  _edit_config(shipped_copy, '"acceleration": 8.0', '"acceleration": 4.0')
+  with pytest.raises(ValueError, match=r"config\.json is damaged: its SHA-256 differs"):
+    pretrained.load(SHIPPED, folder=str(shipped_copy))
+
+
+def test_weights_that_do_not_fit_the_config_name_the_variable(shipped_copy):
+  _edit_config(shipped_copy, '"channels": 16', '"channels": 8', record=True)
+  with pytest.raises(ValueError) as info:
+    pretrained.load(SHIPPED, folder=str(shipped_copy))
+  message = str(info.value)
+  assert "weights.msgpack does not fit the model of" in message and "config.json" in message
+  pattern = r"(params|batch_stats)/\S+ has shape \([\d, ]+\), the model needs \("
+  assert re.search(pattern, message), message
+  assert "\n" not in message
+
+
+def test_a_model_whose_info_records_no_config_digest_is_refused(shipped_copy):
+  description = pretrained.info(SHIPPED, str(shipped_copy))
+  del description["config_sha256"]
+  pretrained.write_info(str(shipped_copy / SHIPPED), description)
+  with pytest.raises(ValueError, match=r"info\.json records no SHA-256 of config\.json"):
+    pretrained.load(SHIPPED, folder=str(shipped_copy))

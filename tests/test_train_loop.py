@@ -4,9 +4,11 @@ writes, resume, configuration errors, non-finite losses. See loop_support.py."""
 import json
 import os
 import re
+import shutil
 import struct
 
 import jax
+import jax.numpy as jnp
 from loop_support import BATCH
 from loop_support import CHECKPOINT_STEPS
 from loop_support import EVAL_STEPS
@@ -375,3 +377,34 @@ def test_non_finite_loss_error_names_the_step_as_the_loop_counts_it(nan_run):
   # (and checkpoint 4, the state before it, is good).
   _, error = nan_run
   assert re.search(r"non-finite at step 5\b", str(error)), str(error)
+
+
+def test_a_state_whose_reconstructions_are_not_finite_is_not_kept_as_good(
+    run_a, data_dir, tmp_path):
+  # Finite parameters can still give NaN reconstructions in evaluation mode
+  # (after lr=1e30, say). Here the resumed state's BatchNorm running variances
+  # are negative: training, which normalizes with batch statistics, goes on
+  # with finite losses and finite values, but every evaluation-mode
+  # reconstruction is NaN, so step 8 must not become the last good checkpoint.
+  workdir = str(tmp_path / "run")
+  shutil.copytree(run_a["workdir"], workdir)
+  restore_checkpoint = checkpoints.restore
+
+  def negative_variances(*args, **kwargs):
+    restored = restore_checkpoint(*args, **kwargs)
+    stats = jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.full_like(x, -1e6) if "var" in jax.tree_util.keystr(path) else x,
+        restored.state.batch_stats)
+    return restored._replace(state=restored.state.replace(batch_stats=stats))
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(checkpoints, "restore", negative_variances)
+    with pytest.raises(train.NonFiniteLossError,
+                       match=r"reconstructions of a validation batch are not finite at step 8 "
+                             r".*the last good checkpoint is step 6"):
+      train.train_and_evaluate(make_config(data_dir, num_steps=STEPS + 2), workdir)
+  assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))) == list(
+      CHECKPOINT_STEPS)
+  records = read_metrics(workdir)
+  assert [r["step"] for r in records] == list(range(1, STEPS + 3))
+  assert all(np.isfinite(r["loss"]) for r in records)

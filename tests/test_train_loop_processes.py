@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 # --- subprocesses: data parallelism on 2 devices, SIGTERM ------------------------------
 
 _CHILD = r'''
-import json, sys, time
+import json, signal, sys, time
 import numpy as np
 import jax
 import ml_collections
@@ -43,20 +43,31 @@ print("device_count", jax.device_count(), flush=True)
 with open(config_path) as f:
   config = ml_collections.ConfigDict(json.load(f))
 
-if mode == "slow":
-  # Slow steps after the first checkpoint (step 2), so that the parent's
-  # SIGTERM arrives well before the end of the run.
+if mode == "wait":
+  # The parent's SIGTERM must arrive after step 2 (the first checkpoint) and
+  # before the end of the run. The loop asks for the batch of step 3 once step
+  # 2 and its checkpoint are done: then the iterator writes a marker file for
+  # the parent and waits until the signal has reached the loop's handler.
   batches = data.batches
 
-  class Slow:
+  class WaitForSignal:
     def __init__(self, it):
       self._it, self._count = it, 0
     def __iter__(self):
       return self
     def __next__(self):
       self._count += 1
-      if self._count > 2:
-        time.sleep(2.0)
+      if self._count == 3:
+        loop_handler, received = signal.getsignal(signal.SIGTERM), []
+        def handler(signum, frame):
+          received.append(signum)
+          loop_handler(signum, frame)
+        signal.signal(signal.SIGTERM, handler)
+        with open(out + ".ready", "w"):
+          pass
+        deadline = time.time() + 300
+        while not received and time.time() < deadline:
+          time.sleep(0.01)
       return next(self._it)
     def get_state(self):
       return self._it.get_state()
@@ -65,7 +76,7 @@ if mode == "slow":
 
   def patched(data_config, split, **kwargs):
     it = batches(data_config, split, **kwargs)
-    return Slow(it) if split == "train" else it
+    return WaitForSignal(it) if split == "train" else it
 
   data.batches = patched
 
@@ -203,24 +214,26 @@ def test_data_parallel_on_two_devices_equals_one_device(run_a, two_devices):
 
 @pytest.fixture(scope="module")
 def interrupted_run(run_a, data_dir, tmp_path_factory, compilation_cache):
-  """A run stopped by SIGTERM after its first checkpoint, then resumed."""
+  """A run stopped by SIGTERM during step 3, then resumed."""
   tmp_path = tmp_path_factory.mktemp("sigterm")
   workdir = tmp_path / "run"
-  proc, _, log = _start_child(tmp_path, "slow", run_a["config"], workdir,
-                              compilation_cache, 1)
+  proc, out, log = _start_child(tmp_path, "wait", run_a["config"], workdir,
+                                compilation_cache, 1)
   try:
+    # The child's own word that step 2 is complete, not a file of the run
+    # (checkpoints/2 exists before step 2 has ended).
+    ready = tmp_path / (out.name + ".ready")
     deadline = time.time() + 240
-    first = workdir / "checkpoints" / "2"
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
+    while not ready.exists() and proc.poll() is None and time.time() < deadline:
       time.sleep(0.05)
-    assert first.exists(), (tmp_path / "slow.log").read_text()[-3000:]
+    assert ready.exists(), (tmp_path / "wait.log").read_text()[-3000:]
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=120)
   finally:
     log.close()
     if proc.poll() is None:
       proc.kill()
-  output = (tmp_path / "slow.log").read_text()
+  output = (tmp_path / "wait.log").read_text()
   mngr = checkpoints.manager(str(workdir))
   latest = mngr.latest_step()
   mngr.close()
@@ -237,7 +250,7 @@ def test_sigterm_saves_a_checkpoint_and_raises_interrupted(interrupted_run):
   assert match, output[-3000:]
   assert int(match.group(1)) == signal.SIGTERM
   step = int(match.group(2))
-  assert 2 < step < STEPS
+  assert step == 3  # the step the signal arrived in
   assert interrupted_run["latest"] == step
 
 

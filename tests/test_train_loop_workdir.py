@@ -3,15 +3,20 @@ trainer's lock, the config stored with the checkpoint. See loop_support.py."""
 
 import json
 import os
+import re
 import shutil
 
+from loop_support import CHECKPOINT_STEPS
 from loop_support import STEPS
 from loop_support import assert_trees_close
 from loop_support import host
 from loop_support import make_config
+from loop_support import read_metrics
 from loop_support import snapshot
 import pytest
 
+from hyperrecon_jax import checkpoints
+from hyperrecon_jax import errors
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import loop as loop_lib
@@ -113,3 +118,63 @@ def test_incompatible_config_in_existing_workdir_is_refused(run_a, data_dir,
     loop_lib.check_workdir(config, str(workdir))
   loop_lib.check_workdir(make_config(data_dir, num_steps=100, lr=1e-4),
                          str(workdir))
+
+
+# --- checkpoints without checksums, damaged checkpoints, refused runs ------------------
+
+
+def test_evaluation_skips_a_step_without_checksums_and_the_trainer_verifies_it(
+    data_dir, finished_copy, caplog, capfd):
+  workdir, _ = finished_copy
+  os.remove(os.path.join(workdir, "checkpoints", str(STEPS), checkpoints.CHECKSUMS))
+  before = snapshot(workdir)
+  assert train.load_trained(workdir)[3] == CHECKPOINT_STEPS[-2]
+  assert f"checkpoint {STEPS} was skipped" in caplog.text
+  assert snapshot(workdir) == before  # a reader writes nothing
+  # The trainer (here with nothing left to train) verifies the step.
+  train.train_and_evaluate(make_config(data_dir), workdir)
+  assert "nothing to do" in capfd.readouterr().err
+  assert checkpoints.verify(os.path.join(workdir, "checkpoints", str(STEPS)))
+  assert train.load_trained(workdir)[3] == STEPS
+
+
+def test_a_run_whose_checkpoints_were_all_damaged_starts_again_and_says_so(
+    data_dir, finished_copy, capfd):
+  workdir, _ = finished_copy
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  with open(metrics) as f:
+    old_metrics = f.read()
+  for step in CHECKPOINT_STEPS:
+    with open(os.path.join(workdir, "checkpoints", str(step), "_CHECKPOINT_METADATA"),
+              "a") as f:
+      f.write(" ")
+  with pytest.raises(checkpoints.CheckpointError,
+                     match="every checkpoint is damaged and was moved to"):
+    train.train_and_evaluate(make_config(data_dir), workdir)
+  assert checkpoints.quarantined(workdir) == [str(s) for s in CHECKPOINT_STEPS]
+  capfd.readouterr()
+  state = train.train_and_evaluate(make_config(data_dir, num_steps=2), workdir)
+  err = capfd.readouterr().err
+  assert re.search(r"warning: .* has no usable checkpoint: the damaged ones \(steps 2, 4, 6\) "
+                   r"are in .*checkpoints\.damaged; training starts again from step 0", err), err
+  assert "kept as metrics.jsonl.1.old" in err
+  with open(metrics + ".1.old") as f:
+    assert f.read() == old_metrics
+  assert [r["step"] for r in read_metrics(workdir)] == [1, 2]
+  assert int(state.step) == 2
+
+
+def test_a_run_refused_after_start_up_removes_only_a_folder_it_created(data_dir, tmp_path):
+  # The missing data folder is found after the trainer took the lock, which
+  # created the workdir.
+  config = make_config(data_dir)
+  config.data.name = "nifti"
+  config.data.manual_dir = str(tmp_path / "missing")
+  with pytest.raises(errors.Error, match="missing"):
+    train.train_and_evaluate(config, str(tmp_path / "new" / "run"))
+  assert sorted(os.listdir(tmp_path)) == []
+  (tmp_path / "existing").mkdir()
+  with pytest.raises(errors.Error, match="missing"):
+    train.train_and_evaluate(config, str(tmp_path / "existing"))
+  assert sorted(os.listdir(tmp_path)) == ["existing"]
+  assert not os.listdir(tmp_path / "existing")

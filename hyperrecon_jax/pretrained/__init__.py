@@ -12,8 +12,11 @@ or ``python experiments/evaluate.py --pretrained=NAME --out=DIR``.
 Each model is a folder of this package: ``config.json`` (the config it was
 trained with), ``weights.msgpack`` (its variables, the parameters in float16
 to stay small, BatchNorm statistics in float32) and ``info.json`` (how it was
-trained, its test metrics, and the SHA-256 of the weights, checked on every
-load). `export` writes such a folder from a training workdir.
+trained, its test metrics, and the SHA-256 of the weights, ``sha256``, and of
+the config, ``config_sha256``). Every load checks both digests, since the
+config defines the model as much as the weights do, and then the shape of
+every stored variable against the model the config builds. `export` writes
+such a folder from a training workdir.
 """
 
 import hashlib
@@ -21,6 +24,7 @@ import json
 import os
 
 import flax.serialization
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,31 +78,66 @@ def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
     ``(config, model, variables, step)``, the parameters cast to float32.
 
   Raises:
-    ValueError: an unknown name, or a damaged file (the weights' SHA-256
-      differs from the one in ``info.json``).
+    ValueError: an unknown name; a damaged file (the SHA-256 of the weights or
+      of the config differs from the one in ``info.json``, or ``info.json``
+      records none for the config); weights whose variables do not fit the
+      model of the config.
   """
   from hyperrecon_jax import train
   path = _path(name, folder)
   description = info(name, folder)
   weights = os.path.join(path, WEIGHTS_FILE)
+  config_path = os.path.join(path, CONFIG_FILE)
   try:
     with open(weights, "rb") as f:
       blob = f.read()
-    with open(os.path.join(path, CONFIG_FILE)) as f:
-      config = train.from_stored(json.load(f))
-  except (OSError, ValueError) as e:
+    with open(config_path, "rb") as f:
+      config_bytes = f.read()
+  except OSError as e:
     raise errors.InputError(f"{path}: not a readable model ({e})") from None
-  if hashlib.sha256(blob).hexdigest() != description.get("sha256"):
-    raise errors.InputError(f"{weights} is damaged: its SHA-256 differs from the one in "
-                            f"{INFO_FILE}; reinstall the package")
+  info_path = os.path.join(path, INFO_FILE)
+  for file, data, key in ((weights, blob, "sha256"), (config_path, config_bytes, "config_sha256")):
+    if key not in description:
+      raise errors.InputError(f"{info_path} records no SHA-256 of {os.path.basename(file)} "
+                              f"(no {key!r}), so {file} cannot be verified; export the "
+                              "model again")
+    if hashlib.sha256(data).hexdigest() != description[key]:
+      raise errors.InputError(f"{file} is damaged: its SHA-256 differs from the one in "
+                              f"{INFO_FILE}; reinstall the package")
+  try:
+    config = train.from_stored(json.loads(config_bytes))
+  except ValueError as e:
+    raise errors.InputError(f"{config_path}: not a readable model config ({e})") from None
   model = train.build_model(config, strategy=strategy)
   template = jax.eval_shape(
       lambda: train.create_state(config, model, jax.random.key(0)).variables())
-  stored = flax.serialization.msgpack_restore(blob)
+  try:
+    stored = flax.serialization.msgpack_restore(blob)
+  except ValueError as e:
+    raise errors.InputError(f"{weights}: not readable weights ({e})") from None
+  _check_shapes(weights, config_path, flax.serialization.to_state_dict(template), stored)
   variables = flax.serialization.from_state_dict(template, stored)
   variables = jax.tree_util.tree_map(
       lambda t, v: jnp.asarray(np.asarray(v), t.dtype), template, variables)
   return config, model, variables, int(description["step"])
+
+
+def _check_shapes(weights: str, config_path: str, template: dict, stored) -> None:
+  """Raises ``InputError`` naming the first variable that does not fit the model."""
+  if not isinstance(stored, dict):
+    raise errors.InputError(f"{weights}: not a dict of variables")
+  want = flax.traverse_util.flatten_dict(template, sep="/")
+  got = flax.traverse_util.flatten_dict(stored, sep="/")
+  problems = [f"{key} is missing" for key in sorted(want.keys() - got.keys())]
+  problems += [f"{key} has shape {tuple(np.shape(got[key]))}, the model needs "
+               f"{tuple(want[key].shape)}" for key in sorted(want.keys() & got.keys())
+               if tuple(np.shape(got[key])) != tuple(want[key].shape)]
+  problems += [f"{key} is not a variable of the model"
+               for key in sorted(got.keys() - want.keys())]
+  if problems:
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise errors.InputError(f"{weights} does not fit the model of {config_path}: "
+                            f"{problems[0]}{more}")
 
 
 def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
@@ -126,12 +165,14 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   # Parameters in float16 (half the bytes); BatchNorm statistics stay float32.
   half["params"] = jax.tree_util.tree_map(lambda x: x.astype(np.float16), half["params"])
   blob = flax.serialization.msgpack_serialize(half)
+  config_bytes = (config.to_json(indent=2) + "\n").encode()
   path = os.path.join(folder, name)
   os.makedirs(path, exist_ok=True)
-  workdir_lib.write_text(os.path.join(path, CONFIG_FILE), config.to_json(indent=2) + "\n")
+  workdir_lib.write_bytes(os.path.join(path, CONFIG_FILE), config_bytes)
   workdir_lib.write_bytes(os.path.join(path, WEIGHTS_FILE), blob)
   out = {"format": FORMAT, "name": name, "description": description,
          "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
+         "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
          "bytes": len(blob), **(extra or {})}
   write_info(path, out)
   return out

@@ -29,7 +29,11 @@ from hyperrecon_jax.train import writer as writer_lib
 
 
 class NonFiniteLossError(errors.Error, RuntimeError):
-  """The loss became NaN or infinite; the last good checkpoint is kept."""
+  """Training diverged; the last good checkpoint is kept.
+
+  The loss or the parameters became NaN or infinite, or the model's
+  reconstructions of a validation batch did (finite but huge parameters).
+  """
 
 
 class Interrupted(RuntimeError):
@@ -158,6 +162,33 @@ def weight_spread(model, params, lams) -> float:
   return float(jnp.max(d) / jnp.linalg.norm(centre))
 
 
+def _reconstructions_finite(config, model, operator, lams):
+  """What makes a state good to checkpoint, besides finite values.
+
+  Parameters can be finite and still so large that the model's outputs in
+  evaluation mode overflow (e.g. after a too large learning rate): such a
+  state would be kept as the "last good checkpoint" and every reconstruction
+  of it would be NaN.
+
+  Returns:
+    A function of the model variables: whether the reconstructions of the
+    first validation batch at every validation λ are all finite.
+  """
+  from hyperrecon_jax import grid
+  from hyperrecon_jax.train import baselines  # imports this module
+  images = jnp.asarray(next(_validation_batches(config))["image"], jnp.float32)
+  zf = operator.zero_filled(operator.measure(images, streams.key(config, "validation")))
+  coeffs = hparams.coefficients(jnp.asarray(lams, jnp.float32))
+
+  def check(variables) -> bool:
+    apply_fn = model.apply
+    if isinstance(model, state_lib.UnetStack):
+      apply_fn, variables = baselines.grid_model(model, variables)
+    recon = grid.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=int(config.eval.chunk))
+    return bool(jax.device_get(jnp.all(jnp.isfinite(recon))))
+  return check
+
+
 def _validation_batches(config):
   from hyperrecon_jax import data
   it = data.batches(config.data, "validation",
@@ -174,7 +205,9 @@ def train_and_evaluate(config, workdir: str):
 
   The trainer owns the workdir for the whole call (`hyperrecon_jax.workdir`):
   a second trainer is refused at once. A run that is rejected, or that has no
-  step left to do, writes nothing.
+  step left to do, writes nothing, except the checksums of a checkpoint it
+  verified (`checkpoints.restore`); a workdir folder it created is removed if
+  it is still empty.
 
   Args:
     config: full experiment config (validated here).
@@ -183,7 +216,11 @@ def train_and_evaluate(config, workdir: str):
   Raises:
     ConfigError: impossible or workdir-incompatible config (nothing written).
     WorkdirBusyError: another trainer owns the workdir.
-    NonFiniteLossError: the loss became non-finite (last good checkpoint kept).
+    NonFiniteLossError: the loss, the parameters or the reconstructions of a
+      validation batch became non-finite (last good checkpoint kept).
+    CheckpointError: every checkpoint is damaged (the trainer moved them to
+      ``checkpoints.damaged``; a rerun starts again from step 0, with a
+      warning).
     Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step).
   """
   configuration.check_config(config)
@@ -217,7 +254,7 @@ def _train(config, workdir, mesh, owner):
 
   reader = checkpoints.reader(workdir)
   try:
-    restored = checkpoints.restore(reader, abstract, quarantine=owner)
+    restored = checkpoints.restore(reader, abstract, trainer=True)
   finally:
     if reader is not None:
       reader.close()
@@ -225,6 +262,11 @@ def _train(config, workdir, mesh, owner):
   start = 0
   if restored is None:
     check_workdir(config, workdir)
+    damaged = checkpoints.quarantined(workdir)
+    if damaged and owner:
+      print(f"warning: {workdir} has no usable checkpoint: the damaged ones (steps "
+            f"{', '.join(damaged)}) are in {os.path.join(workdir, checkpoints.DAMAGED_DIR)}; "
+            "training starts again from step 0", file=sys.stderr)
   else:
     start, state = restored.step, jax.device_put(restored.state, replicated)
     if start >= total:
@@ -254,24 +296,33 @@ def _train(config, workdir, mesh, owner):
               list(state_lib.stack_lambdas(model)) or [tuple(config.hparams.fixed)])
   rng = streams.key(seed, "train")
   lr = state_lib.learning_rate(config)
+  reconstructions_finite = _reconstructions_finite(config, model, operator, val_lams)
   mngr = checkpoints.manager(workdir, config.train.max_to_keep)
   writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
+
+  def kept():
+    last = mngr.latest_step()
+    return (f"the last good checkpoint is step {last} in {workdir}/checkpoints"
+            if last is not None else "no checkpoint was written")
 
   def check_finite(s):
     bad = int(jax.device_get(s.bad_step))
     if bad >= 0:
-      last = mngr.latest_step()
-      kept = (f"the last good checkpoint is step {last} in {workdir}/"
-              "checkpoints" if last is not None else "no checkpoint was written")
       # bad_step is the state's step count before the failed update; the
       # loop (and metrics.jsonl, checkpoints) count that update as bad + 1.
       raise NonFiniteLossError(
           f"the loss or the parameters became non-finite at step {bad + 1}; "
-          f"training stopped and {kept}. Lower config.train.lr or check the "
+          f"training stopped and {kept()}. Lower config.train.lr or check the "
           "data.")
 
   def save(s, at):
     check_finite(s)
+    if not reconstructions_finite(s.variables()):
+      largest = max(float(jnp.max(jnp.abs(p))) for p in jax.tree_util.tree_leaves(s.params))
+      raise NonFiniteLossError(
+          f"the model's reconstructions of a validation batch are not finite at step {at} "
+          f"(its parameters reach {largest:.3g}); training stopped and {kept()}. Lower "
+          "config.train.lr or check the data.")
     checkpoints.save(mngr, at, s, train_iter.get_state(), config)
 
   progress = writer_lib.Progress(total, start)

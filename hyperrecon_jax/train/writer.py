@@ -33,8 +33,11 @@ class MetricWriter:
 
   On resume from step ``start_step``, records of later steps (written by the
   interrupted run after its last checkpoint) are dropped, so ``metrics.jsonl``
-  reads as one uninterrupted run. A writer that is not ``enabled`` (every
-  process but the first of a multi-host run) writes nothing.
+  reads as one uninterrupted run. A run that starts from step 0 where a
+  ``metrics.jsonl`` exists (its checkpoints were damaged, or never written)
+  keeps the old records as ``metrics.jsonl.<n>.old`` and says so. A writer
+  that is not ``enabled`` (every process but the first of a multi-host run)
+  writes nothing.
   """
 
   def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True):
@@ -49,7 +52,15 @@ class MetricWriter:
         f.writelines(kept)
       os.replace(self.path + ".tmp", self.path)
     elif not start_step and os.path.exists(self.path):
-      os.remove(self.path)  # a fresh run starts a fresh log
+      if os.path.getsize(self.path):
+        n = 1
+        while os.path.exists(f"{self.path}.{n}.old"):
+          n += 1
+        os.replace(self.path, f"{self.path}.{n}.old")
+        print(f"the metrics of the previous run in {workdir} are kept as "
+              f"metrics.jsonl.{n}.old", file=sys.stderr)
+      else:
+        os.remove(self.path)
     self._file = open(self.path, "a")
     try:
       from tensorboardX import SummaryWriter
