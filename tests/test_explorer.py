@@ -552,8 +552,8 @@ def test_a_stalled_or_non_http_client_is_dropped(server):
 def test_a_cached_curve_does_not_wait_for_one_being_computed(four, monkeypatch):
   ex, url = four
   assert get_json(f"{url}/api/curve?slice=0")[0] == 200  # cached
-  with ex._lock:
-    ex._cache.pop(1, None)
+  with ex._grids._lock:
+    ex._grids._cache.pop(1, None)
   started, release, calls = threading.Event(), threading.Event(), []
   compute = ex._compute_grid
 

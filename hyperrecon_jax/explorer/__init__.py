@@ -21,20 +21,20 @@ recon|error|range|truth|zero_filled]``. Every error is JSON ``{"error":
 method than GET 405, an oversized request line 414.
 """
 
+from hyperrecon_jax.explorer.grid_cache import CACHE_BYTES
 from hyperrecon_jax.explorer.images import data_url
 from hyperrecon_jax.explorer.images import png_bytes
+from hyperrecon_jax.explorer.json_numbers import rounded
+from hyperrecon_jax.explorer.lambda_set import DESIGN_SIZE
+from hyperrecon_jax.explorer.request_params import KINDS
+from hyperrecon_jax.explorer.request_params import BadRequest
 from hyperrecon_jax.explorer.server import PAGE_DIR
 from hyperrecon_jax.explorer.server import REQUEST_TIMEOUT_S
 from hyperrecon_jax.explorer.server import Handler
 from hyperrecon_jax.explorer.server import make_server
-from hyperrecon_jax.explorer.session import CACHE_BYTES
-from hyperrecon_jax.explorer.session import DESIGN_SIZE
 from hyperrecon_jax.explorer.session import ERROR_PERCENTILE
-from hyperrecon_jax.explorer.session import KINDS
-from hyperrecon_jax.explorer.session import BadRequest
 from hyperrecon_jax.explorer.session import Explorer
-from hyperrecon_jax.explorer.session import rounded
-from hyperrecon_jax.explorer.session import task_text
+from hyperrecon_jax.explorer.task_info import task_text
 
 __all__ = ["BadRequest", "CACHE_BYTES", "DESIGN_SIZE", "ERROR_PERCENTILE", "Explorer", "Handler",
            "KINDS", "PAGE_DIR", "REQUEST_TIMEOUT_S", "data_url", "make_server", "png_bytes",

@@ -6,9 +6,9 @@ import json
 import os
 import urllib.parse
 
-from hyperrecon_jax.explorer.session import BadRequest
+from hyperrecon_jax.explorer.request_params import BadRequest
+from hyperrecon_jax.explorer.request_params import shown
 from hyperrecon_jax.explorer.session import Explorer
-from hyperrecon_jax.explorer.session import shown
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 # Seconds a connection may stall on one socket operation (the request line,

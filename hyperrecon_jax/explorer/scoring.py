@@ -1,0 +1,66 @@
+"""A slice reconstructed and scored: at one point of the simplex, or over the whole λ set.
+
+Every reconstruction is scored by PSNR, SSIM and HFEN against the slice, and
+with a segmenter also by ``dice``: the foreground Dice of its segmentation
+against the slice's true labels.
+"""
+
+import numpy as np
+
+from hyperrecon_jax import compilation
+from hyperrecon_jax import grid as grid_lib
+from hyperrecon_jax import metrics
+
+METRICS = ("psnr", "ssim", "hfen")  # every reconstruction's; "dice" with a segmenter
+
+
+@compilation.inference_jit(static_argnames="apply_fn")
+def score_point(variables, zf, images, index, coeffs, *, apply_fn):
+  """Slice ``index`` at (K,) ``coeffs``: one generated weight set, an ordinary Unet.
+
+  Args:
+    variables: the model's variables.
+    zf: (S, H, W, 2) the network inputs of every slice.
+    images: (S, H, W) the slices.
+    index: the slice.
+    coeffs: (K,) float32 loss coefficients.
+    apply_fn: the model's ``apply``.
+
+  Returns:
+    ``(recon (H, W), psnr, ssim, hfen)``.
+  """
+  recon = apply_fn(variables, zf[index][None], coeffs)
+  target = images[index][None]
+  return (recon[0], metrics.psnr(recon, target)[0], metrics.ssim(recon, target)[0],
+          metrics.hfen(recon, target)[0])
+
+
+def score_grid(apply_fn, variables, zf, image, coeffs, *, chunk, segmenter=None,
+               labels=None) -> dict:
+  """One slice over the λ set: ``recons`` (G, H, W) and each metric (G,) float64.
+
+  Args:
+    apply_fn: the model's ``apply``.
+    variables: its variables.
+    zf: (H, W, 2) the slice's network input.
+    image: (H, W) the slice.
+    coeffs: (G, K) the λ set's coefficients.
+    chunk: model batch (`grid.reconstruct_grid`).
+    segmenter: a `segmentation.Trained`, for ``dice``; or None.
+    labels: (H, W) the slice's true labels, with ``segmenter``.
+  """
+  recons = np.asarray(grid_lib.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=chunk))
+  target = np.broadcast_to(image, recons.shape)
+  out = {"recons": recons,
+         **{m: np.asarray(getattr(metrics, m)(recons, target), np.float64) for m in METRICS}}
+  if segmenter is not None:
+    out["dice"] = dice(segmenter, recons, np.broadcast_to(labels, recons.shape))
+  return out
+
+
+def dice(segmenter, recons, labels) -> np.ndarray:
+  """(B,) float64 foreground Dice of the segmentations of (B, H, W) images."""
+  from hyperrecon_jax import segmentation
+  pred = segmentation.labels(segmenter, recons)
+  return np.asarray(segmentation.foreground_dice(pred, labels, segmenter.num_classes),
+                    np.float64)
