@@ -408,3 +408,25 @@ def test_a_state_whose_reconstructions_are_not_finite_is_not_kept_as_good(
   records = read_metrics(workdir)
   assert [r["step"] for r in records] == list(range(1, STEPS + 3))
   assert all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_a_four_term_run_logs_the_spread_along_every_direction(data_dir, tmp_path,
+                                                               compilation_cache):
+  from hyperrecon_jax.train import spread
+  del compilation_cache
+  config = make_config(data_dir, num_steps=2, eval_every=2, checkpoint_every=2)
+  config.losses = ("dc", "tv", "wavelet", "weight_l1")
+  config.loss_scales = (1.0, 10.0, 10.0, 100.0)
+  config.hparams.sampler = "faces"
+  state = train.train_and_evaluate(config, str(tmp_path))
+  last = read_metrics(str(tmp_path))[-1]
+  # Validation at the four vertices (each term alone) and the centroid.
+  assert {k for k in last if k.startswith("val_psnr_") and k[9:] not in ("zf", "spread")} == {
+      "val_psnr_1_0_0", "val_psnr_0_1_0", "val_psnr_0_0_1", "val_psnr_0_0_0",
+      "val_psnr_0.25_0.333333_0.5"}
+  want = spread.direction_spreads(train.build_model(config), host(state).params,
+                                  config.losses)
+  assert set(want) == {f"weight_spread_{n}" for n in config.losses}
+  for key, value in want.items():
+    np.testing.assert_allclose(last[key], value, rtol=1e-6)
+    assert value > 0

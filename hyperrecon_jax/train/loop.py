@@ -23,6 +23,7 @@ from hyperrecon_jax import physics
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
+from hyperrecon_jax.train import spread
 from hyperrecon_jax.train import state as state_lib
 from hyperrecon_jax.train import step as step_lib
 from hyperrecon_jax.train import writer as writer_lib
@@ -142,24 +143,6 @@ def validation_metrics(config, model, variables, lams) -> dict[str, float]:
     if len(lams) > 1:
       out[f"val_{metric}_spread"] = max(values) - min(values)
   return out
-
-
-def weight_spread(model, params, lams) -> float:
-  """How far apart the generated Unet weights of the validation λ are.
-
-  ``max_{a, b} ||W(a) - W(b)|| / ||W(centre)||`` over the validation λ, with W
-  all generated convolution kernels and biases as one vector and the centre
-  the λ of all 0.5. Near 0 the hypernetwork gives one Unet for every λ.
-  """
-  # One call generates the Unets of every validation λ and of the centre.
-  lams = jnp.concatenate([jnp.asarray(lams, jnp.float32),
-                          jnp.full((1, len(lams[0])), 0.5, jnp.float32)])
-  weights = model.apply({"params": params}, hparams.coefficients(lams), method="generate")
-  w = jnp.concatenate([x.reshape(x.shape[0], -1)
-                       for x in jax.tree_util.tree_leaves(weights)], 1)
-  w, centre = w[:-1], w[-1]
-  d = jnp.sqrt(jnp.sum((w[:, None] - w[None]) ** 2, -1))
-  return float(jnp.max(d) / jnp.linalg.norm(centre))
 
 
 def _reconstructions_finite(config, model, operator, lams):
@@ -344,8 +327,10 @@ def _train(config, workdir, mesh, owner):
           if evaluate:
             record.update(validation_metrics(config, model, state.variables(), val_lams))
             if config.model.hyper_dim:
-              record["weight_spread"] = weight_spread(model, state.params,
-                                                      val_lams)
+              record["weight_spread"] = spread.weight_spread(model, state.params, val_lams)
+              if len(config.losses) >= 3:  # is every direction of λ learned?
+                record.update(spread.direction_spreads(model, state.params,
+                                                       tuple(config.losses)))
           t_last, step_last = time.time(), step  # validation is not speed
           writer.write(step, record)
           progress.log(step, record)

@@ -91,7 +91,7 @@ class MetricWriter:
 
 def _summary(record: dict) -> str:
   keys = (["loss"] + sorted(k for k in record if k.startswith("val_psnr"))
-          + ["weight_spread"])
+          + sorted(k for k in record if k.startswith("weight_spread")))
   return " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
 
 
