@@ -117,6 +117,10 @@ def _print_tradeoffs(result):
     print(f"hypervolume (normalized terms, reference {hv['reference'][0]:g}): HyperRecon "
           f"{hv['hyperrecon']:.4g}, Unets {hv['baselines']:.4g}, ratio "
           f"{hv['ratio']:.3f}")
+    if "hypervolume_image_terms" in p:
+      hi = p["hypervolume_image_terms"]
+      print(f"over the terms of the image alone ({', '.join(hi['terms'])}): HyperRecon "
+            f"{hi['hyperrecon']:.4g}, Unets {hi['baselines']:.4g}, ratio {hi['ratio']:.3f}")
   else:
     print(f"hypervolume (normalized terms, reference {hv['reference'][0]:g}): "
           f"{hv['hyperrecon']:.4g}")

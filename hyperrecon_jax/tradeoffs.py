@@ -22,6 +22,7 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import gallery
 from hyperrecon_jax import hparams
+from hyperrecon_jax import losses
 from hyperrecon_jax import pareto
 from hyperrecon_jax.results import floats
 
@@ -78,7 +79,9 @@ def pareto_section(names, points, lambdas, baseline_points=None,
     `pareto.hypervolume_ratio`'s dict with baselines (``hyperrecon``,
     ``baselines``, ``ratio``, the normalization bounds and the reference
     point), else HyperRecon's own on its own bounds; with baselines also
-    ``baseline_front`` (indices of the non-dominated Unets).
+    ``baseline_front`` (indices of the non-dominated Unets) and, when some
+    terms are of the weights (``weight_l1``), ``hypervolume_image_terms``:
+    the same ratio over the terms of the reconstruction alone.
   """
   points = np.asarray(points, np.float64)
   front = pareto.non_dominated(points)
@@ -95,6 +98,14 @@ def pareto_section(names, points, lambdas, baseline_points=None,
     return out
   baseline_points = np.asarray(baseline_points, np.float64)
   out["hypervolume"] = pareto.hypervolume_ratio(points, baseline_points)
+  image = [k for k, n in enumerate(names) if n not in losses.NEEDS_WEIGHTS]
+  if 2 <= len(image) < len(names):
+    # A Unet can drive its own weights to 0 at the weight term's vertex, a
+    # hypernetwork must generate them: the trade-off between the images alone
+    # tells the two apart.
+    out["hypervolume_image_terms"] = {
+        "terms": [names[k] for k in image],
+        **pareto.hypervolume_ratio(points[:, image], baseline_points[:, image])}
   out["baseline_front"] = [int(i) for i in np.flatnonzero(pareto.non_dominated(baseline_points))]
   out["baseline_lambdas"] = floats(baseline_lambdas)
   out["baseline_points"] = floats(baseline_points)

@@ -83,3 +83,16 @@ def test_gallery_section_maps_picks_back_to_the_evaluated_lambdas():
   np.testing.assert_allclose(out["min_distance"][1:], [1.0, 0.1])
   assert out["scores"]["psnr"] == [30.0, 29.8, 29.9]
   assert out["num_candidates"] == 3 and out["tolerance_db"] == 1.0
+
+
+def test_with_a_weight_term_the_image_terms_get_their_own_hypervolume_ratio():
+  names = ("dc", "tv", "weight_l1")
+  points = np.array([[1.0, 3.0, 50.0], [2.0, 2.0, 60.0], [3.0, 1.0, 55.0]])
+  base = np.array([[1.5, 3.0, 1.0], [3.0, 1.5, 70.0], [3.0, 3.0, 65.0]])
+  out = tradeoffs.pareto_section(names, points, np.zeros((3, 2)), base, np.ones((3, 2)))
+  hi = out["hypervolume_image_terms"]
+  assert hi["terms"] == ["dc", "tv"]
+  assert {k: v for k, v in hi.items() if k != "terms"} == pareto.hypervolume_ratio(
+      points[:, :2], base[:, :2])
+  assert "hypervolume_image_terms" not in tradeoffs.pareto_section(
+      ("dc", "tv"), points[:, :2], np.zeros((3, 1)), base[:, :2], np.ones((3, 1)))

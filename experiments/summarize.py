@@ -1,0 +1,82 @@
+r"""One markdown row per evaluated run: the trade-off it recovers and how it spans λ.
+
+  python experiments/summarize.py --workdirs=workdirs/k4/faces_s0,workdirs/k4/uniform_s0
+
+Reads each workdir's report (``eval/lambda_grid.json``, written by
+``experiments/evaluate.py --samples=N --baselines=...``) and its checkpoint,
+and prints: the hypervolume of HyperRecon's λ design against the per-λ Unets'
+(both normalized on one scale, `hyperrecon_jax.pareto`), the size of its
+Pareto set, the best mean PSNR and the PSNR range over the design, the mean
+PSNR at each vertex of the simplex (each term alone) with that vertex's Unet
+beside it, and the weight spread along each vertex direction
+(`hyperrecon_jax.train.spread`). Nothing is written.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli
+
+_WORKDIRS = flags.DEFINE_list("workdirs", None, "Evaluated workdirs (comma-separated).")
+flags.mark_flag_as_required("workdirs")
+
+
+def _row(workdir: str) -> str:
+  import numpy as np
+
+  from hyperrecon_jax import errors
+  from hyperrecon_jax import train
+  from hyperrecon_jax.train import spread
+  path = os.path.join(workdir, "eval", "lambda_grid.json")
+  if not os.path.isfile(path):
+    raise errors.InputError(f"{path}: no report; run experiments/evaluate.py --samples=N first")
+  with open(path) as f:
+    result = json.load(f)
+  if "pareto" not in result:
+    raise errors.InputError(f"{path}: a grid report; summarize needs --samples=N")
+  config, model, variables, step = train.load_trained(workdir)
+  names = tuple(config.losses)
+  hv = result["pareto"]["hypervolume"]
+  psnr = np.array(result["mean"]["psnr"], np.float64)
+  coeffs = np.asarray(result["coeffs"], np.float64)
+  vertices = [int(np.argmin(np.abs(coeffs - e).sum(1))) for e in np.eye(len(names))]
+  unets = {}
+  if "baselines" in result:
+    b = np.asarray(result["baselines"]["lambdas"], np.float64)
+    for k, v in enumerate(vertices):
+      match = np.flatnonzero(np.abs(b - np.asarray(result["lambdas"][v])).sum(1) < 1e-6)
+      if match.size:
+        unets[k] = result["baselines"]["mean"]["psnr"][int(match[0])]
+  spreads = spread.direction_spreads(model, variables["params"], names)
+  vertex_text = " / ".join(
+      f"{psnr[v]:.2f}" + (f" ({unets[k]:.2f})" if k in unets else "")
+      for k, v in enumerate(vertices))
+  ratio = f"{hv['ratio']:.3f}" if "ratio" in hv else "–"
+  image = result["pareto"].get("hypervolume_image_terms")
+  if image:
+    ratio += f" ({image['ratio']:.3f})"
+  return (f"| {workdir} | {config.hparams.sampler} | {config.train.seed} | {step} | {ratio} | "
+          f"{len(result['pareto']['front'])}/{len(psnr)} | {np.nanmax(psnr):.2f} | "
+          f"{np.nanmin(psnr):.2f}–{np.nanmax(psnr):.2f} | {vertex_text} | "
+          + " / ".join(f"{spreads[f'weight_spread_{n}']:.3f}" for n in names) + " |")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.quiet_libraries()
+  print("| run | sampler | seed | step | hypervolume / Unets' (image terms) | Pareto set | "
+        "best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | weight spread per vertex |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  with cli.user_errors():
+    for workdir in _WORKDIRS.value:
+      print(_row(workdir))
+
+
+if __name__ == "__main__":
+  cli.run(main)
