@@ -71,7 +71,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   print("| run | sampler | seed | step | hypervolume / Unets' (image terms) | Pareto set | "
-        "best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | weight spread per vertex |")
+        "best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | "
+        "weight spread per vertex |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   with cli.user_errors():
     for workdir in _WORKDIRS.value:
