@@ -17,7 +17,7 @@ EXTRAS = {
     "viz": ["matplotlib>=3.7", "tensorboardX>=2.6"],
     # Independent references used by the tests, and the linter they run
     # (its rules change between minor versions: ruff.toml is written for 0.17).
-    # selenium drives Debian's chromium in tests/test_explore_browser.py
+    # selenium drives Debian's chromium in tests/test_explorer_browser.py
     # (apt-get install chromium chromium-driver; nothing is downloaded).
     # PyWavelets is the independent reference of the wavelet tests
     # (tests/test_wavelets.py); the library's transform does not use it.

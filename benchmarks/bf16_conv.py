@@ -3,15 +3,15 @@ r"""Is a bfloat16 convolution faster when its result is bfloat16 too?
   python benchmarks/bf16_conv.py                       # 256², batch 32, 32 channels
   python benchmarks/bf16_conv.py --size=32 --batch=4 --iters=2   # seconds on a CPU
 
-`models.layers` computes a bfloat16 convolution with a float32 result
-(``preferred_element_type=float32``), adds the bias and casts to bfloat16. If
-the convolution writes that float32 result to memory before the cast, a layer
-moves 4 + 4 + 2 bytes per output element where a bfloat16 result would move 2:
-docs/performance.md measured bfloat16 activations only 2–3 % faster than
-float32 on an H100. This times one 3×3 'SAME' convolution with bias, forward
-and backward, three ways: float32; bfloat16 with a float32 result then cast
-(the model's way today); bfloat16 with a bfloat16 result (the accelerator
-still accumulates in float32). Each both shared (one kernel for the batch)
+A bfloat16 convolution can be asked for a float32 result
+(``preferred_element_type=float32``), then have the bias added and be cast to
+bfloat16. If the convolution writes that float32 result to memory before the
+cast, a layer moves 4 + 4 + 2 bytes per output element where a bfloat16 result
+would move 2, and bfloat16 activations gain little over float32. This times
+one 3×3 'SAME' convolution with bias, forward and backward, three ways:
+float32; bfloat16 with a float32 result then cast; bfloat16 with a bfloat16
+result (the way of `models.layers`; the accelerator still accumulates in
+float32). Each both shared (one kernel for the batch)
 and per-sample (one kernel per row, ``vmap``: one grouped convolution, the
 GPU strategy). One JSON line per measurement.
 """

@@ -12,11 +12,11 @@ Measurements (``benchmark`` field):
     ``stackN`` (N per-λ baseline Unets in one program) a sample counts once
     per Unet, so the value compares with N separate ``unet`` runs.
   grid: reconstructions/s for one slice at ``--grid`` λ values through
-    `evaluate.reconstruct_grid`, the path users and the explorer's curves run
+    `grid.reconstruct_grid`, the path users and the explorer's curves run
     (calls of the default chunk, ``--order``). A plain Unet, which ignores λ,
     reconstructs ``--grid`` different slices at one λ instead: as many
     forward passes, and no identical rows for XLA to share work between
-    (one slice repeated 16 times ran 620–650/s, 16 slices 313–328/s);
+    (one slice repeated runs faster than as many different slices);
     likewise its ``evaluate`` scores ``--batch``·``--grid`` slices at one λ.
   latency: milliseconds for one slice at one λ (one generated weight set),
     compiled as the explorer compiles it (`compilation.inference_jit`).
@@ -115,8 +115,8 @@ def _training_options(model) -> dict:
   """The XLA options ``train.py`` of the library under test compiles its step with.
 
   `gpu_suite.sh` times older trees with this script (``BASE=``): one from
-  before `hyperrecon_jax.compilation` has none, and until ed21033 they
-  depended on the model.
+  before `hyperrecon_jax.compilation` has none, and in older ones
+  ``training_options`` takes the model.
   """
   try:
     from hyperrecon_jax import compilation
@@ -170,7 +170,7 @@ def bench_memory(config):
 
 def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False):
   from hyperrecon_jax import compilation
-  from hyperrecon_jax import evaluate
+  from hyperrecon_jax import grid as grid_lib
   from hyperrecon_jax import hparams
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
@@ -187,9 +187,9 @@ def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False)
     sec, compile_s = _time(lambda: apply(variables, zf[:1], coeffs[0]), iters, repeats)
     return sec * 1e3, "ms", compile_s
   if plain:  # every slice once (see the module docstring)
-    run = lambda: evaluate.reconstruct_grid(model.apply, variables, zf, coeffs[:1], order=order)
+    run = lambda: grid_lib.reconstruct_grid(model.apply, variables, zf, coeffs[:1], order=order)
   else:
-    run = lambda: evaluate.reconstruct_grid(model.apply, variables, zf[0], coeffs, order=order)
+    run = lambda: grid_lib.reconstruct_grid(model.apply, variables, zf[0], coeffs, order=order)
   sec, compile_s = _time(run, iters, repeats)
   return grid / sec, "reconstructions/s", compile_s
 

@@ -17,12 +17,11 @@ trainer records the size and SHA-256 of every file of the step in
 ``<step>/checksums.json``: a truncated file, a lost file or a flipped bit is
 then found before orbax reads the step (orbax and tensorstore keep no
 checksums of their own, and a flipped bit in a weight would otherwise load as a
-silently different model). Hashing costs about 0.6 s per GiB (Python's
-SHA-256 on this project's 2-core machine), once per save and once per
-restore. `restore` skips a damaged step with a warning that names
-it and the file, and falls back to the newest intact one; the trainer moves
-skipped steps to ``<workdir>/checkpoints.damaged/`` (nothing is deleted) so it
-can save those step numbers again.
+silently different model). Hashing costs one more read of every file, once
+per save and once per restore. `restore` skips a damaged step with a warning
+that names it and the file, and falls back to the newest intact one; the
+trainer moves skipped steps to ``<workdir>/checkpoints.damaged/`` (nothing is
+deleted) so it can save those step numbers again.
 
 A step without ``checksums.json``. A trainer killed between orbax's rename and
 the checksums leaves one. So before each save the trainer writes the SHA-256 of
@@ -292,7 +291,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
                           f"{mngr.directory}: the state holds NaN or ±Inf")
   data_state = data_state if data_state is not None else {}
   config_dict = json.loads(config.to_json())
-  primary = jax.process_index() == 0
+  primary = workdir_lib.is_primary()
   if primary:
     digests = {"state": _state_digest(state), "data": _json_digest(data_state),
                "config": _json_digest(config_dict)}
@@ -374,7 +373,7 @@ def _restore_step(mngr, step: int, abstract_state, trainer: bool):
   elif not checked and not bool(jax.device_get(_all_finite(out["state"]))):
     raise CheckpointError(f"{step_dir} has no {CHECKSUMS} and its state holds "
                           "NaN or ±Inf")
-  if not checked and trainer and jax.process_index() == 0:
+  if not checked and trainer and workdir_lib.is_primary():
     write_checksums(step_dir)
     _clear_pending(mngr, step)
     logging.warning("checkpoint %d had no %s; %s, and its checksums are now recorded",
@@ -435,7 +434,7 @@ def restore(mngr: ocp.CheckpointManager | None,
       raise CheckpointError(f"there is no checkpoint of step {step}")
     return None
   mngr.reload()
-  primary = trainer and jax.process_index() == 0
+  primary = trainer and workdir_lib.is_primary()
   if step is not None:
     if step not in mngr.all_steps():
       raise CheckpointError(

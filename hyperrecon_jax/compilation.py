@@ -2,26 +2,24 @@
 
 On the CPU, jaxlib 0.10's XLA hands the larger convolutions (all of a Unet's at 32
 channels) to YNNPACK, which runs each one on a single thread; XLA's own
-(Eigen's) convolutions use every core. On the 2-core development machine one
-3×3 convolution, 8 × 64² × 32 → 32 channels, takes 5.9 ms forward through
-YNNPACK (on one core or two alike) and 3.6 ms through Eigen
-(docs/performance.md, "CPU: single-threaded convolutions").
+(Eigen's) convolutions use every core, so on the multi-core development
+machine they are the faster ones (docs/performance.md, "CPU: single-threaded
+convolutions and the compile options").
 
 YNNPACK also takes the reductions, and there it is the fast path: with no
 YNNPACK fusion at all, XLA rewrites each per-channel sum of a training step
 (BatchNorm's statistics and their gradients, the bias gradients) into a
-strided ``reduce-window`` that costs 0.9 ms per 8 × 64² × 32 array against
-0.07–0.5 ms through YNNPACK: 26 ms of a plain Unet's 237 ms one-core step.
-So:
+strided ``reduce-window``, several times slower than YNNPACK's reduction and a
+visible part of a training step. So:
 
 - ``inference_options()``: no YNNPACK fusion, for the programs that only run
   models forward (the λ grid, the explorer, ``reconstruct``, the segmenter's
-  labels, the baselines' objective); their sums are small. `evaluate_grid`
-  λ-major for HyperRecon-M: 225 → 315–356 (slice, λ) pairs/s.
+  labels, the baselines' objective); their sums are small, so the faster
+  convolutions win.
 - ``training_options()``: YNNPACK for the reductions only, for every
-  training step (plain Unet, HyperRecon, the stacked baseline Unets). At 32
-  channels: Unet 62 → 67, HyperRecon-S 57 → 61, -M 48 → 55 samples/s; at 16
-  channels (where XLA keeps the convolutions anyway) no change.
+  training step (plain Unet, HyperRecon, the stacked baseline Unets): faster
+  at 32 channels, and no change at 16 channels (where XLA keeps the
+  convolutions anyway).
 
 Both are empty on other backends, with a jaxlib that does not know the
 option, and when ``XLA_FLAGS`` already sets it (the user's choice wins).

@@ -4,7 +4,6 @@
 (`slice_keys`), runs the compiled grid programs of `hyperrecon_jax.grid` over
 every λ of a grid, and aggregates the per-slice metrics into one result
 (`hyperrecon_jax.results`); `diverse_pair` picks the paper's Fig. 7 pair.
-The grid programs and the result helpers are re-exported here.
 """
 
 from collections.abc import Callable
@@ -21,25 +20,8 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import grid as grid_lib
 from hyperrecon_jax import hparams
+from hyperrecon_jax import results
 from hyperrecon_jax import segmentation
-from hyperrecon_jax.grid import DEFAULT_CHUNK_ACCELERATOR  # noqa: F401
-from hyperrecon_jax.grid import DEFAULT_CHUNK_CPU  # noqa: F401
-from hyperrecon_jax.grid import baseline_metrics
-from hyperrecon_jax.grid import check_chunk
-from hyperrecon_jax.grid import default_chunk  # noqa: F401
-from hyperrecon_jax.grid import grid_metrics
-from hyperrecon_jax.grid import magnitude  # noqa: F401
-from hyperrecon_jax.grid import reconstruct_grid  # noqa: F401
-from hyperrecon_jax.results import FORMAT  # noqa: F401
-from hyperrecon_jax.results import LOWER_IS_BETTER  # noqa: F401
-from hyperrecon_jax.results import METRICS
-from hyperrecon_jax.results import Best  # noqa: F401
-from hyperrecon_jax.results import best_lambda  # noqa: F401
-from hyperrecon_jax.results import floats
-from hyperrecon_jax.results import from_json  # noqa: F401
-from hyperrecon_jax.results import metric_array  # noqa: F401
-from hyperrecon_jax.results import summarize
-from hyperrecon_jax.results import to_json  # noqa: F401
 
 BATCH_KEYS = ("image", "volume", "slice", "valid")
 
@@ -186,7 +168,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
   the last one with ``valid=False`` rows) to compile once.
 
   Args:
-    apply_fn: see `reconstruct_grid`.
+    apply_fn: see `grid.reconstruct_grid`.
     variables: the model variables.
     operator: a `hyperrecon_jax.physics` operator.
     batches: iterable of dicts with ``image`` (B, H, W) float32 in [0, 1],
@@ -195,7 +177,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     lam_grid: (G, n) hyperparameters in [0, 1] (e.g. ``hparams.grid``); the
       model gets ``hparams.coefficients(lam_grid)``.
     key: a PRNG key for the measurements.
-    chunk: model batch size of one call, see `reconstruct_grid`.
+    chunk: model batch size of one call, see `grid.reconstruct_grid`.
     per_slice: keep the (S, G) per-slice arrays in the result (they dominate
       its size for big test sets and 2-D grids).
     progress: called with the number of (slice, λ) pairs just scored
@@ -208,7 +190,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
       slice's own measurement: the objectives of a Pareto analysis.
 
   Returns:
-    A dict of JSON types only (non-finite numbers as None); see `to_json`:
+    A dict of JSON types only (non-finite numbers as None); see `results.to_json`:
     ``format``; ``metrics`` (names); ``lower_is_better`` (names);
     ``lambdas`` (G × n); ``coeffs`` (G × K); ``num_slices``; ``num_volumes``;
     ``volumes`` (ids, in order of first appearance); ``slices``:
@@ -231,7 +213,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     raise errors.InputError(f"lam_grid must have shape (G, num_lambdas), got shape {lam.shape}.")
   coeffs = np.asarray(hparams.coefficients(lam))
   terms = grid_lib.check_image_terms(terms)
-  names = (METRICS + (("dice",) if segmenter is not None else ())
+  names = (results.METRICS + (("dice",) if segmenter is not None else ())
            + tuple(f"term_{n}" for n in terms))
   grid_rows, zf_rows, volumes, slices = {m: [] for m in names}, {m: [] for m in names}, [], []
   truth_dice = []
@@ -253,18 +235,18 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     else:
       y, zf = None, measure_slices(operator, jnp.asarray(image), keys)
     blocks = {m: [] for m in names}
-    for index, used in _lambda_blocks(len(coeffs), image.shape[0], check_chunk(chunk)):
-      out = grid_metrics(apply_fn, variables, zf, image, coeffs[index], valid=valid,
-                         chunk=chunk, segmenter=segmenter, labels=labels, terms=terms,
-                         operator=operator, measurement=y)
+    for index, used in _lambda_blocks(len(coeffs), image.shape[0], grid_lib.check_chunk(chunk)):
+      out = grid_lib.grid_metrics(apply_fn, variables, zf, image, coeffs[index], valid=valid,
+                                  chunk=chunk, segmenter=segmenter, labels=labels, terms=terms,
+                                  operator=operator, measurement=y)
       for m, v in out.items():
         blocks[m].append(v[:, :used])
       if progress is not None:
         progress(image.shape[0] * used)
     for m, v in blocks.items():
       grid_rows[m].append(np.concatenate(v, axis=1))
-    for m, v in baseline_metrics(zf, image, valid=valid, segmenter=segmenter,
-                                 labels=labels).items():
+    for m, v in grid_lib.zero_filled_metrics(zf, image, valid=valid, segmenter=segmenter,
+                                             labels=labels).items():
       zf_rows[m].append(v)
     for n in terms:  # the terms have no zero-filled value
       zf_rows[f"term_{n}"].append(np.zeros(int(valid.sum())))
@@ -274,9 +256,9 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
     raise errors.InputError("batches held no valid slice to evaluate.")
   scored = {m: np.concatenate(v) for m, v in grid_rows.items()}
   term_rows = {n: scored.pop(f"term_{n}") for n in terms}
-  result = summarize(scored, {m: np.concatenate(v) for m, v in zf_rows.items()
-                              if not m.startswith("term_")},
-                     lam, volumes, slices, per_slice=per_slice)
+  result = results.summarize(scored, {m: np.concatenate(v) for m, v in zf_rows.items()
+                                      if not m.startswith("term_")},
+                             lam, volumes, slices, per_slice=per_slice)
   if terms:
     result["loss_terms"] = summarize_terms(term_rows, per_slice=per_slice)
   if truth_dice:
@@ -308,10 +290,10 @@ def summarize_terms(per_slice_terms, *, per_slice: bool = True) -> dict:
     keep = np.isfinite(v).all(1)
     out["num_scored"][n] = int(keep.sum())
     nan = np.full(v.shape[1], np.nan)
-    out["mean"][n] = floats(v[keep].mean(0) if keep.any() else nan)
-    out["std"][n] = floats(v[keep].std(0) if keep.any() else nan)
+    out["mean"][n] = results.floats(v[keep].mean(0) if keep.any() else nan)
+    out["std"][n] = results.floats(v[keep].std(0) if keep.any() else nan)
   if per_slice:
-    out["per_slice"] = {n: floats(v) for n, v in per_slice_terms.items()}
+    out["per_slice"] = {n: results.floats(v) for n, v in per_slice_terms.items()}
   return out
 
 

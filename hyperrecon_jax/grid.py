@@ -25,8 +25,8 @@ every batch row its own, or (K,) coefficients for the whole batch
 (``HyperUnet.apply`` does both); it should be a stable
 object such as ``net.apply``: it is a static argument of the compiled
 program, so a fresh lambda per call recompiles. Metrics follow
-`hyperrecon_jax.metrics` (per slice, peak 1). `hyperrecon_jax.evaluate`
-re-exports the public names.
+`hyperrecon_jax.metrics` (per slice, peak 1); `hyperrecon_jax.evaluate`
+measures and scores whole data splits with these programs.
 """
 
 from collections.abc import Callable
@@ -41,14 +41,14 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import losses
 from hyperrecon_jax import metrics as metrics_lib
 from hyperrecon_jax import models
+from hyperrecon_jax import physics
 from hyperrecon_jax import segmentation
-from hyperrecon_jax.physics import magnitude
 
 # Model batch size of one call (``chunk=None``). On GPU/TPU, 32 (the paper's
 # training batch): at 256×256 a HyperRecon forward of that batch needs a few
 # GiB. On CPU the 'loop' strategy unrolls the batch at trace time, so compile
-# time grows linearly with the chunk (tiny Unet: ~40 s at 32, ~160 s at 100)
-# while throughput does not depend on it; 8 compiles fast.
+# time grows linearly with the chunk while throughput does not depend on it;
+# 8 compiles fast.
 DEFAULT_CHUNK_CPU = 8
 DEFAULT_CHUNK_ACCELERATOR = 32
 
@@ -142,10 +142,8 @@ def resolve_order(order: str, num_slices: int, chunk: int, backend: str | None =
   path on every backend). On a GPU, slice-major mixes λ within a call
   (per-row weights) and is what fills a call when there are few slices, e.g.
   one slice at 100 λ. On the CPU a call is not worth filling: rows with their
-  own weights are convolved one by one anyway (the 'loop' strategy), and one
-  slice at 16 λ ran 1.1–1.5× faster λ-major (HyperRecon-S/M, 64×64, 32
-  channels: 245 → 276 and 211 → 319 reconstructions/s; 16 channels, 21 λ:
-  553 → 708 and 558 → 702; docs/performance.md).
+  own weights are convolved one by one anyway (the 'loop' strategy), so even
+  one slice at a few λ runs faster λ-major (docs/changelog.md).
 
   Args:
     order: one of ``ORDERS``.
@@ -171,7 +169,7 @@ def resolve_order(order: str, num_slices: int, chunk: int, backend: str | None =
 # per λ. The block's weights take ~0.6 MB per λ at 32 channels. Blocks are
 # balanced like the calls (`_balanced`): the last one is padded with at most
 # one repeated λ per block, whose Unet passes are run and dropped: none for
-# G ≤ 32 or G = 100, at most 3.2 % more passes for any G (33 → 34, 993 → 1,024).
+# G ≤ 32 or G = 100, and fewer than one extra pass in 32 for any G.
 LAMBDA_BLOCK = 32
 
 
@@ -201,7 +199,7 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
   ``target``, ``operator`` and the slices' ``measurement``.
   """
   s_count, g_count = zf.shape[0], coeffs.shape[0]
-  zf_mag = magnitude(zf) if score else None
+  zf_mag = physics.magnitude(zf) if score else None
   segment = _segment_fn(segmenter, seg_variables)
 
   def scored(s, recon):
@@ -366,13 +364,13 @@ def _check_segmenter(segmenter, labels, shape):
 
 
 @compilation.inference_jit(static_argnames="segmenter")
-def _baseline_program(zf, target, seg_variables=None, labels=None, *, segmenter=None):
-  zf_mag = magnitude(zf)
+def _zero_filled_program(zf, target, seg_variables=None, labels=None, *, segmenter=None):
+  zf_mag = physics.magnitude(zf)
   return _slice_metrics(zf_mag, target, zf_mag, _segment_fn(segmenter, seg_variables),
                         labels)
 
 
-def baseline_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
+def zero_filled_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
   """Metrics of the zero-filled magnitude itself (rPSNR is 0 by definition).
 
   Args:
@@ -387,7 +385,7 @@ def baseline_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
   """
   keep = _check_scored(zf, target, valid)
   static, seg_variables, labels = _check_segmenter(segmenter, labels, np.shape(target))
-  out = _baseline_program(jnp.asarray(zf, jnp.float32), jnp.asarray(target, jnp.float32),
+  out = _zero_filled_program(jnp.asarray(zf, jnp.float32), jnp.asarray(target, jnp.float32),
                           seg_variables, labels, segmenter=static)
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 

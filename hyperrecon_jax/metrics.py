@@ -155,9 +155,8 @@ def correlate_valid(x, kernel, axis: int):
 
   Written as a sum of shifted slices, which XLA fuses into one pass over the
   image (and its gradient into another). As one-channel convolutions, the
-  two 11-tap filters of the SSIM loss took 16 ms each of a 285 ms one-core
-  training step of HyperRecon-S (docs/performance.md); the slices cost a
-  fraction.
+  two 11-tap filters of the SSIM loss were a visible part of a CPU training
+  step of HyperRecon (docs/changelog.md); the slices cost a fraction.
 
   Args:
     x: array, already padded along ``axis``.

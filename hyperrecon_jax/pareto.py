@@ -109,8 +109,7 @@ def non_dominated(points) -> np.ndarray:
 
   Rows are sorted lexicographically, duplicates collapsed, and each distinct
   row tested against the front of the rows before it, a block at a time:
-  O(N log N + N · F · K) for a front of F rows (20,000 rows of K = 4, all on
-  the front, take about 0.6 s of one core).
+  O(N log N + N · F · K) for a front of F rows.
 
   Args:
     points: (N, K) objective values.
@@ -238,8 +237,7 @@ def hypervolume(points, reference) -> float:
   (`non_dominated`), then K = 1 is ``r − min``, K = 2 a sort and a staircase
   sum (O(N log N)), K = 3 a dimension sweep (O(N log N)), and K >= 4 the WFG
   algorithm (exclusive volumes of limited sets, one objective fewer per
-  level) down to the 3-D sweep. 1,000 points of K = 4 on a sphere-like front
-  take about 0.4 s of one core.
+  level) down to the 3-D sweep.
 
   Args:
     points: (N, K) objective values.

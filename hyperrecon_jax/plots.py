@@ -7,14 +7,14 @@ they neither need a display nor change the backend or the global figure list
 of an interactive session. matplotlib is imported on first use.
 
 Results are the dicts of `hyperrecon_jax.evaluate.evaluate_grid` (or read back
-with `evaluate.from_json`).
+with `results.from_json`).
 """
 
 import os
 
 import numpy as np
 
-from hyperrecon_jax import evaluate
+from hyperrecon_jax import results
 from hyperrecon_jax.errors import InputError
 
 DPI = 110
@@ -85,12 +85,12 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
   fig = _figure(3.2 * len(metrics), 2.8)
   for k, m in enumerate(metrics):
     ax = fig.add_subplot(1, len(metrics), k + 1)
-    mean = evaluate.metric_array(result, m)
+    mean = results.metric_array(result, m)
     if band == "std":
-      std = evaluate.metric_array(result, m, "std")
+      std = results.metric_array(result, m, "std")
       lo, hi, what = mean - std, mean + std, "±1 std"
     else:
-      lo, hi = evaluate.metric_array(result, m, "q25"), evaluate.metric_array(result, m, "q75")
+      lo, hi = results.metric_array(result, m, "q25"), results.metric_array(result, m, "q75")
       what = "IQR"
     ax.fill_between(lam, lo, hi, alpha=0.25, color="C0", lw=0, label=what)
     ax.plot(lam, mean, color="C0", lw=1.5, label="mean")
@@ -109,7 +109,7 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
       ax.errorbar(np.asarray(b["lambdas"], np.float64)[:, 0], b_mean, yerr=b_std,
                   fmt="s", ms=4, color="C1", capsize=2, lw=1, label="Unet at λ")
     if result["best"].get(m) is not None:
-      best = evaluate.best_lambda(result, m)
+      best = results.best_lambda(result, m)
       ax.plot([best.lam[0]], [best.value], "o", color="C3",
               label=f"best λ={best.lam[0]:.2f}")
     ax.set_xlabel("λ")
@@ -139,13 +139,13 @@ def landscape(result, path, metric: str = "psnr"):
   if lattice.shape != lam.shape or not np.allclose(lattice, lam):
     raise InputError("landscape needs a full λ1 × λ2 lattice with λ2 varying fastest "
                      f"(hparams.grid(num, 2)); got {lam.shape[0]} points that are not one.")
-  values = evaluate.metric_array(result, metric).reshape(a1.size, a2.size)
+  values = results.metric_array(result, metric).reshape(a1.size, a2.size)
   fig = _figure(4.2, 3.6)
   ax = fig.add_subplot(1, 1, 1)
   # Cells centred on the grid points: λ1 on x, λ2 on y.
   im = ax.pcolormesh(_edges(a1), _edges(a2), values.T, cmap="viridis", shading="flat")
   fig.colorbar(im, ax=ax, label=LABELS.get(metric, metric))
-  best = evaluate.best_lambda(result, metric)
+  best = results.best_lambda(result, metric)
   ax.plot([best.lam[0]], [best.lam[1]], "*", color="w", mec="k", ms=12)
   ax.set_title(f"best λ = ({best.lam[0]:.2f}, {best.lam[1]:.2f}): {_fmt(best.value)}",
                fontsize=9)

@@ -270,8 +270,9 @@ def _score_baselines(result, config, model_at, stack, path, operator, split, chu
                      terms):
   """Scores the per-λ Unets at their own λ on the same slices and noise."""
   from hyperrecon_jax.train import baselines as baselines_lib
+  from hyperrecon_jax.train import stack_model
   b_model, b_variables, b_step = stack
-  b_apply, b_grid = baselines_lib.grid_model(b_model, b_variables)
+  b_apply, b_grid = stack_model.grid_model(b_model, b_variables)
   b_lams = np.asarray(b_model.lambdas, np.float32)
   b_result = _evaluate(config, b_apply, b_grid, operator, split, b_lams, chunk, seg, terms,
                        False)  # the same key: the same noise

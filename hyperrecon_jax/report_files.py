@@ -80,6 +80,7 @@ class _Shown:
   def __init__(self, result, config, model_at, operator, split, lam_grid, chunk):
     from hyperrecon_jax import evaluate as ev
     from hyperrecon_jax import hparams
+    from hyperrecon_jax import physics
     from hyperrecon_jax import streams
     self.row = result["num_slices"] // 2
     self.image, volume, slice_ = _middle_slice(config, split, self.row,
@@ -87,18 +88,18 @@ class _Shown:
     key = streams.key(config, "evaluation")
     self.zf = ev.measure_slices(operator, self.image[None],
                                 ev.slice_keys(key, [volume], [slice_]))[0]
-    self.zf_mag = np.asarray(ev.magnitude(self.zf))
+    self.zf_mag = np.asarray(physics.magnitude(self.zf))
     self.coeffs = np.asarray(hparams.coefficients(lam_grid))
     self.lam_grid, self.chunk, self.model_at = lam_grid, chunk, model_at
     self.recons = None  # every λ's reconstruction, for a grid
 
   def reconstruct(self, index):
     """(len(index), H, W) reconstructions at the evaluated λ of ``index``."""
-    from hyperrecon_jax import evaluate as ev
+    from hyperrecon_jax import grid
     if self.recons is not None:
       return self.recons[index]
-    return np.asarray(ev.reconstruct_grid(self.model_at.model.apply, self.model_at.variables,
-                                          self.zf, self.coeffs[index], chunk=self.chunk))
+    return np.asarray(grid.reconstruct_grid(self.model_at.model.apply, self.model_at.variables,
+                                            self.zf, self.coeffs[index], chunk=self.chunk))
 
 
 def _psnrs_and_range(result, shown, design):
@@ -156,8 +157,8 @@ def write(out, result, config, model_at, operator, split, lam_grid, chunk, panel
     dhs: the DHS replay or None.
     baselines: ``(apply_fn, variables, lambdas)`` of the per-λ Unets, or Nones.
   """
-  from hyperrecon_jax import evaluate as ev
   from hyperrecon_jax import plots
+  from hyperrecon_jax import results
   design = result.get("design", {}).get("kind")
   shown = _Shown(result, config, model_at, operator, split, lam_grid, chunk)
   psnrs, spread = _psnrs_and_range(result, shown, design)
@@ -170,7 +171,7 @@ def write(out, result, config, model_at, operator, split, lam_grid, chunk, panel
   os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private
   try:
     with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
-      f.write(ev.to_json(result))
+      f.write(results.to_json(result))
     _overview_figures(tmp, result, config, shown.coeffs, design, seg)
     _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery)
     num_lambdas = lam_grid.shape[1]
@@ -187,9 +188,9 @@ def write(out, result, config, model_at, operator, split, lam_grid, chunk, panel
 
 def _overview_figures(tmp, result, config, coeffs, design, seg):
   """Scores over the whole λ set: curves, landscape, ternary, Pareto projections."""
-  from hyperrecon_jax import evaluate as ev
   from hyperrecon_jax import plots
   from hyperrecon_jax import plots_simplex
+  from hyperrecon_jax import results
   names = tuple(config.losses)
   count = len(coeffs)
   if len(names) == 2 and count > 1:
@@ -200,7 +201,7 @@ def _overview_figures(tmp, result, config, coeffs, design, seg):
   if len(names) == 3 and count >= 3:
     best = {f"best {m}": coeffs[result["best"][m]["index"]]
             for m in ("psnr", "ssim") if result["best"].get(m)}
-    plots_simplex.ternary(coeffs, np.asarray(ev.metric_array(result, "psnr")),
+    plots_simplex.ternary(coeffs, np.asarray(results.metric_array(result, "psnr")),
                           os.path.join(tmp, "ternary.png"), names=names, label="PSNR (dB)",
                           marks=best)
   if "pareto" in result and len(names) >= 3:
@@ -209,7 +210,7 @@ def _overview_figures(tmp, result, config, coeffs, design, seg):
 
 def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery):
   """The shown slice: reconstructions at several λ (with the Unets'), the gallery."""
-  from hyperrecon_jax import evaluate as ev
+  from hyperrecon_jax import grid
   from hyperrecon_jax import hparams
   from hyperrecon_jax import plots
   from hyperrecon_jax import plots_simplex
@@ -223,7 +224,7 @@ def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery
   if b_apply is not None and num_lambdas == 1:
     # HyperRecon at the evaluated λ nearest each baseline's, above that Unet.
     picks = np.abs(lam_grid[:, 0][None] - b_lams[:, :1]).argmin(1)
-    baseline_row = np.asarray(ev.reconstruct_grid(
+    baseline_row = np.asarray(grid.reconstruct_grid(
         b_apply, b_grid, shown.zf, hparams.coefficients(b_lams), chunk=shown.chunk))
   plots.slice_panel(shown.image, shown.zf_mag, shown.reconstruct(picks), lam_grid[picks],
                     os.path.join(tmp, "slices.png"), errors=True, baseline=baseline_row,

@@ -1,4 +1,4 @@
-"""A workdir has one owner: the trainer's lock, and atomic writes of its files.
+"""A workdir has one owner: the trainer's lock, its primary process, and atomic writes.
 
 The trainer holds ``<workdir>/train.lock`` for the whole run: an advisory
 ``flock`` on that file, which the kernel releases when the process ends in any
@@ -8,7 +8,9 @@ time) only serves the message a second trainer prints. Readers (evaluation,
 the explorer, reconstruct) take no lock and write nothing into the run.
 
 ``flock`` is local to one machine (and unreliable on some network file
-systems); a multi-host run takes the lock on process 0 only.
+systems); a multi-host run takes the lock on process 0 only. Every process
+writes its own checkpoint shards, but the run's own files (its config, metrics,
+results) are written by the primary process alone (`is_primary`).
 """
 
 import contextlib
@@ -19,6 +21,8 @@ import json
 import os
 import socket
 
+import jax
+
 from hyperrecon_jax import errors
 
 LOCK_FILE = "train.lock"
@@ -26,6 +30,14 @@ LOCK_FILE = "train.lock"
 
 class WorkdirBusyError(errors.Error, RuntimeError):
   """Another trainer owns the workdir; the message names it."""
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's own files: process 0 of a multi-host run.
+
+  A single-process run is always primary.
+  """
+  return jax.process_index() == 0
 
 
 def _describe(path: str) -> str:

@@ -21,6 +21,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import physics
 from hyperrecon_jax import train
 from hyperrecon_jax.train import baselines
+from hyperrecon_jax.train import stack_model
 
 
 def load_config(name, arg="quick"):
@@ -186,7 +187,7 @@ def test_grid_model_is_each_unet_in_evaluation_mode(run):
   # roundoff of a 15-layer network, ~1e-6 of the output scale.
   _, workdir, _ = run
   _, model, variables, _ = train.load_trained(workdir)
-  apply_fn, grid_variables = baselines.grid_model(model, variables)
+  apply_fn, grid_variables = stack_model.grid_model(model, variables)
   rng = np.random.default_rng(0)
   zf = rng.random((3, 32, 32, 2)).astype(np.float32)
   # Rows at λ near 1, exactly 0 and near 0: the nearest Unet answers.

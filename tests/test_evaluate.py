@@ -14,6 +14,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics
 from hyperrecon_jax import models
 from hyperrecon_jax import physics
+from hyperrecon_jax import results
 
 SIZE = 16
 G = 6
@@ -78,7 +79,7 @@ def test_reconstruct_grid_matches_one_call_per_lambda(chunk, order):
   net, variables, _ = _model()
   zf = _zf(2, seed=chunk)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  got = evaluate.reconstruct_grid(net.apply, variables, zf, coeffs, chunk=chunk, order=order)
+  got = grid.reconstruct_grid(net.apply, variables, zf, coeffs, chunk=chunk, order=order)
   assert got.shape == (2, G, SIZE, SIZE)
   _assert_close(got, _per_lambda(zf, coeffs))
 
@@ -92,7 +93,7 @@ def test_the_cpu_loop_strategy_gives_the_vmap_grid(order):
   loop = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=4, strategy="loop")
   zf = _zf(2, seed=21)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  got = evaluate.reconstruct_grid(loop.apply, variables, zf, coeffs, chunk=5, order=order)
+  got = grid.reconstruct_grid(loop.apply, variables, zf, coeffs, chunk=5, order=order)
   _assert_close(got, _per_lambda(zf, coeffs))
 
 
@@ -105,11 +106,11 @@ def test_lambda_major_pads_the_last_call_and_scores_as_slice_major():
   zf = _zf(5, seed=11)
   target = _images(5, 12)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  recon = evaluate.reconstruct_grid(net.apply, variables, zf, coeffs, chunk=2, order="lambda")
+  recon = grid.reconstruct_grid(net.apply, variables, zf, coeffs, chunk=2, order="lambda")
   _assert_close(recon, _per_lambda(zf, coeffs))
-  by_lambda = evaluate.grid_metrics(net.apply, variables, zf, target, coeffs, chunk=2,
+  by_lambda = grid.grid_metrics(net.apply, variables, zf, target, coeffs, chunk=2,
                                     order="lambda")
-  by_slice = evaluate.grid_metrics(net.apply, variables, zf, target, coeffs, chunk=2,
+  by_slice = grid.grid_metrics(net.apply, variables, zf, target, coeffs, chunk=2,
                                    order="slice")
   for m in by_slice:
     np.testing.assert_allclose(by_lambda[m], by_slice[m], rtol=1e-4, atol=1e-6, err_msg=m)
@@ -127,7 +128,7 @@ def test_lambda_major_generates_the_weights_of_a_block_of_lambdas_at_once(monkey
   coeffs = np.asarray(hparams.coefficients(hparams.grid(7)))
   want = _per_lambda(zf, coeffs)
   for apply_fn in (net.apply, wrapped):
-    got = evaluate.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=2, order="lambda")
+    got = grid.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=2, order="lambda")
     _assert_close(got, want)
 
 
@@ -159,7 +160,7 @@ def test_reconstruct_grid_single_slice():
   zf = _zf(2, seed=3)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(5)))
   # 5 pairs, chunk 4: two calls of 3, the last one padded.
-  got = evaluate.reconstruct_grid(net.apply, variables, zf[1], coeffs, chunk=4)
+  got = grid.reconstruct_grid(net.apply, variables, zf[1], coeffs, chunk=4)
   assert got.shape == (5, SIZE, SIZE)
   _assert_close(got, _per_lambda(zf, coeffs)[1])
 
@@ -174,22 +175,22 @@ def test_reconstruct_grid_single_slice():
 def test_reconstruct_grid_bad_input(zf_shape, coeffs_shape, chunk, match):
   net, variables, _ = _model()
   with pytest.raises(ValueError, match=match):
-    evaluate.reconstruct_grid(net.apply, variables, np.zeros(zf_shape, np.float32),
+    grid.reconstruct_grid(net.apply, variables, np.zeros(zf_shape, np.float32),
                               np.zeros(coeffs_shape, np.float32), chunk=chunk)
 
 
 def test_default_chunk_is_small_on_cpu():
   # The CPU 'loop' strategy unrolls the chunk, so a big default compiles slowly.
-  assert evaluate.default_chunk() == evaluate.DEFAULT_CHUNK_CPU == 8
+  assert grid.default_chunk() == grid.DEFAULT_CHUNK_CPU == 8
 
 
 def test_grid_metrics_bad_input():
   net, variables, _ = _model()
   zf, coeffs = _zf(2, 0), np.full((G, 2), 0.5, np.float32)
   with pytest.raises(ValueError, match="target"):
-    evaluate.grid_metrics(net.apply, variables, zf, np.zeros((2, SIZE, 8)), coeffs)
+    grid.grid_metrics(net.apply, variables, zf, np.zeros((2, SIZE, 8)), coeffs)
   with pytest.raises(ValueError, match="valid"):
-    evaluate.grid_metrics(net.apply, variables, zf, zf[..., 0], coeffs, valid=[True])
+    grid.grid_metrics(net.apply, variables, zf, zf[..., 0], coeffs, valid=[True])
 
 
 # Evaluation: three batches of 2 (the model shape of the tests above), volumes
@@ -247,7 +248,7 @@ def _direct():
   flat, xs, zs = np.concatenate(recons).reshape(s * g, SIZE, SIZE), np.repeat(x, g, 0), np.repeat(
       zf_mag, g, 0)
   grid, base = {}, {}
-  for m in evaluate.METRICS:
+  for m in results.METRICS:
     if m == "rpsnr":
       grid[m], base[m] = metrics.rpsnr(flat, zs, xs), metrics.rpsnr(zf_mag, zf_mag, x)
     else:
@@ -260,9 +261,9 @@ def test_evaluate_grid_matches_direct_computation():
   result = _result()
   grid, base = _direct()
   assert result["num_slices"] == 5 and result["num_volumes"] == 2
-  assert result["metrics"] == list(evaluate.METRICS)
+  assert result["metrics"] == list(results.METRICS)
   np.testing.assert_allclose(result["lambdas"], LAM)
-  for m in evaluate.METRICS:
+  for m in results.METRICS:
     tol = dict(rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(result["per_slice"][m], grid[m], **tol)
     np.testing.assert_allclose(result["mean"][m], grid[m].mean(0), **tol)
@@ -275,7 +276,7 @@ def test_evaluate_grid_groups_volumes():
   result = _result()
   assert result["volumes"] == [7, 9]
   assert result["slices"] == {"volume": [7, 7, 9, 9, 9], "slice": [0, 1, 0, 1, 2]}
-  for m in evaluate.METRICS:
+  for m in results.METRICS:
     per_slice = np.asarray(result["per_slice"][m])
     np.testing.assert_allclose(result["volume_mean"][m],
                                [per_slice[:2].mean(0), per_slice[2:].mean(0)], rtol=1e-12)
@@ -286,11 +287,11 @@ def test_evaluate_grid_groups_volumes():
 
 def test_evaluate_grid_ignores_padding_and_is_deterministic():
   a, b = _result(0), _result(1)  # padding rows differ in image and ids
-  assert evaluate.to_json(a) == evaluate.to_json(b)
+  assert results.to_json(a) == results.to_json(b)
   net, variables, _ = _model()
   again = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(0), LAM, key=KEY,
                                  chunk=CHUNK)
-  assert evaluate.to_json(again) == evaluate.to_json(a)
+  assert results.to_json(again) == results.to_json(a)
 
 
 def test_the_noise_of_a_slice_does_not_depend_on_its_batch():
@@ -328,23 +329,23 @@ def test_slice_keys_depend_on_the_ids_only():
 def test_result_json_round_trip():
   result = _result()
   text = json.dumps(result, allow_nan=False)
-  assert evaluate.from_json(text) == result
-  assert evaluate.from_json(evaluate.to_json(result, indent=1)) == result
+  assert results.from_json(text) == result
+  assert results.from_json(results.to_json(result, indent=1)) == result
   with pytest.raises(ValueError, match="format"):
-    evaluate.from_json('{"mean": {}}')
+    results.from_json('{"mean": {}}')
 
 
 def test_best_lambda():
   result = _result()
-  for m in evaluate.METRICS:
+  for m in results.METRICS:
     mean = np.asarray(result["mean"][m])
-    best = evaluate.best_lambda(result, m)
+    best = results.best_lambda(result, m)
     index = np.argmin(mean) if m in ("mae", "nmse", "hfen") else np.argmax(mean)
     assert best.index == index and best.value == pytest.approx(mean[index])
     assert best.lam == pytest.approx(LAM[index].tolist())
     assert result["best"][m] == best._asdict()
   with pytest.raises(ValueError, match="metric"):
-    evaluate.best_lambda(result, "dice")
+    results.best_lambda(result, "dice")
 
 
 def test_evaluate_grid_bad_input():
@@ -362,37 +363,37 @@ def test_evaluate_grid_bad_input():
 
 
 def test_summarize_checks_shapes():
-  grid = {m: np.zeros((2, 3)) for m in evaluate.METRICS}
-  base = {m: np.zeros(2) for m in evaluate.METRICS}
-  result = evaluate.summarize(grid, base, hparams.grid(3), ["a", "b"], [0, 0], per_slice=False)
+  grid = {m: np.zeros((2, 3)) for m in results.METRICS}
+  base = {m: np.zeros(2) for m in results.METRICS}
+  result = results.summarize(grid, base, hparams.grid(3), ["a", "b"], [0, 0], per_slice=False)
   assert result["volumes"] == ["a", "b"] and "per_slice" not in result
   with pytest.raises(ValueError, match="psnr"):
-    evaluate.summarize(grid, base, hparams.grid(4), ["a", "b"], [0, 0])
+    results.summarize(grid, base, hparams.grid(4), ["a", "b"], [0, 0])
 
 
 def test_unscorable_slices_are_left_out_and_listed():
   # Slice (7, 3) has an all-zero ground truth: its NMSE is inf at every λ.
-  grid = {m: np.array([[1.0, 2.0], [3.0, 4.0]]) for m in evaluate.METRICS}
+  grid = {m: np.array([[1.0, 2.0], [3.0, 4.0]]) for m in results.METRICS}
   grid["nmse"] = np.array([[np.inf, np.inf], [0.5, 0.25]])
-  base = {m: np.zeros(2) for m in evaluate.METRICS}
-  result = evaluate.summarize(grid, base, hparams.grid(2), [7, 8], [3, 4])
+  base = {m: np.zeros(2) for m in results.METRICS}
+  result = results.summarize(grid, base, hparams.grid(2), [7, 8], [3, 4])
   assert result["unscored"] == {"nmse": [[7, 3]]}
   assert result["mean"]["nmse"] == [0.5, 0.25]
   assert result["mean"]["psnr"] == [2.0, 3.0]  # other metrics keep both
   assert result["volume_mean"]["nmse"] == [[None, None], [0.5, 0.25]]
-  assert evaluate.best_lambda(result, "nmse").index == 1
-  evaluate.to_json(result)
+  assert results.best_lambda(result, "nmse").index == 1
+  results.to_json(result)
 
 
 def test_a_metric_no_slice_can_score_has_no_best_lambda():
-  grid = {m: np.zeros((1, 2)) for m in evaluate.METRICS}
+  grid = {m: np.zeros((1, 2)) for m in results.METRICS}
   grid["psnr"] = np.array([[np.inf, 30.0]])
-  base = {m: np.zeros(1) for m in evaluate.METRICS}
-  result = evaluate.summarize(grid, base, hparams.grid(2), [0], [0])
+  base = {m: np.zeros(1) for m in results.METRICS}
+  result = results.summarize(grid, base, hparams.grid(2), [0], [0])
   assert result["mean"]["psnr"] == [None, None]
   assert result["best"]["psnr"] is None
   assert result["best"]["ssim"]["index"] == 0
-  evaluate.to_json(result)
+  results.to_json(result)
 
 
 def test_diverse_pair_one_dimensional_images():
@@ -437,7 +438,7 @@ def test_a_large_grid_runs_in_lambda_blocks_with_progress():
   assert counts == [2 * 16, 2 * 16, 2 * 8] * 3  # padding rows are run too
   whole = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(), lam,
                                  key=KEY, chunk=128)
-  for m in evaluate.METRICS:
+  for m in results.METRICS:
     np.testing.assert_allclose(blocked["per_slice"][m], whole["per_slice"][m],
                                rtol=1e-4, atol=1e-5)
 
@@ -456,7 +457,7 @@ def test_an_all_zero_slice_is_left_out_of_the_metrics_it_breaks():
     scored = np.delete(per_slice, 3, axis=0)
     np.testing.assert_allclose(result["mean"][m], scored.mean(0), rtol=1e-12)
   assert result["best"]["nmse"] is not None
-  evaluate.to_json(result)
+  results.to_json(result)
 
 
 TERMS = ("dc", "tv", "wavelet")

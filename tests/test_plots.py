@@ -6,9 +6,9 @@ from matplotlib import image as mpimg
 import numpy as np
 import pytest
 
-from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
 from hyperrecon_jax import plots
+from hyperrecon_jax import results
 
 H = W = 24
 
@@ -19,9 +19,9 @@ def _result(num_lambdas, num=5, slices=4):
   rng = np.random.default_rng(num_lambdas)
   bump = np.exp(-np.sum((lam - 0.4) ** 2, axis=1) / 0.1)
   grid = {m: bump[None] * (1 + rng.random((slices, 1))) + 0.1 * rng.random((slices, len(lam)))
-          for m in evaluate.METRICS}
-  base = {m: rng.random(slices) for m in evaluate.METRICS}
-  return evaluate.summarize(grid, base, lam, [0, 0, 1, 1][:slices], list(range(slices)))
+          for m in results.METRICS}
+  base = {m: rng.random(slices) for m in results.METRICS}
+  return results.summarize(grid, base, lam, [0, 0, 1, 1][:slices], list(range(slices)))
 
 
 def _read(path, size_inches):
@@ -50,7 +50,7 @@ def test_metric_curves(tmp_path, band):
 
 
 def test_metric_curves_after_json_round_trip(tmp_path):
-  result = evaluate.from_json(evaluate.to_json(_result(1)))
+  result = results.from_json(results.to_json(_result(1)))
   path = plots.metric_curves(result, tmp_path / "c.png", metrics=("mae",))
   _read(path, (3.2, 2.8))
 
@@ -124,7 +124,7 @@ def test_figures_draw_their_data(tmp_path):
   a = _read(plots.metric_curves(result, tmp_path / "a.png", metrics=("psnr",)), (3.2, 2.8))
   again = _read(plots.metric_curves(result, tmp_path / "a2.png", metrics=("psnr",)), (3.2, 2.8))
   np.testing.assert_array_equal(a, again)
-  changed = evaluate.from_json(evaluate.to_json(result))
+  changed = results.from_json(results.to_json(result))
   changed["mean"]["psnr"] = [2 * v for v in changed["mean"]["psnr"]]
   b = _read(plots.metric_curves(changed, tmp_path / "b.png", metrics=("psnr",)), (3.2, 2.8))
   assert np.abs(a - b).max() > 0.1

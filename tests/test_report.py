@@ -21,6 +21,7 @@ from hyperrecon_jax import report
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import baselines
+from hyperrecon_jax.train import stack_model
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 FILES = ["curves.png", "diverse.png", "lambda_grid.json", "range.png",
@@ -119,7 +120,7 @@ def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
   assert len(b["per_slice"]["psnr"]) == result["num_slices"]
   # Independently: the λ = 1 Unet through the plain evaluator, same key.
   _, model, variables, _ = train.load_trained(stack)
-  apply_fn, grid_variables = baselines.grid_model(model, variables)
+  apply_fn, grid_variables = stack_model.grid_model(model, variables)
   config = train.load_config(workdir)
   again = evaluate.evaluate_grid(
       apply_fn, grid_variables, physics.make_operator(config.task, (32, 32)),

@@ -17,6 +17,7 @@ import pytest
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
 from hyperrecon_jax import physics
+from hyperrecon_jax import results
 from hyperrecon_jax import segmentation
 from hyperrecon_jax.models import count_params
 from hyperrecon_jax.models.unet import conv_specs
@@ -177,7 +178,7 @@ def _scale_apply(variables, zf, coeffs):
   for the whole batch (a λ-major grid).
   """
   first = coeffs[..., :1] if coeffs.ndim == 2 else coeffs[None, :1]
-  return variables["gain"] * evaluate.magnitude(zf) * first[:, :, None]
+  return variables["gain"] * physics.magnitude(zf) * first[:, :, None]
 
 
 def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
@@ -199,7 +200,7 @@ def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
     valid = np.asarray(batch["valid"], bool)
     zf = evaluate.measure_slices(operator, jnp.asarray(batch["image"]),
                                  evaluate.slice_keys(key, batch["volume"], batch["slice"]))
-    mag = np.asarray(evaluate.magnitude(zf))
+    mag = np.asarray(physics.magnitude(zf))
     rows = [numpy_foreground_dice(np.asarray(segmentation.labels(seg, mag * c[0])),
                                   np.asarray(batch["label"]), C) for c in coeffs]
     expected.append(np.stack(rows, 1)[valid])
@@ -216,7 +217,7 @@ def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
   np.testing.assert_allclose(result["ground_truth_dice"]["mean"],
                              np.concatenate(truth).mean(), atol=1e-6)
   assert result["best"]["dice"]["value"] == pytest.approx(max(result["mean"]["dice"]))
-  json.loads(evaluate.to_json(result))
+  json.loads(results.to_json(result))
 
 
 def test_scoring_dice_needs_labels(trained):

@@ -80,7 +80,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.losses = ("mae", "ssim")
   # s_k of the paper (α_k = 1/s_k): the reference's mean test losses of MAE
   # and 1 − SSIM. experiments/baselines.py measures them for other data and
-  # terms (<workdir>/loss_scales.json) and prints the override.
+  # terms (<workdir>/baselines.json) and prints the override.
   c.loss_scales = (0.0556, 0.322)
   c.hparams = ml_collections.ConfigDict(dict(
       # 'uniform' | 'endpoints' | 'log_uniform' (λ on the cube) or
@@ -143,8 +143,8 @@ def variant(config, arg):
   if config.model.hyper_dim:
     config.model.hyper_dim = 4
   config.model.channels = 4
-  # For a few steps compile time is all that counts: 'vmap' compiles ~3×
-  # faster than the CPU default 'loop' (which runs ~4× faster per step).
+  # For a few steps compile time is all that counts: 'vmap' compiles faster
+  # than the CPU default 'loop' (which runs faster per step).
   config.model.strategy = "vmap"
   config.train.batch_size = 4
   config.sampling.top_b = min(config.sampling.top_b, 2)

@@ -14,7 +14,7 @@ scales are the validation losses of the single-term Unets (the paper's
       --config.loss_scales="(1.0, 1.0)"
 
 Train it, train the Unets at λ = 0, 0.5, 1 in one program, and evaluate both
-(about 10 minutes on 2 cores):
+(minutes on a 2-core CPU; docs/performance.md, "The README demo"):
 
   python experiments/train.py --config=experiments/configs/demo_ao.py \
       --workdir=workdirs/demo_ao

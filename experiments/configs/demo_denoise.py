@@ -19,8 +19,8 @@ terms of the single-term Unets (the paper's α_k = 1/s_k), measured with
       --workdir=workdirs/demo_denoise_scales --config.train.num_steps=500 \
       --config.loss_scales="(1.0, 1.0)"
 
-Train it, the Unets at five λ in one program, and evaluate both (on 2 idle
-CPU cores 153–170 s, 437–441 s and 18 s; docs/results.md):
+Train it, the Unets at five λ in one program, and evaluate both (minutes on
+a 2-core CPU; docs/results.md):
 
   python experiments/train.py --config=experiments/configs/demo_denoise.py \
       --workdir=workdirs/demo_denoise

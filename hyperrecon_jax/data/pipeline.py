@@ -42,11 +42,10 @@ DEFAULT_PREFETCH = 4
 
 # Splits whose decoded images and labels fit in this many bytes are decoded
 # once and then served from memory. Decoding TFDS records is most of the
-# pipeline's time at 64×64 (batches of 32: 3,901 slices/s from disk, 13,222
-# from memory, 2 idle cores), and that bound held end-to-end GPU training at
-# ~80 steps/s of batch 32 (docs/performance.md). The embedded MNI152 splits
-# at 256×256 take 6–43 MiB (images and labels, 12–86 slices of 0.5 MiB);
-# fastMRI and NIfTI folders of real size stay on disk.
+# pipeline's time at 64×64, several times what serving from memory takes, and
+# it bounded end-to-end GPU training of small images (docs/changelog.md).
+# The embedded MNI152 splits at 256×256 take 6–43 MiB (images and labels,
+# 12–86 slices of 0.5 MiB); fastMRI and NIfTI folders of real size stay on disk.
 IN_MEMORY_BYTES = 512 * 2**20
 
 
@@ -59,9 +58,9 @@ class _EpochShuffle(grain.MapDataset):
   """A global shuffle with one seeded NumPy permutation per epoch.
 
   Same contract as `MapDataset.shuffle` (a new order every epoch, a pure
-  function of seed and index), but grain's per-index `index_shuffle` costs
-  about 0.6 ms per element on splits of ~100 slices (mni152), a sixth of the
-  read time; a cached permutation costs microseconds.
+  function of seed and index), but grain's per-index `index_shuffle` costs a
+  sizeable share of the read time per element; a cached permutation costs
+  next to nothing.
   """
 
   def __init__(self, parent, *, seed: int):

@@ -15,9 +15,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax.errors import InputError
 
 # Points of the simplex design for K ≥ 4 terms. Its cost is one model pass per
-# point and slice (64 points: 0.13 s a slice for the shipped 64×64 size on 2
-# CPU cores, ~12 s for HyperRecon-L at 256×256 there, well under a second
-# on a GPU), a seventh of a K = 3 grid of 21 points a side (441, the
+# point and slice, a seventh of a K = 3 grid of 21 points a side (441, the
 # shipped models' eval.grid): dense enough for the best points and the
 # gallery to differ visibly, cheap enough to recompute per slice.
 DESIGN_SIZE = 64

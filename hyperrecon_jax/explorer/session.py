@@ -135,7 +135,7 @@ class Explorer:
     self._zf = slices_lib.measure(self.config, self.operator, images, volumes, slices,
                                   seed=seed, from_split=from_split)
     self._images = jax.numpy.asarray(images)
-    self.zf_mag = np.asarray(grid_lib.magnitude(self._zf))
+    self.zf_mag = np.asarray(physics.magnitude(self._zf))
 
   # --- parameters ---------------------------------------------------------------
 

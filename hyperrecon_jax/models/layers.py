@@ -25,8 +25,9 @@ def resolve_strategy(strategy: str) -> str:
   """Maps ``'auto'`` to the fastest per-sample strategy on the default backend.
 
   On GPU/TPU a vmapped convolution lowers to one grouped convolution, which costs
-  about 1.2–1.4× a shared-weight convolution. XLA's CPU grouped convolution is
-  10–30× slower than B ordinary ones, so the CPU default is an unrolled loop.
+  little more than a shared-weight convolution. XLA's CPU grouped convolution is
+  far slower than B ordinary ones, so the CPU default is an unrolled loop
+  (docs/performance.md).
 
   Args:
     strategy: one of ``STRATEGIES``.
@@ -47,9 +48,9 @@ def _conv(x, kernel, bias, dtype):
   Computes in ``dtype`` and returns ``dtype``; the products are summed in
   float32 (cuDNN and XLA's CPU convolutions accumulate bfloat16 in float32).
   The convolution's own result is ``dtype`` too: asked for a float32 result
-  (``preferred_element_type``), a bfloat16 convolution ran as slowly as a
-  float32 one on an H200 (2.4 against 2.2 ms forward and backward; 0.85 ms
-  with a bfloat16 result, docs/performance.md). The bias is added in float32.
+  (``preferred_element_type``), a bfloat16 convolution runs as slowly as a
+  float32 one on a GPU, and only a bfloat16 result makes it faster
+  (docs/performance.md). The bias is added in float32.
   """
   y = jax.lax.conv_general_dilated(
       x.astype(dtype), kernel.astype(dtype), window_strides=(1, 1),
@@ -70,9 +71,8 @@ def _per_sample_conv(x, kernel):
   The kernel gradient is computed as its own convolution: the input's
   channels as the batch and the output gradient as the window (the results
   are bit-identical to XLA's). Alone the two forms cost the same on an idle
-  CPU, but inside HyperRecon's training step at 16 channels this one halves
-  the step (demo_ao: 128–138 → 68 ms on 2 cores; no change at 32 channels;
-  docs/performance.md).
+  CPU, but inside HyperRecon's training step at 16 channels this one makes
+  the step much faster (no change at 32 channels; docs/changelog.md).
   """
   return _unrolled_conv(x, kernel)
 
@@ -86,8 +86,7 @@ def _kernel_gradient(x, dy, size: int):
   lo = (size - 1) // 2
   # (1, H + k − 1, W + k − 1, C) read as C images of one feature: the
   # dimension numbers say so ("CHWN"), so XLA chooses the layout instead of
-  # an explicit transpose of every row (8 rows at 64², 32 → 32 channels:
-  # 6.6–12.1 against 9.6–15.6 ms, bit-identical).
+  # an explicit transpose of every row, which is slower for the same bits.
   lhs = jnp.pad(x, ((lo, size - 1 - lo), (lo, size - 1 - lo), (0, 0)))[None]
   rhs = dy[:, :, None, :]  # (H, W, 1, O): the output gradient as the window
   out = jax.lax.conv_general_dilated(lhs, rhs, window_strides=(1, 1), padding="VALID",
@@ -105,8 +104,8 @@ def _per_sample_conv_bwd(residuals, dy):
   x, kernel = residuals
   # Each row's input gradient on its own, then concatenated: the VJP of the
   # whole unrolled forward would transpose its row slices into B zero-padded
-  # full-batch arrays and sum them (B² rows of traffic; 14 % of HyperRecon-S's
-  # one-core step at 64×64, batch 8).
+  # full-batch arrays and sum them (B² rows of traffic, a sizeable share of
+  # HyperRecon's CPU training step).
   dx = jnp.concatenate([_input_gradient(x[i:i + 1], kernel[i], dy[i:i + 1])
                         for i in range(x.shape[0])])
   dk = jnp.stack([_kernel_gradient(x[i], dy[i], kernel.shape[1])
@@ -214,8 +213,8 @@ def max_pool2x(x):
   The gradient goes to the first maximum of each window in row-major order,
   as XLA's and PyTorch's do. It is computed with comparisons against the
   pooled values; XLA's own gradient of a max ``reduce_window`` builds four
-  index arrays of the input's size and reduces them (25 ms of a 198 ms
-  one-core Unet step at 64×64, batch 8, 32 channels; docs/performance.md).
+  index arrays of the input's size and reduces them, a visible part of a
+  CPU training step (docs/changelog.md).
   """
   return jnp.max(_windows(x), axis=(2, 4))
 

@@ -13,14 +13,13 @@ each Unet follows exactly the updates of its own run::
   result["loss_scales"]    # s_k, when every one-hot λ is in the stack
 
 The stack is an ordinary training run in ``workdir`` (checkpoints, resume,
-lock); ``grid_model`` turns it into a model for `evaluate.evaluate_grid`.
+lock); `stack_model.grid_model` turns it into a model for
+`evaluate.evaluate_grid`.
 """
 
-import functools
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -241,8 +240,9 @@ def train_baselines(config, workdir: str, lambdas=None, *,
   result = {"losses": list(names), "lambdas": [list(lam) for lam in stack],
             "split": "validation", "step": int(step), "terms": terms,
             "loss_scales": _one_hot_scales(names, stack, terms)}
-  workdir_lib.write_text(os.path.join(workdir, RESULT_FILE),
-                         json.dumps(result, indent=2))
+  if workdir_lib.is_primary():  # every process of a multi-host run gets the result
+    workdir_lib.write_text(os.path.join(workdir, RESULT_FILE),
+                           json.dumps(result, indent=2))
   return result
 
 
@@ -278,64 +278,6 @@ def member_weight_terms(model, variables, names) -> dict[str, np.ndarray]:
       len(model.lambdas), -1).sum(1)
            for spec in models.conv_specs(model.unet.channels) for part in ("kernel", "bias"))
   return {n: l1 for n in wanted}
-
-
-def _folded_weights(variables, channels: int):
-  """A plain Unet's weights in evaluation mode, BatchNorm folded into its
-  convolutions (`models.fold_batch_norm`): ``{name: {'kernel', 'bias'}}`` for
-  ``models.UnetBody(batch_norm=False)``."""
-  params, stats = variables["params"], variables.get("batch_stats", {})
-  out = {}
-  for spec in models.conv_specs(channels):
-    kernel, bias = params[f"{spec.name}_kernel"], params[f"{spec.name}_bias"]
-    bn = f"bn_{spec.name}"
-    if stats and bn in stats.get("body", {}):
-      kernel, bias = models.fold_batch_norm(kernel, bias, params["body"][bn],
-                                            stats["body"][bn])
-    out[spec.name] = {"kernel": kernel, "bias": bias}
-  return out
-
-
-@functools.cache
-def _table_apply(channels: int, strategy: str, dtype):
-  """``apply(variables, zf, coeffs)`` of a λ → Unet table (one per setting).
-
-  Cached: the function is a static argument of the grid program.
-  """
-  body = models.UnetBody(channels, batch_norm=False, strategy=strategy,
-                         dtype=dtype)
-
-  def apply(variables, zf, coeffs):
-    table = variables["coeffs"]  # (L, K)
-    # (B, K): each row its nearest Unet; (K,): one Unet for the whole batch.
-    index = jnp.argmin(jnp.sum(jnp.abs(coeffs[..., None, :] - table), -1), -1)
-    weights = jax.tree_util.tree_map(lambda w: w[index], variables["weights"])
-    return body.apply({}, weights, zf, per_sample=coeffs.ndim == 2)
-
-  return apply
-
-
-def grid_model(model, variables):
-  """A trained stack as a model of `evaluate.evaluate_grid`'s convention.
-
-  Each (slice, coefficients) row is reconstructed by the stack's Unet whose
-  coefficients are nearest, in evaluation mode (BatchNorm folded, see
-  `models.fold_batch_norm`), so a grid over the stack's own λ scores every baseline
-  on the same slices and noise as the HyperRecon grid.
-
-  Args:
-    model: a `state.UnetStack`, e.g. from ``load_trained``.
-    variables: its (stacked) variables.
-
-  Returns:
-    ``(apply_fn, grid_variables)``.
-  """
-  unet = model.unet
-  weights = jax.vmap(lambda v: _folded_weights(v, unet.channels))(variables)
-  coeffs = hparams.coefficients(jnp.asarray(model.lambdas, jnp.float32))
-  strategy = models.resolve_strategy(model.strategy)
-  apply_fn = _table_apply(unet.channels, strategy, unet.dtype)
-  return apply_fn, {"weights": weights, "coeffs": coeffs}
 
 
 def override_flag(loss_scales) -> str:

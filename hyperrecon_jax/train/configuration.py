@@ -35,8 +35,7 @@ MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
 # Fields added to the config after runs had been stored without them, each with
 # the value that reproduces how those runs were trained (`from_stored`).
 ADDED_FIELDS = (
-    # The stacks of plain Unets (commit 9372a5e): every earlier run trained
-    # one network.
+    # The stacks of plain Unets: every earlier run trained one network.
     ("hparams.baselines", ()),
     # The annealed endpoint probability: earlier runs kept endpoint_prob.
     ("hparams.endpoint_prob_final", None),

@@ -24,6 +24,7 @@ from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import spread
+from hyperrecon_jax.train import stack_model
 from hyperrecon_jax.train import state as state_lib
 from hyperrecon_jax.train import step as step_lib
 from hyperrecon_jax.train import writer as writer_lib
@@ -111,7 +112,7 @@ def validation_metrics(config, model, variables, lams) -> dict[str, float]:
   evaluator ``evaluate.py`` runs: the same measurement noise per slice
   (``streams.key(config, 'validation')`` and the slice's ids), evaluation-mode
   BatchNorm, padding rows dropped. A stack of per-λ Unets is scored by each
-  Unet at its own λ (`baselines.grid_model`).
+  Unet at its own λ (`stack_model.grid_model`).
 
   Args:
     config: the run's config (``train.eval_batches`` limits the batches).
@@ -126,12 +127,11 @@ def validation_metrics(config, model, variables, lams) -> dict[str, float]:
     whether λ is being learned. A mean that is not finite is NaN.
   """
   from hyperrecon_jax import evaluate
-  from hyperrecon_jax.train import baselines  # imports this module
   size = int(config.data.image_size)
   operator = physics.make_operator(config.task, (size, size))
   apply_fn = model.apply
   if isinstance(model, state_lib.UnetStack):
-    apply_fn, variables = baselines.grid_model(model, variables)
+    apply_fn, variables = stack_model.grid_model(model, variables)
   result = evaluate.evaluate_grid(
       apply_fn, variables, operator, _validation_batches(config), np.asarray(lams, np.float32),
       key=streams.key(config, "validation"), chunk=int(config.eval.chunk), per_slice=False)
@@ -158,7 +158,6 @@ def _reconstructions_finite(config, model, operator, lams):
     first validation batch at every validation λ are all finite.
   """
   from hyperrecon_jax import grid
-  from hyperrecon_jax.train import baselines  # imports this module
   images = jnp.asarray(next(_validation_batches(config))["image"], jnp.float32)
   zf = operator.zero_filled(operator.measure(images, streams.key(config, "validation")))
   coeffs = hparams.coefficients(jnp.asarray(lams, jnp.float32))
@@ -166,7 +165,7 @@ def _reconstructions_finite(config, model, operator, lams):
   def check(variables) -> bool:
     apply_fn = model.apply
     if isinstance(model, state_lib.UnetStack):
-      apply_fn, variables = baselines.grid_model(model, variables)
+      apply_fn, variables = stack_model.grid_model(model, variables)
     recon = grid.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=int(config.eval.chunk))
     return bool(jax.device_get(jnp.all(jnp.isfinite(recon))))
   return check
@@ -216,7 +215,7 @@ def train_and_evaluate(config, workdir: str):
         f"by the number of devices ({mesh.size})")
   # Every process of a multi-host run writes its checkpoint shards; process 0
   # alone holds the lock and writes the run's own files.
-  owner = jax.process_index() == 0
+  owner = workdir_lib.is_primary()
   with workdir_lib.lock(workdir) if owner else contextlib.nullcontext():
     return _train(config, workdir, mesh, owner)
 

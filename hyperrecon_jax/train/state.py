@@ -45,8 +45,8 @@ class UnetStack:
     if models.resolve_strategy(self.strategy) == "vmap":
       return jax.vmap(one)(variables, coeffs)
     # XLA's CPU convolution of a batch of weights against a batch of inputs
-    # (the grouped convolution vmap lowers to) is 10–30× slower than L
-    # ordinary ones: unroll the stack, as the 'loop' strategy does.
+    # (the grouped convolution vmap lowers to) is far slower than L ordinary
+    # ones (docs/performance.md): unroll the stack, as the 'loop' strategy does.
     outs = [one(jax.tree_util.tree_map(lambda x, i=i: x[i], variables), coeffs[i])
             for i in range(len(self.lambdas))]
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
@@ -153,8 +153,8 @@ def create_state(config, model, key) -> TrainState:
   coeffs = hparams.coefficients(jnp.full((1, k - 1), 0.5))
   # Initialization runs once, so it is compiled for compile speed: one
   # threefry draw seeds an 'unsafe_rbg' key (threefry's per-parameter random
-  # ops take ~15 s to compile on a CPU). Still a deterministic function of
-  # ``key`` on a given backend.
+  # ops are slow to compile). Still a deterministic function of ``key`` on a
+  # given backend.
   init_key = jax.random.wrap_key_data(
       jax.random.bits(key, (4,), jnp.uint32), impl="unsafe_rbg")
   if isinstance(init_key, jax.core.Tracer):  # under eval_shape: shapes only
@@ -162,8 +162,8 @@ def create_state(config, model, key) -> TrainState:
   else:
     # On a CPU, XLA's backend optimizations cost more compile time than they
     # save once. On a GPU, turning them off leaves every operation its own
-    # kernel, and compiling those took 3 min 19 s on an H100 (the 64×64
-    # shipped recipe; docs/performance.md).
+    # kernel, and compiling all those kernels takes far longer than the
+    # optimizations do (docs/changelog.md).
     options = ({"xla_backend_optimization_level": 0}
                if jax.default_backend() == "cpu" else None)
     init = jax.jit(model.init).lower(init_key, zf, coeffs).compile(

@@ -1,4 +1,9 @@
-"""The jitted training and validation steps."""
+"""The training step and the λ it draws.
+
+`make_train_step` builds the step function (the caller jits it); with it, the
+λ sampling of a batch, DHS's selection and its replay on saved parameters
+(`dhs_selected_lambdas`), and the λ at which validation reports.
+"""
 
 import jax
 import jax.numpy as jnp
