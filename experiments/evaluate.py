@@ -106,6 +106,12 @@ def main(argv):
             f"{h['objective']:.4g}, Unet at λ {b['objective']:.4g}")
   if "pareto" in result:
     _print_tradeoffs(result)
+  if "gallery_split" in result:
+    g = result["gallery_split"]
+    print(f"gallery of the split ({len(g['slices'])} slices compared): {len(g['indices'])} "
+          f"most different of {g['num_candidates']} λ within {g['tolerance_db']:g} dB of the "
+          "best mean PSNR, at c = " + "; ".join(
+              "(" + ", ".join(f"{v:.2f}" for v in c) + ")" for c in g["coeffs"]))
   print(f"written: {_OUT.value or os.path.join(_WORKDIR.value, 'eval')}")
 
 

@@ -37,6 +37,7 @@ _SUBMODULES = (
     "sampling",
     "scans",
     "segmentation",
+    "split_gallery",
     "streams",
     "tradeoffs",
     "train",

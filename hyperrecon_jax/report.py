@@ -109,15 +109,15 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
       ``'baselines'`` and drawn on ``curves.png`` and ``slices.png``.
       Without it, a pretrained model's stored Unet scores (its ``info.json``,
       same split) are drawn on ``curves.png``.
-    segmenter: the folder of a segmenter (``experiments/segmenter.py``)
-      trained on this data: every reconstruction is also scored by the Dice
-      of its segmentation (paper §5.5.1), drawn on ``curves.png``.
+    segmenter: the folder of a segmenter (``experiments/segmenter.py``) for
+      this data: every reconstruction is also scored by its Dice (§5.5.1).
     progress: report progress on stderr.
 
   Returns:
     The `evaluate.evaluate_grid` result with ``checkpoint_step``, ``split``,
-    ``design``, ``workdir`` (or ``pretrained``) and ``gallery``
-    (`tradeoffs.gallery_section` of the shown slice); with baselines
+    ``design``, ``workdir`` (or ``pretrained``), ``gallery``
+    (`tradeoffs.gallery_section` of the shown slice) and ``gallery_split``
+    (`split_gallery.section`: the most different λ good on the split); with baselines
     ``baselines`` (each Unet's statistics) and ``objective``
     (`train.baselines.compare_objectives`); for a DHS run ``dhs`` (the λ it
     keeps on `DHS_REPLAY_BATCHES` train batches); for a design
@@ -126,6 +126,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   """
   from hyperrecon_jax import physics
   from hyperrecon_jax import report_files
+  from hyperrecon_jax import split_gallery
 
   check_options(grid, chunk, split, panel_lambdas, samples)
   model_at = _load_model(workdir, pretrained, folder, out, step)
@@ -151,14 +152,22 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
                                                operator, split, chunk, seg, terms)
   if terms:
     _tradeoffs(result, config, model_at, lam_grid, stack, b_lams)
-  dhs = None
-  if config.model.hyper_dim and config.sampling.method == "dhs":
-    dhs = _dhs_replay(config, model_at.model, model_at.variables, operator,
-                      streams.key(config, "evaluation"))
-    result["dhs"] = dhs
+  if config.model.hyper_dim and len(lam_grid) > 1:
+    result["gallery_split"] = split_gallery.section(result, config, model_at, operator, split,
+                                                    lam_grid, chunk)
+  dhs = _dhs(result, config, model_at, operator)
   report_files.write(out, result, config, model_at, operator, split, lam_grid, chunk,
                      panel_lambdas, seg, dhs, (b_apply, b_grid, b_lams))
   return result
+
+
+def _dhs(result, config, model_at, operator):
+  """For a DHS run, ``result['dhs']``: the λ it keeps at this checkpoint; else None."""
+  if not (config.model.hyper_dim and config.sampling.method == "dhs"):
+    return None
+  result["dhs"] = _dhs_replay(config, model_at.model, model_at.variables, operator,
+                              streams.key(config, "evaluation"))
+  return result["dhs"]
 
 
 def _provenance(result, workdir, pretrained, model_at, segmenter, baselines):

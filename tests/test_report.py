@@ -229,3 +229,31 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   assert g["indices"][0] == int(np.argmax(row))
   assert all(row[i] >= row.max() - config_k4.eval.gallery_tolerance_db for i in g["indices"])
   assert len(set(g["indices"])) == len(g["indices"]) <= config_k4.eval.gallery_size
+
+
+def test_the_split_gallery_compares_the_same_slices_at_its_good_lambdas(workdir, config,
+                                                                       tmp_path):
+  from hyperrecon_jax import gallery
+  from hyperrecon_jax import grid
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import split_gallery
+  from hyperrecon_jax import streams
+  result = report.run(workdir, out=str(tmp_path / "out"), progress=False)
+  g = result["gallery_split"]
+  assert g["slices"] == sorted(set(g["slices"])) and len(g["slices"]) <= split_gallery.NUM_SLICES
+  mean = np.asarray(result["mean"]["psnr"], np.float64)
+  assert g["indices"][0] == int(np.argmax(mean))
+  # Recomputed independently: the slices' reconstructions at every λ, then
+  # farthest-point sampling among the λ within the tolerance of the best mean.
+  _, model, variables, _ = train.load_trained(workdir)
+  images, volumes, slices = split_gallery.slices_of(config, "test", g["slices"])
+  operator = physics.make_operator(config.task, images.shape[1:])
+  zf = evaluate.measure_slices(operator, images, evaluate.slice_keys(
+      streams.key(config, "evaluation"), volumes, slices))
+  lam = np.asarray(result["lambdas"], np.float32)
+  recons = np.swapaxes(np.asarray(grid.reconstruct_grid(
+      model.apply, variables, zf, hparams.coefficients(lam), chunk=8)), 0, 1)
+  want = gallery.diverse(recons, mean, config.eval.gallery_size,
+                         tolerance_db=config.eval.gallery_tolerance_db)
+  assert g["indices"] == list(want.indices)
+

@@ -1,0 +1,85 @@
+"""The most different good λ for a whole split, not one slice.
+
+A slice's gallery (`tradeoffs.gallery_section`) compares the reconstructions
+of one image. For the split, a λ is good when its mean PSNR over the split is
+within the tolerance of the best mean, and two λ are as different as their
+reconstructions of a fixed set of the split's slices (`NUM_SLICES`, evenly
+spaced, each measured as it was scored): the ℓ2 distance over all their
+pixels. Farthest-point sampling then picks the k most different
+(`gallery.diverse`).
+"""
+
+import numpy as np
+
+from hyperrecon_jax import errors
+from hyperrecon_jax import hparams
+from hyperrecon_jax import tradeoffs
+
+# Slices whose reconstructions stand for the split: enough to see a λ's
+# effect on several anatomies, few enough to hold every candidate's
+# reconstructions at once (see `MAX_BYTES`).
+NUM_SLICES = 8
+# The candidates' reconstructions held at once; fewer candidates (the best by
+# mean PSNR) beyond it.
+MAX_BYTES = 256 << 20
+
+
+def slices_of(config, split: str, rows) -> tuple[np.ndarray, list, list]:
+  """Rows ``rows`` (sorted) of a split: images (N, H, W), volume ids, slice indices."""
+  from hyperrecon_jax import data
+  wanted, images, volumes, slices = set(int(r) for r in rows), [], [], []
+  batch_size, offset = int(config.train.batch_size), 0
+  for batch in data.batches(config.data, split, batch_size=batch_size, training=False):
+    valid = np.asarray(batch["valid"], bool)
+    for i in np.flatnonzero(valid):
+      if offset + i in wanted:
+        images.append(np.asarray(batch["image"][i], np.float32))
+        volumes.append(batch["volume"][i])
+        slices.append(batch["slice"][i])
+    offset += int(valid.sum())
+    if offset > max(wanted):
+      break
+  if len(images) != len(wanted):
+    raise errors.InputError(f"the {split} split has {offset} slices, fewer than asked for")
+  return np.stack(images), volumes, slices
+
+
+def section(result, config, model_at, operator, split, lam_grid, chunk) -> dict:
+  """``result['gallery_split']``: the k most different λ that are good on the split.
+
+  Args:
+    result: an `evaluate.evaluate_grid` result (its mean PSNR per λ).
+    config: the model's config (``eval.gallery_size``, ``eval.gallery_tolerance_db``).
+    model_at: the loaded model (``model``, ``variables``).
+    operator: the task's operator.
+    split: the evaluated split.
+    lam_grid: (G, K − 1) the evaluated λ.
+    chunk: model batch of one call.
+
+  Returns:
+    `tradeoffs.gallery_section`'s dict (with the split's mean PSNR and SSIM
+    as ``scores``) plus ``slices``: the split rows compared.
+  """
+  from hyperrecon_jax import evaluate as ev
+  from hyperrecon_jax import grid
+  from hyperrecon_jax import streams
+  mean_psnr = np.array([np.nan if v is None else v for v in result["mean"]["psnr"]], np.float64)
+  tolerance = float(config.eval.gallery_tolerance_db)
+  rows = np.unique(np.linspace(0, result["num_slices"] - 1, NUM_SLICES).round().astype(int))
+  images, volumes, slices = slices_of(config, split, rows)
+  per_candidate = images[0].size * len(rows) * 4
+  candidates = tradeoffs.gallery_candidates(mean_psnr, tolerance)
+  candidates = candidates[:max(1, MAX_BYTES // per_candidate)]
+  key = streams.key(config, "evaluation")
+  zf = ev.measure_slices(operator, images, ev.slice_keys(key, volumes, slices))
+  coeffs = np.asarray(hparams.coefficients(lam_grid[candidates]))
+  recons = np.asarray(grid.reconstruct_grid(model_at.model.apply, model_at.variables, zf,
+                                            coeffs, chunk=chunk))  # (S, C, H, W)
+  recons = np.swapaxes(recons, 0, 1)  # a candidate's slices as one image
+  scores = {m: np.array([np.nan if v is None else v for v in result["mean"][m]], np.float64)
+            for m in ("psnr", "ssim")}
+  out = tradeoffs.gallery_section(recons, mean_psnr, candidates, lam_grid,
+                                  int(config.eval.gallery_size), tolerance, scores)
+  out["slices"] = [int(r) for r in rows]
+  return out
+
