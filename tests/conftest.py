@@ -19,6 +19,30 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_cc
 import pytest
 
+# The integration tier: modules that train runs, start subprocesses or drive a
+# browser. `pytest -m "not slow" tests` runs the unit tier alone (a few minutes
+# on 2 cores); CI and the README's command run both.
+SLOW_MODULES = frozenset({
+    "test_baselines", "test_checkpoints", "test_cli", "test_cli_reconstruct",
+    "test_data_damage", "test_explorer", "test_explorer_browser", "test_gradient_scales",
+    "test_hypernetwork", "test_models",
+    "test_pretrained", "test_report", "test_segmentation", "test_train_loop",
+    "test_train_loop_processes", "test_train_loop_workdir", "test_train_multiprocess",
+    "test_train_step",
+})
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: an integration test (training runs, subprocesses, the browser)")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+      item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="module")
 def compilation_cache(tmp_path_factory):

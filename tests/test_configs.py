@@ -1,5 +1,6 @@
 """The experiment configs of experiments/configs/ and the loading of stored configs."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -145,5 +146,9 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
   stored = json.loads(path.read_text())
   del stored["hparams"]["baselines"]
   path.write_text(json.dumps(stored))
+  # As exported by that older version: its info.json records this config's digest.
+  info = pretrained.info(name, folder=str(tmp_path))
+  info["config_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+  pretrained.write_info(str(tmp_path / name), info)
   config, _, _, _ = pretrained.load(name, folder=str(tmp_path))
   assert config.hparams.baselines == ()
