@@ -16,7 +16,7 @@ import tempfile
 
 import configs
 import h5py
-import jax
+import loop_support
 import nibabel as nib
 import numpy as np
 import pytest
@@ -67,19 +67,6 @@ def disk_volume(shape, axes, seed=0):
   return volume
 
 
-def save_untrained(config, path):
-  """A workdir whose checkpoint is the initialized model of ``config``."""
-  from hyperrecon_jax import checkpoints
-  from hyperrecon_jax import train
-  from hyperrecon_jax import workdir
-  state = train.create_state(config, train.build_model(config), jax.random.key(0))
-  mngr = checkpoints.manager(path)
-  checkpoints.save(mngr, 1, state, {}, config)
-  mngr.close()
-  workdir.write_text(os.path.join(path, "config.json"), config.to_json())
-  return path
-
-
 @pytest.fixture(scope="module")
 def workdir_k4(tmp_path_factory):
   """An untrained 32×32 HyperRecon of K = 4 loss terms, as a training run's folder."""
@@ -91,7 +78,7 @@ def workdir_k4(tmp_path_factory):
   config.losses = ("dc", "tv", "wavelet", "weight_l1")
   config.loss_scales = (1.0, 1.0, 2.0, 4.0)
   config.eval.chunk = 8
-  return save_untrained(config, str(tmp_path_factory.mktemp("k4")))
+  return loop_support.save_untrained(config, str(tmp_path_factory.mktemp("k4")))
 
 
 def foreground_ratio(path_in, path_out):

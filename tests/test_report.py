@@ -9,34 +9,22 @@ import os
 
 import configs
 import jax
+import loop_support
 import numpy as np
 import pytest
 
-from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import physics
 from hyperrecon_jax import plots
 from hyperrecon_jax import report
 from hyperrecon_jax import train
-from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import baselines
 from hyperrecon_jax.train import stack_model
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 FILES = ["curves.png", "diverse.png", "lambda_grid.json", "range.png",
          "slices.png"]
-
-
-def _save_untrained(config, path):
-  """A workdir whose checkpoint is the initialized model of ``config``."""
-  state = train.create_state(config, train.build_model(config),
-                             jax.random.key(0))
-  mngr = checkpoints.manager(path)
-  checkpoints.save(mngr, 1, state, {}, config)
-  mngr.close()
-  workdir_lib.write_text(os.path.join(path, "config.json"), config.to_json())
-  return path
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +44,14 @@ def config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def workdir(config, tmp_path_factory):
-  return _save_untrained(config, str(tmp_path_factory.mktemp("run")))
+  return loop_support.save_untrained(config, str(tmp_path_factory.mktemp("run")))
 
 
 @pytest.fixture(scope="module")
 def stack(config, tmp_path_factory):
   """Per-λ Unets at λ = 0 and 1 (untrained) for the same problem."""
   c = baselines.stack_config(config, [(0.0,), (1.0,)])
-  return _save_untrained(c, str(tmp_path_factory.mktemp("stack")))
+  return loop_support.save_untrained(c, str(tmp_path_factory.mktemp("stack")))
 
 
 def _snapshot(folder):
@@ -154,7 +142,7 @@ def test_a_dhs_run_reports_the_lambdas_it_keeps(config, tmp_path):
   c.sampling.top_b = 2
   c.losses = ("dc", "tv")
   c.loss_scales = (1.0, 1.0)
-  path = _save_untrained(c, str(tmp_path / "dhs"))
+  path = loop_support.save_untrained(c, str(tmp_path / "dhs"))
   result = report.run(path, progress=False)
   assert sorted(os.listdir(os.path.join(path, "eval"))) == sorted(FILES + ["dhs_lambdas.png"])
   dhs = result["dhs"]
@@ -167,7 +155,7 @@ def test_a_dhs_run_reports_the_lambdas_it_keeps(config, tmp_path):
 def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
   other = config.copy_and_resolve_references()
   other.task.acceleration = 4.0
-  path = _save_untrained(baselines.stack_config(other, [(0.0,), (1.0,)]),
+  path = loop_support.save_untrained(baselines.stack_config(other, [(0.0,), (1.0,)]),
                          str(tmp_path / "stack4x"))
   with pytest.raises(ValueError, match="task.acceleration"):
     report.run(workdir, out=str(tmp_path / "out"), baselines=path, progress=False)
@@ -194,10 +182,10 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   from hyperrecon_jax import losses
   from hyperrecon_jax import models
   from hyperrecon_jax import pareto
-  path = _save_untrained(config_k4, str(tmp_path / "run"))
+  path = loop_support.save_untrained(config_k4, str(tmp_path / "run"))
   rays = hparams.lambdas_from_coefficients(hparams.das_dennis(1, 4))  # the 4 vertices
   b_config = baselines.stack_config(config_k4, [tuple(map(float, r)) for r in rays])
-  stack_path = _save_untrained(b_config, str(tmp_path / "stack"))
+  stack_path = loop_support.save_untrained(b_config, str(tmp_path / "stack"))
   with pytest.raises(ValueError, match="grids stop at two"):
     report.run(path, grid=3, progress=False)
   result = report.run(path, baselines=stack_path, progress=False)  # eval.samples: 12

@@ -32,17 +32,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import default
+import knee_cs_ao
 
 
 def get_config(arg=None):
-  c = default.get_config()
-  c.data.name = "fastmri_knee"
-  c.data.image_size = 256
-  c.task.name = "csmri"
-  c.task.acceleration = 4.0
-  c.task.mask = "cartesian_random"
+  c = knee_cs_ao.get_config()  # fastMRI knee, 256², CS-MRI 4×, random Cartesian mask
   c.losses = ("dc", "tv", "wavelet", "weight_l1")
   c.loss_scales = (10.0, 1.0e3, 5.0e2, 1.0e4)
+  c.sampling.method = "uhs"
   c.hparams.sampler = "faces"
   c.hparams.endpoint_prob = 0.5
   c.hparams.fixed = (0.5, 0.5, 0.5)
