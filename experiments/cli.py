@@ -89,6 +89,73 @@ def load_model(workdir: str | None, pretrained: str | None, step: int | None = N
   return (*train.load_trained(workdir, step), os.path.abspath(workdir))
 
 
+def define_distributed_flags():
+  """``--coordinator``, ``--num_processes``, ``--process_id``, ``--distributed``: join a run.
+
+  Several processes train one run together (`jax.distributed.initialize`).
+  Outside Slurm, Open MPI and TPU each process needs the three numbers; there
+  ``--distributed`` alone lets JAX find them.
+
+  Returns:
+    A dict of the four flag holders, for `join_processes`.
+  """
+  from absl import flags
+  holders = dict(
+      coordinator=flags.DEFINE_string(
+          "coordinator", None, "HOST:PORT of process 0 of a multi-process run (every process "
+          "gives the same); with --num_processes and --process_id."),
+      num_processes=flags.DEFINE_integer(
+          "num_processes", None, "Number of processes of a multi-process run.", lower_bound=1),
+      process_id=flags.DEFINE_integer(
+          "process_id", None, "This process's number in a multi-process run, 0 … "
+          "--num_processes - 1; process 0 writes the run's own files.", lower_bound=0),
+      distributed=flags.DEFINE_bool(
+          "distributed", False, "Join a multi-process run whose coordinator, size and "
+          "process number JAX finds itself (Slurm, Open MPI, TPU); also "
+          "--config.train.distributed=true."))
+  flags.register_multi_flags_validator(
+      ["num_processes", "process_id"],
+      lambda f: (f["num_processes"] is None) == (f["process_id"] is None)
+      and (f["num_processes"] is None or f["process_id"] < f["num_processes"]),
+      message="give --num_processes and --process_id together, with --process_id < "
+      "--num_processes")
+  return holders
+
+
+def join_processes(holders, distributed: bool = False) -> bool:
+  """Joins a multi-process run if the flags (or the config) ask for one.
+
+  Must run before any JAX computation: JAX's backend starts knowing its peers.
+
+  Args:
+    holders: from `define_distributed_flags`.
+    distributed: join even without flags (``config.train.distributed``).
+
+  Returns:
+    Whether this process joined a multi-process run.
+
+  Raises:
+    InputError: the coordinator cannot be reached or the arguments are
+      incomplete (JAX's message).
+  """
+  value = {name: holder.value for name, holder in holders.items()}
+  distributed = value.pop("distributed") or distributed
+  if not distributed and all(v is None for v in value.values()):
+    return False
+  import jax
+
+  from hyperrecon_jax import errors
+  try:
+    jax.distributed.initialize(coordinator_address=value["coordinator"],
+                               num_processes=value["num_processes"],
+                               process_id=value["process_id"])
+  except (RuntimeError, ValueError, TypeError) as e:
+    raise errors.InputError(f"cannot join the multi-process run ({one_line(e)}); give "
+                            "--coordinator, --num_processes and --process_id, or run "
+                            "under Slurm or Open MPI") from e
+  return True
+
+
 @contextlib.contextmanager
 def user_errors(*extra):
   """Turns the project's errors into one ``error: …`` line and a non-zero exit.

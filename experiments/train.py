@@ -5,6 +5,16 @@ r"""Trains a HyperRecon model (or a plain Unet baseline) from a config file.
 
 Rerunning the same command in the same workdir resumes from the latest
 checkpoint (after Ctrl-C, SIGTERM or kill -9).
+
+Several processes (one per host, or several on one machine) train one run
+together, each on its own shard of every batch: start the same command in
+each, with the workdir on a file system all of them reach, and
+
+  --coordinator=HOST:PORT --num_processes=N --process_id=I
+
+(HOST: where process 0 runs; I = 0 … N-1), or ``--distributed`` where JAX finds
+these itself (Slurm, Open MPI, TPU). If one process dies the others stop too;
+rerun all of them to resume from the last checkpoint.
 """
 
 import os
@@ -21,12 +31,16 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the run.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = cli.define_distributed_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
+  with cli.user_errors():
+    # Before anything else touches JAX: the backend must start knowing its peers.
+    cli.join_processes(_DISTRIBUTED, _CONFIG.value.train.distributed)
   from hyperrecon_jax import train
   with cli.user_errors():
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

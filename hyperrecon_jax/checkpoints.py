@@ -334,6 +334,28 @@ def _changed(step_dir: str, item: str, mngr) -> CheckpointError:
       "were written")
 
 
+def _placed(abstract_state):
+  """``ShapeDtypeStruct``s of the state, each with the sharding to restore it to.
+
+  A leaf without a sharding (e.g. from ``jax.eval_shape``) is restored
+  replicated on every device (``jax.devices()``). Otherwise orbax takes the sharding
+  stored in the checkpoint, and a checkpoint written by a run of several
+  processes would not load on one (a topology mismatch).
+  """
+  replicated = None
+
+  def place(leaf):
+    nonlocal replicated
+    struct = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(struct, "sharding", None) is not None:
+      return struct
+    if replicated is None:
+      mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("replica",))
+      replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=replicated)
+  return jax.tree_util.tree_map(place, abstract_state)
+
+
 def _restore_step(mngr, step: int, abstract_state, trainer: bool):
   step_dir = os.path.join(str(mngr.directory), str(step))
   checked = verify(step_dir)
@@ -358,8 +380,7 @@ def _restore_step(mngr, step: int, abstract_state, trainer: bool):
     if not checked and digests is None:
       raise _unverified(step_dir)  # its state, unread, cannot vouch for it
     return Restored(step, None, {}, config)
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
-                                    abstract_state)
+  abstract = _placed(abstract_state)
   out = _read(step_dir, lambda: mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract),
       data=ocp.args.JsonRestore())))

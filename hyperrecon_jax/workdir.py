@@ -8,7 +8,7 @@ time) only serves the message a second trainer prints. Readers (evaluation,
 the explorer, reconstruct) take no lock and write nothing into the run.
 
 ``flock`` is local to one machine (and unreliable on some network file
-systems); a multi-host run takes the lock on process 0 only. Every process
+systems); a multi-host run takes the lock on process 0 only (`run_lock`). Every process
 writes its own checkpoint shards, but the run's own files (its config, metrics,
 results) are written by the primary process alone (`is_primary`).
 """
@@ -22,6 +22,7 @@ import os
 import socket
 
 import jax
+import numpy as np
 
 from hyperrecon_jax import errors
 
@@ -96,6 +97,42 @@ def lock(workdir: str):
     if created is not None:
       _remove_if_empty(workdir, created)
     raise
+
+
+@contextlib.contextmanager
+def run_lock(workdir: str):
+  """`lock` for a training run of one or several processes: process 0 holds it.
+
+  Process 0 takes the lock and tells the other processes of a multi-process
+  run whether it could, so a run refused on process 0 is refused on every
+  process at once instead of leaving the others waiting in their first
+  collective.
+
+  Args:
+    workdir: the run's folder (reachable from every process).
+
+  Raises:
+    WorkdirBusyError: another trainer owns the workdir (on every process).
+  """
+  if jax.process_count() == 1:
+    with lock(workdir):
+      yield
+    return
+  from jax.experimental import multihost_utils
+  with contextlib.ExitStack() as stack:
+    error = None
+    if is_primary():
+      try:
+        stack.enter_context(lock(workdir))
+      except Exception as e:  # told to the others first, then raised
+        error = e
+    held = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if error is not None:
+      raise error
+    if not held:
+      raise WorkdirBusyError(
+          f"process 0 of this run could not take the lock of {workdir}; its message says why")
+    yield
 
 
 @contextlib.contextmanager

@@ -29,6 +29,9 @@ BATCH = 4
 STEPS = 6
 EVAL_STEPS = (3, 6)
 CHECKPOINT_STEPS = (2, 4, 6)
+# Adam's step is bounded by lr·(1 − β1)/√(1 − β2) = 3.16·lr per update for
+# optax's defaults (Kingma & Ba 2015, §2.1), whatever the gradient.
+ADAM_STEP_BOUND = 0.1 / np.sqrt(1e-3)
 
 
 def build_data_dir(tmp_path_factory):
@@ -45,6 +48,27 @@ def train_run_a(data_dir, tmp_path_factory):
   config = make_config(data_dir)
   state = train.train_and_evaluate(config, workdir)
   return dict(workdir=workdir, config=config, state=host(state))
+
+
+def child_env(cache_dir, devices=1):
+  """The environment of a training subprocess: CPU, ``devices`` devices, the cache.
+
+  Args:
+    cache_dir: the persistent compilation cache (conftest.py's
+      ``compilation_cache``), shared with the test process.
+    devices: simulated CPU devices of the process.
+  """
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      [REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+  env["JAX_PLATFORMS"] = "cpu"
+  env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
+  flags = [f for f in env.get("XLA_FLAGS", "").split()
+           if "xla_force_host_platform_device_count" not in f]
+  if devices > 1:
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+  env["XLA_FLAGS"] = " ".join(flags)
+  return env
 
 
 def make_config(data_dir, **train_overrides):

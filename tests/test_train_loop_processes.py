@@ -1,7 +1,6 @@
 """Training in subprocesses: data parallelism on 2 simulated devices, SIGTERM and
 resume. See loop_support.py."""
 
-import os
 import re
 import signal
 import subprocess
@@ -9,9 +8,10 @@ import sys
 import time
 
 import jax
-from loop_support import REPO
+from loop_support import ADAM_STEP_BOUND
 from loop_support import STEPS
 from loop_support import assert_trees_close
+from loop_support import child_env
 from loop_support import host
 from loop_support import make_config
 from loop_support import read_metrics
@@ -87,20 +87,6 @@ print("done", flush=True)
 '''
 
 
-def _child_env(cache_dir, devices):
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(
-      [REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-  env["JAX_PLATFORMS"] = "cpu"
-  env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if "xla_force_host_platform_device_count" not in f]
-  if devices > 1:
-    flags.append(f"--xla_force_host_platform_device_count={devices}")
-  env["XLA_FLAGS"] = " ".join(flags)
-  return env
-
-
 def _start_child(tmp_path, mode, config, workdir, cache_dir, devices):
   script = tmp_path / "child.py"
   script.write_text(_CHILD)
@@ -110,7 +96,7 @@ def _start_child(tmp_path, mode, config, workdir, cache_dir, devices):
   log = open(tmp_path / f"{mode}.log", "w")
   proc = subprocess.Popen(
       [sys.executable, str(script), mode, str(config_path), str(workdir),
-       str(out)], env=_child_env(cache_dir, devices), stdout=log,
+       str(out)], env=child_env(cache_dir, devices), stdout=log,
       stderr=subprocess.STDOUT, cwd=str(tmp_path))
   return proc, out, log
 
@@ -143,11 +129,6 @@ def two_devices(data_dir, tmp_path_factory, compilation_cache):
 def run_a(data_dir, tmp_path_factory, two_devices):
   del two_devices  # started first, to overlap with run A
   return train_run_a(data_dir, tmp_path_factory)
-
-
-# Adam's step is bounded by lr·(1 − β1)/√(1 − β2) = 3.16·lr per update for
-# optax's defaults (Kingma & Ba 2015, §2.1), whatever the gradient.
-ADAM_STEP_BOUND = 0.1 / np.sqrt(1e-3)
 
 
 def test_data_parallel_on_two_devices_equals_one_device(run_a, two_devices):

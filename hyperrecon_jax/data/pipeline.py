@@ -19,6 +19,18 @@ with `iterator.get_state()` (a JSON-serializable dict, e.g.
 ``{"next_index": 1234}``) or `iterator_state_to_json`; a fresh iterator of the
 same config, split, batch size and seed continues exactly where the old one
 stopped after `set_state`.
+
+Several processes (`shard`). Each process of a multi-process run reads its own
+shard of every batch: with ``grain.sharding.ShardOptions(i, n)`` it gets rows
+``[i·B/n, (i+1)·B/n)`` of each global batch of ``B = batch_size`` rows, which
+is grain's strided sharding (``ds[i::n]``) of the stream of local batches of
+``B/n`` rows. Concatenated in shard order, the processes' batches are exactly
+the batches one process builds without `shard`: the same examples, the same
+augmentation, the same order. A process reads only the records of its rows
+(except that every process decodes a split small enough to be kept in memory,
+`IN_MEMORY_BYTES`, whole). The iterator state counts global batches, so a
+checkpoint of a run on any number of processes resumes on any other with the
+same global batch.
 """
 
 import collections.abc
@@ -174,24 +186,39 @@ def augment(example: dict, rng: np.random.Generator, *, flip: bool,
   return out
 
 
+def _local_batch_size(batch_size: int, shard) -> int:
+  """Rows of each global batch that one shard reads."""
+  if batch_size < 1:
+    raise errors.InputError(f"batch_size must be positive; got {batch_size}.")
+  if shard is None:
+    return batch_size
+  if batch_size % shard.shard_count:
+    raise errors.InputError(
+        f"batch_size={batch_size} must be divisible by the number of shards "
+        f"({shard.shard_count}, one per process)")
+  return batch_size // shard.shard_count
+
+
 def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
-            training: bool | None = None):
+            training: bool | None = None, shard=None):
   """The batched `grain.MapDataset` behind `batches`.
 
   Args:
     data_config: the data config (see `sources.make_builder`).
     split: 'train', 'validation' or 'test'.
-    batch_size: examples per batch.
+    batch_size: examples per (global) batch.
     seed: shuffling and augmentation seed (training only).
     training: shuffled, repeating, augmented, dropping the remainder; default
       True for 'train' and False otherwise.
+    shard: a ``grain.sharding.ShardOptions`` (e.g. ``ShardByJaxProcess()``):
+      this process's rows of every batch (see the module docstring); None
+      reads whole batches.
 
   Returns:
-    A `grain.MapDataset` of batch dicts; for evaluation `len()` is the number
-    of batches.
+    A `grain.MapDataset` of batch dicts of ``batch_size / shard_count`` rows;
+    for evaluation `len()` is the number of batches.
   """
-  if batch_size < 1:
-    raise errors.InputError(f"batch_size must be positive; got {batch_size}.")
+  local = _local_batch_size(batch_size, shard)
   training = split == "train" if training is None else bool(training)
   source = sources.load_split(data_config, split)
   with_label = "label" in source.dataset_info.features
@@ -203,7 +230,7 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
     padded = math.ceil(len(source) / batch_size) * batch_size
     ds = grain.MapDataset.range(padded).map(
         functools.partial(_padded_example, source=source, with_label=with_label))
-    return ds.batch(batch_size, drop_remainder=True)
+    return _shard(ds.batch(local, drop_remainder=True), shard)
   ds = _EpochShuffle(grain.MapDataset.source(source), seed=_derive_seed(seed, 0)).repeat()
   ds = ds.map(functools.partial(_example, with_label=with_label))
   flip = bool(common.field(data_config, "augment_flip"))
@@ -211,30 +238,46 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
   if flip or intensity > 0:
     ds = ds.random_map(functools.partial(augment, flip=flip, intensity=intensity),
                        seed=_derive_seed(seed, 1))
-  return ds.batch(batch_size, drop_remainder=True)
+  return _shard(ds.batch(local, drop_remainder=True), shard)
+
+
+def _shard(ds, shard):
+  """Every ``shard_count``-th local batch from ``shard_index`` on: one shard of each batch.
+
+  The examples are shuffled and augmented before batching, by their position
+  in the one stream all processes share, so local batch ``k·n + i`` holds rows
+  ``[i·B/n, (i+1)·B/n)`` of global batch ``k`` (n shards, B rows).
+  """
+  if shard is None or shard.shard_count == 1:
+    return ds
+  return ds[shard.shard_index::shard.shard_count]
 
 
 def batches(data_config, split: str, *, batch_size: int, seed: int = 0,
             training: bool | None = None, num_threads: int | None = None,
-            prefetch: int = DEFAULT_PREFETCH):
+            prefetch: int = DEFAULT_PREFETCH, shard=None):
   """An iterator of batch dicts (see the module docstring for the format).
 
   Args:
     data_config: the data config (see `sources.make_builder`).
     split: 'train', 'validation' or 'test'.
-    batch_size: examples per batch.
+    batch_size: examples per (global) batch.
     seed: shuffling and augmentation seed (training only).
     training: shuffled, repeating, augmented, dropping the remainder; default
       True for 'train' and False otherwise.
     num_threads: threads reading batches ahead; default
       `data_config.num_threads`; 0 reads on the caller's thread.
     prefetch: batches read ahead (when `num_threads` > 0).
+    shard: a ``grain.sharding.ShardOptions``: this process's rows of every
+      batch (see `dataset`); None reads whole batches.
 
   Returns:
-    A grain `DatasetIterator`: `next()` gives a batch; `get_state()` /
-    `set_state()` save and restore the position.
+    A grain `DatasetIterator`: `next()` gives a batch (``batch_size /
+    shard_count`` rows); `get_state()` / `set_state()` save and restore the
+    position.
   """
-  ds = dataset(data_config, split, batch_size=batch_size, seed=seed, training=training)
+  ds = dataset(data_config, split, batch_size=batch_size, seed=seed, training=training,
+               shard=shard)
   if num_threads is None:
     num_threads = int(common.field(data_config, "num_threads"))
   options = grain.ReadOptions(num_threads=num_threads,

@@ -47,10 +47,80 @@ def data_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), ("data",))
 
 
-def _global_batch(batch, sharding):
-  """Host batch (this process's rows) → one global array per field."""
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items() if k in ("image",)}
+def process_shard(sharding, batch_size: int):
+  """This process's rows of every global batch, as grain shard options.
+
+  The rows are those that ``sharding`` puts on this process's devices (a
+  ``P('data')`` sharding of a 1-D mesh gives each process one contiguous
+  block), so the data pipeline reads exactly the rows that
+  `global_batch` places there. Taken from the sharding rather than from
+  ``jax.process_index()``: the two agree only when ``jax.devices()`` lists the
+  devices process by process.
+
+  Args:
+    sharding: the batch's sharding (split along its first axis).
+    batch_size: rows of the global batch.
+
+  Returns:
+    A ``grain.sharding.ShardOptions`` for `data.batches` (one shard: the whole batch).
+
+  Raises:
+    ConfigError: this process's rows are not one block of ``batch_size / n``
+      rows (a mesh that interleaves the processes' devices).
+  """
+  from hyperrecon_jax.data import common
+  grain = common.require("grain")
+  index_map = sharding.addressable_devices_indices_map((batch_size,))
+  blocks = sorted({index[0].indices(batch_size)[:2] for index in index_map.values()})
+  start, stop = blocks[0][0], blocks[-1][1]
+  rows = stop - start
+  contiguous = all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+  if not contiguous or batch_size % rows or start % rows:
+    raise configuration.ConfigError(
+        f"process {jax.process_index()} holds rows {blocks} of a batch of {batch_size}: "
+        "the device mesh must give each process one block of rows")
+  return grain.sharding.ShardOptions(shard_index=start // rows, shard_count=batch_size // rows)
+
+
+def global_batch(batch, sharding, batch_size: int):
+  """This process's rows of a batch → one global array per field the step uses.
+
+  Args:
+    batch: a batch dict of `data.batches` with this process's shard
+      (`process_shard`) of the rows.
+    sharding: the batch's sharding.
+    batch_size: rows of the global batch.
+
+  Returns:
+    ``{'image': jax.Array}`` of ``batch_size`` rows, sharded by ``sharding``.
+  """
+  out = {}
+  for k in ("image",):
+    local = np.asarray(batch[k])
+    out[k] = jax.make_array_from_process_local_data(
+        sharding, local, (batch_size, *local.shape[1:]))
+  return out
+
+
+def train_batches(config, sharding):
+  """The training iterator of this process: its shard of every global batch.
+
+  Every process reads the one stream of batches a single process would read
+  (same seed, same shuffle, same augmentation), and from each batch only the
+  rows its devices hold, so the run trains on the same batches whatever the
+  number of processes.
+
+  Args:
+    config: the run's config.
+    sharding: the batch's sharding.
+
+  Returns:
+    A grain iterator of batch dicts (see `data.batches`).
+  """
+  from hyperrecon_jax import data
+  batch_size = int(config.train.batch_size)
+  return data.batches(config.data, "train", batch_size=batch_size, seed=int(config.train.seed),
+                      shard=process_shard(sharding, batch_size))
 
 
 @contextlib.contextmanager
@@ -69,6 +139,20 @@ def _stop_on_signals():
   finally:
     for s, h in old.items():
       signal.signal(s, h)
+
+
+def _stop_everywhere(received) -> bool:
+  """Whether any process of the run received SIGINT/SIGTERM by this step.
+
+  The processes of a multi-process run must save the same checkpoint and stop
+  at the same step (a save is a collective), but a signal reaches each of them
+  at its own moment, so they agree once per step, at the cost of one small
+  collective per step. One process alone needs no agreement.
+  """
+  if jax.process_count() == 1:
+    return bool(received)
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.int32(bool(received)))))
 
 
 def check_workdir(config, workdir: str, stored=None) -> None:
@@ -186,10 +270,14 @@ def train_and_evaluate(config, workdir: str):
   """Trains (or resumes) a run in ``workdir``; returns the final ``TrainState``.
 
   The trainer owns the workdir for the whole call (`hyperrecon_jax.workdir`):
-  a second trainer is refused at once. A run that is rejected, or that has no
-  step left to do, writes nothing, except the checksums of a checkpoint it
-  verified (`checkpoints.restore`); a workdir folder it created is removed if
-  it is still empty.
+  a second trainer is refused at once. On several processes (after
+  `jax.distributed.initialize`, or with ``config.train.distributed``) every
+  process calls this with the same arguments: each reads its own shard of
+  every batch (`train_batches`), every process writes its checkpoint shards,
+  and process 0 alone holds the lock and writes the run's own files. A run
+  that is rejected, or that has no step left to do, writes nothing, except
+  the checksums of a checkpoint it verified (`checkpoints.restore`); a workdir
+  folder it created is removed if it is still empty.
 
   Args:
     config: full experiment config (validated here).
@@ -206,7 +294,10 @@ def train_and_evaluate(config, workdir: str):
     Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step).
   """
   configuration.check_config(config)
-  if config.train.distributed:
+  if config.train.distributed and not jax.distributed.is_initialized():
+    # The scripts join the run before anything else (experiments/train.py);
+    # this is for a library caller on Slurm, Open MPI or TPU, where JAX finds
+    # its arguments itself.
     jax.distributed.initialize()
   mesh = data_mesh()
   if config.train.batch_size % mesh.size:
@@ -215,13 +306,11 @@ def train_and_evaluate(config, workdir: str):
         f"by the number of devices ({mesh.size})")
   # Every process of a multi-host run writes its checkpoint shards; process 0
   # alone holds the lock and writes the run's own files.
-  owner = workdir_lib.is_primary()
-  with workdir_lib.lock(workdir) if owner else contextlib.nullcontext():
-    return _train(config, workdir, mesh, owner)
+  with workdir_lib.run_lock(workdir):
+    return _train(config, workdir, mesh, workdir_lib.is_primary())
 
 
 def _train(config, workdir, mesh, owner):
-  from hyperrecon_jax import data
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
   size = int(config.data.image_size)
@@ -256,10 +345,8 @@ def _train(config, workdir, mesh, owner):
             f"config.train.num_steps={total}", file=sys.stderr)
       return state
     print(f"resuming from step {start}", file=sys.stderr)
-  train_iter = data.batches(config.data, "train",
-                            batch_size=config.train.batch_size
-                            // jax.process_count(),
-                            seed=seed + jax.process_index())
+  batch_size = int(config.train.batch_size)
+  train_iter = train_batches(config, batch_sharding)
   if restored is not None and restored.data_state:
     train_iter.set_state(restored.data_state)
   if owner:
@@ -312,7 +399,7 @@ def _train(config, workdir, mesh, owner):
   try:
     with _stop_on_signals() as received:
       for step in range(start + 1, total + 1):
-        batch = _global_batch(next(train_iter), batch_sharding)
+        batch = global_batch(next(train_iter), batch_sharding, batch_size)
         state, metrics = train_step(state, batch, rng)
         is_last = step == total
         progress.update(step)
@@ -333,11 +420,13 @@ def _train(config, workdir, mesh, owner):
           t_last, step_last = time.time(), step  # validation is not speed
           writer.write(step, record)
           progress.log(step, record)
-        if step % config.train.checkpoint_every == 0 or is_last or received:
+        stop = _stop_everywhere(received)
+        if step % config.train.checkpoint_every == 0 or is_last or stop:
           save(state, step)
-        if received:  # after logging, so the resumed log has no gap
+        if stop:  # after logging, so the resumed log has no gap
+          by = f"signal {received[0]}" if received else "a signal to another process"
           raise Interrupted(
-              f"stopped by signal {received[0]} at step {step}; a checkpoint "
+              f"stopped by {by} at step {step}; a checkpoint "
               f"was saved — rerun the same command to resume.")
   finally:
     progress.close()

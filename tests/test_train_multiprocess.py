@@ -1,0 +1,459 @@
+"""Training on two real processes (jax.distributed, CPU collectives) against one.
+
+Two processes on this machine join one run through a local coordinator, as a
+user starts them (``experiments/train.py --coordinator=127.0.0.1:PORT
+--num_processes=2 --process_id=I``), each with one CPU device, and train the
+demo's ``:quick`` config (32×32, d = 4, 4 channels, a global batch of 4: 2 rows
+per process, 4 steps, checkpoints at steps 2 and 4). Gradients, BatchNorm
+statistics and losses are summed across the processes by JAX's CPU collectives
+(gloo).
+
+The launches of both processes, each a subprocess as a user starts it:
+- run P, uninterrupted. A wrapper (`_CHILD`) records the global batch of
+  every step and every file a process writes outside ``checkpoints/``.
+- run K, in a copy of run P's workdir without its last checkpoint: it resumes
+  from step 2; process 1 is killed in step 3, then process 0.
+- run R, both relaunched: they resume from step 2 and finish.
+The reference, one process, runs next to K and R.
+
+Run K starts from run P's checkpoint rather than from step 0 because each
+launch of process 1 compiles the training step anew: process 0 writes the
+persistent compilation cache, but JAX keys a CPU executable by a topology
+fingerprint that differs between the processes, so process 1 never finds it.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import configs
+import jax
+from loop_support import ADAM_STEP_BOUND
+from loop_support import REPO
+from loop_support import child_env
+from loop_support import read_metrics
+import numpy as np
+import pytest
+
+from hyperrecon_jax import checkpoints
+from hyperrecon_jax import data
+from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.train import loop
+from hyperrecon_jax.train import state as state_lib
+
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
+TRAIN = os.path.join(REPO, "experiments", "train.py")
+DEMO = os.path.join(REPO, "experiments", "configs", "demo.py") + ":quick"
+TIMEOUT = 600  # seconds, per launch
+
+# Runs experiments/train.py as one process of a run, observed:
+#   argv: OUT STALL TRAIN_PY flags...
+# - OUT/writes.<id>.txt: every file the process creates, writes, renames or
+#   removes in the workdir, outside checkpoints/ (where every process writes
+#   its shards);
+# - OUT/batch.<id>.<n>.npy: the global batch of the n-th step of the launch,
+#   gathered from both processes after `loop.global_batch` assembled it;
+# - STALL = 1: process 1 writes OUT/stalled instead of reading its first
+#   training batch, and waits there to be killed.
+_CHILD = r'''
+import os, runpy, sys, time
+import numpy as np
+
+out, stall, train_py = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+flags = sys.argv[4:]
+option = lambda name: next(f.split("=", 1)[1] for f in flags if f.startswith(f"--{name}="))
+pid = int(option("process_id"))
+workdir = os.path.abspath(option("workdir"))
+log = open(os.path.join(out, f"writes.{pid}.txt"), "a", buffering=1)
+WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def in_run(path):
+  try:
+    rel = os.path.relpath(os.path.abspath(os.fsdecode(path)), workdir)
+  except TypeError:  # a file descriptor
+    return None
+  if rel == os.curdir or rel.startswith(os.pardir):
+    return None
+  if rel == "checkpoints" or rel.startswith("checkpoints" + os.sep):
+    return None
+  return rel
+
+
+def audit(event, args):
+  if event == "open":
+    path, mode, flags = args
+    if not ((isinstance(mode, str) and set(mode) & set("wax+"))
+            or (isinstance(flags, int) and flags & WRITE)):
+      return
+    paths = [path]
+  elif event == "os.rename":
+    paths = args[:2]
+  elif event in ("os.remove", "os.mkdir", "os.rmdir", "os.truncate"):
+    paths = args[:1]
+  else:
+    return
+  for p in paths:
+    rel = in_run(p)
+    if rel is not None:
+      log.write(f"{event} {rel}\n")
+
+
+sys.addaudithook(audit)
+
+from jax.experimental import multihost_utils
+from hyperrecon_jax import data
+from hyperrecon_jax.train import loop
+from hyperrecon_jax.train import state as state_lib
+
+assembled = loop.global_batch
+steps = [0]
+
+
+def recorded(batch, sharding, batch_size):
+  arrays = assembled(batch, sharding, batch_size)
+  steps[0] += 1
+  np.save(os.path.join(out, f"batch.{pid}.{steps[0]}.npy"),
+          multihost_utils.process_allgather(arrays["image"], tiled=True))
+  return arrays
+
+
+loop.global_batch = recorded
+
+if stall and pid == 1:
+  batches = data.batches
+
+  def stalled(data_config, split, **kwargs):
+    it = batches(data_config, split, **kwargs)
+    if split != "train":
+      return it
+
+    class Stalled:
+      def __next__(self):
+        with open(os.path.join(out, "stalled"), "w"):
+          pass
+        while True:
+          time.sleep(1)
+
+      def set_state(self, state):
+        it.set_state(state)
+
+      def get_state(self):
+        return it.get_state()
+    return Stalled()
+
+  data.batches = stalled
+
+sys.argv = [train_py, *flags]
+runpy.run_path(train_py, run_name="__main__")
+'''
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class _Pair:
+  """The two processes of one launch, their logs and what the wrapper recorded."""
+
+  def __init__(self, tmp_path, name, workdir, flags, cache_dir, stall=False):
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    self.out = tmp_path / name
+    self.out.mkdir()
+    self.workdir = str(workdir)
+    port = _free_port()
+    self.procs = []
+    for i in range(2):
+      with open(self.out / f"process{i}.log", "w") as log:
+        self.procs.append(subprocess.Popen(
+            [sys.executable, str(script), str(self.out), str(int(stall)), TRAIN, *flags,
+             f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={i}"],
+            env=child_env(cache_dir), stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path)))
+
+  def wait(self, timeout=TIMEOUT):
+    """Exit codes of both processes; kills what is left after ``timeout`` s."""
+    deadline = time.time() + timeout
+    try:
+      for p in self.procs:
+        p.wait(timeout=max(deadline - time.time(), 1))
+    except subprocess.TimeoutExpired:
+      pass
+    finally:
+      self.kill()
+    return [p.returncode for p in self.procs]
+
+  def kill(self):
+    for p in self.procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+  def log(self, i):
+    return (self.out / f"process{i}.log").read_text()
+
+  def logs(self):
+    return "\n".join(f"--- process {i}:\n{self.log(i)[-3000:]}" for i in range(2))
+
+  def writes(self, i):
+    path = self.out / f"writes.{i}.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+  def batches(self, i):
+    n = len(list(self.out.glob(f"batch.{i}.*.npy")))
+    return [np.load(self.out / f"batch.{i}.{k}.npy") for k in range(1, n + 1)]
+
+
+def _config(data_dir):
+  config = configs.load("demo", "quick")
+  config.data.data_dir = data_dir
+  config.train.log_every = 1  # every step's loss, step 1's from identical parameters
+  return config
+
+
+def _flags(data_dir):
+  return [f"--config={DEMO}", f"--config.data.data_dir={data_dir}",
+          "--config.train.log_every=1"]
+
+
+def _final_state(workdir, config):
+  """The newest checkpoint of a workdir, restored here as evaluate.py restores it.
+
+  The state's abstract value has no shardings: a checkpoint of two processes
+  must load on one.
+  """
+  model = state_lib.build_model(config)
+  abstract = jax.eval_shape(lambda: state_lib.create_state(config, model, jax.random.key(0)))
+  mngr = checkpoints.reader(str(workdir))
+  try:
+    return checkpoints.restore(mngr, abstract)
+  finally:
+    mngr.close()
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory, compilation_cache):
+  """Run P; then runs K and R next to the reference (one process).
+
+  The reference runs while K and R leave a core idle (process 1 stalls, then
+  process 0 waits while process 1 compiles), not while both processes of run
+  P compile.
+  """
+  config = _config(data_dir)
+  next(data.batches(config.data, "train", batch_size=4))  # built before the processes read it
+  flags = _flags(data_dir)
+  tmp_path = tmp_path_factory.mktemp("multiprocess")
+  pair = _Pair(tmp_path, "p", tmp_path / "p_run", flags, compilation_cache)
+  codes = pair.wait()
+  assert codes == [0, 0], pair.logs()
+
+  reference_dir = tmp_path / "one_process"
+  with open(tmp_path / "one_process.log", "w") as log:
+    reference = subprocess.Popen(
+        [sys.executable, TRAIN, *flags, f"--workdir={reference_dir}"],
+        env=child_env(compilation_cache), stdout=log, stderr=subprocess.STDOUT,
+        cwd=str(tmp_path))
+  try:
+    killed_dir = tmp_path / "k_run"
+    shutil.copytree(pair.workdir, killed_dir)
+    shutil.rmtree(killed_dir / "checkpoints" / "4")
+    killed = _Pair(tmp_path, "k", killed_dir, flags, compilation_cache, stall=True)
+    try:
+      deadline = time.time() + TIMEOUT
+      stalled = killed.out / "stalled"
+      while (not stalled.exists() and time.time() < deadline
+             and all(p.poll() is None for p in killed.procs)):
+        time.sleep(0.05)
+      assert stalled.exists(), killed.logs()
+      # The lock while both processes hold the run: process 0's, and only one.
+      with open(killed_dir / workdir_lib.LOCK_FILE) as f:
+        lock_pid = json.load(f)["pid"]
+      try:
+        with workdir_lib.lock(str(killed_dir)):
+          busy = None
+      except workdir_lib.WorkdirBusyError as e:
+        busy = str(e)
+      killed.procs[1].send_signal(signal.SIGKILL)
+      # Process 0 fails at its next collective, and JAX's shutdown then waits
+      # for the dead peer's heartbeat to time out: it is killed too.
+      killed_codes = killed.wait(timeout=5)
+    finally:
+      killed.kill()
+    relaunched = _Pair(tmp_path, "r", killed_dir, flags, compilation_cache)
+    relaunched_codes = relaunched.wait()
+    assert relaunched_codes == [0, 0], relaunched.logs()
+    assert reference.wait(timeout=TIMEOUT) == 0, (tmp_path / "one_process.log").read_text()
+  finally:
+    if reference.poll() is None:
+      reference.kill()
+      reference.wait()
+  return dict(config=config, pair=pair, workdir=pair.workdir, reference_dir=str(reference_dir),
+              killed=killed, killed_codes=killed_codes, relaunched=relaunched,
+              resumed_dir=str(killed_dir), lock_pid=lock_pid, busy=busy)
+
+
+def test_incomplete_process_flags_are_one_error_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, TRAIN, f"--config={DEMO}", f"--workdir={tmp_path / 'run'}",
+       "--coordinator=127.0.0.1:1", "--num_processes=2"],
+      env=child_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120,
+      cwd=REPO, check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "--process_id" in errors[0], proc.stderr[-3000:]
+  assert not (tmp_path / "run").exists()
+
+
+# --- the data: each process its shard of every batch ---------------------------------
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_process_shards_concatenate_to_the_one_process_batches(data_dir, split):
+  """grain's per-process sharding: rows [i·B/n, (i+1)·B/n) of each batch on process i.
+
+  Also after a restore of the position, which counts global batches.
+  """
+  cfg = _config(data_dir).data
+  grain = pytest.importorskip("grain")
+  whole = data.batches(cfg, split, batch_size=4, num_threads=0)
+  shards = [data.batches(cfg, split, batch_size=4, num_threads=0,
+                         shard=grain.sharding.ShardOptions(i, 2)) for i in range(2)]
+  count = 0
+  for count, (one, *parts) in enumerate(zip(whole, *shards), 1):
+    assert all(len(p["image"]) == 2 for p in parts)
+    for key in one:
+      np.testing.assert_array_equal(one[key], np.concatenate([p[key] for p in parts]))
+    if count == 5:
+      break
+  assert count == (5 if split == "train" else 3)  # validation: 12 slices, 3 batches
+  if split == "train":
+    assert [s.get_state() for s in shards] == [whole.get_state()] * 2
+    again = data.batches(cfg, split, batch_size=4, num_threads=0,
+                         shard=grain.sharding.ShardOptions(1, 2))
+    again.set_state(whole.get_state())
+    np.testing.assert_array_equal(next(again)["image"], next(whole)["image"][2:])
+
+
+def test_process_shard_of_one_process_is_the_whole_batch():
+  mesh = loop.data_mesh()
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  shard = loop.process_shard(sharding, 4)
+  assert (shard.shard_index, shard.shard_count) == (0, 1)
+
+
+def test_global_batch_of_two_processes_is_the_one_process_batch(runs):
+  """What each process assembled with make_array_from_process_local_data, gathered.
+
+  Wrong rows on the wrong device would train without any error; here every
+  step's global batch equals the batch one process reads, on both processes.
+  """
+  config = runs["config"]
+  want = data.batches(config.data, "train", batch_size=config.train.batch_size,
+                      seed=config.train.seed)
+  got = [runs["pair"].batches(i) for i in range(2)]
+  assert len(got[0]) == len(got[1]) == config.train.num_steps
+  for step, (a, b) in enumerate(zip(*got), 1):
+    expected = next(want)["image"]
+    np.testing.assert_array_equal(a, expected, err_msg=f"step {step}, process 0")
+    np.testing.assert_array_equal(b, expected, err_msg=f"step {step}, process 1")
+
+
+# --- training: the same run as one process --------------------------------------------
+
+
+def test_two_processes_train_like_one_process(runs):
+  """Two processes, 2 rows each, against one process with the same batch of 4.
+
+  The batches are the same (above) and so is the arithmetic, except the order
+  of the sums over the global batch: BatchNorm's statistics and every loss
+  reduce 4 × 32 × 32 = 4,096 terms, which the two processes sum in halves and
+  then across. A sum of n like-signed float32 terms reduced in a tree is off
+  by about log2(n)·2⁻²⁴ ≈ 7e-7 relative; a loss or gradient norm passes through
+  a few dozen such sums, so each agrees to 1e-5 relative (measured: at most
+  4e-7), at step 1 from identical parameters too, which also shows that
+  BatchNorm normalizes over the whole batch (statistics of 2 rows change the
+  loss by percents).
+
+  The parameters are bounded only by both runs' Adam steps: a gradient that is
+  zero in exact arithmetic (the hypernetwork's bias-head biases, cancelled by
+  the training-mode BatchNorm behind them) is rounding noise that Adam turns
+  into steps of up to lr·(1 − β1)/√(1 − β2) = 3.16·lr (measured: 0.006, the
+  bound 0.025). Validation is compared only on the zero-filled input: in
+  evaluation mode the running mean no longer cancels those biases.
+  """
+  records = read_metrics(runs["workdir"])
+  want = read_metrics(runs["reference_dir"])
+  assert [r["step"] for r in records] == [r["step"] for r in want] == [1, 2, 3, 4]
+  for got, ref in zip(records, want):
+    for key in ("loss", "loss_mae", "loss_ssim", "grad_norm", "lr"):
+      np.testing.assert_allclose(got[key], ref[key], rtol=1e-5,
+                                 err_msg=f"step {got['step']}: {key}")
+  assert "val_psnr_zf" in records[-1]  # validation ran on both processes
+  np.testing.assert_allclose(records[-1]["val_psnr_zf"], want[-1]["val_psnr_zf"], rtol=1e-5)
+
+  config = runs["config"]
+  got = _final_state(runs["workdir"], config)
+  want = _final_state(runs["reference_dir"], config)
+  assert got.step == want.step == config.train.num_steps
+  bound = 2 * config.train.num_steps * ADAM_STEP_BOUND * config.train.lr
+  for (path, ref), value in zip(jax.tree_util.tree_leaves_with_path(want.state.params),
+                                jax.tree_util.tree_leaves(got.state.params)):
+    assert np.max(np.abs(np.asarray(value) - np.asarray(ref))) <= bound, jax.tree_util.keystr(path)
+
+
+def test_process_0_alone_writes_the_run_files_and_both_write_checkpoints(runs):
+  launches = {"P": runs["pair"], "K": runs["killed"], "R": runs["relaunched"]}
+  for name, pair in launches.items():
+    assert pair.writes(1) == [], (name, pair.writes(1))
+  written = {line.split(" ", 1)[1] for line in runs["pair"].writes(0)}
+  assert {"config.json", "metrics.jsonl", workdir_lib.LOCK_FILE} <= written, written
+  try:
+    import tensorboardX  # noqa: F401
+  except ImportError:
+    pass
+  else:
+    events = [f for f in os.listdir(runs["workdir"]) if f.startswith("events.out.tfevents")]
+    assert len(events) == 1 and events[0] in written, (events, written)
+  for step in (2, 4):
+    state_dir = os.path.join(runs["workdir"], "checkpoints", str(step), "state")
+    for i in range(2):
+      shards = os.path.join(state_dir, f"ocdbt.process_{i}")
+      assert os.path.isdir(shards) and os.listdir(shards), (step, i, os.listdir(state_dir))
+
+
+# --- killed and relaunched ---------------------------------------------------------
+
+
+def test_process_0_holds_the_one_lock(runs):
+  killed = runs["killed"]
+  assert runs["lock_pid"] == killed.procs[0].pid
+  assert runs["busy"] is not None and f"process {killed.procs[0].pid}" in runs["busy"]
+
+
+def test_resume_after_killing_one_process_is_exact(runs):
+  """Relaunched after process 1 was killed in step 3: the uninterrupted run, bit for bit."""
+  assert runs["killed_codes"][1] == -signal.SIGKILL
+  for pair in (runs["killed"], runs["relaunched"]):
+    for i in range(2):
+      assert "resuming from step 2" in pair.log(i), pair.logs()
+  got = _final_state(runs["resumed_dir"], runs["config"])
+  want = _final_state(runs["workdir"], runs["config"])
+  assert got.step == want.step == runs["config"].train.num_steps
+  assert got.data_state == want.data_state
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want.state),
+                          jax.tree_util.tree_leaves(got.state)):
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=jax.tree_util.keystr(path))
+  records = read_metrics(runs["resumed_dir"])
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+  for got_record, want_record in zip(records, read_metrics(runs["workdir"])):
+    for key in ("loss", "grad_norm"):
+      assert got_record[key] == want_record[key], (got_record["step"], key)
