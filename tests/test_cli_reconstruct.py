@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 import configs
 import h5py
@@ -20,6 +19,7 @@ import loop_support
 import nibabel as nib
 import numpy as np
 import pytest
+from test_outputs import unwritable_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = "mni152_csmri8x_dc_tv"
@@ -181,21 +181,6 @@ def test_lambda_flag_mistakes_are_one_error_line(env, workdir_k4, tmp_path, args
              f"--output={out}", *args)
   assert_one_error_line(proc, pattern)
   assert not os.path.exists(out)
-
-
-def unwritable_folder(tmp_path):
-  """A folder this user cannot create files in, or skips the test."""
-  folder = tmp_path / "read_only"
-  folder.mkdir()
-  folder.chmod(0o555)
-  for candidate in (str(folder), "/sys"):
-    try:
-      fd, probe = tempfile.mkstemp(dir=candidate)
-    except OSError:
-      return candidate
-    os.close(fd)
-    os.remove(probe)  # root ignores the permission bits
-  pytest.skip("no folder here is read-only for this user")
 
 
 @pytest.mark.parametrize("case", ["memory", "float64", "read_only", "float16_nifti"])
