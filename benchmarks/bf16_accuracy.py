@@ -57,7 +57,7 @@ def main(argv):
   means = {}
   for dtype, m in ((str(config.model.dtype), model), ("bfloat16", low_model)):
     result = ev.evaluate_grid(
-        m.apply, variables, operator,
+        m, variables, operator,
         data.batches(config.data, _SPLIT.value, batch_size=int(config.train.batch_size),
                      training=False),
         lams, key=key, chunk=int(config.eval.chunk))

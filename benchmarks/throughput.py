@@ -187,9 +187,9 @@ def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False)
     sec, compile_s = _time(lambda: apply(variables, zf[:1], coeffs[0]), iters, repeats)
     return sec * 1e3, "ms", compile_s
   if plain:  # every slice once (see the module docstring)
-    run = lambda: grid_lib.reconstruct_grid(model.apply, variables, zf, coeffs[:1], order=order)
+    run = lambda: grid_lib.reconstruct_grid(model, variables, zf, coeffs[:1], order=order)
   else:
-    run = lambda: grid_lib.reconstruct_grid(model.apply, variables, zf[0], coeffs, order=order)
+    run = lambda: grid_lib.reconstruct_grid(model, variables, zf[0], coeffs, order=order)
   sec, compile_s = _time(run, iters, repeats)
   return grid / sec, "reconstructions/s", compile_s
 
@@ -207,7 +207,7 @@ def bench_evaluate(config, variables, grid, iters, repeats, order):
     batch, coeffs = batch * grid, coeffs[:1]
   x = jax.random.uniform(jax.random.key(1), (batch, size, size))
   zf = operator.zero_filled(operator.measure(x, jax.random.key(2)))
-  run = lambda: grid_lib.grid_metrics(model.apply, variables, zf, x, coeffs,
+  run = lambda: grid_lib.grid_metrics(model, variables, zf, x, coeffs,
                                       order=order)["psnr"]
   sec, compile_s = _time(run, iters, repeats)
   return batch * len(coeffs) / sec, "pairs/s", compile_s

@@ -45,6 +45,49 @@ def parse_flags(argv):
   sys.exit(2)
 
 
+def define_report_settings():
+  """``--config.eval.*`` and ``--config.evals.*``: a report's settings, over the model's own.
+
+  The flag's values are the default config's (``configs/default.py``) and only
+  those given on the command line replace the stored config's
+  (`report_overrides`), e.g. ``--config.eval.samples=1000`` or
+  ``--config.evals.baselines.workdir=DIR``; their types are checked as the
+  flags are parsed.
+
+  Returns:
+    The flag holder.
+  """
+  import importlib.util
+
+  import ml_collections
+  from ml_collections import config_flags
+  spec = importlib.util.spec_from_file_location(
+      "default_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                                     "default.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  full = module.get_config()
+  template = ml_collections.ConfigDict({"eval": full.eval, "evals": full.evals})
+  try:
+    # A config-dict flag reads its overrides from sys.argv as it is defined.
+    return config_flags.DEFINE_config_dict(
+        "config", template, "A report's settings: --config.eval.FIELD (grid, samples, split, "
+        "chunk, gallery_size, gallery_tolerance_db) and --config.evals.EVALUATOR.FIELD "
+        "(lambda_set.segmenter, baselines.workdir, dhs_replay.batches, "
+        "figures.panel_lambdas); the model's config gives the rest.")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+    print(f"error: bad --config override: {one_line(text)}; a report's settings are "
+          "--config.eval.FIELD and --config.evals.EVALUATOR.FIELD", file=sys.stderr)
+    sys.exit(2)
+
+
+def report_overrides(holder) -> dict:
+  """The report settings given on the command line, ``{dotted field: value}``."""
+  from absl import flags
+  return dict(flags.FLAGS[holder.name].override_values)
+
+
 def define_model_flags(*, default_pretrained: str | None = None):
   """``--workdir``, ``--pretrained`` and ``--step``: the trained model a script reads.
 

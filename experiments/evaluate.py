@@ -1,19 +1,23 @@
-r"""Evaluates a trained workdir over a grid or a design of λ and draws the figures.
+r"""Evaluates a trained model over a grid or a design of λ and writes its report.
 
-  python experiments/evaluate.py --workdir=workdirs/demo [--grid=100] [--split=test]
-  python experiments/evaluate.py --workdir=workdirs/demo_k4 --samples=1000 \
-      [--baselines=workdirs/demo_k4_baselines]
+  python experiments/evaluate.py --workdir=workdirs/demo [--config.eval.grid=100] \
+      [--config.eval.split=test]
+  python experiments/evaluate.py --workdir=workdirs/demo_k4 --config.eval.samples=1000 \
+      [--config.evals.baselines.workdir=workdirs/demo_k4_baselines]
   python experiments/evaluate.py --pretrained=mni152_csmri8x_dc_tv --out=DIR
 
-``--samples=N`` evaluates N points of a design on the simplex of loss
-coefficients (its vertices included), for any number of loss terms, scores
-every loss term at every λ and prints the Pareto set and its hypervolume
-(against the per-λ Unets' with ``--baselines``).
+The report is what the model's config says (its ``eval`` section and the
+evaluators of ``evals``, `hyperrecon_jax.evaluators`); ``--config.eval.*`` and
+``--config.evals.*`` change it for this report. ``eval.samples=N`` evaluates N
+points of a design on the simplex of loss coefficients (its vertices
+included), for any number of loss terms, scores every loss term at every λ
+and prints the Pareto set and its hypervolume (against the per-λ Unets' with
+``evals.baselines.workdir``).
 
 Reads the workdir only (a run that is still training can be evaluated) and
-writes the report (``lambda_grid.json`` and the figures, see
-`hyperrecon_jax.report`) into ``<workdir>/eval`` or ``--out``, replacing the
-previous report only once every file is complete.
+writes the report (``lambda_grid.json`` and the figures) into
+``<workdir>/eval`` or ``--out``, replacing the previous report only once every
+file is complete.
 """
 
 import os
@@ -28,49 +32,18 @@ import cli
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
                            "<workdir>/eval).")
-_GRID = flags.DEFINE_integer("grid", None, "λ values per hyperparameter "
-                             "(default: the config's eval.grid).", lower_bound=1)
-_SAMPLES = flags.DEFINE_integer(
-    "samples", None, "Instead of a grid: N points of a design on the simplex "
-    "(any number of loss terms; default for K ≥ 4: the config's eval.samples).",
-    lower_bound=1)
-_SPLIT = flags.DEFINE_enum("split", None, ["train", "validation", "test"],
-                           "Split to evaluate (default: the config's).")
-_CHUNK = flags.DEFINE_integer("chunk", None, "Model batch of one call "
-                              "(default: the config's eval.chunk).",
-                              lower_bound=1)
-_SHOWN = flags.DEFINE_integer("panel_lambdas", 5, "λ values in slices.png.",
-                              lower_bound=1)
-_BASELINES = flags.DEFINE_string(
-    "baselines", None, "Workdir of per-λ Unets (experiments/baselines.py) to "
-    "score on the same slices and draw beside HyperRecon.")
-_SEGMENTER = flags.DEFINE_string(
-    "segmenter", None, "Folder of a segmenter (experiments/segmenter.py) "
-    "trained on this data: also score the Dice of every reconstruction.")
+_SETTINGS = cli.define_report_settings()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
-  from hyperrecon_jax import checkpoints
-  from hyperrecon_jax import errors
   from hyperrecon_jax import report
   with cli.user_errors():
-    baselines = _BASELINES.value
-    # Checked here, before the model loads, so the message names this flag (the
-    # loader's own speaks of a training run's --workdir).
-    if baselines is not None and not os.path.isdir(baselines):
-      raise errors.InputError(f"--baselines={baselines}: no such folder; give the --workdir "
-                              "of a run of experiments/baselines.py")
-    if baselines is not None and not os.path.isdir(checkpoints.checkpoint_dir(baselines)):
-      raise errors.InputError(f"--baselines={baselines} holds no checkpoint: train the per-λ "
-                              f"Unets first (experiments/baselines.py --workdir={baselines})")
+    report.check_settings(_SETTINGS.value)  # before the model loads
     result = report.run(_WORKDIR.value, pretrained=_PRETRAINED.value, out=_OUT.value,
-                        grid=_GRID.value, samples=_SAMPLES.value,
-                        split=_SPLIT.value, chunk=_CHUNK.value, step=_STEP.value,
-                        panel_lambdas=_SHOWN.value, baselines=_BASELINES.value,
-                        segmenter=_SEGMENTER.value)
+                        step=_STEP.value, overrides=cli.report_overrides(_SETTINGS))
   zf = result["zero_filled"]["mean"]
   print(f"{result['num_slices']} slices of {result['split']} "
         f"(checkpoint step {result['checkpoint_step']}), "

@@ -47,7 +47,8 @@ def main(argv):
                                 description=_DESCRIPTION.value, folder=folder)
     with tempfile.TemporaryDirectory() as tmp:
       result = report.run(pretrained=_NAME.value, folder=folder,
-                          out=os.path.join(tmp, "eval"), baselines=_BASELINES.value)
+                          out=os.path.join(tmp, "eval"),
+                          overrides={"evals.baselines.workdir": _BASELINES.value or ""})
     written["test"] = pretrained.summary(result)
     pretrained.write_info(os.path.join(folder, _NAME.value), written)
   print(json.dumps(written["test"], indent=1))

@@ -85,33 +85,12 @@ def _lambda_flag() -> tuple[str, str]:
   raise AssertionError("the flag validator admits exactly one λ flag")
 
 
-class _Bar:
-  """Slices reconstructed: a tqdm bar on a terminal, else a line per λ."""
-
-  def __init__(self, total: int):
-    self.total, self.done, self.bar = total, 0, None
-    if sys.stderr.isatty():
-      try:
-        import tqdm
-        self.bar = tqdm.tqdm(total=total, unit="slice", dynamic_ncols=True)
-      except ImportError:
-        pass
-
-  def __call__(self, count: int) -> None:
-    self.done += count
-    if self.bar is not None:
-      self.bar.update(count)
-
-  def close(self):
-    if self.bar is not None:
-      self.bar.close()
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax import outputs
+  from hyperrecon_jax import progress
   from hyperrecon_jax import reconstruct
   from hyperrecon_jax import scans
   from hyperrecon_jax import train
@@ -143,7 +122,8 @@ def main(argv):
     print(f"output: {'×'.join(str(n) for n in shape)} {dtype.name} "
           f"({len(lambdas) * dtype.itemsize * int(np.prod(scan.output_shape)) / 2**20:,.0f} MiB "
           f"uncompressed; {need / 2**20:,.0f} MiB of memory)", file=sys.stderr)
-    bar = _Bar(len(scan.slices) * len(lambdas))
+    bar = progress.Progress(len(scan.slices) * len(lambdas), "slice",
+                            lambda done, total, _: f"reconstructed {done:,}/{total:,} slices")
     try:
       result = reconstruct.volume(config, model, variables, scan, lambdas,
                                   seed=_SEED.value, batch=_BATCH.value,

@@ -1,14 +1,15 @@
 r"""Trains the segmentation Unet that scores reconstructions by Dice (paper §5.5.1).
 
   python experiments/segmenter.py --config=experiments/configs/demo_ao.py \
-      --workdir=workdirs/demo_segmenter [--steps=1000]
+      --workdir=workdirs/demo_segmenter [--config.segmenter.steps=1000]
 
 Trains on the ground-truth slices and tissue labels of the config's data
 (the embedded MNI152 template has four classes: background, other brain,
 gray and white matter) and writes ``segmenter.msgpack`` and
 ``segmenter.json`` (with its validation Dice) into ``--workdir``. Then
 
-  python experiments/evaluate.py --workdir=HYPER --segmenter=workdirs/demo_segmenter
+  python experiments/evaluate.py --workdir=HYPER \
+      --config.evals.lambda_set.segmenter=workdirs/demo_segmenter
 
 adds the Dice of every reconstruction's segmentation to the λ curves.
 """
@@ -26,14 +27,10 @@ import cli
 from hyperrecon_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (path[:arg]); only its data "
-    "and train.batch_size/seed are used.", lock_config=True)
+    "config", None, "Experiment config file (path[:arg]); its segmenter section, data "
+    "and train.batch_size/seed are used (e.g. --config.segmenter.steps=2000).",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the segmenter.")
-_STEPS = flags.DEFINE_integer("steps", 1000, "Adam steps.", lower_bound=1)
-_CHANNELS = flags.DEFINE_integer("channels", None, "Features per level "
-                                 "(default: the config's model.channels).",
-                                 lower_bound=1)
-_LR = flags.DEFINE_float("lr", 1e-3, "Adam learning rate.", lower_bound=0)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -50,9 +47,7 @@ def main(argv):
                               "mni152 data has tissue labels")
     trained = segmentation.train_into(
         _WORKDIR.value, config.data, num_classes=len(data.MNI152_CLASSES),
-        channels=int(_CHANNELS.value or config.model.channels), steps=_STEPS.value,
-        batch_size=int(config.train.batch_size), lr=_LR.value,
-        seed=int(config.train.seed), log=segmentation.log_to_stderr)
+        log=segmentation.log_to_stderr, **segmentation.settings(config))
   print(f"validation Dice (ground-truth slices, classes "
         f"{', '.join(data.MNI152_CLASSES[1:])}): {trained.info['validation_dice']:.4f}")
   print(f"wrote {os.path.join(_WORKDIR.value, segmentation.INFO_FILE)}")

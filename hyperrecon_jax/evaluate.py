@@ -88,40 +88,6 @@ def measure_slices(operator, images, keys):
   return operator.zero_filled(measure(operator, images, keys))
 
 
-def split_means(score: Callable, batches: Iterable[Mapping[str, Any]], operator, *,
-                key) -> dict[str, float]:
-  """Means of per-slice scores over the valid slices of a split.
-
-  Every slice is measured as `evaluate_grid` measures it (`slice_keys`,
-  `measure`), so a score here and a grid's metrics see the same noise.
-
-  Args:
-    score: ``score(images, y) -> {name: (B,) array}`` of a batch's (B, H, W)
-      images and their measurements.
-    batches: as for `evaluate_grid`.
-    operator: a `hyperrecon_jax.physics` operator.
-    key: the PRNG key of the measurements.
-
-  Returns:
-    ``{name: mean over the valid slices}``.
-
-  Raises:
-    InputError: a malformed batch, or no valid slice at all.
-  """
-  sums, count = {}, 0
-  for i, batch in enumerate(batches):
-    image, volume, slice_, valid = _check_batch(batch, i)
-    y = measure(operator, jnp.asarray(image), slice_keys(key, volume, slice_))
-    for name, values in score(jnp.asarray(image), y).items():
-      # np.where, not a product: padding rows may hold inf or NaN.
-      values = np.where(valid, np.asarray(values, np.float64), 0.0)
-      sums[name] = sums.get(name, 0.0) + float(values.sum())
-    count += int(valid.sum())
-  if not count:
-    raise errors.InputError("batches held no valid slice to score.")
-  return {name: total / count for name, total in sums.items()}
-
-
 def _check_batch(batch, index):
   if not isinstance(batch, Mapping):
     raise errors.InputError(
@@ -155,7 +121,7 @@ def _lambda_blocks(num_lambdas: int, batch: int, chunk: int):
     yield np.arange(start, start + block) % num_lambdas, min(block, num_lambdas - start)
 
 
-def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Mapping[str, Any]],
+def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any]],
                   lam_grid, *, key, chunk: int | None = None, per_slice: bool = True,
                   progress: Callable[[int], None] | None = None, segmenter=None,
                   terms=()):
@@ -168,7 +134,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
   the last one with ``valid=False`` rows) to compile once.
 
   Args:
-    apply_fn: see `grid.reconstruct_grid`.
+    model: a model of `hyperrecon_jax.models` (see `grid.reconstruct_grid`).
     variables: the model variables.
     operator: a `hyperrecon_jax.physics` operator.
     batches: iterable of dicts with ``image`` (B, H, W) float32 in [0, 1],
@@ -190,23 +156,11 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
       slice's own measurement: the objectives of a Pareto analysis.
 
   Returns:
-    A dict of JSON types only (non-finite numbers as None); see `results.to_json`:
-    ``format``; ``metrics`` (names); ``lower_is_better`` (names);
-    ``lambdas`` (G × n); ``coeffs`` (G × K); ``num_slices``; ``num_volumes``;
-    ``volumes`` (ids, in order of first appearance); ``slices``:
-    ``{'volume': [S], 'slice': [S]}``; ``unscored``: ``{metric: [[volume,
-    slice], ...]}``, the slices left out of a metric's statistics because
-    its value is not finite at some λ (e.g. NMSE of an all-zero ground
-    truth); ``mean``, ``std``, ``q25``, ``q75``:
-    ``{metric: [G]}`` over the scored slices; ``volume_mean``: ``{metric: V × G}``, the
-    mean over each volume's slices; ``per_slice``: ``{metric: S × G}`` (only
-    with ``per_slice``); ``best``: ``{metric: {'index', 'lam', 'value'}}`` on
-    ``mean``; ``zero_filled``: the same statistics of the zero-filled
-    magnitude, ``{'mean': {metric: x}, 'std', 'q25', 'q75', 'volume_mean':
-    {metric: [V]}, 'per_slice': {metric: [S]}}``; with a segmenter,
-    ``ground_truth_dice``: ``{'mean', 'std'}`` of the Dice of the segmenter on
-    the ground-truth images, the best any reconstruction can expect; with
-    ``terms``, ``loss_terms``: `summarize_terms` of their per-slice values.
+    The result of `results.summarize` (JSON types only; its schema is
+    there); with a segmenter also ``ground_truth_dice``: ``{'mean', 'std'}``
+    of the segmenter's Dice on the ground-truth images, the best any
+    reconstruction can expect; with ``terms``, ``loss_terms``:
+    `summarize_terms` of their per-slice values.
   """
   lam = np.asarray(lam_grid, np.float32)
   if lam.ndim != 2 or lam.shape[0] < 1:
@@ -219,15 +173,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
   truth_dice = []
   for i, batch in enumerate(batches):
     image, volume, slice_, valid = _check_batch(batch, i)
-    labels = None
-    if segmenter is not None:
-      if "label" not in batch:
-        raise errors.InputError(f"batch {i} has no 'label': scoring Dice needs a dataset "
-                                "with labels.")
-      labels = np.asarray(batch["label"])
-      truth_dice.append(np.asarray(segmentation.foreground_dice(
-          segmentation.labels(segmenter, image), jnp.asarray(labels, jnp.int32),
-          segmenter.num_classes))[valid])
+    labels = _labels(batch, i, segmenter, image, valid, truth_dice)
     keys = slice_keys(key, volume, slice_)
     if terms:  # the terms need the measurement itself
       y = measure(operator, jnp.asarray(image), keys)
@@ -236,7 +182,7 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
       y, zf = None, measure_slices(operator, jnp.asarray(image), keys)
     blocks = {m: [] for m in names}
     for index, used in _lambda_blocks(len(coeffs), image.shape[0], grid_lib.check_chunk(chunk)):
-      out = grid_lib.grid_metrics(apply_fn, variables, zf, image, coeffs[index], valid=valid,
+      out = grid_lib.grid_metrics(model, variables, zf, image, coeffs[index], valid=valid,
                                   chunk=chunk, segmenter=segmenter, labels=labels, terms=terms,
                                   operator=operator, measurement=y)
       for m, v in out.items():
@@ -252,6 +198,25 @@ def evaluate_grid(apply_fn: Callable, variables, operator, batches: Iterable[Map
       zf_rows[f"term_{n}"].append(np.zeros(int(valid.sum())))
     volumes += list(volume[valid])
     slices += list(slice_[valid])
+  return _result(grid_rows, zf_rows, lam, volumes, slices, terms, truth_dice, per_slice)
+
+
+def _labels(batch, i, segmenter, image, valid, truth_dice):
+  """A batch's true labels with a segmenter (appending its Dice on the ground truth), else None."""
+  if segmenter is None:
+    return None
+  if "label" not in batch:
+    raise errors.InputError(f"batch {i} has no 'label': scoring Dice needs a dataset "
+                            "with labels.")
+  labels = np.asarray(batch["label"])
+  truth_dice.append(np.asarray(segmentation.foreground_dice(
+      segmentation.labels(segmenter, image), jnp.asarray(labels, jnp.int32),
+      segmenter.num_classes))[valid])
+  return labels
+
+
+def _result(grid_rows, zf_rows, lam, volumes, slices, terms, truth_dice, per_slice):
+  """`evaluate_grid`'s result from the per-batch rows of every metric."""
   if not volumes:
     raise errors.InputError("batches held no valid slice to evaluate.")
   scored = {m: np.concatenate(v) for m, v in grid_rows.items()}

@@ -17,21 +17,21 @@ more than one chunk of reconstructions; `reconstruct_grid` returns all
 Test sets run λ-major instead (``order``, 'auto' picks it once the slices
 fill half a call, and always on the CPU): each call runs up to ``chunk``
 slices at one λ, so the Unet is an ordinary shared-weight network, the cheap
-path on every backend; for a ``HyperUnet`` the weights of up to
-`LAMBDA_BLOCK` λ come from one hypernetwork call.
+path on every backend; the weights of up to `LAMBDA_BLOCK` λ come from one
+``evaluation_weights`` call (for a ``HyperUnet``, one hypernetwork call).
 
-``apply_fn(variables, zf, coeffs)`` gets (B, K) coefficients and must give
-every batch row its own, or (K,) coefficients for the whole batch
-(``HyperUnet.apply`` does both); it should be a stable
-object such as ``net.apply``: it is a static argument of the compiled
-program, so a fresh lambda per call recompiles. Metrics follow
+``model`` is any of `hyperrecon_jax.models` (a ``HyperUnet``, a plain
+``Unet``, a ``UnetStack`` of per-λ Unets): slice-major calls
+``model.apply(variables, zf, coeffs)`` with (B, K) coefficients, one per
+row; λ-major calls ``evaluation_weights`` once per block of λ and
+``reconstruct_with`` per call. The model is a static argument of the
+compiled programs (modules with equal fields share one). Metrics follow
 `hyperrecon_jax.metrics` (per slice, peak 1); `hyperrecon_jax.evaluate`
-measures and scores whole data splits with these programs.
+measures and scores whole data splits with these programs; the explorer
+and ``experiments/reconstruct.py`` reconstruct through `reconstruct_grid`.
 """
 
-from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +40,6 @@ from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import losses
 from hyperrecon_jax import metrics as metrics_lib
-from hyperrecon_jax import models
 from hyperrecon_jax import physics
 from hyperrecon_jax import segmentation
 
@@ -173,28 +172,19 @@ def resolve_order(order: str, num_slices: int, chunk: int, backend: str | None =
 LAMBDA_BLOCK = 32
 
 
-def _hyper_unet(apply_fn):
-  """The ``HyperUnet`` whose bound ``apply`` is ``apply_fn``, else None."""
-  net = getattr(apply_fn, "__self__", None)
-  if isinstance(net, models.HyperUnet) and getattr(apply_fn, "__func__", None) is nn.Module.apply:
-    return net
-  return None
-
-
-@compilation.inference_jit(static_argnames=("apply_fn", "chunk", "score", "segmenter", "order",
+@compilation.inference_jit(static_argnames=("model", "chunk", "score", "segmenter", "order",
                                             "lambda_block", "terms"))
 def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None,
-                  operator=None, measurement=None, *, apply_fn, chunk, score, segmenter=None,
+                  operator=None, measurement=None, *, model, chunk, score, segmenter=None,
                   order="slice", lambda_block=1, terms=()):
   """All S×G (slice, λ) pairs in calls of ``chunk`` rows: recons or metrics (S, G, ...).
 
   ``order='slice'``: the pairs flattened slice-major, each row with its own
   (K,) coefficients. ``order='lambda'``: for each λ, the slices in calls of
-  ``chunk`` slices sharing that λ's (K,) coefficients; for a ``HyperUnet``
-  the weights of ``lambda_block`` λ at a time are generated together
-  (`LAMBDA_BLOCK`). ``segmenter`` is ``(apply_fn, num_classes)`` of a
-  `segmentation.Trained` (static), with its ``seg_variables`` and the
-  slices' true ``labels``. ``terms`` (static) names loss terms of the
+  ``chunk`` slices sharing that λ's weights; the weights of ``lambda_block``
+  λ at a time are generated together (`LAMBDA_BLOCK`). ``segmenter`` is
+  ``(apply_fn, num_classes)`` of a `segmentation.Trained` (static), with its
+  ``seg_variables`` and the slices' true ``labels``. ``terms`` (static) names loss terms of the
   reconstruction (`check_image_terms`), scored as ``term_<name>`` against
   ``target``, ``operator`` and the slices' ``measurement``.
   """
@@ -225,28 +215,23 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
       out = jax.lax.map(lambda s: scored(s, reconstruct(zf[s])), rows)
       return jax.tree_util.tree_map(lambda x: unpad(x, s_count, (s_count,)), out)
 
-    net = _hyper_unet(apply_fn)
-    if net is None:
-      out = jax.lax.map(lambda c: per_lambda(lambda z: apply_fn(variables, z, c)), coeffs)
-    else:
-      blocks = -(-g_count // lambda_block)
-      index = (jnp.arange(blocks * lambda_block) % g_count).reshape(blocks, lambda_block)
+    blocks = -(-g_count // lambda_block)
+    index = (jnp.arange(blocks * lambda_block) % g_count).reshape(blocks, lambda_block)
 
-      def per_block(i):
-        weights = net.apply(variables, coeffs[i], method=models.HyperUnet.generate)
-        return jax.lax.map(lambda w: per_lambda(
-            lambda z: net.apply(variables, w, z, method=models.HyperUnet.reconstruct_with)),
-            weights)
+    def per_block(i):
+      weights = model.apply(variables, coeffs[i], method="evaluation_weights")
+      return jax.lax.map(lambda w: per_lambda(
+          lambda z: model.apply(variables, w, z, method="reconstruct_with")), weights)
 
-      out = jax.tree_util.tree_map(lambda x: unpad(x, g_count, (g_count,)),
-                                   jax.lax.map(per_block, index))
+    out = jax.tree_util.tree_map(lambda x: unpad(x, g_count, (g_count,)),
+                                 jax.lax.map(per_block, index))
     return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), out)  # (S, G, ...)
   n = s_count * g_count
   num_chunks = -(-n // chunk)
   flat = jnp.arange(num_chunks * chunk) % n
   index = (flat // g_count).reshape(num_chunks, chunk), (flat % g_count).reshape(num_chunks, chunk)
-  out = jax.lax.map(lambda idx: scored(idx[0], apply_fn(variables, zf[idx[0]], coeffs[idx[1]])),
-                    index)
+  out = jax.lax.map(
+      lambda idx: scored(idx[0], model.apply(variables, zf[idx[0]], coeffs[idx[1]])), index)
   return jax.tree_util.tree_map(lambda x: unpad(x, n, (s_count, g_count)), out)
 
 
@@ -254,13 +239,13 @@ def _call_size(order, chunk, num_slices, num_pairs):
   return _balanced(chunk, num_slices if order == "lambda" else num_pairs)
 
 
-def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | None = None,
+def reconstruct_grid(model, variables, zf, coeffs, *, chunk: int | None = None,
                      order: str = "auto"):
   """Reconstructs slices at every coefficient vector of a grid.
 
   Args:
-    apply_fn: ``apply_fn(variables, zf_batch, coeffs_batch) -> (chunk, H, W)``,
-      e.g. ``net.apply`` of a ``HyperUnet``.
+    model: a model of `hyperrecon_jax.models` (``HyperUnet``, ``Unet``,
+      ``UnetStack``).
     variables: the model variables.
     zf: (S, H, W, 2) zero-filled inputs, or one slice (H, W, 2).
     coeffs: (G, K) loss-coefficient vectors (``hparams.coefficients(lam_grid)``).
@@ -269,8 +254,8 @@ def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | 
       share the pairs evenly, so at most one pair per call is padding.
       None: `default_chunk()`.
     order: 'slice' (calls mix λ: per-row weights), 'lambda' (each call runs
-      up to ``chunk`` slices at one λ: one generated weight set, and
-      ``apply_fn`` gets (K,) coefficients) or 'auto' (`resolve_order`). The
+      up to ``chunk`` slices at one λ: one generated weight set) or 'auto'
+      (`resolve_order`). The
       results agree to float32 roundoff; only the speed differs.
 
   Returns:
@@ -284,7 +269,7 @@ def reconstruct_grid(apply_fn: Callable, variables, zf, coeffs, *, chunk: int | 
   zf = zf[None] if single else zf
   order = resolve_order(order, zf.shape[0], chunk)
   size = _call_size(order, chunk, zf.shape[0], zf.shape[0] * coeffs.shape[0])
-  out = _grid_program(variables, zf, coeffs, None, apply_fn=apply_fn, chunk=size,
+  out = _grid_program(variables, zf, coeffs, None, model=model, chunk=size,
                       score=False, order=order,
                       lambda_block=_balanced(LAMBDA_BLOCK, coeffs.shape[0]))
   return out[0] if single else out
@@ -304,13 +289,13 @@ def check_image_terms(terms) -> tuple[str, ...]:
   return terms
 
 
-def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=None,
+def grid_metrics(model, variables, zf, target, coeffs, *, valid=None,
                  chunk: int | None = None, segmenter=None, labels=None,
                  order: str = "auto", terms=(), operator=None, measurement=None):
   """Per-slice, per-λ metrics of a batch, without keeping the reconstructions.
 
   Args:
-    apply_fn: see `reconstruct_grid`.
+    model: see `reconstruct_grid`.
     variables: the model variables.
     zf: (S, H, W, 2) zero-filled inputs.
     target: (S, H, W) ground truth.
@@ -346,7 +331,7 @@ def grid_metrics(apply_fn: Callable, variables, zf, target, coeffs, *, valid=Non
   out = _grid_program(variables, jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32),
                       jnp.asarray(target, jnp.float32), seg_variables, labels,
                       operator if terms else None, measurement if terms else None,
-                      apply_fn=apply_fn, chunk=size, score=True, segmenter=static,
+                      model=model, chunk=size, score=True, segmenter=static,
                       order=order, lambda_block=_balanced(LAMBDA_BLOCK, np.shape(coeffs)[0]),
                       terms=terms)
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
@@ -390,25 +375,25 @@ def zero_filled_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
 
-@compilation.inference_jit(static_argnames=("net", "block"))
-def _weight_l1_program(net, variables, coeffs, *, block):
+@compilation.inference_jit(static_argnames=("model", "block"))
+def _weight_l1_program(variables, coeffs, *, model, block):
   g_count = coeffs.shape[0]
   blocks = -(-g_count // block)
   index = (jnp.arange(blocks * block) % g_count).reshape(blocks, block)
-  per_block = lambda i: losses.weight_l1(
-      net.apply(variables, coeffs[i], method=models.HyperUnet.generate))
+  per_block = lambda i: losses.weight_l1(model.apply(variables, coeffs[i], method="generate"))
   return jax.lax.map(per_block, index).reshape(-1)[:g_count]
 
 
-def weight_terms(net, variables, coeffs, names) -> dict[str, np.ndarray]:
-  """Per-λ values of the loss terms of a ``HyperUnet``'s generated weights.
+def weight_terms(model, variables, coeffs, names) -> dict[str, np.ndarray]:
+  """Per-λ values of the loss terms of a model's convolution weights.
 
   The terms of `losses.NEEDS_WEIGHTS` (``weight_l1``: the ℓ1 norm of all the
-  convolution weights the hypernetwork generates at λ, shared ones included,
-  as in training) depend on λ only, not on a slice.
+  convolution weights of the model at λ, ``generate``'s, as in training:
+  a ``HyperUnet``'s generated and shared ones, a ``UnetStack``'s nearest
+  member's) depend on λ only, not on a slice.
 
   Args:
-    net: the ``HyperUnet``.
+    model: see `reconstruct_grid`.
     variables: its variables.
     coeffs: (G, K) coefficient vectors.
     names: loss-term names; those not of the weights are skipped.
@@ -421,6 +406,6 @@ def weight_terms(net, variables, coeffs, names) -> dict[str, np.ndarray]:
   if not wanted:
     return {}
   coeffs = jnp.asarray(coeffs, jnp.float32)
-  values = _weight_l1_program(net, variables, coeffs,
+  values = _weight_l1_program(variables, coeffs, model=model,
                               block=_balanced(LAMBDA_BLOCK, coeffs.shape[0]))
   return {n: np.asarray(values, np.float64) for n in wanted}

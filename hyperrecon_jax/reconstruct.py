@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import evaluate
+from hyperrecon_jax import grid
 from hyperrecon_jax import hparams
 from hyperrecon_jax import outputs
 from hyperrecon_jax import physics
@@ -172,14 +172,13 @@ def measure(config, scan: Scan, *, seed: int = 0):
 
 def reconstruct_slices(model, variables, zf, lambdas, *, batch: int = 8,
                        progress: Callable[[int], None] | None = None) -> np.ndarray:
-  """Reconstructs every slice at every λ, in batches of slices under `jit`.
+  """Reconstructs every slice at every λ (`grid.reconstruct_grid`, λ-major).
 
-  Each λ generates one set of Unet weights that a whole batch shares (the
-  coefficients' shape (K,) selects that path), so the cost is that of a
-  plain Unet per slice.
+  Each λ generates one set of Unet weights that a whole batch shares, so the
+  cost is that of a plain Unet per slice.
 
   Args:
-    model: the model (`pretrained.load` / `train.load_trained`), HyperRecon.
+    model: the model (`pretrained.load` / `train.load_trained`).
     variables: its variables.
     zf: (S, H, W, 2) zero-filled inputs.
     lambdas: (L, K − 1) λ values.
@@ -197,19 +196,21 @@ def reconstruct_slices(model, variables, zf, lambdas, *, batch: int = 8,
 def _each_coefficient(model, variables, zf, coeffs, *, batch: int, progress=None):
   """`reconstruct_slices` one λ at a time: yields (S, H, W) float32 for each row of coeffs.
 
-  One compiled function serves every λ (a new `jit` wrapper would compile
-  again), and only one λ's slices are held at a time.
+  Every call is one λ and one batch of slices, so one compiled grid program
+  serves the whole volume, progress is reported per batch, and only one λ's
+  slices are held at a time.
   """
   zf = jnp.asarray(zf, jnp.float32)
-  apply = compilation.inference_jit(model.apply)
   n = zf.shape[0]
   batch = max(1, min(int(batch), n))
   # Padded with the first slices: one compiled shape for the last batch too.
   blocks = [(start, zf[np.arange(start, start + batch) % n]) for start in range(0, n, batch)]
-  for c in jnp.asarray(coeffs, jnp.float32):
+  for c in np.asarray(coeffs, np.float32):
     out = np.empty((n,) + tuple(zf.shape[1:3]), np.float32)
     for start, block in blocks:
-      out[start:start + batch] = np.asarray(apply(variables, block, c))[:n - start]
+      recon = grid.reconstruct_grid(model, variables, block, c[None], chunk=batch,
+                                    order="lambda")
+      out[start:start + batch] = np.asarray(recon[:, 0])[:n - start]
       if progress is not None:
         progress(min(batch, n - start))
     yield out

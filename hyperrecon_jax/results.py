@@ -1,7 +1,7 @@
 """The result of a λ-grid evaluation: statistics, best λ, JSON round trip.
 
 `evaluate.evaluate_grid` computes per-slice metrics; this module turns them
-into one dict of JSON types (schema in `summarize`) and reads it back.
+into one dict of JSON types (its schema: `summarize`) and reads it back.
 """
 
 import json
@@ -57,7 +57,20 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
     per_slice: keep the per-slice arrays.
 
   Returns:
-    The result dict described in `evaluate_grid`.
+    A dict of JSON types only (non-finite numbers as None; `to_json`):
+    ``format``; ``metrics`` (names); ``lower_is_better`` (names);
+    ``lambdas`` (G × n); ``coeffs`` (G × K); ``num_slices``; ``num_volumes``;
+    ``volumes`` (ids, in order of first appearance); ``slices``:
+    ``{'volume': [S], 'slice': [S]}``; ``unscored``: ``{metric: [[volume,
+    slice], ...]}``, the slices left out of a metric's statistics because its
+    value is not finite at some λ (e.g. NMSE of an all-zero ground truth);
+    ``mean``, ``std``, ``q25``, ``q75``: ``{metric: [G]}`` over the scored
+    slices; ``volume_mean``: ``{metric: V × G}``, the mean over each volume's
+    slices; ``per_slice``: ``{metric: S × G}`` (only with ``per_slice``);
+    ``best``: ``{metric: {'index', 'lam', 'value'}}`` on ``mean``;
+    ``zero_filled``: the same statistics of the zero-filled magnitude,
+    ``{'mean': {metric: x}, 'std', 'q25', 'q75', 'volume_mean': {metric: [V]},
+    'per_slice': {metric: [S]}}``.
   """
   lam = np.asarray(lam_grid, np.float32)
   s_count = len(volumes)

@@ -194,15 +194,15 @@ def validation_dice(segmenter: Trained, data_config, split: str = "validation",
   return float(np.mean(np.concatenate(scores)))
 
 
-def train(data_config, *, num_classes: int, channels: int = 32, steps: int = 1000,
-          batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
-          log: Callable[[int, float], None] | None = None) -> Trained:
+def train(data_config, *, num_classes: int, channels: int, steps: int, batch_size: int,
+          lr: float, seed: int, log: Callable[[int, float], None] | None = None) -> Trained:
   """Trains a segmenter on the ground-truth slices and labels of the train split.
 
   Args:
     data_config: a data config whose dataset has labels (`data.has_labels`).
     num_classes: C, background included (e.g. ``len(data.MNI152_CLASSES)``).
-    channels: features at every level.
+    channels: features at every level (an experiment's
+      ``config.segmenter.channels``, `settings` gives them all).
     steps: Adam steps.
     batch_size: slices per step.
     lr: Adam learning rate.
@@ -244,6 +244,16 @@ def train(data_config, *, num_classes: int, channels: int = 32, steps: int = 100
   return trained._replace(info=info)
 
 
+def settings(config) -> dict:
+  """`train`'s settings from an experiment config: its ``segmenter`` section,
+  ``train.batch_size`` and ``train.seed``; ``segmenter.channels`` 0 means the
+  model's ``model.channels``."""
+  s = config.segmenter
+  return {"channels": int(s.channels or config.model.channels), "steps": int(s.steps),
+          "lr": float(s.lr), "batch_size": int(config.train.batch_size),
+          "seed": int(config.train.seed)}
+
+
 def train_into(directory: str, data_config, **settings) -> Trained:
   """`train` a segmenter and `save` it in ``directory``, which it owns meanwhile.
 
@@ -261,9 +271,8 @@ def train_into(directory: str, data_config, **settings) -> Trained:
   if os.path.exists(os.path.join(directory, INFO_FILE)):
     raise errors.InputError(f"{directory} already holds a trained segmenter; delete it "
                             "or use another --workdir")
-  _check_settings(settings.get("num_classes"), settings.get("channels", 32),
-                  settings.get("steps", 1000), settings.get("batch_size", 8),
-                  settings.get("lr", 1e-3))
+  _check_settings(settings.get("num_classes"), settings.get("channels"),
+                  settings.get("steps"), settings.get("batch_size"), settings.get("lr"))
   with workdir_lib.lock(directory):
     trained = train(data_config, **settings)
     save(trained, directory)

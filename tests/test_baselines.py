@@ -6,9 +6,11 @@ embedded mni152 data built in a temporary folder; the tests read its result
 and rerun it.
 """
 
+import functools
 import json
 import math
 import os
+import shutil
 
 import configs
 import jax
@@ -18,10 +20,10 @@ import pytest
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
 from hyperrecon_jax import hparams
+from hyperrecon_jax import models
 from hyperrecon_jax import physics
 from hyperrecon_jax import train
 from hyperrecon_jax.train import baselines
-from hyperrecon_jax.train import stack_model
 
 
 def load_config(name, arg="quick"):
@@ -126,7 +128,8 @@ def test_mae_scale_matches_an_independent_computation(run):
   @jax.jit
   def reconstruct(x):
     zf = operator.zero_filled(operator.measure(x, jax.random.key(7)))
-    return model.unet.apply(mae_unet, zf, coeffs)
+    return models.Unet(channels=model.channels, batch_norm=model.batch_norm).apply(
+        mae_unet, zf, coeffs)
 
   errors = []
   for batch in data.batches(config.data, "validation", batch_size=4,
@@ -182,20 +185,20 @@ def test_a_single_term_is_refused(tmp_path):
   assert not os.listdir(tmp_path)
 
 
-def test_grid_model_is_each_unet_in_evaluation_mode(run):
+def test_a_stack_answers_each_row_with_its_nearest_unet_in_evaluation_mode(run):
   # BatchNorm folded into the convolutions is exact arithmetic: float32
   # roundoff of a 15-layer network, ~1e-6 of the output scale.
   _, workdir, _ = run
   _, model, variables, _ = train.load_trained(workdir)
-  apply_fn, grid_variables = stack_model.grid_model(model, variables)
   rng = np.random.default_rng(0)
   zf = rng.random((3, 32, 32, 2)).astype(np.float32)
   # Rows at λ near 1, exactly 0 and near 0: the nearest Unet answers.
   coeffs = np.asarray(hparams.coefficients(np.array([[0.9], [0.0], [0.2]])))
-  got = np.asarray(apply_fn(grid_variables, zf, coeffs))
+  got = np.asarray(model.apply(variables, zf, coeffs))
+  unet = models.Unet(channels=model.channels, batch_norm=model.batch_norm)
   for row, index in enumerate([1, 0, 0]):
-    unet = jax.tree_util.tree_map(lambda v, index=index: v[index], variables)
-    want = np.asarray(model.unet.apply(unet, zf[row:row + 1]))[0]
+    member = jax.tree_util.tree_map(lambda v, index=index: v[index], variables)
+    want = np.asarray(unet.apply(member, zf[row:row + 1]))[0]
     np.testing.assert_allclose(got[row], want, rtol=0,
                                atol=1e-5 * np.abs(want).max())
 
@@ -203,15 +206,41 @@ def test_grid_model_is_each_unet_in_evaluation_mode(run):
 def test_a_stack_runs_the_same_unrolled_or_vmapped(run):
   # The strategy only changes how XLA runs the L Unets (one grouped
   # convolution or L ordinary ones): float32 summation order, 1e-5 of scale.
+  # In training the rows come as one block of the batch per Unet.
   _, workdir, _ = run
   config, _, variables, _ = train.load_trained(workdir)
-  zf = np.random.default_rng(1).random((2, 32, 32, 2)).astype(np.float32)
-  coeffs = np.broadcast_to(np.asarray(hparams.coefficients(
-      np.array([[0.0], [1.0]])))[:, None], (2, 2, 2))
+  zf = np.tile(np.random.default_rng(1).random((2, 32, 32, 2)).astype(np.float32),
+               (2, 1, 1, 1))
+  coeffs = np.repeat(np.asarray(hparams.coefficients(np.array([[0.0], [1.0]]))), 2, 0)
   outs = []
   for strategy in ("vmap", "loop"):
     model = train.build_model(config, strategy=strategy)
-    recon = jax.jit(model.apply)(variables, zf, coeffs)
+    recon, _ = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+        variables, zf, coeffs)
     outs.append(np.asarray(recon))
-  assert outs[0].shape == (2, 2, 32, 32)
+  assert outs[0].shape == (4, 32, 32)
   np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-5 * np.abs(outs[0]).max())
+
+
+# A stack of three Unets (λ = 0, 0.5, 1; 32×32, 4 channels, 2 steps) trained
+# by commit c86c71a, when the stack was not yet a flax module: its checkpoint
+# and its baselines.json as that code wrote them.
+OLD_STACK = os.path.join(os.path.dirname(__file__), "data", "stack_c86c71a")
+
+
+def test_a_stack_written_by_earlier_code_loads_and_scores_as_it_did(tmp_path, data_dir):
+  workdir = str(tmp_path / "stack")
+  shutil.copytree(OLD_STACK, workdir)
+  config, model, variables, step = train.load_trained(workdir)
+  assert isinstance(model, models.UnetStack) and step == 2
+  assert model.lambdas == ((0.0,), (0.5,), (1.0,))
+  with open(os.path.join(workdir, "baselines.json")) as f:
+    stored = json.load(f)
+  config.data.data_dir = data_dir  # the same embedded slices, built here
+  again = baselines.validation_term_means(config, model, variables, model.lambdas)
+  # The earlier code scored each Unet alone, BatchNorm folded per layer as
+  # it ran; here the stack's folded weights run through the grid program:
+  # the same float32 arithmetic, regrouped (rtol 1e-5; means of ~100 slices).
+  for want, got in zip(stored["terms"], again):
+    for name in stored["losses"]:
+      np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)

@@ -76,8 +76,9 @@ def test_a_bad_config_is_one_error_line_and_creates_nothing(
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize("flag", ["--grid=0", "--chunk=0", "--panel_lambdas=0",
-                                  "--step=0"])
+@pytest.mark.parametrize("flag", ["--config.eval.grid=0", "--config.eval.chunk=0",
+                                  "--config.evals.figures.panel_lambdas=0", "--step=0",
+                                  "--config.eval.split=tset"])
 def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flag):
   proc = run(env, "evaluate", f"--workdir={tmp_path}", flag)
   assert_one_error_line(proc, flag.split("=")[0].lstrip("-"))
@@ -136,7 +137,7 @@ def test_evaluate_needs_one_model_and_an_out_folder_for_a_pretrained_one(env, tm
 def test_evaluate_a_pretrained_model_without_training(env, tmp_path):
   out = tmp_path / "report"
   proc = run(env, "evaluate", "--pretrained=mni152_csmri8x_dc_tv", f"--out={out}",
-             "--grid=2", "--split=validation")
+             "--config.eval.grid=2", "--config.eval.split=validation")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "slices of validation" in proc.stdout and "2 λ values" in proc.stdout
   with open(out / "lambda_grid.json") as f:
@@ -303,7 +304,7 @@ def _files(workdir):
 
 def test_evaluate_writes_the_report(env, trained, tmp_path):
   out = tmp_path / "report"
-  proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--grid=3")
+  proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--config.eval.grid=3")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "slices of test (checkpoint step 4), 3 λ values" in proc.stdout
   assert sorted(os.listdir(out)) == ["curves.png", "diverse.png",
@@ -317,22 +318,23 @@ def test_evaluate_writes_the_report(env, trained, tmp_path):
 
 def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_path):
   seg = tmp_path / "segmenter"
-  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}", "--steps=2",
-             "--channels=4")
+  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}",
+             "--config.segmenter.steps=2", "--config.segmenter.channels=4")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "validation Dice" in proc.stdout
-  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}", "--steps=2")
+  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}",
+             "--config.segmenter.steps=2")
   assert_one_error_line(proc, "already holds a trained segmenter")
   out = tmp_path / "report"
-  proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--grid=3",
-             f"--segmenter={seg}")
+  proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--config.eval.grid=3",
+             f"--config.evals.lambda_set.segmenter={seg}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "segmentation Dice: zero-filled" in proc.stdout
   with open(out / "lambda_grid.json") as f:
     result = json.load(f)
   assert len(result["mean"]["dice"]) == 3 and "ground_truth_dice" in result
   proc = run(env, "evaluate", f"--workdir={trained}", f"--out={tmp_path / 'r2'}",
-             f"--segmenter={tmp_path / 'nothing'}")
+             f"--config.evals.lambda_set.segmenter={tmp_path / 'nothing'}")
   assert_one_error_line(proc, "holds no trained segmenter")
   assert not (tmp_path / "r2").exists()
 

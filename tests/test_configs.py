@@ -41,6 +41,10 @@ DEFAULT = {
               "distributed": False},
     "eval": {"grid": 100, "chunk": 32, "split": "test", "samples": 0, "gallery_size": 4,
              "gallery_tolerance_db": 1.0},
+    "evals": {"lambda_set": {"segmenter": ""}, "baselines": {"workdir": ""}, "objective": {},
+              "loss_terms": {}, "split_gallery": {}, "dhs_replay": {"batches": 100},
+              "figures": {"panel_lambdas": 5}},
+    "segmenter": {"channels": 0, "steps": 1000, "lr": 0.001},
 }
 QUICK = {
     ("data", "image_size"): 32, ("model", "hyper_dim"): 4, ("model", "channels"): 4,
@@ -73,7 +77,8 @@ def test_every_experiment_config_is_complete_and_valid(name, arg):
   config = configs.load(name, arg)
   train.check_config(config)
   default = configs.default()
-  for section in ("task", "data", "model", "hparams", "sampling", "train", "eval"):
+  for section in ("task", "data", "model", "hparams", "sampling", "train", "eval", "evals",
+                  "segmenter"):
     assert set(config[section]) == set(default[section]), (name, section)
 
 

@@ -79,7 +79,7 @@ def test_reconstruct_grid_matches_one_call_per_lambda(chunk, order):
   net, variables, _ = _model()
   zf = _zf(2, seed=chunk)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  got = grid.reconstruct_grid(net.apply, variables, zf, coeffs, chunk=chunk, order=order)
+  got = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=chunk, order=order)
   assert got.shape == (2, G, SIZE, SIZE)
   _assert_close(got, _per_lambda(zf, coeffs))
 
@@ -93,7 +93,7 @@ def test_the_cpu_loop_strategy_gives_the_vmap_grid(order):
   loop = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=4, strategy="loop")
   zf = _zf(2, seed=21)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  got = grid.reconstruct_grid(loop.apply, variables, zf, coeffs, chunk=5, order=order)
+  got = grid.reconstruct_grid(loop, variables, zf, coeffs, chunk=5, order=order)
   _assert_close(got, _per_lambda(zf, coeffs))
 
 
@@ -106,29 +106,44 @@ def test_lambda_major_pads_the_last_call_and_scores_as_slice_major():
   zf = _zf(5, seed=11)
   target = _images(5, 12)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  recon = grid.reconstruct_grid(net.apply, variables, zf, coeffs, chunk=2, order="lambda")
+  recon = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=2, order="lambda")
   _assert_close(recon, _per_lambda(zf, coeffs))
-  by_lambda = grid.grid_metrics(net.apply, variables, zf, target, coeffs, chunk=2,
+  by_lambda = grid.grid_metrics(net, variables, zf, target, coeffs, chunk=2,
                                     order="lambda")
-  by_slice = grid.grid_metrics(net.apply, variables, zf, target, coeffs, chunk=2,
+  by_slice = grid.grid_metrics(net, variables, zf, target, coeffs, chunk=2,
                                    order="slice")
   for m in by_slice:
     np.testing.assert_allclose(by_lambda[m], by_slice[m], rtol=1e-4, atol=1e-6, err_msg=m)
 
 
 def test_lambda_major_generates_the_weights_of_a_block_of_lambdas_at_once(monkeypatch):
-  # 7 λ in blocks of 4: two hypernetwork calls, the second padded with λ 0.
-  # Any other apply_fn runs one model call per λ: the same reconstructions.
+  # 7 λ in blocks of 4: two `evaluation_weights` calls, the second padded
+  # with λ 0, then one shared-weight Unet per call: each λ's reconstruction
+  # is the model's own call at that λ.
   monkeypatch.setattr(grid, "LAMBDA_BLOCK", 4)
   net, variables, _ = _model()
-  assert grid._hyper_unet(net.apply) is net
-  wrapped = lambda v, z, c: net.apply(v, z, c)
-  assert grid._hyper_unet(wrapped) is None
   zf = _zf(3, seed=31)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(7)))
-  want = _per_lambda(zf, coeffs)
-  for apply_fn in (net.apply, wrapped):
-    got = grid.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=2, order="lambda")
+  got = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=2, order="lambda")
+  _assert_close(got, _per_lambda(zf, coeffs))
+
+
+@pytest.mark.parametrize("order", ["slice", "lambda"])
+def test_every_model_type_runs_on_the_grid_as_its_own_calls(order):
+  # A plain Unet (one λ) and a stack of three (each λ answered by its nearest
+  # member) on the same engine as a HyperUnet: each grid column is the
+  # model's evaluation-mode call at that λ, to float32 roundoff (BatchNorm
+  # folded into the weights is the same affine map, reassociated).
+  zf = _zf(3, seed=41)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(5)))
+  for model in (models.Unet(channels=4),
+                models.UnetStack(((0.0,), (0.4,), (1.0,)), channels=4)):
+    variables = model.init(jax.random.key(2), zf, coeffs[:3])
+    variables = jax.tree_util.tree_map(  # BatchNorm statistics away from (0, 1)
+        lambda x: x * 1.3 + 0.1 if x.ndim <= 2 else x, variables)
+    want = np.stack([np.asarray(model.apply(variables, zf, np.tile(c, (3, 1))))
+                     for c in coeffs], 1)
+    got = grid.reconstruct_grid(model, variables, zf, coeffs, chunk=2, order=order)
     _assert_close(got, want)
 
 
@@ -160,7 +175,7 @@ def test_reconstruct_grid_single_slice():
   zf = _zf(2, seed=3)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(5)))
   # 5 pairs, chunk 4: two calls of 3, the last one padded.
-  got = grid.reconstruct_grid(net.apply, variables, zf[1], coeffs, chunk=4)
+  got = grid.reconstruct_grid(net, variables, zf[1], coeffs, chunk=4)
   assert got.shape == (5, SIZE, SIZE)
   _assert_close(got, _per_lambda(zf, coeffs)[1])
 
@@ -175,7 +190,7 @@ def test_reconstruct_grid_single_slice():
 def test_reconstruct_grid_bad_input(zf_shape, coeffs_shape, chunk, match):
   net, variables, _ = _model()
   with pytest.raises(ValueError, match=match):
-    grid.reconstruct_grid(net.apply, variables, np.zeros(zf_shape, np.float32),
+    grid.reconstruct_grid(net, variables, np.zeros(zf_shape, np.float32),
                               np.zeros(coeffs_shape, np.float32), chunk=chunk)
 
 
@@ -188,9 +203,9 @@ def test_grid_metrics_bad_input():
   net, variables, _ = _model()
   zf, coeffs = _zf(2, 0), np.full((G, 2), 0.5, np.float32)
   with pytest.raises(ValueError, match="target"):
-    grid.grid_metrics(net.apply, variables, zf, np.zeros((2, SIZE, 8)), coeffs)
+    grid.grid_metrics(net, variables, zf, np.zeros((2, SIZE, 8)), coeffs)
   with pytest.raises(ValueError, match="valid"):
-    grid.grid_metrics(net.apply, variables, zf, zf[..., 0], coeffs, valid=[True])
+    grid.grid_metrics(net, variables, zf, zf[..., 0], coeffs, valid=[True])
 
 
 # Evaluation: three batches of 2 (the model shape of the tests above), volumes
@@ -224,7 +239,7 @@ def _batches(pad_seed=0):
 @functools.cache
 def _result(pad_seed=0):
   net, variables, _ = _model()
-  return evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(pad_seed), LAM,
+  return evaluate.evaluate_grid(net, variables, _operator(), _batches(pad_seed), LAM,
                                 key=KEY, chunk=CHUNK)
 
 
@@ -289,7 +304,7 @@ def test_evaluate_grid_ignores_padding_and_is_deterministic():
   a, b = _result(0), _result(1)  # padding rows differ in image and ids
   assert results.to_json(a) == results.to_json(b)
   net, variables, _ = _model()
-  again = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(0), LAM, key=KEY,
+  again = evaluate.evaluate_grid(net, variables, _operator(), _batches(0), LAM, key=KEY,
                                  chunk=CHUNK)
   assert results.to_json(again) == results.to_json(a)
 
@@ -304,7 +319,7 @@ def test_the_noise_of_a_slice_does_not_depend_on_its_batch():
   valid = np.concatenate([b["valid"] for b in batches])[::-1]
   net, variables, _ = _model()
   one = evaluate.evaluate_grid(
-      net.apply, variables, _operator(),
+      net, variables, _operator(),
       [{"image": images, "volume": volumes, "slice": slices, "valid": valid}], LAM,
       key=KEY, chunk=CHUNK)
   three = _result()
@@ -350,7 +365,7 @@ def test_best_lambda():
 
 def test_evaluate_grid_bad_input():
   net, variables, _ = _model()
-  run = functools.partial(evaluate.evaluate_grid, net.apply, variables, _operator(), key=KEY)
+  run = functools.partial(evaluate.evaluate_grid, net, variables, _operator(), key=KEY)
   batch = _batches()[0]
   with pytest.raises(ValueError, match="lam_grid"):
     run([batch], np.linspace(0, 1, 5))
@@ -433,10 +448,10 @@ def test_a_large_grid_runs_in_lambda_blocks_with_progress():
   net, variables, _ = _model()
   lam = hparams.grid(40)
   counts = []
-  blocked = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(), lam,
+  blocked = evaluate.evaluate_grid(net, variables, _operator(), _batches(), lam,
                                    key=KEY, chunk=1, progress=counts.append)
   assert counts == [2 * 16, 2 * 16, 2 * 8] * 3  # padding rows are run too
-  whole = evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(), lam,
+  whole = evaluate.evaluate_grid(net, variables, _operator(), _batches(), lam,
                                  key=KEY, chunk=128)
   for m in results.METRICS:
     np.testing.assert_allclose(blocked["per_slice"][m], whole["per_slice"][m],
@@ -448,7 +463,7 @@ def test_an_all_zero_slice_is_left_out_of_the_metrics_it_breaks():
   batches = _batches()
   batches[1] = dict(batches[1], image=np.concatenate(
       [batches[1]["image"][:1], np.zeros((1, SIZE, SIZE), np.float32)]))
-  result = evaluate.evaluate_grid(net.apply, variables, _operator(), batches, LAM,
+  result = evaluate.evaluate_grid(net, variables, _operator(), batches, LAM,
                                   key=KEY, chunk=CHUNK)
   # NMSE and HFEN divide by the ground truth's energy; rPSNR and PSNR do not.
   assert result["unscored"] == {"nmse": [[9, 1]], "hfen": [[9, 1]]}
@@ -467,7 +482,7 @@ def test_evaluate_grid_scores_loss_terms_as_computed_directly():
   from hyperrecon_jax import losses
   net, variables, _ = _model()
   op, coeffs = _operator(), np.asarray(hparams.coefficients(LAM))
-  result = evaluate.evaluate_grid(net.apply, variables, op, _batches(), LAM, key=KEY,
+  result = evaluate.evaluate_grid(net, variables, op, _batches(), LAM, key=KEY,
                                   chunk=CHUNK, terms=TERMS)
   expected = {n: [] for n in TERMS}
   for batch in _batches():
@@ -505,5 +520,5 @@ def test_weight_terms_are_the_weight_l1_of_the_generated_weights():
   np.testing.assert_allclose(out["weight_l1"], direct, rtol=1e-6)
   assert grid.weight_terms(net, variables, coeffs, ("dc",)) == {}
   with pytest.raises(ValueError, match="depend on the model's weights"):
-    evaluate.evaluate_grid(net.apply, variables, _operator(), _batches(), LAM, key=KEY,
+    evaluate.evaluate_grid(net, variables, _operator(), _batches(), LAM, key=KEY,
                            terms=("dc", "weight_l1"))

@@ -314,16 +314,22 @@ def test_generated_weights_copied_into_unet_reproduce_output():
   _assert_close(base.apply(base_vars, zf), expected)
 
 
-def test_reconstruct_with_generated_weights_is_the_model_at_that_lambda():
+def test_reconstruct_with_evaluation_weights_is_the_model_at_that_lambda():
   net, variables, apply = _hyper()
   zf, coeffs = _inputs()
   expected = np.asarray(apply(variables, zf, coeffs[1]))
-  weights = net.apply(variables, coeffs, method=models.HyperUnet.generate)
+  weights = net.apply(variables, coeffs, method=models.HyperUnet.evaluation_weights)
   one = jax.tree_util.tree_map(lambda w: w[1], weights)
   got = net.apply(variables, one, zf, method=models.HyperUnet.reconstruct_with)
-  # The weights of three λ generated in one product against one λ alone: the
-  # same sums in another blocking, float32 roundoff apart.
+  # The weights of three λ generated in one product against one λ alone, and
+  # BatchNorm folded once for all rows: the same sums in another blocking,
+  # float32 roundoff apart.
   _assert_close(got, expected)
+  # The folded weights are the generated ones through the one fold.
+  generated = net.apply(variables, coeffs, method=models.HyperUnet.generate)
+  folded = models.fold_weights(generated, variables)
+  for name in weights:
+    np.testing.assert_array_equal(weights[name]["kernel"], folded[name]["kernel"])
 
 
 def test_different_lambdas_give_different_reconstructions():
@@ -461,3 +467,30 @@ def test_batch_norm_keeps_pytorch_running_statistics():
                  use_running_average=True)
   np.testing.assert_allclose(out, (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-5),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_a_stack_holds_the_variables_of_independent_unets_and_trains_each_on_its_block():
+  # The stack's variables are L plain Unets' stacked (the layout of a stack's
+  # checkpoints); in training block l of the rows goes through Unet l alone,
+  # with its own BatchNorm statistics: the plain Unet's own training call.
+  lambdas = ((0.0,), (0.5,), (1.0,))
+  stack = models.UnetStack(lambdas, channels=C, strategy="loop")
+  zf, _ = _inputs()
+  coeffs = np.repeat(np.asarray(hparams.coefficients(np.asarray(lambdas))), len(zf), 0)
+  variables = stack.init(jax.random.key(0), zf, coeffs[:len(zf)])
+  unet = models.Unet(channels=C)
+  one = jax.eval_shape(unet.init, jax.random.key(0), zf)
+  assert (jax.tree_util.tree_map(lambda x: x.shape, variables)
+          == jax.tree_util.tree_map(lambda x: (3,) + x.shape, one))
+  tiled = np.tile(zf, (3, 1, 1, 1))
+  recon, updates = stack.apply(variables, tiled, coeffs, train=True, mutable=["batch_stats"])
+  for i in range(3):
+    member = jax.tree_util.tree_map(lambda v, i=i: v[i], variables)
+    want, want_updates = unet.apply(member, zf, train=True, mutable=["batch_stats"])
+    b = len(zf)
+    _assert_close(recon[i * b:(i + 1) * b], want)
+    for got, ref in zip(jax.tree_util.tree_leaves(updates),
+                        jax.tree_util.tree_leaves(want_updates)):
+      _assert_close(got[i], ref)
+  with pytest.raises(ValueError, match="equal blocks"):
+    stack.apply(variables, zf[:2], coeffs[:2], train=True, mutable=["batch_stats"])

@@ -111,12 +111,12 @@ def test_a_report_of_a_pretrained_model_draws_its_stored_unets(exported, tmp_pat
   pretrained.export(run_a["workdir"], "with_unets", description="6 steps", folder=folder,
                     extra={"test": {"split": "test", "baselines": stored}})
   result = report.run(pretrained="with_unets", folder=folder, out=str(tmp_path / "r"),
-                      grid=2, progress=False)
+                      overrides={"eval.grid": 2}, progress=False)
   assert result["baselines"] == {"stored": "info.json of with_unets", **stored}
   assert (tmp_path / "r" / "curves.png").exists()
   # Scored on another split, the stored scores do not apply.
   other = report.run(pretrained="with_unets", folder=folder, out=str(tmp_path / "v"),
-                     grid=2, split="validation", progress=False)
+                     overrides={"eval.grid": 2, "eval.split": "validation"}, progress=False)
   assert "baselines" not in other
 
 

@@ -20,7 +20,6 @@ from hyperrecon_jax import plots
 from hyperrecon_jax import report
 from hyperrecon_jax import train
 from hyperrecon_jax.train import baselines
-from hyperrecon_jax.train import stack_model
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 FILES = ["curves.png", "diverse.png", "lambda_grid.json", "range.png",
@@ -86,32 +85,56 @@ def test_an_interrupted_report_leaves_the_previous_one_whole(workdir,
 
   monkeypatch.setattr(plots, "spread_map", interrupt)  # the last figure
   with pytest.raises(KeyboardInterrupt):
-    report.run(workdir, grid=4, progress=False)
+    report.run(workdir, overrides={"eval.grid": 4}, progress=False)
   assert _snapshot(out) == before
   assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "eval"]
 
 
-@pytest.mark.parametrize("option, value", [
-    ("grid", 0), ("chunk", -1), ("panel_lambdas", 0), ("split", "tset"),
+@pytest.mark.parametrize("field, value, message", [
+    ("eval.grid", 0, "eval.grid must be an integer ≥ 1"),
+    ("eval.chunk", -1, "eval.chunk must be an integer ≥ 1"),
+    ("evals.figures.panel_lambdas", 0, "panel_lambdas must be an integer ≥ 1"),
+    ("eval.split", "tset", "eval.split must be one of"),
+    ("evals.dhs_replay.batches", 0, "batches must be an integer ≥ 1"),
+    ("evals.nothing.x", 1, "nothing"),
+    ("model.channels", 3, "not the model's"),
 ])
-def test_bad_options_fail_before_any_work(tmp_path, option, value):
-  with pytest.raises(ValueError, match=option):
-    report.run(str(tmp_path / "never_read"), **{option: value})
+def test_bad_settings_fail_before_any_work(workdir, tmp_path, field, value, message):
+  with pytest.raises(ValueError, match=message):
+    report.run(workdir, out=str(tmp_path / "out"), overrides={field: value}, progress=False)
+  assert not (tmp_path / "out").exists()
+
+
+def test_config_evals_chooses_the_evaluators(config, tmp_path):
+  # Without split_gallery and dhs_replay: no gallery of the split; the
+  # figures are still written, as one set.
+  c = config.copy_and_resolve_references()
+  del c.evals["split_gallery"]
+  path = loop_support.save_untrained(c, str(tmp_path / "run"))
+  result = report.run(path, progress=False)
+  assert "gallery_split" not in result and "mean" in result
+  assert sorted(os.listdir(os.path.join(path, "eval"))) == FILES
+  # Without lambda_set nothing can run.
+  del c.evals["lambda_set"]
+  path = loop_support.save_untrained(c, str(tmp_path / "bare"))
+  with pytest.raises(ValueError, match="must hold lambda_set"):
+    report.run(path, progress=False)
+  assert not os.path.exists(os.path.join(path, "eval"))
 
 
 def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
                                                            tmp_path):
   out = str(tmp_path / "report")
-  result = report.run(workdir, out=out, baselines=stack, progress=False)
+  result = report.run(workdir, out=out, overrides={"evals.baselines.workdir": stack},
+                      progress=False)
   b = result["baselines"]
   assert b["lambdas"] == [[0.0], [1.0]] and b["checkpoint_step"] == 1
   assert len(b["per_slice"]["psnr"]) == result["num_slices"]
   # Independently: the λ = 1 Unet through the plain evaluator, same key.
   _, model, variables, _ = train.load_trained(stack)
-  apply_fn, grid_variables = stack_model.grid_model(model, variables)
   config = train.load_config(workdir)
   again = evaluate.evaluate_grid(
-      apply_fn, grid_variables, physics.make_operator(config.task, (32, 32)),
+      model, variables, physics.make_operator(config.task, (32, 32)),
       data.batches(config.data, "test", batch_size=8, training=False),
       np.array([[1.0]], np.float32), key=jax.random.key(config.train.seed + 3))
   np.testing.assert_allclose(b["mean"]["psnr"][1], again["mean"]["psnr"][0], rtol=1e-6)
@@ -123,9 +146,8 @@ def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
   o = result["objective"]
   assert o["lambdas"] == [[0.0], [1.0]] and o["losses"] == list(config.losses)
   c_stack, _, _, _ = train.load_trained(stack)
-  for i, lam in enumerate(o["lambdas"]):
-    unet = baselines.validation_term_means(
-        c_stack, model.unet, model.member(variables, tuple(lam)), lam)
+  unets = baselines.validation_term_means(c_stack, model, variables, o["lambdas"])
+  for i, (lam, unet) in enumerate(zip(o["lambdas"], unets)):
     for name, value in unet.items():
       # The same program on the same slices: float32 sums, rtol 1e-6.
       np.testing.assert_allclose(o["baselines"][i]["terms"][name], value, rtol=1e-6)
@@ -143,11 +165,12 @@ def test_a_dhs_run_reports_the_lambdas_it_keeps(config, tmp_path):
   c.losses = ("dc", "tv")
   c.loss_scales = (1.0, 1.0)
   path = loop_support.save_untrained(c, str(tmp_path / "dhs"))
-  result = report.run(path, progress=False)
+  result = report.run(path, overrides={"evals.dhs_replay.batches": 7}, progress=False)
   assert sorted(os.listdir(os.path.join(path, "eval"))) == sorted(FILES + ["dhs_lambdas.png"])
   dhs = result["dhs"]
-  assert len(dhs["sampled"]) == report.DHS_REPLAY_BATCHES * c.train.batch_size
-  assert len(dhs["kept"]) == report.DHS_REPLAY_BATCHES * 2
+  assert dhs["batches"] == 7
+  assert len(dhs["sampled"]) == 7 * c.train.batch_size
+  assert len(dhs["kept"]) == 7 * 2
   # Every kept λ is one of the sampled ones.
   assert set(map(tuple, dhs["kept"])) <= set(map(tuple, dhs["sampled"]))
 
@@ -158,9 +181,11 @@ def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
   path = loop_support.save_untrained(baselines.stack_config(other, [(0.0,), (1.0,)]),
                          str(tmp_path / "stack4x"))
   with pytest.raises(ValueError, match="task.acceleration"):
-    report.run(workdir, out=str(tmp_path / "out"), baselines=path, progress=False)
+    report.run(workdir, out=str(tmp_path / "out"),
+               overrides={"evals.baselines.workdir": path}, progress=False)
   with pytest.raises(ValueError, match="not a run of per-λ baselines"):
-    report.run(workdir, out=str(tmp_path / "out"), baselines=workdir, progress=False)
+    report.run(workdir, out=str(tmp_path / "out"),
+               overrides={"evals.baselines.workdir": workdir}, progress=False)
   assert not (tmp_path / "out").exists()
 
 
@@ -187,8 +212,9 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   b_config = baselines.stack_config(config_k4, [tuple(map(float, r)) for r in rays])
   stack_path = loop_support.save_untrained(b_config, str(tmp_path / "stack"))
   with pytest.raises(ValueError, match="grids stop at two"):
-    report.run(path, grid=3, progress=False)
-  result = report.run(path, baselines=stack_path, progress=False)  # eval.samples: 12
+    report.run(path, overrides={"eval.samples": 0, "eval.grid": 3}, progress=False)
+  result = report.run(path, overrides={"evals.baselines.workdir": stack_path},
+                      progress=False)  # eval.samples: 12
   assert sorted(os.listdir(os.path.join(path, "eval"))) == K4_FILES
   assert result["design"]["kind"] == "samples" and len(result["lambdas"]) == 12
   coeffs = np.asarray(result["coeffs"])
@@ -224,8 +250,8 @@ def test_the_split_gallery_compares_the_same_slices_at_its_good_lambdas(workdir,
   from hyperrecon_jax import gallery
   from hyperrecon_jax import grid
   from hyperrecon_jax import hparams
-  from hyperrecon_jax import split_gallery
   from hyperrecon_jax import streams
+  from hyperrecon_jax.evaluators import split_gallery
   result = report.run(workdir, out=str(tmp_path / "out"), progress=False)
   g = result["gallery_split"]
   assert g["slices"] == sorted(set(g["slices"])) and len(g["slices"]) <= split_gallery.NUM_SLICES
@@ -240,7 +266,7 @@ def test_the_split_gallery_compares_the_same_slices_at_its_good_lambdas(workdir,
       streams.key(config, "evaluation"), volumes, slices))
   lam = np.asarray(result["lambdas"], np.float32)
   recons = np.swapaxes(np.asarray(grid.reconstruct_grid(
-      model.apply, variables, zf, hparams.coefficients(lam), chunk=8)), 0, 1)
+      model, variables, zf, hparams.coefficients(lam), chunk=8)), 0, 1)
   want = gallery.diverse(recons, mean, config.eval.gallery_size,
                          tolerance_db=config.eval.gallery_tolerance_db)
   assert g["indices"] == list(want.indices)

@@ -8,6 +8,8 @@ check that the evaluator scores what it segments).
 import json
 import os
 
+import configs
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import loop_support
@@ -97,11 +99,14 @@ def test_segmenter_is_the_unet_body_with_one_input_and_a_head_per_class():
     net.apply(variables, jnp.ones((2, 16, 16, 1)))
 
 
+SETTINGS = dict(channels=4, steps=3, batch_size=4, lr=1e-3, seed=0)
+
+
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory, compilation_cache):
   del compilation_cache
   config = loop_support.make_config(data_dir)
-  seg = segmentation.train(config.data, num_classes=C, channels=4, steps=3, batch_size=4)
+  seg = segmentation.train(config.data, num_classes=C, **SETTINGS)
   folder = str(tmp_path_factory.mktemp("segmenter"))
   segmentation.save(seg, folder)
   return config, seg, folder
@@ -143,7 +148,7 @@ def test_train_into_refuses_a_folder_that_holds_a_segmenter(trained):
   config, _, folder = trained
   before = os.path.getmtime(os.path.join(folder, segmentation.INFO_FILE))
   with pytest.raises(ValueError, match="already holds a trained segmenter"):
-    segmentation.train_into(folder, config.data, num_classes=C, steps=1)
+    segmentation.train_into(folder, config.data, num_classes=C, **SETTINGS)
   assert os.path.getmtime(os.path.join(folder, segmentation.INFO_FILE)) == before
 
 
@@ -159,26 +164,49 @@ def test_a_segmenter_of_other_images_is_refused(trained):
 def test_a_diverging_segmenter_is_an_error_not_a_file(trained):
   config, _, _ = trained
   with pytest.raises(ValueError, match="non-finite"):
-    segmentation.train(config.data, num_classes=C, channels=4, steps=3, batch_size=4,
-                       lr=1e38, log=lambda *_: None)
+    segmentation.train(config.data, num_classes=C, **{**SETTINGS, "lr": 1e38},
+                       log=lambda *_: None)
 
 
 def test_bad_settings_are_named(trained):
   config, _, _ = trained
   with pytest.raises(ValueError, match="num_classes must be an integer ≥ 2"):
-    segmentation.train(config.data, num_classes=1)
+    segmentation.train(config.data, num_classes=1, **SETTINGS)
   with pytest.raises(ValueError, match="lr must be a positive finite number"):
-    segmentation.train(config.data, num_classes=C, lr=float("nan"))
+    segmentation.train(config.data, num_classes=C, **{**SETTINGS, "lr": float("nan")})
 
 
-def _scale_apply(variables, zf, coeffs):
+def test_the_settings_come_from_the_config_segmenter_section():
+  config = configs.load("demo_ao")
+  config.segmenter.update(channels=0, steps=7, lr=0.5)
+  assert segmentation.settings(config) == {
+      "channels": config.model.channels, "steps": 7, "lr": 0.5,
+      "batch_size": config.train.batch_size, "seed": config.train.seed}
+  config.segmenter.channels = 3
+  assert segmentation.settings(config)["channels"] == 3
+
+
+class _Scale(nn.Module):
   """A stand-in model whose reconstruction is |zf| times the first coefficient.
 
-  Like a HyperUnet it takes (B, K) coefficients, one per row, or (K,), one
-  for the whole batch (a λ-major grid).
+  It follows the models' convention (`hyperrecon_jax.models`): (B, K)
+  coefficients, one per row, or (K,) for the whole batch, and a λ-major grid's
+  ``evaluation_weights`` / ``reconstruct_with``.
   """
-  first = coeffs[..., :1] if coeffs.ndim == 2 else coeffs[None, :1]
-  return variables["gain"] * physics.magnitude(zf) * first[:, :, None]
+
+  def __call__(self, zf, coeffs):
+    first = coeffs[..., :1] if coeffs.ndim == 2 else coeffs[None, :1]
+    return self.variables["params"]["gain"] * physics.magnitude(zf) * first[:, :, None]
+
+  def evaluation_weights(self, coeffs):
+    return {"first": coeffs[:, 0]}
+
+  def reconstruct_with(self, weights, zf):
+    return self.variables["params"]["gain"] * physics.magnitude(zf) * weights["first"]
+
+
+_scale = _Scale()
+_GAIN = {"params": {"gain": jnp.float32(1.0)}}
 
 
 def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
@@ -189,8 +217,8 @@ def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
   operator = physics.make_operator(config.task, (size, size))
   lam = np.array([[0.0], [0.5], [1.0]], np.float32)
   key = jax.random.key(7)
-  variables = {"gain": jnp.float32(1.0)}
-  result = evaluate.evaluate_grid(_scale_apply, variables, operator, batches, lam,
+  variables = _GAIN
+  result = evaluate.evaluate_grid(_scale, variables, operator, batches, lam,
                                   key=key, chunk=4, segmenter=seg)
   assert result["metrics"][-1] == "dice"
   # Independently: measure, reconstruct, segment and score slice by slice.
@@ -227,6 +255,6 @@ def test_scoring_dice_needs_labels(trained):
   batch = {"image": np.zeros((2, size, size), np.float32), "volume": np.zeros(2, int),
            "slice": np.arange(2), "valid": np.ones(2, bool)}
   with pytest.raises(ValueError, match="batch 0 has no 'label'"):
-    evaluate.evaluate_grid(_scale_apply, {"gain": jnp.float32(1.0)}, operator, [batch],
+    evaluate.evaluate_grid(_scale, _GAIN, operator, [batch],
                            np.array([[0.5]], np.float32), key=jax.random.key(0),
                            segmenter=seg)

@@ -26,6 +26,7 @@ from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
 from hyperrecon_jax import models
 from hyperrecon_jax import train
+from hyperrecon_jax.evaluators import validation
 from hyperrecon_jax.train import writer as writer_lib
 
 # XLA executables persist across the session's runs (see conftest.py).
@@ -153,20 +154,18 @@ def _assert_validation(got, want, lams):
 
 
 def test_validation_is_the_mean_over_slices_measured_by_their_ids(run_a):
-  from hyperrecon_jax.train import loop
   config = run_a["config"]
   net = train.build_model(config)
   variables = {"params": run_a["state"].params,
                "batch_stats": run_a["state"].batch_stats}
   lams = [(0.0,), (1.0,)]
-  got = loop.validation_metrics(config, net, variables, lams)
+  got = validation.metrics(config, net, variables, lams)
   _assert_validation(got, _independent_validation(config, net, variables, lams), lams)
 
 
 def test_validation_of_two_hyperparameters_covers_the_corners(data_dir):
   # Three loss terms: λ has two entries and validation runs at the four
   # corners of the square and its centre.
-  from hyperrecon_jax.train import loop
   from hyperrecon_jax.train import step as step_lib
   config = make_config(data_dir)
   config.losses = ("mae", "ssim", "tv")
@@ -175,7 +174,7 @@ def test_validation_of_two_hyperparameters_covers_the_corners(data_dir):
   state = train.create_state(config, net, jax.random.key(0))
   lams = step_lib.validation_lambdas(2)
   assert sorted(lams) == [(0.0, 0.0), (0.0, 1.0), (0.5, 0.5), (1.0, 0.0), (1.0, 1.0)]
-  got = loop.validation_metrics(config, net, state.variables(), lams)
+  got = validation.metrics(config, net, state.variables(), lams)
   _assert_validation(got, _independent_validation(config, net, state.variables(), lams), lams)
 
 

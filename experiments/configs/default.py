@@ -109,12 +109,19 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       max_to_keep=3, eval_batches=0, distributed=False))
   c.eval = ml_collections.ConfigDict(dict(
       grid=100, chunk=32, split="test",
-      # N points of a design on the simplex instead of a grid (evaluate.py
-      # --samples); 0: the grid, which stops at two hyperparameters.
+      # N points of a design on the simplex instead of a grid; 0: the grid,
+      # which stops at two hyperparameters.
       samples=0,
       # The gallery (diverse.png): this many most different reconstructions
       # among those within gallery_tolerance_db of the slice's best PSNR.
       gallery_size=4, gallery_tolerance_db=1.0))
+  # The evaluators of experiments/evaluate.py's report and their settings
+  # (hyperrecon_jax/evaluators; remove one to skip it).
+  c.evals = ml_collections.ConfigDict(configuration.default_evals())
+  # The tissue segmenter of experiments/segmenter.py (Dice of reconstructions):
+  # features per level (0: model.channels), Adam steps and learning rate; it
+  # reads data and train.batch_size / train.seed.
+  c.segmenter = ml_collections.ConfigDict(dict(channels=0, steps=1000, lr=1e-3))
   return variant(c, arg)
 
 

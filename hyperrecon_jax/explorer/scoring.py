@@ -14,33 +14,36 @@ from hyperrecon_jax import metrics
 METRICS = ("psnr", "ssim", "hfen")  # every reconstruction's; "dice" with a segmenter
 
 
-@compilation.inference_jit(static_argnames="apply_fn")
-def score_point(variables, zf, images, index, coeffs, *, apply_fn):
-  """Slice ``index`` at (K,) ``coeffs``: one generated weight set, an ordinary Unet.
+@compilation.inference_jit
+def _point_metrics(recon, target):
+  recon, target = recon[None], target[None]
+  return metrics.psnr(recon, target)[0], metrics.ssim(recon, target)[0], metrics.hfen(
+      recon, target)[0]
+
+
+def score_point(model, variables, zf, image, coeffs):
+  """One slice at (K,) ``coeffs``, reconstructed by `grid.reconstruct_grid`.
 
   Args:
-    variables: the model's variables.
-    zf: (S, H, W, 2) the network inputs of every slice.
-    images: (S, H, W) the slices.
-    index: the slice.
+    model: the model.
+    variables: its variables.
+    zf: (H, W, 2) the slice's network input.
+    image: (H, W) the slice.
     coeffs: (K,) float32 loss coefficients.
-    apply_fn: the model's ``apply``.
 
   Returns:
     ``(recon (H, W), psnr, ssim, hfen)``.
   """
-  recon = apply_fn(variables, zf[index][None], coeffs)
-  target = images[index][None]
-  return (recon[0], metrics.psnr(recon, target)[0], metrics.ssim(recon, target)[0],
-          metrics.hfen(recon, target)[0])
+  recon = grid_lib.reconstruct_grid(model, variables, zf, np.asarray(coeffs)[None], chunk=1)[0]
+  return (recon, *_point_metrics(recon, image))
 
 
-def score_grid(apply_fn, variables, zf, image, coeffs, *, chunk, segmenter=None,
+def score_grid(model, variables, zf, image, coeffs, *, chunk, segmenter=None,
                labels=None) -> dict:
   """One slice over the λ set: ``recons`` (G, H, W) and each metric (G,) float64.
 
   Args:
-    apply_fn: the model's ``apply``.
+    model: the model.
     variables: its variables.
     zf: (H, W, 2) the slice's network input.
     image: (H, W) the slice.
@@ -49,7 +52,7 @@ def score_grid(apply_fn, variables, zf, image, coeffs, *, chunk, segmenter=None,
     segmenter: a `segmentation.Trained`, for ``dice``; or None.
     labels: (H, W) the slice's true labels, with ``segmenter``.
   """
-  recons = np.asarray(grid_lib.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=chunk))
+  recons = np.asarray(grid_lib.reconstruct_grid(model, variables, zf, coeffs, chunk=chunk))
   target = np.broadcast_to(image, recons.shape)
   out = {"recons": recons,
          **{m: np.asarray(getattr(metrics, m)(recons, target), np.float64) for m in METRICS}}

@@ -111,7 +111,6 @@ class Explorer:
                          "not apply to a user's images")
       segmentation.check_data(segmenter, config.data, self.name)
     self._load_slices(split, images, slices, source, seed)
-    self._apply = model.apply
     self._grids = GridCache()
     # Guards `_error_scales` only: a scale is computed outside it, and a
     # second request for a slice being scaled computes the same value again.
@@ -181,8 +180,8 @@ class Explorer:
 
   def _reconstruction(self, i, coeffs):
     recon, psnr, ssim, hfen = scoring.score_point(
-        self.variables, self._zf, self._images, i, np.asarray(coeffs, np.float32),
-        apply_fn=self._apply)
+        self.model, self.variables, self._zf[i], self._images[i],
+        np.asarray(coeffs, np.float32))
     scores = {"psnr": finite_or_none(psnr), "ssim": finite_or_none(ssim),
               "hfen": finite_or_none(hfen)}
     if self.segmenter is not None:
@@ -239,7 +238,7 @@ class Explorer:
   def _compute_grid(self, i) -> dict:
     """Slice ``i`` over the λ set: ``recons`` (G, H, W) and each metric (G,)."""
     labels = None if self.labels is None else self.labels[i]
-    return scoring.score_grid(self._apply, self.variables, self._zf[i], self.images[i],
+    return scoring.score_grid(self.model, self.variables, self._zf[i], self.images[i],
                               self.coeffs, chunk=self.chunk, segmenter=self.segmenter,
                               labels=labels)
 

@@ -229,12 +229,30 @@ class HyperUnet(nn.Module):
         lambda w: jnp.broadcast_to(w, (rows,) + w.shape), dict(self.shared))
     return {**generated, **shared}
 
-  def reconstruct_with(self, weights, zf):
-    """Reconstructs a batch in evaluation mode with one given weight set.
+  def generate(self, coeffs):
+    """The convolution weights at each row of (G, K) ``coeffs``, shared ones included.
 
-    ``reconstruct_with(generate(c[None])[0], zf)`` is ``__call__(zf, c)``:
-    callers that run many batches at one λ, or many λ, generate the weights
-    once (`hyperrecon_jax.grid`'s λ-major grid).
+    These are the weights training's weight-ℓ1 sees: generated, BatchNorm
+    not folded.
+    """
+    if getattr(coeffs, "ndim", None) != 2:
+      raise errors.InputError(f"coeffs must have shape (G, {self.num_coeffs}), got shape "
+                              f"{getattr(coeffs, 'shape', None)}")
+    check_coeffs(coeffs, self.num_coeffs, coeffs.shape[0])
+    return self._with_shared(self.hypernetwork(coeffs), coeffs.shape[0])
+
+  def evaluation_weights(self, coeffs):
+    """`generate`'s weights with the shared BatchNorm folded in (`unet.fold_weights`).
+
+    ``reconstruct_with(tree_map(lambda w: w[g], evaluation_weights(c)), zf)``
+    is ``__call__(zf, c[g])`` in evaluation mode: callers that run many
+    batches at one λ, or many λ, generate the weights once
+    (`hyperrecon_jax.grid`'s λ-major grid).
+    """
+    return unet.fold_weights(self.generate(coeffs), self.variables)
+
+  def reconstruct_with(self, weights, zf):
+    """Evaluation-mode reconstruction of a batch with one set of `evaluation_weights`.
 
     Args:
       weights: ``{name: {'kernel', 'bias'}}`` of one λ, no leading axis.
@@ -244,15 +262,7 @@ class HyperUnet(nn.Module):
       (B, H, W) float32 reconstruction.
     """
     unet.check_input(zf)
-    return self.body(weights, zf, per_sample=False, train=False)
-
-  def generate(self, coeffs):
-    """The generated convolution weights for each row of (G, K) ``coeffs``."""
-    if getattr(coeffs, "ndim", None) != 2:
-      raise errors.InputError(f"coeffs must have shape (G, {self.num_coeffs}), got shape "
-                              f"{getattr(coeffs, 'shape', None)}")
-    check_coeffs(coeffs, self.num_coeffs, coeffs.shape[0])
-    return self._with_shared(self.hypernetwork(coeffs), coeffs.shape[0])
+    return unet.run_folded(weights, zf, channels=self.channels, dtype=self.dtype)
 
 
 def unet_variables(net: HyperUnet, variables, coeffs):

@@ -104,18 +104,61 @@ def fold_batch_norm(kernel, bias, bn_params, bn_stats):
     kernel' = kernel · s,  bias' = (bias − mean) · s + β,  s = γ / sqrt(var + eps)
 
   Args:
-    kernel: (..., kh, kw, C_in, C_out) kernel, with or without a leading
-      per-sample axis.
-    bias: (..., C_out) bias.
-    bn_params: the BatchNorm's ``{'scale': γ, 'bias': β}``.
-    bn_stats: its ``{'mean', 'var'}`` running statistics.
+    kernel: (..., kh, kw, C_in, C_out) kernel; leading axes (per-sample
+      weights, a stack's members) are allowed.
+    bias: (..., C_out) bias, the same leading axes.
+    bn_params: the BatchNorm's ``{'scale': γ, 'bias': β}``, each (C_out,)
+      or with the kernel's leading axes (one BatchNorm per member).
+    bn_stats: its ``{'mean', 'var'}`` running statistics, shaped alike.
 
   Returns:
     ``(kernel', bias')`` in float32.
   """
   s = bn_params["scale"] * jax.lax.rsqrt(bn_stats["var"] + layers.BATCH_NORM_EPSILON)
-  return (kernel.astype(jnp.float32) * s,
+  return (kernel.astype(jnp.float32) * s[..., None, None, None, :],
           (bias.astype(jnp.float32) - bn_stats["mean"]) * s + bn_params["bias"])
+
+
+def conv_weights(params, channels: int):
+  """The convolution weights of a plain Unet's parameters, ``{name: {'kernel', 'bias'}}``.
+
+  Args:
+    params: the ``params`` of a `Unet` (leaves may carry leading axes, e.g.
+      a stack's member axis).
+    channels: the Unet's features at every level.
+  """
+  return {spec.name: {"kernel": params[f"{spec.name}_kernel"],
+                      "bias": params[f"{spec.name}_bias"]}
+          for spec in conv_specs(channels)}
+
+
+def fold_weights(weights, variables):
+  """Convolution weights in evaluation mode: each BatchNorm folded into its convolution.
+
+  The one place where a model's BatchNorm leaves its inference path: every
+  model's ``evaluation_weights`` is its weights through this function, run
+  by `run_folded`.
+
+  Args:
+    weights: ``{name: {'kernel', 'bias'}}``, any leading axes.
+    variables: the model's variables; its BatchNorm layers are
+      ``params['body']['bn_<name>']`` with statistics
+      ``batch_stats['body']['bn_<name>']`` (the same leading axes, or none).
+      Without them the weights pass unchanged (cast to float32).
+
+  Returns:
+    ``{name: {'kernel', 'bias'}}`` float32, for `UnetBody` without BatchNorm.
+  """
+  bn_params = variables.get("params", {}).get("body", {})
+  bn_stats = variables.get("batch_stats", {}).get("body", {})
+  out = {}
+  for name, w in weights.items():
+    kernel, bias = w["kernel"].astype(jnp.float32), w["bias"].astype(jnp.float32)
+    bn = f"bn_{name}"
+    if bn in bn_stats:
+      kernel, bias = fold_batch_norm(kernel, bias, bn_params[bn], bn_stats[bn])
+    out[name] = {"kernel": kernel, "bias": bias}
+  return out
 
 
 class UnetBody(nn.Module):
@@ -242,9 +285,47 @@ class Unet(nn.Module):
     recon = body(weights, zf, per_sample=False, train=train)
     if not return_weights:
       return recon
-    batch = zf.shape[0]
-    return recon, jax.tree_util.tree_map(
-        lambda w: jnp.broadcast_to(w, (batch,) + w.shape), weights)
+    return recon, broadcast_rows(weights, zf.shape[0])
+
+  def generate(self, coeffs):
+    """Its convolution weights once per row of (G, K) ``coeffs`` (it has one λ)."""
+    return broadcast_rows(conv_weights(self.variables["params"], self.channels),
+                          coeffs.shape[0])
+
+  def evaluation_weights(self, coeffs):
+    """`generate`'s weights with BatchNorm folded in (`fold_weights`)."""
+    return broadcast_rows(
+        fold_weights(conv_weights(self.variables["params"], self.channels), self.variables),
+        coeffs.shape[0])
+
+  def reconstruct_with(self, weights, zf):
+    """Evaluation-mode reconstruction with one set of `evaluation_weights` (no row axis)."""
+    check_input(zf)
+    return run_folded(weights, zf, channels=self.channels, dtype=self.dtype)
+
+
+def run_folded(weights, zf, *, channels: int, per_sample: bool = False,
+               strategy: str = "loop", dtype=jnp.float32):
+  """The Unet at evaluation-mode weights (`fold_weights`): (B, H, W) reconstruction.
+
+  Every model's ``reconstruct_with`` is this function.
+
+  Args:
+    weights: ``{name: {'kernel', 'bias'}}`` BatchNorm folded; with
+      ``per_sample`` every leaf has a leading batch axis.
+    zf: (B, H, W, 2) zero-filled input.
+    channels: features at every level.
+    per_sample: whether each batch row has its own weights.
+    strategy: 'vmap' or 'loop' (see `UnetBody`).
+    dtype: activation dtype.
+  """
+  body = UnetBody(channels, batch_norm=False, strategy=strategy, dtype=dtype, parent=None)
+  return body.apply({}, weights, zf, per_sample=per_sample)
+
+
+def broadcast_rows(weights, rows: int):
+  """Shared weights with a leading axis of ``rows`` (every row the same)."""
+  return jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (rows,) + w.shape), weights)
 
 
 def count_params(params) -> int:

@@ -18,7 +18,6 @@ from hyperrecon_jax.train.loop import Interrupted
 from hyperrecon_jax.train.loop import NonFiniteLossError
 from hyperrecon_jax.train.loop import train_and_evaluate
 from hyperrecon_jax.train.state import TrainState
-from hyperrecon_jax.train.state import UnetStack
 from hyperrecon_jax.train.state import build_model
 from hyperrecon_jax.train.state import create_state
 from hyperrecon_jax.train.state import learning_rate
@@ -33,6 +32,6 @@ __all__ = [
     "ConfigError", "Interrupted", "NonFiniteLossError", "TrainState", "build_model",
     "check_config", "create_state", "from_stored", "learning_rate",
     "load_config", "load_trained", "make_train_step", "num_coeffs",
-    "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate", "UnetStack",
+    "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate",
     "validation_lambdas",
 ]

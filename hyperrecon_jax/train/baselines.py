@@ -13,7 +13,7 @@ each Unet follows exactly the updates of its own run::
   result["loss_scales"]    # s_k, when every one-hot λ is in the stack
 
 The stack is an ordinary training run in ``workdir`` (checkpoints, resume,
-lock); `stack_model.grid_model` turns it into a model for
+lock) of a `models.UnetStack`, a model like any other for
 `evaluate.evaluate_grid`.
 """
 
@@ -23,11 +23,9 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
-from hyperrecon_jax import models
 from hyperrecon_jax import physics
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
@@ -92,60 +90,49 @@ def stack_config(config, lambdas, *, loss_scales=None):
   return c
 
 
-@compilation.inference_jit(static_argnames=("model", "names"))
-def _batch_terms(model, operator, variables, image, y, coeffs, *, names):
-  # Module level, so baselines with the same architecture share one compile
-  # (equal flax modules hash equal).
-  needs_weights = bool(losses.NEEDS_WEIGHTS & set(names))
-  out = model.apply(variables, operator.zero_filled(y), coeffs,
-                    return_weights=needs_weights)
-  recon, weights = out if needs_weights else (out, None)
-  return losses.compute_terms(names, recon, image, operator=operator,
-                              measurement=y, weights=weights)
+def validation_term_means(config, model, variables, lams=None, *,
+                          split: str = "validation") -> list[dict[str, float]]:
+  """Mean of every term of ``config.losses`` over a whole split, at each λ.
 
-
-def validation_term_means(config, model, variables, lam=None, *,
-                          split: str = "validation") -> dict[str, float]:
-  """Mean of every term of ``config.losses`` over a whole split, at one λ.
-
-  Evaluation mode (running BatchNorm statistics); every slice is measured as
-  the evaluator measures it (`evaluate.split_means`, keyed by
-  ``streams.key(config, "validation")`` and the slice's ids, the key the
-  training loop validates with), so the numbers are reproducible and a
-  HyperRecon model and a baseline see the same noise.
+  Scored by the evaluator's program (`evaluate.evaluate_grid` with
+  ``terms``, and `grid.weight_terms` for the terms of the weights):
+  evaluation mode, every slice measured with ``streams.key(config,
+  'validation')`` and its ids (the key the training loop validates with), so
+  the numbers are reproducible and a HyperRecon model and a stack of Unets
+  see the same noise.
 
   Args:
     config: the run's config (data, task, losses, batch size, seed).
-    model: a ``HyperUnet`` or ``Unet`` (e.g. from ``load_trained``).
+    model: a model of `hyperrecon_jax.models` (e.g. from ``load_trained``).
     variables: its variables.
-    lam: the (K − 1,) λ to reconstruct at; default ``config.hparams.fixed``
-      (a plain Unet ignores it).
+    lams: (G, K − 1) λ to reconstruct at; default ``[config.hparams.fixed]``.
     split: 'train', 'validation' or 'test'.
 
   Returns:
-    ``{term name: mean over the split's examples}``.
+    One ``{term name: mean over the split's slices}`` per λ (NaN where no
+    slice has a finite value).
   """
   from hyperrecon_jax import data
   from hyperrecon_jax import evaluate
+  from hyperrecon_jax import grid
   names = tuple(config.losses)
   size = int(config.data.image_size)
   operator = physics.make_operator(config.task, (size, size))
-  lam = jnp.asarray(config.hparams.fixed if lam is None else lam, jnp.float32)
-  coeffs = hparams.coefficients(lam[None])  # (1, K)
-
-  def score(image, y):
-    # One row per example: terms that read the generated weights want them per row.
-    rows = jnp.broadcast_to(coeffs, (image.shape[0], coeffs.shape[-1]))
-    terms = _batch_terms(model, operator, variables, image, y, rows, names=names)
-    return {n: terms[:, k] for k, n in enumerate(names)}
-
+  lams = np.asarray([config.hparams.fixed] if lams is None else lams, np.float32)
   batches = data.batches(config.data, split, batch_size=int(config.train.batch_size),
                          training=False)
   # An empty split is refused by the pipeline, naming the split and dataset.
-  return evaluate.split_means(score, batches, operator, key=streams.key(config, "validation"))
+  result = evaluate.evaluate_grid(
+      model, variables, operator, batches, lams, key=streams.key(config, "validation"),
+      chunk=int(config.eval.chunk), per_slice=False,
+      terms=[n for n in names if n not in losses.NEEDS_WEIGHTS])
+  means = {n: [np.nan if v is None else v for v in values]
+           for n, values in result.get("loss_terms", {}).get("mean", {}).items()}
+  means.update(grid.weight_terms(model, variables, hparams.coefficients(lams), names))
+  return [{n: float(means[n][g]) for n in names} for g in range(len(lams))]
 
 
-def compare_objectives(config, model, variables, stack_model, stack_variables) -> dict:
+def compare_objectives(config, model, variables, stack, stack_variables) -> dict:
   """HyperRecon and each per-λ Unet on the objective that Unet was trained for.
 
   At each λ of the stack, both reconstruct the validation split
@@ -160,7 +147,7 @@ def compare_objectives(config, model, variables, stack_model, stack_variables) -
     config: HyperRecon's config.
     model: HyperRecon's ``HyperUnet``.
     variables: its variables.
-    stack_model: the `state.UnetStack` of Unets.
+    stack: the `models.UnetStack` of Unets.
     stack_variables: its variables.
 
   Returns:
@@ -179,13 +166,10 @@ def compare_objectives(config, model, variables, stack_model, stack_variables) -
 
   out = {"split": "validation", "losses": list(names),
          "loss_scales": [float(v) for v in scales],
-         "lambdas": [list(lam) for lam in stack_model.lambdas],
-         "hyperrecon": [], "baselines": []}
-  for lam in stack_model.lambdas:
-    out["hyperrecon"].append(scored(validation_term_means(config, model, variables, lam),
-                                    lam))
-    out["baselines"].append(scored(validation_term_means(
-        config, stack_model.unet, stack_model.member(stack_variables, lam), lam), lam))
+         "lambdas": [list(lam) for lam in stack.lambdas]}
+  for who, net, v in (("hyperrecon", model, variables), ("baselines", stack, stack_variables)):
+    terms = validation_term_means(config, net, v, stack.lambdas)
+    out[who] = [scored(t, lam) for t, lam in zip(terms, stack.lambdas)]
   return out
 
 
@@ -235,8 +219,7 @@ def train_baselines(config, workdir: str, lambdas=None, *,
   loop_lib.train_and_evaluate(c, workdir)  # returns at once when finished
   c, model, variables, step = trained.load_trained(workdir)
   stack = model.lambdas
-  terms = [validation_term_means(c, model.unet, model.member(variables, lam), lam)
-           for lam in stack]
+  terms = validation_term_means(c, model, variables, stack)
   result = {"losses": list(names), "lambdas": [list(lam) for lam in stack],
             "split": "validation", "step": int(step), "terms": terms,
             "loss_scales": _one_hot_scales(names, stack, terms)}
@@ -254,30 +237,6 @@ def compute_loss_scales(config, workdir: str) -> dict:
   """
   return train_baselines(config, workdir,
                          loss_scales=(1.0,) * configuration.num_coeffs(config))
-
-
-def member_weight_terms(model, variables, names) -> dict[str, np.ndarray]:
-  """Each Unet's value of the loss terms of its weights (``weight_l1``).
-
-  A plain Unet's weight-ℓ1 is that of its own convolution kernels and biases,
-  as its training loss computed it (`models.Unet` with ``return_weights``).
-
-  Args:
-    model: a `state.UnetStack`.
-    variables: its (stacked) variables.
-    names: loss-term names; those not of the weights are skipped.
-
-  Returns:
-    ``{name: (L,) float64}`` in the stack's order.
-  """
-  wanted = [n for n in names if n in losses.NEEDS_WEIGHTS]
-  if not wanted:
-    return {}
-  params = variables["params"]
-  l1 = sum(np.abs(np.asarray(params[f"{spec.name}_{part}"], np.float64)).reshape(
-      len(model.lambdas), -1).sum(1)
-           for spec in models.conv_specs(model.unet.channels) for part in ("kernel", "bias"))
-  return {n: l1 for n in wanted}
 
 
 def override_flag(loss_scales) -> str:

@@ -7,6 +7,7 @@ sentence before anything is built or written; ``from_stored`` reads the config
 of a stored run, also one written by an older version.
 """
 
+import copy
 import math
 
 import ml_collections
@@ -32,6 +33,23 @@ BOUND_FIELDS = (
     "hparams.baselines",
 )
 MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
+
+
+def default_evals() -> dict:
+  """The evaluators of a report and their settings (`hyperrecon_jax.evaluators`).
+
+  ``lambda_set.segmenter``: the folder of a segmenter (``experiments/segmenter.py``)
+  of this data, to score every reconstruction's Dice too ('' for none).
+  ``baselines.workdir``: a run of per-λ Unets (``experiments/baselines.py``) to
+  score beside the model ('' for none). ``dhs_replay.batches``: train batches
+  replayed for a DHS run's histogram. ``figures.panel_lambdas``: λ shown in
+  ``slices.png``.
+  """
+  return {"lambda_set": {"segmenter": ""}, "baselines": {"workdir": ""}, "objective": {},
+          "loss_terms": {}, "split_gallery": {}, "dhs_replay": {"batches": 100},
+          "figures": {"panel_lambdas": 5}}
+
+
 # Fields added to the config after runs had been stored without them, each with
 # the value that reproduces how those runs were trained (`from_stored`).
 ADDED_FIELDS = (
@@ -49,6 +67,8 @@ ADDED_FIELDS = (
     ("eval.samples", 0),
     ("eval.gallery_size", 4),
     ("eval.gallery_tolerance_db", 1.0),
+    # Reports chosen by config: earlier runs were evaluated by every evaluator.
+    ("evals", default_evals()),
 )
 
 
@@ -77,7 +97,7 @@ def from_stored(stored) -> ml_collections.ConfigDict:
     # A config without the section is no config of any version: left for the
     # reader of the section to name.
     if isinstance(node, ml_collections.ConfigDict) and name not in node:
-      node[name] = value
+      node[name] = copy.deepcopy(value)
   return config
 
 
@@ -97,6 +117,21 @@ def check_config(config) -> None:
   Args:
     config: a full experiment config.
   """
+  # The order decides which error a config with several impossible settings
+  # gets, so a few fields are checked beside another section's.
+  names = _check_losses(config)
+  _check_data(config)
+  _check_model(config)
+  _check_fixed_lambdas(config, len(names))
+  _check_sampling(config, names)
+  _check_train(config)
+  _check_hparams(config.hparams)
+  _check_eval(config, len(names))
+  _check_task(config.task, int(config.data.image_size))
+
+
+def _check_losses(config) -> tuple[str, ...]:
+  """The loss terms and their scales; returns the terms' names."""
   try:
     names = losses.check_names(tuple(config.losses))
   except ValueError as e:
@@ -111,12 +146,21 @@ def check_config(config) -> None:
   if any(s <= 0 for s in config.loss_scales):
     raise ConfigError(f"config.loss_scales must be positive, got "
                       f"{tuple(config.loss_scales)}")
+  return names
+
+
+def _check_data(config) -> None:
+  """The task's name and the size of the images the Unet reads."""
   if config.task.name not in TASKS:
     raise ConfigError(f"config.task.name must be one of {TASKS}, got "
                       f"{config.task.name!r}")
   if config.data.image_size % 8:
     raise ConfigError(f"config.data.image_size must be a multiple of 8 (the "
                       f"Unet pools 3 times), got {config.data.image_size}")
+
+
+def _check_model(config) -> None:
+  """The hypernetwork's fields (a plain Unet, hyper_dim=0, reads none)."""
   if config.model.hyper_dim < 0:
     raise ConfigError(f"config.model.hyper_dim must be ≥ 0, got "
                       f"{config.model.hyper_dim}")
@@ -128,6 +172,10 @@ def check_config(config) -> None:
       models.conditioned_specs(config.model.channels, config.model.conditioned)
     except errors.InputError as e:
       raise ConfigError(f"config.model.{e}") from None
+
+
+def _check_fixed_lambdas(config, k: int) -> None:
+  """The λ a plain Unet (hparams.fixed) or a stack of them (hparams.baselines) trains at."""
   stack = tuple(tuple(lam) for lam in config.hparams.baselines)
   # A stack's Unets train at its own λ: hparams.fixed is the single Unet's.
   if config.model.hyper_dim == 0 and not stack:
@@ -151,6 +199,10 @@ def check_config(config) -> None:
     if config.sampling.method != "uhs":
       raise ConfigError("baselines train at fixed λ: config.sampling.method "
                         "must be 'uhs'")
+
+
+def _check_sampling(config, names: tuple[str, ...]) -> None:
+  """How λ are drawn (hparams.sampler) and which draws train (sampling)."""
   if config.hparams.sampler not in hparams.SAMPLERS:
     raise ConfigError(f"config.hparams.sampler must be one of "
                       f"{hparams.SAMPLERS}, got {config.hparams.sampler!r}")
@@ -159,6 +211,10 @@ def check_config(config) -> None:
                           config.train.batch_size, names)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+
+
+def _check_train(config) -> None:
+  """The training loop's fields, between the model's dtype and its width."""
   if config.model.dtype not in ("float32", "bfloat16"):
     raise ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', "
                       f"got {config.model.dtype!r}")
@@ -176,17 +232,23 @@ def check_config(config) -> None:
            config.train.lr_decay_factor)
   _require(config.model.channels >= 1, "config.model.channels must be ≥ 1",
            config.model.channels)
-  _require(0 <= config.hparams.endpoint_prob <= 1,
-           "config.hparams.endpoint_prob must lie in [0, 1]",
-           config.hparams.endpoint_prob)
-  final = config.hparams.endpoint_prob_final
+
+
+def _check_hparams(hp) -> None:
+  """The λ samplers' endpoint probability, its annealing and log_min."""
+  _require(0 <= hp.endpoint_prob <= 1, "config.hparams.endpoint_prob must lie in [0, 1]",
+           hp.endpoint_prob)
+  final = hp.endpoint_prob_final
   if final is not None:
     _require(0 <= final <= 1, "config.hparams.endpoint_prob_final must lie in [0, 1]", final)
-    _require(config.hparams.sampler == "endpoints",
+    _require(hp.sampler == "endpoints",
              "config.hparams.endpoint_prob_final anneals the 'endpoints' sampler; "
-             "config.hparams.sampler", config.hparams.sampler)
-  _require(0 < config.hparams.log_min < 1,
-           "config.hparams.log_min must lie in (0, 1)", config.hparams.log_min)
+             "config.hparams.sampler", hp.sampler)
+  _require(0 < hp.log_min < 1, "config.hparams.log_min must lie in (0, 1)", hp.log_min)
+
+
+def _check_eval(config, k: int) -> None:
+  """The evaluation's fields, with hparams.alpha before eval.chunk."""
   _require(config.eval.grid >= 1, "config.eval.grid must be ≥ 1",
            config.eval.grid)
   _require(config.eval.samples == 0 or config.eval.samples >= k,
@@ -201,7 +263,6 @@ def check_config(config) -> None:
            "config.hparams.alpha must be > 0", config.hparams.alpha)
   _require(config.eval.chunk >= 1, "config.eval.chunk must be ≥ 1",
            config.eval.chunk)
-  _check_task(config.task, int(config.data.image_size))
 
 
 def _require(ok: bool, message: str, value) -> None:

@@ -17,14 +17,14 @@ import numpy as np
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
-from hyperrecon_jax import hparams
 from hyperrecon_jax import interrupts
 from hyperrecon_jax import physics
+from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.evaluators import validation
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import spread
-from hyperrecon_jax.train import stack_model
 from hyperrecon_jax.train import state as state_lib
 from hyperrecon_jax.train import step as step_lib
 from hyperrecon_jax.train import writer as writer_lib
@@ -184,88 +184,6 @@ def check_workdir(config, workdir: str, stored=None) -> None:
         + "; ".join(diffs) + "); use another --workdir")
 
 
-def _tag(lam) -> str:
-  """A λ vector as it appears in metric names: ``(0.5, 1.0)`` → ``0.5_1``."""
-  return "_".join(f"{v:g}" for v in lam)
-
-
-def validation_metrics(config, model, variables, lams) -> dict[str, float]:
-  """Mean PSNR/SSIM of the validation split at a few λ, through the evaluator.
-
-  The loop's validation is a small λ grid of `evaluate.evaluate_grid`, the
-  evaluator ``evaluate.py`` runs: the same measurement noise per slice
-  (``streams.key(config, 'validation')`` and the slice's ids), evaluation-mode
-  BatchNorm, padding rows dropped. A stack of per-λ Unets is scored by each
-  Unet at its own λ (`stack_model.grid_model`).
-
-  Args:
-    config: the run's config (``train.eval_batches`` limits the batches).
-    model: from ``state.build_model``.
-    variables: its variables.
-    lams: the λ vectors to validate at.
-
-  Returns:
-    ``{'val_psnr_zf': …, 'val_psnr_<λ>': …, 'val_ssim_<λ>': …}`` where ``<λ>``
-    joins the λ values with ``_``, and with several λ ``val_psnr_spread`` and
-    ``val_ssim_spread`` (largest minus smallest mean), which tell a user
-    whether λ is being learned. A mean that is not finite is NaN.
-  """
-  from hyperrecon_jax import evaluate
-  size = int(config.data.image_size)
-  operator = physics.make_operator(config.task, (size, size))
-  apply_fn = model.apply
-  if isinstance(model, state_lib.UnetStack):
-    apply_fn, variables = stack_model.grid_model(model, variables)
-  result = evaluate.evaluate_grid(
-      apply_fn, variables, operator, _validation_batches(config), np.asarray(lams, np.float32),
-      key=streams.key(config, "validation"), chunk=int(config.eval.chunk), per_slice=False)
-  number = lambda v: float("nan") if v is None else float(v)
-  out = {"val_psnr_zf": number(result["zero_filled"]["mean"]["psnr"])}
-  for metric in ("psnr", "ssim"):
-    values = [number(v) for v in result["mean"][metric]]
-    out.update({f"val_{metric}_{_tag(lam)}": v for lam, v in zip(lams, values)})
-    if len(lams) > 1:
-      out[f"val_{metric}_spread"] = max(values) - min(values)
-  return out
-
-
-def _reconstructions_finite(config, model, operator, lams):
-  """What makes a state good to checkpoint, besides finite values.
-
-  Parameters can be finite and still so large that the model's outputs in
-  evaluation mode overflow (e.g. after a too large learning rate): such a
-  state would be kept as the "last good checkpoint" and every reconstruction
-  of it would be NaN.
-
-  Returns:
-    A function of the model variables: whether the reconstructions of the
-    first validation batch at every validation λ are all finite.
-  """
-  from hyperrecon_jax import grid
-  images = jnp.asarray(next(_validation_batches(config))["image"], jnp.float32)
-  zf = operator.zero_filled(operator.measure(images, streams.key(config, "validation")))
-  coeffs = hparams.coefficients(jnp.asarray(lams, jnp.float32))
-
-  def check(variables) -> bool:
-    apply_fn = model.apply
-    if isinstance(model, state_lib.UnetStack):
-      apply_fn, variables = stack_model.grid_model(model, variables)
-    recon = grid.reconstruct_grid(apply_fn, variables, zf, coeffs, chunk=int(config.eval.chunk))
-    return bool(jax.device_get(jnp.all(jnp.isfinite(recon))))
-  return check
-
-
-def _validation_batches(config):
-  from hyperrecon_jax import data
-  it = data.batches(config.data, "validation",
-                    batch_size=config.train.batch_size, training=False)
-  limit = int(config.train.eval_batches)
-  for i, batch in enumerate(it):
-    if limit and i >= limit:
-      break
-    yield batch
-
-
 def train_and_evaluate(config, workdir: str):
   """Trains (or resumes) a run in ``workdir``; returns the final ``TrainState``.
 
@@ -313,11 +231,43 @@ def train_and_evaluate(config, workdir: str):
 def _train(config, workdir, mesh, owner):
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
-  size = int(config.data.image_size)
   model = state_lib.build_model(config)
-  seed = int(config.train.seed)
-  state = jax.device_put(
-      state_lib.create_state(config, model, streams.key(seed, "init")), replicated)
+  state, start, data_state = _start(config, workdir, model, replicated, owner)
+  if start >= int(config.train.num_steps):
+    return state
+  train_iter = train_batches(config, batch_sharding)
+  if data_state:
+    train_iter.set_state(data_state)
+  if owner:
+    workdir_lib.write_text(os.path.join(workdir, "config.json"),
+                           config.to_json(indent=2))
+  size = int(config.data.image_size)
+  operator = physics.make_operator(config.task, (size, size))
+  train_step = jax.jit(
+      step_lib.make_train_step(config, model, operator),
+      in_shardings=(replicated, batch_sharding, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=0,
+      compiler_options=compilation.training_options())
+  # A plain Unet has one λ, the one it trains at; a stack one per Unet.
+  val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
+              if config.model.hyper_dim else
+              list(state_lib.stack_lambdas(model)) or [tuple(config.hparams.fixed)])
+  saver = _Saver(config, workdir, model, operator, val_lams, train_iter)
+  writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
+  try:
+    return _steps(config, model, state, start, train_step,
+                  lambda: global_batch(next(train_iter), batch_sharding,
+                                       int(config.train.batch_size)),
+                  saver, writer, val_lams)
+  finally:
+    writer.close()
+    saver.close()
+
+
+def _start(config, workdir, model, replicated, owner):
+  """``(state, start step, data-iterator state)``: the newest intact checkpoint, or step 0."""
+  state = jax.device_put(state_lib.create_state(
+      config, model, streams.key(int(config.train.seed), "init")), replicated)
 
   def abstract(stored):
     check_workdir(config, workdir, stored)
@@ -329,8 +279,6 @@ def _train(config, workdir, mesh, owner):
   finally:
     if reader is not None:
       reader.close()
-  total = int(config.train.num_steps)
-  start = 0
   if restored is None:
     check_workdir(config, workdir)
     damaged = checkpoints.quarantined(workdir)
@@ -338,91 +286,81 @@ def _train(config, workdir, mesh, owner):
       print(f"warning: {workdir} has no usable checkpoint: the damaged ones (steps "
             f"{', '.join(damaged)}) are in {os.path.join(workdir, checkpoints.DAMAGED_DIR)}; "
             "training starts again from step 0", file=sys.stderr)
+    return state, 0, None
+  start, total = restored.step, int(config.train.num_steps)
+  if start >= total:
+    print(f"nothing to do: {workdir} is at step {start} and "
+          f"config.train.num_steps={total}", file=sys.stderr)
   else:
-    start, state = restored.step, jax.device_put(restored.state, replicated)
-    if start >= total:
-      print(f"nothing to do: {workdir} is at step {start} and "
-            f"config.train.num_steps={total}", file=sys.stderr)
-      return state
     print(f"resuming from step {start}", file=sys.stderr)
-  batch_size = int(config.train.batch_size)
-  train_iter = train_batches(config, batch_sharding)
-  if restored is not None and restored.data_state:
-    train_iter.set_state(restored.data_state)
-  if owner:
-    workdir_lib.write_text(os.path.join(workdir, "config.json"),
-                           config.to_json(indent=2))
+  return jax.device_put(restored.state, replicated), start, restored.data_state
 
-  operator = physics.make_operator(config.task, (size, size))
-  train_step = jax.jit(
-      step_lib.make_train_step(config, model, operator),
-      in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0,
-      compiler_options=compilation.training_options())
-  # A plain Unet has one λ, the one it trains at; a stack one per Unet.
-  val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
-              if config.model.hyper_dim else
-              list(state_lib.stack_lambdas(model)) or [tuple(config.hparams.fixed)])
-  rng = streams.key(seed, "train")
-  lr = state_lib.learning_rate(config)
-  reconstructions_finite = _reconstructions_finite(config, model, operator, val_lams)
-  mngr = checkpoints.manager(workdir, config.train.max_to_keep)
-  writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
 
-  def kept():
-    last = mngr.latest_step()
-    return (f"the last good checkpoint is step {last} in {workdir}/checkpoints"
+class _Saver:
+  """Checkpoints only good states: finite, with finite reconstructions."""
+
+  def __init__(self, config, workdir, model, operator, val_lams, train_iter):
+    self._config, self._workdir, self._train_iter = config, workdir, train_iter
+    self._finite = validation.reconstructions_finite(config, model, operator, val_lams)
+    self._mngr = checkpoints.manager(workdir, config.train.max_to_keep)
+
+  def _kept(self):
+    last = self._mngr.latest_step()
+    return (f"the last good checkpoint is step {last} in {self._workdir}/checkpoints"
             if last is not None else "no checkpoint was written")
 
-  def check_finite(s):
+  def check_finite(self, s):
     bad = int(jax.device_get(s.bad_step))
     if bad >= 0:
       # bad_step is the state's step count before the failed update; the
       # loop (and metrics.jsonl, checkpoints) count that update as bad + 1.
       raise NonFiniteLossError(
           f"the loss or the parameters became non-finite at step {bad + 1}; "
-          f"training stopped and {kept()}. Lower config.train.lr or check the "
+          f"training stopped and {self._kept()}. Lower config.train.lr or check the "
           "data.")
 
-  def save(s, at):
-    check_finite(s)
-    if not reconstructions_finite(s.variables()):
+  def save(self, s, at):
+    self.check_finite(s)
+    if not self._finite(s.variables()):
       largest = max(float(jnp.max(jnp.abs(p))) for p in jax.tree_util.tree_leaves(s.params))
       raise NonFiniteLossError(
           f"the model's reconstructions of a validation batch are not finite at step {at} "
-          f"(its parameters reach {largest:.3g}); training stopped and {kept()}. Lower "
-          "config.train.lr or check the data.")
-    checkpoints.save(mngr, at, s, train_iter.get_state(), config)
+          f"(its parameters reach {largest:.3g}); training stopped and {self._kept()}. "
+          "Lower config.train.lr or check the data.")
+    checkpoints.save(self._mngr, at, s, self._train_iter.get_state(), self._config)
 
-  progress = writer_lib.Progress(total, start)
+  def close(self):
+    self._mngr.close()
+
+
+def _steps(config, model, state, start, train_step, next_batch, saver, writer, val_lams):
+  """Steps ``start + 1 … num_steps``: log, validate, checkpoint, stop on a signal."""
+  total = int(config.train.num_steps)
+  rng, lr = streams.key(int(config.train.seed), "train"), state_lib.learning_rate(config)
+  progress = progress_lib.Progress(
+      total, "step", lambda done, total, note: f"step {done}/{total} {note}",
+      initial=start, every=None)
   t_last, step_last = time.time(), start
   try:
     with _stop_on_signals() as received:
       for step in range(start + 1, total + 1):
-        batch = global_batch(next(train_iter), batch_sharding, batch_size)
-        state, metrics = train_step(state, batch, rng)
+        state, metrics = train_step(state, next_batch(), rng)
         is_last = step == total
-        progress.update(step)
+        progress.set(step)
         evaluate = step % config.train.eval_every == 0 or is_last
         if step % config.train.log_every == 0 or evaluate:
           record = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          check_finite(state)
-          now = time.time()
-          record["steps_per_s"] = (step - step_last) / max(now - t_last, 1e-9)
+          saver.check_finite(state)
+          record["steps_per_s"] = (step - step_last) / max(time.time() - t_last, 1e-9)
           record["lr"] = float(lr(step - 1))
           if evaluate:
-            record.update(validation_metrics(config, model, state.variables(), val_lams))
-            if config.model.hyper_dim:
-              record["weight_spread"] = spread.weight_spread(model, state.params, val_lams)
-              if len(config.losses) >= 3:  # is every direction of λ learned?
-                record.update(spread.direction_spreads(model, state.params,
-                                                       tuple(config.losses)))
+            record.update(_validation(config, model, state, val_lams))
           t_last, step_last = time.time(), step  # validation is not speed
           writer.write(step, record)
-          progress.log(step, record)
+          progress.note(f"{record['steps_per_s']:.2f} steps/s {writer_lib.summary(record)}")
         stop = _stop_everywhere(received)
         if step % config.train.checkpoint_every == 0 or is_last or stop:
-          save(state, step)
+          saver.save(state, step)
         if stop:  # after logging, so the resumed log has no gap
           by = f"signal {received[0]}" if received else "a signal to another process"
           raise Interrupted(
@@ -430,6 +368,14 @@ def _train(config, workdir, mesh, owner):
               f"was saved — rerun the same command to resume.")
   finally:
     progress.close()
-    writer.close()
-    mngr.close()
   return state
+
+
+def _validation(config, model, state, val_lams) -> dict:
+  """The validation record: PSNR/SSIM at the λ, and how far apart the generated Unets are."""
+  record = validation.metrics(config, model, state.variables(), val_lams)
+  if config.model.hyper_dim:
+    record["weight_spread"] = spread.weight_spread(model, state.params, val_lams)
+    if len(config.losses) >= 3:  # is every direction of λ learned?
+      record.update(spread.direction_spreads(model, state.params, tuple(config.losses)))
+  return record

@@ -1,7 +1,6 @@
 """Model construction and the train state (parameters, statistics, optimizer)."""
 
 from collections.abc import Callable
-import dataclasses
 from typing import Any
 
 import flax.struct
@@ -14,62 +13,19 @@ from hyperrecon_jax import models
 from hyperrecon_jax.train import configuration
 
 
-@dataclasses.dataclass(frozen=True)
-class UnetStack:
-  """L plain Unets trained together (the per-λ baselines), called like a module.
-
-  Every variable has a leading axis of size L (the Unets are initialized
-  independently, as separate runs would be); ``coeffs`` is (L, B, K) and the
-  outputs gain the same leading axis. ``init`` and ``apply`` take a flax
-  module's arguments. ``strategy`` (resolved as for ``HyperUnet``) runs the
-  stack as one vmap or as L unrolled Unets; it changes speed only.
-
-  Attributes:
-    unet: the plain ``Unet`` every member is.
-    lambdas: the λ vector of each member.
-    strategy: 'auto', 'vmap' or 'loop'.
-  """
-  unet: models.Unet
-  lambdas: tuple
-  strategy: str = "auto"
-
-  def init(self, key, zf, coeffs=None):
-    del coeffs
-    keys = jax.random.split(key, len(self.lambdas))
-    return jax.vmap(lambda k: self.unet.init(k, zf))(keys)
-
-  def apply(self, variables, zf, coeffs, *, train: bool = False,
-            return_weights: bool = False, mutable=False):
-    one = lambda v, c: self.unet.apply(v, zf, c, train=train,
-                                       return_weights=return_weights, mutable=mutable)
-    if models.resolve_strategy(self.strategy) == "vmap":
-      return jax.vmap(one)(variables, coeffs)
-    # XLA's CPU convolution of a batch of weights against a batch of inputs
-    # (the grouped convolution vmap lowers to) is far slower than L ordinary
-    # ones (docs/performance.md): unroll the stack, as the 'loop' strategy does.
-    outs = [one(jax.tree_util.tree_map(lambda x, i=i: x[i], variables), coeffs[i])
-            for i in range(len(self.lambdas))]
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
-
-  def member(self, variables, lam):
-    """The variables of the member whose λ is nearest ``lam`` (traceable)."""
-    stack = jnp.asarray(self.lambdas, jnp.float32)
-    index = jnp.argmin(jnp.sum(jnp.abs(stack - jnp.asarray(lam, jnp.float32)), -1))
-    return jax.tree_util.tree_map(lambda v: v[index], variables)
-
-
 def stack_lambdas(model) -> tuple:
-  """The λ vectors of a `UnetStack`; () for a single network."""
-  return model.lambdas if isinstance(model, UnetStack) else ()
+  """The λ vectors of a `models.UnetStack`; () for a single network."""
+  return tuple(model.lambdas) if isinstance(model, models.UnetStack) else ()
 
 
 def build_model(config, *, strategy: str | None = None):
   """The network of ``config.model``: ``HyperUnet``, or for hyper_dim 0 ``Unet``
-  (a `UnetStack` of them when ``config.hparams.baselines`` lists λ vectors).
+  (a `models.UnetStack` of them when ``config.hparams.baselines`` lists λ
+  vectors).
 
-  Every model is called the same way, flax's: ``model.apply(variables, zf,
-  coeffs, train=..., return_weights=..., mutable=...)`` (a plain Unet ignores
-  ``coeffs``); in training pass ``mutable=['batch_stats']`` and get
+  Every model is called the same way (`hyperrecon_jax.models`):
+  ``model.apply(variables, zf, coeffs, train=..., return_weights=...,
+  mutable=...)``; in training pass ``mutable=['batch_stats']`` and get
   ``(output, updates)`` back.
 
   Args:
@@ -77,15 +33,18 @@ def build_model(config, *, strategy: str | None = None):
     strategy: overrides ``config.model.strategy``.
 
   Returns:
-    A flax module, or a `UnetStack`.
+    A flax module.
   """
   m = config.model
   dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
   if m.hyper_dim == 0:
-    unet = models.Unet(channels=m.channels, batch_norm=m.batch_norm,
-                       init_scheme=m.init_scheme, dtype=dtype)
     lambdas = baseline_lambdas(config)
-    return UnetStack(unet, lambdas, strategy or m.strategy) if lambdas else unet
+    if lambdas:
+      return models.UnetStack(lambdas, channels=m.channels, batch_norm=m.batch_norm,
+                              init_scheme=m.init_scheme, strategy=strategy or m.strategy,
+                              dtype=dtype)
+    return models.Unet(channels=m.channels, batch_norm=m.batch_norm,
+                       init_scheme=m.init_scheme, dtype=dtype)
   return models.HyperUnet(
       hyper_dim=m.hyper_dim, num_coeffs=configuration.num_coeffs(config),
       channels=m.channels, batch_norm=m.batch_norm, init_scheme=m.init_scheme,

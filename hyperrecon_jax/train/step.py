@@ -24,13 +24,15 @@ def sample_coefficients(config, key, batch: int, step=None):
   probability (`sample_lambdas`).
 
   Returns:
-    (B, K); for a stack of baselines (L, B, K), row l at the stack's λ_l.
+    (B, K); for a stack of L baselines (L·B, K), L blocks of B rows, block l
+    at the stack's λ_l (the layout `models.UnetStack` trains on; the train
+    step repeats the data batch once per block).
   """
   k = configuration.num_coeffs(config)
   stack = state_lib.baseline_lambdas(config)
   if stack:
     coeffs = hparams.coefficients(jnp.asarray(stack, jnp.float32))
-    return jnp.broadcast_to(coeffs[:, None], (len(stack), batch, k))
+    return jnp.repeat(coeffs, batch, axis=0)
   if config.model.hyper_dim == 0:
     lam = jnp.broadcast_to(jnp.asarray(config.hparams.fixed, jnp.float32),
                            (batch, k - 1))
@@ -102,79 +104,88 @@ def make_train_step(config, model, operator):
     every term (mean over the elements that took part) and ``grad_norm``.
   """
   names = tuple(config.losses)
+  tx = state_lib.optimizer(config)
+  loss_fn = _loss_fn(config, model, operator)
+
+  def train_step(state, batch, rng):
+    x, zf, y, coeffs = _step_inputs(config, model, operator, state, batch, rng)
+    rows = x.shape[0]
+    # One data row per coefficient row: a stack's blocks each get the batch.
+    repeats = coeffs.shape[0] // rows
+    x, zf, y = jax.tree_util.tree_map(
+        lambda a: jnp.tile(a, (repeats,) + (1,) * (a.ndim - 1)), (x, zf, y))
+    (loss, (terms, updates)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params, state.batch_stats, x, zf, y, coeffs, rows)
+    new_state, grad_norm = _updated(state, tx, loss, grads, updates)
+    # Reported per Unet: a stack's loss is the mean over its Unets.
+    out = {"loss": loss / repeats, "grad_norm": grad_norm}
+    for i, name in enumerate(names):
+      out[f"loss_{name}"] = jnp.mean(terms[:, i])
+    return new_state, out
+
+  return train_step
+
+
+def _step_inputs(config, model, operator, state, batch, rng):
+  """The step's images, zero-filled inputs, measurements and coefficients (after DHS)."""
+  rng = jax.random.fold_in(rng, state.step)
+  k_measure, k_lambda = jax.random.split(rng)
+  x = batch["image"].astype(jnp.float32)
+  y = operator.measure(x, k_measure)
+  zf = operator.zero_filled(y)
+  coeffs = sample_coefficients(config, k_lambda, x.shape[0], state.step)
+  if config.sampling.method == "dhs":
+    keep = dhs_keep(model, state.variables(), operator, zf, y, coeffs,
+                    int(config.sampling.top_b))
+    x, zf, y, coeffs = sampling.take((x, zf, y, coeffs), keep)
+  return x, zf, y, coeffs
+
+
+def _loss_fn(config, model, operator):
+  """``loss(params, batch_stats, x, zf, y, coeffs, rows) -> (loss, (terms, updates))``."""
+  names = tuple(config.losses)
   scales = jnp.asarray(config.loss_scales, jnp.float32)
   needs_weights = bool(losses.NEEDS_WEIGHTS & set(names))
-  tx = state_lib.optimizer(config)
-  dhs = config.sampling.method == "dhs"
-  top_b = int(config.sampling.top_b)
-  stack = state_lib.stack_lambdas(model)
 
-  def per_example(params, batch_stats, x, zf, y, coeffs):
+  def loss_fn(params, batch_stats, x, zf, y, coeffs, rows):
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
     out, updates = model.apply(variables, zf, coeffs, train=True,
                                return_weights=needs_weights, mutable=["batch_stats"])
     recon, weights = out if needs_weights else (out, None)
-    terms_of = lambda r, w: losses.compute_terms(
-        names, r, x, operator=operator, measurement=y, weights=w)
-    if stack:  # (L, B, ...) against the one batch
-      terms = jax.vmap(terms_of)(recon, weights)
-      total = jax.vmap(losses.composite, in_axes=(0, 0, None))(
-          terms, coeffs, scales)
-    else:
-      terms = terms_of(recon, weights)
-      total = losses.composite(terms, coeffs, scales)
-    return total, terms, updates
-
-  def loss_fn(params, batch_stats, x, zf, y, coeffs):
-    total, terms, updates = per_example(params, batch_stats, x, zf, y, coeffs)
-    # A stack sums its Unets' batch means: each Unet's parameters get exactly
+    terms = losses.compute_terms(names, recon, x, operator=operator, measurement=y,
+                                 weights=weights)
+    total = losses.composite(terms, coeffs, scales)
+    # The sum over rows / the data batch: the batch mean for one network; a
+    # stack sums its Unets' batch means, so each Unet's parameters get exactly
     # the gradient of its own loss, as in a separate run (Adam is elementwise).
-    loss = jnp.sum(jnp.mean(total, axis=-1)) if stack else jnp.mean(total)
-    return loss, (terms, updates)
+    return jnp.sum(total) / rows, (terms, updates)
 
-  def train_step(state, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
-    k_measure, k_lambda = jax.random.split(rng)
-    x = batch["image"].astype(jnp.float32)
-    y = operator.measure(x, k_measure)
-    zf = operator.zero_filled(y)
-    coeffs = sample_coefficients(config, k_lambda, x.shape[0], state.step)
-    if dhs:
-      keep = dhs_keep(model, state.variables(), operator, zf, y, coeffs, top_b)
-      x, zf, y, coeffs = sampling.take((x, zf, y, coeffs), keep)
-    (loss, (terms, updates)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, state.batch_stats, x, zf, y,
-                               coeffs)
-    # Written out: optax renamed its global-norm helper across versions.
-    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g))
-                             for g in jax.tree_util.tree_leaves(grads)))
-    updates_opt, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates_opt)
-    batch_stats = updates.get("batch_stats", state.batch_stats)
-    # A finite loss can still give non-finite parameters (an overflowing
-    # update): such a state must never reach a checkpoint either.
-    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-              & _all_finite((params, batch_stats)))
+  return loss_fn
 
-    ok = finite & (state.bad_step < 0)
-    keep_old = lambda new, old: jax.tree_util.tree_map(
-        lambda a, b: jnp.where(ok, a, b), new, old)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep_old(params, state.params),
-        batch_stats=keep_old(batch_stats, state.batch_stats),
-        opt_state=keep_old(opt_state, state.opt_state),
-        bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step,
-                           state.bad_step))
-    # Reported per Unet: a stack's loss is the mean over its Unets.
-    out = {"loss": loss / max(len(stack), 1), "grad_norm": grad_norm}
-    for i, name in enumerate(names):
-      out[f"loss_{name}"] = jnp.mean(terms[..., i])
-    return new_state, out
 
-  return train_step
+def _updated(state, tx, loss, grads, updates):
+  """The state after an Adam step, or frozen at its last good value: (state, grad norm)."""
+  # Written out: optax renamed its global-norm helper across versions.
+  grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
+  updates_opt, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates_opt)
+  batch_stats = updates.get("batch_stats", state.batch_stats)
+  # A finite loss can still give non-finite parameters (an overflowing
+  # update): such a state must never reach a checkpoint either.
+  finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            & _all_finite((params, batch_stats)))
+  ok = finite & (state.bad_step < 0)
+  keep_old = lambda new, old: jax.tree_util.tree_map(
+      lambda a, b: jnp.where(ok, a, b), new, old)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep_old(params, state.params),
+      batch_stats=keep_old(batch_stats, state.batch_stats),
+      opt_state=keep_old(opt_state, state.opt_state),
+      bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step))
+  return new_state, grad_norm
 
 
 def dhs_selected_lambdas(config, model, variables, operator,

@@ -89,40 +89,8 @@ class MetricWriter:
       self._tb.close()
 
 
-def _summary(record: dict) -> str:
+def summary(record: dict) -> str:
+  """The loss, validation PSNR and weight spreads of a log record, as one line."""
   keys = (["loss"] + sorted(k for k in record if k.startswith("val_psnr"))
           + sorted(k for k in record if k.startswith("weight_spread")))
   return " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
-
-
-class Progress:
-  """A progress bar with ETA on a terminal; periodic log lines otherwise."""
-
-  def __init__(self, total: int, start: int):
-    self._bar = None
-    if sys.stderr.isatty():
-      try:
-        import tqdm
-        self._bar = tqdm.tqdm(total=total, initial=start, unit="step",
-                              dynamic_ncols=True)
-      except ImportError:
-        pass
-    self._total = total
-
-  def update(self, step: int) -> None:
-    if self._bar is not None:
-      self._bar.update(step - self._bar.n)
-
-  def log(self, step: int, record: dict) -> None:
-    if self._bar is not None:
-      self._bar.set_postfix_str(_summary(record), refresh=False)
-    else:
-      # Printed, not logged: the scripts keep absl at WARNING to silence
-      # orbax's per-save INFO lines.
-      print(f"step {step}/{self._total} "
-            f"{record.get('steps_per_s', 0.0):.2f} steps/s {_summary(record)}",
-            file=sys.stderr, flush=True)
-
-  def close(self) -> None:
-    if self._bar is not None:
-      self._bar.close()

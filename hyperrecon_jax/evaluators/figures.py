@@ -1,6 +1,6 @@
-"""The files of an evaluation report: the JSON result and the figures, written as one set.
+"""The evaluator that writes the report: the JSON result and the figures, as one set.
 
-`write` draws every figure of a `report.run` result into a temporary folder
+`run` draws every figure of the result into a temporary folder
 that replaces the old report only when every file is complete: an
 interrupted evaluation leaves the previous report as it was, never new
 numbers beside old figures.
@@ -98,7 +98,7 @@ class _Shown:
     from hyperrecon_jax import grid
     if self.recons is not None:
       return self.recons[index]
-    return np.asarray(grid.reconstruct_grid(self.model_at.model.apply, self.model_at.variables,
+    return np.asarray(grid.reconstruct_grid(self.model_at.model, self.model_at.variables,
                                             self.zf, self.coeffs[index], chunk=self.chunk))
 
 
@@ -139,28 +139,31 @@ def _gallery(result, config, shown, psnrs):
   return recons[section["positions"]]
 
 
-def write(out, result, config, model_at, operator, split, lam_grid, chunk, panel_lambdas,
-          seg, dhs, baselines) -> None:
-  """Computes the shown slice's gallery and writes the report into ``out`` as one set.
+def check(config, settings) -> None:
+  del config
+  n = settings.get("panel_lambdas")
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise errors.InputError(f"config.evals.figures.panel_lambdas must be an integer ≥ 1, "
+                            f"got {n!r}")
 
-  Args:
-    out: the report folder (replaced whole).
-    result: the `report.run` result (gains ``gallery``).
-    config: the model's config.
-    model_at: the loaded model (``model``, ``variables``).
-    operator: the task's operator.
-    split: the evaluated split.
-    lam_grid: (G, K − 1) the evaluated λ.
-    chunk: model batch of one call.
-    panel_lambdas: λ shown in ``slices.png`` (a grid).
-    seg: the segmenter or None (adds Dice to the curves).
-    dhs: the DHS replay or None.
-    baselines: ``(apply_fn, variables, lambdas)`` of the per-λ Unets, or Nones.
+
+def run(context, settings) -> None:
+  """Computes the shown slice's gallery and writes the report into ``context.out`` as one set.
+
+  The result gains ``gallery``; ``settings.panel_lambdas`` λ are shown in
+  ``slices.png`` (a grid).
   """
   from hyperrecon_jax import plots
   from hyperrecon_jax import results
+  result, config, out, lam_grid = context.result, context.config, context.out, context.lam_grid
+  seg, dhs = context.segmenter, result.get("dhs")
+  baselines = (None,) * 3
+  if context.stack is not None:
+    baselines = (*context.stack[:2], np.asarray(context.stack[0].lambdas, np.float32))
+  panel_lambdas = int(settings["panel_lambdas"])
   design = result.get("design", {}).get("kind")
-  shown = _Shown(result, config, model_at, operator, split, lam_grid, chunk)
+  shown = _Shown(result, config, context, context.operator, context.split, lam_grid,
+                 context.chunk)
   psnrs, spread = _psnrs_and_range(result, shown, design)
   gallery = _gallery(result, config, shown, psnrs)
 
@@ -214,18 +217,18 @@ def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery
   from hyperrecon_jax import hparams
   from hyperrecon_jax import plots
   from hyperrecon_jax import plots_simplex
-  b_apply, b_grid, b_lams = baselines
+  b_model, b_variables, b_lams = baselines
   lam_grid = shown.lam_grid
   num_lambdas = lam_grid.shape[1]
   picks = np.unique(np.linspace(0, len(lam_grid) - 1, panel_lambdas).round().astype(int))
   if design == "samples" and num_lambdas > 1:
     picks = np.arange(num_lambdas + 1)  # the vertices: each term alone
   baseline_row = None
-  if b_apply is not None and num_lambdas == 1:
+  if b_model is not None and num_lambdas == 1:
     # HyperRecon at the evaluated λ nearest each baseline's, above that Unet.
     picks = np.abs(lam_grid[:, 0][None] - b_lams[:, :1]).argmin(1)
     baseline_row = np.asarray(grid.reconstruct_grid(
-        b_apply, b_grid, shown.zf, hparams.coefficients(b_lams), chunk=shown.chunk))
+        b_model, b_variables, shown.zf, hparams.coefficients(b_lams), chunk=shown.chunk))
   plots.slice_panel(shown.image, shown.zf_mag, shown.reconstruct(picks), lam_grid[picks],
                     os.path.join(tmp, "slices.png"), errors=True, baseline=baseline_row,
                     input_name=result["input_name"])

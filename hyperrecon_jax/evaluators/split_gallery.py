@@ -1,4 +1,4 @@
-"""The most different good λ for a whole split, not one slice.
+"""The evaluator of the most different good λ for a whole split, not one slice.
 
 A slice's gallery (`tradeoffs.gallery_section`) compares the reconstructions
 of one image. For the split, a λ is good when its mean PSNR over the split is
@@ -44,17 +44,20 @@ def slices_of(config, split: str, rows) -> tuple[np.ndarray, list, list]:
   return np.stack(images), volumes, slices
 
 
-def section(result, config, model_at, operator, split, lam_grid, chunk) -> dict:
-  """``result['gallery_split']``: the k most different λ that are good on the split.
+def run(context, settings) -> None:
+  """The evaluator: ``result['gallery_split']`` for a HyperRecon model over several λ."""
+  del settings
+  if context.config.model.hyper_dim and len(context.lam_grid) > 1:
+    context.result["gallery_split"] = section(context)
+
+
+def section(context) -> dict:
+  """The k most different λ that are good on the split.
 
   Args:
-    result: an `evaluate.evaluate_grid` result (its mean PSNR per λ).
-    config: the model's config (``eval.gallery_size``, ``eval.gallery_tolerance_db``).
-    model_at: the loaded model (``model``, ``variables``).
-    operator: the task's operator.
-    split: the evaluated split.
-    lam_grid: (G, K − 1) the evaluated λ.
-    chunk: model batch of one call.
+    context: an `evaluators.Context` whose result holds the λ set's scores
+      (its mean PSNR per λ); its config gives ``eval.gallery_size`` and
+      ``eval.gallery_tolerance_db``.
 
   Returns:
     `tradeoffs.gallery_section`'s dict (with the split's mean PSNR and SSIM
@@ -63,18 +66,19 @@ def section(result, config, model_at, operator, split, lam_grid, chunk) -> dict:
   from hyperrecon_jax import evaluate as ev
   from hyperrecon_jax import grid
   from hyperrecon_jax import streams
+  result, config, lam_grid = context.result, context.config, context.lam_grid
   mean_psnr = np.array([np.nan if v is None else v for v in result["mean"]["psnr"]], np.float64)
   tolerance = float(config.eval.gallery_tolerance_db)
   rows = np.unique(np.linspace(0, result["num_slices"] - 1, NUM_SLICES).round().astype(int))
-  images, volumes, slices = slices_of(config, split, rows)
+  images, volumes, slices = slices_of(config, context.split, rows)
   per_candidate = images[0].size * len(rows) * 4
   candidates = tradeoffs.gallery_candidates(mean_psnr, tolerance)
   candidates = candidates[:max(1, MAX_BYTES // per_candidate)]
   key = streams.key(config, "evaluation")
-  zf = ev.measure_slices(operator, images, ev.slice_keys(key, volumes, slices))
+  zf = ev.measure_slices(context.operator, images, ev.slice_keys(key, volumes, slices))
   coeffs = np.asarray(hparams.coefficients(lam_grid[candidates]))
-  recons = np.asarray(grid.reconstruct_grid(model_at.model.apply, model_at.variables, zf,
-                                            coeffs, chunk=chunk))  # (S, C, H, W)
+  recons = np.asarray(grid.reconstruct_grid(context.model, context.variables, zf,
+                                            coeffs, chunk=context.chunk))  # (S, C, H, W)
   recons = np.swapaxes(recons, 0, 1)  # a candidate's slices as one image
   scores = {m: np.array([np.nan if v is None else v for v in result["mean"][m]], np.float64)
             for m in ("psnr", "ssim")}

@@ -1,0 +1,82 @@
+"""The per-λ Unets (``experiments/baselines.py``) on the slices and noise HyperRecon was scored on.
+
+``workdir`` names the stack's run; each Unet is scored at its own λ by the
+same program (`lambda_set.score`), so the curves compare like with like.
+Without one, a shipped model's stored Unet scores (its ``info.json``, same
+split) are reported, marked as stored: their weights are not shipped.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from hyperrecon_jax import errors
+
+
+def check(config, settings) -> None:
+  del config
+  if not isinstance(settings.get("workdir", ""), str):
+    raise errors.InputError("config.evals.baselines.workdir must be a folder or ''")
+
+
+def prepare(context, settings) -> None:
+  path = settings.get("workdir", "")
+  if path:
+    context.stack = load(path, context.config)
+
+
+def load(path, config):
+  """``(model, variables, step)`` of the stack in ``path``, checked against ``config``."""
+  from hyperrecon_jax import checkpoints
+  from hyperrecon_jax import train
+  from hyperrecon_jax.train import configuration
+  setting = f"config.evals.baselines.workdir={path}"
+  if not os.path.isdir(path):
+    raise errors.InputError(f"{setting}: no such folder; give the --workdir of a run of "
+                            "experiments/baselines.py")
+  if not os.path.isdir(checkpoints.checkpoint_dir(path)):
+    raise errors.InputError(f"{setting} holds no checkpoint: train the per-λ Unets first "
+                            f"(experiments/baselines.py --workdir={path})")
+  b_config, model, variables, step = train.load_trained(path)
+  if not train.stack_lambdas(model):
+    raise errors.InputError(f"{path} is not a run of per-λ baselines "
+                            "(experiments/baselines.py --lambdas=...)")
+  # The baselines must solve the same problem: task, data and loss terms.
+  diffs = [d for d in configuration.incompatibilities(
+      json.loads(b_config.to_json()), json.loads(config.to_json()))
+           if not d.startswith(("model.", "hparams.", "loss_scales", "eval", "segmenter"))]
+  if diffs:
+    raise errors.InputError(f"the baselines in {path} were trained for another "
+                            f"problem: {'; '.join(diffs)}")
+  return model, variables, step
+
+
+def run(context, settings) -> None:
+  from hyperrecon_jax.evaluators import lambda_set
+  result = context.result
+  if context.stack is None:
+    stored = context.stored_test
+    if stored.get("baselines") and stored.get("split") == result["split"]:
+      # The Unets trained beside the shipped model were scored when it was
+      # exported, on this split with the same noise; their weights are not
+      # shipped, so their means (and spreads) are drawn but not re-measured.
+      result["baselines"] = {"stored": f"info.json of {result['pretrained']}",
+                             **stored["baselines"]}
+    return
+  from hyperrecon_jax import grid
+  from hyperrecon_jax import hparams
+  model, variables, step = context.stack
+  lams = np.asarray(model.lambdas, np.float32)
+  scored = lambda_set.score(context, model, variables, lams)  # the same key: the same noise
+  result["baselines"] = {"workdir": os.path.abspath(settings["workdir"]),
+                         "checkpoint_step": step,
+                         **{k: scored[k] for k in ("lambdas", "mean", "std", "q25", "q75",
+                                                    "per_slice", "unscored")}}
+  if context.terms:
+    terms = scored["loss_terms"]
+    for n, v in grid.weight_terms(model, variables, hparams.coefficients(lams),
+                                  context.config.losses).items():
+      terms["mean"][n] = [float(x) for x in v]
+      terms["names"].append(n)
+    result["baselines"]["loss_terms"] = {k: terms[k] for k in ("names", "mean", "std")}

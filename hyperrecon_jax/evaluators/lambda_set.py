@@ -1,0 +1,105 @@
+"""Every slice of ``eval.split`` at every λ of a grid or a design (`evaluate.evaluate_grid`).
+
+The λ set is the config's: a grid of ``eval.grid`` values per hyperparameter
+(one or two hyperparameters), or with ``eval.samples = N > 0`` a design of N
+points on the simplex of loss coefficients (its K vertices and a scrambled
+Sobol sequence, `tradeoffs.design_lambdas`), for any number of terms; a design
+also scores every loss term of the reconstruction at every λ. A plain Unet
+is scored at the one λ it was trained at. With ``segmenter`` (the folder of
+``experiments/segmenter.py``) every reconstruction is also scored by Dice.
+"""
+
+import os
+
+import numpy as np
+
+from hyperrecon_jax import errors
+from hyperrecon_jax import progress as progress_lib
+from hyperrecon_jax import streams
+
+
+def _integer(name, value, low):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    raise errors.InputError(f"config.{name} must be an integer ≥ {low}, got {value!r}")
+
+
+def check(config, settings) -> None:
+  from hyperrecon_jax.data import SPLITS
+  _integer("eval.grid", config.eval.grid, 1)
+  _integer("eval.chunk", config.eval.chunk, 1)
+  _integer("eval.samples", config.eval.samples, 0)
+  if config.eval.split not in SPLITS:
+    raise errors.InputError(f"config.eval.split must be one of {SPLITS}, got "
+                            f"{config.eval.split!r}")
+  if not isinstance(settings.get("segmenter", ""), str):
+    raise errors.InputError("config.evals.lambda_set.segmenter must be a folder or ''")
+
+
+def prepare(context, settings) -> None:
+  context.lam_grid, design = lambda_set(context.config)
+  context.result["design"] = design
+  path = settings.get("segmenter", "")
+  if path:
+    from hyperrecon_jax import segmentation
+    context.segmenter = segmentation.load(path)
+    segmentation.check_data(context.segmenter, context.config.data, context.where)
+    context.result["segmenter"] = os.path.abspath(path)
+  if design["kind"] == "samples":
+    from hyperrecon_jax import losses
+    context.terms = tuple(n for n in context.config.losses if n not in losses.NEEDS_WEIGHTS)
+
+
+def lambda_set(config):
+  """The λ to evaluate, (G, K − 1), and a description of them: a grid, a design or the fixed λ."""
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import tradeoffs
+  from hyperrecon_jax import train
+  k = train.num_coeffs(config)
+  samples = int(config.eval.samples)
+  if not config.model.hyper_dim:  # a plain Unet has one λ: the one it was trained at
+    if samples:
+      raise errors.InputError("a plain Unet has one λ: config.eval.samples does not apply")
+    return np.asarray([config.hparams.fixed], np.float32), {"kind": "fixed"}
+  if samples:
+    if samples < k:
+      raise errors.InputError(f"config.eval.samples={samples}: a design on the simplex of "
+                              f"{k} terms needs at least its {k} vertices")
+    return tradeoffs.design_lambdas(samples, k), {
+        "kind": "samples", "num": samples,
+        "method": "simplex vertices + scrambled Sobol (hparams.simplex_design)",
+        "seed": tradeoffs.DESIGN_SEED}
+  if k >= 4:
+    raise errors.InputError(
+        f"the model has {k} loss terms ({k - 1} hyperparameters): grids stop at two; "
+        "set config.eval.samples=N (a design of N points on the simplex)")
+  grid = int(config.eval.grid)
+  return hparams.grid(grid, k - 1), {"kind": "grid", "num": grid}
+
+
+def run(context, settings) -> None:
+  del settings
+  from hyperrecon_jax import physics
+  context.result.update(score(context, context.model, context.variables, context.lam_grid,
+                              progress=context.progress))
+  context.result.update(checkpoint_step=context.step, split=context.split,
+                        input_name=physics.input_name(context.config.task.name))
+
+
+def score(context, model, variables, lam_grid, *, progress=False) -> dict:
+  """`evaluate.evaluate_grid` of a model on the context's split, noise and segmenter."""
+  from hyperrecon_jax import data
+  from hyperrecon_jax import evaluate as ev
+  config = context.config
+  total = data.num_examples(config.data, context.split) * len(lam_grid)
+  bar = progress_lib.Progress(
+      total, "pair", lambda done, total, _: f"evaluated {done:,}/{total:,} (slice, λ) pairs",
+      enabled=progress)
+  try:
+    return ev.evaluate_grid(
+        model, variables, context.operator,
+        data.batches(config.data, context.split, batch_size=int(config.train.batch_size),
+                     training=False),
+        lam_grid, key=streams.key(config, "evaluation"), chunk=context.chunk, progress=bar,
+        segmenter=context.segmenter, terms=context.terms)
+  finally:
+    bar.close()
