@@ -134,19 +134,65 @@ def _greedy_disc_mask(cand, scale_y, scale_x, priority):
   return kept.reshape(h, w)
 
 
-@functools.lru_cache(maxsize=64)
-def _poisson_disc_cached(shape, accel, seed, calib, crop_corner, rtol):
+def _calib_distance(shape, calib):
+  """(H, W) normalised distance of each pixel from the calibration box."""
   ny, nx = shape
   cy, cx = calib
   y, x = np.mgrid[:ny, :nx].astype(np.float64)
-  # Normalised distance from the calibration box, as in sigpy.mri.poisson:
-  # 0 inside the box, 1 at the middle of each edge of k-space.
+  # As in sigpy.mri.poisson: 0 inside the box, 1 at the middle of each edge of k-space.
   dx = np.maximum(np.abs(x - nx / 2) - cx / 2, 0)
   dy = np.maximum(np.abs(y - ny / 2) - cy / 2, 0)
   dx /= max(dx.max(), 1e-12)
   dy /= max(dy.max(), 1e-12)
-  r = np.hypot(dx, dy)
+  return np.hypot(dx, dy)
 
+
+def _bisect_accel(make, x, accel, rtol, x_max, increasing, hi=None):
+  """The (mask, acceleration) of ``make(x)`` closest to ``accel``, bisecting ``x >= 0``."""
+  lo = 0.0
+  best = None
+  for _ in range(_POISSON_MAX_TRIALS):
+    mask, got = make(x)
+    if best is None or abs(got - accel) < abs(best[1] - accel):
+      best = mask, got
+    if abs(got - accel) <= rtol * accel:
+      break
+    if (got < accel) == increasing:
+      lo = x
+    else:
+      hi = x
+    if hi is None:
+      if x > x_max:
+        break  # only the calibration box is left; cannot go sparser.
+      x *= 1.3
+    else:
+      x = 0.5 * (lo + hi)
+  return best
+
+
+def _slope_guess(scales, base, cand, accel, m):
+  """The slope at which the saturated RSA density model reaches ``accel``."""
+  # A first guess from the model means no trial uses huge radii (their cost
+  # grows with the radius squared).
+  ny, nx = base.shape
+
+  def model_accel(slope):
+    sy, sx = scales(slope)
+    density = np.minimum(1.0, _RSA_DENSITY / (sy * sx))
+    return ny * nx / (base.sum() + density[cand].sum())
+
+  lo, hi = 0.0, float(m)
+  for _ in range(50):
+    mid = 0.5 * (lo + hi)
+    lo, hi = (mid, hi) if model_accel(mid) < accel else (lo, mid)
+  return hi
+
+
+@functools.lru_cache(maxsize=64)
+def _poisson_disc_cached(shape, accel, seed, calib, crop_corner, rtol):
+  """The Poisson-disc mask of `poisson_disc` for checked, hashable arguments."""
+  ny, nx = shape
+  r = _calib_distance(shape, calib)
   base = np.zeros(shape, bool)
   base[_calib_slices(shape, calib)] = True
   cand = ~base
@@ -163,28 +209,6 @@ def _poisson_disc_cached(shape, accel, seed, calib, crop_corner, rtol):
     mask = base | _greedy_disc_mask(cand, *scales(slope, core), priority)
     return mask, ny * nx / np.count_nonzero(mask)
 
-  def search(make, x, increasing, hi=None):
-    """Bisection on a parameter >= 0 that raises (or lowers) the acceleration."""
-    lo = 0.0
-    best = None
-    for _ in range(_POISSON_MAX_TRIALS):
-      mask, got = make(x)
-      if best is None or abs(got - accel) < abs(best[1] - accel):
-        best = mask, got
-      if abs(got - accel) <= rtol * accel:
-        break
-      if (got < accel) == increasing:
-        lo = x
-      else:
-        hi = x
-      if hi is None:
-        if x > 4 * m:
-          break  # only the calibration box is left; cannot go sparser.
-        x *= 1.3
-      else:
-        x = 0.5 * (lo + hi)
-    return best
-
   full_accel = trial(0.0)[1]
   if full_accel > accel * (1 + rtol):
     raise errors.InputError(
@@ -197,21 +221,11 @@ def _poisson_disc_cached(shape, accel, seed, calib, crop_corner, rtol):
   tiny_slope = 1e-3
   jump_mask, jump_accel = trial(tiny_slope)
   if accel < jump_accel * (1 - rtol):
-    best_mask, best_accel = search(lambda c: trial(tiny_slope, c), 0.5, increasing=False,
-                                     hi=1.0)
+    best_mask, best_accel = _bisect_accel(lambda c: trial(tiny_slope, c), 0.5, accel, rtol,
+                                          4 * m, increasing=False, hi=1.0)
   else:
-    # First guess of the slope from the saturated RSA density, so that no
-    # trial uses huge radii (their cost grows with the radius squared).
-    def model_accel(slope):
-      sy, sx = scales(slope)
-      density = np.minimum(1.0, _RSA_DENSITY / (sy * sx))
-      return ny * nx / (base.sum() + density[cand].sum())
-
-    lo, hi = 0.0, float(m)
-    for _ in range(50):
-      mid = 0.5 * (lo + hi)
-      lo, hi = (mid, hi) if model_accel(mid) < accel else (lo, mid)
-    best_mask, best_accel = search(trial, max(hi, tiny_slope), increasing=True)
+    slope = max(_slope_guess(scales, base, cand, accel, m), tiny_slope)
+    best_mask, best_accel = _bisect_accel(trial, slope, accel, rtol, 4 * m, increasing=True)
     if abs(jump_accel - accel) < abs(best_accel - accel):
       best_mask, best_accel = jump_mask, jump_accel
   if abs(best_accel - accel) > 0.05 * accel:

@@ -63,6 +63,75 @@ def _coeff_text(c):
   return "(" + ", ".join(f"{v:.2f}" for v in c) + ")"
 
 
+def _ternary_inputs(coeffs, values, names, marks):
+  """The checked coefficients, values, mask of finite values, names and marks of `ternary`."""
+  coeffs = _on_simplex("coeffs", coeffs, 3)
+  values = np.asarray(values, np.float64)
+  n = len(coeffs)
+  if values.shape != (n,):
+    raise InputError(f"values must have shape ({n},) like coeffs {coeffs.shape}, got shape "
+                     f"{values.shape}.")
+  if n < 3:
+    raise InputError(f"ternary needs N ≥ 3 points to span the triangle, got coeffs of shape "
+                     f"{coeffs.shape}.")
+  finite = np.isfinite(values)
+  if not finite.any():
+    raise InputError(f"values has no finite entry (all {n} are NaN or ±inf).")
+  names = _names(names, 3)
+  if marks is not None and not isinstance(marks, dict):
+    raise InputError(f"marks must be a dict {{label: (3,) coefficients}}, got {type(marks)}.")
+  marks = [(str(k), _on_simplex(f"marks[{k!r}]", np.reshape(v, (1, -1)), 3)[0])
+           for k, v in (marks or {}).items()]
+  return coeffs, values, finite, names, marks
+
+
+def _triangulation(xy, finite):
+  """The Delaunay triangulation of ``xy``, masked where a triangle touches a missing value."""
+  from matplotlib.tri import Triangulation
+
+  try:
+    tri = Triangulation(xy[:, 0], xy[:, 1])
+  except (RuntimeError, ValueError) as e:  # qhull: all points on one line
+    raise InputError(f"coeffs must not all lie on one line of the simplex; their {len(xy)} "
+                     "points span no area to draw a field on.") from e
+  missing = ~finite[tri.triangles].all(1)
+  if missing.all():
+    raise InputError("every triangle between the points touches a missing value; give finite "
+                     "values at 3 points or more that span an area.")
+  tri.set_mask(missing)
+  return tri, missing
+
+
+def _ternary_frame(ax):
+  """Draws the triangle's outline and its lines of constant coefficient on ``ax``."""
+  # Faint lines of constant coefficient at 0.25, 0.5, 0.75 help read positions.
+  for k in range(3):
+    for t in (0.25, 0.5, 0.75):
+      ends = np.zeros((2, 3))  # c_k = t from one edge to the other
+      ends[:, k] = t
+      ends[0, (k + 1) % 3] = ends[1, (k + 2) % 3] = 1 - t
+      seg = barycentric_to_xy(ends)
+      ax.plot(seg[:, 0], seg[:, 1], color="w", lw=0.5, alpha=0.5)
+  corners = np.vstack([VERTICES, VERTICES[:1]])
+  ax.plot(corners[:, 0], corners[:, 1], color="k", lw=1)
+
+
+def _ternary_points(ax, xy, finite, marks, names):
+  """Draws the evaluated points, the marks and the corners' names on ``ax``."""
+  ax.plot(xy[finite, 0], xy[finite, 1], ".", color="k", ms=2, alpha=0.35,
+          label=f"evaluated ({finite.sum()})")
+  if not finite.all():
+    ax.plot(xy[~finite, 0], xy[~finite, 1], "x", color="0.35", ms=4,
+            label=f"no value ({(~finite).sum()})")
+  for k, (text, c) in enumerate(marks):
+    x, y = barycentric_to_xy(c)
+    ax.plot([x], [y], _MARKERS[k % len(_MARKERS)], color=f"C{(k + 1) % 10}", mec="k", mew=0.7,
+            ms=11 if k == 0 else 8, label=f"{text}: c = {_coeff_text(c)}")
+  for name, (x, y), va, dy in zip(names, VERTICES, ("top", "top", "bottom"), (-6, -6, 6)):
+    ax.annotate(name, (x, y), xytext=(0, dy), textcoords="offset points", ha="center", va=va,
+                fontsize=9, fontweight="bold")
+
+
 def ternary(coeffs, values, path, *, names=("term 1", "term 2", "term 3"),
             label: str = "PSNR (dB)", marks=None):
   """A value over the loss coefficients of 3 terms, drawn on the 2-simplex.
@@ -88,38 +157,10 @@ def ternary(coeffs, values, path, *, names=("term 1", "term 2", "term 3"),
   Returns:
     ``path``.
   """
-  coeffs = _on_simplex("coeffs", coeffs, 3)
-  values = np.asarray(values, np.float64)
+  coeffs, values, finite, names, marks = _ternary_inputs(coeffs, values, names, marks)
   n = len(coeffs)
-  if values.shape != (n,):
-    raise InputError(f"values must have shape ({n},) like coeffs {coeffs.shape}, got shape "
-                     f"{values.shape}.")
-  if n < 3:
-    raise InputError(f"ternary needs N ≥ 3 points to span the triangle, got coeffs of shape "
-                     f"{coeffs.shape}.")
-  finite = np.isfinite(values)
-  if not finite.any():
-    raise InputError(f"values has no finite entry (all {n} are NaN or ±inf).")
-  names = _names(names, 3)
-  if marks is not None and not isinstance(marks, dict):
-    raise InputError(f"marks must be a dict {{label: (3,) coefficients}}, got {type(marks)}.")
-  marks = [(str(k), _on_simplex(f"marks[{k!r}]", np.reshape(v, (1, -1)), 3)[0])
-           for k, v in (marks or {}).items()]
-
-  from matplotlib.collections import PolyCollection
-  from matplotlib.tri import Triangulation
-
   xy = barycentric_to_xy(coeffs)
-  try:
-    tri = Triangulation(xy[:, 0], xy[:, 1])
-  except (RuntimeError, ValueError) as e:  # qhull: all points on one line
-    raise InputError(f"coeffs must not all lie on one line of the simplex; their {n} points "
-                     "span no area to draw a field on.") from e
-  missing = ~finite[tri.triangles].all(1)
-  if missing.all():
-    raise InputError("every triangle between the points touches a missing value; give finite "
-                     "values at 3 points or more that span an area.")
-  tri.set_mask(missing)
+  tri, missing = _triangulation(xy, finite)
   # The legend sits under the triangle, two entries a row; the figure grows with it.
   rows = (len(marks) + 1 + (not finite.all()) + 1) // 2
   fig = _figure(5.2, 4.0 + 0.2 * rows)
@@ -130,30 +171,12 @@ def ternary(coeffs, values, path, *, names=("term 1", "term 2", "term 3"),
                     vmin=values[finite].min(), vmax=values[finite].max())
   fig.colorbar(im, ax=ax, label=label, shrink=0.8)
   if missing.any():
+    from matplotlib.collections import PolyCollection
+
     ax.add_collection(PolyCollection(xy[tri.triangles[missing]], facecolor="0.75",
                                      edgecolor="0.75", lw=0.3))
-  # Faint lines of constant coefficient at 0.25, 0.5, 0.75 help read positions.
-  for k in range(3):
-    for t in (0.25, 0.5, 0.75):
-      ends = np.zeros((2, 3))  # c_k = t from one edge to the other
-      ends[:, k] = t
-      ends[0, (k + 1) % 3] = ends[1, (k + 2) % 3] = 1 - t
-      seg = barycentric_to_xy(ends)
-      ax.plot(seg[:, 0], seg[:, 1], color="w", lw=0.5, alpha=0.5)
-  corners = np.vstack([VERTICES, VERTICES[:1]])
-  ax.plot(corners[:, 0], corners[:, 1], color="k", lw=1)
-  ax.plot(xy[finite, 0], xy[finite, 1], ".", color="k", ms=2, alpha=0.35,
-          label=f"evaluated ({finite.sum()})")
-  if not finite.all():
-    ax.plot(xy[~finite, 0], xy[~finite, 1], "x", color="0.35", ms=4,
-            label=f"no value ({(~finite).sum()})")
-  for k, (text, c) in enumerate(marks):
-    x, y = barycentric_to_xy(c)
-    ax.plot([x], [y], _MARKERS[k % len(_MARKERS)], color=f"C{(k + 1) % 10}", mec="k", mew=0.7,
-            ms=11 if k == 0 else 8, label=f"{text}: c = {_coeff_text(c)}")
-  for name, (x, y), va, dy in zip(names, VERTICES, ("top", "top", "bottom"), (-6, -6, 6)):
-    ax.annotate(name, (x, y), xytext=(0, dy), textcoords="offset points", ha="center", va=va,
-                fontsize=9, fontweight="bold")
+  _ternary_frame(ax)
+  _ternary_points(ax, xy, finite, marks, names)
   ax.set_title(f"{label} over the coefficients of 3 terms (N = {n})", fontsize=9)
   ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
   ax.set_xlim(-0.08, 1.08)
@@ -191,6 +214,48 @@ def _non_dominated(points):
   return ~(le & lt).any(0)
 
 
+def _baselines(baseline_points, baseline_front, k):
+  """The checked (M, K) baseline objectives and their (M,) non-dominated mask, or Nones."""
+  if baseline_points is None:
+    if baseline_front is not None:
+      raise InputError("baseline_front needs baseline_points.")
+    return None, None
+  base = _objectives("baseline_points", baseline_points, k)
+  base_front = (_non_dominated(base) if baseline_front is None
+                else _mask("baseline_front", baseline_front, len(base)))
+  return base, base_front
+
+
+def _pareto_panel(ax, points, front, base, base_front, j, i):
+  """Draws objective ``i`` against objective ``j`` of the points and baselines on ``ax``."""
+  ax.plot(points[:, j], points[:, i], ".", color="0.6", ms=3, alpha=0.5,
+          label=f"evaluated ({len(points)})")
+  ax.plot(points[front, j], points[front, i], "o", color="C0", ms=4, mec="k", mew=0.3,
+          label=f"non-dominated ({front.sum()})")
+  if base is not None and base_front.any():
+    ax.plot(base[base_front, j], base[base_front, i], "s", color="C1", ms=5, mec="k",
+            mew=0.6, label=f"baseline, non-dominated ({base_front.sum()})")
+  if base is not None and not base_front.all():
+    ax.plot(base[~base_front, j], base[~base_front, i], "s", mfc="none", mec="C1", ms=5,
+            mew=1.0, label=f"baseline, dominated ({(~base_front).sum()})")
+  ax.grid(alpha=0.3)
+  ax.tick_params(labelsize=7)
+
+
+def _pareto_legend(fig, first, k):
+  """Draws the legend of panel ``first``'s entries, right of it for K = 2, else in a corner."""
+  handles, labels = first.get_legend_handles_labels()
+  legend = dict(fontsize=8, frameon=False, title="all objectives minimized", title_fontsize=8)
+  if k == 2:
+    first.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), **legend)
+  else:
+    # The upper triangle is empty: the legend takes its corner cell.
+    ax = fig.add_subplot(k - 1, k - 1, k - 1)
+    ax.set_axis_off()
+    # Left out of tight_layout: a legend wider than its cell would shrink every column.
+    ax.legend(handles, labels, loc="upper right", **legend).set_in_layout(False)
+
+
 def pareto_projections(points, front, path, *, names, baseline_points=None,
                        baseline_front=None):
   """Pairwise projections of K minimized objectives, the Pareto front highlighted.
@@ -222,14 +287,7 @@ def pareto_projections(points, front, path, *, names, baseline_points=None,
   n, k = points.shape
   front = _mask("front", front, n)
   names = _names(names, k)
-  if baseline_points is None:
-    if baseline_front is not None:
-      raise InputError("baseline_front needs baseline_points.")
-    base = base_front = None
-  else:
-    base = _objectives("baseline_points", baseline_points, k)
-    base_front = (_non_dominated(base) if baseline_front is None
-                  else _mask("baseline_front", baseline_front, len(base)))
+  base, base_front = _baselines(baseline_points, baseline_front, k)
   cell = 2.4 if k <= 4 else 2.0
   size = k - 1
   # K = 2 has no empty cell for the legend: it goes right of the one panel.
@@ -241,18 +299,7 @@ def pareto_projections(points, front, path, *, names, baseline_points=None,
                            sharex=axes.get((k - 1, j)) or axes.get((i - 1, j)),
                            sharey=axes.get((i, 0)))
       axes[(i, j)] = ax
-      ax.plot(points[:, j], points[:, i], ".", color="0.6", ms=3, alpha=0.5,
-              label=f"evaluated ({n})")
-      ax.plot(points[front, j], points[front, i], "o", color="C0", ms=4, mec="k", mew=0.3,
-              label=f"non-dominated ({front.sum()})")
-      if base is not None and base_front.any():
-        ax.plot(base[base_front, j], base[base_front, i], "s", color="C1", ms=5, mec="k",
-                mew=0.6, label=f"baseline, non-dominated ({base_front.sum()})")
-      if base is not None and not base_front.all():
-        ax.plot(base[~base_front, j], base[~base_front, i], "s", mfc="none", mec="C1", ms=5,
-                mew=1.0, label=f"baseline, dominated ({(~base_front).sum()})")
-      ax.grid(alpha=0.3)
-      ax.tick_params(labelsize=7)
+      _pareto_panel(ax, points, front, base, base_front, j, i)
       if j == 0:
         ax.set_ylabel(names[i], fontsize=9)
       else:
@@ -261,16 +308,7 @@ def pareto_projections(points, front, path, *, names, baseline_points=None,
         ax.set_xlabel(names[j], fontsize=9)
       else:
         ax.tick_params(labelbottom=False)
-  handles, labels = axes[(1, 0)].get_legend_handles_labels()
-  legend = dict(fontsize=8, frameon=False, title="all objectives minimized", title_fontsize=8)
-  if k == 2:
-    axes[(1, 0)].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), **legend)
-  else:
-    # The upper triangle is empty: the legend takes its corner cell.
-    ax = fig.add_subplot(size, size, size)
-    ax.set_axis_off()
-    # Left out of tight_layout: a legend wider than its cell would shrink every column.
-    ax.legend(handles, labels, loc="upper right", **legend).set_in_layout(False)
+  _pareto_legend(fig, axes[(1, 0)], k)
   fig.suptitle(f"Pareto front of {k} objectives" + (", pairwise projections" if k > 2 else ""),
                fontsize=10)
   return _save(fig, path)
