@@ -1,5 +1,6 @@
 """Shared test settings and fixtures: CPU only, persistent compilation cache."""
 
+import gc
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -82,3 +83,17 @@ def run_a(data_dir, tmp_path_factory, compilation_cache):
   del compilation_cache
   import loop_support
   return loop_support.train_run_a(data_dir, tmp_path_factory)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+  """Drops every compiled program and trace when a test module ends.
+
+  jit keeps each program it compiled (and the constants baked into it) for
+  the life of the process; over the ~50 modules of the suite they, not the
+  modules' data, are what grows the process. Modules rarely share a program,
+  so little is compiled twice.
+  """
+  yield
+  jax.clear_caches()
+  gc.collect()
