@@ -494,3 +494,9 @@ def test_a_stack_holds_the_variables_of_independent_unets_and_trains_each_on_its
       _assert_close(got[i], ref)
   with pytest.raises(ValueError, match="equal blocks"):
     stack.apply(variables, zf[:2], coeffs[:2], train=True, mutable=["batch_stats"])
+  # In evaluation each row gets its nearest member's weights (λ 0.9 → member 2).
+  rows = np.asarray(hparams.coefficients(np.asarray([[0.9], [0.0], [0.6]])))
+  _, weights = stack.apply(variables, zf, rows, return_weights=True)
+  for row, index in enumerate([2, 0, 1]):
+    np.testing.assert_array_equal(weights["enc0_a"]["kernel"][row],
+                                  variables["params"]["enc0_a_kernel"][index])

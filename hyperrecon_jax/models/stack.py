@@ -92,6 +92,8 @@ class UnetStack(nn.Module):
       recon = unet.run_folded(rows, zf, channels=self.channels, per_sample=coeffs.ndim == 2,
                               strategy=layers.resolve_strategy(self.strategy),
                               dtype=self.dtype)
+      if not return_weights:
+        return recon
       weights = jax.tree_util.tree_map(lambda w: w[index], self._weights(variables))
       if coeffs.ndim == 1:
         weights = unet.broadcast_rows(weights, zf.shape[0])
