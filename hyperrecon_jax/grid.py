@@ -31,7 +31,6 @@ measures and scores whole data splits with these programs; the explorer
 and ``experiments/reconstruct.py`` reconstruct through `reconstruct_grid`.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,9 +183,10 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
   ``chunk`` slices sharing that λ's weights; the weights of ``lambda_block``
   λ at a time are generated together (`LAMBDA_BLOCK`). ``segmenter`` is
   ``(apply_fn, num_classes)`` of a `segmentation.Trained` (static), with its
-  ``seg_variables`` and the slices' true ``labels``. ``terms`` (static) names loss terms of the
-  reconstruction (`check_image_terms`), scored as ``term_<name>`` against
-  ``target``, ``operator`` and the slices' ``measurement``.
+  ``seg_variables`` and the slices' true ``labels``. ``terms`` (static)
+  names loss terms of the reconstruction (`check_image_terms`), scored as
+  ``term_<name>`` against ``target``, ``operator`` and the slices'
+  ``measurement``.
   """
   s_count, g_count = zf.shape[0], coeffs.shape[0]
   zf_mag = physics.magnitude(zf) if score else None
@@ -255,8 +255,8 @@ def reconstruct_grid(model, variables, zf, coeffs, *, chunk: int | None = None,
       None: `default_chunk()`.
     order: 'slice' (calls mix λ: per-row weights), 'lambda' (each call runs
       up to ``chunk`` slices at one λ: one generated weight set) or 'auto'
-      (`resolve_order`). The
-      results agree to float32 roundoff; only the speed differs.
+      (`resolve_order`). The results agree to float32 roundoff; only the
+      speed differs.
 
   Returns:
     (S, G, H, W) float32 reconstructions; (G, H, W) for a single (H, W, 2) slice.
