@@ -66,10 +66,13 @@ if rates:
 PY
 done
 # Without finished baselines (the budget ran out) evaluate without them.
-B=(); [ -f "$W/baselines/baselines.json" ] && B=(--baselines="$W/baselines")
+B=(); E=()
+if [ -f "$W/baselines/baselines.json" ]; then
+  B=(--baselines="$W/baselines"); E=(--config.evals.baselines.workdir="$W/baselines")
+fi
 # Side by side: each is mostly start-up and compilation.
 for run in $RUNS; do
-  case $run in r128*) with=();; *) with=("${B[@]}");; esac  # the Unets are 64×64
+  case $run in r128*) with=();; *) with=("${E[@]}");; esac  # the Unets are 64×64
   python3 experiments/evaluate.py --workdir="$W/$run" "${with[@]}" \
     >"$W/evaluate_$run.log" 2>&1 &
 done

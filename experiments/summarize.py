@@ -3,12 +3,13 @@ r"""One markdown row per evaluated run: the trade-off it recovers and how it spa
   python experiments/summarize.py --workdirs=workdirs/k4/faces_s0,workdirs/k4/uniform_s0
 
 Reads each workdir's report (``eval/lambda_grid.json``, written by
-``experiments/evaluate.py --samples=N --baselines=...``) and its checkpoint,
-and prints: the hypervolume of HyperRecon's λ design against the per-λ Unets'
-(both normalized on one scale, `hyperrecon_jax.pareto`), the size of its
-Pareto set, the best mean PSNR and the PSNR range over the design, the mean
-PSNR at each vertex of the simplex (each term alone) with that vertex's Unet
-beside it, and the weight spread along each vertex direction
+``experiments/evaluate.py --config.eval.samples=N
+--config.evals.baselines.workdir=...``) and its checkpoint, and prints: the
+hypervolume of HyperRecon's λ design against the per-λ Unets' (both
+normalized on one scale, `hyperrecon_jax.pareto`), the size of its Pareto
+set, the best mean PSNR and the PSNR range over the design, the mean PSNR at
+each vertex of the simplex (each term alone) with that vertex's Unet beside
+it, and the weight spread along each vertex direction
 (`hyperrecon_jax.train.spread`). Nothing is written.
 """
 
@@ -34,11 +35,13 @@ def _row(workdir: str) -> str:
   from hyperrecon_jax.train import spread
   path = os.path.join(workdir, "eval", "lambda_grid.json")
   if not os.path.isfile(path):
-    raise errors.InputError(f"{path}: no report; run experiments/evaluate.py --samples=N first")
+    raise errors.InputError(f"{path}: no report; run experiments/evaluate.py "
+                            "--config.eval.samples=N first")
   with open(path) as f:
     result = json.load(f)
   if "pareto" not in result:
-    raise errors.InputError(f"{path}: a grid report; summarize needs --samples=N")
+    raise errors.InputError(f"{path}: a grid report; summarize needs a design "
+                            "(--config.eval.samples=N)")
   config, model, variables, step = train.load_trained(workdir)
   names = tuple(config.losses)
   hv = result["pareto"]["hypervolume"]

@@ -292,7 +292,7 @@ def grid(num: int, num_lambdas: int = 1):
     raise errors.InputError(
         f"grids stop at two hyperparameters, got {num_lambdas} ({num}^{num_lambdas} points); "
         f"use a design on the simplex instead: hparams.simplex_design(N, {num_lambdas + 1}), "
-        f"or evaluate.py --samples=N")
+        f"or evaluate.py --config.eval.samples=N")
   raise errors.InputError(f"grid supports 1 or 2 hyperparameters, got {num_lambdas}")
 
 

@@ -375,7 +375,8 @@ def test_simplex_design_rejects(args, match):
 
 def test_grid_stops_at_two_hyperparameters():
   with pytest.raises(ValueError, match=r"grids stop at two hyperparameters, got 3 .*"
-                                       r"simplex_design\(N, 4\).*evaluate.py --samples=N"):
+                                       r"simplex_design\(N, 4\).*evaluate.py "
+                                       r"--config.eval.samples=N"):
     hparams.grid(5, 3)
   with pytest.raises(ValueError, match=r"grid supports 1 or 2 hyperparameters, got 0"):
     hparams.grid(5, 0)
