@@ -311,12 +311,19 @@ def _one_line(error: BaseException) -> str:
   return text[:300] + ("…" if len(text) > 300 else "")
 
 
+# What orbax and tensorstore raise for missing, truncated or unparsable files
+# (JSON, msgpack, OCDBT manifests, compressed array chunks).
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError)
+
+
 def _read(step_dir: str, read: Callable[[], Any]):
   try:
     return read()
-  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-    # What orbax and tensorstore raise for missing, truncated or unparsable
-    # files (JSON, msgpack, OCDBT manifests).
+  except Exception as e:
+    # orbax re-raises tensorstore's error for an array it cannot decode (e.g.
+    # a damaged zstd frame) as a bare Exception caused by it.
+    if not isinstance(e, _READ_ERRORS) and not isinstance(e.__cause__, _READ_ERRORS):
+      raise
     raise CheckpointError(f"{step_dir} cannot be read ({_one_line(e)})") from e
 
 

@@ -315,10 +315,13 @@ def _largest_data_file(step_dir):
   return max(files, key=lambda p: p.stat().st_size)
 
 
-def _flip_64_bytes(path):
+def _flip_64_bytes(path, where="middle"):
+  """Flips 64 bytes of a file: in its ``'middle'`` (array values, as a rule)
+  or at its ``'start'`` (a compressed frame's header: the array cannot be
+  decoded at all)."""
   data = bytearray(path.read_bytes())
-  middle = len(data) // 2
-  for i in range(middle, min(middle + 64, len(data))):
+  first = len(data) // 2 if where == "middle" else 0
+  for i in range(first, min(first + 64, len(data))):
     data[i] ^= 0xFF
   path.write_bytes(bytes(data))
 
@@ -369,12 +372,14 @@ def test_a_save_cut_short_before_its_checksums_is_verified_by_its_digests(
   assert not (workdir / checkpoints.PENDING).exists()
 
 
-def test_a_save_cut_short_and_then_damaged_is_never_used(states, three_steps, caplog):
+@pytest.mark.parametrize("where", ["middle", "start"])
+def test_a_save_cut_short_and_then_damaged_is_never_used(states, three_steps, caplog, where):
   # 64 flipped bytes in the largest data file of a step without checksums
-  # used to load as parameters off by 1e35.
+  # used to load as parameters off by 1e35 (values changed) or to end the
+  # read in orbax's bare Exception (a frame that cannot be decoded).
   workdir, fresh = three_steps
   step_dir = _save_killed_before_checksums(states, workdir, 4)
-  _flip_64_bytes(_largest_data_file(step_dir))
+  _flip_64_bytes(_largest_data_file(step_dir), where)
   before = _files(workdir)
   reader = checkpoints.reader(str(workdir))
   assert checkpoints.restore(reader, fresh).step == 3
