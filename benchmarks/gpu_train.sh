@@ -1,41 +1,77 @@
 #!/usr/bin/env bash
-# Trains the shipped model on one GPU (device machine), with its controls, and
-# evaluates them: docs/results.md "Trained on a GPU".
+# Trains a shipped model's recipe on one GPU (device machine), with its
+# controls and per-λ Unets, evaluates them and exports the model:
+# docs/results.md "The shipped model trained on a GPU".
 #
-#   bash benchmarks/gpu_train.sh                     # the full run, ~6 min
+#   bash benchmarks/gpu_train.sh                     # the 64×64 model, ~6 min
 #   STEPS=10000 UNIFORM=0 BF16=1 STEPS_128=8000 bash benchmarks/gpu_train.sh
+#   CONFIG=experiments/configs/pretrained_dc_tv_256.py NAME=mni152_csmri8x_dc_tv_256 \
+#     SCALES=measure UNIFORM=0 BASELINE_STEPS=1500 bash benchmarks/gpu_train.sh  # 256×256
 #   VARIANT=:quick BUDGET=120 STEPS_128=4 bash benchmarks/gpu_train.sh  # dry run, CPU
+#   CONFIG=experiments/configs/pretrained_dc_tv_256.py SCALES=measure SCALE_STEPS=4 \
+#     UNIFORM=0 BASELINE_STEPS=4 EXTRA="--config.model.channels=4 --config.model.hyper_dim=4
+#     --config.train.batch_size=2 --config.train.num_steps=4" bash benchmarks/gpu_train.sh
+#     # dry run of the 256×256 recipe, CPU (minutes)
 #
-# Up to six programs share the GPU: HyperRecon with half of the λ at the ends
-# (the shipped recipe), the same with uniform λ (the paper's; UNIFORM=0 leaves
-# it out), the shipped recipe with bfloat16 activations (BF16=1), the five
-# per-λ Unets in one program, and with STEPS_128 set the shipped recipe at
-# 128×128 in float32 and with bfloat16 activations, for that many steps (the
-# bfloat16 accuracy check at a second size). STEPS sets the 64×64 programs'
-# number of steps (the config's otherwise). BUDGET seconds stop a run that is
-# slower than expected (SIGTERM: the loop saves a checkpoint at the step it
-# reached). Everything but the checkpoints comes back in $OUT/results.tgz.
+# SCALES=measure first trains the one-hot Unets for SCALE_STEPS (500) steps
+# and trains everything else with their validation losses as the loss scales
+# (the paper's α_k = 1/s_k, `experiments/baselines.py` without --lambdas); the
+# recipe's own scales are otherwise used (they were measured at its size).
+# Up to six programs then share the GPU: HyperRecon with half of the λ at the
+# ends (the shipped recipe), the same with uniform λ (the paper's; UNIFORM=0
+# leaves it out), the shipped recipe with bfloat16 activations (BF16=1), the
+# per-λ Unets (LAMBDAS, five by default) in one program, and with STEPS_128
+# set the recipe at 128×128 in float32 and with bfloat16 activations, for that
+# many steps (the bfloat16 accuracy check at a second size). STEPS sets the
+# recipe programs' number of steps (the config's otherwise), BASELINE_STEPS
+# the Unets'. BUDGET seconds stop a run that is slower than expected (SIGTERM:
+# the loop saves a checkpoint at the step it reached). EXTRA flags go to every
+# program. The model is exported as NAME with float16 weights. Back in $OUT:
+# results.tgz (everything but checkpoints and the export) and export.tgz (the
+# model's folder, to copy into hyperrecon_jax/pretrained/).
 set -uo pipefail
 OUT=${OUT:-/tmp/hyperrecon_gpu_out}
 W=${W:-/tmp/hyperrecon_gpu_work}
 BUDGET=${BUDGET:-270}
-CONFIG=experiments/configs/pretrained_dc_tv.py${VARIANT:-}
+CONFIG=${CONFIG:-experiments/configs/pretrained_dc_tv.py}${VARIANT:-}
+NAME=${NAME:-mni152_csmri8x_dc_tv}
+LAMBDAS=${LAMBDAS:-0,0.25,0.5,0.75,1}
+read -r -a EXTRA_FLAGS <<<"${EXTRA:-}"
 mkdir -p "$OUT" "$W"
 # A rerun on a warm machine resumes the runs; the exports are made afresh.
 rm -rf "$W/export" "$W/export_uniform"; mkdir -p "$W/export"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data}
-# Up to seven processes on one card (six trainers, or four evaluations, an
-# export and two accuracy checks): each takes an eighth of its memory.
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.12}
+# Up to seven programs on one card, of different sizes (the Unets of a 256×256
+# recipe need five times a HyperRecon's memory): each takes what it uses.
+export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
-STEPS_FLAG=(); [ -n "${STEPS:-}" ] && STEPS_FLAG=(--config.train.num_steps="$STEPS")
 start=$SECONDS
+FLAGS=("${EXTRA_FLAGS[@]}")
+if [ "${SCALES:-}" = measure ]; then
+  ones=$(python3 - "$CONFIG" <<'PY'
+import importlib.util, sys
+path, _, arg = sys.argv[1].partition(":")
+spec = importlib.util.spec_from_file_location("recipe", path)
+recipe = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(recipe)
+print("(" + ", ".join("1.0" for _ in recipe.get_config(arg or None).losses) + ")")
+PY
+)
+  timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
+    "${EXTRA_FLAGS[@]}" --config.train.num_steps="${SCALE_STEPS:-500}" \
+    --config.loss_scales="$ones" --workdir="$W/scales" >"$W/scales.log" 2>&1
+  scales=$(python3 -c "import json; s = json.load(open('$W/scales/baselines.json'))['loss_scales']
+print('(' + ', '.join(f'{v:.4g}' for v in s) + ')')") || { tail -n 20 "$W/scales.log"; exit 1; }
+  echo "loss scales measured at the recipe's size: $scales ($((SECONDS - start)) s)"
+  FLAGS+=(--config.loss_scales="$scales")
+fi
+[ -n "${STEPS:-}" ] && FLAGS+=(--config.train.num_steps="$STEPS")
 train() {  # train <run name> [flags...]
   local run=$1; shift
   timeout -k 30 "$BUDGET" python3 experiments/train.py --config="$CONFIG" \
-    "${STEPS_FLAG[@]}" "$@" --workdir="$W/$run" >"$W/$run.log" 2>&1 &
+    "${FLAGS[@]}" "$@" --workdir="$W/$run" >"$W/$run.log" 2>&1 &
   RUNS="$RUNS $run"
 }
 RUNS=""
@@ -49,8 +85,8 @@ if [ -n "${STEPS_128:-}" ]; then
 fi
 # The baselines have no resumable stop on a signal: give them steps that fit.
 timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
-  "${STEPS_FLAG[@]}" ${BASELINE_STEPS:+--config.train.num_steps=$BASELINE_STEPS} \
-  --workdir="$W/baselines" --lambdas=0,0.25,0.5,0.75,1 >"$W/baselines.log" 2>&1 &
+  "${FLAGS[@]}" ${BASELINE_STEPS:+--config.train.num_steps=$BASELINE_STEPS} \
+  --workdir="$W/baselines" --lambdas="$LAMBDAS" >"$W/baselines.log" 2>&1 &
 wait
 echo "training: $((SECONDS - start)) s"
 tail -n 4 "$W"/*.log
@@ -72,20 +108,20 @@ if [ -f "$W/baselines/baselines.json" ]; then
 fi
 # Side by side: each is mostly start-up and compilation.
 for run in $RUNS; do
-  case $run in r128*) with=();; *) with=("${E[@]}");; esac  # the Unets are 64×64
+  case $run in r128*) with=();; *) with=("${E[@]}");; esac  # the Unets are the recipe's size
   python3 experiments/evaluate.py --workdir="$W/$run" "${with[@]}" \
     >"$W/evaluate_$run.log" 2>&1 &
 done
 # The step the shipped run reached (a time budget may have stopped it early).
 last_step=$(ls "$W/endpoints/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 python3 experiments/export_pretrained.py --workdir="$W/endpoints" \
-  --name=mni152_csmri8x_dc_tv "${B[@]}" --folder="$W/export" \
-  --description="${DESCRIPTION:-GPU run of experiments/configs/pretrained_dc_tv.py}, ${last_step:-?} steps" \
+  --name="$NAME" "${B[@]}" --folder="$W/export" \
+  --description="${DESCRIPTION:-GPU run of $CONFIG, ${last_step:-?} steps}" \
   >"$W/export.log" 2>&1 &
 if [ "${UNIFORM:-1}" = 1 ]; then
   mkdir -p "$W/export_uniform"
   python3 experiments/export_pretrained.py --workdir="$W/uniform" \
-    --name=mni152_csmri8x_dc_tv_uniform "${B[@]}" --folder="$W/export_uniform" \
+    --name="${NAME}_uniform" "${B[@]}" --folder="$W/export_uniform" \
     --description="The uniform-lambda control of the run above" \
     >"$W/export_uniform.log" 2>&1 &
 fi
@@ -99,5 +135,7 @@ for run in $RUNS; do tail -n 12 "$W/evaluate_$run.log"; done
 tail -n 5 "$W"/export*.log
 cat "$W"/bf16_accuracy_*.jsonl
 echo "total: $((SECONDS - start)) s"
-tar czf "$OUT/results.tgz" -C "$W" --exclude=checkpoints --exclude='*.lock' .
+tar czf "$OUT/results.tgz" -C "$W" --exclude=checkpoints --exclude='*.lock' \
+  --exclude=export --exclude=export_uniform .
+tar czf "$OUT/export.tgz" -C "$W/export" .
 ls -la "$OUT"

@@ -110,7 +110,9 @@ def main(argv):
       raise _bind_error(e, _HOST.value, _PORT.value) from None
   host, port = server.server_address[:2]
   shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-  print(f"serving the λ explorer of {name} (step {step}, {len(ex.images)} slices) "
+  size = int(ex.images.shape[1])
+  print(f"serving the λ explorer of {name} (step {step}, {len(ex.images)} slices of "
+        f"{size}×{size} px) "
         f"at http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
   try:
     server.serve_forever()

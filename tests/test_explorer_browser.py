@@ -120,7 +120,7 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
   # text is "zero-filled input").
   assert find("input-caption").text == "input (zero-filled magnitude)"
   assert find("img-zero_filled").get_attribute("alt") == "zero-filled"
-  assert SHIPPED in find("model").text
+  assert SHIPPED in find("model").text and "64×64 px" in find("model").text
   index = int(find("slice").get_attribute("value"))
 
   def shown(lam):

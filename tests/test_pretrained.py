@@ -132,6 +132,52 @@ def test_the_shipped_model_loads_and_says_what_it_scores():
   assert max(psnr) - min(psnr) > 5.0
 
 
+# Tolerances of `check_scores` on another machine. The recorded scores were
+# computed in float32 (also on a GPU: `check_scores` asks for float32 products,
+# not TF32), so a machine differs only by float32 summation order, about 1e-6
+# relative in each layer and at most ~1e-4 in the reconstruction after the
+# Unet's 15 convolutions. The error image is ~10× smaller than the image at
+# these PSNRs (≥ 5 dB), so its norm moves by ≤ 1e-3 relative: PSNR by ≤
+# 20·log10(1 + 1e-3) ≈ 0.009 dB, SSIM and HFEN (ratios of such norms) by ≤
+# 1e-3 relative. A real change (another acceleration, other weights, other
+# data) moves them by dB (the recorded λ alone span 14 dB).
+CHECK_TOLERANCE = {"psnr": dict(rtol=0, atol=0.01), "ssim": dict(rtol=1e-3, atol=1e-4),
+                   "hfen": dict(rtol=1e-3, atol=0)}
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_every_shipped_model_reconstructs_its_recorded_slices_as_it_did(name):
+  recorded = pretrained.info(name)["check"]
+  config, model, variables, _ = pretrained.load(name)
+  got = pretrained.check_scores(config, model, variables,
+                                num_slices=len(recorded["slice"]))
+  assert (got["volume"], got["slice"]) == (recorded["volume"], recorded["slice"])
+  np.testing.assert_allclose(got["lambdas"], recorded["lambdas"], rtol=0, atol=0)
+  for metric, tolerance in CHECK_TOLERANCE.items():
+    np.testing.assert_allclose(got[metric], recorded[metric], **tolerance,
+                               err_msg=f"{name}: {metric}")
+  # The check can tell models apart: λ alone moves every slice's PSNR by more
+  # than 100 times the tolerance.
+  psnr = np.asarray(recorded["psnr"])
+  assert (psnr.max(axis=1) - psnr.min(axis=1)).min() > 100 * CHECK_TOLERANCE["psnr"]["atol"]
+
+
+def test_an_export_records_the_scores_of_the_model_as_shipped(exported):
+  folder, written, run_a = exported
+  check = written["check"]
+  assert pretrained.info("tiny", folder)["check"] == check
+  assert len(check["slice"]) == pretrained.CHECK_SLICES
+  # λ = 0, 1 (each term alone) and 0.5 (the centroid) for the two terms of run_a.
+  np.testing.assert_allclose(check["lambdas"], [[0.0], [1.0], [0.5]], atol=1e-7)
+  # The float16 parameters as shipped, not the trained float32 ones: the scores
+  # equal a fresh computation from the loaded model exactly (same machine).
+  again = pretrained.check_scores(*pretrained.load("tiny", folder=folder)[:3])
+  assert again == check
+  for metric in pretrained.CHECK_METRICS:
+    assert np.shape(check[metric]) == (pretrained.CHECK_SLICES, 3)
+    assert np.isfinite(check[metric]).all()
+
+
 @pytest.fixture()
 def shipped_copy(tmp_path):
   """A copy of the shipped model's folder, to change."""

@@ -16,7 +16,10 @@ trained, its test metrics, and the SHA-256 of the weights, ``sha256``, and of
 the config, ``config_sha256``). Every load checks both digests, since the
 config defines the model as much as the weights do, and then the shape of
 every stored variable against the model the config builds. `export` writes
-such a folder from a training workdir.
+such a folder from a training workdir. ``info.json``'s ``check`` holds the
+per-slice scores of the exported model on its first test slices
+(`check_scores`), so that any machine can confirm that the model it loads
+reconstructs as it did where it was trained.
 """
 
 import hashlib
@@ -37,6 +40,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.msgpack"
 INFO_FILE = "info.json"
 FORMAT = "hyperrecon_jax.pretrained/1"
+CHECK_SLICES = 2  # test slices whose scores info.json records for `check_scores`
+CHECK_METRICS = ("psnr", "ssim", "hfen")
 
 
 def names(folder: str = FOLDER) -> list[str]:
@@ -153,7 +158,8 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
     extra: more fields for ``info.json`` (e.g. test metrics).
 
   Returns:
-    The ``info.json`` written.
+    The ``info.json`` written, with ``check`` (`check_scores` of the exported
+    model).
   """
   from hyperrecon_jax import train
   if not name or os.sep in name or name.startswith("."):
@@ -174,6 +180,9 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
          "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
          "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
          "bytes": len(blob), **(extra or {})}
+  write_info(path, out)
+  # The scores of the model as shipped (float16 parameters), read back as a user loads it.
+  out["check"] = check_scores(*load(name, folder=folder)[:3])
   write_info(path, out)
   return out
 
@@ -202,3 +211,54 @@ def summary(result: dict) -> dict:
                         **{stat: {m: result["baselines"][stat][m] for m in keep}
                            for stat in ("mean", "std")}}
   return out
+
+
+def check_lambdas(config) -> np.ndarray:
+  """The λ `check_scores` uses: each loss term alone and all of them equally weighted.
+
+  Returns:
+    (K + 1, K − 1) λ: the K vertices of the coefficient simplex and its
+    centroid (λ = 0, 1 and 0.5 for two terms); a plain Unet's own λ.
+  """
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax import train
+  if not config.model.hyper_dim:
+    return np.asarray([config.hparams.fixed], np.float32)
+  k = train.num_coeffs(config)
+  corners = np.vstack([np.eye(k), np.full((1, k), 1.0 / k)]).astype(np.float32)
+  return np.asarray(hparams.lambdas_from_coefficients(corners), np.float32)
+
+
+def check_scores(config, model, variables, *, num_slices: int = CHECK_SLICES) -> dict:
+  """Per-slice test scores of a model on the first test slices, in full float32.
+
+  Each slice gets the measurement noise the report gives it (`evaluate_grid`
+  keys the noise by volume and slice). Matrix products and convolutions run
+  at float32 precision also on GPUs (whose default for float32 is TF32), so
+  that two machines differ by float32 roundoff alone.
+
+  Args:
+    config: the model's config (``config.data`` names the dataset).
+    model: the model `load` returns.
+    variables: its variables.
+    num_slices: how many test slices, from the first.
+
+  Returns:
+    ``{'split': 'test', 'volume': [S], 'slice': [S], 'lambdas': [G][K − 1],
+    'psnr': [S][G], 'ssim': [S][G], 'hfen': [S][G]}``, λ from `check_lambdas`.
+  """
+  from hyperrecon_jax import data
+  from hyperrecon_jax import evaluate
+  from hyperrecon_jax import physics
+  from hyperrecon_jax import streams
+  size = int(config.data.image_size)
+  operator = physics.make_operator(config.task, (size, size))
+  batch = next(iter(data.batches(config.data, "test", batch_size=num_slices, training=False,
+                                 num_threads=0)))
+  lam = check_lambdas(config)
+  with jax.default_matmul_precision("float32"):
+    result = evaluate.evaluate_grid(model, variables, operator, [batch], lam,
+                                    key=streams.key(config, "evaluation"))
+  return {"split": "test", "volume": result["slices"]["volume"],
+          "slice": result["slices"]["slice"], "lambdas": lam.tolist(),
+          **{m: result["per_slice"][m] for m in CHECK_METRICS}}

@@ -421,7 +421,8 @@ async function start() {
   if (METRICS.includes("dice")) {
     for (const id of ["dice-box", "best-dice", "curve-dice"]) { $(id).hidden = false; }
   }
-  $("model").textContent = "model " + info.model + " (step " + info.step + ")";
+  $("model").textContent = "model " + info.model + " (step " + info.step + ", " +
+    info.image_size + "×" + info.image_size + " px)";
   $("task").textContent = info.task.text;
   $("losses").textContent = info.losses.join(", ");
   // The network's input is named for its task (physics.input_name).
