@@ -8,10 +8,10 @@
 #   CONFIG=experiments/configs/pretrained_dc_tv_256.py NAME=mni152_csmri8x_dc_tv_256 \
 #     SCALES=measure UNIFORM=0 BASELINE_STEPS=1500 bash benchmarks/gpu_train.sh  # 256×256
 #   VARIANT=:quick BUDGET=120 STEPS_128=4 bash benchmarks/gpu_train.sh  # dry run, CPU
-#   CONFIG=experiments/configs/pretrained_dc_tv_256.py SCALES=measure SCALE_STEPS=4 \
+#   CONFIG=experiments/configs/pretrained_dc_tv_256.py SCALES=measure SCALE_STEPS=4 STEPS=4 \
 #     UNIFORM=0 BASELINE_STEPS=4 EXTRA="--config.model.channels=4 --config.model.hyper_dim=4
-#     --config.train.batch_size=2 --config.train.num_steps=4" bash benchmarks/gpu_train.sh
-#     # dry run of the 256×256 recipe, CPU (minutes)
+#     --config.train.batch_size=2" bash benchmarks/gpu_train.sh
+#     # dry run of the 256×256 recipe, CPU (minutes; add FIG6=1 TOP_B=1 for Fig. 6)
 #
 # SCALES=measure first trains the one-hot Unets for SCALE_STEPS (500) steps
 # and trains everything else with their validation losses as the loss scales
@@ -26,7 +26,12 @@
 # recipe programs' number of steps (the config's otherwise), BASELINE_STEPS
 # the Unets'. BUDGET seconds stop a run that is slower than expected (SIGTERM:
 # the loop saves a checkpoint at the step it reached). EXTRA flags go to every
-# program. The model is exported as NAME with float16 weights. Back in $OUT:
+# program. FIG6=1 (with SCALES=measure, for a DC + TV recipe) adds the paper's
+# Fig. 6: the loss DC + weight-ℓ1 + TV (two hyperparameters) trained with UHS
+# and with DHS (the TOP_B = 8 samples of lowest DC), each evaluated on an
+# 11×11 λ grid; the one-hot Unets then include weight-ℓ1's, and the recipe
+# keeps the DC and TV scales of the same Unets.
+# The model is exported as NAME with float16 weights. Back in $OUT:
 # results.tgz (everything but checkpoints and the export) and export.tgz (the
 # model's folder, to copy into hyperrecon_jax/pretrained/).
 set -uo pipefail
@@ -48,26 +53,43 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 start=$SECONDS
-FLAGS=("${EXTRA_FLAGS[@]}")
+FLAGS=("${EXTRA_FLAGS[@]}")  # every program's
+RECIPE=()  # the recipe's programs': its loss scales where they were measured
+FIG6_TERMS=(--config.losses='("dc","weight_l1","tv")' --config.hparams.fixed="(0.5,0.5)")
+if [ "${FIG6:-0}" = 1 ] && [ "${SCALES:-}" != measure ]; then
+  echo "FIG6=1 needs SCALES=measure (the weight-ℓ1 scale at the recipe's size)"; exit 2
+fi
 if [ "${SCALES:-}" = measure ]; then
-  ones=$(python3 - "$CONFIG" <<'PY'
+  ones=$(python3 - "$CONFIG" "${FIG6:-0}" <<'PY'
 import importlib.util, sys
 path, _, arg = sys.argv[1].partition(":")
 spec = importlib.util.spec_from_file_location("recipe", path)
 recipe = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(recipe)
-print("(" + ", ".join("1.0" for _ in recipe.get_config(arg or None).losses) + ")")
+terms = 3 if sys.argv[2] == "1" else len(recipe.get_config(arg or None).losses)
+print("(" + ", ".join("1.0" for _ in range(terms)) + ")")
 PY
 )
+  with=(); [ "${FIG6:-0}" = 1 ] && with=("${FIG6_TERMS[@]}")
   timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
-    "${EXTRA_FLAGS[@]}" --config.train.num_steps="${SCALE_STEPS:-500}" \
+    "${EXTRA_FLAGS[@]}" "${with[@]}" --config.train.num_steps="${SCALE_STEPS:-500}" \
     --config.loss_scales="$ones" --workdir="$W/scales" >"$W/scales.log" 2>&1
-  scales=$(python3 -c "import json; s = json.load(open('$W/scales/baselines.json'))['loss_scales']
-print('(' + ', '.join(f'{v:.4g}' for v in s) + ')')") || { tail -n 20 "$W/scales.log"; exit 1; }
-  echo "loss scales measured at the recipe's size: $scales ($((SECONDS - start)) s)"
-  FLAGS+=(--config.loss_scales="$scales")
+  # The recipe's scales (with FIG6: DC's and TV's of the three), then all of them.
+  mapfile -t measured < <(python3 - "$W/scales/baselines.json" "${FIG6:-0}" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["loss_scales"]
+text = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+print(text([s[0], s[2]] if sys.argv[2] == "1" else s))
+print(text(s))
+PY
+)
+  [ "${#measured[@]}" = 2 ] || { tail -n 20 "$W/scales.log"; exit 1; }
+  echo "loss scales measured at the recipe's size: ${measured[1]} ($((SECONDS - start)) s)"
+  RECIPE=(--config.loss_scales="${measured[0]}")
 fi
-[ -n "${STEPS:-}" ] && FLAGS+=(--config.train.num_steps="$STEPS")
+# One value per field: a repeated --config.FIELD flag does not simply replace
+# the earlier one (a tuple's values are joined), so no program gets a field twice.
+STEPS_FLAG=(); [ -n "${STEPS:-}" ] && STEPS_FLAG=(--config.train.num_steps="$STEPS")
 train() {  # train <run name> [flags...]
   local run=$1; shift
   timeout -k 30 "$BUDGET" python3 experiments/train.py --config="$CONFIG" \
@@ -75,23 +97,33 @@ train() {  # train <run name> [flags...]
   RUNS="$RUNS $run"
 }
 RUNS=""
-train endpoints
-[ "${UNIFORM:-1}" = 1 ] && train uniform --config.hparams.sampler=uniform
-[ "${BF16:-0}" = 1 ] && train endpoints_bf16 --config.model.dtype=bfloat16
+train endpoints "${RECIPE[@]}" "${STEPS_FLAG[@]}"
+[ "${UNIFORM:-1}" = 1 ] && train uniform "${RECIPE[@]}" "${STEPS_FLAG[@]}" \
+  --config.hparams.sampler=uniform
+[ "${BF16:-0}" = 1 ] && train endpoints_bf16 "${RECIPE[@]}" "${STEPS_FLAG[@]}" \
+  --config.model.dtype=bfloat16
+if [ "${FIG6:-0}" = 1 ]; then
+  train uhs3 "${FIG6_TERMS[@]}" "${STEPS_FLAG[@]}" --config.loss_scales="${measured[1]}"
+  train dhs3 "${FIG6_TERMS[@]}" "${STEPS_FLAG[@]}" --config.loss_scales="${measured[1]}" \
+    --config.sampling.method=dhs --config.sampling.top_b="${TOP_B:-8}"
+fi
 if [ -n "${STEPS_128:-}" ]; then
-  train r128 --config.data.image_size=128 --config.train.num_steps="$STEPS_128"
-  train r128_bf16 --config.data.image_size=128 --config.train.num_steps="$STEPS_128" \
-    --config.model.dtype=bfloat16
+  train r128 "${RECIPE[@]}" --config.data.image_size=128 --config.train.num_steps="$STEPS_128"
+  train r128_bf16 "${RECIPE[@]}" --config.data.image_size=128 \
+    --config.train.num_steps="$STEPS_128" --config.model.dtype=bfloat16
 fi
 # The baselines have no resumable stop on a signal: give them steps that fit.
+steps=${BASELINE_STEPS:-${STEPS:-}}
+BASELINE_STEPS_FLAG=(); [ -n "$steps" ] && BASELINE_STEPS_FLAG=(--config.train.num_steps="$steps")
 timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
-  "${FLAGS[@]}" ${BASELINE_STEPS:+--config.train.num_steps=$BASELINE_STEPS} \
+  "${FLAGS[@]}" "${RECIPE[@]}" "${BASELINE_STEPS_FLAG[@]}" \
   --workdir="$W/baselines" --lambdas="$LAMBDAS" >"$W/baselines.log" 2>&1 &
 wait
 echo "training: $((SECONDS - start)) s"
 tail -n 4 "$W"/*.log
 # End-to-end speed of each program: steps/s over its logging intervals.
 for run in $RUNS baselines; do
+  [ -f "$W/$run/metrics.jsonl" ] || { echo "$run: no metrics.jsonl"; continue; }
   python3 - "$W/$run/metrics.jsonl" <<'PY'
 import json, statistics, sys
 rates = [r["steps_per_s"] for r in map(json.loads, open(sys.argv[1]))
@@ -108,7 +140,9 @@ if [ -f "$W/baselines/baselines.json" ]; then
 fi
 # Side by side: each is mostly start-up and compilation.
 for run in $RUNS; do
-  case $run in r128*) with=();; *) with=("${E[@]}");; esac  # the Unets are the recipe's size
+  case $run in  # the Unets are of the recipe's size and loss
+    r128*) with=();; uhs3|dhs3) with=(--config.eval.grid=11);; *) with=("${E[@]}");;
+  esac
   python3 experiments/evaluate.py --workdir="$W/$run" "${with[@]}" \
     >"$W/evaluate_$run.log" 2>&1 &
 done
