@@ -53,7 +53,6 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 start=$SECONDS
-FLAGS=("${EXTRA_FLAGS[@]}")  # every program's
 RECIPE=()  # the recipe's programs': its loss scales where they were measured
 FIG6_TERMS=(--config.losses='("dc","weight_l1","tv")' --config.hparams.fixed="(0.5,0.5)")
 if [ "${FIG6:-0}" = 1 ] && [ "${SCALES:-}" != measure ]; then
@@ -93,7 +92,7 @@ STEPS_FLAG=(); [ -n "${STEPS:-}" ] && STEPS_FLAG=(--config.train.num_steps="$STE
 train() {  # train <run name> [flags...]
   local run=$1; shift
   timeout -k 30 "$BUDGET" python3 experiments/train.py --config="$CONFIG" \
-    "${FLAGS[@]}" "$@" --workdir="$W/$run" >"$W/$run.log" 2>&1 &
+    "${EXTRA_FLAGS[@]}" "$@" --workdir="$W/$run" >"$W/$run.log" 2>&1 &
   RUNS="$RUNS $run"
 }
 RUNS=""
@@ -116,7 +115,7 @@ fi
 steps=${BASELINE_STEPS:-${STEPS:-}}
 BASELINE_STEPS_FLAG=(); [ -n "$steps" ] && BASELINE_STEPS_FLAG=(--config.train.num_steps="$steps")
 timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
-  "${FLAGS[@]}" "${RECIPE[@]}" "${BASELINE_STEPS_FLAG[@]}" \
+  "${EXTRA_FLAGS[@]}" "${RECIPE[@]}" "${BASELINE_STEPS_FLAG[@]}" \
   --workdir="$W/baselines" --lambdas="$LAMBDAS" >"$W/baselines.log" 2>&1 &
 wait
 echo "training: $((SECONDS - start)) s"

@@ -8,9 +8,9 @@ channels, and a hypernetwork of width d = 32 (HyperRecon-M: 4.9 million
 parameters, 9.8 MB in float16). Batch 32, 4,000 steps: 128,000 samples, about
 1,500 epochs of the 86 training slices (the paper trains ~1,000).
 
-The loss scales depend on the image size (total variation's finite
-differences, for one, shrink on a finer grid), so the ones here, measured at
-64×64 for ``demo_ao.py``, are placeholders: `benchmarks/gpu_train.sh` with
+The loss scales depend on the image size (both terms are sums, over the
+image's pixels for TV and over the measured k-space samples for DC), so the
+ones here, measured at 64×64 for ``demo_ao.py``, are placeholders: `benchmarks/gpu_train.sh` with
 ``SCALES=measure`` first trains the one-hot Unets at 256×256 and trains with
 their validation losses instead:
 

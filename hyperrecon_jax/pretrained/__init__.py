@@ -180,7 +180,7 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
          "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
          "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
          "bytes": len(blob), **(extra or {})}
-  write_info(path, out)
+  write_info(path, out)  # `load` verifies the files against these digests
   # The scores of the model as shipped (float16 parameters), read back as a user loads it.
   out["check"] = check_scores(*load(name, folder=folder)[:3])
   write_info(path, out)
