@@ -21,8 +21,10 @@ EXTRAS = {
     # (apt-get install chromium chromium-driver; nothing is downloaded).
     # PyWavelets is the independent reference of the wavelet tests
     # (tests/test_wavelets.py); the library's transform does not use it.
-    "test": ["pytest>=7", "scikit-image>=0.21", "PyWavelets>=1.4", "ruff>=0.17,<0.18",
-             "selenium>=4.10"],
+    # pytest-xdist runs the suite in two processes (`-n 2`): most of its time
+    # is XLA compiling on one core.
+    "test": ["pytest>=7", "pytest-xdist>=3", "scikit-image>=0.21", "PyWavelets>=1.4",
+             "ruff>=0.17,<0.18", "selenium>=4.10"],
 }
 EXTRAS["all"] = sorted({p for group in EXTRAS.values() for p in group})
 

@@ -16,6 +16,13 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_backend_optimization_level=0").strip()
 
+# Under pytest-xdist (`-n 2`) each worker builds its datasets in a folder of
+# its own: two processes writing the same TFDS dataset at once would race.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+  from hyperrecon_jax.data import common as _data_common
+  os.environ[_data_common.DATA_DIR_ENV] = os.path.join(
+      _data_common.default_data_dir(), os.environ["PYTEST_XDIST_WORKER"])
+
 import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_cc
 import pytest
