@@ -58,7 +58,9 @@ def compilation_cache(tmp_path_factory):
 
   Training loops build a fresh ``jax.jit`` per run; with the cache the first
   run of a module compiles and later runs (and subprocesses given
-  ``JAX_COMPILATION_CACHE_DIR``) load the executables.
+  ``JAX_COMPILATION_CACHE_DIR``) load the executables. Each pytest-xdist
+  worker has a temporary folder, so a cache, of its own: JAX writes a cache
+  entry in place, and another process could read it half-written.
   """
   path = tmp_path_factory.getbasetemp() / "jax_compilation_cache"
   path.mkdir(exist_ok=True)

@@ -2,9 +2,10 @@
 
 Tiny shapes (16×16 images, 4 channels, hypernetwork width 4, batch 2 or 4) and
 one compiled step per configuration, shared by the tests of this module. XLA
-executables go to a persistent compilation cache in pytest's temporary folder,
-so a program compiled by one of these modules is not compiled again by another
-(the loop builds a fresh ``jax.jit`` per run).
+executables go to a persistent compilation cache in the pytest process's
+temporary folder, so a program compiled by one of these modules is not compiled
+again by another in the same process (the loop builds a fresh ``jax.jit`` per
+run).
 """
 
 import concurrent.futures
