@@ -3,9 +3,9 @@ r"""What each part of a training step costs: the step timed with one part change
   python benchmarks/ablate_step.py --sizes=S --image_size=64 --batch=8 --channels=32
   python benchmarks/ablate_step.py --quick                        # seconds on a CPU
 
-A profile of a CPU step does not add up: XLA's CPU runtime runs independent
-operations on both cores at once, and the convolutions' own threads are not in
-the trace (`profile_step.py`). This script measures instead. Each variant
+On several cores the traced times of a CPU step (`profile_step.py`) do not add
+up to the step: XLA's CPU runtime runs independent operations at once. This
+script measures instead. Each variant
 changes one part of the model or loss, its step is compiled once, and the
 variants' steps are then called once and timed in turns within one process
 (``--rounds`` rounds of ``--iters`` steps each), so a drift of the machine's speed falls on
