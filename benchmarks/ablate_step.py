@@ -5,12 +5,12 @@ r"""What each part of a training step costs: the step timed with one part change
 
 On several cores the traced times of a CPU step (`profile_step.py`) do not add
 up to the step: XLA's CPU runtime runs independent operations at once. This
-script measures instead. Each variant
-changes one part of the model or loss, its step is compiled once, and the
-variants' steps are then called once and timed in turns within one process
-(``--rounds`` rounds of ``--iters`` steps each), so a drift of the machine's speed falls on
-every variant alike. A part's cost (``ms_saved``) is the median over the
-rounds of the unchanged step's time minus the variant's. Variants:
+script measures instead. Each variant changes one part of the model or loss,
+its step is compiled once, and the variants' steps are then called once and
+timed in turns within one process (``--rounds`` rounds of ``--iters`` steps
+each), so a drift of the machine's speed falls on every variant alike. A
+part's cost (``ms_saved``) is the median over the rounds of the unchanged
+step's time minus the variant's. Variants:
 
   no_batchnorm      every BatchNorm an identity (its statistics, normalization
                     and their gradients gone);
