@@ -58,14 +58,15 @@ def _replaced(owner, name, value):
 def _change(variant: str):
   """The context in which ``variant``'s model and step are built and traced."""
   from hyperrecon_jax import losses
-  from hyperrecon_jax.models import layers
+  from hyperrecon_jax.models import normalization
+  from hyperrecon_jax.models import resampling
   if variant == "no_batchnorm":
-    return _replaced(layers.BatchNorm, "__call__",
+    return _replaced(normalization.BatchNorm, "__call__",
                      lambda self, x, *, use_running_average: x)
   if variant == "no_ssim":
     return _replaced(losses, "TERMS", {**losses.TERMS, "ssim": losses.TERMS["mae"]})
   if variant == "nearest_upsample":
-    return _replaced(layers, "upsample2x",
+    return _replaced(resampling, "upsample2x",
                      lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
   return contextlib.nullcontext()
 

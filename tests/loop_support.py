@@ -32,6 +32,18 @@ CHECKPOINT_STEPS = (2, 4, 6)
 # Adam's step is bounded by lr·(1 − β1)/√(1 − β2) = 3.16·lr per update for
 # optax's defaults (Kingma & Ba 2015, §2.1), whatever the gradient.
 ADAM_STEP_BOUND = 0.1 / np.sqrt(1e-3)
+# Two runs of one configuration whose sums over the batch are reduced in
+# another order (devices, processes) agree to float32 reduction error only
+# at step 1, from identical parameters. After it, Adam turns the rounding
+# noise of gradients that are zero in exact arithmetic (the bias-head biases
+# cancelled by training-mode BatchNorm, any momentarily flat parameter) into
+# steps of up to ADAM_STEP_BOUND·lr whose sign is that noise's, so the runs
+# follow nearby trajectories: a loss is insensitive to those parameters to
+# first order, the gradient norm is not. Measured up to 8e-5 relative (the
+# gradient norm at step 5 of the two-device run); what these comparisons
+# exist to catch, BatchNorm statistics of part of the batch or a wrong shard
+# of the data, changes the loss by percents.
+TRAJECTORY_RTOL = 1e-3
 
 
 def build_data_dir(tmp_path_factory):

@@ -10,6 +10,7 @@ import time
 import jax
 from loop_support import ADAM_STEP_BOUND
 from loop_support import STEPS
+from loop_support import TRAJECTORY_RTOL
 from loop_support import assert_trees_close
 from loop_support import child_env
 from loop_support import host
@@ -154,11 +155,12 @@ def test_data_parallel_on_two_devices_equals_one_device(run_a, two_devices):
     turns the gradient's rounding noise into steps of ±3.16·lr.
   - Any parameter whose gradient is momentarily near zero is amplified the
     same way.
-  In both cases the loss is (to first order) insensitive to those parameters,
-  so the training losses still agree to roundoff, with the same tolerance.
-  The parameters themselves are bounded only by Adam's step bound (below),
-  and validation in evaluation mode is not compared: there the running mean
-  does not cancel b (the metrics differed by up to 6 % between machines).
+  So later steps are compared as nearby trajectories (`TRAJECTORY_RTOL`,
+  loop_support.py), still far below the percents that statistics or data of
+  part of the batch cause. The parameters themselves are bounded only by
+  Adam's step bound (below), and validation in evaluation mode is not
+  compared: there the running mean does not cancel b (the metrics differed
+  by up to 6 % between machines).
   """
   if jax.device_count() != 1:
     pytest.skip("the reference run A must run on one device")
@@ -177,9 +179,11 @@ def test_data_parallel_on_two_devices_equals_one_device(run_a, two_devices):
   assert [r["step"] for r in records] == [r["step"] for r in want]
   for got, ref in zip(records, want):
     assert got.keys() == ref.keys()
-    for key in ("loss", "loss_mae", "loss_ssim", "grad_norm", "lr"):
-      np.testing.assert_allclose(got[key], ref[key], rtol=1e-5,
+    rtol = 1e-5 if got["step"] == 1 else TRAJECTORY_RTOL
+    for key in ("loss", "loss_mae", "loss_ssim", "grad_norm"):
+      np.testing.assert_allclose(got[key], ref[key], rtol=rtol,
                                  err_msg=f"step {got['step']}: {key}")
+    np.testing.assert_allclose(got["lr"], ref["lr"], rtol=1e-7)
     if "val_psnr_zf" in ref:  # the data and the validation key only
       np.testing.assert_allclose(got["val_psnr_zf"], ref["val_psnr_zf"],
                                  rtol=1e-5)

@@ -35,6 +35,7 @@ import configs
 import jax
 from loop_support import ADAM_STEP_BOUND
 from loop_support import REPO
+from loop_support import TRAJECTORY_RTOL
 from loop_support import child_env
 from loop_support import read_metrics
 import numpy as np
@@ -378,10 +379,11 @@ def test_two_processes_train_like_one_process(runs):
   reduce 4 × 32 × 32 = 4,096 terms, which the two processes sum in halves and
   then across. A sum of n like-signed float32 terms reduced in a tree is off
   by about log2(n)·2⁻²⁴ ≈ 7e-7 relative; a loss or gradient norm passes through
-  a few dozen such sums, so each agrees to 1e-5 relative (measured: at most
-  4e-7), at step 1 from identical parameters too, which also shows that
-  BatchNorm normalizes over the whole batch (statistics of 2 rows change the
-  loss by percents).
+  a few dozen such sums, so at step 1, from identical parameters, each agrees
+  to 1e-5 relative (measured: at most 4e-7), which also shows that BatchNorm
+  normalizes over the whole batch (statistics of 2 rows change the loss by
+  percents). Later steps are nearby trajectories (`TRAJECTORY_RTOL`,
+  loop_support.py: Adam amplifies the rounding noise below).
 
   The parameters are bounded only by both runs' Adam steps: a gradient that is
   zero in exact arithmetic (the hypernetwork's bias-head biases, cancelled by
@@ -394,9 +396,11 @@ def test_two_processes_train_like_one_process(runs):
   want = read_metrics(runs["reference_dir"])
   assert [r["step"] for r in records] == [r["step"] for r in want] == [1, 2, 3, 4]
   for got, ref in zip(records, want):
-    for key in ("loss", "loss_mae", "loss_ssim", "grad_norm", "lr"):
-      np.testing.assert_allclose(got[key], ref[key], rtol=1e-5,
+    rtol = 1e-5 if got["step"] == 1 else TRAJECTORY_RTOL
+    for key in ("loss", "loss_mae", "loss_ssim", "grad_norm"):
+      np.testing.assert_allclose(got[key], ref[key], rtol=rtol,
                                  err_msg=f"step {got['step']}: {key}")
+    np.testing.assert_allclose(got["lr"], ref["lr"], rtol=1e-7)
   assert "val_psnr_zf" in records[-1]  # validation ran on both processes
   np.testing.assert_allclose(records[-1]["val_psnr_zf"], want[-1]["val_psnr_zf"], rtol=1e-5)
 

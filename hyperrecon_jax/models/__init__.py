@@ -21,9 +21,9 @@ from hyperrecon_jax.models.hypernetwork import Hypernetwork
 from hyperrecon_jax.models.hypernetwork import HyperUnet
 from hyperrecon_jax.models.hypernetwork import conditioned_specs
 from hyperrecon_jax.models.hypernetwork import unet_variables
-from hyperrecon_jax.models.layers import BATCH_NORM_EPSILON
 from hyperrecon_jax.models.layers import STRATEGIES
 from hyperrecon_jax.models.layers import resolve_strategy
+from hyperrecon_jax.models.normalization import BATCH_NORM_EPSILON
 from hyperrecon_jax.models.stack import UnetStack
 from hyperrecon_jax.models.unet import Unet
 from hyperrecon_jax.models.unet import UnetBody

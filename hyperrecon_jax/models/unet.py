@@ -22,6 +22,8 @@ import jax.numpy as jnp
 from hyperrecon_jax import errors
 from hyperrecon_jax import physics
 from hyperrecon_jax.models import layers
+from hyperrecon_jax.models import normalization
+from hyperrecon_jax.models import resampling
 
 IN_CHANNELS = 2
 NUM_LEVELS = 4  # resolution levels; the image is max-pooled NUM_LEVELS - 1 times
@@ -114,7 +116,7 @@ def fold_batch_norm(kernel, bias, bn_params, bn_stats):
   Returns:
     ``(kernel', bias')`` in float32.
   """
-  s = bn_params["scale"] * jax.lax.rsqrt(bn_stats["var"] + layers.BATCH_NORM_EPSILON)
+  s = bn_params["scale"] * jax.lax.rsqrt(bn_stats["var"] + normalization.BATCH_NORM_EPSILON)
   return (kernel.astype(jnp.float32) * s[..., None, None, None, :],
           (bias.astype(jnp.float32) - bn_stats["mean"]) * s + bn_params["bias"])
 
@@ -212,7 +214,7 @@ class UnetBody(nn.Module):
       x = layers.conv2d(x, kernel, bias, per_sample=per_sample and kernel.ndim == 5,
                         strategy=self.strategy, dtype=self.dtype)
       if self.batch_norm and not fold:
-        x = layers.BatchNorm(name=f"bn_{name}")(
+        x = normalization.BatchNorm(name=f"bn_{name}")(
             x, use_running_average=not train)
       return nn.relu(x)
 
@@ -223,12 +225,12 @@ class UnetBody(nn.Module):
     skips = []
     for level in range(NUM_LEVELS):
       if level:
-        x = layers.max_pool2x(x)
+        x = resampling.max_pool2x(x)
       x = block(x, f"enc{level}")
       skips.append(x)
     skips.pop()  # the bottom level feeds the decoder directly
     for level in range(NUM_LEVELS - 1):
-      x = jnp.concatenate([layers.upsample2x(x), skips.pop()], axis=-1)
+      x = jnp.concatenate([resampling.upsample2x(x), skips.pop()], axis=-1)
       x = block(x, f"dec{level}")
     head = weights["head"]
     out = layers.conv2d(x, head["kernel"], head["bias"],
