@@ -17,7 +17,7 @@ step's time minus the variant's. Variants:
   no_ssim           the SSIM term computed as a second MAE (its Gaussian
                     filters and their gradients gone);
   nearest_upsample  nearest-neighbour instead of bilinear ×2 upsampling (its
-                    gathers and their scatter-add gradients gone);
+                    gathers and their gathered gradients gone);
   shared_weights    a plain Unet of the same width: one weight set for the
                     batch, no hypernetwork and no per-sample convolutions.
 

@@ -40,9 +40,9 @@ ADAM_STEP_BOUND = 0.1 / np.sqrt(1e-3)
 # steps of up to ADAM_STEP_BOUND·lr whose sign is that noise's, so the runs
 # follow nearby trajectories: a loss is insensitive to those parameters to
 # first order, the gradient norm is not. Measured up to 8e-5 relative (the
-# gradient norm at step 5 of the two-device run); what these comparisons
-# exist to catch, BatchNorm statistics of part of the batch or a wrong shard
-# of the data, changes the loss by percents.
+# gradient norm at step 5 of the two-device run); BatchNorm statistics of
+# part of the batch, what these comparisons exist to catch, change the loss
+# by percents.
 TRAJECTORY_RTOL = 1e-3
 
 

@@ -156,8 +156,8 @@ def test_data_parallel_on_two_devices_equals_one_device(run_a, two_devices):
   - Any parameter whose gradient is momentarily near zero is amplified the
     same way.
   So later steps are compared as nearby trajectories (`TRAJECTORY_RTOL`,
-  loop_support.py), still far below the percents that statistics or data of
-  part of the batch cause. The parameters themselves are bounded only by
+  loop_support.py), still far below the percents that BatchNorm statistics
+  of part of the batch cause. The parameters themselves are bounded only by
   Adam's step bound (below), and validation in evaluation mode is not
   compared: there the running mean does not cancel b (the metrics differed
   by up to 6 % between machines).

@@ -46,8 +46,7 @@ def batch_normalize(x, scale, bias, epsilon):
     ``(y, mean, var)``: normalized ``x`` and the batch's (C,) mean and biased
     variance.
   """
-  mean, var = _batch_statistics(x)
-  return (x - mean) * (scale * jax.lax.rsqrt(var + epsilon)) + bias, mean, var
+  return _batch_normalize_fwd(x, scale, bias, epsilon)[0]
 
 
 def _batch_normalize_fwd(x, scale, bias, epsilon):

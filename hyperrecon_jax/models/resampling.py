@@ -83,10 +83,11 @@ def _interpolate_axis(x, axis: int):
 
 
 def _interpolate_axis_fwd(x, axis):
-  return _interpolate_axis(x, axis), x.shape[axis]
+  return _interpolate_axis(x, axis), None
 
 
-def _interpolate_axis_bwd(axis, n, dy):
+def _interpolate_axis_bwd(axis, _, dy):
+  n = dy.shape[axis] // 2
   idx, w = align_corners_adjoint_taps(n, 2 * n)
   dx = sum(_along(w[j], axis, dy.ndim) * jnp.take(dy, idx[j], axis=axis)
            for j in range(idx.shape[0]))
@@ -108,8 +109,8 @@ def upsample2x(x):
   Two taps per output sample along each axis (`align_corners_taps`), not
   ``jax.image.resize``, whose grid is half-pixel. Gathers and an
   elementwise blend move each activation a few times, in both directions
-  (`align_corners_adjoint_taps`); the dense interpolation matrices used
-  would cost ``2·H`` multiply-adds per output sample at full float32
+  (`align_corners_adjoint_taps`); dense interpolation matrices would
+  cost ``2·H`` multiply-adds per output sample at full float32
   precision. Computed in float32, returned in the input's dtype.
   """
   y = _upsample_axis(_upsample_axis(x.astype(jnp.float32), 1), 2)
