@@ -19,10 +19,15 @@ step's time minus the variant's. Variants:
   nearest_upsample  nearest-neighbour instead of bilinear ×2 upsampling (its
                     gathers and their gathered gradients gone);
   shared_weights    a plain Unet of the same width: one weight set for the
-                    batch, no hypernetwork and no per-sample convolutions.
+                    batch, no hypernetwork and no per-sample convolutions;
+  default_schedule  the same step in XLA's default order of operations instead
+                    of the memory-optimized one `compilation.training_options`
+                    asks for on the CPU (a negative cost is what that order
+                    saves).
 
 One JSON line per variant. These are measurements of parts, not options: a
-variant trains a different model.
+variant trains a different model (``default_schedule`` alone computes the
+same bits).
 """
 
 import contextlib
@@ -40,7 +45,8 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import throughput  # noqa: E402  (its flags: --sizes, --image_size, --batch, ...)
 
-VARIANTS = ("unchanged", "no_batchnorm", "no_ssim", "nearest_upsample", "shared_weights")
+VARIANTS = ("unchanged", "no_batchnorm", "no_ssim", "nearest_upsample", "shared_weights",
+            "default_schedule")
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), f"Some of {VARIANTS}.")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds; each times every variant once.")
 
@@ -57,6 +63,7 @@ def _replaced(owner, name, value):
 
 def _change(variant: str):
   """The context in which ``variant``'s model and step are built and traced."""
+  from hyperrecon_jax import compilation
   from hyperrecon_jax import losses
   from hyperrecon_jax.models import normalization
   from hyperrecon_jax.models import resampling
@@ -68,6 +75,10 @@ def _change(variant: str):
   if variant == "nearest_upsample":
     return _replaced(resampling, "upsample2x",
                      lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+  if variant == "default_schedule":
+    options = {k: v for k, v in compilation.training_options().items()
+               if k != compilation.SCHEDULER_OPTION}
+    return _replaced(compilation, "training_options", lambda: options)
   return contextlib.nullcontext()
 
 
