@@ -65,11 +65,11 @@ def _unrolled_conv(x, kernel):
 def _per_sample_conv(x, kernel):
   """B ordinary 'SAME' convolutions, unrolled: (B, H, W, C), (B, k, k, C, O) → (B, H, W, O).
 
-  The kernel gradient is computed as its own convolution: the input's
-  channels as the batch and the output gradient as the window (the results
-  are bit-identical to XLA's). Alone the two forms cost the same on an idle
-  CPU, but inside HyperRecon's training step at 16 channels this one makes
-  the step much faster (no change at 32 channels; docs/changelog.md).
+  The kernel gradient is computed as its own convolution (`_kernel_gradient`:
+  the narrower operand's channels as the batch, the other as the window).
+  Alone it costs the same as XLA's on an idle CPU, but inside HyperRecon's
+  training step at 16 channels it makes the step much faster (no change at
+  32 channels; docs/changelog.md).
   """
   return _unrolled_conv(x, kernel)
 
@@ -79,16 +79,40 @@ def _per_sample_conv_fwd(x, kernel):
 
 
 def _kernel_gradient(x, dy, size: int):
-  """d(loss)/d(kernel) of one 'SAME' convolution: Σ_hw x[h+i, w+j, c] · dy[h, w, o]."""
+  """d(loss)/d(kernel) of one 'SAME' convolution: Σ_hw x[h+i−lo, w+j−lo, c] · dy[h, w, o].
+
+  One convolution whose window is the whole image: the operand with fewer
+  channels goes in as the batch, which XLA's CPU convolution needs transposed
+  (channels first), and the other as the window in its own layout. So the
+  decoder's 2c → c convolutions transpose dy, not their twice as wide input.
+
+  Args:
+    x: (H, W, C) input of one row.
+    dy: (H, W, O) its output gradient.
+    size: the kernel's height and width (lo = (size − 1) // 2 rows of padding
+      above, size − 1 − lo below, as 'SAME').
+
+  Returns:
+    (size, size, C, O).
+  """
   lo = (size - 1) // 2
-  # (1, H + k − 1, W + k − 1, C) read as C images of one feature: the
-  # dimension numbers say so ("CHWN"), so XLA chooses the layout instead of
-  # an explicit transpose of every row, which is slower for the same bits.
-  lhs = jnp.pad(x, ((lo, size - 1 - lo), (lo, size - 1 - lo), (0, 0)))[None]
-  rhs = dy[:, :, None, :]  # (H, W, 1, O): the output gradient as the window
-  out = jax.lax.conv_general_dilated(lhs, rhs, window_strides=(1, 1), padding="VALID",
-                                     dimension_numbers=("CHWN", "HWIO", "CHWN"))
-  return jnp.transpose(out, (1, 2, 3, 0))  # (O, k, k, C) → (k, k, C, O)
+  hi = size - 1 - lo
+  if x.shape[-1] <= dy.shape[-1]:
+    # x's C channels as C images of one feature ("CHWN"), dy as an (H, W, 1, O)
+    # window: out[c, i, j, o] = Σ_hw xpad[h+i, w+j, c] · dy[h, w, o].
+    lhs = jnp.pad(x, ((lo, hi), (lo, hi), (0, 0)))[None]
+    out = jax.lax.conv_general_dilated(lhs, dy[:, :, None, :], window_strides=(1, 1),
+                                       padding="VALID",
+                                       dimension_numbers=("CHWN", "HWIO", "CHWN"))
+    return jnp.transpose(out, (1, 2, 3, 0))  # (O, k, k, C) → (k, k, C, O)
+  # dy's O channels as the images, x as an (H, W, 1, C) window: with dy padded
+  # by (hi, lo), out[a, b, c, o] = Σ_uv dypad[a+u, b+v, o] · x[u, v, c] is the
+  # gradient at i = size − 1 − a, j = size − 1 − b.
+  lhs = jnp.pad(dy, ((hi, lo), (hi, lo), (0, 0)))[None]
+  out = jax.lax.conv_general_dilated(lhs, x[:, :, None, :], window_strides=(1, 1),
+                                     padding="VALID",
+                                     dimension_numbers=("CHWN", "HWIO", "HWCN"))
+  return out[::-1, ::-1]
 
 
 def _input_gradient(x, kernel, dy):
