@@ -7,7 +7,7 @@
 #   EXTRA="--image_size=32 --grid=4 --iters=1 --repeats=1 --channels=8" \
 #     BATCHES="4" CONV_EXTRA="--size=32 --batch=4 --iters=2" \
 #     PROFILE_EXTRA="--image_size=32 --batch=2 --channels=8 --steps=1" \
-#     bash benchmarks/gpu_suite.sh              # a dry run on a CPU
+#     CEILINGS_EXTRA=--quick bash benchmarks/gpu_suite.sh   # a dry run on a CPU
 # BASE names a folder holding an older tree's hyperrecon_jax (e.g. `git
 # archive <commit> hyperrecon_jax | tar -x -C .gpu/base`): the same training
 # step is timed with that library on the same card, lines tagged "base".
@@ -30,9 +30,13 @@ run() {
 # One convolution, float32 against two bfloat16 formulations (seconds): does
 # a float32 result before the cast cost the bfloat16 speed-up?
 python3 benchmarks/bf16_conv.py ${CONV_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
-# float32 against bfloat16 activations: the training step, and the path
-# evaluate.py runs (grid_metrics, λ-major).
-run --sizes=L --benchmarks=train_step,evaluate --order=lambda --dtype=float32 --dtype=bfloat16
+# The card's ceilings (matrix product, the Unet's convolution, memory
+# bandwidth) and, against them, the work per sample or pair of the training
+# step and of the path evaluate.py runs (grid_metrics, λ-major), float32 and
+# bfloat16 activations: the roofline of items 3 and 4.
+python3 benchmarks/ceilings.py ${CEILINGS_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+run --sizes=L --benchmarks=train_step,evaluate --order=lambda --dtype=float32 --dtype=bfloat16 \
+  --cost
 # The same training step with the older library (same script, same card).
 if [ -n "${BASE:-}" ]; then
   # From / so that the current folder's package does not shadow the base's.

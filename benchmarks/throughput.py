@@ -27,13 +27,26 @@ Measurements (``benchmark`` field):
     `grid.grid_metrics` (reconstruction and every metric) of ``--batch``
     slices at ``--grid`` λ, in calls of the default chunk, ``--order``
     λ-major or slice-major.
+With ``--cost``, a train_step or evaluate line also has the work of one
+sample or pair, from XLA's cost analysis of the compiled programs on this
+backend: ``gflop`` (operations; a convolution's multiply-adds count two) and
+``gbyte`` (bytes its operations read and write, after fusion: on a GPU an
+estimate of the memory traffic; on a CPU the caches absorb much of it), and
+the rates reached, ``tflops`` and ``tbytes_per_s``. Compared with the
+device's ceilings (`benchmarks/ceilings.py`), they say whether arithmetic or
+memory bounds the program (a roofline). XLA counts a loop's body once, so
+``evaluate``'s work is that of its loop bodies (one model call of the
+default chunk with its metrics, one block of generated weights) times the
+number of times the program runs them, padding included.
 Each line also has the backend, device kind, compile seconds and settings.
 Times are medians over ``--repeats`` timed runs of ``--iters`` calls, after a
 warm-up call that compiles.
 """
 
 import json
+import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -70,6 +83,9 @@ _ORDER = flags.DEFINE_enum("order", "auto", ["auto", "slice", "lambda"],
                            "Order of the (slice, λ) pairs for 'evaluate' and 'grid'.")
 _TAG = flags.DEFINE_string("tag", "", "A label copied into every line (e.g. the "
                            "code's commit when comparing trees).")
+_COST = flags.DEFINE_bool("cost", False,
+                          "Add the work per sample or pair and the rates reached "
+                          "(train_step, evaluate; see the module docstring).")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Tiny settings that finish in seconds on a CPU.")
 
@@ -140,14 +156,78 @@ def bench_train_step(config, state, iters, repeats):
   batch = {"image": jax.random.uniform(jax.random.key(1),
                                        (config.train.batch_size, size, size))}
   rng = jax.random.key(2)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, rng).compile()  # what step(...) runs
+  lower_s = time.perf_counter() - t0
 
   def run():
-    holder[0], metrics = step(holder[0], batch, rng)
+    holder[0], metrics = compiled(holder[0], batch, rng)
     return metrics["loss"]
 
   sec, compile_s = _time(run, iters, repeats)
   unets = max(len(train.stack_lambdas(model)), 1)
-  return unets * config.train.batch_size / sec, "samples/s", compile_s
+  samples = unets * config.train.batch_size
+  cost = _per_item(_work(compiled), samples, sec) if _COST.value else {}
+  return samples / sec, "samples/s", lower_s + compile_s, cost
+
+
+def _work(compiled) -> tuple[float, float]:
+  """(operations, bytes accessed) of a compiled program without loops of any size.
+
+  XLA's cost analysis counts a loop's body once, so a program with a loop
+  over sizeable arrays is refused; the random number generator's loops
+  (threefry's rounds, a few words each) are counted once, and are negligible.
+  """
+  for line in compiled.as_text().splitlines():
+    if " while(" in line:
+      carried = line.split(" while(")[0]
+      elements = sum(math.prod(int(d) for d in dims.split(",") if d)
+                     for dims in re.findall(r"[a-z]+[0-9]*\[([0-9,]*)\]", carried))
+      if elements > 2 ** 16:
+        raise ValueError(f"the program loops over {elements} elements; XLA's cost analysis "
+                         "counts a loop's body once.")
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per device
+  return float(cost.get("flops", float("nan"))), float(cost.get("bytes accessed", float("nan")))
+
+
+def _per_item(work, items, sec) -> dict:
+  """The --cost fields of a line: ``work`` done for ``items`` in ``sec`` seconds."""
+  flops, nbytes = work
+  return {"gflop": round(flops / items / 1e9, 4), "gbyte": round(nbytes / items / 1e9, 4),
+          "tflops": round(flops / sec / 1e12, 4), "tbytes_per_s": round(nbytes / sec / 1e12, 4)}
+
+
+def _evaluate_work(model, variables, zf, target, coeffs, order) -> tuple[float, float]:
+  """(operations, bytes) of `grid.grid_metrics`' program: its loop bodies × their trips."""
+  from hyperrecon_jax import compilation
+  from hyperrecon_jax import grid as grid_lib
+  from hyperrecon_jax import physics
+  s_count, g_count = zf.shape[0], coeffs.shape[0]
+  chunk = grid_lib.default_chunk()
+  order = grid_lib.resolve_order(order, s_count, chunk)
+  options = compilation.inference_options()
+  zf_mag = physics.magnitude(zf)
+  if order == "lambda":
+    rows = grid_lib._balanced(chunk, s_count)
+    block = grid_lib._balanced(grid_lib.LAMBDA_BLOCK, g_count)
+    blocks = -(-g_count // block)
+    generate = jax.jit(lambda v, c: model.apply(v, c, method="evaluation_weights"),
+                       compiler_options=options)
+    weights = generate.lower(variables, coeffs[:block]).compile()
+    one = jax.tree_util.tree_map(lambda w: jax.ShapeDtypeStruct(w.shape[1:], w.dtype),
+                                 jax.eval_shape(generate, variables, coeffs[:block]))
+    call = jax.jit(lambda v, w, z, t, m: grid_lib._slice_metrics(
+        model.apply(v, w, z, method="reconstruct_with"), t, m), compiler_options=options)
+    body = call.lower(variables, one, zf[:rows], target[:rows], zf_mag[:rows]).compile()
+    trips = blocks * block * -(-s_count // rows)
+    return tuple(blocks * a + trips * b for a, b in zip(_work(weights), _work(body)))
+  rows = grid_lib._balanced(chunk, s_count * g_count)
+  call = jax.jit(lambda v, z, c, t, m: grid_lib._slice_metrics(model.apply(v, z, c), t, m),
+                 compiler_options=options)
+  s, g = jnp.arange(rows) // g_count % s_count, jnp.arange(rows) % g_count  # as the program
+  body = call.lower(variables, zf[s], coeffs[g], target[s], zf_mag[s]).compile()
+  return tuple(-(-s_count * g_count // rows) * b for b in _work(body))
 
 
 def bench_memory(config):
@@ -165,7 +245,7 @@ def bench_memory(config):
   m = compiled.memory_analysis()
   need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
           - m.alias_size_in_bytes)
-  return need / 2 ** 30, "GiB", time.perf_counter() - t0
+  return need / 2 ** 30, "GiB", time.perf_counter() - t0, {}
 
 
 def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False):
@@ -185,13 +265,13 @@ def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False)
   if latency:
     apply = compilation.inference_jit(model.apply)
     sec, compile_s = _time(lambda: apply(variables, zf[:1], coeffs[0]), iters, repeats)
-    return sec * 1e3, "ms", compile_s
+    return sec * 1e3, "ms", compile_s, {}
   if plain:  # every slice once (see the module docstring)
     run = lambda: grid_lib.reconstruct_grid(model, variables, zf, coeffs[:1], order=order)
   else:
     run = lambda: grid_lib.reconstruct_grid(model, variables, zf[0], coeffs, order=order)
   sec, compile_s = _time(run, iters, repeats)
-  return grid / sec, "reconstructions/s", compile_s
+  return grid / sec, "reconstructions/s", compile_s, {}
 
 
 def bench_evaluate(config, variables, grid, iters, repeats, order):
@@ -210,7 +290,11 @@ def bench_evaluate(config, variables, grid, iters, repeats, order):
   run = lambda: grid_lib.grid_metrics(model, variables, zf, x, coeffs,
                                       order=order)["psnr"]
   sec, compile_s = _time(run, iters, repeats)
-  return batch * len(coeffs) / sec, "pairs/s", compile_s
+  pairs = batch * len(coeffs)
+  cost = {}
+  if _COST.value:
+    cost = _per_item(_evaluate_work(model, variables, zf, x, coeffs, order), pairs, sec)
+  return pairs / sec, "pairs/s", compile_s, cost
 
 
 def main(argv):
@@ -239,18 +323,17 @@ def main(argv):
     names = sorted(_BENCH.value, key=lambda n: n == "train_step")
     for name in names:
       if name == "train_step":
-        value, unit, compile_s = bench_train_step(config, state, iters,
-                                                  repeats)
+        value, unit, compile_s, cost = bench_train_step(config, state, iters, repeats)
       elif name == "memory":
-        value, unit, compile_s = bench_memory(config)
+        value, unit, compile_s, cost = bench_memory(config)
       elif size.startswith("stack"):
         continue  # a stack is for training; its evaluation is the unet's
       elif name == "evaluate":
-        value, unit, compile_s = bench_evaluate(config, variables, grid, iters, repeats,
-                                                _ORDER.value)
+        value, unit, compile_s, cost = bench_evaluate(config, variables, grid, iters,
+                                                      repeats, _ORDER.value)
       elif name in ("grid", "latency"):
-        value, unit, compile_s = bench_grid(config, variables, grid, iters, repeats,
-                                            _ORDER.value, latency=name == "latency")
+        value, unit, compile_s, cost = bench_grid(config, variables, grid, iters, repeats,
+                                                  _ORDER.value, latency=name == "latency")
       else:
         raise app.UsageError(f"--benchmarks: unknown {name!r}")
       print(json.dumps({
@@ -264,7 +347,7 @@ def main(argv):
           "strategy": ("one λ" if name == "latency" and size != "unet" else
                        layers.resolve_strategy(_STRATEGY.value)),
           "backend": jax.default_backend(), "device": device.device_kind,
-          "compile_s": round(compile_s, 2),
+          "compile_s": round(compile_s, 2), **cost,
           **({"tag": _TAG.value} if _TAG.value else {}),
       }), flush=True)
 
