@@ -7,7 +7,8 @@
 #   EXTRA="--image_size=32 --grid=4 --iters=1 --repeats=1 --channels=8" \
 #     BATCHES="4" CONV_EXTRA="--size=32 --batch=4 --iters=2" \
 #     PROFILE_EXTRA="--image_size=32 --batch=2 --channels=8 --steps=1" \
-#     CEILINGS_EXTRA=--quick bash benchmarks/gpu_suite.sh   # a dry run on a CPU
+#     CEILINGS_EXTRA=--quick PIPELINE_EXTRA="--batches=5 --repeats=1" \
+#     bash benchmarks/gpu_suite.sh              # a dry run on a CPU
 # BASE names a folder holding an older tree's hyperrecon_jax (e.g. `git
 # archive <commit> hyperrecon_jax | tar -x -C .gpu/base`): the same training
 # step is timed with that library on the same card, lines tagged "base".
@@ -45,6 +46,12 @@ if [ -n "${BASE:-}" ]; then
   PYTHONPATH="$PWD/$BASE:$ROOT" run --sizes=L --benchmarks=train_step \
     --dtype=float32 --dtype=bfloat16 --tag=base
 fi
+# The host's side of end-to-end training: training images per second the
+# input pipeline delivers (the 256×256 recipe's batches of 32; it builds the
+# embedded dataset at 256×256 on first use).
+HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} python3 benchmarks/input_pipeline.py \
+  --threads=0 --threads=2 --threads=8 ${PIPELINE_EXTRA:-} 2>>"$OUT/stderr.log" \
+  | tee -a "$OUT/throughput.jsonl"
 # Where the step's device time goes.
 echo "+ profile_step.py ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
 python3 benchmarks/profile_step.py --sizes=L --dtype=float32 --dtype=bfloat16 \

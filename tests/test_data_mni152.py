@@ -235,6 +235,17 @@ def test_augmentation(cfg):
                  (pl, pl[::-1], pl[:, ::-1], pl[::-1, ::-1]))
 
 
+def test_batches_without_labels_are_the_same_batches(cfg):
+  """labels=False (the training loop's) leaves the labels out and nothing else."""
+  aug_cfg = _config(cfg.data_dir, augment_flip=True, augment_intensity=0.3)
+  full = hr.data.batches(aug_cfg, "train", batch_size=8, seed=2)
+  bare = hr.data.batches(aug_cfg, "train", batch_size=8, seed=2, labels=False)
+  for f, b in zip(_take(full, 12), _take(bare, 12)):  # past an epoch: a new shuffle
+    assert "label" in f and sorted(b) == sorted(k for k in f if k != "label")
+    assert all(np.array_equal(f[k], b[k]) for k in b)
+  assert full.get_state() == bare.get_state()
+
+
 def test_augment_function_is_seeded():
   ex = {"image": np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4),
         "label": np.arange(16, dtype=np.int32).reshape(4, 4)}

@@ -115,12 +115,13 @@ def train_batches(config, sharding):
     sharding: the batch's sharding.
 
   Returns:
-    A grain iterator of batch dicts (see `data.batches`).
+    A grain iterator of batch dicts (see `data.batches`), without labels:
+    the step reads the images only.
   """
   from hyperrecon_jax import data
   batch_size = int(config.train.batch_size)
   return data.batches(config.data, "train", batch_size=batch_size, seed=int(config.train.seed),
-                      shard=process_shard(sharding, batch_size))
+                      shard=process_shard(sharding, batch_size), labels=False)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,66 @@
+r"""How many training images per second the input pipeline delivers; one JSON line each.
+
+  python benchmarks/input_pipeline.py      # the 256×256 recipe's batches of 32
+  python benchmarks/input_pipeline.py --config=experiments/configs/pretrained_dc_tv.py \
+      --threads=0 --threads=2 --labels=false --labels=true
+
+The training loop (`experiments/train.py`) reads its batches from
+`hyperrecon_jax.data.batches` on the host while the device runs the previous
+step, so the pipeline's rate bounds the end-to-end rate: a GPU that trains
+3,540 samples/s needs a host that delivers more. This times the iterator the
+loop reads (the config's split, augmentation and batch size; without labels,
+as the loop asks, unless ``--labels=true``), after one batch that decodes the
+split, in ``--repeats`` runs of ``--batches`` batches (median reported).
+"""
+
+import json
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(_ROOT, "experiments", "configs", "pretrained_dc_tv_256.py"),
+    "The training config whose data and batch size are read.")
+_THREADS = flags.DEFINE_multi_integer("threads", [2], "Reader threads (0: the caller's "
+                                      "thread); repeat to measure several.")
+_LABELS = flags.DEFINE_multi_enum("labels", ["false"], ["false", "true"],
+                                  "Batches with the split's labels (the training loop "
+                                  "reads none); repeat to measure both.")
+_BATCHES = flags.DEFINE_integer("batches", 150, "Batches per timed run.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
+
+
+def main(argv):
+  del argv
+  from hyperrecon_jax import data
+  config = _CONFIG.value
+  batch_size = int(config.train.batch_size)
+  for labels in _LABELS.value:
+    for threads in _THREADS.value:
+      it = data.batches(config.data, "train", batch_size=batch_size,
+                        seed=int(config.train.seed), num_threads=threads,
+                        labels=labels == "true")
+      next(it)
+      rates = []
+      for _ in range(_REPEATS.value):
+        t0 = time.perf_counter()
+        for _ in range(_BATCHES.value):
+          next(it)
+        rates.append(_BATCHES.value * batch_size / (time.perf_counter() - t0))
+      print(json.dumps({
+          "benchmark": "input_pipeline", "value": round(statistics.median(rates), 1),
+          "unit": "images/s", "runs": [round(r, 1) for r in rates],
+          "data": config.data.name, "image_size": int(config.data.image_size),
+          "batch": batch_size, "threads": threads, "labels": labels == "true",
+          "flip": bool(config.data.augment_flip),
+          "intensity": float(config.data.augment_intensity), "cpus": os.cpu_count(),
+      }), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
