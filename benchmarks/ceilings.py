@@ -6,7 +6,7 @@ r"""What the device can do at best: the ceilings a roofline compares with.
 One JSON line per ceiling (``benchmark: "ceiling"``, ``kind``, ``dtype``):
   matmul: TFLOP/s of one square matrix product (2·n³ operations) at JAX's
     default precision (on a GPU a float32 product may use TF32 tensor cores,
-    as the model's float32 convolutions do).
+    as may the model's float32 convolutions).
   conv3x3: TFLOP/s of the Unet's common convolution alone, 3×3 'SAME',
     ``--channels`` → ``--channels`` at ``--conv_size``², batch
     ``--conv_batch``, forward (2·9·C·C operations per output pixel): the
