@@ -8,6 +8,7 @@
 #     BATCHES="4" CONV_EXTRA="--size=32 --batch=4 --iters=2" \
 #     PROFILE_EXTRA="--image_size=32 --batch=2 --channels=8 --steps=1" \
 #     CEILINGS_EXTRA=--quick PIPELINE_EXTRA="--batches=5 --repeats=1" \
+#     RECIPE=experiments/configs/pretrained_dc_tv_256.py:quick E2E_STEPS=4 \
 #     bash benchmarks/gpu_suite.sh              # a dry run on a CPU
 # BASE names a folder holding an older tree's hyperrecon_jax (e.g. `git
 # archive <commit> hyperrecon_jax | tar -x -C .gpu/base`): the same training
@@ -60,6 +61,25 @@ python3 benchmarks/profile_step.py --sizes=L --dtype=float32 --dtype=bfloat16 \
 for b in $BATCHES; do
   run --sizes=L --benchmarks=train_step --batch="$b" --dtype=bfloat16
 done
+# End to end: the 256×256 recipe with HyperRecon-L's hypernetwork (d = 128),
+# its training step alone, then experiments/train.py alone on the card for
+# E2E_STEPS steps (1,500; 0 leaves this out), logging every 250 steps and
+# validating only at the end: steps/s along the run in $OUT/e2e_metrics.jsonl,
+# to hold against the step alone (its line is tagged e2e).
+E2E_STEPS=${E2E_STEPS:-1500}
+if [ "$E2E_STEPS" != 0 ]; then
+  RECIPE=${RECIPE:-experiments/configs/pretrained_dc_tv_256.py}
+  run --recipe="$RECIPE" --recipe.model.hyper_dim=128 --benchmarks=train_step --tag=e2e
+  E2E_DIR=$(mktemp -d)
+  echo "+ train.py $RECIPE, $E2E_STEPS steps ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
+  HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} python3 experiments/train.py \
+    --config="$RECIPE" --config.model.hyper_dim=128 --workdir="$E2E_DIR/run" \
+    --config.train.num_steps="$E2E_STEPS" --config.train.log_every=250 \
+    --config.train.eval_every=1000000 --config.train.checkpoint_every=1000000 \
+    >>"$OUT/stderr.log" 2>&1
+  cp "$E2E_DIR/run/metrics.jsonl" "$OUT/e2e_metrics.jsonl"
+  rm -rf "$E2E_DIR"
+fi
 if [ "${FULL:-0}" = 1 ]; then
   run --sizes=unet --benchmarks=train_step,evaluate --order=lambda --dtype=float32 --dtype=bfloat16
   run --sizes=L --benchmarks=evaluate --order=slice

@@ -9,7 +9,8 @@ The training loop (`experiments/train.py`) reads its batches from
 step, so the pipeline's rate bounds the end-to-end rate: a GPU that trains
 3,540 samples/s needs a host that delivers more. This times the iterator the
 loop reads (the config's split, augmentation and batch size; without labels,
-as the loop asks, unless ``--labels=true``), after one batch that decodes the
+as the loop asks, unless ``--labels=true``; as many batches read ahead as the
+loop, or as threads where there are more), after one batch that decodes the
 split, in ``--repeats`` runs of ``--batches`` batches (median reported).
 """
 
@@ -38,12 +39,15 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
 def main(argv):
   del argv
   from hyperrecon_jax import data
+  from hyperrecon_jax.data import pipeline
   config = _CONFIG.value
   batch_size = int(config.train.batch_size)
   for labels in _LABELS.value:
     for threads in _THREADS.value:
       it = data.batches(config.data, "train", batch_size=batch_size,
                         seed=int(config.train.seed), num_threads=threads,
+                        # grain uses at most as many threads as batches read ahead
+                        prefetch=max(pipeline.DEFAULT_PREFETCH, threads),
                         labels=labels == "true")
       next(it)
       rates = []

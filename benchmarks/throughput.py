@@ -5,6 +5,8 @@ r"""Throughput of HyperRecon training and λ-grid inference; one JSON line each.
   python benchmarks/throughput.py --sizes=L --dtype=bfloat16 --strategy=vmap
   python benchmarks/throughput.py --sizes=L --dtype=float32 --dtype=bfloat16
   python benchmarks/throughput.py --sizes=unet,stack5 --benchmarks=train_step  # per-λ baselines
+  python benchmarks/throughput.py --recipe=experiments/configs/pretrained_dc_tv.py \
+      --benchmarks=train_step    # a config's own step, against train.py's steps/s
 
 Measurements (``benchmark`` field):
   train_step: samples/s of the jitted training step (forward in training mode,
@@ -55,6 +57,7 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+from ml_collections import config_flags
 
 # The benchmarked configs start from the experiments' complete default config.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -86,6 +89,10 @@ _TAG = flags.DEFINE_string("tag", "", "A label copied into every line (e.g. the 
 _COST = flags.DEFINE_bool("cost", False,
                           "Add the work per sample or pair and the rates reached "
                           "(train_step, evaluate; see the module docstring).")
+_RECIPE = config_flags.DEFINE_config_file(
+    "recipe", None, "A training config (e.g. experiments/configs/pretrained_dc_tv.py): its "
+    "own model, task, loss, batch and image size instead of --sizes, to compare with "
+    "the steps/s train.py logs for it.", lock_config=False)
 _QUICK = flags.DEFINE_bool("quick", False,
                            "Tiny settings that finish in seconds on a CPU.")
 
@@ -323,8 +330,13 @@ def main(argv):
                                        and size[5:].isdigit()):
       raise app.UsageError(f"--sizes: unknown model {size!r}; use "
                            f"{list(HYPER_DIMS)}")
-  for size, dtype in [(s, d) for s in sizes for d in _DTYPE.value]:
-    config = _config(size, image, batch, dtype, _STRATEGY.value, channels)
+  runs = [(s, d) for s in sizes for d in _DTYPE.value]
+  if _RECIPE.value is not None:  # the recipe's own settings, as train.py runs it
+    train.check_config(_RECIPE.value)
+    runs = [("recipe " + config_flags.get_config_filename(flags.FLAGS["recipe"]), None)]
+  for size, dtype in runs:
+    config = (_RECIPE.value if dtype is None else
+              _config(size, image, batch, dtype, _STRATEGY.value, channels))
     # One initialization per model (the strategy does not change parameters);
     # the training benchmark donates its copy, so it runs last.
     state = train.create_state(config, train.build_model(config),
@@ -348,14 +360,16 @@ def main(argv):
         raise app.UsageError(f"--benchmarks: unknown {name!r}")
       print(json.dumps({
           "benchmark": name, "model": size, "value": round(value, 3),
-          "unit": unit, "image_size": image, "channels": channels,
-          "batch": batch if name in ("train_step", "evaluate", "memory") else (
-              1 if name == "latency" else grid),
+          "unit": unit, "image_size": int(config.data.image_size),
+          "channels": int(config.model.channels),
+          "batch": int(config.train.batch_size)
+                   if name in ("train_step", "evaluate", "memory") else (
+                       1 if name == "latency" else grid),
           **({"grid": grid} if name == "evaluate" else {}),
           **({"order": _ORDER.value} if name in ("evaluate", "grid") else {}),
-          "dtype": dtype,
+          "dtype": str(config.model.dtype),
           "strategy": ("one λ" if name == "latency" and size != "unet" else
-                       layers.resolve_strategy(_STRATEGY.value)),
+                       layers.resolve_strategy(config.model.strategy)),
           "backend": jax.default_backend(), "device": device.device_kind,
           "compile_s": round(compile_s, 2), **cost,
           **({"tag": _TAG.value} if _TAG.value else {}),
