@@ -172,7 +172,7 @@ def augment(example: dict, rng: np.random.Generator, *, flip: bool,
   Returns:
     The augmented example (a new dict). A flipped array is a view of the
     input's: batching copies it once, where a contiguous copy here would
-    copy it twice (most of the pipeline's time at 256×256).
+    copy it twice (the largest part of the pipeline's time at 256×256).
   """
   out = dict(example)
   keys = [k for k in ("image", "label") if k in out]
