@@ -30,7 +30,8 @@ Measurements (``benchmark`` field):
     slices at ``--grid`` λ, in calls of the default chunk, ``--order``
     λ-major or slice-major.
 With ``--cost``, a train_step or evaluate line also has the work of one
-sample or pair, from XLA's cost analysis of the compiled programs on this
+sample or pair (a memory line, of one sample of the step it compiles without
+running it), from XLA's cost analysis of the compiled programs on this
 backend: ``gflop`` (operations; a convolution's multiply-adds count two) and
 ``gbyte`` (bytes its operations read and write, after fusion: on a GPU an
 estimate of the memory traffic; on a CPU the caches absorb much of it), and
@@ -200,8 +201,10 @@ def _work(compiled) -> tuple[float, float]:
   return float(cost["flops"]), float(cost["bytes accessed"])
 
 
-def _per_item(work, items, sec) -> dict:
+def _per_item(work, items, sec=None) -> dict:
   """The --cost fields of a line: ``work()`` done for ``items`` in ``sec`` seconds.
+
+  Without ``sec`` (a program compiled, not run: ``memory``), the work alone.
 
   Where the work cannot be counted, the line says why (``cost``) and keeps
   its rate: a one-off GPU run loses no measurement to it.
@@ -210,8 +213,10 @@ def _per_item(work, items, sec) -> dict:
     flops, nbytes = work()
   except Exception as e:  # any backend's refusal is reported, not raised
     return {"cost": f"not counted: {e}"}
-  return {"gflop": round(flops / items / 1e9, 4), "gbyte": round(nbytes / items / 1e9, 4),
-          "tflops": round(flops / sec / 1e12, 4), "tbytes_per_s": round(nbytes / sec / 1e12, 4)}
+  out = {"gflop": round(flops / items / 1e9, 4), "gbyte": round(nbytes / items / 1e9, 4)}
+  if sec is not None:
+    out.update(tflops=round(flops / sec / 1e12, 4), tbytes_per_s=round(nbytes / sec / 1e12, 4))
+  return out
 
 
 def _evaluate_work(model, variables, zf, target, coeffs, order) -> tuple[float, float]:
@@ -224,21 +229,20 @@ def _evaluate_work(model, variables, zf, target, coeffs, order) -> tuple[float, 
   order = grid_lib.resolve_order(order, s_count, chunk)
   options = compilation.inference_options()
   zf_mag = physics.magnitude(zf)
+  rows = grid_lib._call_size(order, chunk, s_count, s_count * g_count)  # as grid_metrics
   if order == "lambda":
-    rows = grid_lib._balanced(chunk, s_count)
     block = grid_lib._balanced(grid_lib.LAMBDA_BLOCK, g_count)
     blocks = -(-g_count // block)
     generate = jax.jit(lambda v, c: model.apply(v, c, method="evaluation_weights"),
                        compiler_options=options)
     weights = generate.lower(variables, coeffs[:block]).compile()
     one = jax.tree_util.tree_map(lambda w: jax.ShapeDtypeStruct(w.shape[1:], w.dtype),
-                                 jax.eval_shape(generate, variables, coeffs[:block]))
+                                 weights.out_info)  # one λ's weights
     call = jax.jit(lambda v, w, z, t, m: grid_lib._slice_metrics(
         model.apply(v, w, z, method="reconstruct_with"), t, m), compiler_options=options)
     body = call.lower(variables, one, zf[:rows], target[:rows], zf_mag[:rows]).compile()
     trips = blocks * block * -(-s_count // rows)
     return tuple(blocks * a + trips * b for a, b in zip(_work(weights), _work(body)))
-  rows = grid_lib._balanced(chunk, s_count * g_count)
   call = jax.jit(lambda v, z, c, t, m: grid_lib._slice_metrics(model.apply(v, z, c), t, m),
                  compiler_options=options)
   s, g = jnp.arange(rows) // g_count % s_count, jnp.arange(rows) % g_count  # as the program
@@ -261,7 +265,9 @@ def bench_memory(config):
   m = compiled.memory_analysis()
   need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
           - m.alias_size_in_bytes)
-  return need / 2 ** 30, "GiB", time.perf_counter() - t0, {}
+  samples = max(len(train.stack_lambdas(model)), 1) * config.train.batch_size
+  cost = _per_item(lambda: _work(compiled), samples) if _COST.value else {}
+  return need / 2 ** 30, "GiB", time.perf_counter() - t0, cost
 
 
 def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False):
@@ -330,13 +336,14 @@ def main(argv):
                                        and size[5:].isdigit()):
       raise app.UsageError(f"--sizes: unknown model {size!r}; use "
                            f"{list(HYPER_DIMS)}")
-  runs = [(s, d) for s in sizes for d in _DTYPE.value]
   if _RECIPE.value is not None:  # the recipe's own settings, as train.py runs it
     train.check_config(_RECIPE.value)
-    runs = [("recipe " + config_flags.get_config_filename(flags.FLAGS["recipe"]), None)]
-  for size, dtype in runs:
-    config = (_RECIPE.value if dtype is None else
-              _config(size, image, batch, dtype, _STRATEGY.value, channels))
+    runs = [("recipe " + config_flags.get_config_filename(flags.FLAGS["recipe"]),
+             _RECIPE.value)]
+  else:
+    runs = [(s, _config(s, image, batch, d, _STRATEGY.value, channels))
+            for s in sizes for d in _DTYPE.value]
+  for size, config in runs:
     # One initialization per model (the strategy does not change parameters);
     # the training benchmark donates its copy, so it runs last.
     state = train.create_state(config, train.build_model(config),
