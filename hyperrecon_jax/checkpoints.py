@@ -13,30 +13,23 @@ temporary folder of a save in progress.
 
 Damage. Orbax writes a step into a temporary folder and renames it when
 complete, so an interrupted save never looks finished. After the rename the
-trainer records the size and SHA-256 of every file of the step in
-``<step>/checksums.json``: a truncated file, a lost file or a flipped bit is
-then found before orbax reads the step (orbax and tensorstore keep no
-checksums of their own, and a flipped bit in a weight would otherwise load as a
-silently different model). Hashing costs one more read of every file, once
-per save and once per restore. `restore` skips a damaged step with a warning
-that names it and the file, and falls back to the newest intact one; the
-trainer moves skipped steps to ``<workdir>/checkpoints.damaged/`` (nothing is
-deleted) so it can save those step numbers again.
+trainer records the checksums of the step's files, and before the save the
+digests of its values (`hyperrecon_jax.checksums`), so that damage is found
+before orbax reads a step. `restore` skips a damaged step with a warning that
+names it and the file, and falls back to the newest intact one; the trainer
+moves skipped steps to ``<workdir>/checkpoints.damaged/`` (nothing is deleted)
+so it can save those step numbers again.
 
-A step without ``checksums.json``. A trainer killed between orbax's rename and
-the checksums leaves one. So before each save the trainer writes the SHA-256 of
-the values it is about to save (state, data position, config) to
-``<workdir>/checkpoints.pending.json``, and removes that file once the step's
-checksums are written: a step without checksums is then checked value by value
-against that file, by readers too (without writing). A step with neither (an
-older version wrote it) is never used by readers, who fall back to the newest
-verified step with a warning; the trainer accepts it if it restores with
-finite values, and then records its checksums.
+A step without ``checksums.json`` (a trainer killed between orbax's rename and
+the checksums leaves one) is checked value by value against the digests
+recorded before its save, by readers too (without writing). A step with
+neither (an older version wrote it) is never used by readers, who fall back to
+the newest verified step with a warning; the trainer accepts it if it restores
+with finite values, and then records its checksums.
 """
 
 from collections.abc import Callable
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -49,13 +42,12 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import workdir as workdir_lib
 
-CHECKSUMS = "checksums.json"
 ITEMS = ("state", "data", "config")
 DAMAGED_DIR = "checkpoints.damaged"
-PENDING = "checkpoints.pending.json"
 
 
 class CheckpointError(errors.Error, RuntimeError):
@@ -135,143 +127,8 @@ def _all_finite(tree):
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def _file_digest(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
-def _step_files(step_dir: str):
-  for root, _, files in os.walk(step_dir):
-    for name in files:
-      path = os.path.join(root, name)
-      rel = os.path.relpath(path, step_dir)
-      if rel != CHECKSUMS:
-        yield rel, path
-
-
-def write_checksums(step_dir: str) -> None:
-  """Records size and SHA-256 of every file of a finished step folder."""
-  table = {rel: [os.path.getsize(path), _file_digest(path)]
-           for rel, path in sorted(_step_files(step_dir))}
-  tmp = os.path.join(step_dir, CHECKSUMS + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(table, f, indent=0)
-  os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
-
-
-def verify(step_dir: str) -> bool:
-  """Checks a step folder against its ``checksums.json``.
-
-  Returns:
-    True if every file matches; False if the step has no ``checksums.json``
-    (then it must be verified another way, see `restore`).
-
-  Raises:
-    CheckpointError: naming the first missing, truncated or changed file.
-  """
-  path = os.path.join(step_dir, CHECKSUMS)
-  if not os.path.exists(path):
-    return False
-  try:
-    with open(path) as f:
-      table = json.load(f)
-    entries = {rel: (int(size), str(digest)) for rel, (size, digest) in table.items()}
-  except (OSError, ValueError, TypeError) as e:
-    raise CheckpointError(f"{path} is damaged ({e})") from None
-  for rel, (size, digest) in sorted(entries.items()):
-    file = os.path.join(step_dir, rel)
-    if not os.path.exists(file):
-      raise CheckpointError(f"{file} is missing")
-    if os.path.getsize(file) != size:
-      raise CheckpointError(f"{file} has {os.path.getsize(file)} bytes, "
-                            f"{size} were written (truncated or overwritten)")
-    if _file_digest(file) != digest:
-      raise CheckpointError(f"{file} does not match its SHA-256 checksum "
-                            "(changed on disk)")
-  return True
-
-
-# --- digests of the saved values, for a step whose checksums were not written ---------
-
-
-def _host_array(x) -> np.ndarray:
-  # The trainer's state is replicated: on a multi-host run each process holds
-  # all of it, as its first addressable shard.
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    x = x.addressable_data(0)
-  return np.ascontiguousarray(np.asarray(x))
-
-
-def _state_digest(state) -> str:
-  h = hashlib.sha256()
-  for leaf in jax.tree_util.tree_leaves(state):
-    a = _host_array(leaf)
-    h.update(f"{a.dtype.str}{a.shape};".encode())
-    h.update(a.tobytes())
-  return h.hexdigest()
-
-
-def _json_digest(value) -> str:
-  # Tuples are saved as JSON lists: both hash alike.
-  text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-  return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _workdir(mngr) -> str:
   return os.path.dirname(str(mngr.directory))
-
-
-def _pending_path(mngr) -> str:
-  return os.path.join(_workdir(mngr), PENDING)
-
-
-def _pending(mngr, step: int) -> dict | None:
-  """The digests recorded before saving ``step``, or None."""
-  path = _pending_path(mngr)
-  try:
-    with open(path) as f:
-      pending = json.load(f)
-    if int(pending["step"]) != step:
-      return None
-    return {item: str(pending[item]) for item in ITEMS}
-  except FileNotFoundError:
-    return None
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise CheckpointError(f"{path} is damaged ({e}): checkpoint {step} has no "
-                          f"{CHECKSUMS} and cannot be verified") from None
-
-
-def _clear_pending(mngr, step: int | None = None) -> None:
-  """Removes the recorded digests: those of ``step``, or whatever they name.
-
-  Digests that cannot be read are kept when a step is given: they may belong
-  to another step.
-  """
-  path = _pending_path(mngr)
-  with contextlib.suppress(FileNotFoundError):
-    if step is not None:
-      try:
-        with open(path) as f:
-          if int(json.load(f)["step"]) != step:
-            return
-      except (ValueError, KeyError, TypeError):
-        return
-    os.remove(path)
-
-
-def _drop_stale_pending(mngr) -> None:
-  """Removes the digests of a save that never reached orbax's rename."""
-  path = _pending_path(mngr)
-  try:
-    with open(path) as f:
-      step = int(json.load(f)["step"])
-  except (OSError, ValueError, KeyError, TypeError):
-    return  # none, or unreadable: kept for the step they may belong to
-  if step not in mngr.all_steps():
-    _clear_pending(mngr, step)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
@@ -293,17 +150,18 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
   config_dict = json.loads(config.to_json())
   primary = workdir_lib.is_primary()
   if primary:
-    digests = {"state": _state_digest(state), "data": _json_digest(data_state),
-               "config": _json_digest(config_dict)}
-    workdir_lib.write_text(_pending_path(mngr), json.dumps({"step": step, **digests}))
+    checksums.record_pending(_workdir(mngr), step, {
+        "state": checksums.state_digest(state),
+        "data": checksums.json_digest(data_state),
+        "config": checksums.json_digest(config_dict)})
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
       data=ocp.args.JsonSave(data_state),
       config=ocp.args.JsonSave(config_dict)), force=True)
   mngr.wait_until_finished()
   if primary:
-    write_checksums(os.path.join(str(mngr.directory), str(step)))
-    _clear_pending(mngr)
+    checksums.write(os.path.join(str(mngr.directory), str(step)))
+    checksums.clear_pending(_workdir(mngr))
 
 
 def _one_line(error: BaseException) -> str:
@@ -327,18 +185,34 @@ def _read(step_dir: str, read: Callable[[], Any]):
     raise CheckpointError(f"{step_dir} cannot be read ({_one_line(e)})") from e
 
 
+def _verified(step_dir: str) -> bool:
+  """`checksums.verify`, its damage a `CheckpointError`."""
+  try:
+    return checksums.verify(step_dir)
+  except checksums.RecordError as e:
+    raise CheckpointError(str(e)) from None
+
+
+def _recorded(mngr, step: int) -> dict[str, str] | None:
+  """The digests recorded before saving ``step`` (`checksums.pending`), or None."""
+  try:
+    return checksums.pending(_workdir(mngr), step, ITEMS)
+  except checksums.RecordError as e:
+    raise CheckpointError(str(e)) from None
+
+
 def _unverified(step_dir: str) -> UnverifiedCheckpointError:
   return UnverifiedCheckpointError(
-      f"{step_dir} has no {CHECKSUMS} (its save was cut short, or an older version "
-      "wrote it) and nothing else to verify it by; running the training command "
+      f"{step_dir} has no {checksums.CHECKSUMS} (its save was cut short, or an "
+      "older version wrote it) and nothing else to verify it by; running the training command "
       "again on this workdir verifies it")
 
 
 def _changed(step_dir: str, item: str, mngr) -> CheckpointError:
   return CheckpointError(
       f"{os.path.join(step_dir, item)} differs from what was saved (its SHA-256 "
-      f"recorded in {_pending_path(mngr)}): changed on disk before its checksums "
-      "were written")
+      f"recorded in {checksums.pending_path(_workdir(mngr))}): changed on disk before "
+      "its checksums were written")
 
 
 def _placed(abstract_state):
@@ -365,19 +239,19 @@ def _placed(abstract_state):
 
 def _restore_step(mngr, step: int, abstract_state, trainer: bool):
   step_dir = os.path.join(str(mngr.directory), str(step))
-  checked = verify(step_dir)
-  digests = None if checked else _pending(mngr, step)
+  checked = _verified(step_dir)
+  digests = None if checked else _recorded(mngr, step)
   if not checked and digests is None:
     # The trainer writes the checksums before it removes the digests: a save
     # may have finished between the two looks.
-    checked = verify(step_dir)
+    checked = _verified(step_dir)
     if not checked and not trainer:
       raise _unverified(step_dir)
   config = _read(step_dir, lambda: mngr.restore(step, args=ocp.args.Composite(
       config=ocp.args.JsonRestore()))["config"])
   if not isinstance(config, dict):
     raise CheckpointError(f"{step_dir}: the stored config is not a JSON object")
-  if digests is not None and _json_digest(config) != digests["config"]:
+  if digests is not None and checksums.json_digest(config) != digests["config"]:
     raise _changed(step_dir, "config", mngr)
   # Outside `_read`: an error of the caller's (e.g. an incompatible config)
   # is not damage.
@@ -394,19 +268,20 @@ def _restore_step(mngr, step: int, abstract_state, trainer: bool):
   if not isinstance(out["data"], dict):
     raise CheckpointError(f"{step_dir}: the data position is not a JSON object")
   if digests is not None:
-    if _state_digest(out["state"]) != digests["state"]:
+    if checksums.state_digest(out["state"]) != digests["state"]:
       raise _changed(step_dir, "state", mngr)
-    if _json_digest(out["data"]) != digests["data"]:
+    if checksums.json_digest(out["data"]) != digests["data"]:
       raise _changed(step_dir, "data", mngr)
   elif not checked and not bool(jax.device_get(_all_finite(out["state"]))):
-    raise CheckpointError(f"{step_dir} has no {CHECKSUMS} and its state holds "
+    raise CheckpointError(f"{step_dir} has no {checksums.CHECKSUMS} and its state holds "
                           "NaN or ±Inf")
   if not checked and trainer and workdir_lib.is_primary():
-    write_checksums(step_dir)
-    _clear_pending(mngr, step)
+    checksums.write(step_dir)
+    checksums.clear_pending(_workdir(mngr), step)
+    how = ("its values match the digests recorded before its save" if digests is not None
+           else "it restores with finite values")
     logging.warning("checkpoint %d had no %s; %s, and its checksums are now recorded",
-                    step, CHECKSUMS, "its values match the digests recorded before its save"
-                    if digests is not None else "it restores with finite values")
+                    step, checksums.CHECKSUMS, how)
   return Restored(step, out["state"], out["data"], config)
 
 
@@ -418,7 +293,7 @@ def _quarantine(mngr, step: int) -> str:
   while os.path.exists(dst):
     dst, n = os.path.join(root, f"{step}.{n}"), n + 1
   shutil.move(src, dst)
-  _clear_pending(mngr, step)
+  checksums.clear_pending(_workdir(mngr), step)
   mngr.reload()
   return dst
 
@@ -470,7 +345,7 @@ def restore(mngr: ocp.CheckpointManager | None,
           f"{sorted(mngr.all_steps()) or 'none'})")
     return _restore_step(mngr, step, abstract_state, trainer)
   if primary:
-    _drop_stale_pending(mngr)
+    checksums.drop_stale_pending(_workdir(mngr), mngr.all_steps())
   tried, damaged, unverified = set(), [], []
   while True:
     candidates = sorted(set(mngr.all_steps()) - tried, reverse=True)

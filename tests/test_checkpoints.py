@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from hyperrecon_jax import checkpoints
+from hyperrecon_jax import checksums
 from hyperrecon_jax import train
 
 SIZE = 16
@@ -340,13 +341,13 @@ def _save_killed_before_checksums(states, workdir, step):
 
   mngr = checkpoints.manager(str(workdir))
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(checkpoints, "write_checksums", killed)
+    mp.setattr(checksums, "write", killed)
     with pytest.raises(_Killed):
       checkpoints.save(mngr, step, marked, {"next_index": step}, config)
   mngr.close()
   step_dir = workdir / "checkpoints" / str(step)
-  assert step_dir.is_dir() and not (step_dir / checkpoints.CHECKSUMS).exists()
-  assert (workdir / checkpoints.PENDING).exists()
+  assert step_dir.is_dir() and not (step_dir / checksums.CHECKSUMS).exists()
+  assert (workdir / checksums.PENDING).exists()
   return step_dir
 
 
@@ -368,8 +369,8 @@ def test_a_save_cut_short_before_its_checksums_is_verified_by_its_digests(
   mngr = checkpoints.manager(str(workdir))
   assert checkpoints.restore(mngr, fresh, trainer=True).step == 4
   mngr.close()
-  assert checkpoints.verify(str(step_dir))
-  assert not (workdir / checkpoints.PENDING).exists()
+  assert checksums.verify(str(step_dir))
+  assert not (workdir / checksums.PENDING).exists()
 
 
 @pytest.mark.parametrize("where", ["middle", "start"])
@@ -393,7 +394,7 @@ def test_a_save_cut_short_and_then_damaged_is_never_used(states, three_steps, ca
   mngr.close()
   assert (restored.step, int(restored.state.step)) == (3, 3)
   assert (workdir / checkpoints.DAMAGED_DIR / "4").is_dir()
-  assert not step_dir.exists() and not (workdir / checkpoints.PENDING).exists()
+  assert not step_dir.exists() and not (workdir / checksums.PENDING).exists()
 
 
 def test_digests_of_a_save_that_never_finished_are_dropped_by_the_trainer(
@@ -404,7 +405,7 @@ def test_digests_of_a_save_that_never_finished_are_dropped_by_the_trainer(
   mngr = checkpoints.manager(str(workdir))
   assert checkpoints.restore(mngr, fresh, trainer=True).step == 3
   mngr.close()
-  assert not (workdir / checkpoints.PENDING).exists()
+  assert not (workdir / checksums.PENDING).exists()
 
 
 def test_a_step_without_checksums_or_digests_is_used_by_the_trainer_only(
@@ -414,7 +415,7 @@ def test_a_step_without_checksums_or_digests_is_used_by_the_trainer_only(
   # finite, and records its checksums.
   workdir, fresh = three_steps
   step_dir = workdir / "checkpoints" / "3"
-  (step_dir / checkpoints.CHECKSUMS).unlink()
+  (step_dir / checksums.CHECKSUMS).unlink()
   before = _files(workdir)
   reader = checkpoints.reader(str(workdir))
   assert checkpoints.restore(reader, fresh).step == 2
@@ -427,7 +428,7 @@ def test_a_step_without_checksums_or_digests_is_used_by_the_trainer_only(
   mngr = checkpoints.manager(str(workdir))
   assert checkpoints.restore(mngr, fresh, trainer=True).step == 3
   mngr.close()
-  assert checkpoints.verify(str(step_dir))
+  assert checksums.verify(str(step_dir))
   reader = checkpoints.reader(str(workdir))
   assert checkpoints.restore(reader, fresh).step == 3
   reader.close()
@@ -456,7 +457,7 @@ def test_damage_is_found_without_checksums_too(three_steps, caplog):
   # A step without checksums (nor digests) whose data item does not parse.
   workdir, fresh = three_steps
   step_dir = workdir / "checkpoints" / "3"
-  (step_dir / checkpoints.CHECKSUMS).unlink()
+  (step_dir / checksums.CHECKSUMS).unlink()
   _garble_json(_data_item(step_dir))
   mngr = checkpoints.manager(str(workdir))
   assert checkpoints.restore(mngr, fresh, trainer=True).step == 2

@@ -16,6 +16,7 @@ from loop_support import snapshot
 import pytest
 
 from hyperrecon_jax import checkpoints
+from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
@@ -126,7 +127,7 @@ def test_incompatible_config_in_existing_workdir_is_refused(run_a, data_dir,
 def test_evaluation_skips_a_step_without_checksums_and_the_trainer_verifies_it(
     data_dir, finished_copy, caplog, capfd):
   workdir, _ = finished_copy
-  os.remove(os.path.join(workdir, "checkpoints", str(STEPS), checkpoints.CHECKSUMS))
+  os.remove(os.path.join(workdir, "checkpoints", str(STEPS), checksums.CHECKSUMS))
   before = snapshot(workdir)
   assert train.load_trained(workdir)[3] == CHECKPOINT_STEPS[-2]
   assert f"checkpoint {STEPS} was skipped" in caplog.text
@@ -134,7 +135,7 @@ def test_evaluation_skips_a_step_without_checksums_and_the_trainer_verifies_it(
   # The trainer (here with nothing left to train) verifies the step.
   train.train_and_evaluate(make_config(data_dir), workdir)
   assert "nothing to do" in capfd.readouterr().err
-  assert checkpoints.verify(os.path.join(workdir, "checkpoints", str(STEPS)))
+  assert checksums.verify(os.path.join(workdir, "checkpoints", str(STEPS)))
   assert train.load_trained(workdir)[3] == STEPS
 
 
