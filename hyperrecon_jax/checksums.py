@@ -65,15 +65,13 @@ def _step_files(step_dir: str):
 def write(step_dir: str) -> None:
   """Records size and SHA-256 of every file of a finished step folder.
 
-  The table is written beside the files and renamed into place, so a reader
-  never sees half of it.
+  The table is written atomically and synced (`workdir.write_text`): a
+  reader never sees half of it, and a power cut after the save cannot leave
+  an empty table that would make an intact step look damaged.
   """
   table = {rel: [os.path.getsize(path), _file_digest(path)]
            for rel, path in sorted(_step_files(step_dir))}
-  tmp = os.path.join(step_dir, CHECKSUMS + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(table, f, indent=0)
-  os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
+  workdir_lib.write_text(os.path.join(step_dir, CHECKSUMS), json.dumps(table, indent=0))
 
 
 def verify(step_dir: str) -> bool:
