@@ -173,10 +173,15 @@ def bench_train_step(config, state, iters, repeats):
     return metrics["loss"]
 
   sec, compile_s = _time(run, iters, repeats)
-  unets = max(len(train.stack_lambdas(model)), 1)
-  samples = unets * config.train.batch_size
+  samples = _samples_per_step(model, config)
   cost = _per_item(lambda: _work(compiled), samples, sec) if _COST.value else {}
   return samples / sec, "samples/s", lower_s + compile_s, cost
+
+
+def _samples_per_step(model, config) -> int:
+  """Samples one training step trains: its batch, once for each Unet of a stack."""
+  from hyperrecon_jax import train
+  return max(len(train.stack_lambdas(model)), 1) * int(config.train.batch_size)
 
 
 def _work(compiled) -> tuple[float, float]:
@@ -265,8 +270,7 @@ def bench_memory(config):
   m = compiled.memory_analysis()
   need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
           - m.alias_size_in_bytes)
-  samples = max(len(train.stack_lambdas(model)), 1) * config.train.batch_size
-  cost = _per_item(lambda: _work(compiled), samples) if _COST.value else {}
+  cost = _per_item(lambda: _work(compiled), _samples_per_step(model, config)) if _COST.value else {}
   return need / 2 ** 30, "GiB", time.perf_counter() - t0, cost
 
 

@@ -231,18 +231,11 @@ def _quiet_abandoned_reads() -> None:
 _unraisable_hook_installed = False
 
 
-def _verified(step_dir: str) -> bool:
-  """`checksums.verify`, its damage a `CheckpointError`."""
+@contextlib.contextmanager
+def _records_as_damage():
+  """A step's record that cannot be read, or a file that differs from it, as damage."""
   try:
-    return checksums.verify(step_dir)
-  except checksums.RecordError as e:
-    raise CheckpointError(str(e)) from None
-
-
-def _recorded(mngr, step: int) -> dict[str, str] | None:
-  """The digests recorded before saving ``step`` (`checksums.pending`), or None."""
-  try:
-    return checksums.pending(_workdir(mngr), step, ITEMS)
+    yield
   except checksums.RecordError as e:
     raise CheckpointError(str(e)) from None
 
@@ -285,14 +278,15 @@ def _placed(abstract_state):
 
 def _restore_step(mngr, step: int, abstract_state, trainer: bool):
   step_dir = os.path.join(str(mngr.directory), str(step))
-  checked = _verified(step_dir)
-  digests = None if checked else _recorded(mngr, step)
-  if not checked and digests is None:
-    # The trainer writes the checksums before it removes the digests: a save
-    # may have finished between the two looks.
-    checked = _verified(step_dir)
-    if not checked and not trainer:
-      raise _unverified(step_dir)
+  with _records_as_damage():
+    checked = checksums.verify(step_dir)
+    digests = None if checked else checksums.pending(_workdir(mngr), step, ITEMS)
+    if not checked and digests is None:
+      # The trainer writes the checksums before it removes the digests: a save
+      # may have finished between the two looks.
+      checked = checksums.verify(step_dir)
+  if not checked and digests is None and not trainer:
+    raise _unverified(step_dir)
   config = _read(step_dir, lambda: mngr.restore(step, args=ocp.args.Composite(
       config=ocp.args.JsonRestore()))["config"])
   if not isinstance(config, dict):
