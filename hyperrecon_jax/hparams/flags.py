@@ -1,0 +1,119 @@
+"""λ and coefficients as a command line writes them (``--lam``, ``--coeffs``, ``--lambdas``)."""
+
+import math
+
+import numpy as np
+
+from hyperrecon_jax import errors
+from hyperrecon_jax.hparams.designs import grid
+from hyperrecon_jax.hparams.designs import simplex_design
+from hyperrecon_jax.hparams.maps import SUM_TOLERANCE
+from hyperrecon_jax.hparams.maps import check_coefficients
+from hyperrecon_jax.hparams.maps import check_num_coeffs
+from hyperrecon_jax.hparams.maps import lambdas_from_coefficients
+
+
+def _example(count: int) -> str:
+  letters = "abcdefghijklmnopqrstuvwxyz"
+  return ":".join(letters[:count]) if count <= len(letters) else f"v1:v2:…:v{count}"
+
+
+def parse_lambdas(text: str, num_lambdas: int, *, flag: str = "--lam") -> np.ndarray:
+  """A command line's list of λ values as a (L, num_lambdas) float32 array.
+
+  ``0.3``; ``0,0.5,1`` (L values); ``grid:N`` (`grid`, up to two
+  hyperparameters); ``samples:N`` (the λ of `simplex_design`\\ (N, K), any K,
+  N ≥ K); for K − 1 ≥ 2 hyperparameters ``a:b`` pairs, ``a:b:c`` triples, …,
+  e.g. ``0.2:0.4,1:0``. The values are not range-checked here (the caller
+  knows what it accepts).
+
+  Args:
+    text: the flag's value.
+    num_lambdas: the model's number of hyperparameters.
+    flag: the flag's name, for the messages.
+
+  Raises:
+    InputError: naming the bad item: not a number, the wrong count of values,
+      or a bad ``grid:N`` or ``samples:N``.
+  """
+  text = str(text).strip()
+  if text.startswith("grid:"):
+    try:
+      n = int(text[5:])
+    except ValueError:
+      raise errors.InputError(f"{flag}={text}: grid:N needs an integer N") from None
+    if n < 2:
+      raise errors.InputError(f"{flag}={text}: N must be ≥ 2 (0 and 1 at least)")
+    try:
+      return grid(n, num_lambdas)
+    except errors.InputError as e:
+      raise errors.InputError(f"{flag}={text}: {e}") from None
+  if text.startswith("samples:"):
+    try:
+      n = int(text[8:])
+    except ValueError:
+      raise errors.InputError(f"{flag}={text}: samples:N needs an integer N") from None
+    try:
+      design = simplex_design(n, num_lambdas + 1)
+    except errors.InputError as e:
+      raise errors.InputError(f"{flag}={text}: {e}") from None
+    return np.asarray(lambdas_from_coefficients(design), np.float32)
+  rows = []
+  for item in text.split(","):
+    try:
+      lam = [float(v) for v in item.split(":")]
+    except ValueError:
+      raise errors.InputError(f"{flag}={text}: {item!r} is not a number") from None
+    if len(lam) != num_lambdas:
+      how = ("one value per item" if num_lambdas == 1
+             else f"write {num_lambdas} values as {_example(num_lambdas)}")
+      raise errors.InputError(
+          f"{flag}={text}: {item!r} has {len(lam)} values, the model's loss has "
+          f"{num_lambdas} hyperparameter(s) ({how})")
+    rows.append(lam)
+  return np.asarray(rows, np.float32)
+
+
+def parse_coefficients(text: str, num_coeffs: int, *, flag: str = "--coeffs") -> np.ndarray:
+  """A command line's list of coefficient vectors as a (L, K) float32 array.
+
+  Comma-separated vectors ``c1:c2:…:cK`` of non-negative numbers summing to 1
+  (within `SUM_TOLERANCE`), e.g. ``1:0:0,0.33:0.33:0.34`` for K = 3.
+
+  Args:
+    text: the flag's value.
+    num_coeffs: the model's number of loss terms K ≥ 2.
+    flag: the flag's name, for the messages.
+
+  Returns:
+    (L, K) float32 coefficients, checked with `check_coefficients`.
+
+  Raises:
+    InputError: naming the bad item: not a number, the wrong count of values,
+      a negative value, or a sum other than 1 (with the sum).
+  """
+  check_num_coeffs(num_coeffs)
+  text = str(text).strip()
+  rows = []
+  for item in text.split(","):
+    try:
+      c = [float(v) for v in item.split(":")]
+    except ValueError:
+      raise errors.InputError(f"{flag}={text}: {item!r} is not a number") from None
+    if not all(math.isfinite(v) for v in c):
+      raise errors.InputError(f"{flag}={text}: {item!r} is not a finite number")
+    if len(c) != num_coeffs:
+      raise errors.InputError(
+          f"{flag}={text}: {item!r} has {len(c)} values, the model's loss has {num_coeffs} "
+          f"terms (write {num_coeffs} coefficients as {_example(num_coeffs)})")
+    if min(c) < 0:
+      raise errors.InputError(f"{flag}={text}: {item!r} has a negative coefficient "
+                              f"({min(c):g}); coefficients are ≥ 0")
+    total = math.fsum(c)
+    if abs(total - 1.0) > SUM_TOLERANCE:
+      raise errors.InputError(f"{flag}={text}: {item!r} sums to {total:.6g}; coefficients "
+                              f"must sum to 1 (within {SUM_TOLERANCE:g})")
+    rows.append(c)
+  coeffs = np.asarray(rows, np.float64)
+  check_coefficients(coeffs, name=flag)
+  return coeffs.astype(np.float32)
