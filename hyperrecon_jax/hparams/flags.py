@@ -18,6 +18,15 @@ def _example(count: int) -> str:
   return ":".join(letters[:count]) if count <= len(letters) else f"v1:v2:…:v{count}"
 
 
+def _vectors(text: str, flag: str):
+  """Each comma-separated item of a flag's value with its ``:``-separated numbers."""
+  for item in text.split(","):
+    try:
+      yield item, [float(v) for v in item.split(":")]
+    except ValueError:
+      raise errors.InputError(f"{flag}={text}: {item!r} is not a number") from None
+
+
 def parse_lambdas(text: str, num_lambdas: int, *, flag: str = "--lam") -> np.ndarray:
   """A command line's list of λ values as a (L, num_lambdas) float32 array.
 
@@ -59,11 +68,7 @@ def parse_lambdas(text: str, num_lambdas: int, *, flag: str = "--lam") -> np.nda
       raise errors.InputError(f"{flag}={text}: {e}") from None
     return np.asarray(lambdas_from_coefficients(design), np.float32)
   rows = []
-  for item in text.split(","):
-    try:
-      lam = [float(v) for v in item.split(":")]
-    except ValueError:
-      raise errors.InputError(f"{flag}={text}: {item!r} is not a number") from None
+  for item, lam in _vectors(text, flag):
     if len(lam) != num_lambdas:
       how = ("one value per item" if num_lambdas == 1
              else f"write {num_lambdas} values as {_example(num_lambdas)}")
@@ -95,11 +100,7 @@ def parse_coefficients(text: str, num_coeffs: int, *, flag: str = "--coeffs") ->
   check_num_coeffs(num_coeffs)
   text = str(text).strip()
   rows = []
-  for item in text.split(","):
-    try:
-      c = [float(v) for v in item.split(":")]
-    except ValueError:
-      raise errors.InputError(f"{flag}={text}: {item!r} is not a number") from None
+  for item, c in _vectors(text, flag):
     if not all(math.isfinite(v) for v in c):
       raise errors.InputError(f"{flag}={text}: {item!r} is not a finite number")
     if len(c) != num_coeffs:
