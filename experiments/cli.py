@@ -82,10 +82,68 @@ def define_report_settings():
     sys.exit(2)
 
 
-def report_overrides(holder) -> dict:
-  """The report settings given on the command line, ``{dotted field: value}``."""
+def define_report_shorthands():
+  """``--grid``, ``--samples``, ``--split``, ``--baselines``: the usual report settings.
+
+  Each sets one field of `define_report_settings` (``--grid=G`` is
+  ``--config.eval.grid=G``); giving a field both ways is an error
+  (`report_overrides`).
+
+  Returns:
+    ``{dotted field: flag holder}``.
+  """
   from absl import flags
-  return dict(flags.FLAGS[holder.name].override_values)
+  return {
+      "eval.grid": flags.DEFINE_integer(
+          "grid", None, "λ values per hyperparameter (--config.eval.grid)."),
+      "eval.samples": flags.DEFINE_integer(
+          "samples", None, "N points of a design on the simplex instead of a grid, for any "
+          "number of loss terms (--config.eval.samples)."),
+      "eval.split": flags.DEFINE_string(
+          "split", None, "train, validation or test (--config.eval.split)."),
+      "evals.baselines.workdir": flags.DEFINE_string(
+          "baselines", None, "A run of per-λ Unets (experiments/baselines.py) to score beside "
+          "the model (--config.evals.baselines.workdir)."),
+  }
+
+
+def report_overrides(holder, shorthands=None) -> dict:
+  """The report settings given on the command line, ``{dotted field: value}``.
+
+  Args:
+    holder: from `define_report_settings`.
+    shorthands: from `define_report_shorthands`, if the script has them.
+
+  Raises:
+    InputError: a setting given both as a shorthand and as ``--config.FIELD``.
+  """
+  from absl import flags
+
+  from hyperrecon_jax import errors
+  overrides = dict(flags.FLAGS[holder.name].override_values)
+  for field, flag in (shorthands or {}).items():
+    if flag.value is None:
+      continue
+    if field in overrides:
+      raise errors.InputError(f"--{flag.name} and --config.{field} set the same setting: "
+                              "give one of them")
+    overrides[field] = flag.value
+  return overrides
+
+
+def report_settings(holder, overrides):
+  """The settings of `define_report_settings` with ``overrides`` applied, to check them.
+
+  Raises:
+    InputError: a value of the wrong type.
+  """
+  from hyperrecon_jax import errors
+  settings = holder.value.copy_and_resolve_references()
+  try:
+    settings.update_from_flattened_dict(overrides)
+  except (KeyError, AttributeError, TypeError) as e:
+    raise errors.InputError(f"report settings {sorted(overrides)}: {one_line(e)}") from None
+  return settings
 
 
 def define_model_flags(*, default_pretrained: str | None = None):

@@ -1,14 +1,16 @@
 r"""Evaluates a trained model over a grid or a design of λ and writes its report.
 
-  python experiments/evaluate.py --workdir=workdirs/demo [--config.eval.grid=100] \
-      [--config.eval.split=test]
-  python experiments/evaluate.py --workdir=workdirs/demo_k4 --config.eval.samples=1000 \
-      [--config.evals.baselines.workdir=workdirs/demo_k4_baselines]
+  python experiments/evaluate.py --workdir=workdirs/demo [--grid=100] [--split=test]
+  python experiments/evaluate.py --workdir=workdirs/demo_k4 --samples=1000 \
+      [--baselines=workdirs/demo_k4_baselines]
   python experiments/evaluate.py --pretrained=mni152_csmri8x_dc_tv --out=DIR
 
 The report is what the model's config says (its ``eval`` section and the
 evaluators of ``evals``, `hyperrecon_jax.evaluators`); ``--config.eval.*`` and
-``--config.evals.*`` change it for this report. ``eval.samples=N`` evaluates N
+``--config.evals.*`` change it for this report, and ``--grid``, ``--samples``,
+``--split`` and ``--baselines`` are short for ``--config.eval.grid``,
+``--config.eval.samples``, ``--config.eval.split`` and
+``--config.evals.baselines.workdir``. ``eval.samples=N`` evaluates N
 points of a design on the simplex of loss coefficients (its vertices
 included), for any number of loss terms, scores every loss term at every λ
 and prints the Pareto set and its hypervolume (against the per-λ Unets' with
@@ -33,6 +35,7 @@ _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
                            "<workdir>/eval).")
 _SETTINGS = cli.define_report_settings()
+_SHORTHANDS = cli.define_report_shorthands()
 
 
 def main(argv):
@@ -41,9 +44,10 @@ def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import report
   with cli.user_errors():
-    report.check_settings(_SETTINGS.value)  # before the model loads
+    overrides = cli.report_overrides(_SETTINGS, _SHORTHANDS)
+    report.check_settings(cli.report_settings(_SETTINGS, overrides))  # before the model loads
     result = report.run(_WORKDIR.value, pretrained=_PRETRAINED.value, out=_OUT.value,
-                        step=_STEP.value, overrides=cli.report_overrides(_SETTINGS))
+                        step=_STEP.value, overrides=overrides)
   zf = result["zero_filled"]["mean"]
   print(f"{result['num_slices']} slices of {result['split']} "
         f"(checkpoint step {result['checkpoint_step']}), "

@@ -76,12 +76,21 @@ def test_a_bad_config_is_one_error_line_and_creates_nothing(
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize("flag", ["--config.eval.grid=0", "--config.eval.chunk=0",
-                                  "--config.evals.figures.panel_lambdas=0", "--step=0",
-                                  "--config.eval.split=tset"])
-def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flag):
-  proc = run(env, "evaluate", f"--workdir={tmp_path}", flag)
-  assert_one_error_line(proc, flag.split("=")[0].lstrip("-"))
+@pytest.mark.parametrize("flags, pattern", [
+    (["--config.eval.grid=0"], r"config\.eval\.grid must be an integer ≥ 1, got 0"),
+    (["--config.eval.chunk=0"], r"config\.eval\.chunk"),
+    (["--config.evals.figures.panel_lambdas=0"], r"config\.evals\.figures\.panel_lambdas"),
+    (["--step=0"], r"--step"),
+    (["--config.eval.split=tset"], r"config\.eval\.split must be one of .*'tset'"),
+    # The shorthands are checked as the fields they set.
+    (["--grid=0"], r"config\.eval\.grid must be an integer ≥ 1, got 0"),
+    (["--split=tset"], r"config\.eval\.split must be one of .*'tset'"),
+    (["--grid=3", "--config.eval.grid=4"],
+     r"--grid and --config\.eval\.grid set the same setting: give one of them"),
+])
+def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flags, pattern):
+  proc = run(env, "evaluate", f"--workdir={tmp_path}", *flags)
+  assert_one_error_line(proc, pattern)
   assert not os.listdir(tmp_path)
 
 
@@ -137,7 +146,7 @@ def test_evaluate_needs_one_model_and_an_out_folder_for_a_pretrained_one(env, tm
 def test_evaluate_a_pretrained_model_without_training(env, tmp_path):
   out = tmp_path / "report"
   proc = run(env, "evaluate", "--pretrained=mni152_csmri8x_dc_tv", f"--out={out}",
-             "--config.eval.grid=2", "--config.eval.split=validation")
+             "--grid=2", "--split=validation")  # the shorthands of --config.eval.*
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "slices of validation" in proc.stdout and "2 λ values" in proc.stdout
   with open(out / "lambda_grid.json") as f:

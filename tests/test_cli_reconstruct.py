@@ -216,7 +216,9 @@ def test_mistakes_are_one_error_line_before_any_model_work(env, tmp_path, case):
 def test_evaluate_names_a_missing_baselines_folder(env, tmp_path):
   missing = str(tmp_path / "missing")
   flag = f"--config.evals.baselines.workdir={missing}"
-  proc = run(env, "evaluate", f"--pretrained={SHIPPED}", f"--out={tmp_path / 'r'}", flag)
+  # --baselines is short for the field, and errors name the field.
+  proc = run(env, "evaluate", f"--pretrained={SHIPPED}", f"--out={tmp_path / 'r'}",
+             f"--baselines={missing}")
   assert_one_error_line(proc, rf"{re.escape(flag[2:])}: no such folder")
   os.mkdir(missing)
   proc = run(env, "evaluate", f"--pretrained={SHIPPED}", f"--out={tmp_path / 'r'}", flag)
