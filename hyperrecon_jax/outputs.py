@@ -222,11 +222,11 @@ def check_outputs(paths: Sequence[str], overwrite: bool) -> None:
     if os.path.exists(p) and not overwrite:
       raise errors.InputError(f"{p} exists; give --overwrite to replace it")
     if folder not in probed:
-      _check_writable(p, folder)
+      check_writable(p, folder)
       probed.add(folder)
 
 
-def _check_writable(path: str, folder: str) -> None:
+def check_writable(path: str, folder: str) -> None:
   """Refuses a folder in which a file cannot be created.
 
   A file is created and removed: the permission bits alone do not tell (a

@@ -45,6 +45,10 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   """
   overrides = dict(overrides or {})
   _check_names(overrides)
+  if out is not None or workdir is not None:
+    # Before the model loads: the report replaces this folder whole.
+    from hyperrecon_jax.evaluators import figures
+    figures.check_out(os.path.abspath(out or os.path.join(workdir, "eval")))
   context = _load(workdir, pretrained, folder, out, step, progress)
   _apply(context.config, overrides)
   if pretrained is not None:

@@ -90,6 +90,34 @@ def test_an_interrupted_report_leaves_the_previous_one_whole(workdir,
   assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "eval"]
 
 
+@pytest.mark.parametrize("where", ["the workdir", "its parent", "a user's folder", "a file",
+                                   "under a file"])
+def test_a_folder_a_report_would_destroy_is_refused_before_any_work(
+    workdir, tmp_path, where):
+  """The report replaces its folder whole: only a new or empty folder, or an earlier report."""
+  user = tmp_path / "mine"
+  user.mkdir()
+  (user / "notes.txt").write_text("keep me")
+  (tmp_path / "file").write_text("keep me")
+  out, message = {
+      "the workdir": (workdir, r"holds checkpoints, config\.json.*which no report writes"),
+      "its parent": (os.path.dirname(workdir), "which no report writes"),
+      "a user's folder": (str(user), r"holds notes\.txt, which no report writes"),
+      "a file": (str(tmp_path / "file"), "is a file; give a folder"),
+      "under a file": (str(tmp_path / "file" / "eval"), "file is a file"),
+  }[where]
+  before = sorted(os.listdir(workdir)), sorted(os.listdir(tmp_path)), _snapshot(user)
+  with pytest.raises(ValueError, match=message):
+    report.run(workdir, out=out, progress=False)
+  after = sorted(os.listdir(workdir)), sorted(os.listdir(tmp_path)), _snapshot(user)
+  assert after == before and (tmp_path / "file").read_text() == "keep me"
+
+
+def test_an_empty_folder_takes_the_report(workdir, tmp_path):
+  report.run(workdir, out=str(tmp_path), progress=False)
+  assert sorted(os.listdir(tmp_path)) == FILES
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("eval.grid", 0, "eval.grid must be an integer ≥ 1"),
     ("eval.chunk", -1, "eval.chunk must be an integer ≥ 1"),

@@ -29,6 +29,45 @@ from hyperrecon_jax import errors
 # reconstructions held at once (256 × 256² float32 is 64 MiB).
 RANGE_BLOCK = 256
 
+# Every file a report may hold: an existing folder of these alone is an
+# earlier report, which a new one may replace.
+REPORT_FILES = frozenset({
+    "lambda_grid.json", "curves.png", "landscape.png", "ternary.png", "pareto.png",
+    "dhs_lambdas.png", "slices.png", "diverse.png", "range.png"})
+
+
+def check_out(out: str) -> None:
+  """Refuses a report folder whose replacement would lose anything but an earlier report.
+
+  The report replaces ``out`` whole (`run`), so ``out`` must be new, empty,
+  or an earlier report (`REPORT_FILES` only), and a folder must be creatable
+  there.
+
+  Raises:
+    InputError: ``out`` is a file, holds anything else (a training run, a
+      project, a user's files), or its folder cannot be written.
+  """
+  from hyperrecon_jax import outputs
+  if os.path.lexists(out) and not os.path.isdir(out):
+    raise errors.InputError(f"the report folder {out} is a file; give a folder")
+  if os.path.isdir(out):
+    try:
+      others = sorted(set(os.listdir(out)) - REPORT_FILES)
+    except OSError as err:
+      raise errors.InputError(f"the report folder {out} cannot be read "
+                              f"({err.strerror or err})") from None
+    if others:
+      shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+      raise errors.InputError(
+          f"the report folder {out} holds {shown}, which no report writes: a report "
+          "replaces its folder whole, so give a new folder or an earlier report's")
+  parent = os.path.dirname(os.path.abspath(out))
+  while not os.path.lexists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise errors.InputError(f"cannot create the report folder {out}: {parent} is a file")
+  outputs.check_writable(out, parent)
+
 
 def _middle_slice(config, split, index, batch_size):
   """Slice ``index`` of a split: its image, volume id and slice index."""
