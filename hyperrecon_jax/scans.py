@@ -213,19 +213,19 @@ def slicing_axis(path: str, ras_shape, configured, requested=None) -> tuple[int,
                 f"{ras_shape}), narrower than {MIN_PLANE} voxels")
 
 
-def _real_float32(raw: np.ndarray, path: str) -> np.ndarray:
+def _real_float32(raw: np.ndarray, path: str, what: str = "voxels") -> np.ndarray:
   """The voxels as float32, refusing values that are not real or do not fit."""
   if raw.dtype.kind not in "biuf":
-    raise errors.InputError(f"{path}: its voxels are of type {raw.dtype}; expected real "
+    raise errors.InputError(f"{path}: its {what} are of type {raw.dtype}; expected real "
                             "numbers (a magnitude image)")
-  common.check_finite(raw, path)
+  common.check_finite(raw, path, what)
   if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
     limit = float(np.finfo(np.float32).max)
     magnitude = np.abs(raw)
     beyond = int(np.count_nonzero(magnitude > limit))
     if beyond:
       raise errors.InputError(
-          f"{path}: {beyond:,} of {raw.size:,} voxels are finite in its {raw.dtype} but "
+          f"{path}: {beyond:,} of {raw.size:,} {what} are finite in its {raw.dtype} but "
           f"beyond float32's range (largest magnitude {magnitude.max():.3g} > {limit:.3g}), "
           "in which the model computes; rescale the volume")
   return raw.astype(np.float32)
@@ -260,6 +260,9 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   except Exception as err:  # nibabel raises many types for bad files.
     raise errors.InputError(f"{path}: cannot be read as NIfTI ({err})") from None
   shape = _volume_shape(path, shape)
+  if not np.all(np.isfinite(img.affine)):
+    raise errors.InputError(f"{path}: its affine (the header's voxel-to-world matrix) holds "
+                            "NaN or ±Inf, so the volume has no orientation; fix the header")
   # The RAS shape from the header alone: the plane is chosen before any voxel is read.
   ornt = nib.orientations.io_orientation(img.affine)
   ras_shape = [0, 0, 0]
@@ -336,7 +339,9 @@ def _read_h5(path: str, config) -> Scan:
         raise errors.InputError(f"{path}: has neither 'kspace' nor "
                                 f"{' nor '.join(repr(k) for k in fastmri.TARGET_KEYS)} "
                                 f"(found {sorted(f.keys())}); is this a fastMRI file?")
-      raw = f[key][()]
+      if not isinstance(f[key], h5py.Dataset):
+        raise errors.InputError(f"{path}: '{key}' is an HDF5 group, not an array")
+      raw = np.asarray(f[key][()])
   except OSError as err:
     raise errors.InputError(f"{path}: cannot be read as an HDF5 file ({err})") from None
   if key == "kspace" and (raw.ndim not in (3, 4) or raw.dtype.kind != "c"):
@@ -345,6 +350,8 @@ def _read_h5(path: str, config) -> Scan:
   if key != "kspace" and raw.ndim != 3:
     raise errors.InputError(
         f"{path}: '{key}' has shape {raw.shape}; expected (slices, height, width)")
+  if raw.shape[0] < 1:
+    raise errors.InputError(f"{path}: '{key}' has shape {raw.shape}: it holds no slice")
   if min(raw.shape[-2:]) < MIN_PLANE:
     raise errors.InputError(f"{path}: '{key}' has shape {raw.shape}: its images are "
                             f"narrower than {MIN_PLANE} pixels, too small to reconstruct")
@@ -352,7 +359,10 @@ def _read_h5(path: str, config) -> Scan:
   # The input's own type, as a real one: complex k-space gives a magnitude.
   real = np.empty(0, raw.dtype).real.dtype
   input_dtype = real.name if real.kind == "f" else "float32"
-  volume = (fastmri.kspace_to_image(raw) if key == "kspace" else np.asarray(raw)).astype(np.float32)
+  if key == "kspace":
+    volume = _real_float32(fastmri.kspace_to_image(raw), path, "pixels of the image of 'kspace'")
+  else:
+    volume = _real_float32(raw, path, f"values of '{key}'")
   scale = float(volume.max())
   if not scale > 0:
     raise errors.InputError(f"{path}: the '{key}' volume is all zero")

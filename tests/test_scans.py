@@ -140,3 +140,56 @@ def test_a_single_slice_volume_is_one_slice_and_a_strip_is_refused(tmp_path):
   nib.save(nib.Nifti1Image(head((40, 48, 3))[:, :4], np.eye(4)), str(tmp_path / "strip.nii"))
   with pytest.raises(ValueError, match=r"RAS shape \(40, 4, 3\), so every plane is narrower"):
     scans.read_input(str(tmp_path / "strip.nii"), data_config(32))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_an_affine_without_orientation_is_refused(tmp_path, value):
+  # nibabel cannot build such an image: the header is written as a broken
+  # converter would, the sform's first row changed in place.
+  path = str(tmp_path / "a.nii")
+  nib.save(nib.Nifti1Image(head(), np.eye(4)), path)
+  assert nib.load(path).header.endianness == "<"
+  with open(path, "r+b") as f:
+    f.seek(252)  # qform_code, sform_code
+    f.write(np.array([0, 2], "<i2").tobytes())
+    f.seek(280)  # srow_x
+    f.write(np.array([value, 0, 0, 0], "<f4").tobytes())
+  with pytest.raises(ValueError, match=r"a\.nii: its affine .* holds NaN or ±Inf"):
+    scans.read_input(path, data_config(32))
+
+
+def _h5(path, **datasets):
+  h5py = pytest.importorskip("h5py")
+  with h5py.File(path, "w") as f:
+    for key, value in datasets.items():
+      if value is None:
+        f.create_group(key)
+      else:
+        f[key] = value
+  return str(path)
+
+
+def _kspace(image):
+  """Centred k-space (S, H, W) whose `fastmri.kspace_to_image` is ``image``."""
+  return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(image, axes=(-2, -1)), norm="ortho"),
+                         axes=(-2, -1))
+
+
+@pytest.mark.parametrize("datasets, pattern", [
+    (dict(kspace=None), r"'kspace' is an HDF5 group, not an array"),
+    (dict(kspace=np.bytes_(b"hello")), r"'kspace' has shape \(\) and dtype \|S5"),
+    (dict(kspace=np.zeros((0, 32, 32), np.complex64)), r"shape \(0, 32, 32\): it holds no slice"),
+    (dict(reconstruction_rss=np.zeros((0, 32, 32), np.float32)), "it holds no slice"),
+    (dict(reconstruction_rss=np.ones((2, 32, 32), np.complex64)),
+     r"values of 'reconstruction_rss' are of type complex64; expected real"),
+    # Finite in float64, infinite in the float32 the model computes in.
+    (dict(reconstruction_rss=np.full((2, 32, 32), 1e300)),
+     r"2,048 of 2,048 values of 'reconstruction_rss' are finite in its float64 but beyond "
+     r"float32's range"),
+    (dict(kspace=_kspace(np.full((2, 32, 32), 1e39))),
+     r"2,048 of 2,048 pixels of the image of 'kspace' are finite in its float64 but beyond"),
+])
+def test_a_fastmri_file_that_holds_no_usable_volume_is_refused(tmp_path, datasets, pattern):
+  path = _h5(tmp_path / "scan.h5", **datasets)
+  with pytest.raises(ValueError, match=pattern):
+    scans.read_input(path, data_config(32))
