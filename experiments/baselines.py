@@ -29,7 +29,6 @@ finished one without training it again.
 import os
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -68,8 +67,6 @@ def parse_lambdas(text: str, num_lambdas: int):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax import train
   from hyperrecon_jax.train import baselines

@@ -31,17 +31,24 @@ def one_line(text: str) -> str:
 def parse_flags(argv):
   """absl flag parsing whose errors (a bad ``--config.x.y=v`` too) are one line.
 
+  Arguments that are not flags are an error too: no script takes any.
+
   Pass as ``app.run(main, flags_parser=cli.parse_flags)``.
   """
   from absl import flags
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except flags.Error as e:
     print(f"error: {one_line(e)} (try --help)", file=sys.stderr)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections reports an unknown field as the repr of a KeyError.
     text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
     print(f"error: bad --config override: {one_line(text)}", file=sys.stderr)
+  else:
+    if len(rest) == 1:
+      return rest
+    print(f"error: unexpected arguments {rest[1:]}: every setting is one --flag=value "
+          "(a space after '=' splits it in two) (try --help)", file=sys.stderr)
   sys.exit(2)
 
 

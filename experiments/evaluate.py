@@ -25,7 +25,6 @@ file is complete.
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +38,6 @@ _SHORTHANDS = cli.define_report_shorthands()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax import report
   with cli.user_errors():

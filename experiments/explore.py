@@ -17,7 +17,6 @@ import os
 import socket
 import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -76,8 +75,6 @@ def _check_address(host: str, port: int):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax import errors
   from hyperrecon_jax import explorer

@@ -15,7 +15,6 @@ import os
 import sys
 import tempfile
 
-from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,8 +32,6 @@ flags.mark_flags_as_required(["workdir", "name", "description"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax import pretrained
   from hyperrecon_jax import report

@@ -38,7 +38,6 @@ output's range: the size of the input), ``int16`` (NIfTI) or ``float16``
 import os
 import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -61,7 +60,8 @@ _SAMPLES = flags.DEFINE_integer("samples", None, "Instead of --lam: N points of 
 _SAVE_INPUT = flags.DEFINE_bool("save_input", False, "Also write the zero-filled "
                                 "input (magnitude) on the same grid.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated measurement noise.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated measurement noise.",
+                             lower_bound=0, upper_bound=2**63 - 1)  # a jax.random.key
 _BATCH = flags.DEFINE_integer("batch", None, "Slices per model call (default: the "
                               "config's eval.chunk).", lower_bound=1)
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["input", "int16", "float16", "float32"],
@@ -86,8 +86,6 @@ def _lambda_flag() -> tuple[str, str]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax import outputs
   from hyperrecon_jax import progress
@@ -98,9 +96,11 @@ def main(argv):
   with cli.user_errors():
     kind = scans.input_kind(_INPUT.value)
     paths = outputs.output_paths(kind, _OUTPUT.value, _SAVE_INPUT.value)
-    outputs.check_outputs(paths, _OVERWRITE.value)  # before any work
+    if os.path.isdir(_INPUT.value):
+      raise errors.InputError(f"{_INPUT.value} is a folder; give one scan file")
     if not os.path.isfile(_INPUT.value):
       raise errors.InputError(f"{_INPUT.value}: no such file")
+    outputs.check_outputs(paths, _OVERWRITE.value, source=_INPUT.value)  # before any work
     config, model, variables, step, name = cli.load_model(
         _WORKDIR.value, _PRETRAINED.value, _STEP.value)
     if not config.model.hyper_dim:

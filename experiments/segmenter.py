@@ -17,7 +17,6 @@ adds the Dice of every reconstruction's segmentation to the λ curves.
 import os
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -35,8 +34,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   from hyperrecon_jax import data
   from hyperrecon_jax import segmentation

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -70,8 +69,6 @@ def _row(workdir: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   print("| run | sampler | seed | step | hypervolume / Unets' (image terms) | Pareto set | "
         "best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | "

@@ -20,7 +20,6 @@ rerun all of them to resume from the last checkpoint.
 import os
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -35,8 +34,6 @@ _DISTRIBUTED = cli.define_distributed_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.quiet_libraries()
   with cli.user_errors():
     # Before anything else touches JAX: the backend must start knowing its peers.

@@ -77,6 +77,15 @@ def output_dtype(scan: Scan, name: str, output: str | None = None) -> np.dtype:
   if dtype.kind in "iu" and scan.kind == "h5":
     raise errors.InputError(f"--dtype={name}: an .h5 output holds no scale factor for "
                             f"integers ({where}); give --dtype=float16 for 2 bytes a value")
+  if dtype.kind in "iu":
+    # nibabel stores integers with a float32 slope: at least the smallest
+    # normal float32, or the header cannot hold it.
+    smallest = float(np.finfo(np.float32).smallest_normal) * float(np.iinfo(dtype).max)
+    if not scan.scale >= smallest:
+      raise errors.InputError(
+          f"--dtype={name}: {scan.path}'s intensities (up to {scan.scale:.3g}) are too small "
+          f"for {dtype.name}'s float32 scale factor (at least {smallest:.3g} at the top of "
+          "the range): give --dtype=float32")
   if dtype == np.float16:
     info = np.finfo(np.float16)
     if not (scan.scale * _F16_HEADROOM <= float(info.max)
@@ -212,13 +221,28 @@ def output_paths(scan_kind: str, output: str, save_input: bool) -> list[str]:
   return paths
 
 
-def check_outputs(paths: Sequence[str], overwrite: bool) -> None:
-  """Refuses outputs that exist (unless ``overwrite``) or whose folder is missing or read-only."""
+def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = None) -> None:
+  """Refuses outputs that cannot or must not be written.
+
+  Args:
+    paths: the files to write (`output_paths`).
+    overwrite: whether existing files may be replaced.
+    source: the input scan, which is never replaced.
+
+  Raises:
+    InputError: an output is the input scan, a folder, or exists (unless
+      ``overwrite``), or its folder is missing or cannot be written.
+  """
   probed = set()
   for p in paths:
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
       raise errors.InputError(f"{p}: the folder {folder} does not exist")
+    if source is not None and os.path.exists(p) and os.path.samefile(p, source):
+      raise errors.InputError(f"{p} is the input scan; write the reconstruction to "
+                              "another file")
+    if os.path.isdir(p):
+      raise errors.InputError(f"{p} is a folder; give a file name")
     if os.path.exists(p) and not overwrite:
       raise errors.InputError(f"{p} exists; give --overwrite to replace it")
     if folder not in probed:

@@ -76,6 +76,14 @@ def test_a_bad_config_is_one_error_line_and_creates_nothing(
   assert not workdir.exists()
 
 
+def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):
+  # "--out= DIR" (a space after '=') gives an empty flag and an argument.
+  proc = run(env, "evaluate", f"--workdir={tmp_path}", "--out=", "report")
+  assert_one_error_line(proc, r"unexpected arguments \['report'\]: every setting is one "
+                              r"--flag=value \(a space after '=' splits it in two\)")
+  assert not os.listdir(tmp_path)
+
+
 @pytest.mark.parametrize("flags, pattern", [
     (["--config.eval.grid=0"], r"config\.eval\.grid must be an integer ≥ 1, got 0"),
     (["--config.eval.chunk=0"], r"config\.eval\.chunk"),

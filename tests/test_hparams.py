@@ -447,6 +447,7 @@ def test_parse_coefficients_good(text, num_coeffs, expected):
     ("1:0:0,0.3:0.3:0.3", 3, r"^--coeffs=1:0:0,0.3:0.3:0.3: '0.3:0.3:0.3' sums to 0.9; "
                              r"coefficients must sum to 1 \(within 0.0001\)$"),
     ("0.6:0.6", 2, r"'0.6:0.6' sums to 1.2;"),
+    ("1e308:1e308", 2, r"'1e308:1e308' sums to inf;"),  # finite values, an overflowing sum
 ])
 def test_parse_coefficients_errors(text, num_coeffs, match):
   with pytest.raises(ValueError, match=match):

@@ -6,6 +6,7 @@ cannot hold), and a failed write. Writing real reconstructions is tested
 with them, in tests/test_reconstruct.py.
 """
 
+import dataclasses
 import errno
 import os
 import tempfile
@@ -39,6 +40,19 @@ def test_outputs_are_checked_before_any_work(tmp_path):
   assert out.read_bytes() == b"keep"
   assert outputs.output_paths("nifti", str(out), True) == [
       str(out), str(tmp_path / "recon.json"), str(tmp_path / "recon_zero_filled.nii.gz")]
+
+
+def test_the_input_scan_and_a_folder_are_never_outputs(tmp_path):
+  scan = tmp_path / "scan.nii.gz"
+  scan.write_bytes(b"keep")
+  os.symlink(scan, tmp_path / "link.nii.gz")
+  for out in (scan, tmp_path / "link.nii.gz"):
+    with pytest.raises(ValueError, match=r"is the input scan; write the reconstruction to "):
+      outputs.check_outputs([str(out)], overwrite=True, source=str(scan))
+  (tmp_path / "dir.nii.gz").mkdir()
+  with pytest.raises(ValueError, match=r"dir\.nii\.gz is a folder; give a file name"):
+    outputs.check_outputs([str(tmp_path / "dir.nii.gz")], overwrite=True)
+  assert scan.read_bytes() == b"keep"
 
 
 def unwritable_folder(tmp_path):
@@ -96,6 +110,12 @@ def test_output_types_the_format_cannot_hold_are_refused(tmp_path):
   assert outputs.storage_dtype(np.int16) == np.float32
   with pytest.raises(ValueError, match=r"NIfTI has no float16 type.*--dtype=int16"):
     outputs.output_dtype(scan, "float16")
+  # int16 is stored with a float32 slope of about scale / 32767: a scale
+  # below 32767 × float32's smallest normal (3.85e-34) leaves none.
+  with pytest.raises(ValueError, match=r"up to 1e-40\) are too small for int16's float32 "
+                                       r"scale factor .*give --dtype=float32"):
+    outputs.output_dtype(dataclasses.replace(scan, scale=1e-40), "input")
+  assert outputs.output_dtype(dataclasses.replace(scan, scale=1e-30), "int16") == np.int16
   h5_path = str(tmp_path / "file.h5")
   with h5py.File(h5_path, "w") as f:
     f["reconstruction_esc"] = head((64, 64, 2)).transpose(2, 0, 1) * 100

@@ -110,7 +110,10 @@ def parse_coefficients(text: str, num_coeffs: int, *, flag: str = "--coeffs") ->
     if min(c) < 0:
       raise errors.InputError(f"{flag}={text}: {item!r} has a negative coefficient "
                               f"({min(c):g}); coefficients are ≥ 0")
-    total = math.fsum(c)
+    try:
+      total = math.fsum(c)
+    except OverflowError:  # finite values whose sum is not
+      total = math.inf
     if abs(total - 1.0) > SUM_TOLERANCE:
       raise errors.InputError(f"{flag}={text}: {item!r} sums to {total:.6g}; coefficients "
                               f"must sum to 1 (within {SUM_TOLERANCE:g})")
