@@ -124,6 +124,10 @@ def test_an_empty_folder_takes_the_report(workdir, tmp_path):
     ("evals.figures.panel_lambdas", 0, "panel_lambdas must be an integer ≥ 1"),
     ("eval.split", "tset", "eval.split must be one of"),
     ("evals.dhs_replay.batches", 0, "batches must be an integer ≥ 1"),
+    ("eval.gallery_size", 0, "eval.gallery_size must be an integer ≥ 1, got 0"),
+    ("eval.gallery_tolerance_db", float("nan"), "gallery_tolerance_db must be a finite number"),
+    ("eval.samples", 10**11, r"eval.samples=100,000,000,000: more than 1,000,000 λ"),
+    ("eval.grid", 1_000_001, r"eval.grid=1,000,001 gives 1,000,001 λ, more than 1,000,000"),
     ("evals.nothing.x", 1, "nothing"),
     ("model.channels", 3, "not the model's"),
 ])

@@ -18,6 +18,12 @@ from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
 
 
+# The most λ a report evaluates, each on every slice of the split (10,000 λ
+# on 24 slices take about 5 minutes on 2 CPU cores and a 53 MB
+# lambda_grid.json); as many as `reconstruct.py` takes.
+MAX_LAMBDAS = 1_000_000
+
+
 def _integer(name, value, low):
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
     raise errors.InputError(f"config.{name} must be an integer ≥ {low}, got {value!r}")
@@ -28,6 +34,22 @@ def check(config, settings) -> None:
   _integer("eval.grid", config.eval.grid, 1)
   _integer("eval.chunk", config.eval.chunk, 1)
   _integer("eval.samples", config.eval.samples, 0)
+  _integer("eval.gallery_size", config.eval.gallery_size, 1)
+  tolerance = config.eval.gallery_tolerance_db
+  if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (
+      0 <= tolerance < float("inf")):
+    raise errors.InputError("config.eval.gallery_tolerance_db must be a finite number ≥ 0 "
+                            f"(dB), got {tolerance!r}")
+  if config.eval.samples > MAX_LAMBDAS:
+    raise errors.InputError(f"config.eval.samples={config.eval.samples:,}: more than "
+                            f"{MAX_LAMBDAS:,} λ, each scored on every slice of the split")
+  # Grids stop at two hyperparameters; a report's settings alone (no model
+  # yet) are checked as one.
+  axes = min(len(tuple(config.losses)) - 1, 2) if "losses" in config else 1
+  if not config.eval.samples and config.eval.grid ** axes > MAX_LAMBDAS:
+    raise errors.InputError(
+        f"config.eval.grid={config.eval.grid:,} gives {config.eval.grid ** axes:,} λ, more "
+        f"than {MAX_LAMBDAS:,}, each scored on every slice of the split")
   if config.eval.split not in SPLITS:
     raise errors.InputError(f"config.eval.split must be one of {SPLITS}, got "
                             f"{config.eval.split!r}")
