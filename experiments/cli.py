@@ -11,10 +11,18 @@ from absl import logging
 
 
 def quiet_libraries():
-  """Keeps absl at WARNING unless --verbosity was given (orbax logs every save)."""
+  """Keeps absl at WARNING unless --verbosity was given (orbax logs every save).
+
+  nibabel's header checks are silenced too: they log through absl's handler
+  about files they read correctly (a NIfTI-2 header's size) and repeat the
+  cause of a file the `error:` line already names.
+  """
+  import logging as python_logging
+
   from absl import flags
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+    python_logging.getLogger("nibabel").setLevel(python_logging.CRITICAL)
 
 
 def one_line(text: str) -> str:

@@ -27,6 +27,7 @@ def test_lam_is_parsed_to_float32_in_the_unit_interval():
     ("0.1,1.01", r"lam must lie in \[0, 1\], got '0.1,1.01'$"),
     ("-0.1,0.5", r"lam must lie in \[0, 1\]"),
     ("nan,0.5", r"lam must lie in \[0, 1\]"),
+    ("0_1,0.5", "lam must be 2 comma-separated number"),  # Python's float: 1.0
 ])
 def test_bad_lam_is_a_bad_request_quoting_it(text, pattern):
   with pytest.raises(rp.BadRequest, match=pattern):
@@ -86,6 +87,9 @@ def test_slice_format_and_kind():
   assert rp.check_slice(" 3 ", 4) == 3
   with pytest.raises(rp.BadRequest, match="slice must be an integer, got '1.5'"):
     rp.check_slice("1.5", 4)
+  for text in ("1_0", "\u0663"):  # Python's int: 10, 3
+    with pytest.raises(rp.BadRequest, match="slice must be an integer"):
+      rp.check_slice(text, 40)
   with pytest.raises(rp.BadRequest, match=r"slice must be in \[0, 3\], got 4"):
     rp.check_slice(4, 4)
   rp.check_download("npy", "range")

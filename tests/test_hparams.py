@@ -448,6 +448,7 @@ def test_parse_coefficients_good(text, num_coeffs, expected):
                              r"coefficients must sum to 1 \(within 0.0001\)$"),
     ("0.6:0.6", 2, r"'0.6:0.6' sums to 1.2;"),
     ("1e308:1e308", 2, r"'1e308:1e308' sums to inf;"),  # finite values, an overflowing sum
+    ("0_1:0", 2, r"'0_1:0' is not a number"),  # Python's float reads 1
 ])
 def test_parse_coefficients_errors(text, num_coeffs, match):
   with pytest.raises(ValueError, match=match):
@@ -459,3 +460,16 @@ def test_parse_coefficients_names_the_flag_and_checks_num_coeffs():
     hparams.parse_coefficients("0.2:0.2", 2, flag="--weights")
   with pytest.raises(ValueError, match=r"num_coeffs must be an integer ≥ 2, got 1"):
     hparams.parse_coefficients("1", 1)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("0.3", 0.3), (" .5 ", 0.5), ("1.", 1.0), ("+1e-3", 1e-3), ("-2E2", -200.0), ("inf", np.inf),
+    ("-Infinity", -np.inf)])
+def test_parse_number_reads_decimal_numbers(text, value):
+  assert hparams.parse_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "0_1", "\u0661", "0x1", "1e", "e3", "1,5", "one"])
+def test_parse_number_refuses_what_float_alone_would_read_or_is_no_number(text):
+  with pytest.raises(ValueError, match="not a decimal number"):
+    hparams.parse_number(text)

@@ -38,8 +38,11 @@ def shown(value) -> str:
 
 def check_slice(index, num_slices: int) -> int:
   """``index`` as an int in [0, num_slices), or `BadRequest` naming ``slice``."""
+  text = str(index).strip()
   try:
-    i = int(str(index).strip())
+    if not (text.isascii() and text.lstrip("+-").isdigit()):  # not "1_0", not "١"
+      raise ValueError(text)
+    i = int(text)
   except ValueError:
     raise BadRequest(f"slice must be an integer, got {shown(index)}") from None
   if not 0 <= i < num_slices:
@@ -51,7 +54,8 @@ def _split(text, name, count, what) -> np.ndarray:
   """``text`` ('a,b,…' or numbers) as (count,) float64, or `BadRequest` naming ``name``."""
   parts = str(text).split(",") if isinstance(text, str) else list(np.atleast_1d(text))
   try:
-    values = np.array([float(p) for p in parts], np.float64)
+    values = np.array([hparams.parse_number(p) if isinstance(p, str) else float(p)
+                       for p in parts], np.float64)
   except (TypeError, ValueError):
     raise BadRequest(f"{name} must be {count} comma-separated number(s), got "
                      f"{shown(text)}") from None

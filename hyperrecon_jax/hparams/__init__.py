@@ -7,7 +7,7 @@ stick-breaking extension for K ≥ 3) and `lambdas_from_coefficients` back
 on the simplex ('dirichlet', 'faces'; `samplers`). Evaluation uses a `grid`
 for K ≤ 3 and a design on the simplex beyond (`simplex_design`, `das_dennis`;
 `designs`). Command lines give λ (`parse_lambdas`) or coefficients
-(`parse_coefficients`; `flags`).
+(`parse_coefficients`; `flags`), each number in decimal (`parse_number`).
 """
 
 from hyperrecon_jax.hparams.designs import das_dennis
@@ -15,6 +15,7 @@ from hyperrecon_jax.hparams.designs import grid
 from hyperrecon_jax.hparams.designs import simplex_design
 from hyperrecon_jax.hparams.flags import parse_coefficients
 from hyperrecon_jax.hparams.flags import parse_lambdas
+from hyperrecon_jax.hparams.flags import parse_number
 from hyperrecon_jax.hparams.maps import SUM_TOLERANCE
 from hyperrecon_jax.hparams.maps import check_coefficients
 from hyperrecon_jax.hparams.maps import check_lambda
@@ -26,5 +27,5 @@ from hyperrecon_jax.hparams.samplers import sample
 __all__ = [
     "SAMPLERS", "SUM_TOLERANCE", "check_coefficients", "check_lambda", "coefficients",
     "das_dennis", "grid", "lambdas_from_coefficients", "parse_coefficients", "parse_lambdas",
-    "sample", "simplex_design",
+    "parse_number", "sample", "simplex_design",
 ]

@@ -1,6 +1,7 @@
 """λ and coefficients as a command line writes them (``--lam``, ``--coeffs``, ``--lambdas``)."""
 
 import math
+import re
 
 import numpy as np
 
@@ -18,11 +19,29 @@ def _example(count: int) -> str:
   return ":".join(letters[:count]) if count <= len(letters) else f"v1:v2:…:v{count}"
 
 
+# A decimal number as written on a command line. Python's `float` also reads
+# "0_1" as 1 and other scripts' digits; a typo must not become a valid λ.
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*|\s*[+-]?(inf|infinity|nan)\s*",
+                     re.IGNORECASE | re.ASCII)
+
+
+def parse_number(text: str) -> float:
+  """A number written in decimal (``0.3``, ``.5``, ``1e-3``, ``inf``, ``nan``) as a float.
+
+  Raises:
+    ValueError: anything else, including what Python's ``float`` would also
+      read (``0_1``, digits of other scripts).
+  """
+  if not _NUMBER.fullmatch(text):
+    raise ValueError(f"not a decimal number: {text!r}")
+  return float(text)
+
+
 def _vectors(text: str, flag: str):
   """Each comma-separated item of a flag's value with its ``:``-separated numbers."""
   for item in text.split(","):
     try:
-      yield item, [float(v) for v in item.split(":")]
+      yield item, [parse_number(v) for v in item.split(":")]
     except ValueError:
       raise errors.InputError(f"{flag}={text}: {item!r} is not a number") from None
 
