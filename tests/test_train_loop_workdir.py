@@ -100,6 +100,16 @@ def test_evaluation_uses_the_config_stored_with_the_checkpoint(finished_copy):
   assert config.task.acceleration == 8.0
 
 
+def test_loading_a_workdir_that_is_missing_empty_or_a_file_says_which(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"'.*missing' does not exist: give the --workdir"):
+    train.load_trained(str(tmp_path / "missing"))
+  (tmp_path / "file").write_text("")
+  with pytest.raises(FileNotFoundError, match=r"'.*file' is a file: give the --workdir"):
+    train.load_trained(str(tmp_path / "file"))
+  with pytest.raises(FileNotFoundError, match=r"checkpoints holds no checkpoint: train first"):
+    train.load_trained(str(tmp_path))
+
+
 def test_incompatible_config_in_existing_workdir_is_refused(run_a, data_dir,
                                                             tmp_path):
   workdir = tmp_path / "existing"

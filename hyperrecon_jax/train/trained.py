@@ -79,5 +79,7 @@ def load_trained(workdir: str, step: int | None = None, *,
     raise FileNotFoundError(
         f"{where} holds no checkpoint: train first (experiments/train.py)"
         if os.path.isdir(workdir) else
+        f"{workdir!r} is a file: give the --workdir of a training run (its folder)"
+        if os.path.exists(workdir) else
         f"{workdir!r} does not exist: give the --workdir of a training run")
   return built["config"], built["model"], restored.state.variables(), restored.step
