@@ -219,15 +219,24 @@ def _real_float32(raw: np.ndarray, path: str, what: str = "voxels") -> np.ndarra
     raise errors.InputError(f"{path}: its {what} are of type {raw.dtype}; expected real "
                             "numbers (a magnitude image)")
   common.check_finite(raw, path, what)
-  if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
-    limit = float(np.finfo(np.float32).max)
+  if raw.dtype.kind == "f":
     magnitude = np.abs(raw)
-    beyond = int(np.count_nonzero(magnitude > limit))
-    if beyond:
+    peak = float(magnitude.max()) if raw.size else 0.0
+    limit = float(np.finfo(np.float32).max)
+    if raw.dtype.itemsize > 4 and peak > limit:
+      beyond = int(np.count_nonzero(magnitude > limit))
       raise errors.InputError(
           f"{path}: {beyond:,} of {raw.size:,} {what} are finite in its {raw.dtype} but "
-          f"beyond float32's range (largest magnitude {magnitude.max():.3g} > {limit:.3g}), "
+          f"beyond float32's range (largest magnitude {peak:.3g} > {limit:.3g}), "
           "in which the model computes; rescale the volume")
+    smallest = float(np.finfo(np.float32).smallest_normal)
+    if 0 < peak < smallest:
+      # float32 keeps few or no digits there: the image would be a few grey
+      # levels, or nothing at all.
+      raise errors.InputError(
+          f"{path}: the largest magnitude of its {what}, {peak:.3g}, is below float32's "
+          f"smallest normal number ({smallest:.3g}), in which the model computes; rescale "
+          "the volume")
   return raw.astype(np.float32)
 
 

@@ -99,6 +99,16 @@ def test_voxels_beyond_float32_are_named_as_such(tmp_path):
     scans.read_input(str(tmp_path / "big.nii.gz"), data_config(32))
 
 
+@pytest.mark.parametrize("dtype, peak", [(np.float32, 1e-44), (np.float64, 1e-300)])
+def test_a_volume_too_faint_for_float32_is_named_as_such(tmp_path, dtype, peak):
+  # float32 holds 1e-44 as a subnormal of a few levels, and 1e-300 as 0.
+  path = str(tmp_path / "faint.nii.gz")
+  nib.save(nib.Nifti1Image(head().astype(dtype) * dtype(peak), np.eye(4)), path)
+  with pytest.raises(ValueError, match=r"faint.nii.gz: the largest magnitude of its voxels, "
+                                       r".* is below float32's smallest normal number"):
+    scans.read_input(path, data_config(32))
+
+
 def test_a_scale_resting_on_a_few_voxels_is_said(tmp_path):
   # 200 positive voxels, 1 above the 99.5th percentile.
   volume = np.zeros((20, 20, 2), np.float32)
