@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 import shutil
 
@@ -157,3 +158,22 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
   pretrained.write_info(str(tmp_path / name), info)
   config, _, _, _ = pretrained.load(name, folder=str(tmp_path))
   assert config.hparams.baselines == ()
+
+
+@pytest.mark.parametrize("field, value, match", [
+    # Each was a traceback, or (an infinite scale: weight 1/∞) a silently wrong run.
+    ("loss_scales", (math.inf, 1.0), r"loss_scales must be positive finite numbers, got \(inf"),
+    ("loss_scales", (1.0, "a"), r"loss_scales must be positive finite numbers"),
+    ("loss_scales", (1.0, True), r"loss_scales must be positive finite numbers"),
+    ("data.image_size", -8, r"image_size must be a positive multiple of 8 .* got -8"),
+    ("data.percentile", 200.0, r"percentile must lie in \(0, 100\], got 200.0"),
+    ("data.min_foreground", 2.0, r"min_foreground must lie in \[0, 1\), got 2.0"),
+    ("hparams.fixed", ("nan",), r"hparams.fixed must lie in \[0, 1\], got \('nan',\)"),
+])
+def test_impossible_values_of_any_type_are_config_errors(field, value, match):
+  config = configs.load("demo", "quick")
+  config.model.hyper_dim = 0  # hparams.fixed is a plain Unet's
+  section, _, name = field.rpartition(".")
+  (config[section] if section else config)[name] = value
+  with pytest.raises(train.ConfigError, match=match):
+    train.check_config(config)

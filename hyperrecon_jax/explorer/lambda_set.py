@@ -21,6 +21,25 @@ from hyperrecon_jax.errors import InputError
 DESIGN_SIZE = 64
 
 
+# The most memory one slice's reconstructions at every point may take: the
+# explorer holds them all (the range map, the gallery, the cache).
+MAX_SLICE_BYTES = 2 * 2**30
+
+
+def check_size(points: int, image_size: int, what: str) -> None:
+  """Refuses a λ set whose reconstructions of one slice exceed `MAX_SLICE_BYTES`.
+
+  Raises:
+    InputError: naming the points, their memory and the most that fit.
+  """
+  per_point = 4 * int(image_size) ** 2
+  if points * per_point > MAX_SLICE_BYTES:
+    raise InputError(
+        f"{what} gives {points:,} λ: one slice's reconstructions at every one would take "
+        f"{points * per_point / 2**30:,.1f} GiB at {image_size}×{image_size}, more than the "
+        f"explorer's {MAX_SLICE_BYTES / 2**30:g} GiB ({MAX_SLICE_BYTES // per_point:,} λ)")
+
+
 @dataclasses.dataclass(frozen=True)
 class LambdaSet:
   """The points a slice is scored at, in both forms.
@@ -58,11 +77,13 @@ def lambda_set(config, num_coeffs: int, *, name: str, grid=None, design=None) ->
       raise InputError(f"a design on the simplex is for models of 4 or more loss terms; "
                        f"{name} has {num_coeffs} and is scored on a λ grid (grid)")
     size = int(grid or config.eval.grid)
+    check_size(size ** (num_coeffs - 1), config.data.image_size, f"a grid of {size:,} a side")
     lambdas = hparams.grid(size, num_coeffs - 1)
     return LambdaSet(size, None, lambdas, np.asarray(hparams.coefficients(lambdas)))
   if grid is not None:
     raise InputError(f"a λ grid serves models of 2 or 3 loss terms; {name} has "
                      f"{num_coeffs}: give the size of a design on the simplex instead")
   size = int(design or DESIGN_SIZE)
+  check_size(size, config.data.image_size, f"a design of {size:,} points")
   coeffs = hparams.simplex_design(size, num_coeffs)
   return LambdaSet(None, size, np.asarray(hparams.lambdas_from_coefficients(coeffs)), coeffs)

@@ -143,10 +143,15 @@ def _check_losses(config) -> tuple[str, ...]:
   if len(tuple(config.loss_scales)) != k:
     raise ConfigError(f"config.loss_scales has {len(config.loss_scales)} "
                       f"values but config.losses has {k} terms {names}")
-  if any(s <= 0 for s in config.loss_scales):
-    raise ConfigError(f"config.loss_scales must be positive, got "
+  if not all(_is_number(s) and 0 < s < math.inf for s in config.loss_scales):
+    # An infinite scale would silently drop its term (weight 1/∞).
+    raise ConfigError(f"config.loss_scales must be positive finite numbers, got "
                       f"{tuple(config.loss_scales)}")
   return names
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_data(config) -> None:
@@ -154,9 +159,16 @@ def _check_data(config) -> None:
   if config.task.name not in TASKS:
     raise ConfigError(f"config.task.name must be one of {TASKS}, got "
                       f"{config.task.name!r}")
-  if config.data.image_size % 8:
-    raise ConfigError(f"config.data.image_size must be a multiple of 8 (the "
-                      f"Unet pools 3 times), got {config.data.image_size}")
+  size = config.data.image_size
+  if not isinstance(size, int) or isinstance(size, bool) or size < 8 or size % 8:
+    raise ConfigError(f"config.data.image_size must be a positive multiple of 8 (the "
+                      f"Unet pools 3 times), got {size}")
+  percentile = config.data.percentile
+  if not (_is_number(percentile) and 0 < percentile <= 100):
+    raise ConfigError(f"config.data.percentile must lie in (0, 100], got {percentile!r}")
+  foreground = config.data.min_foreground
+  if not (_is_number(foreground) and 0 <= foreground < 1):
+    raise ConfigError(f"config.data.min_foreground must lie in [0, 1), got {foreground!r}")
 
 
 def _check_model(config) -> None:
@@ -184,14 +196,14 @@ def _check_fixed_lambdas(config, k: int) -> None:
       raise ConfigError(f"a plain Unet (model.hyper_dim=0) trains at fixed λ: "
                         f"config.hparams.fixed needs {k - 1} values in [0, 1], "
                         f"got {fixed}")
-    if any(not 0.0 <= v <= 1.0 for v in fixed):
+    if not all(_is_number(v) and 0.0 <= v <= 1.0 for v in fixed):
       raise ConfigError(f"config.hparams.fixed must lie in [0, 1], got {fixed}")
   if stack:
     if config.model.hyper_dim:
       raise ConfigError("config.hparams.baselines lists plain Unets: it needs "
                         "config.model.hyper_dim=0")
     for lam in stack:
-      if len(lam) != k - 1 or any(not 0.0 <= v <= 1.0 for v in lam):
+      if len(lam) != k - 1 or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in lam):
         raise ConfigError(f"config.hparams.baselines: each λ needs {k - 1} "
                           f"values in [0, 1], got {lam}")
     if len(set(stack)) != len(stack):
