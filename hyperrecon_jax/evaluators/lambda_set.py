@@ -17,7 +17,6 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
 
-
 # The most λ a report evaluates, each on every slice of the split (10,000 λ
 # on 24 slices take about 5 minutes on 2 CPU cores and a 53 MB
 # lambda_grid.json); as many as `reconstruct.py` takes.
