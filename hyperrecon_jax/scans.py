@@ -220,11 +220,11 @@ def _real_float32(raw: np.ndarray, path: str, what: str = "voxels") -> np.ndarra
                             "numbers (a magnitude image)")
   common.check_finite(raw, path, what)
   if raw.dtype.kind == "f":
-    magnitude = np.abs(raw)
-    peak = float(magnitude.max()) if raw.size else 0.0
+    # Two reductions, not a copy of the volume (np.abs) for every float scan.
+    peak = max(float(raw.max()), -float(raw.min())) if raw.size else 0.0
     limit = float(np.finfo(np.float32).max)
     if raw.dtype.itemsize > 4 and peak > limit:
-      beyond = int(np.count_nonzero(magnitude > limit))
+      beyond = int(np.count_nonzero(np.abs(raw) > limit))
       raise errors.InputError(
           f"{path}: {beyond:,} of {raw.size:,} {what} are finite in its {raw.dtype} but "
           f"beyond float32's range (largest magnitude {peak:.3g} > {limit:.3g}), "
