@@ -70,7 +70,8 @@ def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import train
   from hyperrecon_jax.train import baselines
-  config = _CONFIG.value
+  with cli.user_errors():
+    config = cli.checked_config(_CONFIG)
   if _SCALES.value == "gradient":
     with cli.user_errors():
       if _LAMBDAS.value is not None:
@@ -97,16 +98,12 @@ def main(argv):
 
 def gradient(config, workdir: str) -> None:
   """``--scales=gradient``: measures, writes and prints the gradient-matched scales."""
-  import json
-
-  from hyperrecon_jax import workdir as workdir_lib
   from hyperrecon_jax.train import baselines
   from hyperrecon_jax.train import gradient_scales
   with cli.user_errors():
+    gradient_scales.check_folder(workdir)
     result = gradient_scales.gradient_scales(config)
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "gradient_scales.json")
-    workdir_lib.write_text(path, json.dumps(result, indent=2))
+    path = gradient_scales.write(result, workdir)
   norms = ", ".join(f"{n} {g:.4g}" for n, g in zip(result["losses"], result["gradient_norms"]))
   print(f"gradient norms at initialization ({result['num_batches']} validation "
         f"batches, λ = {result['lambda']}): {norms}")

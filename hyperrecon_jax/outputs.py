@@ -142,8 +142,11 @@ def available_memory() -> int | None:
   return available
 
 
-def _gib(n: float) -> str:
-  return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+def byte_size(n: float) -> str:
+  """``n`` bytes in words: GiB from 1 GiB on, MiB from 1 MiB on, else KiB."""
+  if n >= 2**30:
+    return f"{n / 2**30:.1f} GiB"
+  return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: bool = False,
@@ -188,8 +191,8 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
     how += " or --dtype=float16"
   raise errors.InputError(
       f"{scan.path}: {num_lambdas:,} λ value(s) × {grid} voxels × {itemsize} bytes need "
-      f"{_gib(need)} of memory, more than the {_gib(allowed)} allowed "
-      f"({MEMORY_FRACTION:.0%} of the {_gib(available)} available); {how}")
+      f"{byte_size(need)} of memory, more than the {byte_size(allowed)} allowed "
+      f"({MEMORY_FRACTION:.0%} of the {byte_size(available)} available); {how}")
 
 
 def input_path(output: str) -> str:

@@ -258,7 +258,8 @@ def train_into(directory: str, data_config, **settings) -> Trained:
   """`train` a segmenter and `save` it in ``directory``, which it owns meanwhile.
 
   Refuses, before any work, a folder that already holds a segmenter (nothing
-  written is replaced) or that another process is writing into.
+  written is replaced), holds anything a segmenter does not write (a training
+  run, a user's files), or that another process is writing into.
 
   Args:
     directory: the segmenter's folder (created).
@@ -268,6 +269,7 @@ def train_into(directory: str, data_config, **settings) -> Trained:
   Returns:
     The saved segmenter.
   """
+  workdir_lib.check_folder(directory, "segmenter", workdir_lib.SEGMENTER_ENTRIES)
   if os.path.exists(os.path.join(directory, INFO_FILE)):
     raise errors.InputError(f"{directory} already holds a trained segmenter; delete it "
                             "or use another --workdir")

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import fnmatch
 import json
 import os
 import socket
@@ -28,9 +29,59 @@ from hyperrecon_jax import errors
 
 LOCK_FILE = "train.lock"
 
+# What each kind of folder holds (docs/workdirs.md), as `fnmatch` patterns.
+# Hidden entries (a report's temporary folder) and the temporary files of
+# `write_bytes` belong to any kind.
+RUN_ENTRIES = (
+    "config.json", "checkpoints", "checkpoints.pending.json", "checkpoints.damaged",
+    LOCK_FILE, "metrics.jsonl", "metrics.jsonl.tmp", "metrics.jsonl.*.old",
+    "events.out.tfevents.*", "eval", "baselines.json", "gradient_scales.json")
+SEGMENTER_ENTRIES = ("segmenter.msgpack", "segmenter.json", LOCK_FILE)
+GRADIENT_SCALES_ENTRIES = ("gradient_scales.json",)
+_ANY_KIND = (".*", "*.tmp[0-9]*")
+
 
 class WorkdirBusyError(errors.Error, RuntimeError):
   """Another trainer owns the workdir; the message names it."""
+
+
+def check_folder(workdir: str, kind: str, entries) -> None:
+  """Refuses a folder that is a file or holds what no ``kind`` writes.
+
+  A trainer replaces its own files in its folder (``config.json``,
+  ``metrics.jsonl``, …), so a folder holding anything else (a user's files,
+  another kind of run) is refused before anything is written, rather than
+  having its files of the same names replaced.
+
+  Args:
+    workdir: the folder; new, empty, or one that ``kind`` wrote.
+    kind: what the folder is for, in words (``"training run"``).
+    entries: `fnmatch` patterns of what ``kind`` writes at its top level.
+
+  Raises:
+    InputError: ``workdir`` is a file, lies under a file, or holds other entries.
+  """
+  if os.path.lexists(workdir) and not os.path.isdir(workdir):
+    raise errors.InputError(f"--workdir {workdir} is a file; give the folder of a {kind} "
+                            "(new, empty, or one it wrote)")
+  if not os.path.isdir(workdir):
+    parent = os.path.dirname(os.path.abspath(workdir))
+    while not os.path.lexists(parent):
+      parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+      raise errors.InputError(f"cannot create --workdir {workdir}: {parent} is a file")
+    return
+  try:
+    names = sorted(os.listdir(workdir))
+  except OSError as e:
+    raise errors.InputError(f"--workdir {workdir} cannot be read ({e.strerror or e})") from None
+  others = [n for n in names
+            if not any(fnmatch.fnmatchcase(n, p) for p in (*entries, *_ANY_KIND))]
+  if others:
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    raise errors.InputError(
+        f"--workdir {workdir} holds {shown}, which no {kind} writes; give a new or empty "
+        f"folder, or one of your {kind}s")
 
 
 def is_primary() -> bool:

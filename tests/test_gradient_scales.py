@@ -5,6 +5,9 @@ data built in a temporary folder; the reference gradient norms are computed
 here from the loss functions themselves, flattened and summed in float64.
 """
 
+import json
+import os
+
 import configs
 import jax
 import jax.flatten_util
@@ -97,3 +100,30 @@ def test_the_scales_of_a_run_are_its_own_initialization(config, result):
 def test_no_batches_is_refused(config):
   with pytest.raises(errors.InputError, match="num_batches must be ≥ 1, got 0"):
     gradient_scales.gradient_scales(config, num_batches=0)
+
+
+def test_the_scales_go_into_their_own_folder_or_a_stack_of_unets(tmp_path):
+  result = {"losses": ["dc", "tv"], "loss_scales": [2.0, 3.0]}
+  own = tmp_path / "own"
+  assert gradient_scales.write(result, str(own)) == str(own / "gradient_scales.json")
+  gradient_scales.write(result, str(own))  # measured again: replaced
+  assert json.loads((own / "gradient_scales.json").read_text()) == result
+  stack = tmp_path / "stack"
+  stack.mkdir()
+  (stack / "config.json").write_text(json.dumps(
+      {"model": {"hyper_dim": 0}, "hparams": {"baselines": [[0.0], [1.0]]}}))
+  (stack / "baselines.json").write_text("{}")
+  gradient_scales.write(result, str(stack))
+  # Never into a HyperRecon run or a user's folder.
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps(
+      {"model": {"hyper_dim": 32}, "hparams": {"baselines": []}}))
+  with pytest.raises(errors.InputError, match=r"holds config\.json, which no folder of loss "
+                                              r"scales writes"):
+    gradient_scales.write(result, str(run))
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "notes.txt").write_text("mine")
+  with pytest.raises(errors.InputError, match=r"holds notes\.txt"):
+    gradient_scales.write(result, str(tmp_path / "mine"))
+  assert sorted(os.listdir(run)) == ["config.json"]

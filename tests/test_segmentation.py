@@ -152,6 +152,16 @@ def test_train_into_refuses_a_folder_that_holds_a_segmenter(trained):
   assert os.path.getmtime(os.path.join(folder, segmentation.INFO_FILE)) == before
 
 
+def test_train_into_refuses_a_training_run_before_any_work(trained, tmp_path):
+  config, _, _ = trained
+  (tmp_path / "config.json").write_text("{}")
+  (tmp_path / "checkpoints").mkdir()
+  with pytest.raises(ValueError, match=r"holds checkpoints, config\.json, which no segmenter "
+                                       r"writes"):
+    segmentation.train_into(str(tmp_path), config.data, num_classes=C, **SETTINGS)
+  assert sorted(os.listdir(tmp_path)) == ["checkpoints", "config.json"]
+
+
 def test_a_segmenter_of_other_images_is_refused(trained):
   config, seg, _ = trained
   other = config.data.copy_and_resolve_references()

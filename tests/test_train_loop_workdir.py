@@ -13,6 +13,7 @@ from loop_support import host
 from loop_support import make_config
 from loop_support import read_metrics
 from loop_support import snapshot
+import jax
 import pytest
 
 from hyperrecon_jax import checkpoints
@@ -21,6 +22,7 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import loop as loop_lib
+from hyperrecon_jax.train import state as state_lib
 
 # XLA executables persist across the session's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")
@@ -189,3 +191,56 @@ def test_a_run_refused_after_start_up_removes_only_a_folder_it_created(data_dir,
     train.train_and_evaluate(config, str(tmp_path / "existing"))
   assert sorted(os.listdir(tmp_path)) == ["existing"]
   assert not os.listdir(tmp_path / "existing")
+
+
+# --- refused before anything is written ------------------------------------------------
+
+
+def test_a_folder_that_is_not_a_run_is_refused_with_its_files_untouched(data_dir, tmp_path):
+  folder = tmp_path / "mine"
+  folder.mkdir()
+  # A user's project: a config.json and metrics.jsonl of another program.
+  (folder / "config.json").write_text('{"epochs": 3}')
+  (folder / "metrics.jsonl").write_text('{"loss": 1}\n')
+  (folder / "notes.txt").write_text("mine")
+  before = snapshot(str(folder))
+  with pytest.raises(errors.InputError, match=r"holds notes\.txt, which no training run writes"):
+    train.train_and_evaluate(make_config(data_dir), str(folder))
+  assert snapshot(str(folder)) == before
+  # Without the other file, its config.json still says it is no run's.
+  (folder / "notes.txt").unlink()
+  before = snapshot(str(folder))
+  with pytest.raises(train.ConfigError, match=r"config\.json is not the config of a run \(it "
+                                              r"has no data, task, losses"):
+    train.train_and_evaluate(make_config(data_dir), str(folder))
+  assert snapshot(str(folder)) == before
+
+
+def test_a_task_whose_mask_cannot_be_drawn_leaves_no_folder(data_dir, tmp_path):
+  config = make_config(data_dir)
+  config.task.acceleration = 1e9  # the calibration box alone samples more
+  with pytest.raises(errors.InputError, match="calib"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert os.listdir(tmp_path) == []
+  # The corrected command is not blocked by anything the refused one left.
+  loop_lib.check_workdir(make_config(data_dir), str(tmp_path / "run"))
+
+
+def test_memory_floor_counts_the_state_and_one_set_of_gradients(data_dir):
+  config = make_config(data_dir)
+  model = state_lib.build_model(config)
+  state = state_lib.create_state(config, model, jax.random.key(0))
+  leaves = jax.tree_util.tree_leaves
+  # Every leaf of the real state is float32 or int32: 4 bytes per value.
+  want = 4 * (sum(x.size for x in leaves(state)) + sum(x.size for x in leaves(state.params)))
+  assert state_lib.memory_floor(config, model) == want
+
+
+def test_a_model_beyond_the_devices_memory_is_refused_before_any_work(
+    data_dir, tmp_path, monkeypatch):
+  monkeypatch.setattr(loop_lib, "device_memory", lambda: (2**10, "a 1 KiB test device"))
+  with pytest.raises(train.ConfigError, match=r"the parameters, gradients and optimizer state "
+                                              r"of this model alone take \d+ [KM]iB, more "
+                                              r"than the 1 KiB of a 1 KiB test device"):
+    train.train_and_evaluate(make_config(data_dir), str(tmp_path / "run"))
+  assert os.listdir(tmp_path) == []

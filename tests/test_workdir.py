@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,3 +82,42 @@ def test_write_text_replaces_the_file_whole(tmp_path):
   with open(path) as f:
     assert f.read() == "new text"
   assert os.listdir(tmp_path) == ["config.json"]  # no temporary file left
+
+
+# --- check_folder: what a trainer may write into ---------------------------------------
+
+
+def test_check_folder_accepts_a_new_an_empty_or_an_own_folder(tmp_path):
+  workdir.check_folder(str(tmp_path / "new" / "run"), "training run", workdir.RUN_ENTRIES)
+  workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES)
+  for name in ("config.json", "metrics.jsonl", "metrics.jsonl.2.old", "baselines.json",
+               "events.out.tfevents.123.host", "config.json.tmp4242", ".eval-x1y2"):
+    (tmp_path / name).write_text("{}")
+  for name in ("checkpoints", "checkpoints.damaged", "eval"):
+    (tmp_path / name).mkdir()
+  workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES)
+
+
+@pytest.mark.parametrize("entries, kind, foreign", [
+    (workdir.RUN_ENTRIES, "training run", ["notes.txt"]),
+    (workdir.RUN_ENTRIES, "training run", ["segmenter.json", "segmenter.msgpack"]),
+    (workdir.SEGMENTER_ENTRIES, "segmenter", ["config.json", "checkpoints"]),
+])
+def test_check_folder_refuses_what_its_kind_does_not_write(tmp_path, entries, kind, foreign):
+  for name in foreign:
+    (tmp_path / name).write_text("mine")
+  before = sorted(os.listdir(tmp_path))
+  first = re.escape(sorted(foreign)[0])  # named in sorted order
+  with pytest.raises(ValueError, match=rf"--workdir {re.escape(str(tmp_path))} holds {first}"
+                                       rf".*, which no {kind} writes"):
+    workdir.check_folder(str(tmp_path), kind, entries)
+  assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_check_folder_names_a_file_given_as_a_folder(tmp_path):
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ValueError, match=r"--workdir .*file is a file"):
+    workdir.check_folder(str(tmp_path / "file"), "segmenter", workdir.SEGMENTER_ENTRIES)
+  with pytest.raises(ValueError, match=r"cannot create --workdir .*: .*file is a file"):
+    workdir.check_folder(str(tmp_path / "file" / "run"), "segmenter",
+                         workdir.SEGMENTER_ENTRIES)

@@ -101,6 +101,18 @@ def from_stored(stored) -> ml_collections.ConfigDict:
   return config
 
 
+# What every stored config of any version has; a config.json without one of
+# them was written by another program.
+SECTIONS = ("data", "task", "losses", "loss_scales", "model", "hparams", "train")
+
+
+def missing_sections(stored) -> list[str]:
+  """The `SECTIONS` a stored config dict lacks (all of them if it is no dict)."""
+  if not isinstance(stored, dict):
+    return list(SECTIONS)
+  return [s for s in SECTIONS if s not in stored]
+
+
 def num_coeffs(config) -> int:
   """K, the number of loss terms (and of coefficients the hypernetwork reads)."""
   return len(tuple(config.losses))

@@ -18,6 +18,8 @@ batch index), so the result is reproducible.
 """
 
 import functools
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import physics
 from hyperrecon_jax import streams
+from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
 
@@ -104,3 +107,41 @@ def gradient_scales(config, *, num_batches: int = 8) -> dict:
   return {"losses": list(names), "lambda": [float(v) for v in lam],
           "num_batches": len(norms), "gradient_norms": [float(v) for v in g],
           "loss_scales": [float(v) for v in scales]}
+
+
+RESULT_FILE = "gradient_scales.json"
+
+
+def check_folder(workdir: str) -> None:
+  """Refuses a folder for `RESULT_FILE` that is neither its own nor a stack's.
+
+  The file goes into a new or empty folder, one that holds only an earlier
+  `RESULT_FILE`, or the run of a stack of per-λ Unets (``baselines.py``),
+  whose loss scales it sits beside; never into a HyperRecon run, a segmenter
+  or a user's folder.
+
+  Raises:
+    InputError: naming what the folder holds.
+  """
+  stored = None
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    pass
+  stack = (isinstance(stored, dict) and isinstance(stored.get("model"), dict)
+           and stored["model"].get("hyper_dim") == 0
+           and bool((stored.get("hparams") or {}).get("baselines")))
+  if stack:
+    workdir_lib.check_folder(workdir, "stack of per-λ Unets", workdir_lib.RUN_ENTRIES)
+  else:
+    workdir_lib.check_folder(workdir, "folder of loss scales", (RESULT_FILE,))
+
+
+def write(result: dict, workdir: str) -> str:
+  """Writes ``result`` (of `gradient_scales`) as ``<workdir>/gradient_scales.json``; its path."""
+  check_folder(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, RESULT_FILE)
+  workdir_lib.write_text(path, json.dumps(result, indent=2))
+  return path

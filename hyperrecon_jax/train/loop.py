@@ -18,6 +18,7 @@ from hyperrecon_jax import checkpoints
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import interrupts
+from hyperrecon_jax import outputs
 from hyperrecon_jax import physics
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
@@ -156,6 +157,33 @@ def _stop_everywhere(received) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.int32(bool(received)))))
 
 
+def device_memory() -> tuple[int, str]:
+  """``(bytes, what)``: the memory of one device, or the machine's RAM for a CPU."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"]), f"one {jax.local_devices()[0].device_kind}"
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
+
+
+def check_memory(config, model) -> None:
+  """Raises ``ConfigError`` if the train state alone cannot fit in one device's memory.
+
+  A lower bound (`state.memory_floor`): a run refused here could never
+  train, while one that passes may still need more for its activations.
+  Without it, a stack of 10⁵ Unets (``baselines.py --lambdas=grid:100000``)
+  ran minutes into its initialization before it ran out of memory.
+  """
+  need = state_lib.memory_floor(config, model)
+  limit, what = device_memory()
+  if need > limit:
+    count = len(state_lib.stack_lambdas(model))
+    fewer = (f"; train fewer than its {count} Unets" if count > 1 else
+             "; use a smaller model (config.model.channels, config.model.hyper_dim)")
+    raise configuration.ConfigError(
+        f"the parameters, gradients and optimizer state of this model alone take "
+        f"{outputs.byte_size(need)}, more than the {outputs.byte_size(limit)} of {what}{fewer}")
+
+
 def check_workdir(config, workdir: str, stored=None) -> None:
   """Raises ``ConfigError`` if the workdir's run was trained under other bound fields.
 
@@ -178,6 +206,13 @@ def check_workdir(config, workdir: str, stored=None) -> None:
       raise configuration.ConfigError(
           f"{path} is not valid JSON ({e}); move it away or use another "
           "--workdir") from None
+    # Another program's config.json would otherwise pass (no bound field to
+    # differ) and be replaced.
+    missing = configuration.missing_sections(stored)
+    if missing:
+      raise configuration.ConfigError(
+          f"{path} is not the config of a run (it has no {', '.join(missing)}); move it "
+          "away or use another --workdir")
   diffs = configuration.incompatibilities(stored, json.loads(config.to_json()))
   if diffs:
     raise configuration.ConfigError(
@@ -213,11 +248,18 @@ def train_and_evaluate(config, workdir: str):
     Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step).
   """
   configuration.check_config(config)
+  workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES)
   if config.train.distributed and not jax.distributed.is_initialized():
     # The scripts join the run before anything else (experiments/train.py);
     # this is for a library caller on Slurm, Open MPI or TPU, where JAX finds
     # its arguments itself.
     jax.distributed.initialize()
+  size = int(config.data.image_size)
+  # Before the workdir is written: a task whose mask cannot be drawn (e.g. an
+  # acceleration beyond the image's size), or a model that cannot fit, must
+  # leave nothing behind.
+  operator = physics.make_operator(config.task, (size, size))
+  check_memory(config, state_lib.build_model(config))
   mesh = data_mesh()
   if config.train.batch_size % mesh.size:
     raise configuration.ConfigError(
@@ -226,10 +268,10 @@ def train_and_evaluate(config, workdir: str):
   # Every process of a multi-host run writes its checkpoint shards; process 0
   # alone holds the lock and writes the run's own files.
   with workdir_lib.run_lock(workdir):
-    return _train(config, workdir, mesh, workdir_lib.is_primary())
+    return _train(config, workdir, mesh, operator, workdir_lib.is_primary())
 
 
-def _train(config, workdir, mesh, owner):
+def _train(config, workdir, mesh, operator, owner):
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
   model = state_lib.build_model(config)
@@ -242,8 +284,6 @@ def _train(config, workdir, mesh, owner):
   if owner:
     workdir_lib.write_text(os.path.join(workdir, "config.json"),
                            config.to_json(indent=2))
-  size = int(config.data.image_size)
-  operator = physics.make_operator(config.task, (size, size))
   train_step = jax.jit(
       step_lib.make_train_step(config, model, operator),
       in_shardings=(replicated, batch_sharding, replicated),

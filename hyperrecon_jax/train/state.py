@@ -134,3 +134,26 @@ def create_state(config, model, key) -> TrainState:
       batch_stats=variables.get("batch_stats", {}),
       opt_state=optimizer(config).init(params),
       bad_step=jnp.full((), -1, jnp.int32))
+
+
+def memory_floor(config, model) -> int:
+  """Bytes that training ``model`` needs on each device at least.
+
+  The train state (parameters, BatchNorm statistics, Adam's two moments) and
+  one set of gradients, all replicated on every device; the step's
+  activations come on top. Computed from shapes alone (``jax.eval_shape``),
+  so even a stack of 10⁵ Unets costs nothing to measure.
+
+  Args:
+    config: full experiment config.
+    model: from ``build_model``.
+
+  Returns:
+    The byte count.
+  """
+  state = jax.eval_shape(lambda key: create_state(config, model, key),
+                         jax.random.key(0))
+
+  def size(tree):
+    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
+  return size(state) + size(state.params)
