@@ -147,13 +147,14 @@ for run in $RUNS; do
 done
 # The step the shipped run reached (a time budget may have stopped it early).
 last_step=$(ls "$W/endpoints/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
-python3 experiments/export_pretrained.py --workdir="$W/endpoints" \
+# --unfinished: the description names the step it reached.
+python3 experiments/export_pretrained.py --workdir="$W/endpoints" --unfinished \
   --name="$NAME" "${B[@]}" --folder="$W/export" \
   --description="${DESCRIPTION:-GPU run of $CONFIG, ${last_step:-?} steps}" \
   >"$W/export.log" 2>&1 &
 if [ "${UNIFORM:-1}" = 1 ]; then
   mkdir -p "$W/export_uniform"
-  python3 experiments/export_pretrained.py --workdir="$W/uniform" \
+  python3 experiments/export_pretrained.py --workdir="$W/uniform" --unfinished \
     --name="${NAME}_uniform" "${B[@]}" --folder="$W/export_uniform" \
     --description="The uniform-lambda control of the run above" \
     >"$W/export_uniform.log" 2>&1 &

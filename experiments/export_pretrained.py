@@ -5,9 +5,12 @@ r"""Ships a trained workdir as a pretrained model of the package.
       --description="..."
 
 Writes ``hyperrecon_jax/pretrained/<name>/`` (config, float16 weights, and
-``info.json`` with their SHA-256), then evaluates the *exported* model on the
+``info.json`` with their SHA-256), evaluates the *exported* model on the
 test split (with the Unets of ``--baselines`` beside it) and records the
-mean metrics per λ in ``info.json``. Refuses a name that is already shipped.
+mean metrics per λ in ``info.json``. The folder appears only when all of this
+is done: a failed or interrupted export leaves nothing. Refuses a name that is
+already shipped or an existing folder, and a run that has not reached its
+``config.train.num_steps`` (unless ``--unfinished``).
 """
 
 import json
@@ -20,14 +23,14 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
-from hyperrecon_jax import errors
-
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished training run.")
 _NAME = flags.DEFINE_string("name", None, "The model's name (a folder name).")
 _DESCRIPTION = flags.DEFINE_string("description", None, "Data, task, loss, training.")
 _BASELINES = flags.DEFINE_string("baselines", None, "Per-λ Unets to score beside it.")
 _FOLDER = flags.DEFINE_string("folder", None, "Where to write (default: the package's "
                               "hyperrecon_jax/pretrained).")
+_UNFINISHED = flags.DEFINE_bool("unfinished", False, "Ship a run whose newest checkpoint is "
+                                "short of its config.train.num_steps.")
 flags.mark_flags_as_required(["workdir", "name", "description"])
 
 
@@ -35,19 +38,24 @@ def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import pretrained
   from hyperrecon_jax import report
+  from hyperrecon_jax import train
+  from hyperrecon_jax.evaluators import baselines
   folder = _FOLDER.value or pretrained.FOLDER
-  with cli.user_errors():
-    if _NAME.value in pretrained.names(folder):
-      raise errors.InputError(f"{_NAME.value!r} is already shipped in {folder}; delete its "
-                              "folder first")
-    written = pretrained.export(_WORKDIR.value, _NAME.value,
-                                description=_DESCRIPTION.value, folder=folder)
+
+  def test_scores(staging):
     with tempfile.TemporaryDirectory() as tmp:
-      result = report.run(pretrained=_NAME.value, folder=folder,
+      result = report.run(pretrained=_NAME.value, folder=staging,
                           out=os.path.join(tmp, "eval"),
                           overrides={"evals.baselines.workdir": _BASELINES.value or ""})
-    written["test"] = pretrained.summary(result)
-    pretrained.write_info(os.path.join(folder, _NAME.value), written)
+    return {"test": pretrained.summary(result)}
+
+  with cli.user_errors():
+    pretrained.check_new_name(_NAME.value, folder)
+    if _BASELINES.value:  # before the export's work, not after it
+      baselines.load(_BASELINES.value, train.load_trained(_WORKDIR.value)[0])
+    written = pretrained.export(_WORKDIR.value, _NAME.value, description=_DESCRIPTION.value,
+                                folder=folder, unfinished=_UNFINISHED.value,
+                                score=test_scores)
   print(json.dumps(written["test"], indent=1))
   print(f"wrote {os.path.join(folder, _NAME.value)} ({written['bytes']:,} bytes of weights)")
 

@@ -45,6 +45,38 @@ def test_export_writes_a_model_folder(exported):
     assert json.load(f)["data"]["data_dir"] == ""  # the trainer's cache is not shipped
 
 
+def test_export_refuses_a_taken_name_or_an_unfinished_run(run_a, tmp_path):
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match=r"mine exists and is no model: delete it or choose "
+                                       r"another name"):
+    pretrained.export(run_a["workdir"], "mine", description="x", folder=str(tmp_path))
+  assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+  with pytest.raises(ValueError, match=r"is at step 4 of config\.train\.num_steps=6: finish"):
+    pretrained.export(run_a["workdir"], "early", description="x", folder=str(tmp_path),
+                      step=4)
+  assert sorted(os.listdir(tmp_path)) == ["mine"]
+
+
+def test_an_export_that_fails_leaves_no_model_folder(run_a, tmp_path):
+  seen = []
+
+  def failing_score(staging):
+    # The model is complete and loads from where it is staged, unpublished.
+    seen.append(pretrained.load("tiny", folder=staging)[3])
+    assert pretrained.names(str(tmp_path)) == []
+    raise ValueError("the report failed")
+
+  with pytest.raises(ValueError, match="the report failed"):
+    pretrained.export(run_a["workdir"], "tiny", description="x", folder=str(tmp_path),
+                      score=failing_score)
+  assert seen == [6] and os.listdir(tmp_path) == []
+  written = pretrained.export(run_a["workdir"], "tiny", description="x", folder=str(tmp_path),
+                              step=4, unfinished=True, score=lambda staging: {"test": {}})
+  assert written["step"] == 4 and pretrained.info("tiny", str(tmp_path))["test"] == {}
+  assert os.listdir(tmp_path) == ["tiny"]
+
+
 def test_load_gives_the_trained_model_to_float16_precision(exported):
   folder, _, run_a = exported
   config, model, variables, step = pretrained.load("tiny", folder=folder)

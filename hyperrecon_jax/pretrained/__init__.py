@@ -22,9 +22,12 @@ per-slice scores of the exported model on its first test slices
 reconstructs as it did where it was trained.
 """
 
+from collections.abc import Callable
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 
 import flax.serialization
 import flax.traverse_util
@@ -145,26 +148,55 @@ def _check_shapes(weights: str, config_path: str, template: dict, stored) -> Non
                             f"{problems[0]}{more}")
 
 
+def check_new_name(name: str, folder: str = FOLDER) -> None:
+  """Raises ``InputError`` unless ``name`` is a plain folder name free in ``folder``."""
+  if not isinstance(name, str) or not name or os.sep in name or name.startswith("."):
+    raise errors.InputError(f"name must be a plain folder name, got {name!r}")
+  path = os.path.join(folder, name)
+  if os.path.lexists(path):
+    what = "is already shipped" if name in names(folder) else "exists and is no model"
+    raise errors.InputError(f"{path} {what}: delete it or choose another name")
+
+
 def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
-           step: int | None = None, extra: dict | None = None) -> dict:
-  """Writes a workdir's model into ``folder/name`` for shipping.
+           step: int | None = None, extra: dict | None = None, unfinished: bool = False,
+           score: Callable[[str], dict] | None = None) -> dict:
+  """Writes a workdir's model into ``folder/name`` for shipping, all or nothing.
+
+  The model is written into a temporary folder beside ``folder/name``, read
+  back and checked there (`check_scores`, then ``score``), and renamed into
+  place only when complete: an export that fails or is interrupted leaves no
+  model folder behind.
 
   Args:
     workdir: a finished training run.
-    name: the model's name (a folder name).
+    name: the model's name (a folder name); ``folder/name`` must not exist.
     description: one paragraph: data, task, loss, training.
     folder: where to write (the package's own by default).
     step: which checkpoint (default: the newest intact one).
-    extra: more fields for ``info.json`` (e.g. test metrics).
+    extra: more fields for ``info.json``.
+    unfinished: allow a run whose checkpoint is short of
+      ``config.train.num_steps``.
+    score: called with the temporary folder that holds the model (as
+      ``load``'s ``folder``) before it is published; returns more fields for
+      ``info.json`` (e.g. the test metrics of a report).
 
   Returns:
     The ``info.json`` written, with ``check`` (`check_scores` of the exported
     model).
+
+  Raises:
+    InputError: a bad name, an existing ``folder/name``, or an unfinished run.
   """
   from hyperrecon_jax import train
-  if not name or os.sep in name or name.startswith("."):
-    raise errors.InputError(f"name must be a plain folder name, got {name!r}")
+  check_new_name(name, folder)
+  path = os.path.join(folder, name)
   config, _, variables, step = train.load_trained(workdir, step)
+  total = int(config.train.num_steps)
+  if step < total and not unfinished:
+    raise errors.InputError(
+        f"{workdir} is at step {step} of config.train.num_steps={total}: finish its "
+        "training (rerun its train.py command) or ship it unfinished on purpose")
   # The trainer's dataset cache means nothing elsewhere: '' is the default.
   config.data.data_dir = ""
   half = jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(variables))
@@ -172,18 +204,29 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   half["params"] = jax.tree_util.tree_map(lambda x: x.astype(np.float16), half["params"])
   blob = flax.serialization.msgpack_serialize(half)
   config_bytes = (config.to_json(indent=2) + "\n").encode()
-  path = os.path.join(folder, name)
-  os.makedirs(path, exist_ok=True)
-  workdir_lib.write_bytes(os.path.join(path, CONFIG_FILE), config_bytes)
-  workdir_lib.write_bytes(os.path.join(path, WEIGHTS_FILE), blob)
-  out = {"format": FORMAT, "name": name, "description": description,
-         "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
-         "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
-         "bytes": len(blob), **(extra or {})}
-  write_info(path, out)  # `load` verifies the files against these digests
-  # The scores of the model as shipped (float16 parameters), read back as a user loads it.
-  out["check"] = check_scores(*load(name, folder=folder)[:3])
-  write_info(path, out)
+  os.makedirs(folder, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f".{name}.export-", dir=folder)
+  try:
+    staged = os.path.join(staging, name)
+    os.mkdir(staged)
+    workdir_lib.write_bytes(os.path.join(staged, CONFIG_FILE), config_bytes)
+    workdir_lib.write_bytes(os.path.join(staged, WEIGHTS_FILE), blob)
+    out = {"format": FORMAT, "name": name, "description": description,
+           "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
+           "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
+           "bytes": len(blob), **(extra or {})}
+    write_info(staged, out)  # `load` verifies the files against these digests
+    # The scores of the model as shipped (float16 parameters), read back as a user loads it.
+    out["check"] = check_scores(*load(name, folder=staging)[:3])
+    if score is not None:
+      out.update(score(staging))
+    write_info(staged, out)
+    if os.path.lexists(path):  # made meanwhile: never replaced
+      raise errors.InputError(f"{path} appeared during the export: delete it or choose "
+                              "another name")
+    os.rename(staged, path)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
   return out
 
 
