@@ -3,6 +3,7 @@
 import _thread
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -47,17 +48,160 @@ def parse_flags(argv):
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {one_line(e)} (try --help)", file=sys.stderr)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    # ml_collections reports an unknown field as the repr of a KeyError.
-    text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
-    print(f"error: bad --config override: {one_line(text)}", file=sys.stderr)
+    print(f"error: {_flag_error(e)} (try --help)", file=sys.stderr)
+  except Exception as e:  # noqa: BLE001 (a config file can raise anything)
+    where = _config_file_error(e, argv[0])
+    if where is None and not isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
+      raise
+    print(f"error: {where or _override_error(e, argv)}", file=sys.stderr)
   else:
-    if len(rest) == 1:
+    failed = _failed_config_file(flags.FLAGS)
+    if failed:
+      print(f"error: {failed}", file=sys.stderr)
+    elif len(rest) == 1:
       return rest
-    print(f"error: unexpected arguments {rest[1:]}: every setting is one --flag=value "
+    else:
+      print(f"error: unexpected arguments {rest[1:]}: every setting is one --flag=value "
           "(a space after '=' splits it in two) (try --help)", file=sys.stderr)
   sys.exit(2)
+
+
+def default_config():
+  """``configs/default.py``'s config: every field, with its default."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "default_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                                     "default.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _fields(node, prefix="config"):
+  """``{dotted name: value}`` of a config's fields; sections are walked into."""
+  import ml_collections
+  out = {}
+  for key, value in node.items():
+    name = f"{prefix}.{key}"
+    if isinstance(value, (ml_collections.ConfigDict, dict)) and value:
+      out.update(_fields(value, name))
+    else:
+      out[name] = value
+  return out
+
+
+def checked_config(holder):
+  """The config of a ``--config`` file, with exactly the fields of ``configs/default.py``.
+
+  A config file that drops a field would fail deep in a run with a bare
+  ``AttributeError``; one that adds a field (``train.learning_rate`` for
+  ``train.lr``) would have it silently ignored.
+
+  Args:
+    holder: the ``DEFINE_config_file`` flag holder.
+
+  Raises:
+    InputError: naming the first missing or unknown field (with the closest
+      known name).
+  """
+  import difflib
+
+  from absl import flags
+
+  from hyperrecon_jax import errors
+  config = holder.value
+  path = flags.FLAGS[holder.name].config_filename
+  template = default_config()
+  known, given = _fields(template), _fields(config)
+
+  def within(name, names):  # ``name`` or a field under it is in ``names``
+    return name in names or any(n.startswith(name + ".") for n in names)
+
+  missing = [name for name in known if not within(name, given)
+             and not any(name.startswith(g + ".") for g in given)]
+  if missing:
+    parts = missing[0].split(".")
+    # The outermost part that is missing: a whole section rather than its first field.
+    name = next(".".join(parts[:i]) for i in range(2, len(parts) + 1)
+                if not within(".".join(parts[:i]), given))
+    raise errors.InputError(
+        f"the config of {path} has no {name}: a config starts from configs/default.py's "
+        "get_config() and changes its fields")
+  unknown = [name for name in given if not within(name, known)
+             and not any(name.startswith(k + ".") for k in known)]
+  if unknown:
+    *parent, key = unknown[0].split(".")
+    node = template
+    for part in parent[1:]:
+      node = node.get(part) if hasattr(node, "get") else None
+    siblings = sorted(node) if hasattr(node, "keys") else []
+    close = difflib.get_close_matches(key, siblings, n=1)
+    hint = (f" (did you mean {close[0]}?)" if close else
+            f"; {'.'.join(parent)}'s fields: {', '.join(siblings)}" if siblings else "")
+    raise errors.InputError(
+        f"the config of {path} sets {unknown[0]}, which is not a field{hint}")
+  return config
+
+
+def _flag_error(error) -> str:
+  text = one_line(error)
+  if "Failed loading config file" in text:
+    # ml_collections lists each path it tried: "… [Relative path]: PATH [Errno 2] REASON: …".
+    attempt = text.rsplit("]:", 1)[-1].strip()
+    path = attempt.split(" [Errno", 1)[0]
+    reason = re.search(r"\[Errno \d+\] ([^:]+)", attempt)
+    return f"cannot load the config file {path}: {reason.group(1) if reason else attempt}"
+  return text
+
+
+def _failed_config_file(values) -> str | None:
+  """Why a ``--config`` file could not be loaded, or None.
+
+  ml_collections parses a missing or unreadable config file without error
+  and raises only when the config is first read.
+  """
+  for name in values:
+    value = values[name].value
+    if type(value).__name__ == "_ErrorConfig":
+      return _flag_error(object.__getattribute__(value, "_error"))
+  return None
+
+
+def _config_file_error(error, script: str) -> str | None:
+  """``error`` raised by the code of a config file, as one line naming it; else None."""
+  import traceback
+  if isinstance(error, SyntaxError) and error.filename:
+    return f"config file {error.filename}, line {error.lineno}: {error.msg}"
+  ours = {os.path.abspath(__file__), os.path.abspath(script)}
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if os.path.isfile(f.filename) and os.path.abspath(f.filename) not in ours
+            and "-packages" + os.sep not in f.filename]
+  if not frames:
+    return None
+  frame = frames[-1]
+  return (f"config file {frame.filename}, line {frame.lineno}: {type(error).__name__}: "
+          f"{one_line(error)}")
+
+
+def _override_error(error, argv) -> str:
+  """An override that names no field, as one line naming the flag and the known fields."""
+  # ml_collections reports an unknown field as the repr of a KeyError.
+  text = one_line(str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'"))
+  key = text.split()[0].strip("'\"") if text else ""
+  for arg in argv[1:]:
+    path = arg.split("=", 1)[0]
+    if not path.startswith("--config.") or key not in path.split(".")[1:]:
+      continue
+    parts = path[len("--config."):].split(".")
+    parent = parts[:parts.index(key)]
+    node = default_config()
+    for part in parent:
+      node = node.get(part) if hasattr(node, "get") else None
+    section = ".".join(["config", *parent])
+    known = f"; its fields: {', '.join(sorted(node))}" if hasattr(node, "keys") else ""
+    hint = f" ({text.split(' ', 1)[1]})" if " " in text else ""
+    return f"bad override {path}: {section} has no field {key!r}{hint}{known}"
+  return f"bad --config override: {text}"
 
 
 def define_report_settings():
@@ -72,16 +216,9 @@ def define_report_settings():
   Returns:
     The flag holder.
   """
-  import importlib.util
-
   import ml_collections
   from ml_collections import config_flags
-  spec = importlib.util.spec_from_file_location(
-      "default_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
-                                     "default.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  full = module.get_config()
+  full = default_config()
   template = ml_collections.ConfigDict({"eval": full.eval, "evals": full.evals})
   try:
     # A config-dict flag reads its overrides from sys.argv as it is defined.

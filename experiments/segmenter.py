@@ -37,8 +37,8 @@ def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import data
   from hyperrecon_jax import segmentation
-  config = _CONFIG.value
   with cli.user_errors():
+    config = cli.checked_config(_CONFIG)
     if config.data.name != "mni152":
       raise errors.InputError(f"config.data.name={config.data.name!r}: only the embedded "
                               "mni152 data has tissue labels")

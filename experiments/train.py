@@ -36,11 +36,12 @@ _DISTRIBUTED = cli.define_distributed_flags()
 def main(argv):
   cli.quiet_libraries()
   with cli.user_errors():
+    config = cli.checked_config(_CONFIG)
     # Before anything else touches JAX: the backend must start knowing its peers.
-    cli.join_processes(_DISTRIBUTED, _CONFIG.value.train.distributed)
+    cli.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train
   with cli.user_errors():
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value)
   print(f"done: {_WORKDIR.value}")
 
 

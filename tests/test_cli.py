@@ -66,7 +66,8 @@ def assert_one_error_line(proc, pattern):
     (DEMO, "--config.train.max_to_keep=-1", r"max_to_keep must be ≥ 0"),
     (DEMO, "--config.hparams.endpoint_prob=2", r"endpoint_prob must lie in \[0, 1\]"),
     (SR, "--config.task.factor=0", r"config\.task\.factor must be an integer ≥ 2"),
-    (DEMO, "--config.train.no_such_field=1", r"bad --config override.*no_such_field"),
+    (DEMO, "--config.train.no_such_field=1", r"bad override --config\.train\.no_such_field: "
+     r"config\.train has no field 'no_such_field'; its fields: batch_size, checkpoint_every"),
 ])
 def test_a_bad_config_is_one_error_line_and_creates_nothing(
     env, tmp_path, config, override, pattern):
@@ -74,6 +75,30 @@ def test_a_bad_config_is_one_error_line_and_creates_nothing(
   proc = run(env, "train", f"--config={config}", f"--workdir={workdir}", override)
   assert_one_error_line(proc, pattern)
   assert not workdir.exists()
+
+
+_FROM_DEFAULT = (f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'experiments', 'configs')!r})"
+                 "\nimport default\ndef get_config():\n  c = default.get_config()\n")
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("def get_config(:\n", r"config file .*bad\.py, line 1: invalid syntax"),
+    ("def get_config():\n  return nope\n",
+     r"config file .*bad\.py, line 2: NameError: name 'nope' is not defined"),
+    (_FROM_DEFAULT + "  del c['train']\n  return c\n",
+     r"the config of .*bad\.py has no config\.train: a config starts from configs/default\.py"),
+    (_FROM_DEFAULT + "  c.train.num_step = 3\n  return c\n",
+     r"the config of .*bad\.py sets config\.train\.num_step, which is not a field \(did you "
+     r"mean num_steps\?\)"),
+    (None, r"cannot load the config file .*bad\.py: No such file or directory"),
+])
+def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
+  config = tmp_path / "bad.py"
+  if text is not None:
+    config.write_text(text)
+  proc = run(env, "train", f"--config={config}", f"--workdir={tmp_path / 'run'}")
+  assert_one_error_line(proc, pattern)
+  assert not (tmp_path / "run").exists()
 
 
 def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):
