@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 
+import jax
 from loop_support import CHECKPOINT_STEPS
 from loop_support import STEPS
 from loop_support import assert_trees_close
@@ -13,7 +14,6 @@ from loop_support import host
 from loop_support import make_config
 from loop_support import read_metrics
 from loop_support import snapshot
-import jax
 import pytest
 
 from hyperrecon_jax import checkpoints
