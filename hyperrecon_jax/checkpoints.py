@@ -33,8 +33,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
-import traceback
 from typing import Any
 from typing import NamedTuple
 
@@ -46,6 +44,7 @@ import orbax.checkpoint as ocp
 
 from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
+from hyperrecon_jax import orbax_noise
 from hyperrecon_jax import workdir as workdir_lib
 
 ITEMS = ("state", "data", "config")
@@ -106,20 +105,8 @@ def reader(workdir: str) -> ocp.CheckpointManager | None:
   options = ocp.CheckpointManagerOptions(
       read_only=True, create=False, cleanup_tmp_directories=False,
       save_interval_steps=0)
-  with _quiet_read_only_notice():
+  with orbax_noise.read_only_notice_hidden():
     return ocp.CheckpointManager(path, options=options, item_names=ITEMS)
-
-
-@contextlib.contextmanager
-def _quiet_read_only_notice():
-  """Hides orbax's warning that a read-only manager is read-only."""
-  notice = lambda record: "is read only" not in record.getMessage()
-  logger = logging.get_absl_logger()
-  logger.addFilter(notice)
-  try:
-    yield
-  finally:
-    logger.removeFilter(notice)
 
 
 @jax.jit
@@ -184,51 +171,8 @@ def _read(step_dir: str, read: Callable[[], Any]):
     # a damaged zstd frame) as a bare Exception caused by it.
     if not isinstance(e, _READ_ERRORS) and not isinstance(e.__cause__, _READ_ERRORS):
       raise
-    _quiet_abandoned_reads()
+    orbax_noise.hide_abandoned_reads()
     raise CheckpointError(f"{step_dir} cannot be read ({_one_line(e)})") from e
-
-
-def _abandoned_read(unraisable) -> bool:
-  """Whether an unraisable exception is the remains of a failed orbax read.
-
-  Two kinds: orbax's coroutines of the other arrays' reads, closed when they
-  are collected; and tensorstore's completion callbacks, which call asyncio's
-  ``call_soon_threadsafe`` straight from its own threads and find the event
-  loop closed.
-  """
-  code = getattr(unraisable.object, "cr_code", None)
-  if code is not None:
-    return f"{os.sep}orbax{os.sep}" in code.co_filename
-  if unraisable.object is not None or not isinstance(unraisable.exc_value, RuntimeError):
-    return False
-  frames = traceback.extract_tb(unraisable.exc_traceback)
-  return bool(frames) and frames[0].name == "call_soon_threadsafe" and (
-      frames[0].filename.endswith(os.path.join("asyncio", "base_events.py")))
-
-
-def _quiet_abandoned_reads() -> None:
-  """Keeps what a failed orbax read leaves behind off stderr, from now on.
-
-  When one array of a step cannot be read, orbax's restore raises while the
-  reads of the other arrays are still under way, and Python prints each of
-  their remains as "Exception ignored in ..." with a traceback: dozens for
-  one damaged step, some long after `restore` has warned about the step and
-  gone on. Installed once, on the first failed read, the hook drops exactly
-  those (`_abandoned_read`) and passes every other one to the hook before it.
-  """
-  global _unraisable_hook_installed
-  if _unraisable_hook_installed:
-    return
-  previous = sys.unraisablehook
-
-  def hook(unraisable):
-    if not _abandoned_read(unraisable):
-      previous(unraisable)
-  sys.unraisablehook = hook
-  _unraisable_hook_installed = True
-
-
-_unraisable_hook_installed = False
 
 
 @contextlib.contextmanager

@@ -31,7 +31,8 @@ import pytest
 # browser. `pytest -m "not slow" tests` runs the unit tier alone (a few minutes
 # on 2 cores); CI and the README's command run both.
 SLOW_MODULES = frozenset({
-    "test_baselines", "test_checkpoints", "test_cli", "test_cli_reconstruct",
+    "test_baselines", "test_checkpoints", "test_checkpoints_damage", "test_cli",
+    "test_cli_reconstruct",
     "test_data_damage", "test_explorer", "test_explorer_browser", "test_gradient_scales",
     "test_hypernetwork", "test_models",
     "test_pretrained", "test_report", "test_segmentation", "test_train_loop",

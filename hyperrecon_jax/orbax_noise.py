@@ -1,0 +1,69 @@
+"""What orbax prints that says nothing to a user, kept off stderr.
+
+A read-only checkpoint manager warns that it is read only, and a restore that
+fails on one array leaves the other arrays' reads to be collected later, each
+printed as "Exception ignored in ..." with a traceback. `checkpoints` reports
+what matters (a damaged step, by name) itself.
+"""
+
+import contextlib
+import os
+import sys
+import traceback
+
+from absl import logging
+
+
+@contextlib.contextmanager
+def read_only_notice_hidden():
+  """Hides orbax's warning that a read-only manager is read-only."""
+  notice = lambda record: "is read only" not in record.getMessage()
+  logger = logging.get_absl_logger()
+  logger.addFilter(notice)
+  try:
+    yield
+  finally:
+    logger.removeFilter(notice)
+
+
+def _abandoned_read(unraisable) -> bool:
+  """Whether an unraisable exception is the remains of a failed orbax read.
+
+  Two kinds: orbax's coroutines of the other arrays' reads, closed when they
+  are collected; and tensorstore's completion callbacks, which call asyncio's
+  ``call_soon_threadsafe`` straight from its own threads and find the event
+  loop closed.
+  """
+  code = getattr(unraisable.object, "cr_code", None)
+  if code is not None:
+    return f"{os.sep}orbax{os.sep}" in code.co_filename
+  if unraisable.object is not None or not isinstance(unraisable.exc_value, RuntimeError):
+    return False
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return bool(frames) and frames[0].name == "call_soon_threadsafe" and (
+      frames[0].filename.endswith(os.path.join("asyncio", "base_events.py")))
+
+
+def hide_abandoned_reads() -> None:
+  """Keeps what a failed orbax read leaves behind off stderr, from now on.
+
+  When one array of a step cannot be read, orbax's restore raises while the
+  reads of the other arrays are still under way, and Python prints each of
+  their remains as "Exception ignored in ..." with a traceback: dozens for
+  one damaged step, some long after `restore` has warned about the step and
+  gone on. Installed once, on the first failed read, the hook drops exactly
+  those (`_abandoned_read`) and passes every other one to the hook before it.
+  """
+  global _unraisable_hook_installed
+  if _unraisable_hook_installed:
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _abandoned_read(unraisable):
+      previous(unraisable)
+  sys.unraisablehook = hook
+  _unraisable_hook_installed = True
+
+
+_unraisable_hook_installed = False
