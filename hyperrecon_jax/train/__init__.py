@@ -16,11 +16,13 @@ from hyperrecon_jax.train.configuration import num_coeffs
 from hyperrecon_jax.train.configuration import num_lambdas
 from hyperrecon_jax.train.loop import Interrupted
 from hyperrecon_jax.train.loop import NonFiniteLossError
+from hyperrecon_jax.train.loop import check_memory
 from hyperrecon_jax.train.loop import train_and_evaluate
 from hyperrecon_jax.train.state import TrainState
 from hyperrecon_jax.train.state import build_model
 from hyperrecon_jax.train.state import create_state
 from hyperrecon_jax.train.state import learning_rate
+from hyperrecon_jax.train.state import memory_floor
 from hyperrecon_jax.train.state import stack_lambdas
 from hyperrecon_jax.train.step import make_train_step
 from hyperrecon_jax.train.step import sample_coefficients
@@ -30,8 +32,8 @@ from hyperrecon_jax.train.trained import load_trained
 
 __all__ = [
     "ConfigError", "Interrupted", "NonFiniteLossError", "TrainState", "build_model",
-    "check_config", "create_state", "from_stored", "learning_rate",
-    "load_config", "load_trained", "make_train_step", "num_coeffs",
+    "check_config", "check_memory", "create_state", "from_stored", "learning_rate",
+    "load_config", "load_trained", "make_train_step", "memory_floor", "num_coeffs",
     "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate",
     "validation_lambdas",
 ]
