@@ -34,6 +34,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
+import cli_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
@@ -71,7 +72,7 @@ def main(argv):
   from hyperrecon_jax import train
   from hyperrecon_jax.train import baselines
   with cli.user_errors():
-    config = cli.checked_config(_CONFIG)
+    config = cli_config.checked_config(_CONFIG)
   if _SCALES.value == "gradient":
     with cli.user_errors():
       if _LAMBDAS.value is not None:

@@ -40,110 +40,63 @@ def one_line(text: str) -> str:
 def parse_flags(argv):
   """absl flag parsing whose errors (a bad ``--config.x.y=v`` too) are one line.
 
-  Arguments that are not flags are an error too: no script takes any.
+  Arguments that are not flags are an error too (no script takes any), and so
+  is a flag given an empty value (``--out=``, e.g. from an unset shell
+  variable): no flag of the scripts means anything when empty, and a silent
+  default (the package's folder for ``--folder``) is worse than a refusal.
 
   Pass as ``app.run(main, flags_parser=cli.parse_flags)``.
   """
   from absl import flags
+  # A config file's problems are the one error line; absl's warnings about it
+  # (e.g. get_config() returned None) would repeat it before the flags apply
+  # --verbosity, which sets the level again.
+  logging.set_verbosity(logging.ERROR)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {_flag_error(e)} (try --help)", file=sys.stderr)
+    print(f"error: {_flag_error(e, argv)}", file=sys.stderr)
   except Exception as e:  # noqa: BLE001 (a config file can raise anything)
-    where = _config_file_error(e, argv[0])
+    where = _config_file_error(e, argv)
     if where is None and not isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
       raise
-    print(f"error: {where or _override_error(e, argv)}", file=sys.stderr)
+    if where is None:
+      import cli_config  # it imports this module
+      where = cli_config.override_error(e, argv)
+    print(f"error: {where}", file=sys.stderr)
   else:
-    failed = _failed_config_file(flags.FLAGS)
-    if failed:
-      print(f"error: {failed}", file=sys.stderr)
-    elif len(rest) == 1:
+    # An argument left over explains an empty flag before it ("--out= DIR").
+    failed = _failed_config_file(flags.FLAGS) or (
+        f"unexpected arguments {rest[1:]}: every setting is one --flag=value (a space after "
+        "'=' splits it in two) (try --help)" if len(rest) > 1 else _empty_flag(flags.FLAGS))
+    if not failed:
       return rest
-    else:
-      print(f"error: unexpected arguments {rest[1:]}: every setting is one --flag=value "
-          "(a space after '=' splits it in two) (try --help)", file=sys.stderr)
+    print(f"error: {failed}", file=sys.stderr)
   sys.exit(2)
 
 
-def default_config():
-  """``configs/default.py``'s config: every field, with its default."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "default_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
-                                     "default.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+def _config_argument(argv) -> str:
+  """The ``--config`` value of ``argv`` (``path[:arg]``), or ''."""
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      return arg[len("--config="):]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return ""
 
 
-def _fields(node, prefix="config"):
-  """``{dotted name: value}`` of a config's fields; sections are walked into."""
-  import ml_collections
-  out = {}
-  for key, value in node.items():
-    name = f"{prefix}.{key}"
-    if isinstance(value, (ml_collections.ConfigDict, dict)) and value:
-      out.update(_fields(value, name))
-    else:
-      out[name] = value
-  return out
+def _empty_flag(values) -> str | None:
+  """The first string flag given an empty value, as an error message; else None."""
+  for name in sorted(values):
+    flag = values[name]
+    # Config fields ("config.x.y") may be empty strings on purpose.
+    if "." not in name and flag.present and flag.value in ("", []):
+      return f"--{name} is empty: give a value, or leave the flag out (try --help)"
+  return None
 
 
-def checked_config(holder):
-  """The config of a ``--config`` file, with exactly the fields of ``configs/default.py``.
-
-  A config file that drops a field would fail deep in a run with a bare
-  ``AttributeError``; one that adds a field (``train.learning_rate`` for
-  ``train.lr``) would have it silently ignored.
-
-  Args:
-    holder: the ``DEFINE_config_file`` flag holder.
-
-  Raises:
-    InputError: naming the first missing or unknown field (with the closest
-      known name).
-  """
-  import difflib
-
-  from absl import flags
-
-  from hyperrecon_jax import errors
-  config = holder.value
-  path = flags.FLAGS[holder.name].config_filename
-  template = default_config()
-  known, given = _fields(template), _fields(config)
-
-  def within(name, names):  # ``name`` or a field under it is in ``names``
-    return name in names or any(n.startswith(name + ".") for n in names)
-
-  missing = [name for name in known if not within(name, given)
-             and not any(name.startswith(g + ".") for g in given)]
-  if missing:
-    parts = missing[0].split(".")
-    # The outermost part that is missing: a whole section rather than its first field.
-    name = next(".".join(parts[:i]) for i in range(2, len(parts) + 1)
-                if not within(".".join(parts[:i]), given))
-    raise errors.InputError(
-        f"the config of {path} has no {name}: a config starts from configs/default.py's "
-        "get_config() and changes its fields")
-  unknown = [name for name in given if not within(name, known)
-             and not any(name.startswith(k + ".") for k in known)]
-  if unknown:
-    *parent, key = unknown[0].split(".")
-    node = template
-    for part in parent[1:]:
-      node = node.get(part) if hasattr(node, "get") else None
-    siblings = sorted(node) if hasattr(node, "keys") else []
-    close = difflib.get_close_matches(key, siblings, n=1)
-    hint = (f" (did you mean {close[0]}?)" if close else
-            f"; {'.'.join(parent)}'s fields: {', '.join(siblings)}" if siblings else "")
-    raise errors.InputError(
-        f"the config of {path} sets {unknown[0]}, which is not a field{hint}")
-  return config
-
-
-def _flag_error(error) -> str:
+def _flag_error(error, argv=()) -> str:
+  """A flag's parse error as one line; a config file's problem names the file."""
   text = one_line(error)
   if "Failed loading config file" in text:
     # ml_collections lists each path it tried: "… [Relative path]: PATH [Errno 2] REASON: …".
@@ -151,7 +104,30 @@ def _flag_error(error) -> str:
     path = attempt.split(" [Errno", 1)[0]
     reason = re.search(r"\[Errno \d+\] ([^:]+)", attempt)
     return f"cannot load the config file {path}: {reason.group(1) if reason else attempt}"
-  return text
+  if isinstance(error, OSError) and error.filename:
+    return f"cannot load the config file {error.filename}: {error.strerror}"
+  config = _config_argument(argv)
+  if "--config must have a value other than None" in text:
+    return f"the config file {config}: get_config() returned None, not a config"
+  if "Error whilst parsing config file" in str(error):
+    return _traceback_error(str(error), config)
+  return f"{text} (try --help)"
+
+
+def _traceback_error(text: str, config: str) -> str:
+  """The last line of a config file's traceback, with the file and line it came from."""
+  lines = [line for line in text.splitlines() if line.strip()]
+  last = lines[-1].strip()
+  frames = [(path, line) for path, line in re.findall(r'File "([^"]+)", line (\d+)', text)
+            if "-packages" + os.sep not in path and os.path.isfile(path)]
+  if frames:
+    path, line = frames[-1]
+    return f"config file {path}, line {line}: {last}"
+  if "get_config()" in last and "positional argument" in last:
+    path, _, arg = config.partition(":")
+    given = f"the argument {arg!r} after ':'" if arg else "no argument"
+    return f"the config file {path}: its get_config() does not take {given} ({last})"
+  return f"the config file {config}: {last}"
 
 
 def _failed_config_file(values) -> str | None:
@@ -167,12 +143,15 @@ def _failed_config_file(values) -> str | None:
   return None
 
 
-def _config_file_error(error, script: str) -> str | None:
+def _config_file_error(error, argv) -> str | None:
   """``error`` raised by the code of a config file, as one line naming it; else None."""
   import traceback
+  config = _config_argument(argv)
   if isinstance(error, SyntaxError) and error.filename:
     return f"config file {error.filename}, line {error.lineno}: {error.msg}"
-  ours = {os.path.abspath(__file__), os.path.abspath(script)}
+  if isinstance(error, AttributeError) and "has no attribute 'get_config" in str(error):
+    return f"the config file {config.partition(':')[0]} has no get_config() function"
+  ours = {os.path.abspath(__file__), os.path.abspath(argv[0])}
   frames = [f for f in traceback.extract_tb(error.__traceback__)
             if os.path.isfile(f.filename) and os.path.abspath(f.filename) not in ours
             and "-packages" + os.sep not in f.filename]
@@ -181,117 +160,6 @@ def _config_file_error(error, script: str) -> str | None:
   frame = frames[-1]
   return (f"config file {frame.filename}, line {frame.lineno}: {type(error).__name__}: "
           f"{one_line(error)}")
-
-
-def _override_error(error, argv) -> str:
-  """An override that names no field, as one line naming the flag and the known fields."""
-  # ml_collections reports an unknown field as the repr of a KeyError.
-  text = one_line(str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'"))
-  key = text.split()[0].strip("'\"") if text else ""
-  for arg in argv[1:]:
-    path = arg.split("=", 1)[0]
-    if not path.startswith("--config.") or key not in path.split(".")[1:]:
-      continue
-    parts = path[len("--config."):].split(".")
-    parent = parts[:parts.index(key)]
-    node = default_config()
-    for part in parent:
-      node = node.get(part) if hasattr(node, "get") else None
-    section = ".".join(["config", *parent])
-    known = f"; its fields: {', '.join(sorted(node))}" if hasattr(node, "keys") else ""
-    hint = f" ({text.split(' ', 1)[1]})" if " " in text else ""
-    return f"bad override {path}: {section} has no field {key!r}{hint}{known}"
-  return f"bad --config override: {text}"
-
-
-def define_report_settings():
-  """``--config.eval.*`` and ``--config.evals.*``: a report's settings, over the model's own.
-
-  The flag's values are the default config's (``configs/default.py``) and only
-  those given on the command line replace the stored config's
-  (`report_overrides`), e.g. ``--config.eval.samples=1000`` or
-  ``--config.evals.baselines.workdir=DIR``; their types are checked as the
-  flags are parsed.
-
-  Returns:
-    The flag holder.
-  """
-  import ml_collections
-  from ml_collections import config_flags
-  full = default_config()
-  template = ml_collections.ConfigDict({"eval": full.eval, "evals": full.evals})
-  try:
-    # A config-dict flag reads its overrides from sys.argv as it is defined.
-    return config_flags.DEFINE_config_dict(
-        "config", template, "A report's settings: --config.eval.FIELD (grid, samples, split, "
-        "chunk, gallery_size, gallery_tolerance_db) and --config.evals.EVALUATOR.FIELD "
-        "(lambda_set.segmenter, baselines.workdir, dhs_replay.batches, "
-        "figures.panel_lambdas); the model's config gives the rest.")
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
-    print(f"error: bad --config override: {one_line(text)}; a report's settings are "
-          "--config.eval.FIELD and --config.evals.EVALUATOR.FIELD", file=sys.stderr)
-    sys.exit(2)
-
-
-def define_report_shorthands():
-  """``--grid``, ``--samples``, ``--split``, ``--baselines``: the usual report settings.
-
-  Each sets one field of `define_report_settings` (``--grid=G`` is
-  ``--config.eval.grid=G``); giving a field both ways is an error
-  (`report_overrides`).
-
-  Returns:
-    ``{dotted field: flag holder}``.
-  """
-  from absl import flags
-  return {
-      "eval.grid": flags.DEFINE_integer(
-          "grid", None, "λ values per hyperparameter (--config.eval.grid)."),
-      "eval.samples": flags.DEFINE_integer(
-          "samples", None, "N points of a design on the simplex instead of a grid, for any "
-          "number of loss terms (--config.eval.samples)."),
-      "eval.split": flags.DEFINE_string(
-          "split", None, "train, validation or test (--config.eval.split)."),
-      "evals.baselines.workdir": flags.DEFINE_string(
-          "baselines", None, "A run of per-λ Unets (experiments/baselines.py) to score beside "
-          "the model (--config.evals.baselines.workdir)."),
-  }
-
-
-def report_overrides(holder, shorthands=None) -> dict:
-  """The report settings given on the command line, ``{dotted field: value}``.
-
-  Args:
-    holder: from `define_report_settings`.
-    shorthands: from `define_report_shorthands`, if the script has them.
-
-  Raises:
-    InputError: a setting given both as a shorthand and as ``--config.FIELD``.
-  """
-  from absl import flags
-
-  from hyperrecon_jax import errors
-  overrides = dict(flags.FLAGS[holder.name].override_values)
-  for field, flag in (shorthands or {}).items():
-    if flag.value is None:
-      continue
-    if field in overrides:
-      raise errors.InputError(f"--{flag.name} and --config.{field} set the same setting: "
-                              "give one of them")
-    overrides[field] = flag.value
-  return overrides
-
-
-def report_settings(holder, overrides):
-  """The settings of `define_report_settings` with ``overrides`` applied, to check them.
-
-  The overrides are the holder's own and the shorthands', whose flags have
-  their fields' types, so applying them cannot fail.
-  """
-  settings = holder.value.copy_and_resolve_references()
-  settings.update_from_flattened_dict(overrides)
-  return settings
 
 
 def define_model_flags(*, default_pretrained: str | None = None):

@@ -29,20 +29,22 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
+import cli_config
 
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
                            "<workdir>/eval).")
-_SETTINGS = cli.define_report_settings()
-_SHORTHANDS = cli.define_report_shorthands()
+_SETTINGS = cli_config.define_report_settings()
+_SHORTHANDS = cli_config.define_report_shorthands()
 
 
 def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import report
   with cli.user_errors():
-    overrides = cli.report_overrides(_SETTINGS, _SHORTHANDS)
-    report.check_settings(cli.report_settings(_SETTINGS, overrides))  # before the model loads
+    overrides = cli_config.report_overrides(_SETTINGS, _SHORTHANDS)
+    # Before the model loads.
+    report.check_settings(cli_config.report_settings(_SETTINGS, overrides))
     result = report.run(_WORKDIR.value, pretrained=_PRETRAINED.value, out=_OUT.value,
                         step=_STEP.value, overrides=overrides)
   zf = result["zero_filled"]["mean"]

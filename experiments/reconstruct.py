@@ -120,8 +120,8 @@ def main(argv):
     if len(lambdas) > 1:
       shape = shape + (len(lambdas),) if kind == "nifti" else (len(lambdas),) + shape
     print(f"output: {'×'.join(str(n) for n in shape)} {dtype.name} "
-          f"({len(lambdas) * dtype.itemsize * int(np.prod(scan.output_shape)) / 2**20:,.0f} MiB "
-          f"uncompressed; {need / 2**20:,.0f} MiB of memory)", file=sys.stderr)
+          f"({outputs.byte_size(len(lambdas) * dtype.itemsize * int(np.prod(scan.output_shape)))}"
+          f" uncompressed; {outputs.byte_size(need)} of memory)", file=sys.stderr)
     bar = progress.Progress(len(scan.slices) * len(lambdas), "slice",
                             lambda done, total, _: f"reconstructed {done:,}/{total:,} slices")
     try:

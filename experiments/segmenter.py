@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
+import cli_config
 
 from hyperrecon_jax import errors
 
@@ -38,7 +39,7 @@ def main(argv):
   from hyperrecon_jax import data
   from hyperrecon_jax import segmentation
   with cli.user_errors():
-    config = cli.checked_config(_CONFIG)
+    config = cli_config.checked_config(_CONFIG)
     if config.data.name != "mni152":
       raise errors.InputError(f"config.data.name={config.data.name!r}: only the embedded "
                               "mni152 data has tissue labels")

@@ -27,8 +27,6 @@ flags.mark_flag_as_required("workdirs")
 
 
 def _row(workdir: str) -> str:
-  import numpy as np
-
   from hyperrecon_jax import errors
   from hyperrecon_jax import train
   from hyperrecon_jax.train import spread
@@ -36,12 +34,28 @@ def _row(workdir: str) -> str:
   if not os.path.isfile(path):
     raise errors.InputError(f"{path}: no report; run experiments/evaluate.py "
                             "--config.eval.samples=N first")
-  with open(path) as f:
-    result = json.load(f)
+  try:
+    with open(path) as f:
+      result = json.load(f)
+  except ValueError as e:
+    raise errors.InputError(f"{path} is not valid JSON ({e}); evaluate the run again") from None
+  if not isinstance(result, dict) or "mean" not in result:
+    raise errors.InputError(f"{path} is not a report of experiments/evaluate.py; evaluate "
+                            "the run again")
   if "pareto" not in result:
     raise errors.InputError(f"{path}: a grid report; summarize needs a design "
                             "(--config.eval.samples=N)")
   config, model, variables, step = train.load_trained(workdir)
+  spreads = spread.direction_spreads(model, variables["params"], tuple(config.losses))
+  try:
+    return _format(workdir, result, config, step, spreads)
+  except (KeyError, TypeError, IndexError, ValueError) as e:
+    raise errors.InputError(f"{path}: a field is missing or malformed ({type(e).__name__}: "
+                            f"{e}); evaluate the run again") from None
+
+
+def _format(workdir, result, config, step, spreads) -> str:
+  import numpy as np
   names = tuple(config.losses)
   hv = result["pareto"]["hypervolume"]
   psnr = np.array(result["mean"]["psnr"], np.float64)
@@ -54,7 +68,6 @@ def _row(workdir: str) -> str:
       match = np.flatnonzero(np.abs(b - np.asarray(result["lambdas"][v])).sum(1) < 1e-6)
       if match.size:
         unets[k] = result["baselines"]["mean"]["psnr"][int(match[0])]
-  spreads = spread.direction_spreads(model, variables["params"], names)
   vertex_text = " / ".join(
       f"{psnr[v]:.2f}" + (f" ({unets[k]:.2f})" if k in unets else "")
       for k, v in enumerate(vertices))
@@ -70,13 +83,15 @@ def _row(workdir: str) -> str:
 
 def main(argv):
   cli.quiet_libraries()
+  with cli.user_errors():
+    # Every row before the table: an error is then the only output.
+    rows = [_row(workdir) for workdir in _WORKDIRS.value]
   print("| run | sampler | seed | step | hypervolume / Unets' (image terms) | Pareto set | "
         "best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | "
         "weight spread per vertex |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-  with cli.user_errors():
-    for workdir in _WORKDIRS.value:
-      print(_row(workdir))
+  for row in rows:
+    print(row)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
+import cli_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
@@ -36,7 +37,7 @@ _DISTRIBUTED = cli.define_distributed_flags()
 def main(argv):
   cli.quiet_libraries()
   with cli.user_errors():
-    config = cli.checked_config(_CONFIG)
+    config = cli_config.checked_config(_CONFIG)
     # Before anything else touches JAX: the backend must start knowing its peers.
     cli.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train

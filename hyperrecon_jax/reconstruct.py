@@ -313,8 +313,8 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
       too large for memory; all before any model work.
   """
   if not config.model.hyper_dim:
-    raise errors.InputError("this is a plain Unet (one λ, the one it was trained at): "
-                            "reconstruct needs a HyperRecon model")
+    raise errors.InputError(f"this is {configuration.describe_model(config)}: reconstruct "
+                            "needs a HyperRecon model")
   lambdas = as_lambdas(lambdas, configuration.num_lambdas(config))
   out_dtype = outputs.output_dtype(scan, dtype)
   outputs.check_memory(scan, len(lambdas), out_dtype, save_input=save_input,

@@ -99,6 +99,12 @@ def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Contex
     config, model, variables, step = pretrained_lib.load(pretrained, folder=folder)
     where = f"the pretrained model {pretrained!r}"
     stored_test = pretrained_lib.info(pretrained, folder).get("test", {})
+  if train.stack_lambdas(model):
+    # Its Unets answer each λ with the nearest one's reconstruction: a report
+    # over λ would score them at λ they were not trained at.
+    raise errors.InputError(
+        f"{where} is {train.describe_model(config)}: score it beside a HyperRecon model "
+        f"(evaluate.py --workdir=HYPER --baselines={where})")
   size = int(config.data.image_size)
   return evaluators.Context(
       config=config, model=model, variables=variables, step=step, where=where,

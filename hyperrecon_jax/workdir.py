@@ -21,6 +21,7 @@ import fnmatch
 import json
 import os
 import socket
+import tempfile
 
 import jax
 import numpy as np
@@ -61,6 +62,9 @@ def check_folder(workdir: str, kind: str, entries) -> None:
   Raises:
     InputError: ``workdir`` is a file, lies under a file, or holds other entries.
   """
+  if os.path.islink(workdir) and not os.path.exists(workdir):
+    raise errors.InputError(f"--workdir {workdir} is a symbolic link to "
+                            f"{os.readlink(workdir)}, which does not exist")
   if os.path.lexists(workdir) and not os.path.isdir(workdir):
     raise errors.InputError(f"--workdir {workdir} is a file; give the folder of a {kind} "
                             "(new, empty, or one it wrote)")
@@ -70,6 +74,7 @@ def check_folder(workdir: str, kind: str, entries) -> None:
       parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
       raise errors.InputError(f"cannot create --workdir {workdir}: {parent} is a file")
+    _check_writable(workdir, parent)
     return
   try:
     names = sorted(os.listdir(workdir))
@@ -80,8 +85,20 @@ def check_folder(workdir: str, kind: str, entries) -> None:
   if others:
     shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
     raise errors.InputError(
-        f"--workdir {workdir} holds {shown}, which no {kind} writes; give a new or empty "
-        f"folder, or one of your {kind}s")
+        f"--workdir {workdir} holds {shown}, which is not a {kind}'s; give a new or empty "
+        f"folder, or an earlier {kind}'s")
+  _check_writable(workdir, workdir)
+
+
+def _check_writable(workdir: str, folder: str) -> None:
+  """Refuses a ``folder`` in which no file can be created (before any work)."""
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".hyperrecon-", suffix=".probe", dir=folder)
+  except OSError as e:
+    raise errors.InputError(f"cannot write --workdir {workdir}: {folder} is not writable "
+                            f"({e.strerror or e})") from None
+  os.close(fd)
+  os.remove(probe)
 
 
 def is_primary() -> bool:

@@ -91,6 +91,16 @@ _FROM_DEFAULT = (f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'experimen
      r"the config of .*bad\.py sets config\.train\.num_step, which is not a field \(did you "
      r"mean num_steps\?\)"),
     (None, r"cannot load the config file .*bad\.py: No such file or directory"),
+    ("x = 1\n", r"the config file .*bad\.py has no get_config\(\) function"),
+    ("def get_config():\n  return None\n",
+     r"the config file .*bad\.py: get_config\(\) returned None, not a config"),
+    ("def get_config():\n  return {'train': {}}\n",
+     r"get_config\(\) of .*bad\.py returned a dict, not an ml_collections\.ConfigDict"),
+    (_FROM_DEFAULT + "  c.task = {}\n  return c\n", r"has no config\.task\.acceleration"),
+    (_FROM_DEFAULT + "  c.train.lr = None\n  return c\n",
+     r"sets config\.train\.lr to None; it needs a float \(default 0\.001\)"),
+    (_FROM_DEFAULT + "  c.train.lr = 'fast'\n  return c\n",
+     r"config file .*bad\.py, line 6: TypeError: Could not override field 'lr'"),
 ])
 def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   config = tmp_path / "bad.py"
@@ -99,6 +109,30 @@ def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   proc = run(env, "train", f"--config={config}", f"--workdir={tmp_path / 'run'}")
   assert_one_error_line(proc, pattern)
   assert not (tmp_path / "run").exists()
+
+
+def test_a_config_argument_the_file_does_not_take_is_named(env, tmp_path):
+  config = tmp_path / "plain.py"
+  config.write_text("import ml_collections\ndef get_config():\n  return "
+                    "ml_collections.ConfigDict()\n")
+  proc = run(env, "train", f"--config={config}:quick", f"--workdir={tmp_path / 'run'}")
+  assert_one_error_line(proc, r"the config file .*plain\.py: its get_config\(\) does not "
+                              r"take the argument 'quick' after ':'")
+
+
+@pytest.mark.parametrize("name, args", [
+    # An empty --folder had exported into the package's own folder.
+    ("export_pretrained", ["--workdir=W", "--name=n", "--description=d", "--folder="]),
+    ("evaluate", ["--pretrained=mni152_csmri8x_dc_tv", "--out="]),
+    ("train", [f"--config={DEMO}", "--workdir="]),
+])
+def test_a_flag_given_an_empty_value_is_refused(env, name, args):
+  from hyperrecon_jax import pretrained
+  before = sorted(os.listdir(pretrained.FOLDER))
+  proc = run(env, name, *args)
+  empty = next(a for a in args if a.endswith("="))
+  assert_one_error_line(proc, rf"{empty[:-1]} is empty: give a value, or leave the flag out")
+  assert sorted(os.listdir(pretrained.FOLDER)) == before
 
 
 def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):

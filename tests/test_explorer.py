@@ -267,7 +267,8 @@ def test_a_plain_unet_or_a_misplaced_design_is_refused(run_a):
     explorer.Explorer(config, model, variables, name="two", step=step, design=8)
   config = config.copy_and_resolve_references()
   config.model.hyper_dim = 0
-  with pytest.raises(ValueError, match="plain Unet .* needs a HyperRecon model"):
+  with pytest.raises(ValueError, match=r"plain is a plain Unet trained at one λ = \(0\.5\): "
+                                       "the explorer needs a HyperRecon model"):
     explorer.Explorer(config, model, variables, name="plain", step=step)
 
 

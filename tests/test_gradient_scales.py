@@ -119,8 +119,8 @@ def test_the_scales_go_into_their_own_folder_or_a_stack_of_unets(tmp_path):
   run.mkdir()
   (run / "config.json").write_text(json.dumps(
       {"model": {"hyper_dim": 32}, "hparams": {"baselines": []}}))
-  with pytest.raises(errors.InputError, match=r"holds config\.json, which no folder of loss "
-                                              r"scales writes"):
+  with pytest.raises(errors.InputError, match=r"holds config\.json, which is not a "
+                                              r"gradient-scale folder's"):
     gradient_scales.write(result, str(run))
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "notes.txt").write_text("mine")

@@ -58,6 +58,14 @@ def test_export_refuses_a_taken_name_or_an_unfinished_run(run_a, tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["mine"]
 
 
+@pytest.mark.parametrize("name", ["", " ", "a b", "-x", ".hidden", "..", "a/b", "x" * 101])
+def test_a_model_name_is_what_a_user_can_type(name, tmp_path):
+  with pytest.raises(ValueError, match=r"a model's name is up to 100 letters, digits"):
+    pretrained.check_new_name(name, str(tmp_path))
+  pretrained.check_new_name("mni152_csmri8x_dc-tv.v2", str(tmp_path))
+  pretrained.check_new_name("x" * 100, str(tmp_path))
+
+
 def test_an_export_that_fails_leaves_no_model_folder(run_a, tmp_path):
   seen = []
 

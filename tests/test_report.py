@@ -17,6 +17,7 @@ from hyperrecon_jax import data
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import physics
 from hyperrecon_jax import plots
+from hyperrecon_jax import pretrained
 from hyperrecon_jax import report
 from hyperrecon_jax import train
 from hyperrecon_jax.train import baselines
@@ -219,6 +220,32 @@ def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
     report.run(workdir, out=str(tmp_path / "out"),
                overrides={"evals.baselines.workdir": workdir}, progress=False)
   assert not (tmp_path / "out").exists()
+
+
+def test_baselines_that_are_a_file_or_a_segmenter_are_named(workdir, tmp_path):
+  (tmp_path / "file").write_text("x")
+  (tmp_path / "seg").mkdir()
+  (tmp_path / "seg" / "segmenter.json").write_text("{}")
+  for path, message in ((tmp_path / "file", r"baselines\.workdir=.*file: is a file"),
+                        (tmp_path / "seg", r"holds a segmenter, not per-λ Unets")):
+    with pytest.raises(ValueError, match=message):
+      report.run(workdir, out=str(tmp_path / "out"),
+                 overrides={"evals.baselines.workdir": str(path)}, progress=False)
+  with pytest.raises(FileNotFoundError, match=r"holds a segmenter \(experiments/segmenter\.py\), "
+                                              r"not a training run"):
+    report.run(str(tmp_path / "seg"), out=str(tmp_path / "out"), progress=False)
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_stack_of_unets_is_no_model_to_report_on_or_to_ship(stack, tmp_path):
+  # Its Unets would answer the report's λ with the nearest member's image.
+  with pytest.raises(ValueError, match=r"is a stack of 2 per-λ Unets .*: score it beside a "
+                                       r"HyperRecon model \(evaluate\.py --workdir=HYPER "
+                                       r"--baselines="):
+    report.run(stack, out=str(tmp_path / "out"), progress=False)
+  with pytest.raises(ValueError, match=r"is a stack of 2 per-λ Unets .*: a shipped model is"):
+    pretrained.export(stack, "stack", description="x", folder=str(tmp_path / "models"))
+  assert not (tmp_path / "out").exists() and not (tmp_path / "models" / "stack").exists()
 
 
 K4_FILES = ["diverse.png", "lambda_grid.json", "pareto.png", "range.png", "slices.png"]

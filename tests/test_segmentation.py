@@ -156,8 +156,8 @@ def test_train_into_refuses_a_training_run_before_any_work(trained, tmp_path):
   config, _, _ = trained
   (tmp_path / "config.json").write_text("{}")
   (tmp_path / "checkpoints").mkdir()
-  with pytest.raises(ValueError, match=r"holds checkpoints, config\.json, which no segmenter "
-                                       r"writes"):
+  with pytest.raises(ValueError, match=r"holds checkpoints, config\.json, which is not a "
+                                       r"segmenter's"):
     segmentation.train_into(str(tmp_path), config.data, num_classes=C, **SETTINGS)
   assert sorted(os.listdir(tmp_path)) == ["checkpoints", "config.json"]
 

@@ -204,7 +204,7 @@ def test_a_folder_that_is_not_a_run_is_refused_with_its_files_untouched(data_dir
   (folder / "metrics.jsonl").write_text('{"loss": 1}\n')
   (folder / "notes.txt").write_text("mine")
   before = snapshot(str(folder))
-  with pytest.raises(errors.InputError, match=r"holds notes\.txt, which no training run writes"):
+  with pytest.raises(errors.InputError, match=r"holds notes\.txt, which is not a training run's"):
     train.train_and_evaluate(make_config(data_dir), str(folder))
   assert snapshot(str(folder)) == before
   # Without the other file, its config.json still says it is no run's.
@@ -231,16 +231,25 @@ def test_memory_floor_counts_the_state_and_one_set_of_gradients(data_dir):
   model = state_lib.build_model(config)
   state = state_lib.create_state(config, model, jax.random.key(0))
   leaves = jax.tree_util.tree_leaves
-  # Every leaf of the real state is float32 or int32: 4 bytes per value.
-  want = 4 * (sum(x.size for x in leaves(state)) + sum(x.size for x in leaves(state.params)))
+  # Every leaf of the real state is float32 or int32: 4 bytes per value. The
+  # convolutions' inputs per 32×32 image, 4 channels (enc<l> at level l, dec0
+  # at level 2, dec2 and the head at full size): enc0 32²·(2 + 4), enc1 16²·8,
+  # enc2 8²·8, enc3 4²·8, dec0 8²·12, dec1 16²·12, dec2 32²·12, head 32²·4.
+  kept = 1024 * 6 + 256 * 8 + 64 * 8 + 16 * 8 + 64 * 12 + 256 * 12 + 1024 * 12 + 1024 * 4
+  assert kept == 29056
+  want = 4 * (sum(x.size for x in leaves(state)) + sum(x.size for x in leaves(state.params))
+              + 4 * kept)  # batch 4, float32
   assert state_lib.memory_floor(config, model) == want
+  # Split over two devices, each keeps the activations of half the batch.
+  assert state_lib.memory_floor(config, model, num_devices=2) == want - 4 * 2 * kept
 
 
 def test_a_model_beyond_the_devices_memory_is_refused_before_any_work(
     data_dir, tmp_path, monkeypatch):
   monkeypatch.setattr(loop_lib, "device_memory", lambda: (2**10, "a 1 KiB test device"))
-  with pytest.raises(train.ConfigError, match=r"the parameters, gradients and optimizer state "
-                                              r"of this model alone take \d+ [KM]iB, more "
-                                              r"than the 1 KiB of a 1 KiB test device"):
+  with pytest.raises(train.ConfigError, match=r"the parameters, gradients, optimizer "
+                                              r"state and kept activations of this model "
+                                              r"alone take \d+ [KM]iB, more than the 1 KiB "
+                                              r"of a 1 KiB test device"):
     train.train_and_evaluate(make_config(data_dir), str(tmp_path / "run"))
   assert os.listdir(tmp_path) == []

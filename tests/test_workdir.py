@@ -109,7 +109,7 @@ def test_check_folder_refuses_what_its_kind_does_not_write(tmp_path, entries, ki
   before = sorted(os.listdir(tmp_path))
   first = re.escape(sorted(foreign)[0])  # named in sorted order
   with pytest.raises(ValueError, match=rf"--workdir {re.escape(str(tmp_path))} holds {first}"
-                                       rf".*, which no {kind} writes"):
+                                       rf".*, which is not a {kind}'s"):
     workdir.check_folder(str(tmp_path), kind, entries)
   assert sorted(os.listdir(tmp_path)) == before
 
@@ -121,3 +121,10 @@ def test_check_folder_names_a_file_given_as_a_folder(tmp_path):
   with pytest.raises(ValueError, match=r"cannot create --workdir .*: .*file is a file"):
     workdir.check_folder(str(tmp_path / "file" / "run"), "segmenter",
                          workdir.SEGMENTER_ENTRIES)
+
+
+def test_check_folder_names_a_broken_symbolic_link(tmp_path):
+  (tmp_path / "link").symlink_to(tmp_path / "gone")
+  with pytest.raises(ValueError, match=r"--workdir .*link is a symbolic link to .*gone, which "
+                                       r"does not exist"):
+    workdir.check_folder(str(tmp_path / "link"), "training run", workdir.RUN_ENTRIES)

@@ -33,8 +33,12 @@ def load(path, config):
   from hyperrecon_jax.train import configuration
   setting = f"config.evals.baselines.workdir={path}"
   if not os.path.isdir(path):
-    raise errors.InputError(f"{setting}: no such folder; give the --workdir of a run of "
+    what = "is a file" if os.path.exists(path) else "no such folder"
+    raise errors.InputError(f"{setting}: {what}; give the --workdir of a run of "
                             "experiments/baselines.py")
+  if os.path.isfile(os.path.join(path, "segmenter.json")):
+    raise errors.InputError(f"{setting} holds a segmenter, not per-λ Unets: a report takes "
+                            "it as config.evals.lambda_set.segmenter")
   if not os.path.isdir(checkpoints.checkpoint_dir(path)):
     raise errors.InputError(f"{setting} holds no checkpoint: train the per-λ Unets first "
                             f"(experiments/baselines.py --workdir={path})")

@@ -31,6 +31,7 @@ from hyperrecon_jax.explorer.json_numbers import finite_or_none
 from hyperrecon_jax.explorer.json_numbers import rounded
 from hyperrecon_jax.explorer.lambda_set import lambda_set
 from hyperrecon_jax.explorer.task_info import task_info
+from hyperrecon_jax.train import configuration
 
 # |error| images of a slice share one grey scale, white at this percentile of
 # the slice's |error| at the simplex's vertices and centre (`Explorer.error_scale`):
@@ -84,7 +85,7 @@ class Explorer:
                slices=None, source=None, chunk=None, seed=None, segmenter=None,
                grid=None, design=None, gallery_size=None, gallery_tolerance_db=None):
     if not int(config.model.hyper_dim):
-      raise InputError(f"{name} is a plain Unet (hyper_dim 0) trained at one λ: the explorer "
+      raise InputError(f"{name} is {configuration.describe_model(config)}: the explorer "
                        "needs a HyperRecon model")
     self.config, self.model, self.variables = config, model, variables
     self.name, self.step = str(name), int(step)

@@ -31,9 +31,11 @@ from hyperrecon_jax.models.unet import conv_specs
 from hyperrecon_jax.models.unet import count_params
 from hyperrecon_jax.models.unet import fold_batch_norm
 from hyperrecon_jax.models.unet import fold_weights
+from hyperrecon_jax.models.unet import kept_activations
 
 __all__ = [
     "BATCH_NORM_EPSILON", "HYPER_INITS", "conditioned_specs", "resolve_strategy",
     "HyperUnet", "Hypernetwork", "STRATEGIES", "Unet", "UnetBody",
-    "UnetStack", "conv_specs", "count_params", "fold_batch_norm", "fold_weights", "unet_variables",
+    "UnetStack", "conv_specs", "count_params", "fold_batch_norm", "fold_weights",
+    "kept_activations", "unet_variables",
 ]

@@ -75,6 +75,30 @@ def conv_specs(channels: int = 32, in_channels: int = IN_CHANNELS,
   return tuple(specs)
 
 
+def kept_activations(channels: int, size: int, in_channels: int = IN_CHANNELS) -> int:
+  """Values per image that a training step's backward pass keeps: every convolution's input.
+
+  A convolution's weight gradient needs its input, so the forward pass keeps
+  the input of each of the `conv_specs` (BatchNorm's and ReLU's are not
+  counted): a lower bound on the activations of one Unet, per image.
+
+  Args:
+    channels: features at every level.
+    size: the image's height and width (a multiple of 8).
+    in_channels: the Unet's input channels.
+
+  Returns:
+    The count of values.
+  """
+  total = 0
+  for spec in conv_specs(channels, in_channels):
+    block, index = spec.name[:3], int(spec.name[3]) if spec.name[3:4].isdigit() else 0
+    # enc<l> runs at level l, dec<l> at level NUM_LEVELS - 2 - l, the head at full size.
+    level = index if block == "enc" else NUM_LEVELS - 2 - index if block == "dec" else 0
+    total += (size >> level) ** 2 * spec.cin
+  return total
+
+
 def check_input(zf, name: str = "zf"):
   """Trace-time checks of a zero-filled input batch (costs nothing under jit).
 

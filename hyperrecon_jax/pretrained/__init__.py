@@ -26,6 +26,7 @@ from collections.abc import Callable
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -45,6 +46,8 @@ INFO_FILE = "info.json"
 FORMAT = "hyperrecon_jax.pretrained/1"
 CHECK_SLICES = 2  # test slices whose scores info.json records for `check_scores`
 CHECK_METRICS = ("psnr", "ssim", "hfen")
+MAX_NAME = 100
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def names(folder: str = FOLDER) -> list[str]:
@@ -149,9 +152,16 @@ def _check_shapes(weights: str, config_path: str, template: dict, stored) -> Non
 
 
 def check_new_name(name: str, folder: str = FOLDER) -> None:
-  """Raises ``InputError`` unless ``name`` is a plain folder name free in ``folder``."""
-  if not isinstance(name, str) or not name or os.sep in name or name.startswith("."):
-    raise errors.InputError(f"name must be a plain folder name, got {name!r}")
+  """Raises ``InputError`` unless ``name`` is a model's name free in ``folder``.
+
+  A name is what a user types as ``--pretrained=NAME``: letters, digits,
+  ``.``, ``_`` and ``-``, starting with a letter or digit, at most
+  `MAX_NAME` characters (a staging folder's name adds about 25 to it).
+  """
+  if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME:
+    raise errors.InputError(
+        f"a model's name is up to {MAX_NAME} letters, digits, '.', '_' and '-', starting "
+        f"with a letter or digit; got {name!r}")
   path = os.path.join(folder, name)
   if os.path.lexists(path):
     what = "is already shipped" if name in names(folder) else "exists and is no model"
@@ -191,7 +201,10 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   from hyperrecon_jax import train
   check_new_name(name, folder)
   path = os.path.join(folder, name)
-  config, _, variables, step = train.load_trained(workdir, step)
+  config, model, variables, step = train.load_trained(workdir, step)
+  if train.stack_lambdas(model):
+    raise errors.InputError(f"{workdir} is {train.describe_model(config)}: a shipped model "
+                            "is a HyperRecon model or a plain Unet")
   total = int(config.train.num_steps)
   if step < total and not unfinished:
     raise errors.InputError(

@@ -113,6 +113,18 @@ def missing_sections(stored) -> list[str]:
   return [s for s in SECTIONS if s not in stored]
 
 
+def describe_model(config) -> str:
+  """What a config's model is, in words: HyperRecon, a plain Unet or a stack of them."""
+  if config.model.hyper_dim:
+    return "a HyperRecon model"
+  stack = tuple(config.hparams.baselines)
+  if stack:
+    return (f"a stack of {len(stack)} per-λ Unets (experiments/baselines.py), each trained "
+            "at its own λ")
+  lam = ", ".join(f"{v:g}" for v in config.hparams.fixed)
+  return f"a plain Unet trained at one λ = ({lam})"
+
+
 def num_coeffs(config) -> int:
   """K, the number of loss terms (and of coefficients the hypernetwork reads)."""
   return len(tuple(config.losses))

@@ -135,7 +135,7 @@ def check_folder(workdir: str) -> None:
   if stack:
     workdir_lib.check_folder(workdir, "stack of per-λ Unets", workdir_lib.RUN_ENTRIES)
   else:
-    workdir_lib.check_folder(workdir, "folder of loss scales", (RESULT_FILE,))
+    workdir_lib.check_folder(workdir, "gradient-scale folder", (RESULT_FILE,))
 
 
 def write(result: dict, workdir: str) -> str:

@@ -166,21 +166,23 @@ def device_memory() -> tuple[int, str]:
 
 
 def check_memory(config, model) -> None:
-  """Raises ``ConfigError`` if the train state alone cannot fit in one device's memory.
+  """Raises ``ConfigError`` if training cannot fit in one device's memory.
 
-  A lower bound (`state.memory_floor`): a run refused here could never
-  train, while one that passes may still need more for its activations.
+  A lower bound (`state.memory_floor`: the train state, its gradients, the
+  convolutions' inputs): a run refused here could never train, while one that
+  passes may still need more.
   Without it, a stack of 10⁵ Unets (``baselines.py --lambdas=grid:100000``)
   ran minutes into its initialization before it ran out of memory.
   """
-  need = state_lib.memory_floor(config, model)
+  need = state_lib.memory_floor(config, model, len(jax.devices()))
   limit, what = device_memory()
   if need > limit:
     count = len(state_lib.stack_lambdas(model))
     fewer = (f"; train fewer than its {count} Unets" if count > 1 else
              "; use a smaller model (config.model.channels, config.model.hyper_dim)")
     raise configuration.ConfigError(
-        f"the parameters, gradients and optimizer state of this model alone take "
+        f"the parameters, gradients, optimizer state and kept activations of this model "
+        f"alone take "
         f"{outputs.byte_size(need)}, more than the {outputs.byte_size(limit)} of {what}{fewer}")
 
 
@@ -202,7 +204,10 @@ def check_workdir(config, workdir: str, stored=None) -> None:
     try:
       with open(path) as f:
         stored = json.load(f)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+      raise configuration.ConfigError(f"{path} cannot be read ({e.strerror or e}); move it "
+                                      "away or use another --workdir") from None
+    except ValueError as e:
       raise configuration.ConfigError(
           f"{path} is not valid JSON ({e}); move it away or use another "
           "--workdir") from None

@@ -136,17 +136,22 @@ def create_state(config, model, key) -> TrainState:
       bad_step=jnp.full((), -1, jnp.int32))
 
 
-def memory_floor(config, model) -> int:
+def memory_floor(config, model, num_devices: int = 1) -> int:
   """Bytes that training ``model`` needs on each device at least.
 
   The train state (parameters, BatchNorm statistics, Adam's two moments) and
-  one set of gradients, all replicated on every device; the step's
-  activations come on top. Computed from shapes alone (``jax.eval_shape``),
+  one set of gradients, all replicated on every device, and the activations
+  the backward pass keeps for this device's rows of the batch: every
+  convolution's input (`models.kept_activations`), in the model's
+  compute dtype, per Unet of a stack. BatchNorm's and ReLU's outputs and
+  XLA's temporaries come on top, so the real need is larger; this bound only
+  refuses what can never fit. Computed from shapes alone (``jax.eval_shape``),
   so even a stack of 10⁵ Unets costs nothing to measure.
 
   Args:
     config: full experiment config.
     model: from ``build_model``.
+    num_devices: the devices the batch is split over.
 
   Returns:
     The byte count.
@@ -156,4 +161,8 @@ def memory_floor(config, model) -> int:
 
   def size(tree):
     return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
-  return size(state) + size(state.params)
+  rows = -(-int(config.train.batch_size) // num_devices)
+  kept = models.kept_activations(int(config.model.channels), int(config.data.image_size))
+  activations = (rows * kept * jnp.dtype(config.model.dtype).itemsize
+                 * max(1, len(stack_lambdas(model))))
+  return size(state) + size(state.params) + activations

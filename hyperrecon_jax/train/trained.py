@@ -76,6 +76,10 @@ def load_trained(workdir: str, step: int | None = None, *,
       mngr.close()
   if restored is None:
     where = os.path.join(workdir, "checkpoints")
+    if os.path.isfile(os.path.join(workdir, "segmenter.json")):
+      raise FileNotFoundError(
+          f"{workdir!r} holds a segmenter (experiments/segmenter.py), not a training run: "
+          "a report takes it as --config.evals.lambda_set.segmenter")
     raise FileNotFoundError(
         f"{where} holds no checkpoint: train first (experiments/train.py)"
         if os.path.isdir(workdir) else

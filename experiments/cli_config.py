@@ -1,0 +1,187 @@
+"""The config flags of the experiment scripts: a config file's fields, a report's settings."""
+
+import os
+import sys
+
+import cli
+
+
+def default_config():
+  """``configs/default.py``'s config: every field, with its default."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "default_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                                     "default.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def checked_config(holder):
+  """The config of a ``--config`` file, with exactly the fields of ``configs/default.py``.
+
+  A config file that drops a field (or empties a section, or sets a field to
+  None) would fail deep in a run with a bare ``AttributeError`` or
+  ``TypeError``; one that adds a field (``train.learning_rate`` for
+  ``train.lr``) would have it silently ignored.
+
+  Args:
+    holder: the ``DEFINE_config_file`` flag holder.
+
+  Raises:
+    InputError: naming the first missing, unknown or None field (with the
+      closest known name), or a config that is not a ``ConfigDict``.
+  """
+  from absl import flags
+  import ml_collections
+
+  from hyperrecon_jax import errors
+  config = holder.value
+  path = flags.FLAGS[holder.name].config_filename.partition(":")[0]
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise errors.InputError(
+        f"get_config() of {path} returned a {type(config).__name__}, not an "
+        "ml_collections.ConfigDict: start from configs/default.py's get_config()")
+  _compare(default_config(), config, "config", path)
+  return config
+
+
+def _compare(template, node, name: str, path: str) -> None:
+  """Raises ``InputError`` at the first field where ``node`` departs from ``template``."""
+  import difflib
+
+  import ml_collections
+
+  from hyperrecon_jax import errors
+  if not isinstance(node, ml_collections.ConfigDict):
+    raise errors.InputError(f"the config of {path} sets {name} to {node!r}: it is a section "
+                            f"of fields ({', '.join(sorted(template))})")
+  for key, default in template.items():
+    field = f"{name}.{key}"
+    if key not in node:
+      raise errors.InputError(f"the config of {path} has no {field}: a config starts from "
+                              "configs/default.py's get_config() and changes its fields")
+    value = node[key]
+    if isinstance(default, ml_collections.ConfigDict) and default:
+      _compare(default, value, field, path)
+    elif value is None and default is not None:
+      raise errors.InputError(f"the config of {path} sets {field} to None; it needs a "
+                              f"{type(default).__name__} (default {default!r})")
+  for key in node:
+    if key not in template:
+      close = difflib.get_close_matches(key, list(template), n=1)
+      hint = (f" (did you mean {close[0]}?)" if close else
+              f"; {name}'s fields: {', '.join(sorted(template))}")
+      raise errors.InputError(f"the config of {path} sets {name}.{key}, which is not a "
+                              f"field{hint}")
+
+
+def override_error(error, argv) -> str:
+  """An override that names no field, as one line naming the flag and the known fields."""
+  # ml_collections reports an unknown field as the repr of a KeyError.
+  text = cli.one_line(str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'"))
+  key = text.split()[0].strip("'\"") if text else ""
+  for arg in argv[1:]:
+    path = arg.split("=", 1)[0]
+    if not path.startswith("--config.") or key not in path.split(".")[1:]:
+      continue
+    parts = path[len("--config."):].split(".")
+    parent = parts[:parts.index(key)]
+    node = default_config()
+    for part in parent:
+      node = node.get(part) if hasattr(node, "get") else None
+    section = ".".join(["config", *parent])
+    known = f"; its fields: {', '.join(sorted(node))}" if hasattr(node, "keys") else ""
+    hint = f" ({text.split(' ', 1)[1]})" if " " in text else ""
+    return f"bad override {path}: {section} has no field {key!r}{hint}{known}"
+  return f"bad --config override: {text}"
+
+
+def define_report_settings():
+  """``--config.eval.*`` and ``--config.evals.*``: a report's settings, over the model's own.
+
+  The flag's values are the default config's (``configs/default.py``) and only
+  those given on the command line replace the stored config's
+  (`report_overrides`), e.g. ``--config.eval.samples=1000`` or
+  ``--config.evals.baselines.workdir=DIR``; their types are checked as the
+  flags are parsed.
+
+  Returns:
+    The flag holder.
+  """
+  import ml_collections
+  from ml_collections import config_flags
+  full = default_config()
+  template = ml_collections.ConfigDict({"eval": full.eval, "evals": full.evals})
+  try:
+    # A config-dict flag reads its overrides from sys.argv as it is defined.
+    return config_flags.DEFINE_config_dict(
+        "config", template, "A report's settings: --config.eval.FIELD (grid, samples, split, "
+        "chunk, gallery_size, gallery_tolerance_db) and --config.evals.EVALUATOR.FIELD "
+        "(lambda_set.segmenter, baselines.workdir, dhs_replay.batches, "
+        "figures.panel_lambdas); the model's config gives the rest.")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+    print(f"error: bad --config override: {cli.one_line(text)}; a report's settings are "
+          "--config.eval.FIELD and --config.evals.EVALUATOR.FIELD", file=sys.stderr)
+    sys.exit(2)
+
+
+def define_report_shorthands():
+  """``--grid``, ``--samples``, ``--split``, ``--baselines``: the usual report settings.
+
+  Each sets one field of `define_report_settings` (``--grid=G`` is
+  ``--config.eval.grid=G``); giving a field both ways is an error
+  (`report_overrides`).
+
+  Returns:
+    ``{dotted field: flag holder}``.
+  """
+  from absl import flags
+  return {
+      "eval.grid": flags.DEFINE_integer(
+          "grid", None, "λ values per hyperparameter (--config.eval.grid)."),
+      "eval.samples": flags.DEFINE_integer(
+          "samples", None, "N points of a design on the simplex instead of a grid, for any "
+          "number of loss terms (--config.eval.samples)."),
+      "eval.split": flags.DEFINE_string(
+          "split", None, "train, validation or test (--config.eval.split)."),
+      "evals.baselines.workdir": flags.DEFINE_string(
+          "baselines", None, "A run of per-λ Unets (experiments/baselines.py) to score beside "
+          "the model (--config.evals.baselines.workdir)."),
+  }
+
+
+def report_overrides(holder, shorthands=None) -> dict:
+  """The report settings given on the command line, ``{dotted field: value}``.
+
+  Args:
+    holder: from `define_report_settings`.
+    shorthands: from `define_report_shorthands`, if the script has them.
+
+  Raises:
+    InputError: a setting given both as a shorthand and as ``--config.FIELD``.
+  """
+  from absl import flags
+
+  from hyperrecon_jax import errors
+  overrides = dict(flags.FLAGS[holder.name].override_values)
+  for field, flag in (shorthands or {}).items():
+    if flag.value is None:
+      continue
+    if field in overrides:
+      raise errors.InputError(f"--{flag.name} and --config.{field} set the same setting: "
+                              "give one of them")
+    overrides[field] = flag.value
+  return overrides
+
+
+def report_settings(holder, overrides):
+  """The settings of `define_report_settings` with ``overrides`` applied, to check them.
+
+  The overrides are the holder's own and the shorthands', whose flags have
+  their fields' types, so applying them cannot fail.
+  """
+  settings = holder.value.copy_and_resolve_references()
+  settings.update_from_flattened_dict(overrides)
+  return settings
