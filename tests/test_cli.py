@@ -135,6 +135,15 @@ def test_a_flag_given_an_empty_value_is_refused(env, name, args):
   assert sorted(os.listdir(pretrained.FOLDER)) == before
 
 
+def test_summarize_names_a_damaged_report(env, tmp_path):
+  (tmp_path / "eval").mkdir(parents=True)
+  (tmp_path / "eval" / "lambda_grid.json").write_text('{"mean": ')
+  proc = run(env, "summarize", f"--workdirs={tmp_path}")
+  assert_one_error_line(proc, r"eval/lambda_grid\.json is not valid JSON .*evaluate the run "
+                              r"again")
+  assert proc.stdout == ""  # no table header before the error
+
+
 def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):
   # "--out= DIR" (a space after '=') gives an empty flag and an argument.
   proc = run(env, "evaluate", f"--workdir={tmp_path}", "--out=", "report")
