@@ -118,8 +118,9 @@ def _traceback_error(text: str, config: str) -> str:
   """The last line of a config file's traceback, with the file and line it came from."""
   lines = [line for line in text.splitlines() if line.strip()]
   last = lines[-1].strip()
-  frames = [(path, line) for path, line in re.findall(r'File "([^"]+)", line (\d+)', text)
-            if "-packages" + os.sep not in path and os.path.isfile(path)]
+  path = os.path.abspath(config.partition(":")[0])
+  frames = [(f, line) for f, line in re.findall(r'File "([^"]+)", line (\d+)', text)
+            if os.path.abspath(f) == path]
   if frames:
     path, line = frames[-1]
     return f"config file {path}, line {line}: {last}"
@@ -151,10 +152,11 @@ def _config_file_error(error, argv) -> str | None:
     return f"config file {error.filename}, line {error.lineno}: {error.msg}"
   if isinstance(error, AttributeError) and "has no attribute 'get_config" in str(error):
     return f"the config file {config.partition(':')[0]} has no get_config() function"
-  ours = {os.path.abspath(__file__), os.path.abspath(argv[0])}
+  # The config file's own line that led to the error (it may have been
+  # raised in a module the file imports, e.g. configs/default.py).
+  path = os.path.abspath(config.partition(":")[0])
   frames = [f for f in traceback.extract_tb(error.__traceback__)
-            if os.path.isfile(f.filename) and os.path.abspath(f.filename) not in ours
-            and "-packages" + os.sep not in f.filename]
+            if os.path.abspath(f.filename) == path]
   if not frames:
     return None
   frame = frames[-1]
