@@ -46,7 +46,7 @@ class WorkdirBusyError(errors.Error, RuntimeError):
   """Another trainer owns the workdir; the message names it."""
 
 
-def check_folder(workdir: str, kind: str, entries) -> None:
+def check_folder(workdir: str, kind: str, entries, *, write_probe: bool = True) -> None:
   """Refuses a folder that is a file or holds what no ``kind`` writes.
 
   A trainer replaces its own files in its folder (``config.json``,
@@ -58,6 +58,10 @@ def check_folder(workdir: str, kind: str, entries) -> None:
     workdir: the folder; new, empty, or one that ``kind`` wrote.
     kind: what the folder is for, in words (``"training run"``).
     entries: `fnmatch` patterns of what ``kind`` writes at its top level.
+    write_probe: also create and remove a file there (or in the nearest
+      existing parent) to find a folder that cannot be written before any
+      work; False on the processes of a multi-process run that write no
+      run files (`is_primary`).
 
   Raises:
     InputError: ``workdir`` is a file, lies under a file, or holds other entries.
@@ -74,7 +78,8 @@ def check_folder(workdir: str, kind: str, entries) -> None:
       parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
       raise errors.InputError(f"cannot create --workdir {workdir}: {parent} is a file")
-    _check_writable(workdir, parent)
+    if write_probe:
+      _check_writable(workdir, parent)
     return
   try:
     names = sorted(os.listdir(workdir))
@@ -87,7 +92,8 @@ def check_folder(workdir: str, kind: str, entries) -> None:
     raise errors.InputError(
         f"--workdir {workdir} holds {shown}, which is not a {kind}'s; give a new or empty "
         f"folder, or an earlier {kind}'s")
-  _check_writable(workdir, workdir)
+  if write_probe:
+    _check_writable(workdir, workdir)
 
 
 def _check_writable(workdir: str, folder: str) -> None:

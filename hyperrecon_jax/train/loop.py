@@ -253,12 +253,14 @@ def train_and_evaluate(config, workdir: str):
     Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step).
   """
   configuration.check_config(config)
-  workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES)
   if config.train.distributed and not jax.distributed.is_initialized():
     # The scripts join the run before anything else (experiments/train.py);
     # this is for a library caller on Slurm, Open MPI or TPU, where JAX finds
     # its arguments itself.
     jax.distributed.initialize()
+  # Only process 0 writes the run's own files, so only it probes the folder.
+  workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES,
+                           write_probe=workdir_lib.is_primary())
   size = int(config.data.image_size)
   # Before the workdir is written: a task whose mask cannot be drawn (e.g. an
   # acceleration beyond the image's size), or a model that cannot fit, must
