@@ -31,15 +31,16 @@ from hyperrecon_jax import errors
 LOCK_FILE = "train.lock"
 
 # What each kind of folder holds (docs/workdirs.md), as `fnmatch` patterns.
-# Hidden entries (a report's temporary folder) and the temporary files of
-# `write_bytes` belong to any kind.
+# Hidden entries (a report's temporary folder), the temporary files of
+# `write_bytes` and a user's logs of the run (``train.py … > DIR/train.log``,
+# names no trainer writes) belong to any kind.
 RUN_ENTRIES = (
     "config.json", "checkpoints", "checkpoints.pending.json", "checkpoints.damaged",
     LOCK_FILE, "metrics.jsonl", "metrics.jsonl.tmp", "metrics.jsonl.*.old",
     "events.out.tfevents.*", "eval", "baselines.json", "gradient_scales.json")
 SEGMENTER_ENTRIES = ("segmenter.msgpack", "segmenter.json", LOCK_FILE)
 GRADIENT_SCALES_ENTRIES = ("gradient_scales.json",)
-_ANY_KIND = (".*", "*.tmp[0-9]*")
+_ANY_KIND = (".*", "*.tmp[0-9]*", "*.log", "nohup.out")
 
 
 class WorkdirBusyError(errors.Error, RuntimeError):

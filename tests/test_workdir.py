@@ -91,7 +91,8 @@ def test_check_folder_accepts_a_new_an_empty_or_an_own_folder(tmp_path):
   workdir.check_folder(str(tmp_path / "new" / "run"), "training run", workdir.RUN_ENTRIES)
   workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES)
   for name in ("config.json", "metrics.jsonl", "metrics.jsonl.2.old", "baselines.json",
-               "events.out.tfevents.123.host", "config.json.tmp4242", ".eval-x1y2"):
+               "events.out.tfevents.123.host", "config.json.tmp4242", ".eval-x1y2",
+               "train.log", "nohup.out"):
     (tmp_path / name).write_text("{}")
   for name in ("checkpoints", "checkpoints.damaged", "eval"):
     (tmp_path / name).mkdir()
