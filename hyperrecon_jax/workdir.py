@@ -21,7 +21,6 @@ import fnmatch
 import json
 import os
 import socket
-import tempfile
 
 import jax
 import numpy as np
@@ -99,13 +98,8 @@ def check_folder(workdir: str, kind: str, entries, *, write_probe: bool = True) 
 
 def _check_writable(workdir: str, folder: str) -> None:
   """Refuses a ``folder`` in which no file can be created (before any work)."""
-  try:
-    fd, probe = tempfile.mkstemp(prefix=".hyperrecon-", suffix=".probe", dir=folder)
-  except OSError as e:
-    raise errors.InputError(f"cannot write --workdir {workdir}: {folder} is not writable "
-                            f"({e.strerror or e})") from None
-  os.close(fd)
-  os.remove(probe)
+  from hyperrecon_jax import outputs  # imports the scan readers: only when probing
+  outputs.check_writable(f"--workdir {workdir}", folder)
 
 
 def is_primary() -> bool:

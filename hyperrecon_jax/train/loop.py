@@ -182,8 +182,8 @@ def check_memory(config, model) -> None:
              "; use a smaller model (config.model.channels, config.model.hyper_dim)")
     raise configuration.ConfigError(
         f"the parameters, gradients, optimizer state and kept activations of this model "
-        f"alone take "
-        f"{outputs.byte_size(need)}, more than the {outputs.byte_size(limit)} of {what}{fewer}")
+        f"alone take {outputs.byte_size(need)}, more than the {outputs.byte_size(limit)} of "
+        f"{what}{fewer}")
 
 
 def check_workdir(config, workdir: str, stored=None) -> None:
