@@ -165,6 +165,10 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("loss_scales", (math.inf, 1.0), r"loss_scales must be positive finite numbers, got \(inf"),
     ("loss_scales", (1.0, "a"), r"loss_scales must be positive finite numbers"),
     ("loss_scales", (1.0, True), r"loss_scales must be positive finite numbers"),
+    # --config.loss_scales=None arrives as (None,); it said "has 1 values".
+    ("loss_scales", (None,),
+     r"one positive number per loss term, 2 for \('mae', 'ssim'\), got \(None,\)"),
+    ("loss_scales", None, r"one positive number per loss term, 2 for .* got None"),
     ("data.image_size", -8, r"image_size must be a positive multiple of 8 .* got -8"),
     ("data.percentile", 200.0, r"percentile must lie in \(0, 100\], got 200.0"),
     ("data.min_foreground", 2.0, r"min_foreground must lie in \[0, 1\), got 2.0"),

@@ -164,9 +164,10 @@ def _check_losses(config) -> tuple[str, ...]:
   if k < 2:
     raise ConfigError(f"config.losses needs at least 2 terms for a "
                       f"hypernetwork, got {names}")
-  if len(tuple(config.loss_scales)) != k:
-    raise ConfigError(f"config.loss_scales has {len(config.loss_scales)} "
-                      f"values but config.losses has {k} terms {names}")
+  scales = config.loss_scales
+  if not isinstance(scales, (tuple, list)) or len(scales) != k:
+    raise ConfigError(f"config.loss_scales must hold one positive number per loss "
+                      f"term, {k} for {names}, got {scales!r}")
   if not all(_is_number(s) and 0 < s < math.inf for s in config.loss_scales):
     # An infinite scale would silently drop its term (weight 1/∞).
     raise ConfigError(f"config.loss_scales must be positive finite numbers, got "
