@@ -56,6 +56,13 @@ def parse_flags(argv):
     rest = flags.FLAGS(argv)
   except flags.Error as e:
     print(f"error: {_flag_error(e, argv)}", file=sys.stderr)
+  except SystemExit as e:
+    # --help exits here too; only a config file's own exit is an error (it
+    # would end the run with the file's status, 0 for sys.exit()).
+    where = _config_file_error(e, argv)
+    if where is None:
+      raise
+    print(f"error: {where}", file=sys.stderr)
   except Exception as e:  # noqa: BLE001 (a config file can raise anything)
     where = _config_file_error(e, argv)
     if where is None and not isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
@@ -160,6 +167,10 @@ def _config_file_error(error, argv) -> str | None:
   if not frames:
     return None
   frame = frames[-1]
+  if isinstance(error, SystemExit):
+    code = "" if error.code is None else repr(error.code)
+    return (f"config file {frame.filename}, line {frame.lineno}: it calls sys.exit({code}) "
+            "instead of returning a config")
   return (f"config file {frame.filename}, line {frame.lineno}: {type(error).__name__}: "
           f"{one_line(error)}")
 

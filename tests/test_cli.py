@@ -101,6 +101,9 @@ _FROM_DEFAULT = (f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'experimen
      r"sets config\.train\.lr to None; it needs a float \(default 0\.001\)"),
     (_FROM_DEFAULT + "  c.train.lr = 'fast'\n  return c\n",
      r"config file .*bad\.py, line 6: TypeError: Could not override field 'lr'"),
+    # It ended the run with status 0 and no word.
+    ("import sys\ndef get_config():\n  sys.exit()\n",
+     r"config file .*bad\.py, line 3: it calls sys\.exit\(\) instead of returning a config"),
 ])
 def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   config = tmp_path / "bad.py"
