@@ -33,7 +33,8 @@ import pytest
 SLOW_MODULES = frozenset({
     "test_baselines", "test_checkpoints", "test_checkpoints_damage", "test_cli",
     "test_cli_reconstruct",
-    "test_data_damage", "test_explorer", "test_explorer_browser", "test_gradient_scales",
+    "test_data_damage", "test_explorer", "test_explorer_browser", "test_explorer_many_terms",
+    "test_gradient_scales",
     "test_hypernetwork", "test_models",
     "test_pretrained", "test_report", "test_segmentation", "test_train_loop",
     "test_train_loop_processes", "test_train_loop_workdir", "test_train_multiprocess",

@@ -7,24 +7,23 @@ computation: the model applied directly, `evaluate.diverse_pair`, the metrics.
 
 import base64
 import concurrent.futures
-import functools
 import http.client
-import io
 import json
 import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-import zlib
 
-import configs
+from explorer_support import ATOL
+from explorer_support import TIMEOUT_S
+from explorer_support import decode_png
+from explorer_support import get
+from explorer_support import get_json
+from explorer_support import npy
+from explorer_support import serve
 import jax
 import numpy as np
 import pytest
@@ -38,21 +37,6 @@ from hyperrecon_jax import streams
 from hyperrecon_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The same float32 computation in another order (jit fusion, shared weights vs.
-# the grid's per-row weights): each output pixel of the tiny Unet (values O(1))
-# is a chain of ~10 convolutions of ≤ 3·3·8 = 72 products; with unit roundoff
-# u = 2^-24 the worst-case bound is ~10·72·u ≈ 4e-5 (what we see is ~1e-6).
-ATOL = 4e-5
-# The test servers' socket timeout: short, so that the stalled-client test
-# waits little; the default (explorer.REQUEST_TIMEOUT_S) is checked on its own.
-TIMEOUT_S = 1.0
-
-
-def serve(ex):
-  """(url, server) of ``ex`` on a free port, served by a daemon thread."""
-  srv = explorer.make_server(ex, "127.0.0.1", 0, timeout=TIMEOUT_S)
-  threading.Thread(target=srv.serve_forever, daemon=True).start()
-  return f"http://127.0.0.1:{srv.server_address[1]}", srv
 
 
 @pytest.fixture(scope="module")
@@ -63,48 +47,6 @@ def server(compilation_cache, run_a):  # run_a's programs may be in the cache al
   yield ex, url, (config, model, variables)
   srv.shutdown()
   srv.server_close()
-
-
-def get(url, timeout=120):
-  """(status, body bytes, content type) of a GET, errors included."""
-  try:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-      return r.status, r.read(), r.headers["Content-Type"]
-  except urllib.error.HTTPError as e:
-    return e.code, e.read(), e.headers["Content-Type"]
-
-
-def get_json(url, timeout=120):
-  status, body, content_type = get(url, timeout)
-  assert content_type == "application/json", (status, body[:300])
-  return status, json.loads(body)
-
-
-def npy(url):
-  status, body, _ = get(url)
-  assert status == 200, body[:300]
-  return np.load(io.BytesIO(body))
-
-
-def decode_png(data):
-  """A grayscale 8-bit PNG (filter 0, as explorer.png_bytes writes) → (H, W) uint8."""
-  assert data[:8] == b"\x89PNG\r\n\x1a\n"
-  pos, idat, header = 8, b"", None
-  while pos < len(data):
-    (length,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-    body = data[pos + 8:pos + 8 + length]
-    assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(
-        tag + body)
-    if tag == b"IHDR":
-      header = struct.unpack(">IIBBBBB", body)
-    elif tag == b"IDAT":
-      idat += body
-    pos += 12 + length
-  w, h, depth, colour = header[:4]
-  assert (depth, colour) == (8, 0)
-  rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, w + 1)
-  assert np.all(rows[:, 0] == 0)
-  return rows[:, 1:]
 
 
 def direct(ex, model_parts, i, lam):
@@ -284,187 +226,6 @@ def test_user_images_replace_the_split(run_a):
     explorer.Explorer(config, model, variables, name="x", step=step, images=images[:, :16])
 
 
-def tiny_explorer(losses, **kwargs):
-  """An untrained HyperRecon of ``losses`` on two smooth random 32×32 images.
-
-  Its variables are drawn on the shapes from ``eval_shape`` (compiling
-  ``init`` takes ~15 s on 2 cores); BatchNorm statistics stay positive. The
-  hypernetwork's projections have no bias and large kernels, so the
-  generated weights, and the images, depend on the coefficients (PSNR spans
-  ~9 dB over the simplex).
-  """
-  config = configs.default()
-  config.data.image_size = 32
-  config.losses = tuple(losses)
-  config.loss_scales = (1.0,) * len(losses)
-  config.model.update(hyper_dim=4, channels=4, strategy="vmap")
-  config.eval.grid = 4
-  train.check_config(config)
-  model = train.build_model(config)
-  shapes = jax.eval_shape(lambda: train.create_state(config, model, jax.random.key(0))
-                          .variables())
-  rng = np.random.default_rng(0)
-
-  def draw(path, x):
-    keys = [p.key for p in path]
-    if keys[-1] == "var":
-      return rng.uniform(0.5, 2.0, x.shape).astype(np.float32)
-    if "hypernetwork" in keys and not keys[-2].startswith("dense"):
-      return (rng.uniform(-1.0, 1.0, x.shape) * (keys[-1] == "kernel")).astype(np.float32)
-    scale = 1.5 if keys[-2].startswith("dense") else 0.3
-    return rng.uniform(-scale, scale, x.shape).astype(np.float32)
-
-  variables = jax.tree_util.tree_map_with_path(draw, shapes)
-  images = scipy_smooth(rng.random((2, 32, 32)))
-  return explorer.Explorer(config, model, variables, name="tiny", step=0, images=images,
-                           **kwargs)
-
-
-def scipy_smooth(noise):
-  """(S, H, W) noise blurred and scaled to [0, 1]: an image with structure."""
-  import scipy.ndimage
-  images = scipy.ndimage.gaussian_filter(noise, (0, 2, 2))
-  return ((images - images.min()) / np.ptp(images)).astype(np.float32)
-
-
-FOUR_TERMS = ("dc", "tv", "weight_l1", "mse")
-FOUR_DESIGN = 16  # points of the K = 4 explorer's design: 4 vertices, 12 Sobol points
-
-
-@functools.cache
-def four_term_explorer():
-  """The K = 4 explorer, built once per process (tests/test_explorer_browser.py too)."""
-  # Its PSNR spans ~9 dB over the design: 2 dB leave 6 candidates for 4 pictures.
-  return tiny_explorer(FOUR_TERMS, design=FOUR_DESIGN, gallery_tolerance_db=2.0)
-
-
-@pytest.fixture(scope="module")
-def four(compilation_cache):
-  ex = four_term_explorer()
-  url, srv = serve(ex)
-  yield ex, url
-  srv.shutdown()
-  srv.server_close()
-
-
-def test_two_hyperparameters_take_two_lambda_values():
-  ex = tiny_explorer(("dc", "tv", "weight_l1"))
-  info = ex.info()
-  assert info["num_lambdas"] == 2 and len(info["lambdas"]) == 16
-  assert info["num_coeffs"] == 3 and info["losses"] == ["dc", "tv", "weight_l1"]
-  recon, scores = ex.reconstruction(1, "0.25,0.75")
-  coeffs = hparams.coefficients(np.asarray([[0.25, 0.75]], np.float32))[0]
-  want = np.asarray(ex.model.apply(ex.variables, ex._zf[1][None], coeffs))[0]
-  np.testing.assert_allclose(recon, want, atol=ATOL, rtol=0)
-  # The same point as coefficients (Eq. 10: 0.25, 0.75·0.75, 0.75·0.25).
-  by_coeffs, _ = ex.reconstruction(1, coeffs="0.25,0.5625,0.1875")
-  np.testing.assert_allclose(by_coeffs, recon, atol=ATOL, rtol=0)
-  c = ex.curve(1)
-  assert len(c["metrics"]["psnr"]) == 16 and len(c["best"]["psnr"]["lam"]) == 2
-  assert len(c["coeffs"]) == 16 and len(c["best"]["psnr"]["coeffs"]) == 3
-  for lam, pattern in (("0.5", "lam must have 2 value"), ("0.1,0.2,0.3", "lam must have 2"),
-                       ("0.1,x", "lam must be 2 comma-separated"),
-                       ("0.1,1.01", r"lam must lie in \[0, 1\]")):
-    with pytest.raises(explorer.BadRequest, match=pattern):
-      ex.reconstruct(0, lam)
-
-
-# --- four loss terms: coefficients, a design on the simplex, the gallery ------------------
-
-
-def test_four_terms_are_scored_on_a_design_on_the_simplex(four):
-  ex, url = four
-  status, info = get_json(url + "/api/info")
-  assert status == 200
-  assert info["num_coeffs"] == 4 and info["num_lambdas"] == 3
-  assert info["losses"] == list(FOUR_TERMS)
-  assert info["lambda_set"] == "simplex_design" and info["grid"] is None
-  assert info["design"] == FOUR_DESIGN == len(info["coeffs"]) == len(info["lambdas"])
-  design = hparams.simplex_design(FOUR_DESIGN, 4)
-  assert info["coeffs"] == explorer.rounded(design)
-  assert info["coeffs"][:4] == np.eye(4).tolist()  # each term alone first
-  assert info["lambdas"] == explorer.rounded(hparams.lambdas_from_coefficients(design))
-  # A grid is for K ≤ 3 and a design for K ≥ 4: the other is refused, not ignored.
-  with pytest.raises(ValueError, match="λ grid serves models of 2 or 3 loss terms"):
-    explorer.Explorer(ex.config, ex.model, ex.variables, name="x", step=0, images=ex.images,
-                      grid=5)
-
-
-def test_four_terms_reconstruct_from_coefficients_or_lambdas(four):
-  ex, url = four
-  status, r = get_json(f"{url}/api/reconstruct?slice=1&coeffs=0.1,0.2,0.3,0.4")
-  assert status == 200
-  assert r["coeffs"] == [0.1, 0.2, 0.3, 0.4]  # as typed, not 0.10000000149011612
-  lam = hparams.lambdas_from_coefficients(np.asarray([[0.1, 0.2, 0.3, 0.4]], np.float32))[0]
-  assert r["lam"] == explorer.rounded(lam) == [0.1, 0.222222, 0.428571]
-  want = np.asarray(ex.model.apply(ex.variables, ex._zf[1][None],
-                                   np.asarray([0.1, 0.2, 0.3, 0.4], np.float32)))[0]
-  got = npy(f"{url}/api/download?slice=1&coeffs=0.1,0.2,0.3,0.4&format=npy")
-  np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
-  assert r["metrics"]["psnr"] == pytest.approx(
-      float(metrics.psnr(got[None], ex.images[1][None])[0]), rel=1e-5)
-  # The same point given as λ; and coefficients typed as decimals (sum 0.9999).
-  for query in ("lam=" + ",".join(repr(float(v)) for v in lam), "coeffs=0.1,0.2,0.3,0.3999"):
-    status, again = get_json(f"{url}/api/reconstruct?slice=1&{query}")
-    assert status == 200 and again["metrics"]["psnr"] == pytest.approx(
-        r["metrics"]["psnr"], abs=1e-3), query
-    np.testing.assert_allclose(again["coeffs"], r["coeffs"], atol=1e-4)
-  status, _, content_type = get(f"{url}/api/download?slice=1&coeffs=0.1,0.2,0.3,0.4")
-  assert status == 200 and content_type == "image/png"
-
-
-def test_four_terms_curve_has_the_best_points_and_the_gallery(four):
-  ex, url = four
-  status, c = get_json(f"{url}/api/curve?slice=1")
-  assert status == 200
-  g = ex.grid_reconstructions(1)
-  want = np.asarray(one_call_per_point(ex, 1))
-  np.testing.assert_allclose(g["recons"], want, atol=ATOL, rtol=0)
-  np.testing.assert_allclose(c["metrics"]["psnr"], g["psnr"], rtol=1e-6)
-  assert c["coeffs"] == explorer.rounded(ex.coeffs) and len(c["lambdas"]) == FOUR_DESIGN
-  for m in ("psnr", "ssim"):
-    k = int(np.argmax(g[m]))
-    assert c["best"][m]["index"] == k and c["best"][m]["coeffs"] == c["coeffs"][k]
-  picked = gallery.diverse(g["recons"], g["psnr"], 4, tolerance_db=2.0)
-  items = c["gallery"]["items"]
-  assert c["gallery"]["tolerance_db"] == 2.0
-  assert len(items) == 4 and c["gallery"]["indices"] == list(picked.indices)
-  assert c["gallery"]["num_candidates"] == picked.num_candidates >= 4
-  assert c["gallery"]["threshold"] == pytest.approx(picked.threshold)
-  for item, k, d in zip(items, picked.indices, picked.min_distance):
-    assert item["index"] == k and item["coeffs"] == c["coeffs"][k]
-    assert item["lam"] == c["lambdas"][k]
-    assert item["metrics"]["psnr"] == pytest.approx(g["psnr"][k])
-    assert item["min_distance"] == (None if np.isnan(d) else pytest.approx(d))
-    png = decode_png(base64.b64decode(item["image"].split(",", 1)[1]))
-    np.testing.assert_array_equal(png, decode_png(explorer.png_bytes(g["recons"][k])))
-
-
-def one_call_per_point(ex, i):
-  """Slice i at every point of the design, one model call each (the test's own loop)."""
-  return np.stack([ex.model.apply(ex.variables, ex._zf[i][None], c)[0] for c in ex.coeffs])
-
-
-@pytest.mark.parametrize("query, pattern", [
-    ("coeffs=0.25,0.25,0.5", r"coeffs must have 4 value\(s\) for this model \(one per loss "
-     r"term: dc, tv, weight_l1, mse\), got 3"),
-    ("coeffs=0.2,0.2,0.2,0.2", r"coeffs must sum to 1 \(within 0.0001\), got "
-     r"'0.2,0.2,0.2,0.2', which sums to 0.8$"),
-    ("coeffs=0.5,0.5,0.5,-0.5", "coeffs must be ≥ 0"),
-    ("coeffs=inf,0,0,0", "coeffs must be finite"),
-    ("coeffs=0.5,0.5,,0", "coeffs must be 4 comma-separated number"),
-    ("coeffs=", "coeffs must be 4 comma-separated number"),
-    ("coeffs=0.25,0.25,0.25,0.25&lam=0.5,0.5,0.5", "either 'lam' or 'coeffs', not both"),
-    ("lam=0.5,0.5", r"lam must have 3 value\(s\) for this model \(4 loss terms\)"),
-    ("", r"missing parameter 'lam' \(3 value\(s\) in \[0, 1\]\) or 'coeffs' \(4 values"),
-])
-def test_four_terms_bad_points_are_400s_naming_the_problem(four, query, pattern):
-  _, url = four
-  for path in ("/api/reconstruct", "/api/download"):
-    status, body = get_json(f"{url}{path}?slice=0&{query}")
-    assert status == 400 and re.search(pattern, body["error"]), (path, body)
-
-
 def test_points_in_answers_read_as_typed(server):
   _, url, _ = server
   status, body, _ = get(f"{url}/api/reconstruct?slice=0&lam=0.05")
@@ -548,34 +309,6 @@ def test_a_stalled_or_non_http_client_is_dropped(server):
       assert time.monotonic() - start < TIMEOUT_S + 5
   assert explorer.REQUEST_TIMEOUT_S <= 5 and explorer.Handler.timeout == explorer.REQUEST_TIMEOUT_S
   assert get_json(url + "/api/info")[0] == 200
-
-
-def test_a_cached_curve_does_not_wait_for_one_being_computed(four, monkeypatch):
-  ex, url = four
-  assert get_json(f"{url}/api/curve?slice=0")[0] == 200  # cached
-  with ex._grids._lock:
-    ex._grids._cache.pop(1, None)
-  started, release, calls = threading.Event(), threading.Event(), []
-  compute = ex._compute_grid
-
-  def slow(i):
-    calls.append(i)
-    started.set()
-    assert release.wait(60)
-    return compute(i)
-
-  monkeypatch.setattr(ex, "_compute_grid", slow)
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    first = pool.submit(get_json, f"{url}/api/curve?slice=1")
-    assert started.wait(60)
-    second = pool.submit(get_json, f"{url}/api/curve?slice=1")  # waits for the first
-    try:
-      status, cached = get_json(f"{url}/api/curve?slice=0", timeout=10)  # not 60 s
-      assert status == 200 and cached["slice"] == 0 and not first.done()
-    finally:
-      release.set()
-    (s1, c1), (s2, c2) = first.result(60), second.result(60)
-  assert s1 == s2 == 200 and c1 == c2 and calls == [1]  # computed once
 
 
 def test_error_images_are_scaled_per_slice(server):

@@ -5,7 +5,7 @@ nothing is downloaded at run time (the browser and driver paths are given, so
 Selenium Manager never runs). Without them the test skips, unless
 ``HYPERRECON_REQUIRE_BROWSER=1`` (CI) makes that a failure. The server runs
 in a thread with the shipped model (64×64, two loss terms), and with the
-untrained four-term model of tests/test_explorer.py (32×32).
+untrained four-term model of tests/explorer_support.py (32×32).
 """
 
 import json
@@ -73,10 +73,10 @@ def server():
 
 @pytest.fixture(scope="module")
 def four_server(compilation_cache):
-  import test_explorer  # its K = 4 explorer: compiled once per process
+  import explorer_support  # its K = 4 explorer: compiled once per process
 
   from hyperrecon_jax import explorer
-  srv = explorer.make_server(test_explorer.four_term_explorer(), "127.0.0.1", 0)
+  srv = explorer.make_server(explorer_support.four_term_explorer(), "127.0.0.1", 0)
   threading.Thread(target=srv.serve_forever, daemon=True).start()
   yield f"http://127.0.0.1:{srv.server_address[1]}"
   srv.shutdown()

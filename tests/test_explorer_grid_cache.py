@@ -1,7 +1,7 @@
 """Tests of the explorer's per-slice λ-set cache (hyperrecon_jax.explorer.grid_cache).
 
 The computations are stand-ins (a dict with a ``recons`` array), so these run
-in milliseconds; tests/test_explorer.py checks the same over HTTP with a model.
+in milliseconds; tests/test_explorer_many_terms.py checks the same over HTTP with a model.
 """
 
 import concurrent.futures
