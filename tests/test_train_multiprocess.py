@@ -44,7 +44,7 @@ import pytest
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
 from hyperrecon_jax import workdir as workdir_lib
-from hyperrecon_jax.train import loop
+from hyperrecon_jax.train import sharded
 from hyperrecon_jax.train import state as state_lib
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
@@ -59,7 +59,7 @@ TIMEOUT = 600  # seconds, per launch
 #   removes in the workdir, outside checkpoints/ (where every process writes
 #   its shards);
 # - OUT/batch.<id>.<n>.npy: the global batch of the n-th step of the launch,
-#   gathered from both processes after `loop.global_batch` assembled it;
+#   gathered from both processes after `sharded.global_batch` assembled it;
 # - STALL = 1: process 1 writes OUT/stalled instead of reading its first
 #   training batch, and waits there to be killed.
 _CHILD = r'''
@@ -110,10 +110,10 @@ sys.addaudithook(audit)
 
 from jax.experimental import multihost_utils
 from hyperrecon_jax import data
-from hyperrecon_jax.train import loop
+from hyperrecon_jax.train import sharded
 from hyperrecon_jax.train import state as state_lib
 
-assembled = loop.global_batch
+assembled = sharded.global_batch
 steps = [0]
 
 
@@ -125,7 +125,7 @@ def recorded(batch, sharding, batch_size):
   return arrays
 
 
-loop.global_batch = recorded
+sharded.global_batch = recorded
 
 if stall and pid == 1:
   batches = data.batches
@@ -345,9 +345,9 @@ def test_process_shards_concatenate_to_the_one_process_batches(data_dir, split):
 
 
 def test_process_shard_of_one_process_is_the_whole_batch():
-  mesh = loop.data_mesh()
+  mesh = sharded.data_mesh()
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  shard = loop.process_shard(sharding, 4)
+  shard = sharded.process_shard(sharding, 4)
   assert (shard.shard_index, shard.shard_count) == (0, 1)
 
 

@@ -1,4 +1,4 @@
-"""The training loop: data, sharding, logging, validation, checkpoints, resume."""
+"""The training loop: logging, validation, checkpoints, resume, signals, the start-up checks."""
 
 import contextlib
 import json
@@ -9,7 +9,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
@@ -25,6 +24,7 @@ from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.evaluators import validation
 from hyperrecon_jax.train import configuration
+from hyperrecon_jax.train import sharded
 from hyperrecon_jax.train import spread
 from hyperrecon_jax.train import state as state_lib
 from hyperrecon_jax.train import step as step_lib
@@ -41,88 +41,6 @@ class NonFiniteLossError(errors.Error, RuntimeError):
 
 class Interrupted(RuntimeError):
   """SIGINT/SIGTERM arrived; a checkpoint was saved."""
-
-
-def data_mesh() -> Mesh:
-  """A 1-D mesh over every device: the batch is split along ``'data'``."""
-  return Mesh(np.asarray(jax.devices()), ("data",))
-
-
-def process_shard(sharding, batch_size: int):
-  """This process's rows of every global batch, as grain shard options.
-
-  The rows are those that ``sharding`` puts on this process's devices (a
-  ``P('data')`` sharding of a 1-D mesh gives each process one contiguous
-  block), so the data pipeline reads exactly the rows that
-  `global_batch` places there. Taken from the sharding rather than from
-  ``jax.process_index()``: the two agree only when ``jax.devices()`` lists the
-  devices process by process.
-
-  Args:
-    sharding: the batch's sharding (split along its first axis).
-    batch_size: rows of the global batch.
-
-  Returns:
-    A ``grain.sharding.ShardOptions`` for `data.batches` (one shard: the whole batch).
-
-  Raises:
-    ConfigError: this process's rows are not one block of ``batch_size / n``
-      rows (a mesh that interleaves the processes' devices).
-  """
-  from hyperrecon_jax.data import common
-  grain = common.require("grain")
-  index_map = sharding.addressable_devices_indices_map((batch_size,))
-  blocks = sorted({index[0].indices(batch_size)[:2] for index in index_map.values()})
-  start, stop = blocks[0][0], blocks[-1][1]
-  rows = stop - start
-  contiguous = all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
-  if not contiguous or batch_size % rows or start % rows:
-    raise configuration.ConfigError(
-        f"process {jax.process_index()} holds rows {blocks} of a batch of {batch_size}: "
-        "the device mesh must give each process one block of rows")
-  return grain.sharding.ShardOptions(shard_index=start // rows, shard_count=batch_size // rows)
-
-
-def global_batch(batch, sharding, batch_size: int):
-  """This process's rows of a batch → one global array per field the step uses.
-
-  Args:
-    batch: a batch dict of `data.batches` with this process's shard
-      (`process_shard`) of the rows.
-    sharding: the batch's sharding.
-    batch_size: rows of the global batch.
-
-  Returns:
-    ``{'image': jax.Array}`` of ``batch_size`` rows, sharded by ``sharding``.
-  """
-  out = {}
-  for k in ("image",):
-    local = np.asarray(batch[k])
-    out[k] = jax.make_array_from_process_local_data(
-        sharding, local, (batch_size, *local.shape[1:]))
-  return out
-
-
-def train_batches(config, sharding):
-  """The training iterator of this process: its shard of every global batch.
-
-  Every process reads the one stream of batches a single process would read
-  (same seed, same shuffle, same augmentation), and from each batch only the
-  rows its devices hold, so the run trains on the same batches whatever the
-  number of processes.
-
-  Args:
-    config: the run's config.
-    sharding: the batch's sharding.
-
-  Returns:
-    A grain iterator of batch dicts (see `data.batches`), without labels:
-    the step reads the images only.
-  """
-  from hyperrecon_jax import data
-  batch_size = int(config.train.batch_size)
-  return data.batches(config.data, "train", batch_size=batch_size, seed=int(config.train.seed),
-                      shard=process_shard(sharding, batch_size), labels=False)
 
 
 @contextlib.contextmanager
@@ -232,8 +150,8 @@ def train_and_evaluate(config, workdir: str):
   a second trainer is refused at once. On several processes (after
   `jax.distributed.initialize`, or with ``config.train.distributed``) every
   process calls this with the same arguments: each reads its own shard of
-  every batch (`train_batches`), every process writes its checkpoint shards,
-  and process 0 alone holds the lock and writes the run's own files. A run
+  every batch (`sharded.train_batches`), every process writes its checkpoint
+  shards, and process 0 alone holds the lock and writes the run's own files. A run
   that is rejected, or that has no step left to do, writes nothing, except
   the checksums of a checkpoint it verified (`checkpoints.restore`); a workdir
   folder it created is removed if it is still empty.
@@ -267,7 +185,7 @@ def train_and_evaluate(config, workdir: str):
   # leave nothing behind.
   operator = physics.make_operator(config.task, (size, size))
   check_memory(config, state_lib.build_model(config))
-  mesh = data_mesh()
+  mesh = sharded.data_mesh()
   if config.train.batch_size % mesh.size:
     raise configuration.ConfigError(
         f"config.train.batch_size={config.train.batch_size} must be divisible "
@@ -285,7 +203,7 @@ def _train(config, workdir, mesh, operator, owner):
   state, start, data_state = _start(config, workdir, model, replicated, owner)
   if start >= int(config.train.num_steps):
     return state
-  train_iter = train_batches(config, batch_sharding)
+  train_iter = sharded.train_batches(config, batch_sharding)
   if data_state:
     train_iter.set_state(data_state)
   if owner:
@@ -304,7 +222,7 @@ def _train(config, workdir, mesh, operator, owner):
   writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
   try:
     return _steps(config, model, state, start, train_step,
-                  lambda: global_batch(next(train_iter), batch_sharding,
+                  lambda: sharded.global_batch(next(train_iter), batch_sharding,
                                        int(config.train.batch_size)),
                   saver, writer, val_lams)
   finally:

@@ -1,0 +1,95 @@
+"""Data parallelism over processes and devices: the mesh, and each process's rows of a batch.
+
+Every process reads the one stream of batches a single process would read and
+keeps the rows its devices hold; `global_batch` assembles them into one array
+sharded over the mesh, so a run trains on the same batches whatever the number
+of processes.
+"""
+
+import jax
+from jax.sharding import Mesh
+import numpy as np
+
+from hyperrecon_jax.train import configuration
+
+
+def data_mesh() -> Mesh:
+  """A 1-D mesh over every device: the batch is split along ``'data'``."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def process_shard(sharding, batch_size: int):
+  """This process's rows of every global batch, as grain shard options.
+
+  The rows are those that ``sharding`` puts on this process's devices (a
+  ``P('data')`` sharding of a 1-D mesh gives each process one contiguous
+  block), so the data pipeline reads exactly the rows that
+  `global_batch` places there. Taken from the sharding rather than from
+  ``jax.process_index()``: the two agree only when ``jax.devices()`` lists the
+  devices process by process.
+
+  Args:
+    sharding: the batch's sharding (split along its first axis).
+    batch_size: rows of the global batch.
+
+  Returns:
+    A ``grain.sharding.ShardOptions`` for `data.batches` (one shard: the whole batch).
+
+  Raises:
+    ConfigError: this process's rows are not one block of ``batch_size / n``
+      rows (a mesh that interleaves the processes' devices).
+  """
+  from hyperrecon_jax.data import common
+  grain = common.require("grain")
+  index_map = sharding.addressable_devices_indices_map((batch_size,))
+  blocks = sorted({index[0].indices(batch_size)[:2] for index in index_map.values()})
+  start, stop = blocks[0][0], blocks[-1][1]
+  rows = stop - start
+  contiguous = all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+  if not contiguous or batch_size % rows or start % rows:
+    raise configuration.ConfigError(
+        f"process {jax.process_index()} holds rows {blocks} of a batch of {batch_size}: "
+        "the device mesh must give each process one block of rows")
+  return grain.sharding.ShardOptions(shard_index=start // rows, shard_count=batch_size // rows)
+
+
+def global_batch(batch, sharding, batch_size: int):
+  """This process's rows of a batch → one global array per field the step uses.
+
+  Args:
+    batch: a batch dict of `data.batches` with this process's shard
+      (`process_shard`) of the rows.
+    sharding: the batch's sharding.
+    batch_size: rows of the global batch.
+
+  Returns:
+    ``{'image': jax.Array}`` of ``batch_size`` rows, sharded by ``sharding``.
+  """
+  out = {}
+  for k in ("image",):
+    local = np.asarray(batch[k])
+    out[k] = jax.make_array_from_process_local_data(
+        sharding, local, (batch_size, *local.shape[1:]))
+  return out
+
+
+def train_batches(config, sharding):
+  """The training iterator of this process: its shard of every global batch.
+
+  Every process reads the one stream of batches a single process would read
+  (same seed, same shuffle, same augmentation), and from each batch only the
+  rows its devices hold, so the run trains on the same batches whatever the
+  number of processes.
+
+  Args:
+    config: the run's config.
+    sharding: the batch's sharding.
+
+  Returns:
+    A grain iterator of batch dicts (see `data.batches`), without labels:
+    the step reads the images only.
+  """
+  from hyperrecon_jax import data
+  batch_size = int(config.train.batch_size)
+  return data.batches(config.data, "train", batch_size=batch_size, seed=int(config.train.seed),
+                      shard=process_shard(sharding, batch_size), labels=False)
