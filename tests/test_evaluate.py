@@ -1,214 +1,24 @@
-"""Tests for hyperrecon_jax.evaluate: chunked λ grids, metrics, aggregation, Fig. 7 pairs."""
+"""Tests for hyperrecon_jax.evaluate: a split over a λ grid, measured, scored and
+aggregated; Fig. 7 pairs."""
 
 import functools
 import json
 
+from evaluation_support import SIZE
+from evaluation_support import per_lambda
+from evaluation_support import smooth_images
+from evaluation_support import tiny_hyperunet
 import jax
 import numpy as np
 import pytest
-import scipy.ndimage
 
 from hyperrecon_jax import evaluate
-from hyperrecon_jax import grid
 from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics
-from hyperrecon_jax import models
 from hyperrecon_jax import physics
 from hyperrecon_jax import results
 
-SIZE = 16
-G = 6
-
-
-def _images(batch, seed):
-  """Smooth images in [0, 1] (SSIM and HFEN well defined)."""
-  x = scipy.ndimage.gaussian_filter(np.random.default_rng(seed).random((batch, SIZE, SIZE)),
-                                    (0, 1.5, 1.5))
-  lo, hi = x.min(axis=(1, 2), keepdims=True), x.max(axis=(1, 2), keepdims=True)
-  return ((x - lo) / (hi - lo)).astype(np.float32)
-
-
-@functools.cache
-def _model():
-  """A tiny HyperUnet in evaluation mode with non-trivial BatchNorm statistics.
-
-  Variables are drawn with NumPy on the shapes from ``eval_shape`` (PyTorch-like
-  ranges): ``net.init`` itself takes ~15 s to compile on 2 cores. 'vmap'
-  compiles faster than the CPU default 'loop'; the grid logic is the same.
-  """
-  net = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=4, strategy="vmap")
-  shapes = jax.eval_shape(net.init, jax.random.key(0), np.zeros((1, SIZE, SIZE, 2), np.float32),
-                          np.zeros((1, 2), np.float32))
-  rng = np.random.default_rng(1)
-
-  def draw(path, x):
-    name = path[-1].key
-    if name == "kernel":
-      bound = 1 / np.sqrt(x.shape[0])
-      return rng.uniform(-bound, bound, x.shape).astype(np.float32)
-    low, high = {"scale": (0.8, 1.2), "var": (0.5, 2.0)}.get(name, (-0.3, 0.3))
-    return rng.uniform(low, high, x.shape).astype(np.float32)
-
-  variables = jax.tree_util.tree_map_with_path(draw, shapes)
-  return net, variables, jax.jit(net.apply)
-
-
-def _per_lambda(zf, coeffs):
-  """Reference: one ordinary model call per λ, (S, G, H, W)."""
-  _, variables, apply = _model()
-  s = zf.shape[0]
-  return np.stack([np.asarray(apply(variables, zf, np.tile(c, (s, 1)))) for c in coeffs], 1)
-
-
-def _zf(batch, seed):
-  x = _images(batch, seed)
-  return np.stack([x, 0.1 * np.sin(x * 5)], -1).astype(np.float32)
-
-
-def _assert_close(actual, expected, rel=1e-5):
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  assert actual.shape == expected.shape
-  np.testing.assert_allclose(actual, expected, rtol=0, atol=rel * np.abs(expected).max())
-
-
-# S·G = 12. chunk 3 divides G; 5 is balanced to 3 calls of 4, which cross slice
-# boundaries; 64 exceeds S·G (one call). Padding: see the single-slice test.
-@pytest.mark.parametrize("order", ["slice", "lambda"])
-@pytest.mark.parametrize("chunk", [3, 5, 64])
-def test_reconstruct_grid_matches_one_call_per_lambda(chunk, order):
-  net, variables, _ = _model()
-  zf = _zf(2, seed=chunk)
-  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  got = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=chunk, order=order)
-  assert got.shape == (2, G, SIZE, SIZE)
-  _assert_close(got, _per_lambda(zf, coeffs))
-
-
-@pytest.mark.parametrize("order", ["slice", "lambda"])
-def test_the_cpu_loop_strategy_gives_the_vmap_grid(order):
-  # The CPU default 'loop' (one ordinary convolution per row) and 'vmap' (one
-  # grouped convolution) are the same arithmetic in another layout: float32
-  # roundoff apart (1e-5 of the largest value).
-  net, variables, _ = _model()
-  loop = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=4, strategy="loop")
-  zf = _zf(2, seed=21)
-  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  got = grid.reconstruct_grid(loop, variables, zf, coeffs, chunk=5, order=order)
-  _assert_close(got, _per_lambda(zf, coeffs))
-
-
-def test_lambda_major_pads_the_last_call_and_scores_as_slice_major():
-  # 5 slices in calls of 2: three calls per λ, the last padded with slice 0.
-  # λ-major runs one generated weight set per call (a shared-weight Unet),
-  # slice-major one per row: the same arithmetic in another order, so the
-  # metrics agree to float32 roundoff (PSNR to 1e-4 dB of ~10-30 dB values).
-  net, variables, _ = _model()
-  zf = _zf(5, seed=11)
-  target = _images(5, 12)
-  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
-  recon = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=2, order="lambda")
-  _assert_close(recon, _per_lambda(zf, coeffs))
-  by_lambda = grid.grid_metrics(net, variables, zf, target, coeffs, chunk=2,
-                                    order="lambda")
-  by_slice = grid.grid_metrics(net, variables, zf, target, coeffs, chunk=2,
-                                   order="slice")
-  for m in by_slice:
-    np.testing.assert_allclose(by_lambda[m], by_slice[m], rtol=1e-4, atol=1e-6, err_msg=m)
-
-
-def test_lambda_major_generates_the_weights_of_a_block_of_lambdas_at_once(monkeypatch):
-  # 7 λ in blocks of 4: two `evaluation_weights` calls, the second padded
-  # with λ 0, then one shared-weight Unet per call: each λ's reconstruction
-  # is the model's own call at that λ.
-  monkeypatch.setattr(grid, "LAMBDA_BLOCK", 4)
-  net, variables, _ = _model()
-  zf = _zf(3, seed=31)
-  coeffs = np.asarray(hparams.coefficients(hparams.grid(7)))
-  got = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=2, order="lambda")
-  _assert_close(got, _per_lambda(zf, coeffs))
-
-
-@pytest.mark.parametrize("order", ["slice", "lambda"])
-def test_every_model_type_runs_on_the_grid_as_its_own_calls(order):
-  # A plain Unet (one λ) and a stack of three (each λ answered by its nearest
-  # member) on the same engine as a HyperUnet: each grid column is the
-  # model's evaluation-mode call at that λ, to float32 roundoff (BatchNorm
-  # folded into the weights is the same affine map, reassociated).
-  zf = _zf(2, seed=41)
-  coeffs = np.asarray(hparams.coefficients(hparams.grid(3)))
-  for model in (models.Unet(channels=4),
-                models.UnetStack(((0.0,), (0.4,), (1.0,)), channels=4)):
-    variables = model.init(jax.random.key(2), zf, coeffs[:2])
-    variables = jax.tree_util.tree_map(  # BatchNorm statistics away from (0, 1)
-        lambda x: x * 1.3 + 0.1 if x.ndim <= 2 else x, variables)
-    want = np.stack([np.asarray(model.apply(variables, zf, np.tile(c, (2, 1))))
-                     for c in coeffs], 1)
-    got = grid.reconstruct_grid(model, variables, zf, coeffs, chunk=2, order=order)
-    _assert_close(got, want)
-
-
-@pytest.mark.parametrize("order, slices, chunk, backend, want", [
-    ("auto", 8, 8, "gpu", "lambda"), ("auto", 4, 8, "gpu", "lambda"),
-    ("auto", 3, 8, "gpu", "slice"), ("auto", 1, 32, "gpu", "slice"),
-    ("auto", 1, 32, "cpu", "lambda"), ("auto", 3, 8, "cpu", "lambda"),
-    ("slice", 32, 8, "cpu", "slice"), ("slice", 32, 8, "gpu", "slice"),
-    ("lambda", 1, 8, "gpu", "lambda")])
-def test_resolve_order(order, slices, chunk, backend, want):
-  from hyperrecon_jax import grid
-  assert grid.resolve_order(order, slices, chunk, backend) == want
-
-
-def test_resolve_order_reads_the_default_backend():
-  from hyperrecon_jax import grid
-  assert grid.resolve_order("auto", 1, 32) == grid.resolve_order("auto", 1, 32,
-                                                                jax.default_backend())
-
-
-def test_an_unknown_order_is_refused():
-  from hyperrecon_jax import grid
-  with pytest.raises(ValueError, match="order must be one of"):
-    grid.resolve_order("random", 4, 8)
-
-
-def test_reconstruct_grid_single_slice():
-  net, variables, _ = _model()
-  zf = _zf(2, seed=3)
-  coeffs = np.asarray(hparams.coefficients(hparams.grid(5)))
-  # 5 pairs, chunk 4: two calls of 3, the last one padded.
-  got = grid.reconstruct_grid(net, variables, zf[1], coeffs, chunk=4)
-  assert got.shape == (5, SIZE, SIZE)
-  _assert_close(got, _per_lambda(zf, coeffs)[1])
-
-
-@pytest.mark.parametrize("zf_shape, coeffs_shape, chunk, match", [
-    ((2, SIZE, SIZE), (G, 2), 4, "zf"),
-    ((2, SIZE, SIZE, 3), (G, 2), 4, "zf"),
-    ((2, SIZE, SIZE, 2), (G,), 4, "coeffs"),
-    ((2, SIZE, SIZE, 2), (G, 2), 0, "chunk"),
-    ((2, SIZE, SIZE, 2), (G, 2), 2.0, "chunk"),
-])
-def test_reconstruct_grid_bad_input(zf_shape, coeffs_shape, chunk, match):
-  net, variables, _ = _model()
-  with pytest.raises(ValueError, match=match):
-    grid.reconstruct_grid(net, variables, np.zeros(zf_shape, np.float32),
-                              np.zeros(coeffs_shape, np.float32), chunk=chunk)
-
-
-def test_default_chunk_is_small_on_cpu():
-  # The CPU 'loop' strategy unrolls the chunk, so a big default compiles slowly.
-  assert grid.default_chunk() == grid.DEFAULT_CHUNK_CPU == 8
-
-
-def test_grid_metrics_bad_input():
-  net, variables, _ = _model()
-  zf, coeffs = _zf(2, 0), np.full((G, 2), 0.5, np.float32)
-  with pytest.raises(ValueError, match="target"):
-    grid.grid_metrics(net, variables, zf, np.zeros((2, SIZE, 8)), coeffs)
-  with pytest.raises(ValueError, match="valid"):
-    grid.grid_metrics(net, variables, zf, zf[..., 0], coeffs, valid=[True])
-
-
-# Evaluation: three batches of 2 (the model shape of the tests above), volumes
+# Three batches of 2 slices of evaluation_support's size, volumes
 # 7 (2 slices) and 9 (3 slices); the last row of the last batch is padding.
 LAM = hparams.grid(5)
 # An "rbg" key: threefry takes ~7 s to compile on 2 cores, rbg under 1 s.
@@ -225,7 +35,7 @@ def _operator():
 
 def _batches(pad_seed=0):
   pad = np.random.default_rng(pad_seed).random((1, SIZE, SIZE)).astype(np.float32) * 5
-  images = _images(5, 10)
+  images = smooth_images(5, 10)
   return [
       {"image": images[:2], "volume": np.array([7, 7]), "slice": np.array([0, 1]),
        "valid": np.array([True, True])},
@@ -238,7 +48,7 @@ def _batches(pad_seed=0):
 
 @functools.cache
 def _result(pad_seed=0):
-  net, variables, _ = _model()
+  net, variables, _ = tiny_hyperunet()
   return evaluate.evaluate_grid(net, variables, _operator(), _batches(pad_seed), LAM,
                                 key=KEY, chunk=CHUNK)
 
@@ -254,7 +64,7 @@ def _direct():
         image[None], jax.random.fold_in(jax.random.fold_in(KEY, int(v)), int(s)))))
                          for image, v, s in zip(batch["image"], batch["volume"],
                                                 batch["slice"])])
-    recons.append(_per_lambda(zf, coeffs)[keep])
+    recons.append(per_lambda(zf, coeffs)[keep])
     targets.append(batch["image"][keep])
     zf_mags.append(np.sqrt(np.sum(zf[keep] ** 2, -1)))
   x, zf_mag = np.concatenate(targets), np.concatenate(zf_mags)
@@ -303,7 +113,7 @@ def test_evaluate_grid_groups_volumes():
 def test_evaluate_grid_ignores_padding_and_is_deterministic():
   a, b = _result(0), _result(1)  # padding rows differ in image and ids
   assert results.to_json(a) == results.to_json(b)
-  net, variables, _ = _model()
+  net, variables, _ = tiny_hyperunet()
   again = evaluate.evaluate_grid(net, variables, _operator(), _batches(0), LAM, key=KEY,
                                  chunk=CHUNK)
   assert results.to_json(again) == results.to_json(a)
@@ -317,7 +127,7 @@ def test_the_noise_of_a_slice_does_not_depend_on_its_batch():
   volumes = np.concatenate([b["volume"] for b in batches])[::-1]
   slices = np.concatenate([b["slice"] for b in batches])[::-1]
   valid = np.concatenate([b["valid"] for b in batches])[::-1]
-  net, variables, _ = _model()
+  net, variables, _ = tiny_hyperunet()
   one = evaluate.evaluate_grid(
       net, variables, _operator(),
       [{"image": images, "volume": volumes, "slice": slices, "valid": valid}], LAM,
@@ -364,7 +174,7 @@ def test_best_lambda():
 
 
 def test_evaluate_grid_bad_input():
-  net, variables, _ = _model()
+  net, variables, _ = tiny_hyperunet()
   run = functools.partial(evaluate.evaluate_grid, net, variables, _operator(), key=KEY)
   batch = _batches()[0]
   with pytest.raises(ValueError, match="lam_grid"):
@@ -445,7 +255,7 @@ def test_diverse_pair_bad_input(recons, psnrs, percentile, match):
 def test_a_large_grid_runs_in_lambda_blocks_with_progress():
   # chunk=1 with batches of 2 slices: blocks of 32·1 // 2 = 16 λ, so a 40-λ
   # grid takes 3 calls per batch (the last wraps around and is cut).
-  net, variables, _ = _model()
+  net, variables, _ = tiny_hyperunet()
   lam = hparams.grid(40)
   counts = []
   blocked = evaluate.evaluate_grid(net, variables, _operator(), _batches(), lam,
@@ -459,7 +269,7 @@ def test_a_large_grid_runs_in_lambda_blocks_with_progress():
 
 
 def test_an_all_zero_slice_is_left_out_of_the_metrics_it_breaks():
-  net, variables, _ = _model()
+  net, variables, _ = tiny_hyperunet()
   batches = _batches()
   batches[1] = dict(batches[1], image=np.concatenate(
       [batches[1]["image"][:1], np.zeros((1, SIZE, SIZE), np.float32)]))
@@ -480,7 +290,7 @@ TERMS = ("dc", "tv", "wavelet")
 
 def test_evaluate_grid_scores_loss_terms_as_computed_directly():
   from hyperrecon_jax import losses
-  net, variables, _ = _model()
+  net, variables, _ = tiny_hyperunet()
   op, coeffs = _operator(), np.asarray(hparams.coefficients(LAM))
   result = evaluate.evaluate_grid(net, variables, op, _batches(), LAM, key=KEY,
                                   chunk=CHUNK, terms=TERMS)
@@ -490,7 +300,7 @@ def test_evaluate_grid_scores_loss_terms_as_computed_directly():
     y = np.concatenate([np.asarray(op.measure(
         image[None], jax.random.fold_in(jax.random.fold_in(KEY, int(v)), int(s))))
                         for image, v, s in zip(batch["image"], batch["volume"], batch["slice"])])
-    recons = _per_lambda(np.asarray(op.zero_filled(y)), coeffs)  # (S, G, H, W)
+    recons = per_lambda(np.asarray(op.zero_filled(y)), coeffs)  # (S, G, H, W)
     values = np.stack([np.asarray(losses.compute_terms(
         TERMS, recons[:, g], batch["image"], operator=op, measurement=y))
                        for g in range(len(LAM))], 1)  # (S, G, K)
@@ -509,16 +319,8 @@ def test_evaluate_grid_scores_loss_terms_as_computed_directly():
                              rtol=1e-6)
 
 
-def test_weight_terms_are_the_weight_l1_of_the_generated_weights():
-  from hyperrecon_jax import losses
-  net, variables, _ = _model()
-  coeffs = np.asarray(hparams.coefficients(hparams.grid(35)))  # two blocks of 18, one padded
-  out = grid.weight_terms(net, variables, coeffs, ("dc", "weight_l1"))
-  direct = np.asarray(losses.weight_l1(net.apply(variables, coeffs,
-                                                 method=models.HyperUnet.generate)))
-  assert list(out) == ["weight_l1"] and out["weight_l1"].shape == (35,)
-  np.testing.assert_allclose(out["weight_l1"], direct, rtol=1e-6)
-  assert grid.weight_terms(net, variables, coeffs, ("dc",)) == {}
+def test_terms_of_the_weights_are_refused_by_evaluate_grid():
+  net, variables, _ = tiny_hyperunet()
   with pytest.raises(ValueError, match="depend on the model's weights"):
     evaluate.evaluate_grid(net, variables, _operator(), _batches(), LAM, key=KEY,
                            terms=("dc", "weight_l1"))

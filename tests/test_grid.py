@@ -1,0 +1,167 @@
+"""Tests of hyperrecon_jax.grid, the one inference engine: λ grids in chunks in either
+order, every model type, bad input, the terms of the generated weights."""
+
+
+from evaluation_support import SIZE
+from evaluation_support import G
+from evaluation_support import assert_close
+from evaluation_support import network_input
+from evaluation_support import per_lambda
+from evaluation_support import smooth_images
+from evaluation_support import tiny_hyperunet
+import jax
+import numpy as np
+import pytest
+
+from hyperrecon_jax import grid
+from hyperrecon_jax import hparams
+from hyperrecon_jax import models
+
+
+# S·G = 12. chunk 3 divides G; 5 is balanced to 3 calls of 4, which cross slice
+# boundaries; 64 exceeds S·G (one call). Padding: see the single-slice test.
+@pytest.mark.parametrize("order", ["slice", "lambda"])
+@pytest.mark.parametrize("chunk", [3, 5, 64])
+def test_reconstruct_grid_matches_one_call_per_lambda(chunk, order):
+  net, variables, _ = tiny_hyperunet()
+  zf = network_input(2, seed=chunk)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
+  got = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=chunk, order=order)
+  assert got.shape == (2, G, SIZE, SIZE)
+  assert_close(got, per_lambda(zf, coeffs))
+
+
+@pytest.mark.parametrize("order", ["slice", "lambda"])
+def test_the_cpu_loop_strategy_gives_the_vmap_grid(order):
+  # The CPU default 'loop' (one ordinary convolution per row) and 'vmap' (one
+  # grouped convolution) are the same arithmetic in another layout: float32
+  # roundoff apart (1e-5 of the largest value).
+  net, variables, _ = tiny_hyperunet()
+  loop = models.HyperUnet(hyper_dim=4, num_coeffs=2, channels=4, strategy="loop")
+  zf = network_input(2, seed=21)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
+  got = grid.reconstruct_grid(loop, variables, zf, coeffs, chunk=5, order=order)
+  assert_close(got, per_lambda(zf, coeffs))
+
+
+def test_lambda_major_pads_the_last_call_and_scores_as_slice_major():
+  # 5 slices in calls of 2: three calls per λ, the last padded with slice 0.
+  # λ-major runs one generated weight set per call (a shared-weight Unet),
+  # slice-major one per row: the same arithmetic in another order, so the
+  # metrics agree to float32 roundoff (PSNR to 1e-4 dB of ~10-30 dB values).
+  net, variables, _ = tiny_hyperunet()
+  zf = network_input(5, seed=11)
+  target = smooth_images(5, 12)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
+  recon = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=2, order="lambda")
+  assert_close(recon, per_lambda(zf, coeffs))
+  by_lambda = grid.grid_metrics(net, variables, zf, target, coeffs, chunk=2,
+                                    order="lambda")
+  by_slice = grid.grid_metrics(net, variables, zf, target, coeffs, chunk=2,
+                                   order="slice")
+  for m in by_slice:
+    np.testing.assert_allclose(by_lambda[m], by_slice[m], rtol=1e-4, atol=1e-6, err_msg=m)
+
+
+def test_lambda_major_generates_the_weights_of_a_block_of_lambdas_at_once(monkeypatch):
+  # 7 λ in blocks of 4: two `evaluation_weights` calls, the second padded
+  # with λ 0, then one shared-weight Unet per call: each λ's reconstruction
+  # is the model's own call at that λ.
+  monkeypatch.setattr(grid, "LAMBDA_BLOCK", 4)
+  net, variables, _ = tiny_hyperunet()
+  zf = network_input(3, seed=31)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(7)))
+  got = grid.reconstruct_grid(net, variables, zf, coeffs, chunk=2, order="lambda")
+  assert_close(got, per_lambda(zf, coeffs))
+
+
+@pytest.mark.parametrize("order", ["slice", "lambda"])
+def test_every_model_type_runs_on_the_grid_as_its_own_calls(order):
+  # A plain Unet (one λ) and a stack of three (each λ answered by its nearest
+  # member) on the same engine as a HyperUnet: each grid column is the
+  # model's evaluation-mode call at that λ, to float32 roundoff (BatchNorm
+  # folded into the weights is the same affine map, reassociated).
+  zf = network_input(2, seed=41)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(3)))
+  for model in (models.Unet(channels=4),
+                models.UnetStack(((0.0,), (0.4,), (1.0,)), channels=4)):
+    variables = model.init(jax.random.key(2), zf, coeffs[:2])
+    variables = jax.tree_util.tree_map(  # BatchNorm statistics away from (0, 1)
+        lambda x: x * 1.3 + 0.1 if x.ndim <= 2 else x, variables)
+    want = np.stack([np.asarray(model.apply(variables, zf, np.tile(c, (2, 1))))
+                     for c in coeffs], 1)
+    got = grid.reconstruct_grid(model, variables, zf, coeffs, chunk=2, order=order)
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize("order, slices, chunk, backend, want", [
+    ("auto", 8, 8, "gpu", "lambda"), ("auto", 4, 8, "gpu", "lambda"),
+    ("auto", 3, 8, "gpu", "slice"), ("auto", 1, 32, "gpu", "slice"),
+    ("auto", 1, 32, "cpu", "lambda"), ("auto", 3, 8, "cpu", "lambda"),
+    ("slice", 32, 8, "cpu", "slice"), ("slice", 32, 8, "gpu", "slice"),
+    ("lambda", 1, 8, "gpu", "lambda")])
+def test_resolve_order(order, slices, chunk, backend, want):
+  from hyperrecon_jax import grid
+  assert grid.resolve_order(order, slices, chunk, backend) == want
+
+
+def test_resolve_order_reads_the_default_backend():
+  from hyperrecon_jax import grid
+  assert grid.resolve_order("auto", 1, 32) == grid.resolve_order("auto", 1, 32,
+                                                                jax.default_backend())
+
+
+def test_an_unknown_order_is_refused():
+  from hyperrecon_jax import grid
+  with pytest.raises(ValueError, match="order must be one of"):
+    grid.resolve_order("random", 4, 8)
+
+
+def test_reconstruct_grid_single_slice():
+  net, variables, _ = tiny_hyperunet()
+  zf = network_input(2, seed=3)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(5)))
+  # 5 pairs, chunk 4: two calls of 3, the last one padded.
+  got = grid.reconstruct_grid(net, variables, zf[1], coeffs, chunk=4)
+  assert got.shape == (5, SIZE, SIZE)
+  assert_close(got, per_lambda(zf, coeffs)[1])
+
+
+@pytest.mark.parametrize("zf_shape, coeffs_shape, chunk, match", [
+    ((2, SIZE, SIZE), (G, 2), 4, "zf"),
+    ((2, SIZE, SIZE, 3), (G, 2), 4, "zf"),
+    ((2, SIZE, SIZE, 2), (G,), 4, "coeffs"),
+    ((2, SIZE, SIZE, 2), (G, 2), 0, "chunk"),
+    ((2, SIZE, SIZE, 2), (G, 2), 2.0, "chunk"),
+])
+def test_reconstruct_grid_bad_input(zf_shape, coeffs_shape, chunk, match):
+  net, variables, _ = tiny_hyperunet()
+  with pytest.raises(ValueError, match=match):
+    grid.reconstruct_grid(net, variables, np.zeros(zf_shape, np.float32),
+                              np.zeros(coeffs_shape, np.float32), chunk=chunk)
+
+
+def test_default_chunk_is_small_on_cpu():
+  # The CPU 'loop' strategy unrolls the chunk, so a big default compiles slowly.
+  assert grid.default_chunk() == grid.DEFAULT_CHUNK_CPU == 8
+
+
+def test_grid_metrics_bad_input():
+  net, variables, _ = tiny_hyperunet()
+  zf, coeffs = network_input(2, 0), np.full((G, 2), 0.5, np.float32)
+  with pytest.raises(ValueError, match="target"):
+    grid.grid_metrics(net, variables, zf, np.zeros((2, SIZE, 8)), coeffs)
+  with pytest.raises(ValueError, match="valid"):
+    grid.grid_metrics(net, variables, zf, zf[..., 0], coeffs, valid=[True])
+
+
+def test_weight_terms_are_the_weight_l1_of_the_generated_weights():
+  from hyperrecon_jax import losses
+  net, variables, _ = tiny_hyperunet()
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(35)))  # two blocks of 18, one padded
+  out = grid.weight_terms(net, variables, coeffs, ("dc", "weight_l1"))
+  direct = np.asarray(losses.weight_l1(net.apply(variables, coeffs,
+                                                 method=models.HyperUnet.generate)))
+  assert list(out) == ["weight_l1"] and out["weight_l1"].shape == (35,)
+  np.testing.assert_allclose(out["weight_l1"], direct, rtol=1e-6)
+  assert grid.weight_terms(net, variables, coeffs, ("dc",)) == {}
