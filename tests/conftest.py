@@ -38,7 +38,7 @@ SLOW_MODULES = frozenset({
     "test_hypernetwork", "test_models",
     "test_pretrained", "test_report", "test_segmentation", "test_train_loop",
     "test_train_loop_processes", "test_train_loop_workdir", "test_train_multiprocess",
-    "test_train_step",
+    "test_train_step", "test_train_step_dhs",
 })
 
 

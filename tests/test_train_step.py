@@ -1,82 +1,33 @@
 """Tests of the jitted training step (hyperrecon_jax.train.step / state).
 
-Tiny shapes (16×16 images, 4 channels, hypernetwork width 4, batch 2 or 4) and
-one compiled step per configuration, shared by the tests of this module. XLA
+One compiled step per configuration, shared by the tests of this module
+(`train_step_support`); the DHS step is tested in tests/test_train_step_dhs.py. XLA
 executables go to a persistent compilation cache in the pytest process's
 temporary folder, so a program compiled by one of these modules is not compiled
 again by another in the same process (the loop builds a fresh ``jax.jit`` per
 run).
 """
 
-import concurrent.futures
 import re
-from typing import Any
-from typing import NamedTuple
 
-import configs
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from train_step_support import FAST_COMPILE
+from train_step_support import SIZE
+from train_step_support import assert_trees_equal
+from train_step_support import compiled_ahead
+from train_step_support import fresh
+from train_step_support import host
+from train_step_support import images
+from train_step_support import make_config
 
-from hyperrecon_jax import hparams
-from hyperrecon_jax import losses
 from hyperrecon_jax import physics
 from hyperrecon_jax import train
 
-SIZE = 16
-BATCH = 2
-FAMILIES = {
-    # name: (losses, loss_scales, fixed λ of a plain Unet)
-    "sl": (("mae", "ssim"), (0.0556, 0.322), (0.5,)),
-    "ao": (("dc", "weight_l1", "tv"), (1.0, 100.0, 10.0), (0.5, 0.5)),
-}
-
-
 # XLA executables persist across the module's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")
-
-
-def make_config(task="csmri", family="sl", *, hyper_dim=4, batch=BATCH,
-                batch_norm=True, method="uhs", top_b=1, fixed=None,
-                baselines=()):
-  config = configs.default()
-  config.task.name = task
-  config.task.factor = 2
-  config.data.image_size = SIZE
-  config.data.num_threads = 0
-  config.model.channels = 4
-  config.model.hyper_dim = hyper_dim
-  config.model.batch_norm = batch_norm
-  # The per-sample convolution of GPUs (one grouped convolution), which also
-  # compiles ~3× faster on CPU than the CPU default 'loop' (covered by
-  # tests/test_models.py).
-  config.model.strategy = "vmap"
-  names, scales, family_fixed = FAMILIES[family]
-  config.losses = names
-  config.loss_scales = scales
-  config.hparams.fixed = family_fixed if fixed is None else fixed
-  config.sampling.method = method
-  config.hparams.baselines = baselines
-  config.sampling.top_b = top_b
-  config.train.batch_size = batch
-  train.check_config(config)
-  return config
-
-
-# XLA's backend optimizations take a third of the compile time and buy nothing
-# at these sizes (each step is compiled once and run a few times).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-class Compiled(NamedTuple):
-  config: Any
-  model: Any
-  operator: Any
-  step: Any  # the step, jitted with donate_argnums=0 and compiled
-  state: Any  # the initial state; tests pass copies (``fresh``)
-  extra: Any = None
 
 
 # Every configuration the tests train, by name: (task, family, options).
@@ -88,67 +39,14 @@ CONFIGS = {
     "unet": ("csmri", "sl", dict(hyper_dim=0)),
     "unet_lam0": ("csmri", "sl", dict(hyper_dim=0, fixed=(0.0,))),
     "stack": ("csmri", "sl", dict(hyper_dim=0, baselines=((0.5,), (0.0,)))),
-    "dhs": ("csmri", "ao", dict(batch=4, batch_norm=False, method="dhs",
-                                top_b=2)),
-    # The shipped knee_cs_ao recipe: DHS with BatchNorm.
-    "dhs_bn": ("csmri", "ao", dict(batch=4, method="dhs", top_b=2)),
 }
-
-
-def _build(name):
-  task, family, options = CONFIGS[name]
-  config = make_config(task, family, **options)
-  model = train.build_model(config)
-  operator = physics.make_operator(config.task, (SIZE, SIZE))
-  state = train.create_state(config, model, jax.random.key(0))
-  args = (state, {"image": images(config.train.batch_size)}, jax.random.key(0))
-  step = jax.jit(train.make_train_step(config, model, operator),
-                 donate_argnums=0).lower(*args).compile(FAST_COMPILE)
-  extra = None
-  if name in ("dhs", "dhs_bn"):
-    reference = _naive_reference if name == "dhs" else _kept_rows_reference
-    extra = reference(config, model, operator, config.sampling.top_b).lower(
-        state, args[1]["image"], args[2]).compile(FAST_COMPILE)
-  return Compiled(config, model, operator, step, state, extra)
 
 
 @pytest.fixture(scope="module")
 def compiled():
-  """Compiles every configuration ahead of time, two at a time.
-
-  XLA compiles on one core and releases the GIL, so on the 2-core CI machines
-  two threads cut the module's wall time by up to half (less when the cores
-  are busy). Each test waits only for its own configuration (submitted in the
-  order the tests use them).
-  """
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-  try:
-    futures = {name: pool.submit(_build, name) for name in CONFIGS}
-    yield lambda name: futures[name].result()
-  finally:
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-def fresh(state):
-  return jax.tree_util.tree_map(jnp.copy, state)
-
-
-def images(batch=BATCH, seed=0):
-  """Smooth test images in [0, 1] with a little texture."""
-  rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[:SIZE, :SIZE] / SIZE
-  out = []
-  for _ in range(batch):
-    fx, fy, phase = rng.uniform(1.0, 3.0), rng.uniform(1.0, 3.0), rng.uniform(
-        0, np.pi)
-    img = 0.5 + 0.3 * np.sin(2 * np.pi * fx * xx + phase) * np.cos(
-        2 * np.pi * fy * yy) + 0.05 * rng.standard_normal((SIZE, SIZE))
-    out.append(np.clip(img, 0.0, 1.0))
-  return jnp.asarray(np.stack(out), jnp.float32)
-
-
-def host(tree):
-  return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+  """Every configuration of CONFIGS, compiled ahead (`train_step_support.compiled_ahead`)."""
+  with compiled_ahead(CONFIGS) as get:
+    yield get
 
 
 # A 3×3 convolution's bias in front of BatchNorm: ['enc0_a_bias'] of a plain
@@ -170,12 +68,6 @@ def leaves_changed(before, after):
   b = jax.tree_util.tree_leaves(after)
   assert len(a) == len(b)
   return np.mean([not np.array_equal(x, y) for x, y in zip(a, b)])
-
-
-def assert_trees_equal(a, b):
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def check_good_step(config, state_before, new_state, metrics, step_before=0):
@@ -310,185 +202,6 @@ def test_learning_rate_schedule_decays_stepwise():
                              [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4], rtol=1e-6)
 
 
-# --- DHS against a naive masked implementation -------------------------------------
-
-
-def _adam_gradient(opt_state):
-  """The gradient of a first Adam step, read back from the first moment.
-
-  From a zero first moment, one update leaves ``mu = (1 - b1) * g`` (b1 = 0.9).
-  """
-  adam = opt_state[0]
-  assert isinstance(adam, optax.ScaleByAdamState)
-  assert int(adam.count) == 1
-  return jax.tree_util.tree_map(lambda m: np.asarray(m) / 0.1, adam.mu)
-
-
-def _step_inputs(config, operator, state, x, rng):
-  """The measurement, network input and coefficients the step draws."""
-  rng = jax.random.fold_in(rng, state.step)
-  k_measure, k_lambda = jax.random.split(rng)
-  y = operator.measure(x, k_measure)
-  return y, operator.zero_filled(y), train.sample_coefficients(config, k_lambda, x.shape[0])
-
-
-def _naive_reference(config, model, operator, top_b):
-  """Masked DHS written out: all B forward, mask the b lowest DC, grad."""
-  names = tuple(config.losses)
-  scales = jnp.asarray(config.loss_scales, jnp.float32)
-
-  @jax.jit
-  def reference(state, x, rng):
-    y, zf, coeffs = _step_inputs(config, operator, state, x, rng)
-
-    def per_example(params):
-      recon, weights = model.apply(
-          {"params": params}, zf, coeffs, train=True, return_weights=True)
-      terms = losses.compute_terms(names, recon, x, operator=operator,
-                                   measurement=y, weights=weights)
-      total = losses.composite(terms, coeffs, scales)
-      return total, operator.data_consistency(recon, y)
-
-    _, dc = per_example(state.params)
-    lowest = jnp.argsort(dc, stable=True)[:top_b]
-    mask = jnp.zeros_like(dc).at[lowest].set(1.0)
-
-    def masked_mean(params, mask):
-      total, _ = per_example(params)
-      return jnp.sum(mask * total) / jnp.sum(mask)
-
-    loss, grads = jax.value_and_grad(masked_mean)(state.params, mask)
-    _, grads_all = jax.value_and_grad(masked_mean)(state.params,
-                                                   jnp.ones_like(mask))
-    return loss, grads, grads_all, dc, mask
-
-  return reference
-
-
-def _kept_rows_reference(config, model, operator, top_b):
-  """DHS with BatchNorm written out: rank all B, then train on the b kept rows.
-
-  The ranking pass normalizes over all B (training mode, its statistics
-  dropped); the gradient pass sees only the kept rows, so they alone form its
-  normalization batch and the running statistics' update.
-  """
-  names = tuple(config.losses)
-  scales = jnp.asarray(config.loss_scales, jnp.float32)
-
-  @jax.jit
-  def reference(state, x, rng):
-    y, zf, coeffs = _step_inputs(config, operator, state, x, rng)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    recon_all, all_rows = model.apply(variables, zf, coeffs, train=True, mutable=["batch_stats"])
-    dc = operator.data_consistency(recon_all, y)
-    kept = jnp.argsort(dc, stable=True)[:top_b]
-
-    def loss(params):
-      (recon, weights), updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, zf[kept], coeffs[kept],
-          train=True, return_weights=True, mutable=["batch_stats"])
-      terms = losses.compute_terms(names, recon, x[kept], operator=operator,
-                                   measurement=y[kept], weights=weights)
-      return jnp.mean(losses.composite(terms, coeffs[kept], scales)), updates
-
-    (value, updates), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-    return value, grads, updates["batch_stats"], all_rows["batch_stats"], dc
-
-  return reference
-
-
-def _relative_error(a, b):
-  diff = sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2) for x, y in zip(
-      jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-  norm = sum(np.sum(np.asarray(y) ** 2) for y in jax.tree_util.tree_leaves(b))
-  return float(np.sqrt(diff / norm))
-
-
-def test_dhs_step_equals_naive_masked_gradient(compiled):
-  # Without BatchNorm only: with BatchNorm the step's gradient pass normalizes
-  # over the b kept samples (the discarded ones never enter it), while a masked
-  # forward of all B would normalize over all B, so the two differ by design.
-  # Without batch coupling every sample's loss depends on its own input only,
-  # and gathering b samples equals masking the other B - b.
-  config, _, _, step, state0, reference = compiled("dhs")
-  batch, top_b = config.train.batch_size, config.sampling.top_b
-  assert (batch, top_b) == (4, 2)
-  assert not state0.batch_stats
-  x = images(batch, seed=5)
-  rng = jax.random.key(7)
-  ref_loss, ref_grads, grads_all, dc, mask = host(reference(state0, x, rng))
-  assert mask.sum() == top_b
-  assert len(np.unique(dc)) == batch  # no ties: the selection is unambiguous
-
-  params0 = host(state0.params)
-  state, metrics = step(fresh(state0), {"image": x}, rng)
-  metrics = host(metrics)
-  step_grads = _adam_gradient(host(state.opt_state))
-
-  np.testing.assert_allclose(metrics["loss"], ref_loss, rtol=1e-5)
-  np.testing.assert_allclose(metrics["loss_dc"], np.mean(np.sort(dc)[:top_b]),
-                             rtol=1e-5)
-  assert _relative_error(step_grads, ref_grads) < 1e-5
-  for got, want in zip(jax.tree_util.tree_leaves(step_grads),
-                       jax.tree_util.tree_leaves(ref_grads)):
-    np.testing.assert_allclose(got, want, rtol=1e-4,
-                               atol=1e-5 * np.abs(want).max() + 1e-12)
-  np.testing.assert_allclose(
-      metrics["grad_norm"],
-      np.sqrt(sum(np.sum(g ** 2) for g in jax.tree_util.tree_leaves(
-          ref_grads))), rtol=1e-5)
-  # The test can tell: the gradient of all B samples is a different one.
-  assert _relative_error(grads_all, ref_grads) > 1e-2
-
-  # And the parameters are one Adam step along that gradient.
-  tx = optax.adam(train.learning_rate(config))
-  updates, _ = tx.update(ref_grads, tx.init(params0), params0)
-  want_params = optax.apply_updates(params0, updates)
-  for got, want in zip(jax.tree_util.tree_leaves(host(state.params)),
-                       jax.tree_util.tree_leaves(want_params)):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-
-
-def test_dhs_with_batch_norm_normalizes_over_the_kept_rows(compiled):
-  config, _, _, step, state0, reference = compiled("dhs_bn")
-  assert state0.batch_stats and config.sampling.top_b == 2
-  x = images(config.train.batch_size, seed=5)
-  rng = jax.random.key(7)
-  ref_loss, ref_grads, ref_stats, all_rows_stats, dc = host(reference(state0, x, rng))
-  assert len(np.unique(dc)) == config.train.batch_size  # an unambiguous selection
-  state, metrics = step(fresh(state0), {"image": x}, rng)
-  # The same float32 arithmetic as the step (gather, then a training-mode
-  # pass): roundoff apart, 1e-5 relative as in the test without BatchNorm.
-  np.testing.assert_allclose(host(metrics)["loss"], ref_loss, rtol=1e-5)
-  assert _relative_error(_adam_gradient(host(state.opt_state)), ref_grads) < 1e-5
-  got_stats = host(state.batch_stats)
-  assert jax.tree_util.tree_structure(got_stats) == jax.tree_util.tree_structure(ref_stats)
-  assert _relative_error(got_stats, ref_stats) < 1e-5
-  # The test can tell: running statistics updated from all B rows are others.
-  assert _relative_error(all_rows_stats, ref_stats) > 1e-4
-
-
-def test_dhs_replay_keeps_the_rows_of_lowest_data_consistency(compiled):
-  config, model, operator, _, state0, _ = compiled("dhs")
-  x = images(config.train.batch_size, seed=6)
-  key = jax.random.key(3)
-  sampled, kept = host(train.step.dhs_selected_lambdas(
-      config, model, state0.variables(), operator, iter([{"image": x}]), key,
-      num_batches=1))
-  n = len(config.losses) - 1
-  assert sampled.shape == (4, n) and kept.shape == (2, n)
-  # Independently: the replay's noise and λ, every row's DC, the 2 lowest.
-  k_measure, k_lambda = jax.random.split(jax.random.fold_in(key, 0))
-  y = operator.measure(jnp.asarray(x), k_measure)
-  lam = train.step.sample_lambdas(config, k_lambda, 4)
-  np.testing.assert_array_equal(sampled, host(lam))
-  recon, _ = model.apply(state0.variables(), operator.zero_filled(y),
-                         hparams.coefficients(lam), train=True, mutable=["batch_stats"])
-  dc = host(operator.data_consistency(recon, y))
-  assert len(np.unique(dc)) == 4  # no ties: the selection is unambiguous
-  np.testing.assert_array_equal(kept, sampled[np.argsort(dc)[:2]])  # by increasing DC
-
-
 # --- non-finite losses -----------------------------------------------------------------
 
 
@@ -537,7 +250,6 @@ def test_a_finite_loss_with_non_finite_updated_parameters_freezes_the_state():
   assert int(state.bad_step) == 0
   assert_trees_equal(host(state.params), host(state0.params))
   assert_trees_equal(host(state.opt_state), host(state0.opt_state))
-
 
 
 def test_a_stack_trains_each_unet_as_its_own_run(compiled):
