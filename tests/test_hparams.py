@@ -1,6 +1,6 @@
-"""Tests for hyperrecon_jax.hparams against hand-computed cases."""
+"""Tests for hyperrecon_jax.hparams (maps and samplers) against hand-computed cases:
+λ ↔ coefficients and the samplers on the cube and the simplex."""
 
-import math
 
 import jax
 import numpy as np
@@ -91,20 +91,9 @@ def test_unknown_sampler_raises():
     hparams.sample(jax.random.key(0), 2, 1, "beta")
 
 
-def test_grid_shapes_and_order():
-  one = hparams.grid(5)
-  np.testing.assert_allclose(one[:, 0], [0, 0.25, 0.5, 0.75, 1.0])
-  two = hparams.grid(3, 2)
-  assert two.shape == (9, 2)
-  np.testing.assert_allclose(two[:3], [[0, 0], [0, 0.5], [0, 1]])
-  with pytest.raises(ValueError):
-    hparams.grid(1)
-  with pytest.raises(ValueError):
-    hparams.grid(4, 3)
-
 
 # ---------------------------------------------------------------------------
-# Coefficients ↔ λ, samplers and designs on the simplex.
+# Coefficients ↔ λ and samplers on the simplex.
 
 # Unit roundoff of float32: each rounded operation is off by at most this, relatively.
 U32 = 2.0**-24
@@ -302,174 +291,3 @@ def test_simplex_samplers_reject_bad_arguments(kwargs, match):
   kwargs = {"num_lambdas": 2, **kwargs}
   with pytest.raises(ValueError, match=match):
     hparams.sample(jax.random.key(0), 4, **kwargs)
-
-
-@pytest.mark.parametrize("partitions, num_coeffs", [(2, 4), (1, 3), (4, 2), (3, 3), (5, 5)])
-def test_das_dennis_counts_and_vertices_first(partitions, num_coeffs):
-  points = hparams.das_dennis(partitions, num_coeffs)
-  assert points.dtype == np.float32
-  assert points.shape == (math.comb(partitions + num_coeffs - 1, num_coeffs - 1), num_coeffs)
-  np.testing.assert_array_equal(points[:num_coeffs], np.eye(num_coeffs))
-  steps = points * partitions
-  np.testing.assert_allclose(steps, np.round(steps), atol=1e-5)
-  np.testing.assert_array_equal(np.round(steps).sum(axis=1), partitions)
-  assert len(np.unique(np.round(steps), axis=0)) == len(points)
-  np.testing.assert_array_equal(points, hparams.das_dennis(partitions, num_coeffs))
-
-
-def test_das_dennis_k4_p2():
-  points = hparams.das_dennis(2, 4)
-  assert points.shape == (10, 4)
-  np.testing.assert_array_equal(points[4:6], [[0.5, 0.5, 0, 0], [0.5, 0, 0.5, 0]])
-
-
-@pytest.mark.parametrize("args, match", [
-    ((0, 3), r"partitions must be an integer ≥ 1, got 0"),
-    ((2, 1), r"num_coeffs must be an integer ≥ 2, got 1"),
-    ((2.0, 3), r"partitions must be an integer ≥ 1, got 2.0"),
-])
-def test_das_dennis_rejects(args, match):
-  with pytest.raises(ValueError, match=match):
-    hparams.das_dennis(*args)
-
-
-@pytest.mark.parametrize("num_coeffs", [2, 3, 4, 6])
-def test_simplex_design_vertices_first_and_on_the_simplex(num_coeffs):
-  design = hparams.simplex_design(37, num_coeffs)
-  assert design.dtype == np.float32 and design.shape == (37, num_coeffs)
-  np.testing.assert_array_equal(design[:num_coeffs], np.eye(num_coeffs))
-  assert design.min() >= 0
-  np.testing.assert_allclose(design.sum(axis=1), 1.0, atol=num_coeffs * U32 * 4)
-  hparams.check_coefficients(design)
-  np.testing.assert_array_equal(design, hparams.simplex_design(37, num_coeffs))
-  assert not np.array_equal(design, hparams.simplex_design(37, num_coeffs, seed=1))
-  np.testing.assert_array_equal(hparams.simplex_design(num_coeffs, num_coeffs), np.eye(num_coeffs))
-
-
-def test_simplex_design_two_terms_is_the_sobol_sequence():
-  from scipy.stats import qmc
-  u = qmc.Sobol(d=1, scramble=True, seed=3).random_base2(3)[:6, 0]
-  design = hparams.simplex_design(8, 2, seed=3)
-  np.testing.assert_allclose(hparams.lambdas_from_coefficients(design)[2:, 0], u, atol=1e-7)
-
-
-@pytest.mark.parametrize("num_coeffs", [3, 4])
-def test_simplex_design_has_low_discrepancy(num_coeffs):
-  # Uniform on the simplex: E c_k = 1/K, Var c_k = (K − 1) / (K²(K + 1)). A
-  # random sample of n points would miss 1/K by about sqrt(Var / n); the Sobol
-  # design must do five times better.
-  n = 1024
-  points = hparams.simplex_design(n + num_coeffs, num_coeffs)[num_coeffs:]
-  iid_se = np.sqrt((num_coeffs - 1) / (num_coeffs**2 * (num_coeffs + 1)) / n)
-  assert np.all(np.abs(points.mean(axis=0) - 1 / num_coeffs) < iid_se / 5)
-
-
-@pytest.mark.parametrize("args, match", [
-    ((3, 4), r"num ≥ num_coeffs \(the 4 vertices come first\), got num=3, num_coeffs=4"),
-    ((5, 1), r"num_coeffs must be an integer ≥ 2, got 1"),
-])
-def test_simplex_design_rejects(args, match):
-  with pytest.raises(ValueError, match=match):
-    hparams.simplex_design(*args)
-
-
-def test_grid_stops_at_two_hyperparameters():
-  with pytest.raises(ValueError, match=r"grids stop at two hyperparameters, got 3 .*"
-                                       r"simplex_design\(N, 4\).*evaluate.py "
-                                       r"--config.eval.samples=N"):
-    hparams.grid(5, 3)
-  with pytest.raises(ValueError, match=r"grid supports 1 or 2 hyperparameters, got 0"):
-    hparams.grid(5, 0)
-
-
-@pytest.mark.parametrize("text, num_lambdas, expected", [
-    ("0.3", 1, [[0.3]]),
-    (" 0,0.5,1 ", 1, [[0.0], [0.5], [1.0]]),
-    ("grid:3", 1, [[0.0], [0.5], [1.0]]),
-    ("grid:2", 2, [[0, 0], [0, 1], [1, 0], [1, 1]]),
-    ("0.2:0.4,1:0", 2, [[0.2, 0.4], [1.0, 0.0]]),
-    ("0.1:0.2:0.3", 3, [[0.1, 0.2, 0.3]]),
-])
-def test_parse_lambdas_good(text, num_lambdas, expected):
-  lam = hparams.parse_lambdas(text, num_lambdas)
-  assert lam.dtype == np.float32
-  np.testing.assert_allclose(lam, expected)
-
-
-@pytest.mark.parametrize("num_lambdas", [1, 3])
-def test_parse_lambdas_samples(num_lambdas):
-  k = num_lambdas + 1
-  lam = hparams.parse_lambdas("samples:9", num_lambdas)
-  assert lam.dtype == np.float32 and lam.shape == (9, num_lambdas)
-  np.testing.assert_allclose(hparams.coefficients(lam), hparams.simplex_design(9, k),
-                             atol=k * (k + 2) * U32)
-
-
-@pytest.mark.parametrize("text, num_lambdas, match", [
-    ("0.3,x", 1, r"^--lam=0.3,x: 'x' is not a number$"),
-    ("0.1:0.2", 1, r"'0.1:0.2' has 2 values, .* has 1 hyperparameter\(s\) \(one value per item\)"),
-    ("0.1", 2, r"'0.1' has 1 values, .* has 2 hyperparameter\(s\) \(write 2 values as a:b\)"),
-    ("0.1:0.2", 3, r"has 3 hyperparameter\(s\) \(write 3 values as a:b:c\)"),
-    ("grid:x", 1, r"^--lam=grid:x: grid:N needs an integer N$"),
-    ("grid:1", 1, r"^--lam=grid:1: N must be ≥ 2"),
-    ("grid:3", 3, r"^--lam=grid:3: grids stop at two hyperparameters.*simplex_design"),
-    ("samples:x", 3, r"^--lam=samples:x: samples:N needs an integer N$"),
-    ("samples:3", 3, r"^--lam=samples:3: .*num ≥ num_coeffs .*got num=3, num_coeffs=4"),
-])
-def test_parse_lambdas_errors(text, num_lambdas, match):
-  with pytest.raises(ValueError, match=match):
-    hparams.parse_lambdas(text, num_lambdas)
-
-
-def test_parse_lambdas_names_the_flag():
-  with pytest.raises(ValueError, match=r"^--lambdas=grid:4: grids stop"):
-    hparams.parse_lambdas("grid:4", 4, flag="--lambdas")
-
-
-@pytest.mark.parametrize("text, num_coeffs, expected", [
-    ("1:0:0,0.33:0.33:0.34", 3, [[1, 0, 0], [0.33, 0.33, 0.34]]),
-    ("0.3333:0.3333:0.3333", 3, [[0.3333] * 3]),
-    (" 0.25: 0.75 ", 2, [[0.25, 0.75]]),
-    ("0.1:0.2:0.3:0.4", 4, [[0.1, 0.2, 0.3, 0.4]]),
-])
-def test_parse_coefficients_good(text, num_coeffs, expected):
-  c = hparams.parse_coefficients(text, num_coeffs)
-  assert c.dtype == np.float32 and c.shape == (len(expected), num_coeffs)
-  np.testing.assert_allclose(c, expected)
-
-
-@pytest.mark.parametrize("text, num_coeffs, match", [
-    ("1:0,x:1", 2, r"^--coeffs=1:0,x:1: 'x:1' is not a number$"),
-    ("0.5:nan", 2, r"'0.5:nan' is not a finite number"),
-    ("0.5:0.5", 3, r"'0.5:0.5' has 2 values, the model's loss has 3 terms "
-                   r"\(write 3 coefficients as a:b:c\)"),
-    ("1.5:-0.5", 2, r"'1.5:-0.5' has a negative coefficient \(-0.5\)"),
-    ("1:0:0,0.3:0.3:0.3", 3, r"^--coeffs=1:0:0,0.3:0.3:0.3: '0.3:0.3:0.3' sums to 0.9; "
-                             r"coefficients must sum to 1 \(within 0.0001\)$"),
-    ("0.6:0.6", 2, r"'0.6:0.6' sums to 1.2;"),
-    ("1e308:1e308", 2, r"'1e308:1e308' sums to inf;"),  # finite values, an overflowing sum
-    ("0_1:0", 2, r"'0_1:0' is not a number"),  # Python's float reads 1
-])
-def test_parse_coefficients_errors(text, num_coeffs, match):
-  with pytest.raises(ValueError, match=match):
-    hparams.parse_coefficients(text, num_coeffs)
-
-
-def test_parse_coefficients_names_the_flag_and_checks_num_coeffs():
-  with pytest.raises(ValueError, match=r"^--weights=0.2:0.2: "):
-    hparams.parse_coefficients("0.2:0.2", 2, flag="--weights")
-  with pytest.raises(ValueError, match=r"num_coeffs must be an integer ≥ 2, got 1"):
-    hparams.parse_coefficients("1", 1)
-
-
-@pytest.mark.parametrize("text, value", [
-    ("0.3", 0.3), (" .5 ", 0.5), ("1.", 1.0), ("+1e-3", 1e-3), ("-2E2", -200.0), ("inf", np.inf),
-    ("-Infinity", -np.inf)])
-def test_parse_number_reads_decimal_numbers(text, value):
-  assert hparams.parse_number(text) == value
-
-
-@pytest.mark.parametrize("text", ["", "0_1", "\u0661", "0x1", "1e", "e3", "1,5", "one"])
-def test_parse_number_refuses_what_float_alone_would_read_or_is_no_number(text):
-  with pytest.raises(ValueError, match="not a decimal number"):
-    hparams.parse_number(text)
