@@ -37,6 +37,7 @@ import numpy as np
 
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
+from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import metrics as metrics_lib
 from hyperrecon_jax import physics
@@ -85,6 +86,8 @@ def _check_coeffs(coeffs):
   if np.ndim(coeffs) != 2 or np.shape(coeffs)[0] < 1 or np.shape(coeffs)[1] < 2:
     raise errors.InputError(
         f"coeffs must have shape (G, K), G >= 1, K >= 2, got {np.shape(coeffs)}.")
+  # Off the simplex (raw loss weights, NaN) a model extrapolates without a word.
+  hparams.check_coefficients(coeffs)
 
 
 def _check_scored(zf, target, valid):

@@ -116,8 +116,10 @@ def hfen(recon, target):
   reused as is because its gradient is NaN where ``recon == target`` (the
   derivative of the norm at 0 is 0 * inf); here the norm's gradient is 0
   there, the norm's minimum. The term is undefined (inf or NaN) for a target
-  whose LoG is 0, e.g. a constant slice; the data pipelines drop background
-  slices.
+  whose LoG is 0, e.g. an all-zero slice, and meaningless for one whose LoG
+  is near 0: a constant slice c gives a LoG of about 4e-6·c from the kernel's
+  truncation, and the term a large finite value that depends on c. The data
+  pipelines drop background slices.
 
   Args:
     recon: (B, H, W) reconstructions.

@@ -43,6 +43,10 @@ def check_images(name: str, x, layout: str = "(B, H, W)") -> None:
   shape = tuple(getattr(x, "shape", ()))
   if len(shape) != 3:
     raise errors.InputError(f"{name} must have shape {layout}, got shape {shape}.")
+  if jnp.issubdtype(getattr(x, "dtype", jnp.float32), jnp.complexfloating):
+    # float32 conversion would keep the real part and score that.
+    raise errors.InputError(f"{name} is complex ({x.dtype}): pass real images, e.g. the "
+                            "magnitude (hr.physics.magnitude of a (..., 2) image).")
 
 
 def check_pair(pred, target, pred_name: str = "pred", target_name: str = "target",
@@ -86,7 +90,19 @@ def psnr(pred, target, data_range=1.0):
   Returns:
     (B,) PSNR; ``inf`` where pred equals target.
   """
-  return 10.0 * jnp.log10(jnp.asarray(data_range, jnp.float32) ** 2 / mse(pred, target))
+  return 10.0 * jnp.log10(_peak(data_range, pred.shape[0]) ** 2 / mse(pred, target))
+
+
+def _peak(data_range, batch: int):
+  """``data_range`` as a scalar or a (B,) float32 vector; other shapes are refused.
+
+  (A (B, 1) range would broadcast against the (B,) values to a (B, B) table.)
+  """
+  peak = jnp.asarray(data_range, jnp.float32)
+  if peak.shape not in ((), (batch,)):
+    raise errors.InputError(f"data_range must be a scalar or a ({batch},) vector, one "
+                            f"per image, got shape {tuple(peak.shape)}.")
+  return peak
 
 
 @jax.jit
@@ -114,7 +130,7 @@ def ssim(pred, target, data_range=1.0):
   Args:
     pred: (B, H, W) reconstructions, H, W >= 11.
     target: (B, H, W) ground truth.
-    data_range: scalar peak value.
+    data_range: peak value, a scalar or a (B,) vector.
 
   Returns:
     (B,) SSIM.
@@ -124,8 +140,14 @@ def ssim(pred, target, data_range=1.0):
     raise errors.InputError(
         f"ssim needs images of at least {SSIM_FILTER_SIZE}x{SSIM_FILTER_SIZE}, got "
         f"shape {tuple(pred.shape)}.")
+  peak = _peak(data_range, pred.shape[0])
+  if peak.ndim:
+    # SSIM at range L is SSIM at range 1 of the images divided by L: the means
+    # scale by 1/L, the (co)variances and C1, C2 by 1/L², and the ratio not at all.
+    scale = peak[:, None, None]
+    return ssim(_f32(pred) / scale, _f32(target) / scale)
   return dm_pix.ssim(
-      _f32(pred)[..., None], _f32(target)[..., None], max_val=data_range,
+      _f32(pred)[..., None], _f32(target)[..., None], max_val=peak,
       filter_size=SSIM_FILTER_SIZE, filter_sigma=SSIM_FILTER_SIGMA,
       k1=SSIM_K1, k2=SSIM_K2)
 
@@ -137,6 +159,8 @@ def gaussian_kernel1d(sigma: float, order: int, radius: int) -> np.ndarray:
   The Gaussian ``exp(-x^2 / 2 sigma^2)`` on ``x = -radius .. radius`` is
   normalized to sum 1 *before* differentiation; the ``order``-th derivative
   multiplies it by the polynomial obtained from ``d/dx`` of ``q(x) exp(.)``.
+  The array is cached and read-only (an edit in place would change every
+  later call's kernel); copy it to change it.
   """
   x = np.arange(-radius, radius + 1, dtype=np.float64)
   phi = np.exp(-0.5 / sigma ** 2 * x ** 2)
@@ -147,7 +171,9 @@ def gaussian_kernel1d(sigma: float, order: int, radius: int) -> np.ndarray:
   deriv = np.diag(np.arange(1, order + 1), 1) + np.diag(np.full(order, -1 / sigma ** 2), -1)
   for _ in range(order):
     q = deriv @ q
-  return (x[:, None] ** np.arange(order + 1)) @ q * phi
+  kernel = (x[:, None] ** np.arange(order + 1)) @ q * phi
+  kernel.setflags(write=False)
+  return kernel
 
 
 def correlate_valid(x, kernel, axis: int):

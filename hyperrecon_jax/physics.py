@@ -44,6 +44,14 @@ def _check_images(name: str, x, image_shape: tuple[int, int] | None = None):
         f"(full shape {shape}).")
 
 
+def _check_batches(y, recon):
+  """A measurement row per reconstruction: a batch of 1 would broadcast silently."""
+  if y.shape[0] != recon.shape[0]:
+    raise errors.InputError(
+        f"y holds {y.shape[0]} measurements but recon {recon.shape[0]} images (shapes "
+        f"{tuple(y.shape)} and {tuple(recon.shape)}): one measurement per image.")
+
+
 def _check_key(key, name: str):
   if key is None:
     raise errors.InputError(f"{name}.measure adds noise and needs a PRNG key, got key=None.")
@@ -150,6 +158,7 @@ class CSMRI(Operator):
   def check_measurement(self, y, recon):
     _check_images("recon", recon, self.mask.shape)
     _check_images("y", y, self.mask.shape)
+    _check_batches(y, recon)
 
   def zero_filled(self, y):
     """``F^-1(y)`` as (B, H, W, 2) float32 (real, imaginary)."""
@@ -192,6 +201,7 @@ class Denoise(Operator):
   def check_measurement(self, y, recon):
     _check_images("recon", recon)
     _check_images("y", y, recon.shape[1:])
+    _check_batches(y, recon)
 
   def zero_filled(self, y):
     """The noisy image with a zero imaginary channel, (B, H, W, 2) float32."""
@@ -230,7 +240,8 @@ def bicubic_downsample_matrix(size: int, factor: int) -> np.ndarray:
     factor: integer downsampling factor >= 2.
 
   Returns:
-    float64 array D with ``y = D @ x`` along the axis.
+    float64 array D with ``y = D @ x`` along the axis; cached and read-only
+    (an edit in place would change every later operator's), copy it to change it.
   """
   out = size // factor
   d = np.zeros((out, size))
@@ -240,6 +251,7 @@ def bicubic_downsample_matrix(size: int, factor: int) -> np.ndarray:
     t = s - j
     for k, w in zip(range(j - 1, j + 3), (_cubic(t + 1), _cubic(t), _cubic(1 - t), _cubic(2 - t))):
       d[i, min(max(k, 0), size - 1)] += w
+  d.setflags(write=False)
   return d
 
 
@@ -307,12 +319,18 @@ class SuperResolution(Operator):
     self._check_divisible("recon", recon.shape)
     f = self.factor
     _check_images("y", y, (recon.shape[1] // f, recon.shape[2] // f))
+    _check_batches(y, recon)
 
 
 def magnitude(zf):
   """The image of a network input: |zero-filled image| over its (real,
   imaginary) channels, (..., 2) → (...) float32. The Unet's residual adds it;
   the metrics of the input (e.g. rPSNR, the zero-filled scores) read it."""
+  shape = tuple(getattr(zf, "shape", ()))
+  if not shape or shape[-1] != 2:
+    # A (B, H, W) image would be summed over W.
+    raise errors.InputError(f"magnitude needs (..., 2) images (real, imaginary), got "
+                            f"shape {shape}.")
   return jnp.sqrt(jnp.sum(jnp.square(zf.astype(jnp.float32)), axis=-1))
 
 

@@ -99,7 +99,9 @@ def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Contex
     config, model, variables, step = pretrained_lib.load(pretrained, folder=folder)
     where = f"the pretrained model {pretrained!r}"
     stored_test = pretrained_lib.info(pretrained, folder).get("test", {})
-  if train.stack_lambdas(model):
+  if len(train.stack_lambdas(model)) == 1:
+    config, model, variables = train.unstack(config, variables)
+  elif train.stack_lambdas(model):
     # Its Unets answer each λ with the nearest one's reconstruction: a report
     # over λ would score them at λ they were not trained at.
     raise errors.InputError(

@@ -179,6 +179,10 @@ def test_evaluate_grid_bad_input():
   batch = _batches()[0]
   with pytest.raises(ValueError, match="lam_grid"):
     run([batch], np.linspace(0, 1, 5))
+  # Coefficients given as λ: it said "coeffs ... got shape (1, 3)".
+  with pytest.raises(ValueError, match=r"lam_grid must have 1 column\(s\), the λ of a model of "
+                                       r"2 loss terms .* got shape \(1, 2\)"):
+    run([batch], np.array([[0.5, 0.5]]))
   with pytest.raises(ValueError, match="valid"):
     run([{k: v for k, v in batch.items() if k != "valid"}], LAM)
   with pytest.raises(ValueError, match="image"):

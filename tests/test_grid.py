@@ -146,6 +146,17 @@ def test_default_chunk_is_small_on_cpu():
   assert grid.default_chunk() == grid.DEFAULT_CHUNK_CPU == 8
 
 
+def test_coefficients_off_the_simplex_are_refused():
+  # Raw loss weights or NaN: the model extrapolated without a word.
+  net, variables, _ = tiny_hyperunet()
+  zf = network_input(2, 0)
+  for coeffs, pattern in (([[1.0, 1.0]], "rows must sum to 1 .* row 0 sums to 2"),
+                          ([[np.nan, 1.0]], r"must be finite, row 0 is \[nan, 1\.0\]"),
+                          ([[0.5, 0.5], [1.5, -0.5]], "row 1")):
+    with pytest.raises(ValueError, match=pattern):
+      grid.reconstruct_grid(net, variables, zf, np.asarray(coeffs, np.float32))
+
+
 def test_grid_metrics_bad_input():
   net, variables, _ = tiny_hyperunet()
   zf, coeffs = network_input(2, 0), np.full((G, 2), 0.5, np.float32)

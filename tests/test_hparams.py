@@ -181,6 +181,13 @@ def test_check_coefficients_rejects(coeffs, match):
     hparams.lambdas_from_coefficients(coeffs)
 
 
+def test_a_lambda_out_of_range_is_named_to_its_digits():
+  # ".4g" printed 1.0001 as "1".
+  with pytest.raises(ValueError,
+                     match=r"lam must lie in \[0, 1\], got values in \[1\.0001, 1\.0001\]"):
+    hparams.coefficients(np.array([[1.0001]], np.float32))
+
+
 def test_check_coefficients_names_the_value():
   with pytest.raises(ValueError, match=r"^weights rows must sum to 1"):
     hparams.check_coefficients(np.array([[0.2, 0.2]]), name="weights")

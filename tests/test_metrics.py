@@ -208,6 +208,42 @@ def test_bad_shapes(fn):
     fn(np.zeros((16, 16)), np.zeros((16, 16)))
 
 
+def test_a_range_per_image_is_each_images_own():
+  # skimage at each image's own data_range; float32 against float64 as in
+  # test_ssim_matches_skimage (1e-5). psnr and ssim took a (B,) range, ssim
+  # averaged every row over all the ranges (dm_pix broadcast them).
+  pred, target = _pair(b=2, seed=3)
+  peaks = np.array([1.0, 2.5], np.float32)
+  got = metrics.ssim(pred, target, data_range=peaks)
+  want = [sk_ssim(_f64(target[i]), _f64(pred[i]), data_range=float(d), gaussian_weights=True,
+                  sigma=1.5, use_sample_covariance=False) for i, d in enumerate(peaks)]
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+  want = [sk_psnr(_f64(target[i]), _f64(pred[i]), data_range=float(d))
+          for i, d in enumerate(peaks)]
+  np.testing.assert_allclose(metrics.psnr(pred, target, data_range=peaks), want, rtol=1e-5)
+  for fn in (metrics.psnr, metrics.ssim):
+    # A (B, 1) range broadcast psnr's (B,) values to a (B, B) table.
+    with pytest.raises(ValueError, match=r"data_range must be a scalar or a \(2,\) vector, "
+                                         r"one per image, got shape \(2, 1\)"):
+      fn(pred, target, data_range=peaks[:, None])
+
+
+@pytest.mark.parametrize("fn", [metrics.psnr, metrics.ssim, metrics.mse, metrics.hfen])
+def test_complex_images_are_refused(fn):
+  # float32 conversion kept the real part: mse(t + 1j·t, t) was 0.
+  pred, target = _pair(b=1, seed=4)
+  with pytest.raises(ValueError, match=r"pred is complex \(complex64\): pass real images"):
+    fn((pred + 1j * pred).astype(np.complex64), target)
+
+
+def test_the_cached_kernel_is_read_only():
+  # An edit in place changed every later call's kernel (hfen became NaN).
+  kernel = metrics.gaussian_kernel1d(1.5, 0, 7)
+  with pytest.raises(ValueError, match="read-only"):
+    kernel /= 2
+  assert metrics.gaussian_kernel1d(1.5, 0, 7).sum() == pytest.approx(1.0)
+
+
 def test_bad_inputs_other():
   with pytest.raises(ValueError, match="at least 11x11"):
     metrics.ssim(np.zeros((1, 8, 16)), np.zeros((1, 8, 16)))

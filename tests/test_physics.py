@@ -235,6 +235,34 @@ def test_superres_jit_and_vmap():
   assert jax.vmap(op.data_consistency)(xs, ys).shape == (2, 2)
 
 
+@pytest.mark.parametrize("op, shape", [
+    (physics.CSMRI(np.ones((16, 16), np.float32)), (16, 16)),
+    (physics.Denoise(0.1), (16, 16)),
+    (physics.SuperResolution(2), (8, 8)),
+])
+def test_one_measurement_per_reconstruction(op, shape):
+  # A batch of 1 measurement broadcast over 2 images: row 1 was scored
+  # against row 0's measurement (DHS ranks rows by this value).
+  recon = np.zeros((2, 16, 16), np.float32)
+  y = np.zeros((1, *shape), np.complex64 if isinstance(op, physics.CSMRI) else np.float32)
+  with pytest.raises(ValueError, match=r"y holds 1 measurements but recon 2 images"):
+    op.data_consistency(recon, y)
+
+
+def test_magnitude_needs_real_and_imaginary_channels():
+  np.testing.assert_allclose(physics.magnitude(np.array([[3.0, 4.0]], np.float32)), [5.0])
+  with pytest.raises(ValueError, match=r"magnitude needs \(\.\.\., 2\) images .* got shape "
+                                       r"\(2, 8, 8\)"):
+    physics.magnitude(np.ones((2, 8, 8), np.float32))  # it summed over W
+
+
+def test_the_cached_downsampling_matrix_is_read_only():
+  d = physics.bicubic_downsample_matrix(16, 2)
+  with pytest.raises(ValueError, match="read-only"):
+    d *= 0  # it zeroed every later SuperResolution(2) of 16-pixel sides
+  assert physics.SuperResolution(2).forward(np.ones((1, 16, 16), np.float32)).min() > 0.99
+
+
 def test_superres_bad_inputs():
   for bad in (2.5, 1, 0, -4, "4", True):
     with pytest.raises(ValueError, match="factor"):

@@ -237,6 +237,31 @@ def test_baselines_that_are_a_file_or_a_segmenter_are_named(workdir, tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_a_stack_of_one_unet_is_reported_as_the_plain_unet_it_is(config, tmp_path):
+  # baselines.py --lambdas=0.3 trains one Unet; its report is that Unet's at
+  # λ = 0.3, as for train.py's plain Unet (it was refused as a stack).
+  path = loop_support.save_untrained(baselines.stack_config(config, [(0.3,)]),
+                                     str(tmp_path / "one"))
+  result = report.run(path, out=str(tmp_path / "out"), progress=False)
+  np.testing.assert_allclose(result["lambdas"], [[0.3]], rtol=1e-7)
+  # Independently: the stack itself (its one Unet answers every λ) on the
+  # report's slices and key; the same float32 program, rtol 1e-6.
+  stack_config, model, variables, _ = train.load_trained(path)
+  again = evaluate.evaluate_grid(
+      model, variables, physics.make_operator(stack_config.task, (32, 32)),
+      data.batches(stack_config.data, "test", batch_size=8, training=False),
+      np.array([[0.3]], np.float32), key=jax.random.key(stack_config.train.seed + 3))
+  for m in ("psnr", "ssim"):
+    np.testing.assert_allclose(result["mean"][m], again["mean"][m], rtol=1e-6)
+  plain, unet, one = train.unstack(stack_config, variables)
+  assert tuple(plain.hparams.fixed) == (0.3,) and not plain.hparams.baselines
+  assert type(unet).__name__ == "Unet" and train.describe_model(plain).startswith("a plain Unet")
+  assert jax.tree_util.tree_structure(one) == jax.tree_util.tree_structure(
+      jax.eval_shape(lambda: train.create_state(plain, unet, jax.random.key(0)).variables()))
+  with pytest.raises(IndexError, match="the stack has 1 Unets, no Unet 1"):
+    train.unstack(stack_config, variables, 1)
+
+
 def test_a_stack_of_unets_is_no_model_to_report_on_or_to_ship(stack, tmp_path):
   # Its Unets would answer the report's λ with the nearest member's image.
   with pytest.raises(ValueError, match=r"is a stack of 2 per-λ Unets .*: score it beside a "

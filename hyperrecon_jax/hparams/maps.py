@@ -44,7 +44,7 @@ def check_lambda(lam, name: str = "lam"):
     if values.size and (not np.all(np.isfinite(values)) or values.min() < 0
                         or values.max() > 1):
       raise errors.InputError(f"{name} must lie in [0, 1], got values in "
-                              f"[{values.min():.4g}, {values.max():.4g}]")
+                              f"[{values.min():.7g}, {values.max():.7g}]")
 
 
 def check_coefficients(coeffs, name: str = "coeffs"):

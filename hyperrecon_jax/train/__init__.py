@@ -25,6 +25,7 @@ from hyperrecon_jax.train.state import create_state
 from hyperrecon_jax.train.state import learning_rate
 from hyperrecon_jax.train.state import memory_floor
 from hyperrecon_jax.train.state import stack_lambdas
+from hyperrecon_jax.train.state import unstack
 from hyperrecon_jax.train.step import make_train_step
 from hyperrecon_jax.train.step import sample_coefficients
 from hyperrecon_jax.train.step import validation_lambdas
@@ -36,6 +37,6 @@ __all__ = [
     "check_config", "check_memory", "create_state", "describe_model", "from_stored",
     "learning_rate",
     "load_config", "load_trained", "make_train_step", "memory_floor", "num_coeffs",
-    "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate",
+    "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate", "unstack",
     "validation_lambdas",
 ]

@@ -18,6 +18,28 @@ def stack_lambdas(model) -> tuple:
   return tuple(model.lambdas) if isinstance(model, models.UnetStack) else ()
 
 
+def unstack(config, variables, index: int = 0):
+  """Unet ``index`` of a stack of per-λ Unets, as the plain Unet it is.
+
+  Args:
+    config: the stack's config (``config.hparams.baselines`` lists its λ).
+    variables: the stack's variables (every leaf with the Unets on its first axis).
+    index: which Unet.
+
+  Returns:
+    ``(config, model, variables)`` of a plain Unet trained at that λ
+    (``config.hparams.fixed``), as `build_model` and a plain run's checkpoint give.
+  """
+  lambdas = tuple(tuple(lam) for lam in config.hparams.baselines)
+  if not 0 <= index < len(lambdas):
+    raise IndexError(f"the stack has {len(lambdas)} Unets, no Unet {index}")
+  config = config.copy_and_resolve_references()
+  config.hparams.fixed = lambdas[index]
+  config.hparams.baselines = ()
+  variables = jax.tree_util.tree_map(lambda v: v[index], variables)
+  return config, build_model(config), variables
+
+
 def build_model(config, *, strategy: str | None = None):
   """The network of ``config.model``: ``HyperUnet``, or for hyper_dim 0 ``Unet``
   (a `models.UnetStack` of them when ``config.hparams.baselines`` lists λ
