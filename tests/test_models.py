@@ -401,3 +401,11 @@ def test_a_stack_holds_the_variables_of_independent_unets_and_trains_each_on_its
   for row, index in enumerate([2, 0, 1]):
     np.testing.assert_array_equal(weights["enc0_a"]["kernel"][row],
                                   variables["params"]["enc0_a_kernel"][index])
+  # Wrong coefficient shapes are named, as for HyperUnet (they were a
+  # broadcasting error deep in the Unet); a list is an array.
+  with pytest.raises(ValueError, match=r"coeffs has 3 rows but zf has batch size 1"):
+    stack.apply(variables, zf[:1], rows)
+  with pytest.raises(ValueError, match=r"coeffs must have shape \(2,\) or \(B, 2\)"):
+    stack.apply(variables, zf, rows[None])
+  np.testing.assert_array_equal(stack.apply(variables, zf, [1.0, 0.0]),
+                                stack.apply(variables, zf, np.asarray([1.0, 0.0], np.float32)))

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
+from hyperrecon_jax.models import hypernetwork
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models import unet
 
@@ -63,6 +64,9 @@ class UnetStack(nn.Module):
     num = len(self.lambdas)
     if num < 1:
       raise errors.InputError("a UnetStack needs at least one λ vector.")
+    # As HyperUnet's: a wrong shape was a broadcasting error deep in the Unet.
+    coeffs = jnp.asarray(coeffs)
+    hypernetwork.check_coeffs(coeffs, len(self.lambdas[0]) + 1, zf.shape[0])
     member = self._member()
     stacked = lambda init: lambda rng, *shape: jax.vmap(lambda k: init(k, *shape))(
         jax.random.split(rng, num))
