@@ -162,6 +162,9 @@ def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any
     reconstruction can expect; with ``terms``, ``loss_terms``:
     `summarize_terms` of their per-slice values.
   """
+  if key is None:
+    raise errors.InputError("evaluate_grid measures each slice with noise from key: give "
+                            "key=jax.random.key(seed), got key=None.")
   lam = np.asarray(lam_grid, np.float32)
   if lam.ndim != 2 or lam.shape[0] < 1:
     raise errors.InputError(f"lam_grid must have shape (G, num_lambdas), got shape {lam.shape}.")

@@ -53,6 +53,10 @@ def select_lowest(values, b: int):
   Returns:
     (b,) int32 indices, in increasing order of value.
   """
+  shape = tuple(getattr(values, "shape", ()))
+  if len(shape) != 1 or not 1 <= b <= shape[0]:
+    raise errors.InputError(f"select_lowest keeps 1 to B of (B,) values, asked for {b} of "
+                            f"values of shape {shape}.")
   # Integer indices carry no gradient: the ranking needs no stop_gradient.
   _, idx = jax.lax.top_k(-values, b)
   return idx.astype(jnp.int32)

@@ -189,6 +189,8 @@ def test_evaluate_grid_bad_input():
     run([{**batch, "image": batch["image"][0]}], LAM)
   with pytest.raises(ValueError, match="no valid slice"):
     run([], LAM)
+  with pytest.raises(ValueError, match=r"give key=jax\.random\.key\(seed\), got key=None"):
+    evaluate.evaluate_grid(net, variables, _operator(), [batch], LAM, key=None)
 
 
 def test_summarize_checks_shapes():

@@ -18,6 +18,15 @@ def test_select_lowest_picks_the_b_smallest_in_increasing_order():
   np.testing.assert_array_equal(np.asarray(idx), [1, 5, 3])
 
 
+@pytest.mark.parametrize("values, b", [(np.array([3.0, 1.0]), 3), (np.array([3.0, 1.0]), 0),
+                                       (np.zeros((2, 2)), 1)])
+def test_select_lowest_names_an_impossible_selection(values, b):
+  # It was jax.lax.top_k's "k argument to top_k must be no larger than ...".
+  with pytest.raises(ValueError, match=r"select_lowest keeps 1 to B of \(B,\) values, asked "
+                                       rf"for {b} of values of shape"):
+    sampling.select_lowest(jnp.asarray(values), b)
+
+
 def test_select_lowest_ties_prefer_the_lower_index():
   values = jnp.asarray([2.0, 1.0, 3.0, 1.0, 0.5, 1.0], jnp.float32)
   np.testing.assert_array_equal(np.asarray(sampling.select_lowest(values, 3)),
