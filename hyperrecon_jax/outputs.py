@@ -240,7 +240,8 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
   for p in paths:
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
-      raise errors.InputError(f"{p}: the folder {folder} does not exist")
+      what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+      raise errors.InputError(f"{p}: the folder {folder} {what}")
     if source is not None and os.path.exists(p) and os.path.samefile(p, source):
       raise errors.InputError(f"{p} is the input scan; write the reconstruction to "
                               "another file")
@@ -315,8 +316,9 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
       "seed": result["seed"],
       "intensity_scale": scan.scale,
       "dtype": dtype.name,
-      "zero_filled": input_path(output) if save_input and scan.kind == "nifti" else (
-          H5_INPUT_DATASET if save_input else None),
+      # Absolute, as "input": a relative path would be the working folder's.
+      "zero_filled": (os.path.abspath(input_path(output)) if save_input and scan.kind == "nifti"
+                      else H5_INPUT_DATASET if save_input else None),
   }
   _atomic(sidecar_path(output), lambda tmp: _write_json(tmp, sidecar))
   return paths

@@ -46,6 +46,13 @@ MIN_PLANE = 8
 # scale is the value of a handful of voxels: one bright outlier sets the
 # contrast the model sees.
 MIN_VOXELS_ABOVE_PERCENTILE = 5
+# The clip to [0, scale] is worth a warning when it takes this share of the
+# voxels above the background below 0, or this share of the positive voxels
+# above CAPPED_FACTOR × the scale (a scan's own brightest voxels, the 0.5 %
+# above the percentile, lie mostly below it).
+NEGATIVE_SHARE = 0.01
+CAPPED_FACTOR = 2.0
+CAPPED_SHARE = 0.0005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +257,33 @@ def _scale_warning(data: np.ndarray, percentile: float) -> tuple:
           "the model sees: the output's intensity cannot be trusted",)
 
 
+def _clipping_warnings(data: np.ndarray, scale: float) -> tuple:
+  """What the clip to [0, scale] takes from the scan, where it takes a visible part.
+
+  Negative voxels beyond the background level (a z-scored or offset scan) and
+  voxels beyond `CAPPED_FACTOR` times the scale (a bright lesion) come back
+  at 0 and at the scale: the output cannot show them.
+  """
+  warnings = []
+  level = slicing.FOREGROUND_THRESHOLD * scale
+  significant = int(np.count_nonzero(np.abs(data) > level))
+  negative = int(np.count_nonzero(data < -level))
+  if negative and negative >= NEGATIVE_SHARE * significant:
+    warnings.append(
+        f"{negative:,} voxels ({negative / significant:.0%} of those above the background) are "
+        f"negative, down to {float(data.min()):.4g}: the model reads magnitude images "
+        "(intensities ≥ 0) and sets them to 0, so the output loses them (a z-scored or "
+        "offset scan: reconstruct the scan as acquired)")
+  capped = int(np.count_nonzero(data > CAPPED_FACTOR * scale))
+  if capped >= max(MIN_VOXELS_ABOVE_PERCENTILE,
+                   CAPPED_SHARE * int(np.count_nonzero(data > 0))):
+    warnings.append(
+        f"{capped:,} voxels are brighter than {CAPPED_FACTOR:g}× the intensity scale "
+        f"({scale:.4g}), up to {float(data.max()) / scale:.3g}×: the model reads them at the "
+        "scale, so the output loses their contrast")
+  return tuple(warnings)
+
+
 def _resolution_note(size: int, plane: tuple, grid: tuple, what: str, unit: str) -> str:
   """One line on the model's working resolution against the input's."""
   h, w = (int(n) for n in plane)
@@ -292,7 +326,7 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   except common.DataError as err:
     raise errors.InputError(f"{path}: {err}") from None
   volume = np.clip(data / scale, 0.0, 1.0)
-  warnings = _scale_warning(data, percentile)
+  warnings = _scale_warning(data, percentile) + _clipping_warnings(data, scale)
   del data
   foreground = volume > slicing.FOREGROUND_THRESHOLD
   keep, box = slicing.crop_box(foreground, axis, float(config.data.min_foreground))

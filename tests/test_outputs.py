@@ -37,6 +37,8 @@ def test_outputs_are_checked_before_any_work(tmp_path):
     outputs.output_paths("nifti", str(tmp_path / "x.h5"), False)
   with pytest.raises(ValueError, match="does not exist"):
     outputs.check_outputs([str(tmp_path / "missing" / "x.nii")], overwrite=False)
+  with pytest.raises(ValueError, match=r"the folder .*recon\.nii\.gz is a file, not a folder"):
+    outputs.check_outputs([str(out / "x.nii")], overwrite=False)  # it said "does not exist"
   assert out.read_bytes() == b"keep"
   assert outputs.output_paths("nifti", str(out), True) == [
       str(out), str(tmp_path / "recon.json"), str(tmp_path / "recon_zero_filled.nii.gz")]

@@ -121,6 +121,38 @@ def test_a_scale_resting_on_a_few_voxels_is_said(tmp_path):
   assert scan.warnings == () and scan.reference > 0
 
 
+def test_what_the_clip_to_the_scale_takes_is_said(tmp_path):
+  # A z-scored or offset scan lost its negative half, and a bright lesion its
+  # contrast, without a word (exit 0). The head: values in [0, 1000].
+  vol = (head() * 1000).astype(np.float32)
+  brain = vol > 50
+  cases = {
+      "zscore": np.where(brain, (vol - vol[brain].mean()) / vol[brain].std(), 0),
+      "offset": vol - 100,
+  }
+  lesion = vol.copy()
+  # 16 voxels, fewer than the 61 above the 99.5th percentile: the scale stays.
+  lesion[18:20, 18:20, 4:8] = 3 * np.percentile(vol[vol > 0], 99.5)
+  cases["lesion"] = lesion
+  warned = {}
+  for name, data in cases.items():
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), str(tmp_path / f"{name}.nii"))
+    warned[name] = scans.read_input(str(tmp_path / f"{name}.nii"), data_config(32)).warnings
+  # Hand-counted from the volumes themselves.
+  for name in ("zscore", "offset"):
+    data = cases[name]
+    scale = np.percentile(data[data > 0], 99.5)
+    level = 0.05 * scale
+    negative = int(np.sum(data < -level))
+    (line,) = warned[name]
+    assert line.startswith(f"{negative:,} voxels ({negative / np.sum(np.abs(data) > level):.0%} "
+                           "of those above the background) are negative")
+  (line,) = warned["lesion"]
+  assert re.match(r"16 voxels are brighter than 2× the intensity scale \(.*\), up to 3", line)
+  nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "plain.nii"))
+  assert scans.read_input(str(tmp_path / "plain.nii"), data_config(32)).warnings == ()
+
+
 # --- volumes the configured plane does not suit ----------------------------------------
 
 
