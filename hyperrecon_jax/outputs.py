@@ -230,14 +230,20 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
   Args:
     paths: the files to write (`output_paths`).
     overwrite: whether existing files may be replaced.
-    source: the input scan, which is never replaced.
+    source: the input scan, which is never replaced, nor its own JSON
+      sidecar (a BIDS scan's metadata, ``sub-01_T1w.json``).
 
   Raises:
-    InputError: an output is the input scan, a folder, or exists (unless
-      ``overwrite``), or its folder is missing or cannot be written.
+    InputError: an output is the input scan or its sidecar, a folder, or
+      exists (unless ``overwrite``), or its folder is missing or cannot be
+      written.
   """
   probed = set()
+  own_sidecar = _own_sidecar(source)
   for p in paths:
+    if own_sidecar is not None and os.path.exists(p) and os.path.samefile(p, own_sidecar):
+      raise errors.InputError(f"{p} is the input scan's own sidecar ({own_sidecar}); write "
+                              "the reconstruction under another name")
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
       what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
@@ -252,6 +258,17 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
     if folder not in probed:
       check_writable(p, folder)
       probed.add(folder)
+
+
+def _own_sidecar(source: str | None) -> str | None:
+  """The JSON file beside the input scan with its name (BIDS' sidecar), if any."""
+  if source is None:
+    return None
+  for suffix in NIFTI_SUFFIXES + H5_SUFFIXES:
+    if source.endswith(suffix):
+      path = source[:-len(suffix)] + ".json"
+      return path if os.path.exists(path) else None
+  return None
 
 
 def check_writable(path: str, folder: str) -> None:

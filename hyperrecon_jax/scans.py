@@ -306,6 +306,11 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   if not np.all(np.isfinite(img.affine)):
     raise errors.InputError(f"{path}: its affine (the header's voxel-to-world matrix) holds "
                             "NaN or ±Inf, so the volume has no orientation; fix the header")
+  if abs(np.linalg.det(np.asarray(img.affine, np.float64)[:3, :3])) < 1e-12:
+    # io_orientation gives NaN axes for it: no orientation either.
+    raise errors.InputError(f"{path}: its affine (the header's voxel-to-world matrix) is "
+                            "singular (a zero voxel size or repeated axes), so the volume "
+                            "has no orientation; fix the header")
   # The RAS shape from the header alone: the plane is chosen before any voxel is read.
   ornt = nib.orientations.io_orientation(img.affine)
   ras_shape = [0, 0, 0]

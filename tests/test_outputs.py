@@ -44,6 +44,19 @@ def test_outputs_are_checked_before_any_work(tmp_path):
       str(out), str(tmp_path / "recon.json"), str(tmp_path / "recon_zero_filled.nii.gz")]
 
 
+def test_the_input_scans_own_sidecar_is_never_replaced(tmp_path):
+  # --overwrite replaced a BIDS scan's metadata with the reconstruction's sidecar.
+  scan = tmp_path / "sub-01_T1w.nii.gz"
+  scan.write_bytes(b"scan")
+  (tmp_path / "sub-01_T1w.json").write_text('{"RepetitionTime": 2.3}')
+  paths = outputs.output_paths("nifti", str(tmp_path / "sub-01_T1w.nii"), False)
+  with pytest.raises(ValueError, match=r"sub-01_T1w\.json is the input scan's own sidecar"):
+    outputs.check_outputs(paths, overwrite=True, source=str(scan))
+  assert (tmp_path / "sub-01_T1w.json").read_text() == '{"RepetitionTime": 2.3}'
+  outputs.check_outputs(outputs.output_paths("nifti", str(tmp_path / "recon.nii"), False),
+                        overwrite=True, source=str(scan))
+
+
 def test_the_input_scan_and_a_folder_are_never_outputs(tmp_path):
   scan = tmp_path / "scan.nii.gz"
   scan.write_bytes(b"keep")

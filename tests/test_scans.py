@@ -200,6 +200,17 @@ def test_an_affine_without_orientation_is_refused(tmp_path, value):
     scans.read_input(path, data_config(32))
 
 
+def test_a_singular_affine_is_refused(tmp_path):
+  # A zero column gave io_orientation NaN axes: "cannot convert float NaN to integer".
+  affine = np.diag([2.0, 2.0, 0.0, 1.0])
+  img = nib.Nifti1Image(head(), None)
+  img.header.set_sform(affine, 2)
+  img.header.set_qform(None, 0)
+  nib.save(img, str(tmp_path / "flat.nii"))
+  with pytest.raises(ValueError, match=r"flat\.nii: its affine .* is singular"):
+    scans.read_input(str(tmp_path / "flat.nii"), data_config(32))
+
+
 def _h5(path, **datasets):
   h5py = pytest.importorskip("h5py")
   with h5py.File(path, "w") as f:
