@@ -239,9 +239,12 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
       written.
   """
   probed = set()
-  own_sidecar = _own_sidecar(source)
+  # The JSON beside the scan with its name: where BIDS keeps the scan's metadata.
+  own_sidecar = (sidecar_path(source) if source is not None
+                 and source.endswith(NIFTI_SUFFIXES + H5_SUFFIXES) else None)
   for p in paths:
-    if own_sidecar is not None and os.path.exists(p) and os.path.samefile(p, own_sidecar):
+    if (own_sidecar is not None and os.path.exists(p) and os.path.exists(own_sidecar)
+        and os.path.samefile(p, own_sidecar)):
       raise errors.InputError(f"{p} is the input scan's own sidecar ({own_sidecar}); write "
                               "the reconstruction under another name")
     folder = os.path.dirname(os.path.abspath(p))
@@ -258,17 +261,6 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
     if folder not in probed:
       check_writable(p, folder)
       probed.add(folder)
-
-
-def _own_sidecar(source: str | None) -> str | None:
-  """The JSON file beside the input scan with its name (BIDS' sidecar), if any."""
-  if source is None:
-    return None
-  for suffix in NIFTI_SUFFIXES + H5_SUFFIXES:
-    if source.endswith(suffix):
-      path = source[:-len(suffix)] + ".json"
-      return path if os.path.exists(path) else None
-  return None
 
 
 def check_writable(path: str, folder: str) -> None:

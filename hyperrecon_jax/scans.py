@@ -247,8 +247,7 @@ def _real_float32(raw: np.ndarray, path: str, what: str = "voxels") -> np.ndarra
   return raw.astype(np.float32)
 
 
-def _scale_warning(data: np.ndarray, percentile: float) -> tuple:
-  positive = int(np.count_nonzero(data > 0))
+def _scale_warning(positive: int, percentile: float) -> tuple:
   above = positive * (1.0 - percentile / 100.0)
   if above >= MIN_VOXELS_ABOVE_PERCENTILE:
     return ()
@@ -257,7 +256,7 @@ def _scale_warning(data: np.ndarray, percentile: float) -> tuple:
           "the model sees: the output's intensity cannot be trusted",)
 
 
-def _clipping_warnings(data: np.ndarray, scale: float) -> tuple:
+def _clipping_warnings(data: np.ndarray, scale: float, positive: int) -> tuple:
   """What the clip to [0, scale] takes from the scan, where it takes a visible part.
 
   Negative voxels beyond the background level (a z-scored or offset scan) and
@@ -275,8 +274,7 @@ def _clipping_warnings(data: np.ndarray, scale: float) -> tuple:
         "(intensities ≥ 0) and sets them to 0, so the output loses them (a z-scored or "
         "offset scan: reconstruct the scan as acquired)")
   capped = int(np.count_nonzero(data > CAPPED_FACTOR * scale))
-  if capped >= max(MIN_VOXELS_ABOVE_PERCENTILE,
-                   CAPPED_SHARE * int(np.count_nonzero(data > 0))):
+  if capped >= max(MIN_VOXELS_ABOVE_PERCENTILE, CAPPED_SHARE * positive):
     warnings.append(
         f"{capped:,} voxels are brighter than {CAPPED_FACTOR:g}× the intensity scale "
         f"({scale:.4g}), up to {float(data.max()) / scale:.3g}×: the model reads them at the "
@@ -331,7 +329,8 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   except common.DataError as err:
     raise errors.InputError(f"{path}: {err}") from None
   volume = np.clip(data / scale, 0.0, 1.0)
-  warnings = _scale_warning(data, percentile) + _clipping_warnings(data, scale)
+  positive = int(np.count_nonzero(data > 0))
+  warnings = _scale_warning(positive, percentile) + _clipping_warnings(data, scale, positive)
   del data
   foreground = volume > slicing.FOREGROUND_THRESHOLD
   keep, box = slicing.crop_box(foreground, axis, float(config.data.min_foreground))
