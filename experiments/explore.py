@@ -1,6 +1,6 @@
 r"""Serves the interactive λ explorer: move λ, watch the reconstruction change.
 
-  python experiments/explore.py                                   (the shipped model)
+  python experiments/explore.py                      (the shipped 256×256 model)
   python experiments/explore.py --pretrained=mni152_csmri8x_dc_tv [--port=8765]
   python experiments/explore.py --workdir=workdirs/demo [--split=test] [--host=0.0.0.0]
   python experiments/explore.py --workdir=DIR --input=scan.nii.gz   (a volume of your own)
@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
-DEFAULT_MODEL = "mni152_csmri8x_dc_tv"
+DEFAULT_MODEL = "mni152_csmri8x_dc_tv_256"
 
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags(default_pretrained=DEFAULT_MODEL)
 _PORT = flags.DEFINE_integer("port", 8765, "Port to serve on (0: a free one).",

@@ -1,6 +1,6 @@
 r"""Reconstructs your own scan with a trained model at one or more λ.
 
-  python experiments/reconstruct.py --pretrained=mni152_csmri8x_dc_tv \
+  python experiments/reconstruct.py --pretrained=mni152_csmri8x_dc_tv_256 \
       --input=sub-01_T1w.nii.gz --lam=0.3 --output=sub-01_recon.nii.gz
   python experiments/reconstruct.py --workdir=workdirs/demo --input=file1000001.h5 \
       --lam=grid:11 --output=file1000001_recon.h5 --save_input

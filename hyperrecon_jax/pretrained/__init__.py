@@ -3,8 +3,8 @@
 Use one without training::
 
   import hyperrecon_jax as hr
-  hr.pretrained.names()                      # ['mni152_csmri8x_dc_tv']
-  config, model, variables, step = hr.pretrained.load("mni152_csmri8x_dc_tv")
+  hr.pretrained.names()   # ['mni152_csmri8x_dc_tv', 'mni152_csmri8x_dc_tv_256']
+  config, model, variables, step = hr.pretrained.load("mni152_csmri8x_dc_tv_256")
   recon = model.apply(variables, zf, coeffs)
 
 or ``python experiments/evaluate.py --pretrained=NAME --out=DIR``.
