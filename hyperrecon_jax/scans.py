@@ -10,8 +10,9 @@ percentile of positive voxels and clipped to [0, 1]; every slice along
 `config.data.axis` is cropped to the volume's foreground box (as the nifti
 dataset does) and resized to the model's grid.
 
-fastMRI ``.h5``: the image is the magnitude of the inverse FFT of ``kspace``
-(root-sum-of-squares over coils, centre-cropped to at most 320 × 320), or
+fastMRI ``.h5``: the image is the magnitude of the inverse FFT of fully
+sampled ``kspace`` (root-sum-of-squares over coils, centre-cropped to at most
+320 × 320; undersampled k-space is refused), or
 ``reconstruction_esc`` / ``reconstruction_rss`` when the file has no k-space,
 divided by its maximum.
 
@@ -407,6 +408,11 @@ def _read_h5(path: str, config) -> Scan:
   real = np.empty(0, raw.dtype).real.dtype
   input_dtype = real.name if real.kind == "f" else "float32"
   if key == "kspace":
+    problem = fastmri.undersampled_message(
+        path, raw, "The model's input is simulated from the image with the model's own "
+        "mask, so these measurements would be undersampled twice")
+    if problem:
+      raise errors.InputError(problem)
     volume = _real_float32(fastmri.kspace_to_image(raw), path, "pixels of the image of 'kspace'")
   else:
     volume = _real_float32(raw, path, f"values of '{key}'")

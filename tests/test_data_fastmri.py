@@ -95,6 +95,32 @@ def test_kspace_fallback(tmp_path):
   assert volume.shape == (SLICES, 64, 48) and volume.max() == 1.0
 
 
+def test_unmeasured_columns_are_the_gaps_between_measured_columns():
+  kspace = np.ones((2, 3, 8, 12), np.complex64)  # (slices, coils, height, width)
+  kspace[..., :2] = 0   # zero padding at the edges is not a gap
+  kspace[..., -3:] = 0
+  assert fastmri.unmeasured_columns(kspace) == (0, 7)
+  kspace[..., 3:9:2] = 0  # columns 3, 5, 7 skipped
+  assert fastmri.unmeasured_columns(kspace) == (3, 7)
+  kspace[1, 2, 4, 5] = 1j  # one value in one coil of one slice: column 5 was measured
+  assert fastmri.unmeasured_columns(kspace) == (2, 7)
+  assert fastmri.unmeasured_columns(np.zeros((1, 4, 4), np.complex64)) == (0, 0)
+
+
+def test_undersampled_kspace_is_not_taken_as_a_target(tmp_path):
+  # A test-set file (k-space only, every 4th column measured) would give
+  # aliased images as training targets.
+  path = str(tmp_path / "test_set.h5")
+  _write(path, np.random.default_rng(2), recon=False)
+  with h5py.File(path, "r+") as f:
+    kspace = f["kspace"][()]
+    kspace[..., np.arange(48) % 4 != 0] = 0  # columns 0, 4, ..., 44 kept: 33 gaps up to 44
+    f["kspace"][...] = kspace
+  with pytest.raises(hr.data.DataError, match=r"test_set.h5: its 'kspace' is already "
+                     r"undersampled: 33 of the 45 columns .* Its image would be aliased"):
+    fastmri.read_volume(path)
+
+
 def test_evaluation_pass_covers_every_slice_once(cfg):
   for split in ("validation", "test"):
     seen = []

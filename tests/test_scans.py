@@ -228,8 +228,19 @@ def _kspace(image):
                          axes=(-2, -1))
 
 
+def _undersampled_kspace():
+  """Centred k-space of a random (2, 32, 32) volume with every 4th column from 1 skipped."""
+  kspace = _kspace(np.random.default_rng(0).uniform(0.1, 1.0, (2, 32, 32)))
+  kspace[..., 1::4] = 0  # columns 1, 5, ..., 29: 8 of the 32
+  return kspace.astype(np.complex64)
+
+
 @pytest.mark.parametrize("datasets, pattern", [
     (dict(kspace=None), r"'kspace' is an HDF5 group, not an array"),
+    # A fastMRI test-set file: its measurements would be undersampled twice.
+    (dict(kspace=_undersampled_kspace()),
+     r"scan.h5: its 'kspace' is already undersampled: 8 of the 32 columns between its first "
+     r"and last measured one are zero .* would be undersampled twice"),
     (dict(kspace=np.bytes_(b"hello")), r"'kspace' has shape \(\) and dtype \|S5"),
     (dict(kspace=np.zeros((0, 32, 32), np.complex64)), r"shape \(0, 32, 32\): it holds no slice"),
     (dict(reconstruction_rss=np.zeros((0, 32, 32), np.float32)), "it holds no slice"),
@@ -246,3 +257,13 @@ def test_a_fastmri_file_that_holds_no_usable_volume_is_refused(tmp_path, dataset
   path = _h5(tmp_path / "scan.h5", **datasets)
   with pytest.raises(ValueError, match=pattern):
     scans.read_input(path, data_config(32))
+
+
+def test_zero_padded_kspace_edges_are_not_undersampling(tmp_path):
+  # fastMRI's fully sampled files pad k-space with zero columns at both edges.
+  image = np.random.default_rng(1).uniform(0.1, 1.0, (2, 32, 32))
+  kspace = _kspace(image).astype(np.complex64)
+  kspace[..., :3] = 0
+  kspace[..., -2:] = 0
+  scan = scans.read_input(_h5(tmp_path / "padded.h5", kspace=kspace), data_config(32))
+  assert scan.images.shape == (2, 32, 32) and scan.images.max() == 1.0

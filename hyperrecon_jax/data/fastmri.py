@@ -5,10 +5,12 @@ unpack e.g. `knee_singlecoil_train.tar.gz`, and point `manual_dir` at the
 folder of `.h5` files (searched recursively).
 
 Each file is one volume. The target image of a slice is `reconstruction_esc`
-(S, 320, 320); files without it (e.g. the challenge test set) fall back to
+(S, 320, 320); files without it fall back to
 `reconstruction_rss`, and then to the magnitude of the centred orthonormal
 inverse FFT of `kspace` (root-sum-of-squares over coils for multi-coil
-k-space), centre-cropped to at most 320 x 320. Intensities are divided by the
+k-space), centre-cropped to at most 320 x 320, when that k-space is fully
+sampled: the test and challenge files' undersampled k-space would give
+aliased targets and is refused (`unmeasured_columns`). Intensities are divided by the
 file's `attrs['max']` (the volume maximum of the target, as fastMRI stores it;
 the computed volume maximum when absent) and clipped to [0, 1]. Images are then
 resized to fit `image_size` (aspect ratio kept, zero padding).
@@ -91,6 +93,50 @@ def inspect(path: str) -> tuple[str, int]:
         f"{sorted(f.keys())}); is this a fastMRI file?")
 
 
+def unmeasured_columns(kspace: np.ndarray) -> tuple[int, int]:
+  """The k-space columns never measured, between the first and last measured one.
+
+  A fully sampled fastMRI file measures every phase-encoding column (the last
+  axis) between the zero padding at its edges; the test and challenge files
+  hold undersampled k-space, whose skipped columns are exact zeros in every
+  slice and coil.
+
+  Args:
+    kspace: complex (slices, [coils,] height, width).
+
+  Returns:
+    (skipped, span): how many columns are zero throughout, between the first and
+    the last column holding a non-zero value, and how many columns that span
+    has (0, 0 for all-zero k-space).
+  """
+  measured = np.any(kspace != 0, axis=tuple(range(kspace.ndim - 1)))
+  where = np.flatnonzero(measured)
+  if where.size == 0:
+    return 0, 0
+  span = measured[where[0]:where[-1] + 1]
+  return int(span.size - np.count_nonzero(span)), int(span.size)
+
+
+ALIASED = "Its image would be aliased"
+
+
+def undersampled_message(path: str, kspace: np.ndarray, why: str = ALIASED) -> str | None:
+  """Why a file's k-space cannot stand for its image, or None when it is fully sampled.
+
+  Args:
+    path: the file, named in the message.
+    kspace: its complex k-space, (slices, [coils,] height, width).
+    why: what undersampled k-space would do to the caller's result.
+  """
+  skipped, span = unmeasured_columns(kspace)
+  if not skipped:
+    return None
+  return (f"{path}: its 'kspace' is already undersampled: {skipped:,} of the {span:,} "
+          "columns between its first and last measured one are zero in every slice (a "
+          f"fastMRI test or challenge file?). {why}; use a fully sampled file (fastMRI's "
+          "train or val sets) or one with 'reconstruction_esc' or 'reconstruction_rss'.")
+
+
 def kspace_to_image(kspace: np.ndarray) -> np.ndarray:
   """Magnitude image of centred k-space (RSS over coils), centre-cropped."""
   axes = (-2, -1)
@@ -131,6 +177,9 @@ def read_volume(path: str) -> np.ndarray:
         f"{path}: attribute 'max' is {stored_max}, not a finite number; fix it "
         "or remove the file.")
   if key == "kspace":
+    problem = undersampled_message(path, raw)
+    if problem:
+      raise common.DataError(problem)
     volume = kspace_to_image(raw)
     scale = float(volume.max())
   else:
