@@ -21,6 +21,7 @@ coefficients (the simplex point the model was given), with the loss terms'
 names, so that a 4-D output over a design on the simplex can be read back.
 """
 
+from collections.abc import Callable
 from collections.abc import Sequence
 import json
 import os
@@ -286,10 +287,10 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
   80 characters allow. ``.h5``: ``reconstruction_hyperrecon``
   (S, H, W) for one λ, (L, S, H, W) for several, and ``zero_filled`` if
   saved; the λ values and coefficients in its attributes. The sidecar lists
-  each output volume's λ and coefficients, in order. Each file is written
-  beside its destination and renamed into place, so an interrupted write
-  leaves no half-written output. Values are of ``result['dtype']`` (default
-  float32).
+  each output volume's λ and coefficients, in order. The files are written
+  as a set (`_write_all`): a failed or interrupted write (a full disk,
+  Ctrl-C) leaves none of them, and with ``overwrite`` the previous set whole.
+  Values are of ``result['dtype']`` (default float32).
 
   Returns:
     The paths written.
@@ -307,13 +308,15 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
     recon = recon[0]
   elif scan.kind == "nifti":
     recon = np.moveaxis(recon, 0, -1)  # a view: λ last, without a copy
+  files = []  # (destination, function writing it to a given path)
   if scan.kind == "nifti":
-    _write_nifti(scan, recon, output, f"hyperrecon lam={lam_text}", dtype)
+    files.append((output, lambda tmp: _write_nifti(
+        scan, recon, tmp, f"hyperrecon lam={lam_text}", dtype)))
     if save_input:
-      _write_nifti(scan, result["zero_filled"], input_path(output),
-                   "hyperrecon zero-filled input", dtype)
+      files.append((input_path(output), lambda tmp: _write_nifti(
+          scan, result["zero_filled"], tmp, "hyperrecon zero-filled input", dtype)))
   else:
-    _write_h5(scan, recon, result, output, lam_text, dtype)
+    files.append((output, lambda tmp: _write_h5(scan, recon, result, tmp, lam_text, dtype)))
   sidecar = {
       "input": os.path.abspath(scan.path),
       "model": model,
@@ -329,7 +332,8 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
       "zero_filled": (os.path.abspath(input_path(output)) if save_input and scan.kind == "nifti"
                       else H5_INPUT_DATASET if save_input else None),
   }
-  _atomic(sidecar_path(output), lambda tmp: _write_json(tmp, sidecar))
+  files.append((sidecar_path(output), lambda tmp: _write_json(tmp, sidecar)))
+  _write_all(files)
   return paths
 
 
@@ -349,19 +353,40 @@ def _write_json(path, value):
     f.write("\n")
 
 
-def _atomic(path: str, write_fn) -> None:
+def _temporary(path: str) -> str:
+  """A hidden file beside ``path``, of its suffix (nibabel reads the format from it)."""
   folder, name = os.path.split(os.path.abspath(path))
   suffix = ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
-  tmp = os.path.join(folder, f".{name}.partial{suffix}")
+  return os.path.join(folder, f".{name}.partial{suffix}")
+
+
+def _write_all(files: Sequence[tuple[str, Callable[[str], None]]]) -> None:
+  """Writes a set of files beside their destinations, then renames them all into place.
+
+  Args:
+    files: (destination, write_fn) pairs; ``write_fn(path)`` writes one file.
+
+  Raises:
+    OSError: naming the destination (not the temporary file) that could not
+      be written. Nothing is renamed until every file is written, so a failure
+      or an interrupt leaves no file of the set and every temporary removed;
+      only the renames, microseconds apart, are not one step.
+  """
+  staged = []
   try:
-    write_fn(tmp)
-    os.replace(tmp, path)
-  except OSError as err:
-    # Named after the destination: the temporary file is ours, not the user's.
-    raise OSError(f"{path}: cannot be written in {folder} ({err.strerror or err})") from err
+    for path, write_fn in files:
+      staged.append(_temporary(path))
+      try:
+        write_fn(staged[-1])
+      except OSError as err:
+        folder = os.path.dirname(os.path.abspath(path))
+        raise OSError(f"{path}: cannot be written in {folder} ({err.strerror or err})") from err
+    for tmp, (path, _) in zip(staged, files):
+      os.replace(tmp, path)
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    for tmp in staged:
+      if os.path.exists(tmp):
+        os.remove(tmp)
 
 
 def _write_nifti(scan: Scan, data, path: str, description: str, dtype=np.float32) -> None:
@@ -374,23 +399,20 @@ def _write_nifti(scan: Scan, data, path: str, description: str, dtype=np.float32
   else:  # nibabel picks the slope and intercept that fit the values' range
     out.header.set_slope_inter(np.nan, np.nan)
   out.header["descrip"] = description.encode()[:79]
-  _atomic(path, lambda tmp: nib.save(out, tmp))
+  nib.save(out, path)
 
 
 def _write_h5(scan: Scan, recon, result: dict, path: str, lam_text: str,
               dtype=np.float32) -> None:
   h5py = common.require("h5py")
-
-  def write_fn(tmp):
-    with h5py.File(tmp, "w") as f:
-      f.create_dataset(H5_DATASET, data=np.asarray(recon, dtype), compression="gzip")
-      f.attrs["lambdas"] = np.asarray(result["lambdas"], np.float32)
-      f.attrs["lambdas_text"] = lam_text
-      f.attrs["coefficients"] = np.asarray(result["coeffs"], np.float32)
-      f.attrs["loss_terms"] = list(result["loss_terms"])
-      f.attrs["source"] = os.path.abspath(scan.path)
-      f.attrs["max"] = scan.scale
-      if result["zero_filled"] is not None:
-        f.create_dataset(H5_INPUT_DATASET, data=np.asarray(result["zero_filled"], dtype),
-                         compression="gzip")
-  _atomic(path, write_fn)
+  with h5py.File(path, "w") as f:
+    f.create_dataset(H5_DATASET, data=np.asarray(recon, dtype), compression="gzip")
+    f.attrs["lambdas"] = np.asarray(result["lambdas"], np.float32)
+    f.attrs["lambdas_text"] = lam_text
+    f.attrs["coefficients"] = np.asarray(result["coeffs"], np.float32)
+    f.attrs["loss_terms"] = list(result["loss_terms"])
+    f.attrs["source"] = os.path.abspath(scan.path)
+    f.attrs["max"] = scan.scale
+    if result["zero_filled"] is not None:
+      f.create_dataset(H5_INPUT_DATASET, data=np.asarray(result["zero_filled"], dtype),
+                       compression="gzip")

@@ -100,8 +100,48 @@ def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
 
   with pytest.raises(OSError, match=rf"^{path}: cannot be written in {tmp_path} \(No space") as e:
-    outputs._atomic(path, full_disk)
+    outputs._write_all([(path, full_disk)])
   assert ".partial" not in str(e.value) and os.listdir(tmp_path) == []
+
+
+def reconstruction(scan, num_lambdas=2, save_input=True):
+  """A `reconstruct.volume` result of ``scan`` (values of no meaning), for `outputs.write`."""
+  lambdas = np.linspace(0, 1, num_lambdas, dtype=np.float32)[:, None]
+  volume = np.zeros(scan.output_shape, np.float32)
+  return {"scan": scan, "lambdas": lambdas, "coeffs": np.hstack([1 - lambdas, lambdas]),
+          "loss_terms": ("dc", "tv"), "recon": np.stack([volume + v for v in lambdas[:, 0]]),
+          "zero_filled": volume if save_input else None, "seed": 0, "dtype": "float32"}
+
+
+@pytest.mark.parametrize("stop", [OSError(errno.ENOSPC, "No space left on device"),
+                                  KeyboardInterrupt()])
+def test_a_write_stopped_part_way_leaves_no_part_of_the_set(tmp_path, monkeypatch, stop):
+  # The reconstruction, its zero-filled input and its sidecar are one set: a
+  # full disk or Ctrl-C at the last file used to leave the first two in place.
+  scan = small_scan(tmp_path)
+  out = str(tmp_path / "out" / "recon.nii.gz")
+  os.mkdir(tmp_path / "out")
+  paths = outputs.write(reconstruction(scan), out)
+  assert sorted(os.listdir(tmp_path / "out")) == ["recon.json", "recon.nii.gz",
+                                                  "recon_zero_filled.nii.gz"]
+  before = {p: open(p, "rb").read() for p in paths}
+  fresh = str(tmp_path / "out" / "fresh.nii.gz")
+
+  def stopped(path, value):
+    open(path, "w").close()
+    raise stop
+
+  monkeypatch.setattr(outputs, "_write_json", stopped)
+  for destination, overwrite in ((fresh, False), (out, True)):
+    with pytest.raises(type(stop)):
+      outputs.write(reconstruction(scan, num_lambdas=3), destination, overwrite=overwrite)
+    # Nothing of the new set, no temporary file, the earlier set untouched.
+    assert sorted(os.listdir(tmp_path / "out")) == ["recon.json", "recon.nii.gz",
+                                                    "recon_zero_filled.nii.gz"]
+    assert {p: open(p, "rb").read() for p in paths} == before
+  monkeypatch.undo()
+  outputs.write(reconstruction(scan, num_lambdas=3), out, overwrite=True)
+  assert nib.load(out).shape == scan.output_shape + (3,)
 
 
 def test_an_output_too_large_for_memory_is_refused_with_what_fits(tmp_path):
