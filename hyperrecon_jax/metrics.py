@@ -279,7 +279,6 @@ def rpsnr(pred, zero_filled_magnitude, target):
   return psnr(minmax(pred), t) - psnr(minmax(zero_filled_magnitude), t)
 
 
-@functools.partial(jax.jit, static_argnames="num_classes")
 def dice(pred_labels, true_labels, num_classes: int):
   """Hard Dice per class, ``2 |P_c & T_c| / (|P_c| + |T_c|)``.
 
@@ -300,6 +299,22 @@ def dice(pred_labels, true_labels, num_classes: int):
   for name, lab in (("pred_labels", pred_labels), ("true_labels", true_labels)):
     if not jnp.issubdtype(jnp.asarray(lab).dtype, jnp.integer):
       raise errors.InputError(f"{name} must be integer labels, got dtype {jnp.asarray(lab).dtype}.")
+    # one_hot maps a label outside [0, C) to no class at all, which would
+    # silently drop those pixels from every class's Dice. Labels traced under a
+    # caller's jit cannot be looked at; those come from argmax or checked data.
+    if not isinstance(lab, jax.core.Tracer):
+      values = np.asarray(lab)
+      outside = (values < 0) | (values >= num_classes)
+      if outside.any():
+        raise errors.InputError(
+            f"{name}: {int(outside.sum()):,} of {values.size:,} labels lie outside "
+            f"[0, {num_classes}) (values {values.min()}..{values.max()}); they would "
+            "belong to no class.")
+  return _dice(pred_labels, true_labels, num_classes)
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _dice(pred_labels, true_labels, num_classes: int):
   p = jax.nn.one_hot(pred_labels, num_classes, dtype=jnp.float32)
   t = jax.nn.one_hot(true_labels, num_classes, dtype=jnp.float32)
   inter = jnp.sum(p * t, axis=(1, 2))

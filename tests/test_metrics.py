@@ -130,6 +130,17 @@ def test_dice_by_hand():
     metrics.dice(pred, true, num_classes=0)
   with pytest.raises(ValueError, match="integer"):
     metrics.dice(pred.astype(np.float32), true, num_classes=3)
+  # Labels outside [0, C) belonged to no class: their pixels vanished from
+  # every class's Dice instead of counting as disagreement.
+  bad_true, bad_pred = true.copy(), pred.copy()
+  bad_true[0, 3] = 3   # a row of label 3 with 3 classes
+  bad_pred[0, 0, 0] = -1
+  with pytest.raises(ValueError, match=r"true_labels: 4 of 16 labels lie outside \[0, 3\) "
+                                       r"\(values 0\.\.3\)"):
+    metrics.dice(pred, bad_true, num_classes=3)
+  with pytest.raises(ValueError, match=r"pred_labels: 1 of 16 labels lie outside \[0, 4\) "
+                                       r"\(values -1\.\.2\)"):
+    metrics.dice(bad_pred, true, num_classes=4)
 
 
 def test_volume_metrics_match_fastmri():
