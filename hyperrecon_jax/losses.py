@@ -329,4 +329,13 @@ def composite(per_term, coeffs, scales):
   if scales.shape != per_term.shape[1:]:
     raise errors.InputError(
         f"scales must have shape ({per_term.shape[1]},), got shape {scales.shape}.")
+  # A zero, negative or NaN scale turns a term's weight infinite, negative
+  # (rewarding the loss) or NaN. Scales traced under a caller's jit come from
+  # a checked config (`train.check_config`) and cannot be looked at.
+  if not isinstance(scales, jax.core.Tracer):
+    values = np.asarray(scales)
+    if not (np.all(np.isfinite(values)) and np.all(values > 0)):
+      raise errors.InputError(
+          f"scales must be finite and > 0 (each term is divided by its scale), got "
+          f"{values.tolist()}.")
   return jnp.sum(coeffs * per_term / scales, axis=1)

@@ -123,6 +123,11 @@ def test_compute_terms_and_composite():
   per_term = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
   np.testing.assert_allclose(losses.composite(per_term, coeffs, (0.5, 2.0)),
                              [0.2 * 1 / 0.5 + 0.8 * 2 / 2, 0.5 * 3 / 0.5 + 0.5 * 4 / 2])
+  # A scale that is not a positive number made a term's weight infinite,
+  # negative (rewarding the loss) or NaN without a word.
+  for bad in ((0.0, 2.0), (0.5, -2.0), (np.nan, 1.0), (np.inf, 1.0)):
+    with pytest.raises(ValueError, match=r"scales must be finite and > 0"):
+      losses.composite(per_term, coeffs, bad)
 
 
 def test_registry_and_validation():
