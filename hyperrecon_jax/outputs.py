@@ -399,6 +399,12 @@ def _write_nifti(scan: Scan, data, path: str, description: str, dtype=np.float32
   else:  # nibabel picks the slope and intercept that fit the values' range
     out.header.set_slope_inter(np.nan, np.nan)
   out.header["descrip"] = description.encode()[:79]
+  if np.ndim(data) == 4:
+    # The 4th axis is λ: a time unit and the input's repetition time would make
+    # viewers show the λ volumes as time points seconds apart.
+    out.header.set_xyzt_units(xyz=header.get_xyzt_units()[0], t="unknown")
+    out.header["pixdim"][4] = 1.0
+    out.header["toffset"] = 0.0
   nib.save(out, path)
 
 

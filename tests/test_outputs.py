@@ -113,6 +113,25 @@ def reconstruction(scan, num_lambdas=2, save_input=True):
           "zero_filled": volume if save_input else None, "seed": 0, "dtype": "float32"}
 
 
+def test_the_lambda_axis_of_a_4d_output_is_not_time(tmp_path):
+  # A scanner's 3-D volume often says mm and seconds with its repetition time:
+  # copied to the 4-D output, viewers showed the λ volumes 2.3 s apart.
+  path = str(tmp_path / "scan.nii.gz")
+  img = nib.Nifti1Image((head((40, 40, 12)) * 1000).astype(np.float32), np.eye(4))
+  img.header.set_xyzt_units("mm", "sec")
+  img.header["pixdim"][4] = 2.3
+  nib.save(img, path)
+  scan = scans.read_input(path, data_config(32))
+  out = str(tmp_path / "recon.nii.gz")
+  outputs.write(reconstruction(scan, num_lambdas=3), out)
+  header = nib.load(out).header
+  assert header.get_xyzt_units() == ("mm", "unknown") and header["pixdim"][4] == 1.0
+  assert nib.load(out).shape == (40, 40, 12, 3)
+  # One λ: a 3-D volume keeps the input's units.
+  outputs.write(reconstruction(scan, num_lambdas=1), str(tmp_path / "one.nii.gz"))
+  assert nib.load(str(tmp_path / "one.nii.gz")).header.get_xyzt_units() == ("mm", "sec")
+
+
 @pytest.mark.parametrize("stop", [OSError(errno.ENOSPC, "No space left on device"),
                                   KeyboardInterrupt()])
 def test_a_write_stopped_part_way_leaves_no_part_of_the_set(tmp_path, monkeypatch, stop):
