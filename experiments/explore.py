@@ -83,22 +83,27 @@ def main(argv):
     pretrained = _PRETRAINED.value or (None if _WORKDIR.value else DEFAULT_MODEL)
     config, model, variables, step, name = cli.load_model(_WORKDIR.value, pretrained,
                                                           _STEP.value)
-    images = slices = source = None
+    images = slices = numbers = source = None
     if _INPUT.value is not None:
       if not config.model.hyper_dim:  # refused before reading a volume
         raise errors.InputError(f"{name} is a plain Unet (hyper_dim 0) trained at one λ: "
                                 "the explorer needs a HyperRecon model")
       from hyperrecon_jax import reconstruct
       scan = reconstruct.read_input(_INPUT.value, config)
-      images, slices, source = scan.images, scan.slices, _INPUT.value
+      images, slices = scan.images, np.asarray(scan.slices)
+      # The page numbers the file's own voxels, as a viewer does.
+      numbers, file_axis = scan.input_slices
+      source = (f"{_INPUT.value}, slices numbered along its voxel axis {file_axis}"
+                if scan.kind == "nifti" else _INPUT.value)
       if np.any(scan.kept):  # the slices with enough foreground
-        images, slices = images[scan.kept], np.asarray(slices)[scan.kept]
+        images, slices, numbers = images[scan.kept], slices[scan.kept], numbers[scan.kept]
     segmenter = None
     if _SEGMENTER.value is not None:
       from hyperrecon_jax import segmentation
       segmenter = segmentation.load(_SEGMENTER.value)
     ex = explorer.Explorer(config, model, variables, name=name, step=step,
-                           split=_SPLIT.value, images=images, slices=slices, source=source,
+                           split=_SPLIT.value, images=images, slices=slices, slice_numbers=numbers,
+                           source=source,
                            chunk=_CHUNK.value, segmenter=segmenter, grid=_GRID.value,
                            design=_SAMPLES.value)
     try:  # the port may have been taken while the model loaded

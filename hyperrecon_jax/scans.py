@@ -109,6 +109,28 @@ class Scan:
       return tuple(int(n) for n in self.nifti.shape[:3])
     return tuple(int(n) for n in self.grid_shape)
 
+  @property
+  def input_slices(self) -> tuple[np.ndarray, int]:
+    """Each slice's voxel index in the input file, and the file's axis it runs along.
+
+    `slices` count along the RAS-reoriented volume; a viewer numbers the file's
+    own voxels, which may run the other way (e.g. an LPS scan's sagittal
+    slices) and along another of its axes. ``.h5`` slices are the file's own.
+
+    Returns:
+      ``(indices (S,), axis)``: the slices' indices along the input's voxel
+      axis ``axis``.
+    """
+    if self.kind != "nifti":
+      return np.asarray(self.slices), 0
+    nib = common.require("nibabel")
+    ornt = nib.orientations.io_orientation(self.nifti.affine)
+    axis = next(i for i, (ras_axis, _) in enumerate(ornt) if int(ras_axis) == self.axis)
+    indices = np.asarray(self.slices)
+    if ornt[axis][1] < 0:  # the file's voxels run against RAS along this axis
+      indices = self.nifti.shape[axis] - 1 - indices
+    return indices, axis
+
   def foreground_mean(self, volume: np.ndarray) -> float:
     """The mean of a volume on the output's grid over `foreground`; NaN without one."""
     if self.foreground is None:

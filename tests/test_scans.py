@@ -42,6 +42,26 @@ def head(shape=(40, 40, 12), seed=0):
   return ras
 
 
+def test_slices_are_numbered_as_the_file_numbers_its_voxels(tmp_path):
+  # The same brain stored RAS, and as (I, R, A): its axial slices along the
+  # file's first axis, from head to foot. A viewer numbers the file's voxels.
+  ras = head((40, 36, 12))
+  nib.save(nib.Nifti1Image(ras, np.eye(4)), str(tmp_path / "ras.nii.gz"))
+  stored = np.flip(np.transpose(ras, (2, 0, 1)), axis=0).copy()  # (I, R, A)
+  affine = np.zeros((4, 4))
+  affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = -1.0, 1.0, 1.0, 1.0
+  nib.save(nib.Nifti1Image(stored, affine), str(tmp_path / "ira.nii.gz"))
+  a = scans.read_input(str(tmp_path / "ras.nii.gz"), data_config(32))
+  b = scans.read_input(str(tmp_path / "ira.nii.gz"), data_config(32))
+  np.testing.assert_array_equal(a.images, b.images)  # the same RAS slices
+  indices, axis = a.input_slices
+  assert axis == 2 and indices.tolist() == list(range(12))
+  indices, axis = b.input_slices
+  assert axis == 0 and indices.tolist() == list(range(11, -1, -1))
+  for k, index in enumerate(indices):  # the file's own plane holds RAS slice k
+    np.testing.assert_array_equal(stored[index], ras[:, :, k])
+
+
 def test_the_input_kind_is_the_file_name_s():
   assert scans.input_kind("a.nii.gz") == "nifti" and scans.input_kind("a.h5") == "h5"
   with pytest.raises(ValueError, match="scan.mha: not a NIfTI .* or fastMRI"):

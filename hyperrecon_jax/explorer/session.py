@@ -56,7 +56,10 @@ class Explorer:
     split: the data split whose slices are loaded (when ``images`` is None).
     images: instead of the split, (S, H, W) float32 slices in [0, 1] (a
       user's volume), measured as volume 0.
-    slices: the slice indices of ``images`` (default 0…S−1).
+    slices: the slice indices of ``images`` (default 0…S−1); with ``seed``
+      they key each slice's measurement noise, as `experiments/reconstruct.py` does.
+    slice_numbers: what the page numbers the slices (default: ``slices``),
+      e.g. a NIfTI file's own voxel indices (`scans.Scan.input_slices`).
     source: what the slices are, for the page (default: the split's name).
     chunk: model batch of the grid reconstruction (default:
       `grid.default_chunk()`).
@@ -82,8 +85,9 @@ class Explorer:
   """
 
   def __init__(self, config, model, variables, *, name, step, split="test", images=None,
-               slices=None, source=None, chunk=None, seed=None, segmenter=None,
-               grid=None, design=None, gallery_size=None, gallery_tolerance_db=None):
+               slices=None, slice_numbers=None, source=None, chunk=None, seed=None,
+               segmenter=None, grid=None, design=None, gallery_size=None,
+               gallery_tolerance_db=None):
     if not int(config.model.hyper_dim):
       raise InputError(f"{name} is {configuration.describe_model(config)}: the explorer "
                        "needs a HyperRecon model")
@@ -112,6 +116,11 @@ class Explorer:
                          "not apply to a user's images")
       segmentation.check_data(segmenter, config.data, self.name)
     self._load_slices(split, images, slices, source, seed)
+    self.slice_numbers = (list(self.slices) if slice_numbers is None
+                          else [int(n) for n in slice_numbers])
+    if len(self.slice_numbers) != len(self.slices):
+      raise InputError(f"slice_numbers has {len(self.slice_numbers)} entries for "
+                       f"{len(self.slices)} slices")
     self._grids = GridCache()
     # Guards `_error_scales` only: a scale is computed outside it, and a
     # second request for a slice being scaled computes the same value again.
@@ -163,7 +172,7 @@ class Explorer:
             "grid": self.grid, "design": self.design,
             "lambdas": rounded(self.lam_grid), "coeffs": rounded(self.coeffs),
             "slices": [{"volume": slices_lib.volume_id(v), "slice": int(s)}
-                       for v, s in zip(self.volumes, self.slices)],
+                       for v, s in zip(self.volumes, self.slice_numbers)],
             "metrics": list(self.metric_names), "error_percentile": ERROR_PERCENTILE,
             "gallery_size": self.gallery_size,
             "gallery_tolerance_db": self.gallery_tolerance_db}
