@@ -54,6 +54,10 @@ MIN_VOXELS_ABOVE_PERCENTILE = 5
 NEGATIVE_SHARE = 0.01
 CAPPED_FACTOR = 2.0
 CAPPED_SHARE = 0.0005
+# Foreground outside the crop box (in slices too empty to be kept, whose
+# voxels the box was not made from) comes back as 0: worth a warning from this
+# share of the scan's foreground voxels on (a stray speck of noise is not).
+OUTSIDE_SHARE = 0.0005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +309,30 @@ def _clipping_warnings(data: np.ndarray, scale: float, positive: int) -> tuple:
   return tuple(warnings)
 
 
+def _outside_box_warning(foreground: np.ndarray, axis: int, box: tuple) -> tuple:
+  """Foreground the crop box leaves out, which the output puts back as 0.
+
+  The box holds every kept slice's foreground (`slicing.crop_box`); a slice
+  with too little foreground to be kept can reach beyond it, e.g. a bright
+  marker or a part of the neck at the edge of the field of view.
+  """
+  r0, r1, c0, c1 = box
+  total = int(np.count_nonzero(foreground))
+  outside, where = 0, []
+  for k, plane in enumerate(np.moveaxis(foreground, axis, 0)):
+    oriented = slicing.orient(plane)
+    n = int(np.count_nonzero(oriented)) - int(np.count_nonzero(oriented[r0:r1, c0:c1]))
+    if n:
+      outside += n
+      where.append(k)
+  if outside < max(MIN_VOXELS_ABOVE_PERCENTILE, OUTSIDE_SHARE * total):
+    return ()
+  return (f"{outside:,} foreground voxels in {len(where):,} slice(s) (RAS slices "
+          f"{where[0]}–{where[-1]}) lie outside the crop box of the slices with enough "
+          "foreground to be reconstructed as the model was trained: the model never sees "
+          "them and the output is 0 there",)
+
+
 def _resolution_note(size: int, plane: tuple, grid: tuple, what: str, unit: str) -> str:
   """One line on the model's working resolution against the input's."""
   h, w = (int(n) for n in plane)
@@ -362,6 +390,7 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
         f"{path}: no {common.axis_name(axis)} slice has {config.data.min_foreground:.0%} of "
         f"its area above {slicing.FOREGROUND_THRESHOLD} of the {percentile:g}th percentile "
         "intensity: nothing to reconstruct")
+  warnings += _outside_box_warning(foreground, axis, box)
   zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
   plane_spacing = slicing.oriented_spacing(zooms, axis)
   r0, r1, c0, c1 = box

@@ -173,6 +173,29 @@ def test_what_the_clip_to_the_scale_takes_is_said(tmp_path):
   assert scans.read_input(str(tmp_path / "plain.nii"), data_config(32)).warnings == ()
 
 
+def test_foreground_the_crop_box_leaves_out_is_said(tmp_path):
+  # A brain in slices 0–11 and, in two slices too empty to be kept (9 of 3,600
+  # voxels each, under min_foreground's 1 %), a bright spot at a corner far
+  # outside the brain's crop box: the output put it back as 0 without a word.
+  from hyperrecon_jax import reconstruct
+  volume = np.zeros((60, 60, 14), np.float32)
+  volume[20:40, 20:40, :12] = np.random.default_rng(0).uniform(200, 1000, (20, 20, 12))
+  volume[0:3, 0:3, 12:14] = 800
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "spot.nii.gz"))
+  scan = scans.read_input(str(tmp_path / "spot.nii.gz"), data_config(32))
+  (line,) = scan.warnings
+  assert line.startswith("18 foreground voxels in 2 slice(s) (RAS slices 12–13) lie outside "
+                         "the crop box"), line
+  # What the warning says: the voxels come back as 0 even from a reconstruction of 1s.
+  back = reconstruct.put_back(scan, np.ones_like(scan.images))
+  assert np.all(back[0:3, 0:3, 12:14] == 0) and np.all(back[20:40, 20:40, :12] > 0)
+  # A speck of noise (1 voxel, fewer than 5) is not worth a warning.
+  volume[0:3, 0:3, 12:14] = 0
+  volume[0, 0, 13] = 800
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "speck.nii.gz"))
+  assert scans.read_input(str(tmp_path / "speck.nii.gz"), data_config(32)).warnings == ()
+
+
 # --- volumes the configured plane does not suit ----------------------------------------
 
 
