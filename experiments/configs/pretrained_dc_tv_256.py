@@ -12,10 +12,13 @@ The loss scales depend on the image size (both terms are sums, over the
 image's pixels for TV and over the measured k-space samples for DC), so the
 ones here, measured at 64×64 for ``demo_ao.py``, are placeholders: `benchmarks/gpu_train.sh` with
 ``SCALES=measure`` first trains the one-hot Unets at 256×256 and trains with
-their validation losses instead:
+their validation losses instead. The shipped ``mni152_csmri8x_dc_tv_256`` was
+trained so on one H200 (scales (18.54, 127); docs/results.md):
 
   CONFIG=experiments/configs/pretrained_dc_tv_256.py NAME=mni152_csmri8x_dc_tv_256 \
-      SCALES=measure UNIFORM=0 BASELINE_STEPS=1500 bash benchmarks/gpu_train.sh
+      SCALES=measure UNIFORM=0 BASELINE_STEPS=1000 BUDGET=280 bash benchmarks/gpu_train.sh
+
+(its five Unets, sharing the card, reach about 1,375 steps in those 280 s).
 
 ``:quick`` is a few steps at 32×32 for tests.
 """
