@@ -70,9 +70,10 @@ def main(argv):
     print(f"best {metric}: {best['value']:.4g} at λ = ({lam})")
   if "baselines" in result:
     b = result["baselines"]
+    stored = f" (stored in the {b['stored']})" if "stored" in b else ""
     for i, lam in enumerate(b["lambdas"]):
       dice = (f", Dice {b['mean']['dice'][i]:.4f}" if "dice" in b["mean"] else "")
-      print(f"Unet at λ = ({', '.join(f'{v:.3g}' for v in lam)}): PSNR "
+      print(f"Unet at λ = ({', '.join(f'{v:.3g}' for v in lam)}){stored}: PSNR "
             f"{b['mean']['psnr'][i]:.2f} dB, SSIM {b['mean']['ssim'][i]:.4f}{dice}")
   if "objective" in result:
     o = result["objective"]
