@@ -231,6 +231,12 @@ def test_evaluate_a_pretrained_model_without_training(env, tmp_path):
   with open(out / "lambda_grid.json") as f:
     result = json.load(f)
   assert result["pretrained"] == "mni152_csmri8x_dc_tv" and "workdir" not in result
+  # On the test split the Unets stored with the model are reported, as stored.
+  proc = run(env, "evaluate", "--pretrained=mni152_csmri8x_dc_tv", f"--out={tmp_path / 't'}",
+             "--grid=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert ("Unet at λ = (0.25) (stored in the info.json of mni152_csmri8x_dc_tv): PSNR "
+          "20.70 dB, SSIM 0.6035") in proc.stdout, proc.stdout
 
 
 def test_a_run_refused_after_start_up_leaves_no_folder_behind(env, tmp_path):
