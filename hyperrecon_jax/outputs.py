@@ -225,6 +225,19 @@ def output_paths(scan_kind: str, output: str, save_input: bool) -> list[str]:
   return paths
 
 
+def stale_files(scan_kind: str, output: str, save_input: bool) -> list[str]:
+  """Files of an earlier output set that a write without them leaves in place.
+
+  A NIfTI output written without ``--save_input`` over one written with it
+  keeps the earlier ``*_zero_filled`` volume beside the new set (whose sidecar
+  says ``"zero_filled": null``); it is the user's to keep or delete.
+  """
+  if scan_kind != "nifti" or save_input:
+    return []
+  partner = input_path(output)
+  return [partner] if os.path.exists(partner) else []
+
+
 def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = None) -> None:
   """Refuses outputs that cannot or must not be written.
 
