@@ -222,6 +222,18 @@ def test_user_images_replace_the_split(run_a):
   info = ex.info()
   assert info["num_slices"] == 3 and info["source"] == "scan.nii.gz"
   assert [s["slice"] for s in info["slices"]] == [5, 6, 7]
+  # A download is named after the slice the page shows (it said slice0 for slice 5).
+  assert ex.download(0, lam=(0.5,), fmt="npy")[2].startswith("recon_slice5_lam0.5")
+  numbered = explorer.Explorer(config, model, variables, name="x", step=step, images=images,
+                               slices=[5, 6, 7], slice_numbers=[82, 81, 80])
+  assert [s["slice"] for s in numbered.info()["slices"]] == [82, 81, 80]
+  assert numbered.download(2, kind="truth", fmt="png")[2].startswith("truth_slice80")
+  numbered.volumes = [0, 3, "sub-01/anat"]  # a split of several volumes names the volume too
+  assert [numbered.slice_label(i) for i in range(3)] == [
+      "volume0_slice82", "volume3_slice81", "volumesub-01_anat_slice80"]
+  with pytest.raises(ValueError, match="slice_numbers has 2 entries for 3 slices"):
+    explorer.Explorer(config, model, variables, name="x", step=step, images=images,
+                      slice_numbers=[1, 2])
   with pytest.raises(ValueError, match=r"images must have shape \(S, 32, 32\)"):
     explorer.Explorer(config, model, variables, name="x", step=step, images=images[:, :16])
 

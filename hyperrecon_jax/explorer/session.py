@@ -12,6 +12,7 @@ either.
 """
 
 import io
+import re
 import threading
 
 import jax
@@ -272,6 +273,16 @@ class Explorer:
                              gallery_tolerance_db=self.gallery_tolerance_db),
             "error_scale": self.error_scale(i)}
 
+  def slice_label(self, slice_index) -> str:
+    """A file-name part naming a slice as the page numbers it: ``slice80``, or
+    ``volume3_slice80`` when the slices come from several volumes."""
+    number = f"slice{self.slice_numbers[slice_index]}"
+    if len({slices_lib.volume_id(v) for v in self.volumes}) < 2:
+      return number
+    volume = re.sub(r"[^A-Za-z0-9._-]+", "_", str(slices_lib.volume_id(
+        self.volumes[slice_index])))
+    return f"volume{volume}_{number}"
+
   def download(self, slice_index, lam=None, fmt="png", kind="recon", coeffs=None):
     """(bytes, content type, file name) of one image of a slice.
 
@@ -285,7 +296,7 @@ class Explorer:
     """
     i = self.check_slice(slice_index)
     request_params.check_download(fmt, kind)
-    vmax, stem = 1.0, f"{kind}_slice{i}"
+    vmax, stem = 1.0, f"{kind}_{self.slice_label(i)}"
     if kind in ("recon", "error"):
       lam_values, c = self.check_point(lam, coeffs)
       image, _ = self._reconstruction(i, c)
