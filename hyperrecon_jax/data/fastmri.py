@@ -117,10 +117,8 @@ def unmeasured_columns(kspace: np.ndarray) -> tuple[int, int]:
   return int(span.size - np.count_nonzero(span)), int(span.size)
 
 
-ALIASED = "Its image would be aliased"
-
-
-def undersampled_message(path: str, kspace: np.ndarray, why: str = ALIASED) -> str | None:
+def undersampled_message(path: str, kspace: np.ndarray,
+                         why: str = "Its image would be aliased") -> str | None:
   """Why a file's k-space cannot stand for its image, or None when it is fully sampled.
 
   Args:
