@@ -23,11 +23,21 @@ step's time minus the variant's. Variants:
   default_schedule  the same step in XLA's default order of operations instead
                     of the memory-optimized one `compilation.training_options`
                     asks for on the CPU (a negative cost is what that order
-                    saves).
+                    saves; on a GPU the two are the same program);
+  thin_patches      another form of the same model: every per-sample 3×3
+                    convolution with at most 8 input channels (the first,
+                    2 → c) as one batched matrix product of its input's 3×3
+                    patches and the kernel, instead of a grouped convolution
+                    with 2 channels per group (a negative cost is what the
+                    form saves);
+  thin_padded       the same function again: those convolutions' inputs and
+                    kernels padded with zero channels to 8 input channels,
+                    a grouped convolution with 8 channels per group.
 
 One JSON line per variant. These are measurements of parts, not options: a
-variant trains a different model (``default_schedule`` alone computes the
-same bits).
+variant trains a different model (``default_schedule``, ``thin_patches`` and
+``thin_padded`` alone compute the same function). ``--dtype=bfloat16`` ablates
+the step with bfloat16 activations.
 """
 
 import contextlib
@@ -41,12 +51,14 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import throughput  # noqa: E402  (its flags: --sizes, --image_size, --batch, ...)
 
 VARIANTS = ("unchanged", "no_batchnorm", "no_ssim", "nearest_upsample", "shared_weights",
-            "default_schedule")
+            "default_schedule", "thin_patches", "thin_padded")
+THIN = 8  # thin_*: per-sample convolutions with at most this many input channels
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), f"Some of {VARIANTS}.")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds; each times every variant once.")
 
@@ -59,6 +71,77 @@ def _replaced(owner, name, value):
     yield
   finally:
     setattr(owner, name, old)
+
+
+def patches_conv(x, kernel, bias, dtype):
+  """A per-sample 'SAME' convolution as one batched product of patches and kernels.
+
+  ``y[b, h, w, o] = Σ_{i, j, c} xpad[b, h + i, w + j, c] · kernel[b, i, j, c, o] + bias[b, o]``,
+  the 3×3 patches stacked along the channels in the kernel's (i, j, c) order.
+
+  Args:
+    x: (B, H, W, C) activations.
+    kernel: (B, k, k, C, O) per-sample kernels.
+    bias: (B, O) per-sample biases.
+    dtype: computation and result dtype (`layers.conv2d`'s).
+
+  Returns:
+    (B, H, W, O) of ``dtype``.
+  """
+  b, h, w, c = x.shape
+  k, o = kernel.shape[1], kernel.shape[-1]
+  lo, hi = (k - 1) // 2, k - 1 - (k - 1) // 2
+  padded = jnp.pad(x.astype(dtype), ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+  patches = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(k)
+                             for j in range(k)], axis=-1)
+  y = jnp.einsum("bhwp,bpo->bhwo", patches, kernel.reshape(b, k * k * c, o).astype(dtype))
+  return (y.astype(jnp.float32) + bias.astype(jnp.float32)[:, None, None, :]).astype(dtype)
+
+
+def padded_conv(conv2d, x, kernel, bias, *, strategy, dtype):
+  """A per-sample convolution with its input channels zero-padded to ``THIN``.
+
+  The added input channels are zero and so are their kernel taps: the same
+  function, as a grouped convolution of ``THIN`` channels per group.
+  """
+  extra = THIN - x.shape[-1]
+  x = jnp.pad(x, ((0, 0),) * 3 + ((0, extra),))
+  kernel = jnp.pad(kernel, ((0, 0),) * 3 + ((0, extra), (0, 0)))
+  return conv2d(x, kernel, bias, per_sample=True, strategy=strategy, dtype=dtype)
+
+
+def _thin_conv2d(conv2d, form: str):
+  """`layers.conv2d` with its thin per-sample 3×3 convolutions in another form.
+
+  Args:
+    conv2d: the original `layers.conv2d`.
+    form: ``'patches'`` (`patches_conv`) or ``'padded'`` (`padded_conv`).
+  """
+  def replaced(x, kernel, bias, *, per_sample, strategy, dtype=jnp.float32):
+    if per_sample and kernel.shape[1] > 1 and kernel.shape[3] <= THIN:
+      if form == "patches":
+        return patches_conv(x, kernel, bias, dtype)
+      return padded_conv(conv2d, x, kernel, bias, strategy=strategy, dtype=dtype)
+    return conv2d(x, kernel, bias, per_sample=per_sample, strategy=strategy, dtype=dtype)
+  return replaced
+
+
+def check_thin_forms():
+  """Raises if `patches_conv` or `padded_conv` is not `layers.conv2d`'s per-sample convolution.
+
+  A (2, 16, 16, 2) → 8 float32 case on the default device; the forms differ
+  by the order of 18 float32 products' sum only (tolerance 1e-5 on values of
+  order 1).
+  """
+  from hyperrecon_jax.models import layers
+  keys = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(keys[0], (2, 16, 16, 2))
+  kernel = jax.random.normal(keys[1], (2, 3, 3, 2, 8)) / 3
+  bias = jax.random.normal(keys[2], (2, 8))
+  want = layers.conv2d(x, kernel, bias, per_sample=True, strategy="vmap")
+  for got in (patches_conv(x, kernel, bias, jnp.float32),
+              padded_conv(layers.conv2d, x, kernel, bias, strategy="vmap", dtype=jnp.float32)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)
 
 
 def _change(variant: str):
@@ -75,6 +158,9 @@ def _change(variant: str):
   if variant == "nearest_upsample":
     return _replaced(resampling, "upsample2x",
                      lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+  if variant in ("thin_patches", "thin_padded"):
+    from hyperrecon_jax.models import layers
+    return _replaced(layers, "conv2d", _thin_conv2d(layers.conv2d, variant[5:]))
   if variant == "default_schedule":
     options = {k: v for k, v in compilation.training_options().items()
                if k != compilation.SCHEDULER_OPTION}
@@ -102,6 +188,7 @@ def _compiled_step(config, variant: str):
 
 def main(argv):
   del argv
+  from hyperrecon_jax.models import layers
   unknown = set(_VARIANTS.value) - set(VARIANTS)
   if unknown:
     raise app.UsageError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
@@ -111,10 +198,13 @@ def main(argv):
   if throughput._QUICK.value:
     image, batch, channels, size, iters, rounds = 32, 2, 8, "S", 2, 2
   variants = ["unchanged"] + [v for v in _VARIANTS.value if v != "unchanged"]
+  dtype = throughput._DTYPE.value[0]
+  if {"thin_patches", "thin_padded"} & set(variants):
+    check_thin_forms()
   runs, models = {}, {}
   for variant in variants:
     model_size = models[variant] = "unet" if variant == "shared_weights" else size
-    config = throughput._config(model_size, image, batch, "float32",
+    config = throughput._config(model_size, image, batch, dtype,
                                 throughput._STRATEGY.value, channels)
     runs[variant] = list(_compiled_step(config, variant))
   for run in runs.values():  # a first call of each, outside the timing
@@ -138,7 +228,8 @@ def main(argv):
     saved = statistics.median(a - b for a, b in zip(times["unchanged"], times[variant]))
     print(json.dumps({
         "benchmark": "ablate_train_step", "variant": variant, "model": models[variant],
-        "image_size": image, "channels": channels, "batch": batch,
+        "image_size": image, "channels": channels, "batch": batch, "dtype": dtype,
+        "strategy": layers.resolve_strategy(throughput._STRATEGY.value),
         "device": jax.devices()[0].device_kind,
         "ms_per_step": round(sec * 1e3, 2), "samples_per_s": round(batch / sec, 1),
         "ms_saved": round(saved * 1e3, 2),

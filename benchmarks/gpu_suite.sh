@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/performance.md in one run (device machine).
 #
-#   bash benchmarks/gpu_suite.sh            # paper scale (256², batch 32), ~7 min
+#   bash benchmarks/gpu_suite.sh            # paper scale (256², batch 32), ~9 min
+#   PARTS="profile ablate" bash benchmarks/gpu_suite.sh   # where the step's time goes, ~7 min
 #   BASE=.gpu/base bash benchmarks/gpu_suite.sh   # also an older tree's step
 #   FULL=1 bash benchmarks/gpu_suite.sh     # also every size, the grid, latency
+# PARTS picks the parts, in this order: conv (bf16_conv.py), ceilings, step
+# (training step and evaluate, float32 and bfloat16, with their cost),
+# pipeline (input_pipeline.py), profile (profile_step.py, with the optimized
+# HLO in $OUT/hlo), ablate (ablate_step.py, bfloat16), batches (the step at
+# each of BATCHES), e2e; the default is every part but ablate.
 #   EXTRA="--image_size=32 --grid=4 --iters=1 --repeats=1 --channels=8" \
 #     BATCHES="4" CONV_EXTRA="--size=32 --batch=4 --iters=2" \
 #     PROFILE_EXTRA="--image_size=32 --batch=2 --channels=8 --steps=1" \
 #     CEILINGS_EXTRA=--quick PIPELINE_EXTRA="--batches=5 --repeats=1" \
+#     ABLATE_EXTRA="--image_size=32 --batch=2 --channels=8 --iters=1 --rounds=1" \
 #     RECIPE=experiments/configs/pretrained_dc_tv_256.py:quick E2E_STEPS=4 \
+#     PARTS="conv ceilings step pipeline profile ablate batches e2e" \
 #     bash benchmarks/gpu_suite.sh              # a dry run on a CPU
 # BASE names a folder holding an older tree's hyperrecon_jax (e.g. `git
 # archive <commit> hyperrecon_jax | tar -x -C .gpu/base`): the same training
@@ -19,6 +27,8 @@ OUT=${OUT:-/tmp/hyperrecon_bench}
 mkdir -p "$OUT"
 EXTRA=${EXTRA:-}
 BATCHES=${BATCHES-"128"}  # BATCHES="" leaves the scaling out
+PARTS=" ${PARTS:-conv ceilings step pipeline profile batches e2e} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 export PYTHONUNBUFFERED=1
 ROOT="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH="$ROOT"
@@ -31,14 +41,16 @@ run() {
 }
 # One convolution, float32 against two bfloat16 formulations (seconds): does
 # a float32 result before the cast cost the bfloat16 speed-up?
-python3 benchmarks/bf16_conv.py ${CONV_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+part conv && python3 benchmarks/bf16_conv.py ${CONV_EXTRA:-} 2>>"$OUT/stderr.log" \
+  | tee -a "$OUT/throughput.jsonl"
 # The card's ceilings (matrix product, the Unet's convolution, memory
 # bandwidth) and, against them, the work per sample or pair of the training
 # step and of the path evaluate.py runs (grid_metrics, λ-major), float32 and
 # bfloat16 activations: the roofline of items 3 and 4.
-python3 benchmarks/ceilings.py ${CEILINGS_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
-run --sizes=L --benchmarks=train_step,evaluate --order=lambda --dtype=float32 --dtype=bfloat16 \
-  --cost
+part ceilings && python3 benchmarks/ceilings.py ${CEILINGS_EXTRA:-} 2>>"$OUT/stderr.log" \
+  | tee -a "$OUT/throughput.jsonl"
+part step && run --sizes=L --benchmarks=train_step,evaluate --order=lambda --dtype=float32 \
+  --dtype=bfloat16 --cost
 # The same training step with the older library (same script, same card).
 if [ -n "${BASE:-}" ]; then
   # From / so that the current folder's package does not shadow the base's.
@@ -50,24 +62,39 @@ fi
 # The host's side of end-to-end training: training images per second the
 # input pipeline delivers (the 256×256 recipe's batches of 32; it builds the
 # embedded dataset at 256×256 on first use).
-HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} python3 benchmarks/input_pipeline.py \
-  --threads=0 --threads=2 --threads=8 ${PIPELINE_EXTRA:-} 2>>"$OUT/stderr.log" \
-  | tee -a "$OUT/throughput.jsonl"
-# Where the step's device time goes.
-echo "+ profile_step.py ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
-python3 benchmarks/profile_step.py --sizes=L --dtype=float32 --dtype=bfloat16 \
-  ${PROFILE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+part pipeline && HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} \
+  python3 benchmarks/input_pipeline.py --threads=0 --threads=2 --threads=8 \
+  ${PIPELINE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+# Where the step's device time goes: every kernel traced (no command buffers),
+# each top operation named by its layer, the optimized programs in $OUT/hlo.
+if part profile; then
+  echo "+ profile_step.py ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
+  python3 benchmarks/profile_step.py --sizes=L --dtype=float32 --dtype=bfloat16 \
+    --hlo_dir="$OUT/hlo" ${PROFILE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+  gzip -f "$OUT"/hlo/*.txt 2>/dev/null
+fi
+# What each part of the bfloat16 step costs, and the first layer's grouped
+# convolution (2 channels per group) against a batched product of patches and
+# against the same convolution padded to 8 channels per group.
+if part ablate; then
+  echo "+ ablate_step.py ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
+  python3 benchmarks/ablate_step.py --sizes=L --dtype=bfloat16 --iters=10 --rounds=8 \
+    --variants=thin_patches,thin_padded,shared_weights,no_batchnorm,no_ssim,nearest_upsample \
+    ${ABLATE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+fi
 # Batch scaling of the training step (an out-of-memory batch prints an error).
-for b in $BATCHES; do
-  run --sizes=L --benchmarks=train_step --batch="$b" --dtype=bfloat16
-done
+if part batches; then
+  for b in $BATCHES; do
+    run --sizes=L --benchmarks=train_step --batch="$b" --dtype=bfloat16
+  done
+fi
 # End to end: the 256×256 recipe with HyperRecon-L's hypernetwork (d = 128),
 # its training step alone, then experiments/train.py alone on the card for
 # E2E_STEPS steps (1,500; 0 leaves this out), logging every 250 steps and
 # validating only at the end: steps/s along the run in $OUT/e2e_metrics.jsonl,
 # to hold against the step alone (its line is tagged e2e).
 E2E_STEPS=${E2E_STEPS:-1500}
-if [ "$E2E_STEPS" != 0 ]; then
+if part e2e && [ "$E2E_STEPS" != 0 ]; then
   RECIPE=${RECIPE:-experiments/configs/pretrained_dc_tv_256.py}
   run --recipe="$RECIPE" --recipe.model.hyper_dim=128 --benchmarks=train_step --tag=e2e
   E2E_DIR=$(mktemp -d)

@@ -235,12 +235,15 @@ class UnetBody(nn.Module):
         kernel, bias = fold_batch_norm(
             kernel, bias, self.variables["params"][f"bn_{name}"],
             self.variables["batch_stats"][f"bn_{name}"])
-      x = layers.conv2d(x, kernel, bias, per_sample=per_sample and kernel.ndim == 5,
-                        strategy=self.strategy, dtype=self.dtype)
-      if self.batch_norm and not fold:
-        x = normalization.BatchNorm(name=f"bn_{name}")(
-            x, use_running_average=not train)
-      return nn.relu(x)
+      # The layer's name in the compiled program's metadata: a profile's
+      # convolutions and fusions then say which layer they belong to.
+      with jax.named_scope(name):
+        x = layers.conv2d(x, kernel, bias, per_sample=per_sample and kernel.ndim == 5,
+                          strategy=self.strategy, dtype=self.dtype)
+        if self.batch_norm and not fold:
+          x = normalization.BatchNorm(name=f"bn_{name}")(
+              x, use_running_average=not train)
+        return nn.relu(x)
 
     def block(x, prefix):
       return conv_bn_relu(conv_bn_relu(x, f"{prefix}_a"), f"{prefix}_b")
@@ -257,9 +260,10 @@ class UnetBody(nn.Module):
       x = jnp.concatenate([resampling.upsample2x(x), skips.pop()], axis=-1)
       x = block(x, f"dec{level}")
     head = weights["head"]
-    out = layers.conv2d(x, head["kernel"], head["bias"],
-                        per_sample=per_sample and head["kernel"].ndim == 5,
-                        strategy=self.strategy, dtype=self.dtype)
+    with jax.named_scope("head"):
+      out = layers.conv2d(x, head["kernel"], head["bias"],
+                          per_sample=per_sample and head["kernel"].ndim == 5,
+                          strategy=self.strategy, dtype=self.dtype)
     out = out.astype(jnp.float32)
     if not self.residual:
       return out

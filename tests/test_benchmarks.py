@@ -1,0 +1,98 @@
+"""Tests for the benchmarks' own computations: profile_step's HLO descriptions and
+ablate_step's patches form of a per-sample convolution (benchmarks/)."""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import signal
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import ablate_step  # noqa: E402
+import profile_step  # noqa: E402
+
+# A GPU module's shape, written by hand: a grouped cuDNN convolution (32 rows of
+# 2 → 32 channels, the vmapped first layer) and a fusion wrapping one.
+_HLO = """HloModule jit_train_step, entry_computation_layout={()->f32[]}
+
+%fused_conv (param_0: bf16[1,256,256,64], param_1: bf16[3,3,2,1024]) -> bf16[1,256,256,1024] {
+  %param_0 = bf16[1,256,256,64]{3,2,1,0} parameter(0)
+  %param_1 = bf16[3,3,2,1024]{3,2,1,0} parameter(1)
+  %cudnn-conv.1 = (bf16[1,256,256,1024]{3,2,1,0}, u8[0]{0}) custom-call(bf16[1,256,256,64]{3,2,1,0} %param_0, bf16[3,3,2,1024]{3,2,1,0} %param_1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, feature_group_count=32, custom_call_target="__cudnn$convForward", backend_config={"k":{"a":1}}
+  ROOT %get-tuple-element.1 = bf16[1,256,256,1024]{3,2,1,0} get-tuple-element(%cudnn-conv.1), index=0
+}
+
+%fused_relu (param_0.1: bf16[32,256,256,32]) -> bf16[32,256,256,32] {
+  %param_0.1 = bf16[32,256,256,32]{3,2,1,0} parameter(0)
+  %constant.1 = bf16[] constant(0)
+  %broadcast.1 = bf16[32,256,256,32]{3,2,1,0} broadcast(%constant.1), dimensions={}
+  ROOT %maximum.1 = bf16[32,256,256,32]{3,2,1,0} maximum(%param_0.1, %broadcast.1)
+}
+
+ENTRY %main.9 (p0: bf16[1,256,256,64], p1: bf16[3,3,2,1024], p2: bf16[32,256,256,32]) -> bf16[32,256,256,32] {
+  %p0 = bf16[1,256,256,64]{3,2,1,0} parameter(0)
+  %p1 = bf16[3,3,2,1024]{3,2,1,0} parameter(1)
+  %p2 = bf16[32,256,256,32]{3,2,1,0} parameter(2)
+  %cudnn-conv.39 = (bf16[1,256,256,1024]{3,2,1,0}, u8[0]{0}) custom-call(%p0, %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, feature_group_count=32, custom_call_target="__cudnn$convForward", metadata={op_name="jit(train_step)/jvp(HyperUnet)/body/enc0_a/conv_general_dilated"}
+  %fusion.7 = bf16[1,256,256,1024]{3,2,1,0} fusion(%p0, %p1), kind=kCustom, calls=%fused_conv
+  ROOT %loop_maximum_fusion = bf16[32,256,256,32]{3,2,1,0} fusion(%p2), kind=kLoop, calls=%fused_relu, metadata={op_name="jit(train_step)/jvp(HyperUnet)/body/enc0_a/max"}
+}
+"""  # noqa: E501  (HLO instructions are one line each)
+
+
+def test_describe_ops_names_shapes_groups_and_layer():
+  # Each description carries what tells two convolutions apart: operand shapes
+  # (2 input channels per group here), groups, target, and the layer's scope.
+  got = profile_step.describe_ops(_HLO, ["cudnn-conv.39", "%fusion.7", "loop_maximum_fusion",
+                                         "not-in-module.3"])
+  assert set(got) == {"cudnn-conv.39", "%fusion.7", "loop_maximum_fusion"}
+  conv = got["cudnn-conv.39"]
+  assert conv.startswith("custom-call (bf16[1,256,256,1024]{3,2,1,0}, u8[0]{0})")
+  for part in ("operands bf16[1,256,256,64], bf16[3,3,2,1024]", "window={size=3x3 pad=1_1x1_1}",
+               "feature_group_count=32", 'custom_call_target="__cudnn$convForward"',
+               "from jit(train_step)/jvp(HyperUnet)/body/enc0_a/conv_general_dilated"):
+    assert part in conv, (part, conv)
+  wrapped = got["%fusion.7"]  # the convolution inside the fusion says which it is
+  assert "feature_group_count=32" in wrapped and "fuses custom-call×1" in wrapped
+  # Its operands printed with their shapes (as some XLA versions print them).
+  assert wrapped.count("operands bf16[1,256,256,64], bf16[3,3,2,1024]") == 2, wrapped
+  relu = got["loop_maximum_fusion"]
+  assert relu.startswith("fusion bf16[32,256,256,32]")
+  assert "fuses broadcast×1, maximum×1" in relu and "/enc0_a/max" in relu
+
+
+def test_describe_ops_reads_a_compiled_program():
+  # The text of a real compiled program (this backend's), names as it gives them.
+  f = jax.jit(lambda x, k: jax.nn.relu(jax.lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+  x, k = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 4))
+  hlo = f.lower(x, k).compile().as_text()
+  names = [line.split("=")[0].split()[-1].lstrip("%") for line in hlo.splitlines()
+           if " convolution(" in line]
+  assert names, hlo
+  got = profile_step.describe_ops(hlo, names)
+  assert any("operands f32[1,8,8,2], f32[3,3,2,4]" in d for d in got.values()), got
+
+
+@pytest.mark.parametrize("c, o", [(2, 8), (3, 1)])
+def test_patches_conv_is_the_per_sample_correlation(c, o):
+  # y_b[h, w, o] = Σ_ijc xpad_b[h+i, w+j, c] k_b[i, j, c, o] + bias_b[o] ('SAME'),
+  # against SciPy's correlation per row and channel pair; float32 sums of 9c
+  # products of order-1 values: 1e-5 absolute.
+  rng = np.random.default_rng(c)
+  b, h = 2, 10
+  x = rng.normal(size=(b, h, h, c)).astype(np.float32)
+  k = rng.normal(size=(b, 3, 3, c, o)).astype(np.float32)
+  bias = rng.normal(size=(b, o)).astype(np.float32)
+  got = np.asarray(ablate_step.patches_conv(x, k, bias, jnp.float32))
+  want = np.zeros((b, h, h, o), np.float32)
+  for r in range(b):
+    for j in range(o):
+      want[r, :, :, j] = bias[r, j] + sum(
+          signal.correlate2d(x[r, :, :, i], k[r, :, :, i, j], mode="same") for i in range(c))
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+  ablate_step.check_thin_forms()  # the benchmark's own check passes as well
