@@ -12,6 +12,8 @@
 #     UNIFORM=0 BASELINE_STEPS=4 EXTRA="--config.model.channels=4 --config.model.hyper_dim=4
 #     --config.train.batch_size=2" bash benchmarks/gpu_train.sh
 #     # dry run of the 256×256 recipe, CPU (minutes; add FIG6=1 TOP_B=1 for Fig. 6)
+#   CONFIG=experiments/configs/pretrained_dc_tv_256.py SCALES=measure MAIN=0 UNIFORM=0 FIG6=1 \
+#     STEPS=6000 BUDGET=300 bash benchmarks/gpu_train.sh  # Fig. 6 alone at 256²
 #
 # SCALES=measure first trains the one-hot Unets for SCALE_STEPS (500) steps
 # and trains everything else with their validation losses as the loss scales
@@ -30,7 +32,8 @@
 # Fig. 6: the loss DC + weight-ℓ1 + TV (two hyperparameters) trained with UHS
 # and with DHS (the TOP_B = 8 samples of lowest DC), each evaluated on an
 # 11×11 λ grid; the one-hot Unets then include weight-ℓ1's, and the recipe
-# keeps the DC and TV scales of the same Unets.
+# keeps the DC and TV scales of the same Unets. MAIN=0 (with FIG6=1) trains
+# Fig. 6's two programs alone: no recipe run, no per-λ Unets, no export.
 # The model is exported as NAME with float16 weights. Back in $OUT:
 # results.tgz (everything but checkpoints and the export) and export.tgz (the
 # model's folder, to copy into hyperrecon_jax/pretrained/).
@@ -57,6 +60,10 @@ RECIPE=()  # the recipe's programs': its loss scales where they were measured
 FIG6_TERMS=(--config.losses='("dc","weight_l1","tv")' --config.hparams.fixed="(0.5,0.5)")
 if [ "${FIG6:-0}" = 1 ] && [ "${SCALES:-}" != measure ]; then
   echo "FIG6=1 needs SCALES=measure (the weight-ℓ1 scale at the recipe's size)"; exit 2
+fi
+MAIN=${MAIN:-1}
+if [ "$MAIN" = 0 ] && [ "${FIG6:-0}" != 1 ]; then
+  echo "MAIN=0 needs FIG6=1 (otherwise nothing is trained)"; exit 2
 fi
 if [ "${SCALES:-}" = measure ]; then
   ones=$(python3 - "$CONFIG" "${FIG6:-0}" <<'PY'
@@ -96,7 +103,7 @@ train() {  # train <run name> [flags...]
   RUNS="$RUNS $run"
 }
 RUNS=""
-train endpoints "${RECIPE[@]}" "${STEPS_FLAG[@]}"
+[ "$MAIN" = 1 ] && train endpoints "${RECIPE[@]}" "${STEPS_FLAG[@]}"
 [ "${UNIFORM:-1}" = 1 ] && train uniform "${RECIPE[@]}" "${STEPS_FLAG[@]}" \
   --config.hparams.sampler=uniform
 [ "${BF16:-0}" = 1 ] && train endpoints_bf16 "${RECIPE[@]}" "${STEPS_FLAG[@]}" \
@@ -114,8 +121,8 @@ fi
 # The baselines have no resumable stop on a signal: give them steps that fit.
 steps=${BASELINE_STEPS:-${STEPS:-}}
 BASELINE_STEPS_FLAG=(); [ -n "$steps" ] && BASELINE_STEPS_FLAG=(--config.train.num_steps="$steps")
-timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
-  "${EXTRA_FLAGS[@]}" "${RECIPE[@]}" "${BASELINE_STEPS_FLAG[@]}" \
+[ "$MAIN" = 1 ] && timeout -k 30 "$BUDGET" python3 experiments/baselines.py \
+  --config="$CONFIG" "${EXTRA_FLAGS[@]}" "${RECIPE[@]}" "${BASELINE_STEPS_FLAG[@]}" \
   --workdir="$W/baselines" --lambdas="$LAMBDAS" >"$W/baselines.log" 2>&1 &
 wait
 echo "training: $((SECONDS - start)) s"
@@ -148,8 +155,8 @@ done
 # The step the shipped run reached (a time budget may have stopped it early).
 last_step=$(ls "$W/endpoints/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 # --unfinished: the description names the step it reached.
-python3 experiments/export_pretrained.py --workdir="$W/endpoints" --unfinished \
-  --name="$NAME" "${B[@]}" --folder="$W/export" \
+[ "$MAIN" = 1 ] && python3 experiments/export_pretrained.py --workdir="$W/endpoints" \
+  --unfinished --name="$NAME" "${B[@]}" --folder="$W/export" \
   --description="${DESCRIPTION:-GPU run of $CONFIG, ${last_step:-?} steps}" \
   >"$W/export.log" 2>&1 &
 if [ "${UNIFORM:-1}" = 1 ]; then
@@ -160,14 +167,14 @@ if [ "${UNIFORM:-1}" = 1 ]; then
     >"$W/export_uniform.log" 2>&1 &
 fi
 # Trained float32 weights evaluated with bfloat16 activations (docs/performance.md).
-for run in endpoints ${STEPS_128:+r128}; do
+for run in $([ "$MAIN" = 1 ] && echo endpoints) ${STEPS_128:+r128}; do
   python3 benchmarks/bf16_accuracy.py --workdir="$W/$run" 2>"$W/bf16_accuracy_$run.err" \
     >"$W/bf16_accuracy_$run.jsonl" &
 done
 wait
 for run in $RUNS; do tail -n 12 "$W/evaluate_$run.log"; done
-tail -n 5 "$W"/export*.log
-cat "$W"/bf16_accuracy_*.jsonl
+[ "$MAIN" = 1 ] && tail -n 5 "$W"/export*.log
+cat "$W"/bf16_accuracy_*.jsonl 2>/dev/null
 echo "total: $((SECONDS - start)) s"
 tar czf "$OUT/results.tgz" -C "$W" --exclude=checkpoints --exclude='*.lock' \
   --exclude=export --exclude=export_uniform .
