@@ -2,14 +2,15 @@
 # The GPU measurements of docs/performance.md in one run (device machine).
 #
 #   bash benchmarks/gpu_suite.sh            # paper scale (256², batch 32), ~9 min
-#   PARTS="profile ablate" bash benchmarks/gpu_suite.sh   # where the step's time goes, ~7 min
+#   PARTS="profile ablate" bash benchmarks/gpu_suite.sh   # where the step's time goes, ~8 min
 #   BASE=.gpu/base bash benchmarks/gpu_suite.sh   # also an older tree's step
 #   FULL=1 bash benchmarks/gpu_suite.sh     # also every size, the grid, latency
 # PARTS picks the parts, in this order: conv (bf16_conv.py), ceilings, step
 # (training step and evaluate, float32 and bfloat16, with their cost),
 # pipeline (input_pipeline.py), profile (profile_step.py, with the optimized
-# HLO in $OUT/hlo), ablate (ablate_step.py, bfloat16), batches (the step at
-# each of BATCHES), e2e; the default is every part but ablate.
+# HLO in $OUT/hlo), ablate (ablate_step.py, bfloat16, and the thin layer's
+# forms in float32), batches (the step at each of BATCHES), e2e; the default
+# is every part but ablate.
 #   EXTRA="--image_size=32 --grid=4 --iters=1 --repeats=1 --channels=8" \
 #     BATCHES="4" CONV_EXTRA="--size=32 --batch=4 --iters=2" \
 #     PROFILE_EXTRA="--image_size=32 --batch=2 --channels=8 --steps=1" \
@@ -81,6 +82,11 @@ if part ablate; then
   python3 benchmarks/ablate_step.py --sizes=L --dtype=bfloat16 --iters=10 --rounds=8 \
     --variants=thin_patches,thin_padded,shared_weights,no_batchnorm,no_ssim,nearest_upsample \
     ${ABLATE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+  # The float32 step (the default) spent 18.5 of its 31.6 traced ms in kernel
+  # gradients, one of them 8.75 ms: the thin layer's forms in float32 too.
+  python3 benchmarks/ablate_step.py --sizes=L --dtype=float32 --iters=10 --rounds=8 \
+    --variants=thin_patches,thin_padded ${ABLATE_EXTRA:-} 2>>"$OUT/stderr.log" \
+    | tee -a "$OUT/throughput.jsonl"
 fi
 # Batch scaling of the training step (an out-of-memory batch prints an error).
 if part batches; then
