@@ -168,7 +168,11 @@ def describe_ops(hlo: str, names) -> dict:
     called = re.search(r"calls=%?([\w.\-]+)", rhs)
     if called and called.group(1) in bodies:
       opcodes = collections.Counter()
-      for line in bodies[called.group(1)]:
+      body = bodies[called.group(1)]
+      # Names such as param_0 recur in every fused computation: this one's first.
+      local = {**shapes, **{m.group(1): _shape(m.group(2))
+                            for m in map(_INSTRUCTION.match, body) if m}}
+      for line in body:
         match = _INSTRUCTION.match(line)
         op = match and re.match(r".*?\s([\w\-]+)\(", match.group(2))
         if op and op.group(1) not in ("parameter", "constant", "tuple",
@@ -177,7 +181,7 @@ def describe_ops(hlo: str, names) -> dict:
           if op.group(1) in ("convolution", "custom-call"):
             # A convolution wrapped in a fusion: its shapes and window say which.
             parts += [f"{op.group(1)} " + _shape(match.group(2))]
-            parts += _attributes(match.group(2), shapes)
+            parts += _attributes(match.group(2), local)
       parts.append("fuses " + ", ".join(f"{k}×{v}" for k, v in opcodes.most_common(8)))
     described[name] = "; ".join(parts)[:600]
   return described

@@ -16,28 +16,30 @@ import ablate_step  # noqa: E402
 import profile_step  # noqa: E402
 
 # A GPU module's shape, written by hand: a grouped cuDNN convolution (32 rows of
-# 2 → 32 channels, the vmapped first layer) and a fusion wrapping one.
+# 2 → 32 channels, the vmapped first layer) and a fusion wrapping one. Operands
+# print by name, or with their shapes inline (cudnn-conv.39), as XLA versions
+# differ; param_0 names a different array in each fused computation.
 _HLO = """HloModule jit_train_step, entry_computation_layout={()->f32[]}
 
 %fused_conv (param_0: bf16[1,256,256,64], param_1: bf16[3,3,2,1024]) -> bf16[1,256,256,1024] {
   %param_0 = bf16[1,256,256,64]{3,2,1,0} parameter(0)
   %param_1 = bf16[3,3,2,1024]{3,2,1,0} parameter(1)
-  %cudnn-conv.1 = (bf16[1,256,256,1024]{3,2,1,0}, u8[0]{0}) custom-call(bf16[1,256,256,64]{3,2,1,0} %param_0, bf16[3,3,2,1024]{3,2,1,0} %param_1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, feature_group_count=32, custom_call_target="__cudnn$convForward", backend_config={"k":{"a":1}}
+  %cudnn-conv.1 = (bf16[1,256,256,1024]{3,2,1,0}, u8[0]{0}) custom-call(%param_0, %param_1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, feature_group_count=32, custom_call_target="__cudnn$convForward", backend_config={"k":{"a":1}}
   ROOT %get-tuple-element.1 = bf16[1,256,256,1024]{3,2,1,0} get-tuple-element(%cudnn-conv.1), index=0
 }
 
-%fused_relu (param_0.1: bf16[32,256,256,32]) -> bf16[32,256,256,32] {
-  %param_0.1 = bf16[32,256,256,32]{3,2,1,0} parameter(0)
+%fused_relu (param_0: bf16[32,256,256,32]) -> bf16[32,256,256,32] {
+  %param_0 = bf16[32,256,256,32]{3,2,1,0} parameter(0)
   %constant.1 = bf16[] constant(0)
   %broadcast.1 = bf16[32,256,256,32]{3,2,1,0} broadcast(%constant.1), dimensions={}
-  ROOT %maximum.1 = bf16[32,256,256,32]{3,2,1,0} maximum(%param_0.1, %broadcast.1)
+  ROOT %maximum.1 = bf16[32,256,256,32]{3,2,1,0} maximum(%param_0, %broadcast.1)
 }
 
 ENTRY %main.9 (p0: bf16[1,256,256,64], p1: bf16[3,3,2,1024], p2: bf16[32,256,256,32]) -> bf16[32,256,256,32] {
   %p0 = bf16[1,256,256,64]{3,2,1,0} parameter(0)
   %p1 = bf16[3,3,2,1024]{3,2,1,0} parameter(1)
   %p2 = bf16[32,256,256,32]{3,2,1,0} parameter(2)
-  %cudnn-conv.39 = (bf16[1,256,256,1024]{3,2,1,0}, u8[0]{0}) custom-call(%p0, %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, feature_group_count=32, custom_call_target="__cudnn$convForward", metadata={op_name="jit(train_step)/jvp(HyperUnet)/body/enc0_a/conv_general_dilated"}
+  %cudnn-conv.39 = (bf16[1,256,256,1024]{3,2,1,0}, u8[0]{0}) custom-call(bf16[1,256,256,64]{3,2,1,0} %p0, bf16[3,3,2,1024]{3,2,1,0} %p1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, feature_group_count=32, custom_call_target="__cudnn$convForward", metadata={op_name="jit(train_step)/jvp(HyperUnet)/body/enc0_a/conv_general_dilated"}
   %fusion.7 = bf16[1,256,256,1024]{3,2,1,0} fusion(%p0, %p1), kind=kCustom, calls=%fused_conv
   ROOT %loop_maximum_fusion = bf16[32,256,256,32]{3,2,1,0} fusion(%p2), kind=kLoop, calls=%fused_relu, metadata={op_name="jit(train_step)/jvp(HyperUnet)/body/enc0_a/max"}
 }
@@ -58,7 +60,6 @@ def test_describe_ops_names_shapes_groups_and_layer():
     assert part in conv, (part, conv)
   wrapped = got["%fusion.7"]  # the convolution inside the fusion says which it is
   assert "feature_group_count=32" in wrapped and "fuses custom-call×1" in wrapped
-  # Its operands printed with their shapes (as some XLA versions print them).
   assert wrapped.count("operands bf16[1,256,256,64], bf16[3,3,2,1024]") == 2, wrapped
   relu = got["loop_maximum_fusion"]
   assert relu.startswith("fusion bf16[32,256,256,32]")
