@@ -129,18 +129,21 @@ def _thin_conv2d(conv2d, form: str):
 def check_thin_forms():
   """Raises if `patches_conv` or `padded_conv` is not `layers.conv2d`'s per-sample convolution.
 
-  A (2, 16, 16, 2) → 8 float32 case on the default device; the forms differ
-  by the order of 18 float32 products' sum only (tolerance 1e-5 on values of
-  order 1).
+  A (2, 16, 16, 2) → 8 float32 case on the default device, at full float32
+  precision (a GPU's default lets convolutions and products round their
+  inputs to TF32's 10-bit mantissa); the forms then differ by the order of 18
+  float32 products' sum only (tolerance 1e-5 on values of order 1).
   """
   from hyperrecon_jax.models import layers
   keys = jax.random.split(jax.random.key(3), 3)
   x = jax.random.normal(keys[0], (2, 16, 16, 2))
   kernel = jax.random.normal(keys[1], (2, 3, 3, 2, 8)) / 3
   bias = jax.random.normal(keys[2], (2, 8))
-  want = layers.conv2d(x, kernel, bias, per_sample=True, strategy="vmap")
-  for got in (patches_conv(x, kernel, bias, jnp.float32),
-              padded_conv(layers.conv2d, x, kernel, bias, strategy="vmap", dtype=jnp.float32)):
+  with jax.default_matmul_precision("highest"):
+    want = layers.conv2d(x, kernel, bias, per_sample=True, strategy="vmap")
+    forms = (patches_conv(x, kernel, bias, jnp.float32),
+             padded_conv(layers.conv2d, x, kernel, bias, strategy="vmap", dtype=jnp.float32))
+  for got in forms:
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)
 
 
