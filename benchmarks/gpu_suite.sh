@@ -3,6 +3,8 @@
 #
 #   bash benchmarks/gpu_suite.sh            # paper scale (256², batch 32), ~9 min
 #   PARTS="profile ablate" bash benchmarks/gpu_suite.sh   # where the step's time goes, ~8 min
+#   PARTS="profile ablate" PROFILE_DTYPES=bfloat16 ABLATE_VARIANTS=thin_patches,thin_padded \
+#     ABLATE_FLOAT32=0 bash benchmarks/gpu_suite.sh   # the thin layer's forms only, ~4 min
 #   BASE=.gpu/base bash benchmarks/gpu_suite.sh   # also an older tree's step
 #   FULL=1 bash benchmarks/gpu_suite.sh     # also every size, the grid, latency
 # PARTS picks the parts, in this order: conv (bf16_conv.py), ceilings, step
@@ -70,7 +72,8 @@ part pipeline && HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} \
 # each top operation named by its layer, the optimized programs in $OUT/hlo.
 if part profile; then
   echo "+ profile_step.py ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
-  python3 benchmarks/profile_step.py --sizes=L --dtype=float32 --dtype=bfloat16 \
+  dtypes=(); for d in ${PROFILE_DTYPES:-float32 bfloat16}; do dtypes+=(--dtype="$d"); done
+  python3 benchmarks/profile_step.py --sizes=L "${dtypes[@]}" \
     --hlo_dir="$OUT/hlo" ${PROFILE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
   gzip -f "$OUT"/hlo/*.txt 2>/dev/null
 fi
@@ -80,13 +83,13 @@ fi
 if part ablate; then
   echo "+ ablate_step.py ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
   python3 benchmarks/ablate_step.py --sizes=L --dtype=bfloat16 --iters=10 --rounds=8 \
-    --variants=thin_patches,thin_padded,shared_weights,no_batchnorm,no_ssim,nearest_upsample \
+    --variants="${ABLATE_VARIANTS:-thin_patches,thin_padded,shared_weights,no_batchnorm,no_ssim,nearest_upsample}" \
     ${ABLATE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
   # The float32 step (the default) spent 18.5 of its 31.6 traced ms in kernel
   # gradients, one of them 8.75 ms: the thin layer's forms in float32 too.
-  python3 benchmarks/ablate_step.py --sizes=L --dtype=float32 --iters=10 --rounds=8 \
-    --variants=thin_patches,thin_padded ${ABLATE_EXTRA:-} 2>>"$OUT/stderr.log" \
-    | tee -a "$OUT/throughput.jsonl"
+  [ "${ABLATE_FLOAT32:-1}" = 1 ] && python3 benchmarks/ablate_step.py --sizes=L \
+    --dtype=float32 --iters=10 --rounds=8 --variants=thin_patches,thin_padded \
+    ${ABLATE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
 fi
 # Batch scaling of the training step (an out-of-memory batch prints an error).
 if part batches; then
