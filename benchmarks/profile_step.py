@@ -93,10 +93,10 @@ _ATTRIBUTES = ("window", "dim_labels", "feature_group_count", "batch_group_count
                "custom_call_target")
 
 
-def _shape(rhs: str) -> str:
-  """The result shape of an instruction's text (before its opcode)."""
-  head = re.match(r"(.*?)\s[\w\-]+\(", rhs)
-  return head.group(1) if head else ""
+def _head(rhs: str) -> tuple[str, str]:
+  """``(result shape, opcode)`` of an instruction's text after ``name =``."""
+  head = re.match(r"(.*?)\s([\w\-]+)\(", rhs)
+  return (head.group(1), head.group(2)) if head else ("", "")
 
 
 def _attributes(rhs: str, shapes: dict) -> list:
@@ -122,17 +122,18 @@ def _attributes(rhs: str, shapes: dict) -> list:
 
 
 def _computations(hlo: str) -> dict:
-  """Computation name → its instruction lines, from an HLO module's text."""
+  """Computation name → ``{instruction name: its text after 'name ='}``, from a module's text."""
   bodies, name = {}, None
   for line in hlo.splitlines():
+    instruction = _INSTRUCTION.match(line)
     header = re.match(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
-    if header and not _INSTRUCTION.match(line):
+    if header and not instruction:
       name = header.group(1)
-      bodies[name] = []
+      bodies[name] = {}
     elif line.strip() == "}":
       name = None
-    elif name is not None:
-      bodies[name].append(line)
+    elif name is not None and instruction:
+      bodies[name][instruction.group(1)] = instruction.group(2)
   return bodies
 
 
@@ -150,38 +151,29 @@ def describe_ops(hlo: str, names) -> dict:
     the module are left out.
   """
   bodies = _computations(hlo)
-  lines = {}
-  for body in bodies.values():
-    for line in body:
-      match = _INSTRUCTION.match(line)
-      if match:
-        lines[match.group(1)] = match.group(2)
-  shapes = {name: _shape(rhs) for name, rhs in lines.items()}
+  lines = {k: rhs for body in bodies.values() for k, rhs in body.items()}
+  shapes = {k: _head(rhs)[0] for k, rhs in lines.items()}
   described = {}
   for name in names:
     rhs = lines.get(name.lstrip("%"))
     if rhs is None:
       continue
-    head = re.match(r"(.*?)\s([\w\-]+)\(", rhs)
-    shape, opcode = (head.group(1), head.group(2)) if head else ("", "")
+    shape, opcode = _head(rhs)
     parts = [f"{opcode} {shape}".strip()] + _attributes(rhs, shapes)
     called = re.search(r"calls=%?([\w.\-]+)", rhs)
     if called and called.group(1) in bodies:
-      opcodes = collections.Counter()
       body = bodies[called.group(1)]
       # Names such as param_0 recur in every fused computation: this one's first.
-      local = {**shapes, **{m.group(1): _shape(m.group(2))
-                            for m in map(_INSTRUCTION.match, body) if m}}
-      for line in body:
-        match = _INSTRUCTION.match(line)
-        op = match and re.match(r".*?\s([\w\-]+)\(", match.group(2))
-        if op and op.group(1) not in ("parameter", "constant", "tuple",
-                                      "get-tuple-element", "bitcast"):
-          opcodes[op.group(1)] += 1
-          if op.group(1) in ("convolution", "custom-call"):
+      local = {**shapes, **{k: _head(inner)[0] for k, inner in body.items()}}
+      opcodes = collections.Counter()
+      for inner in body.values():
+        inner_shape, op = _head(inner)
+        if op and op not in ("parameter", "constant", "tuple", "get-tuple-element",
+                             "bitcast"):
+          opcodes[op] += 1
+          if op in ("convolution", "custom-call"):
             # A convolution wrapped in a fusion: its shapes and window say which.
-            parts += [f"{op.group(1)} " + _shape(match.group(2))]
-            parts += _attributes(match.group(2), local)
+            parts += [f"{op} {inner_shape}"] + _attributes(inner, local)
       parts.append("fuses " + ", ".join(f"{k}×{v}" for k, v in opcodes.most_common(8)))
     described[name] = "; ".join(parts)[:600]
   return described
