@@ -53,7 +53,6 @@ setuptools.setup(
         "scipy>=1.10",
         "absl-py>=1.4",
         "ml-collections>=0.1.1",
-        "dm-pix>=0.4",
     ],
     extras_require=EXTRAS,
 )

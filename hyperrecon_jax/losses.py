@@ -42,21 +42,15 @@ def mse(recon, target):
   return _metrics.mse(recon, target)
 
 
-def _gaussian_window(size: int, sigma: float) -> np.ndarray:
-  x = np.arange(size, dtype=np.float64) - size // 2
-  g = np.exp(-x ** 2 / (2.0 * sigma ** 2))
-  return (g / g.sum()).astype(np.float32)
-
-
 def _filter_same(x, window):
-  """Separable Gaussian filter with zero padding ('same'): (N, H, W) -> (N, H, W).
+  """Separable Gaussian filter of the last two axes with zero padding ('same').
 
   Zero padding is separable: filtering the rows and then the columns of the
   zero-extended image equals the 2-D zero-padded filter.
   """
   r = window.shape[0] // 2
-  for axis in (1, 2):
-    pad = [(0, 0)] * 3
+  for axis in (x.ndim - 2, x.ndim - 1):
+    pad = [(0, 0)] * x.ndim
     pad[axis] = (r, r)
     x = _metrics.correlate_valid(jnp.pad(x, pad), window, axis)
   return x
@@ -79,10 +73,9 @@ def dssim(recon, target):
   _check_pair(recon, target)
   x = jnp.asarray(recon, jnp.float32)
   y = jnp.asarray(target, jnp.float32)
-  window = _gaussian_window(_metrics.SSIM_FILTER_SIZE, _metrics.SSIM_FILTER_SIGMA)
-  # One filter call for the five local moments (no grouped convolution).
-  moments = _filter_same(jnp.concatenate([x, y, x * x, y * y, x * y]), window)
-  mu_x, mu_y, xx, yy, xy = jnp.split(moments, 5)
+  window = _metrics.gaussian_window(_metrics.SSIM_FILTER_SIZE, _metrics.SSIM_FILTER_SIGMA)
+  # One filter call for the five local moments, stacked as in the metric.
+  mu_x, mu_y, xx, yy, xy = _filter_same(jnp.stack([x, y, x * x, y * y, x * y]), window)
   var_x, var_y, cov = xx - mu_x ** 2, yy - mu_y ** 2, xy - mu_x * mu_y
   c1, c2 = _metrics.SSIM_K1 ** 2, _metrics.SSIM_K2 ** 2
   ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (

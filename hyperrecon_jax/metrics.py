@@ -18,7 +18,6 @@ Their numbers differ from the mean over slices of the per-slice metrics
 
 import functools
 
-import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,12 +119,11 @@ def ssim(pred, target, data_range=1.0):
   ``SSIM = mean_p [(2 mu_x mu_y + C1)(2 s_xy + C2)] / [(mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2)]``
   with local means, variances and covariance from an 11x11 Gaussian window
   (sigma 1.5, population statistics), ``C1 = (0.01 L)^2``,
-  ``C2 = (0.03 L)^2``, ``L = data_range``. Computed by `dm_pix.ssim`, whose
-  filtering is 'valid': the mean runs over the (H-10) x (W-10) positions where
-  the window fits in the image. That is what
-  ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False)`` averages too (it filters with reflection but
-  then crops 5 pixels from each border before the mean).
+  ``C2 = (0.03 L)^2``, ``L = data_range``. The filtering is 'valid': the mean
+  runs over the (H-10) x (W-10) positions where the window fits in the image,
+  as ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False)`` averages (it filters with reflection but then
+  crops 5 pixels from each border before the mean).
 
   Args:
     pred: (B, H, W) reconstructions, H, W >= 11.
@@ -146,10 +144,33 @@ def ssim(pred, target, data_range=1.0):
     # scale by 1/L, the (co)variances and C1, C2 by 1/L², and the ratio not at all.
     scale = peak[:, None, None]
     return ssim(_f32(pred) / scale, _f32(target) / scale)
-  return dm_pix.ssim(
-      _f32(pred)[..., None], _f32(target)[..., None], max_val=peak,
-      filter_size=SSIM_FILTER_SIZE, filter_sigma=SSIM_FILTER_SIGMA,
-      k1=SSIM_K1, k2=SSIM_K2)
+  x, y = _f32(pred), _f32(target)
+  window = gaussian_window(SSIM_FILTER_SIZE, SSIM_FILTER_SIGMA)
+  # The five local moments in one filter call, valid positions only. Stacked
+  # on a new axis: concatenated along the batch and split again, the same
+  # arrays made XLA's CPU gradient 2.6× slower (docs/changelog.md).
+  moments = jnp.stack([x, y, x * x, y * y, x * y])
+  for axis in (2, 3):
+    moments = correlate_valid(moments, window, axis)
+  mu_x, mu_y, xx, yy, xy = moments
+  # E[x²] − E[x]² can round below 0 on flat patches, and the covariance above
+  # √(var_x var_y); clamped, every position's SSIM stays within [−1, 1].
+  tiny = jnp.finfo(jnp.float32).eps ** 2
+  var_x = jnp.maximum(xx - mu_x * mu_x, tiny)
+  var_y = jnp.maximum(yy - mu_y * mu_y, tiny)
+  cov = xy - mu_x * mu_y
+  cov = jnp.sign(cov) * jnp.minimum(jnp.sqrt(var_x * var_y), jnp.abs(cov))
+  c1, c2 = (SSIM_K1 * peak) ** 2, (SSIM_K2 * peak) ** 2
+  ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+      (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
+  return jnp.mean(ssim_map, axis=(1, 2))
+
+
+def gaussian_window(size: int, sigma: float) -> np.ndarray:
+  """The normalized Gaussian ``exp(−x²/2σ²)`` on ``x = −(size−1)/2 … (size−1)/2``, float32."""
+  x = np.arange(size, dtype=np.float64) - size // 2
+  g = np.exp(-x ** 2 / (2.0 * sigma ** 2))
+  return (g / g.sum()).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=8)
@@ -177,12 +198,15 @@ def gaussian_kernel1d(sigma: float, order: int, radius: int) -> np.ndarray:
 
 
 def correlate_valid(x, kernel, axis: int):
-  """'Valid' correlation with a 1-D kernel along one axis: ``Σ_k kernel[k]·x[i + k]``.
+  """'Valid' correlation with a 1-D kernel along one axis: ``y[i] = Σ_k kernel[k]·x[i + k]``.
 
   Written as a sum of shifted slices, which XLA fuses into one pass over the
-  image (and its gradient into another). As one-channel convolutions, the
-  two 11-tap filters of the SSIM loss were a visible part of a CPU training
-  step of HyperRecon (docs/changelog.md); the slices cost a fraction.
+  image. As one-channel convolutions, the two 11-tap filters of the SSIM loss
+  were a visible part of a CPU training step of HyperRecon (docs/changelog.md);
+  the slices cost a fraction. The gradient is the same kind of pass (the
+  transpose below): autodiff of the slices pads and adds one full-size array
+  per tap, which made the SSIM loss's gradient several times slower
+  (docs/changelog.md).
 
   Args:
     x: array, already padded along ``axis``.
@@ -192,10 +216,30 @@ def correlate_valid(x, kernel, axis: int):
   Returns:
     ``x`` shorter by ``n − 1`` along ``axis``.
   """
-  n = x.shape[axis] - len(kernel) + 1
-  terms = [float(w) * jax.lax.slice_in_dim(x, k, k + n, axis=axis)
-           for k, w in enumerate(np.asarray(kernel, np.float64))]
+  weights = tuple(float(w) for w in np.asarray(kernel, np.float64).ravel())
+  return _correlate_valid(x, weights, int(axis) % jnp.ndim(x))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _correlate_valid(x, weights, axis):
+  n = x.shape[axis] - len(weights) + 1
+  terms = [w * jax.lax.slice_in_dim(x, k, k + n, axis=axis) for k, w in enumerate(weights)]
   return functools.reduce(jnp.add, terms)
+
+
+def _correlate_valid_fwd(x, weights, axis):
+  return _correlate_valid(x, weights, axis), None
+
+
+def _correlate_valid_bwd(weights, axis, _, dy):
+  # dx[j] = Σ_k kernel[k]·dy[j − k]: the 'valid' correlation of dy, zero-padded
+  # by n − 1 on both sides, with the reversed kernel.
+  pad = [(0, 0)] * dy.ndim
+  pad[axis] = (len(weights) - 1, len(weights) - 1)
+  return (_correlate_valid(jnp.pad(dy, pad), weights[::-1], axis),)
+
+
+_correlate_valid.defvjp(_correlate_valid_fwd, _correlate_valid_bwd)
 
 
 def _correlate1d_reflect(x, kernel, axis):

@@ -30,7 +30,7 @@ def test_ssim_matches_skimage():
   assert got.shape == (3,)
   # skimage filters with reflection but averages only over the interior
   # (crops (win_size - 1) // 2 = 5 pixels per border), i.e. the same window
-  # positions as dm-pix's 'valid' filtering; both use population statistics.
+  # positions as this 'valid' filtering; both use population statistics.
   ref = [sk_ssim(_f64(t), _f64(p), gaussian_weights=True, sigma=1.5,
                  use_sample_covariance=False, data_range=1.0) for p, t in zip(pred, target)]
   np.testing.assert_allclose(got, ref, atol=1e-4)
@@ -57,6 +57,39 @@ def test_mae_mse_nmse_by_hand():
   np.testing.assert_allclose(metrics.nmse(pred, target), [14 / 4, 2 / 2])
   np.testing.assert_allclose(metrics.psnr(pred, target), [10 * np.log10(1 / 3.5),
                                                          10 * np.log10(2)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [1, 2, -1])
+def test_correlate_valid_and_its_gradient_against_the_dense_operator(axis):
+  # The filter along `axis` is the linear map y = M x with M[i, i + k] =
+  # kernel[k]; its gradient (the custom VJP) must be Mᵀ dy. An asymmetric
+  # kernel tells a reversed kernel or a shifted padding apart. Each value is
+  # a float32 sum of 5 products of numbers below 1 (rounding ≤ 5·5·2⁻²⁴ ≈
+  # 1.5e-6), well inside 1e-5.
+  rng = np.random.default_rng(7)
+  x = rng.uniform(-1, 1, (2, 20, 17)).astype(np.float32)
+  kernel = np.array([0.1, -0.7, 0.25, 0.9, -0.3])
+  length = x.shape[axis]
+  m = np.zeros((length - 4, length))
+  for i in range(length - 4):
+    m[i, i:i + 5] = kernel
+  y, vjp = jax.vjp(lambda v: metrics.correlate_valid(v, kernel, axis), jnp.asarray(x))
+  want = np.moveaxis(np.tensordot(m, np.moveaxis(_f64(x), axis, 0), axes=1), 0, axis)
+  np.testing.assert_allclose(y, want, atol=1e-5)
+  dy = rng.uniform(-1, 1, y.shape).astype(np.float32)
+  want_dx = np.moveaxis(np.tensordot(m.T, np.moveaxis(_f64(dy), axis, 0), axes=1), 0, axis)
+  np.testing.assert_allclose(vjp(jnp.asarray(dy))[0], want_dx, atol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [metrics.ssim, metrics.hfen])
+def test_filtered_metrics_have_no_products_a_gpu_would_round(fn):
+  # A GPU's default for float32 convolutions and matrix products can be TF32
+  # (10 mantissa bits): the SSIM of a 256² slice moved by up to 6e-3 when its
+  # filter's operands were rounded so. Written as shifted slices, multiplied
+  # and added elementwise, the filters are float32 on every backend.
+  pred, target = _pair(b=2, h=24, w=24)
+  program = jax.jit(fn).lower(pred, target).as_text()
+  assert "convolution" not in program and "dot_general" not in program
 
 
 def test_laplacian_of_gaussian_matches_scipy():
@@ -222,7 +255,7 @@ def test_bad_shapes(fn):
 def test_a_range_per_image_is_each_images_own():
   # skimage at each image's own data_range; float32 against float64 as in
   # test_ssim_matches_skimage (1e-5). psnr and ssim took a (B,) range, ssim
-  # averaged every row over all the ranges (dm_pix broadcast them).
+  # averaged every row over all the ranges (the range broadcast against them).
   pred, target = _pair(b=2, seed=3)
   peaks = np.array([1.0, 2.5], np.float32)
   got = metrics.ssim(pred, target, data_range=peaks)
