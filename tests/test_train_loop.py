@@ -58,11 +58,13 @@ def test_metrics_jsonl_has_one_record_per_logged_step(run_a):
               for lam in ("0", "0.5", "1", "spread")} | {"val_psnr_zf"}
   for r in records:
     for key in ("loss", "loss_mae", "loss_ssim", "grad_norm", "lr",
-                "steps_per_s"):
+                "steps_per_s", "input_wait"):
       assert key in r, (r["step"], key)
     assert all(isinstance(v, (int, float)) and np.isfinite(v)
                for v in r.values()), r
     assert r["steps_per_s"] > 0
+    # A share of the interval's wall time (its waits lie inside it).
+    assert 0 <= r["input_wait"] <= 1
     np.testing.assert_allclose(r["lr"], 1e-3, rtol=1e-6)
     got_val = {k for k in r if k.startswith("val_")}
     if r["step"] in EVAL_STEPS:

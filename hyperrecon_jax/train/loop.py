@@ -306,22 +306,29 @@ def _steps(config, model, state, start, train_step, next_batch, saver, writer, v
   progress = progress_lib.Progress(
       total, "step", lambda done, total, note: f"step {done}/{total} {note}",
       initial=start, every=None)
-  t_last, step_last = time.time(), start
+  t_last, step_last, waited = time.perf_counter(), start, 0.0
   try:
     with _stop_on_signals() as received:
       for step in range(start + 1, total + 1):
-        state, metrics = train_step(state, next_batch(), rng)
+        t_batch = time.perf_counter()
+        batch = next_batch()
+        waited += time.perf_counter() - t_batch
+        state, metrics = train_step(state, batch, rng)
         is_last = step == total
         progress.set(step)
         evaluate = step % config.train.eval_every == 0 or is_last
         if step % config.train.log_every == 0 or evaluate:
           record = {k: float(v) for k, v in jax.device_get(metrics).items()}
           saver.check_finite(state)
-          record["steps_per_s"] = (step - step_last) / max(time.time() - t_last, 1e-9)
+          elapsed = max(time.perf_counter() - t_last, 1e-9)
+          record["steps_per_s"] = (step - step_last) / elapsed
+          # The loop's share of the interval spent waiting for its next batch:
+          # near 1, the input pipeline sets the pace and the device idles.
+          record["input_wait"] = waited / elapsed
           record["lr"] = float(lr(step - 1))
           if evaluate:
             record.update(_validation(config, model, state, val_lams))
-          t_last, step_last = time.time(), step  # validation is not speed
+          t_last, step_last, waited = time.perf_counter(), step, 0.0  # validation is not speed
           writer.write(step, record)
           progress.note(f"{record['steps_per_s']:.2f} steps/s {writer_lib.summary(record)}")
         stop = _stop_everywhere(received)
