@@ -11,15 +11,17 @@
 # (training step and evaluate, float32 and bfloat16, with their cost),
 # pipeline (input_pipeline.py), profile (profile_step.py, with the optimized
 # HLO in $OUT/hlo), ablate (ablate_step.py, bfloat16, and the thin layer's
-# forms in float32), batches (the step at each of BATCHES), e2e; the default
-# is every part but ablate.
+# forms in float32), batches (the step at each of BATCHES), e2e, e2e64 (the
+# 64² recipe end to end with the card's clocks); the default is every part
+# but ablate and e2e64.
 #   EXTRA="--image_size=32 --grid=4 --iters=1 --repeats=1 --channels=8" \
 #     BATCHES="4" CONV_EXTRA="--size=32 --batch=4 --iters=2" \
 #     PROFILE_EXTRA="--image_size=32 --batch=2 --channels=8 --steps=1" \
 #     CEILINGS_EXTRA=--quick PIPELINE_EXTRA="--batches=5 --repeats=1" \
 #     ABLATE_EXTRA="--image_size=32 --batch=2 --channels=8 --iters=1 --rounds=1" \
 #     RECIPE=experiments/configs/pretrained_dc_tv_256.py:quick E2E_STEPS=4 \
-#     PARTS="conv ceilings step pipeline profile ablate batches e2e" \
+#     RECIPE64=experiments/configs/pretrained_dc_tv.py:quick E2E64_STEPS=4 \
+#     PARTS="conv ceilings step pipeline profile ablate batches e2e e2e64" \
 #     bash benchmarks/gpu_suite.sh              # a dry run on a CPU
 # BASE names a folder holding an older tree's hyperrecon_jax (e.g. `git
 # archive <commit> hyperrecon_jax | tar -x -C .gpu/base`): the same training
@@ -115,6 +117,26 @@ if part e2e && [ "$E2E_STEPS" != 0 ]; then
     >>"$OUT/stderr.log" 2>&1
   cp "$E2E_DIR/run/metrics.jsonl" "$OUT/e2e_metrics.jsonl"
   rm -rf "$E2E_DIR"
+fi
+# The faster first 1,000 steps at 64×64 (134–152, then 77–94 steps/s, one H100,
+# 2026-11-26), where the host sets the pace: the shipped 64² recipe alone for
+# E2E64_STEPS steps, logging every 250 with `input_wait` (the loop's share of
+# wall time spent waiting for its batch), and the card's clocks, power and
+# load twice a second beside it ($OUT/e2e64_clocks.csv).
+if part e2e64; then
+  E2E64_DIR=$(mktemp -d)
+  echo "+ train.py 64², ${E2E64_STEPS:-3000} steps ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu \
+    --format=csv -lms 500 >"$OUT/e2e64_clocks.csv" 2>/dev/null &
+  smi=$!
+  HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} python3 experiments/train.py \
+    --config="${RECIPE64:-experiments/configs/pretrained_dc_tv.py}" --workdir="$E2E64_DIR/run" \
+    --config.train.num_steps="${E2E64_STEPS:-3000}" --config.train.log_every=250 \
+    --config.train.eval_every=1000000 --config.train.checkpoint_every=1000000 \
+    >>"$OUT/stderr.log" 2>&1
+  kill "$smi" 2>/dev/null
+  cp "$E2E64_DIR/run/metrics.jsonl" "$OUT/e2e64_metrics.jsonl"
+  rm -rf "$E2E64_DIR"
 fi
 if [ "${FULL:-0}" = 1 ]; then
   run --sizes=unet --benchmarks=train_step,evaluate --order=lambda --dtype=float32 --dtype=bfloat16
