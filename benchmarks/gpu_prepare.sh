@@ -23,7 +23,7 @@ for p in manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux_2_24_x86_64 manyli
     manylinux_2_28_x86_64 manylinux_2_31_x86_64 manylinux_2_34_x86_64 manylinux_2_35_x86_64; do
   PLATFORMS+=(--platform "$p")
 done
-WHEELS=(ml_collections==1.1.0 dm_pix==0.4.5 nilearn==0.14.1 nibabel==5.4.2
+WHEELS=(ml_collections==1.1.0 nilearn==0.14.1 nibabel==5.4.2
   tensorflow-datasets==4.9.10 array-record==0.8.6 grain==0.2.18 dm-tree==0.1.10
   docstring-parser==0.18.0 googleapis-common-protos==1.76.0 immutabledict==4.3.1
   portpicker==1.6.0 simple-parsing==0.1.9 tensorflow-metadata==1.21.0 termcolor==3.3.0
