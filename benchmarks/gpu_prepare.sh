@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a device call on this machine (the one with the network): the
-# wheels the GPU machine's image lacks, and the embedded dataset at 256×256,
-# so that nothing there needs the network or nilearn's template.
+# wheels the GPU machine's image lacks, and the embedded dataset at 64×64 and
+# 256×256, so that nothing there needs the network or nilearn's template.
 #
 #   bash benchmarks/gpu_prepare.sh        # writes .whl/ and .gpu/data/ (ignored by git)
 #
@@ -14,7 +14,7 @@
 # are those of the development environment, for Python 3.12 on x86-64.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
-SIZES=${SIZES:-256}
+SIZES=${SIZES:-64 256}
 for entry in .whl .gpu; do
   grep -qx "/$entry/" .git/info/exclude 2>/dev/null || echo "/$entry/" >>.git/info/exclude
 done
