@@ -99,6 +99,21 @@ if part batches; then
     run --sizes=L --benchmarks=train_step --batch="$b" --dtype=bfloat16
   done
 fi
+# train_alone <name> <config> <steps> [flags...]: experiments/train.py alone,
+# logging every 250 steps, validating and checkpointing only at the end; its
+# metrics.jsonl back as $OUT/<name>_metrics.jsonl.
+train_alone() {
+  local name=$1 config=$2 steps=$3 dir
+  shift 3
+  dir=$(mktemp -d)
+  echo "+ train.py $config, $steps steps ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
+  HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} python3 experiments/train.py \
+    --config="$config" "$@" --workdir="$dir/run" --config.train.num_steps="$steps" \
+    --config.train.log_every=250 --config.train.eval_every=1000000 \
+    --config.train.checkpoint_every=1000000 >>"$OUT/stderr.log" 2>&1
+  cp "$dir/run/metrics.jsonl" "$OUT/${name}_metrics.jsonl"
+  rm -rf "$dir"
+}
 # End to end: the 256×256 recipe with HyperRecon-L's hypernetwork (d = 128),
 # its training step alone, then experiments/train.py alone on the card for
 # E2E_STEPS steps (1,500; 0 leaves this out), logging every 250 steps and
@@ -108,35 +123,19 @@ E2E_STEPS=${E2E_STEPS:-1500}
 if part e2e && [ "$E2E_STEPS" != 0 ]; then
   RECIPE=${RECIPE:-experiments/configs/pretrained_dc_tv_256.py}
   run --recipe="$RECIPE" --recipe.model.hyper_dim=128 --benchmarks=train_step --tag=e2e
-  E2E_DIR=$(mktemp -d)
-  echo "+ train.py $RECIPE, $E2E_STEPS steps ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
-  HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} python3 experiments/train.py \
-    --config="$RECIPE" --config.model.hyper_dim=128 --workdir="$E2E_DIR/run" \
-    --config.train.num_steps="$E2E_STEPS" --config.train.log_every=250 \
-    --config.train.eval_every=1000000 --config.train.checkpoint_every=1000000 \
-    >>"$OUT/stderr.log" 2>&1
-  cp "$E2E_DIR/run/metrics.jsonl" "$OUT/e2e_metrics.jsonl"
-  rm -rf "$E2E_DIR"
+  train_alone e2e "$RECIPE" "$E2E_STEPS" --config.model.hyper_dim=128
 fi
 # The faster first 1,000 steps at 64×64 (134–152, then 77–94 steps/s, one H100,
 # 2026-11-26), where the host sets the pace: the shipped 64² recipe alone for
-# E2E64_STEPS steps, logging every 250 with `input_wait` (the loop's share of
-# wall time spent waiting for its batch), and the card's clocks, power and
-# load twice a second beside it ($OUT/e2e64_clocks.csv).
+# E2E64_STEPS steps with `input_wait` (the loop's share of wall time spent
+# waiting for its batch) in $OUT/e2e64_metrics.jsonl, and the card's clocks,
+# power and load twice a second beside it ($OUT/e2e64_clocks.csv).
 if part e2e64; then
-  E2E64_DIR=$(mktemp -d)
-  echo "+ train.py 64², ${E2E64_STEPS:-3000} steps ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
   nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu \
     --format=csv -lms 500 >"$OUT/e2e64_clocks.csv" 2>/dev/null &
   smi=$!
-  HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} python3 experiments/train.py \
-    --config="${RECIPE64:-experiments/configs/pretrained_dc_tv.py}" --workdir="$E2E64_DIR/run" \
-    --config.train.num_steps="${E2E64_STEPS:-3000}" --config.train.log_every=250 \
-    --config.train.eval_every=1000000 --config.train.checkpoint_every=1000000 \
-    >>"$OUT/stderr.log" 2>&1
+  train_alone e2e64 "${RECIPE64:-experiments/configs/pretrained_dc_tv.py}" "${E2E64_STEPS:-3000}"
   kill "$smi" 2>/dev/null
-  cp "$E2E64_DIR/run/metrics.jsonl" "$OUT/e2e64_metrics.jsonl"
-  rm -rf "$E2E64_DIR"
 fi
 if [ "${FULL:-0}" = 1 ]; then
   run --sizes=unet --benchmarks=train_step,evaluate --order=lambda --dtype=float32 --dtype=bfloat16
