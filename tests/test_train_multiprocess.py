@@ -61,7 +61,8 @@ TIMEOUT = 600  # seconds, per launch
 # - OUT/batch.<id>.<n>.npy: the global batch of the n-th step of the launch,
 #   gathered from both processes after `sharded.global_batch` assembled it;
 # - STALL = 1: process 1 writes OUT/stalled instead of reading its first
-#   training batch, and waits there to be killed.
+#   training batch, and waits there to be killed; STALL = 2: it waits there
+#   until OUT/go exists, then reads the batch.
 _CHILD = r'''
 import os, runpy, sys, time
 import numpy as np
@@ -136,11 +137,16 @@ if stall and pid == 1:
       return it
 
     class Stalled:
+      waited = False
+
       def __next__(self):
-        with open(os.path.join(out, "stalled"), "w"):
-          pass
-        while True:
-          time.sleep(1)
+        if not self.waited:
+          with open(os.path.join(out, "stalled"), "w"):
+            pass
+          while stall == 1 or not os.path.exists(os.path.join(out, "go")):
+            time.sleep(0.05)
+          self.waited = True
+        return next(it)
 
       def set_state(self, state):
         it.set_state(state)
@@ -165,7 +171,7 @@ def _free_port() -> int:
 class _Pair:
   """The two processes of one launch, their logs and what the wrapper recorded."""
 
-  def __init__(self, tmp_path, name, workdir, flags, cache_dir, stall=False):
+  def __init__(self, tmp_path, name, workdir, flags, cache_dir, stall=0):
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
     self.out = tmp_path / name
@@ -176,7 +182,7 @@ class _Pair:
     for i in range(2):
       with open(self.out / f"process{i}.log", "w") as log:
         self.procs.append(subprocess.Popen(
-            [sys.executable, str(script), str(self.out), str(int(stall)), TRAIN, *flags,
+            [sys.executable, str(script), str(self.out), str(stall), TRAIN, *flags,
              f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
              f"--process_id={i}"],
             env=child_env(cache_dir), stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path)))
@@ -192,6 +198,15 @@ class _Pair:
     finally:
       self.kill()
     return [p.returncode for p in self.procs]
+
+  def wait_stalled(self):
+    """Returns once process 1 stalls at its first training batch."""
+    deadline = time.time() + TIMEOUT
+    stalled = self.out / "stalled"
+    while (not stalled.exists() and time.time() < deadline
+           and all(p.poll() is None for p in self.procs)):
+      time.sleep(0.05)
+    assert stalled.exists(), self.logs()
 
   def kill(self):
     for p in self.procs:
@@ -243,7 +258,7 @@ def _final_state(workdir, config):
 
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory, compilation_cache):
-  """Run P; then runs K and R next to the reference (one process).
+  """Run P; then runs K, R and S next to the reference (one process).
 
   The reference runs while K and R leave a core idle (process 1 stalls, then
   process 0 waits while process 1 compiles), not while both processes of run
@@ -267,14 +282,9 @@ def runs(data_dir, tmp_path_factory, compilation_cache):
     killed_dir = tmp_path / "k_run"
     shutil.copytree(pair.workdir, killed_dir)
     shutil.rmtree(killed_dir / "checkpoints" / "4")
-    killed = _Pair(tmp_path, "k", killed_dir, flags, compilation_cache, stall=True)
+    killed = _Pair(tmp_path, "k", killed_dir, flags, compilation_cache, stall=1)
     try:
-      deadline = time.time() + TIMEOUT
-      stalled = killed.out / "stalled"
-      while (not stalled.exists() and time.time() < deadline
-             and all(p.poll() is None for p in killed.procs)):
-        time.sleep(0.05)
-      assert stalled.exists(), killed.logs()
+      killed.wait_stalled()
       # The lock while both processes hold the run: process 0's, and only one.
       with open(killed_dir / workdir_lib.LOCK_FILE) as f:
         lock_pid = json.load(f)["pid"]
@@ -292,6 +302,18 @@ def runs(data_dir, tmp_path_factory, compilation_cache):
     relaunched = _Pair(tmp_path, "r", killed_dir, flags, compilation_cache)
     relaunched_codes = relaunched.wait()
     assert relaunched_codes == [0, 0], relaunched.logs()
+
+    signalled_dir = tmp_path / "s_run"
+    shutil.copytree(pair.workdir, signalled_dir)
+    shutil.rmtree(signalled_dir / "checkpoints" / "4")
+    signalled = _Pair(tmp_path, "s", signalled_dir, flags, compilation_cache, stall=2)
+    try:
+      signalled.wait_stalled()
+      signalled.procs[1].send_signal(signal.SIGTERM)
+      (signalled.out / "go").touch()
+      signalled_codes = signalled.wait()
+    finally:
+      signalled.kill()
     assert reference.wait(timeout=TIMEOUT) == 0, (tmp_path / "one_process.log").read_text()
   finally:
     if reference.poll() is None:
@@ -299,7 +321,9 @@ def runs(data_dir, tmp_path_factory, compilation_cache):
       reference.wait()
   return dict(config=config, pair=pair, workdir=pair.workdir, reference_dir=str(reference_dir),
               killed=killed, killed_codes=killed_codes, relaunched=relaunched,
-              resumed_dir=str(killed_dir), lock_pid=lock_pid, busy=busy)
+              resumed_dir=str(killed_dir), lock_pid=lock_pid, busy=busy,
+              signalled=signalled, signalled_codes=signalled_codes,
+              signalled_dir=str(signalled_dir))
 
 
 def test_incomplete_process_flags_are_one_error_line(tmp_path):
@@ -415,7 +439,8 @@ def test_two_processes_train_like_one_process(runs):
 
 
 def test_process_0_alone_writes_the_run_files_and_both_write_checkpoints(runs):
-  launches = {"P": runs["pair"], "K": runs["killed"], "R": runs["relaunched"]}
+  launches = {"P": runs["pair"], "K": runs["killed"], "R": runs["relaunched"],
+              "S": runs["signalled"]}
   for name, pair in launches.items():
     assert pair.writes(1) == [], (name, pair.writes(1))
   written = {line.split(" ", 1)[1] for line in runs["pair"].writes(0)}
@@ -461,3 +486,34 @@ def test_resume_after_killing_one_process_is_exact(runs):
   for got_record, want_record in zip(records, read_metrics(runs["workdir"])):
     for key in ("loss", "grad_norm"):
       assert got_record[key] == want_record[key], (got_record["step"], key)
+
+
+# --- a signal to one process ----------------------------------------------------------
+
+
+def test_signal_to_one_process_stops_both_at_one_step_with_its_checkpoint(runs):
+  """SIGTERM to process 1 in step 3 of run S (resumed from step 2, 4 steps).
+
+  Both processes stop at step 4 (`sharded.LaggedVote`: the vote of step 3 is
+  read in step 4), each exits as interrupted, and the checkpoint they saved
+  there is the uninterrupted run's, bit for bit.
+  """
+  signalled = runs["signalled"]
+  assert runs["signalled_codes"] == [130, 130], signalled.logs()
+  assert "stopped by a signal to another process at step 4" in signalled.log(0), signalled.logs()
+  assert f"stopped by signal {int(signal.SIGTERM)} at step 4" in signalled.log(1), signalled.logs()
+  for i in range(2):
+    shards = os.path.join(runs["signalled_dir"], "checkpoints", "4", "state",
+                          f"ocdbt.process_{i}")
+    assert os.path.isdir(shards) and os.listdir(shards), i
+  got = _final_state(runs["signalled_dir"], runs["config"])
+  want = _final_state(runs["workdir"], runs["config"])
+  assert got.step == want.step == 4
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want.state),
+                          jax.tree_util.tree_leaves(got.state)):
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=jax.tree_util.keystr(path))
+
+
+def test_lagged_vote_returns_the_previous_steps_outcome():
+  vote = sharded.LaggedVote(sharded.data_mesh())
+  assert [vote(flag) for flag in (False, True, False, False)] == [False, False, True, False]

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import numpy as np
 
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import compilation
@@ -59,20 +58,6 @@ def _stop_on_signals():
   finally:
     for s, h in old.items():
       signal.signal(s, h)
-
-
-def _stop_everywhere(received) -> bool:
-  """Whether any process of the run received SIGINT/SIGTERM by this step.
-
-  The processes of a multi-process run must save the same checkpoint and stop
-  at the same step (a save is a collective), but a signal reaches each of them
-  at its own moment, so they agree once per step, at the cost of one small
-  collective per step. One process alone needs no agreement.
-  """
-  if jax.process_count() == 1:
-    return bool(received)
-  from jax.experimental import multihost_utils
-  return bool(np.any(multihost_utils.process_allgather(np.int32(bool(received)))))
 
 
 def device_memory() -> tuple[int, str]:
@@ -168,7 +153,8 @@ def train_and_evaluate(config, workdir: str):
     CheckpointError: every checkpoint is damaged (the trainer moved them to
       ``checkpoints.damaged``; a rerun starts again from step 0, with a
       warning).
-    Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step).
+    Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step;
+      a run of several processes stops one step later, `sharded.stop_agreement`).
   """
   configuration.check_config(config)
   if config.train.distributed and not jax.distributed.is_initialized():
@@ -224,7 +210,7 @@ def _train(config, workdir, mesh, operator, owner):
     return _steps(config, model, state, start, train_step,
                   lambda: sharded.global_batch(next(train_iter), batch_sharding,
                                        int(config.train.batch_size)),
-                  saver, writer, val_lams)
+                  saver, writer, val_lams, sharded.stop_agreement(mesh))
   finally:
     writer.close()
     saver.close()
@@ -299,7 +285,8 @@ class _Saver:
     self._mngr.close()
 
 
-def _steps(config, model, state, start, train_step, next_batch, saver, writer, val_lams):
+def _steps(config, model, state, start, train_step, next_batch, saver, writer, val_lams,
+           stop_agreed):
   """Steps ``start + 1 … num_steps``: log, validate, checkpoint, stop on a signal."""
   total = int(config.train.num_steps)
   rng, lr = streams.key(int(config.train.seed), "train"), state_lib.learning_rate(config)
@@ -331,7 +318,7 @@ def _steps(config, model, state, start, train_step, next_batch, saver, writer, v
           t_last, step_last, waited = time.perf_counter(), step, 0.0  # validation is not speed
           writer.write(step, record)
           progress.note(f"{record['steps_per_s']:.2f} steps/s {writer_lib.summary(record)}")
-        stop = _stop_everywhere(received)
+        stop = stop_agreed(bool(received))
         if step % config.train.checkpoint_every == 0 or is_last or stop:
           saver.save(state, step)
         if stop:  # after logging, so the resumed log has no gap

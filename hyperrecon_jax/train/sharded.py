@@ -6,8 +6,13 @@ sharded over the mesh, so a run trains on the same batches whatever the number
 of processes.
 """
 
+from collections.abc import Callable
+
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from hyperrecon_jax.train import configuration
@@ -93,3 +98,49 @@ def train_batches(config, sharding):
   batch_size = int(config.train.batch_size)
   return data.batches(config.data, "train", batch_size=batch_size, seed=int(config.train.seed),
                       shard=process_shard(sharding, batch_size), labels=False)
+
+
+def stop_agreement(mesh: Mesh) -> Callable[[bool], bool]:
+  """How the processes of a run agree to stop on a signal, e.g. a scheduler's SIGTERM.
+
+  The processes must save the same checkpoint and stop at the same step (a
+  save is a collective), but a signal reaches each of them at its own moment.
+  One process alone needs no agreement: it stops at the step its signal
+  arrived in. Several vote every step (`LaggedVote`) and stop one step later.
+
+  Args:
+    mesh: the run's device mesh.
+
+  Returns:
+    A function called once per step with whether this process has received a
+    signal; it returns whether the run stops at this step, the same on every
+    process.
+  """
+  return bool if jax.process_count() == 1 else LaggedVote(mesh)
+
+
+class LaggedVote:
+  """Whether any process has received a signal, agreed one step late.
+
+  Each step, every process casts its flag into a small all-reduce, and reads
+  the outcome of the previous step's. Reading this step's outcome would wait
+  for the step just dispatched (the collective runs after it on the device),
+  so the host could no longer read the next batch and dispatch the next step
+  while the devices compute. Read one step late, the outcome is already there.
+  A signal thus stops the run at the step after the one it arrived in: at
+  most one more step's work.
+  """
+
+  def __init__(self, mesh: Mesh):
+    self._flags = NamedSharding(mesh, P("data"))
+    self._size, self._local = mesh.size, len(mesh.local_devices)
+    # int32 rather than bool: CPU collectives (gloo) reduce numbers.
+    self._any = jax.jit(jnp.max, out_shardings=NamedSharding(mesh, P()))
+    self._cast = None
+
+  def __call__(self, received: bool) -> bool:
+    """Casts this step's flag; returns the previous step's outcome (False at the first)."""
+    local = np.full((self._local,), int(bool(received)), np.int32)
+    cast = self._any(jax.make_array_from_process_local_data(self._flags, local, (self._size,)))
+    previous, self._cast = self._cast, cast
+    return previous is not None and bool(previous)
