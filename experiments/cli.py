@@ -64,7 +64,7 @@ def parse_flags(argv):
       raise
     print(f"error: {where}", file=sys.stderr)
   except Exception as e:  # noqa: BLE001 (a config file can raise anything)
-    where = _config_file_error(e, argv)
+    where = _config_file_error(e, argv) or _unloaded_config_file(e)
     if where is None and not isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
       raise
     if where is None:
@@ -149,6 +149,25 @@ def _failed_config_file(values) -> str | None:
     if type(value).__name__ == "_ErrorConfig":
       return _flag_error(object.__getattribute__(value, "_error"))
   return None
+
+
+def _unloaded_config_file(error) -> str | None:
+  """Why the config file could not be loaded, if that is what ``error`` comes from; else None.
+
+  A ``--config.x.y=v`` override of a file that did not load raises from the
+  failed load, as the cause (or context) of ``error``.
+  """
+  chain = []
+  while error is not None and len(chain) < 10:
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  if not any("failure to load" in str(e) or "Failed loading config file" in str(e)
+             for e in chain):
+    return None
+  for e in chain:  # ml_collections' message with the path, or the OSError of the file
+    if "Failed loading config file" in str(e) or (isinstance(e, OSError) and e.filename):
+      return _flag_error(e)
+  return _flag_error(chain[0])
 
 
 def _config_file_error(error, argv) -> str | None:

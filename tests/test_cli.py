@@ -114,6 +114,23 @@ def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["train", "baselines"])
+@pytest.mark.parametrize("what, pattern", [
+    ("missing", r"cannot load the config file .*missing\.py: No such file or directory"),
+    ("folder", r"cannot load the config file .*folder: Is a directory"),
+])
+def test_a_config_file_that_does_not_load_is_one_error_line_with_overrides(
+    env, tmp_path, name, what, pattern):
+  """With a --config.x.y override too: it reached the failed file and two tracebacks."""
+  (tmp_path / "folder").mkdir()
+  config = tmp_path / ("missing.py" if what == "missing" else "folder")
+  extra = ["--lambdas=0,1"] if name == "baselines" else []
+  proc = run(env, name, f"--config={config}", f"--workdir={tmp_path / 'run'}",
+             "--config.train.num_steps=2", *extra)
+  assert_one_error_line(proc, pattern)
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_config_argument_the_file_does_not_take_is_named(env, tmp_path):
   config = tmp_path / "plain.py"
   config.write_text("import ml_collections\ndef get_config():\n  return "
