@@ -51,15 +51,24 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def parse_lambdas(text: str, num_lambdas: int):
   """``--lambdas`` as a list of λ tuples (`hparams.parse_lambdas`, or ``rays:P``)."""
+  import math
+
   from hyperrecon_jax import errors
   from hyperrecon_jax import hparams
-  if text.strip().startswith("rays:"):
+  from hyperrecon_jax.train import baselines
+  form, _, number = text.strip().partition(":")
+  if form == "grid" and number.strip().isdigit():  # counted before it is built
+    baselines.check_count(int(number) ** num_lambdas, f"--lambdas={text}")
+  if form == "rays":
     try:
-      partitions = int(text.strip()[5:])
+      partitions = int(number)
     except ValueError:
       raise errors.InputError(f"--lambdas={text}: rays:P needs an integer P") from None
     if partitions < 1:
       raise errors.InputError(f"--lambdas={text}: P must be ≥ 1")
+    # Das–Dennis: the points of K coefficients in steps of 1/P.
+    baselines.check_count(math.comb(partitions + num_lambdas, num_lambdas),
+                          f"--lambdas={text}")
     lam = hparams.lambdas_from_coefficients(hparams.das_dennis(partitions, num_lambdas + 1))
     # Ratios such as 1/3 read back as typed in the stored config.
     return [tuple(round(float(v), 6) for v in row) for row in lam]

@@ -262,6 +262,7 @@ def define_distributed_flags():
           "distributed", False, "Join a multi-process run whose coordinator, size and "
           "process number JAX finds itself (Slurm, Open MPI, TPU); also "
           "--config.train.distributed=true."))
+  flags.register_validator("coordinator", _check_coordinator)
   flags.register_multi_flags_validator(
       ["num_processes", "process_id"],
       lambda f: (f["num_processes"] is None) == (f["process_id"] is None)
@@ -269,6 +270,24 @@ def define_distributed_flags():
       message="give --num_processes and --process_id together, with --process_id < "
       "--num_processes")
   return holders
+
+
+def _check_coordinator(value) -> bool:
+  """``--coordinator`` is HOST:PORT with a port in 1–65535 (JAX crashed on anything else).
+
+  Raises:
+    flags.ValidationError: naming the value.
+  """
+  from absl import flags
+  if value is None:
+    return True
+  host, _, port = value.rpartition(":")
+  if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+    # absl names the flag and its value before this.
+    raise flags.ValidationError(
+        "expected HOST:PORT with a port 1-65535, the address of process 0, e.g. "
+        "10.0.0.1:12345 or [::1]:12345")
+  return True
 
 
 def join_processes(holders, distributed: bool = False) -> bool:

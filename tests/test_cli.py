@@ -196,11 +196,23 @@ def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flags, pa
     ("grid:1", "N must be ≥ 2"),
     ("0,2", r"each λ needs 1 values in \[0, 1\]"),
     ("0,0", "repeats a λ"),
+    # Counted before they are built: 10⁸ λ had run out of memory after 85 s.
+    ("grid:100000000", "gives 100,000,000 λ, more than 10,000: each is a whole Unet"),
+    ("rays:20000", "gives 20,001 λ, more than 10,000"),
 ])
 def test_bad_baseline_lambdas_are_one_error_line(env, tmp_path, value, pattern):
   proc = run(env, "baselines", f"--config={DEMO}", f"--workdir={tmp_path / 'b'}",
              f"--lambdas={value}")
   assert_one_error_line(proc, pattern)
+  assert not (tmp_path / "b").exists()
+
+
+def test_baselines_outside_a_multi_process_launch_refuse_distributed(env, tmp_path):
+  """It raised JAX's "coordinator_address should be defined" with a traceback."""
+  proc = run(env, "baselines", f"--config={DEMO}", f"--workdir={tmp_path / 'b'}",
+             "--lambdas=0,1", "--config.train.distributed=true")
+  assert_one_error_line(proc, r"config\.train\.distributed=True, but this process cannot "
+                              r"join a multi-process run \(.*coordinator_address")
   assert not (tmp_path / "b").exists()
 
 

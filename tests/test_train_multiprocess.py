@@ -326,6 +326,21 @@ def runs(data_dir, tmp_path_factory, compilation_cache):
               signalled_dir=str(signalled_dir))
 
 
+@pytest.mark.parametrize("address", ["notahostport", "localhost:abc", "localhost:99999"])
+def test_a_bad_coordinator_is_one_error_line(tmp_path, address):
+  """JAX failed on these with an IndexError, a segmentation fault, or not at all."""
+  proc = subprocess.run(
+      [sys.executable, TRAIN, f"--config={DEMO}", f"--workdir={tmp_path / 'run'}",
+       f"--coordinator={address}", "--num_processes=2", "--process_id=0"],
+      env=child_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120,
+      cwd=REPO, check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and f"--coordinator={address}: expected HOST:PORT" in errors[0], (
+      proc.stderr[-3000:])
+  assert not (tmp_path / "run").exists()
+
+
 def test_incomplete_process_flags_are_one_error_line(tmp_path):
   proc = subprocess.run(
       [sys.executable, TRAIN, f"--config={DEMO}", f"--workdir={tmp_path / 'run'}",

@@ -34,6 +34,10 @@ from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import trained
 
 RESULT_FILE = "baselines.json"
+# Unets one stack may hold: each is a whole Unet trained in the one program,
+# and a stack far below this already outgrows a device (`loop.check_memory`);
+# the count is refused before its λ are built.
+MAX_UNETS = 10_000
 
 
 def one_hot_lambda(k: int, num_terms: int) -> tuple[float, ...]:
@@ -64,6 +68,20 @@ def one_hot_lambda(k: int, num_terms: int) -> tuple[float, ...]:
 def one_hot_lambdas(num_terms: int) -> list[tuple[float, ...]]:
   """The λ of the single-term Unets that define the loss scales, in term order."""
   return [one_hot_lambda(k, num_terms) for k in range(num_terms)]
+
+
+def check_count(count: int, what: str = "") -> None:
+  """Raises ``InputError`` for a stack of more than `MAX_UNETS` Unets.
+
+  Args:
+    count: the number of λ, one Unet each.
+    what: how the λ were given (e.g. ``--lambdas=grid:1000``), for the message.
+  """
+  if count > MAX_UNETS:
+    given = f"{what} gives" if what else "the stack has"
+    raise errors.InputError(
+        f"{given} {count:,} λ, more than {MAX_UNETS:,}: each is a whole Unet trained in one "
+        "program; give fewer")
 
 
 def stack_config(config, lambdas, *, loss_scales=None):
@@ -208,6 +226,7 @@ def train_baselines(config, workdir: str, lambdas=None, *,
 
   Raises:
     ConfigError: an impossible config, or a workdir holding another run.
+    InputError: more than `MAX_UNETS` λ.
     ValueError: a loss scale is not a positive finite number.
   """
   names = tuple(config.losses)
@@ -215,6 +234,7 @@ def train_baselines(config, workdir: str, lambdas=None, *,
     raise configuration.ConfigError(
         f"config.losses={names} has one term: baselines need 2 or more terms")
   lambdas = one_hot_lambdas(len(names)) if lambdas is None else lambdas
+  check_count(len(lambdas))
   c = stack_config(config, lambdas, loss_scales=loss_scales)
   loop_lib.train_and_evaluate(c, workdir)  # returns at once when finished
   c, model, variables, step = trained.load_trained(workdir)

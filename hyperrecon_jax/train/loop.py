@@ -161,7 +161,14 @@ def train_and_evaluate(config, workdir: str):
     # The scripts join the run before anything else (experiments/train.py);
     # this is for a library caller on Slurm, Open MPI or TPU, where JAX finds
     # its arguments itself.
-    jax.distributed.initialize()
+    try:
+      jax.distributed.initialize()
+    except (RuntimeError, ValueError) as e:
+      raise configuration.ConfigError(
+          f"config.train.distributed=True, but this process cannot join a multi-process run "
+          f"({' '.join(str(e).split())}): launch every "
+          "process under Slurm, Open MPI or on a TPU, where JAX finds the run; or, with "
+          "experiments/train.py, give --coordinator, --num_processes and --process_id") from e
   # Only process 0 writes the run's own files, so only it probes the folder.
   workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES,
                            write_probe=workdir_lib.is_primary())
