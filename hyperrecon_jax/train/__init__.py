@@ -18,6 +18,7 @@ from hyperrecon_jax.train.configuration import num_lambdas
 from hyperrecon_jax.train.loop import Interrupted
 from hyperrecon_jax.train.loop import NonFiniteLossError
 from hyperrecon_jax.train.loop import check_memory
+from hyperrecon_jax.train.loop import check_step_memory
 from hyperrecon_jax.train.loop import train_and_evaluate
 from hyperrecon_jax.train.state import TrainState
 from hyperrecon_jax.train.state import build_model
@@ -34,8 +35,8 @@ from hyperrecon_jax.train.trained import load_trained
 
 __all__ = [
     "ConfigError", "Interrupted", "NonFiniteLossError", "TrainState", "build_model",
-    "check_config", "check_memory", "create_state", "describe_model", "from_stored",
-    "learning_rate",
+    "check_config", "check_memory", "check_step_memory", "create_state", "describe_model",
+    "from_stored", "learning_rate",
     "load_config", "load_trained", "make_train_step", "memory_floor", "num_coeffs",
     "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate", "unstack",
     "validation_lambdas",
