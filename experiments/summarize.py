@@ -10,7 +10,8 @@ normalized on one scale, `hyperrecon_jax.pareto`), the size of its Pareto
 set, the best mean PSNR and the PSNR range over the design, the mean PSNR at
 each vertex of the simplex (each term alone) with that vertex's Unet beside
 it, and the weight spread along each vertex direction
-(`hyperrecon_jax.train.spread`). Nothing is written.
+(`hyperrecon_jax.train.spread`) of the checkpoint the report scored. Nothing
+is written.
 """
 
 import json
@@ -27,6 +28,7 @@ flags.mark_flag_as_required("workdirs")
 
 
 def _row(workdir: str) -> str:
+  from hyperrecon_jax import checkpoints
   from hyperrecon_jax import errors
   from hyperrecon_jax import train
   from hyperrecon_jax.train import spread
@@ -45,7 +47,16 @@ def _row(workdir: str) -> str:
   if "pareto" not in result:
     raise errors.InputError(f"{path}: a grid report; summarize needs a design "
                             "(--config.eval.samples=N)")
-  config, model, variables, step = train.load_trained(workdir)
+  # The weight spreads of the checkpoint the report scored, not of a newer one.
+  reported = result.get("checkpoint_step")
+  try:
+    config, model, variables, step = train.load_trained(
+        workdir, None if reported is None else int(reported))
+  except checkpoints.CheckpointError as e:
+    if reported is None:
+      raise
+    raise errors.InputError(f"{path} scored checkpoint step {reported}: {e}; evaluate the "
+                            "run again") from None
   spreads = spread.direction_spreads(model, variables["params"], tuple(config.losses))
   try:
     return _format(workdir, result, config, step, spreads)

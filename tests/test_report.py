@@ -6,6 +6,8 @@ checkpoint, which is all `report.run` reads. The embedded dataset is built at
 """
 
 import os
+import subprocess
+import sys
 
 import configs
 import jax
@@ -327,6 +329,23 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   assert g["indices"][0] == int(np.argmax(row))
   assert all(row[i] >= row.max() - config_k4.eval.gallery_tolerance_db for i in g["indices"])
   assert len(set(g["indices"])) == len(g["indices"]) <= config_k4.eval.gallery_size
+
+  # summarize.py's weight spreads are the scored checkpoint's, not a newer one's.
+  from hyperrecon_jax import checkpoints
+  from hyperrecon_jax.train import spread
+  mngr = checkpoints.manager(path)
+  checkpoints.save(mngr, 2, train.create_state(config_k4, model, jax.random.key(5)), {},
+                   config_k4)
+  mngr.close()
+  proc = subprocess.run(
+      [sys.executable, os.path.join(loop_support.REPO, "experiments", "summarize.py"),
+       f"--workdirs={path}"], env=loop_support.child_env(tmp_path / "cache"),
+      capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  row = [cell.strip() for cell in proc.stdout.splitlines()[-1].split("|")]
+  spreads = spread.direction_spreads(model, variables["params"], tuple(names))
+  assert row[4] == "1", row  # the report's step, where the newest is 2
+  assert row[10] == " / ".join(f"{spreads[f'weight_spread_{n}']:.3f}" for n in names), row
 
 
 def test_the_split_gallery_compares_the_same_slices_at_its_good_lambdas(workdir, config,
