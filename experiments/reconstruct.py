@@ -96,15 +96,13 @@ def main(argv):
   with cli.user_errors():
     kind = scans.input_kind(_INPUT.value)
     paths = outputs.output_paths(kind, _OUTPUT.value, _SAVE_INPUT.value)
-    if os.path.isdir(_INPUT.value):
-      raise errors.InputError(f"{_INPUT.value} is a folder; give one scan file")
-    if not os.path.isfile(_INPUT.value):
-      raise errors.InputError(f"{_INPUT.value}: no such file")
+    scans.check_file(_INPUT.value)
     outputs.check_outputs(paths, _OVERWRITE.value, source=_INPUT.value)  # before any work
     config, model, variables, step, name = cli.load_model(
         _WORKDIR.value, _PRETRAINED.value, _STEP.value)
     if not config.model.hyper_dim:
-      raise errors.InputError(f"{name} is a plain Unet (one λ): reconstruct needs HyperRecon")
+      raise errors.InputError(f"{name} is {train.describe_model(config)}: reconstruct needs "
+                              "a HyperRecon model")
     flag, text = _lambda_flag()
     lambdas = reconstruct.parse_lambdas(text, train.num_lambdas(config), flag=flag)
     scan = scans.read_input(_INPUT.value, config, axis=_AXIS.value)

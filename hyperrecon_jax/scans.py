@@ -151,6 +151,14 @@ def input_kind(path: str) -> str:
   raise errors.InputError(f"{path}: not a NIfTI (.nii, .nii.gz) or fastMRI (.h5) file")
 
 
+def check_file(path: str) -> None:
+  """Raises ``InputError`` unless ``path`` is a file: a folder and a missing file named as such."""
+  if os.path.isdir(path):
+    raise errors.InputError(f"{path} is a folder; give one scan file")
+  if not os.path.isfile(path):
+    raise errors.InputError(f"{path}: no such file")
+
+
 def read_input(path: str, config, *, axis=None) -> Scan:
   """Reads a NIfTI volume or a fastMRI ``.h5`` file as the model's slices.
 
@@ -171,8 +179,7 @@ def read_input(path: str, config, *, axis=None) -> Scan:
       foreground (the message names the file).
   """
   kind = input_kind(path)
-  if not os.path.isfile(path):
-    raise errors.InputError(f"{path}: no such file")
+  check_file(path)
   if kind == "nifti":
     return _read_nifti(path, config, axis)
   if axis is not None:

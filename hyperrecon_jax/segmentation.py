@@ -247,8 +247,20 @@ def train(data_config, *, num_classes: int, channels: int, steps: int, batch_siz
 def settings(config) -> dict:
   """`train`'s settings from an experiment config: its ``segmenter`` section,
   ``train.batch_size`` and ``train.seed``; ``segmenter.channels`` 0 means the
-  model's ``model.channels``."""
+  model's ``model.channels``.
+
+  Raises:
+    InputError: a ``segmenter`` field out of range, named as the config field.
+  """
   s = config.segmenter
+  for field, value, low in (("channels", s.channels, 0), ("steps", s.steps, 1)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+      raise errors.InputError(f"config.segmenter.{field} must be an integer ≥ {low}, "
+                              f"got {value!r}")
+  if isinstance(s.lr, bool) or not (isinstance(s.lr, (int, float)) and np.isfinite(s.lr)
+                                     and s.lr > 0):
+    raise errors.InputError(f"config.segmenter.lr must be a positive finite number, "
+                            f"got {s.lr!r}")
   return {"channels": int(s.channels or config.model.channels), "steps": int(s.steps),
           "lr": float(s.lr), "batch_size": int(config.train.batch_size),
           "seed": int(config.train.seed)}

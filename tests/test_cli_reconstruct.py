@@ -268,6 +268,26 @@ def test_mistakes_are_one_error_line_before_any_model_work(env, tmp_path, case):
   assert not os.path.exists(out)
 
 
+def test_a_stack_of_unets_is_named_as_what_it_is(env, workdir_k4, tmp_path):
+  """It was called "a plain Unet (one λ)"; and a folder given as the input is named."""
+  from hyperrecon_jax import train
+  from hyperrecon_jax.train import baselines
+  config, _, _, _ = train.load_trained(workdir_k4)
+  stack = loop_support.save_untrained(
+      baselines.stack_config(config, [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0)]), str(tmp_path / "stack"))
+  path, out = str(tmp_path / "scan.nii.gz"), str(tmp_path / "recon.nii.gz")
+  nib.save(nib.Nifti1Image(disk_volume((40, 40, 3), (0, 1)), np.eye(4)), path)
+  proc = run(env, "reconstruct", f"--workdir={stack}", f"--input={path}", f"--output={out}",
+             "--lam=0.5:0.5:0.5")
+  assert_one_error_line(proc, r"stack is a stack of 2 per-λ Unets \(experiments/baselines\.py\), "
+                              r"each trained at its own λ: reconstruct needs a HyperRecon model")
+  os.mkdir(tmp_path / "folder.nii.gz")
+  proc = run(env, "reconstruct", f"--workdir={stack}", f"--input={tmp_path / 'folder.nii.gz'}",
+             f"--output={out}", "--lam=0.5:0.5:0.5")
+  assert_one_error_line(proc, r"folder\.nii\.gz is a folder; give one scan file")
+  assert not os.path.exists(out)
+
+
 def test_evaluate_names_a_missing_baselines_folder(env, tmp_path):
   missing = str(tmp_path / "missing")
   flag = f"--config.evals.baselines.workdir={missing}"

@@ -67,6 +67,13 @@ def test_a_model_name_is_what_a_user_can_type(name, tmp_path):
   pretrained.check_new_name("x" * 100, str(tmp_path))
 
 
+def test_an_export_folder_that_is_a_file_is_named(tmp_path):
+  """It had been "[Errno 17] File exists" from the export's makedirs."""
+  (tmp_path / "afile").write_text("x")
+  with pytest.raises(ValueError, match=r"afile is a file: export into a folder"):
+    pretrained.check_new_name("model", str(tmp_path / "afile"))
+
+
 def test_an_export_that_fails_leaves_no_model_folder(run_a, tmp_path):
   seen = []
 

@@ -234,7 +234,9 @@ def test_baselines_that_are_a_file_or_a_segmenter_are_named(workdir, tmp_path):
       report.run(workdir, out=str(tmp_path / "out"),
                  overrides={"evals.baselines.workdir": str(path)}, progress=False)
   with pytest.raises(FileNotFoundError, match=r"holds a segmenter \(experiments/segmenter\.py\), "
-                                              r"not a training run"):
+                                              r"not a training run: evaluate\.py takes it as "
+                                              r"--config\.evals\.lambda_set\.segmenter, "
+                                              r"explore\.py as --segmenter"):
     report.run(str(tmp_path / "seg"), out=str(tmp_path / "out"), progress=False)
   assert not (tmp_path / "out").exists()
 

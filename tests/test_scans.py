@@ -68,6 +68,15 @@ def test_the_input_kind_is_the_file_name_s():
     scans.input_kind("scan.mha")
 
 
+def test_a_folder_or_a_missing_file_is_named_as_such(tmp_path):
+  """A folder named like a scan had been "no such file" for the explorer."""
+  (tmp_path / "scan.nii.gz").mkdir()
+  with pytest.raises(ValueError, match=r"scan\.nii\.gz is a folder; give one scan file"):
+    scans.read_input(str(tmp_path / "scan.nii.gz"), data_config(32))
+  with pytest.raises(ValueError, match=r"gone\.h5: no such file"):
+    scans.read_input(str(tmp_path / "gone.h5"), data_config(32))
+
+
 def test_read_input_cuts_the_template_as_the_data_pipeline(data_dir):
   from hyperrecon_jax import data
   config = data_config(32, name="mni152", data_dir=data_dir)

@@ -194,6 +194,17 @@ def test_the_settings_come_from_the_config_segmenter_section():
       "batch_size": config.train.batch_size, "seed": config.train.seed}
   config.segmenter.channels = 3
   assert segmentation.settings(config)["channels"] == 3
+  # Named as the config fields a user sets (the library's names were "steps", "lr").
+  for field, value, message in (("steps", 0, r"config\.segmenter\.steps must be an integer "
+                                                r"≥ 1, got 0"),
+                                ("channels", -1, r"config\.segmenter\.channels must be an "
+                                                 r"integer ≥ 0, got -1"),
+                                ("lr", float("inf"), r"config\.segmenter\.lr must be a "
+                                                     r"positive finite number, got inf")):
+    bad = config.copy_and_resolve_references()
+    bad.segmenter[field] = value
+    with pytest.raises(ValueError, match=message):
+      segmentation.settings(bad)
 
 
 class _Scale(nn.Module):

@@ -162,6 +162,8 @@ def check_new_name(name: str, folder: str = FOLDER) -> None:
     raise errors.InputError(
         f"a model's name is up to {MAX_NAME} letters, digits, '.', '_' and '-', starting "
         f"with a letter or digit; got {name!r}")
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise errors.InputError(f"{folder} is a file: export into a folder (new or existing)")
   path = os.path.join(folder, name)
   if os.path.lexists(path):
     what = "is already shipped" if name in names(folder) else "exists and is no model"

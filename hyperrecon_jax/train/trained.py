@@ -79,7 +79,8 @@ def load_trained(workdir: str, step: int | None = None, *,
     if os.path.isfile(os.path.join(workdir, "segmenter.json")):
       raise FileNotFoundError(
           f"{workdir!r} holds a segmenter (experiments/segmenter.py), not a training run: "
-          "a report takes it as --config.evals.lambda_set.segmenter")
+          "evaluate.py takes it as --config.evals.lambda_set.segmenter, explore.py as "
+          "--segmenter")
     raise FileNotFoundError(
         f"{where} holds no checkpoint: train first (experiments/train.py)"
         if os.path.isdir(workdir) else
