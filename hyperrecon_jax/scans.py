@@ -387,7 +387,7 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   except common.DataError as err:
     raise errors.InputError(f"{path}: {err}") from None
   volume = np.clip(data / scale, 0.0, 1.0)
-  positive = int(np.count_nonzero(data > 0))
+  positive = int(np.count_nonzero(slicing.positive_voxels(data)))
   warnings = _scale_warning(positive, percentile) + _clipping_warnings(data, scale, positive)
   del data
   foreground = volume > slicing.FOREGROUND_THRESHOLD

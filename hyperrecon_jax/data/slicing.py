@@ -52,14 +52,28 @@ def normalize_percentile(volume: np.ndarray, percentile: float) -> np.ndarray:
   return np.clip(volume / scale, 0.0, 1.0).astype(np.float32)
 
 
+# Voxels at or below this fraction of a volume's maximum are background, not
+# "positive": a file that stores intensities as raw·slope + intercept reads
+# back its zero background as float32 rounding (1e-7 of a scale of 200),
+# which had counted as positive and moved the percentile.
+POSITIVE_FRACTION = 1e-6
+
+
+def positive_voxels(volume: np.ndarray) -> np.ndarray:
+  """The mask of a volume's positive voxels: above `POSITIVE_FRACTION` of its maximum."""
+  volume = np.asarray(volume, np.float32)
+  peak = float(volume.max()) if volume.size else 0.0
+  return volume > POSITIVE_FRACTION * max(peak, 0.0)
+
+
 def percentile_scale(volume: np.ndarray, percentile: float) -> float:
-  """The intensity `normalize_percentile` maps to 1.
+  """The intensity `normalize_percentile` maps to 1: a percentile of the `positive_voxels`.
 
   Raises:
     DataError: when the volume has no positive voxel.
   """
   volume = np.asarray(volume, np.float32)
-  positive = volume[volume > 0]
+  positive = volume[positive_voxels(volume)]
   if positive.size == 0:
     raise common.DataError("the volume has no positive voxel")
   return float(np.percentile(positive, percentile))
