@@ -139,7 +139,7 @@ def test_some_labels_missing(tmp_path):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
 
 
-@pytest.mark.parametrize("kind", ["garbage", "2d", "label_shape"])
+@pytest.mark.parametrize("kind", ["garbage", "2d", "label_shape", "label_axes"])
 def test_bad_file_is_named(tmp_path, kind):
   rng = np.random.default_rng(4)
   for i in range(3):
@@ -147,11 +147,18 @@ def test_bad_file_is_named(tmp_path, kind):
     _save(image, tmp_path / f"s{i}.nii.gz")
     if kind == "label_shape":
       _save(label[:, :, :5] if i == 1 else label, tmp_path / f"s{i}_seg.nii.gz")
+    if kind == "label_axes":
+      # The image's voxels under a header whose first axis points left: it was
+      # turned to RAS mirrored against its image.
+      affine = np.diag([-1.0, 1.0, 1.0, 1.0]) if i == 1 else np.eye(4)
+      nib.save(nib.Nifti1Image(label, affine), str(tmp_path / f"s{i}_seg.nii.gz"))
   if kind == "garbage":
     (tmp_path / "s1.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
   elif kind == "2d":
     _save(np.ones((8, 8), np.float32), tmp_path / "s1.nii.gz")
-  bad = "s1_seg.nii.gz" if kind == "label_shape" else "s1.nii.gz"
+  bad = "s1_seg.nii.gz" if kind.startswith("label") else "s1.nii.gz"
+  if kind == "label_axes":
+    bad += r": its voxel axes point LAS, those of the image .*s1\.nii\.gz RAS"
   with pytest.raises(hr.data.DataError, match=bad):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
 

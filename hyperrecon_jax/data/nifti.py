@@ -104,13 +104,14 @@ def _load(path: str, what: str):
 def _check_header(manual_dir: str, image_rel: str, label_rel: str | None):
   """Checks the headers (not the voxels) of an image and its label volume."""
   nib = common.require("nibabel")
-  shapes = []
+  shapes, axes = [], []
   for rel, what in ((image_rel, "image"), (label_rel, "label volume")):
     if rel is None:
       continue
     path = os.path.join(manual_dir, rel)
     try:
-      shape = tuple(nib.load(path).shape)
+      header = nib.load(path)
+      shape, codes = tuple(header.shape), "".join(nib.aff2axcodes(header.affine))
     except Exception as err:  # nibabel raises many types for bad files.
       raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
     if len(shape) == 4 and shape[3] == 1:
@@ -118,10 +119,22 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None):
     if len(shape) != 3:
       raise common.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
     shapes.append(shape)
-  if len(shapes) == 2 and shapes[0] != shapes[1]:
+    axes.append(codes)
+  if len(shapes) < 2:
+    return
+  label_path, image_path = (os.path.join(manual_dir, r) for r in (label_rel, image_rel))
+  if shapes[0] != shapes[1]:
     raise common.DataError(
-        f"{os.path.join(manual_dir, label_rel)}: label shape {shapes[1]} differs "
-        f"from the image shape {shapes[0]} of {os.path.join(manual_dir, image_rel)}.")
+        f"{label_path}: label shape {shapes[1]} differs from the image shape {shapes[0]} "
+        f"of {image_path}.")
+  # Each volume is turned to RAS by its own header. A label on the image's
+  # voxels but with a differently oriented header would come out mirrored or
+  # transposed against the image, with no error.
+  if axes[0] != axes[1]:
+    raise common.DataError(
+        f"{label_path}: its voxel axes point {axes[1]}, those of the image {image_path} "
+        f"{axes[0]}; a label must be on the image's voxel grid: save it with the image's "
+        "header (affine).")
 
 
 def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percentile: float):

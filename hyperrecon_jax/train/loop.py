@@ -226,34 +226,38 @@ def _train(config, workdir, mesh, operator, owner):
   train_iter = sharded.train_batches(config, batch_sharding)
   if data_state:
     train_iter.set_state(data_state)
-  batch_size = int(config.train.batch_size)
-  next_batch = lambda: sharded.global_batch(next(train_iter), batch_sharding, batch_size)
-  first = next_batch()
-  # Compiled before the run's files are written: a step that cannot fit is
-  # refused with nothing written.
-  train_step = jax.jit(
-      step_lib.make_train_step(config, model, operator),
-      in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0,
-      compiler_options=compilation.training_options()).lower(
-          state, first, streams.key(int(config.train.seed), "train")).compile()
-  check_step_memory(config, train_step)
-  if owner:
-    workdir_lib.write_text(os.path.join(workdir, "config.json"),
-                           config.to_json(indent=2))
-  batches = itertools.chain([first], iter(next_batch, None))
-  # A plain Unet has one λ, the one it trains at; a stack one per Unet.
-  val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
-              if config.model.hyper_dim else
-              list(state_lib.stack_lambdas(model)) or [tuple(config.hparams.fixed)])
-  saver = _Saver(config, workdir, model, operator, val_lams, train_iter)
-  writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
-  try:
-    return _steps(config, model, state, start, train_step,
-                  lambda: next(batches), saver, writer, val_lams, sharded.stop_agreement(mesh))
-  finally:
-    writer.close()
-    saver.close()
+  # From the first batch on, a signal (during the compilation too) stops the
+  # run after its next step, with a checkpoint.
+  with _stop_on_signals() as received:
+    batch_size = int(config.train.batch_size)
+    next_batch = lambda: sharded.global_batch(next(train_iter), batch_sharding, batch_size)
+    first = next_batch()
+    # Compiled before the run's files are written: a step that cannot fit is
+    # refused with nothing written.
+    train_step = jax.jit(
+        step_lib.make_train_step(config, model, operator),
+        in_shardings=(replicated, batch_sharding, replicated),
+        out_shardings=(replicated, replicated), donate_argnums=0,
+        compiler_options=compilation.training_options()).lower(
+            state, first, streams.key(int(config.train.seed), "train")).compile()
+    check_step_memory(config, train_step)
+    if owner:
+      workdir_lib.write_text(os.path.join(workdir, "config.json"),
+                             config.to_json(indent=2))
+    batches = itertools.chain([first], iter(next_batch, None))
+    # A plain Unet has one λ, the one it trains at; a stack one per Unet.
+    val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
+                if config.model.hyper_dim else
+                list(state_lib.stack_lambdas(model)) or [tuple(config.hparams.fixed)])
+    saver = _Saver(config, workdir, model, operator, val_lams, train_iter)
+    writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
+    try:
+      return _steps(config, model, state, start, train_step,
+                    lambda: next(batches), saver, writer, val_lams, received,
+                    sharded.stop_agreement(mesh))
+    finally:
+      writer.close()
+      saver.close()
 
 
 def _start(config, workdir, model, replicated, owner):
@@ -326,7 +330,7 @@ class _Saver:
 
 
 def _steps(config, model, state, start, train_step, next_batch, saver, writer, val_lams,
-           stop_agreed):
+           received, stop_agreed):
   """Steps ``start + 1 … num_steps``: log, validate, checkpoint, stop on a signal."""
   total = int(config.train.num_steps)
   rng, lr = streams.key(int(config.train.seed), "train"), state_lib.learning_rate(config)
@@ -335,37 +339,36 @@ def _steps(config, model, state, start, train_step, next_batch, saver, writer, v
       initial=start, every=None)
   t_last, step_last, waited = time.perf_counter(), start, 0.0
   try:
-    with _stop_on_signals() as received:
-      for step in range(start + 1, total + 1):
-        t_batch = time.perf_counter()
-        batch = next_batch()
-        waited += time.perf_counter() - t_batch
-        state, metrics = train_step(state, batch, rng)
-        is_last = step == total
-        progress.set(step)
-        evaluate = step % config.train.eval_every == 0 or is_last
-        if step % config.train.log_every == 0 or evaluate:
-          record = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          saver.check_finite(state)
-          elapsed = max(time.perf_counter() - t_last, 1e-9)
-          record["steps_per_s"] = (step - step_last) / elapsed
-          # The loop's share of the interval spent waiting for its next batch:
-          # near 1, the input pipeline sets the pace and the device idles.
-          record["input_wait"] = waited / elapsed
-          record["lr"] = float(lr(step - 1))
-          if evaluate:
-            record.update(_validation(config, model, state, val_lams))
-          t_last, step_last, waited = time.perf_counter(), step, 0.0  # validation is not speed
-          writer.write(step, record)
-          progress.note(f"{record['steps_per_s']:.2f} steps/s {writer_lib.summary(record)}")
-        stop = stop_agreed(bool(received))
-        if step % config.train.checkpoint_every == 0 or is_last or stop:
-          saver.save(state, step)
-        if stop:  # after logging, so the resumed log has no gap
-          by = f"signal {received[0]}" if received else "a signal to another process"
-          raise Interrupted(
-              f"stopped by {by} at step {step}; a checkpoint "
-              f"was saved — rerun the same command to resume.")
+    for step in range(start + 1, total + 1):
+      t_batch = time.perf_counter()
+      batch = next_batch()
+      waited += time.perf_counter() - t_batch
+      state, metrics = train_step(state, batch, rng)
+      is_last = step == total
+      progress.set(step)
+      evaluate = step % config.train.eval_every == 0 or is_last
+      if step % config.train.log_every == 0 or evaluate:
+        record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        saver.check_finite(state)
+        elapsed = max(time.perf_counter() - t_last, 1e-9)
+        record["steps_per_s"] = (step - step_last) / elapsed
+        # The loop's share of the interval spent waiting for its next batch:
+        # near 1, the input pipeline sets the pace and the device idles.
+        record["input_wait"] = waited / elapsed
+        record["lr"] = float(lr(step - 1))
+        if evaluate:
+          record.update(_validation(config, model, state, val_lams))
+        t_last, step_last, waited = time.perf_counter(), step, 0.0  # validation is not speed
+        writer.write(step, record)
+        progress.note(f"{record['steps_per_s']:.2f} steps/s {writer_lib.summary(record)}")
+      stop = stop_agreed(bool(received))
+      if step % config.train.checkpoint_every == 0 or is_last or stop:
+        saver.save(state, step)
+      if stop:  # after logging, so the resumed log has no gap
+        by = f"signal {received[0]}" if received else "a signal to another process"
+        raise Interrupted(
+            f"stopped by {by} at step {step}; a checkpoint "
+            f"was saved — rerun the same command to resume.")
   finally:
     progress.close()
   return state
