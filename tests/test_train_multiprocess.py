@@ -256,6 +256,13 @@ def _final_state(workdir, config):
     mngr.close()
 
 
+def _from_step_2(pair, path):
+  """A copy of run P's workdir without its last checkpoint: a launch there resumes at step 2."""
+  shutil.copytree(pair.workdir, path)
+  shutil.rmtree(path / "checkpoints" / "4")
+  return path
+
+
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory, compilation_cache):
   """Run P; then runs K, R and S next to the reference (one process).
@@ -279,9 +286,7 @@ def runs(data_dir, tmp_path_factory, compilation_cache):
         env=child_env(compilation_cache), stdout=log, stderr=subprocess.STDOUT,
         cwd=str(tmp_path))
   try:
-    killed_dir = tmp_path / "k_run"
-    shutil.copytree(pair.workdir, killed_dir)
-    shutil.rmtree(killed_dir / "checkpoints" / "4")
+    killed_dir = _from_step_2(pair, tmp_path / "k_run")
     killed = _Pair(tmp_path, "k", killed_dir, flags, compilation_cache, stall=1)
     try:
       killed.wait_stalled()
@@ -303,9 +308,7 @@ def runs(data_dir, tmp_path_factory, compilation_cache):
     relaunched_codes = relaunched.wait()
     assert relaunched_codes == [0, 0], relaunched.logs()
 
-    signalled_dir = tmp_path / "s_run"
-    shutil.copytree(pair.workdir, signalled_dir)
-    shutil.rmtree(signalled_dir / "checkpoints" / "4")
+    signalled_dir = _from_step_2(pair, tmp_path / "s_run")
     signalled = _Pair(tmp_path, "s", signalled_dir, flags, compilation_cache, stall=2)
     try:
       signalled.wait_stalled()
