@@ -132,8 +132,8 @@ for run in $RUNS baselines; do
   [ -f "$W/$run/metrics.jsonl" ] || { echo "$run: no metrics.jsonl"; continue; }
   python3 - "$W/$run/metrics.jsonl" <<'PY'
 import json, statistics, sys
-rates = [r["steps_per_s"] for r in map(json.loads, open(sys.argv[1]))
-         if "steps_per_s" in r][1:]  # the first interval holds the compilation
+# train.py compiles its step before the loop: every interval is training.
+rates = [r["steps_per_s"] for r in map(json.loads, open(sys.argv[1])) if "steps_per_s" in r]
 if rates:
   print(f"{sys.argv[1]}: steps/s median {statistics.median(rates):.1f}, "
         f"max {max(rates):.1f} over {len(rates)} intervals")
