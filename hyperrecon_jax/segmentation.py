@@ -172,13 +172,22 @@ def _train_step(module, optimizer, num_classes):
   return step
 
 
+def _check_integer(name: str, value, low: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    raise errors.InputError(f"{name} must be an integer ≥ {low}, got {value!r}")
+
+
+def _check_rate(name: str, value) -> None:
+  if isinstance(value, bool) or not (isinstance(value, (int, float)) and np.isfinite(value)
+                                     and value > 0):
+    raise errors.InputError(f"{name} must be a positive finite number, got {value!r}")
+
+
 def _check_settings(num_classes, channels, steps, batch_size, lr):
   for name, value, low in (("num_classes", num_classes, 2), ("channels", channels, 1),
                            ("steps", steps, 1), ("batch_size", batch_size, 1)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-      raise errors.InputError(f"{name} must be an integer ≥ {low}, got {value!r}")
-  if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
-    raise errors.InputError(f"lr must be a positive finite number, got {lr!r}")
+    _check_integer(name, value, low)
+  _check_rate("lr", lr)
 
 
 def validation_dice(segmenter: Trained, data_config, split: str = "validation",
@@ -253,14 +262,9 @@ def settings(config) -> dict:
     InputError: a ``segmenter`` field out of range, named as the config field.
   """
   s = config.segmenter
-  for field, value, low in (("channels", s.channels, 0), ("steps", s.steps, 1)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-      raise errors.InputError(f"config.segmenter.{field} must be an integer ≥ {low}, "
-                              f"got {value!r}")
-  if isinstance(s.lr, bool) or not (isinstance(s.lr, (int, float)) and np.isfinite(s.lr)
-                                     and s.lr > 0):
-    raise errors.InputError(f"config.segmenter.lr must be a positive finite number, "
-                            f"got {s.lr!r}")
+  _check_integer("config.segmenter.channels", s.channels, 0)  # 0: the model's
+  _check_integer("config.segmenter.steps", s.steps, 1)
+  _check_rate("config.segmenter.lr", s.lr)
   return {"channels": int(s.channels or config.model.channels), "steps": int(s.steps),
           "lr": float(s.lr), "batch_size": int(config.train.batch_size),
           "seed": int(config.train.seed)}

@@ -97,7 +97,7 @@ def check_step_memory(config, compiled) -> None:
   reuse the donated state's buffers) and temporaries. `check_memory`'s bound
   leaves out the temporaries, which at a large batch dominate: at batch
   100,000 of the demo's ``:quick`` model the bound was 10.8 GiB and the step
-  needed 29 GiB.
+  needed 29.6 GiB.
 
   Args:
     config: the run's config.
