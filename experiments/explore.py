@@ -97,6 +97,9 @@ def main(argv):
                 if scan.kind == "nifti" else _INPUT.value)
       if np.any(scan.kept):  # the slices with enough foreground
         images, slices, numbers = images[scan.kept], slices[scan.kept], numbers[scan.kept]
+    elif _WORKDIR.value:
+      from hyperrecon_jax.data import split_record
+      split_record.check_unseen(_WORKDIR.value, config.data, _SPLIT.value)
     segmenter = None
     if _SEGMENTER.value is not None:
       from hyperrecon_jax import segmentation

@@ -51,6 +51,9 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     figures.check_out(os.path.abspath(out or os.path.join(workdir, "eval")))
   context = _load(workdir, pretrained, folder, out, step, progress)
   _apply(context.config, overrides)
+  if workdir is not None:
+    from hyperrecon_jax.data import split_record
+    split_record.check_unseen(workdir, context.config.data, context.split)
   if pretrained is not None:
     context.result["pretrained"] = pretrained
   else:

@@ -42,6 +42,8 @@ def load(path, config):
   if not os.path.isdir(checkpoints.checkpoint_dir(path)):
     raise errors.InputError(f"{setting} holds no checkpoint: train the per-λ Unets first "
                             f"(experiments/baselines.py --workdir={path})")
+  from hyperrecon_jax.data import split_record
+  split_record.check_unseen(path, config.data, str(config.eval.split))
   b_config, model, variables, step = train.load_trained(path)
   if not train.stack_lambdas(model):
     raise errors.InputError(f"{path} is not a run of per-λ baselines "

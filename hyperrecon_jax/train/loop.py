@@ -22,6 +22,7 @@ from hyperrecon_jax import physics
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.data import split_record
 from hyperrecon_jax.evaluators import validation
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import sharded
@@ -223,6 +224,11 @@ def _train(config, workdir, mesh, operator, owner):
   state, start, data_state = _start(config, workdir, model, replicated, owner)
   if start >= int(config.train.num_steps):
     return state
+  # Before anything is written: a run goes on with the splits it began with,
+  # and one that begins (again) at step 0 records them.
+  splits = split_record.current(config.data)
+  if start:
+    split_record.check_resume(workdir, splits)
   train_iter = sharded.train_batches(config, batch_sharding)
   if data_state:
     train_iter.set_state(data_state)
@@ -244,6 +250,9 @@ def _train(config, workdir, mesh, operator, owner):
     if owner:
       workdir_lib.write_text(os.path.join(workdir, "config.json"),
                              config.to_json(indent=2))
+      if splits is not None and start == 0:
+        workdir_lib.write_text(os.path.join(workdir, split_record.FILE),
+                               split_record.to_json(splits))
     batches = itertools.chain([first], iter(next_batch, None))
     # A plain Unet has one λ, the one it trains at; a stack one per Unet.
     val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))

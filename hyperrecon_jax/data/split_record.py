@@ -1,0 +1,154 @@
+"""The volumes of each split a run trained with, kept in its workdir.
+
+The `nifti` and `fastmri_knee` datasets assign whole volumes to splits with a
+seeded permutation of the folder's sorted files (`common.split_volumes`).
+Adding or removing a file rebuilds the dataset and draws another assignment, so
+a volume the run trained on can move into the test split, where its scores
+would silently measure training data. A run therefore records its splits when
+it starts (``data_splits.json``); resuming refuses a changed training or
+validation split, and evaluating refuses a split that shares a volume with the
+splits the run learned from. The `mni152` dataset is one embedded volume cut into fixed slice blocks
+(`hyperrecon_jax.data.mni152`), which no file changes, so nothing is recorded.
+
+A workdir written before this record existed has no ``data_splits.json``; it is
+evaluated as before, unchecked.
+"""
+
+import json
+import os
+
+from hyperrecon_jax.data import common
+
+FILE = "data_splits.json"
+BY_VOLUME = ("nifti", "fastmri_knee")
+# What the run looked at while training, per evaluated split: the training
+# split's volumes, and for the test split also the validation volumes that
+# chose the gradient scales and were watched during training.
+_LEARNED_FROM = {"train": (), "validation": ("train",), "test": ("train", "validation")}
+_SHOWN = 3  # volume names quoted in a message
+
+
+def current(data_config) -> dict | None:
+  """The volume names of every split of the dataset as it is built now.
+
+  Args:
+    data_config: the data config (builds the dataset if needed).
+
+  Returns:
+    ``{'dataset', 'manual_dir', 'splits': {split: [names]}}``, or None for a
+    dataset that is not split by volume.
+  """
+  name = common.check_name(common.field(data_config, "name"))
+  if name not in BY_VOLUME:
+    return None
+  from hyperrecon_jax.data import sources
+  return {"dataset": name,
+          "manual_dir": os.path.abspath(os.path.expanduser(
+              str(common.field(data_config, "manual_dir")))),
+          "splits": {split: [v.name for v in sources.volumes(data_config, split)]
+                     for split in common.SPLITS}}
+
+
+def read(workdir: str) -> dict | None:
+  """A workdir's record, or None when it has none.
+
+  Raises:
+    DataError: the file exists but is not a record (names it).
+  """
+  path = os.path.join(workdir, FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      record = json.load(f)
+    splits = record["splits"]
+    if not (isinstance(splits, dict) and all(
+        isinstance(splits.get(s), list) and all(isinstance(n, str) for n in splits[s])
+        for s in common.SPLITS)):
+      raise TypeError("'splits' must map train, validation and test to lists of names")
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise common.DataError(f"{path} cannot be read as the record of a run's data splits "
+                           f"({e}); restore it from a backup or move it away, which turns "
+                           "the check of evaluated splits off") from None
+  return record
+
+
+def to_json(record: dict) -> str:
+  return json.dumps(record, indent=2) + "\n"
+
+
+def check_resume(workdir: str, record: dict | None) -> None:
+  """Refuses to resume a run whose training or validation split has changed.
+
+  Args:
+    workdir: the run's folder.
+    record: `current` of the run's data config.
+
+  Raises:
+    DataError: the volumes of a split the run learns from differ from the
+      workdir's record (naming some that left and joined it).
+  """
+  stored = read(workdir)
+  if stored is None or record is None:
+    return
+  for split in ("train", "validation"):
+    before, now = set(stored["splits"][split]), set(record["splits"][split])
+    if before != now:
+      raise common.DataError(
+          f"the {split} split of {record['manual_dir']} is not the one the run in "
+          f"{workdir} began with ({_difference(before, now)}): files were added to or "
+          "removed from the folder, which assigns volumes to splits again, and the run "
+          f"would go on with other data. Restore the folder as it was "
+          f"({os.path.join(workdir, FILE)} lists every split's volumes) or train in a "
+          "new --workdir")
+
+
+def check_unseen(workdir: str, data_config, split: str) -> None:
+  """Refuses to score a split that holds volumes the workdir's run learned from.
+
+  The test split must share no volume with the recorded training and
+  validation splits, the validation split none with the training split.
+
+  Args:
+    workdir: the run's folder.
+    data_config: the data config of the evaluation.
+    split: the split to be scored.
+
+  Raises:
+    DataError: naming the split, how many of its volumes the run learned
+      from, a few of them, and what to do.
+  """
+  # An unknown split name is the caller's to refuse, with its own setting's name.
+  if not _LEARNED_FROM.get(split):
+    return
+  stored = read(workdir)
+  if stored is None:
+    return
+  record = current(data_config)
+  if record is None:
+    return
+  learned = {n for s in _LEARNED_FROM[split] for n in stored["splits"][s]}
+  seen = sorted(learned & set(record["splits"][split]))
+  if not seen:
+    return
+  raise common.DataError(
+      f"the {split} split of {record['manual_dir']} holds {len(seen)} of the volumes the "
+      f"run in {workdir} learned from ({_quote(seen)}), so its scores would measure "
+      "training data: files were added to or removed from the folder since training, which "
+      f"assigns volumes to splits again. Evaluate on the folder as it was "
+      f"({os.path.join(workdir, FILE)} lists every split's volumes)")
+
+
+def _quote(names) -> str:
+  names = sorted(names)
+  shown = ", ".join(names[:_SHOWN])
+  return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+
+
+def _difference(before: set, now: set) -> str:
+  parts = []
+  if before - now:
+    parts.append(f"{len(before - now)} left it: {_quote(before - now)}")
+  if now - before:
+    parts.append(f"{len(now - before)} joined it: {_quote(now - before)}")
+  return "; ".join(parts)

@@ -1,0 +1,179 @@
+"""Tests of the split record: a run never resumes on, or is scored on, reassigned volumes.
+
+A folder of six tiny NIfTI volumes, grown to seven: at the default fractions
+(0.7, 0.1, 0.2) and seed, that moves a training volume into the test split
+(`common.split_volumes`), the case the record exists for.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import loop_support
+import nibabel as nib
+import numpy as np
+import pytest
+
+from hyperrecon_jax import data
+from hyperrecon_jax import report
+from hyperrecon_jax import train
+from hyperrecon_jax.data import common
+from hyperrecon_jax.data import split_record
+from hyperrecon_jax.evaluators import baselines
+
+SHAPE = (20, 24, 16)
+
+
+def _write_volume(folder, index):
+  """A noisy ellipsoid with brain on 10 axial slices, as ``sub-<index>.nii.gz``."""
+  rng = np.random.default_rng(index)
+  x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in SHAPE), indexing="ij")
+  inside = x ** 2 / 0.8 + y ** 2 / 0.9 + z ** 2 < 0.8
+  inside[..., :3] = inside[..., 13:] = False
+  image = np.where(inside, 100.0 + rng.normal(0, 5, SHAPE), 0.0).astype(np.float32)
+  nib.save(nib.Nifti1Image(image, np.eye(4)), str(folder / f"sub-{index:02d}.nii.gz"))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+  """(six-volume folder, the same folder grown to seven, a data_dir for both)."""
+  six = tmp_path_factory.mktemp("six")
+  seven = tmp_path_factory.mktemp("seven")
+  for i in range(6):
+    _write_volume(six, i)
+    _write_volume(seven, i)
+  _write_volume(seven, 6)
+  return six, seven, str(tmp_path_factory.mktemp("tfds"))
+
+
+def _config(manual_dir, data_dir, **train_overrides):
+  config = loop_support.make_config(data_dir, **train_overrides)
+  config.data.update(name="nifti", manual_dir=str(manual_dir))
+  return config
+
+
+@pytest.fixture(scope="module")
+def records(folders):
+  six, seven, data_dir = folders
+  return (split_record.current(_config(six, data_dir).data),
+          split_record.current(_config(seven, data_dir).data))
+
+
+def _names(n):
+  return [f"sub-{i:02d}.nii.gz" for i in range(n)]
+
+
+def test_current_lists_the_volumes_of_every_split(records):
+  for record, n in zip(records, (6, 7)):
+    # The permutation of `split_volumes`, computed here from its definition.
+    expected = common.split_volumes(n, (0.7, 0.1, 0.2), 0)
+    assert record["dataset"] == "nifti"
+    assert record["splits"] == {s: [_names(n)[i] for i in expected[s]] for s in common.SPLITS}
+
+
+def test_the_grown_folder_moves_a_training_volume_into_test(records):
+  # The premise of the tests below; if the permutation changed, they would
+  # test nothing.
+  six, seven = records
+  assert set(six["splits"]["train"]) & set(seven["splits"]["test"])
+  assert six["splits"]["train"] != seven["splits"]["train"]
+
+
+def test_mni152_is_not_split_by_volume(data_dir):
+  assert split_record.current(loop_support.make_config(data_dir).data) is None
+
+
+def test_unseen_splits_pass_and_reassigned_volumes_are_refused(records, folders, tmp_path):
+  six, seven, data_dir = folders
+  (tmp_path / split_record.FILE).write_text(split_record.to_json(records[0]))
+  workdir = str(tmp_path)
+  for split in common.SPLITS:  # the folder it trained on
+    split_record.check_unseen(workdir, _config(six, data_dir).data, split)
+  moved = sorted(set(records[0]["splits"]["train"]) & set(records[1]["splits"]["test"]))
+  with pytest.raises(data.DataError) as err:
+    split_record.check_unseen(workdir, _config(seven, data_dir).data, "test")
+  message = str(err.value)
+  assert f"the test split of {seven} holds {len(moved)} of the volumes" in message
+  assert all(name in message for name in moved), message
+  assert os.path.join(workdir, split_record.FILE) in message
+  # Scoring the training split is the caller's choice; nothing to check.
+  split_record.check_unseen(workdir, _config(seven, data_dir).data, "train")
+
+
+def test_validation_volumes_count_as_learned_from_for_the_test_split(records, folders, tmp_path):
+  six, _, data_dir = folders
+  record = json.loads(split_record.to_json(records[0]))
+  test_volume = record["splits"]["test"][0]
+  record["splits"]["validation"].append(test_volume)
+  (tmp_path / split_record.FILE).write_text(json.dumps(record))
+  with pytest.raises(data.DataError, match=f"holds 1 of the volumes .*{test_volume}"):
+    split_record.check_unseen(str(tmp_path), _config(six, data_dir).data, "test")
+  split_record.check_unseen(str(tmp_path), _config(six, data_dir).data, "validation")
+
+
+def test_resume_is_refused_when_a_split_it_learns_from_changed(records, tmp_path):
+  (tmp_path / split_record.FILE).write_text(split_record.to_json(records[0]))
+  split_record.check_resume(str(tmp_path), records[0])
+  split_record.check_resume(str(tmp_path), None)  # not split by volume
+  left = sorted(set(records[0]["splits"]["train"]) - set(records[1]["splits"]["train"]))
+  assert left
+  with pytest.raises(data.DataError, match=rf"the train split of .* is not the one .* "
+                                           rf"\({len(left)} left it: {left[0]}"):
+    split_record.check_resume(str(tmp_path), records[1])
+
+
+def test_no_record_checks_nothing_and_a_damaged_one_is_named(records, folders, tmp_path):
+  _, seven, data_dir = folders
+  split_record.check_unseen(str(tmp_path), _config(seven, data_dir).data, "test")
+  split_record.check_resume(str(tmp_path), records[1])
+  path = tmp_path / split_record.FILE
+  for text in ("{not json", '{"splits": {"train": ["a"]}}', '{"splits": {"train": [1], '
+               '"validation": [], "test": []}}'):
+    path.write_text(text)
+    with pytest.raises(data.DataError, match=rf"{path} cannot be read as the record"):
+      split_record.check_unseen(str(tmp_path), _config(seven, data_dir).data, "test")
+
+
+def test_per_lambda_baselines_are_held_to_their_own_record(records, folders, tmp_path):
+  six, seven, data_dir = folders
+  stack = tmp_path / "stack"
+  (stack / "checkpoints").mkdir(parents=True)
+  (stack / split_record.FILE).write_text(split_record.to_json(records[0]))
+  with pytest.raises(data.DataError, match=rf"learned from .*{stack}"):
+    baselines.load(str(stack), _config(seven, data_dir))
+
+
+def test_a_run_records_its_splits_and_is_guarded_by_them(records, folders, tmp_path,
+                                                         compilation_cache):
+  six, _, data_dir = folders
+  folder = tmp_path / "scans"  # the user's folder, which grows after training
+  shutil.copytree(six, folder)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_config(folder, data_dir, num_steps=2, eval_every=2), workdir)
+  with open(os.path.join(workdir, split_record.FILE)) as f:
+    recorded = json.load(f)
+  assert recorded["splits"] == records[0]["splits"]
+  assert recorded["manual_dir"] == str(folder)
+  _write_volume(folder, 6)
+  moved = set(records[0]["splits"]["train"]) & set(records[1]["splits"]["test"])
+  # Resuming on the grown folder is refused with the workdir as it was.
+  before = loop_support.snapshot(workdir)
+  with pytest.raises(data.DataError, match="the train split of .* is not the one"):
+    train.train_and_evaluate(_config(folder, data_dir, num_steps=4, eval_every=2), workdir)
+  assert loop_support.snapshot(workdir) == before
+  # A report of its test split is refused before it writes anything.
+  message = f"holds {len(moved)} of the volumes the run in {workdir} learned from"
+  with pytest.raises(data.DataError, match=message):
+    report.run(workdir, progress=False)
+  assert loop_support.snapshot(workdir) == before
+  # And so is the explorer of its test split, in one line.
+  proc = subprocess.run(
+      [sys.executable, os.path.join(loop_support.REPO, "experiments", "explore.py"),
+       f"--workdir={workdir}", "--port=0"],
+      env=loop_support.child_env(compilation_cache), capture_output=True, text=True,
+      timeout=120, check=False)
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
