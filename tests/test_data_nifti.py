@@ -196,3 +196,28 @@ def test_non_finite_voxels_fail_the_build(tmp_path, kind):
   assert not list((tmp_path / "tfds").glob("nifti/*/*"))
   write(broken=False)  # Fixed: the next run builds.
   assert sum(hr.data.num_examples(cfg, s) for s in hr.data.SPLITS) == 3 * len(BRAIN_Z)
+
+
+def test_splits_that_would_be_empty_are_refused_by_name(tmp_path):
+  rng = np.random.default_rng(6)
+  for i in range(3):
+    image, _ = _volume(rng)
+    _save(image, tmp_path / f"s{i}.nii.gz")
+  with pytest.raises(hr.errors.InputError, match=r"split_fractions must be three positive "
+                                                 r"numbers .*got \(0\.8, 0\.0, 0\.2\)"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds", split_fractions=(0.8, 0.0, 0.2)))
+  # Three volumes give one to each split, whatever the fractions; two cannot.
+  (tmp_path / "s2.nii.gz").unlink()
+  with pytest.raises(hr.data.DataError, match=rf"{tmp_path} holds 2 volumes, too few .* "
+                                              "give 1 to validation and 1 to test and "
+                                              "leave 0 for training"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+  _save(image, tmp_path / "s2.nii.gz")
+  # Every slice of every volume below the foreground threshold: TFDS would
+  # fail on its first empty split with an AssertionError.
+  with pytest.raises(hr.data.DataError, match=r"the train split of nifti .* would hold no "
+                                              r"slice: .*data\.min_foreground=0\.99"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds", min_foreground=0.99))
+  assert not list((tmp_path / "tfds").glob("nifti/*/*"))
+  cfg = _config(tmp_path, tmp_path / "tfds")
+  assert [len(hr.data.volumes(cfg, s)) for s in hr.data.SPLITS] == [1, 1, 1]

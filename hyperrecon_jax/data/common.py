@@ -113,12 +113,21 @@ def axis_name(axis) -> str:
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-  """Validates (train, validation, test) fractions that sum to one."""
-  fractions = tuple(float(f) for f in fractions)
-  if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+  """Validates (train, validation, test) fractions: positive, summing to one.
+
+  Every split is used (training learns from train and validates on
+  validation, evaluation scores test), and TFDS writes no empty split.
+  """
+  try:
+    fractions = tuple(float(f) for f in fractions)
+  except (TypeError, ValueError):
+    fractions = None
+  if (fractions is None or len(fractions) != 3 or not min(fractions) > 0
+      or abs(sum(fractions) - 1) > 1e-6):
     raise errors.InputError(
-        "split_fractions must be three non-negative numbers (train, "
-        f"validation, test) that sum to 1; got {fractions}.")
+        "split_fractions must be three positive numbers (train, validation, test) "
+        "that sum to 1, since training validates and evaluation tests; got "
+        f"{fractions if fractions is not None else 'something else'}.")
   return fractions
 
 
@@ -151,30 +160,36 @@ def fingerprint(root: str, relpaths: Sequence[str]) -> str:
   return digest({"files": entries})
 
 
-def split_volumes(num: int, fractions: Sequence[float], seed: int) -> dict[str, list[int]]:
+def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
+                  where: str = "the dataset") -> dict[str, list[int]]:
   """Assigns volume indices 0..num-1 to splits with a seeded permutation.
 
-  Validation and test get ``round(num * fraction)`` volumes each, at least one
-  when their fraction is positive and there are three or more volumes; the
-  training split gets the rest.
+  Validation and test get ``round(num * fraction)`` volumes each, at least
+  one; the training split gets the rest, which must be one or more.
 
   Args:
     num: number of volumes.
     fractions: (train, validation, test) fractions.
     seed: seed of the permutation, so the split is reproducible.
+    where: the volumes' folder, for the error message.
 
   Returns:
     Sorted volume indices per split name.
+
+  Raises:
+    DataError: the volumes cannot give every split one (fewer than three, or
+      fractions that leave none for training).
   """
   _, f_val, f_test = check_fractions(fractions)
   order = np.random.default_rng(seed).permutation(num)
-  n_val = int(round(num * f_val))
-  n_test = int(round(num * f_test))
-  if num >= 3:
-    n_val = max(n_val, 1 if f_val > 0 else 0)
-    n_test = max(n_test, 1 if f_test > 0 else 0)
-  n_val = min(n_val, num)
-  n_test = min(n_test, num - n_val)
+  n_val = max(int(round(num * f_val)), 1)
+  n_test = max(int(round(num * f_test)), 1)
+  if num - n_val - n_test < 1:
+    raise DataError(
+        f"{where} holds {num} volume{'s' * (num != 1)}, too few for split_fractions "
+        f"{tuple(float(f) for f in fractions)}: they give {n_val} to validation and "
+        f"{n_test} to test and leave {max(num - n_val - n_test, 0)} for training, and "
+        "every split needs one. Add volumes or change --config.data.split_fractions")
   return {
       "validation": sorted(int(i) for i in order[:n_val]),
       "test": sorted(int(i) for i in order[n_val:n_val + n_test]),

@@ -226,7 +226,8 @@ class FastmriKnee(builder_lib.SliceBuilder, skip_registration=True):
     for rel in files:  # Fail before writing anything if a file is bad.
       inspect(os.path.join(cfg.manual_dir, rel))
     assignment = common.split_volumes(
-        len(files), cfg.settings["split_fractions"], cfg.settings["split_seed"])
+        len(files), cfg.settings["split_fractions"], cfg.settings["split_seed"],
+        where=cfg.manual_dir)
     return {split: [builder_lib.VolumeSpec(i, files[i], os.path.join(cfg.manual_dir, files[i]))
                     for i in ids]
             for split, ids in assignment.items()}

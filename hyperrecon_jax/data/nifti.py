@@ -211,7 +211,8 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
     for pair in pairs:  # Fail before writing anything if a header is bad.
       _check_header(cfg.manual_dir, *pair)
     assignment = common.split_volumes(
-        len(pairs), cfg.settings["split_fractions"], cfg.settings["split_seed"])
+        len(pairs), cfg.settings["split_fractions"], cfg.settings["split_seed"],
+        where=cfg.manual_dir)
     return {split: [builder_lib.VolumeSpec(i, pairs[i][0], pairs[i]) for i in ids]
             for split, ids in assignment.items()}
 

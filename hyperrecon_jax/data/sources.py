@@ -17,6 +17,7 @@ import functools
 import importlib
 import operator
 import os
+import re
 from typing import NamedTuple
 
 from hyperrecon_jax.data import common
@@ -155,6 +156,18 @@ def prepare(data_config):
         b = make_builder(data_config)
         if not b.is_prepared():
           raise
+      except AssertionError as err:
+        empty = re.search(r'split "(\w+)": No examples were yielded', str(err))
+        if not empty:
+          raise
+        # TFDS writes no empty split; every volume of this one lost all its
+        # slices to the foreground threshold.
+        raise common.DataError(
+            f"the {empty.group(1)} split of {common.field(data_config, 'name')} "
+            f"{common.field(data_config, 'manual_dir')} would hold no slice: no slice of "
+            "its volumes has the foreground fraction data.min_foreground="
+            f"{common.field(data_config, 'min_foreground')}; lower it, or check that the "
+            "volumes hold images") from None
   for split in common.SPLITS:  # Every build writes all three.
     if split not in b.info.splits:
       raise _damaged(info_path, f"lists no {split!r} split", b.data_dir)
