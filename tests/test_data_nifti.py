@@ -221,3 +221,24 @@ def test_splits_that_would_be_empty_are_refused_by_name(tmp_path):
   assert not list((tmp_path / "tfds").glob("nifti/*/*"))
   cfg = _config(tmp_path, tmp_path / "tfds")
   assert [len(hr.data.volumes(cfg, s)) for s in hr.data.SPLITS] == [1, 1, 1]
+
+
+def test_a_volume_rewritten_in_place_at_the_same_size_builds_again(tmp_path):
+  rng = np.random.default_rng(7)
+  images = [_volume(rng)[0] for _ in range(3)]
+  for i, image in enumerate(images):
+    _save(image, tmp_path / f"s{i}.nii")  # uncompressed: the size is the shape's
+  cfg = _config(tmp_path, tmp_path / "tfds")
+  first = hr.data.make_builder(cfg).data_dir
+  def every_slice():
+    return np.stack([ex["image"] for s in hr.data.SPLITS for ex in hr.data.load_split(cfg, s)])
+
+  before = every_slice()
+  path = tmp_path / "s0.nii"
+  size, mtime = path.stat().st_size, path.stat().st_mtime_ns
+  _save(images[0][::-1].copy(), path)  # processed again: other voxels, same shape
+  os.utime(path, ns=(mtime + 10**9, mtime + 10**9))  # a later write, whatever the clock
+  assert path.stat().st_size == size
+  assert hr.data.make_builder(cfg).data_dir != first
+  after = every_slice()
+  assert before.shape == after.shape and not np.array_equal(before, after)

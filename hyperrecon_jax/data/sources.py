@@ -4,7 +4,7 @@ The first use of a configuration builds it into
 ``<data_dir>/<dataset>/<config name>/<version>/`` (TFDS prints a progress bar);
 later uses read that folder. The config name is a readable prefix plus a hash
 of every setting that changes the data (and, for manual datasets, of the input
-files' names and sizes), e.g. ``mni152/s256_axial_1a2b3c4d5e/1.0.0``.
+files' names, sizes and modification times), e.g. ``mni152/s256_axial_1a2b3c4d5e/1.0.0``.
 
 A built dataset damaged later (a truncated, overwritten or deleted file) is
 reported as a `DataError` that names the file and the folder to delete; the
