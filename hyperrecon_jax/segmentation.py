@@ -36,6 +36,7 @@ from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import metrics
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.data import split_record
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models.unet import UnetBody
 from hyperrecon_jax.models.unet import conv_specs
@@ -249,6 +250,7 @@ def train(data_config, *, num_classes: int, channels: int, steps: int, batch_siz
   info = {"format": FORMAT, "num_classes": num_classes, "channels": channels,
           "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
           "data": json.loads(data_config.to_json()),
+          "data_splits": split_record.current(data_config),
           "validation_dice": validation_dice(trained, data_config)}
   return trained._replace(info=info)
 
@@ -336,8 +338,19 @@ def load(directory: str) -> Trained:
   return Trained(module, jax.tree_util.tree_map(jnp.asarray, variables), info)
 
 
-def check_data(segmenter: Trained, data_config, where: str) -> None:
-  """Raises ValueError unless the segmenter was trained on this dataset's images."""
+def check_data(segmenter: Trained, data_config, where: str, split: str | None = None) -> None:
+  """Refuses a segmenter trained on other images, or on volumes of ``split``.
+
+  Args:
+    segmenter: a loaded segmenter.
+    data_config: the data config of the slices it is to label.
+    where: the model the Dice scores belong to, for the message.
+    split: the split it is to label; its volumes must not be ones the
+      segmenter trained on (`split_record`: a folder that grew since).
+
+  Raises:
+    InputError: naming the differing data fields, or the volumes.
+  """
   mine = segmenter.info["data"]
   theirs = json.loads(data_config.to_json())
   # The images' kind and scale, and the splits: a segmenter trained on other
@@ -347,6 +360,10 @@ def check_data(segmenter: Trained, data_config, where: str) -> None:
   if diffs:
     raise errors.InputError(f"the segmenter was trained on other images than {where}: "
                             + "; ".join(diffs))
+  if split is not None:
+    split_record.check_record(segmenter.info.get("data_splits"), data_config, split,
+                              learner="the segmenter",
+                              listed_in=f"the segmenter's {INFO_FILE}")
 
 
 def log_to_stderr(step: int, loss: float) -> None:

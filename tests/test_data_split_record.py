@@ -18,6 +18,7 @@ import pytest
 
 from hyperrecon_jax import data
 from hyperrecon_jax import report
+from hyperrecon_jax import segmentation
 from hyperrecon_jax import train
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import split_record
@@ -143,6 +144,27 @@ def test_per_lambda_baselines_are_held_to_their_own_record(records, folders, tmp
   (stack / split_record.FILE).write_text(split_record.to_json(records[0]))
   with pytest.raises(data.DataError, match=rf"learned from .*{stack}"):
     baselines.load(str(stack), _config(seven, data_dir))
+
+
+def test_a_segmenter_records_its_splits_and_is_held_to_them(records, folders, tmp_path):
+  six, seven, data_dir = folders
+  # Labels: the volume's foreground, in files beside the images.
+  for i in range(6):
+    image = nib.load(str(six / f"sub-{i:02d}.nii.gz"))
+    label = (np.asarray(image.dataobj) > 0).astype(np.int16)
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / f"sub-{i:02d}_seg.nii.gz"))
+    shutil.copy(six / f"sub-{i:02d}.nii.gz", tmp_path)
+  config = _config(tmp_path, data_dir).data
+  trained = segmentation.train(config, num_classes=2, channels=2, steps=1, batch_size=2,
+                               lr=1e-3, seed=0)
+  assert trained.info["data_splits"]["splits"] == records[0]["splits"]
+  segmentation.check_data(trained, config, "a run", "test")
+  # The same segmenter, held against the grown folder's test split.
+  grown = trained._replace(info=dict(trained.info, data=json.loads(
+      _config(seven, data_dir).data.to_json())))
+  with pytest.raises(data.DataError, match=r"the test split of .* holds \d+ of the volumes "
+                                           r"the segmenter learned from"):
+    segmentation.check_data(grown, _config(seven, data_dir).data, "a run", "test")
 
 
 def test_a_run_records_its_splits_and_is_guarded_by_them(records, folders, tmp_path,

@@ -61,16 +61,26 @@ def read(workdir: str) -> dict | None:
   try:
     with open(path) as f:
       record = json.load(f)
-    splits = record["splits"]
-    if not (isinstance(splits, dict) and all(
-        isinstance(splits.get(s), list) and all(isinstance(n, str) for n in splits[s])
-        for s in common.SPLITS)):
-      raise TypeError("'splits' must map train, validation and test to lists of names")
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise common.DataError(f"{path} cannot be read as the record of a run's data splits "
-                           f"({e}); restore it from a backup or move it away, which turns "
-                           "the check of evaluated splits off") from None
+  except (OSError, ValueError) as e:
+    raise _unreadable(path, e) from None
+  return _checked(record, path)
+
+
+def _checked(record, where: str) -> dict:
+  """``record`` if it maps every split to a list of volume names, else DataError."""
+  splits = record.get("splits") if isinstance(record, dict) else None
+  if not (isinstance(splits, dict) and all(
+      isinstance(splits.get(s), list) and all(isinstance(n, str) for n in splits[s])
+      for s in common.SPLITS)):
+    raise _unreadable(where, "its 'splits' must map train, validation and test to lists "
+                      "of volume names")
   return record
+
+
+def _unreadable(where: str, problem) -> common.DataError:
+  return common.DataError(f"{where} cannot be read as the record of a run's data splits "
+                          f"({problem}); restore it from a backup or move it away, which "
+                          "turns the check of evaluated splits off")
 
 
 def to_json(record: dict) -> str:
@@ -119,11 +129,25 @@ def check_unseen(workdir: str, data_config, split: str) -> None:
       from, a few of them, and what to do.
   """
   # An unknown split name is the caller's to refuse, with its own setting's name.
-  if not _LEARNED_FROM.get(split):
+  if _LEARNED_FROM.get(split):
+    check_record(read(workdir), data_config, split, learner=f"the run in {workdir}",
+                 listed_in=os.path.join(workdir, FILE))
+
+
+def check_record(stored: dict | None, data_config, split: str, *, learner: str,
+                 listed_in: str) -> None:
+  """`check_unseen` for a record kept elsewhere (a segmenter's ``segmenter.json``).
+
+  Args:
+    stored: the record (`current` when the learner trained), or None.
+    data_config: the data config of the evaluation.
+    split: the split to be scored.
+    learner: what learned from the recorded splits, for the message.
+    listed_in: the file that holds the record, for the message.
+  """
+  if stored is None or not _LEARNED_FROM.get(split):
     return
-  stored = read(workdir)
-  if stored is None:
-    return
+  stored = _checked(stored, listed_in)
   record = current(data_config)
   if record is None:
     return
@@ -132,11 +156,11 @@ def check_unseen(workdir: str, data_config, split: str) -> None:
   if not seen:
     return
   raise common.DataError(
-      f"the {split} split of {record['manual_dir']} holds {len(seen)} of the volumes the "
-      f"run in {workdir} learned from ({_quote(seen)}), so its scores would measure "
-      "training data: files were added to or removed from the folder since training, which "
-      f"assigns volumes to splits again. Evaluate on the folder as it was "
-      f"({os.path.join(workdir, FILE)} lists every split's volumes)")
+      f"the {split} split of {record['manual_dir']} holds {len(seen)} of the volumes "
+      f"{learner} learned from ({_quote(seen)}), so its scores would measure training "
+      "data: files were added to or removed from the folder since training, which assigns "
+      f"volumes to splits again. Evaluate on the folder as it was ({listed_in} lists "
+      "every split's volumes)")
 
 
 def _quote(names) -> str:

@@ -63,7 +63,8 @@ def prepare(context, settings) -> None:
   if path:
     from hyperrecon_jax import segmentation
     context.segmenter = segmentation.load(path)
-    segmentation.check_data(context.segmenter, context.config.data, context.where)
+    segmentation.check_data(context.segmenter, context.config.data, context.where,
+                             context.split)
     context.result["segmenter"] = os.path.abspath(path)
   if design["kind"] == "samples":
     from hyperrecon_jax import losses

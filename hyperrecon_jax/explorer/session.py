@@ -115,7 +115,7 @@ class Explorer:
       if images is not None:
         raise InputError("Dice needs the true labels of a dataset split: a segmenter does "
                          "not apply to a user's images")
-      segmentation.check_data(segmenter, config.data, self.name)
+      segmentation.check_data(segmenter, config.data, self.name, split)
     self._load_slices(split, images, slices, source, seed)
     self.slice_numbers = (list(self.slices) if slice_numbers is None
                           else [int(n) for n in slice_numbers])
