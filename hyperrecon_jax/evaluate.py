@@ -301,12 +301,18 @@ def diverse_pair(recons, psnrs, *, percentile: float = 90):
     raise errors.InputError(f"percentile must be in [0, 100], got {percentile}.")
   if np.all(np.isnan(psnrs)):
     raise errors.InputError("psnrs are all NaN.")
-  threshold = np.nanpercentile(psnrs, percentile)
+  with np.errstate(invalid="ignore"):
+    threshold = np.nanpercentile(psnrs, percentile)
+  if np.isnan(threshold):  # interpolated between two infinite PSNRs (exact recons)
+    threshold = np.nanpercentile(psnrs, percentile, method="lower")
   kept = np.flatnonzero(psnrs >= threshold)
   if kept.size < 2:
     best = int(np.nanargmax(psnrs))
     return best, best, 0.0
   x = recons[kept].reshape(kept.size, -1).astype(np.float64)
+  # Centred, since distances do not change: the Gram form below would lose the
+  # differences of images that share a large common part to rounding.
+  x -= x.mean(axis=0)
   sq = np.einsum("ij,ij->i", x, x)
   d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.T  # Gram form: one matrix product
   rows, cols = np.triu_indices(kept.size, 1)

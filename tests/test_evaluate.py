@@ -247,6 +247,28 @@ def test_diverse_pair_images_and_single_survivor():
   assert evaluate.diverse_pair(recons, psnrs, percentile=100) == (best, best, 0.0)
 
 
+def test_diverse_pair_of_near_identical_images_with_a_large_common_part():
+  # Differences of 1e-6 on values near 500: |a|² + |b|² − 2a·b cancels to
+  # rounding (float64 keeps 16 digits of 10⁹), so the uncentred Gram form
+  # picked the 28th-farthest of 45 pairs.
+  rng = np.random.default_rng(0)
+  recons = rng.random((64, 64)) * 1000.0 + 1e-6 * rng.normal(size=(20, 64, 64))
+  psnrs = rng.normal(30, 1, 20)
+  kept = np.flatnonzero(psnrs >= np.percentile(psnrs, 50))
+  dists = {(a, b): np.linalg.norm(recons[a] - recons[b]) for a in kept for b in kept if a < b}
+  i, j, dist = evaluate.diverse_pair(recons, psnrs, percentile=50)
+  assert (i, j) == max(dists, key=dists.get) and dist == pytest.approx(max(dists.values()))
+
+
+def test_diverse_pair_with_two_exact_reconstructions():
+  # The 90th percentile of (inf, inf, 30, 29) interpolates inf − inf: NaN,
+  # which kept nothing and returned "no pair".
+  recons = np.arange(4.0)[:, None] * np.ones((4, 3))
+  i, j, dist = evaluate.diverse_pair(recons, np.array([np.inf, np.inf, 30.0, 29.0]),
+                                     percentile=90)
+  assert (i, j) == (0, 1) and dist == pytest.approx(np.sqrt(3.0))
+
+
 @pytest.mark.parametrize("recons, psnrs, percentile, match", [
     (np.zeros(5), np.zeros(5), 90, "recons"),
     (np.zeros((5, 3)), np.zeros(4), 90, "psnrs"),

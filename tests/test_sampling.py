@@ -35,6 +35,28 @@ def test_select_lowest_ties_prefer_the_lower_index():
       np.asarray(sampling.select_lowest(jnp.zeros(5), 2)), [0, 1])
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_nan_loss_ranks_last_whatever_its_sign_bit(sign):
+  # XLA's inf − inf is a NaN with the sign bit set, which negated ranked first.
+  nan = np.copysign(np.float32(np.nan), np.float32(sign))
+  values = jnp.asarray(np.array([0.0, nan, 2.0, 3.0], np.float32))
+  np.testing.assert_array_equal(np.asarray(sampling.select_lowest(values, 2)), [0, 2])
+  np.testing.assert_array_equal(np.asarray(jax.jit(sampling.select_lowest, static_argnums=1)(
+      values, 4)), [0, 2, 3, 1])
+  # Made as XLA makes it, inside a compiled function.
+  made = jax.jit(lambda x: jnp.sum((x - x) ** 2, axis=1) + jnp.arange(4.0))(
+      jnp.asarray(np.array([[0.0], [np.inf], [0.0], [0.0]], np.float32)))
+  assert np.isnan(np.asarray(made)[1])
+  np.testing.assert_array_equal(np.asarray(sampling.select_lowest(made, 1)), [0])
+
+
+def test_zeros_of_either_sign_tie_by_index():
+  values = jnp.asarray(np.array([0.0, -0.0, 1.0], np.float32))
+  np.testing.assert_array_equal(np.asarray(sampling.select_lowest(values, 1)), [0])
+  values = jnp.asarray(np.array([1.0, 0.0, -0.0], np.float32))
+  np.testing.assert_array_equal(np.asarray(sampling.select_lowest(values, 2)), [1, 2])
+
+
 def test_select_lowest_b_equal_to_batch_is_a_full_argsort():
   values = np.asarray([0.4, -1.0, 3.0, 0.0], np.float32)
   np.testing.assert_array_equal(
