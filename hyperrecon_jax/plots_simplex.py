@@ -9,6 +9,7 @@ them: an evaluator, a notebook, the explorer. They follow the conventions of
 
 import numpy as np
 
+from hyperrecon_jax import pareto
 from hyperrecon_jax.errors import InputError
 from hyperrecon_jax.plots import _figure
 from hyperrecon_jax.plots import _fmt
@@ -207,13 +208,6 @@ def _mask(name, mask, num):
   return mask.astype(bool)
 
 
-def _non_dominated(points):
-  """(N,) mask of the rows no other row dominates (all ≤ and one <; minimized)."""
-  le = (points[:, None, :] <= points[None, :, :]).all(-1)  # le[j, i]: j ≤ i everywhere
-  lt = (points[:, None, :] < points[None, :, :]).any(-1)
-  return ~(le & lt).any(0)
-
-
 def _baselines(baseline_points, baseline_front, k):
   """The checked (M, K) baseline objectives and their (M,) non-dominated mask, or Nones."""
   if baseline_points is None:
@@ -221,7 +215,7 @@ def _baselines(baseline_points, baseline_front, k):
       raise InputError("baseline_front needs baseline_points.")
     return None, None
   base = _objectives("baseline_points", baseline_points, k)
-  base_front = (_non_dominated(base) if baseline_front is None
+  base_front = (pareto.non_dominated(base) if baseline_front is None
                 else _mask("baseline_front", baseline_front, len(base)))
   return base, base_front
 

@@ -6,6 +6,7 @@ from matplotlib import image as mpimg
 import numpy as np
 import pytest
 
+from hyperrecon_jax import pareto
 from hyperrecon_jax import plots
 from hyperrecon_jax import plots_simplex as ps
 from hyperrecon_jax.errors import InputError
@@ -108,16 +109,10 @@ def test_ternary_draws_its_values(tmp_path):
   assert np.abs(a - b).max() > 0.1
 
 
-def test_non_dominated_by_hand():
-  points = np.array([[1, 3], [2, 2], [3, 1], [2, 3], [3, 3], [1, 3]], float)
-  # (2, 3) is dominated by (2, 2), (3, 3) by all; the repeated (1, 3) dominates neither copy.
-  np.testing.assert_array_equal(ps._non_dominated(points), [1, 1, 1, 0, 0, 1])
-
-
 @pytest.mark.parametrize("k, size", [(2, (5.0, 3.2)), (4, (7.6, 7.6)), (6, (10.4, 10.4))])
 def test_pareto_projections(tmp_path, monkeypatch, k, size):
   points = _objectives(30, k)
-  front = ps._non_dominated(points)
+  front = pareto.non_dominated(points)
   base = _objectives(k + 1, k, seed=1) + 0.05
   names = ["MAE", "SSIM", "HFEN", "DC", "TV", "wl1"][:k]
   fig = _saved_figure(monkeypatch, lambda: ps.pareto_projections(
@@ -134,7 +129,7 @@ def test_pareto_projections(tmp_path, monkeypatch, k, size):
 def test_pareto_projections_with_a_baseline_front(tmp_path):
   points = _objectives(20, 3)
   base = _objectives(4, 3, seed=2)
-  _read(ps.pareto_projections(points, ps._non_dominated(points), tmp_path / "p.png",
+  _read(ps.pareto_projections(points, pareto.non_dominated(points), tmp_path / "p.png",
                               names=("a", "b", "c"), baseline_points=base,
                               baseline_front=[True, False, True, False]), (5.2, 5.2))
 
@@ -184,7 +179,7 @@ def test_bad_input(tmp_path):
     ps.ternary(coeffs, values, out, marks={"best": [0.5, 0.6, 0.0]})
 
   points = _objectives(8, 3)
-  front = ps._non_dominated(points)
+  front = pareto.non_dominated(points)
   names = ("a", "b", "c")
   with pytest.raises(InputError, match=r"front must be a \(8,\) boolean mask"):
     ps.pareto_projections(points, front[:-1], out, names=names)
