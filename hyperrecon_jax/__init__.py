@@ -37,6 +37,7 @@ _SUBMODULES = (
     "report",
     "results",
     "sampling",
+    "scan_scores",
     "scans",
     "segmentation",
     "streams",

@@ -300,7 +300,8 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
   80 characters allow. ``.h5``: ``reconstruction_hyperrecon``
   (S, H, W) for one λ, (L, S, H, W) for several, and ``zero_filled`` if
   saved; the λ values and coefficients in its attributes. The sidecar lists
-  each output volume's λ and coefficients, in order. The files are written
+  each output volume's λ and coefficients, in order, and the result's
+  ``scores``. The files are written
   as a set (`_write_all`): a failed or interrupted write (a full disk,
   Ctrl-C) leaves none of them, and with ``overwrite`` the previous set whole.
   Values are of ``result['dtype']`` (default float32).
@@ -345,6 +346,8 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
       "zero_filled": (os.path.abspath(input_path(output)) if save_input and scan.kind == "nifti"
                       else H5_INPUT_DATASET if save_input else None),
   }
+  if "scores" in result:
+    sidecar["scores"] = result["scores"]
   files.append((sidecar_path(output), lambda tmp: _write_json(tmp, sidecar)))
   _write_all(files)
   return paths

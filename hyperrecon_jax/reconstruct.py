@@ -6,7 +6,9 @@ a fastMRI ``.h5`` file gives its k-space, brought to the model's grid through
 the image domain and masked with the model's mask. `hyperrecon_jax.scans`
 reads the file into the model's slices, `volume` reconstructs them at each λ
 and puts the reconstructions back on the input's grid, in the input's
-intensity units, and `hyperrecon_jax.outputs` writes them::
+intensity units, and `hyperrecon_jax.outputs` writes them. Since the scan
+is its own ground truth, every reconstruction is also scored against it
+(`hyperrecon_jax.scan_scores`)::
 
   scan = hr.reconstruct.read_input("sub-01_T1w.nii.gz", config)
   result = hr.reconstruct.volume(config, model, variables, scan, [[0.0], [0.5]])
@@ -41,6 +43,7 @@ from hyperrecon_jax import grid
 from hyperrecon_jax import hparams
 from hyperrecon_jax import outputs
 from hyperrecon_jax import physics
+from hyperrecon_jax import scan_scores
 from hyperrecon_jax import scans
 from hyperrecon_jax.data import slicing
 from hyperrecon_jax.scans import Scan
@@ -306,7 +309,9 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
     coefficients the model was given, ``loss_terms`` (the K names),
     ``recon`` (L, *output_shape), ``zero_filled`` (one volume, or None),
     ``seed``, ``dtype`` (the name of the written type), ``warnings`` (lines:
-    `Scan.warnings` and `intensity_warnings`).
+    `Scan.warnings` and `intensity_warnings`), ``scores`` (each λ's
+    reconstruction and the zero-filled input scored against the scan on the
+    model's grid, `scan_scores.summarize`).
 
   Raises:
     InputError: a plain Unet, bad λ values, a bad ``dtype``, or an output
@@ -327,13 +332,19 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
   recon = np.empty((len(lambdas),) + scan.output_shape, store)
   squares = _each_coefficient(model, variables, zf, coeffs,
                               batch=batch or int(config.eval.chunk), progress=progress)
+  scored = scan_scores.scored_slices(scan)
+  target = scan.images[scored]
+  per_lambda = []
   for i, square in enumerate(squares):
     recon[i] = put_back(scan, square)
-  zero_filled = None
-  if save_input:
-    magnitude = np.sqrt(np.sum(np.square(np.asarray(zf)), axis=-1))
-    zero_filled = put_back(scan, magnitude).astype(store)
+    per_lambda.append(scan_scores.moments(scan_scores.slice_scores(square[scored], target)))
+  magnitude = np.sqrt(np.sum(np.square(np.asarray(zf)), axis=-1))
+  scores = scan_scores.summarize(
+      per_lambda, scan_scores.moments(scan_scores.slice_scores(magnitude[scored], target)),
+      lambdas, len(scored), bool(scan.kept.any()))
+  zero_filled = put_back(scan, magnitude).astype(store) if save_input else None
   warnings = list(scan.warnings) + intensity_warnings(scan, lambdas, recon)
   return {"scan": scan, "lambdas": lambdas, "coeffs": coeffs,
           "loss_terms": tuple(config.losses), "recon": recon, "zero_filled": zero_filled,
-          "seed": int(seed), "dtype": out_dtype.name, "warnings": warnings}
+          "seed": int(seed), "dtype": out_dtype.name, "warnings": warnings,
+          "scores": scores}

@@ -174,6 +174,17 @@ def test_the_256_model_reconstructs_brain_slices_it_never_saw(env, tmp_path):
   on_brain = [psnr_on_grid(truth[brain], volume[brain])
               for volume in (zero_filled, recon[..., 1])]
   assert on_brain[1] > on_brain[0] + 1.0, on_brain
+  # The scores on the model's grid, in the terminal and the sidecar: zero-filled
+  # 23.92 dB; λ = 0 / 0.1 / 1: 27.00 / 27.25 / 19.03 dB (2026-12-05), checked
+  # with the margins above.
+  assert re.search(r"scores against the scan, on the model's 256×256 slices \(4 slices with "
+                   r"foreground\): zero-filled input PSNR [\d.]+ dB, SSIM [\d.]+; best PSNR "
+                   r"[\d.]+ dB at λ = 0\.1", proc.stderr), proc.stderr
+  with open(tmp_path / "recon.json") as f:
+    scores = json.load(f)["scores"]
+  psnr = scores["mean"]["psnr"]
+  assert psnr[1] > scores["zero_filled"]["psnr"] + 1.5 and psnr[2] < psnr[1] - 5, scores
+  assert scores["best"]["psnr"]["lambda"] == [0.1], scores
 
 
 def test_writes_once_and_refuses_to_overwrite(env, tmp_path):

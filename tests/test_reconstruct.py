@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import nibabel as nib
 import numpy as np
 import pytest
+from skimage.metrics import peak_signal_noise_ratio as sk_psnr
+from skimage.metrics import structural_similarity as sk_ssim
 from test_scans import data_config
 from test_scans import head
 from test_scans import non_ras_nifti
@@ -118,6 +120,50 @@ def test_volume_writes_a_4d_nifti_on_the_input_grid(model, tmp_path):
   assert sidecar["coefficients"] == [[1.0, 0.0], [0.0, 1.0]]
   assert sidecar["loss_terms"] == list(config.losses)
   assert nib.load(written[2]).shape == data.shape
+
+
+def test_scores_are_each_reconstruction_against_the_scan_on_the_model_grid(model, tmp_path):
+  config, net, variables, _ = model
+  path = str(tmp_path / "scan.nii")
+  ras = head((48, 56, 12))
+  ras[..., :2] = 0  # two empty slices, which are not scored
+  non_ras_nifti(path, ras)
+  scan = rc.read_input(path, config)
+  lambdas = np.array([[0.0], [0.1], [1.0]], np.float32)
+  result = rc.volume(config, net, variables, scan, lambdas)
+  scores = result["scores"]
+  # Recomputed here: the model-grid reconstructions of the kept slices against
+  # the scan's slices, PSNR and SSIM by scikit-image.
+  kept = np.flatnonzero(scan.kept)
+  assert kept.size == 10 and len(scan.slices) == 12 and scores["slices"] == 10
+  zf = rc.measure(config, scan)
+  squares = rc.reconstruct_slices(net, variables, zf, lambdas)
+  truth = scan.images[kept].astype(np.float64)
+
+  def means(images):
+    images = np.asarray(images, np.float64)[kept]
+    return (np.mean([sk_psnr(t, x, data_range=1.0) for t, x in zip(truth, images)]),
+            np.mean([sk_ssim(t, x, gaussian_weights=True, sigma=1.5,
+                             use_sample_covariance=False, data_range=1.0)
+                     for t, x in zip(truth, images)]))
+
+  # PSNR of float32 images to 1e-4 dB and SSIM to 1e-4, as tests/test_metrics.py
+  # holds the metrics against scikit-image.
+  for i in range(len(lambdas)):
+    psnr, ssim = means(squares[i])
+    assert scores["mean"]["psnr"][i] == pytest.approx(psnr, abs=1e-4)
+    assert scores["mean"]["ssim"][i] == pytest.approx(ssim, abs=1e-4)
+  psnr, ssim = means(np.sqrt(np.sum(np.square(np.asarray(zf)), axis=-1)))
+  assert scores["zero_filled"]["psnr"] == pytest.approx(psnr, abs=1e-4)
+  assert scores["zero_filled"]["ssim"] == pytest.approx(ssim, abs=1e-4)
+  best = int(np.argmax(scores["mean"]["psnr"]))
+  assert scores["best"]["psnr"] == {"index": best, "lambda": [[0.0], [0.1], [1.0]][best],
+                                    "value": scores["mean"]["psnr"][best]}
+  assert scores["best"]["hfen"]["index"] == int(np.argmin(scores["mean"]["hfen"]))
+  out = str(tmp_path / "recon.nii.gz")
+  rc.write(result, out, model=SHIPPED)
+  with open(tmp_path / "recon.json") as f:
+    assert json.load(f)["scores"] == json.loads(json.dumps(scores))
 
 
 def test_h5_kspace_input_and_output(model, tmp_path):

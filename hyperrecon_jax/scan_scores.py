@@ -1,0 +1,102 @@
+"""How well a model recovers a user's scan from its own simulated measurements.
+
+`hyperrecon_jax.reconstruct` degrades a scan with the model's task, so the
+scan itself is the ground truth: each reconstruction is scored against it
+slice by slice on the model's grid (the slices of `scans.Scan.images`), as a
+report scores a dataset split (`hyperrecon_jax.grid`) and the explorer a
+slice. The scored slices are those with enough foreground (`Scan.kept`, the
+slices the data pipeline would keep); all of them when none has.
+
+Metrics (`hyperrecon_jax.metrics`): PSNR and SSIM (higher is better) and HFEN
+(lower is better), each the mean over the scored slices.
+"""
+
+import numpy as np
+
+from hyperrecon_jax import compilation
+from hyperrecon_jax import metrics
+
+METRICS = ("psnr", "ssim", "hfen")
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "hfen": False}
+
+
+@compilation.inference_jit
+def _slice_scores(recon, target):
+  return {m: getattr(metrics, m)(recon, target) for m in METRICS}
+
+
+def scored_slices(scan) -> np.ndarray:
+  """Indices of the scan's slices that are scored: the kept ones, else all."""
+  kept = np.flatnonzero(scan.kept)
+  return kept if kept.size else np.arange(len(scan.slices))
+
+
+def slice_scores(recon, target) -> dict[str, np.ndarray]:
+  """Every metric of each slice: ``{metric: (S,) float64}``.
+
+  Args:
+    recon: (S, H, W) reconstructions (or inputs) on the model's grid.
+    target: (S, H, W) the scan's slices.
+  """
+  out = _slice_scores(np.asarray(recon, np.float32), np.asarray(target, np.float32))
+  return {m: np.asarray(v, np.float64) for m, v in out.items()}
+
+
+def moments(scores: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+  """``{metric: (mean, std)}`` over the slices of a `slice_scores` dict.
+
+  What a λ keeps of its scores: a million λ of one slice each hold no more
+  than their means.
+  """
+  return {m: (float(np.mean(v)), float(np.std(v))) for m, v in scores.items()}
+
+
+def summarize(per_lambda, zero_filled, lambdas, num_slices: int, kept: bool) -> dict:
+  """The sidecar's ``scores``: means per λ, the input's, and the best λ per metric.
+
+  Args:
+    per_lambda: the `moments` of each λ's `slice_scores`, in order.
+    zero_filled: the `moments` of the zero-filled input's magnitude.
+    lambdas: (L, K − 1) the λ values.
+    num_slices: how many slices were scored.
+    kept: whether they are the slices with foreground (else all).
+
+  Returns:
+    ``{'slices', 'which', 'metrics', 'zero_filled': {metric: mean},
+    'mean': {metric: [L]}, 'std': {metric: [L]}, 'best': {metric: {'index',
+    'lambda', 'value'}}}``; a metric with no finite mean has no best.
+  """
+  lambdas = np.asarray(lambdas, np.float64)
+  mean = {m: np.array([s[m][0] for s in per_lambda]) for m in METRICS}
+  best = {}
+  for m in METRICS:
+    values = np.where(np.isnan(mean[m]), -np.inf if HIGHER_IS_BETTER[m] else np.inf, mean[m])
+    if np.isnan(mean[m]).all():
+      continue
+    i = int(np.argmax(values) if HIGHER_IS_BETTER[m] else np.argmin(values))
+    # λ to float32's 7 digits, as the sidecar's rows (a typed 0.1, not 0.10000000149).
+    best[m] = {"index": i, "lambda": [float(f"{v:.7g}") for v in lambdas[i]],
+               "value": float(mean[m][i])}
+  return {
+      "slices": int(num_slices),
+      "which": "slices with foreground" if kept else "every slice (none has enough foreground)",
+      "metrics": list(METRICS),
+      "zero_filled": {m: zero_filled[m][0] for m in METRICS},
+      "mean": {m: [float(v) for v in mean[m]] for m in METRICS},
+      "std": {m: [s[m][1] for s in per_lambda] for m in METRICS},
+      "best": best,
+  }
+
+
+def describe(scores: dict, size: int) -> str:
+  """One line for the terminal: the input's PSNR and SSIM and the best λ of each."""
+  def lam(b):
+    return ":".join(f"{v:g}" for v in b["lambda"])
+  parts = [f"zero-filled input PSNR {scores['zero_filled']['psnr']:.2f} dB, "
+           f"SSIM {scores['zero_filled']['ssim']:.3f}"]
+  for m, unit, fmt in (("psnr", " dB", ".2f"), ("ssim", "", ".3f")):
+    if m in scores["best"]:
+      b = scores["best"][m]
+      parts.append(f"best {m.upper()} {b['value']:{fmt}}{unit} at λ = {lam(b)}")
+  return (f"scores against the scan, on the model's {size}×{size} slices "
+          f"({scores['slices']} {scores['which']}): " + "; ".join(parts))
