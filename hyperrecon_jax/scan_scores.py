@@ -15,6 +15,7 @@ import numpy as np
 
 from hyperrecon_jax import compilation
 from hyperrecon_jax import metrics
+from hyperrecon_jax import results
 
 METRICS = ("psnr", "ssim", "hfen")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "hfen": False}
@@ -64,7 +65,8 @@ def summarize(per_lambda, zero_filled, lambdas, num_slices: int, kept: bool) -> 
   Returns:
     ``{'slices', 'which', 'metrics', 'zero_filled': {metric: mean},
     'mean': {metric: [L]}, 'std': {metric: [L]}, 'best': {metric: {'index',
-    'lambda', 'value'}}}``; a metric with no finite mean has no best.
+    'lambda', 'value'}}}`` of JSON types, non-finite values as None; a metric
+    whose means are all NaN has no best.
   """
   lambdas = np.asarray(lambdas, np.float64)
   mean = {m: np.array([s[m][0] for s in per_lambda]) for m in METRICS}
@@ -76,14 +78,15 @@ def summarize(per_lambda, zero_filled, lambdas, num_slices: int, kept: bool) -> 
     i = int(np.argmax(values) if HIGHER_IS_BETTER[m] else np.argmin(values))
     # λ to float32's 7 digits, as the sidecar's rows (a typed 0.1, not 0.10000000149).
     best[m] = {"index": i, "lambda": [float(f"{v:.7g}") for v in lambdas[i]],
-               "value": float(mean[m][i])}
+               "value": results.floats(mean[m][i])}
+  # Strict JSON, as a report's: an exact reconstruction's infinite PSNR is null.
   return {
       "slices": int(num_slices),
       "which": "slices with foreground" if kept else "every slice (none has enough foreground)",
       "metrics": list(METRICS),
-      "zero_filled": {m: zero_filled[m][0] for m in METRICS},
-      "mean": {m: [float(v) for v in mean[m]] for m in METRICS},
-      "std": {m: [s[m][1] for s in per_lambda] for m in METRICS},
+      "zero_filled": {m: results.floats(zero_filled[m][0]) for m in METRICS},
+      "mean": {m: results.floats(mean[m]) for m in METRICS},
+      "std": {m: results.floats([s[m][1] for s in per_lambda]) for m in METRICS},
       "best": best,
   }
 
@@ -92,11 +95,15 @@ def describe(scores: dict, size: int) -> str:
   """One line for the terminal: the input's PSNR and SSIM and the best λ of each."""
   def lam(b):
     return ":".join(f"{v:g}" for v in b["lambda"])
-  parts = [f"zero-filled input PSNR {scores['zero_filled']['psnr']:.2f} dB, "
-           f"SSIM {scores['zero_filled']['ssim']:.3f}"]
+
+  def value(v, fmt):  # null: infinite (an exact reconstruction) or NaN
+    return "∞" if v is None else f"{v:{fmt}}"
+
+  parts = [f"zero-filled input PSNR {value(scores['zero_filled']['psnr'], '.2f')} dB, "
+           f"SSIM {value(scores['zero_filled']['ssim'], '.3f')}"]
   for m, unit, fmt in (("psnr", " dB", ".2f"), ("ssim", "", ".3f")):
     if m in scores["best"]:
       b = scores["best"][m]
-      parts.append(f"best {m.upper()} {b['value']:{fmt}}{unit} at λ = {lam(b)}")
+      parts.append(f"best {m.upper()} {value(b['value'], fmt)}{unit} at λ = {lam(b)}")
   return (f"scores against the scan, on the model's {size}×{size} slices "
           f"({scores['slices']} {scores['which']}): " + "; ".join(parts))

@@ -5,6 +5,8 @@ tests/test_reconstruct.py; here the reduction and the choice of the best λ,
 by hand.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,18 @@ def test_nan_means_are_never_best_and_an_all_nan_metric_has_none():
   assert s["which"] == "every slice (none has enough foreground)"
   assert s["best"]["psnr"]["lambda"] == [0.6, 0.8]
   assert "best SSIM 0.500 at λ = 0.2:0.4" in scan_scores.describe(s, 32)
+
+
+def test_an_exact_reconstruction_is_best_and_written_as_null():
+  inf = float("inf")
+  per_lambda = [_moments((30.0, 1.0), (0.9, 0.0), (0.1, 0.0)),
+                _moments((inf, 0.0), (1.0, 0.0), (0.0, 0.0))]
+  s = scan_scores.summarize(per_lambda, _moments((20.0, 1.0), (0.4, 0.1), (0.9, 0.1)),
+                            np.array([[0.0], [1.0]]), 2, True)
+  assert s["mean"]["psnr"] == [30.0, None]
+  assert s["best"]["psnr"] == {"index": 1, "lambda": [1.0], "value": None}
+  json.dumps(s, allow_nan=False)  # strict JSON, as a report's
+  assert "best PSNR ∞ dB at λ = 1" in scan_scores.describe(s, 16)
 
 
 def test_slice_scores_of_an_exact_and_a_constant_reconstruction():
