@@ -332,7 +332,7 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
   recon = np.empty((len(lambdas),) + scan.output_shape, store)
   squares = _each_coefficient(model, variables, zf, coeffs,
                               batch=batch or int(config.eval.chunk), progress=progress)
-  scored = scan_scores.scored_slices(scan)
+  scored, which = scan_scores.scored_slices(scan)
   target = scan.images[scored]
   per_lambda = []
   for i, square in enumerate(squares):
@@ -341,7 +341,7 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
   magnitude = np.sqrt(np.sum(np.square(np.asarray(zf)), axis=-1))
   scores = scan_scores.summarize(
       per_lambda, scan_scores.moments(scan_scores.slice_scores(magnitude[scored], target)),
-      lambdas, len(scored), bool(scan.kept.any()))
+      lambdas, len(scored), which)
   zero_filled = put_back(scan, magnitude).astype(store) if save_input else None
   warnings = list(scan.warnings) + intensity_warnings(scan, lambdas, recon)
   return {"scan": scan, "lambdas": lambdas, "coeffs": coeffs,

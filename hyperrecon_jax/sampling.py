@@ -57,13 +57,16 @@ def select_lowest(values, b: int):
   if len(shape) != 1 or not 1 <= b <= shape[0]:
     raise errors.InputError(f"select_lowest keeps 1 to B of (B,) values, asked for {b} of "
                             f"values of shape {shape}.")
-  # top_k orders floats totally: a NaN whose sign bit is set (XLA's inf − inf)
-  # would rank first once negated, and −0.0 after +0.0. A NaN is no loss, so
-  # it ranks last; zeros are made one.
-  values = jnp.where(jnp.isnan(values), jnp.inf, jnp.where(values == 0, 0.0, values))
-  # Integer indices carry no gradient: the ranking needs no stop_gradient.
-  _, idx = jax.lax.top_k(-values, b)
-  return idx.astype(jnp.int32)
+  # One sort by three keys: NaN or not (a NaN is no loss: last, after +inf),
+  # the value, the index. Float keys are ordered totally (a NaN whose sign bit
+  # is set, XLA's inf − inf, before every number; −0.0 before +0.0), so NaNs
+  # and zeros are made plain first. Integer indices carry no gradient: the
+  # ranking needs no stop_gradient.
+  nan = jnp.isnan(values)
+  plain = jnp.where(nan, jnp.inf, jnp.where(values == 0, 0.0, values))
+  index = jax.lax.broadcasted_iota(jnp.int32, plain.shape, 0)
+  _, _, order = jax.lax.sort((nan.astype(jnp.int32), plain, index), num_keys=3)
+  return order[:b]
 
 
 def take(tree, idx):

@@ -5,7 +5,8 @@ scan itself is the ground truth: each reconstruction is scored against it
 slice by slice on the model's grid (the slices of `scans.Scan.images`), as a
 report scores a dataset split (`hyperrecon_jax.grid`) and the explorer a
 slice. The scored slices are those with enough foreground (`Scan.kept`, the
-slices the data pipeline would keep); all of them when none has.
+slices the data pipeline would keep) that are not empty; all of them when
+none is left.
 
 Metrics (`hyperrecon_jax.metrics`): PSNR and SSIM (higher is better) and HFEN
 (lower is better), each the mean over the scored slices.
@@ -26,10 +27,20 @@ def _slice_scores(recon, target):
   return {m: getattr(metrics, m)(recon, target) for m in METRICS}
 
 
-def scored_slices(scan) -> np.ndarray:
-  """Indices of the scan's slices that are scored: the kept ones, else all."""
-  kept = np.flatnonzero(scan.kept)
-  return kept if kept.size else np.arange(len(scan.slices))
+def scored_slices(scan) -> tuple[np.ndarray, str]:
+  """The scan's slices that are scored, and which they are, in words.
+
+  The kept ones (a fastMRI file keeps every slice) that are not empty: an
+  all-zero slice, recovered exactly from its all-zero measurements, scores an
+  infinite PSNR and an undefined HFEN. When no slice is left, every slice.
+  """
+  empty = ~np.asarray(scan.images).reshape(len(scan.images), -1).any(axis=1)
+  kept = np.asarray(scan.kept, bool)
+  chosen = np.flatnonzero(kept & ~empty)
+  if chosen.size:
+    which = "slices with foreground" if scan.kind == "nifti" else "slices that are not empty"
+    return chosen, which
+  return np.arange(len(scan.images)), "every slice (none has enough foreground)"
 
 
 def slice_scores(recon, target) -> dict[str, np.ndarray]:
@@ -52,7 +63,7 @@ def moments(scores: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
   return {m: (float(np.mean(v)), float(np.std(v))) for m, v in scores.items()}
 
 
-def summarize(per_lambda, zero_filled, lambdas, num_slices: int, kept: bool) -> dict:
+def summarize(per_lambda, zero_filled, lambdas, num_slices: int, which: str) -> dict:
   """The sidecar's ``scores``: means per λ, the input's, and the best λ per metric.
 
   Args:
@@ -60,29 +71,32 @@ def summarize(per_lambda, zero_filled, lambdas, num_slices: int, kept: bool) -> 
     zero_filled: the `moments` of the zero-filled input's magnitude.
     lambdas: (L, K − 1) the λ values.
     num_slices: how many slices were scored.
-    kept: whether they are the slices with foreground (else all).
+    which: which slices they are, in words (`scored_slices`).
 
   Returns:
     ``{'slices', 'which', 'metrics', 'zero_filled': {metric: mean},
     'mean': {metric: [L]}, 'std': {metric: [L]}, 'best': {metric: {'index',
     'lambda', 'value'}}}`` of JSON types, non-finite values as None; a metric
-    whose means are all NaN has no best.
+    without a finite mean (or PSNR's +inf) has no best.
   """
   lambdas = np.asarray(lambdas, np.float64)
   mean = {m: np.array([s[m][0] for s in per_lambda]) for m in METRICS}
   best = {}
   for m in METRICS:
-    values = np.where(np.isnan(mean[m]), -np.inf if HIGHER_IS_BETTER[m] else np.inf, mean[m])
-    if np.isnan(mean[m]).all():
+    higher = HIGHER_IS_BETTER[m]
+    # A mean can be best if finite, or the best possible (+inf PSNR: exact).
+    usable = np.isfinite(mean[m]) | (mean[m] == (np.inf if higher else -np.inf))
+    if not usable.any():
       continue
-    i = int(np.argmax(values) if HIGHER_IS_BETTER[m] else np.argmin(values))
+    values = np.where(usable, mean[m], -np.inf if higher else np.inf)
+    i = int(np.argmax(values) if higher else np.argmin(values))
     # λ to float32's 7 digits, as the sidecar's rows (a typed 0.1, not 0.10000000149).
     best[m] = {"index": i, "lambda": [float(f"{v:.7g}") for v in lambdas[i]],
                "value": results.floats(mean[m][i])}
   # Strict JSON, as a report's: an exact reconstruction's infinite PSNR is null.
   return {
       "slices": int(num_slices),
-      "which": "slices with foreground" if kept else "every slice (none has enough foreground)",
+      "which": which,
       "metrics": list(METRICS),
       "zero_filled": {m: results.floats(zero_filled[m][0]) for m in METRICS},
       "mean": {m: results.floats(mean[m]) for m in METRICS},
@@ -105,5 +119,8 @@ def describe(scores: dict, size: int) -> str:
     if m in scores["best"]:
       b = scores["best"][m]
       parts.append(f"best {m.upper()} {value(b['value'], fmt)}{unit} at λ = {lam(b)}")
+  which = scores["which"]
+  if scores["slices"] == 1:
+    which = which.replace("slices", "slice", 1).replace("that are", "that is")
   return (f"scores against the scan, on the model's {size}×{size} slices "
-          f"({scores['slices']} {scores['which']}): " + "; ".join(parts))
+          f"({scores['slices']} {which}): " + "; ".join(parts))

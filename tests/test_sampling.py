@@ -50,6 +50,11 @@ def test_a_nan_loss_ranks_last_whatever_its_sign_bit(sign):
   np.testing.assert_array_equal(np.asarray(sampling.select_lowest(made, 1)), [0])
 
 
+def test_a_nan_loss_ranks_after_an_infinite_one():
+  values = jnp.asarray(np.array([np.nan, np.inf, 1.0, np.inf], np.float32))
+  np.testing.assert_array_equal(np.asarray(sampling.select_lowest(values, 4)), [2, 1, 3, 0])
+
+
 def test_zeros_of_either_sign_tie_by_index():
   values = jnp.asarray(np.array([0.0, -0.0, 1.0], np.float32))
   np.testing.assert_array_equal(np.asarray(sampling.select_lowest(values, 1)), [0])

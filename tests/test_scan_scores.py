@@ -28,7 +28,7 @@ def test_the_best_is_the_highest_psnr_and_ssim_and_the_lowest_hfen():
                 _moments((26.0, 1.5), (0.80, 0.1), (0.20, 0.0))]
   lambdas = np.array([[0.0], [0.1], [0.3]], np.float32)
   s = scan_scores.summarize(per_lambda, _moments((20.0, 1.0), (0.4, 0.1), (0.9, 0.1)),
-                            lambdas, 7, True)
+                            lambdas, 7, "slices with foreground")
   assert s["slices"] == 7 and s["which"] == "slices with foreground"
   assert s["mean"] == {"psnr": [25.0, 27.0, 26.0], "ssim": [0.7, 0.6, 0.8],
                        "hfen": [0.3, 0.4, 0.2]}
@@ -49,7 +49,8 @@ def test_nan_means_are_never_best_and_an_all_nan_metric_has_none():
   per_lambda = [_moments((nan, nan), (0.5, 0.0), (nan, nan)),
                 _moments((24.0, 0.0), (nan, nan), (nan, nan))]
   s = scan_scores.summarize(per_lambda, _moments((20.0, 0.0), (0.4, 0.0), (0.9, 0.0)),
-                            np.array([[0.2, 0.4], [0.6, 0.8]]), 3, False)
+                            np.array([[0.2, 0.4], [0.6, 0.8]]), 3,
+                            "every slice (none has enough foreground)")
   assert s["best"]["psnr"]["index"] == 1 and s["best"]["ssim"]["index"] == 0
   assert "hfen" not in s["best"]
   assert s["which"] == "every slice (none has enough foreground)"
@@ -62,11 +63,16 @@ def test_an_exact_reconstruction_is_best_and_written_as_null():
   per_lambda = [_moments((30.0, 1.0), (0.9, 0.0), (0.1, 0.0)),
                 _moments((inf, 0.0), (1.0, 0.0), (0.0, 0.0))]
   s = scan_scores.summarize(per_lambda, _moments((20.0, 1.0), (0.4, 0.1), (0.9, 0.1)),
-                            np.array([[0.0], [1.0]]), 2, True)
+                            np.array([[0.0], [1.0]]), 1, "slices with foreground")
   assert s["mean"]["psnr"] == [30.0, None]
   assert s["best"]["psnr"] == {"index": 1, "lambda": [1.0], "value": None}
   json.dumps(s, allow_nan=False)  # strict JSON, as a report's
+  assert "(1 slice with foreground)" in scan_scores.describe(s, 16)
   assert "best PSNR ∞ dB at λ = 1" in scan_scores.describe(s, 16)
+  # An infinite HFEN (an empty target) is the worst, never a best.
+  per_lambda = [_moments((inf, 0.0), (1.0, 0.0), (inf, 0.0))] * 2
+  s = scan_scores.summarize(per_lambda, per_lambda[0], np.array([[0.0], [1.0]]), 1, "x")
+  assert "hfen" not in s["best"] and s["best"]["psnr"]["index"] == 0
 
 
 def test_slice_scores_of_an_exact_and_a_constant_reconstruction():
@@ -81,10 +87,17 @@ def test_slice_scores_of_an_exact_and_a_constant_reconstruction():
   np.testing.assert_allclose(flat["psnr"], 10 * np.log10(1 / mse), atol=1e-4)
 
 
-def test_scored_slices_are_the_kept_ones_or_all():
+def test_scored_slices_are_the_kept_ones_that_are_not_empty_or_all():
+  images = np.ones((4, 2, 2), np.float32)
+  images[2] = 0.0  # an empty slice, e.g. of a fastMRI file, which keeps every slice
+
   class Scan:
-    slices = np.arange(4)
-    kept = np.array([False, True, True, False])
-  assert scan_scores.scored_slices(Scan).tolist() == [1, 2]
-  Scan.kept = np.zeros(4, bool)
-  assert scan_scores.scored_slices(Scan).tolist() == [0, 1, 2, 3]
+    kind = "h5"
+  Scan.images, Scan.kept = images, np.array([False, True, True, True])
+  chosen, which = scan_scores.scored_slices(Scan)
+  assert chosen.tolist() == [1, 3] and which == "slices that are not empty"
+  Scan.kind = "nifti"
+  assert scan_scores.scored_slices(Scan)[1] == "slices with foreground"
+  Scan.kept = np.array([False, False, True, False])
+  chosen, which = scan_scores.scored_slices(Scan)
+  assert chosen.tolist() == [0, 1, 2, 3] and which.startswith("every slice")
