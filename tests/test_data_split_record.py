@@ -5,6 +5,7 @@ A folder of six tiny NIfTI volumes, grown to seven: at the default fractions
 (`common.split_volumes`), the case the record exists for.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -66,12 +67,51 @@ def _names(n):
   return [f"sub-{i:02d}.nii.gz" for i in range(n)]
 
 
-def test_current_lists_the_volumes_of_every_split(records):
+def test_current_lists_the_volumes_of_every_split(records, folders):
   for record, n in zip(records, (6, 7)):
     # The permutation of `split_volumes`, computed here from its definition.
     expected = common.split_volumes(n, (0.7, 0.1, 0.2), 0)
     assert record["dataset"] == "nifti"
     assert record["splits"] == {s: [_names(n)[i] for i in expected[s]] for s in common.SPLITS}
+  six, seven, _ = folders
+  for record, folder in zip(records, (six, seven)):
+    for split in common.SPLITS:  # the digests of the files' bytes, in the same order
+      assert record["sha256"][split] == [
+          hashlib.sha256((folder / n).read_bytes()).hexdigest()
+          for n in record["splits"][split]]
+
+
+def test_a_renamed_training_volume_is_known_by_its_content(records, folders, tmp_path):
+  six, _, data_dir = folders
+  # sub-04 (train) renamed sub-01b: six files still, but sorted otherwise, so
+  # the permutation puts it in the test split under its new name.
+  folder = tmp_path / "scans"
+  shutil.copytree(six, folder)
+  (folder / "sub-04.nii.gz").rename(folder / "sub-01b.nii.gz")
+  assert "sub-04.nii.gz" in records[0]["splits"]["train"]
+  renamed = split_record.current(_config(folder, data_dir).data)
+  assert renamed["splits"]["test"] == ["sub-01b.nii.gz"]
+  (tmp_path / split_record.FILE).write_text(split_record.to_json(records[0]))
+  with pytest.raises(data.DataError, match=r"holds 1 of the volumes .*\(sub-01b\.nii\.gz\)"):
+    split_record.check_unseen(str(tmp_path), _config(folder, data_dir).data, "test")
+  # Resuming on it is refused too: a name left the training split.
+  with pytest.raises(data.DataError, match=r"1 left it: sub-04\.nii\.gz; 1 joined it"):
+    split_record.check_resume(str(tmp_path), renamed)
+
+
+def test_a_training_volume_rewritten_in_place_stops_a_resume(records, folders, tmp_path):
+  six, _, data_dir = folders
+  folder = tmp_path / "scans"
+  shutil.copytree(six, folder)
+  name = records[0]["splits"]["train"][0]
+  _write_volume(folder, 99)  # other voxels…
+  (folder / "sub-99.nii.gz").replace(folder / name)  # …under the training volume's name
+  now = split_record.current(_config(folder, data_dir).data)
+  assert now["splits"] == records[0]["splits"]
+  (tmp_path / split_record.FILE).write_text(split_record.to_json(records[0]))
+  with pytest.raises(data.DataError, match=rf"1 of its files changed content: {name}"):
+    split_record.check_resume(str(tmp_path), now)
+  split_record.check_resume(str(tmp_path), records[0])
 
 
 def test_the_grown_folder_moves_a_training_volume_into_test(records):
@@ -108,6 +148,7 @@ def test_validation_volumes_count_as_learned_from_for_the_test_split(records, fo
   record = json.loads(split_record.to_json(records[0]))
   test_volume = record["splits"]["test"][0]
   record["splits"]["validation"].append(test_volume)
+  record["sha256"]["validation"].append(record["sha256"]["test"][0])
   (tmp_path / split_record.FILE).write_text(json.dumps(record))
   with pytest.raises(data.DataError, match=f"holds 1 of the volumes .*{test_volume}"):
     split_record.check_unseen(str(tmp_path), _config(six, data_dir).data, "test")

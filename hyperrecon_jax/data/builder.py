@@ -18,13 +18,16 @@ Example features:
   label: (size, size) integer labels, for datasets that have them.
 
 Examples are stored in order (volume, slice), with no TFDS shuffling; the
-dataset's metadata (`metadata.json`) lists the volumes of every split.
+dataset's metadata (`metadata.json`) lists the volumes of every split, with
+the SHA-256 of each input file (`hyperrecon_jax.data.split_record` compares
+volumes by it).
 """
 
 from collections.abc import Iterator
 from collections.abc import Mapping
 import contextlib
 import dataclasses
+import hashlib
 import logging
 from typing import Any
 
@@ -59,10 +62,28 @@ def settings_name(prefix: str, settings: Mapping[str, Any]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class VolumeSpec:
-  """A volume to write: its id, its name and what the builder needs to read it."""
+  """A volume to write: its id, its name and what the builder needs to read it.
+
+  Attributes:
+    id: the `volume` feature.
+    name: the volume's name (its file, relative to `manual_dir`).
+    source: what the builder's `_slices` reads.
+    file: the volume's input file, whose SHA-256 names its content in the
+      dataset's metadata (`sha256`), whatever the file is called; '' for none.
+  """
   id: int
   name: str
   source: Any = None
+  file: str = ""
+
+
+def file_digest(path: str) -> str:
+  """SHA-256 of a file's bytes, read in blocks."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -130,7 +151,10 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           example["label"] = s.label.astype(label_dtype)
         yield f"{spec.id:07d}_{s.index:05d}", example
         slices.append(s.index)
-      index.append({"id": spec.id, "name": spec.name, "slices": slices, "start": start})
+      entry = {"id": spec.id, "name": spec.name, "slices": slices, "start": start}
+      if spec.file:
+        entry["sha256"] = file_digest(spec.file)
+      index.append(entry)
       start += len(slices)
     # Written to metadata.json with the dataset info after all splits finish.
     self.info.metadata["volumes"][split] = index

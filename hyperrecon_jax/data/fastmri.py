@@ -228,8 +228,8 @@ class FastmriKnee(builder_lib.SliceBuilder, skip_registration=True):
     assignment = common.split_volumes(
         len(files), cfg.settings["split_fractions"], cfg.settings["split_seed"],
         where=cfg.manual_dir)
-    return {split: [builder_lib.VolumeSpec(i, files[i], os.path.join(cfg.manual_dir, files[i]))
-                    for i in ids]
+    paths = [os.path.join(cfg.manual_dir, rel) for rel in files]
+    return {split: [builder_lib.VolumeSpec(i, files[i], paths[i], file=paths[i]) for i in ids]
             for split, ids in assignment.items()}
 
   def _slices(self, spec) -> Iterator[slicing.Slice]:

@@ -213,7 +213,9 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
     assignment = common.split_volumes(
         len(pairs), cfg.settings["split_fractions"], cfg.settings["split_seed"],
         where=cfg.manual_dir)
-    return {split: [builder_lib.VolumeSpec(i, pairs[i][0], pairs[i]) for i in ids]
+    return {split: [builder_lib.VolumeSpec(i, pairs[i][0], pairs[i],
+                                           file=os.path.join(cfg.manual_dir, pairs[i][0]))
+                    for i in ids]
             for split, ids in assignment.items()}
 
   def _slices(self, spec) -> Iterator[slicing.Slice]:

@@ -80,11 +80,14 @@ class Volume(NamedTuple):
     name: the volume's name (file path relative to `manual_dir`).
     slices: the `slice` feature of its examples, in stored order.
     indices: positions of its examples in the split's data source.
+    sha256: the SHA-256 of its input file (NIfTI, fastMRI), '' for none (the
+      mni152 template, or a dataset built before it was recorded).
   """
   id: int
   name: str
   slices: tuple[int, ...]
   indices: range
+  sha256: str = ""
 
 
 def data_dir(data_config) -> str:
@@ -330,5 +333,6 @@ def volumes(data_config, split: str) -> list[Volume]:
 def _volume_list(index) -> list[Volume]:
   """`Volume` records from the index that metadata.json stores per split."""
   return [Volume(int(v["id"]), str(v["name"]), tuple(int(k) for k in v["slices"]),
-                 range(int(v["start"]), int(v["start"]) + len(v["slices"])))
+                 range(int(v["start"]), int(v["start"]) + len(v["slices"])),
+                 str(v.get("sha256", "")))
           for v in index]

@@ -2,13 +2,16 @@
 
 The `nifti` and `fastmri_knee` datasets assign whole volumes to splits with a
 seeded permutation of the folder's sorted files (`common.split_volumes`).
-Adding or removing a file rebuilds the dataset and draws another assignment, so
-a volume the run trained on can move into the test split, where its scores
-would silently measure training data. A run therefore records its splits when
-it starts (``data_splits.json``); resuming refuses a changed training or
-validation split, and evaluating refuses a split that shares a volume with the
-splits the run learned from. The `mni152` dataset is one embedded volume cut into fixed slice blocks
-(`hyperrecon_jax.data.mni152`), which no file changes, so nothing is recorded.
+Adding, removing or renaming a file rebuilds the dataset and can draw another
+assignment, so a volume the run trained on can move into the test split,
+where its scores would silently measure training data. A run therefore
+records its splits when it starts (``data_splits.json``: each volume's file
+name and the SHA-256 of its content). Resuming refuses a changed training or
+validation split (a file added, removed, renamed or rewritten), and
+evaluating refuses a split that shares a volume, by name or by content, with
+the splits the run learned from. The `mni152` dataset is one embedded volume
+cut into fixed slice blocks (`hyperrecon_jax.data.mni152`), which no file
+changes, so nothing is recorded.
 
 A workdir written before this record existed has no ``data_splits.json``; it is
 evaluated as before, unchecked.
@@ -29,24 +32,29 @@ _SHOWN = 3  # volume names quoted in a message
 
 
 def current(data_config) -> dict | None:
-  """The volume names of every split of the dataset as it is built now.
+  """The volumes of every split of the dataset as it is built now.
 
   Args:
     data_config: the data config (builds the dataset if needed).
 
   Returns:
-    ``{'dataset', 'manual_dir', 'splits': {split: [names]}}``, or None for a
-    dataset that is not split by volume.
+    ``{'dataset', 'manual_dir', 'splits': {split: [names]}, 'sha256':
+    {split: [digests]}}`` (the digests of the volumes' files, in the same
+    order; no ``sha256`` for a dataset built before they were recorded), or
+    None for a dataset that is not split by volume.
   """
   name = common.check_name(common.field(data_config, "name"))
   if name not in BY_VOLUME:
     return None
   from hyperrecon_jax.data import sources
-  return {"dataset": name,
-          "manual_dir": os.path.abspath(os.path.expanduser(
-              str(common.field(data_config, "manual_dir")))),
-          "splits": {split: [v.name for v in sources.volumes(data_config, split)]
-                     for split in common.SPLITS}}
+  volumes = {split: sources.volumes(data_config, split) for split in common.SPLITS}
+  record = {"dataset": name,
+            "manual_dir": os.path.abspath(os.path.expanduser(
+                str(common.field(data_config, "manual_dir")))),
+            "splits": {split: [v.name for v in vs] for split, vs in volumes.items()}}
+  if all(v.sha256 for vs in volumes.values() for v in vs):
+    record["sha256"] = {split: [v.sha256 for v in vs] for split, vs in volumes.items()}
+  return record
 
 
 def read(workdir: str) -> dict | None:
@@ -67,14 +75,25 @@ def read(workdir: str) -> dict | None:
 
 
 def _checked(record, where: str) -> dict:
-  """``record`` if it maps every split to a list of volume names, else DataError."""
+  """``record`` if it maps every split to names (and digests, if any), else DataError."""
+  def lists_of_text(value, like=None):
+    return isinstance(value, dict) and all(
+        isinstance(value.get(s), list) and all(isinstance(n, str) for n in value[s])
+        and (like is None or len(value[s]) == len(like[s])) for s in common.SPLITS)
+
   splits = record.get("splits") if isinstance(record, dict) else None
-  if not (isinstance(splits, dict) and all(
-      isinstance(splits.get(s), list) and all(isinstance(n, str) for n in splits[s])
-      for s in common.SPLITS)):
+  if not lists_of_text(splits):
     raise _unreadable(where, "its 'splits' must map train, validation and test to lists "
                       "of volume names")
+  if "sha256" in record and not lists_of_text(record["sha256"], splits):
+    raise _unreadable(where, "its 'sha256' must hold one digest per volume of 'splits'")
   return record
+
+
+def _volumes(record: dict, split: str) -> list[tuple[str, str]]:
+  """(name, digest) of every volume of a split; the digest '' where none is recorded."""
+  digests = record.get("sha256", {}).get(split) or [""] * len(record["splits"][split])
+  return list(zip(record["splits"][split], digests))
 
 
 def _unreadable(where: str, problem) -> common.DataError:
@@ -103,14 +122,21 @@ def check_resume(workdir: str, record: dict | None) -> None:
     return
   for split in ("train", "validation"):
     before, now = set(stored["splits"][split]), set(record["splits"][split])
+    changed = ""
     if before != now:
+      changed = _difference(before, now)
+    elif "sha256" in stored and "sha256" in record:
+      edited = sorted(n for (n, a), (_, b) in zip(sorted(_volumes(stored, split)),
+                                                  sorted(_volumes(record, split))) if a != b)
+      if edited:
+        changed = f"{len(edited)} of its files changed content: {_quote(edited)}"
+    if changed:
       raise common.DataError(
           f"the {split} split of {record['manual_dir']} is not the one the run in "
-          f"{workdir} began with ({_difference(before, now)}): files were added to or "
-          "removed from the folder, which assigns volumes to splits again, and the run "
-          f"would go on with other data. Restore the folder as it was "
-          f"({os.path.join(workdir, FILE)} lists every split's volumes) or train in a "
-          "new --workdir")
+          f"{workdir} began with ({changed}): files were added to, removed from, renamed "
+          "in or rewritten in the folder, and the run would go on with other data. "
+          f"Restore the folder as it was ({os.path.join(workdir, FILE)} lists every "
+          "split's volumes) or train in a new --workdir")
 
 
 def check_unseen(workdir: str, data_config, split: str) -> None:
@@ -151,16 +177,19 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
   record = current(data_config)
   if record is None:
     return
-  learned = {n for s in _LEARNED_FROM[split] for n in stored["splits"][s]}
-  seen = sorted(learned & set(record["splits"][split]))
+  learned = [v for s in _LEARNED_FROM[split] for v in _volumes(stored, s)]
+  names = {n for n, _ in learned}
+  contents = {d for _, d in learned if d}
+  # A volume is the same by name, or by content under another name.
+  seen = sorted(n for n, d in _volumes(record, split) if n in names or (d and d in contents))
   if not seen:
     return
   raise common.DataError(
       f"the {split} split of {record['manual_dir']} holds {len(seen)} of the volumes "
       f"{learner} learned from ({_quote(seen)}), so its scores would measure training "
-      "data: files were added to or removed from the folder since training, which assigns "
-      f"volumes to splits again. Evaluate on the folder as it was ({listed_in} lists "
-      "every split's volumes)")
+      "data: files were added to, removed from or renamed in the folder since training, "
+      f"which assigns volumes to splits again. Evaluate on the folder as it was "
+      f"({listed_in} lists every split's volumes)")
 
 
 def _quote(names) -> str:
