@@ -45,7 +45,8 @@ class RecordError(errors.Error, RuntimeError):
 # --- checksums of a step's files --------------------------------------------------------
 
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str) -> str:
+  """SHA-256 (hex) of a file's bytes, read in blocks of 1 MiB."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -69,7 +70,7 @@ def write(step_dir: str) -> None:
   reader never sees half of it, and a power cut after the save cannot leave
   an empty table that would make an intact step look damaged.
   """
-  table = {rel: [os.path.getsize(path), _file_digest(path)]
+  table = {rel: [os.path.getsize(path), file_digest(path)]
            for rel, path in sorted(_step_files(step_dir))}
   workdir_lib.write_text(os.path.join(step_dir, CHECKSUMS), json.dumps(table, indent=0))
 
@@ -101,7 +102,7 @@ def verify(step_dir: str) -> bool:
     if os.path.getsize(file) != size:
       raise RecordError(f"{file} has {os.path.getsize(file)} bytes, "
                         f"{size} were written (truncated or overwritten)")
-    if _file_digest(file) != digest:
+    if file_digest(file) != digest:
       raise RecordError(f"{file} does not match its SHA-256 checksum "
                         "(changed on disk)")
   return True

@@ -27,12 +27,12 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 import contextlib
 import dataclasses
-import hashlib
 import logging
 from typing import Any
 
 import numpy as np
 
+from hyperrecon_jax import checksums
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import slicing
 
@@ -75,15 +75,6 @@ class VolumeSpec:
   name: str
   source: Any = None
   file: str = ""
-
-
-def file_digest(path: str) -> str:
-  """SHA-256 of a file's bytes, read in blocks."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -153,7 +144,7 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         slices.append(s.index)
       entry = {"id": spec.id, "name": spec.name, "slices": slices, "start": start}
       if spec.file:
-        entry["sha256"] = file_digest(spec.file)
+        entry["sha256"] = checksums.file_digest(spec.file)
       index.append(entry)
       start += len(slices)
     # Written to metadata.json with the dataset info after all splits finish.
