@@ -19,7 +19,6 @@ from hyperrecon_jax import metrics
 from hyperrecon_jax import results
 
 METRICS = ("psnr", "ssim", "hfen")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "hfen": False}
 
 
 @compilation.inference_jit
@@ -83,7 +82,7 @@ def summarize(per_lambda, zero_filled, lambdas, num_slices: int, which: str) -> 
   mean = {m: np.array([s[m][0] for s in per_lambda]) for m in METRICS}
   best = {}
   for m in METRICS:
-    higher = HIGHER_IS_BETTER[m]
+    higher = m not in results.LOWER_IS_BETTER
     # A mean can be best if finite, or the best possible (+inf PSNR: exact).
     usable = np.isfinite(mean[m]) | (mean[m] == (np.inf if higher else -np.inf))
     if not usable.any():

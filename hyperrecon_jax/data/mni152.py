@@ -128,7 +128,8 @@ def split_ranges(axis="axial", gap_slices: int = 8,
   lo, hi = int(keep[0]), int(keep[-1]) + 1
   extent, gap = hi - lo, int(gap_slices)
   usable = extent - 3 * gap
-  n_val = max(1, int(round(usable * f_val)))  # fractions are positive
+  # At least one slice each: a small positive fraction can round to none.
+  n_val = max(1, int(round(usable * f_val)))
   n_test = max(1, int(round(usable * f_test)))
   if gap < 0 or usable - n_val - n_test < 2:
     raise errors.InputError(
