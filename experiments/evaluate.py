@@ -4,6 +4,7 @@ r"""Evaluates a trained model over a grid or a design of λ and writes its repor
   python experiments/evaluate.py --workdir=workdirs/demo_k4 --samples=1000 \
       [--baselines=workdirs/demo_k4_baselines]
   python experiments/evaluate.py --pretrained=mni152_csmri8x_dc_tv --out=DIR
+  python experiments/evaluate.py --workdir=workdirs/demo --data=FOLDER --out=DIR
 
 The report is what the model's config says (its ``eval`` section and the
 evaluators of ``evals``, `hyperrecon_jax.evaluators`); ``--config.eval.*`` and
@@ -15,6 +16,11 @@ points of a design on the simplex of loss coefficients (its vertices
 included), for any number of loss terms, scores every loss term at every λ
 and prints the Pareto set and its hypervolume (against the per-λ Unets' with
 ``evals.baselines.workdir``).
+
+``--data=FOLDER`` scores every volume of another folder of NIfTI volumes or
+fastMRI ``.h5`` files (a second site, new subjects) instead of the model's own
+test split, sliced and scaled as the model's training data were; a volume the
+run learned from (the same file content) is refused.
 
 Reads the workdir only (a run that is still training can be evaluated) and
 writes the report (``lambda_grid.json`` and the figures) into
@@ -34,6 +40,9 @@ import cli_config
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
                            "<workdir>/eval).")
+_DATA = flags.DEFINE_string("data", None, "Score every volume of this folder of NIfTI "
+                            "volumes or fastMRI .h5 files instead of the model's test "
+                            "split.")
 _SETTINGS = cli_config.define_report_settings()
 _SHORTHANDS = cli_config.define_report_shorthands()
 
@@ -46,9 +55,15 @@ def main(argv):
     # Before the model loads.
     report.check_settings(cli_config.report_settings(_SETTINGS, overrides))
     result = report.run(_WORKDIR.value, pretrained=_PRETRAINED.value, out=_OUT.value,
-                        step=_STEP.value, overrides=overrides)
+                        step=_STEP.value, overrides=overrides, data=_DATA.value)
   zf = result["zero_filled"]["mean"]
-  print(f"{result['num_slices']} slices of {result['split']} "
+  if "data" in result:
+    d = result["data"]
+    scored = (f"every volume of {d['folder']} ({d['volumes']} volume"
+              f"{'s' * (d['volumes'] != 1)}, {d['dataset']})")
+  else:
+    scored = result["split"]
+  print(f"{result['num_slices']} slices of {scored} "
         f"(checkpoint step {result['checkpoint_step']}), "
         f"{len(result['lambdas'])} λ values")
   for metric, where in result["unscored"].items():

@@ -8,6 +8,13 @@ runs the evaluators ``config.evals`` lists (`hyperrecon_jax.evaluators`): the
 λ grid or design over a split, the per-λ Unets, the objective, the trade-offs,
 the galleries, the DHS replay and the files, written into ``<workdir>/eval``
 (or ``out``) as one set.
+
+``run(workdir, data=folder)`` scores the model on every volume of another
+folder of NIfTI or fastMRI files instead of its own test split (a second site,
+new subjects): the folder is built with the model's slicing and intensity
+settings as an evaluation-only dataset (`hyperrecon_jax.data.EVALUATION_ONLY`,
+every volume in its test split), and a volume whose content the run learned
+from is refused (`hyperrecon_jax.data.split_record`).
 """
 
 import os
@@ -22,7 +29,8 @@ SETTINGS = ("eval", "evals")
 
 def run(workdir: str | None = None, *, pretrained: str | None = None,
         folder: str | None = None, out: str | None = None, step: int | None = None,
-        overrides: dict | None = None, progress: bool = True) -> dict:
+        overrides: dict | None = None, data: str | None = None,
+        progress: bool = True) -> dict:
   """Evaluates a trained model over a λ grid or a λ design and writes the report.
 
   Args:
@@ -35,13 +43,16 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     overrides: ``{dotted field: value}`` of the config's ``eval`` and
       ``evals`` sections, e.g. ``{'eval.samples': 1000,
       'evals.baselines.workdir': path}``; checked before any evaluation.
+    data: a folder of NIfTI volumes or fastMRI ``.h5`` files to score, every
+      volume of it, instead of the model's own test split.
     progress: report progress on stderr.
 
   Returns:
     The result the evaluators built (`evaluators`), as written to
     ``lambda_grid.json``: the `evaluate.evaluate_grid` result with
     ``checkpoint_step``, ``split``, ``design``, ``workdir`` (or
-    ``pretrained``), and each evaluator's part.
+    ``pretrained``), ``data`` (with ``data``: the dataset, folder and number
+    of volumes scored) and each evaluator's part.
   """
   overrides = dict(overrides or {})
   _check_names(overrides)
@@ -51,6 +62,8 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     figures.check_out(os.path.abspath(out or os.path.join(workdir, "eval")))
   context = _load(workdir, pretrained, folder, out, step, progress)
   _apply(context.config, overrides)
+  if data is not None:
+    _score_folder(context, data)
   if workdir is not None:
     from hyperrecon_jax.data import split_record
     split_record.check_unseen(workdir, context.config.data, context.split)
@@ -78,6 +91,26 @@ def _apply(config, overrides) -> None:
     config.update_from_flattened_dict(overrides)
   except (KeyError, AttributeError, TypeError) as err:
     raise errors.InputError(f"report settings {sorted(overrides)}: {err}") from None
+
+
+def _score_folder(context, folder: str) -> None:
+  """Points the report at every volume of ``folder`` (see the module docstring)."""
+  from hyperrecon_jax import data
+  if context.split != "test":
+    raise errors.InputError(
+        f"--data={folder} is scored whole, as the test split of its evaluation-only "
+        f"build: config.eval.split={context.split!r} does not apply")
+  name = data.folder_dataset(folder)
+  context.trained_on = context.config.data.to_dict()
+  with context.config.unlocked():
+    context.config.data.name = name
+    context.config.data.manual_dir = os.path.abspath(os.path.expanduser(folder))
+    context.config.data.split_fractions = data.EVALUATION_ONLY
+  # A shipped model's stored scores are of its own test split.
+  context.stored_test = {}
+  context.result["data"] = {
+      "dataset": name, "folder": context.config.data.manual_dir,
+      "volumes": len(data.volumes(context.config.data, "test"))}
 
 
 def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Context:
@@ -115,4 +148,4 @@ def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Contex
       config=config, model=model, variables=variables, step=step, where=where,
       operator=physics.make_operator(config.task, (size, size)),
       out=os.path.abspath(out or os.path.join(workdir, "eval")), progress=progress,
-      stored_test=stored_test)
+      stored_test=stored_test, trained_on=config.data.to_dict())

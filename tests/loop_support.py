@@ -178,3 +178,26 @@ def save_untrained(config, path):
   mngr.close()
   workdir.write_text(os.path.join(path, "config.json"), config.to_json())
   return path
+
+
+def write_site(folder, seeds, shape=(20, 24, 16)):
+  """A folder of NIfTI volumes no model saw: noisy ellipsoids with brain on 10 axial slices.
+
+  Args:
+    folder: a ``pathlib.Path`` that does not exist yet.
+    seeds: one volume ``sub-<seed>.nii.gz`` per seed.
+    shape: the volumes' RAS shape.
+
+  Returns:
+    The folder, as a string.
+  """
+  import nibabel as nib
+  folder.mkdir()
+  for seed in seeds:
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    inside = x ** 2 / 0.8 + y ** 2 / 0.9 + z ** 2 < 0.8
+    inside[..., :3] = inside[..., 13:] = False
+    image = np.where(inside, 100.0 + rng.normal(0, 5, shape), 0.0).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), str(folder / f"sub-{seed:02d}.nii.gz"))
+  return str(folder)

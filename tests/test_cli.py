@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import loop_support
 import pytest
 
 from hyperrecon_jax import workdir as workdir_lib
@@ -266,6 +267,15 @@ def test_evaluate_a_pretrained_model_without_training(env, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert ("Unet at λ = (0.25) (stored in the info.json of mni152_csmri8x_dc_tv): PSNR "
           "20.70 dB, SSIM 0.6035") in proc.stdout, proc.stdout
+  # On a folder of the user's volumes: every volume, and no stored Unets,
+  # which were scored on the model's own test split.
+  site = loop_support.write_site(tmp_path / "site", (11, 12))
+  proc = run(env, "evaluate", "--pretrained=mni152_csmri8x_dc_tv", f"--out={tmp_path / 's'}",
+             "--grid=2", f"--data={site}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (f"slices of every volume of {site} (2 volumes, nifti) (checkpoint step"
+          in proc.stdout), proc.stdout
+  assert "Unet at λ" not in proc.stdout
 
 
 def test_a_run_refused_after_start_up_leaves_no_folder_behind(env, tmp_path):

@@ -172,6 +172,9 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("data.image_size", -8, r"image_size must be a positive multiple of 8 .* got -8"),
     ("data.percentile", 200.0, r"percentile must lie in \(0, 100\], got 200.0"),
     ("data.min_foreground", 2.0, r"min_foreground must lie in \[0, 1\), got 2.0"),
+    # A folder built for evaluation only has no train or validation split.
+    ("data.split_fractions", (0.0, 0.0, 1.0),
+     r"config.data.split_fractions must be three positive numbers .* got \(0.0, 0.0, 1.0\)"),
     ("hparams.fixed", ("nan",), r"hparams.fixed must lie in \[0, 1\], got \('nan',\)"),
 ])
 def test_impossible_values_of_any_type_are_config_errors(field, value, match):

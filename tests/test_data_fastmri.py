@@ -69,6 +69,17 @@ def test_the_split_record_names_the_files_of_every_split(cfg, manual_dir):
   assert record["splits"] == {s: [names[i] for i in expected[s]] for s in hr.data.SPLITS}
 
 
+def test_a_folder_built_for_evaluation_only_scores_every_file(cfg, manual_dir):
+  # What `evaluate.py --data=FOLDER` builds: every file in the test split, as
+  # the training build's splits hold them together.
+  only = _config(manual_dir, cfg.data_dir, split_fractions=hr.data.EVALUATION_ONLY)
+  assert split_record.current(only)["splits"] == {
+      "train": [], "validation": [], "test": sorted(os.listdir(manual_dir))}
+  assert hr.data.folder_dataset(manual_dir) == "fastmri_knee"
+  assert hr.data.num_examples(only, "test") == sum(
+      hr.data.num_examples(cfg, s) for s in hr.data.SPLITS)
+
+
 def test_build_examples(cfg, manual_dir):
   names = sorted(os.listdir(manual_dir))
   all_ids = []

@@ -162,6 +162,9 @@ def test_unknown_name_and_split(cfg):
     hr.data.load_split(cfg, "val")
   with pytest.raises(ValueError, match="axial"):
     hr.data.split_ranges(_config(cfg.data_dir, axis="oblique"))
+  # Its splits are slice blocks of one volume: none is only evaluated.
+  with pytest.raises(ValueError, match=r"three positive numbers .* got \(0.0, 0.0, 1.0\)"):
+    hr.data.make_builder(_config(cfg.data_dir, split_fractions=hr.data.EVALUATION_ONLY))
 
 
 def test_training_batches(cfg):

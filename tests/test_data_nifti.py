@@ -242,3 +242,29 @@ def test_a_volume_rewritten_in_place_at_the_same_size_builds_again(tmp_path):
   assert hr.data.make_builder(cfg).data_dir != first
   after = every_slice()
   assert before.shape == after.shape and not np.array_equal(before, after)
+
+
+def test_a_folder_built_for_evaluation_only_holds_every_volume_in_test(tmp_path):
+  rng = np.random.default_rng(8)
+  for i in range(2):  # two volumes: too few for a training folder
+    _save(_volume(rng)[0], tmp_path / f"s{i}.nii.gz")
+  cfg = _config(tmp_path, tmp_path / "tfds", split_fractions=hr.data.EVALUATION_ONLY)
+  volumes = hr.data.volumes(cfg, "test")
+  assert [v.name for v in volumes] == ["s0.nii.gz", "s1.nii.gz"]
+  assert hr.data.num_examples(cfg, "test") == 2 * len(BRAIN_Z)
+  # The same slices as a training build cuts from the same volumes.
+  two = [ex["image"] for ex in hr.data.load_split(cfg, "test")]
+  _save(_volume(rng)[0], tmp_path / "s2.nii.gz")
+  three = _config(tmp_path, tmp_path / "tfds")
+  same = sorted(((int(ex["volume"]), int(ex["slice"])), ex["image"])
+                for s in hr.data.SPLITS for ex in hr.data.load_split(three, s)
+                if int(ex["volume"]) < 2)
+  np.testing.assert_array_equal(np.stack(two), np.stack([image for _, image in same]))
+  for split in ("train", "validation"):
+    with pytest.raises(hr.data.DataError, match=rf"is built for evaluation only .* so it "
+                                                rf"has no {split} split"):
+      hr.data.load_split(cfg, split)
+  # No other zero fractions: a training folder's splits must all hold volumes.
+  with pytest.raises(hr.errors.InputError, match=r"or \(0\.0, 0\.0, 1\.0\) for a folder "
+                                                 r"that is only evaluated; got \(0\.0, 0\.5"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds", split_fractions=(0, 0.5, 0.5)))

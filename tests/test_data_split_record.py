@@ -143,6 +143,33 @@ def test_unseen_splits_pass_and_reassigned_volumes_are_refused(records, folders,
   split_record.check_unseen(workdir, _config(seven, data_dir).data, "train")
 
 
+def test_another_folder_is_checked_by_content_alone(records, folders, tmp_path):
+  six, _, data_dir = folders
+  (tmp_path / split_record.FILE).write_text(split_record.to_json(records[0]))
+  trained = records[0]["splits"]["train"]
+  site = tmp_path / "site"  # another site, scored whole (data.EVALUATION_ONLY)
+  site.mkdir()
+  _write_volume(site, 50)  # a new subject under a training volume's name
+  (site / "sub-50.nii.gz").rename(site / trained[0])
+  def scored():
+    config = _config(site, data_dir).data
+    config.split_fractions = data.EVALUATION_ONLY
+    return config
+
+  split_record.check_unseen(str(tmp_path), scored(), "test")
+  shutil.copy(six / trained[1], site / "copy.nii.gz")  # a training volume's copy
+  with pytest.raises(data.DataError, match=r"holds 1 of the volumes .* \(copy\.nii\.gz\), .*"
+                                           "a folder scored whole must hold none of them"):
+    split_record.check_unseen(str(tmp_path), scored(), "test")
+  # The folder the run read, scored whole: every volume it trained or
+  # validated on is named.
+  whole = _config(six, data_dir).data
+  whole.split_fractions = data.EVALUATION_ONLY
+  learned = len(trained) + len(records[0]["splits"]["validation"])
+  with pytest.raises(data.DataError, match=rf"holds {learned} of the volumes"):
+    split_record.check_unseen(str(tmp_path), whole, "test")
+
+
 def test_validation_volumes_count_as_learned_from_for_the_test_split(records, folders, tmp_path):
   six, _, data_dir = folders
   record = json.loads(split_record.to_json(records[0]))

@@ -12,6 +12,7 @@ import re
 import shutil
 
 import jax
+import loop_support
 import numpy as np
 import pytest
 
@@ -166,6 +167,11 @@ def test_a_report_of_a_pretrained_model_draws_its_stored_unets(exported, tmp_pat
   other = report.run(pretrained="with_unets", folder=folder, out=str(tmp_path / "v"),
                      overrides={"eval.grid": 2, "eval.split": "validation"}, progress=False)
   assert "baselines" not in other
+  # So on another folder's volumes.
+  site = loop_support.write_site(tmp_path / "site", (11,))
+  elsewhere = report.run(pretrained="with_unets", folder=folder, out=str(tmp_path / "s"),
+                         data=site, overrides={"eval.grid": 2}, progress=False)
+  assert "baselines" not in elsewhere and elsewhere["data"]["volumes"] == 1
 
 
 def test_the_shipped_model_loads_and_says_what_it_scores():

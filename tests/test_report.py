@@ -208,6 +208,12 @@ def test_a_dhs_run_reports_the_lambdas_it_keeps(config, tmp_path):
   assert len(dhs["kept"]) == 7 * 2
   # Every kept λ is one of the sampled ones.
   assert set(map(tuple, dhs["kept"])) <= set(map(tuple, dhs["sampled"]))
+  # A report on another folder replays DHS on the run's own training data,
+  # the same batches: the folder has no training split.
+  site = loop_support.write_site(tmp_path / "site", (11,))
+  other = report.run(path, out=str(tmp_path / "site_report"), data=site,
+                     overrides={"evals.dhs_replay.batches": 7}, progress=False)
+  assert other["dhs"] == dhs and other["data"]["volumes"] == 1
 
 
 def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
@@ -376,3 +382,82 @@ def test_the_split_gallery_compares_the_same_slices_at_its_good_lambdas(workdir,
                          tolerance_db=config.eval.gallery_tolerance_db)
   assert g["indices"] == list(want.indices)
 
+
+
+def test_another_folder_is_scored_whole_as_the_model_slices_its_data(workdir, config,
+                                                                    tmp_path):
+  from skimage.metrics import peak_signal_noise_ratio
+
+  from hyperrecon_jax.data import nifti
+  from hyperrecon_jax.data import slicing
+  # Two volumes: too few for a training folder's three splits, enough to score.
+  site = loop_support.write_site(tmp_path / "site", (11, 12))
+  out = str(tmp_path / "out")
+  result = report.run(workdir, out=out, data=site, progress=False)
+  assert result["data"] == {"dataset": "nifti", "folder": site, "volumes": 2}
+  assert result["split"] == "test" and sorted(os.listdir(out)) == FILES
+  # Every slice of both volumes that the model's slicing settings keep, once
+  # each, in file order: read and cut here with the settings of the model's
+  # config (its image size, axis, intensity percentile, foreground threshold).
+  d = config.data
+  expected = []
+  for v, name in enumerate(sorted(os.listdir(site))):
+    image, _, spacing = nifti.read_volume(site, name, None, d.percentile)
+    expected += [(v, s.index, s.image) for s in slicing.volume_slices(
+        image, axis=d.axis, size=d.image_size, min_foreground=d.min_foreground,
+        spacing=spacing)]
+  assert {v for v, _, _ in expected} == {0, 1}
+  assert list(zip(result["slices"]["volume"], result["slices"]["slice"])) == [
+      (v, s) for v, s, _ in expected]
+  # The zero-filled input's PSNR of each slice, from NumPy's FFT through the
+  # model's sampling mask and scikit-image: float32 against float64 FFTs
+  # differ by ~1e-7 of the error's energy, ~1e-6 dB.
+  mask = np.fft.ifftshift(np.asarray(physics.make_operator(config.task, (32, 32)).mask))
+  for i, (_, _, image) in enumerate(expected):
+    zf = np.abs(np.fft.ifft2(mask * np.fft.fft2(image, norm="ortho"), norm="ortho"))
+    np.testing.assert_allclose(
+        result["zero_filled"]["per_slice"]["psnr"][i],
+        peak_signal_noise_ratio(image.astype(np.float64), zf, data_range=1.0), atol=1e-4)
+
+
+def test_another_folder_is_refused_when_it_cannot_be_scored_whole(workdir, tmp_path):
+  site = loop_support.write_site(tmp_path / "site", (11,))
+  out = tmp_path / "out"
+  with pytest.raises(ValueError, match=r"--data=.* is scored whole, as the test split .* "
+                                       r"config\.eval\.split='validation' does not apply"):
+    report.run(workdir, out=str(out), data=site, overrides={"eval.split": "validation"},
+               progress=False)
+  with pytest.raises(ValueError, match=r"Dice is scored on the data the segmenter was "
+                                       r"trained for, not on another folder"):
+    report.run(workdir, out=str(out), data=site, progress=False,
+               overrides={"evals.lambda_set.segmenter": str(tmp_path)})
+  (tmp_path / "mixed").mkdir()
+  (tmp_path / "mixed" / "a.h5").write_bytes(b"")
+  (tmp_path / "mixed" / "b.nii").write_bytes(b"")
+  for folder, message in ((tmp_path / "none", "no such folder"),
+                          (tmp_path / "mixed", r"holds 1 NIfTI volumes .* and 1 fastMRI "
+                                               "files .*: give a folder of one kind")):
+    with pytest.raises(data.DataError, match=message):
+      report.run(workdir, out=str(out), data=str(folder), progress=False)
+  assert not out.exists()
+
+
+def test_on_another_folder_baselines_and_objectives_are_scored_on_it(workdir, stack,
+                                                                      tmp_path):
+  site = loop_support.write_site(tmp_path / "site", (11, 12, 13))
+  result = report.run(workdir, out=str(tmp_path / "out"), data=site,
+                      overrides={"evals.baselines.workdir": stack}, progress=False)
+  assert result["data"]["volumes"] == 3
+  b = result["baselines"]
+  assert len(b["per_slice"]["psnr"]) == result["num_slices"]
+  # The objectives on the folder's slices: the same program as the Unets'
+  # validation terms, pointed at the folder's (only) split.
+  o = result["objective"]
+  assert o["split"] == "test"
+  c = train.load_config(workdir)
+  c.data.update(name="nifti", manual_dir=site, split_fractions=data.EVALUATION_ONLY)
+  _, model, variables, _ = train.load_trained(stack)
+  unets = baselines.validation_term_means(c, model, variables, o["lambdas"], split="test")
+  for i, unet in enumerate(unets):
+    for name, value in unet.items():
+      np.testing.assert_allclose(o["baselines"][i]["terms"][name], value, rtol=1e-6)

@@ -28,6 +28,7 @@ import functools
 import importlib
 
 from hyperrecon_jax.data.common import DATASETS
+from hyperrecon_jax.data.common import EVALUATION_ONLY
 from hyperrecon_jax.data.common import SPLITS
 from hyperrecon_jax.data.common import DataError
 from hyperrecon_jax.data.common import default_data_dir
@@ -42,6 +43,7 @@ _LAZY = {
     "load_split": ("sources", "load_split"),
     "num_examples": ("sources", "num_examples"),
     "volumes": ("sources", "volumes"),
+    "folder_dataset": ("sources", "folder_dataset"),
     "has_labels": ("sources", "has_labels"),
     "prepare": ("sources", "prepare"),
     "make_builder": ("sources", "make_builder"),
@@ -49,7 +51,8 @@ _LAZY = {
     "MNI152_CLASSES": ("mni152", "CLASS_NAMES"),
 }
 
-__all__ = ["DATASETS", "SPLITS", "DataError", "default_data_dir", "split_ranges", *_LAZY]
+__all__ = ["DATASETS", "SPLITS", "EVALUATION_ONLY", "DataError", "default_data_dir",
+           "split_ranges", *_LAZY]
 
 
 def split_ranges(data_config) -> dict:

@@ -123,7 +123,8 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     plan = self._plan()
     self.info.metadata["settings"] = dict(self.builder_config.settings)
     self.info.metadata["volumes"] = {}
-    return {split: self._generate_examples(split, plan[split]) for split in common.SPLITS}
+    splits = common.written_splits(self.builder_config.settings["split_fractions"])
+    return {split: self._generate_examples(split, plan[split]) for split in splits}
 
   def _generate_examples(self, split, specs):
     index = []

@@ -24,6 +24,10 @@ from hyperrecon_jax import errors
 
 DATASETS = ("mni152", "fastmri_knee", "nifti")
 SPLITS = ("train", "validation", "test")
+# split_fractions of a folder that is only scored: every volume goes to the
+# test split, and the build has no train or validation split (a report on
+# volumes a model never saw, `hyperrecon_jax.report.run(data=...)`).
+EVALUATION_ONLY = (0.0, 0.0, 1.0)
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 DATA_DIR_ENV = "HYPERRECON_DATA_DIR"
@@ -112,23 +116,40 @@ def axis_name(axis) -> str:
   return {v: k for k, v in AXES.items()}[axis_index(axis)]
 
 
-def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+def check_fractions(fractions: Sequence[float], *,
+                    evaluation_only: bool = False) -> tuple[float, float, float]:
   """Validates (train, validation, test) fractions: positive, summing to one.
 
   Every split is used (training learns from train and validates on
   validation, evaluation scores test), and TFDS writes no empty split.
+
+  Args:
+    fractions: the (train, validation, test) fractions.
+    evaluation_only: also accept `EVALUATION_ONLY` (a dataset split by
+      volume whose every volume is scored).
   """
   try:
     fractions = tuple(float(f) for f in fractions)
   except (TypeError, ValueError):
     fractions = None
+  if evaluation_only and fractions == EVALUATION_ONLY:
+    return fractions
   if (fractions is None or len(fractions) != 3 or not min(fractions) > 0
       or abs(sum(fractions) - 1) > 1e-6):
+    also = (f", or {EVALUATION_ONLY} for a folder that is only evaluated"
+            if evaluation_only else "")
     raise errors.InputError(
         "split_fractions must be three positive numbers (train, validation, test) "
-        "that sum to 1, since training validates and evaluation tests; got "
+        f"that sum to 1, since training validates and evaluation tests{also}; got "
         f"{fractions if fractions is not None else 'something else'}.")
   return fractions
+
+
+def written_splits(fractions: Sequence[float]) -> tuple[str, ...]:
+  """The splits a build with these (checked) fractions writes."""
+  if tuple(float(f) for f in fractions) == EVALUATION_ONLY:
+    return ("test",)
+  return SPLITS
 
 
 def check_image_size(size) -> int:
@@ -174,11 +195,14 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
   """Assigns volume indices 0..num-1 to splits with a seeded permutation.
 
   Validation and test get ``round(num * fraction)`` volumes each, at least
-  one; the training split gets the rest, which must be one or more.
+  one; the training split gets the rest, which must be one or more. With
+  `EVALUATION_ONLY` fractions every volume is in test and the other two are
+  empty.
 
   Args:
     num: number of volumes.
-    fractions: (train, validation, test) fractions.
+    fractions: (train, validation, test) fractions (`check_fractions`, with
+      ``evaluation_only``).
     seed: seed of the permutation, so the split is reproducible.
     where: the volumes' folder, for the error message.
 
@@ -189,7 +213,11 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
     DataError: the volumes cannot give every split one (fewer than three, or
       fractions that leave none for training).
   """
-  _, f_val, f_test = check_fractions(fractions)
+  _, f_val, f_test = check_fractions(fractions, evaluation_only=True)
+  if (f_val, f_test) == EVALUATION_ONLY[1:]:
+    if num < 1:
+      raise DataError(f"{where} holds no volume to evaluate")
+    return {"validation": [], "test": list(range(num)), "train": []}
   order = np.random.default_rng(seed).permutation(num)
   n_val = max(int(round(num * f_val)), 1)
   n_test = max(int(round(num * f_test)), 1)

@@ -197,7 +197,8 @@ def settings(data_config) -> dict:
   return {
       "dataset": "fastmri_knee",
       "image_size": common.check_image_size(get("image_size")),
-      "split_fractions": list(common.check_fractions(get("split_fractions"))),
+      "split_fractions": list(common.check_fractions(get("split_fractions"),
+                                                     evaluation_only=True)),
       "split_seed": int(get("split_seed")),
       "files": common.fingerprint(manual_dir, files),
   }

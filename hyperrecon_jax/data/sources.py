@@ -171,9 +171,26 @@ def prepare(data_config):
             "its volumes has the foreground fraction data.min_foreground="
             f"{common.field(data_config, 'min_foreground')}; lower it, or check that the "
             "volumes hold images") from None
-  for split in common.SPLITS:  # Every build writes all three.
+  for split in common.written_splits(b.builder_config.settings["split_fractions"]):
     if split not in b.info.splits:
       raise _damaged(info_path, f"lists no {split!r} split", b.data_dir)
+  return b
+
+
+def _prepare_split(data_config, split: str):
+  """`prepare`, for reading ``split``, which the build must have written.
+
+  Raises:
+    DataError: ``split`` is not a split of an evaluation-only build.
+  """
+  common.check_split(split)
+  b = prepare(data_config)
+  if split not in common.written_splits(b.builder_config.settings["split_fractions"]):
+    raise common.DataError(
+        f"{common.field(data_config, 'name')} {common.field(data_config, 'manual_dir')} is "
+        f"built for evaluation only (data.split_fractions={common.EVALUATION_ONLY}: every "
+        f"volume is in the test split), so it has no {split} split; training needs "
+        "split_fractions of three positive numbers")
   return b
 
 
@@ -274,8 +291,7 @@ def load_split(data_config, split: str) -> SplitSource:
     DataError: a damaged built dataset (now, or from `source[i]` for a damaged
       record), naming the file and the folder to delete.
   """
-  common.check_split(split)
-  return _open_split(prepare(data_config), split)
+  return _open_split(_prepare_split(data_config, split), split)
 
 
 def _open_split(b, split: str) -> SplitSource:
@@ -286,8 +302,33 @@ def _open_split(b, split: str) -> SplitSource:
 
 def num_examples(data_config, split: str) -> int:
   """Number of slices in a split (builds the dataset if needed)."""
-  common.check_split(split)
-  return int(prepare(data_config).info.splits[split].num_examples)
+  return int(_prepare_split(data_config, split).info.splits[split].num_examples)
+
+
+def folder_dataset(folder: str) -> str:
+  """The dataset of a folder of a user's files, by the files it holds.
+
+  Args:
+    folder: a folder of NIfTI volumes or of fastMRI `.h5` files.
+
+  Returns:
+    'nifti' or 'fastmri_knee'.
+
+  Raises:
+    DataError: not a folder, or a folder with both kinds of files or neither.
+  """
+  from hyperrecon_jax.data import nifti
+  if not os.path.isdir(folder):
+    raise common.DataError(f"{folder}: {'a file' if os.path.exists(folder) else 'no such folder'}"
+                           "; give a folder of NIfTI volumes or of fastMRI .h5 files")
+  kinds = {name: len(common.list_files(folder, suffixes)) for name, suffixes in
+           (("nifti", nifti.SUFFIXES), ("fastmri_knee", (".h5",)))}
+  found = [name for name, count in kinds.items() if count]
+  if len(found) != 1:
+    raise common.DataError(
+        f"{folder} holds {kinds['nifti']} NIfTI volumes (.nii, .nii.gz) and "
+        f"{kinds['fastmri_knee']} fastMRI files (.h5): give a folder of one kind")
+  return found[0]
 
 
 def has_labels(data_config) -> bool:
@@ -306,8 +347,7 @@ def volumes(data_config, split: str) -> list[Volume]:
     `Volume` records in stored order (increasing id); a volume's examples are
     contiguous in the split.
   """
-  common.check_split(split)
-  b = prepare(data_config)
+  b = _prepare_split(data_config, split)
   try:
     # TFDS reads metadata.json here, on first access.
     index = b.info.metadata.get("volumes", {}).get(split)

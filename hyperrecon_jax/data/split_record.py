@@ -9,9 +9,11 @@ records its splits when it starts (``data_splits.json``: each volume's file
 name and the SHA-256 of its content). Resuming refuses a changed training or
 validation split (a file added, removed, renamed or rewritten), and
 evaluating refuses a split that shares a volume, by name or by content, with
-the splits the run learned from. The `mni152` dataset is one embedded volume
-cut into fixed slice blocks (`hyperrecon_jax.data.mni152`), which no file
-changes, so nothing is recorded.
+the splits the run learned from; a folder other than the one the run read (a
+report on another site's volumes) shares a volume by content only. The
+`mni152` dataset is one embedded volume cut into fixed slice blocks
+(`hyperrecon_jax.data.mni152`), which no file changes, so nothing is
+recorded.
 
 A workdir written before this record existed has no ``data_splits.json``; it is
 evaluated as before, unchecked.
@@ -47,7 +49,9 @@ def current(data_config) -> dict | None:
   if name not in BY_VOLUME:
     return None
   from hyperrecon_jax.data import sources
-  volumes = {split: sources.volumes(data_config, split) for split in common.SPLITS}
+  written = common.written_splits(common.field(data_config, "split_fractions"))
+  volumes = {split: sources.volumes(data_config, split) if split in written else []
+             for split in common.SPLITS}
   record = {"dataset": name,
             "manual_dir": os.path.abspath(os.path.expanduser(
                 str(common.field(data_config, "manual_dir")))),
@@ -178,18 +182,30 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
   if record is None:
     return
   learned = [v for s in _LEARNED_FROM[split] for v in _volumes(stored, s)]
-  names = {n for n, _ in learned}
+  # In the folder the learner read, a volume is the same by name, or by
+  # content under another name; in another folder (another site's sub-01 is
+  # another subject) by content only.
+  same_folder = (stored.get("manual_dir"), stored.get("dataset")) == (
+      record["manual_dir"], record["dataset"])
+  names = {n for n, _ in learned} if same_folder else set()
   contents = {d for _, d in learned if d}
-  # A volume is the same by name, or by content under another name.
   seen = sorted(n for n, d in _volumes(record, split) if n in names or (d and d in contents))
   if not seen:
     return
+  whole = common.written_splits(common.field(data_config, "split_fractions")) == ("test",)
+  if whole:
+    why = ("a folder scored whole must hold none of them. Score a folder of volumes the "
+           "run never saw; the volumes learned from are")
+  elif same_folder:
+    why = ("files were added to, removed from or renamed in the folder since training, "
+           "which assigns volumes to splits again. Evaluate on the folder as it was")
+  else:
+    why = ("they are copies of its files. Leave them out of the folder; the volumes "
+           "learned from are")
   raise common.DataError(
       f"the {split} split of {record['manual_dir']} holds {len(seen)} of the volumes "
       f"{learner} learned from ({_quote(seen)}), so its scores would measure training "
-      "data: files were added to, removed from or renamed in the folder since training, "
-      f"which assigns volumes to splits again. Evaluate on the folder as it was "
-      f"({listed_in} lists every split's volumes)")
+      f"data: {why} ({listed_in} lists every split's volumes)")
 
 
 def _quote(names) -> str:

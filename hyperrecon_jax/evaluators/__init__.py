@@ -49,6 +49,8 @@ class Context:
     out: the report's folder.
     progress: show progress on stderr.
     stored_test: a shipped model's stored test scores (its ``info.json``).
+    trained_on: the data config the model learned from (``config.data`` is
+      the data scored, another folder with ``report.run(data=...)``).
     result: the report, built by the evaluators.
     lam_grid: (G, K − 1) the evaluated λ (`lambda_set`).
     segmenter: a `segmentation.Trained`, or None (`lambda_set`).
@@ -64,6 +66,7 @@ class Context:
   out: str
   progress: bool = True
   stored_test: dict = dataclasses.field(default_factory=dict)
+  trained_on: dict = dataclasses.field(default_factory=dict)
   result: dict = dataclasses.field(default_factory=dict)
   lam_grid: Any = None
   segmenter: Any = None

@@ -23,11 +23,19 @@ def check(config, settings) -> None:
 def prepare(context, settings) -> None:
   path = settings.get("workdir", "")
   if path:
-    context.stack = load(path, context.config)
+    context.stack = load(path, context.config, trained_on=context.trained_on)
 
 
-def load(path, config):
-  """``(model, variables, step)`` of the stack in ``path``, checked against ``config``."""
+def load(path, config, *, trained_on=None):
+  """``(model, variables, step)`` of the stack in ``path``, checked against ``config``.
+
+  Args:
+    path: the stack's workdir.
+    config: the HyperRecon model's config, with the data to score.
+    trained_on: the data config the HyperRecon model learned from, when
+      ``config.data`` is another folder; the stack must have learned from the
+      same data.
+  """
   from hyperrecon_jax import checkpoints
   from hyperrecon_jax import train
   from hyperrecon_jax.train import configuration
@@ -49,8 +57,10 @@ def load(path, config):
     raise errors.InputError(f"{path} is not a run of per-λ baselines "
                             "(experiments/baselines.py --lambdas=...)")
   # The baselines must solve the same problem: task, data and loss terms.
-  diffs = [d for d in configuration.incompatibilities(
-      json.loads(b_config.to_json()), json.loads(config.to_json()))
+  mine = json.loads(config.to_json())
+  if trained_on:
+    mine["data"] = json.loads(json.dumps(dict(trained_on), default=list))
+  diffs = [d for d in configuration.incompatibilities(json.loads(b_config.to_json()), mine)
            if not d.startswith(("model.", "hparams.", "loss_scales", "eval", "segmenter"))]
   if diffs:
     raise errors.InputError(f"the baselines in {path} were trained for another "

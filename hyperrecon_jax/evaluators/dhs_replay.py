@@ -31,7 +31,8 @@ def run(context, settings) -> None:
   from hyperrecon_jax.results import floats
   from hyperrecon_jax.train import step as step_lib
   num = int(settings["batches"])
-  batches = data.batches(config.data, "train", batch_size=int(config.train.batch_size),
+  # The run's own training data, also when the report scores another folder.
+  batches = data.batches(context.trained_on, "train", batch_size=int(config.train.batch_size),
                          seed=streams.seed(config, "replay"), training=True)
   key = jax.random.fold_in(streams.key(config, "evaluation"), 1 << 20)
   sampled, kept = step_lib.dhs_selected_lambdas(

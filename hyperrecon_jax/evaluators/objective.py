@@ -2,7 +2,10 @@
 
 The paper's §6.1 question (`train.baselines.compare_objectives`): at each
 Unet's λ, does HyperRecon solve that Unet's problem as well as it does? Runs
-when the ``baselines`` evaluator has a stack and the model is HyperRecon.
+when the ``baselines`` evaluator has a stack and the model is HyperRecon; on
+the validation split, or on the whole folder of a report on another folder
+(``report.run(data=...)``), which has no validation split and none of whose
+volumes either model learned from.
 """
 
 
@@ -13,4 +16,5 @@ def run(context, settings) -> None:
   from hyperrecon_jax.train import baselines
   model, variables, _ = context.stack
   context.result["objective"] = baselines.compare_objectives(
-      context.config, context.model, context.variables, model, variables)
+      context.config, context.model, context.variables, model, variables,
+      split="test" if "data" in context.result else "validation")

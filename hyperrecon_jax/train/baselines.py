@@ -150,12 +150,13 @@ def validation_term_means(config, model, variables, lams=None, *,
   return [{n: float(means[n][g]) for n in names} for g in range(len(lams))]
 
 
-def compare_objectives(config, model, variables, stack, stack_variables) -> dict:
+def compare_objectives(config, model, variables, stack, stack_variables, *,
+                       split: str = "validation") -> dict:
   """HyperRecon and each per-λ Unet on the objective that Unet was trained for.
 
-  At each λ of the stack, both reconstruct the validation split
-  (`validation_term_means`, with ``config``'s noise key for both) and are
-  scored by the training objective at that λ,
+  At each λ of the stack, both reconstruct a split, by default the
+  validation split (`validation_term_means`, with ``config``'s noise key
+  for both), and are scored by the training objective at that λ,
   ``L(λ) = Σ_k c_k(λ) · mean term_k / s_k`` (`losses.composite` with
   ``config.loss_scales``). Where PSNR rewards whatever is closest to the
   ground truth, this asks the question of the paper's §6.1: does HyperRecon
@@ -167,9 +168,10 @@ def compare_objectives(config, model, variables, stack, stack_variables) -> dict
     variables: its variables.
     stack: the `models.UnetStack` of Unets.
     stack_variables: its variables.
+    split: the split of ``config.data`` to reconstruct.
 
   Returns:
-    ``{'split': 'validation', 'losses': [K], 'loss_scales': [K], 'lambdas':
+    ``{'split': split, 'losses': [K], 'loss_scales': [K], 'lambdas':
     [L λ vectors], 'hyperrecon': [L {'terms': {name: value}, 'objective':
     x}], 'baselines': [L, the same]}``.
   """
@@ -182,11 +184,11 @@ def compare_objectives(config, model, variables, stack, stack_variables) -> dict
     return {"terms": terms,
             "objective": float(losses.composite(values, coeffs, scales)[0])}
 
-  out = {"split": "validation", "losses": list(names),
+  out = {"split": split, "losses": list(names),
          "loss_scales": [float(v) for v in scales],
          "lambdas": [list(lam) for lam in stack.lambdas]}
   for who, net, v in (("hyperrecon", model, variables), ("baselines", stack, stack_variables)):
-    terms = validation_term_means(config, net, v, stack.lambdas)
+    terms = validation_term_means(config, net, v, stack.lambdas, split=split)
     out[who] = [scored(t, lam) for t, lam in zip(terms, stack.lambdas)]
   return out
 

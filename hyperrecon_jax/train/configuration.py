@@ -17,6 +17,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import models
 from hyperrecon_jax import sampling
+from hyperrecon_jax.data import common as data_common
 
 TASKS = ("csmri", "denoise", "superres")
 # Fields a workdir's run is bound to: they fix the shapes of the parameters,
@@ -194,6 +195,12 @@ def _check_data(config) -> None:
   foreground = config.data.min_foreground
   if not (_is_number(foreground) and 0 <= foreground < 1):
     raise ConfigError(f"config.data.min_foreground must lie in [0, 1), got {foreground!r}")
+  try:
+    # Training learns from train and validates on validation: no
+    # evaluation-only build (data.EVALUATION_ONLY).
+    data_common.check_fractions(config.data.split_fractions)
+  except errors.InputError as e:
+    raise ConfigError(f"config.data.{e}") from None
 
 
 def _check_model(config) -> None:
