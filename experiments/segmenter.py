@@ -3,10 +3,12 @@ r"""Trains the segmentation Unet that scores reconstructions by Dice (paper §5.
   python experiments/segmenter.py --config=experiments/configs/demo_ao.py \
       --workdir=workdirs/demo_segmenter [--config.segmenter.steps=1000]
 
-Trains on the ground-truth slices and tissue labels of the config's data
-(the embedded MNI152 template has four classes: background, other brain,
-gray and white matter) and writes ``segmenter.msgpack`` and
-``segmenter.json`` (with its validation Dice) into ``--workdir``. Then
+Trains on the ground-truth slices and labels of the config's data (the
+embedded MNI152 template has four tissue classes: background, other brain,
+gray and white matter; a NIfTI folder with label volumes has the classes 0 up
+to its largest label value, at most ``segmentation.MAX_CLASSES``) and writes
+``segmenter.msgpack`` and ``segmenter.json`` (with its validation Dice) into
+``--workdir``. Then
 
   python experiments/evaluate.py --workdir=HYPER \
       --config.evals.lambda_set.segmenter=workdirs/demo_segmenter
@@ -24,8 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 import cli_config
 
-from hyperrecon_jax import errors
-
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]); its segmenter section, data "
     "and train.batch_size/seed are used (e.g. --config.segmenter.steps=2000).",
@@ -40,14 +40,16 @@ def main(argv):
   from hyperrecon_jax import segmentation
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
-    if config.data.name != "mni152":
-      raise errors.InputError(f"config.data.name={config.data.name!r}: only the embedded "
-                              "mni152 data has tissue labels")
+    settings = segmentation.settings(config)  # Its errors before the data's.
+    segmentation.check_folder(_WORKDIR.value)
+    num_classes = segmentation.label_classes(config.data)
     trained = segmentation.train_into(
-        _WORKDIR.value, config.data, num_classes=len(data.MNI152_CLASSES),
-        log=segmentation.log_to_stderr, **segmentation.settings(config))
+        _WORKDIR.value, config.data, num_classes=num_classes,
+        log=segmentation.log_to_stderr, **settings)
+  names = (data.MNI152_CLASSES[1:] if config.data.name == "mni152"
+           else [str(c) for c in range(1, num_classes)])
   print(f"validation Dice (ground-truth slices, classes "
-        f"{', '.join(data.MNI152_CLASSES[1:])}): {trained.info['validation_dice']:.4f}")
+        f"{', '.join(names)}): {trained.info['validation_dice']:.4f}")
   print(f"wrote {os.path.join(_WORKDIR.value, segmentation.INFO_FILE)}")
 
 

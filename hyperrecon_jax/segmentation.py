@@ -47,6 +47,10 @@ FORMAT = "hyperrecon_jax.segmenter/1"
 # Soft Dice smoothing, in pixels: keeps a class absent from both the labels
 # and the prediction at a Dice near 1 instead of 0/0.
 DICE_SMOOTHING = 1.0
+# The most classes a labelled folder may give a segmenter: its logits are one
+# channel per class at the image size, and a parcellation's hundreds of
+# sparse values (FreeSurfer's up to 2035) would be mostly empty channels.
+MAX_CLASSES = 32
 # The data fields a segmenter and the model it scores must share.
 IMAGE_FIELDS = ("name", "manual_dir", "image_size", "axis", "percentile",
                 "min_foreground", "split_fractions", "split_seed", "gap_slices")
@@ -255,6 +259,58 @@ def train(data_config, *, num_classes: int, channels: int, steps: int, batch_siz
   return trained._replace(info=info)
 
 
+def label_classes(data_config) -> int:
+  """C, the classes of a labelled dataset, background 0 included.
+
+  The embedded MNI152's are its tissue classes (`data.MNI152_CLASSES`); a
+  labelled folder's are 0 up to its largest label value, over every split,
+  so that no slice a segmenter is scored on holds a class it cannot predict.
+
+  Args:
+    data_config: a data config whose dataset has labels.
+
+  Returns:
+    C ≥ 2.
+
+  Raises:
+    InputError: a dataset without labels, a negative label value, labels that
+      are all background, or more than `MAX_CLASSES` classes (naming the
+      volume of the largest value).
+  """
+  from hyperrecon_jax import data
+  if not data.has_labels(data_config):
+    raise errors.InputError(f"config.data.name={data_config.name!r} has no label volumes "
+                            "to train a segmenter on")
+  if data_config.name == "mni152":
+    return len(data.MNI152_CLASSES)
+  low, high, where = 0, 0, ""
+  for split in data.SPLITS:
+    for batch in data.batches(data_config, split, batch_size=32, training=False,
+                              num_threads=0):
+      labels = batch["label"][batch["valid"]]
+      if not labels.size:
+        continue
+      low = min(low, int(labels.min()))
+      if int(labels.max()) > high:
+        high = int(labels.max())
+        volume = batch["volume"][batch["valid"]][
+            np.unravel_index(np.argmax(labels), labels.shape)[0]]
+        where = f"volume {int(volume)} of the {split} split"
+  folder = f"{data_config.name} {data_config.manual_dir}"
+  if low < 0:
+    raise errors.InputError(f"the label volumes of {folder} hold the negative value {low}: "
+                            "labels are classes 0 (background), 1, 2, …")
+  if high < 1:
+    raise errors.InputError(f"the label volumes of {folder} hold background (0) only, on "
+                            "the kept slices: nothing to segment")
+  if high >= MAX_CLASSES:
+    raise errors.InputError(
+        f"the label volumes of {folder} go up to {high} ({where}), which makes {high + 1} "
+        f"classes, more than {MAX_CLASSES}: a segmenter predicts one channel per value. "
+        "Merge the labels into classes 0, 1, …, e.g. tissue classes")
+  return high + 1
+
+
 def settings(config) -> dict:
   """`train`'s settings from an experiment config: its ``segmenter`` section,
   ``train.batch_size`` and ``train.seed``; ``segmenter.channels`` 0 means the
@@ -272,6 +328,14 @@ def settings(config) -> dict:
           "seed": int(config.train.seed)}
 
 
+def check_folder(directory: str) -> None:
+  """Refuses a folder a new segmenter cannot be written into (see `train_into`)."""
+  workdir_lib.check_folder(directory, "segmenter", workdir_lib.SEGMENTER_ENTRIES)
+  if os.path.exists(os.path.join(directory, INFO_FILE)):
+    raise errors.InputError(f"{directory} already holds a trained segmenter; delete it "
+                            "or use another --workdir")
+
+
 def train_into(directory: str, data_config, **settings) -> Trained:
   """`train` a segmenter and `save` it in ``directory``, which it owns meanwhile.
 
@@ -287,10 +351,7 @@ def train_into(directory: str, data_config, **settings) -> Trained:
   Returns:
     The saved segmenter.
   """
-  workdir_lib.check_folder(directory, "segmenter", workdir_lib.SEGMENTER_ENTRIES)
-  if os.path.exists(os.path.join(directory, INFO_FILE)):
-    raise errors.InputError(f"{directory} already holds a trained segmenter; delete it "
-                            "or use another --workdir")
+  check_folder(directory)
   _check_settings(settings.get("num_classes"), settings.get("channels"),
                   settings.get("steps"), settings.get("batch_size"), settings.get("lr"))
   with workdir_lib.lock(directory):

@@ -180,13 +180,16 @@ def save_untrained(config, path):
   return path
 
 
-def write_site(folder, seeds, shape=(20, 24, 16)):
+def write_site(folder, seeds, shape=(20, 24, 16), labels=None):
   """A folder of NIfTI volumes no model saw: noisy ellipsoids with brain on 10 axial slices.
 
   Args:
     folder: a ``pathlib.Path`` that does not exist yet.
     seeds: one volume ``sub-<seed>.nii.gz`` per seed.
     shape: the volumes' RAS shape.
+    labels: label values of the inner, middle and outer shells of the brain
+      (e.g. ``(3, 2, 1)``), written as ``sub-<seed>_seg.nii.gz``; a dict
+      ``{seed: values}`` gives a volume its own; None writes no labels.
 
   Returns:
     The folder, as a string.
@@ -196,8 +199,15 @@ def write_site(folder, seeds, shape=(20, 24, 16)):
   for seed in seeds:
     rng = np.random.default_rng(seed)
     x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
-    inside = x ** 2 / 0.8 + y ** 2 / 0.9 + z ** 2 < 0.8
+    r2 = x ** 2 / 0.8 + y ** 2 / 0.9 + z ** 2
+    inside = r2 < 0.8
     inside[..., :3] = inside[..., 13:] = False
     image = np.where(inside, 100.0 + rng.normal(0, 5, shape), 0.0).astype(np.float32)
     nib.save(nib.Nifti1Image(image, np.eye(4)), str(folder / f"sub-{seed:02d}.nii.gz"))
+    if labels is not None:
+      inner, middle, outer = labels.get(seed, labels.get(None)) if isinstance(
+          labels, dict) else labels
+      label = np.select([r2 < 0.2, r2 < 0.45], [inner, middle], outer) * inside
+      nib.save(nib.Nifti1Image(label.astype(np.int16), np.eye(4)),
+               str(folder / f"sub-{seed:02d}_seg.nii.gz"))
   return str(folder)

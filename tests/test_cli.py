@@ -472,6 +472,28 @@ def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_pa
   assert not (tmp_path / "r2").exists()
 
 
+def test_a_segmenter_learns_a_labelled_folder_and_scores_a_run_on_it(env, tmp_path):
+  import configs
+  site = loop_support.write_site(tmp_path / "site", (1, 2, 3), labels=(3, 2, 1))
+  data = [f"--config.data.{k}={v}" for k, v in (("name", "nifti"), ("manual_dir", site))]
+  seg = tmp_path / "segmenter"
+  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}", *data,
+             "--config.segmenter.steps=2", "--config.segmenter.channels=4")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "validation Dice (ground-truth slices, classes 1, 2, 3): " in proc.stdout
+  with open(seg / "segmenter.json") as f:
+    assert json.load(f)["num_classes"] == 4
+  # A model of the same data (untrained: the scores need not be good) is
+  # scored by Dice with it.
+  config = configs.load("demo", "quick")
+  config.data.update(name="nifti", manual_dir=site, data_dir=env["HYPERRECON_DATA_DIR"])
+  workdir = loop_support.save_untrained(config, str(tmp_path / "run"))
+  proc = run(env, "evaluate", f"--workdir={workdir}", f"--out={tmp_path / 'report'}",
+             "--grid=2", f"--config.evals.lambda_set.segmenter={seg}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "segmentation Dice: zero-filled" in proc.stdout
+
+
 def test_a_rejected_rerun_leaves_the_finished_run_as_it_was(env, trained):
   before = _files(trained)
   proc = run(env, "train", f"--config={DEMO}", f"--workdir={trained}",

@@ -279,3 +279,41 @@ def test_scoring_dice_needs_labels(trained):
     evaluate.evaluate_grid(_scale, _GAIN, operator, [batch],
                            np.array([[0.5]], np.float32), key=jax.random.key(0),
                            segmenter=seg)
+
+
+def _nifti(folder, data_dir):
+  config = configs.default().data
+  config.update(name="nifti", manual_dir=str(folder), data_dir=str(data_dir),
+                image_size=32, num_threads=0)
+  return config
+
+
+def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(trained, tmp_path):
+  import nibabel as nib
+  config, _, _ = trained
+  assert segmentation.label_classes(config.data) == C  # mni152: its tissue classes
+  # Three volumes, one of them labelled up to 5 (classes 3 and 4 unused).
+  site = loop_support.write_site(tmp_path / "site", (1, 2, 3),
+                                 labels={None: (3, 2, 1), 2: (5, 2, 1)})
+  largest = max(int(np.asarray(nib.load(os.path.join(site, f)).dataobj).max())
+                for f in os.listdir(site) if f.endswith("_seg.nii.gz"))
+  assert largest == 5
+  assert segmentation.label_classes(_nifti(site, tmp_path / "tfds")) == largest + 1
+
+
+@pytest.mark.parametrize("labels, message", [
+    ({None: (3, 2, 1), 2: (40, 2, 1)}, r"go up to 40 \(volume 1 of the \w+ split\), which "
+                                       r"makes 41 classes, more than 32"),
+    ({None: (3, 2, 1), 3: (3, -1, 1)}, r"hold the negative value -1"),
+    ((0, 0, 0), r"hold background \(0\) only"),
+])
+def test_labels_a_segmenter_cannot_learn_are_named(tmp_path, labels, message):
+  site = loop_support.write_site(tmp_path / "site", (1, 2, 3), labels=labels)
+  with pytest.raises(ValueError, match=message):
+    segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
+
+
+def test_a_folder_without_labels_has_no_classes(tmp_path):
+  site = loop_support.write_site(tmp_path / "site", (1, 2, 3))
+  with pytest.raises(ValueError, match=r"has no label volumes to train a segmenter on"):
+    segmentation.label_classes(_nifti(site, tmp_path / "tfds"))

@@ -184,10 +184,10 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
   learned = [v for s in _LEARNED_FROM[split] for v in _volumes(stored, s)]
   # In the folder the learner read, a volume is the same by name, or by
   # content under another name; in another folder (another site's sub-01 is
-  # another subject) by content only.
+  # another subject) by content only, where the record has contents.
   same_folder = (stored.get("manual_dir"), stored.get("dataset")) == (
       record["manual_dir"], record["dataset"])
-  names = {n for n, _ in learned} if same_folder else set()
+  names = {n for n, _ in learned} if same_folder or "sha256" not in stored else set()
   contents = {d for _, d in learned if d}
   seen = sorted(n for n, d in _volumes(record, split) if n in names or (d and d in contents))
   if not seen:
