@@ -4,6 +4,7 @@ r"""Serves the interactive λ explorer: move λ, watch the reconstruction change
   python experiments/explore.py --pretrained=mni152_csmri8x_dc_tv [--port=8765]
   python experiments/explore.py --workdir=workdirs/demo [--split=test] [--host=0.0.0.0]
   python experiments/explore.py --workdir=DIR --input=scan.nii.gz   (a volume of your own)
+  python experiments/explore.py --workdir=DIR --data=FOLDER          (every volume of a folder)
   python experiments/explore.py --segmenter=SEGDIR                  (also Dice, best λ for Dice)
   python experiments/explore.py --workdir=DIR --samples=128         (K ≥ 4 terms: a bigger design)
 
@@ -34,6 +35,9 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"],
                            "Split whose slices are shown.")
 _INPUT = flags.DEFINE_string("input", None, "Instead of the split: a NIfTI volume or a "
                              "fastMRI .h5 file of your own.")
+_DATA = flags.DEFINE_string("data", None, "Instead of the split: every volume of this "
+                            "folder of NIfTI volumes or fastMRI .h5 files, sliced as the "
+                            "model's data (evaluate.py --data).")
 _SEGMENTER = flags.DEFINE_string(
     "segmenter", None, "Folder of a segmenter (experiments/segmenter.py) trained on this "
     "data: also show the Dice of every reconstruction and a 'best λ for Dice' button.")
@@ -84,6 +88,17 @@ def main(argv):
     config, model, variables, step, name = cli.load_model(_WORKDIR.value, pretrained,
                                                           _STEP.value)
     images = slices = numbers = source = None
+    split = _SPLIT.value
+    if _INPUT.value is not None and _DATA.value is not None:
+      raise errors.InputError("give --input (one scan) or --data (a folder), not both")
+    if _DATA.value is not None:
+      if split != "test":
+        raise errors.InputError(f"--data={_DATA.value} is shown whole, as the test split of "
+                                f"its evaluation-only build: --split={split} does not apply")
+      from hyperrecon_jax import data
+      with config.unlocked():
+        config.data = data.folder_config(config.data, _DATA.value)
+      source = f"every volume of {config.data.manual_dir}"
     if _INPUT.value is not None:
       if not config.model.hyper_dim:  # refused before reading a volume
         raise errors.InputError(f"{name} is a plain Unet (hyper_dim 0) trained at one λ: "
@@ -99,13 +114,13 @@ def main(argv):
         images, slices, numbers = images[scan.kept], slices[scan.kept], numbers[scan.kept]
     elif _WORKDIR.value:
       from hyperrecon_jax.data import split_record
-      split_record.check_unseen(_WORKDIR.value, config.data, _SPLIT.value)
+      split_record.check_unseen(_WORKDIR.value, config.data, split)
     segmenter = None
     if _SEGMENTER.value is not None:
       from hyperrecon_jax import segmentation
       segmenter = segmentation.load(_SEGMENTER.value)
     ex = explorer.Explorer(config, model, variables, name=name, step=step,
-                           split=_SPLIT.value, images=images, slices=slices, slice_numbers=numbers,
+                           split=split, images=images, slices=slices, slice_numbers=numbers,
                            source=source,
                            chunk=_CHUNK.value, segmenter=segmenter, grid=_GRID.value,
                            design=_SAMPLES.value)

@@ -100,17 +100,14 @@ def _score_folder(context, folder: str) -> None:
     raise errors.InputError(
         f"--data={folder} is scored whole, as the test split of its evaluation-only "
         f"build: config.eval.split={context.split!r} does not apply")
-  name = data.folder_dataset(folder)
   context.trained_on = context.config.data.to_dict()
+  scored = data.folder_config(context.config.data, folder)
   with context.config.unlocked():
-    context.config.data.name = name
-    context.config.data.manual_dir = os.path.abspath(os.path.expanduser(folder))
-    context.config.data.split_fractions = data.EVALUATION_ONLY
+    context.config.data = scored
   # A shipped model's stored scores are of its own test split.
   context.stored_test = {}
-  context.result["data"] = {
-      "dataset": name, "folder": context.config.data.manual_dir,
-      "volumes": len(data.volumes(context.config.data, "test"))}
+  context.result["data"] = {"dataset": scored.name, "folder": scored.manual_dir,
+                            "volumes": len(data.volumes(scored, "test"))}
 
 
 def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Context:

@@ -25,6 +25,7 @@ from explorer_support import get_json
 from explorer_support import npy
 from explorer_support import serve
 import jax
+import loop_support
 import numpy as np
 import pytest
 
@@ -400,6 +401,8 @@ def env(data_dir, compilation_cache):
     (["--port=-1"], "port"),
     (["--grid=1"], "grid"),
     (["--segmenter=/nonexistent"], "holds no trained segmenter"),
+    (["--data=/tmp", "--input=scan.nii.gz"], "--input .* or --data .*, not both"),
+    (["--data=/tmp", "--split=validation"], "shown whole, .* --split=validation does not apply"),
 ])
 def test_bad_flags_are_one_error_line(env, args, pattern):
   proc = run_script(*args, env=env)
@@ -463,6 +466,32 @@ def test_the_script_explores_a_users_nifti_volume(run_a, env, tmp_path):
     assert [s["slice"] for s in info["slices"]] == list(range(2, 10))
     status, r = get_json(match.group(1) + "api/reconstruct?slice=0&lam=0.5")
     assert status == 200 and r["metrics"]["psnr"] is not None
+  finally:
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+  assert proc.returncode == 130
+
+
+def test_the_script_explores_every_volume_of_another_folder(run_a, env, tmp_path):
+  site = loop_support.write_site(tmp_path / "site", (11, 12))
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "explore.py"),
+                           f"--workdir={run_a['workdir']}", f"--data={site}", "--port=0"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=REPO)
+  try:
+    # The folder's dataset is built first (TFDS says so on stdout).
+    lines = []
+    while not (lines and "serving the λ explorer" in lines[-1]) and len(lines) < 50:
+      lines.append(proc.stdout.readline())
+      if not lines[-1] and proc.poll() is not None:
+        break
+    match = re.search(r"at (http://127\.0\.0\.1:\d+/)", lines[-1])
+    assert match, (lines, proc.stderr.read() if proc.poll() is not None else "")
+    status, info = get_json(match.group(1) + "api/info")
+    assert status == 200 and info["source"] == f"every volume of {site}"
+    # Both volumes, each with its 10 axial slices of brain (write_site).
+    shown = [(s["volume"], s["slice"]) for s in info["slices"]]
+    assert shown == [(v, k) for v in (0, 1) for k in range(3, 13)]
   finally:
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)

@@ -44,6 +44,7 @@ _LAZY = {
     "num_examples": ("sources", "num_examples"),
     "volumes": ("sources", "volumes"),
     "folder_dataset": ("sources", "folder_dataset"),
+    "folder_config": ("sources", "folder_config"),
     "has_labels": ("sources", "has_labels"),
     "prepare": ("sources", "prepare"),
     "make_builder": ("sources", "make_builder"),

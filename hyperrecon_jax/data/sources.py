@@ -331,6 +331,27 @@ def folder_dataset(folder: str) -> str:
   return found[0]
 
 
+def folder_config(data_config, folder: str):
+  """The data config that scores every volume of ``folder`` as ``data_config`` slices its data.
+
+  Args:
+    data_config: the data config a model was trained with (a ConfigDict).
+    folder: a folder of NIfTI volumes or of fastMRI `.h5` files.
+
+  Returns:
+    A copy of ``data_config`` with the folder's dataset (`folder_dataset`),
+    the folder as ``manual_dir`` and `common.EVALUATION_ONLY` fractions: one
+    test split of every volume, cut with the model's image size, axis,
+    intensity percentile and foreground threshold.
+  """
+  out = data_config.copy_and_resolve_references()
+  with out.unlocked():
+    out.name = folder_dataset(folder)
+    out.manual_dir = os.path.abspath(os.path.expanduser(folder))
+    out.split_fractions = common.EVALUATION_ONLY
+  return out
+
+
 def has_labels(data_config) -> bool:
   """Whether the dataset's examples carry a `label`."""
   return "label" in prepare(data_config).info.features
