@@ -51,8 +51,8 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     The result the evaluators built (`evaluators`), as written to
     ``lambda_grid.json``: the `evaluate.evaluate_grid` result with
     ``checkpoint_step``, ``split``, ``design``, ``workdir`` (or
-    ``pretrained``), ``data`` (with ``data``: the dataset, folder and number
-    of volumes scored) and each evaluator's part.
+    ``pretrained``), ``data`` (with ``data``: the dataset, folder, number of
+    volumes scored and each volume id's file) and each evaluator's part.
   """
   overrides = dict(overrides or {})
   _check_names(overrides)
@@ -106,8 +106,11 @@ def _score_folder(context, folder: str) -> None:
     context.config.data = scored
   # A shipped model's stored scores are of its own test split.
   context.stored_test = {}
+  volumes = data.volumes(scored, "test")
+  # Volume ids are positions in the folder's sorted files, as in `volumes`.
   context.result["data"] = {"dataset": scored.name, "folder": scored.manual_dir,
-                            "volumes": len(data.volumes(scored, "test"))}
+                            "volumes": len(volumes),
+                            "volume_names": {str(v.id): v.name for v in volumes}}
 
 
 def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Context:

@@ -394,7 +394,8 @@ def test_another_folder_is_scored_whole_as_the_model_slices_its_data(workdir, co
   site = loop_support.write_site(tmp_path / "site", (11, 12))
   out = str(tmp_path / "out")
   result = report.run(workdir, out=out, data=site, progress=False)
-  assert result["data"] == {"dataset": "nifti", "folder": site, "volumes": 2}
+  assert result["data"] == {"dataset": "nifti", "folder": site, "volumes": 2,
+                            "volume_names": {"0": "sub-11.nii.gz", "1": "sub-12.nii.gz"}}
   assert result["split"] == "test" and sorted(os.listdir(out)) == FILES
   # Every slice of both volumes that the model's slicing settings keep, once
   # each, in file order: read and cut here with the settings of the model's
