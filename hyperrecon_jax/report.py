@@ -102,6 +102,8 @@ def _score_folder(context, folder: str) -> None:
         f"build: config.eval.split={context.split!r} does not apply")
   context.trained_on = context.config.data.to_dict()
   scored = data.folder_config(context.config.data, folder)
+  from hyperrecon_jax.data import split_record
+  split_record.check_template(context.trained_on, scored)
   with context.config.unlocked():
     context.config.data = scored
   # A shipped model's stored scores are of its own test split.

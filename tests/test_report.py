@@ -443,6 +443,19 @@ def test_another_folder_is_refused_when_it_cannot_be_scored_whole(workdir, tmp_p
   assert not out.exists()
 
 
+def test_a_folder_holding_the_template_a_model_learned_from_is_refused(workdir, tmp_path):
+  import shutil
+
+  from hyperrecon_jax.data import mni152
+  site = loop_support.write_site(tmp_path / "site", (11,))
+  shutil.copy(mni152.template_paths()["t1"], os.path.join(site, "mni.nii.gz"))
+  out = tmp_path / "out"
+  with pytest.raises(data.DataError, match=rf"{site} holds the MNI152 template that the "
+                                           r"model learned from \(mni\.nii\.gz\)"):
+    report.run(workdir, out=str(out), data=site, progress=False)
+  assert not out.exists()
+
+
 def test_on_another_folder_baselines_and_objectives_are_scored_on_it(workdir, stack,
                                                                       tmp_path):
   site = loop_support.write_site(tmp_path / "site", (11, 12, 13))

@@ -208,6 +208,36 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
       f"data: {why} ({listed_in} lists every split's volumes)")
 
 
+def check_template(trained_on, data_config) -> None:
+  """Refuses a folder that holds the embedded MNI152 template a model learned from.
+
+  The `mni152` dataset cuts its splits from one volume, the T1 file inside
+  nilearn, so no record is kept; a folder scored whole holding that file
+  would score the model's training slices.
+
+  Args:
+    trained_on: the data config the model learned from.
+    data_config: the data config of the folder to score.
+
+  Raises:
+    DataError: naming the folder's file(s) with the template's content.
+  """
+  if common.field(trained_on, "name") != "mni152":
+    return
+  record = current(data_config)
+  if record is None or "sha256" not in record:
+    return
+  from hyperrecon_jax import checksums
+  from hyperrecon_jax.data import mni152
+  template = checksums.file_digest(mni152.template_paths()["t1"])
+  seen = [n for s in common.SPLITS for n, d in _volumes(record, s) if d == template]
+  if seen:
+    raise common.DataError(
+        f"{record['manual_dir']} holds the MNI152 template that the model learned from "
+        f"({_quote(seen)}), so its scores would measure training data: leave it out of "
+        "the folder (the model's own test slices are its report without --data)")
+
+
 def _quote(names) -> str:
   names = sorted(names)
   shown = ", ".join(names[:_SHOWN])
