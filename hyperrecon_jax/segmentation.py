@@ -263,51 +263,62 @@ def label_classes(data_config) -> int:
   """C, the classes of a labelled dataset, background 0 included.
 
   The embedded MNI152's are its tissue classes (`data.MNI152_CLASSES`); a
-  labelled folder's are 0 up to its largest label value, over every split,
-  so that no slice a segmenter is scored on holds a class it cannot predict.
+  labelled folder's are its label values, which must be 0, 1, …, C − 1 over
+  every split: a class the segmenter cannot predict would score nothing, and
+  one that never occurs would score a perfect Dice of 1 on every slice
+  (`foreground_dice`) and inflate the mean.
 
   Args:
-    data_config: a data config whose dataset has labels.
+    data_config: a data config whose dataset has labels, with training
+      split fractions.
 
   Returns:
     C ≥ 2.
 
   Raises:
-    InputError: a dataset without labels, a negative label value, labels that
-      are all background, or more than `MAX_CLASSES` classes (naming the
-      volume of the largest value).
+    InputError: a dataset without labels or built for evaluation only, or
+      label values that are negative, all background, more than
+      `MAX_CLASSES`, or with gaps (naming the values and a file holding them).
   """
   from hyperrecon_jax import data
+  from hyperrecon_jax.data import common
+  common.check_fractions(data_config.split_fractions)
   if not data.has_labels(data_config):
     raise errors.InputError(f"config.data.name={data_config.name!r} has no label volumes "
                             "to train a segmenter on")
   if data_config.name == "mni152":
     return len(data.MNI152_CLASSES)
-  low, high, where = 0, 0, ""
+  where = {}  # label value -> the file of a volume holding it
   for split in data.SPLITS:
+    names = {v.id: v.name for v in data.volumes(data_config, split)}
     for batch in data.batches(data_config, split, batch_size=32, training=False,
                               num_threads=0):
-      labels = batch["label"][batch["valid"]]
-      if not labels.size:
-        continue
-      low = min(low, int(labels.min()))
-      if int(labels.max()) > high:
-        high = int(labels.max())
-        volume = batch["volume"][batch["valid"]][
-            np.unravel_index(np.argmax(labels), labels.shape)[0]]
-        where = f"volume {int(volume)} of the {split} split"
+      valid = batch["valid"]
+      for volume, label in zip(batch["volume"][valid], batch["label"][valid]):
+        for value in np.unique(label):
+          where.setdefault(int(value), names[int(volume)])
   folder = f"{data_config.name} {data_config.manual_dir}"
-  if low < 0:
-    raise errors.InputError(f"the label volumes of {folder} hold the negative value {low}: "
-                            "labels are classes 0 (background), 1, 2, …")
-  if high < 1:
+  values = sorted(where)
+  if values[0] < 0:
+    raise errors.InputError(f"the label volumes of {folder} hold the negative value "
+                            f"{values[0]} ({where[values[0]]}): labels are classes 0 "
+                            "(background), 1, 2, …")
+  if values[-1] < 1:
     raise errors.InputError(f"the label volumes of {folder} hold background (0) only, on "
                             "the kept slices: nothing to segment")
+  high = values[-1]
   if high >= MAX_CLASSES:
     raise errors.InputError(
-        f"the label volumes of {folder} go up to {high} ({where}), which makes {high + 1} "
-        f"classes, more than {MAX_CLASSES}: a segmenter predicts one channel per value. "
-        "Merge the labels into classes 0, 1, …, e.g. tissue classes")
+        f"the label volumes of {folder} go up to {high} ({where[high]}), which makes "
+        f"{high + 1} classes, more than {MAX_CLASSES}: a segmenter predicts one channel "
+        "per value. Merge the labels into classes 0, 1, …, e.g. tissue classes")
+  missing = sorted(set(range(high + 1)) - set(values))
+  if missing:
+    shown = ", ".join(map(str, missing[:8])) + (", …" if len(missing) > 8 else "")
+    raise errors.InputError(
+        f"the label values of {folder} skip {shown} (they run up to {high}, in "
+        f"{where[high]}): a class that never occurs would score a perfect Dice on every "
+        "slice and inflate the mean. Renumber the labels 0, 1, …, C − 1")
   return high + 1
 
 

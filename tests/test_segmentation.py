@@ -292,20 +292,23 @@ def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(traine
   import nibabel as nib
   config, _, _ = trained
   assert segmentation.label_classes(config.data) == C  # mni152: its tissue classes
-  # Three volumes, one of them labelled up to 5 (classes 3 and 4 unused).
+  # Three volumes, one of them labelled 1, 2, 4 and the others 1, 2, 3.
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3),
-                                 labels={None: (3, 2, 1), 2: (5, 2, 1)})
+                                 labels={None: (3, 2, 1), 2: (4, 2, 1)})
   largest = max(int(np.asarray(nib.load(os.path.join(site, f)).dataobj).max())
                 for f in os.listdir(site) if f.endswith("_seg.nii.gz"))
-  assert largest == 5
+  assert largest == 4
   assert segmentation.label_classes(_nifti(site, tmp_path / "tfds")) == largest + 1
 
 
 @pytest.mark.parametrize("labels, message", [
-    ({None: (3, 2, 1), 2: (40, 2, 1)}, r"go up to 40 \(volume 1 of the \w+ split\), which "
-                                       r"makes 41 classes, more than 32"),
-    ({None: (3, 2, 1), 3: (3, -1, 1)}, r"hold the negative value -1"),
+    ({None: (3, 2, 1), 2: (40, 2, 1)}, r"go up to 40 \(sub-02\.nii\.gz\), which makes 41 "
+                                       r"classes, more than 32"),
+    ({None: (3, 2, 1), 3: (3, -1, 1)}, r"hold the negative value -1 \(sub-03\.nii\.gz\)"),
     ((0, 0, 0), r"hold background \(0\) only"),
+    # Classes 3..19 would each score a Dice of 1 on every slice.
+    ((20, 2, 1), r"skip 3, 4, 5, 6, 7, 8, 9, 10, … \(they run up to 20, in sub-0\d\.nii\.gz\)"
+                 r": a class that never occurs"),
 ])
 def test_labels_a_segmenter_cannot_learn_are_named(tmp_path, labels, message):
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3), labels=labels)
@@ -313,7 +316,12 @@ def test_labels_a_segmenter_cannot_learn_are_named(tmp_path, labels, message):
     segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
 
 
-def test_a_folder_without_labels_has_no_classes(tmp_path):
+def test_a_folder_without_labels_or_built_for_evaluation_has_no_classes(tmp_path):
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3))
   with pytest.raises(ValueError, match=r"has no label volumes to train a segmenter on"):
     segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
+  config = _nifti(site, tmp_path / "other")
+  config.split_fractions = (0.0, 0.0, 1.0)
+  with pytest.raises(ValueError, match=r"split_fractions must be three positive numbers"):
+    segmentation.label_classes(config)
+  assert not (tmp_path / "other").exists()  # refused before any build
