@@ -59,8 +59,8 @@ def main(argv):
   zf = result["zero_filled"]["mean"]
   if "data" in result:
     d = result["data"]
-    scored = (f"every volume of {d['folder']} ({d['volumes']} volume"
-              f"{'s' * (d['volumes'] != 1)}, {d['dataset']})")
+    n = len(d["volume_names"])
+    scored = f"every volume of {d['folder']} ({n} volume{'s' * (n != 1)}, {d['dataset']})"
   else:
     scored = result["split"]
   print(f"{result['num_slices']} slices of {scored} "

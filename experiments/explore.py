@@ -92,6 +92,9 @@ def main(argv):
     if _INPUT.value is not None and _DATA.value is not None:
       raise errors.InputError("give --input (one scan) or --data (a folder), not both")
     if _DATA.value is not None:
+      if _SEGMENTER.value is not None:
+        raise errors.InputError(f"--segmenter: Dice is scored on the data the segmenter was "
+                                f"trained for, not on another folder ({_DATA.value})")
       if split != "test":
         raise errors.InputError(f"--data={_DATA.value} is shown whole, as the test split of "
                                 f"its evaluation-only build: --split={split} does not apply")

@@ -51,8 +51,8 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     The result the evaluators built (`evaluators`), as written to
     ``lambda_grid.json``: the `evaluate.evaluate_grid` result with
     ``checkpoint_step``, ``split``, ``design``, ``workdir`` (or
-    ``pretrained``), ``data`` (with ``data``: the dataset, folder, number of
-    volumes scored and each volume id's file) and each evaluator's part.
+    ``pretrained``), ``data`` (with ``data``: the dataset, the folder and
+    each volume id's file) and each evaluator's part.
   """
   overrides = dict(overrides or {})
   _check_names(overrides)
@@ -67,6 +67,11 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   if workdir is not None:
     from hyperrecon_jax.data import split_record
     split_record.check_unseen(workdir, context.config.data, context.split)
+  if data is not None:  # Built once every check passed.
+    from hyperrecon_jax import data as data_lib
+    volumes = data_lib.volumes(context.config.data, "test")
+    # Volume ids are positions in the folder's sorted files, as in `volumes`.
+    context.result["data"]["volume_names"] = {str(v.id): v.name for v in volumes}
   if pretrained is not None:
     context.result["pretrained"] = pretrained
   else:
@@ -99,7 +104,14 @@ def _score_folder(context, folder: str) -> None:
   if context.split != "test":
     raise errors.InputError(
         f"--data={folder} is scored whole, as the test split of its evaluation-only "
-        f"build: config.eval.split={context.split!r} does not apply")
+        f"build: --split / config.eval.split={context.split!r} does not apply")
+  segmenter = context.config.evals.get("lambda_set", {}).get("segmenter", "")
+  if segmenter:
+    # A segmenter knows the classes of the labels it learned; another
+    # folder's label volumes follow their own scheme.
+    raise errors.InputError(
+        f"config.evals.lambda_set.segmenter={segmenter}: Dice is scored on the data the "
+        f"segmenter was trained for, not on another folder ({folder})")
   context.trained_on = context.config.data.to_dict()
   scored = data.folder_config(context.config.data, folder)
   from hyperrecon_jax.data import split_record
@@ -108,11 +120,7 @@ def _score_folder(context, folder: str) -> None:
     context.config.data = scored
   # A shipped model's stored scores are of its own test split.
   context.stored_test = {}
-  volumes = data.volumes(scored, "test")
-  # Volume ids are positions in the folder's sorted files, as in `volumes`.
-  context.result["data"] = {"dataset": scored.name, "folder": scored.manual_dir,
-                            "volumes": len(volumes),
-                            "volume_names": {str(v.id): v.name for v in volumes}}
+  context.result["data"] = {"dataset": scored.name, "folder": scored.manual_dir}
 
 
 def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Context:

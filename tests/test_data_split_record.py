@@ -92,7 +92,8 @@ def test_a_renamed_training_volume_is_known_by_its_content(records, folders, tmp
   renamed = split_record.current(_config(folder, data_dir).data)
   assert renamed["splits"]["test"] == ["sub-01b.nii.gz"]
   (tmp_path / split_record.FILE).write_text(split_record.to_json(records[0]))
-  with pytest.raises(data.DataError, match=r"holds 1 of the volumes .*\(sub-01b\.nii\.gz\)"):
+  with pytest.raises(data.DataError, match=r"holds 1 of the volumes .*\(sub-01b\.nii\.gz, a copy "
+                                           r"of sub-04\.nii\.gz\)"):
     split_record.check_unseen(str(tmp_path), _config(folder, data_dir).data, "test")
   # Resuming on it is refused too: a name left the training split.
   with pytest.raises(data.DataError, match=r"1 left it: sub-04\.nii\.gz; 1 joined it"):
@@ -158,15 +159,18 @@ def test_another_folder_is_checked_by_content_alone(records, folders, tmp_path):
 
   split_record.check_unseen(str(tmp_path), scored(), "test")
   shutil.copy(six / trained[1], site / "copy.nii.gz")  # a training volume's copy
-  with pytest.raises(data.DataError, match=r"holds 1 of the volumes .* \(copy\.nii\.gz\), .*"
-                                           "a folder scored whole must hold none of them"):
+  with pytest.raises(data.DataError, match=rf"{site} holds 1 of the volumes .* learned from "
+                                           rf"\(copy\.nii\.gz, a copy of {trained[1]}\), so"):
     split_record.check_unseen(str(tmp_path), scored(), "test")
+  # Refused from the folder's files, before its dataset is built.
+  assert not os.path.exists(data.make_builder(scored()).data_dir)
   # The folder the run read, scored whole: every volume it trained or
   # validated on is named.
   whole = _config(six, data_dir).data
   whole.split_fractions = data.EVALUATION_ONLY
   learned = len(trained) + len(records[0]["splits"]["validation"])
-  with pytest.raises(data.DataError, match=rf"holds {learned} of the volumes"):
+  with pytest.raises(data.DataError, match=rf"{six} is the folder the run in .* learned from, "
+                                           rf"and {learned} of its volumes were trained"):
     split_record.check_unseen(str(tmp_path), whole, "test")
 
 

@@ -403,6 +403,8 @@ def env(data_dir, compilation_cache):
     (["--segmenter=/nonexistent"], "holds no trained segmenter"),
     (["--data=/tmp", "--input=scan.nii.gz"], "--input .* or --data .*, not both"),
     (["--data=/tmp", "--split=validation"], "shown whole, .* --split=validation does not apply"),
+    (["--data=/tmp", "--segmenter=/tmp"], "Dice is scored on the data the segmenter was "
+                                          "trained for, not on another folder"),
 ])
 def test_bad_flags_are_one_error_line(env, args, pattern):
   proc = run_script(*args, env=env)

@@ -213,7 +213,7 @@ def test_a_dhs_run_reports_the_lambdas_it_keeps(config, tmp_path):
   site = loop_support.write_site(tmp_path / "site", (11,))
   other = report.run(path, out=str(tmp_path / "site_report"), data=site,
                      overrides={"evals.dhs_replay.batches": 7}, progress=False)
-  assert other["dhs"] == dhs and other["data"]["volumes"] == 1
+  assert other["dhs"] == dhs and len(other["data"]["volume_names"]) == 1
 
 
 def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
@@ -394,7 +394,7 @@ def test_another_folder_is_scored_whole_as_the_model_slices_its_data(workdir, co
   site = loop_support.write_site(tmp_path / "site", (11, 12))
   out = str(tmp_path / "out")
   result = report.run(workdir, out=out, data=site, progress=False)
-  assert result["data"] == {"dataset": "nifti", "folder": site, "volumes": 2,
+  assert result["data"] == {"dataset": "nifti", "folder": site,
                             "volume_names": {"0": "sub-11.nii.gz", "1": "sub-12.nii.gz"}}
   assert result["split"] == "test" and sorted(os.listdir(out)) == FILES
   # Every slice of both volumes that the model's slicing settings keep, once
@@ -435,9 +435,17 @@ def test_another_folder_is_refused_when_it_cannot_be_scored_whole(workdir, tmp_p
   (tmp_path / "mixed").mkdir()
   (tmp_path / "mixed" / "a.h5").write_bytes(b"")
   (tmp_path / "mixed" / "b.nii").write_bytes(b"")
-  for folder, message in ((tmp_path / "none", "no such folder"),
-                          (tmp_path / "mixed", r"holds 1 NIfTI volumes .* and 1 fastMRI "
-                                               "files .*: give a folder of one kind")):
+  (tmp_path / "knee").mkdir()
+  (tmp_path / "knee" / "a.h5").write_bytes(b"")
+  (tmp_path / "empty").mkdir()
+  for folder, message in (
+      (tmp_path / "none", "no such folder"),
+      (tmp_path / "empty", r"holds no NIfTI volume \(\.nii, \.nii\.gz\) and no fastMRI file"),
+      (tmp_path / "mixed", r"holds both NIfTI volumes \(1 \.nii or \.nii\.gz files\) and "
+                           r"fastMRI files \(1 \.h5\): give a folder of one kind"),
+      # Read and scaled otherwise than the brain volumes the model learned from.
+      (tmp_path / "knee", r"the model learned from NIfTI brain volumes \(mni152\) and .* "
+                          r"holds fastMRI \.h5 files")):
     with pytest.raises(data.DataError, match=message):
       report.run(workdir, out=str(out), data=str(folder), progress=False)
   assert not out.exists()
@@ -461,7 +469,7 @@ def test_on_another_folder_baselines_and_objectives_are_scored_on_it(workdir, st
   site = loop_support.write_site(tmp_path / "site", (11, 12, 13))
   result = report.run(workdir, out=str(tmp_path / "out"), data=site,
                       overrides={"evals.baselines.workdir": stack}, progress=False)
-  assert result["data"]["volumes"] == 3
+  assert len(result["data"]["volume_names"]) == 3
   b = result["baselines"]
   assert len(b["per_slice"]["psnr"]) == result["num_slices"]
   # The objectives on the folder's slices: the same program as the Unets'

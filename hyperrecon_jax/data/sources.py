@@ -324,11 +324,31 @@ def folder_dataset(folder: str) -> str:
   kinds = {name: len(common.list_files(folder, suffixes)) for name, suffixes in
            (("nifti", nifti.SUFFIXES), ("fastmri_knee", (".h5",)))}
   found = [name for name, count in kinds.items() if count]
-  if len(found) != 1:
+  if not found:
+    raise common.DataError(f"{folder} holds no NIfTI volume (.nii, .nii.gz) and no fastMRI "
+                           "file (.h5)")
+  if len(found) > 1:
     raise common.DataError(
-        f"{folder} holds {kinds['nifti']} NIfTI volumes (.nii, .nii.gz) and "
-        f"{kinds['fastmri_knee']} fastMRI files (.h5): give a folder of one kind")
+        f"{folder} holds both NIfTI volumes ({kinds['nifti']} .nii or .nii.gz files) and "
+        f"fastMRI files ({kinds['fastmri_knee']} .h5): give a folder of one kind")
   return found[0]
+
+
+def volume_files(data_config) -> list[str]:
+  """The volumes' files of a folder dataset (`nifti`, `fastmri_knee`), in volume-id order.
+
+  Paths relative to ``manual_dir``, read from the folder without building
+  (a NIfTI volume's own file, not its labels').
+  """
+  name = common.check_name(common.field(data_config, "name"))
+  manual_dir = os.path.expanduser(str(common.field(data_config, "manual_dir")))
+  if name == "nifti":
+    from hyperrecon_jax.data import nifti
+    return [image for image, _ in nifti.find_files(manual_dir)]
+  if name == "fastmri_knee":
+    from hyperrecon_jax.data import fastmri
+    return fastmri.find_files(manual_dir)
+  raise common.DataError(f"{name} is not a folder of volumes")
 
 
 def folder_config(data_config, folder: str):
@@ -343,10 +363,24 @@ def folder_config(data_config, folder: str):
     the folder as ``manual_dir`` and `common.EVALUATION_ONLY` fractions: one
     test split of every volume, cut with the model's image size, axis,
     intensity percentile and foreground threshold.
+
+  Raises:
+    DataError: a folder of another kind than the model's data (NIfTI volumes
+      for a model of NIfTI volumes or of the embedded MNI152, `.h5` files for
+      a fastMRI model), or see `folder_dataset`.
   """
+  kind = folder_dataset(folder)
+  trained = common.field(data_config, "name")
+  if (kind == "fastmri_knee") != (trained == "fastmri_knee"):
+    learned = ("fastMRI .h5 files" if trained == "fastmri_knee"
+               else f"NIfTI brain volumes ({trained})")
+    holds = "fastMRI .h5 files" if kind == "fastmri_knee" else "NIfTI volumes"
+    raise common.DataError(
+        f"the model learned from {learned} and {folder} holds {holds}, which are read and "
+        "scaled otherwise: score a folder of the kind it learned from")
   out = data_config.copy_and_resolve_references()
   with out.unlocked():
-    out.name = folder_dataset(folder)
+    out.name = kind
     out.manual_dir = os.path.abspath(os.path.expanduser(folder))
     out.split_fractions = common.EVALUATION_ONLY
   return out

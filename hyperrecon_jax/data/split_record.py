@@ -37,7 +37,9 @@ def current(data_config) -> dict | None:
   """The volumes of every split of the dataset as it is built now.
 
   Args:
-    data_config: the data config (builds the dataset if needed).
+    data_config: the data config (builds the dataset if needed; a folder
+      scored whole, `common.EVALUATION_ONLY`, is read from its files instead,
+      so that a folder that cannot be scored is refused before its build).
 
   Returns:
     ``{'dataset', 'manual_dir', 'splits': {split: [names]}, 'sha256':
@@ -49,13 +51,17 @@ def current(data_config) -> dict | None:
   if name not in BY_VOLUME:
     return None
   from hyperrecon_jax.data import sources
-  written = common.written_splits(common.field(data_config, "split_fractions"))
-  volumes = {split: sources.volumes(data_config, split) if split in written else []
-             for split in common.SPLITS}
-  record = {"dataset": name,
-            "manual_dir": os.path.abspath(os.path.expanduser(
-                str(common.field(data_config, "manual_dir")))),
-            "splits": {split: [v.name for v in vs] for split, vs in volumes.items()}}
+  folder = os.path.abspath(os.path.expanduser(str(common.field(data_config, "manual_dir"))))
+  record = {"dataset": name, "manual_dir": folder}
+  if common.written_splits(common.field(data_config, "split_fractions")) == ("test",):
+    from hyperrecon_jax import checksums
+    names = sources.volume_files(data_config)
+    record["splits"] = {"train": [], "validation": [], "test": names}
+    record["sha256"] = {"train": [], "validation": [], "test": [
+        checksums.file_digest(os.path.join(folder, n)) for n in names]}
+    return record
+  volumes = {split: sources.volumes(data_config, split) for split in common.SPLITS}
+  record["splits"] = {split: [v.name for v in vs] for split, vs in volumes.items()}
   if all(v.sha256 for vs in volumes.values() for v in vs):
     record["sha256"] = {split: [v.sha256 for v in vs] for split, vs in volumes.items()}
   return record
@@ -188,24 +194,31 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
   same_folder = (stored.get("manual_dir"), stored.get("dataset")) == (
       record["manual_dir"], record["dataset"])
   names = {n for n, _ in learned} if same_folder or "sha256" not in stored else set()
-  contents = {d for _, d in learned if d}
-  seen = sorted(n for n, d in _volumes(record, split) if n in names or (d and d in contents))
+  learned_as = {d: n for n, d in learned if d}
+  seen = [n if n in names or learned_as[d] == n else f"{n}, a copy of {learned_as[d]}"
+          for n, d in _volumes(record, split) if n in names or (d and d in learned_as)]
   if not seen:
     return
-  whole = common.written_splits(common.field(data_config, "split_fractions")) == ("test",)
-  if whole:
-    why = ("a folder scored whole must hold none of them. Score a folder of volumes the "
-           "run never saw; the volumes learned from are")
-  elif same_folder:
+  folder = record["manual_dir"]
+  listed = f"{listed_in} lists every split's volumes"
+  if common.written_splits(common.field(data_config, "split_fractions")) == ("test",):
+    if same_folder:
+      raise common.DataError(
+          f"{folder} is the folder {learner} learned from, and {len(seen)} of its volumes "
+          f"were trained or validated on ({_quote(seen)}): its unseen volumes are its test "
+          f"split, scored without --data ({listed})")
+    raise common.DataError(
+        f"{folder} holds {len(seen)} of the volumes {learner} learned from "
+        f"({_quote(seen)}), so its scores would measure training data: leave them out of "
+        f"the folder ({listed})")
+  if same_folder:
     why = ("files were added to, removed from or renamed in the folder since training, "
            "which assigns volumes to splits again. Evaluate on the folder as it was")
   else:
-    why = ("they are copies of its files. Leave them out of the folder; the volumes "
-           "learned from are")
+    why = "leave them out of the folder"
   raise common.DataError(
-      f"the {split} split of {record['manual_dir']} holds {len(seen)} of the volumes "
-      f"{learner} learned from ({_quote(seen)}), so its scores would measure training "
-      f"data: {why} ({listed_in} lists every split's volumes)")
+      f"the {split} split of {folder} holds {len(seen)} of the volumes {learner} learned "
+      f"from ({_quote(seen)}), so its scores would measure training data: {why} ({listed})")
 
 
 def check_template(trained_on, data_config) -> None:
@@ -235,7 +248,7 @@ def check_template(trained_on, data_config) -> None:
     raise common.DataError(
         f"{record['manual_dir']} holds the MNI152 template that the model learned from "
         f"({_quote(seen)}), so its scores would measure training data: leave it out of "
-        "the folder (the model's own test slices are its report without --data)")
+        "the folder (the model's own test slices are scored without --data)")
 
 
 def _quote(names) -> str:

@@ -60,12 +60,6 @@ def prepare(context, settings) -> None:
   context.lam_grid, design = lambda_set(context.config)
   context.result["design"] = design
   path = settings.get("segmenter", "")
-  if path and "data" in context.result:
-    # A segmenter knows the classes of the labels it learned; another
-    # folder's label volumes follow their own scheme.
-    raise errors.InputError(
-        f"config.evals.lambda_set.segmenter={path}: Dice is scored on the data the "
-        f"segmenter was trained for, not on another folder ({context.result['data']['folder']})")
   if path:
     from hyperrecon_jax import segmentation
     context.segmenter = segmentation.load(path)
