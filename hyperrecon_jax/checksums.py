@@ -54,6 +54,14 @@ def file_digest(path: str) -> str:
   return h.hexdigest()
 
 
+def array_digest(array) -> str:
+  """SHA-256 (hex) of an array's dtype, shape and values (C order)."""
+  array = np.ascontiguousarray(array)
+  h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+  h.update(memoryview(array).cast("B"))
+  return h.hexdigest()
+
+
 def _step_files(step_dir: str):
   for root, _, files in os.walk(step_dir):
     for name in files:

@@ -73,8 +73,14 @@ def test_a_folder_built_for_evaluation_only_scores_every_file(cfg, manual_dir):
   # What `evaluate.py --data=FOLDER` builds: every file in the test split, as
   # the training build's splits hold them together.
   only = _config(manual_dir, cfg.data_dir, split_fractions=hr.data.EVALUATION_ONLY)
-  assert split_record.current(only)["splits"] == {
+  record = split_record.current(only)
+  assert record["splits"] == {
       "train": [], "validation": [], "test": sorted(os.listdir(manual_dir))}
+  # Read from the files, the digests a build records: bytes and voxels.
+  built = split_record.current(cfg)
+  for key in ("sha256", "content_sha256"):
+    by_name = {n: d for s in hr.data.SPLITS for n, d in zip(built["splits"][s], built[key][s])}
+    assert record[key]["test"] == [by_name[n] for n in record["splits"]["test"]]
   assert hr.data.folder_dataset(manual_dir) == "fastmri_knee"
   assert hr.data.num_examples(only, "test") == sum(
       hr.data.num_examples(cfg, s) for s in hr.data.SPLITS)

@@ -79,6 +79,14 @@ def test_current_lists_the_volumes_of_every_split(records, folders):
       assert record["sha256"][split] == [
           hashlib.sha256((folder / n).read_bytes()).hexdigest()
           for n in record["splits"][split]]
+      # and of their voxels: the same image in both folders, the same digest
+      assert len(record["content_sha256"][split]) == len(record["splits"][split])
+  contents = [dict(zip(r["splits"][s], r["content_sha256"][s]))
+              for r in records for s in common.SPLITS]
+  six_contents = {k: v for c in contents[:3] for k, v in c.items()}
+  seven_contents = {k: v for c in contents[3:] for k, v in c.items()}
+  assert all(seven_contents[n] == d for n, d in six_contents.items())
+  assert len(set(seven_contents.values())) == 7
 
 
 def test_a_renamed_training_volume_is_known_by_its_content(records, folders, tmp_path):
@@ -164,6 +172,14 @@ def test_another_folder_is_checked_by_content_alone(records, folders, tmp_path):
     split_record.check_unseen(str(tmp_path), scored(), "test")
   # Refused from the folder's files, before its dataset is built.
   assert not os.path.exists(data.make_builder(scored()).data_dir)
+  # The same voxels in other bytes: a training volume gunzipped.
+  (site / "copy.nii.gz").unlink()
+  image = nib.load(str(six / trained[2]))
+  nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine), str(site / "plain.nii"))
+  assert (hashlib.sha256((site / "plain.nii").read_bytes()).hexdigest()
+          not in records[0]["sha256"]["train"])
+  with pytest.raises(data.DataError, match=rf"\(plain\.nii, a copy of {trained[2]}\)"):
+    split_record.check_unseen(str(tmp_path), scored(), "test")
   # The folder the run read, scored whole: every volume it trained or
   # validated on is named.
   whole = _config(six, data_dir).data
@@ -179,7 +195,8 @@ def test_validation_volumes_count_as_learned_from_for_the_test_split(records, fo
   record = json.loads(split_record.to_json(records[0]))
   test_volume = record["splits"]["test"][0]
   record["splits"]["validation"].append(test_volume)
-  record["sha256"]["validation"].append(record["sha256"]["test"][0])
+  for key in ("sha256", "content_sha256"):
+    record[key]["validation"].append(record[key]["test"][0])
   (tmp_path / split_record.FILE).write_text(json.dumps(record))
   with pytest.raises(data.DataError, match=f"holds 1 of the volumes .*{test_volume}"):
     split_record.check_unseen(str(tmp_path), _config(six, data_dir).data, "test")

@@ -461,6 +461,13 @@ def test_a_folder_holding_the_template_a_model_learned_from_is_refused(workdir, 
   with pytest.raises(data.DataError, match=rf"{site} holds the MNI152 template that the "
                                            r"model learned from \(mni\.nii\.gz\)"):
     report.run(workdir, out=str(out), data=site, progress=False)
+  # Also gunzipped: the same voxels in other bytes.
+  import gzip
+  with gzip.open(os.path.join(site, "mni.nii.gz")) as f:
+    (tmp_path / "site" / "mni.nii").write_bytes(f.read())
+  os.remove(os.path.join(site, "mni.nii.gz"))
+  with pytest.raises(data.DataError, match=r"holds the MNI152 template .* \(mni\.nii\)"):
+    report.run(workdir, out=str(out), data=site, progress=False)
   assert not out.exists()
 
 

@@ -123,6 +123,10 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     plan = self._plan()
     self.info.metadata["settings"] = dict(self.builder_config.settings)
     self.info.metadata["volumes"] = {}
+    # Set by `_slices` as it reads a volume: the SHA-256 of its normalized
+    # voxels (`checksums.array_digest`), the same for the same image stored
+    # in other bytes (gunzipped, another header).
+    self._contents = {}
     splits = common.written_splits(self.builder_config.settings["split_fractions"])
     return {split: self._generate_examples(split, plan[split]) for split in splits}
 
@@ -146,6 +150,8 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       entry = {"id": spec.id, "name": spec.name, "slices": slices, "start": start}
       if spec.file:
         entry["sha256"] = checksums.file_digest(spec.file)
+      if spec.id in self._contents:
+        entry["content_sha256"] = self._contents.pop(spec.id)
       index.append(entry)
       start += len(slices)
     # Written to metadata.json with the dataset info after all splits finish.

@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from hyperrecon_jax import checksums
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import slicing
@@ -189,6 +190,11 @@ def read_volume(path: str) -> np.ndarray:
   return np.clip(volume / scale, 0.0, 1.0)
 
 
+def content_digest(path: str) -> str:
+  """The SHA-256 of a file's normalized volume, as a build records it."""
+  return checksums.array_digest(read_volume(path))
+
+
 def settings(data_config) -> dict:
   """The settings that change the written data (the files' fingerprint included)."""
   get = functools.partial(common.field, data_config)
@@ -235,5 +241,7 @@ class FastmriKnee(builder_lib.SliceBuilder, skip_registration=True):
 
   def _slices(self, spec) -> Iterator[slicing.Slice]:
     size = self.builder_config.image_size
-    for k, image in enumerate(read_volume(spec.source)):
+    volume = read_volume(spec.source)
+    self._contents[spec.id] = checksums.array_digest(volume)
+    for k, image in enumerate(volume):
       yield slicing.Slice(k, np.clip(slicing.fit_to_square(image, size, order=1), 0.0, 1.0))

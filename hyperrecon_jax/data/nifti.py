@@ -34,6 +34,7 @@ import os
 
 import numpy as np
 
+from hyperrecon_jax import checksums
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import slicing
@@ -170,6 +171,11 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
   return image, label, spacing
 
 
+def content_digest(manual_dir: str, image_rel: str, percentile: float) -> str:
+  """The SHA-256 of a volume's normalized voxels, as a build records it."""
+  return checksums.array_digest(read_volume(manual_dir, image_rel, None, percentile)[0])
+
+
 def settings(data_config) -> dict:
   """The settings that change the written data (the files' fingerprint included)."""
   get = functools.partial(common.field, data_config)
@@ -223,6 +229,7 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
     s = self.builder_config.settings
     image, label, spacing = read_volume(
         self.builder_config.manual_dir, *spec.source, s["percentile"])
+    self._contents[spec.id] = checksums.array_digest(image)
     yield from slicing.volume_slices(
         image, axis=s["axis"], size=s["image_size"], min_foreground=s["min_foreground"],
         label=label, spacing=spacing)

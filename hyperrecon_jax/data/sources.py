@@ -82,12 +82,16 @@ class Volume(NamedTuple):
     indices: positions of its examples in the split's data source.
     sha256: the SHA-256 of its input file (NIfTI, fastMRI), '' for none (the
       mni152 template, or a dataset built before it was recorded).
+    content_sha256: the SHA-256 of its normalized voxels, the same for the
+      same image stored in other bytes; '' where ``sha256`` is, or for a
+      dataset built before it was recorded.
   """
   id: int
   name: str
   slices: tuple[int, ...]
   indices: range
   sha256: str = ""
+  content_sha256: str = ""
 
 
 def data_dir(data_config) -> str:
@@ -351,6 +355,22 @@ def volume_files(data_config) -> list[str]:
   raise common.DataError(f"{name} is not a folder of volumes")
 
 
+def content_digest(data_config, name: str) -> str:
+  """The SHA-256 of a folder volume's normalized voxels (`Volume.content_sha256`).
+
+  Args:
+    data_config: a data config of a folder dataset (`nifti`, `fastmri_knee`).
+    name: the volume's file, relative to ``manual_dir``.
+  """
+  manual_dir = os.path.expanduser(str(common.field(data_config, "manual_dir")))
+  if common.field(data_config, "name") == "nifti":
+    from hyperrecon_jax.data import nifti
+    return nifti.content_digest(manual_dir, name,
+                                float(common.field(data_config, "percentile")))
+  from hyperrecon_jax.data import fastmri
+  return fastmri.content_digest(os.path.join(manual_dir, name))
+
+
 def folder_config(data_config, folder: str):
   """The data config that scores every volume of ``folder`` as ``data_config`` slices its data.
 
@@ -429,5 +449,5 @@ def _volume_list(index) -> list[Volume]:
   """`Volume` records from the index that metadata.json stores per split."""
   return [Volume(int(v["id"]), str(v["name"]), tuple(int(k) for k in v["slices"]),
                  range(int(v["start"]), int(v["start"]) + len(v["slices"])),
-                 str(v.get("sha256", "")))
+                 str(v.get("sha256", "")), str(v.get("content_sha256", "")))
           for v in index]

@@ -59,11 +59,14 @@ def current(data_config) -> dict | None:
     record["splits"] = {"train": [], "validation": [], "test": names}
     record["sha256"] = {"train": [], "validation": [], "test": [
         checksums.file_digest(os.path.join(folder, n)) for n in names]}
+    record["content_sha256"] = {"train": [], "validation": [], "test": [
+        sources.content_digest(data_config, n) for n in names]}
     return record
   volumes = {split: sources.volumes(data_config, split) for split in common.SPLITS}
   record["splits"] = {split: [v.name for v in vs] for split, vs in volumes.items()}
-  if all(v.sha256 for vs in volumes.values() for v in vs):
-    record["sha256"] = {split: [v.sha256 for v in vs] for split, vs in volumes.items()}
+  for key in ("sha256", "content_sha256"):
+    if all(getattr(v, key) for vs in volumes.values() for v in vs):
+      record[key] = {split: [getattr(v, key) for v in vs] for split, vs in volumes.items()}
   return record
 
 
@@ -95,14 +98,18 @@ def _checked(record, where: str) -> dict:
   if not lists_of_text(splits):
     raise _unreadable(where, "its 'splits' must map train, validation and test to lists "
                       "of volume names")
-  if "sha256" in record and not lists_of_text(record["sha256"], splits):
-    raise _unreadable(where, "its 'sha256' must hold one digest per volume of 'splits'")
+  for key in ("sha256", "content_sha256"):
+    if key in record and not lists_of_text(record[key], splits):
+      raise _unreadable(where, f"its {key!r} must hold one digest per volume of 'splits'")
   return record
 
 
-def _volumes(record: dict, split: str) -> list[tuple[str, str]]:
-  """(name, digest) of every volume of a split; the digest '' where none is recorded."""
-  digests = record.get("sha256", {}).get(split) or [""] * len(record["splits"][split])
+def _volumes(record: dict, split: str, key: str = "sha256") -> list[tuple[str, str]]:
+  """(name, digest) of every volume of a split; the digest '' where none is recorded.
+
+  ``key`` is 'sha256' (the file's bytes) or 'content_sha256' (its voxels).
+  """
+  digests = record.get(key, {}).get(split) or [""] * len(record["splits"][split])
   return list(zip(record["splits"][split], digests))
 
 
@@ -194,9 +201,15 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
   same_folder = (stored.get("manual_dir"), stored.get("dataset")) == (
       record["manual_dir"], record["dataset"])
   names = {n for n, _ in learned} if same_folder or "sha256" not in stored else set()
-  learned_as = {d: n for n, d in learned if d}
-  seen = [n if n in names or learned_as[d] == n else f"{n}, a copy of {learned_as[d]}"
-          for n, d in _volumes(record, split) if n in names or (d and d in learned_as)]
+  # The same file's bytes, or the same voxels stored otherwise.
+  learned_as = {d: n for key in ("sha256", "content_sha256")
+                for s in _LEARNED_FROM[split] for n, d in _volumes(stored, s, key) if d}
+  seen = []
+  for (n, d), (_, c) in zip(_volumes(record, split),
+                            _volumes(record, split, "content_sha256")):
+    copied = learned_as.get(d) or learned_as.get(c)
+    if n in names or copied:
+      seen.append(n if n in names or copied == n else f"{n}, a copy of {copied}")
   if not seen:
     return
   folder = record["manual_dir"]
@@ -242,8 +255,14 @@ def check_template(trained_on, data_config) -> None:
     return
   from hyperrecon_jax import checksums
   from hyperrecon_jax.data import mni152
-  template = checksums.file_digest(mni152.template_paths()["t1"])
-  seen = [n for s in common.SPLITS for n, d in _volumes(record, s) if d == template]
+  from hyperrecon_jax.data import nifti
+  path = mni152.template_paths()["t1"]
+  template = {checksums.file_digest(path), nifti.content_digest(
+      os.path.dirname(path), os.path.basename(path),
+      float(common.field(trained_on, "percentile")))}
+  seen = [n for s in common.SPLITS for key in ("sha256", "content_sha256")
+          for n, d in _volumes(record, s, key) if d in template]
+  seen = sorted(set(seen))
   if seen:
     raise common.DataError(
         f"{record['manual_dir']} holds the MNI152 template that the model learned from "
