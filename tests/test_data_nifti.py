@@ -260,6 +260,10 @@ def test_a_folder_built_for_evaluation_only_holds_every_volume_in_test(tmp_path)
                 for s in hr.data.SPLITS for ex in hr.data.load_split(three, s)
                 if int(ex["volume"]) < 2)
   np.testing.assert_array_equal(np.stack(two), np.stack([image for _, image in same]))
+  # Its labels play no part: one volume with a label file does not stop it.
+  _save(_volume(rng)[1], tmp_path / "s0_seg.nii.gz")
+  assert [v.name for v in hr.data.volumes(cfg, "test")] == ["s0.nii.gz", "s1.nii.gz", "s2.nii.gz"]
+  assert not hr.data.has_labels(cfg)
   for split in ("train", "validation"):
     with pytest.raises(hr.data.DataError, match=rf"is built for evaluation only .* so it "
                                                 rf"has no {split} split"):

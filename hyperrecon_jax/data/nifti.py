@@ -58,12 +58,17 @@ def _stem(path: str) -> str:
   return path
 
 
-def find_files(manual_dir: str) -> list[tuple[str, str | None]]:
+def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str | None]]:
   """(image, label or None) pairs of paths relative to `manual_dir`, sorted.
 
+  Args:
+    manual_dir: the folder.
+    labels: pair each image with its label volume; False gives None for
+      every image (a folder that is only scored, whose labels play no part).
+
   Raises:
-    DataError: when the folder is missing, holds no image, or only some
-      images have labels.
+    DataError: when the folder is missing, holds no image, or (with
+      ``labels``) only some images have labels.
   """
   if not manual_dir or not os.path.isdir(manual_dir):
     raise common.DataError(f"nifti: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
@@ -73,6 +78,8 @@ def find_files(manual_dir: str) -> list[tuple[str, str | None]]:
             if p.split(os.sep)[0] != LABEL_DIR and not _stem(p).endswith(LABEL_SUFFIX)]
   if not images:
     raise common.DataError(f"nifti: no .nii or .nii.gz volume in {manual_dir!r}. {INSTRUCTIONS}")
+  if not labels:
+    return [(image, None) for image in images]
   pairs = []
   for image in images:
     stem = _stem(image)
@@ -180,14 +187,15 @@ def settings(data_config) -> dict:
   """The settings that change the written data (the files' fingerprint included)."""
   get = functools.partial(common.field, data_config)
   manual_dir = os.path.expanduser(get("manual_dir"))
-  pairs = find_files(manual_dir)
+  fractions = common.check_fractions(get("split_fractions"), evaluation_only=True)
+  # A folder that is only scored is read without its labels (see find_files).
+  pairs = find_files(manual_dir, labels=fractions != common.EVALUATION_ONLY)
   files = [p for pair in pairs for p in pair if p is not None]
   return {
       "dataset": "nifti",
       "image_size": common.check_image_size(get("image_size")),
       "axis": common.axis_name(get("axis")),
-      "split_fractions": list(common.check_fractions(get("split_fractions"),
-                                                     evaluation_only=True)),
+      "split_fractions": list(fractions),
       "split_seed": int(get("split_seed")),
       "min_foreground": float(get("min_foreground")),
       "percentile": float(get("percentile")),
@@ -214,7 +222,7 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
 
   def _plan(self) -> Mapping[str, list[builder_lib.VolumeSpec]]:
     cfg = self.builder_config
-    pairs = find_files(cfg.manual_dir)
+    pairs = find_files(cfg.manual_dir, labels=cfg.settings["labels"])
     for pair in pairs:  # Fail before writing anything if a header is bad.
       _check_header(cfg.manual_dir, *pair)
     assignment = common.split_volumes(

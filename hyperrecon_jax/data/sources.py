@@ -348,7 +348,7 @@ def volume_files(data_config) -> list[str]:
   manual_dir = os.path.expanduser(str(common.field(data_config, "manual_dir")))
   if name == "nifti":
     from hyperrecon_jax.data import nifti
-    return [image for image, _ in nifti.find_files(manual_dir)]
+    return [image for image, _ in nifti.find_files(manual_dir, labels=False)]
   if name == "fastmri_knee":
     from hyperrecon_jax.data import fastmri
     return fastmri.find_files(manual_dir)
