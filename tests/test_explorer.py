@@ -492,8 +492,8 @@ def test_the_script_explores_every_volume_of_another_folder(run_a, env, tmp_path
     status, info = get_json(match.group(1) + "api/info")
     assert status == 200 and info["source"] == f"every volume of {site}"
     # Both volumes, each with its 10 axial slices of brain (write_site).
-    shown = [(s["volume"], s["slice"]) for s in info["slices"]]
-    assert shown == [(v, k) for v in (0, 1) for k in range(3, 13)]
+    shown = [(s["volume"], s["name"], s["slice"]) for s in info["slices"]]
+    assert shown == [(v, f"sub-{11 + v}.nii.gz", k) for v in (0, 1) for k in range(3, 13)]
   finally:
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)

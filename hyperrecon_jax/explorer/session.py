@@ -131,10 +131,13 @@ class Explorer:
   def _load_slices(self, split, images, slices, source, seed):
     """Sets the slices (a split's, or ``images``), their source and their network inputs."""
     from_split = images is None
+    self.volume_names = {}
     if from_split:
       images, volumes, slices, self.labels = slices_lib.load_split(
           self.config, split, self.segmenter is not None)
       self.source = source or f"{self.config.data.name} {split} split"
+      from hyperrecon_jax import data
+      self.volume_names = {v.id: v.name for v in data.volumes(self.config.data, split)}
     else:
       images, volumes, slices = slices_lib.user_slices(
           images, int(self.config.data.image_size), slices)
@@ -172,11 +175,18 @@ class Explorer:
             "lambda_set": "grid" if self.grid else "simplex_design",
             "grid": self.grid, "design": self.design,
             "lambdas": rounded(self.lam_grid), "coeffs": rounded(self.coeffs),
-            "slices": [{"volume": slices_lib.volume_id(v), "slice": int(s)}
+            "slices": [self._slice_info(v, s)
                        for v, s in zip(self.volumes, self.slice_numbers)],
             "metrics": list(self.metric_names), "error_percentile": ERROR_PERCENTILE,
             "gallery_size": self.gallery_size,
             "gallery_tolerance_db": self.gallery_tolerance_db}
+
+  def _slice_info(self, volume, number) -> dict:
+    """A slice's volume id, its number, and its volume's file where a dataset names it."""
+    out = {"volume": slices_lib.volume_id(volume), "slice": int(number)}
+    if out["volume"] in self.volume_names:
+      out["name"] = self.volume_names[out["volume"]]
+    return out
 
   def reconstruction(self, slice_index, lam=None, *, coeffs=None):
     """(recon (H, W) float32, {'psnr', 'ssim', 'hfen'[, 'dice']}) of a slice at one point.

@@ -433,7 +433,7 @@ async function start() {
   $("source").textContent = info.source + ", " + info.num_slices + " slices";
   info.slices.forEach((s, i) => {
     const option = document.createElement("option");
-    option.value = String(i); option.textContent = i + " (volume " + s.volume + ", slice " + s.slice + ")";
+    option.value = String(i); option.textContent = i + " (" + (s.name || "volume " + s.volume) + ", slice " + s.slice + ")";
     $("slice").appendChild(option);
   });
   state.slice = Math.floor(info.num_slices / 2);
