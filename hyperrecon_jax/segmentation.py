@@ -288,9 +288,11 @@ def label_classes(data_config) -> int:
                             "to train a segmenter on")
   if data_config.name == "mni152":
     return len(data.MNI152_CLASSES)
-  where = {}  # label value -> the file of a volume holding it
+  from hyperrecon_jax.data import nifti
+  label_file = dict(nifti.find_files(os.path.expanduser(data_config.manual_dir)))
+  where = {}  # label value -> the label file of a volume holding it
   for split in data.SPLITS:
-    names = {v.id: v.name for v in data.volumes(data_config, split)}
+    names = {v.id: label_file.get(v.name) or v.name for v in data.volumes(data_config, split)}
     for batch in data.batches(data_config, split, batch_size=32, training=False,
                               num_threads=0):
       valid = batch["valid"]

@@ -188,6 +188,11 @@ def test_another_folder_is_checked_by_content_alone(records, folders, tmp_path):
   with pytest.raises(data.DataError, match=rf"{six} is the folder the run in .* learned from, "
                                            rf"and {learned} of its volumes were trained"):
     split_record.check_unseen(str(tmp_path), whole, "test")
+  # Also through a link to it.
+  (tmp_path / "link").symlink_to(six, target_is_directory=True)
+  whole.manual_dir = str(tmp_path / "link")
+  with pytest.raises(data.DataError, match=r"link is the folder the run in .* learned from"):
+    split_record.check_unseen(str(tmp_path), whole, "test")
 
 
 def test_validation_volumes_count_as_learned_from_for_the_test_split(records, folders, tmp_path):

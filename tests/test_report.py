@@ -441,8 +441,8 @@ def test_another_folder_is_refused_when_it_cannot_be_scored_whole(workdir, tmp_p
   for folder, message in (
       (tmp_path / "none", "no such folder"),
       (tmp_path / "empty", r"holds no NIfTI volume \(\.nii, \.nii\.gz\) and no fastMRI file"),
-      (tmp_path / "mixed", r"holds both NIfTI volumes \(1 \.nii or \.nii\.gz files\) and "
-                           r"fastMRI files \(1 \.h5\): give a folder of one kind"),
+      (tmp_path / "mixed", r"holds both NIfTI volumes and fastMRI files \(\.nii or \.nii\.gz: "
+                           r"1, \.h5: 1\): give a folder of one kind"),
       # Read and scaled otherwise than the brain volumes the model learned from.
       (tmp_path / "knee", r"the model learned from NIfTI brain volumes \(mni152\) and .* "
                           r"holds fastMRI \.h5 files")):

@@ -302,12 +302,12 @@ def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(traine
 
 
 @pytest.mark.parametrize("labels, message", [
-    ({None: (3, 2, 1), 2: (40, 2, 1)}, r"go up to 40 \(sub-02\.nii\.gz\), which makes 41 "
+    ({None: (3, 2, 1), 2: (40, 2, 1)}, r"go up to 40 \(sub-02_seg\.nii\.gz\), which makes 41 "
                                        r"classes, more than 32"),
-    ({None: (3, 2, 1), 3: (3, -1, 1)}, r"hold the negative value -1 \(sub-03\.nii\.gz\)"),
+    ({None: (3, 2, 1), 3: (3, -1, 1)}, r"hold the negative value -1 \(sub-03_seg\.nii\.gz\)"),
     ((0, 0, 0), r"hold background \(0\) only"),
     # Classes 3..19 would each score a Dice of 1 on every slice.
-    ((20, 2, 1), r"skip 3, 4, 5, 6, 7, 8, 9, 10, … \(they run up to 20, in sub-0\d\.nii\.gz\)"
+    ((20, 2, 1), r"skip 3, 4, 5, 6, 7, 8, 9, 10, … \(they run up to 20, in sub-0\d_seg\.nii\.gz\)"
                  r": a class that never occurs"),
 ])
 def test_labels_a_segmenter_cannot_learn_are_named(tmp_path, labels, message):

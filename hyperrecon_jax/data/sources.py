@@ -333,8 +333,8 @@ def folder_dataset(folder: str) -> str:
                            "file (.h5)")
   if len(found) > 1:
     raise common.DataError(
-        f"{folder} holds both NIfTI volumes ({kinds['nifti']} .nii or .nii.gz files) and "
-        f"fastMRI files ({kinds['fastmri_knee']} .h5): give a folder of one kind")
+        f"{folder} holds both NIfTI volumes and fastMRI files (.nii or .nii.gz: "
+        f"{kinds['nifti']}, .h5: {kinds['fastmri_knee']}): give a folder of one kind")
   return found[0]
 
 

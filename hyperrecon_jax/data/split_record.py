@@ -198,8 +198,8 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
   # In the folder the learner read, a volume is the same by name, or by
   # content under another name; in another folder (another site's sub-01 is
   # another subject) by content only, where the record has contents.
-  same_folder = (stored.get("manual_dir"), stored.get("dataset")) == (
-      record["manual_dir"], record["dataset"])
+  same_folder = (os.path.realpath(str(stored.get("manual_dir"))), stored.get("dataset")) == (
+      os.path.realpath(record["manual_dir"]), record["dataset"])
   names = {n for n, _ in learned} if same_folder or "sha256" not in stored else set()
   # The same file's bytes, or the same voxels stored otherwise.
   learned_as = {d: n for key in ("sha256", "content_sha256")
