@@ -83,6 +83,8 @@ def main(argv):
       continue
     lam = ", ".join(f"{v:.3g}" for v in best["lam"])
     print(f"best {metric}: {best['value']:.4g} at λ = ({lam})")
+  if "data" in result:
+    print("\n".join(report.volume_lines(result, name)))
   if "baselines" in result:
     b = result["baselines"]
     stored = f" (stored in the {b['stored']})" if "stored" in b else ""

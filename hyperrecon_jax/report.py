@@ -79,6 +79,42 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   return evaluators.run(context)
 
 
+def volume_lines(result: dict, input_name: str, shown: int = 10) -> list[str]:
+  """Each volume's mean PSNR, input and model at the best mean-PSNR λ, lowest first.
+
+  Args:
+    result: a report's result with ``data`` (`run` with ``data``).
+    input_name: what the network's input is called (e.g. 'zero-filled').
+    shown: the most volumes listed: the lowest and highest halves.
+
+  Returns:
+    Lines for the terminal (none when no λ could be scored); a volume
+    without a scored slice ('n/a') comes last.
+  """
+  best = result["best"]["psnr"]
+  if best is None:
+    return []
+  names = result["data"]["volume_names"]
+  rows = sorted(
+      ((result["volume_mean"]["psnr"][k][best["index"]],
+        result["zero_filled"]["volume_mean"]["psnr"][k], names.get(str(v), f"volume {v}"))
+       for k, v in enumerate(result["volumes"])),
+      key=lambda row: (row[0] is None, row[0] or 0.0))
+  lam = ", ".join(f"{v:.3g}" for v in best["lam"])
+  lines = [f"per volume, PSNR (dB) {input_name} → model at λ = ({lam}), lowest first:"]
+  if len(rows) > shown:
+    rows = rows[:shown // 2] + [None] + rows[len(rows) - shown // 2:]
+  for row in rows:
+    if row is None:
+      lines.append(f"  … {len(result['volumes']) - shown} more in lambda_grid.json "
+                   "(volume_mean)")
+      continue
+    model, zf, file = row
+    text = [f"{x:.2f}" if x is not None else "n/a" for x in (zf, model)]
+    lines.append(f"  {file}: {text[0]} → {text[1]}")
+  return lines
+
+
 def check_settings(settings) -> None:
   """Checks a report's settings (``eval`` and ``evals`` sections) before any model loads."""
   evaluators.check(settings)

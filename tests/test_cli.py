@@ -276,6 +276,16 @@ def test_evaluate_a_pretrained_model_without_training(env, tmp_path):
   assert (f"slices of every volume of {site} (2 volumes, nifti) (checkpoint step"
           in proc.stdout), proc.stdout
   assert "Unet at λ" not in proc.stdout
+  # Each volume's PSNR, the input's and the model's at the best λ, lowest first.
+  with open(tmp_path / "s" / "lambda_grid.json") as f:
+    result = json.load(f)
+  best = result["best"]["psnr"]["index"]
+  rows = sorted((result["volume_mean"]["psnr"][k][best],
+                 result["zero_filled"]["volume_mean"]["psnr"][k],
+                 result["data"]["volume_names"][str(v)])
+                for k, v in enumerate(result["volumes"]))
+  printed = proc.stdout.split("lowest first:\n")[1].splitlines()[:2]
+  assert printed == [f"  {name}: {zf:.2f} → {model:.2f}" for model, zf, name in rows]
 
 
 def test_a_run_refused_after_start_up_leaves_no_folder_behind(env, tmp_path):
@@ -506,3 +516,4 @@ def test_a_rejected_rerun_leaves_the_finished_run_as_it_was(env, trained):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "nothing to do" in proc.stderr
   assert _files(trained) == before
+

@@ -192,8 +192,9 @@ def test_non_finite_voxels_fail_the_build(tmp_path, kind):
   bad = tmp_path / ("s1_seg.nii.gz" if kind.startswith("label") else "s1.nii.gz")
   assert str(info.value) == (
       f"{bad}: 12 of 7,680 voxels are not finite (NaN or ±Inf); fix or remove the file.")
-  # TFDS deleted its temporary folder: no dataset, finished or not, is left.
-  assert not list((tmp_path / "tfds").glob("nifti/*/*"))
+  # TFDS deleted its temporary folder and the build its config's: no dataset,
+  # finished or not, and no empty folder is left.
+  assert not list((tmp_path / "tfds").glob("nifti/*"))
   write(broken=False)  # Fixed: the next run builds.
   assert sum(hr.data.num_examples(cfg, s) for s in hr.data.SPLITS) == 3 * len(BRAIN_Z)
 
@@ -218,7 +219,7 @@ def test_splits_that_would_be_empty_are_refused_by_name(tmp_path):
   with pytest.raises(hr.data.DataError, match=r"the train split of nifti .* would hold no "
                                               r"slice: .*data\.min_foreground=0\.99"):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds", min_foreground=0.99))
-  assert not list((tmp_path / "tfds").glob("nifti/*/*"))
+  assert not list((tmp_path / "tfds").glob("nifti/*"))
   cfg = _config(tmp_path, tmp_path / "tfds")
   assert [len(hr.data.volumes(cfg, s)) for s in hr.data.SPLITS] == [1, 1, 1]
 

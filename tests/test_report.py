@@ -490,3 +490,23 @@ def test_on_another_folder_baselines_and_objectives_are_scored_on_it(workdir, st
   for i, unet in enumerate(unets):
     for name, value in unet.items():
       np.testing.assert_allclose(o["baselines"][i]["terms"][name], value, rtol=1e-6)
+
+
+def test_a_report_on_a_folder_lists_its_lowest_and_highest_volumes():
+  # 12 volumes (ids 0..11) at two λ; the best mean PSNR is λ index 1.
+  model = [[0.0, 20.0 + v] for v in range(12)]
+  model[3][1] = None  # a volume without a scored slice goes last
+  result = {"best": {"psnr": {"index": 1, "lam": [0.5], "value": 25.0}},
+            "volumes": list(range(12)),
+            "volume_mean": {"psnr": model},
+            "zero_filled": {"volume_mean": {"psnr": [10.0 + v for v in range(12)]}},
+            "data": {"volume_names": {str(v): f"s{v}.nii" for v in range(12)}}}
+  row = lambda v: f"  s{v}.nii: {10 + v:.2f} → {20 + v:.2f}"
+  assert report.volume_lines(result, "zero-filled") == [
+      "per volume, PSNR (dB) zero-filled → model at λ = (0.5), lowest first:",
+      *map(row, (0, 1, 2, 4, 5)),
+      "  … 2 more in lambda_grid.json (volume_mean)",
+      *map(row, (8, 9, 10, 11)),
+      "  s3.nii: 13.00 → n/a"]
+  assert report.volume_lines(result, "zero-filled", shown=20)[1:] == [
+      *map(row, (0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11)), "  s3.nii: 13.00 → n/a"]

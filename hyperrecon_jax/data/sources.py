@@ -13,6 +13,7 @@ next run then rebuilds the dataset.
 
 import bisect
 import collections.abc
+import contextlib
 import functools
 import importlib
 import operator
@@ -153,28 +154,35 @@ def prepare(data_config):
         # built and fail on its first split with a KeyError.
         raise _damaged(info_path, "the file is missing", b.data_dir)
       tfds = builder_lib.tfds
+      config_folder = os.path.dirname(b.data_dir)
       try:
-        b.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-            file_format="array_record")
-      except OSError:
-        # Another process may have finished the same build first (the final
-        # rename then fails here); its result is as good as ours.
-        b = make_builder(data_config)
-        if not b.is_prepared():
-          raise
-      except AssertionError as err:
-        empty = re.search(r'split "(\w+)": No examples were yielded', str(err))
-        if not empty:
-          raise
-        # TFDS writes no empty split; every volume of this one lost all its
-        # slices to the foreground threshold.
-        raise common.DataError(
-            f"the {empty.group(1)} split of {common.field(data_config, 'name')} "
-            f"{common.field(data_config, 'manual_dir')} would hold no slice: no slice of "
-            "its volumes has the foreground fraction data.min_foreground="
-            f"{common.field(data_config, 'min_foreground')}; lower it, or check that the "
-            "volumes hold images") from None
+        try:
+          b.download_and_prepare(
+              download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+              file_format="array_record")
+        except OSError:
+          # Another process may have finished the same build first (the final
+          # rename then fails here); its result is as good as ours.
+          b = make_builder(data_config)
+          if not b.is_prepared():
+            raise
+        except AssertionError as err:
+          empty = re.search(r'split "(\w+)": No examples were yielded', str(err))
+          if not empty:
+            raise
+          # TFDS writes no empty split; every volume of this one lost all its
+          # slices to the foreground threshold.
+          raise common.DataError(
+              f"the {empty.group(1)} split of {common.field(data_config, 'name')} "
+              f"{common.field(data_config, 'manual_dir')} would hold no slice: no slice of "
+              "its volumes has the foreground fraction data.min_foreground="
+              f"{common.field(data_config, 'min_foreground')}; lower it, or check that the "
+              "volumes hold images") from None
+      except BaseException:
+        # TFDS removes its temporary folder, not the config's folder it made.
+        with contextlib.suppress(OSError):
+          os.rmdir(config_folder)  # only if empty
+        raise
   for split in common.written_splits(b.builder_config.settings["split_fractions"]):
     if split not in b.info.splits:
       raise _damaged(info_path, f"lists no {split!r} split", b.data_dir)
