@@ -395,7 +395,8 @@ def folder_config(data_config, folder: str):
   Raises:
     DataError: a folder of another kind than the model's data (NIfTI volumes
       for a model of NIfTI volumes or of the embedded MNI152, `.h5` files for
-      a fastMRI model), or see `folder_dataset`.
+      a fastMRI model), a folder holding the MNI152 template an mni152 model
+      learned from (`split_record.check_template`), or see `folder_dataset`.
   """
   kind = folder_dataset(folder)
   trained = common.field(data_config, "name")
@@ -411,6 +412,8 @@ def folder_config(data_config, folder: str):
     out.name = kind
     out.manual_dir = os.path.abspath(os.path.expanduser(folder))
     out.split_fractions = common.EVALUATION_ONLY
+  from hyperrecon_jax.data import split_record
+  split_record.check_template(data_config, out)
   return out
 
 

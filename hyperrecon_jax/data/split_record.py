@@ -19,6 +19,7 @@ A workdir written before this record existed has no ``data_splits.json``; it is
 evaluated as before, unchecked.
 """
 
+import functools
 import json
 import os
 
@@ -54,13 +55,12 @@ def current(data_config) -> dict | None:
   folder = os.path.abspath(os.path.expanduser(str(common.field(data_config, "manual_dir"))))
   record = {"dataset": name, "manual_dir": folder}
   if common.written_splits(common.field(data_config, "split_fractions")) == ("test",):
-    from hyperrecon_jax import checksums
-    names = sources.volume_files(data_config)
-    record["splits"] = {"train": [], "validation": [], "test": names}
-    record["sha256"] = {"train": [], "validation": [], "test": [
-        checksums.file_digest(os.path.join(folder, n)) for n in names]}
-    record["content_sha256"] = {"train": [], "validation": [], "test": [
-        sources.content_digest(data_config, n) for n in names]}
+    names = tuple(sources.volume_files(data_config))
+    digests = _folder_digests(name, folder, float(common.field(data_config, "percentile")),
+                              names, common.fingerprint(folder, names))
+    record["splits"] = {"train": [], "validation": [], "test": list(names)}
+    for key, values in zip(("sha256", "content_sha256"), digests):
+      record[key] = {"train": [], "validation": [], "test": list(values)}
     return record
   volumes = {split: sources.volumes(data_config, split) for split in common.SPLITS}
   record["splits"] = {split: [v.name for v in vs] for split, vs in volumes.items()}
@@ -68,6 +68,23 @@ def current(data_config) -> dict | None:
     if all(getattr(v, key) for vs in volumes.values() for v in vs):
       record[key] = {split: [getattr(v, key) for v in vs] for split, vs in volumes.items()}
   return record
+
+
+@functools.lru_cache(maxsize=4)
+def _folder_digests(name, folder, percentile, names, fingerprint):
+  """The file and voxel digests of a folder's volumes, once per state of its files.
+
+  A report or the explorer checks a folder against several records (the
+  run's, a stack's) and the template; each decodes every volume, so the
+  digests are kept while ``fingerprint`` (the files' names, sizes and
+  modification times) is unchanged.
+  """
+  del fingerprint  # Part of the cache key only.
+  from hyperrecon_jax import checksums
+  from hyperrecon_jax.data import sources
+  config = {"name": name, "manual_dir": folder, "percentile": percentile}
+  return (tuple(checksums.file_digest(os.path.join(folder, n)) for n in names),
+          tuple(sources.content_digest(config, n) for n in names))
 
 
 def read(workdir: str) -> dict | None:
@@ -260,9 +277,8 @@ def check_template(trained_on, data_config) -> None:
   template = {checksums.file_digest(path), nifti.content_digest(
       os.path.dirname(path), os.path.basename(path),
       float(common.field(trained_on, "percentile")))}
-  seen = [n for s in common.SPLITS for key in ("sha256", "content_sha256")
-          for n, d in _volumes(record, s, key) if d in template]
-  seen = sorted(set(seen))
+  seen = {n for s in common.SPLITS for key in ("sha256", "content_sha256")
+          for n, d in _volumes(record, s, key) if d in template}
   if seen:
     raise common.DataError(
         f"{record['manual_dir']} holds the MNI152 template that the model learned from "

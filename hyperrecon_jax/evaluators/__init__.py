@@ -49,8 +49,9 @@ class Context:
     out: the report's folder.
     progress: show progress on stderr.
     stored_test: a shipped model's stored test scores (its ``info.json``).
-    trained_on: the data config the model learned from (``config.data`` is
-      the data scored, another folder with ``report.run(data=...)``).
+    trained_on: the data config the model learned from, as JSON
+      (``config.data`` is the data scored, another folder with
+      ``report.run(data=...)``).
     result: the report, built by the evaluators.
     lam_grid: (G, K − 1) the evaluated λ (`lambda_set`).
     segmenter: a `segmentation.Trained`, or None (`lambda_set`).

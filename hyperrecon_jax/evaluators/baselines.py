@@ -32,9 +32,9 @@ def load(path, config, *, trained_on=None):
   Args:
     path: the stack's workdir.
     config: the HyperRecon model's config, with the data to score.
-    trained_on: the data config the HyperRecon model learned from, when
-      ``config.data`` is another folder; the stack must have learned from the
-      same data.
+    trained_on: the data config (as JSON) the HyperRecon model learned
+      from, when ``config.data`` is another folder; the stack must have
+      learned from the same data.
   """
   from hyperrecon_jax import checkpoints
   from hyperrecon_jax import train
@@ -59,7 +59,7 @@ def load(path, config, *, trained_on=None):
   # The baselines must solve the same problem: task, data and loss terms.
   mine = json.loads(config.to_json())
   if trained_on:
-    mine["data"] = json.loads(json.dumps(dict(trained_on), default=list))
+    mine["data"] = trained_on
   diffs = [d for d in configuration.incompatibilities(json.loads(b_config.to_json()), mine)
            if not d.startswith(("model.", "hparams.", "loss_scales", "eval", "segmenter"))]
   if diffs:
