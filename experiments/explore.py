@@ -121,8 +121,8 @@ def main(argv):
       split_record.check_unseen(_WORKDIR.value, config.data, split)
     segmenter = None
     if _SEGMENTER.value is not None:
-      from hyperrecon_jax import segmentation
-      segmenter = segmentation.load(_SEGMENTER.value)
+      from hyperrecon_jax import segmenter_files
+      segmenter = segmenter_files.load(_SEGMENTER.value)
     ex = explorer.Explorer(config, model, variables, name=name, step=step,
                            split=split, images=images, slices=slices, slice_numbers=numbers,
                            source=source,

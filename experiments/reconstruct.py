@@ -87,6 +87,7 @@ def _lambda_flag() -> tuple[str, str]:
 
 def main(argv):
   cli.quiet_libraries()
+  from hyperrecon_jax import memory
   from hyperrecon_jax import outputs
   from hyperrecon_jax import progress
   from hyperrecon_jax import reconstruct
@@ -118,8 +119,8 @@ def main(argv):
     if len(lambdas) > 1:
       shape = shape + (len(lambdas),) if kind == "nifti" else (len(lambdas),) + shape
     print(f"output: {'×'.join(str(n) for n in shape)} {dtype.name} "
-          f"({outputs.byte_size(len(lambdas) * dtype.itemsize * int(np.prod(scan.output_shape)))}"
-          f" uncompressed; {outputs.byte_size(need)} of memory)", file=sys.stderr)
+          f"({memory.byte_size(len(lambdas) * dtype.itemsize * int(np.prod(scan.output_shape)))}"
+          f" uncompressed; {memory.byte_size(need)} of memory)", file=sys.stderr)
     bar = progress.Progress(len(scan.slices) * len(lambdas), "slice",
                             lambda done, total, _: f"reconstructed {done:,}/{total:,} slices")
     try:

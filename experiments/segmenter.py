@@ -38,19 +38,20 @@ def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import data
   from hyperrecon_jax import segmentation
+  from hyperrecon_jax import segmenter_files
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
     settings = segmentation.settings(config)  # Its errors before the data's.
-    segmentation.check_folder(_WORKDIR.value)
+    segmenter_files.check_folder(_WORKDIR.value)
     num_classes = segmentation.label_classes(config.data)
-    trained = segmentation.train_into(
+    trained = segmenter_files.train_into(
         _WORKDIR.value, config.data, num_classes=num_classes,
         log=segmentation.log_to_stderr, **settings)
   names = (data.MNI152_CLASSES[1:] if config.data.name == "mni152"
            else [str(c) for c in range(1, num_classes)])
   print(f"validation Dice (ground-truth slices, classes "
         f"{', '.join(names)}): {trained.info['validation_dice']:.4f}")
-  print(f"wrote {os.path.join(_WORKDIR.value, segmentation.INFO_FILE)}")
+  print(f"wrote {os.path.join(_WORKDIR.value, segmenter_files.INFO_FILE)}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import tempfile
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import memory
 from hyperrecon_jax.data import common
 from hyperrecon_jax.scans import H5_SUFFIXES
 from hyperrecon_jax.scans import NIFTI_SUFFIXES
@@ -108,48 +109,6 @@ def storage_dtype(dtype) -> np.dtype:
   return dtype if dtype.kind == "f" else np.dtype(np.float32)
 
 
-def available_memory() -> int | None:
-  """Bytes this process may still allocate, or None when unknown.
-
-  The kernel's MemAvailable (free memory plus reclaimable caches), lowered to
-  the room left under a cgroup (container) memory limit.
-  """
-  available = None
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          available = int(line.split()[1]) * 1024
-  except (OSError, ValueError, IndexError):
-    pass
-  if available is None:
-    try:
-      available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-      return None
-  for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                  "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-    try:
-      with open(limit_file) as f:
-        limit = f.read().strip()
-      with open(usage_file) as f:
-        usage = int(f.read().strip())
-    except (OSError, ValueError):
-      continue
-    if limit.isdigit():
-      available = min(available, max(0, int(limit) - usage))
-    break
-  return available
-
-
-def byte_size(n: float) -> str:
-  """``n`` bytes in words: GiB from 1 GiB on, MiB from 1 MiB on, else KiB."""
-  if n >= 2**30:
-    return f"{n / 2**30:.1f} GiB"
-  return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
-
-
 def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: bool = False,
                  available: int | None = None) -> int:
   """Refuses an output that would not fit in memory, before any model work.
@@ -165,7 +124,7 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
     num_lambdas: the number of λ values.
     dtype: the output's value type (`output_dtype`).
     save_input: whether the zero-filled input is kept too.
-    available: bytes available (default: `available_memory`; no check when
+    available: bytes available (default: `memory.available_memory`; no check when
       unknown).
 
   Returns:
@@ -178,7 +137,7 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
   itemsize = storage_dtype(dtype).itemsize
   per_volume = voxels * itemsize
   need = (num_lambdas + int(save_input)) * per_volume + 2 * voxels * 4
-  available = available_memory() if available is None else available
+  available = memory.available_memory() if available is None else available
   if available is None:
     return need
   allowed = int(MEMORY_FRACTION * available)
@@ -192,8 +151,8 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
     how += " or --dtype=float16"
   raise errors.InputError(
       f"{scan.path}: {num_lambdas:,} λ value(s) × {grid} voxels × {itemsize} bytes need "
-      f"{byte_size(need)} of memory, more than the {byte_size(allowed)} allowed "
-      f"({MEMORY_FRACTION:.0%} of the {byte_size(available)} available); {how}")
+      f"{memory.byte_size(need)} of memory, more than the {memory.byte_size(allowed)} allowed "
+      f"({MEMORY_FRACTION:.0%} of the {memory.byte_size(available)} available); {how}")
 
 
 def input_path(output: str) -> str:

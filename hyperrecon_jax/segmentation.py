@@ -11,14 +11,11 @@ levels, blocks and BatchNorm) reading one channel, the image, with a 1×1 head
 that gives one logit per class and no residual. Training minimizes the soft
 Dice loss of `soft_dice_loss` with Adam.
 
-A trained segmenter is a folder with ``segmenter.msgpack`` (its variables)
-and ``segmenter.json`` (its settings, the data it was trained on, its
-validation Dice and the SHA-256 of the weights), written last, so a folder
-with ``segmenter.json`` is complete.
+A trained segmenter's folder (`save`, `load`, `train_into`) and the data it
+may label (`check_data`) are `hyperrecon_jax.segmenter_files`.
 """
 
 from collections.abc import Callable
-import hashlib
 import json
 import os
 import sys
@@ -26,7 +23,6 @@ from typing import Any
 from typing import NamedTuple
 
 import flax.linen as nn
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,15 +31,11 @@ import optax
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import metrics
-from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models.unet import UnetBody
 from hyperrecon_jax.models.unet import conv_specs
 
-WEIGHTS_FILE = "segmenter.msgpack"
-INFO_FILE = "segmenter.json"
-FORMAT = "hyperrecon_jax.segmenter/1"
 # Soft Dice smoothing, in pixels: keeps a class absent from both the labels
 # and the prediction at a Dice near 1 instead of 0/0.
 DICE_SMOOTHING = 1.0
@@ -51,9 +43,6 @@ DICE_SMOOTHING = 1.0
 # channel per class at the image size, and a parcellation's hundreds of
 # sparse values (FreeSurfer's up to 2035) would be mostly empty channels.
 MAX_CLASSES = 32
-# The data fields a segmenter and the model it scores must share.
-IMAGE_FIELDS = ("name", "manual_dir", "image_size", "axis", "percentile",
-                "min_foreground", "split_fractions", "split_seed", "gap_slices")
 
 
 class Segmenter(nn.Module):
@@ -188,7 +177,8 @@ def _check_rate(name: str, value) -> None:
     raise errors.InputError(f"{name} must be a positive finite number, got {value!r}")
 
 
-def _check_settings(num_classes, channels, steps, batch_size, lr):
+def check_settings(num_classes, channels, steps, batch_size, lr) -> None:
+  """Refuses `train`'s settings out of range, each named: integers, a positive rate."""
   for name, value, low in (("num_classes", num_classes, 2), ("channels", channels, 1),
                            ("steps", steps, 1), ("batch_size", batch_size, 1)):
     _check_integer(name, value, low)
@@ -227,7 +217,7 @@ def train(data_config, *, num_classes: int, channels: int, steps: int, batch_siz
     The trained segmenter, with its validation Dice in ``info``.
   """
   from hyperrecon_jax import data
-  _check_settings(num_classes, channels, steps, batch_size, lr)
+  check_settings(num_classes, channels, steps, batch_size, lr)
   if not data.has_labels(data_config):
     raise errors.InputError(f"config.data.name={data_config.name!r} has no label volumes "
                             "to train a segmenter on")
@@ -251,7 +241,7 @@ def train(data_config, *, num_classes: int, channels: int, steps: int, batch_siz
       jax.device_get(state[:2]))):
     raise errors.InputError("the segmenter's parameters became non-finite; lower lr")
   trained = Trained(module, {"params": state[0], "batch_stats": state[1]}, {})
-  info = {"format": FORMAT, "num_classes": num_classes, "channels": channels,
+  info = {"num_classes": num_classes, "channels": channels,
           "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
           "data": json.loads(data_config.to_json()),
           "data_splits": split_record.current(data_config),
@@ -339,105 +329,6 @@ def settings(config) -> dict:
   return {"channels": int(s.channels or config.model.channels), "steps": int(s.steps),
           "lr": float(s.lr), "batch_size": int(config.train.batch_size),
           "seed": int(config.train.seed)}
-
-
-def check_folder(directory: str) -> None:
-  """Refuses a folder a new segmenter cannot be written into (see `train_into`)."""
-  workdir_lib.check_folder(directory, "segmenter", workdir_lib.SEGMENTER_ENTRIES)
-  if os.path.exists(os.path.join(directory, INFO_FILE)):
-    raise errors.InputError(f"{directory} already holds a trained segmenter; delete it "
-                            "or use another --workdir")
-
-
-def train_into(directory: str, data_config, **settings) -> Trained:
-  """`train` a segmenter and `save` it in ``directory``, which it owns meanwhile.
-
-  Refuses, before any work, a folder that already holds a segmenter (nothing
-  written is replaced), holds anything a segmenter does not write (a training
-  run, a user's files), or that another process is writing into.
-
-  Args:
-    directory: the segmenter's folder (created).
-    data_config: see `train`.
-    **settings: keyword arguments of `train`.
-
-  Returns:
-    The saved segmenter.
-  """
-  check_folder(directory)
-  _check_settings(settings.get("num_classes"), settings.get("channels"),
-                  settings.get("steps"), settings.get("batch_size"), settings.get("lr"))
-  with workdir_lib.lock(directory):
-    trained = train(data_config, **settings)
-    save(trained, directory)
-  return trained
-
-
-def save(segmenter: Trained, directory: str) -> None:
-  """Writes ``segmenter.msgpack`` then ``segmenter.json`` (each atomically)."""
-  os.makedirs(directory, exist_ok=True)
-  blob = flax.serialization.msgpack_serialize(
-      jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(
-          segmenter.variables)))
-  workdir_lib.write_bytes(os.path.join(directory, WEIGHTS_FILE), blob)
-  info = dict(segmenter.info, sha256=hashlib.sha256(blob).hexdigest())
-  workdir_lib.write_text(os.path.join(directory, INFO_FILE),
-                         json.dumps(info, indent=1, sort_keys=True) + "\n")
-
-
-def load(directory: str) -> Trained:
-  """Reads a segmenter saved by `save`; ValueError names what is wrong."""
-  info_path = os.path.join(directory, INFO_FILE)
-  if not os.path.isfile(info_path):
-    raise errors.InputError(f"{directory} holds no trained segmenter (no {INFO_FILE}; "
-                            "train one with experiments/segmenter.py)")
-  try:
-    with open(info_path) as f:
-      info = json.load(f)
-    if info.get("format") != FORMAT:
-      raise errors.InputError(f"format {info.get('format')!r}, expected {FORMAT!r}")
-    module = Segmenter(int(info["num_classes"]), int(info["channels"]))
-    with open(os.path.join(directory, WEIGHTS_FILE), "rb") as f:
-      blob = f.read()
-  except (OSError, KeyError, TypeError, ValueError) as e:
-    raise errors.InputError(f"{info_path}: not a readable segmenter ({e})") from None
-  if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
-    raise errors.InputError(f"{os.path.join(directory, WEIGHTS_FILE)} is damaged: its "
-                            f"SHA-256 differs from the one in {INFO_FILE}")
-  size = int(info["data"]["image_size"])
-  template = jax.eval_shape(module.init, jax.random.key(0),
-                            jnp.zeros((1, size, size), jnp.float32))
-  variables = flax.serialization.from_state_dict(
-      template, flax.serialization.msgpack_restore(blob))
-  return Trained(module, jax.tree_util.tree_map(jnp.asarray, variables), info)
-
-
-def check_data(segmenter: Trained, data_config, where: str, split: str | None = None) -> None:
-  """Refuses a segmenter trained on other images, or on volumes of ``split``.
-
-  Args:
-    segmenter: a loaded segmenter.
-    data_config: the data config of the slices it is to label.
-    where: the model the Dice scores belong to, for the message.
-    split: the split it is to label; its volumes must not be ones the
-      segmenter trained on (`split_record`: a folder that grew since).
-
-  Raises:
-    InputError: naming the differing data fields, or the volumes.
-  """
-  mine = segmenter.info["data"]
-  theirs = json.loads(data_config.to_json())
-  # The images' kind and scale, and the splits: a segmenter trained on other
-  # splits may have seen the test slices.
-  diffs = [f"data.{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in IMAGE_FIELDS
-           if mine.get(k) != theirs.get(k)]
-  if diffs:
-    raise errors.InputError(f"the segmenter was trained on other images than {where}: "
-                            + "; ".join(diffs))
-  if split is not None:
-    split_record.check_record(segmenter.info.get("data_splits"), data_config, split,
-                              learner="the segmenter",
-                              listed_in=f"the segmenter's {INFO_FILE}")
 
 
 def log_to_stderr(step: int, loss: float) -> None:

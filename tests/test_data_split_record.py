@@ -20,6 +20,7 @@ import pytest
 from hyperrecon_jax import data
 from hyperrecon_jax import report
 from hyperrecon_jax import segmentation
+from hyperrecon_jax import segmenter_files
 from hyperrecon_jax import train
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import split_record
@@ -252,13 +253,13 @@ def test_a_segmenter_records_its_splits_and_is_held_to_them(records, folders, tm
   trained = segmentation.train(config, num_classes=2, channels=2, steps=1, batch_size=2,
                                lr=1e-3, seed=0)
   assert trained.info["data_splits"]["splits"] == records[0]["splits"]
-  segmentation.check_data(trained, config, "a run", "test")
+  segmenter_files.check_data(trained, config, "a run", "test")
   # The same segmenter, held against the grown folder's test split.
   grown = trained._replace(info=dict(trained.info, data=json.loads(
       _config(seven, data_dir).data.to_json())))
   with pytest.raises(data.DataError, match=r"the test split of .* holds \d+ of the volumes "
                                            r"the segmenter learned from"):
-    segmentation.check_data(grown, _config(seven, data_dir).data, "a run", "test")
+    segmenter_files.check_data(grown, _config(seven, data_dir).data, "a run", "test")
 
 
 def test_a_run_records_its_splits_and_is_guarded_by_them(records, folders, tmp_path,

@@ -1,4 +1,4 @@
-"""Segmentation Dice (paper §5.5.1): loss and metric values, the Unet, files, scoring.
+"""Segmentation Dice (paper §5.5.1): loss and metric values, the Unet, training, scoring.
 
 Values are checked against NumPy written from the formulas; the trained
 segmenter is a few steps of the tiny 32×32 data (a real one is not needed to
@@ -103,83 +103,29 @@ SETTINGS = dict(channels=4, steps=3, batch_size=4, lr=1e-3, seed=0)
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory, compilation_cache):
+def trained(data_dir, compilation_cache):
   del compilation_cache
   config = loop_support.make_config(data_dir)
   seg = segmentation.train(config.data, num_classes=C, **SETTINGS)
-  folder = str(tmp_path_factory.mktemp("segmenter"))
-  segmentation.save(seg, folder)
-  return config, seg, folder
+  return config, seg
 
 
 def test_training_reports_a_validation_dice_and_the_data(trained):
-  config, seg, _ = trained
+  config, seg = trained
   assert 0.0 <= seg.info["validation_dice"] <= 1.0
   assert seg.info["data"]["image_size"] == config.data.image_size
   assert seg.info["num_classes"] == C and seg.info["steps"] == 3
 
 
-def test_save_and_load_give_the_same_segmenter(trained):
-  _, seg, folder = trained
-  again = segmentation.load(folder)
-  assert again.module == seg.module
-  for a, b in zip(jax.tree_util.tree_leaves(seg.variables),
-                  jax.tree_util.tree_leaves(again.variables)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-def test_a_damaged_or_missing_segmenter_is_named(trained, tmp_path):
-  _, _, folder = trained
-  with pytest.raises(ValueError, match="no trained segmenter"):
-    segmentation.load(str(tmp_path))
-  damaged = tmp_path / "damaged"
-  damaged.mkdir()
-  for name in (segmentation.INFO_FILE, segmentation.WEIGHTS_FILE):
-    with open(os.path.join(folder, name), "rb") as f:
-      (damaged / name).write_bytes(f.read())
-  blob = bytearray((damaged / segmentation.WEIGHTS_FILE).read_bytes())
-  blob[-1] ^= 1
-  (damaged / segmentation.WEIGHTS_FILE).write_bytes(bytes(blob))
-  with pytest.raises(ValueError, match="is damaged"):
-    segmentation.load(str(damaged))
-
-
-def test_train_into_refuses_a_folder_that_holds_a_segmenter(trained):
-  config, _, folder = trained
-  before = os.path.getmtime(os.path.join(folder, segmentation.INFO_FILE))
-  with pytest.raises(ValueError, match="already holds a trained segmenter"):
-    segmentation.train_into(folder, config.data, num_classes=C, **SETTINGS)
-  assert os.path.getmtime(os.path.join(folder, segmentation.INFO_FILE)) == before
-
-
-def test_train_into_refuses_a_training_run_before_any_work(trained, tmp_path):
-  config, _, _ = trained
-  (tmp_path / "config.json").write_text("{}")
-  (tmp_path / "checkpoints").mkdir()
-  with pytest.raises(ValueError, match=r"holds checkpoints, config\.json, which is not a "
-                                       r"segmenter's"):
-    segmentation.train_into(str(tmp_path), config.data, num_classes=C, **SETTINGS)
-  assert sorted(os.listdir(tmp_path)) == ["checkpoints", "config.json"]
-
-
-def test_a_segmenter_of_other_images_is_refused(trained):
-  config, seg, _ = trained
-  other = config.data.copy_and_resolve_references()
-  other.image_size = 64
-  with pytest.raises(ValueError, match=r"data\.image_size: 32 vs 64"):
-    segmentation.check_data(seg, other, "the model")
-  segmentation.check_data(seg, config.data, "the model")
-
-
 def test_a_diverging_segmenter_is_an_error_not_a_file(trained):
-  config, _, _ = trained
+  config, _ = trained
   with pytest.raises(ValueError, match="non-finite"):
     segmentation.train(config.data, num_classes=C, **{**SETTINGS, "lr": 1e38},
                        log=lambda *_: None)
 
 
 def test_bad_settings_are_named(trained):
-  config, _, _ = trained
+  config, _ = trained
   with pytest.raises(ValueError, match="num_classes must be an integer ≥ 2"):
     segmentation.train(config.data, num_classes=1, **SETTINGS)
   with pytest.raises(ValueError, match="lr must be a positive finite number"):
@@ -231,7 +177,7 @@ _GAIN = {"params": {"gain": jnp.float32(1.0)}}
 
 
 def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
-  config, seg, _ = trained
+  config, seg = trained
   from hyperrecon_jax import data
   batches = list(data.batches(config.data, "test", batch_size=4, training=False))[:2]
   size = config.data.image_size
@@ -270,7 +216,7 @@ def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
 
 
 def test_scoring_dice_needs_labels(trained):
-  config, seg, _ = trained
+  config, seg = trained
   size = config.data.image_size
   operator = physics.make_operator(config.task, (size, size))
   batch = {"image": np.zeros((2, size, size), np.float32), "volume": np.zeros(2, int),
@@ -290,7 +236,7 @@ def _nifti(folder, data_dir):
 
 def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(trained, tmp_path):
   import nibabel as nib
-  config, _, _ = trained
+  config, _ = trained
   assert segmentation.label_classes(config.data) == C  # mni152: its tissue classes
   # Three volumes, one of them labelled 1, 2, 4 and the others 1, 2, 3.
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3),

@@ -24,6 +24,7 @@ import json
 import os
 
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import folders
 
 FILE = "data_splits.json"
 BY_VOLUME = ("nifti", "fastmri_knee")
@@ -55,7 +56,7 @@ def current(data_config) -> dict | None:
   folder = os.path.abspath(os.path.expanduser(str(common.field(data_config, "manual_dir"))))
   record = {"dataset": name, "manual_dir": folder}
   if common.written_splits(common.field(data_config, "split_fractions")) == ("test",):
-    names = tuple(sources.volume_files(data_config))
+    names = tuple(folders.volume_files(data_config))
     digests = _folder_digests(name, folder, float(common.field(data_config, "percentile")),
                               names, common.fingerprint(folder, names))
     record["splits"] = {"train": [], "validation": [], "test": list(names)}
@@ -81,10 +82,9 @@ def _folder_digests(name, folder, percentile, names, fingerprint):
   """
   del fingerprint  # Part of the cache key only.
   from hyperrecon_jax import checksums
-  from hyperrecon_jax.data import sources
   config = {"name": name, "manual_dir": folder, "percentile": percentile}
   return (tuple(checksums.file_digest(os.path.join(folder, n)) for n in names),
-          tuple(sources.content_digest(config, n) for n in names))
+          tuple(folders.content_digest(config, n) for n in names))
 
 
 def read(workdir: str) -> dict | None:

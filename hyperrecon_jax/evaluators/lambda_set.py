@@ -61,9 +61,9 @@ def prepare(context, settings) -> None:
   context.result["design"] = design
   path = settings.get("segmenter", "")
   if path:
-    from hyperrecon_jax import segmentation
-    context.segmenter = segmentation.load(path)
-    segmentation.check_data(context.segmenter, context.config.data, context.where,
+    from hyperrecon_jax import segmenter_files
+    context.segmenter = segmenter_files.load(path)
+    segmenter_files.check_data(context.segmenter, context.config.data, context.where,
                              context.split)
     context.result["segmenter"] = os.path.abspath(path)
   if design["kind"] == "samples":

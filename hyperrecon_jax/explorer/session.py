@@ -111,11 +111,11 @@ class Explorer:
     self.segmenter, self.labels = segmenter, None
     self.metric_names = scoring.METRICS + (("dice",) if segmenter else ())
     if segmenter is not None:
-      from hyperrecon_jax import segmentation
+      from hyperrecon_jax import segmenter_files
       if images is not None:
         raise InputError("Dice needs the true labels of a dataset split: a segmenter does "
                          "not apply to a user's images")
-      segmentation.check_data(segmenter, config.data, self.name, split)
+      segmenter_files.check_data(segmenter, config.data, self.name, split)
     self._load_slices(split, images, slices, source, seed)
     self.slice_numbers = (list(self.slices) if slice_numbers is None
                           else [int(n) for n in slice_numbers])

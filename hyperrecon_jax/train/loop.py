@@ -17,7 +17,7 @@ from hyperrecon_jax import checkpoints
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import interrupts
-from hyperrecon_jax import outputs
+from hyperrecon_jax import memory
 from hyperrecon_jax import physics
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
@@ -87,7 +87,7 @@ def check_memory(config, model) -> None:
              "; use a smaller model (config.model.channels, config.model.hyper_dim)")
     raise configuration.ConfigError(
         f"the parameters, gradients, optimizer state and kept activations of this model "
-        f"alone take {outputs.byte_size(need)}, more than the {outputs.byte_size(limit)} of "
+        f"alone take {memory.byte_size(need)}, more than the {memory.byte_size(limit)} of "
         f"{what}{fewer}")
 
 
@@ -112,8 +112,8 @@ def check_step_memory(config, compiled) -> None:
   limit, what = device_memory()
   if need > limit:
     raise configuration.ConfigError(
-        f"one training step needs {outputs.byte_size(need)} (XLA's memory analysis of the "
-        f"compiled step), more than the {outputs.byte_size(limit)} of {what}; lower "
+        f"one training step needs {memory.byte_size(need)} (XLA's memory analysis of the "
+        f"compiled step), more than the {memory.byte_size(limit)} of {what}; lower "
         f"config.train.batch_size (now {config.train.batch_size}) or use a smaller model")
 
 

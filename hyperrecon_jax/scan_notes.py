@@ -1,0 +1,111 @@
+"""What a user is told about how their scan was read: one line each.
+
+`hyperrecon_jax.scans` normalizes a NIfTI volume as the data pipeline does:
+it divides it by a percentile of its positive voxels, clips it to [0, 1],
+crops every slice to the box of the slices with enough foreground and resizes
+it to the model's grid. Each step can lose what the scan holds. The warnings
+(`scans.Scan.warnings`: reasons to distrust the output's intensity) name a
+scale set by a handful of voxels, negative or very bright voxels clipped, and
+foreground outside the box; each function returns an empty tuple when there
+is nothing to say. The resolution note (`scans.Scan.notes`) says at what
+resolution the model works.
+"""
+
+import numpy as np
+
+from hyperrecon_jax.data import slicing
+
+# Below this many voxels above the normalization percentile, the intensity
+# scale is the value of a handful of voxels: one bright outlier sets the
+# contrast the model sees.
+MIN_VOXELS_ABOVE_PERCENTILE = 5
+# The clip to [0, scale] is worth a warning when it takes this share of the
+# voxels above the background below 0, or this share of the positive voxels
+# above CAPPED_FACTOR × the scale (a scan's own brightest voxels, the 0.5 %
+# above the percentile, lie mostly below it).
+NEGATIVE_SHARE = 0.01
+CAPPED_FACTOR = 2.0
+CAPPED_SHARE = 0.0005
+# Foreground outside the crop box (in slices too empty to be kept, whose
+# voxels the box was not made from) comes back as 0: worth a warning from this
+# share of the scan's foreground voxels on (a stray speck of noise is not).
+OUTSIDE_SHARE = 0.0005
+
+
+def scale_warning(positive: int, percentile: float) -> tuple:
+  """A warning when fewer than `MIN_VOXELS_ABOVE_PERCENTILE` voxels lie above the scale.
+
+  Args:
+    positive: the scan's number of positive voxels.
+    percentile: the normalization percentile (`config.data.percentile`).
+
+  Returns:
+    ``()`` or a one-line warning.
+  """
+  above = positive * (1.0 - percentile / 100.0)
+  if above >= MIN_VOXELS_ABOVE_PERCENTILE:
+    return ()
+  return (f"the intensity scale (the {percentile:g}th percentile) rests on {above:.1f} of "
+          f"the scan's {positive:,} positive voxels, so one bright voxel sets the contrast "
+          "the model sees: the output's intensity cannot be trusted",)
+
+
+def clipping_warnings(data: np.ndarray, scale: float, positive: int) -> tuple:
+  """What the clip to [0, scale] takes from the scan, where it takes a visible part.
+
+  Negative voxels beyond the background level (a z-scored or offset scan) and
+  voxels beyond `CAPPED_FACTOR` times the scale (a bright lesion) come back
+  at 0 and at the scale: the output cannot show them.
+  """
+  warnings = []
+  level = slicing.FOREGROUND_THRESHOLD * scale
+  significant = int(np.count_nonzero(np.abs(data) > level))
+  negative = int(np.count_nonzero(data < -level))
+  if negative and negative >= NEGATIVE_SHARE * significant:
+    warnings.append(
+        f"{negative:,} voxels ({negative / significant:.0%} of those above the background) are "
+        f"negative, down to {float(data.min()):.4g}: the model reads magnitude images "
+        "(intensities ≥ 0) and sets them to 0, so the output loses them (a z-scored or "
+        "offset scan: reconstruct the scan as acquired)")
+  capped = int(np.count_nonzero(data > CAPPED_FACTOR * scale))
+  if capped >= max(MIN_VOXELS_ABOVE_PERCENTILE, CAPPED_SHARE * positive):
+    warnings.append(
+        f"{capped:,} voxels are brighter than {CAPPED_FACTOR:g}× the intensity scale "
+        f"({scale:.4g}), up to {float(data.max()) / scale:.3g}×: the model reads them at the "
+        "scale, so the output loses their contrast")
+  return tuple(warnings)
+
+
+def outside_box_warning(foreground: np.ndarray, axis: int, box: tuple) -> tuple:
+  """Foreground the crop box leaves out, which the output puts back as 0.
+
+  The box holds every kept slice's foreground (`slicing.crop_box`); a slice
+  with too little foreground to be kept can reach beyond it, e.g. a bright
+  marker or a part of the neck at the edge of the field of view.
+  """
+  r0, r1, c0, c1 = box
+  total = int(np.count_nonzero(foreground))
+  outside, where = 0, []
+  for k, plane in enumerate(np.moveaxis(foreground, axis, 0)):
+    oriented = slicing.orient(plane)
+    n = int(np.count_nonzero(oriented)) - int(np.count_nonzero(oriented[r0:r1, c0:c1]))
+    if n:
+      outside += n
+      where.append(k)
+  if outside < max(MIN_VOXELS_ABOVE_PERCENTILE, OUTSIDE_SHARE * total):
+    return ()
+  return (f"{outside:,} foreground voxels in {len(where):,} slice(s) (RAS slices "
+          f"{where[0]}–{where[-1]}) lie outside the crop box of the slices with enough "
+          "foreground to be reconstructed as the model was trained: the model never sees "
+          "them and the output is 0 there",)
+
+
+def resolution_note(size: int, plane: tuple, grid: tuple, what: str, unit: str) -> str:
+  """One line on the model's working resolution against the input's."""
+  h, w = (int(n) for n in plane)
+  coarser = max(h, w) / size
+  detail = (f", {coarser:.1f}× coarser: detail finer than {coarser:.1f} {unit}s is lost"
+            if coarser > 1.05 else "")
+  return (f"the model reconstructs at {size}×{size}: each slice's {h}×{w}-{unit} {what} is "
+          f"resized to fit{detail}; the output is put back on the input's "
+          f"{'×'.join(str(n) for n in grid)} grid")

@@ -1,0 +1,66 @@
+"""hyperrecon_jax.scan_notes: the notes and warnings on how a scan was read.
+
+Each function is checked at its thresholds on small hand-made arrays, whose
+counts are written out here; `tests/test_scans.py` checks that `read_input`
+carries them to `Scan.warnings` and `Scan.notes` for real files.
+"""
+
+import numpy as np
+
+from hyperrecon_jax import scan_notes
+
+
+def test_the_scale_warning_starts_below_five_voxels_above_the_percentile():
+  # 1,000 positive voxels at the 99.5th percentile: 5.0 above it, the floor.
+  assert scan_notes.scale_warning(1000, 99.5) == ()
+  (line,) = scan_notes.scale_warning(999, 99.5)  # 4.995 above
+  assert line.startswith("the intensity scale (the 99.5th percentile) rests on 5.0 of "
+                         "the scan's 999 positive voxels")
+
+
+def test_clipping_warnings_count_negative_and_bright_voxels():
+  # Scale 100, so the background level is 5 (`slicing.FOREGROUND_THRESHOLD` of it).
+  data = np.full(1000, 50.0)
+  data[:10] = -20.0  # 10 of the 1,000 voxels above the level: 1 %, the floor
+  (line,) = scan_notes.clipping_warnings(data, 100.0, positive=990)
+  assert line.startswith("10 voxels (1% of those above the background) are negative, down to -20")
+  data[:10] = -4.0  # within the background level: not counted
+  assert scan_notes.clipping_warnings(data, 100.0, positive=990) == ()
+  data[:9] = -20.0  # 9 of 1,000: under 1 %
+  assert scan_notes.clipping_warnings(data, 100.0, positive=991) == ()
+
+  bright = np.full(20000, 50.0)
+  bright[:10] = 300.0  # 10 voxels above 2× the scale, the floor for 20,000 (0.05 %)
+  (line,) = scan_notes.clipping_warnings(bright, 100.0, positive=20000)
+  assert line.startswith("10 voxels are brighter than 2× the intensity scale (100), up to 3×")
+  bright[9] = 200.0  # exactly 2× is not beyond it
+  assert scan_notes.clipping_warnings(bright, 100.0, positive=20000) == ()
+
+
+def test_the_outside_box_warning_counts_foreground_beyond_the_box():
+  # Axis 2 slices of 20×20; `slicing.orient` turns a plane, so the box is
+  # taken in the oriented plane: a box over all of it leaves nothing out.
+  foreground = np.zeros((20, 20, 4), bool)
+  foreground[5:15, 5:15, :] = True
+  assert scan_notes.outside_box_warning(foreground, 2, (0, 20, 0, 20)) == ()
+  # A box of the oriented planes' rows and columns 0–9: 100 − 25 voxels of each
+  # slice's 10×10 block lie outside, in every slice.
+  (line,) = scan_notes.outside_box_warning(foreground, 2, (0, 10, 0, 10))
+  assert line.startswith("300 foreground voxels in 4 slice(s) (RAS slices 0–3) lie outside")
+  # Four voxels outside are fewer than five: a speck, not worth a warning.
+  speck = np.zeros((20, 20, 4), bool)
+  speck[0:2, 0:2, 3] = True
+  speck[8:12, 8:12, :] = True
+  assert scan_notes.outside_box_warning(speck, 2, (8, 12, 8, 12)) == ()
+  speck[0:2, 0:3, 3] = True  # six
+  (line,) = scan_notes.outside_box_warning(speck, 2, (8, 12, 8, 12))
+  assert line.startswith("6 foreground voxels in 1 slice(s) (RAS slices 3–3)")
+
+
+def test_the_resolution_note_says_how_much_detail_is_lost():
+  note = scan_notes.resolution_note(64, (192, 160), (197, 233, 189), "foreground box", "voxel")
+  assert note == ("the model reconstructs at 64×64: each slice's 192×160-voxel foreground box "
+                  "is resized to fit, 3.0× coarser: detail finer than 3.0 voxels is lost; the "
+                  "output is put back on the input's 197×233×189 grid")
+  # Within 5 % of the grid, no loss is claimed.
+  assert "coarser" not in scan_notes.resolution_note(64, (67, 60), (67, 60), "image", "pixel")

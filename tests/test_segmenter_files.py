@@ -1,0 +1,110 @@
+"""hyperrecon_jax.segmenter_files: a segmenter's folder and the data it may label.
+
+The segmenter is an untrained one with random variables: saving, loading and
+the refusals do not depend on what it learned (a trained one is saved and
+scored in `tests/test_cli.py`), and its variables differ from a fresh
+initialization, so loading them back is checked.
+"""
+
+import hashlib
+import json
+import os
+
+import jax
+import loop_support
+import numpy as np
+import pytest
+
+from hyperrecon_jax import segmentation
+from hyperrecon_jax import segmenter_files
+
+
+@pytest.fixture(scope="module")
+def saved(data_dir, tmp_path_factory):
+  config = loop_support.make_config(data_dir)
+  module = segmentation.Segmenter(num_classes=4, channels=4)
+  size = config.data.image_size
+  shapes = jax.eval_shape(module.init, jax.random.key(0), np.zeros((1, size, size), np.float32))
+  rng = np.random.default_rng(0)
+  variables = jax.tree_util.tree_map(
+      lambda x: rng.uniform(0.5, 2.0, x.shape).astype(np.float32), shapes)
+  seg = segmentation.Trained(module, variables, {
+      "num_classes": 4, "channels": 4, "data": json.loads(config.data.to_json())})
+  folder = str(tmp_path_factory.mktemp("segmenter"))
+  segmenter_files.save(seg, folder)
+  return config, seg, folder
+
+
+def test_save_and_load_give_the_same_segmenter(saved):
+  _, seg, folder = saved
+  again = segmenter_files.load(folder)
+  assert again.module == seg.module
+  leaves = jax.tree_util.tree_leaves_with_path(seg.variables)
+  assert leaves and all(np.all(np.asarray(x) >= 0.5) for _, x in leaves)
+  for (path, a), b in zip(leaves, jax.tree_util.tree_leaves(again.variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+  with open(os.path.join(folder, segmenter_files.INFO_FILE)) as f:
+    info = json.load(f)
+  assert info["format"] == segmenter_files.FORMAT and info["num_classes"] == 4
+  with open(os.path.join(folder, segmenter_files.WEIGHTS_FILE), "rb") as f:
+    assert info["sha256"] == hashlib.sha256(f.read()).hexdigest()
+
+
+def _copy(folder, to):
+  to.mkdir()
+  for name in (segmenter_files.INFO_FILE, segmenter_files.WEIGHTS_FILE):
+    with open(os.path.join(folder, name), "rb") as f:
+      (to / name).write_bytes(f.read())
+  return to
+
+
+def test_a_damaged_missing_or_foreign_segmenter_is_named(saved, tmp_path):
+  _, _, folder = saved
+  with pytest.raises(ValueError, match="no trained segmenter"):
+    segmenter_files.load(str(tmp_path))
+  damaged = _copy(folder, tmp_path / "damaged")
+  blob = bytearray((damaged / segmenter_files.WEIGHTS_FILE).read_bytes())
+  blob[-1] ^= 1
+  (damaged / segmenter_files.WEIGHTS_FILE).write_bytes(bytes(blob))
+  with pytest.raises(ValueError, match="is damaged"):
+    segmenter_files.load(str(damaged))
+  other = _copy(folder, tmp_path / "other")
+  info = json.loads((other / segmenter_files.INFO_FILE).read_text())
+  (other / segmenter_files.INFO_FILE).write_text(json.dumps(dict(info, format="x/2")))
+  with pytest.raises(ValueError, match=r"not a readable segmenter \(format 'x/2', expected "):
+    segmenter_files.load(str(other))
+
+
+def test_train_into_refuses_a_folder_that_holds_a_segmenter(saved):
+  config, _, folder = saved
+  before = os.path.getmtime(os.path.join(folder, segmenter_files.INFO_FILE))
+  with pytest.raises(ValueError, match="already holds a trained segmenter"):
+    segmenter_files.train_into(folder, config.data, num_classes=4, channels=4, steps=1,
+                               batch_size=2, lr=1e-3, seed=0)
+  assert os.path.getmtime(os.path.join(folder, segmenter_files.INFO_FILE)) == before
+
+
+def test_train_into_refuses_a_training_run_or_bad_settings_before_any_work(saved, tmp_path):
+  config, _, _ = saved
+  (tmp_path / "config.json").write_text("{}")
+  (tmp_path / "checkpoints").mkdir()
+  with pytest.raises(ValueError, match=r"holds checkpoints, config\.json, which is not a "
+                                       r"segmenter's"):
+    segmenter_files.train_into(str(tmp_path), config.data, num_classes=4, channels=4,
+                               steps=1, batch_size=2, lr=1e-3, seed=0)
+  assert sorted(os.listdir(tmp_path)) == ["checkpoints", "config.json"]
+  with pytest.raises(ValueError, match=r"lr must be a positive finite number, got -1"):
+    segmenter_files.train_into(str(tmp_path / "new"), config.data, num_classes=4,
+                               channels=4, steps=1, batch_size=2, lr=-1, seed=0)
+  assert not (tmp_path / "new").exists()
+
+
+def test_a_segmenter_of_other_images_is_refused(saved):
+  config, seg, _ = saved
+  other = config.data.copy_and_resolve_references()
+  other.image_size = 64
+  other.percentile = 99.0
+  with pytest.raises(ValueError, match=r"trained on other images than the model: "
+                                       r"data\.image_size: 32 vs 64; data\.percentile: "):
+    segmenter_files.check_data(seg, other, "the model")
+  segmenter_files.check_data(seg, config.data, "the model")
