@@ -42,6 +42,7 @@ _SUBMODULES = (
     "scan_scores",
     "scans",
     "segmentation",
+    "segmenter_files",
     "streams",
     "tradeoffs",
     "train",
