@@ -171,7 +171,7 @@ def _free_port() -> int:
 class _Pair:
   """The two processes of one launch, their logs and what the wrapper recorded."""
 
-  def __init__(self, tmp_path, name, workdir, flags, cache_dir, stall=0):
+  def __init__(self, tmp_path, name, workdir, flags, cache_dir, stall=0, extra=((), ())):
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
     self.out = tmp_path / name
@@ -182,7 +182,7 @@ class _Pair:
     for i in range(2):
       with open(self.out / f"process{i}.log", "w") as log:
         self.procs.append(subprocess.Popen(
-            [sys.executable, str(script), str(self.out), str(stall), TRAIN, *flags,
+            [sys.executable, str(script), str(self.out), str(stall), TRAIN, *flags, *extra[i],
              f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
              f"--process_id={i}"],
             env=child_env(cache_dir), stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path)))
@@ -530,6 +530,28 @@ def test_signal_to_one_process_stops_both_at_one_step_with_its_checkpoint(runs):
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want.state),
                           jax.tree_util.tree_leaves(got.state)):
     np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=jax.tree_util.keystr(path))
+
+
+def test_processes_given_different_settings_are_refused_on_every_process(data_dir, tmp_path,
+                                                                          compilation_cache):
+  """Process 1 with another learning rate and step count: both refuse, naming the fields.
+
+  Before the check, such a run trained with two diverging copies of the
+  parameters (another ``train.lr``), or hung with one process waiting for the
+  other (another ``train.num_steps``).
+  """
+  workdir = tmp_path / "run"
+  pair = _Pair(tmp_path, "d", workdir, _flags(data_dir), compilation_cache,
+               extra=((), ("--config.train.lr=0.01", "--config.train.num_steps=5")))
+  codes = pair.wait(timeout=120)
+  assert codes == [2, 2], pair.logs()  # a user error's exit status (experiments/cli.py)
+  for i in range(2):
+    lines = pair.log(i).strip().splitlines()
+    assert lines[-1] == (
+        "error: the processes of this run were given different settings: train.lr, "
+        "train.num_steps of process 1 differ from process 0's; start every process with "
+        "the same command (--config, its overrides and --workdir)"), pair.logs()
+  assert not workdir.exists()
 
 
 def test_lagged_vote_returns_the_previous_steps_outcome():

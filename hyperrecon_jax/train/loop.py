@@ -197,6 +197,7 @@ def train_and_evaluate(config, workdir: str):
           f"({' '.join(str(e).split())}): launch every "
           "process under Slurm, Open MPI or on a TPU, where JAX finds the run; or, with "
           "experiments/train.py, give --coordinator, --num_processes and --process_id") from e
+  sharded.check_same_run(config, workdir)
   # Only process 0 writes the run's own files, so only it probes the folder.
   workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES,
                            write_probe=workdir_lib.is_primary())

@@ -7,6 +7,9 @@ of processes.
 """
 
 from collections.abc import Callable
+import hashlib
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +19,61 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from hyperrecon_jax.train import configuration
+
+# Settings of one machine, which the processes of a run may set differently: where
+# its dataset cache lives (`HYPERRECON_DATA_DIR`), its reader threads, and
+# whether it joined through the config or through the flags.
+MACHINE_FIELDS = ("data.data_dir", "data.num_threads", "train.distributed")
+
+
+def _fields(tree, prefix=""):
+  """Every leaf of a config's JSON as ``(dotted name, JSON text)``, sorted by name."""
+  if isinstance(tree, dict):
+    return [item for key in sorted(tree) for item in _fields(tree[key], f"{prefix}{key}.")]
+  return [(prefix[:-1], json.dumps(tree, sort_keys=True))]
+
+
+def check_same_run(config, workdir: str) -> None:
+  """Refuses a run whose processes were given different configs or workdirs.
+
+  Each process trains with its own copy of the config: processes started with
+  different overrides (another ``train.lr``) would keep diverging copies of the
+  parameters, and with another ``train.num_steps`` one would wait forever for
+  the other at its next collective. Every process calls this at the same point,
+  so the comparison, one all-gather of a hash per config field, cannot hang.
+  `MACHINE_FIELDS` may differ.
+
+  Args:
+    config: this process's config.
+    workdir: this process's workdir, as given.
+
+  Raises:
+    ConfigError: on every process, naming the fields that differ from process
+      0's and the processes that differ.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  fields = [(name, text) for name, text in _fields(json.loads(config.to_json()))
+            if name not in MACHINE_FIELDS] + [("--workdir", os.path.normpath(workdir))]
+  counts = np.asarray(multihost_utils.process_allgather(np.array([len(fields)], np.int32)))
+  # The counts first: an all-gather of arrays of other lengths would not return.
+  if (counts != len(fields)).any():
+    raise configuration.ConfigError(
+        "the processes of this run were given configs with other fields: start every "
+        "process with the same command (--config and its overrides)")
+  digests = np.array([int.from_bytes(hashlib.sha256(f"{n}={t}".encode()).digest()[:4], "little")
+                      for n, t in fields], np.uint32)
+  gathered = np.asarray(multihost_utils.process_allgather(digests))
+  differ = (gathered != gathered[0]).any(axis=0)
+  if differ.any():
+    names = [name for (name, _), d in zip(fields, differ) if d]
+    others = [i for i, row in enumerate(gathered) if (row != gathered[0]).any()]
+    raise configuration.ConfigError(
+        f"the processes of this run were given different settings: {', '.join(names)} "
+        f"of process{'es' if len(others) > 1 else ''} {', '.join(map(str, others))} "
+        f"{'differ' if len(names) > 1 else 'differs'} from process 0's; start every "
+        "process with the same command (--config, its overrides and --workdir)")
 
 
 def data_mesh() -> Mesh:
