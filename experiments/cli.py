@@ -2,10 +2,13 @@
 
 import _thread
 import contextlib
+import errno
 import os
 import re
 import signal
+import socket
 import sys
+import threading
 import time
 
 from absl import logging
@@ -208,7 +211,8 @@ def define_model_flags(*, default_pretrained: str | None = None):
   default = f"; {default_pretrained} when neither is given" if default_pretrained else ""
   pretrained = flags.DEFINE_string(
       "pretrained", None, "Instead of --workdir: a model shipped with the package "
-      f"(hyperrecon_jax.pretrained.names()){default}.")
+      "(hyperrecon_jax.pretrained.names()), or the folder of one exported by "
+      f"export_pretrained.py --folder{default}.")
   step = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: the "
                               "newest intact one).", lower_bound=1)
   if default_pretrained:
@@ -238,6 +242,10 @@ def load_model(workdir: str | None, pretrained: str | None, step: int | None = N
   return (*train.load_trained(workdir, step), os.path.abspath(workdir))
 
 
+# How long a process waits for the others of its run (JAX's own default).
+JOIN_TIMEOUT = 300
+
+
 def define_distributed_flags():
   """``--coordinator``, ``--num_processes``, ``--process_id``, ``--distributed``: join a run.
 
@@ -246,7 +254,7 @@ def define_distributed_flags():
   ``--distributed`` alone lets JAX find them.
 
   Returns:
-    A dict of the four flag holders, for `join_processes`.
+    A dict of the flag holders (and ``--join_timeout``'s), for `join_processes`.
   """
   from absl import flags
   holders = dict(
@@ -261,7 +269,10 @@ def define_distributed_flags():
       distributed=flags.DEFINE_bool(
           "distributed", False, "Join a multi-process run whose coordinator, size and "
           "process number JAX finds itself (Slurm, Open MPI, TPU); also "
-          "--config.train.distributed=true."))
+          "--config.train.distributed=true."),
+      join_timeout=flags.DEFINE_integer(
+          "join_timeout", JOIN_TIMEOUT, "Seconds a process of a multi-process run waits for "
+          "all of them to join before it gives up.", lower_bound=1))
   flags.register_validator("coordinator", _check_coordinator)
   flags.register_multi_flags_validator(
       ["num_processes", "process_id"],
@@ -303,25 +314,82 @@ def join_processes(holders, distributed: bool = False) -> bool:
     Whether this process joined a multi-process run.
 
   Raises:
-    InputError: the coordinator cannot be reached or the arguments are
-      incomplete (JAX's message).
+    InputError: the arguments are incomplete (JAX's message), or process 0's
+      port is taken (another process 0, or another program).
+
+  When not every process joins within ``--join_timeout`` seconds (one was
+  never started, or two were given one ``--process_id``), JAX would end the
+  process with a C++ stack dump: this one prints one ``error:`` line and
+  exits with status 2 first.
   """
   value = {name: holder.value for name, holder in holders.items()}
   distributed = value.pop("distributed") or distributed
+  timeout = value.pop("join_timeout", JOIN_TIMEOUT)
   if not distributed and all(v is None for v in value.values()):
     return False
   import jax
 
   from hyperrecon_jax import errors
+  coordinator, count, index = (value["coordinator"], value["num_processes"],
+                               value["process_id"])
+  if coordinator is not None and index == 0:
+    _check_port_free(coordinator)
+  where = f"at {coordinator}" if coordinator else "(found by JAX)"
+  print(f"joining a run of {count or 'several'} processes {where} as process "
+        f"{'?' if index is None else index}; waiting up to {timeout} s for all of them",
+        file=sys.stderr, flush=True)
+  watchdog = threading.Timer(timeout, _not_joined, (timeout, where, count))
+  watchdog.daemon = True
+  watchdog.start()
   try:
-    jax.distributed.initialize(coordinator_address=value["coordinator"],
-                               num_processes=value["num_processes"],
-                               process_id=value["process_id"])
+    # JAX's own deadline after ours: its expiry aborts the process.
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=count,
+                               process_id=index, initialization_timeout=timeout + 60)
   except (RuntimeError, ValueError, TypeError) as e:
     raise errors.InputError(f"cannot join the multi-process run ({one_line(e)}); give "
                             "--coordinator, --num_processes and --process_id, or run "
                             "under Slurm or Open MPI") from e
+  finally:
+    watchdog.cancel()
   return True
+
+
+def _check_port_free(coordinator: str) -> None:
+  """Refuses process 0 a port that something on this machine listens on already.
+
+  JAX's coordination service shares its port (``SO_REUSEPORT``), so a second
+  process 0 on the same port starts without a word and both then wait for
+  peers that register with the other. A plain socket, which does not share,
+  cannot bind a port anything listens on.
+  """
+  from hyperrecon_jax import errors
+  port = int(coordinator.rpartition(":")[2])
+  for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+    try:
+      probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:  # no IPv6 on this machine
+      continue
+    with probe:
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+      try:
+        probe.bind((address, port))
+      except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+          return  # not this machine's address to bind: JAX will say
+        raise errors.InputError(
+            f"port {port} of --coordinator={coordinator} is in use on this machine: "
+            "another process 0 holds it (give each process its own --process_id) or "
+            "another program does (give another port)") from None
+    return
+
+
+def _not_joined(timeout: int, where: str, count) -> None:
+  """Ends a process whose run did not assemble: one line, exit status 2."""
+  peers = {None: "0, 1, …", 2: "0 and 1"}.get(count, f"0 … {(count or 1) - 1}")
+  print(f"error: not every process of the run joined within {timeout} s {where}: start "
+        f"each of --process_id={peers} once, with the same --coordinator, or give them "
+        "longer with --join_timeout", file=sys.stderr, flush=True)
+  _exit_now(2)
 
 
 @contextlib.contextmanager
@@ -351,6 +419,9 @@ def run(main):
 
   Ctrl-C anywhere (start-up, compilation, evaluation) prints ``interrupted``
   and exits with 130, the shell's code for SIGINT, instead of a traceback.
+  SIGTERM (``kill``, a scheduler's stop) does the same with 143: both unwind
+  the stack, so every ``finally`` runs (a lock released, a staging folder
+  removed) where SIGTERM's default would end the process on the spot.
   """
   from absl import app
 
@@ -361,12 +432,14 @@ def run(main):
   # `interrupts.handler` raises KeyboardInterrupt too, and remembers the
   # signal for the training loop in case a library swallows the exception.
   signal.signal(signal.SIGINT, interrupts.handler)
+  signal.signal(signal.SIGTERM, interrupts.handler)
   sys.unraisablehook = _redeliver_interrupts(sys.unraisablehook)
   try:
     app.run(main, flags_parser=parse_flags)
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
-    _exit_now(130)
+    received = interrupts.take()
+    _exit_now(128 + (received[-1] if received else signal.SIGINT))
 
 
 def _redeliver_interrupts(hook):

@@ -356,6 +356,53 @@ def test_incomplete_process_flags_are_one_error_line(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def _one_process(data_dir, tmp_path, name, port, index, timeout):
+  """One process of a run of two, started alone: (Popen, its workdir)."""
+  workdir = tmp_path / name
+  return subprocess.Popen(
+      [sys.executable, TRAIN, *_flags(data_dir), f"--workdir={workdir}",
+       f"--coordinator=127.0.0.1:{port}", "--num_processes=2", f"--process_id={index}",
+       f"--join_timeout={timeout}"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path)), workdir
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_process_whose_run_never_assembles_is_one_error_line(data_dir, tmp_path, index):
+  """Alone, process 0 or 1 waited 300 s, then JAX aborted it with a C++ stack dump."""
+  proc, workdir = _one_process(data_dir, tmp_path, "run", _free_port(), index, timeout=3)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 2, stderr[-3000:]
+  assert "Check failure" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1].startswith(
+      "error: not every process of the run joined within 3 s at 127.0.0.1:"), stderr[-3000:]
+  assert "start each of --process_id=0 and 1 once" in stderr
+  assert not workdir.exists()
+
+
+def test_a_second_process_0_on_the_port_is_refused_at_once(data_dir, tmp_path):
+  """Two processes 0 shared the port without a word and both waited for peers."""
+  port = _free_port()
+  first, _ = _one_process(data_dir, tmp_path, "first", port, 0, timeout=60)
+  try:
+    deadline = time.time() + 60
+    while first.poll() is None and time.time() < deadline:
+      with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:  # the first one listens
+          break
+      time.sleep(0.05)
+    second, workdir = _one_process(data_dir, tmp_path, "second", port, 0, timeout=60)
+    _, stderr = second.communicate(timeout=60)
+  finally:
+    first.kill()
+    first.wait()
+  assert second.returncode == 2, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1] == (
+      f"error: port {port} of --coordinator=127.0.0.1:{port} is in use on this machine: "
+      "another process 0 holds it (give each process its own --process_id) or another "
+      "program does (give another port)"), stderr[-3000:]
+  assert not workdir.exists()
+
+
 # --- the data: each process its shard of every batch ---------------------------------
 
 
