@@ -1,8 +1,8 @@
 """Ctrl-C that a library swallowed at start-up still stops training.
 
-The command-line scripts (`experiments/cli.py`) install `handler` for SIGINT:
-it remembers the signal, then raises ``KeyboardInterrupt`` as Python's own
-handler does. Most of the time that exception unwinds the script. But code
+The command-line scripts (`experiments/cli.py`) install `handler` for SIGINT
+and SIGTERM: it remembers the signal, then raises ``KeyboardInterrupt`` as
+Python's own SIGINT handler does. Most of the time that exception unwinds the script. But code
 that catches every exception can swallow it (once in CI, a Ctrl-C sent while
 the TFDS dataset was being built was lost, and training ran to its end). The
 training loop calls `take` when it starts: a signal remembered there stops it
@@ -16,7 +16,7 @@ _pending: list[int] = []
 
 
 def handler(signum, frame):
-  """A SIGINT handler: remembers ``signum``, then raises ``KeyboardInterrupt``."""
+  """A SIGINT or SIGTERM handler: remembers ``signum``, then raises ``KeyboardInterrupt``."""
   del frame
   _pending.append(signum)
   raise KeyboardInterrupt

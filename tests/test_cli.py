@@ -8,6 +8,7 @@ fail during start-up (a few seconds each); one tiny run (the demo's
 that need a model, its XLA executables cached for the module.
 """
 
+import glob
 import json
 import os
 import re
@@ -248,7 +249,7 @@ def test_evaluate_needs_one_model_and_an_out_folder_for_a_pretrained_one(env, tm
              f"--out={tmp_path / 'r'}")
   assert_one_error_line(proc, "exactly one of --workdir and --pretrained")
   proc = run(env, "evaluate", "--pretrained=nope", f"--out={tmp_path / 'r'}")
-  assert_one_error_line(proc, r"no pretrained model 'nope'; the package ships \[")
+  assert_one_error_line(proc, r"no pretrained model 'nope': the package ships \[")
   assert not (tmp_path / "r").exists()
 
 
@@ -502,6 +503,32 @@ def test_a_segmenter_learns_a_labelled_folder_and_scores_a_run_on_it(env, tmp_pa
              "--grid=2", f"--config.evals.lambda_set.segmenter={seg}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "segmentation Dice: zero-filled" in proc.stdout
+
+
+def test_sigterm_during_an_export_leaves_nothing_and_exits_143(env, trained, tmp_path):
+  # SIGTERM's default ended the process on the spot, leaving the staged model
+  # folder behind; now it unwinds as Ctrl-C does, with the shell's code 143.
+  folder = tmp_path / "models"
+  proc = subprocess.Popen(
+      [sys.executable, script("export_pretrained"), f"--workdir={trained}", "--name=mine",
+       "--description=d", f"--folder={folder}"], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, cwd=REPO)
+  staged = str(folder / ".mine.export-*" / "mine" / "weights.msgpack")
+  try:
+    # Once the staging folder holds the weights, the export is scoring them.
+    deadline = time.time() + 300
+    while not glob.glob(staged) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  assert "Traceback" not in stderr, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1] == "interrupted", stderr[-3000:]
+  assert os.listdir(folder) == []
 
 
 def test_a_rejected_rerun_leaves_the_finished_run_as_it_was(env, trained):
