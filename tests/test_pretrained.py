@@ -47,6 +47,24 @@ def test_export_writes_a_model_folder(exported):
     assert json.load(f)["data"]["data_dir"] == ""  # the trainer's cache is not shipped
 
 
+def test_an_exported_model_loads_by_its_folder(exported, tmp_path, monkeypatch):
+  # How a user names a model exported with --folder: `--pretrained=FOLDER/NAME`.
+  folder, written, _ = exported
+  by_name = pretrained.load("tiny", folder=folder)
+  monkeypatch.chdir(folder)
+  for path in (os.path.join(folder, "tiny"), "tiny"):  # absolute, or relative to the cwd
+    config, _, variables, step = pretrained.load(path)
+    assert step == by_name[3] == written["step"] and config == by_name[0]
+    for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(by_name[2])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert pretrained.info(path) == written
+  with pytest.raises(ValueError, match=r"'nothing' is no folder of an exported model \(one "
+                                       r"holding info\.json"):
+    pretrained.load("nothing")
+  with pytest.raises(ValueError, match=r"tiny is a model already: delete it or choose"):
+    pretrained.check_new_name("tiny", folder)
+
+
 def test_export_refuses_a_taken_name_or_an_unfinished_run(run_a, tmp_path):
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "notes.txt").write_text("mine")
@@ -115,7 +133,7 @@ def test_load_gives_the_trained_model_to_float16_precision(exported):
 
 def test_a_damaged_or_unknown_model_is_named(exported, tmp_path):
   folder, _, _ = exported
-  with pytest.raises(ValueError, match=r"no pretrained model 'nope'; the package ships \['tiny'\]"):
+  with pytest.raises(ValueError, match=r"no pretrained model 'nope': the package ships \['tiny'\]"):
     pretrained.load("nope", folder=folder)
   damaged = tmp_path / "tiny"
   damaged.mkdir()

@@ -57,7 +57,7 @@ def names(folder: str = FOLDER) -> list[str]:
 
 
 def info(name: str, folder: str = FOLDER) -> dict:
-  """A model's ``info.json``: how it was trained and what it scores."""
+  """A model's ``info.json``: how it was trained and what it scores (``name`` as in `load`)."""
   path = os.path.join(_path(name, folder), INFO_FILE)
   try:
     with open(path) as f:
@@ -70,17 +70,26 @@ def info(name: str, folder: str = FOLDER) -> dict:
 
 
 def _path(name: str, folder: str) -> str:
-  if not isinstance(name, str) or name not in names(folder):
-    raise errors.InputError(f"no pretrained model {name!r}; the package ships "
-                            f"{names(folder)}")
-  return os.path.join(folder, name)
+  """The folder of model ``name`` of ``folder``, or ``name`` itself when it is a model's folder.
+
+  A model exported elsewhere (`export`'s ``folder``) is given by its folder,
+  e.g. ``--pretrained=exports/my_model``; a shipped name is looked up first.
+  """
+  if isinstance(name, str) and name in names(folder):
+    return os.path.join(folder, name)
+  if isinstance(name, str) and os.path.isfile(os.path.join(name, INFO_FILE)):
+    return os.path.abspath(name)
+  raise errors.InputError(
+      f"no pretrained model {name!r}: the package ships {names(folder)}, and {name!r} is "
+      f"no folder of an exported model (one holding {INFO_FILE}, written by "
+      "experiments/export_pretrained.py)")
 
 
 def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
-  """Loads a shipped model, as `train.load_trained` loads a workdir's.
+  """Loads a shipped or exported model, as `train.load_trained` loads a workdir's.
 
   Args:
-    name: one of `names()`.
+    name: one of `names(folder)`, or the folder of a model exported elsewhere.
     folder: where the models are (the package's own by default).
     strategy: per-sample strategy of the returned model (default: the
       config's).
@@ -166,7 +175,9 @@ def check_new_name(name: str, folder: str = FOLDER) -> None:
     raise errors.InputError(f"{folder} is a file: export into a folder (new or existing)")
   path = os.path.join(folder, name)
   if os.path.lexists(path):
-    what = "is already shipped" if name in names(folder) else "exists and is no model"
+    shipped = os.path.abspath(folder) == FOLDER
+    what = (("is already shipped" if shipped else "is a model already")
+            if name in names(folder) else "exists and is no model")
     raise errors.InputError(f"{path} {what}: delete it or choose another name")
 
 
