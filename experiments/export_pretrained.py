@@ -52,7 +52,8 @@ def main(argv):
   with cli.user_errors():
     pretrained.check_new_name(_NAME.value, folder)
     if _BASELINES.value:  # before the export's work, not after it
-      baselines.load(_BASELINES.value, train.load_trained(_WORKDIR.value)[0])
+      baselines.load(_BASELINES.value, train.load_trained(_WORKDIR.value)[0],
+                     flag="--baselines")
     written = pretrained.export(_WORKDIR.value, _NAME.value, description=_DESCRIPTION.value,
                                 folder=folder, unfinished=_UNFINISHED.value,
                                 score=test_scores)

@@ -27,15 +27,25 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "Evaluated workdirs (comma-separ
 flags.mark_flag_as_required("workdirs")
 
 
-def _row(workdir: str) -> str:
+def _row(workdir: str) -> tuple[str, tuple]:
+  """A run's markdown row, and its loss terms."""
   from hyperrecon_jax import checkpoints
   from hyperrecon_jax import errors
   from hyperrecon_jax import train
   from hyperrecon_jax.train import spread
+  if not os.path.isdir(workdir):
+    what = "a file" if os.path.exists(workdir) else "no such folder"
+    raise errors.InputError(f"{workdir}: {what}; give the workdirs of evaluated training runs")
+  if os.path.isfile(os.path.join(workdir, "baselines.json")):
+    raise errors.InputError(f"{workdir} holds per-λ Unets (baselines.py): summarize reads "
+                            "HyperRecon runs, whose reports score such Unets beside them "
+                            "(evaluate.py --baselines)")
   path = os.path.join(workdir, "eval", "lambda_grid.json")
   if not os.path.isfile(path):
-    raise errors.InputError(f"{path}: no report; run experiments/evaluate.py "
-                            "--config.eval.samples=N first")
+    what = ("has not been evaluated" if os.path.isfile(os.path.join(workdir, "config.json"))
+            else "is not a training run")
+    raise errors.InputError(f"{workdir} {what} (no eval/lambda_grid.json); evaluate a run "
+                            f"first: experiments/evaluate.py --workdir={workdir} --samples=N")
   try:
     with open(path) as f:
       result = json.load(f)
@@ -59,7 +69,7 @@ def _row(workdir: str) -> str:
                             "run again") from None
   spreads = spread.direction_spreads(model, variables["params"], tuple(config.losses))
   try:
-    return _format(workdir, result, config, step, spreads)
+    return _format(workdir, result, config, step, spreads), tuple(config.losses)
   except (KeyError, TypeError, IndexError, ValueError) as e:
     raise errors.InputError(f"{path}: a field is missing or malformed ({type(e).__name__}: "
                             f"{e}); evaluate the run again") from None
@@ -94,9 +104,18 @@ def _format(workdir, result, config, step, spreads) -> str:
 
 def main(argv):
   cli.quiet_libraries()
+  from hyperrecon_jax import errors
   with cli.user_errors():
+    if "" in [w.strip() for w in _WORKDIRS.value]:
+      raise errors.InputError(f"--workdirs={','.join(_WORKDIRS.value)} has an empty entry "
+                              "(a doubled or trailing comma)")
     # Every row before the table: an error is then the only output.
-    rows = [_row(workdir) for workdir in _WORKDIRS.value]
+    rows, losses = zip(*[_row(workdir) for workdir in _WORKDIRS.value])
+    if len(set(losses)) > 1:
+      runs = "; ".join(f"{w}: {', '.join(terms)}" for w, terms in zip(_WORKDIRS.value, losses))
+      raise errors.InputError(f"the runs have other loss terms ({runs}): their hypervolumes "
+                              "and vertices are not comparable; summarize the runs of one "
+                              "set of loss terms at a time")
   print("| run | sampler | seed | step | hypervolume / Unets' (image terms) | Pareto set | "
         "best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | "
         "weight spread per vertex |")

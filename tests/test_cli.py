@@ -166,6 +166,32 @@ def test_summarize_names_a_damaged_report(env, tmp_path):
   assert proc.stdout == ""  # no table header before the error
 
 
+@pytest.mark.parametrize("files, pattern", [
+    (None, r"run: no such folder; give the workdirs of evaluated training runs"),
+    (["config.json"], r"run has not been evaluated \(no eval/lambda_grid\.json\); evaluate a "
+                      r"run first: experiments/evaluate\.py --workdir=.*run --samples=N"),
+    (["notes.txt"], r"run is not a training run \(no eval/lambda_grid\.json\)"),
+    (["config.json", "baselines.json"],
+     r"run holds per-λ Unets \(baselines\.py\): summarize reads HyperRecon runs"),
+])
+def test_summarize_says_what_a_folder_is_instead_of_a_report(env, tmp_path, files, pattern):
+  # Each read "eval/lambda_grid.json: no report; run evaluate.py … first".
+  run_dir = tmp_path / "run"
+  if files is not None:
+    run_dir.mkdir()
+    for name in files:
+      (run_dir / name).write_text("{}")
+  proc = run(env, "summarize", f"--workdirs={run_dir}")
+  assert_one_error_line(proc, pattern)
+
+
+def test_summarize_refuses_an_empty_entry(env, tmp_path):
+  # A trailing comma read as the current folder.
+  proc = run(env, "summarize", f"--workdirs={tmp_path},")
+  assert_one_error_line(proc, r"--workdirs=.*, has an empty entry \(a doubled or trailing "
+                              r"comma\)")
+
+
 def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):
   # "--out= DIR" (a space after '=') gives an empty flag and an argument.
   proc = run(env, "evaluate", f"--workdir={tmp_path}", "--out=", "report")
@@ -503,6 +529,19 @@ def test_a_segmenter_learns_a_labelled_folder_and_scores_a_run_on_it(env, tmp_pa
              "--grid=2", f"--config.evals.lambda_set.segmenter={seg}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "segmentation Dice: zero-filled" in proc.stdout
+
+
+def test_an_export_names_its_own_flags_in_its_errors(env, trained, tmp_path):
+  folder = tmp_path / "models"
+  proc = run(env, "export_pretrained", f"--workdir={trained}", "--name=mine",
+             "--description=d", f"--folder={folder}", f"--baselines={tmp_path / 'none'}")
+  assert_one_error_line(proc, r"--baselines=.*none: no such folder")
+  proc = run(env, "export_pretrained", f"--workdir={trained}", "--name=mine",
+             "--description=d", f"--folder={folder}", "--unfinished")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = run(env, "export_pretrained", f"--workdir={trained}", "--name=mine",
+             "--description=d", f"--folder={folder}")
+  assert_one_error_line(proc, r"models/mine is a model already: delete it or choose another")
 
 
 def test_sigterm_during_an_export_leaves_nothing_and_exits_143(env, trained, tmp_path):

@@ -26,7 +26,7 @@ def prepare(context, settings) -> None:
     context.stack = load(path, context.config, trained_on=context.trained_on)
 
 
-def load(path, config, *, trained_on=None):
+def load(path, config, *, trained_on=None, flag="config.evals.baselines.workdir"):
   """``(model, variables, step)`` of the stack in ``path``, checked against ``config``.
 
   Args:
@@ -35,11 +35,12 @@ def load(path, config, *, trained_on=None):
     trained_on: the data config (as JSON) the HyperRecon model learned
       from, when ``config.data`` is another folder; the stack must have
       learned from the same data.
+    flag: how the caller's user gave ``path``, for the messages.
   """
   from hyperrecon_jax import checkpoints
   from hyperrecon_jax import train
   from hyperrecon_jax.train import configuration
-  setting = f"config.evals.baselines.workdir={path}"
+  setting = f"{flag}={path}"
   if not os.path.isdir(path):
     what = "is a file" if os.path.exists(path) else "no such folder"
     raise errors.InputError(f"{setting}: {what}; give the --workdir of a run of "

@@ -222,7 +222,8 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   if step < total and not unfinished:
     raise errors.InputError(
         f"{workdir} is at step {step} of config.train.num_steps={total}: finish its "
-        "training (rerun its train.py command) or ship it unfinished on purpose")
+        "training (rerun its train.py command) or ship it unfinished on purpose "
+        "(export_pretrained.py --unfinished)")
   # The trainer's dataset cache means nothing elsewhere: '' is the default.
   config.data.data_dir = ""
   half = jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(variables))
