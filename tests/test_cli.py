@@ -333,6 +333,20 @@ def test_a_workdir_being_trained_refuses_a_second_trainer(env, tmp_path):
   assert os.listdir(workdir) == []
 
 
+def _signal_when(proc, ready, signum) -> str:
+  """Sends ``signum`` to ``proc`` once ``ready()`` (or once it ended); its stderr at its end."""
+  try:
+    deadline = time.time() + 300
+    while not ready() and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.02)
+    proc.send_signal(signum)
+    return proc.communicate(timeout=300)[1]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
 def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
   workdir = tmp_path / "run"
   # Started with SIGINT ignored, as a shell starts background jobs (and as CI
@@ -347,20 +361,10 @@ def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
       [sys.executable, "-c", ignore_then_exec, script("train"),
        f"--config={DEMO}", f"--workdir={workdir}", "--config.train.num_steps=1000000"], env=env,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-  try:
-    # The lock exists once the script is past its imports and flags; from
-    # then on, wherever the signal lands (initialization, compilation, a
-    # step), the script must end the same way.
-    deadline = time.time() + 300
-    while (not (workdir / workdir_lib.LOCK_FILE).exists()
-           and proc.poll() is None and time.time() < deadline):
-      time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=300)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+  # The lock exists once the script is past its imports and flags; from then
+  # on, wherever the signal lands (initialization, compilation, a step), the
+  # script must end the same way.
+  stderr = _signal_when(proc, (workdir / workdir_lib.LOCK_FILE).exists, signal.SIGINT)
   assert proc.returncode == 130, stderr[-3000:]
   assert "Traceback" not in stderr, stderr[-3000:]
   assert stderr.strip().splitlines()[-1].startswith("interrupted"), stderr[-3000:]
@@ -552,18 +556,9 @@ def test_sigterm_during_an_export_leaves_nothing_and_exits_143(env, trained, tmp
       [sys.executable, script("export_pretrained"), f"--workdir={trained}", "--name=mine",
        "--description=d", f"--folder={folder}"], env=env, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True, cwd=REPO)
+  # Once the staging folder holds the weights, the export is scoring them.
   staged = str(folder / ".mine.export-*" / "mine" / "weights.msgpack")
-  try:
-    # Once the staging folder holds the weights, the export is scoring them.
-    deadline = time.time() + 300
-    while not glob.glob(staged) and proc.poll() is None and time.time() < deadline:
-      time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+  stderr = _signal_when(proc, lambda: glob.glob(staged), signal.SIGTERM)
   assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
   assert "Traceback" not in stderr, stderr[-3000:]
   assert stderr.strip().splitlines()[-1] == "interrupted", stderr[-3000:]
