@@ -58,6 +58,13 @@ def test_an_exported_model_loads_by_its_folder(exported, tmp_path, monkeypatch):
     for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(by_name[2])):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert pretrained.info(path) == written
+  # A folder named like a shipped model is the shipped one, unless given as ./NAME.
+  os.rename(os.path.join(folder, "tiny"), os.path.join(folder, SHIPPED))
+  try:
+    assert pretrained.load(SHIPPED)[3] != written["step"]
+    assert pretrained.load(os.path.join(os.curdir, SHIPPED))[3] == written["step"]
+  finally:
+    os.rename(os.path.join(folder, SHIPPED), os.path.join(folder, "tiny"))
   with pytest.raises(ValueError, match=r"'nothing' is no folder of an exported model \(one "
                                        r"holding info\.json"):
     pretrained.load("nothing")
