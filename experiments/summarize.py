@@ -32,11 +32,12 @@ def _row(workdir: str) -> tuple[str, tuple]:
   from hyperrecon_jax import checkpoints
   from hyperrecon_jax import errors
   from hyperrecon_jax import train
+  from hyperrecon_jax.train import baselines
   from hyperrecon_jax.train import spread
   if not os.path.isdir(workdir):
     what = "a file" if os.path.exists(workdir) else "no such folder"
     raise errors.InputError(f"{workdir}: {what}; give the workdirs of evaluated training runs")
-  if os.path.isfile(os.path.join(workdir, "baselines.json")):
+  if os.path.isfile(os.path.join(workdir, baselines.RESULT_FILE)):
     raise errors.InputError(f"{workdir} holds per-λ Unets (baselines.py): summarize reads "
                             "HyperRecon runs, whose reports score such Unets beside them "
                             "(evaluate.py --baselines)")
