@@ -34,3 +34,23 @@ def load(name: str, arg: str | None = None):
 def default():
   """A new complete default config (``experiments/configs/default.py``)."""
   return load("default")
+
+
+def folder_data(name: str, manual_dir, data_dir, image_size: int, **overrides):
+  """A data config that reads a folder of the user's own files (``data.name=name``).
+
+  Args:
+    name: the folder's kind, 'nifti' or 'fastmri_knee'.
+    manual_dir: the folder of files.
+    data_dir: where the dataset is built.
+    image_size: the slices' size.
+    **overrides: other fields of the data section.
+
+  Returns:
+    The data section, read on the caller's thread (``num_threads=0``).
+  """
+  cfg = default().data
+  cfg.update(name=name, manual_dir=str(manual_dir), data_dir=str(data_dir),
+             image_size=image_size, num_threads=0)
+  cfg.update(overrides)
+  return cfg

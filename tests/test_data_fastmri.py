@@ -1,5 +1,6 @@
 """Tests of the fastmri_knee manual dataset on tiny fake fastMRI `.h5` files."""
 
+import functools
 import os
 
 import configs
@@ -44,12 +45,7 @@ def manual_dir(tmp_path_factory):
   return str(folder)
 
 
-def _config(manual_dir, data_dir, **overrides):
-  cfg = configs.default().data
-  cfg.update(name="fastmri_knee", manual_dir=str(manual_dir), data_dir=str(data_dir),
-             image_size=SIZE, num_threads=0)
-  cfg.update(overrides)
-  return cfg
+_config = functools.partial(configs.folder_data, "fastmri_knee", image_size=SIZE)
 
 
 @pytest.fixture(scope="module")
