@@ -26,12 +26,13 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 import cli_config
+import cli_processes
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the run.")
 flags.mark_flags_as_required(["config", "workdir"])
-_DISTRIBUTED = cli.define_distributed_flags()
+_DISTRIBUTED = cli_processes.define_distributed_flags()
 
 
 def main(argv):
@@ -39,7 +40,7 @@ def main(argv):
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
     # Before anything else touches JAX: the backend must start knowing its peers.
-    cli.join_processes(_DISTRIBUTED, config.train.distributed)
+    cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train
   with cli.user_errors():
     train.train_and_evaluate(config, _WORKDIR.value)

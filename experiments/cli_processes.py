@@ -1,0 +1,157 @@
+"""Joining a multi-process run from the command line: flags, a port check, a deadline."""
+
+import errno
+import socket
+import sys
+import threading
+
+import cli
+
+# How long a process waits for the others of its run (JAX's own default).
+JOIN_TIMEOUT = 300
+
+
+def define_distributed_flags():
+  """``--coordinator``, ``--num_processes``, ``--process_id``, ``--distributed``: join a run.
+
+  Several processes train one run together (`jax.distributed.initialize`).
+  Outside Slurm, Open MPI and TPU each process needs the three numbers; there
+  ``--distributed`` alone lets JAX find them.
+
+  Returns:
+    A dict of the flag holders (and ``--join_timeout``'s), for `join_processes`.
+  """
+  from absl import flags
+  holders = dict(
+      coordinator=flags.DEFINE_string(
+          "coordinator", None, "HOST:PORT of process 0 of a multi-process run (every process "
+          "gives the same); with --num_processes and --process_id."),
+      num_processes=flags.DEFINE_integer(
+          "num_processes", None, "Number of processes of a multi-process run.", lower_bound=1),
+      process_id=flags.DEFINE_integer(
+          "process_id", None, "This process's number in a multi-process run, 0 … "
+          "--num_processes - 1; process 0 writes the run's own files.", lower_bound=0),
+      distributed=flags.DEFINE_bool(
+          "distributed", False, "Join a multi-process run whose coordinator, size and "
+          "process number JAX finds itself (Slurm, Open MPI, TPU); also "
+          "--config.train.distributed=true."),
+      join_timeout=flags.DEFINE_integer(
+          "join_timeout", JOIN_TIMEOUT, "Seconds a process of a multi-process run waits for "
+          "all of them to join before it gives up.", lower_bound=1))
+  flags.register_validator("coordinator", _check_coordinator)
+  flags.register_multi_flags_validator(
+      ["num_processes", "process_id"],
+      lambda f: (f["num_processes"] is None) == (f["process_id"] is None)
+      and (f["num_processes"] is None or f["process_id"] < f["num_processes"]),
+      message="give --num_processes and --process_id together, with --process_id < "
+      "--num_processes")
+  return holders
+
+
+def _check_coordinator(value) -> bool:
+  """``--coordinator`` is HOST:PORT with a port in 1–65535 (JAX crashed on anything else).
+
+  Raises:
+    flags.ValidationError: naming the value.
+  """
+  from absl import flags
+  if value is None:
+    return True
+  host, _, port = value.rpartition(":")
+  if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+    # absl names the flag and its value before this.
+    raise flags.ValidationError(
+        "expected HOST:PORT with a port 1-65535, the address of process 0, e.g. "
+        "10.0.0.1:12345 or [::1]:12345")
+  return True
+
+
+def join_processes(holders, distributed: bool = False) -> bool:
+  """Joins a multi-process run if the flags (or the config) ask for one.
+
+  Must run before any JAX computation: JAX's backend starts knowing its peers.
+
+  Args:
+    holders: from `define_distributed_flags`.
+    distributed: join even without flags (``config.train.distributed``).
+
+  Returns:
+    Whether this process joined a multi-process run.
+
+  Raises:
+    InputError: the arguments are incomplete (JAX's message), or process 0's
+      port is taken (another process 0, or another program).
+
+  When not every process joins within ``--join_timeout`` seconds (one was
+  never started, or two were given one ``--process_id``), JAX would end the
+  process with a C++ stack dump: this one prints one ``error:`` line and
+  exits with status 2 first.
+  """
+  value = {name: holder.value for name, holder in holders.items()}
+  distributed = value.pop("distributed") or distributed
+  timeout = value.pop("join_timeout", JOIN_TIMEOUT)
+  if not distributed and all(v is None for v in value.values()):
+    return False
+  import jax
+
+  from hyperrecon_jax import errors
+  coordinator, count, index = (value["coordinator"], value["num_processes"],
+                               value["process_id"])
+  if coordinator is not None and index == 0:
+    _check_port_free(coordinator)
+  where = f"at {coordinator}" if coordinator else "(found by JAX)"
+  print(f"joining a run of {count or 'several'} processes {where} as process "
+        f"{'?' if index is None else index}; waiting up to {timeout} s for all of them",
+        file=sys.stderr, flush=True)
+  watchdog = threading.Timer(timeout, _not_joined, (timeout, where, count))
+  watchdog.daemon = True
+  watchdog.start()
+  try:
+    # JAX's own deadline after ours: its expiry aborts the process.
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=count,
+                               process_id=index, initialization_timeout=timeout + 60)
+  except (RuntimeError, ValueError, TypeError) as e:
+    raise errors.InputError(f"cannot join the multi-process run ({cli.one_line(e)}); give "
+                            "--coordinator, --num_processes and --process_id, or run "
+                            "under Slurm or Open MPI") from e
+  finally:
+    watchdog.cancel()
+  return True
+
+
+def _check_port_free(coordinator: str) -> None:
+  """Refuses process 0 a port that something on this machine listens on already.
+
+  JAX's coordination service shares its port (``SO_REUSEPORT``), so a second
+  process 0 on the same port starts without a word and both then wait for
+  peers that register with the other. A plain socket, which does not share,
+  cannot bind a port anything listens on.
+  """
+  from hyperrecon_jax import errors
+  port = int(coordinator.rpartition(":")[2])
+  for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+    try:
+      probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:  # no IPv6 on this machine
+      continue
+    with probe:
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+      try:
+        probe.bind((address, port))
+      except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+          return  # not this machine's address to bind: JAX will say
+        raise errors.InputError(
+            f"port {port} of --coordinator={coordinator} is in use on this machine: "
+            "another process 0 holds it (give each process its own --process_id) or "
+            "another program does (give another port)") from None
+    return
+
+
+def _not_joined(timeout: int, where: str, count) -> None:
+  """Ends a process whose run did not assemble: one line, exit status 2."""
+  peers = {None: "0, 1, …", 2: "0 and 1"}.get(count, f"0 … {(count or 1) - 1}")
+  print(f"error: not every process of the run joined within {timeout} s {where}: start "
+        f"each of --process_id={peers} once, with the same --coordinator, or give them "
+        "longer with --join_timeout", file=sys.stderr, flush=True)
+  cli.exit_now(2)
