@@ -40,8 +40,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
 _LAMBDAS = flags.DEFINE_string(
-    "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N | rays:P "
-    "(default: the one-hot λ, i.e. the loss scales).")
+    "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N (one λ per loss "
+    "weighting) | rays:P (default: the one-hot λ, i.e. the loss scales).")
 _SCALES = flags.DEFINE_enum(
     "scales", "value", ["value", "gradient"],
     "Without --lambdas: 'value' trains the one-hot Unets (the paper's s_k); "
@@ -72,8 +72,16 @@ def parse_lambdas(text: str, num_lambdas: int):
     lam = hparams.lambdas_from_coefficients(hparams.das_dennis(partitions, num_lambdas + 1))
     # Ratios such as 1/3 read back as typed in the stored config.
     return [tuple(round(float(v), 6) for v in row) for row in lam]
-  return [tuple(float(v) for v in lam)
-          for lam in hparams.parse_lambdas(text, num_lambdas, flag="--lambdas")]
+  lam = hparams.parse_lambdas(text, num_lambdas, flag="--lambdas")
+  if form == "grid":
+    # Where λ_k = 1 the later λ do not count: one Unet per loss weighting.
+    kept = hparams.distinct(lam)
+    if len(kept) < len(lam):
+      print(f"--lambdas={text}: {len(lam)} λ, {len(kept)} distinct loss weightings "
+            f"(where λ_k = 1 the later λ do not count): training {len(kept)} Unets",
+            file=sys.stderr)
+      lam = lam[kept]
+  return [tuple(float(v) for v in row) for row in lam]
 
 
 def main(argv):

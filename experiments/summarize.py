@@ -42,6 +42,12 @@ def _row(workdir: str) -> tuple[str, tuple]:
                             "HyperRecon runs, whose reports score such Unets beside them "
                             "(evaluate.py --baselines)")
   path = os.path.join(workdir, "eval", "lambda_grid.json")
+  from hyperrecon_jax import pretrained
+  if os.path.isfile(os.path.join(workdir, pretrained.INFO_FILE)) and not os.path.isfile(path):
+    raise errors.InputError(
+        f"{workdir} is an exported model (export_pretrained.py), not a training run: "
+        f"evaluate it with experiments/evaluate.py --pretrained={workdir} --samples=N "
+        "--out=DIR, and compare training runs here")
   if not os.path.isfile(path):
     what = ("has not been evaluated" if os.path.isfile(os.path.join(workdir, "config.json"))
             else "is not a training run")
@@ -110,6 +116,10 @@ def main(argv):
     if "" in [w.strip() for w in _WORKDIRS.value]:
       raise errors.InputError(f"--workdirs={','.join(_WORKDIRS.value)} has an empty entry "
                               "(a doubled or trailing comma)")
+    real = [os.path.realpath(w) for w in _WORKDIRS.value]
+    twice = next((w for w, r in zip(_WORKDIRS.value, real) if real.count(r) > 1), None)
+    if twice is not None:
+      raise errors.InputError(f"--workdirs lists {twice} twice: its row would be repeated")
     # Every row before the table: an error is then the only output.
     rows, losses = zip(*[_row(workdir) for workdir in _WORKDIRS.value])
     if len(set(losses)) > 1:

@@ -132,16 +132,22 @@ def best_per_slice(per_slice: dict, lower_is_better) -> dict:
   return out
 
 
-def gallery_candidates(psnrs, tolerance_db: float) -> np.ndarray:
+def gallery_candidates(psnrs, tolerance_db: float, lambdas=None) -> np.ndarray:
   """Indices of the λ within ``tolerance_db`` of the best PSNR, best first, capped.
 
   At most `MAX_GALLERY_CANDIDATES`, the best by PSNR: the reconstructions of
-  the candidates are held at once to compare them.
+  the candidates are held at once to compare them. Given the (G, K − 1)
+  ``lambdas``, one λ per loss weighting (`hparams.distinct`): a λ grid of
+  three terms holds copies of one reconstruction, which would fill the
+  gallery with one image.
   """
   psnrs = np.asarray(psnrs, np.float64)
   if not np.isfinite(psnrs).any():
     raise errors.InputError("no λ of this slice has a finite PSNR: there is no gallery to show.")
-  keep = np.flatnonzero(psnrs >= np.nanmax(psnrs) - tolerance_db)
+  good = psnrs >= np.nanmax(psnrs) - tolerance_db
+  if lambdas is not None:
+    good &= np.isin(np.arange(len(psnrs)), hparams.distinct(lambdas))
+  keep = np.flatnonzero(good)
   order = keep[np.argsort(-psnrs[keep], kind="stable")]
   return order[:MAX_GALLERY_CANDIDATES]
 

@@ -244,3 +244,14 @@ def test_a_stack_written_by_earlier_code_loads_and_scores_as_it_did(tmp_path, da
   for want, got in zip(stored["terms"], again):
     for name in stored["losses"]:
       np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+
+
+def test_two_lambdas_of_one_loss_weighting_are_refused(tmp_path):
+  config = load_config("demo_k4", "quick")  # four terms, three hyperparameters
+  # (1, 0, 0) and (1, 1, 1) both weight data consistency alone: the stack
+  # would train the second Unet and answer its λ with the first.
+  with pytest.raises(train.ConfigError, match=r"λ = \(1\.0, 0\.0, 0\.0\) and \(1\.0, 1\.0, "
+                                              r"1\.0\) weight the loss alike"):
+    baselines.train_baselines(config, str(tmp_path / "b"),
+                              [(1.0, 0.0, 0.0), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)])
+  assert not (tmp_path / "b").exists()

@@ -48,7 +48,8 @@ def test_coefficients_under_jit():
 @pytest.mark.parametrize("lam, match", [
     (np.array([[1.5]]), r"\[0, 1\]"),
     (np.array([[-0.1, 0.5]]), r"\[0, 1\]"),
-    (np.array([[np.nan]]), r"\[0, 1\]"),
+    # Not "got values in [nan, nan]".
+    (np.array([[0.2, np.nan]]), r"\[0, 1\], got 1 value\(s\) that are not finite numbers"),
     (np.array([0.5, 0.5]), r"shape \(B, K-1\)"),
     (np.zeros((3, 0)), r"shape \(B, K-1\)"),
 ])
@@ -298,3 +299,26 @@ def test_simplex_samplers_reject_bad_arguments(kwargs, match):
   kwargs = {"num_lambdas": 2, **kwargs}
   with pytest.raises(ValueError, match=match):
     hparams.sample(jax.random.key(0), 4, **kwargs)
+
+
+def test_distinct_keeps_one_lambda_per_loss_weighting():
+  # Three terms: where λ₁ = 1, λ₂ does not count (c = (1, 0, 0) for any λ₂).
+  lam = hparams.grid(3, 2)  # λ₁ major: rows 6, 7, 8 are (1, 0), (1, 0.5), (1, 1)
+  np.testing.assert_array_equal(hparams.distinct(lam), [0, 1, 2, 3, 4, 5, 6])
+  # Four terms: (1, ·, ·) and (a, 1, ·) repeat; the order of first rows is kept.
+  lam = np.array([[0.5, 1, 0], [1, 0, 0], [0.5, 1, 1], [0, 0, 0], [1, 1, 1]], np.float32)
+  np.testing.assert_array_equal(hparams.distinct(lam), [0, 1, 3])
+  # Two terms: the map is one to one; −0.0 and 0.0 are one λ.
+  lam = np.array([[0.0], [0.25], [-0.0], [1.0]], np.float32)
+  np.testing.assert_array_equal(hparams.distinct(lam), [0, 1, 3])
+
+
+def test_two_lambdas_weight_the_loss_alike_exactly_when_their_coefficients_are_equal():
+  # Every pair of a 3 × 3 × 3 cube of four-term λ (values 0, ½, 1: the ones
+  # and the zeros where stick-breaking collapses), against the coefficients.
+  import itertools
+  lam = np.array(list(itertools.product([0.0, 0.5, 1.0], repeat=3)), np.float32)
+  coeffs = np.asarray(hparams.coefficients(lam))
+  for i, j in itertools.combinations(range(len(lam)), 2):
+    same = hparams.weighting(lam[i]) == hparams.weighting(lam[j])
+    assert same == np.array_equal(coeffs[i], coeffs[j]), (lam[i], lam[j])

@@ -67,6 +67,15 @@ def test_gallery_candidates_keep_the_tolerance_best_first_and_are_capped(monkeyp
     tradeoffs.gallery_candidates(np.full(3, np.nan), 1.0)
 
 
+def test_gallery_candidates_keep_one_lambda_per_loss_weighting():
+  # A 3 × 3 grid of three terms: rows 6, 7, 8 all weight the first term
+  # alone, one reconstruction scored three times.
+  lam = hparams.grid(3, 2)
+  psnrs = np.array([15.0, 16.0, 17.0, 18.0, 19.0, 19.2, 20.0, 20.0, 20.0])
+  np.testing.assert_array_equal(tradeoffs.gallery_candidates(psnrs, 1.0), [6, 7, 8, 5, 4])
+  np.testing.assert_array_equal(tradeoffs.gallery_candidates(psnrs, 1.0, lam), [6, 5, 4])
+
+
 def test_gallery_section_maps_picks_back_to_the_evaluated_lambdas():
   # Candidates 5, 2, 7 of 8 λ; images 1-pixel at 0, 0.1, 1: the farthest from
   # the best (index 5, at 0) is index 7 (at 1), then index 2.

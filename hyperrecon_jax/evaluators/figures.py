@@ -165,7 +165,7 @@ def _gallery(result, config, shown, psnrs):
   from hyperrecon_jax import metrics
   from hyperrecon_jax import tradeoffs
   tolerance = float(config.eval.gallery_tolerance_db)
-  candidates = tradeoffs.gallery_candidates(psnrs, tolerance)
+  candidates = tradeoffs.gallery_candidates(psnrs, tolerance, result["lambdas"])
   recons = shown.reconstruct(candidates)
   target = np.broadcast_to(shown.image, recons.shape)
   scores = {m: np.full(len(result["lambdas"]), np.nan) for m in ("psnr", "ssim")}

@@ -93,7 +93,8 @@ def lambda_set(config):
   if k >= 4:
     raise errors.InputError(
         f"the model has {k} loss terms ({k - 1} hyperparameters): grids stop at two; "
-        "set config.eval.samples=N (a design of N points on the simplex)")
+        "score a design of N points on the simplex instead (--samples=N, "
+        "config.eval.samples=N)")
   grid = int(config.eval.grid)
   return hparams.grid(grid, k - 1), {"kind": "grid", "num": grid}
 

@@ -72,7 +72,7 @@ def section(context) -> dict:
   rows = np.unique(np.linspace(0, result["num_slices"] - 1, NUM_SLICES).round().astype(int))
   images, volumes, slices = slices_of(config, context.split, rows)
   per_candidate = images[0].size * len(rows) * 4
-  candidates = tradeoffs.gallery_candidates(mean_psnr, tolerance)
+  candidates = tradeoffs.gallery_candidates(mean_psnr, tolerance, lam_grid)
   candidates = candidates[:max(1, MAX_BYTES // per_candidate)]
   key = streams.key(config, "evaluation")
   zf = ev.measure_slices(context.operator, images, ev.slice_keys(key, volumes, slices))

@@ -10,6 +10,7 @@ import numpy as np
 
 from hyperrecon_jax import evaluate as ev
 from hyperrecon_jax import gallery as gallery_lib
+from hyperrecon_jax import hparams
 from hyperrecon_jax.explorer.images import data_url
 from hyperrecon_jax.explorer.json_numbers import finite_or_none
 from hyperrecon_jax.explorer.json_numbers import rounded
@@ -59,13 +60,18 @@ def summary(g, lambda_set, metric_names, *, gallery_size, gallery_tolerance_db) 
     ``range_max``).
   """
   lambdas, coeffs = lambda_set.lambdas, lambda_set.coeffs
-  a, b, distance = ev.diverse_pair(g["recons"], g["psnr"])
-  picked = gallery_lib.diverse(g["recons"], g["psnr"], gallery_size,
-                               tolerance_db=gallery_tolerance_db)
-  items = [{"index": int(k), "lam": rounded(lambdas[k]), "coeffs": rounded(coeffs[k]),
+  # A λ grid of three terms holds copies of one loss weighting (and of its
+  # reconstruction); the pair and the gallery choose among distinct ones.
+  unique = hparams.distinct(lambdas)
+  recons, psnr = g["recons"][unique], np.asarray(g["psnr"])[unique]
+  a, b, distance = ev.diverse_pair(recons, psnr)
+  a, b = int(unique[a]), int(unique[b])
+  picked = gallery_lib.diverse(recons, psnr, gallery_size, tolerance_db=gallery_tolerance_db)
+  picks = [int(unique[k]) for k in picked.indices]
+  items = [{"index": k, "lam": rounded(lambdas[k]), "coeffs": rounded(coeffs[k]),
             "metrics": {m: finite_or_none(g[m][k]) for m in metric_names},
             "min_distance": finite_or_none(d), "image": data_url(g["recons"][k])}
-           for k, d in zip(picked.indices, picked.min_distance)]
+           for k, d in zip(picks, picked.min_distance)]
   range_map = spread(g["recons"])
   range_max = float(range_map.max())
   return {"lambdas": rounded(lambdas), "coeffs": rounded(coeffs),
@@ -74,7 +80,7 @@ def summary(g, lambda_set, metric_names, *, gallery_size, gallery_tolerance_db) 
           "diverse": {"indices": [a, b], "lambdas": [rounded(lambdas[a]), rounded(lambdas[b])],
                       "coeffs": [rounded(coeffs[a]), rounded(coeffs[b])],
                       "distance": distance},
-          "gallery": {"indices": list(picked.indices), "items": items,
+          "gallery": {"indices": picks, "items": items,
                       "threshold": finite_or_none(picked.threshold),
                       "num_candidates": picked.num_candidates,
                       "tolerance_db": gallery_tolerance_db},

@@ -75,14 +75,15 @@ def lambda_set(config, num_coeffs: int, *, name: str, grid=None, design=None) ->
   if num_coeffs <= 3:
     if design is not None:
       raise InputError(f"a design on the simplex is for models of 4 or more loss terms; "
-                       f"{name} has {num_coeffs} and is scored on a λ grid (grid)")
+                       f"{name} has {num_coeffs} and is scored on a λ grid (--grid, grid)")
     size = int(grid or config.eval.grid)
     check_size(size ** (num_coeffs - 1), config.data.image_size, f"a grid of {size:,} a side")
     lambdas = hparams.grid(size, num_coeffs - 1)
     return LambdaSet(size, None, lambdas, np.asarray(hparams.coefficients(lambdas)))
   if grid is not None:
     raise InputError(f"a λ grid serves models of 2 or 3 loss terms; {name} has "
-                     f"{num_coeffs}: give the size of a design on the simplex instead")
+                     f"{num_coeffs}: give the size of a design on the simplex instead "
+                     "(--samples, design)")
   size = int(design or DESIGN_SIZE)
   check_size(size, config.data.image_size, f"a design of {size:,} points")
   coeffs = hparams.simplex_design(size, num_coeffs)

@@ -34,7 +34,7 @@ def parse_number(text: str) -> float:
   """
   if not _NUMBER.fullmatch(text):
     raise ValueError(f"not a decimal number: {text!r}")
-  return float(text)
+  return float(text) + 0.0  # "-0" is 0: a −0.0 would be echoed into outputs as typed
 
 
 def _vectors(text: str, flag: str):

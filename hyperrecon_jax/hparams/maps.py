@@ -41,8 +41,11 @@ def check_lambda(lam, name: str = "lam"):
                             f"{shape}")
   if is_concrete(lam):
     values = np.asarray(lam)
-    if values.size and (not np.all(np.isfinite(values)) or values.min() < 0
-                        or values.max() > 1):
+    if values.size and not np.all(np.isfinite(values)):
+      raise errors.InputError(f"{name} must lie in [0, 1], got "
+                              f"{np.count_nonzero(~np.isfinite(values))} value(s) that are "
+                              "not finite numbers (NaN or ±inf)")
+    if values.size and (values.min() < 0 or values.max() > 1):
       raise errors.InputError(f"{name} must lie in [0, 1], got values in "
                               f"[{values.min():.7g}, {values.max():.7g}]")
 
@@ -107,6 +110,45 @@ def coefficients(lam):
   before = jnp.concatenate([jnp.ones_like(lam[:, :1]), remaining[:, :-1]],
                            axis=1)
   return jnp.concatenate([lam * before, remaining[:, -1:]], axis=1)
+
+
+def weighting(lam) -> tuple[float, ...]:
+  """The part of one λ that decides its loss coefficients: up to its first λ_k = 1.
+
+  With stick-breaking, c_k = λ_k·Π_{j<k}(1 − λ_j): once some λ_k = 1 the
+  later coefficients are 0 whatever the later λ, and before it the map is
+  one to one. So two λ weight the loss alike exactly when these parts are
+  equal, e.g. (1, 0) and (1, 1) for three terms. NumPy only: the config
+  checks use it before JAX may start (a multi-process run joins first).
+
+  Args:
+    lam: (K−1,) hyperparameters in [0, 1].
+
+  Returns:
+    The λ up to and including the first that is 1, as floats (−0.0 as 0.0).
+  """
+  values = [float(v) + 0.0 for v in np.asarray(lam, np.float64).reshape(-1)]
+  ones = [k for k, v in enumerate(values) if v == 1.0]
+  return tuple(values[:ones[0] + 1] if ones else values)
+
+
+def distinct(lam) -> np.ndarray:
+  """The rows of ``lam`` whose loss weighting no earlier row has (`weighting`).
+
+  For K ≥ 3 the map from λ to coefficients is not one to one, so a λ grid
+  holds copies of one loss, and of one reconstruction: a 5 × 5 grid of three
+  terms has five λ that weight the first term alone.
+
+  Args:
+    lam: (N, K−1) hyperparameters in [0, 1].
+
+  Returns:
+    Increasing indices of the first row of each weighting.
+  """
+  first = {}
+  for i, row in enumerate(np.asarray(lam)):
+    first.setdefault(weighting(row), i)
+  return np.asarray(sorted(first.values()), np.int64)
 
 
 def lambdas_from_coefficients(coeffs):

@@ -240,6 +240,17 @@ def _check_fixed_lambdas(config, k: int) -> None:
                           f"values in [0, 1], got {lam}")
     if len(set(stack)) != len(stack):
       raise ConfigError(f"config.hparams.baselines repeats a λ: {stack}")
+    # A stack answers each λ with the Unet of its coefficients: a second Unet
+    # of one weighting would be trained and never used.
+    seen = {}
+    for lam in stack:
+      key = hparams.weighting(lam)
+      if key in seen:
+        raise ConfigError(
+            f"config.hparams.baselines: λ = {seen[key]} and {lam} weight the loss alike "
+            "(where λ_k = 1 the later λ do not count), so one Unet would answer for both; "
+            "keep one of them")
+      seen[key] = lam
     if config.sampling.method != "uhs":
       raise ConfigError("baselines train at fixed λ: config.sampling.method "
                         "must be 'uhs'")
