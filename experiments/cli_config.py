@@ -28,6 +28,10 @@ def checked_config(holder):
   Args:
     holder: the ``DEFINE_config_file`` flag holder.
 
+  Returns:
+    The config, its ``data.manual_dir`` made absolute: the run's files name
+    the folder it read, wherever a later command starts.
+
   Raises:
     InputError: naming the first missing, unknown or None field (with the
       closest known name), or a config that is not a ``ConfigDict``.
@@ -43,6 +47,9 @@ def checked_config(holder):
         f"get_config() of {path} returned a {type(config).__name__}, not an "
         "ml_collections.ConfigDict: start from configs/default.py's get_config()")
   _compare(default_config(), config, "config", path)
+  from hyperrecon_jax.data import common
+  with config.unlocked():
+    config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
   return config
 
 

@@ -60,7 +60,9 @@ def main(argv):
   if "data" in result:
     d = result["data"]
     n = len(d["volume_names"])
-    scored = f"every volume of {d['folder']} ({n} volume{'s' * (n != 1)}, {d['dataset']})"
+    empty = len(d.get("without_slices", ()))
+    scored = (f"every volume of {d['folder']} ({n} volume{'s' * (n != 1)}"
+              f"{f', {empty} of them without a slice' if empty else ''}, {d['dataset']})")
   else:
     scored = result["split"]
   print(f"{result['num_slices']} slices of {scored} "
@@ -122,8 +124,12 @@ def _print_tradeoffs(result):
       print(f"over the terms of the image alone ({', '.join(hi['terms'])}): HyperRecon "
             f"{hi['hyperrecon']:.4g}, Unets {hi['baselines']:.4g}, ratio {hi['ratio']:.3f}")
   else:
+    # Normalized on HyperRecon's own range, so 1 means nothing: compare runs
+    # only through a common range (--baselines, summarize.py).
+    most = hv["reference"][0] ** len(p["terms"])
     print(f"hypervolume (normalized terms, reference {hv['reference'][0]:g}): "
-          f"{hv['hyperrecon']:.4g}")
+          f"{hv['hyperrecon']:.4g} of at most {most:.4g} on HyperRecon's own range (at most "
+          "when one λ is best on every term); with --baselines it is compared with the Unets'")
   g = result["gallery"]
   print(f"gallery of slice {g['slice']}: {len(g['indices'])} most different of "
         f"{g['num_candidates']} reconstructions within {g['tolerance_db']:g} dB of its "

@@ -55,7 +55,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     ``pretrained``), ``data`` (with ``data``: the dataset, the folder and
     each volume id's file) and each evaluator's part.
   """
-  overrides = dict(overrides or {})
+  overrides = _grid_or_design(dict(overrides or {}))
   _check_names(overrides)
   if out is not None or workdir is not None:
     # Before the model loads: the report replaces this folder whole.
@@ -73,6 +73,8 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     volumes = data_lib.volumes(context.config.data, "test")
     # Volume ids are positions in the folder's sorted files, as in `volumes`.
     context.result["data"]["volume_names"] = {str(v.id): v.name for v in volumes}
+    context.result["data"]["without_slices"] = [v.name for v in volumes if not v.slices]
+    context.result["data"]["min_foreground"] = float(context.config.data.min_foreground)
   if pretrained is not None:
     context.result["pretrained"] = pretrained
   else:
@@ -89,12 +91,16 @@ def volume_lines(result: dict, input_name: str, shown: int = 10) -> list[str]:
     shown: the most volumes listed: the lowest and highest halves.
 
   Returns:
-    Lines for the terminal (none when no λ could be scored); a volume
-    without a scored slice ('n/a') comes last.
+    Lines for the terminal: a warning naming the volumes that kept no slice,
+    then (when a λ could be scored) the volumes by PSNR; a volume without a
+    scored slice ('n/a') comes last.
   """
+  from hyperrecon_jax.data import summary
+  empty = result["data"].get("without_slices")
+  warning = [summary.without_slices(empty, result["data"]["min_foreground"])] if empty else []
   best = result["best"]["psnr"]
   if best is None:
-    return []
+    return warning
   names = result["data"]["volume_names"]
   rows = sorted(
       ((result["volume_mean"]["psnr"][k][best["index"]],
@@ -102,7 +108,8 @@ def volume_lines(result: dict, input_name: str, shown: int = 10) -> list[str]:
        for k, v in enumerate(result["volumes"])),
       key=lambda row: (row[0] is None, row[0] or 0.0))
   lam = ", ".join(f"{v:.3g}" for v in best["lam"])
-  lines = [f"per volume, PSNR (dB) {input_name} → model at λ = ({lam}), lowest first:"]
+  lines = [*warning,
+           f"per volume, PSNR (dB) {input_name} → model at λ = ({lam}), lowest first:"]
   if len(rows) > shown:
     rows = rows[:shown // 2] + [None] + rows[len(rows) - shown // 2:]
   for row in rows:
@@ -119,6 +126,22 @@ def volume_lines(result: dict, input_name: str, shown: int = 10) -> list[str]:
 def check_settings(settings) -> None:
   """Checks a report's settings (``eval`` and ``evals`` sections) before any model loads."""
   evaluators.check(settings)
+
+
+def _grid_or_design(overrides: dict) -> dict:
+  """A grid asked for replaces the model's design of λ; a grid and a design together are refused.
+
+  A model trained with ``eval.samples`` set (every model of four terms or
+  more) would otherwise keep its design and drop the grid without a word.
+  """
+  if "eval.grid" not in overrides:
+    return overrides
+  if overrides.get("eval.samples"):
+    raise errors.InputError(
+        f"a grid (config.eval.grid={overrides['eval.grid']}, --grid) and a design "
+        f"(config.eval.samples={overrides['eval.samples']}, --samples) both choose the λ "
+        "to score: give one of them")
+  return {**overrides, "eval.samples": 0}
 
 
 def _check_names(overrides) -> None:

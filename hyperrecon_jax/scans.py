@@ -38,11 +38,8 @@ from hyperrecon_jax.data import slicing
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 H5_SUFFIXES = (".h5",)
 
-# A plane needs at least this many voxels along each side to be an image for
-# the model: its Unet max-pools three times (8×), so a narrower plane is less
-# than a pixel wide at its coarsest level (`data.common.check_image_size` puts
-# the same floor on the training slices).
-MIN_PLANE = 8
+# The datasets' floor on a plane's sides (`slicing.MIN_PLANE`), for a scan too.
+MIN_PLANE = slicing.MIN_PLANE
 
 @dataclasses.dataclass(frozen=True)
 class Scan:
@@ -391,7 +388,8 @@ def _read_h5(path: str, config) -> Scan:
     volume = _real_float32(raw, path, f"values of '{key}'")
   scale = float(volume.max())
   if not scale > 0:
-    raise errors.InputError(f"{path}: the '{key}' volume is all zero")
+    raise errors.InputError(f"{path}: the '{key}' volume has no positive value (its largest "
+                            f"is {scale:g})")
   volume = np.clip(volume / scale, 0.0, 1.0)
   size = int(config.data.image_size)
   images = np.stack([np.clip(slicing.fit_to_square(s, size, order=1), 0.0, 1.0)

@@ -253,9 +253,10 @@ def label_classes(data_config) -> int:
   """C, the classes of a labelled dataset, background 0 included.
 
   The embedded MNI152's are its tissue classes (`data.MNI152_CLASSES`); a
-  labelled folder's are its label values, which must be 0, 1, …, C − 1 over
-  every split: a class the segmenter cannot predict would score nothing, and
-  one that never occurs would score a perfect Dice of 1 on every slice
+  labelled folder's are the values of its label files, which must be 0, 1,
+  …, C − 1 over every split, each on some kept slice at the dataset's image
+  size: a class the segmenter cannot predict would score nothing, and one
+  that never occurs would score a perfect Dice of 1 on every slice
   (`foreground_dice`) and inflate the mean.
 
   Args:
@@ -268,7 +269,8 @@ def label_classes(data_config) -> int:
   Raises:
     InputError: a dataset without labels or built for evaluation only, or
       label values that are negative, all background, more than
-      `MAX_CLASSES`, or with gaps (naming the values and a file holding them).
+      `MAX_CLASSES`, with gaps, or on no kept slice (naming the values and a
+      file holding them).
   """
   from hyperrecon_jax import data
   from hyperrecon_jax.data import common
@@ -279,29 +281,31 @@ def label_classes(data_config) -> int:
   if data_config.name == "mni152":
     return len(data.MNI152_CLASSES)
   from hyperrecon_jax.data import nifti
-  label_file = dict(nifti.find_files(os.path.expanduser(data_config.manual_dir)))
-  where = {}  # label value -> the label file of a volume holding it
+  manual_dir = os.path.expanduser(data_config.manual_dir)
+  label_file = dict(nifti.find_files(manual_dir))
+  in_files = {}  # label value -> the label file of a volume holding it
+  on_slices = set()  # label values on the kept slices, as the segmenter sees them
   for split in data.SPLITS:
-    names = {v.id: label_file.get(v.name) or v.name for v in data.volumes(data_config, split)}
+    for v in data.volumes(data_config, split):
+      name = label_file.get(v.name) or v.name
+      for value in nifti.label_values(os.path.join(manual_dir, name)):
+        in_files.setdefault(int(value), name)
     for batch in data.batches(data_config, split, batch_size=32, training=False,
                               num_threads=0):
-      valid = batch["valid"]
-      for volume, label in zip(batch["volume"][valid], batch["label"][valid]):
-        for value in np.unique(label):
-          where.setdefault(int(value), names[int(volume)])
+      on_slices.update(int(v) for v in np.unique(batch["label"][batch["valid"]]))
   folder = f"{data_config.name} {data_config.manual_dir}"
-  values = sorted(where)
+  values = sorted(in_files)
   if values[0] < 0:
     raise errors.InputError(f"the label volumes of {folder} hold the negative value "
-                            f"{values[0]} ({where[values[0]]}): labels are classes 0 "
+                            f"{values[0]} ({in_files[values[0]]}): labels are classes 0 "
                             "(background), 1, 2, …")
-  if values[-1] < 1:
-    raise errors.InputError(f"the label volumes of {folder} hold background (0) only, on "
-                            "the kept slices: nothing to segment")
   high = values[-1]
+  if high < 1:
+    raise errors.InputError(f"the label volumes of {folder} hold background (0) only: "
+                            "nothing to segment")
   if high >= MAX_CLASSES:
     raise errors.InputError(
-        f"the label volumes of {folder} go up to {high} ({where[high]}), which makes "
+        f"the label volumes of {folder} go up to {high} ({in_files[high]}), which makes "
         f"{high + 1} classes, more than {MAX_CLASSES}: a segmenter predicts one channel "
         "per value. Merge the labels into classes 0, 1, …, e.g. tissue classes")
   missing = sorted(set(range(high + 1)) - set(values))
@@ -309,8 +313,18 @@ def label_classes(data_config) -> int:
     shown = ", ".join(map(str, missing[:8])) + (", …" if len(missing) > 8 else "")
     raise errors.InputError(
         f"the label values of {folder} skip {shown} (they run up to {high}, in "
-        f"{where[high]}): a class that never occurs would score a perfect Dice on every "
+        f"{in_files[high]}): a class that never occurs would score a perfect Dice on every "
         "slice and inflate the mean. Renumber the labels 0, 1, …, C − 1")
+  lost = sorted(set(values) - on_slices)
+  if lost:
+    size = int(data_config.image_size)
+    raise errors.InputError(
+        f"class {lost[0]} of {folder} ({in_files[lost[0]]}"
+        f"{f'; also {len(lost) - 1} more' if len(lost) > 1 else ''}) is on none of the "
+        f"kept {size}×{size} slices: too small to survive the resizing to "
+        f"config.data.image_size={size}, or only on slices dropped as background. A class "
+        "that never occurs would score a perfect Dice on every slice and inflate the mean: "
+        "merge it into another class, or use a larger image_size")
   return high + 1
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import segmentation
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.data import common
 from hyperrecon_jax.data import split_record
 
 WEIGHTS_FILE = "segmenter.msgpack"
@@ -117,8 +118,10 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
   Raises:
     InputError: naming the differing data fields, or the volumes.
   """
-  mine = segmenter.info["data"]
+  mine = dict(segmenter.info["data"])
   theirs = json.loads(data_config.to_json())
+  for fields in (mine, theirs):  # one written before folders were recorded absolute
+    fields["manual_dir"] = common.absolute_folder(fields.get("manual_dir"))
   # The images' kind and scale, and the splits: a segmenter trained on other
   # splits may have seen the test slices.
   diffs = [f"data.{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in IMAGE_FIELDS

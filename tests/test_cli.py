@@ -173,6 +173,9 @@ def test_summarize_names_a_damaged_report(env, tmp_path):
     (["notes.txt"], r"run is not a training run \(no eval/lambda_grid\.json\)"),
     (["config.json", "baselines.json"],
      r"run holds per-λ Unets \(baselines\.py\): summarize reads HyperRecon runs"),
+    (["config.json", "info.json"],
+     r"run is an exported model \(export_pretrained\.py\), not a training run: evaluate it "
+     r"with experiments/evaluate\.py --pretrained=.*run --samples=N --out=DIR"),
 ])
 def test_summarize_says_what_a_folder_is_instead_of_a_report(env, tmp_path, files, pattern):
   # Each read "eval/lambda_grid.json: no report; run evaluate.py … first".
@@ -190,6 +193,11 @@ def test_summarize_refuses_an_empty_entry(env, tmp_path):
   proc = run(env, "summarize", f"--workdirs={tmp_path},")
   assert_one_error_line(proc, r"--workdirs=.*, has an empty entry \(a doubled or trailing "
                               r"comma\)")
+
+
+def test_summarize_refuses_a_run_listed_twice(env, tmp_path):
+  proc = run(env, "summarize", f"--workdirs={tmp_path},{tmp_path}/")
+  assert_one_error_line(proc, rf"--workdirs lists {tmp_path} twice")
 
 
 def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):
@@ -211,6 +219,7 @@ def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):
     (["--split=tset"], r"config\.eval\.split must be one of .*'tset'"),
     (["--grid=3", "--config.eval.grid=4"],
      r"--grid and --config\.eval\.grid set the same setting: give one of them"),
+    (["--grid=3", "--samples=5"], r"a grid \(config\.eval\.grid=3, --grid\) and a design"),
 ])
 def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flags, pattern):
   proc = run(env, "evaluate", f"--workdir={tmp_path}", *flags)
@@ -233,6 +242,21 @@ def test_bad_baseline_lambdas_are_one_error_line(env, tmp_path, value, pattern):
              f"--lambdas={value}")
   assert_one_error_line(proc, pattern)
   assert not (tmp_path / "b").exists()
+
+
+def test_a_baseline_grid_keeps_one_lambda_per_loss_weighting(env):
+  # Three terms: grid:3 is 9 λ, and λ = (1, 0), (1, 0.5), (1, 1) all weight the
+  # first term alone. Only the parsing runs (in its own process: the script
+  # defines its flags on import).
+  code = ("import sys; sys.path.insert(0, 'experiments'); import baselines; "
+          "print(baselines.parse_lambdas('grid:3', 2))")
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                        text=True, timeout=300, cwd=REPO, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == ("[(0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (0.5, 0.0), (0.5, 0.5), "
+                                 "(0.5, 1.0), (1.0, 0.0)]")
+  assert ("--lambdas=grid:3: 9 λ, 7 distinct loss weightings (where λ_k = 1 the later λ do "
+          "not count): training 7 Unets") in proc.stderr
 
 
 def test_baselines_outside_a_multi_process_launch_refuse_distributed(env, tmp_path):

@@ -185,11 +185,14 @@ def test_added_file_builds_distinct_version(manual_dir, tmp_path):
   assert hr.data.make_builder(cfg).builder_config.name != name
 
 
-@pytest.mark.parametrize("kind", ["random_bytes", "no_datasets", "bad_shape"])
+@pytest.mark.parametrize("kind", ["random_bytes", "no_datasets", "bad_shape", "thin",
+                                  "negative"])
 def test_bad_file_is_named(tmp_path, kind):
   folder = tmp_path / "in"
   folder.mkdir()
-  _write(str(folder / "good.h5"), np.random.default_rng(0))
+  rng = np.random.default_rng(0)
+  for name in ("good1.h5", "good2.h5"):  # Three files: every split has one.
+    _write(str(folder / name), rng)
   bad = folder / "bad.h5"
   if kind == "random_bytes":
     bad.write_bytes(np.random.default_rng(0).bytes(2048))
@@ -197,13 +200,21 @@ def test_bad_file_is_named(tmp_path, kind):
     with h5py.File(bad, "w") as f:
       if kind == "no_datasets":
         f.create_dataset("something_else", data=np.zeros(3))
+      elif kind == "thin":  # images of 4 rows
+        f.create_dataset("reconstruction_esc", data=np.ones((3, 4, 32), np.float32))
+      elif kind == "negative":
+        f.create_dataset("reconstruction_esc", data=-np.ones((3, 32, 32), np.float32))
       else:
         f.create_dataset("reconstruction_esc", data=np.zeros((4, 4), np.float32))
   with pytest.raises(hr.data.DataError, match="bad.h5") as info:
     hr.data.prepare(_config(folder, tmp_path / "tfds"))
   message = str(info.value)
-  assert {"random_bytes": "HDF5", "no_datasets": "kspace",
-          "bad_shape": "shape"}[kind] in message
+  assert {"random_bytes": "HDF5",
+          "no_datasets": "has none of 'reconstruction_esc', 'reconstruction_rss' and 'kspace'",
+          "bad_shape": "shape",
+          "thin": "'reconstruction_esc' has shape (3, 4, 32): its images are narrower than 8",
+          "negative": "the 'reconstruction_esc' volume has no intensity scale: its largest "
+                      "value is -1, not positive"}[kind] in message
   assert not list((tmp_path / "tfds").glob("fastmri_knee/*/1.0.0"))
 
 

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import time
 
 import configs
 import nibabel as nib
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import hyperrecon_jax as hr
+from hyperrecon_jax.data import nifti
 
 SIZE = 32
 SHAPE = (20, 24, 16)  # RAS voxels; axial slices are the last axis.
@@ -205,11 +207,19 @@ def test_splits_that_would_be_empty_are_refused_by_name(tmp_path):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds", split_fractions=(0.8, 0.0, 0.2)))
   # Three volumes give one to each split, whatever the fractions; two cannot.
   (tmp_path / "s2.nii.gz").unlink()
-  with pytest.raises(hr.data.DataError, match=rf"{tmp_path} holds 2 volumes, too few .* "
-                                              "give 1 to validation and 1 to test and "
-                                              "leave 0 for training"):
+  with pytest.raises(hr.data.DataError, match=rf"{tmp_path} holds 2 volumes; training needs "
+                                              "at least 3, one for each of the train"):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
   _save(image, tmp_path / "s2.nii.gz")
+  # Fractions that leave no volume for training: 4 volumes at 0.45 give
+  # round(1.8) = 2 each to validation and test.
+  image, _ = _volume(rng)
+  _save(image, tmp_path / "s3.nii.gz")
+  with pytest.raises(hr.data.DataError, match=rf"{tmp_path} holds 4 volumes, too few .* "
+                                              "give 2 to validation and 2 to test and "
+                                              "leave 0 for training"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds", split_fractions=(0.1, 0.45, 0.45)))
+  (tmp_path / "s3.nii.gz").unlink()
   # Every slice of every volume below the foreground threshold: TFDS would
   # fail on its first empty split with an AssertionError.
   with pytest.raises(hr.data.DataError, match=r"the train split of nifti .* would hold no "
@@ -233,9 +243,12 @@ def test_a_volume_rewritten_in_place_at_the_same_size_builds_again(tmp_path):
   before = every_slice()
   path = tmp_path / "s0.nii"
   size, mtime = path.stat().st_size, path.stat().st_mtime_ns
+  # The change time has the kernel's tick resolution (10 ms at the coarsest,
+  # HZ=100); the build above took longer, and this makes sure.
+  time.sleep(0.05)
   _save(images[0][::-1].copy(), path)  # processed again: other voxels, same shape
-  os.utime(path, ns=(mtime + 10**9, mtime + 10**9))  # a later write, whatever the clock
-  assert path.stat().st_size == size
+  os.utime(path, ns=(mtime, mtime))  # and its modification time set back (touch -r)
+  assert path.stat().st_size == size and path.stat().st_mtime_ns == mtime
   assert hr.data.make_builder(cfg).data_dir != first
   after = every_slice()
   assert before.shape == after.shape and not np.array_equal(before, after)
@@ -269,3 +282,58 @@ def test_a_folder_built_for_evaluation_only_holds_every_volume_in_test(tmp_path)
   with pytest.raises(hr.errors.InputError, match=r"or \(0\.0, 0\.0, 1\.0\) for a folder "
                                                  r"that is only evaluated; got \(0\.0, 0\.5"):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds", split_fractions=(0, 0.5, 0.5)))
+
+
+def test_hidden_folders_are_not_searched_and_linked_ones_are_once(tmp_path):
+  rng = np.random.default_rng(9)
+  site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+  for folder in (site / ".Trash-1000" / "files", site / ".snapshot", elsewhere):
+    folder.mkdir(parents=True)
+  for rel in ("sub-00.nii.gz", "sub-01.nii.gz", ".Trash-1000/files/sub-01.nii.gz",
+              ".snapshot/sub-00.nii.gz", "../elsewhere/sub-02.nii.gz"):
+    _save(_volume(rng)[0], site / rel)
+  os.symlink(elsewhere, site / "scanner2")  # a site's scans linked in
+  os.symlink(elsewhere, site / "scanner2_again")  # the same folder twice
+  os.symlink(site, site / "scanner2" / "back")  # a cycle
+  found = [image for image, _ in nifti.find_files(str(site), labels=False)]
+  assert found == ["scanner2/sub-02.nii.gz", "sub-00.nii.gz", "sub-01.nii.gz"]
+
+
+def test_a_volume_in_the_folder_twice_is_refused(tmp_path):
+  rng = np.random.default_rng(10)
+  for i in range(3):
+    _save(_volume(rng)[0], tmp_path / f"s{i}.nii.gz")
+  # The same voxels in other bytes: gunzipped, under another name.
+  nib.save(nib.load(str(tmp_path / "s1.nii.gz")), str(tmp_path / "copy-of-s1.nii"))
+  with pytest.raises(hr.data.DataError, match=r"(copy-of-s1\.nii and s1\.nii\.gz|s1\.nii\.gz "
+                                              r"and copy-of-s1\.nii) in .* hold the same "
+                                              r"volume"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+  assert not list((tmp_path / "tfds").glob("nifti/*"))  # no dataset left
+
+
+@pytest.mark.parametrize("kind", ["thin", "complex", "fractional_labels"])
+def test_volumes_the_model_cannot_read_right_are_refused_by_name(tmp_path, kind):
+  rng = np.random.default_rng(11)
+  for i in range(3):
+    image, label = _volume(rng)
+    if i == 1 and kind == "thin":
+      image, label = image[..., 5:8], label[..., 5:8]  # 3 axial slices
+    if i == 1 and kind == "complex":
+      # A phase image: half of the brain has a negative real part.
+      image = image * np.exp(1j * np.linspace(0, np.pi, SHAPE[0]))[:, None, None]
+      image = image.astype(np.complex64)
+    if i == 1 and kind == "fractional_labels":
+      label = label.astype(np.float32)
+      label[label == 2] = 2.5  # resampled with linear interpolation
+    _save(image, tmp_path / f"s{i}.nii.gz")
+    _save(label, tmp_path / f"s{i}_seg.nii.gz")
+  message = {
+      "thin": r"s1\.nii\.gz: has RAS shape \(20, 24, 3\), so its coronal planes are 20×3 "
+              r"voxels, narrower than 8",
+      "complex": r"s1\.nii\.gz: its voxels are of type complex64; expected real numbers",
+      "fractional_labels": r"s1_seg\.nii\.gz: [\d,]+ of 7,680 label voxels are not whole "
+                           r"numbers \(e\.g\. 2\.5\)",
+  }[kind]
+  with pytest.raises(hr.data.DataError, match=message):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds", axis="coronal"))

@@ -263,16 +263,25 @@ def test_a_segmenter_records_its_splits_and_is_held_to_them(records, folders, tm
 
 
 def test_a_run_records_its_splits_and_is_guarded_by_them(records, folders, tmp_path,
-                                                         compilation_cache):
+                                                         compilation_cache, monkeypatch,
+                                                         capsys):
   six, _, data_dir = folders
   folder = tmp_path / "scans"  # the user's folder, which grows after training
   shutil.copytree(six, folder)
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(_config(folder, data_dir, num_steps=2, eval_every=2), workdir)
+  monkeypatch.chdir(tmp_path)  # the folder given relative to where training starts
+  train.train_and_evaluate(_config("scans", data_dir, num_steps=2, eval_every=2), workdir)
   with open(os.path.join(workdir, split_record.FILE)) as f:
     recorded = json.load(f)
   assert recorded["splits"] == records[0]["splits"]
   assert recorded["manual_dir"] == str(folder)
+  # config.json names it absolute: evaluate.py started elsewhere reads the same folder.
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["data"]["manual_dir"] == str(folder)
+  counts = [f"{split} {len(records[0]['splits'][split])} volume" for split in data.SPLITS]
+  summary = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data:")]
+  assert len(summary) == 1 and summary[0].startswith(f"data: nifti {folder}: "), summary
+  assert all(count in summary[0] for count in counts), summary
   _write_volume(folder, 6)
   moved = set(records[0]["splits"]["train"]) & set(records[1]["splits"]["test"])
   # Resuming on the grown folder is refused with the workdir as it was.

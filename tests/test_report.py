@@ -305,8 +305,13 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   rays = hparams.lambdas_from_coefficients(hparams.das_dennis(1, 4))  # the 4 vertices
   b_config = baselines.stack_config(config_k4, [tuple(map(float, r)) for r in rays])
   stack_path = loop_support.save_untrained(b_config, str(tmp_path / "stack"))
-  with pytest.raises(ValueError, match="grids stop at two"):
-    report.run(path, overrides={"eval.samples": 0, "eval.grid": 3}, progress=False)
+  # A grid asked for replaces the model's design (eval.samples: 12), and is
+  # refused for four terms instead of dropped; a grid and a design together too.
+  with pytest.raises(ValueError, match="grids stop at two.*--samples=N"):
+    report.run(path, overrides={"eval.grid": 3}, progress=False)
+  with pytest.raises(ValueError, match=r"a grid \(config\.eval\.grid=3, --grid\) and a design "
+                                       r"\(config\.eval\.samples=5, --samples\) both choose"):
+    report.run(path, overrides={"eval.samples": 5, "eval.grid": 3}, progress=False)
   result = report.run(path, overrides={"evals.baselines.workdir": stack_path},
                       progress=False)  # eval.samples: 12
   assert sorted(os.listdir(os.path.join(path, "eval"))) == K4_FILES
@@ -395,7 +400,9 @@ def test_another_folder_is_scored_whole_as_the_model_slices_its_data(workdir, co
   out = str(tmp_path / "out")
   result = report.run(workdir, out=out, data=site, progress=False)
   assert result["data"] == {"dataset": "nifti", "folder": site,
-                            "volume_names": {"0": "sub-11.nii.gz", "1": "sub-12.nii.gz"}}
+                            "volume_names": {"0": "sub-11.nii.gz", "1": "sub-12.nii.gz"},
+                            "without_slices": [],
+                            "min_foreground": config.data.min_foreground}
   assert result["split"] == "test" and sorted(os.listdir(out)) == FILES
   # Every slice of both volumes that the model's slicing settings keep, once
   # each, in file order: read and cut here with the settings of the model's

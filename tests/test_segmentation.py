@@ -5,6 +5,7 @@ segmenter is a few steps of the tiny 32×32 data (a real one is not needed to
 check that the evaluator scores what it segments).
 """
 
+import functools
 import json
 import os
 
@@ -227,11 +228,7 @@ def test_scoring_dice_needs_labels(trained):
                            segmenter=seg)
 
 
-def _nifti(folder, data_dir):
-  config = configs.default().data
-  config.update(name="nifti", manual_dir=str(folder), data_dir=str(data_dir),
-                image_size=32, num_threads=0)
-  return config
+_nifti = functools.partial(configs.folder_data, "nifti", image_size=32)
 
 
 def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(trained, tmp_path):
@@ -259,6 +256,21 @@ def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(traine
 def test_labels_a_segmenter_cannot_learn_are_named(tmp_path, labels, message):
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3), labels=labels)
   with pytest.raises(ValueError, match=message):
+    segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
+
+
+def test_a_class_on_no_kept_slice_is_named_with_its_file(tmp_path):
+  import nibabel as nib
+  site = loop_support.write_site(tmp_path / "site", (1, 2, 3), labels=(3, 2, 1))
+  path = os.path.join(site, "sub-02_seg.nii.gz")
+  label = np.asarray(nib.load(path).dataobj).copy()
+  # One voxel of class 4 on axial slice 0, which holds no brain: its
+  # foreground, 1 voxel of 20 × 24, is below min_foreground, so the slice is
+  # dropped and the class is in the files but on no slice the segmenter sees.
+  label[10, 12, 0] = 4
+  nib.save(nib.Nifti1Image(label, np.eye(4)), path)
+  with pytest.raises(ValueError, match=r"class 4 of nifti .* \(sub-02_seg\.nii\.gz\) is on "
+                                       r"none of the kept 32×32 slices"):
     segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
 
 

@@ -127,6 +127,7 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # voxels (`checksums.array_digest`), the same for the same image stored
     # in other bytes (gunzipped, another header).
     self._contents = {}
+    self._volume_of_content = {}  # digest -> the first volume's name
     splits = common.written_splits(self.builder_config.settings["split_fractions"])
     return {split: self._generate_examples(split, plan[split]) for split in splits}
 
@@ -152,10 +153,26 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         entry["sha256"] = checksums.file_digest(spec.file)
       if spec.id in self._contents:
         entry["content_sha256"] = self._contents.pop(spec.id)
+        self._check_unique(spec.name, entry["content_sha256"])
       index.append(entry)
       start += len(slices)
     # Written to metadata.json with the dataset info after all splits finish.
     self.info.metadata["volumes"][split] = index
+
+
+  def _check_unique(self, name: str, content: str) -> None:
+    """Refuses a second file of a volume already written (a copy, a link, a gunzipped twin).
+
+    Volumes are split by file, so a copy would put one subject in two splits
+    (scored on data it learned from) or count it twice. Raised mid-build, so
+    TFDS deletes its temporary folder and no dataset is left.
+    """
+    first = self._volume_of_content.setdefault(content, name)
+    if first != name:
+      raise common.DataError(
+          f"{first} and {name} in {self.builder_config.manual_dir} hold the same "
+          "volume (identical voxels once normalized): as two subjects it would be learned "
+          "from twice, or scored on data it was learned from. Remove one of them.")
 
 
 class _DropTfdsNoise(logging.Filter):

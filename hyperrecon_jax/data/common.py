@@ -164,11 +164,36 @@ def digest(settings: Mapping[str, Any]) -> str:
   return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def absolute_folder(folder):
+  """``data.manual_dir`` as an absolute path (``~`` expanded); '' and None as they are.
+
+  A run records its config; a relative folder in it would name another
+  folder for a command started elsewhere (``evaluate.py`` from another
+  directory scored that folder's volumes as the run's test split).
+  """
+  if not folder:
+    return folder
+  return os.path.abspath(os.path.expanduser(str(folder)))
+
+
 def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
-  """Sorted paths (relative to `root`) of files ending in one of `suffixes`."""
+  """Sorted paths (relative to `root`) of files ending in one of `suffixes`.
+
+  The search is recursive and follows linked folders (a site's scans linked
+  in from elsewhere), each real folder once, so a link to a folder already
+  searched (or to one above it) adds nothing. Hidden files and folders (a
+  name that starts with '.': ``.Trash-1000``, ``.snapshot``, an editor's
+  backups) are not searched: they hold old copies, not subjects.
+  """
   found = []
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
+  searched = set()
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    real = os.path.realpath(dirpath)
+    if real in searched:
+      dirnames[:] = []
+      continue
+    searched.add(real)
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     for fname in filenames:
       if fname.endswith(tuple(suffixes)) and not fname.startswith("."):
         found.append(os.path.relpath(os.path.join(dirpath, fname), root))
@@ -176,17 +201,19 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
 
 
 def fingerprint(root: str, relpaths: Sequence[str]) -> str:
-  """Hash of the files' names, sizes and modification times.
+  """Hash of the files' names, sizes, modification and inode change times.
 
   Cheap (no file is read), and it changes when a file is added, removed or
   rewritten, also in place at the same size (an uncompressed volume
-  processed again). A copy that does not keep modification times builds the
-  dataset again, which costs time but no correctness.
+  processed again) and with its modification time set back (``touch -r``,
+  ``os.utime``): the change time moves on every write and cannot be set. A
+  copy, or a change of the file's mode or owner, builds the dataset again,
+  which costs time but no correctness.
   """
   entries = []
   for p in relpaths:
     info = os.stat(os.path.join(root, p))
-    entries.append((p, info.st_size, info.st_mtime_ns))
+    entries.append((p, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
   return digest({"files": entries})
 
 
@@ -218,6 +245,11 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
     if num < 1:
       raise DataError(f"{where} holds no volume to evaluate")
     return {"validation": [], "test": list(range(num)), "train": []}
+  if num < 3:
+    raise DataError(
+        f"{where} holds {num} volume{'s' * (num != 1)}; training needs at least 3, one "
+        "for each of the train, validation and test splits (a volume is never split "
+        "between them). Add volumes")
   order = np.random.default_rng(seed).permutation(num)
   n_val = max(int(round(num * f_val)), 1)
   n_test = max(int(round(num * f_test)), 1)

@@ -81,6 +81,7 @@ def inspect(path: str) -> tuple[str, int]:
         if len(shape) != 3 or min(shape) < 1:
           raise common.DataError(
               f"{path}: '{key}' has shape {shape}; expected (slices, height, width).")
+        _check_planes(path, key, shape)
         return key, int(shape[0])
     if "kspace" in f:
       data = f["kspace"]
@@ -88,10 +89,19 @@ def inspect(path: str) -> tuple[str, int]:
         raise common.DataError(
             f"{path}: 'kspace' has shape {data.shape} and dtype {data.dtype}; expected "
             "complex (slices, height, width) or (slices, coils, height, width).")
+      _check_planes(path, "kspace", data.shape)
       return "kspace", int(data.shape[0])
     raise common.DataError(
-        f"{path}: has neither 'reconstruction_esc' nor 'kspace' (found "
-        f"{sorted(f.keys())}); is this a fastMRI file?")
+        f"{path}: has none of {', '.join(repr(k) for k in TARGET_KEYS)} and 'kspace' "
+        f"(found {sorted(f.keys())}); is this a fastMRI file?")
+
+
+def _check_planes(path: str, key: str, shape) -> None:
+  """Refuses images narrower than `slicing.MIN_PLANE` pixels."""
+  if min(shape[-2:]) < slicing.MIN_PLANE:
+    raise common.DataError(
+        f"{path}: '{key}' has shape {tuple(shape)}: its images are narrower than "
+        f"{slicing.MIN_PLANE} pixels, too small to be an image for the model.")
 
 
 def unmeasured_columns(kspace: np.ndarray) -> tuple[int, int]:
@@ -186,7 +196,9 @@ def read_volume(path: str) -> np.ndarray:
     scale = stored_max or float(volume.max())
   volume = volume.astype(np.float32)
   if not scale > 0:
-    raise common.DataError(f"{path}: the '{key}' volume is all zero.")
+    what = "its attribute 'max' is" if stored_max else "its largest value is"
+    raise common.DataError(f"{path}: the '{key}' volume has no intensity scale: {what} "
+                           f"{scale:g}, not positive.")
   return np.clip(volume / scale, 0.0, 1.0)
 
 

@@ -106,11 +106,23 @@ def _load(path: str, what: str):
     data = data[..., 0]
   if data.ndim != 3 or min(data.shape) < 1:
     raise common.DataError(f"{path}: has shape {data.shape}; expected a 3-D {what}.")
+  if data.dtype.kind not in "biuf":
+    # A complex image read as its real part would lose every voxel whose
+    # phase turns it negative.
+    raise common.DataError(f"{path}: its voxels are of type {data.dtype}; expected real "
+                           f"numbers (a magnitude {what}).")
   return data, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
-def _check_header(manual_dir: str, image_rel: str, label_rel: str | None):
-  """Checks the headers (not the voxels) of an image and its label volume."""
+def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
+  """Checks the headers (not the voxels) of an image and its label volume.
+
+  Raises:
+    DataError: naming the file, when a header cannot be read, a volume is
+      not 3-D, its planes along ``axis`` are narrower than
+      `slicing.MIN_PLANE` voxels, or the label volume is not on the image's
+      voxel grid.
+  """
   nib = common.require("nibabel")
   shapes, axes = [], []
   for rel, what in ((image_rel, "image"), (label_rel, "label volume")):
@@ -128,6 +140,7 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None):
       raise common.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
     shapes.append(shape)
     axes.append(codes)
+  _check_planes(os.path.join(manual_dir, image_rel), shapes[0], axes[0], axis)
   if len(shapes) < 2:
     return
   label_path, image_path = (os.path.join(manual_dir, r) for r in (label_rel, image_rel))
@@ -143,6 +156,23 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None):
         f"{label_path}: its voxel axes point {axes[1]}, those of the image {image_path} "
         f"{axes[0]}; a label must be on the image's voxel grid: save it with the image's "
         "header (affine).")
+
+
+def _check_planes(path: str, shape, codes: str, axis) -> None:
+  """Refuses a volume whose planes along ``axis`` are narrower than `slicing.MIN_PLANE`."""
+  # The RAS shape from the header's axis codes ('L' or 'R' is the first RAS
+  # axis, and so on).
+  ras = [0, 0, 0]
+  for n, code in zip(shape, codes):
+    ras["LRPAIS".index(code) // 2] = int(n)
+  ax = common.axis_index(axis)
+  plane = [n for a, n in enumerate(ras) if a != ax]
+  if min(plane) < slicing.MIN_PLANE:
+    raise common.DataError(
+        f"{path}: has RAS shape {tuple(ras)}, so its {common.axis_name(axis)} planes are "
+        f"{plane[0]}×{plane[1]} voxels, narrower than {slicing.MIN_PLANE}: each would "
+        "be a strip stretched over the whole image. Remove the file, or slice along "
+        "another axis (config.data.axis).")
 
 
 def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percentile: float):
@@ -174,8 +204,24 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
       raise common.DataError(
           f"{label_path}: label shape {label.shape} differs from the image "
           f"shape {image.shape} of {path}.")
-    label = np.rint(label).astype(np.int32)
+    if label.dtype.kind == "f":
+      # A label map resampled with linear interpolation: rounding would move
+      # the boundaries between classes (2.5 → 2) without a word.
+      fractional = label != np.rint(label)
+      count = int(np.count_nonzero(fractional))
+      if count:
+        raise common.DataError(
+            f"{label_path}: {count:,} of {label.size:,} label voxels are not whole "
+            f"numbers (e.g. {float(label[fractional][0]):g}): a label volume holds "
+            "classes 0, 1, 2, …; resample labels with nearest-neighbour interpolation.")
+    label = label.astype(np.int32)
   return image, label, spacing
+
+
+def label_values(path: str) -> np.ndarray:
+  """The sorted distinct values of a label volume's file (as the build reads them)."""
+  label, _ = _load(path, "label volume")
+  return np.unique(np.asarray(label)).astype(np.int64)
 
 
 def content_digest(manual_dir: str, image_rel: str, percentile: float) -> str:
@@ -224,7 +270,7 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
     cfg = self.builder_config
     pairs = find_files(cfg.manual_dir, labels=cfg.settings["labels"])
     for pair in pairs:  # Fail before writing anything if a header is bad.
-      _check_header(cfg.manual_dir, *pair)
+      _check_header(cfg.manual_dir, *pair, cfg.settings["axis"])
     assignment = common.split_volumes(
         len(pairs), cfg.settings["split_fractions"], cfg.settings["split_seed"],
         where=cfg.manual_dir)

@@ -30,6 +30,13 @@ FOREGROUND_THRESHOLD = 0.05
 # head never touches the image border.
 CROP_MARGIN = 4
 
+# A plane needs at least this many voxels along each side to be an image for
+# the model: its Unet max-pools three times (8×), so a narrower plane is less
+# than a pixel wide at its coarsest level (`common.check_image_size` puts the
+# same floor on the slices' size). A volume of 1–7 slices cut across them
+# would give strips of one to seven rows stretched over the whole image.
+MIN_PLANE = 8
+
 
 def normalize_percentile(volume: np.ndarray, percentile: float) -> np.ndarray:
   """Divides by a high percentile of the positive voxels and clips to [0, 1].

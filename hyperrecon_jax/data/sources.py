@@ -1,10 +1,11 @@
 """From a data config to a built dataset and its random-access splits.
 
 The first use of a configuration builds it into
-``<data_dir>/<dataset>/<config name>/<version>/`` (TFDS prints a progress bar);
-later uses read that folder. The config name is a readable prefix plus a hash
-of every setting that changes the data (and, for manual datasets, of the input
-files' names, sizes and modification times), e.g. ``mni152/s256_axial_1a2b3c4d5e/1.0.0``.
+``<data_dir>/<dataset>/<config name>/<version>/`` (a line on stderr says which,
+and TFDS prints a progress bar); later uses read that folder. The config name
+is a readable prefix plus a hash of every setting that changes the data (and,
+for manual datasets, of the input files' names, sizes, modification and
+change times), e.g. ``mni152/s256_axial_1a2b3c4d5e/1.0.0``.
 
 A built dataset damaged later (a truncated, overwritten or deleted file) is
 reported as a `DataError` that names the file and the folder to delete; the
@@ -16,9 +17,11 @@ import collections.abc
 import contextlib
 import functools
 import importlib
+import io
 import operator
 import os
 import re
+import sys
 from typing import NamedTuple
 
 from hyperrecon_jax.data import common
@@ -155,11 +158,17 @@ def prepare(data_config):
         raise _damaged(info_path, "the file is missing", b.data_dir)
       tfds = builder_lib.tfds
       config_folder = os.path.dirname(b.data_dir)
+      manual_dir = b.builder_config.manual_dir
+      print(f"building the {common.field(data_config, 'name')} dataset"
+            f"{f' of {manual_dir}' if manual_dir else ''} in {b.data_dir}", file=sys.stderr)
       try:
         try:
-          b.download_and_prepare(
-              download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-              file_format="array_record")
+          # TFDS prints "Downloading and preparing dataset Unknown size" to
+          # stdout; nothing is downloaded, and the line above says what is built.
+          with contextlib.redirect_stdout(io.StringIO()):
+            b.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+                file_format="array_record")
         except OSError:
           # Another process may have finished the same build first (the final
           # rename then fails here); its result is as good as ours.

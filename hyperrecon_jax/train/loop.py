@@ -22,7 +22,9 @@ from hyperrecon_jax import physics
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.data import common
 from hyperrecon_jax.data import split_record
+from hyperrecon_jax.data import summary
 from hyperrecon_jax.evaluators import validation
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import sharded
@@ -198,6 +200,10 @@ def train_and_evaluate(config, workdir: str):
           "process under Slurm, Open MPI or on a TPU, where JAX finds the run; or, with "
           "experiments/train.py, give --coordinator, --num_processes and --process_id") from e
   sharded.check_same_run(config, workdir)
+  if config.data.manual_dir != common.absolute_folder(config.data.manual_dir):
+    # config.json names the folder the run reads (`common.absolute_folder`).
+    config = config.copy_and_resolve_references()
+    config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
   # Only process 0 writes the run's own files, so only it probes the folder.
   workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES,
                            write_probe=workdir_lib.is_primary())
@@ -230,6 +236,9 @@ def _train(config, workdir, mesh, operator, owner):
   splits = split_record.current(config.data)
   if start:
     split_record.check_resume(workdir, splits)
+  if owner:
+    for line in summary.describe(config.data):
+      print(line, file=sys.stderr)
   train_iter = sharded.train_batches(config, batch_sharding)
   if data_state:
     train_iter.set_state(data_state)
