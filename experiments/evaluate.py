@@ -84,7 +84,11 @@ def main(argv):
       print(f"best {metric}: none (no slice could be scored)")
       continue
     lam = ", ".join(f"{v:.3g}" for v in best["lam"])
-    print(f"best {metric}: {best['value']:.4g} at λ = ({lam})")
+    coeffs = result["coeffs"][best["index"]]
+    # From three terms on λ is a stick-breaking code: the weights say more.
+    weights = (", c = (" + ", ".join(f"{v:.3g}" for v in coeffs) + ")"
+               if len(coeffs) > 2 else "")
+    print(f"best {metric}: {best['value']:.4g} at λ = ({lam}){weights}")
   if "data" in result:
     print("\n".join(report.volume_lines(result, name)))
   if "baselines" in result:
