@@ -130,8 +130,10 @@ def main(argv):
                                   dtype=_DTYPE.value)
     finally:
       bar.close()
+    from hyperrecon_jax import physics
     from hyperrecon_jax import scan_scores
-    print(scan_scores.describe(result["scores"], int(config.data.image_size)), file=sys.stderr)
+    print(scan_scores.describe(result["scores"], int(config.data.image_size),
+                               physics.input_name(config.task.name)), file=sys.stderr)
     for warning in result["warnings"]:
       print(f"warning: {warning}", file=sys.stderr)
     written = outputs.write(result, _OUTPUT.value, model=f"{name} (step {step})",

@@ -104,15 +104,22 @@ def summarize(per_lambda, zero_filled, lambdas, num_slices: int, which: str) -> 
   }
 
 
-def describe(scores: dict, size: int) -> str:
-  """One line for the terminal: the input's PSNR and SSIM and the best λ of each."""
+def describe(scores: dict, size: int, input_name: str = "zero-filled") -> str:
+  """One line for the terminal: the input's PSNR and SSIM and the best λ of each.
+
+  Args:
+    scores: `score`'s result.
+    size: the model's slice size.
+    input_name: what the network's input is called (`physics.input_name`).
+  """
   def lam(b):
     return ":".join(f"{v:g}" for v in b["lambda"])
 
   def value(v, fmt):  # null: infinite (an exact reconstruction) or NaN
     return "∞" if v is None else f"{v:{fmt}}"
 
-  parts = [f"zero-filled input PSNR {value(scores['zero_filled']['psnr'], '.2f')} dB, "
+  name = input_name if input_name.endswith("input") else f"{input_name} input"
+  parts = [f"{name} PSNR {value(scores['zero_filled']['psnr'], '.2f')} dB, "
            f"SSIM {value(scores['zero_filled']['ssim'], '.3f')}"]
   for m, unit, fmt in (("psnr", " dB", ".2f"), ("ssim", "", ".3f")):
     if m in scores["best"]:

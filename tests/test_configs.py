@@ -184,3 +184,14 @@ def test_impossible_values_of_any_type_are_config_errors(field, value, match):
   (config[section] if section else config)[name] = value
   with pytest.raises(train.ConfigError, match=match):
     train.check_config(config)
+
+
+def test_denoising_without_noise_is_refused():
+  # σ = 0: the input is the ground truth, whose infinite PSNR left every
+  # slice out of the statistics (NaN validation PSNR, a report that failed).
+  config = configs.load("demo_denoise", "quick")
+  config.task.sigma = 0.0
+  with pytest.raises(train.ConfigError, match=r"config\.task\.sigma must be > 0"):
+    train.check_config(config)
+  config.task.sigma = 0.05
+  train.check_config(config)

@@ -42,6 +42,9 @@ def test_the_best_is_the_highest_psnr_and_ssim_and_the_lowest_hfen():
       "scores against the scan, on the model's 64×64 slices (7 slices with foreground): "
       "zero-filled input PSNR 20.00 dB, SSIM 0.400; best PSNR 27.00 dB at λ = 0.1; "
       "best SSIM 0.800 at λ = 0.3")
+  # Another task's input by its own name (`physics.input_name`), not "zero-filled".
+  assert scan_scores.describe(s, 64, "noisy input").split(": ")[1].startswith(
+      "noisy input PSNR 20.00 dB")
 
 
 def test_nan_means_are_never_best_and_an_all_nan_metric_has_none():

@@ -338,8 +338,10 @@ def _check_task(task, size: int) -> None:
     _require(task.noise_sigma >= 0, "config.task.noise_sigma must be ≥ 0",
              task.noise_sigma)
   elif task.name == "denoise":
-    _require(math.isfinite(task.sigma) and task.sigma >= 0,
-             "config.task.sigma must be ≥ 0", task.sigma)
+    # σ = 0 makes the input the ground truth: no task to learn, and its PSNR is
+    # infinite, which leaves every slice out of the statistics.
+    _require(math.isfinite(task.sigma) and task.sigma > 0,
+             "config.task.sigma must be > 0 (the noise's standard deviation)", task.sigma)
   elif task.name == "superres":
     _require(isinstance(task.factor, int) and task.factor >= 2,
              "config.task.factor must be an integer ≥ 2", task.factor)
