@@ -25,6 +25,7 @@ voxels to be trusted.
 """
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -204,9 +205,7 @@ def slicing_axis(path: str, ras_shape, configured, requested=None) -> tuple[int,
       than `MIN_PLANE` voxels.
   """
   ras_shape = tuple(int(n) for n in ras_shape)
-
-  def plane(a):
-    return [n for i, n in enumerate(ras_shape) if i != a]
+  plane = functools.partial(slicing.plane_sides, ras_shape)
 
   def fits(a):
     return min(plane(a)) >= MIN_PLANE
@@ -279,10 +278,7 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
                             "singular (a zero voxel size or repeated axes), so the volume "
                             "has no orientation; fix the header")
   # The RAS shape from the header alone: the plane is chosen before any voxel is read.
-  ornt = nib.orientations.io_orientation(img.affine)
-  ras_shape = [0, 0, 0]
-  for n, (out_axis, _) in zip(shape, ornt):
-    ras_shape[int(out_axis)] = n
+  ras_shape = slicing.ras_shape(shape, nib.orientations.io_orientation(img.affine))
   axis, axis_note = slicing_axis(path, ras_shape, config.data.axis, axis)
   try:
     canonical = nib.as_closest_canonical(img)

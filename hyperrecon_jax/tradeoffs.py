@@ -144,10 +144,9 @@ def gallery_candidates(psnrs, tolerance_db: float, lambdas=None) -> np.ndarray:
   psnrs = np.asarray(psnrs, np.float64)
   if not np.isfinite(psnrs).any():
     raise errors.InputError("no λ of this slice has a finite PSNR: there is no gallery to show.")
-  good = psnrs >= np.nanmax(psnrs) - tolerance_db
+  keep = np.flatnonzero(psnrs >= np.nanmax(psnrs) - tolerance_db)
   if lambdas is not None:
-    good &= np.isin(np.arange(len(psnrs)), hparams.distinct(lambdas))
-  keep = np.flatnonzero(good)
+    keep = np.intersect1d(keep, hparams.distinct(lambdas))
   order = keep[np.argsort(-psnrs[keep], kind="stable")]
   return order[:MAX_GALLERY_CANDIDATES]
 

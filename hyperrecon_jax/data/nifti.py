@@ -124,7 +124,7 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
       voxel grid.
   """
   nib = common.require("nibabel")
-  shapes, axes = [], []
+  shapes, axes, orientations = [], [], []
   for rel, what in ((image_rel, "image"), (label_rel, "label volume")):
     if rel is None:
       continue
@@ -132,6 +132,7 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
     try:
       header = nib.load(path)
       shape, codes = tuple(header.shape), "".join(nib.aff2axcodes(header.affine))
+      orientation = nib.orientations.io_orientation(header.affine)
     except Exception as err:  # nibabel raises many types for bad files.
       raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
     if len(shape) == 4 and shape[3] == 1:
@@ -140,7 +141,9 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
       raise common.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
     shapes.append(shape)
     axes.append(codes)
-  _check_planes(os.path.join(manual_dir, image_rel), shapes[0], axes[0], axis)
+    orientations.append(orientation)
+  _check_planes(os.path.join(manual_dir, image_rel),
+                slicing.ras_shape(shapes[0], orientations[0]), axis)
   if len(shapes) < 2:
     return
   label_path, image_path = (os.path.join(manual_dir, r) for r in (label_rel, image_rel))
@@ -158,19 +161,13 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
         "header (affine).")
 
 
-def _check_planes(path: str, shape, codes: str, axis) -> None:
+def _check_planes(path: str, ras_shape, axis) -> None:
   """Refuses a volume whose planes along ``axis`` are narrower than `slicing.MIN_PLANE`."""
-  # The RAS shape from the header's axis codes ('L' or 'R' is the first RAS
-  # axis, and so on).
-  ras = [0, 0, 0]
-  for n, code in zip(shape, codes):
-    ras["LRPAIS".index(code) // 2] = int(n)
-  ax = common.axis_index(axis)
-  plane = [n for a, n in enumerate(ras) if a != ax]
-  if min(plane) < slicing.MIN_PLANE:
+  h, w = slicing.plane_sides(ras_shape, axis)
+  if min(h, w) < slicing.MIN_PLANE:
     raise common.DataError(
-        f"{path}: has RAS shape {tuple(ras)}, so its {common.axis_name(axis)} planes are "
-        f"{plane[0]}×{plane[1]} voxels, narrower than {slicing.MIN_PLANE}: each would "
+        f"{path}: has RAS shape {ras_shape}, so its {common.axis_name(axis)} planes are "
+        f"{h}×{w} voxels, narrower than {slicing.MIN_PLANE}: each would "
         "be a strip stretched over the whole image. Remove the file, or slice along "
         "another axis (config.data.axis).")
 

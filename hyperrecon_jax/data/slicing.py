@@ -38,6 +38,27 @@ CROP_MARGIN = 4
 MIN_PLANE = 8
 
 
+def ras_shape(shape: Sequence[int], orientation) -> tuple[int, int, int]:
+  """A volume's shape in RAS axis order, from its header alone (no voxel read).
+
+  Args:
+    shape: the stored voxel shape (its first three axes).
+    orientation: ``nibabel.orientations.io_orientation`` of its affine:
+      for each stored axis, its RAS axis and direction.
+  """
+  out = [0, 0, 0]
+  for n, (ras_axis, _) in zip(shape, orientation):
+    out[int(ras_axis)] = int(n)
+  return tuple(out)
+
+
+def plane_sides(shape: Sequence[int], axis) -> tuple[int, int]:
+  """The sides of the planes cut along ``axis`` of a RAS ``shape``: the two other axes."""
+  ax = common.axis_index(axis)
+  h, w = (int(n) for a, n in enumerate(shape) if a != ax)
+  return h, w
+
+
 def normalize_percentile(volume: np.ndarray, percentile: float) -> np.ndarray:
   """Divides by a high percentile of the positive voxels and clips to [0, 1].
 
