@@ -337,3 +337,17 @@ def test_volumes_the_model_cannot_read_right_are_refused_by_name(tmp_path, kind)
   }[kind]
   with pytest.raises(hr.data.DataError, match=message):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds", axis="coronal"))
+
+
+def test_a_build_off_a_terminal_draws_no_bar_and_leaves_tfds_setting(tmp_path, capfd):
+  # Under pytest stderr is not a terminal, as in a log file. TFDS's tqdm bars
+  # end in carriage returns, which would hide the next line from grep.
+  rng = np.random.default_rng(3)
+  for i in range(3):
+    _save(_volume(rng)[0], tmp_path / f"s{i}.nii")
+  bars = hr.data.builder.tfds.core.utils.tqdm_utils
+  assert bars._active
+  hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+  err = capfd.readouterr().err
+  assert err.startswith("building the nifti dataset of ") and "\r" not in err
+  assert bars._active

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import contextlib
 import dataclasses
 import logging
+import sys
 from typing import Any
 
 import numpy as np
@@ -187,11 +188,21 @@ class _DropTfdsNoise(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_tfds():
-  """Silences expected TFDS log warnings inside the block."""
+  """Silences expected TFDS log warnings inside the block, and its bars off a terminal.
+
+  TFDS draws tqdm bars while it builds. Written to a log file, their carriage
+  returns put the next line (``error: ...``, ``data: ...``) after a ``\\r`` on
+  the bar's line, where ``grep '^error:'`` misses it; the scripts' own
+  progress (`hyperrecon_jax.progress`) draws a bar only on a terminal too.
+  """
   logger = logging.getLogger("absl")
   noise = _DropTfdsNoise()
   logger.addFilter(noise)
+  bars = tfds.core.utils.tqdm_utils
+  shown = getattr(bars, "_active", True)  # TFDS has no public getter
+  tfds.display_progress_bar(shown and sys.stderr.isatty())
   try:
     yield
   finally:
+    tfds.display_progress_bar(shown)
     logger.removeFilter(noise)
