@@ -24,6 +24,7 @@ import pytest
 
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
+from hyperrecon_jax import hparams
 from hyperrecon_jax import models
 from hyperrecon_jax import train
 from hyperrecon_jax.evaluators import validation
@@ -165,9 +166,10 @@ def test_validation_is_the_mean_over_slices_measured_by_their_ids(run_a):
   _assert_validation(got, _independent_validation(config, net, variables, lams), lams)
 
 
-def test_validation_of_two_hyperparameters_covers_the_corners(data_dir):
-  # Three loss terms: λ has two entries and validation runs at the four
-  # corners of the square and its centre.
+def test_validation_of_two_hyperparameters_covers_each_loss_once(data_dir):
+  # Three loss terms: λ has two entries and validation runs at the corners
+  # of the square, each a loss of its own ((1, 1) weights as (1, 0) does),
+  # and its centre.
   from hyperrecon_jax.train import step as step_lib
   config = make_config(data_dir)
   config.losses = ("mae", "ssim", "tv")
@@ -175,7 +177,9 @@ def test_validation_of_two_hyperparameters_covers_the_corners(data_dir):
   net = train.build_model(config)
   state = train.create_state(config, net, jax.random.key(0))
   lams = step_lib.validation_lambdas(2)
-  assert sorted(lams) == [(0.0, 0.0), (0.0, 1.0), (0.5, 0.5), (1.0, 0.0), (1.0, 1.0)]
+  assert sorted(lams) == [(0.0, 0.0), (0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
+  for num in (1, 2, 3):
+    assert len(hparams.distinct(np.asarray(step_lib.validation_lambdas(num)))) == num + 2
   got = validation.metrics(config, net, state.variables(), lams)
   _assert_validation(got, _independent_validation(config, net, state.variables(), lams), lams)
 

@@ -237,12 +237,15 @@ def _all_finite(tree):
 def validation_lambdas(num_lambdas: int):
   """λ at which validation reports: endpoints and middle (corners + centre).
 
-  From three hyperparameters on, the cube's corners are not the simplex's
-  vertices (most map to the same coefficients): the K vertices (each term
-  alone) and the centroid (equal coefficients) instead.
+  For two hyperparameters, three corners of the λ square: (1, 0) and (1, 1)
+  are one loss (λ1 = 1 leaves λ2 no weight), so (1, 1) would repeat (1, 0)'s
+  numbers as if λ2 had no effect. From three hyperparameters on, the cube's
+  corners are not the simplex's vertices (most map to the same
+  coefficients): the K vertices (each term alone) and the centroid (equal
+  coefficients) instead.
   """
   if num_lambdas == 2:
-    return [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5)]
+    return [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (0.5, 0.5)]
   if num_lambdas >= 3:
     k = num_lambdas + 1
     coeffs = np.concatenate([np.eye(k), np.full((1, k), 1.0 / k)]).astype(np.float32)
