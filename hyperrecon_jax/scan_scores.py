@@ -15,6 +15,7 @@ Metrics (`hyperrecon_jax.metrics`): PSNR and SSIM (higher is better) and HFEN
 import numpy as np
 
 from hyperrecon_jax import compilation
+from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics
 from hyperrecon_jax import results
 
@@ -113,7 +114,12 @@ def describe(scores: dict, size: int, input_name: str = "zero-filled") -> str:
     input_name: what the network's input is called (`physics.input_name`).
   """
   def lam(b):
-    return ":".join(f"{v:g}" for v in b["lambda"])
+    text = ":".join(f"{v:g}" for v in b["lambda"])
+    if len(b["lambda"]) < 2:
+      return text
+    # From three terms on λ is a stick-breaking code: the weights say more.
+    coeffs = np.asarray(hparams.coefficients(np.asarray([b["lambda"]], np.float32)))[0]
+    return f"{text} (c = {':'.join(f'{v:.3g}' for v in coeffs)})"
 
   def value(v, fmt):  # null: infinite (an exact reconstruction) or NaN
     return "∞" if v is None else f"{v:{fmt}}"

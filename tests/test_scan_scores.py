@@ -58,7 +58,8 @@ def test_nan_means_are_never_best_and_an_all_nan_metric_has_none():
   assert "hfen" not in s["best"]
   assert s["which"] == "every slice (none has enough foreground)"
   assert s["best"]["psnr"]["lambda"] == [0.6, 0.8]
-  assert "best SSIM 0.500 at λ = 0.2:0.4" in scan_scores.describe(s, 32)
+  # Three terms: c = (λ1, (1 − λ1)·λ2, (1 − λ1)(1 − λ2)).
+  assert "best SSIM 0.500 at λ = 0.2:0.4 (c = 0.2:0.32:0.48)" in scan_scores.describe(s, 32)
 
 
 def test_an_exact_reconstruction_is_best_and_written_as_null():
