@@ -71,6 +71,7 @@ def load(path, config, *, trained_on=None, flag="config.evals.baselines.workdir"
 
 def run(context, settings) -> None:
   from hyperrecon_jax.evaluators import lambda_set
+  from hyperrecon_jax.evaluators import loss_terms
   result = context.result
   if context.stack is None:
     stored = context.stored_test
@@ -81,8 +82,6 @@ def run(context, settings) -> None:
       result["baselines"] = {"stored": f"info.json of {result['pretrained']}",
                              **stored["baselines"]}
     return
-  from hyperrecon_jax import grid
-  from hyperrecon_jax import hparams
   model, variables, step = context.stack
   lams = np.asarray(model.lambdas, np.float32)
   scored = lambda_set.score(context, model, variables, lams)  # the same key: the same noise
@@ -92,8 +91,5 @@ def run(context, settings) -> None:
                                                     "per_slice", "unscored")}}
   if context.terms:
     terms = scored["loss_terms"]
-    for n, v in grid.weight_terms(model, variables, hparams.coefficients(lams),
-                                  context.config.losses).items():
-      terms["mean"][n] = [float(x) for x in v]
-      terms["names"].append(n)
+    loss_terms.add_weight_terms(terms, model, variables, lams, tuple(context.config.losses))
     result["baselines"]["loss_terms"] = {k: terms[k] for k in ("names", "mean", "std")}

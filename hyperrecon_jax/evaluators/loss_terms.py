@@ -7,19 +7,34 @@ scored per (slice, λ) by `lambda_set`; `hyperrecon_jax.tradeoffs` computes.
 import numpy as np
 
 
+def add_weight_terms(terms: dict, model, variables, lams, names) -> None:
+  """Adds the weight terms' values at each λ to a ``loss_terms`` section.
+
+  The image terms were scored per slice; a weight term (`grid.weight_terms`)
+  depends on λ alone. ``terms['names']`` then lists every term in the
+  config's order, as the report's ``pareto.terms`` does.
+
+  Args:
+    terms: the section (`evaluate.summarize_terms`), changed in place.
+    model, variables: the network whose weights are scored.
+    lams: (G, K − 1) λ.
+    names: the config's loss terms, in order.
+  """
+  from hyperrecon_jax import grid
+  from hyperrecon_jax import hparams
+  for n, v in grid.weight_terms(model, variables, hparams.coefficients(lams), names).items():
+    terms["mean"][n] = [float(x) for x in v]
+  terms["names"] = [n for n in names if n in terms["mean"]]
+
+
 def run(context, settings) -> None:
   del settings
   if not context.terms:
     return
-  from hyperrecon_jax import grid
-  from hyperrecon_jax import hparams
   from hyperrecon_jax import tradeoffs
   result, names = context.result, tuple(context.config.losses)
-  weights = grid.weight_terms(context.model, context.variables,
-                              hparams.coefficients(context.lam_grid), names)
-  for n, v in weights.items():
-    result["loss_terms"]["mean"][n] = [float(x) for x in v]
-    result["loss_terms"]["names"].append(n)
+  add_weight_terms(result["loss_terms"], context.model, context.variables, context.lam_grid,
+                   names)
   points = tradeoffs.term_points(result["loss_terms"], names)
   b_points = b_lams = None
   if context.stack is not None:
