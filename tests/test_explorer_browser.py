@@ -168,6 +168,45 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
   shown(items[1]["lam"][0])
   assert "current" in find("gallery-1").get_attribute("class")
 
+  # Keyboard: a gallery item is a button (Enter), the pad is not on this page.
+  from selenium.webdriver.common.keys import Keys
+  find("gallery-0").send_keys(Keys.ENTER)
+  shown(items[0]["lam"][0])
+  assert find("recon-caption").text == f"reconstruction at λ = {items[0]['lam'][0]:.3f}"
+  assert find("lam-meaning").text.startswith("loss = (1 − λ)·dc + λ·tv")
+
+  # Images at a whole multiple of their pixels: 64 px at 3×; 256 px at 1×, not
+  # squeezed to 192 (which drops rows); a thumbnail smaller than the image smoothed.
+  assert find("img-recon").size == {"width": 192, "height": 192}
+  fitted = driver.execute_script(
+      "const i = document.createElement('img'), j = document.createElement('img');"
+      "fitImage(i, 256, 192); fitImage(j, 256, 128, true);"
+      "return [i.style.width, i.style.imageRendering, j.style.width, j.style.imageRendering];")
+  assert fitted == ["256px", "pixelated", "128px", "auto"]
+
+  # A diverse "pair" of one reconstruction (a small grid keeps one λ in the top
+  # 10 %: evaluate.diverse_pair returns it twice) is said to be none.
+  one = curve["best"]["psnr"]["index"]
+  driver.execute_script("state.curve.diverse.indices = [arguments[0], arguments[0]];", one)
+  find("diverse").click()
+  assert find("pair-text").text.startswith("no diverse pair: of the ")
+  assert not find("toggle").is_enabled()
+
+  # A slice change clears what the old slice's λ set drew, at once; asked for
+  # twice in a row, the page is idle only once the second slice's set is shown.
+  n = len(driver.find_elements(By.CSS_SELECTOR, "#slice option"))
+  other = [(index + 3) % n, (index + 5) % n]
+  cleared = driver.execute_script(
+      "const s = document.getElementById('slice');"
+      "for (const v of arguments[0]) { s.value = String(v); s.dispatchEvent(new Event('change')); }"
+      "return [document.getElementById('img-range').hasAttribute('src'),"
+      "        document.getElementById('range-max').textContent, document.body.dataset.state];",
+      other)
+  assert cleared == [False, "–", "busy"]
+  wait.until(idle)
+  assert driver.execute_script("return state.curveSlice") == other[1]
+  assert find("range-max").text == f"{api(server, '/api/curve', slice=other[1])['range_max']:.3f}"
+
   errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
   assert not errors, errors
 

@@ -9,7 +9,7 @@
 
 const state = { info: null, slice: 0, lam: [0.5], coeffs: [0.5, 0.5], by: "lam", curve: null,
                 pair: null, pairSide: 0, inflight: false, pending: false, curveSlice: -1,
-                axis: 0, curveLoading: false };
+                axis: 0, curveLoading: false, curveTicket: 0 };
 const $ = (id) => document.getElementById(id);
 let METRICS = ["psnr", "ssim", "hfen"];  // and "dice" with a segmenter (info.metrics)
 const LABELS = { psnr: "PSNR (dB)", ssim: "SSIM", hfen: "HFEN (lower is better)",
@@ -23,6 +23,16 @@ function clamp01(v) { return Math.min(1, Math.max(0, isFinite(v) ? v : 0)); }
 function numCoeffs() { return state.info.num_coeffs; }
 // λ sets of K ≤ 3 terms are grids in λ; beyond, a design of points in c.
 function byCoeffs() { return numCoeffs() >= 4; }
+
+// An image is drawn at a whole multiple of its pixels near `target` (64 px at 3× for
+// 192), never squeezed: a browser shrinking 256 px to 192 drops every fourth row and
+// column, so a 256-px image is drawn at 1×. A thumbnail (`shrink`) smaller than the
+// image is averaged down instead (smooth, not sampled).
+function fitImage(img, size, target, shrink = false) {
+  const scale = shrink ? Math.floor(target / size) : Math.max(1, Math.floor(target / size));
+  img.style.width = img.style.height = (scale >= 1 ? size * scale : target) + "px";
+  img.style.imageRendering = scale >= 1 ? "pixelated" : "auto";
+}
 
 function setBusy() {
   document.body.dataset.state = (state.inflight || state.pending || state.curveLoading) ? "busy" : "idle";
@@ -105,6 +115,7 @@ function pointChanged(source) {
     if (input) { $("coeff-val-" + k).textContent = v.toFixed(3); }
   });
   $("lam-text").textContent = lamText(state.lam);
+  $("recon-caption").textContent = "reconstruction at " + pointText(state);
   $("coeff-text").textContent = state.info.losses.map((n, k) => n + " " + state.coeffs[k].toFixed(3)).join(" · ");
   $("coeff-text").dataset.coeffs = lamParam(state.coeffs);
   const base = "api/download?slice=" + state.slice + "&" + pointQuery();
@@ -113,6 +124,13 @@ function pointChanged(source) {
   markGallery();
   drawCurves();
   requestRecon();
+}
+
+function padKey(event) {  // arrows move λ1 (←, →) and λ2 (↓, ↑) by 0.01
+  const step = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowDown: [0, -1], ArrowUp: [0, 1] }[event.key];
+  if (!step) { return; }
+  event.preventDefault();
+  setLam([state.lam[0] + 0.01 * step[0], state.lam[1] + 0.01 * step[1]], "pad");
 }
 
 function padEvent(event) {
@@ -204,14 +222,18 @@ async function requestRecon() {
 function bestButtons() { return METRICS.map((m) => "best-" + m); }
 
 async function loadCurve() {
-  const slice = state.slice;
+  const slice = state.slice, ticket = ++state.curveTicket;
   state.curveLoading = true; setBusy();
   $("status").textContent = "computing the λ set of slice " + slice + "…";
   for (const id of [...bestButtons(), "diverse", "toggle"]) { $(id).disabled = true; }
+  // What was drawn from the previous slice's λ set goes until this one's arrives.
   $("gallery").replaceChildren();
+  $("img-range").removeAttribute("src");
+  $("range-max").textContent = "–";
+  $("gallery-text").textContent = "gallery: waiting for the λ set of slice " + slice;
   try {
     const c = await getJSON("api/curve?slice=" + slice);
-    if (slice !== state.slice) { return; }
+    if (ticket !== state.curveTicket) { return; }  // a later slice was asked for
     state.curve = c; state.curveSlice = slice;
     $("img-range").src = c.range;
     $("range-max").textContent = c.range_max.toFixed(3);
@@ -221,9 +243,10 @@ async function loadCurve() {
     showGallery();
     drawCurves();
   } catch (e) {
-    showError(String(e.message || e));
+    if (ticket === state.curveTicket) { showError(String(e.message || e)); }
   } finally {
-    state.curveLoading = false; setBusy();
+    // Only the request of the slice shown ends the wait: a discarded one is not it.
+    if (ticket === state.curveTicket) { state.curveLoading = false; setBusy(); }
   }
 }
 
@@ -246,12 +269,18 @@ function showGallery() {
     figure.className = "gallery-item";
     figure.id = "gallery-" + j;
     figure.dataset.index = String(item.index);
+    figure.tabIndex = 0;
+    figure.setAttribute("role", "button");
     const img = document.createElement("img");
     img.src = item.image; img.alt = "candidate " + (j + 1);
+    fitImage(img, state.info.image_size, 128, true);
     const caption = document.createElement("figcaption");
     caption.textContent = fmt(item.metrics.psnr, 2) + " dB · " + pointText(item);
     figure.append(img, caption);
     figure.addEventListener("click", () => goIndex(item.index));
+    figure.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); goIndex(item.index); }
+    });
     box.appendChild(figure);
   });
   markGallery();
@@ -368,6 +397,15 @@ function pairText(k) {
 
 function showPair() {
   const d = state.curve.diverse;
+  if (d.indices[0] === d.indices[1]) {  // evaluate.diverse_pair keeps one: no pair
+    state.pair = null;
+    $("pair-text").textContent = "no diverse pair: of the " + state.curve.lambdas.length +
+        " λ of this slice, only (" + pairText(d.indices[0]) + ") is in the top 10 % by PSNR; " +
+        "the gallery below shows the good ones";
+    $("toggle").disabled = true;
+    goIndex(d.indices[0]);
+    return;
+  }
   state.pair = d.indices; state.pairSide = 0;
   $("pair-text").textContent = "diverse pair: (" + pairText(d.indices[0]) + ") and (" +
       pairText(d.indices[1]) + "), ℓ2 distance " + d.distance.toFixed(3) + "; showing the first";
@@ -430,6 +468,10 @@ async function start() {
   $("input-caption").textContent = input === "zero-filled" ? "input (zero-filled magnitude)" : input;
   $("img-zero_filled").alt = input;
   if (info.task.mask_image) { $("mask-img").src = info.task.mask_image; $("mask-img").hidden = false; }
+  for (const k of ["truth", "zero_filled", "recon", "error", "range"]) {
+    fitImage($("img-" + k), info.image_size, 192);
+  }
+  fitImage($("mask-img"), info.image_size, 64, true);
   $("source").textContent = info.source + ", " + info.num_slices + " slices";
   info.slices.forEach((s, i) => {
     const option = document.createElement("option");
@@ -445,6 +487,8 @@ async function start() {
   });
   if (info.num_lambdas === 1) {
     $("one-lambda").hidden = false;
+    $("lam-meaning").textContent = "loss = (1 − λ)·" + info.losses[0] + " + λ·" + info.losses[1] +
+        ": λ = 0 weights " + info.losses[0] + " alone, λ = 1 " + info.losses[1] + " alone";
     const slider = $("lam-slider");
     const onSlide = () => setLam([Number(slider.value)], "slider");
     slider.addEventListener("input", onSlide);
@@ -457,6 +501,7 @@ async function start() {
     $("two-lambda").hidden = false;
     $("ternary-box").hidden = false;
     dragging($("pad"), padEvent);
+    $("pad").addEventListener("keydown", padKey);
     dragging($("ternary"), ternaryEvent);
   }
   if (byCoeffs()) {  // a design in c: curves against one coefficient, chosen here
