@@ -30,7 +30,8 @@ def checked_config(holder):
 
   Returns:
     The config, its ``data.manual_dir`` made absolute: the run's files name
-    the folder it read, wherever a later command starts.
+    the folder it read, wherever a later command starts; ``losses`` given as
+    ``dc,tv`` split into its names.
 
   Raises:
     InputError: naming the first missing, unknown or None field (with the
@@ -50,6 +51,11 @@ def checked_config(holder):
   from hyperrecon_jax.data import common
   with config.unlocked():
     config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
+    # ml_collections reads --config.losses=dc,tv (no brackets) as the one name
+    # 'dc,tv'; no term's name holds a comma, so it can only mean the list.
+    if any("," in str(name) for name in config.losses):
+      config.losses = tuple(part.strip() for name in config.losses
+                            for part in str(name).split(",") if part.strip())
   return config
 
 

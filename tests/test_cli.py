@@ -68,6 +68,9 @@ def assert_one_error_line(proc, pattern):
     (DEMO, "--config.train.max_to_keep=-1", r"max_to_keep must be ≥ 0"),
     (DEMO, "--config.hparams.endpoint_prob=2", r"endpoint_prob must lie in \[0, 1\]"),
     (SR, "--config.task.factor=0", r"config\.task\.factor must be an integer ≥ 2"),
+    # Without brackets the terms arrive as one name 'dc,tv,wavelet': split.
+    (DEMO, "--config.losses=dc,tv,wavelet", r"config\.loss_scales must hold one positive "
+     r"number per loss term, 3 for \('dc', 'tv', 'wavelet'\)"),
     (DEMO, "--config.train.no_such_field=1", r"bad override --config\.train\.no_such_field: "
      r"config\.train has no field 'no_such_field'; its fields: batch_size, checkpoint_every"),
 ])
