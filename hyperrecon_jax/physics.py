@@ -367,6 +367,28 @@ def _field(task_config, name: str):
     raise errors.InputError(f"task config lacks field {name!r}.") from None
 
 
+def task_fields(task: dict) -> tuple[str, ...]:
+  """The fields of a task config that `make_operator` reads for its task.
+
+  Args:
+    task: the task config as a dict (``name`` and its fields).
+
+  Returns:
+    ``'name'`` and the task's own fields (``center_fraction`` only for a
+    Cartesian mask); for an unknown task, every field of ``task``.
+  """
+  name = task.get("name")
+  if name == "csmri":
+    cartesian = str(task.get("mask", "")).startswith("cartesian")
+    return ("name", "acceleration", "mask", "mask_seed", "noise_sigma") + (
+        ("center_fraction",) if cartesian else ())
+  if name == "denoise":
+    return ("name", "sigma")
+  if name == "superres":
+    return ("name", "factor")
+  return tuple(task)
+
+
 def make_operator(task_config, image_shape: Sequence[int]):
   """Builds the forward operator of a task config.
 

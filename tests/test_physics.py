@@ -386,3 +386,26 @@ def test_input_name_says_what_each_task_feeds_the_network():
   assert set(physics.INPUT_NAMES) == set(physics.OPERATOR_NAMES)  # every task has one
   with pytest.raises(errors.InputError, match="task must be one of .* got 'mri'"):
     physics.input_name("mri")
+
+
+def test_a_run_is_bound_to_the_task_fields_its_operator_reads():
+  from hyperrecon_jax.train import configuration
+  base = {"name": "denoise", "acceleration": 8.0, "mask": "poisson", "mask_seed": 0,
+          "center_fraction": 0.08, "noise_sigma": 0.0, "sigma": 0.1, "factor": 4}
+
+  def diffs(a, b):
+    return configuration.incompatibilities({"task": a}, {"task": b})
+
+  # Denoising reads σ alone: another acceleration or factor is the same problem.
+  assert physics.task_fields(base) == ("name", "sigma")
+  assert diffs(base, {**base, "acceleration": 4.0, "factor": 2}) == []
+  assert diffs(base, {**base, "sigma": 0.2}) == ["task.sigma: 0.1 in the workdir, 0.2 now"]
+  # CS-MRI reads center_fraction only for a Cartesian mask.
+  csmri = {**base, "name": "csmri"}
+  assert diffs(csmri, {**csmri, "center_fraction": 0.04, "sigma": 0.3}) == []
+  cartesian = {**csmri, "mask": "cartesian_random"}
+  assert diffs(cartesian, {**cartesian, "center_fraction": 0.04}) == [
+      "task.center_fraction: 0.08 in the workdir, 0.04 now"]
+  # Another task: its name, and every field either task reads that differs.
+  assert diffs(base, {**base, "name": "superres", "factor": 2}) == [
+      "task.factor: 4 in the workdir, 2 now", "task.name: 'denoise' in the workdir, 'superres' now"]

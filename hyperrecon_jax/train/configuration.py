@@ -366,13 +366,21 @@ def _flat(node, prefix):
 
 
 def incompatibilities(old, new) -> list[str]:
-  """`BOUND_FIELDS` on which two config dicts differ, as readable strings."""
+  """`BOUND_FIELDS` on which two config dicts differ, as readable strings.
+
+  Of ``task``, only the fields its operator reads (`physics.task_fields`) are
+  bound: a denoising run does not depend on ``task.acceleration``.
+  """
+  from hyperrecon_jax import physics
   out = []
   for field in BOUND_FIELDS:
     try:
       a, b = _lookup(old, field), _lookup(new, field)
     except (KeyError, AttributeError, TypeError):
       continue
+    if field == "task" and isinstance(a, dict) and isinstance(b, dict):
+      read = set(physics.task_fields(a)) | set(physics.task_fields(b))
+      a, b = ({k: v for k, v in t.items() if k in read} for t in (a, b))
     if isinstance(a, dict) or isinstance(b, dict):
       a, b = dict(_flat(a, field)), dict(_flat(b, field))
       out += [f"{k}: {a.get(k)!r} in the workdir, {b.get(k)!r} now"
