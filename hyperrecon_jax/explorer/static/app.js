@@ -369,6 +369,17 @@ function drawLandscape(canvas, metric, title) {
     ctx.fillStyle = "#eee"; ctx.fillRect(0, top, side, side);
   }
   if (title) { ctx.fillStyle = "#222"; ctx.font = "12px sans-serif"; ctx.fillText(title, 4, 13); }
+  if (title && state.curve) {  // the colour scale, bright = good, beside the square
+    const [lo, hi] = range(state.curve.metrics[metric]), flip = LOWER_IS_BETTER.has(metric);
+    const x0 = side + 8, steps = 32;
+    for (let k = 0; k < steps; k++) {
+      ctx.fillStyle = colour(1 - (k + 0.5) / steps);
+      ctx.fillRect(x0, top + k * side / steps, 12, side / steps + 1);
+    }
+    ctx.fillStyle = "#222";
+    ctx.fillText((flip ? lo : hi).toPrecision(4), x0 + 16, top + 10);
+    ctx.fillText((flip ? hi : lo).toPrecision(4), x0 + 16, top + side);
+  }
   const x = state.lam[0] * side, y = top + (1 - state.lam[1]) * side;
   ctx.strokeStyle = "#fff"; ctx.lineWidth = 2; ctx.beginPath(); ctx.arc(x, y, 6, 0, 2 * Math.PI); ctx.stroke();
   ctx.strokeStyle = "#d62728"; ctx.beginPath(); ctx.arc(x, y, 4, 0, 2 * Math.PI); ctx.stroke();
