@@ -245,8 +245,21 @@ def train(data_config, *, num_classes: int, channels: int, steps: int, batch_siz
           "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
           "data": json.loads(data_config.to_json()),
           "data_splits": split_record.current(data_config),
+          "label_files": label_files(data_config),
           "validation_dice": validation_dice(trained, data_config)}
   return trained._replace(info=info)
+
+
+def label_files(data_config) -> dict[str, str] | None:
+  """{volume: SHA-256 of its label file} of a labelled folder; None for the embedded data.
+
+  The embedded MNI152's labels come with the package; a folder's label files
+  can be renumbered or replaced after a segmenter learned them.
+  """
+  if data_config.name != "nifti":
+    return None
+  from hyperrecon_jax.data import nifti
+  return nifti.label_digests(data_config.manual_dir)
 
 
 def label_classes(data_config) -> int:

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import segmentation
 from hyperrecon_jax import workdir as workdir_lib
@@ -27,6 +28,9 @@ from hyperrecon_jax.data import split_record
 WEIGHTS_FILE = "segmenter.msgpack"
 INFO_FILE = "segmenter.json"
 FORMAT = "hyperrecon_jax.segmenter/1"
+# The digest of segmenter.json's own content: the settings, the data record and
+# the weights' SHA-256 travel in it, so an edit would silently change them.
+INFO_DIGEST = "info_sha256"
 # The data fields a segmenter and the model it scores must share.
 IMAGE_FIELDS = ("name", "manual_dir", "image_size", "axis", "percentile",
                 "min_foreground", "split_fractions", "split_seed", "gap_slices")
@@ -73,40 +77,65 @@ def save(segmenter: segmentation.Trained, directory: str) -> None:
           segmenter.variables)))
   workdir_lib.write_bytes(os.path.join(directory, WEIGHTS_FILE), blob)
   info = dict(segmenter.info, format=FORMAT, sha256=hashlib.sha256(blob).hexdigest())
+  info[INFO_DIGEST] = checksums.json_digest(info)
   workdir_lib.write_text(os.path.join(directory, INFO_FILE),
                          json.dumps(info, indent=1, sort_keys=True) + "\n")
 
 
 def load(directory: str) -> segmentation.Trained:
-  """Reads a segmenter saved by `save`; ValueError names what is wrong."""
+  """Reads a segmenter saved by `save`.
+
+  Raises:
+    InputError: no ``segmenter.json``, or one that is not this format, was
+      edited (its own digest, ``info_sha256``), or lacks a setting; weights
+      that are missing, damaged (their SHA-256) or of other shapes.
+  """
   info_path = os.path.join(directory, INFO_FILE)
+  weights_path = os.path.join(directory, WEIGHTS_FILE)
   if not os.path.isfile(info_path):
     raise errors.InputError(f"{directory} holds no trained segmenter (no {INFO_FILE}; "
                             "train one with experiments/segmenter.py)")
   try:
     with open(info_path) as f:
       info = json.load(f)
+    if not isinstance(info, dict):
+      raise ValueError(f"a JSON {type(info).__name__}, not an object")
     if info.get("format") != FORMAT:
-      raise errors.InputError(f"format {info.get('format')!r}, expected {FORMAT!r}")
+      raise ValueError(f"format {info.get('format')!r}, expected {FORMAT!r}")
+    stored = info.pop(INFO_DIGEST, None)
+    if stored is not None and stored != checksums.json_digest(info):
+      raise ValueError("its content differs from the digest it was written with "
+                       f"({INFO_DIGEST}): it was edited or damaged. Train the segmenter again")
     module = segmentation.Segmenter(int(info["num_classes"]), int(info["channels"]))
-    with open(os.path.join(directory, WEIGHTS_FILE), "rb") as f:
-      blob = f.read()
+    size = int(info["data"]["image_size"])
   except (OSError, KeyError, TypeError, ValueError) as e:
     raise errors.InputError(f"{info_path}: not a readable segmenter ({e})") from None
+  try:
+    with open(weights_path, "rb") as f:
+      blob = f.read()
+  except OSError as e:
+    raise errors.InputError(f"{weights_path}, the segmenter's weights, cannot be read "
+                            f"({e.strerror}): train the segmenter again") from None
   if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
-    raise errors.InputError(f"{os.path.join(directory, WEIGHTS_FILE)} is damaged: its "
+    raise errors.InputError(f"{weights_path} is damaged: its "
                             f"SHA-256 differs from the one in {INFO_FILE}")
-  size = int(info["data"]["image_size"])
   template = jax.eval_shape(module.init, jax.random.key(0),
                             jnp.zeros((1, size, size), jnp.float32))
-  variables = flax.serialization.from_state_dict(
-      template, flax.serialization.msgpack_restore(blob))
+  try:
+    variables = flax.serialization.from_state_dict(
+        template, flax.serialization.msgpack_restore(blob))
+    shapes = jax.tree_util.tree_map(np.shape, variables)
+    if shapes != jax.tree_util.tree_map(np.shape, template):
+      raise ValueError("the weights' shapes differ from those of the settings")
+  except (ValueError, KeyError, TypeError) as e:
+    raise errors.InputError(f"{weights_path} does not fit the settings in {INFO_FILE} "
+                            f"({str(e).splitlines()[0]})") from None
   return segmentation.Trained(module, jax.tree_util.tree_map(jnp.asarray, variables), info)
 
 
 def check_data(segmenter: segmentation.Trained, data_config, where: str,
                split: str | None = None) -> None:
-  """Refuses a segmenter trained on other images, or on volumes of ``split``.
+  """Refuses a segmenter trained on other images or labels, or on volumes of ``split``.
 
   Args:
     segmenter: a loaded segmenter.
@@ -116,7 +145,8 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
       segmenter trained on (`split_record`: a folder that grew since).
 
   Raises:
-    InputError: naming the differing data fields, or the volumes.
+    InputError: naming the differing data fields, the label files changed
+      since (their SHA-256, ``label_files``), or the volumes.
   """
   mine = dict(segmenter.info["data"])
   theirs = json.loads(data_config.to_json())
@@ -129,6 +159,17 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
   if diffs:
     raise errors.InputError(f"the segmenter was trained on other images than {where}: "
                             + "; ".join(diffs))
+  recorded = segmenter.info.get("label_files")
+  if recorded:
+    now = segmentation.label_files(data_config) or {}
+    changed = sorted(n for n in recorded.keys() & now.keys() if recorded[n] != now[n])
+    if changed:
+      shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3
+                                         else "")
+      raise errors.InputError(
+          f"the label files of {shown} in {mine['manual_dir']} changed after the segmenter "
+          "learned them: its classes would be compared with labels that may number the "
+          "tissues otherwise. Train the segmenter again (experiments/segmenter.py)")
   if split is not None:
     split_record.check_record(segmenter.info.get("data_splits"), data_config, split,
                               learner="the segmenter",

@@ -527,10 +527,13 @@ def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_pa
              "--config.segmenter.steps=2")
   assert_one_error_line(proc, "already holds a trained segmenter")
   out = tmp_path / "report"
+  # The train split is scored as asked (both learned from it), and said to be.
   proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--config.eval.grid=3",
-             f"--config.evals.lambda_set.segmenter={seg}")
+             f"--config.evals.lambda_set.segmenter={seg}", "--split=train")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "segmentation Dice: zero-filled" in proc.stdout
+  assert ("slices of train, the split the model learned from and so did the segmenter: not "
+          "a held-out score") in proc.stdout
   with open(out / "lambda_grid.json") as f:
     result = json.load(f)
   assert len(result["mean"]["dice"]) == 3 and "ground_truth_dice" in result

@@ -10,11 +10,14 @@ import hashlib
 import json
 import os
 
+import configs
 import jax
 import loop_support
+import nibabel as nib
 import numpy as np
 import pytest
 
+from hyperrecon_jax import checksums
 from hyperrecon_jax import segmentation
 from hyperrecon_jax import segmenter_files
 
@@ -74,6 +77,32 @@ def test_a_damaged_missing_or_foreign_segmenter_is_named(saved, tmp_path):
   with pytest.raises(ValueError, match=r"not a readable segmenter \(format 'x/2', expected "):
     segmenter_files.load(str(other))
 
+  # An edit of the settings (a 64×64 segmenter passed off as 32×32) breaks the
+  # JSON's own digest; a JSON that is not an object is named as such.
+  edited = _copy(folder, tmp_path / "edited")
+  info = json.loads((edited / segmenter_files.INFO_FILE).read_text())
+  (edited / segmenter_files.INFO_FILE).write_text(json.dumps(
+      dict(info, data=dict(info["data"], image_size=64))))
+  with pytest.raises(ValueError, match=r"differs from the digest it was written with "
+                                       r"\(info_sha256\): it was edited"):
+    segmenter_files.load(str(edited))
+  (edited / segmenter_files.INFO_FILE).write_text("[1, 2]")
+  with pytest.raises(ValueError, match=r"not a readable segmenter \(a JSON list"):
+    segmenter_files.load(str(edited))
+  # Settings that do not fit the weights (rewritten with a fresh digest), and
+  # weights that are gone, are named, not a traceback at the first call.
+  info.pop(segmenter_files.INFO_DIGEST)
+  info["num_classes"] = 3
+  info[segmenter_files.INFO_DIGEST] = checksums.json_digest(info)
+  (edited / segmenter_files.INFO_FILE).write_text(json.dumps(info))
+  with pytest.raises(ValueError, match=r"segmenter\.msgpack does not fit the settings in "
+                                       r"segmenter\.json"):
+    segmenter_files.load(str(edited))
+  os.remove(edited / segmenter_files.WEIGHTS_FILE)
+  with pytest.raises(ValueError, match=r"segmenter\.msgpack, the segmenter's weights, cannot "
+                                       r"be read \(No such file or directory\)"):
+    segmenter_files.load(str(edited))
+
 
 def test_train_into_refuses_a_folder_that_holds_a_segmenter(saved):
   config, _, folder = saved
@@ -108,3 +137,27 @@ def test_a_segmenter_of_other_images_is_refused(saved):
                                        r"data\.image_size: 32 vs 64; data\.percentile: "):
     segmenter_files.check_data(seg, other, "the model")
   segmenter_files.check_data(seg, config.data, "the model")
+
+
+def test_label_files_changed_after_training_are_refused(saved, tmp_path):
+  # Classes renumbered under a trained segmenter (2 ↔ 3) would score its old
+  # classes against the new labels: same images, other meaning.
+  _, seg, _ = saved
+  rng = np.random.default_rng(1)
+  (tmp_path / "labels").mkdir()
+  for i in range(3):
+    image = rng.uniform(0, 1, (12, 12, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), str(tmp_path / f"s{i}.nii"))
+    label = rng.integers(0, 4, image.shape).astype(np.int16)
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / "labels" / f"s{i}.nii"))
+  data = configs.folder_data("nifti", tmp_path, tmp_path / "tfds", image_size=32)
+  assert sorted(segmentation.label_files(data)) == ["s0.nii", "s1.nii", "s2.nii"]
+  mine = segmentation.Trained(seg.module, seg.variables, {
+      "data": json.loads(data.to_json()), "label_files": segmentation.label_files(data)})
+  segmenter_files.check_data(mine, data, "the model")
+  path = str(tmp_path / "labels" / "s1.nii")
+  label = np.asarray(nib.load(path).dataobj)
+  nib.save(nib.Nifti1Image(np.choose(label, [0, 1, 3, 2]).astype(np.int16), np.eye(4)), path)
+  with pytest.raises(ValueError, match=r"the label files of s1\.nii in .* changed after the "
+                                       r"segmenter learned them"):
+    segmenter_files.check_data(mine, data, "the model")

@@ -84,6 +84,21 @@ def test_write_text_replaces_the_file_whole(tmp_path):
   assert os.listdir(tmp_path) == ["config.json"]  # no temporary file left
 
 
+def test_a_write_stopped_half_way_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+  path = str(tmp_path / "segmenter.json")
+  workdir.write_text(path, "old")
+
+  def interrupted(src, dst):
+    raise KeyboardInterrupt  # Ctrl-C between the write and the rename
+
+  monkeypatch.setattr(os, "replace", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    workdir.write_text(path, "new")
+  assert os.listdir(tmp_path) == ["segmenter.json"]
+  with open(path) as f:
+    assert f.read() == "old"
+
+
 # --- check_folder: what a trainer may write into ---------------------------------------
 
 

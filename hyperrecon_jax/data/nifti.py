@@ -221,6 +221,17 @@ def label_values(path: str) -> np.ndarray:
   return np.unique(np.asarray(label)).astype(np.int64)
 
 
+def label_digests(manual_dir: str) -> dict[str, str]:
+  """{image: SHA-256 of its label file's bytes} of every labelled volume of a folder.
+
+  A segmenter records them, so that its classes cannot be renumbered under it
+  (`segmenter_files.check_data`).
+  """
+  manual_dir = os.path.expanduser(manual_dir)
+  return {image: checksums.file_digest(os.path.join(manual_dir, label))
+          for image, label in find_files(manual_dir) if label is not None}
+
+
 def content_digest(manual_dir: str, image_rel: str, percentile: float) -> str:
   """The SHA-256 of a volume's normalized voxels, as a build records it."""
   return checksums.array_digest(read_volume(manual_dir, image_rel, None, percentile)[0])
