@@ -222,7 +222,7 @@ def _lam_text(lam):
 
 def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None, *,
                 errors: bool = False, metric_name: str = "PSNR", baseline=None,
-                input_name: str = "zero-filled"):
+                baseline_lams=None, input_name: str = "zero-filled"):
   """Ground truth, zero-filled input and reconstructions at several λ, side by side.
 
   Images share the grey [0, 1] range. Titles give λ and the metric (PSNR with
@@ -238,8 +238,11 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
     metric_values: optional (N,) values for the reconstructions' titles.
     errors: add the row of absolute-error maps.
     metric_name: the name shown with ``metric_values``.
-    baseline: optional (N, H, W) reconstructions of Unets trained at the same
-      λ, shown in a row under the HyperRecon row (paper Fig. 5a).
+    baseline: optional (N, H, W) reconstructions of Unets, shown in a row
+      under the HyperRecon row (paper Fig. 5a), each under the HyperRecon
+      reconstruction nearest its λ.
+    baseline_lams: the λ each Unet was trained at, shape as ``lams``; None:
+      ``lams`` (the HyperRecon row is at the Unets' own λ).
     input_name: the input's title (`physics.input_name` of the task).
 
   Returns:
@@ -268,6 +271,10 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
     if baseline.shape != recons.shape:
       raise InputError(f"baseline must have the shape of recons {recons.shape}, got "
                        f"shape {baseline.shape}.")
+    baseline_lams = lams if baseline_lams is None else np.asarray(baseline_lams, np.float64)
+    if baseline_lams.shape != lams.shape:
+      raise InputError(f"baseline_lams must have the shape of lams {lams.shape}, got shape "
+                       f"{baseline_lams.shape}.")
   images = [target, zf] + list(recons)
   titles = ["ground truth", f"{input_name}\nPSNR {_fmt(_psnr(zf, target))}"] + [
       f"λ = {_lam_text(lam)}\n{metric_name} {_fmt(v)}" for lam, v in zip(lams, values)]
@@ -289,7 +296,7 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
     ax = fig.add_subplot(rows, cols, rows * cols - cols + 1)
     ax.text(0.5, 0.5, "Unet trained\nat each λ", ha="center", va="center", fontsize=9)
     ax.set_axis_off()
-    for k, (img, lam) in enumerate(zip(baseline, lams)):
+    for k, (img, lam) in enumerate(zip(baseline, baseline_lams)):
       ax = fig.add_subplot(rows, cols, rows * cols - cols + 3 + k)
       ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
       ax.set_title(f"Unet λ = {_lam_text(lam)}\nPSNR {_fmt(_psnr(img, target))}", fontsize=8)

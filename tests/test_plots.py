@@ -69,6 +69,21 @@ def test_slice_panel(tmp_path):
   _read(path, (1.9 * 5, 2 * 2.1 + 0.2))
 
 
+def test_the_unet_row_is_titled_with_each_unet_s_own_lambda(tmp_path, monkeypatch):
+  # A grid without the Unets' λ (--grid=4: 0, 1/3, 2/3, 1) shows HyperRecon at
+  # the nearest grid λ; each Unet keeps the λ it was trained at.
+  target, zf, recons = _slice()
+  texts = _drawn_texts(monkeypatch, lambda: plots.slice_panel(
+      target, zf, recons, [0.0, 1 / 3, 1.0], tmp_path / "p.png", baseline=recons,
+      baseline_lams=[0.0, 0.5, 1.0]))
+  unets = [t.split("\n")[0] for t in texts if t.startswith("Unet λ")]
+  assert unets == ["Unet λ = 0.00", "Unet λ = 0.50", "Unet λ = 1.00"], texts
+  assert any(t.startswith("λ = 0.33\n") for t in texts), texts
+  with pytest.raises(ValueError, match=r"baseline_lams must have the shape of lams \(3,\)"):
+    plots.slice_panel(target, zf, recons, [0.0, 0.5, 1.0], tmp_path / "q.png",
+                      baseline=recons, baseline_lams=[0.0, 1.0])
+
+
 def _drawn_texts(monkeypatch, draw):
   """The titles and legend entries of the figure ``draw()`` saves."""
   texts = []

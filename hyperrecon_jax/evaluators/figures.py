@@ -270,6 +270,7 @@ def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery
         b_model, b_variables, shown.zf, hparams.coefficients(b_lams), chunk=shown.chunk))
   plots.slice_panel(shown.image, shown.zf_mag, shown.reconstruct(picks), lam_grid[picks],
                     os.path.join(tmp, "slices.png"), errors=True, baseline=baseline_row,
+                    baseline_lams=None if baseline_row is None else b_lams,
                     input_name=result["input_name"])
   g = result["gallery"]
   captions = [f"{_caption(result, i)}\nPSNR {p:.2f} dB, SSIM {s:.3f}" for i, p, s in zip(
