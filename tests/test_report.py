@@ -227,6 +227,22 @@ def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
   with pytest.raises(ValueError, match="not a run of per-λ baselines"):
     report.run(workdir, out=str(tmp_path / "out"),
                overrides={"evals.baselines.workdir": workdir}, progress=False)
+  # Other loss scales: harmless at λ = 0 and 1 (one term each) and when
+  # proportional; at a λ that mixes the terms the Unet minimized another loss.
+  from hyperrecon_jax.evaluators import baselines as baselines_evaluator
+  scales = np.asarray(config.loss_scales, np.float64)
+  for lams, factors, refused in (([(0.0,), (1.0,)], (1.0, 3.0), False),
+                                 ([(0.5,)], (2.0, 2.0), False),
+                                 ([(0.0,), (0.5,)], (1.0, 3.0), True)):
+    stack = baselines.stack_config(config, lams)
+    stack.loss_scales = tuple(float(v) for v in scales * factors)
+    folder = loop_support.save_untrained(stack, str(tmp_path / f"scales_{len(lams)}_{refused}"))
+    if refused:
+      with pytest.raises(ValueError, match=r"trained with loss_scales .*: the Unets at λ = "
+                                           r"\(0\.5\), which mix the terms, minimized"):
+        baselines_evaluator.load(folder, config)
+    else:
+      baselines_evaluator.load(folder, config)
   assert not (tmp_path / "out").exists()
 
 

@@ -66,7 +66,33 @@ def load(path, config, *, trained_on=None, flag="config.evals.baselines.workdir"
   if diffs:
     raise errors.InputError(f"the baselines in {path} were trained for another "
                             f"problem: {'; '.join(diffs)}")
+  _check_scales(path, train.stack_lambdas(model), b_config.loss_scales, config.loss_scales)
   return model, variables, step
+
+
+def _check_scales(path, lambdas, theirs, mine) -> None:
+  """Refuses Unets that minimized another weighting of the terms than the model's λ means.
+
+  A Unet trained at a λ that weights one term alone learns the same whatever
+  the scales (the scale-measuring stack, at λ = 0 and 1, has all of them 1),
+  and scales that are proportional weight every λ alike. Otherwise a Unet at λ
+  minimized Σ c_k(λ)·term_k/s'_k, another λ of the model's loss, so the
+  objective and the curves would not compare like with like.
+  """
+  from hyperrecon_jax import hparams
+  theirs, mine = np.asarray(theirs, np.float64), np.asarray(mine, np.float64)
+  coeffs = np.asarray(hparams.coefficients(np.asarray(lambdas, np.float32)))
+  mixed = [lam for lam, c in zip(lambdas, coeffs) if np.count_nonzero(c) > 1]
+  if not mixed or np.allclose(theirs / theirs[0], mine / mine[0], rtol=1e-6, atol=0):
+    return
+  shown = ", ".join("(" + ", ".join(f"{v:g}" for v in lam) + ")" for lam in mixed[:3])
+  raise errors.InputError(
+      f"the baselines in {path} were trained with loss_scales "
+      f"({', '.join(f'{v:.6g}' for v in theirs)}), the model with "
+      f"({', '.join(f'{v:.6g}' for v in mine)}): the Unets at λ = {shown}, which mix the "
+      "terms, minimized another weighting than the model's λ there, so the objective and the "
+      "curves would not compare like with like. Train them with the model's scales "
+      f"(--config.loss_scales=\"({', '.join(f'{v:.6g}' for v in mine)})\")")
 
 
 def run(context, settings) -> None:
