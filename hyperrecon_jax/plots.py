@@ -107,7 +107,8 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
       # Stored results of older shipped models have means only.
       b_std = np.array(b["std"][m], np.float64) if "std" in b else None
       ax.errorbar(np.asarray(b["lambdas"], np.float64)[:, 0], b_mean, yerr=b_std,
-                  fmt="s", ms=4, color="C1", capsize=2, lw=1, label="Unet at λ")
+                  fmt="s", ms=4, color="C1", capsize=2, lw=1,
+                  label="Unet at λ" + (" (±1 std)" if b_std is not None else ""))
     if result["best"].get(m) is not None:
       best = results.best_lambda(result, m)
       ax.plot([best.lam[0]], [best.value], "o", color="C3",

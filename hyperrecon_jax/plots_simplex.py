@@ -119,8 +119,10 @@ def _ternary_frame(ax):
 
 def _ternary_points(ax, xy, finite, marks, names):
   """Draws the evaluated points, the marks and the corners' names on ``ax``."""
+  # A three-term grid holds copies of one weighting (λ1 = 1): one point each.
+  distinct = len(np.unique(xy[finite].round(9), axis=0))
   ax.plot(xy[finite, 0], xy[finite, 1], ".", color="k", ms=2, alpha=0.35,
-          label=f"evaluated ({finite.sum()})")
+          label=f"evaluated ({distinct})")
   if not finite.all():
     ax.plot(xy[~finite, 0], xy[~finite, 1], "x", color="0.35", ms=4,
             label=f"no value ({(~finite).sum()})")

@@ -212,13 +212,13 @@ def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):
 
 
 @pytest.mark.parametrize("flags, pattern", [
-    (["--config.eval.grid=0"], r"config\.eval\.grid must be an integer ≥ 1, got 0"),
+    (["--config.eval.grid=0"], r"config\.eval\.grid must be an integer ≥ 2, got 0"),
     (["--config.eval.chunk=0"], r"config\.eval\.chunk"),
     (["--config.evals.figures.panel_lambdas=0"], r"config\.evals\.figures\.panel_lambdas"),
     (["--step=0"], r"--step"),
     (["--config.eval.split=tset"], r"config\.eval\.split must be one of .*'tset'"),
     # The shorthands are checked as the fields they set.
-    (["--grid=0"], r"config\.eval\.grid must be an integer ≥ 1, got 0"),
+    (["--grid=1"], r"config\.eval\.grid must be an integer ≥ 2, got 1"),
     (["--split=tset"], r"config\.eval\.split must be one of .*'tset'"),
     (["--grid=3", "--config.eval.grid=4"],
      r"--grid and --config\.eval\.grid set the same setting: give one of them"),

@@ -122,7 +122,7 @@ def test_an_empty_folder_takes_the_report(workdir, tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("eval.grid", 0, "eval.grid must be an integer ≥ 1"),
+    ("eval.grid", 0, "eval.grid must be an integer ≥ 2"),
     ("eval.chunk", -1, "eval.chunk must be an integer ≥ 1"),
     ("evals.figures.panel_lambdas", 0, "panel_lambdas must be an integer ≥ 1"),
     ("eval.split", "tset", "eval.split must be one of"),

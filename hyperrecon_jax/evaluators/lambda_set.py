@@ -30,7 +30,7 @@ def _integer(name, value, low):
 
 def check(config, settings) -> None:
   from hyperrecon_jax.data import SPLITS
-  _integer("eval.grid", config.eval.grid, 1)
+  _integer("eval.grid", config.eval.grid, 2)  # λ values per axis, both ends included
   _integer("eval.chunk", config.eval.chunk, 1)
   _integer("eval.samples", config.eval.samples, 0)
   _integer("eval.gallery_size", config.eval.gallery_size, 1)

@@ -304,8 +304,8 @@ def _check_hparams(hp) -> None:
 
 def _check_eval(config, k: int) -> None:
   """The evaluation's fields, with hparams.alpha before eval.chunk."""
-  _require(config.eval.grid >= 1, "config.eval.grid must be ≥ 1",
-           config.eval.grid)
+  _require(config.eval.grid >= 2, "config.eval.grid must be ≥ 2 (λ values per axis, both "
+           "ends included)", config.eval.grid)
   _require(config.eval.samples == 0 or config.eval.samples >= k,
            f"config.eval.samples must be 0 (a grid) or ≥ the {k} vertices of the simplex",
            config.eval.samples)
