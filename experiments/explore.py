@@ -99,7 +99,9 @@ def main(argv):
         raise errors.InputError(f"--data={_DATA.value} is shown whole, as the test split of "
                                 f"its evaluation-only build: --split={split} does not apply")
       from hyperrecon_jax import data
+      from hyperrecon_jax.data import split_record
       scored = data.folder_config(config.data, _DATA.value)
+      split_record.check_slices(config.data, scored, f"the model {name}")
       with config.unlocked():
         config.data = scored
       source = f"every volume of {config.data.manual_dir}"

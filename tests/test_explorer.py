@@ -498,3 +498,21 @@ def test_the_script_explores_every_volume_of_another_folder(run_a, env, tmp_path
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
   assert proc.returncode == 130
+
+
+def test_a_folder_holding_a_padded_copy_of_the_training_data_is_refused(env, tmp_path):
+  # The shipped 64×64 model learned from the MNI152 template; a copy padded
+  # with zeros is another file with other voxels but gives its slices back.
+  import nibabel as nib
+  import numpy as np
+
+  from hyperrecon_jax.data import mni152
+  t1 = nib.load(mni152.template_paths()["t1"])
+  padded = np.pad(np.asarray(t1.dataobj), ((0, 0), (0, 0), (4, 0)))
+  nib.save(nib.Nifti1Image(padded, t1.affine), str(tmp_path / "padded.nii.gz"))
+  proc = run_script("--pretrained=mni152_csmri8x_dc_tv", f"--data={tmp_path}", env=env)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+  assert len(errors) == 1 and re.search(
+      r"slices of .* are, bit for bit, slices the model mni152_csmri8x_dc_tv "
+      r"trained or validated on: padded\.nii\.gz", errors[0]), proc.stderr[-2000:]

@@ -495,6 +495,24 @@ def test_a_folder_holding_the_template_a_model_learned_from_is_refused(workdir, 
   assert not out.exists()
 
 
+def test_a_folder_holding_a_padded_copy_of_the_template_is_refused(workdir, tmp_path):
+  # Zeros added along y: another file and other voxels, yet the build crops
+  # each slice to its foreground box, so the training slices come back whole.
+  import nibabel as nib
+
+  from hyperrecon_jax.data import mni152
+  site = loop_support.write_site(tmp_path / "site", (11,))
+  t1 = nib.load(mni152.template_paths()["t1"])
+  padded = np.pad(np.asarray(t1.dataobj), ((0, 0), (6, 0), (0, 0)))
+  nib.save(nib.Nifti1Image(padded, t1.affine), os.path.join(site, "padded.nii.gz"))
+  out = tmp_path / "out"
+  with pytest.raises(data.DataError, match=r"of the \d+ slices of .*site are, bit for bit, "
+                                           r"slices the run in .* trained or validated on: "
+                                           r"padded\.nii\.gz \(\d+ slices\)"):
+    report.run(workdir, out=str(out), data=site, progress=False)
+  assert not out.exists()
+
+
 def test_on_another_folder_baselines_and_objectives_are_scored_on_it(workdir, stack,
                                                                       tmp_path):
   site = loop_support.write_site(tmp_path / "site", (11, 12, 13))

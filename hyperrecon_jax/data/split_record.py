@@ -286,6 +286,60 @@ def check_template(trained_on, data_config) -> None:
         "the folder (the model's own test slices are scored without --data)")
 
 
+def check_slices(trained_on, data_config, learner: str) -> None:
+  """Refuses a folder scored whole whose slices are ones a model trained or validated on.
+
+  The volume checks compare files and whole volumes. A volume padded,
+  cropped or shifted by whole voxels is another file with other voxels, yet
+  the build crops each slice to its foreground box, so its slices come out
+  bit for bit those of the original. Reads both datasets' slices once.
+
+  Args:
+    trained_on: the data config the model learned from.
+    data_config: the evaluation-only config of the folder (built).
+    learner: what learned from ``trained_on``, for the message.
+
+  Raises:
+    DataError: naming the folder's volumes that hold such slices, and how
+      many; nothing when ``trained_on``'s data cannot be read (a note says so).
+  """
+  import hashlib
+  import sys
+
+  import numpy as np
+
+  from hyperrecon_jax.data import sources
+
+  def digest(image):
+    return hashlib.sha256(np.ascontiguousarray(image, np.float32).tobytes()).digest()
+
+  if isinstance(trained_on, dict):  # as a report's context keeps it (JSON)
+    import ml_collections
+    trained_on = ml_collections.ConfigDict(trained_on)
+  try:
+    learned = {digest(ex["image"]) for split in _LEARNED_FROM["test"]
+               for ex in sources.load_split(trained_on, split) if np.any(ex["image"])}
+  except (common.DataError, OSError) as e:
+    print(f"note: the slices of {common.field(data_config, 'manual_dir')} were not compared "
+          f"with those {learner} learned from, which cannot be read ({e})", file=sys.stderr)
+    return
+  names = {v.id: v.name for v in sources.volumes(data_config, "test")}
+  seen: dict[str, int] = {}
+  total = 0
+  for ex in sources.load_split(data_config, "test"):
+    total += 1
+    if digest(ex["image"]) in learned:
+      name = names[int(ex["volume"])]
+      seen[name] = seen.get(name, 0) + 1
+  if seen:
+    shown = _quote(f"{n} ({k} slice{'s' * (k != 1)})" for n, k in seen.items())
+    raise common.DataError(
+        f"{sum(seen.values())} of the {total} slices of {common.field(data_config, 'manual_dir')}"
+        f" are, bit for bit, slices {learner} trained or validated on: {shown}. A copy of a "
+        "training volume padded, cropped or shifted by whole voxels gives the same slices, so "
+        "its scores would measure training data: leave those volumes out of the folder")
+
+
 def _quote(names) -> str:
   names = sorted(names)
   shown = ", ".join(names[:_SHOWN])
