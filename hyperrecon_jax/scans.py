@@ -10,11 +10,12 @@ percentile of positive voxels and clipped to [0, 1]; every slice along
 `config.data.axis` is cropped to the volume's foreground box (as the nifti
 dataset does) and resized to the model's grid.
 
-fastMRI ``.h5``: the image is the magnitude of the inverse FFT of fully
-sampled ``kspace`` (root-sum-of-squares over coils, centre-cropped to at most
-320 × 320; undersampled k-space is refused), or
-``reconstruction_esc`` / ``reconstruction_rss`` when the file has no k-space,
-divided by its maximum.
+fastMRI ``.h5``: read as a folder's dataset build reads it
+(`hyperrecon_jax.data.fastmri.read_target`): ``reconstruction_esc``, else
+``reconstruction_rss``, else the magnitude of the inverse FFT of fully sampled
+``kspace`` (root-sum-of-squares over coils, centre-cropped to at most
+320 × 320; undersampled k-space is refused), divided by the file's ``max``
+attribute (else its largest value).
 
 The slicing plane is `config.data.axis` unless the volume is too thin for it
 (fewer than `MIN_PLANE` voxels along a side of its planes, e.g. a 3-slice
@@ -163,11 +164,23 @@ def read_input(path: str, config, *, axis=None) -> Scan:
   kind = input_kind(path)
   check_file(path)
   if kind == "nifti":
-    return _read_nifti(path, config, axis)
-  if axis is not None:
+    scan = _read_nifti(path, config, axis)
+  elif axis is not None:
     raise errors.InputError(f"{path}: a fastMRI file is reconstructed slice by slice as "
                             "stored; a slicing axis applies to NIfTI input only")
-  return _read_h5(path, config)
+  else:
+    scan = _read_h5(path, config)
+  learned_h5 = config.data.name == "fastmri_knee"
+  if (kind == "h5") != learned_h5:
+    # Allowed (a look across data), but the intensities differ from training's.
+    ways = ("its maximum, as a fastMRI dataset is",
+            f"its {float(config.data.percentile):g}th percentile, as a NIfTI dataset is")
+    scan = dataclasses.replace(scan, notes=scan.notes + (
+        f"the model learned from {'fastMRI .h5 files' if learned_h5 else 'NIfTI volumes'} "
+        f"scaled by {ways[0] if learned_h5 else ways[1]}; this file is scaled by "
+        f"{ways[1] if learned_h5 else ways[0]}, so its intensities are not those of the "
+        "model's training data",))
+  return scan
 
 
 def _volume_shape(path: str, shape: tuple) -> tuple:
@@ -234,33 +247,6 @@ def slicing_axis(path: str, ras_shape, configured, requested=None) -> tuple[int,
                 f"{ras_shape}), narrower than {MIN_PLANE} voxels")
 
 
-def _real_float32(raw: np.ndarray, path: str, what: str = "voxels") -> np.ndarray:
-  """The voxels as float32, refusing values that are not real or do not fit."""
-  if raw.dtype.kind not in "biuf":
-    raise errors.InputError(f"{path}: its {what} are of type {raw.dtype}; expected real "
-                            "numbers (a magnitude image)")
-  common.check_finite(raw, path, what)
-  if raw.dtype.kind == "f":
-    # Two reductions, not a copy of the volume (np.abs) for every float scan.
-    peak = max(float(raw.max()), -float(raw.min())) if raw.size else 0.0
-    limit = float(np.finfo(np.float32).max)
-    if raw.dtype.itemsize > 4 and peak > limit:
-      beyond = int(np.count_nonzero(np.abs(raw) > limit))
-      raise errors.InputError(
-          f"{path}: {beyond:,} of {raw.size:,} {what} are finite in its {raw.dtype} but "
-          f"beyond float32's range (largest magnitude {peak:.3g} > {limit:.3g}), "
-          "in which the model computes; rescale the volume")
-    smallest = float(np.finfo(np.float32).smallest_normal)
-    if 0 < peak < smallest:
-      # float32 keeps few or no digits there: the image would be a few grey
-      # levels, or nothing at all.
-      raise errors.InputError(
-          f"{path}: the largest magnitude of its {what}, {peak:.3g}, is below float32's "
-          f"smallest normal number ({smallest:.3g}), in which the model computes; rescale "
-          "the volume")
-  return raw.astype(np.float32)
-
-
 def _read_nifti(path: str, config, axis=None) -> Scan:
   nib = common.require("nibabel")
   try:
@@ -285,7 +271,7 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
     raw = np.asanyarray(canonical.dataobj)
   except Exception as err:  # noqa: BLE001 (a truncated file fails here)
     raise errors.InputError(f"{path}: cannot read its voxels ({err})") from None
-  data = _real_float32(raw.reshape(raw.shape[:3]), path)  # a singleton 4th axis dropped
+  data = common.real_float32(raw.reshape(raw.shape[:3]), path)  # a singleton 4th axis dropped
   del raw
   size = int(config.data.image_size)
   percentile = float(config.data.percentile)
@@ -342,51 +328,15 @@ def _nifti_dtype(img) -> str:
 
 def _read_h5(path: str, config) -> Scan:
   from hyperrecon_jax.data import fastmri
-  h5py = common.require("h5py")
-  try:
-    with h5py.File(path, "r") as f:
-      if "kspace" in f:
-        key = "kspace"
-      else:
-        key = next((k for k in fastmri.TARGET_KEYS if k in f), None)
-      if key is None:
-        raise errors.InputError(f"{path}: has neither 'kspace' nor "
-                                f"{' nor '.join(repr(k) for k in fastmri.TARGET_KEYS)} "
-                                f"(found {sorted(f.keys())}); is this a fastMRI file?")
-      if not isinstance(f[key], h5py.Dataset):
-        raise errors.InputError(f"{path}: '{key}' is an HDF5 group, not an array")
-      raw = np.asarray(f[key][()])
-  except OSError as err:
-    raise errors.InputError(f"{path}: cannot be read as an HDF5 file ({err})") from None
-  if key == "kspace" and (raw.ndim not in (3, 4) or raw.dtype.kind != "c"):
-    raise errors.InputError(f"{path}: 'kspace' has shape {raw.shape} and dtype {raw.dtype}; "
-                            "expected complex (slices, [coils,] height, width)")
-  if key != "kspace" and raw.ndim != 3:
-    raise errors.InputError(
-        f"{path}: '{key}' has shape {raw.shape}; expected (slices, height, width)")
-  if raw.shape[0] < 1:
-    raise errors.InputError(f"{path}: '{key}' has shape {raw.shape}: it holds no slice")
-  if min(raw.shape[-2:]) < MIN_PLANE:
-    raise errors.InputError(f"{path}: '{key}' has shape {raw.shape}: its images are "
-                            f"narrower than {MIN_PLANE} pixels, too small to reconstruct")
-  common.check_finite(raw, path, f"values of '{key}'")
+  # The dataset build's reader: one file is read, chosen and scaled as a
+  # folder of them is (the target first, then fully sampled k-space).
+  target = fastmri.read_target(
+      path, "The model's input is simulated from the image with the model's own mask, so "
+      "these measurements would be undersampled twice")
+  volume, scale = target.volume, target.scale
   # The input's own type, as a real one: complex k-space gives a magnitude.
-  real = np.empty(0, raw.dtype).real.dtype
+  real = np.empty(0, target.dtype).real.dtype
   input_dtype = real.name if real.kind == "f" else "float32"
-  if key == "kspace":
-    problem = fastmri.undersampled_message(
-        path, raw, "The model's input is simulated from the image with the model's own "
-        "mask, so these measurements would be undersampled twice")
-    if problem:
-      raise errors.InputError(problem)
-    volume = _real_float32(fastmri.kspace_to_image(raw), path, "pixels of the image of 'kspace'")
-  else:
-    volume = _real_float32(raw, path, f"values of '{key}'")
-  scale = float(volume.max())
-  if not scale > 0:
-    raise errors.InputError(f"{path}: the '{key}' volume has no positive value (its largest "
-                            f"is {scale:g})")
-  volume = np.clip(volume / scale, 0.0, 1.0)
   size = int(config.data.image_size)
   images = np.stack([np.clip(slicing.fit_to_square(s, size, order=1), 0.0, 1.0)
                      for s in volume]).astype(np.float32)

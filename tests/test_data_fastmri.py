@@ -186,7 +186,7 @@ def test_added_file_builds_distinct_version(manual_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["random_bytes", "no_datasets", "bad_shape", "thin",
-                                  "negative"])
+                                  "negative", "complex", "text", "group", "max_below"])
 def test_bad_file_is_named(tmp_path, kind):
   folder = tmp_path / "in"
   folder.mkdir()
@@ -204,6 +204,15 @@ def test_bad_file_is_named(tmp_path, kind):
         f.create_dataset("reconstruction_esc", data=np.ones((3, 4, 32), np.float32))
       elif kind == "negative":
         f.create_dataset("reconstruction_esc", data=-np.ones((3, 32, 32), np.float32))
+      elif kind == "complex":  # its real part would be read, here all negative
+        f.create_dataset("reconstruction_esc", data=np.full((3, 32, 32), -1 + 1j, np.complex64))
+      elif kind == "text":
+        f.create_dataset("reconstruction_esc", data=np.full((3, 32, 32), b"x", "S1"))
+      elif kind == "group":
+        f.create_group("reconstruction_esc")
+      elif kind == "max_below":  # rescaled ×10 after fastMRI stored its maximum
+        f.create_dataset("reconstruction_esc", data=np.full((3, 32, 32), 0.02, np.float32))
+        f.attrs["max"] = 0.002
       else:
         f.create_dataset("reconstruction_esc", data=np.zeros((4, 4), np.float32))
   with pytest.raises(hr.data.DataError, match="bad.h5") as info:
@@ -214,7 +223,13 @@ def test_bad_file_is_named(tmp_path, kind):
           "bad_shape": "shape",
           "thin": "'reconstruction_esc' has shape (3, 4, 32): its images are narrower than 8",
           "negative": "the 'reconstruction_esc' volume has no intensity scale: its largest "
-                      "value is -1, not positive"}[kind] in message
+                      "value is -1, not positive",
+          "complex": "values of 'reconstruction_esc' are of type complex64; expected real",
+          "text": "values of 'reconstruction_esc' are of type |S1; expected real",
+          "group": "'reconstruction_esc' is an HDF5 group, not an array",
+          "max_below": "attribute 'max' is 0.002, below the largest value of "
+                       "'reconstruction_esc', 0.02: it does not describe this image",
+          }[kind] in message
   assert not list((tmp_path / "tfds").glob("fastmri_knee/*/1.0.0"))
 
 

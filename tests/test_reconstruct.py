@@ -179,6 +179,10 @@ def test_h5_kspace_input_and_output(model, tmp_path):
   scan = rc.read_input(path, config)
   # 64×64 k-space into a 64×64 model: the image is the normalized magnitude.
   np.testing.assert_allclose(scan.images, image / image.max(), atol=1e-5)
+  # A NIfTI model: the file is scaled as a fastMRI dataset is, and a note says so.
+  assert config.data.name != "fastmri_knee"
+  assert any(n.startswith("the model learned from NIfTI volumes scaled by its 99.5th "
+                          "percentile") for n in scan.notes), scan.notes
   result = rc.volume(config, net, variables, scan, [[0.5]])
   rc.write(result, str(tmp_path / "out.h5"))
   with h5py.File(str(tmp_path / "out.h5"), "r") as f:

@@ -313,6 +313,7 @@ def _undersampled_kspace():
 
 @pytest.mark.parametrize("datasets, pattern", [
     (dict(kspace=None), r"'kspace' is an HDF5 group, not an array"),
+    (dict(reconstruction_esc=None), r"'reconstruction_esc' is an HDF5 group, not an array"),
     # A fastMRI test-set file: its measurements would be undersampled twice.
     (dict(kspace=_undersampled_kspace()),
      r"scan.h5: its 'kspace' is already undersampled: 8 of the 32 columns between its first "
@@ -333,6 +334,21 @@ def test_a_fastmri_file_that_holds_no_usable_volume_is_refused(tmp_path, dataset
   path = _h5(tmp_path / "scan.h5", **datasets)
   with pytest.raises(ValueError, match=pattern):
     scans.read_input(path, data_config(32))
+
+
+def test_a_fastmri_file_is_read_as_the_dataset_build_reads_it(tmp_path):
+  # A target beside undersampled k-space (a file whose k-space was cut after
+  # its target was stored): the build uses the target, and so does a scan.
+  h5py = pytest.importorskip("h5py")
+  from hyperrecon_jax.data import fastmri
+  target = np.random.default_rng(1).uniform(0.0, 0.5, (2, 32, 32)).astype(np.float32)
+  path = _h5(tmp_path / "scan.h5", kspace=_undersampled_kspace(), reconstruction_esc=target)
+  with h5py.File(path, "r+") as f:
+    f.attrs["max"] = 0.6  # fastMRI's stored maximum scales the target
+  scan = scans.read_input(path, data_config(32))
+  np.testing.assert_array_equal(scan.images, np.clip(target / np.float32(0.6), 0, 1))
+  np.testing.assert_array_equal(scan.images, fastmri.read_volume(path))
+  assert scan.scale == pytest.approx(0.6)
 
 
 def test_zero_padded_kspace_edges_are_not_undersampling(tmp_path):

@@ -112,6 +112,17 @@ def test_loading_a_workdir_that_is_missing_empty_or_a_file_says_which(tmp_path):
     train.load_trained(str(tmp_path))
 
 
+def test_a_loaded_run_builds_its_data_where_this_machine_keeps_datasets(run_a, tmp_path,
+                                                                         monkeypatch):
+  # Unset, the run's own setting; set, this machine's.
+  monkeypatch.delenv("HYPERRECON_DATA_DIR", raising=False)
+  with open(os.path.join(run_a["workdir"], "config.json")) as f:
+    stored = json.load(f)["data"]["data_dir"]
+  assert train.load_trained(run_a["workdir"])[0].data.data_dir == stored
+  monkeypatch.setenv("HYPERRECON_DATA_DIR", str(tmp_path / "here"))
+  assert train.load_trained(run_a["workdir"])[0].data.data_dir == str(tmp_path / "here")
+
+
 def test_incompatible_config_in_existing_workdir_is_refused(run_a, data_dir,
                                                             tmp_path):
   workdir = tmp_path / "existing"

@@ -289,3 +289,40 @@ def check_finite(values: np.ndarray, path: str, what: str = "voxels") -> None:
     raise DataError(
         f"{path}: {bad:,} of {values.size:,} {what} are not finite (NaN or ±Inf); "
         "fix or remove the file.")
+
+
+def real_float32(raw: np.ndarray, path: str, what: str = "voxels") -> np.ndarray:
+  """An image read from a file as float32, refusing values that are not real or do not fit.
+
+  Args:
+    raw: the values as read.
+    path: the file, named in the errors.
+    what: what the values are, e.g. "voxels" or "values of 'reconstruction_esc'".
+
+  Raises:
+    DataError: values that are not real numbers (complex, text), not finite,
+      beyond float32's range, or all below its smallest normal number.
+  """
+  if raw.dtype.kind not in "biuf":
+    raise DataError(f"{path}: its {what} are of type {raw.dtype}; expected real numbers "
+                    "(a magnitude image)")
+  check_finite(raw, path, what)
+  if raw.dtype.kind == "f":
+    # Two reductions, not a copy of the volume (np.abs) for every float scan.
+    peak = max(float(raw.max()), -float(raw.min())) if raw.size else 0.0
+    limit = float(np.finfo(np.float32).max)
+    if raw.dtype.itemsize > 4 and peak > limit:
+      beyond = int(np.count_nonzero(np.abs(raw) > limit))
+      raise DataError(
+          f"{path}: {beyond:,} of {raw.size:,} {what} are finite in its {raw.dtype} but "
+          f"beyond float32's range (largest magnitude {peak:.3g} > {limit:.3g}), "
+          "in which the model computes; rescale the volume")
+    smallest = float(np.finfo(np.float32).smallest_normal)
+    if 0 < peak < smallest:
+      # float32 keeps few or no digits there: the image would be a few grey
+      # levels, or nothing at all.
+      raise DataError(
+          f"{path}: the largest magnitude of its {what}, {peak:.3g}, is below float32's "
+          f"smallest normal number ({smallest:.3g}), in which the model computes; rescale "
+          "the volume")
+  return raw.astype(np.float32)

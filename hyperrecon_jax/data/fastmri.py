@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 import functools
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -74,7 +75,14 @@ def inspect(path: str) -> tuple[str, int]:
     DataError: naming the file, when it is unreadable, lacks the datasets or
       has the wrong shape.
   """
+  h5py = common.require("h5py")
   with _open(path) as f:
+    for key in ("kspace",) + TARGET_KEYS:
+      if key in f and not isinstance(f[key], h5py.Dataset):
+        raise common.DataError(f"{path}: '{key}' is an HDF5 group, not an array.")
+    for key in ("kspace",) + TARGET_KEYS:
+      if key in f and f[key].ndim in (3, 4) and f[key].shape[0] < 1:
+        raise common.DataError(f"{path}: '{key}' has shape {f[key].shape}: it holds no slice.")
     for key in TARGET_KEYS:
       if key in f:
         shape = f[key].shape
@@ -161,12 +169,30 @@ def kspace_to_image(kspace: np.ndarray) -> np.ndarray:
   return image[:, top:top + ch, left:left + cw]
 
 
-def read_volume(path: str) -> np.ndarray:
-  """The normalized target volume (S, H, W) float32 in [0, 1] of one file.
+class Target(NamedTuple):
+  """A file's target volume as the model sees it."""
+  volume: np.ndarray  # (S, H, W) float32 in [0, 1]
+  scale: float  # the intensity that maps to 1
+  key: str  # the dataset read: a target, or 'kspace'
+  dtype: np.dtype  # that dataset's type
+
+
+def read_target(path: str, why: str = "Its image would be aliased") -> Target:
+  """The normalized target volume of one file, as the dataset build reads it.
+
+  The same for a build (`read_volume`) and for one scan
+  (`hyperrecon_jax.scans`), so the two score a file alike.
+
+  Args:
+    path: the file.
+    why: what undersampled k-space would do to the caller's result (its
+      message, `undersampled_message`).
 
   Raises:
-    DataError: naming the file, when it is unreadable, all zero, or holds NaN
-      or infinite values (in the target, k-space or attribute 'max').
+    DataError: naming the file, when it is unreadable, all zero, holds NaN
+      or infinite values (in the target, k-space or attribute 'max'), a
+      target that is not real numbers (complex, text), or an attribute 'max'
+      below the target's largest value (the attribute does not describe it).
   """
   key, _ = inspect(path)
   try:
@@ -178,6 +204,7 @@ def read_volume(path: str) -> np.ndarray:
     raise
   except (OSError, KeyError, ValueError, TypeError) as err:
     raise common.DataError(f"{path}: cannot read '{key}' ({err}).") from err
+  raw = np.asarray(raw)
   # One NaN or infinity in k-space spreads over its whole slice in the FFT;
   # in a target it would be zeroed or saturated white without a trace.
   common.check_finite(raw, path, f"values of '{key}'")
@@ -186,20 +213,34 @@ def read_volume(path: str) -> np.ndarray:
         f"{path}: attribute 'max' is {stored_max}, not a finite number; fix it "
         "or remove the file.")
   if key == "kspace":
-    problem = undersampled_message(path, raw)
+    problem = undersampled_message(path, raw, why)
     if problem:
       raise common.DataError(problem)
-    volume = kspace_to_image(raw)
+    volume = common.real_float32(kspace_to_image(raw), path, "pixels of the image of 'kspace'")
     scale = float(volume.max())
   else:
-    volume = np.asarray(raw, np.float32)
-    scale = stored_max or float(volume.max())
-  volume = volume.astype(np.float32)
+    # A complex target cast to float would keep its real part: part of a
+    # phase-rotated image would turn black without a word.
+    volume = common.real_float32(raw, path, f"values of '{key}'")
+    peak = float(volume.max())
+    # fastMRI stores the target's volume maximum; a file rescaled after it
+    # was written would have most of its image clipped to white.
+    if stored_max > 0 and peak > stored_max * (1 + 1e-5):
+      raise common.DataError(
+          f"{path}: attribute 'max' is {stored_max:g}, below the largest value of "
+          f"'{key}', {peak:g}: it does not describe this image (rescaled after it was "
+          "written?), and dividing by it would clip the image. Fix or delete the attribute.")
+    scale = stored_max or peak
   if not scale > 0:
     what = "its attribute 'max' is" if stored_max else "its largest value is"
     raise common.DataError(f"{path}: the '{key}' volume has no intensity scale: {what} "
                            f"{scale:g}, not positive.")
-  return np.clip(volume / scale, 0.0, 1.0)
+  return Target(np.clip(volume / scale, 0.0, 1.0), scale, key, raw.dtype)
+
+
+def read_volume(path: str) -> np.ndarray:
+  """The normalized target volume (S, H, W) float32 in [0, 1] of one file (`read_target`)."""
+  return read_target(path).volume
 
 
 def content_digest(path: str) -> str:

@@ -7,6 +7,7 @@ import jax
 import ml_collections
 
 from hyperrecon_jax import checkpoints
+from hyperrecon_jax.data import common as data_common
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
 
@@ -54,6 +55,8 @@ def load_trained(workdir: str, step: int | None = None, *,
   Returns:
     ``(config, model, variables, step)``; ``model.apply(variables, zf,
     coeffs)`` reconstructs (`state.build_model` says how models are called).
+    With ``$HYPERRECON_DATA_DIR`` set, ``config.data.data_dir`` is it (a
+    machine's setting), else the one the run was trained with.
 
   Raises:
     FileNotFoundError: the workdir holds no checkpoint.
@@ -87,4 +90,9 @@ def load_trained(workdir: str, step: int | None = None, *,
         f"{workdir!r} is a file: give the --workdir of a training run (its folder)"
         if os.path.exists(workdir) else
         f"{workdir!r} does not exist: give the --workdir of a training run")
-  return built["config"], built["model"], restored.state.variables(), restored.step
+  config = built["config"]
+  if os.environ.get(data_common.DATA_DIR_ENV):
+    # Where this machine keeps built datasets, not where the training machine
+    # did: a workdir moved elsewhere (or read-only there) builds here.
+    config.data.data_dir = data_common.default_data_dir()
+  return config, built["model"], restored.state.variables(), restored.step
