@@ -64,10 +64,10 @@ def sample_lambdas(config, key, batch: int, step=None):
 
 
 def dhs_keep(model, variables, operator, zf, y, coeffs, top_b: int):
-  """DHS: the ``top_b`` batch rows to train on, those of lowest data consistency.
+  """DHS: the ``top_b`` batch rows a training step keeps, those of lowest data consistency.
 
-  A forward pass in training mode (batch statistics, as the gradient pass
-  that follows) without gradient ranks the rows by ``‖A x̂ − y‖²``.
+  The rows the step's own forward pass of the whole batch (training mode)
+  ranks by ``‖A x̂ − y‖²``; for the replay of a run's selection.
 
   Returns:
     (top_b,) row indices.
@@ -83,11 +83,11 @@ def make_train_step(config, model, operator):
   Per step: measure the images with ``operator`` (noise from ``rng``), draw one
   λ per element, reconstruct in training mode, compute the per-example terms
   of ``config.losses`` and their weighted sum ``Σ_k c_k(λ)·L_k / s_k``, and take
-  an Adam step on the batch mean. With DHS a gradient-free forward pass of the
-  whole batch ranks the elements by data consistency, and only the ``top_b``
-  lowest are reconstructed again with gradients (so discarded elements cost no
-  backward pass; with BatchNorm the kept ``top_b`` form the normalization
-  batch of the gradient pass).
+  an Adam step on the batch mean. With DHS the loss is the mean over the
+  ``top_b`` elements of lowest data consistency ``‖A x̂ − y‖²`` (the ranking
+  without gradient), as the authors' code computes it: the forward pass is of
+  the whole batch, so BatchNorm normalizes over all B and its running
+  statistics follow all B.
 
   The RNG of a step is ``fold_in(rng, state.step)``, so a run is a function of
   (seed, step) and resumes reproducibly. A non-finite loss, gradient or
@@ -106,16 +106,17 @@ def make_train_step(config, model, operator):
   names = tuple(config.losses)
   tx = state_lib.optimizer(config)
   loss_fn = _loss_fn(config, model, operator)
+  top_b = int(config.sampling.top_b) if config.sampling.method == "dhs" else None
 
   def train_step(state, batch, rng):
-    x, zf, y, coeffs = _step_inputs(config, model, operator, state, batch, rng)
+    x, zf, y, coeffs = _step_inputs(config, operator, state, batch, rng)
     rows = x.shape[0]
     # One data row per coefficient row: a stack's blocks each get the batch.
     repeats = coeffs.shape[0] // rows
     x, zf, y = jax.tree_util.tree_map(
         lambda a: jnp.tile(a, (repeats,) + (1,) * (a.ndim - 1)), (x, zf, y))
     (loss, (terms, updates)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, state.batch_stats, x, zf, y, coeffs, rows)
+        loss_fn, has_aux=True)(state.params, state.batch_stats, x, zf, y, coeffs, rows, top_b)
     new_state, grad_norm = _updated(state, tx, loss, grads, updates)
     # Reported per Unet: a stack's loss is the mean over its Unets.
     out = {"loss": loss / repeats, "grad_norm": grad_norm}
@@ -126,34 +127,43 @@ def make_train_step(config, model, operator):
   return train_step
 
 
-def _step_inputs(config, model, operator, state, batch, rng):
-  """The step's images, zero-filled inputs, measurements and coefficients (after DHS)."""
+def _step_inputs(config, operator, state, batch, rng):
+  """The step's images, zero-filled inputs, measurements and coefficients."""
   rng = jax.random.fold_in(rng, state.step)
   k_measure, k_lambda = jax.random.split(rng)
   x = batch["image"].astype(jnp.float32)
   y = operator.measure(x, k_measure)
   zf = operator.zero_filled(y)
   coeffs = sample_coefficients(config, k_lambda, x.shape[0], state.step)
-  if config.sampling.method == "dhs":
-    keep = dhs_keep(model, state.variables(), operator, zf, y, coeffs,
-                    int(config.sampling.top_b))
-    x, zf, y, coeffs = sampling.take((x, zf, y, coeffs), keep)
   return x, zf, y, coeffs
 
 
 def _loss_fn(config, model, operator):
-  """``loss(params, batch_stats, x, zf, y, coeffs, rows) -> (loss, (terms, updates))``."""
+  """``loss(params, batch_stats, x, zf, y, coeffs, rows, top_b) -> (loss, (terms, updates))``.
+
+  ``top_b``: None for UHS; for DHS how many rows of lowest data consistency
+  the loss averages (``terms`` then holds those rows only).
+  """
   names = tuple(config.losses)
   scales = jnp.asarray(config.loss_scales, jnp.float32)
   needs_weights = bool(losses.NEEDS_WEIGHTS & set(names))
 
-  def loss_fn(params, batch_stats, x, zf, y, coeffs, rows):
+  def loss_fn(params, batch_stats, x, zf, y, coeffs, rows, top_b=None):
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
     out, updates = model.apply(variables, zf, coeffs, train=True,
                                return_weights=needs_weights, mutable=["batch_stats"])
     recon, weights = out if needs_weights else (out, None)
+    if top_b is not None:
+      # DHS: rank by data consistency (no gradient through the choice), keep
+      # the top_b rows' losses; every row stays in the forward pass.
+      keep = sampling.select_lowest(
+          operator.data_consistency(jax.lax.stop_gradient(recon), y), top_b)
+      recon, x, y, coeffs = sampling.take((recon, x, y, coeffs), keep)
+      if weights is not None:
+        weights = sampling.take(weights, keep)
+      rows = top_b
     terms = losses.compute_terms(names, recon, x, operator=operator, measurement=y,
                                  weights=weights)
     total = losses.composite(terms, coeffs, scales)
