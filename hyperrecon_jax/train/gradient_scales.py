@@ -94,7 +94,11 @@ def gradient_scales(config, *, num_batches: int = 8) -> dict:
   key = streams.key(config, "validation")
   norms = []
   for i, batch in zip(range(num_batches), batches):
-    image = jnp.asarray(batch["image"], jnp.float32)
+    # The split's last batch is padded with empty images (`valid` False): in
+    # the mean they would shrink every gradient, and they would join
+    # BatchNorm's batch.
+    image = jnp.asarray(np.asarray(batch["image"])[np.asarray(batch["valid"], bool)],
+                        jnp.float32)
     norms.append(np.asarray(_term_gradient_norms(
         model, operator, variables, image, jax.random.fold_in(key, i), coeffs,
         names=names), np.float64))
