@@ -112,18 +112,20 @@ def test_sample_coefficients_of_a_hypernetwork_are_random_rows_summing_to_one():
 
 
 def test_an_annealed_endpoint_probability_moves_from_the_first_to_the_last_step():
-  # p(step) = p0 + (p1 − p0)·min(step / num_steps, 1) with p0 = 1, p1 = 0:
-  # every λ an endpoint at step 0, none at the end (a uniform draw is never
-  # exactly 0 or 1), half at mid-run. For 4,096 draws at p = 0.5 the endpoint
-  # fraction has a standard deviation of 0.0078; 0.04 is five of them.
+  # p(step) = p0 + (p1 − p0)·min(step / (num_steps − 1), 1) with p0 = 1,
+  # p1 = 0: every λ an endpoint at the first update (step 0), none at the last
+  # (step 100 of 101; a uniform draw is never exactly 0 or 1), half at mid-run.
+  # For 4,096 draws at p = 0.5 the endpoint fraction has a standard deviation
+  # of 0.0078; 0.04 is five of them.
   config = make_config("csmri", "sl")
   config.hparams.sampler = "endpoints"
   config.hparams.endpoint_prob, config.hparams.endpoint_prob_final = 1.0, 0.0
-  config.train.num_steps = 100
+  config.train.num_steps = 101
   train.check_config(config)
   draw = jax.jit(lambda step: train.step.sample_lambdas(config, jax.random.key(0), 4096, step))
   ends = lambda step: float(np.mean(np.isin(np.asarray(draw(step)), (0.0, 1.0))))
   assert ends(0) == 1.0 and ends(100) == 0.0 and ends(150) == 0.0
+  assert ends(99) > 0.0
   assert abs(ends(50) - 0.5) < 0.04
   # Outside training (no step: the DHS replay) the first probability holds.
   assert float(np.mean(np.isin(np.asarray(

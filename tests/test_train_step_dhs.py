@@ -190,3 +190,15 @@ def test_dhs_replay_keeps_the_rows_of_lowest_data_consistency(compiled):
   dc = host(operator.data_consistency(recon, y))
   assert len(np.unique(dc)) == 4  # no ties: the selection is unambiguous
   np.testing.assert_array_equal(kept, sampled[np.argsort(dc)[:2]])  # by increasing DC
+
+  # At a checkpoint the replay draws λ as the next training step would: an
+  # annealed endpoint probability (0 → 1 over 10 steps) has reached 1 at step 10.
+  annealed = config.copy_and_resolve_references()
+  annealed.hparams.sampler = "endpoints"
+  annealed.hparams.endpoint_prob, annealed.hparams.endpoint_prob_final = 0.0, 1.0
+  annealed.train.num_steps = 10
+  for step, endpoints in ((10, True), (0, False)):
+    drawn, _ = host(train.step.dhs_selected_lambdas(
+        annealed, model, state0.variables(), operator, iter([{"image": x}]), key,
+        num_batches=1, step=step))
+    assert np.all(np.isin(drawn, (0.0, 1.0))) == endpoints, (step, drawn)

@@ -37,7 +37,7 @@ def run(context, settings) -> None:
   key = jax.random.fold_in(streams.key(config, "evaluation"), 1 << 20)
   sampled, kept = step_lib.dhs_selected_lambdas(
       config, context.model, context.variables, context.operator, batches, key,
-      num_batches=num)
+      num_batches=num, step=context.step)
   context.result["dhs"] = {"split": "train", "batches": num,
                            "top_b": int(config.sampling.top_b), "sampled": floats(sampled),
                            "kept": floats(kept)}

@@ -50,13 +50,15 @@ def sample_lambdas(config, key, batch: int, step=None):
     batch: B.
     step: the number of updates done so far (may be traced). With
       ``hparams.endpoint_prob_final`` set, the endpoint probability is
-      ``p0 + (p1 − p0)·min(step / num_steps, 1)``; None (a replay outside
-      training) uses ``p0 = hparams.endpoint_prob``.
+      ``p0 + (p1 − p0)·min(step / (num_steps − 1), 1)``: p0 at the first
+      update, p1 at the last (step num_steps − 1) and after; None uses
+      ``p0 = hparams.endpoint_prob``.
   """
   p = config.hparams.endpoint_prob
   final = config.hparams.endpoint_prob_final
   if final is not None and step is not None:
-    progress = jnp.minimum(jnp.asarray(step, jnp.float32) / int(config.train.num_steps), 1.0)
+    last = max(int(config.train.num_steps) - 1, 1)
+    progress = jnp.minimum(jnp.asarray(step, jnp.float32) / last, 1.0)
     p = p + (final - p) * progress
   return hparams.sample(key, batch, configuration.num_lambdas(config),
                         config.hparams.sampler, endpoint_prob=p,
@@ -199,7 +201,7 @@ def _updated(state, tx, loss, grads, updates):
 
 
 def dhs_selected_lambdas(config, model, variables, operator,
-                         batches, key, *, num_batches: int):
+                         batches, key, *, num_batches: int, step=None):
   """The λ that DHS keeps with these parameters: the paper's Fig. 6 histogram.
 
   Replays the selection of the training step on ``num_batches`` batches:
@@ -214,6 +216,9 @@ def dhs_selected_lambdas(config, model, variables, operator,
     batches: an iterator of batches with ``image`` (e.g. the train split).
     key: PRNG key of the replay.
     num_batches: batches to replay.
+    step: the updates behind ``variables`` (a checkpoint's step): λ are drawn
+      as the next training step would draw them (`sample_lambdas`, an
+      annealed endpoint probability included).
 
   Returns:
     ``(sampled, kept)``: (num_batches·B, K − 1) and (num_batches·top_b, K − 1)
@@ -225,7 +230,7 @@ def dhs_selected_lambdas(config, model, variables, operator,
   def one(variables, x, key):
     k_measure, k_lambda = jax.random.split(key)
     y = operator.measure(x, k_measure)
-    lam = sample_lambdas(config, k_lambda, x.shape[0])
+    lam = sample_lambdas(config, k_lambda, x.shape[0], step)
     keep = dhs_keep(model, variables, operator, operator.zero_filled(y), y,
                     hparams.coefficients(lam), top_b)
     return lam, lam[keep]
