@@ -81,6 +81,18 @@ def parse_lambdas(text: str, num_lambdas: int):
             f"(where λ_k = 1 the later λ do not count): training {len(kept)} Unets",
             file=sys.stderr)
       lam = lam[kept]
+  else:
+    # The user's own list: a λ given twice, or two λ of one weighting, is a
+    # mistake in it, named as typed.
+    first = {}
+    for row in lam:
+      key, shown = hparams.weighting(row), ":".join(f"{float(v):g}" for v in row)
+      if key in first:
+        same = "is given twice" if first[key] == shown else f"weights the loss as {first[key]}"
+        raise errors.InputError(
+            f"--lambdas={text}: λ = {shown} {same} (where λ_k = 1 the later λ do not "
+            "count), so one Unet would answer for both; give each loss weighting once")
+      first[key] = shown
   return [tuple(float(v) for v in row) for row in lam]
 
 

@@ -235,7 +235,7 @@ def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flags, pa
     ("0:1", "has 2 values, the model's loss has 1"),
     ("grid:1", "N must be ≥ 2"),
     ("0,2", r"each λ needs 1 values in \[0, 1\]"),
-    ("0,0", "repeats a λ"),
+    ("0,0.5,0.5", r"--lambdas=0,0.5,0.5: λ = 0.5 is given twice"),
     # Counted before they are built: 10⁸ λ had run 82 s into a MemoryError.
     ("grid:100000000", "gives 100,000,000 λ, more than 10,000: each is a whole Unet"),
     ("rays:20000", "gives 20,001 λ, more than 10,000"),
