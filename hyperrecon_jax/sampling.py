@@ -15,6 +15,8 @@ import jax.numpy as jnp
 from hyperrecon_jax import errors
 
 METHODS = ("uhs", "dhs")
+# DHS's BatchNorm batch: the kept rows, or the whole batch (the authors' code).
+NORMALIZE = ("kept", "batch")
 
 
 def check_method(method: str, top_b: int, batch_size: int, loss_names):

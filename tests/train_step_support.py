@@ -27,7 +27,7 @@ FAMILIES = {
 
 
 def make_config(task="csmri", family="sl", *, hyper_dim=4, batch=BATCH,
-                batch_norm=True, method="uhs", top_b=1, fixed=None,
+                batch_norm=True, method="uhs", top_b=1, normalize="kept", fixed=None,
                 baselines=()):
   config = configs.default()
   config.task.name = task
@@ -48,6 +48,7 @@ def make_config(task="csmri", family="sl", *, hyper_dim=4, batch=BATCH,
   config.sampling.method = method
   config.hparams.baselines = baselines
   config.sampling.top_b = top_b
+  config.sampling.normalize = normalize
   config.train.batch_size = batch
   train.check_config(config)
   return config

@@ -70,6 +70,8 @@ ADDED_FIELDS = (
     ("eval.gallery_tolerance_db", 1.0),
     # Reports chosen by config: earlier runs were evaluated by every evaluator.
     ("evals", default_evals()),
+    # DHS's normalization batch: earlier runs normalized over the kept rows.
+    ("sampling.normalize", "kept"),
 )
 
 
@@ -266,6 +268,9 @@ def _check_sampling(config, names: tuple[str, ...]) -> None:
                           config.train.batch_size, names)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  if config.sampling.normalize not in sampling.NORMALIZE:
+    raise ConfigError(f"config.sampling.normalize must be one of {sampling.NORMALIZE}, got "
+                      f"{config.sampling.normalize!r}")
 
 
 def _check_train(config) -> None:

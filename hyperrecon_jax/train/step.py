@@ -68,8 +68,8 @@ def sample_lambdas(config, key, batch: int, step=None):
 def dhs_keep(model, variables, operator, zf, y, coeffs, top_b: int):
   """DHS: the ``top_b`` batch rows a training step keeps, those of lowest data consistency.
 
-  The rows the step's own forward pass of the whole batch (training mode)
-  ranks by ``‖A x̂ − y‖²``; for the replay of a run's selection.
+  A forward pass of the whole batch in training mode (batch statistics, as
+  in the step) without gradient ranks the rows by ``‖A x̂ − y‖²``.
 
   Returns:
     (top_b,) row indices.
@@ -87,9 +87,12 @@ def make_train_step(config, model, operator):
   of ``config.losses`` and their weighted sum ``Σ_k c_k(λ)·L_k / s_k``, and take
   an Adam step on the batch mean. With DHS the loss is the mean over the
   ``top_b`` elements of lowest data consistency ``‖A x̂ − y‖²`` (the ranking
-  without gradient), as the authors' code computes it: the forward pass is of
-  the whole batch, so BatchNorm normalizes over all B and its running
-  statistics follow all B.
+  without gradient). ``config.sampling.normalize`` says over which rows
+  BatchNorm normalizes: ``'kept'``, a gradient-free pass of the whole batch
+  ranks and the kept rows go forward again with gradients (they alone form
+  the normalization batch and the running statistics' update); ``'batch'``,
+  as the authors' code, one pass of the whole batch (BatchNorm over all B),
+  the loss gathered from the kept rows.
 
   The RNG of a step is ``fold_in(rng, state.step)``, so a run is a function of
   (seed, step) and resumes reproducibly. A non-finite loss, gradient or
@@ -108,10 +111,13 @@ def make_train_step(config, model, operator):
   names = tuple(config.losses)
   tx = state_lib.optimizer(config)
   loss_fn = _loss_fn(config, model, operator)
-  top_b = int(config.sampling.top_b) if config.sampling.method == "dhs" else None
+  dhs = config.sampling.method == "dhs"
+  # DHS over the whole batch's pass gathers the kept rows' losses in loss_fn;
+  # over the kept rows, _step_inputs keeps them before the gradient pass.
+  top_b = int(config.sampling.top_b) if dhs and config.sampling.normalize == "batch" else None
 
   def train_step(state, batch, rng):
-    x, zf, y, coeffs = _step_inputs(config, operator, state, batch, rng)
+    x, zf, y, coeffs = _step_inputs(config, model, operator, state, batch, rng)
     rows = x.shape[0]
     # One data row per coefficient row: a stack's blocks each get the batch.
     repeats = coeffs.shape[0] // rows
@@ -129,22 +135,30 @@ def make_train_step(config, model, operator):
   return train_step
 
 
-def _step_inputs(config, operator, state, batch, rng):
-  """The step's images, zero-filled inputs, measurements and coefficients."""
+def _step_inputs(config, model, operator, state, batch, rng):
+  """The step's images, zero-filled inputs, measurements and coefficients.
+
+  DHS normalizing over the kept rows keeps them here (`dhs_keep`).
+  """
   rng = jax.random.fold_in(rng, state.step)
   k_measure, k_lambda = jax.random.split(rng)
   x = batch["image"].astype(jnp.float32)
   y = operator.measure(x, k_measure)
   zf = operator.zero_filled(y)
   coeffs = sample_coefficients(config, k_lambda, x.shape[0], state.step)
+  if config.sampling.method == "dhs" and config.sampling.normalize == "kept":
+    keep = dhs_keep(model, state.variables(), operator, zf, y, coeffs,
+                    int(config.sampling.top_b))
+    x, zf, y, coeffs = sampling.take((x, zf, y, coeffs), keep)
   return x, zf, y, coeffs
 
 
 def _loss_fn(config, model, operator):
   """``loss(params, batch_stats, x, zf, y, coeffs, rows, top_b) -> (loss, (terms, updates))``.
 
-  ``top_b``: None for UHS; for DHS how many rows of lowest data consistency
-  the loss averages (``terms`` then holds those rows only).
+  ``top_b``: None, every row's loss (UHS, or DHS whose rows were kept
+  before); for DHS over the whole batch's pass, how many rows of lowest data
+  consistency the loss averages (``terms`` then holds those rows only).
   """
   names = tuple(config.losses)
   scales = jnp.asarray(config.loss_scales, jnp.float32)
