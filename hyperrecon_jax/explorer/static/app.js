@@ -499,7 +499,8 @@ async function start() {
   if (info.num_lambdas === 1) {
     $("one-lambda").hidden = false;
     $("lam-meaning").textContent = "loss = (1 − λ)·" + info.losses[0] + " + λ·" + info.losses[1] +
-        ": λ = 0 weights " + info.losses[0] + " alone, λ = 1 " + info.losses[1] + " alone";
+        " (each term over its loss scale): λ = 0 weights " + info.losses[0] + " alone, λ = 1 " +
+        info.losses[1] + " alone";
     const slider = $("lam-slider");
     const onSlide = () => setLam([Number(slider.value)], "slider");
     slider.addEventListener("input", onSlide);
