@@ -18,7 +18,7 @@ from hyperrecon_jax import train
 # moved to experiments/configs/default.py, in its order (the order of
 # config.json), and what its ':quick' variant changed. data_dir is the
 # environment's. Fields added since come with the value that keeps the
-# former behaviour (model.hyper_init, model.conditioned).
+# former behaviour (model.hyper_init, model.conditioned, sampling.normalize).
 DEFAULT = {
     "task": {"name": "csmri", "acceleration": 8.0, "mask": "poisson", "mask_seed": 0,
              "center_fraction": 0.08, "noise_sigma": 0.0, "sigma": 0.1, "factor": 4},
@@ -35,7 +35,7 @@ DEFAULT = {
     "hparams": {"sampler": "uniform", "endpoint_prob": 0.1, "log_min": 0.001,
                 "alpha": 1.0, "endpoint_prob_final": None,
                 "fixed": (0.5,), "baselines": ()},
-    "sampling": {"method": "uhs", "top_b": 8},
+    "sampling": {"method": "uhs", "top_b": 8, "normalize": "kept"},
     "train": {"batch_size": 32, "num_steps": 100_000, "lr": 0.001, "lr_decay_every": 32768,
               "lr_decay_factor": 0.5, "seed": 0, "log_every": 100, "eval_every": 2000,
               "checkpoint_every": 2000, "max_to_keep": 3, "eval_batches": 0,
