@@ -148,7 +148,8 @@ def read_input(path: str, config, *, axis=None) -> Scan:
   Args:
     path: the file.
     config: the model's config (its ``data``: image_size, axis, percentile,
-      min_foreground).
+      min_foreground; and name, when present: a file of another kind than
+      the model's data gets a note in ``Scan.notes``).
     axis: NIfTI only: the RAS axis to slice along (name or index) instead of
       ``config.data.axis``; None takes the config's, or the volume's thin
       axis when the config's planes would be narrower than `MIN_PLANE`.
@@ -170,8 +171,9 @@ def read_input(path: str, config, *, axis=None) -> Scan:
                             "stored; a slicing axis applies to NIfTI input only")
   else:
     scan = _read_h5(path, config)
-  learned_h5 = config.data.name == "fastmri_knee"
-  if (kind == "h5") != learned_h5:
+  learned = config.data.get("name")  # a model's config has it; a bare data config may not
+  learned_h5 = learned == "fastmri_knee"
+  if learned is not None and (kind == "h5") != learned_h5:
     # Allowed (a look across data), but the intensities differ from training's.
     ways = ("its maximum, as a fastMRI dataset is",
             f"its {float(config.data.percentile):g}th percentile, as a NIfTI dataset is")
