@@ -65,12 +65,11 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   _apply(context.config, overrides)
   if data is not None:
     _score_folder(context, data)
+  from hyperrecon_jax.data import split_record
   if workdir is not None:
-    from hyperrecon_jax.data import split_record
     split_record.check_unseen(workdir, context.config.data, context.split)
   if data is not None:  # Built once every check passed.
     from hyperrecon_jax import data as data_lib
-    from hyperrecon_jax.data import split_record
     split_record.check_slices(context.trained_on, context.config.data,
                               f"the run in {workdir}" if workdir is not None else context.where)
     volumes = data_lib.volumes(context.config.data, "test")
