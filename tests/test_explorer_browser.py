@@ -83,6 +83,19 @@ def four_server(compilation_cache):
   srv.server_close()
 
 
+@pytest.fixture(scope="module")
+def three_server(compilation_cache):
+  from explorer_support import tiny_explorer
+
+  from hyperrecon_jax import explorer
+  # The K = 3 explorer of test_explorer_many_terms (its compiled functions are cached).
+  srv = explorer.make_server(tiny_explorer(("dc", "tv", "weight_l1")), "127.0.0.1", 0)
+  threading.Thread(target=srv.serve_forever, daemon=True).start()
+  yield f"http://127.0.0.1:{srv.server_address[1]}"
+  srv.shutdown()
+  srv.server_close()
+
+
 def api(url, path, **query):
   with urllib.request.urlopen(f"{url}{path}?{urllib.parse.urlencode(query)}",
                               timeout=120) as r:
@@ -178,6 +191,11 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
   # Images at a whole multiple of their pixels: 64 px at 3×; 256 px at 1×, not
   # squeezed to 192 (which drops rows); a thumbnail smaller than the image smoothed.
   assert find("img-recon").size == {"width": 192, "height": 192}
+  # The curves over λ sit under the controls, on the first screen (1400×1000).
+  bottom = driver.execute_script(
+      "return [document.getElementById('curve-psnr').getBoundingClientRect().bottom"
+      " + window.scrollY, window.innerHeight];")
+  assert bottom[0] < bottom[1], bottom
   fitted = driver.execute_script(
       "const i = document.createElement('img'), j = document.createElement('img');"
       "fitImage(i, 256, 192); fitImage(j, 256, 128, true);"
@@ -259,5 +277,57 @@ def test_four_terms_have_one_slider_per_coefficient_and_a_gallery(browser, four_
   find("best-ssim").click()
   assert shown() == pytest.approx(curve["best"]["ssim"]["coeffs"], abs=1e-5)
 
+  errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+  assert not errors, errors
+
+
+def test_three_terms_pad_puts_each_grid_lambda_at_its_cell_centre(browser, three_server):
+  from selenium.webdriver.common.action_chains import ActionChains
+  from selenium.webdriver.common.keys import Keys
+  driver, url = browser, three_server
+  find, wait, idle = page(driver, url)
+  pad = find("pad")
+  assert pad.is_displayed() and find("ternary").is_displayed()
+  assert not find("lam-slider").is_displayed()
+  index = int(find("slice").get_attribute("value"))
+  curve = api(url, "/api/curve", slice=index)
+  n = api(url, "/api/info")["grid"]
+  assert curve["lambdas"][0] == [0.0, 0.0] and curve["lambdas"][-1] == [1.0, 1.0]
+  side = pad.size["width"]
+  assert pad.size["height"] == side
+  cell = side / n
+
+  def click(i, j):
+    """Clicks the centre of the pad's cell of grid point (λ1, λ2) = (i, j) / (n − 1)."""
+    x, y = (i + 0.5) * cell, side - (j + 0.5) * cell
+    # Offsets from the element's centre; whole pixels, so within half a pixel of the centre.
+    ActionChains(driver).move_to_element_with_offset(
+        pad, round(x - side / 2), round(y - side / 2)).click().perform()
+    wait.until(idle)
+    return driver.execute_script("return state.lam")
+
+  # A click within half a pixel of a cell's centre is that cell's grid λ, to
+  # half a pixel over the (n − 1)/n-wide span of a λ unit: 0.5 / (cell · (n − 1)).
+  tol = 0.5 / (cell * (n - 1)) + 1e-9
+  assert click(0, 0) == pytest.approx([0.0, 0.0], abs=tol)
+  assert click(n - 1, n - 1) == pytest.approx([1.0, 1.0], abs=tol)
+  assert click(1, n - 2) == pytest.approx([1 / (n - 1), (n - 2) / (n - 1)], abs=tol)
+  # The marker at λ = (0, 0) is drawn whole, centred on cell (0, 0): its red
+  # ring (radius 4) is inside the canvas on every side.
+  driver.execute_script("setLam([0, 0], 'test');")
+  wait.until(idle)
+  red = driver.execute_script(
+      "const c = document.getElementById('pad'), ctx = c.getContext('2d'), h = c.height;"
+      "const x = arguments[0], y = h - arguments[0];"
+      "return [[x - 4, y], [x + 4, y], [x, y - 4], [x, y + 4]].map("
+      "  ([u, v]) => Array.from(ctx.getImageData(Math.round(u), Math.round(v), 1, 1).data));",
+      0.5 * driver.execute_script("return document.getElementById('pad').width") / n)
+  for r, g, b, _ in red:
+    assert r > 150 and g < 100 and b < 100, red  # #d62728, antialiased
+  # The arrow keys move λ by 0.01 from there, clipped to [0, 1].
+  find("pad").send_keys(Keys.ARROW_LEFT, Keys.ARROW_RIGHT, Keys.ARROW_UP, Keys.ARROW_UP,
+                        Keys.ARROW_DOWN)
+  wait.until(idle)
+  assert driver.execute_script("return state.lam") == pytest.approx([0.01, 0.01], abs=1e-12)
   errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
   assert not errors, errors

@@ -133,11 +133,24 @@ function padKey(event) {  // arrows move λ1 (←, →) and λ2 (↓, ↑) by 0.
   setLam([state.lam[0] + 0.01 * step[0], state.lam[1] + 0.01 * step[1]], "pad");
 }
 
+// A landscape draws its n × n grid as n × n equal cells, so grid λ = k / (n − 1)
+// sits at the centre of cell k: λ = 0 and 1 are half a cell inside the edges,
+// and the marker on them is whole.
+function cellFraction(lam) {
+  const n = state.info.grid;
+  return n > 1 ? (lam * (n - 1) + 0.5) / n : lam;
+}
+
+function lamAtFraction(f) {
+  const n = state.info.grid;
+  return n > 1 ? (f * n - 0.5) / (n - 1) : f;
+}
+
 function padEvent(event) {
   const rect = $("pad").getBoundingClientRect();
   const x = (event.clientX - rect.left) / rect.width;
   const y = 1 - (event.clientY - rect.top) / rect.height;
-  setLam([x, y], "pad");
+  setLam([lamAtFraction(x), lamAtFraction(y)], "pad");  // outside [0, 1]: clipped
 }
 
 // --- the coefficient triangle (K = 3) ------------------------------------------------
@@ -380,7 +393,7 @@ function drawLandscape(canvas, metric, title) {
     ctx.fillText((flip ? lo : hi).toPrecision(4), x0 + 16, top + 10);
     ctx.fillText((flip ? hi : lo).toPrecision(4), x0 + 16, top + side);
   }
-  const x = state.lam[0] * side, y = top + (1 - state.lam[1]) * side;
+  const x = cellFraction(state.lam[0]) * side, y = top + (1 - cellFraction(state.lam[1])) * side;
   ctx.strokeStyle = "#fff"; ctx.lineWidth = 2; ctx.beginPath(); ctx.arc(x, y, 6, 0, 2 * Math.PI); ctx.stroke();
   ctx.strokeStyle = "#d62728"; ctx.beginPath(); ctx.arc(x, y, 4, 0, 2 * Math.PI); ctx.stroke();
 }
