@@ -31,7 +31,8 @@ def checked_config(holder):
   Returns:
     The config, its ``data.manual_dir`` made absolute: the run's files name
     the folder it read, wherever a later command starts; ``losses`` given as
-    ``dc,tv`` split into its names.
+    ``dc,tv`` split into its names (``extensions`` likewise), its
+    ``extensions`` imported.
 
   Raises:
     InputError: naming the first missing, unknown or None field (with the
@@ -52,10 +53,22 @@ def checked_config(holder):
   with config.unlocked():
     config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
     # ml_collections reads --config.losses=dc,tv (no brackets) as the one name
-    # 'dc,tv'; no term's name holds a comma, so it can only mean the list.
-    if any("," in str(name) for name in config.losses):
-      config.losses = tuple(part.strip() for name in config.losses
-                            for part in str(name).split(",") if part.strip())
+    # 'dc,tv'; no term's or module's name holds a comma, so it can only mean the list.
+    for field in ("losses", "extensions"):
+      if any("," in str(name) for name in config[field]):
+        config[field] = tuple(part.strip() for name in config[field]
+                              for part in str(name).split(",") if part.strip())
+  from hyperrecon_jax import losses
+  from hyperrecon_jax.train import configuration
+  configuration.import_extensions(config)
+  own = [n for n in config.losses if n not in losses.BUILT_IN]
+  if own and not config.extensions:
+    # A term registered by the config file alone is unknown to the commands
+    # that load the run later (evaluate.py, reconstruct.py, explore.py).
+    raise errors.InputError(
+        f"config.losses names loss terms of your own, {own}, but config.extensions is "
+        f"empty: name the module that registers them (e.g. c.extensions = ('my_terms',)), "
+        f"so that every command that loads this run registers them too.")
   return config
 
 

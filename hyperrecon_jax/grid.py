@@ -378,22 +378,28 @@ def zero_filled_metrics(zf, target, *, valid=None, segmenter=None, labels=None):
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
 
-@compilation.inference_jit(static_argnames=("model", "block"))
-def _weight_l1_program(variables, coeffs, *, model, block):
+@compilation.inference_jit(static_argnames=("model", "block", "names"))
+def _weight_terms_program(variables, coeffs, *, model, block, names):
   g_count = coeffs.shape[0]
   blocks = -(-g_count // block)
   index = (jnp.arange(blocks * block) % g_count).reshape(blocks, block)
-  per_block = lambda i: losses.weight_l1(model.apply(variables, coeffs[i], method="generate"))
-  return jax.lax.map(per_block, index).reshape(-1)[:g_count]
+
+  def per_block(i):
+    weights = model.apply(variables, coeffs[i], method="generate")
+    return jnp.stack([losses.TERMS[n](None, None, operator=None, measurement=None,
+                                      weights=weights) for n in names], axis=1)
+
+  return jax.lax.map(per_block, index).reshape(-1, len(names))[:g_count]
 
 
 def weight_terms(model, variables, coeffs, names) -> dict[str, np.ndarray]:
   """Per-λ values of the loss terms of a model's convolution weights.
 
   The terms of `losses.NEEDS_WEIGHTS` (``weight_l1``: the ℓ1 norm of all the
-  convolution weights of the model at λ, ``generate``'s, as in training:
-  a ``HyperUnet``'s generated and shared ones, a ``UnetStack``'s nearest
-  member's) depend on λ only, not on a slice.
+  convolution weights of the model at λ, and any registered with
+  ``needs=('weights',)``) read ``generate``'s weights, as in training: a
+  ``HyperUnet``'s generated and shared ones, a ``UnetStack``'s nearest
+  member's. They depend on λ only, not on a slice.
 
   Args:
     model: see `reconstruct_grid`.
@@ -405,10 +411,10 @@ def weight_terms(model, variables, coeffs, names) -> dict[str, np.ndarray]:
     ``{name: (G,) float64}`` for each weight term of ``names``.
   """
   _check_coeffs(coeffs)
-  wanted = [n for n in names if n in losses.NEEDS_WEIGHTS]
+  wanted = tuple(n for n in names if n in losses.NEEDS_WEIGHTS)
   if not wanted:
     return {}
   coeffs = jnp.asarray(coeffs, jnp.float32)
-  values = _weight_l1_program(variables, coeffs, model=model,
-                              block=_balanced(LAMBDA_BLOCK, coeffs.shape[0]))
-  return {n: np.asarray(values, np.float64) for n in wanted}
+  values = _weight_terms_program(variables, coeffs, model=model, names=wanted,
+                                 block=_balanced(LAMBDA_BLOCK, coeffs.shape[0]))
+  return {n: np.asarray(values[:, k], np.float64) for k, n in enumerate(wanted)}

@@ -17,8 +17,10 @@ the generated weights ('weight_l1') or the reconstruction alone ('tv' and
 """
 
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -206,10 +208,34 @@ def weight_l1(weights):
              for leaf in leaves)
 
 
+class _Terms(Mapping):
+  """The registered loss terms by name: read-only, added to by `register_term`."""
+
+  def __init__(self, terms):
+    self._terms = dict(terms)
+
+  def __getitem__(self, name):
+    return self._terms[name]
+
+  def __iter__(self):
+    return iter(self._terms)
+
+  def __len__(self):
+    return len(self._terms)
+
+  def __setitem__(self, name, fn):
+    raise errors.InputError(f"losses.TERMS is read-only: add the term {name!r} with "
+                            f"hr.losses.register_term({name!r}, fn, needs=...).")
+
+  def __repr__(self):
+    return f"TERMS({sorted(self._terms)})"
+
+
 # Every registered term has the signature
 #   term(recon, target, *, operator, measurement, weights) -> (B,)
-# so that new terms can be added to TERMS (and to the NEEDS_* sets) in one place.
-TERMS = {
+# and the inputs it reads besides recon are named by the NEEDS_* sets, which
+# decide what training and evaluation give it.
+TERMS = _Terms({
     "mae": lambda recon, target, **_: mae(recon, target),
     "mse": lambda recon, target, **_: mse(recon, target),
     "ssim": lambda recon, target, **_: dssim(recon, target),
@@ -219,10 +245,74 @@ TERMS = {
     "tv": lambda recon, target, **_: total_variation(recon),
     "wavelet": lambda recon, target, **_: wavelet_l1(recon),
     "weight_l1": lambda recon, target, *, weights, **_: weight_l1(weights),
-}
+})
+BUILT_IN = frozenset(TERMS)
 NEEDS_TARGET = frozenset({"mae", "mse", "ssim", "hfen"})
 NEEDS_MEASUREMENT = frozenset({"dc"})
 NEEDS_WEIGHTS = frozenset({"weight_l1"})
+NEEDS = ("target", "measurement", "weights")
+
+
+def register_term(name: str, fn, *, needs: Sequence[str] = (), replace: bool = False) -> None:
+  """Adds a loss term under ``name``, for training, evaluation and the explorer.
+
+  ``fn(recon, target, *, operator, measurement, weights, **_)`` returns the
+  (B,) values of a batch; it is traced under ``jit``, so it must be written in
+  JAX. It is given what ``needs`` names and None for the rest:
+
+  * ``'target'``: the (B, H, W) ground truth (a supervised term);
+  * ``'measurement'``: the measurement y, with the task's ``operator``;
+  * ``'weights'``: the pytree of each sample's convolution weights
+    (`hyperrecon_jax.models.HyperUnet.generate`'s, leaves with a leading B
+    axis). Such a term is of λ alone, not of an image: it needs nothing else,
+    ``recon`` and ``target`` are None when evaluation scores it once per λ.
+
+  Only the name is stored with a run (``config.losses``): a process that
+  evaluates the run must register the same term under the same name, which
+  ``config.extensions`` does for the command line (a module it imports).
+
+  Args:
+    name: the term's name, lowercase letters, digits and ``_`` (it names log
+      keys and report columns); not a built-in term's.
+    fn: the term, as above.
+    needs: a subset of `NEEDS`.
+    replace: allow replacing a term registered before under ``name``. The
+      compiled programs of this process traced the old function, so every one
+      is discarded (``jax.clear_caches()``) and compiles again on its next call.
+
+  Raises:
+    InputError: a bad name, ``fn`` or ``needs``; ``name`` already registered
+      (without ``replace``) or built in.
+  """
+  global NEEDS_TARGET, NEEDS_MEASUREMENT, NEEDS_WEIGHTS
+  if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+    raise errors.InputError(f"a loss term's name must be lowercase letters, digits and '_', "
+                            f"starting with a letter, got {name!r}.")
+  if name in BUILT_IN:
+    raise errors.InputError(f"{name!r} is a built-in loss term; register yours under another "
+                            f"name (built in: {sorted(BUILT_IN)}).")
+  if name in TERMS and not replace:
+    raise errors.InputError(f"a loss term {name!r} is registered already; pass replace=True "
+                            "to replace it.")
+  if not callable(fn):
+    raise errors.InputError(f"the loss term {name!r} must be a function, got {fn!r}.")
+  if isinstance(needs, str):
+    needs = (needs,)
+  needs = tuple(needs)
+  bad = [n for n in needs if n not in NEEDS]
+  if bad:
+    raise errors.InputError(f"needs of the loss term {name!r} must be among {NEEDS}, got {bad}.")
+  if "weights" in needs and len(set(needs)) > 1:
+    others = sorted(set(needs) - {"weights"})
+    raise errors.InputError(f"the loss term {name!r} needs the weights and {others}: a term "
+                            "of the weights is of λ alone and can need nothing else.")
+  replaced = name in TERMS
+  TERMS._terms[name] = fn
+  NEEDS_TARGET = (NEEDS_TARGET - {name}) | ({name} if "target" in needs else set())
+  NEEDS_MEASUREMENT = (NEEDS_MEASUREMENT - {name}) | ({name} if "measurement" in needs else set())
+  NEEDS_WEIGHTS = (NEEDS_WEIGHTS - {name}) | ({name} if "weights" in needs else set())
+  if replaced:
+    jax.clear_caches()
 
 
 def check_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -292,9 +382,11 @@ def compute_terms(names: Sequence[str],
   values = [TERMS[n](recon, target, operator=operator, measurement=measurement,
                      weights=weights) for n in names]
   for n, v in zip(names, values):
-    if v.shape != recon.shape[:1]:
-      raise errors.InputError(
-          f"loss term '{n}' returned shape {v.shape}, expected {recon.shape[:1]}.")
+    if jnp.shape(v) != recon.shape[:1]:
+      hint = (" (a term of the weights needs them: register_term(..., needs=('weights',)))"
+              if n not in NEEDS_WEIGHTS and weights is None else "")
+      raise errors.InputError(f"loss term '{n}' returned shape {jnp.shape(v)}, expected "
+                              f"{recon.shape[:1]}: one value per image{hint}.")
   return jnp.stack(values, axis=1)
 
 

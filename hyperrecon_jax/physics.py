@@ -93,6 +93,17 @@ class Operator:
     return _sum_sq(self.forward(recon) - y)
 
 
+def _check_mask_values(mask: np.ndarray) -> None:
+  """A sampling mask holds 0s and 1s and samples something (a user's array is looked at once)."""
+  values = np.unique(mask)
+  if not np.all(np.isin(values, (0, 1))):
+    raise errors.InputError(f"mask must hold 0s and 1s (1: a sampled k-space point), got the "
+                            f"values {values[:6].tolist()}{' …' if values.size > 6 else ''}.")
+  if not np.any(values == 1):
+    raise errors.InputError("mask samples no k-space point (all 0s): every measurement would "
+                            "be 0.")
+
+
 @struct.dataclass
 class CSMRI(Operator):
   """Single-coil Cartesian compressed-sensing MRI: ``y = M * (F x + n)``.
@@ -120,6 +131,7 @@ class CSMRI(Operator):
     if not float(self.noise_sigma) >= 0:
       raise errors.InputError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}.")
     if isinstance(self.mask, (np.ndarray, list, tuple)):
+      _check_mask_values(np.asarray(self.mask))
       object.__setattr__(self, "mask", jnp.asarray(self.mask, jnp.float32))
     shape = getattr(self.mask, "shape", None)
     if shape is not None and len(shape) != 2:

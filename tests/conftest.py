@@ -108,3 +108,24 @@ def release_compiled_programs():
   yield
   jax.clear_caches()
   gc.collect()
+
+
+@pytest.fixture
+def own_terms():
+  """Restores the registry of loss terms after a test that registers its own.
+
+  ``tests/own_terms.py`` is imported afresh by each user (its module is
+  dropped with the terms it registered), so every test sees the built-in
+  terms alone unless it registers more.
+  """
+  import sys
+
+  from hyperrecon_jax import losses
+  saved = (dict(losses.TERMS._terms), losses.NEEDS_TARGET, losses.NEEDS_MEASUREMENT,
+           losses.NEEDS_WEIGHTS)
+  sys.modules.pop("own_terms", None)
+  yield losses
+  sys.modules.pop("own_terms", None)
+  losses.TERMS._terms.clear()
+  losses.TERMS._terms.update(saved[0])
+  losses.NEEDS_TARGET, losses.NEEDS_MEASUREMENT, losses.NEEDS_WEIGHTS = saved[1:]

@@ -71,6 +71,8 @@ def assert_one_error_line(proc, pattern):
     # Without brackets the terms arrive as one name 'dc,tv,wavelet': split.
     (DEMO, "--config.losses=dc,tv,wavelet", r"config\.loss_scales must hold one positive "
      r"number per loss term, 3 for \('dc', 'tv', 'wavelet'\)"),
+    (DEMO, "--config.extensions=no_such_module_here", r"config\.extensions: importing "
+     r"'no_such_module_here' failed \(ModuleNotFoundError"),
     (DEMO, "--config.train.no_such_field=1", r"bad override --config\.train\.no_such_field: "
      r"config\.train has no field 'no_such_field'; its fields: batch_size, checkpoint_every"),
 ])
@@ -106,6 +108,12 @@ _FROM_DEFAULT = (f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'experimen
      r"sets config\.train\.lr to None; it needs a float \(default 0\.001\)"),
     (_FROM_DEFAULT + "  c.train.lr = 'fast'\n  return c\n",
      r"config file .*bad\.py, line 6: TypeError: Could not override field 'lr'"),
+    # A term of one's own that only the config file registers: evaluate.py
+    # and the others could not score the run.
+    (_FROM_DEFAULT + f"  sys.path.insert(0, {os.path.join(REPO, 'tests')!r})\n  import own_terms\n"
+     "  c.losses, c.loss_scales = ('dc', 'grad_diff'), (1.0, 1.0)\n  return c\n",
+     r"config\.losses names loss terms of your own, \['grad_diff'\], but config\.extensions "
+     r"is empty: name the module that registers them"),
     # It ended the run with status 0 and no word.
     ("import sys\ndef get_config():\n  sys.exit()\n",
      r"config file .*bad\.py, line 3: it calls sys\.exit\(\) instead of returning a config"),

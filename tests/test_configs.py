@@ -18,7 +18,8 @@ from hyperrecon_jax import train
 # moved to experiments/configs/default.py, in its order (the order of
 # config.json), and what its ':quick' variant changed. data_dir is the
 # environment's. Fields added since come with the value that keeps the
-# former behaviour (model.hyper_init, model.conditioned, sampling.normalize).
+# former behaviour (model.hyper_init, model.conditioned, sampling.normalize,
+# extensions).
 DEFAULT = {
     "task": {"name": "csmri", "acceleration": 8.0, "mask": "poisson", "mask_seed": 0,
              "center_fraction": 0.08, "noise_sigma": 0.0, "sigma": 0.1, "factor": 4},
@@ -32,6 +33,7 @@ DEFAULT = {
               "conditioned": "all"},
     "losses": ("mae", "ssim"),
     "loss_scales": (0.0556, 0.322),
+    "extensions": (),
     "hparams": {"sampler": "uniform", "endpoint_prob": 0.1, "log_min": 0.001,
                 "alpha": 1.0, "endpoint_prob_final": None,
                 "fixed": (0.5,), "baselines": ()},
@@ -134,6 +136,44 @@ def test_from_stored_adds_the_fields_added_since():
   assert json.loads(config.to_json()) == current
   # Not a config: left for the reader of the section to name what is missing.
   assert "hparams" not in train.from_stored({"task": current["task"]})
+
+
+def test_a_stored_run_with_terms_of_its_own_registers_them_when_loaded(own_terms, tmp_path):
+  import sys
+  config = configs.default()
+  config.losses, config.loss_scales = ("dc", "grad_diff", "weight_l2"), (1.0, 1.0, 1.0)
+  with pytest.raises(train.ConfigError, match=r"unknown loss term.*'grad_diff'.*"
+                     r"registered \(hr.losses.register_term\) by a module named in "
+                     r"config.extensions, now \(\)"):
+    train.check_config(config)
+  config.extensions = ("own_terms",)
+  train.check_config(config)  # imports own_terms, which registers both terms
+  assert "grad_diff" in own_terms.TERMS
+  # A later process (here: the module and its terms dropped) loads the stored run.
+  (tmp_path / "config.json").write_text(config.to_json())
+  sys.modules.pop("own_terms")
+  for name in ("grad_diff", "weight_l2"):
+    del own_terms.TERMS._terms[name]
+  loaded = train.load_config(str(tmp_path))
+  assert tuple(loaded.extensions) == ("own_terms",) and "weight_l2" in own_terms.NEEDS_WEIGHTS
+  train.check_config(loaded)
+
+
+@pytest.mark.parametrize("extensions, match", [
+    ("own_terms", "must be a sequence of Python module names"),
+    (("own terms",), "must be a sequence of Python module names"),
+    (("no_such_module_here",), r"importing 'no_such_module_here' failed \(ModuleNotFoundError"),
+])
+def test_extensions_that_cannot_be_imported_are_named(own_terms, extensions, match):
+  stored = json.loads(configs.default().to_json())
+  stored["extensions"] = extensions  # a config.json edited by hand
+  with pytest.raises(train.ConfigError, match=match):
+    train.from_stored(stored)
+  if not isinstance(extensions, str):  # a ConfigDict's tuple field takes no string
+    config = configs.default()
+    config.extensions = extensions
+    with pytest.raises(train.ConfigError, match=match):
+      train.check_config(config)
 
 
 def test_load_config_of_a_config_json_written_before_a_field_was_added(tmp_path):

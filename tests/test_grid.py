@@ -176,3 +176,18 @@ def test_weight_terms_are_the_weight_l1_of_the_generated_weights():
   assert list(out) == ["weight_l1"] and out["weight_l1"].shape == (35,)
   np.testing.assert_allclose(out["weight_l1"], direct, rtol=1e-6)
   assert grid.weight_terms(net, variables, coeffs, ("dc",)) == {}
+
+
+def test_weight_terms_of_ones_own_are_computed_by_their_own_function(own_terms):
+  import own_terms as module  # registers weight_l2, a term of the weights
+  net, variables, _ = tiny_hyperunet()
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(5)))
+  out = grid.weight_terms(net, variables, coeffs, ("weight_l2", "dc", "weight_l1"))
+  generated = net.apply(variables, coeffs, method=models.HyperUnet.generate)
+  assert list(out) == ["weight_l2", "weight_l1"]
+  l2 = sum(np.sum(np.square(np.asarray(leaf, np.float64)).reshape(5, -1), axis=1)
+           for leaf in jax.tree_util.tree_leaves(generated))
+  np.testing.assert_allclose(out["weight_l2"], l2, rtol=1e-5)
+  np.testing.assert_allclose(out["weight_l2"], module.weight_l2(None, None, weights=generated),
+                             rtol=1e-6)
+  assert not np.allclose(out["weight_l2"], out["weight_l1"])

@@ -132,6 +132,7 @@ def test_compute_terms_and_composite():
 
 def test_registry_and_validation():
   assert set(losses.TERMS) == {"mae", "mse", "ssim", "hfen", "dc", "tv", "wavelet", "weight_l1"}
+  assert losses.BUILT_IN == set(losses.TERMS)
   assert losses.NEEDS_TARGET == {"mae", "mse", "ssim", "hfen"}
   assert losses.NEEDS_MEASUREMENT == {"dc"} and losses.NEEDS_WEIGHTS == {"weight_l1"}
   assert losses.check_names(["mae", "ssim"]) == ("mae", "ssim")
@@ -154,6 +155,74 @@ def test_registry_and_validation():
     losses.compute_terms(("mae",), recon)
   with pytest.raises(errors.InputError, match="'hfen' needs target"):
     losses.compute_terms(("tv", "hfen"), recon)
+
+
+def test_a_registered_term_is_computed_with_what_it_needs(own_terms):
+  import own_terms as module  # registers grad_diff (target) and weight_l2 (weights)
+  recon, target = _pair()
+  weights = _weights()
+  got = np.asarray(losses.compute_terms(("grad_diff", "weight_l2", "mae"), recon, target,
+                                        weights=weights))
+  d = np.diff(recon, axis=2).astype(np.float64) - np.diff(target, axis=2)
+  np.testing.assert_allclose(got[:, 0], np.sum(d * d, axis=(1, 2)), rtol=1e-5)
+  l2 = sum(np.sum(np.square(np.asarray(leaf, np.float64)).reshape(2, -1), axis=1)
+           for leaf in jax.tree_util.tree_leaves(weights))
+  np.testing.assert_allclose(got[:, 1], l2, rtol=1e-5)
+  np.testing.assert_allclose(got[:, 2], losses.mae(recon, target), rtol=1e-6)
+  assert "grad_diff" in losses.NEEDS_TARGET and "weight_l2" in losses.NEEDS_WEIGHTS
+  assert losses.TERMS["grad_diff"] is module.grad_diff
+  with pytest.raises(errors.InputError, match="'grad_diff' needs target"):
+    losses.compute_terms(("grad_diff",), recon)
+  with pytest.raises(errors.InputError, match="'weight_l2' needs weights"):
+    losses.compute_terms(("weight_l2",), recon, target)
+
+
+def test_register_term_refuses_what_cannot_work(own_terms):
+  fn = lambda recon, target, **_: losses.mae(recon, target)
+  for name in ("", "Bad", "two words", "1st", 3):
+    with pytest.raises(errors.InputError, match="lowercase letters"):
+      losses.register_term(name, fn)
+  with pytest.raises(errors.InputError, match="'ssim' is a built-in loss term"):
+    losses.register_term("ssim", fn, needs=("target",), replace=True)
+  with pytest.raises(errors.InputError, match="must be a function"):
+    losses.register_term("my_mae", 1.0)
+  with pytest.raises(errors.InputError, match=r"among \('target', 'measurement', 'weights'\)"):
+    losses.register_term("my_mae", fn, needs=("truth",))
+  with pytest.raises(errors.InputError, match="of λ alone and can need nothing else"):
+    losses.register_term("my_mae", fn, needs=("weights", "target"))
+  losses.register_term("my_mae", fn, needs="target")  # one need as a string
+  with pytest.raises(errors.InputError, match="'my_mae' is registered already; pass replace"):
+    losses.register_term("my_mae", fn, needs=("target",))
+  # TERMS is read-only: assigning to it would skip what a term needs.
+  with pytest.raises(errors.InputError, match=r"read-only.*register_term\('mine', fn"):
+    losses.TERMS["mine"] = fn
+  assert "mine" not in losses.TERMS
+
+
+def test_replacing_a_term_recompiles_what_traced_it(own_terms):
+  recon, target = _pair()
+  mean = jax.jit(lambda r, t: losses.compute_terms(("probe_term",), r, t)[:, 0])
+  losses.register_term("probe_term", lambda recon, target, **_: jnp.mean(recon, axis=(1, 2)),
+                       needs=("target",))
+  np.testing.assert_allclose(mean(recon, target), recon.mean(axis=(1, 2)), rtol=1e-6)
+  losses.register_term("probe_term", lambda recon, target, **_: 1000 + jnp.mean(recon, (1, 2)),
+                       needs=("target",), replace=True)
+  # The jitted function traced the old term; replacing it cleared the caches.
+  np.testing.assert_allclose(mean(recon, target), 1000 + recon.mean(axis=(1, 2)), rtol=1e-6)
+  assert "probe_term" in losses.NEEDS_TARGET
+
+
+def test_a_term_that_returns_no_vector_is_named(own_terms):
+  recon, target = _pair()
+  losses.register_term("scalar_term", lambda recon, target, **_: 0.0)
+  with pytest.raises(errors.InputError,
+                     match=r"'scalar_term' returned shape \(\), expected \(2,\)"):
+    losses.compute_terms(("scalar_term",), recon, target)
+  # A term of the weights registered without needs=('weights',) gets None.
+  losses.register_term("forgot_needs", lambda recon, target, *, weights, **_: sum(
+      jnp.sum(jnp.abs(w)) for w in jax.tree_util.tree_leaves(weights)))
+  with pytest.raises(errors.InputError, match=r"needs=\('weights',\)"):
+    losses.compute_terms(("forgot_needs",), recon, target, weights=None)
 
 
 def test_bad_shapes():

@@ -120,6 +120,14 @@ def test_csmri_bad_inputs():
     physics.CSMRI(np.ones((2, 32, 24)))
   with pytest.raises(ValueError, match="noise_sigma"):
     physics.CSMRI(np.ones((32, 24)), noise_sigma=-0.1)
+  # A mask of 0.5s measured half of each point's value with acceleration 1;
+  # an all-zero one measured nothing with acceleration inf.
+  with pytest.raises(errors.InputError,
+                     match=r"mask must hold 0s and 1s .*got the values \[0\.5\]"):
+    physics.CSMRI(np.full((32, 24), 0.5))
+  with pytest.raises(errors.InputError, match=r"mask samples no k-space point"):
+    physics.CSMRI(np.zeros((32, 24)))
+  assert physics.CSMRI([[0, 1], [True, False]]).acceleration == 2
 
 
 # -------------------------------------------------------------- Denoising

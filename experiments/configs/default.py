@@ -82,6 +82,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # and 1 − SSIM. experiments/baselines.py measures them for other data and
   # terms (<workdir>/baselines.json) and prints the override.
   c.loss_scales = (0.0556, 0.322)
+  # Python modules (importable names, e.g. 'my_lab.terms') imported before
+  # the config is checked, in every process that trains or loads the run:
+  # each registers loss terms of its own (hr.losses.register_term) that
+  # `losses` names.
+  c.extensions = ()
   c.hparams = ml_collections.ConfigDict(dict(
       # 'uniform' | 'endpoints' | 'log_uniform' (λ on the cube) or
       # 'dirichlet' | 'faces' (coefficients on the simplex, any K; 'faces'

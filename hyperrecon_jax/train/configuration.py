@@ -8,7 +8,9 @@ of a stored run, also one written by an older version.
 """
 
 import copy
+import importlib
 import math
+import re
 
 import ml_collections
 
@@ -72,6 +74,8 @@ ADDED_FIELDS = (
     ("evals", default_evals()),
     # DHS's normalization batch: earlier runs normalized over the kept rows.
     ("sampling.normalize", "kept"),
+    # Modules registering loss terms of a user's own: earlier runs had none.
+    ("extensions", ()),
 )
 
 
@@ -83,13 +87,18 @@ def from_stored(stored) -> ml_collections.ConfigDict:
   """The config of a stored run: a workdir's or a shipped model's config dict.
 
   A config written by an older version lacks the fields added since; they get
-  the values of `ADDED_FIELDS`, which reproduce how that run was trained.
+  the values of `ADDED_FIELDS`, which reproduce how that run was trained. The
+  modules of its ``extensions`` are imported, so its own loss terms are
+  registered (`import_extensions`).
 
   Args:
     stored: the config as a dict, e.g. from JSON.
 
   Returns:
     A ``ConfigDict``.
+
+  Raises:
+    ConfigError: a module of ``extensions`` does not import.
   """
   config = ml_collections.ConfigDict(stored)
   for dotted, value in ADDED_FIELDS:
@@ -101,7 +110,34 @@ def from_stored(stored) -> ml_collections.ConfigDict:
     # reader of the section to name.
     if isinstance(node, ml_collections.ConfigDict) and name not in node:
       node[name] = copy.deepcopy(value)
+  import_extensions(config)
   return config
+
+
+def import_extensions(config) -> None:
+  """Imports the modules of ``config.extensions``, which register the run's own loss terms.
+
+  Importing is idempotent (a module already imported is not run again), so
+  every reader of a config may call this.
+
+  Raises:
+    ConfigError: ``extensions`` is not a sequence of module names, or one
+      does not import (named, with the error it raised).
+  """
+  modules = config.get("extensions", ())
+  if isinstance(modules, str) or not isinstance(modules, (tuple, list)) or not all(
+      isinstance(m, str) and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", m)
+      for m in modules):
+    raise ConfigError(f"config.extensions must be a sequence of Python module names "
+                      f"(e.g. ('my_lab.terms',)), got {modules!r}")
+  for name in modules:
+    try:
+      importlib.import_module(name)
+    except Exception as e:  # any error of the user's module is theirs to see, by name
+      raise ConfigError(
+          f"config.extensions: importing {name!r} failed ({type(e).__name__}: {e}); the "
+          f"module registers this run's own loss terms and must be importable (its folder "
+          f"on PYTHONPATH) in every process that trains or loads the run") from None
 
 
 # What every stored config of any version has; a config.json without one of
@@ -159,10 +195,14 @@ def check_config(config) -> None:
 
 def _check_losses(config) -> tuple[str, ...]:
   """The loss terms and their scales; returns the terms' names."""
+  import_extensions(config)
   try:
     names = losses.check_names(tuple(config.losses))
   except ValueError as e:
-    raise ConfigError(f"config.losses: {e}") from None
+    hint = ("; a loss term of your own is registered (hr.losses.register_term) by a module "
+            f"named in config.extensions, now {tuple(config.get('extensions', ()))}"
+            if "unknown loss term" in str(e) else "")
+    raise ConfigError(f"config.losses: {e}{hint}") from None
   k = len(names)
   if k < 2:
     raise ConfigError(f"config.losses needs at least 2 terms for a "
