@@ -40,9 +40,9 @@ def main(argv):
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
     # Before anything else touches JAX: the backend must start knowing its peers.
-    cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
+    joined = cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train
-  with cli.user_errors():
+  with cli_processes.ending_with_the_run(joined), cli.user_errors():
     train.train_and_evaluate(config, _WORKDIR.value)
   print(f"done: {_WORKDIR.value}")
 

@@ -176,6 +176,17 @@ def test_extensions_that_cannot_be_imported_are_named(own_terms, extensions, mat
       train.check_config(config)
 
 
+def test_changed_fields_name_what_a_resumed_run_changes_but_the_machine():
+  old = json.loads(configs.default().to_json())
+  new = json.loads(json.dumps(old))
+  new["sampling"]["method"], new["train"]["num_steps"] = "uhs", 10
+  new["data"]["data_dir"], new["data"]["num_threads"] = "/elsewhere", 8
+  old["sampling"]["method"] = "dhs"
+  assert train.changed_fields(old, new) == ["sampling.method: 'dhs' → 'uhs'",
+                                            "train.num_steps: 100000 → 10"]
+  assert train.changed_fields(old, old) == []
+
+
 def test_load_config_of_a_config_json_written_before_a_field_was_added(tmp_path):
   stored = json.loads(configs.default().to_json())
   del stored["hparams"]["baselines"]

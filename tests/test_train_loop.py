@@ -245,7 +245,9 @@ def test_resume_reaches_the_uninterrupted_result(run_a, data_dir, tmp_path,
     f.write('{"step": 5, "loss": 0.3')
   capfd.readouterr()
   state = train.train_and_evaluate(make_config(data_dir), workdir)
-  assert "resuming from step 4" in capfd.readouterr().err
+  # The one field changed since the checkpoint is said (it is stored from now on).
+  assert (f"resuming from step 4; changed since that checkpoint: train.num_steps: 4 → {STEPS}\n"
+          in capfd.readouterr().err)
   assert int(state.step) == STEPS
   assert_trees_close(host(state.params), run_a["state"].params, rtol=1e-6,
                      atol=1e-7)

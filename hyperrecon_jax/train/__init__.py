@@ -10,6 +10,7 @@ for tests, benchmarks and custom loops::
 """
 
 from hyperrecon_jax.train.configuration import ConfigError
+from hyperrecon_jax.train.configuration import changed_fields
 from hyperrecon_jax.train.configuration import check_config
 from hyperrecon_jax.train.configuration import describe_model
 from hyperrecon_jax.train.configuration import from_stored
@@ -35,8 +36,8 @@ from hyperrecon_jax.train.trained import load_trained
 
 __all__ = [
     "ConfigError", "Interrupted", "NonFiniteLossError", "TrainState", "build_model",
-    "check_config", "check_memory", "check_step_memory", "create_state", "describe_model",
-    "from_stored", "learning_rate",
+    "changed_fields", "check_config", "check_memory", "check_step_memory", "create_state",
+    "describe_model", "from_stored", "learning_rate",
     "load_config", "load_trained", "make_train_step", "memory_floor", "num_coeffs",
     "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate", "unstack",
     "validation_lambdas",

@@ -434,3 +434,24 @@ def incompatibilities(old, new) -> list[str]:
       out.append(f"{field}: {a!r} in the workdir, {b!r} now")
   return out
 
+
+
+# Settings of a machine, not of a run: a resumed run's note leaves them out.
+MACHINE_FIELDS = ("data.data_dir", "data.manual_dir", "data.num_threads")
+
+
+def changed_fields(old, new) -> list[str]:
+  """The fields two config dicts differ on, ``field: old → new``, machine settings left out.
+
+  For the note of a resumed run: a field not in `BOUND_FIELDS` may change
+  between runs (steps, learning rate, sampler, sampling method), and the
+  checkpoint then stores the new value, so the change is said once, when it
+  happens.
+  """
+  a, b = dict(_flat(dict(old), "")), dict(_flat(dict(new), ""))
+  out = []
+  for key in sorted(set(a) | set(b)):
+    field = key[1:]
+    if field not in MACHINE_FIELDS and a.get(key) != b.get(key):
+      out.append(f"{field}: {a.get(key)!r} → {b.get(key)!r}")
+  return out

@@ -284,8 +284,11 @@ def _start(config, workdir, model, replicated, owner):
   state = jax.device_put(state_lib.create_state(
       config, model, streams.key(int(config.train.seed), "init")), replicated)
 
+  stored_config = {}
+
   def abstract(stored):
     check_workdir(config, workdir, stored)
+    stored_config.update(stored)
     return state
 
   reader = checkpoints.reader(workdir)
@@ -307,7 +310,12 @@ def _start(config, workdir, model, replicated, owner):
     print(f"nothing to do: {workdir} is at step {start} and "
           f"config.train.num_steps={total}", file=sys.stderr)
   else:
-    print(f"resuming from step {start}", file=sys.stderr)
+    # A run stored before a field was added has that field's compatible value.
+    stored = json.loads(configuration.from_stored(stored_config).to_json())
+    changed = configuration.changed_fields(stored, json.loads(config.to_json()))
+    print(f"resuming from step {start}" + (
+        f"; changed since that checkpoint: {'; '.join(changed)}" if changed else ""),
+        file=sys.stderr)
   return jax.device_put(restored.state, replicated), start, restored.data_state
 
 
