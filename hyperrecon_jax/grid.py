@@ -99,7 +99,16 @@ def _check_scored(zf, target, valid):
                             f"got shape {np.shape(target)}.")
   if valid is not None and np.shape(valid) != (s,):
     raise errors.InputError(f"valid must have shape ({s},), got shape {np.shape(valid)}.")
-  return np.ones(s, bool) if valid is None else np.asarray(valid, bool)
+  keep = np.ones(s, bool) if valid is None else np.asarray(valid, bool)
+  # PSNR and SSIM take a peak of 1: images on another scale score without
+  # meaning. Padding rows are never scored, whatever they hold.
+  values = np.asarray(target)[keep]
+  lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+  if not (np.isfinite(lo) and np.isfinite(hi) and 0.0 <= lo and hi <= 1.0):
+    raise errors.InputError(
+        f"target must hold images in [0, 1] (PSNR and SSIM take a peak of 1), got values in "
+        f"[{lo:.6g}, {hi:.6g}]: scale each volume to [0, 1] first, e.g. by its maximum.")
+  return keep
 
 
 def _slice_metrics(recon, target, zf_mag, segment=None, labels=None):

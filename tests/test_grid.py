@@ -163,7 +163,16 @@ def test_grid_metrics_bad_input():
   with pytest.raises(ValueError, match="target"):
     grid.grid_metrics(net, variables, zf, np.zeros((2, SIZE, 8)), coeffs)
   with pytest.raises(ValueError, match="valid"):
-    grid.grid_metrics(net, variables, zf, zf[..., 0], coeffs, valid=[True])
+    grid.grid_metrics(net, variables, zf, np.clip(zf[..., 0], 0, 1), coeffs, valid=[True])
+  # Images on another scale (×1000) scored about −58 dB without a word.
+  target = smooth_images(2, 1)
+  for bad, shown in ((target * 1000, r"\[\d.*, \d{3}\.?\d*\]"), (target - 0.5, r"\[-0\.\d+"),
+                     (np.where(target > 0.5, np.nan, target), r"\[nan")):
+    with pytest.raises(ValueError, match=r"target must hold images in \[0, 1\] .*got values in "
+                       + shown):
+      grid.grid_metrics(net, variables, zf, bad, coeffs)
+    with pytest.raises(ValueError, match=r"target must hold images in \[0, 1\]"):
+      grid.zero_filled_metrics(zf, bad)
 
 
 def test_weight_terms_are_the_weight_l1_of_the_generated_weights():
