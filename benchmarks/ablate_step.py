@@ -197,7 +197,14 @@ def main(argv):
     raise app.UsageError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
   image, batch, channels = (throughput._IMAGE.value, throughput._BATCH.value,
                             throughput._CHANNELS.value)
-  size, iters, rounds = throughput._SIZES.value[0], throughput._ITERS.value, _ROUNDS.value
+  sizes, iters, rounds = throughput._SIZES.value, throughput._ITERS.value, _ROUNDS.value
+  # One HyperRecon: without --sizes, throughput's list starts with the plain
+  # Unet, and 'shared_weights' would compare a Unet with itself.
+  if not flags.FLAGS["sizes"].present:
+    sizes = ["S"]
+  if len(sizes) != 1 or sizes[0] not in ("S", "M", "L"):
+    raise app.UsageError(f"--sizes must name one HyperRecon (S, M or L), got {','.join(sizes)}")
+  size = sizes[0]
   if throughput._QUICK.value:
     image, batch, channels, size, iters, rounds = 32, 2, 8, "S", 2, 2
   variants = ["unchanged"] + [v for v in _VARIANTS.value if v != "unchanged"]

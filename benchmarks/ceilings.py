@@ -13,7 +13,9 @@ One JSON line per ceiling (``benchmark: "ceiling"``, ``kind``, ``dtype``):
     rate a network made only of such convolutions would reach.
   conv3x3_gradient: the same convolution forward and both of its gradients
     (input and kernel: three times the operations), compiled as training
-    steps are: a training step's ceiling.
+    steps are: a training step's ceiling. Each conv line names the
+    ``convolutions`` its compiled program runs (3 here, 1 forward), so a
+    convolution XLA deleted cannot pass as work done.
   elementwise: TB/s of ``x + 1`` over a large array, in place, counting the
     bytes read and the bytes written: the memory bandwidth a fused
     elementwise program sees (a roofline's memory ceiling).
@@ -76,18 +78,29 @@ def conv3x3(size, batch, channels, dtype, iters, repeats, *, gradient=False):
   x = jax.random.normal(jax.random.key(0), (batch, size, size, channels), dtype)
   kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, channels), dtype)
   flops = 2 * 9 * channels ** 2 * batch * size ** 2
-  if gradient:  # both gradients of <conv(x, k), g>: two more convolutions' work
+  if gradient:  # the forward and both gradients of <conv(x, k), g>: three convolutions
     g = jax.random.normal(jax.random.key(2), (batch, size, size, channels), dtype)
-    program = jax.jit(jax.grad(lambda x, k: jnp.vdot(_conv(x, k), g).astype(jnp.float32),
-                               argnums=(0, 1)),
-                      compiler_options=compilation.training_options())
+    # The value is returned so that the forward convolution runs: the loss is
+    # linear in it, so with the gradients alone XLA deletes it (two
+    # convolutions' time counted as three's work).
+    program = jax.jit(jax.value_and_grad(
+        lambda x, k: jnp.vdot(_conv(x, k), g).astype(jnp.float32), argnums=(0, 1)),
+        compiler_options=compilation.training_options())
     flops *= 3
   else:
     # Compiled as the model's programs are (on the CPU, forward programs use
     # XLA's own multi-threaded convolutions: `hyperrecon_jax.compilation`).
-    program = compilation.inference_jit(_conv)
+    program = jax.jit(_conv, compiler_options=compilation.inference_options())
   sec = _seconds(program, (x, kernel), iters, repeats)
-  return flops / sec / 1e12, {"image_size": size, "batch": batch, "channels": channels}
+  return flops / sec / 1e12, {"image_size": size, "batch": batch, "channels": channels,
+                              "convolutions": _convolutions(program, x, kernel)}
+
+
+def _convolutions(program, *args) -> int:
+  """How many convolutions the compiled program runs (3 forward and gradients, else 1)."""
+  text = program.lower(*args).compile().as_text()
+  return sum(1 for line in text.splitlines()
+             if " convolution(" in line or "custom-call" in line and "conv" in line.lower())
 
 
 def elementwise(mib, iters, repeats):

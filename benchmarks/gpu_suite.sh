@@ -44,6 +44,18 @@ run() {
   echo "+ throughput.py $* ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
   python3 benchmarks/throughput.py "$@" $EXTRA 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
 }
+# A recipe brings its own model and sizes: throughput.py refuses those flags
+# beside --recipe, so EXTRA's are left out of its runs.
+run_recipe() {
+  local a kept=()
+  for a in $EXTRA; do
+    case "$a" in --image_size=*|--channels=*|--batch=*|--sizes=*|--dtype=*|--strategy=*) ;;
+      *) kept+=("$a") ;; esac
+  done
+  echo "+ throughput.py $* ${kept[*]} ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
+  python3 benchmarks/throughput.py "$@" "${kept[@]}" 2>>"$OUT/stderr.log" \
+    | tee -a "$OUT/throughput.jsonl"
+}
 # One convolution, float32 against two bfloat16 formulations (seconds): does
 # a float32 result before the cast cost the bfloat16 speed-up?
 part conv && python3 benchmarks/bf16_conv.py ${CONV_EXTRA:-} 2>>"$OUT/stderr.log" \
@@ -122,7 +134,7 @@ train_alone() {
 E2E_STEPS=${E2E_STEPS:-1500}
 if part e2e && [ "$E2E_STEPS" != 0 ]; then
   RECIPE=${RECIPE:-experiments/configs/pretrained_dc_tv_256.py}
-  run --recipe="$RECIPE" --recipe.model.hyper_dim=128 --benchmarks=train_step --tag=e2e
+  run_recipe --recipe="$RECIPE" --recipe.model.hyper_dim=128 --benchmarks=train_step --tag=e2e
   train_alone e2e "$RECIPE" "$E2E_STEPS" --config.model.hyper_dim=128
 fi
 # The faster first 1,000 steps at 64×64 (134–152, then 77–94 steps/s, one H100,

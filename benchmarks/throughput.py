@@ -26,9 +26,12 @@ Measurements (``benchmark`` field):
     memory analysis: temporaries plus arguments and outputs not aliased to
     them), without running it: where the batch stops fitting.
   evaluate: (slice, λ) pairs/s scored by the path ``evaluate.py`` runs,
-    `grid.grid_metrics` (reconstruction and every metric) of ``--batch``
-    slices at ``--grid`` λ, in calls of the default chunk, ``--order``
-    λ-major or slice-major.
+    `evaluate.evaluate_grid` (each slice measured with its own noise, then
+    `grid.grid_metrics`: reconstruction and every metric, in its blocks of
+    λ) of one batch of ``--batch`` slices at the ``--grid`` λ per
+    hyperparameter (``lambdas`` of them: G, or G² for two hyperparameters),
+    in calls of the default chunk, ``--order`` λ-major or slice-major (the
+    line's ``order`` is the one that ran).
 With ``--cost``, a train_step or evaluate line also has the work of one
 sample or pair (a memory line, of one sample of the step it compiles without
 running it), from XLA's cost analysis of the compiled programs on this
@@ -41,15 +44,15 @@ memory bounds the program (a roofline). XLA counts a loop's body once, so
 ``evaluate``'s work is that of its loop bodies (one model call of the
 default chunk with its metrics, one block of generated weights) times the
 number of times the program runs them, padding included.
-Each line also has the backend, device kind, compile seconds and settings.
+Each line also has the backend, device kind, jax version, the code's git
+commit (None outside a checkout), compile seconds and settings (``iters`` and
+``repeats`` of the timed ones).
 Times are medians over ``--repeats`` timed runs of ``--iters`` calls, after a
 warm-up call that compiles.
 """
 
 import json
-import math
 import os
-import re
 import statistics
 import sys
 import time
@@ -59,11 +62,13 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
+import numpy as np
 
 # The benchmarked configs start from the experiments' complete default config.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "experiments", "configs"))
 import default
+import xla_cost
 
 _SIZES = flags.DEFINE_list("sizes", ["unet", "S", "M", "L"],
                            "Models: unet, S (d=4), M (d=32), L (d=128), stackN "
@@ -120,6 +125,20 @@ def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
   return c
 
 
+def _commit():
+  """The short git commit of the code measured (with ``+`` if it has changes), or None."""
+  import subprocess
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10, check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return head + ("+" if dirty.strip() else "")
+
+
 def _time(fn, iters: int, repeats: int):
   """(median seconds per call, compile+first-call seconds)."""
   t0 = time.perf_counter()
@@ -174,7 +193,7 @@ def bench_train_step(config, state, iters, repeats):
 
   sec, compile_s = _time(run, iters, repeats)
   samples = _samples_per_step(model, config)
-  cost = _per_item(lambda: _work(compiled), samples, sec) if _COST.value else {}
+  cost = xla_cost.per_item(lambda: xla_cost.work(compiled), samples, sec) if _COST.value else {}
   return samples / sec, "samples/s", lower_s + compile_s, cost
 
 
@@ -182,77 +201,6 @@ def _samples_per_step(model, config) -> int:
   """Samples one training step trains: its batch, once for each Unet of a stack."""
   from hyperrecon_jax import train
   return max(len(train.stack_lambdas(model)), 1) * int(config.train.batch_size)
-
-
-def _work(compiled) -> tuple[float, float]:
-  """(operations, bytes accessed) of a compiled program without loops of any size.
-
-  XLA's cost analysis counts a loop's body once, so a program with a loop
-  over sizeable arrays is refused; the random number generator's loops
-  (threefry's rounds, a few words each) are counted once, and are negligible.
-  """
-  for line in compiled.as_text().splitlines():
-    if " while(" in line:
-      carried = line.split(" while(")[0]
-      elements = sum(math.prod(int(d) for d in dims.split(",") if d)
-                     for dims in re.findall(r"[a-z]+[0-9]*\[([0-9,]*)\]", carried))
-      if elements > 2 ** 16:
-        raise ValueError(f"the program loops over {elements} elements; XLA's cost analysis "
-                         "counts a loop's body once")
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per device
-  if not cost or "flops" not in cost or "bytes accessed" not in cost:
-    raise ValueError(f"XLA's cost analysis gave {cost!r}")
-  return float(cost["flops"]), float(cost["bytes accessed"])
-
-
-def _per_item(work, items, sec=None) -> dict:
-  """The --cost fields of a line: ``work()`` done for ``items`` in ``sec`` seconds.
-
-  Without ``sec`` (a program compiled, not run: ``memory``), the work alone.
-
-  Where the work cannot be counted, the line says why (``cost``) and keeps
-  its rate: a one-off GPU run loses no measurement to it.
-  """
-  try:
-    flops, nbytes = work()
-  except Exception as e:  # any backend's refusal is reported, not raised
-    return {"cost": f"not counted: {e}"}
-  out = {"gflop": round(flops / items / 1e9, 4), "gbyte": round(nbytes / items / 1e9, 4)}
-  if sec is not None:
-    out.update(tflops=round(flops / sec / 1e12, 4), tbytes_per_s=round(nbytes / sec / 1e12, 4))
-  return out
-
-
-def _evaluate_work(model, variables, zf, target, coeffs, order) -> tuple[float, float]:
-  """(operations, bytes) of `grid.grid_metrics`' program: its loop bodies × their trips."""
-  from hyperrecon_jax import compilation
-  from hyperrecon_jax import grid as grid_lib
-  from hyperrecon_jax import physics
-  s_count, g_count = zf.shape[0], coeffs.shape[0]
-  chunk = grid_lib.default_chunk()
-  order = grid_lib.resolve_order(order, s_count, chunk)
-  options = compilation.inference_options()
-  zf_mag = physics.magnitude(zf)
-  rows = grid_lib._call_size(order, chunk, s_count, s_count * g_count)  # as grid_metrics
-  if order == "lambda":
-    block = grid_lib._balanced(grid_lib.LAMBDA_BLOCK, g_count)
-    blocks = -(-g_count // block)
-    generate = jax.jit(lambda v, c: model.apply(v, c, method="evaluation_weights"),
-                       compiler_options=options)
-    weights = generate.lower(variables, coeffs[:block]).compile()
-    one = jax.tree_util.tree_map(lambda w: jax.ShapeDtypeStruct(w.shape[1:], w.dtype),
-                                 weights.out_info)  # one λ's weights
-    call = jax.jit(lambda v, w, z, t, m: grid_lib._slice_metrics(
-        model.apply(v, w, z, method="reconstruct_with"), t, m), compiler_options=options)
-    body = call.lower(variables, one, zf[:rows], target[:rows], zf_mag[:rows]).compile()
-    trips = blocks * block * -(-s_count // rows)
-    return tuple(blocks * a + trips * b for a, b in zip(_work(weights), _work(body)))
-  call = jax.jit(lambda v, z, c, t, m: grid_lib._slice_metrics(model.apply(v, z, c), t, m),
-                 compiler_options=options)
-  s, g = jnp.arange(rows) // g_count % s_count, jnp.arange(rows) % g_count  # as the program
-  body = call.lower(variables, zf[s], coeffs[g], target[s], zf_mag[s]).compile()
-  return tuple(-(-s_count * g_count // rows) * b for b in _work(body))
 
 
 def bench_memory(config):
@@ -265,12 +213,15 @@ def bench_memory(config):
   state = jax.eval_shape(lambda: train.create_state(config, model, jax.random.key(0)))
   batch = {"image": jax.ShapeDtypeStruct((config.train.batch_size, size, size), jnp.float32)}
   t0 = time.perf_counter()
-  compiled = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0).lower(
+  compiled = jax.jit(train.make_train_step(config, model, operator), donate_argnums=0,
+                     compiler_options=_training_options(model)).lower(  # as train.py
       state, batch, jax.random.key(2)).compile()
   m = compiled.memory_analysis()
   need = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
           - m.alias_size_in_bytes)
-  cost = _per_item(lambda: _work(compiled), _samples_per_step(model, config)) if _COST.value else {}
+  cost = {}
+  if _COST.value:
+    cost = xla_cost.per_item(lambda: xla_cost.work(compiled), _samples_per_step(model, config))
   return need / 2 ** 30, "GiB", time.perf_counter() - t0, cost
 
 
@@ -297,10 +248,12 @@ def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False)
   else:
     run = lambda: grid_lib.reconstruct_grid(model, variables, zf[0], coeffs, order=order)
   sec, compile_s = _time(run, iters, repeats)
-  return grid / sec, "reconstructions/s", compile_s, {}
+  ran = grid_lib.resolve_order(order, grid if plain else 1, grid_lib.default_chunk())
+  return grid / sec, "reconstructions/s", compile_s, {"order": ran}
 
 
 def bench_evaluate(config, variables, grid, iters, repeats, order):
+  from hyperrecon_jax import evaluate
   from hyperrecon_jax import grid as grid_lib
   from hyperrecon_jax import hparams
   from hyperrecon_jax import physics
@@ -308,20 +261,24 @@ def bench_evaluate(config, variables, grid, iters, repeats, order):
   size, batch = config.data.image_size, config.train.batch_size
   model = train.build_model(config)
   operator = physics.make_operator(config.task, (size, size))
-  coeffs = hparams.coefficients(hparams.grid(grid, train.num_lambdas(config)))
+  lam = hparams.grid(grid, train.num_lambdas(config))
   if config.model.hyper_dim == 0:  # a plain Unet: batch·grid slices at one λ (see `grid`)
-    batch, coeffs = batch * grid, coeffs[:1]
-  x = jax.random.uniform(jax.random.key(1), (batch, size, size))
-  zf = operator.zero_filled(operator.measure(x, jax.random.key(2)))
-  run = lambda: grid_lib.grid_metrics(model, variables, zf, x, coeffs,
-                                      order=order)["psnr"]
+    batch, lam = batch * len(lam), lam[:1]
+  x = np.asarray(jax.random.uniform(jax.random.key(1), (batch, size, size)))
+  batches = [{"image": x, "volume": np.zeros(batch, np.int32),
+              "slice": np.arange(batch), "valid": np.ones(batch, bool)}]
+  run = lambda: evaluate.evaluate_grid(model, variables, operator, batches, lam,
+                                       key=jax.random.key(2), per_slice=False, order=order)
   sec, compile_s = _time(run, iters, repeats)
-  pairs = batch * len(coeffs)
+  pairs = batch * len(lam)
   cost = {}
   if _COST.value:
-    cost = _per_item(lambda: _evaluate_work(model, variables, zf, x, coeffs, order), pairs,
-                     sec)
-  return pairs / sec, "pairs/s", compile_s, cost
+    zf = operator.zero_filled(operator.measure(jnp.asarray(x), jax.random.key(2)))
+    coeffs = hparams.coefficients(lam)
+    cost = xla_cost.per_item(
+        lambda: xla_cost.evaluate_work(model, variables, zf, x, coeffs, order), pairs, sec)
+  ran = grid_lib.resolve_order(order, batch, grid_lib.default_chunk())
+  return pairs / sec, "pairs/s", compile_s, {"lambdas": len(lam), "order": ran, **cost}
 
 
 def main(argv):
@@ -331,10 +288,29 @@ def main(argv):
   image, batch, grid = _IMAGE.value, _BATCH.value, _GRID.value
   iters, repeats, channels = _ITERS.value, _REPEATS.value, _CHANNELS.value
   sizes = _SIZES.value
+  settings = ("sizes", "image_size", "batch", "channels", "dtype", "strategy")
+  given = [f"--{n}" for n in settings if flags.FLAGS[n].present]
+  if _RECIPE.value is not None and given:
+    raise app.UsageError(f"--recipe takes its model and settings from the config; "
+                         f"{', '.join(given)} would be ignored: override the recipe instead, "
+                         f"e.g. --recipe.model.channels=16")
   if _QUICK.value:  # smoke test: every code path, numbers meaningless
+    overridden = [f"--{n}" for n in ("image_size", "batch", "grid", "iters", "repeats",
+                                     "channels") if flags.FLAGS[n].present]
+    if overridden:
+      raise app.UsageError(f"--quick sets its own tiny {', '.join(overridden)}: drop it, "
+                           "or drop --quick")
     image, batch, grid, iters, repeats, channels = 32, 2, 4, 2, 1, 8
-    sizes = [s for s in sizes if s in ("unet", "S") or s.startswith("stack")]
+    dropped = [s for s in sizes if not (s in ("unet", "S") or s.startswith("stack"))]
+    sizes = [s for s in sizes if s not in dropped]
+    if dropped:
+      print(f"--quick: {', '.join(dropped)} left out (too big for a smoke test)",
+            file=sys.stderr)
+    if not sizes and _RECIPE.value is None:
+      raise app.UsageError("--quick measures unet, S and stackN only: nothing is left of "
+                           f"--sizes={','.join(_SIZES.value)}")
   device = jax.devices()[0]
+  commit = _commit()
   for size in sizes:
     if size not in HYPER_DIMS and not (size.startswith("stack")
                                        and size[5:].isdigit()):
@@ -377,11 +353,12 @@ def main(argv):
                    if name in ("train_step", "evaluate", "memory") else (
                        1 if name == "latency" else grid),
           **({"grid": grid} if name == "evaluate" else {}),
-          **({"order": _ORDER.value} if name in ("evaluate", "grid") else {}),
           "dtype": str(config.model.dtype),
           "strategy": ("one λ" if name == "latency" and size != "unet" else
                        layers.resolve_strategy(config.model.strategy)),
           "backend": jax.default_backend(), "device": device.device_kind,
+          "jax": jax.__version__, "commit": commit,
+          **({"iters": iters, "repeats": repeats} if name != "memory" else {}),
           "compile_s": round(compile_s, 2), **cost,
           **({"tag": _TAG.value} if _TAG.value else {}),
       }), flush=True)

@@ -10,8 +10,9 @@ normalized on one scale, `hyperrecon_jax.pareto`), the size of its Pareto
 set, the best mean PSNR and the PSNR range over the design, the mean PSNR at
 each vertex of the simplex (each term alone) with that vertex's Unet beside
 it, and the weight spread along each vertex direction
-(`hyperrecon_jax.train.spread`) of the checkpoint the report scored. Nothing
-is written.
+(`hyperrecon_jax.train.spread`) of the checkpoint the report scored. The
+reports must share their loss terms, split, design and Unets (named above
+the table); each must be its own run's. Nothing is written.
 """
 
 import json
@@ -27,8 +28,8 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "Evaluated workdirs (comma-separ
 flags.mark_flag_as_required("workdirs")
 
 
-def _row(workdir: str) -> tuple[str, tuple]:
-  """A run's markdown row, and its loss terms."""
+def _row(workdir: str) -> tuple[str, dict]:
+  """A run's markdown row, and what it must share with the other rows."""
   from hyperrecon_jax import checkpoints
   from hyperrecon_jax import errors
   from hyperrecon_jax import train
@@ -64,6 +65,13 @@ def _row(workdir: str) -> tuple[str, tuple]:
   if "pareto" not in result:
     raise errors.InputError(f"{path}: a grid report; summarize needs a design "
                             "(--config.eval.samples=N)")
+  scored = result.get("workdir")
+  if not isinstance(scored, str) or os.path.realpath(scored) != os.path.realpath(workdir):
+    # evaluate.py --out takes a folder holding an earlier report, another run's too.
+    raise errors.InputError(
+        f"{path} is the report of {scored}, not of {workdir} (another run's report, or the "
+        f"run was moved): evaluate this run again, experiments/evaluate.py "
+        f"--workdir={workdir} --samples=N")
   # The weight spreads of the checkpoint the report scored, not of a newer one.
   reported = result.get("checkpoint_step")
   try:
@@ -76,14 +84,34 @@ def _row(workdir: str) -> tuple[str, tuple]:
                             "run again") from None
   spreads = spread.direction_spreads(model, variables["params"], tuple(config.losses))
   try:
-    return _format(workdir, result, config, step, spreads), tuple(config.losses)
-  except (KeyError, TypeError, IndexError, ValueError) as e:
+    unets = result.get("baselines", {}).get("workdir")
+    shared = {"loss terms": tuple(config.losses), "split": result.get("split"),
+              "design": f"{len(result['coeffs'])} points",
+              "Unets": os.path.realpath(unets) if unets else "none"}
+    _warn_not_finite(path, result)
+    return _format(workdir, result, config, step, spreads), shared
+  except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:
     raise errors.InputError(f"{path}: a field is missing or malformed ({type(e).__name__}: "
                             f"{e}); evaluate the run again") from None
 
 
+def _warn_not_finite(path: str, result: dict) -> None:
+  """A warning for NaN means (λ with no scorable slice) and a NaN hypervolume ratio."""
+  import numpy as np
+  psnr = np.array(result["mean"]["psnr"], np.float64)
+  bad = int(np.sum(~np.isfinite(psnr)))
+  if bad:
+    print(f"warning: {path}: the mean PSNR is not a number at {bad} of {psnr.size} λ (no "
+          "slice scored there); the row's best and range leave them out", file=sys.stderr)
+  ratio = result["pareto"]["hypervolume"].get("ratio")
+  if ratio is not None and not np.isfinite(ratio):
+    print(f"warning: {path}: the hypervolume ratio is {ratio}", file=sys.stderr)
+
+
 def _format(workdir, result, config, step, spreads) -> str:
   import numpy as np
+
+  from hyperrecon_jax import hparams
   names = tuple(config.losses)
   hv = result["pareto"]["hypervolume"]
   psnr = np.array(result["mean"]["psnr"], np.float64)
@@ -91,9 +119,12 @@ def _format(workdir, result, config, step, spreads) -> str:
   vertices = [int(np.argmin(np.abs(coeffs - e).sum(1))) for e in np.eye(len(names))]
   unets = {}
   if "baselines" in result:
-    b = np.asarray(result["baselines"]["lambdas"], np.float64)
+    # By loss weighting, not by λ: for three terms λ = (1, 0.5) and (1, 0) both
+    # weight the first term alone.
+    b = np.asarray(hparams.coefficients(np.asarray(result["baselines"]["lambdas"],
+                                                   np.float32)), np.float64)
     for k, v in enumerate(vertices):
-      match = np.flatnonzero(np.abs(b - np.asarray(result["lambdas"][v])).sum(1) < 1e-6)
+      match = np.flatnonzero(np.abs(b - coeffs[v]).sum(1) < 1e-5)
       if match.size:
         unets[k] = result["baselines"]["mean"]["psnr"][int(match[0])]
   vertex_text = " / ".join(
@@ -103,7 +134,8 @@ def _format(workdir, result, config, step, spreads) -> str:
   image = result["pareto"].get("hypervolume_image_terms")
   if image:
     ratio += f" ({image['ratio']:.3f})"
-  return (f"| {workdir} | {config.hparams.sampler} | {config.train.seed} | {step} | {ratio} | "
+  sampling = f"{config.hparams.sampler}, {str(config.sampling.method).upper()}"
+  return (f"| {workdir} | {sampling} | {config.train.seed} | {step} | {ratio} | "
           f"{len(result['pareto']['front'])}/{len(psnr)} | {np.nanmax(psnr):.2f} | "
           f"{np.nanmin(psnr):.2f}–{np.nanmax(psnr):.2f} | {vertex_text} | "
           + " / ".join(f"{spreads[f'weight_spread_{n}']:.3f}" for n in names) + " |")
@@ -121,18 +153,29 @@ def main(argv):
     if twice is not None:
       raise errors.InputError(f"--workdirs lists {twice} twice: its row would be repeated")
     # Every row before the table: an error is then the only output.
-    rows, losses = zip(*[_row(workdir) for workdir in _WORKDIRS.value])
-    if len(set(losses)) > 1:
-      runs = "; ".join(f"{w}: {', '.join(terms)}" for w, terms in zip(_WORKDIRS.value, losses))
-      raise errors.InputError(f"the runs have other loss terms ({runs}): their hypervolumes "
-                              "and vertices are not comparable; summarize the runs of one "
-                              "set of loss terms at a time")
-  print("| run | sampler | seed | step | hypervolume / Unets' (image terms) | Pareto set | "
-        "best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | "
+    rows, shared = zip(*[_row(workdir) for workdir in _WORKDIRS.value])
+    for what in shared[0]:
+      values = [s[what] for s in shared]
+      if len(set(values)) > 1:
+        runs = "; ".join(f"{w}: {_text(v)}" for w, v in zip(_WORKDIRS.value, values))
+        raise errors.InputError(
+            f"the reports differ in their {what} ({runs}): their hypervolumes, Pareto sets "
+            "and PSNRs are not comparable; summarize reports of one set of loss terms, one "
+            "split, one design and one stack of Unets at a time")
+  first = shared[0]
+  print(f"{_text(first['loss terms'])} · {first['split']} split · a design of "
+        f"{first['design']} · Unets: {first['Unets']}")
+  print()
+  print("| run | λ sampler, sampling | seed | step | hypervolume / Unets' (image terms) | "
+        "Pareto set | best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | "
         "weight spread per vertex |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for row in rows:
     print(row)
+
+
+def _text(value) -> str:
+  return ", ".join(value) if isinstance(value, tuple) else str(value)
 
 
 if __name__ == "__main__":

@@ -114,9 +114,12 @@ def _lambda_blocks(num_lambdas: int, batch: int, chunk: int):
   A call scores ``batch × block`` pairs in about 32 model calls of ``chunk``
   (one call per batch for the usual grids; a 200×200 grid is cut into many
   calls so that progress can be shown and Ctrl-C is honoured between them).
-  The last block wraps around to the first λ; its repeats are dropped.
+  Blocks are balanced (`grid.balanced`: 100 λ in blocks of at most 32 are
+  4 of 25, not 4 of 32 that compute 128); when they cannot divide the grid,
+  the last one wraps around to the first λ and its repeats are dropped.
   """
-  block = min(num_lambdas, max(1, (32 * chunk) // max(batch, 1)))
+  block = grid_lib.balanced(min(num_lambdas, max(1, (32 * chunk) // max(batch, 1))),
+                             num_lambdas)
   for start in range(0, num_lambdas, block):
     yield np.arange(start, start + block) % num_lambdas, min(block, num_lambdas - start)
 
@@ -124,7 +127,7 @@ def _lambda_blocks(num_lambdas: int, batch: int, chunk: int):
 def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any]],
                   lam_grid, *, key, chunk: int | None = None, per_slice: bool = True,
                   progress: Callable[[int], None] | None = None, segmenter=None,
-                  terms=()):
+                  terms=(), order: str = "auto"):
   """Evaluates a model on every slice of ``batches`` at every λ of a grid.
 
   Each slice is measured with its own key (`slice_keys`: from ``key`` and its
@@ -154,6 +157,8 @@ def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any
     terms: loss-term names of the reconstruction (`grid.check_image_terms`,
       e.g. ``('dc', 'tv', 'wavelet')``), scored on every (slice, λ) with the
       slice's own measurement: the objectives of a Pareto analysis.
+    order: the order of the (slice, λ) pairs in the model's calls,
+      `grid.ORDERS` ('auto': `grid.resolve_order`'s choice).
 
   Returns:
     The result of `results.summarize` (JSON types only; its schema is
@@ -193,7 +198,7 @@ def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any
     for index, used in _lambda_blocks(len(coeffs), image.shape[0], grid_lib.check_chunk(chunk)):
       out = grid_lib.grid_metrics(model, variables, zf, image, coeffs[index], valid=valid,
                                   chunk=chunk, segmenter=segmenter, labels=labels, terms=terms,
-                                  operator=operator, measurement=y)
+                                  operator=operator, measurement=y, order=order)
       for m, v in out.items():
         blocks[m].append(v[:, :used])
       if progress is not None:

@@ -67,7 +67,7 @@ def check_chunk(chunk):
   return int(chunk)
 
 
-def _balanced(chunk, n):
+def balanced(chunk, n):
   """The smallest chunk ≤ ``chunk`` that covers ``n`` pairs in as few calls.
 
   E.g. 100 λ with chunk 32: 4 calls of 25 rather than 4 of 32 with 28 padded.
@@ -177,7 +177,7 @@ def resolve_order(order: str, num_slices: int, chunk: int, backend: str | None =
 # weights of up to this many λ in one matrix product, reading its output
 # layers (d × ~148,000 values at 32 channels) once per block instead of once
 # per λ. The block's weights take ~0.6 MB per λ at 32 channels. Blocks are
-# balanced like the calls (`_balanced`): the last one is padded with at most
+# balanced like the calls (`balanced`): the last one is padded with at most
 # one repeated λ per block, whose Unet passes are run and dropped: none for
 # G ≤ 32 or G = 100, and fewer than one extra pass in 32 for any G.
 LAMBDA_BLOCK = 32
@@ -248,7 +248,7 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
 
 
 def _call_size(order, chunk, num_slices, num_pairs):
-  return _balanced(chunk, num_slices if order == "lambda" else num_pairs)
+  return balanced(chunk, num_slices if order == "lambda" else num_pairs)
 
 
 def reconstruct_grid(model, variables, zf, coeffs, *, chunk: int | None = None,
@@ -283,7 +283,7 @@ def reconstruct_grid(model, variables, zf, coeffs, *, chunk: int | None = None,
   size = _call_size(order, chunk, zf.shape[0], zf.shape[0] * coeffs.shape[0])
   out = _grid_program(variables, zf, coeffs, None, model=model, chunk=size,
                       score=False, order=order,
-                      lambda_block=_balanced(LAMBDA_BLOCK, coeffs.shape[0]))
+                      lambda_block=balanced(LAMBDA_BLOCK, coeffs.shape[0]))
   return out[0] if single else out
 
 
@@ -344,7 +344,7 @@ def grid_metrics(model, variables, zf, target, coeffs, *, valid=None,
                       jnp.asarray(target, jnp.float32), seg_variables, labels,
                       operator if terms else None, measurement if terms else None,
                       model=model, chunk=size, score=True, segmenter=static,
-                      order=order, lambda_block=_balanced(LAMBDA_BLOCK, np.shape(coeffs)[0]),
+                      order=order, lambda_block=balanced(LAMBDA_BLOCK, np.shape(coeffs)[0]),
                       terms=terms)
   return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
 
@@ -425,5 +425,5 @@ def weight_terms(model, variables, coeffs, names) -> dict[str, np.ndarray]:
     return {}
   coeffs = jnp.asarray(coeffs, jnp.float32)
   values = _weight_terms_program(variables, coeffs, model=model, names=wanted,
-                                 block=_balanced(LAMBDA_BLOCK, coeffs.shape[0]))
+                                 block=balanced(LAMBDA_BLOCK, coeffs.shape[0]))
   return {n: np.asarray(values[:, k], np.float64) for k, n in enumerate(wanted)}

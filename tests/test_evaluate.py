@@ -281,14 +281,18 @@ def test_diverse_pair_bad_input(recons, psnrs, percentile, match):
 
 
 def test_a_large_grid_runs_in_lambda_blocks_with_progress():
-  # chunk=1 with batches of 2 slices: blocks of 32·1 // 2 = 16 λ, so a 40-λ
-  # grid takes 3 calls per batch (the last wraps around and is cut).
+  # chunk=1 with batches of 2 slices: blocks of at most 32·1 // 2 = 16 λ, so a
+  # 40-λ grid takes 3 calls per batch, balanced to 14 λ each (42 computed,
+  # the last block wraps around and is cut), not 16 + 16 + 16 (48 computed).
   net, variables, _ = tiny_hyperunet()
   lam = hparams.grid(40)
+  assert [(len(i), used) for i, used in evaluate._lambda_blocks(40, 2, 1)] == [
+      (14, 14), (14, 14), (14, 12)]
+  assert [len(i) for i, _ in evaluate._lambda_blocks(100, 32, 32)] == [25] * 4
   counts = []
   blocked = evaluate.evaluate_grid(net, variables, _operator(), _batches(), lam,
                                    key=KEY, chunk=1, progress=counts.append)
-  assert counts == [2 * 16, 2 * 16, 2 * 8] * 3  # padding rows are run too
+  assert counts == [2 * 14, 2 * 14, 2 * 12] * 3  # padding rows are run too
   whole = evaluate.evaluate_grid(net, variables, _operator(), _batches(), lam,
                                  key=KEY, chunk=128)
   for m in results.METRICS:

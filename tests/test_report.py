@@ -5,7 +5,10 @@ checkpoint, which is all `report.run` reads. The embedded dataset is built at
 32×32 once for the module.
 """
 
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -376,6 +379,56 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   spreads = spread.direction_spreads(model, variables["params"], tuple(names))
   assert row[4] == "1", row  # the report's step, where the newest is 2
   assert row[10] == " / ".join(f"{spreads[f'weight_spread_{n}']:.3f}" for n in names), row
+  assert row[2] == f"{config_k4.hparams.sampler}, {config_k4.sampling.method.upper()}", row
+  assert proc.stdout.splitlines()[0] == (
+      f"{', '.join(names)} · test split · a design of 12 points · Unets: "
+      f"{os.path.realpath(stack_path)}")
+
+  def summarize(*workdirs):
+    return subprocess.run(
+        [sys.executable, os.path.join(loop_support.REPO, "experiments", "summarize.py"),
+         f"--workdirs={','.join(map(str, workdirs))}"],
+        env=loop_support.child_env(tmp_path / "cache"), capture_output=True, text=True,
+        timeout=300, check=False)
+
+  def edited(name, change):
+    """A copy of the run whose report ``change`` edits (it stays the copy's own)."""
+    copy = tmp_path / name
+    shutil.copytree(path, copy)
+    report_path = copy / "eval" / "lambda_grid.json"
+    stored = json.loads(report_path.read_text())
+    stored["workdir"] = os.path.realpath(copy)
+    change(stored)
+    report_path.write_text(json.dumps(stored))
+    return copy
+
+  # Another run's report in a run's eval/ (evaluate.py --out=B/eval for run A)
+  # printed A's numbers in B's row.
+  foreign = tmp_path / "foreign"
+  shutil.copytree(path, foreign)
+  proc = summarize(foreign)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert re.search(rf"error: .*foreign/eval/lambda_grid\.json is the report of "
+                   rf"{re.escape(str(path))}, not of .*foreign", proc.stderr), proc.stderr
+  # Reports of another split sat beside each other as two runs.
+  other_split = edited("other_split", lambda r: r.update(split="validation"))
+  proc = summarize(path, other_split)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert re.search(r"error: the reports differ in their split \(.*: test; .*: validation\)",
+                   proc.stderr), proc.stderr
+  # Every vertex beside its Unet, found by loss weighting: λ = (1, 0.5, 0.3)
+  # weights the first term alone, as (1, 0, 0) does, and lost its Unet.
+  assert row[9].count("(") == 4, row
+  same_weights = edited("same_weights",
+                        lambda r: r["baselines"]["lambdas"].__setitem__(0, [1.0, 0.5, 0.3]))
+  proc = summarize(same_weights)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.splitlines()[-1].split("|")[9] == row[9].join("  "), proc.stdout
+  # A NaN mean is said, not only printed as nan.
+  nan = edited("nan", lambda r: r["mean"]["psnr"].__setitem__(1, float("nan")))
+  proc = summarize(nan)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "the mean PSNR is not a number at 1 of 12 λ" in proc.stderr
 
 
 def test_the_split_gallery_compares_the_same_slices_at_its_good_lambdas(workdir, config,
