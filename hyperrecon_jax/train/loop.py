@@ -288,7 +288,8 @@ def _start(config, workdir, model, replicated, owner):
 
   def abstract(stored):
     check_workdir(config, workdir, stored)
-    stored_config.update(stored)
+    stored_config.clear()
+    stored_config.update(stored)  # the last one read is the one restored
     return state
 
   reader = checkpoints.reader(workdir)
