@@ -52,18 +52,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 def parse_lambdas(text: str, num_lambdas: int):
   """``--lambdas`` as a list of λ tuples (`hparams.parse_lambdas`, or ``rays:P``)."""
   import math
+  import re
 
   from hyperrecon_jax import errors
   from hyperrecon_jax import hparams
   from hyperrecon_jax.train import baselines
   form, _, number = text.strip().partition(":")
-  if form == "grid" and number.strip().isdigit():  # counted before it is built
+  if form == "grid" and re.fullmatch(r"[0-9]+", number.strip()):  # counted before it is built
     baselines.check_count(int(number) ** num_lambdas, f"--lambdas={text}")
   if form == "rays":
-    try:
-      partitions = int(number)
-    except ValueError:
-      raise errors.InputError(f"--lambdas={text}: rays:P needs an integer P") from None
+    partitions = hparams.flags.parse_count(number, f"--lambdas={text}: rays:P")
     if partitions < 1:
       raise errors.InputError(f"--lambdas={text}: P must be ≥ 1")
     # Das–Dennis: the points of K coefficients in steps of 1/P.

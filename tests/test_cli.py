@@ -247,6 +247,7 @@ def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flags, pa
     # Counted before they are built: 10⁸ λ had run 82 s into a MemoryError.
     ("grid:100000000", "gives 100,000,000 λ, more than 10,000: each is a whole Unet"),
     ("rays:20000", "gives 20,001 λ, more than 10,000"),
+    ("rays:1_0", r"rays:P needs a whole number P written in digits 0-9, got '1_0'"),
 ])
 def test_bad_baseline_lambdas_are_one_error_line(env, tmp_path, value, pattern):
   proc = run(env, "baselines", f"--config={DEMO}", f"--workdir={tmp_path / 'b'}",

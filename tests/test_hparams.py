@@ -290,15 +290,61 @@ def test_simplex_samplers_under_jit_with_traced_arguments(method):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(method="faces", endpoint_prob=1.5), r"endpoint_prob must be in \[0, 1\], got 1.5"),
-    (dict(method="dirichlet", alpha=0.0), r"alpha must be a scalar > 0, got 0.0"),
-    (dict(method="faces", alpha=-1.0), r"alpha must be a scalar > 0, got -1.0"),
-    (dict(method="dirichlet", alpha=np.ones(3)), r"alpha must be a scalar > 0"),
+    (dict(method="dirichlet", alpha=0.0), r"alpha must be a finite scalar > 0, got 0.0"),
+    (dict(method="faces", alpha=-1.0), r"alpha must be a finite scalar > 0, got -1.0"),
+    (dict(method="dirichlet", alpha=np.ones(3)), r"alpha must be a finite scalar > 0"),
+    # It passed, and drew NaN λ (all of them under jit, where α may be traced).
+    (dict(method="faces", alpha=np.inf), r"alpha must be a finite scalar > 0, got inf"),
     (dict(method="dirichlet", num_lambdas=0), r"'dirichlet' sampler needs num_lambdas ≥ 1"),
 ])
 def test_simplex_samplers_reject_bad_arguments(kwargs, match):
   kwargs = {"num_lambdas": 2, **kwargs}
   with pytest.raises(ValueError, match=match):
     hparams.sample(jax.random.key(0), 4, **kwargs)
+
+
+@pytest.mark.parametrize("method", hparams.SAMPLERS)
+def test_sample_coefficients_are_the_draw_of_sample(method):
+  key, n, k = jax.random.key(9), 512, 4
+  c = np.asarray(hparams.sample_coefficients(key, n, k, method, alpha=0.5))
+  lam = np.asarray(hparams.sample(key, n, k - 1, method, alpha=0.5))
+  assert c.shape == (n, k) and c.min() >= 0
+  np.testing.assert_allclose(c.sum(axis=1), 1.0, atol=1e-6)
+  if method in hparams.SIMPLEX_SAMPLERS:  # the λ are the coefficients' own
+    np.testing.assert_array_equal(lam, hparams.lambdas_from_coefficients(c))
+  else:  # the coefficients are the λ's own
+    np.testing.assert_array_equal(c, hparams.coefficients(lam))
+
+
+@pytest.mark.parametrize("method", hparams.SIMPLEX_SAMPLERS)
+def test_simplex_draws_keep_their_smallest_coefficients(method):
+  # Dirichlet(0.2) over 4 terms: a coefficient is exactly 0 with probability
+  # about P(Beta(0.2, 0.6) < 1.2e-38) = 2e-8 per term, so never in 20,000 rows
+  # (expected 0.002). Through λ, c_4 < 2⁻²⁴·c_3 came back as 0: in 1.8 % of rows.
+  key, n = jax.random.key(10), 20000
+  c = np.asarray(hparams.sample_coefficients(key, n, 4, method, endpoint_prob=0.0, alpha=0.2))
+  assert np.count_nonzero(c == 0) == 0
+  from hyperrecon_jax import train
+  config = _config_with(sampler=method, alpha=0.2, endpoint_prob=0.0)
+  np.testing.assert_array_equal(train.sample_coefficients(config, key, n), c)
+
+
+def _config_with(**hparam_fields):
+  import configs
+  config = configs.default()
+  config.losses, config.loss_scales = ("dc", "tv", "wavelet", "mse"), (1.0,) * 4
+  config.hparams.update(hparam_fields)
+  return config
+
+
+def test_two_terms_off_their_sum_keep_their_ratio():
+  # λ = c_2 put the whole error of the sum on c_1: equal weights typed as
+  # 0.49995:0.49995 (accepted, within SUM_TOLERANCE) reached the model as
+  # (0.50005, 0.49995). Now c_2 / (c_1 + c_2), as the tail sums of K ≥ 3.
+  lam = np.asarray(hparams.lambdas_from_coefficients(np.array([[0.49995, 0.49995]])))
+  np.testing.assert_allclose(lam, 0.5, rtol=0, atol=2 ** -24)
+  np.testing.assert_allclose(hparams.lambdas_from_coefficients(np.array([[0.7, 0.3]])), 0.3,
+                             rtol=2 ** -23)
 
 
 def test_distinct_keeps_one_lambda_per_loss_weighting():

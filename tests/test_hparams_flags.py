@@ -38,10 +38,16 @@ def test_parse_lambdas_samples(num_lambdas):
     ("0.1:0.2", 1, r"'0.1:0.2' has 2 values, .* has 1 hyperparameter\(s\) \(one value per item\)"),
     ("0.1", 2, r"'0.1' has 1 values, .* has 2 hyperparameter\(s\) \(write 2 values as a:b\)"),
     ("0.1:0.2", 3, r"has 3 hyperparameter\(s\) \(write 3 values as a:b:c\)"),
-    ("grid:x", 1, r"^--lam=grid:x: grid:N needs an integer N$"),
+    ("grid:x", 1, r"^--lam=grid:x: grid:N needs a whole number N written in digits 0-9, "
+                  r"got 'x'$"),
+    # int() read these as 30 and 3 points.
+    ("grid:3_0", 1, r"^--lam=grid:3_0: grid:N needs a whole number N .*got '3_0'$"),
+    ("grid:\u0663", 1, r"grid:N needs a whole number N written in digits 0-9"),
     ("grid:1", 1, r"^--lam=grid:1: N must be ≥ 2"),
     ("grid:3", 3, r"^--lam=grid:3: grids stop at two hyperparameters.*simplex_design"),
-    ("samples:x", 3, r"^--lam=samples:x: samples:N needs an integer N$"),
+    ("samples:x", 3, r"^--lam=samples:x: samples:N needs a whole number N written in "
+                     r"digits 0-9, got 'x'$"),
+    ("samples:1_0", 3, r"samples:N needs a whole number N .*got '1_0'$"),
     ("samples:3", 3, r"^--lam=samples:3: .*num ≥ num_coeffs .*got num=3, num_coeffs=4"),
 ])
 def test_parse_lambdas_errors(text, num_lambdas, match):

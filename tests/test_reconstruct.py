@@ -246,7 +246,7 @@ def test_intensity_that_cannot_be_trusted_is_said(tmp_path):
     ("0.2", 2, r"'0.2' has 1 values, the model's loss has 2 .*write 2 values as a:b"),
     ("0.5", 3, r"'0.5' has 1 values, the model's loss has 3 .*write 3 values as a:b:c"),
     ("abc", 1, r"'abc' is not a number"),
-    ("grid:x", 1, r"grid:N needs an integer"),
+    ("grid:x", 1, r"grid:N needs a whole number N"),
     ("grid:100000", 2, r"grid:100000 gives 100000\^2 = 10,000,000,000 λ"),  # not built
     ("grid:5", 3, r"--lam=grid:5: grids stop at two hyperparameters and this model has 3 "
                   r"\(4 loss terms\); give --samples=N .* 3 values, e.g. --lam=0.5:0.5:0.5$"),

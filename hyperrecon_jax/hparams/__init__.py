@@ -25,10 +25,13 @@ from hyperrecon_jax.hparams.maps import distinct
 from hyperrecon_jax.hparams.maps import lambdas_from_coefficients
 from hyperrecon_jax.hparams.maps import weighting
 from hyperrecon_jax.hparams.samplers import SAMPLERS
+from hyperrecon_jax.hparams.samplers import SIMPLEX_SAMPLERS
 from hyperrecon_jax.hparams.samplers import sample
+from hyperrecon_jax.hparams.samplers import sample_coefficients
 
 __all__ = [
-    "SAMPLERS", "SUM_TOLERANCE", "check_coefficients", "check_lambda", "coefficients",
-    "das_dennis", "distinct", "grid", "lambdas_from_coefficients", "parse_coefficients",
-    "parse_lambdas", "parse_number", "sample", "simplex_design", "weighting",
+    "SAMPLERS", "SIMPLEX_SAMPLERS", "SUM_TOLERANCE", "check_coefficients", "check_lambda",
+    "coefficients", "das_dennis", "distinct", "grid", "lambdas_from_coefficients",
+    "parse_coefficients", "parse_lambdas", "parse_number", "sample", "sample_coefficients",
+    "simplex_design", "weighting",
 ]

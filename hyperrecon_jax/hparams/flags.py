@@ -66,10 +66,7 @@ def parse_lambdas(text: str, num_lambdas: int, *, flag: str = "--lam") -> np.nda
   """
   text = str(text).strip()
   if text.startswith("grid:"):
-    try:
-      n = int(text[5:])
-    except ValueError:
-      raise errors.InputError(f"{flag}={text}: grid:N needs an integer N") from None
+    n = parse_count(text[5:], f"{flag}={text}: grid:N")
     if n < 2:
       raise errors.InputError(f"{flag}={text}: N must be ≥ 2 (0 and 1 at least)")
     try:
@@ -77,10 +74,7 @@ def parse_lambdas(text: str, num_lambdas: int, *, flag: str = "--lam") -> np.nda
     except errors.InputError as e:
       raise errors.InputError(f"{flag}={text}: {e}") from None
   if text.startswith("samples:"):
-    try:
-      n = int(text[8:])
-    except ValueError:
-      raise errors.InputError(f"{flag}={text}: samples:N needs an integer N") from None
+    n = parse_count(text[8:], f"{flag}={text}: samples:N")
     try:
       design = simplex_design(n, num_lambdas + 1)
     except errors.InputError as e:
@@ -140,3 +134,22 @@ def parse_coefficients(text: str, num_coeffs: int, *, flag: str = "--coeffs") ->
   coeffs = np.asarray(rows, np.float64)
   check_coefficients(coeffs, name=flag)
   return coeffs.astype(np.float32)
+
+
+def parse_count(text: str, what: str) -> int:
+  """The N of ``grid:N``, ``samples:N`` or ``rays:P``: ASCII digits only.
+
+  ``int`` would also take ``3_0`` (30) and other scripts' digits: as with
+  `parse_number`, a typo must not become a valid count.
+
+  Args:
+    text: the text after the colon.
+    what: names the flag and form in the error, e.g. ``"--lam=grid:x: grid:N"``.
+
+  Raises:
+    InputError: the text is not a whole number written in ASCII digits.
+  """
+  if not re.fullmatch(r"[0-9]+", str(text).strip()):
+    raise errors.InputError(f"{what} needs a whole number {what[-1]} written in digits 0-9, "
+                            f"got {str(text).strip()!r}")
+  return int(text)

@@ -154,15 +154,15 @@ def distinct(lam) -> np.ndarray:
 def lambdas_from_coefficients(coeffs):
   """Maps loss coefficients back to hyperparameters: the inverse of `coefficients`.
 
-  * K = 2 (Eq. 9): ``λ = c_2``.
+  * K = 2 (Eq. 9): ``λ = c_2``, computed as ``c_2 / (c_1 + c_2)``.
   * K ≥ 3 (stick-breaking): ``λ_k = c_k / r_k`` for k < K, with the mass left
     for terms k…K ``r_k = 1 − Σ_{j<k} c_j``. It is computed as the tail sum
     ``Σ_{j≥k} c_j``: equal on the simplex, but without the cancellation of
     ``1 − Σ``, so a small ``r_k`` keeps its relative precision and an empty
     tail is exactly 0. Where ``r_k = 0`` (the point lies on a face where
     terms k…K are all 0), every λ_k gives the same coefficients; this returns
-    ``λ_k = 0``. The tail-sum form also divides out a row sum that is off 1 by
-    roundoff.
+    ``λ_k = 0``. Both forms divide out a row sum that is off 1 (by roundoff,
+    or within `SUM_TOLERANCE` as a user typed it).
 
   Then ``coefficients(lambdas_from_coefficients(c)) == c`` and, for λ in
   (0, 1)^(K−1), ``lambdas_from_coefficients(coefficients(λ)) == λ``, both to
@@ -187,7 +187,10 @@ def _lambdas_from_coefficients(coeffs):
   # where nothing is checked) must not turn into a negative λ.
   c = jnp.maximum(coeffs, 0.0)
   if c.shape[1] == 2:
-    lam = c[:, 1:]
+    # c_2 over the row's sum, so that a row off 1 keeps its ratio (0.49995,
+    # 0.49995 is equal weights) as the tail sums of K ≥ 3 do.
+    total = c[:, :1] + c[:, 1:]
+    lam = jnp.where(total > 0.0, c[:, 1:] / jnp.where(total > 0.0, total, 1.0), 0.0)
   else:
     tail = jnp.cumsum(c[:, ::-1], axis=1)[:, ::-1][:, :-1]  # r_k = Σ_{j≥k} c_j, k < K
     empty = tail <= 0.0

@@ -34,11 +34,13 @@ def sample_coefficients(config, key, batch: int, step=None):
     coeffs = hparams.coefficients(jnp.asarray(stack, jnp.float32))
     return jnp.repeat(coeffs, batch, axis=0)
   if config.model.hyper_dim == 0:
-    lam = jnp.broadcast_to(jnp.asarray(config.hparams.fixed, jnp.float32),
-                           (batch, k - 1))
-  else:
-    lam = sample_lambdas(config, key, batch, step)
-  return hparams.coefficients(lam)
+    return hparams.coefficients(jnp.broadcast_to(
+        jnp.asarray(config.hparams.fixed, jnp.float32), (batch, k - 1)))
+  # The draw's own coefficients: a simplex sampler's would lose their smallest
+  # terms to float32 in a round trip through λ (`hparams.sample_coefficients`).
+  return hparams.sample_coefficients(key, batch, k, config.hparams.sampler,
+                                     endpoint_prob=_endpoint_prob(config, step),
+                                     log_min=config.hparams.log_min, alpha=config.hparams.alpha)
 
 
 def sample_lambdas(config, key, batch: int, step=None):
@@ -54,15 +56,20 @@ def sample_lambdas(config, key, batch: int, step=None):
       update, p1 at the last (step num_steps − 1) and after; None uses
       ``p0 = hparams.endpoint_prob``.
   """
+  return hparams.sample(key, batch, configuration.num_lambdas(config),
+                        config.hparams.sampler, endpoint_prob=_endpoint_prob(config, step),
+                        log_min=config.hparams.log_min, alpha=config.hparams.alpha)
+
+
+def _endpoint_prob(config, step):
+  """The endpoint probability at ``step``, annealed if the config says so (`sample_lambdas`)."""
   p = config.hparams.endpoint_prob
   final = config.hparams.endpoint_prob_final
   if final is not None and step is not None:
     last = max(int(config.train.num_steps) - 1, 1)
     progress = jnp.minimum(jnp.asarray(step, jnp.float32) / last, 1.0)
     p = p + (final - p) * progress
-  return hparams.sample(key, batch, configuration.num_lambdas(config),
-                        config.hparams.sampler, endpoint_prob=p,
-                        log_min=config.hparams.log_min, alpha=config.hparams.alpha)
+  return p
 
 
 def dhs_keep(model, variables, operator, zf, y, coeffs, top_b: int):
@@ -244,9 +251,10 @@ def dhs_selected_lambdas(config, model, variables, operator,
   def one(variables, x, key):
     k_measure, k_lambda = jax.random.split(key)
     y = operator.measure(x, k_measure)
+    # The λ of the histograms and the coefficients training gives the model: one draw.
     lam = sample_lambdas(config, k_lambda, x.shape[0], step)
     keep = dhs_keep(model, variables, operator, operator.zero_filled(y), y,
-                    hparams.coefficients(lam), top_b)
+                    sample_coefficients(config, k_lambda, x.shape[0], step), top_b)
     return lam, lam[keep]
 
   sampled, kept = [], []
