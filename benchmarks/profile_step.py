@@ -68,13 +68,14 @@ def _device_events(profile):
           yield str(stats.get("hlo_op", event.name)), event.duration_ns * 1e-9
     return
   # On a CPU the XLA operations are events of the host threads, beside the
-  # Python frames ('$file:line') and the runtime's own ('Class::Method').
+  # Python frames ('$file:line') and the runtime's own ('Class::Method',
+  # 'ParseArguments', 'Handle inputs'): HLO instruction names are lowercase
+  # words joined by '.', '_' or '-' ('fusion.12', 'copy_fusion').
   for plane in profile.planes:
     if plane.name.startswith("/host:CPU"):
       for line in plane.lines:
         for event in line.events:
-          if not (event.name.startswith("$") or "::" in event.name
-                  or "(" in event.name):
+          if re.fullmatch(r"[a-z][a-z0-9_.\-]*", event.name):
             yield event.name, event.duration_ns * 1e-9
 
 
