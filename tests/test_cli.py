@@ -644,3 +644,18 @@ def test_a_process_of_a_multi_process_run_ends_at_once_on_an_error(tmp_path, rai
   if line:
     assert "Traceback" in proc.stderr and "Gloo AllGather failed" in proc.stderr
     assert proc.stderr.rstrip().splitlines()[-1].startswith(line), proc.stderr
+
+
+def test_a_config_file_may_leave_an_evaluator_out_and_no_other_field():
+  """configs.md: "remove an entry to skip it"; the file check refused it."""
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  import cli_config
+
+  from hyperrecon_jax import errors
+  config = cli_config.default_config()
+  del config.evals["dhs_replay"]
+  cli_config._compare(cli_config.default_config(), config, "config", "mine.py")
+  del config.train["eval_batches"]
+  with pytest.raises(errors.InputError, match=r"the config of mine.py has no "
+                     r"config.train.eval_batches"):
+    cli_config._compare(cli_config.default_config(), config, "config", "mine.py")

@@ -227,6 +227,18 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("data.split_fractions", (0.0, 0.0, 1.0),
      r"config.data.split_fractions must be three positive numbers .* got \(0.0, 0.0, 1.0\)"),
     ("hparams.fixed", ("nan",), r"hparams.fixed must lie in \[0, 1\], got \('nan',\)"),
+    # Documented values that check_config let through, to fail later without
+    # naming the config field (or, for augment_intensity and gap_slices, never).
+    ("model.init_scheme", "foo", r"config.model.init_scheme must be one of \('torch', 'flax'\)"),
+    ("model.strategy", "foo", r"config.model.strategy must be one of \('auto', 'vmap', 'loop'\)"),
+    ("data.name", "foo", r"config.data.name must be one of \('mni152', 'fastmri_knee', 'nifti'\)"),
+    ("data.axis", "diagonal", r"config.data.axis must be one of \('sagittal', 'coronal', "
+                              r"'axial'\) \(or 0, 1, 2\), got 'diagonal'"),
+    ("data.gap_slices", -1, r"config.data.gap_slices must be an integer ≥ 0, got -1"),
+    ("data.augment_intensity", 1.5, r"augment_intensity must lie in \[0, 1\), got 1.5"),
+    ("data.augment_intensity", -0.5, r"augment_intensity must lie in \[0, 1\), got -0.5"),
+    ("eval.split", "foo", r"config.eval.split must be one of \('train', 'validation', 'test'\)"),
+    ("eval.samples", 1_000_001, r"config.eval.samples must be at most 1,000,000 λ"),
 ])
 def test_impossible_values_of_any_type_are_config_errors(field, value, match):
   config = configs.load("demo", "quick")
@@ -234,6 +246,36 @@ def test_impossible_values_of_any_type_are_config_errors(field, value, match):
   section, _, name = field.rpartition(".")
   (config[section] if section else config)[name] = value
   with pytest.raises(train.ConfigError, match=match):
+    train.check_config(config)
+
+
+def test_a_grid_of_too_many_lambdas_is_refused_before_training():
+  config = configs.load("demo", "quick")
+  config.losses, config.loss_scales = ("dc", "tv", "wavelet"), (1.0, 1.0, 1.0)
+  config.eval.grid = 1001  # 1,002,001 λ: train.py stored it, evaluate.py refused it
+  with pytest.raises(train.ConfigError, match=r"config.eval.grid gives 1,002,001 λ, more than "
+                     r"1,000,000"):
+    train.check_config(config)
+  config.eval.grid = 1000
+  train.check_config(config)
+
+
+def test_a_poisson_mask_does_not_read_center_fraction():
+  config = configs.load("demo", "quick")
+  config.task.mask, config.task.center_fraction = "poisson", 0.0  # never read
+  train.check_config(config)
+  config.task.mask = "cartesian_random"
+  with pytest.raises(train.ConfigError, match=r"center_fraction must lie in \(0, 1\), got 0.0"):
+    train.check_config(config)
+
+
+@pytest.mark.parametrize("section, field", [("train", "eval_batches"), ("hparams", "alpha")])
+def test_a_config_built_without_a_field_names_it(section, field):
+  # A bare KeyError or AttributeError from Python.
+  config = configs.load("demo", "quick")
+  del config[section][field]
+  with pytest.raises(train.ConfigError, match=rf"the config lacks a field the library reads "
+                     rf"\(.*{field}.*\); start from experiments/configs/default.py"):
     train.check_config(config)
 
 

@@ -397,12 +397,12 @@ def test_input_name_says_what_each_task_feeds_the_network():
 
 
 def test_a_run_is_bound_to_the_task_fields_its_operator_reads():
-  from hyperrecon_jax.train import configuration
+  from hyperrecon_jax.train import run_fields
   base = {"name": "denoise", "acceleration": 8.0, "mask": "poisson", "mask_seed": 0,
           "center_fraction": 0.08, "noise_sigma": 0.0, "sigma": 0.1, "factor": 4}
 
   def diffs(a, b):
-    return configuration.incompatibilities({"task": a}, {"task": b})
+    return run_fields.incompatibilities({"task": a}, {"task": b})
 
   # Denoising reads σ alone: another acceleration or factor is the same problem.
   assert physics.task_fields(base) == ("name", "sigma")

@@ -28,8 +28,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   Returns:
     A ``ConfigDict`` with sections ``task``, ``data``, ``model``, ``hparams``,
-    ``sampling``, ``train``, ``eval`` and the fields ``losses`` and
-    ``loss_scales``.
+    ``sampling``, ``train``, ``eval``, ``evals`` and ``segmenter``, and the
+    fields ``losses``, ``loss_scales`` and ``extensions``.
   """
   c = ml_collections.ConfigDict()
   # The forward operator (physics.make_operator) reads only the fields of its

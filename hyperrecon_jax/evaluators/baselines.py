@@ -39,7 +39,7 @@ def load(path, config, *, trained_on=None, flag="config.evals.baselines.workdir"
   """
   from hyperrecon_jax import checkpoints
   from hyperrecon_jax import train
-  from hyperrecon_jax.train import configuration
+  from hyperrecon_jax.train import run_fields
   setting = f"{flag}={path}"
   if not os.path.isdir(path):
     what = "is a file" if os.path.exists(path) else "no such folder"
@@ -61,7 +61,7 @@ def load(path, config, *, trained_on=None, flag="config.evals.baselines.workdir"
   mine = json.loads(config.to_json())
   if trained_on:
     mine["data"] = trained_on
-  diffs = [d for d in configuration.incompatibilities(json.loads(b_config.to_json()), mine)
+  diffs = [d for d in run_fields.incompatibilities(json.loads(b_config.to_json()), mine)
            if not d.startswith(("model.", "hparams.", "loss_scales", "eval", "segmenter"))]
   if diffs:
     raise errors.InputError(f"the baselines in {path} were trained for another "

@@ -16,11 +16,12 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
+from hyperrecon_jax.train import configuration
 
 # The most λ a report evaluates, each on every slice of the split (10,000 λ
 # on 24 slices take about 5 minutes on 2 CPU cores and a 53 MB
 # lambda_grid.json); as many as `reconstruct.py` takes.
-MAX_LAMBDAS = 1_000_000
+MAX_LAMBDAS = configuration.MAX_EVAL_LAMBDAS
 
 
 def _integer(name, value, low):

@@ -10,7 +10,6 @@ for tests, benchmarks and custom loops::
 """
 
 from hyperrecon_jax.train.configuration import ConfigError
-from hyperrecon_jax.train.configuration import changed_fields
 from hyperrecon_jax.train.configuration import check_config
 from hyperrecon_jax.train.configuration import describe_model
 from hyperrecon_jax.train.configuration import from_stored
@@ -21,6 +20,7 @@ from hyperrecon_jax.train.loop import NonFiniteLossError
 from hyperrecon_jax.train.loop import check_memory
 from hyperrecon_jax.train.loop import check_step_memory
 from hyperrecon_jax.train.loop import train_and_evaluate
+from hyperrecon_jax.train.run_fields import changed_fields
 from hyperrecon_jax.train.state import TrainState
 from hyperrecon_jax.train.state import build_model
 from hyperrecon_jax.train.state import create_state

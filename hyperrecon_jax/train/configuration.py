@@ -2,9 +2,12 @@
 
 The configs themselves are files: ``experiments/configs/default.py`` writes out
 every field, and the other experiment files start from it and change what they
-need. ``check_config`` turns every impossible setting into one ``ConfigError``
-sentence before anything is built or written; ``from_stored`` reads the config
-of a stored run, also one written by an older version.
+need. ``check_config`` turns every impossible setting of the task, data,
+model, loss, sampling, training and evaluation into one ``ConfigError``
+sentence before anything is built or written (the report's evaluators and the
+segmenter check their own ``evals`` and ``segmenter`` settings);
+``from_stored`` reads the config of a stored run, also one written by an older
+version. What a run is bound to: `hyperrecon_jax.train.run_fields`.
 """
 
 import copy
@@ -22,19 +25,8 @@ from hyperrecon_jax import sampling
 from hyperrecon_jax.data import common as data_common
 
 TASKS = ("csmri", "denoise", "superres")
-# Fields a workdir's run is bound to: they fix the shapes of the parameters,
-# optimizer state or data, or what the trained model means (its task and the
-# terms and scales of its loss). Resuming or re-running a workdir with another
-# value is an error (`incompatibilities`); everything else (steps, learning
-# rate, logging, sampler, strategy) may change between runs.
-BOUND_FIELDS = (
-    "model.hyper_dim", "model.channels", "model.batch_norm",
-    "model.hyper_init", "model.conditioned", "losses",
-    "loss_scales", "task", "data.name", "data.image_size",
-    "data.axis", "data.split_fractions", "data.split_seed", "data.gap_slices",
-    "data.min_foreground", "data.percentile", "hparams.fixed",
-    "hparams.baselines",
-)
+# The most λ an evaluation scores, each on every slice of its split.
+MAX_EVAL_LAMBDAS = 1_000_000
 MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
 
 
@@ -178,8 +170,20 @@ def check_config(config) -> None:
   """Raises ``ConfigError`` naming the first impossible setting.
 
   Args:
-    config: a full experiment config.
+    config: a full experiment config (``experiments/configs/default.py``'s
+      fields; a missing one is a ``ConfigError`` naming it).
   """
+  try:
+    _check_config(config)
+  except (KeyError, AttributeError) as e:
+    # The library has no defaults: a config built by hand may lack a field.
+    field = str(e).strip("'\"").split("'")[0] if isinstance(e, KeyError) else str(e)
+    raise ConfigError(f"the config lacks a field the library reads ({field}); start from "
+                      "experiments/configs/default.py's get_config(), which has every "
+                      "field") from None
+
+
+def _check_config(config) -> None:
   # The order decides which error a config with several impossible settings
   # gets, so a few fields are checked beside another section's.
   names = _check_losses(config)
@@ -243,6 +247,17 @@ def _check_data(config) -> None:
     data_common.check_fractions(config.data.split_fractions)
   except errors.InputError as e:
     raise ConfigError(f"config.data.{e}") from None
+  _require(config.data.name in data_common.DATASETS,
+           f"config.data.name must be one of {data_common.DATASETS}", config.data.name)
+  _require(config.data.axis in data_common.AXES or config.data.axis in (0, 1, 2),
+           f"config.data.axis must be one of {tuple(data_common.AXES)} (or 0, 1, 2)",
+           config.data.axis)
+  gap = config.data.gap_slices
+  _require(isinstance(gap, int) and not isinstance(gap, bool) and gap >= 0,
+           "config.data.gap_slices must be an integer ≥ 0", gap)
+  # A factor of 1 − a < 0 would turn an image negative (then clipped to black).
+  _require(_is_number(config.data.augment_intensity) and 0 <= config.data.augment_intensity < 1,
+           "config.data.augment_intensity must lie in [0, 1)", config.data.augment_intensity)
 
 
 def _check_model(config) -> None:
@@ -250,6 +265,11 @@ def _check_model(config) -> None:
   if config.model.hyper_dim < 0:
     raise ConfigError(f"config.model.hyper_dim must be ≥ 0, got "
                       f"{config.model.hyper_dim}")
+  _require(config.model.init_scheme in models.layers.INITS,
+           f"config.model.init_scheme must be one of {models.layers.INITS}",
+           config.model.init_scheme)
+  _require(config.model.strategy in models.STRATEGIES,
+           f"config.model.strategy must be one of {models.STRATEGIES}", config.model.strategy)
   if config.model.hyper_dim:
     if config.model.hyper_init not in models.HYPER_INITS:
       raise ConfigError(f"config.model.hyper_init must be one of "
@@ -354,6 +374,16 @@ def _check_eval(config, k: int) -> None:
   _require(config.eval.samples == 0 or config.eval.samples >= k,
            f"config.eval.samples must be 0 (a grid) or ≥ the {k} vertices of the simplex",
            config.eval.samples)
+  _require(config.eval.samples <= MAX_EVAL_LAMBDAS,
+           f"config.eval.samples must be at most {MAX_EVAL_LAMBDAS:,} λ (each scored on "
+           "every slice of the split)", config.eval.samples)
+  if not config.eval.samples and k <= 3:  # grids stop at two hyperparameters
+    _require(config.eval.grid ** (k - 1) <= MAX_EVAL_LAMBDAS,
+             f"config.eval.grid gives {config.eval.grid ** (k - 1):,} λ, more than "
+             f"{MAX_EVAL_LAMBDAS:,} (each scored on every slice of the split)",
+             config.eval.grid)
+  _require(config.eval.split in data_common.SPLITS,
+           f"config.eval.split must be one of {data_common.SPLITS}", config.eval.split)
   _require(config.eval.gallery_size >= 1, "config.eval.gallery_size must be ≥ 1",
            config.eval.gallery_size)
   _require(math.isfinite(config.eval.gallery_tolerance_db)
@@ -377,9 +407,10 @@ def _check_task(task, size: int) -> None:
              "config.task.acceleration must be > 1", task.acceleration)
     _require(task.mask in MASKS, f"config.task.mask must be one of {MASKS}",
              task.mask)
-    _require(0 < task.center_fraction < 1,
-             "config.task.center_fraction must lie in (0, 1)",
-             task.center_fraction)
+    if task.mask != "poisson":  # read by the Cartesian masks only
+      _require(0 < task.center_fraction < 1,
+               "config.task.center_fraction must lie in (0, 1)",
+               task.center_fraction)
     _require(task.noise_sigma >= 0, "config.task.noise_sigma must be ≥ 0",
              task.noise_sigma)
   elif task.name == "denoise":
@@ -393,65 +424,3 @@ def _check_task(task, size: int) -> None:
     _require(size % task.factor == 0,
              f"config.data.image_size={size} must be divisible by "
              "config.task.factor", task.factor)
-
-
-def _lookup(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    node = node[part]
-  return tuple(node) if isinstance(node, (list, tuple)) else node
-
-
-def _flat(node, prefix):
-  if isinstance(node, dict):
-    for k, v in node.items():
-      yield from _flat(v, f"{prefix}.{k}")
-  else:
-    yield prefix, tuple(node) if isinstance(node, (list, tuple)) else node
-
-
-def incompatibilities(old, new) -> list[str]:
-  """`BOUND_FIELDS` on which two config dicts differ, as readable strings.
-
-  Of ``task``, only the fields its operator reads (`physics.task_fields`) are
-  bound: a denoising run does not depend on ``task.acceleration``.
-  """
-  from hyperrecon_jax import physics
-  out = []
-  for field in BOUND_FIELDS:
-    try:
-      a, b = _lookup(old, field), _lookup(new, field)
-    except (KeyError, AttributeError, TypeError):
-      continue
-    if field == "task" and isinstance(a, dict) and isinstance(b, dict):
-      read = set(physics.task_fields(a)) | set(physics.task_fields(b))
-      a, b = ({k: v for k, v in t.items() if k in read} for t in (a, b))
-    if isinstance(a, dict) or isinstance(b, dict):
-      a, b = dict(_flat(a, field)), dict(_flat(b, field))
-      out += [f"{k}: {a.get(k)!r} in the workdir, {b.get(k)!r} now"
-              for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    elif a != b:
-      out.append(f"{field}: {a!r} in the workdir, {b!r} now")
-  return out
-
-
-
-# Settings of a machine, not of a run: a resumed run's note leaves them out.
-MACHINE_FIELDS = ("data.data_dir", "data.manual_dir", "data.num_threads")
-
-
-def changed_fields(old, new) -> list[str]:
-  """The fields two config dicts differ on, ``field: old → new``, machine settings left out.
-
-  For the note of a resumed run: a field not in `BOUND_FIELDS` may change
-  between runs (steps, learning rate, sampler, sampling method), and the
-  checkpoint then stores the new value, so the change is said once, when it
-  happens.
-  """
-  a, b = dict(_flat(dict(old), "")), dict(_flat(dict(new), ""))
-  out = []
-  for key in sorted(set(a) | set(b)):
-    field = key[1:]
-    if field not in MACHINE_FIELDS and a.get(key) != b.get(key):
-      out.append(f"{field}: {a.get(key)!r} → {b.get(key)!r}")
-  return out

@@ -27,6 +27,7 @@ from hyperrecon_jax.data import split_record
 from hyperrecon_jax.data import summary
 from hyperrecon_jax.evaluators import validation
 from hyperrecon_jax.train import configuration
+from hyperrecon_jax.train import run_fields
 from hyperrecon_jax.train import sharded
 from hyperrecon_jax.train import spread
 from hyperrecon_jax.train import state as state_lib
@@ -151,7 +152,7 @@ def check_workdir(config, workdir: str, stored=None) -> None:
       raise configuration.ConfigError(
           f"{path} is not the config of a run (it has no {', '.join(missing)}); move it "
           "away or use another --workdir")
-  diffs = configuration.incompatibilities(stored, json.loads(config.to_json()))
+  diffs = run_fields.incompatibilities(stored, json.loads(config.to_json()))
   if diffs:
     raise configuration.ConfigError(
         f"{workdir} holds a run trained with an incompatible config ("
@@ -313,7 +314,7 @@ def _start(config, workdir, model, replicated, owner):
   else:
     # A run stored before a field was added has that field's compatible value.
     stored = json.loads(configuration.from_stored(stored_config).to_json())
-    changed = configuration.changed_fields(stored, json.loads(config.to_json()))
+    changed = run_fields.changed_fields(stored, json.loads(config.to_json()))
     print(f"resuming from step {start}" + (
         f"; changed since that checkpoint: {'; '.join(changed)}" if changed else ""),
         file=sys.stderr)
