@@ -11,6 +11,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hyperrecon_jax import errors
 
@@ -40,9 +41,11 @@ def check_method(method: str, top_b: int, batch_size: int, loss_names):
           "sampling.method='dhs' ranks samples by their data-consistency loss, "
           f"but config.losses={tuple(loss_names)} has no 'dc' term; add 'dc' "
           "or use sampling.method='uhs'")
-    if not 1 <= top_b <= batch_size:
-      raise errors.InputError(f"sampling.top_b must be in [1, batch_size={batch_size}]"
-                              f", got {top_b}")
+    # True would be taken as 1 (bool is an int).
+    if isinstance(top_b, bool) or not isinstance(top_b, (int, np.integer)) \
+        or not 1 <= top_b <= batch_size:
+      raise errors.InputError(f"sampling.top_b must be an integer in [1, batch_size="
+                              f"{batch_size}], got {top_b!r}")
 
 
 def select_lowest(values, b: int):

@@ -235,6 +235,7 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("data.axis", "diagonal", r"config.data.axis must be one of \('sagittal', 'coronal', "
                               r"'axial'\) \(or 0, 1, 2\), got 'diagonal'"),
     ("data.gap_slices", -1, r"config.data.gap_slices must be an integer ≥ 0, got -1"),
+    ("data.num_threads", -2, r"config.data.num_threads must be an integer ≥ 0 .*got -2"),
     ("data.augment_intensity", 1.5, r"augment_intensity must lie in \[0, 1\), got 1.5"),
     ("data.augment_intensity", -0.5, r"augment_intensity must lie in \[0, 1\), got -0.5"),
     ("eval.split", "foo", r"config.eval.split must be one of \('train', 'validation', 'test'\)"),

@@ -141,9 +141,10 @@ def test_check_method_rejects_dhs_without_dc_naming_dc():
   assert "dhs" in str(info.value)
 
 
-@pytest.mark.parametrize("top_b", [0, -1, 5, 32])
+@pytest.mark.parametrize("top_b", [0, -1, 5, 32, True, 2.0])  # True was taken as 1
 def test_check_method_rejects_top_b_outside_1_to_batch(top_b):
-  with pytest.raises(ValueError, match="top_b") as info:
+  with pytest.raises(ValueError, match=r"sampling.top_b must be an integer in \[1, "
+                     r"batch_size=4\]") as info:
     sampling.check_method("dhs", top_b, 4, ("dc", "tv"))
   assert str(top_b) in str(info.value)
 

@@ -252,6 +252,10 @@ def _check_data(config) -> None:
   _require(config.data.axis in data_common.AXES or config.data.axis in (0, 1, 2),
            f"config.data.axis must be one of {tuple(data_common.AXES)} (or 0, 1, 2)",
            config.data.axis)
+  threads = config.data.num_threads
+  _require(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0,
+           "config.data.num_threads must be an integer ≥ 0 (0 reads on the caller's thread)",
+           threads)
   gap = config.data.gap_slices
   _require(isinstance(gap, int) and not isinstance(gap, bool) and gap >= 0,
            "config.data.gap_slices must be an integer ≥ 0", gap)
