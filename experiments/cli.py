@@ -298,7 +298,8 @@ def _redeliver_interrupts(hook):
   in ..." and carries on, and the Ctrl-C is lost. Sending SIGINT again from
   another thread lets the handler run at the next ordinary line instead: the
   start-up unwinds, or the training loop, if it runs by then, takes the signal
-  and stops with a checkpoint.
+  and stops with a checkpoint. The signal sent again is the one swallowed, so
+  that a swallowed SIGTERM still ends the process with 143, not 130.
 
   Args:
     hook: the unraisable hook to call for everything else.
@@ -306,17 +307,19 @@ def _redeliver_interrupts(hook):
   Returns:
     The new hook.
   """
-  def resend():
+  from hyperrecon_jax import interrupts
+
+  def resend(signum):
     # Not while the hook runs: an interrupt raised inside the hook itself is
     # lost for good (Python prints it with the default hook, not this one).
     time.sleep(0.01)
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signum)
 
   def redeliver(unraisable):
     if issubclass(unraisable.exc_type, KeyboardInterrupt):
       # _thread, not threading: Thread.start() waits for the thread to run,
       # and the signal would land in that wait.
-      _thread.start_new_thread(resend, ())
+      _thread.start_new_thread(resend, (interrupts.last() or signal.SIGINT,))
     else:
       hook(unraisable)
   return redeliver

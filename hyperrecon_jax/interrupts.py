@@ -27,3 +27,8 @@ def take() -> list[int]:
   out = list(_pending)
   _pending.clear()
   return out
+
+
+def last() -> int | None:
+  """The last signal `handler` has seen and `take` has not given out yet, or None."""
+  return _pending[-1] if _pending else None

@@ -17,3 +17,13 @@ def test_the_handler_raises_and_remembers_until_taken():
     pass
   assert interrupts.take() == [signal.SIGINT, signal.SIGINT]
   assert interrupts.take() == []
+
+
+def test_last_is_the_latest_signal_not_yet_taken():
+  assert interrupts.take() == [] and interrupts.last() is None
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    with pytest.raises(KeyboardInterrupt):
+      interrupts.handler(signum, None)
+  assert interrupts.last() == signal.SIGTERM  # what a swallowed interrupt is sent again as
+  assert interrupts.take() == [signal.SIGINT, signal.SIGTERM]
+  assert interrupts.last() is None
