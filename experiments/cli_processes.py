@@ -181,8 +181,8 @@ def ending_with_the_run(joined: bool):
     return
   try:
     yield
-  except SystemExit as e:
-    cli.exit_now(e.code if isinstance(e.code, int) else 1)
+  except SystemExit as e:  # sys.exit(): None is success, a message is status 1
+    cli.exit_now(0 if e.code is None else e.code if isinstance(e.code, int) else 1)
   except KeyboardInterrupt:
     raise  # cli.run prints "interrupted" and ends the process without the shutdown
   except BaseException:  # noqa: BLE001 (a bug keeps its traceback, above the line)

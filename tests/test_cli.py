@@ -626,6 +626,7 @@ def test_a_rejected_rerun_leaves_the_finished_run_as_it_was(env, trained):
      "error: this process of a multi-process run stopped on the error above; if another "
      "process of the run died, rerun every process's command"),
     ("SystemExit(2)", 2, None),
+    ("SystemExit()", 0, None),
 ])
 def test_a_process_of_a_multi_process_run_ends_at_once_on_an_error(tmp_path, raised, code,
                                                                     line):
