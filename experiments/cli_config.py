@@ -60,6 +60,8 @@ def checked_config(holder):
                               for part in str(name).split(",") if part.strip())
   from hyperrecon_jax import losses
   from hyperrecon_jax.train import configuration
+  # Before a multi-process run is joined: a module that does not import stops
+  # this process alone (check_config imports it again, at no cost).
   configuration.import_extensions(config)
   own = [n for n in config.losses if n not in losses.BUILT_IN]
   if own and not config.extensions:

@@ -102,8 +102,10 @@ def _check_scored(zf, target, valid):
   keep = np.ones(s, bool) if valid is None else np.asarray(valid, bool)
   # PSNR and SSIM take a peak of 1: images on another scale score without
   # meaning. Padding rows are never scored, whatever they hold.
-  values = np.asarray(target)[keep]
-  lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+  values = np.asarray(target)
+  # Per-row extremes, then the kept rows': no copy of the batch.
+  lo, hi = ((float(values.min(axis=(1, 2))[keep].min()),
+             float(values.max(axis=(1, 2))[keep].max())) if keep.any() else (0.0, 0.0))
   if not (np.isfinite(lo) and np.isfinite(hi) and 0.0 <= lo and hi <= 1.0):
     raise errors.InputError(
         f"target must hold images in [0, 1] (PSNR and SSIM take a peak of 1), got values in "

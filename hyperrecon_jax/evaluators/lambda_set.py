@@ -18,11 +18,6 @@ from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
 from hyperrecon_jax.train import configuration
 
-# The most λ a report evaluates, each on every slice of the split (10,000 λ
-# on 24 slices take about 5 minutes on 2 CPU cores and a 53 MB
-# lambda_grid.json); as many as `reconstruct.py` takes.
-MAX_LAMBDAS = configuration.MAX_EVAL_LAMBDAS
-
 
 def _integer(name, value, low):
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -40,16 +35,9 @@ def check(config, settings) -> None:
       0 <= tolerance < float("inf")):
     raise errors.InputError("config.eval.gallery_tolerance_db must be a finite number ≥ 0 "
                             f"(dB), got {tolerance!r}")
-  if config.eval.samples > MAX_LAMBDAS:
-    raise errors.InputError(f"config.eval.samples={config.eval.samples:,}: more than "
-                            f"{MAX_LAMBDAS:,} λ, each scored on every slice of the split")
-  # Grids stop at two hyperparameters; a report's settings alone (no model
-  # yet) are checked as one.
-  axes = min(len(tuple(config.losses)) - 1, 2) if "losses" in config else 1
-  if not config.eval.samples and config.eval.grid ** axes > MAX_LAMBDAS:
-    raise errors.InputError(
-        f"config.eval.grid={config.eval.grid:,} gives {config.eval.grid ** axes:,} λ, more "
-        f"than {MAX_LAMBDAS:,}, each scored on every slice of the split")
+  # A report's settings alone (no model yet) are checked as one hyperparameter.
+  configuration.check_eval_size(
+      config.eval, len(tuple(config.losses)) - 1 if "losses" in config else 1)
   if config.eval.split not in SPLITS:
     raise errors.InputError(f"config.eval.split must be one of {SPLITS}, got "
                             f"{config.eval.split!r}")
