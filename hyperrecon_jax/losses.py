@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import filters
 from hyperrecon_jax import metrics as _metrics
 from hyperrecon_jax import wavelets
 
@@ -54,7 +55,7 @@ def _filter_same(x, window):
   for axis in (x.ndim - 2, x.ndim - 1):
     pad = [(0, 0)] * x.ndim
     pad[axis] = (r, r)
-    x = _metrics.correlate_valid(jnp.pad(x, pad), window, axis)
+    x = filters.correlate_valid(jnp.pad(x, pad), window, axis)
   return x
 
 
@@ -75,7 +76,7 @@ def dssim(recon, target):
   _check_pair(recon, target)
   x = jnp.asarray(recon, jnp.float32)
   y = jnp.asarray(target, jnp.float32)
-  window = _metrics.gaussian_window(_metrics.SSIM_FILTER_SIZE, _metrics.SSIM_FILTER_SIGMA)
+  window = filters.gaussian_window(_metrics.SSIM_FILTER_SIZE, _metrics.SSIM_FILTER_SIGMA)
   # One filter call for the five local moments, stacked as in the metric.
   mu_x, mu_y, xx, yy, xy = _filter_same(jnp.stack([x, y, x * x, y * y, x * y]), window)
   var_x, var_y, cov = xx - mu_x ** 2, yy - mu_y ** 2, xy - mu_x * mu_y

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import filters
 
 # Gaussian SSIM window of Wang et al. (2004), also the reference's SSIM loss.
 SSIM_FILTER_SIZE = 11
@@ -145,13 +146,13 @@ def ssim(pred, target, data_range=1.0):
     scale = peak[:, None, None]
     return ssim(_f32(pred) / scale, _f32(target) / scale)
   x, y = _f32(pred), _f32(target)
-  window = gaussian_window(SSIM_FILTER_SIZE, SSIM_FILTER_SIGMA)
+  window = filters.gaussian_window(SSIM_FILTER_SIZE, SSIM_FILTER_SIGMA)
   # The five local moments in one filter call, valid positions only. Stacked
   # on a new axis: concatenated along the batch and split again, the same
   # arrays made XLA's CPU gradient 2.6× slower (docs/changelog.md).
   moments = jnp.stack([x, y, x * x, y * y, x * y])
   for axis in (2, 3):
-    moments = correlate_valid(moments, window, axis)
+    moments = filters.correlate_valid(moments, window, axis)
   mu_x, mu_y, xx, yy, xy = moments
   # E[x²] − E[x]² can round below 0 on flat patches, and the covariance above
   # √(var_x var_y); clamped, every position's SSIM stays within [−1, 1].
@@ -166,91 +167,6 @@ def ssim(pred, target, data_range=1.0):
   return jnp.mean(ssim_map, axis=(1, 2))
 
 
-def gaussian_window(size: int, sigma: float) -> np.ndarray:
-  """The normalized Gaussian ``exp(−x²/2σ²)`` on ``x = −(size−1)/2 … (size−1)/2``, float32."""
-  x = np.arange(size, dtype=np.float64) - size // 2
-  g = np.exp(-x ** 2 / (2.0 * sigma ** 2))
-  return (g / g.sum()).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=8)
-def gaussian_kernel1d(sigma: float, order: int, radius: int) -> np.ndarray:
-  """1-D Gaussian (derivative) kernel exactly as `scipy.ndimage` builds it.
-
-  The Gaussian ``exp(-x^2 / 2 sigma^2)`` on ``x = -radius .. radius`` is
-  normalized to sum 1 *before* differentiation; the ``order``-th derivative
-  multiplies it by the polynomial obtained from ``d/dx`` of ``q(x) exp(.)``.
-  The array is cached and read-only (an edit in place would change every
-  later call's kernel); copy it to change it.
-  """
-  x = np.arange(-radius, radius + 1, dtype=np.float64)
-  phi = np.exp(-0.5 / sigma ** 2 * x ** 2)
-  phi /= phi.sum()
-  q = np.zeros(order + 1)
-  q[0] = 1.0
-  # q'(x) - q(x) x / sigma^2, on polynomial coefficients.
-  deriv = np.diag(np.arange(1, order + 1), 1) + np.diag(np.full(order, -1 / sigma ** 2), -1)
-  for _ in range(order):
-    q = deriv @ q
-  kernel = (x[:, None] ** np.arange(order + 1)) @ q * phi
-  kernel.setflags(write=False)
-  return kernel
-
-
-def correlate_valid(x, kernel, axis: int):
-  """'Valid' correlation with a 1-D kernel along one axis: ``y[i] = Σ_k kernel[k]·x[i + k]``.
-
-  Written as a sum of shifted slices, which XLA fuses into one pass over the
-  image. As one-channel convolutions, the two 11-tap filters of the SSIM loss
-  were a visible part of a CPU training step of HyperRecon (docs/changelog.md);
-  the slices cost a fraction. The gradient is the same kind of pass (the
-  transpose below): autodiff of the slices pads and adds one full-size array
-  per tap, which made the SSIM loss's gradient several times slower
-  (docs/changelog.md).
-
-  Args:
-    x: array, already padded along ``axis``.
-    kernel: (n,) NumPy weights.
-    axis: the axis to filter.
-
-  Returns:
-    ``x`` shorter by ``n − 1`` along ``axis``.
-  """
-  weights = tuple(float(w) for w in np.asarray(kernel, np.float64).ravel())
-  return _correlate_valid(x, weights, int(axis) % jnp.ndim(x))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _correlate_valid(x, weights, axis):
-  n = x.shape[axis] - len(weights) + 1
-  terms = [w * jax.lax.slice_in_dim(x, k, k + n, axis=axis) for k, w in enumerate(weights)]
-  return functools.reduce(jnp.add, terms)
-
-
-def _correlate_valid_fwd(x, weights, axis):
-  return _correlate_valid(x, weights, axis), None
-
-
-def _correlate_valid_bwd(weights, axis, _, dy):
-  # dx[j] = Σ_k kernel[k]·dy[j − k]: the 'valid' correlation of dy, zero-padded
-  # by n − 1 on both sides, with the reversed kernel.
-  pad = [(0, 0)] * dy.ndim
-  pad[axis] = (len(weights) - 1, len(weights) - 1)
-  return (_correlate_valid(jnp.pad(dy, pad), weights[::-1], axis),)
-
-
-_correlate_valid.defvjp(_correlate_valid_fwd, _correlate_valid_bwd)
-
-
-def _correlate1d_reflect(x, kernel, axis):
-  """Correlation of (B, H, W) with an odd 1-D kernel along axis 1 or 2, SciPy 'reflect' border."""
-  radius = (len(kernel) - 1) // 2
-  pad = [(0, 0)] * 3
-  pad[axis] = (radius, radius)
-  # SciPy's 'reflect' (d c b a | a b c d) is NumPy's 'symmetric'.
-  return correlate_valid(jnp.pad(x, pad, mode="symmetric"), kernel, axis)
-
-
 @functools.partial(jax.jit, static_argnames=("sigma", "radius"))
 def laplacian_of_gaussian(x, sigma: float = HFEN_SIGMA, radius: int = HFEN_RADIUS):
   """Per-image LoG, ``d2G/dy2 * x + d2G/dx2 * x``, (B, H, W) -> (B, H, W).
@@ -261,10 +177,10 @@ def laplacian_of_gaussian(x, sigma: float = HFEN_SIGMA, radius: int = HFEN_RADIU
   """
   check_images("x", x)
   x = _f32(x)
-  g = gaussian_kernel1d(float(sigma), 0, int(radius))
-  d2 = gaussian_kernel1d(float(sigma), 2, int(radius))
-  return (_correlate1d_reflect(_correlate1d_reflect(x, d2, 1), g, 2)
-          + _correlate1d_reflect(_correlate1d_reflect(x, g, 1), d2, 2))
+  g = filters.gaussian_kernel1d(float(sigma), 0, int(radius))
+  d2 = filters.gaussian_kernel1d(float(sigma), 2, int(radius))
+  return (filters.correlate1d_reflect(filters.correlate1d_reflect(x, d2, 1), g, 2)
+          + filters.correlate1d_reflect(filters.correlate1d_reflect(x, g, 1), d2, 2))
 
 
 @jax.jit

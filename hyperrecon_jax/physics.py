@@ -19,8 +19,6 @@ methods are batch-first and pure:
 
 from collections.abc import Mapping
 from collections.abc import Sequence
-import functools
-import math
 from typing import Any
 
 from flax import struct
@@ -29,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import filters
 from hyperrecon_jax import masks as masks_lib
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -222,57 +221,12 @@ class Denoise(Operator):
 
 
 
-def _cubic(t: float, a: float = -0.75) -> float:
-  """Keys cubic convolution kernel W(t), as in PyTorch's bicubic."""
-  t = abs(t)
-  if t <= 1:
-    return ((a + 2) * t - (a + 3)) * t * t + 1
-  if t < 2:
-    return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-  return 0.0
-
-
-@functools.lru_cache(maxsize=32)
-def bicubic_downsample_matrix(size: int, factor: int) -> np.ndarray:
-  """(size // factor, size) matrix of PyTorch's bicubic downsampling along one axis.
-
-  Equals ``F.interpolate(mode='bicubic', align_corners=False, antialias=False)``
-  with ``scale_factor=1/factor``: output sample ``i`` reads the source position
-  ``s = factor * (i + 0.5) - 0.5``, with ``j = floor(s)`` and ``t = s - j``,
-  from pixels ``j-1 .. j+2`` with weights ``W(t+1), W(t), W(1-t), W(2-t)``
-  (Keys, a = -0.75); pixel indices are clamped to ``[0, size-1]``, so weights
-  falling outside the image pile onto the border pixel. For even factors
-  ``t = 1/2`` and the taps are [-0.09375, 0.59375, 0.59375, -0.09375] on
-  pixels ``f*i + f/2 - 2 .. f*i + f/2 + 1`` (for 4: the block ``4i .. 4i+3``,
-  never clamped; for 2: ``2i-1 .. 2i+2``, clamped at both ends); for odd
-  factors ``t = 0`` and the result is plain subsampling of pixel ``f*i + (f-1)/2``.
-
-  Args:
-    size: input length, divisible by ``factor``.
-    factor: integer downsampling factor >= 2.
-
-  Returns:
-    float64 array D with ``y = D @ x`` along the axis; cached and read-only
-    (an edit in place would change every later operator's), copy it to change it.
-  """
-  out = size // factor
-  d = np.zeros((out, size))
-  for i in range(out):
-    s = factor * (i + 0.5) - 0.5
-    j = math.floor(s)
-    t = s - j
-    for k, w in zip(range(j - 1, j + 3), (_cubic(t + 1), _cubic(t), _cubic(1 - t), _cubic(2 - t))):
-      d[i, min(max(k, 0), size - 1)] += w
-  d.setflags(write=False)
-  return d
-
-
 @struct.dataclass
 class SuperResolution(Operator):
   """Bicubic downsampling by an integer factor: ``y = D(x)``, (B, H, W) -> (B, H/f, W/f).
 
   ``D`` is PyTorch's ``F.interpolate(mode='bicubic', align_corners=False,
-  antialias=False)`` (see `bicubic_downsample_matrix`), applied separably as
+  antialias=False)`` (see `filters.bicubic_downsample_matrix`), applied separably as
   ``D_H x D_W^T``. The network input is the nearest-neighbour x``factor``
   upsampling of ``y``.
 
@@ -299,8 +253,8 @@ class SuperResolution(Operator):
     """``D(x)``: (B, H, W) -> (B, H/f, W/f) float32."""
     _check_images("x", x)
     self._check_divisible("x", x.shape)
-    dh = jnp.asarray(bicubic_downsample_matrix(x.shape[1], self.factor), jnp.float32)
-    dw = jnp.asarray(bicubic_downsample_matrix(x.shape[2], self.factor), jnp.float32)
+    dh = jnp.asarray(filters.bicubic_downsample_matrix(x.shape[1], self.factor), jnp.float32)
+    dw = jnp.asarray(filters.bicubic_downsample_matrix(x.shape[2], self.factor), jnp.float32)
     return jnp.einsum("ih,bhw,jw->bij", dh, x.astype(jnp.float32), dw, precision=_HIGHEST)
 
   def forward(self, x):
@@ -311,8 +265,8 @@ class SuperResolution(Operator):
     """``D_H^T y D_W``: (B, H/f, W/f) -> (B, H, W) float32."""
     _check_images("y", y)
     f = self.factor
-    dh = jnp.asarray(bicubic_downsample_matrix(y.shape[1] * f, f), jnp.float32)
-    dw = jnp.asarray(bicubic_downsample_matrix(y.shape[2] * f, f), jnp.float32)
+    dh = jnp.asarray(filters.bicubic_downsample_matrix(y.shape[1] * f, f), jnp.float32)
+    dw = jnp.asarray(filters.bicubic_downsample_matrix(y.shape[2] * f, f), jnp.float32)
     return jnp.einsum("ih,bij,jw->bhw", dh, y.astype(jnp.float32), dw, precision=_HIGHEST)
 
   noisy = False  # noise-free: ``key`` is ignored
