@@ -16,7 +16,7 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
-from hyperrecon_jax.train import configuration
+from hyperrecon_jax.train import config_checks
 
 
 def _integer(name, value, low):
@@ -36,7 +36,7 @@ def check(config, settings) -> None:
     raise errors.InputError("config.eval.gallery_tolerance_db must be a finite number ≥ 0 "
                             f"(dB), got {tolerance!r}")
   # A report's settings alone (no model yet) are checked as one hyperparameter.
-  configuration.check_eval_size(
+  config_checks.check_eval_size(
       config.eval, len(tuple(config.losses)) - 1 if "losses" in config else 1)
   if config.eval.split not in SPLITS:
     raise errors.InputError(f"config.eval.split must be one of {SPLITS}, got "

@@ -9,8 +9,8 @@ for tests, benchmarks and custom loops::
   state, metrics = step(state, {"image": images}, jax.random.key(1))
 """
 
+from hyperrecon_jax.train.config_checks import check_config
 from hyperrecon_jax.train.configuration import ConfigError
-from hyperrecon_jax.train.configuration import check_config
 from hyperrecon_jax.train.configuration import describe_model
 from hyperrecon_jax.train.configuration import from_stored
 from hyperrecon_jax.train.configuration import num_coeffs

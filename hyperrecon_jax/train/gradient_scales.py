@@ -31,6 +31,7 @@ from hyperrecon_jax import losses
 from hyperrecon_jax import physics
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.train import config_checks
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
 
@@ -76,7 +77,7 @@ def gradient_scales(config, *, num_batches: int = 8) -> dict:
       finite (it cannot be matched).
   """
   from hyperrecon_jax import data
-  configuration.check_config(config)
+  config_checks.check_config(config)
   if num_batches < 1:
     raise errors.InputError(f"num_batches must be ≥ 1, got {num_batches}")
   names = tuple(config.losses)

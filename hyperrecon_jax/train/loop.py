@@ -26,6 +26,7 @@ from hyperrecon_jax.data import common
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.data import summary
 from hyperrecon_jax.evaluators import validation
+from hyperrecon_jax.train import config_checks
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import run_fields
 from hyperrecon_jax.train import sharded
@@ -187,7 +188,7 @@ def train_and_evaluate(config, workdir: str):
     Interrupted: SIGINT/SIGTERM (a checkpoint was saved at the current step;
       a run of several processes stops one step later, `sharded.stop_agreement`).
   """
-  configuration.check_config(config)
+  config_checks.check_config(config)
   if config.train.distributed and not jax.distributed.is_initialized():
     # The scripts join the run before anything else (experiments/train.py);
     # this is for a library caller on Slurm, Open MPI or TPU, where JAX finds

@@ -1,0 +1,300 @@
+"""Which experiment configurations can work: one ``ConfigError`` sentence for each that cannot.
+
+``check_config`` turns every impossible setting of the task, data, model,
+loss, sampling, training and evaluation into one ``ConfigError`` sentence
+naming the field, before anything is built or written. The report's
+evaluators and the segmenter check their own ``evals`` and ``segmenter``
+settings, the λ count of an evaluation through `check_eval_size`.
+"""
+
+import math
+
+from hyperrecon_jax import errors
+from hyperrecon_jax import hparams
+from hyperrecon_jax import losses
+from hyperrecon_jax import models
+from hyperrecon_jax import sampling
+from hyperrecon_jax.data import common as data_common
+from hyperrecon_jax.train.configuration import ConfigError
+from hyperrecon_jax.train.configuration import import_extensions
+
+TASKS = ("csmri", "denoise", "superres")
+# The most λ an evaluation scores, each on every slice of its split (10,000 λ
+# on 24 slices take about 5 minutes on 2 CPU cores and a 53 MB
+# lambda_grid.json); as many as `reconstruct.py` takes.
+MAX_EVAL_LAMBDAS = 1_000_000
+MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
+
+
+def check_config(config) -> None:
+  """Raises ``ConfigError`` naming the first impossible setting.
+
+  Args:
+    config: a full experiment config (``experiments/configs/default.py``'s
+      fields; a missing one is a ``ConfigError`` naming it).
+  """
+  try:
+    _check_config(config)
+  except (KeyError, AttributeError) as e:
+    # The library has no defaults: a config built by hand may lack a field.
+    field = str(e).strip("'\"").split("'")[0] if isinstance(e, KeyError) else str(e)
+    raise ConfigError(f"the config lacks a field the library reads ({field}); start from "
+                      "experiments/configs/default.py's get_config(), which has every "
+                      "field") from None
+
+
+def _check_config(config) -> None:
+  # The order decides which error a config with several impossible settings
+  # gets, so a few fields are checked beside another section's.
+  names = _check_losses(config)
+  _check_data(config)
+  _check_model(config)
+  _check_fixed_lambdas(config, len(names))
+  _check_sampling(config, names)
+  _check_train(config)
+  _check_hparams(config.hparams)
+  _check_eval(config, len(names))
+  _check_task(config.task, int(config.data.image_size))
+
+
+def _check_losses(config) -> tuple[str, ...]:
+  """The loss terms and their scales; returns the terms' names."""
+  import_extensions(config)
+  try:
+    names = losses.check_names(tuple(config.losses))
+  except ValueError as e:
+    hint = ("; a loss term of your own is registered (hr.losses.register_term) by a module "
+            f"named in config.extensions, now {tuple(config.get('extensions', ()))}"
+            if "unknown loss term" in str(e) else "")
+    raise ConfigError(f"config.losses: {e}{hint}") from None
+  k = len(names)
+  if k < 2:
+    raise ConfigError(f"config.losses needs at least 2 terms for a "
+                      f"hypernetwork, got {names}")
+  scales = config.loss_scales
+  if not isinstance(scales, (tuple, list)) or len(scales) != k:
+    raise ConfigError(f"config.loss_scales must hold one positive number per loss "
+                      f"term, {k} for {names}, got {scales!r}")
+  if not all(_is_number(s) and 0 < s < math.inf for s in config.loss_scales):
+    # An infinite scale would silently drop its term (weight 1/∞).
+    raise ConfigError(f"config.loss_scales must be positive finite numbers, got "
+                      f"{tuple(config.loss_scales)}")
+  return names
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_data(config) -> None:
+  """The task's name and the size of the images the Unet reads."""
+  if config.task.name not in TASKS:
+    raise ConfigError(f"config.task.name must be one of {TASKS}, got "
+                      f"{config.task.name!r}")
+  size = config.data.image_size
+  if not isinstance(size, int) or isinstance(size, bool) or size < 8 or size % 8:
+    raise ConfigError(f"config.data.image_size must be a positive multiple of 8 (the "
+                      f"Unet pools 3 times), got {size}")
+  percentile = config.data.percentile
+  if not (_is_number(percentile) and 0 < percentile <= 100):
+    raise ConfigError(f"config.data.percentile must lie in (0, 100], got {percentile!r}")
+  foreground = config.data.min_foreground
+  if not (_is_number(foreground) and 0 <= foreground < 1):
+    raise ConfigError(f"config.data.min_foreground must lie in [0, 1), got {foreground!r}")
+  try:
+    # Training learns from train and validates on validation: no
+    # evaluation-only build (data.EVALUATION_ONLY).
+    data_common.check_fractions(config.data.split_fractions)
+  except errors.InputError as e:
+    raise ConfigError(f"config.data.{e}") from None
+  _require(config.data.name in data_common.DATASETS,
+           f"config.data.name must be one of {data_common.DATASETS}", config.data.name)
+  _require(config.data.axis in data_common.AXES or config.data.axis in (0, 1, 2),
+           f"config.data.axis must be one of {tuple(data_common.AXES)} (or 0, 1, 2)",
+           config.data.axis)
+  threads = config.data.num_threads
+  _require(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0,
+           "config.data.num_threads must be an integer ≥ 0 (0 reads on the caller's thread)",
+           threads)
+  gap = config.data.gap_slices
+  _require(isinstance(gap, int) and not isinstance(gap, bool) and gap >= 0,
+           "config.data.gap_slices must be an integer ≥ 0", gap)
+  # A factor of 1 − a < 0 would turn an image negative (then clipped to black).
+  _require(_is_number(config.data.augment_intensity) and 0 <= config.data.augment_intensity < 1,
+           "config.data.augment_intensity must lie in [0, 1)", config.data.augment_intensity)
+
+
+def _check_model(config) -> None:
+  """The hypernetwork's fields (a plain Unet, hyper_dim=0, reads none)."""
+  if config.model.hyper_dim < 0:
+    raise ConfigError(f"config.model.hyper_dim must be ≥ 0, got "
+                      f"{config.model.hyper_dim}")
+  _require(config.model.init_scheme in models.layers.INITS,
+           f"config.model.init_scheme must be one of {models.layers.INITS}",
+           config.model.init_scheme)
+  _require(config.model.strategy in models.STRATEGIES,
+           f"config.model.strategy must be one of {models.STRATEGIES}", config.model.strategy)
+  if config.model.hyper_dim:
+    if config.model.hyper_init not in models.HYPER_INITS:
+      raise ConfigError(f"config.model.hyper_init must be one of "
+                        f"{models.HYPER_INITS}, got {config.model.hyper_init!r}")
+    try:
+      models.conditioned_specs(config.model.channels, config.model.conditioned)
+    except errors.InputError as e:
+      raise ConfigError(f"config.model.{e}") from None
+
+
+def _check_fixed_lambdas(config, k: int) -> None:
+  """The λ a plain Unet (hparams.fixed) or a stack of them (hparams.baselines) trains at."""
+  stack = tuple(tuple(lam) for lam in config.hparams.baselines)
+  # A stack's Unets train at its own λ: hparams.fixed is the single Unet's.
+  if config.model.hyper_dim == 0 and not stack:
+    fixed = tuple(config.hparams.fixed)
+    if len(fixed) != k - 1:
+      raise ConfigError(f"a plain Unet (model.hyper_dim=0) trains at fixed λ: "
+                        f"config.hparams.fixed needs {k - 1} values in [0, 1], "
+                        f"got {fixed}")
+    if not all(_is_number(v) and 0.0 <= v <= 1.0 for v in fixed):
+      raise ConfigError(f"config.hparams.fixed must lie in [0, 1], got {fixed}")
+  if stack:
+    if config.model.hyper_dim:
+      raise ConfigError("config.hparams.baselines lists plain Unets: it needs "
+                        "config.model.hyper_dim=0")
+    for lam in stack:
+      if len(lam) != k - 1 or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in lam):
+        raise ConfigError(f"config.hparams.baselines: each λ needs {k - 1} "
+                          f"values in [0, 1], got {lam}")
+    if len(set(stack)) != len(stack):
+      raise ConfigError(f"config.hparams.baselines repeats a λ: {stack}")
+    # A stack answers each λ with the Unet of its coefficients: a second Unet
+    # of one weighting would be trained and never used.
+    seen = {}
+    for lam in stack:
+      key = hparams.weighting(lam)
+      if key in seen:
+        raise ConfigError(
+            f"config.hparams.baselines: λ = {seen[key]} and {lam} weight the loss alike "
+            "(where λ_k = 1 the later λ do not count), so one Unet would answer for both; "
+            "keep one of them")
+      seen[key] = lam
+    if config.sampling.method != "uhs":
+      raise ConfigError("baselines train at fixed λ: config.sampling.method "
+                        "must be 'uhs'")
+
+
+def _check_sampling(config, names: tuple[str, ...]) -> None:
+  """How λ are drawn (hparams.sampler) and which draws train (sampling)."""
+  if config.hparams.sampler not in hparams.SAMPLERS:
+    raise ConfigError(f"config.hparams.sampler must be one of "
+                      f"{hparams.SAMPLERS}, got {config.hparams.sampler!r}")
+  try:
+    sampling.check_method(config.sampling.method, config.sampling.top_b,
+                          config.train.batch_size, names)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if config.sampling.normalize not in sampling.NORMALIZE:
+    raise ConfigError(f"config.sampling.normalize must be one of {sampling.NORMALIZE}, got "
+                      f"{config.sampling.normalize!r}")
+
+
+def _check_train(config) -> None:
+  """The training loop's fields, between the model's dtype and its width."""
+  if config.model.dtype not in ("float32", "bfloat16"):
+    raise ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', "
+                      f"got {config.model.dtype!r}")
+  for field in ("batch_size", "num_steps", "log_every", "eval_every",
+                "checkpoint_every", "lr_decay_every"):
+    _require(config.train[field] >= 1, f"config.train.{field} must be ≥ 1",
+             config.train[field])
+  for field in ("max_to_keep", "eval_batches"):
+    _require(config.train[field] >= 0,
+             f"config.train.{field} must be ≥ 0 (0: all)", config.train[field])
+  _require(math.isfinite(config.train.lr) and config.train.lr > 0,
+           "config.train.lr must be a positive finite number", config.train.lr)
+  _require(0 < config.train.lr_decay_factor <= 1,
+           "config.train.lr_decay_factor must lie in (0, 1]",
+           config.train.lr_decay_factor)
+  _require(config.model.channels >= 1, "config.model.channels must be ≥ 1",
+           config.model.channels)
+
+
+def _check_hparams(hp) -> None:
+  """The λ samplers' endpoint probability, its annealing and log_min."""
+  _require(0 <= hp.endpoint_prob <= 1, "config.hparams.endpoint_prob must lie in [0, 1]",
+           hp.endpoint_prob)
+  final = hp.endpoint_prob_final
+  if final is not None:
+    _require(0 <= final <= 1, "config.hparams.endpoint_prob_final must lie in [0, 1]", final)
+    _require(hp.sampler == "endpoints",
+             "config.hparams.endpoint_prob_final anneals the 'endpoints' sampler; "
+             "config.hparams.sampler", hp.sampler)
+  _require(0 < hp.log_min < 1, "config.hparams.log_min must lie in (0, 1)", hp.log_min)
+
+
+def _check_eval(config, k: int) -> None:
+  """The evaluation's fields, with hparams.alpha before eval.chunk."""
+  _require(config.eval.grid >= 2, "config.eval.grid must be ≥ 2 (λ values per axis, both "
+           "ends included)", config.eval.grid)
+  _require(config.eval.samples == 0 or config.eval.samples >= k,
+           f"config.eval.samples must be 0 (a grid) or ≥ the {k} vertices of the simplex",
+           config.eval.samples)
+  check_eval_size(config.eval, k - 1)
+  _require(config.eval.split in data_common.SPLITS,
+           f"config.eval.split must be one of {data_common.SPLITS}", config.eval.split)
+  _require(config.eval.gallery_size >= 1, "config.eval.gallery_size must be ≥ 1",
+           config.eval.gallery_size)
+  _require(math.isfinite(config.eval.gallery_tolerance_db)
+           and config.eval.gallery_tolerance_db >= 0,
+           "config.eval.gallery_tolerance_db must be ≥ 0", config.eval.gallery_tolerance_db)
+  _require(math.isfinite(config.hparams.alpha) and config.hparams.alpha > 0,
+           "config.hparams.alpha must be > 0", config.hparams.alpha)
+  _require(config.eval.chunk >= 1, "config.eval.chunk must be ≥ 1",
+           config.eval.chunk)
+
+
+def check_eval_size(eval_config, num_lambdas: int) -> None:
+  """Refuses an evaluation of more than `MAX_EVAL_LAMBDAS` λ (``eval.samples``, or the grid).
+
+  Args:
+    eval_config: ``config.eval``.
+    num_lambdas: the model's hyperparameters (a grid spans at most two).
+  """
+  samples, grid = eval_config.samples, eval_config.grid
+  if samples > MAX_EVAL_LAMBDAS:
+    raise ConfigError(f"config.eval.samples={samples:,}: more than {MAX_EVAL_LAMBDAS:,} λ, "
+                      "each scored on every slice of the split")
+  size = grid ** min(num_lambdas, 2)
+  if not samples and size > MAX_EVAL_LAMBDAS:
+    raise ConfigError(f"config.eval.grid={grid:,} gives {size:,} λ, more than "
+                      f"{MAX_EVAL_LAMBDAS:,}, each scored on every slice of the split")
+
+
+def _require(ok: bool, message: str, value) -> None:
+  if not ok:
+    raise ConfigError(f"{message}, got {value!r}")
+
+
+def _check_task(task, size: int) -> None:
+  """The task's own fields (only those its operator reads)."""
+  if task.name == "csmri":
+    _require(math.isfinite(task.acceleration) and task.acceleration > 1,
+             "config.task.acceleration must be > 1", task.acceleration)
+    _require(task.mask in MASKS, f"config.task.mask must be one of {MASKS}",
+             task.mask)
+    if task.mask != "poisson":  # read by the Cartesian masks only
+      _require(0 < task.center_fraction < 1,
+               "config.task.center_fraction must lie in (0, 1)",
+               task.center_fraction)
+    _require(task.noise_sigma >= 0, "config.task.noise_sigma must be ≥ 0",
+             task.noise_sigma)
+  elif task.name == "denoise":
+    # σ = 0 makes the input the ground truth: no task to learn, and its PSNR is
+    # infinite, which leaves every slice out of the statistics.
+    _require(math.isfinite(task.sigma) and task.sigma > 0,
+             "config.task.sigma must be > 0 (the noise's standard deviation)", task.sigma)
+  elif task.name == "superres":
+    _require(isinstance(task.factor, int) and task.factor >= 2,
+             "config.task.factor must be an integer ≥ 2", task.factor)
+    _require(size % task.factor == 0,
+             f"config.data.image_size={size} must be divisible by "
+             "config.task.factor", task.factor)
