@@ -240,6 +240,12 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("data.augment_intensity", -0.5, r"augment_intensity must lie in \[0, 1\), got -0.5"),
     ("eval.split", "foo", r"config.eval.split must be one of \('train', 'validation', 'test'\)"),
     ("eval.samples", 1_000_001, r"config.eval.samples=1,000,001: more than 1,000,000 λ"),
+    # A negative seed failed in NumPy's generator when the data or the mask
+    # was built, naming no field; one past int64 in jax.random.key.
+    ("train.seed", -1, r"config.train.seed must be an integer from 0 to 2,147,483,643, got -1"),
+    ("train.seed", 2 ** 63, r"config.train.seed must be an integer from 0 .* got 9223372036854775808"),
+    ("data.split_seed", -3, r"config.data.split_seed must be an integer from 0 .* got -3"),
+    ("task.mask_seed", -2, r"config.task.mask_seed must be an integer from 0 .* got -2"),
 ])
 def test_impossible_values_of_any_type_are_config_errors(field, value, match):
   config = configs.load("demo", "quick")

@@ -14,6 +14,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import models
 from hyperrecon_jax import sampling
+from hyperrecon_jax import streams
 from hyperrecon_jax.data import common as data_common
 from hyperrecon_jax.train.configuration import ConfigError
 from hyperrecon_jax.train.configuration import import_extensions
@@ -24,6 +25,10 @@ TASKS = ("csmri", "denoise", "superres")
 # lambda_grid.json); as many as `reconstruct.py` takes.
 MAX_EVAL_LAMBDAS = 1_000_000
 MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
+# The largest seed: a run's streams use seeds up to s + 4 (`streams.OFFSETS`),
+# and every consumer (NumPy's generators, jax.random.key) takes a
+# non-negative 32-bit signed integer.
+MAX_SEED = 2 ** 31 - 1 - max(streams.OFFSETS.values())
 
 
 def check_config(config) -> None:
@@ -116,6 +121,7 @@ def _check_data(config) -> None:
   _require(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0,
            "config.data.num_threads must be an integer ≥ 0 (0 reads on the caller's thread)",
            threads)
+  _check_seed(config.data.split_seed, "data.split_seed")
   gap = config.data.gap_slices
   _require(isinstance(gap, int) and not isinstance(gap, bool) and gap >= 0,
            "config.data.gap_slices must be an integer ≥ 0", gap)
@@ -216,6 +222,7 @@ def _check_train(config) -> None:
            config.train.lr_decay_factor)
   _require(config.model.channels >= 1, "config.model.channels must be ≥ 1",
            config.model.channels)
+  _check_seed(config.train.seed, "train.seed")
 
 
 def _check_hparams(hp) -> None:
@@ -269,6 +276,13 @@ def check_eval_size(eval_config, num_lambdas: int) -> None:
                       f"{MAX_EVAL_LAMBDAS:,}, each scored on every slice of the split")
 
 
+def _check_seed(value, field: str) -> None:
+  # A negative seed failed in NumPy's generator only when the data or the
+  # mask was built, without the field's name.
+  _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED,
+           f"config.{field} must be an integer from 0 to {MAX_SEED:,}", value)
+
+
 def _require(ok: bool, message: str, value) -> None:
   if not ok:
     raise ConfigError(f"{message}, got {value!r}")
@@ -281,6 +295,7 @@ def _check_task(task, size: int) -> None:
              "config.task.acceleration must be > 1", task.acceleration)
     _require(task.mask in MASKS, f"config.task.mask must be one of {MASKS}",
              task.mask)
+    _check_seed(task.mask_seed, "task.mask_seed")
     if task.mask != "poisson":  # read by the Cartesian masks only
       _require(0 < task.center_fraction < 1,
                "config.task.center_fraction must lie in (0, 1)",
