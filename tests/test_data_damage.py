@@ -4,6 +4,7 @@ The tiny mni152 dataset is built once per module; each test damages its own
 copy, so the tests are independent and need no rebuild.
 """
 
+import json
 import os
 import shutil
 
@@ -166,3 +167,53 @@ def test_deleting_the_named_folder_rebuilds(copy):
   shutil.rmtree(folder)  # As the message says.
   source = hr.data.load_split(cfg, "train")
   assert len(source) == 86 and int(source[85]["slice"]) == 152
+
+
+def _edit_json(path, edit):
+  with open(path) as f:
+    value = json.load(f)
+  edit(value)
+  with open(path, "w") as f:
+    json.dump(value, f)
+
+
+@pytest.mark.parametrize("count", ["14", "87"])
+def test_an_edited_shard_length_is_damage(copy, count):
+  # "24" → "14" read 14 test slices and scored them as the whole split.
+  cfg, folder = copy
+  def edit(info):
+    split = next(s for s in info["splits"] if s["name"] == "test")
+    split["shardLengths"] = [count]
+  _edit_json(os.path.join(folder, "dataset_info.json"), edit)
+  with pytest.raises(hr.data.DataError, match=rf"gives mni152-test\.array_record-00000-of-00001 "
+                                              rf"{count} records, but the shard holds 24") as info:
+    hr.data.load_split(cfg, "test")
+  _check_message(info.value, "dataset_info.json", folder)
+  assert len(hr.data.load_split(cfg, "train")) == 86  # the other splits are intact
+
+
+def test_a_deleted_volume_index_is_damage(copy):
+  # The split was scanned instead, and the volumes' digests were lost.
+  cfg, folder = copy
+  os.remove(os.path.join(folder, "metadata.json"))
+  assert len(hr.data.load_split(cfg, "test")) == 24  # only the index is lost
+  with pytest.raises(hr.data.DataError, match="the file is missing") as info:
+    hr.data.volumes(cfg, "test")
+  _check_message(info.value, "metadata.json", folder)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda v: v.update(start=1), r"places volume 0 \(mni_icbm152_2009c_t1\) at records 1–24, "
+                                  r"not from record 0 on"),
+    (lambda v: v["slices"].__setitem__(0, v["slices"][0] + 1),
+     r"gives record 0 as slice 79 of volume 0, but the record is slice 78 of volume 0"),
+    (lambda v: v["slices"].pop(), r"lists 23 slices of the split, which holds 24"),
+])
+def test_an_index_that_disagrees_with_the_records_is_damage(copy, edit, match):
+  # Valid JSON edited by hand gave per-volume scores other slices.
+  cfg, folder = copy
+  path = os.path.join(folder, "metadata.json")
+  _edit_json(path, lambda m: edit(m["volumes"]["test"][0]))
+  with pytest.raises(hr.data.DataError, match=match) as info:
+    hr.data.volumes(cfg, "test")
+  _check_message(info.value, "metadata.json", folder)

@@ -114,13 +114,19 @@ def test_examples_images_and_labels(cfg):
   assert vols[0].name == mni152.VOLUME_NAME
 
 
-def test_volumes_without_metadata_scans_the_split(cfg, monkeypatch):
+def test_an_index_without_the_split_is_damage(cfg, monkeypatch):
+  # Every build writes the index; it scanned the split instead, and lost
+  # every volume's digest for the split record without a word.
   from hyperrecon_jax.data import sources
-  expected = hr.data.volumes(cfg, "test")
   built = sources.prepare(cfg)
-  built.info.metadata.pop("volumes")
-  monkeypatch.setattr(sources, "prepare", lambda _: built)
-  assert sources.volumes(cfg, "test") == expected
+  volumes = built.info.metadata.pop("volumes")
+  try:
+    monkeypatch.setattr(sources, "prepare", lambda _: built)
+    with pytest.raises(hr.data.DataError, match=r"metadata.json: lists no volumes of the "
+                                                r"test split, so the built dataset is damaged"):
+      sources.volumes(cfg, "test")
+  finally:
+    built.info.metadata["volumes"] = volumes
 
 
 def test_changed_size_builds_distinct_version(cfg):
@@ -236,6 +242,17 @@ def test_augmentation(cfg):
     for pl, al in zip(p["label"], a["label"]):
       assert any(np.array_equal(al, f) for f in
                  (pl, pl[::-1], pl[:, ::-1], pl[::-1, ::-1]))
+
+
+@pytest.mark.parametrize("intensity", [1.5, -0.3, float("nan")])
+def test_an_intensity_outside_its_range_is_refused(cfg, intensity):
+  # 1.5 scaled some images by a negative factor (black once clipped); −0.3 and
+  # NaN turned the augmentation off. check_config refuses them for train.py;
+  # the library's callers reach the pipeline directly.
+  bad = _config(cfg.data_dir, augment_intensity=intensity)
+  with pytest.raises(hr.errors.InputError, match=r"data.augment_intensity must lie in \[0, 1\), "
+                                                 rf"got {intensity}"):
+    hr.data.batches(bad, "train", batch_size=4)
 
 
 def test_batches_without_labels_are_the_same_batches(cfg):

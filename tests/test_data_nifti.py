@@ -312,7 +312,8 @@ def test_a_volume_in_the_folder_twice_is_refused(tmp_path):
   assert not list((tmp_path / "tfds").glob("nifti/*"))  # no dataset left
 
 
-@pytest.mark.parametrize("kind", ["thin", "complex", "fractional_labels"])
+@pytest.mark.parametrize("kind", ["thin", "complex", "fractional_labels", "beyond_float32",
+                                  "subnormal"])
 def test_volumes_the_model_cannot_read_right_are_refused_by_name(tmp_path, kind):
   rng = np.random.default_rng(11)
   for i in range(3):
@@ -323,6 +324,10 @@ def test_volumes_the_model_cannot_read_right_are_refused_by_name(tmp_path, kind)
       # A phase image: half of the brain has a negative real part.
       image = image * np.exp(1j * np.linspace(0, np.pi, SHAPE[0]))[:, None, None]
       image = image.astype(np.complex64)
+    if i == 1 and kind in ("beyond_float32", "subnormal"):
+      # Finite in float64, inf or a few grey levels in float32: the volume was
+      # normalized into white slices, or built from subnormal numbers.
+      image = image.astype(np.float64) * (1e42 if kind == "beyond_float32" else 1e-42)
     if i == 1 and kind == "fractional_labels":
       label = label.astype(np.float32)
       label[label == 2] = 2.5  # resampled with linear interpolation
@@ -334,6 +339,10 @@ def test_volumes_the_model_cannot_read_right_are_refused_by_name(tmp_path, kind)
       "complex": r"s1\.nii\.gz: its voxels are of type complex64; expected real numbers",
       "fractional_labels": r"s1_seg\.nii\.gz: [\d,]+ of 7,680 label voxels are not whole "
                            r"numbers \(e\.g\. 2\.5\)",
+      "beyond_float32": r"s1\.nii\.gz: [\d,]+ of 7,680 voxels are finite in its float64 but "
+                        r"beyond float32's range",
+      "subnormal": r"s1\.nii\.gz: the largest magnitude of its voxels, .* is below float32's "
+                   r"smallest normal number",
   }[kind]
   with pytest.raises(hr.data.DataError, match=message):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds", axis="coronal"))

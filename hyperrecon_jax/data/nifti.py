@@ -180,14 +180,17 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
 
   Raises:
     DataError: naming the file, when it is unreadable, not 3-D, has NaN or
-      infinite voxels or no positive voxel, or its label volume's shape differs.
+      infinite voxels, voxels beyond float32's range or all below its smallest
+      normal number, or no positive voxel, or its label volume's shape differs.
   """
   path = os.path.join(manual_dir, image_rel)
   data, spacing = _load(path, "image")
   # Checked here, not in `_check_header`: it needs the voxels, and reading every
   # volume twice would double the build time. Raising mid-build is safe: TFDS
   # deletes its temporary folder, so no dataset is left behind.
-  common.check_finite(data, path)
+  # As `scans.read_input` reads a user's scan: a float64 volume beyond
+  # float32's range overflowed to inf and was normalized to white slices.
+  data = common.real_float32(data, path)
   try:
     image = slicing.normalize_percentile(data, percentile)
   except common.DataError as err:

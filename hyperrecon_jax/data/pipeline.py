@@ -187,6 +187,22 @@ def augment(example: dict, rng: np.random.Generator, *, flip: bool,
   return out
 
 
+def _intensity(value) -> float:
+  """``augment_intensity``, which must lie in [0, 1).
+
+  Checked here as well as by `check_config`, for the library's callers: 1.5
+  scaled some images by a negative factor (black once clipped), and a
+  negative value or NaN turned the augmentation off without a word.
+  """
+  try:
+    intensity = float(value)
+  except (TypeError, ValueError):
+    intensity = math.nan
+  if isinstance(value, bool) or not 0 <= intensity < 1:
+    raise errors.InputError(f"data.augment_intensity must lie in [0, 1), got {value!r}")
+  return intensity
+
+
 def _local_batch_size(batch_size: int, shard) -> int:
   """Rows of each global batch that one shard reads."""
   if batch_size < 1:
@@ -224,6 +240,8 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
   """
   local = _local_batch_size(batch_size, shard)
   training = split == "train" if training is None else bool(training)
+  flip = bool(common.field(data_config, "augment_flip"))
+  intensity = _intensity(common.field(data_config, "augment_intensity"))
   source = sources.load_split(data_config, split)
   with_label = bool(labels) and "label" in source.dataset_info.features
   if len(source) == 0:
@@ -237,8 +255,6 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
     return _shard(ds.batch(local, drop_remainder=True), shard)
   ds = _EpochShuffle(grain.MapDataset.source(source), seed=_derive_seed(seed, 0)).repeat()
   ds = ds.map(functools.partial(_example, with_label=with_label))
-  flip = bool(common.field(data_config, "augment_flip"))
-  intensity = float(common.field(data_config, "augment_intensity"))
   if flip or intensity > 0:
     ds = ds.random_map(functools.partial(augment, flip=flip, intensity=intensity),
                        seed=_derive_seed(seed, 1))

@@ -242,20 +242,27 @@ class SplitSource(collections.abc.Sequence):
     self._ends = ends
 
   def check(self):
-    """Fails now, not at the first batch, on a missing or truncated shard.
+    """Fails now, not at the first batch, on a missing, truncated or miscounted shard.
 
     Reads the first record of every shard, which opens it and reads its index
-    (at the end of the file).
+    (at the end of the file), and compares the shard's records with the count
+    that dataset_info.json gives it: an edited count there read fewer
+    records, or more than the shard holds, without a word.
 
     Raises:
-      DataError: naming the shard and the folder to delete.
+      DataError: naming the shard (or dataset_info.json) and the folder to delete.
     """
     for path in self.files:
       if not os.path.exists(path):
         raise _damaged(path, "the file is missing", self.folder)
-    for start, end in zip([0] + self._ends[:-1], self._ends):
+    for path, start, end in zip(self.files, [0] + self._ends[:-1], self._ends):
       if end > start:
         self[start]
+      held = _record_count(path)
+      if held is not None and held != end - start:
+        raise _damaged(os.path.join(self.folder, INFO_FILE),
+                       f"gives {os.path.basename(path)} {end - start:,} records, but the "
+                       f"shard holds {held:,}", self.folder)
 
   def _damaged_record(self, index: int, err: BaseException) -> common.DataError:
     path = self.files[bisect.bisect_right(self._ends, index)]
@@ -294,6 +301,23 @@ class SplitSource(collections.abc.Sequence):
 
   def __repr__(self) -> str:
     return f"SplitSource({self._source!r}, folder={self.folder!r})"
+
+
+def _record_count(path: str) -> int | None:
+  """The records an ArrayRecord shard holds, from its index; None if it cannot be read.
+
+  An unreadable shard is reported by the read of its first record, with the
+  reader's error.
+  """
+  from array_record.python import array_record_module
+  try:
+    reader = array_record_module.ArrayRecordReader(path)
+  except _record_errors():
+    return None
+  try:
+    return int(reader.num_records())
+  finally:
+    reader.close()
 
 
 def load_split(data_config, split: str) -> SplitSource:
@@ -341,28 +365,55 @@ def volumes(data_config, split: str) -> list[Volume]:
   Returns:
     `Volume` records in stored order (increasing id); a volume's examples are
     contiguous in the split.
+
+  Raises:
+    DataError: metadata.json, which holds the index, is missing, unreadable,
+      or disagrees with the split's records (`_check_index`).
   """
   b = _prepare_split(data_config, split)
+  path = os.path.join(b.data_dir, METADATA_FILE)
+  # Every build writes the index (`builder`): a folder without it lost it.
+  if not os.path.exists(path):
+    raise _damaged(path, "the file is missing", b.data_dir)
   try:
     # TFDS reads metadata.json here, on first access.
     index = b.info.metadata.get("volumes", {}).get(split)
-    if index is not None:
-      return _volume_list(index)
+    found = None if index is None else _volume_list(index)
   except (ValueError, KeyError, TypeError, AttributeError) as err:
     # ValueError: not JSON (or not UTF-8); the others: JSON of another shape.
-    raise _damaged(os.path.join(b.data_dir, METADATA_FILE),
-                   f"cannot be read ({_detail(err)})",
-                   b.data_dir) from err
-  # Not recorded: scan the split.
-  source = _open_split(b, split)
-  index = []
-  for i in range(len(source)):
-    ex = source[i]
-    if not index or index[-1]["id"] != int(ex["volume"]):
-      name = ex["name"].decode() if isinstance(ex["name"], bytes) else str(ex["name"])
-      index.append({"id": int(ex["volume"]), "name": name, "slices": [], "start": i})
-    index[-1]["slices"].append(int(ex["slice"]))
-  return _volume_list(index)
+    raise _damaged(path, f"cannot be read ({_detail(err)})", b.data_dir) from err
+  if found is None:
+    raise _damaged(path, f"lists no volumes of the {split} split", b.data_dir)
+  _check_index(found, _open_split(b, split), path, b.data_dir)
+  return found
+
+
+def _check_index(found: list[Volume], source: SplitSource, path: str, folder: str) -> None:
+  """Checks the volume index against the split's records.
+
+  The volumes must tile the split in order, and each one's first and last
+  records must be its first and last slices: an index edited by hand (a
+  start, a slice number, a volume left out) gave other volumes, or other
+  slice numbers, to per-volume scores.
+
+  Raises:
+    DataError: naming metadata.json and the folder to delete.
+  """
+  position = 0
+  for v in found:
+    if not v.slices or v.indices.start != position:
+      raise _damaged(path, f"places volume {v.id} ({v.name}) at records {v.indices.start:,}–"
+                     f"{v.indices.stop - 1:,}, not from record {position:,} on", folder)
+    for i, want in ((v.indices.start, v.slices[0]), (v.indices.stop - 1, v.slices[-1])):
+      record = source[i]
+      got = (int(record["volume"]), int(record["slice"]))
+      if got != (v.id, want):
+        raise _damaged(path, f"gives record {i:,} as slice {want} of volume {v.id}, but the "
+                       f"record is slice {got[1]} of volume {got[0]}", folder)
+    position = v.indices.stop
+  if position != len(source):
+    raise _damaged(path, f"lists {position:,} slices of the split, which holds "
+                   f"{len(source):,}", folder)
 
 
 def _volume_list(index) -> list[Volume]:
