@@ -194,6 +194,19 @@ def _config_file_error(error, argv) -> str | None:
           f"{one_line(error)}")
 
 
+def key_flags(*holders) -> None:
+  """Makes flags defined here for a command show in its ``--help``.
+
+  absl's ``--help`` lists the flags the command's own file defines (its key
+  flags); those a shared helper of these modules defines showed only under
+  ``--helpfull``. The command is the main module, ``sys.argv[0]``, which is
+  how absl names it.
+  """
+  from absl import flags
+  for holder in holders:
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
+
+
 def define_model_flags(*, default_pretrained: str | None = None):
   """``--workdir``, ``--pretrained`` and ``--step``: the trained model a script reads.
 
@@ -221,6 +234,7 @@ def define_model_flags(*, default_pretrained: str | None = None):
         ["workdir", "pretrained"],
         lambda f: (f["workdir"] is None) != (f["pretrained"] is None),
         message="give exactly one of --workdir and --pretrained")
+  key_flags(workdir, pretrained, step)
   return workdir, pretrained, step
 
 

@@ -145,11 +145,13 @@ def define_report_settings():
   template = ml_collections.ConfigDict({"eval": full.eval, "evals": full.evals})
   try:
     # A config-dict flag reads its overrides from sys.argv as it is defined.
-    return config_flags.DEFINE_config_dict(
+    holder = config_flags.DEFINE_config_dict(
         "config", template, "A report's settings: --config.eval.FIELD (grid, samples, split, "
         "chunk, gallery_size, gallery_tolerance_db) and --config.evals.EVALUATOR.FIELD "
         "(lambda_set.segmenter, baselines.workdir, dhs_replay.batches, "
         "figures.panel_lambdas); the model's config gives the rest.")
+    cli.key_flags(holder)
+    return holder
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
     print(f"error: bad --config override: {cli.one_line(text)}; a report's settings are "
@@ -168,7 +170,7 @@ def define_report_shorthands():
     ``{dotted field: flag holder}``.
   """
   from absl import flags
-  return {
+  holders = {
       "eval.grid": flags.DEFINE_integer(
           "grid", None, "λ values per hyperparameter (--config.eval.grid)."),
       "eval.samples": flags.DEFINE_integer(
@@ -180,6 +182,8 @@ def define_report_shorthands():
           "baselines", None, "A run of per-λ Unets (experiments/baselines.py) to score beside "
           "the model (--config.evals.baselines.workdir)."),
   }
+  cli.key_flags(*holders.values())
+  return holders
 
 
 def report_overrides(holder, shorthands=None) -> dict:

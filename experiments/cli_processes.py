@@ -47,6 +47,7 @@ def define_distributed_flags():
       and (f["num_processes"] is None or f["process_id"] < f["num_processes"]),
       message="give --num_processes and --process_id together, with --process_id < "
       "--num_processes")
+  cli.key_flags(*holders.values())
   return holders
 
 

@@ -336,7 +336,12 @@ def check_names(names: Iterable[str]) -> tuple[str, ...]:
     raise errors.InputError(f"names must name at least one loss term of {sorted(TERMS)}, got ().")
   unknown = [n for n in names if n not in TERMS]
   if unknown:
-    raise errors.InputError(f"unknown loss term(s) {unknown} in {names}; valid: {sorted(TERMS)}.")
+    # A stored run's own terms come from the modules of its config.extensions:
+    # one that imports but registers nothing ends here, not at the import.
+    raise errors.InputError(
+        f"unknown loss term(s) {unknown} in {names}; valid: {sorted(TERMS)}. A loss term of "
+        "one's own is registered by hr.losses.register_term, for a run in a module named in "
+        "its config.extensions.")
   if len(set(names)) != len(names):
     raise errors.InputError(f"loss terms must not repeat, got {names}.")
   return names

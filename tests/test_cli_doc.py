@@ -91,3 +91,19 @@ def test_a_section_s_flags_are_the_script_s(script, script_flags):
   text = "".join(lines)
   missing = sorted(f for f in defined if not re.search(rf"--{f}(?![\w])", text))
   assert not missing, f"{script} defines flags its cli.md section never names: {missing}"
+
+
+def test_help_lists_every_flag_of_the_script(script_flags):
+  # absl's --help lists a command's key flags: those its own file defines.
+  # The shared ones (--workdir, --pretrained, --step, the report's settings,
+  # the multi-process flags) showed only under --helpfull.
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  runs = {script: subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", script),
+                                    "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=env)
+          for script in SCRIPTS}
+  for script, run in runs.items():
+    text, _ = run.communicate(timeout=120)
+    shown = set(re.findall(r"^\s+--(?:\[no\])?([\w.]+):", text, re.MULTILINE))
+    missing = sorted(set(script_flags[script]) - shown)
+    assert not missing, f"{script} --help lacks {missing}:\n{text}"

@@ -143,8 +143,8 @@ def test_a_stored_run_with_terms_of_its_own_registers_them_when_loaded(own_terms
   config = configs.default()
   config.losses, config.loss_scales = ("dc", "grad_diff", "weight_l2"), (1.0, 1.0, 1.0)
   with pytest.raises(train.ConfigError, match=r"unknown loss term.*'grad_diff'.*"
-                     r"registered \(hr.losses.register_term\) by a module named in "
-                     r"config.extensions, now \(\)"):
+                     r"registered by hr.losses.register_term, for a run in a module named in "
+                     r"its config.extensions. config.extensions is now \(\)\."):
     train.check_config(config)
   config.extensions = ("own_terms",)
   train.check_config(config)  # imports own_terms, which registers both terms

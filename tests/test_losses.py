@@ -136,7 +136,11 @@ def test_registry_and_validation():
   assert losses.NEEDS_TARGET == {"mae", "mse", "ssim", "hfen"}
   assert losses.NEEDS_MEASUREMENT == {"dc"} and losses.NEEDS_WEIGHTS == {"weight_l1"}
   assert losses.check_names(["mae", "ssim"]) == ("mae", "ssim")
-  with pytest.raises(ValueError, match=r"unknown loss term.*'l2'.*valid: \['dc'"):
+  # The hint matters where a run's extension imports but registers nothing:
+  # evaluate.py's loss-term scores end here, not in check_config.
+  with pytest.raises(ValueError, match=r"unknown loss term.*'l2'.*valid: \['dc'.*registered by "
+                                       r"hr.losses.register_term, for a run in a module named "
+                                       r"in its config.extensions"):
     losses.check_names(("mae", "l2"))
   with pytest.raises(ValueError, match="repeat"):
     losses.check_names(("mae", "mae"))

@@ -68,8 +68,7 @@ def _check_losses(config) -> tuple[str, ...]:
   try:
     names = losses.check_names(tuple(config.losses))
   except ValueError as e:
-    hint = ("; a loss term of your own is registered (hr.losses.register_term) by a module "
-            f"named in config.extensions, now {tuple(config.get('extensions', ()))}"
+    hint = (f" config.extensions is now {tuple(config.get('extensions', ()))}."
             if "unknown loss term" in str(e) else "")
     raise ConfigError(f"config.losses: {e}{hint}") from None
   k = len(names)
