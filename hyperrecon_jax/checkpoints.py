@@ -32,6 +32,7 @@ from collections.abc import Callable
 import contextlib
 import json
 import os
+import re
 import shutil
 from typing import Any
 from typing import NamedTuple
@@ -131,6 +132,9 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
   Raises:
     CheckpointError: the state holds NaN or ±Inf (nothing is written: a
       checkpoint is always a state that training can go on from).
+    OSError: a file of the step could not be written (a full disk, a quota):
+      the step stays an unfinished temporary folder, which readers ignore and
+      the next trainer removes; the earlier steps are intact.
   """
   if not bool(jax.device_get(_all_finite(state))):
     raise CheckpointError(f"refusing to write checkpoint {step} to "
@@ -143,14 +147,42 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
         "state": checksums.state_digest(state),
         "data": checksums.json_digest(data_state),
         "config": checksums.json_digest(config_dict)})
-  mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=ocp.args.JsonSave(data_state),
-      config=ocp.args.JsonSave(config_dict)), force=True)
-  mngr.wait_until_finished()
+  orbax_noise.hide_failed_writes()
+  try:
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state),
+        config=ocp.args.JsonSave(config_dict)), force=True)
+    mngr.wait_until_finished()
+  except Exception as e:
+    failure = _write_failure(e, step, mngr)
+    if failure is None:
+      raise
+    raise failure from e
   if primary:
     checksums.write(os.path.join(str(mngr.directory), str(step)))
     checksums.clear_pending(_workdir(mngr))
+
+
+def _write_failure(error: BaseException, step: int, mngr) -> OSError | None:
+  """The OSError behind a failed save, or None for a failure of another kind.
+
+  tensorstore reports a failed write (ENOSPC, EFBIG, EDQUOT, ...) as a
+  ValueError whose text carries the system's error code; the command line
+  reports an OSError as the environment's problem in one line, where a
+  ValueError was a traceback of hundreds of lines.
+  """
+  for e in (error, error.__cause__, error.__context__):
+    if isinstance(e, OSError):
+      return e
+  code = re.search(r"os_error_code='?(\d+)", str(error))
+  if code is None:
+    return None
+  number = int(code.group(1))
+  return OSError(number, f"checkpoint {step} could not be written to {mngr.directory}: "
+                 f"{os.strerror(number)} ({_one_line(error)}); the checkpoints before it are "
+                 "intact, and the same command resumes from the newest once the cause is "
+                 "fixed")
 
 
 def _one_line(error: BaseException) -> str:

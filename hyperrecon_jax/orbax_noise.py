@@ -1,9 +1,11 @@
 """What orbax prints that says nothing to a user, kept off stderr.
 
-A read-only checkpoint manager warns that it is read only, and a restore that
+A read-only checkpoint manager warns that it is read only; a restore that
 fails on one array leaves the other arrays' reads to be collected later, each
-printed as "Exception ignored in ..." with a traceback. `checkpoints` reports
-what matters (a damaged step, by name) itself.
+printed as "Exception ignored in ..." with a traceback; a save that fails to
+write leaves every other array's failed write to asyncio, which logs each as
+"Future exception was never retrieved". `checkpoints` reports what matters (a
+damaged step, a step it could not write, by name) itself.
 """
 
 import contextlib
@@ -67,3 +69,37 @@ def hide_abandoned_reads() -> None:
 
 
 _unraisable_hook_installed = False
+
+
+def _not_a_failed_write(record) -> bool:
+  """False for a log record of one array's failed write.
+
+  tensorstore's failures name the step's temporary folder and carry the
+  system's error code; orbax's own threads log the OSError of a file they
+  write themselves, with its traceback.
+  """
+  message = record.getMessage()
+  if ".orbax-checkpoint-tmp" in message and "os_error_code" in message:
+    return False
+  error = record.exc_info[1] if record.exc_info else None
+  return not ("_SignalingThread.run() raised an exception" in message
+              and (isinstance(error, OSError) or "os_error_code" in message))
+
+
+def hide_failed_writes() -> None:
+  """Keeps what a save that fails to write leaves behind off stderr, from now on.
+
+  When a file of a step cannot be written (a full disk), each array's write
+  fails: orbax logs every failure with its traceback, asyncio logs the futures
+  no one collected ("Future exception was never retrieved"), and tensorstore's
+  callbacks find the event loop closed (`hide_abandoned_reads`): over a
+  thousand lines for one full disk. `checkpoints.save` reports the failure
+  itself, in one sentence. Only records that name a file of an unfinished
+  step (``*.orbax-checkpoint-tmp``) and a system error code are dropped.
+  Installed once, before the first save.
+  """
+  import logging as std_logging
+  for logger in (std_logging.getLogger("asyncio"), logging.get_absl_logger()):
+    if _not_a_failed_write not in logger.filters:
+      logger.addFilter(_not_a_failed_write)
+  hide_abandoned_reads()

@@ -193,3 +193,50 @@ def test_a_reader_creates_nothing_and_leaves_a_save_in_progress_alone(
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
   assert checkpoints.reader(str(tmp_path / "none")) is None
   assert not (tmp_path / "none").exists()
+
+
+_FAILED_WRITE = r"""
+import json, os, resource, sys
+sys.path.insert(0, sys.argv[2])
+from checkpoint_support import saved_states
+from hyperrecon_jax import checkpoints
+config, saved, _ = saved_states()
+mngr = checkpoints.manager(sys.argv[1], max_to_keep=0)
+checkpoints.save(mngr, 1, saved, {}, config)
+# Files may grow to 2 KiB: the pending record fits, the step's arrays do not.
+# Python ignores SIGXFSZ, so a write past the limit fails with EFBIG.
+resource.setrlimit(resource.RLIMIT_FSIZE, (2048, resource.RLIM_INFINITY))
+try:
+  checkpoints.save(mngr, 2, saved, {}, config)
+except OSError as e:
+  out = {"errno": e.errno, "message": str(e)}
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+out["steps"] = [int(s) for s in checkpoints.manager(sys.argv[1], max_to_keep=0).all_steps()]
+print(json.dumps(out))
+"""
+
+
+def test_a_write_that_fails_is_an_os_error_in_one_sentence(tmp_path):
+  # A full disk during a save was a ValueError from tensorstore, which the
+  # command line took for a bug: a traceback of ~250 lines, and orbax's,
+  # asyncio's and tensorstore's logs of every other array's failed write
+  # (1,600 lines on stderr for the demo). A file size limit fails the writes
+  # the same way without a small file system to fill.
+  import subprocess
+  import sys
+  tests = os.path.dirname(os.path.abspath(__file__))
+  proc = subprocess.run([sys.executable, "-c", _FAILED_WRITE, str(tmp_path / "run"), tests],
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["errno"] == 27  # EFBIG: "File too large"
+  assert out["message"].startswith(
+      f"[Errno 27] checkpoint 2 could not be written to {tmp_path / 'run' / 'checkpoints'}: "
+      "File too large (")
+  assert out["message"].endswith("the checkpoints before it are intact, and the same command "
+                                 "resumes from the newest once the cause is fixed")
+  assert out["steps"] == [1]
+  noise = [line for line in proc.stderr.splitlines()
+           if "os_error_code" in line or "Event loop is closed" in line or "Traceback" in line]
+  assert not noise, "\n".join(noise[:20])
