@@ -15,7 +15,6 @@ reports must share their loss terms, split, design and Unets (named above
 the table); each must be its own run's. Nothing is written.
 """
 
-import json
 import os
 import sys
 
@@ -54,12 +53,14 @@ def _row(workdir: str) -> tuple[str, dict]:
             else "is not a training run")
     raise errors.InputError(f"{workdir} {what} (no eval/lambda_grid.json); evaluate a run "
                             f"first: experiments/evaluate.py --workdir={workdir} --samples=N")
+  from hyperrecon_jax import results
+  with open(path) as f:
+    text = f.read()
   try:
-    with open(path) as f:
-      result = json.load(f)
-  except ValueError as e:
-    raise errors.InputError(f"{path} is not valid JSON ({e}); evaluate the run again") from None
-  if not isinstance(result, dict) or "mean" not in result:
+    result = results.from_json(text, path)
+  except errors.InputError as e:
+    raise errors.InputError(f"{str(e).rstrip('.')}; evaluate the run again") from None
+  if "mean" not in result:
     raise errors.InputError(f"{path} is not a report of experiments/evaluate.py; evaluate "
                             "the run again")
   if "pareto" not in result:

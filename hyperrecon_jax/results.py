@@ -4,6 +4,7 @@
 into one dict of JSON types (its schema: `summarize`) and reads it back.
 """
 
+import hashlib
 import json
 from typing import NamedTuple
 
@@ -170,14 +171,46 @@ def best_lambda(result, metric: str, field: str = "mean") -> Best:
   return Best(index, list(result["lambdas"][index]), float(values[index]))
 
 
+# The SHA-256 of the result's own content, written with it: a digit changed in
+# the file (by hand, or a flipped bit) was read back as a measured number.
+DIGEST = "content_sha256"
+
+
+def _digest(result) -> str:
+  """SHA-256 of a result in canonical JSON (sorted keys, no spaces), without `DIGEST`."""
+  content = {k: v for k, v in result.items() if k != DIGEST}
+  text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
 def to_json(result, **kwargs) -> str:
-  """Strict JSON text of an `evaluate_grid` result (``json.dumps`` kwargs pass on)."""
-  return json.dumps(result, allow_nan=False, **kwargs)
+  """Strict JSON text of an `evaluate_grid` result, with its digest (``json.dumps`` kwargs pass on).
+
+  The digest (`DIGEST`) is of the content in canonical form, so `from_json`
+  finds any value changed since, whatever the text's layout.
+  """
+  return json.dumps({**result, DIGEST: _digest(result)}, allow_nan=False, **kwargs)
 
 
-def from_json(text: str):
-  """Reads `to_json` output back; raises ValueError for another format."""
-  result = json.loads(text)
+def from_json(text: str, path: str = "the result"):
+  """Reads `to_json` output back, without its digest.
+
+  Args:
+    text: the JSON text.
+    path: the file it was read from, named in the errors.
+
+  Raises:
+    InputError: another format, or content that differs from its digest (a
+      result written before results carried one is read as it is).
+  """
+  try:
+    result = json.loads(text)
+  except ValueError as e:
+    raise errors.InputError(f"{path} is not valid JSON ({e}).") from None
   if not isinstance(result, dict) or result.get("format") != FORMAT:
-    raise errors.InputError(f"not a λ-grid result of format {FORMAT!r}.")
+    raise errors.InputError(f"{path} is not a λ-grid result of format {FORMAT!r}.")
+  stored = result.pop(DIGEST, None)
+  if stored is not None and stored != _digest(result):
+    raise errors.InputError(f"{path}: its content differs from the digest it was written "
+                            f"with ({DIGEST}): it was edited or damaged since.")
   return result

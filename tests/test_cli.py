@@ -177,6 +177,18 @@ def test_summarize_names_a_damaged_report(env, tmp_path):
   assert proc.stdout == ""  # no table header before the error
 
 
+def test_summarize_refuses_a_report_changed_since_it_was_written(env, tmp_path):
+  # One digit changed by hand (best PSNR 18.79 → 19.79) was printed as measured.
+  from hyperrecon_jax import results
+  (tmp_path / "eval").mkdir(parents=True)
+  text = results.to_json({"format": results.FORMAT, "mean": {"psnr": [18.79, 12.01]}})
+  (tmp_path / "eval" / "lambda_grid.json").write_text(text.replace("18.79", "19.79"))
+  proc = run(env, "summarize", f"--workdirs={tmp_path}")
+  assert_one_error_line(proc, r"eval/lambda_grid\.json: its content differs from the digest it "
+                              r"was written with \(content_sha256\): it was edited or damaged "
+                              r"since; evaluate the run again")
+
+
 @pytest.mark.parametrize("files, pattern", [
     (None, r"run: no such folder; give the workdirs of evaluated training runs"),
     (["config.json"], r"run has not been evaluated \(no eval/lambda_grid\.json\); evaluate a "

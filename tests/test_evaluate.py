@@ -160,6 +160,23 @@ def test_result_json_round_trip():
     results.from_json('{"mean": {}}')
 
 
+def test_a_result_changed_after_it_was_written_is_refused():
+  # A digit changed in a report (18.79 dB → 19.79) was summarized as measured.
+  result = _result()
+  text = results.to_json(result, indent=1)
+  best = result["mean"]["psnr"][0]
+  changed = text.replace(json.dumps(best), json.dumps(best + 1.0), 1)
+  assert changed != text
+  with pytest.raises(ValueError, match=r"run/eval/lambda_grid.json: its content differs from "
+                                       r"the digest it was written with \(content_sha256\)"):
+    results.from_json(changed, "run/eval/lambda_grid.json")
+  # Layout is not content: the same values written compactly read back.
+  compact = json.dumps(json.loads(text), separators=(",", ":"))
+  assert results.from_json(compact) == result
+  # A report written before reports carried a digest is read as it is.
+  assert results.from_json(json.dumps(result)) == result
+
+
 def test_best_lambda():
   result = _result()
   for m in results.METRICS:

@@ -5,7 +5,6 @@ checkpoint, which is all `report.run` reads. The embedded dataset is built at
 32×32 once for the module.
 """
 
-import json
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ from hyperrecon_jax import physics
 from hyperrecon_jax import plots
 from hyperrecon_jax import pretrained
 from hyperrecon_jax import report
+from hyperrecon_jax import results
 from hyperrecon_jax import train
 from hyperrecon_jax.train import baselines
 
@@ -396,10 +396,10 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
     copy = tmp_path / name
     shutil.copytree(path, copy)
     report_path = copy / "eval" / "lambda_grid.json"
-    stored = json.loads(report_path.read_text())
+    stored = results.from_json(report_path.read_text())
     stored["workdir"] = os.path.realpath(copy)
     change(stored)
-    report_path.write_text(json.dumps(stored))
+    report_path.write_text(results.to_json(stored))  # with the digest of what it holds now
     return copy
 
   # Another run's report in a run's eval/ (evaluate.py --out=B/eval for run A)
@@ -424,8 +424,8 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   proc = summarize(same_weights)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.splitlines()[-1].split("|")[9] == row[9].join("  "), proc.stdout
-  # A NaN mean is said, not only printed as nan.
-  nan = edited("nan", lambda r: r["mean"]["psnr"].__setitem__(1, float("nan")))
+  # A NaN mean (null in the strict JSON of a report) is said, not only printed as nan.
+  nan = edited("nan", lambda r: r["mean"]["psnr"].__setitem__(1, None))
   proc = summarize(nan)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "the mean PSNR is not a number at 1 of 12 λ" in proc.stderr
