@@ -321,3 +321,26 @@ def test_a_model_whose_info_records_no_config_digest_is_refused(shipped_copy):
   pretrained.write_info(str(shipped_copy / SHIPPED), description)
   with pytest.raises(ValueError, match=r"info\.json records no SHA-256 of config\.json"):
     pretrained.load(SHIPPED, folder=str(shipped_copy))
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_a_shipped_models_info_is_vouched_for_by_its_own_digest(name):
+  with open(os.path.join(pretrained.FOLDER, name, pretrained.INFO_FILE)) as f:
+    stored = json.load(f)
+  digest = stored.pop(pretrained.INFO_DIGEST)
+  text = json.dumps(stored, sort_keys=True, separators=(",", ":"))
+  assert digest == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_an_edited_info_is_refused(shipped_copy):
+  # A score changed in info.json loaded and ran: check_scores compares the
+  # model with these numbers, and the weights' digest is one of them.
+  path = shipped_copy / SHIPPED / pretrained.INFO_FILE
+  stored = json.loads(path.read_text())
+  stored["check"]["psnr"][0][0] += 1.0
+  path.write_text(json.dumps(stored, indent=1, sort_keys=True))
+  for read in (lambda: pretrained.info(SHIPPED, str(shipped_copy)),
+               lambda: pretrained.load(SHIPPED, folder=str(shipped_copy))):
+    with pytest.raises(ValueError, match=r"info\.json: its content differs from the digest it "
+                                         r"was written with \(info_sha256\)"):
+      read()

@@ -12,8 +12,9 @@ or ``python experiments/evaluate.py --pretrained=NAME --out=DIR``.
 Each model is a folder of this package: ``config.json`` (the config it was
 trained with), ``weights.msgpack`` (its variables, the parameters in float16
 to stay small, BatchNorm statistics in float32) and ``info.json`` (how it was
-trained, its test metrics, and the SHA-256 of the weights, ``sha256``, and of
-the config, ``config_sha256``). Every load checks both digests, since the
+trained, its test metrics, the SHA-256 of the weights, ``sha256``, and of
+the config, ``config_sha256``, and of its own content, ``info_sha256``).
+Every load checks the three digests, since the
 config defines the model as much as the weights do, and then the shape of
 every stored variable against the model the config builds. `export` writes
 such a folder from a training workdir. ``info.json``'s ``check`` holds the
@@ -36,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import workdir as workdir_lib
 
@@ -44,6 +46,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.msgpack"
 INFO_FILE = "info.json"
 FORMAT = "hyperrecon_jax.pretrained/1"
+# The digest of info.json's own content: the scores that `check_scores`
+# compares and the weights' and config's SHA-256 travel in it, so an edit would
+# silently change what the model claims or what vouches for it.
+INFO_DIGEST = "info_sha256"
 CHECK_SLICES = 2  # test slices whose scores info.json records for `check_scores`
 CHECK_METRICS = ("psnr", "ssim", "hfen")
 MAX_NAME = 100
@@ -64,8 +70,14 @@ def info(name: str, folder: str = FOLDER) -> dict:
       out = json.load(f)
   except (OSError, ValueError) as e:
     raise errors.InputError(f"{path}: not a readable model description ({e})") from None
-  if out.get("format") != FORMAT:
-    raise errors.InputError(f"{path}: format {out.get('format')!r}, expected {FORMAT!r}")
+  if not isinstance(out, dict) or out.get("format") != FORMAT:
+    found = out.get("format") if isinstance(out, dict) else type(out).__name__
+    raise errors.InputError(f"{path}: format {found!r}, expected {FORMAT!r}")
+  stored = out.pop(INFO_DIGEST, None)
+  if stored is not None and stored != checksums.json_digest(out):
+    raise errors.InputError(f"{path}: its content differs from the digest it was written with "
+                            f"({INFO_DIGEST}): it was edited or damaged; reinstall the package, "
+                            "or export the model again")
   return out
 
 
@@ -258,9 +270,12 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
 
 
 def write_info(path: str, description: dict) -> None:
-  """Writes a model folder's ``info.json`` (atomically)."""
-  workdir_lib.write_text(os.path.join(path, INFO_FILE),
-                         json.dumps(description, indent=1, sort_keys=True) + "\n")
+  """Writes a model folder's ``info.json`` (atomically), with the digest of its content."""
+  content = {k: v for k, v in description.items() if k != INFO_DIGEST}
+  workdir_lib.write_text(
+      os.path.join(path, INFO_FILE),
+      json.dumps({**content, INFO_DIGEST: checksums.json_digest(content)}, indent=1,
+                 sort_keys=True) + "\n")
 
 
 def summary(result: dict) -> dict:
