@@ -20,7 +20,10 @@ import fcntl
 import fnmatch
 import json
 import os
+import re
+import shutil
 import socket
+import tempfile
 
 import jax
 import numpy as np
@@ -262,3 +265,58 @@ def write_bytes(path: str, data: bytes) -> None:
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise
+
+
+def staging_folder(parent: str, prefix: str) -> str:
+  """A new private folder in ``parent`` to build files in before they are renamed into place.
+
+  Its name ends in this host and process (``{prefix}{host}-{pid}-XXXXXXXX``),
+  so that a later `sweep_staging` can tell a folder a killed process left
+  behind (``kill -9`` runs no ``finally``) from one still in use.
+  """
+  host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+  return tempfile.mkdtemp(prefix=f"{prefix}{host}-{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's live process
+    return True
+  return True
+
+
+def sweep_staging(parent: str, prefix: str, *, dry_run: bool = False) -> list[str]:
+  """Removes the `staging_folder`s of ``prefix`` whose process on this host has ended.
+
+  Folders of other hosts (a shared file system) are left alone: their
+  processes cannot be asked.
+
+  Args:
+    parent: the folder that holds them.
+    prefix: `staging_folder`'s prefix.
+    dry_run: only list them.
+
+  Returns:
+    The paths of the folders removed (or, with ``dry_run``, to remove).
+  """
+  host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+  pattern = re.compile(rf"{re.escape(prefix)}{re.escape(host)}-(\d+)-[^/]+")
+  try:
+    entries = os.listdir(parent)
+  except OSError:
+    return []
+  removed = []
+  for entry in sorted(entries):
+    match = pattern.fullmatch(entry)
+    if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+      path = os.path.join(parent, entry)
+      if dry_run:
+        removed.append(path)
+        continue
+      shutil.rmtree(path, ignore_errors=True)
+      if not os.path.exists(path):
+        removed.append(path)
+  return removed

@@ -605,3 +605,25 @@ def test_a_report_on_a_folder_lists_its_lowest_and_highest_volumes():
       "  s3.nii: 13.00 → n/a"]
   assert report.volume_lines(result, "zero-filled", shown=20)[1:] == [
       *map(row, (0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11)), "  s3.nii: 13.00 → n/a"]
+
+
+def test_a_report_writer_killed_between_its_renames_leaves_the_earlier_report(tmp_path):
+  # kill -9 between _publish's renames left no eval/ and the earlier report in
+  # a hidden folder; the next report writer puts it back, and removes the
+  # finished staging folder of the killed process.
+  import socket
+
+  from hyperrecon_jax.evaluators import figures
+  proc = subprocess.Popen([sys.executable, "-c", "pass"])
+  proc.wait()
+  host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+  staging = tmp_path / f".eval.eval-{host}-{proc.pid}-x1y2"
+  (staging / "lambda_grid.json").parent.mkdir()
+  (staging / "lambda_grid.json").write_text("new")
+  old = tmp_path / f"{staging.name}.old"
+  old.mkdir()
+  (old / "lambda_grid.json").write_text("earlier")
+  out = tmp_path / "eval"
+  figures._recover(str(out), ".eval.eval-")
+  assert (out / "lambda_grid.json").read_text() == "earlier"
+  assert sorted(os.listdir(tmp_path)) == ["eval"]

@@ -144,3 +144,35 @@ def test_check_folder_names_a_broken_symbolic_link(tmp_path):
   with pytest.raises(ValueError, match=r"--workdir .*link is a symbolic link to .*gone, which "
                                        r"does not exist"):
     workdir.check_folder(str(tmp_path / "link"), "training run", workdir.RUN_ENTRIES)
+
+
+def _ended_pid():
+  """The pid of a process that has ended (and been reaped)."""
+  proc = subprocess.Popen([sys.executable, "-c", "pass"])
+  proc.wait()
+  return proc.pid
+
+
+def test_sweep_staging_removes_only_the_folders_of_ended_processes_here(tmp_path):
+  # kill -9 during an export left a hidden 2.4 MB half-built model in the
+  # package's folder, which no later export removed.
+  import socket
+  host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+  live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    dead = tmp_path / f".m.export-{host}-{_ended_pid()}-abc"
+    running = tmp_path / f".m.export-{host}-{live.pid}-def"
+    elsewhere = tmp_path / f".m.export-otherhost-{_ended_pid()}-ghi"
+    other_name = tmp_path / f".n.export-{host}-{_ended_pid()}-jkl"
+    mine = workdir.staging_folder(str(tmp_path), ".m.export-")
+    for folder in (dead, running, elsewhere, other_name):
+      (folder / "weights").mkdir(parents=True)
+    assert workdir.sweep_staging(str(tmp_path), ".m.export-", dry_run=True) == [str(dead)]
+    assert dead.exists()
+    assert workdir.sweep_staging(str(tmp_path), ".m.export-") == [str(dead)]
+    assert not dead.exists()
+    assert all(p.exists() for p in (running, elsewhere, other_name)) and os.path.isdir(mine)
+    assert os.path.basename(mine).startswith(f".m.export-{host}-{os.getpid()}-")
+  finally:
+    live.kill()
+    live.wait()

@@ -19,11 +19,11 @@ numbers beside old figures.
 
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import workdir as workdir_lib
 
 # λ per reconstruction call of the range map over a design: bounds the
 # reconstructions held at once (256 × 256² float32 is 64 MiB).
@@ -79,6 +79,22 @@ def _middle_slice(config, split, index, batch_size):
       return (np.asarray(batch["image"][row], np.float32), batch["volume"][row],
               batch["slice"][row])
   raise errors.InputError(f"the {split} split has no slice {index}")
+
+
+def _recover(out: str, prefix: str) -> None:
+  """Cleans up after a report writer that was killed (``kill -9``) before its ``finally``.
+
+  Killed between `_publish`'s two renames, it left no ``out`` and the earlier
+  report under ``<staging>.old``: that report goes back to ``out``. Every
+  other staging folder of a process that has ended goes (`sweep_staging`).
+  """
+  parent = os.path.dirname(out)
+  if not os.path.lexists(out):
+    for path in workdir_lib.sweep_staging(parent, prefix, dry_run=True):
+      if path.endswith(".old"):
+        os.replace(path, out)
+        break
+  workdir_lib.sweep_staging(parent, prefix)
 
 
 def _publish(tmp: str, out: str) -> None:
@@ -207,7 +223,9 @@ def run(context, settings) -> None:
   gallery = _gallery(result, config, shown, psnrs)
 
   os.makedirs(os.path.dirname(out), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".eval-", dir=os.path.dirname(out))
+  prefix = f".{os.path.basename(out)}.eval-"
+  _recover(out, prefix)
+  tmp = workdir_lib.staging_folder(os.path.dirname(out), prefix)
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private

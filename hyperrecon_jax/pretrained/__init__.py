@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 
 import flax.serialization
 import flax.traverse_util
@@ -244,7 +243,9 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   blob = flax.serialization.msgpack_serialize(half)
   config_bytes = (config.to_json(indent=2) + "\n").encode()
   os.makedirs(folder, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f".{name}.export-", dir=folder)
+  # What an export of this name killed by kill -9 left behind.
+  workdir_lib.sweep_staging(folder, f".{name}.export-")
+  staging = workdir_lib.staging_folder(folder, f".{name}.export-")
   try:
     staged = os.path.join(staging, name)
     os.mkdir(staged)
