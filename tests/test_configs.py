@@ -246,14 +246,31 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("train.seed", 2 ** 63, r"config.train.seed must be an integer from 0 .* got 92233720368"),
     ("data.split_seed", -3, r"config.data.split_seed must be an integer from 0 .* got -3"),
     ("task.mask_seed", -2, r"config.task.mask_seed must be an integer from 0 .* got -2"),
+    # The report's settings were checked by evaluate.py only, after training.
+    ("evals.dhs_replay.batches", -1, r"config.evals.dhs_replay.batches must be an integer ≥ 1, "
+                                     r"got -1"),
+    ("evals.figures.panel_lambdas", 0, r"config.evals.figures.panel_lambdas must be an "
+                                       r"integer ≥ 1, got 0"),
 ])
 def test_impossible_values_of_any_type_are_config_errors(field, value, match):
   config = configs.load("demo", "quick")
   config.model.hyper_dim = 0  # hparams.fixed is a plain Unet's
-  section, _, name = field.rpartition(".")
-  (config[section] if section else config)[name] = value
+  *sections, name = field.split(".")
+  node = config
+  for section in sections:
+    node = node[section]
+  node[name] = value
   with pytest.raises(train.ConfigError, match=match):
     train.check_config(config)
+
+
+def test_an_evaluator_that_does_not_exist_is_refused_before_training():
+  config = configs.load("demo_ao", "quick")
+  config.evals["lamda_set"] = {}  # a typo: evaluate.py refused it after training
+  with pytest.raises(train.ConfigError, match=r"config.evals names no evaluator \['lamda_set'\]"):
+    train.check_config(config)
+  del config.evals["lamda_set"], config.evals["lambda_set"]
+  train.check_config(config)  # a report needs lambda_set; training does not
 
 
 def test_a_grid_of_too_many_lambdas_is_refused_before_training():

@@ -1,10 +1,11 @@
 """Which experiment configurations can work: one ``ConfigError`` sentence for each that cannot.
 
 ``check_config`` turns every impossible setting of the task, data, model,
-loss, sampling, training and evaluation into one ``ConfigError`` sentence
-naming the field, before anything is built or written. The report's
-evaluators and the segmenter check their own ``evals`` and ``segmenter``
-settings, the λ count of an evaluation through `check_eval_size`.
+loss, sampling, training, evaluation and the report's evaluators into one
+``ConfigError`` sentence naming the field, before anything is built or
+written. The evaluators' own checks (`hyperrecon_jax.evaluators.check`) run
+here and again in `evaluate.py`, over its overrides; the segmenter checks its
+``segmenter`` settings itself.
 """
 
 import math
@@ -60,6 +61,7 @@ def _check_config(config) -> None:
   _check_hparams(config.hparams)
   _check_eval(config, len(names))
   _check_task(config.task, int(config.data.image_size))
+  _check_evals(config)
 
 
 def _check_losses(config) -> tuple[str, ...]:
@@ -256,6 +258,18 @@ def _check_eval(config, k: int) -> None:
            "config.hparams.alpha must be > 0", config.hparams.alpha)
   _require(config.eval.chunk >= 1, "config.eval.chunk must be ≥ 1",
            config.eval.chunk)
+
+
+def _check_evals(config) -> None:
+  """The report's evaluators and their settings, so that a run does not learn for hours
+  to have its report refused (`evaluate.py` checks them again, with its own overrides)."""
+  if config.get("evals") is None:
+    return  # a config of before the evaluators were chosen: every one of them
+  from hyperrecon_jax import evaluators  # they import this module
+  try:
+    evaluators.check(config, report=False)
+  except errors.InputError as e:
+    raise ConfigError(str(e)) from None
 
 
 def check_eval_size(eval_config, num_lambdas: int) -> None:
