@@ -284,6 +284,23 @@ def test_a_folder_built_for_evaluation_only_holds_every_volume_in_test(tmp_path)
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds", split_fractions=(0, 0.5, 0.5)))
 
 
+def test_a_volume_without_a_kept_slice_is_in_the_index_and_checks(tmp_path):
+  # The index lists a volume whose slices all fell below the foreground
+  # threshold, with no slices; the check of the index against the records
+  # must take it (evaluate.py --data lists it under without_slices).
+  rng = np.random.default_rng(12)
+  for i in range(2):
+    _save(_volume(rng)[0], tmp_path / f"s{i}.nii.gz")
+  speck = np.zeros(SHAPE, np.float32)
+  speck[10, 12, 8] = 1.0  # one voxel: no slice has 1 % foreground
+  _save(speck, tmp_path / "s1a.nii.gz")
+  cfg = _config(tmp_path, tmp_path / "tfds", split_fractions=hr.data.EVALUATION_ONLY)
+  volumes = hr.data.volumes(cfg, "test")
+  assert [(v.name, len(v.slices)) for v in volumes] == [
+      ("s0.nii.gz", len(BRAIN_Z)), ("s1.nii.gz", len(BRAIN_Z)), ("s1a.nii.gz", 0)]
+  assert volumes[2].indices == range(2 * len(BRAIN_Z), 2 * len(BRAIN_Z))
+
+
 def test_hidden_folders_are_not_searched_and_linked_ones_are_once(tmp_path):
   rng = np.random.default_rng(9)
   site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
