@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import provenance
 import throughput  # noqa: E402  (its flags: --sizes, --image_size, --batch, ...)
 
 VARIANTS = ("unchanged", "no_batchnorm", "no_ssim", "nearest_upsample", "shared_weights",
@@ -240,7 +241,7 @@ def main(argv):
         "benchmark": "ablate_train_step", "variant": variant, "model": models[variant],
         "image_size": image, "channels": channels, "batch": batch, "dtype": dtype,
         "strategy": layers.resolve_strategy(throughput._STRATEGY.value),
-        "device": jax.devices()[0].device_kind,
+        **provenance.fields(),
         "ms_per_step": round(sec * 1e3, 2), "samples_per_s": round(batch / sec, 1),
         "ms_saved": round(saved * 1e3, 2),
         "ms_range": [round(min(times[variant]) * 1e3, 2), round(max(times[variant]) * 1e3, 2)],

@@ -2,6 +2,7 @@ r"""What bfloat16 activations cost in accuracy: one trained model, both dtypes.
 
   python benchmarks/bf16_accuracy.py --pretrained=mni152_csmri8x_dc_tv
   python benchmarks/bf16_accuracy.py --workdir=workdirs/demo --split=validation
+  python benchmarks/bf16_accuracy.py --workdir=workdirs/demo_k4 --samples=64
 
 Evaluates the same weights twice through `evaluate.evaluate_grid` (the path
 ``evaluate.py`` runs, same slices, same measurement noise): once as trained
@@ -22,25 +23,29 @@ from absl import flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 os.pardir, "experiments"))
 import cli
+import provenance
 
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"],
                            "Split to evaluate.")
-_GRID = flags.DEFINE_integer("grid", 5, "λ values per hyperparameter.", lower_bound=1)
+_GRID = flags.DEFINE_integer("grid", 5, "λ values per hyperparameter (one or two "
+                             "hyperparameters).", lower_bound=2)
+_SAMPLES = flags.DEFINE_integer("samples", 0, "Instead of a grid: N points of a design on the "
+                                "simplex, as evaluate.py --samples (any number of loss terms).",
+                                lower_bound=0)
 
 
 def main(argv):
   del argv
   cli.quiet_libraries()
-  import jax
   import numpy as np
 
   from hyperrecon_jax import data
   from hyperrecon_jax import evaluate as ev
-  from hyperrecon_jax import hparams
   from hyperrecon_jax import physics
   from hyperrecon_jax import streams
   from hyperrecon_jax import train
+  from hyperrecon_jax.evaluators import lambda_set
 
   with cli.user_errors():
     config, model, variables, step, name = cli.load_model(
@@ -52,7 +57,10 @@ def main(argv):
   low_model = train.build_model(low)
   size = int(config.data.image_size)
   operator = physics.make_operator(config.task, (size, size))
-  lams = hparams.grid(_GRID.value, train.num_lambdas(config))
+  config.eval.grid, config.eval.samples = _GRID.value, _SAMPLES.value
+  with cli.user_errors():
+    # evaluate.py's λ: a grid up to two hyperparameters, else a design.
+    lams, _ = lambda_set.lambda_set(config)
   key = streams.key(config, "evaluation")
   means = {}
   for dtype, m in ((str(config.model.dtype), model), ("bfloat16", low_model)):
@@ -66,7 +74,7 @@ def main(argv):
   ref, low_means = means[str(config.model.dtype)], means["bfloat16"]
   print(json.dumps({
       "benchmark": "bf16_accuracy", "model": name, "checkpoint_step": step,
-      "split": _SPLIT.value, "device_kind": jax.devices()[0].device_kind,
+      "split": _SPLIT.value, **provenance.fields(),
       "lambdas": np.asarray(lams).tolist(), "reference_dtype": str(config.model.dtype),
       "reference": ref, "bfloat16": low_means,
       "max_abs_diff_psnr_db": max(abs(a - b) for a, b in zip(ref["psnr"], low_means["psnr"])),

@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import provenance
 
 _SIZE = flags.DEFINE_integer("size", 256, "Image side.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.")
@@ -86,7 +87,7 @@ def main(argv):
       print(json.dumps({
           "benchmark": "bf16_conv", "way": way, "per_sample": per_sample,
           "ms": round(1e3 * statistics.median(times), 4), "size": s, "batch": b,
-          "channels": c, "device": jax.devices()[0].device_kind,
+          "channels": c, **provenance.fields(),
           "compile_s": round(compile_s, 2)}))
 
 

@@ -33,6 +33,7 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import provenance
 
 from hyperrecon_jax import compilation
 
@@ -124,7 +125,6 @@ def main(argv):
   size, batch, channels = _CONV_SIZE.value, _CONV_BATCH.value, _CHANNELS.value
   if _QUICK.value:
     n, mib, iters, repeats, size, batch = 512, 64, 3, 1, 64, 4
-  device = jax.devices()[0]
   lines = []
   for dtype in _DTYPE.value:
     lines.append(("matmul", dtype, *matmul(n, jnp.dtype(dtype), iters, repeats)))
@@ -137,7 +137,7 @@ def main(argv):
     print(json.dumps({
         "benchmark": "ceiling", "kind": kind, "dtype": dtype, "value": round(value, 4),
         "unit": "TB/s" if kind == "elementwise" else "TFLOP/s", **settings,
-        "backend": jax.default_backend(), "device": device.device_kind,
+        **provenance.fields(),
     }), flush=True)
 
 

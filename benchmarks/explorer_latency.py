@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
+import provenance
 
 _PRETRAINED = flags.DEFINE_string("pretrained", "mni152_csmri8x_dc_tv", "Shipped model.")
 _REQUESTS = flags.DEFINE_integer("requests", 200, "Timed /api/reconstruct requests.",
@@ -78,7 +79,7 @@ def main(argv):
       "reconstruct_first_ms": round(first_ms, 1),
       "curve_first_with_compile_ms": round(curve_compile_ms, 1),
       "curve_ms": round(curve_ms, 1), "curve_cached_ms": round(curve_cached_ms, 2),
-      "startup_s": round(startup_s, 2),
+      "startup_s": round(startup_s, 2), **provenance.fields(),
       "machine": {"backend": jax.default_backend(), "device_kind": device.device_kind,
                   "cpu_count": os.cpu_count(),
                   "affinity": len(os.sched_getaffinity(0)),

@@ -22,6 +22,7 @@ import time
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+import provenance
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = config_flags.DEFINE_config_file(
@@ -63,6 +64,7 @@ def main(argv):
           "batch": batch_size, "threads": threads, "labels": labels == "true",
           "flip": bool(config.data.augment_flip),
           "intensity": float(config.data.augment_intensity), "cpus": os.cpu_count(),
+          **provenance.fields(),
       }), flush=True)
 
 

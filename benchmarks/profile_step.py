@@ -36,6 +36,7 @@ from absl import flags
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import provenance
 import throughput  # noqa: E402  (its flags: --sizes, --image_size, --batch, ...)
 
 _STEPS = flags.DEFINE_integer("steps", 5, "Profiled steps (after 2 warm-up steps).")
@@ -263,7 +264,7 @@ def main(argv):
     print(json.dumps({
         "benchmark": "profile_train_step", "model": size, "image_size": image,
         "channels": channels, "batch": batch, "dtype": dtype,
-        "device": jax.devices()[0].device_kind,
+        **provenance.fields(),
         "wall_ms_per_step": ms(wall), "traced_ms_per_step": ms(total),
         "by_kind_ms": {k: ms(v) for k, v in by_kind.most_common(_TOP.value)},
         "top_ops_ms": {k: ms(by_name[k]) for k in top},

@@ -68,6 +68,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "experiments", "configs"))
 import default
+import provenance
 import xla_cost
 
 _SIZES = flags.DEFINE_list("sizes", ["unet", "S", "M", "L"],
@@ -123,20 +124,6 @@ def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
   c.train.batch_size = batch
   train.check_config(c)
   return c
-
-
-def _commit():
-  """The short git commit of the code measured (with ``+`` if it has changes), or None."""
-  import subprocess
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=10, check=True).stdout
-  except (OSError, subprocess.SubprocessError):
-    return None
-  return head + ("+" if dirty.strip() else "")
 
 
 def _time(fn, iters: int, repeats: int):
@@ -309,8 +296,6 @@ def main(argv):
     if not sizes and _RECIPE.value is None:
       raise app.UsageError("--quick measures unet, S and stackN only: nothing is left of "
                            f"--sizes={','.join(_SIZES.value)}")
-  device = jax.devices()[0]
-  commit = _commit()
   for size in sizes:
     if size not in HYPER_DIMS and not (size.startswith("stack")
                                        and size[5:].isdigit()):
@@ -356,8 +341,7 @@ def main(argv):
           "dtype": str(config.model.dtype),
           "strategy": ("one λ" if name == "latency" and size != "unet" else
                        layers.resolve_strategy(config.model.strategy)),
-          "backend": jax.default_backend(), "device": device.device_kind,
-          "jax": jax.__version__, "commit": commit,
+          **provenance.fields(),
           **({"iters": iters, "repeats": repeats} if name != "memory" else {}),
           "compile_s": round(compile_s, 2), **cost,
           **({"tag": _TAG.value} if _TAG.value else {}),

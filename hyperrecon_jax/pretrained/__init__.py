@@ -75,9 +75,16 @@ def info(name: str, folder: str = FOLDER) -> dict:
   stored = out.pop(INFO_DIGEST, None)
   if stored is not None and stored != checksums.json_digest(out):
     raise errors.InputError(f"{path}: its content differs from the digest it was written with "
-                            f"({INFO_DIGEST}): it was edited or damaged; reinstall the package, "
-                            "or export the model again")
+                            f"({INFO_DIGEST}): it was edited or damaged; "
+                            f"{_remedy(os.path.dirname(path), folder)}")
   return out
+
+
+def _remedy(path: str, folder: str) -> str:
+  """What restores a damaged model: the package's own, or an export of one's own."""
+  if os.path.dirname(os.path.abspath(path)) == os.path.abspath(FOLDER) == os.path.abspath(folder):
+    return "reinstall the package"
+  return "export the model again (experiments/export_pretrained.py)"
 
 
 def _path(name: str, folder: str) -> str:
@@ -134,7 +141,7 @@ def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
                               "model again")
     if hashlib.sha256(data).hexdigest() != description[key]:
       raise errors.InputError(f"{file} is damaged: its SHA-256 differs from the one in "
-                              f"{INFO_FILE}; reinstall the package")
+                              f"{INFO_FILE}; {_remedy(path, folder)}")
   try:
     config = train.from_stored(json.loads(config_bytes))
   except ValueError as e:

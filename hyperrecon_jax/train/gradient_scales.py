@@ -140,7 +140,12 @@ def check_folder(workdir: str) -> None:
   if stack:
     workdir_lib.check_folder(workdir, "stack of per-λ Unets", workdir_lib.RUN_ENTRIES)
   else:
-    workdir_lib.check_folder(workdir, "gradient-scale folder", (RESULT_FILE,))
+    try:
+      workdir_lib.check_folder(workdir, "gradient-scale folder", (RESULT_FILE,))
+    except errors.InputError as e:
+      raise errors.InputError(f"{e}, or the workdir of a stack of per-λ Unets "
+                              "(baselines.py), which takes the scales beside its "
+                              "baselines.json") from None
 
 
 def write(result: dict, workdir: str) -> str:
