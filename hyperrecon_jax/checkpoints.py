@@ -165,20 +165,21 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
 
 
 def _write_failure(error: BaseException, step: int, mngr) -> OSError | None:
-  """The OSError behind a failed save, or None for a failure of another kind.
+  """The OSError a failed save stands for, naming the step; None for a failure of another kind.
 
   tensorstore reports a failed write (ENOSPC, EFBIG, EDQUOT, ...) as a
-  ValueError whose text carries the system's error code; the command line
-  reports an OSError as the environment's problem in one line, where a
-  ValueError was a traceback of hundreds of lines.
+  ValueError whose text carries the system's error code, and orbax's own
+  writes raise the OSError itself; the command line reports an OSError as the
+  environment's problem in one line, where a ValueError was a traceback of
+  hundreds of lines.
   """
-  for e in (error, error.__cause__, error.__context__):
-    if isinstance(e, OSError):
-      return e
-  code = re.search(r"os_error_code='?(\d+)", str(error))
-  if code is None:
-    return None
-  number = int(code.group(1))
+  number = next((e.errno for e in (error, error.__cause__, error.__context__)
+                 if isinstance(e, OSError) and e.errno), None)
+  if number is None:
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    if code is None:
+      return None
+    number = int(code.group(1))
   return OSError(number, f"checkpoint {step} could not be written to {mngr.directory}: "
                  f"{os.strerror(number)} ({_one_line(error)}); the checkpoints before it are "
                  "intact, and the same command resumes from the newest once the cause is "

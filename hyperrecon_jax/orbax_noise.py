@@ -53,8 +53,9 @@ def hide_abandoned_reads() -> None:
   reads of the other arrays are still under way, and Python prints each of
   their remains as "Exception ignored in ..." with a traceback: dozens for
   one damaged step, some long after `restore` has warned about the step and
-  gone on. Installed once, on the first failed read, the hook drops exactly
-  those (`_abandoned_read`) and passes every other one to the hook before it.
+  gone on (a failed save leaves the same). Installed once, on the first
+  failed read or before the first save, the hook drops exactly those
+  (`_abandoned_read`) and passes every other one to the hook before it.
   """
   global _unraisable_hook_installed
   if _unraisable_hook_installed:
@@ -94,9 +95,10 @@ def hide_failed_writes() -> None:
   no one collected ("Future exception was never retrieved"), and tensorstore's
   callbacks find the event loop closed (`hide_abandoned_reads`): over a
   thousand lines for one full disk. `checkpoints.save` reports the failure
-  itself, in one sentence. Only records that name a file of an unfinished
-  step (``*.orbax-checkpoint-tmp``) and a system error code are dropped.
-  Installed once, before the first save.
+  itself, in one sentence. Only those records are dropped: the ones that name
+  a file of an unfinished step (``*.orbax-checkpoint-tmp``) with a system
+  error code, and orbax's thread failures of an OSError. Installed before the
+  first save (again is a no-op).
   """
   import logging as std_logging
   for logger in (std_logging.getLogger("asyncio"), logging.get_absl_logger()):
