@@ -83,8 +83,13 @@ def _not_a_failed_write(record) -> bool:
   if ".orbax-checkpoint-tmp" in message and "os_error_code" in message:
     return False
   error = record.exc_info[1] if record.exc_info else None
+  # After a failed write orbax removes the unfinished step in a thread of its
+  # own; when the process ends first, that thread finds the interpreter's
+  # executor shut down (the next trainer removes the step instead).
+  shutdown = (isinstance(error, RuntimeError)
+              and "cannot schedule new futures after shutdown" in str(error))
   return not ("_SignalingThread.run() raised an exception" in message
-              and (isinstance(error, OSError) or "os_error_code" in message))
+              and (isinstance(error, OSError) or "os_error_code" in message or shutdown))
 
 
 def hide_failed_writes() -> None:
@@ -97,7 +102,8 @@ def hide_failed_writes() -> None:
   thousand lines for one full disk. `checkpoints.save` reports the failure
   itself, in one sentence. Only those records are dropped: the ones that name
   a file of an unfinished step (``*.orbax-checkpoint-tmp``) with a system
-  error code, and orbax's thread failures of an OSError. Installed before the
+  error code, orbax's thread failures of an OSError, and its removal of the
+  unfinished step cut off by the end of the process. Installed before the
   first save (again is a no-op).
   """
   import logging as std_logging

@@ -210,6 +210,8 @@ try:
   checkpoints.save(mngr, 2, saved, {}, config)
 except OSError as e:
   out = {"errno": e.errno, "message": str(e)}
+finally:
+  mngr.close()  # as the training loop does, before the process ends
 resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 out["steps"] = [int(s) for s in checkpoints.manager(sys.argv[1], max_to_keep=0).all_steps()]
 print(json.dumps(out))
