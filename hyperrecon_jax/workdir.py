@@ -274,8 +274,12 @@ def staging_folder(parent: str, prefix: str) -> str:
   so that a later `sweep_staging` can tell a folder a killed process left
   behind (``kill -9`` runs no ``finally``) from one still in use.
   """
-  host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
-  return tempfile.mkdtemp(prefix=f"{prefix}{host}-{os.getpid()}-", dir=parent)
+  return tempfile.mkdtemp(prefix=f"{prefix}{_host()}-{os.getpid()}-", dir=parent)
+
+
+def _host() -> str:
+  """This host's name as it may stand in a file name."""
+  return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
 
 
 def _alive(pid: int) -> bool:
@@ -302,8 +306,7 @@ def sweep_staging(parent: str, prefix: str, *, dry_run: bool = False) -> list[st
   Returns:
     The paths of the folders removed (or, with ``dry_run``, to remove).
   """
-  host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
-  pattern = re.compile(rf"{re.escape(prefix)}{re.escape(host)}-(\d+)-[^/]+")
+  pattern = re.compile(rf"{re.escape(prefix)}{re.escape(_host())}-(\d+)-[^/]+")
   try:
     entries = os.listdir(parent)
   except OSError:
