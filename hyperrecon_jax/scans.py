@@ -335,7 +335,11 @@ def _read_h5(path: str, config) -> Scan:
   target = fastmri.read_target(
       path, "The model's input is simulated from the image with the model's own mask, so "
       "these measurements would be undersampled twice")
-  volume, scale = target.volume, target.scale
+  scale = target.scale
+  # As for NIfTI: what the clip to [0, 1] takes from the image is said.
+  positive = int(np.count_nonzero(slicing.positive_voxels(target.volume)))
+  warnings = scan_notes.clipping_warnings(target.volume * scale, scale, positive)
+  volume = np.clip(target.volume, 0.0, 1.0)
   # The input's own type, as a real one: complex k-space gives a magnitude.
   real = np.empty(0, target.dtype).real.dtype
   input_dtype = real.name if real.kind == "f" else "float32"
@@ -347,8 +351,8 @@ def _read_h5(path: str, config) -> Scan:
   reference = _mean(volume, foreground) * scale
   notes = (scan_notes.resolution_note(size, volume.shape[1:], volume.shape[1:], "image", "pixel"),)
   return Scan(path, "h5", images, np.arange(n), np.ones(n, bool), scale,
-              volume.shape, 0, None, (1.0, 1.0), notes=notes, foreground=foreground,
-              reference=reference, input_dtype=input_dtype)
+              volume.shape, 0, None, (1.0, 1.0), notes=notes, warnings=warnings,
+              foreground=foreground, reference=reference, input_dtype=input_dtype)
 
 
 def ras_to_input(img, ras: np.ndarray) -> np.ndarray:

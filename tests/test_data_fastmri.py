@@ -186,7 +186,8 @@ def test_added_file_builds_distinct_version(manual_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["random_bytes", "no_datasets", "bad_shape", "thin",
-                                  "negative", "complex", "text", "group", "max_below"])
+                                  "negative", "complex", "text", "group", "max_below",
+                                  "max_text", "max_array", "max_zero"])
 def test_bad_file_is_named(tmp_path, kind):
   folder = tmp_path / "in"
   folder.mkdir()
@@ -213,6 +214,10 @@ def test_bad_file_is_named(tmp_path, kind):
       elif kind == "max_below":  # rescaled ×10 after fastMRI stored its maximum
         f.create_dataset("reconstruction_esc", data=np.full((3, 32, 32), 0.02, np.float32))
         f.attrs["max"] = 0.002
+      elif kind.startswith("max_"):  # an attribute of no use as the target's maximum
+        f.create_dataset("reconstruction_esc", data=np.full((3, 32, 32), 0.02, np.float32))
+        f.attrs["max"] = {"max_text": "abc", "max_array": np.array([1.0, 2.0]),
+                          "max_zero": 0.0}[kind]
       else:
         f.create_dataset("reconstruction_esc", data=np.zeros((4, 4), np.float32))
   with pytest.raises(hr.data.DataError, match="bad.h5") as info:
@@ -229,6 +234,9 @@ def test_bad_file_is_named(tmp_path, kind):
           "group": "'reconstruction_esc' is an HDF5 group, not an array",
           "max_below": "attribute 'max' is 0.002, below the largest value of "
                        "'reconstruction_esc', 0.02: it does not describe this image",
+          "max_text": "attribute 'max' is 'abc', not a number",
+          "max_array": "attribute 'max' is array([1., 2.]), not a number",
+          "max_zero": "attribute 'max' is 0, not positive",
           }[kind] in message
   assert not list((tmp_path / "tfds").glob("fastmri_knee/*/1.0.0"))
 

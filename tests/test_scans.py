@@ -351,6 +351,26 @@ def test_a_fastmri_file_is_read_as_the_dataset_build_reads_it(tmp_path):
   assert scan.scale == pytest.approx(0.6)
 
 
+def test_what_the_clip_takes_from_an_fastmri_target_is_said(tmp_path):
+  # An offset reconstruction lost its negative background without a word,
+  # where the same offset NIfTI warned.
+  target = np.zeros((2, 32, 32), np.float32)
+  target[:, 8:24, 8:24] = np.random.default_rng(1).uniform(0.2, 1.0, (2, 16, 16))
+  offset = target - 0.5
+  scan = scans.read_input(_h5(tmp_path / "offset.h5", reconstruction_esc=offset),
+                          data_config(32))
+  # Hand-counted: the scale is the largest value, 'above the background' is
+  # beyond 0.05 of it.
+  scale = float(offset.max())
+  level = 0.05 * scale
+  negative = int(np.sum(offset < -level))
+  (line,) = scan.warnings
+  assert line.startswith(f"{negative:,} voxels ({negative / np.sum(np.abs(offset) > level):.0%} "
+                         "of those above the background) are negative"), line
+  assert scans.read_input(_h5(tmp_path / "plain.h5", reconstruction_esc=target),
+                          data_config(32)).warnings == ()
+
+
 def test_zero_padded_kspace_edges_are_not_undersampling(tmp_path):
   # fastMRI's fully sampled files pad k-space with zero columns at both edges.
   image = np.random.default_rng(1).uniform(0.1, 1.0, (2, 32, 32))

@@ -171,7 +171,7 @@ def kspace_to_image(kspace: np.ndarray) -> np.ndarray:
 
 class Target(NamedTuple):
   """A file's target volume as the model sees it."""
-  volume: np.ndarray  # (S, H, W) float32 in [0, 1]
+  volume: np.ndarray  # (S, H, W) float32 divided by the scale, not yet clipped to [0, 1]
   scale: float  # the intensity that maps to 1
   key: str  # the dataset read: a target, or 'kspace'
   dtype: np.dtype  # that dataset's type
@@ -199,7 +199,7 @@ def read_target(path: str, why: str = "Its image would be aliased") -> Target:
     with _open(path) as f:
       raw = f[key][()]
       # Only targets are scaled by the stored maximum (see the module doc).
-      stored_max = 0.0 if key == "kspace" else float(f.attrs.get("max", 0.0))
+      stored = None if key == "kspace" else f.attrs.get("max")
   except common.DataError:
     raise
   except (OSError, KeyError, ValueError, TypeError) as err:
@@ -208,10 +208,7 @@ def read_target(path: str, why: str = "Its image would be aliased") -> Target:
   # One NaN or infinity in k-space spreads over its whole slice in the FFT;
   # in a target it would be zeroed or saturated white without a trace.
   common.check_finite(raw, path, f"values of '{key}'")
-  if not np.isfinite(stored_max):
-    raise common.DataError(
-        f"{path}: attribute 'max' is {stored_max}, not a finite number; fix it "
-        "or remove the file.")
+  stored_max = 0.0 if stored is None else _stored_max(stored, path)
   if key == "kspace":
     problem = undersampled_message(path, raw, why)
     if problem:
@@ -232,15 +229,41 @@ def read_target(path: str, why: str = "Its image would be aliased") -> Target:
           "written?), and dividing by it would clip the image. Fix or delete the attribute.")
     scale = stored_max or peak
   if not scale > 0:
-    what = "its attribute 'max' is" if stored_max else "its largest value is"
-    raise common.DataError(f"{path}: the '{key}' volume has no intensity scale: {what} "
-                           f"{scale:g}, not positive.")
-  return Target(np.clip(volume / scale, 0.0, 1.0), scale, key, raw.dtype)
+    raise common.DataError(f"{path}: the '{key}' volume has no intensity scale: its largest "
+                           f"value is {scale:g}, not positive.")
+  return Target(volume / scale, scale, key, raw.dtype)
+
+
+def _stored_max(value, path: str) -> float:
+  """A file's attribute 'max', checked: one finite positive number.
+
+  Raises:
+    DataError: naming the file and the attribute's value otherwise.
+  """
+  array = np.asarray(value)
+  if array.shape != () or array.dtype.kind not in "iuf":
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:60] + "…"
+    raise common.DataError(
+        f"{path}: attribute 'max' is {shown}, not a number (fastMRI stores the target's "
+        "largest value there); fix or delete the attribute.")
+  stored_max = float(array)
+  if not np.isfinite(stored_max):
+    raise common.DataError(
+        f"{path}: attribute 'max' is {stored_max}, not a finite number; fix it "
+        "or remove the file.")
+  if stored_max <= 0:
+    # The target would be divided by it: a 0 written in place of a missing
+    # value is as wrong as a negative one.
+    raise common.DataError(
+        f"{path}: attribute 'max' is {stored_max:g}, not positive, so it cannot be the "
+        "target's largest value; fix or delete the attribute.")
+  return stored_max
 
 
 def read_volume(path: str) -> np.ndarray:
   """The normalized target volume (S, H, W) float32 in [0, 1] of one file (`read_target`)."""
-  return read_target(path).volume
+  return np.clip(read_target(path).volume, 0.0, 1.0)
 
 
 def content_digest(path: str) -> str:
