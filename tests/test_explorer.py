@@ -298,6 +298,22 @@ def test_oversized_and_malformed_requests_are_json(server):
   assert error.startswith("Bad request version") and len(error) <= 201 and error.endswith("…")
 
 
+def test_a_query_sent_as_raw_utf8_is_quoted_as_sent(server):
+  # curl sends a literal '１' as its UTF-8 bytes, unencoded; the answer quoted
+  # their Latin-1 reading ('ï¼\x91').
+  _, url, _ = server
+  host, port = url.removeprefix("http://").split(":")
+  with socket.create_connection((host, int(port)), timeout=30) as sock:
+    sock.sendall("GET /api/curve?slice=１ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                 .encode())
+    answer = b"".join(iter(lambda: sock.recv(65536), b""))
+  head, _, body = answer.partition(b"\r\n\r\n")
+  assert head.startswith(b"HTTP/1.0 400"), answer[:300]
+  encoded_status, encoded = get_json(url + "/api/curve?slice=%EF%BC%91")
+  assert encoded_status == 400 and json.loads(body) == encoded
+  assert "'１'" in encoded["error"], encoded
+
+
 def test_long_parameter_values_are_cut_in_messages(server):
   _, url, _ = server
   for path, query in (("/api/curve", "slice=" + "7" * 5000 + "x"),

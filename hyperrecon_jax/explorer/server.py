@@ -23,6 +23,21 @@ PARAMS = {"/api/info": (), "/api/reconstruct": ("slice", "lam", "coeffs"),
           "/api/download": ("slice", "lam", "coeffs", "format", "kind")}
 
 
+# Every printable ASCII character: only bytes beyond ASCII (and controls) are quoted.
+_ASCII_PRINTABLE = "".join(map(chr, range(0x21, 0x7F)))
+
+
+def _percent_encoded(path: str) -> str:
+  """The request target with raw bytes beyond ASCII percent-encoded.
+
+  http.server decodes the request line as Latin-1; a client that sends UTF-8
+  unencoded (curl with a literal '１') would otherwise be answered about the
+  Latin-1 reading of its bytes. Percent-encoded, they decode as UTF-8 like
+  any other query.
+  """
+  return urllib.parse.quote(path.encode("latin-1"), safe=_ASCII_PRINTABLE)
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
   """Maps paths to `Explorer` methods; every error is JSON, never a traceback or HTML."""
 
@@ -96,7 +111,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     "GET only", headers=[("Allow", "GET")])
 
   def do_GET(self):  # noqa: N802 - http.server's name
-    url = urllib.parse.urlsplit(self.path)
+    url = urllib.parse.urlsplit(_percent_encoded(self.path))
     try:
       self._route(url.path, self._query(url.path, url.query))
     except BadRequest as e:
