@@ -115,6 +115,8 @@ def _flag_error(error, argv=()) -> str:
     return f"cannot load the config file {error.filename}: {error.strerror}"
   config = _config_argument(argv)
   if "--config must have a value other than None" in text:
+    if not config:  # absl's required-flag check, in ml_collections' words
+      return "--config is required: give the experiment's config file (try --help)"
     return f"the config file {config}: get_config() returned None, not a config"
   if "Error whilst parsing config file" in str(error):
     return _traceback_error(str(error), config)
@@ -272,7 +274,7 @@ def user_errors(*extra):
     sys.exit(130)
   except (errors.Error, OSError, *extra) as e:
     print(f"error: {one_line(e)}", file=sys.stderr)
-    sys.exit(2)
+    raise SystemExit(2) from e  # the cause: the other processes of a run are told it
 
 
 def run(main):

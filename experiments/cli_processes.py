@@ -5,6 +5,7 @@ import errno
 import socket
 import sys
 import threading
+import time
 import traceback
 
 import cli
@@ -162,7 +163,7 @@ def _not_joined(timeout: int, where: str, count) -> None:
 
 @contextlib.contextmanager
 def ending_with_the_run(joined: bool):
-  """In a multi-process run, ends this process at once when its work raises.
+  """In a multi-process run, ends this process at once when its work raises, and its peers.
 
   When another process of the run dies (``kill -9``, a lost host), this one's
   next collective fails (Gloo: "connection reset by peer"). Left to Python's
@@ -174,21 +175,159 @@ def ending_with_the_run(joined: bool):
   status 1 without the shutdown. A user error (one ``error:`` line, status 2)
   and an interrupt (130, 143) end the same way.
 
+  An error that stops one process (a data folder it cannot read: often on one
+  process alone, or on each at its own moment) would leave the others waiting
+  in their next collective, and when process 0 ends, JAX aborts them with a
+  C++ stack dump, since process 0 hosts the run's coordination service. So an
+  ending process posts its status and reason there (`_post_end`). Every
+  process watches for such posts (`_watch_peers`) and ends with one
+  ``error: process N of this run stopped: …`` line and that status: at once
+  when process 0 ended (before the service goes), else once its own stack has
+  unwound (its collective fails when the peer is gone). Process 0 waits for
+  the others to end before it takes the service down (`_wait_for_peers`).
+
   Args:
     joined: whether this process joined a multi-process run (else a no-op).
   """
   if not joined:
     yield
     return
+  threading.Thread(target=_watch_peers, daemon=True, name="peer-watch").start()
   try:
     yield
   except SystemExit as e:  # sys.exit(): None is success, a message is status 1
-    cli.exit_now(0 if e.code is None else e.code if isinstance(e.code, int) else 1)
+    code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    if code in QUIET_ENDS:
+      cli.exit_now(code)
+    if _claim("self") == "peer":
+      _after_peer()
+    # The error line is printed (`cli.user_errors`); the peers are told it.
+    _post_end(code, cli.one_line(e.__cause__) if e.__cause__ is not None
+              else f"exit status {code}")
+    _wait_for_peers()
+    cli.exit_now(code)
   except KeyboardInterrupt:
     raise  # cli.run prints "interrupted" and ends the process without the shutdown
-  except BaseException:  # noqa: BLE001 (a bug keeps its traceback, above the line)
+  except BaseException as e:  # noqa: BLE001 (a bug keeps its traceback, above the line)
+    if _claim("self") == "peer" or _end_of_a_peer():
+      _after_peer()  # the collective failed because a peer ended: its line says why
     traceback.print_exc()
     print("error: this process of a multi-process run stopped on the error above; if "
           "another process of the run died, rerun every process's command to resume "
           "from the last checkpoint", file=sys.stderr)
+    _post_end(1, f"{type(e).__name__}: {cli.one_line(e)} (its traceback is in that "
+              "process's output)")
+    _wait_for_peers()
     cli.exit_now(1)
+
+
+# Ends that need no word to the peers: success, and the interrupts that every
+# process of a run receives or agrees on (`sharded.stop_agreement`).
+QUIET_ENDS = (0, 130, 143)
+# The coordination service's keys under which processes post their end.
+ENDED_KEY = "hyperrecon/ended/"
+PEER_POLL_S = 0.5  # how often a process looks for its peers' ends
+# How long process 0 keeps the service up for its peers to read its end: each
+# notices within PEER_POLL_S unless it is hung.
+PEER_GRACE_S = 20.0
+# How long a process whose peer ended gives its own stack to unwind (a
+# collective fails at once when the peer is gone) before it exits without: a
+# compilation or a dataset build would keep it for minutes, and nothing is
+# lost (a lock left behind is taken over by the next trainer).
+UNWIND_S = 5.0
+_lock = threading.Lock()
+_ending = {}  # who ends this process ('self' or 'peer') and, for a peer, with which status
+
+
+def _claim(who: str) -> str:
+  """Records who ends this process, unless that is decided; returns who does."""
+  with _lock:
+    _ending.setdefault("who", who)
+    return _ending["who"]
+
+
+def _end_of_a_peer() -> bool:
+  """Whether another process posted its end; if so, says it, as the watch would."""
+  import jax
+  try:
+    ended = {k: v for k, v in _ended_peers().items() if k != jax.process_index()}
+  except Exception:  # noqa: BLE001 (the service is gone: nothing to read)
+    return False
+  if not ended:
+    return False
+  _say_peer_end(ended)
+  return True
+
+
+def _say_peer_end(ended: dict) -> None:
+  peer = min(ended)
+  code, reason = ended[peer]
+  print(f"error: process {peer} of this run stopped: {reason}", file=sys.stderr, flush=True)
+  _ending["code"] = code
+  _post_end(code, f"stopped with process {peer}")
+
+
+def _after_peer() -> None:
+  """Ends this process with the status of the peer whose end `_watch_peers` said."""
+  _wait_for_peers()
+  cli.exit_now(_ending.get("code", 1))
+
+
+def _post_end(code: int, reason: str) -> None:
+  import jax
+
+  from hyperrecon_jax.train import sharded
+  try:
+    sharded.coordination_client().key_value_set(f"{ENDED_KEY}{jax.process_index()}",
+                                                f"{code}\n{reason}")
+  except Exception:  # noqa: BLE001 (posted already, or the service is gone: nobody to tell)
+    pass
+
+
+def _ended_peers() -> dict[int, tuple[int, str]]:
+  """``{process: (status, reason)}`` of the processes that posted their end."""
+  from hyperrecon_jax.train import sharded
+  ended = {}
+  for key, value in sharded.coordination_client().key_value_dir_get(ENDED_KEY):
+    code, _, reason = value.partition("\n")
+    ended[int(key.rsplit("/", 1)[-1])] = (int(code), reason)
+  return ended
+
+
+def _wait_for_peers() -> None:
+  """On process 0: waits until every other process posted its end (up to `PEER_GRACE_S`)."""
+  import jax
+  if jax.process_index() != 0:
+    return
+  deadline = time.monotonic() + PEER_GRACE_S
+  while time.monotonic() < deadline:
+    try:
+      if len(_ended_peers()) >= jax.process_count():
+        break
+    except Exception:  # noqa: BLE001 (the service failed: nothing to wait for)
+      return
+    time.sleep(PEER_POLL_S / 5)
+  # A peer posts and then exits at once; its exit must come before the service goes.
+  time.sleep(PEER_POLL_S)
+
+
+def _watch_peers() -> None:
+  """Ends this process, with the peer's status, when another process posts its end."""
+  import jax
+  me = jax.process_index()
+  while True:
+    time.sleep(PEER_POLL_S)
+    try:
+      ended = {k: v for k, v in _ended_peers().items() if k != me}
+    except Exception:  # noqa: BLE001 (the service is gone: JAX's own handling follows)
+      return
+    if not ended:
+      continue
+    if _claim("peer") != "peer":
+      return  # this process is ending on its own error and tells its peers itself
+    _say_peer_end(ended)
+    if 0 not in ended:
+      # The main thread's collective fails now that the peer is gone, and its
+      # stack unwinds (the lock released); `ending_with_the_run` then exits.
+      time.sleep(UNWIND_S)
+    _after_peer()

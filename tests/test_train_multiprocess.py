@@ -24,6 +24,7 @@ fingerprint that differs between the processes, so process 1 never finds it.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -599,6 +600,114 @@ def test_processes_given_different_settings_are_refused_on_every_process(data_di
         "train.num_steps of process 1 differ from process 0's; start every process with "
         "the same command (--config, its overrides and --workdir)"), pair.logs()
   assert not workdir.exists()
+
+
+# --- an error on one process ends both --------------------------------------------------
+
+
+def _error_lines(log):
+  return [line for line in log.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("case", ["both", "process_1"])
+def test_an_error_of_one_process_ends_every_process_with_its_line(data_dir, tmp_path,
+                                                                  compilation_cache, case):
+  """An empty data folder (each process at its own moment), or process 1's unusable cache.
+
+  Process 0 hosts the run's coordination service: when it ended on the error
+  first, JAX aborted process 1 with a C++ stack dump and status 134 (4 of 4
+  tries of the empty folder); when process 1 ended alone, process 0 failed in
+  its next collective with a traceback and status 1.
+  """
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (tmp_path / "a_file").write_text("not a folder")
+  if case == "both":
+    extra = (("--config.data.name=nifti", f"--config.data.manual_dir={empty}"),) * 2
+    wanted = ["no .nii or .nii.gz volume in", "no .nii or .nii.gz volume in"]
+  else:
+    extra = ((), (f"--config.data.data_dir={tmp_path / 'a_file' / 'x'}",))
+    wanted = ["error: process 1 of this run stopped: [Errno 20] Not a directory",
+              "error: [Errno 20] Not a directory"]
+  pair = _Pair(tmp_path, "e", tmp_path / "run", _flags(data_dir), compilation_cache,
+               extra=extra)
+  codes = pair.wait(timeout=180)
+  assert codes == [2, 2], pair.logs()  # a user error's status, on both
+  for i in range(2):
+    log = pair.log(i)
+    assert not any(crash in log for crash in ("Check failure", "Fatal Python error",
+                                               "Traceback", "Terminating process")), pair.logs()
+    assert any(wanted[i] in line for line in _error_lines(log)), pair.logs()
+
+
+# Runs experiments/train.py as one process of a run whose data folder changes
+# between the two processes' reads of it: argv OUT NEW FOLDER TRAIN_PY flags...
+# Process 0 writes OUT/read once it has read FOLDER; process 1 waits for that,
+# moves the volumes of the folder NEW into FOLDER and then reads it.
+_CHANGING = r'''
+import os, runpy, sys, time
+
+out, new, folder, train_py = sys.argv[1:5]
+flags = sys.argv[5:]
+pid = int(next(f.split("=", 1)[1] for f in flags if f.startswith("--process_id=")))
+from hyperrecon_jax.data import split_record
+current = split_record.current
+
+
+def changing(data_config):
+  if pid == 1:
+    while not os.path.exists(os.path.join(out, "read")):
+      time.sleep(0.05)
+    for name in os.listdir(new):
+      os.rename(os.path.join(new, name), os.path.join(folder, name))
+  record = current(data_config)
+  if pid == 0:
+    open(os.path.join(out, "read"), "w").close()
+  return record
+
+
+split_record.current = changing
+sys.argv = [train_py, *flags]
+runpy.run_path(train_py, run_name="__main__")
+'''
+
+
+def test_processes_that_read_different_volumes_are_refused(tmp_path, compilation_cache):
+  """The folder gained two volumes between process 0's read and process 1's.
+
+  Each process built its own dataset and the run trained on batches of both:
+  process 1's training split held volumes that ``data_splits.json``, process
+  0's record, does not list (a helper's probe, with two hosts whose copies of
+  the folder differed).
+  """
+  from loop_support import write_site
+  folder = write_site(tmp_path / "site", range(5))
+  new = write_site(tmp_path / "new", range(5, 7))
+  script = tmp_path / "changing.py"
+  script.write_text(_CHANGING)
+  out = tmp_path / "out"
+  out.mkdir()
+  workdir = tmp_path / "run"
+  port = _free_port()
+  flags = [f"--config={DEMO}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+           "--config.data.name=nifti", f"--config.data.manual_dir={folder}",
+           f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}", "--num_processes=2"]
+  procs = [subprocess.Popen(
+      [sys.executable, str(script), str(out), new, folder, TRAIN, *flags, f"--process_id={i}"],
+      env=child_env(compilation_cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True, cwd=str(tmp_path)) for i in range(2)]
+  logs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [2, 2], logs
+  for log in logs:
+    (line,) = [line for line in _error_lines(log) if "read different volumes" in line] or [""]
+    assert re.search(
+        rf"the processes of this run read different volumes in {re.escape(folder)}: process 1 "
+        r"built another dataset \(its (train|validation|test) split is not process 0's: "
+        r"(1|2) joined it: (sub-05.nii.gz|sub-06.nii.gz)", line), logs
+    assert "every process must read the same files" in line
+    assert not any(crash in log for crash in ("Check failure", "Fatal Python error",
+                                               "Traceback")), logs
+  assert not (workdir / "data_splits.json").exists() and not (workdir / "checkpoints").exists()
 
 
 def test_lagged_vote_returns_the_previous_steps_outcome():

@@ -155,15 +155,7 @@ def check_resume(workdir: str, record: dict | None) -> None:
   if stored is None or record is None:
     return
   for split in ("train", "validation"):
-    before, now = set(stored["splits"][split]), set(record["splits"][split])
-    changed = ""
-    if before != now:
-      changed = _difference(before, now)
-    elif "sha256" in stored and "sha256" in record:
-      edited = sorted(n for (n, a), (_, b) in zip(sorted(_volumes(stored, split)),
-                                                  sorted(_volumes(record, split))) if a != b)
-      if edited:
-        changed = f"{len(edited)} of its files changed content: {_quote(edited)}"
+    changed = changes(stored, record, split)
     if changed:
       raise common.DataError(
           f"the {split} split of {record['manual_dir']} is not the one the run in "
@@ -171,6 +163,23 @@ def check_resume(workdir: str, record: dict | None) -> None:
           "in or rewritten in the folder, and the run would go on with other data. "
           f"Restore the folder as it was ({os.path.join(workdir, FILE)} lists every "
           "split's volumes) or train in a new --workdir")
+
+
+def changes(before: dict, now: dict, split: str) -> str:
+  """How a split of record ``now`` differs from that of ``before``; ``""`` when it does not.
+
+  Names some volumes that left and joined the split, or, when its volumes are
+  the same, those whose files' digests differ.
+  """
+  names_before, names_now = set(before["splits"][split]), set(now["splits"][split])
+  if names_before != names_now:
+    return _difference(names_before, names_now)
+  if "sha256" in before and "sha256" in now:
+    edited = sorted(n for (n, a), (_, b) in zip(sorted(_volumes(before, split)),
+                                                sorted(_volumes(now, split))) if a != b)
+    if edited:
+      return f"{len(edited)} of its files changed content: {_quote(edited)}"
+  return ""
 
 
 def check_unseen(workdir: str, data_config, split: str) -> None:

@@ -236,6 +236,7 @@ def _train(config, workdir, mesh, operator, owner):
   # Before anything is written: a run goes on with the splits it began with,
   # and one that begins (again) at step 0 records them.
   splits = split_record.current(config.data)
+  sharded.check_same_data(splits)
   if start:
     split_record.check_resume(workdir, splits)
   if owner:

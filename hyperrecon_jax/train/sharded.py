@@ -24,6 +24,8 @@ from hyperrecon_jax.train import configuration
 # its dataset cache lives (`HYPERRECON_DATA_DIR`), its reader threads, and
 # whether it joined through the config or through the flags.
 MACHINE_FIELDS = ("data.data_dir", "data.num_threads", "train.distributed")
+# Where each process puts its splits in the coordination service's key-value store.
+_DATA_KEY = "hyperrecon/data_splits/"
 
 
 def _fields(tree, prefix=""):
@@ -74,6 +76,71 @@ def check_same_run(config, workdir: str) -> None:
         f"of process{'es' if len(others) > 1 else ''} {', '.join(map(str, others))} "
         f"{'differ' if len(names) > 1 else 'differs'} from process 0's; start every "
         "process with the same command (--config, its overrides and --workdir)")
+
+
+def coordination_client():
+  """The client of JAX's coordination service of this multi-process run, or None.
+
+  Its key-value store carries what an all-gather of numbers cannot: a
+  record, a message. JAX keeps the client in a private module (orbax reads
+  it the same way).
+  """
+  from jax._src import distributed
+  return distributed.global_state.client
+
+
+def check_same_data(record: dict | None) -> None:
+  """Refuses a run whose processes read different volumes in the one data folder.
+
+  `check_same_run` compares the configs, so every process names the same
+  ``data.manual_dir``; but each builds its dataset from the files it sees
+  there. Two hosts whose copies of the folder differ, or a folder changed
+  between the processes' builds, would train on batches drawn from different
+  splits, and ``data_splits.json`` (process 0's) would not say what the run
+  learned from. Every process calls this at the same point with its own
+  `split_record.current`.
+
+  Args:
+    record: this process's `split_record.current` (None for a dataset not
+      split by volume, the same on every process of a run whose configs agree).
+
+  Raises:
+    DataError: on every process, naming a process whose splits differ from
+      process 0's and some of the volumes that differ.
+  """
+  if jax.process_count() == 1 or record is None:
+    return
+  from jax.experimental import multihost_utils
+
+  from hyperrecon_jax.data import common
+  from hyperrecon_jax.data import split_record
+  # The resolved folder may differ from host to host; the volumes may not.
+  text = json.dumps({key: record[key] for key in ("splits", "sha256") if key in record},
+                    sort_keys=True)
+  me = jax.process_index()
+  client = coordination_client()
+  client.key_value_set(f"{_DATA_KEY}{me}", text)
+  digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+  gathered = np.asarray(multihost_utils.process_allgather(np.array([digest], np.uint32)))
+  gathered = gathered.reshape(-1)
+  others = [i for i, d in enumerate(gathered) if d != gathered[0]]
+  if not others:
+    return
+  other = me if me in others else others[0]
+
+  def read(index):
+    return json.loads(client.blocking_key_value_get(f"{_DATA_KEY}{index}", 60_000))
+
+  first, differing = read(0), read(other)
+  found = [f"its {split} split is not process 0's: {change}" for split in common.SPLITS
+           if (change := split_record.changes(first, differing, split))]
+  raise common.DataError(
+      f"the processes of this run read different volumes in {record['manual_dir']}: "
+      f"process {other} built another dataset ({found[0] if found else 'other digests'})"
+      + (f", and so did process{'es' if len(others) > 2 else ''} "
+         f"{', '.join(str(i) for i in others if i != other)}" if len(others) > 1 else "")
+      + ": every process must read the same files (one folder shared by every host, or "
+      "identical copies)")
 
 
 def data_mesh() -> Mesh:
