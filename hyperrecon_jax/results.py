@@ -200,8 +200,8 @@ def from_json(text: str, path: str = "the result"):
     path: the file it was read from, named in the errors.
 
   Raises:
-    InputError: another format, or content that differs from its digest (a
-      result written before results carried one is read as it is).
+    InputError: another format, no digest, or content that differs from its
+      digest.
   """
   try:
     result = json.loads(text)
@@ -210,7 +210,12 @@ def from_json(text: str, path: str = "the result"):
   if not isinstance(result, dict) or result.get("format") != FORMAT:
     raise errors.InputError(f"{path} is not a λ-grid result of format {FORMAT!r}.")
   stored = result.pop(DIGEST, None)
-  if stored is not None and stored != _digest(result):
+  # Without it, deleting the key would switch the check off.
+  if stored is None:
+    raise errors.InputError(f"{path} holds no digest of its content ({DIGEST}): it was edited, "
+                            "or written before reports recorded one; write it anew with "
+                            "experiments/evaluate.py.")
+  if stored != _digest(result):
     raise errors.InputError(f"{path}: its content differs from the digest it was written "
                             f"with ({DIGEST}): it was edited or damaged since.")
   return result

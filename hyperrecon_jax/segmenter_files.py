@@ -103,7 +103,11 @@ def load(directory: str) -> segmentation.Trained:
     if info.get("format") != FORMAT:
       raise ValueError(f"format {info.get('format')!r}, expected {FORMAT!r}")
     stored = info.pop(INFO_DIGEST, None)
-    if stored is not None and stored != checksums.json_digest(info):
+    # Without it, deleting the key would switch the check off.
+    if stored is None:
+      raise ValueError(f"it holds no digest of its content ({INFO_DIGEST}): it was edited. "
+                       "Train the segmenter again")
+    if stored != checksums.json_digest(info):
       raise ValueError("its content differs from the digest it was written with "
                        f"({INFO_DIGEST}): it was edited or damaged. Train the segmenter again")
     module = segmentation.Segmenter(int(info["num_classes"]), int(info["channels"]))

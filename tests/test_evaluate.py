@@ -153,8 +153,7 @@ def test_slice_keys_depend_on_the_ids_only():
 
 def test_result_json_round_trip():
   result = _result()
-  text = json.dumps(result, allow_nan=False)
-  assert results.from_json(text) == result
+  assert results.from_json(results.to_json(result)) == result
   assert results.from_json(results.to_json(result, indent=1)) == result
   with pytest.raises(ValueError, match="format"):
     results.from_json('{"mean": {}}')
@@ -173,8 +172,12 @@ def test_a_result_changed_after_it_was_written_is_refused():
   # Layout is not content: the same values written compactly read back.
   compact = json.dumps(json.loads(text), separators=(",", ":"))
   assert results.from_json(compact) == result
-  # A report written before reports carried a digest is read as it is.
-  assert results.from_json(json.dumps(result)) == result
+  # Deleting the digest with the edit does not switch the check off.
+  without = json.loads(changed)
+  del without[results.DIGEST]
+  with pytest.raises(ValueError, match=r"run/eval/lambda_grid.json holds no digest of its "
+                                       r"content \(content_sha256\): it was edited"):
+    results.from_json(json.dumps(without), "run/eval/lambda_grid.json")
 
 
 def test_best_lambda():

@@ -344,3 +344,11 @@ def test_an_edited_info_is_refused(shipped_copy):
     with pytest.raises(ValueError, match=r"info\.json: its content differs from the digest it "
                                          r"was written with \(info_sha256\)"):
       read()
+  # Deleting the digest with the edit does not switch the check off.
+  del stored[pretrained.INFO_DIGEST]
+  path.write_text(json.dumps(stored, indent=1, sort_keys=True))
+  for read in (lambda: pretrained.info(SHIPPED, str(shipped_copy)),
+               lambda: pretrained.load(SHIPPED, folder=str(shipped_copy))):
+    with pytest.raises(ValueError, match=r"info\.json: it holds no digest of its content "
+                                         r"\(info_sha256\): it was edited"):
+      read()

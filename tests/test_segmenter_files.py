@@ -86,6 +86,14 @@ def test_a_damaged_missing_or_foreign_segmenter_is_named(saved, tmp_path):
   with pytest.raises(ValueError, match=r"differs from the digest it was written with "
                                        r"\(info_sha256\): it was edited"):
     segmenter_files.load(str(edited))
+  # Deleting the digest does not switch the check off (the probe's relabelling
+  # without `info_sha256` scored a 32×32 run with a 64×64 segmenter).
+  info_edited = dict(info, data=dict(info["data"], image_size=64))
+  info_edited.pop(segmenter_files.INFO_DIGEST)
+  (edited / segmenter_files.INFO_FILE).write_text(json.dumps(info_edited))
+  with pytest.raises(ValueError, match=r"holds no digest of its content \(info_sha256\): it "
+                                       r"was edited"):
+    segmenter_files.load(str(edited))
   (edited / segmenter_files.INFO_FILE).write_text("[1, 2]")
   with pytest.raises(ValueError, match=r"not a readable segmenter \(a JSON list"):
     segmenter_files.load(str(edited))

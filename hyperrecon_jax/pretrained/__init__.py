@@ -73,7 +73,12 @@ def info(name: str, folder: str = FOLDER) -> dict:
     found = out.get("format") if isinstance(out, dict) else type(out).__name__
     raise errors.InputError(f"{path}: format {found!r}, expected {FORMAT!r}")
   stored = out.pop(INFO_DIGEST, None)
-  if stored is not None and stored != checksums.json_digest(out):
+  # Without it, deleting the key would switch the check off.
+  if stored is None:
+    raise errors.InputError(f"{path}: it holds no digest of its content ({INFO_DIGEST}): it "
+                            "was edited, or exported before models recorded one; "
+                            f"{_remedy(os.path.dirname(path), folder)}")
+  if stored != checksums.json_digest(out):
     raise errors.InputError(f"{path}: its content differs from the digest it was written with "
                             f"({INFO_DIGEST}): it was edited or damaged; "
                             f"{_remedy(os.path.dirname(path), folder)}")
