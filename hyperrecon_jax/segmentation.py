@@ -353,6 +353,7 @@ def settings(config) -> dict:
   _check_integer("config.segmenter.channels", s.channels, 0)  # 0: the model's
   _check_integer("config.segmenter.steps", s.steps, 1)
   _check_rate("config.segmenter.lr", s.lr)
+  _check_integer("config.train.batch_size", config.train.batch_size, 1)
   return {"channels": int(s.channels or config.model.channels), "steps": int(s.steps),
           "lr": float(s.lr), "batch_size": int(config.train.batch_size),
           "seed": int(config.train.seed)}

@@ -252,7 +252,11 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-  """`write_text` for bytes."""
+  """`write_text` for bytes.
+
+  Raises:
+    OSError: naming ``path`` (a full disk's error from ``write`` names no file).
+  """
   tmp = f"{path}.tmp{os.getpid()}"
   try:
     with open(tmp, "wb") as f:
@@ -260,10 +264,12 @@ def write_bytes(path: str, data: bytes) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     # A write stopped half way (a full disk, Ctrl-C) leaves no stray file.
     with contextlib.suppress(OSError):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.filename is None:
+      raise OSError(e.errno, e.strerror or str(e), path) from e
     raise
 
 

@@ -127,6 +127,14 @@ def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["train", "segmenter"])
+def test_a_missing_config_flag_is_named(env, tmp_path, name):
+  # It read "the config file : get_config() returned None, not a config".
+  proc = run(env, name, f"--workdir={tmp_path / 'run'}")
+  assert_one_error_line(proc, r"--config is required: give the experiment's config file")
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("name", ["train", "baselines"])
 @pytest.mark.parametrize("what, pattern", [
     ("missing", r"cannot load the config file .*missing\.py: No such file or directory"),

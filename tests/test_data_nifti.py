@@ -316,6 +316,18 @@ def test_hidden_folders_are_not_searched_and_linked_ones_are_once(tmp_path):
   assert found == ["scanner2/sub-02.nii.gz", "sub-00.nii.gz", "sub-01.nii.gz"]
 
 
+def test_a_link_to_a_volume_that_is_gone_is_named_as_such(tmp_path):
+  # It read "[Errno 2] No such file or directory: '…/sub-08.nii.gz'", of a
+  # file the user could see listed.
+  rng = np.random.default_rng(11)
+  for i in range(3):
+    _save(_volume(rng)[0], tmp_path / f"s{i}.nii.gz")
+  os.symlink(tmp_path / "moved" / "s3.nii.gz", tmp_path / "s3.nii.gz")
+  with pytest.raises(hr.data.DataError, match=r"s3\.nii\.gz is a symbolic link to "
+                                              r"'.*moved/s3\.nii\.gz', which does not exist"):
+    nifti.find_files(str(tmp_path), labels=False)
+
+
 def test_a_volume_in_the_folder_twice_is_refused(tmp_path):
   rng = np.random.default_rng(10)
   for i in range(3):

@@ -152,6 +152,11 @@ def test_the_settings_come_from_the_config_segmenter_section():
     bad.segmenter[field] = value
     with pytest.raises(ValueError, match=message):
       segmentation.settings(bad)
+  bad = config.copy_and_resolve_references()
+  bad.train.batch_size = 0  # named "batch_size", which no config has
+  with pytest.raises(ValueError, match=r"config\.train\.batch_size must be an integer ≥ 1, "
+                                       r"got 0"):
+    segmentation.settings(bad)
 
 
 class _Scale(nn.Module):

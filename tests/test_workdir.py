@@ -1,5 +1,6 @@
 """Tests of hyperrecon_jax.workdir: the trainer's lock and atomic writes."""
 
+import errno
 import json
 import os
 import re
@@ -82,6 +83,25 @@ def test_write_text_replaces_the_file_whole(tmp_path):
   with open(path) as f:
     assert f.read() == "new text"
   assert os.listdir(tmp_path) == ["config.json"]  # no temporary file left
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+  # The kernel's ENOSPC from a write carries no file name: a segmenter's save
+  # on a full disk printed "error: [Errno 28] No space left on device" alone.
+  path = str(tmp_path / "segmenter.msgpack")
+  workdir.write_bytes(path, b"old")
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "fsync", full)
+  with pytest.raises(OSError) as info:
+    workdir.write_bytes(path, b"new")
+  assert info.value.errno == errno.ENOSPC and info.value.filename == path
+  assert str(info.value) == f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}: '{path}'"
+  with open(path, "rb") as f:
+    assert f.read() == b"old"
+  assert os.listdir(tmp_path) == ["segmenter.msgpack"]
 
 
 def test_a_write_stopped_half_way_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

@@ -184,6 +184,10 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
   searched (or to one above it) adds nothing. Hidden files and folders (a
   name that starts with '.': ``.Trash-1000``, ``.snapshot``, an editor's
   backups) are not searched: they hold old copies, not subjects.
+
+  Raises:
+    DataError: a matching name is a symbolic link to nothing (its target
+      moved or deleted), named with its target.
   """
   found = []
   searched = set()
@@ -196,7 +200,11 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     for fname in filenames:
       if fname.endswith(tuple(suffixes)) and not fname.startswith("."):
-        found.append(os.path.relpath(os.path.join(dirpath, fname), root))
+        path = os.path.join(dirpath, fname)
+        if os.path.islink(path) and not os.path.exists(path):
+          raise DataError(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not "
+                          "exist (moved or deleted?): restore it, or remove the link")
+        found.append(os.path.relpath(path, root))
   return sorted(found)
 
 
