@@ -181,10 +181,11 @@ def ending_with_the_run(joined: bool):
   C++ stack dump, since process 0 hosts the run's coordination service. So an
   ending process posts its status and reason there (`_post_end`). Every
   process watches for such posts (`_watch_peers`) and ends with one
-  ``error: process N of this run stopped: …`` line and that status: at once
-  when process 0 ended (before the service goes), else once its own stack has
-  unwound (its collective fails when the peer is gone). Process 0 waits for
-  the others to end before it takes the service down (`_wait_for_peers`).
+  ``error: process N of this run stopped: …`` line and that status, at once
+  after posting its own end. Process 0 alone, which holds the workdir's lock,
+  first gives its own stack a moment to unwind (its collective fails when the
+  peer is gone), and takes the service down only once every other process
+  has posted (`_wait_for_peers`).
 
   Args:
     joined: whether this process joined a multi-process run (else a no-op).
@@ -230,10 +231,12 @@ PEER_POLL_S = 0.5  # how often a process looks for its peers' ends
 # How long process 0 keeps the service up for its peers to read its end: each
 # notices within PEER_POLL_S unless it is hung.
 PEER_GRACE_S = 20.0
-# How long a process whose peer ended gives its own stack to unwind (a
-# collective fails at once when the peer is gone) before it exits without: a
-# compilation or a dataset build would keep it for minutes, and nothing is
-# lost (a lock left behind is taken over by the next trainer).
+# How long process 0, when a peer ended, gives its own stack to unwind (a
+# collective fails at once when the peer is gone; the lock is released on the
+# way) before it exits without: a compilation or a dataset build would keep it
+# for minutes, and nothing is lost (a lock left behind is taken over by the
+# next trainer). The other processes hold nothing to release, and must be gone
+# before process 0 takes the service down, or JAX aborts them.
 UNWIND_S = 5.0
 _lock = threading.Lock()
 _ending = {}  # who ends this process ('self' or 'peer') and, for a peer, with which status
@@ -260,11 +263,11 @@ def _end_of_a_peer() -> bool:
 
 
 def _say_peer_end(ended: dict) -> None:
-  peer = min(ended)
-  code, reason = ended[peer]
-  print(f"error: process {peer} of this run stopped: {reason}", file=sys.stderr, flush=True)
+  """Says which process stopped the run and why, and posts that this one ends with it."""
+  code, origin, reason = min(ended.values(), key=lambda post: post[1])
+  print(f"error: process {origin} of this run stopped: {reason}", file=sys.stderr, flush=True)
   _ending["code"] = code
-  _post_end(code, f"stopped with process {peer}")
+  _post_end(code, reason, origin)
 
 
 def _after_peer() -> None:
@@ -273,24 +276,26 @@ def _after_peer() -> None:
   cli.exit_now(_ending.get("code", 1))
 
 
-def _post_end(code: int, reason: str) -> None:
+def _post_end(code: int, reason: str, origin: int | None = None) -> None:
+  """Posts this process's end: its status, and the process whose error it is, and why."""
   import jax
 
   from hyperrecon_jax.train import sharded
+  me = jax.process_index()
   try:
-    sharded.coordination_client().key_value_set(f"{ENDED_KEY}{jax.process_index()}",
-                                                f"{code}\n{reason}")
+    sharded.coordination_client().key_value_set(
+        f"{ENDED_KEY}{me}", f"{code}\n{me if origin is None else origin}\n{reason}")
   except Exception:  # noqa: BLE001 (posted already, or the service is gone: nobody to tell)
     pass
 
 
-def _ended_peers() -> dict[int, tuple[int, str]]:
-  """``{process: (status, reason)}`` of the processes that posted their end."""
+def _ended_peers() -> dict[int, tuple[int, int, str]]:
+  """``{process: (status, process whose error ended it, reason)}`` of those that posted."""
   from hyperrecon_jax.train import sharded
   ended = {}
   for key, value in sharded.coordination_client().key_value_dir_get(ENDED_KEY):
-    code, _, reason = value.partition("\n")
-    ended[int(key.rsplit("/", 1)[-1])] = (int(code), reason)
+    code, origin, reason = value.split("\n", 2)
+    ended[int(key.rsplit("/", 1)[-1])] = (int(code), int(origin), reason)
   return ended
 
 
@@ -326,7 +331,7 @@ def _watch_peers() -> None:
     if _claim("peer") != "peer":
       return  # this process is ending on its own error and tells its peers itself
     _say_peer_end(ended)
-    if 0 not in ended:
+    if me == 0:
       # The main thread's collective fails now that the peer is gone, and its
       # stack unwinds (the lock released); `ending_with_the_run` then exits.
       time.sleep(UNWIND_S)
