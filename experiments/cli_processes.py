@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import signal
 import socket
 import sys
 import threading
@@ -120,6 +121,11 @@ def join_processes(holders, distributed: bool = False) -> bool:
                             "under Slurm or Open MPI") from e
   finally:
     watchdog.cancel()
+  # JAX's preemption notifier takes SIGTERM over (in C++): a scheduler's
+  # SIGTERM during start-up was only logged, and the run trained to its end.
+  handler = signal.getsignal(signal.SIGTERM)
+  if callable(handler):
+    signal.signal(signal.SIGTERM, handler)
   return True
 
 
@@ -208,6 +214,15 @@ def ending_with_the_run(joined: bool):
     _wait_for_peers()
     cli.exit_now(code)
   except KeyboardInterrupt:
+    # A signal to this process alone, at start-up (in training the processes
+    # agree on a signal and stop together, `sharded.stop_agreement`): its
+    # peers are told, as of an error, and end with its status.
+    if _claim("self") == "peer":
+      _after_peer()
+    from hyperrecon_jax import interrupts
+    signum = interrupts.last() or signal.SIGINT
+    _post_end(128 + signum, f"interrupted ({signal.Signals(signum).name})")
+    _wait_for_peers()
     raise  # cli.run prints "interrupted" and ends the process without the shutdown
   except BaseException as e:  # noqa: BLE001 (a bug keeps its traceback, above the line)
     if _claim("self") == "peer" or _end_of_a_peer():
@@ -217,20 +232,22 @@ def ending_with_the_run(joined: bool):
           "another process of the run died, rerun every process's command to resume "
           "from the last checkpoint", file=sys.stderr)
     _post_end(1, f"{type(e).__name__}: {cli.one_line(e)} (its traceback is in that "
-              "process's output)")
+              "process's output; if a process of the run died, rerun every process's "
+              "command to resume from the last checkpoint)")
     _wait_for_peers()
     cli.exit_now(1)
 
 
-# Ends that need no word to the peers: success, and the interrupts that every
-# process of a run receives or agrees on (`sharded.stop_agreement`).
+# Ends that need no word to the peers: success, and the interrupts of training,
+# which the processes agree on (`sharded.stop_agreement`).
 QUIET_ENDS = (0, 130, 143)
 # The coordination service's keys under which processes post their end.
 ENDED_KEY = "hyperrecon/ended/"
 PEER_POLL_S = 0.5  # how often a process looks for its peers' ends
 # How long process 0 keeps the service up for its peers to read its end: each
-# notices within PEER_POLL_S unless it is hung.
-PEER_GRACE_S = 20.0
+# notices within PEER_POLL_S. A peer that died, or ended on a signal that
+# its peers are not told of, never posts, and process 0 waits this long.
+PEER_GRACE_S = 5.0
 # How long process 0, when a peer ended, gives its own stack to unwind (a
 # collective fails at once when the peer is gone; the lock is released on the
 # way) before it exits without: a compilation or a dataset build would keep it

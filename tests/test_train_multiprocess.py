@@ -710,6 +710,72 @@ def test_processes_that_read_different_volumes_are_refused(tmp_path, compilation
   assert not (workdir / "data_splits.json").exists() and not (workdir / "checkpoints").exists()
 
 
+# Runs experiments/train.py as one process of a run: process 1 writes
+# OUT/waiting when it comes to read its data (start-up, before training) and
+# waits there for a signal. argv: OUT TRAIN_PY flags...
+_WAITING = r'''
+import os, runpy, sys, time
+
+out, train_py = sys.argv[1:3]
+flags = sys.argv[3:]
+pid = int(next(f.split("=", 1)[1] for f in flags if f.startswith("--process_id=")))
+from hyperrecon_jax.data import split_record
+current = split_record.current
+
+
+def waiting(data_config):
+  if pid == 1:
+    open(os.path.join(out, "waiting"), "w").close()
+    while True:
+      time.sleep(0.05)
+  return current(data_config)
+
+
+split_record.current = waiting
+sys.argv = [train_py, *flags]
+runpy.run_path(train_py, run_name="__main__")
+'''
+
+
+def test_a_signal_to_one_process_at_start_up_ends_every_process(data_dir, tmp_path,
+                                                                compilation_cache):
+  """SIGTERM to process 1 before training: both end with 143, process 0 saying why.
+
+  JAX's preemption notifier took SIGTERM over when the process joined the
+  run: the signal was only logged, and the run trained to its end (a helper's
+  probe). A SIGINT to process 0 at start-up had JAX abort process 1.
+  """
+  script = tmp_path / "waiting.py"
+  script.write_text(_WAITING)
+  out = tmp_path / "out"
+  out.mkdir()
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, str(script), str(out), TRAIN, *_flags(data_dir),
+       f"--workdir={tmp_path / 'run'}", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
+       f"--process_id={i}"],
+      env=child_env(compilation_cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True, cwd=str(tmp_path)) for i in range(2)]
+  try:
+    deadline = time.time() + TIMEOUT
+    while not (out / "waiting").exists() and time.time() < deadline and procs[1].poll() is None:
+      time.sleep(0.05)
+    assert (out / "waiting").exists()
+    procs[1].send_signal(signal.SIGTERM)
+    logs = [p.communicate(timeout=120)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  assert [p.returncode for p in procs] == [143, 143], logs
+  assert logs[1].strip().splitlines()[-1] == "interrupted", logs
+  assert "error: process 1 of this run stopped: interrupted (SIGTERM)" in _error_lines(logs[0])
+  for log in logs:
+    assert not any(crash in log for crash in ("Check failure", "Fatal Python error",
+                                               "Terminating process")), logs
+
+
 def test_lagged_vote_returns_the_previous_steps_outcome():
   vote = sharded.LaggedVote(sharded.data_mesh())
   assert [vote(flag) for flag in (False, True, False, False)] == [False, False, True, False]
