@@ -8,6 +8,7 @@ processes (tests/test_train_multiprocess.py ends real ones).
 import os
 import sys
 
+from coordination_support import KeyValueStore
 import pytest
 
 from hyperrecon_jax.train import sharded
@@ -17,24 +18,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import cli_processes  # noqa: E402 (the scripts' folder first)
 
 
-class _Store:
-  """The key-value calls of JAX's distributed client, on a dict."""
-
-  def __init__(self):
-    self.values = {}
-
-  def key_value_set(self, key, value):
-    if key in self.values:
-      raise RuntimeError(f"{key} exists")  # as the service: a key is set once
-    self.values[key] = value
-
-  def key_value_dir_get(self, prefix):
-    return [(k, v) for k, v in sorted(self.values.items()) if k.startswith(prefix)]
-
-
 @pytest.fixture
 def store(monkeypatch):
-  store = _Store()
+  store = KeyValueStore()
   monkeypatch.setattr(sharded, "coordination_client", lambda: store)
   monkeypatch.setattr(cli_processes, "_ending", {})
   return store

@@ -8,6 +8,7 @@ of processes.
 
 from collections.abc import Callable
 import hashlib
+import itertools
 import json
 import os
 
@@ -24,8 +25,11 @@ from hyperrecon_jax.train import configuration
 # its dataset cache lives (`HYPERRECON_DATA_DIR`), its reader threads, and
 # whether it joined through the config or through the flags.
 MACHINE_FIELDS = ("data.data_dir", "data.num_threads", "train.distributed")
-# Where each process puts its splits in the coordination service's key-value store.
+# Where each process puts its splits in the coordination service's key-value
+# store, a folder per check: a key is set once, and a script may train several
+# runs on one service (every process makes the same calls, so counts alike).
 _DATA_KEY = "hyperrecon/data_splits/"
+_data_checks = itertools.count()
 
 
 def _fields(tree, prefix=""):
@@ -119,7 +123,8 @@ def check_same_data(record: dict | None) -> None:
                     sort_keys=True)
   me = jax.process_index()
   client = coordination_client()
-  client.key_value_set(f"{_DATA_KEY}{me}", text)
+  folder = f"{_DATA_KEY}{next(_data_checks)}/"
+  client.key_value_set(f"{folder}{me}", text)
   digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
   gathered = np.asarray(multihost_utils.process_allgather(np.array([digest], np.uint32)))
   gathered = gathered.reshape(-1)
@@ -129,7 +134,7 @@ def check_same_data(record: dict | None) -> None:
   other = me if me in others else others[0]
 
   def read(index):
-    return json.loads(client.blocking_key_value_get(f"{_DATA_KEY}{index}", 60_000))
+    return json.loads(client.blocking_key_value_get(f"{folder}{index}", 60_000))
 
   first, differing = read(0), read(other)
   found = [f"its {split} split is not process 0's: {change}" for split in common.SPLITS

@@ -1,0 +1,100 @@
+"""Tests of what the processes of a run compare (hyperrecon_jax.train.sharded), on one process.
+
+The all-gather and the coordination service's key-value store are stood in
+for, so each test plays the part of one process of a run of two whose peer's
+answers are given; tests/test_train_multiprocess.py runs real processes.
+"""
+
+import hashlib
+import json
+
+from coordination_support import KeyValueStore
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+import pytest
+
+from hyperrecon_jax import data
+from hyperrecon_jax.train import sharded
+
+
+def _record(train=("a.nii.gz", "b.nii.gz", "c.nii.gz"), digest="0"):
+  return {"dataset": "nifti", "manual_dir": "/site",
+          "splits": {"train": list(train), "validation": ["d.nii.gz"], "test": ["e.nii.gz"]},
+          "sha256": {"train": [digest * 64] * len(train), "validation": ["1" * 64],
+                     "test": ["2" * 64]}}
+
+
+@pytest.fixture
+def as_process(monkeypatch):
+  """Makes this process process ``index`` of two, whose peer shares ``peer_record``."""
+  store = KeyValueStore()
+  monkeypatch.setattr(sharded, "coordination_client", lambda: store)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+
+  def become(index, peer_record):
+    monkeypatch.setattr(jax, "process_index", lambda: index)
+    peer = 1 - index
+    calls = []
+
+    def allgather(digest):
+      # The peer posts its record under the same check's folder, then both
+      # gather the digests; the peer's digest is taken from its record.
+      folder = max((k.rsplit("/", 2)[1] for k in store.values), key=int)
+      store.values.setdefault(f"hyperrecon/data_splits/{folder}/{peer}", _text(peer_record))
+      own = store.values[f"hyperrecon/data_splits/{folder}/{index}"]
+      digests = {index: _digest(own), peer: _digest(_text(peer_record))}
+      calls.append(folder)
+      return np.asarray([[digests[0]], [digests[1]]], np.uint32)
+
+    monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+    return calls
+  return become
+
+
+def _text(record):
+  return json.dumps({k: record[k] for k in ("splits", "sha256")}, sort_keys=True)
+
+
+def _digest(text):
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def test_processes_that_read_the_same_volumes_pass_run_after_run(as_process):
+  # A script may train two runs on one coordination service: a key is set
+  # once, so each check has its own.
+  calls = as_process(0, _record())
+  sharded.check_same_data(_record())
+  sharded.check_same_data(_record())
+  assert len(calls) == 2 and calls[0] != calls[1]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_process_that_read_other_volumes_is_named_on_both(as_process, index):
+  # Process 1 saw two volumes more in the training split.
+  records = [_record(), _record(train=("a.nii.gz", "b.nii.gz", "c.nii.gz", "f.nii.gz",
+                                       "g.nii.gz"))]
+  as_process(index, records[1 - index])
+  with pytest.raises(data.DataError) as info:
+    sharded.check_same_data(records[index])
+  assert str(info.value) == (
+      "the processes of this run read different volumes in /site: process 1 built another "
+      "dataset (its train split is not process 0's: 2 joined it: f.nii.gz, g.nii.gz): every "
+      "process must read the same files (one folder shared by every host, or identical copies)")
+
+
+def test_a_volume_rewritten_on_one_host_is_named(as_process):
+  as_process(0, _record(digest="9"))
+  with pytest.raises(data.DataError, match=r"its train split is not process 0's: 3 of its "
+                                           r"files changed content: a\.nii\.gz, b\.nii\.gz, "
+                                           r"c\.nii\.gz"):
+    sharded.check_same_data(_record())
+
+
+def test_one_process_or_a_dataset_not_split_by_volume_compares_nothing(as_process,
+                                                                        monkeypatch):
+  as_process(0, _record())
+  sharded.check_same_data(None)  # the embedded MNI152 data: nothing recorded
+  monkeypatch.setattr(jax, "process_count", lambda: 1)
+  sharded.check_same_data(_record())
+  assert sharded.coordination_client().values == {}
