@@ -268,9 +268,8 @@ def _claim(who: str) -> str:
 
 def _end_of_a_peer() -> bool:
   """Whether another process posted its end; if so, says it, as the watch would."""
-  import jax
   try:
-    ended = {k: v for k, v in _ended_peers().items() if k != jax.process_index()}
+    ended = _peer_posts()
   except Exception:  # noqa: BLE001 (the service is gone: nothing to read)
     return False
   if not ended:
@@ -316,6 +315,13 @@ def _ended_peers() -> dict[int, tuple[int, int, str]]:
   return ended
 
 
+def _peer_posts() -> dict[int, tuple[int, int, str]]:
+  """`_ended_peers` of the other processes."""
+  import jax
+  me = jax.process_index()
+  return {k: v for k, v in _ended_peers().items() if k != me}
+
+
 def _wait_for_peers() -> None:
   """On process 0: waits until every other process posted its end (up to `PEER_GRACE_S`)."""
   import jax
@@ -340,7 +346,7 @@ def _watch_peers() -> None:
   while True:
     time.sleep(PEER_POLL_S)
     try:
-      ended = {k: v for k, v in _ended_peers().items() if k != me}
+      ended = _peer_posts()
     except Exception:  # noqa: BLE001 (the service is gone: JAX's own handling follows)
       return
     if not ended:

@@ -50,7 +50,7 @@ def test_a_peer_that_ended_with_another_is_said_as_that_one(store, monkeypatch, 
   cli_processes._say_peer_end(cli_processes._ended_peers())
   _as_process(monkeypatch, 1)
   capsys.readouterr()
-  ended = {k: v for k, v in cli_processes._ended_peers().items() if k != 1}
+  ended = cli_processes._peer_posts()
   assert set(ended) == {0, 2}
   cli_processes._say_peer_end(ended)
   assert capsys.readouterr().err == (

@@ -32,6 +32,11 @@ _DATA_KEY = "hyperrecon/data_splits/"
 _data_checks = itertools.count()
 
 
+def _digest(text: str) -> int:
+  """32 bits of the SHA-256 of ``text``: what the processes all-gather to compare texts."""
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
 def _fields(tree, prefix=""):
   """Every leaf of a config's JSON as ``(dotted name, JSON text)``, sorted by name."""
   if isinstance(tree, dict):
@@ -68,8 +73,7 @@ def check_same_run(config, workdir: str) -> None:
     raise configuration.ConfigError(
         "the processes of this run were given configs with other fields: start every "
         "process with the same command (--config and its overrides)")
-  digests = np.array([int.from_bytes(hashlib.sha256(f"{n}={t}".encode()).digest()[:4], "little")
-                      for n, t in fields], np.uint32)
+  digests = np.array([_digest(f"{n}={t}") for n, t in fields], np.uint32)
   gathered = np.asarray(multihost_utils.process_allgather(digests))
   differ = (gathered != gathered[0]).any(axis=0)
   if differ.any():
@@ -125,8 +129,7 @@ def check_same_data(record: dict | None) -> None:
   client = coordination_client()
   folder = f"{_DATA_KEY}{next(_data_checks)}/"
   client.key_value_set(f"{folder}{me}", text)
-  digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-  gathered = np.asarray(multihost_utils.process_allgather(np.array([digest], np.uint32)))
+  gathered = np.asarray(multihost_utils.process_allgather(np.array([_digest(text)], np.uint32)))
   gathered = gathered.reshape(-1)
   others = [i for i, d in enumerate(gathered) if d != gathered[0]]
   if not others:
