@@ -37,6 +37,18 @@ def one_line(text: str) -> str:
   return " ".join(text.split())
 
 
+def _asked_for_help(exit_: SystemExit) -> bool:
+  """Whether absl's help flags raised ``exit_`` after printing the usage."""
+  from absl import app
+  helps = (app.HelpFlag, app.HelpfullFlag, app.HelpXMLFlag)
+  tb = exit_.__traceback__
+  while tb is not None:
+    if isinstance(tb.tb_frame.f_locals.get("self"), helps):
+      return True
+    tb = tb.tb_next
+  return False
+
+
 def parse_flags(argv):
   """absl flag parsing whose errors (a bad ``--config.x.y=v`` too) are one line.
 
@@ -61,6 +73,10 @@ def parse_flags(argv):
     # would end the run with the file's status, 0 for sys.exit()).
     where = _config_file_error(e, argv)
     if where is None:
+      if _asked_for_help(e):
+        # absl ends --help, --helpshort, --helpfull and --helpxml with status
+        # 1; the usage a user asked for is no failure.
+        raise SystemExit(0) from None
       raise
     print(f"error: {where}", file=sys.stderr)
   except Exception as e:  # noqa: BLE001 (a config file can raise anything)
