@@ -25,6 +25,7 @@ from train_step_support import make_config
 
 from hyperrecon_jax import physics
 from hyperrecon_jax import train
+from hyperrecon_jax.train import step as step_lib
 
 # XLA executables persist across the module's runs (see conftest.py).
 pytestmark = pytest.mark.usefixtures("compilation_cache")
@@ -252,6 +253,39 @@ def test_a_finite_loss_with_non_finite_updated_parameters_freezes_the_state():
   assert int(state.bad_step) == 0
   assert_trees_equal(host(state.params), host(state0.params))
   assert_trees_equal(host(state.opt_state), host(state0.opt_state))
+
+
+def test_the_finiteness_check_is_computed_once(compiled):
+  # `_updated` keeps each state leaf or its update with a select on one
+  # scalar. XLA copies cheap scalar arithmetic into each fusion that reads
+  # it; an AND over the leaves' checks, so copied, made every leaf's select
+  # read every leaf's check: hundreds of fusions with a parameter per leaf, a
+  # program four times longer and compiled two to three times slower. The
+  # program is counted, not timed: a few fusions may read every leaf (the
+  # sums of the check and of the gradient norm), a select per leaf may not.
+  c = compiled("csmri-sl")
+  leaves = len(jax.tree_util.tree_leaves((c.state.params, c.state.batch_stats)))
+  fusions = re.split(r"\n(?=%fused_computation)", c.step.as_text())[1:]
+  wide = [f.split("(", 1)[0] for f in fusions
+          if f.split("\n\n", 1)[0].count(" parameter(") >= leaves // 2]
+  assert len(wide) <= 4, f"{len(wide)} fusions read ≥ {leaves // 2} buffers: {wide[:5]}"
+
+
+def test_the_finiteness_check_finds_one_non_finite_element():
+  # Against NumPy's answer, for every kind of non-finite value at every
+  # place, and for the finite extremes (which a sum of the values would
+  # overflow on): the check counts non-finite elements, it sums no values.
+  tree = {"a": np.float32([3.4e38, -3.4e38, 1e-45, -0.0]).reshape(2, 2),
+          "b": [np.zeros(3, np.float32), np.ones((2, 3), np.float32)]}
+  check = jax.jit(step_lib._all_finite)
+  assert bool(check(tree))
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  for bad in (np.nan, np.inf, -np.inf):
+    for i, leaf in enumerate(leaves):
+      for j in range(leaf.size):
+        changed = [x.copy() for x in leaves]
+        changed[i].flat[j] = bad
+        assert not bool(check(jax.tree_util.tree_unflatten(treedef, changed))), (bad, i, j)
 
 
 def test_a_stack_trains_each_unet_as_its_own_run(compiled):
