@@ -34,7 +34,9 @@ step's time minus the variant's. Variants:
                     kernels padded with zero channels to 8 input channels,
                     a grouped convolution with 8 channels per group.
 
-One JSON line per variant. These are measurements of parts, not options: a
+One JSON line per variant, with the seconds its step took to trace and
+compile (``compile_s``; the variants compile one after the other, the first
+one also warms up the process). These are measurements of parts, not options: a
 variant trains a different model (``default_schedule``, ``thin_patches`` and
 ``thin_padded`` alone compute the same function). ``--dtype=bfloat16`` ablates
 the step with bfloat16 activations.
@@ -173,7 +175,7 @@ def _change(variant: str):
 
 
 def _compiled_step(config, variant: str):
-  """(compiled step, initial state, batch, rng) of ``variant``."""
+  """``variant``'s (compiled step, initial state, batch, rng, seconds to trace and compile)."""
   from hyperrecon_jax import compilation
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
@@ -187,7 +189,9 @@ def _compiled_step(config, variant: str):
     rng = jax.random.key(2)
     step = jax.jit(train.make_train_step(config, model, operator),
                    compiler_options=compilation.training_options())  # as train.py
-    return step.lower(state, batch, rng).compile(), state, batch, rng
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch, rng).compile()
+    return compiled, state, batch, rng, time.perf_counter() - t0
 
 
 def main(argv):
@@ -212,12 +216,13 @@ def main(argv):
   dtype = throughput._DTYPE.value[0]
   if {"thin_patches", "thin_padded"} & set(variants):
     check_thin_forms()
-  runs, models = {}, {}
+  runs, models, compile_s = {}, {}, {}
   for variant in variants:
     model_size = models[variant] = "unet" if variant == "shared_weights" else size
     config = throughput._config(model_size, image, batch, dtype,
                                 throughput._STRATEGY.value, channels)
-    runs[variant] = list(_compiled_step(config, variant))
+    *run, compile_s[variant] = _compiled_step(config, variant)
+    runs[variant] = run
   for run in runs.values():  # a first call of each, outside the timing
     run[1], metrics = run[0](*run[1:])
     jax.block_until_ready(metrics)
@@ -245,6 +250,7 @@ def main(argv):
         "ms_per_step": round(sec * 1e3, 2), "samples_per_s": round(batch / sec, 1),
         "ms_saved": round(saved * 1e3, 2),
         "ms_range": [round(min(times[variant]) * 1e3, 2), round(max(times[variant]) * 1e3, 2)],
+        "compile_s": round(compile_s[variant], 2),
     }))
 
 
