@@ -258,7 +258,7 @@ def test_a_finite_loss_with_non_finite_updated_parameters_freezes_the_state():
 def test_the_finiteness_check_is_computed_once(compiled):
   # `_updated` keeps each state leaf or its update with a select on one
   # scalar. XLA copies cheap scalar arithmetic into each fusion that reads
-  # it; an AND over the leaves' checks, so copied, made every leaf's select
+  # it; an AND over the leaves' checks, so copied, makes every leaf's select
   # read every leaf's check: hundreds of fusions with a parameter per leaf, a
   # program four times longer and compiled two to three times slower. The
   # program is counted, not timed: a few fusions may read every leaf (the
@@ -278,14 +278,16 @@ def test_the_finiteness_check_finds_one_non_finite_element():
   tree = {"a": np.float32([3.4e38, -3.4e38, 1e-45, -0.0]).reshape(2, 2),
           "b": [np.zeros(3, np.float32), np.ones((2, 3), np.float32)]}
   check = jax.jit(step_lib._all_finite)
-  assert bool(check(tree))
+  assert bool(check(tree)) == all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree))
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   for bad in (np.nan, np.inf, -np.inf):
     for i, leaf in enumerate(leaves):
       for j in range(leaf.size):
         changed = [x.copy() for x in leaves]
         changed[i].flat[j] = bad
-        assert not bool(check(jax.tree_util.tree_unflatten(treedef, changed))), (bad, i, j)
+        want = all(np.isfinite(x).all() for x in changed)
+        assert not want
+        assert bool(check(jax.tree_util.tree_unflatten(treedef, changed))) == want, (bad, i, j)
 
 
 def test_a_stack_trains_each_unet_as_its_own_run(compiled):

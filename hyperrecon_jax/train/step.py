@@ -272,10 +272,10 @@ def _all_finite(tree):
   The count of non-finite elements passes through a square root before the
   comparison with 0 because XLA copies cheap scalar arithmetic into every
   fusion that reads its result, and `_updated` reads this one in a select per
-  state leaf: an AND of per-leaf checks was copied into each of those hundreds
-  of fusions, which made the step's program about four times longer and its
-  compilation two to three times slower (docs/performance.md). XLA computes a
-  square root once. A float32 count of positive terms is never rounded to 0.
+  state leaf: an AND of per-leaf checks would be copied into each of those
+  hundreds of fusions (a program four times longer, compiled two to three
+  times slower: docs/performance.md). XLA computes a square root once. A
+  float32 count of positive terms is never rounded to 0.
   """
   count = sum(jnp.sum(~jnp.isfinite(x), dtype=jnp.float32)
               for x in jax.tree_util.tree_leaves(tree))
