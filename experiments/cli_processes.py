@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import re
 import signal
 import socket
 import sys
@@ -227,15 +228,51 @@ def ending_with_the_run(joined: bool):
   except BaseException as e:  # noqa: BLE001 (a bug keeps its traceback, above the line)
     if _claim("self") == "peer" or _end_of_a_peer():
       _after_peer()  # the collective failed because a peer ended: its line says why
-    traceback.print_exc()
-    print("error: this process of a multi-process run stopped on the error above; if "
-          "another process of the run died, rerun every process's command to resume "
-          "from the last checkpoint", file=sys.stderr)
-    _post_end(1, f"{type(e).__name__}: {cli.one_line(e)} (its traceback is in that "
-              "process's output; if a process of the run died, rerun every process's "
-              "command to resume from the last checkpoint)")
+    lost = lost_connection(e)
+    if lost is not None:
+      # A peer that died says nothing: the broken connection is all there is to tell.
+      reason = (f"the connection to another process of the run broke in a collective "
+                f"({lost}): that process died or its host cannot be reached; rerun every "
+                "process's command to resume from the last checkpoint")
+      print(f"error: {reason}", file=sys.stderr)
+    else:
+      traceback.print_exc()
+      print("error: this process of a multi-process run stopped on the error above; if "
+            "another process of the run died, rerun every process's command to resume "
+            "from the last checkpoint", file=sys.stderr)
+      reason = (f"{type(e).__name__}: {cli.one_line(e)} (its traceback is in that "
+                "process's output; if a process of the run died, rerun every process's "
+                "command to resume from the last checkpoint)")
+    _post_end(1, reason)
     _wait_for_peers()
     cli.exit_now(1)
+
+
+# What a failed collective says when its connection to another process broke:
+# Gloo's words for a socket whose other end is gone (a process killed, a host lost).
+LOST_CONNECTION = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def lost_connection(error: BaseException) -> str | None:
+  """The failed collective's message if ``error`` is a broken connection to a peer, else None.
+
+  Args:
+    error: what ended this process's work (its causes are searched too).
+
+  Returns:
+    The runtime error's message on one line, without Gloo's source location
+    and the status's ``UNKNOWN:`` prefix; None for any other error.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    text = cli.one_line(error)
+    # XLA's runtime errors (XlaRuntimeError before jax 0.4.36), raised by the collective.
+    if type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and any(
+        words in text for words in LOST_CONNECTION):
+      return re.sub(r"^[A-Z_]+: |\[[^\]]*\.cc:\d+\] ", "", text)
+    error = error.__cause__ or error.__context__
+  return None
 
 
 # Ends that need no word to the peers: success, and the interrupts of training,

@@ -62,3 +62,37 @@ def test_a_peer_that_ended_with_another_is_said_as_that_one(store, monkeypatch, 
 def test_who_ends_a_process_is_decided_once(store):
   assert cli_processes._claim("peer") == "peer"
   assert cli_processes._claim("self") == "peer"
+
+
+# Gloo's message when process 1 of a two-process run was killed (kill -9) during
+# process 0's all-reduce, as jax 0.10 raised it.
+GLOO_RESET = ("UNKNOWN: Gloo all-reduce failed: [external/gloo/gloo/transport/tcp/pair.cc:538] "
+              "Read error [127.0.0.1]:6575: Connection reset by peer")
+
+
+@pytest.mark.parametrize("words", cli_processes.LOST_CONNECTION)
+def test_a_broken_connection_in_a_collective_is_told_without_its_source_location(words):
+  import jax
+  error = jax.errors.JaxRuntimeError(GLOO_RESET.replace("Connection reset by peer", words))
+  assert cli_processes.lost_connection(error) == (
+      f"Gloo all-reduce failed: Read error [127.0.0.1]:6575: {words}")
+  # Raised again under another exception (a `finally` that failed on the way out).
+  try:
+    try:
+      raise error
+    except jax.errors.JaxRuntimeError:
+      raise OSError("cannot remove a temporary file")  # noqa: B904 (chained implicitly)
+  except OSError as outer:
+    assert cli_processes.lost_connection(outer) == cli_processes.lost_connection(error)
+
+
+def test_other_errors_are_not_taken_for_a_broken_connection():
+  import jax
+  # A bug that mentions the words is still a bug (its traceback is printed),
+  # and so is any other runtime error of XLA's.
+  assert cli_processes.lost_connection(ValueError(GLOO_RESET)) is None
+  assert cli_processes.lost_connection(
+      jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes")) is None
+  cycle = jax.errors.JaxRuntimeError("INTERNAL: x")
+  cycle.__context__ = cycle  # a loop of contexts ends the search
+  assert cli_processes.lost_connection(cycle) is None
