@@ -178,8 +178,9 @@ def ending_with_the_run(joined: bool):
   dead one: about 3 minutes deaf to SIGTERM (the main thread is in C++), and
   then an abort with a C++ stack dump. Every ``finally`` has run by the time
   the error gets here (the lock released, checkpoints written synchronously),
-  so the process prints the error and one line on what to do, and exits with
-  status 1 without the shutdown. A user error (one ``error:`` line, status 2)
+  so the process exits with status 1 without the shutdown, after one line on
+  what to do: alone where the error is a broken connection to a peer
+  (`lost_connection`), below the traceback for any other error. A user error (one ``error:`` line, status 2)
   and an interrupt (130, 143) end the same way.
 
   An error that stops one process (a data folder it cannot read: often on one
