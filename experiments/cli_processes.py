@@ -180,8 +180,9 @@ def ending_with_the_run(joined: bool):
   the error gets here (the lock released, checkpoints written synchronously),
   so the process exits with status 1 without the shutdown, after one line on
   what to do: alone where the error is a broken connection to a peer
-  (`lost_connection`), below the traceback for any other error. A user error (one ``error:`` line, status 2)
-  and an interrupt (130, 143) end the same way.
+  (`lost_connection`), below the traceback for any other error. A user error
+  (one ``error:`` line, status 2) and an interrupt (130, 143) end the same
+  way.
 
   An error that stops one process (a data folder it cannot read: often on one
   process alone, or on each at its own moment) would leave the others waiting
