@@ -175,6 +175,16 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
           "learned them: its classes would be compared with labels that may number the "
           "tissues otherwise. Train the segmenter again (experiments/segmenter.py)")
   if split is not None:
-    split_record.check_record(segmenter.info.get("data_splits"), data_config, split,
-                              learner="the segmenter",
-                              listed_in=f"the segmenter's {INFO_FILE}")
+    check_split(segmenter, data_config, split)
+
+
+def check_split(segmenter: segmentation.Trained, data_config, split: str) -> None:
+  """The split part of `check_data`: refuses a split holding volumes the segmenter learned.
+
+  Reads the split's volumes, so the dataset is built first if it is not.
+
+  Raises:
+    DataError: naming the volumes (`split_record.check_record`).
+  """
+  split_record.check_record(segmenter.info.get("data_splits"), data_config, split,
+                            learner="the segmenter", listed_in=f"the segmenter's {INFO_FILE}")

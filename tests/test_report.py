@@ -266,6 +266,33 @@ def test_baselines_that_are_a_file_or_a_segmenter_are_named(workdir, tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_a_segmenter_of_other_images_is_refused_before_the_data_checks(workdir, config,
+                                                                      tmp_path, monkeypatch):
+  # The split and slice checks read the dataset, and build it when the folder
+  # changed (label files renumbered since the segmenter learned them): a
+  # segmenter that cannot label the data is refused before them.
+  import json
+
+  from hyperrecon_jax import segmentation
+  from hyperrecon_jax import segmenter_files
+  from hyperrecon_jax.data import split_record
+  module = segmentation.Segmenter(num_classes=4, channels=4)
+  variables = module.init(jax.random.key(0), np.zeros((1, 64, 64), np.float32))
+  other = json.loads(config.data.to_json()) | {"image_size": 64}
+  segmenter_files.save(segmentation.Trained(module, variables, {
+      "num_classes": 4, "channels": 4, "data": other}), str(tmp_path / "seg"))
+
+  def built(*args, **kwargs):
+    raise AssertionError("the data checks ran before the segmenter's")
+
+  monkeypatch.setattr(split_record, "check_unseen", built)
+  with pytest.raises(ValueError, match=r"the segmenter was trained on other images than .*: "
+                                       r"data\.image_size: 64 vs 32"):
+    report.run(workdir, out=str(tmp_path / "out"), progress=False,
+               overrides={"evals.lambda_set.segmenter": str(tmp_path / "seg")})
+  assert not (tmp_path / "out").exists()
+
+
 def test_a_stack_of_one_unet_is_reported_as_the_plain_unet_it_is(config, tmp_path):
   # baselines.py --lambdas=0.3 trains one Unet; its report is that Unet's at
   # λ = 0.3, as for train.py's plain Unet (it was refused as a stack).

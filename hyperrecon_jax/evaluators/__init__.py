@@ -3,9 +3,10 @@
 `hyperrecon_jax.report` loads a model into a `Context` and runs every
 evaluator named in ``config.evals`` with that entry's settings, in the order of
 `ORDER` (each may use what those before it added): first every evaluator's
-``prepare`` (checks and loading, so that a wrong setting fails in seconds,
-before any long work), then every ``run``, which adds its part to
-``context.result``.
+``check_files`` (`check_files`, before the report's data checks build
+anything), then every ``prepare`` (checks and loading, so that a wrong
+setting fails in seconds, before any long work), then every ``run``, which
+adds its part to ``context.result``.
 
 =============  ==========================================================  ================
 evaluator      job                                                         settings
@@ -110,6 +111,13 @@ def check(config, *, report: bool = True) -> None:
   for _, module, settings in chosen(config, report=report):
     if hasattr(module, "check"):
       module.check(config, settings)
+
+
+def check_files(context: Context) -> None:
+  """Runs each chosen evaluator's ``check_files``: its checks that read files but build nothing."""
+  for _, module, settings in chosen(context.config):
+    if hasattr(module, "check_files"):
+      module.check_files(context, settings)
 
 
 def run(context: Context) -> dict:

@@ -45,15 +45,28 @@ def check(config, settings) -> None:
     raise errors.InputError("config.evals.lambda_set.segmenter must be a folder or ''")
 
 
+def check_files(context, settings) -> None:
+  """Loads the segmenter and refuses one trained on other images or labels.
+
+  Reads files only: `report.run` calls it before the checks that build the
+  dataset, so that label files changed since the segmenter learned them are
+  refused before a build of the changed folder.
+  """
+  path = settings.get("segmenter", "")
+  if path and context.segmenter is None:
+    from hyperrecon_jax import segmenter_files
+    context.segmenter = segmenter_files.load(path)
+    segmenter_files.check_data(context.segmenter, context.config.data, context.where)
+
+
 def prepare(context, settings) -> None:
   context.lam_grid, design = lambda_set(context.config)
   context.result["design"] = design
   path = settings.get("segmenter", "")
   if path:
     from hyperrecon_jax import segmenter_files
-    context.segmenter = segmenter_files.load(path)
-    segmenter_files.check_data(context.segmenter, context.config.data, context.where,
-                             context.split)
+    check_files(context, settings)  # loads it, unless done before
+    segmenter_files.check_split(context.segmenter, context.config.data, context.split)
     context.result["segmenter"] = os.path.abspath(path)
   if design["kind"] == "samples":
     from hyperrecon_jax import losses
