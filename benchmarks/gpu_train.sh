@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Trains a shipped model's recipe on one GPU (device machine), with its
 # controls and per-λ Unets, evaluates them and exports the model:
-# docs/results.md "The shipped model trained on a GPU".
+# docs/results.md "The 64×64 shipped model, trained on a GPU" and "The 256×256 shipped model".
 #
 #   bash benchmarks/gpu_train.sh                     # the 64×64 model, ~6 min
 #   STEPS=10000 UNIFORM=0 BF16=1 STEPS_128=8000 bash benchmarks/gpu_train.sh
 #   CONFIG=experiments/configs/pretrained_dc_tv_256.py NAME=mni152_csmri8x_dc_tv_256 \
-#     SCALES=measure UNIFORM=0 BASELINE_STEPS=1000 BUDGET=280 bash benchmarks/gpu_train.sh  # 256²
+#     SCALES=measure UNIFORM=0 BASELINE_STEPS=1500 BUDGET=280 bash benchmarks/gpu_train.sh  # 256²
 #   VARIANT=:quick BUDGET=120 STEPS_128=4 bash benchmarks/gpu_train.sh  # dry run, CPU
 #   CONFIG=experiments/configs/pretrained_dc_tv_256.py SCALES=measure SCALE_STEPS=4 STEPS=4 \
 #     UNIFORM=0 BASELINE_STEPS=4 EXTRA="--config.model.channels=4 --config.model.hyper_dim=4

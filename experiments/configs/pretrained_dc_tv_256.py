@@ -16,9 +16,9 @@ their validation losses instead. The shipped ``mni152_csmri8x_dc_tv_256`` was
 trained so on one H200 (scales (18.54, 127); docs/results.md):
 
   CONFIG=experiments/configs/pretrained_dc_tv_256.py NAME=mni152_csmri8x_dc_tv_256 \
-      SCALES=measure UNIFORM=0 BASELINE_STEPS=1000 BUDGET=280 bash benchmarks/gpu_train.sh
+      SCALES=measure UNIFORM=0 BASELINE_STEPS=1500 BUDGET=280 bash benchmarks/gpu_train.sh
 
-(its five Unets, sharing the card, reach about 1,375 steps in those 280 s).
+(its five Unets, sharing the card, reached step 1,375 of 1,500 in those 280 s).
 
 ``:quick`` is a few steps at 32×32 for tests.
 """
