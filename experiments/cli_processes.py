@@ -258,22 +258,21 @@ LOST_CONNECTION = ("Connection reset by peer", "Connection closed by peer", "Bro
 def lost_connection(error: BaseException) -> str | None:
   """The failed collective's message if ``error`` is a broken connection to a peer, else None.
 
+  Only the runtime error itself counts: another exception raised while it
+  unwound (a bug in a handler) keeps its traceback.
+
   Args:
-    error: what ended this process's work (its causes are searched too).
+    error: what ended this process's work.
 
   Returns:
-    The runtime error's message on one line, without Gloo's source location
-    and the status's ``UNKNOWN:`` prefix; None for any other error.
+    The runtime error's message on one line, without its status code (e.g.
+    ``UNKNOWN:``) and Gloo's source location; None for any other error.
   """
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    text = cli.one_line(error)
-    # XLA's runtime errors (XlaRuntimeError before jax 0.4.36), raised by the collective.
-    if type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and any(
-        words in text for words in LOST_CONNECTION):
-      return re.sub(r"^[A-Z_]+: |\[[^\]]*\.cc:\d+\] ", "", text)
-    error = error.__cause__ or error.__context__
+  text = cli.one_line(error)
+  # XLA's runtime errors (XlaRuntimeError in older jaxlib), raised by the collective.
+  if type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and any(
+      words in text for words in LOST_CONNECTION):
+    return re.sub(r"^[A-Z_]+: |\[[^\]]*\.cc:\d+\] ", "", text)
   return None
 
 

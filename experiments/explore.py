@@ -118,13 +118,17 @@ def main(argv):
                 if scan.kind == "nifti" else _INPUT.value)
       if np.any(scan.kept):  # the slices with enough foreground
         images, slices, numbers = images[scan.kept], slices[scan.kept], numbers[scan.kept]
-    elif _WORKDIR.value:
-      from hyperrecon_jax.data import split_record
-      split_record.check_unseen(_WORKDIR.value, config.data, split)
     segmenter = None
     if _SEGMENTER.value is not None:
       from hyperrecon_jax import segmenter_files
       segmenter = segmenter_files.load(_SEGMENTER.value)
+      if images is None:  # a user's images have no labels: the explorer refuses Dice
+        # Its images and label files before the split check below, which
+        # builds a changed folder's dataset anew.
+        segmenter_files.check_data(segmenter, config.data, name)
+    if images is None and _WORKDIR.value:
+      from hyperrecon_jax.data import split_record
+      split_record.check_unseen(_WORKDIR.value, config.data, split)
     ex = explorer.Explorer(config, model, variables, name=name, step=step,
                            split=split, images=images, slices=slices, slice_numbers=numbers,
                            source=source,

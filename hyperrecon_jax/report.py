@@ -65,6 +65,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   _apply(context.config, overrides)
   if data is not None:
     _score_folder(context, data)
+  evaluators.check(context.config)  # the settings, before any file is read
   evaluators.check_files(context)  # before the checks below build the dataset
   from hyperrecon_jax.data import split_record
   if workdir is not None:

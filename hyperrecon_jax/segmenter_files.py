@@ -149,8 +149,9 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
       segmenter trained on (`split_record`: a folder that grew since).
 
   Raises:
-    InputError: naming the differing data fields, the label files changed
-      since (their SHA-256, ``label_files``), or the volumes.
+    InputError: naming the differing data fields, or the label files changed
+      since (their SHA-256, ``label_files``).
+    DataError: naming the volumes of ``split`` it learned (`check_split`).
   """
   mine = dict(segmenter.info["data"])
   theirs = json.loads(data_config.to_json())
@@ -182,6 +183,11 @@ def check_split(segmenter: segmentation.Trained, data_config, split: str) -> Non
   """The split part of `check_data`: refuses a split holding volumes the segmenter learned.
 
   Reads the split's volumes, so the dataset is built first if it is not.
+
+  Args:
+    segmenter: a loaded segmenter.
+    data_config: the data config of the slices it is to label.
+    split: the split it is to label.
 
   Raises:
     DataError: naming the volumes (`split_record.check_record`).

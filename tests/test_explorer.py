@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -427,6 +428,32 @@ def test_bad_flags_are_one_error_line(env, args, pattern):
   assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
   assert len(errors) == 1 and re.search(pattern, errors[0]), proc.stderr[-2000:]
+
+
+def test_a_segmenter_of_other_images_is_refused_before_the_split_check(env, run_a,
+                                                                        tmp_path):
+  # The split check reads the workdir's split record and the dataset (and
+  # builds a changed folder anew): a segmenter that cannot label the data
+  # is refused before it. Here the record is damaged, so the old order
+  # stopped on the record instead.
+  from hyperrecon_jax import segmentation
+  from hyperrecon_jax import segmenter_files
+  from hyperrecon_jax.data import split_record
+  workdir = tmp_path / "run"
+  shutil.copytree(run_a["workdir"], workdir)
+  (workdir / split_record.FILE).write_text("{}")
+  config = train.load_trained(str(workdir))[0]
+  module = segmentation.Segmenter(num_classes=4, channels=4)
+  other = json.loads(config.data.to_json()) | {"image_size": 2 * config.data.image_size}
+  size = other["image_size"]
+  variables = module.init(jax.random.key(0), np.zeros((1, size, size), np.float32))
+  segmenter_files.save(segmentation.Trained(module, variables, {
+      "num_classes": 4, "channels": 4, "data": other}), str(tmp_path / "seg"))
+  proc = run_script(f"--workdir={workdir}", f"--segmenter={tmp_path / 'seg'}", env=env)
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+  assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+  assert re.search(r"the segmenter was trained on other images than .*: data\.image_size: "
+                   rf"{size} vs {config.data.image_size}", errors[0]), errors
 
 
 def test_a_busy_port_is_one_error_line_naming_it(env):

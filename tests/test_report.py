@@ -282,10 +282,10 @@ def test_a_segmenter_of_other_images_is_refused_before_the_data_checks(workdir, 
   segmenter_files.save(segmentation.Trained(module, variables, {
       "num_classes": 4, "channels": 4, "data": other}), str(tmp_path / "seg"))
 
-  def built(*args, **kwargs):
+  def refuse_the_data_checks(*args, **kwargs):
     raise AssertionError("the data checks ran before the segmenter's")
 
-  monkeypatch.setattr(split_record, "check_unseen", built)
+  monkeypatch.setattr(split_record, "check_unseen", refuse_the_data_checks)
   with pytest.raises(ValueError, match=r"the segmenter was trained on other images than .*: "
                                        r"data\.image_size: 64 vs 32"):
     report.run(workdir, out=str(tmp_path / "out"), progress=False,

@@ -51,6 +51,10 @@ def check_files(context, settings) -> None:
   Reads files only: `report.run` calls it before the checks that build the
   dataset, so that label files changed since the segmenter learned them are
   refused before a build of the changed folder.
+
+  Args:
+    context: the report's `evaluators.Context`; sets ``context.segmenter``.
+    settings: ``config.evals.lambda_set``.
   """
   path = settings.get("segmenter", "")
   if path and context.segmenter is None:
