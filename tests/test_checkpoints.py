@@ -213,7 +213,11 @@ except OSError as e:
 finally:
   mngr.close()  # as the training loop does, before the process ends
 resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-out["steps"] = [int(s) for s in checkpoints.manager(sys.argv[1], max_to_keep=0).all_steps()]
+# A reader: a writing manager starts removing the failed step's temporary
+# folder in a thread of its own, which the interpreter's exit interrupts.
+reader = checkpoints.reader(sys.argv[1])
+out["steps"] = [int(s) for s in reader.all_steps()]
+reader.close()
 print(json.dumps(out))
 """
 
