@@ -3,10 +3,10 @@
 `hyperrecon_jax.report` loads a model into a `Context` and runs every
 evaluator named in ``config.evals`` with that entry's settings, in the order of
 `ORDER` (each may use what those before it added): first every evaluator's
-``check_files`` (`check_files`, before the report's data checks build
-anything), then every ``prepare`` (checks and loading, so that a wrong
-setting fails in seconds, before any long work), then every ``run``, which
-adds its part to ``context.result``.
+``check_files`` (files read, nothing built: `report.run` calls them before
+its data checks, which may build the dataset), then every ``prepare``
+(checks and loading, so that a wrong setting fails in seconds, before any
+long work), then every ``run``, which adds its part to ``context.result``.
 
 =============  ==========================================================  ================
 evaluator      job                                                         settings
