@@ -76,7 +76,10 @@ def manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
   """The trainer's (writing) checkpoint manager for ``<workdir>/checkpoints``.
 
   Only the owner of the workdir's lock may open it: it creates the folder and
-  removes the temporary folders of interrupted saves.
+  removes the temporary folders of interrupted saves, in a thread of orbax's
+  that the first save waits for (``close`` does not: a process that saves
+  nothing may exit before the removal ends, and the next manager goes on
+  with it; to list steps, use `reader`).
 
   Args:
     workdir: the run's folder.
