@@ -196,6 +196,7 @@ def _compiled_step(config, variant: str):
 
 def main(argv):
   del argv
+  provenance.quiet_logs()
   from hyperrecon_jax.models import layers
   unknown = set(_VARIANTS.value) - set(VARIANTS)
   if unknown:

@@ -62,6 +62,7 @@ def _program(way, per_sample):
 
 def main(argv):
   del argv
+  provenance.quiet_logs()
   b, s, c = _BATCH.value, _SIZE.value, _CHANNELS.value
   dtype = jnp.bfloat16
   k1, k2 = jax.random.split(jax.random.key(0))

@@ -121,6 +121,7 @@ def elementwise(mib, iters, repeats):
 
 def main(argv):
   del argv
+  provenance.quiet_logs()
   n, mib, iters, repeats = _MATMUL.value, _ELEMENTS.value, _ITERS.value, _REPEATS.value
   size, batch, channels = _CONV_SIZE.value, _CONV_BATCH.value, _CHANNELS.value
   if _QUICK.value:

@@ -41,6 +41,7 @@ def _get(url):
 
 def main(argv):
   del argv
+  provenance.quiet_logs()
   from hyperrecon_jax import explorer
   from hyperrecon_jax import pretrained
   start = time.perf_counter()

@@ -39,6 +39,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
 
 def main(argv):
   del argv
+  provenance.quiet_logs()
   from hyperrecon_jax import data
   from hyperrecon_jax.data import pipeline
   config = _CONFIG.value

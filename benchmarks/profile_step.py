@@ -241,6 +241,7 @@ def profile_train_step(config, state, steps, command_buffers: bool = False):
 
 def main(argv):
   del argv
+  provenance.quiet_logs()
   from hyperrecon_jax import train
   image, batch = throughput._IMAGE.value, throughput._BATCH.value
   channels = throughput._CHANNELS.value

@@ -28,3 +28,16 @@ def fields() -> dict:
   import jax
   return {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
           "jax": jax.__version__, "commit": commit()}
+
+
+def quiet_logs():
+  """Keeps absl's logging at WARNING unless ``--verbosity`` was given.
+
+  A benchmark's output is its JSON lines; JAX's start-up notes (``Unable to
+  initialize backend 'tpu'``) and orbax's would come between them on a
+  terminal. Call it first in ``main``, once absl has parsed the flags.
+  """
+  from absl import flags
+  from absl import logging
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

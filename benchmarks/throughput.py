@@ -270,6 +270,7 @@ def bench_evaluate(config, variables, grid, iters, repeats, order):
 
 def main(argv):
   del argv
+  provenance.quiet_logs()
   from hyperrecon_jax import train
   from hyperrecon_jax.models import layers
   image, batch, grid = _IMAGE.value, _BATCH.value, _GRID.value
