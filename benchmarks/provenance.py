@@ -8,15 +8,16 @@ import functools
 import os
 import subprocess
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @functools.cache
 def commit():
   """The short git commit of the code measured (with ``+`` if it has changes), or None."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+    head = subprocess.run(["git", "-C", _REPO, "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+    dirty = subprocess.run(["git", "-C", _REPO, "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True, timeout=10, check=True).stdout
   except (OSError, subprocess.SubprocessError):
     return None
@@ -31,13 +32,16 @@ def fields() -> dict:
 
 
 def quiet_logs():
-  """Keeps absl's logging at WARNING unless ``--verbosity`` was given.
+  """The libraries' log lines hidden unless ``--verbosity`` was given, as in the scripts.
 
   A benchmark's output is its JSON lines; JAX's start-up notes (``Unable to
   initialize backend 'tpu'``) and orbax's would come between them on a
-  terminal. Call it first in ``main``, once absl has parsed the flags.
+  terminal. The rule is `experiments/cli.py`'s ``quiet_libraries``. Call it
+  first in ``main``, once absl has parsed the flags.
   """
-  from absl import flags
-  from absl import logging
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  import sys
+  scripts = os.path.join(_REPO, "experiments")
+  if scripts not in sys.path:
+    sys.path.insert(0, scripts)
+  import cli
+  cli.quiet_libraries()
