@@ -18,6 +18,7 @@ _SUBMODULES = (
     "evaluate",
     "evaluators",
     "explorer",
+    "extras",
     "filters",
     "gallery",
     "grid",

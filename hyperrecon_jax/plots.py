@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from hyperrecon_jax import extras
 from hyperrecon_jax import results
 from hyperrecon_jax.errors import InputError
 
@@ -24,13 +25,10 @@ LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE", "nmse": "NMSE",
 
 def _figure(width, height):
   """A pyplot-free Figure with an Agg canvas."""
-  try:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-  except ImportError as e:
-    raise ImportError('hyperrecon_jax.plots needs matplotlib: pip install -e ".[viz]"') from e
-  fig = Figure(figsize=(width, height), dpi=DPI)
-  FigureCanvasAgg(fig)
+  figure = extras.require("matplotlib.figure", "viz", "hyperrecon_jax.plots")
+  agg = extras.require("matplotlib.backends.backend_agg", "viz", "hyperrecon_jax.plots")
+  fig = figure.Figure(figsize=(width, height), dpi=DPI)
+  agg.FigureCanvasAgg(fig)
   return fig
 
 

@@ -13,7 +13,6 @@ these settings work with the core install.
 from collections.abc import Mapping
 from collections.abc import Sequence
 import hashlib
-import importlib
 import json
 import os
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import extras
 
 DATASETS = ("mni152", "fastmri_knee", "nifti")
 SPLITS = ("train", "validation", "test")
@@ -31,7 +31,6 @@ EVALUATION_ONLY = (0.0, 0.0, 1.0)
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 DATA_DIR_ENV = "HYPERRECON_DATA_DIR"
-INSTALL_HINT = 'pip install -e ".[data]"'
 
 
 class DataError(errors.InputError):
@@ -39,7 +38,7 @@ class DataError(errors.InputError):
 
 
 def require(module_name: str):
-  """Imports an optional dependency of the data package.
+  """Imports an optional dependency of the data package (`extras.require`).
 
   Args:
     module_name: the module to import, e.g. ``"h5py"``.
@@ -48,15 +47,10 @@ def require(module_name: str):
     The imported module.
 
   Raises:
-    ImportError: naming the extra to install when the module is missing.
+    extras.MissingDependency: naming the data extra to install when the
+      module is missing or does not import.
   """
-  try:
-    return importlib.import_module(module_name)
-  except ImportError as err:
-    raise ImportError(
-        f"hyperrecon_jax.data needs `{module_name}`, which is not installed. "
-        f"Install the data extra: {INSTALL_HINT}"
-    ) from err
+  return extras.require(module_name, "data", "hyperrecon_jax.data")
 
 
 def default_data_dir() -> str:

@@ -6,6 +6,8 @@ import sys
 
 from absl import logging
 
+from hyperrecon_jax import extras
+
 
 def _read_records(path: str) -> list[tuple[int, str]]:
   """(step, line) of every intact record; a cut-off or garbled line is dropped.
@@ -63,14 +65,14 @@ class MetricWriter:
         os.remove(self.path)
     self._file = open(self.path, "a")
     try:
-      from tensorboardX import SummaryWriter
+      tensorboardx = extras.require("tensorboardX", "viz", "TensorBoard logging")
+    except extras.MissingDependency as e:
+      logging.warning("%s. Training goes on without TensorBoard event files.", e)
+    else:
       # purge_step drops the events an interrupted run wrote after its last
       # checkpoint, as metrics.jsonl is truncated above.
-      self._tb = SummaryWriter(workdir, purge_step=start_step + 1
-                               if start_step else None)
-    except ImportError:
-      logging.warning("tensorboardX is not installed: no TensorBoard event "
-                      "files (pip install -e \".[viz]\").")
+      self._tb = tensorboardx.SummaryWriter(workdir, purge_step=start_step + 1
+                                            if start_step else None)
 
   def write(self, step: int, record: dict) -> None:
     if self._file is None:
