@@ -199,17 +199,24 @@ def _config_file_error(error, argv) -> str | None:
   # The config file's own line that led to the error (it may have been
   # raised in a module the file imports, e.g. configs/default.py).
   path = os.path.abspath(config.partition(":")[0])
-  frames = [f for f in traceback.extract_tb(error.__traceback__)
-            if os.path.abspath(f.filename) == path]
-  if not frames:
+  stack = traceback.extract_tb(error.__traceback__)
+  own = [i for i, f in enumerate(stack) if os.path.abspath(f.filename) == path]
+  if not own:
     return None
-  frame = frames[-1]
+  frame = stack[own[-1]]
   if isinstance(error, SystemExit):
     code = "" if error.code is None else repr(error.code)
     return (f"config file {frame.filename}, line {frame.lineno}: it calls sys.exit({code}) "
             "instead of returning a config")
+  # An import that fails inside a library (one whose version does not fit
+  # the others) is not the config file's mistake: say where it happened.
+  deeper = stack[own[-1] + 1:]
+  where = ""
+  if deeper and (frame.line or "").startswith(("import ", "from ")):
+    where = (f" (raised in {deeper[-1].filename}, line {deeper[-1].lineno}, while a module "
+             "that the config file imports was imported)")
   return (f"config file {frame.filename}, line {frame.lineno}: {type(error).__name__}: "
-          f"{one_line(error)}")
+          f"{one_line(error)}{where}")
 
 
 def key_flags(*holders) -> None:

@@ -127,6 +127,45 @@ def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   assert not (tmp_path / "run").exists()
 
 
+def test_a_library_that_fails_to_import_in_a_config_file_is_named(env, tmp_path):
+  # It read "config file …, line 33: AttributeError: jax.core.Shape is
+  # deprecated" for chex 0.1.7 under jax 0.4.30, as if the file were wrong.
+  (tmp_path / "lib").mkdir()
+  (tmp_path / "lib" / "old_library_for_test.py").write_text(
+      "import json\nShape = json.Shape\n")
+  config = tmp_path / "bad.py"
+  config.write_text(f"import sys\nsys.path.insert(0, {str(tmp_path / 'lib')!r})\n"
+                    "import old_library_for_test\ndef get_config():\n  return None\n")
+  proc = run(env, "train", f"--config={config}", f"--workdir={tmp_path / 'run'}")
+  assert_one_error_line(
+      proc, r"config file .*bad\.py, line 3: AttributeError: module 'json' has no attribute "
+            r"'Shape' \(raised in .*old_library_for_test\.py, line 2, while a module that the "
+            r"config file imports was imported\)$")
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, module", [("train", "grain"), ("evaluate", "matplotlib")])
+def test_an_optional_dependency_that_does_not_import_is_one_error_line(
+    env, tmp_path, name, module):
+  """A data or viz module that is installed but broken: one line naming it and its extra."""
+  fake = tmp_path / "site"
+  (fake / module).mkdir(parents=True)
+  (fake / module / "__init__.py").write_text("raise ImportError('broken for the test')\n")
+  broken = dict(env, PYTHONPATH=os.pathsep.join(
+      p for p in (str(fake), env.get("PYTHONPATH")) if p))
+  if name == "train":
+    args = [f"--config={DEMO}", f"--workdir={tmp_path / 'run'}"]
+    extra = "data"
+  else:
+    args = ["--pretrained=mni152_csmri8x_dc_tv", f"--out={tmp_path / 'out'}"]
+    extra = "viz"
+  proc = run(broken, name, *args)
+  assert_one_error_line(
+      proc, rf"needs `{module}[.\w]*`: `{module}` is installed, but importing `{module}[.\w]*` "
+            rf"fails \(ImportError: broken for the test\)\. .*reinstall the {extra} extra: "
+            rf'pip install -e "\.\[{extra}\]"$')
+
+
 @pytest.mark.parametrize("name", ["train", "segmenter"])
 def test_a_missing_config_flag_is_named(env, tmp_path, name):
   # It read "the config file : get_config() returned None, not a config".
