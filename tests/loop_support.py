@@ -39,11 +39,12 @@ ADAM_STEP_BOUND = 0.1 / np.sqrt(1e-3)
 # cancelled by training-mode BatchNorm, any momentarily flat parameter) into
 # steps of up to ADAM_STEP_BOUND·lr whose sign is that noise's, so the runs
 # follow nearby trajectories: a loss is insensitive to those parameters to
-# first order, the gradient norm is not. Measured up to 8e-5 relative (the
-# gradient norm at step 5 of the two-device run); BatchNorm statistics of
-# part of the batch, what these comparisons exist to catch, change the loss
-# by percents.
-TRAJECTORY_RTOL = 1e-3
+# first order, the gradient norm is not. The losses measured up to 8e-5
+# relative; the gradient norm at step 5 of the two-device run up to 8e-5 with
+# jax 0.10 and 7.0e-3 with jax 0.6.1 (whose XLA reduces in another order).
+# BatchNorm statistics of part of the batch, what these comparisons exist to
+# catch, change the loss by percents, and step 1 (compared to 1e-5) outright.
+TRAJECTORY_RTOL = {"loss": 1e-3, "loss_mae": 1e-3, "loss_ssim": 1e-3, "grad_norm": 2e-2}
 
 
 def build_data_dir(tmp_path_factory):

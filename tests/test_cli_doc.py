@@ -24,8 +24,8 @@ _LIST_FLAGS = r"""
 import importlib.util, json, os, sys
 from absl import flags
 experiments = sys.argv[1]
-LIBRARIES = {"absl", "jax", "jaxlib", "orbax", "etils", "flax", "grain", "tensorflow",
-             "tensorflow_datasets", "tensorstore"}
+LIBRARIES = {"absl", "chex", "jax", "jaxlib", "optax", "orbax", "etils", "flax", "grain",
+             "tensorflow", "tensorflow_datasets", "tensorstore"}
 sys.path.insert(0, experiments)
 out, known = {}, set(flags.FLAGS)
 for script in sys.argv[2:]:
@@ -34,7 +34,8 @@ for script in sys.argv[2:]:
   spec = importlib.util.spec_from_file_location("script_" + script[:-3],
                                                 os.path.join(experiments, script))
   spec.loader.exec_module(importlib.util.module_from_spec(spec))
-  # Flags that the libraries a script imports define (orbax's) are not its own.
+  # Flags that the libraries a script imports define (orbax's; chex's before
+  # 0.1.90) are not its own.
   libraries = {name for module, fs in flags.FLAGS.flags_by_module_dict().items()
                if module.split(".")[0] in LIBRARIES for f in fs
                for name in (f.name, f.short_name)}
