@@ -5,16 +5,21 @@ import setuptools
 EXTRAS = {
     # The embedded MNI152 dataset and the TFDS/grain pipeline (no TensorFlow).
     "data": [
-        "nilearn>=0.10",
-        "nibabel>=5",
-        "h5py>=3",
-        "tensorflow-datasets>=4.9.3",
-        "array-record>=0.5",
-        "grain>=0.2",
-        "tqdm>=4",
+        "nilearn>=0.11",
+        "nibabel>=5.2",
+        "h5py>=3.10",
+        # 4.9.10: the first to read its dataset_info.json under protobuf 7,
+        # after 4.9.8 stopped asking Google Cloud Storage for it.
+        "tensorflow-datasets>=4.9.10",
+        # TFDS's builder imports it on every Python but declares it only
+        # below 3.9.
+        "importlib-resources>=5.12",
+        "array-record>=0.7.1",
+        "grain>=0.2.9",
+        "tqdm>=4.66",
     ],
     # Figures and TensorBoard event files.
-    "viz": ["matplotlib>=3.7", "tensorboardX>=2.6"],
+    "viz": ["matplotlib>=3.8", "tensorboardX>=2.6.2.2"],
     # Independent references used by the tests, and the linter they run
     # (its rules change between minor versions: ruff.toml is written for 0.17).
     # selenium drives Debian's chromium in tests/test_explorer_browser.py
@@ -23,8 +28,8 @@ EXTRAS = {
     # (tests/test_wavelets.py); the library's transform does not use it.
     # pytest-xdist runs the suite in two processes (`-n 2`): most of its time
     # is XLA compiling on one core.
-    "test": ["pytest>=7", "pytest-xdist>=3", "scikit-image>=0.21", "PyWavelets>=1.4",
-             "ruff>=0.17,<0.18", "selenium>=4.10"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "PyWavelets>=1.5",
+             "ruff>=0.17,<0.18", "selenium>=4.20"],
 }
 EXTRAS["all"] = sorted({p for group in EXTRAS.values() for p in group})
 
@@ -44,15 +49,17 @@ setuptools.setup(
     package_data={"hyperrecon_jax.pretrained": ["*/*.json", "*/*.msgpack"],
                   "hyperrecon_jax.explorer": ["static/*.html", "static/*.js"]},
     python_requires=">=3.10",
+    # Each lower bound here and in EXTRAS is a version the test suite passed
+    # with, all of them at once (`bash .ci/oldest`, docs/changelog.md).
     install_requires=[
-        "jax>=0.4.30",
-        "flax>=0.8",
-        "optax>=0.2",
-        "orbax-checkpoint>=0.5",
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "absl-py>=1.4",
-        "ml-collections>=0.1.1",
+        "jax>=0.6.1",
+        "flax>=0.10.6",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11.13",
+        "numpy>=1.26",
+        "scipy>=1.11.1",
+        "absl-py>=2.1",
+        "ml-collections>=1.1",
     ],
     extras_require=EXTRAS,
 )
