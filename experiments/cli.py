@@ -192,13 +192,14 @@ def _config_file_error(error, argv) -> str | None:
   """``error`` raised by the code of a config file, as one line naming it; else None."""
   import traceback
   config = _config_argument(argv)
-  if isinstance(error, SyntaxError) and error.filename:
+  path = os.path.abspath(config.partition(":")[0])
+  if (isinstance(error, SyntaxError) and error.filename
+      and os.path.abspath(error.filename) == path):
     return f"config file {error.filename}, line {error.lineno}: {error.msg}"
   if isinstance(error, AttributeError) and "has no attribute 'get_config" in str(error):
     return f"the config file {config.partition(':')[0]} has no get_config() function"
   # The config file's own line that led to the error (it may have been
   # raised in a module the file imports, e.g. configs/default.py).
-  path = os.path.abspath(config.partition(":")[0])
   stack = traceback.extract_tb(error.__traceback__)
   own = [i for i, f in enumerate(stack) if os.path.abspath(f.filename) == path]
   if not own:
@@ -210,10 +211,14 @@ def _config_file_error(error, argv) -> str | None:
             "instead of returning a config")
   # An import that fails inside a library (one whose version does not fit
   # the others) is not the config file's mistake: say where it happened.
-  deeper = stack[own[-1] + 1:]
+  # (A module that does not parse has no frame of its own: its SyntaxError
+  # names the place.)
+  deeper = [(f.filename, f.lineno) for f in stack[own[-1] + 1:]]
+  if isinstance(error, SyntaxError) and error.filename:
+    deeper.append((error.filename, error.lineno))
   where = ""
   if deeper and (frame.line or "").startswith(("import ", "from ")):
-    where = (f" (raised in {deeper[-1].filename}, line {deeper[-1].lineno}, while a module "
+    where = (f" (raised in {deeper[-1][0]}, line {deeper[-1][1]}, while a module "
              "that the config file imports was imported)")
   return (f"config file {frame.filename}, line {frame.lineno}: {type(error).__name__}: "
           f"{one_line(error)}{where}")

@@ -5,7 +5,8 @@ datasets need the ``data`` extra, the figures and TensorBoard files the ``viz``
 extra (`setup.py`). `require` imports one such module and, when that fails,
 says which of two things happened: the module is not installed, or it is
 installed but does not import (most often a version that does not fit the
-others, e.g. TFDS against a newer protobuf), with the import's own error.
+others, e.g. TFDS against a newer protobuf), with the import's own error and
+how to find and mend the conflict.
 """
 
 import importlib
@@ -52,5 +53,7 @@ def require(module_name: str, extra: str, needed_by: str) -> types.ModuleType:
     raise MissingDependency(
         f"{needed_by} needs `{module_name}`: `{top}` is installed, but importing "
         f"`{module_name}` fails ({type(err).__name__}: {' '.join(str(err).split())}). Its "
-        f"version, or that of a package it imports, does not fit the others: reinstall the "
-        f"{extra} extra: {install_hint(extra)}") from err
+        f"version, or that of a package it imports, does not fit the others: `pip check` "
+        f"names the conflict, and upgrading the {extra} extra "
+        f"({install_hint(extra).replace('pip install', 'pip install -U')}) usually mends "
+        f"it") from err

@@ -127,20 +127,26 @@ def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   assert not (tmp_path / "run").exists()
 
 
-def test_a_library_that_fails_to_import_in_a_config_file_is_named(env, tmp_path):
+@pytest.mark.parametrize("library, pattern", [
+    ("import json\nShape = json.Shape\n",
+     r"AttributeError: module 'json' has no attribute 'Shape'"),
+    # A library written for a newer Python: it had read "config file
+    # <the library>, line 2", naming the library as the config file.
+    ("x = 1\ndef f(:\n", r"SyntaxError: .*"),
+])
+def test_a_library_that_fails_to_import_in_a_config_file_is_named(
+    env, tmp_path, library, pattern):
   # It read "config file …, line 33: AttributeError: jax.core.Shape is
   # deprecated" for chex 0.1.7 under jax 0.4.30, as if the file were wrong.
   (tmp_path / "lib").mkdir()
-  (tmp_path / "lib" / "old_library_for_test.py").write_text(
-      "import json\nShape = json.Shape\n")
+  (tmp_path / "lib" / "old_library_for_test.py").write_text(library)
   config = tmp_path / "bad.py"
   config.write_text(f"import sys\nsys.path.insert(0, {str(tmp_path / 'lib')!r})\n"
                     "import old_library_for_test\ndef get_config():\n  return None\n")
   proc = run(env, "train", f"--config={config}", f"--workdir={tmp_path / 'run'}")
   assert_one_error_line(
-      proc, r"config file .*bad\.py, line 3: AttributeError: module 'json' has no attribute "
-            r"'Shape' \(raised in .*old_library_for_test\.py, line 2, while a module that the "
-            r"config file imports was imported\)$")
+      proc, rf"config file .*bad\.py, line 3: {pattern} \(raised in .*old_library_for_test\.py, "
+            r"line 2, while a module that the config file imports was imported\)$")
   assert not (tmp_path / "run").exists()
 
 
@@ -162,8 +168,8 @@ def test_an_optional_dependency_that_does_not_import_is_one_error_line(
   proc = run(broken, name, *args)
   assert_one_error_line(
       proc, rf"needs `{module}[.\w]*`: `{module}` is installed, but importing `{module}[.\w]*` "
-            rf"fails \(ImportError: broken for the test\)\. .*reinstall the {extra} extra: "
-            rf'pip install -e "\.\[{extra}\]"$')
+            rf"fails \(ImportError: broken for the test\)\. .*upgrading the {extra} extra "
+            rf'\(pip install -U -e "\.\[{extra}\]"\) usually mends it$')
 
 
 @pytest.mark.parametrize("name", ["train", "segmenter"])

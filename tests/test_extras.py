@@ -15,9 +15,9 @@ from hyperrecon_jax.train import writer
 def packages(tmp_path, monkeypatch):
   """A folder on sys.path for packages written by a test, forgotten after it."""
   monkeypatch.syspath_prepend(str(tmp_path))
-  before = set(sys.modules)
   yield tmp_path
-  for name in set(sys.modules) - before:
+  written = {p.name for p in tmp_path.iterdir()}
+  for name in [n for n in sys.modules if n.split(".")[0] in written]:
     del sys.modules[name]
 
 
@@ -61,7 +61,23 @@ def test_an_installed_module_that_does_not_import_says_why(packages, text, error
       "hyperrecon_jax.data needs `broken_for_hyperrecon`: `broken_for_hyperrecon` is "
       f"installed, but importing `broken_for_hyperrecon` fails ({error}")
   assert "not installed" not in message
-  assert message.endswith('reinstall the data extra: pip install -e ".[data]"')
+  assert message.endswith("`pip check` names the conflict, and upgrading the data extra "
+                          '(pip install -U -e ".[data]") usually mends it')
+
+
+def test_a_dotted_name_whose_package_is_missing_names_the_package():
+  with pytest.raises(extras.MissingDependency,
+                     match=r"^hyperrecon_jax\.plots needs `no_such_package_for_hyperrecon`, which "
+                           r"is not installed\."):
+    extras.require("no_such_package_for_hyperrecon.figure", "viz", "hyperrecon_jax.plots")
+
+
+def test_a_module_not_found_error_without_a_name_is_not_taken_for_the_module(packages):
+  _package(packages, "nameless_for_hyperrecon", "raise ModuleNotFoundError('gone')\n")
+  with pytest.raises(extras.MissingDependency,
+                     match=r"`nameless_for_hyperrecon` is installed, but importing "
+                           r"`nameless_for_hyperrecon` fails \(ModuleNotFoundError: gone\)"):
+    extras.require("nameless_for_hyperrecon", "data", "hyperrecon_jax.data")
 
 
 def test_a_submodule_that_does_not_import_is_named(packages):
@@ -94,6 +110,7 @@ def test_training_without_tensorboardx_warns_and_writes_metrics(packages, tmp_pa
   assert warnings == [
       "TensorBoard logging needs `tensorboardX`: `tensorboardX` is installed, but importing "
       "`tensorboardX` fails (ImportError: protobuf too new). Its version, or that of a "
-      'package it imports, does not fit the others: reinstall the viz extra: pip install -e '
-      '".[viz]". Training goes on without TensorBoard event files.']
+      "package it imports, does not fit the others: `pip check` names the conflict, and "
+      'upgrading the viz extra (pip install -U -e ".[viz]") usually mends it. Training goes '
+      "on without TensorBoard event files."]
   assert (tmp_path / "run" / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n'

@@ -47,7 +47,6 @@ import os
 import numpy as np
 
 from hyperrecon_jax import errors
-from hyperrecon_jax import extras
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import slicing
@@ -66,7 +65,7 @@ def template_paths() -> dict[str, str]:
   if missing:
     raise common.DataError(
         f"The MNI152 template files are missing from nilearn ({missing}); "
-        f"reinstall nilearn: {extras.install_hint('data')}")
+        f"reinstall nilearn: pip install --force-reinstall nilearn")
   return paths
 
 
