@@ -23,10 +23,23 @@ LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE", "nmse": "NMSE",
           "hfen": "HFEN", "rpsnr": "rPSNR (dB)", "dice": "segmentation Dice"}
 
 
+def require_matplotlib():
+  """matplotlib's Figure and Agg canvas modules.
+
+  Returns:
+    ``(matplotlib.figure, matplotlib.backends.backend_agg)``.
+
+  Raises:
+    extras.MissingDependency: matplotlib is not installed or does not import;
+      a report calls this before it evaluates anything.
+  """
+  return (extras.require("matplotlib.figure", "viz", "hyperrecon_jax.plots"),
+          extras.require("matplotlib.backends.backend_agg", "viz", "hyperrecon_jax.plots"))
+
+
 def _figure(width, height):
   """A pyplot-free Figure with an Agg canvas."""
-  figure = extras.require("matplotlib.figure", "viz", "hyperrecon_jax.plots")
-  agg = extras.require("matplotlib.backends.backend_agg", "viz", "hyperrecon_jax.plots")
+  figure, agg = require_matplotlib()
   fig = figure.Figure(figsize=(width, height), dpi=DPI)
   agg.FigureCanvasAgg(fig)
   return fig

@@ -65,7 +65,7 @@ def template_paths() -> dict[str, str]:
   if missing:
     raise common.DataError(
         f"The MNI152 template files are missing from nilearn ({missing}); "
-        f"reinstall nilearn: pip install --force-reinstall nilearn")
+        "reinstall nilearn: pip install --force-reinstall nilearn")
   return paths
 
 

@@ -202,6 +202,13 @@ def check(config, settings) -> None:
                             f"got {n!r}")
 
 
+def check_files(context, settings) -> None:
+  """matplotlib draws: a missing or broken viz extra is said before any evaluation."""
+  del context, settings
+  from hyperrecon_jax import plots
+  plots.require_matplotlib()
+
+
 def run(context, settings) -> None:
   """Computes the shown slice's gallery and writes the report into ``context.out`` as one set.
 
