@@ -8,8 +8,8 @@ EXTRAS = {
         "nilearn>=0.11",
         "nibabel>=5.2",
         "h5py>=3.10",
-        # 4.9.10: the first to read its dataset_info.json under protobuf 7,
-        # after 4.9.8 stopped asking Google Cloud Storage for it.
+        # 4.9.10 reads its dataset_info.json under protobuf 7 (4.9.8 did
+        # not), and from 4.9.8 on TFDS no longer asks Google Cloud Storage.
         "tensorflow-datasets>=4.9.10",
         # TFDS's builder imports it on every Python but declares it only
         # below 3.9.
