@@ -19,9 +19,9 @@ class MissingDependency(errors.Error, ImportError):
   """An optional dependency that is not installed or does not import (the message says which)."""
 
 
-def install_hint(extra: str) -> str:
-  """The command that installs ``extra`` into a source checkout."""
-  return f'pip install -e ".[{extra}]"'
+def install_hint(extra: str, upgrade: bool = False) -> str:
+  """The command that installs (or upgrades) ``extra`` in a source checkout."""
+  return f'pip install{" -U" if upgrade else ""} -e ".[{extra}]"'
 
 
 def require(module_name: str, extra: str, needed_by: str) -> types.ModuleType:
@@ -55,5 +55,4 @@ def require(module_name: str, extra: str, needed_by: str) -> types.ModuleType:
         f"`{module_name}` fails ({type(err).__name__}: {' '.join(str(err).split())}). Its "
         f"version, or that of a package it imports, does not fit the others: `pip check` "
         f"names the conflict, and upgrading the {extra} extra "
-        f"({install_hint(extra).replace('pip install', 'pip install -U')}) usually mends "
-        f"it") from err
+        f"({install_hint(extra, upgrade=True)}) usually mends it") from err
