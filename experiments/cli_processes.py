@@ -202,9 +202,18 @@ def ending_with_the_run(joined: bool):
   if not joined:
     yield
     return
-  threading.Thread(target=_watch_peers, daemon=True, name="peer-watch").start()
+  stop = threading.Event()
+  watch = threading.Thread(target=_watch_peers, args=(stop,), daemon=True, name="peer-watch")
+  watch.start()
   try:
     yield
+    # The watch must not be inside a call to the coordination service when the
+    # interpreter exits: Python ends a daemon thread that wakes up then by
+    # unwinding its stack, and the client's C++ frames catch that unwinding,
+    # which aborts the process ("FATAL: exception not rethrown", status -6)
+    # after a run that succeeded. The other ends below leave by `exit_now`.
+    stop.set()
+    watch.join(WATCH_STOP_S)
   except SystemExit as e:  # sys.exit(): None is success, a message is status 1
     code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
     if code in QUIET_ENDS:
@@ -293,6 +302,10 @@ PEER_GRACE_S = 5.0
 # next trainer). The other processes hold nothing to release, and must be gone
 # before process 0 takes the service down, or JAX aborts them.
 UNWIND_S = 5.0
+# How long a process that ends well waits for its watch to stop: at most one
+# call to the coordination service, or `UNWIND_S` and `PEER_GRACE_S` when a
+# peer's end arrived at the same moment and the watch ends the process.
+WATCH_STOP_S = 60.0
 _lock = threading.Lock()
 _ending = {}  # who ends this process ('self' or 'peer') and, for a peer, with which status
 
@@ -377,12 +390,15 @@ def _wait_for_peers() -> None:
   time.sleep(PEER_POLL_S)
 
 
-def _watch_peers() -> None:
-  """Ends this process, with the peer's status, when another process posts its end."""
+def _watch_peers(stop: threading.Event) -> None:
+  """Ends this process, with the peer's status, when another process posts its end.
+
+  Args:
+    stop: set when this process ends well; the watch then returns within one poll.
+  """
   import jax
   me = jax.process_index()
-  while True:
-    time.sleep(PEER_POLL_S)
+  while not stop.wait(PEER_POLL_S):
     try:
       ended = _peer_posts()
     except Exception:  # noqa: BLE001 (the service is gone: JAX's own handling follows)
