@@ -207,13 +207,6 @@ def ending_with_the_run(joined: bool):
   watch.start()
   try:
     yield
-    # The watch must not be inside a call to the coordination service when the
-    # interpreter exits: Python ends a daemon thread that wakes up then by
-    # unwinding its stack, and the client's C++ frames catch that unwinding,
-    # which aborts the process ("FATAL: exception not rethrown", status -6)
-    # after a run that succeeded. The other ends below leave by `exit_now`.
-    stop.set()
-    watch.join(WATCH_STOP_S)
   except SystemExit as e:  # sys.exit(): None is success, a message is status 1
     code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
     if code in QUIET_ENDS:
@@ -257,6 +250,33 @@ def ending_with_the_run(joined: bool):
     _post_end(1, reason)
     _wait_for_peers()
     cli.exit_now(1)
+  _end_well(stop, watch)
+
+
+def _end_well(stop: threading.Event, watch: threading.Thread) -> None:
+  """Leaves the run when this process's work ended well: JAX's shutdown, then the watch stops.
+
+  JAX's distributed shutdown waits until every process of the run reaches it.
+  The watch goes on meanwhile, so that a peer whose work fails after this
+  one's ended (process 0 still writing the run's files) ends this process
+  with that peer's line and status. The watch then stops before the
+  interpreter exits: Python ends a daemon thread that wakes up during the exit
+  by unwinding its stack, and when that thread is inside a call of the
+  coordination client, the client's C++ frames catch the unwinding and the
+  process aborts ("FATAL: exception not rethrown", status −6) after a run
+  that succeeded. Every other end leaves by `cli.exit_now`, without the exit.
+
+  Args:
+    stop: the watch's stop.
+    watch: the thread of `_watch_peers`.
+  """
+  import jax
+  try:
+    jax.distributed.shutdown()
+  except Exception:  # noqa: BLE001 (a peer ended without it: the watch tells why, if it posted)
+    pass
+  stop.set()
+  watch.join(WATCH_STOP_S)
 
 
 # What a failed collective says when its connection to another process broke:
