@@ -271,7 +271,7 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
   scan = result["scan"]
   save_input = result["zero_filled"] is not None
   paths = output_paths(scan.kind, output, save_input)
-  check_outputs(paths, overwrite)
+  check_outputs(paths, overwrite, source=scan.path)
   lam_text = ",".join(":".join(f"{v:g}" for v in lam) for lam in result["lambdas"])
   dtype = np.dtype(result.get("dtype", "float32"))
   recon = result["recon"]

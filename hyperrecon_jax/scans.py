@@ -294,7 +294,11 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
         f"its area above {slicing.FOREGROUND_THRESHOLD} of the {percentile:g}th percentile "
         "intensity: nothing to reconstruct")
   warnings += scan_notes.outside_box_warning(foreground, axis, box)
-  zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
+  # From the affine that gave the orientation, not the header's pixdim: a file
+  # whose pixdim disagrees with its sform would get another slice shape
+  # depending on whether it is stored RAS (nibabel keeps its header) or not
+  # (nibabel derives the header from the affine).
+  zooms = tuple(float(z) for z in nib.affines.voxel_sizes(canonical.affine))
   plane_spacing = slicing.oriented_spacing(zooms, axis)
   r0, r1, c0, c1 = box
   planes = np.moveaxis(volume, axis, 0)

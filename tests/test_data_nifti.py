@@ -389,3 +389,21 @@ def test_a_build_off_a_terminal_draws_no_bar_and_leaves_tfds_setting(tmp_path, c
   err = capfd.readouterr().err
   assert err.startswith("building the nifti dataset of ") and "\r" not in err
   assert bars._active
+
+
+def test_voxel_sizes_are_the_affine_s_however_the_file_is_stored(tmp_path):
+  # The sform says 3 mm slices, pixdim 1 mm (no qform). nibabel keeps a RAS
+  # file's header and derives a reoriented one's from the affine: the voxel
+  # sizes, and so the slices' aspect, depended on the storage alone.
+  image, _ = _volume(np.random.default_rng(0))
+  flip = np.array([[-1.0, 0, 0, SHAPE[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+  for name, data, affine in (("ras.nii", image, np.diag([1.0, 1.0, 3.0, 1.0])),
+                             ("las.nii", image[::-1].copy(), np.diag([1.0, 1.0, 3.0, 1.0]) @ flip)):
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_qform(None, code=0)
+    img.header["pixdim"][1:4] = 1.0
+    nib.save(img, str(tmp_path / name))
+  (a, _, spacing_a), (b, _, spacing_b) = (
+      nifti.read_volume(str(tmp_path), name, None, 99.5) for name in ("ras.nii", "las.nii"))
+  assert spacing_a == spacing_b == (1.0, 1.0, 3.0)
+  np.testing.assert_array_equal(a, b)

@@ -113,6 +113,26 @@ def reconstruction(scan, num_lambdas=2, save_input=True):
           "zero_filled": volume if save_input else None, "seed": 0, "dtype": "float32"}
 
 
+def test_writing_a_result_never_replaces_its_input_scan_or_sidecar(tmp_path):
+  # `outputs.write(result, path, overwrite=True)`, the notebook's call, checked
+  # its outputs without the input: given the scan's own name, it replaced the
+  # scan and its BIDS sidecar, which reconstruct.py refuses.
+  path = tmp_path / "sub-01_T1w.nii.gz"
+  nib.save(nib.Nifti1Image((head((40, 40, 12)) * 1000).astype(np.float32), np.eye(4)),
+           str(path))
+  (tmp_path / "sub-01_T1w.json").write_text('{"RepetitionTime": 2.3}')
+  scan = scans.read_input(str(path), data_config(32))
+  before = path.read_bytes()
+  for output, pattern in ((path, r"sub-01_T1w\.nii\.gz is the input scan"),
+                          (tmp_path / "sub-01_T1w.nii", r"sub-01_T1w\.json is the input scan's "
+                           "own sidecar")):
+    with pytest.raises(ValueError, match=pattern):
+      outputs.write(reconstruction(scan, save_input=False), str(output), overwrite=True)
+  assert path.read_bytes() == before
+  assert (tmp_path / "sub-01_T1w.json").read_text() == '{"RepetitionTime": 2.3}'
+  assert sorted(os.listdir(tmp_path)) == ["sub-01_T1w.json", "sub-01_T1w.nii.gz"]
+
+
 def test_the_lambda_axis_of_a_4d_output_is_not_time(tmp_path):
   # A scanner's 3-D volume often says mm and seconds with its repetition time:
   # copied to the 4-D output, viewers showed the λ volumes 2.3 s apart.

@@ -62,6 +62,35 @@ def test_slices_are_numbered_as_the_file_numbers_its_voxels(tmp_path):
     np.testing.assert_array_equal(stored[index], ras[:, :, k])
 
 
+def _pixdim_apart_from_sform(path, data, affine):
+  """Saves with the sform ``affine``, no qform, and pixdim left at 1 mm: the two disagree."""
+  img = nib.Nifti1Image(data, affine)
+  img.header.set_qform(None, code=0)
+  img.header["pixdim"][1:4] = 1.0
+  nib.save(img, str(path))
+  return nib.load(str(path))
+
+
+def test_voxel_sizes_are_the_affine_s_however_the_file_is_stored(tmp_path):
+  # One brain, 3 mm slices by its sform, stored RAS and with its first axis
+  # flipped (LAS). nibabel keeps a RAS file's header (pixdim: 1 mm) and derives
+  # a reoriented one's from the affine (3 mm): the coronal slices were cut
+  # with a slice aspect of 1 and of 3, by storage alone.
+  ras = head((20, 24, 16))
+  flip = np.array([[-1.0, 0, 0, 19], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+  a = _pixdim_apart_from_sform(tmp_path / "ras.nii", ras, np.diag([1.0, 1.0, 3.0, 1.0]))
+  b = _pixdim_apart_from_sform(tmp_path / "las.nii", ras[::-1].copy(),
+                               np.diag([1.0, 1.0, 3.0, 1.0]) @ flip)
+  np.testing.assert_allclose(a.affine @ [0, 0, 0, 1], b.affine @ [19, 0, 0, 1])
+  assert a.header.get_zooms() == b.header.get_zooms() == (1.0, 1.0, 1.0)
+  config = data_config(32, axis="coronal")
+  scan_a = scans.read_input(str(tmp_path / "ras.nii"), config)
+  scan_b = scans.read_input(str(tmp_path / "las.nii"), config)
+  assert scan_a.plane_spacing == scan_b.plane_spacing
+  assert sorted(scan_a.plane_spacing) == [1.0, 3.0]  # a coronal plane: x at 1 mm, z at 3
+  np.testing.assert_array_equal(scan_a.images, scan_b.images)
+
+
 def test_the_input_kind_is_the_file_name_s():
   assert scans.input_kind("a.nii.gz") == "nifti" and scans.input_kind("a.h5") == "h5"
   with pytest.raises(ValueError, match="scan.mha: not a NIfTI .* or fastMRI"):

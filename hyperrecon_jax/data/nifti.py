@@ -111,7 +111,8 @@ def _load(path: str, what: str):
     # phase turns it negative.
     raise common.DataError(f"{path}: its voxels are of type {data.dtype}; expected real "
                            f"numbers (a magnitude {what}).")
-  return data, tuple(float(z) for z in img.header.get_zooms()[:3])
+  # The voxel sizes of the affine that gave the orientation, as `scans.read_input`.
+  return data, tuple(float(z) for z in nib.affines.voxel_sizes(img.affine))
 
 
 def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
@@ -276,6 +277,13 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
 
   DESCRIPTION = __doc__
   MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
+  # A new version is a new build folder: a folder built by an older release
+  # is cut again, not read with slices that release cut.
+  VERSION = builder_lib.tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "1.1.0": "Voxel sizes from the affine that orients a volume, not the header's pixdim.",
+  }
 
   def _plan(self) -> Mapping[str, list[builder_lib.VolumeSpec]]:
     cfg = self.builder_config
