@@ -139,9 +139,12 @@ def _calib_distance(shape, calib):
   ny, nx = shape
   cy, cx = calib
   y, x = np.mgrid[:ny, :nx].astype(np.float64)
-  # As in sigpy.mri.poisson: 0 inside the box, 1 at the middle of each edge of k-space.
-  dx = np.maximum(np.abs(x - nx / 2) - cx / 2, 0)
-  dy = np.maximum(np.abs(y - ny / 2) - cy / 2, 0)
+  # As in sigpy.mri.poisson: 0 inside the box, 1 at the middle of each edge of
+  # k-space; measured from the DC index n // 2, where the box is centred
+  # (sigpy's n / 2 is half a pixel off it on an odd side, where frequency −k
+  # then fell farther out than +k and was sampled less).
+  dx = np.maximum(np.abs(x - nx // 2) - cx / 2, 0)
+  dy = np.maximum(np.abs(y - ny // 2) - cy / 2, 0)
   dx /= max(dx.max(), 1e-12)
   dy /= max(dy.max(), 1e-12)
   return np.hypot(dx, dy)

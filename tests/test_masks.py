@@ -68,6 +68,30 @@ def test_poisson_custom_calib_and_corners():
   assert mask[0, 0] == 0 and mask[-1, -1] == 0 and mask[0, -1] == 0
 
 
+@pytest.mark.parametrize("shape", [(63, 63), (65, 37)])  # odd calibration sides (5; 5 and 3)
+def test_poisson_density_is_centred_on_dc_on_odd_sides(shape):
+  # The distance that sets the exclusion radius was measured from n / 2, half
+  # a pixel off the DC index n // 2 on an odd side: frequency -k fell farther
+  # out than +k (at 63: the column -31 never sampled, +31 5.5 times in 16
+  # masks; 473 samples on the -k side against 494 on the +k side).
+  calib = masks._default_calib(shape)
+  r = masks._calib_distance(shape, calib)
+  np.testing.assert_array_equal(r, r[::-1, ::-1])  # index i ↔ n - 1 - i: -k ↔ +k about n // 2
+  box = np.zeros(shape, bool)
+  box[masks._calib_slices(shape, calib)] = True
+  np.testing.assert_array_equal(r == 0, box)  # zero exactly on the calibration box
+
+
+def test_poisson_density_on_even_sides_is_sigpy_s():
+  # sigpy.mri.poisson's distance, measured from n / 2: the DC index on an even side.
+  shape, calib = (64, 48), (5, 4)
+  y, x = np.mgrid[:64, :48].astype(np.float64)
+  dx = np.maximum(np.abs(x - 24) - 2, 0)
+  dy = np.maximum(np.abs(y - 32) - 2.5, 0)
+  np.testing.assert_allclose(masks._calib_distance(shape, calib),
+                             np.hypot(dx / dx.max(), dy / dy.max()), rtol=0, atol=1e-15)
+
+
 def test_poisson_density_decreases_outward():
   mask = masks.poisson_disc((256, 256), 8)
   fractions = [_ring_fraction(mask, r0, r1) for r0, r1 in [(12, 30), (30, 60), (60, 90), (90, 125)]]
