@@ -126,7 +126,10 @@ def _workdir(mngr) -> str:
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
          config) -> None:
-  """Saves the state, the data iterator state and the config at ``step``.
+  """Saves the state, the data position and the config at ``step``.
+
+  The data position is a JSON object; the training loop stores the examples of
+  the training stream its run has read (``{"examples": N}``).
 
   Process 0 first records the digests of the values in
   ``<workdir>/checkpoints.pending.json`` and, after orbax has finished the

@@ -211,6 +211,27 @@ def test_restored_iterator_continues(cfg):
   assert _same(_take(fresh, 4), expected)
 
 
+@pytest.mark.parametrize("start, batch_size", [(20, 8), (20, 3), (83, 5)])
+def test_a_stream_started_at_an_example_is_the_stream_from_there(cfg, start, batch_size):
+  # A run resumed with another batch size starts its stream at the examples
+  # read: the same examples and the same augmentation, across an epoch's end
+  # (86 slices) too.
+  aug = _config(cfg.data_dir, augment_flip=True, augment_intensity=0.2)
+  whole = _take(hr.data.batches(aug, "train", batch_size=4, seed=7), 30)
+  later = _take(hr.data.batches(aug, "train", batch_size=batch_size, seed=7, start=start), 4)
+  n = 4 * batch_size
+  for key in ("image", "label", "volume", "slice"):
+    want = np.concatenate([b[key] for b in whole])[start:start + n]
+    np.testing.assert_array_equal(np.concatenate([b[key] for b in later]), want)
+
+
+@pytest.mark.parametrize("start, training", [(-1, True), (2.5, True), (True, True), (4, False)])
+def test_a_start_outside_the_training_stream_is_refused(cfg, start, training):
+  with pytest.raises(hr.errors.InputError, match=r"start must be a whole number ≥ 0, and 0 "
+                                                 r"outside training"):
+    hr.data.batches(cfg, "train", batch_size=4, training=training, start=start)
+
+
 @pytest.mark.parametrize("split, training", [("train", True), ("test", False)])
 def test_in_memory_split_gives_the_on_disk_batches(cfg, monkeypatch, split, training):
   # Small splits are decoded once and served from memory; the batches (their

@@ -1,6 +1,7 @@
 """Tests of the training loop (hyperrecon_jax.train.loop and writer): what a run
 writes, resume, configuration errors, non-finite losses. See loop_support.py."""
 
+import itertools
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import models
 from hyperrecon_jax import train
 from hyperrecon_jax.evaluators import validation
+from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import writer as writer_lib
 
 # XLA executables persist across the session's runs (see conftest.py).
@@ -227,7 +229,7 @@ def test_checkpoints_hold_the_final_state_and_data_position(run_a):
                                                  run_a["state"])
   assert step == STEPS
   assert_trees_close(host(state), run_a["state"], rtol=0)
-  assert data_state == {"next_index": STEPS}  # batches read
+  assert data_state == {"examples": STEPS * BATCH}  # examples of the training stream read
   assert config_dict == json.loads(run_a["config"].to_json())
   assert checkpoints.saved_config(run_a["workdir"]) == config_dict
 
@@ -261,6 +263,55 @@ def test_resume_reaches_the_uninterrupted_result(run_a, data_dir, tmp_path,
     np.testing.assert_allclose(r["loss"], want[r["step"]]["loss"], rtol=1e-5)
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["train"]["num_steps"] == STEPS
+
+
+class _Recorded:
+  """A training iterator that lists the (volume, slice) of every batch taken from it."""
+
+  def __init__(self, it, seen):
+    self._it, self._seen = it, seen
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self._it)
+    self._seen.extend(zip(batch["volume"].tolist(), batch["slice"].tolist()))
+    return batch
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state):
+    self._it.set_state(state)
+
+
+def test_a_resume_with_another_batch_size_reads_on_from_the_examples_read(
+    data_dir, tmp_path, monkeypatch):
+  # The data position was stored in batches and counted again in batches of
+  # the new size: resumed at batch 8 after 2 steps of 4, the run skipped
+  # examples 8-15 of the epoch (at a smaller batch it repeated some).
+  config = make_config(data_dir)
+  stream = [ids for b in itertools.islice(data.batches(
+      config.data, "train", batch_size=4, seed=int(config.train.seed), labels=False), 6)
+            for ids in zip(b["volume"].tolist(), b["slice"].tolist())]
+  seen, batches = [], data.batches
+  monkeypatch.setattr(data, "batches", lambda data_config, split, **kwargs: (
+      _Recorded(batches(data_config, split, **kwargs), seen) if split == "train"
+      else batches(data_config, split, **kwargs)))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(make_config(data_dir, num_steps=2), workdir)
+  final = train.train_and_evaluate(make_config(data_dir, num_steps=4, batch_size=8), workdir)
+  assert seen == stream[:24]  # 2 batches of 4, then 2 of 8: examples 0-7, then 8-23
+  assert restore(workdir, host(final))[2] == {"examples": 24}
+
+
+@pytest.mark.parametrize("data_state, examples", [
+    ({}, 0), ({"examples": 20}, 20),
+    ({"next_index": 3}, 12),  # written before: batches of the run's 4 then
+])
+def test_the_examples_a_checkpoint_read_in_either_of_its_forms(data_state, examples):
+  assert loop_lib.examples_read(data_state, {"train": {"batch_size": 4}}) == examples
 
 
 def test_metric_writer_drops_records_after_the_resumed_step(tmp_path):

@@ -22,6 +22,7 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import loop as loop_lib
+from hyperrecon_jax.train import memory_checks
 from hyperrecon_jax.train import state as state_lib
 
 # XLA executables persist across the session's runs (see conftest.py).
@@ -270,7 +271,7 @@ def test_a_model_or_step_beyond_the_devices_memory_is_refused_before_any_work(
     data_dir, tmp_path, monkeypatch, floor, pattern):
   if floor is not None:
     monkeypatch.setattr(state_lib, "memory_floor", lambda *args, **kwargs: floor)
-  monkeypatch.setattr(loop_lib, "device_memory", lambda: (2**10, "a 1 KiB test device"))
+  monkeypatch.setattr(memory_checks, "device_memory", lambda: (2**10, "a 1 KiB test device"))
   with pytest.raises(train.ConfigError, match=pattern):
     train.train_and_evaluate(make_config(data_dir), str(tmp_path / "run"))
   assert os.listdir(tmp_path) == []

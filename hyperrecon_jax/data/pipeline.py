@@ -19,7 +19,10 @@ Every element's shuffle position and augmentation randomness depend only on
 with `iterator.get_state()` (a JSON-serializable dict, e.g.
 ``{"next_index": 1234}``) or `iterator_state_to_json`; a fresh iterator of the
 same config, split, batch size and seed continues exactly where the old one
-stopped after `set_state`.
+stopped after `set_state`. A training iterator can also start ``start``
+examples into the stream: with any batch size it then gives the examples, and
+their augmentation, that one started at 0 gives from example ``start`` on (a
+run resumed with another batch size reads on where it stopped).
 
 Several processes (`shard`). Each process of a multi-process run reads its own
 shard of every batch: with ``grain.sharding.ShardOptions(i, n)`` it gets rows
@@ -30,8 +33,7 @@ the batches one process builds without `shard`: the same examples, the same
 augmentation, the same order. A process reads only the records of its rows
 (except that every process decodes a split small enough to be kept in memory,
 `IN_MEMORY_BYTES`, whole). The iterator state counts global batches, so a
-checkpoint of a run on any number of processes resumes on any other with the
-same global batch.
+checkpoint of a run on any number of processes resumes on any other.
 """
 
 import collections.abc
@@ -217,7 +219,8 @@ def _local_batch_size(batch_size: int, shard) -> int:
 
 
 def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
-            training: bool | None = None, shard=None, labels: bool = True):
+            training: bool | None = None, shard=None, labels: bool = True,
+            start: int = 0):
   """The batched `grain.MapDataset` behind `batches`.
 
   Args:
@@ -233,6 +236,8 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
     labels: give the split's labels (``label``) where it has them; False
       leaves them out (training a reconstruction reads only the images: half
       the bytes of a batch of a labelled split).
+    start: training only: examples of the stream (shuffled, augmented, over
+      every epoch) before the first batch.
 
   Returns:
     A `grain.MapDataset` of batch dicts of ``batch_size / shard_count`` rows;
@@ -240,6 +245,9 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
   """
   local = _local_batch_size(batch_size, shard)
   training = split == "train" if training is None else bool(training)
+  if isinstance(start, bool) or int(start) != start or start < 0 or (start and not training):
+    raise errors.InputError(f"start must be a whole number ≥ 0, and 0 outside training; "
+                            f"got {start!r} for {'training' if training else 'evaluation'}")
   flip = bool(common.field(data_config, "augment_flip"))
   intensity = _intensity(common.field(data_config, "augment_intensity"))
   source = sources.load_split(data_config, split)
@@ -258,6 +266,8 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
   if flip or intensity > 0:
     ds = ds.random_map(functools.partial(augment, flip=flip, intensity=intensity),
                        seed=_derive_seed(seed, 1))
+  if start:
+    ds = ds[int(start):]  # after the augmentation, which is drawn by position in the stream
   return _shard(ds.batch(local, drop_remainder=True), shard)
 
 
@@ -275,7 +285,8 @@ def _shard(ds, shard):
 
 def batches(data_config, split: str, *, batch_size: int, seed: int = 0,
             training: bool | None = None, num_threads: int | None = None,
-            prefetch: int = DEFAULT_PREFETCH, shard=None, labels: bool = True):
+            prefetch: int = DEFAULT_PREFETCH, shard=None, labels: bool = True,
+            start: int = 0):
   """An iterator of batch dicts (see the module docstring for the format).
 
   Args:
@@ -291,6 +302,8 @@ def batches(data_config, split: str, *, batch_size: int, seed: int = 0,
     shard: a ``grain.sharding.ShardOptions``: this process's rows of every
       batch (see `dataset`); None reads whole batches.
     labels: give the split's labels where it has them (see `dataset`).
+    start: training only: examples of the stream before the first batch (see
+      the module docstring).
 
   Returns:
     A grain `DatasetIterator`: `next()` gives a batch (``batch_size /
@@ -298,7 +311,7 @@ def batches(data_config, split: str, *, batch_size: int, seed: int = 0,
     position.
   """
   ds = dataset(data_config, split, batch_size=batch_size, seed=seed, training=training,
-               shard=shard, labels=labels)
+               shard=shard, labels=labels, start=start)
   if num_threads is None:
     num_threads = int(common.field(data_config, "num_threads"))
   options = grain.ReadOptions(num_threads=num_threads,

@@ -17,9 +17,9 @@ from hyperrecon_jax.train.configuration import num_coeffs
 from hyperrecon_jax.train.configuration import num_lambdas
 from hyperrecon_jax.train.loop import Interrupted
 from hyperrecon_jax.train.loop import NonFiniteLossError
-from hyperrecon_jax.train.loop import check_memory
-from hyperrecon_jax.train.loop import check_step_memory
 from hyperrecon_jax.train.loop import train_and_evaluate
+from hyperrecon_jax.train.memory_checks import check_memory
+from hyperrecon_jax.train.memory_checks import check_step_memory
 from hyperrecon_jax.train.run_fields import changed_fields
 from hyperrecon_jax.train.state import TrainState
 from hyperrecon_jax.train.state import build_model

@@ -35,7 +35,7 @@ from hyperrecon_jax.train import trained
 
 RESULT_FILE = "baselines.json"
 # Unets one stack may hold: each is a whole Unet trained in the one program,
-# and a stack far below this already outgrows a device (`loop.check_memory`);
+# and a stack far below this already outgrows a device (`memory_checks.check_memory`);
 # the count is refused before its λ are built.
 MAX_UNETS = 10_000
 

@@ -17,7 +17,6 @@ from hyperrecon_jax import checkpoints
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
 from hyperrecon_jax import interrupts
-from hyperrecon_jax import memory
 from hyperrecon_jax import physics
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
@@ -28,6 +27,7 @@ from hyperrecon_jax.data import summary
 from hyperrecon_jax.evaluators import validation
 from hyperrecon_jax.train import config_checks
 from hyperrecon_jax.train import configuration
+from hyperrecon_jax.train import memory_checks
 from hyperrecon_jax.train import run_fields
 from hyperrecon_jax.train import sharded
 from hyperrecon_jax.train import spread
@@ -64,61 +64,6 @@ def _stop_on_signals():
   finally:
     for s, h in old.items():
       signal.signal(s, h)
-
-
-def device_memory() -> tuple[int, str]:
-  """``(bytes, what)``: the memory of one device, or the machine's RAM for a CPU."""
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if "bytes_limit" in stats:
-    return int(stats["bytes_limit"]), f"one {jax.local_devices()[0].device_kind}"
-  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
-
-
-def check_memory(config, model) -> None:
-  """Raises ``ConfigError`` if training cannot fit in one device's memory.
-
-  A lower bound (`state.memory_floor`: the train state, its gradients, the
-  convolutions' inputs): a run refused here could never train, while one that
-  passes may still need more.
-  Without it, a stack of 10⁵ Unets (``baselines.py --lambdas=grid:100000``)
-  ran minutes into its initialization before it ran out of memory.
-  """
-  need = state_lib.memory_floor(config, model, len(jax.devices()))
-  limit, what = device_memory()
-  if need > limit:
-    count = len(state_lib.stack_lambdas(model))
-    fewer = (f"; train fewer than its {count} Unets" if count > 1 else
-             "; use a smaller model (config.model.channels, config.model.hyper_dim)")
-    raise configuration.ConfigError(
-        f"the parameters, gradients, optimizer state and kept activations of this model "
-        f"alone take {memory.byte_size(need)}, more than the {memory.byte_size(limit)} of "
-        f"{what}{fewer}")
-
-
-def check_step_memory(config, compiled) -> None:
-  """Raises ``ConfigError`` if the compiled training step needs more than a device has.
-
-  XLA's memory analysis of the step: its arguments, outputs (less those that
-  reuse the donated state's buffers) and temporaries. `check_memory`'s bound
-  leaves out the temporaries, which at a large batch dominate: at batch
-  100,000 of the demo's ``:quick`` model the bound was 10.8 GiB and the step
-  needed 29.6 GiB.
-
-  Args:
-    config: the run's config.
-    compiled: the compiled training step.
-  """
-  analysis = compiled.memory_analysis()
-  if analysis is None:  # a backend without the analysis
-    return
-  need = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
-          + analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
-  limit, what = device_memory()
-  if need > limit:
-    raise configuration.ConfigError(
-        f"one training step needs {memory.byte_size(need)} (XLA's memory analysis of the "
-        f"compiled step), more than the {memory.byte_size(limit)} of {what}; lower "
-        f"config.train.batch_size (now {config.train.batch_size}) or use a smaller model")
 
 
 def check_workdir(config, workdir: str, stored=None) -> None:
@@ -214,7 +159,7 @@ def train_and_evaluate(config, workdir: str):
   # acceleration beyond the image's size), or a model that cannot fit, must
   # leave nothing behind.
   operator = physics.make_operator(config.task, (size, size))
-  check_memory(config, state_lib.build_model(config))
+  memory_checks.check_memory(config, state_lib.build_model(config))
   mesh = sharded.data_mesh()
   if config.train.batch_size % mesh.size:
     raise configuration.ConfigError(
@@ -230,7 +175,7 @@ def _train(config, workdir, mesh, operator, owner):
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
   model = state_lib.build_model(config)
-  state, start, data_state = _start(config, workdir, model, replicated, owner)
+  state, start, read = _start(config, workdir, model, replicated, owner)
   if start >= int(config.train.num_steps):
     return state
   # Before anything is written: a run goes on with the splits it began with,
@@ -242,9 +187,7 @@ def _train(config, workdir, mesh, operator, owner):
   if owner:
     for line in summary.describe(config.data):
       print(line, file=sys.stderr)
-  train_iter = sharded.train_batches(config, batch_sharding)
-  if data_state:
-    train_iter.set_state(data_state)
+  train_iter = sharded.train_batches(config, batch_sharding, start=read)
   # From the first batch on, a signal (during the compilation too) stops the
   # run after its next step, with a checkpoint.
   with _stop_on_signals() as received:
@@ -259,7 +202,7 @@ def _train(config, workdir, mesh, operator, owner):
         out_shardings=(replicated, replicated), donate_argnums=0,
         compiler_options=compilation.training_options()).lower(
             state, first, streams.key(int(config.train.seed), "train")).compile()
-    check_step_memory(config, train_step)
+    memory_checks.check_step_memory(config, train_step)
     if owner:
       workdir_lib.write_text(os.path.join(workdir, "config.json"),
                              config.to_json(indent=2))
@@ -271,7 +214,7 @@ def _train(config, workdir, mesh, operator, owner):
     val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
                 if config.model.hyper_dim else
                 list(state_lib.stack_lambdas(model)) or [tuple(config.hparams.fixed)])
-    saver = _Saver(config, workdir, model, operator, val_lams, train_iter)
+    saver = _Saver(config, workdir, model, operator, val_lams, train_iter, read)
     writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
     try:
       return _steps(config, model, state, start, train_step,
@@ -283,7 +226,10 @@ def _train(config, workdir, mesh, operator, owner):
 
 
 def _start(config, workdir, model, replicated, owner):
-  """``(state, start step, data-iterator state)``: the newest intact checkpoint, or step 0."""
+  """``(state, start step, examples read)``: the newest intact checkpoint, or step 0.
+
+  The examples read are where the run's data resumes (`examples_read`).
+  """
   state = jax.device_put(state_lib.create_state(
       config, model, streams.key(int(config.train.seed), "init")), replicated)
 
@@ -308,7 +254,7 @@ def _start(config, workdir, model, replicated, owner):
       print(f"warning: {workdir} has no usable checkpoint: the damaged ones (steps "
             f"{', '.join(damaged)}) are in {os.path.join(workdir, checkpoints.DAMAGED_DIR)}; "
             "training starts again from step 0", file=sys.stderr)
-    return state, 0, None
+    return state, 0, 0
   start, total = restored.step, int(config.train.num_steps)
   if start >= total:
     print(f"nothing to do: {workdir} is at step {start} and "
@@ -320,14 +266,36 @@ def _start(config, workdir, model, replicated, owner):
     print(f"resuming from step {start}" + (
         f"; changed since that checkpoint: {'; '.join(changed)}" if changed else ""),
         file=sys.stderr)
-  return jax.device_put(restored.state, replicated), start, restored.data_state
+  return (jax.device_put(restored.state, replicated), start,
+          examples_read(restored.data_state, stored_config))
+
+
+def examples_read(data_state: dict, stored_config: dict) -> int:
+  """How many examples of the training stream a checkpoint's run had read.
+
+  A checkpoint stores ``{"examples": N}``; one written before counted the
+  batches of the run's batch size then (``{"next_index": n}``, grain's
+  iterator state), which its own config gives. In examples, the position
+  holds when a resumed run changes ``train.batch_size``: counted in batches
+  of the new size, it skipped or repeated examples of the epoch.
+
+  Args:
+    data_state: the checkpoint's data position ({} for none).
+    stored_config: the config stored with the checkpoint, as a dict.
+  """
+  if not data_state:
+    return 0
+  if "examples" in data_state:
+    return int(data_state["examples"])
+  return int(data_state["next_index"]) * int(stored_config["train"]["batch_size"])
 
 
 class _Saver:
   """Checkpoints only good states: finite, with finite reconstructions."""
 
-  def __init__(self, config, workdir, model, operator, val_lams, train_iter):
+  def __init__(self, config, workdir, model, operator, val_lams, train_iter, first):
     self._config, self._workdir, self._train_iter = config, workdir, train_iter
+    self._first = first  # examples of the stream read before the iterator's first batch
     self._finite = validation.reconstructions_finite(config, model, operator, val_lams)
     self._mngr = checkpoints.manager(workdir, config.train.max_to_keep)
 
@@ -354,7 +322,9 @@ class _Saver:
           f"the model's reconstructions of a validation batch are not finite at step {at} "
           f"(its parameters reach {largest:.3g}); training stopped and {self._kept()}. "
           "Lower config.train.lr or check the data.")
-    checkpoints.save(self._mngr, at, s, self._train_iter.get_state(), self._config)
+    read = self._first + (int(self._train_iter.get_state()["next_index"])
+                          * int(self._config.train.batch_size))
+    checkpoints.save(self._mngr, at, s, {"examples": read}, self._config)
 
   def close(self):
     self._mngr.close()

@@ -211,7 +211,7 @@ def global_batch(batch, sharding, batch_size: int):
   return out
 
 
-def train_batches(config, sharding):
+def train_batches(config, sharding, start: int = 0):
   """The training iterator of this process: its shard of every global batch.
 
   Every process reads the one stream of batches a single process would read
@@ -222,6 +222,7 @@ def train_batches(config, sharding):
   Args:
     config: the run's config.
     sharding: the batch's sharding.
+    start: examples of the training stream read before (a resumed run's).
 
   Returns:
     A grain iterator of batch dicts (see `data.batches`), without labels:
@@ -230,7 +231,7 @@ def train_batches(config, sharding):
   from hyperrecon_jax import data
   batch_size = int(config.train.batch_size)
   return data.batches(config.data, "train", batch_size=batch_size, seed=int(config.train.seed),
-                      shard=process_shard(sharding, batch_size), labels=False)
+                      shard=process_shard(sharding, batch_size), labels=False, start=start)
 
 
 def stop_agreement(mesh: Mesh) -> Callable[[bool], bool]:
