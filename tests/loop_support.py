@@ -14,6 +14,7 @@ data-parallel and SIGTERM tests. conftest.py turns `build_data_dir` and
 
 import json
 import os
+import socket
 
 import configs
 import jax
@@ -61,6 +62,13 @@ def train_run_a(data_dir, tmp_path_factory):
   config = make_config(data_dir)
   state = train.train_and_evaluate(config, workdir)
   return dict(workdir=workdir, config=config, state=host(state))
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now, for a run's coordinator."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def child_env(cache_dir, devices=1):

@@ -7,7 +7,6 @@ start two real processes of a run and end their work, well or not.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import threading
 from coordination_support import KeyValueStore
 from loop_support import REPO
 from loop_support import child_env
+from loop_support import free_port
 import pytest
 
 from hyperrecon_jax.train import sharded
@@ -141,17 +141,12 @@ print("done", flush=True)
 """
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
 
 def _run_pair(tmp_path, fail, delay, poll):
   """Exit statuses and outputs of both processes."""
   script = tmp_path / "ends.py"
   script.write_text(_ENDS)
-  port = str(_free_port())
+  port = str(free_port())
   procs = [subprocess.Popen(
       [sys.executable, str(script), port, str(i), str(fail), str(delay), str(poll),
        os.path.join(REPO, "experiments")],

@@ -38,6 +38,7 @@ from loop_support import ADAM_STEP_BOUND
 from loop_support import REPO
 from loop_support import TRAJECTORY_RTOL
 from loop_support import child_env
+from loop_support import free_port
 from loop_support import read_metrics
 import numpy as np
 import pytest
@@ -163,11 +164,6 @@ runpy.run_path(train_py, run_name="__main__")
 '''
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
 
 class _Pair:
   """The two processes of one launch, their logs and what the wrapper recorded."""
@@ -178,7 +174,7 @@ class _Pair:
     self.out = tmp_path / name
     self.out.mkdir()
     self.workdir = str(workdir)
-    port = _free_port()
+    port = free_port()
     self.procs = []
     for i in range(2):
       with open(self.out / f"process{i}.log", "w") as log:
@@ -370,7 +366,7 @@ def _one_process(data_dir, tmp_path, name, port, index, timeout):
 @pytest.mark.parametrize("index", [0, 1])
 def test_a_process_whose_run_never_assembles_is_one_error_line(data_dir, tmp_path, index):
   """Alone, process 0 or 1 waited 300 s, then JAX aborted it with a C++ stack dump."""
-  proc, workdir = _one_process(data_dir, tmp_path, "run", _free_port(), index, timeout=3)
+  proc, workdir = _one_process(data_dir, tmp_path, "run", free_port(), index, timeout=3)
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 2, stderr[-3000:]
   assert "Check failure" not in stderr and "Traceback" not in stderr, stderr[-3000:]
@@ -382,7 +378,7 @@ def test_a_process_whose_run_never_assembles_is_one_error_line(data_dir, tmp_pat
 
 def test_a_second_process_0_on_the_port_is_refused_at_once(data_dir, tmp_path):
   """Two processes 0 shared the port without a word and both waited for peers."""
-  port = _free_port()
+  port = free_port()
   first, _ = _one_process(data_dir, tmp_path, "first", port, 0, timeout=60)
   try:
     deadline = time.time() + 60
@@ -704,7 +700,7 @@ def test_processes_that_read_different_volumes_are_refused(tmp_path, compilation
   out = tmp_path / "out"
   out.mkdir()
   workdir = tmp_path / "run"
-  port = _free_port()
+  port = free_port()
   flags = [f"--config={DEMO}", f"--config.data.data_dir={tmp_path / 'tfds'}",
            "--config.data.name=nifti", f"--config.data.manual_dir={folder}",
            f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}", "--num_processes=2"]
@@ -765,7 +761,7 @@ def test_a_signal_to_one_process_at_start_up_ends_every_process(data_dir, tmp_pa
   script.write_text(_WAITING)
   out = tmp_path / "out"
   out.mkdir()
-  port = _free_port()
+  port = free_port()
   procs = [subprocess.Popen(
       [sys.executable, str(script), str(out), TRAIN, *_flags(data_dir),
        f"--workdir={tmp_path / 'run'}", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
