@@ -26,6 +26,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 import cli_config
+import cli_ending
 import cli_processes
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -42,7 +43,7 @@ def main(argv):
     # Before anything else touches JAX: the backend must start knowing its peers.
     joined = cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train
-  with cli_processes.ending_with_the_run(joined), cli.user_errors():
+  with cli_ending.ending_with_the_run(joined), cli.user_errors():
     train.train_and_evaluate(config, _WORKDIR.value)
   print(f"done: {_WORKDIR.value}")
 

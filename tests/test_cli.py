@@ -689,34 +689,6 @@ def test_a_rejected_rerun_leaves_the_finished_run_as_it_was(env, trained):
 
 
 
-@pytest.mark.parametrize("raised, code, line", [
-    ("ValueError('UNKNOWN: Gloo AllGather failed: Connection reset by peer')", 1,
-     "error: this process of a multi-process run stopped on the error above; if another "
-     "process of the run died, rerun every process's command"),
-    ("SystemExit(2)", 2, None),
-    ("SystemExit()", 0, None),
-])
-def test_a_process_of_a_multi_process_run_ends_at_once_on_an_error(tmp_path, raised, code,
-                                                                    line):
-  """A peer's death failed this process's next collective; the interpreter's
-  shutdown then waited ~3 min in JAX's distributed shutdown (here: an atexit
-  hook that would hang) and aborted."""
-  program = tmp_path / "peer_lost.py"
-  program.write_text(
-      "import atexit, sys, time\n"
-      f"sys.path.insert(0, {os.path.join(REPO, 'experiments')!r})\n"
-      "import cli_processes\n"
-      "atexit.register(time.sleep, 600)\n"
-      "with cli_processes.ending_with_the_run(True):\n"
-      f"  raise {raised}\n")
-  proc = subprocess.run([sys.executable, str(program)], capture_output=True, text=True,
-                        timeout=120, check=False)
-  assert proc.returncode == code, proc.stderr
-  if line:
-    assert "Traceback" in proc.stderr and "Gloo AllGather failed" in proc.stderr
-    assert proc.stderr.rstrip().splitlines()[-1].startswith(line), proc.stderr
-
-
 def test_a_config_file_may_leave_an_evaluator_out_and_no_other_field():
   """configs.md: "remove an entry to skip it"; the file check refused it."""
   sys.path.insert(0, os.path.join(REPO, "experiments"))

@@ -1,4 +1,4 @@
-"""Tests of how the processes of a run tell each other their end (experiments/cli_processes.py).
+"""Tests of how the processes of a run tell each other their end (experiments/cli_ending.py).
 
 The coordination service's key-value store is replaced by a dict: these check
 what a process posts and what it says of its peers' posts, without starting
@@ -21,14 +21,14 @@ from hyperrecon_jax.train import sharded
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "experiments"))
-import cli_processes  # noqa: E402 (the scripts' folder first)
+import cli_ending  # noqa: E402 (the scripts' folder first)
 
 
 @pytest.fixture
 def store(monkeypatch):
   store = KeyValueStore()
   monkeypatch.setattr(sharded, "coordination_client", lambda: store)
-  monkeypatch.setattr(cli_processes, "_ending", {})
+  monkeypatch.setattr(cli_ending, "_ending", {})
   return store
 
 
@@ -39,11 +39,11 @@ def _as_process(monkeypatch, index):
 
 def test_an_end_is_posted_with_its_status_origin_and_reason(store, monkeypatch):
   _as_process(monkeypatch, 2)
-  cli_processes._post_end(2, "nifti: no volume in 'x'\nsecond line kept")
+  cli_ending._post_end(2, "nifti: no volume in 'x'\nsecond line kept")
   assert store.values == {"hyperrecon/ended/2": "2\n2\nnifti: no volume in 'x'\nsecond line kept"}
-  assert cli_processes._ended_peers() == {2: (2, 2, "nifti: no volume in 'x'\nsecond line kept")}
-  cli_processes._post_end(1, "again")  # posted once: the first end stands
-  assert cli_processes._ended_peers()[2][0] == 2
+  assert cli_ending._ended_peers() == {2: (2, 2, "nifti: no volume in 'x'\nsecond line kept")}
+  cli_ending._post_end(1, "again")  # posted once: the first end stands
+  assert cli_ending._ended_peers()[2][0] == 2
 
 
 def test_a_peer_that_ended_with_another_is_said_as_that_one(store, monkeypatch, capsys):
@@ -51,23 +51,23 @@ def test_a_peer_that_ended_with_another_is_said_as_that_one(store, monkeypatch, 
   # Process 1 reads both posts and names process 2 and its reason, not process
   # 0's acknowledgement (it said "process 0 … stopped: stopped with process 2").
   _as_process(monkeypatch, 2)
-  cli_processes._post_end(2, "[Errno 20] Not a directory: '/x'")
+  cli_ending._post_end(2, "[Errno 20] Not a directory: '/x'")
   _as_process(monkeypatch, 0)
-  cli_processes._say_peer_end(cli_processes._ended_peers())
+  cli_ending._say_peer_end(cli_ending._ended_peers())
   _as_process(monkeypatch, 1)
   capsys.readouterr()
-  ended = cli_processes._peer_posts()
+  ended = cli_ending._peer_posts()
   assert set(ended) == {0, 2}
-  cli_processes._say_peer_end(ended)
+  cli_ending._say_peer_end(ended)
   assert capsys.readouterr().err == (
       "error: process 2 of this run stopped: [Errno 20] Not a directory: '/x'\n")
-  assert cli_processes._ending["code"] == 2
+  assert cli_ending._ending["code"] == 2
   assert store.values["hyperrecon/ended/1"] == "2\n2\n[Errno 20] Not a directory: '/x'"
 
 
 def test_who_ends_a_process_is_decided_once(store):
-  assert cli_processes._claim("peer") == "peer"
-  assert cli_processes._claim("self") == "peer"
+  assert cli_ending._claim("peer") == "peer"
+  assert cli_ending._claim("self") == "peer"
 
 
 # Gloo's message when process 1 of a two-process run was killed (kill -9) during
@@ -76,11 +76,11 @@ GLOO_RESET = ("UNKNOWN: Gloo all-reduce failed: [external/gloo/gloo/transport/tc
               "Read error [127.0.0.1]:6575: Connection reset by peer")
 
 
-@pytest.mark.parametrize("words", cli_processes.LOST_CONNECTION)
+@pytest.mark.parametrize("words", cli_ending.LOST_CONNECTION)
 def test_a_broken_connection_in_a_collective_is_told_without_its_source_location(words):
   import jax
   error = jax.errors.JaxRuntimeError(GLOO_RESET.replace("Connection reset by peer", words))
-  assert cli_processes.lost_connection(error) == (
+  assert cli_ending.lost_connection(error) == (
       f"Gloo all-reduce failed: Read error [127.0.0.1]:6575: {words}")
   # A bug in a handler that ran while it unwound keeps its traceback: only the
   # runtime error itself is told in one line.
@@ -90,20 +90,20 @@ def test_a_broken_connection_in_a_collective_is_told_without_its_source_location
     except jax.errors.JaxRuntimeError:
       raise TypeError("a handler's bug")  # noqa: B904 (chained implicitly)
   except TypeError as outer:
-    assert outer.__context__ is error and cli_processes.lost_connection(outer) is None
+    assert outer.__context__ is error and cli_ending.lost_connection(outer) is None
 
 
 def test_other_errors_are_not_taken_for_a_broken_connection():
   import jax
   # A bug that mentions the words is still a bug (its traceback is printed),
   # and so is any other runtime error of XLA's.
-  assert cli_processes.lost_connection(ValueError(GLOO_RESET)) is None
-  assert cli_processes.lost_connection(
+  assert cli_ending.lost_connection(ValueError(GLOO_RESET)) is None
+  assert cli_ending.lost_connection(
       jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes")) is None
   # Raised from a lost connection, another error is still that error.
   wrapped = ValueError("a value")
   wrapped.__cause__ = jax.errors.JaxRuntimeError(GLOO_RESET)
-  assert cli_processes.lost_connection(wrapped) is None
+  assert cli_ending.lost_connection(wrapped) is None
 
 
 def _watches():
@@ -112,12 +112,40 @@ def _watches():
 
 def test_a_process_that_ends_well_stops_its_watch(store, monkeypatch):
   _as_process(monkeypatch, 1)
-  monkeypatch.setattr(cli_processes, "PEER_POLL_S", 0.001)
+  monkeypatch.setattr(cli_ending, "PEER_POLL_S", 0.001)
   assert not _watches()
-  with cli_processes.ending_with_the_run(True):
+  with cli_ending.ending_with_the_run(True):
     assert len(_watches()) == 1  # polling a store where no peer posts
   assert not _watches()
   assert not store.values  # an end that went well is not posted
+
+
+@pytest.mark.parametrize("raised, code, line", [
+    ("ValueError('UNKNOWN: Gloo AllGather failed: Connection reset by peer')", 1,
+     "error: this process of a multi-process run stopped on the error above; if another "
+     "process of the run died, rerun every process's command"),
+    ("SystemExit(2)", 2, None),
+    ("SystemExit()", 0, None),
+])
+def test_a_process_of_a_multi_process_run_ends_at_once_on_an_error(tmp_path, raised, code,
+                                                                    line):
+  """A peer's death failed this process's next collective; the interpreter's
+  shutdown then waited ~3 min in JAX's distributed shutdown (here: an atexit
+  hook that would hang) and aborted."""
+  program = tmp_path / "peer_lost.py"
+  program.write_text(
+      "import atexit, sys, time\n"
+      f"sys.path.insert(0, {os.path.join(REPO, 'experiments')!r})\n"
+      "import cli_ending\n"
+      "atexit.register(time.sleep, 600)\n"
+      "with cli_ending.ending_with_the_run(True):\n"
+      f"  raise {raised}\n")
+  proc = subprocess.run([sys.executable, str(program)], capture_output=True, text=True,
+                        timeout=120, check=False)
+  assert proc.returncode == code, proc.stderr
+  if line:
+    assert "Traceback" in proc.stderr and "Gloo AllGather failed" in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith(line), proc.stderr
 
 
 # Two processes of a run: FAIL (or none, -1) fails DELAY s after the other's
@@ -128,12 +156,12 @@ import jax
 port, index, fail, delay, poll, experiments = sys.argv[1:]
 sys.path.insert(0, experiments)
 import cli
-import cli_processes
+import cli_ending
 from hyperrecon_jax import errors
 jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
                            process_id=int(index))
-cli_processes.PEER_POLL_S = float(poll)
-with cli_processes.ending_with_the_run(True), cli.user_errors():
+cli_ending.PEER_POLL_S = float(poll)
+with cli_ending.ending_with_the_run(True), cli.user_errors():
   if index == fail:
     time.sleep(float(delay))
     raise errors.InputError("a late failure")
