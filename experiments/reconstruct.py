@@ -140,7 +140,8 @@ def main(argv):
                             overwrite=_OVERWRITE.value)
   for path in written:
     print(f"written: {path}")
-  for path in outputs.stale_files(scan.kind, _OUTPUT.value, _SAVE_INPUT.value):
+  for path in outputs.stale_files(scan.kind, _OUTPUT.value, _SAVE_INPUT.value,
+                                   source=scan.path):
     print(f"note: {path} is from an earlier run: this one wrote no zero-filled input "
           "(--save_input), as its sidecar says", file=sys.stderr)
 

@@ -184,17 +184,31 @@ def output_paths(scan_kind: str, output: str, save_input: bool) -> list[str]:
   return paths
 
 
-def stale_files(scan_kind: str, output: str, save_input: bool) -> list[str]:
+def stale_files(scan_kind: str, output: str, save_input: bool,
+                source: str | None = None) -> list[str]:
   """Files of an earlier output set that a write without them leaves in place.
 
   A NIfTI output written without ``--save_input`` over one written with it
   keeps the earlier ``*_zero_filled`` volume beside the new set (whose sidecar
   says ``"zero_filled": null``); it is the user's to keep or delete.
+
+  Args:
+    scan_kind: 'nifti' or 'h5'.
+    output: the output path given.
+    save_input: whether this write saved the zero-filled input.
+    source: the input scan: never named, since the input of a run may carry
+      the name an earlier run gave its zero-filled volume.
+
+  Returns:
+    The paths, each an existing file this write did not make.
   """
   if scan_kind != "nifti" or save_input:
     return []
   partner = input_path(output)
-  return [partner] if os.path.exists(partner) else []
+  if not os.path.exists(partner) or (source is not None and os.path.exists(source)
+                                     and os.path.samefile(partner, source)):
+    return []
+  return [partner]
 
 
 def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = None) -> None:

@@ -100,10 +100,26 @@ def outside_box_warning(foreground: np.ndarray, axis: int, box: tuple) -> tuple:
           "them and the output is 0 there",)
 
 
-def resolution_note(size: int, plane: tuple, grid: tuple, what: str, unit: str) -> str:
-  """One line on the model's working resolution against the input's."""
+def resolution_note(size: int, plane: tuple, grid: tuple, what: str, unit: str,
+                    spacing: tuple = (1.0, 1.0)) -> str:
+  """One line on the model's working resolution against the input's.
+
+  Args:
+    size: the model's side.
+    plane: (rows, columns) of the region resized to fit (`slicing.fit_to_square`).
+    grid: the input's shape, for the line.
+    what: what the region is ("foreground box", "image").
+    unit: what its elements are ("voxel", "pixel").
+    spacing: the region's physical (row, column) element size: the resize
+      keeps the physical aspect, so with anisotropic elements one side shrinks
+      more than the other.
+
+  Returns:
+    The line, with the larger of the two sides' shrink factors: the region's
+    larger physical side over ``size``, in elements of the finer spacing.
+  """
   h, w = (int(n) for n in plane)
-  coarser = max(h, w) / size
+  coarser = max(h * spacing[0], w * spacing[1]) / size / min(spacing)
   detail = (f", {coarser:.1f}× coarser: detail finer than {coarser:.1f} {unit}s is lost"
             if coarser > 1.05 else "")
   return (f"the model reconstructs at {size}×{size}: each slice's {h}×{w}-{unit} {what} is "

@@ -313,7 +313,8 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   np.moveaxis(foreground, axis, 0)[~kept] = False
   reference = _mean(volume, foreground) * scale
   notes = (() if axis_note is None else (axis_note,)) + (
-      scan_notes.resolution_note(size, (r1 - r0, c1 - c0), shape, "foreground box", "voxel"),)
+      scan_notes.resolution_note(size, (r1 - r0, c1 - c0), shape, "foreground box", "voxel",
+                                 plane_spacing),)
   return Scan(path, "nifti", images, np.arange(len(planes)), kept, scale,
               volume.shape, axis, box, plane_spacing, img, notes=notes, warnings=warnings,
               foreground=ras_to_input(img, foreground), reference=reference,

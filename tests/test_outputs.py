@@ -57,6 +57,21 @@ def test_the_input_scans_own_sidecar_is_never_replaced(tmp_path):
                         overwrite=True, source=str(scan))
 
 
+def test_an_earlier_zero_filled_volume_is_named_but_never_the_input_scan(tmp_path):
+  partner = tmp_path / "sub_zero_filled.nii.gz"
+  output = str(tmp_path / "sub.nii.gz")
+  assert outputs.stale_files("nifti", output, False) == []
+  partner.write_bytes(b"an earlier run's")
+  assert outputs.stale_files("nifti", output, False) == [str(partner)]
+  assert outputs.stale_files("nifti", output, True) == []
+  assert outputs.stale_files("h5", str(tmp_path / "sub.h5"), False) == []
+  # The input itself has the name an earlier run would give its zero-filled
+  # volume: it was named as left over from that run, for the user to delete.
+  assert outputs.stale_files("nifti", output, False, source=str(partner)) == []
+  assert outputs.stale_files("nifti", output, False, source=str(tmp_path / "other.nii")) == [
+      str(partner)]
+
+
 def test_the_input_scan_and_a_folder_are_never_outputs(tmp_path):
   scan = tmp_path / "scan.nii.gz"
   scan.write_bytes(b"keep")

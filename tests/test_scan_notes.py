@@ -64,3 +64,14 @@ def test_the_resolution_note_says_how_much_detail_is_lost():
                   "output is put back on the input's 197×233×189 grid")
   # Within 5 % of the grid, no loss is claimed.
   assert "coarser" not in scan_notes.resolution_note(64, (67, 60), (67, 60), "image", "pixel")
+
+
+def test_the_resolution_note_counts_the_finer_side_of_anisotropic_voxels():
+  # 50 rows of 3 mm and 88 columns of 1 mm: the 150 mm side fills 64 pixels, so
+  # the 88 columns shrink to 88 · 64 / 150 = 37.5 pixels, 150 / 64 = 2.34× coarser.
+  note = scan_notes.resolution_note(64, (50, 88), (100, 50, 9), "foreground box", "voxel",
+                                    (3.0, 1.0))
+  assert "2.3× coarser: detail finer than 2.3 voxels" in note
+  # The same box with isotropic voxels: 88 / 64 = 1.375.
+  assert "1.4× coarser" in scan_notes.resolution_note(64, (50, 88), (100, 50, 9),
+                                                      "foreground box", "voxel")
