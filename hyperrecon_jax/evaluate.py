@@ -149,8 +149,9 @@ def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any
     chunk: model batch size of one call, see `grid.reconstruct_grid`.
     per_slice: keep the (S, G) per-slice arrays in the result (they dominate
       its size for big test sets and 2-D grids).
-    progress: called with the number of (slice, λ) pairs just scored
-      (padding rows included), e.g. to advance a progress bar.
+    progress: called with the number of (slice, λ) pairs just scored (the
+      batch's valid slices times its λ; padding rows are not work), e.g. to
+      advance a progress bar whose total is the split's slices times the λ.
     segmenter: a `segmentation.Trained`: the batches must then carry their
       true ``label`` (B, H, W), and every reconstruction (and the zero-filled
       input) is also scored by ``dice``, the Dice of its segmentation.
@@ -202,7 +203,7 @@ def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any
       for m, v in out.items():
         blocks[m].append(v[:, :used])
       if progress is not None:
-        progress(image.shape[0] * used)
+        progress(int(np.count_nonzero(valid)) * used)
     for m, v in blocks.items():
       grid_rows[m].append(np.concatenate(v, axis=1))
     for m, v in grid_lib.zero_filled_metrics(zf, image, valid=valid, segmenter=segmenter,

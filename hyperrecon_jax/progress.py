@@ -44,12 +44,14 @@ class Progress:
   def set(self, done: int) -> None:
     """Sets the units done."""
     done = min(done, self._total)
+    finished = done == self._total and self._done < self._total
     if self._bar is not None:
       self._bar.update(done - self._done)
     self._done = done
     if self._bar is None and self._enabled and self._every is not None:
       now = time.time()
-      if now - self._last > self._every or done == self._total:
+      # The last line once: later calls (padding) add nothing to say.
+      if finished or (done < self._total and now - self._last > self._every):
         self._print(now)
 
   def note(self, text: str) -> None:

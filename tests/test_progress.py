@@ -9,7 +9,7 @@ def _line(done, total, note):
 
 def test_off_a_terminal_it_writes_a_line_at_the_end_and_on_notes(capsys, monkeypatch):
   # pytest's stderr is no terminal: log lines, not a bar.
-  clock = iter([0.0, 1.0, 2.0, 3.0, 4.0]).__next__
+  clock = iter([0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).__next__
   monkeypatch.setattr(progress.time, "time", clock)
   p = progress.Progress(10, "pair", _line, every=100.0)
   p(4)
@@ -18,6 +18,8 @@ def test_off_a_terminal_it_writes_a_line_at_the_end_and_on_notes(capsys, monkeyp
   p(5)  # padding beyond the total is not work
   assert p.done == 10
   assert capsys.readouterr().err == "10/10\n"
+  p(2)  # more padding after the end: the last line is not repeated
+  assert capsys.readouterr().err == ""
   p.note("loss=1")
   assert capsys.readouterr().err == "10/10 loss=1\n"
   p.close()
