@@ -166,7 +166,8 @@ def gallery_section(recons, psnrs, candidates, lambdas, k: int, tolerance_db: fl
 
   Returns:
     ``{'indices': [picks into the evaluated λ], 'lambdas', 'coeffs',
-    'min_distance', 'psnr', 'tolerance_db', 'num_candidates', 'scores'}``.
+    'min_distance', 'psnr', 'tolerance_db', 'num_candidates', 'scores',
+    'positions': [picks into candidates, the rows of recons]}``.
   """
   candidates = np.asarray(candidates)
   psnrs = np.asarray(psnrs, np.float64)
