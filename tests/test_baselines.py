@@ -255,3 +255,11 @@ def test_two_lambdas_of_one_loss_weighting_are_refused(tmp_path):
     baselines.train_baselines(config, str(tmp_path / "b"),
                               [(1.0, 0.0, 0.0), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)])
   assert not (tmp_path / "b").exists()
+  # 0.1 and 0.1 + 1e-9 are two floats but one float32: both Unets trained at
+  # one coefficient vector, and every score of the second λ was the first's.
+  with pytest.raises(train.ConfigError, match=r"λ = \(0\.1, 0\.0, 0\.0\) and "
+                                              r"\(0\.100000001, 0\.0, 0\.0\) are one λ in "
+                                              r"float32"):
+    baselines.train_baselines(config, str(tmp_path / "b"),
+                              [(0.1, 0.0, 0.0), (0.100000001, 0.0, 0.0), (0.6, 0.0, 0.0)])
+  assert not (tmp_path / "b").exists()

@@ -186,6 +186,16 @@ def test_validation_of_two_hyperparameters_covers_each_loss_once(data_dir):
   _assert_validation(got, _independent_validation(config, net, state.variables(), lams), lams)
 
 
+def test_validation_names_tell_apart_lambdas_that_differ_in_float32():
+  # Six digits (`:g`) named 0.30000004 as 0.3: one stack Unet's scores
+  # replaced the other's in the log, under one name.
+  names = [validation._tag(lam) for lam in [(0.3,), (0.30000004,), (0.5, 1.0), (1e-05,)]]
+  assert names == ["0.3", "0.30000004", "0.5_1", "1e-05"]
+  assert float(names[1]) == np.float32(0.30000004)
+  # Values that are one float32 keep the short name.
+  assert validation._tag((0.30000001,)) == "0.3"
+
+
 def _read_event_scalars(path):
   """{tag: [(step, value), ...]} of a TensorBoard event file (TFRecords)."""
   event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")

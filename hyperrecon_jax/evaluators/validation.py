@@ -16,8 +16,18 @@ from hyperrecon_jax import streams
 
 
 def _tag(lam) -> str:
-  """A λ vector as it appears in metric names: ``(0.5, 1.0)`` → ``0.5_1``."""
-  return "_".join(f"{v:g}" for v in lam)
+  """A λ vector as it appears in metric names: ``(0.5, 1.0)`` → ``0.5_1``.
+
+  Each value in at most six digits where they tell its float32 value (the
+  precision the model runs at), else in as many as that needs: 0.30000004
+  is not 0.3, whose name it would otherwise take.
+  """
+  def text(v):
+    short = f"{float(v):g}"
+    if np.float32(short) == np.float32(v):
+      return short
+    return np.format_float_positional(np.float32(v), unique=True, trim="-")
+  return "_".join(text(v) for v in lam)
 
 
 def metrics(config, model, variables, lams) -> dict[str, float]:

@@ -10,6 +10,8 @@ here and again in `evaluate.py`, over its overrides; the segmenter checks its
 
 import math
 
+import numpy as np
+
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
@@ -173,16 +175,19 @@ def _check_fixed_lambdas(config, k: int) -> None:
                           f"values in [0, 1], got {lam}")
     if len(set(stack)) != len(stack):
       raise ConfigError(f"config.hparams.baselines repeats a λ: {stack}")
-    # A stack answers each λ with the Unet of its coefficients: a second Unet
-    # of one weighting would be trained and never used.
+    # A stack answers each λ with the Unet of its float32 coefficients: a
+    # second Unet of one weighting would be trained and never used.
     seen = {}
     for lam in stack:
-      key = hparams.weighting(lam)
+      stored = tuple(float(v) for v in np.asarray(lam, np.float32))
+      key = hparams.weighting(stored)
       if key in seen:
-        raise ConfigError(
-            f"config.hparams.baselines: λ = {seen[key]} and {lam} weight the loss alike "
-            "(where λ_k = 1 the later λ do not count), so one Unet would answer for both; "
-            "keep one of them")
+        earlier = seen[key]
+        why = ("are one λ in float32, the precision the Unets train at"
+               if tuple(float(v) for v in np.asarray(earlier, np.float32)) == stored
+               else "weight the loss alike (where λ_k = 1 the later λ do not count)")
+        raise ConfigError(f"config.hparams.baselines: λ = {earlier} and {lam} {why}, so one "
+                          "Unet would answer for both; keep one of them")
       seen[key] = lam
     if config.sampling.method != "uhs":
       raise ConfigError("baselines train at fixed λ: config.sampling.method "
