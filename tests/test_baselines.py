@@ -23,6 +23,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import models
 from hyperrecon_jax import physics
 from hyperrecon_jax import train
+from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import baselines
 
 
@@ -159,6 +160,27 @@ def test_rerun_does_not_train_again(run):
   again = baselines.compute_loss_scales(config, workdir)
   assert snapshot() == before
   assert again == result
+
+
+def test_the_unets_are_measured_under_the_trainers_lock(run, monkeypatch):
+  # The measurement ran after the training's lock was released: a second
+  # trainer started then saved later steps, and baselines.json described an
+  # earlier one.
+  config, workdir, result = run
+  measure = baselines.validation_term_means
+  refused = []
+
+  def measured_while_another_trainer_starts(*args, **kwargs):
+    with pytest.raises(workdir_lib.WorkdirBusyError, match="is being trained by process"):
+      with workdir_lib.lock(workdir):
+        pass
+    refused.append(True)
+    return measure(*args, **kwargs)
+
+  monkeypatch.setattr(baselines, "validation_term_means", measured_while_another_trainer_starts)
+  assert baselines.compute_loss_scales(config, workdir) == result
+  assert refused == [True]
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
 
 
 def test_incompatible_workdir_is_refused_before_training(run):

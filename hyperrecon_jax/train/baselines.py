@@ -228,6 +228,8 @@ def train_baselines(config, workdir: str, lambdas=None, *,
 
   Raises:
     ConfigError: an impossible config, or a workdir holding another run.
+    WorkdirBusyError: another trainer owns the workdir (at the start, or
+      when this one returns to measure its Unets).
     InputError: more than `MAX_UNETS` λ.
     ValueError: a loss scale is not a positive finite number.
   """
@@ -239,15 +241,19 @@ def train_baselines(config, workdir: str, lambdas=None, *,
   check_count(len(lambdas))
   c = stack_config(config, lambdas, loss_scales=loss_scales)
   loop_lib.train_and_evaluate(c, workdir)  # returns at once when finished
-  c, model, variables, step = trained.load_trained(workdir)
-  stack = model.lambdas
-  terms = validation_term_means(c, model, variables, stack)
-  result = {"losses": list(names), "lambdas": [list(lam) for lam in stack],
-            "split": "validation", "step": int(step), "terms": terms,
-            "loss_scales": _one_hot_scales(names, stack, terms)}
-  if workdir_lib.is_primary():  # every process of a multi-host run gets the result
-    workdir_lib.write_text(os.path.join(workdir, RESULT_FILE),
-                           json.dumps(result, indent=2))
+  # Measured and written under the trainer's lock again: a trainer started
+  # on the workdir meanwhile would save checkpoints that the result, of an
+  # earlier step, does not describe. One that took the lock first is named.
+  with workdir_lib.run_lock(workdir):
+    c, model, variables, step = trained.load_trained(workdir)
+    stack = model.lambdas
+    terms = validation_term_means(c, model, variables, stack)
+    result = {"losses": list(names), "lambdas": [list(lam) for lam in stack],
+              "split": "validation", "step": int(step), "terms": terms,
+              "loss_scales": _one_hot_scales(names, stack, terms)}
+    if workdir_lib.is_primary():  # every process of a multi-host run gets the result
+      workdir_lib.write_text(os.path.join(workdir, RESULT_FILE),
+                             json.dumps(result, indent=2))
   return result
 
 
