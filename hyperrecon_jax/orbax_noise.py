@@ -83,13 +83,25 @@ def _not_a_failed_write(record) -> bool:
   if ".orbax-checkpoint-tmp" in message and "os_error_code" in message:
     return False
   error = record.exc_info[1] if record.exc_info else None
+  # A file orbax writes itself in a thread of asyncio's (`async_path`): the
+  # OSError of its future, which nobody collects once the save has failed.
+  if (message.startswith("Future exception was never retrieved")
+      and isinstance(error, OSError) and _raised_in_orbax(error)):
+    return False
   # After a failed write orbax removes the unfinished step in a thread of its
-  # own; when the process ends first, that thread finds the interpreter's
-  # executor shut down (the next trainer removes the step instead).
+  # own; when the process ends first, that thread finds the executor shut
+  # down ("after shutdown", or "after interpreter shutdown"; the next trainer
+  # removes the step instead).
   shutdown = (isinstance(error, RuntimeError)
-              and "cannot schedule new futures after shutdown" in str(error))
+              and "cannot schedule new futures after" in str(error))
   return not ("_SignalingThread.run() raised an exception" in message
               and (isinstance(error, OSError) or "os_error_code" in message or shutdown))
+
+
+def _raised_in_orbax(error: BaseException) -> bool:
+  """Whether ``error``'s traceback passes through orbax's code."""
+  marker = f"{os.sep}orbax{os.sep}"
+  return any(marker in frame.filename for frame in traceback.extract_tb(error.__traceback__))
 
 
 def hide_failed_writes() -> None:
