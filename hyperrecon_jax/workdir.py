@@ -39,7 +39,7 @@ LOCK_FILE = "train.lock"
 RUN_ENTRIES = (
     "config.json", "checkpoints", "checkpoints.pending.json", "checkpoints.damaged",
     LOCK_FILE, "metrics.jsonl", "metrics.jsonl.tmp", "metrics.jsonl.*.old",
-    "events.out.tfevents.*", "eval", "baselines.json", "gradient_scales.json",
+    "events.out.tfevents.*", "events.*.old", "eval", "baselines.json", "gradient_scales.json",
     "data_splits.json")
 SEGMENTER_ENTRIES = ("segmenter.msgpack", "segmenter.json", LOCK_FILE)
 GRADIENT_SCALES_ENTRIES = ("gradient_scales.json",)

@@ -342,6 +342,44 @@ def test_metric_writer_drops_records_after_the_resumed_step(tmp_path):
   assert read_metrics(workdir) == []
 
 
+def test_a_run_started_again_from_step_0_keeps_the_earlier_runs_event_files_apart(
+    tmp_path, capsys):
+  pytest.importorskip("tensorboardX")
+  workdir = str(tmp_path)
+  w = writer_lib.MetricWriter(workdir)
+  w.write(1, {"loss": 3.6})
+  w.close()
+  (earlier,) = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents.")]
+  # Left beside the new run's events, the old run's curves were drawn into
+  # the new run's at the same steps, with no purge between them.
+  w = writer_lib.MetricWriter(workdir)
+  w.write(1, {"loss": 3.3})
+  w.close()
+  assert ("kept: its metrics as metrics.jsonl.1.old and its TensorBoard events in "
+          "events.1.old") in capsys.readouterr().err
+  assert os.listdir(os.path.join(workdir, "events.1.old")) == [earlier]
+  assert len([f for f in os.listdir(workdir) if f.startswith("events.out.tfevents.")]) == 1
+  assert _read_event_scalars(os.path.join(workdir, "events.1.old", earlier))["loss"] == [
+      (1, pytest.approx(3.6))]
+  assert read_metrics(workdir) == [{"step": 1, "loss": 3.3}]
+  # The next restart takes the next n free for both.
+  writer_lib.MetricWriter(workdir).close()
+  assert sorted(f for f in os.listdir(workdir) if f.endswith(".old")) == [
+      "events.1.old", "events.2.old", "metrics.jsonl.1.old", "metrics.jsonl.2.old"]
+
+
+def test_a_full_disk_under_the_metrics_names_the_file(tmp_path):
+  workdir = str(tmp_path)
+  w = writer_lib.MetricWriter(workdir)
+  w.write(1, {"loss": 1.0})
+  w._file.close()
+  w._file = open("/dev/full", "a")  # every flush: ENOSPC, as a full disk's write
+  with pytest.raises(OSError, match=r"No space left on device: '.*metrics\.jsonl'"):
+    w.write(2, {"loss": 2.0})
+  w.close()  # said once: closing does not fail again on the line it could not write
+  assert read_metrics(workdir) == [{"step": 1, "loss": 1.0}]
+
+
 # --- configuration errors ----------------------------------------------------------
 
 

@@ -182,7 +182,7 @@ def test_a_run_whose_checkpoints_were_all_damaged_starts_again_and_says_so(
   err = capfd.readouterr().err
   assert re.search(r"warning: .* has no usable checkpoint: the damaged ones \(steps 2, 4, 6\) "
                    r"are in .*checkpoints\.damaged; training starts again from step 0", err), err
-  assert "kept as metrics.jsonl.1.old" in err
+  assert "is kept: its metrics as metrics.jsonl.1.old" in err
   with open(metrics + ".1.old") as f:
     assert f.read() == old_metrics
   assert [r["step"] for r in read_metrics(workdir)] == [1, 2]

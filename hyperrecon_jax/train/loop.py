@@ -221,8 +221,10 @@ def _train(config, workdir, mesh, operator, owner):
                     lambda: next(batches), saver, writer, val_lams, received,
                     sharded.stop_agreement(mesh))
     finally:
-      writer.close()
-      saver.close()
+      try:
+        writer.close()
+      finally:
+        saver.close()
 
 
 def _start(config, workdir, model, replicated, owner):

@@ -1,5 +1,7 @@
 """Where training metrics go: metrics.jsonl, TensorBoard event files, the terminal."""
 
+import contextlib
+import glob
 import json
 import os
 import sys
@@ -7,6 +9,7 @@ import sys
 from absl import logging
 
 from hyperrecon_jax import extras
+from hyperrecon_jax import workdir as workdir_lib
 
 
 def _read_records(path: str) -> list[tuple[int, str]]:
@@ -30,65 +33,132 @@ def _read_records(path: str) -> list[tuple[int, str]]:
   return kept
 
 
+EVENT_FILES = "events.out.tfevents.*"
+
+
 class MetricWriter:
   """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
 
   On resume from step ``start_step``, records of later steps (written by the
   interrupted run after its last checkpoint) are dropped, so ``metrics.jsonl``
-  reads as one uninterrupted run. A run that starts from step 0 where a
-  ``metrics.jsonl`` exists (its checkpoints were damaged, or never written)
-  keeps the old records as ``metrics.jsonl.<n>.old`` and says so. A writer
-  that is not ``enabled`` (every process but the first of a multi-host run)
-  writes nothing.
+  reads as one uninterrupted run, and TensorBoard drops the later events
+  (``purge_step``). A run that starts from step 0 where an earlier run left
+  records (its checkpoints were damaged, or never written) keeps them as
+  ``metrics.jsonl.<n>.old`` and its TensorBoard event files in the folder
+  ``events.<n>.old``, where TensorBoard shows them as a run of their own
+  instead of mixed into the new run's curves, and says so. A writer that is
+  not ``enabled`` (every process but the first of a multi-host run) writes
+  nothing.
+
+  Raises:
+    OSError: a write failed (a full disk), naming the file.
   """
 
   def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self._workdir = workdir
     self._file = self._tb = None
     if not enabled:
       return
     if start_step and os.path.exists(self.path):
       kept = [line for step, line in _read_records(self.path)
               if step <= start_step]
-      with open(self.path + ".tmp", "w") as f:
-        f.writelines(kept)
-      os.replace(self.path + ".tmp", self.path)
-    elif not start_step and os.path.exists(self.path):
-      if os.path.getsize(self.path):
-        n = 1
-        while os.path.exists(f"{self.path}.{n}.old"):
-          n += 1
-        os.replace(self.path, f"{self.path}.{n}.old")
-        print(f"the metrics of the previous run in {workdir} are kept as "
-              f"metrics.jsonl.{n}.old", file=sys.stderr)
-      else:
-        os.remove(self.path)
-    self._file = open(self.path, "a")
+      workdir_lib.write_text(self.path, "".join(kept))
+    elif not start_step:
+      _set_aside_earlier_run(workdir, self.path)
+    self._file = _named(self.path, lambda: open(self.path, "a"))
     try:
       tensorboardx = extras.require("tensorboardX", "viz", "TensorBoard logging")
     except extras.MissingDependency as e:
       logging.warning("%s. Training goes on without TensorBoard event files.", e)
-    else:
-      # purge_step drops the events an interrupted run wrote after its last
-      # checkpoint, as metrics.jsonl is truncated above.
-      self._tb = tensorboardx.SummaryWriter(workdir, purge_step=start_step + 1
-                                            if start_step else None)
+      return
+    # purge_step drops the events an interrupted run wrote after its last
+    # checkpoint, as metrics.jsonl is truncated above.
+    self._tb = self._tensorboard(lambda: tensorboardx.SummaryWriter(
+        workdir, purge_step=start_step + 1 if start_step else None))
 
   def write(self, step: int, record: dict) -> None:
     if self._file is None:
       return
-    self._file.write(json.dumps({"step": step, **record}) + "\n")
-    self._file.flush()
+    line = json.dumps({"step": step, **record}) + "\n"
+    try:
+      self._file.write(line)
+      self._file.flush()
+    except OSError as e:
+      # Closed now: a close would flush the same line into the same error.
+      self._file = _discard(self._file)
+      raise _naming(e, self.path) from e
     if self._tb is not None:
-      for name, value in record.items():
-        self._tb.add_scalar(name, value, step)
-      self._tb.flush()
+      def add():
+        for name, value in record.items():
+          self._tb.add_scalar(name, value, step)
+        self._tb.flush()
+      self._tensorboard(add)
 
   def close(self) -> None:
     if self._file is not None:
-      self._file.close()
+      file, self._file = self._file, None
+      _named(self.path, file.close)
     if self._tb is not None:
-      self._tb.close()
+      self._tensorboard(self._tb.close)
+
+  def _tensorboard(self, call):
+    """``call()``; its OSError (a full disk) names the event files and ends TensorBoard logging."""
+    try:
+      return call()
+    except OSError as e:
+      tb, self._tb = self._tb, None
+      if tb is not None:
+        with contextlib.suppress(Exception):  # the same disk: its error is the one above
+          tb.close()
+      raise _naming(e, os.path.join(self._workdir, EVENT_FILES)) from e
+
+
+def _set_aside_earlier_run(workdir: str, path: str) -> None:
+  """Moves an earlier run's records and event files aside (`MetricWriter`)."""
+  events = sorted(glob.glob(os.path.join(glob.escape(workdir), EVENT_FILES)))
+  records = os.path.exists(path) and os.path.getsize(path) > 0
+  if os.path.exists(path) and not records:
+    os.remove(path)
+  if not records and not events:
+    return
+  n = 1
+  while (os.path.exists(f"{path}.{n}.old")
+         or os.path.exists(os.path.join(workdir, f"events.{n}.old"))):
+    n += 1
+  kept = []
+  if records:
+    _named(path, lambda: os.replace(path, f"{path}.{n}.old"))
+    kept.append(f"its metrics as metrics.jsonl.{n}.old")
+  if events:
+    folder = os.path.join(workdir, f"events.{n}.old")
+    os.makedirs(folder)
+    for event in events:
+      _named(event, lambda e=event: os.replace(e, os.path.join(folder, os.path.basename(e))))
+    kept.append(f"its TensorBoard events in events.{n}.old")
+  print(f"the previous run in {workdir} is kept: {' and '.join(kept)}", file=sys.stderr)
+
+
+def _naming(error: OSError, path: str) -> OSError:
+  """``error`` with ``path`` as its file: a full disk's error from ``write`` names none."""
+  if error.filename is not None:
+    return error
+  return OSError(error.errno, error.strerror or str(error), path)
+
+
+def _named(path: str, call):
+  """``call()``, whose OSError names ``path``."""
+  try:
+    return call()
+  except OSError as e:
+    raise _naming(e, path) from e
+
+
+def _discard(file) -> None:
+  """Closes ``file`` after a failed write, dropping what it could not write."""
+  with contextlib.suppress(OSError):
+    file.close()
+  return None
 
 
 def summary(record: dict) -> str:
