@@ -32,6 +32,7 @@ and when ``XLA_FLAGS`` already sets it (the user's choice wins).
 
 import functools
 import os
+import re
 
 import jax
 import numpy as np
@@ -49,7 +50,8 @@ def _usable(options: dict[str, str]) -> dict[str, str]:
   flags = os.environ.get("XLA_FLAGS", "")
   usable = {}
   for name, value in options.items():
-    if name in flags:
+    # The option itself, not a flag whose text holds its name (a dump folder).
+    if re.search(rf"(^|\s)--?{re.escape(name)}(=|\s|$)", flags):
       continue
     try:
       jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()

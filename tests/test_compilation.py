@@ -207,3 +207,11 @@ def test_the_training_options_step_aside_one_by_one(fresh_options, monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "")
   assert compilation.training_options() == {
       compilation.YNN_FUSION_OPTION: compilation.YNN_REDUCTIONS}
+  # A flag whose text holds an option's name does not set it: a dump folder
+  # named after the scheduler dropped the memory-optimized schedule.
+  compilation.training_options.cache_clear()
+  monkeypatch.setattr(compilation, "SCHEDULER_OPTION", "xla_cpu_scheduler_type")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/xla_cpu_scheduler_type_dumps")
+  assert compilation.training_options() == {
+      compilation.YNN_FUSION_OPTION: compilation.YNN_REDUCTIONS,
+      compilation.SCHEDULER_OPTION: compilation.MEMORY_OPTIMIZED}

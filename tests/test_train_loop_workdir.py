@@ -254,6 +254,14 @@ def test_memory_floor_counts_the_state_and_one_set_of_gradients(data_dir):
   assert state_lib.memory_floor(config, model) == want
   # Split over two devices, each keeps the activations of half the batch.
   assert state_lib.memory_floor(config, model, num_devices=2) == want - 4 * 2 * kept
+  # DHS normalizing over its kept rows runs the whole batch without
+  # gradients; only the top_b rows keep activations (a floor of the whole
+  # batch refused runs that fit: 218 MiB against the 116 MiB XLA compiled).
+  config.sampling.method, config.sampling.top_b = "dhs", 2
+  config.sampling.normalize = "kept"
+  assert state_lib.memory_floor(config, model) == want - 4 * 2 * kept
+  config.sampling.normalize = "batch"  # one pass of the whole batch, with gradients
+  assert state_lib.memory_floor(config, model) == want
 
 
 @pytest.mark.parametrize("floor, pattern", [

@@ -163,7 +163,8 @@ def memory_floor(config, model, num_devices: int = 1) -> int:
 
   The train state (parameters, BatchNorm statistics, Adam's two moments) and
   one set of gradients, all replicated on every device, and the activations
-  the backward pass keeps for this device's rows of the batch: every
+  the backward pass keeps for this device's rows of the batch (of the
+  ``top_b`` kept rows, for DHS normalizing over them): every
   convolution's input (`models.kept_activations`), in the model's
   compute dtype, per Unet of a stack. BatchNorm's and ReLU's outputs and
   XLA's temporaries come on top, so the real need is larger; this bound only
@@ -183,7 +184,12 @@ def memory_floor(config, model, num_devices: int = 1) -> int:
 
   def size(tree):
     return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
-  rows = -(-int(config.train.batch_size) // num_devices)
+  rows = int(config.train.batch_size)
+  if config.sampling.method == "dhs" and config.sampling.normalize == "kept":
+    # The whole batch's ranking pass keeps nothing for a backward pass: only
+    # the top_b kept rows go forward again with gradients.
+    rows = min(rows, int(config.sampling.top_b))
+  rows = -(-rows // num_devices)
   kept = models.kept_activations(int(config.model.channels), int(config.data.image_size))
   activations = (rows * kept * jnp.dtype(config.model.dtype).itemsize
                  * max(1, len(stack_lambdas(model))))
