@@ -341,6 +341,29 @@ def test_a_volume_in_the_folder_twice_is_refused(tmp_path):
   assert not list((tmp_path / "tfds").glob("nifti/*"))  # no dataset left
 
 
+def test_a_volume_saved_with_another_slope_is_refused(tmp_path):
+  # The same stored voxels with scl_slope 3 instead of 1: normalized by a
+  # percentile of their own, the float32 values differ in the last place at
+  # a sixth of the voxels, and the exact digest let the copy into a split of
+  # its own.
+  rng = np.random.default_rng(12)
+  for i in range(3):
+    stored = _volume(rng)[0]
+    _save(stored, tmp_path / f"s{i}.nii.gz")
+  img = nib.Nifti1Image(stored, np.eye(4))
+  img.header.set_slope_inter(3.0, 0.0)
+  nib.save(img, str(tmp_path / "s2-rescaled.nii.gz"))
+  assert np.array_equal(nib.load(str(tmp_path / "s2-rescaled.nii.gz")).dataobj.get_unscaled(),
+                        stored)
+  digests = {n: nifti.content_digest(str(tmp_path), n, 99.5)
+             for n in ("s2.nii.gz", "s2-rescaled.nii.gz")}
+  assert len(set(digests.values())) == 2  # not bit for bit: the near-copy check finds it
+  with pytest.raises(hr.data.DataError, match=r"s2-rescaled\.nii\.gz and s2\.nii\.gz|s2\.nii\.gz "
+                                              r"and s2-rescaled\.nii\.gz"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+  assert not list((tmp_path / "tfds").glob("nifti/*"))
+
+
 @pytest.mark.parametrize("kind", ["thin", "complex", "fractional_labels", "beyond_float32",
                                   "subnormal"])
 def test_volumes_the_model_cannot_read_right_are_refused_by_name(tmp_path, kind):

@@ -586,9 +586,30 @@ def test_a_folder_holding_a_padded_copy_of_the_template_is_refused(workdir, tmp_
   padded = np.pad(np.asarray(t1.dataobj), ((0, 0), (6, 0), (0, 0)))
   nib.save(nib.Nifti1Image(padded, t1.affine), os.path.join(site, "padded.nii.gz"))
   out = tmp_path / "out"
-  with pytest.raises(data.DataError, match=r"of the \d+ slices of .*site are, bit for bit, "
-                                           r"slices the run in .* trained or validated on: "
-                                           r"padded\.nii\.gz \(\d+ slices\)"):
+  with pytest.raises(data.DataError, match=r"of the \d+ slices of .*site are, bit for bit or to "
+                                           r"float32 rounding, slices the run in .* trained or "
+                                           r"validated on: padded\.nii\.gz \(\d+ slices\)"):
+    report.run(workdir, out=str(out), data=site, progress=False)
+  assert not out.exists()
+
+
+def test_a_folder_holding_the_template_at_another_scale_is_refused(workdir, tmp_path):
+  # The template's voxels (uint8) times 0.7, stored as float32, as a converter
+  # with its own scale would: normalized by their own percentile, 0.86 M of
+  # them differ from the original's by one float32 unit in the last place, so
+  # neither the volume's digest nor the slices' matched, and the folder was
+  # scored as a new subject.
+  import nibabel as nib
+
+  from hyperrecon_jax.data import mni152
+  site = loop_support.write_site(tmp_path / "site", (11,))
+  t1 = nib.load(mni152.template_paths()["t1"])
+  voxels = np.asarray(t1.dataobj).astype(np.float32) * np.float32(0.7)
+  nib.save(nib.Nifti1Image(voxels, t1.affine), os.path.join(site, "rescaled.nii.gz"))
+  out = tmp_path / "out"
+  with pytest.raises(data.DataError, match=r"of the \d+ slices of .*site are, bit for bit or to "
+                                           r"float32 rounding, slices the run in .* trained or "
+                                           r"validated on: rescaled\.nii\.gz \(\d+ slices\)"):
     report.run(workdir, out=str(out), data=site, progress=False)
   assert not out.exists()
 

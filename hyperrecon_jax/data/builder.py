@@ -35,6 +35,7 @@ import numpy as np
 
 from hyperrecon_jax import checksums
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import near_copies
 from hyperrecon_jax.data import slicing
 
 tfds = common.require("tensorflow_datasets")
@@ -124,11 +125,13 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     plan = self._plan()
     self.info.metadata["settings"] = dict(self.builder_config.settings)
     self.info.metadata["volumes"] = {}
-    # Set by `_slices` as it reads a volume: the SHA-256 of its normalized
-    # voxels (`checksums.array_digest`), the same for the same image stored
-    # in other bytes (gunzipped, another header).
+    # Set by `_slices` as it reads a volume (`_record_content`): the SHA-256
+    # of its normalized voxels (`checksums.array_digest`), the same for the
+    # same image stored in other bytes (gunzipped, another header), and
+    # their thumbnail, for a copy whose values differ by float32 rounding.
     self._contents = {}
     self._volume_of_content = {}  # digest -> the first volume's name
+    self._near = near_copies.Index()
     splits = common.written_splits(self.builder_config.settings["split_fractions"])
     return {split: self._generate_examples(split, plan[split]) for split in splits}
 
@@ -153,27 +156,38 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if spec.file:
         entry["sha256"] = checksums.file_digest(spec.file)
       if spec.id in self._contents:
-        entry["content_sha256"] = self._contents.pop(spec.id)
-        self._check_unique(spec.name, entry["content_sha256"])
+        entry["content_sha256"], volume = self._contents.pop(spec.id)
+        self._check_unique(spec.name, entry["content_sha256"], volume)
       index.append(entry)
       start += len(slices)
     # Written to metadata.json with the dataset info after all splits finish.
     self.info.metadata["volumes"][split] = index
 
 
-  def _check_unique(self, name: str, content: str) -> None:
+  def _record_content(self, volume_id: int, volume: np.ndarray) -> None:
+    """Keeps what `_check_unique` compares of a volume's normalized voxels (`_slices`)."""
+    self._contents[volume_id] = (checksums.array_digest(volume), volume)
+
+  def _check_unique(self, name: str, content: str, volume: np.ndarray) -> None:
     """Refuses a second file of a volume already written (a copy, a link, a gunzipped twin).
 
     Volumes are split by file, so a copy would put one subject in two splits
-    (scored on data it learned from) or count it twice. Raised mid-build, so
-    TFDS deletes its temporary folder and no dataset is left.
+    (scored on data it learned from) or count it twice. The same normalized
+    voxels, or voxels that differ by float32 rounding alone (the file saved
+    with another ``scl_slope``, `near_copies`), are one volume. Raised
+    mid-build, so TFDS deletes its temporary folder and no dataset is left.
     """
     first = self._volume_of_content.setdefault(content, name)
-    if first != name:
+    how = "identical voxels once normalized"
+    if first == name:
+      first = self._near.find(volume)
+      how = "voxels equal to float32 rounding once normalized, e.g. another scl_slope"
+    if first is not None and first != name:
       raise common.DataError(
           f"{first} and {name} in {self.builder_config.manual_dir} hold the same "
-          "volume (identical voxels once normalized): as two subjects it would be learned "
-          "from twice, or scored on data it was learned from. Remove one of them.")
+          f"volume ({how}): as two subjects it would be learned from twice, or scored on "
+          "data it was learned from. Remove one of them.")
+    self._near.add(volume, name)
 
 
 class _DropTfdsNoise(logging.Filter):

@@ -318,6 +318,6 @@ class FastmriKnee(builder_lib.SliceBuilder, skip_registration=True):
   def _slices(self, spec) -> Iterator[slicing.Slice]:
     size = self.builder_config.image_size
     volume = read_volume(spec.source)
-    self._contents[spec.id] = checksums.array_digest(volume)
+    self._record_content(spec.id, volume)
     for k, image in enumerate(volume):
       yield slicing.Slice(k, np.clip(slicing.fit_to_square(image, size, order=1), 0.0, 1.0))

@@ -302,7 +302,7 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
     s = self.builder_config.settings
     image, label, spacing = read_volume(
         self.builder_config.manual_dir, *spec.source, s["percentile"])
-    self._contents[spec.id] = checksums.array_digest(image)
+    self._record_content(spec.id, image)
     yield from slicing.volume_slices(
         image, axis=s["axis"], size=s["image_size"], min_foreground=s["min_foreground"],
         label=label, spacing=spacing)

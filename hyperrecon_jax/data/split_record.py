@@ -25,6 +25,7 @@ import os
 
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import folders
+from hyperrecon_jax.data import near_copies
 
 FILE = "data_splits.json"
 BY_VOLUME = ("nifti", "fastmri_knee")
@@ -300,8 +301,11 @@ def check_slices(trained_on, data_config, learner: str) -> None:
 
   The volume checks compare files and whole volumes. A volume padded,
   cropped or shifted by whole voxels is another file with other voxels, yet
-  the build crops each slice to its foreground box, so its slices come out
-  bit for bit those of the original. Reads both datasets' slices once.
+  the build crops each slice to its foreground box (with a margin of
+  `slicing.CROP_MARGIN` voxels, where the volume has them), so its slices
+  come out bit for bit those of the original; a copy saved with another
+  ``scl_slope`` gives them to float32 rounding (`near_copies`). Reads both
+  datasets' slices once.
 
   Args:
     trained_on: the data config the model learned from.
@@ -325,9 +329,13 @@ def check_slices(trained_on, data_config, learner: str) -> None:
   if isinstance(trained_on, dict):  # as a report's context keeps it (JSON)
     import ml_collections
     trained_on = ml_collections.ConfigDict(trained_on)
+  learned, near = set(), near_copies.Index()
   try:
-    learned = {digest(ex["image"]) for split in _LEARNED_FROM["test"]
-               for ex in sources.load_split(trained_on, split) if np.any(ex["image"])}
+    for split in _LEARNED_FROM["test"]:
+      for ex in sources.load_split(trained_on, split):
+        if np.any(ex["image"]):
+          learned.add(digest(ex["image"]))
+          near.add(ex["image"], True)
   except (common.DataError, OSError) as e:
     print(f"note: the slices of {common.field(data_config, 'manual_dir')} were not compared "
           f"with those {learner} learned from, which cannot be read ({e})", file=sys.stderr)
@@ -337,14 +345,15 @@ def check_slices(trained_on, data_config, learner: str) -> None:
   total = 0
   for ex in sources.load_split(data_config, "test"):
     total += 1
-    if digest(ex["image"]) in learned:
+    if digest(ex["image"]) in learned or (np.any(ex["image"]) and near.find(ex["image"])):
       name = names[int(ex["volume"])]
       seen[name] = seen.get(name, 0) + 1
   if seen:
     shown = _quote(f"{n} ({k} slice{'s' * (k != 1)})" for n, k in seen.items())
     raise common.DataError(
         f"{sum(seen.values())} of the {total} slices of {common.field(data_config, 'manual_dir')}"
-        f" are, bit for bit, slices {learner} trained or validated on: {shown}. A copy of a "
+        f" are, bit for bit or to float32 rounding, slices {learner} trained or validated on: "
+        f"{shown}. A copy of a "
         "training volume padded, cropped or shifted by whole voxels gives the same slices, so "
         "its scores would measure training data: leave those volumes out of the folder")
 
