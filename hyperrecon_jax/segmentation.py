@@ -347,13 +347,17 @@ def settings(config) -> dict:
   model's ``model.channels``.
 
   Raises:
-    InputError: a ``segmenter`` field out of range, named as the config field.
+    InputError: a ``segmenter`` field out of range, named as the config field;
+      then a ``data`` field or ``train.seed`` (as `train.check_config` names
+      them).
   """
+  from hyperrecon_jax.train import config_checks
   s = config.segmenter
   _check_integer("config.segmenter.channels", s.channels, 0)  # 0: the model's
   _check_integer("config.segmenter.steps", s.steps, 1)
   _check_rate("config.segmenter.lr", s.lr)
   _check_integer("config.train.batch_size", config.train.batch_size, 1)
+  config_checks.check_data_config(config)
   return {"channels": int(s.channels or config.model.channels), "steps": int(s.steps),
           "lr": float(s.lr), "batch_size": int(config.train.batch_size),
           "seed": int(config.train.seed)}

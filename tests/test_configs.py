@@ -264,6 +264,19 @@ def test_impossible_values_of_any_type_are_config_errors(field, value, match):
     train.check_config(config)
 
 
+def test_hparams_fixed_is_checked_for_a_hyperrecon_run_too():
+  # Not read by a HyperRecon run, but stored with it and compared on resume:
+  # "abc" trained, and every resume without the typo was refused.
+  config = configs.load("demo", "quick")
+  assert config.model.hyper_dim
+  config.hparams.fixed = ("abc",)
+  with pytest.raises(train.ConfigError, match=r"hparams.fixed must lie in \[0, 1\], got "
+                                              r"\('abc',\)"):
+    train.check_config(config)
+  config.hparams.fixed = (0.2, 0.3)  # the length is a plain Unet's concern alone
+  train.check_config(config)
+
+
 def test_an_evaluator_that_does_not_exist_is_refused_before_training():
   config = configs.load("demo_ao", "quick")
   config.evals["lamda_set"] = {}  # a typo: evaluate.py refused it after training

@@ -157,6 +157,18 @@ def test_the_settings_come_from_the_config_segmenter_section():
   with pytest.raises(ValueError, match=r"config\.train\.batch_size must be an integer ≥ 1, "
                                        r"got 0"):
     segmentation.settings(bad)
+  # The data section and the seed, as train.py checks them: a percentile of
+  # 200 and a min_foreground of 2 ended in NumPy's tracebacks after a build.
+  for field, value, message in (
+      ("data.percentile", 200.0, r"config\.data\.percentile must lie in \(0, 100\], got 200"),
+      ("data.min_foreground", 2.0, r"config\.data\.min_foreground must lie in \[0, 1\)"),
+      ("data.gap_slices", -3, r"config\.data\.gap_slices must be an integer ≥ 0"),
+      ("train.seed", -1, r"config\.train\.seed must be an integer from 0 to")):
+    bad = config.copy_and_resolve_references()
+    section, name = field.split(".")
+    bad[section][name] = value
+    with pytest.raises(ValueError, match=message):
+      segmentation.settings(bad)
 
 
 class _Scale(nn.Module):

@@ -51,6 +51,20 @@ def check_config(config) -> None:
                       "field") from None
 
 
+def check_data_config(config) -> None:
+  """`check_config`'s checks of what a segmenter reads: the data section and ``train.seed``.
+
+  Raises:
+    ConfigError: naming the first impossible setting (or a missing field).
+  """
+  try:
+    _check_data(config)
+    _check_seed(config.train.seed, "train.seed")
+  except (KeyError, AttributeError) as e:
+    field = str(e).strip("'\"").split("'")[0] if isinstance(e, KeyError) else str(e)
+    raise ConfigError(f"the config lacks a field the segmenter reads ({field})") from None
+
+
 def _check_config(config) -> None:
   # The order decides which error a config with several impossible settings
   # gets, so a few fields are checked beside another section's.
@@ -156,15 +170,16 @@ def _check_model(config) -> None:
 def _check_fixed_lambdas(config, k: int) -> None:
   """The λ a plain Unet (hparams.fixed) or a stack of them (hparams.baselines) trains at."""
   stack = tuple(tuple(lam) for lam in config.hparams.baselines)
+  fixed = tuple(config.hparams.fixed)
+  # Checked for every run, which is bound to it on resume: a typo stored in a
+  # HyperRecon run (which does not read it) blocked every resume without it.
+  if not all(_is_number(v) and 0.0 <= v <= 1.0 for v in fixed):
+    raise ConfigError(f"config.hparams.fixed must lie in [0, 1], got {fixed}")
   # A stack's Unets train at its own λ: hparams.fixed is the single Unet's.
-  if config.model.hyper_dim == 0 and not stack:
-    fixed = tuple(config.hparams.fixed)
-    if len(fixed) != k - 1:
-      raise ConfigError(f"a plain Unet (model.hyper_dim=0) trains at fixed λ: "
-                        f"config.hparams.fixed needs {k - 1} values in [0, 1], "
-                        f"got {fixed}")
-    if not all(_is_number(v) and 0.0 <= v <= 1.0 for v in fixed):
-      raise ConfigError(f"config.hparams.fixed must lie in [0, 1], got {fixed}")
+  if config.model.hyper_dim == 0 and not stack and len(fixed) != k - 1:
+    raise ConfigError(f"a plain Unet (model.hyper_dim=0) trains at fixed λ: "
+                      f"config.hparams.fixed needs {k - 1} values in [0, 1], "
+                      f"got {fixed}")
   if stack:
     if config.model.hyper_dim:
       raise ConfigError("config.hparams.baselines lists plain Unets: it needs "
