@@ -66,10 +66,9 @@ def _check_address(host: str, port: int):
   """Fails now, before the model loads, if ``host:port`` cannot be bound.
 
   Binds as the server will (``SO_REUSEADDR``, which a port held by a
-  listening socket still refuses) and lets go at once.
+  listening socket still refuses) and lets go at once. Port 0 (a free port,
+  chosen when the server starts) checks the host alone.
   """
-  if port == 0:
-    return
   with socket.socket(socket.AF_INET) as probe:  # the server's family
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -106,6 +105,9 @@ def main(argv):
         config.data = scored
       source = f"every volume of {config.data.manual_dir}"
     if _INPUT.value is not None:
+      if split != "test":
+        raise errors.InputError(f"--input={_INPUT.value} is shown whole, one scan: "
+                                f"--split={split} does not apply")
       if not config.model.hyper_dim:  # refused before reading a volume
         raise errors.InputError(f"{name} is a plain Unet (hyper_dim 0) trained at one λ: "
                                 "the explorer needs a HyperRecon model")

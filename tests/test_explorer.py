@@ -420,6 +420,13 @@ def env(data_dir, compilation_cache):
     (["--segmenter=/nonexistent"], "holds no trained segmenter"),
     (["--data=/tmp", "--input=scan.nii.gz"], "--input .* or --data .*, not both"),
     (["--data=/tmp", "--split=validation"], "shown whole, .* --split=validation does not apply"),
+    (["--input=scan.nii.gz", "--split=validation"],
+     r"--input=scan\.nii\.gz is shown whole, one scan: --split=validation does not apply"),
+    # A free port (0) still needs a host it can bind: checked before the model
+    # loads. 192.0.2.1 (TEST-NET-1, numeric: no name lookup) is no address of
+    # this machine.
+    (["--host=192.0.2.1", "--port=0", "--workdir=/nonexistent/run"],
+     r"cannot serve on 192\.0\.2\.1:0: Cannot assign"),
     (["--data=/tmp", "--segmenter=/tmp"], "Dice is scored on the data the segmenter was "
                                           "trained for, not on another folder"),
 ])
