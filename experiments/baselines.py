@@ -41,7 +41,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
 _LAMBDAS = flags.DEFINE_string(
     "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N (one λ per loss "
-    "weighting) | rays:P (default: the one-hot λ, i.e. the loss scales).")
+    "weighting) | rays:P | samples:N (default: the one-hot λ, i.e. the loss scales).")
 _SCALES = flags.DEFINE_enum(
     "scales", "value", ["value", "gradient"],
     "Without --lambdas: 'value' trains the one-hot Unets (the paper's s_k); "
@@ -100,6 +100,14 @@ def main(argv):
   from hyperrecon_jax.train import baselines
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
+    if config.hparams.baselines:
+      from hyperrecon_jax import errors
+      # The stack's λ come from --lambdas (or the one-hot default), which
+      # replace the field: given here, it was trained over without a word.
+      raise errors.InputError(
+          f"--config.hparams.baselines={tuple(tuple(lam) for lam in config.hparams.baselines)}:"
+          " baselines.py trains the λ of --lambdas (default: the one-hot λ); give them there, "
+          "e.g. --lambdas=0.3")
   if _SCALES.value == "gradient":
     with cli.user_errors():
       if _LAMBDAS.value is not None:

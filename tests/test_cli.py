@@ -324,6 +324,16 @@ def test_bad_baseline_lambdas_are_one_error_line(env, tmp_path, value, pattern):
   assert not (tmp_path / "b").exists()
 
 
+def test_baselines_refuse_a_stack_given_in_the_config(env, tmp_path):
+  # The stack's λ come from --lambdas: the override was replaced by the
+  # one-hot λ without a word, and λ = 0.3 never trained.
+  proc = run(env, "baselines", f"--config={DEMO}", f"--workdir={tmp_path / 'b'}",
+             "--config.hparams.baselines=((0.3,),)")
+  assert_one_error_line(proc, r"--config\.hparams\.baselines=\(\(0\.3,\),\): baselines\.py "
+                              r"trains the λ of --lambdas .* --lambdas=0\.3")
+  assert not (tmp_path / "b").exists()
+
+
 def test_a_baseline_grid_keeps_one_lambda_per_loss_weighting(env):
   # Three terms: grid:3 is 9 λ, and λ = (1, 0), (1, 0.5), (1, 1) all weight the
   # first term alone. Only the parsing runs (in its own process: the script
