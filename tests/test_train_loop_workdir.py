@@ -111,6 +111,15 @@ def test_loading_a_workdir_that_is_missing_empty_or_a_file_says_which(tmp_path):
     train.load_trained(str(tmp_path / "file"))
   with pytest.raises(FileNotFoundError, match=r"checkpoints holds no checkpoint: train first"):
     train.load_trained(str(tmp_path))
+  # An exported model (export_pretrained.py) is loaded with --pretrained: told
+  # "train first", its user had nowhere to go.
+  from hyperrecon_jax import pretrained
+  exported = tmp_path / "exports" / "mine"
+  shutil.copytree(os.path.join(pretrained.FOLDER, "mni152_csmri8x_dc_tv"), exported)
+  with pytest.raises(FileNotFoundError, match=r"'.*mine' holds an exported model "
+                                              r"\(export_pretrained\.py\), not a training run: "
+                                              r"give it as --pretrained=.*mine"):
+    train.load_trained(str(exported))
 
 
 def test_a_loaded_run_builds_its_data_where_this_machine_keeps_datasets(run_a, tmp_path,

@@ -84,6 +84,12 @@ def load_trained(workdir: str, step: int | None = None, *,
           f"{workdir!r} holds a segmenter (experiments/segmenter.py), not a training run: "
           "evaluate.py takes it as --config.evals.lambda_set.segmenter, explore.py as "
           "--segmenter")
+    from hyperrecon_jax import pretrained
+    if os.path.isfile(os.path.join(workdir, pretrained.INFO_FILE)) and os.path.isfile(
+        os.path.join(workdir, pretrained.WEIGHTS_FILE)):
+      raise FileNotFoundError(
+          f"{workdir!r} holds an exported model (export_pretrained.py), not a training run: "
+          f"give it as --pretrained={workdir}")
     raise FileNotFoundError(
         f"{where} holds no checkpoint: train first (experiments/train.py)"
         if os.path.isdir(workdir) else
