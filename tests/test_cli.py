@@ -183,6 +183,21 @@ def test_a_missing_config_flag_is_named(env, tmp_path, name):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("override, pattern", [
+    # The segmenter trains config.segmenter.steps at its lr: these trained the
+    # full 1,000 steps without a word.
+    ("--config.train.num_steps=1", r"--config\.train\.num_steps: segmenter\.py reads of "
+                                   r"config\.train only batch_size and seed; its steps and "
+                                   r"learning rate are --config\.segmenter\.steps"),
+    ("--config.train.lr=0.5", r"--config\.train\.lr: segmenter\.py reads"),
+])
+def test_a_train_override_the_segmenter_does_not_read_is_refused(env, tmp_path, override,
+                                                                  pattern):
+  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={tmp_path / 'seg'}", override)
+  assert_one_error_line(proc, pattern)
+  assert not (tmp_path / "seg").exists()
+
+
 @pytest.mark.parametrize("name", ["train", "baselines"])
 @pytest.mark.parametrize("what, pattern", [
     ("missing", r"cannot load the config file .*missing\.py: No such file or directory"),
