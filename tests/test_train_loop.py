@@ -380,6 +380,23 @@ def test_a_full_disk_under_the_metrics_names_the_file(tmp_path):
   assert read_metrics(workdir) == [{"step": 1, "loss": 1.0}]
 
 
+
+def test_a_full_disk_under_the_event_files_names_the_file_and_ends_tensorboard(tmp_path):
+  pytest.importorskip("tensorboardX")
+  workdir = str(tmp_path)
+  w = writer_lib.MetricWriter(workdir)
+  (events,) = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents.")]
+
+  def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")  # as the kernel's: no file named
+  w._tb.add_scalar = full
+  with pytest.raises(OSError, match=rf"No space left on device: '.*{re.escape(events)}'"):
+    w.write(1, {"loss": 1.0})
+  w.write(2, {"loss": 2.0})  # the metrics go on; TensorBoard logging has ended
+  w.close()
+  assert [r["step"] for r in read_metrics(workdir)] == [1, 2]
+
+
 # --- configuration errors ----------------------------------------------------------
 
 

@@ -111,7 +111,13 @@ class MetricWriter:
       if tb is not None:
         with contextlib.suppress(Exception):  # the same disk: its error is the one above
           tb.close()
-      raise _naming(e, os.path.join(self._workdir, EVENT_FILES)) from e
+      raise _naming(e, _newest_event_file(self._workdir)) from e
+
+
+def _newest_event_file(workdir: str) -> str:
+  """The event file TensorBoard writes now: the newest in ``workdir`` (else their pattern)."""
+  events = glob.glob(os.path.join(glob.escape(workdir), EVENT_FILES))
+  return max(events, key=os.path.getmtime) if events else os.path.join(workdir, EVENT_FILES)
 
 
 def _set_aside_earlier_run(workdir: str, path: str) -> None:
