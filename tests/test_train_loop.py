@@ -191,7 +191,9 @@ def test_validation_names_tell_apart_lambdas_that_differ_in_float32():
   # replaced the other's in the log, under one name.
   names = [validation._tag(lam) for lam in [(0.3,), (0.30000004,), (0.5, 1.0), (1e-05,)]]
   assert names == ["0.3", "0.30000004", "0.5_1", "1e-05"]
-  assert float(names[1]) == np.float32(0.30000004)
+  # The name reads back as the float32 value (compared in float32: NumPy 1 compares a
+  # Python float with a float32 in float64).
+  assert np.float32(names[1]) == np.float32(0.30000004)
   # Values that are one float32 keep the short name.
   assert validation._tag((0.30000001,)) == "0.3"
 
