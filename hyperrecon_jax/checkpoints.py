@@ -203,6 +203,9 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError)
 
 
 def _read(step_dir: str, read: Callable[[], Any]):
+  # Before the read: with older orbax the remains of a failed read are logged
+  # while the restore still runs.
+  orbax_noise.hide_abandoned_reads()
   try:
     return read()
   except Exception as e:
@@ -210,7 +213,6 @@ def _read(step_dir: str, read: Callable[[], Any]):
     # a damaged zstd frame) as a bare Exception caused by it.
     if not isinstance(e, _READ_ERRORS) and not isinstance(e.__cause__, _READ_ERRORS):
       raise
-    orbax_noise.hide_abandoned_reads()
     raise CheckpointError(f"{step_dir} cannot be read ({_one_line(e)})") from e
 
 

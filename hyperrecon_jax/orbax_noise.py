@@ -46,6 +46,19 @@ def _abandoned_read(unraisable) -> bool:
       frames[0].filename.endswith(os.path.join("asyncio", "base_events.py")))
 
 
+def _not_an_abandoned_read(record) -> bool:
+  """False for asyncio's log record of a read that orbax left when another array's failed.
+
+  With older orbax (0.11) the event loop of a restore that failed on one
+  array shuts down with the other arrays' reads still failing, and asyncio
+  logs each ("unhandled exception during asyncio.run() shutdown") with its
+  traceback through orbax's reader.
+  """
+  error = record.exc_info[1] if record.exc_info else None
+  return not (record.getMessage().startswith("unhandled exception during asyncio.run() shutdown")
+              and error is not None and _raised_in_orbax(error))
+
+
 def hide_abandoned_reads() -> None:
   """Keeps what a failed orbax read leaves behind off stderr, from now on.
 
@@ -53,13 +66,16 @@ def hide_abandoned_reads() -> None:
   reads of the other arrays are still under way, and Python prints each of
   their remains as "Exception ignored in ..." with a traceback: dozens for
   one damaged step, some long after `restore` has warned about the step and
-  gone on (a failed save leaves the same). Installed once, on the first
-  failed read or before the first save, the hook drops exactly those
-  (`_abandoned_read`) and passes every other one to the hook before it.
+  gone on (a failed save leaves the same). Installed once, before the first
+  read or save, the hook drops exactly those (`_abandoned_read`) and passes
+  every other one to the hook before it; a filter of asyncio's log drops
+  the records older orbax leaves of the same reads (`_not_an_abandoned_read`).
   """
   global _unraisable_hook_installed
   if _unraisable_hook_installed:
     return
+  import logging as std_logging
+  std_logging.getLogger("asyncio").addFilter(_not_an_abandoned_read)
   previous = sys.unraisablehook
 
   def hook(unraisable):

@@ -91,3 +91,16 @@ def test_a_real_uncollected_future_is_filtered_on_the_asyncio_logger(caplog):
   logged = [r for r in caplog.records if "never retrieved" in r.getMessage()]
   assert [r.exc_info[1] for r in logged] == [other], [r.getMessage() for r in logged]
   assert sys.unraisablehook is not sys.__unraisablehook__
+
+
+def test_asyncios_record_of_a_read_older_orbax_left_is_hidden():
+  # orbax 0.11 (the lower bound): a restore that failed on one array logged
+  # the other arrays' failed reads as asyncio.run() shut down, tracebacks
+  # after the one warning on a damaged step.
+  message = ("unhandled exception during asyncio.run() shutdown\n"
+             "task: <Task finished name='Task-282' coro=<async_deserialize() done>>")
+  read = _raised(Exception("Encountered error while reading array index"), _ORBAX_FILE)
+  assert not orbax_noise._not_an_abandoned_read(_record(message, read))
+  mine = _raised(Exception("a bug"), os.path.join(os.sep, "home", "me", "script.py"))
+  assert orbax_noise._not_an_abandoned_read(_record(message, mine))
+  assert orbax_noise._not_an_abandoned_read(_record(FUTURE, read))
