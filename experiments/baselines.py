@@ -103,7 +103,7 @@ def main(argv):
     if config.hparams.baselines:
       from hyperrecon_jax import errors
       # The stack's λ come from --lambdas (or the one-hot default), which
-      # replace the field: given here, it was trained over without a word.
+      # replace the field: an override here would have no effect.
       raise errors.InputError(
           f"--config.hparams.baselines={tuple(tuple(lam) for lam in config.hparams.baselines)}:"
           " baselines.py trains the λ of --lambdas (default: the one-hot λ); give them there, "

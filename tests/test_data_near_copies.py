@@ -58,3 +58,13 @@ def test_a_copy_whose_mean_lies_across_a_bin_edge_is_found():
   index = near_copies.Index()
   index.add(below, "below")
   assert index.find(above) == "below"
+
+
+def test_nearly_blank_arrays_are_not_compared():
+  # One voxel of 2e-3 at two places: every block mean within 1e-5, yet two
+  # different slices; compared, a legitimate folder would be refused.
+  a, b = np.zeros((256, 256), np.float32), np.zeros((256, 256), np.float32)
+  a[10, 10] = b[200, 30] = 2e-3
+  index = near_copies.Index()
+  index.add(a, "A")
+  assert index.find(b) is None and index.find(a) is None

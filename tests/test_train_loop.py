@@ -376,9 +376,16 @@ def test_a_full_disk_under_the_metrics_names_the_file(tmp_path):
   w.write(1, {"loss": 1.0})
   w._file.close()
   w._file = open("/dev/full", "a")  # every flush: ENOSPC, as a full disk's write
+  if w._tb is not None:  # the event file on the same full disk
+
+    def full():
+      raise OSError(28, "No space left on device")
+    w._tb.close = full
   with pytest.raises(OSError, match=r"No space left on device: '.*metrics\.jsonl'"):
     w.write(2, {"loss": 2.0})
-  w.close()  # said once: closing does not fail again on the line it could not write
+  # Said once: closing fails again neither on the line it could not write nor
+  # on the event file, whose error named the wrong file.
+  w.close()
   assert read_metrics(workdir) == [{"step": 1, "loss": 1.0}]
 
 

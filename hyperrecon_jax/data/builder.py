@@ -127,8 +127,9 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.info.metadata["volumes"] = {}
     # Set by `_slices` as it reads a volume (`_record_content`): the SHA-256
     # of its normalized voxels (`checksums.array_digest`), the same for the
-    # same image stored in other bytes (gunzipped, another header), and
-    # their thumbnail, for a copy whose values differ by float32 rounding.
+    # same image stored in other bytes (gunzipped, another header), and the
+    # voxels themselves, whose thumbnail finds a copy whose values differ by
+    # float32 rounding (`near_copies`).
     self._contents = {}
     self._volume_of_content = {}  # digest -> the first volume's name
     self._near = near_copies.Index()

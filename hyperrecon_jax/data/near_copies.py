@@ -27,6 +27,10 @@ BLOCKS = 16  # per axis
 # Thumbnails are filed by their mean in bins this wide; a match lies in the
 # same or a neighbouring bin (`TOLERANCE` is below a bin's width).
 _BIN = 1e-4
+# An array whose every block mean lies below this is nearly blank (one voxel
+# of 2·10⁻³ in a 256×256 slice); any two such would match, so they are not
+# compared (exact digests still are).
+MIN_SIGNAL = 100 * TOLERANCE
 
 
 def thumbnail(array) -> np.ndarray:
@@ -53,7 +57,8 @@ class Index:
     """Files ``array`` (by its thumbnail) under ``name``."""
     array = np.asarray(array)
     thumb = thumbnail(array)
-    self._bins.setdefault(self._bin(array.shape, thumb), []).append((thumb, name))
+    if thumb.max() >= MIN_SIGNAL:
+      self._bins.setdefault(self._bin(array.shape, thumb), []).append((thumb, name))
 
   def find(self, array):
     """The name of an added array of the same shape equal to ``array`` within `TOLERANCE`, or None.
@@ -62,10 +67,13 @@ class Index:
       array: an array of the same kind as those added (values in [0, 1]).
 
     Returns:
-      The name given to `add` with the first matching array, or None.
+      The name given to `add` with the first matching array, or None (also
+      for a nearly blank array, `MIN_SIGNAL`).
     """
     array = np.asarray(array)
     thumb = thumbnail(array)
+    if thumb.max() < MIN_SIGNAL:
+      return None
     shape, k = self._bin(array.shape, thumb)
     for b in (k, k - 1, k + 1):
       for other, name in self._bins.get((shape, b), ()):

@@ -301,9 +301,9 @@ def check_slices(trained_on, data_config, learner: str) -> None:
 
   The volume checks compare files and whole volumes. A volume padded,
   cropped or shifted by whole voxels is another file with other voxels, yet
-  the build crops each slice to its foreground box (with a margin of
-  `slicing.CROP_MARGIN` voxels, where the volume has them), so its slices
-  come out bit for bit those of the original; a copy saved with another
+  the build crops every slice to the volume's foreground box (over its kept
+  slices, with a margin of `slicing.CROP_MARGIN` voxels where the volume has
+  them), so its slices come out bit for bit those of the original; a copy saved with another
   ``scl_slope`` gives them to float32 rounding (`near_copies`). Reads both
   datasets' slices once.
 

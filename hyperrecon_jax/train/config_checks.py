@@ -171,8 +171,9 @@ def _check_fixed_lambdas(config, k: int) -> None:
   """The λ a plain Unet (hparams.fixed) or a stack of them (hparams.baselines) trains at."""
   stack = tuple(tuple(lam) for lam in config.hparams.baselines)
   fixed = tuple(config.hparams.fixed)
-  # Checked for every run, which is bound to it on resume: a typo stored in a
-  # HyperRecon run (which does not read it) blocked every resume without it.
+  # Checked for every run: each is bound to it on resume, so a typo stored in
+  # a HyperRecon run (which does not read it) would refuse every resume
+  # without that typo.
   if not all(_is_number(v) and 0.0 <= v <= 1.0 for v in fixed):
     raise ConfigError(f"config.hparams.fixed must lie in [0, 1], got {fixed}")
   # A stack's Unets train at its own λ: hparams.fixed is the single Unet's.

@@ -74,8 +74,12 @@ class MetricWriter:
       return
     # purge_step drops the events an interrupted run wrote after its last
     # checkpoint, as metrics.jsonl is truncated above.
-    self._tb = self._tensorboard(lambda: tensorboardx.SummaryWriter(
-        workdir, purge_step=start_step + 1 if start_step else None))
+    try:
+      self._tb = self._tensorboard(lambda: tensorboardx.SummaryWriter(
+          workdir, purge_step=start_step + 1 if start_step else None))
+    except OSError:
+      self._file = _discard(self._file)  # no writer is returned to close it
+      raise
 
   def write(self, step: int, record: dict) -> None:
     if self._file is None:
@@ -85,8 +89,10 @@ class MetricWriter:
       self._file.write(line)
       self._file.flush()
     except OSError as e:
-      # Closed now: a close would flush the same line into the same error.
+      # Both closed now, quietly: closing later would flush into the same
+      # full disk, and its error would replace this one.
       self._file = _discard(self._file)
+      self._end_tensorboard()
       raise _naming(e, self.path) from e
     if self._tb is not None:
       def add():
@@ -96,21 +102,33 @@ class MetricWriter:
       self._tensorboard(add)
 
   def close(self) -> None:
-    if self._file is not None:
-      file, self._file = self._file, None
-      _named(self.path, file.close)
+    """Closes both files; the first failure (a full disk) is raised, naming its file."""
+    file, self._file = self._file, None
+    failed = None
+    if file is not None:
+      try:
+        _named(self.path, file.close)
+      except OSError as e:
+        failed = e
+        self._end_tensorboard()
     if self._tb is not None:
       self._tensorboard(self._tb.close)
+    if failed is not None:
+      raise failed
+
+  def _end_tensorboard(self) -> None:
+    """Closes the event file ignoring its errors: another error is being raised."""
+    tb, self._tb = self._tb, None
+    if tb is not None:
+      with contextlib.suppress(Exception):
+        tb.close()
 
   def _tensorboard(self, call):
-    """``call()``; its OSError (a full disk) names the event files and ends TensorBoard logging."""
+    """``call()``; its OSError (a full disk) names the event file and ends TensorBoard logging."""
     try:
       return call()
     except OSError as e:
-      tb, self._tb = self._tb, None
-      if tb is not None:
-        with contextlib.suppress(Exception):  # the same disk: its error is the one above
-          tb.close()
+      self._end_tensorboard()
       raise _naming(e, _newest_event_file(self._workdir)) from e
 
 
