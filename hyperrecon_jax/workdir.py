@@ -259,18 +259,31 @@ def write_bytes(path: str, data: bytes) -> None:
   """
   tmp = f"{path}.tmp{os.getpid()}"
   try:
-    with open(tmp, "wb") as f:
+    with naming_file(path), open(tmp, "wb") as f:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException as e:
+  except BaseException:
     # A write stopped half way (a full disk, Ctrl-C) leaves no stray file.
     with contextlib.suppress(OSError):
       os.remove(tmp)
-    if isinstance(e, OSError) and e.filename is None:
-      raise OSError(e.errno, e.strerror or str(e), path) from e
     raise
+
+
+@contextlib.contextmanager
+def naming_file(path: str):
+  """Raises an OSError of the block that names no file as one naming ``path``.
+
+  A full disk's error from ``write`` or ``flush`` names no file, and alone
+  on the command line it does not say which write failed.
+  """
+  try:
+    yield
+  except OSError as e:
+    if e.filename is not None:
+      raise
+    raise OSError(e.errno, e.strerror or str(e), path) from e
 
 
 def staging_folder(parent: str, prefix: str) -> str:

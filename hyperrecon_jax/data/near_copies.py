@@ -11,7 +11,7 @@ voxels. An `Index` finds such copies without keeping the arrays: it keeps a
 `thumbnail` of each (means over at most 16 blocks per axis, 256 numbers for a
 slice) and calls two arrays of one shape the same when every block mean
 agrees within `TOLERANCE`. Rounding moves a block mean by at most the largest
-difference of its voxels (≤ 2.4·10⁻⁷ here); two different images, even
+difference of its voxels (≤ 1.2·10⁻⁷ here); two different images, even
 neighbouring slices of one volume, differ by orders of magnitude more
 somewhere. A copy resampled, filtered or cropped to another box is another
 image and is not found (docs/data.md).
@@ -19,7 +19,7 @@ image and is not found (docs/data.md).
 
 import numpy as np
 
-# 40× the largest difference float32 rounding makes here; the smallest largest
+# 80× the largest difference float32 rounding makes here; the smallest largest
 # block-mean difference between any two slices of a split of the embedded
 # MNI152 data, at 64×64 and at 256×256, is 0.037.
 TOLERANCE = 1e-5

@@ -66,7 +66,7 @@ class MetricWriter:
       workdir_lib.write_text(self.path, "".join(kept))
     elif not start_step:
       _set_aside_earlier_run(workdir, self.path)
-    self._file = _named(self.path, lambda: open(self.path, "a"))
+    self._file = open(self.path, "a")
     try:
       tensorboardx = extras.require("tensorboardX", "viz", "TensorBoard logging")
     except extras.MissingDependency as e:
@@ -88,12 +88,13 @@ class MetricWriter:
     try:
       self._file.write(line)
       self._file.flush()
-    except OSError as e:
+    except OSError:
       # Both closed now, quietly: closing later would flush into the same
       # full disk, and its error would replace this one.
       self._file = _discard(self._file)
       self._end_tensorboard()
-      raise _naming(e, self.path) from e
+      with workdir_lib.naming_file(self.path):
+        raise
     if self._tb is not None:
       def add():
         for name, value in record.items():
@@ -104,17 +105,15 @@ class MetricWriter:
   def close(self) -> None:
     """Closes both files; the first failure (a full disk) is raised, naming its file."""
     file, self._file = self._file, None
-    failed = None
     if file is not None:
       try:
-        _named(self.path, file.close)
-      except OSError as e:
-        failed = e
+        with workdir_lib.naming_file(self.path):
+          file.close()
+      except OSError:
         self._end_tensorboard()
+        raise
     if self._tb is not None:
       self._tensorboard(self._tb.close)
-    if failed is not None:
-      raise failed
 
   def _end_tensorboard(self) -> None:
     """Closes the event file ignoring its errors: another error is being raised."""
@@ -127,9 +126,10 @@ class MetricWriter:
     """``call()``; its OSError (a full disk) names the event file and ends TensorBoard logging."""
     try:
       return call()
-    except OSError as e:
+    except OSError:
       self._end_tensorboard()
-      raise _naming(e, _newest_event_file(self._workdir)) from e
+      with workdir_lib.naming_file(_newest_event_file(self._workdir)):
+        raise
 
 
 def _newest_event_file(workdir: str) -> str:
@@ -152,30 +152,15 @@ def _set_aside_earlier_run(workdir: str, path: str) -> None:
     n += 1
   kept = []
   if records:
-    _named(path, lambda: os.replace(path, f"{path}.{n}.old"))
+    os.replace(path, f"{path}.{n}.old")
     kept.append(f"its metrics as metrics.jsonl.{n}.old")
   if events:
     folder = os.path.join(workdir, f"events.{n}.old")
     os.makedirs(folder)
     for event in events:
-      _named(event, lambda e=event: os.replace(e, os.path.join(folder, os.path.basename(e))))
+      os.replace(event, os.path.join(folder, os.path.basename(event)))
     kept.append(f"its TensorBoard events in events.{n}.old")
   print(f"the previous run in {workdir} is kept: {' and '.join(kept)}", file=sys.stderr)
-
-
-def _naming(error: OSError, path: str) -> OSError:
-  """``error`` with ``path`` as its file: a full disk's error from ``write`` names none."""
-  if error.filename is not None:
-    return error
-  return OSError(error.errno, error.strerror or str(error), path)
-
-
-def _named(path: str, call):
-  """``call()``, whose OSError names ``path``."""
-  try:
-    return call()
-  except OSError as e:
-    raise _naming(e, path) from e
 
 
 def _discard(file) -> None:
