@@ -50,7 +50,8 @@ class WorkdirBusyError(errors.Error, RuntimeError):
   """Another trainer owns the workdir; the message names it."""
 
 
-def check_folder(workdir: str, kind: str, entries, *, write_probe: bool = True) -> None:
+def check_folder(workdir: str, kind: str, entries, *, write_probe: bool = True,
+                 subfolders: tuple[str, ...] = ()) -> None:
   """Refuses a folder that is a file or holds what no ``kind`` writes.
 
   A trainer replaces its own files in its folder (``config.json``,
@@ -66,6 +67,9 @@ def check_folder(workdir: str, kind: str, entries, *, write_probe: bool = True) 
       existing parent) to find a folder that cannot be written before any
       work; False on the processes of a multi-process run that write no
       run files (`is_primary`).
+    subfolders: folders under ``workdir`` that ``kind`` writes in
+      (``checkpoints``); with ``write_probe``, each one that exists is
+      probed too, since a resumed run writes there first after its work.
 
   Raises:
     InputError: ``workdir`` is a file, lies under a file, or holds other entries.
@@ -98,6 +102,10 @@ def check_folder(workdir: str, kind: str, entries, *, write_probe: bool = True) 
         f"folder, or an earlier {kind}'s")
   if write_probe:
     _check_writable(workdir, workdir)
+    for name in subfolders:
+      folder = os.path.join(workdir, name)
+      if os.path.isdir(folder):
+        _check_writable(workdir, folder)
 
 
 def _check_writable(workdir: str, folder: str) -> None:

@@ -1,7 +1,9 @@
 """Shared test settings and fixtures: CPU only, persistent compilation cache."""
 
+import errno
 import gc
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -129,3 +131,23 @@ def own_terms():
   losses.TERMS._terms.clear()
   losses.TERMS._terms.update(saved[0])
   losses.NEEDS_TARGET, losses.NEEDS_MEASUREMENT, losses.NEEDS_WEIGHTS = saved[1:]
+
+
+@pytest.fixture
+def read_only_folder(monkeypatch):
+  """Makes creating a file in a given folder fail as on a read-only mount.
+
+  Permission bits do not bind root, whom CI runs as, so the refusal is made
+  where the write probes create their file (`tempfile.mkstemp`).
+
+  Returns:
+    a function of a folder that makes it read-only for the rest of the test.
+  """
+  create, refused = tempfile.mkstemp, set()
+
+  def mkstemp(*args, dir=None, **kwargs):
+    if dir is not None and os.path.abspath(dir) in refused:
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    return create(*args, dir=dir, **kwargs)
+  monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+  return lambda folder: refused.add(os.path.abspath(folder))

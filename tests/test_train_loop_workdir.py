@@ -90,6 +90,17 @@ def test_a_second_trainer_is_refused_and_writes_nothing(data_dir,
     assert after == before
 
 
+def test_a_resume_whose_checkpoints_cannot_be_written_is_refused_before_any_work(
+    data_dir, finished_copy, read_only_folder):
+  workdir, before = finished_copy
+  folder = checkpoints.checkpoint_dir(workdir)
+  read_only_folder(folder)
+  with pytest.raises(errors.InputError, match=rf"cannot write in the folder {re.escape(folder)} "
+                                              r"\(Read-only file system\)"):
+    train.train_and_evaluate(make_config(data_dir, num_steps=STEPS + 2), workdir)
+  assert snapshot(workdir) == before
+
+
 def test_evaluation_uses_the_config_stored_with_the_checkpoint(finished_copy):
   workdir, _ = finished_copy
   path = os.path.join(workdir, "config.json")

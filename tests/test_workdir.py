@@ -150,6 +150,22 @@ def test_check_folder_refuses_what_its_kind_does_not_write(tmp_path, entries, ki
   assert sorted(os.listdir(tmp_path)) == before
 
 
+def test_check_folder_probes_the_subfolders_a_run_writes_in(tmp_path, read_only_folder):
+  (tmp_path / "checkpoints").mkdir()
+  read_only_folder(tmp_path / "checkpoints")
+  # Without the subfolder named, the folder itself can be written: accepted.
+  workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES)
+  with pytest.raises(ValueError, match=rf"--workdir {re.escape(str(tmp_path))}: cannot write "
+                                       rf"in the folder {re.escape(str(tmp_path))}/checkpoints "
+                                       r"\(Read-only file system\)"):
+    workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES,
+                         subfolders=("checkpoints",))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == []
+  # A subfolder not made yet is not probed: the run creates it.
+  workdir.check_folder(str(tmp_path / "new"), "training run", workdir.RUN_ENTRIES,
+                       subfolders=("checkpoints",))
+
+
 def test_check_folder_names_a_file_given_as_a_folder(tmp_path):
   (tmp_path / "file").write_text("x")
   with pytest.raises(ValueError, match=r"--workdir .*file is a file"):

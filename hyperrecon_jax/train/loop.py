@@ -153,7 +153,7 @@ def train_and_evaluate(config, workdir: str):
     config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
   # Only process 0 writes the run's own files, so only it probes the folder.
   workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES,
-                           write_probe=workdir_lib.is_primary())
+                           write_probe=workdir_lib.is_primary(), subfolders=("checkpoints",))
   size = int(config.data.image_size)
   # Before the workdir is written: a task whose mask cannot be drawn (e.g. an
   # acceleration beyond the image's size), or a model that cannot fit, must
