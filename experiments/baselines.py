@@ -100,6 +100,8 @@ def main(argv):
   from hyperrecon_jax.train import baselines
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
+    cli_config.refuse_unread(_CONFIG, "segmenter", "baselines.py",
+                             "the segmenter is trained by experiments/segmenter.py")
     if config.hparams.baselines:
       from hyperrecon_jax import errors
       # The stack's λ come from --lambdas (or the one-hot default), which

@@ -74,10 +74,56 @@ def checked_config(holder):
   return config
 
 
+def refuse_unread(holder, section: str, program: str, hint: str, read=()) -> None:
+  """Refuses a ``--config.<section>`` override that ``program`` does not read.
+
+  Such an override would be stored with the run and look used while the run
+  went without it (``train.py --config.segmenter.steps=0``).
+
+  Args:
+    holder: the ``DEFINE_config_file`` flag holder.
+    section: the config section (``segmenter``).
+    program: the script's name, for the message.
+    hint: where the setting belongs instead, said after the refusal.
+    read: the fields of ``section`` that ``program`` does read (``train.seed``).
+
+  Raises:
+    InputError: naming the first such override.
+  """
+  from absl import flags
+
+  from hyperrecon_jax import errors
+  unread = sorted(f for f in flags.FLAGS[holder.name].override_values
+                  if f.startswith(section + ".") and f not in read)
+  if unread:
+    reads = (f"reads of config.{section} only "
+             + " and ".join(f.partition(".")[2] for f in read) if read
+             else f"does not read config.{section}")
+    raise errors.InputError(f"--config.{unread[0]}: {program} {reads}; {hint}")
+
+
+def closest_field(key: str, fields) -> str | None:
+  """The field of ``fields`` that ``key`` most likely meant, or None.
+
+  A close spelling (``batchsize``), the initials of ``key``'s words
+  (``learning_rate`` → ``lr``), or a field whose words hold ``key``'s
+  (``steps`` → ``num_steps``), in that order.
+  """
+  import difflib
+  fields = sorted(fields)
+  close = difflib.get_close_matches(key, fields, n=1)
+  if close:
+    return close[0]
+  words = [w for w in key.lower().split("_") if w]
+  initials = "".join(w[0] for w in words)
+  if len(words) > 1 and initials in fields:
+    return initials
+  holding = [f for f in fields if set(words) <= set(f.split("_"))]
+  return holding[0] if len(holding) == 1 else None
+
+
 def _compare(template, node, name: str, path: str) -> None:
   """Raises ``InputError`` at the first field where ``node`` departs from ``template``."""
-  import difflib
-
   import ml_collections
 
   from hyperrecon_jax import errors
@@ -99,8 +145,8 @@ def _compare(template, node, name: str, path: str) -> None:
                               f"{type(default).__name__} (default {default!r})")
   for key in node:
     if key not in template:
-      close = difflib.get_close_matches(key, list(template), n=1)
-      hint = (f" (did you mean {close[0]}?)" if close else
+      close = closest_field(key, template)
+      hint = (f" (did you mean {close}?)" if close else
               f"; {name}'s fields: {', '.join(sorted(template))}")
       raise errors.InputError(f"the config of {path} sets {name}.{key}, which is not a "
                               f"field{hint}")
@@ -123,6 +169,9 @@ def override_error(error, argv) -> str:
     section = ".".join(["config", *parent])
     known = f"; its fields: {', '.join(sorted(node))}" if hasattr(node, "keys") else ""
     hint = f" ({text.split(' ', 1)[1]})" if " " in text else ""
+    close = closest_field(key, node) if hasattr(node, "keys") else None
+    if close and "did you mean" not in hint:
+      hint = f" (did you mean {close}?)"
     return f"bad override {path}: {section} has no field {key!r}{hint}{known}"
   return f"bad --config override: {text}"
 

@@ -34,21 +34,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the segmenter.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-# What the segmenter reads of config.train; its own steps and rate are config.segmenter's.
-_READ_OF_TRAIN = ("train.batch_size", "train.seed")
-
-
-def _check_train_overrides() -> None:
-  """Refuses a ``--config.train`` override the segmenter does not read (it trained without it)."""
-  from hyperrecon_jax import errors
-  unread = sorted(f for f in flags.FLAGS[_CONFIG.name].override_values
-                  if f.startswith("train.") and f not in _READ_OF_TRAIN)
-  if unread:
-    raise errors.InputError(
-        f"--config.{unread[0]}: segmenter.py reads of config.train only batch_size and seed; "
-        "its steps and learning rate are --config.segmenter.steps and --config.segmenter.lr")
-
-
 def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import data
@@ -56,7 +41,11 @@ def main(argv):
   from hyperrecon_jax import segmenter_files
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
-    _check_train_overrides()
+    # What the segmenter reads of config.train; its own steps and rate are config.segmenter's.
+    cli_config.refuse_unread(
+        _CONFIG, "train", "segmenter.py", "its steps and learning rate are "
+        "--config.segmenter.steps and --config.segmenter.lr", read=("train.batch_size",
+                                                                   "train.seed"))
     settings = segmentation.settings(config)  # Its errors before the data's.
     segmenter_files.check_folder(_WORKDIR.value)
     num_classes = segmentation.label_classes(config.data)

@@ -40,6 +40,8 @@ def main(argv):
   cli.quiet_libraries()
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
+    cli_config.refuse_unread(_CONFIG, "segmenter", "train.py",
+                             "the segmenter is trained by experiments/segmenter.py")
     # Before anything else touches JAX: the backend must start knowing its peers.
     joined = cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train

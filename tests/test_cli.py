@@ -75,6 +75,11 @@ def assert_one_error_line(proc, pattern):
      r"'no_such_module_here' failed \(ModuleNotFoundError"),
     (DEMO, "--config.train.no_such_field=1", r"bad override --config\.train\.no_such_field: "
      r"config\.train has no field 'no_such_field'; its fields: batch_size, checkpoint_every"),
+    # The field a mistaken name meant, by its words' initials or its words.
+    (DEMO, "--config.train.learning_rate=1", r"config\.train has no field 'learning_rate' "
+     r"\(did you mean lr\?\); its fields: batch_size"),
+    (DEMO, "--config.train.steps=1", r"config\.train has no field 'steps' \(did you mean "
+     r"num_steps\?\)"),
 ])
 def test_a_bad_config_is_one_error_line_and_creates_nothing(
     env, tmp_path, config, override, pattern):
@@ -97,6 +102,8 @@ _FROM_DEFAULT = (f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'experimen
     (_FROM_DEFAULT + "  c.train.num_step = 3\n  return c\n",
      r"the config of .*bad\.py sets config\.train\.num_step, which is not a field \(did you "
      r"mean num_steps\?\)"),
+    (_FROM_DEFAULT + "  c.train.learning_rate = 1e-3\n  return c\n",
+     r"sets config\.train\.learning_rate, which is not a field \(did you mean lr\?\)$"),
     (None, r"cannot load the config file .*bad\.py: No such file or directory"),
     ("x = 1\n", r"the config file .*bad\.py has no get_config\(\) function"),
     ("def get_config():\n  return None\n",
@@ -196,6 +203,18 @@ def test_a_train_override_the_segmenter_does_not_read_is_refused(env, tmp_path, 
   proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={tmp_path / 'seg'}", override)
   assert_one_error_line(proc, pattern)
   assert not (tmp_path / "seg").exists()
+
+
+@pytest.mark.parametrize("name", ["train", "baselines"])
+def test_a_segmenter_override_a_trainer_does_not_read_is_refused(env, tmp_path, name):
+  # It was stored in the run's config.json as if the run had used it.
+  extra = ["--lambdas=0,1"] if name == "baselines" else []
+  proc = run(env, name, f"--config={DEMO}", f"--workdir={tmp_path / 'run'}",
+             "--config.segmenter.steps=0", *extra)
+  assert_one_error_line(proc, rf"--config\.segmenter\.steps: {name}\.py does not read "
+                              r"config\.segmenter; the segmenter is trained by "
+                              r"experiments/segmenter\.py$")
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("name", ["train", "baselines"])
