@@ -19,7 +19,7 @@ import numpy as np
 
 def gaussian_window(size: int, sigma: float) -> np.ndarray:
   """The normalized Gaussian ``exp(−x²/2σ²)`` on ``x = −(size−1)/2 … (size−1)/2``, float32."""
-  x = np.arange(size, dtype=np.float64) - size // 2
+  x = np.arange(size, dtype=np.float64) - (size - 1) / 2
   g = np.exp(-x ** 2 / (2.0 * sigma ** 2))
   return (g / g.sum()).astype(np.float32)
 

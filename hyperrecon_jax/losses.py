@@ -113,7 +113,7 @@ def hfen(recon, target):
   derivative of the norm at 0 is 0 * inf); here the norm's gradient is 0
   there, the norm's minimum. The term is undefined (inf or NaN) for a target
   whose LoG is 0, e.g. an all-zero slice, and meaningless for one whose LoG
-  is near 0: a constant slice c gives a LoG of about 4e-6·c from the kernel's
+  is near 0: a constant slice c gives a LoG of about 8.9e-6·c from the kernel's
   truncation, and the term a large finite value that depends on c. The data
   pipelines drop background slices.
 

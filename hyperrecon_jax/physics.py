@@ -103,6 +103,12 @@ def _check_mask_values(mask: np.ndarray) -> None:
                             "be 0.")
 
 
+def _is_concrete(value) -> bool:
+  """Whether ``value`` is a JAX array whose values this process can read (not a tracer)."""
+  return (isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
+          and value.is_fully_addressable)
+
+
 @struct.dataclass
 class CSMRI(Operator):
   """Single-coil Cartesian compressed-sensing MRI: ``y = M * (F x + n)``.
@@ -129,7 +135,7 @@ class CSMRI(Operator):
     # so only look at what they certainly have.
     if not float(self.noise_sigma) >= 0:
       raise errors.InputError(f"noise_sigma must be >= 0, got {self.noise_sigma!r}.")
-    if isinstance(self.mask, (np.ndarray, list, tuple)):
+    if isinstance(self.mask, (np.ndarray, list, tuple)) or _is_concrete(self.mask):
       _check_mask_values(np.asarray(self.mask))
       object.__setattr__(self, "mask", jnp.asarray(self.mask, jnp.float32))
     shape = getattr(self.mask, "shape", None)

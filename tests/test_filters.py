@@ -19,6 +19,9 @@ def test_gaussian_window_is_the_normalized_gaussian():
   g = np.exp(-np.arange(-2, 3) ** 2 / 2.0)
   np.testing.assert_allclose(filters.gaussian_window(5, 1.0), g / g.sum(), rtol=1e-6)
   assert filters.gaussian_window(11, 1.5).dtype == np.float32
+  # An even size is centred between its two middle samples: x = -1.5..1.5.
+  g = np.exp(-np.arange(-1.5, 2) ** 2 / 2.0)
+  np.testing.assert_allclose(filters.gaussian_window(4, 1.0), g / g.sum(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("order", [0, 1, 2])

@@ -128,6 +128,14 @@ def test_csmri_bad_inputs():
   with pytest.raises(errors.InputError, match=r"mask samples no k-space point"):
     physics.CSMRI(np.zeros((32, 24)))
   assert physics.CSMRI([[0, 1], [True, False]]).acceleration == 2
+  # The same as JAX arrays: a mask of 255s measured 255 times each value.
+  with pytest.raises(errors.InputError, match=r"got the values \[0\.0, 255\.0\]"):
+    physics.CSMRI(jnp.asarray(np.eye(32, 24) * 255))
+  with pytest.raises(errors.InputError, match=r"mask samples no k-space point"):
+    physics.CSMRI(jnp.zeros((32, 24)))
+  # Inside a trace the values are not known, and a valid operator passes through.
+  op = physics.CSMRI(jnp.asarray(np.eye(32, 24)))
+  np.testing.assert_array_equal(jax.jit(lambda o: o)(op).mask, op.mask)
 
 
 # -------------------------------------------------------------- Denoising
