@@ -257,14 +257,9 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   except Exception as err:  # nibabel raises many types for bad files.
     raise errors.InputError(f"{path}: cannot be read as NIfTI ({err})") from None
   shape = _volume_shape(path, shape)
-  if not np.all(np.isfinite(img.affine)):
-    raise errors.InputError(f"{path}: its affine (the header's voxel-to-world matrix) holds "
-                            "NaN or ±Inf, so the volume has no orientation; fix the header")
-  if abs(np.linalg.det(np.asarray(img.affine, np.float64)[:3, :3])) < 1e-12:
-    # io_orientation gives NaN axes for it: no orientation either.
-    raise errors.InputError(f"{path}: its affine (the header's voxel-to-world matrix) is "
-                            "singular (a zero voxel size or repeated axes), so the volume "
-                            "has no orientation; fix the header")
+  problem = slicing.orientation_problem(img.affine)
+  if problem:
+    raise errors.InputError(f"{path}: {problem}")
   # The RAS shape from the header alone: the plane is chosen before any voxel is read.
   ras_shape = slicing.ras_shape(shape, nib.orientations.io_orientation(img.affine))
   axis, axis_note = slicing_axis(path, ras_shape, config.data.axis, axis)

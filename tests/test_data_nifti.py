@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import time
 
 import configs
@@ -169,6 +170,32 @@ def test_missing_or_empty_manual_dir(tmp_path):
     assert ".nii" in str(info.value)
 
 
+@pytest.mark.parametrize("affine, problem", [
+    (np.diag([1.0, 1.0, 0.0, 1.0]), "is singular"),  # a zero voxel size
+    (np.array([[1.0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]]), "is singular"),
+    (np.diag([1.0, np.nan, 1.0, 1.0]), "holds NaN or ±Inf"),
+])
+@pytest.mark.parametrize("which", ["s1.nii.gz", "s1_seg.nii.gz"])
+def test_a_volume_without_orientation_is_named_by_the_build(tmp_path, affine, problem, which):
+  # It read "cannot be read as a NIfTI image (sequence item 0: expected str
+  # instance, NoneType found)".
+  rng = np.random.default_rng(6)
+  for i in range(3):
+    image, label = _volume(rng)
+    for array, name in ((image, f"s{i}.nii.gz"), (label, f"s{i}_seg.nii.gz")):
+      img = nib.Nifti1Image(array, np.eye(4) if name != which else None)
+      if name == which:  # the header alone: nibabel builds no image of such an affine
+        img.header.set_sform(affine, 2)
+        img.header.set_qform(None, 0)
+      nib.save(img, str(tmp_path / name))
+  np.testing.assert_array_equal(nib.load(str(tmp_path / which)).affine, affine)
+  with pytest.raises(hr.data.DataError, match=rf"^{re.escape(str(tmp_path / which))}: its "
+                                              rf"affine \(the header's voxel-to-world matrix\) "
+                                              rf"{problem}.*, so the volume has no orientation; "
+                                              r"fix the header\.$"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+
+
 @pytest.mark.parametrize("kind", ["image_inf", "image_nan", "label_inf", "label_nan"])
 def test_non_finite_voxels_fail_the_build(tmp_path, kind):
   rng = np.random.default_rng(5)
@@ -325,6 +352,18 @@ def test_a_link_to_a_volume_that_is_gone_is_named_as_such(tmp_path):
   os.symlink(tmp_path / "moved" / "s3.nii.gz", tmp_path / "s3.nii.gz")
   with pytest.raises(hr.data.DataError, match=r"s3\.nii\.gz is a symbolic link to "
                                               r"'.*moved/s3\.nii\.gz', which does not exist"):
+    nifti.find_files(str(tmp_path), labels=False)
+
+
+def test_a_suffix_in_another_case_is_named_not_left_out(tmp_path):
+  # A.NII and B.Nii.Gz were left out of the build without a word.
+  rng = np.random.default_rng(12)
+  for name in ("A.NII", "B.Nii.Gz", "c.nii"):
+    _save(_volume(rng)[0], tmp_path / f"{name.lower()}.tmp.nii")
+    os.rename(tmp_path / f"{name.lower()}.tmp.nii", tmp_path / name)  # nibabel mends the case
+  with pytest.raises(hr.data.DataError, match=rf"{re.escape(str(tmp_path))} holds A\.NII, "
+                                              r"B\.Nii\.Gz, whose suffix is not in lower case "
+                                              r"\(\.nii\.gz, \.nii\): rename them"):
     nifti.find_files(str(tmp_path), labels=False)
 
 

@@ -181,9 +181,11 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
 
   Raises:
     DataError: a matching name is a symbolic link to nothing (its target
-      moved or deleted), named with its target.
+      moved or deleted), named with its target; or names end in one of
+      ``suffixes`` in another case (``A.NII``), which the readers and
+      writers do not take: they would be left out of the build.
   """
-  found = []
+  found, other_case = [], []
   searched = set()
   for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
     real = os.path.realpath(dirpath)
@@ -199,6 +201,14 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
           raise DataError(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not "
                           "exist (moved or deleted?): restore it, or remove the link")
         found.append(os.path.relpath(path, root))
+      elif fname.lower().endswith(tuple(suffixes)) and not fname.startswith("."):
+        other_case.append(os.path.relpath(os.path.join(dirpath, fname), root))
+  if other_case:
+    other_case.sort()
+    shown = ", ".join(other_case[:3]) + (f" and {len(other_case) - 3} more"
+                                          if len(other_case) > 3 else "")
+    raise DataError(f"{root} holds {shown}, whose suffix is not in lower case "
+                    f"({', '.join(suffixes)}): rename them, or they are left out")
   return sorted(found)
 
 

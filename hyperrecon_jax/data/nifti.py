@@ -98,10 +98,15 @@ def _load(path: str, what: str):
   """Loads a 3-D volume in RAS as (array, voxel sizes)."""
   nib = common.require("nibabel")
   try:
-    img = nib.as_closest_canonical(nib.load(path))
-    data = np.asarray(img.dataobj)
+    img = nib.load(path)
+    problem = slicing.orientation_problem(img.affine)
+    if not problem:
+      img = nib.as_closest_canonical(img)
+      data = np.asarray(img.dataobj)
   except Exception as err:  # nibabel raises many types for bad files.
     raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
+  if problem:
+    raise common.DataError(f"{path}: {problem}.")
   if data.ndim == 4 and data.shape[3] == 1:
     data = data[..., 0]
   if data.ndim != 3 or min(data.shape) < 1:
@@ -132,10 +137,14 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
     path = os.path.join(manual_dir, rel)
     try:
       header = nib.load(path)
-      shape, codes = tuple(header.shape), "".join(nib.aff2axcodes(header.affine))
-      orientation = nib.orientations.io_orientation(header.affine)
+      problem = slicing.orientation_problem(header.affine)
+      if not problem:
+        shape, codes = tuple(header.shape), "".join(nib.aff2axcodes(header.affine))
+        orientation = nib.orientations.io_orientation(header.affine)
     except Exception as err:  # nibabel raises many types for bad files.
       raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
+    if problem:
+      raise common.DataError(f"{path}: {problem}.")
     if len(shape) == 4 and shape[3] == 1:
       shape = shape[:3]
     if len(shape) != 3:

@@ -38,6 +38,22 @@ CROP_MARGIN = 4
 MIN_PLANE = 8
 
 
+def orientation_problem(affine) -> str | None:
+  """Why a NIfTI affine gives the volume no orientation, or None if it gives one.
+
+  nibabel's orientation of such an affine has NaN axes, and its errors then
+  say nothing of the header ("expected str instance, NoneType found").
+  """
+  affine = np.asarray(affine, np.float64)
+  if not np.all(np.isfinite(affine)):
+    return ("its affine (the header's voxel-to-world matrix) holds NaN or ±Inf, so the "
+            "volume has no orientation; fix the header")
+  if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    return ("its affine (the header's voxel-to-world matrix) is singular (a zero voxel size "
+            "or repeated axes), so the volume has no orientation; fix the header")
+  return None
+
+
 def ras_shape(shape: Sequence[int], orientation) -> tuple[int, int, int]:
   """A volume's shape in RAS axis order, from its header alone (no voxel read).
 
