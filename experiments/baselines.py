@@ -58,8 +58,16 @@ def parse_lambdas(text: str, num_lambdas: int):
   from hyperrecon_jax import hparams
   from hyperrecon_jax.train import baselines
   form, _, number = text.strip().partition(":")
-  if form == "grid" and re.fullmatch(r"[0-9]+", number.strip()):  # counted before it is built
-    baselines.check_count(int(number) ** num_lambdas, f"--lambdas={text}")
+  if form == "grid" and num_lambdas > 2:
+    raise errors.InputError(
+        f"--lambdas={text}: grids stop at two hyperparameters and this config has "
+        f"{num_lambdas} hyperparameters ({num_lambdas + 1} loss terms); give "
+        "--lambdas=samples:N or rays:P for points on the simplex, or vectors of "
+        f"{num_lambdas} values, e.g. --lambdas=" + ":".join(["0.5"] * num_lambdas))
+  if form in ("grid", "samples") and re.fullmatch(r"[0-9]+", number.strip()):
+    # Counted before it is built: a design of 10⁹ points would not fit in memory.
+    baselines.check_count(int(number) ** (num_lambdas if form == "grid" else 1),
+                          f"--lambdas={text}")
   if form == "rays":
     partitions = hparams.flags.parse_count(number, f"--lambdas={text}: rays:P")
     if partitions < 1:
@@ -71,6 +79,7 @@ def parse_lambdas(text: str, num_lambdas: int):
     # Ratios such as 1/3 read back as typed in the stored config.
     return [tuple(round(float(v), 6) for v in row) for row in lam]
   lam = hparams.parse_lambdas(text, num_lambdas, flag="--lambdas")
+  hparams.check_lambda(lam, name=f"--lambdas={text}: λ")
   if form == "grid":
     # Where λ_k = 1 the later λ do not count: one Unet per loss weighting.
     kept = hparams.distinct(lam)

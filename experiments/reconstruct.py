@@ -55,8 +55,8 @@ _LAM = flags.DEFINE_string("lam", None, "λ: 0.3 | 0,0.5,1 | grid:N | vectors of
                            "values a:b:c,… for a model of K loss terms.")
 _COEFFS = flags.DEFINE_string("coeffs", None, "Instead of --lam: loss coefficients "
                               "c1:c2:…:cK,… (≥ 0, summing to 1).")
-_SAMPLES = flags.DEFINE_integer("samples", None, "Instead of --lam: N points of a design "
-                                "on the simplex, the K vertices first.")
+_SAMPLES = flags.DEFINE_string("samples", None, "Instead of --lam: N points of a design "
+                               "on the simplex, the K vertices first.")
 _SAVE_INPUT = flags.DEFINE_bool("save_input", False, "Also write the zero-filled "
                                 "input (magnitude) on the same grid.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")

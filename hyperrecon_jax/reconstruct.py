@@ -148,11 +148,7 @@ def _check_count(text: str, num_lambdas: int) -> None:
 
 def _design(text: str, num_lambdas: int) -> np.ndarray:
   """The λ of ``--samples=N``: `hparams.simplex_design` (N, K), the vertices first."""
-  try:
-    n = int(text)
-  except ValueError:
-    raise errors.InputError(f"--samples={text}: expected an integer N ≥ "
-                            f"{num_lambdas + 1}") from None
+  n = hparams.flags.parse_count(text, f"--samples={text}: N")
   if n > MAX_LAMBDAS:
     raise errors.InputError(f"--samples={text} gives {n:,} λ values, more than "
                             f"{MAX_LAMBDAS:,}, each a whole reconstructed volume; give a "

@@ -344,11 +344,15 @@ def test_bad_evaluate_flags_are_refused_before_any_work(env, tmp_path, flags, pa
     ("0,x", "'x' is not a number"),
     ("0:1", "has 2 values, the model's loss has 1"),
     ("grid:1", "N must be ≥ 2"),
-    ("0,2", r"each λ needs 1 values in \[0, 1\]"),
+    # Named as the flag: it named config.hparams.baselines, which baselines.py refuses.
+    ("0,2", r"--lambdas=0,2: λ must lie in \[0, 1\], got values in \[0, 2\]$"),
+    ("nan", r"--lambdas=nan: λ must lie in \[0, 1\], got 1 value\(s\) that are not finite"),
     ("0,0.5,0.5", r"--lambdas=0,0.5,0.5: λ = 0.5 is given twice"),
     # Counted before they are built: 10⁸ λ had run 82 s into a MemoryError.
     ("grid:100000000", "gives 100,000,000 λ, more than 10,000: each is a whole Unet"),
     ("rays:20000", "gives 20,001 λ, more than 10,000"),
+    # It built the design first: 5·10⁹ points ended in a 64 GiB allocation's traceback.
+    ("samples:5000000000", "gives 5,000,000,000 λ, more than 10,000: each is a whole Unet"),
     ("rays:1_0", r"rays:P needs a whole number P written in digits 0-9, got '1_0'"),
 ])
 def test_bad_baseline_lambdas_are_one_error_line(env, tmp_path, value, pattern):
@@ -381,6 +385,18 @@ def test_a_baseline_grid_keeps_one_lambda_per_loss_weighting(env):
                                  "(0.5, 1.0), (1.0, 0.0)]")
   assert ("--lambdas=grid:3: 9 λ, 7 distinct loss weightings (where λ_k = 1 the later λ do "
           "not count): training 7 Unets") in proc.stderr
+
+
+def test_a_baseline_grid_beyond_two_hyperparameters_names_the_forms_it_takes(env):
+  # It pointed to hparams.simplex_design and evaluate.py, not to --lambdas's own forms.
+  code = ("import sys; sys.path.insert(0, 'experiments'); import baselines; "
+          "baselines.parse_lambdas('grid:3', 3)")
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                        text=True, timeout=300, cwd=REPO, check=False)
+  assert proc.returncode != 0
+  assert ("InputError: --lambdas=grid:3: grids stop at two hyperparameters and this config has "
+          "3 hyperparameters (4 loss terms); give --lambdas=samples:N or rays:P for points on "
+          "the simplex, or vectors of 3 values, e.g. --lambdas=0.5:0.5:0.5") in proc.stderr
 
 
 def test_baselines_outside_a_multi_process_launch_refuse_distributed(env, tmp_path):

@@ -264,6 +264,9 @@ def test_bad_lambdas_name_the_problem(text, num, pattern):
     ("coeffs", "1:-0.5:0.5:0", r"'1:-0.5:0.5:0' has a negative coefficient"),
     ("samples", "3", r"^--samples=3: .*num ≥ num_coeffs \(the 4 vertices come first\)"),
     ("samples", "2000000", r"^--samples=2000000 gives 2,000,000 λ values, more than 1,000,000"),
+    # int() read these as 10 and 16; --lam=samples:1_0 was refused.
+    ("samples", "1_0", r"^--samples=1_0: N needs a whole number N written in digits 0-9"),
+    ("samples", "0x10", r"^--samples=0x10: N needs a whole number N written in digits 0-9"),
 ])
 def test_bad_coefficients_and_designs_name_the_problem(flag, text, pattern):
   with pytest.raises(ValueError, match=pattern):
