@@ -167,7 +167,10 @@ def lambdas_from_coefficients(coeffs):
   Then ``coefficients(lambdas_from_coefficients(c)) == c`` and, for λ in
   (0, 1)^(K−1), ``lambdas_from_coefficients(coefficients(λ)) == λ``, both to
   float32 roundoff: with u = 2⁻²⁴, within ``K(K + 2)·u`` absolutely and
-  ``3(K + 1)·u`` relatively (derived in tests/test_hparams.py). Works on
+  ``3(K + 1)·u`` relatively (derived in tests/test_hparams.py), as long as
+  the mass left ``Π_{j<k} (1 − λ_j)`` stays in float32's normal range: past
+  it (six λ within 2⁻²⁴ of 1, say) the later coefficients are 0 and their λ
+  come back as 0, as on a face. Works on
   concrete arrays (checked with `check_coefficients`) and under ``jit``.
 
   Args:
