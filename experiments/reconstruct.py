@@ -113,8 +113,9 @@ def main(argv):
     print(f"{_INPUT.value}: {len(scan.slices)} {plane} ({int(scan.kept.sum())} with "
           f"foreground), {len(lambdas)} λ value(s) of the loss "
           f"{' + '.join(config.losses)}; model {name} (step {step})", file=sys.stderr)
-    for note in scan.notes:
-      print(f"note: {note}", file=sys.stderr)
+    for note in [reconstruct.repeated_weightings(lambdas), *scan.notes]:
+      if note:
+        print(f"note: {note}", file=sys.stderr)
     shape = scan.output_shape
     if len(lambdas) > 1:
       shape = shape + (len(lambdas),) if kind == "nifti" else (len(lambdas),) + shape

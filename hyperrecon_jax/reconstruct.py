@@ -126,6 +126,26 @@ def parse_lambdas(text, num_lambdas: int, *, flag: str = "lam") -> np.ndarray:
   return as_lambdas(lambdas, num_lambdas, name=f"the λ values of {name}")
 
 
+def repeated_weightings(lambdas) -> str | None:
+  """A note naming the λ that weight the loss as an earlier λ does, or None.
+
+  For three or more terms, where λ_k = 1 the later λ do not count
+  (`hparams.distinct`): such λ give the same reconstruction, one volume each.
+
+  Args:
+    lambdas: (L, K − 1) λ values.
+  """
+  lambdas = np.asarray(lambdas)
+  kept = hparams.distinct(lambdas)
+  if len(kept) == len(lambdas):
+    return None
+  repeats = sorted(set(range(len(lambdas))) - set(kept.tolist()))
+  shown = ", ".join(":".join(f"{float(v):g}" for v in lambdas[i]) for i in repeats[:3])
+  more = f" and {len(repeats) - 3} more" if len(repeats) > 3 else ""
+  return (f"the {len(lambdas)} λ hold {len(kept)} distinct loss weightings (where λ_k = 1 the "
+          f"later λ do not count): the volumes at λ = {shown}{more} repeat an earlier one")
+
+
 def _check_count(text: str, num_lambdas: int) -> None:
   """Refuses a ``grid:N`` or ``samples:N`` too large to build, or a grid beyond K = 3."""
   form, _, number = text.partition(":")

@@ -273,6 +273,16 @@ def test_bad_coefficients_and_designs_name_the_problem(flag, text, pattern):
     rc.parse_lambdas(text, 3, flag=flag)
 
 
+def test_lambdas_of_one_loss_weighting_are_noted():
+  # grid:3 of three terms: λ = (1, 0), (1, 0.5), (1, 1) all weight the first
+  # term alone, three volumes of one reconstruction.
+  assert rc.repeated_weightings(rc.parse_lambdas("grid:3", 2)) == (
+      "the 9 λ hold 7 distinct loss weightings (where λ_k = 1 the later λ do not count): the "
+      "volumes at λ = 1:0.5, 1:1 repeat an earlier one")
+  assert rc.repeated_weightings(rc.parse_lambdas("grid:5", 1)) is None
+  assert rc.repeated_weightings(rc.parse_lambdas("6", 3, flag="samples")) is None
+
+
 def test_lambda_forms():
   np.testing.assert_allclose(rc.parse_lambdas("0.3", 1), [[0.3]])
   np.testing.assert_allclose(rc.parse_lambdas("0,0.5,1", 1), [[0], [0.5], [1]])
