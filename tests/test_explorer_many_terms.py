@@ -182,3 +182,60 @@ def test_a_cached_curve_does_not_wait_for_one_being_computed(four, monkeypatch):
       release.set()
     (s1, c1), (s2, c2) = first.result(60), second.result(60)
   assert s1 == s2 == 200 and c1 == c2 and calls == [1]  # computed once
+
+
+def test_a_nan_in_the_lambda_set_is_answered_not_a_500():
+  """One NaN pixel of one λ's reconstruction: /api/curve was a 500 and the range PNG black."""
+  ex = tiny_explorer(("dc", "tv"))
+  compute = ex._compute_grid
+
+  def one_nan_pixel(i):
+    g = compute(i)
+    g["recons"] = g["recons"].copy()
+    g["recons"][-1, 3, 3] = np.nan
+    return g
+  ex._compute_grid = one_nan_pixel
+  url, srv = serve(ex)
+  try:
+    status, curve = get_json(url + "/api/curve?slice=0")
+    assert status == 200, curve
+    spread = npy(url + "/api/download?slice=0&kind=range&format=npy")
+    assert np.isnan(spread[3, 3]) and curve["range_max"] == pytest.approx(np.nanmax(spread))
+    status, png, _ = get(url + "/api/download?slice=0&kind=range")
+    assert status == 200
+    # White at the finite maximum; it was black everywhere.
+    expected = np.round(np.clip(np.nan_to_num(spread, nan=0.0) / np.nanmax(spread), 0, 1) * 255)
+    np.testing.assert_array_equal(decode_png(png), expected)
+  finally:
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_a_download_checks_a_lambda_it_does_not_use(four):
+  # kind=range with lam=abc was a 200: a malformed parameter is a 400 on every kind.
+  _, url = four
+  for kind in ("truth", "zero_filled", "range"):
+    status, body = get_json(url + f"/api/download?slice=0&kind={kind}&lam=abc")
+    assert status == 400 and "lam must be" in body["error"], body
+  status, _, _ = get(url + "/api/download?slice=0&kind=truth&lam=0.5,0.5,0.5")
+  assert status == 200
+
+
+def test_download_names_tell_close_lambdas_apart():
+  # lam=0.12345 and 0.12349 were both recon_…_lam0.1235.png.
+  ex = tiny_explorer(("dc", "tv"))
+  names = [ex.download(0, lam=(lam,))[2] for lam in (0.12345, 0.12349, 0.5)]
+  assert names == ["recon_slice0_lam0.12345.png", "recon_slice0_lam0.12349.png",
+                   "recon_slice0_lam0.5.png"]
+
+
+def test_a_burst_of_clients_is_queued_not_reset(four):
+  # The listen queue of 5 reset 29 of 100 simultaneous connections.
+  ex, url = four
+  barrier = threading.Barrier(100)
+
+  def one(_):
+    barrier.wait()
+    return get(url + "/api/info", timeout=120)[0]
+  with concurrent.futures.ThreadPoolExecutor(100) as pool:
+    assert list(pool.map(one, range(100))) == [200] * 100

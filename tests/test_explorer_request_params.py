@@ -92,6 +92,12 @@ def test_slice_format_and_kind():
       rp.check_slice(text, 40)
   with pytest.raises(rp.BadRequest, match=r"slice must be in \[0, 3\], got 4"):
     rp.check_slice(4, 4)
+  # An integer of more digits than int() reads: out of range, not "not an integer".
+  with pytest.raises(rp.BadRequest, match=r"slice must be in \[0, 3\], got 10{99}…$"):
+    rp.check_slice("1" + "0" * 5000, 4)
+  with pytest.raises(rp.BadRequest, match=r"slice must be in \[0, 39\], got 99999$"):
+    rp.check_slice("99999", 40)
+  assert rp.check_slice("-0", 4) == 0 and rp.check_slice("0003", 4) == 3
   rp.check_download("npy", "range")
   with pytest.raises(rp.BadRequest, match="format must be 'png' or 'npy', got 'gif'"):
     rp.check_download("gif", "recon")

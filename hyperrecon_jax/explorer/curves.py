@@ -12,6 +12,7 @@ from hyperrecon_jax import evaluate as ev
 from hyperrecon_jax import gallery as gallery_lib
 from hyperrecon_jax import hparams
 from hyperrecon_jax.explorer.images import data_url
+from hyperrecon_jax.explorer.images import white_level
 from hyperrecon_jax.explorer.json_numbers import finite_or_none
 from hyperrecon_jax.explorer.json_numbers import rounded
 
@@ -55,33 +56,34 @@ def summary(g, lambda_set, metric_names, *, gallery_size, gallery_tolerance_db) 
     gallery_tolerance_db: how far below the best PSNR they may be.
 
   Returns:
-    ``lambdas``, ``coeffs``, ``metrics``, ``best``, ``diverse``,
-    ``gallery``, ``range_max`` and ``range`` (a PNG data URL, white at
-    ``range_max``).
+    ``lambdas``, ``coeffs``, ``metrics``, ``best``, ``diverse`` and
+    ``gallery`` (None where every PSNR is NaN), ``range_max`` and ``range``
+    (a PNG data URL, white at ``range_max``, `images.white_level`).
   """
   lambdas, coeffs = lambda_set.lambdas, lambda_set.coeffs
   # A λ grid of three terms holds copies of one loss weighting (and of its
   # reconstruction); the pair and the gallery choose among distinct ones.
   unique = hparams.distinct(lambdas)
   recons, psnr = g["recons"][unique], np.asarray(g["psnr"])[unique]
-  a, b, distance = ev.diverse_pair(recons, psnr)
-  a, b = int(unique[a]), int(unique[b])
-  picked = gallery_lib.diverse(recons, psnr, gallery_size, tolerance_db=gallery_tolerance_db)
-  picks = [int(unique[k]) for k in picked.indices]
-  items = [{"index": k, "lam": rounded(lambdas[k]), "coeffs": rounded(coeffs[k]),
-            "metrics": {m: finite_or_none(g[m][k]) for m in metric_names},
-            "min_distance": finite_or_none(d), "image": data_url(g["recons"][k])}
-           for k, d in zip(picks, picked.min_distance)]
+  diverse = gallery = None  # where no reconstruction has a PSNR (a model gone NaN)
+  if not np.all(np.isnan(psnr)):
+    a, b, distance = ev.diverse_pair(recons, psnr)
+    a, b = int(unique[a]), int(unique[b])
+    diverse = {"indices": [a, b], "lambdas": [rounded(lambdas[a]), rounded(lambdas[b])],
+               "coeffs": [rounded(coeffs[a]), rounded(coeffs[b])],
+               "distance": finite_or_none(distance)}
+    picked = gallery_lib.diverse(recons, psnr, gallery_size, tolerance_db=gallery_tolerance_db)
+    picks = [int(unique[k]) for k in picked.indices]
+    items = [{"index": k, "lam": rounded(lambdas[k]), "coeffs": rounded(coeffs[k]),
+              "metrics": {m: finite_or_none(g[m][k]) for m in metric_names},
+              "min_distance": finite_or_none(d), "image": data_url(g["recons"][k])}
+             for k, d in zip(picks, picked.min_distance)]
+    gallery = {"indices": picks, "items": items,
+               "threshold": finite_or_none(picked.threshold),
+               "num_candidates": picked.num_candidates, "tolerance_db": gallery_tolerance_db}
   range_map = spread(g["recons"])
-  range_max = float(range_map.max())
   return {"lambdas": rounded(lambdas), "coeffs": rounded(coeffs),
           "metrics": {m: [finite_or_none(v) for v in g[m]] for m in metric_names},
-          "best": best_points(g, lambda_set, metric_names),
-          "diverse": {"indices": [a, b], "lambdas": [rounded(lambdas[a]), rounded(lambdas[b])],
-                      "coeffs": [rounded(coeffs[a]), rounded(coeffs[b])],
-                      "distance": distance},
-          "gallery": {"indices": picks, "items": items,
-                      "threshold": finite_or_none(picked.threshold),
-                      "num_candidates": picked.num_candidates,
-                      "tolerance_db": gallery_tolerance_db},
-          "range_max": range_max, "range": data_url(range_map, range_max or 1.0)}
+          "best": best_points(g, lambda_set, metric_names), "diverse": diverse,
+          "gallery": gallery, "range_max": white_level(range_map),
+          "range": data_url(range_map, white_level(range_map))}

@@ -17,6 +17,8 @@ def png_bytes(image, vmax: float = 1.0) -> bytes:
   Returns:
     The PNG file's bytes.
   """
+  if not (np.isfinite(vmax) and vmax > 0):
+    raise ValueError(f"vmax must be a finite number > 0, got {vmax}")
   x = np.nan_to_num(np.asarray(image, np.float64), nan=0.0)
   u8 = np.round(np.clip(x / vmax, 0.0, 1.0) * 255).astype(np.uint8)
   h, w = u8.shape
@@ -27,6 +29,18 @@ def png_bytes(image, vmax: float = 1.0) -> bytes:
             + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
   return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def white_level(image) -> float:
+  """The largest finite value of ``image``, the level a PNG of it draws white; 1.0 if none > 0.
+
+  A NaN pixel (a model whose output is not finite somewhere) must not make
+  the whole picture black.
+  """
+  x = np.asarray(image, np.float64)
+  finite = x[np.isfinite(x)]
+  top = float(finite.max()) if finite.size else 0.0
+  return top if top > 0 else 1.0
 
 
 def data_url(image, vmax: float = 1.0) -> str:

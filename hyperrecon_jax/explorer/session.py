@@ -28,6 +28,7 @@ from hyperrecon_jax.explorer import slices as slices_lib
 from hyperrecon_jax.explorer.grid_cache import GridCache
 from hyperrecon_jax.explorer.images import data_url
 from hyperrecon_jax.explorer.images import png_bytes
+from hyperrecon_jax.explorer.images import white_level
 from hyperrecon_jax.explorer.json_numbers import finite_or_none
 from hyperrecon_jax.explorer.json_numbers import rounded
 from hyperrecon_jax.explorer.lambda_set import lambda_set
@@ -307,18 +308,20 @@ class Explorer:
     i = self.check_slice(slice_index)
     request_params.check_download(fmt, kind)
     vmax, stem = 1.0, f"{kind}_{self.slice_label(i)}"
-    if kind in ("recon", "error"):
+    if kind in ("recon", "error") or lam is not None or coeffs is not None:
+      # Checked for every kind: a malformed λ is a mistake even where unused.
       lam_values, c = self.check_point(lam, coeffs)
+    if kind in ("recon", "error"):
       image, _ = self._reconstruction(i, c)
-      if coeffs is None:
-        stem += "_lam" + "_".join(f"{v:.4g}" for v in lam_values)
-      else:
-        stem += "_coeffs" + "_".join(f"{v:.4g}" for v in c)
+      # The shortest digits that give the float32 back: two λ never share a file name.
+      shortest = lambda values: "_".join(
+          np.format_float_positional(v, unique=True, trim="-") for v in np.float32(values))
+      stem += "_lam" + shortest(lam_values) if coeffs is None else "_coeffs" + shortest(c)
       if kind == "error":
         image, vmax = np.abs(image - self.images[i]), self.error_scale(i)
     elif kind == "range":
       image = curves.spread(self.grid_reconstructions(i)["recons"])
-      vmax = float(image.max()) or 1.0
+      vmax = white_level(image)
     else:
       image = self.images[i] if kind == "truth" else self.zf_mag[i]
     image = np.asarray(image, np.float32)

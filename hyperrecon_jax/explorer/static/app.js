@@ -234,16 +234,21 @@ async function requestRecon() {
 
 function bestButtons() { return METRICS.map((m) => "best-" + m); }
 
+function sliceText(i) {  // as the slice menu names it: the volume's slice number, not the position
+  const s = state.info.slices[i];
+  return "slice " + s.slice + " of " + (s.name || "volume " + s.volume);
+}
+
 async function loadCurve() {
   const slice = state.slice, ticket = ++state.curveTicket;
   state.curveLoading = true; setBusy();
-  $("status").textContent = "computing the λ set of slice " + slice + "…";
+  $("status").textContent = "computing the λ set of " + sliceText(slice) + "…";
   for (const id of [...bestButtons(), "diverse", "toggle"]) { $(id).disabled = true; }
   // What was drawn from the previous slice's λ set goes until this one's arrives.
   $("gallery").replaceChildren();
   $("img-range").removeAttribute("src");
   $("range-max").textContent = "–";
-  $("gallery-text").textContent = "gallery: waiting for the λ set of slice " + slice;
+  $("gallery-text").textContent = "gallery: waiting for the λ set of " + sliceText(slice);
   try {
     const c = await getJSON("api/curve?slice=" + slice);
     if (ticket !== state.curveTicket) { return; }  // a later slice was asked for
@@ -251,7 +256,7 @@ async function loadCurve() {
     $("img-range").src = c.range;
     $("range-max").textContent = c.range_max.toFixed(3);
     for (const m of METRICS) { $("best-" + m).disabled = !c.best[m]; }
-    $("diverse").disabled = false;
+    $("diverse").disabled = !c.diverse;  // null: no reconstruction has a PSNR
     $("status").textContent = "";
     showGallery();
     drawCurves();
@@ -273,6 +278,11 @@ function pointText(item) {
 function showGallery() {
   const g = state.curve.gallery, box = $("gallery");
   box.replaceChildren();
+  if (!g) {
+    $("gallery-text").textContent = "gallery: no reconstruction of this slice has a PSNR " +
+        "(the model's output is not finite)";
+    return;
+  }
   $("gallery-text").textContent = g.items.length > 1
     ? "gallery: the " + g.items.length + " most different of the " + g.num_candidates +
       " reconstructions within " + g.tolerance_db + " dB of the best PSNR (click one to load it)"
@@ -300,7 +310,7 @@ function showGallery() {
 }
 
 function markGallery() {  // outlines the candidate shown, if one is
-  if (!state.curve) { return; }
+  if (!state.curve || !state.curve.gallery) { return; }
   const key = lamParam(state.coeffs.map((v) => v.toFixed(4)));
   state.curve.gallery.items.forEach((item, j) => {
     const same = lamParam(item.coeffs.map((v) => v.toFixed(4))) === key;
