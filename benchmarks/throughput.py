@@ -126,8 +126,13 @@ def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
   return c
 
 
-def _time(fn, iters: int, repeats: int):
-  """(median seconds per call, compile+first-call seconds)."""
+def _time(fn, iters: int, repeats: int, *, each: bool = False):
+  """(median seconds per call, compile+first-call seconds).
+
+  Calls are dispatched back to back and waited for at the end (a rate: the
+  next call's dispatch overlaps this one's work), or with ``each`` one at a
+  time (a latency: what one request waits, dispatch and work together).
+  """
   t0 = time.perf_counter()
   jax.block_until_ready(fn())
   compile_s = time.perf_counter() - t0
@@ -136,6 +141,8 @@ def _time(fn, iters: int, repeats: int):
     t0 = time.perf_counter()
     for _ in range(iters):
       out = fn()
+      if each:
+        jax.block_until_ready(out)
     jax.block_until_ready(out)
     runs.append((time.perf_counter() - t0) / iters)
   return statistics.median(runs), compile_s
@@ -228,7 +235,8 @@ def bench_grid(config, variables, grid, iters, repeats, order, *, latency=False)
                                                          train.num_lambdas(config))[:grid]))
   if latency:
     apply = compilation.inference_jit(model.apply)
-    sec, compile_s = _time(lambda: apply(variables, zf[:1], coeffs[0]), iters, repeats)
+    sec, compile_s = _time(lambda: apply(variables, zf[:1], coeffs[0]), iters, repeats,
+                           each=True)
     return sec * 1e3, "ms", compile_s, {}
   if plain:  # every slice once (see the module docstring)
     run = lambda: grid_lib.reconstruct_grid(model, variables, zf, coeffs[:1], order=order)
