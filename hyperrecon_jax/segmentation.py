@@ -34,6 +34,8 @@ from hyperrecon_jax import metrics
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models.unet import UnetBody
+from hyperrecon_jax.models.unet import check_input
+from hyperrecon_jax.models.unet import check_width
 from hyperrecon_jax.models.unet import conv_specs
 
 # Soft Dice smoothing, in pixels: keeps a class absent from both the labels
@@ -70,6 +72,8 @@ class Segmenter(nn.Module):
     """
     if image.ndim != 3:
       raise errors.InputError(f"image must have shape (B, H, W), got shape {image.shape}")
+    check_width(channels=self.channels)
+    check_input(image[..., None], "image", channels=1)  # sizes the pooling can halve
     weights = {}
     for spec in conv_specs(self.channels, in_channels=1, out_channels=self.num_classes):
       kinit, binit = layers.initializers("torch", spec.size ** 2 * spec.cin)

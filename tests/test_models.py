@@ -1,6 +1,7 @@
 """Tests for hyperrecon_jax.models: counts, topology, per-sample weights, errors."""
 
 import functools
+import re
 
 import jax
 import jax.flatten_util
@@ -369,6 +370,60 @@ def test_bad_module_settings_raise():
   with pytest.raises(ValueError, match="strategy must be one of"):
     models.HyperUnet(strategy="fast", channels=4).init(jax.random.key(0), zf,
                                                        coeffs)
+
+
+@pytest.mark.parametrize("make", [
+    lambda w: models.HyperUnet(hyper_dim=4, channels=w),
+    lambda w: models.HyperUnet(hyper_dim=w, channels=4),
+    lambda w: models.Unet(channels=w),
+    lambda w: models.UnetStack(lambdas=((0.0,), (1.0,)), channels=w),
+])
+@pytest.mark.parametrize("width", [0, -4, 2.5, True])
+def test_a_width_that_is_not_a_whole_number_of_at_least_1_is_named(make, width):
+  # channels=0 gave a model of biases alone, -4 an MLIR error, 0 in a Unet a
+  # ZeroDivisionError.
+  zf, coeffs = _inputs()
+  with pytest.raises(ValueError, match=rf"(channels|hyper_dim) must be a whole number ≥ 1, "
+                                       rf"got {re.escape(repr(width))}"):
+    make(width).init(jax.random.key(0), zf, coeffs)
+
+
+def test_generate_takes_one_row_per_weight_set_for_every_model():
+  # A (K,) vector gave a Unet K rows of weights and a stack weights without
+  # their row axis, where a HyperUnet refused it.
+  zf, coeffs = _inputs()
+  for net in (models.HyperUnet(hyper_dim=4, channels=4), models.Unet(channels=4),
+              models.UnetStack(lambdas=((0.0,), (1.0,)), channels=4)):
+    variables = net.init(jax.random.key(0), zf, coeffs)
+    for method in (net.generate, net.evaluation_weights):
+      with pytest.raises(ValueError, match=r"coeffs must have shape \(G, (2|K)\), one row per "
+                                           r"weight set, got shape \(2,\)"):
+        net.apply(variables, coeffs[0], method=method)
+      rows = net.apply(variables, coeffs, method=method)
+      assert all(leaf.shape[0] == len(coeffs) for leaf in jax.tree_util.tree_leaves(rows))
+
+
+def test_a_stack_of_lambdas_of_unequal_lengths_is_named():
+  zf, coeffs = _inputs()
+  with pytest.raises(ValueError, match=r"λ vectors of a UnetStack must have one length, got "
+                                       r"\(\(0\.0,\), \(0\.5, 0\.5\)\)"):
+    models.UnetStack(lambdas=((0.0,), (0.5, 0.5)), channels=4).init(jax.random.key(0), zf,
+                                                                     coeffs)
+
+
+def test_coefficients_as_a_list_are_taken_as_an_array():
+  net, variables, _ = _hyper()
+  zf, coeffs = _inputs()
+  np.testing.assert_array_equal(net.apply(variables, zf, coeffs.tolist()),
+                                net.apply(variables, zf, coeffs))
+
+
+def test_an_empty_batch_gives_an_empty_reconstruction_under_every_strategy():
+  # The unrolled loop failed to join no rows ("need at least one array").
+  zf, coeffs = _inputs()
+  for strategy in ("loop", "vmap"):
+    net, variables, _ = _hyper(strategy)
+    assert net.apply(variables, zf[:0], coeffs[:0]).shape == (0, SIZE, SIZE)
 
 
 def test_a_stack_holds_the_variables_of_independent_unets_and_trains_each_on_its_block():

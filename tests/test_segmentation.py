@@ -98,6 +98,12 @@ def test_segmenter_is_the_unet_body_with_one_input_and_a_head_per_class():
   assert net.apply(variables, jnp.ones((2, 16, 16))).shape == (2, 16, 16, C)
   with pytest.raises(ValueError, match=r"\(B, H, W\)"):
     net.apply(variables, jnp.ones((2, 16, 16, 1)))
+  # It failed in a concatenation ("Cannot concatenate arrays ... (1, 5, 5, 4)").
+  with pytest.raises(ValueError, match=r"image: images of 20×20 cannot be max-pooled 3 times"):
+    net.apply(variables, jnp.ones((2, 20, 20)))
+  with pytest.raises(ValueError, match=r"channels must be a whole number ≥ 1, got 0"):
+    segmentation.Segmenter(num_classes=C, channels=0).init(jax.random.key(0),
+                                                           jnp.zeros((2, 16, 16)))
 
 
 SETTINGS = dict(channels=4, steps=3, batch_size=4, lr=1e-3, seed=0)

@@ -168,10 +168,10 @@ class HyperUnet(nn.Module):
   conditioned: str = "all"
 
   def setup(self):
+    unet.check_width(num_coeffs=self.num_coeffs, hyper_dim=self.hyper_dim,
+                     channels=self.channels)
     if self.num_coeffs < 2:
       raise errors.InputError(f"num_coeffs must be ≥ 2, got {self.num_coeffs}")
-    if self.hyper_dim < 1:
-      raise errors.InputError(f"hyper_dim must be ≥ 1, got {self.hyper_dim}")
     self.hypernetwork = Hypernetwork(self.hyper_dim, self.channels,
                                      self.init_scheme, self.hyper_init,
                                      self.conditioned)
@@ -208,6 +208,7 @@ class HyperUnet(nn.Module):
       size B (size 1 for (K,) coefficients).
     """
     unet.check_input(zf)
+    coeffs = jnp.asarray(coeffs)  # a list, as the other models take
     check_coeffs(coeffs, self.num_coeffs, zf.shape[0])
     rows = coeffs[None] if coeffs.ndim == 1 else coeffs
     generated = self.hypernetwork(rows)
@@ -235,10 +236,7 @@ class HyperUnet(nn.Module):
     These are the weights training's weight-ℓ1 sees: generated, BatchNorm
     not folded.
     """
-    if getattr(coeffs, "ndim", None) != 2:
-      raise errors.InputError(f"coeffs must have shape (G, {self.num_coeffs}), got shape "
-                              f"{getattr(coeffs, 'shape', None)}")
-    check_coeffs(coeffs, self.num_coeffs, coeffs.shape[0])
+    unet.check_rows(coeffs, self.num_coeffs)
     return self._with_shared(self.hypernetwork(coeffs), coeffs.shape[0])
 
   def evaluation_weights(self, coeffs):

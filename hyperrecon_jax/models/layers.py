@@ -162,7 +162,7 @@ def conv2d(x, kernel, bias, *, per_sample: bool, strategy: str,
     y = jnp.einsum("bhwi,bio->bhwo", x.astype(dtype),
                    kernel[:, 0, 0].astype(dtype))  # a ``dtype`` result, as _conv
     return (y.astype(jnp.float32) + bias.astype(jnp.float32)[:, None, None, :]).astype(dtype)
-  if strategy == "vmap":
+  if strategy == "vmap" or x.shape[0] == 0:  # an unrolled loop of no rows has nothing to join
     one = lambda xi, ki, bi: _conv(xi[None], ki, bi, dtype)[0]
     return jax.vmap(one)(x, kernel, bias)
   if strategy == "loop":

@@ -24,7 +24,8 @@ class UnetStack(nn.Module):
   batch with its own BatchNorm statistics, as a separate run would: the
   rows then come as L equal blocks, block l at member l's coefficients
   (``train.sample_coefficients`` lays them out so, and the train step
-  repeats the data batch once per block).
+  repeats the data batch once per block); block l goes to member l by its
+  place, whatever coefficients its rows carry.
 
   Attributes:
     lambdas: the λ vector of each member (L ≥ 1).
@@ -61,9 +62,13 @@ class UnetStack(nn.Module):
       (B, H, W) float32 reconstruction; with ``return_weights`` a pair.
     """
     unet.check_input(zf)
+    unet.check_width(channels=self.channels)
     num = len(self.lambdas)
     if num < 1:
       raise errors.InputError("a UnetStack needs at least one λ vector.")
+    if len({len(lam) for lam in self.lambdas}) > 1:
+      raise errors.InputError(f"the λ vectors of a UnetStack must have one length, got "
+                              f"{tuple(tuple(lam) for lam in self.lambdas)}")
     # As HyperUnet's: a wrong shape was a broadcasting error deep in the Unet.
     coeffs = jnp.asarray(coeffs)
     hypernetwork.check_coeffs(coeffs, len(self.lambdas[0]) + 1, zf.shape[0])
@@ -145,11 +150,13 @@ class UnetStack(nn.Module):
 
   def generate(self, coeffs):
     """The convolution weights of each row's nearest member, for (G, K) ``coeffs``."""
+    unet.check_rows(coeffs, len(self.lambdas[0]) + 1)
     return jax.tree_util.tree_map(lambda w: w[self._nearest(coeffs)],
                                   self._weights(self.variables))
 
   def evaluation_weights(self, coeffs):
     """`generate`'s weights with each member's BatchNorm folded in."""
+    unet.check_rows(coeffs, len(self.lambdas[0]) + 1)
     return jax.tree_util.tree_map(lambda w: w[self._nearest(coeffs)],
                                   self._weights(self.variables, folded=True))
 

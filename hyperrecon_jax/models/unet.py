@@ -18,6 +18,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hyperrecon_jax import errors
 from hyperrecon_jax import physics
@@ -99,25 +100,38 @@ def kept_activations(channels: int, size: int, in_channels: int = IN_CHANNELS) -
   return total
 
 
-def check_input(zf, name: str = "zf"):
-  """Trace-time checks of a zero-filled input batch (costs nothing under jit).
+def check_width(**widths) -> None:
+  """Refuses a width (``channels=0``, ``hyper_dim=2.5``) that is not a whole number ≥ 1.
+
+  A 0 gave a model of biases alone without a word, and a negative one an
+  MLIR error.
+  """
+  for name, value in widths.items():
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise errors.InputError(f"{name} must be a whole number ≥ 1, got {value!r}")
+
+
+def check_input(zf, name: str = "zf", channels: int = IN_CHANNELS):
+  """Trace-time checks of a network input batch (costs nothing under jit).
 
   Args:
     zf: the array to check.
     name: argument name used in error messages.
+    channels: its channels (2 for a zero-filled input: real, imaginary).
 
   Raises:
-    ValueError: if ``zf`` is not (B, H, W, 2) with H and W divisible by 8.
+    ValueError: if ``zf`` is not (B, H, W, channels) with H and W divisible by 8.
   """
   shape = getattr(zf, "shape", None)
   if shape is None or len(shape) != 4:
-    raise errors.InputError(f"{name} must have shape (B, H, W, 2), got shape {shape}")
-  if shape[-1] != IN_CHANNELS:
-    raise errors.InputError(f"{name} must have {IN_CHANNELS} channels (real, imaginary) "
+    raise errors.InputError(f"{name} must have shape (B, H, W, {channels}), got shape {shape}")
+  if shape[-1] != channels:
+    what = " (real, imaginary)" if channels == IN_CHANNELS else ""
+    raise errors.InputError(f"{name} must have {channels} channels{what} "
                             f"in its last axis, got shape {shape}")
   factor = 2 ** (NUM_LEVELS - 1)
   if shape[1] % factor or shape[2] % factor or shape[1] == 0 or shape[2] == 0:
-    raise errors.InputError(f"{name} image size {shape[1]}×{shape[2]} cannot be "
+    raise errors.InputError(f"{name}: images of {shape[1]}×{shape[2]} cannot be "
                             f"max-pooled {NUM_LEVELS - 1} times: height and width must "
                             f"be positive multiples of {factor}")
 
@@ -302,6 +316,7 @@ class Unet(nn.Module):
       (reconstruction, weights).
     """
     del coeffs
+    check_width(channels=self.channels)
     check_input(zf)
     weights = {}
     for spec in conv_specs(self.channels):
@@ -319,11 +334,13 @@ class Unet(nn.Module):
 
   def generate(self, coeffs):
     """Its convolution weights once per row of (G, K) ``coeffs`` (it has one λ)."""
+    check_rows(coeffs)
     return broadcast_rows(conv_weights(self.variables["params"], self.channels),
                           coeffs.shape[0])
 
   def evaluation_weights(self, coeffs):
     """`generate`'s weights with BatchNorm folded in (`fold_weights`)."""
+    check_rows(coeffs)
     return broadcast_rows(
         fold_weights(conv_weights(self.variables["params"], self.channels), self.variables),
         coeffs.shape[0])
@@ -351,6 +368,19 @@ def run_folded(weights, zf, *, channels: int, per_sample: bool = False,
   """
   body = UnetBody(channels, batch_norm=False, strategy=strategy, dtype=dtype, parent=None)
   return body.apply({}, weights, zf, per_sample=per_sample)
+
+
+def check_rows(coeffs, num_coeffs: int | None = None) -> None:
+  """Refuses ``generate``'s coefficients unless (G, K): one weight set per row.
+
+  A (K,) vector gave K rows of a plain Unet's weights and a stack's weights
+  without their row axis, where a HyperUnet refused it.
+  """
+  shape = getattr(coeffs, "shape", None)
+  k = "K" if num_coeffs is None else num_coeffs
+  if shape is None or len(shape) != 2 or (num_coeffs is not None and shape[1] != num_coeffs):
+    raise errors.InputError(f"coeffs must have shape (G, {k}), one row per weight set, got "
+                            f"shape {shape}")
 
 
 def broadcast_rows(weights, rows: int):
