@@ -213,7 +213,11 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
 
 @pytest.mark.parametrize("field, value, match", [
     # Each was a traceback, or (an infinite scale: weight 1/∞) a silently wrong run.
-    ("loss_scales", (math.inf, 1.0), r"loss_scales must be positive finite numbers, got \(inf"),
+    ("loss_scales", (math.inf, 1.0), r"loss_scales must be positive finite numbers that "
+     r"float32 holds \(1\.18e-38 to 3\.4e\+38\), got \(inf"),
+    # Each is divided into a term in float32, where it was 0 or ∞.
+    ("loss_scales", (1.0, 1e-50), r"loss_scales must be positive finite numbers that float32"),
+    ("loss_scales", (1.0, 1e300), r"loss_scales must be positive finite numbers that float32"),
     ("loss_scales", (1.0, "a"), r"loss_scales must be positive finite numbers"),
     ("loss_scales", (1.0, True), r"loss_scales must be positive finite numbers"),
     # --config.loss_scales=None arrives as (None,); it said "has 1 values".

@@ -97,10 +97,12 @@ def _check_losses(config) -> tuple[str, ...]:
   if not isinstance(scales, (tuple, list)) or len(scales) != k:
     raise ConfigError(f"config.loss_scales must hold one positive number per loss "
                       f"term, {k} for {names}, got {scales!r}")
-  if not all(_is_number(s) and 0 < s < math.inf for s in config.loss_scales):
-    # An infinite scale would silently drop its term (weight 1/∞).
-    raise ConfigError(f"config.loss_scales must be positive finite numbers, got "
-                      f"{tuple(config.loss_scales)}")
+  low, high = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+  if not all(_is_number(s) and low <= s <= high for s in config.loss_scales):
+    # An infinite scale would silently drop its term (weight 1/∞); the step
+    # divides by each scale in float32, where 1e-50 is 0 and 1e300 is ∞.
+    raise ConfigError(f"config.loss_scales must be positive finite numbers that float32 "
+                      f"holds ({low:.3g} to {high:.3g}), got {tuple(config.loss_scales)}")
   return names
 
 
