@@ -110,6 +110,8 @@ def main(argv):
             f"{h['objective']:.4g}, Unet at λ {b['objective']:.4g}")
   if "pareto" in result:
     _print_tradeoffs(result)
+  if "pareto_unavailable" in result:
+    print(f"note: {result['pareto_unavailable']}", file=sys.stderr)
   if "gallery_split" in result:
     g = result["gallery_split"]
     print(f"gallery of the split ({len(g['slices'])} slices compared): {len(g['indices'])} "

@@ -63,6 +63,8 @@ def _row(workdir: str) -> tuple[str, dict]:
   if "mean" not in result:
     raise errors.InputError(f"{path} is not a report of experiments/evaluate.py; evaluate "
                             "the run again")
+  if "pareto_unavailable" in result:
+    raise errors.InputError(f"{path}: {result['pareto_unavailable']}")
   if "pareto" not in result:
     raise errors.InputError(f"{path}: a grid report; summarize needs a design "
                             "(--config.eval.samples=N)")

@@ -84,6 +84,23 @@ def test_the_unet_row_is_titled_with_each_unet_s_own_lambda(tmp_path, monkeypatc
                       baseline=recons, baseline_lams=[0.0, 1.0])
 
 
+def test_a_nan_pixel_leaves_the_slice_panel_s_error_scale_finite(tmp_path, monkeypatch):
+  target, zf, recons = _slice()
+  zf, recons[1, 2, 2] = zf.copy(), np.nan
+  zf[5, 5] = np.nan  # the first map: Python's max then stays NaN
+  limits = []
+  save = plots._save
+
+  def record(fig, path):
+    limits.extend(im.get_clim() for ax in fig.axes for im in ax.get_images()
+                  if ax.get_title() == "|error|")
+    return save(fig, path)
+  monkeypatch.setattr(plots, "_save", record)
+  plots.slice_panel(target, zf, recons, [0.0, 0.5, 1.0], tmp_path / "p.png", errors=True)
+  top = max(np.nanmax(np.abs(x - target)) for x in [zf, *recons])
+  assert len(limits) == 4 and all(lim == (0.0, top) for lim in limits), limits
+
+
 def _drawn_texts(monkeypatch, draw):
   """The titles and legend entries of the figure ``draw()`` saves."""
   texts = []

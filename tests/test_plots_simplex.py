@@ -66,6 +66,8 @@ def test_barycentric_to_xy_by_hand():
           [0.3 + 0.25, 0.5 * S3 / 2]]
   np.testing.assert_allclose(ps.barycentric_to_xy(points), want, atol=1e-12)
   assert ps.barycentric_to_xy(np.full((2, 4, 3), 1 / 3)).shape == (2, 4, 2)
+  with pytest.raises(InputError, match=r"coeffs must have shape \(\.\.\., 3\).*\(5, 2\)"):
+    ps.barycentric_to_xy(np.full((5, 2), 0.5))
 
 
 def test_ternary_on_a_grid(tmp_path):
@@ -149,6 +151,20 @@ def test_gallery(tmp_path, monkeypatch):
   # The colour bar is an inset of the cell under the ground truth.
   bars = [c for ax in fig.axes for c in ax.child_axes if "|error|" in c.get_ylabel()]
   assert len(bars) == 1  # one shared error scale, its range stated
+
+
+def test_a_nan_pixel_leaves_the_error_scale_finite(tmp_path, monkeypatch):
+  # One NaN pixel made the scale's top NaN: every map blank but one, drawn on
+  # (-0.1, 0.1), and the bar read "0 – nan".
+  target, inp, recons = _slice(3)
+  recons[1, 3, 3] = np.nan
+  fig = _saved_figure(monkeypatch, lambda: ps.gallery(
+      target, inp, recons, ["a", "b", "c"], tmp_path / "g.png"))
+  errors = np.abs(recons - target)
+  top = np.nanmax(errors)  # the reconstructions' largest finite |error|
+  limits = [im.get_clim() for ax in fig.axes for im in ax.get_images()
+            if "|" in ax.get_title()]
+  assert len(limits) == 4 and all(lim == (0.0, top) for lim in limits), limits
 
 
 def test_bad_input(tmp_path):

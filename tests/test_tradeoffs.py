@@ -105,3 +105,24 @@ def test_with_a_weight_term_the_image_terms_get_their_own_hypervolume_ratio():
       points[:, :2], base[:, :2])
   assert "hypervolume_image_terms" not in tradeoffs.pareto_section(
       ("dc", "tv"), points[:, :2], np.zeros((3, 1)), base[:, :2], np.ones((3, 1)))
+
+
+def test_a_term_without_a_finite_mean_or_a_range_is_named_instead_of_a_pareto_set():
+  # The report raised "the point sets hold no finite row" after all its scoring.
+  names = ("dc", "tv", "wavelet")
+  points = np.array([[1.0, np.nan, 3.0], [2.0, np.nan, 1.0], [0.5, np.nan, 2.0]])
+  assert tradeoffs.pareto_unavailable(names, points) == (
+      "the term tv has no finite mean at any λ (a slice is left out of a term at every λ "
+      "where the term is not finite at one of them)")
+  points[:, 1] = [4.0, 5.0, 6.0]
+  assert tradeoffs.pareto_unavailable(names, points) is None
+  points[:, 1] = 4.0
+  assert tradeoffs.pareto_unavailable(names, points) == (
+      "the term tv is the same at every λ, with no range to normalize by")
+  # Constant over HyperRecon's λ, but the Unets give it a range: usable.
+  assert tradeoffs.pareto_unavailable(names, points, [[1.0, 5.0, 1.0]]) is None
+  assert tradeoffs.pareto_unavailable(names, points, [[1.0, 4.0, 1.0]]) == (
+      "the term tv is the same at every λ, with no range to normalize by")
+  diagonal = np.where(np.eye(3, dtype=bool), np.nan, 1.0)  # no row of three finite terms
+  assert tradeoffs.pareto_unavailable(names, diagonal).startswith(
+      "no λ has a finite mean of every term")

@@ -40,7 +40,13 @@ def run(context, settings) -> None:
   if context.stack is not None:
     b_points = tradeoffs.term_points(result["baselines"]["loss_terms"], names)
     b_lams = np.asarray(context.stack[0].lambdas, np.float32)
-  result["pareto"] = tradeoffs.pareto_section(names, points, context.lam_grid, b_points, b_lams)
+  # Said in the report rather than raised: the scores computed are kept.
+  problem = tradeoffs.pareto_unavailable(names, points, b_points)
+  if problem:
+    result["pareto_unavailable"] = f"no Pareto set or hypervolume: {problem}"
+  else:
+    result["pareto"] = tradeoffs.pareto_section(names, points, context.lam_grid, b_points,
+                                                b_lams)
   if "per_slice" in result:
     result["best_per_slice"] = tradeoffs.best_per_slice(
         result["per_slice"], set(result["lower_is_better"]))
