@@ -48,12 +48,11 @@ def main(argv):
                                                                    "train.seed"))
     settings = segmentation.settings(config)  # Its errors before the data's.
     segmenter_files.check_folder(_WORKDIR.value)
-    num_classes = segmentation.label_classes(config.data)
-    trained = segmenter_files.train_into(
-        _WORKDIR.value, config.data, num_classes=num_classes,
-        log=segmentation.log_to_stderr, **settings)
+    # The classes are the data's (segmentation.label_classes).
+    trained = segmenter_files.train_into(_WORKDIR.value, config.data,
+                                         log=segmentation.log_to_stderr, **settings)
   names = (data.MNI152_CLASSES[1:] if config.data.name == "mni152"
-           else [str(c) for c in range(1, num_classes)])
+           else [str(c) for c in range(1, trained.num_classes)])
   print(f"validation Dice (ground-truth slices, classes "
         f"{', '.join(names)}): {trained.info['validation_dice']:.4f}")
   print(f"wrote {os.path.join(_WORKDIR.value, segmenter_files.INFO_FILE)}")

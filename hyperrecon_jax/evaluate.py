@@ -20,6 +20,7 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import grid as grid_lib
 from hyperrecon_jax import hparams
+from hyperrecon_jax import metrics
 from hyperrecon_jax import results
 from hyperrecon_jax import segmentation
 
@@ -224,6 +225,7 @@ def _labels(batch, i, segmenter, image, valid, truth_dice):
     raise errors.InputError(f"batch {i} has no 'label': scoring Dice needs a dataset "
                             "with labels.")
   labels = np.asarray(batch["label"])
+  metrics.check_labels(labels, segmenter.num_classes, f"batch {i}'s labels")  # before any cast
   truth_dice.append(np.asarray(segmentation.foreground_dice(
       segmentation.labels(segmenter, image), jnp.asarray(labels, jnp.int32),
       segmenter.num_classes))[valid])

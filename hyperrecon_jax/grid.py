@@ -358,6 +358,8 @@ def _check_segmenter(segmenter, labels, shape):
   if labels is None or np.shape(labels) != tuple(shape):
     raise errors.InputError(f"scoring Dice needs the true labels of every slice, shape "
                             f"{tuple(shape)}, got {None if labels is None else np.shape(labels)}.")
+  # Checked here: inside the programs the labels are traced and cannot be.
+  metrics_lib.check_labels(labels, segmenter.num_classes, "labels")
   return ((segmenter.apply_fn, segmenter.num_classes), segmenter.variables,
           jnp.asarray(labels, jnp.int32))
 

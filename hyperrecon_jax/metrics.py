@@ -260,20 +260,32 @@ def dice(pred_labels, true_labels, num_classes: int):
       or num_classes < 1:
     raise errors.InputError(f"num_classes must be an int >= 1, got {num_classes!r}.")
   for name, lab in (("pred_labels", pred_labels), ("true_labels", true_labels)):
-    if not jnp.issubdtype(jnp.asarray(lab).dtype, jnp.integer):
-      raise errors.InputError(f"{name} must be integer labels, got dtype {jnp.asarray(lab).dtype}.")
-    # one_hot maps a label outside [0, C) to no class at all, which would
-    # silently drop those pixels from every class's Dice. Labels traced under a
-    # caller's jit cannot be looked at; those come from argmax or checked data.
-    if not isinstance(lab, jax.core.Tracer):
-      values = np.asarray(lab)
-      outside = (values < 0) | (values >= num_classes)
-      if outside.any():
-        raise errors.InputError(
-            f"{name}: {int(outside.sum()):,} of {values.size:,} labels lie outside "
-            f"[0, {num_classes}) (values {values.min()}..{values.max()}); they would "
-            "belong to no class.")
+    check_labels(lab, num_classes, name)
   return _dice(pred_labels, true_labels, num_classes)
+
+
+def check_labels(labels, num_classes: int, name: str = "labels") -> None:
+  """Refuses labels that are not integers in [0, num_classes).
+
+  ``one_hot`` maps a label outside [0, C) to no class at all, which would
+  silently drop those pixels from every class's Dice, and a cast to int
+  would truncate float labels (2.9 → 2). Labels traced under a caller's jit
+  cannot be looked at; those come from argmax or checked data.
+
+  Raises:
+    InputError: naming ``name``, the dtype or the labels outside the range.
+  """
+  dtype = jnp.asarray(labels).dtype
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise errors.InputError(f"{name} must be integer labels, got dtype {dtype}.")
+  if not isinstance(labels, jax.core.Tracer):
+    values = np.asarray(labels)
+    outside = (values < 0) | (values >= num_classes)
+    if outside.any():
+      raise errors.InputError(
+          f"{name}: {int(outside.sum()):,} of {values.size:,} labels lie outside "
+          f"[0, {num_classes}) (values {values.min()}..{values.max()}); they would "
+          "belong to no class.")
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")

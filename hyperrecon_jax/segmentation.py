@@ -182,10 +182,14 @@ def _check_rate(name: str, value) -> None:
 
 
 def check_settings(num_classes, channels, steps, batch_size, lr) -> None:
-  """Refuses `train`'s settings out of range, each named: integers, a positive rate."""
+  """Refuses `train`'s settings out of range, each named: integers, a positive rate.
+
+  ``num_classes`` None (the data's) passes.
+  """
   for name, value, low in (("num_classes", num_classes, 2), ("channels", channels, 1),
                            ("steps", steps, 1), ("batch_size", batch_size, 1)):
-    _check_integer(name, value, low)
+    if name != "num_classes" or value is not None:
+      _check_integer(name, value, low)
   _check_rate("lr", lr)
 
 
@@ -202,13 +206,16 @@ def validation_dice(segmenter: Trained, data_config, split: str = "validation",
   return float(np.mean(np.concatenate(scores)))
 
 
-def train(data_config, *, num_classes: int, channels: int, steps: int, batch_size: int,
-          lr: float, seed: int, log: Callable[[int, float], None] | None = None) -> Trained:
+def train(data_config, *, num_classes: int | None = None, channels: int, steps: int,
+          batch_size: int, lr: float, seed: int,
+          log: Callable[[int, float], None] | None = None) -> Trained:
   """Trains a segmenter on the ground-truth slices and labels of the train split.
 
   Args:
     data_config: a data config whose dataset has labels (`data.has_labels`).
-    num_classes: C, background included (e.g. ``len(data.MNI152_CLASSES)``).
+    num_classes: C, background included; None: the data's (`label_classes`),
+      which a number given must equal (a class the labels lack would score a
+      perfect Dice on every slice; labels beyond C would belong to none).
     channels: features at every level (an experiment's
       ``config.segmenter.channels``, `settings` gives them all).
     steps: Adam steps.
@@ -222,9 +229,12 @@ def train(data_config, *, num_classes: int, channels: int, steps: int, batch_siz
   """
   from hyperrecon_jax import data
   check_settings(num_classes, channels, steps, batch_size, lr)
-  if not data.has_labels(data_config):
-    raise errors.InputError(f"config.data.name={data_config.name!r} has no label volumes "
-                            "to train a segmenter on")
+  classes = label_classes(data_config)
+  if num_classes is not None and num_classes != classes:
+    raise errors.InputError(
+        f"num_classes={num_classes}, but the labels of {data_config.name} hold {classes} "
+        f"classes (0 … {classes - 1}): give num_classes={classes}, or leave it out")
+  num_classes = classes
   module = Segmenter(num_classes, channels)
   size = int(data_config.image_size)
   variables = module.init(jax.random.key(seed), jnp.zeros((1, size, size), jnp.float32))
@@ -274,7 +284,8 @@ def label_classes(data_config) -> int:
   …, C − 1 over every split, each on some kept slice at the dataset's image
   size: a class the segmenter cannot predict would score nothing, and one
   that never occurs would score a perfect Dice of 1 on every slice
-  (`foreground_dice`) and inflate the mean.
+  (`foreground_dice`) and inflate the mean. Every class must also be on
+  some kept slice of the train split, or the segmenter cannot learn it.
 
   Args:
     data_config: a data config whose dataset has labels, with training
@@ -286,8 +297,8 @@ def label_classes(data_config) -> int:
   Raises:
     InputError: a dataset without labels or built for evaluation only, or
       label values that are negative, all background, more than
-      `MAX_CLASSES`, with gaps, or on no kept slice (naming the values and a
-      file holding them).
+      `MAX_CLASSES`, with gaps, on no kept slice, or on none of the train
+      split's (naming the values and a file holding them).
   """
   from hyperrecon_jax import data
   from hyperrecon_jax.data import common
@@ -301,15 +312,16 @@ def label_classes(data_config) -> int:
   manual_dir = os.path.expanduser(data_config.manual_dir)
   label_file = dict(nifti.find_files(manual_dir))
   in_files = {}  # label value -> the label file of a volume holding it
-  on_slices = set()  # label values on the kept slices, as the segmenter sees them
+  on_slices = {}  # split -> label values on its kept slices, as the segmenter sees them
   for split in data.SPLITS:
     for v in data.volumes(data_config, split):
       name = label_file.get(v.name) or v.name
       for value in nifti.label_values(os.path.join(manual_dir, name)):
         in_files.setdefault(int(value), name)
+    on_slices[split] = set()
     for batch in data.batches(data_config, split, batch_size=32, training=False,
                               num_threads=0):
-      on_slices.update(int(v) for v in np.unique(batch["label"][batch["valid"]]))
+      on_slices[split].update(int(v) for v in np.unique(batch["label"][batch["valid"]]))
   folder = f"{data_config.name} {data_config.manual_dir}"
   values = sorted(in_files)
   if values[0] < 0:
@@ -332,7 +344,7 @@ def label_classes(data_config) -> int:
         f"the label values of {folder} skip {shown} (they run up to {high}, in "
         f"{in_files[high]}): a class that never occurs would score a perfect Dice on every "
         "slice and inflate the mean. Renumber the labels 0, 1, …, C − 1")
-  lost = sorted(set(values) - on_slices)
+  lost = sorted(set(values) - set().union(*on_slices.values()))
   if lost:
     size = int(data_config.image_size)
     raise errors.InputError(
@@ -342,6 +354,16 @@ def label_classes(data_config) -> int:
         f"config.data.image_size={size}, or only on slices dropped as background. A class "
         "that never occurs would score a perfect Dice on every slice and inflate the mean: "
         "merge it into another class, or use a larger image_size")
+  unlearned = sorted(set(values) - on_slices["train"])
+  if unlearned:
+    where = [s for s in data.SPLITS if unlearned[0] in on_slices[s]]
+    raise errors.InputError(
+        f"class {unlearned[0]} of {folder}"
+        f"{f' (and {len(unlearned) - 1} more)' if len(unlearned) > 1 else ''} is on the kept "
+        f"slices of the {' and '.join(where)} split only, none of the train split's: the "
+        "segmenter could not learn it, would never predict it, and a split without it "
+        "would score it a perfect Dice. Put a volume holding it into training (another "
+        "config.data.split_seed) or merge it into another class")
   return high + 1
 
 

@@ -17,6 +17,7 @@ import loop_support
 import numpy as np
 import pytest
 
+from hyperrecon_jax import data as hr_data
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
 from hyperrecon_jax import physics
@@ -135,6 +136,10 @@ def test_bad_settings_are_named(trained):
   config, _ = trained
   with pytest.raises(ValueError, match="num_classes must be an integer ≥ 2"):
     segmentation.train(config.data, num_classes=1, **SETTINGS)
+  # Classes the labels lack scored a perfect Dice on every slice (0.4147 at 6).
+  with pytest.raises(ValueError, match=rf"num_classes=6, but the labels of mni152 hold {C} "
+                                       rf"classes \(0 … {C - 1}\): give num_classes={C}"):
+    segmentation.train(config.data, num_classes=6, **SETTINGS)
   with pytest.raises(ValueError, match="lr must be a positive finite number"):
     segmentation.train(config.data, num_classes=C, **{**SETTINGS, "lr": float("nan")})
 
@@ -251,6 +256,35 @@ def test_scoring_dice_needs_labels(trained):
                            segmenter=seg)
 
 
+def test_labels_that_are_not_classes_are_named_before_they_are_scored(trained):
+  # Float labels were truncated (2.9 → 2), and labels ≥ C scored by the grid
+  # without a word (Dice 0.2345 → 0.5678 with class 3 renumbered 7).
+  config, seg = trained
+  from hyperrecon_jax import data
+  from hyperrecon_jax import grid
+  batch = next(data.batches(config.data, "test", batch_size=2, training=False))
+  size = config.data.image_size
+  operator = physics.make_operator(config.task, (size, size))
+  lam = np.array([[0.5]], np.float32)
+  floats = {**batch, "label": np.asarray(batch["label"], np.float32) + 0.9}
+  with pytest.raises(ValueError, match=r"batch 0's labels must be integer labels, got dtype "
+                                       r"float32"):
+    evaluate.evaluate_grid(_scale, _GAIN, operator, [floats], lam, key=jax.random.key(0),
+                           segmenter=seg)
+  beyond = np.where(np.asarray(batch["label"]) == C - 1, 7, batch["label"])
+  zf = evaluate.measure_slices(operator, jnp.asarray(batch["image"]),
+                               evaluate.slice_keys(jax.random.key(0), batch["volume"],
+                                                   batch["slice"]))
+  for score in (lambda labels: grid.grid_metrics(
+                    _scale, _GAIN, zf, batch["image"], hparams.coefficients(lam),
+                    segmenter=seg, labels=labels),
+                lambda labels: grid.zero_filled_metrics(zf, batch["image"], segmenter=seg,
+                                                        labels=labels)):
+    with pytest.raises(ValueError, match=rf"labels: [\d,]+ of [\d,]+ labels lie outside "
+                                         rf"\[0, {C}\) \(values 0\.\.7\)"):
+      score(beyond)
+
+
 _nifti = functools.partial(configs.folder_data, "nifti", image_size=32)
 
 
@@ -258,13 +292,35 @@ def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(traine
   import nibabel as nib
   config, _ = trained
   assert segmentation.label_classes(config.data) == C  # mni152: its tissue classes
-  # Three volumes, one of them labelled 1, 2, 4 and the others 1, 2, 3.
+  # Three volumes, the train split's labelled 1, 2, 3 and the others 1, 2.
+  train, _ = _train_and_other_seed(tmp_path)
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3),
-                                 labels={None: (3, 2, 1), 2: (4, 2, 1)})
+                                 labels={None: (2, 2, 1), train: (3, 2, 1)})
   largest = max(int(np.asarray(nib.load(os.path.join(site, f)).dataobj).max())
                 for f in os.listdir(site) if f.endswith("_seg.nii.gz"))
-  assert largest == 4
+  assert largest == 3
   assert segmentation.label_classes(_nifti(site, tmp_path / "tfds")) == largest + 1
+
+
+def _train_and_other_seed(tmp_path):
+  """The seeds of ``write_site``'s volumes 1, 2, 3 in the train split and in another."""
+  probe = loop_support.write_site(tmp_path / "probe", (1, 2, 3), labels=(3, 2, 1))
+  config = _nifti(probe, tmp_path / "probe_tfds")
+  seed = lambda split: int(hr_data.volumes(config, split)[0].name[4:6])
+  return seed("train"), seed("test")
+
+
+def test_a_class_the_train_split_lacks_is_named(tmp_path):
+  # Class 4 on the test volume only: the segmenter never learned it, and the
+  # validation Dice scored it 1 on every slice (0.3333 of (0 + 0 + 1) / 3
+  # after two steps).
+  _, test = _train_and_other_seed(tmp_path)
+  site = loop_support.write_site(tmp_path / "site", (1, 2, 3),
+                                 labels={None: (3, 2, 1), test: (4, 2, 1)})
+  with pytest.raises(ValueError, match=r"class 4 of nifti .* is on the kept slices of the test "
+                                       r"split only, none of the train split's: the segmenter "
+                                       r"could not learn it"):
+    segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
 
 
 @pytest.mark.parametrize("labels, message", [
