@@ -63,7 +63,9 @@ def checked_config(holder):
   # Before a multi-process run is joined: a module that does not import stops
   # this process alone (check_config imports it again, at no cost).
   configuration.import_extensions(config)
-  own = [n for n in config.losses if n not in losses.BUILT_IN]
+  # Registered by the config file itself; a name registered nowhere (a typo
+  # of a built-in one) is named by the config check with the known terms.
+  own = [n for n in config.losses if n not in losses.BUILT_IN and n in losses.TERMS]
   if own and not config.extensions:
     # A term registered by the config file alone is unknown to the commands
     # that load the run later (evaluate.py, reconstruct.py, explore.py).

@@ -224,7 +224,15 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("loss_scales", (None,),
      r"one positive number per loss term, 2 for \('mae', 'ssim'\), got \(None,\)"),
     ("loss_scales", None, r"one positive number per loss term, 2 for .* got None"),
-    ("data.image_size", -8, r"image_size must be a positive multiple of 8 .* got -8"),
+    ("data.image_size", -8, r"image_size must be a multiple of 8 .* got -8"),
+    # Validation's SSIM needs 11 × 11: 8 trained, then failed at the first validation.
+    ("data.image_size", 8, r"image_size must be a multiple of 8 \(the Unet pools 3 times\) of "
+                           r"at least 16 \(validation's SSIM needs 11×11\), got 8"),
+    # ∞ (or past float32) failed at step 1 as "non-finite ... lower config.train.lr".
+    ("task.noise_sigma", math.inf, r"config.task.noise_sigma must be a finite number ≥ 0, got "
+                                   r"inf"),
+    ("task.noise_sigma", 1e39, r"config.task.noise_sigma must be a finite number ≥ 0"),
+    ("train.lr", 1e39, r"config.train.lr must be a positive finite number, got 1e\+39"),
     ("data.percentile", 200.0, r"percentile must lie in \(0, 100\], got 200.0"),
     ("data.min_foreground", 2.0, r"min_foreground must lie in \[0, 1\), got 2.0"),
     # A folder built for evaluation only has no train or validation split.
@@ -279,6 +287,32 @@ def test_hparams_fixed_is_checked_for_a_hyperrecon_run_too():
     train.check_config(config)
   config.hparams.fixed = (0.2, 0.3)  # the length is a plain Unet's concern alone
   train.check_config(config)
+
+
+def test_a_plain_unet_trains_every_row_of_its_batch():
+  # DHS at one fixed λ trained on the rows of lowest data-consistency loss
+  # alone (2 of 4), without a word.
+  config = configs.load("demo_ao", "quick")
+  config.model.hyper_dim, config.hparams.fixed = 0, (0.5,)
+  config.sampling.method = "dhs"
+  with pytest.raises(train.ConfigError, match=r"a plain Unet \(model.hyper_dim=0\) trains at "
+                                              r"fixed λ: config.sampling.method must be 'uhs', "
+                                              r"got 'dhs'"):
+    train.check_config(config)
+  config.sampling.method = "uhs"
+  train.check_config(config)
+
+
+def test_four_terms_need_a_design_before_training():
+  # eval.samples=0 trained, and the report was refused after the run.
+  config = configs.load("demo_k4", "quick")
+  config.eval.samples = 0
+  with pytest.raises(train.ConfigError, match=r"config.eval.samples must be > 0 for 4 loss "
+                                              r"terms \(3 hyperparameters; grids stop at two\)"):
+    train.check_config(config)
+  config.model.hyper_dim, config.hparams.fixed = 0, (0.5, 0.5, 0.5)
+  config.sampling.method = "uhs"
+  train.check_config(config)  # a plain Unet's report scores its one λ
 
 
 def test_an_evaluator_that_does_not_exist_is_refused_before_training():

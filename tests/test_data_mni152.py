@@ -168,6 +168,11 @@ def test_unknown_name_and_split(cfg):
     hr.data.load_split(cfg, "val")
   with pytest.raises(ValueError, match="axial"):
     hr.data.split_ranges(_config(cfg.data_dir, axis="oblique"))
+  # A fraction above every slice's: an IndexError in TFDS's build.
+  with pytest.raises(ValueError, match=r"min_foreground=0.99 keeps no slice of the template "
+                                       r"along the axial axis: its largest brain fraction is "
+                                       r"0\.4\d\d$"):
+    hr.data.split_ranges(_config(cfg.data_dir, min_foreground=0.99))
   # Its splits are slice blocks of one volume: none is only evaluated.
   with pytest.raises(ValueError, match=r"three positive numbers .* got \(0.0, 0.0, 1.0\)"):
     hr.data.make_builder(_config(cfg.data_dir, split_fractions=hr.data.EVALUATION_ONLY))

@@ -124,7 +124,12 @@ def split_ranges(axis="axial", gap_slices: int = 8,
   _, f_val, f_test = common.check_fractions(split_fractions)
   ax = common.axis_index(axis)
   _, _, mask = _load_raw()
-  keep = np.flatnonzero(slicing.foreground_fractions(mask, ax) >= min_foreground)
+  fractions = slicing.foreground_fractions(mask, ax)
+  keep = np.flatnonzero(fractions >= min_foreground)
+  if not keep.size:
+    raise errors.InputError(
+        f"min_foreground={min_foreground} keeps no slice of the template along the "
+        f"{common.axis_name(ax)} axis: its largest brain fraction is {fractions.max():.3f}")
   lo, hi = int(keep[0]), int(keep[-1]) + 1
   extent, gap = hi - lo, int(gap_slices)
   usable = extent - 3 * gap
@@ -134,7 +139,8 @@ def split_ranges(axis="axial", gap_slices: int = 8,
   if gap < 0 or usable - n_val - n_test < 2:
     raise errors.InputError(
         f"gap_slices={gap_slices} leaves too few of the {extent} brain slices "
-        f"along the {common.axis_name(ax)} axis for three splits.")
+        f"(min_foreground={min_foreground}) along the {common.axis_name(ax)} axis for "
+        "three splits.")
   block = n_val + gap + n_test
   start = lo + (extent - block) // 2
   return {

@@ -15,6 +15,7 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
+from hyperrecon_jax import metrics
 from hyperrecon_jax import models
 from hyperrecon_jax import sampling
 from hyperrecon_jax import streams
@@ -32,6 +33,11 @@ MASKS = ("poisson", "cartesian_random", "cartesian_equispaced")
 # and every consumer (NumPy's generators, jax.random.key) takes a
 # non-negative 32-bit signed integer.
 MAX_SEED = 2 ** 31 - 1 - max(streams.OFFSETS.values())
+# The smallest image side: a multiple of 8 at least as wide as the SSIM
+# window that validation scores with.
+MIN_IMAGE_SIZE = 8 * math.ceil(metrics.SSIM_FILTER_SIZE / 8)
+# What the step computes with: a larger number is ∞ in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_config(config) -> None:
@@ -97,7 +103,7 @@ def _check_losses(config) -> tuple[str, ...]:
   if not isinstance(scales, (tuple, list)) or len(scales) != k:
     raise ConfigError(f"config.loss_scales must hold one positive number per loss "
                       f"term, {k} for {names}, got {scales!r}")
-  low, high = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+  low, high = float(np.finfo(np.float32).tiny), FLOAT32_MAX
   if not all(_is_number(s) and low <= s <= high for s in config.loss_scales):
     # An infinite scale would silently drop its term (weight 1/∞); the step
     # divides by each scale in float32, where 1e-50 is 0 and 1e300 is ∞.
@@ -116,9 +122,10 @@ def _check_data(config) -> None:
     raise ConfigError(f"config.task.name must be one of {TASKS}, got "
                       f"{config.task.name!r}")
   size = config.data.image_size
-  if not isinstance(size, int) or isinstance(size, bool) or size < 8 or size % 8:
-    raise ConfigError(f"config.data.image_size must be a positive multiple of 8 (the "
-                      f"Unet pools 3 times), got {size}")
+  if not isinstance(size, int) or isinstance(size, bool) or size < MIN_IMAGE_SIZE or size % 8:
+    raise ConfigError(f"config.data.image_size must be a multiple of 8 (the Unet pools 3 "
+                      f"times) of at least {MIN_IMAGE_SIZE} (validation's SSIM needs "
+                      f"{metrics.SSIM_FILTER_SIZE}×{metrics.SSIM_FILTER_SIZE}), got {size}")
   percentile = config.data.percentile
   if not (_is_number(percentile) and 0 < percentile <= 100):
     raise ConfigError(f"config.data.percentile must lie in (0, 100], got {percentile!r}")
@@ -207,9 +214,12 @@ def _check_fixed_lambdas(config, k: int) -> None:
         raise ConfigError(f"config.hparams.baselines: λ = {earlier} and {lam} {why}, so one "
                           "Unet would answer for both; keep one of them")
       seen[key] = lam
-    if config.sampling.method != "uhs":
-      raise ConfigError("baselines train at fixed λ: config.sampling.method "
-                        "must be 'uhs'")
+  if config.model.hyper_dim == 0 and config.sampling.method != "uhs":
+    # DHS ranks rows of different λ; at one fixed λ it would only drop the
+    # images with the highest data-consistency loss from every batch.
+    what = "baselines train" if stack else "a plain Unet (model.hyper_dim=0) trains"
+    raise ConfigError(f"{what} at fixed λ: config.sampling.method must be 'uhs', got "
+                      f"{config.sampling.method!r}")
 
 
 def _check_sampling(config, names: tuple[str, ...]) -> None:
@@ -239,7 +249,7 @@ def _check_train(config) -> None:
   for field in ("max_to_keep", "eval_batches"):
     _require(config.train[field] >= 0,
              f"config.train.{field} must be ≥ 0 (0: all)", config.train[field])
-  _require(math.isfinite(config.train.lr) and config.train.lr > 0,
+  _require(math.isfinite(config.train.lr) and 0 < config.train.lr <= FLOAT32_MAX,
            "config.train.lr must be a positive finite number", config.train.lr)
   _require(0 < config.train.lr_decay_factor <= 1,
            "config.train.lr_decay_factor must lie in (0, 1]",
@@ -269,6 +279,12 @@ def _check_eval(config, k: int) -> None:
   _require(config.eval.samples == 0 or config.eval.samples >= k,
            f"config.eval.samples must be 0 (a grid) or ≥ the {k} vertices of the simplex",
            config.eval.samples)
+  if config.model.hyper_dim and k > 3:
+    # The report is refused without a design (grids stop at two hyperparameters):
+    # refused before the training, not after it.
+    _require(config.eval.samples > 0, f"config.eval.samples must be > 0 for {k} loss terms "
+             f"({k - 1} hyperparameters; grids stop at two): the size of the report's design "
+             "on the simplex", config.eval.samples)
   check_eval_size(config.eval, k - 1)
   _require(config.eval.split in data_common.SPLITS,
            f"config.eval.split must be one of {data_common.SPLITS}", config.eval.split)
@@ -336,8 +352,8 @@ def _check_task(task, size: int) -> None:
       _require(0 < task.center_fraction < 1,
                "config.task.center_fraction must lie in (0, 1)",
                task.center_fraction)
-    _require(task.noise_sigma >= 0, "config.task.noise_sigma must be ≥ 0",
-             task.noise_sigma)
+    _require(_is_number(task.noise_sigma) and 0 <= task.noise_sigma <= FLOAT32_MAX,
+             "config.task.noise_sigma must be a finite number ≥ 0", task.noise_sigma)
   elif task.name == "denoise":
     # σ = 0 makes the input the ground truth: no task to learn, and its PSNR is
     # infinite, which leaves every slice out of the statistics.
