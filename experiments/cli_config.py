@@ -169,7 +169,8 @@ def override_error(error, argv) -> str:
     for part in parent:
       node = node.get(part) if hasattr(node, "get") else None
     section = ".".join(["config", *parent])
-    known = f"; its fields: {', '.join(sorted(node))}" if hasattr(node, "keys") else ""
+    known = ((f"; its fields: {', '.join(sorted(node))}" if len(node) else "; it has no fields")
+             if hasattr(node, "keys") else "")
     hint = f" ({text.split(' ', 1)[1]})" if " " in text else ""
     close = closest_field(key, node) if hasattr(node, "keys") else None
     if close and "did you mean" not in hint:

@@ -80,6 +80,9 @@ def assert_one_error_line(proc, pattern):
      r"\(did you mean lr\?\); its fields: batch_size"),
     (DEMO, "--config.train.steps=1", r"config\.train has no field 'steps' \(did you mean "
      r"num_steps\?\)"),
+    # It read "its fields: " and nothing.
+    (DEMO, "--config.evals.objective.x=1", r"config\.evals\.objective has no field 'x'; it has "
+     r"no fields$"),
 ])
 def test_a_bad_config_is_one_error_line_and_creates_nothing(
     env, tmp_path, config, override, pattern):
