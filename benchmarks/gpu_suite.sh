@@ -24,8 +24,8 @@
 #     PARTS="conv ceilings step pipeline profile ablate batches e2e e2e64" \
 #     bash benchmarks/gpu_suite.sh              # a dry run on a CPU
 # BASE names a folder holding an older tree's hyperrecon_jax (e.g. `git
-# archive <commit> hyperrecon_jax | tar -x -C .gpu/base`), from 87dcfef
-# (2026-12-03) on: the same training step is timed with that library on the
+# archive <commit> hyperrecon_jax | tar -x -C .gpu/base`), from c3aa334
+# (2026-12-04) on: the same training step is timed with that library on the
 # same card, lines tagged "base" (their "commit" is this tree's, the script's).
 # Results: one JSON line per measurement in $OUT/throughput.jsonl.
 set -uo pipefail
@@ -70,10 +70,12 @@ part ceilings && python3 benchmarks/ceilings.py ${CEILINGS_EXTRA:-} 2>>"$OUT/std
 part step && run --sizes=L --benchmarks=train_step,evaluate --order=lambda --dtype=float32 \
   --dtype=bfloat16 --cost
 # The same training step with the older library (same script, same card).
-if [ -n "${BASE:-}" ] && ! grep -q "def default_evals" "$BASE/hyperrecon_jax/train/configuration.py" 2>/dev/null; then
+if [ -n "${BASE:-}" ] && { ! grep -q "def default_evals" "$BASE/hyperrecon_jax/train/configuration.py" 2>/dev/null \
+    || grep -rqs "import dm_pix" "$BASE/hyperrecon_jax"; }; then
   # throughput.py builds its configs from today's configs/default.py, which
-  # needs the library's default_evals (87dcfef, 2026-12-03, on).
-  echo "BASE=$BASE: no hyperrecon_jax from 87dcfef (2026-12-03) or later there; skipping the base step" \
+  # needs the library's default_evals (87dcfef on), and the card's image has
+  # no dm-pix, which the library imported before c3aa334 (2026-12-04).
+  echo "BASE=$BASE: no hyperrecon_jax from c3aa334 (2026-12-04) or later there; skipping the base step" \
     | tee -a "$OUT/stderr.log" >&2
 elif [ -n "${BASE:-}" ]; then
   # From / so that the current folder's package does not shadow the base's.

@@ -173,7 +173,7 @@ def override_error(error, argv) -> str:
              if hasattr(node, "keys") else "")
     hint = f" ({text.split(' ', 1)[1]})" if " " in text else ""
     close = closest_field(key, node) if hasattr(node, "keys") else None
-    if close and "did you mean" not in hint:
+    if close and "did you mean" not in hint.lower():
       hint = f" (did you mean {close}?)"
     return f"bad override {path}: {section} has no field {key!r}{hint}{known}"
   return f"bad --config override: {text}"

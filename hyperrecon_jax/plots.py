@@ -222,8 +222,8 @@ def _image(name, x, shape=None):
 def _finite_top(arrays) -> float:
   """The largest finite value of ``arrays``, 0.0 if none: an error map's top colour.
 
-  A NaN pixel (a model's output not finite somewhere) made ``max`` NaN, and
-  every error map blank.
+  Finite only: one NaN pixel (a model's output not finite somewhere) would
+  make ``max`` NaN, and matplotlib draws every map on a NaN scale blank.
   """
   values = np.asarray(arrays, np.float64)
   values = values[np.isfinite(values)]

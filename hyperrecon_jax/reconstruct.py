@@ -129,8 +129,9 @@ def parse_lambdas(text, num_lambdas: int, *, flag: str = "lam") -> np.ndarray:
 def repeated_weightings(lambdas) -> str | None:
   """A note naming the λ that weight the loss as an earlier λ does, or None.
 
-  For three or more terms, where λ_k = 1 the later λ do not count
-  (`hparams.distinct`): such λ give the same reconstruction, one volume each.
+  Each λ gets its volume; a λ given twice, or (three or more terms) one
+  that differs only after a λ_k = 1, where the later λ do not count
+  (`hparams.distinct`), repeats an earlier reconstruction.
 
   Args:
     lambdas: (L, K − 1) λ values.
@@ -142,8 +143,12 @@ def repeated_weightings(lambdas) -> str | None:
   repeats = sorted(set(range(len(lambdas))) - set(kept.tolist()))
   shown = ", ".join(":".join(f"{float(v):g}" for v in lambdas[i]) for i in repeats[:3])
   more = f" and {len(repeats) - 3} more" if len(repeats) > 3 else ""
-  return (f"the {len(lambdas)} λ hold {len(kept)} distinct loss weightings (where λ_k = 1 the "
-          f"later λ do not count): the volumes at λ = {shown}{more} repeat an earlier one")
+  keys = [hparams.weighting(row) for row in lambdas]
+  twice = all(any(np.array_equal(lambdas[i], lambdas[j]) for j in kept if keys[j] == keys[i])
+              for i in repeats)
+  why = "" if twice else " (where λ_k = 1 the later λ do not count)"
+  return (f"the {len(lambdas)} λ hold {len(kept)} distinct loss weightings{why}: the volumes "
+          f"at λ = {shown}{more} repeat an earlier one")
 
 
 def _check_count(text: str, num_lambdas: int) -> None:

@@ -65,27 +65,31 @@ def term_points(loss_terms: dict, names) -> np.ndarray:
 def pareto_unavailable(names, points, baseline_points=None) -> str | None:
   """Why the terms' Pareto set and hypervolume cannot be taken, or None.
 
-  They need, over HyperRecon's λ and the Unets together, one λ where every
+  They need, in HyperRecon's λ and in the Unets' each, one λ where every
   term has a finite mean (a slice is left out of a term at every λ where its
   value at any λ is not finite: one λ whose reconstruction is NaN on every
-  slice leaves that term no mean), and a range in every term to normalize by.
+  slice leaves that term no mean), and, over both, a range in every term to
+  normalize by.
 
   Args:
     names: the K loss-term names.
     points: (G, K) mean term values of HyperRecon.
     baseline_points: optional (M, K) those of the per-λ Unets.
   """
-  rows = np.asarray(points, np.float64)
+  sets = {"HyperRecon's": np.asarray(points, np.float64)}
   if baseline_points is not None:
-    rows = np.concatenate([rows, np.asarray(baseline_points, np.float64)])
+    sets["the Unets'"] = np.asarray(baseline_points, np.float64)
+  for whose, rows in sets.items():
+    if not np.isfinite(rows).all(axis=1).any():
+      empty = [n for n, column in zip(names, rows.T) if not np.isfinite(column).any()]
+      many = len(empty) > 1
+      which = (f"the term{'s' * many} {', '.join(empty)} {'have' if many else 'has'} no "
+               f"finite mean at any of {whose} λ" if empty
+               else f"none of {whose} λ has a finite mean of every term")
+      return (f"{which} (a slice is left out of a term at every λ where the term is not "
+              "finite at one of them)")
+  rows = np.concatenate(list(sets.values()))
   finite = rows[np.isfinite(rows).all(axis=1)]
-  if not len(finite):
-    empty = [n for n, column in zip(names, rows.T) if not np.isfinite(column).any()]
-    many = len(empty) > 1
-    which = (f"the term{'s' * many} {', '.join(empty)} {'have' if many else 'has'} no finite "
-             "mean at any λ" if empty else "no λ has a finite mean of every term")
-    return (f"{which} (a slice is left out of a term at every λ where the term is not "
-            "finite at one of them)")
   flat = [n for n, lo, hi in zip(names, finite.min(0), finite.max(0)) if not hi > lo]
   if flat:
     return (f"the term{'s' * (len(flat) > 1)} {', '.join(flat)} "

@@ -80,6 +80,9 @@ def assert_one_error_line(proc, pattern):
      r"\(did you mean lr\?\); its fields: batch_size"),
     (DEMO, "--config.train.steps=1", r"config\.train has no field 'steps' \(did you mean "
      r"num_steps\?\)"),
+    # A typo of a built-in term got the hint for terms of one's own.
+    (DEMO, "--config.losses=dc,ssmi", r"config\.losses: unknown loss term\(s\) \['ssmi'\] in "
+     r"\('dc', 'ssmi'\); valid: \['dc', 'hfen', 'mae'"),
     # It read "its fields: " and nothing.
     (DEMO, "--config.evals.objective.x=1", r"config\.evals\.objective has no field 'x'; it has "
      r"no fields$"),

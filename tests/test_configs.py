@@ -359,7 +359,11 @@ def test_denoising_without_noise_is_refused():
   # slice out of the statistics (NaN validation PSNR, a report that failed).
   config = configs.load("demo_denoise", "quick")
   config.task.sigma = 0.0
-  with pytest.raises(train.ConfigError, match=r"config\.task\.sigma must be > 0"):
+  with pytest.raises(train.ConfigError, match=r"config\.task\.sigma must be a finite number > 0"):
+    train.check_config(config)
+  config.task.sigma = 1e39  # ∞ in float32: every measurement non-finite
+  with pytest.raises(train.ConfigError, match=r"config\.task\.sigma must be a finite number > 0 "
+                                              r".*got 1e\+39"):
     train.check_config(config)
   config.task.sigma = 0.05
   train.check_config(config)

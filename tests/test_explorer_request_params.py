@@ -98,6 +98,10 @@ def test_slice_format_and_kind():
   with pytest.raises(rp.BadRequest, match=r"slice must be in \[0, 39\], got 99999$"):
     rp.check_slice("99999", 40)
   assert rp.check_slice("-0", 4) == 0 and rp.check_slice("0003", 4) == 3
+  # Leading zeros beyond int()'s 4,300 digits, and two signs: a 400 each, not a 500.
+  assert rp.check_slice("0" * 4400 + "1", 4) == 1
+  with pytest.raises(rp.BadRequest, match=r"slice must be an integer, got '--1'"):
+    rp.check_slice("--1", 4)
   rp.check_download("npy", "range")
   with pytest.raises(rp.BadRequest, match="format must be 'png' or 'npy', got 'gif'"):
     rp.check_download("gif", "recon")

@@ -280,6 +280,9 @@ def test_lambdas_of_one_loss_weighting_are_noted():
       "the 9 λ hold 7 distinct loss weightings (where λ_k = 1 the later λ do not count): the "
       "volumes at λ = 1:0.5, 1:1 repeat an earlier one")
   assert rc.repeated_weightings(rc.parse_lambdas("grid:5", 1)) is None
+  # Given twice: no talk of λ_k = 1.
+  assert rc.repeated_weightings(rc.parse_lambdas("0.5,0.2,0.5", 1)) == (
+      "the 3 λ hold 2 distinct loss weightings: the volumes at λ = 0.5 repeat an earlier one")
   assert rc.repeated_weightings(rc.parse_lambdas("6", 3, flag="samples")) is None
 
 

@@ -110,19 +110,30 @@ def test_with_a_weight_term_the_image_terms_get_their_own_hypervolume_ratio():
 def test_a_term_without_a_finite_mean_or_a_range_is_named_instead_of_a_pareto_set():
   # The report raised "the point sets hold no finite row" after all its scoring.
   names = ("dc", "tv", "wavelet")
+  lam = hparams.grid(3, 2)[:3]
   points = np.array([[1.0, np.nan, 3.0], [2.0, np.nan, 1.0], [0.5, np.nan, 2.0]])
-  assert tradeoffs.pareto_unavailable(names, points) == (
-      "the term tv has no finite mean at any λ (a slice is left out of a term at every λ "
-      "where the term is not finite at one of them)")
-  points[:, 1] = [4.0, 5.0, 6.0]
-  assert tradeoffs.pareto_unavailable(names, points) is None
+  expected = ("the term tv has no finite mean at any of HyperRecon's λ (a slice is left out of "
+              "a term at every λ where the term is not finite at one of them)")
+  assert tradeoffs.pareto_unavailable(names, points) == expected
+  # The Unets' finite means do not make HyperRecon's set usable: the ratio needs both.
+  unets = [[1.0, 5.0, 1.0], [0.2, 4.5, 2.5]]
+  assert tradeoffs.pareto_unavailable(names, points, unets) == expected
+  assert tradeoffs.pareto_unavailable(names, [[1.0, 4.0, 1.0]], [[np.nan] * 3]).startswith(
+      "the terms dc, tv, wavelet have no finite mean at any of the Unets' λ")
+  diagonal = np.where(np.eye(3, dtype=bool), np.nan, 1.0)  # no row of three finite terms
+  assert tradeoffs.pareto_unavailable(names, diagonal).startswith(
+      "none of HyperRecon's λ has a finite mean of every term")
   points[:, 1] = 4.0
   assert tradeoffs.pareto_unavailable(names, points) == (
       "the term tv is the same at every λ, with no range to normalize by")
   # Constant over HyperRecon's λ, but the Unets give it a range: usable.
-  assert tradeoffs.pareto_unavailable(names, points, [[1.0, 5.0, 1.0]]) is None
+  assert tradeoffs.pareto_unavailable(names, points, unets) is None
   assert tradeoffs.pareto_unavailable(names, points, [[1.0, 4.0, 1.0]]) == (
       "the term tv is the same at every λ, with no range to normalize by")
-  diagonal = np.where(np.eye(3, dtype=bool), np.nan, 1.0)  # no row of three finite terms
-  assert tradeoffs.pareto_unavailable(names, diagonal).startswith(
-      "no λ has a finite mean of every term")
+  # Where it says None, the section can be taken.
+  points[:, 1] = [4.0, 5.0, 6.0]
+  for base in (None, unets):
+    assert tradeoffs.pareto_unavailable(names, points, base) is None
+    section = tradeoffs.pareto_section(names, points, lam, base,
+                                       None if base is None else lam[:2])
+    assert section["terms"] == list(names)

@@ -10,6 +10,8 @@ characters). The command-line parsers (`hparams.parse_lambdas`,
 so they are not used here.
 """
 
+import re
+
 import numpy as np
 
 from hyperrecon_jax import hparams
@@ -39,11 +41,11 @@ def shown(value) -> str:
 def check_slice(index, num_slices: int) -> int:
   """``index`` as an int in [0, num_slices), or `BadRequest` naming ``slice``."""
   text = str(index).strip()
-  if not (text.isascii() and text.lstrip("+-").isdigit()):  # not "1_0", not "١"
+  if not re.fullmatch(r"[+-]?[0-9]+", text):  # not "1_0", not "١", not "--1"
     raise BadRequest(f"slice must be an integer, got {shown(index)}")
   # Compared as text first: int() refuses more than 4,300 digits.
-  digits = text.lstrip("+-").lstrip("0") or "0"
-  i = int(text) if len(digits) <= len(str(num_slices)) else None
+  sign, digits = text[0] if text[0] in "+-" else "", text.lstrip("+-").lstrip("0") or "0"
+  i = int(sign + digits) if len(digits) <= len(str(num_slices)) else None
   if i is None or not 0 <= i < num_slices:
     got = i if i is not None else text[:MAX_SHOWN] + ("…" if len(text) > MAX_SHOWN else "")
     raise BadRequest(f"slice must be in [0, {num_slices - 1}], got {got}")

@@ -168,10 +168,10 @@ class HyperUnet(nn.Module):
   conditioned: str = "all"
 
   def setup(self):
+    if isinstance(self.num_coeffs, (int, np.integer)) and self.num_coeffs < 2:
+      raise errors.InputError(f"num_coeffs must be ≥ 2, got {self.num_coeffs}")
     unet.check_width(num_coeffs=self.num_coeffs, hyper_dim=self.hyper_dim,
                      channels=self.channels)
-    if self.num_coeffs < 2:
-      raise errors.InputError(f"num_coeffs must be ≥ 2, got {self.num_coeffs}")
     self.hypernetwork = Hypernetwork(self.hyper_dim, self.channels,
                                      self.init_scheme, self.hyper_init,
                                      self.conditioned)

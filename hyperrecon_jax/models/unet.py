@@ -103,8 +103,9 @@ def kept_activations(channels: int, size: int, in_channels: int = IN_CHANNELS) -
 def check_width(**widths) -> None:
   """Refuses a width (``channels=0``, ``hyper_dim=2.5``) that is not a whole number ≥ 1.
 
-  A 0 gave a model of biases alone without a word, and a negative one an
-  MLIR error.
+  Flax builds a layer of 0 features without complaint (a Unet of 0 channels
+  is its biases alone), and fails on a negative or fractional one deep in
+  XLA, naming no argument.
   """
   for name, value in widths.items():
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -373,8 +374,8 @@ def run_folded(weights, zf, *, channels: int, per_sample: bool = False,
 def check_rows(coeffs, num_coeffs: int | None = None) -> None:
   """Refuses ``generate``'s coefficients unless (G, K): one weight set per row.
 
-  A (K,) vector gave K rows of a plain Unet's weights and a stack's weights
-  without their row axis, where a HyperUnet refused it.
+  Every model's weights then have a leading row axis, which `hyperrecon_jax.grid`
+  indexes; a (K,) vector would be read as K rows, or give no row axis at all.
   """
   shape = getattr(coeffs, "shape", None)
   k = "K" if num_coeffs is None else num_coeffs

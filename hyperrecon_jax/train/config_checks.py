@@ -357,8 +357,9 @@ def _check_task(task, size: int) -> None:
   elif task.name == "denoise":
     # σ = 0 makes the input the ground truth: no task to learn, and its PSNR is
     # infinite, which leaves every slice out of the statistics.
-    _require(math.isfinite(task.sigma) and task.sigma > 0,
-             "config.task.sigma must be > 0 (the noise's standard deviation)", task.sigma)
+    _require(_is_number(task.sigma) and 0 < task.sigma <= FLOAT32_MAX,
+             "config.task.sigma must be a finite number > 0 (the noise's standard deviation)",
+             task.sigma)
   elif task.name == "superres":
     _require(isinstance(task.factor, int) and task.factor >= 2,
              "config.task.factor must be an integer ≥ 2", task.factor)
