@@ -91,8 +91,8 @@ def verify(step_dir: str) -> bool:
     (then it must be verified another way: `pending`).
 
   Raises:
-    RecordError: naming the first missing, truncated or changed file, or a
-      ``checksums.json`` that cannot be read.
+    RecordError: naming the first missing, truncated, changed or unlisted
+      file, or a ``checksums.json`` that cannot be read.
   """
   path = os.path.join(step_dir, CHECKSUMS)
   if not os.path.exists(path):
@@ -103,6 +103,13 @@ def verify(step_dir: str) -> bool:
     entries = {rel: (int(size), str(digest)) for rel, (size, digest) in table.items()}
   except (OSError, ValueError, TypeError, AttributeError) as e:
     raise RecordError(f"{path} is damaged ({e})") from None
+  # The table lists every file `write` found: one it lacks (an emptied
+  # table, a file added since) would otherwise be vouched for unread.
+  unlisted = sorted(rel for rel, _ in _step_files(step_dir) if rel not in entries)
+  if unlisted:
+    more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+    raise RecordError(f"{os.path.join(step_dir, unlisted[0])}{more} not in {path} (added "
+                      "since the save, or the table is damaged)")
   for rel, (size, digest) in sorted(entries.items()):
     file = os.path.join(step_dir, rel)
     if not os.path.exists(file):

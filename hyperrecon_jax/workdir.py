@@ -69,7 +69,10 @@ def check_folder(workdir: str, kind: str, entries, *, write_probe: bool = True,
       run files (`is_primary`).
     subfolders: folders under ``workdir`` that ``kind`` writes in
       (``checkpoints``); with ``write_probe``, each one that exists is
-      probed too, since a resumed run writes there first after its work.
+      checked too, since a resumed run writes there first after its work.
+      They are asked (``os.access``, which a read-only mount answers for
+      root too) rather than written in: a finished run's rerun changes
+      nothing there, not even the folder's time.
 
   Raises:
     InputError: ``workdir`` is a file, lies under a file, or holds other entries.
@@ -104,8 +107,11 @@ def check_folder(workdir: str, kind: str, entries, *, write_probe: bool = True,
     _check_writable(workdir, workdir)
     for name in subfolders:
       folder = os.path.join(workdir, name)
-      if os.path.isdir(folder):
-        _check_writable(workdir, folder)
+      if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+        reason = ("Read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY
+                  else "Permission denied")
+        raise errors.InputError(f"--workdir {workdir}: cannot write in the folder {folder} "
+                                f"({reason})")
 
 
 def _check_writable(workdir: str, folder: str) -> None:

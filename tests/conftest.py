@@ -4,6 +4,7 @@ import errno
 import gc
 import os
 import tempfile
+import types
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -135,19 +136,34 @@ def own_terms():
 
 @pytest.fixture
 def read_only_folder(monkeypatch):
-  """Makes creating a file in a given folder fail as on a read-only mount.
+  """Makes a given folder read-only as a read-only mount does, for the write probes.
 
   Permission bits do not bind root, whom CI runs as, so the refusal is made
-  where the write probes create their file (`tempfile.mkstemp`).
+  where the probes ask: creating a file (`tempfile.mkstemp`) fails with
+  EROFS, ``os.access(folder, W_OK)`` is False and ``os.statvfs`` says
+  read-only.
 
   Returns:
     a function of a folder that makes it read-only for the rest of the test.
   """
-  create, refused = tempfile.mkstemp, set()
+  create, access, statvfs, refused = tempfile.mkstemp, os.access, os.statvfs, set()
 
   def mkstemp(*args, dir=None, **kwargs):
     if dir is not None and os.path.abspath(dir) in refused:
       raise OSError(errno.EROFS, os.strerror(errno.EROFS))
     return create(*args, dir=dir, **kwargs)
+
+  def asked(path, mode, **kwargs):
+    if os.path.abspath(path) in refused and mode & os.W_OK:
+      return False
+    return access(path, mode, **kwargs)
+
+  def stat(path):
+    result = statvfs(path)
+    if os.path.abspath(path) not in refused:
+      return result
+    return types.SimpleNamespace(f_flag=result.f_flag | os.ST_RDONLY)
   monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+  monkeypatch.setattr(os, "access", asked)
+  monkeypatch.setattr(os, "statvfs", stat)
   return lambda folder: refused.add(os.path.abspath(folder))

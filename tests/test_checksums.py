@@ -72,6 +72,23 @@ def test_a_damaged_file_is_named(step_dir, damage, message):
   assert str(chunk) in str(e.value)
 
 
+@pytest.mark.parametrize("change", ["emptied", "added"])
+def test_a_file_the_table_does_not_list_is_named(step_dir, change):
+  # An emptied table vouched for every file, a changed one included, unread.
+  checksums.write(str(step_dir))
+  table = step_dir / checksums.CHECKSUMS
+  if change == "emptied":
+    table.write_text("{}")
+    first, more = step_dir / "data", " and 2 more"
+  else:
+    first, more = step_dir / "state" / "extra", ""
+    first.write_bytes(b"x")
+  with pytest.raises(checksums.RecordError) as e:
+    checksums.verify(str(step_dir))
+  assert str(e.value) == (f"{first}{more} not in {table} (added since the save, or the table "
+                          "is damaged)")
+
+
 @pytest.mark.parametrize("text", ["{not json", "[]", '{"data": 5}', '{"data": [1, 2, 3]}'])
 def test_a_damaged_checksums_file_is_named(step_dir, text):
   (step_dir / checksums.CHECKSUMS).write_text(text)

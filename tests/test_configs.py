@@ -305,14 +305,18 @@ def test_a_plain_unet_trains_every_row_of_its_batch():
 
 def test_four_terms_need_a_design_before_training():
   # eval.samples=0 trained, and the report was refused after the run.
+  from hyperrecon_jax.train import config_checks
   config = configs.load("demo_k4", "quick")
   config.eval.samples = 0
+  train.check_config(config)  # a trained model's config: scored by a design given later
   with pytest.raises(train.ConfigError, match=r"config.eval.samples must be > 0 for 4 loss "
                                               r"terms \(3 hyperparameters; grids stop at two\)"):
-    train.check_config(config)
+    config_checks.check_report_design(config)
+  with pytest.raises(train.ConfigError, match=r"config.eval.samples must be > 0"):
+    train.train_and_evaluate(config, "/nonexistent/never/made")
   config.model.hyper_dim, config.hparams.fixed = 0, (0.5, 0.5, 0.5)
   config.sampling.method = "uhs"
-  train.check_config(config)  # a plain Unet's report scores its one λ
+  config_checks.check_report_design(config)  # a plain Unet's report scores its one λ
 
 
 def test_an_evaluator_that_does_not_exist_is_refused_before_training():

@@ -152,6 +152,11 @@ def test_check_folder_refuses_what_its_kind_does_not_write(tmp_path, entries, ki
 
 def test_check_folder_probes_the_subfolders_a_run_writes_in(tmp_path, read_only_folder):
   (tmp_path / "checkpoints").mkdir()
+  before = os.stat(tmp_path / "checkpoints").st_mtime_ns
+  workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES,
+                       subfolders=("checkpoints",))
+  # Asked, not written in: a finished run's rerun leaves the folder's time.
+  assert os.stat(tmp_path / "checkpoints").st_mtime_ns == before
   read_only_folder(tmp_path / "checkpoints")
   # Without the subfolder named, the folder itself can be written: accepted.
   workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES)

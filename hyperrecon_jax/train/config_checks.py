@@ -279,12 +279,6 @@ def _check_eval(config, k: int) -> None:
   _require(config.eval.samples == 0 or config.eval.samples >= k,
            f"config.eval.samples must be 0 (a grid) or ≥ the {k} vertices of the simplex",
            config.eval.samples)
-  if config.model.hyper_dim and k > 3:
-    # The report is refused without a design (grids stop at two hyperparameters):
-    # refused before the training, not after it.
-    _require(config.eval.samples > 0, f"config.eval.samples must be > 0 for {k} loss terms "
-             f"({k - 1} hyperparameters; grids stop at two): the size of the report's design "
-             "on the simplex", config.eval.samples)
   check_eval_size(config.eval, k - 1)
   _require(config.eval.split in data_common.SPLITS,
            f"config.eval.split must be one of {data_common.SPLITS}", config.eval.split)
@@ -297,6 +291,20 @@ def _check_eval(config, k: int) -> None:
            "config.hparams.alpha must be > 0", config.hparams.alpha)
   _require(config.eval.chunk >= 1, "config.eval.chunk must be ≥ 1",
            config.eval.chunk)
+
+
+def check_report_design(config) -> None:
+  """Refuses to train a model whose report would be refused: four or more
+  terms without ``eval.samples`` (grids stop at two hyperparameters).
+
+  For training only: a model trained so is still scored by a design given
+  to ``evaluate.py --samples`` or the explorer.
+  """
+  k = len(config.losses)
+  if config.model.hyper_dim and k > 3:
+    _require(config.eval.samples > 0, f"config.eval.samples must be > 0 for {k} loss terms "
+             f"({k - 1} hyperparameters; grids stop at two): the size of the report's design "
+             "on the simplex", config.eval.samples)
 
 
 def _check_evals(config) -> None:

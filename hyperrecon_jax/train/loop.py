@@ -134,6 +134,7 @@ def train_and_evaluate(config, workdir: str):
       a run of several processes stops one step later, `sharded.stop_agreement`).
   """
   config_checks.check_config(config)
+  config_checks.check_report_design(config)
   if config.train.distributed and not jax.distributed.is_initialized():
     # The scripts join the run before anything else (experiments/train.py);
     # this is for a library caller on Slurm, Open MPI or TPU, where JAX finds
