@@ -41,6 +41,9 @@ def _row(workdir: str) -> tuple[str, dict]:
     raise errors.InputError(f"{workdir} holds per-λ Unets (baselines.py): summarize reads "
                             "HyperRecon runs, whose reports score such Unets beside them "
                             "(evaluate.py --baselines)")
+  if os.path.isfile(os.path.join(workdir, "segmenter.json")):
+    raise errors.InputError(f"{workdir} holds a segmenter (segmenter.py), not a training run: "
+                            "summarize compares evaluated HyperRecon runs")
   path = os.path.join(workdir, "eval", "lambda_grid.json")
   from hyperrecon_jax import pretrained
   if os.path.isfile(os.path.join(workdir, pretrained.INFO_FILE)) and not os.path.isfile(path):

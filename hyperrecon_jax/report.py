@@ -57,6 +57,10 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   """
   overrides = _grid_or_design(dict(overrides or {}))
   _check_names(overrides)
+  if workdir is not None and os.path.isfile(workdir):
+    # Before the report folder inside it is looked at ("cannot create <file>/eval").
+    from hyperrecon_jax.train import trained
+    raise errors.InputError(trained.not_a_folder(workdir))
   if out is not None or workdir is not None:
     # Before the model loads: the report replaces this folder whole.
     from hyperrecon_jax.evaluators import figures

@@ -292,6 +292,10 @@ def test_summarize_refuses_a_report_changed_since_it_was_written(env, tmp_path):
     (["notes.txt"], r"run is not a training run \(no eval/lambda_grid\.json\)"),
     (["config.json", "baselines.json"],
      r"run holds per-λ Unets \(baselines\.py\): summarize reads HyperRecon runs"),
+    # It was told to evaluate the segmenter.
+    (["segmenter.json", "segmenter.msgpack"],
+     r"run holds a segmenter \(segmenter\.py\), not a training run: summarize compares "
+     r"evaluated HyperRecon runs$"),
     (["config.json", "info.json"],
      r"run is an exported model \(export_pretrained\.py\), not a training run: evaluate it "
      r"with experiments/evaluate\.py --pretrained=.*run --samples=N --out=DIR"),

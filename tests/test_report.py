@@ -143,6 +143,14 @@ def test_bad_settings_fail_before_any_work(workdir, tmp_path, field, value, mess
   assert not (tmp_path / "out").exists()
 
 
+def test_a_file_given_as_the_workdir_is_named_as_such(tmp_path):
+  # It said "cannot create the report folder <file>/eval: <file> is a file".
+  (tmp_path / "run").write_text("x")
+  with pytest.raises(ValueError, match=r"^'.*run' is a file: give the --workdir of a training "
+                                       r"run \(its folder\)$"):
+    report.run(str(tmp_path / "run"), progress=False)
+
+
 def test_config_evals_chooses_the_evaluators(config, tmp_path):
   # Without split_gallery and dhs_replay: no gallery of the split; the
   # figures are still written, as one set.

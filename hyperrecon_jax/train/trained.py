@@ -38,6 +38,15 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise configuration.ConfigError(f"{path} is not a valid config ({e})") from None
 
 
+def not_a_folder(workdir: str) -> str | None:
+  """Why ``workdir`` cannot be a training run's folder (a file, or nothing), or None."""
+  if os.path.isdir(workdir):
+    return None
+  if os.path.exists(workdir):
+    return f"{workdir!r} is a file: give the --workdir of a training run (its folder)"
+  return f"{workdir!r} does not exist: give the --workdir of a training run"
+
+
 def load_trained(workdir: str, step: int | None = None, *,
                  strategy: str | None = None):
   """Restores a workdir's model for inference, with the config it was trained with.
@@ -92,10 +101,7 @@ def load_trained(workdir: str, step: int | None = None, *,
           f"give it as --pretrained={workdir}")
     raise FileNotFoundError(
         f"{where} holds no checkpoint: train first (experiments/train.py)"
-        if os.path.isdir(workdir) else
-        f"{workdir!r} is a file: give the --workdir of a training run (its folder)"
-        if os.path.exists(workdir) else
-        f"{workdir!r} does not exist: give the --workdir of a training run")
+        if os.path.isdir(workdir) else not_a_folder(workdir))
   config = built["config"]
   if os.environ.get(data_common.DATA_DIR_ENV):
     # Where this machine keeps built datasets, not where the training machine
