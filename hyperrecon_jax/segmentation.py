@@ -362,8 +362,9 @@ def label_classes(data_config) -> int:
         f"{f' (and {len(unlearned) - 1} more)' if len(unlearned) > 1 else ''} is on the kept "
         f"slices of the {' and '.join(where)} split only, none of the train split's: the "
         "segmenter could not learn it, would never predict it, and a split without it "
-        "would score it a perfect Dice. Put a volume holding it into training (another "
-        "config.data.split_seed) or merge it into another class")
+        "would score it a perfect Dice. Merge it into another class, or put a volume "
+        "holding it into training (another config.data.split_seed: runs trained on the "
+        "present splits would then need training again)")
   return high + 1
 
 

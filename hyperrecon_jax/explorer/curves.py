@@ -82,8 +82,8 @@ def summary(g, lambda_set, metric_names, *, gallery_size, gallery_tolerance_db) 
                "threshold": finite_or_none(picked.threshold),
                "num_candidates": picked.num_candidates, "tolerance_db": gallery_tolerance_db}
   range_map = spread(g["recons"])
+  white = white_level(range_map)
   return {"lambdas": rounded(lambdas), "coeffs": rounded(coeffs),
           "metrics": {m: [finite_or_none(v) for v in g[m]] for m in metric_names},
           "best": best_points(g, lambda_set, metric_names), "diverse": diverse,
-          "gallery": gallery, "range_max": white_level(range_map),
-          "range": data_url(range_map, white_level(range_map))}
+          "gallery": gallery, "range_max": white, "range": data_url(range_map, white)}

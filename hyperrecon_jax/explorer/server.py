@@ -186,7 +186,8 @@ def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, *
     OSError: the address cannot be bound (e.g. ``errno.EADDRINUSE``).
   """
   handler = type("ExplorerHandler", (Handler,), {"explorer": explorer, "timeout": timeout})
-  # The default listen queue of 5 reset a burst's connections (29 of 100 at once).
+  # Python's default listen queue of 5 resets the connections of a burst of
+  # clients (29 of 100 at once); 128 queues them.
   server_class = type("ExplorerServer", (http.server.ThreadingHTTPServer,),
                       {"request_queue_size": 128})
   server = server_class((host, port), handler)
