@@ -275,7 +275,7 @@ def check_labels(labels, num_classes: int, name: str = "labels") -> None:
   Raises:
     InputError: naming ``name``, the dtype or the labels outside the range.
   """
-  dtype = jnp.asarray(labels).dtype
+  dtype = labels.dtype if hasattr(labels, "dtype") else np.asarray(labels).dtype
   if not jnp.issubdtype(dtype, jnp.integer):
     raise errors.InputError(f"{name} must be integer labels, got dtype {dtype}.")
   if not isinstance(labels, jax.core.Tracer):

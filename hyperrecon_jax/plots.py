@@ -219,11 +219,11 @@ def _image(name, x, shape=None):
   return x
 
 
-def _finite_top(arrays) -> float:
-  """The largest finite value of ``arrays``, 0.0 if none: an error map's top colour.
+def finite_top(arrays) -> float:
+  """The largest finite value of ``arrays``, 0.0 if none: an image's top colour.
 
   Finite only: one NaN pixel (a model's output not finite somewhere) would
-  make ``max`` NaN, and matplotlib draws every map on a NaN scale blank.
+  make ``max`` NaN, and an image drawn on a NaN scale is blank.
   """
   values = np.asarray(arrays, np.float64)
   values = values[np.isfinite(values)]
@@ -304,7 +304,7 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
       f"λ = {_lam_text(lam)}\n{metric_name} {_fmt(v)}" for lam, v in zip(lams, values)]
   rows, cols = (2 if errors else 1) + (baseline is not None), n + 2
   fig = _figure(1.9 * cols, 2.1 * rows + 0.2)
-  err_max = _finite_top([np.abs(x - target) for x in images[1:]]) or 1.0
+  err_max = finite_top([np.abs(x - target) for x in images[1:]]) or 1.0
   for k, (img, title) in enumerate(zip(images, titles)):
     ax = fig.add_subplot(rows, cols, k + 1)
     ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")

@@ -12,11 +12,11 @@ import numpy as np
 from hyperrecon_jax import pareto
 from hyperrecon_jax.errors import InputError
 from hyperrecon_jax.plots import _figure
-from hyperrecon_jax.plots import _finite_top
 from hyperrecon_jax.plots import _fmt
 from hyperrecon_jax.plots import _image
 from hyperrecon_jax.plots import _psnr
 from hyperrecon_jax.plots import _save
+from hyperrecon_jax.plots import finite_top
 
 # How far a row of coefficients may be off the simplex (sum 1, entries ≥ 0):
 # coefficients written as JSON with a few decimals still pass.
@@ -361,7 +361,7 @@ def gallery(target, input_mag, recons, captions, path, *,
   rows, cols = 1 + bool(errors), k + 2
   fig = _figure(1.9 * cols, 1.9 * rows + 0.15 * lines * rows + 0.3)
   err = np.abs(np.asarray(images[1:]) - target)
-  err_max = _finite_top(err[1:]) or _finite_top(err) or 1.0
+  err_max = finite_top(err[1:]) or finite_top(err) or 1.0
   for c, (img, text) in enumerate(zip(images, titles)):
     ax = fig.add_subplot(rows, cols, c + 1)
     ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -377,7 +377,7 @@ def gallery(target, input_mag, recons, captions, path, *,
     ax = fig.add_subplot(rows, cols, cols + 1)
     ax.set_axis_off()
     bar = fig.colorbar(im, cax=ax.inset_axes([0.45, 0.05, 0.12, 0.9]),
-                       extend="max" if _finite_top(err[0]) > err_max else "neither")
+                       extend="max" if finite_top(err[0]) > err_max else "neither")
     bar.set_label(f"|error|, 0 – {_fmt(err_max)}", fontsize=8)
     bar.ax.tick_params(labelsize=7)
   fig.suptitle(title, fontsize=10)

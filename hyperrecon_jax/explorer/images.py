@@ -6,6 +6,8 @@ import zlib
 
 import numpy as np
 
+from hyperrecon_jax.plots import finite_top
+
 
 def png_bytes(image, vmax: float = 1.0) -> bytes:
   """An 8-bit grayscale PNG (filter 0) of a 2-D image; [0, vmax] maps to 0–255.
@@ -32,15 +34,9 @@ def png_bytes(image, vmax: float = 1.0) -> bytes:
 
 
 def white_level(image) -> float:
-  """The largest finite value of ``image``, the level a PNG of it draws white; 1.0 if none > 0.
-
-  A NaN pixel (a model whose output is not finite somewhere) must not make
-  the whole picture black.
-  """
-  x = np.asarray(image, np.float64)
-  finite = x[np.isfinite(x)]
-  top = float(finite.max()) if finite.size else 0.0
-  return top if top > 0 else 1.0
+  """The level a PNG of ``image`` draws white: its largest finite value (`plots.finite_top`),
+  1.0 if none is > 0."""
+  return finite_top(image) or 1.0
 
 
 def data_url(image, vmax: float = 1.0) -> str:
