@@ -367,6 +367,40 @@ def test_a_suffix_in_another_case_is_named_not_left_out(tmp_path):
     nifti.find_files(str(tmp_path), labels=False)
 
 
+def test_a_folder_that_cannot_be_listed_is_named_not_left_out(tmp_path, monkeypatch):
+  # os.walk skipped a folder it could not list: its volumes were left out of
+  # the build without a word, and a user with other permissions got other
+  # splits. A scandir that fails stands for `chmod 000`, which root ignores.
+  rng = np.random.default_rng(13)
+  (tmp_path / "site2").mkdir()
+  for rel in ("s0.nii.gz", "s1.nii.gz", "site2/s2.nii.gz"):
+    _save(_volume(rng)[0], tmp_path / rel)
+  scandir = os.scandir
+
+  def failing(path):
+    if os.path.basename(os.fspath(path)) == "site2":
+      raise PermissionError(13, "Permission denied", os.fspath(path))
+    return scandir(path)
+
+  monkeypatch.setattr(os, "scandir", failing)
+  with pytest.raises(hr.data.DataError, match=rf"{re.escape(str(tmp_path / 'site2'))} cannot be "
+                                              r"searched \(Permission denied\): the volumes in "
+                                              r"it would be left out"):
+    nifti.find_files(str(tmp_path), labels=False)
+
+
+def test_a_name_that_is_not_utf8_is_refused_before_the_build(tmp_path):
+  # TFDS failed on it after reading every earlier volume, with a traceback
+  # that named no file.
+  rng = np.random.default_rng(14)
+  for name in ("s0.nii.gz", "s1.nii.gz"):
+    _save(_volume(rng)[0], tmp_path / name)
+  os.rename(os.fsencode(tmp_path / "s1.nii.gz"), os.fsencode(tmp_path) + b"/s_pl\xe9in.nii.gz")
+  with pytest.raises(hr.data.DataError, match=r"holds 's_pl\\xe9in\.nii\.gz', whose path is "
+                                              r"not valid UTF-8 .*: rename them"):
+    nifti.find_files(str(tmp_path), labels=False)
+
+
 def test_a_volume_in_the_folder_twice_is_refused(tmp_path):
   rng = np.random.default_rng(10)
   for i in range(3):

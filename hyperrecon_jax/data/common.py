@@ -181,13 +181,22 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
 
   Raises:
     DataError: a matching name is a symbolic link to nothing (its target
-      moved or deleted), named with its target; or names end in one of
+      moved or deleted), named with its target; names end in one of
       ``suffixes`` in another case (``A.NII``), which the readers and
-      writers do not take: they would be left out of the build.
+      writers do not take: they would be left out of the build; a folder
+      cannot be listed (its volumes would be left out, and another user
+      would get other splits); or a matching path is not valid UTF-8, which
+      the dataset's ``name`` feature cannot store.
   """
-  found, other_case = [], []
+
+  def unlisted(err):
+    raise DataError(f"{err.filename} cannot be searched ({err.strerror}): the volumes in it "
+                    "would be left out of the dataset; make it readable (or move it out of "
+                    f"{root})") from err
+
+  found, other_case, undecodable = [], [], []
   searched = set()
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+  for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted, followlinks=True):
     real = os.path.realpath(dirpath)
     if real in searched:
       dirnames[:] = []
@@ -200,9 +209,20 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
         if os.path.islink(path) and not os.path.exists(path):
           raise DataError(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not "
                           "exist (moved or deleted?): restore it, or remove the link")
-        found.append(os.path.relpath(path, root))
+        rel = os.path.relpath(path, root)
+        try:
+          rel.encode("utf-8")
+        except UnicodeEncodeError:  # os.walk decodes other bytes as surrogates
+          undecodable.append(ascii(os.fsencode(rel))[1:])
+        found.append(rel)
       elif fname.lower().endswith(tuple(suffixes)) and not fname.startswith("."):
         other_case.append(os.path.relpath(os.path.join(dirpath, fname), root))
+  if undecodable:
+    undecodable.sort()
+    shown = ", ".join(undecodable[:3]) + (f" and {len(undecodable) - 3} more"
+                                          if len(undecodable) > 3 else "")
+    raise DataError(f"{root} holds {shown}, whose path is not valid UTF-8 (the dataset "
+                    "stores each volume's name as text): rename them")
   if other_case:
     other_case.sort()
     shown = ", ".join(other_case[:3]) + (f" and {len(other_case) - 3} more"
