@@ -97,6 +97,23 @@ def test_splits_are_blocks_with_gaps(cfg):
         assert dist > cfg.gap_slices
 
 
+def test_labels_are_the_largest_probability_with_ties_to_the_lower_class():
+  # Computed in floating point, 1 - gm/255 - wm/255 rounded below gm/255 at
+  # 382 exact ties, which went to gray matter instead of the lower class.
+  nib = pytest.importorskip("nibabel")
+  maps = {k: np.asarray(nib.as_closest_canonical(nib.load(p)).dataobj).astype(np.int64)
+          for k, p in mni152.template_paths().items()}
+  mask = maps["t1"] > 0
+  gm, wm = maps["gm"][mask], maps["wm"][mask]
+  other = np.maximum(255 - gm - wm, 0)
+  expected = np.where((other >= gm) & (other >= wm), 1, np.where(gm >= wm, 2, 3))
+  _, label, brain = mni152.load_template()
+  np.testing.assert_array_equal(brain, mask)
+  assert np.count_nonzero((other == gm) & (other > wm)) > 0  # the ties the rule decides
+  np.testing.assert_array_equal(label[mask], expected)
+  assert not label[~mask].any()
+
+
 def test_examples_images_and_labels(cfg):
   source = hr.data.load_split(cfg, "train")
   ex = source[len(source) // 2]
@@ -137,7 +154,7 @@ def test_changed_size_builds_distinct_version(cfg):
   assert b.is_prepared() and hr.data.load_split(cfg, "test")[0]["image"].shape == (SIZE, SIZE)
 
 
-def test_interrupted_build_is_not_reused(tmp_path, monkeypatch):
+def test_interrupted_build_is_not_reused(tmp_path, monkeypatch, capsys):
   cfg = _config(tmp_path, image_size=16)
   original = mni152.Mni152._slices
   def failing(self, spec):
@@ -151,14 +168,27 @@ def test_interrupted_build_is_not_reused(tmp_path, monkeypatch):
   b = hr.data.make_builder(cfg)
   assert not b.is_prepared()
   assert not os.path.exists(os.path.join(b.data_dir, "dataset_info.json"))
-  # A killed build leaves an `incomplete.*` folder behind; it is never read.
-  junk = os.path.join(os.path.dirname(b.data_dir), "incomplete.ABC123_1.0.0")
-  os.makedirs(junk)
-  with open(os.path.join(junk, "mni152-train.array_record-00000-of-00001"), "w") as f:
-    f.write("partial")
-  monkeypatch.setattr(mni152.Mni152, "_slices", original)
+  # A killed build leaves an `incomplete.*` folder behind; it is never read,
+  # and the next build removes it (it stayed for good, a partial copy of the
+  # dataset). One that a running build writes to is left to it.
+  junk = os.path.join(os.path.dirname(b.data_dir), f"incomplete.ABC123_{mni152.Mni152.VERSION}")
+  live = junk.replace("ABC123", "DEF456")
+  for folder in (junk, live):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "mni152-train.array_record-00000-of-00001"), "w") as f:
+      f.write("partial")
+
+  def writing(self, spec):
+    with open(os.path.join(live, "mni152-train.array_record-00000-of-00001"), "a") as f:
+      f.write(" and more")
+    yield from original(self, spec)
+
+  monkeypatch.setattr(mni152.Mni152, "_slices", writing)
+  capsys.readouterr()
   assert not hr.data.make_builder(cfg).is_prepared()
   assert hr.data.num_examples(cfg, "train") == 86
+  assert not os.path.exists(junk) and os.path.exists(live)
+  assert f"removed {junk}, the unfinished copy of a build that was stopped" in capsys.readouterr().err
 
 
 def test_unknown_name_and_split(cfg):

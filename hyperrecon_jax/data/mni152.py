@@ -13,8 +13,8 @@ Labels (uint8, a 4-class segmentation):
     cerebrospinal fluid) is the largest of the three probabilities.
   2 gray matter: p_gm is the largest.
   3 white matter: p_wm is the largest.
-The probabilities are the template's GM and WM maps scaled from 0..255 to
-0..1; ties go to the lower class.
+The probabilities are the template's GM and WM maps, stored as 0..255, and
+the other class's is 255 - gm - wm (clipped at 0); ties go to the lower class.
 
 Slices: a slice is background (dropped) when less than `min_foreground` of its
 area lies in the brain mask. One brain only, so the splits are contiguous
@@ -79,9 +79,12 @@ def _load_raw():
     arrays[key] = np.asarray(img.dataobj, dtype=np.float32)
   t1 = arrays["t1"]
   mask = t1 > 0
-  # Probabilities are stored as 0..255; only brain voxels need a class.
-  gm, wm = arrays["gm"][mask] / 255.0, arrays["wm"][mask] / 255.0
-  other = np.clip(1.0 - gm - wm, 0.0, 1.0)
+  # Probabilities are stored as whole numbers 0..255 and compared as such:
+  # in floating point, 1 - gm/255 - wm/255 rounds below gm/255 at some exact
+  # ties, which then went to the higher class. Only brain voxels need a class.
+  gm = np.rint(arrays["gm"][mask]).astype(np.int32)
+  wm = np.rint(arrays["wm"][mask]).astype(np.int32)
+  other = np.clip(255 - gm - wm, 0, 255)
   label = np.zeros(t1.shape, np.uint8)
   label[mask] = 1 + np.argmax(np.stack([other, gm, wm]), axis=0)
   for a in (t1, label, mask):
@@ -178,6 +181,14 @@ def builder_config(data_config) -> builder_lib.SliceConfig:
 
 class Mni152(builder_lib.SliceBuilder, skip_registration=True):
   """MNI152 2009c T1 template slices with 4-class tissue labels."""
+
+  # A new version is a new build folder: one built by an older release is
+  # cut again, not read with the labels that release gave.
+  VERSION = builder_lib.tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "1.1.0": "Labels: exact ties of the 0..255 probabilities go to the lower class.",
+  }
 
   HOMEPAGE = "https://www.bic.mni.mcgill.ca/ServicesAtlases/ICBM152NLin2009"
   DESCRIPTION = __doc__

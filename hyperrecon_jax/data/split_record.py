@@ -304,7 +304,10 @@ def check_slices(trained_on, data_config, learner: str) -> None:
   the build crops every slice to the volume's foreground box (over its kept
   slices, with a margin of `slicing.CROP_MARGIN` voxels where the volume has
   them), so its slices come out bit for bit those of the original; a copy saved with another
-  ``scl_slope`` gives them to float32 rounding (`near_copies`). Reads both
+  ``scl_slope`` gives them to float32 rounding (`near_copies`). Where the
+  training folder's labels reach beyond its images' foreground, they widened
+  its crop boxes, and the folder, cut without labels, has other slices: no
+  copy is found there (docs/data.md lists what is not caught). Reads both
   datasets' slices once.
 
   Args:
