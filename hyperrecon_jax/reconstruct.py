@@ -297,7 +297,9 @@ def intensity_warnings(scan: Scan, lambdas, recon) -> list[str]:
         f"at λ = {':'.join(f'{v:g}' for v in lambdas[0])}")
     return [f"{where} the reconstruction's mean intensity in the foreground is {spread} the "
             f"input's ({band}): the output's intensity cannot be trusted; the model does not "
-            "reproduce this scan (see the notes on slicing and resolution)"]
+            "reproduce this scan (see "
+            f"{'the warnings above and ' if scan.warnings else ''}the notes on slicing and "
+            "resolution)"]
   shown = ", ".join(":".join(f"{v:g}" for v in lam) for lam in np.asarray(lambdas)[off][:5])
   more = f" and {int(off.sum()) - 5} more" if off.sum() > 5 else ""
   return [f"at λ = {shown}{more} the reconstruction's mean intensity in the foreground is "

@@ -5,9 +5,9 @@ it divides it by a percentile of its positive voxels, clips it to [0, 1],
 crops every slice to the box of the slices with enough foreground and resizes
 it to the model's grid. Each step can lose what the scan holds. The warnings
 (`scans.Scan.warnings`: reasons to distrust the output's intensity) name a
-scale set by a handful of voxels, negative or very bright voxels clipped, and
-foreground outside the box; each function returns an empty tuple when there
-is nothing to say. The resolution note (`scans.Scan.notes`) says at what
+scale set by a handful of voxels or by a small bright region, negative or very
+bright voxels clipped, and foreground outside the box; each function returns
+an empty tuple when there is nothing to say. The resolution note (`scans.Scan.notes`) says at what
 resolution the model works.
 """
 
@@ -26,6 +26,12 @@ MIN_VOXELS_ABOVE_PERCENTILE = 5
 NEGATIVE_SHARE = 0.01
 CAPPED_FACTOR = 2.0
 CAPPED_SHARE = 0.0005
+# A scale above this many times the 99th percentile of the positive voxels is
+# set by a bright region of under 1 % of them (the MNI152 template's 99.5th
+# percentile is 1.009× its 99th): from 0.5 % of the voxels on, such a region
+# is the percentile itself, which the capped count above cannot see, and the
+# rest of the scan reaches only a fraction of the model's range.
+BRIGHT_SCALE_FACTOR = 2.0
 # Foreground outside the crop box (in slices too empty to be kept, whose
 # voxels the box was not made from) comes back as 0: worth a warning from this
 # share of the scan's foreground voxels on (a stray speck of noise is not).
@@ -55,9 +61,21 @@ def clipping_warnings(data: np.ndarray, scale: float, positive: int) -> tuple:
 
   Negative voxels beyond the background level (a z-scored or offset scan) and
   voxels beyond `CAPPED_FACTOR` times the scale (a bright lesion) come back
-  at 0 and at the scale: the output cannot show them.
+  at 0 and at the scale: the output cannot show them. A scale beyond
+  `BRIGHT_SCALE_FACTOR` times the 99th percentile (a bright region that is
+  the percentile) leaves the rest of the scan darker than any image the
+  model learned from.
   """
   warnings = []
+  values = data[slicing.positive_voxels(data)]
+  p99 = float(np.percentile(values, 99)) if values.size else 0.0
+  if p99 > 0 and scale > BRIGHT_SCALE_FACTOR * p99:
+    warnings.append(
+        f"the intensity scale ({scale:.4g}) is {scale / p99:.3g}× the 99th percentile of the "
+        f"positive voxels ({p99:.4g}): a bright region of under 1 % of the scan sets it, and "
+        f"the rest of the scan reaches at most {p99 / scale:.2g} of the model's range, darker "
+        "than the images it learned from: the output's intensity and contrast cannot be "
+        "trusted (mask or clip that region first)")
   level = slicing.FOREGROUND_THRESHOLD * scale
   significant = int(np.count_nonzero(np.abs(data) > level))
   negative = int(np.count_nonzero(data < -level))

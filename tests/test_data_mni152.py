@@ -188,7 +188,8 @@ def test_interrupted_build_is_not_reused(tmp_path, monkeypatch, capsys):
   assert not hr.data.make_builder(cfg).is_prepared()
   assert hr.data.num_examples(cfg, "train") == 86
   assert not os.path.exists(junk) and os.path.exists(live)
-  assert f"removed {junk}, the unfinished copy of a build that was stopped" in capsys.readouterr().err
+  removed = f"removed {junk}, the unfinished copy of a build that was stopped"
+  assert removed in capsys.readouterr().err
 
 
 def test_unknown_name_and_split(cfg):

@@ -231,6 +231,18 @@ def test_intensity_that_cannot_be_trusted_is_said(tmp_path):
   # put_back(images) is the input blurred by the 40 → 32 → 40 resizing: ratios ≈ 1.
   assert re.match(r"at every λ .* is 0\.0\d+× to 0\.\d+× the input's \(outside \[0.5, 2\]\): "
                   r"the output's intensity cannot be trusted", line), line
+  assert line.endswith("(see the notes on slicing and resolution)")
+  # A bright block of 0.8 % of the voxels sets the scale: the line points to
+  # the warning that names it (it sent the user to slicing and resolution).
+  bright = head() * 1000
+  bright[:4, :4, :6] = 5 * bright.max()
+  bright_path = str(tmp_path / "bright.nii.gz")
+  nib.save(nib.Nifti1Image(bright, np.eye(4)), bright_path)
+  scan = scans.read_input(bright_path, data_config(32))
+  assert [w[:21] for w in scan.warnings] == ["the intensity scale ("]
+  good = rc.put_back(scan, scan.images)
+  (line,) = rc.intensity_warnings(scan, [[0.0]], good[None] * 0.05)
+  assert line.endswith("(see the warnings above and the notes on slicing and resolution)")
   (line,) = rc.intensity_warnings(scan, [[0.0], [1.0]], np.stack([good, 0.2 * good]))
   assert re.match(r"at λ = 1 the reconstruction's mean intensity in the foreground is "
                   r"0\.\d+× the input's \(outside \[0.5, 2\], unlike at the other", line), line

@@ -37,6 +37,24 @@ def test_clipping_warnings_count_negative_and_bright_voxels():
   assert scan_notes.clipping_warnings(bright, 100.0, positive=20000) == ()
 
 
+def test_a_scale_set_by_a_small_bright_region_is_said():
+  # A region of 0.6 % of the voxels, 5× the rest, is the 99.5th percentile:
+  # the scale, so no voxel lies beyond 2× it, and the rest of the scan (the
+  # 99th percentile, 1) reached a fifth of the model's range without a word.
+  data = np.ones(10000)
+  data[:60] = 5.0
+  scale = float(np.percentile(data, 99.5))
+  assert scale == 5.0 and float(np.percentile(data, 99)) == 1.0
+  (line,) = scan_notes.clipping_warnings(data, scale, positive=10000)
+  assert line.startswith("the intensity scale (5) is 5× the 99th percentile of the positive "
+                         "voxels (1): a bright region of under 1 % of the scan sets it, and the "
+                         "rest of the scan reaches at most 0.2 of the model's range")
+  # Exactly 2× the 99th percentile is not beyond it; a scan's own brightest
+  # voxels (the template's 99.5th percentile is 1.009× its 99th) are far below.
+  lines = scan_notes.clipping_warnings(data, 2.0, positive=10000)
+  assert [line[:20] for line in lines] == ["60 voxels are bright"]
+
+
 def test_the_outside_box_warning_counts_foreground_beyond_the_box():
   # Axis 2 slices of 20×20; `slicing.orient` turns a plane, so the box is
   # taken in the oriented plane: a box over all of it leaves nothing out.
