@@ -271,14 +271,18 @@ def define_model_flags(*, default_pretrained: str | None = None):
 def load_model(workdir: str | None, pretrained: str | None, step: int | None = None):
   """The model of `define_model_flags`' values: ``(config, model, variables, step, name)``.
 
-  ``name`` is the pretrained model's name or the workdir's absolute path.
+  ``name`` is the shipped model's name, or the exported model's folder or
+  the workdir as an absolute path.
   """
   if pretrained is not None:
     from hyperrecon_jax import errors
     from hyperrecon_jax import pretrained as pretrained_lib
     if step is not None:
       raise errors.InputError("a pretrained model has one checkpoint: --step does not apply")
-    return (*pretrained_lib.load(pretrained), pretrained)
+    # An exported model's folder by its absolute path, as a workdir's: the
+    # sidecar that records it is read from other folders.
+    name = pretrained if pretrained in pretrained_lib.names() else os.path.abspath(pretrained)
+    return (*pretrained_lib.load(pretrained), name)
   from hyperrecon_jax import train
   return (*train.load_trained(workdir, step), os.path.abspath(workdir))
 

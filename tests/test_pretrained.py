@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 
 import jax
 import loop_support
@@ -58,6 +59,12 @@ def test_an_exported_model_loads_by_its_folder(exported, tmp_path, monkeypatch):
     for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(by_name[2])):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert pretrained.info(path) == written
+  # The CLI records the folder by its absolute path (a reconstruction's
+  # sidecar read elsewhere named "tiny"), a shipped model by its name.
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
+  import cli
+  assert cli.load_model(None, "tiny")[4] == os.path.join(folder, "tiny")
+  assert cli.load_model(None, SHIPPED)[4] == SHIPPED
   # A folder named like a shipped model is the shipped one, unless given as ./NAME.
   os.rename(os.path.join(folder, "tiny"), os.path.join(folder, SHIPPED))
   try:
@@ -117,6 +124,45 @@ def test_an_export_that_fails_leaves_no_model_folder(run_a, tmp_path):
                               step=4, unfinished=True, score=lambda staging: {"test": {}})
   assert written["step"] == 4 and pretrained.info("tiny", str(tmp_path))["test"] == {}
   assert os.listdir(tmp_path) == ["tiny"]
+
+
+def test_an_export_that_cannot_write_names_the_model_and_leaves_no_folder(run_a, tmp_path,
+                                                                         monkeypatch):
+  # A full disk or a read-only folder gave "[Errno 28] …" on a hidden staging
+  # path, and left the new folders the export had made.
+  (tmp_path / "afile").write_text("x")
+  with pytest.raises(ValueError, match=r"afile/sub/tiny: cannot create the folder "
+                                       r".*afile/sub \(Not a directory\)"):
+    pretrained.export(run_a["workdir"], "tiny", description="x",
+                      folder=str(tmp_path / "afile" / "sub"))
+  real_write = pretrained.workdir_lib.write_bytes
+
+  def full_disk(path, data):
+    if path.endswith(pretrained.WEIGHTS_FILE):
+      raise OSError(28, "No space left on device", path)
+    return real_write(path, data)
+
+  monkeypatch.setattr(pretrained.workdir_lib, "write_bytes", full_disk)
+  new = tmp_path / "new" / "models"
+  with pytest.raises(ValueError, match=rf"{re.escape(str(new / 'tiny'))}: the export failed and "
+                                       r"wrote nothing \(No space left on device\)"):
+    pretrained.export(run_a["workdir"], "tiny", description="x", folder=str(new))
+  assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+def test_an_export_refuses_parameters_beyond_float16(run_a, tmp_path, monkeypatch):
+  # float16 holds 70000 as inf: the model loaded and reconstructed NaN.
+  config, model, variables, step = train.load_trained(run_a["workdir"])
+  params = jax.tree_util.tree_map(np.array, variables["params"])
+  leaf = sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda kv: str(kv[0]))[0]
+  leaf[1].flat[0] = 7e4
+  monkeypatch.setattr(train, "load_trained",
+                      lambda workdir, step=None: (config, model,
+                                                  {**variables, "params": params}, 6))
+  with pytest.raises(ValueError, match=r"at step 6: parameter \S+ reaches 70000, beyond "
+                                       r"float16's 65504"):
+    pretrained.export(run_a["workdir"], "tiny", description="x", folder=str(tmp_path))
+  assert os.listdir(tmp_path) == []
 
 
 def test_load_gives_the_trained_model_to_float16_precision(exported):

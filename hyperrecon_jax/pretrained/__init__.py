@@ -251,10 +251,21 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   config.data.data_dir = ""
   half = jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(variables))
   # Parameters in float16 (half the bytes); BatchNorm statistics stay float32.
+  _check_half_range(half["params"], workdir, step)
   half["params"] = jax.tree_util.tree_map(lambda x: x.astype(np.float16), half["params"])
   blob = flax.serialization.msgpack_serialize(half)
   config_bytes = (config.to_json(indent=2) + "\n").encode()
-  os.makedirs(folder, exist_ok=True)
+  made = _new_folders(folder)
+  try:
+    os.makedirs(folder, exist_ok=True)
+    from hyperrecon_jax import outputs
+    outputs.check_writable(path, folder)
+  except (OSError, errors.InputError) as err:
+    _remove_empty(made)
+    if isinstance(err, errors.InputError):
+      raise
+    raise errors.InputError(f"{path}: cannot create the folder {folder} "
+                            f"({err.strerror or err})") from None
   # What an export of this name killed by kill -9 left behind.
   workdir_lib.sweep_staging(folder, f".{name}.export-")
   staging = workdir_lib.staging_folder(folder, f".{name}.export-")
@@ -277,9 +288,54 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
       raise errors.InputError(f"{path} appeared during the export: delete it or choose "
                               "another name")
     os.rename(staged, path)
+  except OSError as err:  # a full disk, a folder made read-only meanwhile
+    raise errors.InputError(f"{path}: the export failed and wrote nothing "
+                            f"({err.strerror or err})") from None
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+    if not os.path.isdir(path):
+      _remove_empty(made)
   return out
+
+
+def _check_half_range(params, workdir: str, step: int) -> None:
+  """Refuses parameters that float16 holds as ±inf (beyond 65504).
+
+  Such a model would load and reconstruct NaN, with no word of why.
+  """
+  big = [(key, float(np.max(np.abs(value))))
+         for key, value in flax.traverse_util.flatten_dict(params, sep="/").items()
+         if np.size(value) and not np.all(np.abs(value) <= np.finfo(np.float16).max)]
+  if big:
+    key, value = big[0]
+    more = f" (and {len(big) - 1} more)" if len(big) > 1 else ""
+    what = f"reaches {value:.6g}" if np.isfinite(value) else "is not finite"
+    raise errors.InputError(
+        f"{workdir} at step {step}: parameter {key} {what}{more}, beyond float16's "
+        f"{float(np.finfo(np.float16).max):g}, in which a shipped model stores its parameters: "
+        "it would load as inf or NaN and reconstruct NaN")
+
+
+def _new_folders(folder: str) -> list[str]:
+  """The folders that ``os.makedirs(folder)`` would create, deepest first."""
+  made = []
+  path = os.path.abspath(folder)
+  while not os.path.exists(path):
+    made.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return made
+
+
+def _remove_empty(folders: list[str]) -> None:
+  """Removes the folders an export created, deepest first, where still empty."""
+  for path in folders:
+    try:
+      os.rmdir(path)
+    except OSError:
+      return
 
 
 def write_info(path: str, description: dict) -> None:
