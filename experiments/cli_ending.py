@@ -141,9 +141,12 @@ def lost_connection(error: BaseException) -> str | None:
     ``UNKNOWN:``) and Gloo's source location; None for any other error.
   """
   text = cli.one_line(error)
-  # XLA's runtime errors (XlaRuntimeError in older jaxlib), raised by the collective.
-  if type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and any(
-      words in text for words in LOST_CONNECTION):
+  # XLA's runtime errors (XlaRuntimeError in older jaxlib), raised by the
+  # collective; a jitted all-gather's dispatch (orbax's barrier in a save)
+  # raises the runtime's status as a ValueError, Gloo's failure word for word.
+  runtime = type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") or (
+      isinstance(error, ValueError) and re.match(r"[A-Z_]+: Gloo [^:]* failed: ", text))
+  if runtime and any(words in text for words in LOST_CONNECTION):
     return re.sub(r"^[A-Z_]+: |\[[^\]]*\.cc:\d+\] ", "", text)
   return None
 

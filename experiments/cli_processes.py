@@ -102,6 +102,8 @@ def join_processes(holders, distributed: bool = False) -> bool:
   from hyperrecon_jax import errors
   coordinator, count, index = (value["coordinator"], value["num_processes"],
                                value["process_id"])
+  if coordinator is not None:
+    _check_resolves(coordinator)
   if coordinator is not None and index == 0:
     _check_port_free(coordinator)
   where = f"at {coordinator}" if coordinator else "(found by JAX)"
@@ -127,6 +129,45 @@ def join_processes(holders, distributed: bool = False) -> bool:
   if callable(handler):
     signal.signal(signal.SIGTERM, handler)
   return True
+
+
+def check_process_count(holders) -> None:
+  """Refuses a process whose ``--num_processes`` is not the run's.
+
+  Process 0's count is the run's: a process given another one joins it all
+  the same, and trained on without a word. Called inside
+  `cli_ending.ending_with_the_run`, so that its peers are told why it ends.
+
+  Args:
+    holders: from `define_distributed_flags`.
+
+  Raises:
+    InputError: naming both counts.
+  """
+  import jax
+
+  from hyperrecon_jax import errors
+  count = holders["num_processes"].value
+  if count is not None and jax.process_count() != count:
+    raise errors.InputError(
+        f"process {jax.process_index()} was given --num_processes={count}, but process 0 "
+        f"started a run of {jax.process_count()}: give every process the same "
+        "--num_processes")
+
+
+def _check_resolves(coordinator: str) -> None:
+  """Refuses a ``--coordinator`` host that has no address.
+
+  JAX would wait for it until ``--join_timeout``, and the line then blamed
+  processes that never joined.
+  """
+  from hyperrecon_jax import errors
+  host, _, port = coordinator.rpartition(":")
+  try:
+    socket.getaddrinfo(host.strip("[]"), int(port))
+  except socket.gaierror as e:
+    raise errors.InputError(f"--coordinator={coordinator}: the host {host} cannot be resolved "
+                            f"({e.strerror}): give process 0's name or address") from None
 
 
 def _check_port_free(coordinator: str) -> None:

@@ -46,6 +46,8 @@ def main(argv):
     joined = cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train
   with cli_ending.ending_with_the_run(joined), cli.user_errors():
+    if joined:
+      cli_processes.check_process_count(_DISTRIBUTED)
     train.train_and_evaluate(config, _WORKDIR.value)
   print(f"done: {_WORKDIR.value}")
 

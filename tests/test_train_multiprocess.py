@@ -341,6 +341,46 @@ def test_a_bad_coordinator_is_one_error_line(tmp_path, address):
   assert not (tmp_path / "run").exists()
 
 
+def test_a_coordinator_host_without_an_address_is_named_at_once(tmp_path, monkeypatch):
+  """It waited --join_timeout, then blamed processes that never joined."""
+  import types
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  import cli_processes
+
+  from hyperrecon_jax import errors
+
+  def unknown(host, port, *args, **kwargs):
+    assert (host, port) == ("nosuchhost.invalid", 23458)
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+  monkeypatch.setattr(socket, "getaddrinfo", unknown)
+  for index in (0, 1):
+    holders = {name: types.SimpleNamespace(value=value) for name, value in dict(
+        coordinator="nosuchhost.invalid:23458", num_processes=2, process_id=index,
+        distributed=False, join_timeout=5).items()}
+    with pytest.raises(errors.InputError, match=r"--coordinator=nosuchhost\.invalid:23458: the "
+                                                r"host nosuchhost\.invalid cannot be resolved "
+                                                r"\(Name or service not known\)"):
+      cli_processes.join_processes(holders)
+
+
+def test_a_process_given_another_process_count_is_refused_on_both(data_dir, tmp_path):
+  """A process given --num_processes=3 joined process 0's run of 2 and trained on."""
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, TRAIN, *_flags(data_dir), f"--workdir={tmp_path / 'run'}",
+       f"--coordinator=127.0.0.1:{port}", f"--num_processes={count}", f"--process_id={index}"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+      for index, count in ((0, 2), (1, 3))]
+  outputs = [proc.communicate(timeout=TIMEOUT)[1] for proc in procs]
+  line = ("process 1 was given --num_processes=3, but process 0 started a run of 2: give "
+          "every process the same --num_processes")
+  assert [proc.returncode for proc in procs] == [2, 2], outputs
+  assert outputs[0].strip().splitlines()[-1] == f"error: process 1 of this run stopped: {line}"
+  assert outputs[1].strip().splitlines()[-1] == f"error: {line}"
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
 def test_incomplete_process_flags_are_one_error_line(tmp_path):
   proc = subprocess.run(
       [sys.executable, TRAIN, f"--config={DEMO}", f"--workdir={tmp_path / 'run'}",
