@@ -39,6 +39,7 @@ def main(argv):
   from hyperrecon_jax import pretrained
   from hyperrecon_jax import report
   from hyperrecon_jax import train
+  from hyperrecon_jax.data import split_record
   from hyperrecon_jax.evaluators import baselines
   folder = _FOLDER.value or pretrained.FOLDER
 
@@ -53,7 +54,7 @@ def main(argv):
     pretrained.check_new_name(_NAME.value, folder)
     if _BASELINES.value:  # before the export's work, not after it
       baselines.load(_BASELINES.value, train.load_trained(_WORKDIR.value)[0],
-                     flag="--baselines")
+                     learned=split_record.read(_WORKDIR.value), flag="--baselines")
     written = pretrained.export(_WORKDIR.value, _NAME.value, description=_DESCRIPTION.value,
                                 folder=folder, unfinished=_UNFINISHED.value,
                                 score=test_scores)

@@ -11,7 +11,8 @@ set, the best mean PSNR and the PSNR range over the design, the mean PSNR at
 each vertex of the simplex (each term alone) with that vertex's Unet beside
 it, and the weight spread along each vertex direction
 (`hyperrecon_jax.train.spread`) of the checkpoint the report scored. The
-reports must share their loss terms, split, design and Unets (named above
+reports must share their loss terms, split, design and Unets (one folder at one
+checkpoint step, named above
 the table); each must be its own run's. Nothing is written.
 """
 
@@ -91,9 +92,11 @@ def _row(workdir: str) -> tuple[str, dict]:
   spreads = spread.direction_spreads(model, variables["params"], tuple(config.losses))
   try:
     unets = result.get("baselines", {}).get("workdir")
+    # One stack of Unets is one folder at one checkpoint: it may train on between reports.
     shared = {"loss terms": tuple(config.losses), "split": result.get("split"),
               "design": f"{len(result['coeffs'])} points",
-              "Unets": os.path.realpath(unets) if unets else "none"}
+              "Unets": (f"{os.path.realpath(unets)} (step "
+                        f"{result['baselines']['checkpoint_step']})" if unets else "none")}
     _warn_not_finite(path, result)
     return _format(workdir, result, config, step, spreads), shared
   except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:

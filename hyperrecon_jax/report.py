@@ -192,6 +192,7 @@ def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Contex
   """The model and its operator in a new `evaluators.Context`."""
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
+  from hyperrecon_jax.data import split_record
   if (workdir is None) == (pretrained is None):
     raise errors.InputError("give either a workdir or a pretrained model name, not "
                             f"{'both' if workdir else 'neither'}")
@@ -223,4 +224,5 @@ def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Contex
       config=config, model=model, variables=variables, step=step, where=where,
       operator=physics.make_operator(config.task, (size, size)),
       out=os.path.abspath(out or os.path.join(workdir, "eval")), progress=progress,
-      stored_test=stored_test, trained_on=json.loads(config.data.to_json()))
+      stored_test=stored_test, trained_on=json.loads(config.data.to_json()),
+      learned=split_record.read(workdir) if pretrained is None else None)

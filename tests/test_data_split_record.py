@@ -25,6 +25,7 @@ from hyperrecon_jax import train
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.evaluators import baselines
+from hyperrecon_jax.train import baselines as train_baselines
 
 SHAPE = (20, 24, 16)
 
@@ -239,6 +240,54 @@ def test_per_lambda_baselines_are_held_to_their_own_record(records, folders, tmp
   (stack / split_record.FILE).write_text(split_record.to_json(records[0]))
   with pytest.raises(data.DataError, match=rf"learned from .*{stack}"):
     baselines.load(str(stack), _config(seven, data_dir))
+
+
+def test_per_lambda_baselines_must_have_learned_from_the_model_s_volumes(records, folders,
+                                                                          tmp_path):
+  # Unets trained on another folder passed: data.manual_dir is a machine
+  # setting, so the configs compared equal, and the report drew them as the
+  # model's baselines.
+  six, _, data_dir = folders
+  config = _config(six, data_dir)
+  stack = loop_support.save_untrained(
+      train_baselines.stack_config(config, [(0.0,), (1.0,)]), str(tmp_path / "stack"))
+  record_file = tmp_path / "stack" / split_record.FILE
+  record_file.write_text(split_record.to_json(records[0]))
+  baselines.load(stack, config, learned=records[0])  # the same volumes: accepted
+  train_names = records[0]["splits"]["train"]
+  n = len(train_names)
+  with pytest.raises(data.DataError, match=rf"the baselines in {stack} learned from other "
+                                           rf"data than the model: in the train split, 1 of "
+                                           rf"its {n} volumes are not the model's: "
+                                           rf"{train_names[0]}"):
+    baselines.load(stack, config, learned=_without(records[0], train_names[0]))
+  record_file.write_text(split_record.to_json(_without(records[0], train_names[0])))
+  with pytest.raises(data.DataError, match=rf"in the train split, it lacks 1 of the model's "
+                                           rf"{n} volumes"):
+    baselines.load(stack, config, learned=records[0])
+  record_file.write_text(split_record.to_json(records[0]))
+  # Another folder of as many volumes, named alike: told apart by the files' digests.
+  other = json.loads(json.dumps(records[0]))
+  other["sha256"]["train"][1] = hashlib.sha256(b"another subject").hexdigest()
+  with pytest.raises(data.DataError, match=rf"in the train split, 1 of its {n} volumes are not "
+                                           rf"the model's: {train_names[1]}"):
+    baselines.load(stack, config, learned=other)
+  # Without digests, names decide.
+  bare = {k: v for k, v in other.items() if k not in ("sha256", "content_sha256")}
+  baselines.load(stack, config, learned=bare)
+  # A model or a stack without a record (a shipped model) is not compared.
+  split_record.check_same_data(None, records[0], "x")
+  split_record.check_same_data(records[0], None, "x")
+
+
+def _without(record, name):
+  """``record`` with volume ``name`` left out of its train split (names and digests)."""
+  out = json.loads(json.dumps(record))
+  index = out["splits"]["train"].index(name)
+  for key in ("splits", "sha256", "content_sha256"):
+    if key in out:
+      del out[key]["train"][index]
+  return out
 
 
 def test_a_segmenter_records_its_splits_and_is_held_to_them(records, folders, tmp_path):

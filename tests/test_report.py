@@ -417,7 +417,7 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   assert row[2] == f"{config_k4.hparams.sampler}, {config_k4.sampling.method.upper()}", row
   assert proc.stdout.splitlines()[0] == (
       f"{', '.join(names)} · test split · a design of 12 points · Unets: "
-      f"{os.path.realpath(stack_path)}")
+      f"{os.path.realpath(stack_path)} (step 1)")
 
   def summarize(*workdirs):
     return subprocess.run(
@@ -451,6 +451,13 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert re.search(r"error: the reports differ in their split \(.*: test; .*: validation\)",
                    proc.stderr), proc.stderr
+  # Reports of one stack of Unets at two checkpoints (trained on between the
+  # two reports) sat in one table under one header.
+  later_unets = edited("later_unets", lambda r: r["baselines"].update(checkpoint_step=30))
+  proc = summarize(path, later_unets)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert re.search(r"error: the reports differ in their Unets \(.*: .* \(step 1\); .*: .* "
+                   r"\(step 30\)\)", proc.stderr), proc.stderr
   # Every vertex beside its Unet, found by loss weighting: λ = (1, 0.5, 0.3)
   # weights the first term alone, as (1, 0, 0) does, and lost its Unet.
   assert row[9].count("(") == 4, row

@@ -183,6 +183,39 @@ def changes(before: dict, now: dict, split: str) -> str:
   return ""
 
 
+def check_same_data(learned: dict | None, theirs: dict | None, what: str) -> None:
+  """Refuses a run that learned from other volumes than the model did.
+
+  Runs record the data folder by its absolute path only for messages (a
+  folder may move, or sit elsewhere on another machine), so two runs'
+  training and validation volumes are compared by their records: by the
+  files' digests where both have them, else by name.
+
+  Args:
+    learned: the record of the model's run, or None (nothing to compare).
+    theirs: the record of the other run, or None.
+    what: the other run, for the message (e.g. "the baselines in DIR").
+
+  Raises:
+    DataError: naming the split and some of the volumes that differ.
+  """
+  if learned is None or theirs is None:
+    return
+  key = "sha256" if "sha256" in learned and "sha256" in theirs else None
+  for split in ("train", "validation"):
+    mine = set(_volumes(learned, split)) if key else set(learned["splits"][split])
+    other = set(_volumes(theirs, split)) if key else set(theirs["splits"][split])
+    if mine != other:
+      names = sorted(v[0] if key else v for v in other - mine)
+      differ = (f"{len(names)} of its {len(other)} volumes are not the model's: "
+                f"{_quote(names)}" if names else
+                f"it lacks {len(mine - other)} of the model's {len(mine)} volumes")
+      raise common.DataError(
+          f"{what} learned from other data than the model: in the {split} split, {differ} "
+          f"(the model's folder: {learned.get('manual_dir')}; theirs: "
+          f"{theirs.get('manual_dir')}). Train them on the model's data folder")
+
+
 def check_unseen(workdir: str, data_config, split: str) -> None:
   """Refuses to score a split that holds volumes the workdir's run learned from.
 

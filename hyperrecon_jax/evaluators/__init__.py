@@ -53,6 +53,8 @@ class Context:
     trained_on: the data config the model learned from, as JSON
       (``config.data`` is the data scored, another folder with
       ``report.run(data=...)``).
+    learned: the data record of the model's run (`split_record.read` of its
+      workdir), or None (a shipped model, a dataset not split by volume).
     result: the report, built by the evaluators.
     lam_grid: (G, K − 1) the evaluated λ (`lambda_set`).
     segmenter: a `segmentation.Trained`, or None (`lambda_set`).
@@ -69,6 +71,7 @@ class Context:
   progress: bool = True
   stored_test: dict = dataclasses.field(default_factory=dict)
   trained_on: dict = dataclasses.field(default_factory=dict)
+  learned: dict | None = None
   result: dict = dataclasses.field(default_factory=dict)
   lam_grid: Any = None
   segmenter: Any = None

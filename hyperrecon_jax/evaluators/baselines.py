@@ -23,10 +23,11 @@ def check(config, settings) -> None:
 def prepare(context, settings) -> None:
   path = settings.get("workdir", "")
   if path:
-    context.stack = load(path, context.config, trained_on=context.trained_on)
+    context.stack = load(path, context.config, trained_on=context.trained_on,
+                         learned=context.learned)
 
 
-def load(path, config, *, trained_on=None, flag="config.evals.baselines.workdir"):
+def load(path, config, *, trained_on=None, learned=None, flag="config.evals.baselines.workdir"):
   """``(model, variables, step)`` of the stack in ``path``, checked against ``config``.
 
   Args:
@@ -35,6 +36,8 @@ def load(path, config, *, trained_on=None, flag="config.evals.baselines.workdir"
     trained_on: the data config (as JSON) the HyperRecon model learned
       from, when ``config.data`` is another folder; the stack must have
       learned from the same data.
+    learned: the data record (`split_record.read`) of the model's run, or
+      None: a stack that learned from other volumes is refused.
     flag: how the caller's user gave ``path``, for the messages.
   """
   from hyperrecon_jax import checkpoints
@@ -67,6 +70,8 @@ def load(path, config, *, trained_on=None, flag="config.evals.baselines.workdir"
     raise errors.InputError(f"the baselines in {path} were trained for another "
                             f"problem: {'; '.join(diffs)}")
   _check_scales(path, train.stack_lambdas(model), b_config.loss_scales, config.loss_scales)
+  # data.manual_dir is where the folder is on this machine, not which data it holds.
+  split_record.check_same_data(learned, split_record.read(path), f"the baselines in {path}")
   return model, variables, step
 
 
