@@ -12,8 +12,8 @@ each vertex of the simplex (each term alone) with that vertex's Unet beside
 it, and the weight spread along each vertex direction
 (`hyperrecon_jax.train.spread`) of the checkpoint the report scored. The
 reports must share their loss terms, split, design and Unets (one folder at one
-checkpoint step, named above
-the table); each must be its own run's. Nothing is written.
+checkpoint step, named above the table); each must be its own run's. Nothing
+is written.
 """
 
 import os
