@@ -563,3 +563,42 @@ def test_a_four_term_run_logs_the_spread_along_every_direction(data_dir, tmp_pat
   for key, value in want.items():
     np.testing.assert_allclose(last[key], value, rtol=1e-6)
     assert value > 0
+
+
+def _steps_signalled_in(config, signalled_in):
+  """`loop._steps` of 3 counting "steps", a signal arriving during step ``signalled_in``.
+
+  Returns:
+    (a function that runs them, the steps checkpointed).
+  """
+  import types
+  saved, received = [], []
+
+  def train_step(state, batch, rng):
+    del batch, rng
+    if state + 1 == signalled_in:
+      received.append(15)
+    return state + 1, {}
+
+  saver = types.SimpleNamespace(save=lambda state, step: saved.append(step),
+                                check_finite=lambda state: None)
+  writer = types.SimpleNamespace(write=lambda step, record: None)
+  return (lambda: loop_lib._steps(config, None, 0, 0, train_step, lambda: None, saver, writer,
+                                  [], received, lambda stop: stop)), saved
+
+
+def test_a_signal_in_the_last_step_leaves_the_run_finished(tmp_path, capsys, monkeypatch):
+  # It raised Interrupted ("rerun the same command to resume", status 130) for
+  # a run that a rerun finds complete, which stopped `train.py && evaluate.py`.
+  config = make_config(str(tmp_path), num_steps=3, log_every=1000, eval_every=1000,
+                       checkpoint_every=1000)
+  monkeypatch.setattr(loop_lib, "_validation", lambda *args: {})  # the last step validates
+  run, saved = _steps_signalled_in(config, 3)
+  assert run() == 3 and saved == [3]
+  assert ("note: signal 15 arrived during the last step (3); the run is complete and saved"
+          in capsys.readouterr().err)
+  run, saved = _steps_signalled_in(config, 2)
+  with pytest.raises(train.Interrupted, match=r"stopped by signal 15 at step 2; a checkpoint "
+                                              r"was saved — rerun the same command to resume"):
+    run()
+  assert saved == [2]

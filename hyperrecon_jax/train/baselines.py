@@ -6,7 +6,9 @@ trained on one term each (the one-hot λ). Here all of them are one *stack*:
 the Unets' variables carry a leading λ axis, and one jitted step updates
 every Unet on the same batch (same images, same measurement noise). That is
 one pass over the data instead of one run per λ, and for Adam (elementwise)
-each Unet follows exactly the updates of its own run::
+each Unet follows the updates of its own run, up to float roundoff (which
+Adam turns into steps of up to lr on the convolution biases ahead of
+BatchNorm, whose true gradient is 0)::
 
   result = train_baselines(config, workdir, lambdas=[(0.,), (.5,), (1.,)])
   result["terms"]          # validation term means of each Unet

@@ -368,8 +368,14 @@ def _steps(config, model, state, start, train_step, next_batch, saver, writer, v
       stop = stop_agreed(bool(received))
       if step % config.train.checkpoint_every == 0 or is_last or stop:
         saver.save(state, step)
-      if stop:  # after logging, so the resumed log has no gap
-        by = f"signal {received[0]}" if received else "a signal to another process"
+      by = f"signal {received[0]}" if received else "a signal to another process"
+      if stop and is_last:
+        # Nothing is left to stop: the run is finished and saved. Raising
+        # here said "rerun to resume" of a run a rerun finds complete, with
+        # status 130, which stopped `train.py && evaluate.py` for nothing.
+        print(f"note: {by} arrived during the last step ({step}); the run is complete and "
+              "saved", file=sys.stderr)
+      elif stop:  # after logging, so the resumed log has no gap
         raise Interrupted(
             f"stopped by {by} at step {step}; a checkpoint "
             f"was saved — rerun the same command to resume.")
