@@ -52,6 +52,14 @@ def _row(workdir: str) -> tuple[str, dict]:
         f"{workdir} is an exported model (export_pretrained.py), not a training run: "
         f"evaluate it with experiments/evaluate.py --pretrained={workdir} --samples=N "
         "--out=DIR, and compare training runs here")
+  from hyperrecon_jax.evaluators import figures
+  stranded = figures.stranded_report(os.path.dirname(path))
+  if stranded is not None:
+    raise errors.InputError(
+        f"{workdir}'s report is in {stranded}, where an evaluation killed while it replaced "
+        f"the report left it: move it back (mv {stranded} {os.path.dirname(path)}) or "
+        f"evaluate the run again (experiments/evaluate.py --workdir={workdir}, which puts it "
+        "back first)")
   if not os.path.isfile(path):
     what = ("has not been evaluated" if os.path.isfile(os.path.join(workdir, "config.json"))
             else "is not a training run")

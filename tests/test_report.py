@@ -687,6 +687,17 @@ def test_a_report_writer_killed_between_its_renames_leaves_the_earlier_report(tm
   old.mkdir()
   (old / "lambda_grid.json").write_text("earlier")
   out = tmp_path / "eval"
+  assert figures.stranded_report(str(out)) == str(old)
+  # summarize.py said "has not been evaluated" of the run meanwhile.
+  (tmp_path / "config.json").write_text("{}")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(loop_support.REPO, "experiments", "summarize.py"),
+       f"--workdirs={tmp_path}"], env=loop_support.child_env(tmp_path / "cache"),
+      capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert f"report is in {old}, where an evaluation killed while it replaced the report left " \
+         f"it: move it back (mv {old} {out})" in proc.stderr, proc.stderr[-2000:]
   figures._recover(str(out), ".eval.eval-")
   assert (out / "lambda_grid.json").read_text() == "earlier"
-  assert sorted(os.listdir(tmp_path)) == ["eval"]
+  assert figures.stranded_report(str(out)) is None
+  assert sorted(os.listdir(tmp_path)) == ["config.json", "eval"]

@@ -81,20 +81,33 @@ def _middle_slice(config, split, index, batch_size):
   raise errors.InputError(f"the {split} split has no slice {index}")
 
 
+def stranded_report(out: str) -> str | None:
+  """Where the report of ``out`` is while ``out`` is missing after a killed writer, or None.
+
+  A writer killed (``kill -9``) between `_publish`'s two renames left no
+  ``out`` and the earlier report under ``<staging>.old``; the next report
+  into ``out`` puts it back (`_recover`), and a reader can name it meanwhile.
+  """
+  if os.path.lexists(out):
+    return None
+  prefix = f".{os.path.basename(out)}.eval-"
+  for path in workdir_lib.sweep_staging(os.path.dirname(out), prefix, dry_run=True):
+    if path.endswith(".old"):
+      return path
+  return None
+
+
 def _recover(out: str, prefix: str) -> None:
   """Cleans up after a report writer that was killed (``kill -9``) before its ``finally``.
 
-  Killed between `_publish`'s two renames, it left no ``out`` and the earlier
-  report under ``<staging>.old``: that report goes back to ``out``. Every
-  other staging folder of a process that has ended goes (`sweep_staging`).
+  The earlier report stranded by a kill between the two renames
+  (`stranded_report`) goes back to ``out``. Every other staging folder of a
+  process that has ended goes (`sweep_staging`).
   """
-  parent = os.path.dirname(out)
-  if not os.path.lexists(out):
-    for path in workdir_lib.sweep_staging(parent, prefix, dry_run=True):
-      if path.endswith(".old"):
-        os.replace(path, out)
-        break
-  workdir_lib.sweep_staging(parent, prefix)
+  stranded = stranded_report(out)
+  if stranded is not None:
+    os.replace(stranded, out)
+  workdir_lib.sweep_staging(os.path.dirname(out), prefix)
 
 
 def _publish(tmp: str, out: str) -> None:
