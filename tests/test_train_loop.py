@@ -186,6 +186,19 @@ def test_validation_of_two_hyperparameters_covers_each_loss_once(data_dir):
   _assert_validation(got, _independent_validation(config, net, state.variables(), lams), lams)
 
 
+def test_a_spread_over_a_nan_mean_is_nan_in_any_order(monkeypatch):
+  # Python's max and min gave 2.0, 1.0 or 0.0 by where the NaN sat.
+  from hyperrecon_jax import evaluate
+  config = make_config("")
+  for order in ([None, 3.0, 1.0], [3.0, None, 1.0], [3.0, 1.0, None]):
+    monkeypatch.setattr(evaluate, "evaluate_grid", lambda *args, order=order, **kwargs: {
+        "zero_filled": {"mean": {"psnr": 1.0}},
+        "mean": {"psnr": order, "ssim": [0.5, 0.25, 0.75]}})
+    monkeypatch.setattr(validation, "batches", lambda config: None)
+    got = validation.metrics(config, None, None, [(0.0,), (0.5,), (1.0,)])
+    assert np.isnan(got["val_psnr_spread"]) and got["val_ssim_spread"] == 0.5
+
+
 def test_validation_names_tell_apart_lambdas_that_differ_in_float32():
   # Six digits (`:g`) named 0.30000004 as 0.3: one stack Unet's scores
   # replaced the other's in the log, under one name.

@@ -63,7 +63,9 @@ def metrics(config, model, variables, lams) -> dict[str, float]:
     values = [number(v) for v in result["mean"][metric]]
     out.update({f"val_{metric}_{_tag(lam)}": v for lam, v in zip(lams, values)})
     if len(lams) > 1:
-      out[f"val_{metric}_spread"] = max(values) - min(values)
+      # NaN where a mean is: Python's max and min return a value that depends
+      # on where the NaN sits in the list.
+      out[f"val_{metric}_spread"] = float(np.max(values) - np.min(values))
   return out
 
 
