@@ -146,6 +146,22 @@ def test_an_index_without_the_split_is_damage(cfg, monkeypatch):
     built.info.metadata["volumes"] = volumes
 
 
+def test_another_template_builds_distinct_data(cfg, tmp_path, monkeypatch):
+  # The build's name held the settings only: a nilearn whose template files
+  # changed under the same names reused the data cut from the old ones.
+  import shutil
+  copies = {}
+  for key, path in mni152.template_paths().items():
+    copies[key] = str(tmp_path / os.path.basename(path))
+    shutil.copy(path, copies[key])
+  before = hr.data.make_builder(cfg).data_dir
+  monkeypatch.setattr(mni152, "template_paths", lambda: dict(copies))
+  assert hr.data.make_builder(cfg).data_dir == before  # the same content elsewhere
+  with open(copies["gm"], "ab") as f:
+    f.write(b"\0")
+  assert hr.data.make_builder(cfg).data_dir != before
+
+
 def test_changed_size_builds_distinct_version(cfg):
   other = _config(cfg.data_dir, image_size=24)
   b_other, b = hr.data.make_builder(other), hr.data.make_builder(cfg)

@@ -157,11 +157,29 @@ def split_slices(ranges: Sequence[tuple[int, int]]) -> list[int]:
   return [k for a, b in ranges for k in range(a, b)]
 
 
+@functools.lru_cache(maxsize=4)
+def _template_digest(files: tuple) -> str:
+  """SHA-256 of the template files' digests; ``files`` holds (path, size, mtime) for the cache."""
+  from hyperrecon_jax import checksums
+  return common.digest({os.path.basename(path): checksums.file_digest(path)
+                        for path, _, _ in files})
+
+
+def template_digest() -> str:
+  """What names the template's content: another nilearn's files build the data again."""
+  files = []
+  for path in sorted(template_paths().values()):
+    info = os.stat(path)
+    files.append((path, info.st_size, info.st_mtime_ns))
+  return _template_digest(tuple(files))
+
+
 def settings(data_config) -> dict:
-  """The settings that change the written data."""
+  """The settings that change the written data, the template's content among them."""
   get = functools.partial(common.field, data_config)
   return {
       "dataset": "mni152",
+      "template": template_digest(),
       "image_size": common.check_image_size(get("image_size")),
       "axis": common.axis_name(get("axis")),
       "gap_slices": int(get("gap_slices")),

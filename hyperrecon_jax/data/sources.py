@@ -5,9 +5,10 @@ The first use of a configuration builds it into
 and TFDS prints a progress bar); later uses read that folder. The config name
 is a readable prefix plus a hash of every setting that changes the data (and,
 for manual datasets, of the input files' names, sizes, modification and
-change times), e.g. ``mni152/s256_axial_1a2b3c4d5e/1.1.0``. A build that was stopped (killed,
-its machine lost) leaves TFDS's ``incomplete.*`` folder beside that one;
-the next build of the same configuration removes it.
+change times; for the embedded template, of its files' content), e.g.
+``mni152/s256_axial_1a2b3c4d5e/1.1.0``. A build that was stopped (killed,
+its machine lost) leaves TFDS's ``incomplete.*`` folder beside that one; the
+next build of the same configuration removes it.
 
 A built dataset damaged later (a truncated, overwritten or deleted file) is
 reported as a `DataError` that names the file and the folder to delete; the
