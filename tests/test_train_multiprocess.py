@@ -306,7 +306,11 @@ def runs(data_dir, tmp_path_factory, compilation_cache):
     assert relaunched_codes == [0, 0], relaunched.logs()
 
     signalled_dir = _from_step_2(pair, tmp_path / "s_run")
-    signalled = _Pair(tmp_path, "s", signalled_dir, flags, compilation_cache, stall=2)
+    # Trained on to 5 steps: a stop voted for in step 3 lands in step 4, not
+    # the last, which would leave the run finished.
+    five = ("--config.train.num_steps=5",)
+    signalled = _Pair(tmp_path, "s", signalled_dir, flags, compilation_cache, stall=2,
+                      extra=(five, five))
     try:
       signalled.wait_stalled()
       signalled.procs[1].send_signal(signal.SIGTERM)
@@ -610,7 +614,7 @@ def test_the_survivor_of_a_killed_process_says_the_connection_broke(runs):
 
 
 def test_signal_to_one_process_stops_both_at_one_step_with_its_checkpoint(runs):
-  """SIGTERM to process 1 in step 3 of run S (resumed from step 2, 4 steps).
+  """SIGTERM to process 1 in step 3 of run S (resumed from step 2, trained on to 5 steps).
 
   Both processes stop at step 4 (`sharded.LaggedVote`: the vote of step 3 is
   read in step 4), each exits as interrupted, and the checkpoint they saved
