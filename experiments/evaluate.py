@@ -78,10 +78,10 @@ def main(argv):
     print(f"warning: {len(where)} slice(s) left out of {metric} (not finite, "
           f"e.g. an all-zero ground truth): {shown}{more}")
   name = result.get("input_name", "zero-filled")
-  print(f"{name}: PSNR {zf['psnr']:.2f} dB, SSIM {zf['ssim']:.4f}")
+  print(f"{name}: PSNR {_number(zf['psnr'], '.2f')} dB, SSIM {_number(zf['ssim'], '.4f')}")
   if "ground_truth_dice" in result:
-    print(f"segmentation Dice: {name} {zf['dice']:.4f}, ground truth "
-          f"{result['ground_truth_dice']['mean']:.4f}")
+    print(f"segmentation Dice: {name} {_number(zf['dice'], '.4f')}, ground truth "
+          f"{_number(result['ground_truth_dice']['mean'], '.4f')}")
   for metric in ("psnr", "ssim", "hfen") + (("dice",) if "dice" in zf else ()):
     best = result["best"][metric]
     if best is None:
@@ -99,19 +99,22 @@ def main(argv):
     b = result["baselines"]
     stored = f" (stored in the {b['stored']})" if "stored" in b else ""
     for i, lam in enumerate(b["lambdas"]):
-      dice = (f", Dice {b['mean']['dice'][i]:.4f}" if "dice" in b["mean"] else "")
+      dice = (f", Dice {_number(b['mean']['dice'][i], '.4f')}" if "dice" in b["mean"] else "")
       print(f"Unet at λ = ({', '.join(f'{v:.3g}' for v in lam)}){stored}: PSNR "
-            f"{b['mean']['psnr'][i]:.2f} dB, SSIM {b['mean']['ssim'][i]:.4f}{dice}")
+            f"{_number(b['mean']['psnr'][i], '.2f')} dB, SSIM "
+            f"{_number(b['mean']['ssim'][i], '.4f')}{dice}")
   if "objective" in result:
     o = result["objective"]
     print(f"{o['split']} objective Σ c_k(λ) term_k / s_k (lower is better):")
     for lam, h, b in zip(o["lambdas"], o["hyperrecon"], o["baselines"]):
       print(f"  λ = ({', '.join(f'{v:.3g}' for v in lam)}): HyperRecon "
-            f"{h['objective']:.4g}, Unet at λ {b['objective']:.4g}")
+            f"{_number(h['objective'], '.4g')}, Unet at λ {_number(b['objective'], '.4g')}")
   if "pareto" in result:
     _print_tradeoffs(result)
   if "pareto_unavailable" in result:
     print(f"note: {result['pareto_unavailable']}", file=sys.stderr)
+  for line in result.get("notes", ()):
+    print(f"note: {line}", file=sys.stderr)
   if "gallery_split" in result:
     g = result["gallery_split"]
     print(f"gallery of the split ({len(g['slices'])} slices compared): {len(g['indices'])} "
@@ -119,6 +122,11 @@ def main(argv):
           "best mean PSNR, at c = " + "; ".join(
               "(" + ", ".join(f"{v:.2f}" for v in c) + ")" for c in g["coeffs"]))
   print(f"written: {_OUT.value or os.path.join(_WORKDIR.value, 'eval')}")
+
+
+def _number(value, spec: str) -> str:
+  """A score as the report holds it: None (no slice could be scored) reads n/a."""
+  return "n/a" if value is None else format(value, spec)
 
 
 def _print_tradeoffs(result):
@@ -140,6 +148,8 @@ def _print_tradeoffs(result):
     print(f"hypervolume (normalized terms, reference {hv['reference'][0]:g}): "
           f"{hv['hyperrecon']:.4g} of at most {most:.4g} on HyperRecon's own range (at most "
           "when one λ is best on every term); with --baselines it is compared with the Unets'")
+  if "gallery" not in result:
+    return
   g = result["gallery"]
   print(f"gallery of slice {g['slice']}: {len(g['indices'])} most different of "
         f"{g['num_candidates']} reconstructions within {g['tolerance_db']:g} dB of its "

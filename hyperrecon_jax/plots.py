@@ -364,7 +364,10 @@ def spread_map(spread, path, *, title: str = "range over λ"):
   spread = _image("spread", spread)
   fig = _figure(3.6, 3.0)
   ax = fig.add_subplot(1, 1, 1)
-  im = ax.imshow(spread, cmap="magma", vmin=0.0, interpolation="nearest")
+  # A range is ≥ 0: a constant or NaN map autoscaled to (−0.1, 0.1) read as negative.
+  top = finite_top(spread)
+  im = ax.imshow(spread, cmap="magma", vmin=0.0, vmax=top if top > 0 else 1.0,
+                 interpolation="nearest")
   fig.colorbar(im, ax=ax, label="max − min")
   ax.set_title(title, fontsize=9)
   ax.set_axis_off()

@@ -27,6 +27,8 @@ from hyperrecon_jax import results
 from hyperrecon_jax import train
 from hyperrecon_jax.train import baselines
 
+plots_spread_map = plots.spread_map
+
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 FILES = ["curves.png", "diverse.png", "lambda_grid.json", "range.png",
          "slices.png"]
@@ -255,6 +257,41 @@ def test_baselines_of_another_problem_are_refused(workdir, config, tmp_path):
     else:
       baselines_evaluator.load(folder, config)
   assert not (tmp_path / "out").exists()
+
+
+def test_a_model_not_finite_at_some_lambda_gets_its_report_with_notes(workdir, config,
+                                                                      tmp_path, monkeypatch):
+  # A model whose output is NaN wherever the second coefficient is positive:
+  # every slice left the means (NaN at λ = 0.5 and 1), and the report died in
+  # the split's gallery after all the scoring ("no λ of this slice has a
+  # finite PSNR"), or drew empty curves and a range bar reading below 0.
+  from hyperrecon_jax import plots
+  load_trained = train.load_trained
+
+  def broken(path, step=None):
+    c, model, variables, step = load_trained(path, step)
+    kernel = variables["params"]["hypernetwork"]["dense0"]["kernel"]
+    variables["params"]["hypernetwork"]["dense0"]["kernel"] = kernel.at[1].set(1e30)
+    return c, model, variables, step
+
+  monkeypatch.setattr(train, "load_trained", broken)
+  drawn = {}
+  monkeypatch.setattr(plots, "spread_map", lambda spread, path, **kw: drawn.update(
+      spread=np.asarray(spread)) or plots_spread_map(spread, path, **kw))
+  result = report.run(workdir, out=str(tmp_path / "out"), progress=False)
+  assert result["best"]["psnr"] is None and result["mean"]["psnr"] == [None] * 3
+  assert result["notes"] == [
+      "no gallery of the split: no λ has a mean PSNR (every slice's PSNR is not finite at "
+      "some λ; see 'unscored')",
+      "no curves.png: no λ has a mean PSNR (every slice's PSNR is not finite at some λ; see "
+      "'unscored')"]
+  written = sorted(os.listdir(tmp_path / "out"))
+  assert "curves.png" not in written and "lambda_grid.json" in written
+  # The shown slice is finite at λ = 0: its gallery is that one λ.
+  assert "diverse.png" in written and result["gallery"]["indices"] == [0]
+  # The range over the finite λ alone: one, so 0 everywhere, not NaN.
+  assert "range.png" in written and np.array_equal(drawn["spread"], np.zeros_like(
+      drawn["spread"]))
 
 
 def test_baselines_that_are_a_file_or_a_segmenter_are_named(workdir, tmp_path):

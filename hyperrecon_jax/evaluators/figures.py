@@ -126,8 +126,10 @@ def _range_streaming(reconstruct, num: int):
   lo = hi = None
   for start in range(0, num, RANGE_BLOCK):
     r = np.asarray(reconstruct(np.arange(start, min(num, start + RANGE_BLOCK))))
-    lo = r.min(0) if lo is None else np.minimum(lo, r.min(0))
-    hi = r.max(0) if hi is None else np.maximum(hi, r.max(0))
+    # fmin and fmax pass NaN over: a λ whose output is not finite there
+    # leaves the range of the others (NaN only where no λ is finite).
+    lo = np.fmin.reduce(r, 0) if lo is None else np.fmin(lo, np.fmin.reduce(r, 0))
+    hi = np.fmax.reduce(r, 0) if hi is None else np.fmax(hi, np.fmax.reduce(r, 0))
   return hi - lo
 
 
@@ -185,14 +187,23 @@ def _psnrs_and_range(result, shown, design):
   shown.recons = shown.reconstruct(np.arange(count))
   target = np.broadcast_to(shown.image, shown.recons.shape)
   psnrs = np.asarray(metrics.psnr(shown.recons, target), np.float64)
-  spread = shown.recons.max(0) - shown.recons.min(0) if count > 1 else None
+  spread = (np.fmax.reduce(shown.recons, 0) - np.fmin.reduce(shown.recons, 0)
+            if count > 1 else None)  # as `_range_streaming`
   return psnrs, spread
 
 
 def _gallery(result, config, shown, psnrs):
-  """Adds ``result['gallery']`` for the shown slice; returns its reconstructions."""
+  """Adds ``result['gallery']`` for the shown slice; returns its reconstructions.
+
+  None, with a note, when no λ gives the slice a finite PSNR: there is no
+  best to be within a tolerance of.
+  """
   from hyperrecon_jax import metrics
   from hyperrecon_jax import tradeoffs
+  if not np.isfinite(psnrs).any():
+    note(result, f"no gallery (diverse.png) of slice {shown.row}: its PSNR is not finite at "
+                 "any λ")
+    return None
   tolerance = float(config.eval.gallery_tolerance_db)
   candidates = tradeoffs.gallery_candidates(psnrs, tolerance, result["lambdas"])
   recons = shown.reconstruct(candidates)
@@ -266,19 +277,39 @@ def run(context, settings) -> None:
     raise
 
 
+def note(result, text: str) -> None:
+  """Adds a line to ``result['notes']``: a part of the report left out, and why."""
+  result.setdefault("notes", []).append(text)
+
+
 def _overview_figures(tmp, result, config, coeffs, design, seg):
-  """Scores over the whole λ set: curves, landscape, ternary, Pareto projections."""
+  """Scores over the whole λ set: curves, landscape, ternary, Pareto projections.
+
+  The curves, landscape and ternary are left out, with a note, when no λ has
+  a mean PSNR (`results` leaves out of every λ a slice not finite at one).
+  """
   from hyperrecon_jax import plots
   from hyperrecon_jax import plots_simplex
   from hyperrecon_jax import results
   names = tuple(config.losses)
   count = len(coeffs)
+  drawn = []
   if len(names) == 2 and count > 1:
+    drawn.append("curves.png")
+  elif len(names) == 3 and design == "grid":
+    drawn.append("landscape.png")
+  if len(names) == 3 and count >= 3:
+    drawn.append("ternary.png")
+  if drawn and result["best"].get("psnr") is None:
+    note(result, f"no {' or '.join(drawn)}: no λ has a mean PSNR (every slice's PSNR is not "
+                 "finite at some λ; see 'unscored')")
+    drawn = []
+  if "curves.png" in drawn:
     plots.metric_curves(result, os.path.join(tmp, "curves.png"),
                         ("psnr", "ssim", "hfen") + (("dice",) if seg else ()))
-  elif len(names) == 3 and design == "grid":
+  if "landscape.png" in drawn:
     plots.landscape(result, os.path.join(tmp, "landscape.png"))
-  if len(names) == 3 and count >= 3:
+  if "ternary.png" in drawn:
     best = {f"best {m}": coeffs[result["best"][m]["index"]]
             for m in ("psnr", "ssim") if result["best"].get(m)}
     plots_simplex.ternary(coeffs, np.asarray(results.metric_array(result, "psnr")),
@@ -310,6 +341,8 @@ def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery
                     os.path.join(tmp, "slices.png"), errors=True, baseline=baseline_row,
                     baseline_lams=None if baseline_row is None else b_lams,
                     input_name=result["input_name"])
+  if gallery is None:
+    return
   g = result["gallery"]
   captions = [f"{_caption(result, i)}\nPSNR {p:.2f} dB, SSIM {s:.3f}" for i, p, s in zip(
       g["indices"], g["scores"]["psnr"], g["scores"]["ssim"])]

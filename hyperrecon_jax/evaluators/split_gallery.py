@@ -48,6 +48,11 @@ def run(context, settings) -> None:
   """The evaluator: ``result['gallery_split']`` for a HyperRecon model over several λ."""
   del settings
   if context.config.model.hyper_dim and len(context.lam_grid) > 1:
+    if context.result["best"].get("psnr") is None:
+      from hyperrecon_jax.evaluators import figures
+      figures.note(context.result, "no gallery of the split: no λ has a mean PSNR (every "
+                   "slice's PSNR is not finite at some λ; see 'unscored')")
+      return
     context.result["gallery_split"] = section(context)
 
 
