@@ -269,8 +269,10 @@ def reconstruct_grid(model, variables, zf, coeffs, *, chunk: int | None = None,
       None: `default_chunk()`.
     order: 'slice' (calls mix λ: per-row weights), 'lambda' (each call runs
       up to ``chunk`` slices at one λ: one generated weight set) or 'auto'
-      (`resolve_order`). The results agree to float32 roundoff; only the
-      speed differs.
+      (`resolve_order`). The results agree to float32 roundoff, and with
+      bfloat16 activations to about one bfloat16 step (a 64×64 run on the
+      CPU: 0.0039 on the image, 0.002 dB), as the weights are generated and
+      applied in another order; only the speed differs otherwise.
 
   Returns:
     (S, G, H, W) float32 reconstructions; (G, H, W) for a single (H, W, 2) slice.
