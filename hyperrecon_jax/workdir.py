@@ -248,14 +248,17 @@ def _locked(workdir: str):
     os.close(fd)
   owner = {"pid": os.getpid(), "host": socket.gethostname(),
            "started": datetime.datetime.now().isoformat(timespec="seconds")}
-  os.ftruncate(fd, 0)
-  os.write(fd, json.dumps(owner).encode())
-  os.fsync(fd)
   try:
+    with naming_file(path):  # a full disk fails here first, naming no file
+      os.ftruncate(fd, 0)
+      os.write(fd, json.dumps(owner).encode())
+      os.fsync(fd)
     yield
   finally:
-    # Removed while still locked, so no newcomer can lock the old file.
-    with contextlib.suppress(FileNotFoundError):
+    # Removed while still locked, so no newcomer can lock the old file. A
+    # folder made read-only keeps it; the error that ended the run is the
+    # one to tell, and the lock is released when the file closes.
+    with contextlib.suppress(OSError):
       os.remove(path)
     os.close(fd)
 

@@ -76,6 +76,34 @@ def test_the_lock_of_another_process_is_freed_by_kill_9(tmp_path):
       proc.wait()
 
 
+def test_a_lock_on_a_full_disk_names_its_file_and_leaves_none(tmp_path, monkeypatch):
+  # Its owner's line was written before the block that removes the file: a
+  # full disk printed "[Errno 28] No space left on device" alone and left an
+  # empty train.lock.
+  def full(fd, data):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "write", full)
+  with pytest.raises(OSError) as info:
+    with workdir.run_lock(str(tmp_path / "run")):
+      pass
+  assert info.value.filename == str(tmp_path / "run" / workdir.LOCK_FILE)
+  assert os.listdir(tmp_path) == []  # the folder it made, too
+
+
+def test_a_lock_that_cannot_be_removed_keeps_the_error_that_ended_the_run(tmp_path,
+                                                                          monkeypatch):
+  # A folder made read-only during training: the checkpoint's error was
+  # replaced by "[Errno 30] Read-only file system: '…/train.lock'".
+  def read_only(path):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+  with pytest.raises(OSError, match="the checkpoint's write"):
+    with workdir.run_lock(str(tmp_path)):
+      monkeypatch.setattr(os, "remove", read_only)
+      raise OSError(errno.EROFS, "the checkpoint's write")
+
+
 def test_write_text_replaces_the_file_whole(tmp_path):
   path = str(tmp_path / "config.json")
   workdir.write_text(path, "old")
