@@ -294,6 +294,28 @@ def test_a_model_not_finite_at_some_lambda_gets_its_report_with_notes(workdir, c
       drawn["spread"]))
 
 
+def test_a_report_on_a_full_disk_names_its_folder_and_keeps_the_earlier_one(workdir, tmp_path,
+                                                                           monkeypatch):
+  # A figure's write on a full disk raised "[Errno 28] No space left on
+  # device" alone (PIL's write names no file).
+  import errno
+
+  from hyperrecon_jax import plots
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "lambda_grid.json").write_text("earlier")
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(plots, "spread_map", full)
+  with pytest.raises(OSError) as info:
+    report.run(workdir, out=str(out), progress=False)
+  assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
+  assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(out) == ["lambda_grid.json"]
+  assert (out / "lambda_grid.json").read_text() == "earlier"
+
+
 def test_baselines_that_are_a_file_or_a_segmenter_are_named(workdir, tmp_path):
   (tmp_path / "file").write_text("x")
   (tmp_path / "seg").mkdir()

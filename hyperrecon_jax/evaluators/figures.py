@@ -261,16 +261,18 @@ def run(context, settings) -> None:
   os.umask(umask)
   os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private
   try:
-    with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
-      f.write(results.to_json(result))
-    _overview_figures(tmp, result, config, shown.coeffs, design, seg)
-    _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery)
-    num_lambdas = lam_grid.shape[1]
-    if dhs is not None and num_lambdas <= 2:
-      plots.lambda_histogram(dhs["kept"], os.path.join(tmp, "dhs_lambdas.png"),
-                             bins=10 if num_lambdas == 1 else 5)
-    if spread is not None:
-      plots.spread_map(spread, os.path.join(tmp, "range.png"))
+    # A full disk's error from a figure's write names no file: the report's does.
+    with workdir_lib.naming_file(out):
+      with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
+        f.write(results.to_json(result))
+      _overview_figures(tmp, result, config, shown.coeffs, design, seg)
+      _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery)
+      num_lambdas = lam_grid.shape[1]
+      if dhs is not None and num_lambdas <= 2:
+        plots.lambda_histogram(dhs["kept"], os.path.join(tmp, "dhs_lambdas.png"),
+                               bins=10 if num_lambdas == 1 else 5)
+      if spread is not None:
+        plots.spread_map(spread, os.path.join(tmp, "range.png"))
     _publish(tmp, out)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
