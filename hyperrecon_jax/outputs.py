@@ -31,6 +31,7 @@ import numpy as np
 
 from hyperrecon_jax import errors
 from hyperrecon_jax import memory
+from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.data import common
 from hyperrecon_jax.scans import H5_SUFFIXES
 from hyperrecon_jax.scans import NIFTI_SUFFIXES
@@ -344,9 +345,9 @@ def _write_json(path, value):
 
 def _temporary(path: str) -> str:
   """A hidden file beside ``path``, of its suffix (nibabel reads the format from it)."""
-  folder, name = os.path.split(os.path.abspath(path))
+  name = os.path.basename(path)
   suffix = ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
-  return os.path.join(folder, f".{name}.partial{suffix}")
+  return workdir_lib.partial_file(path, suffix)
 
 
 def _write_all(files: Sequence[tuple[str, Callable[[str], None]]]) -> None:
@@ -361,6 +362,9 @@ def _write_all(files: Sequence[tuple[str, Callable[[str], None]]]) -> None:
       or an interrupt leaves no file of the set and every temporary removed;
       only the renames, microseconds apart, are not one step.
   """
+  # What a writer killed by kill -9 (no `finally`) left: a volume's worth each.
+  for folder in sorted({os.path.dirname(os.path.abspath(path)) for path, _ in files}):
+    workdir_lib.sweep_partial_files(folder)
   staged = []
   try:
     for path, write_fn in files:

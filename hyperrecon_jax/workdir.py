@@ -343,6 +343,26 @@ def sweep_staging(parent: str, prefix: str, *, dry_run: bool = False) -> list[st
     The paths of the folders removed (or, with ``dry_run``, to remove).
   """
   pattern = re.compile(rf"{re.escape(prefix)}{re.escape(_host())}-(\d+)-[^/]+")
+  return _sweep(parent, pattern, dry_run)
+
+
+def partial_file(path: str, suffix: str) -> str:
+  """A hidden file beside ``path`` to write it in before it is renamed into place.
+
+  Its name ends in this host and process, so that `sweep_partial_files` can
+  tell one a killed process left behind (``kill -9``) from one being written.
+  """
+  folder, name = os.path.split(os.path.abspath(path))
+  return os.path.join(folder, f".{name}.partial-{_host()}-{os.getpid()}-{suffix}")
+
+
+def sweep_partial_files(parent: str) -> list[str]:
+  """Removes the `partial_file`s in ``parent`` whose process on this host has ended."""
+  return _sweep(parent, re.compile(rf"\..+\.partial-{re.escape(_host())}-(\d+)-[^/]*"), False)
+
+
+def _sweep(parent: str, pattern, dry_run: bool) -> list[str]:
+  """Removes the entries of ``parent`` matching ``pattern`` (group 1: a pid) of ended processes."""
   try:
     entries = os.listdir(parent)
   except OSError:
@@ -355,7 +375,11 @@ def sweep_staging(parent: str, prefix: str, *, dry_run: bool = False) -> list[st
       if dry_run:
         removed.append(path)
         continue
-      shutil.rmtree(path, ignore_errors=True)
-      if not os.path.exists(path):
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        with contextlib.suppress(OSError):
+          os.remove(path)
+      if not os.path.lexists(path):
         removed.append(path)
   return removed

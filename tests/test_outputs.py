@@ -9,6 +9,9 @@ with them, in tests/test_reconstruct.py.
 import dataclasses
 import errno
 import os
+import re
+import subprocess
+import sys
 import tempfile
 
 import h5py
@@ -117,6 +120,25 @@ def test_a_failed_write_names_the_output_not_its_temporary_file(tmp_path):
   with pytest.raises(OSError, match=rf"^{path}: cannot be written in {tmp_path} \(No space") as e:
     outputs._write_all([(path, full_disk)])
   assert ".partial" not in str(e.value) and os.listdir(tmp_path) == []
+
+
+def test_a_write_removes_what_a_killed_writer_left(tmp_path):
+  # kill -9 runs no `finally`: a reconstruction killed while writing left its
+  # hidden temporary (25 MB for a 256×256×48 volume at 8 λ) for good unless
+  # the same output was written again.
+  import socket
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+  left = tmp_path / f".other.nii.gz.partial-{host}-{dead.pid}-.nii.gz"
+  left.write_bytes(b"half a volume")
+  alive = tmp_path / f".busy.nii.partial-{host}-{os.getpid()}-.nii"
+  alive.write_bytes(b"being written")  # this process's own: never swept
+  elsewhere = tmp_path / f".x.nii.partial-anotherhost-{dead.pid}-.nii"
+  elsewhere.write_bytes(b"another host's")  # whose processes cannot be asked
+  path = str(tmp_path / "recon.nii")
+  outputs._write_all([(path, lambda tmp: open(tmp, "wb").write(b"new"))])
+  assert sorted(os.listdir(tmp_path)) == sorted([alive.name, elsewhere.name, "recon.nii"])
 
 
 def reconstruction(scan, num_lambdas=2, save_input=True):
