@@ -135,7 +135,8 @@ def check_process_count(holders) -> None:
   """Refuses a process whose ``--num_processes`` is not the run's.
 
   Process 0's count is the run's: a process given another one joins it all
-  the same, and trained on without a word. Called inside
+  the same, and would train its share of batches cut for another count.
+  Called inside
   `cli_ending.ending_with_the_run`, so that its peers are told why it ends.
 
   Args:
@@ -158,16 +159,17 @@ def check_process_count(holders) -> None:
 def _check_resolves(coordinator: str) -> None:
   """Refuses a ``--coordinator`` host that has no address.
 
-  JAX would wait for it until ``--join_timeout``, and the line then blamed
-  processes that never joined.
+  JAX would wait for it until ``--join_timeout``, and that line names the
+  processes that did not join, not the address.
   """
   from hyperrecon_jax import errors
   host, _, port = coordinator.rpartition(":")
   try:
     socket.getaddrinfo(host.strip("[]"), int(port))
-  except socket.gaierror as e:
+  except (socket.gaierror, UnicodeError) as e:  # UnicodeError: an empty or overlong label
     raise errors.InputError(f"--coordinator={coordinator}: the host {host} cannot be resolved "
-                            f"({e.strerror}): give process 0's name or address") from None
+                            f"({getattr(e, 'strerror', None) or e}): give process 0's name or "
+                            "address") from None
 
 
 def _check_port_free(coordinator: str) -> None:

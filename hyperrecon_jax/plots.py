@@ -364,7 +364,8 @@ def spread_map(spread, path, *, title: str = "range over λ"):
   spread = _image("spread", spread)
   fig = _figure(3.6, 3.0)
   ax = fig.add_subplot(1, 1, 1)
-  # A range is ≥ 0: a constant or NaN map autoscaled to (−0.1, 0.1) read as negative.
+  # A range is ≥ 0: its bar starts at 0, and a constant or NaN map, which
+  # matplotlib would autoscale to (−0.1, 0.1), gets (0, 1).
   top = finite_top(spread)
   im = ax.imshow(spread, cmap="magma", vmin=0.0, vmax=top if top > 0 else 1.0,
                  interpolation="nearest")

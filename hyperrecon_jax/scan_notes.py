@@ -26,11 +26,10 @@ MIN_VOXELS_ABOVE_PERCENTILE = 5
 NEGATIVE_SHARE = 0.01
 CAPPED_FACTOR = 2.0
 CAPPED_SHARE = 0.0005
-# A scale above this many times the 99th percentile of the positive voxels is
-# set by a bright region of under 1 % of them (the MNI152 template's 99.5th
-# percentile is 1.009× its 99th): from 0.5 % of the voxels on, such a region
-# is the percentile itself, which the capped count above cannot see, and the
-# rest of the scan reaches only a fraction of the model's range.
+# A percentile scale above this many times the 99th percentile of the positive
+# voxels is set by a bright region of under 1 % of them (the MNI152 template's
+# 99.5th percentile is 1.009× its 99th): from 0.5 % of the voxels on, such a
+# region is the percentile itself, which the capped count above cannot see.
 BRIGHT_SCALE_FACTOR = 2.0
 # Foreground outside the crop box (in slices too empty to be kept, whose
 # voxels the box was not made from) comes back as 0: worth a warning from this
@@ -61,21 +60,9 @@ def clipping_warnings(data: np.ndarray, scale: float, positive: int) -> tuple:
 
   Negative voxels beyond the background level (a z-scored or offset scan) and
   voxels beyond `CAPPED_FACTOR` times the scale (a bright lesion) come back
-  at 0 and at the scale: the output cannot show them. A scale beyond
-  `BRIGHT_SCALE_FACTOR` times the 99th percentile (a bright region that is
-  the percentile) leaves the rest of the scan darker than any image the
-  model learned from.
+  at 0 and at the scale: the output cannot show them.
   """
   warnings = []
-  values = data[slicing.positive_voxels(data)]
-  p99 = float(np.percentile(values, 99)) if values.size else 0.0
-  if p99 > 0 and scale > BRIGHT_SCALE_FACTOR * p99:
-    warnings.append(
-        f"the intensity scale ({scale:.4g}) is {scale / p99:.3g}× the 99th percentile of the "
-        f"positive voxels ({p99:.4g}): a bright region of under 1 % of the scan sets it, and "
-        f"the rest of the scan reaches at most {p99 / scale:.2g} of the model's range, darker "
-        "than the images it learned from: the output's intensity and contrast cannot be "
-        "trusted (mask or clip that region first)")
   level = slicing.FOREGROUND_THRESHOLD * scale
   significant = int(np.count_nonzero(np.abs(data) > level))
   negative = int(np.count_nonzero(data < -level))
@@ -92,6 +79,33 @@ def clipping_warnings(data: np.ndarray, scale: float, positive: int) -> tuple:
         f"({scale:.4g}), up to {float(data.max()) / scale:.3g}×: the model reads them at the "
         "scale, so the output loses their contrast")
   return tuple(warnings)
+
+
+def bright_region_warning(data: np.ndarray, scale: float) -> tuple:
+  """A warning when a percentile scale lies beyond `BRIGHT_SCALE_FACTOR` × the 99th percentile.
+
+  For a scale that is a high percentile (NIfTI's): a bright region of 0.5 to
+  1 % of the positive voxels is then that percentile, and the rest of the
+  scan reaches only a fraction of the model's range, darker than any image it
+  learned from. (A fastMRI target's scale is its stored maximum, which lies
+  above the 99th percentile by nature.)
+
+  Args:
+    data: the scan's voxels as read.
+    scale: the intensity mapped to 1.
+
+  Returns:
+    ``()`` or a one-line warning.
+  """
+  values = data[slicing.positive_voxels(data)]
+  p99 = float(np.percentile(values, 99)) if values.size else 0.0
+  if not (p99 > 0 and scale > BRIGHT_SCALE_FACTOR * p99):
+    return ()
+  return (f"the intensity scale ({scale:.4g}) is {scale / p99:.3g}× the 99th percentile of the "
+          f"positive voxels ({p99:.4g}): a bright region of under 1 % of the scan sets it, and "
+          f"the rest of the scan reaches at most {p99 / scale:.2g} of the model's range, darker "
+          "than the images it learned from: the output's intensity and contrast cannot be "
+          "trusted (mask or clip that region first)",)
 
 
 def outside_box_warning(foreground: np.ndarray, axis: int, box: tuple) -> tuple:

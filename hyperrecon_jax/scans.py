@@ -279,6 +279,7 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   volume = np.clip(data / scale, 0.0, 1.0)
   positive = int(np.count_nonzero(slicing.positive_voxels(data)))
   warnings = (scan_notes.scale_warning(positive, percentile)
+              + scan_notes.bright_region_warning(data, scale)
               + scan_notes.clipping_warnings(data, scale, positive))
   del data
   foreground = volume > slicing.FOREGROUND_THRESHOLD

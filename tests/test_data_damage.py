@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import hyperrecon_jax as hr
+from hyperrecon_jax.data import mni152
 
 SIZE = 32
 SHARD = "mni152-train.array_record-00000-of-00001"
@@ -128,7 +129,7 @@ def test_damaged_dataset_info(copy, damage):
   path = os.path.join(folder, "dataset_info.json")
   if damage == "no_splits":
     with open(path, "w") as f:
-      f.write('{"version": "1.0.0"}')
+      f.write(json.dumps({"version": str(mni152.Mni152.VERSION)}))
   else:
     {"truncated": _truncate, "garbage": _overwrite, "deleted": os.remove}[damage](path)
   expected = {"truncated": "ParseError", "garbage": "UnicodeDecodeError",

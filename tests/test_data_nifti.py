@@ -373,16 +373,20 @@ def test_a_folder_that_cannot_be_listed_is_named_not_left_out(tmp_path, monkeypa
   # splits. A scandir that fails stands for `chmod 000`, which root ignores.
   rng = np.random.default_rng(13)
   (tmp_path / "site2").mkdir()
+  (tmp_path / "lost+found").mkdir()  # a file system's root: root's alone, and no subject
   for rel in ("s0.nii.gz", "s1.nii.gz", "site2/s2.nii.gz"):
     _save(_volume(rng)[0], tmp_path / rel)
-  scandir = os.scandir
+  scandir, unreadable = os.scandir, {"lost+found"}
 
   def failing(path):
-    if os.path.basename(os.fspath(path)) == "site2":
+    if os.path.basename(os.fspath(path)) in unreadable:
       raise PermissionError(13, "Permission denied", os.fspath(path))
     return scandir(path)
 
   monkeypatch.setattr(os, "scandir", failing)
+  found = [image for image, _ in nifti.find_files(str(tmp_path), labels=False)]
+  assert found == ["s0.nii.gz", "s1.nii.gz", "site2/s2.nii.gz"]
+  unreadable.add("site2")
   with pytest.raises(hr.data.DataError, match=rf"{re.escape(str(tmp_path / 'site2'))} cannot be "
                                               r"searched \(Permission denied\): the volumes in "
                                               r"it would be left out"):

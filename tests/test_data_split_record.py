@@ -266,13 +266,21 @@ def test_per_lambda_baselines_must_have_learned_from_the_model_s_volumes(records
                                            rf"{n} volumes"):
     baselines.load(stack, config, learned=records[0])
   record_file.write_text(split_record.to_json(records[0]))
-  # Another folder of as many volumes, named alike: told apart by the files' digests.
+  # Another folder of as many volumes, named alike: told apart by the voxels' digests.
   other = json.loads(json.dumps(records[0]))
-  other["sha256"]["train"][1] = hashlib.sha256(b"another subject").hexdigest()
+  other["content_sha256"]["train"][1] = hashlib.sha256(b"another subject").hexdigest()
   with pytest.raises(data.DataError, match=rf"in the train split, 1 of its {n} volumes are not "
                                            rf"the model's: {train_names[1]}"):
     baselines.load(stack, config, learned=other)
-  # Without digests, names decide.
+  # The same volumes compressed again (other bytes, the same voxels) are the same data.
+  recompressed = json.loads(json.dumps(records[0]))
+  recompressed["sha256"]["train"] = [hashlib.sha256(d.encode()).hexdigest()
+                                     for d in recompressed["sha256"]["train"]]
+  baselines.load(stack, config, learned=recompressed)
+  # Without the voxels' digests, the files' decide; without either, the names.
+  files_only = {k: v for k, v in recompressed.items() if k != "content_sha256"}
+  with pytest.raises(data.DataError, match=rf"{n} of its {n} volumes are not the model's"):
+    baselines.load(stack, config, learned=files_only)
   bare = {k: v for k, v in other.items() if k not in ("sha256", "content_sha256")}
   baselines.load(stack, config, learned=bare)
   # A model or a stack without a record (a shipped model) is not compared.

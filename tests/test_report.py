@@ -287,6 +287,8 @@ def test_a_model_not_finite_at_some_lambda_gets_its_report_with_notes(workdir, c
       "'unscored')"]
   written = sorted(os.listdir(tmp_path / "out"))
   assert "curves.png" not in written and "lambda_grid.json" in written
+  stored = results.from_json((tmp_path / "out" / "lambda_grid.json").read_text())
+  assert stored["notes"] == result["notes"]  # the report's file, not only the return value
   # The shown slice is finite at λ = 0: its gallery is that one λ.
   assert "diverse.png" in written and result["gallery"]["indices"] == [0]
   # The range over the finite λ alone: one, so 0 everywhere, not NaN.

@@ -45,14 +45,15 @@ def test_a_scale_set_by_a_small_bright_region_is_said():
   data[:60] = 5.0
   scale = float(np.percentile(data, 99.5))
   assert scale == 5.0 and float(np.percentile(data, 99)) == 1.0
-  (line,) = scan_notes.clipping_warnings(data, scale, positive=10000)
+  assert scan_notes.clipping_warnings(data, scale, positive=10000) == ()
+  (line,) = scan_notes.bright_region_warning(data, scale)
   assert line.startswith("the intensity scale (5) is 5× the 99th percentile of the positive "
                          "voxels (1): a bright region of under 1 % of the scan sets it, and the "
                          "rest of the scan reaches at most 0.2 of the model's range")
   # Exactly 2× the 99th percentile is not beyond it; a scan's own brightest
   # voxels (the template's 99.5th percentile is 1.009× its 99th) are far below.
-  lines = scan_notes.clipping_warnings(data, 2.0, positive=10000)
-  assert [line[:20] for line in lines] == ["60 voxels are bright"]
+  assert scan_notes.bright_region_warning(data, 2.0) == ()
+  assert scan_notes.bright_region_warning(data, 2.0001) != ()
 
 
 def test_the_outside_box_warning_counts_foreground_beyond_the_box():

@@ -357,6 +357,13 @@ def test_a_coordinator_host_without_an_address_is_named_at_once(tmp_path, monkey
     assert (host, port) == ("nosuchhost.invalid", 23458)
     raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
+  # The real resolver, with no lookup: an empty label is a UnicodeError of the IDNA codec.
+  holders = {name: types.SimpleNamespace(value=value) for name, value in dict(
+      coordinator="host..x:23458", num_processes=2, process_id=1, distributed=False,
+      join_timeout=5).items()}
+  with pytest.raises(errors.InputError, match=r"--coordinator=host\.\.x:23458: the host "
+                                              r"host\.\.x cannot be resolved \("):
+    cli_processes.join_processes(holders)
   monkeypatch.setattr(socket, "getaddrinfo", unknown)
   for index in (0, 1):
     holders = {name: types.SimpleNamespace(value=value) for name, value in dict(

@@ -177,7 +177,8 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
   in from elsewhere), each real folder once, so a link to a folder already
   searched (or to one above it) adds nothing. Hidden files and folders (a
   name that starts with '.': ``.Trash-1000``, ``.snapshot``, an editor's
-  backups) are not searched: they hold old copies, not subjects.
+  backups) are not searched: they hold old copies, not subjects; nor is
+  ``lost+found``.
 
   Raises:
     DataError: a matching name is a symbolic link to nothing (its target
@@ -202,7 +203,8 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
       dirnames[:] = []
       continue
     searched.add(real)
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    # lost+found (a file system's root, readable by root alone) holds no subject.
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "lost+found")
     for fname in filenames:
       if fname.endswith(tuple(suffixes)) and not fname.startswith("."):
         path = os.path.join(dirpath, fname)

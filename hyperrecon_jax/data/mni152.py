@@ -79,9 +79,9 @@ def _load_raw():
     arrays[key] = np.asarray(img.dataobj, dtype=np.float32)
   t1 = arrays["t1"]
   mask = t1 > 0
-  # Probabilities are stored as whole numbers 0..255 and compared as such:
-  # in floating point, 1 - gm/255 - wm/255 rounds below gm/255 at some exact
-  # ties, which then went to the higher class. Only brain voxels need a class.
+  # Probabilities are stored as whole numbers 0..255 and compared as such,
+  # so that exact ties are ties (1 - gm/255 - wm/255 in floating point rounds
+  # below gm/255 at some). Only brain voxels need a class.
   gm = np.rint(arrays["gm"][mask]).astype(np.int32)
   wm = np.rint(arrays["wm"][mask]).astype(np.int32)
   other = np.clip(255 - gm - wm, 0, 255)

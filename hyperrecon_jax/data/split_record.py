@@ -189,7 +189,8 @@ def check_same_data(learned: dict | None, theirs: dict | None, what: str) -> Non
   Runs record the data folder by its absolute path only for messages (a
   folder may move, or sit elsewhere on another machine), so two runs'
   training and validation volumes are compared by their records: by the
-  files' digests where both have them, else by name.
+  voxels' digests where both have them (a volume compressed again is the
+  same volume), else by the files', else by name.
 
   Args:
     learned: the record of the model's run, or None (nothing to compare).
@@ -201,10 +202,10 @@ def check_same_data(learned: dict | None, theirs: dict | None, what: str) -> Non
   """
   if learned is None or theirs is None:
     return
-  key = "sha256" if "sha256" in learned and "sha256" in theirs else None
+  key = next((k for k in ("content_sha256", "sha256") if k in learned and k in theirs), None)
   for split in ("train", "validation"):
-    mine = set(_volumes(learned, split)) if key else set(learned["splits"][split])
-    other = set(_volumes(theirs, split)) if key else set(theirs["splits"][split])
+    mine = set(_volumes(learned, split, key)) if key else set(learned["splits"][split])
+    other = set(_volumes(theirs, split, key)) if key else set(theirs["splits"][split])
     if mine != other:
       names = sorted(v[0] if key else v for v in other - mine)
       differ = (f"{len(names)} of its {len(other)} volumes are not the model's: "

@@ -252,6 +252,7 @@ def run(context, settings) -> None:
                  context.chunk)
   psnrs, spread = _psnrs_and_range(result, shown, design)
   gallery = _gallery(result, config, shown, psnrs)
+  drawn = _overview_plan(result, tuple(config.losses), len(shown.coeffs), design)
 
   os.makedirs(os.path.dirname(out), exist_ok=True)
   prefix = f".{os.path.basename(out)}.eval-"
@@ -265,7 +266,7 @@ def run(context, settings) -> None:
     with workdir_lib.naming_file(out):
       with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
         f.write(results.to_json(result))
-      _overview_figures(tmp, result, config, shown.coeffs, design, seg)
+      _overview_figures(tmp, result, config, shown.coeffs, drawn, seg)
       _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery)
       num_lambdas = lam_grid.shape[1]
       if dhs is not None and num_lambdas <= 2:
@@ -284,17 +285,13 @@ def note(result, text: str) -> None:
   result.setdefault("notes", []).append(text)
 
 
-def _overview_figures(tmp, result, config, coeffs, design, seg):
-  """Scores over the whole λ set: curves, landscape, ternary, Pareto projections.
+def _overview_plan(result, names, count: int, design) -> list[str]:
+  """The overview figures of the scores to draw, with a note for those left out.
 
-  The curves, landscape and ternary are left out, with a note, when no λ has
-  a mean PSNR (`results` leaves out of every λ a slice not finite at one).
+  The curves, landscape and ternary are left out when no λ has a mean PSNR
+  (`results` leaves out of every λ a slice not finite at one). Decided before
+  the report's JSON is written, which holds the notes.
   """
-  from hyperrecon_jax import plots
-  from hyperrecon_jax import plots_simplex
-  from hyperrecon_jax import results
-  names = tuple(config.losses)
-  count = len(coeffs)
   drawn = []
   if len(names) == 2 and count > 1:
     drawn.append("curves.png")
@@ -305,7 +302,16 @@ def _overview_figures(tmp, result, config, coeffs, design, seg):
   if drawn and result["best"].get("psnr") is None:
     note(result, f"no {' or '.join(drawn)}: no λ has a mean PSNR (every slice's PSNR is not "
                  "finite at some λ; see 'unscored')")
-    drawn = []
+    return []
+  return drawn
+
+
+def _overview_figures(tmp, result, config, coeffs, drawn, seg):
+  """Scores over the whole λ set: the ``drawn`` of `_overview_plan`, the Pareto projections."""
+  from hyperrecon_jax import plots
+  from hyperrecon_jax import plots_simplex
+  from hyperrecon_jax import results
+  names = tuple(config.losses)
   if "curves.png" in drawn:
     plots.metric_curves(result, os.path.join(tmp, "curves.png"),
                         ("psnr", "ssim", "hfen") + (("dice",) if seg else ()))

@@ -370,9 +370,8 @@ def _steps(config, model, state, start, train_step, next_batch, saver, writer, v
         saver.save(state, step)
       by = f"signal {received[0]}" if received else "a signal to another process"
       if stop and is_last:
-        # Nothing is left to stop: the run is finished and saved. Raising
-        # here said "rerun to resume" of a run a rerun finds complete, with
-        # status 130, which stopped `train.py && evaluate.py` for nothing.
+        # Nothing is left to stop: the run is finished and saved, and a rerun
+        # would find it complete, so it ends as a finished run does.
         print(f"note: {by} arrived during the last step ({step}); the run is complete and "
               "saved", file=sys.stderr)
       elif stop:  # after logging, so the resumed log has no gap
