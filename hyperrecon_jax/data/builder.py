@@ -28,6 +28,8 @@ from collections.abc import Mapping
 import contextlib
 import dataclasses
 import logging
+import os
+import shutil
 import sys
 from typing import Any
 
@@ -221,3 +223,38 @@ def quiet_tfds():
   finally:
     tfds.display_progress_bar(shown)
     logger.removeFilter(noise)
+
+
+def unfinished_builds(config_folder: str) -> dict[str, tuple]:
+  """TFDS's temporary build folders in ``config_folder``, each with what it holds.
+
+  What a folder holds is its files' names, sizes and modification times: a
+  build still running changes it, a stopped one (killed, or its machine
+  lost) never does.
+  """
+  found = {}
+  with contextlib.suppress(OSError):
+    for entry in os.scandir(config_folder):
+      if entry.name.startswith("incomplete.") and entry.is_dir(follow_symlinks=False):
+        files = []
+        for dirpath, _, filenames in os.walk(entry.path):
+          for name in filenames:
+            with contextlib.suppress(OSError):
+              info = os.stat(os.path.join(dirpath, name))
+              files.append((os.path.join(dirpath, name), info.st_size, info.st_mtime_ns))
+        found[entry.path] = tuple(sorted(files))
+  return found
+
+
+def remove_stopped_builds(before: dict[str, tuple], after: dict[str, tuple]) -> None:
+  """Removes the temporary folders that no build touched while this one ran.
+
+  A killed build leaves its temporary folder (a partial copy of the dataset)
+  for good; nothing reads it. One that held the same files at the start and
+  at the end of a whole build of the same dataset belongs to no running
+  build, so it is removed and named; any other is left to its build.
+  """
+  for path, files in before.items():
+    if after.get(path) == files:
+      shutil.rmtree(path, ignore_errors=True)
+      print(f"removed {path}, the unfinished copy of a build that was stopped", file=sys.stderr)

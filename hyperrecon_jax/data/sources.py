@@ -164,7 +164,7 @@ def prepare(data_config):
       manual_dir = b.builder_config.manual_dir
       print(f"building the {common.field(data_config, 'name')} dataset"
             f"{f' of {manual_dir}' if manual_dir else ''} in {b.data_dir}", file=sys.stderr)
-      leftovers = _unfinished_builds(config_folder)
+      leftovers = builder_lib.unfinished_builds(config_folder)
       try:
         try:
           # TFDS prints "Downloading and preparing dataset Unknown size" to
@@ -196,47 +196,11 @@ def prepare(data_config):
         with contextlib.suppress(OSError):
           os.rmdir(config_folder)  # only if empty
         raise
-      _remove_stopped_builds(leftovers, _unfinished_builds(config_folder))
+      builder_lib.remove_stopped_builds(leftovers, builder_lib.unfinished_builds(config_folder))
   for split in common.written_splits(b.builder_config.settings["split_fractions"]):
     if split not in b.info.splits:
       raise _damaged(info_path, f"lists no {split!r} split", b.data_dir)
   return b
-
-
-def _unfinished_builds(config_folder: str) -> dict[str, tuple]:
-  """TFDS's temporary build folders in ``config_folder``, each with what it holds.
-
-  What a folder holds is its files' names, sizes and modification times: a
-  build still running changes it, a stopped one (killed, or its machine
-  lost) never does.
-  """
-  found = {}
-  with contextlib.suppress(OSError):
-    for entry in os.scandir(config_folder):
-      if entry.name.startswith("incomplete.") and entry.is_dir(follow_symlinks=False):
-        files = []
-        for dirpath, _, filenames in os.walk(entry.path):
-          for name in filenames:
-            with contextlib.suppress(OSError):
-              info = os.stat(os.path.join(dirpath, name))
-              files.append((os.path.join(dirpath, name), info.st_size, info.st_mtime_ns))
-        found[entry.path] = tuple(sorted(files))
-  return found
-
-
-def _remove_stopped_builds(before: dict[str, tuple], after: dict[str, tuple]) -> None:
-  """Removes the temporary folders that no build touched while this one ran.
-
-  A killed build leaves its temporary folder (a partial copy of the dataset)
-  for good; nothing reads it. One that held the same files at the start and
-  at the end of a whole build of the same dataset belongs to no running
-  build, so it is removed and named; any other is left to its build.
-  """
-  import shutil
-  for path, files in before.items():
-    if after.get(path) == files:
-      shutil.rmtree(path, ignore_errors=True)
-      print(f"removed {path}, the unfinished copy of a build that was stopped", file=sys.stderr)
 
 
 def _prepare_split(data_config, split: str):
