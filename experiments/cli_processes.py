@@ -136,8 +136,8 @@ def check_process_count(holders) -> None:
 
   Process 0's count is the run's: a process given another one joins it all
   the same, and would train its share of batches cut for another count.
-  Called inside
-  `cli_ending.ending_with_the_run`, so that its peers are told why it ends.
+  Called inside `cli_ending.ending_with_the_run`, so that its peers are told
+  why it ends.
 
   Args:
     holders: from `define_distributed_flags`.

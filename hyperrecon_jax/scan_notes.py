@@ -7,8 +7,8 @@ it to the model's grid. Each step can lose what the scan holds. The warnings
 (`scans.Scan.warnings`: reasons to distrust the output's intensity) name a
 scale set by a handful of voxels or by a small bright region, negative or very
 bright voxels clipped, and foreground outside the box; each function returns
-an empty tuple when there is nothing to say. The resolution note (`scans.Scan.notes`) says at what
-resolution the model works.
+an empty tuple when there is nothing to say. The resolution note
+(`scans.Scan.notes`) says at what resolution the model works.
 """
 
 import numpy as np

@@ -159,8 +159,9 @@ def test_an_export_refuses_parameters_beyond_float16(run_a, tmp_path, monkeypatc
   monkeypatch.setattr(train, "load_trained",
                       lambda workdir, step=None: (config, model,
                                                   {**variables, "params": params}, 6))
-  with pytest.raises(ValueError, match=r"at step 6: parameter \S+ reaches 70000, beyond "
-                                       r"float16's 65504"):
+  with pytest.raises(ValueError, match=r"at step 6: parameter \S+ reaches 70000; a shipped "
+                                       r"model stores its parameters in float16 \(at most "
+                                       r"65504\)"):
     pretrained.export(run_a["workdir"], "tiny", description="x", folder=str(tmp_path))
   assert os.listdir(tmp_path) == []
 

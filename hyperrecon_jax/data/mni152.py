@@ -159,7 +159,11 @@ def split_slices(ranges: Sequence[tuple[int, int]]) -> list[int]:
 
 @functools.lru_cache(maxsize=4)
 def _template_digest(files: tuple) -> str:
-  """SHA-256 of the template files' digests; ``files`` holds (path, size, mtime) for the cache."""
+  """A short hash of the template files' SHA-256 digests.
+
+  ``files`` holds (path, size, modification time): the cache's key, so that
+  the files are read once per process unless they change.
+  """
   from hyperrecon_jax import checksums
   return common.digest({os.path.basename(path): checksums.file_digest(path)
                         for path, _, _ in files})

@@ -311,9 +311,9 @@ def _check_half_range(params, workdir: str, step: int) -> None:
     more = f" (and {len(big) - 1} more)" if len(big) > 1 else ""
     what = f"reaches {value:.6g}" if np.isfinite(value) else "is not finite"
     raise errors.InputError(
-        f"{workdir} at step {step}: parameter {key} {what}{more}, beyond float16's "
-        f"{float(np.finfo(np.float16).max):g}, in which a shipped model stores its parameters: "
-        "it would load as inf or NaN and reconstruct NaN")
+        f"{workdir} at step {step}: parameter {key} {what}{more}; a shipped model stores its "
+        f"parameters in float16 (at most {float(np.finfo(np.float16).max):g}), so it would "
+        "load as inf or NaN and reconstruct NaN")
 
 
 def _new_folders(folder: str) -> list[str]:
