@@ -264,12 +264,22 @@ def train(data_config, *, num_classes: int | None = None, channels: int, steps: 
   return trained._replace(info=info)
 
 
-def label_files(data_config) -> dict[str, str] | None:
-  """{volume: SHA-256 of its label file} of a labelled folder; None for the embedded data.
+# The key under which a segmenter of the embedded data records its labels' release.
+MNI152_LABELS = "mni152 labels"
 
-  The embedded MNI152's labels come with the package; a folder's label files
-  can be renumbered or replaced after a segmenter learned them.
+
+def label_files(data_config) -> dict[str, str] | None:
+  """What the labels a segmenter learns are: recorded, and compared before it scores.
+
+  A folder's label files can be renumbered or replaced after a segmenter
+  learned them: {volume: SHA-256 of its label file}. The embedded MNI152's
+  labels change with the builder's release and the template's files:
+  {`MNI152_LABELS`: "<release> <template digest>"}. None for data without
+  labels.
   """
+  if data_config.name == "mni152":
+    from hyperrecon_jax.data import mni152
+    return {MNI152_LABELS: f"{mni152.Mni152.VERSION} {mni152.template_digest()}"}
   if data_config.name != "nifti":
     return None
   from hyperrecon_jax.data import nifti

@@ -156,7 +156,9 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
   mine = dict(segmenter.info["data"])
   theirs = json.loads(data_config.to_json())
   for fields in (mine, theirs):  # one written before folders were recorded absolute
-    fields["manual_dir"] = common.absolute_folder(fields.get("manual_dir"))
+    folder = common.absolute_folder(fields.get("manual_dir"))
+    # One folder reached through a link is one folder (`split_record` compares so too).
+    fields["manual_dir"] = os.path.realpath(folder) if folder else folder
   # The images' kind and scale, and the splits: a segmenter trained on other
   # splits may have seen the test slices.
   diffs = [f"data.{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in IMAGE_FIELDS
@@ -165,7 +167,9 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
     raise errors.InputError(f"the segmenter was trained on other images than {where}: "
                             + "; ".join(diffs))
   recorded = segmenter.info.get("label_files")
-  if recorded:
+  if data_config.name == "mni152":
+    _check_mni152_labels(recorded, segmentation.label_files(data_config))
+  elif recorded:
     now = segmentation.label_files(data_config) or {}
     changed = sorted(n for n in recorded.keys() & now.keys() if recorded[n] != now[n])
     if changed:
@@ -177,6 +181,26 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
           "tissues otherwise. Train the segmenter again (experiments/segmenter.py)")
   if split is not None:
     check_split(segmenter, data_config, split)
+
+
+def _check_mni152_labels(recorded: dict | None, now: dict) -> None:
+  """Refuses a segmenter of the embedded data's labels of another release or template.
+
+  One that records none learned them before they were recorded: a note says
+  that its labels may be an earlier release's.
+  """
+  import sys
+  key = segmentation.MNI152_LABELS
+  if not recorded or key not in recorded:
+    print("note: the segmenter records no release of the MNI152 labels (it was trained "
+          f"before they were recorded); this package's are {now[key]!r}: if it learned "
+          "another release's, its Dice may differ slightly (train it again to be sure)",
+          file=sys.stderr)
+  elif recorded[key] != now[key]:
+    raise errors.InputError(
+        f"the segmenter learned the MNI152 labels of release and template {recorded[key]!r}, "
+        f"this package's are {now[key]!r}: its classes would be compared with labels cut "
+        "otherwise. Train the segmenter again (experiments/segmenter.py)")
 
 
 def check_split(segmenter: segmentation.Trained, data_config, split: str) -> None:

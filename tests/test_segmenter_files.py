@@ -20,6 +20,7 @@ import pytest
 from hyperrecon_jax import checksums
 from hyperrecon_jax import segmentation
 from hyperrecon_jax import segmenter_files
+from hyperrecon_jax.data import mni152
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +164,35 @@ def test_label_files_changed_after_training_are_refused(saved, tmp_path):
   mine = segmentation.Trained(seg.module, seg.variables, {
       "data": json.loads(data.to_json()), "label_files": segmentation.label_files(data)})
   segmenter_files.check_data(mine, data, "the model")
+  # The same folder through a link is the same images (it was "other images").
+  os.symlink(tmp_path, tmp_path.parent / f"{tmp_path.name}_link")
+  linked = configs.folder_data("nifti", tmp_path.parent / f"{tmp_path.name}_link",
+                               tmp_path / "tfds", image_size=32)
+  segmenter_files.check_data(mine, linked, "the model")
   path = str(tmp_path / "labels" / "s1.nii")
   label = np.asarray(nib.load(path).dataobj)
   nib.save(nib.Nifti1Image(np.choose(label, [0, 1, 3, 2]).astype(np.int16), np.eye(4)), path)
   with pytest.raises(ValueError, match=r"the label files of s1\.nii in .* changed after the "
                                        r"segmenter learned them"):
     segmenter_files.check_data(mine, data, "the model")
+
+
+def test_a_segmenter_of_other_mni152_labels_is_refused(saved, capsys):
+  # Mni152 1.1.0 gave ties to the lower class (382 voxels moved); a segmenter
+  # that learned 1.0.0's labels was accepted without a word.
+  config, seg, _ = saved
+  now = segmentation.label_files(config.data)
+  assert list(now) == [segmentation.MNI152_LABELS]
+  assert now[segmentation.MNI152_LABELS].startswith(f"{mni152.Mni152.VERSION} ")
+  data = json.loads(config.data.to_json())
+  same = segmentation.Trained(seg.module, seg.variables, {"data": data, "label_files": now})
+  segmenter_files.check_data(same, config.data, "the model")
+  assert capsys.readouterr().err == ""
+  older = {segmentation.MNI152_LABELS: "1.0.0 " + now[segmentation.MNI152_LABELS].split()[1]}
+  with pytest.raises(ValueError, match=r"the segmenter learned the MNI152 labels of release "
+                                       r"and template '1\.0\.0 \w+', this package's are "):
+    segmenter_files.check_data(segmentation.Trained(
+        seg.module, seg.variables, {"data": data, "label_files": older}), config.data, "m")
+  # One saved before the labels were recorded: scored, with a note.
+  segmenter_files.check_data(seg, config.data, "the model")
+  assert "note: the segmenter records no release of the MNI152 labels" in capsys.readouterr().err
