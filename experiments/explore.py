@@ -94,7 +94,7 @@ def main(argv):
       if _SEGMENTER.value is not None:
         raise errors.InputError(f"--segmenter: Dice is scored on the data the segmenter was "
                                 f"trained for, not on another folder ({_DATA.value})")
-      if split != "test":
+      if _SPLIT.present:
         raise errors.InputError(f"--data={_DATA.value} is shown whole, as the test split of "
                                 f"its evaluation-only build: --split={split} does not apply")
       from hyperrecon_jax import data
@@ -105,7 +105,7 @@ def main(argv):
         config.data = scored
       source = f"every volume of {config.data.manual_dir}"
     if _INPUT.value is not None:
-      if split != "test":
+      if _SPLIT.present:
         raise errors.InputError(f"--input={_INPUT.value} is shown whole, one scan: "
                                 f"--split={split} does not apply")
       if not config.model.hyper_dim:  # refused before reading a volume

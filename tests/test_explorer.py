@@ -422,6 +422,9 @@ def env(data_dir, compilation_cache):
     (["--data=/tmp", "--split=validation"], "shown whole, .* --split=validation does not apply"),
     (["--input=scan.nii.gz", "--split=validation"],
      r"--input=scan\.nii\.gz is shown whole, one scan: --split=validation does not apply"),
+    # --split=test, the default, given by the user is as meaningless (it was served).
+    (["--input=scan.nii.gz", "--split=test"],
+     r"--input=scan\.nii\.gz is shown whole, one scan: --split=test does not apply"),
     # A free port (0) still needs a host it can bind: checked before the model
     # loads. 192.0.2.1 (TEST-NET-1, numeric: no name lookup) is no address of
     # this machine.
