@@ -163,6 +163,24 @@ def _remove_if_empty(path: str, up_to: str) -> None:
 
 
 @contextlib.contextmanager
+def made_folder(folder: str):
+  """Creates ``folder`` (and its missing parents) for the block.
+
+  When the block (or the creation) raises, the folders this call created are
+  removed again if they are still empty; a folder that existed before is
+  never removed.
+  """
+  created = _first_missing(folder)
+  try:
+    os.makedirs(folder, exist_ok=True)
+    yield
+  except BaseException:
+    if created is not None:
+      _remove_if_empty(folder, created)
+    raise
+
+
+@contextlib.contextmanager
 def lock(workdir: str):
   """Holds the workdir's trainer lock for the block; creates the workdir.
 
@@ -176,14 +194,8 @@ def lock(workdir: str):
   Raises:
     WorkdirBusyError: at once, if another live process holds the lock.
   """
-  created = _first_missing(workdir)
-  try:
-    with _locked(workdir):
-      yield
-  except BaseException:
-    if created is not None:
-      _remove_if_empty(workdir, created)
-    raise
+  with made_folder(workdir), _locked(workdir):
+    yield
 
 
 @contextlib.contextmanager
@@ -224,7 +236,6 @@ def run_lock(workdir: str):
 
 @contextlib.contextmanager
 def _locked(workdir: str):
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   while True:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -24,6 +24,7 @@ reconstructs as it did where it was trained.
 """
 
 from collections.abc import Callable
+import contextlib
 import hashlib
 import json
 import os
@@ -255,46 +256,42 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   half["params"] = jax.tree_util.tree_map(lambda x: x.astype(np.float16), half["params"])
   blob = flax.serialization.msgpack_serialize(half)
   config_bytes = (config.to_json(indent=2) + "\n").encode()
-  made = _new_folders(folder)
-  try:
-    os.makedirs(folder, exist_ok=True)
+  with contextlib.ExitStack() as stack:
+    try:
+      # Removed again, when still empty, if the export fails.
+      stack.enter_context(workdir_lib.made_folder(folder))
+    except OSError as err:
+      raise errors.InputError(f"{path}: cannot create the folder {folder} "
+                              f"({err.strerror or err})") from None
     from hyperrecon_jax import outputs
     outputs.check_writable(path, folder)
-  except (OSError, errors.InputError) as err:
-    _remove_empty(made)
-    if isinstance(err, errors.InputError):
-      raise
-    raise errors.InputError(f"{path}: cannot create the folder {folder} "
-                            f"({err.strerror or err})") from None
-  # What an export of this name killed by kill -9 left behind.
-  workdir_lib.sweep_staging(folder, f".{name}.export-")
-  staging = workdir_lib.staging_folder(folder, f".{name}.export-")
-  try:
-    staged = os.path.join(staging, name)
-    os.mkdir(staged)
-    workdir_lib.write_bytes(os.path.join(staged, CONFIG_FILE), config_bytes)
-    workdir_lib.write_bytes(os.path.join(staged, WEIGHTS_FILE), blob)
-    out = {"format": FORMAT, "name": name, "description": description,
-           "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
-           "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
-           "bytes": len(blob), **(extra or {})}
-    write_info(staged, out)  # `load` verifies the files against these digests
-    # The scores of the model as shipped (float16 parameters), read back as a user loads it.
-    out["check"] = check_scores(*load(name, folder=staging)[:3])
-    if score is not None:
-      out.update(score(staging))
-    write_info(staged, out)
-    if os.path.lexists(path):  # made meanwhile: never replaced
-      raise errors.InputError(f"{path} appeared during the export: delete it or choose "
-                              "another name")
-    os.rename(staged, path)
-  except OSError as err:  # a full disk, a folder made read-only meanwhile
-    raise errors.InputError(f"{path}: the export failed and wrote nothing "
-                            f"({err.strerror or err})") from None
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-    if not os.path.isdir(path):
-      _remove_empty(made)
+    # What an export of this name killed by kill -9 left behind.
+    workdir_lib.sweep_staging(folder, f".{name}.export-")
+    staging = workdir_lib.staging_folder(folder, f".{name}.export-")
+    try:
+      staged = os.path.join(staging, name)
+      os.mkdir(staged)
+      workdir_lib.write_bytes(os.path.join(staged, CONFIG_FILE), config_bytes)
+      workdir_lib.write_bytes(os.path.join(staged, WEIGHTS_FILE), blob)
+      out = {"format": FORMAT, "name": name, "description": description,
+             "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
+             "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
+             "bytes": len(blob), **(extra or {})}
+      write_info(staged, out)  # `load` verifies the files against these digests
+      # The scores of the model as shipped (float16 parameters), read back as a user loads it.
+      out["check"] = check_scores(*load(name, folder=staging)[:3])
+      if score is not None:
+        out.update(score(staging))
+      write_info(staged, out)
+      if os.path.lexists(path):  # made meanwhile: never replaced
+        raise errors.InputError(f"{path} appeared during the export: delete it or choose "
+                                "another name")
+      os.rename(staged, path)
+    except OSError as err:  # a full disk, a folder made read-only meanwhile
+      raise errors.InputError(f"{path}: the export failed and wrote nothing "
+                              f"({err.strerror or err})") from None
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
   return out
 
 
@@ -314,28 +311,6 @@ def _check_half_range(params, workdir: str, step: int) -> None:
         f"{workdir} at step {step}: parameter {key} {what}{more}; a shipped model stores its "
         f"parameters in float16 (at most {float(np.finfo(np.float16).max):g}), so it would "
         "load as inf or NaN and reconstruct NaN")
-
-
-def _new_folders(folder: str) -> list[str]:
-  """The folders that ``os.makedirs(folder)`` would create, deepest first."""
-  made = []
-  path = os.path.abspath(folder)
-  while not os.path.exists(path):
-    made.append(path)
-    parent = os.path.dirname(path)
-    if parent == path:
-      break
-    path = parent
-  return made
-
-
-def _remove_empty(folders: list[str]) -> None:
-  """Removes the folders an export created, deepest first, where still empty."""
-  for path in folders:
-    try:
-      os.rmdir(path)
-    except OSError:
-      return
 
 
 def write_info(path: str, description: dict) -> None:
