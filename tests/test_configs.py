@@ -233,6 +233,8 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
                                    r"inf"),
     ("task.noise_sigma", 1e39, r"config.task.noise_sigma must be a finite number ≥ 0"),
     ("train.lr", 1e39, r"config.train.lr must be a positive finite number, got 1e\+39"),
+    # The state's step counter is an int32, which cannot count past 2**31 - 1.
+    ("train.num_steps", 2**31, r"config.train.num_steps must be < 2\*\*31, got 2147483648"),
     ("data.percentile", 200.0, r"percentile must lie in \(0, 100\], got 200.0"),
     ("data.min_foreground", 2.0, r"min_foreground must lie in \[0, 1\), got 2.0"),
     # A folder built for evaluation only has no train or validation split.

@@ -246,6 +246,9 @@ def _check_train(config) -> None:
                 "checkpoint_every", "lr_decay_every"):
     _require(config.train[field] >= 1, f"config.train.{field} must be ≥ 1",
              config.train[field])
+  # The state's step counter is an int32 (jax's default integer).
+  _require(config.train.num_steps < 2**31, "config.train.num_steps must be < 2**31",
+           config.train.num_steps)
   for field in ("max_to_keep", "eval_batches"):
     _require(config.train[field] >= 0,
              f"config.train.{field} must be ≥ 0 (0: all)", config.train[field])
