@@ -10,9 +10,9 @@ repeats of the first pairs, so the model is traced and compiled for exactly
 one batch shape, and the padding is dropped afterwards. The chunks run under
 ``jax.lax.map`` inside one jitted program, so peak memory is that of a
 single model call of batch ``chunk`` (plus the outputs), whatever the grid
-size. `grid_metrics` scores each chunk inside that program and never holds
-more than one chunk of reconstructions; `reconstruct_grid` returns all
-(S, G, H, W) of them.
+size. `grid_metrics` scores each chunk inside that program and holds no
+more than one chunk of reconstructions (unless asked to return them too,
+as the explorer does); `reconstruct_grid` returns all (S, G, H, W) of them.
 
 Test sets run λ-major instead (``order``, 'auto' picks it once the slices
 fill half a call, and always on the CPU): each call runs up to ``chunk``
@@ -186,10 +186,10 @@ LAMBDA_BLOCK = 32
 
 
 @compilation.inference_jit(static_argnames=("model", "chunk", "score", "segmenter", "order",
-                                            "lambda_block", "terms"))
+                                            "lambda_block", "terms", "keep_recons"))
 def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None,
                   operator=None, measurement=None, *, model, chunk, score, segmenter=None,
-                  order="slice", lambda_block=1, terms=()):
+                  order="slice", lambda_block=1, terms=(), keep_recons=False):
   """All S×G (slice, λ) pairs in calls of ``chunk`` rows: recons or metrics (S, G, ...).
 
   ``order='slice'``: the pairs flattened slice-major, each row with its own
@@ -200,7 +200,7 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
   ``seg_variables`` and the slices' true ``labels``. ``terms`` (static)
   names loss terms of the reconstruction (`check_image_terms`), scored as
   ``term_<name>`` against ``target``, ``operator`` and the slices'
-  ``measurement``.
+  ``measurement``. ``keep_recons`` adds the scored reconstructions as ``recons``.
   """
   s_count, g_count = zf.shape[0], coeffs.shape[0]
   zf_mag = physics.magnitude(zf) if score else None
@@ -215,6 +215,8 @@ def _grid_program(variables, zf, coeffs, target, seg_variables=None, labels=None
       y = jax.tree_util.tree_map(lambda m: m[s], measurement)
       values = losses.compute_terms(terms, recon, target[s], operator=operator, measurement=y)
       out.update({f"term_{n}": values[:, k] for k, n in enumerate(terms)})
+    if keep_recons:
+      out["recons"] = recon
     return out
 
   def unpad(x, n, shape):
@@ -307,8 +309,9 @@ def check_image_terms(terms) -> tuple[str, ...]:
 
 def grid_metrics(model, variables, zf, target, coeffs, *, valid=None,
                  chunk: int | None = None, segmenter=None, labels=None,
-                 order: str = "auto", terms=(), operator=None, measurement=None):
-  """Per-slice, per-λ metrics of a batch, without keeping the reconstructions.
+                 order: str = "auto", terms=(), operator=None, measurement=None,
+                 keep_recons: bool = False):
+  """Per-slice, per-λ metrics of a batch, each call's scored as it is reconstructed.
 
   Args:
     model: see `reconstruct_grid`.
@@ -329,11 +332,15 @@ def grid_metrics(model, variables, zf, target, coeffs, *, valid=None,
       (``zf`` is ``operator.zero_filled(measurement)``).
     operator: the task's operator (with ``terms``).
     measurement: the slices' measurements y, leading axis S (with ``terms``).
+    keep_recons: also return the reconstructions. Without it none is kept
+      beyond its call; with it the metrics still take one call's memory, not
+      the grid's.
 
   Returns:
     ``{metric: (S_valid, G) float64 array}`` for every metric of `METRICS`
     (rPSNR against the magnitude of ``zf``), ``dice`` with a segmenter and
-    ``term_<name>`` for each of ``terms``, rows in input order.
+    ``term_<name>`` for each of ``terms``, rows in input order; with
+    ``keep_recons`` also ``recons``, (S_valid, G, H, W) float32.
   """
   chunk = check_chunk(chunk)
   keep = _check_scored(zf, target, valid)
@@ -349,8 +356,9 @@ def grid_metrics(model, variables, zf, target, coeffs, *, valid=None,
                       operator if terms else None, measurement if terms else None,
                       model=model, chunk=size, score=True, segmenter=static,
                       order=order, lambda_block=balanced(LAMBDA_BLOCK, np.shape(coeffs)[0]),
-                      terms=terms)
-  return {k: np.asarray(v, np.float64)[keep] for k, v in out.items()}
+                      terms=terms, keep_recons=keep_recons)
+  out = {k: np.asarray(v, np.float32 if k == "recons" else np.float64) for k, v in out.items()}
+  return out if keep.all() else {k: v[keep] for k, v in out.items()}
 
 
 def _check_segmenter(segmenter, labels, shape):

@@ -34,5 +34,13 @@ def test_a_lambda_set_beyond_the_memory_of_one_slice_is_refused(num_coeffs, imag
     ls.lambda_set(_config(image_size), num_coeffs, name="m", **kwargs)
 
 
+def test_a_design_smaller_than_its_vertices_names_the_flag():
+  # It was refused in simplex_design's own terms ("needs num ≥ num_coeffs").
+  with pytest.raises(ValueError, match=r"a design of 3 points on the simplex of m's 4 loss "
+                                       r"terms: it needs at least 4, its vertices \(--samples"):
+    ls.lambda_set(_config(), 4, name="m", design=3)
+  assert ls.lambda_set(_config(), 4, name="m", design=4).coeffs.shape == (4, 4)
+
+
 def test_the_bound_itself_is_accepted():
   assert ls.lambda_set(_config(256), 3, name="m", grid=90).lambdas.shape == (8_100, 2)

@@ -15,6 +15,7 @@ import pytest
 
 from hyperrecon_jax import grid
 from hyperrecon_jax import hparams
+from hyperrecon_jax import metrics
 from hyperrecon_jax import models
 
 
@@ -61,6 +62,30 @@ def test_lambda_major_pads_the_last_call_and_scores_as_slice_major():
                                    order="slice")
   for m in by_slice:
     np.testing.assert_allclose(by_lambda[m], by_slice[m], rtol=1e-4, atol=1e-6, err_msg=m)
+
+
+@pytest.mark.parametrize("order", ["slice", "lambda"])
+def test_grid_metrics_can_return_the_reconstructions_it_scored(order):
+  # The explorer's curves: every reconstruction of the grid and its scores
+  # from one program, each call scored as it is made (the metrics of the
+  # whole stack at once took 19 times its memory). Padding row 1 is dropped
+  # from both. Tolerances: float32 roundoff, as in the test above.
+  net, variables, _ = tiny_hyperunet()
+  zf, target = network_input(3, seed=41), smooth_images(3, 42)
+  valid = np.array([True, False, True])
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
+  got = grid.grid_metrics(net, variables, zf, target, coeffs, chunk=2, order=order,
+                          valid=valid, keep_recons=True)
+  assert got["recons"].shape == (2, G, SIZE, SIZE) and got["recons"].dtype == np.float32
+  assert_close(got["recons"], per_lambda(zf, coeffs)[valid])
+  plain = grid.grid_metrics(net, variables, zf, target, coeffs, chunk=2, order=order,
+                            valid=valid)
+  assert set(got) == set(plain) | {"recons"}
+  for m in plain:
+    np.testing.assert_allclose(got[m], plain[m], rtol=1e-6, atol=1e-7, err_msg=m)
+  kept = np.broadcast_to(target[valid][:, None], got["recons"].shape).reshape(-1, SIZE, SIZE)
+  direct = np.asarray(metrics.psnr(got["recons"].reshape(-1, SIZE, SIZE), kept)).reshape(2, G)
+  np.testing.assert_allclose(got["psnr"], direct, rtol=0, atol=1e-4)
 
 
 def test_lambda_major_generates_the_weights_of_a_block_of_lambdas_at_once(monkeypatch):

@@ -42,6 +42,9 @@ def score_grid(model, variables, zf, image, coeffs, *, chunk, segmenter=None,
                labels=None) -> dict:
   """One slice over the λ set: ``recons`` (G, H, W) and each metric (G,) float64.
 
+  Scored by `grid.grid_metrics`, a call of ``chunk`` reconstructions at a
+  time, so the metrics' work takes one call's memory whatever G is.
+
   Args:
     model: the model.
     variables: its variables.
@@ -52,13 +55,12 @@ def score_grid(model, variables, zf, image, coeffs, *, chunk, segmenter=None,
     segmenter: a `segmentation.Trained`, for ``dice``; or None.
     labels: (H, W) the slice's true labels, with ``segmenter``.
   """
-  recons = np.asarray(grid_lib.reconstruct_grid(model, variables, zf, coeffs, chunk=chunk))
-  target = np.broadcast_to(image, recons.shape)
-  out = {"recons": recons,
-         **{m: np.asarray(getattr(metrics, m)(recons, target), np.float64) for m in METRICS}}
-  if segmenter is not None:
-    out["dice"] = dice(segmenter, recons, np.broadcast_to(labels, recons.shape))
-  return out
+  out = grid_lib.grid_metrics(model, variables, np.asarray(zf)[None], np.asarray(image)[None],
+                              coeffs, chunk=chunk, segmenter=segmenter,
+                              labels=None if labels is None else np.asarray(labels)[None],
+                              keep_recons=True)
+  names = METRICS + ("dice",) * (segmenter is not None)
+  return {"recons": out["recons"][0], **{m: out[m][0] for m in names}}
 
 
 def dice(segmenter, recons, labels) -> np.ndarray:
