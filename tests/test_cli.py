@@ -62,10 +62,10 @@ def assert_one_error_line(proc, pattern):
 
 
 @pytest.mark.parametrize("config, override, pattern", [
-    (DEMO, "--config.model.channels=0", r"config\.model\.channels must be ≥ 1, got 0"),
+    (DEMO, "--config.model.channels=0", r"config\.model\.channels must be an integer ≥ 1, got 0"),
     (DEMO, "--config.train.lr=-1", r"config\.train\.lr must be a positive"),
-    (DEMO, "--config.train.lr_decay_every=0", r"lr_decay_every must be ≥ 1"),
-    (DEMO, "--config.train.max_to_keep=-1", r"max_to_keep must be ≥ 0"),
+    (DEMO, "--config.train.lr_decay_every=0", r"lr_decay_every must be an integer ≥ 1"),
+    (DEMO, "--config.train.max_to_keep=-1", r"max_to_keep must be an integer ≥ 0"),
     (DEMO, "--config.hparams.endpoint_prob=2", r"endpoint_prob must lie in \[0, 1\]"),
     (SR, "--config.task.factor=0", r"config\.task\.factor must be an integer ≥ 2"),
     # Without brackets the terms arrive as one name 'dc,tv,wavelet': split.

@@ -233,6 +233,12 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
                                    r"inf"),
     ("task.noise_sigma", 1e39, r"config.task.noise_sigma must be a finite number ≥ 0"),
     ("train.lr", 1e39, r"config.train.lr must be a positive finite number, got 1e\+39"),
+    # A config file may set an int field to a bool (ml_collections lets it
+    # in): True trained as batch 1 and was stored as true.
+    ("train.batch_size", True, r"config.train.batch_size must be an integer ≥ 1, got True"),
+    ("train.max_to_keep", False, r"config.train.max_to_keep must be an integer ≥ 0 .*got False"),
+    ("model.hyper_dim", True, r"config.model.hyper_dim must be an integer ≥ 0, got True"),
+    ("model.channels", True, r"config.model.channels must be an integer ≥ 1, got True"),
     # The state's step counter is an int32, which cannot count past 2**31 - 1.
     ("train.num_steps", 2**31, r"config.train.num_steps must be < 2\*\*31, got 2147483648"),
     ("data.percentile", 200.0, r"percentile must lie in \(0, 100\], got 200.0"),
@@ -319,6 +325,18 @@ def test_four_terms_need_a_design_before_training():
   config.model.hyper_dim, config.hparams.fixed = 0, (0.5, 0.5, 0.5)
   config.sampling.method = "uhs"
   config_checks.check_report_design(config)  # a plain Unet's report scores its one λ
+
+
+def test_a_plain_unet_with_a_design_is_refused_before_training():
+  # It trained, and evaluate.py then refused the run ("config.eval.samples does not apply").
+  from hyperrecon_jax.train import config_checks
+  config = configs.load("demo", "quick")
+  config.model.hyper_dim, config.eval.samples = 0, 12
+  with pytest.raises(train.ConfigError, match=r"a plain Unet has one λ, the one it trains at: "
+                                              r"config.eval.samples must be 0, got 12"):
+    config_checks.check_report_design(config)
+  config.hparams.baselines = ((0.0,), (1.0,))  # a stack's Unets are scored by baselines.py
+  config_checks.check_report_design(config)
 
 
 def test_an_evaluator_that_does_not_exist_is_refused_before_training():

@@ -116,6 +116,12 @@ def _is_number(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_integer(value) -> bool:
+  # A config file may set an int field to True (ml_collections lets a bool
+  # in), which trained as 1.
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_data(config) -> None:
   """The task's name and the size of the images the Unet reads."""
   if config.task.name not in TASKS:
@@ -158,8 +164,8 @@ def _check_data(config) -> None:
 
 def _check_model(config) -> None:
   """The hypernetwork's fields (a plain Unet, hyper_dim=0, reads none)."""
-  if config.model.hyper_dim < 0:
-    raise ConfigError(f"config.model.hyper_dim must be ≥ 0, got "
+  if not _is_integer(config.model.hyper_dim) or config.model.hyper_dim < 0:
+    raise ConfigError(f"config.model.hyper_dim must be an integer ≥ 0, got "
                       f"{config.model.hyper_dim}")
   _require(config.model.init_scheme in models.layers.INITS,
            f"config.model.init_scheme must be one of {models.layers.INITS}",
@@ -244,21 +250,21 @@ def _check_train(config) -> None:
                       f"got {config.model.dtype!r}")
   for field in ("batch_size", "num_steps", "log_every", "eval_every",
                 "checkpoint_every", "lr_decay_every"):
-    _require(config.train[field] >= 1, f"config.train.{field} must be ≥ 1",
-             config.train[field])
+    _require(_is_integer(config.train[field]) and config.train[field] >= 1,
+             f"config.train.{field} must be an integer ≥ 1", config.train[field])
   # The state's step counter is an int32 (jax's default integer).
   _require(config.train.num_steps < 2**31, "config.train.num_steps must be < 2**31",
            config.train.num_steps)
   for field in ("max_to_keep", "eval_batches"):
-    _require(config.train[field] >= 0,
-             f"config.train.{field} must be ≥ 0 (0: all)", config.train[field])
+    _require(_is_integer(config.train[field]) and config.train[field] >= 0,
+             f"config.train.{field} must be an integer ≥ 0 (0: all)", config.train[field])
   _require(math.isfinite(config.train.lr) and 0 < config.train.lr <= FLOAT32_MAX,
            "config.train.lr must be a positive finite number", config.train.lr)
   _require(0 < config.train.lr_decay_factor <= 1,
            "config.train.lr_decay_factor must lie in (0, 1]",
            config.train.lr_decay_factor)
-  _require(config.model.channels >= 1, "config.model.channels must be ≥ 1",
-           config.model.channels)
+  _require(_is_integer(config.model.channels) and config.model.channels >= 1,
+           "config.model.channels must be an integer ≥ 1", config.model.channels)
   _check_seed(config.train.seed, "train.seed")
 
 
@@ -298,12 +304,16 @@ def _check_eval(config, k: int) -> None:
 
 def check_report_design(config) -> None:
   """Refuses to train a model whose report would be refused: four or more
-  terms without ``eval.samples`` (grids stop at two hyperparameters).
+  terms without ``eval.samples`` (grids stop at two hyperparameters), or a
+  plain Unet with one (it has one λ).
 
   For training only: a model trained so is still scored by a design given
   to ``evaluate.py --samples`` or the explorer.
   """
   k = len(config.losses)
+  if not config.model.hyper_dim and not config.hparams.baselines:
+    _require(config.eval.samples == 0, "a plain Unet has one λ, the one it trains at: "
+             "config.eval.samples must be 0", config.eval.samples)
   if config.model.hyper_dim and k > 3:
     _require(config.eval.samples > 0, f"config.eval.samples must be > 0 for {k} loss terms "
              f"({k - 1} hyperparameters; grids stop at two): the size of the report's design "
