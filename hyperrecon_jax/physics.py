@@ -394,7 +394,11 @@ def make_operator(task_config, image_shape: Sequence[int]):
     seed = int(_field(task_config, "mask_seed"))
     noise_sigma = float(_field(task_config, "noise_sigma"))
     if kind == "poisson":
-      mask = masks_lib.poisson_disc((h, w), accel, seed=seed)
+      try:
+        mask = masks_lib.poisson_disc((h, w), accel, seed=seed)
+      except errors.InputError as e:  # it names calib, which configs do not set
+        raise errors.InputError(f"task_config.acceleration={accel!r} is too high for a "
+                                f"{h}×{w} Poisson-disc mask: {e}") from None
     elif kind in ("cartesian_random", "cartesian_equispaced"):
       mask = masks_lib.cartesian(
           (h, w), accel, center_fraction=_field(task_config, "center_fraction"),
