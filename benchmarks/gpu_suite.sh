@@ -27,7 +27,9 @@
 # archive <commit> hyperrecon_jax | tar -x -C .gpu/base`), from c3aa334
 # (2026-12-04) on: the same training step is timed with that library on the
 # same card, lines tagged "base" (their "commit" is this tree's, the script's).
-# Results: one JSON line per measurement in $OUT/throughput.jsonl.
+# Results: one JSON line per measurement in $OUT/throughput.jsonl, written as
+# each is made. A part that fails is named at the end, and the suite then exits
+# with status 1 (the other parts still run).
 set -uo pipefail
 OUT=${OUT:-/tmp/hyperrecon_bench}
 mkdir -p "$OUT"
@@ -41,9 +43,22 @@ export PYTHONPATH="$ROOT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 start=$SECONDS
+FAILED=()
+# measure <what> <command...>: its JSON lines to throughput.jsonl (and the
+# console), its messages to stderr.log; a nonzero status is recorded.
+measure() {
+  local what=$1 status
+  shift
+  "$@" 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+  status=${PIPESTATUS[0]}
+  if [ "$status" != 0 ]; then
+    FAILED+=("$what (status $status)")
+    echo "error: $what failed with status $status ($((SECONDS - start)) s)" | tee -a "$OUT/stderr.log" >&2
+  fi
+}
 run() {
   echo "+ throughput.py $* ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
-  python3 benchmarks/throughput.py "$@" $EXTRA 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+  measure "throughput.py $*" python3 benchmarks/throughput.py "$@" $EXTRA
 }
 # A recipe brings its own model and sizes: throughput.py refuses those flags
 # beside --recipe, so EXTRA's are left out of its runs.
@@ -54,19 +69,16 @@ run_recipe() {
       *) kept+=("$a") ;; esac
   done
   echo "+ throughput.py $* ${kept[*]} ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
-  python3 benchmarks/throughput.py "$@" "${kept[@]}" 2>>"$OUT/stderr.log" \
-    | tee -a "$OUT/throughput.jsonl"
+  measure "throughput.py $*" python3 benchmarks/throughput.py "$@" "${kept[@]}"
 }
 # One convolution, float32 against two bfloat16 formulations (seconds): does
 # a float32 result before the cast cost the bfloat16 speed-up?
-part conv && python3 benchmarks/bf16_conv.py ${CONV_EXTRA:-} 2>>"$OUT/stderr.log" \
-  | tee -a "$OUT/throughput.jsonl"
+part conv && measure bf16_conv.py python3 benchmarks/bf16_conv.py ${CONV_EXTRA:-}
 # The card's ceilings (matrix product, the Unet's convolution, memory
 # bandwidth) and, against them, the work per sample or pair of the training
 # step and of the path evaluate.py runs (grid_metrics, λ-major), float32 and
 # bfloat16 activations: the roofline of items 3 and 4.
-part ceilings && python3 benchmarks/ceilings.py ${CEILINGS_EXTRA:-} 2>>"$OUT/stderr.log" \
-  | tee -a "$OUT/throughput.jsonl"
+part ceilings && measure ceilings.py python3 benchmarks/ceilings.py ${CEILINGS_EXTRA:-}
 part step && run --sizes=L --benchmarks=train_step,evaluate --order=lambda --dtype=float32 \
   --dtype=bfloat16 --cost
 # The same training step with the older library (same script, same card).
@@ -87,16 +99,16 @@ fi
 # The host's side of end-to-end training: training images per second the
 # input pipeline delivers (the 256×256 recipe's batches of 32; it builds the
 # embedded dataset at 256×256 on first use).
-part pipeline && HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data} \
-  python3 benchmarks/input_pipeline.py --threads=0 --threads=2 --threads=8 \
-  ${PIPELINE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+part pipeline && measure input_pipeline.py env \
+  HYPERRECON_DATA_DIR="${HYPERRECON_DATA_DIR:-$PWD/.gpu/data}" python3 \
+  benchmarks/input_pipeline.py --threads=0 --threads=2 --threads=8 ${PIPELINE_EXTRA:-}
 # Where the step's device time goes: every kernel traced (no command buffers),
 # each top operation named by its layer, the optimized programs in $OUT/hlo.
 if part profile; then
   echo "+ profile_step.py ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
   dtypes=(); for d in ${PROFILE_DTYPES:-float32 bfloat16}; do dtypes+=(--dtype="$d"); done
-  python3 benchmarks/profile_step.py --sizes=L "${dtypes[@]}" \
-    --hlo_dir="$OUT/hlo" ${PROFILE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+  measure profile_step.py python3 benchmarks/profile_step.py --sizes=L "${dtypes[@]}" \
+    --hlo_dir="$OUT/hlo" ${PROFILE_EXTRA:-}
   gzip -f "$OUT"/hlo/*.txt 2>/dev/null
 fi
 # What each part of the bfloat16 step costs, and the first layer's grouped
@@ -104,14 +116,15 @@ fi
 # against the same convolution padded to 8 channels per group.
 if part ablate; then
   echo "+ ablate_step.py ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
-  python3 benchmarks/ablate_step.py --sizes=L --dtype=bfloat16 --iters=10 --rounds=8 \
+  measure "ablate_step.py bfloat16" python3 benchmarks/ablate_step.py --sizes=L \
+    --dtype=bfloat16 --iters=10 --rounds=8 \
     --variants="${ABLATE_VARIANTS:-thin_patches,thin_padded,shared_weights,no_batchnorm,no_ssim,nearest_upsample}" \
-    ${ABLATE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+    ${ABLATE_EXTRA:-}
   # The float32 step (the default) spent 18.5 of its 31.6 traced ms in kernel
   # gradients, one of them 8.75 ms: the thin layer's forms in float32 too.
-  [ "${ABLATE_FLOAT32:-1}" = 1 ] && python3 benchmarks/ablate_step.py --sizes=L \
-    --dtype=float32 --iters=10 --rounds=8 --variants=thin_patches,thin_padded \
-    ${ABLATE_EXTRA:-} 2>>"$OUT/stderr.log" | tee -a "$OUT/throughput.jsonl"
+  [ "${ABLATE_FLOAT32:-1}" = 1 ] && measure "ablate_step.py float32" python3 \
+    benchmarks/ablate_step.py --sizes=L --dtype=float32 --iters=10 --rounds=8 \
+    --variants=thin_patches,thin_padded ${ABLATE_EXTRA:-}
 fi
 # Batch scaling of the training step (an out-of-memory batch prints an error).
 if part batches; then
@@ -123,7 +136,7 @@ fi
 # logging every 250 steps, validating and checkpointing only at the end; its
 # metrics.jsonl back as $OUT/<name>_metrics.jsonl.
 train_alone() {
-  local name=$1 config=$2 steps=$3 dir
+  local name=$1 config=$2 steps=$3 dir status
   shift 3
   dir=$(mktemp -d)
   echo "+ train.py $config, $steps steps ($((SECONDS - start)) s)" >>"$OUT/stderr.log"
@@ -131,7 +144,14 @@ train_alone() {
     --config="$config" "$@" --workdir="$dir/run" --config.train.num_steps="$steps" \
     --config.train.log_every=250 --config.train.eval_every=1000000 \
     --config.train.checkpoint_every=1000000 >>"$OUT/stderr.log" 2>&1
-  cp "$dir/run/metrics.jsonl" "$OUT/${name}_metrics.jsonl"
+  status=$?
+  # What it logged, also from a run that failed part of the way.
+  cp "$dir/run/metrics.jsonl" "$OUT/${name}_metrics.jsonl" 2>/dev/null
+  if [ "$status" != 0 ]; then
+    FAILED+=("train.py $name (status $status)")
+    echo "error: train.py $name failed with status $status ($((SECONDS - start)) s)" \
+      | tee -a "$OUT/stderr.log" >&2
+  fi
   rm -rf "$dir"
 }
 # End to end: the 256×256 recipe with HyperRecon-L's hypernetwork (d = 128),
@@ -168,3 +188,7 @@ if [ "${FULL:-0}" = 1 ]; then
 fi
 echo "suite: $((SECONDS - start)) s" | tee -a "$OUT/stderr.log"
 tail -n 5 "$OUT/stderr.log"
+if [ "${#FAILED[@]}" != 0 ]; then
+  for f in "${FAILED[@]}"; do echo "error: failed: $f (see $OUT/stderr.log)" >&2; done
+  exit 1
+fi

@@ -35,8 +35,11 @@
 # keeps the DC and TV scales of the same Unets. MAIN=0 (with FIG6=1) trains
 # Fig. 6's two programs alone: no recipe run, no per-λ Unets, no export.
 # The model is exported as NAME with float16 weights. Back in $OUT:
-# results.tgz (everything but checkpoints and the export) and export.tgz (the
-# model's folder, to copy into hyperrecon_jax/pretrained/).
+# results.tgz (everything but checkpoints and the export; rewritten after each
+# phase and when the script is stopped, so a run cut short still brings back
+# its logs and metrics) and export.tgz (the model's folder, to copy into
+# hyperrecon_jax/pretrained/). A program that failed (not one that BUDGET
+# stopped) is named at the end, and the script then exits with status 1.
 set -uo pipefail
 OUT=${OUT:-/tmp/hyperrecon_gpu_out}
 W=${W:-/tmp/hyperrecon_gpu_work}
@@ -53,6 +56,43 @@ export HYPERRECON_DATA_DIR=${HYPERRECON_DATA_DIR:-$PWD/.gpu/data}
 # Up to seven programs on one card, of different sizes (the Unets of a 256×256
 # recipe need five times a HyperRecon's memory): each takes what it uses.
 export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
+FAILED=()
+declare -A PIDS=()  # program name -> pid; a `timeout` leads a process group of its own
+save() {  # results.tgz of what there is so far, replaced whole
+  tar czf "$OUT/results.tgz.part" -C "$W" --exclude=checkpoints --exclude='*.lock' \
+    --exclude=export --exclude=export_uniform . 2>/dev/null \
+    && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
+}
+# On any exit: stop the programs still running (their process groups), save,
+# and save again once they have stopped (a training run saves a checkpoint and
+# its last metrics first; `timeout -k 30` ends any that does not stop).
+finish() {
+  local status=$? pid
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null; done
+  save
+  if [ "${#PIDS[@]}" != 0 ]; then wait; save; fi
+  exit "$status"
+}
+trap finish EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+# started <name>: records the program just started in the background.
+started() { PIDS[$1]=$!; }
+# waited <name> [budget]: waits for it; a failure is recorded (with budget, the
+# status 124 of a program that BUDGET stopped is not one).
+waited() {
+  local status
+  wait "${PIDS[$1]}"
+  status=$?
+  unset "PIDS[$1]"
+  if [ "$status" = 124 ] && [ -n "${2:-}" ]; then
+    echo "$1: stopped by BUDGET ($BUDGET s)"
+  elif [ "$status" != 0 ]; then
+    FAILED+=("$1 (status $status)")
+    echo "error: $1 failed with status $status" >&2
+  fi
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 start=$SECONDS
@@ -79,7 +119,8 @@ PY
   with=(); [ "${FIG6:-0}" = 1 ] && with=("${FIG6_TERMS[@]}")
   timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
     "${EXTRA_FLAGS[@]}" "${with[@]}" --config.train.num_steps="${SCALE_STEPS:-500}" \
-    --config.loss_scales="$ones" --workdir="$W/scales" >"$W/scales.log" 2>&1
+    --config.loss_scales="$ones" --workdir="$W/scales" >"$W/scales.log" 2>&1 &
+  started scales; waited scales; save
   # The recipe's scales (with FIG6: DC's and TV's of the three), then all of them.
   mapfile -t measured < <(python3 - "$W/scales/baselines.json" "${FIG6:-0}" <<'PY'
 import json, sys
@@ -100,6 +141,7 @@ train() {  # train <run name> [flags...]
   local run=$1; shift
   timeout -k 30 "$BUDGET" python3 experiments/train.py --config="$CONFIG" \
     "${EXTRA_FLAGS[@]}" "$@" --workdir="$W/$run" >"$W/$run.log" 2>&1 &
+  started "$run"
   RUNS="$RUNS $run"
 }
 RUNS=""
@@ -121,10 +163,15 @@ fi
 # The baselines have no resumable stop on a signal: give them steps that fit.
 steps=${BASELINE_STEPS:-${STEPS:-}}
 BASELINE_STEPS_FLAG=(); [ -n "$steps" ] && BASELINE_STEPS_FLAG=(--config.train.num_steps="$steps")
-[ "$MAIN" = 1 ] && timeout -k 30 "$BUDGET" python3 experiments/baselines.py \
-  --config="$CONFIG" "${EXTRA_FLAGS[@]}" "${RECIPE[@]}" "${BASELINE_STEPS_FLAG[@]}" \
-  --workdir="$W/baselines" --lambdas="$LAMBDAS" >"$W/baselines.log" 2>&1 &
-wait
+if [ "$MAIN" = 1 ]; then
+  timeout -k 30 "$BUDGET" python3 experiments/baselines.py \
+    --config="$CONFIG" "${EXTRA_FLAGS[@]}" "${RECIPE[@]}" "${BASELINE_STEPS_FLAG[@]}" \
+    --workdir="$W/baselines" --lambdas="$LAMBDAS" >"$W/baselines.log" 2>&1 &
+  started baselines
+fi
+for run in $RUNS; do waited "$run" budget; done
+[ "$MAIN" = 1 ] && waited baselines budget
+save
 echo "training: $((SECONDS - start)) s"
 tail -n 4 "$W"/*.log
 # End-to-end speed of each program: steps/s over its logging intervals.
@@ -151,32 +198,41 @@ for run in $RUNS; do
   esac
   python3 experiments/evaluate.py --workdir="$W/$run" "${with[@]}" \
     >"$W/evaluate_$run.log" 2>&1 &
+  started "evaluate $run"
 done
 # The step the shipped run reached (a time budget may have stopped it early).
 last_step=$(ls "$W/endpoints/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 # --unfinished: the description names the step it reached.
-[ "$MAIN" = 1 ] && python3 experiments/export_pretrained.py --workdir="$W/endpoints" \
-  --unfinished --name="$NAME" "${B[@]}" --folder="$W/export" \
-  --description="${DESCRIPTION:-GPU run of $CONFIG, ${last_step:-?} steps}" \
-  >"$W/export.log" 2>&1 &
+if [ "$MAIN" = 1 ]; then
+  python3 experiments/export_pretrained.py --workdir="$W/endpoints" \
+    --unfinished --name="$NAME" "${B[@]}" --folder="$W/export" \
+    --description="${DESCRIPTION:-GPU run of $CONFIG, ${last_step:-?} steps}" \
+    >"$W/export.log" 2>&1 &
+  started export
+fi
 if [ "${UNIFORM:-1}" = 1 ]; then
   mkdir -p "$W/export_uniform"
   python3 experiments/export_pretrained.py --workdir="$W/uniform" --unfinished \
     --name="${NAME}_uniform" "${B[@]}" --folder="$W/export_uniform" \
     --description="The uniform-lambda control of the run above" \
     >"$W/export_uniform.log" 2>&1 &
+  started "export uniform"
 fi
 # Trained float32 weights evaluated with bfloat16 activations (docs/performance.md).
 for run in $([ "$MAIN" = 1 ] && echo endpoints) ${STEPS_128:+r128}; do
   python3 benchmarks/bf16_accuracy.py --workdir="$W/$run" 2>"$W/bf16_accuracy_$run.err" \
     >"$W/bf16_accuracy_$run.jsonl" &
+  started "bf16_accuracy $run"
 done
-wait
+for name in "${!PIDS[@]}"; do waited "$name"; done
 for run in $RUNS; do tail -n 12 "$W/evaluate_$run.log"; done
 [ "$MAIN" = 1 ] && tail -n 5 "$W"/export*.log
 cat "$W"/bf16_accuracy_*.jsonl 2>/dev/null
 echo "total: $((SECONDS - start)) s"
-tar czf "$OUT/results.tgz" -C "$W" --exclude=checkpoints --exclude='*.lock' \
-  --exclude=export --exclude=export_uniform .
-tar czf "$OUT/export.tgz" -C "$W/export" .
+save
+[ "$MAIN" = 1 ] && tar czf "$OUT/export.tgz" -C "$W/export" .
 ls -la "$OUT"
+if [ "${#FAILED[@]}" != 0 ]; then
+  for f in "${FAILED[@]}"; do echo "error: failed: $f (its log is in $OUT/results.tgz)" >&2; done
+  exit 1
+fi
