@@ -238,6 +238,15 @@ def test_user_images_replace_the_split(run_a):
                       slice_numbers=[1, 2])
   with pytest.raises(ValueError, match=r"images must have shape \(S, 32, 32\)"):
     explorer.Explorer(config, model, variables, name="x", step=step, images=images[:, :16])
+  # Values beyond [0, 1] were shown and scored against a peak of 1; the
+  # curves (grid.grid_metrics) then refused them at the first request.
+  for bad, shown in ((images * 2, r"\[0\.\d+, 1\.\d+\]"), (images - 0.5, r"\[-0\.\d+"),
+                     (np.where(images > 0.5, np.nan, images), r"\[nan, nan\]")):
+    with pytest.raises(ValueError, match=rf"images must hold values in \[0, 1\] .* got values "
+                                         rf"in {shown}"):
+      explorer.Explorer(config, model, variables, name="x", step=step, images=bad)
+  with pytest.raises(ValueError, match=r"with S ≥ 1, got \(0, 32, 32\)"):
+    explorer.Explorer(config, model, variables, name="x", step=step, images=images[:0])
 
 
 def test_points_in_answers_read_as_typed(server):

@@ -53,11 +53,18 @@ def user_slices(images, size: int, slices=None):
     ``(images (S, size, size) float32, volume ids (S,), slice indices (S,))``.
 
   Raises:
-    InputError: ``images`` of another shape.
+    InputError: ``images`` of another shape, none, or values outside [0, 1].
   """
   images = np.asarray(images, np.float32)
-  if images.ndim != 3 or images.shape[1:] != (size, size):
-    raise InputError(f"images must have shape (S, {size}, {size}), got {images.shape}")
+  if images.ndim != 3 or images.shape[1:] != (size, size) or not len(images):
+    raise InputError(f"images must have shape (S, {size}, {size}) with S ≥ 1, got "
+                     f"{images.shape}")
+  # Refused here, not at the first curve: its scoring (grid.grid_metrics)
+  # takes a peak of 1, as PSNR and SSIM do.
+  lo, hi = float(images.min()), float(images.max())
+  if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0.0 and hi <= 1.0):
+    raise InputError(f"images must hold values in [0, 1] (PSNR and SSIM take a peak of 1), "
+                     f"got values in [{lo:.6g}, {hi:.6g}]")
   volumes = np.zeros(len(images), np.int64)
   slices = np.arange(len(images)) if slices is None else np.asarray(slices)
   return images, volumes, slices
