@@ -50,6 +50,10 @@ _SAMPLES = flags.DEFINE_integer(
     "hyperrecon_jax.explorer.DESIGN_SIZE, 64).", lower_bound=1)
 _CHUNK = flags.DEFINE_integer("chunk", None, "Model batch of the λ-grid reconstruction "
                               "(default: 8 on CPU, 32 on GPU).", lower_bound=1)
+_SEED = flags.DEFINE_integer(
+    "seed", None, "Seed of the simulated measurement noise of a noisy task (denoising, "
+    "k-space noise); default: the evaluation report's noise for a split or --data, 0 for "
+    "--input (reconstruct.py's default --seed).", lower_bound=0)
 
 
 def _bind_error(e: OSError, host: str, port: int):
@@ -135,7 +139,7 @@ def main(argv):
                            split=split, images=images, slices=slices, slice_numbers=numbers,
                            source=source,
                            chunk=_CHUNK.value, segmenter=segmenter, grid=_GRID.value,
-                           design=_SAMPLES.value)
+                           design=_SAMPLES.value, seed=_SEED.value)
     try:  # the port may have been taken while the model loaded
       server = explorer.make_server(ex, _HOST.value, _PORT.value)
     except OSError as e:

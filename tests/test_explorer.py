@@ -249,6 +249,28 @@ def test_user_images_replace_the_split(run_a):
     explorer.Explorer(config, model, variables, name="x", step=step, images=images[:0])
 
 
+def test_a_users_images_are_measured_with_reconstruct_pys_noise(run_a):
+  # With k-space noise, the page shows the input reconstruct.py --seed=N
+  # writes (its `measure`, from the same slice indices): N = 0 by default,
+  # and explore.py --seed=N for another.
+  import types
+
+  from hyperrecon_jax import reconstruct
+  config, model, variables, step = train.load_trained(run_a["workdir"])
+  with config.unlocked():
+    config.task.noise_sigma = 0.05
+  images = np.random.default_rng(1).random((3, 32, 32)).astype(np.float32)
+  scan = types.SimpleNamespace(images=images, slices=np.array([4, 5, 6]))
+  inputs = {}
+  for seed in (None, 0, 7):
+    ex = explorer.Explorer(config, model, variables, name="x", step=step, images=images,
+                           slices=scan.slices, seed=seed)
+    inputs[seed] = np.asarray(ex._zf)
+  np.testing.assert_array_equal(inputs[None], reconstruct.measure(config, scan, seed=0))
+  np.testing.assert_array_equal(inputs[7], reconstruct.measure(config, scan, seed=7))
+  assert np.abs(inputs[7] - inputs[0]).max() > 0.01  # the noise's draw, σ = 0.05
+
+
 def test_points_in_answers_read_as_typed(server):
   _, url, _ = server
   status, body, _ = get(f"{url}/api/reconstruct?slice=0&lam=0.05")
@@ -426,6 +448,7 @@ def env(data_dir, compilation_cache):
     (["--pretrained=nope"], "no pretrained model 'nope'"),
     (["--port=-1"], "port"),
     (["--grid=1"], "grid"),
+    (["--seed=-1"], "seed"),
     (["--segmenter=/nonexistent"], "holds no trained segmenter"),
     (["--data=/tmp", "--input=scan.nii.gz"], "--input .* or --data .*, not both"),
     (["--data=/tmp", "--split=validation"], "shown whole, .* --split=validation does not apply"),
