@@ -17,8 +17,10 @@
 #
 # SCALES=measure first trains the one-hot Unets for SCALE_STEPS (500) steps
 # and trains everything else with their validation losses as the loss scales
-# (the paper's α_k = 1/s_k, `experiments/baselines.py` without --lambdas); the
-# recipe's own scales are otherwise used (they were measured at its size).
+# (the paper's α_k = 1/s_k, `experiments/baselines.py` without --lambdas),
+# within SCALE_BUDGET seconds (BUDGET's by default; they must finish, as all
+# that follows needs them); the recipe's own scales are otherwise used (they
+# were measured at its size).
 # Up to six programs then share the GPU: HyperRecon with half of the λ at the
 # ends (the shipped recipe), the same with uniform λ (the paper's; UNIFORM=0
 # leaves it out), the shipped recipe with bfloat16 activations (BF16=1), the
@@ -117,10 +119,16 @@ print("(" + ", ".join("1.0" for _ in range(terms)) + ")")
 PY
 )
   with=(); [ "${FIG6:-0}" = 1 ] && with=("${FIG6_TERMS[@]}")
-  timeout -k 30 "$BUDGET" python3 experiments/baselines.py --config="$CONFIG" \
+  timeout -k 30 "${SCALE_BUDGET:-$BUDGET}" python3 experiments/baselines.py --config="$CONFIG" \
     "${EXTRA_FLAGS[@]}" "${with[@]}" --config.train.num_steps="${SCALE_STEPS:-500}" \
     --config.loss_scales="$ones" --workdir="$W/scales" >"$W/scales.log" 2>&1 &
   started scales; waited scales; save
+  # Everything after needs them: a stop by the budget is a failure here.
+  if [ ! -f "$W/scales/baselines.json" ]; then
+    tail -n 20 "$W/scales.log"
+    echo "error: the scales' Unets did not finish within SCALE_BUDGET (${SCALE_BUDGET:-$BUDGET} s): see scales.log" >&2
+    exit 1
+  fi
   # The recipe's scales (with FIG6: DC's and TV's of the three), then all of them.
   mapfile -t measured < <(python3 - "$W/scales/baselines.json" "${FIG6:-0}" <<'PY'
 import json, sys

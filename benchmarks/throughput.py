@@ -14,7 +14,7 @@ Measurements (``benchmark`` field):
     ``stackN`` (N per-λ baseline Unets in one program) a sample counts once
     per Unet, so the value compares with N separate ``unet`` runs.
   grid: reconstructions/s for one slice at ``--grid`` λ values through
-    `grid.reconstruct_grid`, the path users and the explorer's curves run
+    `grid.reconstruct_grid`, the path of reconstruct.py and the explorer's single points
     (calls of the default chunk, ``--order``). A plain Unet, which ignores λ,
     reconstructs ``--grid`` different slices at one λ instead: as many
     forward passes, and no identical rows for XLA to share work between

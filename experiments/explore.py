@@ -53,7 +53,7 @@ _CHUNK = flags.DEFINE_integer("chunk", None, "Model batch of the λ-grid reconst
 _SEED = flags.DEFINE_integer(
     "seed", None, "Seed of the simulated measurement noise of a noisy task (denoising, "
     "k-space noise); default: the evaluation report's noise for a split or --data, 0 for "
-    "--input (reconstruct.py's default --seed).", lower_bound=0)
+    "--input (reconstruct.py's default --seed).", lower_bound=0, upper_bound=2**63 - 1)
 
 
 def _bind_error(e: OSError, host: str, port: int):

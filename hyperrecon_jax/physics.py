@@ -396,8 +396,8 @@ def make_operator(task_config, image_shape: Sequence[int]):
     if kind == "poisson":
       try:
         mask = masks_lib.poisson_disc((h, w), accel, seed=seed)
-      except errors.InputError as e:  # it names calib, which configs do not set
-        raise errors.InputError(f"task_config.acceleration={accel!r} is too high for a "
+      except errors.InputError as e:  # it may name calib, which configs do not set
+        raise errors.InputError(f"task_config.acceleration={accel!r} cannot be reached by a "
                                 f"{h}×{w} Poisson-disc mask: {e}") from None
     elif kind in ("cartesian_random", "cartesian_equispaced"):
       mask = masks_lib.cartesian(

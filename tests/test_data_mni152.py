@@ -371,3 +371,18 @@ def test_evaluation_iterator_restores(cfg):
   again = hr.data.batches(cfg, "test", batch_size=4)
   again.set_state(state)
   assert _same(list(again), rest)
+
+
+def test_a_data_folder_that_is_a_file_is_named_before_any_build(tmp_path, monkeypatch):
+  # The build failed on its first folder with "[Errno 20] Not a directory:
+  # '/…/downloads'", naming neither config.data.data_dir nor the variable.
+  path = tmp_path / "a_file"
+  path.write_text("")
+  with pytest.raises(common.DataError, match=rf"^config.data.data_dir={path}/cache: {path} is "
+                                             r"a file, not a folder$"):
+    hr.data.make_builder(_config(path / "cache"))
+  monkeypatch.setenv(common.DATA_DIR_ENV, str(path))
+  with pytest.raises(common.DataError, match=rf"^the data folder {path} \(HYPERRECON_DATA_DIR "
+                                             r"or the default cache\): .* is a file"):
+    hr.data.make_builder(_config(""))
+  assert common.data_dir(_config(tmp_path / "new" / "cache")) == str(tmp_path / "new" / "cache")

@@ -326,8 +326,8 @@ def test_make_operator_errors():
   with pytest.raises(ValueError, match="acceleration"):
     physics.make_operator({**CSMRI, "acceleration": 1.0}, (32, 32))
   # The mask's own message names calib, which a config does not set.
-  with pytest.raises(ValueError, match=r"^task_config.acceleration=2000 is too high for a "
-                                       r"32×32 Poisson-disc mask: calib=\(3, 3\) alone"):
+  with pytest.raises(ValueError, match=r"^task_config.acceleration=2000 cannot be reached by "
+                                       r"a 32×32 Poisson-disc mask: calib=\(3, 3\) alone"):
     physics.make_operator({**CSMRI, "acceleration": 2000}, (32, 32))
   with pytest.raises(ValueError, match="divisible"):
     physics.make_operator({"name": "superres", "factor": 3}, (32, 32))

@@ -62,6 +62,25 @@ def default_data_dir() -> str:
       os.path.expanduser("~"), ".cache", "hyperrecon_jax", "tensorflow_datasets")
 
 
+def data_dir(data_config) -> str:
+  """The configured data_dir, or the default cache when it is ''.
+
+  Raises:
+    DataError: the folder, or a folder above it, is a file (the build failed
+      on its first folder with an errno line naming neither setting).
+  """
+  configured = field(data_config, "data_dir")
+  root = os.path.expanduser(configured or default_data_dir())
+  existing = os.path.abspath(root)
+  while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    setting = (f"config.data.data_dir={configured}" if configured else
+               f"the data folder {root} ({DATA_DIR_ENV} or the default cache)")
+    raise DataError(f"{setting}: {existing} is a file, not a folder")
+  return root
+
+
 def field(data_config, name: str):
   """A field of a data config (a ConfigDict or a dict) that the caller reads.
 

@@ -101,11 +101,6 @@ class Volume(NamedTuple):
   content_sha256: str = ""
 
 
-def data_dir(data_config) -> str:
-  """The configured data_dir, or the default cache when it is ''."""
-  return os.path.expanduser(common.field(data_config, "data_dir") or common.default_data_dir())
-
-
 def make_builder(data_config):
   """The TFDS builder of a data config (not necessarily built yet).
 
@@ -129,7 +124,7 @@ def make_builder(data_config):
   config = module.builder_config(data_config)
   builder_cls = getattr(module, class_name)
   from hyperrecon_jax.data import builder as builder_lib
-  root = data_dir(data_config)
+  root = common.data_dir(data_config)
   with builder_lib.quiet_tfds():
     try:
       # Reads dataset_info.json when the dataset is built.

@@ -307,8 +307,8 @@ def check_report_design(config) -> None:
   terms without ``eval.samples`` (grids stop at two hyperparameters), or a
   plain Unet with one (it has one λ).
 
-  For training only: a model trained so is still scored by a design given
-  to ``evaluate.py --samples`` or the explorer.
+  For training only: a HyperRecon model of four or more terms trained so is
+  still scored by a design given to ``evaluate.py --samples`` or the explorer.
   """
   k = len(config.losses)
   if not config.model.hyper_dim and not config.hparams.baselines:
