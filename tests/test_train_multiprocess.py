@@ -690,8 +690,9 @@ def test_an_error_of_one_process_ends_every_process_with_its_line(data_dir, tmp_
     wanted = ["no .nii or .nii.gz volume in", "no .nii or .nii.gz volume in"]
   else:
     extra = ((), (f"--config.data.data_dir={tmp_path / 'a_file' / 'x'}",))
-    wanted = ["error: process 1 of this run stopped: [Errno 20] Not a directory",
-              "error: [Errno 20] Not a directory"]
+    named = (f"config.data.data_dir={tmp_path / 'a_file' / 'x'}: {tmp_path / 'a_file'} is a "
+             "file, not a folder")
+    wanted = [f"error: process 1 of this run stopped: {named}", f"error: {named}"]
   pair = _Pair(tmp_path, "e", tmp_path / "run", _flags(data_dir), compilation_cache,
                extra=extra)
   codes = pair.wait(timeout=180)
