@@ -133,13 +133,18 @@ def _slice_metrics(recon, target, zf_mag, segment=None, labels=None):
 
 
 def _segment_fn(segmenter, seg_variables):
-  """images, true labels → (B,) Dice, or None without a segmenter."""
+  """images, true labels → (B,) Dice (NaN for an image that is not finite), or None."""
   if segmenter is None:
     return None
   apply_fn, num_classes = segmenter
   def dice(images, labels):
     pred = jnp.argmax(apply_fn(seg_variables, images), axis=-1)
-    return segmentation.foreground_dice(pred, labels, num_classes)
+    scores = segmentation.foreground_dice(pred, labels, num_classes)
+    # argmax sends NaN logits to class 0, which would give a reconstruction
+    # that is not finite (NaN PSNR) a finite Dice; it gets NaN as its other
+    # metrics do.
+    finite = jnp.all(jnp.isfinite(images), axis=(1, 2))
+    return jnp.where(finite, scores, jnp.nan)
   return dice
 
 

@@ -244,6 +244,29 @@ def test_evaluate_grid_scores_the_dice_of_each_reconstruction(trained):
   json.loads(results.to_json(result))
 
 
+def test_a_reconstruction_that_is_not_finite_scores_a_nan_dice(trained):
+  # argmax of NaN logits is class 0 everywhere, which scored a NaN
+  # reconstruction's Dice as if it were an empty segmentation.
+  config, seg = trained
+  from hyperrecon_jax import data
+  from hyperrecon_jax import grid
+  batch = next(data.batches(config.data, "test", batch_size=2, training=False))
+  size = config.data.image_size
+  operator = physics.make_operator(config.task, (size, size))
+  zf = evaluate.measure_slices(operator, jnp.asarray(batch["image"]),
+                               evaluate.slice_keys(jax.random.key(0), batch["volume"],
+                                                   batch["slice"]))
+  lam = np.array([[0.5], [1.0]], np.float32)
+  coeffs = hparams.coefficients(lam)
+  finite = grid.grid_metrics(_scale, _GAIN, zf, batch["image"], coeffs, segmenter=seg,
+                             labels=batch["label"])
+  assert np.all(np.isfinite(np.asarray(finite["dice"])))
+  broken = grid.grid_metrics(_scale, {"params": {"gain": jnp.float32(np.nan)}}, zf,
+                             batch["image"], coeffs, segmenter=seg, labels=batch["label"])
+  assert np.all(np.isnan(np.asarray(broken["psnr"])))
+  assert np.all(np.isnan(np.asarray(broken["dice"])))
+
+
 def test_scoring_dice_needs_labels(trained):
   config, seg = trained
   size = config.data.image_size
