@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import struct
+import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -220,6 +222,8 @@ def _read_event_scalars(path):
   pos = 0
   while pos < len(blob):
     (length,) = struct.unpack("<Q", blob[pos:pos + 8])
+    # A cut-off record (as tf.data's reader, a DataLossError).
+    assert pos + 12 + length + 4 <= len(blob), f"{path}: record at byte {pos} is cut off"
     pos += 12  # length and its CRC
     event = event_pb2.Event.FromString(blob[pos:pos + length])
     pos += length + 4  # record and its CRC
@@ -355,6 +359,75 @@ def test_metric_writer_drops_records_after_the_resumed_step(tmp_path):
   # A fresh run (start 0) starts a fresh log.
   writer_lib.MetricWriter(workdir).close()
   assert read_metrics(workdir) == []
+
+
+def _event_files(workdir):
+  return sorted(os.path.join(workdir, f) for f in os.listdir(workdir)
+                if f.startswith("events.out.tfevents."))
+
+
+def _seconds_later(monkeypatch, seconds):
+  """tensorboardX's clock, ``seconds`` ahead: it names event files by the second,
+  and a writer opened within the same second would overwrite the earlier file."""
+  event_file_writer = pytest.importorskip("tensorboardX.event_file_writer")
+  monkeypatch.setattr(event_file_writer, "time",
+                      types.SimpleNamespace(time=lambda: time.time() + seconds))
+
+
+def test_a_resumed_run_cuts_the_earlier_event_files_back_to_its_step(tmp_path, monkeypatch):
+  pytest.importorskip("tensorboardX")
+  workdir = str(tmp_path)
+  w = writer_lib.MetricWriter(workdir)
+  for step in range(1, 6):
+    w.write(step, {"loss": float(step)})
+  w.close()
+  (first,) = _event_files(workdir)
+  with open(first, "rb") as f:
+    written = f.read()
+  # Killed in the middle of writing step 5's record: its last 5 bytes are missing.
+  os.truncate(first, len(written) - 5)
+  warnings = []
+  monkeypatch.setattr(writer_lib.logging, "warning", lambda *a: warnings.append(a[0] % a[1:]))
+  # Resumed from the checkpoint of step 3: steps 4 and 5 are written again.
+  _seconds_later(monkeypatch, 10)
+  w = writer_lib.MetricWriter(workdir, start_step=3)
+  w.write(4, {"loss": 40.0})
+  w.close()
+  assert _event_files(workdir)[0] == first
+  # The earlier file reads to its end: steps 1-3, byte for byte as written.
+  with open(first, "rb") as f:
+    cut = f.read()
+  assert written.startswith(cut)
+  assert _read_event_scalars(first) == {"loss": [(1, 1.0), (2, 2.0), (3, 3.0)]}
+  (warning,) = warnings
+  assert warning.startswith(f"{first}: the record at byte ") and "cut off" in warning
+  # Every event file together holds what metrics.jsonl holds, each step once.
+  scalars = sorted(v for path in _event_files(workdir)
+                   for v in _read_event_scalars(path)["loss"])
+  assert scalars == [(r["step"], r["loss"]) for r in read_metrics(workdir)] == [
+      (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+
+  # Files within the step are left as they are (resumed from step 4).
+  warnings.clear()
+  written = {}
+  for path in _event_files(workdir):
+    with open(path, "rb") as f:
+      written[path] = f.read()
+  _seconds_later(monkeypatch, 20)
+  writer_lib.MetricWriter(workdir, start_step=4).close()
+  for path, contents in written.items():
+    with open(path, "rb") as f:
+      assert f.read() == contents
+  # Resumed from step 2: the later files hold nothing but their headers up to
+  # step 2 (then the purge markers at 4 and 5, and step 4) and are removed; the
+  # first keeps steps 1-2.
+  _seconds_later(monkeypatch, 30)
+  writer_lib.MetricWriter(workdir, start_step=2).close()
+  assert warnings == []
+  files = _event_files(workdir)
+  assert files[0] == first and len(files) == 2  # and this resume's own
+  assert _read_event_scalars(first) == {"loss": [(1, 1.0), (2, 2.0)]}
+  assert _read_event_scalars(files[1]) == {}
 
 
 def test_a_run_started_again_from_step_0_keeps_the_earlier_runs_event_files_apart(

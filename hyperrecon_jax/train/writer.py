@@ -4,6 +4,7 @@ import contextlib
 import glob
 import json
 import os
+import struct
 import sys
 
 from absl import logging
@@ -72,9 +73,13 @@ class MetricWriter:
     except extras.MissingDependency as e:
       logging.warning("%s. Training goes on without TensorBoard event files.", e)
       return
-    # purge_step drops the events an interrupted run wrote after its last
-    # checkpoint, as metrics.jsonl is truncated above.
+    # The earlier runs' event files are cut back to the resumed step as
+    # metrics.jsonl is above, so that every reader sees one run; purge_step
+    # tells a TensorBoard that has already read the dropped events.
     try:
+      if start_step:
+        for path in sorted(glob.glob(os.path.join(glob.escape(workdir), EVENT_FILES))):
+          _cut_event_file(path, start_step)
       self._tb = self._tensorboard(lambda: tensorboardx.SummaryWriter(
           workdir, purge_step=start_step + 1 if start_step else None))
     except OSError:
@@ -136,6 +141,62 @@ def _newest_event_file(workdir: str) -> str:
   """The event file TensorBoard writes now: the newest in ``workdir`` (else their pattern)."""
   events = glob.glob(os.path.join(glob.escape(workdir), EVENT_FILES))
   return max(events, key=os.path.getmtime) if events else os.path.join(workdir, EVENT_FILES)
+
+
+def _cut_event_file(path: str, start_step: int) -> None:
+  """Keeps the intact events of ``path`` up to ``start_step``, rewriting it if any go.
+
+  An event file is a sequence of records (length, its masked CRC-32C, the
+  event, its masked CRC-32C). A process killed mid-write leaves a cut-off
+  last record, which readers other than TensorBoard (``tf.data``,
+  ``summary_iterator``) refuse with a data-loss error; it is dropped, with
+  anything after it, and said in a warning. Events after ``start_step``
+  (written after the checkpoint the run resumes from) are dropped too, as
+  they are from ``metrics.jsonl``. A file left with no events but its
+  header (the format's version) is removed.
+
+  Raises:
+    OSError: the file could not be read or rewritten, naming it.
+  """
+  # Imported here: tensorboardX (and its protobuf) is optional, and the caller
+  # runs this only where it is installed.
+  from google.protobuf import message
+  from tensorboardX.proto import event_pb2
+  from tensorboardX.record_writer import masked_crc32c
+
+  def event(record: bytes):
+    header, data = record[:8], record[12:-4]
+    if (len(record) < 16 or struct.unpack("<I", record[8:12])[0] != masked_crc32c(header)
+        or struct.unpack("<I", record[-4:])[0] != masked_crc32c(data)):
+      raise ValueError("cut off or damaged")
+    return event_pb2.Event.FromString(data)
+
+  with workdir_lib.naming_file(path), open(path, "rb") as f:
+    blob = f.read()
+  kept, pos, headers_only = [], 0, True
+  while pos < len(blob):
+    length = struct.unpack("<Q", blob[pos:pos + 8])[0] if pos + 8 <= len(blob) else 0
+    record = blob[pos:pos + 12 + length + 4]
+    try:
+      if len(record) < 12 + length + 4:
+        raise ValueError("cut off")
+      e = event(record)
+    except (ValueError, message.DecodeError):
+      logging.warning("%s: the record at byte %d is cut off or damaged; it and the "
+                      "%d bytes after it were dropped", path, pos, len(blob) - pos)
+      break
+    if e.step <= start_step:
+      kept.append(record)
+      headers_only = headers_only and e.WhichOneof("what") == "file_version"
+    pos += len(record)
+  data = b"".join(kept)
+  if len(data) == len(blob):
+    return
+  if not headers_only:
+    workdir_lib.write_bytes(path, data)
+  else:
+    with workdir_lib.naming_file(path):
+      os.remove(path)
 
 
 def _set_aside_earlier_run(workdir: str, path: str) -> None:
