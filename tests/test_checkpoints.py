@@ -3,6 +3,7 @@
 Damaged checkpoints are tested in test_checkpoints_damage.py.
 """
 
+import asyncio
 import json
 import os
 
@@ -45,6 +46,26 @@ def test_roundtrip_of_state_data_state_and_config(states, tmp_path):
   assert config_dict == json.loads(config.to_json())
   assert checkpoints.saved_config(str(tmp_path)) == config_dict
   assert os.path.isdir(tmp_path / "checkpoints" / "7")
+
+
+def test_close_waits_for_the_removal_of_an_interrupted_save(tmp_path, monkeypatch):
+  # An interrupted save's temporary folder, which the manager removes in
+  # orbax's thread; the removal is made slow, as of a large step.
+  tmp = tmp_path / "checkpoints" / "7.orbax-checkpoint-tmp-1234" / "state"
+  tmp.mkdir(parents=True)
+  (tmp / "manifest.ocdbt").write_bytes(b"x" * 10)
+  async_path = pytest.importorskip("orbax.checkpoint._src.path.async_path")
+  rmtree = async_path.rmtree
+
+  async def slow_rmtree(path, **kwargs):
+    await asyncio.sleep(0.5)
+    await rmtree(path, **kwargs)
+
+  monkeypatch.setattr(async_path, "rmtree", slow_rmtree)
+  mngr = checkpoints.manager(str(tmp_path))
+  mngr.close()
+  # A process may end at once (os._exit): nothing of the folder is left.
+  assert os.listdir(tmp_path / "checkpoints") == []
 
 
 def test_restore_accepts_an_abstract_state(states, tmp_path):
