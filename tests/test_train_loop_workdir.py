@@ -165,6 +165,18 @@ def test_incompatible_config_in_existing_workdir_is_refused(run_a, data_dir,
                          str(workdir))
 
 
+def test_another_seed_in_existing_workdir_is_refused(data_dir, tmp_path):
+  # Every random stream of a run derives from train.seed (hr.streams): a
+  # resume under another seed would read other batches, λ and noise.
+  workdir = tmp_path / "seeded"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(make_config(data_dir).to_json())
+  with pytest.raises(train.ConfigError,
+                     match=re.escape("(train.seed: 0 in the workdir, 5 now)")):
+    loop_lib.check_workdir(make_config(data_dir, seed=5), str(workdir))
+  loop_lib.check_workdir(make_config(data_dir, seed=0, lr=1e-4), str(workdir))
+
+
 # --- checkpoints without checksums, damaged checkpoints, refused runs ------------------
 
 

@@ -60,12 +60,14 @@ def load(path, config, *, trained_on=None, learned=None, flag="config.evals.base
   if not train.stack_lambdas(model):
     raise errors.InputError(f"{path} is not a run of per-λ baselines "
                             "(experiments/baselines.py --lambdas=...)")
-  # The baselines must solve the same problem: task, data and loss terms.
+  # The baselines must solve the same problem: task, data and loss terms (a
+  # seed of their own is another draw of that problem).
   mine = json.loads(config.to_json())
   if trained_on:
     mine["data"] = trained_on
   diffs = [d for d in run_fields.incompatibilities(json.loads(b_config.to_json()), mine)
-           if not d.startswith(("model.", "hparams.", "loss_scales", "eval", "segmenter"))]
+           if not d.startswith(("model.", "hparams.", "loss_scales", "eval", "segmenter",
+                                "train."))]
   if diffs:
     raise errors.InputError(f"the baselines in {path} were trained for another "
                             f"problem: {'; '.join(diffs)}")

@@ -8,17 +8,20 @@ resumed run.
 """
 
 # Fields a workdir's run is bound to: they fix the shapes of the parameters,
-# optimizer state or data, or what the trained model means (its task and the
-# terms and scales of its loss). Resuming or re-running a workdir with another
-# value is an error (`incompatibilities`); everything else (steps, learning
-# rate, logging, sampler, strategy) may change between runs.
+# optimizer state or data, what the trained model means (its task and the
+# terms and scales of its loss), or every random stream of the run
+# (`train.seed`: data order, λ draws, measurement noise, and the noise of the
+# run's reports, so a resume under another seed would be neither run).
+# Resuming or re-running a workdir with another value is an error
+# (`incompatibilities`); everything else (steps, learning rate, logging,
+# sampler, strategy) may change between runs.
 BOUND_FIELDS = (
     "model.hyper_dim", "model.channels", "model.batch_norm",
     "model.hyper_init", "model.conditioned", "losses",
     "loss_scales", "task", "data.name", "data.image_size",
     "data.axis", "data.split_fractions", "data.split_seed", "data.gap_slices",
     "data.min_foreground", "data.percentile", "hparams.fixed",
-    "hparams.baselines",
+    "hparams.baselines", "train.seed",
 )
 
 
