@@ -84,8 +84,11 @@ def join_processes(holders, distributed: bool = False) -> bool:
     Whether this process joined a multi-process run.
 
   Raises:
-    InputError: the arguments are incomplete (JAX's message), or process 0's
-      port is taken (another process 0, or another program).
+    InputError: without ``--distributed``, not all three of ``--coordinator``,
+      ``--num_processes`` and ``--process_id`` (naming the missing ones,
+      before anything is printed); the arguments JAX finds are incomplete
+      (JAX's message); or process 0's port is taken (another process 0, or
+      another program).
 
   When not every process joins within ``--join_timeout`` seconds (one was
   never started, or two were given one ``--process_id``), JAX would end the
@@ -97,11 +100,12 @@ def join_processes(holders, distributed: bool = False) -> bool:
   timeout = value.pop("join_timeout", JOIN_TIMEOUT)
   if not distributed and all(v is None for v in value.values()):
     return False
-  import jax
-
   from hyperrecon_jax import errors
   coordinator, count, index = (value["coordinator"], value["num_processes"],
                                value["process_id"])
+  if not distributed:
+    _check_complete(value)
+  import jax
   if coordinator is not None:
     _check_resolves(coordinator)
   if coordinator is not None and index == 0:
@@ -154,6 +158,29 @@ def check_process_count(holders) -> None:
         f"process {jax.process_index()} was given --num_processes={count}, but process 0 "
         f"started a run of {jax.process_count()}: give every process the same "
         "--num_processes")
+
+
+def _check_complete(value) -> None:
+  """Refuses some of ``--coordinator``, ``--num_processes``, ``--process_id`` without the rest.
+
+  Without ``--distributed`` JAX has nothing to find the missing ones in, and
+  it said so only after this process announced that it was joining.
+
+  Args:
+    value: the three flags' values by name (None: not given).
+
+  Raises:
+    InputError: naming the flags given and those missing.
+  """
+  from hyperrecon_jax import errors
+  given = [f"--{name}={v}" for name, v in value.items() if v is not None]
+  missing = [f"--{name}" for name, v in value.items() if v is None]
+  if missing:
+    raise errors.InputError(
+        f"{' '.join(given)} {'needs' if len(given) == 1 else 'need'} "
+        f"{' and '.join(missing)}: every process of a run gives "
+        "--coordinator=HOST:PORT (process 0's address), --num_processes=N and its own "
+        "--process_id=I; or give --distributed where JAX finds them (Slurm, Open MPI, TPU)")
 
 
 def _check_resolves(coordinator: str) -> None:

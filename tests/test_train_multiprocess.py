@@ -404,6 +404,28 @@ def test_incomplete_process_flags_are_one_error_line(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("given, missing", [
+    (dict(coordinator="127.0.0.1:1"), "--coordinator=127.0.0.1:1 needs --num_processes and "
+                                      "--process_id: "),
+    (dict(num_processes=2, process_id=1), "--num_processes=2 --process_id=1 need "
+                                          "--coordinator: ")])
+def test_some_process_flags_without_the_rest_are_refused_before_joining(given, missing,
+                                                                         capfd):
+  """JAX refused them only at the join ("Number of processes must be defined")."""
+  import types
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  import cli_processes
+
+  from hyperrecon_jax import errors
+  value = dict(coordinator=None, num_processes=None, process_id=None, distributed=False,
+               join_timeout=5)
+  value.update(given)
+  holders = {name: types.SimpleNamespace(value=v) for name, v in value.items()}
+  with pytest.raises(errors.InputError, match="^" + re.escape(missing)):
+    cli_processes.join_processes(holders)
+  assert "joining" not in capfd.readouterr().err
+
+
 def _one_process(data_dir, tmp_path, name, port, index, timeout):
   """One process of a run of two, started alone: (Popen, its workdir)."""
   workdir = tmp_path / name
