@@ -249,6 +249,17 @@ def test_missing_or_empty_manual_dir(tmp_path):
   assert issubclass(hr.data.DataError, ValueError)
 
 
+def test_too_few_files_are_refused_before_a_build_is_announced(tmp_path, capfd):
+  rng = np.random.default_rng(3)
+  for i in range(2):
+    _write(str(tmp_path / f"file{i}.h5"), rng)
+  with pytest.raises(hr.data.DataError, match=rf"^{tmp_path} holds 2 volumes; training needs "
+                                              "at least 3"):
+    hr.data.prepare(_config(str(tmp_path), tmp_path / "tfds"))
+  assert "building" not in capfd.readouterr().err
+  assert not (tmp_path / "tfds").exists()
+
+
 @pytest.mark.parametrize("kind", ["target_nan", "target_inf", "kspace_inf", "max_inf"])
 def test_non_finite_values_fail_the_build(tmp_path, kind):
   folder = tmp_path / "in"

@@ -257,6 +257,17 @@ def test_splits_that_would_be_empty_are_refused_by_name(tmp_path):
   assert [len(hr.data.volumes(cfg, s)) for s in hr.data.SPLITS] == [1, 1, 1]
 
 
+def test_too_few_volumes_are_refused_before_a_build_is_announced(tmp_path, capfd):
+  rng = np.random.default_rng(6)
+  for i in range(2):
+    _save(_volume(rng)[0], tmp_path / f"s{i}.nii.gz")
+  with pytest.raises(hr.data.DataError, match=rf"^{tmp_path} holds 2 volumes; training needs "
+                                              "at least 3"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+  assert "building" not in capfd.readouterr().err
+  assert not (tmp_path / "tfds").exists()
+
+
 def test_a_volume_rewritten_in_place_at_the_same_size_builds_again(tmp_path):
   rng = np.random.default_rng(7)
   images = [_volume(rng)[0] for _ in range(3)]

@@ -276,11 +276,14 @@ def settings(data_config) -> dict:
   get = functools.partial(common.field, data_config)
   manual_dir = os.path.expanduser(get("manual_dir"))
   files = find_files(manual_dir)
+  fractions = common.check_fractions(get("split_fractions"), evaluation_only=True)
+  # Too few volumes for the splits is refused here, before a build is announced.
+  common.split_volumes(len(files), fractions, int(get("split_seed")),
+                       where=os.path.abspath(manual_dir))
   return {
       "dataset": "fastmri_knee",
       "image_size": common.check_image_size(get("image_size")),
-      "split_fractions": list(common.check_fractions(get("split_fractions"),
-                                                     evaluation_only=True)),
+      "split_fractions": list(fractions),
       "split_seed": int(get("split_seed")),
       "files": common.fingerprint(manual_dir, files),
   }

@@ -257,6 +257,9 @@ def settings(data_config) -> dict:
   fractions = common.check_fractions(get("split_fractions"), evaluation_only=True)
   # A folder that is only scored is read without its labels (see find_files).
   pairs = find_files(manual_dir, labels=fractions != common.EVALUATION_ONLY)
+  # Too few volumes for the splits is refused here, before a build is announced.
+  common.split_volumes(len(pairs), fractions, int(get("split_seed")),
+                       where=os.path.abspath(manual_dir))
   files = [p for pair in pairs for p in pair if p is not None]
   return {
       "dataset": "nifti",
