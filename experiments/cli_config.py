@@ -48,7 +48,9 @@ def checked_config(holder):
     raise errors.InputError(
         f"get_config() of {path} returned a {type(config).__name__}, not an "
         "ml_collections.ConfigDict: start from configs/default.py's get_config()")
-  _compare(default_config(), config, "config", path)
+  template = default_config()
+  _compare(template, config, "config", path)
+  _refuse_text_in_numbers(flags.FLAGS[holder.name].override_values, template)
   from hyperrecon_jax.data import common
   with config.unlocked():
     config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
@@ -74,6 +76,49 @@ def checked_config(holder):
         f"empty: name the module that registers them (e.g. c.extensions = ('my_terms',)), "
         f"so that every command that loads this run registers them too.")
   return config
+
+
+def _refuse_text_in_numbers(overrides, template) -> None:
+  """Refuses an override of a tuple of numbers that ml_collections kept as text.
+
+  ml_collections parses ``--config.hparams.fixed="(0.1, nan)"`` with
+  ``ast.literal_eval``, which takes no ``nan`` or ``inf``, and keeps the
+  whole text as the tuple's one element: the config check then quoted that
+  text, not the element at fault.
+
+  Args:
+    overrides: ``{dotted field: value}`` of the ``--config.FIELD`` flags given.
+    template: the default config, whose tuples of numbers say which fields
+      hold numbers.
+
+  Raises:
+    InputError: naming the flag and its first element that is not a finite
+      number.
+  """
+  import math
+
+  from hyperrecon_jax import errors
+  for field, value in overrides.items():
+    default = template
+    for part in field.split("."):
+      default = default.get(part) if hasattr(default, "get") else None
+    if not (isinstance(default, tuple) and default
+            and all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in default)
+            and isinstance(value, tuple) and any(isinstance(v, str) for v in value)):
+      continue
+    text = ", ".join(str(v) for v in value)
+    elements = [e.strip() for e in text.strip().strip("()[]").split(",")]
+    for i, element in enumerate(elements, 1):
+      try:
+        finite = math.isfinite(float(element))
+      except ValueError:
+        finite = False
+      if not finite:
+        raise errors.InputError(
+            f"--config.{field}={text}: element {i}, {element!r}, is not a finite number; "
+            f"config.{field} holds numbers, e.g. {default}")
+    raise errors.InputError(f"--config.{field}={text}: not a tuple of numbers; config.{field} "
+                            f"holds numbers, e.g. {default}")
 
 
 def refuse_unread(holder, section: str, program: str, hint: str, read=()) -> None:

@@ -83,6 +83,13 @@ def assert_one_error_line(proc, pattern):
     # A typo of a built-in term got the hint for terms of one's own.
     (DEMO, "--config.losses=dc,ssmi", r"config\.losses: unknown loss term\(s\) \['ssmi'\] in "
      r"\('dc', 'ssmi'\); valid: \['dc', 'hfen', 'mae'"),
+    # ml_collections keeps a tuple holding nan as its text: the check quoted
+    # ('(0.1, nan)',), not the element.
+    (DEMO, "--config.hparams.fixed=(0.1, nan)", r"^error: --config\.hparams\.fixed=\(0\.1, "
+     r"nan\): element 2, 'nan', is not a finite number; config\.hparams\.fixed holds "
+     r"numbers, e\.g\. \(0\.5,\)$"),
+    (DEMO, "--config.loss_scales=(0.1,abc)", r"--config\.loss_scales=\(0\.1,abc\): element 2, "
+     r"'abc', is not a finite number"),
     # It read "its fields: " and nothing.
     (DEMO, "--config.evals.objective.x=1", r"config\.evals\.objective has no field 'x'; it has "
      r"no fields$"),
