@@ -284,6 +284,25 @@ def test_impossible_values_of_any_type_are_config_errors(field, value, match):
     train.check_config(config)
 
 
+@pytest.mark.parametrize("field, value, match", [
+    ("data.manual_dir", 5, r"^config\.data\.manual_dir must be a string \(a folder, or ''\), "
+                           r"got 5$"),
+    ("data.data_dir", 3.0, r"^config\.data\.data_dir must be a string .* got 3\.0$"),
+    ("data.manual_dir", None, r"^config\.data\.manual_dir must be a string .* got None$"),
+    # It was named as a prefix: "'5' is the prefix of no Unet convolution".
+    ("model.conditioned", 5, r"^config\.model\.conditioned must be a string \('all' or "
+                             r"comma-separated prefixes of Unet convolutions\), got 5$"),
+])
+def test_a_number_in_a_string_field_is_named(field, value, match):
+  # A ConfigDict refuses another type for a field it holds, so such a config
+  # comes from a dict (e.g. one read from JSON or built by hand).
+  values = configs.load("demo", "quick").to_dict()
+  section, name = field.split(".")
+  values[section][name] = value
+  with pytest.raises(train.ConfigError, match=match):
+    train.check_config(ml_collections.ConfigDict(values))
+
+
 def test_hparams_fixed_is_checked_for_a_hyperrecon_run_too():
   # Not read by a HyperRecon run, but stored with it and compared on resume:
   # "abc" trained, and every resume without the typo was refused.

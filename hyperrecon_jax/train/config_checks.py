@@ -132,6 +132,11 @@ def _check_data(config) -> None:
     raise ConfigError(f"config.data.image_size must be a multiple of 8 (the Unet pools 3 "
                       f"times) of at least {MIN_IMAGE_SIZE} (validation's SSIM needs "
                       f"{metrics.SSIM_FILTER_SIZE}×{metrics.SSIM_FILTER_SIZE}), got {size}")
+  # Folders: free text that no list of choices checks, and a number in them
+  # failed only when a path was made of it, in os.path, without the field.
+  for field in ("manual_dir", "data_dir"):
+    _require(isinstance(config.data[field], str),
+             f"config.data.{field} must be a string (a folder, or '')", config.data[field])
   percentile = config.data.percentile
   if not (_is_number(percentile) and 0 < percentile <= 100):
     raise ConfigError(f"config.data.percentile must lie in (0, 100], got {percentile!r}")
@@ -172,6 +177,10 @@ def _check_model(config) -> None:
            config.model.init_scheme)
   _require(config.model.strategy in models.STRATEGIES,
            f"config.model.strategy must be one of {models.STRATEGIES}", config.model.strategy)
+  # Read as comma-separated prefixes: a number would be named as a prefix.
+  _require(isinstance(config.model.conditioned, str),
+           "config.model.conditioned must be a string ('all' or comma-separated prefixes of "
+           "Unet convolutions)", config.model.conditioned)
   if config.model.hyper_dim:
     if config.model.hyper_init not in models.HYPER_INITS:
       raise ConfigError(f"config.model.hyper_init must be one of "
