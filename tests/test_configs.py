@@ -253,7 +253,10 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("model.strategy", "foo", r"config.model.strategy must be one of \('auto', 'vmap', 'loop'\)"),
     ("data.name", "foo", r"config.data.name must be one of \('mni152', 'fastmri_knee', 'nifti'\)"),
     ("data.axis", "diagonal", r"config.data.axis must be one of \('sagittal', 'coronal', "
-                              r"'axial'\) \(or 0, 1, 2\), got 'diagonal'"),
+                              r"'axial'\), got 'diagonal'$"),
+    # The command line gives text: it offered 0, 1, 2, and then refused '1'.
+    ("data.axis", "1", r"config.data.axis must be one of \('sagittal', 'coronal', 'axial'\), "
+                       r"got '1' \(array axis 1 is 'coronal': give the name\)$"),
     ("data.gap_slices", -1, r"config.data.gap_slices must be an integer ≥ 0, got -1"),
     ("data.num_threads", -2, r"config.data.num_threads must be an integer ≥ 0 .*got -2"),
     ("data.augment_intensity", 1.5, r"augment_intensity must lie in \[0, 1\), got 1.5"),

@@ -151,9 +151,16 @@ def _check_data(config) -> None:
     raise ConfigError(f"config.data.{e}") from None
   _require(config.data.name in data_common.DATASETS,
            f"config.data.name must be one of {data_common.DATASETS}", config.data.name)
-  _require(config.data.axis in data_common.AXES or config.data.axis in (0, 1, 2),
-           f"config.data.axis must be one of {tuple(data_common.AXES)} (or 0, 1, 2)",
-           config.data.axis)
+  axis = config.data.axis
+  # A config built in Python may give the array axis (0, 1, 2); the field
+  # is a string, and the command line's '1' is not an axis.
+  if not (axis in data_common.AXES or _is_integer(axis) and 0 <= axis <= 2):
+    names = {str(v): k for k, v in data_common.AXES.items()}
+    index = axis.strip() if isinstance(axis, str) else None
+    hint = (f" (array axis {index} is {names[index]!r}: give the name)"
+            if index in names else "")
+    raise ConfigError(f"config.data.axis must be one of {tuple(data_common.AXES)}, got "
+                      f"{axis!r}{hint}")
   threads = config.data.num_threads
   _require(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0,
            "config.data.num_threads must be an integer ≥ 0 (0 reads on the caller's thread)",
