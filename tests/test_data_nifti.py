@@ -518,3 +518,133 @@ def test_voxel_sizes_are_the_affine_s_however_the_file_is_stored(tmp_path):
       nifti.read_volume(str(tmp_path), name, None, 99.5) for name in ("ras.nii", "las.nii"))
   assert spacing_a == spacing_b == (1.0, 1.0, 3.0)
   np.testing.assert_array_equal(a, b)
+
+
+def _split_of(n, fractions=(0.7, 0.1, 0.2), seed=0):
+  """The default split of n units, from its definition: validation, test, then train
+  take the seeded permutation's first round(n·f) (at least 1), next round(n·f), rest."""
+  order = list(np.random.default_rng(seed).permutation(n))
+  n_val, n_test = max(round(n * fractions[1]), 1), max(round(n * fractions[2]), 1)
+  return {"validation": order[:n_val], "test": order[n_val:n_val + n_test],
+          "train": order[n_val + n_test:]}
+
+
+def _planned(cfg):
+  """{split: [names]} of a folder's build plan (its headers read, no slice cut)."""
+  plan = hr.data.make_builder(cfg)._plan()
+  return {split: [spec.name for spec in specs] for split, specs in plan.items()}
+
+
+@pytest.mark.parametrize("path, subject", [
+    ("sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", "01"),
+    ("sub-01_ses-2_T1w.nii.gz", "01"),
+    (os.path.join("site_b", "sub-04.nii"), "04"),
+    ("sub-ABC7/anat/T1w.nii", "ABC7"),
+    ("subject-01_T1w.nii.gz", None),
+    ("sub-01-a.nii.gz", None),  # not a BIDS label: letters and digits only
+    ("s0.nii.gz", None),
+])
+def test_a_volume_s_subject_is_the_bids_label_its_path_names(path, subject):
+  assert nifti.subject(path) == subject
+
+
+def test_the_volumes_of_one_subject_go_to_one_split(tmp_path):
+  # Two sessions of sub-01 (BIDS folders) and of sub-02 (file names only),
+  # one volume of sub-03 and one without a subject: 6 volumes, 4 subjects.
+  rng = np.random.default_rng(13)
+  names = ["extra.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz",
+           "sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz", "sub-02_ses-1_T1w.nii.gz",
+           "sub-02_ses-2_T1w.nii.gz", "sub-03/anat/sub-03_T1w.nii.gz"]
+  for name in names:
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    _save(_volume(rng)[0], tmp_path / name)
+  units = [[0], [1, 2], [3, 4], [5]]  # in the order of their first volume
+  expected = {split: sorted(names[v] for u in ids for v in units[u])
+              for split, ids in _split_of(len(units)).items()}
+  cfg = _config(tmp_path, tmp_path / "tfds")
+  assert {s: sorted(v.name for v in hr.data.volumes(cfg, s)) for s in hr.data.SPLITS} == expected
+  # Split volume by volume, sub-01 or sub-02 would be in two splits at this seed.
+  by_volume = {v: s for s, ids in _split_of(len(names)).items() for v in ids}
+  assert any(len({by_volume[v] for v in u}) > 1 for u in units)
+  # A subject's volumes count once: two subjects cannot fill three splits.
+  for name in names[:1] + names[5:]:
+    (tmp_path / name).unlink()
+  with pytest.raises(hr.data.DataError, match=rf"{tmp_path} holds 2 subjects; training needs "
+                                              r"at least 3, .*\(a subject is never split"):
+    hr.data.prepare(cfg)
+  # A path that names two subjects is refused by name.
+  _save(_volume(rng)[0], tmp_path / "sub-01" / "sub-05_T1w.nii.gz")
+  with pytest.raises(hr.data.DataError, match=r"sub-01/sub-05_T1w\.nii\.gz: its path names 2 "
+                                              r"BIDS subjects \(sub-01, sub-05\)"):
+    hr.data.prepare(cfg)
+
+
+def test_a_folder_of_one_volume_per_subject_keeps_its_split_and_build(cfg, tmp_path):
+  # The module's folder (sub-00 … sub-04, in two folders) and one without
+  # subject names: split volume by volume, as before subjects were read, and
+  # with the same settings, so an existing build of them is used as it is.
+  rng = np.random.default_rng(14)
+  for i in range(7):
+    _save(_volume(rng)[0], tmp_path / f"scan{i}.nii")
+  plain = _config(tmp_path, tmp_path / "tfds")
+  for c in (cfg, plain):
+    names = [image for image, _ in nifti.find_files(c.manual_dir)]
+    assert _planned(c) == {s: sorted(names[i] for i in ids)
+                           for s, ids in _split_of(len(names)).items()}
+    assert "split_by" not in nifti.settings(c)
+  assert [v.name for v in hr.data.volumes(cfg, "test")] == _planned(cfg)["test"]
+
+
+# float32's relative spacing, and the affines' tolerance for 1 mm voxels at
+# the origin: 4·sqrt(3·2⁻²³) mm (nifti._affine_tolerance).
+EPS32 = 2.0 ** -23
+TOLERANCE_1MM = 4 * np.sqrt(3 * EPS32)
+
+
+@pytest.mark.parametrize("affine, differ", [
+    (np.diag([1.2, 1.2, 1.2, 1.0]), r"voxel sizes \(1\.2, 1\.2, 1\.2\) mm, origin \(0, 0, 0\) mm"),
+    (np.array([[1.0, 0, 0, 0.5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]),
+     r"voxel sizes \(1, 1, 1\) mm, origin \(0\.5, 0, 0\) mm"),
+    (np.array([[1.0, 0, 0, 0.0025], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]),
+     r"voxel sizes \(1, 1, 1\) mm, origin \(0\.0025, 0, 0\) mm"),
+])
+def test_a_label_of_another_grid_of_the_same_shape_is_refused(tmp_path, affine, differ):
+  rng = np.random.default_rng(15)
+  for i in range(3):
+    image, label = _volume(rng)
+    _save(image, tmp_path / f"s{i}.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine if i == 1 else np.eye(4)),
+             str(tmp_path / f"s{i}_seg.nii.gz"))
+  assert TOLERANCE_1MM < 0.0025  # 2.39e-3 mm: the last case is just beyond it
+  with pytest.raises(hr.data.DataError) as info:
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
+  assert re.fullmatch(
+      rf"{re.escape(str(tmp_path / 's1_seg.nii.gz'))}: its affine \(voxel-to-world matrix\) "
+      rf"differs from that of the image {re.escape(str(tmp_path / 's1.nii.gz'))} by up to .* "
+      rf"mm, more than float32 storage explains \(0\.00239 mm\): the label's {differ}, the "
+      r"image's voxel sizes \(1, 1, 1\) mm, origin \(0, 0, 0\) mm; a label of another scan\? "
+      r".*save it with the image's header \(affine\)\.", str(info.value)), str(info.value)
+  assert not list((tmp_path / "tfds").glob("nifti/*"))
+
+
+def test_a_label_on_its_image_s_grid_passes_whichever_header_form_holds_it(tmp_path):
+  # An oblique grid near a half turn about x: the image keeps it as float32
+  # rows (sform), the label as a float32 quaternion (qform), which nibabel
+  # reads back 1e-3 mm off, about 8,400 float32 steps, yet within
+  # 4·sqrt(3·2⁻²³) = 2.39e-3 mm.
+  from scipy.spatial.transform import Rotation
+  affine = np.eye(4)
+  affine[:3, :3] = Rotation.from_rotvec([np.pi - 1e-3, 0, 0]).as_matrix()
+  affine[:3, 3] = (-10.0, 12.0, 8.0)
+  image, label = _volume(np.random.default_rng(16))
+  as_sform = nib.Nifti1Image(image, affine)
+  as_sform.header.set_qform(None, code=0)
+  as_qform = nib.Nifti1Image(label, None)
+  as_qform.header.set_qform(affine, code=1)
+  as_qform.header.set_sform(None, code=0)
+  nib.save(as_sform, str(tmp_path / "s0.nii.gz"))
+  nib.save(as_qform, str(tmp_path / "s0_seg.nii.gz"))
+  stored = [nib.load(str(tmp_path / n)).affine for n in ("s0.nii.gz", "s0_seg.nii.gz")]
+  difference = np.abs(stored[0] - stored[1]).max()
+  assert 1000 * EPS32 < difference < TOLERANCE_1MM + 2 * EPS32 * 12, difference
+  nifti._check_header(str(tmp_path), "s0.nii.gz", "s0_seg.nii.gz", "axial")

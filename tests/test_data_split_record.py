@@ -30,14 +30,16 @@ from hyperrecon_jax.train import baselines as train_baselines
 SHAPE = (20, 24, 16)
 
 
-def _write_volume(folder, index):
-  """A noisy ellipsoid with brain on 10 axial slices, as ``sub-<index>.nii.gz``."""
+def _write_volume(folder, index, name=None):
+  """A noisy ellipsoid with brain on 10 axial slices, as ``name`` or ``sub-<index>.nii.gz``."""
   rng = np.random.default_rng(index)
   x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in SHAPE), indexing="ij")
   inside = x ** 2 / 0.8 + y ** 2 / 0.9 + z ** 2 < 0.8
   inside[..., :3] = inside[..., 13:] = False
   image = np.where(inside, 100.0 + rng.normal(0, 5, SHAPE), 0.0).astype(np.float32)
-  nib.save(nib.Nifti1Image(image, np.eye(4)), str(folder / f"sub-{index:02d}.nii.gz"))
+  path = folder / (name or f"sub-{index:02d}.nii.gz")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  nib.save(nib.Nifti1Image(image, np.eye(4)), str(path))
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +362,37 @@ def test_a_run_records_its_splits_and_is_guarded_by_them(records, folders, tmp_p
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
   assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+
+
+def test_a_run_whose_splits_put_a_subject_in_two_is_refused_as_such(folders, tmp_path):
+  # Two sessions of each of four BIDS subjects. Split volume by volume (the
+  # record of a run that began so, written here from that permutation),
+  # sub-02 was in validation and test; split by subject, sub-01's training
+  # volumes are in the test split.
+  _, _, data_dir = folders
+  folder = tmp_path / "bids"
+  names = [f"sub-{s:02d}/ses-{t}/anat/sub-{s:02d}_ses-{t}_T1w.nii.gz"
+           for s in range(1, 5) for t in (1, 2)]
+  for i, name in enumerate(names):
+    _write_volume(folder, 100 + i, name)
+  by_volume = common.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
+  began = {"dataset": "nifti", "manual_dir": str(folder),
+           "splits": {s: [names[i] for i in ids] for s, ids in by_volume.items()}}
+  assert began["splits"]["validation"] == [names[2]]  # sub-02, ses-1
+  assert names[3] in began["splits"]["test"]  # sub-02, ses-2
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / split_record.FILE).write_text(split_record.to_json(began))
+  config = _config(folder, data_dir)
+  now = split_record.current(config.data)
+  assert now["splits"]["test"] == names[:2]  # sub-01, trained on
+  with pytest.raises(data.DataError, match=r"the run began with splits that put volumes of one "
+                                           r"subject into two \(sub-02 in validation and test\)"
+                                           r", and the build keeps each BIDS subject's volumes "
+                                           r"in one split.*train in a new --workdir"):
+    split_record.check_resume(str(workdir), now)
+  with pytest.raises(data.DataError, match=r"holds 2 of the volumes .*sub-01_ses-1_T1w.*: the "
+                                           r"recorded splits put volumes of one subject into "
+                                           r"two \(sub-02 in validation and test\)"):
+    split_record.check_unseen(str(workdir), config.data, "test")
+

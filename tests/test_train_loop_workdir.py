@@ -7,6 +7,7 @@ import re
 import shutil
 
 import jax
+import loop_support
 from loop_support import CHECKPOINT_STEPS
 from loop_support import STEPS
 from loop_support import assert_trees_close
@@ -21,6 +22,7 @@ from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax.data import split_record
 from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import memory_checks
 from hyperrecon_jax.train import state as state_lib
@@ -235,6 +237,26 @@ def test_a_run_refused_after_start_up_removes_only_a_folder_it_created(data_dir,
     train.train_and_evaluate(config, str(tmp_path / "existing"))
   assert sorted(os.listdir(tmp_path)) == ["existing"]
   assert not os.listdir(tmp_path / "existing")
+
+
+def test_a_resumed_run_writes_its_deleted_split_record_again(data_dir, tmp_path, capsys):
+  folder = loop_support.write_site(tmp_path / "site", range(3))
+  config = make_config(data_dir, num_steps=2, eval_every=2)
+  config.data.update(name="nifti", manual_dir=folder)
+  workdir = str(tmp_path / "run")
+  path = os.path.join(workdir, split_record.FILE)
+  train.train_and_evaluate(config, workdir)
+  with open(path) as f:
+    began = f.read()
+  assert json.loads(began)["splits"]["train"]  # a record of a folder split by volume
+  os.remove(path)
+  capsys.readouterr()
+  config.train.num_steps = 4
+  train.train_and_evaluate(config, workdir)
+  with open(path) as f:
+    assert f.read() == began  # the folder is unchanged: the splits the run began with
+  assert (f"note: {path} was missing; it is written with the splits the run goes on with "
+          "from step 2") in capsys.readouterr().err
 
 
 # --- refused before anything is written ------------------------------------------------

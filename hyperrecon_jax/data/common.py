@@ -271,7 +271,7 @@ def fingerprint(root: str, relpaths: Sequence[str]) -> str:
 
 
 def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
-                  where: str = "the dataset") -> dict[str, list[int]]:
+                  where: str = "the dataset", unit: str = "volume") -> dict[str, list[int]]:
   """Assigns volume indices 0..num-1 to splits with a seeded permutation.
 
   Validation and test get ``round(num * fraction)`` volumes each, at least
@@ -285,6 +285,8 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
       ``evaluation_only``).
     seed: seed of the permutation, so the split is reproducible.
     where: the volumes' folder, for the error message.
+    unit: what is assigned, for the error message (`split_subjects` assigns
+      subjects).
 
   Returns:
     Sorted volume indices per split name.
@@ -300,23 +302,68 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
     return {"validation": [], "test": list(range(num)), "train": []}
   if num < 3:
     raise DataError(
-        f"{where} holds {num} volume{'s' * (num != 1)}; training needs at least 3, one "
-        "for each of the train, validation and test splits (a volume is never split "
-        "between them). Add volumes")
+        f"{where} holds {num} {unit}{'s' * (num != 1)}; training needs at least 3, one "
+        f"for each of the train, validation and test splits (a {unit} is never split "
+        f"between them). Add {unit}s")
   order = np.random.default_rng(seed).permutation(num)
   n_val = max(int(round(num * f_val)), 1)
   n_test = max(int(round(num * f_test)), 1)
   if num - n_val - n_test < 1:
     raise DataError(
-        f"{where} holds {num} volume{'s' * (num != 1)}, too few for split_fractions "
+        f"{where} holds {num} {unit}{'s' * (num != 1)}, too few for split_fractions "
         f"{tuple(float(f) for f in fractions)}: they give {n_val} to validation and "
         f"{n_test} to test and leave {max(num - n_val - n_test, 0)} for training, and "
-        "every split needs one. Add volumes or change --config.data.split_fractions")
+        f"every split needs one. Add {unit}s or change --config.data.split_fractions")
   return {
       "validation": sorted(int(i) for i in order[:n_val]),
       "test": sorted(int(i) for i in order[n_val:n_val + n_test]),
       "train": sorted(int(i) for i in order[n_val + n_test:]),
   }
+
+
+def subject_groups(subjects: Sequence[str | None]) -> list[list[int]]:
+  """The volumes of each subject, subjects in the order of their first volume.
+
+  Args:
+    subjects: each volume's subject, or None where it is not known (such a
+      volume is a subject of its own).
+
+  Returns:
+    Lists of volume indices, ascending; one per subject.
+  """
+  groups, of = [], {}
+  for i, subject in enumerate(subjects):
+    if subject is None or subject not in of:
+      groups.append([i])
+      if subject is not None:
+        of[subject] = groups[-1]
+    else:
+      of[subject].append(i)
+  return groups
+
+
+def split_subjects(subjects: Sequence[str | None], fractions: Sequence[float], seed: int, *,
+                   where: str = "the dataset") -> dict[str, list[int]]:
+  """`split_volumes` by subject: the volumes of one subject go to one split.
+
+  The subjects are permuted as `split_volumes` permutes volumes, and the
+  fractions count subjects. When every volume is a subject of its own, the
+  assignment is ``split_volumes(len(subjects), fractions, seed)``.
+
+  Args:
+    subjects: each volume's subject, or None where it is not known.
+    fractions: (train, validation, test) fractions.
+    seed: seed of the permutation.
+    where: the volumes' folder, for the error message.
+
+  Returns:
+    Sorted volume indices per split name.
+  """
+  groups = subject_groups(subjects)
+  if len(groups) == len(subjects):
+    return split_volumes(len(subjects), fractions, seed, where=where)
+  by_group = split_volumes(len(groups), fractions, seed, where=where, unit="subject")
+  return {split: sorted(i for g in ids for i in groups[g]) for split, ids in by_group.items()}
 
 
 def check_finite(values: np.ndarray, path: str, what: str = "voxels") -> None:

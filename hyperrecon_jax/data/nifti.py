@@ -1,7 +1,8 @@
 """Folders of NIfTI brain volumes (a manual dataset: you supply the files).
 
-Put one 3-D volume per subject (`.nii` or `.nii.gz`, searched recursively) in
-`manual_dir`, e.g. skull-stripped T1 images of the ABIDE preprocessed release
+Put 3-D volumes (`.nii` or `.nii.gz`, searched recursively) in `manual_dir`,
+one per subject or several of a subject named by its BIDS `sub-<label>`, e.g.
+skull-stripped T1 images of the ABIDE preprocessed release
 (http://preprocessed-connectomes-project.org/abide/, subject to the ABIDE
 data usage agreement).
 
@@ -22,15 +23,20 @@ respected, zero padding; labels by nearest neighbour, stored as int32).
 A volume or label volume with NaN or infinite voxels is broken data: the build
 stops with an error naming the file instead of repairing it.
 
-Each file is one subject: volume ids are positions in the sorted list of
-relative paths (the `name` feature), and subjects are assigned to splits with
-a permutation seeded by `split_seed`, so no subject is in two splits.
+Volume ids are positions in the sorted list of relative paths (the `name`
+feature). A volume whose path names a BIDS subject, `sub-<label>` as a folder
+or as the start of the file name, belongs to that subject; any other volume
+is a subject of its own. Subjects are assigned to splits with a permutation
+seeded by `split_seed` (`common.split_subjects`), so no subject is in two
+splits; a folder of one volume per subject is split volume by volume
+(`common.split_volumes`).
 """
 
 from collections.abc import Iterator
 from collections.abc import Mapping
 import functools
 import os
+import re
 
 import numpy as np
 
@@ -42,9 +48,13 @@ from hyperrecon_jax.data import slicing
 SUFFIXES = (".nii.gz", ".nii")
 LABEL_DIR = "labels"
 LABEL_SUFFIX = "_seg"
+# A BIDS subject entity: `sub-<label>`, the label letters and digits, ending
+# a folder's name or followed by the next entity's `_` in a file's.
+SUBJECT = re.compile(r"sub-([A-Za-z0-9]+)(?:_|$)")
 
 INSTRUCTIONS = (
-    "Put one NIfTI volume per subject (.nii or .nii.gz) in `manual_dir`, "
+    "Put NIfTI volumes (.nii or .nii.gz), one per subject or named by BIDS subject "
+    "(sub-<label>), in `manual_dir`, "
     "optionally with label volumes as `labels/<same path>` or "
     "`<name>_seg.nii.gz`. ABIDE preprocessed brains are available from "
     "http://preprocessed-connectomes-project.org/abide/ (ABIDE data usage "
@@ -94,6 +104,32 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
   return pairs
 
 
+def subject(image_rel: str) -> str | None:
+  """The BIDS subject label a volume's path names (``'01'`` for ``sub-01``), or None.
+
+  Args:
+    image_rel: the image's path relative to `manual_dir`.
+
+  Raises:
+    DataError: the path names two subjects (a folder ``sub-01`` holding a
+      file ``sub-02_T1w.nii``), so the volume's subject is not known.
+  """
+  parts = image_rel.split(os.sep)
+  parts[-1] = _stem(parts[-1])
+  labels = {m.group(1) for m in map(SUBJECT.match, parts) if m}
+  if len(labels) > 1:
+    raise common.DataError(
+        f"{image_rel}: its path names {len(labels)} BIDS subjects "
+        f"({', '.join('sub-' + x for x in sorted(labels))}); volumes are split by subject, so "
+        "a volume's path must name one: rename the folder or the file")
+  return labels.pop() if labels else None
+
+
+def subjects(pairs) -> list[str | None]:
+  """`subject` of each (image, label) pair's image."""
+  return [subject(image) for image, _ in pairs]
+
+
 def _load(path: str, what: str):
   """Loads a 3-D volume in RAS as (array, voxel sizes)."""
   nib = common.require("nibabel")
@@ -130,7 +166,7 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
       voxel grid.
   """
   nib = common.require("nibabel")
-  shapes, axes, orientations = [], [], []
+  shapes, axes, orientations, affines = [], [], [], []
   for rel, what in ((image_rel, "image"), (label_rel, "label volume")):
     if rel is None:
       continue
@@ -152,6 +188,7 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
     shapes.append(shape)
     axes.append(codes)
     orientations.append(orientation)
+    affines.append(np.asarray(header.affine, np.float64))
   _check_planes(os.path.join(manual_dir, image_rel),
                 slicing.ras_shape(shapes[0], orientations[0]), axis)
   if len(shapes) < 2:
@@ -169,6 +206,64 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
         f"{label_path}: its voxel axes point {axes[1]}, those of the image {image_path} "
         f"{axes[0]}; a label must be on the image's voxel grid: save it with the image's "
         "header (affine).")
+  _check_same_affine(image_path, affines[0], label_path, affines[1])
+
+
+# float32's relative spacing: a header stores its affine in float32 numbers.
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _affine_tolerance(affine: np.ndarray) -> float:
+  """How far (mm) two headers' affines of one voxel grid can differ, in any of their numbers.
+
+  A header stores the affine either as float32 rows (the sform) or as a
+  float32 quaternion, voxel sizes and offset (the qform), and one grid
+  saved by two tools may come back through either. nibabel rebuilds the
+  quaternion's first number as ``sqrt(1 − b² − c² − d²)`` in float32: its
+  square is off by up to 3 ε (ε = 2⁻²³, as nibabel's own threshold allows), so
+  the number by up to ``sqrt(3 ε)`` where it is near 0, and a rotation entry,
+  which it enters with a factor of at most 2, by ``2 sqrt(3 ε)`` (1.2e-3): 1.0e-3
+  measured near a half turn. Twice that, times the largest voxel size, bounds
+  the linear part; an offset is stored as one float32 number, within ε of it.
+
+  Args:
+    affine: the image's 4×4 affine.
+
+  Returns:
+    The tolerance in mm.
+  """
+  zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+  return float(4 * np.sqrt(3 * _EPS32) * zooms.max() + 2 * _EPS32 * np.abs(affine[:3, 3]).max())
+
+
+def _check_same_affine(image_path: str, image: np.ndarray, label_path: str,
+                       label: np.ndarray) -> None:
+  """Refuses a label whose affine is not its image's: the label of another scan.
+
+  Args:
+    image_path: the image's file, for the message.
+    image: its 4×4 affine.
+    label_path: the label volume's file, for the message.
+    label: its 4×4 affine.
+
+  Raises:
+    DataError: naming both files, their voxel sizes and origins, and the
+      largest difference against the tolerance.
+  """
+  tolerance = _affine_tolerance(image)
+  difference = float(np.abs(image[:3] - label[:3]).max())
+  if difference <= tolerance:
+    return
+  def grid(affine):
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    return (f"voxel sizes ({', '.join(f'{z:.6g}' for z in zooms)}) mm, origin "
+            f"({', '.join(f'{t:.6g}' for t in affine[:3, 3])}) mm")
+  raise common.DataError(
+      f"{label_path}: its affine (voxel-to-world matrix) differs from that of the image "
+      f"{image_path} by up to {difference:.3g} mm, more than float32 storage explains "
+      f"({tolerance:.3g} mm): the label's {grid(label)}, the image's {grid(image)}; a label "
+      "of another scan? A label must be on the image's voxel grid: save it with the image's "
+      "header (affine).")
 
 
 def _check_planes(path: str, ras_shape, axis) -> None:
@@ -261,7 +356,7 @@ def settings(data_config) -> dict:
   common.split_volumes(len(pairs), fractions, int(get("split_seed")),
                        where=os.path.abspath(manual_dir))
   files = [p for pair in pairs for p in pair if p is not None]
-  return {
+  out = {
       "dataset": "nifti",
       "image_size": common.check_image_size(get("image_size")),
       "axis": common.axis_name(get("axis")),
@@ -272,6 +367,14 @@ def settings(data_config) -> dict:
       "labels": pairs[0][1] is not None,
       "files": common.fingerprint(manual_dir, files),
   }
+  # A folder holding a subject's volumes twice is split by subject: its own
+  # build, never a dataset built split volume by volume. A folder of one
+  # volume per subject keeps these settings, and its build and split.
+  if fractions != common.EVALUATION_ONLY:
+    names = subjects(pairs)
+    if len(common.subject_groups(names)) < len(names):
+      out["split_by"] = "subject"
+  return out
 
 
 def builder_config(data_config) -> builder_lib.SliceConfig:
@@ -302,9 +405,12 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
     pairs = find_files(cfg.manual_dir, labels=cfg.settings["labels"])
     for pair in pairs:  # Fail before writing anything if a header is bad.
       _check_header(cfg.manual_dir, *pair, cfg.settings["axis"])
-    assignment = common.split_volumes(
-        len(pairs), cfg.settings["split_fractions"], cfg.settings["split_seed"],
-        where=cfg.manual_dir)
+    fractions, seed = cfg.settings["split_fractions"], cfg.settings["split_seed"]
+    if cfg.settings.get("split_by") == "subject":
+      assignment = common.split_subjects(subjects(pairs), fractions, seed,
+                                         where=cfg.manual_dir)
+    else:
+      assignment = common.split_volumes(len(pairs), fractions, seed, where=cfg.manual_dir)
     return {split: [builder_lib.VolumeSpec(i, pairs[i][0], pairs[i],
                                            file=os.path.join(cfg.manual_dir, pairs[i][0]))
                     for i in ids]

@@ -1,7 +1,8 @@
 """The volumes of each split a run trained with, kept in its workdir.
 
 The `nifti` and `fastmri_knee` datasets assign whole volumes to splits with a
-seeded permutation of the folder's sorted files (`common.split_volumes`).
+seeded permutation of the folder's sorted files (`common.split_volumes`; a
+NIfTI folder's by BIDS subject, `common.split_subjects`).
 Adding, removing or renaming a file rebuilds the dataset and can draw another
 assignment, so a volume the run trained on can move into the test split,
 where its scores would silently measure training data. A run therefore
@@ -158,12 +159,44 @@ def check_resume(workdir: str, record: dict | None) -> None:
   for split in ("train", "validation"):
     changed = changes(stored, record, split)
     if changed:
+      split_subject = _subject_in_two_splits(stored)
+      if split_subject:
+        raise common.DataError(
+            f"the {split} split of {record['manual_dir']} is not the one the run in "
+            f"{workdir} began with ({changed}): the run began with splits that put volumes "
+            f"of one subject into two ({split_subject}), and the build keeps each BIDS "
+            "subject's volumes in one split, so the run cannot go on with its data: train in "
+            "a new --workdir")
       raise common.DataError(
           f"the {split} split of {record['manual_dir']} is not the one the run in "
           f"{workdir} began with ({changed}): files were added to, removed from, renamed "
           "in or rewritten in the folder, and the run would go on with other data. "
           f"Restore the folder as it was ({os.path.join(workdir, FILE)} lists every "
           "split's volumes) or train in a new --workdir")
+
+
+def _subject_in_two_splits(record: dict) -> str:
+  """A BIDS subject (``sub-<label>``) whose volumes a `nifti` record puts in two splits.
+
+  Returns:
+    The subject and its splits, for a message; ``""`` when there is none.
+  """
+  if record.get("dataset") != "nifti":
+    return ""
+  from hyperrecon_jax.data import nifti
+  seen: dict[str, set[str]] = {}
+  for split in common.SPLITS:
+    for name in record["splits"][split]:
+      try:
+        label = nifti.subject(name)
+      except common.DataError:  # a path naming two subjects is the build's to refuse
+        continue
+      if label is not None:
+        seen.setdefault(label, set()).add(split)
+  for label, splits in sorted(seen.items()):
+    if len(splits) > 1:
+      return f"sub-{label} in {' and '.join(s for s in common.SPLITS if s in splits)}"
+  return ""
 
 
 def changes(before: dict, now: dict, split: str) -> str:
@@ -285,7 +318,11 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
         f"{folder} holds {len(seen)} of the volumes {learner} learned from "
         f"({_quote(seen)}), so its scores would measure training data: leave them out of "
         f"the folder ({listed})")
-  if same_folder:
+  split_subject = _subject_in_two_splits(stored) if same_folder else ""
+  if split_subject:
+    why = (f"the recorded splits put volumes of one subject into two ({split_subject}), and "
+           "the build keeps each BIDS subject's volumes in one split: train again")
+  elif same_folder:
     why = ("files were added to, removed from or renamed in the folder since training, "
            "which assigns volumes to splits again. Evaluate on the folder as it was")
   else:

@@ -180,9 +180,13 @@ def _train(config, workdir, mesh, operator, owner):
   if start >= int(config.train.num_steps):
     return state
   # Before anything is written: a run goes on with the splits it began with,
-  # and one that begins (again) at step 0 records them.
+  # and one that begins (again) at step 0 records them. A resumed run without
+  # its record (deleted, or a workdir older than the record) records the
+  # splits it goes on with, so that evaluation checks its test split again.
   splits = split_record.current(config.data)
   sharded.check_same_data(splits)
+  record_path = os.path.join(workdir, split_record.FILE)
+  rerecord = bool(start) and splits is not None and not os.path.exists(record_path)
   if start:
     split_record.check_resume(workdir, splits)
   if owner:
@@ -207,9 +211,12 @@ def _train(config, workdir, mesh, operator, owner):
     if owner:
       workdir_lib.write_text(os.path.join(workdir, "config.json"),
                              config.to_json(indent=2))
-      if splits is not None and start == 0:
-        workdir_lib.write_text(os.path.join(workdir, split_record.FILE),
-                               split_record.to_json(splits))
+      if splits is not None and (start == 0 or rerecord):
+        workdir_lib.write_text(record_path, split_record.to_json(splits))
+      if rerecord:
+        print(f"note: {record_path} was missing; it is written with the splits the run "
+              f"goes on with from step {start}, which cannot be checked against those it "
+              "began with", file=sys.stderr)
     batches = itertools.chain([first], iter(next_batch, None))
     # A plain Unet has one λ, the one it trains at; a stack one per Unet.
     val_lams = (step_lib.validation_lambdas(configuration.num_lambdas(config))
