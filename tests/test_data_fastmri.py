@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import hyperrecon_jax as hr
-from hyperrecon_jax.data import common
 from hyperrecon_jax.data import fastmri
 from hyperrecon_jax.data import split_record
+from hyperrecon_jax.data import splits
 
 SIZE = 32
 SLICES = 3
@@ -59,7 +59,7 @@ def test_the_split_record_names_the_files_of_every_split(cfg, manual_dir):
   # What a run keeps in its data_splits.json (tests/test_data_split_record.py
   # covers the checks, on NIfTI folders).
   names = sorted(os.listdir(manual_dir))
-  expected = common.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
+  expected = splits.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
   record = split_record.current(cfg)
   assert record["dataset"] == "fastmri_knee" and record["manual_dir"] == manual_dir
   assert record["splits"] == {s: [names[i] for i in expected[s]] for s in hr.data.SPLITS}
@@ -168,9 +168,9 @@ def test_split_seed_changes_assignment(cfg, tmp_path):
   other = _config(cfg.manual_dir, tmp_path, split_seed=1)
   assert hr.data.make_builder(other).builder_config.name != \
       hr.data.make_builder(cfg).builder_config.name
-  a = common.split_volumes(6, cfg.split_fractions, 0)
-  b = common.split_volumes(6, cfg.split_fractions, 1)
-  assert a != b and a == common.split_volumes(6, cfg.split_fractions, 0)
+  a = splits.split_volumes(6, cfg.split_fractions, 0)
+  b = splits.split_volumes(6, cfg.split_fractions, 1)
+  assert a != b and a == splits.split_volumes(6, cfg.split_fractions, 0)
 
 
 def test_added_file_builds_distinct_version(manual_dir, tmp_path):

@@ -535,19 +535,6 @@ def _planned(cfg):
   return {split: [spec.name for spec in specs] for split, specs in plan.items()}
 
 
-@pytest.mark.parametrize("path, subject", [
-    ("sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", "01"),
-    ("sub-01_ses-2_T1w.nii.gz", "01"),
-    (os.path.join("site_b", "sub-04.nii"), "04"),
-    ("sub-ABC7/anat/T1w.nii", "ABC7"),
-    ("subject-01_T1w.nii.gz", None),
-    ("sub-01-a.nii.gz", None),  # not a BIDS label: letters and digits only
-    ("s0.nii.gz", None),
-])
-def test_a_volume_s_subject_is_the_bids_label_its_path_names(path, subject):
-  assert nifti.subject(path) == subject
-
-
 def test_the_volumes_of_one_subject_go_to_one_split(tmp_path):
   # Two sessions of sub-01 (BIDS folders) and of sub-02 (file names only),
   # one volume of sub-03 and one without a subject: 6 volumes, 4 subjects.

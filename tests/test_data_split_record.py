@@ -2,7 +2,7 @@
 
 A folder of six tiny NIfTI volumes, grown to seven: at the default fractions
 (0.7, 0.1, 0.2) and seed, that moves a training volume into the test split
-(`common.split_volumes`), the case the record exists for.
+(`splits.split_volumes`), the case the record exists for.
 """
 
 import hashlib
@@ -24,6 +24,7 @@ from hyperrecon_jax import segmenter_files
 from hyperrecon_jax import train
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import split_record
+from hyperrecon_jax.data import splits
 from hyperrecon_jax.evaluators import baselines
 from hyperrecon_jax.train import baselines as train_baselines
 
@@ -74,7 +75,7 @@ def _names(n):
 def test_current_lists_the_volumes_of_every_split(records, folders):
   for record, n in zip(records, (6, 7)):
     # The permutation of `split_volumes`, computed here from its definition.
-    expected = common.split_volumes(n, (0.7, 0.1, 0.2), 0)
+    expected = splits.split_volumes(n, (0.7, 0.1, 0.2), 0)
     assert record["dataset"] == "nifti"
     assert record["splits"] == {s: [_names(n)[i] for i in expected[s]] for s in common.SPLITS}
   six, seven, _ = folders
@@ -375,7 +376,7 @@ def test_a_run_whose_splits_put_a_subject_in_two_is_refused_as_such(folders, tmp
            for s in range(1, 5) for t in (1, 2)]
   for i, name in enumerate(names):
     _write_volume(folder, 100 + i, name)
-  by_volume = common.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
+  by_volume = splits.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
   began = {"dataset": "nifti", "manual_dir": str(folder),
            "splits": {s: [names[i] for i in ids] for s, ids in by_volume.items()}}
   assert began["splits"]["validation"] == [names[2]]  # sub-02, ses-1

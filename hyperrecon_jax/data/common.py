@@ -3,7 +3,8 @@
 `DataError` and `require` (optional dependencies), the dataset and split names
 and the slicing axes, reading and checking the fields of a data config, the
 settings digest and file fingerprint that name a built dataset, listing input
-files, assigning volumes to splits, and rejecting non-finite input. How a
+files, and rejecting non-finite input. Which split a volume goes to is
+`hyperrecon_jax.data.splits`. How a
 volume is cut into square slices is `hyperrecon_jax.data.slicing`.
 
 Nothing here imports TensorFlow Datasets, grain or a file-format library, so
@@ -268,102 +269,6 @@ def fingerprint(root: str, relpaths: Sequence[str]) -> str:
     info = os.stat(os.path.join(root, p))
     entries.append((p, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
   return digest({"files": entries})
-
-
-def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
-                  where: str = "the dataset", unit: str = "volume") -> dict[str, list[int]]:
-  """Assigns volume indices 0..num-1 to splits with a seeded permutation.
-
-  Validation and test get ``round(num * fraction)`` volumes each, at least
-  one; the training split gets the rest, which must be one or more. With
-  `EVALUATION_ONLY` fractions every volume is in test and the other two are
-  empty.
-
-  Args:
-    num: number of volumes.
-    fractions: (train, validation, test) fractions (`check_fractions`, with
-      ``evaluation_only``).
-    seed: seed of the permutation, so the split is reproducible.
-    where: the volumes' folder, for the error message.
-    unit: what is assigned, for the error message (`split_subjects` assigns
-      subjects).
-
-  Returns:
-    Sorted volume indices per split name.
-
-  Raises:
-    DataError: the volumes cannot give every split one (fewer than three, or
-      fractions that leave none for training).
-  """
-  _, f_val, f_test = check_fractions(fractions, evaluation_only=True)
-  if (f_val, f_test) == EVALUATION_ONLY[1:]:
-    if num < 1:
-      raise DataError(f"{where} holds no volume to evaluate")
-    return {"validation": [], "test": list(range(num)), "train": []}
-  if num < 3:
-    raise DataError(
-        f"{where} holds {num} {unit}{'s' * (num != 1)}; training needs at least 3, one "
-        f"for each of the train, validation and test splits (a {unit} is never split "
-        f"between them). Add {unit}s")
-  order = np.random.default_rng(seed).permutation(num)
-  n_val = max(int(round(num * f_val)), 1)
-  n_test = max(int(round(num * f_test)), 1)
-  if num - n_val - n_test < 1:
-    raise DataError(
-        f"{where} holds {num} {unit}{'s' * (num != 1)}, too few for split_fractions "
-        f"{tuple(float(f) for f in fractions)}: they give {n_val} to validation and "
-        f"{n_test} to test and leave {max(num - n_val - n_test, 0)} for training, and "
-        f"every split needs one. Add {unit}s or change --config.data.split_fractions")
-  return {
-      "validation": sorted(int(i) for i in order[:n_val]),
-      "test": sorted(int(i) for i in order[n_val:n_val + n_test]),
-      "train": sorted(int(i) for i in order[n_val + n_test:]),
-  }
-
-
-def subject_groups(subjects: Sequence[str | None]) -> list[list[int]]:
-  """The volumes of each subject, subjects in the order of their first volume.
-
-  Args:
-    subjects: each volume's subject, or None where it is not known (such a
-      volume is a subject of its own).
-
-  Returns:
-    Lists of volume indices, ascending; one per subject.
-  """
-  groups, of = [], {}
-  for i, subject in enumerate(subjects):
-    if subject is None or subject not in of:
-      groups.append([i])
-      if subject is not None:
-        of[subject] = groups[-1]
-    else:
-      of[subject].append(i)
-  return groups
-
-
-def split_subjects(subjects: Sequence[str | None], fractions: Sequence[float], seed: int, *,
-                   where: str = "the dataset") -> dict[str, list[int]]:
-  """`split_volumes` by subject: the volumes of one subject go to one split.
-
-  The subjects are permuted as `split_volumes` permutes volumes, and the
-  fractions count subjects. When every volume is a subject of its own, the
-  assignment is ``split_volumes(len(subjects), fractions, seed)``.
-
-  Args:
-    subjects: each volume's subject, or None where it is not known.
-    fractions: (train, validation, test) fractions.
-    seed: seed of the permutation.
-    where: the volumes' folder, for the error message.
-
-  Returns:
-    Sorted volume indices per split name.
-  """
-  groups = subject_groups(subjects)
-  if len(groups) == len(subjects):
-    return split_volumes(len(subjects), fractions, seed, where=where)
-  by_group = split_volumes(len(groups), fractions, seed, where=where, unit="subject")
-  return {split: sorted(i for g in ids for i in groups[g]) for split, ids in by_group.items()}
 
 
 def check_finite(values: np.ndarray, path: str, what: str = "voxels") -> None:

@@ -18,7 +18,7 @@ resized to fit `image_size` (aspect ratio kept, zero padding).
 All slices are kept. Volume ids are the files' positions in sorted order of
 their paths relative to `manual_dir`; the path is the `name` feature. Files go
 to train / validation / test with a permutation seeded by `split_seed`
-(`common.split_volumes`), so no volume is in two splits.
+(`splits.split_volumes`), so no volume is in two splits.
 """
 
 from collections.abc import Iterator
@@ -33,6 +33,7 @@ from hyperrecon_jax import checksums
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import slicing
+from hyperrecon_jax.data import splits
 
 TARGET_KEYS = ("reconstruction_esc", "reconstruction_rss")
 CROP = 320
@@ -278,7 +279,7 @@ def settings(data_config) -> dict:
   files = find_files(manual_dir)
   fractions = common.check_fractions(get("split_fractions"), evaluation_only=True)
   # Too few volumes for the splits is refused here, before a build is announced.
-  common.split_volumes(len(files), fractions, int(get("split_seed")),
+  splits.split_volumes(len(files), fractions, int(get("split_seed")),
                        where=os.path.abspath(manual_dir))
   return {
       "dataset": "fastmri_knee",
@@ -311,7 +312,7 @@ class FastmriKnee(builder_lib.SliceBuilder, skip_registration=True):
     files = find_files(cfg.manual_dir)
     for rel in files:  # Fail before writing anything if a file is bad.
       inspect(os.path.join(cfg.manual_dir, rel))
-    assignment = common.split_volumes(
+    assignment = splits.split_volumes(
         len(files), cfg.settings["split_fractions"], cfg.settings["split_seed"],
         where=cfg.manual_dir)
     paths = [os.path.join(cfg.manual_dir, rel) for rel in files]

@@ -27,16 +27,14 @@ Volume ids are positions in the sorted list of relative paths (the `name`
 feature). A volume whose path names a BIDS subject, `sub-<label>` as a folder
 or as the start of the file name, belongs to that subject; any other volume
 is a subject of its own. Subjects are assigned to splits with a permutation
-seeded by `split_seed` (`common.split_subjects`), so no subject is in two
-splits; a folder of one volume per subject is split volume by volume
-(`common.split_volumes`).
+seeded by `split_seed` (`splits.split_subjects`), so no subject is in two
+splits.
 """
 
 from collections.abc import Iterator
 from collections.abc import Mapping
 import functools
 import os
-import re
 
 import numpy as np
 
@@ -44,13 +42,11 @@ from hyperrecon_jax import checksums
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import slicing
+from hyperrecon_jax.data import splits
 
 SUFFIXES = (".nii.gz", ".nii")
 LABEL_DIR = "labels"
 LABEL_SUFFIX = "_seg"
-# A BIDS subject entity: `sub-<label>`, the label letters and digits, ending
-# a folder's name or followed by the next entity's `_` in a file's.
-SUBJECT = re.compile(r"sub-([A-Za-z0-9]+)(?:_|$)")
 
 INSTRUCTIONS = (
     "Put NIfTI volumes (.nii or .nii.gz), one per subject or named by BIDS subject "
@@ -102,32 +98,6 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
         f"nifti: {len(missing)} of {len(pairs)} volumes in {manual_dir!r} have no "
         f"label volume (e.g. {missing[:3]}); give every volume a label or none.")
   return pairs
-
-
-def subject(image_rel: str) -> str | None:
-  """The BIDS subject label a volume's path names (``'01'`` for ``sub-01``), or None.
-
-  Args:
-    image_rel: the image's path relative to `manual_dir`.
-
-  Raises:
-    DataError: the path names two subjects (a folder ``sub-01`` holding a
-      file ``sub-02_T1w.nii``), so the volume's subject is not known.
-  """
-  parts = image_rel.split(os.sep)
-  parts[-1] = _stem(parts[-1])
-  labels = {m.group(1) for m in map(SUBJECT.match, parts) if m}
-  if len(labels) > 1:
-    raise common.DataError(
-        f"{image_rel}: its path names {len(labels)} BIDS subjects "
-        f"({', '.join('sub-' + x for x in sorted(labels))}); volumes are split by subject, so "
-        "a volume's path must name one: rename the folder or the file")
-  return labels.pop() if labels else None
-
-
-def subjects(pairs) -> list[str | None]:
-  """`subject` of each (image, label) pair's image."""
-  return [subject(image) for image, _ in pairs]
 
 
 def _load(path: str, what: str):
@@ -352,9 +322,12 @@ def settings(data_config) -> dict:
   fractions = common.check_fractions(get("split_fractions"), evaluation_only=True)
   # A folder that is only scored is read without its labels (see find_files).
   pairs = find_files(manual_dir, labels=fractions != common.EVALUATION_ONLY)
-  # Too few volumes for the splits is refused here, before a build is announced.
-  common.split_volumes(len(pairs), fractions, int(get("split_seed")),
-                       where=os.path.abspath(manual_dir))
+  names = (splits.subjects([image for image, _ in pairs])
+           if fractions != common.EVALUATION_ONLY else [None] * len(pairs))
+  # Too few volumes (or subjects) for the splits is refused here, before a
+  # build is announced.
+  splits.split_subjects(names, fractions, int(get("split_seed")),
+                        where=os.path.abspath(manual_dir))
   files = [p for pair in pairs for p in pair if p is not None]
   out = {
       "dataset": "nifti",
@@ -370,10 +343,8 @@ def settings(data_config) -> dict:
   # A folder holding a subject's volumes twice is split by subject: its own
   # build, never a dataset built split volume by volume. A folder of one
   # volume per subject keeps these settings, and its build and split.
-  if fractions != common.EVALUATION_ONLY:
-    names = subjects(pairs)
-    if len(common.subject_groups(names)) < len(names):
-      out["split_by"] = "subject"
+  if len(splits.subject_groups(names)) < len(names):
+    out["split_by"] = "subject"
   return out
 
 
@@ -407,10 +378,10 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
       _check_header(cfg.manual_dir, *pair, cfg.settings["axis"])
     fractions, seed = cfg.settings["split_fractions"], cfg.settings["split_seed"]
     if cfg.settings.get("split_by") == "subject":
-      assignment = common.split_subjects(subjects(pairs), fractions, seed,
-                                         where=cfg.manual_dir)
+      assignment = splits.split_subjects(splits.subjects([image for image, _ in pairs]),
+                                         fractions, seed, where=cfg.manual_dir)
     else:
-      assignment = common.split_volumes(len(pairs), fractions, seed, where=cfg.manual_dir)
+      assignment = splits.split_volumes(len(pairs), fractions, seed, where=cfg.manual_dir)
     return {split: [builder_lib.VolumeSpec(i, pairs[i][0], pairs[i],
                                            file=os.path.join(cfg.manual_dir, pairs[i][0]))
                     for i in ids]

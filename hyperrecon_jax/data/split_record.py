@@ -1,8 +1,8 @@
 """The volumes of each split a run trained with, kept in its workdir.
 
 The `nifti` and `fastmri_knee` datasets assign whole volumes to splits with a
-seeded permutation of the folder's sorted files (`common.split_volumes`; a
-NIfTI folder's by BIDS subject, `common.split_subjects`).
+seeded permutation of the folder's sorted files (`splits.split_volumes`; a
+NIfTI folder's by BIDS subject, `splits.split_subjects`).
 Adding, removing or renaming a file rebuilds the dataset and can draw another
 assignment, so a volume the run trained on can move into the test split,
 where its scores would silently measure training data. A run therefore
@@ -27,6 +27,7 @@ import os
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import folders
 from hyperrecon_jax.data import near_copies
+from hyperrecon_jax.data import splits
 
 FILE = "data_splits.json"
 BY_VOLUME = ("nifti", "fastmri_knee")
@@ -113,12 +114,12 @@ def _checked(record, where: str) -> dict:
         isinstance(value.get(s), list) and all(isinstance(n, str) for n in value[s])
         and (like is None or len(value[s]) == len(like[s])) for s in common.SPLITS)
 
-  splits = record.get("splits") if isinstance(record, dict) else None
-  if not lists_of_text(splits):
+  names = record.get("splits") if isinstance(record, dict) else None
+  if not lists_of_text(names):
     raise _unreadable(where, "its 'splits' must map train, validation and test to lists "
                       "of volume names")
   for key in ("sha256", "content_sha256"):
-    if key in record and not lists_of_text(record[key], splits):
+    if key in record and not lists_of_text(record[key], names):
       raise _unreadable(where, f"its {key!r} must hold one digest per volume of 'splits'")
   return record
 
@@ -173,30 +174,6 @@ def check_resume(workdir: str, record: dict | None) -> None:
           "in or rewritten in the folder, and the run would go on with other data. "
           f"Restore the folder as it was ({os.path.join(workdir, FILE)} lists every "
           "split's volumes) or train in a new --workdir")
-
-
-def _subject_in_two_splits(record: dict) -> str:
-  """A BIDS subject (``sub-<label>``) whose volumes a `nifti` record puts in two splits.
-
-  Returns:
-    The subject and its splits, for a message; ``""`` when there is none.
-  """
-  if record.get("dataset") != "nifti":
-    return ""
-  from hyperrecon_jax.data import nifti
-  seen: dict[str, set[str]] = {}
-  for split in common.SPLITS:
-    for name in record["splits"][split]:
-      try:
-        label = nifti.subject(name)
-      except common.DataError:  # a path naming two subjects is the build's to refuse
-        continue
-      if label is not None:
-        seen.setdefault(label, set()).add(split)
-  for label, splits in sorted(seen.items()):
-    if len(splits) > 1:
-      return f"sub-{label} in {' and '.join(s for s in common.SPLITS if s in splits)}"
-  return ""
 
 
 def changes(before: dict, now: dict, split: str) -> str:
@@ -430,6 +407,13 @@ def check_slices(trained_on, data_config, learner: str) -> None:
         f"{shown}. A copy of a "
         "training volume padded, cropped or shifted by whole voxels gives the same slices, so "
         "its scores would measure training data: leave those volumes out of the folder")
+
+
+def _subject_in_two_splits(record: dict) -> str:
+  """`splits.subject_in_two_splits` of a `nifti` record; ``""`` for another dataset."""
+  if record.get("dataset") != "nifti":
+    return ""
+  return splits.subject_in_two_splits(record["splits"])
 
 
 def _quote(names) -> str:
