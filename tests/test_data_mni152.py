@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import hyperrecon_jax as hr
+from hyperrecon_jax.data import builder
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import mni152
 from hyperrecon_jax.data import pipeline
@@ -183,16 +185,20 @@ def test_interrupted_build_is_not_reused(tmp_path, monkeypatch, capsys):
     hr.data.prepare(cfg)
   b = hr.data.make_builder(cfg)
   assert not b.is_prepared()
-  assert not os.path.exists(os.path.join(b.data_dir, "dataset_info.json"))
-  # A killed build leaves an `incomplete.*` folder behind; it is never read,
+  # Nothing is left, the build's lock file included: not even the config's folder.
+  assert not os.path.exists(os.path.dirname(b.data_dir))
+  # A killed build leaves an `incomplete.*` folder behind, with its lock file
+  # that no process holds (or none, by an older version); it is never read,
   # and the next build removes it (it stayed for good, a partial copy of the
   # dataset). One that a running build writes to is left to it.
   junk = os.path.join(os.path.dirname(b.data_dir), f"incomplete.ABC123_{mni152.Mni152.VERSION}")
+  killed = junk.replace("ABC123", "GHI789")
   live = junk.replace("ABC123", "DEF456")
-  for folder in (junk, live):
+  for folder in (junk, killed, live):
     os.makedirs(folder)
     with open(os.path.join(folder, "mni152-train.array_record-00000-of-00001"), "w") as f:
       f.write("partial")
+  open(os.path.join(killed, builder.BUILD_LOCK), "w").close()
 
   def writing(self, spec):
     with open(os.path.join(live, "mni152-train.array_record-00000-of-00001"), "a") as f:
@@ -203,9 +209,60 @@ def test_interrupted_build_is_not_reused(tmp_path, monkeypatch, capsys):
   capsys.readouterr()
   assert not hr.data.make_builder(cfg).is_prepared()
   assert hr.data.num_examples(cfg, "train") == 86
-  assert not os.path.exists(junk) and os.path.exists(live)
-  removed = f"removed {junk}, the unfinished copy of a build that was stopped"
-  assert removed in capsys.readouterr().err
+  assert not os.path.exists(junk) and not os.path.exists(killed) and os.path.exists(live)
+  err = capsys.readouterr().err
+  for folder in (junk, killed):
+    assert f"removed {folder}, the unfinished copy of a build that was stopped" in err
+
+
+# A build that stops itself (SIGSTOP, as Ctrl-Z does) inside its temporary folder.
+_PAUSED_BUILD = """
+import json, os, signal, sys
+import hyperrecon_jax as hr
+from hyperrecon_jax.data import mni152
+original = mni152.Mni152._slices
+def pausing(self, spec):
+  for i, s in enumerate(original(self, spec)):
+    if i == 3 and not getattr(pausing, "done", False):
+      pausing.done = True
+      print(self.data_dir, file=sys.stderr, flush=True)
+      os.kill(os.getpid(), signal.SIGSTOP)
+    yield s
+mni152.Mni152._slices = pausing
+cfg = json.loads(sys.argv[1])
+hr.data.prepare(cfg)
+print(hr.data.num_examples(cfg, "train"))
+"""
+
+
+def test_a_build_paused_while_another_builds_keeps_its_folder(tmp_path, capsys):
+  # The other build removed the paused one's folder as a stopped build's
+  # (it did not change during a whole build), and the paused one failed on
+  # its next write with a traceback of TFDS.
+  cfg = _config(tmp_path, image_size=16)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+      + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+  paused = subprocess.Popen([sys.executable, "-c", _PAUSED_BUILD, cfg.to_json()], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    lines = iter(paused.stderr.readline, "")
+    folder = next((line.strip() for line in lines if "incomplete." in line), "")
+    assert folder, "the build did not start"
+    _, status = os.waitpid(paused.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
+    capsys.readouterr()
+    assert hr.data.num_examples(cfg, "train") == 86
+    assert "removed" not in capsys.readouterr().err
+    assert os.path.isdir(folder)
+  finally:
+    paused.send_signal(signal.SIGCONT)
+    out, err = paused.communicate(timeout=120)
+  # It finishes on the dataset the other build moved into place first.
+  assert paused.returncode == 0 and out.split() == ["86"], err[-2000:]
+  data_dir = hr.data.make_builder(cfg).data_dir
+  assert os.listdir(os.path.dirname(data_dir)) == [os.path.basename(data_dir)]
+  assert builder.BUILD_LOCK not in os.listdir(data_dir)
 
 
 def test_unknown_name_and_split(cfg):

@@ -8,7 +8,10 @@ its name ends in a hash of them (`settings_name`), so a changed image size or
 axis builds a new dataset next to the old one instead of reusing it. TFDS
 writes into a temporary ``incomplete.*`` folder and renames it only once all
 splits are written; a failed build deletes that folder, and a killed one leaves
-a folder that is never taken for a finished dataset.
+a folder that is never taken for a finished dataset. A build holds a lock on
+``.build.lock`` in that folder until it is renamed or removed, so that another
+build's clean-up (`remove_stopped_builds`) leaves it alone, even while the
+build is paused.
 
 Example features:
   image: float32 (size, size) in [0, 1].
@@ -27,6 +30,7 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import shutil
@@ -41,6 +45,11 @@ from hyperrecon_jax.data import near_copies
 from hyperrecon_jax.data import slicing
 
 tfds = common.require("tensorflow_datasets")
+
+# Inside TFDS's temporary folder, so that it goes with the folder: removed
+# with a failed build, renamed with a finished one (and then deleted), and
+# never an entry of the config's folder, where TFDS lists versions.
+BUILD_LOCK = ".build.lock"
 
 
 @dataclasses.dataclass(eq=False)
@@ -121,6 +130,12 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _slices(self, spec: VolumeSpec) -> Iterator[slicing.Slice]:
     """Yields the kept slices of one volume (subclasses)."""
     raise NotImplementedError
+
+  def _download_and_prepare(self, *args, **kwargs):
+    # TFDS calls this inside its temporary folder (``self.data_dir`` is that
+    # folder until the build ends); `holding_build_lock` releases the lock.
+    self._build_lock = _lock_build_folder(self.data_dir)
+    return super()._download_and_prepare(*args, **kwargs)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded; manual files come from the config.
@@ -225,6 +240,79 @@ def quiet_tfds():
     logger.removeFilter(noise)
 
 
+def _lock_build_folder(folder: str) -> int | None:
+  """Takes the lock of a build's temporary folder.
+
+  Args:
+    folder: TFDS's ``incomplete.*`` folder of the build.
+
+  Returns:
+    The lock file's descriptor, held until `holding_build_lock` closes it;
+    None where the file system has no ``flock`` (some network file systems):
+    the build then runs unlocked, and other builds judge its folder by its
+    changes alone (`remove_stopped_builds`).
+  """
+  fd = os.open(os.path.join(folder, BUILD_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    os.close(fd)
+    return None
+  return fd
+
+
+@contextlib.contextmanager
+def holding_build_lock(builder):
+  """Keeps the lock that ``builder``'s build takes until the build has ended.
+
+  The build takes it as TFDS starts writing (`SliceBuilder`) and holds it
+  while TFDS writes the dataset's info and renames the folder into place.
+  The lock file of a finished build, now in the dataset's folder, is
+  deleted; a failed build's went with its folder.
+
+  Args:
+    builder: the `SliceBuilder` whose ``download_and_prepare`` the block calls.
+  """
+  try:
+    yield
+  finally:
+    fd = builder.__dict__.pop("_build_lock", None)
+    if fd is not None:
+      path = os.path.join(builder.data_dir, BUILD_LOCK)
+      with contextlib.suppress(OSError):
+        # Only this build's file: after a failed rename the dataset's folder
+        # is another build's.
+        if os.path.samestat(os.fstat(fd), os.stat(path)):
+          os.unlink(path)
+      os.close(fd)
+
+
+def _build_is_running(folder: str) -> bool:
+  """Whether a build holds the lock of its temporary folder.
+
+  Args:
+    folder: an ``incomplete.*`` folder.
+
+  Returns:
+    True while a process holds the folder's lock; False for a folder without
+    a lock file (a build by an older version) or on a file system without
+    ``flock``, which leave the decision to the folder's changes.
+  """
+  try:
+    fd = os.open(os.path.join(folder, BUILD_LOCK), os.O_RDONLY)
+  except OSError:
+    return False
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return True
+  except OSError:
+    return False
+  finally:
+    os.close(fd)
+  return False
+
+
 def unfinished_builds(config_folder: str) -> dict[str, tuple]:
   """TFDS's temporary build folders in ``config_folder``, each with what it holds.
 
@@ -247,14 +335,22 @@ def unfinished_builds(config_folder: str) -> dict[str, tuple]:
 
 
 def remove_stopped_builds(before: dict[str, tuple], after: dict[str, tuple]) -> None:
-  """Removes the temporary folders that no build touched while this one ran.
+  """Removes the temporary folders of builds that were stopped.
 
   A killed build leaves its temporary folder (a partial copy of the dataset)
-  for good; nothing reads it. One that held the same files at the start and
-  at the end of a whole build of the same dataset belongs to no running
-  build, so it is removed and named; any other is left to its build.
+  for good; nothing reads it. A folder is removed, and named, when it held
+  the same files at the start and at the end of a whole build of the same
+  dataset and no process holds its lock (`SliceBuilder`): a build paused
+  (SIGSTOP, Ctrl-Z) for that whole time still holds it. Both are asked
+  because ``flock`` may not reach across hosts that share a network folder,
+  where a running build is known by its changes alone; a paused one on
+  another host is not known there.
+
+  Args:
+    before: `unfinished_builds` of the config's folder before this build.
+    after: the same after it.
   """
   for path, files in before.items():
-    if after.get(path) == files:
+    if after.get(path) == files and not _build_is_running(path):
       shutil.rmtree(path, ignore_errors=True)
       print(f"removed {path}, the unfinished copy of a build that was stopped", file=sys.stderr)

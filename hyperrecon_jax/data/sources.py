@@ -8,7 +8,9 @@ for manual datasets, of the input files' names, sizes, modification and
 change times; for the embedded template, of its files' content), e.g.
 ``mni152/s256_axial_1a2b3c4d5e/1.1.0``. A build that was stopped (killed,
 its machine lost) leaves TFDS's ``incomplete.*`` folder beside that one; the
-next build of the same configuration removes it.
+next build of the same configuration removes it, unless a build still holds
+the folder's lock (one paused with SIGSTOP or Ctrl-Z,
+`builder.remove_stopped_builds`).
 
 A built dataset damaged later (a truncated, overwritten or deleted file) is
 reported as a `DataError` that names the file and the folder to delete; the
@@ -164,7 +166,7 @@ def prepare(data_config):
         try:
           # TFDS prints "Downloading and preparing dataset Unknown size" to
           # stdout; nothing is downloaded, and the line above says what is built.
-          with contextlib.redirect_stdout(io.StringIO()):
+          with contextlib.redirect_stdout(io.StringIO()), builder_lib.holding_build_lock(b):
             b.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False),
                 file_format="array_record")
