@@ -30,14 +30,12 @@ import os
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 import cli_config
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (path[:arg]).", lock_config=True)
+_CONFIG = cli_config.define_config_file("Experiment config file (path[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
 _LAMBDAS = flags.DEFINE_string(
     "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N (one λ per loss "

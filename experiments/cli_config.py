@@ -17,6 +17,95 @@ def default_config():
   return module.get_config()
 
 
+# What unsets a field that configs/default.py leaves unset (a placeholder,
+# e.g. hparams.endpoint_prob_final) on the command line: ml_collections
+# parses such a field with its type's parser, which takes no None.
+UNSET_WORDS = ("None", "none")
+# The dotted fields `define_config_file` took out of the command line to unset.
+_unset_fields: list[str] = []
+
+
+def define_config_file(help_string: str):
+  """``--config``: an experiment's config file, whose fields ``--config.a.b=v`` overrides.
+
+  A field that ``configs/default.py`` leaves unset (None) also takes
+  ``--config.FIELD=None`` (or ``none``), which unsets it where the config
+  file sets it. Such overrides are taken out of ``sys.argv`` here, before
+  absl parses it, and applied by `checked_config`.
+
+  Args:
+    help_string: the flag's help.
+
+  Returns:
+    The ``DEFINE_config_file`` flag holder (a locked config).
+  """
+  from ml_collections import config_flags
+  _unset_fields[:] = _take_unset_overrides(sys.argv, "config")
+  holder = config_flags.DEFINE_config_file("config", None, help_string, lock_config=True)
+  cli.key_flags(holder)
+  return holder
+
+
+def _placeholder_fields(template, prefix: str = "") -> list[str]:
+  """The fields that a config leaves unset.
+
+  Args:
+    template: a config (``configs/default.py``'s) or one of its sections.
+    prefix: the section's dotted name and a dot ('' for the config).
+
+  Returns:
+    The dotted names of the fields that are None.
+  """
+  import ml_collections
+  found = []
+  for key, value in template.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      found += _placeholder_fields(value, f"{prefix}{key}.")
+    elif value is None:
+      found.append(prefix + key)
+  return found
+
+
+def _take_unset_overrides(argv: list[str], name: str) -> list[str]:
+  """Removes from ``argv`` the overrides that unset a field unset by default.
+
+  Overrides given before ``--config`` are left to ml_collections, which
+  refuses them. An unset followed by another value of the same field gives
+  way to that value, as repeated overrides do.
+
+  Args:
+    argv: the command line, changed in place.
+    name: the config flag's name.
+
+  Returns:
+    The dotted fields to unset, in order.
+  """
+  prefixes = (f"--{name}.", f"-{name}.")
+  start = next((i for i, arg in enumerate(argv)
+                if arg in (f"--{name}", f"-{name}")
+                or arg.startswith((f"--{name}=", f"-{name}="))), None)
+  if start is None:
+    return []
+  overrides = []  # (field, value, the indices it spans)
+  for i in range(start + 1, len(argv)):
+    if not argv[i].startswith(prefixes):
+      continue
+    field, eq, value = argv[i].partition(".")[2].partition("=")
+    if eq:
+      overrides.append((field, value, (i,)))
+    elif i + 1 < len(argv):
+      overrides.append((field, argv[i + 1], (i, i + 1)))
+  if not any(value in UNSET_WORDS for _, value, _ in overrides):
+    return []
+  placeholders = set(_placeholder_fields(default_config()))
+  last = {field: value for field, value, _ in overrides}
+  unset = [field for field in last if field in placeholders and last[field] in UNSET_WORDS]
+  dropped = {i for field, value, span in overrides if field in placeholders
+             and (value in UNSET_WORDS or field in unset) for i in span}
+  argv[:] = [arg for i, arg in enumerate(argv) if i not in dropped]
+  return unset
+
+
 def checked_config(holder):
   """The config of a ``--config`` file, with exactly the fields of ``configs/default.py``.
 
@@ -32,7 +121,8 @@ def checked_config(holder):
     The config, its ``data.manual_dir`` made absolute: the run's files name
     the folder it read, wherever a later command starts; ``losses`` given as
     ``dc,tv`` split into its names (``extensions`` likewise), its
-    ``extensions`` imported.
+    ``extensions`` imported; the fields given ``--config.FIELD=None`` unset
+    (`define_config_file`), and among the flag's ``override_values``.
 
   Raises:
     InputError: naming the first missing, unknown or None field (with the
@@ -50,6 +140,14 @@ def checked_config(holder):
         "ml_collections.ConfigDict: start from configs/default.py's get_config()")
   template = default_config()
   _compare(template, config, "config", path)
+  overrides = flags.FLAGS[holder.name].override_values
+  for field in _unset_fields:
+    *sections, key = field.split(".")
+    node = config
+    for section in sections:
+      node = node[section]
+    node[key] = None
+    overrides[field] = None
   _refuse_text_in_numbers(flags.FLAGS[holder.name].override_values, template)
   from hyperrecon_jax.data import common
   with config.unlocked():

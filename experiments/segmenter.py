@@ -20,16 +20,14 @@ import os
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 import cli_config
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (path[:arg]); its segmenter section, data "
-    "and train.batch_size/seed are used (e.g. --config.segmenter.steps=2000).",
-    lock_config=True)
+_CONFIG = cli_config.define_config_file(
+    "Experiment config file (path[:arg]); its segmenter section, data "
+    "and train.batch_size/seed are used (e.g. --config.segmenter.steps=2000).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the segmenter.")
 flags.mark_flags_as_required(["config", "workdir"])
 

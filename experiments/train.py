@@ -21,7 +21,6 @@ import os
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
@@ -29,8 +28,7 @@ import cli_config
 import cli_ending
 import cli_processes
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (path[:arg]).", lock_config=True)
+_CONFIG = cli_config.define_config_file("Experiment config file (path[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the run.")
 flags.mark_flags_as_required(["config", "workdir"])
 _DISTRIBUTED = cli_processes.define_distributed_flags()

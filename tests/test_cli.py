@@ -93,6 +93,11 @@ def assert_one_error_line(proc, pattern):
     # It read "its fields: " and nothing.
     (DEMO, "--config.evals.objective.x=1", r"config\.evals\.objective has no field 'x'; it has "
      r"no fields$"),
+    # None unsets a field unset by default only; a word is refused there too.
+    (DEMO, "--config.hparams.endpoint_prob_final=abc", r"^error: flag --config\.hparams\."
+     r"endpoint_prob_final=abc: could not convert string to float: 'abc'"),
+    (DEMO, "--config.train.lr=None", r"^error: flag --config\.train\.lr=None: could not "
+     r"convert string to float: 'None'"),
 ])
 def test_a_bad_config_is_one_error_line_and_creates_nothing(
     env, tmp_path, config, override, pattern):
@@ -145,6 +150,22 @@ def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   proc = run(env, "train", f"--config={config}", f"--workdir={tmp_path / 'run'}")
   assert_one_error_line(proc, pattern)
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override", [
+    (), ("--config.hparams.endpoint_prob_final=None",),
+    ("--config.hparams.endpoint_prob_final", "none")])
+def test_none_unsets_a_field_that_is_unset_by_default(env, tmp_path, override):
+  # ml_collections parsed it with float(), "could not convert string to float:
+  # 'None'": a field the config file set could not be unset again.
+  config = tmp_path / "annealed.py"
+  config.write_text(_FROM_DEFAULT + "  c.hparams.endpoint_prob_final = 0.5\n  return c\n")
+  workdir = tmp_path / "a_file"  # refused after the config check: no training
+  workdir.write_text("")
+  proc = run(env, "train", f"--config={config}", f"--workdir={workdir}", *override)
+  # Set, it anneals a sampler the config does not use; unset, the config passes.
+  assert_one_error_line(proc, "endpoint_prob_final anneals the 'endpoints' sampler" if not override
+                        else f"--workdir {workdir} is a file")
 
 
 @pytest.mark.parametrize("library, pattern", [
