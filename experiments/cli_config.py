@@ -87,13 +87,14 @@ def _take_unset_overrides(argv: list[str], name: str) -> list[str]:
   if start is None:
     return []
   overrides = []  # (field, value, the indices it spans)
-  for i in range(start + 1, len(argv)):
+  end = argv.index("--", start) if "--" in argv[start:] else len(argv)
+  for i in range(start + 1, end):  # what follows `--` is not a flag
     if not argv[i].startswith(prefixes):
       continue
     field, eq, value = argv[i].partition(".")[2].partition("=")
     if eq:
       overrides.append((field, value, (i,)))
-    elif i + 1 < len(argv):
+    elif i + 1 < end:
       overrides.append((field, argv[i + 1], (i, i + 1)))
   if not any(value in UNSET_WORDS for _, value, _ in overrides):
     return []
@@ -176,12 +177,16 @@ def checked_config(holder):
   return config
 
 
+# Fields of tuples of numbers whose default, (), does not show it.
+_TUPLES_OF_NUMBER_TUPLES = ("hparams.baselines",)
+
+
 def _refuse_text_in_numbers(overrides, template) -> None:
   """Refuses an override of a tuple of numbers that ml_collections kept as text.
 
   ml_collections parses ``--config.hparams.fixed="(0.1, nan)"`` with
   ``ast.literal_eval``, which takes no ``nan`` or ``inf``, and keeps the
-  whole text as the tuple's one element: the config check then quoted that
+  whole text as the tuple's one element: the config check would quote that
   text, not the element at fault.
 
   Args:
@@ -197,6 +202,14 @@ def _refuse_text_in_numbers(overrides, template) -> None:
 
   from hyperrecon_jax import errors
   for field, value in overrides.items():
+    if (field in _TUPLES_OF_NUMBER_TUPLES and isinstance(value, tuple)
+        and any(isinstance(v, str) for v in value)):
+      # A text ml_collections could not parse comes back one character apiece.
+      text = ("".join(value) if all(isinstance(v, str) and len(v) == 1 for v in value)
+              else ", ".join(str(v) for v in value))
+      raise errors.InputError(
+          f"--config.{field}={text}: not a tuple of tuples of finite numbers (nan, inf "
+          f"or a word is not one); config.{field} holds λ, e.g. ((0.2,), (0.5,))")
     default = template
     for part in field.split("."):
       default = default.get(part) if hasattr(default, "get") else None

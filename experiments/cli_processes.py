@@ -164,7 +164,8 @@ def _check_complete(value) -> None:
   """Refuses some of ``--coordinator``, ``--num_processes``, ``--process_id`` without the rest.
 
   Without ``--distributed`` JAX has nothing to find the missing ones in, and
-  it said so only after this process announced that it was joining.
+  would say so only at the join, after this process announced that it was
+  joining.
 
   Args:
     value: the three flags' values by name (None: not given).

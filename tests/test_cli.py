@@ -90,6 +90,8 @@ def assert_one_error_line(proc, pattern):
      r"numbers, e\.g\. \(0\.5,\)$"),
     (DEMO, "--config.loss_scales=(0.1,abc)", r"--config\.loss_scales=\(0\.1,abc\): element 2, "
      r"'abc', is not a finite number"),
+    (DEMO, "--config.hparams.baselines=((nan,),)", r"^error: --config\.hparams\.baselines="
+     r"\(\(nan,\),\): not a tuple of tuples of finite numbers"),
     # It read "its fields: " and nothing.
     (DEMO, "--config.evals.objective.x=1", r"config\.evals\.objective has no field 'x'; it has "
      r"no fields$"),
@@ -166,6 +168,15 @@ def test_none_unsets_a_field_that_is_unset_by_default(env, tmp_path, override):
   # Set, it anneals a sampler the config does not use; unset, the config passes.
   assert_one_error_line(proc, "endpoint_prob_final anneals the 'endpoints' sampler" if not override
                         else f"--workdir {workdir} is a file")
+
+
+def test_an_unset_after_the_end_of_flags_is_an_argument_not_a_flag(env, tmp_path):
+  config = tmp_path / "annealed.py"
+  config.write_text(_FROM_DEFAULT + "  c.hparams.endpoint_prob_final = 0.5\n  return c\n")
+  proc = run(env, "train", f"--config={config}", f"--workdir={tmp_path / 'run'}", "--",
+             "--config.hparams.endpoint_prob_final=None")
+  assert_one_error_line(proc, r"unexpected arguments \['--config\.hparams\."
+                              r"endpoint_prob_final=None'\]")
 
 
 @pytest.mark.parametrize("library, pattern", [

@@ -247,6 +247,9 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
     ("data.split_fractions", (0.0, 0.0, 1.0),
      r"config.data.split_fractions must be three positive numbers .* got \(0.0, 0.0, 1.0\)"),
     ("hparams.fixed", ("nan",), r"hparams.fixed must lie in \[0, 1\], got \('nan',\)"),
+    # A flat tuple failed in tuple() with "'float' object is not iterable".
+    ("hparams.baselines", (0.2, 0.5), r"hparams\.baselines must be a tuple of λ, each a tuple "
+     r"of 1 value in \[0, 1\] \(e\.g\. \(\(0\.2,\), \(0\.5,\)\)\), got \(0\.2, 0\.5\)"),
     # Documented values that check_config let through, to fail later without
     # naming the config field (or, for augment_intensity and gap_slices, never).
     ("model.init_scheme", "foo", r"config.model.init_scheme must be one of \('torch', 'flax'\)"),

@@ -393,7 +393,43 @@ def test_a_run_whose_splits_put_a_subject_in_two_is_refused_as_such(folders, tmp
                                            r"in one split.*train in a new --workdir"):
     split_record.check_resume(str(workdir), now)
   with pytest.raises(data.DataError, match=r"holds 2 of the volumes .*sub-01_ses-1_T1w.*: the "
-                                           r"recorded splits put volumes of one subject into "
-                                           r"two \(sub-02 in validation and test\)"):
+                                           r"run began with splits that put volumes of one "
+                                           r"subject into two \(sub-02 in validation and "
+                                           r"test\).*train again"):
     split_record.check_unseen(str(workdir), config.data, "test")
+
+
+def test_a_run_split_volume_by_volume_on_unchanged_bids_files_is_not_told_to_restore_them(
+    folders, tmp_path):
+  # Two sessions of sub-00 and four single volumes. Split volume by volume
+  # (a run that began so), sub-00 was in one split, yet the subjects'
+  # permutation gives the same files other splits: the message named changed
+  # files, and told the user to restore a folder nobody had touched.
+  _, _, data_dir = folders
+  folder = tmp_path / "bids"
+  names = ["sub-00_ses-1_T1w.nii.gz", "sub-00_ses-2_T1w.nii.gz"] + [f"x{i:02d}.nii.gz"
+                                                                   for i in range(4)]
+  for i, name in enumerate(names):
+    _write_volume(folder, 200 + i, name)
+  by_volume = splits.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
+  began = {"dataset": "nifti", "manual_dir": str(folder),
+           "splits": {s: [names[i] for i in ids] for s, ids in by_volume.items()}}
+  assert any(set(ids) >= {0, 1} for ids in by_volume.values())  # sub-00 in one split
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / split_record.FILE).write_text(split_record.to_json(began))
+  config = _config(folder, data_dir)
+  now = split_record.current(config.data)
+  assert now["splits"] != began["splits"]
+  reason = (r"the folder's files are those the run began with, but its splits were made "
+            r"volume by volume, and the build now permutes BIDS subjects, keeping each "
+            r"subject's volumes in one split \(sub-00 has 2 volumes\)")
+  with pytest.raises(data.DataError, match=reason + r", so the run cannot go on with its data: "
+                                           r"train in a new --workdir") as e:
+    split_record.check_resume(str(workdir), now)
+  assert "Restore" not in str(e.value)
+  with pytest.raises(data.DataError, match=r"holds 1 of the volumes .*: " + reason +
+                                           r": train again") as e:
+    split_record.check_unseen(str(workdir), config.data, "test")
+  assert "as it was" not in str(e.value)
 

@@ -160,14 +160,12 @@ def check_resume(workdir: str, record: dict | None) -> None:
   for split in ("train", "validation"):
     changed = changes(stored, record, split)
     if changed:
-      split_subject = _subject_in_two_splits(stored)
-      if split_subject:
+      why = _split_by_subject_since(stored, record)
+      if why:
         raise common.DataError(
             f"the {split} split of {record['manual_dir']} is not the one the run in "
-            f"{workdir} began with ({changed}): the run began with splits that put volumes "
-            f"of one subject into two ({split_subject}), and the build keeps each BIDS "
-            "subject's volumes in one split, so the run cannot go on with its data: train in "
-            "a new --workdir")
+            f"{workdir} began with ({changed}): {why}, so the run cannot go on with its "
+            "data: train in a new --workdir")
       raise common.DataError(
           f"the {split} split of {record['manual_dir']} is not the one the run in "
           f"{workdir} began with ({changed}): files were added to, removed from, renamed "
@@ -295,10 +293,9 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
         f"{folder} holds {len(seen)} of the volumes {learner} learned from "
         f"({_quote(seen)}), so its scores would measure training data: leave them out of "
         f"the folder ({listed})")
-  split_subject = _subject_in_two_splits(stored) if same_folder else ""
-  if split_subject:
-    why = (f"the recorded splits put volumes of one subject into two ({split_subject}), and "
-           "the build keeps each BIDS subject's volumes in one split: train again")
+  split_rule = _split_by_subject_since(stored, record) if same_folder else ""
+  if split_rule:
+    why = f"{split_rule}: train again"
   elif same_folder:
     why = ("files were added to, removed from or renamed in the folder since training, "
            "which assigns volumes to splits again. Evaluate on the folder as it was")
@@ -409,11 +406,38 @@ def check_slices(trained_on, data_config, learner: str) -> None:
         "its scores would measure training data: leave those volumes out of the folder")
 
 
-def _subject_in_two_splits(record: dict) -> str:
-  """`splits.subject_in_two_splits` of a `nifti` record; ``""`` for another dataset."""
-  if record.get("dataset") != "nifti":
+def _split_by_subject_since(stored: dict, record: dict) -> str:
+  """Why a `nifti` run's recorded splits are not the folder's, when its files are not to blame.
+
+  A run that began before volumes were split by BIDS subject may have put a
+  subject's volumes into two splits; and where it did not, the same files
+  still go to other splits now that the subjects are permuted instead of the
+  volumes. Either way the folder is as it was, and restoring it cannot help.
+
+  Args:
+    stored: the run's record.
+    record: `current` of the folder.
+
+  Returns:
+    The reason, for a message; ``""`` for another dataset, or when the files
+    changed and no subject is in two recorded splits.
+  """
+  if stored.get("dataset") != "nifti":
     return ""
-  return splits.subject_in_two_splits(record["splits"])
+  subject = splits.subject_in_two_splits(stored["splits"])
+  if subject:
+    return (f"the run began with splits that put volumes of one subject into two ({subject}), "
+            "and the build keeps each BIDS subject's volumes in one split")
+  names = sorted(n for s in common.SPLITS for n in stored["splits"][s])
+  if names != sorted(n for s in common.SPLITS for n in record["splits"][s]):
+    return ""
+  groups = [g for g in splits.subject_groups(splits.subjects(names)) if len(g) > 1]
+  if not groups:
+    return ""
+  several = splits.subject(names[groups[0][0]])
+  return (f"the folder's files are those the run began with, but its splits were made "
+          f"volume by volume, and the build now permutes BIDS subjects, keeping each "
+          f"subject's volumes in one split (sub-{several} has {len(groups[0])} volumes)")
 
 
 def _quote(names) -> str:

@@ -132,8 +132,8 @@ def _check_data(config) -> None:
     raise ConfigError(f"config.data.image_size must be a multiple of 8 (the Unet pools 3 "
                       f"times) of at least {MIN_IMAGE_SIZE} (validation's SSIM needs "
                       f"{metrics.SSIM_FILTER_SIZE}×{metrics.SSIM_FILTER_SIZE}), got {size}")
-  # Folders: free text that no list of choices checks, and a number in them
-  # failed only when a path was made of it, in os.path, without the field.
+  # Folders: free text that no list of choices checks; a number would fail
+  # only where a path is made of it, in os.path, without the field's name.
   for field in ("manual_dir", "data_dir"):
     _require(isinstance(config.data[field], str),
              f"config.data.{field} must be a string (a folder, or '')", config.data[field])
@@ -200,6 +200,12 @@ def _check_model(config) -> None:
 
 def _check_fixed_lambdas(config, k: int) -> None:
   """The λ a plain Unet (hparams.fixed) or a stack of them (hparams.baselines) trains at."""
+  for lam in config.hparams.baselines:
+    # A flat tuple, (0.2, 0.5), would fail in tuple() below without the field.
+    if not isinstance(lam, (tuple, list)):
+      raise ConfigError(f"config.hparams.baselines must be a tuple of λ, each a tuple of "
+                        f"{k - 1} value{'s' * (k != 2)} in [0, 1] (e.g. ((0.2,), (0.5,))), got "
+                        f"{tuple(config.hparams.baselines)}")
   stack = tuple(tuple(lam) for lam in config.hparams.baselines)
   fixed = tuple(config.hparams.fixed)
   # Checked for every run: each is bound to it on resume, so a typo stored in
