@@ -173,7 +173,9 @@ def test_none_unsets_a_field_that_is_unset_by_default(env, tmp_path, override):
 def test_an_unset_after_the_end_of_flags_is_an_argument_not_a_flag(env, tmp_path):
   config = tmp_path / "annealed.py"
   config.write_text(_FROM_DEFAULT + "  c.hparams.endpoint_prob_final = 0.5\n  return c\n")
-  proc = run(env, "train", f"--config={config}", f"--workdir={tmp_path / 'run'}", "--",
+  workdir = tmp_path / "a_file"  # refused if the arguments were not: no training
+  workdir.write_text("")
+  proc = run(env, "train", f"--config={config}", f"--workdir={workdir}", "--",
              "--config.hparams.endpoint_prob_final=None")
   assert_one_error_line(proc, r"unexpected arguments \['--config\.hparams\."
                               r"endpoint_prob_final=None'\]")
