@@ -149,7 +149,7 @@ def checked_config(holder):
       node = node[section]
     node[key] = None
     overrides[field] = None
-  _refuse_text_in_numbers(flags.FLAGS[holder.name].override_values, template)
+  _refuse_text_in_numbers(overrides, template)
   from hyperrecon_jax.data import common
   with config.unlocked():
     config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
