@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 import configs
 import numpy as np
@@ -170,6 +171,20 @@ def test_changed_size_builds_distinct_version(cfg):
   assert b_other.data_dir != b.data_dir
   assert hr.data.load_split(other, "test")[0]["image"].shape == (24, 24)
   assert b.is_prepared() and hr.data.load_split(cfg, "test")[0]["image"].shape == (SIZE, SIZE)
+
+
+def test_a_build_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
+  # TFDS's DatasetInfo makes an empty `tmp*tfds` folder for every builder of
+  # a dataset not built yet (to look for a prebuilt copy on GCS) and never
+  # removes it.
+  scratch = tmp_path / "tmp"
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+  cfg = _config(tmp_path / "tfds", image_size=8)
+  assert not hr.data.make_builder(cfg).is_prepared()
+  hr.data.prepare(cfg)
+  assert hr.data.make_builder(cfg).is_prepared()
+  assert os.listdir(scratch) == []
 
 
 def test_interrupted_build_is_not_reused(tmp_path, monkeypatch, capsys):

@@ -90,6 +90,19 @@ class VolumeSpec:
   file: str = ""
 
 
+class _LocalInfo(tfds.core.DatasetInfo):
+  """A `DatasetInfo` that never looks for its dataset in TFDS's GCS bucket.
+
+  TFDS calls `initialize_from_bucket` for every builder whose dataset is not
+  built yet. With GCS disabled it only makes a temporary folder, which it
+  never removes: one empty `tmp*tfds` folder in $TMPDIR per builder. These
+  datasets are cut from local files; there is nothing to fetch.
+  """
+
+  def initialize_from_bucket(self) -> None:
+    return None
+
+
 class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base builder: subclasses plan volumes per split and cut them into slices.
 
@@ -114,7 +127,7 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if cfg.label_dtype:
       features["label"] = tfds.features.Tensor(
           shape=(size, size), dtype=np.dtype(cfg.label_dtype))
-    return tfds.core.DatasetInfo(
+    return _LocalInfo(
         builder=self,
         description=self.DESCRIPTION,
         features=tfds.features.FeaturesDict(features),
