@@ -36,7 +36,7 @@ def _missing():
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
   reason = _missing()
   if reason:
     message = f"{reason}: {HOW}"
@@ -52,7 +52,9 @@ def browser():
               "--window-size=1400,1000"):
     options.add_argument(arg)
   options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-  service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+  # Chromium leaves its singleton socket's folder in $TMPDIR when it quits.
+  service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver",
+                    env={**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("chromium"))})
   driver = webdriver.Chrome(options=options, service=service)
   yield driver
   driver.quit()
