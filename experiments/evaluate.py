@@ -76,7 +76,7 @@ def main(argv):
     shown = ", ".join(f"volume {v} slice {s}" for v, s in where[:5])
     more = f" and {len(where) - 5} more" if len(where) > 5 else ""
     print(f"warning: {len(where)} slice(s) left out of {metric} (not finite, "
-          f"e.g. an all-zero ground truth): {shown}{more}")
+          f"e.g. a constant ground truth slice): {shown}{more}")
   name = result.get("input_name", "zero-filled")
   print(f"{name}: PSNR {_number(zf['psnr'], '.2f')} dB, SSIM {_number(zf['ssim'], '.4f')}")
   if "ground_truth_dice" in result:

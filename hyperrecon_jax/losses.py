@@ -107,14 +107,15 @@ def total_variation(recon):
 def hfen(recon, target):
   """High-frequency error norm as a loss, ``||LoG(recon) - LoG(target)||_2 / ||LoG(target)||_2``.
 
-  The value is `hyperrecon_jax.metrics.hfen` (15x15 Laplacian of Gaussian,
-  sigma 1.5, normalized by the ground truth's LoG). That function is not
-  reused as is because its gradient is NaN where ``recon == target`` (the
-  derivative of the norm at 0 is 0 * inf); here the norm's gradient is 0
-  there, the norm's minimum. The term is undefined (inf or NaN) for a target
-  whose LoG is 0, e.g. an all-zero slice, and meaningless for one whose LoG
-  is near 0: a constant slice c gives a LoG of about 8.9e-6·c from the kernel's
-  truncation, and the term a large finite value that depends on c. The data
+  The value is `hyperrecon_jax.metrics.hfen`'s (15x15 Laplacian of Gaussian,
+  sigma 1.5, normalized by the ground truth's LoG) for a target that is not
+  constant. That function is not reused as is because its gradient is NaN
+  where ``recon == target`` (the derivative of the norm at 0 is 0 * inf);
+  here the norm's gradient is 0 there, the norm's minimum. The term is
+  undefined (inf or NaN) for a target whose LoG is 0, e.g. an all-zero slice,
+  and meaningless for one whose LoG is near 0: a constant slice c gives a LoG
+  of about 8.9e-6·c from the kernel's truncation, and the term a large finite
+  value that depends on c (the metric calls it not finite). The data
   pipelines drop background slices.
 
   Args:

@@ -188,7 +188,11 @@ def hfen(pred, target):
   """High-frequency error norm, ``||LoG(pred) - LoG(target)||_2 / ||LoG(target)||_2``.
 
   LoG is `laplacian_of_gaussian` (15x15, sigma 1.5). Normalized by the ground
-  truth's LoG (the reference normalized by the prediction's).
+  truth's LoG (the reference normalized by the prediction's). A constant
+  target (all-zero included) has no edges: its LoG is 0, and its HFEN is not
+  finite (inf, or NaN where the numerator is 0 as well). The truncated
+  kernel's LoG of a constant c is about 8.9e-6·c instead of 0, and would
+  give a large finite value that says nothing about the reconstruction.
 
   Args:
     pred: (B, H, W) reconstructions.
@@ -204,8 +208,9 @@ def hfen(pred, target):
   # rounding with jaxlib 0.6) and cancels nothing.
   pred, target = _f32(pred), _f32(target)
   diff, lt = jnp.split(laplacian_of_gaussian(jnp.concatenate([pred - target, target])), 2)
-  return (jnp.sqrt(jnp.sum(diff ** 2, axis=(1, 2)))
-          / jnp.sqrt(jnp.sum(lt ** 2, axis=(1, 2))))
+  constant = jnp.max(target, axis=(1, 2)) == jnp.min(target, axis=(1, 2))
+  norm = jnp.where(constant, 0.0, jnp.sqrt(jnp.sum(lt ** 2, axis=(1, 2))))
+  return jnp.sqrt(jnp.sum(diff ** 2, axis=(1, 2))) / norm
 
 
 @jax.jit
@@ -373,10 +378,17 @@ def volume_ssim(pred_volume, target_volume, data_range=None, *, gaussian=False):
     raise errors.InputError(
         f"volume_ssim needs slices of at least {win}x{win}, got shape {tuple(pred.shape)}.")
   c1, c2 = (SSIM_K1 * peak) ** 2, (SSIM_K2 * peak) ** 2
-  mx, my = _box_mean(target, win), _box_mean(pred, win)
+  # The (co)variances are taken about each slice's mean: E[x²] − E[x]² of
+  # the raw values loses float32 digits on flat windows, where it is a small
+  # difference of large numbers (SSIM off by 8e-4 on two flat slices).
+  t_mean = jnp.mean(target, axis=(1, 2), keepdims=True)
+  p_mean = jnp.mean(pred, axis=(1, 2), keepdims=True)
+  t, p = target - t_mean, pred - p_mean
+  mt, mp = _box_mean(t, win), _box_mean(p, win)
   cov_norm = win * win / (win * win - 1.0)
-  vx = cov_norm * (_box_mean(target * target, win) - mx * mx)
-  vy = cov_norm * (_box_mean(pred * pred, win) - my * my)
-  vxy = cov_norm * (_box_mean(target * pred, win) - mx * my)
+  vx = cov_norm * (_box_mean(t * t, win) - mt * mt)
+  vy = cov_norm * (_box_mean(p * p, win) - mp * mp)
+  vxy = cov_norm * (_box_mean(t * p, win) - mt * mp)
+  mx, my = mt + t_mean, mp + p_mean
   s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
   return jnp.mean(s)

@@ -64,7 +64,8 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
     ``volumes`` (ids, in order of first appearance); ``slices``:
     ``{'volume': [S], 'slice': [S]}``; ``unscored``: ``{metric: [[volume,
     slice], ...]}``, the slices left out of a metric's statistics because its
-    value is not finite at some λ (e.g. NMSE of an all-zero ground truth);
+    value is not finite at some λ (e.g. NMSE of an all-zero ground truth, HFEN
+    of a constant one);
     ``mean``, ``std``, ``q25``, ``q75``: ``{metric: [G]}`` over the scored
     slices; ``volume_mean``: ``{metric: V × G}``, the mean over each volume's
     slices; ``per_slice``: ``{metric: S × G}`` (only with ``per_slice``);
@@ -91,8 +92,9 @@ def summarize(grid, zero_filled, lam_grid, volumes, slices, *, per_slice: bool =
   volume_rows = [np.array([v == u for v in volumes]) for u in order]
   fields = ("mean", "std", "q25", "q75", "volume_mean")
   # A slice whose metric is not finite at some λ or for the zero-filled input
-  # (NMSE and HFEN of an all-zero ground truth, PSNR of an exact match) is
-  # left out of that metric's statistics, for every λ alike, and listed.
+  # (NMSE of an all-zero ground truth, HFEN of a constant one, PSNR of an
+  # exact match) is left out of that metric's statistics, for every λ alike,
+  # and listed.
   keep = {m: np.isfinite(np.asarray(grid[m], np.float64)).all(1)
           & np.isfinite(np.asarray(zero_filled[m], np.float64)) for m in names}
   unscored = {m: [[volumes[i], slices[i]] for i in np.flatnonzero(~keep[m])]

@@ -5,7 +5,7 @@ scan itself is the ground truth: each reconstruction is scored against it
 slice by slice on the model's grid (the slices of `scans.Scan.images`), as a
 report scores a dataset split (`hyperrecon_jax.grid`) and the explorer a
 slice. The scored slices are those with enough foreground (`Scan.kept`, the
-slices the data pipeline would keep) that are not empty; all of them when
+slices the data pipeline would keep) that are not constant; all of them when
 none is left.
 
 Metrics (`hyperrecon_jax.metrics`): PSNR and SSIM (higher is better) and HFEN
@@ -30,15 +30,18 @@ def _slice_scores(recon, target):
 def scored_slices(scan) -> tuple[np.ndarray, str]:
   """The scan's slices that are scored, and which they are, in words.
 
-  The kept ones (a fastMRI file keeps every slice) that are not empty: an
-  all-zero slice, recovered exactly from its all-zero measurements, scores an
-  infinite PSNR and an undefined HFEN. When no slice is left, every slice.
+  The kept ones (a fastMRI file keeps every slice) that are not constant: a
+  constant slice (an all-zero one, or a NIfTI slice of one value) has no edges,
+  so its HFEN is undefined, and CS-MRI recovers it exactly from the centre of
+  k-space, an infinite PSNR. One such slice would make every mean over the
+  slices infinite or meaningless. When no slice is left, every slice.
   """
-  empty = ~np.asarray(scan.images).reshape(len(scan.images), -1).any(axis=1)
+  flat = np.asarray(scan.images).reshape(len(scan.images), -1)
+  constant = flat.max(axis=1) == flat.min(axis=1)
   kept = np.asarray(scan.kept, bool)
-  chosen = np.flatnonzero(kept & ~empty)
+  chosen = np.flatnonzero(kept & ~constant)
   if chosen.size:
-    which = "slices with foreground" if scan.kind == "nifti" else "slices that are not empty"
+    which = "slices with foreground" if scan.kind == "nifti" else "slices that are not constant"
     return chosen, which
   return np.arange(len(scan.images)), "every slice (none has enough foreground)"
 

@@ -101,6 +101,27 @@ def test_hfen_matches_scipy_and_uses_ground_truth_norm():
   np.testing.assert_allclose(metrics.hfen(target, target), 0.0)
 
 
+def test_hfen_of_a_constant_target_is_not_finite():
+  # A constant image has no edges: its LoG is 0, so HFEN is x / 0. The
+  # truncated kernel's LoG of a constant c is 2·sum(d2)·c = −8.9e-6·c
+  # (scipy's too), which would make it a large finite number.
+  pred, target = _pair(b=2)
+  constant = np.full_like(target, 0.5)
+  residue = scipy.ndimage.gaussian_laplace(_f64(constant[0]), sigma=1.5, truncate=7 / 1.5)
+  assert 0 < np.abs(residue).max() < 1e-5
+  got = np.asarray(metrics.hfen(pred, constant))
+  assert np.all(np.isposinf(got))
+  assert np.all(np.isnan(metrics.hfen(constant, constant)))
+  assert not np.any(np.isfinite(metrics.hfen(pred, np.zeros_like(target))))
+  # One pixel off constant is an edge: the ratio is defined, and scipy's.
+  nearly = constant.copy()
+  nearly[:, 20, 18] += 0.01
+  lp = scipy.ndimage.gaussian_laplace(_f64(pred[0]), sigma=1.5, truncate=7 / 1.5)
+  lt = scipy.ndimage.gaussian_laplace(_f64(nearly[0]), sigma=1.5, truncate=7 / 1.5)
+  np.testing.assert_allclose(metrics.hfen(pred, nearly)[0],
+                             np.linalg.norm(lp - lt) / np.linalg.norm(lt), rtol=1e-4)
+
+
 def test_rpsnr():
   pred, target = _pair()
   zf = np.clip(target + 0.3 * np.random.default_rng(1).standard_normal(target.shape),
@@ -173,6 +194,17 @@ def test_volume_metrics_match_fastmri():
   ref_g = np.mean([sk_ssim(_f64(t), _f64(p), data_range=maxval, gaussian_weights=True,
                            sigma=1.5, use_sample_covariance=False) for p, t in zip(pred, target)])
   np.testing.assert_allclose(metrics.volume_ssim(pred, target, gaussian=True), ref_g, atol=1e-4)
+  # Flat slices: fastMRI's float64 moments against float32 ones, which keep
+  # their digits only about each slice's mean (the raw E[x²] − E[x]² gave
+  # 0.98901 for the first pair, skimage 0.98824).
+  rng = np.random.default_rng(1)
+  for t, p in ((np.full((2, 16, 16), 0.7), np.full((2, 16, 16), 0.6)),
+               (np.full((2, 16, 16), 0.95), np.full((2, 16, 16), 0.93)),
+               (0.8 + 1e-3 * rng.standard_normal((2, 16, 16)),
+                0.79 + 1e-3 * rng.standard_normal((2, 16, 16)))):
+    t, p = t.astype(np.float32), p.astype(np.float32)
+    ref = np.mean([sk_ssim(_f64(a), _f64(b), data_range=float(t.max())) for a, b in zip(t, p)])
+    np.testing.assert_allclose(metrics.volume_ssim(p, t), ref, atol=1e-5)
   # Differs from the per-slice convention (peak 1).
   assert abs(float(metrics.volume_psnr(pred, target))
              - float(jnp.mean(metrics.psnr(pred, target)))) > 1.0

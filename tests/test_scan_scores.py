@@ -91,17 +91,18 @@ def test_slice_scores_of_an_exact_and_a_constant_reconstruction():
   np.testing.assert_allclose(flat["psnr"], 10 * np.log10(1 / mse), atol=1e-4)
 
 
-def test_scored_slices_are_the_kept_ones_that_are_not_empty_or_all():
-  images = np.ones((4, 2, 2), np.float32)
+def test_scored_slices_are_the_kept_ones_that_are_not_constant_or_all():
+  images = np.tile(np.float32([[0.2, 0.4], [0.6, 0.8]]), (5, 1, 1))
   images[2] = 0.0  # an empty slice, e.g. of a fastMRI file, which keeps every slice
+  images[4] = 0.5  # a slice of one value: no edges, recovered exactly by CS-MRI
 
   class Scan:
     kind = "h5"
-  Scan.images, Scan.kept = images, np.array([False, True, True, True])
+  Scan.images, Scan.kept = images, np.array([False, True, True, True, True])
   chosen, which = scan_scores.scored_slices(Scan)
-  assert chosen.tolist() == [1, 3] and which == "slices that are not empty"
+  assert chosen.tolist() == [1, 3] and which == "slices that are not constant"
   Scan.kind = "nifti"
   assert scan_scores.scored_slices(Scan)[1] == "slices with foreground"
-  Scan.kept = np.array([False, False, True, False])
+  Scan.kept = np.array([False, False, True, False, True])
   chosen, which = scan_scores.scored_slices(Scan)
-  assert chosen.tolist() == [0, 1, 2, 3] and which.startswith("every slice")
+  assert chosen.tolist() == [0, 1, 2, 3, 4] and which.startswith("every slice")
