@@ -49,7 +49,15 @@ def slice_keys(key, volumes, slices):
 
   Returns:
     (B,) PRNG keys.
+
+  Raises:
+    InputError: ``volumes`` and ``slices`` that are not two (B,) vectors of
+      one length.
   """
+  if np.ndim(volumes) != 1 or np.shape(volumes) != np.shape(slices):
+    raise errors.InputError(f"volumes and slices must be (B,) vectors of one length, one id "
+                            f"each per slice, got shapes {np.shape(volumes)} and "
+                            f"{np.shape(slices)}.")
   v = np.array([_volume_number(x) for x in np.asarray(volumes).tolist()], np.uint32)
   s = np.asarray(slices, np.int64).astype(np.uint32)  # padding's -1 wraps: unused
   return _fold_ids(key, v, s)
@@ -72,7 +80,16 @@ def measure(operator, images, keys):
 
   Returns:
     ``operator.measure`` of each image, stacked along a leading axis.
+
+  Raises:
+    InputError: ``images`` that are not (B, H, W), or keys that are not one
+      per image (checked at trace time: shapes are static).
   """
+  if np.ndim(images) != 3:
+    raise errors.InputError(f"images must have shape (B, H, W), got shape {np.shape(images)}.")
+  if np.ndim(keys) < 1 or np.shape(keys)[0] != np.shape(images)[0]:
+    raise errors.InputError(f"keys must hold one key per image, (B,) from slice_keys: images "
+                            f"have shape {np.shape(images)}, keys shape {np.shape(keys)}.")
   one = lambda xk: operator.measure(xk[0][None], xk[1])[0]
   # lax.map, not vmap: the 'rbg' key implementations draw other numbers
   # under vmap, which would make a slice's noise depend on its row.

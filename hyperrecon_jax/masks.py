@@ -30,18 +30,34 @@ _POISSON_MAX_TRIALS = 40
 _RSA_DENSITY = 0.7
 
 
+def _whole(value) -> int | None:
+  """``value`` as an int if it is a whole number (64, 64.0, np.int64(64)), else None."""
+  if isinstance(value, (bool, np.bool_)):
+    return None
+  try:
+    whole = int(value)
+    return whole if float(value) == whole else None
+  except (TypeError, ValueError, OverflowError):  # None, a string, NaN, ±inf
+    return None
+
+
 def _check_shape(shape) -> tuple[int, int]:
   try:
-    shape = tuple(int(s) for s in shape)
+    sides = tuple(_whole(s) for s in shape)
   except TypeError:
     raise errors.InputError(f"shape must be a pair of positive ints, got {shape!r}.") from None
-  if len(shape) != 2 or min(shape) < 1:
+  if len(sides) != 2 or None in sides or min(sides) < 1:
+    # int() would cut 64.7 to 64 and build a mask of a size nobody asked for.
     raise errors.InputError(f"shape must be a pair of positive ints (H, W), got {shape!r}.")
-  return shape
+  return sides
 
 
 def _check_acceleration(acceleration) -> float:
-  acceleration = float(acceleration)
+  try:
+    acceleration = float(acceleration)
+  except (TypeError, ValueError):
+    raise errors.InputError(f"acceleration must be a finite number > 1, got "
+                            f"{acceleration!r}.") from None
   if not acceleration > 1.0 or not math.isfinite(acceleration):
     raise errors.InputError(f"acceleration must be a finite number > 1, got {acceleration!r}.")
   return acceleration
@@ -262,8 +278,8 @@ def poisson_disc(shape: Sequence[int],
   limits the smallest acceleration to about 4/pi for a square image).
 
   Args:
-    shape: (H, W) of the mask.
-    acceleration: requested acceleration, > 1.
+    shape: (H, W) of the mask, whole numbers (64 or 64.0, not 64.7).
+    acceleration: requested acceleration, a finite number > 1.
     seed: seed of the random visiting order; same seed, same mask.
     calib: (cH, cW) size of the fully sampled calibration box; defaults to 8%
       of each side (at least 2), i.e. 20x20 at 256x256 and 5x5 at 64x64.
@@ -276,7 +292,8 @@ def poisson_disc(shape: Sequence[int],
     (H // 2, W // 2).
 
   Raises:
-    ValueError: for a bad shape, acceleration <= 1, a calibration box that
+    ValueError: for a shape that is not two whole numbers ≥ 1, an
+      acceleration that is not a finite number > 1, a calibration box that
       does not fit, or an acceleration that cannot be reached within 5%.
   """
   shape = _check_shape(shape)
@@ -345,8 +362,8 @@ def cartesian(shape: Sequence[int],
   the request as whole columns allow.
 
   Args:
-    shape: (H, W) of the mask.
-    acceleration: requested acceleration, > 1.
+    shape: (H, W) of the mask, whole numbers (64 or 64.0, not 64.7).
+    acceleration: requested acceleration, a finite number > 1.
     center_fraction: fraction of columns in the fully sampled centre, in (0, 1).
     kind: 'random' or 'equispaced'.
     seed: seed of the random choices; same seed, same mask.
@@ -355,7 +372,8 @@ def cartesian(shape: Sequence[int],
     (H, W) float32 array of 0s and 1s, k-space centre at column W // 2.
 
   Raises:
-    ValueError: for a bad shape, acceleration <= 1, center_fraction outside
+    ValueError: for a shape that is not two whole numbers ≥ 1, an
+      acceleration that is not a finite number > 1, center_fraction outside
       (0, 1) or larger than 1 / acceleration, or an unknown kind.
   """
   shape = _check_shape(shape)

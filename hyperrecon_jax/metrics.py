@@ -312,7 +312,17 @@ def _check_volumes(pred_volume, target_volume):
 
 
 def _range(target_volume, data_range):
-  return jnp.max(target_volume) if data_range is None else jnp.asarray(data_range, jnp.float32)
+  """The volume's peak L: ``data_range``, a scalar, or the target's maximum for None.
+
+  One volume has one peak, shared by its slices: a vector would broadcast
+  against the scalar result (or the slices) into a vector of scores.
+  """
+  if data_range is None:
+    return jnp.max(target_volume)
+  if np.shape(data_range) != ():
+    raise errors.InputError(f"data_range must be a scalar, the volume's peak L, got shape "
+                            f"{np.shape(data_range)}")
+  return jnp.asarray(data_range, jnp.float32)
 
 
 @jax.jit
@@ -322,10 +332,14 @@ def volume_psnr(pred_volume, target_volume, data_range=None):
   Args:
     pred_volume: (S, H, W) reconstructed slices of one volume.
     target_volume: (S, H, W) ground-truth slices.
-    data_range: peak L; defaults to ``max(target_volume)`` as in fastMRI.
+    data_range: the peak L, a scalar; defaults to ``max(target_volume)`` as
+      in fastMRI.
 
   Returns:
     Scalar PSNR in dB.
+
+  Raises:
+    InputError: a ``data_range`` that is not a scalar.
   """
   _check_volumes(pred_volume, target_volume)
   pred, target = _f32(pred_volume), _f32(target_volume)
@@ -361,12 +375,15 @@ def volume_ssim(pred_volume, target_volume, data_range=None, *, gaussian=False):
   Args:
     pred_volume: (S, H, W) reconstructed slices of one volume.
     target_volume: (S, H, W) ground-truth slices.
-    data_range: peak L; defaults to ``max(target_volume)``.
+    data_range: the peak L, a scalar; defaults to ``max(target_volume)``.
     gaussian: use the 11x11 Gaussian window of `ssim`
       instead (same volume data range and slice average).
 
   Returns:
     Scalar SSIM.
+
+  Raises:
+    InputError: a ``data_range`` that is not a scalar.
   """
   _check_volumes(pred_volume, target_volume)
   pred, target = _f32(pred_volume), _f32(target_volume)

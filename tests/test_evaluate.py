@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics
@@ -149,6 +150,33 @@ def test_slice_keys_depend_on_the_ids_only():
   np.testing.assert_array_equal(data(a[2]), data(b[0]))
   assert not np.array_equal(data(a[0]), data(a[1]))
   assert not np.array_equal(data(a[0]), data(a[2]))
+
+
+def test_ids_images_and_keys_of_other_lengths_are_named():
+  # Each was a bare "scan got values with different leading axis sizes".
+  with pytest.raises(errors.InputError, match=r"volumes and slices must be \(B,\) vectors of "
+                                              r"one length.* got shapes \(3,\) and \(2,\)\."):
+    evaluate.slice_keys(KEY, [0, 0, 1], [1, 2])
+  with pytest.raises(errors.InputError, match=r"got shapes \(\) and \(\)\."):
+    evaluate.slice_keys(KEY, 7, 1)
+  images = smooth_images(2, 11)
+  keys = evaluate.slice_keys(KEY, [7, 7], [0, 1])
+  op = _operator()
+  for fn in (evaluate.measure, evaluate.measure_slices):
+    with pytest.raises(errors.InputError, match=rf"images must have shape \(B, H, W\), got "
+                                                rf"shape \({SIZE}, {SIZE}\)\."):
+      fn(op, images[0], keys[:1])
+    with pytest.raises(errors.InputError, match=rf"keys must hold one key per image.*images have "
+                                                rf"shape \(2, {SIZE}, {SIZE}\), keys shape "
+                                                r"\(1,\)\."):
+      fn(op, images, keys[:1])
+  # One key per image: each slice is the operator's own measurement with its key.
+  got = np.asarray(evaluate.measure_slices(op, images, keys))
+  for i in range(2):
+    want = op.zero_filled(op.measure(images[i:i + 1], keys[i]))[0]
+    # The same FFTs in another program: an inverse and forward 2-D FFT of
+    # 16×16 values ≤ ~1 round by at most about 2·log2(256)·2⁻²⁴ ≈ 1e-6 each.
+    np.testing.assert_allclose(got[i], want, rtol=0, atol=2e-6)
 
 
 def test_result_json_round_trip():

@@ -182,6 +182,22 @@ def test_coefficients_off_the_simplex_are_refused():
       grid.reconstruct_grid(net, variables, zf, np.asarray(coeffs, np.float32))
 
 
+def test_coefficients_as_lists_are_taken_as_arrays():
+  # A list was refused as "coeffs must have shape (B, K) ..., got shape None".
+  net, variables, _ = tiny_hyperunet()
+  zf = network_input(2, seed=3)
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))
+  # The same compiled program on the same float32 values: equal to the bit.
+  np.testing.assert_array_equal(
+      grid.reconstruct_grid(net, variables, zf, coeffs.tolist(), chunk=3, order="lambda"),
+      grid.reconstruct_grid(net, variables, zf, coeffs, chunk=3, order="lambda"))
+  np.testing.assert_array_equal(
+      grid.weight_terms(net, variables, coeffs.tolist(), ("weight_l1",))["weight_l1"],
+      grid.weight_terms(net, variables, coeffs, ("weight_l1",))["weight_l1"])
+  with pytest.raises(ValueError, match=r"rows must sum to 1 .* row 1 sums to 0\.9"):
+    grid.reconstruct_grid(net, variables, zf, [[0.5, 0.5], [0.3, 0.6]])
+
+
 def test_grid_metrics_bad_input():
   net, variables, _ = tiny_hyperunet()
   zf, coeffs = network_input(2, 0), np.full((G, 2), 0.5, np.float32)

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 
 
@@ -200,6 +201,27 @@ def test_check_coefficients_accepts_typed_decimals():
     hparams.check_coefficients(np.array([[0.33, 0.33, 0.34], [0.3333, 0.3333, 0.3333],
                                          [1, 0, 0]], dtype))
   hparams.check_coefficients(np.zeros((0, 3)))
+
+
+def test_lists_are_checked_as_the_arrays_they_stand_for():
+  # A list has no shape attribute: it was refused as "got shape None".
+  hparams.check_lambda([[0.2], [1.0]])
+  hparams.check_lambda(((0.0, 0.5),))
+  hparams.check_coefficients([[0.2, 0.8], [0.33, 0.67]])
+  hparams.check_coefficients([[0.3333, 0.3333, 0.3333]])  # sum 0.9999, within 1e-4
+  for check, value, match in [
+      (hparams.check_lambda, [[0.2], [1.5]],
+       r"lam must lie in \[0, 1\], got values in \[0\.2, 1\.5\]"),
+      (hparams.check_lambda, [0.2], r"lam must have shape \(B, K-1\) .*got shape \(1,\)"),
+      (hparams.check_coefficients, [[0.5, 0.5], [0.3, 0.6]], r"row 1 sums to 0\.9$"),
+      (hparams.check_coefficients, [[0.5, 0.5], [0.3333, 0.6665]], r"row 1 sums to 0\.9998$"),
+      (hparams.check_coefficients, [0.5, 0.5], r"got shape \(2,\)"),
+      (hparams.check_coefficients, [[0.5, 0.5], [1.0]],
+       r"coeffs must be an array of numbers, got rows of unequal lengths: "
+       r"\[\[0\.5, 0\.5\], \[1\.0\]\]"),
+  ]:
+    with pytest.raises(errors.InputError, match=match):
+      check(value)
 
 
 def test_check_coefficients_skips_values_under_jit():

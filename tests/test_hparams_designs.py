@@ -2,10 +2,12 @@
 designs on the simplex."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 
 # Unit roundoff of float32: each rounded operation is off by at most this, relatively.
@@ -100,3 +102,15 @@ def test_grid_stops_at_two_hyperparameters():
     hparams.grid(5, 3)
   with pytest.raises(ValueError, match=r"grid supports 1 or 2 hyperparameters, got 0"):
     hparams.grid(5, 0)
+
+
+def test_a_grid_takes_a_whole_number_of_points():
+  # 2.5 was a TypeError from np.linspace naming no argument.
+  for num in (2.5, 3.0, "3", True, None):
+    with pytest.raises(errors.InputError, match=r"grid needs an integer number of points ≥ 2, "
+                                                rf"got {re.escape(repr(num))}"):
+      hparams.grid(num)
+  # NumPy's integers are integers: the same grid as Python's, exactly.
+  for num in (np.int64(3), np.int32(3), np.uint8(3)):
+    np.testing.assert_array_equal(hparams.grid(num), [[0.0], [0.5], [1.0]])
+    np.testing.assert_array_equal(hparams.grid(num, 2), hparams.grid(3, 2))

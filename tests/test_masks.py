@@ -1,9 +1,11 @@
 """Tests for hyperrecon_jax.masks."""
 
+import re
 
 import numpy as np
 import pytest
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import masks
 
 
@@ -151,6 +153,24 @@ def test_bad_inputs(fn):
     fn((0, 64), 4)
   with pytest.raises(ValueError, match="shape"):
     fn(64, 4)
+
+
+@pytest.mark.parametrize("fn", [masks.poisson_disc, masks.cartesian])
+def test_a_size_or_acceleration_that_is_no_number_is_named(fn):
+  # int() cut 64.7 to 64 (a mask of a size nobody asked for); float(None)
+  # was a bare TypeError.
+  for shape in ((16.5, 16), (16, 15.9), (True, 16), (float("nan"), 16), (16, None)):
+    with pytest.raises(errors.InputError, match=r"shape must be a pair of positive ints \(H, W\), "
+                                                rf"got {re.escape(repr(shape))}\."):
+      fn(shape, 4)
+  for accel in (None, "fast", [4]):
+    with pytest.raises(errors.InputError, match=r"acceleration must be a finite number > 1, "
+                                                rf"got {re.escape(repr(accel))}\."):
+      fn((16, 16), accel)
+  # Whole numbers of any type are the sizes they stand for: the same mask.
+  want = fn((16, 16), 4)
+  for shape in ((16.0, 16), (np.int64(16), np.int32(16))):
+    np.testing.assert_array_equal(fn(shape, 4), want)
 
 
 def test_bad_inputs_specific():

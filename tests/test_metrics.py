@@ -8,6 +8,7 @@ import scipy.ndimage
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import metrics
 
 
@@ -301,3 +302,26 @@ def test_bad_inputs_other():
     metrics.volume_ssim(np.zeros((2, 6, 8)), np.zeros((2, 6, 8)))
   with pytest.raises(ValueError, match="same shape"):
     metrics.dice(np.zeros((1, 4, 4), int), np.zeros((1, 4, 5), int), 2)
+
+
+def test_a_volume_range_must_be_a_scalar():
+  # One volume has one peak L: a (S,) or (2,) range broadcast volume_psnr's
+  # scalar into a vector of scores and broke volume_ssim's windows.
+  pred, target = _pair(b=3, h=16, w=16, seed=5)
+  for fn in (metrics.volume_psnr, metrics.volume_ssim):
+    for shape in ((3,), (2,), (1,), (1, 1)):
+      with pytest.raises(errors.InputError,
+                         match=rf"data_range must be a scalar, the volume's peak L, got shape "
+                               rf"\({', '.join(map(str, shape))},?\)"):
+        fn(pred, target, data_range=np.full(shape, 2.0, np.float32))
+  # A 0-d array is a scalar. PSNR at L = 2 by hand in float64; float32's
+  # sum of S·H·W = 768 squares is off by at most 767·2⁻²⁴ ≈ 4.6e-5
+  # relative, 10/ln 10 · 4.6e-5 ≈ 2.0e-4 dB, and the differences, squares
+  # and log a few 2⁻²⁴ more.
+  mse = np.mean((_f64(pred) - _f64(target)) ** 2)
+  np.testing.assert_allclose(metrics.volume_psnr(pred, target, data_range=np.array(2.0)),
+                             10 * np.log10(4.0 / mse), rtol=0, atol=2.1e-4)
+  # SSIM against skimage as in test_volume_metrics_match_fastmri.
+  np.testing.assert_allclose(metrics.volume_ssim(pred, target, data_range=np.float32(2.0)),
+                             np.mean([sk_ssim(_f64(t), _f64(p), data_range=2.0)
+                                      for p, t in zip(pred, target)]), rtol=0, atol=1e-5)

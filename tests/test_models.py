@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import models
 from hyperrecon_jax.models import layers
@@ -388,19 +389,109 @@ def test_a_width_that_is_not_a_whole_number_of_at_least_1_is_named(make, width):
     make(width).init(jax.random.key(0), zf, coeffs)
 
 
+@functools.cache
+def _every_model():
+  """A narrow HyperUnet, Unet and UnetStack of 2 loss terms, each with its variables."""
+  zf, coeffs = _inputs()
+  nets = (models.HyperUnet(hyper_dim=4, channels=4), models.Unet(channels=4),
+          models.UnetStack(lambdas=((0.0,), (1.0,)), channels=4))
+  return tuple((net, net.init(jax.random.key(0), zf, coeffs)) for net in nets)
+
+
 def test_generate_takes_one_row_per_weight_set_for_every_model():
   # A (K,) vector gave a Unet K rows of weights and a stack weights without
   # their row axis, where a HyperUnet refused it.
-  zf, coeffs = _inputs()
-  for net in (models.HyperUnet(hyper_dim=4, channels=4), models.Unet(channels=4),
-              models.UnetStack(lambdas=((0.0,), (1.0,)), channels=4)):
-    variables = net.init(jax.random.key(0), zf, coeffs)
+  _, coeffs = _inputs()
+  for net, variables in _every_model():
     for method in (net.generate, net.evaluation_weights):
       with pytest.raises(ValueError, match=r"coeffs must have shape \(G, (2|K)\), one row per "
                                            r"weight set, got shape \(2,\)"):
         net.apply(variables, coeffs[0], method=method)
       rows = net.apply(variables, coeffs, method=method)
       assert all(leaf.shape[0] == len(coeffs) for leaf in jax.tree_util.tree_leaves(rows))
+
+
+def test_concrete_coefficients_off_the_simplex_are_refused_as_the_grid_refuses_them():
+  # A HyperUnet gave NaN images at NaN and extrapolated at raw loss weights;
+  # a stack picked a member for NaN. hparams.check_coefficients' words.
+  zf, coeffs = _inputs()
+  bad = [([np.nan, 1.0], r"coeffs must be finite, row 0 is \[nan, 1\.0\]"),
+         ([3.0, -2.0], r"coeffs must be ≥ 0, row 0 is \[3\.0, -2\.0\]"),
+         # Typed to four places the sum may be off by 1e-4 (hparams.SUM_TOLERANCE).
+         ([0.4999, 0.4999], r"coeffs rows must sum to 1 \(within 0\.0001\), row 0 sums "
+                            r"to 0\.9998")]
+  for net, variables in _every_model():
+    plain = isinstance(net, models.Unet)
+    for row, match in bad:
+      for method in (net.generate, net.evaluation_weights):
+        with pytest.raises(errors.InputError, match=match.replace("row 0", "row 1")):
+          net.apply(variables, np.array([[0.5, 0.5], row], np.float32), method=method)
+      if plain:
+        # A plain Unet has the one λ it was trained at and ignores coeffs.
+        np.testing.assert_array_equal(net.apply(variables, zf, np.array(row, np.float32)),
+                                      net.apply(variables, zf))
+        continue
+      with pytest.raises(errors.InputError, match=match):
+        net.apply(variables, zf, np.array(row, np.float32))
+      with pytest.raises(errors.InputError, match=match.replace("row 0", "row 2")):
+        net.apply(variables, zf, np.concatenate([coeffs[:2], [row]]).astype(np.float32))
+    if not plain:
+      net.apply(variables, zf, np.array([0.49995, 0.49995], np.float32))  # within 1e-4
+  net, variables = _every_model()[0]
+  for row, match in bad:
+    with pytest.raises(errors.InputError, match=match):
+      models.unet_variables(net, variables, row)
+  # Traced values are not looked at: no cost, and no error, in a compiled step
+  # (jit), nor when tracing for a gradient (traced, not compiled, here).
+  net, variables, apply = _hyper()
+  assert np.isnan(apply(variables, zf, np.full((3, 2), np.nan, np.float32))).all()
+  grad = jax.eval_shape(jax.grad(lambda c: net.apply(variables, zf, c).sum()),
+                        np.array([3.0, -2.0], np.float32))
+  assert grad.shape == (2,)
+
+
+def test_reconstruct_with_refuses_weights_that_keep_their_row_axis():
+  # XLA said "convolution requires lhs and rhs ndim to be equal, got 4 and 5".
+  zf, coeffs = _inputs()
+  for net, variables in _every_model():
+    weights = net.apply(variables, coeffs[:1], method=net.evaluation_weights)
+    with pytest.raises(errors.InputError,
+                       match=r"weights must be one set, without the row axis: enc0_a has kernel "
+                             r"shape \(1, 3, 3, 2, 4\), with a leading axis of 1; take row g "
+                             r"of evaluation_weights"):
+      net.apply(variables, weights, zf, method=net.reconstruct_with)
+    one = jax.tree_util.tree_map(lambda w: w[0], weights)
+    # Row 0 is the model at coeffs[0] (test_reconstruct_with_evaluation_weights_
+    # is_the_model_at_that_lambda): float32 roundoff apart.
+    _assert_close(net.apply(variables, one, zf, method=net.reconstruct_with),
+                  net.apply(variables, zf, coeffs[0]))
+    with pytest.raises(errors.InputError, match=r"weights: head must have kernel shape "
+                                                r"\(1, 1, 4, 1\) and bias shape \(1,\) for 4 "
+                                                r"channels, got \(1, 1, 4, 2\) and \(2,\)"):
+      net.apply(variables, {**one, "head": {"kernel": np.zeros((1, 1, 4, 2), np.float32),
+                                             "bias": np.zeros(2, np.float32)}}, zf,
+                method=net.reconstruct_with)
+
+
+def test_generate_and_unet_variables_take_lists_and_name_the_shape_given():
+  zf, coeffs = _inputs()
+  for net, variables in _every_model():
+    for method in (net.generate, net.evaluation_weights):
+      # The same values as an array: the same weights, to the bit.
+      want = net.apply(variables, coeffs, method=method)
+      got = net.apply(variables, coeffs.tolist(), method=method)
+      for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)
+  net, variables = _every_model()[0]
+  # It reported the shape after its own reshape, (1, 9).
+  with pytest.raises(errors.InputError, match=r"coeffs must have shape \(2,\) or \(1, 2\), one "
+                                              r"coefficient vector, got shape \(3, 3\)"):
+    models.unet_variables(net, variables, np.full((3, 3), 1 / 3))
+  want = models.unet_variables(net, variables, coeffs[1])
+  for given in (coeffs[1:2], coeffs[1].tolist()):
+    got = models.unet_variables(net, variables, given)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+      np.testing.assert_array_equal(a, b)
 
 
 def test_a_stack_of_lambdas_of_unequal_lengths_is_named():

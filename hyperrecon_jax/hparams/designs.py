@@ -19,9 +19,13 @@ def grid(num: int, num_lambdas: int = 1):
   Returns:
     (num^num_lambdas, num_lambdas) float32; for two hyperparameters the
     second varies fastest.
+
+  Raises:
+    InputError: a ``num`` that is not an integer ≥ 2 (Python or NumPy), or
+      ``num_lambdas`` other than 1 or 2.
   """
-  if num < 2:
-    raise errors.InputError(f"grid needs at least 2 points, got {num}")
+  if isinstance(num, (bool, np.bool_)) or not isinstance(num, (int, np.integer)) or num < 2:
+    raise errors.InputError(f"grid needs an integer number of points ≥ 2, got {num!r}")
   axis = np.linspace(0.0, 1.0, num, dtype=np.float32)
   if num_lambdas == 1:
     return axis[:, None]

@@ -29,12 +29,34 @@ def is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def as_array(values, name: str):
+  """``values`` as they are if they have a shape (arrays, tracers), else as a NumPy array.
+
+  Nested lists and tuples are then checked as the array they stand for.
+
+  Args:
+    values: an array, a tracer, or nested sequences of numbers.
+    name: what to call them in the message.
+
+  Raises:
+    InputError: sequences of unequal lengths, which make no array.
+  """
+  if hasattr(values, "shape"):
+    return values
+  try:
+    return np.asarray(values)
+  except ValueError:
+    raise errors.InputError(f"{name} must be an array of numbers, got rows of unequal "
+                            f"lengths: {values!r}") from None
+
+
 def check_lambda(lam, name: str = "lam"):
   """Raises ``ValueError`` if ``lam`` is not (B, K−1) with values in [0, 1].
 
-  The range check runs only on concrete values (outside ``jit``), so it costs
-  nothing in compiled code.
+  Lists are taken as the array they stand for. The range check runs only on
+  concrete values (outside ``jit``), so it costs nothing in compiled code.
   """
+  lam = as_array(lam, name)
   shape = getattr(lam, "shape", None)
   if shape is None or len(shape) != 2 or shape[1] < 1:
     raise errors.InputError(f"{name} must have shape (B, K-1) with K-1 ≥ 1, got shape "
@@ -61,12 +83,13 @@ def check_coefficients(coeffs, name: str = "coeffs"):
   only on concrete values (outside ``jit``).
 
   Args:
-    coeffs: (B, K) coefficients.
+    coeffs: (B, K) coefficients: an array, or nested lists taken as one.
     name: what to call them in the message.
 
   Raises:
     InputError: naming the shape, or the first bad row and its values or sum.
   """
+  coeffs = as_array(coeffs, name)
   shape = getattr(coeffs, "shape", None)
   if shape is None or len(shape) != 2 or shape[1] < 2:
     raise errors.InputError(f"{name} must have shape (B, K) with K ≥ 2, got shape {shape}")

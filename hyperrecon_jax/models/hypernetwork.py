@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import hparams
+from hyperrecon_jax.hparams import maps
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models import unet
 
@@ -122,7 +124,17 @@ class Hypernetwork(nn.Module):
 
 
 def check_coeffs(coeffs, num_coeffs: int, batch: int):
-  """Trace-time shape checks: (K,) for the whole batch, or (B, K) per row."""
+  """Checks a model call's coefficients: (K,) for the whole batch, or (B, K) per row.
+
+  The shapes are checked at trace time. Concrete values (outside ``jit``,
+  ``grad`` and ``vmap``) must also lie on the simplex
+  (`hparams.check_coefficients`): off it (raw loss weights, NaN) a model
+  extrapolates and a stack picks a member, without a word. Tracers are not
+  looked at, so a compiled training step pays nothing.
+
+  Raises:
+    InputError: naming the shape, or the first row off the simplex.
+  """
   shape = getattr(coeffs, "shape", None)
   if shape is None or len(shape) not in (1, 2):
     raise errors.InputError(f"coeffs must have shape ({num_coeffs},) or (B, {num_coeffs}), "
@@ -132,6 +144,8 @@ def check_coeffs(coeffs, num_coeffs: int, batch: int):
                             f"(num_coeffs={num_coeffs}), got shape {shape}")
   if len(shape) == 2 and shape[0] != batch:
     raise errors.InputError(f"coeffs has {shape[0]} rows but zf has batch size {batch}")
+  if not isinstance(coeffs, jax.core.Tracer):
+    hparams.check_coefficients(np.reshape(np.asarray(coeffs), (-1, num_coeffs)))
 
 
 class HyperUnet(nn.Module):
@@ -198,7 +212,7 @@ class HyperUnet(nn.Module):
       zf: (B, H, W, 2) zero-filled input.
       coeffs: loss coefficients (see ``hparams.coefficients``): (K,), one
         vector for the whole batch (one generated weight set), or (B, K), one
-        per element.
+        per element; concrete ones off the simplex are refused (`check_coeffs`).
       train: use and update batch statistics (pass ``mutable=['batch_stats']``).
       return_weights: also return the generated weights (for weight-ℓ1).
 
@@ -234,9 +248,10 @@ class HyperUnet(nn.Module):
     """The convolution weights at each row of (G, K) ``coeffs``, shared ones included.
 
     These are the weights training's weight-ℓ1 sees: generated, BatchNorm
-    not folded.
+    not folded. Lists are taken as arrays; concrete rows must lie on the
+    simplex (`unet.check_rows`).
     """
-    unet.check_rows(coeffs, self.num_coeffs)
+    coeffs = unet.check_rows(coeffs, self.num_coeffs)
     return self._with_shared(self.hypernetwork(coeffs), coeffs.shape[0])
 
   def evaluation_weights(self, coeffs):
@@ -272,12 +287,21 @@ def unet_variables(net: HyperUnet, variables, coeffs):
   Args:
     net: the ``HyperUnet`` module.
     variables: its variables (``params`` and, with BatchNorm, ``batch_stats``).
-    coeffs: (K,) or (1, K) loss coefficients.
+    coeffs: (K,) or (1, K) loss coefficients on the simplex.
 
   Returns:
     Variables for ``Unet(channels=net.channels, batch_norm=net.batch_norm)``.
+
+  Raises:
+    InputError: coefficients of another shape, or concrete ones off the
+      simplex (`hparams.check_coefficients`).
   """
-  coeffs = jnp.reshape(jnp.asarray(coeffs, jnp.float32), (1, -1))
+  coeffs = maps.as_array(coeffs, "coeffs")
+  k = net.num_coeffs
+  if tuple(coeffs.shape) not in ((k,), (1, k)):
+    raise errors.InputError(f"coeffs must have shape ({k},) or (1, {k}), one coefficient "
+                            f"vector, got shape {tuple(coeffs.shape)}")
+  coeffs = jnp.reshape(jnp.asarray(coeffs, jnp.float32), (1, k))
   weights = net.apply(variables, coeffs, method=HyperUnet.generate)
   params = {"body": variables["params"].get("body", {})}
   for name, w in weights.items():  # the shared convolutions included

@@ -53,7 +53,8 @@ class UnetStack(nn.Module):
 
     Args:
       zf: (B, H, W, 2) zero-filled input; in training B = L·b, L blocks of b.
-      coeffs: (K,) for the whole batch, or (B, K), one vector per row.
+      coeffs: (K,) for the whole batch, or (B, K), one vector per row; concrete
+        ones off the simplex are refused (`hypernetwork.check_coeffs`).
       train: train every member on its block (pass ``mutable=['batch_stats']``).
       return_weights: also return each row's member's convolution weights,
         every leaf with a leading axis of size B.
@@ -150,13 +151,13 @@ class UnetStack(nn.Module):
 
   def generate(self, coeffs):
     """The convolution weights of each row's nearest member, for (G, K) ``coeffs``."""
-    unet.check_rows(coeffs, len(self.lambdas[0]) + 1)
+    coeffs = unet.check_rows(coeffs, len(self.lambdas[0]) + 1)
     return jax.tree_util.tree_map(lambda w: w[self._nearest(coeffs)],
                                   self._weights(self.variables))
 
   def evaluation_weights(self, coeffs):
     """`generate`'s weights with each member's BatchNorm folded in."""
-    unet.check_rows(coeffs, len(self.lambdas[0]) + 1)
+    coeffs = unet.check_rows(coeffs, len(self.lambdas[0]) + 1)
     return jax.tree_util.tree_map(lambda w: w[self._nearest(coeffs)],
                                   self._weights(self.variables, folded=True))
 

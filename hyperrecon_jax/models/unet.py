@@ -13,6 +13,7 @@ BatchNorm scales and biases are parameters of ``UnetBody``, shared by every λ a
 in the reference.
 """
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -22,6 +23,7 @@ import numpy as np
 
 from hyperrecon_jax import errors
 from hyperrecon_jax import physics
+from hyperrecon_jax.hparams import maps
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models import normalization
 from hyperrecon_jax.models import resampling
@@ -335,13 +337,13 @@ class Unet(nn.Module):
 
   def generate(self, coeffs):
     """Its convolution weights once per row of (G, K) ``coeffs`` (it has one λ)."""
-    check_rows(coeffs)
+    coeffs = check_rows(coeffs)
     return broadcast_rows(conv_weights(self.variables["params"], self.channels),
                           coeffs.shape[0])
 
   def evaluation_weights(self, coeffs):
     """`generate`'s weights with BatchNorm folded in (`fold_weights`)."""
-    check_rows(coeffs)
+    coeffs = check_rows(coeffs)
     return broadcast_rows(
         fold_weights(conv_weights(self.variables["params"], self.channels), self.variables),
         coeffs.shape[0])
@@ -366,22 +368,81 @@ def run_folded(weights, zf, *, channels: int, per_sample: bool = False,
     per_sample: whether each batch row has its own weights.
     strategy: 'vmap' or 'loop' (see `UnetBody`).
     dtype: activation dtype.
+
+  Raises:
+    InputError: without ``per_sample``, weights that are not one set of
+      ``channels`` (still with the row axis of ``evaluation_weights``, say).
   """
+  if not per_sample:
+    check_one_set(weights, channels)
   body = UnetBody(channels, batch_norm=False, strategy=strategy, dtype=dtype, parent=None)
   return body.apply({}, weights, zf, per_sample=per_sample)
 
 
-def check_rows(coeffs, num_coeffs: int | None = None) -> None:
-  """Refuses ``generate``'s coefficients unless (G, K): one weight set per row.
+def check_one_set(weights, channels: int) -> None:
+  """Refuses weights that are not one set of the Unet's convolutions (trace time).
+
+  ``evaluation_weights`` gives one set per row of its coefficients, every
+  leaf with a leading row axis; ``reconstruct_with`` takes one of them. Run
+  with the axis left on, XLA fails on the rank of a convolution, naming no
+  argument.
+
+  Args:
+    weights: ``{name: {'kernel', 'bias'}}`` for every `conv_specs` entry.
+    channels: features at every level.
+
+  Raises:
+    InputError: naming the first convolution whose kernel or bias has
+      another shape.
+  """
+  if not isinstance(weights, Mapping):
+    raise errors.InputError(f"weights must be a dict {{name: {{'kernel', 'bias'}}}}, got "
+                            f"{type(weights).__name__}")
+  for spec in conv_specs(channels):
+    w = weights.get(spec.name)
+    if not isinstance(w, Mapping) or "kernel" not in w or "bias" not in w:
+      raise errors.InputError(f"weights lack the kernel and bias of convolution {spec.name!r}")
+    kernel, bias = tuple(np.shape(w["kernel"])), tuple(np.shape(w["bias"]))
+    if kernel == spec.kernel_shape and bias == (spec.cout,):
+      continue
+    if kernel[1:] == spec.kernel_shape and bias[1:] == (spec.cout,):
+      raise errors.InputError(
+          f"weights must be one set, without the row axis: {spec.name} has kernel shape "
+          f"{kernel}, with a leading axis of {kernel[0]}; take row g of evaluation_weights, "
+          "jax.tree_util.tree_map(lambda w: w[g], weights)")
+    raise errors.InputError(f"weights: {spec.name} must have kernel shape {spec.kernel_shape} "
+                            f"and bias shape ({spec.cout},) for {channels} channels, got "
+                            f"{kernel} and {bias}")
+
+
+def check_rows(coeffs, num_coeffs: int | None = None):
+  """Refuses ``generate``'s coefficients unless (G, K) on the simplex: one weight set per row.
 
   Every model's weights then have a leading row axis, which `hyperrecon_jax.grid`
   indexes; a (K,) vector would be read as K rows, or give no row axis at all.
+  Concrete rows (outside ``jit``, ``grad`` and ``vmap``) must lie on the
+  simplex (`hparams.check_coefficients`), as a model call's must
+  (`hypernetwork.check_coeffs`); tracers are not looked at.
+
+  Args:
+    coeffs: (G, K) coefficients, an array or nested lists.
+    num_coeffs: K, or None for a model that takes any K (a plain Unet).
+
+  Returns:
+    ``coeffs`` as a JAX array (a tracer stays as it is).
+
+  Raises:
+    InputError: naming the shape, or the first row off the simplex.
   """
-  shape = getattr(coeffs, "shape", None)
+  coeffs = maps.as_array(coeffs, "coeffs")
+  shape = tuple(coeffs.shape)
   k = "K" if num_coeffs is None else num_coeffs
-  if shape is None or len(shape) != 2 or (num_coeffs is not None and shape[1] != num_coeffs):
+  if len(shape) != 2 or (num_coeffs is not None and shape[1] != num_coeffs):
     raise errors.InputError(f"coeffs must have shape (G, {k}), one row per weight set, got "
                             f"shape {shape}")
+  if not isinstance(coeffs, jax.core.Tracer):
+    maps.check_coefficients(coeffs)
+  return jnp.asarray(coeffs)
 
 
 def broadcast_rows(weights, rows: int):
