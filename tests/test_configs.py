@@ -211,6 +211,19 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
   assert config.hparams.baselines == ()
 
 
+def test_the_256_recipe_is_the_shipped_256_model_s_config():
+  # The loss scales included: they depend on the image size, and the file
+  # once held the 64×64 demo's, so `train.py` with it trained another loss.
+  stored = json.loads(open(os.path.join(pretrained.FOLDER, "mni152_csmri8x_dc_tv_256",
+                                        pretrained.CONFIG_FILE)).read())
+  stored = json.loads(train.from_stored(stored).to_json())
+  recipe = json.loads(configs.load("pretrained_dc_tv_256", "").to_json())
+  for config in (stored, recipe):
+    config["data"].pop("data_dir")  # the machine's
+  assert recipe == stored
+  assert tuple(recipe["loss_scales"]) == (18.54, 127)
+
+
 @pytest.mark.parametrize("field, value, match", [
     # Each was a traceback, or (an infinite scale: weight 1/∞) a silently wrong run.
     ("loss_scales", (math.inf, 1.0), r"loss_scales must be positive finite numbers that "

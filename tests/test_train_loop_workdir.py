@@ -306,6 +306,7 @@ def test_memory_floor_counts_the_state_and_one_set_of_gradients(data_dir):
   want = 4 * (sum(x.size for x in leaves(state)) + sum(x.size for x in leaves(state.params))
               + 4 * kept)  # batch 4, float32
   assert state_lib.memory_floor(config, model) == want
+  assert state_lib.memory_floor_parts(config, model) == (want - 4 * 4 * kept, 4 * 4 * kept)
   # Split over two devices, each keeps the activations of half the batch.
   assert state_lib.memory_floor(config, model, num_devices=2) == want - 4 * 2 * kept
   # DHS normalizing over its kept rows runs the whole batch without
@@ -319,20 +320,27 @@ def test_memory_floor_counts_the_state_and_one_set_of_gradients(data_dir):
 
 
 @pytest.mark.parametrize("floor, pattern", [
+    # This model at batch 4: 194 KiB of state and gradients, 454 KiB of kept
+    # activations, the larger part: the batch is what to lower.
     (None, r"the parameters, gradients, optimizer state and kept activations of this model "
-           r"alone take \d+ [KM]iB, more than the 1 KiB of a 1 KiB test device"),
+           r"alone take \d+ KiB, more than the 1 KiB of a 1 KiB test device; lower "
+           r"config\.train\.batch_size \(now 4\): the activations its rows keep for the "
+           r"backward pass take \d+ KiB"),
+    # The model the larger part: the model is what to shrink.
+    ((5000, 1000), r"alone take 6 KiB, more than the 1 KiB of a 1 KiB test device; use a "
+                   r"smaller model \(config\.model\.channels, config\.model\.hyper_dim\)"),
     # The compiled step's own need (its temporaries too), checked before
     # config.json: at batch 100,000 of this model `memory_floor` was 10.8 GiB
     # and the step needed 29.6 GiB, and XLA's out-of-memory traceback came
     # after the run's files. Here the floor passes.
-    (0, r"one training step needs [\d.]+ [KM]iB \(XLA's memory analysis of the compiled "
-        r"step\), more than the 1 KiB of a 1 KiB test device; lower "
-        r"config\.train\.batch_size \(now 4\)"),
+    ((0, 0), r"one training step needs [\d.]+ [KM]iB \(XLA's memory analysis of the "
+             r"compiled step\), more than the 1 KiB of a 1 KiB test device; lower "
+             r"config\.train\.batch_size \(now 4\)"),
 ])
 def test_a_model_or_step_beyond_the_devices_memory_is_refused_before_any_work(
     data_dir, tmp_path, monkeypatch, floor, pattern):
   if floor is not None:
-    monkeypatch.setattr(state_lib, "memory_floor", lambda *args, **kwargs: floor)
+    monkeypatch.setattr(state_lib, "memory_floor_parts", lambda *args, **kwargs: floor)
   monkeypatch.setattr(memory_checks, "device_memory", lambda: (2**10, "a 1 KiB test device"))
   with pytest.raises(train.ConfigError, match=pattern):
     train.train_and_evaluate(make_config(data_dir), str(tmp_path / "run"))

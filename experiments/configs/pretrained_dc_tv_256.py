@@ -9,11 +9,13 @@ parameters, 9.8 MB in float16). Batch 32, 4,000 steps: 128,000 samples, about
 1,500 epochs of the 86 training slices (the paper trains ~1,000).
 
 The loss scales depend on the image size (both terms are sums, over the
-image's pixels for TV and over the measured k-space samples for DC), so the
-ones here, measured at 64×64 for ``demo_ao.py``, are placeholders: `benchmarks/gpu_train.sh` with
-``SCALES=measure`` first trains the one-hot Unets at 256×256 and trains with
-their validation losses instead. The shipped ``mni152_csmri8x_dc_tv_256`` was
-trained so on one H200 (scales (18.54, 127); docs/results.md):
+image's pixels for TV and over the measured k-space samples for DC), so
+``demo_ao.py``'s, measured at 64×64, do not hold here. The ones here, (18.54,
+127), are those the shipped ``mni152_csmri8x_dc_tv_256`` was trained with:
+`benchmarks/gpu_train.sh` with ``SCALES=measure`` first trained the one-hot
+Unets at 256×256 on one H200 and took their validation losses
+(docs/results.md), so ``train.py`` with this file trains with the shipped
+model's loss. The command, which measures them anew:
 
   CONFIG=experiments/configs/pretrained_dc_tv_256.py NAME=mni152_csmri8x_dc_tv_256 \
       SCALES=measure UNIFORM=0 BASELINE_STEPS=1500 BUDGET=280 bash benchmarks/gpu_train.sh
@@ -39,4 +41,5 @@ def get_config(arg=None):
   c.train.num_steps = 4_000
   c.train.eval_every = 1_000
   c.train.checkpoint_every = 1_000
+  c.loss_scales = (18.54, 127.0)  # s_dc, s_tv at 256×256: see the docstring
   return default.variant(c, arg)

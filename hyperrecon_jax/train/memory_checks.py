@@ -20,18 +20,26 @@ def device_memory() -> tuple[int, str]:
 def check_memory(config, model) -> None:
   """Raises ``ConfigError`` if training cannot fit in one device's memory.
 
-  A lower bound (`state.memory_floor`: the train state, its gradients, the
-  convolutions' inputs): a run refused here could never train, while one that
-  passes may still need more.
+  A lower bound (`state.memory_floor_parts`: the train state, its gradients,
+  the convolutions' inputs): a run refused here could never train, while one
+  that passes may still need more. The message says what to shrink: the
+  stack, the batch when its activations are the larger part, or the model.
   Without it, a stack of 10⁵ Unets (``baselines.py --lambdas=grid:100000``)
   ran minutes into its initialization before it ran out of memory.
   """
-  need = state_lib.memory_floor(config, model, len(jax.devices()))
+  model_bytes, activations = state_lib.memory_floor_parts(config, model, len(jax.devices()))
+  need = model_bytes + activations
   limit, what = device_memory()
   if need > limit:
     count = len(state_lib.stack_lambdas(model))
-    fewer = (f"; train fewer than its {count} Unets" if count > 1 else
-             "; use a smaller model (config.model.channels, config.model.hyper_dim)")
+    if count > 1:
+      fewer = f"; train fewer than its {count} Unets"
+    elif activations > model_bytes:
+      fewer = (f"; lower config.train.batch_size (now {config.train.batch_size}): the "
+               f"activations its rows keep for the backward pass take "
+               f"{memory.byte_size(activations)}")
+    else:
+      fewer = "; use a smaller model (config.model.channels, config.model.hyper_dim)"
     raise configuration.ConfigError(
         f"the parameters, gradients, optimizer state and kept activations of this model "
         f"alone take {memory.byte_size(need)}, more than the {memory.byte_size(limit)} of "

@@ -161,6 +161,14 @@ def create_state(config, model, key) -> TrainState:
 def memory_floor(config, model, num_devices: int = 1) -> int:
   """Bytes that training ``model`` needs on each device at least.
 
+  The sum of `memory_floor_parts`.
+  """
+  return sum(memory_floor_parts(config, model, num_devices))
+
+
+def memory_floor_parts(config, model, num_devices: int = 1) -> tuple[int, int]:
+  """The two parts of `memory_floor`: the model's, and the batch's.
+
   The train state (parameters, BatchNorm statistics, Adam's two moments) and
   one set of gradients, all replicated on every device, and the activations
   the backward pass keeps for this device's rows of the batch (of the
@@ -177,7 +185,8 @@ def memory_floor(config, model, num_devices: int = 1) -> int:
     num_devices: the devices the batch is split over.
 
   Returns:
-    The byte count.
+    ``(model_bytes, activation_bytes)``: the train state and its gradients,
+    and the kept activations, which grow with the batch.
   """
   state = jax.eval_shape(lambda key: create_state(config, model, key),
                          jax.random.key(0))
@@ -193,4 +202,4 @@ def memory_floor(config, model, num_devices: int = 1) -> int:
   kept = models.kept_activations(int(config.model.channels), int(config.data.image_size))
   activations = (rows * kept * jnp.dtype(config.model.dtype).itemsize
                  * max(1, len(stack_lambdas(model))))
-  return size(state) + size(state.params) + activations
+  return size(state) + size(state.params), activations
