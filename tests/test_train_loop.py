@@ -456,6 +456,38 @@ def test_a_run_started_again_from_step_0_keeps_the_earlier_runs_event_files_apar
       "events.1.old", "events.2.old", "metrics.jsonl.1.old", "metrics.jsonl.2.old"]
 
 
+def test_event_files_without_events_are_removed_not_kept_as_a_run(tmp_path, capsys,
+                                                                  monkeypatch):
+  pytest.importorskip("tensorboardX")
+  workdir = str(tmp_path)
+  # A run stopped before it logged anything leaves its event file's header
+  # alone (the record of the format's version), or an empty file.
+  writer_lib.MetricWriter(workdir).close()
+  (header_only,) = _event_files(workdir)
+  with open(header_only, "rb") as f:
+    header = f.read()
+  empty = os.path.join(workdir, "events.out.tfevents.1.killed")
+  open(empty, "wb").close()
+  # Started again from step 0: there is no earlier run to keep.
+  _seconds_later(monkeypatch, 10)
+  w = writer_lib.MetricWriter(workdir)
+  w.write(1, {"loss": 1.0})
+  w.close()
+  assert "kept" not in capsys.readouterr().err
+  assert not any(name.endswith(".old") for name in os.listdir(workdir))
+  (events,) = _event_files(workdir)
+  assert events not in (header_only, empty)
+  assert _read_event_scalars(events) == {"loss": [(1, 1.0)]}
+  # Resumed from step 1, with nothing to cut: a header-only file goes too.
+  stray = os.path.join(workdir, "events.out.tfevents.2.stopped")
+  with open(stray, "wb") as f:
+    f.write(header)
+  _seconds_later(monkeypatch, 20)
+  writer_lib.MetricWriter(workdir, start_step=1).close()
+  assert not os.path.exists(stray)
+  assert _read_event_scalars(events) == {"loss": [(1, 1.0)]}
+
+
 def test_a_full_disk_under_the_metrics_names_the_file(tmp_path):
   workdir = str(tmp_path)
   w = writer_lib.MetricWriter(workdir)

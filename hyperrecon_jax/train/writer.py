@@ -189,19 +189,41 @@ def _cut_event_file(path: str, start_step: int) -> None:
       kept.append(record)
       headers_only = headers_only and e.WhichOneof("what") == "file_version"
     pos += len(record)
-  data = b"".join(kept)
-  if len(data) == len(blob):
-    return
-  if not headers_only:
-    workdir_lib.write_bytes(path, data)
-  else:
+  if headers_only:
     with workdir_lib.naming_file(path):
       os.remove(path)
+    return
+  data = b"".join(kept)
+  if len(data) != len(blob):
+    workdir_lib.write_bytes(path, data)
+
+
+def _holds_events(path: str) -> bool:
+  """Whether an event file holds a record after its first, the header.
+
+  Every event file begins with one record giving the format's version; a
+  process stopped before it logged anything leaves that alone, or an empty
+  file. Read from the records' lengths only (no protobuf needed).
+  """
+  with workdir_lib.naming_file(path), open(path, "rb") as f:
+    head = f.read(8)
+    size = os.fstat(f.fileno()).st_size
+  return len(head) == 8 and size > 12 + struct.unpack("<Q", head)[0] + 4
 
 
 def _set_aside_earlier_run(workdir: str, path: str) -> None:
-  """Moves an earlier run's records and event files aside (`MetricWriter`)."""
-  events = sorted(glob.glob(os.path.join(glob.escape(workdir), EVENT_FILES)))
+  """Moves an earlier run's records and event files aside (`MetricWriter`).
+
+  Files without records (an empty ``metrics.jsonl``, an event file with no
+  event but its header) are removed instead: there is no run to keep.
+  """
+  events = []
+  for event in sorted(glob.glob(os.path.join(glob.escape(workdir), EVENT_FILES))):
+    if _holds_events(event):
+      events.append(event)
+    else:
+      with workdir_lib.naming_file(event):
+        os.remove(event)
   records = os.path.exists(path) and os.path.getsize(path) > 0
   if os.path.exists(path) and not records:
     os.remove(path)
