@@ -212,8 +212,8 @@ def test_a_shipped_model_stored_before_a_field_was_added_loads(tmp_path):
 
 
 def test_the_256_recipe_is_the_shipped_256_model_s_config():
-  # The loss scales included: they depend on the image size, and the file
-  # once held the 64×64 demo's, so `train.py` with it trained another loss.
+  # The loss scales included: they depend on the image size, so the 64×64
+  # demo's would make `train.py` with this file train another loss.
   stored = json.loads(open(os.path.join(pretrained.FOLDER, "mni152_csmri8x_dc_tv_256",
                                         pretrained.CONFIG_FILE)).read())
   stored = json.loads(train.from_stored(stored).to_json())

@@ -153,7 +153,7 @@ def test_slice_keys_depend_on_the_ids_only():
 
 
 def test_ids_images_and_keys_of_other_lengths_are_named():
-  # Each was a bare "scan got values with different leading axis sizes".
+  # Unchecked, each is a bare "scan got values with different leading axis sizes".
   with pytest.raises(errors.InputError, match=r"volumes and slices must be \(B,\) vectors of "
                                               r"one length.* got shapes \(3,\) and \(2,\)\."):
     evaluate.slice_keys(KEY, [0, 0, 1], [1, 2])

@@ -183,7 +183,7 @@ def test_coefficients_off_the_simplex_are_refused():
 
 
 def test_coefficients_as_lists_are_taken_as_arrays():
-  # A list was refused as "coeffs must have shape (B, K) ..., got shape None".
+  # A list has no shape attribute, so a check of `.shape` alone refuses it.
   net, variables, _ = tiny_hyperunet()
   zf = network_input(2, seed=3)
   coeffs = np.asarray(hparams.coefficients(hparams.grid(G)))

@@ -204,7 +204,7 @@ def test_check_coefficients_accepts_typed_decimals():
 
 
 def test_lists_are_checked_as_the_arrays_they_stand_for():
-  # A list has no shape attribute: it was refused as "got shape None".
+  # A list has no shape attribute, so a check of `.shape` alone refuses it.
   hparams.check_lambda([[0.2], [1.0]])
   hparams.check_lambda(((0.0, 0.5),))
   hparams.check_coefficients([[0.2, 0.8], [0.33, 0.67]])

@@ -105,7 +105,7 @@ def test_grid_stops_at_two_hyperparameters():
 
 
 def test_a_grid_takes_a_whole_number_of_points():
-  # 2.5 was a TypeError from np.linspace naming no argument.
+  # Unchecked, 2.5 is a TypeError from np.linspace naming no argument.
   for num in (2.5, 3.0, "3", True, None):
     with pytest.raises(errors.InputError, match=r"grid needs an integer number of points ≥ 2, "
                                                 rf"got {re.escape(repr(num))}"):

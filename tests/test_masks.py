@@ -157,8 +157,8 @@ def test_bad_inputs(fn):
 
 @pytest.mark.parametrize("fn", [masks.poisson_disc, masks.cartesian])
 def test_a_size_or_acceleration_that_is_no_number_is_named(fn):
-  # int() cut 64.7 to 64 (a mask of a size nobody asked for); float(None)
-  # was a bare TypeError.
+  # int() cuts 64.7 to 64 (a mask of a size nobody asked for); float(None)
+  # is a bare TypeError.
   for shape in ((16.5, 16), (16, 15.9), (True, 16), (float("nan"), 16), (16, None)):
     with pytest.raises(errors.InputError, match=r"shape must be a pair of positive ints \(H, W\), "
                                                 rf"got {re.escape(repr(shape))}\."):

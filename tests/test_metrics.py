@@ -196,8 +196,8 @@ def test_volume_metrics_match_fastmri():
                            sigma=1.5, use_sample_covariance=False) for p, t in zip(pred, target)])
   np.testing.assert_allclose(metrics.volume_ssim(pred, target, gaussian=True), ref_g, atol=1e-4)
   # Flat slices: fastMRI's float64 moments against float32 ones, which keep
-  # their digits only about each slice's mean (the raw E[x²] − E[x]² gave
-  # 0.98901 for the first pair, skimage 0.98824).
+  # their digits only about each slice's mean (E[x²] − E[x]² of the raw
+  # float32 values gives 0.98901 for the first pair, skimage 0.98824).
   rng = np.random.default_rng(1)
   for t, p in ((np.full((2, 16, 16), 0.7), np.full((2, 16, 16), 0.6)),
                (np.full((2, 16, 16), 0.95), np.full((2, 16, 16), 0.93)),
