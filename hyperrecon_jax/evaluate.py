@@ -194,7 +194,7 @@ def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any
     raise errors.InputError(f"lam_grid must have shape (G, num_lambdas), got shape {lam.shape}.")
   num_coeffs = getattr(model, "num_coeffs", None)  # a HyperUnet's K
   if num_coeffs is not None and lam.shape[1] != num_coeffs - 1:
-    # Coefficients given as λ were reported as coefficients of another shape.
+    # Coefficients given as λ: named as such, not as coefficients of another shape.
     raise errors.InputError(
         f"lam_grid must have {num_coeffs - 1} column(s), the λ of a model of {num_coeffs} loss "
         f"terms (coefficients are hparams.coefficients(lam)), got shape {lam.shape}.")

@@ -3,6 +3,7 @@
 
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -201,6 +202,19 @@ def test_check_coefficients_accepts_typed_decimals():
     hparams.check_coefficients(np.array([[0.33, 0.33, 0.34], [0.3333, 0.3333, 0.3333],
                                          [1, 0, 0]], dtype))
   hparams.check_coefficients(np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_coefficients_of_a_narrow_float_type_are_allowed_its_rounding(dtype):
+  # 1/K rounded to bfloat16 (eps 2⁻⁷) sums to 1.00195 for K = 3: within K·eps
+  # of 1, not within 1e-4. NumPy does not count bfloat16 as a float type.
+  for k in (3, 5):
+    row = jnp.full((2, k), 1 / k, dtype)
+    assert abs(float(np.asarray(row, np.float64)[0].sum()) - 1) <= k * float(jnp.finfo(dtype).eps)
+    hparams.check_coefficients(row)
+    hparams.check_coefficients(np.asarray(row))
+  with pytest.raises(errors.InputError, match="must sum to 1"):
+    hparams.check_coefficients(jnp.full((1, 3), 0.3, dtype))
 
 
 def test_lists_are_checked_as_the_arrays_they_stand_for():

@@ -4,6 +4,7 @@ designs on the simplex."""
 import math
 import re
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -110,7 +111,8 @@ def test_a_grid_takes_a_whole_number_of_points():
     with pytest.raises(errors.InputError, match=r"grid needs an integer number of points ≥ 2, "
                                                 rf"got {re.escape(repr(num))}"):
       hparams.grid(num)
-  # NumPy's integers are integers: the same grid as Python's, exactly.
-  for num in (np.int64(3), np.int32(3), np.uint8(3)):
+  # NumPy's integers and an integer JAX scalar are integers: the same grid as
+  # Python's, exactly.
+  for num in (np.int64(3), np.int32(3), np.uint8(3), jnp.asarray(3)):
     np.testing.assert_array_equal(hparams.grid(num), [[0.0], [0.5], [1.0]])
     np.testing.assert_array_equal(hparams.grid(num, 2), hparams.grid(3, 2))

@@ -305,8 +305,8 @@ def test_bad_inputs_other():
 
 
 def test_a_volume_range_must_be_a_scalar():
-  # One volume has one peak L: a (S,) or (2,) range broadcast volume_psnr's
-  # scalar into a vector of scores and broke volume_ssim's windows.
+  # One volume has one peak L: a (S,) or (2,) range would broadcast
+  # volume_psnr's scalar into a vector of scores and break volume_ssim's windows.
   pred, target = _pair(b=3, h=16, w=16, seed=5)
   for fn in (metrics.volume_psnr, metrics.volume_ssim):
     for shape in ((3,), (2,), (1,), (1, 1)):

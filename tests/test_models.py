@@ -412,8 +412,9 @@ def test_generate_takes_one_row_per_weight_set_for_every_model():
 
 
 def test_concrete_coefficients_off_the_simplex_are_refused_as_the_grid_refuses_them():
-  # A HyperUnet gave NaN images at NaN and extrapolated at raw loss weights;
-  # a stack picked a member for NaN. hparams.check_coefficients' words.
+  # Unchecked, a HyperUnet gives NaN images at NaN and extrapolates at raw
+  # loss weights, and a stack picks a member for NaN. hparams.check_coefficients'
+  # words.
   zf, coeffs = _inputs()
   bad = [([np.nan, 1.0], r"coeffs must be finite, row 0 is \[nan, 1\.0\]"),
          ([3.0, -2.0], r"coeffs must be ≥ 0, row 0 is \[3\.0, -2\.0\]"),
@@ -451,7 +452,7 @@ def test_concrete_coefficients_off_the_simplex_are_refused_as_the_grid_refuses_t
 
 
 def test_reconstruct_with_refuses_weights_that_keep_their_row_axis():
-  # XLA said "convolution requires lhs and rhs ndim to be equal, got 4 and 5".
+  # Unchecked, XLA says "convolution requires lhs and rhs ndim to be equal, got 4 and 5".
   zf, coeffs = _inputs()
   for net, variables in _every_model():
     weights = net.apply(variables, coeffs[:1], method=net.evaluation_weights)
@@ -483,7 +484,7 @@ def test_generate_and_unet_variables_take_lists_and_name_the_shape_given():
       for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_array_equal(a, b)
   net, variables = _every_model()[0]
-  # It reported the shape after its own reshape, (1, 9).
+  # The shape given, not the (1, 9) of the function's own reshape.
   with pytest.raises(errors.InputError, match=r"coeffs must have shape \(2,\) or \(1, 2\), one "
                                               r"coefficient vector, got shape \(3, 3\)"):
     models.unet_variables(net, variables, np.full((3, 3), 1 / 3))

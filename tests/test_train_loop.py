@@ -486,6 +486,26 @@ def test_event_files_without_events_are_removed_not_kept_as_a_run(tmp_path, caps
   writer_lib.MetricWriter(workdir, start_step=1).close()
   assert not os.path.exists(stray)
   assert _read_event_scalars(events) == {"loss": [(1, 1.0)]}
+  # Kept as an earlier run's: a file whose one record is an event, not the
+  # header, and one whose header's length field is damaged (nothing tells its
+  # records apart then).
+  with open(events, "rb") as f:
+    blob = f.read()
+  second = 12 + struct.unpack("<Q", blob[:8])[0] + 4
+  lone = os.path.join(workdir, "events.out.tfevents.3.lone")
+  with open(lone, "wb") as f:
+    f.write(blob[second:second + 12 + struct.unpack("<Q", blob[second:second + 8])[0] + 4])
+  damaged = os.path.join(workdir, "events.out.tfevents.4.damaged")
+  with open(damaged, "wb") as f:
+    f.write(blob[:5] + bytes([blob[5] ^ 1]) + blob[6:])
+  before = _event_files(workdir)  # the resume's own too: its purge markers
+  assert {events, lone, damaged} < set(before)
+  _seconds_later(monkeypatch, 30)
+  writer_lib.MetricWriter(workdir).close()
+  assert sorted(os.listdir(os.path.join(workdir, "events.1.old"))) == sorted(
+      os.path.basename(path) for path in before)
+  assert _read_event_scalars(os.path.join(workdir, "events.1.old", os.path.basename(lone))) == {
+      "loss": [(1, 1.0)]}
 
 
 def test_a_full_disk_under_the_metrics_names_the_file(tmp_path):

@@ -1,5 +1,7 @@
 """Evaluation's λ sets: a grid for up to two hyperparameters, designs on the simplex for any K."""
 
+import operator
+
 import numpy as np
 
 from hyperrecon_jax import errors
@@ -21,11 +23,16 @@ def grid(num: int, num_lambdas: int = 1):
     second varies fastest.
 
   Raises:
-    InputError: a ``num`` that is not an integer ≥ 2 (Python or NumPy), or
-      ``num_lambdas`` other than 1 or 2.
+    InputError: a ``num`` that is not an integer ≥ 2 (Python's, NumPy's or
+      an integer array's scalar), or ``num_lambdas`` other than 1 or 2.
   """
-  if isinstance(num, (bool, np.bool_)) or not isinstance(num, (int, np.integer)) or num < 2:
+  try:
+    count = None if isinstance(num, (bool, np.bool_)) else operator.index(num)
+  except TypeError:  # a float, a string, None: no integer to take
+    count = None
+  if count is None or count < 2:
     raise errors.InputError(f"grid needs an integer number of points ≥ 2, got {num!r}")
+  num = count
   axis = np.linspace(0.0, 1.0, num, dtype=np.float32)
   if num_lambdas == 1:
     return axis[:, None]

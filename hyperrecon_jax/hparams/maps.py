@@ -107,7 +107,8 @@ def check_coefficients(coeffs, name: str = "coeffs"):
     row = int(np.flatnonzero(negative)[0])
     raise errors.InputError(f"{name} must be ≥ 0, row {row} is {values[row].tolist()}")
   dtype = values.dtype
-  eps = float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else 0.0
+  # jnp's, not NumPy's: NumPy does not count ml_dtypes' bfloat16 as floating.
+  eps = float(jnp.finfo(dtype).eps) if jnp.issubdtype(dtype, jnp.floating) else 0.0
   sums = values.astype(np.float64).sum(axis=1)
   off = np.abs(sums - 1.0) > SUM_TOLERANCE + shape[1] * eps
   if off.any():

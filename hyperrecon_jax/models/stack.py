@@ -70,7 +70,7 @@ class UnetStack(nn.Module):
     if len({len(lam) for lam in self.lambdas}) > 1:
       raise errors.InputError(f"the λ vectors of a UnetStack must have one length, got "
                               f"{tuple(tuple(lam) for lam in self.lambdas)}")
-    # As HyperUnet's: a wrong shape was a broadcasting error deep in the Unet.
+    # As HyperUnet's: unchecked, a wrong shape is a broadcasting error deep in the Unet.
     coeffs = jnp.asarray(coeffs)
     hypernetwork.check_coeffs(coeffs, len(self.lambdas[0]) + 1, zf.shape[0])
     member = self._member()

@@ -426,7 +426,7 @@ def check_rows(coeffs, num_coeffs: int | None = None):
 
   Args:
     coeffs: (G, K) coefficients, an array or nested lists.
-    num_coeffs: K, or None for a model that takes any K (a plain Unet).
+    num_coeffs: K, or None for a model that takes any K ≥ 2 (a plain Unet).
 
   Returns:
     ``coeffs`` as a JAX array (a tracer stays as it is).

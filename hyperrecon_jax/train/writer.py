@@ -158,18 +158,9 @@ def _cut_event_file(path: str, start_step: int) -> None:
   Raises:
     OSError: the file could not be read or rewritten, naming it.
   """
-  # Imported here: tensorboardX (and its protobuf) is optional, and the caller
-  # runs this only where it is installed.
+  # Imported here: tensorboardX's protobuf is optional, and the caller runs
+  # this only where it is installed.
   from google.protobuf import message
-  from tensorboardX.proto import event_pb2
-  from tensorboardX.record_writer import masked_crc32c
-
-  def event(record: bytes):
-    header, data = record[:8], record[12:-4]
-    if (len(record) < 16 or struct.unpack("<I", record[8:12])[0] != masked_crc32c(header)
-        or struct.unpack("<I", record[-4:])[0] != masked_crc32c(data)):
-      raise ValueError("cut off or damaged")
-    return event_pb2.Event.FromString(data)
 
   with workdir_lib.naming_file(path), open(path, "rb") as f:
     blob = f.read()
@@ -180,7 +171,7 @@ def _cut_event_file(path: str, start_step: int) -> None:
     try:
       if len(record) < 12 + length + 4:
         raise ValueError("cut off")
-      e = event(record)
+      e = _event(record)
     except (ValueError, message.DecodeError):
       logging.warning("%s: the record at byte %d is cut off or damaged; it and the "
                       "%d bytes after it were dropped", path, pos, len(blob) - pos)
@@ -198,17 +189,47 @@ def _cut_event_file(path: str, start_step: int) -> None:
     workdir_lib.write_bytes(path, data)
 
 
+def _event(record: bytes):
+  """The event of one record (length, its masked CRC-32C, the event, its masked CRC-32C).
+
+  Raises:
+    ValueError: a record cut off, or either CRC wrong.
+    google.protobuf.message.DecodeError: an event that does not decode.
+  """
+  from tensorboardX.proto import event_pb2
+  from tensorboardX.record_writer import masked_crc32c
+  header, data = record[:8], record[12:-4]
+  if (len(record) < 16 or struct.unpack("<I", record[8:12])[0] != masked_crc32c(header)
+      or struct.unpack("<I", record[-4:])[0] != masked_crc32c(data)):
+    raise ValueError("cut off or damaged")
+  return event_pb2.Event.FromString(data)
+
+
 def _holds_events(path: str) -> bool:
-  """Whether an event file holds a record after its first, the header.
+  """Whether an event file may hold anything but its header.
 
   Every event file begins with one record giving the format's version; a
   process stopped before it logged anything leaves that alone, or an empty
-  file. Read from the records' lengths only (no protobuf needed).
+  file. False only for those two: a file of one intact record that decodes
+  as the version. Anything else (more records, a damaged record, no
+  tensorboardX to read it with) counts as events, to be kept.
   """
   with workdir_lib.naming_file(path), open(path, "rb") as f:
     head = f.read(8)
     size = os.fstat(f.fileno()).st_size
-  return len(head) == 8 and size > 12 + struct.unpack("<Q", head)[0] + 4
+    if size == 0:
+      return False
+    if len(head) < 8 or size != 12 + struct.unpack("<Q", head)[0] + 4:
+      return True
+    record = head + f.read()
+  try:
+    from google.protobuf import message
+    event = _event(record)
+  except ImportError:
+    return True
+  except (ValueError, message.DecodeError):
+    return True
+  return event.WhichOneof("what") != "file_version"
 
 
 def _set_aside_earlier_run(workdir: str, path: str) -> None:
