@@ -33,10 +33,10 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import metrics
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.models import layers
+from hyperrecon_jax.models.topology import check_width
+from hyperrecon_jax.models.topology import conv_specs
 from hyperrecon_jax.models.unet import UnetBody
 from hyperrecon_jax.models.unet import check_input
-from hyperrecon_jax.models.unet import check_width
-from hyperrecon_jax.models.unet import conv_specs
 
 # Soft Dice smoothing, in pixels: keeps a class absent from both the labels
 # and the prediction at a Dice near 1 instead of 0/0.

@@ -24,7 +24,7 @@ from hyperrecon_jax import physics
 from hyperrecon_jax import results
 from hyperrecon_jax import segmentation
 from hyperrecon_jax.models import count_params
-from hyperrecon_jax.models.unet import conv_specs
+from hyperrecon_jax.models.topology import conv_specs
 
 C = 4
 

@@ -8,7 +8,7 @@ Every model is a flax module with
 - ``generate(coeffs)``: the convolution weights at each row of (G, K)
   coefficients, as training's weight-ℓ1 sees them;
 - ``evaluation_weights(coeffs)``: the same with BatchNorm folded in
-  (`unet.fold_weights`, the one place it is folded), and
+  (`weight_sets.fold_weights`, the one place it is folded), and
 - ``reconstruct_with(weights, zf)``: the evaluation-mode reconstruction with
   one such weight set, shared by the batch.
 
@@ -25,13 +25,13 @@ from hyperrecon_jax.models.layers import STRATEGIES
 from hyperrecon_jax.models.layers import resolve_strategy
 from hyperrecon_jax.models.normalization import BATCH_NORM_EPSILON
 from hyperrecon_jax.models.stack import UnetStack
+from hyperrecon_jax.models.topology import conv_specs
+from hyperrecon_jax.models.topology import kept_activations
 from hyperrecon_jax.models.unet import Unet
 from hyperrecon_jax.models.unet import UnetBody
-from hyperrecon_jax.models.unet import conv_specs
 from hyperrecon_jax.models.unet import count_params
-from hyperrecon_jax.models.unet import fold_batch_norm
-from hyperrecon_jax.models.unet import fold_weights
-from hyperrecon_jax.models.unet import kept_activations
+from hyperrecon_jax.models.weight_sets import fold_batch_norm
+from hyperrecon_jax.models.weight_sets import fold_weights
 
 __all__ = [
     "BATCH_NORM_EPSILON", "HYPER_INITS", "conditioned_specs", "resolve_strategy",

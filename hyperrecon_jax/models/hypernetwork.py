@@ -9,7 +9,9 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax.hparams import maps
 from hyperrecon_jax.models import layers
+from hyperrecon_jax.models import topology
 from hyperrecon_jax.models import unet
+from hyperrecon_jax.models import weight_sets
 
 NUM_HIDDEN = 4  # fully connected layers before the per-convolution projections
 
@@ -23,7 +25,7 @@ def conditioned_specs(channels: int, conditioned: str) -> tuple:
   Args:
     channels: Unet features at every level.
     conditioned: ``'all'`` (the paper's) or comma-separated prefixes of
-      convolution names (``unet.conv_specs``), e.g. ``'dec,head'`` for the
+      convolution names (``topology.conv_specs``), e.g. ``'dec,head'`` for the
       decoder and the head.
 
   Returns:
@@ -32,7 +34,7 @@ def conditioned_specs(channels: int, conditioned: str) -> tuple:
   Raises:
     InputError: a prefix that names no convolution, or none given.
   """
-  specs = unet.conv_specs(channels)
+  specs = topology.conv_specs(channels)
   if conditioned == "all":
     return specs
   prefixes = tuple(p.strip() for p in str(conditioned).split(",") if p.strip())
@@ -184,14 +186,14 @@ class HyperUnet(nn.Module):
   def setup(self):
     if isinstance(self.num_coeffs, (int, np.integer)) and self.num_coeffs < 2:
       raise errors.InputError(f"num_coeffs must be ≥ 2, got {self.num_coeffs}")
-    unet.check_width(num_coeffs=self.num_coeffs, hyper_dim=self.hyper_dim,
+    topology.check_width(num_coeffs=self.num_coeffs, hyper_dim=self.hyper_dim,
                      channels=self.channels)
     self.hypernetwork = Hypernetwork(self.hyper_dim, self.channels,
                                      self.init_scheme, self.hyper_init,
                                      self.conditioned)
     generated = {s.name for s in conditioned_specs(self.channels, self.conditioned)}
     shared = {}
-    for spec in unet.conv_specs(self.channels):
+    for spec in topology.conv_specs(self.channels):
       if spec.name in generated:
         continue
       kinit, binit = layers.initializers(self.init_scheme, spec.size ** 2 * spec.cin)
@@ -249,20 +251,20 @@ class HyperUnet(nn.Module):
 
     These are the weights training's weight-ℓ1 sees: generated, BatchNorm
     not folded. Lists are taken as arrays; concrete rows must lie on the
-    simplex (`unet.check_rows`).
+    simplex (`weight_sets.check_rows`).
     """
-    coeffs = unet.check_rows(coeffs, self.num_coeffs)
+    coeffs = weight_sets.check_rows(coeffs, self.num_coeffs)
     return self._with_shared(self.hypernetwork(coeffs), coeffs.shape[0])
 
   def evaluation_weights(self, coeffs):
-    """`generate`'s weights with the shared BatchNorm folded in (`unet.fold_weights`).
+    """`generate`'s weights with the shared BatchNorm folded in (`weight_sets.fold_weights`).
 
     ``reconstruct_with(tree_map(lambda w: w[g], evaluation_weights(c)), zf)``
     is ``__call__(zf, c[g])`` in evaluation mode: callers that run many
     batches at one λ, or many λ, generate the weights once
     (`hyperrecon_jax.grid`'s λ-major grid).
     """
-    return unet.fold_weights(self.generate(coeffs), self.variables)
+    return weight_sets.fold_weights(self.generate(coeffs), self.variables)
 
   def reconstruct_with(self, weights, zf):
     """Evaluation-mode reconstruction of a batch with one set of `evaluation_weights`.

@@ -8,7 +8,9 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax.models import hypernetwork
 from hyperrecon_jax.models import layers
+from hyperrecon_jax.models import topology
 from hyperrecon_jax.models import unet
+from hyperrecon_jax.models import weight_sets
 
 
 class UnetStack(nn.Module):
@@ -63,7 +65,7 @@ class UnetStack(nn.Module):
       (B, H, W) float32 reconstruction; with ``return_weights`` a pair.
     """
     unet.check_input(zf)
-    unet.check_width(channels=self.channels)
+    topology.check_width(channels=self.channels)
     num = len(self.lambdas)
     if num < 1:
       raise errors.InputError("a UnetStack needs at least one λ vector.")
@@ -77,7 +79,7 @@ class UnetStack(nn.Module):
     stacked = lambda init: lambda rng, *shape: jax.vmap(lambda k: init(k, *shape))(
         jax.random.split(rng, num))
     params = {}
-    for spec in unet.conv_specs(self.channels):
+    for spec in topology.conv_specs(self.channels):
       kinit, binit = layers.initializers(self.init_scheme, spec.size ** 2 * spec.cin)
       params[f"{spec.name}_kernel"] = self.param(f"{spec.name}_kernel", stacked(kinit),
                                                  spec.kernel_shape)
@@ -106,7 +108,7 @@ class UnetStack(nn.Module):
         return recon
       weights = jax.tree_util.tree_map(lambda w: w[index], self._weights(variables))
       if coeffs.ndim == 1:
-        weights = unet.broadcast_rows(weights, zf.shape[0])
+        weights = weight_sets.broadcast_rows(weights, zf.shape[0])
     return (recon, weights) if return_weights else recon
 
   def _train(self, variables, zf, coeffs, return_weights):
@@ -146,18 +148,18 @@ class UnetStack(nn.Module):
 
   def _weights(self, variables, *, folded: bool = False):
     """Every member's convolution weights (L, ...), BatchNorm folded when ``folded``."""
-    weights = unet.conv_weights(variables["params"], self.channels)
-    return unet.fold_weights(weights, variables) if folded else weights
+    weights = weight_sets.conv_weights(variables["params"], self.channels)
+    return weight_sets.fold_weights(weights, variables) if folded else weights
 
   def generate(self, coeffs):
     """The convolution weights of each row's nearest member, for (G, K) ``coeffs``."""
-    coeffs = unet.check_rows(coeffs, len(self.lambdas[0]) + 1)
+    coeffs = weight_sets.check_rows(coeffs, len(self.lambdas[0]) + 1)
     return jax.tree_util.tree_map(lambda w: w[self._nearest(coeffs)],
                                   self._weights(self.variables))
 
   def evaluation_weights(self, coeffs):
     """`generate`'s weights with each member's BatchNorm folded in."""
-    coeffs = unet.check_rows(coeffs, len(self.lambdas[0]) + 1)
+    coeffs = weight_sets.check_rows(coeffs, len(self.lambdas[0]) + 1)
     return jax.tree_util.tree_map(lambda w: w[self._nearest(coeffs)],
                                   self._weights(self.variables, folded=True))
 

@@ -13,105 +13,20 @@ BatchNorm scales and biases are parameters of ``UnetBody``, shared by every λ a
 in the reference.
 """
 
-from collections.abc import Mapping
-from typing import NamedTuple
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from hyperrecon_jax import errors
 from hyperrecon_jax import physics
-from hyperrecon_jax.hparams import maps
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models import normalization
 from hyperrecon_jax.models import resampling
-
-IN_CHANNELS = 2
-NUM_LEVELS = 4  # resolution levels; the image is max-pooled NUM_LEVELS - 1 times
-
-
-class ConvSpec(NamedTuple):
-  """One convolution of the Unet: its name, kernel size and channel counts."""
-  name: str
-  size: int
-  cin: int
-  cout: int
-
-  @property
-  def kernel_shape(self):
-    return (self.size, self.size, self.cin, self.cout)
-
-  @property
-  def num_weights(self):
-    return self.size * self.size * self.cin * self.cout + self.cout
-
-
-def conv_specs(channels: int = 32, in_channels: int = IN_CHANNELS,
-               out_channels: int = 1) -> tuple[ConvSpec, ...]:
-  """The Unet's 15 convolutions in execution order.
-
-  Encoder blocks ``enc0``–``enc3`` (2→c, then c→c), decoder blocks
-  ``dec0``–``dec2`` (2c→c after concatenation), and the 1×1 ``head`` (c→1).
-
-  Args:
-    channels: features at every level (32 in the paper).
-    in_channels: input channels (2 for a zero-filled image; the segmentation
-      Unet of `hyperrecon_jax.segmentation` reads 1).
-    out_channels: head outputs (1 for a reconstruction; one per class for
-      segmentation).
-
-  Returns:
-    A tuple of ``ConvSpec``.
-  """
-  c = channels
-  specs = []
-  for level in range(NUM_LEVELS):
-    cin = in_channels if level == 0 else c
-    specs += [ConvSpec(f"enc{level}_a", 3, cin, c),
-              ConvSpec(f"enc{level}_b", 3, c, c)]
-  for level in range(NUM_LEVELS - 1):
-    specs += [ConvSpec(f"dec{level}_a", 3, 2 * c, c),
-              ConvSpec(f"dec{level}_b", 3, c, c)]
-  specs.append(ConvSpec("head", 1, c, out_channels))
-  return tuple(specs)
-
-
-def kept_activations(channels: int, size: int, in_channels: int = IN_CHANNELS) -> int:
-  """Values per image that a training step's backward pass keeps: every convolution's input.
-
-  A convolution's weight gradient needs its input, so the forward pass keeps
-  the input of each of the `conv_specs` (BatchNorm's and ReLU's are not
-  counted): a lower bound on the activations of one Unet, per image.
-
-  Args:
-    channels: features at every level.
-    size: the image's height and width (a multiple of 8).
-    in_channels: the Unet's input channels.
-
-  Returns:
-    The count of values.
-  """
-  total = 0
-  for spec in conv_specs(channels, in_channels):
-    block, index = spec.name[:3], int(spec.name[3]) if spec.name[3:4].isdigit() else 0
-    # enc<l> runs at level l, dec<l> at level NUM_LEVELS - 2 - l, the head at full size.
-    level = index if block == "enc" else NUM_LEVELS - 2 - index if block == "dec" else 0
-    total += (size >> level) ** 2 * spec.cin
-  return total
-
-
-def check_width(**widths) -> None:
-  """Refuses a width (``channels=0``, ``hyper_dim=2.5``) that is not a whole number ≥ 1.
-
-  Flax builds a layer of 0 features without complaint (a Unet of 0 channels
-  is its biases alone), and fails on a negative or fractional one deep in
-  XLA, naming no argument.
-  """
-  for name, value in widths.items():
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-      raise errors.InputError(f"{name} must be a whole number ≥ 1, got {value!r}")
+from hyperrecon_jax.models import weight_sets
+from hyperrecon_jax.models.topology import IN_CHANNELS
+from hyperrecon_jax.models.topology import NUM_LEVELS
+from hyperrecon_jax.models.topology import check_width
+from hyperrecon_jax.models.topology import conv_specs
 
 
 def check_input(zf, name: str = "zf", channels: int = IN_CHANNELS):
@@ -137,71 +52,6 @@ def check_input(zf, name: str = "zf", channels: int = IN_CHANNELS):
     raise errors.InputError(f"{name}: images of {shape[1]}×{shape[2]} cannot be "
                             f"max-pooled {NUM_LEVELS - 1} times: height and width must "
                             f"be positive multiples of {factor}")
-
-
-def fold_batch_norm(kernel, bias, bn_params, bn_stats):
-  """A convolution followed by evaluation-mode BatchNorm, as one convolution.
-
-  With running statistics BatchNorm is affine per output channel::
-
-    kernel' = kernel · s,  bias' = (bias − mean) · s + β,  s = γ / sqrt(var + eps)
-
-  Args:
-    kernel: (..., kh, kw, C_in, C_out) kernel; leading axes (per-sample
-      weights, a stack's members) are allowed.
-    bias: (..., C_out) bias, the same leading axes.
-    bn_params: the BatchNorm's ``{'scale': γ, 'bias': β}``, each (C_out,)
-      or with the kernel's leading axes (one BatchNorm per member).
-    bn_stats: its ``{'mean', 'var'}`` running statistics, shaped alike.
-
-  Returns:
-    ``(kernel', bias')`` in float32.
-  """
-  s = bn_params["scale"] * jax.lax.rsqrt(bn_stats["var"] + normalization.BATCH_NORM_EPSILON)
-  return (kernel.astype(jnp.float32) * s[..., None, None, None, :],
-          (bias.astype(jnp.float32) - bn_stats["mean"]) * s + bn_params["bias"])
-
-
-def conv_weights(params, channels: int):
-  """The convolution weights of a plain Unet's parameters, ``{name: {'kernel', 'bias'}}``.
-
-  Args:
-    params: the ``params`` of a `Unet` (leaves may carry leading axes, e.g.
-      a stack's member axis).
-    channels: the Unet's features at every level.
-  """
-  return {spec.name: {"kernel": params[f"{spec.name}_kernel"],
-                      "bias": params[f"{spec.name}_bias"]}
-          for spec in conv_specs(channels)}
-
-
-def fold_weights(weights, variables):
-  """Convolution weights in evaluation mode: each BatchNorm folded into its convolution.
-
-  The one place where a model's BatchNorm leaves its inference path: every
-  model's ``evaluation_weights`` is its weights through this function, run
-  by `run_folded`.
-
-  Args:
-    weights: ``{name: {'kernel', 'bias'}}``, any leading axes.
-    variables: the model's variables; its BatchNorm layers are
-      ``params['body']['bn_<name>']`` with statistics
-      ``batch_stats['body']['bn_<name>']`` (the same leading axes, or none).
-      Without them the weights pass unchanged (cast to float32).
-
-  Returns:
-    ``{name: {'kernel', 'bias'}}`` float32, for `UnetBody` without BatchNorm.
-  """
-  bn_params = variables.get("params", {}).get("body", {})
-  bn_stats = variables.get("batch_stats", {}).get("body", {})
-  out = {}
-  for name, w in weights.items():
-    kernel, bias = w["kernel"].astype(jnp.float32), w["bias"].astype(jnp.float32)
-    bn = f"bn_{name}"
-    if bn in bn_stats:
-      kernel, bias = fold_batch_norm(kernel, bias, bn_params[bn], bn_stats[bn])
-    out[name] = {"kernel": kernel, "bias": bias}
-  return out
 
 
 class UnetBody(nn.Module):
@@ -249,7 +99,7 @@ class UnetBody(nn.Module):
       w = weights[name]
       kernel, bias = w["kernel"], w["bias"]
       if fold:
-        kernel, bias = fold_batch_norm(
+        kernel, bias = weight_sets.fold_batch_norm(
             kernel, bias, self.variables["params"][f"bn_{name}"],
             self.variables["batch_stats"][f"bn_{name}"])
       # The layer's name in the compiled program's metadata: a profile's
@@ -333,20 +183,20 @@ class Unet(nn.Module):
     recon = body(weights, zf, per_sample=False, train=train)
     if not return_weights:
       return recon
-    return recon, broadcast_rows(weights, zf.shape[0])
+    return recon, weight_sets.broadcast_rows(weights, zf.shape[0])
 
   def generate(self, coeffs):
     """Its convolution weights once per row of (G, K) ``coeffs`` (it has one λ)."""
-    coeffs = check_rows(coeffs)
-    return broadcast_rows(conv_weights(self.variables["params"], self.channels),
-                          coeffs.shape[0])
+    coeffs = weight_sets.check_rows(coeffs)
+    weights = weight_sets.conv_weights(self.variables["params"], self.channels)
+    return weight_sets.broadcast_rows(weights, coeffs.shape[0])
 
   def evaluation_weights(self, coeffs):
-    """`generate`'s weights with BatchNorm folded in (`fold_weights`)."""
-    coeffs = check_rows(coeffs)
-    return broadcast_rows(
-        fold_weights(conv_weights(self.variables["params"], self.channels), self.variables),
-        coeffs.shape[0])
+    """`generate`'s weights with BatchNorm folded in (`weight_sets.fold_weights`)."""
+    coeffs = weight_sets.check_rows(coeffs)
+    weights = weight_sets.conv_weights(self.variables["params"], self.channels)
+    return weight_sets.broadcast_rows(weight_sets.fold_weights(weights, self.variables),
+                                      coeffs.shape[0])
 
   def reconstruct_with(self, weights, zf):
     """Evaluation-mode reconstruction with one set of `evaluation_weights` (no row axis)."""
@@ -356,7 +206,7 @@ class Unet(nn.Module):
 
 def run_folded(weights, zf, *, channels: int, per_sample: bool = False,
                strategy: str = "loop", dtype=jnp.float32):
-  """The Unet at evaluation-mode weights (`fold_weights`): (B, H, W) reconstruction.
+  """The Unet at evaluation-mode weights (`weight_sets.fold_weights`): (B, H, W) images.
 
   Every model's ``reconstruct_with`` is this function.
 
@@ -374,80 +224,9 @@ def run_folded(weights, zf, *, channels: int, per_sample: bool = False,
       ``channels`` (still with the row axis of ``evaluation_weights``, say).
   """
   if not per_sample:
-    check_one_set(weights, channels)
+    weight_sets.check_one_set(weights, channels)
   body = UnetBody(channels, batch_norm=False, strategy=strategy, dtype=dtype, parent=None)
   return body.apply({}, weights, zf, per_sample=per_sample)
-
-
-def check_one_set(weights, channels: int) -> None:
-  """Refuses weights that are not one set of the Unet's convolutions (trace time).
-
-  ``evaluation_weights`` gives one set per row of its coefficients, every
-  leaf with a leading row axis; ``reconstruct_with`` takes one of them. Run
-  with the axis left on, XLA fails on the rank of a convolution, naming no
-  argument.
-
-  Args:
-    weights: ``{name: {'kernel', 'bias'}}`` for every `conv_specs` entry.
-    channels: features at every level.
-
-  Raises:
-    InputError: naming the first convolution whose kernel or bias has
-      another shape.
-  """
-  if not isinstance(weights, Mapping):
-    raise errors.InputError(f"weights must be a dict {{name: {{'kernel', 'bias'}}}}, got "
-                            f"{type(weights).__name__}")
-  for spec in conv_specs(channels):
-    w = weights.get(spec.name)
-    if not isinstance(w, Mapping) or "kernel" not in w or "bias" not in w:
-      raise errors.InputError(f"weights lack the kernel and bias of convolution {spec.name!r}")
-    kernel, bias = tuple(np.shape(w["kernel"])), tuple(np.shape(w["bias"]))
-    if kernel == spec.kernel_shape and bias == (spec.cout,):
-      continue
-    if kernel[1:] == spec.kernel_shape and bias[1:] == (spec.cout,):
-      raise errors.InputError(
-          f"weights must be one set, without the row axis: {spec.name} has kernel shape "
-          f"{kernel}, with a leading axis of {kernel[0]}; take row g of evaluation_weights, "
-          "jax.tree_util.tree_map(lambda w: w[g], weights)")
-    raise errors.InputError(f"weights: {spec.name} must have kernel shape {spec.kernel_shape} "
-                            f"and bias shape ({spec.cout},) for {channels} channels, got "
-                            f"{kernel} and {bias}")
-
-
-def check_rows(coeffs, num_coeffs: int | None = None):
-  """Refuses ``generate``'s coefficients unless (G, K) on the simplex: one weight set per row.
-
-  Every model's weights then have a leading row axis, which `hyperrecon_jax.grid`
-  indexes; a (K,) vector would be read as K rows, or give no row axis at all.
-  Concrete rows (outside ``jit``, ``grad`` and ``vmap``) must lie on the
-  simplex (`hparams.check_coefficients`), as a model call's must
-  (`hypernetwork.check_coeffs`); tracers are not looked at.
-
-  Args:
-    coeffs: (G, K) coefficients, an array or nested lists.
-    num_coeffs: K, or None for a model that takes any K ≥ 2 (a plain Unet).
-
-  Returns:
-    ``coeffs`` as a JAX array (a tracer stays as it is).
-
-  Raises:
-    InputError: naming the shape, or the first row off the simplex.
-  """
-  coeffs = maps.as_array(coeffs, "coeffs")
-  shape = tuple(coeffs.shape)
-  k = "K" if num_coeffs is None else num_coeffs
-  if len(shape) != 2 or (num_coeffs is not None and shape[1] != num_coeffs):
-    raise errors.InputError(f"coeffs must have shape (G, {k}), one row per weight set, got "
-                            f"shape {shape}")
-  if not isinstance(coeffs, jax.core.Tracer):
-    maps.check_coefficients(coeffs)
-  return jnp.asarray(coeffs)
-
-
-def broadcast_rows(weights, rows: int):
-  """Shared weights with a leading axis of ``rows`` (every row the same)."""
-  return jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (rows,) + w.shape), weights)
 
 
 def count_params(params) -> int:
