@@ -123,6 +123,7 @@ def test_without_labels(tmp_path):
     _save(_volume(rng)[0], tmp_path / f"s{i}.nii")
   cfg = _config(tmp_path, tmp_path / "tfds")
   assert not hr.data.has_labels(cfg)
+  assert not hr.data.make_builder(cfg).is_prepared()  # told without a build
   b = next(hr.data.batches(cfg, "test", batch_size=2))
   assert set(b) == {"image", "volume", "slice", "valid"}
 

@@ -353,8 +353,12 @@ def num_examples(data_config, split: str) -> int:
 
 
 def has_labels(data_config) -> bool:
-  """Whether the dataset's examples carry a `label`."""
-  return "label" in prepare(data_config).info.features
+  """Whether the dataset's examples carry a `label`.
+
+  Told by the builder's features, which its config fixes: the dataset is not
+  built for it, so a folder without labels is refused before a build.
+  """
+  return "label" in make_builder(data_config).info.features
 
 
 def volumes(data_config, split: str) -> list[Volume]:
