@@ -187,7 +187,7 @@ class HyperUnet(nn.Module):
     if isinstance(self.num_coeffs, (int, np.integer)) and self.num_coeffs < 2:
       raise errors.InputError(f"num_coeffs must be ≥ 2, got {self.num_coeffs}")
     topology.check_width(num_coeffs=self.num_coeffs, hyper_dim=self.hyper_dim,
-                     channels=self.channels)
+                         channels=self.channels)
     self.hypernetwork = Hypernetwork(self.hyper_dim, self.channels,
                                      self.init_scheme, self.hyper_init,
                                      self.conditioned)
