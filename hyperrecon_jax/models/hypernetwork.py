@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperrecon_jax import errors
-from hyperrecon_jax import hparams
 from hyperrecon_jax.hparams import maps
 from hyperrecon_jax.models import layers
 from hyperrecon_jax.models import topology
@@ -147,7 +146,7 @@ def check_coeffs(coeffs, num_coeffs: int, batch: int):
   if len(shape) == 2 and shape[0] != batch:
     raise errors.InputError(f"coeffs has {shape[0]} rows but zf has batch size {batch}")
   if not isinstance(coeffs, jax.core.Tracer):
-    hparams.check_coefficients(np.reshape(np.asarray(coeffs), (-1, num_coeffs)))
+    maps.check_coefficients(np.reshape(np.asarray(coeffs), (-1, num_coeffs)))
 
 
 class HyperUnet(nn.Module):
