@@ -1,4 +1,4 @@
-"""Tests for hyperrecon_jax.models: counts, topology, per-sample weights, errors."""
+"""Tests for hyperrecon_jax.models: counts, the forward pass, per-sample weights, errors."""
 
 import functools
 import re
@@ -131,31 +131,6 @@ def test_unet_matches_independent_numpy_forward():
   expected = _numpy_unet(to_np(variables["params"]),
                          to_np(variables["batch_stats"]), zf, 4)
   np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("per_sample", [False, True])
-def test_folded_batch_norm_is_the_convolution_then_batch_norm(per_sample):
-  # Evaluation mode folds BatchNorm into the kernel and bias (UnetBody does
-  # so for every model): a convolution with the folded weights equals the
-  # convolution followed by the running-statistics BatchNorm, in NumPy.
-  rng = np.random.default_rng(3)
-  x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
-  kshape = (2, 3, 3, 3, 5) if per_sample else (3, 3, 3, 5)
-  kernel = rng.normal(size=kshape).astype(np.float32)
-  bias = rng.normal(size=kshape[:-4] + (5,)).astype(np.float32)
-  bn = {"scale": rng.uniform(0.5, 1.5, 5), "bias": rng.normal(size=5)}
-  stats = {"mean": rng.normal(size=5), "var": rng.uniform(0.5, 2.0, 5)}
-  bn, stats = ({k: v.astype(np.float32) for k, v in d.items()} for d in (bn, stats))
-
-  def conv(k, b):
-    return np.asarray(layers.conv2d(jnp.asarray(x), jnp.asarray(k), jnp.asarray(b),
-                                    per_sample=per_sample, strategy="vmap", dtype=jnp.float32))
-
-  want = ((conv(kernel, bias) - stats["mean"]) / np.sqrt(stats["var"] + 1e-5)
-          * bn["scale"] + bn["bias"])
-  got = conv(*models.fold_batch_norm(kernel, bias, bn, stats))
-  # float32 roundoff of a 27-term sum, reassociated by the scaling.
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_residual_is_input_magnitude_when_head_is_zero():
