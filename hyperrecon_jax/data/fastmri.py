@@ -65,7 +65,7 @@ def _open(path: str):
   h5py = common.require("h5py")
   try:
     return h5py.File(path, "r")
-  except (OSError, ValueError) as err:
+  except (OSError, KeyError, RuntimeError, ValueError) as err:
     raise common.DataError(f"{path}: cannot be read as an HDF5 file ({err}).") from err
 
 
@@ -76,33 +76,46 @@ def inspect(path: str) -> tuple[str, int]:
     DataError: naming the file, when it is unreadable, lacks the datasets or
       has the wrong shape.
   """
-  h5py = common.require("h5py")
   with _open(path) as f:
-    for key in ("kspace",) + TARGET_KEYS:
-      if key in f and not isinstance(f[key], h5py.Dataset):
-        raise common.DataError(f"{path}: '{key}' is an HDF5 group, not an array.")
-    for key in ("kspace",) + TARGET_KEYS:
-      if key in f and f[key].ndim in (3, 4) and f[key].shape[0] < 1:
-        raise common.DataError(f"{path}: '{key}' has shape {f[key].shape}: it holds no slice.")
-    for key in TARGET_KEYS:
-      if key in f:
-        shape = f[key].shape
-        if len(shape) != 3 or min(shape) < 1:
-          raise common.DataError(
-              f"{path}: '{key}' has shape {shape}; expected (slices, height, width).")
-        _check_planes(path, key, shape)
-        return key, int(shape[0])
-    if "kspace" in f:
-      data = f["kspace"]
-      if data.ndim not in (3, 4) or min(data.shape) < 1 or data.dtype.kind != "c":
+    try:
+      return _inspect_open(f, path)
+    except common.DataError:
+      raise
+    except (KeyError, RuntimeError, OSError, ValueError, TypeError) as err:
+      # A file whose superblock opens but whose object headers or link table
+      # are damaged fails here, in h5py's lookups.
+      raise common.DataError(f"{path}: cannot be read as an HDF5 file, its metadata is "
+                             f"damaged ({err}).") from err
+
+
+def _inspect_open(f, path: str) -> tuple[str, int]:
+  """`inspect` of an open file."""
+  h5py = common.require("h5py")
+  for key in ("kspace",) + TARGET_KEYS:
+    if key in f and not isinstance(f[key], h5py.Dataset):
+      raise common.DataError(f"{path}: '{key}' is an HDF5 group, not an array.")
+  for key in ("kspace",) + TARGET_KEYS:
+    if key in f and f[key].ndim in (3, 4) and f[key].shape[0] < 1:
+      raise common.DataError(f"{path}: '{key}' has shape {f[key].shape}: it holds no slice.")
+  for key in TARGET_KEYS:
+    if key in f:
+      shape = f[key].shape
+      if len(shape) != 3 or min(shape) < 1:
         raise common.DataError(
-            f"{path}: 'kspace' has shape {data.shape} and dtype {data.dtype}; expected "
-            "complex (slices, height, width) or (slices, coils, height, width).")
-      _check_planes(path, "kspace", data.shape)
-      return "kspace", int(data.shape[0])
-    raise common.DataError(
-        f"{path}: has none of {', '.join(repr(k) for k in TARGET_KEYS)} and 'kspace' "
-        f"(found {sorted(f.keys())}); is this a fastMRI file?")
+            f"{path}: '{key}' has shape {shape}; expected (slices, height, width).")
+      _check_planes(path, key, shape)
+      return key, int(shape[0])
+  if "kspace" in f:
+    data = f["kspace"]
+    if data.ndim not in (3, 4) or min(data.shape) < 1 or data.dtype.kind != "c":
+      raise common.DataError(
+          f"{path}: 'kspace' has shape {data.shape} and dtype {data.dtype}; expected "
+          "complex (slices, height, width) or (slices, coils, height, width).")
+    _check_planes(path, "kspace", data.shape)
+    return "kspace", int(data.shape[0])
+  raise common.DataError(
+      f"{path}: has none of {', '.join(repr(k) for k in TARGET_KEYS)} and 'kspace' "
+      f"(found {sorted(f.keys())}); is this a fastMRI file?")
 
 
 def _check_planes(path: str, key: str, shape) -> None:
@@ -203,7 +216,7 @@ def read_target(path: str, why: str = "Its image would be aliased") -> Target:
       stored = None if key == "kspace" else f.attrs.get("max")
   except common.DataError:
     raise
-  except (OSError, KeyError, ValueError, TypeError) as err:
+  except (OSError, KeyError, RuntimeError, ValueError, TypeError) as err:
     raise common.DataError(f"{path}: cannot read '{key}' ({err}).") from err
   raw = np.asarray(raw)
   # One NaN or infinity in k-space spreads over its whole slice in the FFT;
