@@ -8,6 +8,7 @@ import shutil
 
 import configs
 import ml_collections
+import numpy as np
 import pytest
 
 from hyperrecon_jax import physics
@@ -320,6 +321,24 @@ def test_a_number_in_a_string_field_is_named(field, value, match):
   values[section][name] = value
   with pytest.raises(train.ConfigError, match=match):
     train.check_config(ml_collections.ConfigDict(values))
+
+
+def test_hfen_as_a_term_needs_the_background_slices_dropped():
+  # HFEN divides by the target's LoG, 0 on an all-zero slice: such a run
+  # stopped at step 1 as "non-finite … lower config.train.lr".
+  from hyperrecon_jax import losses
+  assert not np.isfinite(losses.hfen(np.full((1, 16, 16), 0.1, np.float32),
+                                     np.zeros((1, 16, 16), np.float32))).any()
+  config = configs.load("demo", "quick")
+  config.losses, config.loss_scales = ("mae", "hfen"), (1.0, 1.0)
+  train.check_config(config)  # the default min_foreground, 0.01
+  config.data.min_foreground = 0.0
+  with pytest.raises(train.ConfigError, match=r"config.losses holds 'hfen', which is infinite "
+                                              r"on a target slice without structure .* set "
+                                              r"config.data.min_foreground above 0"):
+    train.check_config(config)
+  config.losses = ("mae", "ssim")  # terms defined on an all-zero target
+  train.check_config(config)
 
 
 def test_hparams_fixed_is_checked_for_a_hyperrecon_run_too():

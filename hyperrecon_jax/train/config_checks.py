@@ -76,6 +76,7 @@ def _check_config(config) -> None:
   # gets, so a few fields are checked beside another section's.
   names = _check_losses(config)
   _check_data(config)
+  _check_target_structure(config, names)
   _check_model(config)
   _check_fixed_lambdas(config, len(names))
   _check_sampling(config, names)
@@ -110,6 +111,22 @@ def _check_losses(config) -> tuple[str, ...]:
     raise ConfigError(f"config.loss_scales must be positive finite numbers that float32 "
                       f"holds ({low:.3g} to {high:.3g}), got {tuple(config.loss_scales)}")
   return names
+
+
+def _check_target_structure(config, names: tuple[str, ...]) -> None:
+  """Refuses HFEN as a loss term on data that keeps all-zero slices.
+
+  The term divides by the target's Laplacian of Gaussian (`losses.hfen`),
+  which is 0 on an all-zero slice: the first batch holding one makes the
+  loss infinite, and the run stops at step 1 as if it had diverged.
+  ``data.min_foreground`` > 0 drops such slices from MNI152 and NIfTI folders.
+  """
+  if ("hfen" in names and config.data.name in ("mni152", "nifti")
+      and config.data.min_foreground == 0):
+    raise ConfigError("config.losses holds 'hfen', which is infinite on a target slice "
+                      "without structure (its Laplacian of Gaussian is 0, e.g. an all-zero "
+                      "slice), and config.data.min_foreground=0 keeps the background slices: "
+                      "set config.data.min_foreground above 0 (the default is 0.01)")
 
 
 def _is_number(value) -> bool:
