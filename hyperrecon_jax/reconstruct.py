@@ -307,6 +307,23 @@ def intensity_warnings(scan: Scan, lambdas, recon) -> list[str]:
           "output's intensity is not the input's"]
 
 
+def _check_finite(square, lam) -> None:
+  """Refuses a λ's model-grid slices holding NaN or ±inf, before anything is written.
+
+  Put back on the input's grid they would make a volume of NaN, which the
+  scores (its means left out as not finite) and the intensity check do not
+  name.
+  """
+  bad = ~np.isfinite(square)
+  if bad.any():
+    slices = int(bad.any(axis=(1, 2)).sum())
+    raise errors.InputError(
+        f"the model's reconstruction at λ = {':'.join(f'{v:g}' for v in np.atleast_1d(lam))} "
+        f"is not finite in {int(bad.sum()):,} of {bad.size:,} values, on {slices} of "
+        f"{len(square)} slices: the model diverged or overflows on this scan; nothing was "
+        "written")
+
+
 def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
            batch: int | None = None, save_input: bool = False,
            progress: Callable[[int], None] | None = None, dtype: str = "float32",
@@ -338,7 +355,8 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
 
   Raises:
     InputError: a plain Unet, bad λ values, a bad ``dtype``, or an output
-      too large for memory; all before any model work.
+      too large for memory, all before any model work; or a reconstruction
+      that is not finite (NaN or ±inf).
   """
   if not config.model.hyper_dim:
     raise errors.InputError(f"this is {configuration.describe_model(config)}: reconstruct "
@@ -359,6 +377,7 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
   target = scan.images[scored]
   per_lambda = []
   for i, square in enumerate(squares):
+    _check_finite(square, lambdas[i])
     recon[i] = put_back(scan, square)
     per_lambda.append(scan_scores.moments(scan_scores.slice_scores(square[scored], target)))
   magnitude = np.sqrt(np.sum(np.square(np.asarray(zf)), axis=-1))

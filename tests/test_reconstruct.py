@@ -21,6 +21,7 @@ from test_scans import data_config
 from test_scans import head
 from test_scans import non_ras_nifti
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import outputs
 from hyperrecon_jax import pretrained
@@ -120,6 +121,28 @@ def test_volume_writes_a_4d_nifti_on_the_input_grid(model, tmp_path):
   assert sidecar["coefficients"] == [[1.0, 0.0], [0.0, 1.0]]
   assert sidecar["loss_terms"] == list(config.losses)
   assert nib.load(written[2]).shape == data.shape
+
+
+def test_a_reconstruction_that_is_not_finite_is_refused_before_anything_is_written(model,
+                                                                                     tmp_path):
+  # A model that diverged: one BatchNorm variance of −2 makes its folded
+  # scale rsqrt(−2 + eps), NaN, and so every reconstruction. It wrote a
+  # volume of NaN and exited 0, saying only that the intensity was "nan×".
+  config, net, variables, _ = model
+  stats = jax.tree_util.tree_map(np.asarray, variables["batch_stats"])
+  stats["body"]["bn_enc0_a"]["var"] = np.full_like(stats["body"]["bn_enc0_a"]["var"], -2.0)
+  broken = {**variables, "batch_stats": stats}
+  path = str(tmp_path / "scan.nii")
+  non_ras_nifti(path, head((48, 56, 10)))
+  scan = rc.read_input(path, config)
+  size = int(config.data.image_size)
+  n = len(scan.slices)
+  with pytest.raises(errors.InputError,
+                     match=rf"the model's reconstruction at λ = 0\.25 is not finite in "
+                           rf"{n * size * size:,} of {n * size * size:,} values, on {n} of {n} "
+                           r"slices: the model diverged or overflows on this scan; nothing "
+                           r"was written"):
+    rc.volume(config, net, broken, scan, [[0.25], [1.0]])
 
 
 def test_scores_are_each_reconstruction_against_the_scan_on_the_model_grid(model, tmp_path):
