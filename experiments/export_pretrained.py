@@ -48,6 +48,8 @@ def main(argv):
       result = report.run(pretrained=_NAME.value, folder=staging,
                           out=os.path.join(tmp, "eval"),
                           overrides={"evals.baselines.workdir": _BASELINES.value or ""})
+    pretrained.check_finite_reconstructions(result["per_slice"]["psnr"], result["lambdas"],
+                                            _WORKDIR.value, f"the {result['split']} slices")
     return {"test": pretrained.summary(result)}
 
   with cli.user_errors():
@@ -66,19 +68,18 @@ def main(argv):
 
 
 def _scores_line(test: dict, input_name: str) -> str:
-  """One line of the exported model's test scores; info.json's ``test`` holds them all.
-
-  It printed the whole section, 8,020 lines of JSON for a design of 1,000 λ.
-  """
+  """One line of the exported model's test scores; info.json's ``test`` holds them all."""
   import numpy as np
   psnr = np.array([np.nan if v is None else v for v in test["mean"]["psnr"]], np.float64)
   best = int(np.nanargmax(psnr)) if np.isfinite(psnr).any() else None
   lam = test["lambdas"][best] if best is not None else None
   where = ("" if lam is None else
            f", best at λ = {':'.join(f'{v:.4g}' for v in np.atleast_1d(lam))}")
+  number = lambda v: "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}"
+  lo, hi = (np.nanmin(psnr), np.nanmax(psnr)) if best is not None else (None, None)
   return (f"{test['split']} split, {test['num_slices']} slices at {len(psnr)} λ: mean PSNR "
-          f"{np.nanmin(psnr):.2f}–{np.nanmax(psnr):.2f} dB{where}; {input_name} "
-          f"{test['zero_filled']['psnr']:.2f} dB (every mean in info.json's test)")
+          f"{number(lo)}–{number(hi)} dB{where}; {input_name} "
+          f"{number(test['zero_filled']['psnr'])} dB (every mean in info.json's test)")
 
 
 if __name__ == "__main__":

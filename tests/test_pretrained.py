@@ -166,6 +166,37 @@ def test_an_export_refuses_parameters_beyond_float16(run_a, tmp_path, monkeypatc
   assert os.listdir(tmp_path) == []
 
 
+def test_an_export_refuses_a_model_whose_reconstructions_are_not_finite(run_a, tmp_path,
+                                                                         monkeypatch):
+  # Finite parameters, NaN reconstructions (a BatchNorm variance of −2 folds
+  # to rsqrt(−2 + eps)): the model was shipped, with null scores in info.json.
+  config, model, variables, step = train.load_trained(run_a["workdir"])
+  stats = jax.tree_util.tree_map(np.array, variables["batch_stats"])
+  stats["body"]["bn_enc0_a"]["var"][:] = -2.0
+  monkeypatch.setattr(train, "load_trained",
+                      lambda workdir, step=None: (config, model,
+                                                  {**variables, "batch_stats": stats}, 6))
+  with pytest.raises(ValueError, match=r"at step 6: the model's reconstructions are not finite "
+                                       r"\(NaN or ±inf\) on \d+ of \d+ of its first test "
+                                       r"slices, first at λ = 0: it diverged or overflows on "
+                                       r"these inputs; nothing was exported"):
+    pretrained.export(run_a["workdir"], "tiny", description="x", folder=str(tmp_path))
+  assert os.listdir(tmp_path) == []
+
+
+def test_finite_reconstructions_are_read_from_the_psnr_of_each_slice():
+  # None is how a result file stores a PSNR that is not finite.
+  pretrained.check_finite_reconstructions([[20.0, 25.0], [21.0, 22.0]], [[0.0], [1.0]],
+                                          "m", "the test slices")
+  for bad in (None, float("nan"), -float("inf")):
+    with pytest.raises(ValueError, match=r"^m: the model's reconstructions are not finite "
+                                         r"\(NaN or ±inf\) on 1 of 3 of the test slices, "
+                                         r"first at λ = 0\.5:"):
+      pretrained.check_finite_reconstructions([[20.0, 25.0, 21.0], [21.0, 22.0, bad],
+                                               [19.0, 23.0, 24.0]], [[0.0], [0.25], [0.5]],
+                                              "m", "the test slices")
+
+
 def test_load_gives_the_trained_model_to_float16_precision(exported):
   folder, _, run_a = exported
   config, model, variables, step = pretrained.load("tiny", folder=folder)

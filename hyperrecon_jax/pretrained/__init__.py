@@ -280,6 +280,8 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
       write_info(staged, out)  # `load` verifies the files against these digests
       # The scores of the model as shipped (float16 parameters), read back as a user loads it.
       out["check"] = check_scores(*load(name, folder=staging)[:3])
+      check_finite_reconstructions(out["check"]["psnr"], out["check"]["lambdas"],
+                                   f"{workdir} at step {step}", "its first test slices")
       if score is not None:
         out.update(score(staging))
       write_info(staged, out)
@@ -293,6 +295,34 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
     finally:
       shutil.rmtree(staging, ignore_errors=True)
   return out
+
+
+def check_finite_reconstructions(psnr, lambdas, model: str, slices: str) -> None:
+  """Refuses a model whose reconstructions hold NaN or ±inf, read from their PSNR.
+
+  With images in [0, 1] a reconstruction's PSNR is NaN when it holds NaN and
+  −inf when it holds ±inf; +inf, an exact match, does not come from a model.
+  Such a model passes the float16 range check (its parameters are finite)
+  when it overflows only on some inputs.
+
+  Args:
+    psnr: [S][G] per-slice PSNR, None or NaN where not finite (`results.floats`).
+    lambdas: the G λ (lists of K − 1 values).
+    model: what to call the model (the workdir and step).
+    slices: what the S slices are.
+
+  Raises:
+    InputError: naming how many slices and the first λ.
+  """
+  values = np.array([[np.nan if v is None else v for v in row] for row in psnr], np.float64)
+  bad = ~np.isfinite(values)
+  if bad.any():
+    lam = lambdas[int(np.flatnonzero(bad.any(axis=0))[0])]
+    raise errors.InputError(
+        f"{model}: the model's reconstructions are not finite (NaN or ±inf) on "
+        f"{int(bad.any(axis=1).sum())} of {len(values)} of {slices}, first at λ = "
+        f"{':'.join(f'{v:g}' for v in np.atleast_1d(lam))}: it diverged or overflows on "
+        "these inputs; nothing was exported")
 
 
 def _check_half_range(params, workdir: str, step: int) -> None:
