@@ -608,6 +608,25 @@ def nan_run(data_dir, tmp_path_factory):
   return workdir, info.value
 
 
+def test_a_signal_while_the_finished_run_s_files_close_is_noted(data_dir, tmp_path, capsys,
+                                                               monkeypatch):
+  # The loop's handler took it, then the old handlers came back: the signal
+  # was dropped without a word.
+  import signal
+  close = writer_lib.MetricWriter.close
+
+  def close_then_signal(self):
+    close(self)
+    signal.raise_signal(signal.SIGTERM)
+
+  monkeypatch.setattr(writer_lib.MetricWriter, "close", close_then_signal)
+  workdir = str(tmp_path / "run")
+  state = train.train_and_evaluate(make_config(data_dir, num_steps=2), workdir)
+  assert int(state.step) == 2 and os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]
+  assert ("note: signal 15 arrived while the finished run's files were closed; the run is "
+          "complete and saved" in capsys.readouterr().err)
+
+
 def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(
     run_a, nan_run):
   workdir, error = nan_run
@@ -703,8 +722,10 @@ def test_a_four_term_run_logs_the_spread_along_every_direction(data_dir, tmp_pat
     assert value > 0
 
 
-def _steps_signalled_in(config, signalled_in):
+def _steps_signalled_in(config, signalled_in, saving_signalled=None):
   """`loop._steps` of 3 counting "steps", a signal arriving during step ``signalled_in``.
+
+  Or during the checkpoint save of step ``saving_signalled``.
 
   Returns:
     (a function that runs them, the steps checkpointed).
@@ -718,8 +739,12 @@ def _steps_signalled_in(config, signalled_in):
       received.append(15)
     return state + 1, {}
 
-  saver = types.SimpleNamespace(save=lambda state, step: saved.append(step),
-                                check_finite=lambda state: None)
+  def save(state, step):
+    saved.append(step)
+    if step == saving_signalled:
+      received.append(2)
+
+  saver = types.SimpleNamespace(save=save, check_finite=lambda state: None)
   writer = types.SimpleNamespace(write=lambda step, record: None)
   return (lambda: loop_lib._steps(config, None, 0, 0, train_step, lambda: None, saver, writer,
                                   [], received, lambda stop: stop)), saved
@@ -740,3 +765,9 @@ def test_a_signal_in_the_last_step_leaves_the_run_finished(tmp_path, capsys, mon
                                               r"was saved — rerun the same command to resume"):
     run()
   assert saved == [2]
+  # During the last step's save: the signal was dropped without a word, and
+  # the command went on as if there had been none.
+  run, saved = _steps_signalled_in(config, None, saving_signalled=3)
+  assert run() == 3 and saved == [3]
+  assert ("note: signal 2 arrived during the last step (3); the run is complete and saved"
+          in capsys.readouterr().err)

@@ -225,14 +225,19 @@ def _train(config, workdir, mesh, operator, owner):
     saver = _Saver(config, workdir, model, operator, val_lams, train_iter, read)
     writer = writer_lib.MetricWriter(workdir, start_step=start, enabled=owner)
     try:
-      return _steps(config, model, state, start, train_step,
-                    lambda: next(batches), saver, writer, val_lams, received,
-                    sharded.stop_agreement(mesh))
+      state = _steps(config, model, state, start, train_step,
+                     lambda: next(batches), saver, writer, val_lams, received,
+                     sharded.stop_agreement(mesh))
+      seen = len(received)
     finally:
       try:
         writer.close()
       finally:
         saver.close()
+    if len(received) > seen:
+      print(f"note: signal {received[-1]} arrived while the finished run's files were "
+            "closed; the run is complete and saved", file=sys.stderr)
+    return state
 
 
 def _start(config, workdir, model, replicated, owner):
@@ -376,7 +381,7 @@ def _steps(config, model, state, start, train_step, next_batch, saver, writer, v
       if step % config.train.checkpoint_every == 0 or is_last or stop:
         saver.save(state, step)
       by = f"signal {received[0]}" if received else "a signal to another process"
-      if stop and is_last:
+      if is_last and (stop or received):  # received: during the last save
         # Nothing is left to stop: the run is finished and saved, and a rerun
         # would find it complete, so it ends as a finished run does.
         print(f"note: {by} arrived during the last step ({step}); the run is complete and "
