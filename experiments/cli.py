@@ -316,7 +316,9 @@ def run(main):
   and exits with 130, the shell's code for SIGINT, instead of a traceback.
   SIGTERM (``kill``, a scheduler's stop) does the same with 143: both unwind
   the stack, so every ``finally`` runs (a lock released, a staging folder
-  removed) where SIGTERM's default would end the process on the spot.
+  removed) where SIGTERM's default would end the process on the spot. Once
+  ``main`` has finished, both are ignored while the interpreter shuts down:
+  the command keeps its status.
   """
   from absl import app
 
@@ -335,6 +337,16 @@ def run(main):
     print("interrupted", file=sys.stderr)
     received = interrupts.take()
     exit_now(128 + (received[-1] if received else signal.SIGINT))
+  except SystemExit:
+    # main has returned, or exited with its status: its outputs are written.
+    # The interpreter's shutdown that follows can take seconds on a loaded
+    # machine, and once it has removed Python's handlers a signal would end
+    # the finished command with 130 or 143 and no word: a script or
+    # scheduler would take it for a failed one. Ignored signals stay ignored
+    # through the shutdown (kill -9 still ends a shutdown that hangs).
+    for s in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(s, signal.SIG_IGN)
+    raise
 
 
 def _redeliver_interrupts(hook):

@@ -647,6 +647,42 @@ cli.run(main)
   assert proc.stderr.strip().splitlines()[-1] == "interrupted", proc.stderr
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("status", [0, 2])
+def test_a_signal_after_the_command_has_finished_keeps_its_status(env, signum, status):
+  # Every output was written, but a signal during the interpreter's shutdown
+  # (a second or more with jax loaded, on a loaded machine) ended the command
+  # with 130 or 143 and no word. From the moment an exit callback says
+  # "finished" (main has returned) until the process ends, the signal comes
+  # every 5 ms, so that one lands in each phase of the shutdown.
+  program = f"""
+import atexit, sys
+sys.path.insert(0, "experiments")
+import cli
+def main(argv):
+  import jax
+  jax.jit(lambda x: x * 2)(jax.numpy.ones(3)).block_until_ready()
+  atexit.register(lambda: print("finished", flush=True))
+  return {status}
+cli.run(main)
+"""
+  proc = subprocess.Popen([sys.executable, "-c", program], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline() == "finished\n"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+      proc.send_signal(signum)
+      time.sleep(0.005)
+    _, stderr = proc.communicate(timeout=10)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == status, (proc.returncode, stderr[-3000:])
+  assert "interrupted" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+
+
 @pytest.mark.parametrize("raised, code, one_line", [
     ("errors.InputError('λ = 2 is outside [0, 1]')", 2, True),
     ("FileNotFoundError('scan.nii: no such file')", 2, True),
