@@ -16,7 +16,9 @@ def quiet_libraries():
 
   nibabel's header checks are silenced too: they log through absl's handler
   about files they read correctly (a NIfTI-2 header's size) and repeat the
-  cause of a file the `error:` line already names.
+  cause of a file the `error:` line already names. So is tensorboardX's
+  "NaN or Inf found in input tensor": the metrics line shows the NaN, and
+  the training loop names the step and what it kept.
   """
   import logging as python_logging
 
@@ -24,6 +26,7 @@ def quiet_libraries():
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
     python_logging.getLogger("nibabel").setLevel(python_logging.CRITICAL)
+    python_logging.getLogger("tensorboardX").setLevel(python_logging.ERROR)
 
 
 def one_line(text: str) -> str:

@@ -683,6 +683,30 @@ cli.run(main)
   assert "interrupted" not in stderr and "Traceback" not in stderr, stderr[-3000:]
 
 
+@pytest.mark.parametrize("verbosity", [[], ["--verbosity=0"]])
+def test_libraries_repeating_what_a_line_of_ours_says_are_quiet_unless_asked(env, verbosity):
+  # tensorboardX printed "W… x2num.py:13] NaN or Inf found in input tensor."
+  # beside the loop's own line about the non-finite step.
+  program = """
+import logging, sys
+from absl import logging as absl_logging
+sys.path.insert(0, "experiments")
+import cli
+def main(argv):
+  cli.quiet_libraries()
+  logging.getLogger("tensorboardX.x2num").warning("NaN or Inf found in input tensor.")
+  logging.getLogger("nibabel.global").warning("sizeof_hdr should be 540; set to 540")
+  absl_logging.warning("a warning of ours")
+cli.run(main)
+"""
+  proc = subprocess.run([sys.executable, "-c", program, *verbosity], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "a warning of ours" in proc.stderr
+  for line in ("NaN or Inf found in input tensor", "sizeof_hdr should be 540"):
+    assert (line in proc.stderr) == bool(verbosity), proc.stderr
+
+
 @pytest.mark.parametrize("raised, code, one_line", [
     ("errors.InputError('λ = 2 is outside [0, 1]')", 2, True),
     ("FileNotFoundError('scan.nii: no such file')", 2, True),
