@@ -72,11 +72,8 @@ def main(argv):
   print(f"{result['num_slices']} slices of {scored} "
         f"(checkpoint step {result['checkpoint_step']}), "
         f"{len(result['lambdas'])} λ values")
-  for metric, where in result["unscored"].items():
-    shown = ", ".join(f"volume {v} slice {s}" for v, s in where[:5])
-    more = f" and {len(where) - 5} more" if len(where) > 5 else ""
-    print(f"warning: {len(where)} slice(s) left out of {metric} (not finite, "
-          f"e.g. a constant ground truth slice): {shown}{more}")
+  for line in report.unscored_lines(result):
+    print(f"warning: {line}", file=sys.stderr)
   name = result.get("input_name", "zero-filled")
   print(f"{name}: PSNR {_number(zf['psnr'], '.2f')} dB, SSIM {_number(zf['ssim'], '.4f')}")
   if "ground_truth_dice" in result:

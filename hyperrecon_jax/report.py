@@ -90,6 +90,35 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   return evaluators.run(context)
 
 
+def unscored_lines(result: dict, shown: int = 5) -> list[str]:
+  """What a report's statistics left out, and why, for the terminal.
+
+  With images in [0, 1] a reconstruction's PSNR is NaN or −inf only when the
+  reconstruction holds NaN or ±inf (+inf, an exact match, does not come from
+  a model): such slices are counted first, as a model that diverged or
+  overflows. Then, per metric, the slices left out of its statistics
+  (`results.summarize`'s ``unscored``).
+
+  Args:
+    result: a report's result (`run`).
+    shown: the most slices named per metric.
+
+  Returns:
+    Warning lines, without the ``warning:`` prefix.
+  """
+  psnr = result.get("per_slice", {}).get("psnr", [])
+  broken = sum(any(v is None for v in row) for row in psnr)
+  lines = [f"the model's reconstructions are not finite (NaN or ±inf) on {broken} of "
+           f"{len(psnr)} slices at some λ: it diverged or overflows on these inputs, and "
+           "their scores are left out"] if broken else []
+  for metric, where in result["unscored"].items():
+    named = ", ".join(f"volume {v} slice {s}" for v, s in where[:shown])
+    more = f" and {len(where) - shown} more" if len(where) > shown else ""
+    lines.append(f"{len(where)} slice(s) left out of {metric} (not finite at some λ or for "
+                 f"the input, e.g. a constant ground truth slice): {named}{more}")
+  return lines
+
+
 def volume_lines(result: dict, input_name: str, shown: int = 10) -> list[str]:
   """Each volume's mean PSNR, input and model at the best mean-PSNR λ, lowest first.
 

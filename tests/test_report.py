@@ -289,11 +289,31 @@ def test_a_model_not_finite_at_some_lambda_gets_its_report_with_notes(workdir, c
   assert "curves.png" not in written and "lambda_grid.json" in written
   stored = results.from_json((tmp_path / "out" / "lambda_grid.json").read_text())
   assert stored["notes"] == result["notes"]  # the report's file, not only the return value
+  # evaluate.py's warnings: the first says why, not "e.g. a constant slice".
+  n = result["num_slices"]
+  lines = report.unscored_lines(result)
+  assert lines[0] == (f"the model's reconstructions are not finite (NaN or ±inf) on {n} of {n} "
+                      "slices at some λ: it diverged or overflows on these inputs, and their "
+                      "scores are left out")
+  assert lines[1].startswith(f"{n} slice(s) left out of psnr (not finite at some λ or for the "
+                             "input, e.g. a constant ground truth slice): volume ")
   # The shown slice is finite at λ = 0: its gallery is that one λ.
   assert "diverse.png" in written and result["gallery"]["indices"] == [0]
   # The range over the finite λ alone: one, so 0 everywhere, not NaN.
   assert "range.png" in written and np.array_equal(drawn["spread"], np.zeros_like(
       drawn["spread"]))
+
+
+def test_slices_left_out_for_their_input_alone_are_not_blamed_on_the_model():
+  # A constant slice (volume 3, slice 7): its HFEN is not finite, its PSNR is.
+  result = {"per_slice": {"psnr": [[20.0, 21.0], [30.0, 31.0]]},
+            "unscored": {"hfen": [[3, 7]]}}
+  assert report.unscored_lines(result) == [
+      "1 slice(s) left out of hfen (not finite at some λ or for the input, e.g. a constant "
+      "ground truth slice): volume 3 slice 7"]
+  result["per_slice"]["psnr"][1][0] = None
+  assert report.unscored_lines(result)[0].startswith(
+      "the model's reconstructions are not finite (NaN or ±inf) on 1 of 2 slices at some λ")
 
 
 def test_a_report_on_a_full_disk_names_its_folder_and_keeps_the_earlier_one(workdir, tmp_path,
