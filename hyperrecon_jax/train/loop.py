@@ -326,8 +326,8 @@ class _Saver:
       # loop (and metrics.jsonl, checkpoints) count that update as bad + 1.
       raise NonFiniteLossError(
           f"the loss or the parameters became non-finite at step {bad + 1}; "
-          f"training stopped and {self._kept()}. Lower config.train.lr or check the "
-          "data.")
+          f"training stopped and {self._kept()}. Lower config.train.lr, or check the "
+          "data and config.loss_scales (a term divided by a tiny scale overflows).")
 
   def save(self, s, at):
     self.check_finite(s)
