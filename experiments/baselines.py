@@ -112,11 +112,15 @@ def main(argv):
     if config.hparams.baselines:
       from hyperrecon_jax import errors
       # The stack's λ come from --lambdas (or the one-hot default), which
-      # replace the field: an override here would have no effect.
+      # replace the field: an override here would have no effect. A flat
+      # (0.5, 1.0) is the same mistake, so it is named as given, not unpacked.
+      given = tuple(config.hparams.baselines)
+      shown = tuple(tuple(lam) if isinstance(lam, (tuple, list)) else lam for lam in given)
       raise errors.InputError(
-          f"--config.hparams.baselines={tuple(tuple(lam) for lam in config.hparams.baselines)}:"
-          " baselines.py trains the λ of --lambdas (default: the one-hot λ); give them there, "
-          "e.g. --lambdas=0.3")
+          f"--config.hparams.baselines={shown}: baselines.py trains the λ of --lambdas "
+          "(default: the one-hot λ); give them there, e.g. --lambdas="
+          + ",".join(":".join(f"{v:g}" for v in lam) if isinstance(lam, tuple) else f"{lam:g}"
+                     for lam in shown))
   if _SCALES.value == "gradient":
     with cli.user_errors():
       if _LAMBDAS.value is not None:

@@ -413,13 +413,20 @@ def test_bad_baseline_lambdas_are_one_error_line(env, tmp_path, value, pattern):
   assert not (tmp_path / "b").exists()
 
 
-def test_baselines_refuse_a_stack_given_in_the_config(env, tmp_path):
+@pytest.mark.parametrize("value, shown, example", [
+    ("((0.3,),)", r"\(\(0\.3,\),\)", r"0\.3"),
+    # Flat, the λ given as numbers: the refusal unpacked each into a tuple and
+    # ended in a TypeError's traceback.
+    ("(0.5,1.0)", r"\(0\.5, 1\.0\)", r"0\.5,1"),
+    ("0.5", r"\(0\.5,\)", r"0\.5"),
+])
+def test_baselines_refuse_a_stack_given_in_the_config(env, tmp_path, value, shown, example):
   # The stack's λ come from --lambdas: the override was replaced by the
   # one-hot λ without a word, and λ = 0.3 never trained.
   proc = run(env, "baselines", f"--config={DEMO}", f"--workdir={tmp_path / 'b'}",
-             "--config.hparams.baselines=((0.3,),)")
-  assert_one_error_line(proc, r"--config\.hparams\.baselines=\(\(0\.3,\),\): baselines\.py "
-                              r"trains the λ of --lambdas .* --lambdas=0\.3")
+             f"--config.hparams.baselines={value}")
+  assert_one_error_line(proc, rf"^error: --config\.hparams\.baselines={shown}: baselines\.py "
+                              rf"trains the λ of --lambdas .* --lambdas={example}$")
   assert not (tmp_path / "b").exists()
 
 
