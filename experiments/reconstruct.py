@@ -7,9 +7,14 @@ r"""Reconstructs your own scan with a trained model at one or more λ.
   python experiments/reconstruct.py --workdir=workdirs/demo_k4 --input=sub-01_T1w.nii.gz \
       --samples=20 --output=sub-01_design.nii.gz
 
-A NIfTI volume is degraded with the model's own task (its mask and noise,
-its noise, or its downsampling), a fastMRI ``.h5`` file gives its k-space
-masked with the model's mask; see `hyperrecon_jax.reconstruct`. Several λ give
+A NIfTI volume is degraded with the model's own task (its k-space mask and
+noise, its noise, or its downsampling). A fastMRI ``.h5`` file is read as a
+fastMRI folder's build reads it (`data.fastmri.read_target`): its
+``reconstruction_esc``, else ``reconstruction_rss``, else the image of its
+fully sampled k-space, divided by the file's ``max`` attribute (else its
+largest value), brought to the model's grid and degraded with the model's
+task; undersampled k-space is refused when the file has no reconstruction (it
+would be undersampled twice). See `hyperrecon_jax.reconstruct`. Several λ give
 a 4-D NIfTI (λ last) or an (L, S, H, W) dataset. λ is given one of three ways,
 for a model of K loss terms:
 

@@ -2,8 +2,10 @@
 
 A NIfTI volume is a ground truth that the model's own task degrades
 retrospectively (its k-space mask and noise, its noise, or its downsampling);
-a fastMRI ``.h5`` file gives its k-space, brought to the model's grid through
-the image domain and masked with the model's mask. `hyperrecon_jax.scans`
+a fastMRI ``.h5`` file gives its ``reconstruction_esc``, else
+``reconstruction_rss``, else the image of its fully sampled k-space
+(`data.fastmri.read_target`), brought to the model's grid and degraded the same
+way. `hyperrecon_jax.scans`
 reads the file into the model's slices, `volume` reconstructs them at each λ
 and puts the reconstructions back on the input's grid, in the input's
 intensity units, and `hyperrecon_jax.outputs` writes them. Since the scan
