@@ -49,13 +49,15 @@ import statistics
 import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                "experiments"))
+import cli
 import provenance
 import throughput  # noqa: E402  (its flags: --sizes, --image_size, --batch, ...)
 
@@ -197,10 +199,8 @@ def _compiled_step(config, variant: str):
 def main(argv):
   del argv
   provenance.quiet_logs()
+  from hyperrecon_jax import errors
   from hyperrecon_jax.models import layers
-  unknown = set(_VARIANTS.value) - set(VARIANTS)
-  if unknown:
-    raise app.UsageError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
   image, batch, channels = (throughput._IMAGE.value, throughput._BATCH.value,
                             throughput._CHANNELS.value)
   sizes, iters, rounds = throughput._SIZES.value, throughput._ITERS.value, _ROUNDS.value
@@ -208,8 +208,13 @@ def main(argv):
   # Unet, and 'shared_weights' would compare a Unet with itself.
   if not flags.FLAGS["sizes"].present:
     sizes = ["S"]
-  if len(sizes) != 1 or sizes[0] not in ("S", "M", "L"):
-    raise app.UsageError(f"--sizes must name one HyperRecon (S, M or L), got {','.join(sizes)}")
+  with cli.user_errors():
+    unknown = set(_VARIANTS.value) - set(VARIANTS)
+    if unknown:
+      raise errors.InputError(f"--variants: unknown {sorted(unknown)}; choose from {VARIANTS}")
+    if len(sizes) != 1 or sizes[0] not in ("S", "M", "L"):
+      raise errors.InputError(
+          f"--sizes must name one HyperRecon (S, M or L), got {','.join(sizes)}")
   size = sizes[0]
   if throughput._QUICK.value:
     image, batch, channels, size, iters, rounds = 32, 2, 8, "S", 2, 2
@@ -256,4 +261,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

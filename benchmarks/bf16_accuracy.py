@@ -17,7 +17,6 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -41,6 +40,7 @@ def main(argv):
   import numpy as np
 
   from hyperrecon_jax import data
+  from hyperrecon_jax import errors
   from hyperrecon_jax import evaluate as ev
   from hyperrecon_jax import physics
   from hyperrecon_jax import streams
@@ -50,8 +50,8 @@ def main(argv):
   with cli.user_errors():
     config, model, variables, step, name = cli.load_model(
         _WORKDIR.value, _PRETRAINED.value, _STEP.value)
-  if not config.model.hyper_dim:
-    raise app.UsageError("a plain Unet has no λ grid: give a HyperRecon model")
+    if not config.model.hyper_dim:
+      raise errors.InputError(f"{name}: a plain Unet has no λ grid: give a HyperRecon model")
   low = config.copy_and_resolve_references()
   low.model.dtype = "bfloat16"
   low_model = train.build_model(low)

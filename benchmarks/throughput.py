@@ -57,16 +57,19 @@ import statistics
 import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-# The benchmarked configs start from the experiments' complete default config.
+# The benchmarked configs start from the experiments' complete default config;
+# a mistake in the flags is one error line, as in the experiments' scripts.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "experiments", "configs"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+import cli
 import default
 import provenance
 import xla_cost
@@ -104,6 +107,7 @@ _QUICK = flags.DEFINE_bool("quick", False,
                            "Tiny settings that finish in seconds on a CPU.")
 
 HYPER_DIMS = {"unet": 0, "S": 4, "M": 32, "L": 128}
+BENCHMARKS = ("train_step", "grid", "latency", "evaluate", "memory")
 
 
 def _config(size: str, image: int, batch: int, dtype: str, strategy: str,
@@ -276,47 +280,70 @@ def bench_evaluate(config, variables, grid, iters, repeats, order):
   return pairs / sec, "pairs/s", compile_s, {"lambdas": len(lam), "order": ran, **cost}
 
 
-def main(argv):
-  del argv
-  provenance.quiet_logs()
-  from hyperrecon_jax import train
-  from hyperrecon_jax.models import layers
+def check_flags() -> tuple[list[str], tuple[int, int, int, int, int, int]]:
+  """The models to measure and their settings, from the flags, refused before any work.
+
+  Returns:
+    ``sizes`` (without those ``--quick`` leaves out) and ``(image, batch,
+    grid, iters, repeats, channels)``.
+
+  Raises:
+    InputError: naming the flag, for settings ``--recipe`` or ``--quick``
+      would ignore, a ``--quick`` with no model left, an unknown model or
+      measurement.
+  """
+  from hyperrecon_jax import errors
   image, batch, grid = _IMAGE.value, _BATCH.value, _GRID.value
   iters, repeats, channels = _ITERS.value, _REPEATS.value, _CHANNELS.value
   sizes = _SIZES.value
   settings = ("sizes", "image_size", "batch", "channels", "dtype", "strategy")
   given = [f"--{n}" for n in settings if flags.FLAGS[n].present]
   if _RECIPE.value is not None and given:
-    raise app.UsageError(f"--recipe takes its model and settings from the config; "
-                         f"{', '.join(given)} would be ignored: override the recipe instead, "
-                         f"e.g. --recipe.model.channels=16")
+    raise errors.InputError(f"--recipe takes its model and settings from the config; "
+                            f"{', '.join(given)} would be ignored: override the recipe "
+                            "instead, e.g. --recipe.model.channels=16")
+  # Checked before anything runs: a misspelt name would otherwise stop the
+  # script only after the measurements before it had compiled and run.
+  unknown = [name for name in _BENCH.value if name not in BENCHMARKS]
+  if unknown:
+    raise errors.InputError(f"--benchmarks: unknown {unknown[0]!r}; use {list(BENCHMARKS)}")
   if _QUICK.value:  # smoke test: every code path, numbers meaningless
     overridden = [f"--{n}" for n in ("image_size", "batch", "grid", "iters", "repeats",
                                      "channels") if flags.FLAGS[n].present]
     if overridden:
-      raise app.UsageError(f"--quick sets its own tiny {', '.join(overridden)}: drop it, "
-                           "or drop --quick")
+      raise errors.InputError(f"--quick sets its own tiny {', '.join(overridden)}: drop it, "
+                              "or drop --quick")
     image, batch, grid, iters, repeats, channels = 32, 2, 4, 2, 1, 8
     dropped = [s for s in sizes if not (s in ("unet", "S") or s.startswith("stack"))]
     sizes = [s for s in sizes if s not in dropped]
+    if not sizes and _RECIPE.value is None:
+      raise errors.InputError("--quick measures unet, S and stackN only: nothing is left of "
+                              f"--sizes={','.join(_SIZES.value)}")
     if dropped:
       print(f"--quick: {', '.join(dropped)} left out (too big for a smoke test)",
             file=sys.stderr)
-    if not sizes and _RECIPE.value is None:
-      raise app.UsageError("--quick measures unet, S and stackN only: nothing is left of "
-                           f"--sizes={','.join(_SIZES.value)}")
   for size in sizes:
     if size not in HYPER_DIMS and not (size.startswith("stack")
                                        and size[5:].isdigit()):
-      raise app.UsageError(f"--sizes: unknown model {size!r}; use "
-                           f"{list(HYPER_DIMS)}")
-  if _RECIPE.value is not None:  # the recipe's own settings, as train.py runs it
-    train.check_config(_RECIPE.value)
-    runs = [("recipe " + config_flags.get_config_filename(flags.FLAGS["recipe"]),
-             _RECIPE.value)]
-  else:
-    runs = [(s, _config(s, image, batch, d, _STRATEGY.value, channels))
-            for s in sizes for d in _DTYPE.value]
+      raise errors.InputError(f"--sizes: unknown model {size!r}; use "
+                              f"{list(HYPER_DIMS)}")
+  return sizes, (image, batch, grid, iters, repeats, channels)
+
+
+def main(argv):
+  del argv
+  provenance.quiet_logs()
+  from hyperrecon_jax import train
+  from hyperrecon_jax.models import layers
+  with cli.user_errors():
+    sizes, (image, batch, grid, iters, repeats, channels) = check_flags()
+    if _RECIPE.value is not None:  # the recipe's own settings, as train.py runs it
+      train.check_config(_RECIPE.value)
+      runs = [("recipe " + config_flags.get_config_filename(flags.FLAGS["recipe"]),
+               _RECIPE.value)]
+    else:
+      runs = [(s, _config(s, image, batch, d, _STRATEGY.value, channels))
+              for s in sizes for d in _DTYPE.value]
   for size, config in runs:
     # One initialization per model (the strategy does not change parameters);
     # the training benchmark donates its copy, so it runs last.
@@ -337,8 +364,6 @@ def main(argv):
       elif name in ("grid", "latency"):
         value, unit, compile_s, cost = bench_grid(config, variables, grid, iters, repeats,
                                                   _ORDER.value, latency=name == "latency")
-      else:
-        raise app.UsageError(f"--benchmarks: unknown {name!r}")
       print(json.dumps({
           "benchmark": name, "model": size, "value": round(value, 3),
           "unit": unit, "image_size": int(config.data.image_size),
@@ -358,4 +383,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

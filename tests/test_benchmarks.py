@@ -1,7 +1,10 @@
 """Tests for the benchmarks' own computations: profile_step's HLO descriptions and
-ablate_step's patches form of a per-sample convolution (benchmarks/)."""
+ablate_step's patches form of a per-sample convolution (benchmarks/); and their
+refusals of flag mistakes, as a user runs them."""
 
 import os
+import re
+import subprocess
 import sys
 
 import jax
@@ -10,8 +13,9 @@ import numpy as np
 import pytest
 from scipy import signal
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
+sys.path.insert(0, BENCHMARKS)
 import ablate_step  # noqa: E402
 import profile_step  # noqa: E402
 
@@ -98,3 +102,27 @@ def test_patches_conv_is_the_per_sample_correlation(c, o):
           signal.correlate2d(x[r, :, :, i], k[r, :, :, i, j], mode="same") for i in range(c))
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
   ablate_step.check_thin_forms()  # the benchmark's own check passes as well
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, pattern", [
+    # absl's usage text of ~100 lines and status 1 hid the sentence.
+    ("throughput.py", ["--quick", "--batch=4"], r"--quick sets its own tiny --batch: drop it"),
+    ("throughput.py", ["--quick", "--sizes=M"], r"nothing is left of --sizes=M$"),
+    # Found before any measurement runs, not after train_step's.
+    ("throughput.py", ["--quick", "--benchmarks=train_step,gird"],
+     r"--benchmarks: unknown 'gird'; use \['train_step', 'grid'"),
+    ("ablate_step.py", ["--sizes=unet"], r"--sizes must name one HyperRecon \(S, M or L\), "
+     r"got unet$"),
+])
+def test_a_flag_mistake_is_one_error_line_before_any_work(tmp_path, script, args, pattern):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", HYPERRECON_DATA_DIR=str(tmp_path))
+  proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+  assert "Traceback" not in proc.stderr and "USAGE" not in proc.stderr, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and re.search(pattern, errors[0]), proc.stderr[-3000:]
+  # The module's docstring is the head of absl's usage text.
+  assert "one JSON line" not in proc.stderr and "What each part" not in proc.stderr
+  assert proc.stdout == ""  # no measurement line: nothing ran
