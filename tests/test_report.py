@@ -782,3 +782,40 @@ def test_a_report_writer_killed_between_its_renames_leaves_the_earlier_report(tm
   assert (out / "lambda_grid.json").read_text() == "earlier"
   assert figures.stranded_report(str(out)) is None
   assert sorted(os.listdir(tmp_path)) == ["config.json", "eval"]
+
+
+@pytest.mark.parametrize("when", ["after the first rename", "in the second rename"])
+def test_an_interrupted_report_writer_puts_the_earlier_report_back(tmp_path, monkeypatch,
+                                                                   when):
+  # Ctrl-C between _publish's renames left no eval/ and the earlier report in
+  # <staging>.old, though the earlier report is to stay until the new one is
+  # complete.
+  from hyperrecon_jax.evaluators import figures
+  out, staging = tmp_path / "eval", tmp_path / ".eval.eval-host-1-x1y2"
+  for folder, text in ((out, "earlier"), (staging, "new")):
+    folder.mkdir()
+    (folder / "lambda_grid.json").write_text(text)
+  replace = os.replace
+
+  def interrupted(src, dst):
+    if when == "after the first rename":
+      replace(src, dst)
+      if dst.endswith(".old"):
+        raise KeyboardInterrupt
+    elif src == str(staging):
+      raise OSError(28, "No space left on device")  # before it renames anything
+    else:
+      replace(src, dst)
+
+  monkeypatch.setattr(figures.os, "replace", interrupted)
+  with pytest.raises(KeyboardInterrupt if when == "after the first rename" else OSError):
+    figures._publish(str(staging), str(out))
+  monkeypatch.undo()
+  assert (out / "lambda_grid.json").read_text() == "earlier"
+  # The new report is left to the caller, which removes its staging folder.
+  assert sorted(os.listdir(tmp_path)) == [staging.name, "eval"]
+  assert figures.stranded_report(str(out)) is None
+  # Uninterrupted, the new report replaces the earlier one and nothing is left.
+  figures._publish(str(staging), str(out))
+  assert (out / "lambda_grid.json").read_text() == "new"
+  assert os.listdir(tmp_path) == ["eval"]

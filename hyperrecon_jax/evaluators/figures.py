@@ -111,12 +111,23 @@ def _recover(out: str, prefix: str) -> None:
 
 
 def _publish(tmp: str, out: str) -> None:
-  """Replaces ``out`` by the finished folder ``tmp`` (two renames)."""
-  old = None
-  if os.path.exists(out):
-    old = f"{tmp}.old"
-    os.replace(out, old)
-  os.replace(tmp, out)
+  """Replaces ``out`` by the finished folder ``tmp`` (two renames).
+
+  An exception between the renames (Ctrl-C, SIGTERM, a failed second rename)
+  puts the earlier report back in ``out`` before it propagates: the earlier
+  report stays until the new one is in place. Only ``kill -9`` there strands
+  it (`stranded_report`).
+  """
+  old = f"{tmp}.old" if os.path.exists(out) else None
+  try:
+    if old is not None:
+      os.replace(out, old)
+    os.replace(tmp, out)
+  except BaseException:
+    # Either rename is atomic: whichever completed is what the folders show.
+    if old is not None and os.path.lexists(old) and not os.path.lexists(out):
+      os.replace(old, out)
+    raise
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
 
