@@ -72,7 +72,7 @@ def main(argv):
   print(f"{result['num_slices']} slices of {scored} "
         f"(checkpoint step {result['checkpoint_step']}), "
         f"{len(result['lambdas'])} λ values")
-  for line in report.unscored_lines(result):
+  for line in report.unscored_lines(result) + list(result.get("warnings", ())):
     print(f"warning: {line}", file=sys.stderr)
   name = result.get("input_name", "zero-filled")
   print(f"{name}: PSNR {_number(zf['psnr'], '.2f')} dB, SSIM {_number(zf['ssim'], '.4f')}")

@@ -178,6 +178,12 @@ def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
   b = result["baselines"]
   assert b["lambdas"] == [[0.0], [1.0]] and b["checkpoint_step"] == 1
   assert len(b["per_slice"]["psnr"]) == result["num_slices"]
+  # The stack is a checkpoint at step 1 of the default config's 100,000 steps:
+  # scored as it is, but said to be unfinished (only checkpoint_step told it).
+  assert b["num_steps"] == train.load_trained(stack)[0].train.num_steps == 100_000
+  assert result["warnings"] == [
+      f"the per-λ Unets of {stack} are at step 1 of their config.train.num_steps=100000 (an "
+      "unfinished baselines.py run: rerun it to finish)"]
   # Independently: the λ = 1 Unet through the plain evaluator, same key.
   _, model, variables, _ = train.load_trained(stack)
   config = train.load_config(workdir)
@@ -380,6 +386,18 @@ def test_a_segmenter_of_other_images_is_refused_before_the_data_checks(workdir, 
     report.run(workdir, out=str(tmp_path / "out"), progress=False,
                overrides={"evals.lambda_set.segmenter": str(tmp_path / "seg")})
   assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("step, num_steps, unfinished", [
+    (8, 12, True), (12, 12, False),
+    # Resumed with a smaller --config.train.num_steps: trained past it, finished.
+    (12, 10, False)])
+def test_only_a_stack_short_of_its_steps_is_warned_about(step, num_steps, unfinished):
+  from hyperrecon_jax.evaluators import baselines as baselines_evaluator
+  got = baselines_evaluator.unfinished("runs/unets", step, num_steps)
+  assert got == (f"the per-λ Unets of runs/unets are at step {step} of their "
+                 f"config.train.num_steps={num_steps} (an unfinished baselines.py run: rerun "
+                 "it to finish)" if unfinished else None)
 
 
 def test_a_stack_of_one_unet_is_reported_as_the_plain_unet_it_is(config, tmp_path):

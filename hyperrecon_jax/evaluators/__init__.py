@@ -60,6 +60,7 @@ class Context:
     segmenter: a `segmentation.Trained`, or None (`lambda_set`).
     terms: the loss terms scored per (slice, λ) (`lambda_set`).
     stack: ``(model, variables, step)`` of the per-λ Unets, or None (`baselines`).
+    stack_num_steps: the stack's ``config.train.num_steps`` (`baselines`).
   """
   config: Any
   model: Any
@@ -77,6 +78,7 @@ class Context:
   segmenter: Any = None
   terms: tuple = ()
   stack: Any = None
+  stack_num_steps: int = 0
 
   @property
   def split(self) -> str:

@@ -4,6 +4,11 @@
 same program (`lambda_set.score`), so the curves compare like with like.
 Without one, a shipped model's stored Unet scores (its ``info.json``, same
 split) are reported, marked as stored: their weights are not shipped.
+
+A stack whose checkpoint is short of its ``config.train.num_steps`` (an
+interrupted ``baselines.py``) is scored as it is, with a line in the
+report's ``warnings`` (`unfinished`): Unets trained for fewer steps make
+HyperRecon look better than it is.
 """
 
 import json
@@ -23,8 +28,29 @@ def check(config, settings) -> None:
 def prepare(context, settings) -> None:
   path = settings.get("workdir", "")
   if path:
-    context.stack = load(path, context.config, trained_on=context.trained_on,
-                         learned=context.learned)
+    b_config, *stack = _load(path, context.config, trained_on=context.trained_on,
+                             learned=context.learned)
+    context.stack, context.stack_num_steps = tuple(stack), int(b_config.train.num_steps)
+
+
+def unfinished(path: str, step: int, num_steps: int) -> str | None:
+  """The warning for a stack whose checkpoint is short of its training, or None.
+
+  Args:
+    path: the stack's workdir, as the user gave it.
+    step: the step of the checkpoint scored.
+    num_steps: the stack's ``config.train.num_steps`` (stored with that
+      checkpoint).
+
+  Returns:
+    One line naming the folder, the step and ``num_steps``; None for a
+    finished stack.
+  """
+  if step >= num_steps:
+    return None
+  return (f"the per-λ Unets of {path} are at step {step} of their "
+          f"config.train.num_steps={num_steps} (an unfinished baselines.py run: rerun it to "
+          "finish)")
 
 
 def load(path, config, *, trained_on=None, learned=None, flag="config.evals.baselines.workdir"):
@@ -40,6 +66,11 @@ def load(path, config, *, trained_on=None, learned=None, flag="config.evals.base
       None: a stack that learned from other volumes is refused.
     flag: how the caller's user gave ``path``, for the messages.
   """
+  return _load(path, config, trained_on=trained_on, learned=learned, flag=flag)[1:]
+
+
+def _load(path, config, *, trained_on=None, learned=None, flag="config.evals.baselines.workdir"):
+  """`load`'s ``(model, variables, step)``, after the config stored with the checkpoint."""
   from hyperrecon_jax import checkpoints
   from hyperrecon_jax import train
   from hyperrecon_jax.train import run_fields
@@ -74,7 +105,7 @@ def load(path, config, *, trained_on=None, learned=None, flag="config.evals.base
   _check_scales(path, train.stack_lambdas(model), b_config.loss_scales, config.loss_scales)
   # data.manual_dir is where the folder is on this machine, not which data it holds.
   split_record.check_same_data(learned, split_record.read(path), f"the baselines in {path}")
-  return model, variables, step
+  return b_config, model, variables, step
 
 
 def _check_scales(path, lambdas, theirs, mine) -> None:
@@ -119,9 +150,12 @@ def run(context, settings) -> None:
   lams = np.asarray(model.lambdas, np.float32)
   scored = lambda_set.score(context, model, variables, lams)  # the same key: the same noise
   result["baselines"] = {"workdir": os.path.abspath(settings["workdir"]),
-                         "checkpoint_step": step,
+                         "checkpoint_step": step, "num_steps": context.stack_num_steps,
                          **{k: scored[k] for k in ("lambdas", "mean", "std", "q25", "q75",
                                                     "per_slice", "unscored")}}
+  warning = unfinished(settings["workdir"], step, context.stack_num_steps)
+  if warning:
+    result.setdefault("warnings", []).append(warning)
   if context.terms:
     terms = scored["loss_terms"]
     loss_terms.add_weight_terms(terms, model, variables, lams, tuple(context.config.losses))
