@@ -117,6 +117,7 @@ def join_processes(holders, distributed: bool = False) -> bool:
   watchdog = threading.Timer(timeout, _not_joined, (timeout, where, count))
   watchdog.daemon = True
   watchdog.start()
+  stop_watching = _interruptible_wait()
   try:
     # JAX's own deadline after ours: its expiry aborts the process.
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=count,
@@ -126,6 +127,7 @@ def join_processes(holders, distributed: bool = False) -> bool:
                             "--coordinator, --num_processes and --process_id, or run "
                             "under Slurm or Open MPI") from e
   finally:
+    stop_watching()
     watchdog.cancel()
   # JAX's preemption notifier takes SIGTERM over (in C++): a scheduler's
   # SIGTERM during start-up was only logged, and the run trained to its end.
@@ -227,6 +229,43 @@ def _check_port_free(coordinator: str) -> None:
             "another process 0 holds it (give each process its own --process_id) or "
             "another program does (give another port)") from None
     return
+
+
+def _interruptible_wait():
+  """Ends the process on SIGINT or SIGTERM while the main thread waits in C++.
+
+  Python runs its signal handlers on the main thread only, between
+  bytecodes: inside ``jax.distributed.initialize`` a Ctrl-C waited for the
+  join to end (``--join_timeout``, 300 s by default). The handlers' C part
+  still writes each signal's number to the wakeup file descriptor; a thread
+  reads it and ends the process as `cli.run` does: ``interrupted``, status
+  128 + the signal. Nothing is written before the join, so nothing is lost.
+
+  Returns:
+    A function that stops the watching (call it when the wait is over).
+  """
+  read, write = socket.socketpair()
+  write.setblocking(False)
+  previous = signal.set_wakeup_fd(write.fileno(), warn_on_full_buffer=False)
+
+  def watch():
+    try:
+      got = read.recv(1)
+    except OSError:  # closed by stop
+      return
+    if got:
+      print("interrupted", file=sys.stderr, flush=True)
+      cli.exit_now(128 + got[0])
+
+  threading.Thread(target=watch, daemon=True).start()
+
+  def stop():
+    signal.set_wakeup_fd(previous)
+    read.shutdown(socket.SHUT_RDWR)  # recv returns b'': the thread ends
+    read.close()
+    write.close()
+
+  return stop
 
 
 def _not_joined(timeout: int, where: str, count) -> None:

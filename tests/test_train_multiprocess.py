@@ -449,6 +449,27 @@ def test_a_process_whose_run_never_assembles_is_one_error_line(data_dir, tmp_pat
   assert not workdir.exists()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_waiting_for_the_run_to_join_ends_the_process_at_once(data_dir, tmp_path,
+                                                                              signum):
+  """Inside jax.distributed.initialize the signal waited for --join_timeout (300 s)."""
+  proc, workdir = _one_process(data_dir, tmp_path, "run", free_port(), 0, timeout=120)
+  try:
+    line = proc.stderr.readline()
+    assert line.startswith("joining a run of 2 processes at 127.0.0.1:"), line
+    time.sleep(1)  # into the wait
+    proc.send_signal(signum)
+    # Well before the 120 s join timeout, which ended the process with status 2.
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 128 + signum, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1] == "interrupted", stderr[-3000:]
+  assert not workdir.exists()
+
+
 def test_a_second_process_0_on_the_port_is_refused_at_once(data_dir, tmp_path):
   """Two processes 0 shared the port without a word and both waited for peers."""
   port = free_port()
@@ -724,6 +745,9 @@ def test_an_error_of_one_process_ends_every_process_with_its_line(data_dir, tmp_
     assert not any(crash in log for crash in ("Check failure", "Fatal Python error",
                                                "Traceback", "Terminating process")), pair.logs()
     assert any(wanted[i] in line for line in _error_lines(log)), pair.logs()
+  # Process 0, ended by process 1's end without unwinding, left the workdir
+  # it had made, holding its lock file, for a run that never started.
+  assert not (tmp_path / "run").exists(), os.listdir(tmp_path / "run")
 
 
 # Runs experiments/train.py as one process of a run whose data folder changes
