@@ -395,8 +395,13 @@ def exit_now(code: int):
   shutdown can crash in a library's background thread (a segmentation fault
   after "interrupted" in about half of our tries). By now every ``finally``
   has run: the lock is released, temporary files are removed and checkpoints
-  are written synchronously, so nothing is lost by skipping it.
+  are written synchronously, so nothing is lost by skipping it. A process
+  ended by another process's end has not unwound: the locks it still holds
+  are abandoned as their blocks would release them (`workdir.abandon`).
   """
+  workdir = sys.modules.get("hyperrecon_jax.workdir")
+  if workdir is not None:  # a lock still held: its stack did not unwind
+    workdir.abandon()
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code)

@@ -194,8 +194,36 @@ def lock(workdir: str):
   Raises:
     WorkdirBusyError: at once, if another live process holds the lock.
   """
-  with made_folder(workdir), _locked(workdir):
-    yield
+  created = _first_missing(workdir)
+
+  def undo():
+    with contextlib.suppress(OSError):
+      os.remove(os.path.join(workdir, LOCK_FILE))
+    if created is not None:
+      _remove_if_empty(workdir, created)
+
+  _HELD.append(undo)
+  try:
+    with made_folder(workdir), _locked(workdir):
+      yield
+  finally:
+    _HELD.remove(undo)
+
+
+# What the live `lock` blocks would undo if they raised, for `abandon`.
+_HELD = []
+
+
+def abandon() -> None:
+  """Undoes what the live `lock` blocks would undo on an error, for an exit that skips them.
+
+  A process of a multi-process run that ends because another one did
+  (`cli.exit_now`, without unwinding its stack) would leave the lock file in
+  a workdir it made, for a run that never started. Each held lock's file is
+  removed, and the folders its `lock` made are removed while still empty.
+  """
+  for undo in reversed(_HELD):
+    undo()
 
 
 @contextlib.contextmanager

@@ -714,6 +714,23 @@ cli.run(main)
     assert (line in proc.stderr) == bool(verbosity), proc.stderr
 
 
+def test_exit_now_inside_a_lock_leaves_no_workdir_it_made(env, tmp_path):
+  # How a process of a multi-process run ends when another one does: its
+  # stack does not unwind, and its lock block's cleanup never ran.
+  program = f"""
+import sys
+sys.path.insert(0, "experiments")
+import cli
+from hyperrecon_jax import workdir
+with workdir.lock({str(tmp_path / "new" / "run")!r}):
+  cli.exit_now(2)
+"""
+  proc = subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("raised, code, one_line", [
     ("errors.InputError('λ = 2 is outside [0, 1]')", 2, True),
     ("FileNotFoundError('scan.nii: no such file')", 2, True),

@@ -36,6 +36,24 @@ def test_lock_creates_the_workdir_names_its_owner_and_cleans_up(tmp_path):
   assert os.listdir(path) == []
 
 
+def test_abandon_undoes_what_a_live_lock_would_undo_on_an_error(tmp_path):
+  # A process ended by another process's end exits without unwinding
+  # (cli.exit_now): its new workdir stayed, holding the lock file.
+  made = tmp_path / "a" / "run"
+  with workdir.lock(str(made)):
+    workdir.abandon()
+    assert not (tmp_path / "a").exists()  # every folder the lock made, while empty
+  kept = tmp_path / "kept"
+  with workdir.lock(str(kept)):
+    (kept / "config.json").write_text("{}")
+    workdir.abandon()
+    assert os.listdir(kept) == ["config.json"]  # the lock file alone is removed
+  with workdir.lock(str(kept)):
+    pass
+  workdir.abandon()  # no live lock: nothing to undo
+  assert os.listdir(kept) == ["config.json"]
+
+
 def test_a_second_lock_is_refused_at_once_naming_the_owner(tmp_path):
   path = str(tmp_path)
   with workdir.lock(path):
