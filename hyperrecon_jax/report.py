@@ -94,8 +94,9 @@ def unscored_lines(result: dict, shown: int = 5) -> list[str]:
   """What a report's statistics left out, and why, for the terminal.
 
   With images in [0, 1] a reconstruction's PSNR is NaN or −inf only when the
-  reconstruction holds NaN or ±inf (+inf, an exact match, does not come from
-  a model): such slices are counted first, as a model that diverged or
+  reconstruction holds NaN or ±inf, or values so large that its float32
+  squared error overflows (+inf, an exact match, does not come from a
+  model): such slices are counted first, as a model that diverged or
   overflows. Then, per metric, the slices left out of its statistics
   (`results.summarize`'s ``unscored``).
 

@@ -300,10 +300,11 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
 def check_finite_reconstructions(psnr, lambdas, model: str, slices: str) -> None:
   """Refuses a model whose reconstructions hold NaN or ±inf, read from their PSNR.
 
-  With images in [0, 1] a reconstruction's PSNR is NaN when it holds NaN and
-  −inf when it holds ±inf; +inf, an exact match, does not come from a model.
-  Such a model passes the float16 range check (its parameters are finite)
-  when it overflows only on some inputs.
+  With images in [0, 1] a reconstruction's PSNR is NaN when it holds NaN,
+  and −inf when it holds ±inf or values so large that its float32 squared
+  error overflows; +inf, an exact match, does not come from a model. Such a
+  model passes the float16 range check (its parameters are finite) when it
+  overflows only on some inputs.
 
   Args:
     psnr: [S][G] per-slice PSNR, None or NaN where not finite (`results.floats`).
