@@ -1,6 +1,7 @@
 """What the experiment scripts share: clean one-line errors instead of tracebacks."""
 
 import _thread
+import atexit
 import contextlib
 import os
 import re
@@ -320,8 +321,8 @@ def run(main):
   SIGTERM (``kill``, a scheduler's stop) does the same with 143: both unwind
   the stack, so every ``finally`` runs (a lock released, a staging folder
   removed) where SIGTERM's default would end the process on the spot. Once
-  ``main`` has finished, both are ignored while the interpreter shuts down:
-  the command keeps its status.
+  ``main`` has finished, either ends the interpreter's shutdown at once with
+  the command's own status (`_finished`).
   """
   from absl import app
 
@@ -334,22 +335,43 @@ def run(main):
   signal.signal(signal.SIGINT, interrupts.handler)
   signal.signal(signal.SIGTERM, interrupts.handler)
   sys.unraisablehook = _redeliver_interrupts(sys.unraisablehook)
+  # Registered before main imports the libraries: it runs after their exit
+  # callbacks (last in, first out).
+  atexit.register(_ignore_signals)
   try:
     app.run(main, flags_parser=parse_flags)
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     received = interrupts.take()
     exit_now(128 + (received[-1] if received else signal.SIGINT))
-  except SystemExit:
-    # main has returned, or exited with its status: its outputs are written.
-    # The interpreter's shutdown that follows can take seconds on a loaded
-    # machine, and once it has removed Python's handlers a signal would end
-    # the finished command with 130 or 143 and no word: a script or
-    # scheduler would take it for a failed one. Ignored signals stay ignored
-    # through the shutdown (kill -9 still ends a shutdown that hangs).
-    for s in (signal.SIGINT, signal.SIGTERM):
-      signal.signal(s, signal.SIG_IGN)
+  except SystemExit as done:
+    _finished(done.code)
     raise
+
+
+def _finished(code) -> None:
+  """After ``main``: a signal during the interpreter's shutdown ends it with ``code``.
+
+  Every output is written by then, but the shutdown (joining threads, the
+  libraries' exit callbacks, tearing down XLA) takes seconds with jax loaded
+  on a busy machine. A signal there ended the finished command with 130 or
+  143 and no word, and a script or scheduler took it for a failed one. While
+  Python still runs handlers, a signal ends the shutdown at once with the
+  command's status; after the exit callbacks, when Python is about to remove
+  its handlers, `_ignore_signals` ignores both to the end.
+
+  Args:
+    code: ``SystemExit.code`` (None, a status, or a message: status 1).
+  """
+  status = 0 if code is None else code if isinstance(code, int) else 1
+  handler = lambda signum, frame: exit_now(status)
+  for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, handler)
+
+
+def _ignore_signals() -> None:
+  for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, signal.SIG_IGN)
 
 
 def _redeliver_interrupts(hook):

@@ -714,6 +714,37 @@ cli.run(main)
     assert (line in proc.stderr) == bool(verbosity), proc.stderr
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_shutdown_that_waits_with_the_command_s_status(env, signum):
+  # A thread the shutdown joins, still busy for 600 s: ignoring the signal
+  # after main would make Ctrl-C (and a scheduler's SIGTERM) wait for it.
+  program = """
+import sys, threading, time
+sys.path.insert(0, "experiments")
+import cli
+def busy():
+  while threading.main_thread().is_alive():  # until main has returned
+    time.sleep(0.01)
+  print("shutting down", flush=True)
+  time.sleep(600)
+def main(argv):
+  threading.Thread(target=busy).start()
+  return 3
+cli.run(main)
+"""
+  proc = subprocess.Popen([sys.executable, "-c", program], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline() == "shutting down\n"
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 3, (proc.returncode, stderr[-3000:])
+
+
 def test_exit_now_inside_a_lock_leaves_no_workdir_it_made(env, tmp_path):
   # How a process of a multi-process run ends when another one does: its
   # stack does not unwind, and its lock block's cleanup never ran.
