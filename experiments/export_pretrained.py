@@ -50,6 +50,8 @@ def main(argv):
                           overrides={"evals.baselines.workdir": _BASELINES.value or ""})
     pretrained.check_finite_reconstructions(result["per_slice"]["psnr"], result["lambdas"],
                                             _WORKDIR.value, f"the {result['split']} slices")
+    for line in result.get("warnings", ()):  # also kept in info.json's test
+      print(f"warning: {line}", file=sys.stderr)
     return {"test": pretrained.summary(result)}
 
   with cli.user_errors():

@@ -109,9 +109,9 @@ def unscored_lines(result: dict, shown: int = 5) -> list[str]:
   """
   psnr = result.get("per_slice", {}).get("psnr", [])
   broken = sum(any(v is None for v in row) for row in psnr)
-  lines = [f"the model's reconstructions are not finite (NaN or ±inf) on {broken} of "
-           f"{len(psnr)} slices at some λ: it diverged or overflows on these inputs, and "
-           "their scores are left out"] if broken else []
+  lines = [f"the model's reconstructions are not finite (NaN, ±inf, or too large for "
+           f"float32) on {broken} of {len(psnr)} slices at some λ: it diverged or overflows "
+           "on these inputs, and their scores are left out"] if broken else []
   for metric, where in result["unscored"].items():
     named = ", ".join(f"volume {v} slice {s}" for v, s in where[:shown])
     more = f" and {len(where) - shown} more" if len(where) > shown else ""

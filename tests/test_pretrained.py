@@ -177,7 +177,8 @@ def test_an_export_refuses_a_model_whose_reconstructions_are_not_finite(run_a, t
                       lambda workdir, step=None: (config, model,
                                                   {**variables, "batch_stats": stats}, 6))
   with pytest.raises(ValueError, match=r"at step 6: the model's reconstructions are not finite "
-                                       r"\(NaN or ±inf\) on \d+ of \d+ of its first test "
+                                       r"\(NaN, ±inf, or too large for float32\) on \d+ of "
+                                       r"\d+ of its first test "
                                        r"slices, first at λ = 0: it diverged or overflows on "
                                        r"these inputs; nothing was exported"):
     pretrained.export(run_a["workdir"], "tiny", description="x", folder=str(tmp_path))
@@ -190,7 +191,8 @@ def test_finite_reconstructions_are_read_from_the_psnr_of_each_slice():
                                           "m", "the test slices")
   for bad in (None, float("nan"), -float("inf")):
     with pytest.raises(ValueError, match=r"^m: the model's reconstructions are not finite "
-                                         r"\(NaN or ±inf\) on 1 of 3 of the test slices, "
+                                         r"\(NaN, ±inf, or too large for float32\) on 1 of 3 "
+                                         r"of the test slices, "
                                          r"first at λ = 0\.5:"):
       pretrained.check_finite_reconstructions([[20.0, 25.0, 21.0], [21.0, 22.0, bad],
                                                [19.0, 23.0, 24.0]], [[0.0], [0.25], [0.5]],
@@ -252,6 +254,11 @@ def test_summary_keeps_the_test_metrics_per_lambda():
   assert out["mean"] == {m: [1.0, 2.0] for m in ("psnr", "ssim", "hfen")}
   assert out["baselines"]["mean"]["psnr"] == [3.0]
   assert out["baselines"]["std"]["psnr"] == [0.1]
+  assert "warnings" not in out
+  # An unfinished stack's warning was dropped: the export shipped its scores without a word.
+  result["warnings"] = ["the per-λ Unets of u are at step 8 of their "
+                        "config.train.num_steps=12 (…)"]
+  assert pretrained.summary(result)["warnings"] == result["warnings"]
 
 
 def test_a_report_of_a_pretrained_model_draws_its_stored_unets(exported, tmp_path):

@@ -298,9 +298,9 @@ def test_a_model_not_finite_at_some_lambda_gets_its_report_with_notes(workdir, c
   # evaluate.py's warnings: the first says why, not "e.g. a constant slice".
   n = result["num_slices"]
   lines = report.unscored_lines(result)
-  assert lines[0] == (f"the model's reconstructions are not finite (NaN or ±inf) on {n} of {n} "
-                      "slices at some λ: it diverged or overflows on these inputs, and their "
-                      "scores are left out")
+  assert lines[0] == (f"the model's reconstructions are not finite (NaN, ±inf, or too large "
+                      f"for float32) on {n} of {n} slices at some λ: it diverged or overflows "
+                      "on these inputs, and their scores are left out")
   assert lines[1].startswith(f"{n} slice(s) left out of psnr (not finite at some λ or for the "
                              "input, e.g. a constant ground truth slice): volume ")
   # The shown slice is finite at λ = 0: its gallery is that one λ.
@@ -319,7 +319,8 @@ def test_slices_left_out_for_their_input_alone_are_not_blamed_on_the_model():
       "ground truth slice): volume 3 slice 7"]
   result["per_slice"]["psnr"][1][0] = None
   assert report.unscored_lines(result)[0].startswith(
-      "the model's reconstructions are not finite (NaN or ±inf) on 1 of 2 slices at some λ")
+      "the model's reconstructions are not finite (NaN, ±inf, or too large for float32) on "
+      "1 of 2 slices at some λ")
 
 
 def test_a_report_on_a_full_disk_names_its_folder_and_keeps_the_earlier_one(workdir, tmp_path,

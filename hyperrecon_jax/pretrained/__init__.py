@@ -320,10 +320,10 @@ def check_finite_reconstructions(psnr, lambdas, model: str, slices: str) -> None
   if bad.any():
     lam = lambdas[int(np.flatnonzero(bad.any(axis=0))[0])]
     raise errors.InputError(
-        f"{model}: the model's reconstructions are not finite (NaN or ±inf) on "
-        f"{int(bad.any(axis=1).sum())} of {len(values)} of {slices}, first at λ = "
-        f"{':'.join(f'{v:g}' for v in np.atleast_1d(lam))}: it diverged or overflows on "
-        "these inputs; nothing was exported")
+        f"{model}: the model's reconstructions are not finite (NaN, ±inf, or too large "
+        f"for float32) on {int(bad.any(axis=1).sum())} of {len(values)} of {slices}, first "
+        f"at λ = {':'.join(f'{v:g}' for v in np.atleast_1d(lam))}: it diverged or "
+        "overflows on these inputs; nothing was exported")
 
 
 def _check_half_range(params, workdir: str, step: int) -> None:
@@ -358,8 +358,9 @@ def summary(result: dict) -> dict:
 
   Returns:
     ``{'split', 'num_slices', 'lambdas', 'mean': {psnr, ssim, hfen},
-    'zero_filled': {...}, 'baselines': {'lambdas', 'mean', 'std'}}``
-    (baselines only when the result has them).
+    'zero_filled': {...}, 'baselines': {'lambdas', 'mean', 'std'},
+    'warnings': [...]}`` (baselines and warnings only when the result has
+    them: e.g. per-λ Unets short of their training).
   """
   keep = ("psnr", "ssim", "hfen")
   out = {"split": result["split"], "num_slices": result["num_slices"],
@@ -370,6 +371,8 @@ def summary(result: dict) -> dict:
     out["baselines"] = {"lambdas": result["baselines"]["lambdas"],
                         **{stat: {m: result["baselines"][stat][m] for m in keep}
                            for stat in ("mean", "std")}}
+  if result.get("warnings"):
+    out["warnings"] = list(result["warnings"])
   return out
 
 
