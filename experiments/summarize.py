@@ -104,12 +104,23 @@ def _row(workdir: str) -> tuple[str, dict]:
     shared = {"loss terms": tuple(config.losses), "split": result.get("split"),
               "design": f"{len(result['coeffs'])} points",
               "Unets": (f"{os.path.realpath(unets)} (step "
-                        f"{result['baselines']['checkpoint_step']})" if unets else "none")}
+                        f"{result['baselines']['checkpoint_step']})" if unets else "none"),
+              # Runs of other measurements or slices: not one problem, even
+              # where the loss terms are the same (Unets would be refused).
+              "task": ", ".join(f"{k}={v}" for k, v in sorted(config.task.to_dict().items())),
+              "data": _data_text(config.data)}
     _warn_not_finite(path, result)
     return _format(workdir, result, config, step, spreads), shared
   except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:
     raise errors.InputError(f"{path}: a field is missing or malformed ({type(e).__name__}: "
                             f"{e}); evaluate the run again") from None
+
+
+def _data_text(data) -> str:
+  """What decides a run's test slices: the dataset, its folder, size and split."""
+  folder = os.path.realpath(data.manual_dir) if data.manual_dir else "embedded"
+  return (f"{data.name} ({folder}), {data.image_size}², axis {data.axis}, split seed "
+          f"{data.split_seed}, fractions {tuple(data.split_fractions)}")
 
 
 def _warn_not_finite(path: str, result: dict) -> None:
@@ -177,8 +188,8 @@ def main(argv):
         runs = "; ".join(f"{w}: {_text(v)}" for w, v in zip(_WORKDIRS.value, values))
         raise errors.InputError(
             f"the reports differ in their {what} ({runs}): their hypervolumes, Pareto sets "
-            "and PSNRs are not comparable; summarize reports of one set of loss terms, one "
-            "split, one design and one stack of Unets at a time")
+            "and PSNRs are not comparable; summarize reports of one task and data, one set "
+            "of loss terms, one split, one design and one stack of Unets at a time")
   first = shared[0]
   print(f"{_text(first['loss terms'])} · {first['split']} split · a design of "
         f"{first['design']} · Unets: {first['Unets']}")

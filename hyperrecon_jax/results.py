@@ -194,6 +194,16 @@ def to_json(result, **kwargs) -> str:
   return json.dumps({**result, DIGEST: _digest(result)}, allow_nan=False, **kwargs)
 
 
+def _refuse_constant(name: str):
+  """``json.loads``'s reader of NaN and ±Infinity, which strict JSON lacks.
+
+  Python's ``json.dump`` writes them by default, so a report rewritten by hand
+  may hold them; its digest (strict JSON, `_digest`) could not be computed.
+  """
+  raise errors.InputError(f"{name} is not a number of strict JSON, which a report writes as "
+                          "null")
+
+
 def from_json(text: str, path: str = "the result"):
   """Reads `to_json` output back, without its digest.
 
@@ -206,7 +216,7 @@ def from_json(text: str, path: str = "the result"):
       digest.
   """
   try:
-    result = json.loads(text)
+    result = json.loads(text, parse_constant=_refuse_constant)
   except ValueError as e:
     raise errors.InputError(f"{path} is not valid JSON ({e}).") from None
   if not isinstance(result, dict) or result.get("format") != FORMAT:

@@ -200,6 +200,14 @@ def test_a_result_changed_after_it_was_written_is_refused():
   # Layout is not content: the same values written compactly read back.
   compact = json.dumps(json.loads(text), separators=(",", ":"))
   assert results.from_json(compact) == result
+  # NaN as Python's json.dump writes it by default: a ValueError of the
+  # digest's strict JSON, a traceback from summarize.py.
+  for constant in ("NaN", "Infinity", "-Infinity"):
+    nan = text.replace(json.dumps(best), constant, 1)
+    with pytest.raises(errors.InputError, match=rf"run/eval/lambda_grid.json is not valid "
+                                                rf"JSON \({constant} is not a number of "
+                                                r"strict JSON, which a report writes as null\)"):
+      results.from_json(nan, "run/eval/lambda_grid.json")
   # Deleting the digest with the edit does not switch the check off.
   without = json.loads(changed)
   del without[results.DIGEST]

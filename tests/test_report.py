@@ -14,6 +14,7 @@ import sys
 import configs
 import jax
 import loop_support
+import ml_collections
 import numpy as np
 import pytest
 
@@ -558,6 +559,21 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert re.search(r"error: the reports differ in their Unets \(.*: .* \(step 1\); .*: .* "
                    r"\(step 30\)\)", proc.stderr), proc.stderr
+  # Runs of another acceleration (or task), without Unets to refuse them, sat
+  # in one table: the zero-filled inputs alone differ by dBs.
+  other_task = edited("other_task", lambda r: r.pop("baselines"))
+  without_unets = edited("without_unets", lambda r: r.pop("baselines"))
+  shutil.rmtree(other_task / "checkpoints")
+  config_4x = ml_collections.ConfigDict(config_k4.to_dict())
+  config_4x.task.acceleration = 4.0
+  mngr = checkpoints.manager(str(other_task))
+  checkpoints.save(mngr, 1, train.create_state(config_4x, model, jax.random.key(0)), {},
+                   config_4x)
+  mngr.close()
+  proc = summarize(without_unets, other_task)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert re.search(r"error: the reports differ in their task \(.*: acceleration=8\.0, .*; "
+                   r".*: acceleration=4\.0, ", proc.stderr), proc.stderr
   # Every vertex beside its Unet, found by loss weighting: λ = (1, 0.5, 0.3)
   # weights the first term alone, as (1, 0, 0) does, and lost its Unet.
   assert row[9].count("(") == 4, row
