@@ -163,9 +163,11 @@ def _format(workdir, result, config, step, spreads) -> str:
   if image:
     ratio += f" ({image['ratio']:.3f})"
   sampling = f"{config.hparams.sampler}, {str(config.sampling.method).upper()}"
+  finite = psnr[np.isfinite(psnr)]  # the warning above names the others
+  best, span = ((f"{finite.max():.2f}", f"{finite.min():.2f}–{finite.max():.2f}") if finite.size
+                else ("n/a", "n/a"))
   return (f"| {workdir} | {sampling} | {config.train.seed} | {step} | {ratio} | "
-          f"{len(result['pareto']['front'])}/{len(psnr)} | {np.nanmax(psnr):.2f} | "
-          f"{np.nanmin(psnr):.2f}–{np.nanmax(psnr):.2f} | {vertex_text} | "
+          f"{len(result['pareto']['front'])}/{len(psnr)} | {best} | {span} | {vertex_text} | "
           + " / ".join(f"{spreads[f'weight_spread_{n}']:.3f}" for n in names) + " |")
 
 

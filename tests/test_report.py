@@ -587,6 +587,12 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   proc = summarize(nan)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "the mean PSNR is not a number at 1 of 12 λ" in proc.stderr
+  # None at every λ: the row says n/a, without NumPy's "All-NaN slice" lines.
+  all_nan = edited("all_nan", lambda r: r["mean"].__setitem__("psnr", [None] * 12))
+  proc = summarize(all_nan)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "RuntimeWarning" not in proc.stderr, proc.stderr
+  assert [c.strip() for c in proc.stdout.splitlines()[-1].split("|")][7:9] == ["n/a", "n/a"]
 
 
 def test_the_split_gallery_compares_the_same_slices_at_its_good_lambdas(workdir, config,
