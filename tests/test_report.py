@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from hyperrecon_jax import data
+from hyperrecon_jax import errors
 from hyperrecon_jax import evaluate
 from hyperrecon_jax import physics
 from hyperrecon_jax import plots
@@ -823,6 +824,35 @@ def test_a_report_writer_killed_between_its_renames_leaves_the_earlier_report(tm
   assert (out / "lambda_grid.json").read_text() == "earlier"
   assert figures.stranded_report(str(out)) is None
   assert sorted(os.listdir(tmp_path)) == ["config.json", "eval"]
+
+
+def test_a_report_published_meanwhile_by_another_writer_is_kept_and_named(tmp_path,
+                                                                           monkeypatch):
+  # Two evaluate.py with one --out: the slower one's second rename failed with
+  # a bare "[Errno 39] Directory not empty", and the report it had moved aside
+  # stayed in a hidden .old folder.
+  from hyperrecon_jax.evaluators import figures
+  out, staging = tmp_path / "eval", tmp_path / ".eval.eval-host-1-x1y2"
+  for folder, text in ((out, "earlier"), (staging, "mine")):
+    folder.mkdir()
+    (folder / "lambda_grid.json").write_text(text)
+  replace = os.replace
+
+  def other_writer_between(src, dst):
+    replace(src, dst)
+    if dst.endswith(".old"):  # the other writer publishes now
+      os.mkdir(out)
+      (out / "lambda_grid.json").write_text("theirs")
+
+  monkeypatch.setattr(figures.os, "replace", other_writer_between)
+  with pytest.raises(errors.InputError, match=r"eval: another report was written there while "
+                                              r"this one was finishing \(a second "
+                                              r"experiments/evaluate.py with this --out\?\): "
+                                              r"that one is kept, this one is discarded"):
+    figures._publish(str(staging), str(out))
+  assert (out / "lambda_grid.json").read_text() == "theirs"
+  # The staging folder is the caller's to remove; no .old is left.
+  assert sorted(os.listdir(tmp_path)) == [staging.name, "eval"]
 
 
 @pytest.mark.parametrize("when", ["after the first rename", "in the second rename"])

@@ -17,6 +17,7 @@ numbers beside old figures.
   slice with the noise it was scored with.
 """
 
+import errno
 import os
 import shutil
 
@@ -123,10 +124,18 @@ def _publish(tmp: str, out: str) -> None:
     if old is not None:
       os.replace(out, old)
     os.replace(tmp, out)
-  except BaseException:
+  except BaseException as e:
     # Either rename is atomic: whichever completed is what the folders show.
     if old is not None and os.path.lexists(old) and not os.path.lexists(out):
       os.replace(old, out)
+    elif isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+      # Another report writer published into ``out`` between the two renames.
+      if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # the report both replaced
+      raise errors.InputError(
+          f"{out}: another report was written there while this one was finishing (a second "
+          "experiments/evaluate.py with this --out?): that one is kept, this one is "
+          "discarded") from None
     raise
   if old is not None:
     shutil.rmtree(old, ignore_errors=True)
