@@ -138,6 +138,31 @@ def _describe(path: str) -> str:
     return "another process"
 
 
+def live_owner(workdir: str) -> str | None:
+  """Who trains ``workdir`` now, read from its lock file, or None.
+
+  Only an owner on this machine whose process is alive counts: the file of
+  a process killed outright stays until the next trainer takes the lock,
+  and one of another host cannot be checked from here. The lock itself is
+  not touched (a reader taking it, even briefly, would refuse a trainer).
+  """
+  try:
+    with open(os.path.join(workdir, LOCK_FILE)) as f:
+      owner = json.load(f)
+    pid, host = int(owner["pid"]), owner["host"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  if host != socket.gethostname() or pid == os.getpid():
+    return None
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return None
+  except PermissionError:  # alive, another user's
+    pass
+  return _describe(os.path.join(workdir, LOCK_FILE))
+
+
 def _first_missing(path: str) -> str | None:
   """The outermost folder of ``path`` that does not exist yet, or None."""
   path, missing = os.path.abspath(path), None

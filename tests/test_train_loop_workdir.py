@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import socket
 
 import jax
 import loop_support
@@ -124,6 +125,16 @@ def test_loading_a_workdir_that_is_missing_empty_or_a_file_says_which(tmp_path):
     train.load_trained(str(tmp_path / "file"))
   with pytest.raises(FileNotFoundError, match=r"checkpoints holds no checkpoint: train first"):
     train.load_trained(str(tmp_path))
+  # A trainer at work, its first checkpoint not written yet: not "train first".
+  from hyperrecon_jax import workdir
+  with open(tmp_path / workdir.LOCK_FILE, "w") as f:
+    json.dump({"pid": os.getppid(), "host": socket.gethostname(), "started": "then"}, f)
+  with pytest.raises(FileNotFoundError, match=rf"checkpoints holds no checkpoint yet: "
+                                              rf"{re.escape(str(tmp_path))} is being trained "
+                                              rf"by process {os.getppid()} on .*; wait for its "
+                                              r"first checkpoint"):
+    train.load_trained(str(tmp_path))
+  os.remove(tmp_path / workdir.LOCK_FILE)
   # An exported model (export_pretrained.py) is loaded with --pretrained: told
   # "train first", its user had nowhere to go.
   from hyperrecon_jax import pretrained

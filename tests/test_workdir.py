@@ -66,6 +66,26 @@ def test_a_second_lock_is_refused_at_once_naming_the_owner(tmp_path):
     pass
 
 
+def test_live_owner_is_a_trainer_alive_on_this_machine(tmp_path):
+  # A reader of a run without a checkpoint yet said "train first" while a
+  # trainer was at work on it.
+  path = str(tmp_path / "run")
+  assert workdir.live_owner(path) is None  # no folder, no lock file
+  proc = subprocess.Popen([sys.executable, "-c", _HOLDER, path], stdout=subprocess.PIPE,
+                          text=True)
+  try:
+    assert proc.stdout.readline() == "locked\n"
+    assert re.match(rf"process {proc.pid} on \S+ \(started ", workdir.live_owner(path))
+  finally:
+    proc.kill()
+    proc.wait()
+  assert os.path.exists(_lock_path(path))  # what kill -9 leaves: not an owner
+  assert workdir.live_owner(path) is None
+  with open(_lock_path(path), "w") as f:  # alive, but of another machine: unknown here
+    json.dump({"pid": os.getppid(), "host": "elsewhere", "started": "then"}, f)
+  assert workdir.live_owner(path) is None
+
+
 def test_a_lock_file_left_by_a_dead_process_is_taken_over(tmp_path):
   path = str(tmp_path)
   with open(_lock_path(path), "w") as f:  # what kill -9 leaves behind

@@ -99,6 +99,11 @@ def load_trained(workdir: str, step: int | None = None, *,
       raise FileNotFoundError(
           f"{workdir!r} holds an exported model (export_pretrained.py), not a training run: "
           f"give it as --pretrained={workdir}")
+    from hyperrecon_jax import workdir as workdir_lib
+    owner = workdir_lib.live_owner(workdir) if os.path.isdir(workdir) else None
+    if owner is not None:
+      raise FileNotFoundError(f"{where} holds no checkpoint yet: {workdir} is being trained "
+                              f"by {owner}; wait for its first checkpoint")
     raise FileNotFoundError(
         f"{where} holds no checkpoint: train first (experiments/train.py)"
         if os.path.isdir(workdir) else not_a_folder(workdir))
