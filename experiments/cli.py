@@ -354,11 +354,12 @@ def _finished(code) -> None:
 
   Every output is written by then, but the shutdown (joining threads, the
   libraries' exit callbacks, tearing down XLA) takes seconds with jax loaded
-  on a busy machine. A signal there ended the finished command with 130 or
-  143 and no word, and a script or scheduler took it for a failed one. While
-  Python still runs handlers, a signal ends the shutdown at once with the
-  command's status; after the exit callbacks, when Python is about to remove
-  its handlers, `_ignore_signals` ignores both to the end.
+  on a busy machine. Left to Python's default, a signal there would end the
+  finished command with 130 or 143 and no word, and a script or scheduler
+  would take it for a failed one. While Python still runs handlers, a signal
+  ends the shutdown at once with the command's status; after the exit
+  callbacks, when Python is about to remove its handlers, `_ignore_signals`
+  ignores both to the end.
 
   Args:
     code: ``SystemExit.code`` (None, a status, or a message: status 1).
@@ -370,6 +371,7 @@ def _finished(code) -> None:
 
 
 def _ignore_signals() -> None:
+  """Ignores SIGINT and SIGTERM for the rest of the shutdown (`_finished`)."""
   for s in (signal.SIGINT, signal.SIGTERM):
     signal.signal(s, signal.SIG_IGN)
 

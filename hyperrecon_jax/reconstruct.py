@@ -4,11 +4,11 @@ A NIfTI volume is a ground truth that the model's own task degrades
 retrospectively (its k-space mask and noise, its noise, or its downsampling);
 a fastMRI ``.h5`` file gives its ``reconstruction_esc``, else
 ``reconstruction_rss``, else the image of its fully sampled k-space
-(`data.fastmri.read_target`), brought to the model's grid and degraded the same
-way. `hyperrecon_jax.scans`
-reads the file into the model's slices, `volume` reconstructs them at each λ
-and puts the reconstructions back on the input's grid, in the input's
-intensity units, and `hyperrecon_jax.outputs` writes them. Since the scan
+(`data.fastmri.read_target`), brought to the model's grid and degraded by the
+same task. `hyperrecon_jax.scans` reads the file into the model's slices,
+`volume` reconstructs them at each λ and puts the reconstructions back on the
+input's grid, in the input's intensity units, and `hyperrecon_jax.outputs`
+writes them. Since the scan
 is its own ground truth, every reconstruction is also scored against it
 (`hyperrecon_jax.scan_scores`)::
 

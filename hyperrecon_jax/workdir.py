@@ -220,19 +220,21 @@ def lock(workdir: str):
     WorkdirBusyError: at once, if another live process holds the lock.
   """
   created = _first_missing(workdir)
+  with made_folder(workdir), _locked(workdir):
 
-  def undo():
-    with contextlib.suppress(OSError):
-      os.remove(os.path.join(workdir, LOCK_FILE))
-    if created is not None:
-      _remove_if_empty(workdir, created)
+    def undo():
+      with contextlib.suppress(OSError):
+        os.remove(os.path.join(workdir, LOCK_FILE))
+      if created is not None:
+        _remove_if_empty(workdir, created)
 
-  _HELD.append(undo)
-  try:
-    with made_folder(workdir), _locked(workdir):
+    # Only while the lock is this process's: the file of a lock refused as
+    # busy is another process's.
+    _HELD.append(undo)
+    try:
       yield
-  finally:
-    _HELD.remove(undo)
+    finally:
+      _HELD.remove(undo)
 
 
 # What the live `lock` blocks would undo if they raised, for `abandon`.
