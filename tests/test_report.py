@@ -826,16 +826,22 @@ def test_a_report_writer_killed_between_its_renames_leaves_the_earlier_report(tm
   assert sorted(os.listdir(tmp_path)) == ["config.json", "eval"]
 
 
+def _earlier_and_new_report(tmp_path):
+  """``(out, staging)``: a report "earlier" in ``out``, a finished one "new" beside it."""
+  out, staging = tmp_path / "eval", tmp_path / ".eval.eval-host-1-x1y2"
+  for folder, text in ((out, "earlier"), (staging, "new")):
+    folder.mkdir()
+    (folder / "lambda_grid.json").write_text(text)
+  return out, staging
+
+
 def test_a_report_published_meanwhile_by_another_writer_is_kept_and_named(tmp_path,
                                                                            monkeypatch):
   # Two evaluate.py with one --out: the slower one's second rename failed with
   # a bare "[Errno 39] Directory not empty", and the report it had moved aside
   # stayed in a hidden .old folder.
   from hyperrecon_jax.evaluators import figures
-  out, staging = tmp_path / "eval", tmp_path / ".eval.eval-host-1-x1y2"
-  for folder, text in ((out, "earlier"), (staging, "mine")):
-    folder.mkdir()
-    (folder / "lambda_grid.json").write_text(text)
+  out, staging = _earlier_and_new_report(tmp_path)
   replace = os.replace
 
   def other_writer_between(src, dst):
@@ -862,10 +868,7 @@ def test_an_interrupted_report_writer_puts_the_earlier_report_back(tmp_path, mon
   # <staging>.old, though the earlier report is to stay until the new one is
   # complete.
   from hyperrecon_jax.evaluators import figures
-  out, staging = tmp_path / "eval", tmp_path / ".eval.eval-host-1-x1y2"
-  for folder, text in ((out, "earlier"), (staging, "new")):
-    folder.mkdir()
-    (folder / "lambda_grid.json").write_text(text)
+  out, staging = _earlier_and_new_report(tmp_path)
   replace = os.replace
 
   def interrupted(src, dst):
