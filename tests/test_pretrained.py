@@ -408,6 +408,20 @@ def test_a_model_whose_info_records_no_config_digest_is_refused(shipped_copy):
     pretrained.load(SHIPPED, folder=str(shipped_copy))
 
 
+@pytest.mark.parametrize("step", [None, "abc", -1, True, 3.5])
+def test_a_model_whose_info_records_no_whole_step_is_refused(shipped_copy, step):
+  # Written by hand with its digest: load ended in a bare KeyError or ValueError.
+  description = pretrained.info(SHIPPED, str(shipped_copy))
+  if step is None:
+    del description["step"]
+  else:
+    description["step"] = step
+  pretrained.write_info(str(shipped_copy / SHIPPED), description)
+  with pytest.raises(ValueError, match=rf"info\.json: 'step' must be the checkpoint's step, a "
+                                       rf"whole number ≥ 0, got {re.escape(repr(step))}"):
+    pretrained.load(SHIPPED, folder=str(shipped_copy))
+
+
 @pytest.mark.parametrize("name", pretrained.names())
 def test_a_shipped_models_info_is_vouched_for_by_its_own_digest(name):
   with open(os.path.join(pretrained.FOLDER, name, pretrained.INFO_FILE)) as f:

@@ -163,7 +163,12 @@ def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
   variables = flax.serialization.from_state_dict(template, stored)
   variables = jax.tree_util.tree_map(
       lambda t, v: jnp.asarray(np.asarray(v), t.dtype), template, variables)
-  return config, model, variables, int(description["step"])
+  step = description.get("step")
+  if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+    # Its digest holds (the check above), so written so by hand, digest and all.
+    raise errors.InputError(f"{info_path}: 'step' must be the checkpoint's step, a whole "
+                            f"number ≥ 0, got {step!r}; export the model again")
+  return config, model, variables, step
 
 
 def _check_shapes(weights: str, config_path: str, template: dict, stored) -> None:
