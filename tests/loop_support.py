@@ -15,6 +15,7 @@ data-parallel and SIGTERM tests. conftest.py turns `build_data_dir` and
 import json
 import os
 import socket
+import time
 
 import configs
 import jax
@@ -220,3 +221,25 @@ def write_site(folder, seeds, shape=(20, 24, 16), labels=None):
       nib.save(nib.Nifti1Image(label.astype(np.int16), np.eye(4)),
                str(folder / f"sub-{seed:02d}_seg.nii.gz"))
   return str(folder)
+
+
+def signal_when(proc, ready, signum, timeout: float = 300) -> str:
+  """Sends ``signum`` to ``proc`` once ``ready()`` (or once it ended); its stderr at its end.
+
+  Args:
+    proc: a ``subprocess.Popen`` with ``stderr=PIPE`` and ``text=True``.
+    ready: polled every 20 ms until it returns true.
+    signum: the signal.
+    timeout: seconds to wait for ``proc`` to end after the signal (then
+      ``subprocess.TimeoutExpired``, and ``proc`` is killed).
+  """
+  try:
+    deadline = time.time() + 300
+    while not ready() and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.02)
+    proc.send_signal(signum)
+    return proc.communicate(timeout=timeout)[1]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()

@@ -555,20 +555,6 @@ def test_a_workdir_being_trained_refuses_a_second_trainer(env, tmp_path):
   assert os.listdir(workdir) == []
 
 
-def _signal_when(proc, ready, signum) -> str:
-  """Sends ``signum`` to ``proc`` once ``ready()`` (or once it ended); its stderr at its end."""
-  try:
-    deadline = time.time() + 300
-    while not ready() and proc.poll() is None and time.time() < deadline:
-      time.sleep(0.02)
-    proc.send_signal(signum)
-    return proc.communicate(timeout=300)[1]
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
-
-
 def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
   workdir = tmp_path / "run"
   # Started with SIGINT ignored, as a shell starts background jobs (and as CI
@@ -586,7 +572,7 @@ def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
   # The lock exists once the script is past its imports and flags; from then
   # on, wherever the signal lands (initialization, compilation, a step), the
   # script must end the same way.
-  stderr = _signal_when(proc, (workdir / workdir_lib.LOCK_FILE).exists, signal.SIGINT)
+  stderr = loop_support.signal_when(proc, (workdir / workdir_lib.LOCK_FILE).exists, signal.SIGINT)
   assert proc.returncode == 130, stderr[-3000:]
   assert "Traceback" not in stderr, stderr[-3000:]
   assert stderr.strip().splitlines()[-1].startswith("interrupted"), stderr[-3000:]
@@ -734,14 +720,10 @@ cli.run(main)
 """
   proc = subprocess.Popen([sys.executable, "-c", program], env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    assert proc.stdout.readline() == "shutting down\n"
-    proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=60)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+  said = []
+  stderr = loop_support.signal_when(proc, lambda: said.append(proc.stdout.readline()) or True,
+                                    signum, timeout=60)
+  assert said == ["shutting down\n"]
   assert proc.returncode == 3, (proc.returncode, stderr[-3000:])
 
 
@@ -893,7 +875,7 @@ def test_sigterm_during_an_export_leaves_nothing_and_exits_143(env, trained, tmp
       stderr=subprocess.PIPE, text=True, cwd=REPO)
   # Once the staging folder holds the weights, the export is scoring them.
   staged = str(folder / ".mine.export-*" / "mine" / "weights.msgpack")
-  stderr = _signal_when(proc, lambda: glob.glob(staged), signal.SIGTERM)
+  stderr = loop_support.signal_when(proc, lambda: glob.glob(staged), signal.SIGTERM)
   assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
   assert "Traceback" not in stderr, stderr[-3000:]
   assert stderr.strip().splitlines()[-1] == "interrupted", stderr[-3000:]

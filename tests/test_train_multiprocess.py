@@ -40,6 +40,7 @@ from loop_support import TRAJECTORY_RTOL
 from loop_support import child_env
 from loop_support import free_port
 from loop_support import read_metrics
+from loop_support import signal_when
 import numpy as np
 import pytest
 
@@ -454,17 +455,16 @@ def test_a_signal_while_waiting_for_the_run_to_join_ends_the_process_at_once(dat
                                                                               signum):
   """Inside jax.distributed.initialize the signal waited for --join_timeout (300 s)."""
   proc, workdir = _one_process(data_dir, tmp_path, "run", free_port(), 0, timeout=120)
-  try:
-    line = proc.stderr.readline()
-    assert line.startswith("joining a run of 2 processes at 127.0.0.1:"), line
+  said = []
+
+  def waiting():
+    said.append(proc.stderr.readline())
     time.sleep(1)  # into the wait
-    proc.send_signal(signum)
-    # Well before the 120 s join timeout, which ended the process with status 2.
-    _, stderr = proc.communicate(timeout=60)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+    return True
+
+  # Well before the 120 s join timeout, which ended the process with status 2.
+  stderr = signal_when(proc, waiting, signum, timeout=60)
+  assert said[0].startswith("joining a run of 2 processes at 127.0.0.1:"), said
   assert proc.returncode == 128 + signum, stderr[-3000:]
   assert stderr.strip().splitlines()[-1] == "interrupted", stderr[-3000:]
   assert not workdir.exists()
