@@ -93,12 +93,10 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
 def unscored_lines(result: dict, shown: int = 5) -> list[str]:
   """What a report's statistics left out, and why, for the terminal.
 
-  With images in [0, 1] a reconstruction's PSNR is NaN or −inf only when the
-  reconstruction holds NaN or ±inf, or values so large that its float32
-  squared error overflows (+inf, an exact match, does not come from a
-  model): such slices are counted first, as a model that diverged or
-  overflows. Then, per metric, the slices left out of its statistics
-  (`results.summarize`'s ``unscored``).
+  The slices whose reconstruction is not finite at some λ
+  (`results.reconstructions_not_finite`) are counted first, as a model that
+  diverged or overflows. Then, per metric, the slices left out of its
+  statistics (`results.summarize`'s ``unscored``).
 
   Args:
     result: a report's result (`run`).
@@ -107,8 +105,9 @@ def unscored_lines(result: dict, shown: int = 5) -> list[str]:
   Returns:
     Warning lines, without the ``warning:`` prefix.
   """
+  from hyperrecon_jax import results
   psnr = result.get("per_slice", {}).get("psnr", [])
-  broken = sum(any(v is None for v in row) for row in psnr)
+  broken = int(results.reconstructions_not_finite(psnr).any(axis=1).sum())
   lines = [f"the model's reconstructions are not finite (NaN, ±inf, or too large for "
            f"float32) on {broken} of {len(psnr)} slices at some λ: it diverged or overflows "
            "on these inputs, and their scores are left out"] if broken else []

@@ -26,6 +26,21 @@ def floats(x):
   return [floats(v) for v in x]
 
 
+def reconstructions_not_finite(psnr) -> np.ndarray:
+  """(S, G) True where a reconstruction is not finite, read from its PSNR.
+
+  With images in [0, 1] a reconstruction's PSNR is NaN when it holds NaN,
+  and −inf when it holds ±inf or values so large that its float32 squared
+  error overflows; +inf, an exact match, does not come from a model.
+
+  Args:
+    psnr: [S][G] per-slice PSNR, None or NaN where not finite (`floats`).
+  """
+  values = [[np.nan if v is None else v for v in row] for row in psnr]
+  return ~np.isfinite(np.array(values, np.float64).reshape(len(values), -1) if values
+                      else np.zeros((0, 0)))
+
+
 def _py(v):
   return v.item() if isinstance(v, np.generic) else v
 

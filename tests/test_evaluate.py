@@ -187,6 +187,14 @@ def test_result_json_round_trip():
     results.from_json('{"mean": {}}')
 
 
+def test_reconstructions_not_finite_are_the_psnrs_a_result_cannot_hold():
+  # None is how a result stores a value that is not finite; +inf (an exact
+  # match) counts too: a result cannot tell it from NaN once stored.
+  got = results.reconstructions_not_finite([[20.0, None, np.nan], [-np.inf, np.inf, 0.0]])
+  np.testing.assert_array_equal(got, [[False, True, True], [True, True, False]])
+  assert results.reconstructions_not_finite([]).shape == (0, 0)
+
+
 def test_a_result_changed_after_it_was_written_is_refused():
   # A digit changed in a report (18.79 dB → 19.79) was summarized as measured.
   result = _result()

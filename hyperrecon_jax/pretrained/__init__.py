@@ -303,13 +303,11 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
 
 
 def check_finite_reconstructions(psnr, lambdas, model: str, slices: str) -> None:
-  """Refuses a model whose reconstructions hold NaN or ±inf, read from their PSNR.
+  """Refuses a model whose reconstructions are not finite, read from their PSNR.
 
-  With images in [0, 1] a reconstruction's PSNR is NaN when it holds NaN,
-  and −inf when it holds ±inf or values so large that its float32 squared
-  error overflows; +inf, an exact match, does not come from a model. Such a
-  model passes the float16 range check (its parameters are finite) when it
-  overflows only on some inputs.
+  (`results.reconstructions_not_finite`.) Such a model passes the float16
+  range check (its parameters are finite) when it overflows only on some
+  inputs.
 
   Args:
     psnr: [S][G] per-slice PSNR, None or NaN where not finite (`results.floats`).
@@ -320,13 +318,13 @@ def check_finite_reconstructions(psnr, lambdas, model: str, slices: str) -> None
   Raises:
     InputError: naming how many slices and the first λ.
   """
-  values = np.array([[np.nan if v is None else v for v in row] for row in psnr], np.float64)
-  bad = ~np.isfinite(values)
+  from hyperrecon_jax import results
+  bad = results.reconstructions_not_finite(psnr)
   if bad.any():
     lam = lambdas[int(np.flatnonzero(bad.any(axis=0))[0])]
     raise errors.InputError(
         f"{model}: the model's reconstructions are not finite (NaN, ±inf, or too large "
-        f"for float32) on {int(bad.any(axis=1).sum())} of {len(values)} of {slices}, first "
+        f"for float32) on {int(bad.any(axis=1).sum())} of {len(bad)} of {slices}, first "
         f"at λ = {':'.join(f'{v:g}' for v in np.atleast_1d(lam))}: it diverged or "
         "overflows on these inputs; nothing was exported")
 
