@@ -346,9 +346,12 @@ def test_a_run_records_its_splits_and_is_guarded_by_them(records, folders, tmp_p
   moved = set(records[0]["splits"]["train"]) & set(records[1]["splits"]["test"])
   # Resuming on the grown folder is refused with the workdir as it was.
   before = loop_support.snapshot(workdir)
+  capsys.readouterr()
   with pytest.raises(data.DataError, match="the train split of .* is not the one"):
     train.train_and_evaluate(_config(folder, data_dir, num_steps=4, eval_every=2), workdir)
   assert loop_support.snapshot(workdir) == before
+  # Nor does it say it resumes, before the refusal.
+  assert "resuming" not in capsys.readouterr().err
   # A report of its test split is refused before it writes anything.
   message = f"holds {len(moved)} of the volumes the run in {workdir} learned from"
   with pytest.raises(data.DataError, match=message):

@@ -176,7 +176,7 @@ def _train(config, workdir, mesh, operator, owner):
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P("data"))
   model = state_lib.build_model(config)
-  state, start, read = _start(config, workdir, model, replicated, owner)
+  state, start, read, resuming = _start(config, workdir, model, replicated, owner)
   if start >= int(config.train.num_steps):
     return state
   # Before anything is written: a run goes on with the splits it began with,
@@ -189,6 +189,7 @@ def _train(config, workdir, mesh, operator, owner):
   rerecord = bool(start) and splits is not None and not os.path.exists(record_path)
   if start:
     split_record.check_resume(workdir, splits)
+    print(resuming, file=sys.stderr)
   if owner:
     for line in summary.describe(config.data):
       print(line, file=sys.stderr)
@@ -241,9 +242,11 @@ def _train(config, workdir, mesh, operator, owner):
 
 
 def _start(config, workdir, model, replicated, owner):
-  """``(state, start step, examples read)``: the newest intact checkpoint, or step 0.
+  """``(state, start step, examples read, note)``: the newest intact checkpoint, or step 0.
 
-  The examples read are where the run's data resumes (`examples_read`).
+  The examples read are where the run's data resumes (`examples_read`). The
+  note (``None`` at step 0) says what the run resumes from, once the resumed
+  run's data has been checked against the splits it began with.
   """
   state = jax.device_put(state_lib.create_state(
       config, model, streams.key(int(config.train.seed), "init")), replicated)
@@ -269,8 +272,9 @@ def _start(config, workdir, model, replicated, owner):
       print(f"warning: {workdir} has no usable checkpoint: the damaged ones (steps "
             f"{', '.join(damaged)}) are in {os.path.join(workdir, checkpoints.DAMAGED_DIR)}; "
             "training starts again from step 0", file=sys.stderr)
-    return state, 0, 0
+    return state, 0, 0, None
   start, total = restored.step, int(config.train.num_steps)
+  resuming = None
   if start >= total:
     print(f"nothing to do: {workdir} is at step {start} and "
           f"config.train.num_steps={total}", file=sys.stderr)
@@ -278,11 +282,10 @@ def _start(config, workdir, model, replicated, owner):
     # A run stored before a field was added has that field's compatible value.
     stored = json.loads(configuration.from_stored(stored_config).to_json())
     changed = run_fields.changed_fields(stored, json.loads(config.to_json()))
-    print(f"resuming from step {start}" + (
-        f"; changed since that checkpoint: {'; '.join(changed)}" if changed else ""),
-        file=sys.stderr)
+    resuming = f"resuming from step {start}" + (
+        f"; changed since that checkpoint: {'; '.join(changed)}" if changed else "")
   return (jax.device_put(restored.state, replicated), start,
-          examples_read(restored.data_state, stored_config))
+          examples_read(restored.data_state, stored_config), resuming)
 
 
 def examples_read(data_state: dict, stored_config: dict) -> int:
