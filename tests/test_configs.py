@@ -401,8 +401,13 @@ def test_an_evaluator_that_does_not_exist_is_refused_before_training():
   config.evals["lamda_set"] = {}  # a typo: evaluate.py refused it after training
   with pytest.raises(train.ConfigError, match=r"config.evals names no evaluator \['lamda_set'\]"):
     train.check_config(config)
-  del config.evals["lamda_set"], config.evals["lambda_set"]
-  train.check_config(config)  # a report needs lambda_set; training does not
+  del config.evals["lamda_set"]
+  train.check_config(config)
+  # Trained without it, the run could never be reported on: evaluate.py's
+  # overrides cannot add an evaluator to the stored config.
+  del config.evals["lambda_set"]
+  with pytest.raises(train.ConfigError, match=r"config.evals must hold lambda_set"):
+    train.check_config(config)
 
 
 def test_a_grid_of_too_many_lambdas_is_refused_before_training():

@@ -89,13 +89,11 @@ class Context:
     return int(self.config.eval.chunk)
 
 
-def chosen(config, *, report: bool = True) -> list[tuple[str, Any, Any]]:
+def chosen(config) -> list[tuple[str, Any, Any]]:
   """``(name, module, settings)`` of every evaluator of ``config.evals``, in `ORDER`.
 
   Args:
     config: the experiment config.
-    report: whether a report is made of them now, which needs ``lambda_set``;
-      False for a config checked before training.
   """
   evals = config.get("evals")
   if evals is None:
@@ -104,16 +102,16 @@ def chosen(config, *, report: bool = True) -> list[tuple[str, Any, Any]]:
   unknown = sorted(set(evals) - set(ORDER))
   if unknown:
     raise errors.InputError(f"config.evals names no evaluator {unknown}; they are {ORDER}")
-  if report and "lambda_set" not in evals:
+  if "lambda_set" not in evals:
     raise errors.InputError("config.evals must hold lambda_set: every other evaluator "
                             "builds on its scores")
   return [(name, importlib.import_module(f"hyperrecon_jax.evaluators.{name}"), evals[name])
           for name in ORDER if name in evals]
 
 
-def check(config, *, report: bool = True) -> None:
-  """Checks the settings of every chosen evaluator (no files read); ``report`` as in `chosen`."""
-  for _, module, settings in chosen(config, report=report):
+def check(config) -> None:
+  """Checks the settings of every chosen evaluator (no files read)."""
+  for _, module, settings in chosen(config):
     if hasattr(module, "check"):
       module.check(config, settings)
 

@@ -366,7 +366,9 @@ def _check_evals(config) -> None:
     return  # a config of before the evaluators were chosen: every one of them
   from hyperrecon_jax import evaluators  # they import this module
   try:
-    evaluators.check(config, report=False)
+    # A report needs lambda_set, and evaluate.py's overrides can change an
+    # evaluator's settings but not add one the stored config lacks.
+    evaluators.check(config)
   except errors.InputError as e:
     raise ConfigError(str(e)) from None
 
