@@ -117,10 +117,17 @@ def _row(workdir: str) -> tuple[str, dict]:
 
 
 def _data_text(data) -> str:
-  """What decides a run's test slices: the dataset, its folder, size and split."""
+  """What decides a run's test slices and their intensities: the dataset, its folder and
+  every other data field a run is bound to (`run_fields.BOUND_FIELDS`: the size, axis,
+  split, the slices kept and the intensity scale)."""
+  from hyperrecon_jax.train import run_fields
   folder = os.path.realpath(data.manual_dir) if data.manual_dir else "embedded"
-  return (f"{data.name} ({folder}), {data.image_size}², axis {data.axis}, split seed "
-          f"{data.split_seed}, fractions {tuple(data.split_fractions)}")
+  fields = [f.split(".", 1)[1] for f in run_fields.BOUND_FIELDS
+            if f.startswith("data.") and f != "data.name"]
+  values = [tuple(v) if isinstance(v, (list, tuple)) else v
+            for v in (data.get(f) for f in fields)]
+  return f"{data.name} ({folder}), " + ", ".join(
+      f"{f}={v}" for f, v in zip(fields, values))
 
 
 def _warn_not_finite(path: str, result: dict) -> None:

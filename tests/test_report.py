@@ -575,6 +575,21 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert re.search(r"error: the reports differ in their task \(.*: acceleration=8\.0, .*; "
                    r".*: acceleration=4\.0, ", proc.stderr), proc.stderr
+  # So did runs of other slices or intensities of the same dataset: every
+  # data field a run is bound to decides them.
+  other_data = edited("other_data", lambda r: r.pop("baselines"))
+  shutil.rmtree(other_data / "checkpoints")
+  config_gap = ml_collections.ConfigDict(config_k4.to_dict())
+  config_gap.data.percentile = float(config_k4.data.percentile) - 0.5
+  mngr = checkpoints.manager(str(other_data))
+  checkpoints.save(mngr, 1, train.create_state(config_gap, model, jax.random.key(0)), {},
+                   config_gap)
+  mngr.close()
+  proc = summarize(without_unets, other_data)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert re.search(rf"error: the reports differ in their data \(.*: .*percentile="
+                   rf"{config_k4.data.percentile}; .*: .*percentile="
+                   rf"{config_gap.data.percentile}\)", proc.stderr), proc.stderr
   # Every vertex beside its Unet, found by loss weighting: λ = (1, 0.5, 0.3)
   # weights the first term alone, as (1, 0, 0) does, and lost its Unet.
   assert row[9].count("(") == 4, row
