@@ -140,6 +140,15 @@ def main(argv):
                            source=source,
                            chunk=_CHUNK.value, segmenter=segmenter, grid=_GRID.value,
                            design=_SAMPLES.value, seed=_SEED.value)
+    # Also compiles the first slider move's program before the page is served.
+    bad = ex.not_finite_points(0)
+    if bad:
+      probed = ex.num_coeffs + 1
+      print(f"warning: {name}'s reconstructions of the first slice are not finite (NaN or "
+            f"±inf) at {len(bad)} of the {probed} points probed, each loss term alone and "
+            f"the centre (coefficients {', '.join(map(str, bad))}): the model diverged or "
+            "overflows on these inputs; its images there are black and its metrics n/a",
+            file=sys.stderr)
     try:  # the port may have been taken while the model loaded
       server = explorer.make_server(ex, _HOST.value, _PORT.value)
     except OSError as e:

@@ -221,6 +221,20 @@ def test_a_plain_unet_or_a_misplaced_design_is_refused(run_a):
     explorer.Explorer(config, model, variables, name="plain", step=step)
 
 
+def test_the_points_where_a_diverged_model_is_not_finite_are_found(server, run_a):
+  # A diverged model was served without a word: black images, n/a metrics.
+  # One BatchNorm variance of −2 folds to rsqrt(−2 + eps), NaN at every λ.
+  ex, _, (config, model, variables) = server
+  assert ex.not_finite_points(0) == []
+  stats = jax.tree_util.tree_map(np.array, variables["batch_stats"])
+  stats["body"]["bn_enc0_a"]["var"][:] = -2.0
+  broken = explorer.Explorer(config, model, {**variables, "batch_stats": stats},
+                             name="broken", step=6)
+  # The two terms alone and the centre of the simplex, in that order.
+  assert broken.not_finite_points(0) == [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
+  assert broken.error_scale(0) == 1.0  # the NaN errors count as 0: nothing is drawn white
+
+
 def test_user_images_replace_the_split(run_a):
   config, model, variables, step = train.load_trained(run_a["workdir"])
   images = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)

@@ -128,6 +128,7 @@ class Explorer:
     # second request for a slice being scaled computes the same value again.
     self._lock = threading.Lock()
     self._error_scales = {}
+    self._not_finite = {}
 
   def _load_slices(self, split, images, slices, source, seed):
     """Sets the slices (a split's, or ``images``), their source and their network inputs."""
@@ -223,19 +224,34 @@ class Explorer:
     beyond it is saturated: a vertex of a poor model must not turn every
     other error image black), and 1.0 for a slice reconstructed exactly.
     """
+    return self._probe(slice_index)[0]
+
+  def not_finite_points(self, slice_index) -> list:
+    """The loss coefficients, of the points `error_scale` probes (each term alone
+    and the simplex's centre), at which the slice's reconstruction is not finite.
+
+    A model that diverged is served all the same, its images black and its
+    metrics n/a: ``explore.py`` probes the first slice at start-up to say so.
+    """
+    return self._probe(slice_index)[1]
+
+  def _probe(self, slice_index):
+    """(`error_scale`, `not_finite_points`) of a slice, computed once."""
     i = self.check_slice(slice_index)
     with self._lock:
       if i in self._error_scales:
-        return self._error_scales[i]
+        return self._error_scales[i], self._not_finite[i]
     k = self.num_coeffs
     probes = np.concatenate([np.eye(k), np.full((1, k), 1.0 / k)]).astype(np.float32)
-    errors = np.stack([np.abs(self._reconstruction(i, c)[0] - self.images[i]) for c in probes])
-    errors = np.nan_to_num(errors, nan=0.0)  # a NaN pixel must not make the scale NaN
+    recons = np.stack([self._reconstruction(i, c)[0] for c in probes])
+    not_finite = [rounded(c) for c, r in zip(probes, recons) if not np.all(np.isfinite(r))]
+    # A NaN pixel must not make the scale NaN.
+    errors = np.nan_to_num(np.abs(recons - self.images[i]), nan=0.0)
     scale = min(float(np.percentile(errors, ERROR_PERCENTILE)) or float(errors.max()) or 1.0,
                 1.0)
-    with self._lock:  # a concurrent request may have stored the same value
-      self._error_scales[i] = scale
-    return scale
+    with self._lock:  # a concurrent request may have stored the same values
+      self._error_scales[i], self._not_finite[i] = scale, not_finite
+    return scale, not_finite
 
   def reconstruct(self, slice_index, lam=None, coeffs=None) -> dict:
     """A slice at one point (``lam`` or ``coeffs``): its images (PNG data URLs) and metrics."""
