@@ -140,6 +140,11 @@ def main(argv):
                            source=source,
                            chunk=_CHUNK.value, segmenter=segmenter, grid=_GRID.value,
                            design=_SAMPLES.value, seed=_SEED.value)
+    if images is None and _DATA.value is None and split == "train":
+      # Allowed (a look at the fit), as evaluate.py allows it, and said as it says it.
+      print("note: the train split is the one the model learned from"
+            + (" and so did the segmenter" if segmenter is not None else "")
+            + ": its scores are not held out", file=sys.stderr)
     # Also compiles the first slider move's program before the page is served.
     bad = ex.not_finite_points(0)
     if bad:

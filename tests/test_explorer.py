@@ -536,9 +536,11 @@ def test_a_busy_port_is_one_error_line_naming_it(env):
 
 
 def test_the_script_serves_until_ctrl_c(run_a, env):
+  # The train split, which is served with a note that its scores are not held out.
   proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "explore.py"),
-                           f"--workdir={run_a['workdir']}", "--port=0"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                           f"--workdir={run_a['workdir']}", "--port=0", "--split=train"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=REPO)
   try:
     line = proc.stdout.readline()
     match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
@@ -553,6 +555,8 @@ def test_the_script_serves_until_ctrl_c(run_a, env):
     if proc.poll() is None:
       proc.kill()
   assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+  assert ("note: the train split is the one the model learned from: its scores are not "
+          "held out") in err, err
 
 
 def test_the_script_explores_a_users_nifti_volume(run_a, env, tmp_path):
