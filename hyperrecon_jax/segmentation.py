@@ -170,15 +170,44 @@ def _train_step(module, optimizer, num_classes):
   return step
 
 
-def _check_integer(name: str, value, low: int) -> None:
+def _check_integer(name: str, value, low: int, why: str = "") -> None:
+  """Refuses ``value`` unless it is an integer ≥ ``low``.
+
+  Args:
+    name: the setting, as the message names it.
+    value: its value.
+    low: the smallest value allowed.
+    why: said after the refusal, e.g. why ``name`` is the setting read.
+
+  Raises:
+    InputError: naming ``name`` and ``value``.
+  """
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-    raise errors.InputError(f"{name} must be an integer ≥ {low}, got {value!r}")
+    raise errors.InputError(f"{name} must be an integer ≥ {low}, got {value!r}{why}")
 
 
 def _check_rate(name: str, value) -> None:
+  """Refuses a learning rate that is not a positive number float32 can hold.
+
+  Adam's steps are float32: a rate beyond its largest number is ∞, and
+  every parameter would be NaN after the first step.
+
+  Args:
+    name: the setting, as the message names it.
+    value: its value.
+
+  Raises:
+    InputError: naming ``name`` and ``value``.
+  """
+  # Imported here: the train package imports this module (through grid).
+  from hyperrecon_jax.train import config_checks
   if isinstance(value, bool) or not (isinstance(value, (int, float)) and np.isfinite(value)
                                      and value > 0):
     raise errors.InputError(f"{name} must be a positive finite number, got {value!r}")
+  if value > config_checks.FLOAT32_MAX:
+    raise errors.InputError(
+        f"{name} must be a positive finite number, got {value!r}: beyond float32's largest "
+        f"number, {config_checks.FLOAT32_MAX:.6g}, it is ∞ in the training step")
 
 
 def check_settings(num_classes, channels, steps, batch_size, lr) -> None:
@@ -384,13 +413,16 @@ def settings(config) -> dict:
   model's ``model.channels``.
 
   Raises:
-    InputError: a ``segmenter`` field out of range, named as the config field;
-      then a ``data`` field or ``train.seed`` (as `train.check_config` names
-      them).
+    InputError: a ``segmenter`` field out of range, named as the config field
+      (``model.channels`` where it gives the width); then a ``data`` field or
+      ``train.seed`` (as `train.check_config` names them).
   """
   from hyperrecon_jax.train import config_checks
   s = config.segmenter
   _check_integer("config.segmenter.channels", s.channels, 0)  # 0: the model's
+  if not s.channels:
+    _check_integer("config.model.channels", config.model.channels, 1,
+                   " (the segmenter's width, since config.segmenter.channels is 0)")
   _check_integer("config.segmenter.steps", s.steps, 1)
   _check_rate("config.segmenter.lr", s.lr)
   _check_integer("config.train.batch_size", config.train.batch_size, 1)

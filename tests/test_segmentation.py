@@ -8,6 +8,7 @@ check that the evaluator scores what it segments).
 import functools
 import json
 import os
+import re
 
 import configs
 import flax.linen as nn
@@ -180,6 +181,35 @@ def test_the_settings_come_from_the_config_segmenter_section():
     bad[section][name] = value
     with pytest.raises(ValueError, match=message):
       segmentation.settings(bad)
+
+
+def test_the_width_and_rate_are_refused_as_the_config_fields_they_come_from():
+  config = configs.load("demo_ao")
+  config.segmenter.update(channels=0, lr=1e-3)
+  config.model.channels = 0
+  # segmenter.channels 0 takes the width from model.channels: that field is named.
+  with pytest.raises(ValueError, match=r"^config\.model\.channels must be an integer ≥ 1, "
+                                       r"got 0 \(the segmenter's width, since "
+                                       r"config\.segmenter\.channels is 0\)$"):
+    segmentation.settings(config)
+  config.segmenter.channels = 3  # model.channels is then not the segmenter's
+  assert segmentation.settings(config)["channels"] == 3
+  # The bound is float32's largest number, (2 - 2**-23)·2**127 written out, as
+  # train.lr's: it passes; a larger rate, such as 1e39 (∞ in float32), is refused.
+  largest = float(2**128 - 2**104)
+  with np.errstate(over="ignore"):
+    assert np.float32(1e39) == np.inf and np.float32(largest) == largest
+  config.segmenter.lr = largest
+  assert segmentation.settings(config)["lr"] == largest
+  for lr in (1e39, float(np.nextafter(largest, np.inf))):
+    config.segmenter.lr = lr
+    with pytest.raises(ValueError, match=rf"^config\.segmenter\.lr must be a positive finite "
+                                         rf"number, got {re.escape(repr(lr))}: beyond float32's "
+                                         r"largest number, 3\.40282e\+38, it is ∞"):
+      segmentation.settings(config)
+  # The library's own check, before any data is read.
+  with pytest.raises(ValueError, match=r"^lr must be a positive finite number, got 1e\+39"):
+    segmentation.check_settings(None, 4, 3, 4, 1e39)
 
 
 class _Scale(nn.Module):
