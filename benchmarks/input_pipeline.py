@@ -12,22 +12,31 @@ loop reads (the config's split, augmentation and batch size; without labels,
 as the loop asks, unless ``--labels=true``; as many batches read ahead as the
 loop, or as threads where there are more), after one batch that decodes the
 split, in ``--repeats`` runs of ``--batches`` batches (median reported).
+
+The config is checked as ``train.py`` checks it: a config file that does not
+load, an unknown field or a setting training refuses is one ``error:`` line
+with exit status 2, before anything is read.
 """
 
 import json
 import os
 import statistics
+import sys
 import time
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
+
+# The config flag and its one-line errors are the experiments' scripts'.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+import cli
+import cli_config
 import provenance
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "experiments", "configs", "pretrained_dc_tv_256.py"),
-    "The training config whose data and batch size are read.")
+_CONFIG = cli_config.define_config_file(
+    "The training config whose data and batch size are read.",
+    default=os.path.join(_ROOT, "experiments", "configs", "pretrained_dc_tv_256.py"))
 _THREADS = flags.DEFINE_multi_integer("threads", [2], "Reader threads (0: the caller's "
                                       "thread); repeat to measure several.")
 _LABELS = flags.DEFINE_multi_enum("labels", ["false"], ["false", "true"],
@@ -40,9 +49,18 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
 def main(argv):
   del argv
   provenance.quiet_logs()
+  from hyperrecon_jax import train
+  with cli.user_errors():
+    config = cli_config.checked_config(_CONFIG)
+    train.check_config(config)
+    # A missing or damaged dataset is the user's to fix too.
+    _measure(config)
+
+
+def _measure(config) -> None:
+  """Prints one JSON line for each of ``--labels`` and ``--threads``."""
   from hyperrecon_jax import data
   from hyperrecon_jax.data import pipeline
-  config = _CONFIG.value
   batch_size = int(config.train.batch_size)
   for labels in _LABELS.value:
     for threads in _THREADS.value:
@@ -70,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -56,6 +56,9 @@ def _asked_for_help(exit_: SystemExit) -> bool:
 def parse_flags(argv):
   """absl flag parsing whose errors (a bad ``--config.x.y=v`` too) are one line.
 
+  The config flag is named as the command names it (`config_flag_names`):
+  ``--recipe`` for ``benchmarks/throughput.py``.
+
   Arguments that are not flags are an error too (no script takes any), and so
   is a flag given an empty value (``--out=``, e.g. from an unset shell
   variable): no flag of the scripts means anything when empty, and a silent
@@ -102,14 +105,40 @@ def parse_flags(argv):
   sys.exit(2)
 
 
-def _config_argument(argv) -> str:
-  """The ``--config`` value of ``argv`` (``path[:arg]``), or ''."""
+def config_flag_names() -> list[str]:
+  """The names of the command's config flags, e.g. ``config``, or throughput.py's ``recipe``.
+
+  Returns:
+    The names of the defined ``ml_collections`` config flags, sorted; ``['config']``
+    where the command defines none.
+  """
+  from absl import flags
+  # ml_collections' config flags are of a private class; its public
+  # get_config_filename reads this property (which raises before parsing,
+  # so the class is asked, not the flag).
+  names = {flags.FLAGS[name].name for name in flags.FLAGS
+           if hasattr(type(flags.FLAGS[name]), "config_filename")}
+  return sorted(names) or ["config"]
+
+
+def _config_argument(argv) -> tuple[str, str]:
+  """The config flag that ``argv`` gives, and its value.
+
+  Args:
+    argv: the command line.
+
+  Returns:
+    ``(name, value)``: the first of `config_flag_names` given in ``argv``
+    and its value (``path[:arg]``); else the first name and ''.
+  """
+  names = config_flag_names()
   for i, arg in enumerate(argv[1:], 1):
-    if arg.startswith("--config="):
-      return arg[len("--config="):]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return ""
+    for name in names:
+      if arg.startswith(f"--{name}="):
+        return name, arg[len(f"--{name}="):]
+      if arg == f"--{name}" and i + 1 < len(argv):
+        return name, argv[i + 1]
+  return names[0], ""
 
 
 def _empty_flag(values) -> str | None:
@@ -133,10 +162,10 @@ def _flag_error(error, argv=()) -> str:
     return f"cannot load the config file {path}: {reason.group(1) if reason else attempt}"
   if isinstance(error, OSError) and error.filename:
     return f"cannot load the config file {error.filename}: {error.strerror}"
-  config = _config_argument(argv)
-  if "--config must have a value other than None" in text:
+  name, config = _config_argument(argv)
+  if f"--{name} must have a value other than None" in text:
     if not config:  # absl's required-flag check, in ml_collections' words
-      return "--config is required: give the experiment's config file (try --help)"
+      return f"--{name} is required: give the experiment's config file (try --help)"
     return f"the config file {config}: get_config() returned None, not a config"
   if "Error whilst parsing config file" in str(error):
     return _traceback_error(str(error), config)
@@ -161,7 +190,7 @@ def _traceback_error(text: str, config: str) -> str:
 
 
 def _failed_config_file(values) -> str | None:
-  """Why a ``--config`` file could not be loaded, or None.
+  """Why a config file (``--config``, ``--recipe``) could not be loaded, or None.
 
   ml_collections parses a missing or unreadable config file without error
   and raises only when the config is first read.
@@ -195,7 +224,7 @@ def _unloaded_config_file(error) -> str | None:
 def _config_file_error(error, argv) -> str | None:
   """``error`` raised by the code of a config file, as one line naming it; else None."""
   import traceback
-  config = _config_argument(argv)
+  _, config = _config_argument(argv)
   path = os.path.abspath(config.partition(":")[0])
   if (isinstance(error, SyntaxError) and error.filename
       and os.path.abspath(error.filename) == path):

@@ -21,12 +21,13 @@ def default_config():
 # e.g. hparams.endpoint_prob_final) on the command line: ml_collections
 # parses such a field with its type's parser, which takes no None.
 UNSET_WORDS = ("None", "none")
-# The dotted fields `define_config_file` took out of the command line to unset.
-_unset_fields: list[str] = []
+# The dotted fields `define_config_file` took out of the command line to
+# unset, by config flag.
+_unset_fields: dict[str, list[str]] = {}
 
 
-def define_config_file(help_string: str):
-  """``--config``: an experiment's config file, whose fields ``--config.a.b=v`` overrides.
+def define_config_file(help_string: str, *, name: str = "config", default: str | None = None):
+  """``--config`` (or ``--NAME``): a config file, whose fields ``--config.a.b=v`` overrides.
 
   A field that ``configs/default.py`` leaves unset (None) also takes
   ``--config.FIELD=None`` (or ``none``), which unsets it where the config
@@ -35,13 +36,22 @@ def define_config_file(help_string: str):
 
   Args:
     help_string: the flag's help.
+    name: the flag's name, which the overrides and the error messages use.
+    default: the config file read when the flag is not given (``path[:arg]``);
+      None: none.
 
   Returns:
     The ``DEFINE_config_file`` flag holder (a locked config).
   """
   from ml_collections import config_flags
-  _unset_fields[:] = _take_unset_overrides(sys.argv, "config")
-  holder = config_flags.DEFINE_config_file("config", None, help_string, lock_config=True)
+  _unset_fields[name] = _take_unset_overrides(sys.argv, name, has_default=default is not None)
+  try:
+    holder = config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # A default file is loaded, and the overrides applied to it, as the flag
+    # is defined: before `cli.parse_flags` could name a bad one.
+    print(f"error: {override_error(e, sys.argv, [name])}", file=sys.stderr)
+    sys.exit(2)
   cli.key_flags(holder)
   return holder
 
@@ -66,7 +76,7 @@ def _placeholder_fields(template, prefix: str = "") -> list[str]:
   return found
 
 
-def _take_unset_overrides(argv: list[str], name: str) -> list[str]:
+def _take_unset_overrides(argv: list[str], name: str, has_default: bool = False) -> list[str]:
   """Removes from ``argv`` the overrides that unset a field unset by default.
 
   Overrides given before ``--config`` are left to ml_collections, which
@@ -76,6 +86,8 @@ def _take_unset_overrides(argv: list[str], name: str) -> list[str]:
   Args:
     argv: the command line, changed in place.
     name: the config flag's name.
+    has_default: whether the flag has a default file, which overrides apply
+      to when the command line names none.
 
   Returns:
     The dotted fields to unset, in order.
@@ -84,8 +96,9 @@ def _take_unset_overrides(argv: list[str], name: str) -> list[str]:
   start = next((i for i, arg in enumerate(argv)
                 if arg in (f"--{name}", f"-{name}")
                 or arg.startswith((f"--{name}=", f"-{name}="))), None)
-  if start is None:
+  if start is None and not has_default:
     return []
+  start = start or 0
   overrides = []  # (field, value, the indices it spans)
   end = argv.index("--", start) if "--" in argv[start:] else len(argv)
   for i in range(start + 1, end):  # what follows `--` is not a flag
@@ -108,7 +121,7 @@ def _take_unset_overrides(argv: list[str], name: str) -> list[str]:
 
 
 def checked_config(holder):
-  """The config of a ``--config`` file, with exactly the fields of ``configs/default.py``.
+  """The config of a `define_config_file` flag, with exactly the fields of ``configs/default.py``.
 
   A config file that drops a field (or empties a section, or sets a field to
   None) would fail deep in a run with a bare ``AttributeError`` or
@@ -142,14 +155,14 @@ def checked_config(holder):
   template = default_config()
   _compare(template, config, "config", path)
   overrides = flags.FLAGS[holder.name].override_values
-  for field in _unset_fields:
+  for field in _unset_fields.get(holder.name, ()):
     *sections, key = field.split(".")
     node = config
     for section in sections:
       node = node[section]
     node[key] = None
     overrides[field] = None
-  _refuse_text_in_numbers(overrides, template)
+  _refuse_text_in_numbers(overrides, template, holder.name)
   from hyperrecon_jax.data import common
   with config.unlocked():
     config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
@@ -181,7 +194,7 @@ def checked_config(holder):
 _TUPLES_OF_NUMBER_TUPLES = ("hparams.baselines",)
 
 
-def _refuse_text_in_numbers(overrides, template) -> None:
+def _refuse_text_in_numbers(overrides, template, flag: str = "config") -> None:
   """Refuses an override of a tuple of numbers that ml_collections kept as text.
 
   ml_collections parses ``--config.hparams.fixed="(0.1, nan)"`` with
@@ -193,6 +206,7 @@ def _refuse_text_in_numbers(overrides, template) -> None:
     overrides: ``{dotted field: value}`` of the ``--config.FIELD`` flags given.
     template: the default config, whose tuples of numbers say which fields
       hold numbers.
+    flag: the config flag's name, as the message names the override.
 
   Raises:
     InputError: naming the flag and its first element that is not a finite
@@ -208,7 +222,7 @@ def _refuse_text_in_numbers(overrides, template) -> None:
       text = ("".join(value) if all(isinstance(v, str) and len(v) == 1 for v in value)
               else ", ".join(str(v) for v in value))
       raise errors.InputError(
-          f"--config.{field}={text}: not a tuple of tuples of finite numbers (nan, inf "
+          f"--{flag}.{field}={text}: not a tuple of tuples of finite numbers (nan, inf "
           f"or a word is not one); config.{field} holds λ, e.g. ((0.2,), (0.5,))")
     default = template
     for part in field.split("."):
@@ -226,9 +240,9 @@ def _refuse_text_in_numbers(overrides, template) -> None:
         finite = False
       if not finite:
         raise errors.InputError(
-            f"--config.{field}={text}: element {i}, {element!r}, is not a finite number; "
+            f"--{flag}.{field}={text}: element {i}, {element!r}, is not a finite number; "
             f"config.{field} holds numbers, e.g. {default}")
-    raise errors.InputError(f"--config.{field}={text}: not a tuple of numbers; config.{field} "
+    raise errors.InputError(f"--{flag}.{field}={text}: not a tuple of numbers; config.{field} "
                             f"holds numbers, e.g. {default}")
 
 
@@ -257,7 +271,7 @@ def refuse_unread(holder, section: str, program: str, hint: str, read=()) -> Non
     reads = (f"reads of config.{section} only "
              + " and ".join(f.partition(".")[2] for f in read) if read
              else f"does not read config.{section}")
-    raise errors.InputError(f"--config.{unread[0]}: {program} {reads}; {hint}")
+    raise errors.InputError(f"--{holder.name}.{unread[0]}: {program} {reads}; {hint}")
 
 
 def closest_field(key: str, fields) -> str | None:
@@ -310,16 +324,29 @@ def _compare(template, node, name: str, path: str) -> None:
                               f"field{hint}")
 
 
-def override_error(error, argv) -> str:
-  """An override that names no field, as one line naming the flag and the known fields."""
+def override_error(error, argv, names=None) -> str:
+  """An override that names no field, as one line naming the flag and the known fields.
+
+  Args:
+    error: ml_collections' error.
+    argv: the command line.
+    names: the config flags' names; None: those the command defines
+      (`cli.config_flag_names`).
+
+  Returns:
+    The message.
+  """
   # ml_collections reports an unknown field as the repr of a KeyError.
   text = cli.one_line(str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'"))
   key = text.split()[0].strip("'\"") if text else ""
+  names = names or cli.config_flag_names()
   for arg in argv[1:]:
     path = arg.split("=", 1)[0]
-    if not path.startswith("--config.") or key not in path.split(".")[1:]:
+    name = path[2:].split(".", 1)[0]
+    if (not path.startswith("--") or name not in names or "." not in path
+        or key not in path.split(".")[1:]):
       continue
-    parts = path[len("--config."):].split(".")
+    parts = path[len(f"--{name}."):].split(".")
     parent = parts[:parts.index(key)]
     node = default_config()
     for part in parent:
@@ -332,7 +359,9 @@ def override_error(error, argv) -> str:
     if close and "did you mean" not in hint.lower():
       hint = f" (did you mean {close}?)"
     return f"bad override {path}: {section} has no field {key!r}{hint}{known}"
-  return f"bad --config override: {text}"
+  given = [arg[2:].split(".", 1)[0] for arg in argv[1:] if arg.startswith("--") and "." in arg]
+  name = next((n for n in given if n in names), names[0])
+  return f"bad --{name} override: {text}"
 
 
 def define_report_settings():

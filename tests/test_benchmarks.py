@@ -116,9 +116,16 @@ def test_patches_conv_is_the_per_sample_correlation(c, o):
      r"got unet$"),
 ])
 def test_a_flag_mistake_is_one_error_line_before_any_work(tmp_path, script, args, pattern):
+  _assert_refused_before_any_work(_run(tmp_path, script, *args), pattern)
+
+
+def _run(tmp_path, script, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", HYPERRECON_DATA_DIR=str(tmp_path))
-  proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], env=env,
+  return subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), *args], env=env,
                         capture_output=True, text=True, timeout=300, check=False)
+
+
+def _assert_refused_before_any_work(proc, pattern):
   assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
   assert "Traceback" not in proc.stderr and "USAGE" not in proc.stderr, proc.stderr[-3000:]
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -126,3 +133,51 @@ def test_a_flag_mistake_is_one_error_line_before_any_work(tmp_path, script, args
   # The module's docstring is the head of absl's usage text.
   assert "one JSON line" not in proc.stderr and "What each part" not in proc.stderr
   assert proc.stdout == ""  # no measurement line: nothing ran
+
+
+DEMO = os.path.join(os.path.dirname(BENCHMARKS), "experiments", "configs", "demo.py") + ":quick"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text, override, pattern", [
+    # A bare SyntaxError traceback, status 1.
+    ("def get_config(:\n", None, r"^error: config file .*recipe\.py, line 1: invalid syntax$"),
+    # It ended with the file's status, 3, and no word.
+    ("import sys\ndef get_config():\n  sys.exit(3)\n", None,
+     r"^error: config file .*recipe\.py, line 3: it calls sys\.exit\(3\) instead of "
+     r"returning a config$"),
+    # "the config file : ValueError: boom": no file, no line.
+    ("def get_config():\n  raise ValueError('boom')\n", None,
+     r"^error: config file .*recipe\.py, line 2: ValueError: boom$"),
+    # "bad --config override: nosuch".
+    (None, "--recipe.train.nosuch=1", r"^error: bad override --recipe\.train\.nosuch: "
+     r"config\.train has no field 'nosuch'; its fields: batch_size, checkpoint_every"),
+])
+def test_a_recipe_mistake_names_the_file_or_the_recipe_flag(tmp_path, text, override, pattern):
+  recipe = tmp_path / "recipe.py"
+  if text is not None:
+    recipe.write_text(text)
+  args = [f"--recipe={recipe if text is not None else DEMO}", "--benchmarks=train_step",
+          *([override] if override else [])]
+  _assert_refused_before_any_work(_run(tmp_path, "throughput.py", *args), pattern)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, pattern", [
+    # Each was a traceback (OSError, AttributeError, InputError, DataError).
+    (["--config=/no/such/config.py"],
+     r"^error: cannot load the config file /no/such/config\.py: No such file or directory$"),
+    (["--config.train.nosuch=1"], r"^error: bad override --config\.train\.nosuch: "
+     r"config\.train has no field 'nosuch'; its fields: batch_size"),
+    ([f"--config={DEMO}", "--config.train.nosuch=1"], r"^error: bad override "
+     r"--config\.train\.nosuch: config\.train has no field 'nosuch'"),
+    (["--config.train.batch_size=0"],
+     r"^error: config\.train\.batch_size must be an integer ≥ 1, got 0$"),
+    (["--config.data.name=nifti"], r"^error: nifti: manual_dir '' is not a folder\."),
+    # Measured at a size train.py refuses.
+    (["--config.data.image_size=20"],
+     r"^error: config\.data\.image_size must be a multiple of 8 .*, got 20$"),
+])
+def test_an_input_pipeline_config_mistake_is_one_error_line(tmp_path, args, pattern):
+  _assert_refused_before_any_work(_run(tmp_path, "input_pipeline.py", *args), pattern)
+  assert not any(tmp_path.iterdir())  # no dataset built
