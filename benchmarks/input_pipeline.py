@@ -42,8 +42,8 @@ _THREADS = flags.DEFINE_multi_integer("threads", [2], "Reader threads (0: the ca
 _LABELS = flags.DEFINE_multi_enum("labels", ["false"], ["false", "true"],
                                   "Batches with the split's labels (the training loop "
                                   "reads none); repeat to measure both.")
-_BATCHES = flags.DEFINE_integer("batches", 150, "Batches per timed run.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
+_BATCHES = flags.DEFINE_integer("batches", 150, "Batches per timed run.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).", lower_bound=1)
 
 
 def main(argv):

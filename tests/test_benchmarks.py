@@ -114,6 +114,8 @@ def test_patches_conv_is_the_per_sample_correlation(c, o):
      r"--benchmarks: unknown 'gird'; use \['train_step', 'grid'"),
     ("ablate_step.py", ["--sizes=unet"], r"--sizes must name one HyperRecon \(S, M or L\), "
      r"got unet$"),
+    # A StatisticsError traceback, after the dataset was read.
+    ("input_pipeline.py", ["--repeats=0"], r"--repeats=0: 0 is not a positive integer"),
 ])
 def test_a_flag_mistake_is_one_error_line_before_any_work(tmp_path, script, args, pattern):
   _assert_refused_before_any_work(_run(tmp_path, script, *args), pattern)
