@@ -4,6 +4,7 @@ import os
 import sys
 
 import cli
+import cli_flags
 
 
 def default_config():
@@ -49,7 +50,7 @@ def define_config_file(help_string: str, *, name: str = "config", default: str |
     holder = config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # A default file is loaded, and the overrides applied to it, as the flag
-    # is defined: before `cli.parse_flags` could name a bad one.
+    # is defined: before `cli_flags.parse_flags` could name a bad one.
     print(f"error: {override_error(e, sys.argv, [name])}", file=sys.stderr)
     sys.exit(2)
   cli.key_flags(holder)
@@ -331,7 +332,7 @@ def override_error(error, argv, names=None) -> str:
     error: ml_collections' error.
     argv: the command line.
     names: the config flags' names; None: those the command defines
-      (`cli.config_flag_names`).
+      (`cli_flags.config_flag_names`).
 
   Returns:
     The message.
@@ -339,7 +340,7 @@ def override_error(error, argv, names=None) -> str:
   # ml_collections reports an unknown field as the repr of a KeyError.
   text = cli.one_line(str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'"))
   key = text.split()[0].strip("'\"") if text else ""
-  names = names or cli.config_flag_names()
+  names = names or cli_flags.config_flag_names()
   for arg in argv[1:]:
     path = arg.split("=", 1)[0]
     name = path[2:].split(".", 1)[0]
