@@ -12,10 +12,11 @@ from evaluation_support import tiny_hyperunet
 import jax
 import numpy as np
 import pytest
+import scipy.ndimage
+from skimage.metrics import structural_similarity as sk_ssim
 
 from hyperrecon_jax import grid
 from hyperrecon_jax import hparams
-from hyperrecon_jax import metrics
 from hyperrecon_jax import models
 
 
@@ -83,9 +84,39 @@ def test_grid_metrics_can_return_the_reconstructions_it_scored(order):
   assert set(got) == set(plain) | {"recons"}
   for m in plain:
     np.testing.assert_allclose(got[m], plain[m], rtol=1e-6, atol=1e-7, err_msg=m)
-  kept = np.broadcast_to(target[valid][:, None], got["recons"].shape).reshape(-1, SIZE, SIZE)
-  direct = np.asarray(metrics.psnr(got["recons"].reshape(-1, SIZE, SIZE), kept)).reshape(2, G)
-  np.testing.assert_allclose(got["psnr"], direct, rtol=0, atol=1e-4)
+  # Every score against its definition in float64 on the reconstructions
+  # returned, which catches a metric called with its arguments swapped or the
+  # wrong one called. Tolerances: float32 sums of 256 pixels against float64,
+  # ~1e-6 relative (4e-6 dB); the margins as in test_metrics.py.
+  recons = got["recons"].reshape(-1, SIZE, SIZE).astype(np.float64)
+  kept = np.repeat(target[valid].astype(np.float64), G, axis=0)
+  zf_mag = np.repeat(np.hypot(zf[valid, ..., 0], zf[valid, ..., 1]).astype(np.float64), G, axis=0)
+
+  def psnr(p, t):
+    return 10 * np.log10(1 / np.mean((p - t) ** 2))
+
+  def log(x):
+    return scipy.ndimage.gaussian_laplace(x, sigma=1.5, truncate=7 / 1.5)
+
+  def minmax(x):
+    return (x - x.min()) / (x.max() - x.min())
+
+  direct = {
+      "psnr": [psnr(p, t) for p, t in zip(recons, kept)],
+      "ssim": [sk_ssim(t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                       data_range=1.0) for p, t in zip(recons, kept)],
+      "mae": [np.mean(np.abs(p - t)) for p, t in zip(recons, kept)],
+      "nmse": [np.sum((p - t) ** 2) / np.sum(t ** 2) for p, t in zip(recons, kept)],
+      "hfen": [np.linalg.norm(log(p) - log(t)) / np.linalg.norm(log(t))
+               for p, t in zip(recons, kept)],
+      "rpsnr": [psnr(minmax(p), minmax(t)) - psnr(minmax(z), minmax(t))
+                for p, z, t in zip(recons, zf_mag, kept)],
+  }
+  assert set(direct) == set(plain)
+  for m, atol, rtol in (("psnr", 1e-4, 0), ("rpsnr", 1e-4, 0), ("ssim", 1e-5, 0),
+                        ("mae", 0, 1e-5), ("nmse", 0, 1e-5), ("hfen", 0, 1e-5)):
+    np.testing.assert_allclose(got[m], np.reshape(direct[m], (2, G)), rtol=rtol, atol=atol,
+                               err_msg=m)
 
 
 def test_lambda_major_generates_the_weights_of_a_block_of_lambdas_at_once(monkeypatch):

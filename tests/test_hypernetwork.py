@@ -2,7 +2,8 @@
 
 The paper's hypernetwork (``hyper_init='reference'``, ``conditioned='all'``) is
 tested in test_models.py against the reference's counts and outputs; here the
-offset initialization and the partly conditioned Unet.
+hypernetwork's MLP against NumPy, the offset initialization and the partly
+conditioned Unet.
 """
 
 import functools
@@ -43,6 +44,10 @@ def _net(hyper_init="reference", conditioned="all", strategy="loop"):
                     else rng.normal(0, 0.3, x.shape)).astype(np.float32),
       variables["batch_stats"])
   return net, {**variables, "batch_stats": stats}
+
+
+def _f64(x):
+  return np.asarray(x, np.float64)
 
 
 def _generate(net, variables, coeffs):
@@ -182,3 +187,36 @@ def test_bad_hyper_init_raises():
   zf, coeffs = _inputs()
   with pytest.raises(errors.InputError, match=r"hyper_init must be one of .*'zeros'"):
     net.init(jax.random.key(0), zf, coeffs)
+
+
+def test_hypernetwork_is_the_documented_mlp():
+  # K → d → d → d → d Dense layers, LeakyReLU(0.01) after each, then one
+  # Dense per generated kernel and bias, against the same MLP in NumPy.
+  # Parameters drawn in [-1, 1] (weights and biases alike) so that every
+  # hidden layer has negative pre-activations, where the slope shows.
+  hyper = models.Hypernetwork(hyper_dim=8, channels=C)
+  coeffs = np.asarray(hparams.coefficients(np.array([[0.0], [0.3], [1.0]], np.float32)))
+  shapes = jax.eval_shape(hyper.init, jax.random.key(0), coeffs)
+  rng = np.random.default_rng(2)
+  params = jax.tree_util.tree_map(
+      lambda x: rng.uniform(-1, 1, x.shape).astype(np.float32), shapes)["params"]
+  got = hyper.apply({"params": params}, coeffs)
+
+  def leaky_relu(z):
+    return np.where(z >= 0, z, 0.01 * z)
+
+  h = coeffs.astype(np.float64)
+  for i in range(4):
+    layer = params[f"dense{i}"]
+    z = h @ _f64(layer["kernel"]) + _f64(layer["bias"])
+    assert (z < 0).sum() >= 3 and (z > 0).sum() >= 3, (i, z)
+    h = leaky_relu(z)
+  assert set(got) == {spec.name for spec in models.conv_specs(C)}
+  for spec in models.conv_specs(C):
+    for part, shape in (("kernel", spec.kernel_shape), ("bias", (spec.cout,))):
+      layer = params[f"{spec.name}_{part}"]
+      want = (h @ _f64(layer["kernel"]) + _f64(layer["bias"])).reshape((3,) + shape)
+      # float32 dot products of at most d + 1 = 9 terms, five layers deep:
+      # a few 1e-6 of the magnitudes summed; 1e-5 of the largest value.
+      np.testing.assert_allclose(got[spec.name][part], want, rtol=0,
+                                 atol=1e-5 * np.abs(want).max(), err_msg=spec.name)

@@ -1,5 +1,6 @@
 """Tests for hyperrecon_jax.masks."""
 
+import hashlib
 import re
 
 import numpy as np
@@ -24,6 +25,36 @@ def test_poisson_acceleration_within_5_percent(shape, accel):
   assert set(np.unique(mask)) <= {0.0, 1.0}
   got = masks.acceleration(mask)
   assert abs(got - accel) <= 0.05 * accel, got
+
+
+# Sizes of 32 and more: with at least ~100 samples one sample moves the
+# acceleration by < 1%, so the bisection can land within the default 2%.
+@pytest.mark.parametrize("shape,accel", [((256, 256), 8), ((256, 256), 4), ((64, 64), 8),
+                                         ((64, 48), 4), ((65, 37), 5), ((128, 128), 4)])
+def test_poisson_acceleration_within_the_default_rtol(shape, accel):
+  got = masks.acceleration(masks.poisson_disc(shape, accel, seed=0))
+  assert abs(got - accel) <= 0.02 * accel, got
+
+
+# (H, W), acceleration, seed -> number of samples, first 16 hex digits of the
+# SHA-256 of np.packbits(mask): the masks of the shipped models (8×, mask_seed 0).
+_PINNED_POISSON = {
+    ((256, 256), 8, 0): (8158, "08b57d9591d35f13"),
+    ((64, 64), 8, 0): (510, "920dfcd6ef459ebc"),
+}
+
+
+@pytest.mark.parametrize("key", list(_PINNED_POISSON))
+def test_poisson_masks_of_shipped_models_and_trained_runs_do_not_change(key):
+  # A workdir stores no mask: a trained run and the shipped models are
+  # evaluated on the mask `poisson_disc` draws again from the config. A
+  # change to the radius search, its tolerance or the visiting order gives
+  # them other measurements than they were trained on, without a word; so
+  # would a NumPy whose seeded permutation draws another order.
+  shape, accel, seed = key
+  mask = masks.poisson_disc(shape, accel, seed=seed)
+  digest = hashlib.sha256(np.packbits(mask.astype(bool)).tobytes()).hexdigest()[:16]
+  assert (int(mask.sum()), digest) == _PINNED_POISSON[key]
 
 
 def test_poisson_non_square():
@@ -126,6 +157,27 @@ def test_cartesian(kind, accel):
   assert (mask != masks.cartesian((64, 256), accel, kind=kind, seed=1)).any()
 
 
+@pytest.mark.parametrize("kind", ["random", "equispaced"])
+def test_cartesian_samples_the_nearest_whole_number_of_columns(kind):
+  # 64 / 6 = 10.67 columns: 11, the nearest, not 10 (the real acceleration
+  # 5.82 against 6.4).
+  mask = masks.cartesian((4, 64), 6, kind=kind, center_fraction=0.08, seed=0)
+  assert int(mask[0].sum()) == 11
+
+
+@pytest.mark.parametrize("w,center_fraction,block", [
+    (64, 0.08, range(30, 35)),  # 5 columns: 2 either side of DC 32.
+    (64, 0.0625, range(30, 34)),  # 4 columns: 2 below DC 32, 1 above.
+    (63, 0.0635, range(30, 34)),  # 4 columns: 1 below DC 31, 2 above.
+])
+def test_cartesian_centre_block_is_placed_as_fastmri_places_it(w, center_fraction, block):
+  # fastMRI: pad = (W - num_low + 1) // 2. With as many lines as the block
+  # holds (acceleration W / num_low) the mask is the block alone.
+  num_low = len(block)
+  mask = masks.cartesian((4, w), w / num_low, center_fraction=center_fraction, seed=0)
+  np.testing.assert_array_equal(np.flatnonzero(mask[0]), list(block))
+
+
 def test_cartesian_equispaced_spacing():
   mask = masks.cartesian((8, 256), 4, kind="equispaced", center_fraction=0.08)
   cols = np.flatnonzero(mask[0])
@@ -186,6 +238,17 @@ def test_bad_inputs_specific():
     masks.cartesian((64, 64), 4, center_fraction=0.0)
   with pytest.raises(ValueError, match="kind"):
     masks.cartesian((64, 64), 4, kind="spiral")
+
+
+@pytest.mark.parametrize("shape,accel,closest", [((7, 7), 4, "3.769"), ((7, 7), 2.5, "2.333"),
+                                                 ((6, 6), 8, "7.200")])
+def test_poisson_refuses_an_acceleration_it_cannot_reach_within_5_percent(shape, accel, closest):
+  # 49 or 36 pixels, 5 to 20 samples: one sample more or less moves the
+  # acceleration by 5-20%.
+  with pytest.raises(errors.InputError, match=rf"acceleration={float(accel)} cannot be reached "
+                                              rf"within 5% for shape {re.escape(str(shape))} "
+                                              rf"and calib=\(2, 2\): closest is {closest}\."):
+    masks.poisson_disc(shape, accel, seed=0)
 
 
 @pytest.mark.parametrize("accel", [2.0, 3.0])

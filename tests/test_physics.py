@@ -53,6 +53,24 @@ def test_csmri_matches_numpy_and_mask_is_centred():
   np.testing.assert_allclose(float(op.acceleration), masks.acceleration(mask), rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(63, 63), (15, 17)])
+def test_csmri_centred_mask_lines_up_with_the_fft_on_odd_sides(shape):
+  # ifftshift and fftshift differ only on an odd side, where the centre
+  # (H // 2, W // 2) of a centred mask must land on DC (0, 0), not (H-1, W-1).
+  h, w = shape
+  dc_only = np.zeros(shape, np.float32)
+  dc_only[h // 2, w // 2] = 1
+  y = np.asarray(physics.CSMRI(dc_only).forward(np.ones((1, h, w), np.float32)))[0]
+  # The orthonormal FFT of an all-ones image: sqrt(H·W) at DC, 0 elsewhere.
+  # float32 FFT, relative error ~ eps·log2(H·W) ≈ 1.4e-6.
+  np.testing.assert_allclose(np.abs(y[0, 0]), math.sqrt(h * w), rtol=1e-5)
+  assert np.count_nonzero(y) == 1
+  x = _images(b=2, h=h, w=w)
+  mask = masks.poisson_disc(shape, 3, seed=0)
+  ref = np.fft.ifftshift(mask) * np.fft.fft2(x.astype(np.float64), norm="ortho")
+  np.testing.assert_allclose(np.asarray(physics.CSMRI(mask).forward(x)), ref, atol=1e-5)
+
+
 def test_csmri_data_consistency():
   x = _images()
   op = physics.CSMRI(masks.poisson_disc((32, 24), 3, seed=0))
@@ -81,6 +99,21 @@ def test_csmri_noise_only_on_sampled_entries():
     op.measure(x, None)
   # Different keys, different noise.
   assert (np.asarray(op.measure(x, jax.random.PRNGKey(1))) != y).any()
+
+
+def test_csmri_noise_parts_are_independent_with_std_sigma():
+  # n = 4·64·64 samples of each part. Independent parts: their sample
+  # correlation has standard deviation 1/sqrt(n) = 0.0078; each sample std
+  # has relative standard error 1/sqrt(2n) = 0.0055; bounds at 5 of those.
+  sigma = 0.3
+  op = physics.CSMRI(np.ones((64, 64), np.float32), noise_sigma=sigma)
+  noise = np.asarray(op.measure(np.zeros((4, 64, 64), np.float32), KEY)).ravel()
+  n = noise.size
+  assert abs(np.corrcoef(noise.real, noise.imag)[0, 1]) < 5 / math.sqrt(n)
+  np.testing.assert_allclose([noise.real.std(), noise.imag.std()], sigma,
+                             rtol=5 / math.sqrt(2 * n))
+  np.testing.assert_allclose([noise.real.mean(), noise.imag.mean()], 0,
+                             atol=5 * sigma / math.sqrt(n))
 
 
 def test_csmri_jit_and_vmap():
