@@ -10,9 +10,12 @@ how to find and mend the conflict.
 """
 
 import importlib
+import os
 import types
 
 from hyperrecon_jax import errors
+
+DISTRIBUTION = "hyperrecon-jax"  # setup.py's name, which pip installs extras of
 
 
 class MissingDependency(errors.Error, ImportError):
@@ -20,8 +23,25 @@ class MissingDependency(errors.Error, ImportError):
 
 
 def install_hint(extra: str, upgrade: bool = False) -> str:
-  """The command that installs (or upgrades) ``extra`` in a source checkout."""
-  return f'pip install{" -U" if upgrade else ""} -e ".[{extra}]"'
+  """The command that installs (or upgrades) ``extra`` where the package is installed.
+
+  Run from a source checkout (an editable install, the README's), the
+  checkout's path: ``pip install -e "/path/to/checkout[data]"`` works from any
+  folder, where ``".[data]"`` works only in the checkout. Installed from a
+  wheel, there is no checkout to name: pip reads the extra from the installed
+  package's metadata, ``pip install "hyperrecon-jax[data]"``.
+  """
+  flag = " -U" if upgrade else ""
+  checkout = _checkout()
+  if checkout is not None:
+    return f'pip install{flag} -e "{checkout}[{extra}]"'
+  return f'pip install{flag} "{DISTRIBUTION}[{extra}]"'
+
+
+def _checkout() -> str | None:
+  """The source checkout the package runs from (it holds setup.py), or None."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return root if os.path.isfile(os.path.join(root, "setup.py")) else None
 
 
 def require(module_name: str, extra: str, needed_by: str) -> types.ModuleType:

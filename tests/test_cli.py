@@ -223,7 +223,7 @@ def test_an_optional_dependency_that_does_not_import_is_one_error_line(
   assert_one_error_line(
       proc, rf"needs `{module}[.\w]*`: `{module}` is installed, but importing `{module}[.\w]*` "
             rf"fails \(ImportError: broken for the test\)\. .*upgrading the {extra} extra "
-            rf'\(pip install -U -e "\.\[{extra}\]"\) usually mends it$')
+            rf'\(pip install -U -e "{re.escape(REPO)}\[{extra}\]"\) usually mends it$')
   # Said before any work: evaluate.py had scored all 504 pairs first.
   assert "evaluated" not in proc.stderr and "step" not in proc.stderr, proc.stderr
   assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()

@@ -1,5 +1,7 @@
 """hyperrecon_jax/extras.py: an optional dependency that is missing or does not import."""
 
+import os
+import re
 import sys
 
 from absl import logging
@@ -9,6 +11,9 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import extras
 from hyperrecon_jax.data import common
 from hyperrecon_jax.train import writer
+
+# The tests run from the checkout (the README's editable install).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -26,6 +31,18 @@ def _package(folder, name, text):
   (folder / name / "__init__.py").write_text(text)
 
 
+def test_the_hint_names_the_checkout_or_the_installed_distribution(monkeypatch):
+  # It said `pip install -e ".[viz]"`, which fails outside the checkout and
+  # for a package installed from a wheel.
+  assert extras.install_hint("viz") == f'pip install -e "{REPO}[viz]"'
+  assert extras.install_hint("data", upgrade=True) == f'pip install -U -e "{REPO}[data]"'
+  monkeypatch.setattr(extras, "_checkout", lambda: None)  # a wheel's install
+  assert extras.install_hint("viz") == 'pip install "hyperrecon-jax[viz]"'
+  assert extras.install_hint("data", upgrade=True) == 'pip install -U "hyperrecon-jax[data]"'
+  with open(os.path.join(REPO, "setup.py")) as f:
+    assert re.search(r'name="([^"]+)"', f.read()).group(1) == extras.DISTRIBUTION
+
+
 def test_an_installed_module_is_returned():
   assert extras.require("json", "data", "x") is sys.modules["json"]
 
@@ -35,7 +52,7 @@ def test_a_missing_module_names_the_extra():
     extras.require("no_such_module_for_hyperrecon", "viz", "hyperrecon_jax.plots")
   assert str(info.value) == (
       "hyperrecon_jax.plots needs `no_such_module_for_hyperrecon`, which is not installed. "
-      'Install the viz extra: pip install -e ".[viz]"')
+      f'Install the viz extra: pip install -e "{REPO}[viz]"')
   # A user's `except ImportError` and the scripts' one-line errors both catch it.
   assert isinstance(info.value, ImportError) and isinstance(info.value, errors.Error)
 
@@ -64,7 +81,7 @@ def test_an_installed_module_that_does_not_import_says_why(packages, text, error
       f"installed, but importing `broken_for_hyperrecon` fails ({error}")
   assert "not installed" not in message
   assert message.endswith("`pip check` names the conflict, and upgrading the data extra "
-                          '(pip install -U -e ".[data]") usually mends it')
+                          f'(pip install -U -e "{REPO}[data]") usually mends it')
 
 
 def test_a_dotted_name_whose_package_is_missing_names_the_package():
@@ -88,7 +105,7 @@ def test_the_data_package_names_the_data_extra():
     common.require("no_such_module_for_hyperrecon")
   assert str(info.value) == (
       "hyperrecon_jax.data needs `no_such_module_for_hyperrecon`, which is not installed. "
-      'Install the data extra: pip install -e ".[data]"')
+      f'Install the data extra: pip install -e "{REPO}[data]"')
 
 
 def test_training_without_tensorboardx_warns_and_writes_metrics(packages, tmp_path, monkeypatch):
@@ -105,6 +122,6 @@ def test_training_without_tensorboardx_warns_and_writes_metrics(packages, tmp_pa
       "TensorBoard logging needs `tensorboardX`: `tensorboardX` is installed, but importing "
       "`tensorboardX` fails (ImportError: protobuf too new). Its version, or that of a "
       "package it imports, does not fit the others: `pip check` names the conflict, and "
-      'upgrading the viz extra (pip install -U -e ".[viz]") usually mends it. Training goes '
+      f'upgrading the viz extra (pip install -U -e "{REPO}[viz]") usually mends it. Training goes '
       "on without TensorBoard event files."]
   assert (tmp_path / "run" / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n'

@@ -20,8 +20,9 @@ functions here read the fields they need without defaults (a missing one is a
     ...
 
 The heavy dependencies (tensorflow-datasets, grain, nibabel, nilearn, h5py) are
-imported on first use of the functions below; install them with
-``pip install -e ".[data]"``.
+imported on first use of the functions below; install them with the ``data``
+extra (``pip install -e ".[data]"`` in a source checkout,
+``pip install "hyperrecon-jax[data]"`` for an installed wheel).
 """
 
 import functools
