@@ -118,16 +118,12 @@ def _row(workdir: str) -> tuple[str, dict]:
 
 def _data_text(data) -> str:
   """What decides a run's test slices and their intensities: the dataset, its folder and
-  every other data field a run is bound to (`run_fields.BOUND_FIELDS`: the size, axis,
-  split, the slices kept and the intensity scale)."""
-  from hyperrecon_jax.train import run_fields
+  the other fields its build reads (`data.common.SETTINGS_FIELDS`)."""
+  from hyperrecon_jax.data import common
   folder = os.path.realpath(data.manual_dir) if data.manual_dir else "embedded"
-  fields = [f.split(".", 1)[1] for f in run_fields.BOUND_FIELDS
-            if f.startswith("data.") and f != "data.name"]
-  values = [tuple(v) if isinstance(v, (list, tuple)) else v
-            for v in (data.get(f) for f in fields)]
-  return f"{data.name} ({folder}), " + ", ".join(
-      f"{f}={v}" for f, v in zip(fields, values))
+  fields = [f for f in common.SETTINGS_FIELDS[data.name] if f != "manual_dir"]
+  values = [tuple(v) if isinstance(v, (list, tuple)) else v for v in (data[f] for f in fields)]
+  return f"{data.name} ({folder}), " + ", ".join(f"{f}={v}" for f, v in zip(fields, values))
 
 
 def _warn_not_finite(path: str, result: dict) -> None:

@@ -187,10 +187,11 @@ def _check_integer(name: str, value, low: int, why: str = "") -> None:
 
 
 def _check_rate(name: str, value) -> None:
-  """Refuses a learning rate that is not a positive number float32 can hold.
+  """Refuses a learning rate that is not a positive number at most float32's largest.
 
-  Adam's steps are float32: a rate beyond its largest number is ∞, and
-  every parameter would be NaN after the first step.
+  Adam's steps are float32, whose largest number bounds the rate as it bounds
+  ``train.lr`` (`config_checks.FLOAT32_MAX`): 1e39 is ∞ there, and every
+  parameter would be NaN after the first step.
 
   Args:
     name: the setting, as the message names it.
@@ -206,8 +207,8 @@ def _check_rate(name: str, value) -> None:
     raise errors.InputError(f"{name} must be a positive finite number, got {value!r}")
   if value > config_checks.FLOAT32_MAX:
     raise errors.InputError(
-        f"{name} must be a positive finite number, got {value!r}: beyond float32's largest "
-        f"number, {config_checks.FLOAT32_MAX:.6g}, it is ∞ in the training step")
+        f"{name} must be a positive number at most float32's largest, "
+        f"{config_checks.FLOAT32_MAX!r} (the training step computes in float32), got {value!r}")
 
 
 def check_settings(num_classes, channels, steps, batch_size, lr) -> None:

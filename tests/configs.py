@@ -54,3 +54,16 @@ def folder_data(name: str, manual_dir, data_dir, image_size: int, **overrides):
              image_size=image_size, num_threads=0)
   cfg.update(overrides)
   return cfg
+
+
+def fields_read(settings, data_config) -> list[str]:
+  """The fields of ``data_config`` that a dataset's ``settings`` function reads, sorted."""
+  read = set()
+
+  class Recording(dict):
+    def __getitem__(self, name):
+      read.add(name)
+      return super().__getitem__(name)
+
+  settings(Recording(data_config.to_dict()))
+  return sorted(read)

@@ -82,6 +82,16 @@ def test_a_folder_built_for_evaluation_only_scores_every_file(cfg, manual_dir):
       hr.data.num_examples(cfg, s) for s in hr.data.SPLITS)
 
 
+def test_settings_reads_the_fields_runs_are_compared_by(cfg):
+  # summarize.py compares runs' data by these fields: one the build does not
+  # read refused runs of the same data, one it reads and the table lacks
+  # put runs of other data side by side.
+  from hyperrecon_jax.data import common
+  from hyperrecon_jax.data import fastmri
+  assert configs.fields_read(fastmri.settings, cfg) == sorted(
+      common.SETTINGS_FIELDS["fastmri_knee"])
+
+
 def test_build_examples(cfg, manual_dir):
   names = sorted(os.listdir(manual_dir))
   all_ids = []

@@ -72,6 +72,12 @@ def test_light_import_and_install_hint():
     common.require("no_such_module_for_hyperrecon")
 
 
+def test_settings_reads_the_fields_runs_are_compared_by(cfg):
+  # summarize.py compares runs' data by these fields (split_seed is not one:
+  # the template's splits are blocks of slices).
+  assert configs.fields_read(mni152.settings, cfg) == sorted(common.SETTINGS_FIELDS["mni152"])
+
+
 def test_documented_split_ranges():
   cfg = configs.default().data
   assert hr.data.split_ranges(cfg) == {

@@ -24,6 +24,17 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import extras
 
 DATASETS = ("mni152", "fastmri_knee", "nifti")
+# The data fields each dataset's `settings` reads, besides its files: what
+# decides its slices and their intensities, so that runs whose fields differ
+# scored other data (``summarize.py`` compares runs by them). Each dataset's
+# tests check its entry against the fields its `settings` reads.
+SETTINGS_FIELDS = {
+    "mni152": ("image_size", "axis", "gap_slices", "split_fractions", "min_foreground",
+               "percentile"),
+    "nifti": ("manual_dir", "image_size", "axis", "split_fractions", "split_seed",
+              "min_foreground", "percentile"),
+    "fastmri_knee": ("manual_dir", "image_size", "split_fractions", "split_seed"),
+}
 SPLITS = ("train", "validation", "test")
 # split_fractions of a folder that is only scored: every volume goes to the
 # test split, and the build has no train or validation split (a report on

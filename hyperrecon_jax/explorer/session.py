@@ -124,8 +124,9 @@ class Explorer:
       raise InputError(f"slice_numbers has {len(self.slice_numbers)} entries for "
                        f"{len(self.slices)} slices")
     self._grids = GridCache()
-    # Guards `_error_scales` only: a scale is computed outside it, and a
-    # second request for a slice being scaled computes the same value again.
+    # Guards `_error_scales` and `_not_finite` only: a slice's probes are
+    # computed outside it, and a second request for a slice being probed
+    # computes the same values again.
     self._lock = threading.Lock()
     self._error_scales = {}
     self._not_finite = {}

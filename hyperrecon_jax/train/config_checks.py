@@ -36,7 +36,8 @@ MAX_SEED = 2 ** 31 - 1 - max(streams.OFFSETS.values())
 # The smallest image side: a multiple of 8 at least as wide as the SSIM
 # window that validation scores with.
 MIN_IMAGE_SIZE = 8 * math.ceil(metrics.SSIM_FILTER_SIZE / 8)
-# What the step computes with: a larger number is ∞ in float32.
+# What the step computes with: float32 has no larger number (one beyond it
+# rounds to ∞, or to this within half a unit in the last place).
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
