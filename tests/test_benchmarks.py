@@ -144,10 +144,6 @@ DEMO = os.path.join(os.path.dirname(BENCHMARKS), "experiments", "configs", "demo
 @pytest.mark.parametrize("text, override, pattern", [
     # A bare SyntaxError traceback, status 1.
     ("def get_config(:\n", None, r"^error: config file .*recipe\.py, line 1: invalid syntax$"),
-    # It ended with the file's status, 3, and no word.
-    ("import sys\ndef get_config():\n  sys.exit(3)\n", None,
-     r"^error: config file .*recipe\.py, line 3: it calls sys\.exit\(3\) instead of "
-     r"returning a config$"),
     # "the config file : ValueError: boom": no file, no line.
     ("def get_config():\n  raise ValueError('boom')\n", None,
      r"^error: config file .*recipe\.py, line 2: ValueError: boom$"),
@@ -166,15 +162,11 @@ def test_a_recipe_mistake_names_the_file_or_the_recipe_flag(tmp_path, text, over
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, pattern", [
-    # Each was a traceback (OSError, AttributeError, InputError, DataError).
+    # Each was a traceback (OSError, AttributeError, DataError).
     (["--config=/no/such/config.py"],
      r"^error: cannot load the config file /no/such/config\.py: No such file or directory$"),
     (["--config.train.nosuch=1"], r"^error: bad override --config\.train\.nosuch: "
      r"config\.train has no field 'nosuch'; its fields: batch_size"),
-    ([f"--config={DEMO}", "--config.train.nosuch=1"], r"^error: bad override "
-     r"--config\.train\.nosuch: config\.train has no field 'nosuch'"),
-    (["--config.train.batch_size=0"],
-     r"^error: config\.train\.batch_size must be an integer ≥ 1, got 0$"),
     (["--config.data.name=nifti"], r"^error: nifti: manual_dir '' is not a folder\."),
     # Measured at a size train.py refuses.
     (["--config.data.image_size=20"],
