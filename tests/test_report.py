@@ -560,36 +560,35 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert re.search(r"error: the reports differ in their Unets \(.*: .* \(step 1\); .*: .* "
                    r"\(step 30\)\)", proc.stderr), proc.stderr
+  def refit(name, change):
+    """A copy of the run without Unets, its checkpoint of the config ``change`` edits."""
+    copy = edited(name, lambda r: r.pop("baselines"))
+    shutil.rmtree(copy / "checkpoints")
+    changed = ml_collections.ConfigDict(config_k4.to_dict())
+    change(changed)
+    mngr = checkpoints.manager(str(copy))
+    checkpoints.save(mngr, 1, train.create_state(changed, model, jax.random.key(0)), {},
+                     changed)
+    mngr.close()
+    return copy
+
   # Runs of another acceleration (or task), without Unets to refuse them, sat
   # in one table: the zero-filled inputs alone differ by dBs.
-  other_task = edited("other_task", lambda r: r.pop("baselines"))
   without_unets = edited("without_unets", lambda r: r.pop("baselines"))
-  shutil.rmtree(other_task / "checkpoints")
-  config_4x = ml_collections.ConfigDict(config_k4.to_dict())
-  config_4x.task.acceleration = 4.0
-  mngr = checkpoints.manager(str(other_task))
-  checkpoints.save(mngr, 1, train.create_state(config_4x, model, jax.random.key(0)), {},
-                   config_4x)
-  mngr.close()
-  proc = summarize(without_unets, other_task)
+  proc = summarize(without_unets,
+                   refit("other_task", lambda c: c.task.update(acceleration=4.0)))
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert re.search(r"error: the reports differ in their task \(.*: acceleration=8\.0, .*; "
                    r".*: acceleration=4\.0, ", proc.stderr), proc.stderr
-  # So did runs of other slices or intensities of the same dataset: every
-  # data field a run is bound to decides them.
-  other_data = edited("other_data", lambda r: r.pop("baselines"))
-  shutil.rmtree(other_data / "checkpoints")
-  config_gap = ml_collections.ConfigDict(config_k4.to_dict())
-  config_gap.data.percentile = float(config_k4.data.percentile) - 0.5
-  mngr = checkpoints.manager(str(other_data))
-  checkpoints.save(mngr, 1, train.create_state(config_gap, model, jax.random.key(0)), {},
-                   config_gap)
-  mngr.close()
-  proc = summarize(without_unets, other_data)
+  # So did runs of other slices or intensities of one dataset: every field
+  # its build reads decides them.
+  percentile = float(config_k4.data.percentile)
+  proc = summarize(without_unets,
+                   refit("other_data", lambda c: c.data.update(percentile=percentile - 0.5)))
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert re.search(rf"error: the reports differ in their data \(.*: .*percentile="
-                   rf"{config_k4.data.percentile}; .*: .*percentile="
-                   rf"{config_gap.data.percentile}\)", proc.stderr), proc.stderr
+                   rf"{percentile}; .*: .*percentile={percentile - 0.5}\)", proc.stderr), (
+                       proc.stderr)
   # Every vertex beside its Unet, found by loss weighting: λ = (1, 0.5, 0.3)
   # weights the first term alone, as (1, 0, 0) does, and lost its Unet.
   assert row[9].count("(") == 4, row
