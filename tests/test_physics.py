@@ -68,7 +68,10 @@ def test_csmri_centred_mask_lines_up_with_the_fft_on_odd_sides(shape):
   x = _images(b=2, h=h, w=w)
   mask = masks.poisson_disc(shape, 3, seed=0)
   ref = np.fft.ifftshift(mask) * np.fft.fft2(x.astype(np.float64), norm="ortho")
-  np.testing.assert_allclose(np.asarray(physics.CSMRI(mask).forward(x)), ref, atol=1e-5)
+  # A float32 FFT's error per entry is within about eps·log2(H·W)·‖x‖₂ (the
+  # orthonormal transform keeps ‖x‖₂): 5e-5 at 63×63, where 4e-6 was measured.
+  bound = np.finfo(np.float32).eps * math.log2(h * w) * np.linalg.norm(x[0])
+  np.testing.assert_allclose(np.asarray(physics.CSMRI(mask).forward(x)), ref, atol=bound)
 
 
 def test_csmri_data_consistency():
