@@ -107,13 +107,20 @@ def _row(workdir: str) -> tuple[str, dict]:
                         f"{result['baselines']['checkpoint_step']})" if unets else "none"),
               # Runs of other measurements or slices: not one problem, even
               # where the loss terms are the same (Unets would be refused).
-              "task": ", ".join(f"{k}={v}" for k, v in sorted(config.task.to_dict().items())),
+              "task": _task_text(config.task.to_dict()),
               "data": _data_text(config.data)}
     _warn_not_finite(path, result)
     return _format(workdir, result, config, step, spreads), shared
   except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:
     raise errors.InputError(f"{path}: a field is missing or malformed ({type(e).__name__}: "
                             f"{e}); evaluate the run again") from None
+
+
+def _task_text(task: dict) -> str:
+  """The task and the fields its operator reads (`physics.task_fields`): a denoising run
+  does not depend on ``task.acceleration``."""
+  from hyperrecon_jax import physics
+  return ", ".join(f"{k}={task[k]}" for k in sorted(physics.task_fields(task)))
 
 
 def _data_text(data) -> str:

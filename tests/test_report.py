@@ -589,6 +589,11 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   assert re.search(rf"error: the reports differ in their data \(.*: .*percentile="
                    rf"{percentile}; .*: .*percentile={percentile - 0.5}\)", proc.stderr), (
                        proc.stderr)
+  # A field the task's operator does not read (denoising's σ, for CS-MRI) makes
+  # no other problem: such runs are compared.
+  proc = summarize(without_unets,
+                   refit("other_sigma", lambda c: c.task.update(sigma=c.task.sigma * 2)))
+  assert proc.returncode == 0, proc.stderr[-2000:]
   # Every vertex beside its Unet, found by loss weighting: λ = (1, 0.5, 0.3)
   # weights the first term alone, as (1, 0, 0) does, and lost its Unet.
   assert row[9].count("(") == 4, row
