@@ -48,6 +48,16 @@ def _reference_norms(config, num_batches):
   coeffs = hparams.coefficients(jnp.full((1, 1), 0.5))
   batches = data.batches(config.data, "validation", batch_size=config.train.batch_size,
                          training=False)
+
+  @jax.jit  # compiled once per batch shape: op by op, the gradients took a minute
+  def grads(params, y, rows):
+    def recon(p):
+      out, _ = model.apply({"params": p, "batch_stats": state.batch_stats},
+                           operator.zero_filled(y), rows, train=True, mutable=["batch_stats"])
+      return out
+    return (jax.grad(lambda p: jnp.mean(losses.data_consistency(recon(p), y, operator)))(params),
+            jax.grad(lambda p: jnp.mean(losses.total_variation(recon(p))))(params))
+
   norms, padded = [], 0
   for i, batch in zip(range(num_batches), batches):
     valid = np.asarray(batch["valid"], bool)
@@ -56,18 +66,8 @@ def _reference_norms(config, num_batches):
     y = operator.measure(image, jax.random.fold_in(
         jax.random.key(config.train.seed + 2), i))
     rows = jnp.broadcast_to(coeffs, (image.shape[0], 2))
-
-    def recon(params, y=y, rows=rows):
-      out, _ = model.apply({"params": params, "batch_stats": state.batch_stats},
-                           operator.zero_filled(y), rows, train=True,
-                           mutable=["batch_stats"])
-      return out
-
-    terms = (lambda p, y=y: jnp.mean(losses.data_consistency(recon(p), y, operator)),
-             lambda p: jnp.mean(losses.total_variation(recon(p))))
-    norms.append([np.linalg.norm(np.asarray(
-        jax.flatten_util.ravel_pytree(jax.grad(t)(state.params))[0], np.float64))
-        for t in terms])
+    norms.append([np.linalg.norm(np.asarray(jax.flatten_util.ravel_pytree(g)[0], np.float64))
+                  for g in grads(state.params, y, rows)])
   # The validation split's 12 slices fill one batch of 8 and half of another:
   # its padding rows (empty images) take no part.
   assert padded == 2 * config.train.batch_size - 12 > 0
@@ -102,6 +102,20 @@ def test_the_scales_of_a_run_are_its_own_initialization(config, result):
   other.train.seed = config.train.seed + 1
   again = gradient_scales.gradient_scales(other, num_batches=2)
   assert not np.allclose(again["gradient_norms"], result["gradient_norms"], rtol=1e-3)
+
+
+def test_a_term_whose_gradient_is_not_finite_is_the_one_named(config):
+  # √|r − r| is 0 with an infinite derivative: its gradient is NaN (0 · ∞),
+  # and DC's, taken alone, stays finite.
+  name = "sqrt_of_zero_scales"
+  if name not in losses.TERMS:
+    losses.register_term(name, lambda recon, target, **_: jnp.sum(
+        jnp.sqrt(jnp.abs(recon - recon)), axis=(1, 2)))
+  other = config.copy_and_resolve_references()
+  other.losses = ("dc", name)
+  with pytest.raises(errors.InputError,
+                     match=rf"the gradient of {name} at initialization has norm nan"):
+    gradient_scales.gradient_scales(other, num_batches=1)
 
 
 def test_no_batches_is_refused(config):

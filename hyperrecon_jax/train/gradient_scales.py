@@ -41,22 +41,24 @@ def _term_gradient_norms(model, operator, variables, image, key, coeffs, *, name
   """‖∇_θ mean(term_k)‖₂ for every term of ``names``, on one batch."""
   y = operator.measure(image, key)
   zf = operator.zero_filled(y)
-  needs_weights = bool(losses.NEEDS_WEIGHTS & set(names))
   rows = jnp.broadcast_to(coeffs, (image.shape[0], coeffs.shape[-1]))
 
-  def term(params, k):
+  def term(params, name):
+    # One term per gradient: a term whose derivative is infinite would make
+    # every other term's gradient NaN through its zero cotangent (0 · ∞), and
+    # the error would name the wrong term.
+    needs_weights = name in losses.NEEDS_WEIGHTS
     out, _ = model.apply({**variables, "params": params}, zf, rows, train=True,
                          return_weights=needs_weights, mutable=["batch_stats"])
     recon, weights = out if needs_weights else (out, None)
-    terms = losses.compute_terms(names, recon, image, operator=operator,
+    terms = losses.compute_terms((name,), recon, image, operator=operator,
                                  measurement=y, weights=weights)
-    return jnp.mean(terms[:, k])
+    return jnp.mean(terms[:, 0])
 
   def norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(tree)))
 
-  return jnp.stack([norm(jax.grad(term)(variables["params"], k))
-                    for k in range(len(names))])
+  return jnp.stack([norm(jax.grad(term)(variables["params"], name)) for name in names])
 
 
 def gradient_scales(config, *, num_batches: int = 8) -> dict:
