@@ -107,10 +107,11 @@ def load_model(workdir: str | None, pretrained: str | None, step: int | None = N
 def user_errors(*extra):
   """Turns the project's errors into one ``error: …`` line and a non-zero exit.
 
-  Configuration, data, checkpoint and input problems (`hyperrecon_jax.errors`)
-  and file-system failures (a missing file, a full disk: the environment's,
-  not a bug) are the user's to fix, and a traceback would only hide the
-  sentence that says how; Ctrl-C prints ``interrupted`` and exits with 130.
+  Configuration, data, checkpoint and input problems (`hyperrecon_jax.errors`),
+  file-system failures (a missing file, a full disk) and running out of
+  memory (the environment's, not bugs) are the user's to fix, and a traceback
+  would only hide the sentence that says how; Ctrl-C prints ``interrupted``
+  and exits with 130.
   Anything else is a bug and keeps its traceback.
   """
   from hyperrecon_jax import errors
@@ -123,6 +124,11 @@ def user_errors(*extra):
   except (errors.Error, OSError, *extra) as e:
     print(f"error: {one_line(e)}", file=sys.stderr)
     raise SystemExit(2) from e  # the cause: the other processes of a run are told it
+  except MemoryError as e:
+    # The machine's limit, not a bug: an array larger than the memory left
+    # (NumPy names its size and shape).
+    print(f"error: out of memory: {one_line(e) or 'an allocation failed'}", file=sys.stderr)
+    raise SystemExit(2) from e
 
 
 def run(main):

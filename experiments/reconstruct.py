@@ -113,7 +113,9 @@ def main(argv):
     lambdas = reconstruct.parse_lambdas(text, train.num_lambdas(config), flag=flag)
     scan = scans.read_input(_INPUT.value, config, axis=_AXIS.value)
     dtype = outputs.output_dtype(scan, _DTYPE.value, _OUTPUT.value)
-    need = outputs.check_memory(scan, len(lambdas), dtype, save_input=_SAVE_INPUT.value)
+    need = outputs.check_memory(
+        scan, len(lambdas), dtype, save_input=_SAVE_INPUT.value,
+        working=reconstruct.working_memory(config, scan, _BATCH.value))
     plane = f"{common.axis_name(scan.axis)} slices" if kind == "nifti" else "slices"
     print(f"{_INPUT.value}: {len(scan.slices)} {plane} ({int(scan.kept.sum())} with "
           f"foreground), {len(lambdas)} λ value(s) of the loss "

@@ -111,20 +111,22 @@ def storage_dtype(dtype) -> np.dtype:
 
 
 def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: bool = False,
-                 available: int | None = None) -> int:
+                 working: int = 0, available: int | None = None) -> int:
   """Refuses an output that would not fit in memory, before any model work.
 
   The reconstructions are held in memory until written: ``num_lambdas``
   volumes of the output's grid (`Scan.output_shape`) in `storage_dtype`,
   the zero-filled input if saved, and two float32 volumes (one being put back,
-  one being written). That must fit in `MEMORY_FRACTION` of the memory
-  available.
+  one being written); beside them, ``working`` bytes of the model's work.
+  That must fit in `MEMORY_FRACTION` of the memory available.
 
   Args:
     scan: the `Scan`.
     num_lambdas: the number of λ values.
     dtype: the output's value type (`output_dtype`).
     save_input: whether the zero-filled input is kept too.
+    working: bytes the model's work needs beside the volumes
+      (`reconstruct.working_memory`).
     available: bytes available (default: `memory.available_memory`; no check when
       unknown).
 
@@ -137,23 +139,25 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
   voxels = int(np.prod(scan.output_shape))
   itemsize = storage_dtype(dtype).itemsize
   per_volume = voxels * itemsize
-  need = (num_lambdas + int(save_input)) * per_volume + 2 * voxels * 4
+  fixed = 2 * voxels * 4 + int(working)
+  need = (num_lambdas + int(save_input)) * per_volume + fixed
   available = memory.available_memory() if available is None else available
   if available is None:
     return need
   allowed = int(MEMORY_FRACTION * available)
   if need <= allowed:
     return need
-  fit = (allowed - 2 * voxels * 4) // per_volume - int(save_input)
+  fit = (allowed - fixed) // per_volume - int(save_input)
   grid = "×".join(str(n) for n in scan.output_shape)
   how = (f"give at most {fit:,} λ values per run" if fit >= 1
          else "even one λ does not fit: free memory first")
   if scan.kind == "h5" and itemsize > 2:
     how += " or --dtype=float16"
   raise errors.InputError(
-      f"{scan.path}: {num_lambdas:,} λ value(s) × {grid} voxels × {itemsize} bytes need "
-      f"{memory.byte_size(need)} of memory, more than the {memory.byte_size(allowed)} allowed "
-      f"({MEMORY_FRACTION:.0%} of the {memory.byte_size(available)} available); {how}")
+      f"{scan.path}: {num_lambdas:,} λ value(s) × {grid} voxels × {itemsize} bytes and "
+      f"{memory.byte_size(fixed)} of work need {memory.byte_size(need)} of memory, more than "
+      f"the {memory.byte_size(allowed)} allowed ({MEMORY_FRACTION:.0%} of the "
+      f"{memory.byte_size(available)} available); {how}")
 
 
 def input_path(output: str) -> str:

@@ -229,11 +229,12 @@ def _each_coefficient(model, variables, zf, coeffs, *, batch: int, progress=None
   zf = jnp.asarray(zf, jnp.float32)
   n = zf.shape[0]
   batch = max(1, min(int(batch), n))
-  # Padded with the first slices: one compiled shape for the last batch too.
-  blocks = [(start, zf[np.arange(start, start + batch) % n]) for start in range(0, n, batch)]
   for c in np.asarray(coeffs, np.float32):
     out = np.empty((n,) + tuple(zf.shape[1:3]), np.float32)
-    for start, block in blocks:
+    for start in range(0, n, batch):
+      # Padded with the first slices: one compiled shape for the last batch
+      # too. Cut per call, so that the slices are not held twice.
+      block = zf[np.arange(start, start + batch) % n]
       recon = grid.reconstruct_grid(model, variables, block, c[None], chunk=batch,
                                     order="lambda")
       out[start:start + batch] = np.asarray(recon[:, 0])[:n - start]
@@ -266,8 +267,9 @@ def put_back(scan: Scan, squares) -> np.ndarray:
     oriented[r0:r1, c0:c1] = slicing.unfit_from_square(square, (r1 - r0, c1 - c0),
                                                       scan.plane_spacing)
     planes[k] = np.rot90(oriented, -1)  # undoes `slicing.orient`
-  ras = np.moveaxis(planes, 0, scan.axis) * scan.scale
-  return scans.ras_to_input(scan.nifti, ras).astype(np.float32)
+  ras = np.moveaxis(planes, 0, scan.axis)
+  ras *= scan.scale  # in place: a volume can take much of the memory
+  return scans.ras_to_input(scan.nifti, ras)
 
 
 def intensity_warnings(scan: Scan, lambdas, recon) -> list[str]:
@@ -326,6 +328,49 @@ def _check_finite(square, lam) -> None:
         "written")
 
 
+# What `volume` holds beside the output volumes (`working_memory`):
+# - float32 values per slice and pixel of the model's grid: the slices on the
+#   device (1), their zero-filled input (2), one λ's reconstructions (1), and
+#   the input's magnitude with the squares it is summed from (3);
+MODEL_GRID_PLANES = 7
+# - feature maps of the model's width at full resolution that one row of a
+#   batch holds at once in the Unet: a skip connection, a layer's input and
+#   its output;
+FULL_RESOLUTION_MAPS = 3
+# - compiling and running the program, and what the process keeps of it: it
+#   grew by 280–390 MiB (VmHWM above VmRSS) in the first call of the 64×64
+#   model on 256×256×180 and 512×512×180 volumes, and by 66 MiB in a second
+#   call.
+COMPILE_BYTES = 512 * 2**20
+
+
+def working_memory(config, scan: Scan, batch: int | None = None) -> int:
+  """Bytes `volume` needs beside the output volumes (`outputs.check_memory`).
+
+  ``MODEL_GRID_PLANES · S · size² · 4 + rows · FULL_RESOLUTION_MAPS · size² ·
+  channels · itemsize + COMPILE_BYTES`` for S slices, ``rows`` slices per
+  call. It bounds what the process grows by above its size at the check,
+  `outputs.write` included (the output volumes are not counted here): with
+  them, `outputs.check_memory` counted 1.1× (the 64×64 model, a 512×512×180
+  volume, two λ and the input saved) to 2.3× (the same model, 256×256×180,
+  one λ) what the process grew by (`benchmarks/reconstruct_memory.py`).
+
+  Args:
+    config: the model's config.
+    scan: from `read_input`.
+    batch: slices per call (default ``config.eval.chunk``).
+
+  Returns:
+    The bytes.
+  """
+  size = int(config.data.image_size)
+  rows = max(1, min(int(batch or config.eval.chunk), len(scan.slices)))
+  planes = MODEL_GRID_PLANES * len(scan.slices) * size * size * 4
+  maps = (rows * FULL_RESOLUTION_MAPS * size * size * int(config.model.channels)
+          * jnp.dtype(config.model.dtype).itemsize)
+  return planes + maps + COMPILE_BYTES
+
+
 def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
            batch: int | None = None, save_input: bool = False,
            progress: Callable[[int], None] | None = None, dtype: str = "float32",
@@ -366,7 +411,7 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
   lambdas = as_lambdas(lambdas, configuration.num_lambdas(config))
   out_dtype = outputs.output_dtype(scan, dtype)
   outputs.check_memory(scan, len(lambdas), out_dtype, save_input=save_input,
-                       available=available)
+                       working=working_memory(config, scan, batch), available=available)
   store = outputs.storage_dtype(out_dtype)
   coeffs = np.asarray(hparams.coefficients(lambdas))
   zf = measure(config, scan, seed=seed)
@@ -386,7 +431,7 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
   scores = scan_scores.summarize(
       per_lambda, scan_scores.moments(scan_scores.slice_scores(magnitude[scored], target)),
       lambdas, len(scored), which)
-  zero_filled = put_back(scan, magnitude).astype(store) if save_input else None
+  zero_filled = put_back(scan, magnitude).astype(store, copy=False) if save_input else None
   warnings = list(scan.warnings) + intensity_warnings(scan, lambdas, recon)
   return {"scan": scan, "lambdas": lambdas, "coeffs": coeffs,
           "loss_terms": tuple(config.losses), "recon": recon, "zero_filled": zero_filled,

@@ -747,6 +747,8 @@ with workdir.lock({str(tmp_path / "new" / "run")!r}):
 @pytest.mark.parametrize("raised, code, one_line", [
     ("errors.InputError('λ = 2 is outside [0, 1]')", 2, True),
     ("FileNotFoundError('scan.nii: no such file')", 2, True),
+    ("MemoryError('Unable to allocate 180. MiB for an array with shape (512, 512, 180)')", 2,
+     True),
     ("ValueError('a bug in a library call')", 1, False),
     ("KeyError('a bug')", 1, False),
 ])
@@ -767,6 +769,9 @@ with cli.user_errors():
   assert ("Traceback" not in proc.stderr) == one_line, proc.stderr
   if one_line:
     assert proc.stderr.strip().startswith("error: "), proc.stderr
+  if raised.startswith("MemoryError"):
+    assert proc.stderr.strip() == ("error: out of memory: Unable to allocate 180. MiB for an "
+                                   "array with shape (512, 512, 180)"), proc.stderr
 
 
 # --- a trained run ------------------------------------------------------------------------

@@ -71,6 +71,30 @@ def test_put_back_inverts_read_input_exactly_for_any_orientation(tmp_path):
   np.testing.assert_array_equal(back, np.clip(data / scan.scale, 0, 1) * scan.scale)
 
 
+def test_put_back_holds_one_volume_beside_what_it_returns(tmp_path):
+  # NumPy reports its allocations to tracemalloc. The planes are the one
+  # volume put_back needs; copies of the whole volume (scaling it, or casting
+  # it to float32 again) would each add another, and a volume can take much
+  # of the memory (outputs.check_memory counts one).
+  import tracemalloc
+  path = str(tmp_path / "scan.nii.gz")
+  non_ras_nifti(path, head())
+  scan = rc.read_input(path, data_config(40))
+  volume_bytes = int(np.prod(scan.output_shape)) * 4
+  tracemalloc.start()
+  try:
+    tracemalloc.reset_peak()
+    start = tracemalloc.get_traced_memory()[0]
+    back = rc.put_back(scan, scan.images)
+    peak = tracemalloc.get_traced_memory()[1] - start
+  finally:
+    tracemalloc.stop()
+  assert back.dtype == np.float32 and back.shape == scan.output_shape
+  # One volume and the slice-sized temporaries of one plane (a 40×40 plane is
+  # 1/12 of this volume).
+  assert peak < 1.5 * volume_bytes, (peak, volume_bytes)
+
+
 def test_unfit_from_square_inverts_fit_to_square_on_a_smooth_image():
   # A linear ramp: linear interpolation reproduces it exactly away from the
   # border (upsampling 30 → 64 needs no anti-alias filter), so the interior
