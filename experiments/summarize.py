@@ -181,37 +181,54 @@ def _format(workdir, result, config, step, spreads) -> str:
           + " / ".join(f"{spreads[f'weight_spread_{n}']:.3f}" for n in names) + " |")
 
 
+def table(workdirs) -> str:
+  """The header line and the markdown table of the evaluated runs ``workdirs``.
+
+  Args:
+    workdirs: the runs' folders, one row each.
+
+  Returns:
+    The text to print.
+
+  Raises:
+    InputError: an entry that is empty, listed twice, not an evaluated run,
+      or a report that does not compare with the others (module docstring).
+  """
+  from hyperrecon_jax import errors
+  if "" in [w.strip() for w in workdirs]:
+    raise errors.InputError(f"--workdirs={','.join(workdirs)} has an empty entry "
+                            "(a doubled or trailing comma)")
+  real = [os.path.realpath(w) for w in workdirs]
+  twice = next((w for w, r in zip(workdirs, real) if real.count(r) > 1), None)
+  if twice is not None:
+    raise errors.InputError(f"--workdirs lists {twice} twice: its row would be repeated")
+  # Every row before the table: an error is then the only output.
+  rows, shared = zip(*[_row(workdir) for workdir in workdirs])
+  for what in shared[0]:
+    values = [s[what] for s in shared]
+    if len(set(values)) > 1:
+      runs = "; ".join(f"{w}: {_text(v)}" for w, v in zip(workdirs, values))
+      raise errors.InputError(
+          f"the reports differ in their {what} ({runs}): their hypervolumes, Pareto sets "
+          "and PSNRs are not comparable; summarize reports of one task and data, one set "
+          "of loss terms, one split, one design and one stack of Unets at a time")
+  first = shared[0]
+  return "\n".join([
+      f"{_text(first['loss terms'])} · {first['split']} split · a design of "
+      f"{first['design']} · Unets: {first['Unets']}",
+      "",
+      "| run | λ sampler, sampling | seed | step | hypervolume / Unets' (image terms) | "
+      "Pareto set | best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | "
+      "weight spread per vertex |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      *rows])
+
+
 def main(argv):
   cli.quiet_libraries()
-  from hyperrecon_jax import errors
   with cli.user_errors():
-    if "" in [w.strip() for w in _WORKDIRS.value]:
-      raise errors.InputError(f"--workdirs={','.join(_WORKDIRS.value)} has an empty entry "
-                              "(a doubled or trailing comma)")
-    real = [os.path.realpath(w) for w in _WORKDIRS.value]
-    twice = next((w for w, r in zip(_WORKDIRS.value, real) if real.count(r) > 1), None)
-    if twice is not None:
-      raise errors.InputError(f"--workdirs lists {twice} twice: its row would be repeated")
-    # Every row before the table: an error is then the only output.
-    rows, shared = zip(*[_row(workdir) for workdir in _WORKDIRS.value])
-    for what in shared[0]:
-      values = [s[what] for s in shared]
-      if len(set(values)) > 1:
-        runs = "; ".join(f"{w}: {_text(v)}" for w, v in zip(_WORKDIRS.value, values))
-        raise errors.InputError(
-            f"the reports differ in their {what} ({runs}): their hypervolumes, Pareto sets "
-            "and PSNRs are not comparable; summarize reports of one task and data, one set "
-            "of loss terms, one split, one design and one stack of Unets at a time")
-  first = shared[0]
-  print(f"{_text(first['loss terms'])} · {first['split']} split · a design of "
-        f"{first['design']} · Unets: {first['Unets']}")
-  print()
-  print("| run | λ sampler, sampling | seed | step | hypervolume / Unets' (image terms) | "
-        "Pareto set | best PSNR | PSNR over the design | PSNR at each vertex (its Unet) | "
-        "weight spread per vertex |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-  for row in rows:
-    print(row)
+    text = table(_WORKDIRS.value)
+  print(text)
 
 
 def _text(value) -> str:

@@ -314,56 +314,6 @@ def test_summarize_names_a_damaged_report(env, tmp_path):
   assert proc.stdout == ""  # no table header before the error
 
 
-def test_summarize_refuses_a_report_changed_since_it_was_written(env, tmp_path):
-  # One digit changed by hand (best PSNR 18.79 → 19.79) was printed as measured.
-  from hyperrecon_jax import results
-  (tmp_path / "eval").mkdir(parents=True)
-  text = results.to_json({"format": results.FORMAT, "mean": {"psnr": [18.79, 12.01]}})
-  (tmp_path / "eval" / "lambda_grid.json").write_text(text.replace("18.79", "19.79"))
-  proc = run(env, "summarize", f"--workdirs={tmp_path}")
-  assert_one_error_line(proc, r"eval/lambda_grid\.json: its content differs from the digest it "
-                              r"was written with \(content_sha256\): it was edited or damaged "
-                              r"since; evaluate the run again")
-
-
-@pytest.mark.parametrize("files, pattern", [
-    (None, r"run: no such folder; give the workdirs of evaluated training runs"),
-    (["config.json"], r"run has not been evaluated \(no eval/lambda_grid\.json\); evaluate a "
-                      r"run first: experiments/evaluate\.py --workdir=.*run --samples=N"),
-    (["notes.txt"], r"run is not a training run \(no eval/lambda_grid\.json\)"),
-    (["config.json", "baselines.json"],
-     r"run holds per-λ Unets \(baselines\.py\): summarize reads HyperRecon runs"),
-    # It was told to evaluate the segmenter.
-    (["segmenter.json", "segmenter.msgpack"],
-     r"run holds a segmenter \(segmenter\.py\), not a training run: summarize compares "
-     r"evaluated HyperRecon runs$"),
-    (["config.json", "info.json"],
-     r"run is an exported model \(export_pretrained\.py\), not a training run: evaluate it "
-     r"with experiments/evaluate\.py --pretrained=.*run --samples=N --out=DIR"),
-])
-def test_summarize_says_what_a_folder_is_instead_of_a_report(env, tmp_path, files, pattern):
-  # Each read "eval/lambda_grid.json: no report; run evaluate.py … first".
-  run_dir = tmp_path / "run"
-  if files is not None:
-    run_dir.mkdir()
-    for name in files:
-      (run_dir / name).write_text("{}")
-  proc = run(env, "summarize", f"--workdirs={run_dir}")
-  assert_one_error_line(proc, pattern)
-
-
-def test_summarize_refuses_an_empty_entry(env, tmp_path):
-  # A trailing comma read as the current folder.
-  proc = run(env, "summarize", f"--workdirs={tmp_path},")
-  assert_one_error_line(proc, r"--workdirs=.*, has an empty entry \(a doubled or trailing "
-                              r"comma\)")
-
-
-def test_summarize_refuses_a_run_listed_twice(env, tmp_path):
-  proc = run(env, "summarize", f"--workdirs={tmp_path},{tmp_path}/")
-  assert_one_error_line(proc, rf"--workdirs lists {tmp_path} twice")
-
-
 def test_an_argument_that_is_not_a_flag_is_one_error_line(env, tmp_path):
   # "--out= DIR" (a space after '=') gives an empty flag and an argument.
   proc = run(env, "evaluate", f"--workdir={tmp_path}", "--out=", "report")

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 
 import configs
 import jax
@@ -453,7 +454,7 @@ def config_k4(config):
 
 
 def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery(
-    config_k4, tmp_path):
+    config_k4, tmp_path, capsys):
   from hyperrecon_jax import hparams
   from hyperrecon_jax import losses
   from hyperrecon_jax import models
@@ -521,12 +522,14 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
       f"{', '.join(names)} · test split · a design of 12 points · Unets: "
       f"{os.path.realpath(stack_path)} (step 1)")
 
-  def summarize(*workdirs):
-    return subprocess.run(
-        [sys.executable, os.path.join(loop_support.REPO, "experiments", "summarize.py"),
-         f"--workdirs={','.join(map(str, workdirs))}"],
-        env=loop_support.child_env(tmp_path / "cache"), capture_output=True, text=True,
-        timeout=300, check=False)
+  # The command's table in this process (the run above was its own process).
+  sys.path.insert(0, os.path.join(loop_support.REPO, "experiments"))
+  import summarize
+
+  def table(*workdirs):
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", RuntimeWarning)  # NumPy's "All-NaN slice", say
+      return summarize.table([str(w) for w in workdirs])
 
   def edited(name, change):
     """A copy of the run whose report ``change`` edits (it stays the copy's own)."""
@@ -543,23 +546,20 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   # printed A's numbers in B's row.
   foreign = tmp_path / "foreign"
   shutil.copytree(path, foreign)
-  proc = summarize(foreign)
-  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-  assert re.search(rf"error: .*foreign/eval/lambda_grid\.json is the report of "
-                   rf"{re.escape(str(path))}, not of .*foreign", proc.stderr), proc.stderr
+  with pytest.raises(errors.InputError, match=rf".*foreign/eval/lambda_grid\.json is the "
+                     rf"report of {re.escape(str(path))}, not of .*foreign"):
+    table(foreign)
   # Reports of another split sat beside each other as two runs.
   other_split = edited("other_split", lambda r: r.update(split="validation"))
-  proc = summarize(path, other_split)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert re.search(r"error: the reports differ in their split \(.*: test; .*: validation\)",
-                   proc.stderr), proc.stderr
+  with pytest.raises(errors.InputError,
+                     match=r"the reports differ in their split \(.*: test; .*: validation\)"):
+    table(path, other_split)
   # Reports of one stack of Unets at two checkpoints (trained on between the
   # two reports) sat in one table under one header.
   later_unets = edited("later_unets", lambda r: r["baselines"].update(checkpoint_step=30))
-  proc = summarize(path, later_unets)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert re.search(r"error: the reports differ in their Unets \(.*: .* \(step 1\); .*: .* "
-                   r"\(step 30\)\)", proc.stderr), proc.stderr
+  with pytest.raises(errors.InputError, match=r"the reports differ in their Unets \(.*: .* "
+                                              r"\(step 1\); .*: .* \(step 30\)\)"):
+    table(path, later_unets)
   def refit(name, change):
     """A copy of the run without Unets, its checkpoint of the config ``change`` edits."""
     copy = edited(name, lambda r: r.pop("baselines"))
@@ -575,44 +575,35 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   # Runs of another acceleration (or task), without Unets to refuse them, sat
   # in one table: the zero-filled inputs alone differ by dBs.
   without_unets = edited("without_unets", lambda r: r.pop("baselines"))
-  proc = summarize(without_unets,
-                   refit("other_task", lambda c: c.task.update(acceleration=4.0)))
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert re.search(r"error: the reports differ in their task \(.*: acceleration=8\.0, .*; "
-                   r".*: acceleration=4\.0, ", proc.stderr), proc.stderr
+  with pytest.raises(errors.InputError, match=r"the reports differ in their task \(.*: "
+                                              r"acceleration=8\.0, .*; .*: acceleration=4\.0, "):
+    table(without_unets, refit("other_task", lambda c: c.task.update(acceleration=4.0)))
   # So did runs of other slices or intensities of one dataset: every field
   # its build reads decides them.
   percentile = float(config_k4.data.percentile)
-  proc = summarize(without_unets,
-                   refit("other_data", lambda c: c.data.update(percentile=percentile - 0.5)))
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert re.search(rf"error: the reports differ in their data \(.*: .*percentile="
-                   rf"{percentile}; .*: .*percentile={percentile - 0.5}\)", proc.stderr), (
-                       proc.stderr)
+  with pytest.raises(errors.InputError, match=rf"the reports differ in their data \(.*: "
+                     rf".*percentile={percentile}; .*: .*percentile={percentile - 0.5}\)"):
+    table(without_unets,
+          refit("other_data", lambda c: c.data.update(percentile=percentile - 0.5)))
   # A field the task's operator does not read (denoising's σ, for CS-MRI) makes
   # no other problem: such runs are compared.
-  proc = summarize(without_unets,
-                   refit("other_sigma", lambda c: c.task.update(sigma=c.task.sigma * 2)))
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  table(without_unets, refit("other_sigma", lambda c: c.task.update(sigma=c.task.sigma * 2)))
   # Every vertex beside its Unet, found by loss weighting: λ = (1, 0.5, 0.3)
   # weights the first term alone, as (1, 0, 0) does, and lost its Unet.
   assert row[9].count("(") == 4, row
   same_weights = edited("same_weights",
                         lambda r: r["baselines"]["lambdas"].__setitem__(0, [1.0, 0.5, 0.3]))
-  proc = summarize(same_weights)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert proc.stdout.splitlines()[-1].split("|")[9] == row[9].join("  "), proc.stdout
+  text = table(same_weights)
+  assert text.splitlines()[-1].split("|")[9] == row[9].join("  "), text
   # A NaN mean (null in the strict JSON of a report) is said, not only printed as nan.
   nan = edited("nan", lambda r: r["mean"]["psnr"].__setitem__(1, None))
-  proc = summarize(nan)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "the mean PSNR is not a number at 1 of 12 λ" in proc.stderr
+  capsys.readouterr()
+  table(nan)
+  assert "the mean PSNR is not a number at 1 of 12 λ" in capsys.readouterr().err
   # None at every λ: the row says n/a, without NumPy's "All-NaN slice" lines.
   all_nan = edited("all_nan", lambda r: r["mean"].__setitem__("psnr", [None] * 12))
-  proc = summarize(all_nan)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "RuntimeWarning" not in proc.stderr, proc.stderr
-  assert [c.strip() for c in proc.stdout.splitlines()[-1].split("|")][7:9] == ["n/a", "n/a"]
+  text = table(all_nan)
+  assert [c.strip() for c in text.splitlines()[-1].split("|")][7:9] == ["n/a", "n/a"]
 
 
 def test_the_split_gallery_compares_the_same_slices_at_its_good_lambdas(workdir, config,

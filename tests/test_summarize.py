@@ -1,0 +1,68 @@
+"""experiments/summarize.py: what it refuses to put in a table, in this process.
+
+`summarize.table` is what the command prints; its error messages are the
+command's ``error:`` lines (`cli.user_errors`; tests/test_cli.py runs the
+command once). A whole table of evaluated runs, and the reports it refuses to
+compare, are in tests/test_report.py, beside the runs it reports.
+"""
+
+import os
+import sys
+
+import pytest
+
+from hyperrecon_jax import errors
+from hyperrecon_jax import results
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+import summarize  # noqa: E402
+
+
+def test_a_report_changed_since_it_was_written_is_refused(tmp_path):
+  # One digit changed by hand (best PSNR 18.79 → 19.79) was printed as measured.
+  (tmp_path / "eval").mkdir(parents=True)
+  text = results.to_json({"format": results.FORMAT, "mean": {"psnr": [18.79, 12.01]}})
+  (tmp_path / "eval" / "lambda_grid.json").write_text(text.replace("18.79", "19.79"))
+  with pytest.raises(errors.InputError, match=r"eval/lambda_grid\.json: its content differs "
+                     r"from the digest it was written with \(content_sha256\): it was edited "
+                     r"or damaged since; evaluate the run again"):
+    summarize.table([str(tmp_path)])
+
+
+@pytest.mark.parametrize("files, pattern", [
+    (None, r"run: no such folder; give the workdirs of evaluated training runs"),
+    (["config.json"], r"run has not been evaluated \(no eval/lambda_grid\.json\); evaluate a "
+                      r"run first: experiments/evaluate\.py --workdir=.*run --samples=N"),
+    (["notes.txt"], r"run is not a training run \(no eval/lambda_grid\.json\)"),
+    (["config.json", "baselines.json"],
+     r"run holds per-λ Unets \(baselines\.py\): summarize reads HyperRecon runs"),
+    # It was told to evaluate the segmenter.
+    (["segmenter.json", "segmenter.msgpack"],
+     r"run holds a segmenter \(segmenter\.py\), not a training run: summarize compares "
+     r"evaluated HyperRecon runs$"),
+    (["config.json", "info.json"],
+     r"run is an exported model \(export_pretrained\.py\), not a training run: evaluate it "
+     r"with experiments/evaluate\.py --pretrained=.*run --samples=N --out=DIR"),
+])
+def test_it_says_what_a_folder_is_instead_of_a_report(tmp_path, files, pattern):
+  # Each read "eval/lambda_grid.json: no report; run evaluate.py … first".
+  run_dir = tmp_path / "run"
+  if files is not None:
+    run_dir.mkdir()
+    for name in files:
+      (run_dir / name).write_text("{}")
+  with pytest.raises(errors.InputError, match=pattern):
+    summarize.table([str(run_dir)])
+
+
+def test_an_empty_entry_is_refused(tmp_path):
+  # A trailing comma read as the current folder.
+  with pytest.raises(errors.InputError, match=r"--workdirs=.*, has an empty entry \(a doubled "
+                                              r"or trailing comma\)"):
+    summarize.table([str(tmp_path), ""])
+
+
+def test_a_run_listed_twice_is_refused(tmp_path):
+  with pytest.raises(errors.InputError, match=rf"--workdirs lists {tmp_path} twice"):
+    summarize.table([str(tmp_path), f"{tmp_path}/"])
