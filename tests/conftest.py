@@ -35,7 +35,7 @@ import pytest
 # on 2 cores); CI and the README's command run both.
 SLOW_MODULES = frozenset({
     "test_baselines", "test_checkpoints", "test_checkpoints_damage", "test_cli",
-    "test_cli_reconstruct",
+    "test_cli_reconstruct", "test_cli_runs", "test_cli_signals",
     "test_data_damage", "test_explorer", "test_explorer_browser", "test_explorer_many_terms",
     "test_gradient_scales",
     "test_hypernetwork", "test_models",

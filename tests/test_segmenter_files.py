@@ -2,7 +2,7 @@
 
 The segmenter is an untrained one with random variables: saving, loading and
 the refusals do not depend on what it learned (a trained one is saved and
-scored in `tests/test_cli.py`), and its variables differ from a fresh
+scored in `tests/test_cli_runs.py`), and its variables differ from a fresh
 initialization, so loading them back is checked.
 """
 
