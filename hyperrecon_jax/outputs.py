@@ -153,11 +153,12 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
          else "even one λ does not fit: free memory first")
   if scan.kind == "h5" and itemsize > 2:
     how += " or --dtype=float16"
+  volumes = f"{num_lambdas:,} λ value(s)" + (" and the zero-filled input" if save_input else "")
   raise errors.InputError(
-      f"{scan.path}: {num_lambdas:,} λ value(s) × {grid} voxels × {itemsize} bytes and "
-      f"{memory.byte_size(fixed)} of work need {memory.byte_size(need)} of memory, more than "
-      f"the {memory.byte_size(allowed)} allowed ({MEMORY_FRACTION:.0%} of the "
-      f"{memory.byte_size(available)} available); {how}")
+      f"{scan.path}: {volumes} × {grid} voxels × {itemsize} bytes, two float32 volumes being "
+      f"put back and written, and {memory.byte_size(int(working))} of the model's work need "
+      f"{memory.byte_size(need)} of memory, more than the {memory.byte_size(allowed)} allowed "
+      f"({MEMORY_FRACTION:.0%} of the {memory.byte_size(available)} available); {how}")
 
 
 def input_path(output: str) -> str:

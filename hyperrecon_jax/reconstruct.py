@@ -351,8 +351,8 @@ def working_memory(config, scan: Scan, batch: int | None = None) -> int:
   channels · itemsize + COMPILE_BYTES`` for S slices, ``rows`` slices per
   call. It bounds what the process grows by above its size at the check,
   `outputs.write` included (the output volumes are not counted here): with
-  them, `outputs.check_memory` counted 1.2× (the 64×64 model, a 512×512×180
-  volume, two λ and the input saved) to 1.9× (the same model, 256×256×180,
+  them, `outputs.check_memory` counted 1.15× (the 64×64 model, a 512×512×180
+  volume, two λ and the input saved) to 2.4× (the same model, 256×256×180,
   one λ) what the process grew by (`benchmarks/reconstruct_memory.py`,
   docs/performance.md).
 

@@ -258,8 +258,8 @@ def test_mistakes_are_one_error_line_before_any_model_work(env, tmp_path, case):
   if case == "memory":
     # 10⁶ λ × 64×64×40 voxels × 4 bytes = 610 GiB, and the work beside them.
     args, pattern = ["--lam=grid:1000000"], (
-        r"1,000,000 λ value\(s\) × 64×64×40 voxels × 4 bytes and [\d.]+ MiB of work need "
-        r"610\.9 GiB of memory, more "
+        r"1,000,000 λ value\(s\) × 64×64×40 voxels × 4 bytes, two float32 volumes being put "
+        r"back and written, and [\d.]+ MiB of the model's work need 610\.9 GiB of memory, more "
         r"than the .* allowed \(80% of the .* available\); give at most [\d,]+ λ values")
   elif case == "float64":
     volume = volume.astype(np.float64)

@@ -123,6 +123,9 @@ def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_pa
              "--config.segmenter.steps=2", "--config.segmenter.channels=4")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "validation Dice" in proc.stdout
+  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}",
+             "--config.segmenter.steps=2")
+  assert_one_error_line(proc, "already holds a trained segmenter")
   out = tmp_path / "report"
   # The train split is scored as asked (both learned from it), and said to be.
   proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--config.eval.grid=3",

@@ -49,7 +49,7 @@ def _reference_norms(config, num_batches):
   batches = data.batches(config.data, "validation", batch_size=config.train.batch_size,
                          training=False)
 
-  @jax.jit  # compiled once per batch shape: op by op, the gradients took a minute
+  @jax.jit  # compiled once per batch shape: op by op, these gradients take a minute
   def grads(params, y, rows):
     def recon(p):
       out, _ = model.apply({"params": p, "batch_stats": state.batch_stats},
