@@ -6,7 +6,7 @@ r"""Memory of `reconstruct.py`'s work against what its check counts; one JSON li
 Writes a synthetic NIfTI volume of ``--shape`` (an ellipsoid of intensity
 100 over uniform noise, 1 mm voxels, RAS) in a temporary folder and runs the
 path of ``experiments/reconstruct.py`` in this process: `scans.read_input`,
-`outputs.check_memory` with `reconstruct.working_memory`, `reconstruct.volume`
+`volume_memory.check_memory` with `volume_memory.working_memory`, `reconstruct.volume`
 and `reconstruct.write`. The process's peak resident memory is reset
 (``/proc/self/clear_refs``) at the check and read (``VmHWM``) after
 `volume` and after `write`. ``need_over_peak`` ≥ 1 means the check counted
@@ -54,9 +54,9 @@ def _volume(shape, path):
 def main(argv):
   del argv
   provenance.quiet_logs()
-  from hyperrecon_jax import outputs
   from hyperrecon_jax import pretrained
   from hyperrecon_jax import reconstruct
+  from hyperrecon_jax import volume_memory
   shape = tuple(int(n) for n in _SHAPE.value.split("x"))
   config, model, variables, _ = pretrained.load(_PRETRAINED.value)
   lambdas = np.linspace(0.0, 1.0, _LAMBDAS.value)[:, None]
@@ -64,9 +64,10 @@ def main(argv):
     path = os.path.join(scratch, "volume.nii")
     _volume(shape, path)
     scan = reconstruct.read_input(path, config)
-    working = reconstruct.working_memory(config, scan)
-    need = outputs.check_memory(scan, len(lambdas), "float32", save_input=_SAVE_INPUT.value,
-                                working=working, available=None)
+    working = volume_memory.working_memory(config, scan)
+    need = volume_memory.check_memory(scan, len(lambdas), "float32",
+                                      save_input=_SAVE_INPUT.value, working=working,
+                                      available=None)
     _reset_peak()
     base = _status("VmRSS")
     result = reconstruct.volume(config, model, variables, scan, lambdas,

@@ -98,6 +98,7 @@ def main(argv):
   from hyperrecon_jax import reconstruct
   from hyperrecon_jax import scans
   from hyperrecon_jax import train
+  from hyperrecon_jax import volume_memory
   from hyperrecon_jax.data import common
   with cli.user_errors():
     kind = scans.input_kind(_INPUT.value)
@@ -113,9 +114,9 @@ def main(argv):
     lambdas = reconstruct.parse_lambdas(text, train.num_lambdas(config), flag=flag)
     scan = scans.read_input(_INPUT.value, config, axis=_AXIS.value)
     dtype = outputs.output_dtype(scan, _DTYPE.value, _OUTPUT.value)
-    need = outputs.check_memory(
+    need = volume_memory.check_memory(
         scan, len(lambdas), dtype, save_input=_SAVE_INPUT.value,
-        working=reconstruct.working_memory(config, scan, _BATCH.value))
+        working=volume_memory.working_memory(config, scan, _BATCH.value))
     plane = f"{common.axis_name(scan.axis)} slices" if kind == "nifti" else "slices"
     print(f"{_INPUT.value}: {len(scan.slices)} {plane} ({int(scan.kept.sum())} with "
           f"foreground), {len(lambdas)} λ value(s) of the loss "

@@ -48,6 +48,7 @@ _SUBMODULES = (
     "streams",
     "tradeoffs",
     "train",
+    "volume_memory",
     "wavelets",
     "workdir",
 )

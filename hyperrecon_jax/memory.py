@@ -1,7 +1,7 @@
 """Memory: how much this process may still allocate, and sizes in words.
 
 The checks that refuse work before it starts (an output too large for memory,
-`hyperrecon_jax.outputs.check_memory`; a model too large to train,
+`hyperrecon_jax.volume_memory.check_memory`; a model too large to train,
 `hyperrecon_jax.train.check_memory`) compare with `available_memory` and say
 their sizes with `byte_size`.
 """

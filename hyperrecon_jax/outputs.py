@@ -11,8 +11,7 @@ coefficients and the seed, and, when the zero-filled input is saved, that too
 existing ones unless overwriting is asked for, and folders that cannot be
 written in, so a caller can check before any work. Each file is written
 beside its destination and renamed into place (atomically), so an interrupted
-write leaves no half-written output. `check_memory` refuses, as early, an
-output that would not fit in memory. The values are written in the result's
+write leaves no half-written output. The values are written in the result's
 ``dtype`` (`output_dtype`: float32 unless asked otherwise; integer NIfTI types
 are scaled to the output's range by the header's slope and intercept).
 
@@ -30,7 +29,6 @@ import tempfile
 import numpy as np
 
 from hyperrecon_jax import errors
-from hyperrecon_jax import memory
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.data import common
 from hyperrecon_jax.scans import H5_SUFFIXES
@@ -49,11 +47,6 @@ DTYPES = ("input", "int16", "float16", "float32")
 # keep float16's 3 significant digits (normal numbers start at 6.1e-5).
 _F16_HEADROOM = 2.0
 _F16_SMALLEST = 0.01
-
-# The output is checked against this fraction of the memory available when
-# the check runs; the rest is for the model, XLA's buffers and the writer.
-MEMORY_FRACTION = 0.8
-
 
 def output_dtype(scan: Scan, name: str, output: str | None = None) -> np.dtype:
   """The value type of the written reconstruction (``--dtype``).
@@ -108,57 +101,6 @@ def storage_dtype(dtype) -> np.dtype:
   """
   dtype = np.dtype(dtype)
   return dtype if dtype.kind == "f" else np.dtype(np.float32)
-
-
-def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: bool = False,
-                 working: int = 0, available: int | None = None) -> int:
-  """Refuses an output that would not fit in memory, before any model work.
-
-  The reconstructions are held in memory until written: ``num_lambdas``
-  volumes of the output's grid (`Scan.output_shape`) in `storage_dtype`,
-  the zero-filled input if saved, and two float32 volumes (one being put back,
-  one being written); beside them, ``working`` bytes of the model's work.
-  That must fit in `MEMORY_FRACTION` of the memory available.
-
-  Args:
-    scan: the `Scan`.
-    num_lambdas: the number of λ values.
-    dtype: the output's value type (`output_dtype`).
-    save_input: whether the zero-filled input is kept too.
-    working: bytes the model's work needs beside the volumes
-      (`reconstruct.working_memory`).
-    available: bytes available (default: `memory.available_memory`; no check when
-      unknown).
-
-  Returns:
-    The bytes needed.
-
-  Raises:
-    InputError: the size, the memory, and how many λ values fit.
-  """
-  voxels = int(np.prod(scan.output_shape))
-  itemsize = storage_dtype(dtype).itemsize
-  per_volume = voxels * itemsize
-  fixed = 2 * voxels * 4 + int(working)
-  need = (num_lambdas + int(save_input)) * per_volume + fixed
-  available = memory.available_memory() if available is None else available
-  if available is None:
-    return need
-  allowed = int(MEMORY_FRACTION * available)
-  if need <= allowed:
-    return need
-  fit = (allowed - fixed) // per_volume - int(save_input)
-  grid = "×".join(str(n) for n in scan.output_shape)
-  how = (f"give at most {fit:,} λ values per run" if fit >= 1
-         else "even one λ does not fit: free memory first")
-  if scan.kind == "h5" and itemsize > 2:
-    how += " or --dtype=float16"
-  volumes = f"{num_lambdas:,} λ value(s)" + (" and the zero-filled input" if save_input else "")
-  raise errors.InputError(
-      f"{scan.path}: {volumes} × {grid} voxels × {itemsize} bytes, two float32 volumes being "
-      f"put back and written, and {memory.byte_size(int(working))} of the model's work need "
-      f"{memory.byte_size(need)} of memory, more than the {memory.byte_size(allowed)} allowed "
-      f"({MEMORY_FRACTION:.0%} of the {memory.byte_size(available)} available); {how}")
 
 
 def input_path(output: str) -> str:

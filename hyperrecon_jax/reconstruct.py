@@ -26,7 +26,7 @@ through `parse_lambdas`. NIfTI voxels outside the slices' crop box are 0 in
 the output, which has the input's orientation, affine and header; an ``.h5``
 output is ``reconstruction_hyperrecon`` on the file's image grid.
 
-`volume` refuses an output too large for memory (`outputs.check_memory`)
+`volume` refuses an output too large for memory (`volume_memory.check_memory`)
 before any model work, and warns (``result['warnings']``) when the output's
 intensity cannot be trusted. The measurement noise of slice ``k`` is drawn
 from ``fold_in(fold_in(key(seed), 0), k)`` (`evaluate.slice_keys`), so a rerun
@@ -47,6 +47,7 @@ from hyperrecon_jax import outputs
 from hyperrecon_jax import physics
 from hyperrecon_jax import scan_scores
 from hyperrecon_jax import scans
+from hyperrecon_jax import volume_memory
 from hyperrecon_jax.data import slicing
 from hyperrecon_jax.scans import Scan
 from hyperrecon_jax.train import configuration
@@ -328,50 +329,6 @@ def _check_finite(square, lam) -> None:
         "written")
 
 
-# What `volume` holds beside the output volumes (`working_memory`):
-# - float32 values per slice and pixel of the model's grid: the slices on the
-#   device (1), their zero-filled input (2), one λ's reconstructions (1), and
-#   the input's magnitude with the squares it is summed from (3);
-MODEL_GRID_PLANES = 7
-# - feature maps of the model's width at full resolution that one row of a
-#   batch holds at once in the Unet: a skip connection, a layer's input and
-#   its output;
-FULL_RESOLUTION_MAPS = 3
-# - compiling and running the program, and what the process keeps of it: it
-#   grew by 280–390 MiB (VmHWM above VmRSS) in the first call of the 64×64
-#   model on 256×256×180 and 512×512×180 volumes, and by 66 MiB in a second
-#   call.
-COMPILE_BYTES = 512 * 2**20
-
-
-def working_memory(config, scan: Scan, batch: int | None = None) -> int:
-  """Bytes `volume` needs beside the output volumes (`outputs.check_memory`).
-
-  ``MODEL_GRID_PLANES · S · size² · 4 + rows · FULL_RESOLUTION_MAPS · size² ·
-  channels · itemsize + COMPILE_BYTES`` for S slices, ``rows`` slices per
-  call. It bounds what the process grows by above its size at the check,
-  `outputs.write` included (the output volumes are not counted here): with
-  them, `outputs.check_memory` counted 1.15× (the 64×64 model, a 512×512×180
-  volume, two λ and the input saved) to 2.4× (the same model, 256×256×180,
-  one λ) what the process grew by (`benchmarks/reconstruct_memory.py`,
-  docs/performance.md).
-
-  Args:
-    config: the model's config.
-    scan: from `read_input`.
-    batch: slices per call (default ``config.eval.chunk``).
-
-  Returns:
-    The bytes.
-  """
-  size = int(config.data.image_size)
-  rows = max(1, min(int(batch or config.eval.chunk), len(scan.slices)))
-  planes = MODEL_GRID_PLANES * len(scan.slices) * size * size * 4
-  maps = (rows * FULL_RESOLUTION_MAPS * size * size * int(config.model.channels)
-          * jnp.dtype(config.model.dtype).itemsize)
-  return planes + maps + COMPILE_BYTES
-
-
 def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
            batch: int | None = None, save_input: bool = False,
            progress: Callable[[int], None] | None = None, dtype: str = "float32",
@@ -390,7 +347,7 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
     progress: called with the number of slices done, L times over the scan.
     dtype: the output's value type, one of `outputs.DTYPES`
       (`outputs.output_dtype`).
-    available: bytes of memory available (`outputs.check_memory`).
+    available: bytes of memory available (`volume_memory.check_memory`).
 
   Returns:
     A dict: ``scan``, ``lambdas`` (L, K − 1), ``coeffs`` (L, K) the loss
@@ -411,8 +368,9 @@ def volume(config, model, variables, scan: Scan, lambdas, *, seed: int = 0,
                             "needs a HyperRecon model")
   lambdas = as_lambdas(lambdas, configuration.num_lambdas(config))
   out_dtype = outputs.output_dtype(scan, dtype)
-  outputs.check_memory(scan, len(lambdas), out_dtype, save_input=save_input,
-                       working=working_memory(config, scan, batch), available=available)
+  volume_memory.check_memory(scan, len(lambdas), out_dtype, save_input=save_input,
+                             working=volume_memory.working_memory(config, scan, batch),
+                             available=available)
   store = outputs.storage_dtype(out_dtype)
   coeffs = np.asarray(hparams.coefficients(lambdas))
   zf = measure(config, scan, seed=seed)

@@ -220,42 +220,6 @@ def test_a_write_stopped_part_way_leaves_no_part_of_the_set(tmp_path, monkeypatc
   assert nib.load(out).shape == scan.output_shape + (3,)
 
 
-def test_an_output_too_large_for_memory_is_refused_with_what_fits(tmp_path):
-  scan = small_scan(tmp_path)  # 19,200 voxels: 75 KiB a float32 volume
-  per_volume = 19_200 * 4
-  assert outputs.check_memory(scan, 10, available=2**30) == 12 * per_volume
-  with pytest.raises(ValueError, match=r"scan.nii.gz: 100,000 λ value\(s\) × 40×40×12 voxels "
-                                       r"× 4 bytes, two float32 volumes being put back and "
-                                       r"written, and 0 KiB of the model's work need 7.2 GiB of "
-                                       r"memory, more than the 819 MiB allowed \(80% of the 1.0 "
-                                       r"GiB available\); give at most 11,182 λ values per run"):
-    outputs.check_memory(scan, 100_000, available=2**30)
-  fit = (int(0.8 * 2**30) - 2 * per_volume) // per_volume
-  assert fit == 11_182 and outputs.check_memory(scan, fit, available=2**30) <= 0.8 * 2**30
-  with pytest.raises(ValueError, match="even one λ does not fit"):
-    outputs.check_memory(scan, 1, available=per_volume)
-
-
-def test_the_model_s_work_takes_its_share_of_the_memory(tmp_path):
-  scan = small_scan(tmp_path)
-  per_volume = 19_200 * 4
-  working = 100 * 2**20
-  assert (outputs.check_memory(scan, 10, working=working, available=2**30)
-          == 12 * per_volume + working)
-  # What fits is what the work leaves: (0.8 · 2³⁰ − 2 volumes − 100 MiB) // a volume.
-  fit = (int(0.8 * 2**30) - 2 * per_volume - working) // per_volume
-  assert fit == 9_817
-  outputs.check_memory(scan, fit, working=working, available=2**30)
-  with pytest.raises(ValueError, match=r"and 100 MiB of the model's work need .* give at most "
-                                       r"9,817 λ"):
-    outputs.check_memory(scan, fit + 1, working=working, available=2**30)
-  with pytest.raises(ValueError, match=r"scan.nii.gz: 9,817 λ value\(s\) and the zero-filled "
-                                       r"input × .* give at most 9,816 λ"):
-    outputs.check_memory(scan, fit, save_input=True, working=working, available=2**30)
-  with pytest.raises(ValueError, match="even one λ does not fit"):
-    outputs.check_memory(scan, 1, working=2**30, available=2**30)
-
-
 def test_output_types_the_format_cannot_hold_are_refused(tmp_path):
   scan = small_scan(tmp_path, np.int16)
   assert outputs.output_dtype(scan, "input") == np.int16

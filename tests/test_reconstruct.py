@@ -75,7 +75,7 @@ def test_put_back_holds_one_volume_beside_what_it_returns(tmp_path):
   # NumPy reports its allocations to tracemalloc. The planes are the one
   # volume put_back needs; copies of the whole volume (scaling it, or casting
   # it to float32 again) would each add another, and a volume can take much
-  # of the memory (outputs.check_memory counts one).
+  # of the memory (volume_memory.check_memory counts one).
   import tracemalloc
   path = str(tmp_path / "scan.nii.gz")
   non_ras_nifti(path, head())
