@@ -39,8 +39,10 @@ def run(env, name, *args, timeout=600):
 
 
 def assert_one_error_line(proc, pattern):
+  """Exit status 2, no traceback, one ``error:`` line matching ``pattern``; returns the line."""
   assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1, proc.stderr[-3000:]
   assert re.search(pattern, errors[0]), errors[0]
+  return errors[0]

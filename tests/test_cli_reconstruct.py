@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 
+from cli_support import assert_one_error_line
 import configs
 import h5py
 import loop_support
@@ -47,15 +48,6 @@ def run(env, name, *args, timeout=300):
 
 def reconstruct(env, *args):
   return run(env, "reconstruct", f"--pretrained={SHIPPED}", *args)
-
-
-def assert_one_error_line(proc, pattern):
-  assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, proc.stderr[-3000:]
-  assert re.search(pattern, errors[0]), errors[0]
-  return errors[0]
 
 
 def disk_volume(shape, axes, seed=0):
