@@ -64,8 +64,9 @@ def clipping_warnings(data: np.ndarray, scale: float, positive: int) -> tuple:
   """
   warnings = []
   level = slicing.FOREGROUND_THRESHOLD * scale
-  significant = int(np.count_nonzero(np.abs(data) > level))
   negative = int(np.count_nonzero(data < -level))
+  # Masks, not np.abs(data): a mask is a quarter of a float32 volume.
+  significant = int(np.count_nonzero(data > level)) + negative
   if negative and negative >= NEGATIVE_SHARE * significant:
     warnings.append(
         f"{negative:,} voxels ({negative / significant:.0%} of those above the background) are "
@@ -98,7 +99,8 @@ def bright_region_warning(data: np.ndarray, scale: float) -> tuple:
     ``()`` or a one-line warning.
   """
   values = data[slicing.positive_voxels(data)]
-  p99 = float(np.percentile(values, 99)) if values.size else 0.0
+  # `values` is a copy of its own: partitioned in place, not copied again.
+  p99 = float(np.percentile(values, 99, overwrite_input=True)) if values.size else 0.0
   if not (p99 > 0 and scale > BRIGHT_SCALE_FACTOR * p99):
     return ()
   return (f"the intensity scale ({scale:.4g}) is {scale / p99:.3g}× the 99th percentile of the "

@@ -276,12 +276,15 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
     scale = slicing.percentile_scale(data, percentile)
   except common.DataError as err:
     raise errors.InputError(f"{path}: {err}") from None
-  volume = np.clip(data / scale, 0.0, 1.0)
   positive = int(np.count_nonzero(slicing.positive_voxels(data)))
   warnings = (scan_notes.scale_warning(positive, percentile)
               + scan_notes.bright_region_warning(data, scale)
               + scan_notes.clipping_warnings(data, scale, positive))
+  # After the warnings and in place, so that reading holds at most two float32
+  # copies of the volume at once: a volume can take much of the memory.
+  volume = data / scale
   del data
+  np.clip(volume, 0.0, 1.0, out=volume)
   foreground = volume > slicing.FOREGROUND_THRESHOLD
   keep, box = slicing.crop_box(foreground, axis, float(config.data.min_foreground))
   if box is None:
