@@ -31,10 +31,11 @@ MODEL_GRID_PLANES = 7
 #   batch holds at once in the Unet: a skip connection, a layer's input and
 #   its output;
 FULL_RESOLUTION_MAPS = 3
-# - compiling and running the program, and what the process keeps of it: it
-#   grew by 280–390 MiB (VmHWM above VmRSS) in the first call of the 64×64
-#   model on 256×256×180 and 512×512×180 volumes, and by 66 MiB in a second
-#   call.
+# - compiling and running the program, and what the process keeps of it: the
+#   first call of the 64×64 model on a 256×256×180 volume at one λ grew the
+#   process by 288–371 MiB over three runs (VmHWM above VmRSS), of which
+#   about 110 MiB are its arrays by their shapes; a second call in the same
+#   process, 66 MiB.
 COMPILE_BYTES = 512 * 2**20
 
 

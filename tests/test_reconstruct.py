@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
+from test_scans import allocated_peak
 from test_scans import data_config
 from test_scans import head
 from test_scans import non_ras_nifti
@@ -76,19 +77,11 @@ def test_put_back_holds_one_volume_beside_what_it_returns(tmp_path):
   # volume put_back needs; copies of the whole volume (scaling it, or casting
   # it to float32 again) would each add another, and a volume can take much
   # of the memory (volume_memory.check_memory counts one).
-  import tracemalloc
   path = str(tmp_path / "scan.nii.gz")
   non_ras_nifti(path, head())
   scan = rc.read_input(path, data_config(40))
   volume_bytes = int(np.prod(scan.output_shape)) * 4
-  tracemalloc.start()
-  try:
-    tracemalloc.reset_peak()
-    start = tracemalloc.get_traced_memory()[0]
-    back = rc.put_back(scan, scan.images)
-    peak = tracemalloc.get_traced_memory()[1] - start
-  finally:
-    tracemalloc.stop()
+  back, peak = allocated_peak(lambda: rc.put_back(scan, scan.images))
   assert back.dtype == np.float32 and back.shape == scan.output_shape
   # One volume and the slice-sized temporaries of one plane (a 40×40 plane is
   # 1/12 of this volume).
