@@ -1,12 +1,18 @@
 """Memory: how much this process may still allocate, and sizes in words.
 
-The checks that refuse work before it starts (an output too large for memory,
+The checks that refuse work before it starts (a volume too large to read,
+`hyperrecon_jax.scans.check_read_memory`; an output too large for memory,
 `hyperrecon_jax.volume_memory.check_memory`; a model too large to train,
 `hyperrecon_jax.train.check_memory`) compare with `available_memory` and say
-their sizes with `byte_size`.
+their sizes with `byte_size`; the first two allow `MEMORY_FRACTION` of it.
 """
 
 import os
+
+# A check that refuses work counts it against this fraction of the memory
+# available: the rest is a margin for what a count leaves out (the libraries'
+# own buffers, the allocator's slack).
+MEMORY_FRACTION = 0.8
 
 
 def available_memory(meminfo: str = "/proc/meminfo",

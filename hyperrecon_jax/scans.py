@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import memory
 from hyperrecon_jax import scan_notes
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import nifti_voxels
 from hyperrecon_jax.data import slicing
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -42,6 +44,11 @@ H5_SUFFIXES = (".h5",)
 
 # The datasets' floor on a plane's sides (`slicing.MIN_PLANE`), for a scan too.
 MIN_PLANE = slicing.MIN_PLANE
+# Float32 volumes that normalizing a NIfTI volume holds at once, at most: the
+# voxels, the normalized volume, and the masks of the positive and foreground
+# voxels (a quarter of a volume each); 2.25 measured with tracemalloc, the
+# rest for slice-sized temporaries (tests/test_scans.py).
+READ_VOLUMES = 2.5
 
 @dataclasses.dataclass(frozen=True)
 class Scan:
@@ -142,7 +149,7 @@ def check_file(path: str) -> None:
     raise errors.InputError(f"{path}: no such file")
 
 
-def read_input(path: str, config, *, axis=None) -> Scan:
+def read_input(path: str, config, *, axis=None, available: int | None = None) -> Scan:
   """Reads a NIfTI volume or a fastMRI ``.h5`` file as the model's slices.
 
   Args:
@@ -153,6 +160,8 @@ def read_input(path: str, config, *, axis=None) -> Scan:
     axis: NIfTI only: the RAS axis to slice along (name or index) instead of
       ``config.data.axis``; None takes the config's, or the volume's thin
       axis when the config's planes would be narrower than `MIN_PLANE`.
+    available: NIfTI only: bytes of memory available for reading
+      (`check_read_memory`; default `memory.available_memory`).
 
   Returns:
     A `Scan`.
@@ -160,12 +169,13 @@ def read_input(path: str, config, *, axis=None) -> Scan:
   Raises:
     InputError: a file that is missing, unreadable, not 3-D, too thin to
       slice, holds NaN or infinite values or values beyond float32, or has no
-      foreground (the message names the file).
+      foreground, or a NIfTI volume too large to read in the memory available
+      (the message names the file).
   """
   kind = input_kind(path)
   check_file(path)
   if kind == "nifti":
-    scan = _read_nifti(path, config, axis)
+    scan = _read_nifti(path, config, axis, available)
   elif axis is not None:
     raise errors.InputError(f"{path}: a fastMRI file is reconstructed slice by slice as "
                             "stored; a slicing axis applies to NIfTI input only")
@@ -249,7 +259,46 @@ def slicing_axis(path: str, ras_shape, configured, requested=None) -> tuple[int,
                 f"{ras_shape}), narrower than {MIN_PLANE} voxels")
 
 
-def _read_nifti(path: str, config, axis=None) -> Scan:
+def read_memory(shape) -> int:
+  """The most bytes reading a NIfTI volume of ``shape`` holds at once.
+
+  The more of reading the voxels (`nifti_voxels.read_bytes`) and
+  normalizing them (`READ_VOLUMES` float32 volumes), for any stored type,
+  compressed or not, scaled or not.
+  """
+  voxels = int(np.prod(tuple(int(n) for n in shape)[:3]))
+  return max(nifti_voxels.read_bytes(shape), int(READ_VOLUMES * voxels * 4))
+
+
+def check_read_memory(path: str, shape, available: int | None = None) -> int:
+  """Refuses, from the header alone, a NIfTI volume too large to read.
+
+  Args:
+    path: the file, named in the error.
+    shape: its voxels' shape (from the header).
+    available: bytes available (default `memory.available_memory`; no check
+      when unknown).
+
+  Returns:
+    The bytes reading needs (`read_memory`).
+
+  Raises:
+    InputError: naming the file, its shape, the bytes needed and those allowed
+      (`memory.MEMORY_FRACTION` of the available).
+  """
+  need = read_memory(shape)
+  available = memory.available_memory() if available is None else available
+  if available is None or need <= memory.MEMORY_FRACTION * available:
+    return need
+  grid = "×".join(str(int(n)) for n in shape)
+  raise errors.InputError(
+      f"{path}: reading its {grid} voxels as float32 needs {memory.byte_size(need)} of memory, "
+      f"more than the {memory.byte_size(int(memory.MEMORY_FRACTION * available))} allowed "
+      f"({memory.MEMORY_FRACTION:.0%} of the {memory.byte_size(available)} available); free "
+      "memory, or crop or resample the volume first")
+
+
+def _read_nifti(path: str, config, axis=None, available=None) -> Scan:
   nib = common.require("nibabel")
   try:
     img = nib.load(path)
@@ -263,13 +312,8 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   # The RAS shape from the header alone: the plane is chosen before any voxel is read.
   ras_shape = slicing.ras_shape(shape, nib.orientations.io_orientation(img.affine))
   axis, axis_note = slicing_axis(path, ras_shape, config.data.axis, axis)
-  try:
-    canonical = nib.as_closest_canonical(img)
-    raw = np.asanyarray(canonical.dataobj)
-  except Exception as err:  # noqa: BLE001 (a truncated file fails here)
-    raise errors.InputError(f"{path}: cannot read its voxels ({err})") from None
-  data = common.real_float32(raw.reshape(raw.shape[:3]), path)  # a singleton 4th axis dropped
-  del raw
+  check_read_memory(path, shape, available)
+  data = nifti_voxels.read_float32(path)
   size = int(config.data.image_size)
   percentile = float(config.data.percentile)
   try:
@@ -297,7 +341,7 @@ def _read_nifti(path: str, config, axis=None) -> Scan:
   # whose pixdim disagrees with its sform would get another slice shape
   # depending on whether it is stored RAS (nibabel keeps its header) or not
   # (nibabel derives the header from the affine).
-  zooms = tuple(float(z) for z in nib.affines.voxel_sizes(canonical.affine))
+  zooms = tuple(float(z) for z in nib.affines.voxel_sizes(nifti_voxels.ras_affine(img)))
   plane_spacing = slicing.oriented_spacing(zooms, axis)
   r0, r1, c0, c1 = box
   planes = np.moveaxis(volume, axis, 0)

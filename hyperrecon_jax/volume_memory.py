@@ -4,7 +4,7 @@
 `hyperrecon_jax.outputs.write` writes them, and the model's work beside them
 (`working_memory`): its slices on the model's grid, one batch through the Unet,
 compiling the program. `check_memory` refuses a reconstruction whose count
-exceeds `MEMORY_FRACTION` of the memory available (`memory.available_memory`),
+exceeds `memory.MEMORY_FRACTION` of the memory available (`memory.available_memory`),
 naming how many λ would fit. `benchmarks/reconstruct_memory.py` measures the
 count against what the process grows by.
 """
@@ -16,11 +16,6 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import memory
 from hyperrecon_jax import outputs
 from hyperrecon_jax.scans import Scan
-
-# The count is checked against this fraction of the memory available when the
-# check runs: the rest is a margin for what it leaves out (the libraries'
-# own buffers, the allocator's slack).
-MEMORY_FRACTION = 0.8
 
 # What `reconstruct.volume` holds beside the output volumes (`working_memory`):
 # - float32 values per slice and pixel of the model's grid: the slices on the
@@ -75,7 +70,7 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
   volumes of the output's grid (`Scan.output_shape`) in `outputs.storage_dtype`,
   the zero-filled input if saved, and two float32 volumes (one being put back,
   one being written); beside them, ``working`` bytes of the model's work.
-  That must fit in `MEMORY_FRACTION` of the memory available.
+  That must fit in `memory.MEMORY_FRACTION` of the memory available.
 
   Args:
     scan: the `Scan`.
@@ -101,7 +96,7 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
   available = memory.available_memory() if available is None else available
   if available is None:
     return need
-  allowed = int(MEMORY_FRACTION * available)
+  allowed = int(memory.MEMORY_FRACTION * available)
   if need <= allowed:
     return need
   fit = (allowed - fixed) // per_volume - int(save_input)
@@ -115,4 +110,4 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
       f"{scan.path}: {volumes} × {grid} voxels × {itemsize} bytes, two float32 volumes being "
       f"put back and written, and {memory.byte_size(int(working))} of the model's work need "
       f"{memory.byte_size(need)} of memory, more than the {memory.byte_size(allowed)} allowed "
-      f"({MEMORY_FRACTION:.0%} of the {memory.byte_size(available)} available); {how}")
+      f"({memory.MEMORY_FRACTION:.0%} of the {memory.byte_size(available)} available); {how}")

@@ -12,12 +12,12 @@ import configs
 import h5py
 import jax
 import jax.numpy as jnp
+from memory_support import allocated_peak
 import nibabel as nib
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
-from test_scans import allocated_peak
 from test_scans import data_config
 from test_scans import head
 from test_scans import non_ras_nifti

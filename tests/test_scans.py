@@ -6,7 +6,6 @@ the check against the data pipeline. Putting slices back on the input's grid
 """
 
 import re
-import tracemalloc
 
 import configs
 import ml_collections
@@ -24,18 +23,6 @@ def data_config(size, **extra):
   return ml_collections.ConfigDict({"data": {
       "image_size": size, "axis": "axial", "percentile": 99.5, "min_foreground": 0.01,
       **extra}})
-
-
-def allocated_peak(fn):
-  """``(fn(), the most bytes allocated at once while it ran)``, as tracemalloc sees
-  NumPy's allocations (it reports them), above what was allocated before."""
-  tracemalloc.start()
-  try:
-    start = tracemalloc.get_traced_memory()[0]
-    result = fn()
-    return result, tracemalloc.get_traced_memory()[1] - start
-  finally:
-    tracemalloc.stop()
 
 
 def non_ras_nifti(path, ras):
@@ -428,21 +415,3 @@ def test_zero_padded_kspace_edges_are_not_undersampling(tmp_path):
   kspace[..., -2:] = 0
   scan = scans.read_input(_h5(tmp_path / "padded.h5", kspace=kspace), data_config(32))
   assert scan.images.shape == (2, 32, 32) and scan.images.max() == 1.0
-
-
-def test_reading_holds_about_two_copies_of_the_volume(tmp_path):
-  # NumPy reports its allocations to tracemalloc. A volume positive
-  # everywhere (a noise floor, as a scanner's background has) is the case
-  # where the percentiles' copies are whole volumes: the float32 voxels and
-  # the normalized volume are the two copies reading needs; a copy made to
-  # take a percentile, or |voxels| for a warning, while both are held would
-  # make it three or four, and a volume can take much of the memory.
-  shape = (48, 48, 40)
-  ras = head(shape) + np.random.default_rng(1).uniform(0.001, 0.01, shape).astype(np.float32)
-  path = str(tmp_path / "scan.nii")
-  nib.save(nib.Nifti1Image(ras, np.eye(4)), path)  # uncompressed: read through a memory map
-  volume_bytes = ras.nbytes
-  peak = allocated_peak(lambda: scans.read_input(path, data_config(32)))[1]
-  # Two volumes, the masks of the foreground and of the positive voxels (a
-  # quarter of a volume each), and slice-sized temporaries.
-  assert peak < 2.75 * volume_bytes, peak / volume_bytes

@@ -41,6 +41,7 @@ import numpy as np
 from hyperrecon_jax import checksums
 from hyperrecon_jax.data import builder as builder_lib
 from hyperrecon_jax.data import common
+from hyperrecon_jax.data import nifti_voxels
 from hyperrecon_jax.data import slicing
 from hyperrecon_jax.data import splits
 
@@ -100,30 +101,50 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
   return pairs
 
 
-def _load(path: str, what: str):
-  """Loads a 3-D volume in RAS as (array, voxel sizes)."""
+def _opened(path: str, what: str):
+  """A NIfTI file's image, its voxels not read: oriented, 3-D and real, or a DataError."""
   nib = common.require("nibabel")
   try:
     img = nib.load(path)
     problem = slicing.orientation_problem(img.affine)
-    if not problem:
-      img = nib.as_closest_canonical(img)
-      data = np.asarray(img.dataobj)
+    shape, dtype = tuple(img.shape), np.dtype(img.get_data_dtype())
   except Exception as err:  # nibabel raises many types for bad files.
     raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
   if problem:
     raise common.DataError(f"{path}: {problem}.")
-  if data.ndim == 4 and data.shape[3] == 1:
-    data = data[..., 0]
-  if data.ndim != 3 or min(data.shape) < 1:
-    raise common.DataError(f"{path}: has shape {data.shape}; expected a 3-D {what}.")
-  if data.dtype.kind not in "biuf":
+  if len(shape) == 4 and shape[3] == 1:
+    shape = shape[:3]
+  if len(shape) != 3 or min(shape) < 1:
+    raise common.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
+  if dtype.kind not in "biuf":
     # A complex image read as its real part would lose every voxel whose
     # phase turns it negative.
-    raise common.DataError(f"{path}: its voxels are of type {data.dtype}; expected real "
+    raise common.DataError(f"{path}: its voxels are of type {dtype}; expected real "
                            f"numbers (a magnitude {what}).")
-  # The voxel sizes of the affine that gave the orientation, as `scans.read_input`.
-  return data, tuple(float(z) for z in nib.affines.voxel_sizes(img.affine))
+  return img
+
+
+def _load(path: str, what: str):
+  """Loads a 3-D volume in RAS as (array as stored, voxel sizes)."""
+  nib = common.require("nibabel")
+  img = _opened(path, what)
+  try:
+    data = np.asarray(nib.as_closest_canonical(img).dataobj)
+  except Exception as err:  # noqa: BLE001 (a truncated file fails here)
+    raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
+  return data.reshape(data.shape[:3]), _voxel_sizes(img)
+
+
+def _load_image(path: str):
+  """Loads a 3-D image in RAS as (float32 array, voxel sizes), as `scans.read_input` does."""
+  img = _opened(path, "image")
+  return nifti_voxels.read_float32(path), _voxel_sizes(img)
+
+
+def _voxel_sizes(img) -> tuple:
+  """The voxel sizes of the affine that gave the orientation, as `scans.read_input`."""
+  nib = common.require("nibabel")
+  return tuple(float(z) for z in nib.affines.voxel_sizes(nifti_voxels.ras_affine(img)))
 
 
 def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
@@ -259,13 +280,11 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
       normal number, or no positive voxel, or its label volume's shape differs.
   """
   path = os.path.join(manual_dir, image_rel)
-  data, spacing = _load(path, "image")
-  # Checked here, not in `_check_header`: it needs the voxels, and reading every
-  # volume twice would double the build time. Raising mid-build is safe: TFDS
-  # deletes its temporary folder, so no dataset is left behind.
-  # As `scans.read_input` reads a user's scan: a float64 volume beyond
-  # float32's range overflowed to inf and was normalized to white slices.
-  data = common.real_float32(data, path)
+  # The voxels' checks (`nifti_voxels.read_float32`) are made here, not in
+  # `_check_header`: they need the voxels, and reading every volume twice
+  # would double the build time. Raising mid-build is safe: TFDS deletes its
+  # temporary folder, so no dataset is left behind.
+  data, spacing = _load_image(path)
   try:
     image = slicing.normalize_percentile(data, percentile)
   except common.DataError as err:
