@@ -5,6 +5,7 @@ import os
 
 import configs
 import h5py
+from memory_support import allocated_peak
 import numpy as np
 import pytest
 
@@ -318,3 +319,55 @@ def test_non_finite_values_fail_the_build(tmp_path, kind):
       "max_inf": "attribute 'max' is inf, not a finite number; fix it or remove the file.",
   }[kind] + ("" if kind == "max_inf" else " (NaN or ±Inf); fix or remove the file.")
   assert not list((tmp_path / "tfds").glob("fastmri_knee/*/*"))
+
+
+def _multicoil(path, shape=(4, 6, 80, 64), seed=5):
+  """Fully sampled multi-coil k-space (slices, coils, height, width), padded at the edges."""
+  rng = np.random.default_rng(seed)
+  kspace = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+  kspace[..., :3] = 0
+  kspace[..., -2:] = 0
+  with h5py.File(path, "w") as f:
+    f["kspace"] = kspace
+  return kspace
+
+
+def test_kspace_read_one_slice_at_a_time_is_the_whole_volume_s_image(tmp_path):
+  # Each slice's FFT is its own, so the image is the batched one's bit for
+  # bit; only what is held at once changes.
+  path = str(tmp_path / "mc.h5")
+  kspace = _multicoil(path)
+  target = fastmri.read_target(path)
+  image = fastmri.kspace_to_image(kspace).astype(np.float32)
+  assert target.scale == float(image.max()) and target.dtype == np.complex64
+  np.testing.assert_array_equal(target.volume, image / image.max())
+
+
+def test_reading_multicoil_kspace_holds_less_than_the_file_s_kspace(tmp_path):
+  # Read whole, multi-coil k-space with the FFT's copies held 4.0 times the
+  # k-space at once (tracemalloc); one slice at a time: about four copies of
+  # one slice (1/16 of the k-space here) beside the image volume (1/8).
+  path = str(tmp_path / "mc.h5")
+  kspace = _multicoil(path, (16, 4, 64, 48))
+  peak = allocated_peak(lambda: fastmri.read_target(path))[1]
+  assert peak < 0.75 * kspace.nbytes, peak / kspace.nbytes
+
+
+def test_kspace_checks_count_every_slice(tmp_path):
+  path = str(tmp_path / "mc.h5")
+  kspace = _multicoil(path)
+  with h5py.File(path, "r+") as f:
+    f["kspace"][0, 1, 2, 3] = np.nan
+    f["kspace"][3, 5, 7, 9] = np.inf
+  with pytest.raises(hr.data.DataError, match=r"mc\.h5: 2 of 122,880 values of 'kspace' are "
+                                              r"not finite \(NaN or ±Inf\)"):
+    fastmri.read_target(path)
+  # Column 10 measured in the last slice only, columns 20–23 in none: 4 gaps.
+  kspace[..., 10] = 0
+  kspace[..., 20:24] = 0
+  kspace[3, 0, 0, 10] = 1
+  with h5py.File(path, "w") as f:
+    f["kspace"] = kspace
+  with pytest.raises(hr.data.DataError, match=r"mc\.h5: its 'kspace' is already undersampled: "
+                                              r"4 of the 59 columns"):
+    fastmri.read_target(path)

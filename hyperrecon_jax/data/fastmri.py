@@ -126,7 +126,12 @@ def _check_planes(path: str, key: str, shape) -> None:
         f"{slicing.MIN_PLANE} pixels, too small to be an image for the model.")
 
 
-def unmeasured_columns(kspace: np.ndarray) -> tuple[int, int]:
+def measured_columns(kspace: np.ndarray) -> np.ndarray:
+  """Which k-space columns (the last axis) hold a non-zero value in any slice and coil."""
+  return np.any(kspace != 0, axis=tuple(range(kspace.ndim - 1)))
+
+
+def unmeasured_columns(kspace: np.ndarray, measured: np.ndarray | None = None) -> tuple[int, int]:
   """The k-space columns never measured, between the first and last measured one.
 
   A fully sampled fastMRI file measures every phase-encoding column (the last
@@ -135,14 +140,17 @@ def unmeasured_columns(kspace: np.ndarray) -> tuple[int, int]:
   slice and coil.
 
   Args:
-    kspace: complex (slices, [coils,] height, width).
+    kspace: complex (slices, [coils,] height, width); None when ``measured``
+      is given.
+    measured: `measured_columns` of the k-space (e.g. gathered slice by
+      slice) instead of the k-space itself.
 
   Returns:
     (skipped, span): how many columns are zero throughout, between the first and
     the last column holding a non-zero value, and how many columns that span
     has (0, 0 for all-zero k-space).
   """
-  measured = np.any(kspace != 0, axis=tuple(range(kspace.ndim - 1)))
+  measured = measured_columns(kspace) if measured is None else measured
   where = np.flatnonzero(measured)
   if where.size == 0:
     return 0, 0
@@ -150,16 +158,16 @@ def unmeasured_columns(kspace: np.ndarray) -> tuple[int, int]:
   return int(span.size - np.count_nonzero(span)), int(span.size)
 
 
-def undersampled_message(path: str, kspace: np.ndarray,
+def undersampled_message(path: str, measured: np.ndarray,
                          why: str = "Its image would be aliased") -> str | None:
   """Why a file's k-space cannot stand for its image, or None when it is fully sampled.
 
   Args:
     path: the file, named in the message.
-    kspace: its complex k-space, (slices, [coils,] height, width).
+    measured: the `measured_columns` of its k-space.
     why: what undersampled k-space would do to the caller's result.
   """
-  skipped, span = unmeasured_columns(kspace)
+  skipped, span = unmeasured_columns(None, measured)
   if not skipped:
     return None
   return (f"{path}: its 'kspace' is already undersampled: {skipped:,} of the {span:,} "
@@ -211,25 +219,25 @@ def read_target(path: str, why: str = "Its image would be aliased") -> Target:
   key, _ = inspect(path)
   try:
     with _open(path) as f:
-      raw = f[key][()]
-      # Only targets are scaled by the stored maximum (see the module doc).
-      stored = None if key == "kspace" else f.attrs.get("max")
+      if key == "kspace":
+        image, dtype = _kspace_image(f, path, why)
+      else:
+        raw = np.asarray(f[key][()])
+        # Only targets are scaled by the stored maximum (see the module doc).
+        stored = f.attrs.get("max")
   except common.DataError:
     raise
   except (OSError, KeyError, RuntimeError, ValueError, TypeError) as err:
     raise common.DataError(f"{path}: cannot read '{key}' ({err}).") from err
-  raw = np.asarray(raw)
-  # One NaN or infinity in k-space spreads over its whole slice in the FFT;
-  # in a target it would be zeroed or saturated white without a trace.
-  common.check_finite(raw, path, f"values of '{key}'")
-  stored_max = 0.0 if stored is None else _stored_max(stored, path)
   if key == "kspace":
-    problem = undersampled_message(path, raw, why)
-    if problem:
-      raise common.DataError(problem)
-    volume = common.real_float32(kspace_to_image(raw), path, "pixels of the image of 'kspace'")
+    volume = common.real_float32(image, path, "pixels of the image of 'kspace'")
     scale = float(volume.max())
   else:
+    # In a target a NaN or infinity would be zeroed or saturated white
+    # without a trace.
+    common.check_finite(raw, path, f"values of '{key}'")
+    stored_max = 0.0 if stored is None else _stored_max(stored, path)
+    dtype = raw.dtype
     # A complex target cast to float would keep its real part: part of a
     # phase-rotated image would turn black without a word.
     volume = common.real_float32(raw, path, f"values of '{key}'")
@@ -245,7 +253,37 @@ def read_target(path: str, why: str = "Its image would be aliased") -> Target:
   if not scale > 0:
     raise common.DataError(f"{path}: the '{key}' volume has no intensity scale: its largest "
                            f"value is {scale:g}, not positive.")
-  return Target(volume / scale, scale, key, raw.dtype)
+  return Target(volume / scale, scale, key, dtype)
+
+
+def _kspace_image(f, path: str, why: str) -> tuple[np.ndarray, np.dtype]:
+  """The image (`kspace_to_image`) of an open file's fully sampled k-space, and its type.
+
+  One slice at a time: multi-coil k-space read whole, with its FFT's copies,
+  held about four times the file's k-space at once.
+
+  Raises:
+    DataError: k-space holding NaN or infinite values (one spreads over its
+      whole slice in the FFT), or undersampled k-space (`undersampled_message`).
+  """
+  data = f["kspace"]
+  measured = np.zeros(data.shape[-1], bool)
+  not_finite = 0
+  images = []
+  for index in range(data.shape[0]):
+    kspace = np.asarray(data[index])
+    not_finite += kspace.size - int(np.count_nonzero(np.isfinite(kspace)))
+    measured |= measured_columns(kspace)
+    if not not_finite:
+      # A copy of the crop: a view would keep the whole uncropped image.
+      images.append(kspace_to_image(kspace[None])[0].copy())
+    del kspace
+  common.check_values(common.ValueCounts(data.dtype, int(data.size), not_finite), path,
+                      "values of 'kspace'")
+  problem = undersampled_message(path, measured, why)
+  if problem:
+    raise common.DataError(problem)
+  return np.stack(images), data.dtype
 
 
 def _stored_max(value, path: str) -> float:
