@@ -436,3 +436,38 @@ def test_a_run_split_volume_by_volume_on_unchanged_bids_files_is_not_told_to_res
     split_record.check_unseen(str(workdir), config.data, "test")
   assert "as it was" not in str(e.value)
 
+
+
+def test_a_run_without_a_record_on_a_folder_of_several_volumes_per_subject_is_refused(
+    folders, tmp_path):
+  # A run that began before runs recorded their splits was split volume by
+  # volume: with two sessions per subject, today's test split (by subject)
+  # held its training volumes, and it was scored and resumed unchecked.
+  _, _, data_dir = folders
+  folder = tmp_path / "bids"
+  names = [f"sub-{s:02d}/ses-{t}/anat/sub-{s:02d}_ses-{t}_T1w.nii.gz"
+           for s in range(1, 5) for t in (1, 2)]
+  for i, name in enumerate(names):
+    _write_volume(folder, 100 + i, name)
+  by_volume = splits.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
+  config = _config(folder, data_dir)
+  now = split_record.current(config.data)
+  # The volume-by-volume rule trained on volumes the subject rule tests on.
+  assert set(now["splits"]["test"]) & {names[i] for i in by_volume["train"]}
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  reason = (r"it began before runs recorded their splits \(or the record was deleted\), when a "
+            r"NIfTI folder was split volume by volume, and the build now keeps each BIDS "
+            r"subject's volumes in one split \(sub-01 has 2 volumes in .*bids\)")
+  with pytest.raises(data.DataError, match=rf"the run in {workdir} recorded no splits \(no "
+                                           rf"data_splits\.json\): {reason}, so it would go on "
+                                           r"with other training volumes: train in a new "
+                                           r"--workdir"):
+    split_record.check_resume(str(workdir), now)
+  with pytest.raises(data.DataError, match=rf"the run in {workdir} recorded no splits \(no "
+                                           rf"{workdir}/data_splits\.json\): {reason}, so the "
+                                           r"test split can hold volumes it learned from: train "
+                                           r"again, or score volumes of other subjects"):
+    split_record.check_unseen(str(workdir), config.data, "test")
+  # Scored whole as another folder (--data), it is not the folder split then.
+  split_record.check_unseen(str(workdir), data.folder_config(config.data, str(folder)), "test")

@@ -16,8 +16,10 @@ report on another site's volumes) shares a volume by content only. The
 (`hyperrecon_jax.data.mni152`), which no file changes, so nothing is
 recorded.
 
-A workdir written before this record existed has no ``data_splits.json``; it is
-evaluated as before, unchecked.
+A workdir written before this record existed has no ``data_splits.json``. It
+is evaluated and resumed unchecked, unless its folder holds a BIDS subject
+with several volumes: such a run's splits were made volume by volume, and
+today's are not its own (`split_history.unrecorded`), so it is refused.
 """
 
 import functools
@@ -27,7 +29,7 @@ import os
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import folders
 from hyperrecon_jax.data import near_copies
-from hyperrecon_jax.data import splits
+from hyperrecon_jax.data import split_history
 
 FILE = "data_splits.json"
 BY_VOLUME = ("nifti", "fastmri_knee")
@@ -155,12 +157,19 @@ def check_resume(workdir: str, record: dict | None) -> None:
       workdir's record (naming some that left and joined it).
   """
   stored = read(workdir)
-  if stored is None or record is None:
+  if record is None:
+    return
+  if stored is None:
+    why = split_history.unrecorded(record)
+    if why:
+      raise common.DataError(
+          f"the run in {workdir} recorded no splits (no {FILE}): {why}, so it would go on "
+          "with other training volumes: train in a new --workdir")
     return
   for split in ("train", "validation"):
     changed = changes(stored, record, split)
     if changed:
-      why = _split_by_subject_since(stored, record)
+      why = split_history.by_subject_since(stored, record)
       if why:
         raise common.DataError(
             f"the {split} split of {record['manual_dir']} is not the one the run in "
@@ -257,7 +266,10 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
     learner: what learned from the recorded splits, for the message.
     listed_in: the file that holds the record, for the message.
   """
-  if stored is None or not _LEARNED_FROM.get(split):
+  if not _LEARNED_FROM.get(split):
+    return
+  if stored is None:
+    _check_unrecorded(data_config, split, learner, listed_in)
     return
   stored = _checked(stored, listed_in)
   record = current(data_config)
@@ -293,7 +305,7 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
         f"{folder} holds {len(seen)} of the volumes {learner} learned from "
         f"({_quote(seen)}), so its scores would measure training data: leave them out of "
         f"the folder ({listed})")
-  split_rule = _split_by_subject_since(stored, record) if same_folder else ""
+  split_rule = split_history.by_subject_since(stored, record) if same_folder else ""
   if split_rule:
     why = f"{split_rule}: train again"
   elif same_folder:
@@ -304,6 +316,19 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
   raise common.DataError(
       f"the {split} split of {folder} holds {len(seen)} of the volumes {learner} learned "
       f"from ({_quote(seen)}), so its scores would measure training data: {why} ({listed})")
+
+
+def _check_unrecorded(data_config, split: str, learner: str, listed_in: str) -> None:
+  """`check_record` of a learner that recorded no splits: `split_history.unrecorded`."""
+  if common.written_splits(common.field(data_config, "split_fractions")) == ("test",):
+    return  # a folder scored whole: not the folder split when the learner trained
+  record = current(data_config)
+  why = split_history.unrecorded(record) if record is not None else ""
+  if why:
+    raise common.DataError(
+        f"{learner} recorded no splits (no {listed_in}): {why}, so the {split} split can hold "
+        "volumes it learned from: train again, or score volumes of other subjects "
+        "(evaluate.py --data=FOLDER)")
 
 
 def check_template(trained_on, data_config) -> None:
@@ -404,40 +429,6 @@ def check_slices(trained_on, data_config, learner: str) -> None:
         f"{shown}. A copy of a "
         "training volume padded, cropped or shifted by whole voxels gives the same slices, so "
         "its scores would measure training data: leave those volumes out of the folder")
-
-
-def _split_by_subject_since(stored: dict, record: dict) -> str:
-  """Why a `nifti` run's recorded splits are not the folder's, when its files are not to blame.
-
-  A run that began before volumes were split by BIDS subject may have put a
-  subject's volumes into two splits; and where it did not, the same files
-  still go to other splits now that the subjects are permuted instead of the
-  volumes. Either way the folder is as it was, and restoring it cannot help.
-
-  Args:
-    stored: the run's record.
-    record: `current` of the folder.
-
-  Returns:
-    The reason, for a message; ``""`` for another dataset, or when the files
-    changed and no subject is in two recorded splits.
-  """
-  if stored.get("dataset") != "nifti":
-    return ""
-  subject = splits.subject_in_two_splits(stored["splits"])
-  if subject:
-    return (f"the run began with splits that put volumes of one subject into two ({subject}), "
-            "and the build keeps each BIDS subject's volumes in one split")
-  names = sorted(n for s in common.SPLITS for n in stored["splits"][s])
-  if names != sorted(n for s in common.SPLITS for n in record["splits"][s]):
-    return ""
-  groups = [g for g in splits.subject_groups(splits.subjects(names)) if len(g) > 1]
-  if not groups:
-    return ""
-  several = splits.subject(names[groups[0][0]])
-  return (f"the folder's files are those the run began with, but its splits were made "
-          f"volume by volume, and the build now permutes BIDS subjects, keeping each "
-          f"subject's volumes in one split (sub-{several} has {len(groups[0])} volumes)")
 
 
 def _quote(names) -> str:

@@ -182,7 +182,8 @@ def _train(config, workdir, mesh, operator, owner):
   # Before anything is written: a run goes on with the splits it began with,
   # and one that begins (again) at step 0 records them. A resumed run without
   # its record (deleted, or a workdir older than the record) records the
-  # splits it goes on with, so that evaluation checks its test split again.
+  # splits it goes on with, so that evaluation checks its test split again,
+  # unless they cannot be its own (`split_history.unrecorded`: refused).
   splits = split_record.current(config.data)
   sharded.check_same_data(splits)
   record_path = os.path.join(workdir, split_record.FILE)
