@@ -15,15 +15,19 @@ import json
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 import urllib.request
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
-import provenance
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                "experiments"))
+import cli  # noqa: E402
+import provenance  # noqa: E402
 
 _PRETRAINED = flags.DEFINE_string("pretrained", "mni152_csmri8x_dc_tv", "Shipped model.")
 _REQUESTS = flags.DEFINE_integer("requests", 200, "Timed /api/reconstruct requests.",
@@ -45,7 +49,8 @@ def main(argv):
   from hyperrecon_jax import explorer
   from hyperrecon_jax import pretrained
   start = time.perf_counter()
-  config, model, variables, step = pretrained.load(_PRETRAINED.value)
+  with cli.user_errors():
+    config, model, variables, step = pretrained.load(_PRETRAINED.value)
   ex = explorer.Explorer(config, model, variables, name=_PRETRAINED.value, step=step)
   server = explorer.make_server(ex, "127.0.0.1", 0)
   threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -90,4 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

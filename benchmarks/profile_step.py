@@ -31,11 +31,13 @@ import sys
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                "experiments"))
+import cli  # noqa: E402
 import provenance
 import throughput  # noqa: E402  (its flags: --sizes, --image_size, --batch, ...)
 
@@ -242,12 +244,16 @@ def profile_train_step(config, state, steps, command_buffers: bool = False):
 def main(argv):
   del argv
   provenance.quiet_logs()
+  from hyperrecon_jax import errors
   from hyperrecon_jax import train
-  image, batch = throughput._IMAGE.value, throughput._BATCH.value
-  channels = throughput._CHANNELS.value
-  sizes, steps = throughput._SIZES.value, _STEPS.value
+  with cli.user_errors():
+    if throughput._RECIPE.value is not None:
+      raise errors.InputError("--recipe: profile_step.py profiles the --sizes models; a "
+                              "recipe's model is throughput.py's")
+    sizes, (image, batch, _, _, _, channels) = throughput.check_flags()
+  steps = _STEPS.value
   if throughput._QUICK.value:
-    image, batch, channels, sizes, steps = 32, 2, 8, ["S"], 2
+    sizes, steps = ["S"], 2
   for size, dtype in [(s, d) for s in sizes for d in throughput._DTYPE.value]:
     config = throughput._config(size, image, batch, dtype, throughput._STRATEGY.value,
                                 channels)
@@ -275,4 +281,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

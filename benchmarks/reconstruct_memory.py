@@ -15,12 +15,16 @@ at least what the work took. Linux only.
 
 import json
 import os
+import sys
 import tempfile
 
-from absl import app
 from absl import flags
 import numpy as np
-import provenance
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                "experiments"))
+import cli  # noqa: E402
+import provenance  # noqa: E402
 
 _PRETRAINED = flags.DEFINE_string("pretrained", "mni152_csmri8x_dc_tv", "Shipped model.")
 _SHAPE = flags.DEFINE_string("shape", "256x256x180", "The volume's voxels, XxYxZ.")
@@ -51,14 +55,25 @@ def _volume(shape, path):
   nib.save(nib.Nifti1Image(inside.astype(np.float32) * 100 + noise, np.eye(4)), path)
 
 
+def _shape(text: str) -> tuple[int, int, int]:
+  """``XxYxZ`` as three positive sizes, or an InputError naming the flag."""
+  from hyperrecon_jax import errors
+  parts = text.split("x")
+  if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    raise errors.InputError(f"--shape={text}: expected three positive sizes, XxYxZ "
+                            "(e.g. 256x256x180)")
+  return tuple(int(p) for p in parts)
+
+
 def main(argv):
   del argv
   provenance.quiet_logs()
   from hyperrecon_jax import pretrained
   from hyperrecon_jax import reconstruct
   from hyperrecon_jax import volume_memory
-  shape = tuple(int(n) for n in _SHAPE.value.split("x"))
-  config, model, variables, _ = pretrained.load(_PRETRAINED.value)
+  with cli.user_errors():
+    shape = _shape(_SHAPE.value)
+    config, model, variables, _ = pretrained.load(_PRETRAINED.value)
   lambdas = np.linspace(0.0, 1.0, _LAMBDAS.value)[:, None]
   with tempfile.TemporaryDirectory() as scratch:
     path = os.path.join(scratch, "volume.nii")
@@ -87,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
