@@ -183,7 +183,9 @@ save
 echo "training: $((SECONDS - start)) s"
 tail -n 4 "$W"/*.log
 # End-to-end speed of each program: steps/s over its logging intervals.
-for run in $RUNS baselines; do
+speed_runs="$RUNS"
+[ "$MAIN" = 1 ] && speed_runs="$speed_runs baselines"  # MAIN=0 trains no baselines
+for run in $speed_runs; do
   [ -f "$W/$run/metrics.jsonl" ] || { echo "$run: no metrics.jsonl"; continue; }
   python3 - "$W/$run/metrics.jsonl" <<'PY'
 import json, statistics, sys
