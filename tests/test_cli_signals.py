@@ -243,6 +243,8 @@ with workdir.lock({str(tmp_path / "new" / "run")!r}):
     (lambda errors: MemoryError("Unable to allocate 180. MiB for an array with shape "
                                 "(512, 512, 180)"),
      "error: out of memory: Unable to allocate 180. MiB for an array with shape (512, 512, 180)"),
+    # An allocation that failed without a message (e.g. in a C extension).
+    (lambda errors: MemoryError(), "error: out of memory: an allocation failed"),
     (lambda errors: ValueError("a bug in a library call"), None),
     (lambda errors: KeyError("a bug"), None),
 ])

@@ -38,9 +38,32 @@ def result(config):
   return gradient_scales.gradient_scales(config, num_batches=2)
 
 
-def _reference_norms(config, num_batches):
-  """‖∇θ mean(term)‖ of DC and TV per batch over its real rows, written out from the loss
-  functions."""
+def _dc(recon, weights, y, operator):
+  del weights
+  return losses.data_consistency(recon, y, operator)
+
+
+def _tv(recon, weights, y, operator):
+  del weights, y, operator
+  return losses.total_variation(recon)
+
+
+def _weight_l1(recon, weights, y, operator):
+  del recon, y, operator
+  return losses.weight_l1(weights)
+
+
+def _reference_norms(config, num_batches, terms=(_dc, _tv)):
+  """‖∇θ mean(term)‖ of each term per batch over its real rows, from the loss functions.
+
+  Args:
+    config: the run's config (DC + TV unless ``terms`` says otherwise).
+    num_batches: validation batches averaged.
+    terms: one function per loss term, ``(recon, weights, y, operator) -> (B,)``.
+
+  Returns:
+    The mean norm of each term over the batches.
+  """
   size = config.data.image_size
   operator = physics.make_operator(config.task, (size, size))
   model = state_lib.build_model(config)
@@ -51,18 +74,19 @@ def _reference_norms(config, num_batches):
 
   @jax.jit  # compiled once per batch shape: op by op, these gradients take a minute
   def grads(params, y, rows):
-    def recon(p):
-      out, _ = model.apply({"params": p, "batch_stats": state.batch_stats},
-                           operator.zero_filled(y), rows, train=True, mutable=["batch_stats"])
-      return out
-    return (jax.grad(lambda p: jnp.mean(losses.data_consistency(recon(p), y, operator)))(params),
-            jax.grad(lambda p: jnp.mean(losses.total_variation(recon(p))))(params))
+    def mean_term(p, fn):
+      (recon, weights), _ = model.apply({"params": p, "batch_stats": state.batch_stats},
+                                        operator.zero_filled(y), rows, train=True,
+                                        return_weights=True, mutable=["batch_stats"])
+      return jnp.mean(fn(recon, weights, y, operator))
+    return [jax.grad(lambda p, fn=fn: mean_term(p, fn))(params) for fn in terms]
 
   norms, padded = [], 0
   for i, batch in zip(range(num_batches), batches):
     valid = np.asarray(batch["valid"], bool)
     padded += int((~valid).sum())
     image = jnp.asarray(np.asarray(batch["image"])[valid], jnp.float32)
+    # Each batch its own measurement noise (where the task adds any).
     y = operator.measure(image, jax.random.fold_in(
         jax.random.key(config.train.seed + 2), i))
     rows = jnp.broadcast_to(coeffs, (image.shape[0], 2))
@@ -115,6 +139,35 @@ def test_a_term_whose_gradient_is_not_finite_is_the_one_named(config):
   other.losses = ("dc", name)
   with pytest.raises(errors.InputError,
                      match=rf"the gradient of {name} at initialization has norm nan"):
+    gradient_scales.gradient_scales(other, num_batches=1)
+
+
+def test_a_weight_term_under_measurement_noise_matches_the_loss_functions(config):
+  # weight_l1 is a term of the generated weights, which the model returns only
+  # when asked. With measurement noise, each batch draws its own, as the
+  # reference does: DC's norms agree only where the second batch does not
+  # reuse the first one's noise (that moves the mean norm by ~1.6 %).
+  other = config.copy_and_resolve_references()
+  other.losses = ("dc", "weight_l1")
+  other.task.noise_sigma = 0.1
+  result = gradient_scales.gradient_scales(other, num_batches=2)
+  expected = _reference_norms(other, 2, (_dc, _weight_l1))
+  # The same float32 gradients summed in another order, as above.
+  np.testing.assert_allclose(result["gradient_norms"], expected, rtol=1e-4)
+  assert result["loss_scales"][0] == other.loss_scales[0]
+
+
+def test_a_term_whose_gradient_is_zero_is_the_one_named(config):
+  # A term that does not depend on the reconstruction pulls on nothing: no
+  # scale makes its gradient match another's.
+  name = "constant_scales"
+  if name not in losses.TERMS:
+    losses.register_term(name, lambda recon, target, **_: jnp.ones(recon.shape[:1]))
+  other = config.copy_and_resolve_references()
+  other.losses = ("dc", name)
+  with pytest.raises(errors.InputError,
+                     match=rf"the gradient of {name} at initialization has norm 0\.0: it "
+                           r"cannot set a loss scale"):
     gradient_scales.gradient_scales(other, num_batches=1)
 
 

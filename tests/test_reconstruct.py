@@ -164,6 +164,22 @@ def test_a_reconstruction_that_is_not_finite_is_refused_before_anything_is_writt
     rc.volume(config, net, broken, scan, [[0.25], [1.0]])
 
 
+def test_the_memory_check_counts_the_batch_the_volume_is_run_with(model, tmp_path):
+  config, net, variables, _ = model  # 64×64, 16 channels, float32, eval.chunk 32
+  path = str(tmp_path / "scan.nii")
+  non_ras_nifti(path, head((48, 56, 10)))
+  scan = rc.read_input(path, config)
+  # By hand, one λ: three float32 volumes of 26,880 voxels (322,560 bytes), 7
+  # planes of 64² per slice (1,146,880), 512 MiB to compile, and per row of a
+  # batch 3 maps of 64² × 16 channels (786,432): 539,126,784 bytes at batch 1
+  # and 546,204,672 at batch 10. 80 % of 675,000,000 is 540,000,000.
+  with pytest.raises(errors.InputError, match=r"and 521 MiB of the model's work need 521 MiB "
+                                              r"of memory, more than the 515 MiB allowed"):
+    rc.volume(config, net, variables, scan, [[0.5]], batch=10, available=675_000_000)
+  result = rc.volume(config, net, variables, scan, [[0.5]], batch=1, available=675_000_000)
+  assert result["recon"].shape == (1,) + scan.output_shape
+
+
 def test_scores_are_each_reconstruction_against_the_scan_on_the_model_grid(model, tmp_path):
   config, net, variables, _ = model
   path = str(tmp_path / "scan.nii")

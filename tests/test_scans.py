@@ -323,7 +323,8 @@ def test_a_singular_affine_is_refused(tmp_path):
     scans.read_input(str(tmp_path / "flat.nii"), data_config(32))
 
 
-def _h5(path, **datasets):
+def h5_file(path, **datasets):
+  """Writes an HDF5 file of the given datasets (None: an empty group); its path as text."""
   h5py = pytest.importorskip("h5py")
   with h5py.File(path, "w") as f:
     for key, value in datasets.items():
@@ -367,7 +368,7 @@ def _undersampled_kspace():
      r"2,048 of 2,048 pixels of the image of 'kspace' are finite in its float64 but beyond"),
 ])
 def test_a_fastmri_file_that_holds_no_usable_volume_is_refused(tmp_path, datasets, pattern):
-  path = _h5(tmp_path / "scan.h5", **datasets)
+  path = h5_file(tmp_path / "scan.h5", **datasets)
   with pytest.raises(ValueError, match=pattern):
     scans.read_input(path, data_config(32))
 
@@ -378,7 +379,7 @@ def test_a_fastmri_file_is_read_as_the_dataset_build_reads_it(tmp_path):
   h5py = pytest.importorskip("h5py")
   from hyperrecon_jax.data import fastmri
   target = np.random.default_rng(1).uniform(0.0, 0.5, (2, 32, 32)).astype(np.float32)
-  path = _h5(tmp_path / "scan.h5", kspace=_undersampled_kspace(), reconstruction_esc=target)
+  path = h5_file(tmp_path / "scan.h5", kspace=_undersampled_kspace(), reconstruction_esc=target)
   with h5py.File(path, "r+") as f:
     f.attrs["max"] = 0.6  # fastMRI's stored maximum scales the target
   scan = scans.read_input(path, data_config(32))
@@ -393,7 +394,7 @@ def test_what_the_clip_takes_from_an_fastmri_target_is_said(tmp_path):
   target = np.zeros((2, 32, 32), np.float32)
   target[:, 8:24, 8:24] = np.random.default_rng(1).uniform(0.2, 1.0, (2, 16, 16))
   offset = target - 0.5
-  scan = scans.read_input(_h5(tmp_path / "offset.h5", reconstruction_esc=offset),
+  scan = scans.read_input(h5_file(tmp_path / "offset.h5", reconstruction_esc=offset),
                           data_config(32))
   # Hand-counted: the scale is the largest value, 'above the background' is
   # beyond 0.05 of it.
@@ -403,7 +404,7 @@ def test_what_the_clip_takes_from_an_fastmri_target_is_said(tmp_path):
   (line,) = scan.warnings
   assert line.startswith(f"{negative:,} voxels ({negative / np.sum(np.abs(offset) > level):.0%} "
                          "of those above the background) are negative"), line
-  assert scans.read_input(_h5(tmp_path / "plain.h5", reconstruction_esc=target),
+  assert scans.read_input(h5_file(tmp_path / "plain.h5", reconstruction_esc=target),
                           data_config(32)).warnings == ()
 
 
@@ -413,5 +414,5 @@ def test_zero_padded_kspace_edges_are_not_undersampling(tmp_path):
   kspace = _kspace(image).astype(np.complex64)
   kspace[..., :3] = 0
   kspace[..., -2:] = 0
-  scan = scans.read_input(_h5(tmp_path / "padded.h5", kspace=kspace), data_config(32))
+  scan = scans.read_input(h5_file(tmp_path / "padded.h5", kspace=kspace), data_config(32))
   assert scan.images.shape == (2, 32, 32) and scan.images.max() == 1.0

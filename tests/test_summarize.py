@@ -61,8 +61,41 @@ def test_an_empty_entry_is_refused(tmp_path):
   with pytest.raises(errors.InputError, match=r"--workdirs=.*, has an empty entry \(a doubled "
                                               r"or trailing comma\)"):
     summarize.table([str(tmp_path), ""])
+  with pytest.raises(errors.InputError, match=r"has an empty entry"):
+    summarize.table([str(tmp_path), " "])  # "a, ,b" on the command line
 
 
 def test_a_run_listed_twice_is_refused(tmp_path):
   with pytest.raises(errors.InputError, match=rf"--workdirs lists {tmp_path} twice"):
     summarize.table([str(tmp_path), f"{tmp_path}/"])
+
+
+def test_the_same_run_through_a_link_is_refused(tmp_path):
+  (tmp_path / "run").mkdir()
+  (tmp_path / "link").symlink_to(tmp_path / "run")
+  with pytest.raises(errors.InputError, match=rf"--workdirs lists {tmp_path}/run twice"):
+    summarize.table([str(tmp_path / "run"), str(tmp_path / "link")])
+
+
+def _fake_rows(splits):
+  """A stand-in for `summarize._row`: each workdir's row, its report of split ``splits[w]``."""
+  def row(workdir):
+    return f"| {workdir} |", {"loss terms": ("dc", "tv"), "split": splits[workdir],
+                              "design": "8 points", "Unets": "none", "task": "csmri",
+                              "data": "mni152"}
+  return row
+
+
+def test_a_report_unlike_the_others_is_refused_wherever_it_is_listed(tmp_path, monkeypatch):
+  runs = [str(tmp_path / name) for name in ("a", "b", "c")]
+  monkeypatch.setattr(summarize, "_row", _fake_rows(dict.fromkeys(runs, "test")))
+  lines = summarize.table(runs).splitlines()
+  assert lines[:2] == ["dc, tv · test split · a design of 8 points · Unets: none", ""]
+  assert lines[-3:] == [f"| {w} |" for w in runs]
+  # The middle one differs: the first and the last agree.
+  monkeypatch.setattr(summarize, "_row", _fake_rows(
+      {runs[0]: "test", runs[1]: "validation", runs[2]: "test"}))
+  with pytest.raises(errors.InputError, match=rf"the reports differ in their split "
+                                              rf"\({runs[0]}: test; {runs[1]}: validation; "
+                                              rf"{runs[2]}: test\)"):
+    summarize.table(runs)
