@@ -101,7 +101,7 @@ def check_memory(scan: Scan, num_lambdas: int, dtype="float32", *, save_input: b
     return need
   fit = (allowed - fixed) // per_volume - int(save_input)
   grid = "×".join(str(n) for n in scan.output_shape)
-  how = (f"give at most {fit:,} λ values per run" if fit >= 1
+  how = (f"give at most {fit:,} λ value{'s' if fit > 1 else ''} per run" if fit >= 1
          else "even one λ does not fit: free memory first")
   if scan.kind == "h5" and itemsize > 2:
     how += " or --dtype=float16"

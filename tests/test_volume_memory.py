@@ -84,7 +84,7 @@ def test_when_one_lambda_fits_the_message_says_so(tmp_path):
   # output fit, two outputs (4 volumes, 307,200 bytes) do not.
   assert volume_memory.check_memory(scan, 1, available=336_000) == 230_400
   with pytest.raises(ValueError, match=r"need 300 KiB of memory, more than the 262 KiB allowed "
-                                       r".*; give at most 1 λ values per run$"):
+                                       r".*; give at most 1 λ value per run$"):
     volume_memory.check_memory(scan, 2, available=336_000)
 
 
