@@ -47,8 +47,9 @@ MIN_PLANE = slicing.MIN_PLANE
 # Float32 volumes that normalizing a NIfTI volume holds at once, at most: the
 # voxels, the normalized volume, and the masks of the positive and foreground
 # voxels (a quarter of a volume each); 2.25 measured with tracemalloc, the
-# rest for slice-sized temporaries (tests/test_scans.py).
+# rest for slice-sized temporaries (tests/test_scans_memory.py).
 READ_VOLUMES = 2.5
+
 
 @dataclasses.dataclass(frozen=True)
 class Scan:
@@ -262,7 +263,7 @@ def slicing_axis(path: str, ras_shape, configured, requested=None) -> tuple[int,
 def read_memory(shape) -> int:
   """The most bytes reading a NIfTI volume of ``shape`` holds at once.
 
-  The more of reading the voxels (`nifti_voxels.read_bytes`) and
+  The larger of reading the voxels (`nifti_voxels.read_bytes`) and
   normalizing them (`READ_VOLUMES` float32 volumes), for any stored type,
   compressed or not, scaled or not.
   """
