@@ -368,17 +368,22 @@ def test_a_run_records_its_splits_and_is_guarded_by_them(records, folders, tmp_p
   assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
 
 
+def _two_scans_per_subject(folder):
+  """A BIDS folder of four subjects with two sessions each: (folder, the volumes' paths)."""
+  names = [f"sub-{s:02d}/ses-{t}/anat/sub-{s:02d}_ses-{t}_T1w.nii.gz"
+           for s in range(1, 5) for t in (1, 2)]
+  for i, name in enumerate(names):
+    _write_volume(folder, 100 + i, name)
+  return folder, names
+
+
 def test_a_run_whose_splits_put_a_subject_in_two_is_refused_as_such(folders, tmp_path):
   # Two sessions of each of four BIDS subjects. Split volume by volume (the
   # record of a run that began so, written here from that permutation),
   # sub-02 was in validation and test; split by subject, sub-01's training
   # volumes are in the test split.
   _, _, data_dir = folders
-  folder = tmp_path / "bids"
-  names = [f"sub-{s:02d}/ses-{t}/anat/sub-{s:02d}_ses-{t}_T1w.nii.gz"
-           for s in range(1, 5) for t in (1, 2)]
-  for i, name in enumerate(names):
-    _write_volume(folder, 100 + i, name)
+  folder, names = _two_scans_per_subject(tmp_path / "bids")
   by_volume = splits.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
   began = {"dataset": "nifti", "manual_dir": str(folder),
            "splits": {s: [names[i] for i in ids] for s, ids in by_volume.items()}}
@@ -444,11 +449,7 @@ def test_a_run_without_a_record_on_a_folder_of_several_volumes_per_subject_is_re
   # volume: with two sessions per subject, today's test split (by subject)
   # held its training volumes, and it was scored and resumed unchecked.
   _, _, data_dir = folders
-  folder = tmp_path / "bids"
-  names = [f"sub-{s:02d}/ses-{t}/anat/sub-{s:02d}_ses-{t}_T1w.nii.gz"
-           for s in range(1, 5) for t in (1, 2)]
-  for i, name in enumerate(names):
-    _write_volume(folder, 100 + i, name)
+  folder, names = _two_scans_per_subject(tmp_path / "bids")
   by_volume = splits.split_volumes(len(names), (0.7, 0.1, 0.2), 0)
   config = _config(folder, data_dir)
   now = split_record.current(config.data)

@@ -38,13 +38,12 @@ def by_subject_since(stored: dict, record: dict) -> str:
   names = sorted(n for s in common.SPLITS for n in stored["splits"][s])
   if names != sorted(n for s in common.SPLITS for n in record["splits"][s]):
     return ""
-  groups = [g for g in splits.subject_groups(splits.subjects(names)) if len(g) > 1]
-  if not groups:
+  several = _subject_with_several_volumes(names)
+  if not several:
     return ""
-  several = splits.subject(names[groups[0][0]])
   return (f"the folder's files are those the run began with, but its splits were made "
           f"volume by volume, and the build now permutes BIDS subjects, keeping each "
-          f"subject's volumes in one split (sub-{several} has {len(groups[0])} volumes)")
+          f"subject's volumes in one split ({several})")
 
 
 def unrecorded(record: dict) -> str:
@@ -64,12 +63,18 @@ def unrecorded(record: dict) -> str:
   """
   if record.get("dataset") != "nifti":
     return ""
-  names = sorted(n for s in common.SPLITS for n in record["splits"].get(s, ()))
+  several = _subject_with_several_volumes(
+      sorted(n for s in common.SPLITS for n in record["splits"].get(s, ())))
+  if not several:
+    return ""
+  return (f"it began before runs recorded their splits (or the record was deleted), when a "
+          f"NIfTI folder was split volume by volume, and the build now keeps each BIDS "
+          f"subject's volumes in one split ({several} in {record['manual_dir']})")
+
+
+def _subject_with_several_volumes(names) -> str:
+  """``'sub-XX has N volumes'`` for the first BIDS subject of ``names`` with several; ``""``."""
   groups = [g for g in splits.subject_groups(splits.subjects(names)) if len(g) > 1]
   if not groups:
     return ""
-  several = splits.subject(names[groups[0][0]])
-  return (f"it began before runs recorded their splits (or the record was deleted), when a "
-          f"NIfTI folder was split volume by volume, and the build now keeps each BIDS "
-          f"subject's volumes in one split (sub-{several} has {len(groups[0])} volumes in "
-          f"{record['manual_dir']})")
+  return f"sub-{splits.subject(names[groups[0][0]])} has {len(groups[0])} volumes"
