@@ -131,7 +131,7 @@ def measured_columns(kspace: np.ndarray) -> np.ndarray:
   return np.any(kspace != 0, axis=tuple(range(kspace.ndim - 1)))
 
 
-def unmeasured_columns(kspace: np.ndarray, measured: np.ndarray | None = None) -> tuple[int, int]:
+def unmeasured_columns(measured: np.ndarray) -> tuple[int, int]:
   """The k-space columns never measured, between the first and last measured one.
 
   A fully sampled fastMRI file measures every phase-encoding column (the last
@@ -140,17 +140,14 @@ def unmeasured_columns(kspace: np.ndarray, measured: np.ndarray | None = None) -
   slice and coil.
 
   Args:
-    kspace: complex (slices, [coils,] height, width); None when ``measured``
-      is given.
-    measured: `measured_columns` of the k-space (e.g. gathered slice by
-      slice) instead of the k-space itself.
+    measured: the `measured_columns` of the k-space (gathered slice by slice
+      with ``|``, or of the whole k-space at once).
 
   Returns:
     (skipped, span): how many columns are zero throughout, between the first and
     the last column holding a non-zero value, and how many columns that span
     has (0, 0 for all-zero k-space).
   """
-  measured = measured_columns(kspace) if measured is None else measured
   where = np.flatnonzero(measured)
   if where.size == 0:
     return 0, 0
@@ -167,7 +164,7 @@ def undersampled_message(path: str, measured: np.ndarray,
     measured: the `measured_columns` of its k-space.
     why: what undersampled k-space would do to the caller's result.
   """
-  skipped, span = unmeasured_columns(None, measured)
+  skipped, span = unmeasured_columns(measured)
   if not skipped:
     return None
   return (f"{path}: its 'kspace' is already undersampled: {skipped:,} of the {span:,} "
