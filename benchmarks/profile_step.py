@@ -250,10 +250,9 @@ def main(argv):
     if throughput._RECIPE.value is not None:
       raise errors.InputError("--recipe: profile_step.py profiles the --sizes models; a "
                               "recipe's model is throughput.py's")
-    sizes, (image, batch, _, _, _, channels) = throughput.check_flags()
-  steps = _STEPS.value
-  if throughput._QUICK.value:
-    sizes, steps = ["S"], 2
+    sizes, (image, batch, _, _, _, channels) = throughput.check_flags(
+        quick_keeps=lambda size: size == "S")
+  steps = 2 if throughput._QUICK.value else _STEPS.value
   for size, dtype in [(s, d) for s in sizes for d in throughput._DTYPE.value]:
     config = throughput._config(size, image, batch, dtype, throughput._STRATEGY.value,
                                 channels)

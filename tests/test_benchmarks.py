@@ -109,6 +109,9 @@ def test_patches_conv_is_the_per_sample_correlation(c, o):
     # absl's usage text of ~100 lines and status 1 hid the sentence.
     ("throughput.py", ["--quick", "--batch=4"], r"--quick sets its own tiny --batch: drop it"),
     ("throughput.py", ["--quick", "--sizes=M"], r"nothing is left of --sizes=M$"),
+    # profile_step.py --quick profiles S alone, whatever --sizes names.
+    ("profile_step.py", ["--quick", "--sizes=unet"], r"--quick measures S only: nothing is "
+     r"left of --sizes=unet$"),
     # Found before any measurement runs, not after train_step's.
     ("throughput.py", ["--quick", "--benchmarks=train_step,gird"],
      r"--benchmarks: unknown 'gird'; use \['train_step', 'grid'"),
