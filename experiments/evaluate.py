@@ -35,7 +35,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
-import cli_config
+import cli_report
 
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
@@ -43,17 +43,17 @@ _OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
 _DATA = flags.DEFINE_string("data", None, "Score every volume of this folder of NIfTI "
                             "volumes or fastMRI .h5 files instead of the model's test "
                             "split.")
-_SETTINGS = cli_config.define_report_settings()
-_SHORTHANDS = cli_config.define_report_shorthands()
+_SETTINGS = cli_report.define_report_settings()
+_SHORTHANDS = cli_report.define_report_shorthands()
 
 
 def main(argv):
   cli.quiet_libraries()
   from hyperrecon_jax import report
   with cli.user_errors():
-    overrides = cli_config.report_overrides(_SETTINGS, _SHORTHANDS)
+    overrides = cli_report.report_overrides(_SETTINGS, _SHORTHANDS)
     # Before the model loads.
-    report.check_settings(cli_config.report_settings(_SETTINGS, overrides))
+    report.check_settings(cli_report.report_settings(_SETTINGS, overrides))
     result = report.run(_WORKDIR.value, pretrained=_PRETRAINED.value, out=_OUT.value,
                         step=_STEP.value, overrides=overrides, data=_DATA.value)
   zf = result["zero_filled"]["mean"]
