@@ -241,7 +241,7 @@ def from_json(text: str, path: str = "the result"):
   if stored is None:
     raise errors.InputError(f"{path} holds no digest of its content ({DIGEST}): it was edited, "
                             "or written before reports recorded one; write it anew with "
-                            "experiments/evaluate.py.")
+                            "experiments/evaluate.py (hyperrecon_jax.report.run).")
   if stored != _digest(result):
     raise errors.InputError(f"{path}: its content differs from the digest it was written "
                             f"with ({DIGEST}): it was edited or damaged since.")

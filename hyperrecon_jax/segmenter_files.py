@@ -94,7 +94,8 @@ def load(directory: str) -> segmentation.Trained:
   weights_path = os.path.join(directory, WEIGHTS_FILE)
   if not os.path.isfile(info_path):
     raise errors.InputError(f"{directory} holds no trained segmenter (no {INFO_FILE}; "
-                            "train one with experiments/segmenter.py)")
+                            "train one with experiments/segmenter.py, or "
+                            "hyperrecon_jax.segmenter_files.train_into)")
   try:
     with open(info_path) as f:
       info = json.load(f)
@@ -178,7 +179,8 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
       raise errors.InputError(
           f"the label files of {shown} in {mine['manual_dir']} changed after the segmenter "
           "learned them: its classes would be compared with labels that may number the "
-          "tissues otherwise. Train the segmenter again (experiments/segmenter.py)")
+          "tissues otherwise. Train the segmenter again (experiments/segmenter.py, or "
+          "hyperrecon_jax.segmenter_files.train_into)")
   if split is not None:
     check_split(segmenter, data_config, split)
 
@@ -200,7 +202,8 @@ def _check_mni152_labels(recorded: dict | None, now: dict) -> None:
     raise errors.InputError(
         f"the segmenter learned the MNI152 labels of release and template {recorded[key]!r}, "
         f"this package's are {now[key]!r}: its classes would be compared with labels cut "
-        "otherwise. Train the segmenter again (experiments/segmenter.py)")
+        "otherwise. Train the segmenter again (experiments/segmenter.py, or "
+        "hyperrecon_jax.segmenter_files.train_into)")
 
 
 def check_split(segmenter: segmentation.Trained, data_config, split: str) -> None:

@@ -430,13 +430,18 @@ def test_a_poisson_mask_does_not_read_center_fraction():
     train.check_config(config)
 
 
-@pytest.mark.parametrize("section, field", [("train", "eval_batches"), ("hparams", "alpha")])
+@pytest.mark.parametrize("section, field", [("train", "eval_batches"), ("hparams", "alpha"),
+                                            (None, "losses")])
 def test_a_config_built_without_a_field_names_it(section, field):
-  # A bare KeyError or AttributeError from Python.
+  # A bare KeyError or AttributeError from Python; the field named without
+  # the quotes of Python's own message, and a config that an installed wheel
+  # (which has no experiments/configs) can start from.
   config = configs.load("demo", "quick")
-  del config[section][field]
+  del (config if section is None else config[section])[field]
   with pytest.raises(train.ConfigError, match=rf"the config lacks a field the library reads "
-                     rf"\(.*{field}.*\); start from experiments/configs/default.py"):
+                     rf"\(\w*{field}\); start from experiments/configs/default.py's "
+                     r"get_config\(\) \(in the repository\) or a shipped model's config "
+                     r"\(hyperrecon_jax.pretrained.load\(NAME\)\[0\]\)"):
     train.check_config(config)
 
 

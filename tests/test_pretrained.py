@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 
+import configs
 import jax
 import loop_support
 import numpy as np
@@ -294,6 +295,20 @@ def test_the_shipped_model_loads_and_says_what_it_scores():
   psnr = description["test"]["mean"]["psnr"]
   # λ changes the reconstruction: the recorded test PSNR spans several dB.
   assert max(psnr) - min(psnr) > 5.0
+  # Its config is complete: the one a user of the wheel, which has no
+  # experiments/configs, can start a training run from (check_config's hint).
+  train.check_config(config)
+  missing = _fields(configs.default()) - _fields(config)
+  assert not missing, missing
+  # Its segmenter section, which it was stored without, is default.py's.
+  assert config.segmenter.to_dict() == configs.default().segmenter.to_dict()
+
+
+def _fields(node, prefix=""):
+  """The dotted names of a config's fields."""
+  return {name for key, value in node.items()
+          for name in (_fields(value, f"{prefix}{key}.") if hasattr(value, "items")
+                       else {prefix + key})}
 
 
 def test_the_256_model_is_at_the_papers_scale_and_beats_the_zero_filled_input():

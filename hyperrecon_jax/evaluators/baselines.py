@@ -78,13 +78,15 @@ def _load(path, config, *, trained_on=None, learned=None, flag="config.evals.bas
   if not os.path.isdir(path):
     what = "is a file" if os.path.exists(path) else "no such folder"
     raise errors.InputError(f"{setting}: {what}; give the --workdir of a run of "
-                            "experiments/baselines.py")
+                            "experiments/baselines.py (hyperrecon_jax.train.baselines."
+                            "train_baselines)")
   if os.path.isfile(os.path.join(path, "segmenter.json")):
     raise errors.InputError(f"{setting} holds a segmenter, not per-λ Unets: a report takes "
                             "it as config.evals.lambda_set.segmenter")
   if not os.path.isdir(checkpoints.checkpoint_dir(path)):
     raise errors.InputError(f"{setting} holds no checkpoint: train the per-λ Unets first "
-                            f"(experiments/baselines.py --workdir={path})")
+                            f"(experiments/baselines.py --workdir={path}, or "
+                            "hyperrecon_jax.train.baselines.train_baselines)")
   from hyperrecon_jax.data import split_record
   split_record.check_unseen(path, config.data, str(config.eval.split))
   b_config, model, variables, step = train.load_trained(path)

@@ -7,7 +7,9 @@ Use one without training::
   config, model, variables, step = hr.pretrained.load("mni152_csmri8x_dc_tv_256")
   recon = model.apply(variables, zf, coeffs)
 
-or ``python experiments/evaluate.py --pretrained=NAME --out=DIR``.
+or, in a checkout of the repository, ``python experiments/evaluate.py
+--pretrained=NAME --out=DIR`` (``hr.report.run(pretrained=NAME, out=DIR)``
+from an installed wheel).
 
 Each model is a folder of this package: ``config.json`` (the config it was
 trained with), ``weights.msgpack`` (its variables, the parameters in float16
@@ -90,7 +92,8 @@ def _remedy(path: str, folder: str) -> str:
   """What restores a damaged model: the package's own, or an export of one's own."""
   if os.path.dirname(os.path.abspath(path)) == os.path.abspath(FOLDER) == os.path.abspath(folder):
     return "reinstall the package"
-  return "export the model again (experiments/export_pretrained.py)"
+  return ("export the model again (experiments/export_pretrained.py, or "
+          "hyperrecon_jax.pretrained.export)")
 
 
 def _path(name: str, folder: str) -> str:
@@ -106,7 +109,7 @@ def _path(name: str, folder: str) -> str:
   raise errors.InputError(
       f"no pretrained model {name!r}: the package ships {names(folder)}, and {name!r} is "
       f"no folder of an exported model (one holding {INFO_FILE}, written by "
-      "experiments/export_pretrained.py)")
+      "experiments/export_pretrained.py or hyperrecon_jax.pretrained.export)")
 
 
 def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):

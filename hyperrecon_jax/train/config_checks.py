@@ -52,10 +52,12 @@ def check_config(config) -> None:
     _check_config(config)
   except (KeyError, AttributeError) as e:
     # The library has no defaults: a config built by hand may lack a field.
-    field = str(e).strip("'\"").split("'")[0] if isinstance(e, KeyError) else str(e)
+    field = str(e).strip("'\"")
+    field = field.split("'")[0] if isinstance(e, KeyError) else field
     raise ConfigError(f"the config lacks a field the library reads ({field}); start from "
-                      "experiments/configs/default.py's get_config(), which has every "
-                      "field") from None
+                      "experiments/configs/default.py's get_config() (in the repository) "
+                      "or a shipped model's config (hyperrecon_jax.pretrained.load(NAME)[0]), "
+                      "which have every field") from None
 
 
 def check_data_config(config) -> None:

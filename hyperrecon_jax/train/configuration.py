@@ -55,6 +55,10 @@ ADDED_FIELDS = (
     ("sampling.normalize", "kept"),
     # Modules registering loss terms of a user's own: earlier runs had none.
     ("extensions", ()),
+    # The tissue segmenter's settings (segmentation.settings): configs written
+    # before it have none, so a shipped model's config starts one with
+    # default.py's.
+    ("segmenter", ml_collections.ConfigDict(dict(channels=0, steps=1000, lr=1e-3))),
 )
 
 

@@ -105,7 +105,8 @@ def load_trained(workdir: str, step: int | None = None, *,
       raise FileNotFoundError(f"{where} holds no checkpoint yet: {workdir} is being trained "
                               f"by {owner}; wait for its first checkpoint")
     raise FileNotFoundError(
-        f"{where} holds no checkpoint: train first (experiments/train.py)"
+        f"{where} holds no checkpoint: train first (experiments/train.py, or "
+        "hyperrecon_jax.train.train_and_evaluate)"
         if os.path.isdir(workdir) else not_a_folder(workdir))
   config = built["config"]
   if os.environ.get(data_common.DATA_DIR_ENV):
