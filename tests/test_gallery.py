@@ -26,9 +26,26 @@ def _brute_diverse(recons, psnrs, k, tolerance_db):
   return picks, dists, len(candidates)
 
 
-@pytest.mark.parametrize("n, shape, seed", [(1, (2, 2), 0), (6, (3,), 1), (12, (3, 3), 2),
-                                            (40, (4, 5), 3), (60, (8, 8), 4)])
+_BRUTE_FORCE_CASES = [(1, (2, 2), 0), (6, (3,), 1), (12, (3, 3), 2), (40, (4, 5), 3),
+                      (60, (8, 8), 4)]
+
+
+@pytest.mark.parametrize("n, shape, seed", _BRUTE_FORCE_CASES)
 def test_diverse_matches_brute_force(n, shape, seed):
+  _check_against_brute_force(n, shape, seed)
+
+
+@pytest.mark.parametrize("n, shape, seed", _BRUTE_FORCE_CASES)
+def test_diverse_matches_brute_force_across_row_blocks(n, shape, seed, monkeypatch):
+  # The cases have at most 60 candidates, inside one block of the default size;
+  # blocks of 7 rows make each case with more than 7 candidates (the last three
+  # at the widest tolerance) run several blocks, the last one partial.
+  monkeypatch.setattr(gallery, "_ROWS", 7)
+  _check_against_brute_force(n, shape, seed)
+
+
+def _check_against_brute_force(n, shape, seed):
+  """`gallery.diverse` against `_brute_diverse` over several k and tolerances."""
   rng = np.random.default_rng(seed)
   recons = rng.random((n, *shape)).astype(np.float32)
   psnrs = rng.uniform(30.0, 33.0, n)
