@@ -50,14 +50,19 @@ def test_a_copy_that_differs_by_rounding_is_found_and_another_image_is_not():
   assert index.find(np.pad(images[7], ((0, 1), (0, 0)))) is None
 
 
-def test_a_copy_whose_mean_lies_across_a_bin_edge_is_found():
-  # A uniform image at a mean just below a bin edge, its copy just above.
+@pytest.mark.parametrize("added, looked_up", [("below", "above"), ("above", "below")])
+def test_a_copy_whose_mean_lies_across_a_bin_edge_is_found(added, looked_up):
+  # Uniform images at means just below and just above a bin edge (bins 36 and
+  # 37), 4e-8 apart, far within TOLERANCE: each finds the other, whichever of
+  # the two neighbouring bins the added one is filed in.
   edge = 37 * near_copies._BIN
-  below = np.full((8, 8), edge - 2e-8, np.float32)
-  above = np.full((8, 8), edge + 2e-8, np.float32)
+  images = {"below": np.full((8, 8), edge - 2e-8, np.float32),
+            "above": np.full((8, 8), edge + 2e-8, np.float32)}
+  bins = [int(np.floor(float(images[s][0, 0]) / near_copies._BIN)) for s in ("below", "above")]
+  assert bins == [36, 37]
   index = near_copies.Index()
-  index.add(below, "below")
-  assert index.find(above) == "below"
+  index.add(images[added], added)
+  assert index.find(images[looked_up]) == added
 
 
 def test_nearly_blank_arrays_are_not_compared():
