@@ -36,9 +36,51 @@ def test_ssim_matches_skimage():
                  use_sample_covariance=False, data_range=1.0) for p, t in zip(pred, target)]
   np.testing.assert_allclose(got, ref, atol=1e-4)
   assert 0.1 < got.min() and got.max() < 0.99
-  np.testing.assert_allclose(metrics.ssim(target, target), 1.0, atol=1e-6)
   # data_range: SSIM of images scaled by 2 with data range 2 is unchanged.
   np.testing.assert_allclose(metrics.ssim(2 * pred, 2 * target, data_range=2.0), got, atol=1e-5)
+
+
+def test_ssim_of_an_image_with_itself_is_one_to_float32_rounding():
+  # In exact arithmetic SSIM(x, x) is 1 at every window position; in float32
+  # two kinds of rounding move it. (a) About ten roundings of quantities that
+  # do not cancel (the luminance term's products and sums, the divisions, the
+  # mean), 10 · 2⁻²⁴ = 6e-7 in all. (b) The covariance E[xy] − μxμy and the
+  # variance E[x²] − μx² cancel, and XLA may round the two along different
+  # paths (another vector lane, a fused multiply-add, fast math's
+  # reassociation): one rounding of E[x²] apart, cs = (2 cov + C2) /
+  # (2 var + C2) is off 1 by 2 · 2⁻²⁴ · E[x²] / (2 var + C2), 2.4e-5 at these
+  # images' flattest bright positions (fast math reaches 2.9e-5 at one: two
+  # roundings). The bound is (a) plus (b) averaged over the positions, from
+  # float64 moments: 3.6e-6 to 5.5e-6 for these images, against 1 − SSIM of
+  # at most 4.2e-7 with XLA's default flags and 1.13e-6 with
+  # --xla_cpu_enable_fast_math=true.
+  _, target = _pair()
+  u, r, sigma = 2.0 ** -24, (metrics.SSIM_FILTER_SIZE - 1) // 2, metrics.SSIM_FILTER_SIGMA
+
+  def window_mean(a):  # at the valid positions, as ssim filters
+    return scipy.ndimage.gaussian_filter(a, sigma, truncate=r / sigma)[r:-r, r:-r]
+
+  bound = []
+  for t in _f64(target):
+    mu, xx = window_mean(t), window_mean(t * t)
+    bound.append(10 * u + 2 * u * np.mean(xx / (2 * (xx - mu * mu) + metrics.SSIM_K2 ** 2)))
+  assert np.all(np.abs(1 - _f64(metrics.ssim(target, target))) <= bound)
+
+
+def test_ssim_stays_within_its_range_on_nearly_flat_pairs():
+  # Flat images (means 0.6 to 1, noise 1e-3) and copies shifted by up to 1e-3
+  # with noise 1e-4: SSIM is 1 − 1e-5 in float64, but the float32 covariance,
+  # a difference of moments near 1 that is of order 1e-6, can exceed
+  # √(var_x var_y) by more than that deficit. Without the clamp of the
+  # covariance to √(var_x var_y), 2 to 10 of such 16 images score above 1 (by
+  # up to 6.5e-5) for each of the seeds 0 to 5, with or without LLVM's
+  # optimization or fast math; with it, every one stays below 1 − 1.5e-5.
+  rng = np.random.default_rng(0)
+  base = rng.uniform(0.6, 1.0, (16, 1, 1))
+  target = base + 1e-3 * rng.standard_normal((16, 16, 16))
+  pred = target + rng.uniform(-1e-3, 1e-3, (16, 1, 1)) + 1e-4 * rng.standard_normal(target.shape)
+  got = _f64(metrics.ssim(pred.astype(np.float32), target.astype(np.float32)))
+  assert np.all((-1 <= got) & (got <= 1)), got.max()
 
 
 def test_ssim_matches_skimage_on_a_flat_zero_background():
