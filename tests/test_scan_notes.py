@@ -16,6 +16,11 @@ def test_the_scale_warning_starts_below_five_voxels_above_the_percentile():
   (line,) = scan_notes.scale_warning(999, 99.5)  # 4.995 above
   assert line.startswith("the intensity scale (the 99.5th percentile) rests on 5.0 of "
                          "the scan's 999 positive voxels")
+  # Exactly five above is not fewer than five. 1,000 × (1 − 0.995) is
+  # 5.000000000000004 in float64, above the floor either way; 10 × (1 − 0.5)
+  # is 5 exactly, and 9 × 0.5 = 4.5 is below.
+  assert scan_notes.scale_warning(10, 50.0) == ()
+  assert scan_notes.scale_warning(9, 50.0) != ()
 
 
 def test_clipping_warnings_count_negative_and_bright_voxels():
@@ -74,6 +79,23 @@ def test_the_outside_box_warning_counts_foreground_beyond_the_box():
   speck[0:2, 0:3, 3] = True  # six
   (line,) = scan_notes.outside_box_warning(speck, 2, (8, 12, 8, 12))
   assert line.startswith("6 foreground voxels in 1 slice(s) (RAS slices 3–3)")
+
+
+def test_the_outside_box_warning_takes_a_share_of_a_large_foreground():
+  # Two 120×120 slices (axis 2), each with a 100×100 block inside a centred box
+  # (the same after `slicing.orient` turns the plane): 20,000 voxels. From
+  # 10,000 foreground voxels on, `OUTSIDE_SHARE` (0.05 %) of them is more than
+  # the floor of five: 10 outside of 20,010 (0.05 % is 10.005) is a speck,
+  # 11 of 20,011 is not.
+  foreground = np.zeros((120, 120, 2), bool)
+  foreground[10:110, 10:110, :] = True
+  box = (10, 110, 10, 110)
+  assert scan_notes.outside_box_warning(foreground, 2, box) == ()
+  foreground[0, 0:10, 1] = True
+  assert scan_notes.outside_box_warning(foreground, 2, box) == ()
+  foreground[0, 10, 1] = True
+  (line,) = scan_notes.outside_box_warning(foreground, 2, box)
+  assert line.startswith("11 foreground voxels in 1 slice(s) (RAS slices 1–1) lie outside")
 
 
 def test_the_resolution_note_says_how_much_detail_is_lost():
