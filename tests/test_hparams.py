@@ -81,6 +81,17 @@ def test_log_uniform_sampler_is_uniform_in_log10():
   assert lam.min() >= 1e-2 * 0.999
   frac_below_tenth = np.mean(lam < 0.1)  # half of [-2, 0] in log10
   assert abs(frac_below_tenth - 0.5) < 0.02
+  # The range reaches both ends: no draw in the top log10(1/0.99) = 0.00436
+  # of the width 2 has probability (1 − 0.00218)^20000 = 1e-19, none in the
+  # bottom log10(1.01) = 0.00432 about the same.
+  assert lam.max() > 0.99 and lam.min() < 0.0101
+  # The quartiles of log10 λ are −1.5, −1, −0.5. A sample p-quantile has
+  # standard deviation √(p(1 − p)/n) / density, with density 1/2 here (0.0061,
+  # 0.0071, 0.0061); a quartile lies five of them off with probability 6e-7.
+  p = np.array([0.25, 0.5, 0.75])
+  quartiles = np.quantile(np.log10(lam.astype(np.float64)), p)
+  tolerance = 5 * 2 * np.sqrt(p * (1 - p) / lam.size)
+  assert np.all(np.abs(quartiles - [-1.5, -1.0, -0.5]) <= tolerance), quartiles
 
 
 def test_uniform_sampler_is_deterministic_by_key():
