@@ -14,13 +14,19 @@ def test_the_scale_warning_starts_below_five_voxels_above_the_percentile():
   # 1,000 positive voxels at the 99.5th percentile: 5.0 above it, the floor.
   assert scan_notes.scale_warning(1000, 99.5) == ()
   (line,) = scan_notes.scale_warning(999, 99.5)  # 4.995 above
-  assert line.startswith("the intensity scale (the 99.5th percentile) rests on 5.0 of "
+  assert line.startswith("the intensity scale (the 99.5th percentile) rests on 4.995 of "
                          "the scan's 999 positive voxels")
   # Exactly five above is not fewer than five. 1,000 × (1 − 0.995) is
   # 5.000000000000004 in float64, above the floor either way; 10 × (1 − 0.5)
   # is 5 exactly, and 9 × 0.5 = 4.5 is below.
   assert scan_notes.scale_warning(10, 50.0) == ()
   assert scan_notes.scale_warning(9, 50.0) != ()
+  # Five in decimal that float64 puts just below: 5,000 × (1 − 0.999) is
+  # 4.99999999999945 and 50 × (1 − 0.9) is 4.999999999999999; the percentile a
+  # user wrote is what counts.
+  assert scan_notes.scale_warning(5000, 99.9) == ()
+  assert scan_notes.scale_warning(50, 90.0) == ()
+  assert scan_notes.scale_warning(4999, 99.9) != ()
 
 
 def test_clipping_warnings_count_negative_and_bright_voxels():

@@ -204,7 +204,7 @@ def test_a_scale_resting_on_a_few_voxels_is_said(tmp_path):
   volume[5:15, 5:15, :] = np.random.default_rng(0).uniform(1, 2, (10, 10, 2))
   nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "few.nii.gz"))
   (line,) = scans.read_input(str(tmp_path / "few.nii.gz"), data_config(16)).warnings
-  assert "rests on 1.0 of the scan's 200 positive voxels" in line
+  assert "rests on 1 of the scan's 200 positive voxels" in line
   nib.save(nib.Nifti1Image(head() * 1000, np.eye(4)), str(tmp_path / "many.nii.gz"))
   scan = scans.read_input(str(tmp_path / "many.nii.gz"), data_config(32))
   assert scan.warnings == () and scan.reference > 0

@@ -41,4 +41,4 @@ def test_a_noise_floor_is_not_counted_among_the_positive_voxels(tmp_path):
   volume[5:15, 5:15, :] = rng.uniform(1, 2, (10, 10, 2))
   nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "floor.nii.gz"))
   (line,) = scans.read_input(str(tmp_path / "floor.nii.gz"), data_config(16)).warnings
-  assert "rests on 1.0 of the scan's 200 positive voxels" in line, line
+  assert "rests on 1 of the scan's 200 positive voxels" in line, line
