@@ -8,6 +8,7 @@ with them, in tests/test_reconstruct.py.
 
 import dataclasses
 import errno
+import json
 import os
 import re
 import subprocess
@@ -45,6 +46,24 @@ def test_outputs_are_checked_before_any_work(tmp_path):
   assert out.read_bytes() == b"keep"
   assert outputs.output_paths("nifti", str(out), True) == [
       str(out), str(tmp_path / "recon.json"), str(tmp_path / "recon_zero_filled.nii.gz")]
+
+
+def test_every_file_of_the_set_is_checked_not_the_output_alone(tmp_path):
+  # The sidecar and the zero-filled volume are replaced by a write as much as
+  # the reconstruction: each one existing refuses the set, and stays as it was.
+  scan = small_scan(tmp_path)
+  out = str(tmp_path / "recon.nii.gz")
+  paths = outputs.output_paths("nifti", out, True)
+  for existing in (tmp_path / "recon.json", tmp_path / "recon_zero_filled.nii.gz"):
+    existing.write_bytes(b"an earlier run's")
+    pattern = rf"{re.escape(str(existing))} exists; give --overwrite to replace it"
+    with pytest.raises(ValueError, match=pattern):
+      outputs.check_outputs(paths, overwrite=False)
+    with pytest.raises(ValueError, match=pattern):
+      outputs.write(reconstruction(scan), out)
+    assert existing.read_bytes() == b"an earlier run's"
+    assert sorted(os.listdir(tmp_path)) == sorted(["scan.nii.gz", existing.name])
+    existing.unlink()
 
 
 def test_the_input_scans_own_sidecar_is_never_replaced(tmp_path):
@@ -189,6 +208,24 @@ def test_the_lambda_axis_of_a_4d_output_is_not_time(tmp_path):
   assert nib.load(str(tmp_path / "one.nii.gz")).header.get_xyzt_units() == ("mm", "sec")
 
 
+def test_the_sidecar_names_a_lambda_axis_for_several_lambdas_only(tmp_path):
+  scan = small_scan(tmp_path)
+  one = reconstruction(scan, num_lambdas=1, save_input=False)
+  one["lambdas"] = np.array([[0.123456]], np.float32)
+  one["coeffs"] = np.hstack([1 - one["lambdas"], one["lambdas"]])
+  outputs.write(one, str(tmp_path / "one.nii.gz"))
+  sidecar = json.loads((tmp_path / "one.json").read_text())
+  assert nib.load(str(tmp_path / "one.nii.gz")).ndim == 3 and sidecar["lambda_axis"] is None
+  # Six significant digits come back as typed (float32 holds seven): the
+  # float32 λ is 0.12345600128…, its coefficient 1 − λ is 0.87654399871….
+  assert sidecar["lambdas"] == [[0.123456]]
+  assert sidecar["coefficients"] == [[0.876544, 0.123456]]
+  outputs.write(reconstruction(scan, num_lambdas=2, save_input=False),
+                str(tmp_path / "two.nii.gz"))
+  sidecar = json.loads((tmp_path / "two.json").read_text())
+  assert sidecar["lambda_axis"] == "last (4th) axis"
+
+
 @pytest.mark.parametrize("stop", [OSError(errno.ENOSPC, "No space left on device"),
                                   KeyboardInterrupt()])
 def test_a_write_stopped_part_way_leaves_no_part_of_the_set(tmp_path, monkeypatch, stop):
@@ -231,6 +268,10 @@ def test_output_types_the_format_cannot_hold_are_refused(tmp_path):
   with pytest.raises(ValueError, match=r"up to 1e-40\) are too small for int16's float32 "
                                        r"scale factor .*give --dtype=float32"):
     outputs.output_dtype(dataclasses.replace(scan, scale=1e-40), "input")
+  # Between float32's smallest normal (1.18e-38) and that floor: refused too.
+  with pytest.raises(ValueError, match=r"up to 1e-36\) are too small for int16's float32 "
+                                       r"scale factor \(at least 3\.85e-34"):
+    outputs.output_dtype(dataclasses.replace(scan, scale=1e-36), "int16")
   assert outputs.output_dtype(dataclasses.replace(scan, scale=1e-30), "int16") == np.int16
   h5_path = str(tmp_path / "file.h5")
   with h5py.File(h5_path, "w") as f:
@@ -243,3 +284,33 @@ def test_output_types_the_format_cannot_hold_are_refused(tmp_path):
     f["reconstruction_esc"] = head((64, 64, 2)).transpose(2, 0, 1) * 1e5
   with pytest.raises(ValueError, match=r"float16 keeps 3 digits only .* span 1e\+03 to 2e\+05"):
     outputs.output_dtype(scans.read_input(h5_path, data_config(64)), "float16")
+  # A scale float16 holds (4e4 < 65,504) whose outputs, up to twice the
+  # scale, it does not.
+  with h5py.File(h5_path, "w") as f:
+    f["reconstruction_esc"] = head((64, 64, 2)).transpose(2, 0, 1) * 4e4
+  h5_scan = scans.read_input(h5_path, data_config(64))
+  assert 32752 < h5_scan.scale < 65504
+  with pytest.raises(ValueError, match=r"float16 keeps 3 digits only .* span 400 to 8e\+04"):
+    outputs.output_dtype(h5_scan, "float16")
+  # The largest scale whose doubled value float16 holds: 65,504 / 2.
+  assert outputs.output_dtype(dataclasses.replace(h5_scan, scale=32752.0), "float16") == np.float16
+  with pytest.raises(ValueError, match=r"float16 keeps 3 digits only"):
+    outputs.output_dtype(dataclasses.replace(h5_scan, scale=32753.0), "float16")
+
+
+def test_an_h5_output_holds_the_scans_scale_and_its_lambdas(tmp_path):
+  h5_path = str(tmp_path / "file.h5")
+  with h5py.File(h5_path, "w") as f:
+    f["reconstruction_esc"] = head((64, 64, 2)).transpose(2, 0, 1) * 100
+  scan = scans.read_input(h5_path, data_config(64))
+  assert 90 < scan.scale < 101  # the 99.5th percentile of values up to 100
+  out = str(tmp_path / "recon.h5")
+  outputs.write(reconstruction(scan, num_lambdas=3), out)
+  with h5py.File(out, "r") as f:
+    assert f.attrs["max"] == scan.scale
+    assert f[outputs.H5_DATASET].shape == (3, *scan.output_shape)
+  assert json.loads((tmp_path / "recon.json").read_text())["lambda_axis"] == "first axis"
+  outputs.write(reconstruction(scan, num_lambdas=1), out, overwrite=True)
+  with h5py.File(out, "r") as f:
+    assert f[outputs.H5_DATASET].shape == scan.output_shape
+  assert json.loads((tmp_path / "recon.json").read_text())["lambda_axis"] is None
