@@ -63,6 +63,23 @@ def test_non_dominated_duplicates_nan_and_inf():
   np.testing.assert_array_equal(pareto.non_dominated([[np.nan, 0.0], [5.0, 5.0]]), [0, 1])
 
 
+def test_non_dominated_tie_with_a_row_of_an_earlier_block():
+  # 301 distinct rows, so two blocks of `_BLOCK` = 256. (400, 300, 0) sorts last
+  # (second block) and is dominated only by (0, 300, 0) (first block), which it
+  # ties in objectives 2 and 3: the front's test against it must be <=, not <.
+  # (i, 300 − i, i) for i = 1..299 are mutually non-dominated (the second objective
+  # falls as the first and third rise) and beat neither end row.
+  p = np.array([[0, 300, 0]] + [[i, 300 - i, i] for i in range(1, 300)] + [[400, 300, 0]],
+               float)
+  assert len(p) > pareto._BLOCK
+  expected = np.ones(len(p), bool)
+  expected[-1] = False
+  np.testing.assert_array_equal(_brute_non_dominated(p), expected)
+  np.testing.assert_array_equal(pareto.non_dominated(p), expected)
+  perm = np.random.default_rng(2).permutation(len(p))
+  np.testing.assert_array_equal(pareto.non_dominated(p[perm]), expected[perm])
+
+
 def test_non_dominated_large_front_across_blocks():
   # 3,000 points of a front (many blocks of rows), plus a dominated copy of each.
   front = _sphere(3000, 4, seed=0)
@@ -101,15 +118,27 @@ def test_hypervolume_three_objectives():
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 def test_hypervolume_matches_inclusion_exclusion(k):
   rng = np.random.default_rng(10 + k)
-  ref = np.full(k, 1.0)
   for trial in range(30):
+    # A reference of its own in each objective (mean 1.0), so that a reference
+    # coordinate read for the wrong objective changes the value.
+    ref = rng.uniform(0.8, 1.2, k)
     n = int(rng.integers(0, 10))
     p = rng.random((n, k)) * 1.2  # about 1 in 6 coordinates beyond the reference
     if trial % 2:
-      p = np.round(p, 1)  # ties and duplicates
+      # Ties and duplicates, and coordinates equal to the reference's.
+      p, ref = np.round(p, 1), np.round(ref, 1)
     if n and trial % 3 == 0:
       p[0, 0] = np.nan
     assert pareto.hypervolume(p, ref) == pytest.approx(_brute_hypervolume(p, ref), abs=ATOL)
+
+
+@pytest.mark.parametrize("ref", [[1.0, 2.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]])
+def test_hypervolume_one_point_against_a_different_reference_per_objective(ref):
+  # One point at 0.5 in every objective: its box, Π_k (r_k − 0.5), e.g.
+  # 0.5 · 1.5 · 2.5 · 3.5 = 6.5625 for K = 4.
+  k = len(ref)
+  expected = math.prod(r - 0.5 for r in ref)
+  assert pareto.hypervolume(np.full((1, k), 0.5), ref) == pytest.approx(expected, abs=ATOL)
 
 
 def _slab_hypervolume_3d(p, ref):
@@ -189,9 +218,14 @@ def test_hypervolume_ignores_points_outside_reference():
   ref = [1.0, 1.0]
   value = pareto.hypervolume(p, ref)
   # On the reference in one objective, beyond it, +inf, and NaN: none contributes.
-  outside = [[0.0, 1.0], [1.0, 0.0], [0.0, 1.5], [np.inf, 0.0], [np.nan, 0.0], [-5.0, np.nan]]
+  # Nor does a -inf row that is on the reference elsewhere: its box is empty, not
+  # unbounded.
+  outside = [[0.0, 1.0], [1.0, 0.0], [0.0, 1.5], [np.inf, 0.0], [np.nan, 0.0], [-5.0, np.nan],
+             [-np.inf, 1.0]]
   assert pareto.hypervolume(np.concatenate([p, outside]), ref) == pytest.approx(value, abs=ATOL)
   assert pareto.hypervolume(outside, ref) == 0.0
+  # (0.5, 0.5)'s box alone: (1 − 0.5)² = 0.25.
+  assert pareto.hypervolume([[-np.inf, 1.0], [0.5, 0.5]], 1.0) == pytest.approx(0.25, abs=ATOL)
   assert pareto.hypervolume(np.zeros((0, 2)), ref) == 0.0
 
 
