@@ -358,12 +358,13 @@ def cartesian(shape: Sequence[int],
 
   Phase encodes run along the last axis (fastMRI convention): each sampled
   column ``k`` gives ``mask[:, k] = 1``. A block of
-  ``round(W * center_fraction)`` central columns is always sampled; the
-  remaining columns, chosen uniformly at random (``kind='random'``) or evenly
-  spaced among the non-central columns with a random offset
-  (``kind='equispaced'``), bring the total to
-  ``round(W / acceleration)`` columns, so the real acceleration is as close to
-  the request as whole columns allow.
+  ``max(1, round(W * center_fraction))`` central columns is always sampled
+  (the DC column at least, however narrow the mask); the remaining columns,
+  chosen uniformly at random (``kind='random'``) or evenly spaced among the
+  non-central columns with a random offset (``kind='equispaced'``), bring the
+  total to ``round(W / acceleration)`` columns (the block alone where that is
+  fewer), so the real acceleration is as close to the request as whole columns
+  allow.
 
   Args:
     shape: (H, W) of the mask, whole numbers (64 or 64.0, not 64.7).

@@ -169,6 +169,8 @@ def test_cartesian_samples_the_nearest_whole_number_of_columns(kind):
     (64, 0.08, range(30, 35)),  # 5 columns: 2 either side of DC 32.
     (64, 0.0625, range(30, 34)),  # 4 columns: 2 below DC 32, 1 above.
     (63, 0.0635, range(30, 34)),  # 4 columns: 1 below DC 31, 2 above.
+    # round(8 · 0.05) = round(0.4) = 0, raised to the one column at least: DC 4.
+    (8, 0.05, range(4, 5)),
 ])
 def test_cartesian_centre_block_is_placed_as_fastmri_places_it(w, center_fraction, block):
   # fastMRI: pad = (W - num_low + 1) // 2. With as many lines as the block
@@ -226,7 +228,9 @@ def test_a_size_or_acceleration_that_is_no_number_is_named(fn):
 
 
 def test_bad_inputs_specific():
-  with pytest.raises(ValueError, match="calib"):
+  # 40 · 40 = 1600 samples of the box alone against 64 · 64 / 8 = 512 allowed:
+  # refused before any mask is drawn, by the check that names the box.
+  with pytest.raises(ValueError, match=r"calib=\(40, 40\) alone samples more"):
     masks.poisson_disc((64, 64), 8, calib=(40, 40))
   with pytest.raises(ValueError, match="calib"):
     masks.poisson_disc((64, 64), 4, calib=(64, 2))
@@ -236,6 +240,13 @@ def test_bad_inputs_specific():
     masks.cartesian((64, 64), 4, center_fraction=0.5)
   with pytest.raises(ValueError, match="center_fraction"):
     masks.cartesian((64, 64), 4, center_fraction=0.0)
+  # round(64 · 0.14) = round(8.96) = 9 centre columns, one more than the
+  # round(64 / 8) = 8 the acceleration allows; 0.13 gives round(8.32) = 8, the limit.
+  with pytest.raises(ValueError, match="center_fraction=0.14"):
+    masks.cartesian((64, 64), 8, center_fraction=0.14)
+  assert int(masks.cartesian((64, 64), 8, center_fraction=0.13)[0].sum()) == 8
+  with pytest.raises(ValueError, match=r"rtol must be in \(0, 0.05\], got 0.3"):
+    masks.poisson_disc((64, 64), 8, rtol=0.3)
   with pytest.raises(ValueError, match="kind"):
     masks.cartesian((64, 64), 4, kind="spiral")
 
