@@ -161,8 +161,8 @@ def read_input(path: str, config, *, axis=None, available: int | None = None) ->
     axis: NIfTI only: the RAS axis to slice along (name or index) instead of
       ``config.data.axis``; None takes the config's, or the volume's thin
       axis when the config's planes would be narrower than `MIN_PLANE`.
-    available: NIfTI only: bytes of memory available for reading
-      (`check_read_memory`; default `memory.available_memory`).
+    available: bytes of memory available for reading (`check_read_memory`;
+      default `memory.available_memory`).
 
   Returns:
     A `Scan`.
@@ -170,8 +170,8 @@ def read_input(path: str, config, *, axis=None, available: int | None = None) ->
   Raises:
     InputError: a file that is missing, unreadable, not 3-D, too thin to
       slice, holds NaN or infinite values or values beyond float32, or has no
-      foreground, or a NIfTI volume too large to read in the memory available
-      (the message names the file).
+      foreground, or is too large to read in the memory available (the
+      message names the file).
   """
   kind = input_kind(path)
   check_file(path)
@@ -181,7 +181,7 @@ def read_input(path: str, config, *, axis=None, available: int | None = None) ->
     raise errors.InputError(f"{path}: a fastMRI file is reconstructed slice by slice as "
                             "stored; a slicing axis applies to NIfTI input only")
   else:
-    scan = _read_h5(path, config)
+    scan = _read_h5(path, config, available)
   learned = config.data.get("name")  # a model's config has it; a bare data config may not
   learned_h5 = learned == "fastmri_knee"
   if learned is not None and (kind == "h5") != learned_h5:
@@ -271,29 +271,32 @@ def read_memory(shape) -> int:
   return max(nifti_voxels.read_bytes(shape), int(READ_VOLUMES * voxels * 4))
 
 
-def check_read_memory(path: str, shape, available: int | None = None) -> int:
-  """Refuses, from the header alone, a NIfTI volume too large to read.
+def check_read_memory(path: str, shape, available: int | None = None, *,
+                      need: int | None = None, what: str = "voxels as float32") -> int:
+  """Refuses, from the header alone, a volume too large to read.
 
   Args:
     path: the file, named in the error.
     shape: its voxels' shape (from the header).
     available: bytes available (default `memory.available_memory`; no check
       when unknown).
+    need: the bytes reading needs (default: a NIfTI volume's, `read_memory`).
+    what: what the shape counts, for the message.
 
   Returns:
-    The bytes reading needs (`read_memory`).
+    The bytes reading needs.
 
   Raises:
     InputError: naming the file, its shape, the bytes needed and those allowed
       (`memory.MEMORY_FRACTION` of the available).
   """
-  need = read_memory(shape)
+  need = read_memory(shape) if need is None else need
   available = memory.available_memory() if available is None else available
   if available is None or need <= memory.MEMORY_FRACTION * available:
     return need
   grid = "×".join(str(int(n)) for n in shape)
   raise errors.InputError(
-      f"{path}: reading its {grid} voxels as float32 needs {memory.byte_size(need)} of memory, "
+      f"{path}: reading its {grid} {what} needs {memory.byte_size(need)} of memory, "
       f"more than the {memory.byte_size(int(memory.MEMORY_FRACTION * available))} allowed "
       f"({memory.MEMORY_FRACTION:.0%} of the {memory.byte_size(available)} available); free "
       "memory, or crop or resample the volume first")
@@ -377,8 +380,10 @@ def _nifti_dtype(img) -> str:
   return dtype.name if dtype.kind in "iuf" else "float32"
 
 
-def _read_h5(path: str, config) -> Scan:
+def _read_h5(path: str, config, available=None) -> Scan:
   from hyperrecon_jax.data import fastmri
+  key, shape, need = fastmri.read_bytes(path)
+  check_read_memory(path, shape, available, need=need, what=f"values of '{key}'")
   # The dataset build's reader: one file is read, chosen and scaled as a
   # folder of them is (the target first, then fully sampled k-space).
   target = fastmri.read_target(

@@ -1,4 +1,4 @@
-"""hyperrecon_jax.scans: the memory reading a NIfTI volume takes, and its refusal."""
+"""hyperrecon_jax.scans: the memory reading a NIfTI or fastMRI file takes, and its refusal."""
 
 from memory_support import allocated_peak
 import nibabel as nib
@@ -70,3 +70,57 @@ def test_the_count_is_the_larger_of_reading_and_normalizing():
   # normalizing's 2.5 volumes; 64 M voxels (16 MiB slabs): the other way.
   assert scans.read_memory((10, 10, 10)) == 4_000 + 4 * 8_000 + 2**20
   assert scans.read_memory((512, 512, 256)) == int(2.5 * 512 * 512 * 256 * 4)
+
+
+def _h5(path, key, values):
+  import h5py
+  with h5py.File(path, "w") as f:
+    f.create_dataset(key, data=values)
+
+
+def _kspace(shape, dtype, seed=3):
+  """Fully sampled k-space (centred, as fastMRI stores it) of a positive image."""
+  image = np.random.default_rng(seed).uniform(0.1, 1.0, shape).astype(np.float32)
+  return np.fft.fftshift(np.fft.fft2(image, norm="ortho"), axes=(-2, -1)).astype(dtype)
+
+
+@pytest.mark.parametrize("key, make", [
+    ("reconstruction_esc", lambda: np.random.default_rng(2).uniform(1e-6, 1e-4, (24, 96, 80))
+     .astype(np.float32)),
+    ("reconstruction_esc", lambda: np.random.default_rng(2).uniform(1e-6, 1e-4, (24, 96, 80))),
+    ("kspace", lambda: _kspace((12, 96, 80), np.complex64)),
+    ("kspace", lambda: _kspace((6, 4, 96, 80), np.complex64)),
+    ("kspace", lambda: _kspace((6, 4, 96, 80), np.complex128)),
+], ids=["float32", "float64", "single_coil", "multicoil", "multicoil_complex128"])
+def test_reading_an_h5_file_holds_no_more_than_its_count(tmp_path, key, make):
+  from hyperrecon_jax.data import fastmri
+  path = str(tmp_path / "scan.h5")
+  values = make()
+  _h5(path, key, values)
+  got_key, shape, need = fastmri.read_bytes(path)
+  assert (got_key, shape) == (key, values.shape)
+  peak = allocated_peak(lambda: scans.read_input(path, data_config(32)))[1]
+  # Measured 1.06–1.57 times below the count: a count too generous would
+  # refuse files that fit.
+  assert peak <= need < 2 * peak, need / peak
+
+
+def test_an_h5_file_too_large_to_read_is_refused_before_any_value_is_read(tmp_path,
+                                                                          monkeypatch):
+  from hyperrecon_jax.data import fastmri
+  path = str(tmp_path / "knee.h5")
+  _h5(path, "kspace", _kspace((2, 3, 40, 32), np.complex64))
+  _, _, need = fastmri.read_bytes(path)
+  # k-space's image (2 × 40 × 32 float32, under the 320 × 320 crop), 3.75
+  # times, and 4.5 complex64 slices of 3 × 40 × 32 values.
+  assert need == int(3.75 * 2 * 40 * 32 * 4 + 4.5 * 3 * 40 * 32 * 8)
+
+  def read_target(*args, **kwargs):
+    raise AssertionError("read before the count")
+
+  monkeypatch.setattr(fastmri, "read_target", read_target)
+  with pytest.raises(ValueError, match=(
+      rf"knee\.h5: reading its 2×3×40×32 values of 'kspace' needs {memory.byte_size(need)} "
+      rf"of memory, more than the {memory.byte_size(int(0.8 * need))} allowed \(80% of the "
+      rf"{memory.byte_size(need)} available\)")):
+    scans.read_input(path, data_config(32), available=need)

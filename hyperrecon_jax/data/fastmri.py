@@ -37,6 +37,15 @@ from hyperrecon_jax.data import splits
 
 TARGET_KEYS = ("reconstruction_esc", "reconstruction_rss")
 CROP = 320
+# What reading a file into a scan's slices (`read_target`, then
+# `hyperrecon_jax.scans`) holds at once, at most, beside the stored values:
+# float32 image volumes (measured with tracemalloc: 3.0–3.25 on 320×320
+# slices, up to 3.46 on 96×80 ones, whose slice-sized temporaries weigh
+# more), and for k-space, copies of one slice of it (its shifts and
+# complex128 FFT: 3.5 times a complex64 slice, 3.9 a complex128 one).
+# tests/test_scans_memory.py checks the bound.
+IMAGE_VOLUMES = 3.75
+KSPACE_SLICES = 4.5
 
 INSTRUCTIONS = (
     "Put fastMRI single-coil knee `.h5` files (datasets `kspace` and "
@@ -124,6 +133,33 @@ def _check_planes(path: str, key: str, shape) -> None:
     raise common.DataError(
         f"{path}: '{key}' has shape {tuple(shape)}: its images are narrower than "
         f"{slicing.MIN_PLANE} pixels, too small to be an image for the model.")
+
+
+def read_bytes(path: str) -> tuple[str, tuple, int]:
+  """The dataset a file is read from, its shape, and the most bytes reading it holds.
+
+  From the dataset's shape and type alone, before any value is read. The
+  bytes are those of reading it into a scan's slices (`read_target`, then
+  `hyperrecon_jax.scans`): for a target, the larger of its stored values with
+  2.25 float32 volumes and `IMAGE_VOLUMES` volumes; for k-space,
+  `IMAGE_VOLUMES` volumes of its image (cropped to `CROP`) and
+  `KSPACE_SLICES` slices of it.
+
+  Raises:
+    DataError: as `inspect`.
+  """
+  key, _ = inspect(path)
+  with _open(path) as f:
+    shape, dtype = tuple(int(n) for n in f[key].shape), f[key].dtype
+  itemsize = np.dtype(dtype).itemsize
+  if key != "kspace":
+    volume = 4 * int(np.prod(shape))
+    return key, shape, int(max(itemsize * volume // 4 + 2.25 * volume,
+                               IMAGE_VOLUMES * volume))
+  h, w = shape[-2:]
+  image = 4 * shape[0] * min(CROP, h) * min(CROP, w)
+  one_slice = itemsize * int(np.prod(shape[1:]))
+  return key, shape, int(IMAGE_VOLUMES * image + KSPACE_SLICES * one_slice)
 
 
 def measured_columns(kspace: np.ndarray) -> np.ndarray:
