@@ -414,8 +414,7 @@ def _weight_terms_program(variables, coeffs, *, model, block, names):
 
   def per_block(i):
     weights = model.apply(variables, coeffs[i], method="generate")
-    return jnp.stack([losses.TERMS[n](None, None, operator=None, measurement=None,
-                                      weights=weights) for n in names], axis=1)
+    return jnp.stack([losses.call_term(n, None, weights=weights) for n in names], axis=1)
 
   return jax.lax.map(per_block, index).reshape(-1, len(names))[:g_count]
 

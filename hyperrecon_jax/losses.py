@@ -19,6 +19,7 @@ the generated weights ('weight_l1') or the reconstruction alone ('tv' and
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from collections.abc import Set
 import functools
 import re
 
@@ -233,6 +234,33 @@ class _Terms(Mapping):
     return f"TERMS({sorted(self._terms)})"
 
 
+class _Names(Set):
+  """The terms that need one input: read-only, kept up to date by `register_term`.
+
+  One object for the life of the process, so that a name imported from this
+  module before an extension registers its terms still lists them.
+  """
+
+  def __init__(self, names):
+    self._names = set(names)
+
+  def __contains__(self, name):
+    return name in self._names
+
+  def __iter__(self):
+    return iter(sorted(self._names))
+
+  def __len__(self):
+    return len(self._names)
+
+  @classmethod
+  def _from_iterable(cls, names):
+    return frozenset(names)
+
+  def __repr__(self):
+    return f"{{{', '.join(repr(n) for n in self)}}}"
+
+
 # Every registered term has the signature
 #   term(recon, target, *, operator, measurement, weights) -> (B,)
 # and the inputs it reads besides recon are named by the NEEDS_* sets, which
@@ -249,9 +277,9 @@ TERMS = _Terms({
     "weight_l1": lambda recon, target, *, weights, **_: weight_l1(weights),
 })
 BUILT_IN = frozenset(TERMS)
-NEEDS_TARGET = frozenset({"mae", "mse", "ssim", "hfen"})
-NEEDS_MEASUREMENT = frozenset({"dc"})
-NEEDS_WEIGHTS = frozenset({"weight_l1"})
+NEEDS_TARGET = _Names({"mae", "mse", "ssim", "hfen"})
+NEEDS_MEASUREMENT = _Names({"dc"})
+NEEDS_WEIGHTS = _Names({"weight_l1"})
 NEEDS = ("target", "measurement", "weights")
 
 
@@ -267,7 +295,12 @@ def register_term(name: str, fn, *, needs: Sequence[str] = (), replace: bool = F
   * ``'weights'``: the pytree of each sample's convolution weights
     (`hyperrecon_jax.models.HyperUnet.generate`'s, leaves with a leading B
     axis). Such a term is of λ alone, not of an image: it needs nothing else,
-    ``recon`` and ``target`` are None when evaluation scores it once per λ.
+    and is given no ``recon`` and no ``target`` (None), in training as in
+    evaluation, which scores it once per λ.
+
+  A term that reads an input its ``needs`` leave out fails in the first
+  training step's trace, and an error a registered term raises is an
+  `InputError` that names it (`call_term`).
 
   Only the name is stored with a run (``config.losses``): a process that
   evaluates the run must register the same term under the same name, which
@@ -286,7 +319,6 @@ def register_term(name: str, fn, *, needs: Sequence[str] = (), replace: bool = F
     InputError: a bad name, ``fn`` or ``needs``; ``name`` already registered
       (without ``replace``) or built in.
   """
-  global NEEDS_TARGET, NEEDS_MEASUREMENT, NEEDS_WEIGHTS
   if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
     raise errors.InputError(f"a loss term's name must be lowercase letters, digits and '_', "
                             f"starting with a letter, got {name!r}.")
@@ -310,9 +342,11 @@ def register_term(name: str, fn, *, needs: Sequence[str] = (), replace: bool = F
                             "of the weights is of λ alone and can need nothing else.")
   replaced = name in TERMS
   TERMS._terms[name] = fn
-  NEEDS_TARGET = (NEEDS_TARGET - {name}) | ({name} if "target" in needs else set())
-  NEEDS_MEASUREMENT = (NEEDS_MEASUREMENT - {name}) | ({name} if "measurement" in needs else set())
-  NEEDS_WEIGHTS = (NEEDS_WEIGHTS - {name}) | ({name} if "weights" in needs else set())
+  for need, names in (("target", NEEDS_TARGET), ("measurement", NEEDS_MEASUREMENT),
+                      ("weights", NEEDS_WEIGHTS)):
+    names._names.discard(name)
+    if need in needs:
+      names._names.add(name)
   if replaced:
     jax.clear_caches()
 
@@ -346,6 +380,45 @@ def check_names(names: Iterable[str]) -> tuple[str, ...]:
   if len(set(names)) != len(names):
     raise errors.InputError(f"loss terms must not repeat, got {names}.")
   return names
+
+
+def needs_of(name: str) -> tuple[str, ...]:
+  """What the registered term ``name`` needs besides the reconstruction (of `NEEDS`)."""
+  return tuple(need for need, names in (("target", NEEDS_TARGET),
+                                        ("measurement", NEEDS_MEASUREMENT),
+                                        ("weights", NEEDS_WEIGHTS)) if name in names)
+
+
+def call_term(name: str, recon, target=None, *, operator=None, measurement=None,
+              weights=None):
+  """The values of term ``name``, given what its needs name and None for the rest.
+
+  A term of the weights is given neither ``recon`` nor ``target``: it is of
+  λ alone. Training, evaluation and the gradient scales all call a term here,
+  so a term that reads an input its ``needs`` leave out fails at once, in the
+  first training step's trace, not in the report after training.
+
+  Raises:
+    InputError: a term registered by `register_term` raised; the message names
+      it, what it raised and what it was given.
+  """
+  needs = needs_of(name)
+  measured = "measurement" in needs
+  given = dict(operator=operator if measured else None,
+               measurement=measurement if measured else None,
+               weights=weights if "weights" in needs else None)
+  if "weights" in needs:
+    recon = None
+  target = target if "target" in needs else None
+  if name in BUILT_IN:
+    return TERMS[name](recon, target, **given)
+  try:
+    return TERMS[name](recon, target, **given)
+  except Exception as e:  # a user's term: any error of its own, named with it
+    raise errors.InputError(
+        f"loss term {name!r} raised {type(e).__name__}: {' '.join(str(e).split())[:300]}. It "
+        f"is given what its needs name, {needs}, and None for the rest (register_term's "
+        "needs=).") from e
 
 
 def compute_terms(names: Sequence[str],
@@ -386,8 +459,8 @@ def compute_terms(names: Sequence[str],
     raise errors.InputError("missing inputs for loss terms: " + "; ".join(missing) + ".")
   if target is not None:
     _check_pair(recon, target, "recon", "target")
-  values = [TERMS[n](recon, target, operator=operator, measurement=measurement,
-                     weights=weights) for n in names]
+  values = [call_term(n, recon, target, operator=operator, measurement=measurement,
+                      weights=weights) for n in names]
   for n, v in zip(names, values):
     if jnp.shape(v) != recon.shape[:1]:
       hint = (" (a term of the weights needs them: register_term(..., needs=('weights',)))"

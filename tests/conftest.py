@@ -124,14 +124,16 @@ def own_terms():
   import sys
 
   from hyperrecon_jax import losses
-  saved = (dict(losses.TERMS._terms), losses.NEEDS_TARGET, losses.NEEDS_MEASUREMENT,
-           losses.NEEDS_WEIGHTS)
+  needs = (losses.NEEDS_TARGET, losses.NEEDS_MEASUREMENT, losses.NEEDS_WEIGHTS)
+  saved = dict(losses.TERMS._terms), [set(names._names) for names in needs]
   sys.modules.pop("own_terms", None)
   yield losses
   sys.modules.pop("own_terms", None)
   losses.TERMS._terms.clear()
   losses.TERMS._terms.update(saved[0])
-  losses.NEEDS_TARGET, losses.NEEDS_MEASUREMENT, losses.NEEDS_WEIGHTS = saved[1:]
+  for names, before in zip(needs, saved[1]):
+    names._names.clear()
+    names._names.update(before)
 
 
 @pytest.fixture

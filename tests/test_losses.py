@@ -181,6 +181,58 @@ def test_a_registered_term_is_computed_with_what_it_needs(own_terms):
     losses.compute_terms(("weight_l2",), recon, target)
 
 
+def test_a_registered_term_is_given_only_what_its_needs_name(own_terms):
+  # Every input is passed; each term sees what it declared and None for the
+  # rest, in a jitted call as training makes it.
+  recon, target = _pair()
+  op = physics.Denoise(sigma=0.0)
+  seen = {}
+
+  def spy(name):
+    def term(recon, target, *, operator, measurement, weights, **_):
+      seen[name] = tuple(v is not None for v in (recon, target, operator, measurement,
+                                                   weights))
+      return jnp.zeros(2) if recon is None else jnp.sum(recon, axis=(1, 2))
+    return term
+
+  for name, needs in (("spy_none", ()), ("spy_target", ("target",)),
+                      ("spy_measured", ("measurement",)), ("spy_weights", ("weights",))):
+    losses.register_term(name, spy(name), needs=needs)
+  names = ("spy_none", "spy_target", "spy_measured", "spy_weights")
+  jax.jit(lambda r, t, w: losses.compute_terms(names, r, t, operator=op, measurement=t,
+                                               weights=w))(recon, target, _weights())
+  #                            recon, target, operator, measurement, weights
+  assert seen == {"spy_none": (True, False, False, False, False),
+                  "spy_target": (True, True, False, False, False),
+                  "spy_measured": (True, False, True, True, False),
+                  "spy_weights": (False, False, False, False, True)}
+  assert [losses.needs_of(n) for n in names] == [(), ("target",), ("measurement",),
+                                                 ("weights",)]
+
+
+def test_a_term_that_reads_what_its_needs_leave_out_is_named(own_terms):
+  # The docs' grad_diff without needs=('target',): given no target, it fails
+  # where training traces it, with a message naming it, not in the report.
+  recon, target = _pair()
+  losses.register_term("no_needs", lambda recon, target, **_: jnp.sum(
+      jnp.abs(recon - target), axis=(1, 2)))
+  with pytest.raises(errors.InputError, match=(
+      r"loss term 'no_needs' raised TypeError: .*It is given what its needs name, \(\), and "
+      r"None for the rest \(register_term's needs=\)")):
+    jax.jit(lambda r, t: losses.compute_terms(("no_needs",), r, t))(recon, target)
+
+
+def test_the_needs_sets_imported_early_list_terms_registered_later(own_terms):
+  # Held, as `from hyperrecon_jax.losses import NEEDS_TARGET` holds them, before
+  # own_terms registers grad_diff (target) and weight_l2 (weights).
+  needs_target, needs_weights = losses.NEEDS_TARGET, losses.NEEDS_WEIGHTS
+  import own_terms as module
+  assert losses.TERMS["weight_l2"] is module.weight_l2
+  assert "grad_diff" in needs_target and "weight_l2" in needs_weights
+  assert needs_weights == {"weight_l1", "weight_l2"}
+  assert needs_weights & {"weight_l2", "tv"} == {"weight_l2"}
+
+
 def test_register_term_refuses_what_cannot_work(own_terms):
   fn = lambda recon, target, **_: losses.mae(recon, target)
   for name in ("", "Bad", "two words", "1st", 3):
