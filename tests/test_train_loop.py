@@ -666,6 +666,21 @@ def test_non_finite_loss_error_names_the_step_as_the_loop_counts_it(nan_run):
   # (and checkpoint 4, the state before it, is good).
   _, error = nan_run
   assert re.search(r"non-finite at step 5\b", str(error)), str(error)
+  # A NaN batch makes every term NaN, and the error names them.
+  assert "At step 5 the loss term(s) mae, ssim were not finite" in str(error), str(error)
+
+
+def test_a_loss_term_that_is_not_finite_is_named(data_dir, tmp_path, own_terms):
+  # A term of one's own that returns NaN beside a finite one: named, not lost
+  # in the advice to lower the learning rate.
+  own_terms.register_term("nan_term", lambda recon, target, **_: jnp.sum(
+      recon, axis=(1, 2)) * jnp.nan)
+  config = make_config(data_dir, num_steps=2, checkpoint_every=1)
+  config.losses, config.loss_scales = ("mae", "nan_term"), (1.0, 1.0)
+  with pytest.raises(train.NonFiniteLossError, match=(
+      r"non-finite at step 1; training stopped and no checkpoint was written\. At step 1 the "
+      r"loss term\(s\) nan_term were not finite: check them")):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
 def test_a_state_whose_reconstructions_are_not_finite_is_not_kept_as_good(

@@ -3,6 +3,7 @@
 import contextlib
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -323,14 +324,27 @@ class _Saver:
     return (f"the last good checkpoint is step {last} in {self._workdir}/checkpoints"
             if last is not None else "no checkpoint was written")
 
-  def check_finite(self, s):
+  def check_finite(self, s, record=None, step=None):
+    """Raises `NonFiniteLossError` once the state has frozen at a bad step.
+
+    Args:
+      s: the train state.
+      record: the metrics of a step logged since (``loss_<term>`` values), to
+        name the terms that were not finite there.
+      step: that step.
+    """
     bad = int(jax.device_get(s.bad_step))
     if bad >= 0:
+      terms = [k[len("loss_"):] for k, v in (record or {}).items()
+               if k.startswith("loss_") and not math.isfinite(v)]
+      # A term of one's own that gives NaN is named, not lost in the advice.
+      which = (f" At step {step} the loss term(s) {', '.join(terms)} were not finite: check "
+               "them, their inputs and their config.loss_scales." if terms else "")
       # bad_step is the state's step count before the failed update; the
       # loop (and metrics.jsonl, checkpoints) count that update as bad + 1.
       raise NonFiniteLossError(
           f"the loss or the parameters became non-finite at step {bad + 1}; "
-          f"training stopped and {self._kept()}. Lower config.train.lr, or check the "
+          f"training stopped and {self._kept()}.{which} Lower config.train.lr, or check the "
           "data and config.loss_scales (a term divided by a tiny scale overflows).")
 
   def save(self, s, at):
@@ -369,7 +383,7 @@ def _steps(config, model, state, start, train_step, next_batch, saver, writer, v
       evaluate = step % config.train.eval_every == 0 or is_last
       if step % config.train.log_every == 0 or evaluate:
         record = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        saver.check_finite(state)
+        saver.check_finite(state, record, step)
         elapsed = max(time.perf_counter() - t_last, 1e-9)
         record["steps_per_s"] = (step - step_last) / elapsed
         # The loop's share of the interval spent waiting for its next batch:
