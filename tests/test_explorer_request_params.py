@@ -63,6 +63,9 @@ def test_coeffs_are_accepted_exactly_when_hparams_accepts_them(values):
     ("0.5,0.6,-0.1", r"coeffs must be ≥ 0, got '0.5,0.6,-0.1'$"),
     ("0.3,0.3,0.3", r"coeffs must sum to 1 \(within 0.0001\), got '0.3,0.3,0.3', which sums "
      r"to 0.9$"),
+    # 2e-4 off, twice the tolerance: a sum shown to 3 digits would read "1".
+    ("0.5,0.5002,0", r"coeffs must sum to 1 \(within 0.0001\), got '0.5,0.5002,0', which "
+     r"sums to 1\.0002$"),
 ])
 def test_bad_coeffs_say_which_rule_they_break(text, pattern):
   with pytest.raises(rp.BadRequest, match=pattern):
@@ -113,4 +116,7 @@ def test_quoted_values_are_cut_short():
   assert rp.shown("abc") == "'abc'" and rp.shown(1.5) == "1.5"
   long = rp.shown("x" * 5000)
   assert long == repr("x" * rp.MAX_SHOWN + "…")
+  # Cut only past MAX_SHOWN (100): a value of exactly that length is quoted whole.
+  assert rp.shown("x" * 100) == repr("x" * 100)
+  assert rp.shown("x" * 101) == repr("x" * 100 + "…")
   assert isinstance(rp.BadRequest("m"), ValueError)  # an InputError, as the library's errors

@@ -326,6 +326,19 @@ def test_slices_left_out_for_their_input_alone_are_not_blamed_on_the_model():
       "1 of 2 slices at some λ")
 
 
+@pytest.mark.parametrize("count, tail", [
+    (5, ""),  # as many as are named: nothing more to count
+    (7, " and 2 more"),
+])
+def test_slices_left_out_are_named_up_to_five_and_the_rest_counted(count, tail):
+  result = {"per_slice": {"psnr": [[20.0]] * 10},
+            "unscored": {"hfen": [[v, v + 10] for v in range(count)]}}
+  assert report.unscored_lines(result) == [
+      f"{count} slice(s) left out of hfen (not finite at some λ or for the input, e.g. a "
+      "constant ground truth slice): volume 0 slice 10, volume 1 slice 11, volume 2 slice "
+      f"12, volume 3 slice 13, volume 4 slice 14{tail}"]
+
+
 def test_a_report_on_a_full_disk_names_its_folder_and_keeps_the_earlier_one(workdir, tmp_path,
                                                                            monkeypatch):
   # A figure's write on a full disk raised "[Errno 28] No space left on

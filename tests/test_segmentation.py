@@ -381,11 +381,17 @@ def test_a_class_the_train_split_lacks_is_named(tmp_path):
 @pytest.mark.parametrize("labels, message", [
     ({None: (3, 2, 1), 2: (40, 2, 1)}, r"go up to 40 \(sub-02_seg\.nii\.gz\), which makes 41 "
                                        r"classes, more than 32"),
+    # One class past the limit: refused for it, not for the values 4..31 it skips.
+    ({None: (3, 2, 1), 2: (32, 2, 1)}, r"go up to 32 \(sub-02_seg\.nii\.gz\), which makes 33 "
+                                       r"classes, more than 32"),
     ({None: (3, 2, 1), 3: (3, -1, 1)}, r"hold the negative value -1 \(sub-03_seg\.nii\.gz\)"),
     ((0, 0, 0), r"hold background \(0\) only"),
     # Classes 3..19 would each score a Dice of 1 on every slice.
     ((20, 2, 1), r"skip 3, 4, 5, 6, 7, 8, 9, 10, … \(they run up to 20, in sub-0\d_seg\.nii\.gz\)"
                  r": a class that never occurs"),
+    # Exactly eight skipped (3..10 of 0..11): all named, no "…".
+    ((11, 2, 1), r"skip 3, 4, 5, 6, 7, 8, 9, 10 \(they run up to 11, in sub-0\d_seg\.nii\.gz\): "
+                 r"a class that never occurs"),
 ])
 def test_labels_a_segmenter_cannot_learn_are_named(tmp_path, labels, message):
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3), labels=labels)

@@ -213,20 +213,26 @@ def test_validation_names_tell_apart_lambdas_that_differ_in_float32():
   assert validation._tag((0.30000001,)) == "0.3"
 
 
-def _read_event_scalars(path):
-  """{tag: [(step, value), ...]} of a TensorBoard event file (TFRecords)."""
+def _read_events(path):
+  """The events of a TensorBoard event file (TFRecords), in order."""
   event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
-  scalars = {}
   with open(path, "rb") as f:
     blob = f.read()
-  pos = 0
+  events, pos = [], 0
   while pos < len(blob):
     (length,) = struct.unpack("<Q", blob[pos:pos + 8])
     # A cut-off record (as tf.data's reader, a DataLossError).
     assert pos + 12 + length + 4 <= len(blob), f"{path}: record at byte {pos} is cut off"
     pos += 12  # length and its CRC
-    event = event_pb2.Event.FromString(blob[pos:pos + length])
+    events.append(event_pb2.Event.FromString(blob[pos:pos + length]))
     pos += length + 4  # record and its CRC
+  return events
+
+
+def _read_event_scalars(path):
+  """{tag: [(step, value), ...]} of a TensorBoard event file (TFRecords)."""
+  scalars = {}
+  for event in _read_events(path):
     for value in event.summary.value:
       scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
   return scalars
@@ -361,6 +367,21 @@ def test_metric_writer_drops_records_after_the_resumed_step(tmp_path):
   assert read_metrics(workdir) == []
 
 
+def test_a_last_record_without_its_newline_is_kept_and_ended_on_resume(tmp_path):
+  workdir = str(tmp_path)
+  # Killed after step 2's record but before its newline: the record is whole,
+  # and step 3's must start a line of its own, not extend step 2's.
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    f.write('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 2.0}')
+  w = writer_lib.MetricWriter(workdir, start_step=2)
+  w.write(3, {"loss": 3.0})
+  w.close()
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert f.read() == ('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 2.0}\n'
+                        '{"step": 3, "loss": 3.0}\n')
+  assert [r["step"] for r in read_metrics(workdir)] == [1, 2, 3]
+
+
 def _event_files(workdir):
   return sorted(os.path.join(workdir, f) for f in os.listdir(workdir)
                 if f.startswith("events.out.tfevents."))
@@ -428,6 +449,24 @@ def test_a_resumed_run_cuts_the_earlier_event_files_back_to_its_step(tmp_path, m
   assert files[0] == first and len(files) == 2  # and this resume's own
   assert _read_event_scalars(first) == {"loss": [(1, 1.0), (2, 2.0)]}
   assert _read_event_scalars(files[1]) == {}
+
+
+def test_a_resumed_run_s_purge_keeps_the_checkpointed_step_s_scalars(tmp_path, monkeypatch):
+  pytest.importorskip("tensorboardX")
+  workdir = str(tmp_path)
+  w = writer_lib.MetricWriter(workdir)
+  for step in (1, 2, 3):
+    w.write(step, {"loss": float(step)})
+  w.close()
+  (earlier,) = _event_files(workdir)
+  # Resumed from the checkpoint of step 2. TensorBoard hides the events at and
+  # after a SessionLog START's step: at step 3, step 2's scalars stay.
+  _seconds_later(monkeypatch, 10)
+  writer_lib.MetricWriter(workdir, start_step=2).close()
+  (resumed,) = [path for path in _event_files(workdir) if path != earlier]
+  assert [e.step for e in _read_events(resumed) if e.WhichOneof("what") == "session_log"
+          and e.session_log.status == e.session_log.START] == [3]
+  assert _read_event_scalars(earlier) == {"loss": [(1, 1.0), (2, 2.0)]}
 
 
 def test_a_run_started_again_from_step_0_keeps_the_earlier_runs_event_files_apart(
@@ -528,20 +567,38 @@ def test_a_full_disk_under_the_metrics_names_the_file(tmp_path):
 
 
 
-def test_a_full_disk_under_the_event_files_names_the_file_and_ends_tensorboard(tmp_path):
+def test_a_full_disk_under_the_event_files_names_the_file_and_ends_tensorboard(tmp_path,
+                                                                              monkeypatch):
   pytest.importorskip("tensorboardX")
   workdir = str(tmp_path)
   w = writer_lib.MetricWriter(workdir)
-  (events,) = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents.")]
+  w.write(1, {"loss": 1.0})
+  w.close()
+  # Resumed: the earlier run's event file stays beside the one being written,
+  # and is older by its modification time, whatever the clock's resolution.
+  (earlier,) = _event_files(workdir)
+  os.utime(earlier, (time.time() - 3600,) * 2)
+  _seconds_later(monkeypatch, 10)
+  w = writer_lib.MetricWriter(workdir, start_step=1)
+  (events,) = [os.path.basename(path) for path in _event_files(workdir) if path != earlier]
 
   def full(*args, **kwargs):
     raise OSError(28, "No space left on device")  # as the kernel's: no file named
   w._tb.add_scalar = full
-  with pytest.raises(OSError, match=rf"No space left on device: '.*{re.escape(events)}'"):
-    w.write(1, {"loss": 1.0})
-  w.write(2, {"loss": 2.0})  # the metrics go on; TensorBoard logging has ended
+  with pytest.raises(OSError, match=rf"No space left on device: '.*{re.escape(events)}'$"):
+    w.write(2, {"loss": 2.0})
+  w.write(3, {"loss": 3.0})  # the metrics go on; TensorBoard logging has ended
   w.close()
-  assert [r["step"] for r in read_metrics(workdir)] == [1, 2]
+  assert [r["step"] for r in read_metrics(workdir)] == [1, 2, 3]
+
+
+def test_the_terminal_summary_is_the_loss_then_validation_then_spreads():
+  assert writer_lib.summary({"loss": 0.1234, "val_psnr": 25.0}) == "loss=0.1234 val_psnr=25"
+  # Four significant digits (0.0123456 rounds to 0.01235); other keys are left out.
+  assert writer_lib.summary({"weight_spread": 0.0123456, "lr": 0.001, "val_psnr_b": 21.0,
+                             "val_psnr_a": 20.5, "loss": 12.3456}) == (
+      "loss=12.35 val_psnr_a=20.5 val_psnr_b=21 weight_spread=0.01235")
+  assert writer_lib.summary({"val_psnr": 25.0}) == "val_psnr=25"
 
 
 # --- configuration errors ----------------------------------------------------------
