@@ -816,7 +816,7 @@ def _steps_signalled_in(config, signalled_in, saving_signalled=None):
     if step == saving_signalled:
       received.append(2)
 
-  saver = types.SimpleNamespace(save=save, check_finite=lambda state: None)
+  saver = types.SimpleNamespace(save=save, check_finite=lambda state, record=None, step=None: None)
   writer = types.SimpleNamespace(write=lambda step, record: None)
   return (lambda: loop_lib._steps(config, None, 0, 0, train_step, lambda: None, saver, writer,
                                   [], received, lambda stop: stop)), saved
