@@ -395,11 +395,12 @@ def test_augmentation(cfg):
                  (pl, pl[::-1], pl[:, ::-1], pl[::-1, ::-1]))
 
 
-@pytest.mark.parametrize("intensity", [1.5, -0.3, float("nan")])
+@pytest.mark.parametrize("intensity", [1.0, 1.5, -0.3, float("nan")])
 def test_an_intensity_outside_its_range_is_refused(cfg, intensity):
-  # 1.5 scaled some images by a negative factor (black once clipped); −0.3 and
-  # NaN turned the augmentation off. check_config refuses them for train.py;
-  # the library's callers reach the pipeline directly.
+  # 1.5 scaled some images by a negative factor (black once clipped), and 1.0
+  # can scale one by 0 (black); −0.3 and NaN turned the augmentation off.
+  # check_config refuses them for train.py; the library's callers reach the
+  # pipeline directly.
   bad = _config(cfg.data_dir, augment_intensity=intensity)
   with pytest.raises(hr.errors.InputError, match=r"data.augment_intensity must lie in \[0, 1\), "
                                                  rf"got {intensity}"):
@@ -426,17 +427,42 @@ def test_augment_function_is_seeded():
   assert out1["image"].dtype == np.float32 and out1["image"].max() <= 1
 
 
+def test_augment_flips_each_axis_independently():
+  """None, left-right, up-down and both each come with probability 1/4."""
+  image = np.arange(16, dtype=np.float32).reshape(4, 4) / 16  # no flip symmetry
+  ex = {"image": image, "label": np.arange(16, dtype=np.int32).reshape(4, 4)}
+  kinds = {"none": (slice(None), slice(None)), "lr": (slice(None), slice(None, None, -1)),
+           "ud": (slice(None, None, -1), slice(None)),
+           "both": (slice(None, None, -1), slice(None, None, -1))}
+  draws = 400
+  counts = dict.fromkeys(kinds, 0)
+  for seed in range(draws):
+    out = pipeline.augment(ex, np.random.default_rng(seed), flip=True, intensity=0.0)
+    (kind,) = [k for k, at in kinds.items() if np.array_equal(out["image"], image[at])]
+    assert np.array_equal(out["label"], ex["label"][kinds[kind]])  # The label moves along.
+    counts[kind] += 1
+  # Each count is Binomial(400, 1/4): mean 100, standard deviation √75 ≈ 8.7;
+  # 5 standard deviations (±43) fail a correct augment with probability < 1e-5.
+  assert all(abs(c - draws / 4) <= 43 for c in counts.values()), counts
+
+
 @pytest.mark.parametrize("split", ["validation", "test"])
-def test_evaluation_pass_is_padded_and_exact(cfg, split):
+@pytest.mark.parametrize("whole", [False, True], ids=["batch_size=5", "batch_size=n"])
+def test_evaluation_pass_is_padded_and_exact(cfg, split, whole):
   n = hr.data.num_examples(cfg, split)
-  batches = list(hr.data.batches(cfg, split, batch_size=5))
-  assert len(batches) == -(-n // 5) == len(hr.data.dataset(cfg, split, batch_size=5))
-  assert all(b["image"].shape == (5, SIZE, SIZE) for b in batches)
+  assert n % 5  # batch_size=5 pads the last batch
+  batch_size = n if whole else 5
+  batches = list(hr.data.batches(cfg, split, batch_size=batch_size))
+  assert (len(batches) == -(-n // batch_size)
+          == len(hr.data.dataset(cfg, split, batch_size=batch_size)))
+  assert all(b["image"].shape == (batch_size, SIZE, SIZE) for b in batches)
   valid = np.concatenate([b["valid"] for b in batches])
   slices = np.concatenate([b["slice"] for b in batches])
+  volumes = np.concatenate([b["volume"] for b in batches])
   assert valid.sum() == n and valid[:n].all()
   assert list(slices[valid]) == mni152.split_slices(hr.data.split_ranges(cfg)[split])
-  assert (slices[~valid] == -1).all()
+  assert (slices[~valid] == -1).all() and (volumes[~valid] == -1).all()
+  assert (volumes[valid] >= 0).all()
   last = batches[-1]
   assert (last["image"][~last["valid"]] == 0).all()
 
