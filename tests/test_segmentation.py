@@ -126,6 +126,30 @@ def test_training_reports_a_validation_dice_and_the_data(trained):
   assert seg.info["num_classes"] == C and seg.info["steps"] == 3
 
 
+def test_the_validation_dice_is_the_mean_over_the_split_without_padding(trained):
+  config, seg = trained
+  n = hr_data.num_examples(config.data, "validation")
+  assert n % 8  # The default batch size of 8 pads the last batch.
+  (whole,) = hr_data.batches(config.data, "validation", batch_size=n)
+  assert whole["valid"].all()
+  pred = np.asarray(segmentation.labels(seg, whole["image"]))
+  expected = np.mean(numpy_foreground_dice(pred, whole["label"], C))
+  # Per-slice Dice values are ratios of voxel counts, exact up to float32
+  # rounding (about 1e-7 relative); their mean over n slices stays within 1e-6.
+  assert seg.info["validation_dice"] == pytest.approx(expected, abs=1e-6)
+  assert segmentation.validation_dice(seg, config.data, batch_size=n) == pytest.approx(
+      expected, abs=1e-6)
+
+
+def test_the_log_reports_about_ten_steps_and_the_last(trained):
+  config, _ = trained
+  logged = []
+  segmentation.train(config.data, num_classes=C, **{**SETTINGS, "steps": 25},
+                     log=lambda step, loss: logged.append(step))
+  # Every 25 // 10 = 2nd step, and step 25, which is not one of them.
+  assert logged == list(range(2, 25, 2)) + [25]
+
+
 def test_a_diverging_segmenter_is_an_error_not_a_file(trained):
   config, _ = trained
   with pytest.raises(ValueError, match="non-finite"):
@@ -348,7 +372,7 @@ def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(traine
   config, _ = trained
   assert segmentation.label_classes(config.data) == C  # mni152: its tissue classes
   # Three volumes, the train split's labelled 1, 2, 3 and the others 1, 2.
-  train, _ = _train_and_other_seed(tmp_path)
+  train = _seed_of(tmp_path, "train")
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3),
                                  labels={None: (2, 2, 1), train: (3, 2, 1)})
   largest = max(int(np.asarray(nib.load(os.path.join(site, f)).dataobj).max())
@@ -357,22 +381,23 @@ def test_the_classes_of_a_labelled_folder_run_from_0_to_its_largest_label(traine
   assert segmentation.label_classes(_nifti(site, tmp_path / "tfds")) == largest + 1
 
 
-def _train_and_other_seed(tmp_path):
-  """The seeds of ``write_site``'s volumes 1, 2, 3 in the train split and in another."""
+def _seed_of(tmp_path, split):
+  """The seed of the one of ``write_site``'s volumes 1, 2, 3 in a split."""
   probe = loop_support.write_site(tmp_path / "probe", (1, 2, 3), labels=(3, 2, 1))
   config = _nifti(probe, tmp_path / "probe_tfds")
-  seed = lambda split: int(hr_data.volumes(config, split)[0].name[4:6])
-  return seed("train"), seed("test")
+  return int(hr_data.volumes(config, split)[0].name[4:6])
 
 
-def test_a_class_the_train_split_lacks_is_named(tmp_path):
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_a_class_the_train_split_lacks_is_named(tmp_path, split):
   # Class 4 on the test volume only: the segmenter never learned it, and the
   # validation Dice scored it 1 on every slice (0.3333 of (0 + 0 + 1) / 3
-  # after two steps).
-  _, test = _train_and_other_seed(tmp_path)
+  # after two steps). On the validation volume only, the segmenter would never
+  # predict it, and the validation Dice would score it 0 wherever it is.
+  other = _seed_of(tmp_path, split)
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3),
-                                 labels={None: (3, 2, 1), test: (4, 2, 1)})
-  with pytest.raises(ValueError, match=r"class 4 of nifti .* is on the kept slices of the test "
+                                 labels={None: (3, 2, 1), other: (4, 2, 1)})
+  with pytest.raises(ValueError, match=rf"class 4 of nifti .* is on the kept slices of the {split} "
                                        r"split only, none of the train split's: the segmenter "
                                        r"could not learn it"):
     segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
@@ -399,18 +424,21 @@ def test_labels_a_segmenter_cannot_learn_are_named(tmp_path, labels, message):
     segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
 
 
-def test_a_class_on_no_kept_slice_is_named_with_its_file(tmp_path):
+@pytest.mark.parametrize("lost, also", [((4,), ""), ((4, 5), "; also 1 more")])
+def test_a_class_on_no_kept_slice_is_named_with_its_file(tmp_path, lost, also):
   import nibabel as nib
   site = loop_support.write_site(tmp_path / "site", (1, 2, 3), labels=(3, 2, 1))
   path = os.path.join(site, "sub-02_seg.nii.gz")
   label = np.asarray(nib.load(path).dataobj).copy()
-  # One voxel of class 4 on axial slice 0, which holds no brain: its
-  # foreground, 1 voxel of 20 × 24, is below min_foreground, so the slice is
-  # dropped and the class is in the files but on no slice the segmenter sees.
-  label[10, 12, 0] = 4
+  # One voxel of each lost class on axial slice 0, which holds no brain: its
+  # foreground, a voxel or two of 20 × 24, is below min_foreground, so the
+  # slice is dropped and the classes are in the files but on no slice the
+  # segmenter sees.
+  for x, value in enumerate(lost, start=10):
+    label[x, 12, 0] = value
   nib.save(nib.Nifti1Image(label, np.eye(4)), path)
-  with pytest.raises(ValueError, match=r"class 4 of nifti .* \(sub-02_seg\.nii\.gz\) is on "
-                                       r"none of the kept 32×32 slices"):
+  with pytest.raises(ValueError, match=rf"class 4 of nifti .* \(sub-02_seg\.nii\.gz{also}\) is "
+                                       r"on none of the kept 32×32 slices"):
     segmentation.label_classes(_nifti(site, tmp_path / "tfds"))
 
 
