@@ -19,9 +19,12 @@ import pytest
 
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
+from hyperrecon_jax import errors
+from hyperrecon_jax import evaluate
 from hyperrecon_jax import hparams
 from hyperrecon_jax import models
 from hyperrecon_jax import physics
+from hyperrecon_jax import streams
 from hyperrecon_jax import train
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.train import baselines
@@ -197,6 +200,69 @@ def test_scales_need_every_one_hot_unet():
   terms = [{"mae": 0.1, "ssim": 0.3}, {"mae": 0.2, "ssim": 0.4}]
   assert baselines._one_hot_scales(("mae", "ssim"), [(0.0,), (1.0,)], terms) == [0.1, 0.4]
   assert baselines._one_hot_scales(("mae", "ssim"), [(0.0,), (0.5,)], terms) is None
+
+
+def test_a_one_hot_unet_scoring_zero_gives_no_scale():
+  # A scale of 0 divides its term by 0: the objective is infinite or NaN.
+  terms = [{"mae": 0.0, "ssim": 0.3}, {"mae": 0.2, "ssim": 0.4}]
+  with pytest.raises(errors.InputError, match=r"the Unet trained on mae alone has mean "
+                                              r"validation mae = 0\.0; a loss scale must be "
+                                              r"positive"):
+    baselines._one_hot_scales(("mae", "ssim"), [(0.0,), (1.0,)], terms)
+
+
+def test_a_stack_of_more_than_max_unets_is_refused():
+  assert baselines.MAX_UNETS == 10_000
+  baselines.check_count(10_000)
+  with pytest.raises(errors.InputError, match=r"--lambdas=grid:10001 gives 10,001 λ, more than "
+                                              r"10,000"):
+    baselines.check_count(10_001, "--lambdas=grid:10001")
+
+
+@pytest.fixture(scope="module")
+def tiny(data_dir):
+  """An untrained K = 2 HyperRecon and its config, on the 32×32 mni152 data."""
+  from explorer_support import tiny_explorer
+  ex = tiny_explorer(("mae", "ssim"))
+  config = ex.config.copy_and_resolve_references()
+  config.data.data_dir = data_dir
+  config.data.num_threads = 0
+  config.train.batch_size = 4
+  return config, ex.model, ex.variables
+
+
+def test_the_term_means_of_a_model_that_outputs_nan_are_nan(tiny):
+  config, model, variables = tiny
+  # A BatchNorm variance of −2 takes the square root of a negative number.
+  bad = jax.tree_util.tree_map(np.array, variables)
+  bad["batch_stats"] = jax.tree_util.tree_map_with_path(
+      lambda p, x: np.full_like(x, -2.0) if p[-1].key == "var" else x, bad["batch_stats"])
+  (means,) = baselines.validation_term_means(config, model, bad, [[0.5]])
+  assert sorted(means) == ["mae", "ssim"]
+  assert all(math.isnan(v) for v in means.values()), means
+
+
+def test_the_term_means_measure_with_the_validation_noise(tiny):
+  config, model, variables = tiny
+  config = config.copy_and_resolve_references()
+  config.task.noise_sigma = 0.2
+  lams = np.asarray([[0.5]], np.float32)
+  operator = physics.make_operator(config.task, (32, 32))
+
+  def mae(stream):
+    result = evaluate.evaluate_grid(
+        model, variables, operator,
+        data.batches(config.data, "validation", batch_size=4, training=False), lams,
+        key=streams.key(config, stream), per_slice=False, terms=["mae"])
+    return result["loss_terms"]["mean"]["mae"][0]
+
+  (means,) = baselines.validation_term_means(config, model, variables, lams)
+  # The same program on the same slices and key: equal up to the order of the
+  # float32 sums, a few ulps of a mean of order 0.1 (1e-6 is ~100 of them).
+  assert means["mae"] == pytest.approx(mae("validation"), abs=1e-6)
+  # Another stream's noise moves the mean by ten times that at least (by
+  # 2.6e-4 here).
+  assert abs(mae("evaluation") - mae("validation")) > 1e-5
 
 
 def test_a_single_term_is_refused(tmp_path):
