@@ -18,6 +18,7 @@ import optax
 import pytest
 
 from hyperrecon_jax import checkpoints
+from hyperrecon_jax import errors
 from hyperrecon_jax import train
 
 # XLA executables persist across the module's runs (see conftest.py).
@@ -182,7 +183,10 @@ def test_max_to_keep_0_keeps_every_checkpoint(states, tmp_path):
     checkpoints.save(mngr, step, saved, {}, config)
   assert mngr.all_steps() == [1, 2, 3, 4, 5]
   mngr.close()
-  with pytest.raises(ValueError, match="max_to_keep"):
+  # The project's InputError with its own message, not orbax's error about
+  # the same value.
+  with pytest.raises(errors.InputError,
+                     match=r"^max_to_keep must be ≥ 0 \(0 keeps all\), got -1$"):
     checkpoints.manager(str(tmp_path), max_to_keep=-1)
 
 

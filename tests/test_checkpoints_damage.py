@@ -174,6 +174,21 @@ def test_a_save_cut_short_before_its_checksums_is_verified_by_its_digests(
   assert not (workdir / checksums.PENDING).exists()
 
 
+def test_a_save_cut_short_whose_data_item_was_then_edited_is_never_used(
+    states, three_steps, caplog):
+  # Valid JSON that differs from what was saved: only the digest recorded
+  # before the save tells it from the real data position.
+  workdir, fresh = three_steps
+  step_dir = _save_killed_before_checksums(states, workdir, 4)
+  _data_item(step_dir).write_text('{"next_index": 999}')
+  reader = checkpoints.reader(str(workdir))
+  restored = checkpoints.restore(reader, fresh)
+  reader.close()
+  assert (restored.step, int(restored.state.step)) == (3, 3)
+  assert restored.data_state == {"next_index": 3}
+  assert "checkpoint 4 is damaged and was skipped" in caplog.text
+
+
 def _damage_cut_short_step(states, workdir, fresh, where, effect):
   """Step 4 without checksums, 64 bytes of its largest data file flipped.
 
@@ -293,6 +308,22 @@ def test_a_step_without_checksums_or_digests_is_used_by_the_trainer_only(
   reader.close()
 
 
+def test_without_checksums_anywhere_a_reader_finds_no_checkpoint_it_can_use(three_steps):
+  # Unverified steps, none damaged: an error naming them, not "no checkpoint"
+  # (None), which a caller would take for a workdir that was never trained.
+  workdir, fresh = three_steps
+  for step in (1, 2, 3):
+    (workdir / "checkpoints" / str(step) / checksums.CHECKSUMS).unlink()
+  reader = checkpoints.reader(str(workdir))
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r"every checkpoint is damaged or unverified: .*checkpoints/3"):
+    checkpoints.restore(reader, fresh)
+  reader.close()
+  with pytest.raises(checkpoints.CheckpointError,
+                     match="every checkpoint is damaged or unverified"):
+    checkpoints.saved_config(str(workdir))
+
+
 def test_the_trainer_moves_aside_a_step_without_checksums_that_is_not_finite(
     states, three_steps):
   config, saved, _ = states
@@ -355,3 +386,30 @@ def test_every_checkpoint_damaged_is_one_error(three_steps):
     checkpoints.restore(mngr, fresh, trainer=True)
   mngr.close()
   assert checkpoints.quarantined(str(workdir)) == ["1", "2", "3"]
+
+
+def test_a_step_damaged_again_is_moved_aside_under_a_new_name(three_steps, states):
+  config, saved, _ = states
+  workdir, fresh = three_steps
+  mngr = checkpoints.manager(str(workdir))
+  for attempt in range(3):
+    if attempt:
+      checkpoints.save(mngr, 3, saved, {}, config)
+    _flip_a_bit(_largest_state_file(workdir / "checkpoints" / "3"))
+    assert checkpoints.restore(mngr, fresh, trainer=True).step == 2
+  mngr.close()
+  assert checkpoints.quarantined(str(workdir)) == ["3", "3.1", "3.2"]
+
+
+def test_quarantined_steps_are_listed_in_numeric_order(three_steps, states):
+  config, saved, _ = states
+  workdir, fresh = three_steps
+  mngr = checkpoints.manager(str(workdir), max_to_keep=0)  # step 1 stays
+  checkpoints.save(mngr, 10, saved, {}, config)
+  for step in (1, 2, 3, 10):
+    _flip_a_bit(_largest_state_file(workdir / "checkpoints" / str(step)))
+  with pytest.raises(checkpoints.CheckpointError, match="every checkpoint is damaged"):
+    checkpoints.restore(mngr, fresh, trainer=True)
+  mngr.close()
+  # Sorted as text, "10" would come before "2".
+  assert checkpoints.quarantined(str(workdir)) == ["1", "2", "3", "10"]
