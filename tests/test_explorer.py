@@ -7,6 +7,7 @@ computation: the model applied directly, `evaluate.diverse_pair`, the metrics.
 
 import base64
 import concurrent.futures
+import copy
 import http.client
 import json
 import os
@@ -25,6 +26,7 @@ from explorer_support import get
 from explorer_support import get_json
 from explorer_support import npy
 from explorer_support import serve
+from explorer_support import tiny_explorer
 import jax
 import loop_support
 import numpy as np
@@ -37,6 +39,7 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax import metrics
 from hyperrecon_jax import streams
 from hyperrecon_jax import train
+from hyperrecon_jax.explorer import session
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -630,3 +633,58 @@ def test_a_folder_holding_a_padded_copy_of_the_training_data_is_refused(env, tmp
       r"slices of .* are, bit for bit or to float32 rounding, slices the model "
       r"mni152_csmri8x_dc_tv "
       r"trained or validated on: padded\.nii\.gz", errors[0]), proc.stderr[-2000:]
+
+
+# --- settings, names and scales on an untrained tiny model (no run, no server) --------
+
+
+@pytest.fixture(scope="module")
+def tiny(compilation_cache):
+  """`explorer_support.tiny_explorer` of data consistency + TV: 2 slices, a 4-point grid."""
+  return tiny_explorer(("dc", "tv"))
+
+
+def test_the_gallery_follows_the_configs_size_and_an_explicit_tolerance(tiny):
+  config = tiny.config.copy_and_resolve_references()
+  # Every distinct point a candidate: the gallery's length is its size.
+  config.eval.gallery_size, config.eval.gallery_tolerance_db = 2, 200.0
+  assert config.eval.gallery_size != session.GALLERY_SIZE
+  ex = explorer.Explorer(config, tiny.model, tiny.variables, name="t", step=0,
+                         images=tiny.images)
+  gallery = ex.curve(0)["gallery"]
+  assert (ex.gallery_size, len(gallery["items"]), gallery["tolerance_db"]) == (2, 2, 200.0)
+  # An explicit 0 dB, though falsy, overrides the config: only points at the
+  # best PSNR are candidates.
+  ex = explorer.Explorer(config, tiny.model, tiny.variables, name="t", step=0,
+                         images=tiny.images, gallery_tolerance_db=0.0)
+  curve = ex.curve(0)
+  psnr = np.asarray(curve["metrics"]["psnr"])
+  assert ex.gallery_tolerance_db == 0.0 and curve["gallery"]["tolerance_db"] == 0.0
+  assert curve["gallery"]["num_candidates"] == np.sum(psnr == psnr.max()) == 1
+
+
+def test_downloads_are_named_after_the_volume_slice_and_point(tiny):
+  ex = copy.copy(tiny)
+  assert ex.download(0, coeffs="0.25,0.75")[2] == "recon_slice0_coeffs0.25_0.75.png"
+  assert ex.download(0, lam=(0.75,))[2] == "recon_slice0_lam0.75.png"
+  # Slice 80 of two volumes: two volumes are enough to name them.
+  ex.volumes, ex.slice_numbers = [0, 3], [80, 80]
+  assert [ex.slice_label(i) for i in range(2)] == ["volume0_slice80", "volume3_slice80"]
+  assert ex.download(1, lam=(0.5,), fmt="npy")[2] == "recon_volume3_slice80_lam0.5.npy"
+
+
+def test_the_error_scale_of_a_blown_up_model_is_capped_at_1(tiny):
+  # BatchNorm variances 1e6 times smaller scale each normalized activation
+  # by 1e3: the reconstructions, and their errors, are far outside [0, 1].
+  variables = jax.tree_util.tree_map(np.asarray, tiny.variables)
+  variables["batch_stats"] = jax.tree_util.tree_map_with_path(
+      lambda p, x: x * 1e-6 if p[-1].key == "var" else x, variables["batch_stats"])
+  ex = explorer.Explorer(tiny.config, tiny.model, variables, name="big", step=0,
+                         images=tiny.images)
+  probes = np.concatenate([np.eye(2), [[0.5, 0.5]]])
+  errors = np.abs(np.stack([ex.reconstruction(0, coeffs=c)[0] for c in probes])
+                  - ex.images[0])
+  assert np.all(np.isfinite(errors))
+  assert np.percentile(errors, explorer.ERROR_PERCENTILE) > 1.0
+  assert ex.error_scale(0) == 1.0
+  assert ex.reconstruct(0, lam=(0.5,))["error_scale"] == 1.0
