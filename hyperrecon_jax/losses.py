@@ -410,11 +410,11 @@ def call_term(name: str, recon, target=None, *, operator=None, measurement=None,
   if "weights" in needs:
     recon = None
   target = target if "target" in needs else None
-  if name in BUILT_IN:
-    return TERMS[name](recon, target, **given)
   try:
     return TERMS[name](recon, target, **given)
   except Exception as e:  # a user's term: any error of its own, named with it
+    if name in BUILT_IN:
+      raise
     raise errors.InputError(
         f"loss term {name!r} raised {type(e).__name__}: {' '.join(str(e).split())[:300]}. It "
         f"is given what its needs name, {needs}, and None for the rest (register_term's "
