@@ -442,7 +442,6 @@ def test_a_run_split_volume_by_volume_on_unchanged_bids_files_is_not_told_to_res
   assert "as it was" not in str(e.value)
 
 
-
 def test_a_run_without_a_record_on_a_folder_of_several_volumes_per_subject_is_refused(
     folders, tmp_path):
   # A run that began before runs recorded their splits was split volume by

@@ -86,19 +86,24 @@ def inspect(path: str) -> tuple[str, int]:
       has the wrong shape.
   """
   with _open(path) as f:
-    try:
-      return _inspect_open(f, path)
-    except common.DataError:
-      raise
-    except (KeyError, RuntimeError, OSError, ValueError, TypeError) as err:
-      # A file whose superblock opens but whose object headers or link table
-      # are damaged fails here, in h5py's lookups.
-      raise common.DataError(f"{path}: cannot be read as an HDF5 file, its metadata is "
-                             f"damaged ({err}).") from err
+    return _inspect_open(f, path)
 
 
 def _inspect_open(f, path: str) -> tuple[str, int]:
   """`inspect` of an open file."""
+  try:
+    return _inspect_datasets(f, path)
+  except common.DataError:
+    raise
+  except (KeyError, RuntimeError, OSError, ValueError, TypeError) as err:
+    # A file whose superblock opens but whose object headers or link table
+    # are damaged fails here, in h5py's lookups.
+    raise common.DataError(f"{path}: cannot be read as an HDF5 file, its metadata is "
+                           f"damaged ({err}).") from err
+
+
+def _inspect_datasets(f, path: str) -> tuple[str, int]:
+  """The checks of `inspect` on an open file; h5py's own errors pass through."""
   h5py = common.require("h5py")
   for key in ("kspace",) + TARGET_KEYS:
     if key in f and not isinstance(f[key], h5py.Dataset):
@@ -148,8 +153,8 @@ def read_bytes(path: str) -> tuple[str, tuple, int]:
   Raises:
     DataError: as `inspect`.
   """
-  key, _ = inspect(path)
-  with _open(path) as f:
+  with _open(path) as f:  # opened once: its checks, then the chosen dataset's shape
+    key, _ = _inspect_open(f, path)
     shape, dtype = tuple(int(n) for n in f[key].shape), f[key].dtype
   itemsize = np.dtype(dtype).itemsize
   if key != "kspace":

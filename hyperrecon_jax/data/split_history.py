@@ -35,8 +35,8 @@ def by_subject_since(stored: dict, record: dict) -> str:
   if subject:
     return (f"the run began with splits that put volumes of one subject into two ({subject}), "
             "and the build keeps each BIDS subject's volumes in one split")
-  names = sorted(n for s in common.SPLITS for n in stored["splits"][s])
-  if names != sorted(n for s in common.SPLITS for n in record["splits"][s]):
+  names = _names(stored)
+  if names != _names(record):
     return ""
   several = _subject_with_several_volumes(names)
   if not several:
@@ -63,13 +63,17 @@ def unrecorded(record: dict) -> str:
   """
   if record.get("dataset") != "nifti":
     return ""
-  several = _subject_with_several_volumes(
-      sorted(n for s in common.SPLITS for n in record["splits"].get(s, ())))
+  several = _subject_with_several_volumes(_names(record))
   if not several:
     return ""
   return (f"it began before runs recorded their splits (or the record was deleted), when a "
           f"NIfTI folder was split volume by volume, and the build now keeps each BIDS "
           f"subject's volumes in one split ({several} in {record['manual_dir']})")
+
+
+def _names(record: dict) -> list[str]:
+  """The file names of every split of a record, sorted."""
+  return sorted(n for s in common.SPLITS for n in record["splits"].get(s, ()))
 
 
 def _subject_with_several_volumes(names) -> str:
