@@ -115,9 +115,10 @@ def pareto_section(names, points, lambdas, baseline_points=None,
     `pareto.hypervolume_ratio`'s dict with baselines (``hyperrecon``,
     ``baselines``, ``ratio``, the normalization bounds and the reference
     point), else HyperRecon's own on its own bounds; with baselines also
-    ``baseline_front`` (indices of the non-dominated Unets) and, when some
-    terms are of the weights (``weight_l1``), ``hypervolume_image_terms``:
-    the same ratio over the terms of the reconstruction alone.
+    ``baseline_front`` (indices of the non-dominated Unets) and, when a term
+    of the weights (``weight_l1``) sits beside two or more terms of the
+    reconstruction, ``hypervolume_image_terms``: the same ratio over those
+    terms alone.
   """
   points = np.asarray(points, np.float64)
   front = pareto.non_dominated(points)

@@ -114,6 +114,9 @@ def test_diverse_identical_images_come_last():
     (np.zeros((3, 2)), [1.0, 2.0, 3.0], 2, -1.0, "tolerance_db"),
     (np.zeros((3, 2)), [1.0, 2.0, 3.0], 2, np.nan, "tolerance_db"),
     (np.array([[0.0], [np.nan]]), [1.0, 1.0], 2, 1.0, r"recons\[1\]"),
+    # recons[1] is no candidate (10 dB): the bad row is the second candidate, recons[2].
+    (np.array([[0.0, 0.0], [0.0, 0.0], [np.nan, 0.0]]), [30.0, 10.0, 30.0], 2, 1.0,
+     r"^recons\[2\] holds non-finite values\.$"),
 ])
 def test_diverse_bad_input(recons, psnrs, k, tolerance, match):
   with pytest.raises(errors.InputError, match=match):

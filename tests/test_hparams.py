@@ -2,6 +2,8 @@
 λ ↔ coefficients and the samplers on the cube and the simplex."""
 
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,6 +107,19 @@ def test_unknown_sampler_raises():
     hparams.sample(jax.random.key(0), 2, 1, "beta")
 
 
+@pytest.mark.parametrize("method, kwargs, match", [
+    # log_min = 1 makes the range [0, 0] in log10: every λ exactly 1.
+    ("log_uniform", dict(log_min=1.0), r"^log_min must be in \(0, 1\), got 1.0$"),
+    ("log_uniform", dict(log_min=0.0), r"^log_min must be in \(0, 1\), got 0.0$"),
+    # A draw is an endpoint where u < p: p = 1.5 makes every λ 0 or 1, p = −0.5 none.
+    ("endpoints", dict(endpoint_prob=1.5), r"^endpoint_prob must be in \[0, 1\], got 1.5$"),
+    ("endpoints", dict(endpoint_prob=-0.5), r"^endpoint_prob must be in \[0, 1\], got -0.5$"),
+])
+def test_cube_samplers_reject_bad_arguments(method, kwargs, match):
+  with pytest.raises(errors.InputError, match=match):
+    hparams.sample(jax.random.key(0), 4, 1, method, **kwargs)
+
+
 
 # ---------------------------------------------------------------------------
 # Coefficients ↔ λ and samplers on the simplex.
@@ -185,6 +200,9 @@ def test_lambdas_from_coefficients_under_jit():
     (np.ones((3, 1)), r"shape \(B, K\) with K ≥ 2, got shape \(3, 1\)"),
     (np.array([[0.5, 0.5], [np.nan, 1.0]]), r"finite, row 1 is \[nan, 1.0\]"),
     (np.array([[1.5, -0.5]]), r"≥ 0, row 0 is \[1.5, -0.5\]"),
+    # The sum's tolerance is no licence for a negative entry: this row sums to 1.
+    # (lambdas_from_coefficients checks it as float32, whose digits the message shows.)
+    (np.array([[0.5, 0.5], [1.00005, -0.00005]]), r"≥ 0, row 1 is \[1\.0000\d*, -[\d.]+e-05\]"),
     (np.array([[0.3, 0.3, 0.3]]), r"sum to 1 \(within 0.0001\), row 0 sums to 0.9"),
     (np.array([[0.5, 0.5], [0.5, 0.5002]]), r"row 1 sums to 1.0002"),
 ])
@@ -404,6 +422,14 @@ def test_distinct_keeps_one_lambda_per_loss_weighting():
   # Two terms: the map is one to one; −0.0 and 0.0 are one λ.
   lam = np.array([[0.0], [0.25], [-0.0], [1.0]], np.float32)
   np.testing.assert_array_equal(hparams.distinct(lam), [0, 1, 3])
+
+
+def test_weighting_is_lambda_up_to_and_including_its_first_one():
+  assert hparams.weighting((1.0, 0.0)) == (1.0,)
+  assert hparams.weighting((0.5, 1.0, 0.3)) == (0.5, 1.0)
+  assert hparams.weighting(np.array([[0.25, 0.75]])) == (0.25, 0.75)  # no 1: all of it
+  zero, one = hparams.weighting(np.array([-0.0, 1.0, 1.0], np.float32))
+  assert (zero, one) == (0.0, 1.0) and math.copysign(1.0, zero) == 1.0
 
 
 def test_two_lambdas_weight_the_loss_alike_exactly_when_their_coefficients_are_equal():

@@ -1,6 +1,8 @@
 """Tests for hyperrecon_jax.hparams.flags: λ and coefficients as a command line writes them."""
 
 
+import math
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ U32 = 2.0**-24
     ("0.3", 1, [[0.3]]),
     (" 0,0.5,1 ", 1, [[0.0], [0.5], [1.0]]),
     ("grid:3", 1, [[0.0], [0.5], [1.0]]),
+    (" grid:3 ", 1, [[0.0], [0.5], [1.0]]),  # spaces around a form, as around a list
     ("grid:2", 2, [[0, 0], [0, 1], [1, 0], [1, 1]]),
     ("0.2:0.4,1:0", 2, [[0.2, 0.4], [1.0, 0.0]]),
     ("0.1:0.2:0.3", 3, [[0.1, 0.2, 0.3]]),
@@ -24,10 +27,11 @@ def test_parse_lambdas_good(text, num_lambdas, expected):
   np.testing.assert_allclose(lam, expected)
 
 
+@pytest.mark.parametrize("text", ["samples:9", " samples:9 "])
 @pytest.mark.parametrize("num_lambdas", [1, 3])
-def test_parse_lambdas_samples(num_lambdas):
+def test_parse_lambdas_samples(num_lambdas, text):
   k = num_lambdas + 1
-  lam = hparams.parse_lambdas("samples:9", num_lambdas)
+  lam = hparams.parse_lambdas(text, num_lambdas)
   assert lam.dtype == np.float32 and lam.shape == (9, num_lambdas)
   np.testing.assert_allclose(hparams.coefficients(lam), hparams.simplex_design(9, k),
                              atol=k * (k + 2) * U32)
@@ -78,6 +82,9 @@ def test_parse_coefficients_good(text, num_coeffs, expected):
     ("0.5:0.5", 3, r"'0.5:0.5' has 2 values, the model's loss has 3 terms "
                    r"\(write 3 coefficients as a:b:c\)"),
     ("1.5:-0.5", 2, r"'1.5:-0.5' has a negative coefficient \(-0.5\)"),
+    # Negative by less than the sum's tolerance, in a row that sums to 1.
+    ("1:0,1.00005:-0.00005", 2, r"^--coeffs=1:0,1.00005:-0.00005: '1.00005:-0.00005' has a "
+                                r"negative coefficient \(-5e-05\); coefficients are ≥ 0$"),
     ("1:0:0,0.3:0.3:0.3", 3, r"^--coeffs=1:0:0,0.3:0.3:0.3: '0.3:0.3:0.3' sums to 0.9; "
                              r"coefficients must sum to 1 \(within 0.0001\)$"),
     ("0.6:0.6", 2, r"'0.6:0.6' sums to 1.2;"),
@@ -101,6 +108,16 @@ def test_parse_coefficients_names_the_flag_and_checks_num_coeffs():
     ("-Infinity", -np.inf)])
 def test_parse_number_reads_decimal_numbers(text, value):
   assert hparams.parse_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["-0", "-0.0", " -.0e3 "])
+def test_parse_number_reads_negative_zero_as_zero(text):
+  # −0.0 == 0.0, so only its sign tells them apart; a −0.0 is echoed as "-0".
+  assert math.copysign(1.0, hparams.parse_number(text)) == 1.0
+  lam = hparams.parse_lambdas(f"{text},0.5", 1)
+  assert not np.signbit(lam).any() and f"{lam[0, 0]:g}" == "0"
+  coeffs = hparams.parse_coefficients(f"1:{text}", 2)
+  assert not np.signbit(coeffs).any() and f"{coeffs[0, 1]:g}" == "0"
 
 
 @pytest.mark.parametrize("text", ["", "0_1", "\u0661", "0x1", "1e", "e3", "1,5", "one"])

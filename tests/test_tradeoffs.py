@@ -25,6 +25,17 @@ def test_design_lambdas_hold_the_vertices_and_map_back_to_the_design(k):
     assert np.any(np.all(np.abs(coeffs - vertex) < 1e-6, axis=1))
 
 
+def test_term_points_are_one_row_per_lambda_in_the_order_of_the_names():
+  # G = 3 λ, K = 2 terms (G ≠ K, so a transposed stack has another shape).
+  loss_terms = {"mean": {"dc": [1.0, 2.0, 3.0], "tv": [4.0, 5.0, 6.0], "wavelet": [7.0, 8.0, 9.0]}}
+  points = tradeoffs.term_points(loss_terms, ["wavelet", "dc"])
+  assert points.shape == (3, 2) and points.dtype == np.float64
+  np.testing.assert_array_equal(points, [[7.0, 1.0], [8.0, 2.0], [9.0, 3.0]])
+  with pytest.raises(InputError,
+                     match=r"^the result has no values of the loss terms \['tv', 'mse'\]\.$"):
+    tradeoffs.term_points({"mean": {"dc": [1.0, 2.0]}}, ["dc", "tv", "mse"])
+
+
 def test_pareto_section_without_baselines_marks_the_front_and_its_own_hypervolume():
   # (1, 3), (2, 2), (3, 1) are non-dominated; (3, 3) is dominated by (2, 2).
   points = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 3.0], [3.0, 1.0]])
@@ -105,6 +116,9 @@ def test_with_a_weight_term_the_image_terms_get_their_own_hypervolume_ratio():
       points[:, :2], base[:, :2])
   assert "hypervolume_image_terms" not in tradeoffs.pareto_section(
       ("dc", "tv"), points[:, :2], np.zeros((3, 1)), base[:, :2], np.ones((3, 1)))
+  # One image term beside the weight term: no trade-off among the images to measure.
+  assert "hypervolume_image_terms" not in tradeoffs.pareto_section(
+      ("dc", "weight_l1"), points[:, ::2], np.zeros((3, 1)), base[:, ::2], np.ones((3, 1)))
 
 
 def test_a_term_without_a_finite_mean_or_a_range_is_named_instead_of_a_pareto_set():
