@@ -8,6 +8,7 @@ in `tests/test_report.py`.
 
 import gzip
 import os
+import re
 import shutil
 
 import configs
@@ -16,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import hyperrecon_jax as hr
 from hyperrecon_jax.data import common
 from hyperrecon_jax.data import folders
 
@@ -82,3 +84,58 @@ def test_folder_config_scores_the_folder_as_the_model_s_data(tmp_path):
   shutil.rmtree(site)
   with pytest.raises(common.DataError, match=r"site: no such folder"):
     folders.folder_config(trained, site)
+
+
+def test_a_folder_under_the_home_is_named_with_a_tilde(tmp_path, monkeypatch):
+  # `--data=~/site` reaches the library as it is: bash expands `~` only at
+  # the start of a word or after `=` of an assignment, not after `--data=`.
+  monkeypatch.setenv("HOME", str(tmp_path))
+  site = loop_support.write_site(tmp_path / "site", (1, 2))
+  assert folders.folder_dataset("~/site") == "nifti"
+  scored = folders.folder_config(_nifti_config(tmp_path / "elsewhere"), "~/site")
+  assert scored.manual_dir == site
+  assert folders.volume_files(scored) == ["sub-01.nii.gz", "sub-02.nii.gz"]
+  with pytest.raises(common.DataError, match=rf"^{re.escape(str(tmp_path / 'nope'))}: no such "
+                                             r"folder"):
+    folders.folder_config(_nifti_config(site), "~/nope")
+
+
+def test_a_relative_folder_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+  # The report and the split checks read the folder again, maybe from
+  # another working directory.
+  loop_support.write_site(tmp_path / "site", (1,))
+  monkeypatch.chdir(tmp_path)
+  scored = folders.folder_config(_nifti_config(tmp_path / "elsewhere"), "site")
+  assert scored.manual_dir == str(tmp_path / "site")
+
+
+def test_a_model_of_the_embedded_template_scores_a_folder_as_nifti(tmp_path):
+  site = loop_support.write_site(tmp_path / "site", (1,))
+  trained = configs.default().data
+  assert trained.name == "mni152"
+  scored = folders.folder_config(trained, site)
+  assert scored.name == "nifti" and trained.name == "mni152"
+
+
+def test_a_folder_scored_whole_lists_its_volumes_whatever_their_labels(tmp_path):
+  # Labels play no part in a folder scored whole: some volumes with a label
+  # file and some without are listed, not refused.
+  site = loop_support.write_site(tmp_path / "site", (1, 2, 3), labels=(3, 2, 1))
+  os.remove(os.path.join(site, "sub-02_seg.nii.gz"))
+  assert folders.volume_files(_nifti_config(site)) == [
+      "sub-01.nii.gz", "sub-02.nii.gz", "sub-03.nii.gz"]
+
+
+def test_a_volume_s_digest_is_the_build_s_at_the_model_s_percentile(tmp_path):
+  # The split checks compare these digests with a build's, so they must
+  # normalize by the config's percentile, not the default 99.5.
+  site = loop_support.write_site(tmp_path / "site", (1, 2))
+  trained = _nifti_config(tmp_path / "elsewhere")
+  trained.update(percentile=90.0, data_dir=str(tmp_path / "tfds"), num_threads=0)
+  scored = folders.folder_config(trained, site)
+  built = {v.name: v.content_sha256 for v in hr.data.volumes(scored, "test")}
+  assert sorted(built) == ["sub-01.nii.gz", "sub-02.nii.gz"]
+  for name, digest in built.items():
+    assert folders.content_digest(scored, name) == digest
+    # The percentile changes the voxels, so the digest tells them apart.
+    assert folders.content_digest(dict(scored.to_dict(), percentile=99.5), name) != digest

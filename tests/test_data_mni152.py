@@ -236,6 +236,19 @@ def test_interrupted_build_is_not_reused(tmp_path, monkeypatch, capsys):
     assert f"removed {folder}, the unfinished copy of a build that was stopped" in err
 
 
+def test_an_empty_unfinished_build_folder_is_removed(tmp_path, capsys):
+  # A build killed after TFDS made its temporary folder and before the lock
+  # file or any split was written leaves it empty: as stopped as any other.
+  empty = tmp_path / f"incomplete.ABC123_{mni152.Mni152.VERSION}"
+  empty.mkdir()
+  before = builder.unfinished_builds(str(tmp_path))
+  assert before == {str(empty): ()}
+  builder.remove_stopped_builds(before, builder.unfinished_builds(str(tmp_path)))
+  assert not empty.exists()
+  assert (f"removed {empty}, the unfinished copy of a build that was stopped"
+          in capsys.readouterr().err)
+
+
 # A build that stops itself (SIGSTOP, as Ctrl-Z does) inside its temporary folder.
 _PAUSED_BUILD = """
 import json, os, signal, sys

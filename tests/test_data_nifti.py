@@ -427,15 +427,19 @@ def test_a_name_that_is_not_utf8_is_refused_before_the_build(tmp_path):
     nifti.find_files(str(tmp_path), labels=False)
 
 
-def test_a_volume_in_the_folder_twice_is_refused(tmp_path):
+@pytest.mark.parametrize("copy", ["copy-of-s1.nii", "copy-of-s1.nii.gz"])
+def test_a_volume_in_the_folder_twice_is_refused(tmp_path, copy):
   rng = np.random.default_rng(10)
   for i in range(3):
     _save(_volume(rng)[0], tmp_path / f"s{i}.nii.gz")
-  # The same voxels in other bytes: gunzipped, under another name.
-  nib.save(nib.load(str(tmp_path / "s1.nii.gz")), str(tmp_path / "copy-of-s1.nii"))
-  with pytest.raises(hr.data.DataError, match=r"(copy-of-s1\.nii and s1\.nii\.gz|s1\.nii\.gz "
-                                              r"and copy-of-s1\.nii) in .* hold the same "
-                                              r"volume"):
+  if copy.endswith(".gz"):  # the same bytes
+    (tmp_path / copy).write_bytes((tmp_path / "s1.nii.gz").read_bytes())
+  else:  # the same voxels in other bytes: gunzipped
+    nib.save(nib.load(str(tmp_path / "s1.nii.gz")), str(tmp_path / copy))
+  # Either is found by its digest, not as a near copy.
+  names = rf"({re.escape(copy)} and s1\.nii\.gz|s1\.nii\.gz and {re.escape(copy)})"
+  with pytest.raises(hr.data.DataError, match=rf"{names} in .* hold the same volume "
+                                              r"\(identical voxels once normalized\)"):
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds"))
   assert not list((tmp_path / "tfds").glob("nifti/*"))  # no dataset left
 
@@ -646,3 +650,78 @@ def test_a_label_on_its_image_s_grid_passes_whichever_header_form_holds_it(tmp_p
   difference = np.abs(stored[0] - stored[1]).max()
   assert 1000 * EPS32 < difference < TOLERANCE_1MM + 2 * EPS32 * 12, difference
   nifti._check_header(str(tmp_path), "s0.nii.gz", "s0_seg.nii.gz", "axial")
+
+
+# Each type's value just beyond int32, and the smallest and largest it holds
+# within: float32 has no 2³¹ − 1, its largest below 2³¹ is 2³¹ − 128.
+@pytest.mark.parametrize("dtype, beyond, shown, within", [
+    ("uint32", 2 ** 32 - 1, "4294967295", (0, 2 ** 31 - 1)),  # cast to -1
+    ("int64", -2 ** 31 - 1, "-2147483649", (-2 ** 31, 2 ** 31 - 1)),  # to 2147483647
+    ("float64", 2.0 ** 31, "2147483648", (-2 ** 31, 2 ** 31 - 1)),
+    ("float32", 2.0 ** 31, "2147483648", (-2 ** 31, 2 ** 31 - 128)),
+])
+def test_label_classes_beyond_int32_are_refused_by_name(tmp_path, dtype, beyond, shown, within):
+  # Labels are stored as int32; a class id beyond its range was cast
+  # silently into another class, or a negative one.
+  image, label = _volume(np.random.default_rng(17))
+  _save(image, tmp_path / "s0.nii.gz")
+  stored = label.astype(dtype)
+  stored[label == 2] = beyond
+  nib.save(nib.Nifti1Image(stored, np.eye(4), dtype=dtype), str(tmp_path / "s0_seg.nii.gz"))
+  count = int(np.count_nonzero(label == 2))
+  assert 0 < count < label.size
+  path = str(tmp_path / "s0_seg.nii.gz")
+  with pytest.raises(hr.data.DataError) as info:
+    nifti.read_volume(str(tmp_path), "s0.nii.gz", "s0_seg.nii.gz", 99.5)
+  assert str(info.value) == (
+      f"{path}: {count:,} of {label.size:,} label voxels hold classes beyond int32's range, "
+      f"in which labels are stored (e.g. {shown}): number the classes from -2,147,483,648 "
+      "to 2,147,483,647.")
+  # The same type with classes that int32 holds, its extremes included, is
+  # read as it is.
+  stored[label == 1], stored[label == 2] = within
+  nib.save(nib.Nifti1Image(stored, np.eye(4), dtype=dtype), path)
+  _, read, _ = nifti.read_volume(str(tmp_path), "s0.nii.gz", "s0_seg.nii.gz", 99.5)
+  assert read.dtype == np.int32
+  np.testing.assert_array_equal(read.astype(np.int64), stored.astype(np.int64))
+
+
+@pytest.mark.parametrize("labelled", [(1, 2), (0,)])
+def test_a_folder_with_some_volumes_unlabelled_is_refused(tmp_path, labelled):
+  rng = np.random.default_rng(18)
+  for i in range(3):
+    image, label = _volume(rng)
+    _save(image, tmp_path / f"s{i}.nii.gz")
+    if i in labelled:
+      _save(label, tmp_path / f"s{i}_seg.nii.gz")
+  missing = [f"s{i}.nii.gz" for i in range(3) if i not in labelled]
+  with pytest.raises(hr.data.DataError, match=re.escape(
+      f"nifti: {len(missing)} of 3 volumes in {str(tmp_path)!r} have no label volume "
+      f"(e.g. {missing}); give every volume a label or none.")):
+    nifti.find_files(str(tmp_path))
+
+
+def test_planes_as_wide_as_the_minimum_are_kept(tmp_path):
+  # Coronal planes of an (X, Y, Z) RAS volume are X×Z: Z = 8 is just wide
+  # enough, Z = 7 a strip.
+  from hyperrecon_jax.data import slicing
+  assert slicing.MIN_PLANE == 8
+  image, _ = _volume(np.random.default_rng(19))
+  for z in (8, 7):
+    _save(image[..., :z], tmp_path / f"z{z}.nii.gz")
+  nifti._check_header(str(tmp_path), "z8.nii.gz", None, "coronal")
+  with pytest.raises(hr.data.DataError, match=r"z7\.nii\.gz: has RAS shape \(20, 24, 7\), so "
+                                              r"its coronal planes are 20×7 voxels, narrower "
+                                              r"than 8"):
+    nifti._check_header(str(tmp_path), "z7.nii.gz", None, "coronal")
+
+
+def test_a_complex_label_volume_is_refused_by_name(tmp_path):
+  # Read as its real part, a label's classes would be whatever the phase left.
+  image, label = _volume(np.random.default_rng(20))
+  _save(image, tmp_path / "s0.nii.gz")
+  _save(label.astype(np.complex64), tmp_path / "s0_seg.nii.gz")
+  with pytest.raises(hr.data.DataError, match=rf"^{re.escape(str(tmp_path / 's0_seg.nii.gz'))}: "
+                                              r"its voxels are of type complex64; expected "
+                                              r"real numbers \(a magnitude label volume\)\.$"):
+    nifti.read_volume(str(tmp_path), "s0.nii.gz", "s0_seg.nii.gz", 99.5)

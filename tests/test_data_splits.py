@@ -31,6 +31,7 @@ def _by_definition(n, fractions=FRACTIONS, seed=0):
     ("sub-ABC7/anat/T1w.nii", "ABC7"),
     ("subject-01_T1w.nii.gz", None),
     ("sub-01-a.nii.gz", None),  # not a BIDS label: letters and digits only
+    ("T1w_sub-02.nii.gz", None),  # a subject entity starts the file's name
     ("s0.nii.gz", None),
 ])
 def test_a_volume_s_subject_is_the_bids_label_its_path_names(path, subject):
@@ -46,6 +47,16 @@ def test_a_path_naming_two_subjects_is_refused():
 @pytest.mark.parametrize("n, seed", [(3, 0), (7, 0), (10, 3), (25, 11)])
 def test_volumes_split_by_the_seeded_permutation(n, seed):
   assert splits.split_volumes(n, FRACTIONS, seed) == _by_definition(n, seed=seed)
+
+
+@pytest.mark.parametrize("n, fractions, sizes", [
+    (8, (0.6, 0.2, 0.2), (4, 2, 2)),     # 8 · 0.2 = 1.6: 2 each, not 1
+    (15, (0.7, 0.1, 0.2), (10, 2, 3)),   # 15 · 0.1 = 1.5: 2, not 1
+])
+def test_each_split_gets_its_fraction_rounded_to_the_nearest(n, fractions, sizes):
+  split = splits.split_volumes(n, fractions, 0)
+  assert tuple(len(split[s]) for s in ("train", "validation", "test")) == sizes
+  assert split == _by_definition(n, fractions)
 
 
 @pytest.mark.parametrize("n, seed", [(3, 0), (7, 0), (25, 11)])
@@ -78,4 +89,14 @@ def test_a_subject_in_two_splits_of_a_record_is_named():
             "test": ["sub-01/ses-2/sub-01_ses-2.nii", "y.nii"]}
   assert splits.subject_in_two_splits(record) == "sub-01 in train and test"
   record["test"] = ["sub-03.nii"]
+  assert splits.subject_in_two_splits(record) == ""
+
+
+def test_a_record_path_naming_two_subjects_is_left_to_the_build():
+  # Such a path has no one subject (`subject` refuses it, and so does a
+  # build); the record's other subjects are still checked.
+  record = {"train": [os.path.join("sub-01", "sub-05_T1w.nii"), "sub-02_ses-1.nii"],
+            "validation": ["sub-03.nii"], "test": ["sub-02_ses-2.nii"]}
+  assert splits.subject_in_two_splits(record) == "sub-02 in train and test"
+  record["test"] = ["sub-04.nii"]
   assert splits.subject_in_two_splits(record) == ""

@@ -16,7 +16,8 @@ def folder_dataset(folder: str) -> str:
   """The dataset of a folder of a user's files, by the files it holds.
 
   Args:
-    folder: a folder of NIfTI volumes or of fastMRI `.h5` files.
+    folder: a folder of NIfTI volumes or of fastMRI `.h5` files; a leading
+      ``~`` is the user's home (a shell leaves it as it is after ``--data=``).
 
   Returns:
     'nifti' or 'fastmri_knee'.
@@ -25,6 +26,7 @@ def folder_dataset(folder: str) -> str:
     DataError: not a folder, or a folder with both kinds of files or neither.
   """
   from hyperrecon_jax.data import nifti
+  folder = os.path.expanduser(folder)
   if not os.path.isdir(folder):
     raise common.DataError(f"{folder}: {'a file' if os.path.exists(folder) else 'no such folder'}"
                            "; give a folder of NIfTI volumes or of fastMRI .h5 files")
@@ -79,13 +81,14 @@ def folder_config(data_config, folder: str):
 
   Args:
     data_config: the data config a model was trained with (a ConfigDict).
-    folder: a folder of NIfTI volumes or of fastMRI `.h5` files.
+    folder: a folder of NIfTI volumes or of fastMRI `.h5` files; a leading
+      ``~`` is the user's home.
 
   Returns:
     A copy of ``data_config`` with the folder's dataset (`folder_dataset`),
-    the folder as ``manual_dir`` and `common.EVALUATION_ONLY` fractions: one
-    test split of every volume, cut with the model's image size, axis,
-    intensity percentile and foreground threshold.
+    the folder's absolute path as ``manual_dir`` and `common.EVALUATION_ONLY`
+    fractions: one test split of every volume, cut with the model's image
+    size, axis, intensity percentile and foreground threshold.
 
   Raises:
     DataError: a folder of another kind than the model's data (NIfTI volumes
@@ -93,6 +96,7 @@ def folder_config(data_config, folder: str):
       a fastMRI model), a folder holding the MNI152 template an mni152 model
       learned from (`split_record.check_template`), or see `folder_dataset`.
   """
+  folder = os.path.expanduser(folder)
   kind = folder_dataset(folder)
   trained = common.field(data_config, "name")
   if (kind == "fastmri_knee") != (trained == "fastmri_knee"):
@@ -105,7 +109,7 @@ def folder_config(data_config, folder: str):
   out = data_config.copy_and_resolve_references()
   with out.unlocked():
     out.name = kind
-    out.manual_dir = os.path.abspath(os.path.expanduser(folder))
+    out.manual_dir = os.path.abspath(folder)
     out.split_fractions = common.EVALUATION_ONLY
   from hyperrecon_jax.data import split_record
   split_record.check_template(data_config, out)

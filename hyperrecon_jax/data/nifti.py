@@ -277,7 +277,9 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
   Raises:
     DataError: naming the file, when it is unreadable, not 3-D, has NaN or
       infinite voxels, voxels beyond float32's range or all below its smallest
-      normal number, or no positive voxel, or its label volume's shape differs.
+      normal number, or no positive voxel, or its label volume's shape differs,
+      or the label volume holds fractional classes or classes beyond int32's
+      range.
   """
   path = os.path.join(manual_dir, image_rel)
   # The voxels' checks (`nifti_voxels.read_float32`) are made here, not in
@@ -308,8 +310,43 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
             f"{label_path}: {count:,} of {label.size:,} label voxels are not whole "
             f"numbers (e.g. {float(label[fractional][0]):g}): a label volume holds "
             "classes 0, 1, 2, …; resample labels with nearest-neighbour interpolation.")
+    _check_label_range(label, label_path)
     label = label.astype(np.int32)
   return image, label, spacing
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+def _check_label_range(label: np.ndarray, label_path: str) -> None:
+  """Refuses label classes that int32, the type labels are stored in, cannot hold.
+
+  A cast would wrap them (uint32 4294967295 → −1), merging classes or
+  making them negative without a word.
+
+  Args:
+    label: the label volume as its file stores it (whole numbers).
+    label_path: its file, for the message.
+
+  Raises:
+    DataError: naming the file, how many voxels are out of range and one of
+      their values.
+  """
+  if np.can_cast(label.dtype, np.int32, "safe"):
+    return
+  # Two reductions over the voxels in memory: no copy of the volume unless
+  # it is refused. As Python integers (the values are whole): a float32
+  # compared with int32's largest rounds that to 2³¹ and would pass 2³¹.
+  low, high = int(label.min()), int(label.max())
+  if low >= _INT32.min and high <= _INT32.max:
+    return
+  # float64 holds both bounds, and every value next to them, exactly.
+  beyond = (label < np.float64(_INT32.min)) | (label > np.float64(_INT32.max))
+  value = high if high > _INT32.max else low
+  raise common.DataError(
+      f"{label_path}: {int(np.count_nonzero(beyond)):,} of {label.size:,} label voxels "
+      f"hold classes beyond int32's range, in which labels are stored (e.g. {value}): "
+      f"number the classes from {_INT32.min:,} to {_INT32.max:,}.")
 
 
 def label_values(path: str) -> np.ndarray:
