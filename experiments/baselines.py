@@ -36,7 +36,7 @@ import cli
 import cli_config
 
 _CONFIG = cli_config.define_config_file("Experiment config file (path[:arg]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the baselines.")
+_WORKDIR = cli.define_path("workdir", None, "Folder of the baselines.")
 _LAMBDAS = flags.DEFINE_string(
     "lambdas", None, "λ of the baselines: 0,0.5,1 | 0:0,1:1 | grid:N (one λ per loss "
     "weighting) | rays:P | samples:N (default: the one-hot λ, i.e. the loss scales).")

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 
+from absl import flags
 from absl import logging
 
 
@@ -22,7 +23,6 @@ def quiet_libraries():
   """
   import logging as python_logging
 
-  from absl import flags
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
     python_logging.getLogger("nibabel").setLevel(python_logging.CRITICAL)
@@ -48,9 +48,65 @@ def key_flags(*holders) -> None:
   ``--helpfull``. The command is the main module, ``sys.argv[0]``, which is
   how absl names it.
   """
-  from absl import flags
   for holder in holders:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
+
+
+class _PathParser(flags.ArgumentParser):
+  """A file or folder: a leading ``~`` is the user's home.
+
+  A shell expands ``~`` only at the start of a word, so after ``--flag=`` it
+  reaches the command as it is; taken literally, ``--workdir=~/run`` would
+  write a folder named ``~`` in the current one.
+  """
+
+  def parse(self, argument):
+    return None if argument is None else os.path.expanduser(argument)
+
+  def flag_type(self):
+    return "string"
+
+
+class _PathListParser(flags.ListParser):
+  """Comma-separated files or folders, each as `_PathParser` reads one."""
+
+  def parse(self, argument):
+    return [os.path.expanduser(path) for path in super().parse(argument)]
+
+
+def define_path(name: str, default: str | None, help_string: str, **kwargs):
+  """``flags.DEFINE_string`` for a file or folder, a leading ``~`` the user's home.
+
+  Returns:
+    The flag holder, one of the command's key flags (`key_flags`).
+  """
+  holder = flags.DEFINE(_PathParser(), name, default, help_string,
+                        serializer=flags.ArgumentSerializer(), **kwargs)
+  key_flags(holder)
+  return holder
+
+
+def define_path_list(name: str, default, help_string: str, **kwargs):
+  """``flags.DEFINE_list`` of files or folders, each ``~`` the user's home.
+
+  Returns:
+    The flag holder, one of the command's key flags (`key_flags`).
+  """
+  holder = flags.DEFINE(_PathListParser(), name, default, help_string,
+                        serializer=flags.CsvListSerializer(","), **kwargs)
+  key_flags(holder)
+  return holder
+
+
+def expand_home(argv: list[str], name: str) -> None:
+  """Reads ``--NAME=~…`` in ``argv`` (in place) as the user's home, as `define_path` does.
+
+  For the flags whose parser is another library's (``--config``'s file).
+  """
+  prefix = f"--{name}=~"
+  for i, arg in enumerate(argv):
+    if arg.startswith(prefix):
+      argv[i] = f"--{name}=" + os.path.expanduser(arg[len(prefix) - 1:])
 
 
 def define_model_flags(*, default_pretrained: str | None = None):
@@ -62,10 +118,9 @@ def define_model_flags(*, default_pretrained: str | None = None):
   Returns:
     The three flag holders (workdir, pretrained, step).
   """
-  from absl import flags
-  workdir = flags.DEFINE_string("workdir", None, "Folder of a training run.")
+  workdir = define_path("workdir", None, "Folder of a training run.")
   default = f"; {default_pretrained} when neither is given" if default_pretrained else ""
-  pretrained = flags.DEFINE_string(
+  pretrained = define_path(
       "pretrained", None, "Instead of --workdir: a model shipped with the package "
       "(hyperrecon_jax.pretrained.names()), or the folder of one exported by "
       f"export_pretrained.py --folder{default}.")

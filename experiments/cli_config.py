@@ -45,6 +45,7 @@ def define_config_file(help_string: str, *, name: str = "config", default: str |
     The ``DEFINE_config_file`` flag holder (a locked config).
   """
   from ml_collections import config_flags
+  cli.expand_home(sys.argv, name)
   _unset_fields[name] = _take_unset_overrides(sys.argv, name, has_default=default is not None)
   try:
     holder = config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)

@@ -57,7 +57,7 @@ def define_report_shorthands():
           "number of loss terms (--config.eval.samples)."),
       "eval.split": flags.DEFINE_string(
           "split", None, "train, validation or test (--config.eval.split)."),
-      "evals.baselines.workdir": flags.DEFINE_string(
+      "evals.baselines.workdir": cli.define_path(
           "baselines", None, "A run of per-λ Unets (experiments/baselines.py) to score beside "
           "the model (--config.evals.baselines.workdir)."),
   }

@@ -31,16 +31,14 @@ file is complete.
 import os
 import sys
 
-from absl import flags
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 import cli_report
 
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
-_OUT = flags.DEFINE_string("out", None, "Folder of the report (default: "
+_OUT = cli.define_path("out", None, "Folder of the report (default: "
                            "<workdir>/eval).")
-_DATA = flags.DEFINE_string("data", None, "Score every volume of this folder of NIfTI "
+_DATA = cli.define_path("data", None, "Score every volume of this folder of NIfTI "
                             "volumes or fastMRI .h5 files instead of the model's test "
                             "split.")
 _SETTINGS = cli_report.define_report_settings()

@@ -23,11 +23,11 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A finished training run.")
+_WORKDIR = cli.define_path("workdir", None, "A finished training run.")
 _NAME = flags.DEFINE_string("name", None, "The model's name (a folder name).")
 _DESCRIPTION = flags.DEFINE_string("description", None, "Data, task, loss, training.")
-_BASELINES = flags.DEFINE_string("baselines", None, "Per-λ Unets to score beside it.")
-_FOLDER = flags.DEFINE_string("folder", None, "Where to write (default: the package's "
+_BASELINES = cli.define_path("baselines", None, "Per-λ Unets to score beside it.")
+_FOLDER = cli.define_path("folder", None, "Where to write (default: the package's "
                               "hyperrecon_jax/pretrained).")
 _UNFINISHED = flags.DEFINE_bool("unfinished", False, "Ship a run whose newest checkpoint is "
                                 "short of its config.train.num_steps.")

@@ -28,7 +28,7 @@ import cli_config
 _CONFIG = cli_config.define_config_file(
     "Experiment config file (path[:arg]); its segmenter section, data "
     "and train.batch_size/seed are used (e.g. --config.segmenter.steps=2000).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the segmenter.")
+_WORKDIR = cli.define_path("workdir", None, "Folder of the segmenter.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -24,7 +24,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 
-_WORKDIRS = flags.DEFINE_list("workdirs", None, "Evaluated workdirs (comma-separated).")
+_WORKDIRS = cli.define_path_list("workdirs", None, "Evaluated workdirs (comma-separated).")
 flags.mark_flag_as_required("workdirs")
 
 

@@ -29,7 +29,7 @@ import cli_ending
 import cli_processes
 
 _CONFIG = cli_config.define_config_file("Experiment config file (path[:arg]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the run.")
+_WORKDIR = cli.define_path("workdir", None, "Folder of the run.")
 flags.mark_flags_as_required(["config", "workdir"])
 _DISTRIBUTED = cli_processes.define_distributed_flags()
 

@@ -198,6 +198,44 @@ def test_an_optional_dependency_that_does_not_import_is_one_error_line(
   assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
 
 
+# A shell expands `~` only at the start of a word: after `--flag=` it reaches
+# the command as it is, and `--workdir=~/run` wrote a folder named `~`.
+@pytest.mark.parametrize("name, args, named", [
+    ("evaluate", ["--workdir=~/run"], "'{home}/run' does not exist"),
+    ("evaluate", ["--pretrained=~/model", "--out=~/report"],
+     "no pretrained model '{home}/model'"),
+    ("summarize", ["--workdirs=~/run,~/other"], "{home}/run: no such folder"),
+    ("explore", ["--workdir=~/run", "--port=0"], "'{home}/run' does not exist"),
+    ("train", ["--config=~/missing.py:quick", "--workdir=~/run"],
+     "cannot load the config file {home}/missing.py"),
+])
+def test_a_path_flag_reads_a_leading_tilde_as_the_home_folder(env, tmp_path, name, args, named):
+  home = tmp_path / "home"
+  home.mkdir()
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", f"{name}.py"), *args],
+                        env=dict(env, HOME=str(home)), capture_output=True, text=True,
+                        timeout=300, cwd=str(cwd), check=False)
+  assert_one_error_line(proc, re.escape(named.format(home=home)))
+  assert not os.listdir(cwd) and not os.listdir(home)
+
+
+def test_the_path_parsers_expand_the_home_folder(monkeypatch, tmp_path):
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  import cli
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert cli._PathParser().parse("~/run") == f"{tmp_path}/run"
+  assert cli._PathParser().parse("runs/~a") == "runs/~a"  # only a leading ~
+  assert cli._PathParser().parse(None) is None
+  assert cli._PathListParser().parse("~/a, b,~/c") == [f"{tmp_path}/a", "b", f"{tmp_path}/c"]
+  argv = ["prog", "--config=~/c.py:quick", "--config.data.manual_dir=~/d", "--configs=~/x",
+          "--workdir=~/run"]
+  cli.expand_home(argv, "config")
+  assert argv == ["prog", f"--config={tmp_path}/c.py:quick", "--config.data.manual_dir=~/d",
+                  "--configs=~/x", "--workdir=~/run"]
+
+
 @pytest.mark.parametrize("name", ["train", "segmenter"])
 def test_a_missing_config_flag_is_named(env, tmp_path, name):
   # It read "the config file : get_config() returned None, not a config".

@@ -87,10 +87,13 @@ def test_evaluate_a_pretrained_model_without_training(env, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(env, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("demo") / "run")
-  proc = run(env, "train", f"--config={DEMO}", f"--workdir={workdir}")
+  home = tmp_path_factory.mktemp("demo")
+  workdir = str(home / "run")
+  # Given as ~/run: a shell leaves the ~ after `--workdir=` to the command.
+  proc = run(dict(env, HOME=str(home)), "train", f"--config={DEMO}", "--workdir=~/run")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().endswith(f"done: {workdir}")
+  assert not os.path.exists(os.path.join(REPO, "~"))
   return workdir
 
 
@@ -119,7 +122,10 @@ def test_evaluate_writes_the_report(env, trained, tmp_path):
 
 def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_path):
   seg = tmp_path / "segmenter"
-  proc = run(env, "segmenter", f"--config={DEMO}", f"--workdir={seg}",
+  # Its folders given under the home folder, ~ (which a shell leaves as it is
+  # after `--flag=`): the commands read it as the home.
+  home = dict(env, HOME=str(tmp_path))
+  proc = run(home, "segmenter", f"--config={DEMO}", "--workdir=~/segmenter",
              "--config.segmenter.steps=2", "--config.segmenter.channels=4")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "validation Dice" in proc.stdout
@@ -128,8 +134,8 @@ def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_pa
   assert_one_error_line(proc, "already holds a trained segmenter")
   out = tmp_path / "report"
   # The train split is scored as asked (both learned from it), and said to be.
-  proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--config.eval.grid=3",
-             f"--config.evals.lambda_set.segmenter={seg}", "--split=train")
+  proc = run(home, "evaluate", f"--workdir={trained}", "--out=~/report", "--config.eval.grid=3",
+             "--config.evals.lambda_set.segmenter=~/segmenter", "--split=train")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "segmentation Dice: zero-filled" in proc.stdout
   assert ("slices of train, the split the model learned from and so did the segmenter: not "
@@ -137,6 +143,7 @@ def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_pa
   with open(out / "lambda_grid.json") as f:
     result = json.load(f)
   assert len(result["mean"]["dice"]) == 3 and "ground_truth_dice" in result
+  assert result["segmenter"] == str(seg)
   proc = run(env, "evaluate", f"--workdir={trained}", f"--out={tmp_path / 'r2'}",
              f"--config.evals.lambda_set.segmenter={tmp_path / 'nothing'}")
   assert_one_error_line(proc, "holds no trained segmenter")

@@ -467,7 +467,7 @@ def config_k4(config):
 
 
 def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery(
-    config_k4, tmp_path, capsys):
+    config_k4, tmp_path, capsys, monkeypatch):
   from hyperrecon_jax import hparams
   from hyperrecon_jax import losses
   from hyperrecon_jax import models
@@ -483,8 +483,10 @@ def test_a_design_over_four_terms_reports_the_pareto_set_hypervolume_and_gallery
   with pytest.raises(ValueError, match=r"a grid \(config\.eval\.grid=3, --grid\) and a design "
                                        r"\(config\.eval\.samples=5, --samples\) both choose"):
     report.run(path, overrides={"eval.samples": 5, "eval.grid": 3}, progress=False)
-  result = report.run(path, overrides={"evals.baselines.workdir": stack_path},
+  monkeypatch.setenv("HOME", str(tmp_path))  # the Unets' folder given as ~/stack
+  result = report.run(path, overrides={"evals.baselines.workdir": "~/stack"},
                       progress=False)  # eval.samples: 12
+  assert result["baselines"]["workdir"] == stack_path
   assert sorted(os.listdir(os.path.join(path, "eval"))) == K4_FILES
   assert result["design"]["kind"] == "samples" and len(result["lambdas"]) == 12
   coeffs = np.asarray(result["coeffs"])

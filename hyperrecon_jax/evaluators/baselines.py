@@ -25,8 +25,13 @@ def check(config, settings) -> None:
     raise errors.InputError("config.evals.baselines.workdir must be a folder or ''")
 
 
+def _workdir(settings) -> str:
+  """The stack's workdir, a leading ``~`` the user's home (a shell leaves it after ``=``)."""
+  return os.path.expanduser(settings.get("workdir", ""))
+
+
 def prepare(context, settings) -> None:
-  path = settings.get("workdir", "")
+  path = _workdir(settings)
   if path:
     b_config, *stack = _load(path, context.config, trained_on=context.trained_on,
                              learned=context.learned)
@@ -151,11 +156,11 @@ def run(context, settings) -> None:
   model, variables, step = context.stack
   lams = np.asarray(model.lambdas, np.float32)
   scored = lambda_set.score(context, model, variables, lams)  # the same key: the same noise
-  result["baselines"] = {"workdir": os.path.abspath(settings["workdir"]),
+  result["baselines"] = {"workdir": os.path.abspath(_workdir(settings)),
                          "checkpoint_step": step, "num_steps": context.stack_num_steps,
                          **{k: scored[k] for k in ("lambdas", "mean", "std", "q25", "q75",
                                                     "per_slice", "unscored")}}
-  warning = unfinished(settings["workdir"], step, context.stack_num_steps)
+  warning = unfinished(_workdir(settings), step, context.stack_num_steps)
   if warning:
     result.setdefault("warnings", []).append(warning)
   if context.terms:

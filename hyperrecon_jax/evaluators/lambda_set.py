@@ -56,7 +56,7 @@ def check_files(context, settings) -> None:
     context: the report's `evaluators.Context`; sets ``context.segmenter``.
     settings: ``config.evals.lambda_set``.
   """
-  path = settings.get("segmenter", "")
+  path = os.path.expanduser(settings.get("segmenter", ""))  # ``~``: the user's home
   if path and context.segmenter is None:
     from hyperrecon_jax import segmenter_files
     context.segmenter = segmenter_files.load(path)
@@ -66,7 +66,7 @@ def check_files(context, settings) -> None:
 def prepare(context, settings) -> None:
   context.lam_grid, design = lambda_set(context.config)
   context.result["design"] = design
-  path = settings.get("segmenter", "")
+  path = os.path.expanduser(settings.get("segmenter", ""))
   if path:
     from hyperrecon_jax import segmenter_files
     check_files(context, settings)  # loads it, unless done before
