@@ -47,7 +47,7 @@ _COMMAND_BUFFERS = flags.DEFINE_bool(
     "command_buffers", False,
     "Keep XLA's GPU command buffers (CUDA graphs) in the profiled step: its "
     "operations are then traced as opaque command_buffer_N events.")
-_HLO_DIR = flags.DEFINE_string(
+_HLO_DIR = cli.define_path(
     "hlo_dir", None, "Write each profiled step's optimized HLO text here.")
 
 COMMAND_BUFFER_OPTION = "xla_gpu_enable_command_buffer"
