@@ -13,6 +13,8 @@ import shutil
 import sys
 
 import configs
+import flax.serialization
+import flax.traverse_util
 import jax
 import loop_support
 import numpy as np
@@ -80,7 +82,7 @@ def test_an_exported_model_loads_by_its_folder(exported, tmp_path, monkeypatch):
     pretrained.check_new_name("tiny", folder)
 
 
-def test_export_refuses_a_taken_name_or_an_unfinished_run(run_a, tmp_path):
+def test_export_refuses_a_taken_name_or_an_unfinished_run(run_a, tmp_path, monkeypatch):
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "notes.txt").write_text("mine")
   with pytest.raises(ValueError, match=r"mine exists and is no model: delete it or choose "
@@ -90,6 +92,12 @@ def test_export_refuses_a_taken_name_or_an_unfinished_run(run_a, tmp_path):
   with pytest.raises(ValueError, match=r"is at step 4 of config\.train\.num_steps=6: finish"):
     pretrained.export(run_a["workdir"], "early", description="x", folder=str(tmp_path),
                       step=4)
+  # One step short is unfinished too (run_a checkpoints steps 2, 4 and 6 only).
+  config, model, variables, _ = train.load_trained(run_a["workdir"])
+  monkeypatch.setattr(train, "load_trained",
+                      lambda workdir, step=None: (config, model, variables, 5))
+  with pytest.raises(ValueError, match=r"is at step 5 of config\.train\.num_steps=6: finish"):
+    pretrained.export(run_a["workdir"], "early", description="x", folder=str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == ["mine"]
 
 
@@ -151,12 +159,13 @@ def test_an_export_that_cannot_write_names_the_model_and_leaves_no_folder(run_a,
   assert sorted(os.listdir(tmp_path)) == ["afile"]
 
 
-def test_an_export_refuses_parameters_beyond_float16(run_a, tmp_path, monkeypatch):
-  # float16 holds 70000 as inf: the model loaded and reconstructed NaN.
+@pytest.mark.parametrize("value", [7e4, -7e4])
+def test_an_export_refuses_parameters_beyond_float16(run_a, tmp_path, monkeypatch, value):
+  # float16 holds ±70000 as ±inf: the model loaded and reconstructed NaN.
   config, model, variables, step = train.load_trained(run_a["workdir"])
   params = jax.tree_util.tree_map(np.array, variables["params"])
   leaf = sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda kv: str(kv[0]))[0]
-  leaf[1].flat[0] = 7e4
+  leaf[1].flat[0] = value
   monkeypatch.setattr(train, "load_trained",
                       lambda workdir, step=None: (config, model,
                                                   {**variables, "params": params}, 6))
@@ -365,7 +374,8 @@ def test_an_export_records_the_scores_of_the_model_as_shipped(exported):
   folder, written, run_a = exported
   check = written["check"]
   assert pretrained.info("tiny", folder)["check"] == check
-  assert len(check["slice"]) == pretrained.CHECK_SLICES
+  # Two slices: docs/workdirs.md's "first two test slices".
+  assert pretrained.CHECK_SLICES == len(check["slice"]) == len(check["volume"]) == 2
   # λ = 0, 1 (each term alone) and 0.5 (the centroid) for the two terms of run_a.
   np.testing.assert_allclose(check["lambdas"], [[0.0], [1.0], [0.5]], atol=1e-7)
   # The scores are those of the model as a user loads it from the exported
@@ -373,7 +383,7 @@ def test_an_export_records_the_scores_of_the_model_as_shipped(exported):
   again = pretrained.check_scores(*pretrained.load("tiny", folder=folder)[:3])
   assert again == check
   for metric in pretrained.CHECK_METRICS:
-    assert np.shape(check[metric]) == (pretrained.CHECK_SLICES, 3)
+    assert np.shape(check[metric]) == (2, 3)
     assert np.isfinite(check[metric]).all()
 
 
@@ -413,6 +423,48 @@ def test_weights_that_do_not_fit_the_config_name_the_variable(shipped_copy):
   pattern = r"(params|batch_stats)/\S+ has shape \([\d, ]+\), the model needs \("
   assert re.search(pattern, message), message
   assert "\n" not in message
+
+
+def _edit_weights(folder, edit):
+  """Applies ``edit`` to the model's flat ``{'a/b/c': array}`` weights; records their digest."""
+  path = folder / SHIPPED / pretrained.WEIGHTS_FILE
+  flat = flax.traverse_util.flatten_dict(
+      flax.serialization.msgpack_restore(path.read_bytes()), sep="/")
+  edit(flat)
+  blob = flax.serialization.msgpack_serialize(flax.traverse_util.unflatten_dict(flat, sep="/"))
+  path.write_bytes(blob)
+  description = pretrained.info(SHIPPED, str(folder))
+  description["sha256"] = hashlib.sha256(blob).hexdigest()
+  pretrained.write_info(str(folder / SHIPPED), description)
+  return str(path)
+
+
+def test_weights_of_the_right_size_but_another_shape_name_both_shapes(shipped_copy):
+  # A transposed kernel has every value the model needs, in another layout.
+  moved = []
+
+  def transpose(flat):
+    key = next(k for k, v in sorted(flat.items()) if v.ndim == 2 and v.shape[0] != v.shape[1])
+    moved.append((key, flat[key].shape))
+    flat[key] = np.ascontiguousarray(flat[key].T)
+
+  weights = _edit_weights(shipped_copy, transpose)
+  (key, (rows, cols)), = moved
+  with pytest.raises(ValueError, match=rf"^{re.escape(weights)} does not fit the model of "
+                                       rf"\S+config\.json: {re.escape(key)} has shape "
+                                       rf"\({cols}, {rows}\), the model needs \({rows}, {cols}\)$"):
+    pretrained.load(SHIPPED, folder=str(shipped_copy))
+
+
+def test_weights_with_a_variable_the_model_lacks_are_refused(shipped_copy):
+  def add(flat):
+    flat["params/hypernetwork/extra/kernel"] = np.ones((4, 2), np.float16)
+
+  weights = _edit_weights(shipped_copy, add)
+  with pytest.raises(ValueError, match=rf"^{re.escape(weights)} does not fit the model of "
+                                       r"\S+config\.json: params/hypernetwork/extra/kernel "
+                                       r"is not a variable of the model$"):
+    pretrained.load(SHIPPED, folder=str(shipped_copy))
 
 
 def test_a_model_whose_info_records_no_config_digest_is_refused(shipped_copy):

@@ -103,6 +103,19 @@ def test_scored_slices_are_the_kept_ones_that_are_not_constant_or_all():
   assert chosen.tolist() == [1, 3] and which == "slices that are not constant"
   Scan.kind = "nifti"
   assert scan_scores.scored_slices(Scan)[1] == "slices with foreground"
+  Scan.kept = np.array([False, True, False, False, True])
+  chosen, which = scan_scores.scored_slices(Scan)  # one slice is enough
+  assert chosen.tolist() == [1] and which == "slices with foreground"
   Scan.kept = np.array([False, False, True, False, True])
   chosen, which = scan_scores.scored_slices(Scan)
   assert chosen.tolist() == [0, 1, 2, 3, 4] and which.startswith("every slice")
+
+
+@pytest.mark.parametrize("slices, words", [(1, "1 slice that is not constant"),
+                                           (2, "2 slices that are not constant")])
+def test_the_scored_slices_are_counted_in_singular_or_plural(slices, words):
+  flat = _moments((20.0, 0.0), (0.5, 0.0), (0.5, 0.0))
+  s = scan_scores.summarize([flat], flat, np.array([[0.5]]), slices,
+                            "slices that are not constant")
+  assert scan_scores.describe(s, 64).startswith(
+      f"scores against the scan, on the model's 64×64 slices ({words}): ")

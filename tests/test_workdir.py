@@ -192,6 +192,7 @@ def test_check_folder_accepts_a_new_an_empty_or_an_own_folder(tmp_path):
   workdir.check_folder(str(tmp_path / "new" / "run"), "training run", workdir.RUN_ENTRIES)
   workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES)
   for name in ("config.json", "metrics.jsonl", "metrics.jsonl.2.old", "baselines.json",
+               "gradient_scales.json", "data_splits.json",
                "events.out.tfevents.123.host", "config.json.tmp4242", ".eval-x1y2",
                "train.log", "nohup.out"):
     (tmp_path / name).write_text("{}")
@@ -214,6 +215,19 @@ def test_check_folder_refuses_what_its_kind_does_not_write(tmp_path, entries, ki
                                        rf".*, which is not a {kind}'s"):
     workdir.check_folder(str(tmp_path), kind, entries)
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_check_folder_names_three_foreign_entries_and_counts_the_rest(tmp_path):
+  for name in ("a.txt", "b.txt", "c.txt"):
+    (tmp_path / name).write_text("mine")
+  path = re.escape(str(tmp_path))
+  with pytest.raises(ValueError, match=rf"^--workdir {path} holds a\.txt, b\.txt, c\.txt, "
+                                       r"which is not a training run's;"):
+    workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES)
+  (tmp_path / "d.txt").write_text("mine")
+  with pytest.raises(ValueError, match=rf"^--workdir {path} holds a\.txt, b\.txt, c\.txt and 1 "
+                                       r"more, which is not a training run's;"):
+    workdir.check_folder(str(tmp_path), "training run", workdir.RUN_ENTRIES)
 
 
 def test_check_folder_probes_the_subfolders_a_run_writes_in(tmp_path, read_only_folder):
@@ -251,6 +265,17 @@ def test_check_folder_names_a_broken_symbolic_link(tmp_path):
   with pytest.raises(ValueError, match=r"--workdir .*link is a symbolic link to .*gone, which "
                                        r"does not exist"):
     workdir.check_folder(str(tmp_path / "link"), "training run", workdir.RUN_ENTRIES)
+
+
+@pytest.mark.parametrize("stop", [ValueError, KeyboardInterrupt])
+def test_made_folder_removes_what_it_made_when_the_block_stops(tmp_path, stop):
+  # Ctrl-C is a KeyboardInterrupt, no Exception: it stops an export too.
+  (tmp_path / "old").mkdir()
+  with pytest.raises(stop):
+    with workdir.made_folder(str(tmp_path / "old" / "new" / "models")):
+      assert (tmp_path / "old" / "new" / "models").is_dir()
+      raise stop
+  assert os.listdir(tmp_path) == ["old"] and os.listdir(tmp_path / "old") == []
 
 
 def _ended_pid():
