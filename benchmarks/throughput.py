@@ -99,6 +99,7 @@ _TAG = flags.DEFINE_string("tag", "", "A label copied into every line (e.g. the 
 _COST = flags.DEFINE_bool("cost", False,
                           "Add the work per sample or pair and the rates reached "
                           "(train_step, evaluate; see the module docstring).")
+cli.expand_home(sys.argv, "recipe")  # --recipe=~/file: the home folder, as --config's
 _RECIPE = config_flags.DEFINE_config_file(
     "recipe", None, "A training config (e.g. experiments/configs/pretrained_dc_tv.py): its "
     "own model, task, loss, batch and image size instead of --sizes, to compare with "

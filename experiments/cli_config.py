@@ -168,6 +168,7 @@ def checked_config(holder):
   from hyperrecon_jax.data import common
   with config.unlocked():
     config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
+    config.data.data_dir = common.absolute_folder(config.data.data_dir)
     # ml_collections reads --config.losses=dc,tv (no brackets) as the one name
     # 'dc,tv'; no term's or module's name holds a comma, so it can only mean the list.
     for field in ("losses", "extensions"):

@@ -64,7 +64,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   if out is not None or workdir is not None:
     # Before the model loads: the report replaces this folder whole.
     from hyperrecon_jax.evaluators import figures
-    figures.check_out(os.path.abspath(out or os.path.join(workdir, "eval")))
+    figures.check_out(figures.report_folder(out or os.path.join(workdir, "eval")))
   context = _load(workdir, pretrained, folder, out, step, progress)
   _apply(context.config, overrides)
   if data is not None:
@@ -222,6 +222,7 @@ def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Contex
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
   from hyperrecon_jax.data import split_record
+  from hyperrecon_jax.evaluators import figures
   if (workdir is None) == (pretrained is None):
     raise errors.InputError("give either a workdir or a pretrained model name, not "
                             f"{'both' if workdir else 'neither'}")
@@ -252,6 +253,6 @@ def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Contex
   return evaluators.Context(
       config=config, model=model, variables=variables, step=step, where=where,
       operator=physics.make_operator(config.task, (size, size)),
-      out=os.path.abspath(out or os.path.join(workdir, "eval")), progress=progress,
+      out=figures.report_folder(out or os.path.join(workdir, "eval")), progress=progress,
       stored_test=stored_test, trained_on=json.loads(config.data.to_json()),
       learned=split_record.read(workdir) if pretrained is None else None)

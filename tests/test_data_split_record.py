@@ -329,15 +329,17 @@ def test_a_run_records_its_splits_and_is_guarded_by_them(records, folders, tmp_p
   folder = tmp_path / "scans"  # the user's folder, which grows after training
   shutil.copytree(six, folder)
   workdir = str(tmp_path / "run")
-  monkeypatch.chdir(tmp_path)  # the folder given relative to where training starts
-  train.train_and_evaluate(_config("scans", data_dir, num_steps=2, eval_every=2), workdir)
+  monkeypatch.chdir(tmp_path)  # the folders given relative to where training starts
+  train.train_and_evaluate(_config("scans", os.path.relpath(data_dir), num_steps=2,
+                                   eval_every=2), workdir)
   with open(os.path.join(workdir, split_record.FILE)) as f:
     recorded = json.load(f)
   assert recorded["splits"] == records[0]["splits"]
   assert recorded["manual_dir"] == str(folder)
   # config.json names it absolute: evaluate.py started elsewhere reads the same folder.
   with open(os.path.join(workdir, "config.json")) as f:
-    assert json.load(f)["data"]["manual_dir"] == str(folder)
+    stored = json.load(f)["data"]
+  assert stored["manual_dir"] == str(folder) and stored["data_dir"] == data_dir
   counts = [f"{split} {len(records[0]['splits'][split])} volume" for split in data.SPLITS]
   summary = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data:")]
   assert len(summary) == 1 and summary[0].startswith(f"data: nifti {folder}: "), summary

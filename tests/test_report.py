@@ -129,6 +129,34 @@ def test_an_empty_folder_takes_the_report(workdir, tmp_path):
   assert sorted(os.listdir(tmp_path)) == FILES
 
 
+def test_a_link_given_as_the_folder_is_the_folder_it_names(workdir, tmp_path):
+  # The link was replaced by the report (the folder it named kept the old
+  # one) and a link to that folder was left beside it as a hidden `.old`.
+  target = tmp_path.resolve() / "disk" / "eval"
+  target.mkdir(parents=True)
+  link = tmp_path / "results"
+  link.symlink_to(target)
+  report.run(workdir, out=str(link), progress=False)
+  assert link.is_symlink() and os.readlink(link) == str(target)
+  assert sorted(os.listdir(target)) == FILES
+  assert sorted(os.listdir(tmp_path)) == ["disk", "results"]
+  assert os.listdir(target.parent) == ["eval"]
+
+
+def test_the_current_folder_or_one_above_it_is_refused(workdir, tmp_path, monkeypatch):
+  # A report replaces its folder whole: --out=. left the shell in a removed folder.
+  here = tmp_path.resolve() / "reports" / "empty"
+  here.mkdir(parents=True)
+  monkeypatch.chdir(here)
+  with pytest.raises(ValueError, match=rf"^the report folder {re.escape(str(here))} is the "
+                                       r"current folder: a report replaces its folder whole"):
+    report.run(workdir, out=".", progress=False)
+  with pytest.raises(ValueError, match=rf"^the report folder {re.escape(str(here.parent))} is "
+                                       rf"a folder above the current one, {re.escape(str(here))}"):
+    report.run(workdir, out="..", progress=False)
+  assert os.listdir(here.parent) == ["empty"] and not os.listdir(here)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("eval.grid", 0, "eval.grid must be an integer ≥ 2"),
     ("eval.chunk", -1, "eval.chunk must be an integer ≥ 1"),

@@ -67,10 +67,15 @@ def require(module_name: str):
 
 
 def default_data_dir() -> str:
-  """Where built datasets live: $HYPERRECON_DATA_DIR or a per-user cache."""
+  """Where built datasets live: $HYPERRECON_DATA_DIR or a per-user cache.
+
+  As an absolute path (`absolute_folder`): a run records it in its config,
+  and a relative one would build the datasets again in the folder of each
+  command started elsewhere.
+  """
   env = os.environ.get(DATA_DIR_ENV)
   if env:
-    return os.path.expanduser(env)
+    return absolute_folder(env)
   return os.path.join(
       os.path.expanduser("~"), ".cache", "hyperrecon_jax", "tensorflow_datasets")
 
@@ -191,7 +196,9 @@ def digest(settings: Mapping[str, Any]) -> str:
 
 
 def absolute_folder(folder):
-  """``data.manual_dir`` as an absolute path (``~`` expanded); '' and None as they are.
+  """A data folder (``data.manual_dir``, ``data.data_dir``) as an absolute path.
+
+  ``~`` is expanded; '' and None are returned as they are.
 
   A run records its config; a relative folder in it would name another
   folder for a command started elsewhere (``evaluate.py`` from another

@@ -37,18 +37,41 @@ REPORT_FILES = frozenset({
     "dhs_lambdas.png", "slices.png", "diverse.png", "range.png"})
 
 
+def report_folder(out: str) -> str:
+  """The folder a report given as ``out`` replaces: absolute, links resolved.
+
+  A report replaces its folder whole (`run`): a link given as the folder
+  (``results -> /big/disk/…``) means the folder it names, which is replaced
+  while the link stays.
+  """
+  return os.path.realpath(out)
+
+
 def check_out(out: str) -> None:
   """Refuses a report folder whose replacement would lose anything but an earlier report.
 
   The report replaces ``out`` whole (`run`), so ``out`` must be new, empty,
   or an earlier report (`REPORT_FILES` only), and a folder must be creatable
-  there.
+  there. Nor may it be the current folder or one above it, which a
+  replacement would leave the user's shell outside of.
+
+  Args:
+    out: the report's folder (`report_folder`).
 
   Raises:
     InputError: ``out`` is a file, holds anything else (a training run, a
-      project, a user's files), or its folder cannot be written.
+      project, a user's files), holds the current folder, or its folder
+      cannot be written.
   """
   from hyperrecon_jax import outputs
+  try:
+    here = os.path.realpath(os.getcwd())
+  except OSError:  # the current folder was removed
+    here = None
+  if here is not None and (here == out or here.startswith(os.path.join(out, ""))):
+    what = "the current folder" if here == out else f"a folder above the current one, {here}"
+    raise errors.InputError(f"the report folder {out} is {what}: a report replaces its folder "
+                            "whole, so give a folder beside or below it")
   if os.path.lexists(out) and not os.path.isdir(out):
     raise errors.InputError(f"the report folder {out} is a file; give a folder")
   if os.path.isdir(out):

@@ -149,10 +149,14 @@ def train_and_evaluate(config, workdir: str):
           "process under Slurm, Open MPI or on a TPU, where JAX finds the run; or, with "
           "experiments/train.py, give --coordinator, --num_processes and --process_id") from e
   sharded.check_same_run(config, workdir)
-  if config.data.manual_dir != common.absolute_folder(config.data.manual_dir):
-    # config.json names the folder the run reads (`common.absolute_folder`).
+  relative = {name: common.absolute_folder(config.data.get(name))
+              for name in ("manual_dir", "data_dir")}
+  relative = {name: folder for name, folder in relative.items()
+              if folder != config.data.get(name)}
+  if relative:
+    # config.json names the folders the run reads (`common.absolute_folder`).
     config = config.copy_and_resolve_references()
-    config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
+    config.data.update(relative)
   # Only process 0 writes the run's own files, so only it probes the folder.
   workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES,
                            write_probe=workdir_lib.is_primary(), subfolders=("checkpoints",))
