@@ -124,6 +124,9 @@ def main(argv):
                 if scan.kind == "nifti" else _INPUT.value)
       if np.any(scan.kept):  # the slices with enough foreground
         images, slices, numbers = images[scan.kept], slices[scan.kept], numbers[scan.kept]
+    if images is None and _DATA.value is None:
+      from hyperrecon_jax import train
+      train.check_data_folder(config, f"the model {name}")
     segmenter = None
     if _SEGMENTER.value is not None:
       from hyperrecon_jax import segmenter_files

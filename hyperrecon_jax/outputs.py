@@ -170,7 +170,8 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
 
   Raises:
     InputError: an output is the input scan or its sidecar, a folder, or
-      exists (unless ``overwrite``), or its folder is missing or cannot be
+      exists (unless ``overwrite``), lies inside a training run's folder
+      (`workdir.check_outside_runs`), or its folder is missing or cannot be
       written.
   """
   probed = set()
@@ -189,6 +190,7 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
     if source is not None and os.path.exists(p) and os.path.samefile(p, source):
       raise errors.InputError(f"{p} is the input scan; write the reconstruction to "
                               "another file")
+    workdir_lib.check_outside_runs(p, "the output", "--output")
     if os.path.isdir(p):
       raise errors.InputError(f"{p} is a folder; give a file name")
     if os.path.exists(p) and not overwrite:

@@ -39,7 +39,9 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     pretrained: instead of ``workdir``, the name of a model shipped with the
       package (`hyperrecon_jax.pretrained`); ``out`` is then required.
     folder: where the pretrained models are (default: the package's).
-    out: where the report goes; default ``<workdir>/eval``.
+    out: where the report goes; default ``<workdir>/eval``. A folder inside
+      a training run's folder is refused, but for ``<workdir>/eval`` itself
+      (`workdir.check_outside_runs`).
     step: checkpoint step (default: the newest intact one).
     overrides: ``{dotted field: value}`` of the config's ``eval`` and
       ``evals`` sections, e.g. ``{'eval.samples': 1000,
@@ -63,12 +65,19 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     raise errors.InputError(trained.not_a_folder(workdir))
   if out is not None or workdir is not None:
     # Before the model loads: the report replaces this folder whole.
+    from hyperrecon_jax import workdir as workdir_lib
     from hyperrecon_jax.evaluators import figures
-    figures.check_out(figures.report_folder(out or os.path.join(workdir, "eval")))
+    report = figures.report_folder(out or os.path.join(workdir, "eval"))
+    workdir_lib.check_outside_runs(report, "the report folder", "--out", report_of=workdir)
+    figures.check_out(report)
   context = _load(workdir, pretrained, folder, out, step, progress)
   _apply(context.config, overrides)
   if data is not None:
     _score_folder(context, data)
+  else:
+    from hyperrecon_jax import train
+    train.check_data_folder(context.config, f"the run in {workdir}" if workdir is not None
+                            else context.where)
   evaluators.check(context.config)  # the settings, before any file is read
   evaluators.check_files(context)  # before the checks below build the dataset
   from hyperrecon_jax.data import split_record

@@ -107,6 +107,18 @@ def test_the_input_scan_and_a_folder_are_never_outputs(tmp_path):
   assert scan.read_bytes() == b"keep"
 
 
+def test_no_output_is_written_inside_a_training_run(tmp_path):
+  # A file in a run's folder (or its report folder) made its next train.py refuse it.
+  run = tmp_path / "run"
+  (run / "eval").mkdir(parents=True)
+  (run / "config.json").write_text(json.dumps({"task": {}, "data": {}, "model": {}}))
+  for out in (run / "x.nii.gz", run / "eval" / "x.nii.gz"):
+    with pytest.raises(ValueError, match=rf"^the output {out} lies inside the training run "
+                                         rf"{run}, .*: give --output outside the run$"):
+      outputs.check_outputs(outputs.output_paths("nifti", str(out), True), overwrite=True)
+  assert sorted(os.listdir(run)) == ["config.json", "eval"] and not os.listdir(run / "eval")
+
+
 def unwritable_folder(tmp_path):
   """A folder this user cannot create files in, or skips the test."""
   folder = tmp_path / "read_only"

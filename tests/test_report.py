@@ -124,6 +124,41 @@ def test_a_folder_a_report_would_destroy_is_refused_before_any_work(
   assert after == before and (tmp_path / "file").read_text() == "keep me"
 
 
+def test_a_report_inside_the_run_is_refused_and_the_run_stays_resumable(workdir):
+  """A report folder beside the run's own (``R/eval_grid5``) made its next train.py refuse R."""
+  from hyperrecon_jax import workdir as workdir_lib
+  before = sorted(os.listdir(workdir))
+  for out in ("eval_grid5", "checkpoints/r", "eval/sub"):
+    with pytest.raises(errors.InputError, match=rf"^the report folder {workdir}/{out} lies "
+                                                rf"inside the training run {workdir}, .*"
+                                                rf"give --out outside the run"):
+      report.run(workdir, out=os.path.join(workdir, out), progress=False)
+  assert sorted(os.listdir(workdir)) == before
+  workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES)
+
+
+def test_a_moved_data_folder_is_named_as_the_one_the_model_learned_from(config, tmp_path):
+  """A reader was told the dataset's first-download instructions ("ABIDE …")."""
+  c = config.copy_and_resolve_references()
+  c.data.name, c.data.manual_dir = "nifti", str(tmp_path / "volumes")
+  run = loop_support.save_untrained(c, str(tmp_path / "run"))
+  folder = tmp_path / "volumes"
+  for make, what in [(lambda: None, "no longer exists"),
+                     (lambda: folder.write_text("x"), "is no folder"),
+                     (lambda: (folder.unlink(), folder.symlink_to(tmp_path / "gone")),
+                      f"is a symbolic link to {tmp_path / 'gone'}, which is no folder")]:
+    make()
+    with pytest.raises(data.DataError, match=(
+        rf"^the run in {run} learned from the nifti folder {folder}, which {what}: put the "
+        rf"folder back there, or link it there \(ln -s NEW_PLACE {folder}\), to score or show "
+        r"the model's splits$")):
+      report.run(run, out=str(tmp_path / "r"), progress=False)
+    assert not (tmp_path / "r").exists()
+  # A new training run's missing folder keeps the dataset's instructions.
+  with pytest.raises(data.DataError, match=r"^nifti: manual_dir .* is not a folder\. Put NIfTI"):
+    data.volumes(c.data, "test")
+
+
 def test_an_empty_folder_takes_the_report(workdir, tmp_path):
   report.run(workdir, out=str(tmp_path), progress=False)
   assert sorted(os.listdir(tmp_path)) == FILES

@@ -256,6 +256,8 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
         f"{workdir} is at step {step} of config.train.num_steps={total}: finish its "
         "training (rerun its train.py command) or ship it unfinished on purpose "
         "(export_pretrained.py --unfinished)")
+  # Its test slices are scored below (`check_scores`).
+  train.check_data_folder(config, f"the run in {workdir}")
   # The trainer's dataset cache means nothing elsewhere: '' is the default.
   config.data.data_dir = ""
   half = jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(variables))

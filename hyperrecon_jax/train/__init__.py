@@ -31,13 +31,14 @@ from hyperrecon_jax.train.state import unstack
 from hyperrecon_jax.train.step import make_train_step
 from hyperrecon_jax.train.step import sample_coefficients
 from hyperrecon_jax.train.step import validation_lambdas
+from hyperrecon_jax.train.trained import check_data_folder
 from hyperrecon_jax.train.trained import load_config
 from hyperrecon_jax.train.trained import load_trained
 
 __all__ = [
     "ConfigError", "Interrupted", "NonFiniteLossError", "TrainState", "build_model",
-    "changed_fields", "check_config", "check_memory", "check_step_memory", "create_state",
-    "describe_model", "from_stored", "learning_rate",
+    "changed_fields", "check_config", "check_data_folder", "check_memory", "check_step_memory",
+    "create_state", "describe_model", "from_stored", "learning_rate",
     "load_config", "load_trained", "make_train_step", "memory_floor", "num_coeffs",
     "num_lambdas", "sample_coefficients", "stack_lambdas", "train_and_evaluate", "unstack",
     "validation_lambdas",

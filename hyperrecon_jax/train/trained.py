@@ -47,6 +47,38 @@ def not_a_folder(workdir: str) -> str | None:
   return f"{workdir!r} does not exist: give the --workdir of a training run"
 
 
+def check_data_folder(config: ml_collections.ConfigDict, where: str) -> None:
+  """Refuses, for a reader of a trained model, a data folder that is gone.
+
+  A model of a folder dataset (``nifti``, ``fastmri_knee``) learned from the
+  volumes of ``config.data.manual_dir``; its splits are scored and shown from
+  that folder. A folder moved or deleted since is told as such, with how to
+  go on, rather than with the dataset's instructions for a first download.
+  A new training run's missing folder keeps those (`hyperrecon_jax.data`).
+
+  Args:
+    config: the model's config (`load_trained`, `hyperrecon_jax.pretrained.load`).
+    where: the model, in words (``"the run in /path"``).
+
+  Raises:
+    DataError: ``config.data.manual_dir`` is set but is no folder.
+  """
+  from hyperrecon_jax.data import split_record
+  folder = data_common.absolute_folder(config.data.get("manual_dir", ""))
+  if config.data.name not in split_record.BY_VOLUME or not folder or os.path.isdir(folder):
+    return
+  if os.path.islink(folder):
+    what = f"is a symbolic link to {os.readlink(folder)}, which is no folder"
+  elif os.path.lexists(folder):
+    what = "is no folder"
+  else:
+    what = "no longer exists"
+  raise data_common.DataError(
+      f"{where} learned from the {config.data.name} folder {folder}, which {what}: put "
+      f"the folder back there, or link it there (ln -s NEW_PLACE {folder}), to score or "
+      "show the model's splits")
+
+
 def load_trained(workdir: str, step: int | None = None, *,
                  strategy: str | None = None):
   """Restores a workdir's model for inference, with the config it was trained with.
