@@ -39,6 +39,7 @@ _SUBMODULES = (
     "reconstruct",
     "report",
     "results",
+    "run_paths",
     "sampling",
     "scan_notes",
     "scan_scores",

@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 
 from hyperrecon_jax import errors
+from hyperrecon_jax import run_paths
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.data import common
 from hyperrecon_jax.scans import H5_SUFFIXES
@@ -171,7 +172,7 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
   Raises:
     InputError: an output is the input scan or its sidecar, a folder, or
       exists (unless ``overwrite``), lies inside a training run's folder
-      (`workdir.check_outside_runs`), or its folder is missing or cannot be
+      (`run_paths.check_outside_runs`), or its folder is missing or cannot be
       written.
   """
   probed = set()
@@ -190,7 +191,7 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
     if source is not None and os.path.exists(p) and os.path.samefile(p, source):
       raise errors.InputError(f"{p} is the input scan; write the reconstruction to "
                               "another file")
-    workdir_lib.check_outside_runs(p, "the output", "--output")
+    run_paths.check_outside_runs(p, "the output", "--output")
     if os.path.isdir(p):
       raise errors.InputError(f"{p} is a folder; give a file name")
     if os.path.exists(p) and not overwrite:

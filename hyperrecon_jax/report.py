@@ -41,7 +41,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     folder: where the pretrained models are (default: the package's).
     out: where the report goes; default ``<workdir>/eval``. A folder inside
       a training run's folder is refused, but for ``<workdir>/eval`` itself
-      (`workdir.check_outside_runs`).
+      (`run_paths.check_outside_runs`).
     step: checkpoint step (default: the newest intact one).
     overrides: ``{dotted field: value}`` of the config's ``eval`` and
       ``evals`` sections, e.g. ``{'eval.samples': 1000,
@@ -65,10 +65,10 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     raise errors.InputError(trained.not_a_folder(workdir))
   if out is not None or workdir is not None:
     # Before the model loads: the report replaces this folder whole.
-    from hyperrecon_jax import workdir as workdir_lib
+    from hyperrecon_jax import run_paths
     from hyperrecon_jax.evaluators import figures
     report = figures.report_folder(out or os.path.join(workdir, "eval"))
-    workdir_lib.check_outside_runs(report, "the report folder", "--out", report_of=workdir)
+    run_paths.check_outside_runs(report, "the report folder", "--out", report_of=workdir)
     figures.check_out(report)
   context = _load(workdir, pretrained, folder, out, step, progress)
   _apply(context.config, overrides)
@@ -93,7 +93,11 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     context.result["data"]["without_slices"] = [v.name for v in volumes if not v.slices]
     context.result["data"]["min_foreground"] = float(context.config.data.min_foreground)
   if pretrained is not None:
-    context.result["pretrained"] = pretrained
+    # A shipped model by its name; an exported one by its folder, absolute as
+    # a workdir is (a report is read from other folders).
+    from hyperrecon_jax import pretrained as pretrained_lib
+    shipped = pretrained in pretrained_lib.names(folder or pretrained_lib.FOLDER)
+    context.result["pretrained"] = pretrained if shipped else os.path.abspath(pretrained)
   else:
     context.result["workdir"] = os.path.abspath(workdir)
   return evaluators.run(context)

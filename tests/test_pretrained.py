@@ -271,7 +271,8 @@ def test_summary_keeps_the_test_metrics_per_lambda():
   assert pretrained.summary(result)["warnings"] == result["warnings"]
 
 
-def test_a_report_of_a_pretrained_model_draws_its_stored_unets(exported, tmp_path):
+def test_a_report_of_a_pretrained_model_draws_its_stored_unets(exported, tmp_path,
+                                                               monkeypatch):
   _, _, run_a = exported
   folder = str(tmp_path / "models")  # beside, not inside, the module's folder
   stored = {"lambdas": [[0.0], [1.0]],
@@ -292,6 +293,13 @@ def test_a_report_of_a_pretrained_model_draws_its_stored_unets(exported, tmp_pat
   elsewhere = report.run(pretrained="with_unets", folder=folder, out=str(tmp_path / "s"),
                          data=site, overrides={"eval.grid": 2}, progress=False)
   assert "baselines" not in elsewhere and len(elsewhere["data"]["volume_names"]) == 1
+  # Given by its folder, relative: the report names it absolute, as a workdir
+  # (it was recorded as typed, and read from elsewhere named another folder).
+  monkeypatch.chdir(tmp_path)
+  by_folder = report.run(pretrained=os.path.join("models", "with_unets"), out="f",
+                         overrides={"eval.grid": 2}, progress=False)
+  assert by_folder["pretrained"] == str(tmp_path / "models" / "with_unets")
+  assert by_folder["baselines"]["stored"] == f"info.json of {tmp_path}/models/with_unets"
 
 
 def test_the_shipped_model_loads_and_says_what_it_scores():
