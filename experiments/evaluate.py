@@ -37,10 +37,10 @@ import cli_report
 
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _OUT = cli.define_path("out", None, "Folder of the report (default: "
-                           "<workdir>/eval).")
+                       "<workdir>/eval).")
 _DATA = cli.define_path("data", None, "Score every volume of this folder of NIfTI "
-                            "volumes or fastMRI .h5 files instead of the model's test "
-                            "split.")
+                        "volumes or fastMRI .h5 files instead of the model's test "
+                        "split.")
 _SETTINGS = cli_report.define_report_settings()
 _SHORTHANDS = cli_report.define_report_shorthands()
 

@@ -34,10 +34,10 @@ _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0: ever
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"],
                            "Split whose slices are shown.")
 _INPUT = cli.define_path("input", None, "Instead of the split: a NIfTI volume or a "
-                             "fastMRI .h5 file of your own.")
+                         "fastMRI .h5 file of your own.")
 _DATA = cli.define_path("data", None, "Instead of the split: every volume of this "
-                            "folder of NIfTI volumes or fastMRI .h5 files, sliced as the "
-                            "model's data (evaluate.py --data).")
+                        "folder of NIfTI volumes or fastMRI .h5 files, sliced as the "
+                        "model's data (evaluate.py --data).")
 _SEGMENTER = cli.define_path(
     "segmenter", None, "Folder of a segmenter (experiments/segmenter.py) trained on this "
     "data: also show the Dice of every reconstruction and a 'best λ for Dice' button.")

@@ -28,7 +28,7 @@ _NAME = flags.DEFINE_string("name", None, "The model's name (a folder name).")
 _DESCRIPTION = flags.DEFINE_string("description", None, "Data, task, loss, training.")
 _BASELINES = cli.define_path("baselines", None, "Per-λ Unets to score beside it.")
 _FOLDER = cli.define_path("folder", None, "Where to write (default: the package's "
-                              "hyperrecon_jax/pretrained).")
+                          "hyperrecon_jax/pretrained).")
 _UNFINISHED = flags.DEFINE_bool("unfinished", False, "Ship a run whose newest checkpoint is "
                                 "short of its config.train.num_steps.")
 flags.mark_flags_as_required(["workdir", "name", "description"])

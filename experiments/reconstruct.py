@@ -53,9 +53,9 @@ from hyperrecon_jax import errors
 
 _WORKDIR, _PRETRAINED, _STEP = cli.define_model_flags()
 _INPUT = cli.define_path("input", None, "A NIfTI volume (.nii, .nii.gz) or a "
-                             "fastMRI file (.h5).")
+                         "fastMRI file (.h5).")
 _OUTPUT = cli.define_path("output", None, "The reconstruction: .nii/.nii.gz for "
-                              "NIfTI input, .h5 for fastMRI input.")
+                          "NIfTI input, .h5 for fastMRI input.")
 _LAM = flags.DEFINE_string("lam", None, "λ: 0.3 | 0,0.5,1 | grid:N | vectors of K-1 "
                            "values a:b:c,… for a model of K loss terms.")
 _COEFFS = flags.DEFINE_string("coeffs", None, "Instead of --lam: loss coefficients "
