@@ -281,6 +281,8 @@ NEEDS_TARGET = _Names({"mae", "mse", "ssim", "hfen"})
 NEEDS_MEASUREMENT = _Names({"dc"})
 NEEDS_WEIGHTS = _Names({"weight_l1"})
 NEEDS = ("target", "measurement", "weights")
+_NEEDS_SETS = (("target", NEEDS_TARGET), ("measurement", NEEDS_MEASUREMENT),
+               ("weights", NEEDS_WEIGHTS))
 
 
 def register_term(name: str, fn, *, needs: Sequence[str] = (), replace: bool = False) -> None:
@@ -342,8 +344,7 @@ def register_term(name: str, fn, *, needs: Sequence[str] = (), replace: bool = F
                             "of the weights is of λ alone and can need nothing else.")
   replaced = name in TERMS
   TERMS._terms[name] = fn
-  for need, names in (("target", NEEDS_TARGET), ("measurement", NEEDS_MEASUREMENT),
-                      ("weights", NEEDS_WEIGHTS)):
+  for need, names in _NEEDS_SETS:
     names._names.discard(name)
     if need in needs:
       names._names.add(name)
@@ -384,9 +385,7 @@ def check_names(names: Iterable[str]) -> tuple[str, ...]:
 
 def needs_of(name: str) -> tuple[str, ...]:
   """What the registered term ``name`` needs besides the reconstruction (of `NEEDS`)."""
-  return tuple(need for need, names in (("target", NEEDS_TARGET),
-                                        ("measurement", NEEDS_MEASUREMENT),
-                                        ("weights", NEEDS_WEIGHTS)) if name in names)
+  return tuple(need for need, names in _NEEDS_SETS if name in names)
 
 
 def call_term(name: str, recon, target=None, *, operator=None, measurement=None,

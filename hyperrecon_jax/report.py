@@ -63,6 +63,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     # Before the report folder inside it is looked at ("cannot create <file>/eval").
     from hyperrecon_jax.train import trained
     raise errors.InputError(trained.not_a_folder(workdir))
+  report = None
   if out is not None or workdir is not None:
     # Before the model loads: the report replaces this folder whole.
     from hyperrecon_jax import run_paths
@@ -70,7 +71,7 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     report = figures.report_folder(out or os.path.join(workdir, "eval"))
     run_paths.check_outside_runs(report, "the report folder", "--out", report_of=workdir)
     figures.check_out(report)
-  context = _load(workdir, pretrained, folder, out, step, progress)
+  context = _load(workdir, pretrained, folder, report, step, progress)
   _apply(context.config, overrides)
   if data is not None:
     _score_folder(context, data)
@@ -231,11 +232,10 @@ def _score_folder(context, folder: str) -> None:
 
 
 def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Context:
-  """The model and its operator in a new `evaluators.Context`."""
+  """The model and its operator in a new `evaluators.Context`; ``out``: `report_folder`'s."""
   from hyperrecon_jax import physics
   from hyperrecon_jax import train
   from hyperrecon_jax.data import split_record
-  from hyperrecon_jax.evaluators import figures
   if (workdir is None) == (pretrained is None):
     raise errors.InputError("give either a workdir or a pretrained model name, not "
                             f"{'both' if workdir else 'neither'}")
@@ -266,6 +266,6 @@ def _load(workdir, pretrained, folder, out, step, progress) -> evaluators.Contex
   return evaluators.Context(
       config=config, model=model, variables=variables, step=step, where=where,
       operator=physics.make_operator(config.task, (size, size)),
-      out=figures.report_folder(out or os.path.join(workdir, "eval")), progress=progress,
+      out=out, progress=progress,
       stored_test=stored_test, trained_on=json.loads(config.data.to_json()),
       learned=split_record.read(workdir) if pretrained is None else None)

@@ -45,6 +45,11 @@ def check(config, settings) -> None:
     raise errors.InputError("config.evals.lambda_set.segmenter must be a folder or ''")
 
 
+def _segmenter(settings) -> str:
+  """The segmenter's folder, a leading ``~`` the user's home (a shell leaves it after ``=``)."""
+  return os.path.expanduser(settings.get("segmenter", ""))
+
+
 def check_files(context, settings) -> None:
   """Loads the segmenter and refuses one trained on other images or labels.
 
@@ -56,7 +61,7 @@ def check_files(context, settings) -> None:
     context: the report's `evaluators.Context`; sets ``context.segmenter``.
     settings: ``config.evals.lambda_set``.
   """
-  path = os.path.expanduser(settings.get("segmenter", ""))  # ``~``: the user's home
+  path = _segmenter(settings)
   if path and context.segmenter is None:
     from hyperrecon_jax import segmenter_files
     context.segmenter = segmenter_files.load(path)
@@ -66,7 +71,7 @@ def check_files(context, settings) -> None:
 def prepare(context, settings) -> None:
   context.lam_grid, design = lambda_set(context.config)
   context.result["design"] = design
-  path = os.path.expanduser(settings.get("segmenter", ""))
+  path = _segmenter(settings)
   if path:
     from hyperrecon_jax import segmenter_files
     check_files(context, settings)  # loads it, unless done before

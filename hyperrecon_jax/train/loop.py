@@ -149,10 +149,9 @@ def train_and_evaluate(config, workdir: str):
           "process under Slurm, Open MPI or on a TPU, where JAX finds the run; or, with "
           "experiments/train.py, give --coordinator, --num_processes and --process_id") from e
   sharded.check_same_run(config, workdir)
-  relative = {name: common.absolute_folder(config.data.get(name))
-              for name in ("manual_dir", "data_dir")}
-  relative = {name: folder for name, folder in relative.items()
-              if folder != config.data.get(name)}
+  relative = {name: absolute for name in ("manual_dir", "data_dir")
+              if (absolute := common.absolute_folder(config.data.get(name)))
+              != config.data.get(name)}
   if relative:
     # config.json names the folders the run reads (`common.absolute_folder`).
     config = config.copy_and_resolve_references()
