@@ -6,13 +6,15 @@ import sys
 import cli
 import cli_flags
 
+# The shipped config files; `define_config_file` makes them importable.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
 
 def default_config():
   """``configs/default.py``'s config: every field, with its default."""
   import importlib.util
   spec = importlib.util.spec_from_file_location(
-      "default_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
-                                     "default.py"))
+      "default_config", os.path.join(CONFIGS_DIR, "default.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
@@ -46,6 +48,11 @@ def define_config_file(help_string: str, *, name: str = "config", default: str |
   """
   from ml_collections import config_flags
   cli.expand_home(sys.argv, name)
+  # A config file of the user's own, outside experiments/configs, starts
+  # from the shipped ones as they do (`import default`, `import demo_ao`).
+  # Appended: a module of the same name beside the user's file comes first.
+  if CONFIGS_DIR not in sys.path:
+    sys.path.append(CONFIGS_DIR)
   _unset_fields[name] = _take_unset_overrides(sys.argv, name, has_default=default is not None)
   try:
     holder = config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
