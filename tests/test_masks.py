@@ -165,6 +165,32 @@ def test_cartesian_samples_the_nearest_whole_number_of_columns(kind):
   assert int(mask[0].sum()) == 11
 
 
+def test_cartesian_random_samples_exactly_the_requested_number_of_distinct_columns():
+  # 64 / 2 = 32 columns, 5 of them the centre block: 27 more drawn from the
+  # other 59. Drawn with replacement, a repeat (almost certain at these
+  # numbers) would leave fewer columns and a higher real acceleration.
+  for seed in range(4):
+    mask = masks.cartesian((2, 64), 2, kind="random", center_fraction=0.08, seed=seed)
+    assert int(mask[0].sum()) == 32, seed
+
+
+# Columns of the (4, 64) masks at 4×, center_fraction 0.08, seed 0.
+_PINNED_CARTESIAN = {
+    "random": [0, 2, 4, 9, 14, 16, 26, 30, 31, 32, 33, 34, 36, 43, 46, 52],
+    "equispaced": [3, 8, 14, 19, 24, 30, 31, 32, 33, 34, 35, 40, 45, 51, 56, 62],
+}
+
+
+@pytest.mark.parametrize("kind", list(_PINNED_CARTESIAN))
+def test_cartesian_masks_of_trained_runs_do_not_change(kind):
+  # As for the Poisson-disc masks: a workdir stores no mask, a trained run is
+  # evaluated on the mask drawn again from its config. Rounding the
+  # equispaced positions instead of flooring them, for one, keeps every
+  # property above and moves columns.
+  mask = masks.cartesian((4, 64), 4, kind=kind, center_fraction=0.08, seed=0)
+  assert np.flatnonzero(mask[0]).tolist() == _PINNED_CARTESIAN[kind]
+
+
 @pytest.mark.parametrize("w,center_fraction,block", [
     (64, 0.08, range(30, 35)),  # 5 columns: 2 either side of DC 32.
     (64, 0.0625, range(30, 34)),  # 4 columns: 2 below DC 32, 1 above.
@@ -225,6 +251,17 @@ def test_a_size_or_acceleration_that_is_no_number_is_named(fn):
   want = fn((16, 16), 4)
   for shape in ((16.0, 16), (np.int64(16), np.int32(16))):
     np.testing.assert_array_equal(fn(shape, 4), want)
+
+
+def test_a_calibration_box_of_exactly_the_allowed_samples_is_accepted():
+  # 16 · 16 / 4 = 64 samples at 4×: an 8×8 box fills them exactly (not
+  # "more than"), and is fully sampled; an 8×9 box (72) is refused by the
+  # check that names the box, before any mask is drawn.
+  mask = masks.poisson_disc((16, 16), 4, calib=(8, 8))
+  assert mask[4:12, 4:12].all()
+  assert abs(masks.acceleration(mask) - 4) <= 0.05 * 4
+  with pytest.raises(errors.InputError, match=r"calib=\(8, 9\) alone samples more"):
+    masks.poisson_disc((16, 16), 4, calib=(8, 9))
 
 
 def test_bad_inputs_specific():

@@ -101,6 +101,37 @@ def test_ssim_matches_skimage_on_a_flat_zero_background():
   np.testing.assert_allclose(metrics.ssim(pred, target), ref, rtol=0, atol=2e-5)
 
 
+def test_ssim_matches_skimage_where_the_means_differ():
+  # Dark images whose means differ by a factor 2: the luminance term
+  # (2 μx μy + C1) / (μx² + μy² + C1) is far from 1 and C1 = (K1 L)² is of
+  # the size of μ², so a wrong K1 moves SSIM by ~1e-2. (_pair's images have
+  # μx ≈ μy, where C1 hardly matters: K1 = 0.02 passed test_ssim_matches_skimage.)
+  # float32 against float64: E[x²] ≤ 0.01 here, so the cancellation in
+  # var = E[x²] − μ² costs ≤ 2·2⁻²⁴·0.01 / C2 ≈ 1.3e-6 of SSIM per position,
+  # plus ~10 roundings (6e-7); atol 1e-5 covers both, 1e-3 of the K1 effect.
+  _, target = _pair(b=2, h=24, w=24, seed=6)
+  target = 0.1 * target
+  pred = (0.5 * target + 0.01 * np.random.default_rng(6).standard_normal(target.shape))
+  pred, target = pred.astype(np.float32), target.astype(np.float32)
+  ref = [sk_ssim(_f64(t), _f64(p), gaussian_weights=True, sigma=1.5,
+                 use_sample_covariance=False, data_range=1.0) for p, t in zip(pred, target)]
+  np.testing.assert_allclose(metrics.ssim(pred, target), ref, rtol=0, atol=1e-5)
+  # fastMRI's volume SSIM shares K1 (skimage's default, 0.01).
+  ref = np.mean([sk_ssim(_f64(t), _f64(p), data_range=1.0) for p, t in zip(pred, target)])
+  np.testing.assert_allclose(metrics.volume_ssim(pred, target, data_range=1.0), ref,
+                             rtol=0, atol=1e-5)
+
+
+def test_ssim_of_11x11_images_is_the_one_window_skimage_scores():
+  # The smallest images ssim accepts: the window fits at one position, the
+  # one skimage keeps after cropping 5 pixels per border. Tolerance as in
+  # test_ssim_matches_skimage.
+  pred, target = _pair(b=2, h=11, w=11, seed=7)
+  ref = [sk_ssim(_f64(t), _f64(p), gaussian_weights=True, sigma=1.5,
+                 use_sample_covariance=False, data_range=1.0) for p, t in zip(pred, target)]
+  np.testing.assert_allclose(metrics.ssim(pred, target), ref, rtol=0, atol=1e-4)
+
+
 def test_psnr_matches_skimage():
   pred, target = _pair()
   ref = [sk_psnr(_f64(t), _f64(p), data_range=1.0) for p, t in zip(pred, target)]

@@ -74,6 +74,23 @@ def test_csmri_centred_mask_lines_up_with_the_fft_on_odd_sides(shape):
   np.testing.assert_allclose(np.asarray(physics.CSMRI(mask).forward(x)), ref, atol=bound)
 
 
+def test_csmri_zero_filled_is_the_inverse_fft_of_the_measurement():
+  # The network input is F⁻¹(y) as (real, imaginary) channels. Undersampled,
+  # the image is complex; an all-ones mask leaves its imaginary part 0, where
+  # a conjugated (sign-flipped) channel cannot be seen.
+  x = _images()
+  op = physics.CSMRI(masks.poisson_disc((32, 24), 3, seed=0))
+  y = np.asarray(op.measure(x))
+  ref = np.fft.ifft2(y.astype(np.complex128), norm="ortho")
+  zf = np.asarray(op.zero_filled(y))
+  # A float32 FFT's error per entry is within eps·log2(H·W)·‖y‖₂ (the
+  # orthonormal transform keeps the norm): 1.8e-5 here.
+  bound = np.finfo(np.float32).eps * math.log2(32 * 24) * np.linalg.norm(y, axis=(1, 2)).max()
+  np.testing.assert_allclose(zf[..., 0], ref.real, rtol=0, atol=bound)
+  np.testing.assert_allclose(zf[..., 1], ref.imag, rtol=0, atol=bound)
+  assert np.abs(ref.imag).max() > 100 * bound  # the imaginary channel is not ~0
+
+
 def test_csmri_data_consistency():
   x = _images()
   op = physics.CSMRI(masks.poisson_disc((32, 24), 3, seed=0))
@@ -152,6 +169,10 @@ def test_csmri_bad_inputs():
     op.measure(np.zeros((32, 24), np.float32))
   with pytest.raises(ValueError, match="recon"):
     op.data_consistency(np.zeros((2, 16, 24)), np.zeros((2, 32, 24), np.complex64))
+  # A measurement of the wrong shape would broadcast: (2, 32, 1) against
+  # the (2, 32, 24) k-space of recon scored every column against one.
+  with pytest.raises(errors.InputError, match=r"y has images of shape \(32, 1\)"):
+    op.data_consistency(np.zeros((2, 32, 24), np.float32), np.zeros((2, 32, 1), np.complex64))
   with pytest.raises(ValueError, match="mask"):
     physics.CSMRI(np.ones((2, 32, 24)))
   with pytest.raises(ValueError, match="noise_sigma"):
@@ -337,6 +358,14 @@ def test_make_operator():
                                (32, 32)).factor == 4
 
 
+def test_make_operator_draws_the_poisson_mask_of_its_mask_seed():
+  # Another mask_seed is another mask (test_make_operator uses seed 0, the
+  # default of poisson_disc, where a dropped seed cannot be seen).
+  op = physics.make_operator({**CSMRI, "mask_seed": 3}, (32, 32))
+  np.testing.assert_array_equal(op.mask, masks.poisson_disc((32, 32), 4.0, seed=3))
+  assert (np.asarray(op.mask) != masks.poisson_disc((32, 32), 4.0, seed=0)).any()
+
+
 def _without(config, field):
   return {k: v for k, v in config.items() if k != field}
 
@@ -367,6 +396,10 @@ def test_make_operator_errors():
     physics.make_operator({**CSMRI, "acceleration": 2000}, (32, 32))
   with pytest.raises(ValueError, match="divisible"):
     physics.make_operator({"name": "superres", "factor": 3}, (32, 32))
+  # The width is checked as well as the height.
+  with pytest.raises(errors.InputError,
+                     match=r"image_shape \(32, 30\) is not divisible by factor=4"):
+    physics.make_operator({"name": "superres", "factor": 4}, (32, 30))
   with pytest.raises(ValueError, match="sigma"):
     physics.make_operator({"name": "denoise", "sigma": -0.1}, (32, 32))
 
@@ -396,6 +429,23 @@ def test_adjoint_satisfies_the_inner_product_identity(name):
   right = np.vdot(ahy.astype(np.complex128), x)
   np.testing.assert_allclose(left, right, rtol=1e-5)
   assert abs(left) > 1.0  # not a vacuous 0 = 0
+
+
+def test_superres_adjoint_of_non_square_images_satisfies_the_inner_product_identity():
+  # As above on 16×24 images: an adjoint that swapped the H and W matrices
+  # passed on squares. Each float32 output of D (or Dᵀ) is a sum of 16
+  # weighted values, off by at most 16·2⁻²⁴·(Σ|w|)² ≈ 1.5e-6 of the inputs'
+  # norm, so |⟨Ax, y⟩ − ⟨x, Aᴴy⟩| ≤ 2·1.5e-6·‖x‖‖y‖ (Cauchy–Schwarz);
+  # atol 1e-5·‖x‖‖y‖ holds that with room, and no rtol: the inner product of
+  # random vectors can be near 0.
+  rng = np.random.default_rng(0)
+  op = physics.SuperResolution(4)
+  x, y = rng.normal(size=(2, 16, 24)), rng.normal(size=(2, 4, 6))
+  ax = np.asarray(op.forward(jnp.asarray(x, jnp.float32)), np.float64)
+  ahy = np.asarray(op.adjoint(jnp.asarray(y, jnp.float32)), np.float64)
+  assert ax.shape == y.shape and ahy.shape == x.shape
+  np.testing.assert_allclose(np.vdot(y, ax), np.vdot(ahy, x), rtol=0,
+                             atol=1e-5 * np.linalg.norm(x) * np.linalg.norm(y))
 
 
 @pytest.mark.parametrize("name", ["csmri", "denoise", "superres"])

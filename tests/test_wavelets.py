@@ -136,6 +136,9 @@ def test_bad_input():
     wavelets.dwt2(x, "db3", 1)
   with pytest.raises(errors.InputError, match="levels must be an integer >= 1, got 0"):
     wavelets.dwt2(x, "haar", 0)
+  # A bool is an int to Python; True is no number of levels.
+  with pytest.raises(errors.InputError, match="levels must be an integer >= 1, got True"):
+    wavelets.dwt2(x, "haar", True)
   with pytest.raises(errors.InputError,
                      match=r"divisible by 2\*\*4 = 16, got images of shape \(2, 24, 40\) "
                            r"\(H=24, W=40\)"):
