@@ -195,3 +195,16 @@ def test_the_scales_go_into_their_own_folder_or_a_stack_of_unets(tmp_path):
   with pytest.raises(errors.InputError, match=r"holds notes\.txt"):
     gradient_scales.write(result, str(tmp_path / "mine"))
   assert sorted(os.listdir(run)) == ["config.json"]
+
+
+def test_the_scales_never_go_into_a_plain_unets_run(tmp_path):
+  # A plain Unet (hyper_dim 0, no baselines) is a training run like any
+  # other, not a stack whose loss scales sit beside it.
+  run = tmp_path / "unet"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps(
+      {"model": {"hyper_dim": 0}, "hparams": {"baselines": []}}))
+  with pytest.raises(errors.InputError, match=r"holds config\.json, which is not a "
+                                              r"gradient-scale folder's"):
+    gradient_scales.write({"losses": ["dc"], "loss_scales": [1.0]}, str(run))
+  assert sorted(os.listdir(run)) == ["config.json"]

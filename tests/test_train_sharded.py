@@ -8,6 +8,7 @@ answers are given; tests/test_train_multiprocess.py runs real processes.
 import hashlib
 import json
 
+import configs
 from coordination_support import KeyValueStore
 import jax
 from jax.experimental import multihost_utils
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from hyperrecon_jax import data
+from hyperrecon_jax import train
 from hyperrecon_jax.train import sharded
 
 
@@ -98,3 +100,99 @@ def test_one_process_or_a_dataset_not_split_by_volume_compares_nothing(as_proces
   monkeypatch.setattr(jax, "process_count", lambda: 1)
   sharded.check_same_data(_record())
   assert sharded.coordination_client().values == {}
+
+
+# --- check_same_run: one all-gather of the counts, one of a digest per field ------------------
+
+
+@pytest.fixture
+def peer_of(monkeypatch):
+  """Makes this process process 0 of two whose peer was given ``peer_config`` and ``peer_workdir``.
+
+  The peer's all-gathered arrays are what `check_same_run` itself sends for
+  the peer's config, recorded first with an all-gather that echoes its input.
+  """
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+
+  def become(peer_config, peer_workdir):
+    sent = []
+
+    def record(x):
+      sent.append(np.asarray(x))
+      return np.stack([x, x])
+    monkeypatch.setattr(multihost_utils, "process_allgather", record)
+    sharded.check_same_run(peer_config, peer_workdir)
+    peer = iter(sent)
+    monkeypatch.setattr(multihost_utils, "process_allgather",
+                        lambda x: np.stack([np.asarray(x), next(peer)]))
+  return become
+
+
+def test_processes_that_differ_only_in_their_machines_settings_are_one_run(peer_of):
+  mine, theirs = configs.default(), configs.default()
+  theirs.data.data_dir, theirs.data.num_threads = "/scratch/other", 3
+  theirs.train.distributed = not mine.train.distributed
+  peer_of(theirs, "/runs/a/")  # the same folder, written otherwise
+  sharded.check_same_run(mine, "/runs/a")
+
+
+def test_processes_given_another_setting_or_workdir_are_refused_naming_them(peer_of):
+  mine, theirs = configs.default(), configs.default()
+  theirs.train.lr = mine.train.lr * 10
+  peer_of(theirs, "/runs/b")
+  with pytest.raises(train.ConfigError, match=r"different settings: train\.lr, --workdir of "
+                                               r"process 1 differ from process 0's"):
+    sharded.check_same_run(mine, "/runs/a")
+
+
+def test_processes_whose_configs_have_other_fields_are_refused_before_comparing_them(peer_of):
+  # Digest arrays of other lengths cannot be all-gathered (the collective
+  # would never return): the counts are compared first.
+  mine, theirs = configs.default(), configs.default()
+  with theirs.unlocked():
+    theirs.train.added_later = 1
+  peer_of(theirs, "/runs/a")
+  with pytest.raises(train.ConfigError, match="were given configs with other fields"):
+    sharded.check_same_run(mine, "/runs/a")
+
+
+# --- process_shard: the rows of this process's devices, as grain's shard --------------------
+
+
+class _Sharding:
+  """A sharding whose devices on this process hold ``blocks`` of rows (start, stop)."""
+
+  def __init__(self, *blocks):
+    self.blocks = blocks
+
+  def addressable_devices_indices_map(self, shape):
+    del shape
+    return {f"device{i}": (slice(a, b),) for i, (a, b) in enumerate(self.blocks)}
+
+
+@pytest.mark.parametrize("blocks, index, count", [
+    (((4, 6), (6, 8)), 1, 2),   # the second half of 8 rows on two devices
+    (((2, 4),), 1, 4),          # the second quarter
+    (((0, 8),), 0, 1),
+])
+def test_process_shard_is_the_block_of_rows_of_this_process(blocks, index, count):
+  pytest.importorskip("grain")
+  shard = sharded.process_shard(_Sharding(*blocks), 8)
+  assert (shard.shard_index, shard.shard_count) == (index, count)
+
+
+@pytest.mark.parametrize("blocks", [
+    ((0, 2), (6, 8)),  # devices 0 and 3 of 4: rows 0–8 in all, but not one block
+    ((0, 2), (4, 6)),  # interleaved with another process
+    ((1, 4),),         # not a whole shard's rows
+])
+def test_process_shard_of_a_mesh_that_splits_the_rows_otherwise_is_refused(blocks):
+  pytest.importorskip("grain")
+  with pytest.raises(train.ConfigError, match="must give each process one block of rows"):
+    sharded.process_shard(_Sharding(*blocks), 8)
+
+
+def test_one_process_stops_at_the_step_its_signal_arrived_in():
+  # No vote, no lag: the answer is the flag itself.
+  stop = sharded.stop_agreement(sharded.data_mesh())
+  assert [stop(flag) for flag in (False, True)] == [False, True]

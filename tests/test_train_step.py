@@ -25,6 +25,7 @@ from train_step_support import make_config
 
 from hyperrecon_jax import physics
 from hyperrecon_jax import train
+from hyperrecon_jax.train import state as state_lib
 from hyperrecon_jax.train import step as step_lib
 
 # XLA executables persist across the module's runs (see conftest.py).
@@ -319,3 +320,141 @@ def test_a_stack_trains_each_unet_as_its_own_run(compiled):
       np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
   np.testing.assert_allclose(float(metrics["loss"]), np.mean(want_loss), rtol=2e-4)
   np.testing.assert_allclose(float(metrics["grad_norm"]) ** 2, want_norm2, rtol=4e-4)
+
+
+# --- hand-computed references of the step's parts ----------------------------------------
+
+
+def test_the_endpoint_probability_is_held_at_its_final_value_after_the_last_step():
+  # p(step) = p0 + (p1 − p0)·min(step / (num_steps − 1), 1), by hand for
+  # p0 = 0.2, p1 = 0.6, num_steps = 11: 0.2 at step 0, 0.4 at 5, 0.6 at the
+  # last update (10) and after it (the DHS replay of the final checkpoint
+  # draws at step num_steps = 11). Unclamped, step 20 would give 1.0. float32
+  # arithmetic on values < 1: error ≤ a few ulp (6e-8 each); 1e-6 bounds it.
+  config = make_config("csmri", "sl")
+  config.hparams.sampler = "endpoints"
+  config.hparams.endpoint_prob, config.hparams.endpoint_prob_final = 0.2, 0.6
+  config.train.num_steps = 11
+  for step, want in [(0, 0.2), (5, 0.4), (10, 0.6), (11, 0.6), (20, 0.6), (None, 0.2)]:
+    np.testing.assert_allclose(float(step_lib._endpoint_prob(config, step)), want, atol=1e-6,
+                               err_msg=f"step {step}")
+
+
+def _numpy_coefficients(lam):
+  """Stick-breaking by hand: c_k = λ_k·Π_{j<k}(1 − λ_j), c_K = Π_j(1 − λ_j).
+
+  One λ maps to [1 − λ, λ].
+  """
+  lam = np.asarray(lam, np.float64)
+  if lam.size == 1:
+    return np.array([1.0 - lam[0], lam[0]])
+  before = np.concatenate([[1.0], np.cumprod(1.0 - lam)[:-1]])
+  return np.concatenate([lam * before, [np.prod(1.0 - lam)]])
+
+
+@pytest.mark.parametrize("num", [1, 2, 3, 4])
+def test_validation_lambdas_are_the_corners_or_the_vertices_and_the_centre(num):
+  lams = step_lib.validation_lambdas(num)
+  if num == 1:
+    assert lams == [(0.0,), (0.5,), (1.0,)]
+    return
+  if num == 2:
+    # Three corners of the square and its centre; (1, 1) would repeat (1, 0).
+    assert lams == [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (0.5, 0.5)]
+    return
+  # From three λ on: each term alone, then equal weights 1/K. The λ are
+  # rounded to 6 decimals, which moves a coefficient by ≤ K·5e-7; 3e-6 bounds it.
+  k = num + 1
+  want = np.concatenate([np.eye(k), np.full((1, k), 1.0 / k)])
+  got = np.array([_numpy_coefficients(lam) for lam in lams])
+  np.testing.assert_allclose(got, want, atol=3e-6)
+
+
+def _tiny_state(config, params):
+  """A train state of one parameter vector and one BatchNorm statistic (no network)."""
+  return state_lib.TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats={"mean": jnp.zeros(2)},
+      opt_state=state_lib.optimizer(config).init(params), bad_step=jnp.full((), -1, jnp.int32))
+
+
+def test_an_update_is_adam_with_the_decayed_step_size_written_out():
+  # Adam (β1 0.9, β2 0.999, ε 1e-8) by hand in float64, from parameters at 0 so
+  # that the new parameters are the updates themselves: float32 rounding of a
+  # handful of operations, ~1e-6 relative; rtol 1e-5. The step size halves
+  # after every update (lr_decay_every 1, factor 0.5): 1e-3, then 5e-4.
+  config = make_config()
+  config.train.lr, config.train.lr_decay_every, config.train.lr_decay_factor = 1e-3, 1, 0.5
+  tx = state_lib.optimizer(config)
+  update = jax.jit(step_lib._updated, static_argnums=1)  # one program, not ~100 dispatches
+  grads = [np.array([0.5, -2.0, 1e-3], np.float32), np.array([-1.0, 4.0, 3e-3], np.float32)]
+  state = _tiny_state(config, {"w": jnp.zeros(3)})
+  b1, b2, eps = 0.9, 0.999, 1e-8
+  m = v = want = np.zeros(3)
+  for t, (g, lr) in enumerate(zip(grads, (1e-3, 5e-4)), 1):
+    g64 = g.astype(np.float64)
+    m, v = b1 * m + (1 - b1) * g64, b2 * v + (1 - b2) * g64**2
+    want = want - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    stats = {"batch_stats": {"mean": jnp.full(2, float(t))}}
+    state, grad_norm = update(state, tx, jnp.float32(1.0), {"w": jnp.asarray(g)}, stats)
+    np.testing.assert_allclose(np.asarray(state.params["w"]), want, rtol=1e-5)
+    # ‖g‖₂ of the whole gradient tree, in float32 (rtol 1e-6).
+    np.testing.assert_allclose(float(grad_norm), np.linalg.norm(g64), rtol=1e-6)
+    # The running statistics are the forward pass's new ones.
+    np.testing.assert_array_equal(np.asarray(state.batch_stats["mean"]), [t, t])
+    assert int(state.step) == t and int(state.bad_step) == -1
+
+
+def test_the_first_non_finite_step_stays_recorded_after_another():
+  # A run that diverged at update 1 says so in its checkpoints; a second
+  # non-finite step (3) must not overwrite the step the trouble began at.
+  config = make_config()
+  tx = state_lib.optimizer(config)
+  update = jax.jit(step_lib._updated, static_argnums=1)
+  state = _tiny_state(config, {"w": jnp.ones(3)})
+  good, bad = {"w": jnp.ones(3)}, {"w": jnp.array([1.0, np.nan, 1.0])}
+  stats = {"batch_stats": {"mean": jnp.ones(2)}}
+  recorded = []
+  for grads in (good, bad, good, bad):
+    state, _ = update(state, tx, jnp.float32(1.0), grads, stats)
+    recorded.append(int(state.bad_step))
+  assert recorded == [-1, 1, 1, 1]
+  assert int(state.step) == 4
+
+
+def test_the_step_counter_changes_the_lambda_and_the_noise_of_a_step(compiled):
+  # The step's RNG is fold_in(rng, state.step): the loop may pass one key
+  # for a whole run, and each update must still draw its own λ and noise.
+  _, _, _, step, state0, _ = compiled("csmri-sl")
+  batch, key = {"image": images()}, jax.random.key(1)
+  _, at_0 = step(fresh(state0), batch, key)
+  _, at_5 = step(fresh(state0).replace(step=jnp.full((), 5, jnp.int32)), batch, key)
+  assert float(at_5["loss"]) != float(at_0["loss"])
+
+
+def test_unstack_gives_the_unet_and_the_lambda_of_its_index():
+  config = make_config(hyper_dim=0, baselines=((0.5,), (0.0,), (0.25,)))
+  variables = {"params": {"w": jnp.arange(6.0).reshape(3, 2)}}
+  plain, model, one = train.unstack(config, variables, 2)
+  assert tuple(plain.hparams.fixed) == (0.25,) and tuple(plain.hparams.baselines) == ()
+  assert type(model).__name__ == "Unet"
+  np.testing.assert_array_equal(np.asarray(one["params"]["w"]), [4.0, 5.0])
+  assert len(config.hparams.baselines) == 3  # the stack's config is left as it was
+  # A JAX array indexed past its end clamps: the index is checked first.
+  for index in (3, -1):
+    with pytest.raises(IndexError, match="the stack has 3 Unets, no Unet"):
+      train.unstack(config, variables, index)
+
+
+def test_the_memory_floor_of_a_stack_counts_every_unets_rows_rounded_up_per_device():
+  # The activations the backward pass keeps per 16×16 image of a 4-channel
+  # Unet (the convolutions' inputs, as tests/test_train_loop_workdir.py
+  # counts them at 32×32): enc0 16²·6, enc1 8²·8, enc2 4²·8, enc3 2²·8,
+  # dec0 4²·12, dec1 8²·12, dec2 16²·12, head 16²·4.
+  kept = 256 * 6 + 64 * 8 + 16 * 8 + 4 * 8 + 16 * 12 + 64 * 12 + 256 * 12 + 256 * 4
+  assert kept == 7264
+  config = make_config(hyper_dim=0, baselines=((0.5,), (0.0,)), batch=3)
+  model = train.build_model(config)
+  # 3 rows over 2 devices: the fuller device holds 2; each of the 2 Unets
+  # keeps its own activations; float32.
+  _, activations = state_lib.memory_floor_parts(config, model, num_devices=2)
+  assert activations == 2 * 2 * kept * 4
