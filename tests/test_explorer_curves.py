@@ -1,8 +1,12 @@
 """hyperrecon_jax.explorer.curves: a slice's curve summary over the λ set."""
 
+import base64
+import io
 import json
 
 import numpy as np
+from PIL import Image
+import pytest
 
 from hyperrecon_jax import hparams
 from hyperrecon_jax.explorer import curves
@@ -65,4 +69,58 @@ def test_a_slice_whose_reconstructions_are_all_nan_has_no_pair_and_no_gallery():
   assert out["diverse"] is None and out["gallery"] is None
   assert out["best"] == {"psnr": None} and out["metrics"]["psnr"] == [None] * 4
   assert out["range_max"] == 1.0  # nothing finite to draw
+  json.dumps(out, allow_nan=False)
+
+
+def _line_set(num):
+  """A 1-D λ grid of ``num`` points as a `lambda_set.LambdaSet`."""
+  lambdas = hparams.grid(num, 1)
+  return ls.LambdaSet(num, None, lambdas, np.asarray(hparams.coefficients(lambdas)))
+
+
+def test_the_best_point_of_a_metric_skips_its_nan_values():
+  # A model NaN at some λ only: the best point of each metric is among the
+  # others, with its value, not None for the whole metric.
+  scores = {"psnr": np.array([20.0, np.nan, 25.0, 24.0]),
+            "hfen": np.array([np.nan, 0.3, 0.2, 0.4])}
+  best = curves.best_points(scores, _line_set(4), ("psnr", "hfen"))
+  assert best["psnr"]["index"] == 2 and best["psnr"]["value"] == 25.0
+  assert best["psnr"]["lam"] == [0.666667]  # grid 0, 1/3, 2/3, 1
+  assert best["hfen"]["index"] == 2 and best["hfen"]["value"] == 0.2  # lower is better
+  assert best["hfen"]["coeffs"] == [0.333333, 0.666667]
+
+
+def test_the_range_image_is_white_at_range_max():
+  rng = np.random.default_rng(2)
+  recons = (rng.random((4, 8, 8)) * 0.25).astype(np.float32)  # a range well below 1
+  out = _grid_summary(recons, np.zeros((8, 8), np.float32))
+  spread = recons.max(0).astype(np.float64) - recons.min(0)
+  assert out["range_max"] == pytest.approx(spread.max(), rel=1e-6)  # float32 max − min
+  png = base64.b64decode(out["range"].removeprefix("data:image/png;base64,"))
+  with Image.open(io.BytesIO(png)) as image:
+    levels = np.asarray(image)
+  # A level may differ by one where spread / range_max lies within float32
+  # roundoff of a half level; drawn on [0, 1] instead, the top would be ~64.
+  want = np.round(spread / spread.max() * 255)
+  assert np.abs(levels.astype(int) - want).max() <= 1 and levels.max() == 255
+
+
+def test_a_slice_whose_reconstructions_are_all_infinite_has_no_pair_and_no_gallery():
+  # A model blown up past float32 gives ±inf pixels and a PSNR of −inf at
+  # every λ: the gallery refused its candidates ("recons[0] holds non-finite
+  # values", a 500), where a model gone NaN has no pair and no gallery.
+  recons = np.full((4, 8, 8), np.inf, np.float32)
+  out = _grid_summary(recons, np.zeros((8, 8), np.float32))
+  assert out["diverse"] is None and out["gallery"] is None
+  assert out["metrics"]["psnr"] == [None] * 4 and out["range_max"] == 1.0
+  json.dumps(out, allow_nan=False)
+
+
+def test_reconstructions_with_an_infinite_pixel_are_left_out_of_the_pair_and_the_gallery():
+  rng = np.random.default_rng(3)
+  recons = rng.random((5, 8, 8)).astype(np.float32)
+  recons[[1, 3], 2, 2] = np.inf
+  out = _grid_summary(recons, np.zeros((8, 8), np.float32))
+  assert not {1, 3} & set(out["diverse"]["indices"] + out["gallery"]["indices"])
+  assert out["gallery"]["num_candidates"] == 3
   json.dumps(out, allow_nan=False)

@@ -64,8 +64,12 @@ def summary(g, lambda_set, metric_names, *, gallery_size, gallery_tolerance_db) 
   # A λ grid of three terms holds copies of one loss weighting (and of its
   # reconstruction); the pair and the gallery choose among distinct ones.
   unique = hparams.distinct(lambdas)
-  recons, psnr = g["recons"][unique], np.asarray(g["psnr"])[unique]
-  diverse = gallery = None  # where no reconstruction has a PSNR (a model gone NaN)
+  recons, psnr = g["recons"][unique], np.asarray(g["psnr"], np.float64)[unique]
+  # A reconstruction with a pixel that is not finite (a model gone NaN, or
+  # past float32's range: ±inf and a PSNR of −inf) has no distance to the
+  # others: the pair and the gallery choose among the finite ones.
+  psnr = np.where(np.isfinite(recons.reshape(len(recons), -1)).all(axis=1), psnr, np.nan)
+  diverse = gallery = None  # where no reconstruction is finite
   if not np.all(np.isnan(psnr)):
     a, b, distance = ev.diverse_pair(recons, psnr)
     a, b = int(unique[a]), int(unique[b])
