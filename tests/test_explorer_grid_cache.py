@@ -6,6 +6,7 @@ in milliseconds; tests/test_explorer_many_terms.py checks the same over HTTP wit
 
 import concurrent.futures
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -86,3 +87,27 @@ def test_the_least_recently_used_slices_go_beyond_the_budget():
   big = GridCache(max_bytes=1)  # smaller than one slice: the newest is still kept
   first = big.get(5, answer)
   assert big.get(5, lambda i: pytest.fail("kept")) is first
+
+
+def test_two_slices_are_computed_one_at_a_time():
+  # Each computation takes the whole machine and a chunk's memory: a second
+  # slice waits for the first to finish instead of running beside it.
+  cache, lock, running, most = GridCache(), threading.Lock(), [0], [0]
+  started = threading.Event()
+
+  def compute(i):
+    with lock:
+      running[0] += 1
+      most[0] = max(most[0], running[0])
+    started.set()
+    time.sleep(0.2)  # long enough for the other request to arrive (not a bound)
+    with lock:
+      running[0] -= 1
+    return answer(i)
+
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    first = pool.submit(cache.get, 0, compute)
+    assert started.wait(WAIT_S)
+    second = pool.submit(cache.get, 1, compute)
+    assert first.result(WAIT_S)["recons"][0] == 0 and second.result(WAIT_S)["recons"][0] == 1
+  assert most == [1]

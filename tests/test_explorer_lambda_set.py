@@ -44,3 +44,14 @@ def test_a_design_smaller_than_its_vertices_names_the_flag():
 
 def test_the_bound_itself_is_accepted():
   assert ls.lambda_set(_config(256), 3, name="m", grid=90).lambdas.shape == (8_100, 2)
+
+
+def test_a_lambda_set_of_exactly_the_bound_is_accepted():
+  # 2^17 points of 4 · 64² bytes are 2 GiB, not more: accepted.
+  assert ls.lambda_set(_config(64), 2, name="m", grid=2**17).lambdas.shape == (2**17, 1)
+
+
+def test_the_default_design_has_design_size_points():
+  design = ls.lambda_set(_config(), 4, name="m")
+  assert design.design == ls.DESIGN_SIZE == 64 and design.coeffs.shape == (64, 4)
+  np.testing.assert_allclose(design.coeffs, hparams.simplex_design(64, 4))
