@@ -189,6 +189,23 @@ def test_bad_hyper_init_raises():
     net.init(jax.random.key(0), zf, coeffs)
 
 
+def test_each_hidden_layer_is_drawn_within_its_own_fan_in_bound():
+  # PyTorch's default init, U(±1/√fan_in): the first layer's fan-in is K = 2
+  # (bound 0.71), the others' d = 128 (bound 0.088). (The projections' fan-in
+  # d: test_models.py's test_torch_init_is_uniform_within_fan_in_bound.) Only
+  # the head conditioned: one pair of projections to initialize, not 15.
+  hyper = models.Hypernetwork(hyper_dim=128, channels=4, conditioned="head")
+  _, coeffs = _inputs()
+  params = jax.jit(hyper.init)(jax.random.key(0), coeffs)["params"]
+  for name, fan_in in (("dense0", 2), ("dense1", 128), ("dense2", 128), ("dense3", 128)):
+    bound = 1 / np.sqrt(fan_in)
+    for leaf in ("kernel", "bias"):
+      w = np.abs(np.asarray(params[name][leaf]))
+      # 128 or more uniform draws: the largest lies above 0.9·bound but for
+      # a chance of 0.9^128 ≈ 1e-6 (a fixed key: deterministic here).
+      assert w.size >= 128 and 0.9 * bound < w.max() <= bound, (name, leaf, w.max())
+
+
 def test_hypernetwork_is_the_documented_mlp():
   # K → d → d → d → d Dense layers, LeakyReLU(0.01) after each, then one
   # Dense per generated kernel and bias, against the same MLP in NumPy.

@@ -268,6 +268,27 @@ def test_replacing_a_term_recompiles_what_traced_it(own_terms):
   assert "probe_term" in losses.NEEDS_TARGET
 
 
+def test_a_term_replaced_with_other_needs_moves_between_the_needs_sets(own_terms):
+  # A term replaced with other needs must leave the sets of its old needs:
+  # otherwise training keeps handing it (and asking for) an input it no
+  # longer declares, and compute_terms refuses it without that input.
+  recon, target = _pair()
+  w = _weights()
+  losses.register_term("swapped_term", lambda recon, target, **_: jnp.mean(
+      jnp.abs(recon - target), axis=(1, 2)), needs=("target",))
+  assert losses.needs_of("swapped_term") == ("target",)
+  losses.register_term("swapped_term", lambda recon, target, *, weights, **_: losses.weight_l1(
+      weights), needs=("weights",), replace=True)
+  assert "swapped_term" not in losses.NEEDS_TARGET
+  assert "swapped_term" in losses.NEEDS_WEIGHTS
+  assert losses.needs_of("swapped_term") == ("weights",)
+  # No target needed now; the values are the weights' ℓ1 norms (by hand in
+  # test_weight_l1), summed in float32: a few ulps.
+  ref = [sum(np.abs(leaf[b]).sum() for leaf in jax.tree_util.tree_leaves(w)) for b in range(2)]
+  np.testing.assert_allclose(losses.compute_terms(("swapped_term",), recon, weights=w)[:, 0],
+                             ref, rtol=1e-5)
+
+
 def test_a_term_that_returns_no_vector_is_named(own_terms):
   recon, target = _pair()
   losses.register_term("scalar_term", lambda recon, target, **_: 0.0)

@@ -532,3 +532,55 @@ def test_a_stack_holds_the_variables_of_independent_unets_and_trains_each_on_its
     stack.apply(variables, zf, rows[None])
   np.testing.assert_array_equal(stack.apply(variables, zf, [1.0, 0.0]),
                                 stack.apply(variables, zf, np.asarray([1.0, 0.0], np.float32)))
+
+
+def test_every_evaluation_path_folds_the_running_statistics_as_the_numpy_unet():
+  # At initialization (mean 0, var 1, scale 1, bias 0) folding BatchNorm is
+  # the identity to 5e-6, so a path that skipped the fold passed the other
+  # tests; with random statistics it is off by O(1). Reference: the NumPy
+  # forward pass of the reference topology (float64, BatchNorm unfolded).
+  # (Unet.apply itself: test_unet_matches_independent_numpy_forward.)
+  zf, coeffs = _inputs()
+  to_np = lambda t: jax.tree_util.tree_map(np.asarray, t)
+  # As test_unet_matches_independent_numpy_forward: float32 roundoff of 15
+  # layers of ≤ 72-term sums, folded or not, well inside 1e-4 of the scale.
+  close = functools.partial(_assert_close, rel=1e-4)
+  unet, variables = _every_model()[1]
+  variables = _with_random_stats(variables)
+  want = _numpy_unet(to_np(variables["params"]), to_np(variables["batch_stats"]), zf, 4)
+  weights = unet.apply(variables, coeffs, method=unet.evaluation_weights)
+  close(unet.apply(variables, jax.tree_util.tree_map(lambda w: w[0], weights), zf,
+                   method=unet.reconstruct_with), want)
+
+  stack, variables = _every_model()[2]  # members at λ = 0 and λ = 1
+  variables = _with_random_stats(variables)
+  member = lambda tree, m: to_np(jax.tree_util.tree_map(lambda v: v[m], tree))
+  want = [_numpy_unet(member(variables["params"], m), member(variables["batch_stats"], m),
+                      zf, 4) for m in (0, 1)]
+  # coeffs rows are λ = 0, 0.5, 1: rows 0 and 2 each go to their own member.
+  rows = coeffs[[0, 2, 2]]
+  got = np.asarray(stack.apply(variables, zf, rows))
+  close(got[0], want[0][0])
+  close(got[1:], want[1][1:])
+  weights = stack.apply(variables, coeffs[[0, 2]], method=stack.evaluation_weights)
+  for m in (0, 1):
+    close(stack.apply(variables, jax.tree_util.tree_map(lambda w, m=m: w[m], weights), zf,
+                      method=stack.reconstruct_with), want[m])
+
+
+def test_a_stack_s_members_start_from_their_own_draws_and_give_weights_per_row():
+  stack, variables = _every_model()[2]
+  zf, coeffs = _inputs()
+  params = variables["params"]
+  # Separate runs draw separate weights: members that start equal would stay
+  # near each other, a stack of one Unet.
+  for spec in models.conv_specs(4):
+    assert not np.array_equal(params[f"{spec.name}_kernel"][0], params[f"{spec.name}_kernel"][1])
+  # One λ for the batch: still one weight set per row (weight-ℓ1 sums per
+  # row), every row member 1's at λ = 1.
+  _, weights = stack.apply(variables, zf, coeffs[2], return_weights=True)
+  for spec in models.conv_specs(4):
+    kernel = np.asarray(weights[spec.name]["kernel"])
+    assert kernel.shape == (3,) + spec.kernel_shape
+    np.testing.assert_array_equal(
+        kernel, np.broadcast_to(params[f"{spec.name}_kernel"][1], kernel.shape))

@@ -125,6 +125,16 @@ def test_check_one_set_takes_one_set_and_names_what_is_not():
     weight_sets.check_one_set(weights, 8)
 
 
+def test_check_one_set_refuses_a_bias_of_the_wrong_shape_beside_a_right_kernel():
+  # A (1,) bias would broadcast over a convolution's C outputs without a word.
+  weights = _one_set()
+  weights["enc2_b"] = {"kernel": weights["enc2_b"]["kernel"], "bias": np.zeros(1, np.float32)}
+  with pytest.raises(errors.InputError, match=r"enc2_b must have kernel shape \(3, 3, 4, 4\) "
+                                              r"and bias shape \(4,\) for 4 channels, got "
+                                              r"\(3, 3, 4, 4\) and \(1,\)"):
+    weight_sets.check_one_set(weights, C)
+
+
 def test_check_rows_takes_rows_on_the_simplex_and_names_the_rest():
   rows = weight_sets.check_rows([[0.25, 0.75], [1.0, 0.0]], 2)
   assert isinstance(rows, jax.Array) and rows.shape == (2, 2)
