@@ -52,6 +52,14 @@ def _check_shape(shape) -> tuple[int, int]:
   return sides
 
 
+def _check_seed(seed) -> int:
+  whole = _whole(seed)
+  if whole is None or whole < 0:
+    # int() would cut 1.5 to 1: the mask of another seed, without a word.
+    raise errors.InputError(f"seed must be a whole number ≥ 0, got {seed!r}.")
+  return whole
+
+
 def _check_acceleration(acceleration) -> float:
   try:
     acceleration = float(acceleration)
@@ -298,16 +306,20 @@ def poisson_disc(shape: Sequence[int],
   Raises:
     ValueError: for a shape that is not two whole numbers ≥ 1, an
       acceleration that is not a finite number > 1, a calibration box that
-      does not fit, or an acceleration that cannot be reached within 5%.
+      is not two whole numbers or does not fit, a seed that is not a whole
+      number ≥ 0, or an acceleration that cannot be reached within 5%.
   """
   shape = _check_shape(shape)
   accel = _check_acceleration(acceleration)
   if calib is None:
     calib = _default_calib(shape)
   try:
-    calib = tuple(int(c) for c in calib)
+    sides = tuple(_whole(c) for c in calib)
   except TypeError:
     raise errors.InputError(f"calib must be a pair of ints, got {calib!r}.") from None
+  if None in sides:  # int() would cut (8.5, 8) to (8, 8)
+    raise errors.InputError(f"calib must be a pair of ints, got {calib!r}.")
+  calib = sides
   if len(calib) != 2 or min(calib) < 0 or any(c >= n for c, n in zip(calib, shape)):
     raise errors.InputError(
         f"calib must be a pair of ints 0 <= c < side, got {calib!r} for shape {shape}.")
@@ -317,7 +329,7 @@ def poisson_disc(shape: Sequence[int],
         f"of a {shape} mask; use a smaller calib or acceleration.")
   if not 0 < rtol <= 0.05:
     raise errors.InputError(f"rtol must be in (0, 0.05], got {rtol!r}.")
-  return _poisson_disc_cached(shape, accel, int(seed), calib, bool(crop_corner),
+  return _poisson_disc_cached(shape, accel, _check_seed(seed), calib, bool(crop_corner),
                               float(rtol)).copy()
 
 
@@ -379,7 +391,8 @@ def cartesian(shape: Sequence[int],
   Raises:
     ValueError: for a shape that is not two whole numbers ≥ 1, an
       acceleration that is not a finite number > 1, center_fraction outside
-      (0, 1) or larger than 1 / acceleration, or an unknown kind.
+      (0, 1) or larger than 1 / acceleration, an unknown kind, or a seed that
+      is not a whole number ≥ 0.
   """
   shape = _check_shape(shape)
   accel = _check_acceleration(acceleration)
@@ -392,4 +405,4 @@ def cartesian(shape: Sequence[int],
         f"acceleration={accel} allows for width {shape[1]}.")
   if kind not in ("random", "equispaced"):
     raise errors.InputError(f"kind must be 'random' or 'equispaced', got {kind!r}.")
-  return _cartesian_cached(shape, accel, center_fraction, kind, int(seed)).copy()
+  return _cartesian_cached(shape, accel, center_fraction, kind, _check_seed(seed)).copy()

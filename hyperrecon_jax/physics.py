@@ -391,7 +391,10 @@ def make_operator(task_config, image_shape: Sequence[int]):
   if name == "csmri":
     accel = _field(task_config, "acceleration")
     kind = _field(task_config, "mask")
-    seed = int(_field(task_config, "mask_seed"))
+    seed = _field(task_config, "mask_seed")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+      # int() cut 1.5 to 1: the mask of another seed than the run's.
+      raise errors.InputError(f"task_config.mask_seed must be an integer ≥ 0, got {seed!r}.")
     noise_sigma = float(_field(task_config, "noise_sigma"))
     if kind == "poisson":
       try:

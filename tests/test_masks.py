@@ -288,6 +288,29 @@ def test_bad_inputs_specific():
     masks.cartesian((64, 64), 4, kind="spiral")
 
 
+@pytest.mark.parametrize("fn", [masks.poisson_disc, masks.cartesian])
+@pytest.mark.parametrize("seed", [1.5, -1, "x", None, True, float("nan")])
+def test_a_seed_that_is_no_whole_number_is_named(fn, seed):
+  # int() cut 1.5 to 1: the mask of another seed, without a word.
+  with pytest.raises(errors.InputError, match=rf"seed must be a whole number ≥ 0, got "
+                                              rf"{re.escape(repr(seed))}"):
+    fn((16, 16), 4, seed=seed)
+
+
+def test_a_whole_seed_of_another_type_is_that_seed():
+  for fn in (masks.poisson_disc, masks.cartesian):
+    np.testing.assert_array_equal(fn((16, 16), 4, seed=3.0), fn((16, 16), 4, seed=3))
+    np.testing.assert_array_equal(fn((16, 16), 4, seed=np.int64(3)), fn((16, 16), 4, seed=3))
+
+
+def test_a_calibration_box_of_fractions_is_named():
+  # int() cut (4.5, 4) to (4, 4): a box nobody asked for.
+  with pytest.raises(errors.InputError, match=r"calib must be a pair of ints, got \(4\.5, 4\)"):
+    masks.poisson_disc((16, 16), 4, calib=(4.5, 4))
+  np.testing.assert_array_equal(masks.poisson_disc((16, 16), 4, calib=(4.0, 4)),
+                                masks.poisson_disc((16, 16), 4, calib=(4, 4)))
+
+
 @pytest.mark.parametrize("shape,accel,closest", [((7, 7), 4, "3.769"), ((7, 7), 2.5, "2.333"),
                                                  ((6, 6), 8, "7.200")])
 def test_poisson_refuses_an_acceleration_it_cannot_reach_within_5_percent(shape, accel, closest):

@@ -1,6 +1,7 @@
 """Tests for hyperrecon_jax.physics."""
 
 import math
+import re
 import types
 
 import jax
@@ -364,6 +365,14 @@ def test_make_operator_draws_the_poisson_mask_of_its_mask_seed():
   op = physics.make_operator({**CSMRI, "mask_seed": 3}, (32, 32))
   np.testing.assert_array_equal(op.mask, masks.poisson_disc((32, 32), 4.0, seed=3))
   assert (np.asarray(op.mask) != masks.poisson_disc((32, 32), 4.0, seed=0)).any()
+
+
+@pytest.mark.parametrize("seed", [1.5, -1, True, "0"])
+def test_make_operator_refuses_a_mask_seed_that_is_no_integer(seed):
+  # int() cut 1.5 to 1: the mask of another seed than the run's.
+  with pytest.raises(errors.InputError, match=rf"task_config\.mask_seed must be an integer "
+                                              rf"≥ 0, got {re.escape(repr(seed))}"):
+    physics.make_operator({**CSMRI, "mask_seed": seed}, (32, 32))
 
 
 def _without(config, field):
