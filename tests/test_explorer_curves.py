@@ -12,6 +12,10 @@ from hyperrecon_jax import hparams
 from hyperrecon_jax.explorer import curves
 from hyperrecon_jax.explorer import lambda_set as ls
 
+# The explorer answers a model gone past float32 (±inf, NaN) without NumPy's
+# warnings on the server's terminal.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 
 def test_the_pair_and_the_gallery_are_distinct_loss_weightings():
   # A 5 × 5 grid of three terms: the five λ with λ₁ = 1 all weight the first

@@ -12,6 +12,10 @@ import pytest
 
 from hyperrecon_jax.explorer import images
 
+# The explorer answers a model gone past float32 (±inf, NaN) without NumPy's
+# warnings on the server's terminal.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 
 def decoded(data):
   """(H, W) uint8 levels of a PNG file, read by Pillow."""

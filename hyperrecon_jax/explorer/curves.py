@@ -21,7 +21,8 @@ LOWER_IS_BETTER = ("hfen",)  # metrics whose best point is their minimum
 
 def spread(recons) -> np.ndarray:
   """(H, W) the range map: max − min over the λ set of (G, H, W) reconstructions."""
-  return recons.max(0) - recons.min(0)
+  with np.errstate(invalid="ignore"):  # inf − inf where every λ is +inf: NaN, drawn black
+    return recons.max(0) - recons.min(0)
 
 
 def best_points(scores, lambda_set, metric_names) -> dict:

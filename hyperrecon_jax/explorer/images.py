@@ -22,7 +22,8 @@ def png_bytes(image, vmax: float = 1.0) -> bytes:
   if not (np.isfinite(vmax) and vmax > 0):
     raise ValueError(f"vmax must be a finite number > 0, got {vmax}")
   x = np.nan_to_num(np.asarray(image, np.float64), nan=0.0)
-  u8 = np.round(np.clip(x / vmax, 0.0, 1.0) * 255).astype(np.uint8)
+  with np.errstate(over="ignore"):  # a value past float64's range over vmax: white
+    u8 = np.round(np.clip(x / vmax, 0.0, 1.0) * 255).astype(np.uint8)
   h, w = u8.shape
   raw = np.concatenate([np.zeros((h, 1), np.uint8), u8], axis=1).tobytes()
 

@@ -115,8 +115,10 @@ def _off_simplex(coeffs, values) -> str:
     return f"coeffs must be finite numbers, got {shown(coeffs)}"
   if values.min() < 0:
     return f"coeffs must be ≥ 0, got {shown(coeffs)}"
+  with np.errstate(over="ignore"):  # numbers whose sum is past float64's range: inf
+    total = float(values.astype(np.float64).sum())
   return (f"coeffs must sum to 1 (within {hparams.SUM_TOLERANCE:g}), got {shown(coeffs)}, "
-          f"which sums to {float(values.sum()):.6g}")
+          f"which sums to {total:.6g}")
 
 
 def check_point(lam, coeffs, losses):
