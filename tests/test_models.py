@@ -219,6 +219,19 @@ def test_generated_weights_copied_into_unet_reproduce_output():
   _assert_close(base.apply(base_vars, zf), expected)
 
 
+def test_unet_variables_without_batch_norm_have_the_unet_s_structure():
+  # An empty "body" beside the kernels gave a tree that a Unet without
+  # BatchNorm does not have: restoring or comparing against its init failed.
+  zf, coeffs = _inputs(size=16)
+  net = models.HyperUnet(hyper_dim=4, channels=4, batch_norm=False)
+  # Shapes and structure only: traced, not compiled.
+  variables = jax.eval_shape(net.init, jax.random.key(0), zf, coeffs)
+  got = jax.eval_shape(lambda v: models.unet_variables(net, v, coeffs[1]), variables)
+  want = jax.eval_shape(models.Unet(channels=4, batch_norm=False).init, jax.random.key(0), zf)
+  assert (jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+          and jax.tree_util.tree_map(jnp.shape, got) == jax.tree_util.tree_map(jnp.shape, want))
+
+
 def test_reconstruct_with_evaluation_weights_is_the_model_at_that_lambda():
   net, variables, apply = _hyper()
   zf, coeffs = _inputs()

@@ -304,7 +304,8 @@ def unet_variables(net: HyperUnet, variables, coeffs):
                             f"vector, got shape {tuple(coeffs.shape)}")
   coeffs = jnp.reshape(jnp.asarray(coeffs, jnp.float32), (1, k))
   weights = net.apply(variables, coeffs, method=HyperUnet.generate)
-  params = {"body": variables["params"].get("body", {})}
+  # The shared BatchNorm parameters; a Unet without BatchNorm has no "body".
+  params = {k: v for k, v in variables["params"].items() if k == "body"}
   for name, w in weights.items():  # the shared convolutions included
     params[f"{name}_kernel"] = w["kernel"][0]
     params[f"{name}_bias"] = w["bias"][0]
