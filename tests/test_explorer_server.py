@@ -153,7 +153,8 @@ def test_a_download_checks_a_point_it_does_not_use(no_model, kind, point, name):
     ("/api/reconstruct?slice=0&lam=1e400", r"lam must lie in \[0, 1\]"),  # inf once parsed
     ("/api/reconstruct?slice=0&coeffs=1e308,1e308", "coeffs must sum to 1 .* sums to inf"),
     ("/api/reconstruct?slice=0&coeffs=0,0", "coeffs must sum to 1 .* sums to 0$"),
-    ("/api/reconstruct?slice=0&lam=0.5&coeffs=", "either 'lam' or 'coeffs', not both"),
+    ("/api/reconstruct?slice=0&lam=0.5&coeffs=", r"either 'lam' or 'coeffs', not both "
+     r"\(coeffs= is given, empty\):"),
     ("/api/curve?slice=1.0", "slice must be an integer, got '1.0'"),
     ("/api/curve?slice=3", r"slice must be in \[0, 2\], got 3"),
     ("/api/curve?Slice=1", "unknown parameter 'Slice' for /api/curve"),

@@ -138,8 +138,12 @@ def check_point(lam, coeffs, losses):
   """
   num_lambdas = len(losses) - 1
   if lam is not None and coeffs is not None:
-    raise BadRequest("give either 'lam' or 'coeffs', not both: they are two ways to say "
-                     "the same loss weighting")
+    # `coeffs=` with no value (a page's empty field) counts as given: say so.
+    empty = "".join(f" ({name}= is given, empty)" for name, value in (("lam", lam),
+                                                                    ("coeffs", coeffs))
+                    if isinstance(value, str) and not value.strip())
+    raise BadRequest(f"give either 'lam' or 'coeffs', not both{empty}: they are two ways to "
+                     f"say the same loss weighting")
   if lam is None and coeffs is None:
     raise BadRequest(f"missing parameter 'lam' ({num_lambdas} value(s) in [0, 1]) or "
                      f"'coeffs' ({len(losses)} values ≥ 0 summing to 1, one per loss "
