@@ -50,7 +50,7 @@ def define_config_file(help_string: str, *, name: str = "config", default: str |
   cli.expand_home(sys.argv, name)
   # A config file of the user's own, outside experiments/configs, starts
   # from the shipped ones as they do (`import default`, `import demo_ao`).
-  # Appended: a module of the same name beside the user's file comes first.
+  # Appended: a module of the same name on the user's own path comes first.
   if CONFIGS_DIR not in sys.path:
     sys.path.append(CONFIGS_DIR)
   _unset_fields[name] = _take_unset_overrides(sys.argv, name, has_default=default is not None)

@@ -305,7 +305,8 @@ def unet_variables(net: HyperUnet, variables, coeffs):
   coeffs = jnp.reshape(jnp.asarray(coeffs, jnp.float32), (1, k))
   weights = net.apply(variables, coeffs, method=HyperUnet.generate)
   # The shared BatchNorm parameters; a Unet without BatchNorm has no "body".
-  params = {k: v for k, v in variables["params"].items() if k == "body"}
+  shared = variables["params"]
+  params = {"body": shared["body"]} if "body" in shared else {}
   for name, w in weights.items():  # the shared convolutions included
     params[f"{name}_kernel"] = w["kernel"][0]
     params[f"{name}_bias"] = w["bias"][0]
