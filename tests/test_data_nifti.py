@@ -333,6 +333,34 @@ def test_a_folder_built_for_evaluation_only_holds_every_volume_in_test(tmp_path)
     hr.data.prepare(_config(tmp_path, tmp_path / "tfds", split_fractions=(0, 0.5, 0.5)))
 
 
+def test_a_folder_scored_whole_is_not_told_to_change_the_model_s_data_settings(tmp_path):
+  # evaluate.py --data builds the folder with the model's axis and
+  # min_foreground, which it does not let a user change (--config.data is
+  # refused): its refusals must not advise changing them.
+  rng = np.random.default_rng(13)
+  _save(_volume(rng)[0], tmp_path / "s0.nii.gz")
+  _save(_volume(rng)[0][..., 5:8], tmp_path / "s1.nii.gz")  # 3 axial slices
+  scored = functools.partial(_config, tmp_path, tmp_path / "tfds",
+                             split_fractions=hr.data.EVALUATION_ONLY)
+  with pytest.raises(hr.data.DataError, match=r"s1\.nii\.gz: has RAS shape \(20, 24, 3\), so "
+                                              r"its coronal planes .* narrower than 8") as thin:
+    hr.data.prepare(scored(axis="coronal"))
+  assert "config.data.axis" not in str(thin.value)
+  assert "the model's coronal planes" in str(thin.value)
+  assert "reconstruct.py" in str(thin.value)
+  (tmp_path / "s0.nii.gz").unlink()
+  (tmp_path / "s1.nii.gz").unlink()
+  speck = np.zeros(SHAPE, np.float32)
+  speck[10, 12, 8] = 1.0  # one voxel: no slice has 1 % foreground
+  _save(speck, tmp_path / "s2.nii.gz")
+  with pytest.raises(hr.data.DataError, match=r"the test split of nifti .* would hold no "
+                                              r"slice: .*min_foreground=0\.01") as empty:
+    hr.data.prepare(scored())
+  assert "lower it" not in str(empty.value)
+  assert "the model's" in str(empty.value)
+  assert not list((tmp_path / "tfds").glob("nifti/*"))
+
+
 def test_a_volume_without_a_kept_slice_is_in_the_index_and_checks(tmp_path):
   # The index lists a volume whose slices all fell below the foreground
   # threshold, with no slices; the check of the index against the records

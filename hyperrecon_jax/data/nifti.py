@@ -147,8 +147,12 @@ def _voxel_sizes(img) -> tuple:
   return tuple(float(z) for z in nib.affines.voxel_sizes(nifti_voxels.ras_affine(img)))
 
 
-def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
+def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis, *,
+                  scored: bool = False):
   """Checks the headers (not the voxels) of an image and its label volume.
+
+  ``scored``: the folder is only scored (`common.EVALUATION_ONLY`), cut along
+  the model's own axis, which its message then names as such.
 
   Raises:
     DataError: naming the file, when a header cannot be read, a volume is
@@ -181,7 +185,7 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis):
     orientations.append(orientation)
     affines.append(np.asarray(header.affine, np.float64))
   _check_planes(os.path.join(manual_dir, image_rel),
-                slicing.ras_shape(shapes[0], orientations[0]), axis)
+                slicing.ras_shape(shapes[0], orientations[0]), axis, scored=scored)
   if len(shapes) < 2:
     return
   label_path, image_path = (os.path.join(manual_dir, r) for r in (label_rel, image_rel))
@@ -257,15 +261,23 @@ def _check_same_affine(image_path: str, image: np.ndarray, label_path: str,
       "header (affine).")
 
 
-def _check_planes(path: str, ras_shape, axis) -> None:
-  """Refuses a volume whose planes along ``axis`` are narrower than `slicing.MIN_PLANE`."""
+def _check_planes(path: str, ras_shape, axis, *, scored: bool = False) -> None:
+  """Refuses a volume whose planes along ``axis`` are narrower than `slicing.MIN_PLANE`.
+
+  ``scored``: a folder only scored is cut along the model's axis, which its
+  user cannot change: the message does not offer it.
+  """
   h, w = slicing.plane_sides(ras_shape, axis)
   if min(h, w) < slicing.MIN_PLANE:
+    name = common.axis_name(axis)
+    advice = (f"Leave it out of the folder: it is cut along the model's {name} planes, as "
+              "the model was trained (reconstruct.py --input=FILE cuts such a volume along "
+              "its thin axis)" if scored else
+              "Remove the file, or slice along another axis (config.data.axis)")
     raise common.DataError(
-        f"{path}: has RAS shape {ras_shape}, so its {common.axis_name(axis)} planes are "
+        f"{path}: has RAS shape {ras_shape}, so its {name} planes are "
         f"{h}×{w} voxels, narrower than {slicing.MIN_PLANE}: each would "
-        "be a strip stretched over the whole image. Remove the file, or slice along "
-        "another axis (config.data.axis).")
+        f"be a strip stretched over the whole image. {advice}.")
 
 
 def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percentile: float):
@@ -430,9 +442,10 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
   def _plan(self) -> Mapping[str, list[builder_lib.VolumeSpec]]:
     cfg = self.builder_config
     pairs = find_files(cfg.manual_dir, labels=cfg.settings["labels"])
-    for pair in pairs:  # Fail before writing anything if a header is bad.
-      _check_header(cfg.manual_dir, *pair, cfg.settings["axis"])
     fractions, seed = cfg.settings["split_fractions"], cfg.settings["split_seed"]
+    for pair in pairs:  # Fail before writing anything if a header is bad.
+      _check_header(cfg.manual_dir, *pair, cfg.settings["axis"],
+                    scored=tuple(fractions) == common.EVALUATION_ONLY)
     if cfg.settings.get("split_by") == "subject":
       assignment = splits.split_subjects(splits.subjects([image for image, _ in pairs]),
                                          fractions, seed, where=cfg.manual_dir)

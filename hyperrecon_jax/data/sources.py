@@ -182,12 +182,18 @@ def prepare(data_config):
             raise
           # TFDS writes no empty split; every volume of this one lost all its
           # slices to the foreground threshold.
+          threshold = common.field(data_config, "min_foreground")
+          # A folder only scored is cut with the model's own threshold, which
+          # evaluate.py --data does not let its user change.
+          advice = ("the model's own, as it was trained: check that the volumes hold images"
+                    if tuple(float(f) for f in common.field(data_config, "split_fractions"))
+                    == common.EVALUATION_ONLY else
+                    "lower it, or check that the volumes hold images")
           raise common.DataError(
               f"the {empty.group(1)} split of {common.field(data_config, 'name')} "
               f"{common.field(data_config, 'manual_dir')} would hold no slice: no slice of "
-              "its volumes has the foreground fraction data.min_foreground="
-              f"{common.field(data_config, 'min_foreground')}; lower it, or check that the "
-              "volumes hold images") from None
+              f"its volumes has the foreground fraction data.min_foreground={threshold}; "
+              f"{advice}") from None
       except BaseException:
         # TFDS removes its temporary folder, not the config's folder it made.
         with contextlib.suppress(OSError):
