@@ -361,6 +361,23 @@ def test_a_folder_scored_whole_is_not_told_to_change_the_model_s_data_settings(t
   assert not list((tmp_path / "tfds").glob("nifti/*"))
 
 
+@pytest.mark.parametrize("fractions", [(0.7, 0.1, 0.2), (0.0, 0.0, 1.0)])
+def test_a_reconstruct_output_in_the_folder_is_refused_not_taken_for_a_scan(tmp_path, fractions):
+  # reconstruct.py --output=site/a_recon.nii.gz beside site/a.nii.gz: the
+  # model's own output would be scored (evaluate.py --data) or trained on as
+  # another subject's scan. Its header's description says what it is.
+  rng = np.random.default_rng(14)
+  for i in range(3):
+    _save(_volume(rng)[0], tmp_path / f"s{i}.nii.gz")
+  recon = nib.Nifti1Image(_volume(rng)[0], np.eye(4))
+  recon.header["descrip"] = b"hyperrecon lam=0.5"
+  nib.save(recon, str(tmp_path / "s0_recon.nii.gz"))
+  with pytest.raises(hr.data.DataError, match=r"s0_recon\.nii\.gz: .*reconstruct\.py's output "
+                                              r"\(its header says 'hyperrecon lam=0\.5'\)"):
+    hr.data.prepare(_config(tmp_path, tmp_path / "tfds", split_fractions=fractions))
+  assert not list((tmp_path / "tfds").glob("nifti/*"))
+
+
 def test_a_volume_without_a_kept_slice_is_in_the_index_and_checks(tmp_path):
   # The index lists a volume whose slices all fell below the foreground
   # threshold, with no slices; the check of the index against the records
