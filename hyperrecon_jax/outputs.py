@@ -32,7 +32,6 @@ from hyperrecon_jax import errors
 from hyperrecon_jax import run_paths
 from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.data import common
-from hyperrecon_jax.data import nifti
 from hyperrecon_jax.scans import H5_SUFFIXES
 from hyperrecon_jax.scans import NIFTI_SUFFIXES
 from hyperrecon_jax.scans import Scan
@@ -250,10 +249,11 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
   files = []  # (destination, function writing it to a given path)
   if scan.kind == "nifti":
     files.append((output, lambda tmp: _write_nifti(
-        scan, recon, tmp, f"{nifti.OUTPUT_DESCRIPTION}lam={lam_text}", dtype)))
+        scan, recon, tmp, f"{common.OUTPUT_DESCRIPTION}lam={lam_text}", dtype)))
     if save_input:
       files.append((input_path(output), lambda tmp: _write_nifti(
-          scan, result["zero_filled"], tmp, f"{nifti.OUTPUT_DESCRIPTION}zero-filled input", dtype)))
+          scan, result["zero_filled"], tmp, f"{common.OUTPUT_DESCRIPTION}zero-filled input",
+          dtype)))
   else:
     files.append((output, lambda tmp: _write_h5(scan, recon, result, tmp, lam_text, dtype)))
   sidecar = {

@@ -44,6 +44,10 @@ EVALUATION_ONLY = (0.0, 0.0, 1.0)
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 DATA_DIR_ENV = "HYPERRECON_DATA_DIR"
+# The start of the header description of `reconstruct.py`'s NIfTI outputs
+# (`hyperrecon_jax.outputs`): a folder of scans refuses such a file
+# (`data.nifti`), which is the model's output, not a scan.
+OUTPUT_DESCRIPTION = "hyperrecon "
 
 
 class DataError(errors.InputError):

@@ -47,9 +47,6 @@ from hyperrecon_jax.data import splits
 
 SUFFIXES = (".nii.gz", ".nii")
 LABEL_DIR = "labels"
-# The start of the header description `reconstruct.py` writes into its NIfTI
-# outputs (`hyperrecon_jax.outputs`): such a file is the model's output, not a scan.
-OUTPUT_DESCRIPTION = "hyperrecon "
 LABEL_SUFFIX = "_seg"
 
 INSTRUCTIONS = (
@@ -178,7 +175,7 @@ def _check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis, 
       description = bytes(np.asarray(header.header["descrip"]).item()).decode("latin-1")
     except Exception as err:  # nibabel raises many types for bad files.
       raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
-    if description.startswith(OUTPUT_DESCRIPTION):
+    if description.startswith(common.OUTPUT_DESCRIPTION):
       # Written beside its input (--output=site/a_recon.nii.gz), it would be
       # trained on or scored as one more subject's scan.
       raise common.DataError(
