@@ -202,6 +202,17 @@ def test_scales_need_every_one_hot_unet():
   assert baselines._one_hot_scales(("mae", "ssim"), [(0.0,), (0.5,)], terms) is None
 
 
+def test_scales_find_a_one_hot_unet_whatever_lambda_wrote_it():
+  # Three and more terms: where λ_k = 1 the later λ do not count, so 1:1 and
+  # 0:1 are the Unets trained on the first and the second term alone (as
+  # evaluate.py and summarize.py match them), whatever their order.
+  names = ("mae", "ssim", "tv")
+  terms = [{"mae": 0.1, "ssim": 0.2, "tv": 0.3}, {"mae": 0.4, "ssim": 0.5, "tv": 0.6},
+           {"mae": 0.7, "ssim": 0.8, "tv": 0.9}]
+  assert baselines._one_hot_scales(names, [(0.0, 0.0), (0.0, 1.0), (1.0, 1.0)], terms) == [
+      0.7, 0.5, 0.3]
+
+
 def test_a_one_hot_unet_scoring_zero_gives_no_scale():
   # A scale of 0 divides its term by 0: the objective is infinite or NaN.
   terms = [{"mae": 0.0, "ssim": 0.3}, {"mae": 0.2, "ssim": 0.4}]

@@ -196,11 +196,15 @@ def compare_objectives(config, model, variables, stack, stack_variables, *,
 
 
 def _one_hot_scales(names, lambdas, terms):
-  """s_k from the stack's one-hot Unets, or None when one is missing."""
-  index = {tuple(lam): i for i, lam in enumerate(lambdas)}
+  """s_k from the stack's one-hot Unets, or None when one is missing.
+
+  A Unet is found by its loss weighting (`hparams.weighting`), whatever λ
+  wrote it: for three terms 1:1 is the first term's Unet as 1:0 is.
+  """
+  index = {hparams.weighting(lam): i for i, lam in enumerate(lambdas)}
   scales = []
   for k, name in enumerate(names):
-    i = index.get(one_hot_lambda(k, len(names)))
+    i = index.get(hparams.weighting(one_hot_lambda(k, len(names))))
     if i is None:
       return None
     scale = terms[i][name]
