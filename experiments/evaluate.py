@@ -125,6 +125,7 @@ def _number(value, spec: str) -> str:
 
 
 def _print_tradeoffs(result):
+  from hyperrecon_jax import report
   p, hv = result["pareto"], result["pareto"]["hypervolume"]
   print(f"Pareto set of ({', '.join(p['terms'])}): {len(p['front'])} of "
         f"{len(result['lambdas'])} λ are non-dominated")
@@ -146,7 +147,8 @@ def _print_tradeoffs(result):
   if "gallery" not in result:
     return
   g = result["gallery"]
-  print(f"gallery of slice {g['slice']}: {len(g['indices'])} most different of "
+  print(f"gallery of {report.slice_name(result, g['slice'])}: {len(g['indices'])} most "
+        f"different of "
         f"{g['num_candidates']} reconstructions within {g['tolerance_db']:g} dB of its "
         "best PSNR, at c = " + "; ".join(
             "(" + ", ".join(f"{v:.2f}" for v in c) + ")" for c in g["coeffs"]))

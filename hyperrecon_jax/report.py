@@ -104,6 +104,20 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
   return evaluators.run(context)
 
 
+def slice_name(result: dict, row: int) -> str:
+  """Row ``row`` of a report's slices as a viewer finds it: its volume and slice number.
+
+  A report's slices (``result['slices']``) are numbered by their row; a
+  reader looks for the volume (its file, for a folder of ``--data``) and the
+  slice index, which is what this names (``volume 0 slice 90``,
+  ``sub-12.nii.gz slice 3``).
+  """
+  volume = result["slices"]["volume"][row]
+  number = result["slices"]["slice"][row]
+  name = result.get("data", {}).get("volume_names", {}).get(str(volume))
+  return f"{name or f'volume {volume}'} slice {number}"
+
+
 def unscored_lines(result: dict, shown: int = 5) -> list[str]:
   """What a report's statistics left out, and why, for the terminal.
 

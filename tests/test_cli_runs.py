@@ -106,6 +106,21 @@ def _files(workdir):
   return out
 
 
+def test_a_design_report_names_its_gallery_slice_by_volume_and_number(env, tmp_path):
+  # The gallery's slice is a row of the scored slices; the line names the
+  # volume and the slice number a viewer shows, as the unscored warnings do.
+  site = loop_support.write_site(tmp_path / "site", (11, 12))
+  proc = run(env, "evaluate", "--pretrained=mni152_csmri8x_dc_tv", f"--out={tmp_path / 's'}",
+             "--samples=3", f"--data={site}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / "s" / "lambda_grid.json") as f:
+    result = json.load(f)
+  row = result["gallery"]["slice"]
+  volume, number = result["slices"]["volume"][row], result["slices"]["slice"][row]
+  name = result["data"]["volume_names"][str(volume)]
+  assert f"gallery of {name} slice {number}: " in proc.stdout, proc.stdout
+
+
 def test_evaluate_writes_the_report(env, trained, tmp_path):
   out = tmp_path / "report"
   proc = run(env, "evaluate", f"--workdir={trained}", f"--out={out}", "--config.eval.grid=3")

@@ -244,8 +244,9 @@ def _gallery(result, config, shown, psnrs):
   from hyperrecon_jax import metrics
   from hyperrecon_jax import tradeoffs
   if not np.isfinite(psnrs).any():
-    note(result, f"no gallery (diverse.png) of slice {shown.row}: its PSNR is not finite at "
-                 "any λ")
+    from hyperrecon_jax import report
+    note(result, f"no gallery (diverse.png) of {report.slice_name(result, shown.row)}: its "
+                 "PSNR is not finite at any λ")
     return None
   tolerance = float(config.eval.gallery_tolerance_db)
   candidates = tradeoffs.gallery_candidates(psnrs, tolerance, result["lambdas"])
