@@ -148,9 +148,8 @@ def _print_tradeoffs(result):
     return
   g = result["gallery"]
   print(f"gallery of {report.slice_name(result, g['slice'])}: {len(g['indices'])} most "
-        f"different of "
-        f"{g['num_candidates']} reconstructions within {g['tolerance_db']:g} dB of its "
-        "best PSNR, at c = " + "; ".join(
+        f"different of {g['num_candidates']} reconstructions within {g['tolerance_db']:g} dB "
+        "of its best PSNR, at c = " + "; ".join(
             "(" + ", ".join(f"{v:.2f}" for v in c) + ")" for c in g["coeffs"]))
 
 
