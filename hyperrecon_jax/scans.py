@@ -139,6 +139,8 @@ def input_kind(path: str) -> str:
     return "nifti"
   if path.endswith(H5_SUFFIXES):
     return "h5"
+  if os.path.isdir(path):  # a folder of scans, say: named as one
+    check_file(path)
   raise errors.InputError(f"{path}: not a NIfTI (.nii, .nii.gz) or fastMRI (.h5) file")
 
 

@@ -104,6 +104,11 @@ def test_a_folder_or_a_missing_file_is_named_as_such(tmp_path):
     scans.read_input(str(tmp_path / "scan.nii.gz"), data_config(32))
   with pytest.raises(ValueError, match=r"gone\.h5: no such file"):
     scans.read_input(str(tmp_path / "gone.h5"), data_config(32))
+  # A folder of scans, named without a scan's suffix, had been "not a NIfTI
+  # (.nii, .nii.gz) or fastMRI (.h5) file".
+  (tmp_path / "scans").mkdir()
+  with pytest.raises(ValueError, match=r"scans is a folder; give one scan file"):
+    scans.read_input(str(tmp_path / "scans"), data_config(32))
 
 
 def test_a_background_stored_through_an_intercept_is_not_positive(tmp_path):
