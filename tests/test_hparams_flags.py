@@ -40,7 +40,7 @@ def test_parse_lambdas_samples(num_lambdas, text):
 @pytest.mark.parametrize("text, num_lambdas, match", [
     ("0.3,x", 1, r"^--lam=0.3,x: 'x' is not a number$"),
     ("0.1:0.2", 1, r"'0.1:0.2' has 2 values, .* has 1 hyperparameter\(s\) \(one value per item\)"),
-    ("0.1", 2, r"'0.1' has 1 values, .* has 2 hyperparameter\(s\) \(write 2 values as a:b\)"),
+    ("0.1", 2, r"'0.1' has 1 value, .* has 2 hyperparameter\(s\) \(write 2 values as a:b\)"),
     ("0.1:0.2", 3, r"has 3 hyperparameter\(s\) \(write 3 values as a:b:c\)"),
     ("grid:x", 1, r"^--lam=grid:x: grid:N needs a whole number N written in digits 0-9, "
                   r"got 'x'$"),

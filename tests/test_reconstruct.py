@@ -313,8 +313,8 @@ def test_intensity_that_cannot_be_trusted_is_said(tmp_path):
     ("1.5", 1, r"^the λ values of --lam=1.5 must lie in \[0, 1\], got values in \[1.5, 1.5\]"),
     ("-0.1,0.5", 1, r"--lam=-0.1,0.5 must lie in \[0, 1\], got values in \[-0.1, 0.5\]"),
     ("0.2:0.3", 1, r"'0.2:0.3' has 2 values, the model's loss has 1"),
-    ("0.2", 2, r"'0.2' has 1 values, the model's loss has 2 .*write 2 values as a:b"),
-    ("0.5", 3, r"'0.5' has 1 values, the model's loss has 3 .*write 3 values as a:b:c"),
+    ("0.2", 2, r"'0.2' has 1 value, the model's loss has 2 .*write 2 values as a:b"),
+    ("0.5", 3, r"'0.5' has 1 value, the model's loss has 3 .*write 3 values as a:b:c"),
     ("abc", 1, r"'abc' is not a number"),
     ("grid:x", 1, r"grid:N needs a whole number N"),
     ("grid:100000", 2, r"grid:100000 gives 100000\^2 = 10,000,000,000 λ"),  # not built

@@ -14,6 +14,11 @@ from hyperrecon_jax.hparams.maps import check_num_coeffs
 from hyperrecon_jax.hparams.maps import lambdas_from_coefficients
 
 
+def _values(count: int) -> str:
+  """'1 value', '2 values': the count of an item's values, for the messages."""
+  return f"{count} value" + ("" if count == 1 else "s")
+
+
 def _example(count: int) -> str:
   letters = "abcdefghijklmnopqrstuvwxyz"
   return ":".join(letters[:count]) if count <= len(letters) else f"v1:v2:…:v{count}"
@@ -86,7 +91,7 @@ def parse_lambdas(text: str, num_lambdas: int, *, flag: str = "--lam") -> np.nda
       how = ("one value per item" if num_lambdas == 1
              else f"write {num_lambdas} values as {_example(num_lambdas)}")
       raise errors.InputError(
-          f"{flag}={text}: {item!r} has {len(lam)} values, the model's loss has "
+          f"{flag}={text}: {item!r} has {_values(len(lam))}, the model's loss has "
           f"{num_lambdas} hyperparameter(s) ({how})")
     rows.append(lam)
   return np.asarray(rows, np.float32)
@@ -118,7 +123,7 @@ def parse_coefficients(text: str, num_coeffs: int, *, flag: str = "--coeffs") ->
       raise errors.InputError(f"{flag}={text}: {item!r} is not a finite number")
     if len(c) != num_coeffs:
       raise errors.InputError(
-          f"{flag}={text}: {item!r} has {len(c)} values, the model's loss has {num_coeffs} "
+          f"{flag}={text}: {item!r} has {_values(len(c))}, the model's loss has {num_coeffs} "
           f"terms (write {num_coeffs} coefficients as {_example(num_coeffs)})")
     if min(c) < 0:
       raise errors.InputError(f"{flag}={text}: {item!r} has a negative coefficient "
