@@ -70,14 +70,14 @@ def check_outside_runs(path: str, what: str, flag: str, *,
   if run is None:
     return
   own = os.path.join(run, "eval")
+  evaluated = report_of is not None and os.path.realpath(report_of) == run
   if os.path.realpath(path) == own:
-    if report_of is not None and os.path.realpath(report_of) == run:
+    if evaluated:
       return
     raise errors.InputError(
         f"{what} {path} is the report folder of the training run {run}, not of the model "
         f"evaluated: give {flag} outside that run")
-  where = f" (or its own report folder {own})" if report_of is not None and (
-      os.path.realpath(report_of) == run) else ""
+  where = f" (or its own report folder {own})" if evaluated else ""
   raise errors.InputError(
       f"{what} {path} lies inside the training run {run}, which readers never write "
       f"into (its next train.py would refuse the folder): give {flag} outside the run{where}")
