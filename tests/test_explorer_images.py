@@ -54,3 +54,9 @@ def test_the_white_level_is_the_largest_finite_value_or_1():
   assert images.white_level(np.array([0.2, np.nan, np.inf, 0.7])) == 0.7
   assert images.white_level(np.zeros((2, 2))) == 1.0
   assert images.white_level(np.full((2, 2), np.nan)) == 1.0
+  # An image below zero everywhere had a white level of -0.5, against the
+  # docstring, and `png_bytes` refuses it. (The explorer's range maps are
+  # spreads, ≥ 0; a library user's image need not be.)
+  negative = np.array([[-0.5, -2.0], [np.nan, -1.0]])
+  assert images.white_level(negative) == 1.0
+  assert images.png_bytes(negative, images.white_level(negative))

@@ -37,7 +37,9 @@ def png_bytes(image, vmax: float = 1.0) -> bytes:
 def white_level(image) -> float:
   """The level a PNG of ``image`` draws white: its largest finite value (`plots.finite_top`),
   1.0 if none is > 0."""
-  return finite_top(image) or 1.0
+  top = finite_top(image)
+  # An image below zero everywhere has no white.
+  return top if top > 0 else 1.0
 
 
 def data_url(image, vmax: float = 1.0) -> str:
