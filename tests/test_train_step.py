@@ -352,6 +352,13 @@ def _numpy_coefficients(lam):
   return np.concatenate([lam * before, [np.prod(1.0 - lam)]])
 
 
+@pytest.mark.parametrize("num", [0, -1])
+def test_validation_lambdas_of_no_hyperparameter_are_refused(num):
+  # 0 gave three empty λ, validated as if they were three points.
+  with pytest.raises(ValueError, match=rf"needs ≥ 1 hyperparameter, got {num}"):
+    step_lib.validation_lambdas(num)
+
+
 @pytest.mark.parametrize("num", [1, 2, 3, 4])
 def test_validation_lambdas_are_the_corners_or_the_vertices_and_the_centre(num):
   lams = step_lib.validation_lambdas(num)

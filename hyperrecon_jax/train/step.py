@@ -291,7 +291,12 @@ def validation_lambdas(num_lambdas: int):
   corners are not the simplex's vertices (most map to the same
   coefficients): the K vertices (each term alone) and the centroid (equal
   coefficients) instead.
+
+  Raises:
+    ValueError: ``num_lambdas`` < 1 (a loss of one term has no λ to vary).
   """
+  if num_lambdas < 1:
+    raise ValueError(f"validation_lambdas needs ≥ 1 hyperparameter, got {num_lambdas}")
   if num_lambdas == 2:
     return [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (0.5, 0.5)]
   if num_lambdas >= 3:
