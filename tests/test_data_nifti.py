@@ -746,6 +746,63 @@ def test_a_folder_with_some_volumes_unlabelled_is_refused(tmp_path, labelled):
     nifti.find_files(str(tmp_path))
 
 
+@pytest.mark.parametrize("label_name", ["labels/sub-01.nii.gz", "sub-01_seg.nii.gz",
+                                        "labels/site/s0.nii.gz"])
+def test_a_label_volume_of_no_image_is_named_not_left_unread(tmp_path, label_name):
+  # Labels named after the subject (sub-01_seg) for images named after the
+  # scan (sub-01_T1w) paired with nothing: every image went unlabelled, and
+  # the folder was built as one without labels, without a word.
+  rng = np.random.default_rng(30)
+  (tmp_path / "labels" / "site").mkdir(parents=True)
+  for name in ("sub-00_T1w.nii.gz", "sub-01_T1w.nii.gz", "s0.nii.gz"):
+    _save(_volume(rng)[0], tmp_path / name)
+  _save(_volume(rng)[1], tmp_path / label_name)
+  with pytest.raises(hr.data.DataError, match=re.escape(
+      f"nifti: {str(tmp_path)!r} holds {label_name}, named as a label volume but of no image "
+      "(the label of <dir>/<stem>.nii.gz is <dir>/<stem>_seg.nii.gz or "
+      "labels/<dir>/<stem>.nii.gz, either suffix): rename them")):
+    nifti.find_files(str(tmp_path))
+  # A folder that is only scored reads no label: the same files are fine.
+  found = [image for image, _ in nifti.find_files(str(tmp_path), labels=False)]
+  assert found == ["s0.nii.gz", "sub-00_T1w.nii.gz", "sub-01_T1w.nii.gz"]
+
+
+def test_an_image_with_two_label_volumes_is_refused(tmp_path):
+  # labels/s1.nii.gz won over s1_seg.nii.gz without a word.
+  rng = np.random.default_rng(31)
+  (tmp_path / "labels").mkdir()
+  for i in range(3):
+    image, label = _volume(rng)
+    _save(image, tmp_path / f"s{i}.nii.gz")
+    _save(label, tmp_path / f"s{i}_seg.nii.gz")
+  _save(_volume(rng)[1], tmp_path / "labels" / "s1.nii")
+  with pytest.raises(hr.data.DataError, match=re.escape(
+      f"nifti: s1.nii.gz in {str(tmp_path)!r} has 2 label volumes, labels/s1.nii and "
+      "s1_seg.nii.gz: keep one.")):
+    nifti.find_files(str(tmp_path))
+
+
+@pytest.mark.parametrize("labels", [True, False])
+def test_masks_and_segmentations_named_as_bids_names_them_are_not_taken_for_scans(tmp_path,
+                                                                                 labels):
+  # A BIDS folder's sub-00_desc-brain_mask.nii.gz was one more scan to train
+  # on and to score.
+  rng = np.random.default_rng(32)
+  for name in ("sub-00_T1w.nii.gz", "sub-01_T1w.nii.gz", "sub-02_T1w.nii.gz"):
+    _save(_volume(rng)[0], tmp_path / name)
+  _save(_volume(rng)[1], tmp_path / "sub-01_T1w_seg.nii.gz")  # a label, not refused
+  for name in ("sub-00_desc-brain_mask.nii.gz", "sub-00_dseg.nii", "sub-01_label-GM_probseg.nii.gz",
+               "sub-02_brainmask.nii.gz"):
+    _save(_volume(rng)[1], tmp_path / name)
+  with pytest.raises(hr.data.DataError, match=re.escape(
+      f"nifti: {str(tmp_path)!r} holds sub-00_desc-brain_mask.nii.gz, sub-00_dseg.nii, "
+      "sub-01_label-GM_probseg.nii.gz and 1 more, named as masks or segmentations (_mask, "
+      "_brainmask, _dseg, _probseg), not as images: taken as scans they would be trained on "
+      "and scored. Move them out of the folder; a label volume of an image <stem>.nii.gz is "
+      "named <stem>_seg.nii.gz or labels/<stem>.nii.gz.")):
+    nifti.find_files(str(tmp_path), labels=labels)
+
+
 def test_planes_as_wide_as_the_minimum_are_kept(tmp_path):
   # Coronal planes of an (X, Y, Z) RAS volume are X×Z: Z = 8 is just wide
   # enough, Z = 7 a strip.

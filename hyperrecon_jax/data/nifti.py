@@ -12,7 +12,12 @@ by file name, for an image `<dir>/<stem>.nii[.gz]`:
     top-level `labels/` folder), or
   * `<dir>/<stem>_seg.nii[.gz]` (next to the image).
 Files under `labels/` and files named `*_seg.nii[.gz]` are never images.
-Either every image has a label volume or none does.
+Either every image has a label volume or none does; a label volume that
+pairs with no image, or an image with two, is refused by name (a misnamed
+label would otherwise leave its image unlabelled, or every image, without a
+word). Files whose names end in BIDS's marks of masks and segmentations
+(`MASK_SUFFIXES`: `_mask`, `_brainmask`, `_dseg`, `_probseg`) are refused:
+taken as images they would be trained on, or scored, as scans.
 
 Processing: each volume is reoriented to RAS, divided by the 99.5th
 percentile (`percentile`) of its positive voxels and clipped to [0, 1];
@@ -48,6 +53,10 @@ from hyperrecon_jax.data import splits
 SUFFIXES = (".nii.gz", ".nii")
 LABEL_DIR = "labels"
 LABEL_SUFFIX = "_seg"
+# BIDS names a binary mask `*_mask` (`desc-brain_mask`), a discrete
+# segmentation `*_dseg` and a probabilistic one `*_probseg`; FreeSurfer and
+# FSL write `*_brainmask`. None is an image.
+MASK_SUFFIXES = ("_mask", "_brainmask", "_dseg", "_probseg")
 
 INSTRUCTIONS = (
     "Put NIfTI volumes (.nii or .nii.gz), one per subject or named by BIDS subject "
@@ -74,31 +83,61 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
       every image (a folder that is only scored, whose labels play no part).
 
   Raises:
-    DataError: when the folder is missing, holds no image, or (with
-      ``labels``) only some images have labels.
+    DataError: when the folder is missing, holds no image, holds a file
+      named as a mask or segmentation (`MASK_SUFFIXES`), or (with
+      ``labels``) only some images have labels, a label volume pairs with no
+      image, or an image has two.
   """
   if not manual_dir or not os.path.isdir(manual_dir):
     raise common.DataError(f"nifti: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
   everything = common.list_files(manual_dir, SUFFIXES)
-  present = set(everything)
-  images = [p for p in everything
-            if p.split(os.sep)[0] != LABEL_DIR and not _stem(p).endswith(LABEL_SUFFIX)]
+  is_label = {p: p.split(os.sep)[0] == LABEL_DIR or _stem(p).endswith(LABEL_SUFFIX)
+              for p in everything}
+  masks = [p for p in everything if not is_label[p] and _stem(p).endswith(MASK_SUFFIXES)]
+  if masks:
+    raise common.DataError(
+        f"nifti: {manual_dir!r} holds {_shown(masks)}, named as "
+        f"{'a mask or segmentation' if len(masks) == 1 else 'masks or segmentations'} "
+        f"({', '.join(MASK_SUFFIXES)}), not as images: taken as scans they would be "
+        "trained on and scored. Move them out of the folder; a label volume of an image "
+        f"<stem>.nii.gz is named <stem>{LABEL_SUFFIX}.nii.gz or {LABEL_DIR}/<stem>.nii.gz.")
+  images = [p for p in everything if not is_label[p]]
   if not images:
     raise common.DataError(f"nifti: no .nii or .nii.gz volume in {manual_dir!r}. {INSTRUCTIONS}")
   if not labels:
     return [(image, None) for image in images]
-  pairs = []
+  present = set(everything)
+  pairs, claimed = [], set()
   for image in images:
     stem = _stem(image)
     candidates = [os.path.join(LABEL_DIR, stem + s) for s in SUFFIXES]
     candidates += [stem + LABEL_SUFFIX + s for s in SUFFIXES]
-    pairs.append((image, next((c for c in candidates if c in present), None)))
+    found = [c for c in candidates if c in present]
+    if len(found) > 1:
+      raise common.DataError(
+          f"nifti: {image} in {manual_dir!r} has {len(found)} label volumes, "
+          f"{' and '.join(found)}: keep one.")
+    claimed.update(found)
+    pairs.append((image, found[0] if found else None))
+  orphans = [p for p in everything if is_label[p] and p not in claimed]
+  if orphans:
+    raise common.DataError(
+        f"nifti: {manual_dir!r} holds {_shown(orphans)}, named as "
+        f"{'a label volume' if len(orphans) == 1 else 'label volumes'} but of no image "
+        f"(the label of <dir>/<stem>.nii.gz is <dir>/<stem>{LABEL_SUFFIX}.nii.gz or "
+        f"{LABEL_DIR}/<dir>/<stem>.nii.gz, either suffix): rename them after their "
+        "images, or remove them.")
   missing = [image for image, label in pairs if label is None]
   if missing and len(missing) < len(pairs):
     raise common.DataError(
         f"nifti: {len(missing)} of {len(pairs)} volumes in {manual_dir!r} have no "
         f"label volume (e.g. {missing[:3]}); give every volume a label or none.")
   return pairs
+
+
+def _shown(paths: list[str]) -> str:
+  """The first three of `paths`, and how many more."""
+  return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
 def _opened(path: str, what: str):
