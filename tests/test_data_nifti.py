@@ -785,22 +785,23 @@ def test_an_image_with_two_label_volumes_is_refused(tmp_path):
 @pytest.mark.parametrize("labels", [True, False])
 def test_masks_and_segmentations_named_as_bids_names_them_are_not_taken_for_scans(tmp_path,
                                                                                  labels):
-  # A BIDS folder's sub-00_desc-brain_mask.nii.gz was one more scan to train
-  # on and to score.
+  # fMRIPrep's folder holds sub-00_desc-brain_mask.nii.gz and sub-00_dseg.nii.gz
+  # beside the image: each was one more scan to train on and to score.
   rng = np.random.default_rng(32)
-  for name in ("sub-00_T1w.nii.gz", "sub-01_T1w.nii.gz", "sub-02_T1w.nii.gz"):
-    _save(_volume(rng)[0], tmp_path / name)
-  _save(_volume(rng)[1], tmp_path / "sub-01_T1w_seg.nii.gz")  # a label, not refused
-  for name in ("sub-00_desc-brain_mask.nii.gz", "sub-00_dseg.nii", "sub-01_label-GM_probseg.nii.gz",
-               "sub-02_brainmask.nii.gz"):
+  (tmp_path / "anat").mkdir()
+  for name in ("sub-00_desc-preproc_T1w.nii.gz", "anat/sub-01_T1w.nii.gz", "sub-02_T1w.nii"):
+    image, label = _volume(rng)
+    _save(image, tmp_path / name)
+    _save(label, tmp_path / name.replace("_T1w.nii", "_T1w_seg.nii"))
+  for name in ("sub-00_desc-brain_mask.nii.gz", "sub-00_dseg.nii",
+               "anat/sub-01_label-GM_probseg.nii.gz", "sub-02_brainmask.nii.gz"):
     _save(_volume(rng)[1], tmp_path / name)
-  with pytest.raises(hr.data.DataError, match=re.escape(
-      f"nifti: {str(tmp_path)!r} holds sub-00_desc-brain_mask.nii.gz, sub-00_dseg.nii, "
-      "sub-01_label-GM_probseg.nii.gz and 1 more, named as masks or segmentations (_mask, "
-      "_brainmask, _dseg, _probseg), not as images: taken as scans they would be trained on "
-      "and scored. Move them out of the folder; a label volume of an image <stem>.nii.gz is "
-      "named <stem>_seg.nii.gz or labels/<stem>.nii.gz.")):
-    nifti.find_files(str(tmp_path), labels=labels)
+  pairs = nifti.find_files(str(tmp_path), labels=labels)
+  images = ["anat/sub-01_T1w.nii.gz", "sub-00_desc-preproc_T1w.nii.gz", "sub-02_T1w.nii"]
+  assert [image for image, _ in pairs] == images
+  assert [label for _, label in pairs] == ([
+      "anat/sub-01_T1w_seg.nii.gz", "sub-00_desc-preproc_T1w_seg.nii.gz", "sub-02_T1w_seg.nii"]
+      if labels else [None] * 3)
 
 
 def test_planes_as_wide_as_the_minimum_are_kept(tmp_path):

@@ -11,13 +11,13 @@ by file name, for an image `<dir>/<stem>.nii[.gz]`:
   * `<manual_dir>/labels/<dir>/<stem>.nii[.gz]` (same relative path under a
     top-level `labels/` folder), or
   * `<dir>/<stem>_seg.nii[.gz]` (next to the image).
-Files under `labels/` and files named `*_seg.nii[.gz]` are never images.
-Either every image has a label volume or none does; a label volume that
-pairs with no image, or an image with two, is refused by name (a misnamed
-label would otherwise leave its image unlabelled, or every image, without a
-word). Files whose names end in BIDS's marks of masks and segmentations
-(`MASK_SUFFIXES`: `_mask`, `_brainmask`, `_dseg`, `_probseg`) are refused:
-taken as images they would be trained on, or scored, as scans.
+Files under `labels/`, files named `*_seg.nii[.gz]` and files whose names
+end in BIDS's marks of masks and segmentations (`MASK_SUFFIXES`: `_mask`,
+`_brainmask`, `_dseg`, `_probseg`, as fMRIPrep writes them beside its
+`*_desc-preproc_T1w`) are never images. Either every image has a label volume
+or none does; a label volume that pairs with no image, or an image with two,
+is refused by name (a misnamed label would otherwise leave its image
+unlabelled, or every image, without a word).
 
 Processing: each volume is reoriented to RAS, divided by the 99.5th
 percentile (`percentile`) of its positive voxels and clipped to [0, 1];
@@ -83,8 +83,7 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
       every image (a folder that is only scored, whose labels play no part).
 
   Raises:
-    DataError: when the folder is missing, holds no image, holds a file
-      named as a mask or segmentation (`MASK_SUFFIXES`), or (with
+    DataError: when the folder is missing, holds no image, or (with
       ``labels``) only some images have labels, a label volume pairs with no
       image, or an image has two.
   """
@@ -93,15 +92,7 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
   everything = common.list_files(manual_dir, SUFFIXES)
   is_label = {p: p.split(os.sep)[0] == LABEL_DIR or _stem(p).endswith(LABEL_SUFFIX)
               for p in everything}
-  masks = [p for p in everything if not is_label[p] and _stem(p).endswith(MASK_SUFFIXES)]
-  if masks:
-    raise common.DataError(
-        f"nifti: {manual_dir!r} holds {_shown(masks)}, named as "
-        f"{'a mask or segmentation' if len(masks) == 1 else 'masks or segmentations'} "
-        f"({', '.join(MASK_SUFFIXES)}), not as images: taken as scans they would be "
-        "trained on and scored. Move them out of the folder; a label volume of an image "
-        f"<stem>.nii.gz is named <stem>{LABEL_SUFFIX}.nii.gz or {LABEL_DIR}/<stem>.nii.gz.")
-  images = [p for p in everything if not is_label[p]]
+  images = [p for p in everything if not is_label[p] and not _stem(p).endswith(MASK_SUFFIXES)]
   if not images:
     raise common.DataError(f"nifti: no .nii or .nii.gz volume in {manual_dir!r}. {INSTRUCTIONS}")
   if not labels:
