@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 
 import configs
 import h5py
@@ -282,6 +283,20 @@ def test_missing_or_empty_manual_dir(tmp_path):
       hr.data.load_split(_config(folder, tmp_path / "tfds"), "train")
     assert ".h5" in str(info.value) and "manual_dir" in str(info.value)
   assert issubclass(hr.data.DataError, ValueError)
+
+
+def test_scans_of_another_format_in_the_folder_are_named_not_left_out(tmp_path):
+  # A NIfTI volume among the .h5 files was left out of the build without a word.
+  rng = np.random.default_rng(4)
+  (tmp_path / "more").mkdir()
+  for name in ("file0.h5", "file1.h5", "file2.h5"):
+    _write(str(tmp_path / name), rng)
+  assert fastmri.find_files(str(tmp_path)) == ["file0.h5", "file1.h5", "file2.h5"]
+  (tmp_path / "more" / "knee.nii.gz").write_bytes(b"")
+  with pytest.raises(hr.data.DataError, match=re.escape(
+      f"fastmri_knee: {str(tmp_path)!r} holds more/knee.nii.gz, scans of another format "
+      "(NIfTI) than the .h5 files that fastmri_knee reads: they would be left out")):
+    fastmri.find_files(str(tmp_path))
 
 
 def test_too_few_files_are_refused_before_a_build_is_announced(tmp_path, capfd):

@@ -767,6 +767,28 @@ def test_a_label_volume_of_no_image_is_named_not_left_unread(tmp_path, label_nam
   assert found == ["s0.nii.gz", "sub-00_T1w.nii.gz", "sub-01_T1w.nii.gz"]
 
 
+def test_scans_of_another_format_in_the_folder_are_named_not_left_out(tmp_path):
+  # FreeSurfer's brain.mgz, an Analyze pair and a fastMRI file beside the
+  # NIfTI volumes were left out of the build without a word.
+  rng = np.random.default_rng(33)
+  for name in ("s0.nii.gz", "s1.nii", "s2.nii.gz"):
+    _save(_volume(rng)[0], tmp_path / name)
+  (tmp_path / "notes.txt").write_text("scanned 2026-11-02")  # not a scan: no matter
+  (tmp_path / "sourcedata").mkdir()
+  (tmp_path / "sourcedata" / "s0.dcm").write_bytes(b"")  # BIDS keeps DICOMs beside NIfTI
+  assert len(nifti.find_files(str(tmp_path))) == 3
+  (tmp_path / "fs").mkdir()
+  for name in ("fs/brain.mgz", "s3.hdr", "s3.img", "knee.h5"):
+    (tmp_path / name).write_bytes(b"")
+  for labels in (True, False):
+    with pytest.raises(hr.data.DataError, match=re.escape(
+        f"nifti: {str(tmp_path)!r} holds fs/brain.mgz, knee.h5, s3.hdr and 1 more, scans of "
+        "another format (Analyze, FreeSurfer, HDF5, fastMRI's) than the .nii.gz, .nii files "
+        "that nifti reads: they would be left out of the dataset. Convert them, or move them "
+        "out of the folder.")):
+      nifti.find_files(str(tmp_path), labels=labels)
+
+
 def test_an_image_with_two_label_volumes_is_refused(tmp_path):
   # labels/s1.nii.gz won over s1_seg.nii.gz without a word.
   rng = np.random.default_rng(31)

@@ -263,18 +263,50 @@ def list_files(root: str, suffixes: Sequence[str]) -> list[str]:
       elif fname.lower().endswith(tuple(suffixes)) and not fname.startswith("."):
         other_case.append(os.path.relpath(os.path.join(dirpath, fname), root))
   if undecodable:
-    undecodable.sort()
-    shown = ", ".join(undecodable[:3]) + (f" and {len(undecodable) - 3} more"
-                                          if len(undecodable) > 3 else "")
-    raise DataError(f"{root} holds {shown}, whose path is not valid UTF-8 (the dataset "
-                    "stores each volume's name as text): rename them")
+    raise DataError(f"{root} holds {first_few(sorted(undecodable))}, whose path is not valid "
+                    "UTF-8 (the dataset stores each volume's name as text): rename them")
   if other_case:
-    other_case.sort()
-    shown = ", ".join(other_case[:3]) + (f" and {len(other_case) - 3} more"
-                                          if len(other_case) > 3 else "")
-    raise DataError(f"{root} holds {shown}, whose suffix is not in lower case "
-                    f"({', '.join(suffixes)}): rename them, or they are left out")
+    raise DataError(f"{root} holds {first_few(sorted(other_case))}, whose suffix is not in lower "
+                    f"case ({', '.join(suffixes)}): rename them, or they are left out")
   return sorted(found)
+
+
+def first_few(names: Sequence[str]) -> str:
+  """The first three of ``names`` and how many more, for a message."""
+  return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+# Scans in formats that the folders' readers do not take: left out of a
+# folder's build, they would shrink it without a word. DICOM is not among
+# them: BIDS keeps a scan's DICOM files in `sourcedata/` beside its NIfTI.
+OTHER_SCAN_FORMATS = {
+    ".mgz": "FreeSurfer", ".mgh": "FreeSurfer", ".nrrd": "NRRD", ".nhdr": "NRRD",
+    ".mha": "MetaImage", ".mhd": "MetaImage", ".hdr": "Analyze", ".img": "Analyze",
+    ".h5": "HDF5, fastMRI's", ".nii.gz": "NIfTI", ".nii": "NIfTI",
+}
+
+
+def check_no_other_scans(root: str, dataset: str, reads: Sequence[str]) -> None:
+  """Refuses a folder that holds scans in a format its dataset does not read.
+
+  Args:
+    root: the folder.
+    dataset: its dataset's name, for the message.
+    reads: the suffixes the dataset reads (the rest of `OTHER_SCAN_FORMATS`
+      are looked for).
+
+  Raises:
+    DataError: naming the first files of other formats and their formats.
+  """
+  suffixes = [s for s in OTHER_SCAN_FORMATS if s not in reads]
+  others = list_files(root, suffixes)
+  if others:
+    formats = sorted({OTHER_SCAN_FORMATS[next(s for s in suffixes if p.endswith(s))]
+                      for p in others})
+    raise DataError(
+        f"{dataset}: {root!r} holds {first_few(others)}, scans of another format "
+        f"({', '.join(formats)}) than the {', '.join(reads)} files that {dataset} reads: they "
+        "would be left out of the dataset. Convert them, or move them out of the folder.")
 
 
 def fingerprint(root: str, relpaths: Sequence[str]) -> str:

@@ -58,12 +58,14 @@ def find_files(manual_dir: str) -> list[str]:
   """Sorted `.h5` paths relative to `manual_dir`.
 
   Raises:
-    DataError: when the folder is missing or holds no `.h5` file.
+    DataError: when the folder is missing, holds no `.h5` file, or holds
+      scans of another format (`common.check_no_other_scans`).
   """
   if not manual_dir or not os.path.isdir(manual_dir):
     raise common.DataError(
         f"fastmri_knee: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
   files = common.list_files(manual_dir, (".h5",))
+  common.check_no_other_scans(manual_dir, "fastmri_knee", (".h5",))
   if not files:
     raise common.DataError(
         f"fastmri_knee: no .h5 file in {manual_dir!r}. {INSTRUCTIONS}")

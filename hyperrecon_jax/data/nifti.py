@@ -83,13 +83,15 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
       every image (a folder that is only scored, whose labels play no part).
 
   Raises:
-    DataError: when the folder is missing, holds no image, or (with
-      ``labels``) only some images have labels, a label volume pairs with no
-      image, or an image has two.
+    DataError: when the folder is missing, holds no image, holds scans of
+      another format (`common.check_no_other_scans`), or (with ``labels``)
+      only some images have labels, a label volume pairs with no image, or an
+      image has two.
   """
   if not manual_dir or not os.path.isdir(manual_dir):
     raise common.DataError(f"nifti: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
   everything = common.list_files(manual_dir, SUFFIXES)
+  common.check_no_other_scans(manual_dir, "nifti", SUFFIXES)
   is_label = {p: p.split(os.sep)[0] == LABEL_DIR or _stem(p).endswith(LABEL_SUFFIX)
               for p in everything}
   images = [p for p in everything if not is_label[p] and not _stem(p).endswith(MASK_SUFFIXES)]
@@ -113,7 +115,7 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
   orphans = [p for p in everything if is_label[p] and p not in claimed]
   if orphans:
     raise common.DataError(
-        f"nifti: {manual_dir!r} holds {_shown(orphans)}, named as "
+        f"nifti: {manual_dir!r} holds {common.first_few(orphans)}, named as "
         f"{'a label volume' if len(orphans) == 1 else 'label volumes'} but of no image "
         f"(the label of <dir>/<stem>.nii.gz is <dir>/<stem>{LABEL_SUFFIX}.nii.gz or "
         f"{LABEL_DIR}/<dir>/<stem>.nii.gz, either suffix): rename them after their "
@@ -124,11 +126,6 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
         f"nifti: {len(missing)} of {len(pairs)} volumes in {manual_dir!r} have no "
         f"label volume (e.g. {missing[:3]}); give every volume a label or none.")
   return pairs
-
-
-def _shown(paths: list[str]) -> str:
-  """The first three of `paths`, and how many more."""
-  return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
 def _opened(path: str, what: str):
