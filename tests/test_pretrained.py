@@ -244,6 +244,28 @@ def test_a_damaged_or_unknown_model_is_named(exported, tmp_path):
     pretrained.load("tiny", folder=str(tmp_path))
 
 
+def test_a_folder_of_another_kind_given_as_a_model_says_what_it_holds(exported, run_a,
+                                                                      tmp_path):
+  # --pretrained=workdirs/demo (a training run), a segmenter's folder, or an
+  # exported model whose info.json was lost: each is named for what it is,
+  # as --workdir names an exported model given there.
+  folder, _, _ = exported
+  with pytest.raises(ValueError, match=r"holds a training run, not an exported model: give "
+                                       r"it as --workdir="):
+    pretrained.load(run_a["workdir"], folder=folder)
+  segmenter = tmp_path / "seg"
+  segmenter.mkdir()
+  (segmenter / "segmenter.json").write_text("{}")
+  with pytest.raises(ValueError, match=r"holds a segmenter \(experiments/segmenter\.py\), not "
+                                       r"an exported model"):
+    pretrained.load(str(segmenter), folder=folder)
+  lost = tmp_path / "lost"
+  shutil.copytree(os.path.join(folder, "tiny"), lost)
+  os.remove(lost / "info.json")
+  with pytest.raises(ValueError, match=r"lost/info\.json is missing: .*export the model again"):
+    pretrained.load(str(lost), folder=folder)
+
+
 def test_a_report_of_a_pretrained_model_needs_an_out_folder(exported, tmp_path):
   folder, _, _ = exported
   with pytest.raises(ValueError, match="give --out=DIR"):

@@ -106,6 +106,21 @@ def _path(name: str, folder: str) -> str:
     return os.path.join(folder, name)
   if isinstance(name, str) and os.path.isfile(os.path.join(name, INFO_FILE)):
     return os.path.abspath(name)
+  if isinstance(name, str) and os.path.isdir(name):
+    # A folder of another kind is named for what it holds, as
+    # `train.load_trained` names an exported model given as a workdir.
+    if os.path.isfile(os.path.join(name, "segmenter.json")):
+      raise errors.InputError(
+          f"{name!r} holds a segmenter (experiments/segmenter.py), not an exported model: "
+          "evaluate.py takes it as --config.evals.lambda_set.segmenter, explore.py as "
+          "--segmenter")
+    if os.path.isdir(os.path.join(name, "checkpoints")):
+      raise errors.InputError(f"{name!r} holds a training run, not an exported model: give "
+                              f"it as --workdir={name}")
+    if os.path.isfile(os.path.join(name, WEIGHTS_FILE)):
+      raise errors.InputError(f"{os.path.join(name, INFO_FILE)} is missing: the folder holds "
+                              f"a model's {WEIGHTS_FILE} without its description; "
+                              f"{_remedy(name, folder)}")
   raise errors.InputError(
       f"no pretrained model {name!r}: the package ships {names(folder)}, and {name!r} is "
       f"no folder of an exported model (one holding {INFO_FILE}, written by "
