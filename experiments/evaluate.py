@@ -112,7 +112,8 @@ def main(argv):
     print(f"note: {line}", file=sys.stderr)
   if "gallery_split" in result:
     g = result["gallery_split"]
-    print(f"gallery of the split ({len(g['slices'])} slices compared): {len(g['indices'])} "
+    print(f"gallery of the {'folder' if 'data' in result else 'split'} "
+          f"({len(g['slices'])} slices compared): {len(g['indices'])} "
           f"most different of {g['num_candidates']} λ within {g['tolerance_db']:g} dB of the "
           "best mean PSNR, at c = " + "; ".join(
               "(" + ", ".join(f"{v:.2f}" for v in c) + ")" for c in g["coeffs"]))

@@ -119,6 +119,9 @@ def test_a_design_report_names_its_gallery_slice_by_volume_and_number(env, tmp_p
   volume, number = result["slices"]["volume"][row], result["slices"]["slice"][row]
   name = result["data"]["volume_names"][str(volume)]
   assert f"gallery of {name} slice {number}: " in proc.stdout, proc.stdout
+  # The split's gallery is of the folder here: the line said "of the split".
+  assert "gallery_split" in result
+  assert "gallery of the folder (" in proc.stdout and "of the split" not in proc.stdout
 
 
 def test_evaluate_writes_the_report(env, trained, tmp_path):
