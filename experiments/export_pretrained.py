@@ -65,23 +65,8 @@ def main(argv):
   with open(os.path.join(folder, _NAME.value, pretrained.CONFIG_FILE)) as f:
     task = json.load(f)["task"]["name"]
   from hyperrecon_jax import physics
-  print(_scores_line(written["test"], physics.input_name(task)))
+  print(pretrained.scores_line(written["test"], physics.input_name(task)))
   print(f"wrote {os.path.join(folder, _NAME.value)} ({written['bytes']:,} bytes of weights)")
-
-
-def _scores_line(test: dict, input_name: str) -> str:
-  """One line of the exported model's test scores; info.json's ``test`` holds them all."""
-  import numpy as np
-  psnr = np.array([np.nan if v is None else v for v in test["mean"]["psnr"]], np.float64)
-  best = int(np.nanargmax(psnr)) if np.isfinite(psnr).any() else None
-  lam = test["lambdas"][best] if best is not None else None
-  where = ("" if lam is None else
-           f", best at λ = {':'.join(f'{v:.4g}' for v in np.atleast_1d(lam))}")
-  number = lambda v: "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}"
-  lo, hi = (np.nanmin(psnr), np.nanmax(psnr)) if best is not None else (None, None)
-  return (f"{test['split']} split, {test['num_slices']} slices at {len(psnr)} λ: mean PSNR "
-          f"{number(lo)}–{number(hi)} dB{where}; {input_name} "
-          f"{number(test['zero_filled']['psnr'])} dB (every mean in info.json's test)")
 
 
 if __name__ == "__main__":

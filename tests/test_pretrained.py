@@ -24,6 +24,7 @@ from hyperrecon_jax import models
 from hyperrecon_jax import pretrained
 from hyperrecon_jax import report
 from hyperrecon_jax import train
+from hyperrecon_jax import workdir as workdir_lib
 
 SHIPPED = "mni152_csmri8x_dc_tv"
 SHIPPED_256 = "mni152_csmri8x_dc_tv_256"
@@ -144,14 +145,14 @@ def test_an_export_that_cannot_write_names_the_model_and_leaves_no_folder(run_a,
                                        r".*afile/sub \(Not a directory\)"):
     pretrained.export(run_a["workdir"], "tiny", description="x",
                       folder=str(tmp_path / "afile" / "sub"))
-  real_write = pretrained.workdir_lib.write_bytes
+  real_write = workdir_lib.write_bytes
 
   def full_disk(path, data):
     if path.endswith(pretrained.WEIGHTS_FILE):
       raise OSError(28, "No space left on device", path)
     return real_write(path, data)
 
-  monkeypatch.setattr(pretrained.workdir_lib, "write_bytes", full_disk)
+  monkeypatch.setattr(workdir_lib, "write_bytes", full_disk)
   new = tmp_path / "new" / "models"
   with pytest.raises(ValueError, match=rf"{re.escape(str(new / 'tiny'))}: the export failed and "
                                        r"wrote nothing \(No space left on device\)"):
@@ -291,6 +292,20 @@ def test_summary_keeps_the_test_metrics_per_lambda():
   result["warnings"] = ["the per-λ Unets of u are at step 8 of their "
                         "config.train.num_steps=12 (…)"]
   assert pretrained.summary(result)["warnings"] == result["warnings"]
+
+
+def test_the_export_s_line_gives_the_range_of_mean_psnr_or_its_one_value():
+  test = {"split": "test", "num_slices": 24, "lambdas": [[0.0], [0.5], [1.0]],
+          "mean": {"psnr": [21.234, None, 18.5]}, "zero_filled": {"psnr": 17.0}}
+  assert pretrained.scores_line(test, "zero-filled") == (
+      "test split, 24 slices at 3 λ: mean PSNR 18.50–21.23 dB, best at λ = 0; zero-filled "
+      "17.00 dB (every mean in info.json's test)")
+  # A plain Unet's one λ read "mean PSNR 15.72–15.72 dB".
+  test.update(lambdas=[[0.30000001192092896]], mean={"psnr": [15.716]})
+  assert pretrained.scores_line(test, "noisy input").startswith(
+      "test split, 24 slices at 1 λ: mean PSNR 15.72 dB, best at λ = 0.3; noisy input 17.00 dB")
+  test["mean"]["psnr"] = [None]
+  assert "mean PSNR n/a dB;" in pretrained.scores_line(test, "zero-filled")
 
 
 def test_a_report_of_a_pretrained_model_draws_its_stored_unets(exported, tmp_path,
