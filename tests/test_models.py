@@ -597,3 +597,23 @@ def test_a_stack_s_members_start_from_their_own_draws_and_give_weights_per_row()
     assert kernel.shape == (3,) + spec.kernel_shape
     np.testing.assert_array_equal(
         kernel, np.broadcast_to(params[f"{spec.name}_kernel"][1], kernel.shape))
+
+
+def test_variables_that_do_not_fit_the_model_are_named_not_a_flax_scope_error():
+  # Another model's variables, variables['params'] alone, or train=True without
+  # mutable were Flax scope errors (ScopeParamShapeError, ...), not InputError.
+  zf, coeffs = _inputs()
+  (hyper, hyper_vars), (unet, unet_vars), (stack, stack_vars) = _every_model()
+  wider = models.HyperUnet(hyper_dim=8, channels=4)
+  with pytest.raises(errors.InputError, match=r"variables do not fit this HyperUnet.*\(2, 4\)"):
+    wider.apply(hyper_vars, zf, coeffs)
+  with pytest.raises(errors.InputError, match=r"variables do not fit this Unet"):
+    unet.apply(hyper_vars, zf, coeffs)
+  with pytest.raises(errors.InputError, match=r"variables do not fit this UnetStack"):
+    stack.apply(unet_vars, zf, coeffs)
+  with pytest.raises(errors.InputError, match=r"variables\['params'\] alone"):
+    hyper.apply(hyper_vars["params"], zf, coeffs)
+  with pytest.raises(errors.InputError, match=r"mutable=\['batch_stats'\]"):
+    hyper.apply(hyper_vars, zf, coeffs, train=True)
+  out, updates = hyper.apply(hyper_vars, zf, coeffs, train=True, mutable=["batch_stats"])
+  assert out.shape == zf.shape[:3] and "batch_stats" in updates

@@ -149,7 +149,7 @@ def check_coeffs(coeffs, num_coeffs: int, batch: int):
     maps.check_coefficients(np.reshape(np.asarray(coeffs), (-1, num_coeffs)))
 
 
-class HyperUnet(nn.Module):
+class HyperUnet(unet.CheckedApply, nn.Module):
   """HyperRecon: a Unet whose convolution weights are generated from λ.
 
   Every batch element gets the weights generated from its own coefficient

@@ -13,7 +13,7 @@ from hyperrecon_jax.models import unet
 from hyperrecon_jax.models import weight_sets
 
 
-class UnetStack(nn.Module):
+class UnetStack(unet.CheckedApply, nn.Module):
   """L plain Unets, one per λ vector of ``lambdas``, called like every model.
 
   Every variable is a `unet.Unet`'s with a leading axis of size L; the members

@@ -13,6 +13,7 @@ BatchNorm scales and biases are parameters of ``UnetBody``, shared by every λ a
 in the reference.
 """
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,40 @@ def check_input(zf, name: str = "zf", channels: int = IN_CHANNELS):
     raise errors.InputError(f"{name}: images of {shape[1]}×{shape[2]} cannot be "
                             f"max-pooled {NUM_LEVELS - 1} times: height and width must "
                             f"be positive multiples of {factor}")
+
+
+class CheckedApply:
+  """``apply`` of every model: variables that do not fit it are an `errors.InputError`.
+
+  Flax's own errors (a parameter of another shape or name, an empty
+  collection, BatchNorm statistics it may not update) name its scopes, not
+  what to change: another model's variables, ``variables['params']`` alone,
+  or ``train=True`` without ``mutable=['batch_stats']``.
+  """
+
+  def apply(self, variables, *args, **kwargs):
+    try:
+      return super().apply(variables, *args, **kwargs)
+    except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError,
+            flax.errors.ScopeCollectionNotFound, flax.errors.ScopeVariableNotFoundError,
+            flax.errors.ModifyScopeVariableError) as e:
+      name = type(self).__name__
+      what = str(e).split(" (https://")[0].rstrip(".")
+      if not hasattr(variables, "keys") or "params" not in variables:
+        keys = sorted(variables) if hasattr(variables, "keys") else type(variables).__name__
+        raise errors.InputError(
+            f"variables must be the dict {name}.init returns, with 'params' (and "
+            f"'batch_stats'), got {keys}: pass the whole variables, not "
+            "variables['params'] alone") from None
+      if isinstance(e, flax.errors.ModifyScopeVariableError):
+        raise errors.InputError(
+            f"{name}.apply(..., train=True) updates the BatchNorm statistics: pass "
+            f"mutable=['batch_stats'] and get (output, updates) back ({what})") from None
+      raise errors.InputError(
+          f"variables do not fit this {name}: {what}; they belong to another model "
+          "(another kind, hyper_dim, channels or number of loss terms): build the model "
+          "from the variables' own config (hr.train.load_trained and "
+          "hr.pretrained.load return both)") from None
 
 
 class UnetBody(nn.Module):
@@ -137,7 +172,7 @@ class UnetBody(nn.Module):
     return out[..., 0] + physics.magnitude(zf)
 
 
-class Unet(nn.Module):
+class Unet(CheckedApply, nn.Module):
   """Plain Unet baseline: the HyperRecon topology with ordinary parameters.
 
   Attributes:
