@@ -465,3 +465,20 @@ def test_the_memory_floor_of_a_stack_counts_every_unets_rows_rounded_up_per_devi
   # keeps its own activations; float32.
   _, activations = state_lib.memory_floor_parts(config, model, num_devices=2)
   assert activations == 2 * 2 * kept * 4
+
+
+@pytest.mark.parametrize("section, field", [("model", "channels"), ("train", "lr"),
+                                            (None, "hparams")])
+def test_a_field_the_config_lacks_is_a_config_error_naming_it(section, field):
+  # build_model, create_state and make_train_step (and its step, as traced)
+  # raised ml_collections' bare AttributeError "'channels'" for a config built
+  # by hand; library.md promises a ConfigError that names the field.
+  config = make_config()
+  with (config[section] if section else config).unlocked():
+    del (config[section] if section else config)[field]
+  operator = physics.make_operator(config.task, (SIZE, SIZE))
+  with pytest.raises(train.ConfigError, match=rf"the config lacks a field .*\({field}\)"):
+    model = train.build_model(config)
+    state = train.create_state(config, model, jax.random.key(0))
+    step = train.make_train_step(config, model, operator)
+    jax.eval_shape(step, state, {"image": images()}, jax.random.key(1))

@@ -9,6 +9,7 @@ bound to: `hyperrecon_jax.train.run_fields`.
 """
 
 import copy
+import functools
 import importlib
 import re
 
@@ -64,6 +65,44 @@ ADDED_FIELDS = (
 
 class ConfigError(errors.InputError):
   """A configuration that cannot work, with a message saying why."""
+
+
+def missing_field(e: Exception, reader: str = "the library") -> "ConfigError | None":
+  """The `ConfigError` naming a field a config lacks, if ``e`` is ml_collections' KeyError.
+
+  A ``ConfigDict`` raises ``KeyError`` for a missing item and an
+  ``AttributeError`` (from that ``KeyError``) for a missing attribute; any
+  other exception gives None.
+  """
+  if isinstance(e, AttributeError) and isinstance(e.__context__, KeyError):
+    field = str(e).strip("'\"")
+  elif isinstance(e, KeyError):
+    field = str(e).strip("'\"").split("'")[0]
+  else:
+    return None
+  tb = e.__traceback__
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  if tb is None or "ml_collections" not in tb.tb_frame.f_code.co_filename:
+    return None
+  return ConfigError(f"the config lacks a field {reader} reads ({field}); start from "
+                     "experiments/configs/default.py's get_config() (in the repository) "
+                     "or a shipped model's config (hyperrecon_jax.pretrained.load(NAME)[0]), "
+                     "which have every field")
+
+
+def names_missing_fields(fn):
+  """``fn(config, ...)`` with a field its config lacks raised as a `ConfigError` naming it."""
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    try:
+      return fn(*args, **kwargs)
+    except (KeyError, AttributeError) as e:
+      error = missing_field(e)
+      if error is None:
+        raise
+      raise error from None
+  return wrapper
 
 
 def from_stored(stored) -> ml_collections.ConfigDict:

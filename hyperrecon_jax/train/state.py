@@ -40,6 +40,7 @@ def unstack(config, variables, index: int = 0):
   return config, build_model(config), variables
 
 
+@configuration.names_missing_fields
 def build_model(config, *, strategy: str | None = None):
   """The network of ``config.model``: ``HyperUnet``, or for hyper_dim 0 ``Unet``
   (a `models.UnetStack` of them when ``config.hparams.baselines`` lists λ
@@ -117,6 +118,7 @@ def optimizer(config) -> optax.GradientTransformation:
   return optax.adam(learning_rate(config))
 
 
+@configuration.names_missing_fields
 def create_state(config, model, key) -> TrainState:
   """Initializes parameters, statistics and optimizer state.
 

@@ -86,6 +86,7 @@ def dhs_keep(model, variables, operator, zf, y, coeffs, top_b: int):
   return sampling.select_lowest(dc, top_b)
 
 
+@configuration.names_missing_fields
 def make_train_step(config, model, operator):
   """Builds ``train_step(state, batch, rng) -> (state, metrics)`` (not jitted).
 
@@ -123,6 +124,7 @@ def make_train_step(config, model, operator):
   # over the kept rows, _step_inputs keeps them before the gradient pass.
   top_b = int(config.sampling.top_b) if dhs and config.sampling.normalize == "batch" else None
 
+  @configuration.names_missing_fields  # fields read as the step is traced
   def train_step(state, batch, rng):
     x, zf, y, coeffs = _step_inputs(config, model, operator, state, batch, rng)
     rows = x.shape[0]
