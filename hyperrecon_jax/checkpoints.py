@@ -69,6 +69,7 @@ class Restored(NamedTuple):
 
 
 def checkpoint_dir(workdir: str) -> str:
+  """The absolute path of a run's ``checkpoints`` folder."""
   return os.path.abspath(os.path.join(workdir, "checkpoints"))
 
 

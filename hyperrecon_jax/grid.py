@@ -60,6 +60,7 @@ def default_chunk() -> int:
 
 
 def check_chunk(chunk):
+  """``chunk`` as an int ≥ 1, `default_chunk` for None; anything else is an `InputError`."""
   if chunk is None:
     return default_chunk()
   if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:

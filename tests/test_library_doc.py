@@ -10,6 +10,7 @@ submodule.
 """
 
 import importlib
+import inspect
 import os
 import pkgutil
 import re
@@ -68,3 +69,18 @@ def test_every_name_a_row_lists_exists(path):
     if not hasattr(owner, attr):
       missing.append(name)
   assert not missing, f"library.md's row of {path} lists names it does not have: {missing}"
+
+
+@pytest.mark.parametrize("path", sorted(_rows()))
+def test_every_function_and_class_a_row_lists_has_a_docstring(path):
+  # checkpoints.checkpoint_dir, grid.check_chunk and the evaluators' check and
+  # prepare were listed with no docstring: help() said nothing of them.
+  module = importlib.import_module(path)
+  undocumented = []
+  for name in _listed_names(_rows()[path]):
+    *sub, attr = name.split(".")
+    owner = importlib.import_module(".".join([path, *sub])) if sub else module
+    obj = getattr(owner, attr, None)
+    if (inspect.isfunction(obj) or inspect.isclass(obj)) and not inspect.getdoc(obj):
+      undocumented.append(name)
+  assert not undocumented, f"{path}: listed in library.md without a docstring: {undocumented}"

@@ -20,6 +20,7 @@ from hyperrecon_jax import errors
 
 
 def check(config, settings) -> None:
+  """Refuses a ``config.evals.baselines.workdir`` that is not a folder name (or '')."""
   del config
   if not isinstance(settings.get("workdir", ""), str):
     raise errors.InputError("config.evals.baselines.workdir must be a folder or ''")
@@ -31,6 +32,7 @@ def _workdir(settings) -> str:
 
 
 def prepare(context, settings) -> None:
+  """Loads the per-λ Unets of ``settings.workdir``, if any, into ``context.stack``."""
   path = _workdir(settings)
   if path:
     b_config, *stack = _load(path, context.config, trained_on=context.trained_on,

@@ -14,6 +14,7 @@ from hyperrecon_jax import streams
 
 
 def check(config, settings) -> None:
+  """Refuses a ``config.evals.dhs_replay.batches`` that is not an integer ≥ 1."""
   del config
   batches = settings.get("batches")
   if isinstance(batches, bool) or not isinstance(batches, (int, np.integer)) or batches < 1:

@@ -263,6 +263,7 @@ def _gallery(result, config, shown, psnrs):
 
 
 def check(config, settings) -> None:
+  """Refuses a ``config.evals.figures.panel_lambdas`` that is not an integer ≥ 1."""
   del config
   n = settings.get("panel_lambdas")
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:

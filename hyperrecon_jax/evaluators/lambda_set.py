@@ -25,6 +25,8 @@ def _integer(name, value, low):
 
 
 def check(config, settings) -> None:
+  """Refuses bad ``config.eval`` settings (grid, chunk, samples, gallery, split) and a
+  ``segmenter`` that is no folder name, with an `errors.InputError` naming the field."""
   from hyperrecon_jax.data import SPLITS
   _integer("eval.grid", config.eval.grid, 2)  # λ values per axis, both ends included
   _integer("eval.chunk", config.eval.chunk, 1)
@@ -69,6 +71,8 @@ def check_files(context, settings) -> None:
 
 
 def prepare(context, settings) -> None:
+  """Sets the context's λ set (``lam_grid``, the result's ``design``), its segmenter
+  (checked against the split) and, for a design, the loss terms scored."""
   context.lam_grid, design = lambda_set(context.config)
   context.result["design"] = design
   path = _segmenter(settings)
