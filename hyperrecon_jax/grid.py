@@ -287,7 +287,10 @@ def reconstruct_grid(model, variables, zf, coeffs, *, chunk: int | None = None,
   """
   chunk = check_chunk(chunk)
   single = np.ndim(zf) == 3
-  _check_zf(zf, "zf (or one slice, (H, W, 2))", (1,) * single + np.shape(zf))
+  if not (np.ndim(zf) in (3, 4) and np.shape(zf)[-1] == 2):
+    # Named by the shape given, not the one a single slice's added axis makes.
+    raise errors.InputError("zf must have shape (S, H, W, 2), or (H, W, 2) for one slice, "
+                            f"got shape {np.shape(zf)}.")
   _check_coeffs(coeffs)
   zf, coeffs = jnp.asarray(zf, jnp.float32), jnp.asarray(coeffs, jnp.float32)
   zf = zf[None] if single else zf

@@ -1,6 +1,7 @@
 """Tests of hyperrecon_jax.grid, the one inference engine: λ grids in chunks in either
 order, every model type, bad input, the terms of the generated weights."""
 
+import re
 
 from evaluation_support import SIZE
 from evaluation_support import G
@@ -15,6 +16,7 @@ import pytest
 import scipy.ndimage
 from skimage.metrics import structural_similarity as sk_ssim
 
+from hyperrecon_jax import errors
 from hyperrecon_jax import grid
 from hyperrecon_jax import hparams
 from hyperrecon_jax import models
@@ -196,6 +198,16 @@ def test_reconstruct_grid_bad_input(zf_shape, coeffs_shape, chunk, match):
     grid.reconstruct_grid(net, variables, np.zeros(zf_shape, np.float32),
                               np.zeros(coeffs_shape, np.float32), chunk=chunk)
 
+
+
+@pytest.mark.parametrize("zf_shape", [(2, SIZE, SIZE), (2, SIZE, SIZE, 3), (SIZE, SIZE)])
+def test_a_bad_zf_is_named_by_the_shape_given(zf_shape):
+  # (B, H, W) images were reported as "got shape (1, 2, H, W)": the shape after
+  # a single slice's added axis, not the one passed.
+  net, variables, _ = tiny_hyperunet()
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(2)))
+  with pytest.raises(errors.InputError, match=re.escape(f"got shape {zf_shape}.")):
+    grid.reconstruct_grid(net, variables, np.zeros(zf_shape, np.float32), coeffs)
 
 def test_default_chunk_is_small_on_cpu():
   # The CPU 'loop' strategy unrolls the chunk, so a big default compiles slowly.
