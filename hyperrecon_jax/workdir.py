@@ -39,8 +39,8 @@ LOCK_FILE = "train.lock"
 RUN_ENTRIES = (
     "config.json", "checkpoints", "checkpoints.pending.json", "checkpoints.damaged",
     LOCK_FILE, "metrics.jsonl", "metrics.jsonl.tmp", "metrics.jsonl.*.old",
-    "events.out.tfevents.*", "events.*.old", "eval", "baselines.json", "gradient_scales.json",
-    "data_splits.json")
+    "events.out.tfevents.*", "events.*.old", "eval", "eval.*.old", "baselines.json",
+    "gradient_scales.json", "data_splits.json")
 SEGMENTER_ENTRIES = ("segmenter.msgpack", "segmenter.json", LOCK_FILE)
 GRADIENT_SCALES_ENTRIES = ("gradient_scales.json",)
 _ANY_KIND = (".*", "*.tmp[0-9]*", "*.log", "nohup.out")

@@ -214,6 +214,12 @@ def test_a_run_whose_checkpoints_were_all_damaged_starts_again_and_says_so(
   metrics = os.path.join(workdir, "metrics.jsonl")
   with open(metrics) as f:
     old_metrics = f.read()
+  # The earlier run's report scored weights that the new run replaces: left as
+  # eval/, it read as this run's (summarize paired its numbers with the new
+  # run's checkpoint of the same step).
+  os.makedirs(os.path.join(workdir, "eval"))
+  with open(os.path.join(workdir, "eval", "lambda_grid.json"), "w") as f:
+    f.write("{}")
   for step in CHECKPOINT_STEPS:
     with open(os.path.join(workdir, "checkpoints", str(step), "_CHECKPOINT_METADATA"),
               "a") as f:
@@ -228,6 +234,9 @@ def test_a_run_whose_checkpoints_were_all_damaged_starts_again_and_says_so(
   assert re.search(r"warning: .* has no usable checkpoint: the damaged ones \(steps 2, 4, 6\) "
                    r"are in .*checkpoints\.damaged; training starts again from step 0", err), err
   assert "is kept: its metrics as metrics.jsonl.1.old" in err
+  assert "its report in eval.1.old" in err
+  assert not os.path.exists(os.path.join(workdir, "eval"))
+  assert os.listdir(os.path.join(workdir, "eval.1.old")) == ["lambda_grid.json"]
   with open(metrics + ".1.old") as f:
     assert f.read() == old_metrics
   assert [r["step"] for r in read_metrics(workdir)] == [1, 2]

@@ -47,7 +47,8 @@ class MetricWriter:
   records (its checkpoints were damaged, or never written) keeps them as
   ``metrics.jsonl.<n>.old`` and its TensorBoard event files in the folder
   ``events.<n>.old``, where TensorBoard shows them as a run of their own
-  instead of mixed into the new run's curves, and says so. A writer that is
+  instead of mixed into the new run's curves, and its report ``eval/`` as
+  ``eval.<n>.old``, and says so. A writer that is
   not ``enabled`` (every process but the first of a multi-host run) writes
   nothing.
 
@@ -233,7 +234,7 @@ def _holds_events(path: str) -> bool:
 
 
 def _set_aside_earlier_run(workdir: str, path: str) -> None:
-  """Moves an earlier run's records and event files aside (`MetricWriter`).
+  """Moves an earlier run's records, event files and report aside (`MetricWriter`).
 
   Files without records (an empty ``metrics.jsonl``, an event file with no
   event but its header) are removed instead: there is no run to keep.
@@ -248,11 +249,17 @@ def _set_aside_earlier_run(workdir: str, path: str) -> None:
   records = os.path.exists(path) and os.path.getsize(path) > 0
   if os.path.exists(path) and not records:
     os.remove(path)
-  if not records and not events:
+  # The earlier run's report scored weights this run replaces: left as eval/,
+  # it would read as this run's report (summarize pairs it with the new run's
+  # checkpoint of the step it names).
+  report = os.path.join(workdir, "eval")
+  report = report if os.path.lexists(report) else None
+  if not records and not events and not report:
     return
   n = 1
-  while (os.path.exists(f"{path}.{n}.old")
-         or os.path.exists(os.path.join(workdir, f"events.{n}.old"))):
+  while any(os.path.lexists(p) for p in (
+      f"{path}.{n}.old", os.path.join(workdir, f"events.{n}.old"),
+      os.path.join(workdir, f"eval.{n}.old"))):
     n += 1
   kept = []
   if records:
@@ -264,6 +271,9 @@ def _set_aside_earlier_run(workdir: str, path: str) -> None:
     for event in events:
       os.replace(event, os.path.join(folder, os.path.basename(event)))
     kept.append(f"its TensorBoard events in events.{n}.old")
+  if report:
+    os.replace(report, os.path.join(workdir, f"eval.{n}.old"))
+    kept.append(f"its report in eval.{n}.old")
   print(f"the previous run in {workdir} is kept: {' and '.join(kept)}", file=sys.stderr)
 
 
