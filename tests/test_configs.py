@@ -445,6 +445,17 @@ def test_a_config_built_without_a_field_names_it(section, field):
     train.check_config(config)
 
 
+def test_a_segmenter_s_config_without_a_field_names_it():
+  # The segmenter's check reads the data section and train.seed; it had its
+  # own copy of the library's message, without the advice where to start from.
+  from hyperrecon_jax.train import config_checks
+  config = configs.load("demo", "quick")
+  del config.data["image_size"]
+  with pytest.raises(train.ConfigError, match=r"the config lacks a field the segmenter reads "
+                                              r"\(image_size\); start from experiments/configs/"):
+    config_checks.check_data_config(config)
+
+
 def test_denoising_without_noise_is_refused():
   # σ = 0: the input is the ground truth, whose infinite PSNR left every
   # slice out of the statistics (NaN validation PSNR, a report that failed).

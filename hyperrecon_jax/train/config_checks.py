@@ -22,6 +22,7 @@ from hyperrecon_jax import streams
 from hyperrecon_jax.data import common as data_common
 from hyperrecon_jax.train.configuration import ConfigError
 from hyperrecon_jax.train.configuration import import_extensions
+from hyperrecon_jax.train.configuration import missing_field
 
 TASKS = ("csmri", "denoise", "superres")
 # The most λ an evaluation scores, each on every slice of its split (10,000 λ
@@ -52,12 +53,10 @@ def check_config(config) -> None:
     _check_config(config)
   except (KeyError, AttributeError) as e:
     # The library has no defaults: a config built by hand may lack a field.
-    field = str(e).strip("'\"")
-    field = field.split("'")[0] if isinstance(e, KeyError) else field
-    raise ConfigError(f"the config lacks a field the library reads ({field}); start from "
-                      "experiments/configs/default.py's get_config() (in the repository) "
-                      "or a shipped model's config (hyperrecon_jax.pretrained.load(NAME)[0]), "
-                      "which have every field") from None
+    error = missing_field(e)
+    if error is None:
+      raise
+    raise error from None
 
 
 def check_data_config(config) -> None:
@@ -70,8 +69,10 @@ def check_data_config(config) -> None:
     _check_data(config)
     _check_seed(config.train.seed, "train.seed")
   except (KeyError, AttributeError) as e:
-    field = str(e).strip("'\"").split("'")[0] if isinstance(e, KeyError) else str(e)
-    raise ConfigError(f"the config lacks a field the segmenter reads ({field})") from None
+    error = missing_field(e, "the segmenter")
+    if error is None:
+      raise
+    raise error from None
 
 
 def _check_config(config) -> None:
