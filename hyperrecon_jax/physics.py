@@ -43,6 +43,15 @@ def _check_images(name: str, x, image_shape: tuple[int, int] | None = None):
         f"(full shape {shape}).")
 
 
+def _check_kspace(y):
+  """CS-MRI measures complex k-space: real values are an image given in its place."""
+  dtype = getattr(y, "dtype", None)
+  if dtype is None or not jnp.issubdtype(dtype, jnp.complexfloating):
+    raise errors.InputError(
+        f"y must be complex k-space (CSMRI.measure(x) gives it), got values of type {dtype}: "
+        "an image was given in place of its measurement?")
+
+
 def _check_batches(y, recon):
   """A measurement row per reconstruction: a batch of 1 would broadcast silently."""
   if y.shape[0] != recon.shape[0]:
@@ -161,6 +170,7 @@ class CSMRI(Operator):
   def adjoint(self, y):
     """``F^-1(M * y)``: (B, H, W) k-space -> complex64 images."""
     _check_images("y", y, self.mask.shape)
+    _check_kspace(y)
     return jnp.fft.ifft2(self.sampling * y.astype(jnp.complex64), norm="ortho")
 
   @property
@@ -175,11 +185,13 @@ class CSMRI(Operator):
   def check_measurement(self, y, recon):
     _check_images("recon", recon, self.mask.shape)
     _check_images("y", y, self.mask.shape)
+    _check_kspace(y)
     _check_batches(y, recon)
 
   def zero_filled(self, y):
     """``F^-1(y)`` as (B, H, W, 2) float32 (real, imaginary)."""
     _check_images("y", y, self.mask.shape)
+    _check_kspace(y)
     img = jnp.fft.ifft2(y.astype(jnp.complex64), norm="ortho")
     return jnp.stack([img.real, img.imag], axis=-1).astype(jnp.float32)
 

@@ -92,6 +92,22 @@ def test_csmri_zero_filled_is_the_inverse_fft_of_the_measurement():
   assert np.abs(ref.imag).max() > 100 * bound  # the imaginary channel is not ~0
 
 
+def test_csmri_refuses_an_image_given_in_place_of_its_k_space():
+  # zero_filled(x) of the images themselves computed F⁻¹(x), a picture of
+  # nothing, without a word; so did the data consistency against them.
+  x = _images()
+  op = physics.CSMRI(masks.poisson_disc((32, 24), 3, seed=0))
+  for call in (lambda: op.zero_filled(x), lambda: op.adjoint(x),
+               lambda: op.data_consistency(x, x),
+               lambda: jax.jit(op.zero_filled)(jnp.asarray(x, jnp.float32))):
+    with pytest.raises(errors.InputError, match=r"y must be complex k-space \(CSMRI.measure"
+                                                r"\(x\) gives it\), got values of type float"):
+      call()
+  y = op.measure(x)
+  assert op.zero_filled(y).shape == x.shape + (2,)
+  assert op.zero_filled(np.asarray(y, np.complex128)).dtype == jnp.float32
+
+
 def test_csmri_data_consistency():
   x = _images()
   op = physics.CSMRI(masks.poisson_disc((32, 24), 3, seed=0))
