@@ -126,6 +126,20 @@ def _check_batch(batch, index):
       batch["valid"], bool)
 
 
+def _check_image_size(operator, image, index):
+  """Images of the size the operator measures (CS-MRI's mask has one), named as the batch's.
+
+  The slices are measured one at a time, where the operator's own message
+  would name an ``x`` of one slice.
+  """
+  mask = getattr(operator, "mask", None)
+  if mask is not None and image.shape[1:] != tuple(mask.shape):
+    raise errors.InputError(
+        f"batch {index}: image has slices of {image.shape[1]}×{image.shape[2]} pixels (shape "
+        f"{image.shape}), but the operator measures {mask.shape[0]}×{mask.shape[1]} images (its "
+        "mask's shape): give batches of that size.")
+
+
 def _lambda_blocks(num_lambdas: int, batch: int, chunk: int):
   """Index blocks of the λ grid, all of one length, so one call stays short.
 
@@ -206,6 +220,7 @@ def evaluate_grid(model, variables, operator, batches: Iterable[Mapping[str, Any
   truth_dice = []
   for i, batch in enumerate(batches):
     image, volume, slice_, valid = _check_batch(batch, i)
+    _check_image_size(operator, image, i)
     labels = _labels(batch, i, segmenter, image, valid, truth_dice)
     keys = slice_keys(key, volume, slice_)
     if terms:  # the terms need the measurement itself

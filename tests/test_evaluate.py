@@ -3,6 +3,7 @@ aggregated; Fig. 7 pairs."""
 
 import functools
 import json
+import re
 
 from evaluation_support import SIZE
 from evaluation_support import per_lambda
@@ -118,6 +119,19 @@ def test_evaluate_grid_ignores_padding_and_is_deterministic():
   again = evaluate.evaluate_grid(net, variables, _operator(), _batches(0), LAM, key=KEY,
                                  chunk=CHUNK)
   assert results.to_json(again) == results.to_json(a)
+
+
+def test_a_batch_of_another_image_size_is_named_as_the_batch_s():
+  # It read "x has images of shape (8, 8), expected (16, 16) (full shape
+  # (1, 8, 8))": a batch of one slice named x, from inside the measurement.
+  net, variables, _ = tiny_hyperunet()
+  batches = _batches()
+  small = {**batches[1], "image": batches[1]["image"][:, ::2, ::2]}
+  with pytest.raises(errors.InputError, match=re.escape(
+      f"batch 1: image has slices of {SIZE // 2}×{SIZE // 2} pixels (shape (2, {SIZE // 2}, "
+      f"{SIZE // 2})), but the operator measures {SIZE}×{SIZE} images (its mask's shape)")):
+    evaluate.evaluate_grid(net, variables, _operator(), [batches[0], small], LAM, key=KEY,
+                           chunk=CHUNK)
 
 
 def test_the_noise_of_a_slice_does_not_depend_on_its_batch():
