@@ -122,6 +122,9 @@ def test_a_design_report_names_its_gallery_slice_by_volume_and_number(env, tmp_p
   # The split's gallery is of the folder here: the line said "of the split".
   assert "gallery_split" in result
   assert "gallery of the folder (" in proc.stdout and "of the split" not in proc.stdout
+  # The shipped model stopped at 9,701 of its 10,000 steps, as its info.json
+  # says: it is what the package ships, not a run short of its training.
+  assert "warning: the run is at step" not in proc.stderr
 
 
 def test_evaluate_writes_the_report(env, trained, tmp_path):

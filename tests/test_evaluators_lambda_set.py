@@ -72,3 +72,11 @@ def test_only_a_design_scores_the_loss_terms():
   lambda_set.prepare(context, {"segmenter": ""})
   assert context.result["design"]["kind"] == "samples" and context.lam_grid.shape == (5, 2)
   assert context.terms == ("dc", "tv")
+
+
+def test_a_model_short_of_its_training_is_said_to_be_so():
+  assert lambda_set.unfinished(4000, 4000) is None
+  assert lambda_set.unfinished(4001, 4000) is None  # a run trained on past a lowered num_steps
+  assert lambda_set.unfinished(2, 4000) == (
+      "the run is at step 2 of its config.train.num_steps=4000 (still training, or stopped): "
+      "these are not the finished model's scores")

@@ -247,7 +247,13 @@ def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
   # The stack is a checkpoint at step 1 of the default config's 100,000 steps:
   # scored as it is, but said to be unfinished (only checkpoint_step told it).
   assert b["num_steps"] == train.load_trained(stack)[0].train.num_steps == 100_000
+  # So is the HyperRecon run itself, looked at while it trains (only
+  # checkpoint_step told it).
+  total = train.load_config(workdir).train.num_steps
+  assert result["checkpoint_step"] < total
   assert result["warnings"] == [
+      f"the run is at step {result['checkpoint_step']} of its config.train.num_steps="
+      f"{total} (still training, or stopped): these are not the finished model's scores",
       f"the per-λ Unets of {stack} are at step 1 of their config.train.num_steps=100000 (an "
       "unfinished baselines.py run: rerun it to finish)"]
   # Independently: the λ = 1 Unet through the plain evaluator, same key.

@@ -121,6 +121,21 @@ def run(context, settings) -> None:
                               progress=context.progress))
   context.result.update(checkpoint_step=context.step, split=context.split,
                         input_name=physics.input_name(context.config.task.name))
+  # A run's report only: an exported model is what its folder ships, however
+  # far it trained (its info.json says; the shipped 64² model's time budget
+  # stopped it at 9,701 of 10,000 steps).
+  warning = ("workdir" in context.result
+             and unfinished(context.step, int(context.config.train.num_steps)))
+  if warning:
+    context.result.setdefault("warnings", []).append(warning)
+
+
+def unfinished(step: int, num_steps: int) -> str | None:
+  """The report's warning for a run scored short of its training, None for a finished one."""
+  if step >= num_steps:
+    return None
+  return (f"the run is at step {step} of its config.train.num_steps={num_steps} (still "
+          "training, or stopped): these are not the finished model's scores")
 
 
 def score(context, model, variables, lam_grid, *, progress=False) -> dict:
