@@ -43,7 +43,7 @@ def test_export_writes_a_model_folder(exported):
   assert pretrained.names(folder) == ["tiny"]
   assert sorted(os.listdir(os.path.join(folder, "tiny"))) == [
       "config.json", "info.json", "weights.msgpack"]
-  assert written["step"] == 6 and written["bytes"] == os.path.getsize(
+  assert written["step"] == written["num_steps"] == 6 and written["bytes"] == os.path.getsize(
       os.path.join(folder, "tiny", "weights.msgpack"))
   assert pretrained.info("tiny", folder) == written
   with open(os.path.join(folder, "tiny", "config.json"), "rb") as f:
@@ -133,6 +133,8 @@ def test_an_export_that_fails_leaves_no_model_folder(run_a, tmp_path):
   written = pretrained.export(run_a["workdir"], "tiny", description="x", folder=str(tmp_path),
                               step=4, unfinished=True, score=lambda staging: {"test": {}})
   assert written["step"] == 4 and pretrained.info("tiny", str(tmp_path))["test"] == {}
+  # Exported short of its training, and its info.json says so beside the step.
+  assert written["num_steps"] == 6
   assert os.listdir(tmp_path) == ["tiny"]
 
 

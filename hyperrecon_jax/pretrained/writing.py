@@ -128,7 +128,8 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
       workdir_lib.write_bytes(os.path.join(staged, CONFIG_FILE), config_bytes)
       workdir_lib.write_bytes(os.path.join(staged, WEIGHTS_FILE), blob)
       out = {"format": FORMAT, "name": name, "description": description,
-             "step": int(step), "sha256": hashlib.sha256(blob).hexdigest(),
+             # Beside the step: a model exported --unfinished says so itself.
+             "step": int(step), "num_steps": total, "sha256": hashlib.sha256(blob).hexdigest(),
              "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
              "bytes": len(blob), **(extra or {})}
       write_info(staged, out)  # `load` verifies the files against these digests
