@@ -108,12 +108,57 @@ def _row(workdir: str) -> tuple[str, dict]:
               # Runs of other measurements or slices: not one problem, even
               # where the loss terms are the same (Unets would be refused).
               "task": _task_text(config.task.to_dict()),
-              "data": _data_text(config.data)}
+              "data": _data_text(config.data),
+              # Warned about, not refused (`_warn_recipes`).
+              "recipe": _recipe(config)}
     _warn_not_finite(path, result)
     return _format(workdir, result, config, step, spreads), shared
   except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:
     raise errors.InputError(f"{path}: a field is missing or malformed ({type(e).__name__}: "
                             f"{e}); evaluate the run again") from None
+
+
+# What else decides what a run learned, beside the columns (sampler, sampling
+# method, seed, step): two rows that differ here compare more than a sampler.
+_RECIPE = ("model.hyper_dim", "model.channels", "model.batch_norm", "model.init_scheme",
+           "model.dtype", "model.hyper_init", "model.conditioned", "loss_scales", "extensions",
+           "train.batch_size", "train.num_steps", "train.lr", "train.lr_decay_every",
+           "train.lr_decay_factor")
+# The settings a sampler or sampling method reads, compared between runs that use it.
+_SAMPLER_FIELDS = {"endpoints": ("endpoint_prob", "endpoint_prob_final"),
+                   "faces": ("endpoint_prob", "endpoint_prob_final", "alpha"),
+                   "dirichlet": ("alpha",), "log_uniform": ("log_min",)}
+
+
+def _recipe(config) -> dict:
+  """``{field: value}`` of a run's training recipe other than the table's columns."""
+  def value(dotted):
+    node = config
+    for part in dotted.split("."):
+      node = node[part]
+    return tuple(node) if isinstance(node, (list, tuple)) else node
+  out = {f: value(f) for f in _RECIPE}
+  sampler = str(config.hparams.sampler)
+  for f in _SAMPLER_FIELDS.get(sampler, ()):
+    out[f"hparams.{f} ({sampler})"] = value(f"hparams.{f}")
+  if str(config.sampling.method) == "dhs":
+    for f in ("top_b", "normalize"):
+      out[f"sampling.{f} (dhs)"] = value(f"sampling.{f}")
+  return out
+
+
+def _warn_recipes(workdirs, recipes) -> None:
+  """A warning naming the recipe fields (`_recipe`) on which the runs differ."""
+  if len(recipes) < 2 or any(r is None for r in recipes):
+    return
+  fields = [f for f in recipes[0] if all(f in r for r in recipes)
+            and len({repr(r[f]) for r in recipes}) > 1]
+  if fields:
+    diffs = "; ".join(f + " (" + ", ".join(f"{w}: {r[f]!r}" for w, r in
+                                           zip(workdirs, recipes)) + ")" for f in fields)
+    print(f"warning: the runs differ in more than the columns (λ sampler, sampling, seed, "
+          f"step) show: {diffs}; a difference between their rows is not the sampler's "
+          "alone", file=sys.stderr)
 
 
 def _task_text(task: dict) -> str:
@@ -204,6 +249,7 @@ def table(workdirs) -> str:
     raise errors.InputError(f"--workdirs lists {twice} twice: its row would be repeated")
   # Every row before the table: an error is then the only output.
   rows, shared = zip(*[_row(workdir) for workdir in workdirs])
+  recipes = [s.pop("recipe", None) for s in shared]
   for what in shared[0]:
     values = [s[what] for s in shared]
     if len(set(values)) > 1:
@@ -212,6 +258,7 @@ def table(workdirs) -> str:
           f"the reports differ in their {what} ({runs}): their hypervolumes, Pareto sets "
           "and PSNRs are not comparable; summarize reports of one task and data, one set "
           "of loss terms, one split, one design and one stack of Unets at a time")
+  _warn_recipes(workdirs, recipes)
   first = shared[0]
   return "\n".join([
       f"{_text(first['loss terms'])} · {first['split']} split · a design of "

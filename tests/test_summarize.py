@@ -99,3 +99,31 @@ def test_a_report_unlike_the_others_is_refused_wherever_it_is_listed(tmp_path, m
                                               rf"\({runs[0]}: test; {runs[1]}: validation; "
                                               rf"{runs[2]}: test\)"):
     summarize.table(runs)
+
+
+def test_runs_that_differ_in_more_than_the_sampler_are_warned_about(tmp_path, monkeypatch,
+                                                                    capsys):
+  # A UHS run of another width and learning rate was tabled beside a DHS run
+  # without a word: the rows read as UHS against DHS.
+  import configs
+  uhs, dhs = configs.load("demo_ao", "quick"), configs.load("demo_ao", "quick")
+  dhs.sampling.method, dhs.sampling.top_b = "dhs", 2
+  recipes = {"uhs": summarize._recipe(uhs), "dhs": summarize._recipe(dhs)}
+  runs = [str(tmp_path / name) for name in recipes]
+
+  def row(workdir):
+    _, shared = _fake_rows(dict.fromkeys(runs, "test"))(workdir)
+    return f"| {workdir} |", {**shared, "recipe": recipes[os.path.basename(workdir)]}
+  monkeypatch.setattr(summarize, "_row", row)
+  # The sampling method alone, and DHS's own settings: the table, no warning.
+  assert summarize.table(runs).splitlines()[-2:] == [f"| {w} |" for w in runs]
+  assert capsys.readouterr().err == ""
+  uhs.model.hyper_dim, uhs.train.lr = 2 * dhs.model.hyper_dim, 10 * dhs.train.lr
+  recipes["uhs"] = summarize._recipe(uhs)
+  assert summarize.table(runs).splitlines()[-2:] == [f"| {w} |" for w in runs]
+  err = capsys.readouterr().err
+  assert err.startswith("warning: the runs differ in more than the columns")
+  assert (f"model.hyper_dim ({runs[0]}: {uhs.model.hyper_dim}, {runs[1]}: "
+          f"{dhs.model.hyper_dim}); train.lr ({runs[0]}: {uhs.train.lr!r}, {runs[1]}: "
+          f"{dhs.train.lr!r})") in err
+  assert err.count("\n") == 1
