@@ -987,3 +987,21 @@ def test_an_interrupted_report_writer_puts_the_earlier_report_back(tmp_path, mon
   figures._publish(str(staging), str(out))
   assert (out / "lambda_grid.json").read_text() == "new"
   assert os.listdir(tmp_path) == ["eval"]
+
+
+@pytest.mark.parametrize("side", [2, 5, 11])
+def test_slices_of_a_two_hyperparameter_grid_are_on_its_diagonal(side):
+  # configs.md: slices.png shows a two-hyperparameter grid's diagonal. Spaced
+  # over the flattened 11 × 11 grid (paper Fig. 6's), it showed (0.2, 0.8) and
+  # (0.8, 0.2) instead.
+  from hyperrecon_jax import hparams
+  from hyperrecon_jax.evaluators import figures
+  lams = np.asarray(hparams.grid(side, 2))
+  shown = lams[figures.panel_picks(len(lams), 2, "grid", 5)]
+  assert (shown[:, 0] == shown[:, 1]).all()
+  assert shown[0].tolist() == [0, 0] and shown[-1].tolist() == [1, 1]
+  assert len(shown) == min(side, 5)
+  one = np.asarray(hparams.grid(21, 1))
+  np.testing.assert_allclose(one[figures.panel_picks(21, 1, "grid", 5)][:, 0],
+                             [0, 0.25, 0.5, 0.75, 1])
+  assert figures.panel_picks(20, 3, "samples", 5).tolist() == [0, 1, 2, 3]

@@ -381,9 +381,7 @@ def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery
   b_model, b_variables, b_lams = baselines
   lam_grid = shown.lam_grid
   num_lambdas = lam_grid.shape[1]
-  picks = np.unique(np.linspace(0, len(lam_grid) - 1, panel_lambdas).round().astype(int))
-  if design == "samples" and num_lambdas > 1:
-    picks = np.arange(num_lambdas + 1)  # the vertices: each term alone
+  picks = panel_picks(len(lam_grid), num_lambdas, design, panel_lambdas)
   baseline_row = None
   if b_model is not None and num_lambdas == 1:
     # HyperRecon at the evaluated λ nearest each baseline's, above that Unet.
@@ -405,6 +403,23 @@ def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery
                                f"{g['tolerance_db']:g} dB of the best PSNR "
                                f"({g['num_candidates']} candidates)"),
                         input_name=result["input_name"])
+
+
+def panel_picks(count: int, num_lambdas: int, design, panel_lambdas: int) -> np.ndarray:
+  """The indices of the λ ``slices.png`` shows, of ``count`` evaluated (without Unets).
+
+  One hyperparameter: ``panel_lambdas`` λ evenly spaced over the grid. Two (a
+  G × G grid, λ₁ the outer axis): its diagonal (0, 0) … (1, 1), ``panel_lambdas``
+  points of it; evenly spaced over the flattened grid they fell off it, e.g.
+  (0.2, 0.8) and (0.8, 0.2) for G = 11. A design: its vertices, each term alone.
+  """
+  if design == "samples" and num_lambdas > 1:
+    return np.arange(num_lambdas + 1)
+  if num_lambdas == 2:
+    side = int(round(np.sqrt(count)))
+    steps = np.unique(np.linspace(0, side - 1, panel_lambdas).round().astype(int))
+    return steps * (side + 1)
+  return np.unique(np.linspace(0, count - 1, panel_lambdas).round().astype(int))
 
 
 def _pareto_figure(result, names, path):
