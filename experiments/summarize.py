@@ -60,6 +60,12 @@ def _row(workdir: str) -> tuple[str, dict]:
         f"the report left it: move it back (mv {stranded} {os.path.dirname(path)}) or "
         f"evaluate the run again (experiments/evaluate.py --workdir={workdir}, which puts it "
         "back first)")
+  if not os.path.isfile(path) and os.path.isfile(os.path.join(workdir, "lambda_grid.json")):
+    # evaluate.py --out=FOLDER: the report alone, not the run it scored.
+    raise errors.InputError(
+        f"{workdir} is a report folder (evaluate.py --out), not a training run: summarize "
+        "reads a run's own report, <workdir>/eval; evaluate the run into it "
+        "(experiments/evaluate.py --workdir=RUN --samples=N) and give RUN")
   if not os.path.isfile(path):
     what = ("has not been evaluated" if os.path.isfile(os.path.join(workdir, "config.json"))
             else "is not a training run")

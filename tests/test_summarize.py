@@ -7,6 +7,7 @@ compare, are in tests/test_report.py, beside the runs it reports.
 """
 
 import os
+import re
 import sys
 
 import pytest
@@ -127,3 +128,19 @@ def test_runs_that_differ_in_more_than_the_sampler_are_warned_about(tmp_path, mo
           f"{dhs.model.hyper_dim}); train.lr ({runs[0]}: {uhs.train.lr!r}, {runs[1]}: "
           f"{dhs.train.lr!r})") in err
   assert err.count("\n") == 1
+
+
+def test_a_report_folder_given_as_a_run_is_named_as_such(tmp_path):
+  # results.md's Fig. 6 commands write reports with --out=W/ao3_uhs_eval: given
+  # to summarize, such a folder was "not a training run", with the advice to run
+  # evaluate.py --workdir=<that report folder>.
+  report = tmp_path / "ao3_uhs_eval"
+  report.mkdir()
+  (report / "lambda_grid.json").write_text(results.to_json(
+      {"format": results.FORMAT, "workdir": str(tmp_path / "ao3_uhs"),
+       "mean": {"psnr": [18.79]}}))
+  name = re.escape(str(report))
+  with pytest.raises(errors.InputError, match=rf"^{name} is a report folder \(evaluate\.py "
+                                              r"--out\), not a training run: summarize reads "
+                                              r"a run's own report, <workdir>/eval"):
+    summarize.table([str(report)])
