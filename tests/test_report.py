@@ -1005,3 +1005,5 @@ def test_slices_of_a_two_hyperparameter_grid_are_on_its_diagonal(side):
   np.testing.assert_allclose(one[figures.panel_picks(21, 1, "grid", 5)][:, 0],
                              [0, 0.25, 0.5, 0.75, 1])
   assert figures.panel_picks(20, 3, "samples", 5).tolist() == [0, 1, 2, 3]
+  # Seven λ pairs are no grid: spaced over the list, within it.
+  assert figures.panel_picks(7, 2, "grid", 5).tolist() == [0, 2, 3, 4, 6]

@@ -415,8 +415,8 @@ def panel_picks(count: int, num_lambdas: int, design, panel_lambdas: int) -> np.
   """
   if design == "samples" and num_lambdas > 1:
     return np.arange(num_lambdas + 1)
-  if num_lambdas == 2:
-    side = int(round(np.sqrt(count)))
+  side = int(round(np.sqrt(count)))
+  if num_lambdas == 2 and side * side == count:  # a G × G grid, not a list of λ
     steps = np.unique(np.linspace(0, side - 1, panel_lambdas).round().astype(int))
     return steps * (side + 1)
   return np.unique(np.linspace(0, count - 1, panel_lambdas).round().astype(int))
