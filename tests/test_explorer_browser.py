@@ -279,6 +279,21 @@ def test_four_terms_have_one_slider_per_coefficient_and_a_gallery(browser, four_
   find("best-ssim").click()
   assert shown() == pytest.approx(curve["best"]["ssim"]["coeffs"], abs=1e-5)
 
+  # The server gone (explore.py stopped) as the slice changes: the page says so,
+  # shows none of the old slice's images or scores under the new slice's name,
+  # and does not go on saying that it is computing the λ set.
+  other = (index + 1) % len(driver.find_elements(By.CSS_SELECTOR, "#slice option"))
+  driver.execute_script(
+      "window.fetch = () => Promise.reject(new TypeError('Failed to fetch'));"
+      "const s = document.getElementById('slice'); s.value = String(arguments[0]);"
+      "s.dispatchEvent(new Event('change'));", other)
+  wait.until(idle)
+  assert find("psnr").text == "–" and find("ssim").text == "–", find("psnr").text
+  for name in ("truth", "zero_filled", "recon", "error"):
+    assert find(f"img-{name}").get_attribute("src") is None, name
+  assert "does not answer" in find("error").text, find("error").text
+  assert "computing" not in find("status").text, find("status").text
+
   errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
   assert not errors, errors
 

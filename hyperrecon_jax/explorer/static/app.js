@@ -41,7 +41,11 @@ function setBusy() {
 function showError(text) { $("error").textContent = text || ""; }
 
 async function getJSON(url) {
-  const response = await fetch(url);
+  let response;
+  try { response = await fetch(url); } catch (e) {  // no answer at all: not a bad request
+    throw new Error("the explorer does not answer (was explore.py stopped?): start it " +
+                    "again and reload this page");
+  }
   const body = await response.json();
   if (!response.ok) { throw new Error(body.error || ("HTTP " + response.status)); }
   return body;
@@ -225,6 +229,12 @@ async function requestRecon() {
     $("psnr").dataset.coeffs = lamParam(coeffs);
     showError("");
   } catch (e) {
+    // What the page showed was another point's (or slice's): none of it stays
+    // under the labels of the point asked for.
+    for (const k of ["truth", "zero_filled", "recon", "error"]) { $("img-" + k).removeAttribute("src"); }
+    for (const m of ["psnr", "ssim", "hfen", "dice"]) { $(m).textContent = "–"; }
+    $("err-range").textContent = "–";
+    delete $("psnr").dataset.lam; delete $("psnr").dataset.coeffs;
     showError(String(e.message || e));
   } finally {
     state.inflight = false;
@@ -261,7 +271,12 @@ async function loadCurve() {
     showGallery();
     drawCurves();
   } catch (e) {
-    if (ticket === state.curveTicket) { showError(String(e.message || e)); }
+    if (ticket === state.curveTicket) {  // said in the status, which a later move keeps
+      $("status").textContent = "the λ set of " + sliceText(slice) + " could not be computed: " +
+          String(e.message || e);
+      $("gallery-text").textContent = "gallery: no λ set of " + sliceText(slice);
+      showError(String(e.message || e));
+    }
   } finally {
     // Only the request of the slice shown ends the wait: a discarded one is not it.
     if (ticket === state.curveTicket) { state.curveLoading = false; setBusy(); }
