@@ -550,6 +550,9 @@ def test_the_script_serves_until_ctrl_c(run_a, env):
     assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
     status, info = get_json(match.group(1) + "api/info")
     assert status == 200 and info["step"] == 6
+    # The page says so too, where the scores are read, not only the terminal.
+    assert info["source"].endswith("train split (the split the model learned from: its "
+                                   "scores are not held out)"), info["source"]
     assert f"slices of {info['image_size']}×{info['image_size']} px" in line  # run_a: 32×32
     assert info["image_size"] == run_a["config"].data.image_size
     proc.send_signal(signal.SIGINT)

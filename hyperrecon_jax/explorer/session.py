@@ -138,7 +138,10 @@ class Explorer:
     if from_split:
       images, volumes, slices, self.labels = slices_lib.load_split(
           self.config, split, self.segmenter is not None)
-      self.source = source or f"{self.config.data.name} {split} split"
+      # The split the model learned from is served as asked, and said to be on the page.
+      learned = (" (the split the model learned from: its scores are not held out)"
+                 if split == "train" else "")
+      self.source = source or f"{self.config.data.name} {split} split{learned}"
       from hyperrecon_jax import data
       self.volume_names = {v.id: v.name for v in data.volumes(self.config.data, split)}
     else:
