@@ -175,6 +175,17 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
   shown(first)
   find("toggle").click()
   shown(second)
+  assert find("pair-text").text.endswith("showing the second")
+  # Moved off the pair, the page no longer says that one of it is shown.
+  off = next(v for v in (0.987, 0.986) if v not in (first, second))
+  driver.execute_script(
+      "const s = document.getElementById('lam-slider'); s.value = arguments[0];"
+      "s.dispatchEvent(new Event('input'));", str(off))
+  shown(off)
+  assert "showing the" not in find("pair-text").text, find("pair-text").text
+  find("toggle").click()
+  shown(first)
+  assert find("pair-text").text.endswith("showing the first")
 
   # The gallery: a click loads that candidate.
   items = curve["gallery"]["items"]

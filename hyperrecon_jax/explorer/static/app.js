@@ -126,6 +126,7 @@ function pointChanged(source) {
   $("dl-png").href = base + "&format=png";
   $("dl-npy").href = base + "&format=npy";
   markGallery();
+  markPair();
   drawCurves();
   requestRecon();
 }
@@ -456,17 +457,24 @@ function showPair() {
     return;
   }
   state.pair = d.indices; state.pairSide = 0;
-  $("pair-text").textContent = "diverse pair: (" + pairText(d.indices[0]) + ") and (" +
-      pairText(d.indices[1]) + "), ℓ2 distance " + d.distance.toFixed(3) + "; showing the first";
+  state.pairBase = "diverse pair: (" + pairText(d.indices[0]) + ") and (" +
+      pairText(d.indices[1]) + "), ℓ2 distance " + d.distance.toFixed(3);
   $("toggle").disabled = false;
   goIndex(d.indices[0]);
+}
+
+function markPair() {  // says which of the pair is shown: neither once the point moved off it
+  if (!state.pair || !state.curve) { return; }
+  const key = lamParam(state.coeffs.map((v) => v.toFixed(4)));
+  const side = state.pair.findIndex(
+      (k) => lamParam(state.curve.coeffs[k].map((v) => v.toFixed(4))) === key);
+  $("pair-text").textContent = state.pairBase + "; " + (side < 0
+      ? "showing neither (toggle pair goes back to one)" : "showing the " + (side ? "second" : "first"));
 }
 
 function togglePair() {
   if (!state.pair) { return; }
   state.pairSide = 1 - state.pairSide;
-  $("pair-text").textContent = $("pair-text").textContent.replace(
-      /showing the (first|second)/, "showing the " + (state.pairSide ? "second" : "first"));
   goIndex(state.pair[state.pairSide]);
 }
 
