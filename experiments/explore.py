@@ -142,7 +142,9 @@ def main(argv):
                            split=split, images=images, slices=slices, slice_numbers=numbers,
                            source=source,
                            chunk=_CHUNK.value, segmenter=segmenter, grid=_GRID.value,
-                           design=_SAMPLES.value, seed=_SEED.value)
+                           design=_SAMPLES.value, seed=_SEED.value,
+                           volume_name=(None if _INPUT.value is None
+                                        else os.path.basename(_INPUT.value)))
     if images is None and _DATA.value is None and split == "train":
       # Allowed (a look at the fit), as evaluate.py allows it, and said as it says it.
       print("note: the train split is the one the model learned from"

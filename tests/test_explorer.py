@@ -246,6 +246,10 @@ def test_user_images_replace_the_split(run_a):
   info = ex.info()
   assert info["num_slices"] == 3 and info["source"] == "scan.nii.gz"
   assert [s["slice"] for s in info["slices"]] == [5, 6, 7]
+  assert all("name" not in s for s in info["slices"])  # the page says "volume 0"
+  named = explorer.Explorer(config, model, variables, name="x", step=step, images=images,
+                            slices=[5, 6, 7], volume_name="scan.nii.gz")
+  assert [s["name"] for s in named.info()["slices"]] == ["scan.nii.gz"] * 3
   # A download is named after the slice the page shows (it said slice0 for slice 5).
   assert ex.download(0, lam=(0.5,), fmt="npy")[2].startswith("recon_slice5_lam0.5")
   numbered = explorer.Explorer(config, model, variables, name="x", step=step, images=images,
@@ -585,6 +589,8 @@ def test_the_script_explores_a_users_nifti_volume(run_a, env, tmp_path):
     # The slices with foreground, 2…9, numbered as the (RAS) file numbers them;
     # test_scans checks a file stored in another order.
     assert [s["slice"] for s in info["slices"]] == list(range(2, 10))
+    # The page names the slices by the file ("slice 2 of scan.nii.gz"), not "volume 0".
+    assert {s["name"] for s in info["slices"]} == {"scan.nii.gz"}
     status, r = get_json(match.group(1) + "api/reconstruct?slice=0&lam=0.5")
     assert status == 200 and r["metrics"]["psnr"] is not None
   finally:

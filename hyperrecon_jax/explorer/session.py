@@ -63,6 +63,8 @@ class Explorer:
     slice_numbers: what the page numbers the slices (default: ``slices``),
       e.g. a NIfTI file's own voxel indices (`scans.Scan.input_slices`).
     source: what the slices are, for the page (default: the split's name).
+    volume_name: the file ``images`` come from, which the page names each
+      slice by (default: none, "volume 0").
     chunk: model batch of the grid reconstruction (default:
       `grid.default_chunk()`).
     seed: seed of the measurement noise; default: the ``'evaluation'``
@@ -89,7 +91,7 @@ class Explorer:
   def __init__(self, config, model, variables, *, name, step, split="test", images=None,
                slices=None, slice_numbers=None, source=None, chunk=None, seed=None,
                segmenter=None, grid=None, design=None, gallery_size=None,
-               gallery_tolerance_db=None):
+               gallery_tolerance_db=None, volume_name=None):
     if not int(config.model.hyper_dim):
       raise InputError(f"{name} is {configuration.describe_model(config)}: the explorer "
                        "needs a HyperRecon model")
@@ -117,7 +119,7 @@ class Explorer:
         raise InputError("Dice needs the true labels of a dataset split: a segmenter does "
                          "not apply to a user's images")
       segmenter_files.check_data(segmenter, config.data, self.name, split)
-    self._load_slices(split, images, slices, source, seed)
+    self._load_slices(split, images, slices, source, seed, volume_name)
     self.slice_numbers = (list(self.slices) if slice_numbers is None
                           else [int(n) for n in slice_numbers])
     if len(self.slice_numbers) != len(self.slices):
@@ -131,7 +133,7 @@ class Explorer:
     self._error_scales = {}
     self._not_finite = {}
 
-  def _load_slices(self, split, images, slices, source, seed):
+  def _load_slices(self, split, images, slices, source, seed, volume_name):
     """Sets the slices (a split's, or ``images``), their source and their network inputs."""
     from_split = images is None
     self.volume_names = {}
@@ -148,6 +150,8 @@ class Explorer:
       images, volumes, slices = slices_lib.user_slices(
           images, int(self.config.data.image_size), slices)
       self.source = source or "user input"
+      if volume_name is not None:
+        self.volume_names = {slices_lib.volume_id(v): str(volume_name) for v in volumes}
     if len(images) == 0:
       raise InputError(f"no slices to explore in {self.source}")
     self.images, self.volumes, self.slices = images, list(volumes), list(slices)
