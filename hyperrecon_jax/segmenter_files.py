@@ -92,6 +92,9 @@ def load(directory: str) -> segmentation.Trained:
   """
   info_path = os.path.join(directory, INFO_FILE)
   weights_path = os.path.join(directory, WEIGHTS_FILE)
+  if os.path.isfile(directory):
+    raise errors.InputError(f"{directory} is a file: a segmenter is the folder "
+                            f"experiments/segmenter.py writes ({INFO_FILE}, {WEIGHTS_FILE})")
   if not os.path.isfile(info_path):
     raise errors.InputError(f"{directory} holds no trained segmenter (no {INFO_FILE}; "
                             "train one with experiments/segmenter.py, or "

@@ -66,6 +66,11 @@ def test_a_damaged_missing_or_foreign_segmenter_is_named(saved, tmp_path):
   _, _, folder = saved
   with pytest.raises(ValueError, match="no trained segmenter"):
     segmenter_files.load(str(tmp_path))
+  # A scan given as the segmenter "holds no trained segmenter", as if a folder.
+  (tmp_path / "scan.nii.gz").write_bytes(b"")
+  with pytest.raises(ValueError, match=r"scan\.nii\.gz is a file: a segmenter is the folder "
+                                       r"experiments/segmenter\.py writes"):
+    segmenter_files.load(str(tmp_path / "scan.nii.gz"))
   damaged = _copy(folder, tmp_path / "damaged")
   blob = bytearray((damaged / segmenter_files.WEIGHTS_FILE).read_bytes())
   blob[-1] ^= 1
