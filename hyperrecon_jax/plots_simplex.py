@@ -185,7 +185,10 @@ def ternary(coeffs, values, path, *, names=("term 1", "term 2", "term 3"),
                                      edgecolor="0.75", lw=0.3))
   _ternary_frame(ax)
   _ternary_points(ax, xy, finite, marks, names)
-  ax.set_title(f"{label} over the coefficients of 3 terms (N = {n})", fontsize=9)
+  # A three-term grid holds copies of one weighting (λ1 = 1): its N λ are fewer points.
+  distinct = len(np.unique(xy[finite].round(9), axis=0))
+  points = f", {distinct} distinct with a value" if distinct < n else ""
+  ax.set_title(f"{label} over the coefficients of 3 terms (N = {n}{points})", fontsize=9)
   ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
   ax.set_xlim(-0.08, 1.08)
   ax.set_ylim(-0.1, VERTICES[2, 1] + 0.08)

@@ -102,6 +102,20 @@ def test_ternary_puts_vertices_at_the_corners(tmp_path, monkeypatch):
     np.testing.assert_allclose(corners[name], xy)
 
 
+def test_ternary_title_counts_the_points_it_draws(tmp_path, monkeypatch):
+  # A 5 × 5 λ grid of three terms holds 5 copies of c = (1, 0, 0) (λ1 = 1): the
+  # title said "N = 25" above a legend of "evaluated (21)".
+  from hyperrecon_jax import hparams
+  coeffs = np.asarray(hparams.coefficients(hparams.grid(5, 2)), np.float64)
+  fig = _saved_figure(monkeypatch, lambda: ps.ternary(coeffs, np.arange(25.0), tmp_path / "t.png"))
+  ax = fig.axes[0]
+  assert ax.get_title().endswith("(N = 25, 21 distinct with a value)")
+  assert any(line.get_label() == "evaluated (21)" for line in ax.get_lines())
+  fig = _saved_figure(monkeypatch, lambda: ps.ternary(
+      _simplex_grid(4), np.arange(10.0), tmp_path / "u.png"))
+  assert fig.axes[0].get_title().endswith("(N = 10)")
+
+
 def test_ternary_draws_its_values(tmp_path):
   coeffs = _simplex_grid(6)
   a = _read(ps.ternary(coeffs, coeffs[:, 0], tmp_path / "a.png"), (5.2, 4.2))
