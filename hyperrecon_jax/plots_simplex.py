@@ -249,7 +249,7 @@ def _pareto_panel(ax, points, front, base, base_front, j, i):
 def _pareto_legend(fig, first, k):
   """Draws the legend of panel ``first``'s entries, right of it for K = 2, else in a corner."""
   handles, labels = first.get_legend_handles_labels()
-  legend = dict(fontsize=8, frameon=False, title="all objectives minimized", title_fontsize=8)
+  legend = dict(fontsize=8, frameon=False, title="every loss term minimized", title_fontsize=8)
   if k == 2:
     first.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), **legend)
   else:
@@ -313,7 +313,8 @@ def pareto_projections(points, front, path, *, names, baseline_points=None,
       else:
         ax.tick_params(labelbottom=False)
   _pareto_legend(fig, axes[(1, 0)], k)
-  fig.suptitle(f"Pareto front of {k} objectives" + (", pairwise projections" if k > 2 else ""),
+  # "Loss terms", not "objectives": the report's objective is their weighted sum.
+  fig.suptitle(f"Pareto front of {k} loss terms" + (", pairwise projections" if k > 2 else ""),
                fontsize=10)
   return _save(fig, path)
 

@@ -140,6 +140,10 @@ def test_pareto_projections(tmp_path, monkeypatch, k, size):
   assert {ax.get_xlabel() for ax in panels} - {""} == set(names[:-1])
   assert {ax.get_ylabel() for ax in panels} - {""} == set(names[1:])
   assert sum(ax.get_legend() is not None for ax in fig.axes) == 1
+  # The report's "objective" is Σ c_k·term_k/s_k: the figure's axes are the terms.
+  assert fig.get_suptitle().startswith(f"Pareto front of {k} loss terms")
+  legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
+  assert legend.get_title().get_text() == "every loss term minimized"
 
 
 def test_pareto_projections_with_a_baseline_front(tmp_path):
