@@ -117,16 +117,20 @@ def metric_curves(result, path, metrics=("psnr", "ssim", "hfen"), *, band: str =
       b_mean = np.array(b["mean"][m], np.float64)
       # Stored results of older shipped models have means only.
       b_std = np.array(b["std"][m], np.float64) if "std" in b else None
+      # A shipped model's Unets are scores stored in its info.json, not measured here.
       ax.errorbar(np.asarray(b["lambdas"], np.float64)[:, 0], b_mean, yerr=b_std,
                   fmt="s", ms=4, color="C1", capsize=2, lw=1,
-                  label="Unet at λ" + (" (±1 std)" if b_std is not None else ""))
+                  label="Unet at λ" + (" (±1 std)" if b_std is not None else "")
+                  + (", stored" if "stored" in b else ""))
     if result["best"].get(m) is not None:
       best = results.best_lambda(result, m)
       ax.plot([best.lam[0]], [best.value], "o", color="C3",
               label=f"best λ={best.lam[0]:.2f}")
     ax.set_xlabel("λ")
     ax.set_ylabel(LABELS.get(m, m))
-    ax.set_xlim(lam.min(), lam.max())
+    # A margin: the markers at the ends (Unets at λ = 0 and 1) are drawn whole.
+    pad = 0.03 * (lam.max() - lam.min()) or 0.03
+    ax.set_xlim(lam.min() - pad, lam.max() + pad)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
   return _save(fig, path)

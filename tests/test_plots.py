@@ -132,6 +132,27 @@ def test_the_input_is_named_for_its_task(tmp_path, monkeypatch):
   assert texts.count("zero-filled") == 3
 
 
+def test_unets_at_the_ends_are_drawn_whole_and_stored_ones_say_so(tmp_path, monkeypatch):
+  # The x axis ended at λ = 0 and 1, cutting the Unets' markers there in half;
+  # a shipped model's Unets, read from its info.json, looked measured.
+  base = {"lambdas": [[0.0], [1.0]], "mean": {m: [0.5, 0.6] for m in results.METRICS}}
+  limits, labels = [], []
+  save = plots._save
+
+  def record(fig, path):
+    limits.extend(ax.get_xlim() for ax in fig.axes)
+    labels.extend(t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts())
+    return save(fig, path)
+
+  monkeypatch.setattr(plots, "_save", record)
+  result = {**_result(1), "baselines": {**base, "stored": "info.json of m"}}
+  plots.metric_curves(result, tmp_path / "c.png")
+  assert all(lo < 0.0 and hi > 1.0 for lo, hi in limits), limits
+  assert labels.count("Unet at λ, stored") == 3
+  plots.metric_curves({**_result(1), "baselines": base}, tmp_path / "d.png")
+  assert labels.count("Unet at λ") == 3
+
+
 def test_range_map(tmp_path):
   _, _, recons = _slice()
   _read(plots.range_map(recons, tmp_path / "range.png"), (3.6, 3.0))
