@@ -29,6 +29,16 @@ def test_another_seed_or_other_loss_scales_are_incompatibilities():
       f"train.seed: {old['train']['seed']!r} in the workdir, {new['train']['seed']!r} now"]
 
 
+def test_the_unets_lambdas_are_named_with_the_flag_that_sets_them():
+  # A stack rerun with another --lambdas named only hparams.baselines.
+  old, new = _stored(), _stored()
+  old["hparams"]["baselines"] = [[0.0], [0.5], [1.0]]
+  new["hparams"]["baselines"] = [[0.0], [1.0]]
+  assert run_fields.incompatibilities(old, new) == [
+      "hparams.baselines (baselines.py --lambdas): ([0.0], [0.5], [1.0]) in the workdir, "
+      "([0.0], [1.0]) now"]
+
+
 def test_a_task_field_present_on_one_side_only_is_named():
   # A stored task without the field its operator reads (None) against one with it.
   old = {"task": {"name": "denoise"}}

@@ -25,6 +25,11 @@ BOUND_FIELDS = (
 )
 
 
+# A bound field that a command sets from a flag of its own, named with it: a
+# user who typed `baselines.py --lambdas=0,1` looks for that flag.
+FLAG_OF_FIELD = {"hparams.baselines": "baselines.py --lambdas"}
+
+
 def _lookup(config, dotted: str):
   node = config
   for part in dotted.split("."):
@@ -61,7 +66,8 @@ def incompatibilities(old, new) -> list[str]:
       out += [f"{k}: {a.get(k)!r} in the workdir, {b.get(k)!r} now"
               for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     elif a != b:
-      out.append(f"{field}: {a!r} in the workdir, {b!r} now")
+      flag = f" ({FLAG_OF_FIELD[field]})" if field in FLAG_OF_FIELD else ""
+      out.append(f"{field}{flag}: {a!r} in the workdir, {b!r} now")
   return out
 
 
