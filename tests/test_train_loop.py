@@ -30,6 +30,7 @@ from hyperrecon_jax import data
 from hyperrecon_jax import hparams
 from hyperrecon_jax import models
 from hyperrecon_jax import train
+from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.evaluators import validation
 from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import writer as writer_lib
@@ -365,6 +366,29 @@ def test_metric_writer_drops_records_after_the_resumed_step(tmp_path):
   # A fresh run (start 0) starts a fresh log.
   writer_lib.MetricWriter(workdir).close()
   assert read_metrics(workdir) == []
+
+
+def test_a_report_of_a_checkpoint_past_the_resumed_step_is_set_aside(tmp_path, capsys):
+  # Checkpoint 6 damaged, the run resumes from 4: the report of step 6 scored
+  # weights that are gone, and read as the report of the step 6 written again.
+  workdir = str(tmp_path)
+  os.makedirs(os.path.join(workdir, "eval"))
+
+  def report(step):
+    with open(os.path.join(workdir, "eval", "lambda_grid.json"), "w") as f:
+      json.dump({"checkpoint_step": step}, f)
+
+  report(4)
+  writer_lib.MetricWriter(workdir, start_step=4).close()
+  assert os.path.isdir(os.path.join(workdir, "eval"))  # of the step resumed from: kept
+  report(6)
+  writer_lib.MetricWriter(workdir, start_step=4).close()
+  assert not os.path.exists(os.path.join(workdir, "eval"))
+  with open(os.path.join(workdir, "eval.1.old", "lambda_grid.json")) as f:
+    assert json.load(f) == {"checkpoint_step": 6}
+  assert "scored the checkpoint of step 6, past step 4 that this run resumes from: it is " \
+         "kept as eval.1.old" in capsys.readouterr().err
+  workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES)  # still a run's
 
 
 def test_a_last_record_without_its_newline_is_kept_and_ended_on_resume(tmp_path):

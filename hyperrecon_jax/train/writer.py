@@ -66,7 +66,9 @@ class MetricWriter:
       kept = [line for step, line in _read_records(self.path)
               if step <= start_step]
       workdir_lib.write_text(self.path, "".join(kept))
-    elif not start_step:
+    if start_step:
+      _set_aside_later_report(workdir, self.path, start_step)
+    else:
       _set_aside_earlier_run(workdir, self.path)
     self._file = open(self.path, "a")
     try:
@@ -233,6 +235,38 @@ def _holds_events(path: str) -> bool:
   return event.WhichOneof("what") != "file_version"
 
 
+def _free_number(workdir: str, path: str) -> int:
+  """The first n free for all of ``metrics.jsonl.<n>.old``, ``events.<n>.old``, ``eval.<n>.old``."""
+  n = 1
+  while any(os.path.lexists(p) for p in (
+      f"{path}.{n}.old", os.path.join(workdir, f"events.{n}.old"),
+      os.path.join(workdir, f"eval.{n}.old"))):
+    n += 1
+  return n
+
+
+def _set_aside_later_report(workdir: str, path: str, start_step: int) -> None:
+  """Moves aside a report of a checkpoint past the step a run resumes from (`MetricWriter`).
+
+  A run resumes from its newest intact checkpoint: a report of a later one
+  scored weights that are gone (damaged), and left as ``eval/`` it would read
+  as the report of the checkpoint the run writes again at that step.
+  """
+  report = os.path.join(workdir, "eval")
+  try:
+    with open(os.path.join(report, "lambda_grid.json")) as f:
+      step = json.load(f).get("checkpoint_step")
+  except (OSError, ValueError, AttributeError):
+    return  # no report, or none a reader would take for this run's
+  if isinstance(step, bool) or not isinstance(step, int) or step <= start_step:
+    return
+  n = _free_number(workdir, path)
+  os.replace(report, os.path.join(workdir, f"eval.{n}.old"))
+  print(f"the report in {report} scored the checkpoint of step {step}, past step "
+        f"{start_step} that this run resumes from: it is kept as eval.{n}.old",
+        file=sys.stderr)
+
+
 def _set_aside_earlier_run(workdir: str, path: str) -> None:
   """Moves an earlier run's records, event files and report aside (`MetricWriter`).
 
@@ -256,11 +290,7 @@ def _set_aside_earlier_run(workdir: str, path: str) -> None:
   report = report if os.path.lexists(report) else None
   if not records and not events and not report:
     return
-  n = 1
-  while any(os.path.lexists(p) for p in (
-      f"{path}.{n}.old", os.path.join(workdir, f"events.{n}.old"),
-      os.path.join(workdir, f"eval.{n}.old"))):
-    n += 1
+  n = _free_number(workdir, path)
   kept = []
   if records:
     os.replace(path, f"{path}.{n}.old")
