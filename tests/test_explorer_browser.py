@@ -154,6 +154,10 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
     assert float(find("err-range").text) == pytest.approx(answer["error_scale"], rel=1e-2)
     return want
 
+  # A score that is not a number reads "n/a", not "PSNR n/a dB" (the page's
+  # own formatting, called as the page calls it).
+  assert driver.execute_script("return [decibels(null), decibels(21.234)]") == [
+      "n/a", "21.23 dB"]
   # Move the slider as a drag does: set the value, fire input events.
   before = find("psnr").text
   for lam in (0.9, 0.23):

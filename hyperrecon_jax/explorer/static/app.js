@@ -17,6 +17,7 @@ const LABELS = { psnr: "PSNR (dB)", ssim: "SSIM", hfen: "HFEN (lower is better)"
 const LOWER_IS_BETTER = new Set(["hfen"]);
 
 function fmt(v, digits) { return v === null || v === undefined ? "n/a" : v.toFixed(digits); }
+function decibels(v) { return v === null || v === undefined ? "n/a" : v.toFixed(2) + " dB"; }
 function lamText(lam) { return lam.map((v) => v.toFixed(3)).join(", "); }
 function lamParam(lam) { return lam.map((v) => String(v)).join(","); }
 function clamp01(v) { return Math.min(1, Math.max(0, isFinite(v) ? v : 0)); }
@@ -218,7 +219,7 @@ async function requestRecon() {
   try {
     const r = await getJSON("api/reconstruct?slice=" + slice + "&" + query);
     for (const k of ["truth", "zero_filled", "recon", "error"]) { $("img-" + k).src = r.images[k]; }
-    $("psnr").textContent = fmt(r.metrics.psnr, 2) + " dB";
+    $("psnr").textContent = decibels(r.metrics.psnr);
     $("ssim").textContent = fmt(r.metrics.ssim, 4);
     $("hfen").textContent = fmt(r.metrics.hfen, 4);
     if ("dice" in r.metrics) { $("dice").textContent = fmt(r.metrics.dice, 4); }
@@ -314,7 +315,7 @@ function showGallery() {
     img.src = item.image; img.alt = "candidate " + (j + 1);
     fitImage(img, state.info.image_size, 128, true);
     const caption = document.createElement("figcaption");
-    caption.textContent = fmt(item.metrics.psnr, 2) + " dB · " + pointText(item);
+    caption.textContent = decibels(item.metrics.psnr) + " · " + pointText(item);
     figure.append(img, caption);
     figure.addEventListener("click", () => goIndex(item.index));
     figure.addEventListener("keydown", (e) => {
