@@ -240,7 +240,12 @@ def test_the_page_follows_the_slider_and_the_buttons(browser, server):
   assert cleared == [False, "–", "busy"]
   wait.until(idle)
   assert driver.execute_script("return state.curveSlice") == other[1]
-  assert find("range-max").text == f"{api(server, '/api/curve', slice=other[1])['range_max']:.3f}"
+  # Three significant digits, as the |error| scale: three decimals read 0.000
+  # for a range below 5e-4.
+  range_max = api(server, "/api/curve", slice=other[1])["range_max"]
+  assert float(find("range-max").text) == pytest.approx(range_max, rel=5e-3)
+  assert driver.execute_script("return [level(0.00042), level(0.5)]") == [
+      "0.000420", "0.500"]
 
   errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
   assert not errors, errors

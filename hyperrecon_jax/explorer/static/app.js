@@ -17,6 +17,7 @@ const LABELS = { psnr: "PSNR (dB)", ssim: "SSIM", hfen: "HFEN (lower is better)"
 const LOWER_IS_BETTER = new Set(["hfen"]);
 
 function fmt(v, digits) { return v === null || v === undefined ? "n/a" : v.toFixed(digits); }
+function level(v) { return v.toPrecision(3); }  // a white level: three decimals read 0.000 below 5e-4
 function decibels(v) { return v === null || v === undefined ? "n/a" : v.toFixed(2) + " dB"; }
 function lamText(lam) { return lam.map((v) => v.toFixed(3)).join(", "); }
 function lamParam(lam) { return lam.map((v) => String(v)).join(","); }
@@ -223,7 +224,7 @@ async function requestRecon() {
     $("ssim").textContent = fmt(r.metrics.ssim, 4);
     $("hfen").textContent = fmt(r.metrics.hfen, 4);
     if ("dice" in r.metrics) { $("dice").textContent = fmt(r.metrics.dice, 4); }
-    $("err-range").textContent = r.error_scale.toPrecision(3);
+    $("err-range").textContent = level(r.error_scale);
     $("err-caption").title = "white: the " + state.info.error_percentile + "th percentile of this " +
         "slice's |error| at the simplex's vertices and centre, the same for every λ";
     // The point asked for, as sent.
@@ -266,7 +267,7 @@ async function loadCurve() {
     if (ticket !== state.curveTicket) { return; }  // a later slice was asked for
     state.curve = c; state.curveSlice = slice;
     $("img-range").src = c.range;
-    $("range-max").textContent = c.range_max.toFixed(3);
+    $("range-max").textContent = level(c.range_max);
     for (const m of METRICS) { $("best-" + m).disabled = !c.best[m]; }
     $("diverse").disabled = !c.diverse;  // null: no reconstruction has a PSNR
     $("status").textContent = "";
