@@ -268,7 +268,7 @@ def slice_panel(target, zero_filled_mag, recons, lams, path, metric_values=None,
     baseline: optional (N, H, W) reconstructions of Unets, shown in a row
       under the HyperRecon row (paper Fig. 5a), Unet k under reconstruction
       k: order ``recons`` so that each is the HyperRecon reconstruction at
-      (or nearest) its Unet's λ, as the report does.
+      (or nearest) its Unet's λ; the report reconstructs it at that λ.
     baseline_lams: the λ each Unet was trained at, shape as ``lams``; None:
       ``lams`` (the HyperRecon row is at the Unets' own λ).
     input_name: the input's title (`physics.input_name` of the task).

@@ -236,6 +236,28 @@ def test_config_evals_chooses_the_evaluators(config, tmp_path):
   assert not os.path.exists(os.path.join(path, "eval"))
 
 
+def test_the_hyperrecon_row_above_the_unets_is_at_their_own_lambdas(config, workdir, tmp_path,
+                                                                     monkeypatch):
+  # The report's grid (0, 0.5, 1) lacks a Unet's λ of 0.3: HyperRecon was shown
+  # at 0.5 above the Unet of 0.3, two loss weightings in one column.
+  stack_03 = loop_support.save_untrained(baselines.stack_config(config, [(0.0,), (0.3,)]),
+                                         str(tmp_path / "stack"))
+  seen = {}
+  draw = plots.slice_panel
+
+  def record(target, zf, recons, lams, path, *args, **kwargs):
+    seen.update(recons=np.asarray(recons), lams=np.asarray(lams), **kwargs)
+    return draw(target, zf, recons, lams, path, *args, **kwargs)
+
+  monkeypatch.setattr(plots, "slice_panel", record)
+  result = report.run(workdir, out=str(tmp_path / "report"),
+                      overrides={"evals.baselines.workdir": stack_03}, progress=False)
+  assert 0.3 not in np.asarray(result["lambdas"], np.float32)[:, 0]
+  np.testing.assert_array_equal(seen["lams"], np.array([[0.0], [0.3]], np.float32))
+  assert seen.get("baseline_lams") is None  # each column at one λ
+  assert seen["baseline"].shape == seen["recons"].shape == (2, 32, 32)
+
+
 def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
                                                            tmp_path):
   out = str(tmp_path / "report")

@@ -382,15 +382,19 @@ def _slice_figures(tmp, result, shown, design, panel_lambdas, baselines, gallery
   lam_grid = shown.lam_grid
   num_lambdas = lam_grid.shape[1]
   picks = panel_picks(len(lam_grid), num_lambdas, design, panel_lambdas)
-  baseline_row = None
+  recons, lams, baseline_row = None, lam_grid[picks], None
   if b_model is not None and num_lambdas == 1:
-    # HyperRecon at the evaluated λ nearest each baseline's, above that Unet.
-    picks = np.abs(lam_grid[:, 0][None] - b_lams[:, :1]).argmin(1)
+    # HyperRecon at each Unet's own λ, above that Unet (paper Fig. 5a): one
+    # loss weighting per column, whether or not the λ set holds it.
+    coeffs = hparams.coefficients(b_lams)
+    recons, lams = np.asarray(grid.reconstruct_grid(
+        shown.model_at.model, shown.model_at.variables, shown.zf, coeffs,
+        chunk=shown.chunk)), b_lams
     baseline_row = np.asarray(grid.reconstruct_grid(
-        b_model, b_variables, shown.zf, hparams.coefficients(b_lams), chunk=shown.chunk))
-  plots.slice_panel(shown.image, shown.zf_mag, shown.reconstruct(picks), lam_grid[picks],
+        b_model, b_variables, shown.zf, coeffs, chunk=shown.chunk))
+  plots.slice_panel(shown.image, shown.zf_mag,
+                    shown.reconstruct(picks) if recons is None else recons, lams,
                     os.path.join(tmp, "slices.png"), errors=True, baseline=baseline_row,
-                    baseline_lams=None if baseline_row is None else b_lams,
                     input_name=result["input_name"])
   if gallery is None:
     return
