@@ -177,6 +177,20 @@ def test_extensions_that_cannot_be_imported_are_named(own_terms, extensions, mat
       train.check_config(config)
 
 
+def test_a_stored_run_whose_extensions_register_none_of_its_terms_is_named(own_terms):
+  # A module of the run's name that imports but registers other terms (not the
+  # run's, or no longer): refused when the run loads, naming the terms and the
+  # module, not after an evaluation's work ('unknown loss term' at the objective).
+  stored = json.loads(configs.default().to_json())
+  stored["losses"], stored["loss_scales"] = ["dc", "grad_diff"], [1.0, 1.0]
+  stored["extensions"] = ["json"]  # imports, registers nothing
+  with pytest.raises(train.ConfigError, match=r"\['grad_diff'\].*registered by none.*"
+                     r"config.extensions \('json',\)"):
+    train.from_stored(stored)
+  stored["extensions"] = ["own_terms"]  # registers grad_diff
+  assert tuple(train.from_stored(stored).losses) == ("dc", "grad_diff")
+
+
 def test_changed_fields_name_what_a_resumed_run_changes_but_the_machine():
   old = json.loads(configs.default().to_json())
   new = json.loads(json.dumps(old))

@@ -120,7 +120,8 @@ def from_stored(stored) -> ml_collections.ConfigDict:
     A ``ConfigDict``.
 
   Raises:
-    ConfigError: a module of ``extensions`` does not import.
+    ConfigError: a module of ``extensions`` does not import, or none of them
+      registers a loss term of the run (a module that changed since training).
   """
   config = ml_collections.ConfigDict(stored)
   for dotted, value in ADDED_FIELDS:
@@ -133,7 +134,31 @@ def from_stored(stored) -> ml_collections.ConfigDict:
     if isinstance(node, ml_collections.ConfigDict) and name not in node:
       node[name] = copy.deepcopy(value)
   import_extensions(config)
+  _check_registered(config)
   return config
+
+
+def _check_registered(config) -> None:
+  """Refuses a stored run whose loss terms its extensions did not register.
+
+  Said when the run loads, as a module that does not import is, rather than
+  by the first reader of the terms, after its work (an evaluation's objective).
+  """
+  from hyperrecon_jax import losses
+  names = config.get("losses")
+  if not isinstance(names, (tuple, list)):
+    return  # not a config of any version: left for the config check to name
+  unknown = [n for n in names if isinstance(n, str) and n not in losses.TERMS]
+  if unknown:
+    import sys
+    modules = tuple(config.get("extensions", ()))
+    files = [getattr(sys.modules.get(m), "__file__", None) for m in modules]
+    where = "".join(f", {m!r} from {f}" for m, f in zip(modules, files) if f)
+    raise ConfigError(
+        f"the run's loss term(s) {unknown} of config.losses {tuple(names)} are registered by "
+        f"none of its modules: config.extensions {modules} imported{where}, but did not "
+        f"register them (hr.losses.register_term); make importable the module that registered "
+        f"them when the run was trained (known terms: {sorted(losses.TERMS)})")
 
 
 def import_extensions(config) -> None:
