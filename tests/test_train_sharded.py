@@ -145,6 +145,27 @@ def test_processes_given_another_setting_or_workdir_are_refused_naming_them(peer
     sharded.check_same_run(mine, "/runs/a")
 
 
+def test_one_relative_workdir_from_two_working_folders_is_two_workdirs(peer_of, tmp_path,
+                                                                       monkeypatch):
+  """``--workdir=run`` from two folders: two runs' halves, which hung at the first checkpoint."""
+  mine = configs.default()
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  monkeypatch.chdir(tmp_path / "a")
+  peer_of(mine, "run")
+  monkeypatch.chdir(tmp_path / "b")
+  with pytest.raises(train.ConfigError, match=r"different settings: --workdir of process 1"):
+    sharded.check_same_run(mine, "run")
+
+
+def test_a_relative_and_an_absolute_name_of_one_workdir_are_one_run(peer_of, tmp_path,
+                                                                    monkeypatch):
+  mine = configs.default()
+  monkeypatch.chdir(tmp_path)
+  peer_of(mine, str(tmp_path / "run"))
+  sharded.check_same_run(mine, "run")
+
+
 def test_processes_whose_configs_have_other_fields_are_refused_before_comparing_them(peer_of):
   # Digest arrays of other lengths cannot be all-gathered (the collective
   # would never return): the counts are compared first.

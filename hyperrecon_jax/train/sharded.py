@@ -56,7 +56,10 @@ def check_same_run(config, workdir: str) -> None:
 
   Args:
     config: this process's config.
-    workdir: this process's workdir, as given.
+    workdir: this process's workdir, as given: compared as an absolute path,
+      since one relative name from two working folders names two folders
+      (each process's checkpoint shards in its own, the first save waiting
+      forever for the other's).
 
   Raises:
     ConfigError: on every process, naming the fields that differ from process
@@ -66,7 +69,7 @@ def check_same_run(config, workdir: str) -> None:
     return
   from jax.experimental import multihost_utils
   fields = [(name, text) for name, text in _fields(json.loads(config.to_json()))
-            if name not in MACHINE_FIELDS] + [("--workdir", os.path.normpath(workdir))]
+            if name not in MACHINE_FIELDS] + [("--workdir", os.path.abspath(workdir))]
   counts = np.asarray(multihost_utils.process_allgather(np.array([len(fields)], np.int32)))
   # The counts first: an all-gather of arrays of other lengths would not return.
   if (counts != len(fields)).any():
