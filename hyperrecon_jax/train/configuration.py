@@ -12,6 +12,7 @@ import copy
 import functools
 import importlib
 import re
+import sys
 
 import ml_collections
 
@@ -150,7 +151,6 @@ def _check_registered(config) -> None:
     return  # not a config of any version: left for the config check to name
   unknown = [n for n in names if isinstance(n, str) and n not in losses.TERMS]
   if unknown:
-    import sys
     modules = tuple(config.get("extensions", ()))
     files = [getattr(sys.modules.get(m), "__file__", None) for m in modules]
     where = "".join(f", {m!r} from {f}" for m, f in zip(modules, files) if f)
