@@ -164,6 +164,9 @@ def test_a_stored_run_with_terms_of_its_own_registers_them_when_loaded(own_terms
     ("own_terms", "must be a sequence of Python module names"),
     (("own terms",), "must be a sequence of Python module names"),
     (("no_such_module_here",), r"importing 'no_such_module_here' failed \(ModuleNotFoundError"),
+    # Python's own message: "No module named 'own_terms.py'; 'own_terms' is not a package".
+    (("own_terms.py",), r"names modules, not files: give 'own_terms' for 'own_terms.py', with "
+                        r"its folder on PYTHONPATH"),
 ])
 def test_extensions_that_cannot_be_imported_are_named(own_terms, extensions, match):
   stored = json.loads(configs.default().to_json())

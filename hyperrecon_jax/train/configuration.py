@@ -177,6 +177,11 @@ def import_extensions(config) -> None:
       for m in modules):
     raise ConfigError(f"config.extensions must be a sequence of Python module names "
                       f"(e.g. ('my_lab.terms',)), got {modules!r}")
+  files = [m for m in modules if m.endswith(".py")]
+  if files:  # a valid dotted name, whose import error would speak of packages
+    raise ConfigError(
+        f"config.extensions names modules, not files: give {files[0][:-3]!r} for "
+        f"{files[0]!r}, with its folder on PYTHONPATH")
   for name in modules:
     try:
       importlib.import_module(name)
