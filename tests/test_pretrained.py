@@ -461,6 +461,17 @@ def test_a_changed_config_of_a_shipped_model_is_refused(shipped_copy):
     pretrained.load(SHIPPED, folder=str(shipped_copy))
 
 
+def test_a_model_whose_extensions_do_not_import_names_them_not_a_broken_config(shipped_copy):
+  # It read "config.json: not a readable model config (config.extensions:
+  # importing … failed …)", of a file whose digest had just held.
+  _edit_config(shipped_copy, '"losses": [', '"extensions": ["no_such_module_here"],\n  '
+               '"losses": [', record=True)
+  with pytest.raises(train.ConfigError, match=r"config\.json: config\.extensions: importing "
+                                              r"'no_such_module_here' failed") as info:
+    pretrained.load(SHIPPED, folder=str(shipped_copy))
+  assert "not a readable model config" not in str(info.value)
+
+
 def test_weights_that_do_not_fit_the_config_name_the_variable(shipped_copy):
   _edit_config(shipped_copy, '"channels": 16', '"channels": 8', record=True)
   with pytest.raises(ValueError) as info:

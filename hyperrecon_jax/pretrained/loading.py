@@ -139,6 +139,8 @@ def load(name: str, *, folder: str = FOLDER, strategy: str | None = None):
                               f"{INFO_FILE}; {_remedy(path, folder)}")
   try:
     config = train.from_stored(json.loads(config_bytes))
+  except train.ConfigError as e:  # its extensions: the file itself is sound (its digest held)
+    raise train.ConfigError(f"{config_path}: {e}") from None
   except ValueError as e:
     raise errors.InputError(f"{config_path}: not a readable model config ({e})") from None
   model = train.build_model(config, strategy=strategy)
