@@ -16,6 +16,7 @@ checkpoint step, named above the table); each must be its own run's. Nothing
 is written.
 """
 
+import functools
 import os
 import sys
 
@@ -138,11 +139,8 @@ _SAMPLER_FIELDS = {"endpoints": ("endpoint_prob", "endpoint_prob_final"),
 
 def _recipe(config) -> dict:
   """``{field: value}`` of a run's training recipe other than the table's columns."""
-  def value(dotted):
-    node = config
-    for part in dotted.split("."):
-      node = node[part]
-    return tuple(node) if isinstance(node, (list, tuple)) else node
+  from hyperrecon_jax.train import run_fields
+  value = functools.partial(run_fields.value_at, config)
   out = {f: value(f) for f in _RECIPE}
   sampler = str(config.hparams.sampler)
   for f in _SAMPLER_FIELDS.get(sampler, ()):

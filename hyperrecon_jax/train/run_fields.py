@@ -30,7 +30,8 @@ BOUND_FIELDS = (
 FLAG_OF_FIELD = {"hparams.baselines": "baselines.py --lambdas"}
 
 
-def _lookup(config, dotted: str):
+def value_at(config, dotted: str):
+  """The field ``dotted`` (``'model.channels'``) of a config or config dict; a list as a tuple."""
   node = config
   for part in dotted.split("."):
     node = node[part]
@@ -55,7 +56,7 @@ def incompatibilities(old, new) -> list[str]:
   out = []
   for field in BOUND_FIELDS:
     try:
-      a, b = _lookup(old, field), _lookup(new, field)
+      a, b = value_at(old, field), value_at(new, field)
     except (KeyError, AttributeError, TypeError):
       continue
     if field == "task" and isinstance(a, dict) and isinstance(b, dict):
