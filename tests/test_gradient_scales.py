@@ -170,25 +170,29 @@ def test_no_batches_is_refused(config):
     gradient_scales.gradient_scales(config, num_batches=0)
 
 
+NOT_THEIR_FOLDER = r"holds config\.json, which is not a gradient-scale folder's"
+
+
+def _run_folder(path, *, hyper_dim, baselines):
+  """A folder holding a training run's config.json of those fields (no checkpoint)."""
+  path.mkdir()
+  (path / "config.json").write_text(json.dumps(
+      {"model": {"hyper_dim": hyper_dim}, "hparams": {"baselines": baselines}}))
+  return path
+
+
 def test_the_scales_go_into_their_own_folder_or_a_stack_of_unets(tmp_path):
   result = {"losses": ["dc", "tv"], "loss_scales": [2.0, 3.0]}
   own = tmp_path / "own"
   assert gradient_scales.write(result, str(own)) == str(own / "gradient_scales.json")
   gradient_scales.write(result, str(own))  # measured again: replaced
   assert json.loads((own / "gradient_scales.json").read_text()) == result
-  stack = tmp_path / "stack"
-  stack.mkdir()
-  (stack / "config.json").write_text(json.dumps(
-      {"model": {"hyper_dim": 0}, "hparams": {"baselines": [[0.0], [1.0]]}}))
+  stack = _run_folder(tmp_path / "stack", hyper_dim=0, baselines=[[0.0], [1.0]])
   (stack / "baselines.json").write_text("{}")
   gradient_scales.write(result, str(stack))
   # Never into a HyperRecon run or a user's folder.
-  run = tmp_path / "run"
-  run.mkdir()
-  (run / "config.json").write_text(json.dumps(
-      {"model": {"hyper_dim": 32}, "hparams": {"baselines": []}}))
-  with pytest.raises(errors.InputError, match=r"holds config\.json, which is not a "
-                                              r"gradient-scale folder's"):
+  run = _run_folder(tmp_path / "run", hyper_dim=32, baselines=[])
+  with pytest.raises(errors.InputError, match=NOT_THEIR_FOLDER):
     gradient_scales.write(result, str(run))
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "notes.txt").write_text("mine")
@@ -200,11 +204,7 @@ def test_the_scales_go_into_their_own_folder_or_a_stack_of_unets(tmp_path):
 def test_the_scales_never_go_into_a_plain_unets_run(tmp_path):
   # A plain Unet (hyper_dim 0, no baselines) is a training run like any
   # other, not a stack whose loss scales sit beside it.
-  run = tmp_path / "unet"
-  run.mkdir()
-  (run / "config.json").write_text(json.dumps(
-      {"model": {"hyper_dim": 0}, "hparams": {"baselines": []}}))
-  with pytest.raises(errors.InputError, match=r"holds config\.json, which is not a "
-                                              r"gradient-scale folder's"):
+  run = _run_folder(tmp_path / "unet", hyper_dim=0, baselines=[])
+  with pytest.raises(errors.InputError, match=NOT_THEIR_FOLDER):
     gradient_scales.write({"losses": ["dc"], "loss_scales": [1.0]}, str(run))
   assert sorted(os.listdir(run)) == ["config.json"]
