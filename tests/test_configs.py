@@ -20,7 +20,7 @@ from hyperrecon_jax import train
 # config.json), and what its ':quick' variant changed. data_dir is the
 # environment's. Fields added since come with the value that keeps the
 # former behaviour (model.hyper_init, model.conditioned, sampling.normalize,
-# extensions).
+# extensions, term_probes).
 DEFAULT = {
     "task": {"name": "csmri", "acceleration": 8.0, "mask": "poisson", "mask_seed": 0,
              "center_fraction": 0.08, "noise_sigma": 0.0, "sigma": 0.1, "factor": 4},
@@ -35,6 +35,7 @@ DEFAULT = {
     "losses": ("mae", "ssim"),
     "loss_scales": (0.0556, 0.322),
     "extensions": (),
+    "term_probes": {},
     "hparams": {"sampler": "uniform", "endpoint_prob": 0.1, "log_min": 0.001,
                 "alpha": 1.0, "endpoint_prob_final": None,
                 "fixed": (0.5,), "baselines": ()},
@@ -203,6 +204,9 @@ def test_changed_fields_name_what_a_resumed_run_changes_but_the_machine():
   assert train.changed_fields(old, new) == ["sampling.method: 'dhs' → 'uhs'",
                                             "train.num_steps: 100000 → 10"]
   assert train.changed_fields(old, old) == []
+  # Probe values within roundoff are the same term (a change beyond it is refused).
+  old["term_probes"], new["term_probes"] = {"t": [1.0, 2.0]}, {"t": [1.0, 2.0000002]}
+  assert "term_probes" not in " ".join(train.changed_fields(old, new))
 
 
 def test_load_config_of_a_config_json_written_before_a_field_was_added(tmp_path):

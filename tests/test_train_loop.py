@@ -764,6 +764,32 @@ def test_a_loss_term_that_is_not_finite_is_named(data_dir, tmp_path, own_terms):
     train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
+def test_a_run_whose_own_term_changed_since_training_is_refused(data_dir, tmp_path, own_terms):
+  # The run stores the term's name; its values on a fixed probe tell whether
+  # the module still computes what it trained on (train/term_probes.py).
+  config = make_config(data_dir, num_steps=2, checkpoint_every=2)
+  config.losses, config.loss_scales = ("mae", "grad_diff"), (1.0, 1.0)
+  config.extensions = ("own_terms",)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    recorded = json.load(f)["term_probes"]
+  assert list(recorded) == ["grad_diff"] and len(recorded["grad_diff"]) == 2
+  train.load_trained(workdir)
+  own_terms.register_term("grad_diff", lambda recon, target, **_: jnp.sum(
+      jnp.abs(jnp.diff(recon, axis=2) - jnp.diff(target, axis=2)), axis=(1, 2)),
+      needs=("target",), replace=True)
+  with pytest.raises(train.ConfigError, match=r"other loss terms under the same names: "
+                     r"'grad_diff' gives"):
+    train.load_trained(workdir)
+  before = sorted(os.listdir(workdir))
+  config.train.num_steps = 4
+  with pytest.raises(train.ConfigError, match=r"the run in .*run was trained with other loss "
+                     r"terms under the same names: 'grad_diff'"):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(workdir)) == before
+
+
 def test_a_state_whose_reconstructions_are_not_finite_is_not_kept_as_good(
     run_a, data_dir, tmp_path):
   # Finite parameters can still give NaN reconstructions in evaluation mode

@@ -29,7 +29,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   Returns:
     A ``ConfigDict`` with sections ``task``, ``data``, ``model``, ``hparams``,
     ``sampling``, ``train``, ``eval``, ``evals`` and ``segmenter``, and the
-    fields ``losses``, ``loss_scales`` and ``extensions``.
+    fields ``losses``, ``loss_scales``, ``extensions`` and ``term_probes``.
   """
   c = ml_collections.ConfigDict()
   # The forward operator (physics.make_operator) reads only the fields of its
@@ -87,6 +87,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # each registers loss terms of its own (hr.losses.register_term) that
   # `losses` names.
   c.extensions = ()
+  # Written by training, not set: each own term's values on a fixed probe
+  # (train.term_probes), by which a run is checked when it loads.
+  c.term_probes = {}
   c.hparams = ml_collections.ConfigDict(dict(
       # 'uniform' | 'endpoints' | 'log_uniform' (λ on the cube) or
       # 'dirichlet' | 'faces' (coefficients on the simplex, any K; 'faces'

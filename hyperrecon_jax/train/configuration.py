@@ -57,6 +57,8 @@ ADDED_FIELDS = (
     ("sampling.normalize", "kept"),
     # Modules registering loss terms of a user's own: earlier runs had none.
     ("extensions", ()),
+    # Own terms' values on a probe, checked on load: earlier runs recorded none.
+    ("term_probes", {}),
     # The tissue segmenter's settings (segmentation.settings): configs written
     # before it have none, so a shipped model's config starts one with
     # default.py's.
@@ -121,8 +123,10 @@ def from_stored(stored) -> ml_collections.ConfigDict:
     A ``ConfigDict``.
 
   Raises:
-    ConfigError: a module of ``extensions`` does not import, or none of them
-      registers a loss term of the run (a module that changed since training).
+    ConfigError: a module of ``extensions`` does not import, none of them
+      registers a loss term of the run, or a term of the run computes other
+      values than when it was trained (`term_probes.check`): a module that
+      changed since training.
   """
   config = ml_collections.ConfigDict(stored)
   for dotted, value in ADDED_FIELDS:
@@ -136,6 +140,8 @@ def from_stored(stored) -> ml_collections.ConfigDict:
       node[name] = copy.deepcopy(value)
   import_extensions(config)
   _check_registered(config)
+  from hyperrecon_jax.train import term_probes
+  term_probes.check(config)
   return config
 
 

@@ -34,6 +34,7 @@ from hyperrecon_jax.train import sharded
 from hyperrecon_jax.train import spread
 from hyperrecon_jax.train import state as state_lib
 from hyperrecon_jax.train import step as step_lib
+from hyperrecon_jax.train import term_probes
 from hyperrecon_jax.train import writer as writer_lib
 
 
@@ -104,6 +105,8 @@ def check_workdir(config, workdir: str, stored=None) -> None:
     raise configuration.ConfigError(
         f"{workdir} holds a run trained with an incompatible config ("
         + "; ".join(diffs) + "); use another --workdir")
+  # Its own loss terms must compute what they computed in its steps so far.
+  term_probes.check(config, stored.get(term_probes.FIELD) or {}, where=f"the run in {workdir}")
 
 
 def train_and_evaluate(config, workdir: str):
@@ -136,6 +139,7 @@ def train_and_evaluate(config, workdir: str):
   """
   config_checks.check_config(config)
   config_checks.check_report_design(config)
+  config = term_probes.recorded(config)
   if config.train.distributed and not jax.distributed.is_initialized():
     # The scripts join the run before anything else (experiments/train.py);
     # this is for a library caller on Slurm, Open MPI or TPU, where JAX finds
