@@ -12,6 +12,7 @@ from scipy import signal
 
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
+from hyperrecon_jax import losses
 from hyperrecon_jax import models
 from hyperrecon_jax.models import layers
 
@@ -289,6 +290,17 @@ def test_return_weights_gives_per_sample_generated_weights():
   assert weights["enc0_a"]["kernel"].shape == (3, 3, 3, 2, C)
   assert weights["head"]["bias"].shape == (3, 1)
   assert len(weights) == 15
+  # One λ for the batch: its one weight set on every row, as a Unet or a
+  # stack gives them, so that a term of the weights has a value per image.
+  _, one = net.apply(variables, zf, coeffs[1], return_weights=True)
+  for name in weights:
+    for leaf in ("kernel", "bias"):
+      got = np.asarray(one[name][leaf])
+      np.testing.assert_array_equal(got, np.broadcast_to(got[0], got.shape))
+      # Row 1 of a batch of three λ: the same MLP, another matmul blocking,
+      # so float32 roundoff of the few layers' sums apart.
+      np.testing.assert_allclose(got[0], weights[name][leaf][1], rtol=1e-5, atol=1e-6)
+  assert losses.compute_terms(("weight_l1",), out, weights=one).shape == (3, 1)
 
 
 def test_no_batch_norm_has_no_batch_stats():

@@ -220,7 +220,8 @@ class HyperUnet(unet.CheckedApply, nn.Module):
     Returns:
       (B, H, W) float32 reconstruction; with ``return_weights`` a pair
       (reconstruction, weights) where every weight leaf has a leading axis of
-      size B (size 1 for (K,) coefficients).
+      size B, the one weight set repeated for (K,) coefficients, as every
+      model gives them (a term of the weights gives one value per row).
     """
     unet.check_input(zf)
     coeffs = jnp.asarray(coeffs)  # a list, as the other models take
@@ -237,7 +238,10 @@ class HyperUnet(unet.CheckedApply, nn.Module):
                         train=train)
     if not return_weights:
       return recon
-    return recon, self._with_shared(generated, rows.shape[0])
+    rows = zf.shape[0]
+    generated = jax.tree_util.tree_map(
+        lambda w: jnp.broadcast_to(w, (rows,) + w.shape[1:]), generated)
+    return recon, self._with_shared(generated, rows)
 
   def _with_shared(self, generated, rows: int):
     """Generated weights plus the shared ones, each with a leading axis of ``rows``."""
