@@ -65,7 +65,8 @@ VARIANTS = ("unchanged", "no_batchnorm", "no_ssim", "nearest_upsample", "shared_
             "default_schedule", "thin_patches", "thin_padded")
 THIN = 8  # thin_*: per-sample convolutions with at most this many input channels
 _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), f"Some of {VARIANTS}.")
-_ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds; each times every variant once.")
+_ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds; each times every variant once.",
+                               lower_bound=1)
 
 
 @contextlib.contextmanager

@@ -17,20 +17,26 @@ GPU strategy). One JSON line per measurement.
 """
 
 import json
+import os
 import statistics
+import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import provenance
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                "experiments"))
+import cli  # noqa: E402  (one-line flag errors, as the other benchmarks)
+
 _SIZE = flags.DEFINE_integer("size", 256, "Image side.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Batch size.")
 _CHANNELS = flags.DEFINE_integer("channels", 32, "Input and output channels.")
-_ITERS = flags.DEFINE_integer("iters", 50, "Calls per timed run.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
+_ITERS = flags.DEFINE_integer("iters", 50, "Calls per timed run.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).",
+                                 lower_bound=1)
 
 
 def _conv(x, kernel, bias, way):
@@ -93,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

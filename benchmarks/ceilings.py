@@ -26,14 +26,19 @@ medians over ``--repeats`` runs of ``--iters`` calls after a warm-up call.
 """
 
 import json
+import os
 import statistics
+import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import provenance
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                "experiments"))
+import cli  # noqa: E402  (one-line flag errors, as the other benchmarks)
 
 from hyperrecon_jax import compilation
 
@@ -45,8 +50,9 @@ _CONV_BATCH = flags.DEFINE_integer("conv_batch", 32, "Batch of the convolution."
 _CHANNELS = flags.DEFINE_integer("channels", 32, "Input and output channels of the convolution.")
 _DTYPE = flags.DEFINE_multi_enum("dtype", ["float32", "bfloat16"], ["float32", "bfloat16"],
                                  "Dtypes of the matrix product and the convolution.")
-_ITERS = flags.DEFINE_integer("iters", 20, "Calls per timed run.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
+_ITERS = flags.DEFINE_integer("iters", 20, "Calls per timed run.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).",
+                                 lower_bound=1)
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes that finish in seconds on a CPU.")
 
 
@@ -143,4 +149,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

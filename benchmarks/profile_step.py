@@ -41,7 +41,8 @@ import cli  # noqa: E402
 import provenance
 import throughput  # noqa: E402  (its flags: --sizes, --image_size, --batch, ...)
 
-_STEPS = flags.DEFINE_integer("steps", 5, "Profiled steps (after 2 warm-up steps).")
+_STEPS = flags.DEFINE_integer("steps", 5, "Profiled steps (after 2 warm-up steps).",
+                              lower_bound=1)
 _TOP = flags.DEFINE_integer("top", 15, "Operations listed.")
 _COMMAND_BUFFERS = flags.DEFINE_bool(
     "command_buffers", False,

@@ -80,7 +80,7 @@ _SIZES = flags.DEFINE_list("sizes", ["unet", "S", "M", "L"],
                            "only).")
 _IMAGE = flags.DEFINE_integer("image_size", 256, "Image side.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Training batch size.")
-_GRID = flags.DEFINE_integer("grid", 100, "λ values per slice for 'grid'.")
+_GRID = flags.DEFINE_integer("grid", 100, "λ values per slice for 'grid'.", lower_bound=1)
 _DTYPE = flags.DEFINE_multi_enum("dtype", ["float32"], ["float32", "bfloat16"],
                                  "Activation dtype; repeat the flag to measure "
                                  "several in one process.")
@@ -88,8 +88,9 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto",
                               ["auto", "vmap", "loop"],
                               "Per-sample convolution strategy.")
 _CHANNELS = flags.DEFINE_integer("channels", 32, "Unet features per level.")
-_ITERS = flags.DEFINE_integer("iters", 20, "Calls per timed run.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).")
+_ITERS = flags.DEFINE_integer("iters", 20, "Calls per timed run.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs (median reported).",
+                                 lower_bound=1)
 _BENCH = flags.DEFINE_list("benchmarks", ["train_step", "grid", "latency", "evaluate"],
                            "Which measurements.")
 _ORDER = flags.DEFINE_enum("order", "auto", ["auto", "slice", "lambda"],

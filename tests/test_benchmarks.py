@@ -119,9 +119,24 @@ def test_patches_conv_is_the_per_sample_correlation(c, o):
      r"got unet$"),
     # A StatisticsError traceback, after the dataset was read.
     ("input_pipeline.py", ["--repeats=0"], r"--repeats=0: 0 is not a positive integer"),
+    # An UnboundLocalError traceback after the first compile.
+    ("bf16_conv.py", ["--size=16", "--batch=2", "--channels=4", "--iters=0"],
+     r"--iters=0: 0 is not a positive integer"),
 ])
 def test_a_flag_mistake_is_one_error_line_before_any_work(tmp_path, script, args, pattern):
   _assert_refused_before_any_work(_run(tmp_path, script, *args), pattern)
+
+
+@pytest.mark.parametrize("name", ["iters", "repeats", "grid", "rounds", "steps"])
+def test_a_timing_count_below_one_is_refused_by_its_flag(name):
+  # throughput.py's --iters=0 and --grid=0, ablate_step.py's --rounds=0 and
+  # profile_step.py's --steps=0 were tracebacks (UnboundLocalError, IndexError,
+  # StatisticsError, ZeroDivisionError) after the first compile.
+  from absl import flags
+  flag = flags.FLAGS[name]
+  with pytest.raises(flags.IllegalFlagValueError, match="positive integer"):
+    flag.parse("0")
+  assert flag.value == flag.default  # a refused value leaves the flag alone
 
 
 def _run(tmp_path, script, *args):
