@@ -193,3 +193,13 @@ def test_a_recipe_mistake_names_the_file_or_the_recipe_flag(tmp_path, text, over
 def test_an_input_pipeline_config_mistake_is_one_error_line(tmp_path, args, pattern):
   _assert_refused_before_any_work(_run(tmp_path, "input_pipeline.py", *args), pattern)
   assert not any(tmp_path.iterdir())  # no dataset built
+
+
+def test_every_raw_file_beside_performance_md_is_in_its_list():
+  # The two files of 2026-12-07 (the side-by-side rounds and reconstruct.py's
+  # memory) were missing from the page's list of raw lines.
+  docs = os.path.join(os.path.dirname(BENCHMARKS), "docs")
+  with open(os.path.join(docs, "performance.md"), encoding="utf-8") as f:
+    head = f.read().split("\n## ", 1)[0]  # the list, above the first section
+  raw = sorted(n for n in os.listdir(docs) if n.endswith(".jsonl"))
+  assert raw and [n for n in raw if f"]({n})" not in head] == []
