@@ -337,7 +337,10 @@ def check_flags(quick_keeps=_small) -> tuple[list[str], tuple[int, int, int, int
     if size not in HYPER_DIMS and not (size.startswith("stack")
                                        and size[5:].isdigit()):
       raise errors.InputError(f"--sizes: unknown model {size!r}; use "
-                              f"{list(HYPER_DIMS)}")
+                              f"{list(HYPER_DIMS)} or stackN")
+    if size.startswith("stack") and int(size[5:]) < 2:
+      raise errors.InputError(f"--sizes: {size} stacks {int(size[5:])} Unets; "
+                              "a stack needs at least 2 (stack2, stack5, ...)")
   return sizes, (image, batch, grid, iters, repeats, channels)
 
 

@@ -117,6 +117,9 @@ def test_patches_conv_is_the_per_sample_correlation(c, o):
      r"--benchmarks: unknown 'gird'; use \['train_step', 'grid'"),
     ("ablate_step.py", ["--sizes=unet"], r"--sizes must name one HyperRecon \(S, M or L\), "
      r"got unet$"),
+    # "grid needs an integer number of points ≥ 2, got 0": no grid was asked for.
+    ("throughput.py", ["--sizes=stack0", "--benchmarks=train_step"],
+     r"--sizes: stack0 stacks 0 Unets; a stack needs at least 2"),
     # A StatisticsError traceback, after the dataset was read.
     ("input_pipeline.py", ["--repeats=0"], r"--repeats=0: 0 is not a positive integer"),
     # An UnboundLocalError traceback after the first compile.
