@@ -109,6 +109,7 @@ def main(argv):
     config = cli_config.checked_config(_CONFIG)
     cli_config.refuse_unread(_CONFIG, "segmenter", "baselines.py",
                              "the segmenter is trained by experiments/segmenter.py")
+    cli_config.refuse_unread_task(_CONFIG, config, "baselines.py")
     if config.hparams.baselines:
       from hyperrecon_jax import errors
       # The stack's λ come from --lambdas (or the one-hot default), which

@@ -284,6 +284,37 @@ def refuse_unread(holder, section: str, program: str, hint: str, read=()) -> Non
     raise errors.InputError(f"--{holder.name}.{unread[0]}: {program} {reads}; {hint}")
 
 
+def refuse_unread_task(holder, config, program: str) -> None:
+  """Refuses a ``--config.task.<field>`` override that the config's task does not read.
+
+  ``--config.task.acceleration=4`` with denoising would be stored with the run
+  and look used while the run went without it: each task reads its own fields
+  (`physics.task_fields`), the others stay as `default.py` sets them.
+
+  Args:
+    holder: the ``DEFINE_config_file`` flag holder.
+    config: the checked config (its ``task.name`` is the task the run trains).
+    program: the script's name, for the message.
+
+  Raises:
+    InputError: naming the first such override and the fields the task reads.
+  """
+  from absl import flags
+
+  from hyperrecon_jax import errors
+  from hyperrecon_jax import physics
+  task = config.task.to_dict()
+  read = physics.task_fields(task)
+  unread = sorted(f for f in flags.FLAGS[holder.name].override_values
+                  if f.startswith("task.") and f.partition(".")[2] not in read)
+  if unread:
+    field = unread[0]
+    raise errors.InputError(
+        f"--{holder.name}.{field}: the {task['name']} task does not read config.{field} "
+        f"({program} would store it with the run unused); it reads config.task."
+        + ", ".join(read))
+
+
 def closest_field(key: str, fields) -> str | None:
   """The field of ``fields`` that ``key`` most likely meant, or None.
 

@@ -40,6 +40,7 @@ def main(argv):
     config = cli_config.checked_config(_CONFIG)
     cli_config.refuse_unread(_CONFIG, "segmenter", "train.py",
                              "the segmenter is trained by experiments/segmenter.py")
+    cli_config.refuse_unread_task(_CONFIG, config, "train.py")
     # Before anything else touches JAX: the backend must start knowing its peers.
     joined = cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train

@@ -37,6 +37,11 @@ def env(tmp_path_factory, compilation_cache):
     (DEMO, "--config.train.max_to_keep=-1", r"max_to_keep must be an integer ≥ 0"),
     (DEMO, "--config.hparams.endpoint_prob=2", r"endpoint_prob must lie in \[0, 1\]"),
     (SR, "--config.task.factor=0", r"config\.task\.factor must be an integer ≥ 2"),
+    # A field of another task was stored with the run, unused: denoising's
+    # sigma with super-resolution, CS-MRI's acceleration with denoising.
+    (SR, "--config.task.sigma=0.2", r"^error: --config\.task\.sigma: the superres task does "
+     r"not read config\.task\.sigma \(train\.py would store it with the run unused\); it "
+     r"reads config\.task\.name, factor$"),
     # Without brackets the terms arrive as one name 'dc,tv,wavelet': split.
     (DEMO, "--config.losses=dc,tv,wavelet", r"config\.loss_scales must hold one positive "
      r"number per loss term, 3 for \('dc', 'tv', 'wavelet'\)"),
