@@ -117,6 +117,12 @@ def main(argv):
                                 "the explorer needs a HyperRecon model")
       from hyperrecon_jax import reconstruct
       scan = reconstruct.read_input(_INPUT.value, config)
+      # What reconstruct.py says of this file: the plane, the working
+      # resolution, and what the clip to the model's range takes from it.
+      for note in scan.notes:
+        print(f"note: {note}", file=sys.stderr)
+      for warning in scan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
       images, slices = scan.images, np.asarray(scan.slices)
       # The page numbers the file's own voxels, as a viewer does.
       numbers, file_axis = scan.input_slices

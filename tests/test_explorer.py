@@ -575,6 +575,9 @@ def test_the_script_explores_a_users_nifti_volume(run_a, env, tmp_path):
   rng = np.random.default_rng(0)
   volume = np.zeros((40, 40, 12), np.float32)
   volume[6:34, 8:32, 2:10] = scipy.ndimage.gaussian_filter(rng.random((28, 24, 8)), 1.0)
+  # Six voxels far brighter than the rest (a lesion, a vessel): the model reads
+  # them at the intensity scale, which reconstruct.py warns of, as must the explorer.
+  volume[10, 10, 2:8] = 10 * volume.max()
   path = str(tmp_path / "scan.nii.gz")
   nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
   proc = subprocess.Popen([sys.executable, os.path.join(REPO, "experiments", "explore.py"),
@@ -595,8 +598,14 @@ def test_the_script_explores_a_users_nifti_volume(run_a, env, tmp_path):
     assert status == 200 and r["metrics"]["psnr"] is not None
   finally:
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
   assert proc.returncode == 130
+  # The scan's notes and warnings, as reconstruct.py prints them for this file.
+  from hyperrecon_jax import scans
+  scan = scans.read_input(path, run_a["config"])
+  assert scan.notes and scan.warnings
+  for line in [f"note: {n}" for n in scan.notes] + [f"warning: {w}" for w in scan.warnings]:
+    assert line in err.splitlines(), (line, err)
 
 
 def test_the_script_explores_every_volume_of_another_folder(run_a, env, tmp_path):
