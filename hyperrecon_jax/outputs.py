@@ -216,7 +216,8 @@ def check_writable(path: str, folder: str) -> None:
   os.remove(probe)
 
 
-def write(result: dict, output: str, *, model: str = "", overwrite: bool = False) -> list[str]:
+def write(result: dict, output: str, *, model: str | None = None,
+          overwrite: bool = False) -> list[str]:
   """Writes a `hyperrecon_jax.reconstruct.volume` result: output, sidecar, input if saved.
 
   NIfTI: a 3-D volume for one λ, 4-D (λ last) for several, with the input's
@@ -228,7 +229,8 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
   ``scores``. The files are written
   as a set (`_write_all`): a failed or interrupted write (a full disk,
   Ctrl-C) leaves none of them, and with ``overwrite`` the previous set whole.
-  Values are of ``result['dtype']`` (default float32).
+  Values are of ``result['dtype']`` (default float32). ``model`` is the
+  sidecar's ``model``, e.g. ``"NAME (step N)"``; null when not given.
 
   Returns:
     The paths written.
@@ -258,7 +260,7 @@ def write(result: dict, output: str, *, model: str = "", overwrite: bool = False
     files.append((output, lambda tmp: _write_h5(scan, recon, result, tmp, lam_text, dtype)))
   sidecar = {
       "input": os.path.abspath(scan.path),
-      "model": model,
+      "model": model or None,
       "loss_terms": list(result["loss_terms"]),
       "lambdas": _rows(result["lambdas"]),
       "coefficients": _rows(result["coeffs"]),

@@ -14,7 +14,7 @@ is its own ground truth, every reconstruction is also scored against it
 
   scan = hr.reconstruct.read_input("sub-01_T1w.nii.gz", config)
   result = hr.reconstruct.volume(config, model, variables, scan, [[0.0], [0.5]])
-  hr.reconstruct.write(result, "sub-01_recon.nii.gz")
+  hr.reconstruct.write(result, "sub-01_recon.nii.gz", model=f"NAME (step {step})")
 
 ``read_input`` and ``write`` are `scans.read_input` and `outputs.write`, named
 here too so that a notebook needs this module only.

@@ -140,6 +140,9 @@ def test_volume_writes_a_4d_nifti_on_the_input_grid(model, tmp_path):
   assert sidecar["coefficients"] == [[1.0, 0.0], [0.0, 1.0]]
   assert sidecar["loss_terms"] == list(config.losses)
   assert nib.load(written[2]).shape == data.shape
+  # A notebook's write without the model's name records none, not an empty name.
+  rc.write(result, str(tmp_path / "unnamed.nii.gz"))
+  assert json.load(open(str(tmp_path / "unnamed.json")))["model"] is None
 
 
 def test_a_reconstruction_that_is_not_finite_is_refused_before_anything_is_written(model,
