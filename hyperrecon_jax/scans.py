@@ -200,8 +200,8 @@ def read_input(path: str, config, *, axis=None, available: int | None = None) ->
 
 def _volume_shape(path: str, shape: tuple) -> tuple:
   """The 3-D shape of a NIfTI file's header shape, or an error saying what it is."""
-  if len(shape) == 4 and shape[3] == 1:
-    shape = shape[:3]
+  while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1), (X, Y, Z, 1, 1): one volume
+    shape = shape[:-1]
   if len(shape) == 4:
     raise errors.InputError(
         f"{path}: has shape {shape}; expected a 3-D volume, and this is a series of "

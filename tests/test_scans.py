@@ -171,6 +171,21 @@ def test_a_2d_or_4d_nifti_is_refused(tmp_path, shape, pattern):
     scans.read_input(path, data_config(32))
 
 
+@pytest.mark.parametrize("extra", [(1,), (1, 1)])
+def test_a_volume_stored_with_trailing_axes_of_one_is_read_as_3d(tmp_path, extra):
+  # (X, Y, Z, 1) from a series tool, (X, Y, Z, 1, 1) from ITK-style writers:
+  # both hold one volume, read (and put back) as the 3-D file is.
+  volume = head()
+  nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "flat.nii.gz"))
+  nib.save(nib.Nifti1Image(volume.reshape(volume.shape + extra), np.eye(4)),
+           str(tmp_path / "extra.nii.gz"))
+  flat = scans.read_input(str(tmp_path / "flat.nii.gz"), data_config(32))
+  got = scans.read_input(str(tmp_path / "extra.nii.gz"), data_config(32))
+  np.testing.assert_array_equal(got.images, flat.images)
+  assert got.output_shape == volume.shape
+  assert reconstruct.put_back(got, got.images).shape == volume.shape
+
+
 def test_nan_voxels_and_empty_volumes_are_refused(tmp_path):
   volume = head()
   volume[5, 5, 5] = np.nan
