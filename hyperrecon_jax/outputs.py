@@ -195,7 +195,8 @@ def check_outputs(paths: Sequence[str], overwrite: bool, source: str | None = No
     if os.path.isdir(p):
       raise errors.InputError(f"{p} is a folder; give a file name")
     if os.path.exists(p) and not overwrite:
-      raise errors.InputError(f"{p} exists; give --overwrite to replace it")
+      raise errors.InputError(f"{p} exists; give --overwrite (in Python, overwrite=True) "
+                              "to replace it")
     if folder not in probed:
       check_writable(p, folder)
       probed.add(folder)

@@ -56,7 +56,8 @@ def test_every_file_of_the_set_is_checked_not_the_output_alone(tmp_path):
   paths = outputs.output_paths("nifti", out, True)
   for existing in (tmp_path / "recon.json", tmp_path / "recon_zero_filled.nii.gz"):
     existing.write_bytes(b"an earlier run's")
-    pattern = rf"{re.escape(str(existing))} exists; give --overwrite to replace it"
+    pattern = (rf"{re.escape(str(existing))} exists; give --overwrite \(in Python, "
+               r"overwrite=True\) to replace it")
     with pytest.raises(ValueError, match=pattern):
       outputs.check_outputs(paths, overwrite=False)
     with pytest.raises(ValueError, match=pattern):
