@@ -193,6 +193,20 @@ def _unloaded_config_file(error) -> str | None:
   return _flag_error(chain[0])
 
 
+def _is_text(path: str) -> bool:
+  """Whether ``path`` is UTF-8 text without NUL bytes, as Python source is (True if unreadable)."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError:
+    return True
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError:
+    return False
+  return b"\0" not in data
+
+
 def _config_file_error(error, argv) -> str | None:
   """``error`` raised by the code of a config file, as one line naming it; else None."""
   import traceback
@@ -203,6 +217,12 @@ def _config_file_error(error, argv) -> str | None:
     return f"config file {error.filename}, line {error.lineno}: {error.msg}"
   if isinstance(error, AttributeError) and "has no attribute 'get_config" in str(error):
     return f"the config file {config.partition(':')[0]} has no get_config() function"
+  if isinstance(error, (SyntaxError, ValueError)) and not _is_text(path):
+    # A binary file (a scan, an archive) given as the config: Python's
+    # compile error names no file or line, and ended in a traceback.
+    return (f"the config file {config.partition(':')[0]} is not Python source "
+            f"({one_line(error)}): --{_config_argument(argv)[0]} takes a .py file whose "
+            "get_config() returns the experiment's config")
   # The config file's own line that led to the error (it may have been
   # raised in a module the file imports, e.g. configs/default.py).
   stack = traceback.extract_tb(error.__traceback__)

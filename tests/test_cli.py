@@ -118,10 +118,17 @@ _FROM_DEFAULT = (f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'experimen
     # It ended the run with status 0 and no word.
     ("import sys\ndef get_config():\n  sys.exit()\n",
      r"config file .*bad\.py, line 3: it calls sys\.exit\(\) instead of returning a config"),
+    # A binary file (a scan given as the config): Python's compile error
+    # names no file, and ended in a traceback with status 1.
+    pytest.param(b"\x5c\x01\x00\x00\x00\x00\x00\x00", r"^error: the config file .*bad\.py is "
+                 r"not Python source \(source code string cannot contain null bytes\): "
+                 r"--config takes a \.py file", id="binary"),
 ])
 def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   config = tmp_path / "bad.py"
-  if text is not None:
+  if isinstance(text, bytes):
+    config.write_bytes(text)
+  elif text is not None:
     config.write_text(text)
   proc = run(env, "train", f"--config={config}", f"--workdir={tmp_path / 'run'}")
   assert_one_error_line(proc, pattern)
