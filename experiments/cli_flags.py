@@ -193,6 +193,16 @@ def _unloaded_config_file(error) -> str | None:
   return _flag_error(chain[0])
 
 
+def _is_json_object(path: str) -> bool:
+  """Whether the file at ``path`` is a JSON object (False if unreadable)."""
+  import json
+  try:
+    with open(path, "rb") as f:
+      return isinstance(json.loads(f.read()), dict)
+  except (OSError, ValueError):
+    return False
+
+
 def _is_text(path: str) -> bool:
   """Whether ``path`` is UTF-8 text without NUL bytes, as Python source is (True if unreadable)."""
   try:
@@ -215,6 +225,13 @@ def _config_file_error(error, argv) -> str | None:
   if (isinstance(error, SyntaxError) and error.filename
       and os.path.abspath(error.filename) == path):
     return f"config file {error.filename}, line {error.lineno}: {error.msg}"
+  if _is_json_object(path):
+    # A run's config.json: Python read its `false` as a name ("NameError:
+    # name 'false' is not defined"), which said nothing of the mistake.
+    return (f"the config file {config.partition(':')[0]} holds JSON (a run's config.json?), "
+            "not Python: --config takes a .py file whose get_config() returns the config "
+            "(experiments/configs/); a run resumes with the file it was trained with, and "
+            "evaluate.py, reconstruct.py and explore.py read its stored config from --workdir")
   if isinstance(error, AttributeError) and "has no attribute 'get_config" in str(error):
     return f"the config file {config.partition(':')[0]} has no get_config() function"
   if isinstance(error, (SyntaxError, ValueError)) and not _is_text(path):
