@@ -118,12 +118,12 @@ _FROM_DEFAULT = (f"import sys\nsys.path.insert(0, {os.path.join(REPO, 'experimen
     # It ended the run with status 0 and no word.
     ("import sys\ndef get_config():\n  sys.exit()\n",
      r"config file .*bad\.py, line 3: it calls sys\.exit\(\) instead of returning a config"),
-    # A binary file (a scan given as the config): Python's compile error
-    # names no file, and ended in a traceback with status 1.
     # A run's config.json given as the config read "NameError: name 'false' is not defined".
     ('{"data": {"augment_flip": false}, "losses": ["dc", "tv"]}\n', r"^error: the config "
      r"file .*bad\.py holds JSON \(a run's config\.json\?\), not Python: --config takes a "
      r"\.py file"),
+    # A binary file (a scan given as the config): Python's compile error
+    # names no file, and ended in a traceback with status 1.
     pytest.param(b"\x5c\x01\x00\x00\x00\x00\x00\x00", r"^error: the config file .*bad\.py is "
                  r"not Python source \(source code string cannot contain null bytes\): "
                  r"--config takes a \.py file", id="binary"),
