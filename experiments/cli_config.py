@@ -315,6 +315,57 @@ def refuse_unread_task(holder, config, program: str) -> None:
         + ", ".join(read))
 
 
+# The λ-drawing fields each sampler of a HyperRecon run reads (`hparams.sample`).
+SAMPLER_FIELDS = {
+    "uniform": (), "endpoints": ("endpoint_prob", "endpoint_prob_final"),
+    "log_uniform": ("log_min",), "dirichlet": ("alpha",), "faces": ("endpoint_prob", "alpha"),
+}
+_SAMPLER_ONLY = ("endpoint_prob", "endpoint_prob_final", "log_min", "alpha")
+
+
+def refuse_unread_sampling(holder, config, program: str) -> None:
+  """Refuses an override of how λ is drawn that a HyperRecon run does not read.
+
+  ``--config.hparams.log_min=1e-4`` with the uniform sampler, or
+  ``--config.sampling.top_b=4`` with UHS, would be stored with the run and
+  look used while it trained without it: most likely the sampler or the
+  method was meant too. An override to None unsets a field and is let be; a
+  plain Unet or a stack of them draws no λ and is left alone.
+
+  Args:
+    holder: the ``DEFINE_config_file`` flag holder.
+    config: the checked config.
+    program: the script's name, for the message.
+
+  Raises:
+    InputError: naming the first such override and what reads it.
+  """
+  from absl import flags
+
+  from hyperrecon_jax import errors
+  if not config.model.hyper_dim:
+    return
+  sampler, method = config.hparams.sampler, config.sampling.method
+  read = SAMPLER_FIELDS.get(sampler, _SAMPLER_ONLY)
+  why = {}
+  for field, value in dict(flags.FLAGS[holder.name].override_values).items():
+    section, _, name = field.partition(".")
+    if value is None:
+      continue
+    if section == "hparams" and name in _SAMPLER_ONLY and name not in read:
+      users = [s for s, fields in SAMPLER_FIELDS.items() if name in fields]
+      readers = " and ".join(users) + (" samplers do" if len(users) > 1 else " sampler does")
+      why[field] = (f"the {sampler} sampler does not read it (the {readers}: "
+                    "--config.hparams.sampler)")
+    elif section == "sampling" and name in ("top_b", "normalize") and method != "dhs":
+      why[field] = (f"sampling.method={method!r} does not read it (DHS does: "
+                    "--config.sampling.method=dhs)")
+  if why:
+    field = sorted(why)[0]
+    raise errors.InputError(f"--{holder.name}.{field}: {why[field]}; {program} would store it "
+                            "with the run unused")
+
+
 def closest_field(key: str, fields) -> str | None:
   """The field of ``fields`` that ``key`` most likely meant, or None.
 

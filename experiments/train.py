@@ -41,6 +41,7 @@ def main(argv):
     cli_config.refuse_unread(_CONFIG, "segmenter", "train.py",
                              "the segmenter is trained by experiments/segmenter.py")
     cli_config.refuse_unread_task(_CONFIG, config, "train.py")
+    cli_config.refuse_unread_sampling(_CONFIG, config, "train.py")
     # Before anything else touches JAX: the backend must start knowing its peers.
     joined = cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train

@@ -35,13 +35,20 @@ def env(tmp_path_factory, compilation_cache):
     (DEMO, "--config.train.lr=-1", r"config\.train\.lr must be a positive"),
     (DEMO, "--config.train.lr_decay_every=0", r"lr_decay_every must be an integer ≥ 1"),
     (DEMO, "--config.train.max_to_keep=-1", r"max_to_keep must be an integer ≥ 0"),
-    (DEMO, "--config.hparams.endpoint_prob=2", r"endpoint_prob must lie in \[0, 1\]"),
+    (DEMO.replace("demo.py", "demo_ao.py"), "--config.hparams.endpoint_prob=2",
+     r"endpoint_prob must lie in \[0, 1\]"),  # demo_ao's endpoints sampler reads it
     (SR, "--config.task.factor=0", r"config\.task\.factor must be an integer ≥ 2"),
     # A field of another task was stored with the run, unused: denoising's
     # sigma with super-resolution, CS-MRI's acceleration with denoising.
     (SR, "--config.task.sigma=0.2", r"^error: --config\.task\.sigma: the superres task does "
      r"not read config\.task\.sigma \(train\.py would store it with the run unused\); it "
      r"reads config\.task\.name, factor$"),
+    # Stored with the run, unread: the sampler or the method was meant too.
+    (DEMO, "--config.hparams.log_min=0.01", r"^error: --config\.hparams\.log_min: the uniform "
+     r"sampler does not read it \(the log_uniform sampler does: --config\.hparams\.sampler\); "
+     r"train\.py would store it with the run unused$"),
+    (DEMO, "--config.sampling.top_b=2", r"^error: --config\.sampling\.top_b: "
+     r"sampling\.method='uhs' does not read it \(DHS does: --config\.sampling\.method=dhs\)"),
     # Without brackets the terms arrive as one name 'dc,tv,wavelet': split.
     (DEMO, "--config.losses=dc,tv,wavelet", r"config\.loss_scales must hold one positive "
      r"number per loss term, 3 for \('dc', 'tv', 'wavelet'\)"),
