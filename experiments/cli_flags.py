@@ -148,6 +148,9 @@ def _traceback_error(text: str, config: str) -> str:
   """The last line of a config file's traceback, with the file and line it came from."""
   lines = [line for line in text.splitlines() if line.strip()]
   last = lines[-1].strip()
+  # The project's own errors say what is wrong in words; their class's dotted
+  # name (hyperrecon_jax.train.configuration.ConfigError) adds nothing.
+  last = re.sub(r"^hyperrecon_jax(\.\w+)*\.\w*Error: ", "", last)
   path = os.path.abspath(config.partition(":")[0])
   frames = [(f, line) for f, line in re.findall(r'File "([^"]+)", line (\d+)', text)
             if os.path.abspath(f) == path]

@@ -146,6 +146,15 @@ def test_a_broken_config_file_is_one_error_line(env, tmp_path, text, pattern):
   assert not (tmp_path / "run").exists()
 
 
+def test_a_misspelled_config_argument_is_named_without_the_error_class(env, tmp_path):
+  # It read "…, line 53: hyperrecon_jax.train.configuration.ConfigError: unknown …".
+  proc = run(env, "train", f"--config={DEMO.replace(':quick', ':quik')}",
+             f"--workdir={tmp_path / 'run'}")
+  assert_one_error_line(proc, r"^error: config file .*demo\.py, line \d+: unknown config "
+                              r"argument 'quik'; use ':quick' or none$")
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_copy_of_a_shipped_config_file_loads_from_any_folder(env, tmp_path):
   """configs.md: a config of one's own starts from the shipped ones, wherever it lies.
 
