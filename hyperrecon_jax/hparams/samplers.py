@@ -67,7 +67,8 @@ def sample(key, batch: int, num_lambdas: int, method: str = "uniform", *,
     random subset of m + 1 terms, and Dirichlet(α) on those terms with zeros
     elsewhere; otherwise Dirichlet(α) on the whole simplex. The boundary, where
     some terms are off, is thus trained as deliberately as 'endpoints' trains
-    λ ∈ {0, 1}; for K = 2 (and α = 1) it *is* 'endpoints' (the vertices are
+    λ ∈ {0, 1}; for K = 2 (and α = 1) it has the distribution of 'endpoints'
+    (not the same draws for one seed; the vertices are
     λ = 0 and λ = 1). A row is on a vertex with probability
     ``endpoint_prob / (K − 1)``.
 
