@@ -159,5 +159,5 @@ def resolution_note(size: int, plane: tuple, grid: tuple, what: str, unit: str,
   detail = (f", {coarser:.1f}× coarser: detail finer than {coarser:.1f} {unit}s is lost"
             if coarser > 1.05 else "")
   return (f"the model reconstructs at {size}×{size}: each slice's {h}×{w}-{unit} {what} is "
-          f"resized to fit{detail}; the output is put back on the input's "
+          f"resized to fit{detail}; a reconstruction written out is put back on the input's "
           f"{'×'.join(str(n) for n in grid)} grid")

@@ -107,8 +107,8 @@ def test_the_outside_box_warning_takes_a_share_of_a_large_foreground():
 def test_the_resolution_note_says_how_much_detail_is_lost():
   note = scan_notes.resolution_note(64, (192, 160), (197, 233, 189), "foreground box", "voxel")
   assert note == ("the model reconstructs at 64×64: each slice's 192×160-voxel foreground box "
-                  "is resized to fit, 3.0× coarser: detail finer than 3.0 voxels is lost; the "
-                  "output is put back on the input's 197×233×189 grid")
+                  "is resized to fit, 3.0× coarser: detail finer than 3.0 voxels is lost; a "
+                  "reconstruction written out is put back on the input's 197×233×189 grid")
   # Within 5 % of the grid, no loss is claimed.
   assert "coarser" not in scan_notes.resolution_note(64, (67, 60), (67, 60), "image", "pixel")
 
