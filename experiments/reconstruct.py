@@ -117,9 +117,11 @@ def main(argv):
     need = volume_memory.check_memory(
         scan, len(lambdas), dtype, save_input=_SAVE_INPUT.value,
         working=volume_memory.working_memory(config, scan, _BATCH.value))
-    plane = f"{common.axis_name(scan.axis)} slices" if kind == "nifti" else "slices"
-    print(f"{_INPUT.value}: {len(scan.slices)} {plane} ({int(scan.kept.sum())} with "
-          f"foreground), {len(lambdas)} λ value(s) of the loss "
+    count = len(scan.slices)
+    noun = "slice" if count == 1 else "slices"
+    plane = f"{common.axis_name(scan.axis)} {noun}" if kind == "nifti" else noun
+    print(f"{_INPUT.value}: {count} {plane} ({int(scan.kept.sum())} with "
+          f"foreground), {len(lambdas)} λ {'value' if len(lambdas) == 1 else 'values'} of the loss "
           f"{' + '.join(config.losses)}; model {name} (step {step})", file=sys.stderr)
     for note in [reconstruct.repeated_weightings(lambdas), *scan.notes]:
       if note:

@@ -107,7 +107,7 @@ def test_a_single_slice_volume_is_reconstructed(env, tmp_path):
   nib.save(nib.Nifti1Image(disk_volume((40, 48, 1), (0, 1)), np.eye(4)), path)
   proc = reconstruct(env, f"--input={path}", f"--output={out}", "--lam=0.5")
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "1 axial slices (1 with foreground)" in proc.stderr, proc.stderr
+  assert "1 axial slice (1 with foreground), 1 λ value of the loss" in proc.stderr, proc.stderr
   assert nib.load(out).shape == (40, 48, 1)
   assert nib.load(out).get_data_dtype() == np.float32  # the default
   assert 0.8 < foreground_ratio(path, out) < 1.25
@@ -214,7 +214,7 @@ def test_a_model_of_four_terms_over_a_design_on_the_simplex(env, workdir_k4, tmp
   proc = run(env, "reconstruct", f"--workdir={workdir_k4}", f"--input={path}",
              f"--output={out}", "--samples=6")
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "6 λ value(s) of the loss dc + tv + wavelet + weight_l1" in proc.stderr, proc.stderr
+  assert "6 λ values of the loss dc + tv + wavelet + weight_l1" in proc.stderr, proc.stderr
   assert nib.load(out).shape == (40, 40, 3, 6)
   sidecar = json.load(open(tmp_path / "design.json"))
   coeffs = np.asarray(sidecar["coefficients"])
