@@ -6,7 +6,8 @@ crops every slice to the box of the slices with enough foreground and resizes
 it to the model's grid. Each step can lose what the scan holds. The warnings
 (`scans.Scan.warnings`: reasons to distrust the output's intensity) name a
 scale set by a handful of voxels or by a small bright region, negative or very
-bright voxels clipped, and foreground outside the box; each function returns
+bright voxels clipped, foreground outside the box, and a volume of a few
+distinct values (a mask or a segmentation); each function returns
 an empty tuple when there is nothing to say. The resolution note
 (`scans.Scan.notes`) says at what resolution the model works.
 """
@@ -35,6 +36,14 @@ BRIGHT_SCALE_FACTOR = 2.0
 # voxels the box was not made from) comes back as 0: worth a warning from this
 # share of the scan's foreground voxels on (a stray speck of noise is not).
 OUTSIDE_SHARE = 0.0005
+# A scan from a scanner or a pipeline has hundreds of distinct intensities or
+# more (an 8-bit scan of a head uses most of its 256); a mask has 2, a
+# segmentation one per label (FreeSurfer's aseg about 45).
+FEW_VALUES = 64
+# Voxels counted at a time: a scan shows more than FEW_VALUES in an evenly
+# spread sample this large, and the whole volume is counted (in pieces this
+# large, so that reading still holds about two copies of it) only when it does not.
+_SAMPLE = 1 << 16
 
 
 def scale_warning(positive: int, percentile: float) -> tuple:
@@ -161,3 +170,29 @@ def resolution_note(size: int, plane: tuple, grid: tuple, what: str, unit: str,
   return (f"the model reconstructs at {size}×{size}: each slice's {h}×{w}-{unit} {what} is "
           f"resized to fit{detail}; a reconstruction written out is put back on the input's "
           f"{'×'.join(str(n) for n in grid)} grid")
+
+
+def few_values_warning(data: np.ndarray) -> tuple:
+  """A warning when the volume holds at most `FEW_VALUES` distinct values.
+
+  A mask or a segmentation given in place of the scan is reconstructed as an
+  image of its labels, without a word otherwise.
+
+  Args:
+    data: the volume's voxels as read (before normalization).
+
+  Returns:
+    ``()`` or a one-line warning with the count and the first values.
+  """
+  flat = data.reshape(-1)
+  if np.unique(flat[::max(1, flat.size // _SAMPLE)]).size > FEW_VALUES:
+    return ()
+  values = set()
+  for start in range(0, flat.size, _SAMPLE):
+    values.update(np.unique(flat[start:start + _SAMPLE]).tolist())
+    if len(values) > FEW_VALUES:
+      return ()
+  values = np.sort(np.asarray(list(values)))
+  shown = ", ".join(f"{v:g}" for v in values[:5]) + (", …" if values.size > 5 else "")
+  return (f"the volume holds only {values.size} distinct values ({shown}): a mask or a "
+          "segmentation rather than a scan? The model reconstructs it as an image",)

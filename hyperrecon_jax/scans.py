@@ -329,7 +329,8 @@ def _read_nifti(path: str, config, axis=None, available=None) -> Scan:
   positive = int(np.count_nonzero(slicing.positive_voxels(data)))
   warnings = (scan_notes.scale_warning(positive, percentile)
               + scan_notes.bright_region_warning(data, scale)
-              + scan_notes.clipping_warnings(data, scale, positive))
+              + scan_notes.clipping_warnings(data, scale, positive)
+              + scan_notes.few_values_warning(data))
   # After the warnings and in place, so that reading holds at most two float32
   # copies of the volume at once: a volume can take much of the memory.
   volume = data / scale

@@ -122,3 +122,28 @@ def test_the_resolution_note_counts_the_finer_side_of_anisotropic_voxels():
   # The same box with isotropic voxels: 88 / 64 = 1.375.
   assert "1.4× coarser" in scan_notes.resolution_note(64, (50, 88), (100, 50, 9),
                                                       "foreground box", "voxel")
+
+
+def test_a_volume_of_few_distinct_values_is_said_to_be_a_mask_or_labels():
+  rng = np.random.default_rng(0)
+  mask = np.zeros((30, 30, 10), np.float32)
+  mask[5:25, 5:25] = 1.0
+  (line,) = scan_notes.few_values_warning(mask)
+  assert line.startswith("the volume holds only 2 distinct values (0, 1): a mask or a "
+                         "segmentation rather than a scan?")
+  labels = rng.integers(0, 45, (30, 30, 10)).astype(np.int16)  # FreeSurfer's aseg: ~45
+  (line,) = scan_notes.few_values_warning(labels)
+  assert "only 45 distinct values (0, 1, 2, 3, 4, …)" in line
+  assert scan_notes.few_values_warning(
+      rng.integers(0, scan_notes.FEW_VALUES + 1, (30, 30, 10)).astype(np.float32)) == ()
+  # An 8-bit scan uses far more than FEW_VALUES of its 256 levels.
+  assert scan_notes.few_values_warning(rng.integers(0, 256, (30, 30, 10)).astype(np.uint8)) == ()
+
+
+def test_values_the_spread_sample_misses_are_counted_in_the_whole_volume():
+  # Every voxel the evenly spread sample reads is 0; the others hold a scan's
+  # many values, which the count of the whole volume finds.
+  volume = np.random.default_rng(1).uniform(1, 2, scan_notes._SAMPLE * 4).astype(np.float32)
+  volume[::4] = 0.0
+  assert np.unique(volume[::4]).size == 1
+  assert scan_notes.few_values_warning(volume.reshape(64, 64, -1)) == ()

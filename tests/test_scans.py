@@ -228,6 +228,11 @@ def test_a_scale_resting_on_a_few_voxels_is_said(tmp_path):
   nib.save(nib.Nifti1Image(head() * 1000, np.eye(4)), str(tmp_path / "many.nii.gz"))
   scan = scans.read_input(str(tmp_path / "many.nii.gz"), data_config(32))
   assert scan.warnings == () and scan.reference > 0
+  # A brain mask given in place of the scan: reconstructed, and said to be one.
+  nib.save(nib.Nifti1Image((head() > 0).astype(np.uint8), np.eye(4)),
+           str(tmp_path / "mask.nii.gz"))
+  warnings = scans.read_input(str(tmp_path / "mask.nii.gz"), data_config(32)).warnings
+  assert any("holds only 2 distinct values (0, 1)" in w for w in warnings), warnings
 
 
 def test_what_the_clip_to_the_scale_takes_is_said(tmp_path):
