@@ -12,9 +12,10 @@ package, whose tests hold their values.
 
 The probe is a deterministic function of the run's task and image size:
 NumPy's PCG64 images, the task's operator, a threefry key, and for a term of
-the weights a pytree shaped like the model's generated weights. It is always
+the weights a pytree shaped like the model's generated weights. It is
 evaluated on the CPU, eagerly, so a run trained on a GPU is checked against
-the same arithmetic wherever it loads.
+the same arithmetic wherever it loads (on the default device only in a
+process started without a CPU backend, ``JAX_PLATFORMS=cuda``).
 """
 
 import math
@@ -74,6 +75,14 @@ def _probe_inputs(config, names):
   return jnp.asarray(recon), jnp.asarray(target), operator, measurement, weights
 
 
+def _cpu():
+  """The CPU device, or None (the default device) in a process started without one."""
+  try:
+    return jax.devices("cpu")[0]
+  except RuntimeError:  # JAX_PLATFORMS=cuda: the one backend there is
+    return None
+
+
 def probe(config) -> dict[str, list]:
   """Each own term's values on the probe: what training records in ``config.term_probes``.
 
@@ -91,7 +100,7 @@ def probe(config) -> dict[str, list]:
   names = own_terms(config)
   if not names:
     return {}
-  with jax.default_device(jax.devices("cpu")[0]):
+  with jax.default_device(_cpu()):
     recon, target, operator, measurement, weights = _probe_inputs(config, names)
     return {n: [_as_stored(float(v)) for v in np.asarray(losses.call_term(
         n, recon, target, operator=operator, measurement=measurement, weights=weights))]
