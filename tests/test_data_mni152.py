@@ -502,4 +502,8 @@ def test_a_data_folder_that_is_a_file_is_named_before_any_build(tmp_path, monkey
   with pytest.raises(common.DataError, match=rf"^the data folder {path} \(HYPERRECON_DATA_DIR "
                                              r"or the default cache\): .* is a file"):
     hr.data.make_builder(_config(""))
+  # The scripts fill config.data.data_dir from the variable: the user set the variable.
+  with pytest.raises(common.DataError, match=rf"^the data folder {path} \(HYPERRECON_DATA_DIR "
+                                             r"or the default cache\): .* is a file"):
+    hr.data.make_builder(_config(common.default_data_dir()))
   assert common.data_dir(_config(tmp_path / "new" / "cache")) == str(tmp_path / "new" / "cache")

@@ -97,10 +97,21 @@ def data_dir(data_config) -> str:
   while not os.path.exists(existing) and os.path.dirname(existing) != existing:
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
-    setting = (f"config.data.data_dir={configured}" if configured else
-               f"the data folder {root} ({DATA_DIR_ENV} or the default cache)")
-    raise DataError(f"{setting}: {existing} is a file, not a folder")
+    raise DataError(f"{data_dir_setting(data_config)}: {existing} is a file, not a folder")
   return root
+
+
+def data_dir_setting(data_config) -> str:
+  """The setting that gave the data folder, for a message.
+
+  The scripts fill ``config.data.data_dir`` from $HYPERRECON_DATA_DIR (the
+  config's default): that value is named as the variable's, which the user set.
+  """
+  configured = field(data_config, "data_dir")
+  if configured and configured != default_data_dir():
+    return f"config.data.data_dir={configured}"
+  root = os.path.expanduser(configured or default_data_dir())
+  return f"the data folder {root} ({DATA_DIR_ENV} or the default cache)"
 
 
 def field(data_config, name: str):
