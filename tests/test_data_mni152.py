@@ -507,3 +507,23 @@ def test_a_data_folder_that_is_a_file_is_named_before_any_build(tmp_path, monkey
                                              r"or the default cache\): .* is a file"):
     hr.data.make_builder(_config(common.default_data_dir()))
   assert common.data_dir(_config(tmp_path / "new" / "cache")) == str(tmp_path / "new" / "cache")
+
+
+def test_a_data_folder_that_cannot_be_written_is_named_with_its_setting(tmp_path, monkeypatch):
+  # A shared cache made read-only, asked for a dataset not built yet, failed
+  # with a bare "[Errno 13] Permission denied: '<folder>'" naming no setting.
+  # Raised as the build writes, since root, which runs the tests, ignores chmod.
+  def refuse(self, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", os.fspath(self.data_dir))
+
+  monkeypatch.setattr(builder.SliceBuilder, "download_and_prepare", refuse)
+  folder = tmp_path / "shared"
+  with pytest.raises(common.DataError, match=rf"^cannot build the mni152 dataset in "
+                                             rf"config.data.data_dir={folder}: .*Permission "
+                                             r"denied.*: ask its owner to build it, or set "
+                                             r"HYPERRECON_DATA_DIR or config.data.data_dir to a "
+                                             r"folder you can write$"):
+    hr.data.prepare(_config(folder))
+  monkeypatch.setenv(common.DATA_DIR_ENV, str(folder))
+  with pytest.raises(common.DataError, match=rf"in the data folder {folder} \(HYPERRECON_DATA_DIR"):
+    hr.data.prepare(_config(common.default_data_dir()))

@@ -170,11 +170,21 @@ def prepare(data_config):
             b.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False),
                 file_format="array_record")
-        except OSError:
+        except OSError as err:
           # Another process may have finished the same build first (the final
           # rename then fails here); its result is as good as ours.
           b = make_builder(data_config)
-          if not b.is_prepared():
+          if b.is_prepared():
+            pass
+          elif isinstance(err, PermissionError):
+            # A shared cache that this user cannot write, asked for a dataset
+            # not built yet: the errno line named neither setting.
+            raise common.DataError(
+                f"cannot build the {common.field(data_config, 'name')} dataset in "
+                f"{common.data_dir_setting(data_config)}: {err}: ask its owner to build "
+                f"it, or set {common.DATA_DIR_ENV} or config.data.data_dir to a folder "
+                "you can write") from err
+          else:
             raise
         except AssertionError as err:
           empty = re.search(r'split "(\w+)": No examples were yielded', str(err))
