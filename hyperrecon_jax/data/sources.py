@@ -174,9 +174,7 @@ def prepare(data_config):
           # Another process may have finished the same build first (the final
           # rename then fails here); its result is as good as ours.
           b = make_builder(data_config)
-          if b.is_prepared():
-            pass
-          elif isinstance(err, PermissionError):
+          if not b.is_prepared() and isinstance(err, PermissionError):
             # A shared cache that this user cannot write, asked for a dataset
             # not built yet: the errno line named neither setting.
             raise common.DataError(
@@ -184,7 +182,7 @@ def prepare(data_config):
                 f"{common.data_dir_setting(data_config)}: {err}: ask its owner to build "
                 f"it, or set {common.DATA_DIR_ENV} or config.data.data_dir to a folder "
                 "you can write") from err
-          else:
+          if not b.is_prepared():
             raise
         except AssertionError as err:
           empty = re.search(r'split "(\w+)": No examples were yielded', str(err))
