@@ -70,7 +70,14 @@ def run(workdir: str | None = None, *, pretrained: str | None = None,
     from hyperrecon_jax.evaluators import figures
     report = figures.report_folder(out or os.path.join(workdir, "eval"))
     run_paths.check_outside_runs(report, "the report folder", "--out", report_of=workdir)
-    figures.check_out(report)
+    try:
+      figures.check_out(report)
+    except errors.InputError as e:
+      if out is not None:
+        raise
+      # The run's own eval/ (a run received read-only, or holding other files).
+      raise errors.InputError(f"{str(e).rstrip('.')}; to leave the run as it is, write the "
+                              "report elsewhere with --out=DIR (in Python, out=DIR)") from None
   context = _load(workdir, pretrained, folder, report, step, progress)
   _apply(context.config, overrides)
   if data is not None:

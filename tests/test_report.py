@@ -124,6 +124,22 @@ def test_a_folder_a_report_would_destroy_is_refused_before_any_work(
   assert after == before and (tmp_path / "file").read_text() == "keep me"
 
 
+def test_a_run_that_cannot_be_written_here_is_pointed_to_out(workdir, monkeypatch):
+  # A colleague's run opened read-only: the refusal of its eval/ said only
+  # "cannot write in the folder", not that --out takes the report elsewhere.
+  import tempfile
+
+  def refused(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+  before = sorted(os.listdir(workdir))
+  monkeypatch.setattr(tempfile, "mkstemp", refused)
+  with pytest.raises(errors.InputError, match=r"cannot write in the folder .*Permission "
+                     r"denied.*--out=DIR") as info:
+    report.run(workdir, progress=False)
+  assert "\n" not in str(info.value) and sorted(os.listdir(workdir)) == before
+
+
 def test_a_report_inside_the_run_is_refused_and_the_run_stays_resumable(workdir):
   """A report folder beside the run's own (``R/eval_grid5``) made its next train.py refuse R."""
   from hyperrecon_jax import workdir as workdir_lib
