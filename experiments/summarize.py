@@ -90,10 +90,18 @@ def _row(workdir: str) -> tuple[str, dict]:
   scored = result.get("workdir")
   if not isinstance(scored, str) or os.path.realpath(scored) != os.path.realpath(workdir):
     # evaluate.py --out takes a folder holding an earlier report, another run's too.
+    design = result.get("design")
+    num = (design.get("num") if isinstance(design, dict) and design.get("kind") == "samples"
+           else None)
+    unets = result.get("baselines")
+    unets = unets.get("workdir") if isinstance(unets, dict) else None
+    # The same design and Unets, so that the row compares with the others.
+    again = (f"experiments/evaluate.py --workdir={workdir} --samples="
+             f"{num if isinstance(num, int) and not isinstance(num, bool) else 'N'}"
+             + (f" --baselines={unets}" if isinstance(unets, str) else ""))
     raise errors.InputError(
         f"{path} is the report of {scored}, not of {workdir} (another run's report, or the "
-        f"run was moved): evaluate this run again, experiments/evaluate.py "
-        f"--workdir={workdir} --samples=N")
+        f"run was moved): evaluate this run again, {again}")
   # The weight spreads of the checkpoint the report scored, not of a newer one.
   reported = result.get("checkpoint_step")
   try:

@@ -144,3 +144,21 @@ def test_a_report_folder_given_as_a_run_is_named_as_such(tmp_path):
                                               r"--out\), not a training run: summarize reads "
                                               r"a run's own report, <workdir>/eval"):
     summarize.table([str(report)])
+
+
+def test_a_moved_run_is_told_the_evaluation_that_gives_its_report_back(tmp_path):
+  # A colleague's copy of a run: the advice was `evaluate.py --workdir=RUN
+  # --samples=N`, which drops the design's size and the Unets it was scored
+  # with (a report without them differs from the other rows' in its Unets).
+  run_dir = tmp_path / "copy"
+  (run_dir / "eval").mkdir(parents=True)
+  (run_dir / "config.json").write_text("{}")
+  (run_dir / "eval" / "lambda_grid.json").write_text(results.to_json(
+      {"format": results.FORMAT, "workdir": str(tmp_path / "original"),
+       "mean": {"psnr": [18.79] * 6}, "coeffs": [[1.0, 0.0]] * 6, "pareto": {},
+       "design": {"kind": "samples", "num": 6, "method": "sobol", "seed": 0},
+       "baselines": {"workdir": str(tmp_path / "unets"), "checkpoint_step": 4}}))
+  with pytest.raises(errors.InputError, match=rf"is the report of .*original, not of .*copy "
+                     rf".*experiments/evaluate\.py --workdir=.*copy --samples=6 "
+                     rf"--baselines={re.escape(str(tmp_path / 'unets'))}$"):
+    summarize.table([str(run_dir)])
