@@ -57,3 +57,17 @@ def test_a_config_json_that_is_not_json_is_a_config_error(tmp_path):
     trained.load_config(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="is .* the --workdir of a training run"):
     trained.load_config(str(tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize("inside", ["eval", "checkpoints", os.path.join("checkpoints", "4")])
+def test_a_folder_inside_a_run_names_the_run_to_give(tmp_path, inside):
+  # `evaluate.py --workdir=RUN/checkpoints` (or RUN/eval, a step's folder) said
+  # "RUN/checkpoints/checkpoints holds no checkpoint: train first".
+  run = tmp_path / "run"
+  (run / inside).mkdir(parents=True)
+  (run / "config.json").write_text('{"task": {}, "data": {}, "model": {}}')
+  with pytest.raises(FileNotFoundError, match=(
+      rf"^{run / inside} is a folder inside the training run {run}, not a run: give "
+      rf"--workdir={run}")) as info:
+    trained.load_trained(str(run / inside))
+  assert ("--step=4 of evaluate.py" in str(info.value)) == inside.endswith("4")

@@ -136,6 +136,17 @@ def load_trained(workdir: str, step: int | None = None, *,
     if owner is not None:
       raise FileNotFoundError(f"{where} holds no checkpoint yet: {workdir} is being trained "
                               f"by {owner}; wait for its first checkpoint")
+    from hyperrecon_jax import run_paths
+    run = run_paths.run_holding(workdir) if os.path.isdir(workdir) else None
+    if run is not None:
+      # Its eval/, checkpoints/ or a step's folder, given for the run.
+      step_folder = os.path.relpath(os.path.realpath(workdir), run).split(os.sep)
+      at = (f" (its checkpoint {step_folder[1]} is --step={step_folder[1]} of evaluate.py, "
+            "reconstruct.py and explore.py)" if len(step_folder) == 2 and step_folder[0]
+            == "checkpoints" and step_folder[1].isdigit() else "")
+      raise FileNotFoundError(
+          f"{workdir} is a folder inside the training run {run}, not a run: give "
+          f"--workdir={run}{at}")
     raise FileNotFoundError(
         f"{where} holds no checkpoint: train first (experiments/train.py, or "
         "hyperrecon_jax.train.train_and_evaluate)"
