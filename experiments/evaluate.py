@@ -110,6 +110,12 @@ def main(argv):
     print(f"note: {result['pareto_unavailable']}", file=sys.stderr)
   for line in result.get("notes", ()):
     print(f"note: {line}", file=sys.stderr)
+  if "gallery" in result:  # diverse.png: every report, grid or design
+    g = result["gallery"]
+    print(f"gallery of {report.slice_name(result, g['slice'])}: {len(g['indices'])} most "
+          f"different of {g['num_candidates']} reconstructions within {g['tolerance_db']:g} dB "
+          "of its best PSNR, at c = " + "; ".join(
+              "(" + ", ".join(f"{v:.2f}" for v in c) + ")" for c in g["coeffs"]))
   if "gallery_split" in result:
     g = result["gallery_split"]
     print(f"gallery of the {'folder' if 'data' in result else 'split'} "
@@ -126,7 +132,6 @@ def _number(value, spec: str) -> str:
 
 
 def _print_tradeoffs(result):
-  from hyperrecon_jax import report
   p, hv = result["pareto"], result["pareto"]["hypervolume"]
   print(f"Pareto set of ({', '.join(p['terms'])}): {len(p['front'])} of "
         f"{len(result['lambdas'])} λ are non-dominated")
@@ -145,13 +150,6 @@ def _print_tradeoffs(result):
     print(f"hypervolume (normalized terms, reference {hv['reference'][0]:g}): "
           f"{hv['hyperrecon']:.4g} of at most {most:.4g} on HyperRecon's own range (at most "
           "when one λ is best on every term); with --baselines it is compared with the Unets'")
-  if "gallery" not in result:
-    return
-  g = result["gallery"]
-  print(f"gallery of {report.slice_name(result, g['slice'])}: {len(g['indices'])} most "
-        f"different of {g['num_candidates']} reconstructions within {g['tolerance_db']:g} dB "
-        "of its best PSNR, at c = " + "; ".join(
-            "(" + ", ".join(f"{v:.2f}" for v in c) + ")" for c in g["coeffs"]))
 
 
 if __name__ == "__main__":

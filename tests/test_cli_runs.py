@@ -139,6 +139,10 @@ def test_evaluate_writes_the_report(env, trained, tmp_path):
     result = json.load(f)
   assert result["checkpoint_step"] == 4 and len(result["lambdas"]) == 3
   assert not os.path.exists(os.path.join(trained, "eval"))  # --out honoured
+  # diverse.png is in every report: a grid's names its slice as a design's does.
+  row = result["gallery"]["slice"]
+  volume, number = result["slices"]["volume"][row], result["slices"]["slice"][row]
+  assert f"gallery of volume {volume} slice {number}: " in proc.stdout, proc.stdout
 
 
 def test_evaluate_scores_segmentation_dice_with_a_segmenter(env, trained, tmp_path):
