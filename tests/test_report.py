@@ -275,9 +275,13 @@ def test_the_hyperrecon_row_above_the_unets_is_at_their_own_lambdas(config, work
 
 
 def test_baselines_are_scored_on_the_same_slices_and_drawn(workdir, stack,
-                                                           tmp_path):
+                                                           tmp_path, monkeypatch):
   out = str(tmp_path / "report")
-  result = report.run(workdir, out=out, overrides={"evals.baselines.workdir": stack},
+  # Given relative to the current folder, as a shell user gives it: the
+  # report, read later from elsewhere, names the folder itself.
+  monkeypatch.chdir(os.path.dirname(stack))
+  result = report.run(workdir, out=out,
+                      overrides={"evals.baselines.workdir": os.path.basename(stack)},
                       progress=False)
   b = result["baselines"]
   assert b["lambdas"] == [[0.0], [1.0]] and b["checkpoint_step"] == 1

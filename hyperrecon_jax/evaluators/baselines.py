@@ -44,7 +44,7 @@ def unfinished(path: str, step: int, num_steps: int) -> str | None:
   """The warning for a stack whose checkpoint is short of its training, or None.
 
   Args:
-    path: the stack's workdir, as the user gave it.
+    path: the stack's workdir (the report records it absolute).
     step: the step of the checkpoint scored.
     num_steps: the stack's ``config.train.num_steps`` (stored with that
       checkpoint).
@@ -158,11 +158,13 @@ def run(context, settings) -> None:
   model, variables, step = context.stack
   lams = np.asarray(model.lambdas, np.float32)
   scored = lambda_set.score(context, model, variables, lams)  # the same key: the same noise
-  result["baselines"] = {"workdir": os.path.abspath(_workdir(settings)),
+  # Absolute, as the report records the stack: the report is read later, from anywhere.
+  where = os.path.abspath(_workdir(settings))
+  result["baselines"] = {"workdir": where,
                          "checkpoint_step": step, "num_steps": context.stack_num_steps,
                          **{k: scored[k] for k in ("lambdas", "mean", "std", "q25", "q75",
                                                     "per_slice", "unscored")}}
-  warning = unfinished(_workdir(settings), step, context.stack_num_steps)
+  warning = unfinished(where, step, context.stack_num_steps)
   if warning:
     result.setdefault("warnings", []).append(warning)
   if context.terms:
