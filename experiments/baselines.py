@@ -34,6 +34,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 import cli_config
+import cli_unread
 
 _CONFIG = cli_config.define_config_file("Experiment config file (path[:arg]).")
 _WORKDIR = cli.define_path("workdir", None, "Folder of the baselines.")
@@ -107,9 +108,9 @@ def main(argv):
   from hyperrecon_jax.train import baselines
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
-    cli_config.refuse_unread(_CONFIG, "segmenter", "baselines.py",
+    cli_unread.refuse_section(_CONFIG, "segmenter", "baselines.py",
                              "the segmenter is trained by experiments/segmenter.py")
-    cli_config.refuse_unread_task(_CONFIG, config, "baselines.py")
+    cli_unread.refuse_task(_CONFIG, config, "baselines.py")
     if config.hparams.baselines:
       from hyperrecon_jax import errors
       # The stack's λ come from --lambdas (or the one-hot default), which

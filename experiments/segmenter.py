@@ -24,6 +24,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cli
 import cli_config
+import cli_unread
 
 _CONFIG = cli_config.define_config_file(
     "Experiment config file (path[:arg]); its segmenter section, data "
@@ -40,7 +41,7 @@ def main(argv):
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
     # What the segmenter reads of config.train; its own steps and rate are config.segmenter's.
-    cli_config.refuse_unread(
+    cli_unread.refuse_section(
         _CONFIG, "train", "segmenter.py", "its steps and learning rate are "
         "--config.segmenter.steps and --config.segmenter.lr", read=("train.batch_size",
                                                                    "train.seed"))

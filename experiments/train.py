@@ -27,6 +27,7 @@ import cli
 import cli_config
 import cli_ending
 import cli_processes
+import cli_unread
 
 _CONFIG = cli_config.define_config_file("Experiment config file (path[:arg]).")
 _WORKDIR = cli.define_path("workdir", None, "Folder of the run.")
@@ -38,10 +39,10 @@ def main(argv):
   cli.quiet_libraries()
   with cli.user_errors():
     config = cli_config.checked_config(_CONFIG)
-    cli_config.refuse_unread(_CONFIG, "segmenter", "train.py",
+    cli_unread.refuse_section(_CONFIG, "segmenter", "train.py",
                              "the segmenter is trained by experiments/segmenter.py")
-    cli_config.refuse_unread_task(_CONFIG, config, "train.py")
-    cli_config.refuse_unread_sampling(_CONFIG, config, "train.py")
+    cli_unread.refuse_task(_CONFIG, config, "train.py")
+    cli_unread.refuse_sampling(_CONFIG, config, "train.py")
     # Before anything else touches JAX: the backend must start knowing its peers.
     joined = cli_processes.join_processes(_DISTRIBUTED, config.train.distributed)
   from hyperrecon_jax import train
