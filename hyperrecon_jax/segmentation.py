@@ -312,8 +312,8 @@ def label_files(data_config) -> dict[str, str] | None:
     return {MNI152_LABELS: f"{mni152.Mni152.VERSION} {mni152.template_digest()}"}
   if data_config.name != "nifti":
     return None
-  from hyperrecon_jax.data import nifti
-  return nifti.label_digests(data_config.manual_dir)
+  from hyperrecon_jax.data import nifti_files
+  return nifti_files.label_digests(data_config.manual_dir)
 
 
 def label_classes(data_config) -> int:
@@ -349,8 +349,9 @@ def label_classes(data_config) -> int:
   if data_config.name == "mni152":
     return len(data.MNI152_CLASSES)
   from hyperrecon_jax.data import nifti
+  from hyperrecon_jax.data import nifti_files
   manual_dir = os.path.expanduser(data_config.manual_dir)
-  label_file = dict(nifti.find_files(manual_dir))
+  label_file = dict(nifti_files.find_files(manual_dir))
   in_files = {}  # label value -> the label file of a volume holding it
   on_slices = {}  # split -> label values on its kept slices, as the segmenter sees them
   for split in data.SPLITS:

@@ -224,16 +224,16 @@ def test_the_lambda_axis_of_a_4d_output_is_not_time(tmp_path):
 def test_the_outputs_carry_the_mark_that_a_folder_of_scans_refuses(tmp_path):
   # reconstruct.py --output beside its scan: the folder's next build must
   # not take the output (or the zero-filled input) for a scan
-  # (test_data_nifti.py builds such a folder; this is the writer's side).
+  # (test_data_nifti_headers.py builds such a folder; this is the writer's side).
   from hyperrecon_jax import data
-  from hyperrecon_jax.data import nifti
+  from hyperrecon_jax.data import nifti_headers
   scan = small_scan(tmp_path)
   outputs.write(reconstruction(scan, num_lambdas=1), str(tmp_path / "recon.nii.gz"))
   for name in ("recon.nii.gz", "recon_zero_filled.nii.gz"):
     with pytest.raises(data.DataError, match=rf"{name}: reconstruct\.py's output \(its header "
                                              r"says 'hyperrecon "):
-      nifti._check_header(str(tmp_path), name, None, 2)
-  nifti._check_header(str(tmp_path), "scan.nii.gz", None, 2)  # the scan itself passes
+      nifti_headers.check_header(str(tmp_path), name, None, 2)
+  nifti_headers.check_header(str(tmp_path), "scan.nii.gz", None, 2)  # the scan itself passes
 
 
 def test_the_sidecar_names_a_lambda_axis_for_several_lambdas_only(tmp_path):

@@ -46,7 +46,7 @@ AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 DATA_DIR_ENV = "HYPERRECON_DATA_DIR"
 # The start of the header description of `reconstruct.py`'s NIfTI outputs
 # (`hyperrecon_jax.outputs`): a folder of scans refuses such a file
-# (`data.nifti`), which is the model's output, not a scan.
+# (`data.nifti_headers`), which is the model's output, not a scan.
 OUTPUT_DESCRIPTION = "hyperrecon "
 
 

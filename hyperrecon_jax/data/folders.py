@@ -25,13 +25,13 @@ def folder_dataset(folder: str) -> str:
   Raises:
     DataError: not a folder, or a folder with both kinds of files or neither.
   """
-  from hyperrecon_jax.data import nifti
+  from hyperrecon_jax.data import nifti_files
   folder = os.path.expanduser(folder)
   if not os.path.isdir(folder):
     raise common.DataError(f"{folder}: {'a file' if os.path.exists(folder) else 'no such folder'}"
                            "; give a folder of NIfTI volumes or of fastMRI .h5 files")
   kinds = {name: len(common.list_files(folder, suffixes)) for name, suffixes in
-           (("nifti", nifti.SUFFIXES), ("fastmri_knee", (".h5",)))}
+           (("nifti", nifti_files.SUFFIXES), ("fastmri_knee", (".h5",)))}
   found = [name for name, count in kinds.items() if count]
   if not found:
     raise common.DataError(f"{folder} holds no NIfTI volume (.nii, .nii.gz) and no fastMRI "
@@ -52,8 +52,8 @@ def volume_files(data_config) -> list[str]:
   name = common.check_name(common.field(data_config, "name"))
   manual_dir = os.path.expanduser(str(common.field(data_config, "manual_dir")))
   if name == "nifti":
-    from hyperrecon_jax.data import nifti
-    return [image for image, _ in nifti.find_files(manual_dir, labels=False)]
+    from hyperrecon_jax.data import nifti_files
+    return [image for image, _ in nifti_files.find_files(manual_dir, labels=False)]
   if name == "fastmri_knee":
     from hyperrecon_jax.data import fastmri
     return fastmri.find_files(manual_dir)
