@@ -145,8 +145,8 @@ def test_the_256_model_reconstructs_brain_slices_it_never_saw(env, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "4 axial slices (4 with foreground)" in proc.stderr, proc.stderr
   assert re.search(r"note: the model reconstructs at 256×256: each slice's \d+×\d+-voxel "
-                   r"foreground box is resized to fit; the output is put back on the "
-                   r"input's 197×233×4 grid", proc.stderr), proc.stderr
+                   r"foreground box is resized to fit; a reconstruction written out is put "
+                   r"back on the input's 197×233×4 grid", proc.stderr), proc.stderr
   truth = nib.load(path).get_fdata()
   recon = nib.load(out).get_fdata()
   zero_filled = nib.load(str(tmp_path / "recon_zero_filled.nii.gz")).get_fdata()
