@@ -113,3 +113,38 @@ def test_help_lists_every_flag_of_the_script(script_flags):
     shown = set(re.findall(r"^\s+--(?:\[no\])?([\w.]+):", text, re.MULTILINE))
     missing = sorted(set(script_flags[script]) - shown)
     assert not missing, f"{script} --help lacks {missing}:\n{text}"
+
+
+def _github_anchors(path):
+  """The anchors GitHub gives a markdown file's headings (outside code fences)."""
+  anchors, seen, fenced = set(), {}, False
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if line.startswith("```"):
+        fenced = not fenced
+      heading = None if fenced else re.match(r"#+\s+(.*)", line)
+      if heading:
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+        anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+  return anchors
+
+
+def test_relative_links_of_the_readme_and_docs_reach_their_files_and_headings():
+  docs = [os.path.join(ROOT, "README.md")] + [
+      os.path.join(ROOT, "docs", name) for name in sorted(os.listdir(os.path.join(ROOT, "docs")))
+      if name.endswith(".md")]
+  dead = []
+  for doc in docs:
+    with open(doc, encoding="utf-8") as f:
+      text = f.read()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+      if re.match(r"[a-z]+:", target):
+        continue
+      path, _, anchor = target.partition("#")
+      resolved = os.path.normpath(os.path.join(os.path.dirname(doc), path)) if path else doc
+      if not os.path.exists(resolved):
+        dead.append(f"{os.path.relpath(doc, ROOT)}: {target} (no such file)")
+      elif anchor and anchor not in _github_anchors(resolved):
+        dead.append(f"{os.path.relpath(doc, ROOT)}: {target} (no such heading)")
+  assert not dead, dead
