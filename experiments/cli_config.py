@@ -172,10 +172,10 @@ def checked_config(holder):
     node[key] = None
     overrides[field] = None
   _refuse_text_in_numbers(overrides, template, holder.name)
-  from hyperrecon_jax.data import common
+  from hyperrecon_jax.data import locations
   with config.unlocked():
-    config.data.manual_dir = common.absolute_folder(config.data.manual_dir)
-    config.data.data_dir = common.absolute_folder(config.data.data_dir)
+    config.data.manual_dir = locations.absolute_folder(config.data.manual_dir)
+    config.data.data_dir = locations.absolute_folder(config.data.data_dir)
     # ml_collections reads --config.losses=dc,tv (no brackets) as the one name
     # 'dc,tv'; no term's or module's name holds a comma, so it can only mean the list.
     for field in ("losses", "extensions"):

@@ -99,7 +99,7 @@ def main(argv):
   from hyperrecon_jax import scans
   from hyperrecon_jax import train
   from hyperrecon_jax import volume_memory
-  from hyperrecon_jax.data import common
+  from hyperrecon_jax.data import config_fields
   with cli.user_errors():
     kind = scans.input_kind(_INPUT.value)
     paths = outputs.output_paths(kind, _OUTPUT.value, _SAVE_INPUT.value)
@@ -119,7 +119,7 @@ def main(argv):
         working=volume_memory.working_memory(config, scan, _BATCH.value))
     count = len(scan.slices)
     noun = "slice" if count == 1 else "slices"
-    plane = f"{common.axis_name(scan.axis)} {noun}" if kind == "nifti" else noun
+    plane = f"{config_fields.axis_name(scan.axis)} {noun}" if kind == "nifti" else noun
     print(f"{_INPUT.value}: {count} {plane} ({int(scan.kept.sum())} with "
           f"foreground), {len(lambdas)} λ {'value' if len(lambdas) == 1 else 'values'} of the loss "
           f"{' + '.join(config.losses)}; model {name} (step {step})", file=sys.stderr)

@@ -182,10 +182,10 @@ def _task_text(task: dict) -> str:
 
 def _data_text(data) -> str:
   """What decides a run's test slices and their intensities: the dataset, its folder and
-  the other fields its build reads (`data.common.SETTINGS_FIELDS`)."""
-  from hyperrecon_jax.data import common
+  the other fields its build reads (`data.config_fields.SETTINGS_FIELDS`)."""
+  from hyperrecon_jax.data import config_fields
   folder = os.path.realpath(data.manual_dir) if data.manual_dir else "embedded"
-  fields = [f for f in common.SETTINGS_FIELDS[data.name] if f != "manual_dir"]
+  fields = [f for f in config_fields.SETTINGS_FIELDS[data.name] if f != "manual_dir"]
   values = [tuple(v) if isinstance(v, (list, tuple)) else v for v in (data[f] for f in fields)]
   return f"{data.name} ({folder}), " + ", ".join(f"{f}={v}" for f, v in zip(fields, values))
 

@@ -31,7 +31,8 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import run_paths
 from hyperrecon_jax import workdir as workdir_lib
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import dependencies
+from hyperrecon_jax.data import nifti_headers
 from hyperrecon_jax.scans import H5_SUFFIXES
 from hyperrecon_jax.scans import NIFTI_SUFFIXES
 from hyperrecon_jax.scans import Scan
@@ -252,10 +253,10 @@ def write(result: dict, output: str, *, model: str | None = None,
   files = []  # (destination, function writing it to a given path)
   if scan.kind == "nifti":
     files.append((output, lambda tmp: _write_nifti(
-        scan, recon, tmp, f"{common.OUTPUT_DESCRIPTION}lam={lam_text}", dtype)))
+        scan, recon, tmp, f"{nifti_headers.OUTPUT_DESCRIPTION}lam={lam_text}", dtype)))
     if save_input:
       files.append((input_path(output), lambda tmp: _write_nifti(
-          scan, result["zero_filled"], tmp, f"{common.OUTPUT_DESCRIPTION}zero-filled input",
+          scan, result["zero_filled"], tmp, f"{nifti_headers.OUTPUT_DESCRIPTION}zero-filled input",
           dtype)))
   else:
     files.append((output, lambda tmp: _write_h5(scan, recon, result, tmp, lam_text, dtype)))
@@ -337,7 +338,7 @@ def _write_all(files: Sequence[tuple[str, Callable[[str], None]]]) -> None:
 
 
 def _write_nifti(scan: Scan, data, path: str, description: str, dtype=np.float32) -> None:
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   header = scan.nifti.header.copy()
   out = nib.Nifti1Image(np.asarray(data), scan.nifti.affine, header)
   out.set_data_dtype(dtype)
@@ -357,7 +358,7 @@ def _write_nifti(scan: Scan, data, path: str, description: str, dtype=np.float32
 
 def _write_h5(scan: Scan, recon, result: dict, path: str, lam_text: str,
               dtype=np.float32) -> None:
-  h5py = common.require("h5py")
+  h5py = dependencies.require("h5py")
   with h5py.File(path, "w") as f:
     f.create_dataset(H5_DATASET, data=np.asarray(recon, dtype), compression="gzip")
     f.attrs["lambdas"] = np.asarray(result["lambdas"], np.float32)

@@ -35,7 +35,9 @@ import numpy as np
 from hyperrecon_jax import errors
 from hyperrecon_jax import memory
 from hyperrecon_jax import scan_notes
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
 from hyperrecon_jax.data import nifti_voxels
 from hyperrecon_jax.data import slicing
 
@@ -118,7 +120,7 @@ class Scan:
     """
     if self.kind != "nifti":
       return np.asarray(self.slices), 0
-    nib = common.require("nibabel")
+    nib = dependencies.require("nibabel")
     ornt = nib.orientations.io_orientation(self.nifti.affine)
     axis = next(i for i, (ras_axis, _) in enumerate(ornt) if int(ras_axis) == self.axis)
     indices = np.asarray(self.slices)
@@ -244,16 +246,16 @@ def slicing_axis(path: str, ras_shape, configured, requested=None) -> tuple[int,
         f"{path}: has RAS shape {ras_shape}, so every plane is narrower than {MIN_PLANE} "
         "voxels on a side: there is no image for the model to reconstruct")
   thin = min(usable, key=lambda a: (ras_shape[a], a))  # the fewest, largest planes
-  name = common.axis_name
+  name = config_fields.axis_name
   if requested is not None:
-    a = common.axis_index(requested)
+    a = config_fields.axis_index(requested)
     if not fits(a):
       h, w = plane(a)
       raise errors.InputError(
           f"{path}: its {name(a)} planes are {h}×{w} voxels (RAS shape {ras_shape}), "
           f"narrower than {MIN_PLANE}; slice {name(thin)} instead (--axis={name(thin)})")
     return a, None
-  a = common.axis_index(configured)
+  a = config_fields.axis_index(configured)
   if fits(a):
     return a, None
   h, w = plane(a)
@@ -305,7 +307,7 @@ def check_read_memory(path: str, shape, available: int | None = None, *,
 
 
 def _read_nifti(path: str, config, axis=None, available=None) -> Scan:
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   try:
     img = nib.load(path)
     shape = tuple(img.shape)
@@ -324,7 +326,7 @@ def _read_nifti(path: str, config, axis=None, available=None) -> Scan:
   percentile = float(config.data.percentile)
   try:
     scale = slicing.percentile_scale(data, percentile)
-  except common.DataError as err:
+  except data_errors.DataError as err:
     raise errors.InputError(f"{path}: {err}") from None
   positive = int(np.count_nonzero(slicing.positive_voxels(data)))
   warnings = (scan_notes.scale_warning(positive, percentile)
@@ -340,7 +342,7 @@ def _read_nifti(path: str, config, axis=None, available=None) -> Scan:
   keep, box = slicing.crop_box(foreground, axis, float(config.data.min_foreground))
   if box is None:
     raise errors.InputError(
-        f"{path}: no {common.axis_name(axis)} slice has {config.data.min_foreground:.0%} of "
+        f"{path}: no {config_fields.axis_name(axis)} slice has {config.data.min_foreground:.0%} of "
         f"its area above {slicing.FOREGROUND_THRESHOLD} of the {percentile:g}th percentile "
         "intensity: nothing to reconstruct")
   warnings += scan_notes.outside_box_warning(foreground, axis, box)
@@ -414,7 +416,7 @@ def _read_h5(path: str, config, available=None) -> Scan:
 
 def ras_to_input(img, ras: np.ndarray) -> np.ndarray:
   """A RAS (X, Y, Z) array in the voxel order of the NIfTI image ``img``."""
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   ornt = nib.orientations.io_orientation(img.affine)
   to_input = nib.orientations.ornt_transform(
       nib.orientations.axcodes2ornt(("R", "A", "S")), ornt)

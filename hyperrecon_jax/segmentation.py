@@ -341,8 +341,8 @@ def label_classes(data_config) -> int:
       split's (naming the values and a file holding them).
   """
   from hyperrecon_jax import data
-  from hyperrecon_jax.data import common
-  common.check_fractions(data_config.split_fractions)
+  from hyperrecon_jax.data import config_fields
+  config_fields.check_fractions(data_config.split_fractions)
   if not data.has_labels(data_config):
     raise errors.InputError(f"config.data.name={data_config.name!r} has no label volumes "
                             "to train a segmenter on")

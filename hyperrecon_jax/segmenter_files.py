@@ -22,7 +22,7 @@ from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import segmentation
 from hyperrecon_jax import workdir as workdir_lib
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import locations
 from hyperrecon_jax.data import split_record
 
 WEIGHTS_FILE = "segmenter.msgpack"
@@ -160,7 +160,7 @@ def check_data(segmenter: segmentation.Trained, data_config, where: str,
   mine = dict(segmenter.info["data"])
   theirs = json.loads(data_config.to_json())
   for fields in (mine, theirs):  # one written before folders were recorded absolute
-    folder = common.absolute_folder(fields.get("manual_dir"))
+    folder = locations.absolute_folder(fields.get("manual_dir"))
     # One folder reached through a link is one folder (`split_record` compares so too).
     fields["manual_dir"] = os.path.realpath(folder) if folder else folder
   # The images' kind and scale, and the splits: a segmenter trained on other

@@ -29,9 +29,9 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # Under pytest-xdist (`-n 2`) each worker builds its datasets in a folder of
 # its own: two processes writing the same TFDS dataset at once would race.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-  from hyperrecon_jax.data import common as _data_common
-  os.environ[_data_common.DATA_DIR_ENV] = os.path.join(
-      _data_common.default_data_dir(), os.environ["PYTEST_XDIST_WORKER"])
+  from hyperrecon_jax.data import locations as _data_locations
+  os.environ[_data_locations.DATA_DIR_ENV] = os.path.join(
+      _data_locations.default_data_dir(), os.environ["PYTEST_XDIST_WORKER"])
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_cc

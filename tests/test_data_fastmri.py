@@ -88,10 +88,10 @@ def test_settings_reads_the_fields_runs_are_compared_by(cfg):
   # summarize.py compares runs' data by these fields: one the build does not
   # read refused runs of the same data, one it reads and the table lacks
   # put runs of other data side by side.
-  from hyperrecon_jax.data import common
+  from hyperrecon_jax.data import config_fields
   from hyperrecon_jax.data import fastmri
   assert configs.fields_read(fastmri.settings, cfg) == sorted(
-      common.SETTINGS_FIELDS["fastmri_knee"])
+      config_fields.SETTINGS_FIELDS["fastmri_knee"])
 
 
 def test_build_examples(cfg, manual_dir):

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import hyperrecon_jax as hr
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
 from hyperrecon_jax.data import folders
 
 
@@ -35,7 +36,7 @@ def test_a_folder_s_kind_is_told_by_its_files(tmp_path):
   (knee / "deep").mkdir(parents=True)
   (knee / "deep" / "file1000.h5").write_bytes(b"")
   assert folders.folder_dataset(str(knee)) == "fastmri_knee"
-  with pytest.raises(common.DataError, match=r"sub-01.nii.gz: a file; give a folder"):
+  with pytest.raises(data_errors.DataError, match=r"sub-01.nii.gz: a file; give a folder"):
     folders.folder_dataset(os.path.join(site, "sub-01.nii.gz"))
 
 
@@ -45,7 +46,7 @@ def test_volume_files_are_the_volumes_in_id_order_without_labels(tmp_path):
       "sub-01.nii.gz", "sub-02.nii.gz", "sub-03.nii.gz"]
   cfg = _nifti_config(site)
   cfg.name = "mni152"
-  with pytest.raises(common.DataError, match="mni152 is not a folder of volumes"):
+  with pytest.raises(data_errors.DataError, match="mni152 is not a folder of volumes"):
     folders.volume_files(cfg)
 
 
@@ -71,18 +72,18 @@ def test_folder_config_scores_the_folder_as_the_model_s_data(tmp_path):
   trained.update(image_size=48, axis="coronal", percentile=99.0, min_foreground=0.05)
   scored = folders.folder_config(trained, site)
   assert scored.name == "nifti" and scored.manual_dir == os.path.abspath(site)
-  assert tuple(scored.split_fractions) == common.EVALUATION_ONLY == (0.0, 0.0, 1.0)
+  assert tuple(scored.split_fractions) == config_fields.EVALUATION_ONLY == (0.0, 0.0, 1.0)
   for field in ("image_size", "axis", "percentile", "min_foreground"):
     assert scored[field] == trained[field], field
   assert trained.manual_dir == str(tmp_path / "elsewhere")  # the model's config is kept
   # A model of fastMRI knees does not score brain volumes, read and scaled otherwise.
   knee_model = _nifti_config(tmp_path / "knees")
   knee_model.name = "fastmri_knee"
-  with pytest.raises(common.DataError, match=r"the model learned from fastMRI \.h5 files and "
+  with pytest.raises(data_errors.DataError, match=r"the model learned from fastMRI \.h5 files and "
                                              r".*site holds NIfTI volumes"):
     folders.folder_config(knee_model, site)
   shutil.rmtree(site)
-  with pytest.raises(common.DataError, match=r"site: no such folder"):
+  with pytest.raises(data_errors.DataError, match=r"site: no such folder"):
     folders.folder_config(trained, site)
 
 
@@ -95,7 +96,7 @@ def test_a_folder_under_the_home_is_named_with_a_tilde(tmp_path, monkeypatch):
   scored = folders.folder_config(_nifti_config(tmp_path / "elsewhere"), "~/site")
   assert scored.manual_dir == site
   assert folders.volume_files(scored) == ["sub-01.nii.gz", "sub-02.nii.gz"]
-  with pytest.raises(common.DataError, match=rf"^{re.escape(str(tmp_path / 'nope'))}: no such "
+  with pytest.raises(data_errors.DataError, match=rf"^{re.escape(str(tmp_path / 'nope'))}: no such "
                                              r"folder"):
     folders.folder_config(_nifti_config(site), "~/nope")
 

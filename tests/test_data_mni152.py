@@ -13,7 +13,10 @@ import pytest
 
 import hyperrecon_jax as hr
 from hyperrecon_jax.data import builder
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
+from hyperrecon_jax.data import locations
 from hyperrecon_jax.data import mni152
 from hyperrecon_jax.data import pipeline
 
@@ -69,13 +72,14 @@ def test_light_import_and_install_hint():
                        check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
   assert out.stdout.strip() == "False"
   with pytest.raises(ImportError, match=r'pip install -e ".*\[data\]"'):
-    common.require("no_such_module_for_hyperrecon")
+    dependencies.require("no_such_module_for_hyperrecon")
 
 
 def test_settings_reads_the_fields_runs_are_compared_by(cfg):
   # summarize.py compares runs' data by these fields (split_seed is not one:
   # the template's splits are blocks of slices).
-  assert configs.fields_read(mni152.settings, cfg) == sorted(common.SETTINGS_FIELDS["mni152"])
+  assert configs.fields_read(mni152.settings, cfg) == sorted(
+      config_fields.SETTINGS_FIELDS["mni152"])
 
 
 def test_documented_split_ranges():
@@ -495,18 +499,18 @@ def test_a_data_folder_that_is_a_file_is_named_before_any_build(tmp_path, monkey
   # '/…/downloads'", naming neither config.data.data_dir nor the variable.
   path = tmp_path / "a_file"
   path.write_text("")
-  with pytest.raises(common.DataError, match=rf"^config.data.data_dir={path}/cache: {path} is "
+  with pytest.raises(data_errors.DataError, match=rf"^config.data.data_dir={path}/cache: {path} is "
                                              r"a file, not a folder$"):
     hr.data.make_builder(_config(path / "cache"))
-  monkeypatch.setenv(common.DATA_DIR_ENV, str(path))
-  with pytest.raises(common.DataError, match=rf"^the data folder {path} \(HYPERRECON_DATA_DIR "
+  monkeypatch.setenv(locations.DATA_DIR_ENV, str(path))
+  with pytest.raises(data_errors.DataError, match=rf"^the data folder {path} \(HYPERRECON_DATA_DIR "
                                              r"or the default cache\): .* is a file"):
     hr.data.make_builder(_config(""))
   # The scripts fill config.data.data_dir from the variable: the user set the variable.
-  with pytest.raises(common.DataError, match=rf"^the data folder {path} \(HYPERRECON_DATA_DIR "
+  with pytest.raises(data_errors.DataError, match=rf"^the data folder {path} \(HYPERRECON_DATA_DIR "
                                              r"or the default cache\): .* is a file"):
-    hr.data.make_builder(_config(common.default_data_dir()))
-  assert common.data_dir(_config(tmp_path / "new" / "cache")) == str(tmp_path / "new" / "cache")
+    hr.data.make_builder(_config(locations.default_data_dir()))
+  assert locations.data_dir(_config(tmp_path / "new" / "cache")) == str(tmp_path / "new" / "cache")
 
 
 def test_a_data_folder_that_cannot_be_written_is_named_with_its_setting(tmp_path, monkeypatch):
@@ -518,12 +522,13 @@ def test_a_data_folder_that_cannot_be_written_is_named_with_its_setting(tmp_path
 
   monkeypatch.setattr(builder.SliceBuilder, "download_and_prepare", refuse)
   folder = tmp_path / "shared"
-  with pytest.raises(common.DataError, match=rf"^cannot build the mni152 dataset in "
+  with pytest.raises(data_errors.DataError, match=rf"^cannot build the mni152 dataset in "
                                              rf"config.data.data_dir={folder}: .*Permission "
                                              r"denied.*: ask its owner to build it, or set "
                                              r"HYPERRECON_DATA_DIR or config.data.data_dir to a "
                                              r"folder you can write$"):
     hr.data.prepare(_config(folder))
-  monkeypatch.setenv(common.DATA_DIR_ENV, str(folder))
-  with pytest.raises(common.DataError, match=rf"in the data folder {folder} \(HYPERRECON_DATA_DIR"):
-    hr.data.prepare(_config(common.default_data_dir()))
+  monkeypatch.setenv(locations.DATA_DIR_ENV, str(folder))
+  with pytest.raises(data_errors.DataError,
+                     match=rf"in the data folder {folder} \(HYPERRECON_DATA_DIR"):
+    hr.data.prepare(_config(locations.default_data_dir()))

@@ -67,10 +67,10 @@ def test_settings_reads_the_fields_runs_are_compared_by(cfg):
   # summarize.py compares runs' data by these fields: one the build does not
   # read refused runs of the same data, one it reads and the table lacks
   # put runs of other data side by side.
-  from hyperrecon_jax.data import common
+  from hyperrecon_jax.data import config_fields
   from hyperrecon_jax.data import nifti
   assert configs.fields_read(nifti.settings, cfg) == sorted(
-      common.SETTINGS_FIELDS["nifti"])
+      config_fields.SETTINGS_FIELDS["nifti"])
 
 
 def test_build_examples(cfg):

@@ -7,8 +7,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import data_errors
 from hyperrecon_jax.data import nifti_voxels
+from hyperrecon_jax.data import value_checks
 
 SHAPE = (24, 20, 13)
 # Two planes of SHAPE in float64 per slab: seven slabs, the last of one plane.
@@ -92,17 +93,17 @@ def test_each_check_counts_every_slab(tmp_path, case, message):
           # decides that the volume is too faint.
           "faint": _with(np.zeros(SHAPE), [(5, 7, 12)], 1e-39)}[case]
   path = _save(tmp_path / "v.nii.gz", data)
-  with pytest.raises(common.DataError, match=message):
+  with pytest.raises(data_errors.DataError, match=message):
     nifti_voxels.read_float32(path, slab_bytes=SLAB)
   # The same message as the check of the whole array at once.
-  with pytest.raises(common.DataError, match=message):
-    common.real_float32(np.asanyarray(nib.load(path).dataobj), path)
+  with pytest.raises(data_errors.DataError, match=message):
+    value_checks.real_float32(np.asanyarray(nib.load(path).dataobj), path)
 
 
 def test_complex_voxels_are_refused_before_they_are_read(tmp_path):
   path = _save(tmp_path / "c.nii.gz", _volume("float32").astype(np.complex64))
   # Anchored: the refusal is not wrapped into a read error that quotes it.
-  with pytest.raises(common.DataError, match=rf"^{re.escape(path)}: its voxels are of type "
+  with pytest.raises(data_errors.DataError, match=rf"^{re.escape(path)}: its voxels are of type "
                                              r"complex64; expected real numbers \(a magnitude "
                                              r"image\)$"):
     nifti_voxels.read_float32(path)
@@ -112,7 +113,7 @@ def test_a_truncated_file_is_named(tmp_path):
   path = _save(tmp_path / "t.nii", _volume("float32"))
   with open(path, "r+b") as f:
     f.truncate(352 + 1000)  # the header and a fifth of the first plane
-  with pytest.raises(common.DataError, match=r"t\.nii: cannot read its voxels"):
+  with pytest.raises(data_errors.DataError, match=r"t\.nii: cannot read its voxels"):
     nifti_voxels.read_float32(path)
 
 

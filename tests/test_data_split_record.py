@@ -22,7 +22,7 @@ from hyperrecon_jax import report
 from hyperrecon_jax import segmentation
 from hyperrecon_jax import segmenter_files
 from hyperrecon_jax import train
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.data import splits
 from hyperrecon_jax.evaluators import baselines
@@ -77,17 +77,18 @@ def test_current_lists_the_volumes_of_every_split(records, folders):
     # The permutation of `split_volumes`, computed here from its definition.
     expected = splits.split_volumes(n, (0.7, 0.1, 0.2), 0)
     assert record["dataset"] == "nifti"
-    assert record["splits"] == {s: [_names(n)[i] for i in expected[s]] for s in common.SPLITS}
+    assert record["splits"] == {s: [_names(n)[i] for i in expected[s]]
+                                for s in config_fields.SPLITS}
   six, seven, _ = folders
   for record, folder in zip(records, (six, seven)):
-    for split in common.SPLITS:  # the digests of the files' bytes, in the same order
+    for split in config_fields.SPLITS:  # the digests of the files' bytes, in the same order
       assert record["sha256"][split] == [
           hashlib.sha256((folder / n).read_bytes()).hexdigest()
           for n in record["splits"][split]]
       # and of their voxels: the same image in both folders, the same digest
       assert len(record["content_sha256"][split]) == len(record["splits"][split])
   contents = [dict(zip(r["splits"][s], r["content_sha256"][s]))
-              for r in records for s in common.SPLITS]
+              for r in records for s in config_fields.SPLITS]
   six_contents = {k: v for c in contents[:3] for k, v in c.items()}
   seven_contents = {k: v for c in contents[3:] for k, v in c.items()}
   assert all(seven_contents[n] == d for n, d in six_contents.items())
@@ -144,7 +145,7 @@ def test_unseen_splits_pass_and_reassigned_volumes_are_refused(records, folders,
   six, seven, data_dir = folders
   (tmp_path / split_record.FILE).write_text(split_record.to_json(records[0]))
   workdir = str(tmp_path)
-  for split in common.SPLITS:  # the folder it trained on
+  for split in config_fields.SPLITS:  # the folder it trained on
     split_record.check_unseen(workdir, _config(six, data_dir).data, split)
   moved = sorted(set(records[0]["splits"]["train"]) & set(records[1]["splits"]["test"]))
   with pytest.raises(data.DataError) as err:

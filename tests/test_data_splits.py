@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import data_errors
 from hyperrecon_jax.data import splits
 
 FRACTIONS = (0.7, 0.1, 0.2)
@@ -39,7 +39,7 @@ def test_a_volume_s_subject_is_the_bids_label_its_path_names(path, subject):
 
 
 def test_a_path_naming_two_subjects_is_refused():
-  with pytest.raises(common.DataError, match=r"sub-01/sub-05_T1w\.nii: its path names 2 BIDS "
+  with pytest.raises(data_errors.DataError, match=r"sub-01/sub-05_T1w\.nii: its path names 2 BIDS "
                                              r"subjects \(sub-01, sub-05\)"):
     splits.subject(os.path.join("sub-01", "sub-05_T1w.nii"))
 
@@ -79,7 +79,7 @@ def test_the_volumes_of_a_subject_go_to_its_split():
 
 
 def test_too_few_subjects_are_named_as_subjects():
-  with pytest.raises(common.DataError, match=r"F holds 2 subjects; training needs at least 3.*"
+  with pytest.raises(data_errors.DataError, match=r"F holds 2 subjects; training needs at least 3.*"
                                              r"a subject is never split"):
     splits.split_subjects(["a", "a", "b"], FRACTIONS, 0, where="F")
 

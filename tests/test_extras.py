@@ -9,7 +9,7 @@ import pytest
 
 from hyperrecon_jax import errors
 from hyperrecon_jax import extras
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import dependencies
 from hyperrecon_jax.train import writer
 
 # The tests run from the checkout (the README's editable install).
@@ -102,7 +102,7 @@ def test_a_submodule_that_does_not_import_is_named(packages):
 
 def test_the_data_package_names_the_data_extra():
   with pytest.raises(extras.MissingDependency) as info:
-    common.require("no_such_module_for_hyperrecon")
+    dependencies.require("no_such_module_for_hyperrecon")
   assert str(info.value) == (
       "hyperrecon_jax.data needs `no_such_module_for_hyperrecon`, which is not installed. "
       f'Install the data extra: pip install -e "{REPO}[data]"')

@@ -28,11 +28,11 @@ extra (``pip install -e ".[data]"`` in a source checkout,
 import functools
 import importlib
 
-from hyperrecon_jax.data.common import DATASETS
-from hyperrecon_jax.data.common import EVALUATION_ONLY
-from hyperrecon_jax.data.common import SPLITS
-from hyperrecon_jax.data.common import DataError
-from hyperrecon_jax.data.common import default_data_dir
+from hyperrecon_jax.data.config_fields import DATASETS
+from hyperrecon_jax.data.config_fields import EVALUATION_ONLY
+from hyperrecon_jax.data.config_fields import SPLITS
+from hyperrecon_jax.data.data_errors import DataError
+from hyperrecon_jax.data.locations import default_data_dir
 
 # name -> (module, attribute), imported on first access.
 _LAZY = {
@@ -68,9 +68,9 @@ def split_ranges(data_config) -> dict:
     Half-open slice-index ranges along the slicing axis (see
     `hyperrecon_jax.data.mni152`).
   """
-  from hyperrecon_jax.data import common
+  from hyperrecon_jax.data import config_fields
   from hyperrecon_jax.data import mni152
-  get = functools.partial(common.field, data_config)
+  get = functools.partial(config_fields.field, data_config)
   return mni152.split_ranges(get("axis"), get("gap_slices"), get("split_fractions"),
                              get("min_foreground"))
 

@@ -40,11 +40,13 @@ from typing import Any
 import numpy as np
 
 from hyperrecon_jax import checksums
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
 from hyperrecon_jax.data import near_copies
 from hyperrecon_jax.data import slicing
 
-tfds = common.require("tensorflow_datasets")
+tfds = dependencies.require("tensorflow_datasets")
 
 # Inside TFDS's temporary folder, so that it goes with the folder: removed
 # with a failed build, renamed with a finished one (and then deleted), and
@@ -70,7 +72,7 @@ class SliceConfig(tfds.core.BuilderConfig):
 
 def settings_name(prefix: str, settings: Mapping[str, Any]) -> str:
   """Config name: readable prefix plus a hash of all settings."""
-  return f"{prefix}_{common.digest(settings)}"
+  return f"{prefix}_{config_fields.digest(settings)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +165,7 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._contents = {}
     self._volume_of_content = {}  # digest -> the first volume's name
     self._near = near_copies.Index()
-    splits = common.written_splits(self.builder_config.settings["split_fractions"])
+    splits = config_fields.written_splits(self.builder_config.settings["split_fractions"])
     return {split: self._generate_examples(split, plan[split]) for split in splits}
 
   def _generate_examples(self, split, specs):
@@ -214,7 +216,7 @@ class SliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       first = self._near.find(volume)
       how = "voxels equal to float32 rounding once normalized, e.g. another scl_slope"
     if first is not None and first != name:
-      raise common.DataError(
+      raise data_errors.DataError(
           f"{first} and {name} in {self.builder_config.manual_dir} hold the same "
           f"volume ({how}): as two subjects it would be learned from twice, or scored on "
           "data it was learned from. Remove one of them.")

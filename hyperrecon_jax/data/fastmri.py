@@ -31,9 +31,13 @@ import numpy as np
 
 from hyperrecon_jax import checksums
 from hyperrecon_jax.data import builder as builder_lib
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
+from hyperrecon_jax.data import file_lists
 from hyperrecon_jax.data import slicing
 from hyperrecon_jax.data import splits
+from hyperrecon_jax.data import value_checks
 
 TARGET_KEYS = ("reconstruction_esc", "reconstruction_rss")
 CROP = 320
@@ -59,25 +63,25 @@ def find_files(manual_dir: str) -> list[str]:
 
   Raises:
     DataError: when the folder is missing, holds no `.h5` file, or holds
-      scans of another format (`common.check_no_other_scans`).
+      scans of another format (`file_lists.check_no_other_scans`).
   """
   if not manual_dir or not os.path.isdir(manual_dir):
-    raise common.DataError(
+    raise data_errors.DataError(
         f"fastmri_knee: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
-  files = common.list_files(manual_dir, (".h5",))
-  common.check_no_other_scans(manual_dir, "fastmri_knee", (".h5",))
+  files = file_lists.list_files(manual_dir, (".h5",))
+  file_lists.check_no_other_scans(manual_dir, "fastmri_knee", (".h5",))
   if not files:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"fastmri_knee: no .h5 file in {manual_dir!r}. {INSTRUCTIONS}")
   return files
 
 
 def _open(path: str):
-  h5py = common.require("h5py")
+  h5py = dependencies.require("h5py")
   try:
     return h5py.File(path, "r")
   except (OSError, KeyError, RuntimeError, ValueError) as err:
-    raise common.DataError(f"{path}: cannot be read as an HDF5 file ({err}).") from err
+    raise data_errors.DataError(f"{path}: cannot be read as an HDF5 file ({err}).") from err
 
 
 def inspect(path: str) -> tuple[str, int]:
@@ -95,41 +99,41 @@ def _inspect_open(f, path: str) -> tuple[str, int]:
   """`inspect` of an open file."""
   try:
     return _inspect_datasets(f, path)
-  except common.DataError:
+  except data_errors.DataError:
     raise
   except (KeyError, RuntimeError, OSError, ValueError, TypeError) as err:
     # A file whose superblock opens but whose object headers or link table
     # are damaged fails here, in h5py's lookups.
-    raise common.DataError(f"{path}: cannot be read as an HDF5 file, its metadata is "
-                           f"damaged ({err}).") from err
+    raise data_errors.DataError(f"{path}: cannot be read as an HDF5 file, its metadata is "
+                                f"damaged ({err}).") from err
 
 
 def _inspect_datasets(f, path: str) -> tuple[str, int]:
   """The checks of `inspect` on an open file; h5py's own errors pass through."""
-  h5py = common.require("h5py")
+  h5py = dependencies.require("h5py")
   for key in ("kspace",) + TARGET_KEYS:
     if key in f and not isinstance(f[key], h5py.Dataset):
-      raise common.DataError(f"{path}: '{key}' is an HDF5 group, not an array.")
+      raise data_errors.DataError(f"{path}: '{key}' is an HDF5 group, not an array.")
   for key in ("kspace",) + TARGET_KEYS:
     if key in f and f[key].ndim in (3, 4) and f[key].shape[0] < 1:
-      raise common.DataError(f"{path}: '{key}' has shape {f[key].shape}: it holds no slice.")
+      raise data_errors.DataError(f"{path}: '{key}' has shape {f[key].shape}: it holds no slice.")
   for key in TARGET_KEYS:
     if key in f:
       shape = f[key].shape
       if len(shape) != 3 or min(shape) < 1:
-        raise common.DataError(
+        raise data_errors.DataError(
             f"{path}: '{key}' has shape {shape}; expected (slices, height, width).")
       _check_planes(path, key, shape)
       return key, int(shape[0])
   if "kspace" in f:
     data = f["kspace"]
     if data.ndim not in (3, 4) or min(data.shape) < 1 or data.dtype.kind != "c":
-      raise common.DataError(
+      raise data_errors.DataError(
           f"{path}: 'kspace' has shape {data.shape} and dtype {data.dtype}; expected "
           "complex (slices, height, width) or (slices, coils, height, width).")
     _check_planes(path, "kspace", data.shape)
     return "kspace", int(data.shape[0])
-  raise common.DataError(
+  raise data_errors.DataError(
       f"{path}: has none of {', '.join(repr(k) for k in TARGET_KEYS)} and 'kspace' "
       f"(found {sorted(f.keys())}); is this a fastMRI file?")
 
@@ -137,7 +141,7 @@ def _inspect_datasets(f, path: str) -> tuple[str, int]:
 def _check_planes(path: str, key: str, shape) -> None:
   """Refuses images narrower than `slicing.MIN_PLANE` pixels."""
   if min(shape[-2:]) < slicing.MIN_PLANE:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{path}: '{key}' has shape {tuple(shape)}: its images are narrower than "
         f"{slicing.MIN_PLANE} pixels, too small to be an image for the model.")
 
@@ -265,34 +269,34 @@ def read_target(path: str, why: str = "Its image would be aliased") -> Target:
         raw = np.asarray(f[key][()])
         # Only targets are scaled by the stored maximum (see the module doc).
         stored = f.attrs.get("max")
-  except common.DataError:
+  except data_errors.DataError:
     raise
   except (OSError, KeyError, RuntimeError, ValueError, TypeError) as err:
-    raise common.DataError(f"{path}: cannot read '{key}' ({err}).") from err
+    raise data_errors.DataError(f"{path}: cannot read '{key}' ({err}).") from err
   if key == "kspace":
-    volume = common.real_float32(image, path, "pixels of the image of 'kspace'")
+    volume = value_checks.real_float32(image, path, "pixels of the image of 'kspace'")
     scale = float(volume.max())
   else:
     # In a target a NaN or infinity would be zeroed or saturated white
     # without a trace.
-    common.check_finite(raw, path, f"values of '{key}'")
+    value_checks.check_finite(raw, path, f"values of '{key}'")
     stored_max = 0.0 if stored is None else _stored_max(stored, path)
     dtype = raw.dtype
     # A complex target cast to float would keep its real part: part of a
     # phase-rotated image would turn black without a word.
-    volume = common.real_float32(raw, path, f"values of '{key}'")
+    volume = value_checks.real_float32(raw, path, f"values of '{key}'")
     peak = float(volume.max())
     # fastMRI stores the target's volume maximum; a file rescaled after it
     # was written would have most of its image clipped to white.
     if stored_max > 0 and peak > stored_max * (1 + 1e-5):
-      raise common.DataError(
+      raise data_errors.DataError(
           f"{path}: attribute 'max' is {stored_max:g}, below the largest value of "
           f"'{key}', {peak:g}: it does not describe this image (rescaled after it was "
           "written?), and dividing by it would clip the image. Fix or delete the attribute.")
     scale = stored_max or peak
   if not scale > 0:
-    raise common.DataError(f"{path}: the '{key}' volume has no intensity scale: its largest "
-                           f"value is {scale:g}, not positive.")
+    raise data_errors.DataError(f"{path}: the '{key}' volume has no intensity scale: its largest "
+                                f"value is {scale:g}, not positive.")
   return Target(volume / scale, scale, key, dtype)
 
 
@@ -318,11 +322,11 @@ def _kspace_image(f, path: str, why: str) -> tuple[np.ndarray, np.dtype]:
       # A copy of the crop: a view would keep the whole uncropped image.
       images.append(kspace_to_image(kspace[None])[0].copy())
     del kspace
-  common.check_values(common.ValueCounts(data.dtype, int(data.size), not_finite), path,
-                      "values of 'kspace'")
+  value_checks.check_values(value_checks.ValueCounts(data.dtype, int(data.size), not_finite), path,
+                            "values of 'kspace'")
   problem = undersampled_message(path, measured, why)
   if problem:
-    raise common.DataError(problem)
+    raise data_errors.DataError(problem)
   return np.stack(images), data.dtype
 
 
@@ -336,18 +340,18 @@ def _stored_max(value, path: str) -> float:
   if array.shape != () or array.dtype.kind not in "iuf":
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:60] + "…"
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{path}: attribute 'max' is {shown}, not a number (fastMRI stores the target's "
         "largest value there); fix or delete the attribute.")
   stored_max = float(array)
   if not np.isfinite(stored_max):
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{path}: attribute 'max' is {stored_max}, not a finite number; fix it "
         "or remove the file.")
   if stored_max <= 0:
     # The target would be divided by it: a 0 written in place of a missing
     # value is as wrong as a negative one.
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{path}: attribute 'max' is {stored_max:g}, not positive, so it cannot be the "
         "target's largest value; fix or delete the attribute.")
   return stored_max
@@ -365,19 +369,19 @@ def content_digest(path: str) -> str:
 
 def settings(data_config) -> dict:
   """The settings that change the written data (the files' fingerprint included)."""
-  get = functools.partial(common.field, data_config)
+  get = functools.partial(config_fields.field, data_config)
   manual_dir = os.path.expanduser(get("manual_dir"))
   files = find_files(manual_dir)
-  fractions = common.check_fractions(get("split_fractions"), evaluation_only=True)
+  fractions = config_fields.check_fractions(get("split_fractions"), evaluation_only=True)
   # Too few volumes for the splits is refused here, before a build is announced.
   splits.split_volumes(len(files), fractions, int(get("split_seed")),
                        where=os.path.abspath(manual_dir))
   return {
       "dataset": "fastmri_knee",
-      "image_size": common.check_image_size(get("image_size")),
+      "image_size": config_fields.check_image_size(get("image_size")),
       "split_fractions": list(fractions),
       "split_seed": int(get("split_seed")),
-      "files": common.fingerprint(manual_dir, files),
+      "files": file_lists.fingerprint(manual_dir, files),
   }
 
 
@@ -387,7 +391,8 @@ def builder_config(data_config) -> builder_lib.SliceConfig:
       name=builder_lib.settings_name(f"s{s['image_size']}", s),
       description=f"fastMRI single-coil knee at {s['image_size']} px.",
       image_size=s["image_size"],
-      manual_dir=os.path.abspath(os.path.expanduser(common.field(data_config, "manual_dir"))),
+      manual_dir=os.path.abspath(
+          os.path.expanduser(config_fields.field(data_config, "manual_dir"))),
       settings=s)
 
 

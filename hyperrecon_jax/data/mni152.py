@@ -48,7 +48,9 @@ import numpy as np
 
 from hyperrecon_jax import errors
 from hyperrecon_jax.data import builder as builder_lib
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
 from hyperrecon_jax.data import slicing
 
 CLASS_NAMES = ("background", "other_brain", "gray_matter", "white_matter")
@@ -57,13 +59,13 @@ VOLUME_NAME = "mni_icbm152_2009c_t1"
 
 def template_paths() -> dict[str, str]:
   """Paths of the T1, GM and WM files inside the installed nilearn package."""
-  nilearn = common.require("nilearn")
+  nilearn = dependencies.require("nilearn")
   folder = os.path.join(os.path.dirname(nilearn.__file__), "datasets", "data")
   paths = {k: os.path.join(folder, f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz")
            for k in ("t1", "gm", "wm")}
   missing = [p for p in paths.values() if not os.path.exists(p)]
   if missing:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"The MNI152 template files are missing from nilearn ({missing}); "
         "reinstall nilearn: pip install --force-reinstall nilearn")
   return paths
@@ -72,7 +74,7 @@ def template_paths() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def _load_raw():
   """(t1, labels, mask) of the template; labels as in the module docstring."""
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   arrays = {}
   for key, path in template_paths().items():
     img = nib.as_closest_canonical(nib.load(path))
@@ -124,15 +126,15 @@ def split_ranges(axis="axial", gap_slices: int = 8,
   Raises:
     ValueError: when the gaps leave too few slices for three splits.
   """
-  _, f_val, f_test = common.check_fractions(split_fractions)
-  ax = common.axis_index(axis)
+  _, f_val, f_test = config_fields.check_fractions(split_fractions)
+  ax = config_fields.axis_index(axis)
   _, _, mask = _load_raw()
   fractions = slicing.foreground_fractions(mask, ax)
   keep = np.flatnonzero(fractions >= min_foreground)
   if not keep.size:
     raise errors.InputError(
         f"min_foreground={min_foreground} keeps no slice of the template along the "
-        f"{common.axis_name(ax)} axis: its largest brain fraction is {fractions.max():.3f}")
+        f"{config_fields.axis_name(ax)} axis: its largest brain fraction is {fractions.max():.3f}")
   lo, hi = int(keep[0]), int(keep[-1]) + 1
   extent, gap = hi - lo, int(gap_slices)
   usable = extent - 3 * gap
@@ -142,7 +144,7 @@ def split_ranges(axis="axial", gap_slices: int = 8,
   if gap < 0 or usable - n_val - n_test < 2:
     raise errors.InputError(
         f"gap_slices={gap_slices} leaves too few of the {extent} brain slices "
-        f"(min_foreground={min_foreground}) along the {common.axis_name(ax)} axis for "
+        f"(min_foreground={min_foreground}) along the {config_fields.axis_name(ax)} axis for "
         "three splits.")
   block = n_val + gap + n_test
   start = lo + (extent - block) // 2
@@ -165,8 +167,8 @@ def _template_digest(files: tuple) -> str:
   the files are read once per process unless they change.
   """
   from hyperrecon_jax import checksums
-  return common.digest({os.path.basename(path): checksums.file_digest(path)
-                        for path, _, _ in files})
+  return config_fields.digest({os.path.basename(path): checksums.file_digest(path)
+                               for path, _, _ in files})
 
 
 def template_digest() -> str:
@@ -180,14 +182,14 @@ def template_digest() -> str:
 
 def settings(data_config) -> dict:
   """The settings that change the written data, the template's content among them."""
-  get = functools.partial(common.field, data_config)
+  get = functools.partial(config_fields.field, data_config)
   return {
       "dataset": "mni152",
       "template": template_digest(),
-      "image_size": common.check_image_size(get("image_size")),
-      "axis": common.axis_name(get("axis")),
+      "image_size": config_fields.check_image_size(get("image_size")),
+      "axis": config_fields.axis_name(get("axis")),
       "gap_slices": int(get("gap_slices")),
-      "split_fractions": list(common.check_fractions(get("split_fractions"))),
+      "split_fractions": list(config_fields.check_fractions(get("split_fractions"))),
       "min_foreground": float(get("min_foreground")),
       "percentile": float(get("percentile")),
   }

@@ -45,22 +45,26 @@ import numpy as np
 
 from hyperrecon_jax import checksums
 from hyperrecon_jax.data import builder as builder_lib
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
+from hyperrecon_jax.data import file_lists
 from hyperrecon_jax.data import nifti_files
 from hyperrecon_jax.data import nifti_headers
 from hyperrecon_jax.data import nifti_voxels
 from hyperrecon_jax.data import slicing
 from hyperrecon_jax.data import splits
+from hyperrecon_jax.data import value_checks
 
 
 def _load(path: str, what: str):
   """Loads a 3-D volume in RAS as (array as stored, voxel sizes)."""
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   img = nifti_headers.open_checked(path, what)
   try:
     data = np.asarray(nib.as_closest_canonical(img).dataobj)
   except Exception as err:  # noqa: BLE001 (a truncated file fails here)
-    raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
+    raise data_errors.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
   return data.reshape(data.shape[:3]), _voxel_sizes(img)
 
 
@@ -72,7 +76,7 @@ def _load_image(path: str):
 
 def _voxel_sizes(img) -> tuple:
   """The voxel sizes of the affine that gave the orientation, as `scans.read_input`."""
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   return tuple(float(z) for z in nib.affines.voxel_sizes(nifti_voxels.ras_affine(img)))
 
 
@@ -97,15 +101,15 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
   data, spacing = _load_image(path)
   try:
     image = slicing.normalize_percentile(data, percentile)
-  except common.DataError as err:
-    raise common.DataError(f"{path}: {err}.") from err
+  except data_errors.DataError as err:
+    raise data_errors.DataError(f"{path}: {err}.") from err
   label = None
   if label_rel is not None:
     label_path = os.path.join(manual_dir, label_rel)
     label, _ = _load(label_path, "label volume")
-    common.check_finite(label, label_path)  # Float label files can hold NaN.
+    value_checks.check_finite(label, label_path)  # Float label files can hold NaN.
     if label.shape != image.shape:
-      raise common.DataError(
+      raise data_errors.DataError(
           f"{label_path}: label shape {label.shape} differs from the image "
           f"shape {image.shape} of {path}.")
     if label.dtype.kind == "f":
@@ -114,7 +118,7 @@ def read_volume(manual_dir: str, image_rel: str, label_rel: str | None, percenti
       fractional = label != np.rint(label)
       count = int(np.count_nonzero(fractional))
       if count:
-        raise common.DataError(
+        raise data_errors.DataError(
             f"{label_path}: {count:,} of {label.size:,} label voxels are not whole "
             f"numbers (e.g. {float(label[fractional][0]):g}): a label volume holds "
             "classes 0, 1, 2, …; resample labels with nearest-neighbour interpolation.")
@@ -151,7 +155,7 @@ def _check_label_range(label: np.ndarray, label_path: str) -> None:
   # float64 holds both bounds, and every value next to them, exactly.
   beyond = (label < np.float64(_INT32.min)) | (label > np.float64(_INT32.max))
   value = high if high > _INT32.max else low
-  raise common.DataError(
+  raise data_errors.DataError(
       f"{label_path}: {int(np.count_nonzero(beyond)):,} of {label.size:,} label voxels "
       f"hold classes beyond int32's range, in which labels are stored (e.g. {value}): "
       f"number the classes from {_INT32.min:,} to {_INT32.max:,}.")
@@ -170,13 +174,13 @@ def content_digest(manual_dir: str, image_rel: str, percentile: float) -> str:
 
 def settings(data_config) -> dict:
   """The settings that change the written data (the files' fingerprint included)."""
-  get = functools.partial(common.field, data_config)
+  get = functools.partial(config_fields.field, data_config)
   manual_dir = os.path.expanduser(get("manual_dir"))
-  fractions = common.check_fractions(get("split_fractions"), evaluation_only=True)
+  fractions = config_fields.check_fractions(get("split_fractions"), evaluation_only=True)
   # A folder that is only scored is read without its labels (see nifti_files.find_files).
-  pairs = nifti_files.find_files(manual_dir, labels=fractions != common.EVALUATION_ONLY)
+  pairs = nifti_files.find_files(manual_dir, labels=fractions != config_fields.EVALUATION_ONLY)
   names = (splits.subjects([image for image, _ in pairs])
-           if fractions != common.EVALUATION_ONLY else [None] * len(pairs))
+           if fractions != config_fields.EVALUATION_ONLY else [None] * len(pairs))
   # Too few volumes (or subjects) for the splits is refused here, before a
   # build is announced.
   splits.split_subjects(names, fractions, int(get("split_seed")),
@@ -184,14 +188,14 @@ def settings(data_config) -> dict:
   files = [p for pair in pairs for p in pair if p is not None]
   out = {
       "dataset": "nifti",
-      "image_size": common.check_image_size(get("image_size")),
-      "axis": common.axis_name(get("axis")),
+      "image_size": config_fields.check_image_size(get("image_size")),
+      "axis": config_fields.axis_name(get("axis")),
       "split_fractions": list(fractions),
       "split_seed": int(get("split_seed")),
       "min_foreground": float(get("min_foreground")),
       "percentile": float(get("percentile")),
       "labels": pairs[0][1] is not None,
-      "files": common.fingerprint(manual_dir, files),
+      "files": file_lists.fingerprint(manual_dir, files),
   }
   # A folder holding a subject's volumes twice is split by subject: its own
   # build, never a dataset built split volume by volume. A folder of one
@@ -207,7 +211,8 @@ def builder_config(data_config) -> builder_lib.SliceConfig:
       name=builder_lib.settings_name(f"s{s['image_size']}_{s['axis']}", s),
       description=f"NIfTI volumes, {s['axis']} slices at {s['image_size']} px.",
       image_size=s["image_size"], label_dtype="int32" if s["labels"] else "",
-      manual_dir=os.path.abspath(os.path.expanduser(common.field(data_config, "manual_dir"))),
+      manual_dir=os.path.abspath(
+          os.path.expanduser(config_fields.field(data_config, "manual_dir"))),
       settings=s)
 
 
@@ -230,7 +235,7 @@ class Nifti(builder_lib.SliceBuilder, skip_registration=True):
     fractions, seed = cfg.settings["split_fractions"], cfg.settings["split_seed"]
     for pair in pairs:  # Fail before writing anything if a header is bad.
       nifti_headers.check_header(cfg.manual_dir, *pair, cfg.settings["axis"],
-                                 scored=tuple(fractions) == common.EVALUATION_ONLY)
+                                 scored=tuple(fractions) == config_fields.EVALUATION_ONLY)
     if cfg.settings.get("split_by") == "subject":
       assignment = splits.split_subjects(splits.subjects([image for image, _ in pairs]),
                                          fractions, seed, where=cfg.manual_dir)

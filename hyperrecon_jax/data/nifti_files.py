@@ -13,7 +13,8 @@ checked by `nifti_headers`, the voxels read by `nifti`.
 import os
 
 from hyperrecon_jax import checksums
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import file_lists
 
 SUFFIXES = (".nii.gz", ".nii")
 LABEL_DIR = "labels"
@@ -49,19 +50,20 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
 
   Raises:
     DataError: when the folder is missing, holds no image, holds scans of
-      another format (`common.check_no_other_scans`), or (with ``labels``)
+      another format (`file_lists.check_no_other_scans`), or (with ``labels``)
       only some images have labels, a label volume pairs with no image, or an
       image has two.
   """
   if not manual_dir or not os.path.isdir(manual_dir):
-    raise common.DataError(f"nifti: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
-  everything = common.list_files(manual_dir, SUFFIXES)
-  common.check_no_other_scans(manual_dir, "nifti", SUFFIXES)
+    raise data_errors.DataError(f"nifti: manual_dir {manual_dir!r} is not a folder. {INSTRUCTIONS}")
+  everything = file_lists.list_files(manual_dir, SUFFIXES)
+  file_lists.check_no_other_scans(manual_dir, "nifti", SUFFIXES)
   is_label = {p: p.split(os.sep)[0] == LABEL_DIR or _stem(p).endswith(LABEL_SUFFIX)
               for p in everything}
   images = [p for p in everything if not is_label[p] and not _stem(p).endswith(MASK_SUFFIXES)]
   if not images:
-    raise common.DataError(f"nifti: no .nii or .nii.gz volume in {manual_dir!r}. {INSTRUCTIONS}")
+    raise data_errors.DataError(
+        f"nifti: no .nii or .nii.gz volume in {manual_dir!r}. {INSTRUCTIONS}")
   if not labels:
     return [(image, None) for image in images]
   present = set(everything)
@@ -72,22 +74,22 @@ def find_files(manual_dir: str, *, labels: bool = True) -> list[tuple[str, str |
     candidates += [stem + LABEL_SUFFIX + s for s in SUFFIXES]
     found = [c for c in candidates if c in present]
     if len(found) > 1:
-      raise common.DataError(
+      raise data_errors.DataError(
           f"nifti: {image} in {manual_dir!r} has {len(found)} label volumes, "
           f"{' and '.join(found)}: keep one.")
     claimed.update(found)
     pairs.append((image, found[0] if found else None))
   orphans = [p for p in everything if is_label[p] and p not in claimed]
   if orphans:
-    raise common.DataError(
-        f"nifti: {manual_dir!r} holds {common.first_few(orphans)}, named as "
+    raise data_errors.DataError(
+        f"nifti: {manual_dir!r} holds {file_lists.first_few(orphans)}, named as "
         f"{'a label volume' if len(orphans) == 1 else 'label volumes'} but of no image "
         f"(the label of <dir>/<stem>.nii.gz is <dir>/<stem>{LABEL_SUFFIX}.nii.gz or "
         f"{LABEL_DIR}/<dir>/<stem>.nii.gz, either suffix): rename them after their "
         "images, or remove them.")
   missing = [image for image, label in pairs if label is None]
   if missing and len(missing) < len(pairs):
-    raise common.DataError(
+    raise data_errors.DataError(
         f"nifti: {len(missing)} of {len(pairs)} volumes in {manual_dir!r} have no "
         f"label volume (e.g. {missing[:3]}); give every volume a label or none.")
   return pairs

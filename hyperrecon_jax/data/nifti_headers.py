@@ -13,30 +13,36 @@ import os
 
 import numpy as np
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
 from hyperrecon_jax.data import slicing
 
+# The start of the header description of `reconstruct.py`'s NIfTI outputs
+# (`hyperrecon_jax.outputs`): a folder of scans refuses such a file
+# (`check_header`), which is the model's output, not a scan.
+OUTPUT_DESCRIPTION = "hyperrecon "
 
 def open_checked(path: str, what: str):
   """A NIfTI file's image, its voxels not read: oriented, 3-D and real, or a DataError."""
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   try:
     img = nib.load(path)
     problem = slicing.orientation_problem(img.affine)
     shape, dtype = tuple(img.shape), np.dtype(img.get_data_dtype())
   except Exception as err:  # nibabel raises many types for bad files.
-    raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
+    raise data_errors.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
   if problem:
-    raise common.DataError(f"{path}: {problem}.")
+    raise data_errors.DataError(f"{path}: {problem}.")
   if len(shape) == 4 and shape[3] == 1:
     shape = shape[:3]
   if len(shape) != 3 or min(shape) < 1:
-    raise common.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
+    raise data_errors.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
   if dtype.kind not in "biuf":
     # A complex image read as its real part would lose every voxel whose
     # phase turns it negative.
-    raise common.DataError(f"{path}: its voxels are of type {dtype}; expected real "
-                           f"numbers (a magnitude {what}).")
+    raise data_errors.DataError(f"{path}: its voxels are of type {dtype}; expected real "
+                                f"numbers (a magnitude {what}).")
   return img
 
 
@@ -44,7 +50,7 @@ def check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis, *
                  scored: bool = False):
   """Checks the headers (not the voxels) of an image and its label volume.
 
-  ``scored``: the folder is only scored (`common.EVALUATION_ONLY`), cut along
+  ``scored``: the folder is only scored (`config_fields.EVALUATION_ONLY`), cut along
   the model's own axis, which its message then names as such.
 
   Raises:
@@ -53,7 +59,7 @@ def check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis, *
       `slicing.MIN_PLANE` voxels, or the label volume is not on the image's
       voxel grid.
   """
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   shapes, axes, orientations, affines = [], [], [], []
   for rel, what in ((image_rel, "image"), (label_rel, "label volume")):
     if rel is None:
@@ -67,19 +73,19 @@ def check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis, *
         orientation = nib.orientations.io_orientation(header.affine)
       description = bytes(np.asarray(header.header["descrip"]).item()).decode("latin-1")
     except Exception as err:  # nibabel raises many types for bad files.
-      raise common.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
-    if description.startswith(common.OUTPUT_DESCRIPTION):
+      raise data_errors.DataError(f"{path}: cannot be read as a NIfTI {what} ({err}).") from err
+    if description.startswith(OUTPUT_DESCRIPTION):
       # Written beside its input (--output=site/a_recon.nii.gz), it would be
       # trained on or scored as one more subject's scan.
-      raise common.DataError(
+      raise data_errors.DataError(
           f"{path}: reconstruct.py's output (its header says {description.strip()!r}), "
           "not a scan: move it out of the folder, which must hold scans only.")
     if problem:
-      raise common.DataError(f"{path}: {problem}.")
+      raise data_errors.DataError(f"{path}: {problem}.")
     if len(shape) == 4 and shape[3] == 1:
       shape = shape[:3]
     if len(shape) != 3:
-      raise common.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
+      raise data_errors.DataError(f"{path}: has shape {shape}; expected a 3-D {what}.")
     shapes.append(shape)
     axes.append(codes)
     orientations.append(orientation)
@@ -90,14 +96,14 @@ def check_header(manual_dir: str, image_rel: str, label_rel: str | None, axis, *
     return
   label_path, image_path = (os.path.join(manual_dir, r) for r in (label_rel, image_rel))
   if shapes[0] != shapes[1]:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{label_path}: label shape {shapes[1]} differs from the image shape {shapes[0]} "
         f"of {image_path}.")
   # Each volume is turned to RAS by its own header. A label on the image's
   # voxels but with a differently oriented header would come out mirrored or
   # transposed against the image, with no error.
   if axes[0] != axes[1]:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{label_path}: its voxel axes point {axes[1]}, those of the image {image_path} "
         f"{axes[0]}; a label must be on the image's voxel grid: save it with the image's "
         "header (affine).")
@@ -153,7 +159,7 @@ def _check_same_affine(image_path: str, image: np.ndarray, label_path: str,
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     return (f"voxel sizes ({', '.join(f'{z:.6g}' for z in zooms)}) mm, origin "
             f"({', '.join(f'{t:.6g}' for t in affine[:3, 3])}) mm")
-  raise common.DataError(
+  raise data_errors.DataError(
       f"{label_path}: its affine (voxel-to-world matrix) differs from that of the image "
       f"{image_path} by up to {difference:.3g} mm, more than float32 storage explains "
       f"({tolerance:.3g} mm): the label's {grid(label)}, the image's {grid(image)}; a label "
@@ -169,12 +175,12 @@ def _check_planes(path: str, ras_shape, axis, *, scored: bool = False) -> None:
   """
   h, w = slicing.plane_sides(ras_shape, axis)
   if min(h, w) < slicing.MIN_PLANE:
-    name = common.axis_name(axis)
+    name = config_fields.axis_name(axis)
     advice = (f"Leave it out of the folder: it is cut along the model's {name} planes, as "
               "the model was trained (reconstruct.py --input=FILE cuts such a volume along "
               "its thin axis)" if scored else
               "Remove the file, or slice along another axis (config.data.axis)")
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{path}: has RAS shape {ras_shape}, so its {name} planes are "
         f"{h}×{w} voxels, narrower than {slicing.MIN_PLANE}: each would "
         f"be a strip stretched over the whole image. {advice}.")

@@ -13,7 +13,9 @@ bit for bit, and the peak is the float32 volume and a few slabs (`read_bytes`).
 
 import numpy as np
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
+from hyperrecon_jax.data import value_checks
 
 # A slab's bytes at most, in the type the scaling gives (float64 for a
 # scaled integer volume): a few planes of a large volume.
@@ -38,38 +40,38 @@ def read_float32(path: str, *, slab_bytes: int | None = None) -> np.ndarray:
 
   Raises:
     DataError: voxels that are not real numbers, not finite, beyond float32's
-      range or all below its smallest normal number (`common.check_values`,
+      range or all below its smallest normal number (`value_checks.check_values`,
       counted over the whole volume), or a file that cannot be read.
   """
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   try:
     # One file handle for every slab: a compressed file reopened per slab
     # would be decompressed from its start each time.
     img = nib.load(path, keep_file_open=True)
-    common.check_real(img.get_data_dtype(), path)
+    value_checks.check_real(img.get_data_dtype(), path)
     shape = tuple(int(n) for n in img.shape)
     volume = np.empty(shape[:3], np.float32, order="F")  # NIfTI's own order
     step = max(1, int(slab_bytes or SLAB_BYTES) // max(1, shape[0] * shape[1] * 8))
-    counts = common.ValueCounts(np.dtype(img.get_data_dtype()))
+    counts = value_checks.ValueCounts(np.dtype(img.get_data_dtype()))
     for k in range(0, shape[2], step):
       slab = np.asanyarray(img.dataobj[:, :, k:k + step])
       slab = slab.reshape(slab.shape[:3])
-      counts = counts.add(common.value_counts(slab))
+      counts = counts.add(value_checks.value_counts(slab))
       # Values beyond float32's range turn to ±inf here: refused below.
       with np.errstate(over="ignore", invalid="ignore"):
         volume[:, :, k:k + step] = slab
       del slab
-  except common.DataError:
+  except data_errors.DataError:
     raise
   except Exception as err:  # noqa: BLE001 (nibabel raises many types for a truncated file)
-    raise common.DataError(f"{path}: cannot read its voxels ({err})") from None
-  common.check_values(counts, path)
+    raise data_errors.DataError(f"{path}: cannot read its voxels ({err})") from None
+  value_checks.check_values(counts, path)
   return nib.orientations.apply_orientation(volume, nib.orientations.io_orientation(img.affine))
 
 
 def ras_affine(img) -> np.ndarray:
   """The affine of `read_float32`'s volume: `nibabel.as_closest_canonical`'s, from the header."""
-  nib = common.require("nibabel")
+  nib = dependencies.require("nibabel")
   ornt = nib.orientations.io_orientation(img.affine)
   return img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape)
 

@@ -46,10 +46,12 @@ from typing import Any
 import numpy as np
 
 from hyperrecon_jax import errors
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import dependencies
 from hyperrecon_jax.data import sources
 
-grain = common.require("grain")
+grain = dependencies.require("grain")
 
 # Batches read ahead by background threads: enough to hide decoding, few enough
 # to bound memory (4 batches of 32 x 256 x 256 float32 are 32 MiB).
@@ -248,13 +250,13 @@ def dataset(data_config, split: str, *, batch_size: int, seed: int = 0,
   if isinstance(start, bool) or int(start) != start or start < 0 or (start and not training):
     raise errors.InputError(f"start must be a whole number ≥ 0, and 0 outside training; "
                             f"got {start!r} for {'training' if training else 'evaluation'}")
-  flip = bool(common.field(data_config, "augment_flip"))
-  intensity = _intensity(common.field(data_config, "augment_intensity"))
+  flip = bool(config_fields.field(data_config, "augment_flip"))
+  intensity = _intensity(config_fields.field(data_config, "augment_intensity"))
   source = sources.load_split(data_config, split)
   with_label = bool(labels) and "label" in source.dataset_info.features
   if len(source) == 0:
-    raise common.DataError(
-        f"The {split!r} split of {common.field(data_config, 'name')!r} is empty.")
+    raise data_errors.DataError(
+        f"The {split!r} split of {config_fields.field(data_config, 'name')!r} is empty.")
   source = _in_memory(source)
   if not training:
     padded = math.ceil(len(source) / batch_size) * batch_size
@@ -313,7 +315,7 @@ def batches(data_config, split: str, *, batch_size: int, seed: int = 0,
   ds = dataset(data_config, split, batch_size=batch_size, seed=seed, training=training,
                shard=shard, labels=labels, start=start)
   if num_threads is None:
-    num_threads = int(common.field(data_config, "num_threads"))
+    num_threads = int(config_fields.field(data_config, "num_threads"))
   options = grain.ReadOptions(num_threads=num_threads,
                               prefetch_buffer_size=prefetch if num_threads else 0)
   return iter(ds.to_iter_dataset(options))

@@ -20,7 +20,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
 
 # Voxels whose normalized intensity exceeds this count as foreground (head or
 # brain) when dropping background slices and cropping to the head.
@@ -32,7 +33,7 @@ CROP_MARGIN = 4
 
 # A plane needs at least this many voxels along each side to be an image for
 # the model: its Unet max-pools three times (8×), so a narrower plane is less
-# than a pixel wide at its coarsest level (`common.check_image_size` puts the
+# than a pixel wide at its coarsest level (`config_fields.check_image_size` puts the
 # same floor on the slices' size). A volume of 1–7 slices cut across them
 # would give strips of one to seven rows stretched over the whole image.
 MIN_PLANE = 8
@@ -70,7 +71,7 @@ def ras_shape(shape: Sequence[int], orientation) -> tuple[int, int, int]:
 
 def plane_sides(shape: Sequence[int], axis) -> tuple[int, int]:
   """The sides of the planes cut along ``axis`` of a RAS ``shape``: the two other axes."""
-  ax = common.axis_index(axis)
+  ax = config_fields.axis_index(axis)
   h, w = (int(n) for a, n in enumerate(shape) if a != ax)
   return h, w
 
@@ -119,7 +120,7 @@ def percentile_scale(volume: np.ndarray, percentile: float) -> float:
   volume = np.asarray(volume, np.float32)
   positive = volume[positive_voxels(volume)]
   if positive.size == 0:
-    raise common.DataError("the volume has no positive voxel")
+    raise data_errors.DataError("the volume has no positive voxel")
   # `positive` is a copy of its own: partitioned in place, not copied again.
   return float(np.percentile(positive, percentile, overwrite_input=True))
 
@@ -279,7 +280,7 @@ def volume_slices(image: np.ndarray, *, axis, size: int, min_foreground: float,
   Yields:
     `Slice` records in increasing slice index.
   """
-  ax = common.axis_index(axis)
+  ax = config_fields.axis_index(axis)
   if foreground is None:
     foreground = image > FOREGROUND_THRESHOLD
     if label is not None:

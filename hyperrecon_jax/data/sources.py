@@ -29,7 +29,9 @@ import re
 import sys
 from typing import NamedTuple
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import locations
 
 _BUILDERS = {
     "mni152": ("hyperrecon_jax.data.mni152", "Mni152"),
@@ -41,9 +43,9 @@ INFO_FILE = "dataset_info.json"
 METADATA_FILE = "metadata.json"
 
 
-def _damaged(path: str, problem: str, folder: str) -> common.DataError:
+def _damaged(path: str, problem: str, folder: str) -> data_errors.DataError:
   """The error of a damaged built dataset: which file, and how to rebuild it."""
-  return common.DataError(
+  return data_errors.DataError(
       f"{path}: {problem}, so the built dataset is damaged; delete the folder "
       f"{folder} and the next run rebuilds it.")
 
@@ -120,13 +122,13 @@ def make_builder(data_config):
       `manual_dir` for manual datasets, or an unreadable dataset_info.json of
       the built dataset.
   """
-  name = common.check_name(common.field(data_config, "name"))
+  name = config_fields.check_name(config_fields.field(data_config, "name"))
   module_name, class_name = _BUILDERS[name]
   module = importlib.import_module(module_name)
   config = module.builder_config(data_config)
   builder_cls = getattr(module, class_name)
   from hyperrecon_jax.data import builder as builder_lib
-  root = common.data_dir(data_config)
+  root = locations.data_dir(data_config)
   with builder_lib.quiet_tfds():
     try:
       # Reads dataset_info.json when the dataset is built.
@@ -159,7 +161,7 @@ def prepare(data_config):
       tfds = builder_lib.tfds
       config_folder = os.path.dirname(b.data_dir)
       manual_dir = b.builder_config.manual_dir
-      print(f"building the {common.field(data_config, 'name')} dataset"
+      print(f"building the {config_fields.field(data_config, 'name')} dataset"
             f"{f' of {manual_dir}' if manual_dir else ''} in {b.data_dir}", file=sys.stderr)
       leftovers = builder_lib.unfinished_builds(config_folder)
       try:
@@ -177,10 +179,10 @@ def prepare(data_config):
           if not b.is_prepared() and isinstance(err, PermissionError):
             # A shared cache that this user cannot write, asked for a dataset
             # not built yet: the errno line named neither setting.
-            raise common.DataError(
-                f"cannot build the {common.field(data_config, 'name')} dataset in "
-                f"{common.data_dir_setting(data_config)}: {err}: ask its owner to build "
-                f"it, or set {common.DATA_DIR_ENV} or config.data.data_dir to a folder "
+            raise data_errors.DataError(
+                f"cannot build the {config_fields.field(data_config, 'name')} dataset in "
+                f"{locations.data_dir_setting(data_config)}: {err}: ask its owner to build "
+                f"it, or set {locations.DATA_DIR_ENV} or config.data.data_dir to a folder "
                 "you can write") from err
           if not b.is_prepared():
             raise
@@ -190,16 +192,16 @@ def prepare(data_config):
             raise
           # TFDS writes no empty split; every volume of this one lost all its
           # slices to the foreground threshold.
-          threshold = common.field(data_config, "min_foreground")
+          threshold = config_fields.field(data_config, "min_foreground")
           # A folder only scored is cut with the model's own threshold, which
           # evaluate.py --data does not let its user change.
           advice = ("the model's own, as it was trained: check that the volumes hold images"
-                    if tuple(float(f) for f in common.field(data_config, "split_fractions"))
-                    == common.EVALUATION_ONLY else
+                    if tuple(float(f) for f in config_fields.field(data_config, "split_fractions"))
+                    == config_fields.EVALUATION_ONLY else
                     "lower it, or check that the volumes hold images")
-          raise common.DataError(
-              f"the {empty.group(1)} split of {common.field(data_config, 'name')} "
-              f"{common.field(data_config, 'manual_dir')} would hold no slice: no slice of "
+          raise data_errors.DataError(
+              f"the {empty.group(1)} split of {config_fields.field(data_config, 'name')} "
+              f"{config_fields.field(data_config, 'manual_dir')} would hold no slice: no slice of "
               f"its volumes has the foreground fraction data.min_foreground={threshold}; "
               f"{advice}") from None
       except BaseException:
@@ -208,7 +210,7 @@ def prepare(data_config):
           os.rmdir(config_folder)  # only if empty
         raise
       builder_lib.remove_stopped_builds(leftovers, builder_lib.unfinished_builds(config_folder))
-  for split in common.written_splits(b.builder_config.settings["split_fractions"]):
+  for split in config_fields.written_splits(b.builder_config.settings["split_fractions"]):
     if split not in b.info.splits:
       raise _damaged(info_path, f"lists no {split!r} split", b.data_dir)
   return b
@@ -220,12 +222,13 @@ def _prepare_split(data_config, split: str):
   Raises:
     DataError: ``split`` is not a split of an evaluation-only build.
   """
-  common.check_split(split)
+  config_fields.check_split(split)
   b = prepare(data_config)
-  if split not in common.written_splits(b.builder_config.settings["split_fractions"]):
-    raise common.DataError(
-        f"{common.field(data_config, 'name')} {common.field(data_config, 'manual_dir')} is "
-        f"built for evaluation only (data.split_fractions={common.EVALUATION_ONLY}: every "
+  if split not in config_fields.written_splits(b.builder_config.settings["split_fractions"]):
+    raise data_errors.DataError(
+        f"{config_fields.field(data_config, 'name')} "
+        f"{config_fields.field(data_config, 'manual_dir')} is "
+        f"built for evaluation only (data.split_fractions={config_fields.EVALUATION_ONLY}: every "
         f"volume is in the test split), so it has no {split} split; training needs "
         "split_fractions of three positive numbers")
   return b
@@ -280,7 +283,7 @@ class SplitSource(collections.abc.Sequence):
                        f"gives {os.path.basename(path)} {end - start:,} records, but the "
                        f"shard holds {held:,}", self.folder)
 
-  def _damaged_record(self, index: int, err: BaseException) -> common.DataError:
+  def _damaged_record(self, index: int, err: BaseException) -> data_errors.DataError:
     path = self.files[bisect.bisect_right(self._ends, index)]
     if not os.path.exists(path):
       return _damaged(path, "the file is missing", self.folder)

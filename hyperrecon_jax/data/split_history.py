@@ -9,7 +9,7 @@ splits, and restoring its folder would not help. `hyperrecon_jax.data.split_reco
 says so in its refusals.
 """
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
 from hyperrecon_jax.data import splits
 
 
@@ -73,7 +73,7 @@ def unrecorded(record: dict) -> str:
 
 def _names(record: dict) -> list[str]:
   """The file names of every split of a record, sorted."""
-  return sorted(n for s in common.SPLITS for n in record["splits"].get(s, ()))
+  return sorted(n for s in config_fields.SPLITS for n in record["splits"].get(s, ()))
 
 
 def _subject_with_several_volumes(names) -> str:

@@ -26,7 +26,9 @@ import functools
 import json
 import os
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import file_lists
 from hyperrecon_jax.data import folders
 from hyperrecon_jax.data import near_copies
 from hyperrecon_jax.data import split_history
@@ -45,7 +47,7 @@ def current(data_config) -> dict | None:
 
   Args:
     data_config: the data config (builds the dataset if needed; a folder
-      scored whole, `common.EVALUATION_ONLY`, is read from its files instead,
+      scored whole, `config_fields.EVALUATION_ONLY`, is read from its files instead,
       so that a folder that cannot be scored is refused before its build).
 
   Returns:
@@ -54,21 +56,21 @@ def current(data_config) -> dict | None:
     order; no ``sha256`` for a dataset built before they were recorded), or
     None for a dataset that is not split by volume.
   """
-  name = common.check_name(common.field(data_config, "name"))
+  name = config_fields.check_name(config_fields.field(data_config, "name"))
   if name not in BY_VOLUME:
     return None
   from hyperrecon_jax.data import sources
-  folder = os.path.abspath(os.path.expanduser(str(common.field(data_config, "manual_dir"))))
+  folder = os.path.abspath(os.path.expanduser(str(config_fields.field(data_config, "manual_dir"))))
   record = {"dataset": name, "manual_dir": folder}
-  if common.written_splits(common.field(data_config, "split_fractions")) == ("test",):
+  if config_fields.written_splits(config_fields.field(data_config, "split_fractions")) == ("test",):
     names = tuple(folders.volume_files(data_config))
-    digests = _folder_digests(name, folder, float(common.field(data_config, "percentile")),
-                              names, common.fingerprint(folder, names))
+    digests = _folder_digests(name, folder, float(config_fields.field(data_config, "percentile")),
+                              names, file_lists.fingerprint(folder, names))
     record["splits"] = {"train": [], "validation": [], "test": list(names)}
     for key, values in zip(("sha256", "content_sha256"), digests):
       record[key] = {"train": [], "validation": [], "test": list(values)}
     return record
-  volumes = {split: sources.volumes(data_config, split) for split in common.SPLITS}
+  volumes = {split: sources.volumes(data_config, split) for split in config_fields.SPLITS}
   record["splits"] = {split: [v.name for v in vs] for split, vs in volumes.items()}
   for key in ("sha256", "content_sha256"):
     if all(getattr(v, key) for vs in volumes.values() for v in vs):
@@ -114,7 +116,7 @@ def _checked(record, where: str) -> dict:
   def lists_of_text(value, like=None):
     return isinstance(value, dict) and all(
         isinstance(value.get(s), list) and all(isinstance(n, str) for n in value[s])
-        and (like is None or len(value[s]) == len(like[s])) for s in common.SPLITS)
+        and (like is None or len(value[s]) == len(like[s])) for s in config_fields.SPLITS)
 
   names = record.get("splits") if isinstance(record, dict) else None
   if not lists_of_text(names):
@@ -135,10 +137,10 @@ def _volumes(record: dict, split: str, key: str = "sha256") -> list[tuple[str, s
   return list(zip(record["splits"][split], digests))
 
 
-def _unreadable(where: str, problem) -> common.DataError:
-  return common.DataError(f"{where} cannot be read as the record of a run's data splits "
-                          f"({problem}); restore it from a backup or move it away, which "
-                          "turns the check of evaluated splits off")
+def _unreadable(where: str, problem) -> data_errors.DataError:
+  return data_errors.DataError(f"{where} cannot be read as the record of a run's data splits "
+                               f"({problem}); restore it from a backup or move it away, which "
+                               "turns the check of evaluated splits off")
 
 
 def to_json(record: dict) -> str:
@@ -162,7 +164,7 @@ def check_resume(workdir: str, record: dict | None) -> None:
   if stored is None:
     why = split_history.unrecorded(record)
     if why:
-      raise common.DataError(
+      raise data_errors.DataError(
           f"the run in {workdir} recorded no splits (no {FILE}): {why}, so it would go on "
           "with other training volumes: train in a new --workdir")
     return
@@ -171,11 +173,11 @@ def check_resume(workdir: str, record: dict | None) -> None:
     if changed:
       why = split_history.by_subject_since(stored, record)
       if why:
-        raise common.DataError(
+        raise data_errors.DataError(
             f"the {split} split of {record['manual_dir']} is not the one the run in "
             f"{workdir} began with ({changed}): {why}, so the run cannot go on with its "
             "data: train in a new --workdir")
-      raise common.DataError(
+      raise data_errors.DataError(
           f"the {split} split of {record['manual_dir']} is not the one the run in "
           f"{workdir} began with ({changed}): files were added to, removed from, renamed "
           "in or rewritten in the folder, and the run would go on with other data. "
@@ -228,7 +230,7 @@ def check_same_data(learned: dict | None, theirs: dict | None, what: str) -> Non
       differ = (f"{len(names)} of its {len(other)} volumes are not the model's: "
                 f"{_quote(names)}" if names else
                 f"it lacks {len(mine - other)} of the model's {len(mine)} volumes")
-      raise common.DataError(
+      raise data_errors.DataError(
           f"{what} learned from other data than the model: in the {split} split, {differ} "
           f"(the model's folder: {learned.get('manual_dir')}; theirs: "
           f"{theirs.get('manual_dir')}). Train them on the model's data folder")
@@ -295,13 +297,13 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
     return
   folder = record["manual_dir"]
   listed = f"{listed_in} lists every split's volumes"
-  if common.written_splits(common.field(data_config, "split_fractions")) == ("test",):
+  if config_fields.written_splits(config_fields.field(data_config, "split_fractions")) == ("test",):
     if same_folder:
-      raise common.DataError(
+      raise data_errors.DataError(
           f"{folder} is the folder {learner} learned from, and {len(seen)} of its volumes "
           f"were trained or validated on ({_quote(seen)}): its unseen volumes are its test "
           f"split, scored without --data ({listed})")
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{folder} holds {len(seen)} of the volumes {learner} learned from "
         f"({_quote(seen)}), so its scores would measure training data: leave them out of "
         f"the folder ({listed})")
@@ -313,19 +315,19 @@ def check_record(stored: dict | None, data_config, split: str, *, learner: str,
            "which assigns volumes to splits again. Evaluate on the folder as it was")
   else:
     why = "leave them out of the folder"
-  raise common.DataError(
+  raise data_errors.DataError(
       f"the {split} split of {folder} holds {len(seen)} of the volumes {learner} learned "
       f"from ({_quote(seen)}), so its scores would measure training data: {why} ({listed})")
 
 
 def _check_unrecorded(data_config, split: str, learner: str, listed_in: str) -> None:
   """`check_record` of a learner that recorded no splits: `split_history.unrecorded`."""
-  if common.written_splits(common.field(data_config, "split_fractions")) == ("test",):
+  if config_fields.written_splits(config_fields.field(data_config, "split_fractions")) == ("test",):
     return  # a folder scored whole: not the folder split when the learner trained
   record = current(data_config)
   why = split_history.unrecorded(record) if record is not None else ""
   if why:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{learner} recorded no splits (no {listed_in}): {why}, so the {split} split can hold "
         "volumes it learned from: train again, or score volumes of other subjects "
         "(evaluate.py --data=FOLDER)")
@@ -345,7 +347,7 @@ def check_template(trained_on, data_config) -> None:
   Raises:
     DataError: naming the folder's file(s) with the template's content.
   """
-  if common.field(trained_on, "name") != "mni152":
+  if config_fields.field(trained_on, "name") != "mni152":
     return
   record = current(data_config)
   if record is None or "sha256" not in record:
@@ -356,11 +358,11 @@ def check_template(trained_on, data_config) -> None:
   path = mni152.template_paths()["t1"]
   template = {checksums.file_digest(path), nifti.content_digest(
       os.path.dirname(path), os.path.basename(path),
-      float(common.field(trained_on, "percentile")))}
-  seen = {n for s in common.SPLITS for key in ("sha256", "content_sha256")
+      float(config_fields.field(trained_on, "percentile")))}
+  seen = {n for s in config_fields.SPLITS for key in ("sha256", "content_sha256")
           for n, d in _volumes(record, s, key) if d in template}
   if seen:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{record['manual_dir']} holds the MNI152 template that the model learned from "
         f"({_quote(seen)}), so its scores would measure training data: leave it out of "
         "the folder (the model's own test slices are scored without --data)")
@@ -409,8 +411,8 @@ def check_slices(trained_on, data_config, learner: str) -> None:
         if np.any(ex["image"]):
           learned.add(digest(ex["image"]))
           near.add(ex["image"], True)
-  except (common.DataError, OSError) as e:
-    print(f"note: the slices of {common.field(data_config, 'manual_dir')} were not compared "
+  except (data_errors.DataError, OSError) as e:
+    print(f"note: the slices of {config_fields.field(data_config, 'manual_dir')} were not compared "
           f"with those {learner} learned from, which cannot be read ({e})", file=sys.stderr)
     return
   names = {v.id: v.name for v in sources.volumes(data_config, "test")}
@@ -423,8 +425,9 @@ def check_slices(trained_on, data_config, learner: str) -> None:
       seen[name] = seen.get(name, 0) + 1
   if seen:
     shown = _quote(f"{n} ({k} slice{'s' * (k != 1)})" for n, k in seen.items())
-    raise common.DataError(
-        f"{sum(seen.values())} of the {total} slices of {common.field(data_config, 'manual_dir')}"
+    raise data_errors.DataError(
+        f"{sum(seen.values())} of the {total} slices of "
+        f"{config_fields.field(data_config, 'manual_dir')}"
         f" are, bit for bit or to float32 rounding, slices {learner} trained or validated on: "
         f"{shown}. A copy of a "
         "training volume padded, cropped or shifted by whole voxels gives the same slices, so "

@@ -15,7 +15,8 @@ import re
 
 import numpy as np
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
+from hyperrecon_jax.data import data_errors
 
 # A BIDS subject entity: `sub-<label>`, the label letters and digits, ending a
 # folder's name, or followed by the next entity's `_` or the suffix's `.` in a
@@ -29,7 +30,7 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
 
   Validation and test get ``round(num * fraction)`` volumes each, at least
   one; the training split gets the rest, which must be one or more. With
-  `common.EVALUATION_ONLY` fractions every volume is in test and the other two are
+  `config_fields.EVALUATION_ONLY` fractions every volume is in test and the other two are
   empty.
 
   Args:
@@ -48,13 +49,13 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
     DataError: the volumes cannot give every split one (fewer than three, or
       fractions that leave none for training).
   """
-  _, f_val, f_test = common.check_fractions(fractions, evaluation_only=True)
-  if (f_val, f_test) == common.EVALUATION_ONLY[1:]:
+  _, f_val, f_test = config_fields.check_fractions(fractions, evaluation_only=True)
+  if (f_val, f_test) == config_fields.EVALUATION_ONLY[1:]:
     if num < 1:
-      raise common.DataError(f"{where} holds no volume to evaluate")
+      raise data_errors.DataError(f"{where} holds no volume to evaluate")
     return {"validation": [], "test": list(range(num)), "train": []}
   if num < 3:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{where} holds {num} {unit}{'s' * (num != 1)}; training needs at least 3, one "
         f"for each of the train, validation and test splits (a {unit} is never split "
         f"between them). Add {unit}s")
@@ -62,7 +63,7 @@ def split_volumes(num: int, fractions: Sequence[float], seed: int, *,
   n_val = max(int(round(num * f_val)), 1)
   n_test = max(int(round(num * f_test)), 1)
   if num - n_val - n_test < 1:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{where} holds {num} {unit}{'s' * (num != 1)}, too few for split_fractions "
         f"{tuple(float(f) for f in fractions)}: they give {n_val} to validation and "
         f"{n_test} to test and leave {max(num - n_val - n_test, 0)} for training, and "
@@ -131,7 +132,7 @@ def subject(path: str) -> str | None:
   """
   labels = {m.group(1) for m in map(SUBJECT.match, path.split(os.sep)) if m}
   if len(labels) > 1:
-    raise common.DataError(
+    raise data_errors.DataError(
         f"{path}: its path names {len(labels)} BIDS subjects "
         f"({', '.join('sub-' + x for x in sorted(labels))}); volumes are split by subject, so "
         "a volume's path must name one: rename the folder or the file")
@@ -155,15 +156,15 @@ def subject_in_two_splits(splits: dict) -> str:
     message; ``""`` when there is none.
   """
   seen: dict[str, set[str]] = {}
-  for split in common.SPLITS:
+  for split in config_fields.SPLITS:
     for name in splits[split]:
       try:
         label = subject(name)
-      except common.DataError:  # a path naming two subjects is the build's to refuse
+      except data_errors.DataError:  # a path naming two subjects is the build's to refuse
         continue
       if label is not None:
         seen.setdefault(label, set()).add(split)
   for label, where in sorted(seen.items()):
     if len(where) > 1:
-      return f"sub-{label} in {' and '.join(s for s in common.SPLITS if s in where)}"
+      return f"sub-{label} in {' and '.join(s for s in config_fields.SPLITS if s in where)}"
   return ""

@@ -8,7 +8,7 @@ and in the run's `split_record`, yet nothing of it is trained on or scored.
 
 from collections.abc import Sequence
 
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import config_fields
 
 
 def describe(data_config) -> list[str]:
@@ -23,19 +23,19 @@ def describe(data_config) -> list[str]:
     lines for the embedded mni152, which is one template cut into blocks.
   """
   from hyperrecon_jax.data import sources
-  name = common.check_name(common.field(data_config, "name"))
+  name = config_fields.check_name(config_fields.field(data_config, "name"))
   if name not in ("nifti", "fastmri_knee"):
     return []
   counts, empty = [], []
-  for split in common.written_splits(common.field(data_config, "split_fractions")):
+  for split in config_fields.written_splits(config_fields.field(data_config, "split_fractions")):
     volumes = sources.volumes(data_config, split)
     slices = sum(len(v.slices) for v in volumes)
     counts.append(f"{split} {_count(len(volumes), 'volume')}, {_count(slices, 'slice')}")
     empty += [f"{v.name} ({split})" for v in volumes if not v.slices]
-  folder = common.field(data_config, "manual_dir")
+  folder = config_fields.field(data_config, "manual_dir")
   lines = [f"data: {name} {folder}: {'; '.join(counts)}"]
   if empty:
-    lines.append(without_slices(empty, common.field(data_config, "min_foreground")))
+    lines.append(without_slices(empty, config_fields.field(data_config, "min_foreground")))
   return lines
 
 

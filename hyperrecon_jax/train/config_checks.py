@@ -19,7 +19,7 @@ from hyperrecon_jax import metrics
 from hyperrecon_jax import models
 from hyperrecon_jax import sampling
 from hyperrecon_jax import streams
-from hyperrecon_jax.data import common as data_common
+from hyperrecon_jax.data import config_fields
 from hyperrecon_jax.train.configuration import ConfigError
 from hyperrecon_jax.train.configuration import import_extensions
 from hyperrecon_jax.train.configuration import missing_field
@@ -167,20 +167,20 @@ def _check_data(config) -> None:
   try:
     # Training learns from train and validates on validation: no
     # evaluation-only build (data.EVALUATION_ONLY).
-    data_common.check_fractions(config.data.split_fractions)
+    config_fields.check_fractions(config.data.split_fractions)
   except errors.InputError as e:
     raise ConfigError(f"config.data.{e}") from None
-  _require(config.data.name in data_common.DATASETS,
-           f"config.data.name must be one of {data_common.DATASETS}", config.data.name)
+  _require(config.data.name in config_fields.DATASETS,
+           f"config.data.name must be one of {config_fields.DATASETS}", config.data.name)
   axis = config.data.axis
   # A config built in Python may give the array axis (0, 1, 2); the field
   # is a string, and the command line's '1' is not an axis.
-  if not (axis in data_common.AXES or _is_integer(axis) and 0 <= axis <= 2):
-    names = {str(v): k for k, v in data_common.AXES.items()}
+  if not (axis in config_fields.AXES or _is_integer(axis) and 0 <= axis <= 2):
+    names = {str(v): k for k, v in config_fields.AXES.items()}
     index = axis.strip() if isinstance(axis, str) else None
     hint = (f" (array axis {index} is {names[index]!r}: give the name)"
             if index in names else "")
-    raise ConfigError(f"config.data.axis must be one of {tuple(data_common.AXES)}, got "
+    raise ConfigError(f"config.data.axis must be one of {tuple(config_fields.AXES)}, got "
                       f"{axis!r}{hint}")
   threads = config.data.num_threads
   _require(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0,
@@ -332,8 +332,8 @@ def _check_eval(config, k: int) -> None:
            f"config.eval.samples must be 0 (a grid) or ≥ the {k} vertices of the simplex",
            config.eval.samples)
   check_eval_size(config.eval, k - 1)
-  _require(config.eval.split in data_common.SPLITS,
-           f"config.eval.split must be one of {data_common.SPLITS}", config.eval.split)
+  _require(config.eval.split in config_fields.SPLITS,
+           f"config.eval.split must be one of {config_fields.SPLITS}", config.eval.split)
   _require(config.eval.gallery_size >= 1, "config.eval.gallery_size must be ≥ 1",
            config.eval.gallery_size)
   _require(math.isfinite(config.eval.gallery_tolerance_db)

@@ -22,7 +22,7 @@ from hyperrecon_jax import physics
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
-from hyperrecon_jax.data import common
+from hyperrecon_jax.data import locations
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.data import summary
 from hyperrecon_jax.evaluators import validation
@@ -154,10 +154,10 @@ def train_and_evaluate(config, workdir: str):
           "experiments/train.py, give --coordinator, --num_processes and --process_id") from e
   sharded.check_same_run(config, workdir)
   relative = {name: absolute for name in ("manual_dir", "data_dir")
-              if (absolute := common.absolute_folder(config.data.get(name)))
+              if (absolute := locations.absolute_folder(config.data.get(name)))
               != config.data.get(name)}
   if relative:
-    # config.json names the folders the run reads (`common.absolute_folder`).
+    # config.json names the folders the run reads (`locations.absolute_folder`).
     config = config.copy_and_resolve_references()
     config.data.update(relative)
   # Only process 0 writes the run's own files, so only it probes the folder.

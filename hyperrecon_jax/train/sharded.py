@@ -123,7 +123,8 @@ def check_same_data(record: dict | None) -> None:
     return
   from jax.experimental import multihost_utils
 
-  from hyperrecon_jax.data import common
+  from hyperrecon_jax.data import config_fields
+  from hyperrecon_jax.data import data_errors
   from hyperrecon_jax.data import split_record
   # The resolved folder may differ from host to host; the volumes may not.
   text = json.dumps({key: record[key] for key in ("splits", "sha256") if key in record},
@@ -143,9 +144,9 @@ def check_same_data(record: dict | None) -> None:
     return json.loads(client.blocking_key_value_get(f"{folder}{index}", 60_000))
 
   first, differing = read(0), read(other)
-  found = [f"its {split} split is not process 0's: {change}" for split in common.SPLITS
+  found = [f"its {split} split is not process 0's: {change}" for split in config_fields.SPLITS
            if (change := split_record.changes(first, differing, split))]
-  raise common.DataError(
+  raise data_errors.DataError(
       f"the processes of this run read different volumes in {record['manual_dir']}: "
       f"process {other} built another dataset ({found[0] if found else 'other digests'})"
       + (f", and so did process{'es' if len(others) > 2 else ''} "
@@ -180,8 +181,8 @@ def process_shard(sharding, batch_size: int):
     ConfigError: this process's rows are not one block of ``batch_size / n``
       rows (a mesh that interleaves the processes' devices).
   """
-  from hyperrecon_jax.data import common
-  grain = common.require("grain")
+  from hyperrecon_jax.data import dependencies
+  grain = dependencies.require("grain")
   index_map = sharding.addressable_devices_indices_map((batch_size,))
   blocks = sorted({index[0].indices(batch_size)[:2] for index in index_map.values()})
   start, stop = blocks[0][0], blocks[-1][1]

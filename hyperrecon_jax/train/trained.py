@@ -7,7 +7,8 @@ import jax
 import ml_collections
 
 from hyperrecon_jax import checkpoints
-from hyperrecon_jax.data import common as data_common
+from hyperrecon_jax.data import data_errors
+from hyperrecon_jax.data import locations
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import state as state_lib
 
@@ -64,7 +65,7 @@ def check_data_folder(config: ml_collections.ConfigDict, where: str) -> None:
     DataError: ``config.data.manual_dir`` is set but is no folder.
   """
   from hyperrecon_jax.data import split_record
-  folder = data_common.absolute_folder(config.data.get("manual_dir", ""))
+  folder = locations.absolute_folder(config.data.get("manual_dir", ""))
   if config.data.name not in split_record.BY_VOLUME or not folder or os.path.isdir(folder):
     return
   if os.path.islink(folder):
@@ -73,7 +74,7 @@ def check_data_folder(config: ml_collections.ConfigDict, where: str) -> None:
     what = "is no folder"
   else:
     what = "no longer exists"
-  raise data_common.DataError(
+  raise data_errors.DataError(
       f"{where} learned from the {config.data.name} folder {folder}, which {what}: put "
       f"the folder back there, or link it there (ln -s NEW_PLACE {folder}), to score or "
       "show the model's splits")
@@ -152,8 +153,8 @@ def load_trained(workdir: str, step: int | None = None, *,
         "hyperrecon_jax.train.train_and_evaluate)"
         if os.path.isdir(workdir) else not_a_folder(workdir))
   config = built["config"]
-  if os.environ.get(data_common.DATA_DIR_ENV):
+  if os.environ.get(locations.DATA_DIR_ENV):
     # Where this machine keeps built datasets, not where the training machine
     # did: a workdir moved elsewhere (or read-only there) builds here.
-    config.data.data_dir = data_common.default_data_dir()
+    config.data.data_dir = locations.default_data_dir()
   return config, built["model"], restored.state.variables(), restored.step
