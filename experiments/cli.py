@@ -295,11 +295,11 @@ def exit_now(code: int):
   has run: the lock is released, temporary files are removed and checkpoints
   are written synchronously, so nothing is lost by skipping it. A process
   ended by another process's end has not unwound: the locks it still holds
-  are abandoned as their blocks would release them (`workdir.abandon`).
+  are abandoned as their blocks would release them (`workdir_lock.abandon`).
   """
-  workdir = sys.modules.get("hyperrecon_jax.workdir")
-  if workdir is not None:  # a lock still held: its stack did not unwind
-    workdir.abandon()
+  workdir_lock = sys.modules.get("hyperrecon_jax.workdir_lock")
+  if workdir_lock is not None:  # a lock still held: its stack did not unwind
+    workdir_lock.abandon()
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code)

@@ -10,6 +10,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "atomic_writes",
     "checkpoints",
     "checksums",
     "compilation",
@@ -52,6 +53,7 @@ _SUBMODULES = (
     "volume_memory",
     "wavelets",
     "workdir",
+    "workdir_lock",
 )
 
 

@@ -6,7 +6,7 @@ trained with (JSON): the config travels with the weights, and everything that
 reads a model takes its config from there.
 
 Who may write: only the trainer, which holds the workdir's lock
-(`hyperrecon_jax.workdir`), opens a writing `manager` and calls `restore` with
+(`hyperrecon_jax.workdir_lock`), opens a writing `manager` and calls `restore` with
 ``trainer=True``. Evaluation and every other reader use `reader`, which is
 read-only: it creates nothing and never cleans up, so it cannot delete the
 temporary folder of a save in progress.
@@ -46,7 +46,7 @@ import orbax.checkpoint as ocp
 from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import orbax_noise
-from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 
 ITEMS = ("state", "data", "config")
 DAMAGED_DIR = "checkpoints.damaged"
@@ -165,7 +165,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state,
                           f"{mngr.directory}: the state holds NaN or ±Inf")
   data_state = data_state if data_state is not None else {}
   config_dict = json.loads(config.to_json())
-  primary = workdir_lib.is_primary()
+  primary = workdir_lock.is_primary()
   if primary:
     checksums.record_pending(_workdir(mngr), step, {
         "state": checksums.state_digest(state),
@@ -318,7 +318,7 @@ def _restore_step(mngr, step: int, abstract_state, trainer: bool):
   elif not checked and not bool(jax.device_get(_all_finite(out["state"]))):
     raise CheckpointError(f"{step_dir} has no {checksums.CHECKSUMS} and its state holds "
                           "NaN or ±Inf")
-  if not checked and trainer and workdir_lib.is_primary():
+  if not checked and trainer and workdir_lock.is_primary():
     checksums.write(step_dir)
     checksums.clear_pending(_workdir(mngr), step)
     how = ("its values match the digests recorded before its save" if digests is not None
@@ -380,7 +380,7 @@ def restore(mngr: ocp.CheckpointManager | None,
       raise CheckpointError(f"there is no checkpoint of step {step}")
     return None
   mngr.reload()
-  primary = trainer and workdir_lib.is_primary()
+  primary = trainer and workdir_lock.is_primary()
   if step is not None:
     if step not in mngr.all_steps():
       raise CheckpointError(

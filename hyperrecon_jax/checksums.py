@@ -28,8 +28,8 @@ import os
 import jax
 import numpy as np
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import errors
-from hyperrecon_jax import workdir as workdir_lib
 
 CHECKSUMS = "checksums.json"
 PENDING = "checkpoints.pending.json"
@@ -74,13 +74,13 @@ def _step_files(step_dir: str):
 def write(step_dir: str) -> None:
   """Records size and SHA-256 of every file of a finished step folder.
 
-  The table is written atomically and synced (`workdir.write_text`): a
+  The table is written atomically and synced (`atomic_writes.write_text`): a
   reader never sees half of it, and a power cut after the save cannot leave
   an empty table that would make an intact step look damaged.
   """
   table = {rel: [os.path.getsize(path), file_digest(path)]
            for rel, path in sorted(_step_files(step_dir))}
-  workdir_lib.write_text(os.path.join(step_dir, CHECKSUMS), json.dumps(table, indent=0))
+  atomic_writes.write_text(os.path.join(step_dir, CHECKSUMS), json.dumps(table, indent=0))
 
 
 def verify(step_dir: str) -> bool:
@@ -163,7 +163,7 @@ def pending_path(workdir: str) -> str:
 
 def record_pending(workdir: str, step: int, digests: dict[str, str]) -> None:
   """Records the digests of the values about to be saved as ``step``."""
-  workdir_lib.write_text(pending_path(workdir), json.dumps({"step": step, **digests}))
+  atomic_writes.write_text(pending_path(workdir), json.dumps({"step": step, **digests}))
 
 
 def pending(workdir: str, step: int, items) -> dict[str, str] | None:

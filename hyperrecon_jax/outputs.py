@@ -28,9 +28,9 @@ import tempfile
 
 import numpy as np
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import errors
 from hyperrecon_jax import run_paths
-from hyperrecon_jax import workdir as workdir_lib
 from hyperrecon_jax.data import dependencies
 from hyperrecon_jax.data import nifti_headers
 from hyperrecon_jax.scans import H5_SUFFIXES
@@ -302,7 +302,7 @@ def _temporary(path: str) -> str:
   """A hidden file beside ``path``, of its suffix (nibabel reads the format from it)."""
   name = os.path.basename(path)
   suffix = ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
-  return workdir_lib.partial_file(path, suffix)
+  return atomic_writes.partial_file(path, suffix)
 
 
 def _write_all(files: Sequence[tuple[str, Callable[[str], None]]]) -> None:
@@ -319,7 +319,7 @@ def _write_all(files: Sequence[tuple[str, Callable[[str], None]]]) -> None:
   """
   # What a writer killed by kill -9 (no `finally`) left: a volume's worth each.
   for folder in sorted({os.path.dirname(os.path.abspath(path)) for path, _ in files}):
-    workdir_lib.sweep_partial_files(folder)
+    atomic_writes.sweep_partial_files(folder)
   staged = []
   try:
     for path, write_fn in files:

@@ -18,10 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import segmentation
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 from hyperrecon_jax.data import locations
 from hyperrecon_jax.data import split_record
 
@@ -63,7 +65,7 @@ def train_into(directory: str, data_config, **settings) -> segmentation.Trained:
   segmentation.check_settings(settings.get("num_classes"), settings.get("channels"),
                               settings.get("steps"), settings.get("batch_size"),
                               settings.get("lr"))
-  with workdir_lib.lock(directory):
+  with workdir_lock.lock(directory):
     trained = segmentation.train(data_config, **settings)
     save(trained, directory)
   return trained
@@ -75,11 +77,11 @@ def save(segmenter: segmentation.Trained, directory: str) -> None:
   blob = flax.serialization.msgpack_serialize(
       jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(
           segmenter.variables)))
-  workdir_lib.write_bytes(os.path.join(directory, WEIGHTS_FILE), blob)
+  atomic_writes.write_bytes(os.path.join(directory, WEIGHTS_FILE), blob)
   info = dict(segmenter.info, format=FORMAT, sha256=hashlib.sha256(blob).hexdigest())
   info[INFO_DIGEST] = checksums.json_digest(info)
-  workdir_lib.write_text(os.path.join(directory, INFO_FILE),
-                         json.dumps(info, indent=1, sort_keys=True) + "\n")
+  atomic_writes.write_text(os.path.join(directory, INFO_FILE),
+                           json.dumps(info, indent=1, sort_keys=True) + "\n")
 
 
 def load(directory: str) -> segmentation.Trained:

@@ -181,12 +181,12 @@ class NanAfter:
 
 def save_untrained(config, path):
   """A workdir whose checkpoint is the initialized model of ``config`` (no training)."""
-  from hyperrecon_jax import workdir
+  from hyperrecon_jax import atomic_writes
   state = train.create_state(config, train.build_model(config), jax.random.key(0))
   mngr = checkpoints.manager(path)
   checkpoints.save(mngr, 1, state, {}, config)
   mngr.close()
-  workdir.write_text(os.path.join(path, "config.json"), config.to_json())
+  atomic_writes.write_text(os.path.join(path, "config.json"), config.to_json())
   return path
 
 

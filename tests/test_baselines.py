@@ -26,7 +26,7 @@ from hyperrecon_jax import models
 from hyperrecon_jax import physics
 from hyperrecon_jax import streams
 from hyperrecon_jax import train
-from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 from hyperrecon_jax.train import baselines
 
 
@@ -174,8 +174,8 @@ def test_the_unets_are_measured_under_the_trainers_lock(run, monkeypatch):
   refused = []
 
   def measured_while_another_trainer_starts(*args, **kwargs):
-    with pytest.raises(workdir_lib.WorkdirBusyError, match="is being trained by process"):
-      with workdir_lib.lock(workdir):
+    with pytest.raises(workdir_lock.WorkdirBusyError, match="is being trained by process"):
+      with workdir_lock.lock(workdir):
         pass
     refused.append(True)
     return measure(*args, **kwargs)
@@ -183,7 +183,7 @@ def test_the_unets_are_measured_under_the_trainers_lock(run, monkeypatch):
   monkeypatch.setattr(baselines, "validation_term_means", measured_while_another_trainer_starts)
   assert baselines.compute_loss_scales(config, workdir) == result
   assert refused == [True]
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
+  assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_FILE))
 
 
 def test_incompatible_workdir_is_refused_before_training(run):

@@ -22,7 +22,7 @@ from cli_support import script_env
 import loop_support
 import pytest
 
-from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_a_run_refused_after_start_up_leaves_no_folder_behind(env, tmp_path):
 
 def test_a_workdir_being_trained_refuses_a_second_trainer(env, tmp_path):
   workdir = str(tmp_path / "run")
-  with workdir_lib.lock(workdir):
+  with workdir_lock.lock(workdir):
     proc = run(env, "train", f"--config={DEMO}", f"--workdir={workdir}")
   assert_one_error_line(proc, rf"being trained by process {os.getpid()} ")
   assert os.listdir(workdir) == []
@@ -65,7 +65,7 @@ def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(env, tmp_path):
   # The lock exists once the script is past its imports and flags; from then
   # on, wherever the signal lands (initialization, compilation, a step), the
   # script must end the same way.
-  stderr = loop_support.signal_when(proc, (workdir / workdir_lib.LOCK_FILE).exists, signal.SIGINT)
+  stderr = loop_support.signal_when(proc, (workdir / workdir_lock.LOCK_FILE).exists, signal.SIGINT)
   assert proc.returncode == 130, stderr[-3000:]
   assert "Traceback" not in stderr, stderr[-3000:]
   assert stderr.strip().splitlines()[-1].startswith("interrupted"), stderr[-3000:]
@@ -227,8 +227,8 @@ def test_exit_now_inside_a_lock_leaves_no_workdir_it_made(env, tmp_path):
 import sys
 sys.path.insert(0, "experiments")
 import cli
-from hyperrecon_jax import workdir
-with workdir.lock({str(tmp_path / "new" / "run")!r}):
+from hyperrecon_jax import workdir_lock
+with workdir_lock.lock({str(tmp_path / "new" / "run")!r}):
   cli.exit_now(2)
 """
   proc = subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO,

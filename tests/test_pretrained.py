@@ -20,11 +20,11 @@ import loop_support
 import numpy as np
 import pytest
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import models
 from hyperrecon_jax import pretrained
 from hyperrecon_jax import report
 from hyperrecon_jax import train
-from hyperrecon_jax import workdir as workdir_lib
 
 SHIPPED = "mni152_csmri8x_dc_tv"
 SHIPPED_256 = "mni152_csmri8x_dc_tv_256"
@@ -147,14 +147,14 @@ def test_an_export_that_cannot_write_names_the_model_and_leaves_no_folder(run_a,
                                        r".*afile/sub \(Not a directory\)"):
     pretrained.export(run_a["workdir"], "tiny", description="x",
                       folder=str(tmp_path / "afile" / "sub"))
-  real_write = workdir_lib.write_bytes
+  real_write = atomic_writes.write_bytes
 
   def full_disk(path, data):
     if path.endswith(pretrained.WEIGHTS_FILE):
       raise OSError(28, "No space left on device", path)
     return real_write(path, data)
 
-  monkeypatch.setattr(workdir_lib, "write_bytes", full_disk)
+  monkeypatch.setattr(atomic_writes, "write_bytes", full_disk)
   new = tmp_path / "new" / "models"
   with pytest.raises(ValueError, match=rf"{re.escape(str(new / 'tiny'))}: the export failed and "
                                        r"wrote nothing \(No space left on device\)"):

@@ -22,7 +22,7 @@ from hyperrecon_jax import checkpoints
 from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
 from hyperrecon_jax import train
-from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import memory_checks
@@ -84,12 +84,12 @@ def test_a_rejected_rerun_of_a_finished_run_writes_nothing(
 def test_a_second_trainer_is_refused_and_writes_nothing(data_dir,
                                                         finished_copy):
   workdir, before = finished_copy
-  with workdir_lib.lock(workdir):
-    with pytest.raises(workdir_lib.WorkdirBusyError, match=str(os.getpid())):
+  with workdir_lock.lock(workdir):
+    with pytest.raises(workdir_lock.WorkdirBusyError, match=str(os.getpid())):
       train.train_and_evaluate(make_config(data_dir, num_steps=STEPS + 2),
                                workdir)
     after = snapshot(workdir)
-    del after[workdir_lib.LOCK_FILE]  # ours
+    del after[workdir_lock.LOCK_FILE]  # ours
     assert after == before
 
 
@@ -126,15 +126,15 @@ def test_loading_a_workdir_that_is_missing_empty_or_a_file_says_which(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"checkpoints holds no checkpoint: train first"):
     train.load_trained(str(tmp_path))
   # A trainer at work, its first checkpoint not written yet: not "train first".
-  from hyperrecon_jax import workdir
-  with open(tmp_path / workdir.LOCK_FILE, "w") as f:
+  from hyperrecon_jax import workdir_lock
+  with open(tmp_path / workdir_lock.LOCK_FILE, "w") as f:
     json.dump({"pid": os.getppid(), "host": socket.gethostname(), "started": "then"}, f)
   with pytest.raises(FileNotFoundError, match=rf"checkpoints holds no checkpoint yet: "
                                               rf"{re.escape(str(tmp_path))} is being trained "
                                               rf"by process {os.getppid()} on .*; wait for its "
                                               r"first checkpoint"):
     train.load_trained(str(tmp_path))
-  os.remove(tmp_path / workdir.LOCK_FILE)
+  os.remove(tmp_path / workdir_lock.LOCK_FILE)
   # An exported model (export_pretrained.py) is loaded with --pretrained: told
   # "train first", its user had nowhere to go.
   from hyperrecon_jax import pretrained

@@ -46,7 +46,7 @@ import pytest
 
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import data
-from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 from hyperrecon_jax.train import sharded
 from hyperrecon_jax.train import state as state_lib
 
@@ -289,12 +289,12 @@ def runs(data_dir, tmp_path_factory, compilation_cache):
     try:
       killed.wait_stalled()
       # The lock while both processes hold the run: process 0's, and only one.
-      with open(killed_dir / workdir_lib.LOCK_FILE) as f:
+      with open(killed_dir / workdir_lock.LOCK_FILE) as f:
         lock_pid = json.load(f)["pid"]
       try:
-        with workdir_lib.lock(str(killed_dir)):
+        with workdir_lock.lock(str(killed_dir)):
           busy = None
-      except workdir_lib.WorkdirBusyError as e:
+      except workdir_lock.WorkdirBusyError as e:
         busy = str(e)
       killed.procs[1].send_signal(signal.SIGKILL)
       # Process 0's collective fails on the broken connection: it ends itself,
@@ -600,7 +600,7 @@ def test_process_0_alone_writes_the_run_files_and_both_write_checkpoints(runs):
   for name, pair in launches.items():
     assert pair.writes(1) == [], (name, pair.writes(1))
   written = {line.split(" ", 1)[1] for line in runs["pair"].writes(0)}
-  assert {"config.json", "metrics.jsonl", workdir_lib.LOCK_FILE} <= written, written
+  assert {"config.json", "metrics.jsonl", workdir_lock.LOCK_FILE} <= written, written
   try:
     import tensorboardX  # noqa: F401
   except ImportError:

@@ -23,8 +23,8 @@ import shutil
 
 import numpy as np
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import errors
-from hyperrecon_jax import workdir as workdir_lib
 
 # λ per reconstruction call of the range map over a design: bounds the
 # reconstructions held at once (256 × 256² float32 is 64 MiB).
@@ -115,7 +115,7 @@ def stranded_report(out: str) -> str | None:
   if os.path.lexists(out):
     return None
   prefix = f".{os.path.basename(out)}.eval-"
-  for path in workdir_lib.sweep_staging(os.path.dirname(out), prefix, dry_run=True):
+  for path in atomic_writes.sweep_staging(os.path.dirname(out), prefix, dry_run=True):
     if path.endswith(".old"):
       return path
   return None
@@ -131,7 +131,7 @@ def _recover(out: str, prefix: str) -> None:
   stranded = stranded_report(out)
   if stranded is not None:
     os.replace(stranded, out)
-  workdir_lib.sweep_staging(os.path.dirname(out), prefix)
+  atomic_writes.sweep_staging(os.path.dirname(out), prefix)
 
 
 def _publish(tmp: str, out: str) -> None:
@@ -302,13 +302,13 @@ def run(context, settings) -> None:
   os.makedirs(os.path.dirname(out), exist_ok=True)
   prefix = f".{os.path.basename(out)}.eval-"
   _recover(out, prefix)
-  tmp = workdir_lib.staging_folder(os.path.dirname(out), prefix)
+  tmp = atomic_writes.staging_folder(os.path.dirname(out), prefix)
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private
   try:
     # A full disk's error from a figure's write names no file: the report's does.
-    with workdir_lib.naming_file(out):
+    with atomic_writes.naming_file(out):
       with open(os.path.join(tmp, "lambda_grid.json"), "w") as f:
         f.write(results.to_json(result))
       _overview_figures(tmp, result, config, shown.coeffs, drawn, seg)

@@ -18,9 +18,10 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import checksums
 from hyperrecon_jax import errors
-from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 from hyperrecon_jax.pretrained.loading import CONFIG_FILE
 from hyperrecon_jax.pretrained.loading import FOLDER
 from hyperrecon_jax.pretrained.loading import FORMAT
@@ -113,20 +114,20 @@ def export(workdir: str, name: str, *, description: str, folder: str = FOLDER,
   with contextlib.ExitStack() as stack:
     try:
       # Removed again, when still empty, if the export fails.
-      stack.enter_context(workdir_lib.made_folder(folder))
+      stack.enter_context(workdir_lock.made_folder(folder))
     except OSError as err:
       raise errors.InputError(f"{path}: cannot create the folder {folder} "
                               f"({err.strerror or err})") from None
     from hyperrecon_jax import outputs
     outputs.check_writable(path, folder)
     # What an export of this name killed by kill -9 left behind.
-    workdir_lib.sweep_staging(folder, f".{name}.export-")
-    staging = workdir_lib.staging_folder(folder, f".{name}.export-")
+    atomic_writes.sweep_staging(folder, f".{name}.export-")
+    staging = atomic_writes.staging_folder(folder, f".{name}.export-")
     try:
       staged = os.path.join(staging, name)
       os.mkdir(staged)
-      workdir_lib.write_bytes(os.path.join(staged, CONFIG_FILE), config_bytes)
-      workdir_lib.write_bytes(os.path.join(staged, WEIGHTS_FILE), blob)
+      atomic_writes.write_bytes(os.path.join(staged, CONFIG_FILE), config_bytes)
+      atomic_writes.write_bytes(os.path.join(staged, WEIGHTS_FILE), blob)
       out = {"format": FORMAT, "name": name, "description": description,
              # Beside the step: a model exported --unfinished says so itself.
              "step": int(step), "num_steps": total, "sha256": hashlib.sha256(blob).hexdigest(),
@@ -224,7 +225,7 @@ def scores_line(test: dict, input_name: str) -> str:
 def write_info(path: str, description: dict) -> None:
   """Writes a model folder's ``info.json`` (atomically), with the digest of its content."""
   content = {k: v for k, v in description.items() if k != INFO_DIGEST}
-  workdir_lib.write_text(
+  atomic_writes.write_text(
       os.path.join(path, INFO_FILE),
       json.dumps({**content, INFO_DIGEST: checksums.json_digest(content)}, indent=1,
                  sort_keys=True) + "\n")

@@ -25,12 +25,13 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
 from hyperrecon_jax import physics
 from hyperrecon_jax import streams
-from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 from hyperrecon_jax.train import configuration
 from hyperrecon_jax.train import loop as loop_lib
 from hyperrecon_jax.train import trained
@@ -250,16 +251,16 @@ def train_baselines(config, workdir: str, lambdas=None, *,
   # Measured and written under the trainer's lock again: a trainer started
   # on the workdir meanwhile would save checkpoints that the result, of an
   # earlier step, does not describe. One that took the lock first is named.
-  with workdir_lib.run_lock(workdir):
+  with workdir_lock.run_lock(workdir):
     c, model, variables, step = trained.load_trained(workdir)
     stack = model.lambdas
     terms = validation_term_means(c, model, variables, stack)
     result = {"losses": list(names), "lambdas": [list(lam) for lam in stack],
               "split": "validation", "step": int(step), "terms": terms,
               "loss_scales": _one_hot_scales(names, stack, terms)}
-    if workdir_lib.is_primary():  # every process of a multi-host run gets the result
-      workdir_lib.write_text(os.path.join(workdir, RESULT_FILE),
-                             json.dumps(result, indent=2))
+    if workdir_lock.is_primary():  # every process of a multi-host run gets the result
+      atomic_writes.write_text(os.path.join(workdir, RESULT_FILE),
+                               json.dumps(result, indent=2))
   return result
 
 

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import errors
 from hyperrecon_jax import hparams
 from hyperrecon_jax import losses
@@ -155,5 +156,5 @@ def write(result: dict, workdir: str) -> str:
   check_folder(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, RESULT_FILE)
-  workdir_lib.write_text(path, json.dumps(result, indent=2))
+  atomic_writes.write_text(path, json.dumps(result, indent=2))
   return path

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import checkpoints
 from hyperrecon_jax import compilation
 from hyperrecon_jax import errors
@@ -22,6 +23,7 @@ from hyperrecon_jax import physics
 from hyperrecon_jax import progress as progress_lib
 from hyperrecon_jax import streams
 from hyperrecon_jax import workdir as workdir_lib
+from hyperrecon_jax import workdir_lock
 from hyperrecon_jax.data import locations
 from hyperrecon_jax.data import split_record
 from hyperrecon_jax.data import summary
@@ -112,7 +114,7 @@ def check_workdir(config, workdir: str, stored=None) -> None:
 def train_and_evaluate(config, workdir: str):
   """Trains (or resumes) a run in ``workdir``; returns the final ``TrainState``.
 
-  The trainer owns the workdir for the whole call (`hyperrecon_jax.workdir`):
+  The trainer owns the workdir for the whole call (`hyperrecon_jax.workdir_lock`):
   a second trainer is refused at once. On several processes (after
   `jax.distributed.initialize`, or with ``config.train.distributed``) every
   process calls this with the same arguments: each reads its own shard of
@@ -162,7 +164,7 @@ def train_and_evaluate(config, workdir: str):
     config.data.update(relative)
   # Only process 0 writes the run's own files, so only it probes the folder.
   workdir_lib.check_folder(workdir, "training run", workdir_lib.RUN_ENTRIES,
-                           write_probe=workdir_lib.is_primary(), subfolders=("checkpoints",))
+                           write_probe=workdir_lock.is_primary(), subfolders=("checkpoints",))
   size = int(config.data.image_size)
   # Before the workdir is written: a task whose mask cannot be drawn (e.g. an
   # acceleration beyond the image's size), or a model that cannot fit, must
@@ -176,8 +178,8 @@ def train_and_evaluate(config, workdir: str):
         f"by the number of devices ({mesh.size})")
   # Every process of a multi-host run writes its checkpoint shards; process 0
   # alone holds the lock and writes the run's own files.
-  with workdir_lib.run_lock(workdir):
-    return _train(config, workdir, mesh, operator, workdir_lib.is_primary())
+  with workdir_lock.run_lock(workdir):
+    return _train(config, workdir, mesh, operator, workdir_lock.is_primary())
 
 
 def _train(config, workdir, mesh, operator, owner):
@@ -219,10 +221,10 @@ def _train(config, workdir, mesh, operator, owner):
             state, first, streams.key(int(config.train.seed), "train")).compile()
     memory_checks.check_step_memory(config, train_step)
     if owner:
-      workdir_lib.write_text(os.path.join(workdir, "config.json"),
-                             config.to_json(indent=2))
+      atomic_writes.write_text(os.path.join(workdir, "config.json"),
+                               config.to_json(indent=2))
       if splits is not None and (start == 0 or rerecord):
-        workdir_lib.write_text(record_path, split_record.to_json(splits))
+        atomic_writes.write_text(record_path, split_record.to_json(splits))
       if rerecord:
         print(f"note: {record_path} was missing; it is written with the splits the run "
               f"goes on with from step {start}, which cannot be checked against those it "

@@ -132,8 +132,8 @@ def load_trained(workdir: str, step: int | None = None, *,
       raise FileNotFoundError(
           f"{workdir!r} holds an exported model (export_pretrained.py), not a training run: "
           f"give it as --pretrained={workdir}")
-    from hyperrecon_jax import workdir as workdir_lib
-    owner = workdir_lib.live_owner(workdir) if os.path.isdir(workdir) else None
+    from hyperrecon_jax import workdir_lock
+    owner = workdir_lock.live_owner(workdir) if os.path.isdir(workdir) else None
     if owner is not None:
       raise FileNotFoundError(f"{where} holds no checkpoint yet: {workdir} is being trained "
                               f"by {owner}; wait for its first checkpoint")

@@ -9,8 +9,8 @@ import sys
 
 from absl import logging
 
+from hyperrecon_jax import atomic_writes
 from hyperrecon_jax import extras
-from hyperrecon_jax import workdir as workdir_lib
 
 
 def _read_records(path: str) -> list[tuple[int, str]]:
@@ -65,7 +65,7 @@ class MetricWriter:
     if start_step and os.path.exists(self.path):
       kept = [line for step, line in _read_records(self.path)
               if step <= start_step]
-      workdir_lib.write_text(self.path, "".join(kept))
+      atomic_writes.write_text(self.path, "".join(kept))
     if start_step:
       _set_aside_later_report(workdir, self.path, start_step)
     else:
@@ -101,7 +101,7 @@ class MetricWriter:
       # full disk, and its error would replace this one.
       self._file = _discard(self._file)
       self._end_tensorboard()
-      with workdir_lib.naming_file(self.path):
+      with atomic_writes.naming_file(self.path):
         raise
     if self._tb is not None:
       def add():
@@ -115,7 +115,7 @@ class MetricWriter:
     file, self._file = self._file, None
     if file is not None:
       try:
-        with workdir_lib.naming_file(self.path):
+        with atomic_writes.naming_file(self.path):
           file.close()
       except OSError:
         self._end_tensorboard()
@@ -136,7 +136,7 @@ class MetricWriter:
       return call()
     except OSError:
       self._end_tensorboard()
-      with workdir_lib.naming_file(_newest_event_file(self._workdir)):
+      with atomic_writes.naming_file(_newest_event_file(self._workdir)):
         raise
 
 
@@ -165,7 +165,7 @@ def _cut_event_file(path: str, start_step: int) -> None:
   # this only where it is installed.
   from google.protobuf import message
 
-  with workdir_lib.naming_file(path), open(path, "rb") as f:
+  with atomic_writes.naming_file(path), open(path, "rb") as f:
     blob = f.read()
   kept, pos, headers_only = [], 0, True
   while pos < len(blob):
@@ -184,12 +184,12 @@ def _cut_event_file(path: str, start_step: int) -> None:
       headers_only = headers_only and e.WhichOneof("what") == "file_version"
     pos += len(record)
   if headers_only:
-    with workdir_lib.naming_file(path):
+    with atomic_writes.naming_file(path):
       os.remove(path)
     return
   data = b"".join(kept)
   if len(data) != len(blob):
-    workdir_lib.write_bytes(path, data)
+    atomic_writes.write_bytes(path, data)
 
 
 def _event(record: bytes):
@@ -217,7 +217,7 @@ def _holds_events(path: str) -> bool:
   as the version. Anything else (more records, a damaged record, no
   tensorboardX to read it with) counts as events, to be kept.
   """
-  with workdir_lib.naming_file(path), open(path, "rb") as f:
+  with atomic_writes.naming_file(path), open(path, "rb") as f:
     head = f.read(8)
     size = os.fstat(f.fileno()).st_size
     if size == 0:
@@ -278,7 +278,7 @@ def _set_aside_earlier_run(workdir: str, path: str) -> None:
     if _holds_events(event):
       events.append(event)
     else:
-      with workdir_lib.naming_file(event):
+      with atomic_writes.naming_file(event):
         os.remove(event)
   records = os.path.exists(path) and os.path.getsize(path) > 0
   if os.path.exists(path) and not records:
