@@ -34,10 +34,10 @@ import json
 import os
 import re
 import shutil
+import sys
 from typing import Any
 from typing import NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +66,11 @@ class Restored(NamedTuple):
   state: Any
   data_state: dict
   config: dict
+
+
+def _warn(text: str) -> None:
+  """A ``warning:`` line on stderr, as the commands print every warning of a run."""
+  print(f"warning: {text}", file=sys.stderr)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -323,8 +328,8 @@ def _restore_step(mngr, step: int, abstract_state, trainer: bool):
     checksums.clear_pending(_workdir(mngr), step)
     how = ("its values match the digests recorded before its save" if digests is not None
            else "it restores with finite values")
-    logging.warning("checkpoint %d had no %s; %s, and its checksums are now recorded",
-                    step, checksums.CHECKSUMS, how)
+    _warn(f"checkpoint {step} had no {checksums.CHECKSUMS}; {how}, and its checksums are "
+          "now recorded")
   return Restored(step, out["state"], out["data"], config)
 
 
@@ -399,7 +404,7 @@ def restore(mngr: ocp.CheckpointManager | None,
     try:
       restored = _restore_step(mngr, s, abstract_state, trainer)
     except UnverifiedCheckpointError as e:
-      logging.warning("checkpoint %d was skipped: %s", s, e)
+      _warn(f"checkpoint {s} was skipped: {e}")
       unverified.append(str(e))
       continue
     except CheckpointError as e:
@@ -407,12 +412,11 @@ def restore(mngr: ocp.CheckpointManager | None,
         mngr.reload()  # removed by the trainer's max_to_keep while we read
         continue
       where = f"; moved to {_quarantine(mngr, s)}" if primary else ""
-      logging.warning("checkpoint %d is damaged and was skipped: %s%s", s, e,
-                      where)
+      _warn(f"checkpoint {s} is damaged and was skipped: {e}{where}")
       damaged.append(str(e))
       continue
     if damaged or unverified:
-      logging.warning("using checkpoint %d, the newest intact one", s)
+      _warn(f"using checkpoint {s}, the newest intact one")
     return restored
   if unverified:
     raise CheckpointError("every checkpoint is damaged or unverified: "

@@ -77,7 +77,7 @@ def _data_item(step_dir):
     (lambda p: p.unlink(), lambda d: d / "state" / "_METADATA"),
 ])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
-    three_steps, damage, target, caplog):
+    three_steps, damage, target, capfd):
   workdir, fresh = three_steps
   bad = target(workdir / "checkpoints" / "3")
   damage(bad)
@@ -85,8 +85,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(
   restored = checkpoints.restore(reader, fresh)
   assert (restored.step, int(restored.state.step)) == (2, 2)
   assert restored.data_state == {"next_index": 2}
-  assert "checkpoint 3 is damaged" in caplog.text
-  assert os.path.basename(str(bad)) in caplog.text  # names the file
+  err = capfd.readouterr().err
+  assert "warning: checkpoint 3 is damaged" in err
+  assert os.path.basename(str(bad)) in err  # names the file
   # A given step fails with one line naming the file.
   with pytest.raises(checkpoints.CheckpointError, match=os.path.basename(str(bad))):
     checkpoints.restore(reader, fresh, step=3)
@@ -153,7 +154,7 @@ def _save_killed_before_checksums(states, workdir, step):
 
 
 def test_a_save_cut_short_before_its_checksums_is_verified_by_its_digests(
-    states, three_steps, caplog):
+    states, three_steps, capfd):
   workdir, fresh = three_steps
   step_dir = _save_killed_before_checksums(states, workdir, 4)
   # Readers verify the step without writing anything.
@@ -165,7 +166,7 @@ def test_a_save_cut_short_before_its_checksums_is_verified_by_its_digests(
   assert restored.data_state == {"next_index": 4}
   assert checkpoints.saved_config(str(workdir)) == restored.config
   assert _files(workdir) == before
-  assert "skipped" not in caplog.text
+  assert "skipped" not in capfd.readouterr().err
   # The trainer completes it: checksums written, digests removed.
   mngr = checkpoints.manager(str(workdir))
   assert checkpoints.restore(mngr, fresh, trainer=True).step == 4
@@ -175,7 +176,7 @@ def test_a_save_cut_short_before_its_checksums_is_verified_by_its_digests(
 
 
 def test_a_save_cut_short_whose_data_item_was_then_edited_is_never_used(
-    states, three_steps, caplog):
+    states, three_steps, capfd):
   # Valid JSON that differs from what was saved: only the digest recorded
   # before the save tells it from the real data position.
   workdir, fresh = three_steps
@@ -186,7 +187,7 @@ def test_a_save_cut_short_whose_data_item_was_then_edited_is_never_used(
   reader.close()
   assert (restored.step, int(restored.state.step)) == (3, 3)
   assert restored.data_state == {"next_index": 3}
-  assert "checkpoint 4 is damaged and was skipped" in caplog.text
+  assert "warning: checkpoint 4 is damaged and was skipped" in capfd.readouterr().err
 
 
 def _damage_cut_short_step(states, workdir, fresh, where, effect):
@@ -224,7 +225,7 @@ ORBAX_REMAINS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExcep
 
 @ORBAX_REMAINS
 @pytest.mark.parametrize("where, effect", [("middle", "changed"), ("start", "error")])
-def test_a_save_cut_short_and_then_damaged_is_never_used(states, three_steps, caplog, where,
+def test_a_save_cut_short_and_then_damaged_is_never_used(states, three_steps, capfd, where,
                                                          effect):
   # 64 flipped bytes in the largest data file of a step without checksums
   # used to load as parameters off by 1e35 (values changed) or to end the
@@ -237,7 +238,7 @@ def test_a_save_cut_short_and_then_damaged_is_never_used(states, three_steps, ca
   with pytest.raises(checkpoints.CheckpointError, match=r"checkpoints/4"):
     checkpoints.restore(reader, fresh, step=4)
   reader.close()
-  assert "checkpoint 4 is damaged and was skipped" in caplog.text
+  assert "warning: checkpoint 4 is damaged and was skipped" in capfd.readouterr().err
   assert _files(workdir) == before  # readers write nothing
   mngr = checkpoints.manager(str(workdir))
   restored = checkpoints.restore(mngr, fresh, trainer=True)
@@ -283,7 +284,7 @@ def test_digests_of_a_save_that_never_finished_are_dropped_by_the_trainer(
 
 
 def test_a_step_without_checksums_or_digests_is_used_by_the_trainer_only(
-    three_steps, caplog):
+    three_steps, capfd):
   # Written by an older version, which kept no checksums: readers fall back
   # to the newest verified step; the trainer accepts it if its values are
   # finite, and records its checksums.
@@ -296,7 +297,8 @@ def test_a_step_without_checksums_or_digests_is_used_by_the_trainer_only(
   with pytest.raises(checkpoints.UnverifiedCheckpointError, match="checksums.json"):
     checkpoints.restore(reader, fresh, step=3)
   reader.close()
-  assert "checkpoint 3 was skipped" in caplog.text and str(step_dir) in caplog.text
+  err = capfd.readouterr().err
+  assert "warning: checkpoint 3 was skipped" in err and str(step_dir) in err
   assert checkpoints.saved_config(str(workdir), step=2) is not None
   assert _files(workdir) == before
   mngr = checkpoints.manager(str(workdir))
@@ -343,7 +345,7 @@ def test_the_trainer_moves_aside_a_step_without_checksums_that_is_not_finite(
   assert (workdir / checkpoints.DAMAGED_DIR / "4").is_dir()
 
 
-def test_damage_is_found_without_checksums_too(three_steps, caplog):
+def test_damage_is_found_without_checksums_too(three_steps, capfd):
   # A step without checksums (nor digests) whose data item does not parse.
   workdir, fresh = three_steps
   step_dir = workdir / "checkpoints" / "3"
@@ -352,7 +354,7 @@ def test_damage_is_found_without_checksums_too(three_steps, caplog):
   mngr = checkpoints.manager(str(workdir))
   assert checkpoints.restore(mngr, fresh, trainer=True).step == 2
   mngr.close()
-  assert "checkpoint 3 is damaged" in caplog.text
+  assert "warning: checkpoint 3 is damaged" in capfd.readouterr().err
   assert (workdir / checkpoints.DAMAGED_DIR / "3").is_dir()
 
 

@@ -194,12 +194,12 @@ def test_another_seed_in_existing_workdir_is_refused(data_dir, tmp_path):
 
 
 def test_evaluation_skips_a_step_without_checksums_and_the_trainer_verifies_it(
-    data_dir, finished_copy, caplog, capfd):
+    data_dir, finished_copy, capfd):
   workdir, _ = finished_copy
   os.remove(os.path.join(workdir, "checkpoints", str(STEPS), checksums.CHECKSUMS))
   before = snapshot(workdir)
   assert train.load_trained(workdir)[3] == CHECKPOINT_STEPS[-2]
-  assert f"checkpoint {STEPS} was skipped" in caplog.text
+  assert f"warning: checkpoint {STEPS} was skipped" in capfd.readouterr().err
   assert snapshot(workdir) == before  # a reader writes nothing
   # The trainer (here with nothing left to train) verifies the step.
   train.train_and_evaluate(make_config(data_dir), workdir)
