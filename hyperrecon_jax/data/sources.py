@@ -176,15 +176,15 @@ def prepare(data_config):
           # Another process may have finished the same build first (the final
           # rename then fails here); its result is as good as ours.
           b = make_builder(data_config)
-          if not b.is_prepared() and isinstance(err, PermissionError):
-            # A shared cache that this user cannot write, asked for a dataset
-            # not built yet: the errno line named neither setting.
-            raise data_errors.DataError(
-                f"cannot build the {config_fields.field(data_config, 'name')} dataset in "
-                f"{locations.data_dir_setting(data_config)}: {err}: ask its owner to build "
-                f"it, or set {locations.DATA_DIR_ENV} or config.data.data_dir to a folder "
-                "you can write") from err
           if not b.is_prepared():
+            if isinstance(err, PermissionError):
+              # A shared cache that this user cannot write, asked for a dataset
+              # not built yet: the errno line named neither setting.
+              raise data_errors.DataError(
+                  f"cannot build the {config_fields.field(data_config, 'name')} dataset in "
+                  f"{locations.data_dir_setting(data_config)}: {err}: ask its owner to "
+                  f"build it, or set {locations.DATA_DIR_ENV} or config.data.data_dir to a "
+                  "folder you can write") from err
             raise
         except AssertionError as err:
           empty = re.search(r'split "(\w+)": No examples were yielded', str(err))
