@@ -73,8 +73,11 @@ def _stop_on_signals():
 def check_workdir(config, workdir: str, stored=None) -> None:
   """Raises ``ConfigError`` if the workdir's run was trained under other bound fields.
 
+  Or under other formulas of its own loss terms (`term_probes.check`).
+
   Args:
-    config: the new config.
+    config: the new config; its ``term_probes`` as `term_probes.recorded`
+      gives them (an empty record is probed here).
     workdir: the run's folder.
     stored: the config dict of the workdir's newest checkpoint, which is what
       the run was trained with; None falls back to ``config.json``.
@@ -107,8 +110,10 @@ def check_workdir(config, workdir: str, stored=None) -> None:
     raise configuration.ConfigError(
         f"{workdir} holds a run trained with an incompatible config ("
         + "; ".join(diffs) + "); use another --workdir")
-  # Its own loss terms must compute what they computed in its steps so far.
-  term_probes.check(config, stored.get(term_probes.FIELD) or {}, where=f"the run in {workdir}")
+  # Its own loss terms must compute what they computed in its steps so far:
+  # the values `train_and_evaluate` recorded, not a probe for each checkpoint tried.
+  term_probes.check(config, stored.get(term_probes.FIELD) or {}, where=f"the run in {workdir}",
+                    now=config.get(term_probes.FIELD) or None)
 
 
 def train_and_evaluate(config, workdir: str):

@@ -129,7 +129,8 @@ def differences(stored: dict, now: dict) -> list[str]:
   return out
 
 
-def check(config, stored: dict | None = None, where: str = "the run") -> None:
+def check(config, stored: dict | None = None, where: str = "the run", *,
+          now: dict | None = None) -> None:
   """Refuses a run whose own loss terms compute other values than when it was trained.
 
   Args:
@@ -138,6 +139,8 @@ def check(config, stored: dict | None = None, where: str = "the run") -> None:
       (absent or empty for a run of built-in terms, or one older than the
       record: nothing to check).
     where: the run or model, for the message.
+    now: the terms' values on the probe in this process, when already
+      computed (`recorded`); default `probe` of ``config``.
 
   Raises:
     ConfigError: a term's values differ, or it raises on the probe.
@@ -147,7 +150,7 @@ def check(config, stored: dict | None = None, where: str = "the run") -> None:
     return
   stored = dict(stored)
   try:
-    now = probe(config)
+    now = probe(config) if now is None else dict(now)
   except Exception as e:  # the user's module raised: named as a changed term
     raise configuration.ConfigError(
         f"{where} recorded its own loss terms' values on a fixed probe, and computing them "
